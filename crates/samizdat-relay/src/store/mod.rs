@@ -1,0 +1,179 @@
+//! The relay's storage: one trait, implemented by SQLite (one process) and PostgreSQL
+//! (many processes). Every method is one atomic transaction; write methods return only
+//! after the data is durable.
+//!
+//! Idempotency lives here too: every write takes the client's `request_id`; a repeat returns
+//! the first answer (stored in the same transaction as the write) and changes nothing.
+
+mod sqlite;
+
+pub use sqlite::SqliteStore;
+
+use async_trait::async_trait;
+use samizdat_proto::{
+    ClaimedKeyPackage, Entries, EntryKind, ErrorCode, Id, KeyPackageCount, Limits, MailboxMessage,
+    WelcomeDrop,
+};
+
+/// What a store operation can fail with. Client-caused failures carry an [`ErrorCode`].
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum StoreError {
+    #[error("{message}")]
+    Rejected {
+        code: ErrorCode,
+        message: String,
+        current_epoch: Option<u64>,
+    },
+    #[error("storage failure: {0}")]
+    Backend(String),
+}
+
+impl StoreError {
+    pub fn rejected(code: ErrorCode, message: impl Into<String>) -> Self {
+        StoreError::Rejected {
+            code,
+            message: message.into(),
+            current_epoch: None,
+        }
+    }
+}
+
+impl From<rusqlite::Error> for StoreError {
+    fn from(e: rusqlite::Error) -> Self {
+        StoreError::Backend(e.to_string())
+    }
+}
+
+pub type Result<T, E = StoreError> = std::result::Result<T, E>;
+
+/// A group append, already parsed and size-checked by the HTTP layer.
+#[derive(Debug, Clone)]
+pub struct AppendRequest {
+    pub request_id: Id,
+    pub group_id: Id,
+    pub kind: EntryKind,
+    pub epoch: u64,
+    /// SHA-256 of the token the client presented.
+    pub token_hash: [u8; 32],
+    pub body: Vec<u8>,
+    pub next_token_hash: Option<[u8; 32]>,
+    pub welcomes: Vec<WelcomeDrop>,
+}
+
+/// Where an append landed, and which mailboxes got Welcomes (to wake their subscribers).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Appended {
+    pub seq: u64,
+    pub welcomed: Vec<Id>,
+}
+
+/// How many rows a retention sweep removed.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Swept {
+    pub mailbox_messages: u64,
+    pub entries: u64,
+}
+
+#[async_trait]
+pub trait Store: Send + Sync + 'static {
+    /// Create a mailbox. Repeating the same request id is a no-op.
+    async fn create_mailbox(
+        &self,
+        request_id: Id,
+        mailbox: Id,
+        owner_key: Vec<u8>,
+        now: u64,
+    ) -> Result<()>;
+
+    /// The owner's public key, if the mailbox exists.
+    async fn mailbox_owner(&self, mailbox: Id) -> Result<Option<Vec<u8>>>;
+
+    /// Record a signature nonce; false if it was already used (a replay).
+    async fn use_nonce(&self, nonce: Id, expires_at: u64) -> Result<bool>;
+
+    /// Store a message in a mailbox, within its quota. Returns its sequence number.
+    async fn drop_message(
+        &self,
+        request_id: Id,
+        mailbox: Id,
+        body: Vec<u8>,
+        now: u64,
+        limits: &Limits,
+    ) -> Result<u64>;
+
+    /// Messages after `after`, oldest first, not yet expired.
+    async fn read_mailbox(
+        &self,
+        mailbox: Id,
+        after: u64,
+        limit: usize,
+        now: u64,
+    ) -> Result<Vec<MailboxMessage>>;
+
+    /// Delete acknowledged messages; returns how many were deleted.
+    async fn ack_messages(&self, request_id: Id, mailbox: Id, seqs: Vec<u64>) -> Result<u64>;
+
+    /// Add KeyPackages to the pool (bounded by `max`) and optionally replace the last resort.
+    async fn upload_key_packages(
+        &self,
+        request_id: Id,
+        mailbox: Id,
+        key_packages: Vec<Vec<u8>>,
+        last_resort: Option<Vec<u8>>,
+        max: u64,
+    ) -> Result<KeyPackageCount>;
+
+    /// Hand out one KeyPackage exactly once, else the last resort.
+    async fn claim_key_package(&self, request_id: Id, mailbox: Id) -> Result<ClaimedKeyPackage>;
+
+    async fn key_package_count(&self, mailbox: Id) -> Result<KeyPackageCount>;
+
+    /// Create a group log at `epoch` with that epoch's token hash.
+    async fn create_group(
+        &self,
+        request_id: Id,
+        group: Id,
+        epoch: u64,
+        token_hash: [u8; 32],
+        now: u64,
+    ) -> Result<()>;
+
+    /// The token hash of `epoch` and the group's current epoch; `None` if the group or the
+    /// epoch is unknown.
+    async fn epoch_token(&self, group: Id, epoch: u64) -> Result<Option<([u8; 32], u64)>>;
+
+    /// Append an entry: token check, epoch compare-and-set for commits, Welcome drops — one
+    /// transaction.
+    async fn append(&self, req: AppendRequest, now: u64, limits: &Limits) -> Result<Appended>;
+
+    /// Entries of `epoch` after `after`, in log order.
+    async fn read_entries(
+        &self,
+        group: Id,
+        epoch: u64,
+        after: u64,
+        limit: usize,
+    ) -> Result<Entries>;
+
+    /// Delete expired mailbox messages, log entries, nonces and idempotency records.
+    async fn sweep(&self, now: u64, limits: &Limits) -> Result<Swept>;
+}
+
+/// Idempotency scopes: a request id reused for a different kind of write is refused.
+pub(crate) mod scope {
+    pub const CREATE_MAILBOX: &str = "create_mailbox";
+    pub const DROP: &str = "drop";
+    pub const ACK: &str = "ack";
+    pub const UPLOAD: &str = "upload_key_packages";
+    pub const CLAIM: &str = "claim";
+    pub const CREATE_GROUP: &str = "create_group";
+    pub const APPEND: &str = "append";
+}
+
+pub(crate) fn reused_request_id() -> StoreError {
+    StoreError::rejected(
+        ErrorCode::BadRequest,
+        "this request_id was already used for a different kind of request; choose a new random id",
+    )
+}

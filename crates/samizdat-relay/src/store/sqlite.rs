@@ -1,0 +1,744 @@
+//! SQLite storage: WAL, `synchronous=FULL`, one writer thread that commits many requests per
+//! transaction (group commit), and a small pool of read connections.
+//!
+//! A request is answered only after the transaction holding it has committed, so every
+//! success the relay returns is on disk.
+
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, mpsc};
+
+use async_trait::async_trait;
+use rusqlite::{Connection, OptionalExtension, params};
+use samizdat_proto::{
+    Bytes, ClaimedKeyPackage, Entries, Entry, EntryKind, ErrorCode, Id, KeyPackageCount, Limits,
+    MailboxMessage,
+};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use tokio::sync::oneshot;
+
+use super::{AppendRequest, Appended, Result, Store, StoreError, Swept, reused_request_id, scope};
+
+const MIGRATIONS: &[(i64, &str)] = &[(1, include_str!("../../migrations/sqlite/0001_init.sql"))];
+
+/// Most requests folded into one transaction.
+const MAX_BATCH: usize = 512;
+/// Read connections kept open.
+const MAX_READERS: usize = 8;
+
+type Completion = Box<dyn FnOnce(Result<()>) + Send>;
+type Job = Box<dyn FnOnce(&Connection) -> (bool, Completion) + Send>;
+
+/// The SQLite [`Store`].
+pub struct SqliteStore {
+    path: PathBuf,
+    writer: Mutex<Option<mpsc::Sender<Job>>>,
+    writer_thread: Mutex<Option<std::thread::JoinHandle<()>>>,
+    readers: Arc<Mutex<Vec<Connection>>>,
+}
+
+fn open(path: &Path) -> Result<Connection> {
+    let conn = Connection::open(path)?;
+    conn.busy_timeout(std::time::Duration::from_secs(10))?;
+    conn.pragma_update(None, "journal_mode", "WAL")?;
+    conn.pragma_update(None, "synchronous", "FULL")?;
+    conn.pragma_update(None, "foreign_keys", "ON")?;
+    Ok(conn)
+}
+
+fn migrate(conn: &mut Connection) -> Result<()> {
+    let version: i64 = conn.pragma_query_value(None, "user_version", |r| r.get(0))?;
+    for (v, sql) in MIGRATIONS {
+        if *v > version {
+            let tx = conn.transaction()?;
+            tx.execute_batch(sql)?;
+            tx.pragma_update(None, "user_version", v)?;
+            tx.commit()?;
+        }
+    }
+    Ok(())
+}
+
+impl SqliteStore {
+    /// Open (creating and migrating if needed) `relay.db` in `dir`.
+    pub fn open(dir: &Path) -> Result<Self> {
+        std::fs::create_dir_all(dir)
+            .map_err(|e| StoreError::Backend(format!("cannot create {}: {e}", dir.display())))?;
+        let path = dir.join("relay.db");
+        let mut conn = open(&path)?;
+        migrate(&mut conn)?;
+        let (tx, rx) = mpsc::channel::<Job>();
+        let handle = std::thread::Builder::new()
+            .name("sqlite-writer".into())
+            .spawn(move || writer_loop(conn, rx))
+            .map_err(|e| StoreError::Backend(format!("cannot start writer thread: {e}")))?;
+        Ok(SqliteStore {
+            path,
+            writer: Mutex::new(Some(tx)),
+            writer_thread: Mutex::new(Some(handle)),
+            readers: Arc::new(Mutex::new(Vec::new())),
+        })
+    }
+
+    /// The database file (its `-wal` sibling holds recent commits).
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Finish every queued write, then stop the writer thread.
+    pub fn close(&self) {
+        if let Ok(mut w) = self.writer.lock() {
+            w.take();
+        }
+        let handle = self.writer_thread.lock().ok().and_then(|mut h| h.take());
+        if let Some(h) = handle {
+            let _ = h.join();
+        }
+    }
+
+    async fn write<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&Connection) -> Result<T> + Send + 'static,
+    ) -> Result<T> {
+        let (tx, rx) = oneshot::channel::<Result<T>>();
+        let job: Job = Box::new(move |conn| {
+            let res = f(conn);
+            let ok = res.is_ok();
+            let done: Completion = Box::new(move |commit| {
+                let _ = tx.send(commit.and(res));
+            });
+            (ok, done)
+        });
+        let sender = self
+            .writer
+            .lock()
+            .map_err(|_| StoreError::Backend("writer lock poisoned".into()))?
+            .clone()
+            .ok_or_else(|| {
+                StoreError::rejected(ErrorCode::Unavailable, "relay is shutting down")
+            })?;
+        sender
+            .send(job)
+            .map_err(|_| StoreError::rejected(ErrorCode::Unavailable, "relay is shutting down"))?;
+        rx.await
+            .map_err(|_| StoreError::Backend("writer thread stopped".into()))?
+    }
+
+    async fn read<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&Connection) -> Result<T> + Send + 'static,
+    ) -> Result<T> {
+        let readers = self.readers.clone();
+        let path = self.path.clone();
+        tokio::task::spawn_blocking(move || {
+            let conn = readers.lock().ok().and_then(|mut r| r.pop());
+            let conn = match conn {
+                Some(c) => c,
+                None => open(&path)?,
+            };
+            let res = f(&conn);
+            if let Ok(mut r) = readers.lock()
+                && r.len() < MAX_READERS
+            {
+                r.push(conn);
+            }
+            res
+        })
+        .await
+        .map_err(|e| StoreError::Backend(format!("reader task failed: {e}")))?
+    }
+}
+
+impl Drop for SqliteStore {
+    fn drop(&mut self) {
+        self.close();
+    }
+}
+
+fn writer_loop(conn: Connection, rx: mpsc::Receiver<Job>) {
+    while let Ok(first) = rx.recv() {
+        let mut jobs = vec![first];
+        while jobs.len() < MAX_BATCH {
+            match rx.try_recv() {
+                Ok(j) => jobs.push(j),
+                Err(_) => break,
+            }
+        }
+        let mut completions = Vec::with_capacity(jobs.len());
+        let begin = conn.execute_batch("BEGIN IMMEDIATE");
+        if let Err(e) = begin {
+            let msg = e.to_string();
+            tracing::error!(error = %msg, "cannot begin write transaction");
+            // Run nothing; fail every job of this batch.
+            for job in jobs {
+                drop(job);
+            }
+            continue;
+        }
+        for job in jobs {
+            let _ = conn.execute_batch("SAVEPOINT job");
+            let (ok, done) = job(&conn);
+            if !ok {
+                let _ = conn.execute_batch("ROLLBACK TO job");
+            }
+            let _ = conn.execute_batch("RELEASE job");
+            completions.push(done);
+        }
+        let commit = conn.execute_batch("COMMIT").map_err(StoreError::from);
+        if let Err(e) = &commit {
+            tracing::error!(error = %e, "write transaction failed to commit");
+            let _ = conn.execute_batch("ROLLBACK");
+        }
+        for done in completions {
+            done(match &commit {
+                Ok(()) => Ok(()),
+                Err(e) => Err(StoreError::Backend(e.to_string())),
+            });
+        }
+    }
+}
+
+/// Look up an earlier answer to this request id.
+fn prior<T: DeserializeOwned>(
+    conn: &Connection,
+    request_id: &Id,
+    scope: &str,
+) -> Result<Option<T>> {
+    let row: Option<(String, String)> = conn
+        .query_row(
+            "SELECT scope, result FROM requests WHERE request_id = ?1",
+            params![request_id.as_bytes()],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )
+        .optional()?;
+    match row {
+        None => Ok(None),
+        Some((s, _)) if s != scope => Err(reused_request_id()),
+        Some((_, result)) => serde_json::from_str(&result)
+            .map(Some)
+            .map_err(|e| StoreError::Backend(format!("corrupt idempotency record: {e}"))),
+    }
+}
+
+fn remember<T: Serialize>(
+    conn: &Connection,
+    request_id: &Id,
+    scope: &str,
+    result: &T,
+    now: u64,
+) -> Result<()> {
+    let json = serde_json::to_string(result).map_err(|e| StoreError::Backend(e.to_string()))?;
+    conn.execute(
+        "INSERT INTO requests (request_id, scope, result, stored_at) VALUES (?1, ?2, ?3, ?4)",
+        params![request_id.as_bytes(), scope, json, now as i64],
+    )?;
+    Ok(())
+}
+
+fn now_secs() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}
+
+fn not_found(what: &str) -> StoreError {
+    StoreError::rejected(ErrorCode::NotFound, format!("no such {what}"))
+}
+
+fn hash32(v: Vec<u8>) -> Result<[u8; 32]> {
+    <[u8; 32]>::try_from(v.as_slice()).map_err(|_| StoreError::Backend("corrupt token hash".into()))
+}
+
+fn drop_into(
+    conn: &Connection,
+    mailbox: &Id,
+    body: &[u8],
+    now: u64,
+    limits: &Limits,
+) -> Result<u64> {
+    let row: Option<(i64, i64, i64)> = conn
+        .query_row(
+            "SELECT next_seq, msg_count, msg_bytes FROM mailboxes WHERE mailbox_id = ?1",
+            params![mailbox.as_bytes()],
+            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+        )
+        .optional()?;
+    let (seq, count, bytes) = row.ok_or_else(|| not_found("mailbox"))?;
+    if count as u64 >= limits.mailbox_quota_messages
+        || bytes as u64 + body.len() as u64 > limits.mailbox_quota_bytes
+    {
+        return Err(StoreError::rejected(
+            ErrorCode::QuotaExceeded,
+            "the mailbox is full; its owner must read and acknowledge messages first",
+        ));
+    }
+    conn.execute(
+        "INSERT INTO mailbox_messages (mailbox_id, seq, body, stored_at, expires_at) VALUES (?1, ?2, ?3, ?4, ?5)",
+        params![
+            mailbox.as_bytes(),
+            seq,
+            body,
+            now as i64,
+            now.saturating_add(limits.mailbox_ttl_secs) as i64
+        ],
+    )?;
+    conn.execute(
+        "UPDATE mailboxes SET next_seq = next_seq + 1, msg_count = msg_count + 1, msg_bytes = msg_bytes + ?2 WHERE mailbox_id = ?1",
+        params![mailbox.as_bytes(), body.len() as i64],
+    )?;
+    Ok(seq as u64)
+}
+
+fn kp_count(conn: &Connection, mailbox: &Id) -> Result<KeyPackageCount> {
+    let has_last_resort: Option<bool> = conn
+        .query_row(
+            "SELECT last_resort IS NOT NULL FROM mailboxes WHERE mailbox_id = ?1",
+            params![mailbox.as_bytes()],
+            |r| r.get(0),
+        )
+        .optional()?;
+    let has_last_resort = has_last_resort.ok_or_else(|| not_found("mailbox"))?;
+    let available: i64 = conn.query_row(
+        "SELECT COUNT(*) FROM key_packages WHERE mailbox_id = ?1",
+        params![mailbox.as_bytes()],
+        |r| r.get(0),
+    )?;
+    Ok(KeyPackageCount {
+        available: available as u64,
+        has_last_resort,
+    })
+}
+
+#[async_trait]
+impl Store for SqliteStore {
+    async fn create_mailbox(
+        &self,
+        request_id: Id,
+        mailbox: Id,
+        owner_key: Vec<u8>,
+        now: u64,
+    ) -> Result<()> {
+        self.write(move |conn| {
+            if prior::<()>(conn, &request_id, scope::CREATE_MAILBOX)?.is_some() {
+                return Ok(());
+            }
+            let existing: Option<Vec<u8>> = conn
+                .query_row(
+                    "SELECT owner_key FROM mailboxes WHERE mailbox_id = ?1",
+                    params![mailbox.as_bytes()],
+                    |r| r.get(0),
+                )
+                .optional()?;
+            if existing.is_some() {
+                return Err(StoreError::rejected(
+                    ErrorCode::AlreadyExists,
+                    "a mailbox with this id exists; choose a new random id",
+                ));
+            }
+            conn.execute(
+                "INSERT INTO mailboxes (mailbox_id, owner_key, created_at) VALUES (?1, ?2, ?3)",
+                params![mailbox.as_bytes(), owner_key, now as i64],
+            )?;
+            remember(conn, &request_id, scope::CREATE_MAILBOX, &(), now)
+        })
+        .await
+    }
+
+    async fn mailbox_owner(&self, mailbox: Id) -> Result<Option<Vec<u8>>> {
+        self.read(move |conn| {
+            Ok(conn
+                .query_row(
+                    "SELECT owner_key FROM mailboxes WHERE mailbox_id = ?1",
+                    params![mailbox.as_bytes()],
+                    |r| r.get(0),
+                )
+                .optional()?)
+        })
+        .await
+    }
+
+    async fn use_nonce(&self, nonce: Id, expires_at: u64) -> Result<bool> {
+        self.write(move |conn| {
+            let n = conn.execute(
+                "INSERT OR IGNORE INTO nonces (nonce, expires_at) VALUES (?1, ?2)",
+                params![nonce.as_bytes(), expires_at as i64],
+            )?;
+            Ok(n == 1)
+        })
+        .await
+    }
+
+    async fn drop_message(
+        &self,
+        request_id: Id,
+        mailbox: Id,
+        body: Vec<u8>,
+        now: u64,
+        limits: &Limits,
+    ) -> Result<u64> {
+        let limits = limits.clone();
+        self.write(move |conn| {
+            if let Some(seq) = prior::<u64>(conn, &request_id, scope::DROP)? {
+                return Ok(seq);
+            }
+            let seq = drop_into(conn, &mailbox, &body, now, &limits)?;
+            remember(conn, &request_id, scope::DROP, &seq, now)?;
+            Ok(seq)
+        })
+        .await
+    }
+
+    async fn read_mailbox(
+        &self,
+        mailbox: Id,
+        after: u64,
+        limit: usize,
+        now: u64,
+    ) -> Result<Vec<MailboxMessage>> {
+        self.read(move |conn| {
+            let mut stmt = conn.prepare_cached(
+                "SELECT seq, body, stored_at FROM mailbox_messages
+                 WHERE mailbox_id = ?1 AND seq > ?2 AND expires_at > ?3 ORDER BY seq LIMIT ?4",
+            )?;
+            let rows = stmt.query_map(
+                params![mailbox.as_bytes(), after as i64, now as i64, limit as i64],
+                |r| {
+                    Ok(MailboxMessage {
+                        seq: r.get::<_, i64>(0)? as u64,
+                        body: Bytes(r.get(1)?),
+                        stored_at: r.get::<_, i64>(2)? as u64,
+                    })
+                },
+            )?;
+            Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
+        })
+        .await
+    }
+
+    async fn ack_messages(&self, request_id: Id, mailbox: Id, seqs: Vec<u64>) -> Result<u64> {
+        self.write(move |conn| {
+            if let Some(n) = prior::<u64>(conn, &request_id, scope::ACK)? {
+                return Ok(n);
+            }
+            let mut deleted = 0u64;
+            let mut bytes = 0i64;
+            for seq in seqs {
+                let len: Option<i64> = conn
+                    .query_row(
+                        "DELETE FROM mailbox_messages WHERE mailbox_id = ?1 AND seq = ?2 RETURNING length(body)",
+                        params![mailbox.as_bytes(), seq as i64],
+                        |r| r.get(0),
+                    )
+                    .optional()?;
+                if let Some(len) = len {
+                    deleted += 1;
+                    bytes += len;
+                }
+            }
+            conn.execute(
+                "UPDATE mailboxes SET msg_count = msg_count - ?2, msg_bytes = msg_bytes - ?3 WHERE mailbox_id = ?1",
+                params![mailbox.as_bytes(), deleted as i64, bytes],
+            )?;
+            remember(conn, &request_id, scope::ACK, &deleted, now_secs())?;
+            Ok(deleted)
+        })
+        .await
+    }
+
+    async fn upload_key_packages(
+        &self,
+        request_id: Id,
+        mailbox: Id,
+        key_packages: Vec<Vec<u8>>,
+        last_resort: Option<Vec<u8>>,
+        max: u64,
+    ) -> Result<KeyPackageCount> {
+        self.write(move |conn| {
+            if prior::<KeyPackageCount>(conn, &request_id, scope::UPLOAD)?.is_some() {
+                return kp_count(conn, &mailbox);
+            }
+            let before = kp_count(conn, &mailbox)?;
+            if before.available + key_packages.len() as u64 > max {
+                return Err(StoreError::rejected(
+                    ErrorCode::QuotaExceeded,
+                    format!(
+                        "a pool holds at most {max} KeyPackages; {} are stored",
+                        before.available
+                    ),
+                ));
+            }
+            for kp in &key_packages {
+                conn.execute(
+                    "INSERT INTO key_packages (mailbox_id, data) VALUES (?1, ?2)",
+                    params![mailbox.as_bytes(), kp],
+                )?;
+            }
+            if let Some(lr) = &last_resort {
+                conn.execute(
+                    "UPDATE mailboxes SET last_resort = ?2 WHERE mailbox_id = ?1",
+                    params![mailbox.as_bytes(), lr],
+                )?;
+            }
+            let after = kp_count(conn, &mailbox)?;
+            remember(conn, &request_id, scope::UPLOAD, &after, now_secs())?;
+            Ok(after)
+        })
+        .await
+    }
+
+    async fn claim_key_package(&self, request_id: Id, mailbox: Id) -> Result<ClaimedKeyPackage> {
+        self.write(move |conn| {
+            if let Some(c) = prior::<ClaimedKeyPackage>(conn, &request_id, scope::CLAIM)? {
+                return Ok(c);
+            }
+            let last_resort: Option<Option<Vec<u8>>> = conn
+                .query_row(
+                    "SELECT last_resort FROM mailboxes WHERE mailbox_id = ?1",
+                    params![mailbox.as_bytes()],
+                    |r| r.get(0),
+                )
+                .optional()?;
+            let last_resort = last_resort.ok_or_else(|| not_found("mailbox"))?;
+            let taken: Option<Vec<u8>> = conn
+                .query_row(
+                    "DELETE FROM key_packages WHERE id =
+                       (SELECT id FROM key_packages WHERE mailbox_id = ?1 ORDER BY id LIMIT 1)
+                     RETURNING data",
+                    params![mailbox.as_bytes()],
+                    |r| r.get(0),
+                )
+                .optional()?;
+            let claimed = match (taken, last_resort) {
+                (Some(kp), _) => ClaimedKeyPackage {
+                    key_package: Bytes(kp),
+                    last_resort: false,
+                },
+                (None, Some(lr)) => ClaimedKeyPackage {
+                    key_package: Bytes(lr),
+                    last_resort: true,
+                },
+                (None, None) => {
+                    return Err(StoreError::rejected(
+                        ErrorCode::NoKeyPackage,
+                        "this mailbox has no KeyPackage left; its owner must upload more",
+                    ));
+                }
+            };
+            remember(conn, &request_id, scope::CLAIM, &claimed, now_secs())?;
+            Ok(claimed)
+        })
+        .await
+    }
+
+    async fn key_package_count(&self, mailbox: Id) -> Result<KeyPackageCount> {
+        self.read(move |conn| kp_count(conn, &mailbox)).await
+    }
+
+    async fn create_group(
+        &self,
+        request_id: Id,
+        group: Id,
+        epoch: u64,
+        token_hash: [u8; 32],
+        now: u64,
+    ) -> Result<()> {
+        self.write(move |conn| {
+            if prior::<()>(conn, &request_id, scope::CREATE_GROUP)?.is_some() {
+                return Ok(());
+            }
+            let exists: Option<i64> = conn
+                .query_row(
+                    "SELECT 1 FROM groups WHERE group_id = ?1",
+                    params![group.as_bytes()],
+                    |r| r.get(0),
+                )
+                .optional()?;
+            if exists.is_some() {
+                return Err(StoreError::rejected(
+                    ErrorCode::AlreadyExists,
+                    "a group with this id exists; choose a new random id",
+                ));
+            }
+            conn.execute(
+                "INSERT INTO groups (group_id, current_epoch, created_at) VALUES (?1, ?2, ?3)",
+                params![group.as_bytes(), epoch as i64, now as i64],
+            )?;
+            conn.execute(
+                "INSERT INTO group_epochs (group_id, epoch, token_hash) VALUES (?1, ?2, ?3)",
+                params![group.as_bytes(), epoch as i64, &token_hash[..]],
+            )?;
+            remember(conn, &request_id, scope::CREATE_GROUP, &(), now)
+        })
+        .await
+    }
+
+    async fn epoch_token(&self, group: Id, epoch: u64) -> Result<Option<([u8; 32], u64)>> {
+        self.read(move |conn| {
+            let row: Option<(Vec<u8>, i64)> = conn
+                .query_row(
+                    "SELECT e.token_hash, g.current_epoch FROM group_epochs e
+                     JOIN groups g ON g.group_id = e.group_id
+                     WHERE e.group_id = ?1 AND e.epoch = ?2",
+                    params![group.as_bytes(), epoch as i64],
+                    |r| Ok((r.get(0)?, r.get(1)?)),
+                )
+                .optional()?;
+            row.map(|(h, cur)| Ok((hash32(h)?, cur as u64))).transpose()
+        })
+        .await
+    }
+
+    async fn append(&self, req: AppendRequest, now: u64, limits: &Limits) -> Result<Appended> {
+        let limits = limits.clone();
+        self.write(move |conn| {
+            if let Some(seq) = prior::<u64>(conn, &req.request_id, scope::APPEND)? {
+                return Ok(Appended { seq, welcomed: Vec::new() });
+            }
+            let g = req.group_id.as_bytes();
+            let row: Option<(i64, i64)> = conn
+                .query_row(
+                    "SELECT current_epoch, next_seq FROM groups WHERE group_id = ?1",
+                    params![g],
+                    |r| Ok((r.get(0)?, r.get(1)?)),
+                )
+                .optional()?;
+            let (current, seq) = row.ok_or_else(|| not_found("group"))?;
+            let current = current as u64;
+            let stored: Option<Vec<u8>> = conn
+                .query_row(
+                    "SELECT token_hash FROM group_epochs WHERE group_id = ?1 AND epoch = ?2",
+                    params![g, req.epoch as i64],
+                    |r| r.get(0),
+                )
+                .optional()?;
+            match stored {
+                Some(h) if h.as_slice() == req.token_hash.as_slice() => {}
+                _ => {
+                    return Err(StoreError::rejected(
+                        ErrorCode::BadToken,
+                        "the epoch token does not match this group and epoch",
+                    ));
+                }
+            }
+            if req.epoch != current {
+                let code = match req.kind {
+                    EntryKind::Commit => ErrorCode::EpochConflict,
+                    EntryKind::Application => ErrorCode::StaleEpoch,
+                };
+                return Err(StoreError::Rejected {
+                    code,
+                    message: format!(
+                        "the group is at epoch {current}, not {}; fetch the log, process it and retry",
+                        req.epoch
+                    ),
+                    current_epoch: Some(current),
+                });
+            }
+            conn.execute(
+                "INSERT INTO entries (group_id, seq, epoch, kind, body, stored_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+                params![g, seq, req.epoch as i64, req.kind.as_i64(), req.body, now as i64],
+            )?;
+            let mut welcomed = Vec::new();
+            if req.kind == EntryKind::Commit {
+                let next = req.next_token_hash.ok_or_else(|| {
+                    StoreError::rejected(ErrorCode::BadRequest, "a commit must carry next_token_hash")
+                })?;
+                conn.execute(
+                    "INSERT INTO group_epochs (group_id, epoch, token_hash) VALUES (?1, ?2, ?3)",
+                    params![g, (current + 1) as i64, &next[..]],
+                )?;
+                conn.execute(
+                    "UPDATE groups SET current_epoch = ?2, next_seq = ?3 WHERE group_id = ?1",
+                    params![g, (current + 1) as i64, seq + 1],
+                )?;
+                for w in &req.welcomes {
+                    drop_into(conn, &w.mailbox_id, &w.body.0, now, &limits)?;
+                    welcomed.push(w.mailbox_id);
+                }
+            } else {
+                conn.execute(
+                    "UPDATE groups SET next_seq = ?2 WHERE group_id = ?1",
+                    params![g, seq + 1],
+                )?;
+            }
+            remember(conn, &req.request_id, scope::APPEND, &(seq as u64), now)?;
+            Ok(Appended { seq: seq as u64, welcomed })
+        })
+        .await
+    }
+
+    async fn read_entries(
+        &self,
+        group: Id,
+        epoch: u64,
+        after: u64,
+        limit: usize,
+    ) -> Result<Entries> {
+        self.read(move |conn| {
+            let current: Option<i64> = conn
+                .query_row(
+                    "SELECT current_epoch FROM groups WHERE group_id = ?1",
+                    params![group.as_bytes()],
+                    |r| r.get(0),
+                )
+                .optional()?;
+            let current = current.ok_or_else(|| not_found("group"))? as u64;
+            let mut stmt = conn.prepare_cached(
+                "SELECT seq, epoch, kind, body FROM entries
+                 WHERE group_id = ?1 AND epoch = ?2 AND seq > ?3 ORDER BY seq LIMIT ?4",
+            )?;
+            let rows = stmt.query_map(
+                params![group.as_bytes(), epoch as i64, after as i64, limit as i64],
+                |r| {
+                    Ok((
+                        r.get::<_, i64>(0)?,
+                        r.get::<_, i64>(1)?,
+                        r.get::<_, i64>(2)?,
+                        r.get::<_, Vec<u8>>(3)?,
+                    ))
+                },
+            )?;
+            let mut entries = Vec::new();
+            for row in rows {
+                let (seq, epoch, kind, body) = row?;
+                let kind = EntryKind::from_i64(kind)
+                    .ok_or_else(|| StoreError::Backend("corrupt entry kind".into()))?;
+                entries.push(Entry {
+                    seq: seq as u64,
+                    epoch: epoch as u64,
+                    kind,
+                    body: Bytes(body),
+                });
+            }
+            Ok(Entries {
+                entries,
+                current_epoch: current,
+            })
+        })
+        .await
+    }
+
+    async fn sweep(&self, now: u64, limits: &Limits) -> Result<Swept> {
+        let retention = limits.retention_secs;
+        self.write(move |conn| {
+            // Keep the per-mailbox counters right while deleting.
+            let mailbox_messages = conn.execute(
+                "UPDATE mailboxes SET
+                   msg_count = msg_count - (SELECT COUNT(*) FROM mailbox_messages m
+                                            WHERE m.mailbox_id = mailboxes.mailbox_id AND m.expires_at <= ?1),
+                   msg_bytes = msg_bytes - (SELECT COALESCE(SUM(length(body)), 0) FROM mailbox_messages m
+                                            WHERE m.mailbox_id = mailboxes.mailbox_id AND m.expires_at <= ?1)
+                 WHERE mailbox_id IN (SELECT mailbox_id FROM mailbox_messages WHERE expires_at <= ?1)",
+                params![now as i64],
+            )
+            .and_then(|_| conn.execute("DELETE FROM mailbox_messages WHERE expires_at <= ?1", params![now as i64]))?;
+            let cutoff = now.saturating_sub(retention) as i64;
+            let entries = conn.execute("DELETE FROM entries WHERE stored_at <= ?1", params![cutoff])?;
+            conn.execute("DELETE FROM nonces WHERE expires_at <= ?1", params![now as i64])?;
+            conn.execute("DELETE FROM requests WHERE stored_at <= ?1", params![cutoff])?;
+            Ok(Swept { mailbox_messages: mailbox_messages as u64, entries: entries as u64 })
+        })
+        .await
+    }
+}

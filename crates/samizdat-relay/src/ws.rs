@@ -1,0 +1,355 @@
+//! `GET /v1/ws`: one WebSocket per client, multiplexing its mailbox and group logs.
+//!
+//! Each connection keeps only cursors. On a wake-up (or a periodic poll, which covers wake-ups
+//! lost between processes) it reads the store after its cursors and pushes what is new, in
+//! log order.
+
+use std::collections::HashMap;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use axum::extract::State;
+use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
+use axum::response::Response;
+use futures_util::{SinkExt, StreamExt};
+use samizdat_proto::{self as proto, ClientFrame, ErrorCode, Id, ServerFrame};
+use tokio::sync::broadcast::error::RecvError;
+
+use crate::http::{ApiError, check_token};
+use crate::notify::Topic;
+use crate::{AppState, auth, now_secs};
+
+/// Largest client frame: client frames are small control messages.
+const MAX_CLIENT_FRAME: usize = 16 * 1024;
+/// A connection that sends this many unparseable frames is closed.
+const MAX_BAD_FRAMES: u32 = 16;
+/// How often every subscription is re-read even without a wake-up.
+const POLL: Duration = Duration::from_secs(2);
+
+pub async fn upgrade(
+    State(state): State<AppState>,
+    ws: Result<WebSocketUpgrade, axum::extract::ws::rejection::WebSocketUpgradeRejection>,
+) -> Response {
+    let ws = match ws {
+        Ok(ws) => ws,
+        Err(_) => {
+            return axum::response::IntoResponse::into_response(ApiError::new(
+                ErrorCode::BadRequest,
+                "this endpoint only accepts a WebSocket upgrade",
+            ));
+        }
+    };
+    ws.max_message_size(MAX_CLIENT_FRAME)
+        .max_frame_size(MAX_CLIENT_FRAME)
+        .on_upgrade(move |socket| async move {
+            state.metrics.ws_connections.fetch_add(1, Ordering::Relaxed);
+            state
+                .metrics
+                .ws_connections_total
+                .fetch_add(1, Ordering::Relaxed);
+            let conn_id = auth::random_id();
+            let span = tracing::debug_span!("ws", conn = %conn_id.short());
+            let _ = tracing::Instrument::instrument(serve(state.clone(), socket), span).await;
+            state.metrics.ws_connections.fetch_sub(1, Ordering::Relaxed);
+        })
+}
+
+struct GroupSub {
+    epoch: u64,
+    after: u64,
+    closed: bool,
+}
+
+struct Conn {
+    state: AppState,
+    challenge: Id,
+    mailboxes: HashMap<Id, u64>,
+    groups: HashMap<Id, GroupSub>,
+}
+
+type Sink = futures_util::stream::SplitSink<WebSocket, Message>;
+
+async fn send(sink: &mut Sink, frame: &ServerFrame) -> Result<(), axum::Error> {
+    let text = serde_json::to_string(frame).unwrap_or_default();
+    tokio::time::timeout(
+        Duration::from_secs(30),
+        sink.send(Message::Text(text.into())),
+    )
+    .await
+    .map_err(axum::Error::new)?
+}
+
+fn error_frame(e: ApiError, id: Option<Id>) -> ServerFrame {
+    ServerFrame::Error {
+        code: e.0.code,
+        message: e.0.message,
+        id,
+    }
+}
+
+async fn serve(state: AppState, socket: WebSocket) -> Result<(), axum::Error> {
+    let (mut sink, mut stream) = socket.split();
+    let mut wake = state.notifier.subscribe();
+    let mut shutdown = state.shutdown.clone();
+    let mut conn = Conn {
+        challenge: auth::random_id(),
+        state,
+        mailboxes: HashMap::new(),
+        groups: HashMap::new(),
+    };
+    send(
+        &mut sink,
+        &ServerFrame::Hello {
+            version: proto::PROTOCOL_VERSION,
+            challenge: conn.challenge,
+        },
+    )
+    .await?;
+    let mut bad_frames = 0u32;
+    let mut poll = tokio::time::interval(POLL);
+    poll.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            msg = stream.next() => {
+                let Some(Ok(msg)) = msg else { return Ok(()) };
+                let text = match msg {
+                    Message::Text(t) => t,
+                    Message::Close(_) => return Ok(()),
+                    Message::Ping(_) | Message::Pong(_) => continue,
+                    Message::Binary(_) => {
+                        bad_frames += 1;
+                        send(&mut sink, &error_frame(ApiError::new(ErrorCode::BadRequest, "binary frames are not part of the protocol; send JSON text frames"), None)).await?;
+                        if bad_frames >= MAX_BAD_FRAMES { return Ok(()) }
+                        continue;
+                    }
+                };
+                let frame: ClientFrame = match serde_json::from_str(text.as_str()) {
+                    Ok(f) => f,
+                    Err(e) => {
+                        bad_frames += 1;
+                        conn.state.metrics.reject(ErrorCode::BadRequest);
+                        send(&mut sink, &error_frame(ApiError::new(ErrorCode::BadRequest, format!("invalid frame: {e}")), None)).await?;
+                        if bad_frames >= MAX_BAD_FRAMES { return Ok(()) }
+                        continue;
+                    }
+                };
+                if let Some(reply) = conn.handle(frame).await {
+                    let subscribed = match &reply { ServerFrame::Subscribed { id } => Some(*id), _ => None };
+                    if let ServerFrame::Error { code, .. } = &reply { conn.state.metrics.reject(*code); }
+                    send(&mut sink, &reply).await?;
+                    if let Some(id) = subscribed {
+                        conn.push(&mut sink, Some(id)).await?;
+                    }
+                }
+            }
+            topic = wake.recv() => {
+                match topic {
+                    Ok(Topic::Mailbox(id)) if conn.mailboxes.contains_key(&id) => conn.push(&mut sink, Some(id)).await?,
+                    Ok(Topic::Group(id)) if conn.groups.contains_key(&id) => conn.push(&mut sink, Some(id)).await?,
+                    Ok(_) => {}
+                    Err(RecvError::Lagged(_)) => conn.push(&mut sink, None).await?,
+                    Err(RecvError::Closed) => return Ok(()),
+                }
+            }
+            _ = poll.tick() => conn.push(&mut sink, None).await?,
+            _ = shutdown.changed() => {
+                let _ = sink.send(Message::Close(None)).await;
+                return Ok(());
+            }
+        }
+    }
+}
+
+impl Conn {
+    fn subscriptions(&self) -> usize {
+        self.mailboxes.len() + self.groups.len()
+    }
+
+    async fn handle(&mut self, frame: ClientFrame) -> Option<ServerFrame> {
+        match frame {
+            ClientFrame::Ping { nonce } => Some(ServerFrame::Pong { nonce }),
+            ClientFrame::Unsubscribe { id } => {
+                self.mailboxes.remove(&id);
+                self.groups.remove(&id);
+                None
+            }
+            ClientFrame::SubscribeMailbox {
+                mailbox_id,
+                after,
+                signature,
+            } => {
+                if !self.mailboxes.contains_key(&mailbox_id)
+                    && self.subscriptions() >= self.state.limits.max_subscriptions
+                {
+                    return Some(error_frame(
+                        ApiError::new(
+                            ErrorCode::TooManySubscriptions,
+                            "too many subscriptions on this connection",
+                        ),
+                        Some(mailbox_id),
+                    ));
+                }
+                let owner = match self.state.store.mailbox_owner(mailbox_id).await {
+                    Ok(Some(o)) => o,
+                    Ok(None) => {
+                        return Some(error_frame(
+                            ApiError::new(ErrorCode::NotFound, "no such mailbox"),
+                            Some(mailbox_id),
+                        ));
+                    }
+                    Err(e) => return Some(error_frame(e.into(), Some(mailbox_id))),
+                };
+                let payload = proto::ws_signing_payload(&self.challenge, &mailbox_id);
+                if !auth::verify(&owner, &payload, &signature.0) {
+                    return Some(error_frame(
+                        ApiError::new(
+                            ErrorCode::BadSignature,
+                            "the signature over this connection's challenge does not verify",
+                        ),
+                        Some(mailbox_id),
+                    ));
+                }
+                self.mailboxes.insert(mailbox_id, after);
+                Some(ServerFrame::Subscribed { id: mailbox_id })
+            }
+            ClientFrame::SubscribeGroup {
+                group_id,
+                epoch,
+                token,
+                after,
+            } => {
+                if !self.groups.contains_key(&group_id)
+                    && self.subscriptions() >= self.state.limits.max_subscriptions
+                {
+                    return Some(error_frame(
+                        ApiError::new(
+                            ErrorCode::TooManySubscriptions,
+                            "too many subscriptions on this connection",
+                        ),
+                        Some(group_id),
+                    ));
+                }
+                if let Err(e) = check_token(&self.state, group_id, epoch, &token.0).await {
+                    return Some(error_frame(e, Some(group_id)));
+                }
+                self.groups.insert(
+                    group_id,
+                    GroupSub {
+                        epoch,
+                        after,
+                        closed: false,
+                    },
+                );
+                Some(ServerFrame::Subscribed { id: group_id })
+            }
+        }
+    }
+
+    /// Push everything new for one subscription (`Some`) or all of them (`None`).
+    async fn push(&mut self, sink: &mut Sink, only: Option<Id>) -> Result<(), axum::Error> {
+        let limit = self.state.limits.max_read_entries;
+        let mailboxes: Vec<Id> = self
+            .mailboxes
+            .keys()
+            .copied()
+            .filter(|id| only.is_none_or(|o| o == *id))
+            .collect();
+        for id in mailboxes {
+            loop {
+                let after = self.mailboxes.get(&id).copied().unwrap_or(0);
+                let msgs = match self
+                    .state
+                    .store
+                    .read_mailbox(id, after, limit, now_secs())
+                    .await
+                {
+                    Ok(m) => m,
+                    Err(e) => {
+                        send(sink, &error_frame(e.into(), Some(id))).await?;
+                        break;
+                    }
+                };
+                let n = msgs.len();
+                for m in msgs {
+                    self.mailboxes.insert(id, m.seq);
+                    send(
+                        sink,
+                        &ServerFrame::MailboxMessage {
+                            mailbox_id: id,
+                            seq: m.seq,
+                            body: m.body,
+                            stored_at: m.stored_at,
+                        },
+                    )
+                    .await?;
+                    self.state
+                        .metrics
+                        .pushed_frames
+                        .fetch_add(1, Ordering::Relaxed);
+                }
+                if n < limit {
+                    break;
+                }
+            }
+        }
+        let groups: Vec<Id> = self
+            .groups
+            .keys()
+            .copied()
+            .filter(|id| only.is_none_or(|o| o == *id))
+            .collect();
+        for id in groups {
+            while let Some(sub) = self.groups.get(&id) {
+                if sub.closed {
+                    break;
+                }
+                let (epoch, after) = (sub.epoch, sub.after);
+                let page = match self.state.store.read_entries(id, epoch, after, limit).await {
+                    Ok(p) => p,
+                    Err(e) => {
+                        send(sink, &error_frame(e.into(), Some(id))).await?;
+                        break;
+                    }
+                };
+                let n = page.entries.len();
+                for e in page.entries {
+                    if let Some(s) = self.groups.get_mut(&id) {
+                        s.after = e.seq;
+                    }
+                    send(
+                        sink,
+                        &ServerFrame::Entry {
+                            group_id: id,
+                            seq: e.seq,
+                            epoch: e.epoch,
+                            kind: e.kind,
+                            body: e.body,
+                        },
+                    )
+                    .await?;
+                    self.state
+                        .metrics
+                        .pushed_frames
+                        .fetch_add(1, Ordering::Relaxed);
+                }
+                if n < limit {
+                    if page.current_epoch > epoch {
+                        if let Some(s) = self.groups.get_mut(&id) {
+                            s.closed = true;
+                        }
+                        send(
+                            sink,
+                            &ServerFrame::EpochClosed {
+                                group_id: id,
+                                epoch,
+                            },
+                        )
+                        .await?;
+                    }
+                    break;
+                }
+            }
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,248 @@
+//! Group logs: tokens, epoch compare-and-set, Welcomes, idempotency.
+
+use samizdat_proto::{Bytes, EntryKind, ErrorCode, Limits};
+use serde_json::json;
+
+use crate::harness::{TestRelay, rand_id};
+
+#[tokio::test]
+async fn append_and_read_with_tokens() {
+    let relay = TestRelay::start().await;
+    let g = relay.create_group(0).await;
+    let a = relay.append_app(&g, 0, b"m1".to_vec()).await.unwrap();
+    let b = relay.append_app(&g, 0, b"m2".to_vec()).await.unwrap();
+    assert_eq!(b, a + 1);
+    let page = relay.read_entries(&g, 0, 0).await.unwrap();
+    assert_eq!(page.current_epoch, 0);
+    assert_eq!(page.entries.len(), 2);
+    assert_eq!(page.entries[0].kind, EntryKind::Application);
+    assert_eq!(relay.read_entries(&g, 0, a).await.unwrap().entries.len(), 1);
+
+    // Wrong token: neither write nor read.
+    let e = relay
+        .append_raw(&g.id, b"not the token", json!({"request_id": rand_id(), "kind": "application", "epoch": 0, "body": Bytes(vec![1])}))
+        .await
+        .unwrap_err();
+    assert_eq!(e.code, ErrorCode::BadToken);
+    assert_eq!(
+        relay
+            .read_entries_with(&g.id, 0, 0, b"not the token")
+            .await
+            .unwrap_err()
+            .code,
+        ErrorCode::BadToken
+    );
+    // Missing token.
+    let r = relay
+        .http
+        .get(relay.url(&format!("/v1/groups/{}/entries?epoch=0", g.id)))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 403);
+    // A token for an epoch that does not exist yet.
+    assert_eq!(
+        relay.read_entries(&g, 1, 0).await.unwrap_err().code,
+        ErrorCode::BadToken
+    );
+    // Unknown group.
+    let e = relay
+        .append_raw(&rand_id(), g.token(0), json!({"request_id": rand_id(), "kind": "application", "epoch": 0, "body": Bytes(vec![1])}))
+        .await
+        .unwrap_err();
+    assert_eq!(e.code, ErrorCode::NotFound);
+    relay.stop().await;
+}
+
+#[tokio::test]
+async fn commits_move_the_epoch_and_old_tokens_stop_working() {
+    let relay = TestRelay::start().await;
+    let g = relay.create_group(0).await;
+    relay
+        .append_app(&g, 0, b"in epoch 0".to_vec())
+        .await
+        .unwrap();
+    let c = relay
+        .append_commit(&g, 0, b"commit 0->1".to_vec(), json!([]))
+        .await
+        .unwrap();
+    // Epoch 0 is closed: application entries with its token are stale.
+    let e = relay.append_app(&g, 0, b"late".to_vec()).await.unwrap_err();
+    assert_eq!(e.code, ErrorCode::StaleEpoch);
+    assert_eq!(e.current_epoch, Some(1));
+    // A removed member knows only epoch 0's token: it cannot write to epoch 1.
+    let e = relay
+        .append_raw(&g.id, g.token(0), json!({"request_id": rand_id(), "kind": "application", "epoch": 1, "body": Bytes(vec![1])}))
+        .await
+        .unwrap_err();
+    assert_eq!(e.code, ErrorCode::BadToken);
+    // Nor read epoch 1.
+    assert_eq!(
+        relay
+            .read_entries_with(&g.id, 1, 0, g.token(0))
+            .await
+            .unwrap_err()
+            .code,
+        ErrorCode::BadToken
+    );
+    relay
+        .append_app(&g, 1, b"in epoch 1".to_vec())
+        .await
+        .unwrap();
+    let p0 = relay.read_entries(&g, 0, 0).await.unwrap();
+    assert_eq!(p0.current_epoch, 1);
+    assert_eq!(p0.entries.last().unwrap().seq, c);
+    assert_eq!(p0.entries.last().unwrap().kind, EntryKind::Commit);
+    let p1 = relay.read_entries(&g, 1, 0).await.unwrap();
+    assert_eq!(p1.entries.len(), 1);
+    assert!(p1.entries[0].seq > c);
+    // A commit without the next token hash is refused.
+    let e = relay
+        .append_raw(
+            &g.id,
+            g.token(1),
+            json!({"request_id": rand_id(), "kind": "commit", "epoch": 1, "body": Bytes(vec![1])}),
+        )
+        .await
+        .unwrap_err();
+    assert_eq!(e.code, ErrorCode::BadRequest);
+    relay.stop().await;
+}
+
+#[tokio::test]
+async fn twenty_concurrent_commits_one_wins() {
+    let relay = std::sync::Arc::new(TestRelay::start().await);
+    let g = std::sync::Arc::new(relay.create_group(5).await);
+    let mb = relay.create_mailbox().await;
+    let mut tasks = Vec::new();
+    for i in 0..20u8 {
+        let relay = relay.clone();
+        let g = g.clone();
+        let mbid = mb.id;
+        tasks.push(tokio::spawn(async move {
+            relay
+                .append_commit(
+                    &g,
+                    5,
+                    vec![i; 64],
+                    json!([{"mailbox_id": mbid, "body": Bytes(vec![i; 8])}]),
+                )
+                .await
+        }));
+    }
+    let mut won = Vec::new();
+    for (i, t) in tasks.into_iter().enumerate() {
+        match t.await.unwrap() {
+            Ok(seq) => won.push((i as u8, seq)),
+            Err(e) => {
+                assert_eq!(e.code, ErrorCode::EpochConflict);
+                assert_eq!(e.current_epoch, Some(6));
+            }
+        }
+    }
+    assert_eq!(won.len(), 1, "exactly one commit must win: {won:?}");
+    let (winner, _) = won[0];
+    // Only the winner's Welcome was delivered.
+    let msgs = relay.read_mailbox(&mb, 0).await.unwrap();
+    assert_eq!(msgs.len(), 1);
+    assert_eq!(msgs[0].body.0, vec![winner; 8]);
+    let page = relay.read_entries(&g, 5, 0).await.unwrap();
+    assert_eq!(page.entries.len(), 1);
+    assert_eq!(page.entries[0].body.0, vec![winner; 64]);
+    let relay = std::sync::Arc::into_inner(relay).unwrap();
+    relay.stop().await;
+}
+
+#[tokio::test]
+async fn losing_commit_welcomes_are_never_delivered_even_with_bad_mailbox() {
+    let relay = TestRelay::start().await;
+    let g = relay.create_group(0).await;
+    // A Welcome to a mailbox that does not exist makes the whole commit fail atomically.
+    let e = relay
+        .append_commit(
+            &g,
+            0,
+            b"c".to_vec(),
+            json!([{"mailbox_id": rand_id(), "body": Bytes(vec![1])}]),
+        )
+        .await
+        .unwrap_err();
+    assert_eq!(e.code, ErrorCode::NotFound);
+    let page = relay.read_entries(&g, 0, 0).await.unwrap();
+    assert!(page.entries.is_empty());
+    assert_eq!(page.current_epoch, 0);
+    relay.stop().await;
+}
+
+#[tokio::test]
+async fn append_retry_is_idempotent() {
+    let relay = TestRelay::start().await;
+    let g = relay.create_group(0).await;
+    let body = json!({"request_id": rand_id(), "kind": "commit", "epoch": 0, "body": Bytes(b"c".to_vec()),
+                      "next_token_hash": Bytes(samizdat_relay::token_hash(g.token(1)).to_vec())});
+    let a = relay
+        .append_raw(&g.id, g.token(0), body.clone())
+        .await
+        .unwrap();
+    // The retry arrives after the epoch moved on: still the original answer, not a conflict.
+    let b = relay.append_raw(&g.id, g.token(0), body).await.unwrap();
+    assert_eq!(a, b);
+    assert_eq!(relay.read_entries(&g, 0, 0).await.unwrap().entries.len(), 1);
+    relay.stop().await;
+}
+
+#[tokio::test]
+async fn entry_size_limits_tell_application_from_commit() {
+    let limits = Limits {
+        max_application_entry: 1000,
+        max_commit_entry: 100_000,
+        ..Limits::default()
+    };
+    let relay = TestRelay::start_with(limits).await;
+    let g = relay.create_group(0).await;
+    assert_eq!(
+        relay
+            .append_app(&g, 0, vec![0; 1001])
+            .await
+            .unwrap_err()
+            .code,
+        ErrorCode::TooLarge
+    );
+    relay.append_app(&g, 0, vec![0; 1000]).await.unwrap();
+    relay
+        .append_commit(&g, 0, vec![0; 50_000], json!([]))
+        .await
+        .unwrap();
+    assert_eq!(
+        relay
+            .append_commit(&g, 1, vec![0; 100_001], json!([]))
+            .await
+            .unwrap_err()
+            .code,
+        ErrorCode::TooLarge
+    );
+    relay.stop().await;
+}
+
+#[tokio::test]
+async fn duplicate_group_id_is_refused() {
+    let relay = TestRelay::start().await;
+    let g = relay.create_group(0).await;
+    let e = relay
+        .post::<serde_json::Value>(
+            "/v1/groups",
+            json!({"request_id": rand_id(), "group_id": g.id, "epoch": 0, "token_hash": Bytes(vec![0; 32])}),
+        )
+        .await
+        .unwrap_err();
+    assert_eq!(e.code, ErrorCode::AlreadyExists);
+    let e = relay
+        .post::<serde_json::Value>(
+            "/v1/groups",
+            json!({"request_id": rand_id(), "group_id": rand_id(), "epoch": 0, "token_hash": Bytes(vec![0; 31])}),
+        )
+        .await
+        .unwrap_err();
+    assert_eq!(e.code, ErrorCode::BadRequest);
+    relay.stop().await;
+}

@@ -1,0 +1,183 @@
+//! Relay integration tests: a real relay on a random loopback port, spoken to over real HTTP
+//! and WebSocket connections.
+#![allow(clippy::unwrap_used)]
+
+mod groups;
+mod harness;
+mod mailboxes;
+mod websocket;
+
+mod misc {
+    use samizdat_proto::ErrorCode;
+
+    use crate::harness::TestRelay;
+
+    #[tokio::test]
+    async fn health_metrics_and_openapi() {
+        let relay = TestRelay::start().await;
+        let health: serde_json::Value = relay
+            .http
+            .get(relay.url("/healthz"))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        assert_eq!(health["status"], "ok");
+        let doc: serde_json::Value = relay
+            .http
+            .get(relay.url("/v1/openapi.json"))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        assert_eq!(doc["openapi"], "3.0.3");
+        assert!(doc["paths"]["/v1/groups/{id}/entries"].is_object());
+        // Cause one rejection, then see it counted.
+        let r = relay
+            .http
+            .get(relay.url("/v1/nothing-here"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 404);
+        let metrics = relay
+            .http
+            .get(relay.url("/metrics"))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        assert!(
+            metrics.contains("samizdat_http_requests_total"),
+            "{metrics}"
+        );
+        assert!(
+            metrics.contains("samizdat_rejections_total{code=\"not_found\"} 1"),
+            "{metrics}"
+        );
+        relay.stop().await;
+    }
+
+    #[tokio::test]
+    async fn garbage_bodies_get_typed_errors() {
+        let relay = TestRelay::start().await;
+        for (path, body) in [
+            ("/v1/mailboxes", "not json"),
+            ("/v1/mailboxes", "{\"request_id\": 5}"),
+            ("/v1/groups", "{}"),
+            ("/v1/mailboxes/short/keypackages/claim", "{}"),
+            (
+                "/v1/mailboxes/AAAAAAAAAAAAAAAAAAAAAA/keypackages/claim",
+                "[1,2,3]",
+            ),
+        ] {
+            let r = relay
+                .http
+                .post(relay.url(path))
+                .body(body)
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(r.status(), 400, "{path} {body}");
+            let e: samizdat_proto::ErrorBody = r.json().await.unwrap();
+            assert_eq!(e.code, ErrorCode::BadRequest);
+            assert!(!e.message.is_empty());
+        }
+        // Wrong method.
+        let r = relay
+            .http
+            .delete(relay.url("/v1/groups"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 400);
+        // Still serving.
+        assert!(
+            relay
+                .http
+                .get(relay.url("/healthz"))
+                .send()
+                .await
+                .unwrap()
+                .status()
+                .is_success()
+        );
+        relay.stop().await;
+    }
+
+    #[tokio::test]
+    async fn oversized_body_is_refused_early() {
+        let limits = samizdat_proto::Limits {
+            max_request_body: 64 * 1024,
+            ..Default::default()
+        };
+        let relay = TestRelay::start_with(limits).await;
+        let big = vec![b'a'; 200 * 1024];
+        let r = relay
+            .http
+            .post(relay.url("/v1/groups/AAAAAAAAAAAAAAAAAAAAAA/entries"))
+            .header("x-samizdat-token", "AAAA")
+            .body(big)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 413);
+        let e: samizdat_proto::ErrorBody = r.json().await.unwrap();
+        assert_eq!(e.code, ErrorCode::TooLarge);
+        relay.stop().await;
+    }
+
+    #[tokio::test]
+    async fn creations_are_rate_limited_per_address() {
+        let limits = samizdat_proto::Limits {
+            creations_per_ip_per_minute: 3,
+            ..Default::default()
+        };
+        let relay = TestRelay::start_with(limits).await;
+        let mut codes = Vec::new();
+        for _ in 0..5 {
+            let (_, r) = relay.try_create_mailbox().await;
+            codes.push(r.map(|_| ()).map_err(|e| e.code));
+        }
+        assert_eq!(codes.iter().filter(|c| c.is_ok()).count(), 3, "{codes:?}");
+        assert!(
+            codes
+                .iter()
+                .skip(3)
+                .all(|c| *c == Err(ErrorCode::RateLimited)),
+            "{codes:?}"
+        );
+        relay.stop().await;
+    }
+
+    #[tokio::test]
+    async fn restart_keeps_every_acknowledged_write() {
+        let dir = tempfile::tempdir().unwrap();
+        let relay = TestRelay::start_in(dir.path(), Default::default()).await;
+        let mb = relay.create_mailbox().await;
+        let g = relay.create_group(0).await;
+        let mut seqs = Vec::new();
+        for i in 0..20u8 {
+            seqs.push(relay.append_app(&g, 0, vec![i; 30]).await.unwrap());
+            relay.drop_msg(&mb.id, vec![i; 10]).await.unwrap();
+        }
+        relay.stop().await;
+
+        let relay = TestRelay::start_in(dir.path(), Default::default()).await;
+        let entries = relay.read_entries(&g, 0, 0).await.unwrap();
+        assert_eq!(
+            entries.entries.iter().map(|e| e.seq).collect::<Vec<_>>(),
+            seqs
+        );
+        assert_eq!(entries.entries[7].body.0, vec![7u8; 30]);
+        let msgs = relay.read_mailbox(&mb, 0).await.unwrap();
+        assert_eq!(msgs.len(), 20);
+        relay.stop().await;
+    }
+}

@@ -1,0 +1,319 @@
+//! The WebSocket: subscriptions, push order, catch-up, challenges and garbage frames.
+
+use std::time::Duration;
+
+use futures_util::{SinkExt, StreamExt};
+use samizdat_proto::{self as proto, Bytes, ClientFrame, ErrorCode, ServerFrame};
+use serde_json::json;
+use tokio_tungstenite::tungstenite::Message;
+
+use crate::harness::TestRelay;
+
+type Ws =
+    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
+
+async fn connect(relay: &TestRelay) -> (Ws, proto::Id) {
+    let (mut ws, _) = tokio_tungstenite::connect_async(relay.ws_url())
+        .await
+        .unwrap();
+    match next(&mut ws).await {
+        ServerFrame::Hello { challenge, version } => {
+            assert_eq!(version, 1);
+            (ws, challenge)
+        }
+        other => panic!("expected hello, got {other:?}"),
+    }
+}
+
+async fn next(ws: &mut Ws) -> ServerFrame {
+    loop {
+        let msg = tokio::time::timeout(Duration::from_secs(20), ws.next())
+            .await
+            .expect("relay pushed nothing within 20 s")
+            .expect("connection closed")
+            .unwrap();
+        if let Message::Text(t) = msg {
+            return serde_json::from_str(t.as_str()).unwrap();
+        }
+    }
+}
+
+async fn send(ws: &mut Ws, f: &ClientFrame) {
+    ws.send(Message::Text(serde_json::to_string(f).unwrap().into()))
+        .await
+        .unwrap();
+}
+
+#[tokio::test]
+async fn group_entries_are_pushed_in_order_with_catch_up() {
+    let relay = TestRelay::start().await;
+    let g = relay.create_group(0).await;
+    let mut seqs = Vec::new();
+    for i in 0..3u8 {
+        seqs.push(relay.append_app(&g, 0, vec![i]).await.unwrap());
+    }
+    let (mut ws, _) = connect(&relay).await;
+    send(
+        &mut ws,
+        &ClientFrame::SubscribeGroup {
+            group_id: g.id,
+            epoch: 0,
+            token: Bytes(g.token(0).to_vec()),
+            after: 0,
+        },
+    )
+    .await;
+    assert_eq!(next(&mut ws).await, ServerFrame::Subscribed { id: g.id });
+    let mut got = Vec::new();
+    for _ in 0..3 {
+        match next(&mut ws).await {
+            ServerFrame::Entry { seq, body, .. } => got.push((seq, body.0)),
+            other => panic!("{other:?}"),
+        }
+    }
+    assert_eq!(got.iter().map(|g| g.0).collect::<Vec<_>>(), seqs);
+    // Live pushes.
+    for i in 3..6u8 {
+        seqs.push(relay.append_app(&g, 0, vec![i]).await.unwrap());
+    }
+    for i in 3..6u8 {
+        match next(&mut ws).await {
+            ServerFrame::Entry { seq, body, .. } => {
+                assert_eq!(seq, seqs[i as usize]);
+                assert_eq!(body.0, vec![i]);
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+    // Disconnect; entries appended meanwhile arrive on reconnect, after the cursor.
+    drop(ws);
+    let last_seen = seqs[5];
+    for i in 6..9u8 {
+        seqs.push(relay.append_app(&g, 0, vec![i]).await.unwrap());
+    }
+    let commit = relay
+        .append_commit(&g, 0, b"commit".to_vec(), json!([]))
+        .await
+        .unwrap();
+    let (mut ws, _) = connect(&relay).await;
+    send(
+        &mut ws,
+        &ClientFrame::SubscribeGroup {
+            group_id: g.id,
+            epoch: 0,
+            token: Bytes(g.token(0).to_vec()),
+            after: last_seen,
+        },
+    )
+    .await;
+    assert_eq!(next(&mut ws).await, ServerFrame::Subscribed { id: g.id });
+    for i in 6..9u8 {
+        match next(&mut ws).await {
+            ServerFrame::Entry { seq, .. } => assert_eq!(seq, seqs[i as usize]),
+            other => panic!("{other:?}"),
+        }
+    }
+    match next(&mut ws).await {
+        ServerFrame::Entry { seq, kind, .. } => {
+            assert_eq!(seq, commit);
+            assert_eq!(kind, proto::EntryKind::Commit);
+        }
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(
+        next(&mut ws).await,
+        ServerFrame::EpochClosed {
+            group_id: g.id,
+            epoch: 0
+        }
+    );
+    // Next epoch with its token.
+    send(
+        &mut ws,
+        &ClientFrame::SubscribeGroup {
+            group_id: g.id,
+            epoch: 1,
+            token: Bytes(g.token(1).to_vec()),
+            after: commit,
+        },
+    )
+    .await;
+    assert_eq!(next(&mut ws).await, ServerFrame::Subscribed { id: g.id });
+    let s = relay.append_app(&g, 1, b"e1".to_vec()).await.unwrap();
+    match next(&mut ws).await {
+        ServerFrame::Entry { seq, epoch, .. } => assert_eq!((seq, epoch), (s, 1)),
+        other => panic!("{other:?}"),
+    }
+    relay.stop().await;
+}
+
+#[tokio::test]
+async fn mailbox_subscription_needs_the_challenge_signature() {
+    let relay = TestRelay::start().await;
+    let mb = relay.create_mailbox().await;
+    let other = relay.create_mailbox().await;
+    relay.drop_msg(&mb.id, b"waiting".to_vec()).await.unwrap();
+    let (mut ws, challenge) = connect(&relay).await;
+    // Signed with the wrong key.
+    let sig = other
+        .key
+        .sign(&proto::ws_signing_payload(&challenge, &mb.id));
+    send(
+        &mut ws,
+        &ClientFrame::SubscribeMailbox {
+            mailbox_id: mb.id,
+            after: 0,
+            signature: Bytes(sig.as_ref().to_vec()),
+        },
+    )
+    .await;
+    match next(&mut ws).await {
+        ServerFrame::Error { code, id, .. } => {
+            assert_eq!(code, ErrorCode::BadSignature);
+            assert_eq!(id, Some(mb.id));
+        }
+        other => panic!("{other:?}"),
+    }
+    // A signature over another connection's challenge does not verify here either.
+    let (_ws2, challenge2) = connect(&relay).await;
+    let replayed = mb.key.sign(&proto::ws_signing_payload(&challenge2, &mb.id));
+    send(
+        &mut ws,
+        &ClientFrame::SubscribeMailbox {
+            mailbox_id: mb.id,
+            after: 0,
+            signature: Bytes(replayed.as_ref().to_vec()),
+        },
+    )
+    .await;
+    assert!(matches!(
+        next(&mut ws).await,
+        ServerFrame::Error {
+            code: ErrorCode::BadSignature,
+            ..
+        }
+    ));
+    // The right one.
+    let sig = mb.key.sign(&proto::ws_signing_payload(&challenge, &mb.id));
+    send(
+        &mut ws,
+        &ClientFrame::SubscribeMailbox {
+            mailbox_id: mb.id,
+            after: 0,
+            signature: Bytes(sig.as_ref().to_vec()),
+        },
+    )
+    .await;
+    assert_eq!(next(&mut ws).await, ServerFrame::Subscribed { id: mb.id });
+    assert!(
+        matches!(next(&mut ws).await, ServerFrame::MailboxMessage { ref body, .. } if body.0 == b"waiting")
+    );
+    relay.drop_msg(&mb.id, b"live".to_vec()).await.unwrap();
+    assert!(
+        matches!(next(&mut ws).await, ServerFrame::MailboxMessage { ref body, .. } if body.0 == b"live")
+    );
+    relay.stop().await;
+}
+
+#[tokio::test]
+async fn garbage_frames_are_answered_and_the_relay_keeps_serving() {
+    let relay = TestRelay::start().await;
+    let g = relay.create_group(0).await;
+    let (mut ws, _) = connect(&relay).await;
+    for junk in [
+        "",
+        "{",
+        "null",
+        "{\"type\":\"subscribe_group\"}",
+        "{\"type\":\"launch_missiles\"}",
+        "[1,2]",
+    ] {
+        ws.send(Message::Text(junk.into())).await.unwrap();
+        assert!(
+            matches!(
+                next(&mut ws).await,
+                ServerFrame::Error {
+                    code: ErrorCode::BadRequest,
+                    ..
+                }
+            ),
+            "{junk}"
+        );
+    }
+    ws.send(Message::Binary(vec![0xff; 10].into()))
+        .await
+        .unwrap();
+    assert!(matches!(
+        next(&mut ws).await,
+        ServerFrame::Error {
+            code: ErrorCode::BadRequest,
+            ..
+        }
+    ));
+    // Wrong token.
+    send(
+        &mut ws,
+        &ClientFrame::SubscribeGroup {
+            group_id: g.id,
+            epoch: 0,
+            token: Bytes(b"wrong".to_vec()),
+            after: 0,
+        },
+    )
+    .await;
+    assert!(matches!(
+        next(&mut ws).await,
+        ServerFrame::Error {
+            code: ErrorCode::BadToken,
+            ..
+        }
+    ));
+    // The connection still works.
+    send(&mut ws, &ClientFrame::Ping { nonce: 7 }).await;
+    assert_eq!(next(&mut ws).await, ServerFrame::Pong { nonce: 7 });
+    // An oversized frame closes this connection, not the relay.
+    let _ = ws.send(Message::Text("x".repeat(1 << 20).into())).await;
+    let (mut ws2, _) = connect(&relay).await;
+    send(&mut ws2, &ClientFrame::Ping { nonce: 8 }).await;
+    assert_eq!(next(&mut ws2).await, ServerFrame::Pong { nonce: 8 });
+    relay.stop().await;
+}
+
+#[tokio::test]
+async fn subscriptions_per_connection_are_bounded() {
+    let limits = proto::Limits {
+        max_subscriptions: 2,
+        ..proto::Limits::default()
+    };
+    let relay = TestRelay::start_with(limits).await;
+    let (mut ws, _) = connect(&relay).await;
+    for i in 0..3 {
+        let g = relay.create_group(0).await;
+        send(
+            &mut ws,
+            &ClientFrame::SubscribeGroup {
+                group_id: g.id,
+                epoch: 0,
+                token: Bytes(g.token(0).to_vec()),
+                after: 0,
+            },
+        )
+        .await;
+        let f = next(&mut ws).await;
+        if i < 2 {
+            assert_eq!(f, ServerFrame::Subscribed { id: g.id });
+        } else {
+            assert!(
+                matches!(
+                    f,
+                    ServerFrame::Error {
+                        code: ErrorCode::TooManySubscriptions,
+                        ..
+                    }
+                ),
+                "{f:?}"
+            );
+        }
+    }
+    relay.stop().await;
+}

@@ -1,0 +1,59 @@
+//! `samizdat relay`: run a relay until SIGINT or SIGTERM.
+
+use std::path::PathBuf;
+
+use anyhow::{Context, Result};
+use samizdat_relay::{Config, Relay};
+
+#[derive(Debug, clap::Args)]
+pub struct RelayArgs {
+    /// Address to listen on [default: 127.0.0.1:7700]
+    #[arg(long, env = "SAMIZDAT_RELAY_LISTEN")]
+    pub listen: Option<String>,
+    /// Directory for the relay's database [default: ./samizdat-relay]
+    #[arg(long, env = "SAMIZDAT_RELAY_DATA")]
+    pub data: Option<PathBuf>,
+    /// TOML file with `listen`, `data`, `sweep_interval_secs` and a `[limits]` table.
+    /// Flags and environment variables override it.
+    #[arg(long, env = "SAMIZDAT_RELAY_CONFIG")]
+    pub config: Option<PathBuf>,
+}
+
+pub fn load_config(args: &RelayArgs) -> Result<Config> {
+    let mut config = match &args.config {
+        Some(path) => {
+            let text = std::fs::read_to_string(path)
+                .with_context(|| format!("reading relay config {}", path.display()))?;
+            toml::from_str::<Config>(&text)
+                .with_context(|| format!("parsing relay config {}", path.display()))?
+        }
+        None => Config::default(),
+    };
+    if let Some(l) = &args.listen {
+        config.listen = l.clone();
+    }
+    if let Some(d) = &args.data {
+        config.data = d.clone();
+    }
+    Ok(config)
+}
+
+pub async fn run(args: RelayArgs) -> Result<()> {
+    let config = load_config(&args)?;
+    let data = config.data.clone();
+    let mut relay = Relay::start(config).await.context("starting the relay")?;
+    tracing::info!(addr = %relay.addr(), data = %data.display(), "relay listening");
+    println!("relay listening on http://{}", relay.addr());
+
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        .context("installing the SIGTERM handler")?;
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term.recv() => {}
+        r = relay.stopped() => return r.context("relay stopped"),
+    }
+    tracing::info!("shutting down: no new connections; finishing in-flight requests");
+    relay.shutdown().await.context("shutting down the relay")?;
+    tracing::info!("relay stopped");
+    Ok(())
+}
