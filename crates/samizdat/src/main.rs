@@ -1,5 +1,9 @@
 //! `samizdat`: the one binary — relay, client CLI and demo.
+//!
+//! Every user error ends in one line on stderr and a non-zero exit status.
 
+mod cli;
+mod demo;
 mod relay_cmd;
 
 use anyhow::Result;
@@ -12,6 +16,9 @@ use clap::{Parser, Subcommand};
     about = "End-to-end encrypted messenger: relay and client"
 )]
 struct Cli {
+    /// Profile directory [env: SAMIZDAT_HOME; default: the platform's data directory]
+    #[arg(long, global = true, env = "SAMIZDAT_HOME")]
+    home: Option<std::path::PathBuf>,
     #[command(subcommand)]
     command: Command,
 }
@@ -20,11 +27,15 @@ struct Cli {
 enum Command {
     /// Run a relay.
     Relay(relay_cmd::RelayArgs),
+    /// Run the demo: an embedded relay, alice, bob and carol, and a plaintext scan.
+    Demo,
+    #[command(flatten)]
+    Client(cli::ClientCommand),
 }
 
-fn init_tracing() {
+fn init_tracing(default: &str) {
     let filter = tracing_subscriber::EnvFilter::try_from_env("SAMIZDAT_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
     tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
@@ -33,7 +44,10 @@ fn init_tracing() {
 
 fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
-    init_tracing();
+    init_tracing(match cli.command {
+        Command::Relay(_) => "info",
+        _ => "warn",
+    });
     let rt = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -47,6 +61,8 @@ fn main() -> std::process::ExitCode {
     let result: Result<()> = rt.block_on(async {
         match cli.command {
             Command::Relay(args) => relay_cmd::run(args).await,
+            Command::Demo => demo::run().await,
+            Command::Client(cmd) => cli::run(cli.home, cmd).await,
         }
     });
     match result {

@@ -1,0 +1,1670 @@
+//! A profile: one identity on one device, with its encrypted store, its mailbox and its
+//! conversations. Every user-facing operation of the messenger is a method here.
+
+use std::collections::{HashMap, HashSet};
+use std::path::{Path, PathBuf};
+
+use rusqlite::{OptionalExtension, params};
+use samizdat_proto::{Bytes, EntryKind, ErrorCode, Id, WelcomeDrop};
+use serde::Serialize;
+
+use crate::invite::Invite;
+use crate::mls::{self, Incoming, Mls};
+use crate::payload::{Body, Envelope, MAX_TEXT, Payload};
+use crate::relay_client::{MailboxKey, RelayClient};
+use crate::store::Db;
+use crate::{Error, Result, now_millis, now_secs, random_id, sha256};
+
+/// KeyPackages kept in the relay's pool; refilled when it drops below half.
+const KEY_PACKAGE_POOL: usize = 20;
+/// Attempts at a commit or a send when other members keep winning the race.
+const MAX_ATTEMPTS: usize = 12;
+
+const DB_FILE: &str = "profile.db";
+
+/// Something that happened during a sync, for the front end to show.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(tag = "event", rename_all = "snake_case")]
+pub enum Event {
+    Message {
+        conversation: String,
+        id: String,
+        from: String,
+        text: String,
+        sent_at: u64,
+    },
+    NewContact {
+        alias: String,
+        display_name: String,
+    },
+    Joined {
+        conversation: String,
+    },
+    GroupNamed {
+        conversation: String,
+    },
+    MemberLeft {
+        conversation: String,
+        who: String,
+    },
+    Removed {
+        conversation: String,
+    },
+    Notice {
+        conversation: Option<String>,
+        text: String,
+    },
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct ContactView {
+    pub alias: String,
+    pub display_name: String,
+    pub fingerprint: String,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct ConversationView {
+    pub name: String,
+    pub kind: String,
+    pub unread: u64,
+    pub members: usize,
+    pub active: bool,
+    pub status: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct MessageView {
+    pub id: String,
+    pub from: String,
+    pub text: String,
+    pub sent_at: u64,
+    pub seq: Option<u64>,
+    pub outgoing: bool,
+    /// False while an outgoing message waits for the relay's acknowledgement.
+    pub delivered: bool,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct MemberView {
+    pub name: String,
+    pub fingerprint: String,
+    pub me: bool,
+}
+
+#[derive(Debug, Clone)]
+struct Conv {
+    group_id: Id,
+    kind: String,
+    name: String,
+    relay: String,
+    read_epoch: u64,
+    cursor: u64,
+    active: bool,
+}
+
+pub struct Profile {
+    home: PathBuf,
+    db: Db,
+    mls: Mls,
+    name: String,
+    fingerprint: [u8; 32],
+    mailbox: Id,
+    mailbox_key: MailboxKey,
+    relay: RelayClient,
+    /// Events produced by syncs that ran inside other operations (a send catches up first).
+    buffered: Vec<Event>,
+}
+
+fn remove_db_files(path: &Path) {
+    for suffix in ["", "-wal", "-shm"] {
+        let mut p = path.as_os_str().to_owned();
+        p.push(suffix);
+        let _ = std::fs::remove_file(PathBuf::from(p));
+    }
+}
+
+fn conv_from_row(
+    r: &rusqlite::Row<'_>,
+) -> rusqlite::Result<(Vec<u8>, String, String, String, i64, i64, i64)> {
+    Ok((
+        r.get(0)?,
+        r.get(1)?,
+        r.get(2)?,
+        r.get(3)?,
+        r.get(4)?,
+        r.get(5)?,
+        r.get(6)?,
+    ))
+}
+
+const CONV_COLUMNS: &str = "group_id, kind, name, relay, read_epoch, cursor, active";
+
+impl Profile {
+    /// Path of the profile database inside `home`.
+    pub fn db_path(home: &Path) -> PathBuf {
+        home.join(DB_FILE)
+    }
+
+    pub fn exists(home: &Path) -> bool {
+        Self::db_path(home).exists()
+    }
+
+    /// Create a profile: keys, encrypted store, a mailbox and a KeyPackage pool on `relay`.
+    pub async fn init(
+        home: &Path,
+        passphrase: &str,
+        relay_url: &str,
+        name: &str,
+    ) -> Result<Profile> {
+        let name = name.trim();
+        if name.is_empty() || name.chars().count() > 64 || name.chars().any(char::is_control) {
+            return Err(Error::Usage(
+                "the display name must be 1 to 64 printable characters".into(),
+            ));
+        }
+        let relay = RelayClient::new(relay_url)?;
+        let path = Self::db_path(home);
+        if path.exists() {
+            return Err(Error::Usage(format!(
+                "a profile already exists in {}",
+                home.display()
+            )));
+        }
+        std::fs::create_dir_all(home)
+            .map_err(|e| Error::Storage(format!("cannot create {}: {e}", home.display())))?;
+        relay.health().await?;
+        let result = Self::init_inner(home, &path, passphrase, relay, name).await;
+        if result.is_err() {
+            remove_db_files(&path);
+        }
+        result
+    }
+
+    async fn init_inner(
+        home: &Path,
+        path: &Path,
+        passphrase: &str,
+        relay: RelayClient,
+        name: &str,
+    ) -> Result<Profile> {
+        let db = Db::open(path, passphrase)?;
+        let signer = mls::generate_signer(mls::DEFAULT_CIPHERSUITE)?;
+        let (mailbox_key, pkcs8) = MailboxKey::generate()?;
+        let mailbox = random_id();
+        db.set_setting("name", name.as_bytes())?;
+        db.set_setting("relay", relay.base().as_bytes())?;
+        db.set_setting("mls_secret", &signer.secret)?;
+        db.set_setting("mls_public", &signer.public)?;
+        db.set_setting(
+            "ciphersuite",
+            &u16::from(mls::DEFAULT_CIPHERSUITE).to_be_bytes(),
+        )?;
+        db.set_setting("mailbox_id", mailbox.as_bytes())?;
+        db.set_setting("mailbox_key", &pkcs8)?;
+        relay
+            .create_mailbox(random_id(), mailbox, mailbox_key.public())
+            .await?;
+        let mls = Mls::new(
+            db.clone(),
+            &signer.secret,
+            &signer.public,
+            mls::DEFAULT_CIPHERSUITE,
+        )?;
+        let mut profile = Profile {
+            home: home.to_path_buf(),
+            fingerprint: mls::fingerprint(&signer.public),
+            db,
+            mls,
+            name: name.to_string(),
+            mailbox,
+            mailbox_key,
+            relay,
+            buffered: Vec::new(),
+        };
+        let last_resort = profile.mls.key_package(true)?;
+        profile
+            .upload_key_packages(KEY_PACKAGE_POOL, Some(last_resort))
+            .await?;
+        Ok(profile)
+    }
+
+    /// Open an existing profile.
+    pub fn open(home: &Path, passphrase: &str) -> Result<Profile> {
+        let path = Self::db_path(home);
+        if !path.exists() {
+            return Err(Error::Usage(format!(
+                "no profile in {}; create one with `samizdat init --relay URL --name NAME`",
+                home.display()
+            )));
+        }
+        let db = Db::open(&path, passphrase)?;
+        let secret = zeroize::Zeroizing::new(db.setting("mls_secret")?);
+        let public = db.setting("mls_public")?;
+        let cs_bytes = db.setting("ciphersuite")?;
+        let cs = u16::from_be_bytes(
+            <[u8; 2]>::try_from(cs_bytes.as_slice())
+                .map_err(|_| Error::Storage("corrupt ciphersuite".into()))?,
+        );
+        let mls = Mls::new(db.clone(), &secret, &public, cs.into())?;
+        let mailbox = Id::from_slice(&db.setting("mailbox_id")?)
+            .map_err(|_| Error::Storage("corrupt mailbox id".into()))?;
+        let mailbox_key = MailboxKey::from_pkcs8(&db.setting("mailbox_key")?)?;
+        let relay = RelayClient::new(&db.setting_string("relay")?)?;
+        Ok(Profile {
+            home: home.to_path_buf(),
+            name: db.setting_string("name")?,
+            fingerprint: mls::fingerprint(&public),
+            db,
+            mls,
+            mailbox,
+            mailbox_key,
+            relay,
+            buffered: Vec::new(),
+        })
+    }
+
+    /// Events from catch-ups that ran inside other operations (send, group changes).
+    pub fn take_events(&mut self) -> Vec<Event> {
+        std::mem::take(&mut self.buffered)
+    }
+
+    pub fn home(&self) -> &Path {
+        &self.home
+    }
+
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    pub fn relay_url(&self) -> &str {
+        self.relay.base()
+    }
+
+    pub fn fingerprint_hex(&self) -> String {
+        hex::encode(self.fingerprint)
+    }
+
+    async fn upload_key_packages(&mut self, n: usize, last_resort: Option<Vec<u8>>) -> Result<()> {
+        let mut kps = Vec::with_capacity(n);
+        for _ in 0..n {
+            kps.push(self.mls.key_package(false)?);
+        }
+        self.relay
+            .upload_key_packages(&self.mailbox_key, &self.mailbox, kps, last_resort)
+            .await?;
+        Ok(())
+    }
+
+    // ---- invites and contacts -------------------------------------------------------------
+
+    /// Create an invite link valid for `ttl_secs`.
+    pub fn invite(&self, ttl_secs: u64, reusable: bool) -> Result<Invite> {
+        let invite = Invite {
+            relay: self.relay.base().to_string(),
+            mailbox: self.mailbox,
+            fp: Bytes(self.fingerprint.to_vec()),
+            id: random_id(),
+            exp: now_secs().saturating_add(ttl_secs),
+            reusable,
+        };
+        self.db.conn().execute(
+            "INSERT INTO invites (invite_id, expires_at, reusable, created_at) VALUES (?1, ?2, ?3, ?4)",
+            params![invite.id.as_bytes(), invite.exp as i64, reusable as i64, now_secs() as i64],
+        )?;
+        Ok(invite)
+    }
+
+    fn name_taken(&self, name: &str) -> Result<bool> {
+        let n: i64 = self.db.conn().query_row(
+            "SELECT (SELECT COUNT(*) FROM contacts WHERE alias = ?1) + (SELECT COUNT(*) FROM conversations WHERE name = ?1)",
+            params![name],
+            |r| r.get(0),
+        )?;
+        Ok(n > 0)
+    }
+
+    fn unique_name(&self, wanted: &str) -> Result<String> {
+        let base: String = wanted
+            .chars()
+            .filter(|c| !c.is_control())
+            .take(64)
+            .collect();
+        let base = if base.trim().is_empty() {
+            "someone".to_string()
+        } else {
+            base.trim().to_string()
+        };
+        if !self.name_taken(&base)? {
+            return Ok(base);
+        }
+        for i in 2.. {
+            let candidate = format!("{base}-{i}");
+            if !self.name_taken(&candidate)? {
+                return Ok(candidate);
+            }
+        }
+        unreachable!("an unbounded counter always finds a free name")
+    }
+
+    fn check_new_name(&self, name: &str, what: &str) -> Result<()> {
+        if name.trim().is_empty() || name.chars().count() > 64 || name.chars().any(char::is_control)
+        {
+            return Err(Error::Usage(format!(
+                "{what} must be 1 to 64 printable characters"
+            )));
+        }
+        if self.name_taken(name)? {
+            return Err(Error::Usage(format!(
+                "the name {name:?} is already used by a contact or conversation"
+            )));
+        }
+        Ok(())
+    }
+
+    /// Accept an invite: claim and verify the inviter's KeyPackage, create the 1:1
+    /// conversation on the inviter's relay, and introduce ourselves.
+    pub async fn accept(&mut self, link: &str, alias: &str) -> Result<String> {
+        let invite = Invite::parse(link)?;
+        invite.check_not_expired(now_secs())?;
+        if invite.fingerprint() == self.fingerprint {
+            return Err(Error::Usage("this is your own invite link".into()));
+        }
+        let alias = alias.trim();
+        self.check_new_name(alias, "the contact alias")?;
+        let existing: Option<String> = self
+            .db
+            .conn()
+            .query_row(
+                "SELECT alias FROM contacts WHERE fingerprint = ?1",
+                params![&invite.fp.0],
+                |r| r.get(0),
+            )
+            .optional()?;
+        if let Some(a) = existing {
+            return Err(Error::Usage(format!(
+                "you are already connected to this person as {a:?}"
+            )));
+        }
+        let relay = RelayClient::new(&invite.relay)?;
+        let claimed = relay
+            .claim_key_package(&invite.mailbox)
+            .await
+            .map_err(|e| match e {
+                Error::Relay {
+                    code: ErrorCode::NotFound | ErrorCode::NoKeyPackage,
+                    ..
+                } => Error::InvalidInvite(
+                    "the inviter's mailbox is gone or has no KeyPackage; ask for a new invite"
+                        .into(),
+                ),
+                other => other,
+            })?;
+        let fp = mls::key_package_fingerprint(&claimed.key_package.0)?;
+        if fp != invite.fingerprint() {
+            return Err(Error::KeyPackageMismatch);
+        }
+
+        let group_id = random_id();
+        let mut group = self.mls.create_group(group_id.as_bytes())?;
+        let token0 = group.token()?;
+        relay
+            .create_group(random_id(), group_id, group.epoch(), sha256(&token0))
+            .await?;
+        self.db.transaction(|| {
+            group.save()?;
+            self.db.conn().execute(
+                "INSERT INTO conversations (group_id, kind, name, relay, read_epoch, cursor, created_at) VALUES (?1, 'direct', ?2, ?3, ?4, 0, ?5)",
+                params![group_id.as_bytes(), alias, invite.relay, group.epoch() as i64, now_secs() as i64],
+            )?;
+            self.store_token(&group_id, group.epoch(), &token0)?;
+            self.db.conn().execute(
+                "INSERT INTO contacts (alias, fingerprint, display_name, relay, mailbox_id, group_id, created_at) VALUES (?1, ?2, ?1, ?3, ?4, ?5, ?6)",
+                params![alias, &fp[..], invite.relay, invite.mailbox.as_bytes(), group_id.as_bytes(), now_secs() as i64],
+            )?;
+            Ok(())
+        })?;
+        drop(group);
+        let conv = self.conv_by_name(alias)?;
+        self.commit_change(
+            &conv,
+            vec![(claimed.key_package.0, invite.relay.clone(), invite.mailbox)],
+            Vec::new(),
+        )
+        .await?;
+        let intro = Body::Intro {
+            name: self.name.clone(),
+            relay: self.relay.base().to_string(),
+            mailbox: self.mailbox,
+            invite: invite.id,
+        };
+        self.send_body(&conv.name, intro).await?;
+        Ok(alias.to_string())
+    }
+
+    pub fn contacts(&self) -> Result<Vec<ContactView>> {
+        let conn = self.db.conn();
+        let mut stmt =
+            conn.prepare("SELECT alias, display_name, fingerprint FROM contacts ORDER BY alias")?;
+        let rows = stmt.query_map([], |r| {
+            let fp: Vec<u8> = r.get(2)?;
+            Ok(ContactView {
+                alias: r.get(0)?,
+                display_name: r.get(1)?,
+                fingerprint: hex::encode(&fp[..8.min(fp.len())]),
+            })
+        })?;
+        Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
+    }
+
+    /// A safety number both sides compute identically: 12 groups of 5 digits.
+    pub fn safety_number(&self, alias: &str) -> Result<String> {
+        let fp: Vec<u8> = self
+            .db
+            .conn()
+            .query_row(
+                "SELECT fingerprint FROM contacts WHERE alias = ?1",
+                params![alias],
+                |r| r.get(0),
+            )
+            .optional()?
+            .ok_or_else(|| {
+                Error::NotFound(format!(
+                    "no contact called {alias:?}; see `samizdat contacts`"
+                ))
+            })?;
+        let (a, b) = if fp.as_slice() < &self.fingerprint[..] {
+            (fp.as_slice(), &self.fingerprint[..])
+        } else {
+            (&self.fingerprint[..], fp.as_slice())
+        };
+        let mut input = b"samizdat safety number v1".to_vec();
+        input.extend_from_slice(a);
+        input.extend_from_slice(b);
+        let digest = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA512, &input);
+        let groups: Vec<String> = digest
+            .as_ref()
+            .chunks(5)
+            .take(12)
+            .map(|c| {
+                let n = c.iter().fold(0u64, |acc, b| (acc << 8) | u64::from(*b));
+                format!("{:05}", n % 100_000)
+            })
+            .collect();
+        Ok(groups.join(" "))
+    }
+
+    // ---- conversations ----------------------------------------------------------------------
+
+    fn conv_by_name(&self, name: &str) -> Result<Conv> {
+        let row = self
+            .db
+            .conn()
+            .query_row(
+                &format!("SELECT {CONV_COLUMNS} FROM conversations WHERE name = ?1"),
+                params![name],
+                conv_from_row,
+            )
+            .optional()?;
+        row.map(Self::conv_from_tuple).transpose()?.ok_or_else(|| {
+            Error::NotFound(format!(
+                "no contact or group called {name:?}; see `samizdat list` and `samizdat contacts`"
+            ))
+        })
+    }
+
+    fn conv_by_id(&self, id: &Id) -> Result<Option<Conv>> {
+        let row = self
+            .db
+            .conn()
+            .query_row(
+                &format!("SELECT {CONV_COLUMNS} FROM conversations WHERE group_id = ?1"),
+                params![id.as_bytes()],
+                conv_from_row,
+            )
+            .optional()?;
+        row.map(Self::conv_from_tuple).transpose()
+    }
+
+    fn conv_from_tuple(t: (Vec<u8>, String, String, String, i64, i64, i64)) -> Result<Conv> {
+        Ok(Conv {
+            group_id: Id::from_slice(&t.0)
+                .map_err(|_| Error::Storage("corrupt group id".into()))?,
+            kind: t.1,
+            name: t.2,
+            relay: t.3,
+            read_epoch: t.4 as u64,
+            cursor: t.5 as u64,
+            active: t.6 != 0,
+        })
+    }
+
+    fn active_convs(&self) -> Result<Vec<Conv>> {
+        let conn = self.db.conn();
+        let mut stmt = conn.prepare(&format!(
+            "SELECT {CONV_COLUMNS} FROM conversations WHERE active = 1 ORDER BY created_at"
+        ))?;
+        let rows = stmt
+            .query_map([], conv_from_row)?
+            .collect::<rusqlite::Result<Vec<_>>>()?;
+        drop(stmt);
+        drop(conn);
+        rows.into_iter().map(Self::conv_from_tuple).collect()
+    }
+
+    fn store_token(&self, group: &Id, epoch: u64, token: &[u8]) -> Result<()> {
+        self.db.conn().execute(
+            "INSERT OR REPLACE INTO epoch_tokens (group_id, epoch, token) VALUES (?1, ?2, ?3)",
+            params![group.as_bytes(), epoch as i64, token],
+        )?;
+        Ok(())
+    }
+
+    fn token(&self, group: &Id, epoch: u64) -> Result<Vec<u8>> {
+        self.db
+            .conn()
+            .query_row(
+                "SELECT token FROM epoch_tokens WHERE group_id = ?1 AND epoch = ?2",
+                params![group.as_bytes(), epoch as i64],
+                |r| r.get(0),
+            )
+            .optional()?
+            .ok_or_else(|| Error::Storage(format!("missing epoch token for epoch {epoch}")))
+    }
+
+    /// The name to show for a member fingerprint in a conversation.
+    fn label(&self, group: &Id, fp: &[u8]) -> Result<String> {
+        if fp == self.fingerprint {
+            return Ok("me".into());
+        }
+        let conn = self.db.conn();
+        if let Some(alias) = conn
+            .query_row(
+                "SELECT alias FROM contacts WHERE fingerprint = ?1",
+                params![fp],
+                |r| r.get::<_, String>(0),
+            )
+            .optional()?
+        {
+            return Ok(alias);
+        }
+        if let Some(name) = conn
+            .query_row(
+                "SELECT name FROM member_names WHERE group_id = ?1 AND fingerprint = ?2",
+                params![group.as_bytes(), fp],
+                |r| r.get::<_, String>(0),
+            )
+            .optional()?
+        {
+            return Ok(format!("{name} (~{})", hex::encode(&fp[..3.min(fp.len())])));
+        }
+        Ok(format!("unknown ~{}", hex::encode(&fp[..3.min(fp.len())])))
+    }
+
+    pub fn conversations(&self) -> Result<Vec<ConversationView>> {
+        let conn = self.db.conn();
+        let mut stmt = conn.prepare(
+            "SELECT c.group_id, c.name, c.kind, c.active, c.status,
+                    (SELECT COUNT(*) FROM messages m WHERE m.group_id = c.group_id AND m.unread = 1)
+             FROM conversations c ORDER BY c.created_at",
+        )?;
+        let rows = stmt
+            .query_map([], |r| {
+                Ok((
+                    r.get::<_, Vec<u8>>(0)?,
+                    r.get::<_, String>(1)?,
+                    r.get::<_, String>(2)?,
+                    r.get::<_, i64>(3)?,
+                    r.get::<_, Option<String>>(4)?,
+                    r.get::<_, i64>(5)?,
+                ))
+            })?
+            .collect::<rusqlite::Result<Vec<_>>>()?;
+        drop(stmt);
+        drop(conn);
+        let mut out = Vec::new();
+        for (gid, name, kind, active, status, unread) in rows {
+            let members = if active != 0 {
+                self.mls.load(&gid).map(|g| g.members().len()).unwrap_or(0)
+            } else {
+                0
+            };
+            out.push(ConversationView {
+                name,
+                kind,
+                unread: unread as u64,
+                members,
+                active: active != 0,
+                status,
+            });
+        }
+        Ok(out)
+    }
+
+    /// Messages of a conversation in log order; marks them read.
+    pub fn history(&self, target: &str) -> Result<Vec<MessageView>> {
+        let conv = self.conv_by_name(target)?;
+        let rows = {
+            let conn = self.db.conn();
+            let mut stmt = conn.prepare(
+                "SELECT id, sender_fp, body, sent_at, seq, outgoing, pending_body IS NULL FROM messages
+                 WHERE group_id = ?1 ORDER BY seq IS NULL, seq, received_at",
+            )?;
+            stmt.query_map(params![conv.group_id.as_bytes()], |r| {
+                Ok((
+                    r.get::<_, Vec<u8>>(0)?,
+                    r.get::<_, Vec<u8>>(1)?,
+                    r.get::<_, String>(2)?,
+                    r.get::<_, i64>(3)?,
+                    r.get::<_, Option<i64>>(4)?,
+                    r.get::<_, i64>(5)?,
+                    r.get::<_, bool>(6)?,
+                ))
+            })?
+            .collect::<rusqlite::Result<Vec<_>>>()?
+        };
+        let mut out = Vec::with_capacity(rows.len());
+        for (id, fp, text, sent_at, seq, outgoing, delivered) in rows {
+            out.push(MessageView {
+                id: Bytes::encode(&id),
+                from: self.label(&conv.group_id, &fp)?,
+                text,
+                sent_at: sent_at as u64,
+                seq: seq.map(|s| s as u64),
+                outgoing: outgoing != 0,
+                delivered,
+            });
+        }
+        self.db.conn().execute(
+            "UPDATE messages SET unread = 0 WHERE group_id = ?1",
+            params![conv.group_id.as_bytes()],
+        )?;
+        Ok(out)
+    }
+
+    // ---- sending ----------------------------------------------------------------------------
+
+    /// Send a text message to a contact or group.
+    pub async fn send(&mut self, target: &str, text: &str) -> Result<String> {
+        if text.is_empty() {
+            return Err(Error::Usage("the message is empty".into()));
+        }
+        if text.len() > MAX_TEXT {
+            return Err(Error::Usage(format!(
+                "the message is longer than {MAX_TEXT} bytes"
+            )));
+        }
+        self.send_body(
+            target,
+            Body::Text {
+                text: text.to_string(),
+            },
+        )
+        .await
+    }
+
+    async fn send_body(&mut self, target: &str, body: Body) -> Result<String> {
+        let conv = self.conv_by_name(target)?;
+        if !conv.active {
+            return Err(Error::NotMember(format!(
+                "you are no longer a member of {:?}",
+                conv.name
+            )));
+        }
+        let mut events = Vec::new();
+        let synced = self.sync_group(&conv.group_id, &mut events).await;
+        self.buffered.append(&mut events);
+        synced?;
+        let payload = Payload {
+            id: random_id(),
+            sent_at: now_millis(),
+            body,
+        };
+        let (text, store_row) = match &payload.body {
+            Body::Text { text } => (text.clone(), true),
+            _ => (String::new(), false),
+        };
+        let relay = RelayClient::new(&conv.relay)?;
+        for _ in 0..MAX_ATTEMPTS {
+            let mut group = self.mls.load(conv.group_id.as_bytes())?;
+            let epoch = group.epoch();
+            let ct = group.encrypt(&payload.encode())?;
+            let token = group.token()?;
+            let request_id = random_id();
+            // Store the ratchet step and the pending message before the relay sees it: a
+            // crash after this point retries the identical request.
+            self.db.transaction(|| {
+                group.save()?;
+                if store_row {
+                    self.db.conn().execute(
+                        "INSERT INTO messages (id, group_id, sender_fp, outgoing, body, sent_at, received_at, request_id, pending_body, pending_epoch)
+                         VALUES (?1, ?2, ?3, 1, ?4, ?5, ?6, ?7, ?8, ?9)
+                         ON CONFLICT(id) DO UPDATE SET request_id = excluded.request_id, pending_body = excluded.pending_body, pending_epoch = excluded.pending_epoch",
+                        params![payload.id.as_bytes(), conv.group_id.as_bytes(), &self.fingerprint[..], text, payload.sent_at as i64, now_millis() as i64, request_id.as_bytes(), ct, epoch as i64],
+                    )?;
+                }
+                Ok(())
+            })?;
+            match relay
+                .append(
+                    request_id,
+                    &conv.group_id,
+                    &token,
+                    EntryKind::Application,
+                    epoch,
+                    ct,
+                    None,
+                    Vec::new(),
+                )
+                .await
+            {
+                Ok(seq) => {
+                    self.db.transaction(|| {
+                        self.db.conn().execute(
+                            "INSERT OR IGNORE INTO own_entries (group_id, seq) VALUES (?1, ?2)",
+                            params![conv.group_id.as_bytes(), seq as i64],
+                        )?;
+                        self.db.conn().execute(
+                            "UPDATE messages SET seq = ?2, pending_body = NULL, pending_epoch = NULL WHERE id = ?1",
+                            params![payload.id.as_bytes(), seq as i64],
+                        )?;
+                        Ok(())
+                    })?;
+                    return Ok(payload.id.to_string());
+                }
+                Err(Error::Relay {
+                    code: ErrorCode::StaleEpoch,
+                    ..
+                }) => {
+                    let synced = self.sync_group(&conv.group_id, &mut events).await;
+                    self.buffered.append(&mut events);
+                    synced?;
+                }
+                Err(e @ Error::RelayUnreachable(_)) => {
+                    // The message stays queued; the next sync or send retries it.
+                    return Err(e);
+                }
+                Err(e) => {
+                    self.db.conn().execute(
+                        "DELETE FROM messages WHERE id = ?1",
+                        params![payload.id.as_bytes()],
+                    )?;
+                    return Err(e);
+                }
+            }
+        }
+        Err(Error::Busy(
+            "the group kept changing while sending; try again".into(),
+        ))
+    }
+
+    /// Retry outgoing messages that the relay has not acknowledged.
+    async fn flush_pending(&mut self, conv: &Conv, events: &mut Vec<Event>) -> Result<()> {
+        let pending: Vec<(Vec<u8>, Vec<u8>, Vec<u8>, i64)> = {
+            let conn = self.db.conn();
+            let mut stmt = conn.prepare(
+                "SELECT id, request_id, pending_body, pending_epoch FROM messages
+                 WHERE group_id = ?1 AND pending_body IS NOT NULL ORDER BY received_at",
+            )?;
+            stmt.query_map(params![conv.group_id.as_bytes()], |r| {
+                Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?))
+            })?
+            .collect::<rusqlite::Result<Vec<_>>>()?
+        };
+        let relay = RelayClient::new(&conv.relay)?;
+        for (id, request_id, body, epoch) in pending {
+            let request_id = Id::from_slice(&request_id)
+                .map_err(|_| Error::Storage("corrupt request id".into()))?;
+            let token = self.token(&conv.group_id, epoch as u64)?;
+            match relay
+                .append(
+                    request_id,
+                    &conv.group_id,
+                    &token,
+                    EntryKind::Application,
+                    epoch as u64,
+                    body,
+                    None,
+                    Vec::new(),
+                )
+                .await
+            {
+                Ok(seq) => {
+                    self.db.transaction(|| {
+                        self.db.conn().execute("INSERT OR IGNORE INTO own_entries (group_id, seq) VALUES (?1, ?2)", params![conv.group_id.as_bytes(), seq as i64])?;
+                        self.db.conn().execute("UPDATE messages SET seq = ?2, pending_body = NULL, pending_epoch = NULL WHERE id = ?1", params![id, seq as i64])?;
+                        Ok(())
+                    })?;
+                }
+                Err(Error::Relay {
+                    code: ErrorCode::StaleEpoch,
+                    ..
+                }) => {
+                    // Encrypted for an epoch that is over: re-encrypt the same message now.
+                    let text: String = self.db.conn().query_row(
+                        "SELECT body FROM messages WHERE id = ?1",
+                        params![id],
+                        |r| r.get(0),
+                    )?;
+                    self.db
+                        .conn()
+                        .execute("DELETE FROM messages WHERE id = ?1", params![id])?;
+                    self.send(&conv.name, &text).await?;
+                }
+                Err(e @ Error::RelayUnreachable(_)) => return Err(e),
+                Err(e) => {
+                    events.push(Event::Notice {
+                        conversation: Some(conv.name.clone()),
+                        text: format!("a queued message was refused by the relay: {e}"),
+                    });
+                    self.db
+                        .conn()
+                        .execute("DELETE FROM messages WHERE id = ?1", params![id])?;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    // ---- commits ----------------------------------------------------------------------------
+
+    /// Commit adds (KeyPackage, mailbox relay, mailbox) and removals (fingerprints), retrying
+    /// on epoch conflicts after catching up.
+    async fn commit_change(
+        &mut self,
+        conv: &Conv,
+        adds: Vec<(Vec<u8>, String, Id)>,
+        removes: Vec<Vec<u8>>,
+    ) -> Result<()> {
+        let relay = RelayClient::new(&conv.relay)?;
+        let mut events = Vec::new();
+        for _ in 0..MAX_ATTEMPTS {
+            let synced = self.sync_group(&conv.group_id, &mut events).await;
+            self.buffered.append(&mut events);
+            synced?;
+            let mut group = self.mls.load(conv.group_id.as_bytes())?;
+            let members = group.members();
+            let indices: Vec<u32> = removes
+                .iter()
+                .filter_map(|fp| {
+                    members
+                        .iter()
+                        .find(|m| m.fingerprint.as_slice() == fp.as_slice())
+                        .map(|m| m.index)
+                })
+                .collect();
+            if adds.is_empty() && indices.is_empty() {
+                return Ok(());
+            }
+            let kps: Vec<Vec<u8>> = adds.iter().map(|a| a.0.clone()).collect();
+            let epoch = group.epoch();
+            let token = group.token()?;
+            let pending = group.commit(&kps, &indices)?;
+            group.apply_pending_commit()?;
+            let next_token = group.token()?;
+            let mut welcomes = Vec::new();
+            let mut elsewhere = Vec::new();
+            if let Some(w) = &pending.welcome {
+                let env = Envelope::Welcome {
+                    group_id: conv.group_id,
+                    relay: conv.relay.clone(),
+                    welcome: Bytes(w.clone()),
+                }
+                .encode();
+                for (_, mailbox_relay, mailbox) in &adds {
+                    if mailbox_relay.trim_end_matches('/') == relay.base() {
+                        welcomes.push(WelcomeDrop {
+                            mailbox_id: *mailbox,
+                            body: Bytes(env.clone()),
+                        });
+                    } else {
+                        elsewhere.push((mailbox_relay.clone(), *mailbox, env.clone()));
+                    }
+                }
+            }
+            match relay
+                .append(
+                    random_id(),
+                    &conv.group_id,
+                    &token,
+                    EntryKind::Commit,
+                    epoch,
+                    pending.commit,
+                    Some(sha256(&next_token)),
+                    welcomes,
+                )
+                .await
+            {
+                Ok(seq) => {
+                    self.db.transaction(|| {
+                        group.save()?;
+                        self.store_token(&conv.group_id, group.epoch(), &next_token)?;
+                        self.db.conn().execute(
+                            "INSERT OR IGNORE INTO own_entries (group_id, seq) VALUES (?1, ?2)",
+                            params![conv.group_id.as_bytes(), seq as i64],
+                        )?;
+                        Ok(())
+                    })?;
+                    for (r, mailbox, env) in elsewhere {
+                        RelayClient::new(&r)?
+                            .drop_message(random_id(), &mailbox, env)
+                            .await?;
+                    }
+                    return Ok(());
+                }
+                Err(Error::Relay {
+                    code: ErrorCode::EpochConflict,
+                    ..
+                }) => {
+                    // Someone else committed first: drop our in-memory change, catch up, retry.
+                    drop(group);
+                    continue;
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        Err(Error::Busy(
+            "other members kept committing; try again".into(),
+        ))
+    }
+
+    // ---- groups -----------------------------------------------------------------------------
+
+    pub async fn group_create(&mut self, name: &str) -> Result<()> {
+        let name = name.trim();
+        self.check_new_name(name, "the group name")?;
+        let group_id = random_id();
+        let mut group = self.mls.create_group(group_id.as_bytes())?;
+        let token = group.token()?;
+        self.relay
+            .create_group(random_id(), group_id, group.epoch(), sha256(&token))
+            .await?;
+        let relay = self.relay.base().to_string();
+        self.db.transaction(|| {
+            group.save()?;
+            self.db.conn().execute(
+                "INSERT INTO conversations (group_id, kind, name, relay, read_epoch, cursor, created_at) VALUES (?1, 'group', ?2, ?3, ?4, 0, ?5)",
+                params![group_id.as_bytes(), name, relay, group.epoch() as i64, now_secs() as i64],
+            )?;
+            self.store_token(&group_id, group.epoch(), &token)
+        })?;
+        Ok(())
+    }
+
+    fn group_conv(&self, name: &str) -> Result<Conv> {
+        let conv = self.conv_by_name(name)?;
+        if conv.kind != "group" {
+            return Err(Error::Usage(format!(
+                "{name:?} is a 1:1 conversation, not a group"
+            )));
+        }
+        if !conv.active {
+            return Err(Error::NotMember(format!(
+                "you are no longer a member of {name:?}"
+            )));
+        }
+        Ok(conv)
+    }
+
+    fn contact_route(&self, alias: &str) -> Result<(Vec<u8>, Option<String>, Option<Id>)> {
+        let row: Option<(Vec<u8>, Option<String>, Option<Vec<u8>>)> = self
+            .db
+            .conn()
+            .query_row(
+                "SELECT fingerprint, relay, mailbox_id FROM contacts WHERE alias = ?1",
+                params![alias],
+                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+            )
+            .optional()?;
+        let (fp, relay, mailbox) = row.ok_or_else(|| {
+            Error::NotFound(format!(
+                "no contact called {alias:?}; see `samizdat contacts`"
+            ))
+        })?;
+        let mailbox = mailbox
+            .map(|m| Id::from_slice(&m))
+            .transpose()
+            .map_err(|_| Error::Storage("corrupt mailbox id".into()))?;
+        Ok((fp, relay, mailbox))
+    }
+
+    /// Add contacts to a group: claim and verify each one's KeyPackage, commit, Welcome them.
+    pub async fn group_add(&mut self, name: &str, aliases: &[String]) -> Result<()> {
+        let conv = self.group_conv(name)?;
+        let mut adds = Vec::new();
+        for alias in aliases {
+            let (fp, relay, mailbox) = self.contact_route(alias)?;
+            let (Some(relay_url), Some(mailbox)) = (relay, mailbox) else {
+                return Err(Error::Usage(format!(
+                    "{alias:?} has not shared a mailbox yet; sync and try again"
+                )));
+            };
+            let claimed = RelayClient::new(&relay_url)?
+                .claim_key_package(&mailbox)
+                .await?;
+            if mls::key_package_fingerprint(&claimed.key_package.0)?.as_slice() != fp.as_slice() {
+                return Err(Error::KeyPackageMismatch);
+            }
+            adds.push((claimed.key_package.0, relay_url, mailbox));
+        }
+        self.commit_change(&conv, adds, Vec::new()).await?;
+        self.send_body(
+            &conv.name,
+            Body::GroupMeta {
+                name: conv.name.clone(),
+            },
+        )
+        .await?;
+        Ok(())
+    }
+
+    pub async fn group_remove(&mut self, name: &str, alias: &str) -> Result<()> {
+        let conv = self.group_conv(name)?;
+        let (fp, _, _) = self.contact_route(alias)?;
+        let group = self.mls.load(conv.group_id.as_bytes())?;
+        if !group
+            .members()
+            .iter()
+            .any(|m| m.fingerprint.as_slice() == fp.as_slice())
+        {
+            return Err(Error::NotFound(format!(
+                "{alias:?} is not a member of {name:?}"
+            )));
+        }
+        drop(group);
+        self.commit_change(&conv, Vec::new(), vec![fp]).await
+    }
+
+    /// Leave a group: announce it; the next member to sync commits our removal.
+    pub async fn group_leave(&mut self, name: &str) -> Result<()> {
+        let conv = self.group_conv(name)?;
+        self.send_body(&conv.name, Body::Leave).await?;
+        self.db.conn().execute(
+            "UPDATE conversations SET active = 0, status = 'you left' WHERE group_id = ?1",
+            params![conv.group_id.as_bytes()],
+        )?;
+        Ok(())
+    }
+
+    pub fn group_members(&self, name: &str) -> Result<Vec<MemberView>> {
+        let conv = self.conv_by_name(name)?;
+        if !conv.active {
+            return Err(Error::NotMember(format!(
+                "you are no longer a member of {name:?}"
+            )));
+        }
+        let group = self.mls.load(conv.group_id.as_bytes())?;
+        group
+            .members()
+            .into_iter()
+            .map(|m| {
+                Ok(MemberView {
+                    name: self.label(&conv.group_id, &m.fingerprint)?,
+                    fingerprint: hex::encode(&m.fingerprint[..8]),
+                    me: m.fingerprint == self.fingerprint,
+                })
+            })
+            .collect()
+    }
+
+    // ---- sync -------------------------------------------------------------------------------
+
+    /// Fetch and process the mailbox and every conversation; acknowledge what was stored.
+    pub async fn sync(&mut self) -> Result<Vec<Event>> {
+        let mut events = Vec::new();
+        self.sync_mailbox(&mut events).await?;
+        events.append(&mut self.buffered);
+        let convs = self.active_convs()?;
+        let mut leavers: Vec<(Id, Vec<u8>)> = Vec::new();
+        for conv in convs {
+            match self.sync_group(&conv.group_id, &mut events).await {
+                Ok(l) => leavers.extend(l.into_iter().map(|fp| (conv.group_id, fp))),
+                Err(e @ Error::RelayUnreachable(_)) => return Err(e),
+                Err(e) => events.push(Event::Notice {
+                    conversation: Some(conv.name.clone()),
+                    text: format!("sync failed: {e}"),
+                }),
+            }
+            if let Some(conv) = self.conv_by_id(&conv.group_id)?
+                && conv.active
+            {
+                self.flush_pending(&conv, &mut events).await?;
+            }
+        }
+        // Members who asked to leave: remove them (one committer wins; the rest find them gone).
+        for (gid, fp) in leavers {
+            if let Some(conv) = self.conv_by_id(&gid)?
+                && conv.active
+            {
+                self.commit_change(&conv, Vec::new(), vec![fp]).await?;
+            }
+        }
+        events.append(&mut self.buffered);
+        Ok(events)
+    }
+
+    async fn sync_mailbox(&mut self, events: &mut Vec<Event>) -> Result<()> {
+        let msgs = self
+            .relay
+            .read_mailbox(&self.mailbox_key, &self.mailbox, 0)
+            .await?;
+        if msgs.is_empty() {
+            return Ok(());
+        }
+        let mut done = Vec::new();
+        let mut joined = 0;
+        for m in msgs {
+            match Envelope::decode(&m.body.0) {
+                Ok(Envelope::Welcome {
+                    group_id,
+                    relay,
+                    welcome,
+                }) => {
+                    if self.conv_by_id(&group_id)?.is_some() {
+                        done.push(m.seq);
+                        continue;
+                    }
+                    match self.join(group_id, &relay, &welcome.0) {
+                        Ok(name) => {
+                            joined += 1;
+                            events.push(Event::Joined { conversation: name });
+                        }
+                        Err(e) => events.push(Event::Notice {
+                            conversation: None,
+                            text: format!("could not join a conversation: {e}"),
+                        }),
+                    }
+                }
+                Err(_) => events.push(Event::Notice {
+                    conversation: None,
+                    text: "dropped an unreadable mailbox message".into(),
+                }),
+            }
+            done.push(m.seq);
+        }
+        // Acknowledge only after the joins are committed locally.
+        self.relay
+            .ack(&self.mailbox_key, &self.mailbox, done)
+            .await?;
+        if joined > 0 {
+            let count = self
+                .relay
+                .key_package_count(&self.mailbox_key, &self.mailbox)
+                .await?;
+            if (count.available as usize) < KEY_PACKAGE_POOL / 2 {
+                self.upload_key_packages(KEY_PACKAGE_POOL - count.available as usize, None)
+                    .await?;
+            }
+            // Announce our display name in the conversations we just joined.
+            let new: Vec<String> = events
+                .iter()
+                .filter_map(|e| match e {
+                    Event::Joined { conversation } => Some(conversation.clone()),
+                    _ => None,
+                })
+                .collect();
+            for name in new {
+                let body = Body::Profile {
+                    name: self.name.clone(),
+                };
+                if let Err(e) = self.send_body(&name, body).await {
+                    events.push(Event::Notice {
+                        conversation: Some(name),
+                        text: format!("could not announce ourselves: {e}"),
+                    });
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn join(&mut self, group_id: Id, relay: &str, welcome: &[u8]) -> Result<String> {
+        RelayClient::new(relay)?;
+        let mut group = self.mls.join(welcome)?;
+        if group.id() != group_id.as_bytes() {
+            return Err(Error::Protocol(
+                "the Welcome is for a different group than its envelope says".into(),
+            ));
+        }
+        let token = group.token()?;
+        let name = self.unique_name(&format!("new-{}", group_id.short()))?;
+        self.db.transaction(|| {
+            group.save()?;
+            self.db.conn().execute(
+                "INSERT INTO conversations (group_id, kind, name, relay, read_epoch, cursor, created_at) VALUES (?1, 'group', ?2, ?3, ?4, 0, ?5)",
+                params![group_id.as_bytes(), name, relay, group.epoch() as i64, now_secs() as i64],
+            )?;
+            self.store_token(&group_id, group.epoch(), &token)
+        })?;
+        Ok(name)
+    }
+
+    /// Read and process a conversation's log from its cursor. Returns members who asked to leave.
+    async fn sync_group(&mut self, group_id: &Id, events: &mut Vec<Event>) -> Result<Vec<Vec<u8>>> {
+        let mut leavers = Vec::new();
+        let Some(mut conv) = self.conv_by_id(group_id)? else {
+            return Ok(leavers);
+        };
+        let relay = RelayClient::new(&conv.relay)?;
+        let own: HashSet<u64> = {
+            let conn = self.db.conn();
+            let mut stmt =
+                conn.prepare("SELECT seq FROM own_entries WHERE group_id = ?1 AND seq > ?2")?;
+            stmt.query_map(params![group_id.as_bytes(), conv.cursor as i64], |r| {
+                r.get::<_, i64>(0)
+            })?
+            .map(|r| r.map(|v| v as u64))
+            .collect::<rusqlite::Result<HashSet<_>>>()?
+        };
+        let mut group: Option<mls::Group> = None;
+        while conv.active {
+            let token = self.token(group_id, conv.read_epoch)?;
+            let page = relay
+                .read_entries(group_id, conv.read_epoch, conv.cursor, &token)
+                .await?;
+            if page.entries.is_empty() {
+                if page.current_epoch > conv.read_epoch {
+                    events.push(Event::Notice {
+                        conversation: Some(conv.name.clone()),
+                        text: "entries are missing from the relay (expired?); ask a member to re-add you".into(),
+                    });
+                }
+                break;
+            }
+            for entry in page.entries {
+                if !conv.active {
+                    break;
+                }
+                let mut next_epoch = conv.read_epoch;
+                if own.contains(&entry.seq) {
+                    if entry.kind == EntryKind::Commit {
+                        next_epoch = entry.epoch + 1;
+                    }
+                    self.set_cursor(&conv, entry.seq, next_epoch)?;
+                    conv.cursor = entry.seq;
+                    conv.read_epoch = next_epoch;
+                    continue;
+                }
+                if group.is_none() {
+                    group = Some(self.mls.load(group_id.as_bytes())?);
+                }
+                let Some(g) = group.as_mut() else { break };
+                let processed = g.process(&entry.body.0);
+                match processed {
+                    Ok(Incoming::Commit { epoch, removed }) => {
+                        let token = if removed { None } else { Some(g.token()?) };
+                        let g = &mut *g;
+                        self.db.transaction(|| {
+                            g.save()?;
+                            if let Some(t) = &token {
+                                self.store_token(group_id, epoch, t)?;
+                            }
+                            if removed {
+                                self.db.conn().execute(
+                                    "UPDATE conversations SET active = 0, status = 'removed from the group' WHERE group_id = ?1",
+                                    params![group_id.as_bytes()],
+                                )?;
+                            }
+                            self.set_cursor(&conv, entry.seq, epoch)
+                        })?;
+                        conv.cursor = entry.seq;
+                        conv.read_epoch = epoch;
+                        if removed {
+                            conv.active = false;
+                            events.push(Event::Removed {
+                                conversation: conv.name.clone(),
+                            });
+                        }
+                    }
+                    Ok(Incoming::Application { sender, data }) => {
+                        let g = &mut *g;
+                        let mut new_events = Vec::new();
+                        let mut left = None;
+                        self.db.transaction(|| {
+                            g.save()?;
+                            match Payload::decode(&data) {
+                                Ok(p) => {
+                                    left = self.apply_payload(
+                                        &mut conv,
+                                        &sender,
+                                        p,
+                                        entry.seq,
+                                        &mut new_events,
+                                    )?;
+                                }
+                                Err(_) => new_events.push(Event::Notice {
+                                    conversation: Some(conv.name.clone()),
+                                    text: format!(
+                                        "ignored an undecodable message at position {}",
+                                        entry.seq
+                                    ),
+                                }),
+                            }
+                            self.set_cursor(&conv, entry.seq, conv.read_epoch)
+                        })?;
+                        // Re-read: the payload may have renamed the conversation.
+                        if let Some(c) = self.conv_by_id(group_id)? {
+                            conv.name = c.name;
+                            conv.kind = c.kind;
+                        }
+                        conv.cursor = entry.seq;
+                        events.extend(new_events);
+                        leavers.extend(left);
+                    }
+                    Ok(Incoming::Other) => {
+                        let g = &mut *g;
+                        self.db.transaction(|| {
+                            g.save()?;
+                            self.set_cursor(&conv, entry.seq, conv.read_epoch)
+                        })?;
+                        conv.cursor = entry.seq;
+                    }
+                    Err(e) => {
+                        // Forged, damaged or undecryptable: never displayed. Reload the
+                        // group so no partial state from the failed attempt survives.
+                        group = None;
+                        events.push(Event::Notice {
+                            conversation: Some(conv.name.clone()),
+                            text: format!("rejected entry {} of the log: {e}", entry.seq),
+                        });
+                        self.set_cursor(&conv, entry.seq, conv.read_epoch)?;
+                        conv.cursor = entry.seq;
+                    }
+                }
+            }
+        }
+        Ok(leavers)
+    }
+
+    fn set_cursor(&self, conv: &Conv, seq: u64, epoch: u64) -> Result<()> {
+        self.db.conn().execute(
+            "UPDATE conversations SET cursor = ?2, read_epoch = ?3 WHERE group_id = ?1",
+            params![conv.group_id.as_bytes(), seq as i64, epoch as i64],
+        )?;
+        Ok(())
+    }
+
+    /// Store the effect of one decrypted payload (inside the caller's transaction).
+    /// Returns the sender's fingerprint if it asked to leave.
+    fn apply_payload(
+        &self,
+        conv: &mut Conv,
+        sender: &[u8; 32],
+        p: Payload,
+        seq: u64,
+        events: &mut Vec<Event>,
+    ) -> Result<Option<Vec<u8>>> {
+        let gid = conv.group_id;
+        match p.body {
+            Body::Text { text } => {
+                let inserted = self.db.conn().execute(
+                    "INSERT OR IGNORE INTO messages (id, group_id, seq, sender_fp, outgoing, body, sent_at, received_at, unread)
+                     VALUES (?1, ?2, ?3, ?4, 0, ?5, ?6, ?7, 1)",
+                    params![p.id.as_bytes(), gid.as_bytes(), seq as i64, &sender[..], text, p.sent_at as i64, now_millis() as i64],
+                )?;
+                if inserted == 1 {
+                    events.push(Event::Message {
+                        conversation: conv.name.clone(),
+                        id: p.id.to_string(),
+                        from: self.label(&gid, sender)?,
+                        text,
+                        sent_at: p.sent_at,
+                    });
+                }
+            }
+            Body::Profile { name } => {
+                let name: String = name.chars().filter(|c| !c.is_control()).take(64).collect();
+                self.db.conn().execute(
+                    "INSERT OR REPLACE INTO member_names (group_id, fingerprint, name) VALUES (?1, ?2, ?3)",
+                    params![gid.as_bytes(), &sender[..], name],
+                )?;
+                // In a 1:1 conversation the peer's own name becomes the contact's display name.
+                self.db.conn().execute(
+                    "UPDATE contacts SET display_name = ?2 WHERE fingerprint = ?1",
+                    params![&sender[..], name],
+                )?;
+            }
+            Body::GroupMeta { name } => {
+                if conv.name.starts_with("new-") && conv.kind == "group" {
+                    let unique = self.unique_name(&name)?;
+                    self.db.conn().execute(
+                        "UPDATE conversations SET name = ?2 WHERE group_id = ?1",
+                        params![gid.as_bytes(), unique],
+                    )?;
+                    events.push(Event::GroupNamed {
+                        conversation: unique.clone(),
+                    });
+                    conv.name = unique;
+                }
+            }
+            Body::Intro {
+                name,
+                relay,
+                mailbox,
+                invite,
+            } => {
+                self.apply_intro(conv, sender, name, relay, mailbox, invite, events)?;
+            }
+            Body::Leave => {
+                events.push(Event::MemberLeft {
+                    conversation: conv.name.clone(),
+                    who: self.label(&gid, sender)?,
+                });
+                return Ok(Some(sender.to_vec()));
+            }
+        }
+        Ok(None)
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn apply_intro(
+        &self,
+        conv: &mut Conv,
+        sender: &[u8; 32],
+        name: String,
+        relay: String,
+        mailbox: Id,
+        invite: Id,
+        events: &mut Vec<Event>,
+    ) -> Result<()> {
+        let gid = conv.group_id;
+        let row: Option<(i64, i64, i64)> = self
+            .db
+            .conn()
+            .query_row(
+                "SELECT expires_at, reusable, uses FROM invites WHERE invite_id = ?1",
+                params![invite.as_bytes()],
+                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+            )
+            .optional()?;
+        let refusal = match row {
+            None => Some("an introduction used an invite this profile never made"),
+            Some((exp, _, _)) if (exp as u64) < now_secs() => {
+                Some("an introduction used an expired invite")
+            }
+            Some((_, 0, uses)) if uses > 0 => Some("an introduction reused a single-use invite"),
+            Some(_) => None,
+        };
+        if let Some(why) = refusal {
+            self.db.conn().execute(
+                "UPDATE conversations SET active = 0, status = ?2 WHERE group_id = ?1",
+                params![gid.as_bytes(), format!("refused: {why}")],
+            )?;
+            conv.active = false;
+            events.push(Event::Notice {
+                conversation: Some(conv.name.clone()),
+                text: format!("refused: {why}"),
+            });
+            return Ok(());
+        }
+        self.db.conn().execute(
+            "UPDATE invites SET uses = uses + 1 WHERE invite_id = ?1",
+            params![invite.as_bytes()],
+        )?;
+        let display: String = name.chars().filter(|c| !c.is_control()).take(64).collect();
+        let existing: Option<String> = self
+            .db
+            .conn()
+            .query_row(
+                "SELECT alias FROM contacts WHERE fingerprint = ?1",
+                params![&sender[..]],
+                |r| r.get(0),
+            )
+            .optional()?;
+        let alias = match existing {
+            Some(a) => a,
+            None => {
+                let alias = self.unique_name(&display)?;
+                self.db.conn().execute(
+                    "INSERT INTO contacts (alias, fingerprint, display_name, relay, mailbox_id, group_id, created_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+                    params![alias, &sender[..], display, relay, mailbox.as_bytes(), gid.as_bytes(), now_secs() as i64],
+                )?;
+                events.push(Event::NewContact {
+                    alias: alias.clone(),
+                    display_name: display.clone(),
+                });
+                alias
+            }
+        };
+        // The conversation becomes the 1:1 chat with this contact, named by the alias
+        // (an older 1:1 conversation with them keeps its own name).
+        let other_conv: i64 = self.db.conn().query_row(
+            "SELECT COUNT(*) FROM conversations WHERE name = ?1 AND group_id != ?2",
+            params![alias, gid.as_bytes()],
+            |r| r.get(0),
+        )?;
+        let new_name = if other_conv == 0 {
+            alias
+        } else {
+            self.unique_name(&alias)?
+        };
+        self.db.conn().execute(
+            "UPDATE conversations SET kind = 'direct', name = ?2 WHERE group_id = ?1",
+            params![gid.as_bytes(), new_name],
+        )?;
+        conv.kind = "direct".into();
+        conv.name = new_name;
+        Ok(())
+    }
+
+    // ---- listen -----------------------------------------------------------------------------
+
+    /// Stay connected to the home relay and call `on_event` for everything that arrives,
+    /// until `until` resolves. Conversations hosted on other relays are polled.
+    pub async fn listen<F, S>(&mut self, mut on_event: F, until: S) -> Result<()>
+    where
+        F: FnMut(&Event),
+        S: std::future::Future<Output = ()>,
+    {
+        use futures_util::{SinkExt, StreamExt};
+        use samizdat_proto::{ClientFrame, ServerFrame};
+        use tokio_tungstenite::tungstenite::Message;
+
+        tokio::pin!(until);
+        let mut backoff = std::time::Duration::from_millis(200);
+        loop {
+            match self.sync().await {
+                Ok(events) => events.iter().for_each(&mut on_event),
+                Err(e @ Error::RelayUnreachable(_)) => {
+                    on_event(&Event::Notice {
+                        conversation: None,
+                        text: e.to_string(),
+                    });
+                    tokio::select! {
+                        _ = &mut until => return Ok(()),
+                        _ = tokio::time::sleep(backoff) => {}
+                    }
+                    backoff = (backoff * 2).min(std::time::Duration::from_secs(10));
+                    continue;
+                }
+                Err(e) => return Err(e),
+            }
+            let ws = tokio_tungstenite::connect_async(self.relay.ws_url()).await;
+            let Ok((mut ws, _)) = ws else {
+                tokio::select! {
+                    _ = &mut until => return Ok(()),
+                    _ = tokio::time::sleep(backoff) => {}
+                }
+                backoff = (backoff * 2).min(std::time::Duration::from_secs(10));
+                continue;
+            };
+            backoff = std::time::Duration::from_millis(200);
+            let mut subscribed: HashMap<Id, (u64, u64)> = HashMap::new();
+            let mut challenge = None;
+            let mut poll = tokio::time::interval(std::time::Duration::from_secs(5));
+            let outcome: Result<bool> = loop {
+                // Keep subscriptions in line with what we have processed.
+                let mut send_failed = false;
+                if let Some(ch) = challenge {
+                    for conv in self.active_convs()? {
+                        if conv.relay.trim_end_matches('/') != self.relay.base() {
+                            continue;
+                        }
+                        if subscribed.get(&conv.group_id) == Some(&(conv.read_epoch, conv.cursor)) {
+                            continue;
+                        }
+                        let token = self.token(&conv.group_id, conv.read_epoch)?;
+                        let frame = ClientFrame::SubscribeGroup {
+                            group_id: conv.group_id,
+                            epoch: conv.read_epoch,
+                            token: Bytes(token),
+                            after: conv.cursor,
+                        };
+                        let text = serde_json::to_string(&frame)
+                            .map_err(|e| Error::Protocol(e.to_string()))?;
+                        if ws.send(Message::Text(text.into())).await.is_err() {
+                            send_failed = true;
+                            break;
+                        }
+                        subscribed.insert(conv.group_id, (conv.read_epoch, conv.cursor));
+                    }
+                    let _: Id = ch;
+                }
+                if send_failed {
+                    break Ok(false);
+                }
+                let mut dirty = false;
+                tokio::select! {
+                    _ = &mut until => break Ok(true),
+                    _ = poll.tick() => dirty = true,
+                    msg = ws.next() => {
+                        let Some(Ok(msg)) = msg else { break Ok(false) };
+                        let Message::Text(text) = msg else { continue };
+                        match serde_json::from_str::<ServerFrame>(text.as_str()) {
+                            Ok(ServerFrame::Hello { challenge: ch, .. }) => {
+                                challenge = Some(ch);
+                                let sig = self.mailbox_key.sign(&samizdat_proto::ws_signing_payload(&ch, &self.mailbox));
+                                let frame = ClientFrame::SubscribeMailbox { mailbox_id: self.mailbox, after: 0, signature: Bytes(sig) };
+                                let text = serde_json::to_string(&frame).map_err(|e| Error::Protocol(e.to_string()))?;
+                                if ws.send(Message::Text(text.into())).await.is_err() { break Ok(false); }
+                            }
+                            Ok(ServerFrame::Entry { .. } | ServerFrame::MailboxMessage { .. } | ServerFrame::EpochClosed { .. }) => dirty = true,
+                            Ok(ServerFrame::Error { code, message, .. }) => {
+                                on_event(&Event::Notice { conversation: None, text: format!("relay: {code}: {message}") });
+                            }
+                            Ok(_) => {}
+                            Err(_) => on_event(&Event::Notice { conversation: None, text: "relay sent an unreadable frame".into() }),
+                        }
+                    }
+                }
+                if dirty {
+                    match self.sync().await {
+                        Ok(events) => events.iter().for_each(&mut on_event),
+                        Err(Error::RelayUnreachable(_)) => break Ok(false),
+                        Err(e) => break Err(e),
+                    }
+                }
+            };
+            match outcome {
+                Ok(true) => return Ok(()),
+                Ok(false) => {
+                    tokio::select! {
+                        _ = &mut until => return Ok(()),
+                        _ = tokio::time::sleep(backoff) => {}
+                    }
+                }
+                Err(e) => return Err(e),
+            }
+        }
+    }
+}

@@ -1,0 +1,349 @@
+//! HTTP client for the relay API (docs/PROTOCOL.md), plus the WebSocket used by `listen`.
+//!
+//! Every write carries a fresh random `request_id`; callers that retry pass the same id, so
+//! the relay answers a repeat with the original result.
+
+use std::time::Duration;
+
+use aws_lc_rs::signature::{Ed25519KeyPair, KeyPair};
+use samizdat_proto::{
+    self as proto, Acked, AppendEntry, Bytes, ClaimedKeyPackage, Entries, EntryKind, ErrorBody, Id,
+    KeyPackageCount, MailboxMessage, MailboxMessages, Stored, WelcomeDrop,
+};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+
+use crate::{Error, Result, random_id};
+
+/// A mailbox owner's signing key (Ed25519, separate from the MLS identity so the relay
+/// cannot link a mailbox to group membership through keys).
+pub struct MailboxKey(Ed25519KeyPair);
+
+impl MailboxKey {
+    pub fn generate() -> Result<(MailboxKey, Vec<u8>)> {
+        let rng = aws_lc_rs::rand::SystemRandom::new();
+        let pkcs8 = Ed25519KeyPair::generate_pkcs8(&rng)
+            .map_err(|_| Error::Crypto("cannot generate a mailbox key".into()))?;
+        let key = Self::from_pkcs8(pkcs8.as_ref())?;
+        Ok((key, pkcs8.as_ref().to_vec()))
+    }
+
+    pub fn from_pkcs8(bytes: &[u8]) -> Result<MailboxKey> {
+        Ed25519KeyPair::from_pkcs8(bytes)
+            .map(MailboxKey)
+            .map_err(|_| Error::Storage("the stored mailbox key is corrupt".into()))
+    }
+
+    pub fn public(&self) -> Vec<u8> {
+        self.0.public_key().as_ref().to_vec()
+    }
+
+    pub fn sign(&self, msg: &[u8]) -> Vec<u8> {
+        self.0.sign(msg).as_ref().to_vec()
+    }
+}
+
+#[derive(Clone)]
+pub struct RelayClient {
+    base: String,
+    http: reqwest::Client,
+}
+
+fn now_secs() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}
+
+impl RelayClient {
+    pub fn new(base: &str) -> Result<RelayClient> {
+        let base = base.trim_end_matches('/').to_string();
+        if !(base.starts_with("http://") || base.starts_with("https://")) {
+            return Err(Error::Usage(format!(
+                "relay address must start with http:// or https://, got {base:?}"
+            )));
+        }
+        let http = reqwest::Client::builder()
+            .connect_timeout(Duration::from_secs(10))
+            .timeout(Duration::from_secs(120))
+            .build()
+            .map_err(|e| Error::Usage(format!("cannot build an HTTP client: {e}")))?;
+        Ok(RelayClient { base, http })
+    }
+
+    pub fn base(&self) -> &str {
+        &self.base
+    }
+
+    /// `ws://…/v1/ws` for this relay.
+    pub fn ws_url(&self) -> String {
+        let rest = self.base.strip_prefix("http").unwrap_or(&self.base);
+        format!("ws{rest}/v1/ws")
+    }
+
+    fn unreachable(&self, e: reqwest::Error) -> Error {
+        Error::RelayUnreachable(format!("{}: {}", self.base, short_reqwest_error(&e)))
+    }
+
+    async fn finish<T: DeserializeOwned>(&self, r: reqwest::Response) -> Result<T> {
+        let status = r.status();
+        let bytes = r.bytes().await.map_err(|e| self.unreachable(e))?;
+        if status.is_success() {
+            return serde_json::from_slice(&bytes)
+                .map_err(|e| Error::Protocol(format!("unexpected answer from the relay: {e}")));
+        }
+        match serde_json::from_slice::<ErrorBody>(&bytes) {
+            Ok(b) => Err(Error::Relay {
+                code: b.code,
+                message: b.message,
+                current_epoch: b.current_epoch,
+            }),
+            Err(_) => Err(Error::Protocol(format!(
+                "the relay answered HTTP {status} without an error body"
+            ))),
+        }
+    }
+
+    async fn post<B: Serialize, T: DeserializeOwned>(&self, path: &str, body: &B) -> Result<T> {
+        let r = self
+            .http
+            .post(format!("{}{path}", self.base))
+            .json(body)
+            .send()
+            .await
+            .map_err(|e| self.unreachable(e))?;
+        self.finish(r).await
+    }
+
+    async fn signed<T: DeserializeOwned>(
+        &self,
+        key: &MailboxKey,
+        method: reqwest::Method,
+        path: &str,
+        body: Vec<u8>,
+    ) -> Result<T> {
+        let ts = now_secs();
+        let nonce = random_id();
+        let payload = proto::http_signing_payload(method.as_str(), path, ts, &nonce, &body);
+        let sig = key.sign(&payload);
+        let r = self
+            .http
+            .request(method, format!("{}{path}", self.base))
+            .header(proto::HEADER_TIMESTAMP, ts.to_string())
+            .header(proto::HEADER_NONCE, nonce.to_string())
+            .header(proto::HEADER_SIGNATURE, Bytes::encode(&sig))
+            .header("content-type", "application/json")
+            .body(body)
+            .send()
+            .await
+            .map_err(|e| self.unreachable(e))?;
+        self.finish(r).await
+    }
+
+    pub async fn health(&self) -> Result<()> {
+        let r = self
+            .http
+            .get(format!("{}/healthz", self.base))
+            .send()
+            .await
+            .map_err(|e| self.unreachable(e))?;
+        let _: proto::Health = self.finish(r).await?;
+        Ok(())
+    }
+
+    pub async fn create_mailbox(
+        &self,
+        request_id: Id,
+        mailbox: Id,
+        owner_key: Vec<u8>,
+    ) -> Result<()> {
+        let _: proto::Created = self
+            .post(
+                "/v1/mailboxes",
+                &proto::CreateMailbox {
+                    request_id,
+                    mailbox_id: mailbox,
+                    owner_key: Bytes(owner_key),
+                },
+            )
+            .await?;
+        Ok(())
+    }
+
+    pub async fn drop_message(&self, request_id: Id, mailbox: &Id, body: Vec<u8>) -> Result<u64> {
+        let s: Stored = self
+            .post(
+                &format!("/v1/mailboxes/{mailbox}/messages"),
+                &proto::DropMessage {
+                    request_id,
+                    body: Bytes(body),
+                },
+            )
+            .await?;
+        Ok(s.seq)
+    }
+
+    pub async fn read_mailbox(
+        &self,
+        key: &MailboxKey,
+        mailbox: &Id,
+        after: u64,
+    ) -> Result<Vec<MailboxMessage>> {
+        let m: MailboxMessages = self
+            .signed(
+                key,
+                reqwest::Method::GET,
+                &format!("/v1/mailboxes/{mailbox}/messages?after={after}"),
+                Vec::new(),
+            )
+            .await?;
+        Ok(m.messages)
+    }
+
+    pub async fn ack(&self, key: &MailboxKey, mailbox: &Id, seqs: Vec<u64>) -> Result<u64> {
+        let body = serde_json::to_vec(&proto::AckMessages {
+            request_id: random_id(),
+            seqs,
+        })
+        .map_err(|e| Error::Protocol(e.to_string()))?;
+        let a: Acked = self
+            .signed(
+                key,
+                reqwest::Method::POST,
+                &format!("/v1/mailboxes/{mailbox}/ack"),
+                body,
+            )
+            .await?;
+        Ok(a.deleted)
+    }
+
+    pub async fn upload_key_packages(
+        &self,
+        key: &MailboxKey,
+        mailbox: &Id,
+        kps: Vec<Vec<u8>>,
+        last_resort: Option<Vec<u8>>,
+    ) -> Result<KeyPackageCount> {
+        let body = serde_json::to_vec(&proto::UploadKeyPackages {
+            request_id: random_id(),
+            key_packages: kps.into_iter().map(Bytes).collect(),
+            last_resort: last_resort.map(Bytes),
+        })
+        .map_err(|e| Error::Protocol(e.to_string()))?;
+        self.signed(
+            key,
+            reqwest::Method::POST,
+            &format!("/v1/mailboxes/{mailbox}/keypackages"),
+            body,
+        )
+        .await
+    }
+
+    pub async fn key_package_count(
+        &self,
+        key: &MailboxKey,
+        mailbox: &Id,
+    ) -> Result<KeyPackageCount> {
+        self.signed(
+            key,
+            reqwest::Method::GET,
+            &format!("/v1/mailboxes/{mailbox}/keypackages"),
+            Vec::new(),
+        )
+        .await
+    }
+
+    pub async fn claim_key_package(&self, mailbox: &Id) -> Result<ClaimedKeyPackage> {
+        self.post(
+            &format!("/v1/mailboxes/{mailbox}/keypackages/claim"),
+            &proto::ClaimKeyPackage {
+                request_id: random_id(),
+            },
+        )
+        .await
+    }
+
+    pub async fn create_group(
+        &self,
+        request_id: Id,
+        group: Id,
+        epoch: u64,
+        token_hash: [u8; 32],
+    ) -> Result<()> {
+        let _: proto::Created = self
+            .post(
+                "/v1/groups",
+                &proto::CreateGroup {
+                    request_id,
+                    group_id: group,
+                    epoch,
+                    token_hash: Bytes(token_hash.to_vec()),
+                },
+            )
+            .await?;
+        Ok(())
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    pub async fn append(
+        &self,
+        request_id: Id,
+        group: &Id,
+        token: &[u8],
+        kind: EntryKind,
+        epoch: u64,
+        body: Vec<u8>,
+        next_token_hash: Option<[u8; 32]>,
+        welcomes: Vec<WelcomeDrop>,
+    ) -> Result<u64> {
+        let req = AppendEntry {
+            request_id,
+            kind,
+            epoch,
+            body: Bytes(body),
+            next_token_hash: next_token_hash.map(|h| Bytes(h.to_vec())),
+            welcomes,
+        };
+        let r = self
+            .http
+            .post(format!("{}/v1/groups/{group}/entries", self.base))
+            .header(proto::HEADER_TOKEN, Bytes::encode(token))
+            .json(&req)
+            .send()
+            .await
+            .map_err(|e| self.unreachable(e))?;
+        let s: Stored = self.finish(r).await?;
+        Ok(s.seq)
+    }
+
+    pub async fn read_entries(
+        &self,
+        group: &Id,
+        epoch: u64,
+        after: u64,
+        token: &[u8],
+    ) -> Result<Entries> {
+        let r = self
+            .http
+            .get(format!(
+                "{}/v1/groups/{group}/entries?epoch={epoch}&after={after}",
+                self.base
+            ))
+            .header(proto::HEADER_TOKEN, Bytes::encode(token))
+            .send()
+            .await
+            .map_err(|e| self.unreachable(e))?;
+        self.finish(r).await
+    }
+}
+
+fn short_reqwest_error(e: &reqwest::Error) -> String {
+    if e.is_connect() {
+        "connection refused or unreachable".into()
+    } else if e.is_timeout() {
+        "timed out".into()
+    } else {
+        e.to_string()
+    }
+}

@@ -1,0 +1,108 @@
+//! The profile's database: one SQLCipher-encrypted SQLite file holding keys, MLS state,
+//! contacts, conversations and messages.
+//!
+//! SQLCipher derives the page key from the passphrase (PBKDF2-HMAC-SHA512); nothing in the
+//! file is readable without it. A wrong passphrase is detected on open.
+
+use std::path::Path;
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use rusqlite::{Connection, OptionalExtension, params};
+
+use crate::{Error, Result};
+
+const MIGRATIONS: &[(i64, &str)] = &[(1, include_str!("../migrations/0001_init.sql"))];
+
+/// A shared handle on the profile database. The MLS storage providers use the same
+/// connection, so MLS state and messages can commit in one transaction.
+#[derive(Clone)]
+pub struct Db {
+    conn: Arc<Mutex<Connection>>,
+}
+
+impl Db {
+    /// Open (or create) the encrypted database at `path` with `passphrase`.
+    pub fn open(path: &Path, passphrase: &str) -> Result<Db> {
+        if passphrase.is_empty() {
+            return Err(Error::Usage("the passphrase must not be empty".into()));
+        }
+        let conn = Connection::open(path)
+            .map_err(|e| Error::Storage(format!("cannot open {}: {e}", path.display())))?;
+        conn.pragma_update(None, "key", passphrase)?;
+        // The first read fails if the key is wrong (or the file is not a database).
+        let check: rusqlite::Result<i64> =
+            conn.query_row("SELECT count(*) FROM sqlite_master", [], |r| r.get(0));
+        if check.is_err() {
+            return Err(Error::WrongPassphrase);
+        }
+        conn.busy_timeout(std::time::Duration::from_secs(10))?;
+        conn.pragma_update(None, "journal_mode", "WAL")?;
+        conn.pragma_update(None, "synchronous", "FULL")?;
+        let mut conn = conn;
+        let version: i64 = conn.pragma_query_value(None, "user_version", |r| r.get(0))?;
+        for (v, sql) in MIGRATIONS {
+            if *v > version {
+                let tx = conn.transaction()?;
+                tx.execute_batch(sql)?;
+                tx.pragma_update(None, "user_version", v)?;
+                tx.commit()?;
+            }
+        }
+        Ok(Db {
+            conn: Arc::new(Mutex::new(conn)),
+        })
+    }
+
+    pub fn conn(&self) -> MutexGuard<'_, Connection> {
+        // A poisoned lock means a panic mid-statement; SQLite rolled the statement back.
+        self.conn.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Run `f` inside one transaction. MLS storage writes made by `f` (through the same
+    /// connection) are part of it.
+    pub fn transaction<T>(&self, f: impl FnOnce() -> Result<T>) -> Result<T> {
+        self.conn().execute_batch("BEGIN IMMEDIATE")?;
+        match f() {
+            Ok(v) => {
+                self.conn().execute_batch("COMMIT")?;
+                Ok(v)
+            }
+            Err(e) => {
+                let _ = self.conn().execute_batch("ROLLBACK");
+                Err(e)
+            }
+        }
+    }
+
+    pub fn get_setting(&self, key: &str) -> Result<Option<Vec<u8>>> {
+        Ok(self
+            .conn()
+            .query_row(
+                "SELECT value FROM settings WHERE key = ?1",
+                params![key],
+                |r| r.get(0),
+            )
+            .optional()?)
+    }
+
+    pub fn setting(&self, key: &str) -> Result<Vec<u8>> {
+        self.get_setting(key)?.ok_or_else(|| {
+            Error::Storage(format!(
+                "profile is missing its {key}; was `samizdat init` interrupted?"
+            ))
+        })
+    }
+
+    pub fn setting_string(&self, key: &str) -> Result<String> {
+        String::from_utf8(self.setting(key)?)
+            .map_err(|_| Error::Storage(format!("corrupt setting {key}")))
+    }
+
+    pub fn set_setting(&self, key: &str, value: &[u8]) -> Result<()> {
+        self.conn().execute(
+            "INSERT INTO settings (key, value) VALUES (?1, ?2) ON CONFLICT(key) DO UPDATE SET value = excluded.value",
+            params![key, value],
+        )?;
+        Ok(())
+    }
+}
