@@ -1160,7 +1160,8 @@ impl Profile {
                     relay,
                     welcome,
                 }) => {
-                    if self.conv_by_id(&group_id)?.is_some() {
+                    if self.conv_by_id(&group_id)?.is_some_and(|c| c.active) {
+                        // Already joined (a crash before the acknowledgement): nothing to do.
                         done.push(m.seq);
                         continue;
                     }
@@ -1227,13 +1228,25 @@ impl Profile {
             ));
         }
         let token = group.token()?;
-        let name = self.unique_name(&format!("new-{}", group_id.short()))?;
+        let previous = self.conv_by_id(&group_id)?;
+        let name = match &previous {
+            Some(c) => c.name.clone(),
+            None => self.unique_name(&format!("new-{}", group_id.short()))?,
+        };
         self.db.transaction(|| {
             group.save()?;
-            self.db.conn().execute(
-                "INSERT INTO conversations (group_id, kind, name, relay, read_epoch, cursor, created_at) VALUES (?1, 'group', ?2, ?3, ?4, 0, ?5)",
-                params![group_id.as_bytes(), name, relay, group.epoch() as i64, now_secs() as i64],
-            )?;
+            if previous.is_some() {
+                // Re-added after a removal: same conversation, reading from the new epoch.
+                self.db.conn().execute(
+                    "UPDATE conversations SET active = 1, status = NULL, relay = ?2, read_epoch = ?3, cursor = 0 WHERE group_id = ?1",
+                    params![group_id.as_bytes(), relay, group.epoch() as i64],
+                )?;
+            } else {
+                self.db.conn().execute(
+                    "INSERT INTO conversations (group_id, kind, name, relay, read_epoch, cursor, created_at) VALUES (?1, 'group', ?2, ?3, ?4, 0, ?5)",
+                    params![group_id.as_bytes(), name, relay, group.epoch() as i64, now_secs() as i64],
+                )?;
+            }
             self.store_token(&group_id, group.epoch(), &token)
         })?;
         Ok(name)

@@ -29,6 +29,9 @@ impl Db {
         let conn = Connection::open(path)
             .map_err(|e| Error::Storage(format!("cannot open {}: {e}", path.display())))?;
         conn.pragma_update(None, "key", passphrase)?;
+        // SQLCipher would log a wrong key to stderr itself (its logger starts with the first
+        // key); the error we return says it in one line.
+        let _ = conn.execute_batch("PRAGMA cipher_log_level = NONE");
         // The first read fails if the key is wrong (or the file is not a database).
         let check: rusqlite::Result<i64> =
             conn.query_row("SELECT count(*) FROM sqlite_master", [], |r| r.get(0));

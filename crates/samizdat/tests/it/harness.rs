@@ -1,0 +1,260 @@
+//! Personas over the real `samizdat` binary and a real relay process (STYLE.md: "alice, bob,
+//! carol with a relay in one line").
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+
+pub const BIN: &str = env!("CARGO_BIN_EXE_samizdat");
+pub const PASSPHRASE: &str = "correct horse battery staple";
+
+pub struct RelayProc {
+    pub child: Child,
+    pub url: String,
+    pub addr: String,
+    pub data: PathBuf,
+}
+
+impl RelayProc {
+    pub fn start(data: &Path, addr: &str) -> RelayProc {
+        let mut child = Command::new(BIN)
+            .args(["relay", "--listen", addr, "--data"])
+            .arg(data)
+            .env("SAMIZDAT_LOG", "warn")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("start relay");
+        let stdout = child.stdout.take().expect("stdout");
+        let mut line = String::new();
+        BufReader::new(stdout)
+            .read_line(&mut line)
+            .expect("relay prints its address");
+        let url = line
+            .trim()
+            .strip_prefix("relay listening on ")
+            .expect("listening line")
+            .to_string();
+        let addr = url.trim_start_matches("http://").to_string();
+        RelayProc {
+            child,
+            url,
+            addr,
+            data: data.to_path_buf(),
+        }
+    }
+
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// SIGTERM and wait for a clean exit.
+    pub fn terminate(&mut self) -> std::process::ExitStatus {
+        let pid = self.child.id().to_string();
+        let _ = Command::new("kill").args(["-TERM", &pid]).status();
+        self.child.wait().expect("wait")
+    }
+}
+
+impl Drop for RelayProc {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+pub struct World {
+    pub dir: tempfile::TempDir,
+    pub relay: RelayProc,
+    /// Every plaintext and name the test used: none may reach the relay's files.
+    pub secrets: Vec<String>,
+}
+
+pub struct Person {
+    pub name: String,
+    pub display: String,
+    pub home: PathBuf,
+}
+
+impl World {
+    pub fn new() -> World {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let relay = RelayProc::start(&dir.path().join("relay"), "127.0.0.1:0");
+        World {
+            dir,
+            relay,
+            secrets: Vec::new(),
+        }
+    }
+
+    pub fn person(&mut self, name: &str) -> Person {
+        let display = format!("{}-display-{}", name, &hex_rand()[..6]);
+        self.person_named(name, &display)
+    }
+
+    pub fn person_named(&mut self, name: &str, display: &str) -> Person {
+        let display = display.to_string();
+        let home = self.dir.path().join(name);
+        let p = Person {
+            name: name.to_string(),
+            display: display.clone(),
+            home,
+        };
+        let out = p.run(&["init", "--relay", &self.relay.url, "--name", &display]);
+        assert!(
+            out.status.success(),
+            "init {name}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        self.secrets.push(display);
+        p
+    }
+
+    pub fn people<const N: usize>(&mut self, names: [&str; N]) -> [Person; N] {
+        names.map(|n| self.person(n))
+    }
+
+    /// `b` accepts an invite from `a`; both know each other by their plain names afterwards.
+    pub fn connect(&mut self, a: &Person, b: &Person) {
+        let link = a.ok(&["invite"]).lines().last().expect("link").to_string();
+        b.ok(&["accept", &link, "--name", &a.name]);
+        a.ok(&["sync"]);
+        // a knows b under b's display name; give it the short name too for readable tests.
+        assert!(
+            a.ok(&["contacts"]).contains(&b.display),
+            "{} should have {} as a contact",
+            a.name,
+            b.name
+        );
+    }
+
+    /// A message text containing a unique canary, remembered for the plaintext scan.
+    pub fn text(&mut self, words: &str) -> String {
+        let t = format!("{words} canary-{}", hex_rand());
+        self.secrets.push(t.clone());
+        t
+    }
+
+    /// Scan every file of the relay's data directory for every secret.
+    pub fn assert_no_plaintext(&self) {
+        let mut files = Vec::new();
+        let mut stack = vec![self.relay.data.clone()];
+        while let Some(d) = stack.pop() {
+            for e in std::fs::read_dir(&d).expect("read_dir") {
+                let p = e.expect("entry").path();
+                if p.is_dir() {
+                    stack.push(p)
+                } else {
+                    files.push(p)
+                }
+            }
+        }
+        assert!(!files.is_empty());
+        for f in files {
+            let bytes = std::fs::read(&f).expect("read");
+            for s in &self.secrets {
+                assert!(
+                    !bytes.windows(s.len()).any(|w| w == s.as_bytes()),
+                    "plaintext {s:?} found in relay file {}",
+                    f.display()
+                );
+            }
+        }
+    }
+}
+
+pub fn hex_rand() -> String {
+    let mut b = [0u8; 8];
+    getrandom(&mut b);
+    b.iter().map(|x| format!("{x:02x}")).collect()
+}
+
+fn getrandom(buf: &mut [u8]) {
+    use std::io::Read;
+    std::fs::File::open("/dev/urandom")
+        .and_then(|mut f| f.read_exact(buf))
+        .expect("urandom");
+}
+
+impl Person {
+    pub fn cmd(&self, args: &[&str]) -> Command {
+        let mut c = Command::new(BIN);
+        c.args(["--home"]).arg(&self.home).args(args);
+        c.env("SAMIZDAT_PASSPHRASE", PASSPHRASE)
+            .env_remove("SAMIZDAT_HOME")
+            .env("SAMIZDAT_LOG", "error");
+        c.stdin(Stdio::null());
+        c
+    }
+
+    pub fn run(&self, args: &[&str]) -> Output {
+        self.cmd(args).output().expect("run samizdat")
+    }
+
+    /// Run and require success; returns stdout.
+    pub fn ok(&self, args: &[&str]) -> String {
+        let out = self.run(args);
+        assert!(
+            out.status.success(),
+            "{} {:?} failed: {}{}",
+            self.name,
+            args,
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).expect("utf8")
+    }
+
+    /// Run and require a clean failure: non-zero, one line on stderr, no panic. Returns it.
+    pub fn fails(&self, args: &[&str]) -> String {
+        let out = self.run(args);
+        let err = String::from_utf8_lossy(&out.stderr).to_string();
+        assert!(
+            !out.status.success(),
+            "{} {:?} should fail but printed {}",
+            self.name,
+            args,
+            String::from_utf8_lossy(&out.stdout)
+        );
+        assert_eq!(out.status.code(), Some(1), "{err}");
+        assert_eq!(
+            err.trim_end().lines().count(),
+            1,
+            "expected one line, got: {err}"
+        );
+        assert!(
+            !err.contains("panicked") && !err.contains("RUST_BACKTRACE"),
+            "{err}"
+        );
+        err
+    }
+
+    pub fn history(&self, target: &str) -> Vec<serde_json::Value> {
+        self.ok(&["history", target, "--json"])
+            .lines()
+            .map(|l| serde_json::from_str(l).expect("json line"))
+            .collect()
+    }
+
+    pub fn texts(&self, target: &str) -> Vec<String> {
+        self.history(target)
+            .iter()
+            .map(|m| m["text"].as_str().expect("text").to_string())
+            .collect()
+    }
+
+    pub fn members(&self, group: &str) -> Vec<String> {
+        let mut v: Vec<String> = self
+            .ok(&["group", "members", group, "--json"])
+            .lines()
+            .map(|l| {
+                serde_json::from_str::<serde_json::Value>(l).expect("json")["fingerprint"]
+                    .as_str()
+                    .expect("fp")
+                    .to_string()
+            })
+            .collect();
+        v.sort();
+        v
+    }
+}

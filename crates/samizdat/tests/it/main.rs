@@ -1,0 +1,416 @@
+//! End-to-end tests: the real `samizdat` binary against a real relay process on a random
+//! loopback port.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod harness;
+
+use harness::{Person, RelayProc, World};
+
+#[test]
+fn invite_accept_and_a_one_to_one_chat() {
+    let mut w = World::new();
+    let [alice, bob] = w.people(["alice", "bob"]);
+    w.connect(&alice, &bob);
+    // bob knows alice by the alias he chose; alice knows bob by the name he shared.
+    assert!(bob.ok(&["contacts"]).contains("alice"));
+    let hello = w.text("hello alice");
+    bob.ok(&["send", "alice", &hello]);
+    let out = alice.ok(&["sync"]);
+    assert!(out.contains(&hello), "{out}");
+    let list: Vec<serde_json::Value> = alice
+        .ok(&["list", "--json"])
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let conv = list
+        .iter()
+        .find(|c| c["name"] == bob.display.as_str())
+        .expect("conversation named after bob");
+    assert_eq!(conv["unread"], 1);
+    let reply = w.text("hi bob");
+    alice.ok(&["send", &bob.display, &reply]);
+    assert!(bob.ok(&["sync"]).contains(&reply));
+    let h = bob.history("alice");
+    assert_eq!(h.len(), 2);
+    for m in &h {
+        for key in ["id", "from", "text", "sent_at"] {
+            assert!(!m[key].is_null(), "history entry lacks {key}: {m}");
+        }
+    }
+    assert_eq!(h[0]["from"], "me");
+    assert_eq!(h[1]["from"], "alice");
+    assert_eq!(h[1]["text"], reply.as_str());
+    // Both compute the same safety number.
+    let a = alice
+        .ok(&["verify", &bob.display])
+        .lines()
+        .last()
+        .unwrap()
+        .to_string();
+    let b = bob
+        .ok(&["verify", "alice"])
+        .lines()
+        .last()
+        .unwrap()
+        .to_string();
+    assert_eq!(a, b);
+    assert_eq!(a.split(' ').count(), 12);
+    // Syncing again shows nothing twice.
+    assert!(bob.ok(&["sync"]).contains("nothing new"));
+    w.assert_no_plaintext();
+}
+
+#[test]
+fn single_use_invites_and_display_name_collisions() {
+    let mut w = World::new();
+    let [alice, bob, carol] = w.people(["alice", "bob", "carol"]);
+    let link = alice.ok(&["invite"]).lines().last().unwrap().to_string();
+    bob.ok(&["accept", &link, "--name", "alice"]);
+    carol.ok(&["accept", &link, "--name", "alice"]);
+    let out = alice.ok(&["sync"]);
+    assert!(
+        out.contains("refused"),
+        "the second use of a single-use invite must be refused: {out}"
+    );
+    let contacts = alice.ok(&["contacts", "--json"]);
+    assert_eq!(contacts.lines().count(), 1, "{contacts}");
+    // carol already has an "alice" (her refused attempt): a second accept says so.
+    let link = alice
+        .ok(&["invite", "--reusable"])
+        .lines()
+        .last()
+        .unwrap()
+        .to_string();
+    let e = carol.fails(&["accept", &link, "--name", "alice"]);
+    assert!(e.contains("already"), "{e}");
+    // A reusable invite admits several people; equal display names are made unique.
+    let twin1 = w.person_named("twin1", "Twin Name");
+    let twin2 = w.person_named("twin2", "Twin Name");
+    twin1.ok(&["accept", &link, "--name", "alice"]);
+    twin2.ok(&["accept", &link, "--name", "alice"]);
+    alice.ok(&["sync"]);
+    let aliases: Vec<String> = alice
+        .ok(&["contacts", "--json"])
+        .lines()
+        .map(|l| {
+            serde_json::from_str::<serde_json::Value>(l).unwrap()["alias"]
+                .as_str()
+                .unwrap()
+                .to_string()
+        })
+        .collect();
+    assert_eq!(aliases.len(), 3, "{aliases:?}");
+    assert!(
+        aliases.contains(&"Twin Name".to_string()) && aliases.contains(&"Twin Name-2".to_string()),
+        "{aliases:?}"
+    );
+    let t = w.text("to the second twin");
+    alice.ok(&["send", "Twin Name-2", &t]);
+    assert!(twin2.ok(&["sync"]).contains(&t));
+    assert!(!twin1.ok(&["sync"]).contains(&t));
+    w.assert_no_plaintext();
+}
+
+#[test]
+fn groups_add_remove_and_leave() {
+    let mut w = World::new();
+    let [alice, bob, carol] = w.people(["alice", "bob", "carol"]);
+    w.connect(&alice, &bob);
+    w.connect(&alice, &carol);
+    alice.ok(&["group", "create", "circle"]);
+    alice.ok(&["group", "add", "circle", &bob.display, &carol.display]);
+    bob.ok(&["sync"]);
+    carol.ok(&["sync"]);
+    assert_eq!(alice.members("circle").len(), 3);
+    assert_eq!(alice.members("circle"), bob.members("circle"));
+    assert_eq!(alice.members("circle"), carol.members("circle"));
+    let m1 = w.text("first");
+    let m2 = w.text("second");
+    let m3 = w.text("third");
+    alice.ok(&["send", "circle", &m1]);
+    bob.ok(&["send", "circle", &m2]);
+    carol.ok(&["send", "circle", &m3]);
+    for p in [&alice, &bob, &carol] {
+        p.ok(&["sync"]);
+    }
+    let order = alice.texts("circle");
+    assert_eq!(order, vec![m1.clone(), m2.clone(), m3.clone()]);
+    assert_eq!(bob.texts("circle"), order);
+    assert_eq!(carol.texts("circle"), order);
+
+    // Removal: carol can neither read nor post afterwards.
+    alice.ok(&["group", "remove", "circle", &carol.display]);
+    let secret = w.text("after carol left");
+    alice.ok(&["send", "circle", &secret]);
+    let out = carol.ok(&["sync"]);
+    assert!(out.contains("removed"), "{out}");
+    assert!(!carol.texts("circle").contains(&secret));
+    let err = carol.fails(&["send", "circle", "still here?"]);
+    assert!(err.contains("no longer a member"), "{err}");
+    assert!(bob.ok(&["sync"]).contains(&secret));
+
+    // Leave: bob leaves; alice's next sync removes him from the group.
+    bob.ok(&["group", "leave", "circle"]);
+    let out = alice.ok(&["sync"]);
+    assert!(out.contains("left"), "{out}");
+    assert_eq!(alice.members("circle").len(), 1);
+    bob.fails(&["send", "circle", "gone"]);
+    w.assert_no_plaintext();
+}
+
+#[test]
+fn concurrent_commits_both_land() {
+    let mut w = World::new();
+    let [alice, bob, carol, dave] = w.people(["alice", "bob", "carol", "dave"]);
+    w.connect(&alice, &bob);
+    w.connect(&alice, &carol);
+    w.connect(&bob, &dave);
+    alice.ok(&["group", "create", "race"]);
+    alice.ok(&["group", "add", "race", &bob.display]);
+    bob.ok(&["sync"]);
+    // alice adds carol while bob adds dave: one commit wins, the other catches up and retries.
+    let a = alice
+        .cmd(&["group", "add", "race", &carol.display])
+        .output();
+    let handle = std::thread::spawn({
+        let cmd_out = bob.cmd(&["group", "add", "race", &dave.display]);
+        move || {
+            let mut c = cmd_out;
+            c.output().unwrap()
+        }
+    });
+    let a = a.unwrap();
+    let b = handle.join().unwrap();
+    assert!(a.status.success(), "{}", String::from_utf8_lossy(&a.stderr));
+    assert!(b.status.success(), "{}", String::from_utf8_lossy(&b.stderr));
+    for p in [&alice, &bob, &carol, &dave] {
+        p.ok(&["sync"]);
+    }
+    let members = alice.members("race");
+    assert_eq!(members.len(), 4);
+    for p in [&bob, &carol, &dave] {
+        assert_eq!(
+            p.members("race"),
+            members,
+            "{} disagrees on membership",
+            p.name
+        );
+    }
+    let t = w.text("all four");
+    dave.ok(&["send", "race", &t]);
+    for p in [&alice, &bob, &carol] {
+        assert!(
+            p.ok(&["sync"]).contains(&t),
+            "{} missed dave's message",
+            p.name
+        );
+    }
+    w.assert_no_plaintext();
+}
+
+#[test]
+fn concurrent_senders_agree_on_one_order() {
+    let mut w = World::new();
+    let [alice, bob, carol] = w.people(["alice", "bob", "carol"]);
+    w.connect(&alice, &bob);
+    w.connect(&alice, &carol);
+    alice.ok(&["group", "create", "busy"]);
+    alice.ok(&["group", "add", "busy", &bob.display, &carol.display]);
+    bob.ok(&["sync"]);
+    carol.ok(&["sync"]);
+    // Everyone sends at once: the log's order is the same for every member.
+    let texts: Vec<String> = (0..3).map(|i| w.text(&format!("burst {i}"))).collect();
+    let children = vec![
+        bob.cmd(&["send", "busy", &texts[0]]).spawn().unwrap(),
+        alice.cmd(&["send", "busy", &texts[1]]).spawn().unwrap(),
+        carol.cmd(&["send", "busy", &texts[2]]).spawn().unwrap(),
+    ];
+    for mut c in children {
+        assert!(c.wait().unwrap().success());
+    }
+    for p in [&alice, &bob, &carol] {
+        p.ok(&["sync"]);
+    }
+    let order = alice.texts("busy");
+    assert_eq!(order.len(), 3);
+    assert_eq!(bob.texts("busy"), order);
+    assert_eq!(carol.texts("busy"), order);
+}
+
+#[test]
+fn offline_member_catches_up_across_many_epochs() {
+    let mut w = World::new();
+    let [alice, bob, carol] = w.people(["alice", "bob", "carol"]);
+    w.connect(&alice, &bob);
+    w.connect(&alice, &carol);
+    alice.ok(&["group", "create", "long"]);
+    alice.ok(&["group", "add", "long", &carol.display]);
+    carol.ok(&["sync"]);
+    // carol goes offline; the group changes epoch many times and messages flow.
+    let mut sent = Vec::new();
+    for i in 0..4 {
+        alice.ok(&["group", "add", "long", &bob.display]);
+        bob.ok(&["sync"]);
+        let t = w.text(&format!("round {i}"));
+        bob.ok(&["send", "long", &t]);
+        sent.push(t);
+        alice.ok(&["sync"]);
+        alice.ok(&["group", "remove", "long", &bob.display]);
+        bob.ok(&["sync"]);
+        let t = w.text(&format!("after round {i}"));
+        alice.ok(&["send", "long", &t]);
+        sent.push(t);
+    }
+    carol.ok(&["sync"]);
+    assert_eq!(carol.texts("long"), sent);
+    assert_eq!(alice.texts("long"), sent);
+    w.assert_no_plaintext();
+}
+
+#[test]
+fn key_package_substitution_is_detected() {
+    let mut w = World::new();
+    let [alice, bob, mallory] = w.people(["alice", "bob", "mallory"]);
+    let link = alice.ok(&["invite"]).lines().last().unwrap().to_string();
+    // A relay that answers a claim on alice's mailbox with mallory's KeyPackage is the same,
+    // to bob, as a link whose mailbox points at mallory while the fingerprint is alice's.
+    let m_link = mallory.ok(&["invite"]).lines().last().unwrap().to_string();
+    let decode = |l: &str| -> serde_json::Value {
+        let b64 = l.strip_prefix("samizdat://invite/v1/").unwrap();
+        serde_json::from_slice(&samizdat_proto::Bytes::decode(b64).unwrap()).unwrap()
+    };
+    let mut forged = decode(&link);
+    forged["mailbox"] = decode(&m_link)["mailbox"].clone();
+    let forged_link = format!(
+        "samizdat://invite/v1/{}",
+        samizdat_proto::Bytes::encode(&serde_json::to_vec(&forged).unwrap())
+    );
+    let err = bob.fails(&["accept", &forged_link, "--name", "alice"]);
+    assert!(err.contains("does not belong to the inviter"), "{err}");
+    assert!(bob.ok(&["contacts", "--json"]).trim().is_empty());
+    assert!(mallory.ok(&["sync"]).contains("nothing new"));
+    // The genuine link still works.
+    bob.ok(&["accept", &link, "--name", "alice"]);
+}
+
+#[test]
+fn user_errors_are_one_clear_line() {
+    let mut w = World::new();
+    let [alice, bob] = w.people(["alice", "bob"]);
+    w.connect(&alice, &bob);
+    let e = alice.fails(&["send", "nobody", "hi"]);
+    assert!(e.contains("no contact or group called"), "{e}");
+    let e = alice.fails(&["accept", "samizdat://invite/v1/garbage!!", "--name", "x"]);
+    assert!(e.contains("invalid invite"), "{e}");
+    let e = alice.fails(&["accept", "https://example.org/", "--name", "x"]);
+    assert!(e.contains("invalid invite"), "{e}");
+    let e = alice.fails(&["group", "members", "nope"]);
+    assert!(e.contains("no contact or group"), "{e}");
+    // Expired link.
+    let link = alice
+        .ok(&["invite", "--hours", "0"])
+        .lines()
+        .last()
+        .unwrap()
+        .to_string();
+    std::thread::sleep(std::time::Duration::from_millis(1100));
+    let e = bob.fails(&["accept", &link, "--name", "alice-again"]);
+    assert!(e.contains("expired"), "{e}");
+    // Wrong passphrase.
+    let out = alice
+        .cmd(&["contacts"])
+        .env("SAMIZDAT_PASSPHRASE", "not it")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("wrong passphrase"), "{err}");
+    assert_eq!(err.trim_end().lines().count(), 1);
+    // No profile.
+    let ghost = Person {
+        name: "ghost".into(),
+        display: "ghost".into(),
+        home: w.dir.path().join("ghost"),
+    };
+    assert!(ghost.fails(&["sync"]).contains("no profile"));
+    // Relay down.
+    w.relay.kill();
+    let e = alice.fails(&["send", &bob.display, "anyone there?"]);
+    assert!(e.contains("cannot reach the relay"), "{e}");
+    let e = alice.fails(&["sync"]);
+    assert!(e.contains("cannot reach the relay"), "{e}");
+}
+
+#[test]
+fn relay_restart_and_kill_keep_every_acknowledged_message() {
+    let mut w = World::new();
+    let [alice, bob] = w.people(["alice", "bob"]);
+    w.connect(&alice, &bob);
+    let mut sent = Vec::new();
+    for i in 0..5 {
+        let t = w.text(&format!("before kill {i}"));
+        bob.ok(&["send", "alice", &t]);
+        sent.push(t);
+    }
+    // SIGKILL: no chance to flush anything that was not already durable.
+    let addr = w.relay.addr.clone();
+    let data = w.relay.data.clone();
+    w.relay.kill();
+    w.relay = RelayProc::start(&data, &addr);
+    for i in 0..3 {
+        let t = w.text(&format!("after restart {i}"));
+        bob.ok(&["send", "alice", &t]);
+        sent.push(t);
+    }
+    // SIGTERM: a clean, zero exit.
+    let status = w.relay.terminate();
+    assert!(status.success(), "relay exit status on SIGTERM: {status}");
+    w.relay = RelayProc::start(&data, &addr);
+    alice.ok(&["sync"]);
+    assert_eq!(alice.texts(&bob.display), sent);
+    w.assert_no_plaintext();
+}
+
+#[test]
+fn listen_prints_pushed_messages() {
+    let mut w = World::new();
+    let [alice, bob] = w.people(["alice", "bob"]);
+    w.connect(&alice, &bob);
+    let listener = alice
+        .cmd(&["listen", "--json", "--count", "2", "--timeout", "60"])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(500));
+    let t1 = w.text("pushed one");
+    let t2 = w.text("pushed two");
+    bob.ok(&["send", "alice", &t1]);
+    bob.ok(&["send", "alice", &t2]);
+    let out = listener.wait_with_output().unwrap();
+    assert!(out.status.success());
+    let stdout = String::from_utf8(out.stdout).unwrap();
+    let msgs: Vec<serde_json::Value> = stdout
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .filter(|v| v["event"] == "message")
+        .collect();
+    assert_eq!(msgs.len(), 2, "{stdout}");
+    assert_eq!(msgs[0]["text"], t1.as_str());
+    assert_eq!(msgs[1]["text"], t2.as_str());
+}
+
+#[test]
+fn demo_runs_and_finds_no_plaintext() {
+    let out = std::process::Command::new(harness::BIN)
+        .arg("demo")
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(stdout.contains("no plaintext found"), "{stdout}");
+    assert!(stdout.contains("carol tries to post: refused"), "{stdout}");
+}
