@@ -1594,6 +1594,7 @@ impl Profile {
             }
             let ws = tokio_tungstenite::connect_async(self.relay.ws_url()).await;
             let Ok((mut ws, _)) = ws else {
+                self.relay.rotate();
                 tokio::select! {
                     _ = &mut until => return Ok(()),
                     _ = tokio::time::sleep(backoff) => {}
@@ -1671,6 +1672,7 @@ impl Profile {
             match outcome {
                 Ok(true) => return Ok(()),
                 Ok(false) => {
+                    self.relay.rotate();
                     tokio::select! {
                         _ = &mut until => return Ok(()),
                         _ = tokio::time::sleep(backoff) => {}

@@ -3,6 +3,8 @@
 //! Every write carries a fresh random `request_id`; callers that retry pass the same id, so
 //! the relay answers a repeat with the original result.
 
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use aws_lc_rs::signature::{Ed25519KeyPair, KeyPair};
@@ -43,9 +45,15 @@ impl MailboxKey {
     }
 }
 
+/// A client for one relay *service*: one address, or several addresses of relay processes
+/// sharing a database (`http://a:7700,http://b:7700`). A request that cannot reach one
+/// address is retried on the next; every write carries a request id, so a retry never stores
+/// anything twice.
 #[derive(Clone)]
 pub struct RelayClient {
-    base: String,
+    spec: String,
+    bases: Vec<String>,
+    current: Arc<AtomicUsize>,
     http: reqwest::Client,
 }
 
@@ -56,34 +64,92 @@ fn now_secs() -> u64 {
         .unwrap_or(0)
 }
 
-impl RelayClient {
-    pub fn new(base: &str) -> Result<RelayClient> {
-        let base = base.trim_end_matches('/').to_string();
-        if !(base.starts_with("http://") || base.starts_with("https://")) {
+/// Normalise a relay spec: comma-separated http(s) URLs without trailing slashes.
+pub fn normalize_spec(spec: &str) -> Result<String> {
+    let bases: Vec<String> = spec
+        .split(',')
+        .map(|b| b.trim().trim_end_matches('/').to_string())
+        .filter(|b| !b.is_empty())
+        .collect();
+    if bases.is_empty() {
+        return Err(Error::Usage("no relay address given".into()));
+    }
+    for b in &bases {
+        if !(b.starts_with("http://") || b.starts_with("https://")) {
             return Err(Error::Usage(format!(
-                "relay address must start with http:// or https://, got {base:?}"
+                "relay address must start with http:// or https://, got {b:?}"
             )));
         }
+    }
+    Ok(bases.join(","))
+}
+
+impl RelayClient {
+    pub fn new(spec: &str) -> Result<RelayClient> {
+        let spec = normalize_spec(spec)?;
+        let bases = spec.split(',').map(str::to_string).collect();
         let http = reqwest::Client::builder()
             .connect_timeout(Duration::from_secs(10))
             .timeout(Duration::from_secs(120))
             .build()
             .map_err(|e| Error::Usage(format!("cannot build an HTTP client: {e}")))?;
-        Ok(RelayClient { base, http })
+        Ok(RelayClient {
+            spec,
+            bases,
+            current: Arc::new(AtomicUsize::new(0)),
+            http,
+        })
     }
 
+    /// The normalised spec (all addresses), used to name the relay service.
     pub fn base(&self) -> &str {
-        &self.base
+        &self.spec
     }
 
-    /// `ws://…/v1/ws` for this relay.
+    fn current_base(&self) -> &str {
+        &self.bases[self.current.load(Ordering::Relaxed) % self.bases.len()]
+    }
+
+    /// Move to the next address (after a WebSocket failure).
+    pub fn rotate(&self) {
+        self.current.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// `ws://…/v1/ws` for the current address.
     pub fn ws_url(&self) -> String {
-        let rest = self.base.strip_prefix("http").unwrap_or(&self.base);
+        let base = self.current_base();
+        let rest = base.strip_prefix("http").unwrap_or(base);
         format!("ws{rest}/v1/ws")
     }
 
     fn unreachable(&self, e: reqwest::Error) -> Error {
-        Error::RelayUnreachable(format!("{}: {}", self.base, short_reqwest_error(&e)))
+        Error::RelayUnreachable(format!("{}: {}", self.spec, short_reqwest_error(&e)))
+    }
+
+    /// Send a request built for some address, failing over to the next address when the
+    /// current one cannot be reached.
+    async fn send(
+        &self,
+        build: impl Fn(&str) -> reqwest::RequestBuilder,
+    ) -> Result<reqwest::Response> {
+        let n = self.bases.len();
+        let start = self.current.load(Ordering::Relaxed);
+        let mut last = None;
+        for i in 0..n {
+            let idx = (start + i) % n;
+            match build(&self.bases[idx]).send().await {
+                Ok(r) => {
+                    self.current.store(idx, Ordering::Relaxed);
+                    return Ok(r);
+                }
+                Err(e) if e.is_connect() || e.is_timeout() || e.is_request() => last = Some(e),
+                Err(e) => return Err(self.unreachable(e)),
+            }
+        }
+        match last {
+            Some(e) => Err(self.unreachable(e)),
+            None => Err(Error::RelayUnreachable(self.spec.clone())),
+        }
     }
 
     async fn finish<T: DeserializeOwned>(&self, r: reqwest::Response) -> Result<T> {
@@ -107,12 +173,8 @@ impl RelayClient {
 
     async fn post<B: Serialize, T: DeserializeOwned>(&self, path: &str, body: &B) -> Result<T> {
         let r = self
-            .http
-            .post(format!("{}{path}", self.base))
-            .json(body)
-            .send()
-            .await
-            .map_err(|e| self.unreachable(e))?;
+            .send(|base| self.http.post(format!("{base}{path}")).json(body))
+            .await?;
         self.finish(r).await
     }
 
@@ -123,31 +185,29 @@ impl RelayClient {
         path: &str,
         body: Vec<u8>,
     ) -> Result<T> {
-        let ts = now_secs();
-        let nonce = random_id();
-        let payload = proto::http_signing_payload(method.as_str(), path, ts, &nonce, &body);
-        let sig = key.sign(&payload);
+        // Signed afresh for every attempt: a nonce may already be spent on a lost attempt.
         let r = self
-            .http
-            .request(method, format!("{}{path}", self.base))
-            .header(proto::HEADER_TIMESTAMP, ts.to_string())
-            .header(proto::HEADER_NONCE, nonce.to_string())
-            .header(proto::HEADER_SIGNATURE, Bytes::encode(&sig))
-            .header("content-type", "application/json")
-            .body(body)
-            .send()
-            .await
-            .map_err(|e| self.unreachable(e))?;
+            .send(|base| {
+                let ts = now_secs();
+                let nonce = random_id();
+                let payload = proto::http_signing_payload(method.as_str(), path, ts, &nonce, &body);
+                let sig = key.sign(&payload);
+                self.http
+                    .request(method.clone(), format!("{base}{path}"))
+                    .header(proto::HEADER_TIMESTAMP, ts.to_string())
+                    .header(proto::HEADER_NONCE, nonce.to_string())
+                    .header(proto::HEADER_SIGNATURE, Bytes::encode(&sig))
+                    .header("content-type", "application/json")
+                    .body(body.clone())
+            })
+            .await?;
         self.finish(r).await
     }
 
     pub async fn health(&self) -> Result<()> {
         let r = self
-            .http
-            .get(format!("{}/healthz", self.base))
-            .send()
-            .await
-            .map_err(|e| self.unreachable(e))?;
+            .send(|base| self.http.get(format!("{base}/healthz")))
+            .await?;
         let _: proto::Health = self.finish(r).await?;
         Ok(())
     }
@@ -306,13 +366,13 @@ impl RelayClient {
             welcomes,
         };
         let r = self
-            .http
-            .post(format!("{}/v1/groups/{group}/entries", self.base))
-            .header(proto::HEADER_TOKEN, Bytes::encode(token))
-            .json(&req)
-            .send()
-            .await
-            .map_err(|e| self.unreachable(e))?;
+            .send(|base| {
+                self.http
+                    .post(format!("{base}/v1/groups/{group}/entries"))
+                    .header(proto::HEADER_TOKEN, Bytes::encode(token))
+                    .json(&req)
+            })
+            .await?;
         let s: Stored = self.finish(r).await?;
         Ok(s.seq)
     }
@@ -325,15 +385,14 @@ impl RelayClient {
         token: &[u8],
     ) -> Result<Entries> {
         let r = self
-            .http
-            .get(format!(
-                "{}/v1/groups/{group}/entries?epoch={epoch}&after={after}",
-                self.base
-            ))
-            .header(proto::HEADER_TOKEN, Bytes::encode(token))
-            .send()
-            .await
-            .map_err(|e| self.unreachable(e))?;
+            .send(|base| {
+                self.http
+                    .get(format!(
+                        "{base}/v1/groups/{group}/entries?epoch={epoch}&after={after}"
+                    ))
+                    .header(proto::HEADER_TOKEN, Bytes::encode(token))
+            })
+            .await?;
         self.finish(r).await
     }
 }

@@ -57,6 +57,7 @@ impl From<StoreError> for ApiError {
                     "the relay's storage failed; retry later",
                 )
             }
+            StoreError::Retry => ApiError::new(ErrorCode::Unavailable, "the relay is busy; retry"),
         }
     }
 }

@@ -15,7 +15,7 @@
 mod auth;
 pub mod http;
 mod metrics;
-mod notify;
+pub mod notify;
 mod ratelimit;
 pub mod store;
 mod ws;
@@ -34,7 +34,7 @@ pub use auth::token_hash;
 use metrics::Metrics;
 use notify::Notifier;
 use ratelimit::RateLimiter;
-use store::{SqliteStore, Store};
+use store::{PgStore, SqliteStore, Store};
 
 /// Errors starting or running a relay.
 #[derive(Debug, thiserror::Error)]
@@ -59,8 +59,12 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 pub struct Config {
     /// Address to listen on.
     pub listen: String,
-    /// Directory for the SQLite database.
+    /// Directory for the SQLite database (unused with `database`).
     pub data: PathBuf,
+    /// A `postgres://` URL: use PostgreSQL, shared with other relay processes.
+    pub database: Option<String>,
+    /// PostgreSQL connections per process.
+    pub pool_size: usize,
     /// How often expired messages and entries are deleted, in seconds.
     pub sweep_interval_secs: u64,
     pub limits: Limits,
@@ -71,6 +75,8 @@ impl Default for Config {
         Config {
             listen: "127.0.0.1:7700".into(),
             data: PathBuf::from("samizdat-relay"),
+            database: None,
+            pool_size: 8,
             sweep_interval_secs: 60,
             limits: Limits::default(),
         }
@@ -105,8 +111,11 @@ pub struct Relay {
 impl Relay {
     /// Open storage, bind, and start serving in the background.
     pub async fn start(config: Config) -> Result<Relay> {
-        let store = SqliteStore::open(&config.data)?;
-        Self::start_with_store(config, Arc::new(store)).await
+        let store: Arc<dyn Store> = match &config.database {
+            Some(url) => Arc::new(PgStore::open(url, config.pool_size).await?),
+            None => Arc::new(SqliteStore::open(&config.data)?),
+        };
+        Self::start_with_store(config, store).await
     }
 
     /// Start serving on an already opened store.
@@ -120,13 +129,15 @@ impl Relay {
         let addr = listener.local_addr().map_err(Error::Serve)?;
         let (stop, stop_rx) = watch::channel(false);
         let limits = Arc::new(config.limits.clone());
+        let notifier = Notifier::new();
+        store.start_wakeups(notifier.clone());
         let state = AppState {
             store: store.clone(),
             claims: Arc::new(RateLimiter::new(limits.claims_per_ip_per_minute)),
             creations: Arc::new(RateLimiter::new(limits.creations_per_ip_per_minute)),
             limits: limits.clone(),
             metrics: Arc::new(Metrics::default()),
-            notifier: Notifier::new(),
+            notifier,
             shutdown: stop_rx.clone(),
         };
         let app = http::router(state);

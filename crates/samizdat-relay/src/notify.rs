@@ -10,6 +10,7 @@ pub enum Topic {
     Group(Id),
 }
 
+/// Fan-out of wake-ups to every WebSocket connection of this process.
 #[derive(Clone)]
 pub struct Notifier {
     tx: broadcast::Sender<Topic>,

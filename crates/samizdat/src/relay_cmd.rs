@@ -13,6 +13,13 @@ pub struct RelayArgs {
     /// Directory for the relay's database [default: ./samizdat-relay]
     #[arg(long, env = "SAMIZDAT_RELAY_DATA")]
     pub data: Option<PathBuf>,
+    /// PostgreSQL URL (postgres://user@host/db): store everything there, shared with other
+    /// relay processes, instead of SQLite under --data.
+    #[arg(long, env = "SAMIZDAT_RELAY_DATABASE")]
+    pub database: Option<String>,
+    /// PostgreSQL connections per relay process [default: 8]
+    #[arg(long, env = "SAMIZDAT_RELAY_POOL_SIZE")]
+    pub pool_size: Option<usize>,
     /// TOML file with `listen`, `data`, `sweep_interval_secs` and a `[limits]` table.
     /// Flags and environment variables override it.
     #[arg(long, env = "SAMIZDAT_RELAY_CONFIG")]
@@ -35,14 +42,23 @@ pub fn load_config(args: &RelayArgs) -> Result<Config> {
     if let Some(d) = &args.data {
         config.data = d.clone();
     }
+    if let Some(db) = &args.database {
+        config.database = Some(db.clone());
+    }
+    if let Some(n) = args.pool_size {
+        config.pool_size = n;
+    }
     Ok(config)
 }
 
 pub async fn run(args: RelayArgs) -> Result<()> {
     let config = load_config(&args)?;
-    let data = config.data.clone();
+    let storage = match &config.database {
+        Some(_) => "postgresql".to_string(),
+        None => format!("sqlite in {}", config.data.display()),
+    };
     let mut relay = Relay::start(config).await.context("starting the relay")?;
-    tracing::info!(addr = %relay.addr(), data = %data.display(), "relay listening");
+    tracing::info!(addr = %relay.addr(), storage = %storage, "relay listening");
     println!("relay listening on http://{}", relay.addr());
 
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())

@@ -5,8 +5,10 @@
 //! Idempotency lives here too: every write takes the client's `request_id`; a repeat returns
 //! the first answer (stored in the same transaction as the write) and changes nothing.
 
+mod postgres;
 mod sqlite;
 
+pub use postgres::PgStore;
 pub use sqlite::SqliteStore;
 
 use async_trait::async_trait;
@@ -27,6 +29,9 @@ pub enum StoreError {
     },
     #[error("storage failure: {0}")]
     Backend(String),
+    /// The transaction lost a race (unique key, serialization) and should be re-run.
+    #[error("transaction conflict; retry")]
+    Retry,
 }
 
 impl StoreError {
@@ -158,6 +163,10 @@ pub trait Store: Send + Sync + 'static {
 
     /// Delete expired mailbox messages, log entries, nonces and idempotency records.
     async fn sweep(&self, now: u64, limits: &Limits) -> Result<Swept>;
+
+    /// Deliver wake-ups caused by other relay processes to this process's subscribers.
+    /// A single-process backend has none.
+    fn start_wakeups(&self, _notifier: crate::notify::Notifier) {}
 }
 
 /// Idempotency scopes: a request id reused for a different kind of write is refused.

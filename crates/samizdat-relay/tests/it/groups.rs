@@ -5,9 +5,9 @@ use serde_json::json;
 
 use crate::harness::{TestRelay, rand_id};
 
-#[tokio::test]
-async fn append_and_read_with_tokens() {
-    let relay = TestRelay::start().await;
+crate::backend_tests! {
+async fn append_and_read_with_tokens(b: Backend) {
+    let relay = TestRelay::start(&b).await;
     let g = relay.create_group(0).await;
     let a = relay.append_app(&g, 0, b"m1".to_vec()).await.unwrap();
     let b = relay.append_app(&g, 0, b"m2".to_vec()).await.unwrap();
@@ -54,9 +54,8 @@ async fn append_and_read_with_tokens() {
     relay.stop().await;
 }
 
-#[tokio::test]
-async fn commits_move_the_epoch_and_old_tokens_stop_working() {
-    let relay = TestRelay::start().await;
+async fn commits_move_the_epoch_and_old_tokens_stop_working(b: Backend) {
+    let relay = TestRelay::start(&b).await;
     let g = relay.create_group(0).await;
     relay
         .append_app(&g, 0, b"in epoch 0".to_vec())
@@ -109,9 +108,8 @@ async fn commits_move_the_epoch_and_old_tokens_stop_working() {
     relay.stop().await;
 }
 
-#[tokio::test]
-async fn twenty_concurrent_commits_one_wins() {
-    let relay = std::sync::Arc::new(TestRelay::start().await);
+async fn twenty_concurrent_commits_one_wins(b: Backend) {
+    let relay = std::sync::Arc::new(TestRelay::start(&b).await);
     let g = std::sync::Arc::new(relay.create_group(5).await);
     let mb = relay.create_mailbox().await;
     let mut tasks = Vec::new();
@@ -153,9 +151,8 @@ async fn twenty_concurrent_commits_one_wins() {
     relay.stop().await;
 }
 
-#[tokio::test]
-async fn losing_commit_welcomes_are_never_delivered_even_with_bad_mailbox() {
-    let relay = TestRelay::start().await;
+async fn losing_commit_welcomes_are_never_delivered_even_with_bad_mailbox(b: Backend) {
+    let relay = TestRelay::start(&b).await;
     let g = relay.create_group(0).await;
     // A Welcome to a mailbox that does not exist makes the whole commit fail atomically.
     let e = relay
@@ -174,9 +171,8 @@ async fn losing_commit_welcomes_are_never_delivered_even_with_bad_mailbox() {
     relay.stop().await;
 }
 
-#[tokio::test]
-async fn append_retry_is_idempotent() {
-    let relay = TestRelay::start().await;
+async fn append_retry_is_idempotent(b: Backend) {
+    let relay = TestRelay::start(&b).await;
     let g = relay.create_group(0).await;
     let body = json!({"request_id": rand_id(), "kind": "commit", "epoch": 0, "body": Bytes(b"c".to_vec()),
                       "next_token_hash": Bytes(samizdat_relay::token_hash(g.token(1)).to_vec())});
@@ -191,14 +187,13 @@ async fn append_retry_is_idempotent() {
     relay.stop().await;
 }
 
-#[tokio::test]
-async fn entry_size_limits_tell_application_from_commit() {
+async fn entry_size_limits_tell_application_from_commit(b: Backend) {
     let limits = Limits {
         max_application_entry: 1000,
         max_commit_entry: 100_000,
         ..Limits::default()
     };
-    let relay = TestRelay::start_with(limits).await;
+    let relay = TestRelay::start_with(&b, limits).await;
     let g = relay.create_group(0).await;
     assert_eq!(
         relay
@@ -224,9 +219,8 @@ async fn entry_size_limits_tell_application_from_commit() {
     relay.stop().await;
 }
 
-#[tokio::test]
-async fn duplicate_group_id_is_refused() {
-    let relay = TestRelay::start().await;
+async fn duplicate_group_id_is_refused(b: Backend) {
+    let relay = TestRelay::start(&b).await;
     let g = relay.create_group(0).await;
     let e = relay
         .post::<serde_json::Value>(
@@ -245,4 +239,5 @@ async fn duplicate_group_id_is_refused() {
         .unwrap_err();
     assert_eq!(e.code, ErrorCode::BadRequest);
     relay.stop().await;
+}
 }

@@ -57,22 +57,55 @@ pub fn token_for(group: &Id, epoch: u64) -> Vec<u8> {
     t
 }
 
+/// Which storage a test relay runs on.
+#[derive(Clone, Debug)]
+pub enum Backend {
+    Sqlite,
+    /// A connection URL whose `search_path` is a fresh schema of its own.
+    Postgres(String),
+}
+
+impl Backend {
+    /// A fresh schema on the database named by `SAMIZDAT_TEST_DATABASE_URL`, or `None`.
+    pub async fn postgres() -> Option<Backend> {
+        let base = std::env::var("SAMIZDAT_TEST_DATABASE_URL").ok()?;
+        let schema = format!("t_{}", hex::encode(rand_id().as_bytes()));
+        let (client, conn) = tokio_postgres::connect(&base, tokio_postgres::NoTls)
+            .await
+            .expect("connect to SAMIZDAT_TEST_DATABASE_URL");
+        tokio::spawn(conn);
+        client
+            .batch_execute(&format!("CREATE SCHEMA {schema}"))
+            .await
+            .unwrap();
+        let sep = if base.contains('?') { '&' } else { '?' };
+        Some(Backend::Postgres(format!(
+            "{base}{sep}options=-c%20search_path%3D{schema}"
+        )))
+    }
+}
+
 impl TestRelay {
-    pub async fn start() -> Self {
-        Self::start_with(Limits::default()).await
+    pub async fn start(b: &Backend) -> Self {
+        Self::start_with(b, Limits::default()).await
     }
 
-    pub async fn start_with(limits: Limits) -> Self {
+    pub async fn start_with(b: &Backend, limits: Limits) -> Self {
         let dir = tempfile::tempdir().unwrap();
-        let mut r = Self::start_in(dir.path(), limits).await;
+        let mut r = Self::start_in(b, dir.path(), limits).await;
         r._dir = Some(dir);
         r
     }
 
-    pub async fn start_in(dir: &Path, limits: Limits) -> Self {
+    pub async fn start_in(b: &Backend, dir: &Path, limits: Limits) -> Self {
         let config = Config {
             listen: "127.0.0.1:0".into(),
             data: dir.to_path_buf(),
+            database: match b {
+                Backend::Sqlite => None,
+                Backend::Postgres(url) => Some(url.clone()),
+            },
+            pool_size: 4,
             sweep_interval_secs: 3600,
             limits,
         };

@@ -7,9 +7,9 @@ use serde_json::json;
 
 use crate::harness::{TestRelay, now, rand_id};
 
-#[tokio::test]
-async fn drop_read_ack() {
-    let relay = TestRelay::start().await;
+crate::backend_tests! {
+async fn drop_read_ack(b: Backend) {
+    let relay = TestRelay::start(&b).await;
     let mb = relay.create_mailbox().await;
     let s1 = relay.drop_msg(&mb.id, b"first".to_vec()).await.unwrap();
     let s2 = relay.drop_msg(&mb.id, b"second".to_vec()).await.unwrap();
@@ -36,9 +36,8 @@ async fn drop_read_ack() {
     relay.stop().await;
 }
 
-#[tokio::test]
-async fn duplicate_mailbox_id_is_refused_but_retry_is_idempotent() {
-    let relay = TestRelay::start().await;
+async fn duplicate_mailbox_id_is_refused_but_retry_is_idempotent(b: Backend) {
+    let relay = TestRelay::start(&b).await;
     let mb = relay.create_mailbox().await;
     let req = rand_id();
     let body = json!({"request_id": req, "mailbox_id": rand_id(), "owner_key": samizdat_proto::Bytes(vec![1; 32])});
@@ -53,9 +52,8 @@ async fn duplicate_mailbox_id_is_refused_but_retry_is_idempotent() {
     relay.stop().await;
 }
 
-#[tokio::test]
-async fn drop_retry_stores_once() {
-    let relay = TestRelay::start().await;
+async fn drop_retry_stores_once(b: Backend) {
+    let relay = TestRelay::start(&b).await;
     let mb = relay.create_mailbox().await;
     let req = rand_id();
     let path = format!("/v1/mailboxes/{}/messages", mb.id);
@@ -76,9 +74,8 @@ async fn drop_retry_stores_once() {
     relay.stop().await;
 }
 
-#[tokio::test]
-async fn signatures_are_checked_and_not_replayable() {
-    let relay = TestRelay::start().await;
+async fn signatures_are_checked_and_not_replayable(b: Backend) {
+    let relay = TestRelay::start(&b).await;
     let mb = relay.create_mailbox().await;
     let other = relay.create_mailbox().await;
     let path = format!("/v1/mailboxes/{}/messages?after=0", mb.id);
@@ -188,14 +185,13 @@ async fn signatures_are_checked_and_not_replayable() {
     relay.stop().await;
 }
 
-#[tokio::test]
-async fn quota_and_message_limits() {
+async fn quota_and_message_limits(b: Backend) {
     let limits = Limits {
         mailbox_quota_messages: 3,
         max_mailbox_message: 1000,
         ..Limits::default()
     };
-    let relay = TestRelay::start_with(limits).await;
+    let relay = TestRelay::start_with(&b, limits).await;
     let mb = relay.create_mailbox().await;
     for i in 0..3u8 {
         relay.drop_msg(&mb.id, vec![i; 10]).await.unwrap();
@@ -226,22 +222,20 @@ async fn quota_and_message_limits() {
     relay.stop().await;
 }
 
-#[tokio::test]
-async fn messages_expire_after_ttl() {
+async fn messages_expire_after_ttl(b: Backend) {
     let limits = Limits {
         mailbox_ttl_secs: 0,
         ..Limits::default()
     };
-    let relay = TestRelay::start_with(limits).await;
+    let relay = TestRelay::start_with(&b, limits).await;
     let mb = relay.create_mailbox().await;
     relay.drop_msg(&mb.id, b"gone".to_vec()).await.unwrap();
     assert!(relay.read_mailbox(&mb, 0).await.unwrap().is_empty());
     relay.stop().await;
 }
 
-#[tokio::test]
-async fn fifty_concurrent_claims_on_ten_key_packages() {
-    let relay = TestRelay::start().await;
+async fn fifty_concurrent_claims_on_ten_key_packages(b: Backend) {
+    let relay = TestRelay::start(&b).await;
     let mb = relay.create_mailbox().await;
     let kps: Vec<Vec<u8>> = (0..10u8).map(|i| vec![i; 100]).collect();
     let count = relay
@@ -277,14 +271,13 @@ async fn fifty_concurrent_claims_on_ten_key_packages() {
     relay.stop().await;
 }
 
-#[tokio::test]
-async fn key_package_pool_bounds_and_counts() {
+async fn key_package_pool_bounds_and_counts(b: Backend) {
     let limits = Limits {
         max_key_packages: 5,
         max_key_package_size: 200,
         ..Limits::default()
     };
-    let relay = TestRelay::start_with(limits).await;
+    let relay = TestRelay::start_with(&b, limits).await;
     let mb = relay.create_mailbox().await;
     // Empty pool, no last resort.
     assert_eq!(
@@ -345,13 +338,12 @@ async fn key_package_pool_bounds_and_counts() {
     relay.stop().await;
 }
 
-#[tokio::test]
-async fn claims_are_rate_limited() {
+async fn claims_are_rate_limited(b: Backend) {
     let limits = Limits {
         claims_per_ip_per_minute: 2,
         ..Limits::default()
     };
-    let relay = TestRelay::start_with(limits).await;
+    let relay = TestRelay::start_with(&b, limits).await;
     let mb = relay.create_mailbox().await;
     relay.upload(&mb, vec![], Some(vec![1; 10])).await.unwrap();
     relay.claim(&mb.id).await.unwrap();
@@ -361,4 +353,5 @@ async fn claims_are_rate_limited() {
         ErrorCode::RateLimited
     );
     relay.stop().await;
+}
 }

@@ -4,7 +4,41 @@
 
 mod groups;
 mod harness;
+
+/// Run each test against every storage backend: `sqlite::NAME` always, `postgres::NAME` when
+/// `SAMIZDAT_TEST_DATABASE_URL` is set (otherwise it returns at once; see
+/// `postgres_availability`).
+#[macro_export]
+macro_rules! backend_tests {
+    ($( $(#[$meta:meta])* async fn $name:ident($b:ident: Backend) $body:block )*) => {
+        mod sqlite {
+            #[allow(unused_imports)]
+            use super::*;
+            $( $(#[$meta])* #[tokio::test] async fn $name() { let $b = $crate::harness::Backend::Sqlite; $body } )*
+        }
+        mod postgres {
+            #[allow(unused_imports)]
+            use super::*;
+            $( $(#[$meta])* #[tokio::test] async fn $name() {
+                let Some($b) = $crate::harness::Backend::postgres().await else { return };
+                $body
+            } )*
+        }
+    };
+}
+
+/// Says plainly whether the PostgreSQL half of the suite ran.
+#[test]
+fn postgres_availability() {
+    match std::env::var("SAMIZDAT_TEST_DATABASE_URL") {
+        Ok(_) => println!("PostgreSQL relay tests: ENABLED (SAMIZDAT_TEST_DATABASE_URL is set)"),
+        Err(_) => println!(
+            "PostgreSQL relay tests: SKIPPED — set SAMIZDAT_TEST_DATABASE_URL=postgres://… to run them (.ci/run does)"
+        ),
+    }
+}
 mod mailboxes;
+mod multiprocess;
 mod websocket;
 
 mod misc {
@@ -12,9 +46,9 @@ mod misc {
 
     use crate::harness::TestRelay;
 
-    #[tokio::test]
-    async fn health_metrics_and_openapi() {
-        let relay = TestRelay::start().await;
+    crate::backend_tests! {
+    async fn health_metrics_and_openapi(b: Backend) {
+        let relay = TestRelay::start(&b).await;
         let health: serde_json::Value = relay
             .http
             .get(relay.url("/healthz"))
@@ -64,9 +98,8 @@ mod misc {
         relay.stop().await;
     }
 
-    #[tokio::test]
-    async fn garbage_bodies_get_typed_errors() {
-        let relay = TestRelay::start().await;
+    async fn garbage_bodies_get_typed_errors(b: Backend) {
+        let relay = TestRelay::start(&b).await;
         for (path, body) in [
             ("/v1/mailboxes", "not json"),
             ("/v1/mailboxes", "{\"request_id\": 5}"),
@@ -111,13 +144,12 @@ mod misc {
         relay.stop().await;
     }
 
-    #[tokio::test]
-    async fn oversized_body_is_refused_early() {
+    async fn oversized_body_is_refused_early(b: Backend) {
         let limits = samizdat_proto::Limits {
             max_request_body: 64 * 1024,
             ..Default::default()
         };
-        let relay = TestRelay::start_with(limits).await;
+        let relay = TestRelay::start_with(&b, limits).await;
         let big = vec![b'a'; 200 * 1024];
         let r = relay
             .http
@@ -133,13 +165,12 @@ mod misc {
         relay.stop().await;
     }
 
-    #[tokio::test]
-    async fn creations_are_rate_limited_per_address() {
+    async fn creations_are_rate_limited_per_address(b: Backend) {
         let limits = samizdat_proto::Limits {
             creations_per_ip_per_minute: 3,
             ..Default::default()
         };
-        let relay = TestRelay::start_with(limits).await;
+        let relay = TestRelay::start_with(&b, limits).await;
         let mut codes = Vec::new();
         for _ in 0..5 {
             let (_, r) = relay.try_create_mailbox().await;
@@ -156,10 +187,9 @@ mod misc {
         relay.stop().await;
     }
 
-    #[tokio::test]
-    async fn restart_keeps_every_acknowledged_write() {
+    async fn restart_keeps_every_acknowledged_write(b: Backend) {
         let dir = tempfile::tempdir().unwrap();
-        let relay = TestRelay::start_in(dir.path(), Default::default()).await;
+        let relay = TestRelay::start_in(&b, dir.path(), Default::default()).await;
         let mb = relay.create_mailbox().await;
         let g = relay.create_group(0).await;
         let mut seqs = Vec::new();
@@ -169,7 +199,7 @@ mod misc {
         }
         relay.stop().await;
 
-        let relay = TestRelay::start_in(dir.path(), Default::default()).await;
+        let relay = TestRelay::start_in(&b, dir.path(), Default::default()).await;
         let entries = relay.read_entries(&g, 0, 0).await.unwrap();
         assert_eq!(
             entries.entries.iter().map(|e| e.seq).collect::<Vec<_>>(),
@@ -179,5 +209,6 @@ mod misc {
         let msgs = relay.read_mailbox(&mb, 0).await.unwrap();
         assert_eq!(msgs.len(), 20);
         relay.stop().await;
+    }
     }
 }

@@ -44,9 +44,9 @@ async fn send(ws: &mut Ws, f: &ClientFrame) {
         .unwrap();
 }
 
-#[tokio::test]
-async fn group_entries_are_pushed_in_order_with_catch_up() {
-    let relay = TestRelay::start().await;
+crate::backend_tests! {
+async fn group_entries_are_pushed_in_order_with_catch_up(b: Backend) {
+    let relay = TestRelay::start(&b).await;
     let g = relay.create_group(0).await;
     let mut seqs = Vec::new();
     for i in 0..3u8 {
@@ -147,9 +147,8 @@ async fn group_entries_are_pushed_in_order_with_catch_up() {
     relay.stop().await;
 }
 
-#[tokio::test]
-async fn mailbox_subscription_needs_the_challenge_signature() {
-    let relay = TestRelay::start().await;
+async fn mailbox_subscription_needs_the_challenge_signature(b: Backend) {
+    let relay = TestRelay::start(&b).await;
     let mb = relay.create_mailbox().await;
     let other = relay.create_mailbox().await;
     relay.drop_msg(&mb.id, b"waiting".to_vec()).await.unwrap();
@@ -215,9 +214,8 @@ async fn mailbox_subscription_needs_the_challenge_signature() {
     relay.stop().await;
 }
 
-#[tokio::test]
-async fn garbage_frames_are_answered_and_the_relay_keeps_serving() {
-    let relay = TestRelay::start().await;
+async fn garbage_frames_are_answered_and_the_relay_keeps_serving(b: Backend) {
+    let relay = TestRelay::start(&b).await;
     let g = relay.create_group(0).await;
     let (mut ws, _) = connect(&relay).await;
     for junk in [
@@ -279,13 +277,12 @@ async fn garbage_frames_are_answered_and_the_relay_keeps_serving() {
     relay.stop().await;
 }
 
-#[tokio::test]
-async fn subscriptions_per_connection_are_bounded() {
+async fn subscriptions_per_connection_are_bounded(b: Backend) {
     let limits = proto::Limits {
         max_subscriptions: 2,
         ..proto::Limits::default()
     };
-    let relay = TestRelay::start_with(limits).await;
+    let relay = TestRelay::start_with(&b, limits).await;
     let (mut ws, _) = connect(&relay).await;
     for i in 0..3 {
         let g = relay.create_group(0).await;
@@ -316,4 +313,5 @@ async fn subscriptions_per_connection_are_bounded() {
         }
     }
     relay.stop().await;
+}
 }

@@ -1,0 +1,810 @@
+//! PostgreSQL storage, shared by any number of relay processes.
+//!
+//! Every operation is one transaction. Races between processes are settled by row locks
+//! (`SELECT … FOR UPDATE` on the group or mailbox row) and primary keys; an operation that
+//! loses a unique-key or serialization race is re-run from the start, where it finds the
+//! winner's result (idempotency) or the new state. Wake-ups for subscribers on other
+//! processes travel as `NOTIFY samizdat` inside the same transaction, so they are sent only on
+//! commit; they are hints, never the source of truth.
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use futures_util::StreamExt;
+use samizdat_proto::{
+    Bytes, ClaimedKeyPackage, Entries, Entry, EntryKind, ErrorCode, Id, KeyPackageCount, Limits,
+    MailboxMessage,
+};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use tokio_postgres::error::SqlState;
+use tokio_postgres::{AsyncMessage, Client, NoTls, Transaction};
+
+use super::{AppendRequest, Appended, Result, Store, StoreError, Swept, reused_request_id, scope};
+use crate::notify::{Notifier, Topic};
+
+const MIGRATIONS: &[(i64, &str)] = &[(1, include_str!("../../migrations/postgres/0001_init.sql"))];
+/// Arbitrary key for the advisory lock that serializes migrations across processes.
+const MIGRATION_LOCK: i64 = 0x5a4d_4947;
+const CHANNEL: &str = "samizdat";
+const MAX_RETRIES: usize = 5;
+
+impl From<tokio_postgres::Error> for StoreError {
+    fn from(e: tokio_postgres::Error) -> Self {
+        match e.code() {
+            Some(c)
+                if *c == SqlState::UNIQUE_VIOLATION
+                    || *c == SqlState::T_R_SERIALIZATION_FAILURE
+                    || *c == SqlState::T_R_DEADLOCK_DETECTED =>
+            {
+                StoreError::Retry
+            }
+            _ => StoreError::Backend(e.to_string()),
+        }
+    }
+}
+
+/// The PostgreSQL [`Store`].
+pub struct PgStore {
+    url: String,
+    pool: Vec<tokio::sync::Mutex<Option<Client>>>,
+    next: AtomicUsize,
+}
+
+async fn connect(url: &str) -> Result<Client> {
+    let (client, connection) = tokio_postgres::connect(url, NoTls)
+        .await
+        .map_err(|e| StoreError::Backend(format!("cannot connect to PostgreSQL: {e}")))?;
+    tokio::spawn(async move {
+        if let Err(e) = connection.await {
+            tracing::warn!(error = %e, "PostgreSQL connection closed");
+        }
+    });
+    Ok(client)
+}
+
+impl PgStore {
+    /// Connect, migrate (once, under an advisory lock) and open a pool of `pool_size`.
+    pub async fn open(url: &str, pool_size: usize) -> Result<PgStore> {
+        let mut client = connect(url).await?;
+        client
+            .execute("SELECT pg_advisory_lock($1)", &[&MIGRATION_LOCK])
+            .await?;
+        let migrated = Self::migrate(&mut client).await;
+        client
+            .execute("SELECT pg_advisory_unlock($1)", &[&MIGRATION_LOCK])
+            .await?;
+        migrated?;
+        let mut pool = Vec::with_capacity(pool_size.max(1));
+        pool.push(tokio::sync::Mutex::new(Some(client)));
+        for _ in 1..pool_size.max(1) {
+            pool.push(tokio::sync::Mutex::new(None));
+        }
+        Ok(PgStore {
+            url: url.to_string(),
+            pool,
+            next: AtomicUsize::new(0),
+        })
+    }
+
+    async fn migrate(client: &mut Client) -> Result<()> {
+        client
+            .batch_execute("CREATE TABLE IF NOT EXISTS samizdat_migrations (version BIGINT PRIMARY KEY, applied_at BIGINT NOT NULL)")
+            .await?;
+        for (v, sql) in MIGRATIONS {
+            let done = client
+                .query_opt("SELECT 1 FROM samizdat_migrations WHERE version = $1", &[v])
+                .await?;
+            if done.is_none() {
+                let tx = client.transaction().await?;
+                tx.batch_execute(sql).await?;
+                tx.execute(
+                    "INSERT INTO samizdat_migrations (version, applied_at) VALUES ($1, $2)",
+                    &[v, &(now_secs() as i64)],
+                )
+                .await?;
+                tx.commit().await?;
+            }
+        }
+        Ok(())
+    }
+
+    /// A pooled connection, reconnecting if it was lost.
+    async fn conn(&self) -> Result<tokio::sync::MutexGuard<'_, Option<Client>>> {
+        let n = self.pool.len();
+        let start = self.next.fetch_add(1, Ordering::Relaxed);
+        let mut guard = None;
+        for i in 0..n {
+            if let Ok(g) = self.pool[(start + i) % n].try_lock() {
+                guard = Some(g);
+                break;
+            }
+        }
+        let mut guard = match guard {
+            Some(g) => g,
+            None => self.pool[start % n].lock().await,
+        };
+        if guard.as_ref().is_none_or(|c| c.is_closed()) {
+            *guard = Some(connect(&self.url).await?);
+        }
+        Ok(guard)
+    }
+
+    /// Forward `NOTIFY samizdat` payloads to this process's subscribers, reconnecting forever.
+    pub fn start_listener(&self, notifier: Notifier) {
+        let url = self.url.clone();
+        tokio::spawn(async move {
+            loop {
+                if let Err(e) = listen_once(&url, &notifier).await {
+                    tracing::warn!(error = %e, "PostgreSQL listener lost; reconnecting");
+                }
+                tokio::time::sleep(Duration::from_millis(500)).await;
+            }
+        });
+    }
+}
+
+async fn listen_once(url: &str, notifier: &Notifier) -> Result<()> {
+    let (client, mut connection) = tokio_postgres::connect(url, NoTls)
+        .await
+        .map_err(|e| StoreError::Backend(format!("cannot connect to PostgreSQL: {e}")))?;
+    let mut stream = futures_util::stream::poll_fn(move |cx| connection.poll_message(cx));
+    let listen_sql = format!("LISTEN {CHANNEL}");
+    let listen = client.batch_execute(&listen_sql);
+    tokio::pin!(listen);
+    let mut listening = false;
+    loop {
+        tokio::select! {
+            r = &mut listen, if !listening => { r?; listening = true; }
+            msg = stream.next() => match msg {
+                Some(Ok(AsyncMessage::Notification(n))) => {
+                    if let Some(topic) = parse_topic(n.payload()) {
+                        notifier.notify(topic);
+                    }
+                }
+                Some(Ok(_)) => {}
+                Some(Err(e)) => return Err(e.into()),
+                None => return Ok(()),
+            }
+        }
+    }
+}
+
+fn topic_payload(topic: Topic) -> String {
+    match topic {
+        Topic::Mailbox(id) => format!("m:{id}"),
+        Topic::Group(id) => format!("g:{id}"),
+    }
+}
+
+fn parse_topic(s: &str) -> Option<Topic> {
+    let (kind, id) = s.split_once(':')?;
+    let id: Id = id.parse().ok()?;
+    match kind {
+        "m" => Some(Topic::Mailbox(id)),
+        "g" => Some(Topic::Group(id)),
+        _ => None,
+    }
+}
+
+fn now_secs() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}
+
+fn not_found(what: &str) -> StoreError {
+    StoreError::rejected(ErrorCode::NotFound, format!("no such {what}"))
+}
+
+async fn notify(tx: &Transaction<'_>, topic: Topic) -> Result<()> {
+    tx.execute(
+        "SELECT pg_notify($1, $2)",
+        &[&CHANNEL, &topic_payload(topic)],
+    )
+    .await?;
+    Ok(())
+}
+
+async fn prior<T: DeserializeOwned>(
+    tx: &Transaction<'_>,
+    request_id: &Id,
+    scope: &str,
+) -> Result<Option<T>> {
+    let row = tx
+        .query_opt(
+            "SELECT scope, result FROM requests WHERE request_id = $1",
+            &[&request_id.as_bytes().as_slice()],
+        )
+        .await?;
+    match row {
+        None => Ok(None),
+        Some(r) => {
+            let s: String = r.get(0);
+            if s != scope {
+                return Err(reused_request_id());
+            }
+            let result: String = r.get(1);
+            serde_json::from_str(&result)
+                .map(Some)
+                .map_err(|e| StoreError::Backend(format!("corrupt idempotency record: {e}")))
+        }
+    }
+}
+
+async fn remember<T: Serialize>(
+    tx: &Transaction<'_>,
+    request_id: &Id,
+    scope: &str,
+    result: &T,
+    now: u64,
+) -> Result<()> {
+    let json = serde_json::to_string(result).map_err(|e| StoreError::Backend(e.to_string()))?;
+    tx.execute(
+        "INSERT INTO requests (request_id, scope, result, stored_at) VALUES ($1, $2, $3, $4)",
+        &[
+            &request_id.as_bytes().as_slice(),
+            &scope,
+            &json,
+            &(now as i64),
+        ],
+    )
+    .await?;
+    Ok(())
+}
+
+async fn drop_into(
+    tx: &Transaction<'_>,
+    mailbox: &Id,
+    body: &[u8],
+    now: u64,
+    limits: &Limits,
+) -> Result<u64> {
+    let m = mailbox.as_bytes().as_slice();
+    let row = tx
+        .query_opt(
+            "SELECT next_seq, msg_count, msg_bytes FROM mailboxes WHERE mailbox_id = $1 FOR UPDATE",
+            &[&m],
+        )
+        .await?
+        .ok_or_else(|| not_found("mailbox"))?;
+    let (seq, count, bytes): (i64, i64, i64) = (row.get(0), row.get(1), row.get(2));
+    if count as u64 >= limits.mailbox_quota_messages
+        || bytes as u64 + body.len() as u64 > limits.mailbox_quota_bytes
+    {
+        return Err(StoreError::rejected(
+            ErrorCode::QuotaExceeded,
+            "the mailbox is full; its owner must read and acknowledge messages first",
+        ));
+    }
+    tx.execute(
+        "INSERT INTO mailbox_messages (mailbox_id, seq, body, stored_at, expires_at) VALUES ($1, $2, $3, $4, $5)",
+        &[&m, &seq, &body, &(now as i64), &(now.saturating_add(limits.mailbox_ttl_secs) as i64)],
+    )
+    .await?;
+    tx.execute(
+        "UPDATE mailboxes SET next_seq = next_seq + 1, msg_count = msg_count + 1, msg_bytes = msg_bytes + $2 WHERE mailbox_id = $1",
+        &[&m, &(body.len() as i64)],
+    )
+    .await?;
+    notify(tx, Topic::Mailbox(*mailbox)).await?;
+    Ok(seq as u64)
+}
+
+async fn kp_count(tx: &Transaction<'_>, mailbox: &Id) -> Result<KeyPackageCount> {
+    let m = mailbox.as_bytes().as_slice();
+    let row = tx
+        .query_opt(
+            "SELECT last_resort IS NOT NULL FROM mailboxes WHERE mailbox_id = $1",
+            &[&m],
+        )
+        .await?
+        .ok_or_else(|| not_found("mailbox"))?;
+    let available: i64 = tx
+        .query_one(
+            "SELECT COUNT(*) FROM key_packages WHERE mailbox_id = $1",
+            &[&m],
+        )
+        .await?
+        .get(0);
+    Ok(KeyPackageCount {
+        available: available as u64,
+        has_last_resort: row.get(0),
+    })
+}
+
+/// Run one operation in a transaction, re-running it when it lost a race.
+macro_rules! in_tx {
+    ($self:ident, |$tx:ident| $body:expr) => {{
+        let mut attempt = 0;
+        loop {
+            let mut guard = $self.conn().await?;
+            let client = guard
+                .as_mut()
+                .ok_or_else(|| StoreError::Backend("no connection".into()))?;
+            let $tx = client.transaction().await?;
+            let result: Result<_> = async { $body }.await;
+            match result {
+                Ok(v) => match $tx.commit().await {
+                    Ok(()) => break Ok(v),
+                    Err(e) => match StoreError::from(e) {
+                        StoreError::Retry if attempt < MAX_RETRIES => {}
+                        other => break Err(other),
+                    },
+                },
+                Err(StoreError::Retry) if attempt < MAX_RETRIES => {
+                    drop($tx);
+                }
+                Err(e) => break Err(e),
+            }
+            attempt += 1;
+        }
+    }};
+}
+
+#[async_trait]
+impl Store for PgStore {
+    async fn create_mailbox(
+        &self,
+        request_id: Id,
+        mailbox: Id,
+        owner_key: Vec<u8>,
+        now: u64,
+    ) -> Result<()> {
+        in_tx!(self, |tx| {
+            if prior::<()>(&tx, &request_id, scope::CREATE_MAILBOX)
+                .await?
+                .is_some()
+            {
+                return Ok(());
+            }
+            let m = mailbox.as_bytes().as_slice();
+            if tx
+                .query_opt("SELECT 1 FROM mailboxes WHERE mailbox_id = $1", &[&m])
+                .await?
+                .is_some()
+            {
+                return Err(StoreError::rejected(
+                    ErrorCode::AlreadyExists,
+                    "a mailbox with this id exists; choose a new random id",
+                ));
+            }
+            tx.execute(
+                "INSERT INTO mailboxes (mailbox_id, owner_key, created_at) VALUES ($1, $2, $3)",
+                &[&m, &owner_key, &(now as i64)],
+            )
+            .await?;
+            remember(&tx, &request_id, scope::CREATE_MAILBOX, &(), now).await
+        })
+    }
+
+    async fn mailbox_owner(&self, mailbox: Id) -> Result<Option<Vec<u8>>> {
+        let guard = self.conn().await?;
+        let client = guard
+            .as_ref()
+            .ok_or_else(|| StoreError::Backend("no connection".into()))?;
+        let row = client
+            .query_opt(
+                "SELECT owner_key FROM mailboxes WHERE mailbox_id = $1",
+                &[&mailbox.as_bytes().as_slice()],
+            )
+            .await?;
+        Ok(row.map(|r| r.get(0)))
+    }
+
+    async fn use_nonce(&self, nonce: Id, expires_at: u64) -> Result<bool> {
+        let guard = self.conn().await?;
+        let client = guard
+            .as_ref()
+            .ok_or_else(|| StoreError::Backend("no connection".into()))?;
+        let n = client
+            .execute(
+                "INSERT INTO nonces (nonce, expires_at) VALUES ($1, $2) ON CONFLICT (nonce) DO NOTHING",
+                &[&nonce.as_bytes().as_slice(), &(expires_at as i64)],
+            )
+            .await?;
+        Ok(n == 1)
+    }
+
+    async fn drop_message(
+        &self,
+        request_id: Id,
+        mailbox: Id,
+        body: Vec<u8>,
+        now: u64,
+        limits: &Limits,
+    ) -> Result<u64> {
+        in_tx!(self, |tx| {
+            if let Some(seq) = prior::<u64>(&tx, &request_id, scope::DROP).await? {
+                return Ok(seq);
+            }
+            let seq = drop_into(&tx, &mailbox, &body, now, limits).await?;
+            remember(&tx, &request_id, scope::DROP, &seq, now).await?;
+            Ok(seq)
+        })
+    }
+
+    async fn read_mailbox(
+        &self,
+        mailbox: Id,
+        after: u64,
+        limit: usize,
+        now: u64,
+    ) -> Result<Vec<MailboxMessage>> {
+        let guard = self.conn().await?;
+        let client = guard
+            .as_ref()
+            .ok_or_else(|| StoreError::Backend("no connection".into()))?;
+        let rows = client
+            .query(
+                "SELECT seq, body, stored_at FROM mailbox_messages WHERE mailbox_id = $1 AND seq > $2 AND expires_at > $3 ORDER BY seq LIMIT $4",
+                &[&mailbox.as_bytes().as_slice(), &(after as i64), &(now as i64), &(limit as i64)],
+            )
+            .await?;
+        Ok(rows
+            .iter()
+            .map(|r| MailboxMessage {
+                seq: r.get::<_, i64>(0) as u64,
+                body: Bytes(r.get(1)),
+                stored_at: r.get::<_, i64>(2) as u64,
+            })
+            .collect())
+    }
+
+    async fn ack_messages(&self, request_id: Id, mailbox: Id, seqs: Vec<u64>) -> Result<u64> {
+        in_tx!(self, |tx| {
+            if let Some(n) = prior::<u64>(&tx, &request_id, scope::ACK).await? {
+                return Ok(n);
+            }
+            let m = mailbox.as_bytes().as_slice();
+            let seqs: Vec<i64> = seqs.iter().map(|s| *s as i64).collect();
+            let row = tx
+                .query_one(
+                    "WITH d AS (DELETE FROM mailbox_messages WHERE mailbox_id = $1 AND seq = ANY($2) RETURNING length(body) AS len)
+                     SELECT COUNT(*), COALESCE(SUM(len), 0)::BIGINT FROM d",
+                    &[&m, &seqs],
+                )
+                .await?;
+            let (deleted, bytes): (i64, i64) = (row.get(0), row.get(1));
+            tx.execute(
+                "UPDATE mailboxes SET msg_count = msg_count - $2, msg_bytes = msg_bytes - $3 WHERE mailbox_id = $1",
+                &[&m, &deleted, &bytes],
+            )
+            .await?;
+            remember(&tx, &request_id, scope::ACK, &(deleted as u64), now_secs()).await?;
+            Ok(deleted as u64)
+        })
+    }
+
+    async fn upload_key_packages(
+        &self,
+        request_id: Id,
+        mailbox: Id,
+        key_packages: Vec<Vec<u8>>,
+        last_resort: Option<Vec<u8>>,
+        max: u64,
+    ) -> Result<KeyPackageCount> {
+        in_tx!(self, |tx| {
+            let m = mailbox.as_bytes().as_slice();
+            if prior::<KeyPackageCount>(&tx, &request_id, scope::UPLOAD)
+                .await?
+                .is_some()
+            {
+                return kp_count(&tx, &mailbox).await;
+            }
+            tx.query_opt(
+                "SELECT 1 FROM mailboxes WHERE mailbox_id = $1 FOR UPDATE",
+                &[&m],
+            )
+            .await?
+            .ok_or_else(|| not_found("mailbox"))?;
+            let before = kp_count(&tx, &mailbox).await?;
+            if before.available + key_packages.len() as u64 > max {
+                return Err(StoreError::rejected(
+                    ErrorCode::QuotaExceeded,
+                    format!(
+                        "a pool holds at most {max} KeyPackages; {} are stored",
+                        before.available
+                    ),
+                ));
+            }
+            for kp in &key_packages {
+                tx.execute(
+                    "INSERT INTO key_packages (mailbox_id, data) VALUES ($1, $2)",
+                    &[&m, kp],
+                )
+                .await?;
+            }
+            if let Some(lr) = &last_resort {
+                tx.execute(
+                    "UPDATE mailboxes SET last_resort = $2 WHERE mailbox_id = $1",
+                    &[&m, lr],
+                )
+                .await?;
+            }
+            let after = kp_count(&tx, &mailbox).await?;
+            remember(&tx, &request_id, scope::UPLOAD, &after, now_secs()).await?;
+            Ok(after)
+        })
+    }
+
+    async fn claim_key_package(&self, request_id: Id, mailbox: Id) -> Result<ClaimedKeyPackage> {
+        in_tx!(self, |tx| {
+            if let Some(c) = prior::<ClaimedKeyPackage>(&tx, &request_id, scope::CLAIM).await? {
+                return Ok(c);
+            }
+            let m = mailbox.as_bytes().as_slice();
+            // The mailbox row lock serializes claims on one pool across processes.
+            let row = tx
+                .query_opt(
+                    "SELECT last_resort FROM mailboxes WHERE mailbox_id = $1 FOR UPDATE",
+                    &[&m],
+                )
+                .await?
+                .ok_or_else(|| not_found("mailbox"))?;
+            let last_resort: Option<Vec<u8>> = row.get(0);
+            let taken = tx
+                .query_opt(
+                    "DELETE FROM key_packages WHERE id = (SELECT id FROM key_packages WHERE mailbox_id = $1 ORDER BY id LIMIT 1) RETURNING data",
+                    &[&m],
+                )
+                .await?
+                .map(|r| r.get::<_, Vec<u8>>(0));
+            let claimed = match (taken, last_resort) {
+                (Some(kp), _) => ClaimedKeyPackage {
+                    key_package: Bytes(kp),
+                    last_resort: false,
+                },
+                (None, Some(lr)) => ClaimedKeyPackage {
+                    key_package: Bytes(lr),
+                    last_resort: true,
+                },
+                (None, None) => {
+                    return Err(StoreError::rejected(
+                        ErrorCode::NoKeyPackage,
+                        "this mailbox has no KeyPackage left; its owner must upload more",
+                    ));
+                }
+            };
+            remember(&tx, &request_id, scope::CLAIM, &claimed, now_secs()).await?;
+            Ok(claimed)
+        })
+    }
+
+    async fn key_package_count(&self, mailbox: Id) -> Result<KeyPackageCount> {
+        in_tx!(self, |tx| kp_count(&tx, &mailbox).await)
+    }
+
+    async fn create_group(
+        &self,
+        request_id: Id,
+        group: Id,
+        epoch: u64,
+        token_hash: [u8; 32],
+        now: u64,
+    ) -> Result<()> {
+        in_tx!(self, |tx| {
+            if prior::<()>(&tx, &request_id, scope::CREATE_GROUP)
+                .await?
+                .is_some()
+            {
+                return Ok(());
+            }
+            let g = group.as_bytes().as_slice();
+            if tx
+                .query_opt("SELECT 1 FROM groups WHERE group_id = $1", &[&g])
+                .await?
+                .is_some()
+            {
+                return Err(StoreError::rejected(
+                    ErrorCode::AlreadyExists,
+                    "a group with this id exists; choose a new random id",
+                ));
+            }
+            tx.execute(
+                "INSERT INTO groups (group_id, current_epoch, created_at) VALUES ($1, $2, $3)",
+                &[&g, &(epoch as i64), &(now as i64)],
+            )
+            .await?;
+            tx.execute(
+                "INSERT INTO group_epochs (group_id, epoch, token_hash) VALUES ($1, $2, $3)",
+                &[&g, &(epoch as i64), &token_hash.as_slice()],
+            )
+            .await?;
+            remember(&tx, &request_id, scope::CREATE_GROUP, &(), now).await
+        })
+    }
+
+    async fn epoch_token(&self, group: Id, epoch: u64) -> Result<Option<([u8; 32], u64)>> {
+        let guard = self.conn().await?;
+        let client = guard
+            .as_ref()
+            .ok_or_else(|| StoreError::Backend("no connection".into()))?;
+        let row = client
+            .query_opt(
+                "SELECT e.token_hash, g.current_epoch FROM group_epochs e JOIN groups g ON g.group_id = e.group_id
+                 WHERE e.group_id = $1 AND e.epoch = $2",
+                &[&group.as_bytes().as_slice(), &(epoch as i64)],
+            )
+            .await?;
+        row.map(|r| {
+            let h: Vec<u8> = r.get(0);
+            let cur: i64 = r.get(1);
+            <[u8; 32]>::try_from(h.as_slice())
+                .map(|h| (h, cur as u64))
+                .map_err(|_| StoreError::Backend("corrupt token hash".into()))
+        })
+        .transpose()
+    }
+
+    async fn append(&self, req: AppendRequest, now: u64, limits: &Limits) -> Result<Appended> {
+        in_tx!(self, |tx| {
+            if let Some(seq) = prior::<u64>(&tx, &req.request_id, scope::APPEND).await? {
+                return Ok(Appended {
+                    seq,
+                    welcomed: Vec::new(),
+                });
+            }
+            let g = req.group_id.as_bytes().as_slice();
+            // The group row lock makes the epoch compare-and-set atomic across processes.
+            let row = tx
+                .query_opt(
+                    "SELECT current_epoch, next_seq FROM groups WHERE group_id = $1 FOR UPDATE",
+                    &[&g],
+                )
+                .await?
+                .ok_or_else(|| not_found("group"))?;
+            let (current, seq): (i64, i64) = (row.get(0), row.get(1));
+            let current = current as u64;
+            let stored = tx
+                .query_opt(
+                    "SELECT token_hash FROM group_epochs WHERE group_id = $1 AND epoch = $2",
+                    &[&g, &(req.epoch as i64)],
+                )
+                .await?
+                .map(|r| r.get::<_, Vec<u8>>(0));
+            if stored.as_deref() != Some(req.token_hash.as_slice()) {
+                return Err(StoreError::rejected(
+                    ErrorCode::BadToken,
+                    "the epoch token does not match this group and epoch",
+                ));
+            }
+            if req.epoch != current {
+                let code = match req.kind {
+                    EntryKind::Commit => ErrorCode::EpochConflict,
+                    EntryKind::Application => ErrorCode::StaleEpoch,
+                };
+                return Err(StoreError::Rejected {
+                    code,
+                    message: format!(
+                        "the group is at epoch {current}, not {}; fetch the log, process it and retry",
+                        req.epoch
+                    ),
+                    current_epoch: Some(current),
+                });
+            }
+            tx.execute(
+                "INSERT INTO entries (group_id, seq, epoch, kind, body, stored_at) VALUES ($1, $2, $3, $4, $5, $6)",
+                &[&g, &seq, &(req.epoch as i64), &(req.kind.as_i64() as i16), &req.body, &(now as i64)],
+            )
+            .await?;
+            let mut welcomed = Vec::new();
+            if req.kind == EntryKind::Commit {
+                let next = req.next_token_hash.ok_or_else(|| {
+                    StoreError::rejected(
+                        ErrorCode::BadRequest,
+                        "a commit must carry next_token_hash",
+                    )
+                })?;
+                tx.execute(
+                    "INSERT INTO group_epochs (group_id, epoch, token_hash) VALUES ($1, $2, $3)",
+                    &[&g, &((current + 1) as i64), &next.as_slice()],
+                )
+                .await?;
+                tx.execute(
+                    "UPDATE groups SET current_epoch = $2, next_seq = $3 WHERE group_id = $1",
+                    &[&g, &((current + 1) as i64), &(seq + 1)],
+                )
+                .await?;
+                for w in &req.welcomes {
+                    drop_into(&tx, &w.mailbox_id, &w.body.0, now, limits).await?;
+                    welcomed.push(w.mailbox_id);
+                }
+            } else {
+                tx.execute(
+                    "UPDATE groups SET next_seq = $2 WHERE group_id = $1",
+                    &[&g, &(seq + 1)],
+                )
+                .await?;
+            }
+            notify(&tx, Topic::Group(req.group_id)).await?;
+            remember(&tx, &req.request_id, scope::APPEND, &(seq as u64), now).await?;
+            Ok(Appended {
+                seq: seq as u64,
+                welcomed,
+            })
+        })
+    }
+
+    async fn read_entries(
+        &self,
+        group: Id,
+        epoch: u64,
+        after: u64,
+        limit: usize,
+    ) -> Result<Entries> {
+        let guard = self.conn().await?;
+        let client = guard
+            .as_ref()
+            .ok_or_else(|| StoreError::Backend("no connection".into()))?;
+        let g = group.as_bytes().as_slice();
+        // Current epoch first: if it is past `epoch`, every entry of `epoch` is committed.
+        let current: i64 = client
+            .query_opt(
+                "SELECT current_epoch FROM groups WHERE group_id = $1",
+                &[&g],
+            )
+            .await?
+            .ok_or_else(|| not_found("group"))?
+            .get(0);
+        let rows = client
+            .query(
+                "SELECT seq, epoch, kind, body FROM entries WHERE group_id = $1 AND epoch = $2 AND seq > $3 ORDER BY seq LIMIT $4",
+                &[&g, &(epoch as i64), &(after as i64), &(limit as i64)],
+            )
+            .await?;
+        let mut entries = Vec::with_capacity(rows.len());
+        for r in rows {
+            let kind = EntryKind::from_i64(i64::from(r.get::<_, i16>(2)))
+                .ok_or_else(|| StoreError::Backend("corrupt entry kind".into()))?;
+            entries.push(Entry {
+                seq: r.get::<_, i64>(0) as u64,
+                epoch: r.get::<_, i64>(1) as u64,
+                kind,
+                body: Bytes(r.get(3)),
+            });
+        }
+        Ok(Entries {
+            entries,
+            current_epoch: current as u64,
+        })
+    }
+
+    async fn sweep(&self, now: u64, limits: &Limits) -> Result<Swept> {
+        let cutoff = now.saturating_sub(limits.retention_secs) as i64;
+        let now = now as i64;
+        in_tx!(self, |tx| {
+            let expired = tx
+                .query(
+                    "WITH d AS (DELETE FROM mailbox_messages WHERE expires_at <= $1 RETURNING mailbox_id, length(body) AS len)
+                     SELECT mailbox_id, COUNT(*), COALESCE(SUM(len), 0)::BIGINT FROM d GROUP BY mailbox_id",
+                    &[&now],
+                )
+                .await?;
+            let mut mailbox_messages = 0u64;
+            for r in &expired {
+                let (m, n, b): (Vec<u8>, i64, i64) = (r.get(0), r.get(1), r.get(2));
+                mailbox_messages += n as u64;
+                tx.execute("UPDATE mailboxes SET msg_count = msg_count - $2, msg_bytes = msg_bytes - $3 WHERE mailbox_id = $1", &[&m, &n, &b])
+                    .await?;
+            }
+            let entries = tx
+                .execute("DELETE FROM entries WHERE stored_at <= $1", &[&cutoff])
+                .await?;
+            tx.execute("DELETE FROM nonces WHERE expires_at <= $1", &[&now])
+                .await?;
+            tx.execute("DELETE FROM requests WHERE stored_at <= $1", &[&cutoff])
+                .await?;
+            Ok(Swept {
+                mailbox_messages,
+                entries,
+            })
+        })
+    }
+
+    fn start_wakeups(&self, notifier: Notifier) {
+        self.start_listener(notifier);
+    }
+}
