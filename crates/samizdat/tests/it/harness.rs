@@ -17,9 +17,17 @@ pub struct RelayProc {
 
 impl RelayProc {
     pub fn start(data: &Path, addr: &str) -> RelayProc {
-        let mut child = Command::new(BIN)
-            .args(["relay", "--listen", addr, "--data"])
-            .arg(data)
+        Self::start_with(data, addr, None)
+    }
+
+    /// A relay process; with `database`, on PostgreSQL.
+    pub fn start_with(data: &Path, addr: &str, database: Option<&str>) -> RelayProc {
+        let mut cmd = Command::new(BIN);
+        cmd.args(["relay", "--listen", addr, "--data"]).arg(data);
+        if let Some(db) = database {
+            cmd.args(["--database", db, "--pool-size", "4"]);
+        }
+        let mut child = cmd
             .env("SAMIZDAT_LOG", "warn")
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
@@ -74,6 +82,24 @@ pub struct Person {
     pub name: String,
     pub display: String,
     pub home: PathBuf,
+}
+
+/// A fresh PostgreSQL schema for this test, or `None` without `SAMIZDAT_TEST_DATABASE_URL`.
+pub fn postgres_url() -> Option<String> {
+    let base = std::env::var("SAMIZDAT_TEST_DATABASE_URL").ok()?;
+    let schema = format!("e2e_{}", hex_rand());
+    let out = Command::new("psql")
+        .arg(&base)
+        .args(["-qc", &format!("CREATE SCHEMA {schema}")])
+        .output()
+        .expect("psql");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let sep = if base.contains('?') { '&' } else { '?' };
+    Some(format!("{base}{sep}options=-c%20search_path%3D{schema}"))
 }
 
 impl World {

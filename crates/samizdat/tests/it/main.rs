@@ -4,6 +4,8 @@
 
 mod harness;
 
+use std::process::Command;
+
 use harness::{Person, RelayProc, World};
 
 #[test]
@@ -413,4 +415,93 @@ fn demo_runs_and_finds_no_plaintext() {
     );
     assert!(stdout.contains("no plaintext found"), "{stdout}");
     assert!(stdout.contains("carol tries to post: refused"), "{stdout}");
+}
+
+/// Three relay processes on one PostgreSQL; clients know all three addresses. One process is
+/// SIGKILLed while a client listens on it and another sends: both fail over, and every
+/// acknowledged message is delivered exactly once.
+#[test]
+fn clients_fail_over_when_a_relay_process_dies() {
+    let Some(db) = harness::postgres_url() else {
+        println!("skipped: SAMIZDAT_TEST_DATABASE_URL is not set");
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let mut relays: Vec<RelayProc> = (0..3)
+        .map(|i| RelayProc::start_with(&dir.path().join(format!("r{i}")), "127.0.0.1:0", Some(&db)))
+        .collect();
+    let spec = relays
+        .iter()
+        .map(|r| r.url.clone())
+        .collect::<Vec<_>>()
+        .join(",");
+    let person = |name: &str| {
+        let p = Person {
+            name: name.into(),
+            display: format!("{name}-{}", harness::hex_rand()),
+            home: dir.path().join(name),
+        };
+        p.ok(&["init", "--relay", &spec, "--name", &p.display]);
+        p
+    };
+    let alice = person("alice");
+    let bob = person("bob");
+    let link = alice.ok(&["invite"]).lines().last().unwrap().to_string();
+    bob.ok(&["accept", &link, "--name", "alice"]);
+    alice.ok(&["sync"]);
+
+    let listener = alice
+        .cmd(&["listen", "--json", "--timeout", "40"])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(700));
+    let mut acked = Vec::new();
+    for i in 0..24 {
+        if i == 8 {
+            relays[0].kill(); // the address every client tries first
+        }
+        let text = format!("failover message {i} {}", harness::hex_rand());
+        if bob.run(&["send", "alice", &text]).status.success() {
+            acked.push(text);
+        }
+    }
+    assert!(
+        acked.len() >= 20,
+        "sends kept failing after one process died: {} acknowledged",
+        acked.len()
+    );
+    bob.ok(&["sync"]); // flushes anything queued
+    std::thread::sleep(std::time::Duration::from_secs(3));
+    let _ = Command::new("kill")
+        .args(["-INT", &listener.id().to_string()])
+        .status();
+    let out = listener.wait_with_output().unwrap();
+    let pushed: Vec<serde_json::Value> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .filter(|v| v["event"] == "message")
+        .collect();
+    let pushed_ids: Vec<&str> = pushed.iter().map(|m| m["id"].as_str().unwrap()).collect();
+    let unique: std::collections::HashSet<&&str> = pushed_ids.iter().collect();
+    assert_eq!(unique.len(), pushed_ids.len(), "a message was shown twice");
+    for t in &acked {
+        assert_eq!(
+            pushed.iter().filter(|m| m["text"] == t.as_str()).count(),
+            1,
+            "acknowledged {t:?} not shown exactly once while listening"
+        );
+    }
+    alice.ok(&["sync"]);
+    let history = alice.texts(&bob.display);
+    for t in &acked {
+        assert_eq!(
+            history.iter().filter(|h| *h == t).count(),
+            1,
+            "{t:?} not in history exactly once"
+        );
+    }
+    let unique: std::collections::HashSet<&String> = history.iter().collect();
+    assert_eq!(unique.len(), history.len());
+    relays.clear();
 }
