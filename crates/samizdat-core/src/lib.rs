@@ -11,7 +11,7 @@ pub mod mls;
 pub mod payload;
 mod profile;
 pub mod relay_client;
-mod store;
+pub mod store;
 
 pub use invite::Invite;
 pub use profile::{ContactView, ConversationView, Event, MemberView, MessageView, Profile};

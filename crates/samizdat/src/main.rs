@@ -2,6 +2,7 @@
 //!
 //! Every user error ends in one line on stderr and a non-zero exit status.
 
+mod bench;
 mod cli;
 mod demo;
 mod relay_cmd;
@@ -29,6 +30,8 @@ enum Command {
     Relay(relay_cmd::RelayArgs),
     /// Run the demo: an embedded relay, alice, bob and carol, and a plaintext scan.
     Demo,
+    /// Benchmarks (see docs/BENCHMARKS.md).
+    Bench(bench::BenchArgs),
     #[command(flatten)]
     Client(cli::ClientCommand),
 }
@@ -62,6 +65,7 @@ fn main() -> std::process::ExitCode {
         match cli.command {
             Command::Relay(args) => relay_cmd::run(args).await,
             Command::Demo => demo::run().await,
+            Command::Bench(args) => bench::run(args).await,
             Command::Client(cmd) => cli::run(cli.home, cmd).await,
         }
     });

@@ -1,0 +1,583 @@
+//! Relay load: durable throughput and latency (with the storage floor and the NATS peer),
+//! fan-out, and idle connections. A lean load client speaks the real protocol: HTTP appends
+//! with epoch tokens, WebSocket subscriptions that receive pushes.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, anyhow, bail};
+use futures_util::{SinkExt, StreamExt};
+use samizdat_proto::{Bytes, ClientFrame, EntryKind, Id, ServerFrame};
+use serde_json::json;
+use tokio_tungstenite::tungstenite::Message;
+
+use super::util::{RelayChild, cpu_time, fmt_rate, ms, pct, random_bytes, rss_kib, with_progress};
+use super::{Report, nats};
+
+/// Sizes of real MLS application messages (PQ suite): a short text and a longer one.
+pub const SIZES: [usize; 2] = [246, 1170];
+
+static BASE: OnceLock<Instant> = OnceLock::new();
+
+pub fn now_us() -> u64 {
+    BASE.get_or_init(Instant::now).elapsed().as_micros() as u64
+}
+
+fn rand_id() -> Id {
+    let mut b = [0u8; 16];
+    let _ = aws_lc_rs::rand::fill(&mut b);
+    Id::from_bytes(b)
+}
+
+fn sha256(d: &[u8]) -> Vec<u8> {
+    aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, d).as_ref().to_vec()
+}
+
+/// A body of `size` bytes whose first 12 bytes carry the intended send time and a step tag.
+pub fn stamped(template: &[u8], t_us: u64, step: u32) -> Vec<u8> {
+    let mut b = template.to_vec();
+    b[..8].copy_from_slice(&t_us.to_be_bytes());
+    b[8..12].copy_from_slice(&step.to_be_bytes());
+    b
+}
+
+pub fn read_stamp(body: &[u8]) -> Option<(u64, u32)> {
+    let t = u64::from_be_bytes(body.get(..8)?.try_into().ok()?);
+    let s = u32::from_be_bytes(body.get(8..12)?.try_into().ok()?);
+    Some((t, s))
+}
+
+#[derive(Clone)]
+pub struct Lean {
+    http: reqwest::Client,
+    pub base: String,
+}
+
+#[derive(Clone)]
+pub struct Group {
+    pub id: Id,
+    pub token: Vec<u8>,
+}
+
+impl Lean {
+    pub fn new(base: &str) -> Lean {
+        let http = reqwest::Client::builder().pool_max_idle_per_host(1024).build().unwrap_or_default();
+        Lean { http, base: base.to_string() }
+    }
+
+    pub async fn create_group(&self) -> Result<Group> {
+        let id = rand_id();
+        let token = random_bytes(32);
+        let r = self
+            .http
+            .post(format!("{}/v1/groups", self.base))
+            .json(&json!({"request_id": rand_id(), "group_id": id, "epoch": 0, "token_hash": Bytes(sha256(&token))}))
+            .send()
+            .await?;
+        if !r.status().is_success() {
+            bail!("create group: {}", r.text().await?);
+        }
+        Ok(Group { id, token })
+    }
+
+    pub async fn append(&self, g: &Group, body: Vec<u8>) -> Result<()> {
+        let r = self
+            .http
+            .post(format!("{}/v1/groups/{}/entries", self.base, g.id))
+            .header(samizdat_proto::HEADER_TOKEN, Bytes::encode(&g.token))
+            .json(&json!({"request_id": rand_id(), "kind": EntryKind::Application, "epoch": 0, "body": Bytes(body)}))
+            .send()
+            .await?;
+        if !r.status().is_success() {
+            bail!("append: {}", r.text().await?);
+        }
+        Ok(())
+    }
+}
+
+pub type Ws = tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
+
+/// Connect and subscribe to `g` from its start; returns once the relay confirmed.
+pub async fn subscribe(addr: &str, g: &Group) -> Result<Ws> {
+    let (mut ws, _) = tokio_tungstenite::connect_async(format!("ws://{addr}/v1/ws")).await?;
+    let frame = ClientFrame::SubscribeGroup { group_id: g.id, epoch: 0, token: Bytes(g.token.clone()), after: 0 };
+    ws.send(Message::Text(serde_json::to_string(&frame)?.into())).await?;
+    while let Some(msg) = ws.next().await {
+        if let Message::Text(t) = msg?
+            && let Ok(ServerFrame::Subscribed { .. }) = serde_json::from_str(t.as_str())
+        {
+            return Ok(ws);
+        }
+    }
+    Err(anyhow!("connection closed before the subscription was confirmed"))
+}
+
+/// Latency samples (ms) per step, and a delivery counter, fed by subscribers.
+#[derive(Default)]
+pub struct Sink {
+    pub delivered: AtomicU64,
+    pub latencies: Mutex<HashMap<u32, Vec<f64>>>,
+    pub delivered_per_step: Mutex<HashMap<u32, u64>>,
+}
+
+impl Sink {
+    pub fn record(&self, body: &[u8]) {
+        self.delivered.fetch_add(1, Ordering::Relaxed);
+        if let Some((t, step)) = read_stamp(body) {
+            let lat = (now_us().saturating_sub(t)) as f64 / 1000.0;
+            if let Ok(mut l) = self.latencies.lock() {
+                l.entry(step).or_default().push(lat);
+            }
+            if let Ok(mut d) = self.delivered_per_step.lock() {
+                *d.entry(step).or_default() += 1;
+            }
+        }
+    }
+
+    pub fn take(&self, step: u32) -> (Vec<f64>, u64) {
+        let l = self.latencies.lock().ok().and_then(|mut l| l.remove(&step)).unwrap_or_default();
+        let d = self.delivered_per_step.lock().ok().and_then(|mut d| d.remove(&step)).unwrap_or(0);
+        (l, d)
+    }
+}
+
+fn spawn_reader(mut ws: Ws, sink: Arc<Sink>) {
+    tokio::spawn(async move {
+        while let Some(Ok(msg)) = ws.next().await {
+            if let Message::Text(t) = msg
+                && let Ok(ServerFrame::Entry { body, .. }) = serde_json::from_str::<ServerFrame>(t.as_str())
+            {
+                sink.record(&body.0);
+            }
+        }
+    });
+}
+
+#[derive(Debug, clap::Args)]
+pub struct RelayArgs {
+    /// Concurrent senders, each appending to its own group with one online subscriber.
+    #[arg(long, default_value_t = 16)]
+    pub senders: usize,
+    /// Requests in flight per sender in the closed-loop saturation runs.
+    #[arg(long, default_value_t = 8)]
+    pub inflight: usize,
+    /// Seconds per measurement step.
+    #[arg(long, default_value_t = 4)]
+    pub duration: u64,
+    /// Run the relay on PostgreSQL at this URL instead of SQLite.
+    #[arg(long)]
+    pub database: Option<String>,
+    /// Relay processes (sharing --database; senders and subscribers are spread over them).
+    #[arg(long, default_value_t = 1)]
+    pub processes: usize,
+    /// Skip the NATS JetStream peer.
+    #[arg(long)]
+    pub no_peer: bool,
+}
+
+struct Closed {
+    appended_per_s: f64,
+    delivered_per_s: f64,
+    p50: f64,
+    p99: f64,
+}
+
+/// Closed loop: every sender keeps `inflight` appends outstanding for `dur`.
+async fn closed_loop(leans: &[Lean], groups: &[Group], inflight: usize, dur: Duration, size: usize, sink: &Arc<Sink>, step: u32) -> Result<Closed> {
+    let template = random_bytes(size);
+    let ok = Arc::new(AtomicU64::new(0));
+    let deadline = Instant::now() + dur;
+    let mut tasks = Vec::new();
+    for (i, g) in groups.iter().enumerate() {
+        for _ in 0..inflight {
+            let lean = leans[i % leans.len()].clone();
+            let g = g.clone();
+            let template = template.clone();
+            let ok = ok.clone();
+            tasks.push(tokio::spawn(async move {
+                while Instant::now() < deadline {
+                    if lean.append(&g, stamped(&template, now_us(), step)).await.is_ok() {
+                        ok.fetch_add(1, Ordering::Relaxed);
+                    }
+                }
+            }));
+        }
+    }
+    for t in tasks {
+        t.await?;
+    }
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let (mut lat, delivered) = sink.take(step);
+    let secs = dur.as_secs_f64();
+    Ok(Closed {
+        appended_per_s: ok.load(Ordering::Relaxed) as f64 / secs,
+        delivered_per_s: delivered as f64 / secs,
+        p50: pct(&mut lat, 50.0),
+        p99: pct(&mut lat, 99.0),
+    })
+}
+
+struct Open {
+    offered: f64,
+    appended_per_s: f64,
+    delivered_per_s: f64,
+    p50: f64,
+    p99: f64,
+    p999: f64,
+}
+
+/// Open loop at `rate` appends/s in total: sends leave on schedule whatever the relay does,
+/// and latency counts from the scheduled time (no coordinated omission).
+async fn open_loop(leans: &[Lean], groups: &[Group], rate: f64, dur: Duration, size: usize, sink: &Arc<Sink>, step: u32) -> Result<Open> {
+    let template = random_bytes(size);
+    let ok = Arc::new(AtomicU64::new(0));
+    let per_group = rate / groups.len() as f64;
+    let interval = Duration::from_secs_f64(1.0 / per_group.max(0.001));
+    let n_per_group = (per_group * dur.as_secs_f64()).round() as u64;
+    let start = tokio::time::Instant::now() + Duration::from_millis(50);
+    let mut senders = Vec::new();
+    for (i, g) in groups.iter().enumerate() {
+        let lean = leans[i % leans.len()].clone();
+        let g = g.clone();
+        let template = template.clone();
+        let ok = ok.clone();
+        let offset = interval.mul_f64(i as f64 / groups.len() as f64);
+        senders.push(tokio::spawn(async move {
+            let mut inflight = Vec::new();
+            for k in 0..n_per_group {
+                let at = start + offset + interval.mul_f64(k as f64);
+                tokio::time::sleep_until(at).await;
+                let intended = now_us().saturating_sub(tokio::time::Instant::now().saturating_duration_since(at).as_micros() as u64);
+                let lean = lean.clone();
+                let g = g.clone();
+                let body = stamped(&template, intended, step);
+                let ok = ok.clone();
+                inflight.push(tokio::spawn(async move {
+                    if lean.append(&g, body).await.is_ok() {
+                        ok.fetch_add(1, Ordering::Relaxed);
+                    }
+                }));
+            }
+            for t in inflight {
+                let _ = t.await;
+            }
+        }));
+    }
+    for s in senders {
+        s.await?;
+    }
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let (mut lat, delivered) = sink.take(step);
+    let secs = dur.as_secs_f64();
+    Ok(Open {
+        offered: rate,
+        appended_per_s: ok.load(Ordering::Relaxed) as f64 / secs,
+        delivered_per_s: delivered as f64 / secs,
+        p50: pct(&mut lat, 50.0),
+        p99: pct(&mut lat, 99.0),
+        p999: pct(&mut lat, 99.9),
+    })
+}
+
+/// The storage floor: the same rows straight into SQLite, WAL + synchronous=FULL, one
+/// transaction per batch, on the same disk.
+fn sqlite_floor(dir: &std::path::Path, size: usize, batch: usize, dur: Duration) -> Result<f64> {
+    let path = dir.join(format!("floor-{size}-{batch}.db"));
+    let conn = rusqlite::Connection::open(&path)?;
+    conn.pragma_update(None, "journal_mode", "WAL")?;
+    conn.pragma_update(None, "synchronous", "FULL")?;
+    conn.execute_batch(
+        "CREATE TABLE entries (group_id BLOB NOT NULL, seq INTEGER NOT NULL, epoch INTEGER NOT NULL, kind INTEGER NOT NULL,
+         body BLOB NOT NULL, stored_at INTEGER NOT NULL, PRIMARY KEY (group_id, seq)) STRICT, WITHOUT ROWID;
+         CREATE INDEX entries_epoch ON entries (group_id, epoch, seq);",
+    )?;
+    let body = random_bytes(size);
+    let gid = random_bytes(16);
+    let start = Instant::now();
+    let mut rows = 0u64;
+    while start.elapsed() < dur {
+        conn.execute_batch("BEGIN IMMEDIATE")?;
+        {
+            let mut stmt = conn.prepare_cached("INSERT INTO entries (group_id, seq, epoch, kind, body, stored_at) VALUES (?1, ?2, 0, 0, ?3, 0)")?;
+            for _ in 0..batch {
+                rows += 1;
+                stmt.execute(rusqlite::params![gid, rows as i64, body])?;
+            }
+        }
+        conn.execute_batch("COMMIT")?;
+    }
+    Ok(rows as f64 / start.elapsed().as_secs_f64())
+}
+
+pub async fn relay(args: RelayArgs) -> Result<Report> {
+    let tmp = tempfile::tempdir()?;
+    let dur = Duration::from_secs(args.duration.max(1));
+    let mut relays = Vec::new();
+    for i in 0..args.processes.max(1) {
+        relays.push(RelayChild::start(&tmp.path().join(format!("relay{i}")), args.database.as_deref())?);
+    }
+    let leans: Vec<Lean> = relays.iter().map(|r| Lean::new(&r.url)).collect();
+    let sink = Arc::new(Sink::default());
+    let mut groups = Vec::new();
+    for i in 0..args.senders {
+        let g = leans[0].create_group().await?;
+        // Subscribers on another process than the sender when there are several.
+        let sub_relay = &relays[(i + 1) % relays.len()];
+        spawn_reader(subscribe(&sub_relay.addr, &g).await?, sink.clone());
+        groups.push(g);
+    }
+    let backend = if args.database.is_some() { "postgresql" } else { "sqlite" };
+    let mut text = format!(
+        "Relay durable throughput and latency — backend {backend}, {} relay process(es), {} senders × {} in flight, {} s per step\n",
+        relays.len(),
+        args.senders,
+        args.inflight,
+        dur.as_secs()
+    );
+    let mut json_sizes = Vec::new();
+    let mut step = 0u32;
+    for size in SIZES {
+        step += 1;
+        let sat = with_progress(&format!("relay saturation, {size} B"), dur, closed_loop(&leans, &groups, args.inflight, dur, size, &sink, step)).await?;
+        let floors: Vec<(usize, f64)> = [1usize, 16, 128, 512]
+            .iter()
+            .map(|b| sqlite_floor(tmp.path(), size, *b, Duration::from_secs(2)).map(|r| (*b, r)))
+            .collect::<Result<_>>()?;
+        let floor = floors.iter().map(|f| f.1).fold(0.0, f64::max);
+        let peer = if args.no_peer {
+            None
+        } else {
+            Some(with_progress(&format!("NATS JetStream peer, {size} B"), dur, nats::closed_loop(tmp.path(), args.senders, args.inflight, dur, size)).await?)
+        };
+        let mut ladder = Vec::new();
+        for frac in [0.1, 0.25, 0.5, 0.75, 0.9, 1.0, 1.2] {
+            step += 1;
+            let rate = (sat.appended_per_s * frac).max(1.0);
+            let o = with_progress(&format!("open loop {:.0}/s ({:.0}%), {size} B", rate, frac * 100.0), dur, open_loop(&leans, &groups, rate, dur, size, &sink, step)).await?;
+            ladder.push((frac, o));
+        }
+        text += &format!("\n-- entries of {size} B\n");
+        text += &format!(
+            "saturation (closed loop): appended {}/s, delivered {}/s, append→push p50 {} ms, p99 {} ms\n",
+            fmt_rate(sat.appended_per_s),
+            fmt_rate(sat.delivered_per_s),
+            ms(sat.p50),
+            ms(sat.p99)
+        );
+        text += &format!(
+            "storage floor (SQLite WAL, synchronous=FULL): {} rows/s (batch 1: {}, 16: {}, 128: {}, 512: {}) → relay/floor = {:.3}\n",
+            fmt_rate(floor),
+            fmt_rate(floors[0].1),
+            fmt_rate(floors[1].1),
+            fmt_rate(floors[2].1),
+            fmt_rate(floors[3].1),
+            sat.appended_per_s / floor
+        );
+        if let Some(p) = &peer {
+            text += &format!(
+                "peer NATS JetStream {} (file storage, {}): published {}/s, delivered {}/s, p50 {} ms, p99 {} ms → relay/peer = {:.3}\n",
+                p.version,
+                p.fsync,
+                fmt_rate(p.published_per_s),
+                fmt_rate(p.delivered_per_s),
+                ms(p.p50),
+                ms(p.p99),
+                sat.appended_per_s / p.published_per_s
+            );
+        }
+        text += "offered/s    appended/s   delivered/s   p50 ms   p99 ms   p99.9 ms\n";
+        for (_, o) in &ladder {
+            text += &format!(
+                "{:>9} {:>13} {:>13} {:>8} {:>8} {:>10}\n",
+                fmt_rate(o.offered),
+                fmt_rate(o.appended_per_s),
+                fmt_rate(o.delivered_per_s),
+                ms(o.p50),
+                ms(o.p99),
+                ms(o.p999)
+            );
+        }
+        json_sizes.push(json!({
+            "size": size,
+            "saturation": {"appended_per_s": sat.appended_per_s, "delivered_per_s": sat.delivered_per_s, "p50_ms": sat.p50, "p99_ms": sat.p99},
+            "floor_rows_per_s": floor,
+            "floor_by_batch": floors.iter().map(|(b, r)| json!({"batch": b, "rows_per_s": r})).collect::<Vec<_>>(),
+            "relay_over_floor": sat.appended_per_s / floor,
+            "peer": peer.as_ref().map(|p| json!({"name": "nats-jetstream", "version": p.version, "fsync": p.fsync,
+                "published_per_s": p.published_per_s, "delivered_per_s": p.delivered_per_s, "p50_ms": p.p50, "p99_ms": p.p99})),
+            "relay_over_peer": peer.as_ref().map(|p| sat.appended_per_s / p.published_per_s),
+            "open_loop": ladder.iter().map(|(f, o)| json!({"fraction_of_saturation": f, "offered_per_s": o.offered,
+                "appended_per_s": o.appended_per_s, "delivered_per_s": o.delivered_per_s, "p50_ms": o.p50, "p99_ms": o.p99, "p999_ms": o.p999})).collect::<Vec<_>>(),
+        }));
+    }
+    Ok(Report {
+        text,
+        json: json!({"benchmark": "relay", "backend": backend, "processes": relays.len(), "senders": args.senders,
+                     "inflight": args.inflight, "step_secs": dur.as_secs(), "sizes": json_sizes}),
+    })
+}
+
+#[derive(Debug, clap::Args)]
+pub struct FanoutArgs {
+    /// Group sizes (online members).
+    #[arg(long, value_delimiter = ',', default_value = "10,100,1000")]
+    pub members: Vec<usize>,
+    /// Messages per group size.
+    #[arg(long, default_value_t = 200)]
+    pub messages: usize,
+    /// Messages per second.
+    #[arg(long, default_value_t = 50.0)]
+    pub rate: f64,
+    #[arg(long)]
+    pub database: Option<String>,
+}
+
+pub async fn fanout(args: FanoutArgs) -> Result<Report> {
+    let tmp = tempfile::tempdir()?;
+    let relay = RelayChild::start(&tmp.path().join("relay"), args.database.as_deref())?;
+    let lean = Lean::new(&relay.url);
+    let mut text = String::from("Fan-out: time from append until the last online member has the message (246 B entries)\nmembers   p50 ms   p99 ms   max ms   relay CPU µs per delivered copy\n");
+    let mut rows = Vec::new();
+    for &n in &args.members {
+        let g = lean.create_group().await?;
+        // Arrivals per message: seq tag → (count, last arrival).
+        let arrivals: Arc<Mutex<HashMap<u32, (usize, u64)>>> = Arc::new(Mutex::new(HashMap::new()));
+        let mut conns = Vec::new();
+        for _ in 0..n {
+            conns.push(subscribe(&relay.addr, &g).await.context("subscribing a member")?);
+        }
+        for mut ws in conns {
+            let arrivals = arrivals.clone();
+            tokio::spawn(async move {
+                while let Some(Ok(msg)) = ws.next().await {
+                    if let Message::Text(t) = msg
+                        && let Ok(ServerFrame::Entry { body, .. }) = serde_json::from_str::<ServerFrame>(t.as_str())
+                        && let Some((_, tag)) = read_stamp(&body.0)
+                    {
+                        let now = now_us();
+                        if let Ok(mut a) = arrivals.lock() {
+                            let e = a.entry(tag).or_insert((0, 0));
+                            e.0 += 1;
+                            e.1 = e.1.max(now);
+                        }
+                    }
+                }
+            });
+        }
+        let template = random_bytes(246);
+        let cpu0 = cpu_time(relay.pid())?;
+        let mut sent_at = HashMap::new();
+        let interval = Duration::from_secs_f64(1.0 / args.rate);
+        let total = interval.mul_f64(args.messages as f64);
+        with_progress(&format!("fan-out to {n} members"), total, async {
+            let mut tick = tokio::time::interval(interval);
+            for k in 0..args.messages as u32 {
+                tick.tick().await;
+                let t = now_us();
+                sent_at.insert(k, t);
+                lean.append(&g, stamped(&template, t, k)).await?;
+            }
+            Ok::<_, anyhow::Error>(())
+        })
+        .await?;
+        // Wait until every copy arrived (bounded).
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            let complete = arrivals.lock().map(|a| a.values().filter(|(c, _)| *c >= n).count()).unwrap_or(0);
+            if complete >= args.messages || Instant::now() > deadline {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        let cpu = cpu_time(relay.pid())?.saturating_sub(cpu0);
+        let a = arrivals.lock().map_err(|_| anyhow!("lock"))?.clone();
+        let copies: usize = a.values().map(|(c, _)| *c).sum();
+        let mut lat: Vec<f64> = a
+            .iter()
+            .filter(|(_, (c, _))| *c >= n)
+            .filter_map(|(k, (_, last))| sent_at.get(k).map(|s| (last.saturating_sub(*s)) as f64 / 1000.0))
+            .collect();
+        let incomplete = args.messages - lat.len();
+        let (p50, p99, max) = (pct(&mut lat, 50.0), pct(&mut lat, 99.0), pct(&mut lat, 100.0));
+        let cpu_per_copy = cpu.as_secs_f64() * 1e6 / copies.max(1) as f64;
+        text += &format!("{n:>7} {:>8} {:>8} {:>8} {:>10.1}{}\n", ms(p50), ms(p99), ms(max), cpu_per_copy,
+            if incomplete > 0 { format!("   ({incomplete} messages not delivered to everyone within 60 s)") } else { String::new() });
+        rows.push(json!({"members": n, "messages": args.messages, "p50_ms": p50, "p99_ms": p99, "max_ms": max,
+                         "relay_cpu_us_per_copy": cpu_per_copy, "copies": copies, "incomplete": incomplete}));
+    }
+    Ok(Report { text, json: json!({"benchmark": "fanout", "rate_per_s": args.rate, "results": rows}) })
+}
+
+#[derive(Debug, clap::Args)]
+pub struct ConnArgs {
+    /// Idle subscribers to open (each holds one socket here and one in the relay; this
+    /// machine allows about 20,000 open files per process).
+    #[arg(long, default_value_t = 15000)]
+    pub connections: usize,
+}
+
+pub async fn connections(args: ConnArgs) -> Result<Report> {
+    let tmp = tempfile::tempdir()?;
+    let relay = RelayChild::start(&tmp.path().join("relay"), None)?;
+    let lean = Lean::new(&relay.url);
+    let g = lean.create_group().await?;
+    // Warm up the relay (pools, allocator) before the baseline.
+    for _ in 0..50 {
+        drop(subscribe(&relay.addr, &g).await?);
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let rss0 = rss_kib(relay.pid())?;
+    let n = args.connections;
+    let open = |n: usize| {
+        let addr = relay.addr.clone();
+        let g = g.clone();
+        async move {
+            let sem = Arc::new(tokio::sync::Semaphore::new(256));
+            let mut tasks = Vec::with_capacity(n);
+            for _ in 0..n {
+                let addr = addr.clone();
+                let g = g.clone();
+                let sem = sem.clone();
+                tasks.push(tokio::spawn(async move {
+                    let _p = sem.acquire().await;
+                    subscribe(&addr, &g).await
+                }));
+            }
+            let mut conns = Vec::with_capacity(n);
+            for t in tasks {
+                conns.push(t.await??);
+            }
+            Ok::<_, anyhow::Error>(conns)
+        }
+    };
+    let t0 = Instant::now();
+    let conns = with_progress(&format!("opening {n} subscribers"), Duration::from_secs(n as u64 / 1500 + 1), open(n)).await?;
+    let open_secs = t0.elapsed().as_secs_f64();
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let rss1 = rss_kib(relay.pid())?;
+    let per_conn = (rss1.saturating_sub(rss0)) as f64 * 1024.0 / n as f64;
+    drop(conns);
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    // Reconnect storm: everyone at once (256 handshakes in flight).
+    let t1 = Instant::now();
+    let conns = with_progress("reconnect storm", Duration::from_secs_f64(open_secs), open(n)).await?;
+    let storm = t1.elapsed().as_secs_f64();
+    let rss2 = rss_kib(relay.pid())?;
+    drop(conns);
+    let text = format!(
+        "Idle authenticated subscribers (token-checked group subscriptions), one relay process\n\
+         connections: {n}\nrelay RSS before: {rss0} KiB, with {n} idle: {rss1} KiB → {:.0} bytes per connection ({:.2} KiB)\n\
+         first connect: {open_secs:.2} s ({:.0}/s)\nreconnect storm: all {n} back and subscribed in {storm:.2} s ({:.0}/s); RSS after: {rss2} KiB\n",
+        per_conn,
+        per_conn / 1024.0,
+        n as f64 / open_secs,
+        n as f64 / storm
+    );
+    Ok(Report {
+        text,
+        json: json!({"benchmark": "connections", "connections": n, "rss_before_kib": rss0, "rss_idle_kib": rss1,
+                     "bytes_per_connection": per_conn, "connect_secs": open_secs, "reconnect_storm_secs": storm, "rss_after_storm_kib": rss2}),
+    })
+}

@@ -1,0 +1,56 @@
+//! `samizdat bench …`: benchmarks that drive a real relay process over loopback with real
+//! protocol clients, and put every number next to a floor or a peer measured in the same run.
+//! Results are a table on stdout (or JSON with `--json`); progress goes to stderr.
+
+mod e2e;
+mod load;
+mod mls;
+mod nats;
+mod util;
+
+use anyhow::Result;
+
+#[derive(Debug, clap::Args)]
+pub struct BenchArgs {
+    #[command(subcommand)]
+    pub which: Which,
+    /// Print results as JSON instead of a table.
+    #[arg(long, global = true)]
+    pub json: bool,
+}
+
+#[derive(Debug, clap::Subcommand)]
+pub enum Which {
+    /// Durable throughput and append→push latency vs the SQLite floor and NATS JetStream.
+    Relay(load::RelayArgs),
+    /// Time until the last of N online members has each message.
+    Fanout(load::FanoutArgs),
+    /// Idle subscribers: resident memory per connection and reconnect storms.
+    Connections(load::ConnArgs),
+    /// MLS group operations at 10..10,000 members: the client core vs raw mls-rs.
+    Mls(mls::MlsArgs),
+    /// Two `samizdat listen` clients and a sender: send → displayed latency.
+    E2e(e2e::E2eArgs),
+}
+
+pub async fn run(args: BenchArgs) -> Result<()> {
+    let report = match args.which {
+        Which::Relay(a) => load::relay(a).await?,
+        Which::Fanout(a) => load::fanout(a).await?,
+        Which::Connections(a) => load::connections(a).await?,
+        Which::Mls(a) => mls::run(a).await?,
+        Which::E2e(a) => e2e::run(a).await?,
+    };
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&report.json)?);
+    } else {
+        println!("{}", report.text);
+    }
+    Ok(())
+}
+
+/// A benchmark's result: the human table and the machine-readable form.
+pub struct Report {
+    pub text: String,
+    pub json: serde_json::Value,
+}

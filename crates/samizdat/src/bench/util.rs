@@ -1,0 +1,145 @@
+//! Shared pieces: a relay child process, /proc readings, percentiles, a progress bar.
+
+use std::io::{BufRead, BufReader, Write};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, anyhow};
+
+/// A `samizdat relay` child process (the binary running this benchmark).
+pub struct RelayChild {
+    pub child: Child,
+    pub url: String,
+    pub addr: String,
+}
+
+impl RelayChild {
+    pub fn start(data: &Path, database: Option<&str>) -> Result<RelayChild> {
+        // Generous limits: the benchmark is one address creating many objects.
+        let config = data.with_extension("toml");
+        std::fs::create_dir_all(data)?;
+        std::fs::write(
+            &config,
+            "[limits]\nclaims_per_ip_per_minute = 1000000\ncreations_per_ip_per_minute = 1000000\nmax_subscriptions = 100000\n",
+        )?;
+        let mut cmd = Command::new(std::env::current_exe()?);
+        cmd.args(["relay", "--listen", "127.0.0.1:0", "--data"]).arg(data).arg("--config").arg(&config);
+        if let Some(db) = database {
+            cmd.args(["--database", db]);
+        }
+        let mut child = cmd
+            .env("SAMIZDAT_LOG", "warn")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .context("starting a relay process")?;
+        let stdout = child.stdout.take().ok_or_else(|| anyhow!("no stdout"))?;
+        let mut line = String::new();
+        BufReader::new(stdout).read_line(&mut line)?;
+        let url = line
+            .trim()
+            .strip_prefix("relay listening on ")
+            .ok_or_else(|| anyhow!("relay did not start: {line:?}"))?
+            .to_string();
+        let addr = url.trim_start_matches("http://").to_string();
+        Ok(RelayChild { child, url, addr })
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+}
+
+impl Drop for RelayChild {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Resident set size of a process, in KiB.
+pub fn rss_kib(pid: u32) -> Result<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.split_whitespace().next())
+        .and_then(|v| v.parse().ok())
+        .ok_or_else(|| anyhow!("no VmRSS for {pid}"))
+}
+
+/// User + system CPU time of a process.
+pub fn cpu_time(pid: u32) -> Result<Duration> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
+    // Fields after the command name (which may contain spaces) start after ") ".
+    let rest = stat.rsplit_once(") ").map(|(_, r)| r).ok_or_else(|| anyhow!("bad stat"))?;
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let ticks: u64 = fields.get(11).and_then(|u| u.parse().ok()).unwrap_or(0)
+        + fields.get(12).and_then(|s| s.parse().ok()).unwrap_or(0);
+    // USER_HZ is 100 on Linux.
+    Ok(Duration::from_millis(ticks * 10))
+}
+
+/// Percentile (0–100) of unsorted samples, in the samples' unit.
+pub fn pct(samples: &mut [f64], p: f64) -> f64 {
+    if samples.is_empty() {
+        return f64::NAN;
+    }
+    samples.sort_by(|a, b| a.total_cmp(b));
+    let idx = ((p / 100.0) * (samples.len() - 1) as f64).round() as usize;
+    samples[idx.min(samples.len() - 1)]
+}
+
+/// A one-line progress bar on stderr.
+pub struct Progress {
+    label: String,
+    start: Instant,
+    total: Duration,
+}
+
+impl Progress {
+    pub fn new(label: impl Into<String>, total: Duration) -> Progress {
+        Progress { label: label.into(), start: Instant::now(), total }
+    }
+
+    pub fn tick(&self) {
+        let frac = (self.start.elapsed().as_secs_f64() / self.total.as_secs_f64().max(0.001)).min(1.0);
+        let filled = (frac * 30.0) as usize;
+        eprint!("\r{:<40} [{}{}] {:>3.0}%", self.label, "#".repeat(filled), ".".repeat(30 - filled), frac * 100.0);
+        let _ = std::io::stderr().flush();
+    }
+
+    pub fn done(&self) {
+        eprintln!("\r{:<40} [{}] done in {:.1} s", self.label, "#".repeat(30), self.start.elapsed().as_secs_f64());
+    }
+}
+
+/// Run `f` while ticking a progress bar every 200 ms.
+pub async fn with_progress<T>(label: &str, expected: Duration, f: impl std::future::Future<Output = T>) -> T {
+    let p = Progress::new(label, expected);
+    tokio::pin!(f);
+    let mut tick = tokio::time::interval(Duration::from_millis(200));
+    let out = loop {
+        tokio::select! {
+            v = &mut f => break v,
+            _ = tick.tick() => p.tick(),
+        }
+    };
+    p.done();
+    out
+}
+
+pub fn random_bytes(n: usize) -> Vec<u8> {
+    let mut v = vec![0u8; n];
+    let _ = aws_lc_rs::rand::fill(&mut v);
+    v
+}
+
+pub fn fmt_rate(v: f64) -> String {
+    if v >= 10_000.0 { format!("{:.0}", v) } else { format!("{:.1}", v) }
+}
+
+pub fn ms(d: f64) -> String {
+    format!("{d:.2}")
+}
