@@ -22,6 +22,14 @@ const MAX_ATTEMPTS: usize = 12;
 
 const DB_FILE: &str = "profile.db";
 
+/// Fault injection for the crash tests: `SAMIZDAT_TEST_CRASH=<point>` aborts the process at
+/// that point, like a power cut (no destructors, no flush). Unset in normal use.
+fn crash_point(point: &str) {
+    if std::env::var("SAMIZDAT_TEST_CRASH").is_ok_and(|p| p == point) {
+        std::process::abort();
+    }
+}
+
 /// Something that happened during a sync, for the front end to show.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 #[serde(tag = "event", rename_all = "snake_case")]
@@ -745,6 +753,7 @@ impl Profile {
                 }
                 Ok(())
             })?;
+            crash_point("send-before-append");
             match relay
                 .append(
                     request_id,
@@ -759,6 +768,7 @@ impl Profile {
                 .await
             {
                 Ok(seq) => {
+                    crash_point("send-after-append");
                     self.db.transaction(|| {
                         self.db.conn().execute(
                             "INSERT OR IGNORE INTO own_entries (group_id, seq) VALUES (?1, ?2)",
@@ -1117,6 +1127,9 @@ impl Profile {
         let convs = self.active_convs()?;
         let mut leavers: Vec<(Id, Vec<u8>)> = Vec::new();
         for conv in convs {
+            // Queued sends first: once acknowledged they are known as our own entries, so
+            // the log read below skips them instead of failing to decrypt them.
+            self.flush_pending(&conv, &mut events).await?;
             match self.sync_group(&conv.group_id, &mut events).await {
                 Ok(l) => leavers.extend(l.into_iter().map(|fp| (conv.group_id, fp))),
                 Err(e @ Error::RelayUnreachable(_)) => return Err(e),
@@ -1124,11 +1137,6 @@ impl Profile {
                     conversation: Some(conv.name.clone()),
                     text: format!("sync failed: {e}"),
                 }),
-            }
-            if let Some(conv) = self.conv_by_id(&conv.group_id)?
-                && conv.active
-            {
-                self.flush_pending(&conv, &mut events).await?;
             }
         }
         // Members who asked to leave: remove them (one committer wins; the rest find them gone).
@@ -1184,6 +1192,7 @@ impl Profile {
             done.push(m.seq);
         }
         // Acknowledge only after the joins are committed locally.
+        crash_point("mailbox-before-ack");
         self.relay
             .ack(&self.mailbox_key, &self.mailbox, done)
             .await?;

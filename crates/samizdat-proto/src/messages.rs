@@ -179,3 +179,95 @@ pub struct Health {
     pub status: String,
     pub version: String,
 }
+
+#[cfg(test)]
+mod tests {
+    //! Every body the relay parses from the network, fed arbitrary bytes and JSON-shaped
+    //! noise: decoding may fail, never panic. `PROPTEST_CASES` raises the iteration count
+    //! (the long mode in docs/THREAT-MODEL.md uses 1,000,000 in total).
+    use super::*;
+    use proptest::prelude::*;
+
+    fn all(bytes: &[u8]) {
+        let _ = serde_json::from_slice::<CreateMailbox>(bytes);
+        let _ = serde_json::from_slice::<DropMessage>(bytes);
+        let _ = serde_json::from_slice::<AckMessages>(bytes);
+        let _ = serde_json::from_slice::<UploadKeyPackages>(bytes);
+        let _ = serde_json::from_slice::<ClaimKeyPackage>(bytes);
+        let _ = serde_json::from_slice::<CreateGroup>(bytes);
+        let _ = serde_json::from_slice::<AppendEntry>(bytes);
+        let _ = serde_json::from_slice::<crate::ClientFrame>(bytes);
+        let _ = serde_json::from_slice::<crate::ErrorBody>(bytes);
+        let _ = serde_json::from_slice::<Entries>(bytes);
+        let _ = serde_json::from_slice::<MailboxMessages>(bytes);
+    }
+
+    fn json_value() -> impl Strategy<Value = serde_json::Value> {
+        let leaf = prop_oneof![
+            Just(serde_json::Value::Null),
+            any::<bool>().prop_map(serde_json::Value::from),
+            any::<i64>().prop_map(serde_json::Value::from),
+            any::<u64>().prop_map(serde_json::Value::from),
+            "[A-Za-z0-9_-]{0,30}".prop_map(serde_json::Value::from),
+            Just(serde_json::Value::from("AAAAAAAAAAAAAAAAAAAAAA")),
+        ];
+        leaf.prop_recursive(3, 24, 6, |inner| {
+            let keys = prop_oneof![
+                Just("request_id".to_string()),
+                Just("mailbox_id".to_string()),
+                Just("group_id".to_string()),
+                Just("owner_key".to_string()),
+                Just("body".to_string()),
+                Just("kind".to_string()),
+                Just("epoch".to_string()),
+                Just("token_hash".to_string()),
+                Just("next_token_hash".to_string()),
+                Just("welcomes".to_string()),
+                Just("seqs".to_string()),
+                Just("key_packages".to_string()),
+                Just("last_resort".to_string()),
+                Just("type".to_string()),
+                Just("token".to_string()),
+                Just("after".to_string()),
+                Just("signature".to_string()),
+                "[a-z_]{1,12}".prop_map(String::from),
+            ];
+            prop_oneof![
+                proptest::collection::vec(inner.clone(), 0..4).prop_map(serde_json::Value::from),
+                proptest::collection::btree_map(keys, inner, 0..6)
+                    .prop_map(|m| serde_json::Value::Object(m.into_iter().collect())),
+            ]
+        })
+    }
+
+    proptest! {
+        #[test]
+        fn bodies_never_panic_on_bytes(bytes in proptest::collection::vec(any::<u8>(), 0..256)) {
+            all(&bytes);
+        }
+
+        #[test]
+        fn bodies_never_panic_on_json_noise(v in json_value()) {
+            all(&serde_json::to_vec(&v).unwrap());
+        }
+    }
+
+    #[test]
+    fn append_entry_shape_is_stable() {
+        let e = AppendEntry {
+            request_id: Id::from_bytes([1; 16]),
+            kind: EntryKind::Commit,
+            epoch: 4,
+            body: Bytes(vec![1, 2]),
+            next_token_hash: Some(Bytes(vec![3])),
+            welcomes: vec![WelcomeDrop {
+                mailbox_id: Id::from_bytes([2; 16]),
+                body: Bytes(vec![4]),
+            }],
+        };
+        assert_eq!(
+            serde_json::to_string(&e).unwrap(),
+            r#"{"request_id":"AQEBAQEBAQEBAQEBAQEBAQ","kind":"commit","epoch":4,"body":"AQI","next_token_hash":"Aw","welcomes":[{"mailbox_id":"AgICAgICAgICAgICAgICAg","body":"BA"}]}"#
+        );
+    }
+}

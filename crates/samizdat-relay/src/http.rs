@@ -14,13 +14,13 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use samizdat_proto::{
     self as proto, AckMessages, Acked, AppendEntry, ClaimKeyPackage, CreateGroup, CreateMailbox,
-    Created, DropMessage, EntryKind, ErrorBody, ErrorCode, Health, Id, MailboxMessages, Stored,
-    UploadKeyPackages,
+    Created, DropMessage, EntryKind, ErrorBody, ErrorCode, Health, Id, MailboxMessages,
+    ServerFrame, Stored, UploadKeyPackages,
 };
 use serde::Deserialize;
 use serde::de::DeserializeOwned;
 
-use crate::notify::Topic;
+use crate::notify::{Appended, Topic};
 use crate::store::{AppendRequest, StoreError};
 use crate::{AppState, auth, now_secs};
 
@@ -613,6 +613,8 @@ async fn append(
                 ));
             }
             let len = req.body.len() as u64;
+            let (kind, epoch) = (req.kind, req.epoch);
+            let body_copy = req.body.clone();
             let appended = state
                 .store
                 .append(
@@ -635,7 +637,23 @@ async fn append(
                 .metrics
                 .entry_bytes_stored
                 .fetch_add(len, Ordering::Relaxed);
-            state.notifier.notify(Topic::Group(group));
+            if appended.fresh {
+                let frame = ServerFrame::Entry {
+                    group_id: group,
+                    seq: appended.seq,
+                    epoch,
+                    kind,
+                    body: body_copy,
+                };
+                let frame = serde_json::to_string(&frame).unwrap_or_default();
+                state.notifier.entry(Appended {
+                    group,
+                    seq: appended.seq,
+                    epoch,
+                    kind,
+                    frame: frame.into(),
+                });
+            }
             for m in appended.welcomed {
                 state
                     .metrics

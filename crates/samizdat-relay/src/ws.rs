@@ -16,7 +16,7 @@ use samizdat_proto::{self as proto, ClientFrame, ErrorCode, Id, ServerFrame};
 use tokio::sync::broadcast::error::RecvError;
 
 use crate::http::{ApiError, check_token};
-use crate::notify::Topic;
+use crate::notify::{Appended, Topic, Wake};
 use crate::{AppState, auth, now_secs};
 
 /// Largest client frame: client frames are small control messages.
@@ -39,8 +39,12 @@ pub async fn upgrade(
             ));
         }
     };
+    // Small buffers: an idle subscriber should cost a few KiB, not tungstenite's 128 KiB
+    // default read buffer. Frames larger than the buffer still work (it grows on demand).
     ws.max_message_size(MAX_CLIENT_FRAME)
         .max_frame_size(MAX_CLIENT_FRAME)
+        .read_buffer_size(2048)
+        .write_buffer_size(0)
         .on_upgrade(move |socket| async move {
             state.metrics.ws_connections.fetch_add(1, Ordering::Relaxed);
             state
@@ -144,8 +148,9 @@ async fn serve(state: AppState, socket: WebSocket) -> Result<(), axum::Error> {
             }
             topic = wake.recv() => {
                 match topic {
-                    Ok(Topic::Mailbox(id)) if conn.mailboxes.contains_key(&id) => conn.push(&mut sink, Some(id)).await?,
-                    Ok(Topic::Group(id)) if conn.groups.contains_key(&id) => conn.push(&mut sink, Some(id)).await?,
+                    Ok(Wake::Topic(Topic::Mailbox(id))) if conn.mailboxes.contains_key(&id) => conn.push(&mut sink, Some(id)).await?,
+                    Ok(Wake::Topic(Topic::Group(id))) if conn.groups.contains_key(&id) => conn.push(&mut sink, Some(id)).await?,
+                    Ok(Wake::Entry(e)) if conn.groups.contains_key(&e.group) => conn.push_appended(&mut sink, &e).await?,
                     Ok(_) => {}
                     Err(RecvError::Lagged(_)) => conn.push(&mut sink, None).await?,
                     Err(RecvError::Closed) => return Ok(()),
@@ -243,6 +248,44 @@ impl Conn {
                 Some(ServerFrame::Subscribed { id: group_id })
             }
         }
+    }
+
+    /// A fresh entry announced by this process: sent as is when it directly follows the
+    /// subscription's cursor (no store read, no re-encoding); otherwise read the log.
+    async fn push_appended(&mut self, sink: &mut Sink, e: &Appended) -> Result<(), axum::Error> {
+        let Some(sub) = self.groups.get_mut(&e.group) else {
+            return Ok(());
+        };
+        if sub.closed || sub.epoch != e.epoch || sub.after.checked_add(1) != Some(e.seq) {
+            return self.push(sink, Some(e.group)).await;
+        }
+        sub.after = e.seq;
+        let close = e.kind == samizdat_proto::EntryKind::Commit;
+        if close {
+            sub.closed = true;
+        }
+        tokio::time::timeout(
+            Duration::from_secs(30),
+            sink.send(Message::Text(e.frame.clone())),
+        )
+        .await
+        .map_err(axum::Error::new)??;
+        self.state
+            .metrics
+            .pushed_frames
+            .fetch_add(1, Ordering::Relaxed);
+        if close {
+            // A commit is the last entry of its epoch.
+            send(
+                sink,
+                &ServerFrame::EpochClosed {
+                    group_id: e.group,
+                    epoch: e.epoch,
+                },
+            )
+            .await?;
+        }
+        Ok(())
     }
 
     /// Push everything new for one subscription (`Some`) or all of them (`None`).

@@ -71,6 +71,8 @@ pub struct AppendRequest {
 pub struct Appended {
     pub seq: u64,
     pub welcomed: Vec<Id>,
+    /// False when this answers a retry (the entry was stored by the first attempt).
+    pub fresh: bool,
 }
 
 /// How many rows a retention sweep removed.

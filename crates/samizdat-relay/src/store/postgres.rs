@@ -645,6 +645,7 @@ impl Store for PgStore {
                 return Ok(Appended {
                     seq,
                     welcomed: Vec::new(),
+                    fresh: false,
                 });
             }
             let g = req.group_id.as_bytes().as_slice();
@@ -724,6 +725,7 @@ impl Store for PgStore {
             Ok(Appended {
                 seq: seq as u64,
                 welcomed,
+                fresh: true,
             })
         })
     }

@@ -37,12 +37,27 @@ pub struct SqliteStore {
     readers: Arc<Mutex<Vec<Connection>>>,
 }
 
+/// Execute through the statement cache: the writer runs the same few statements all day.
+fn exec<P: rusqlite::Params>(conn: &Connection, sql: &str, params: P) -> rusqlite::Result<usize> {
+    conn.prepare_cached(sql)?.execute(params)
+}
+
+fn row<T, P: rusqlite::Params, F: FnOnce(&rusqlite::Row<'_>) -> rusqlite::Result<T>>(
+    conn: &Connection,
+    sql: &str,
+    params: P,
+    f: F,
+) -> rusqlite::Result<T> {
+    conn.prepare_cached(sql)?.query_row(params, f)
+}
+
 fn open(path: &Path) -> Result<Connection> {
     let conn = Connection::open(path)?;
     conn.busy_timeout(std::time::Duration::from_secs(10))?;
     conn.pragma_update(None, "journal_mode", "WAL")?;
     conn.pragma_update(None, "synchronous", "FULL")?;
     conn.pragma_update(None, "foreign_keys", "ON")?;
+    conn.set_prepared_statement_cache_capacity(64);
     Ok(conn)
 }
 
@@ -176,12 +191,12 @@ fn writer_loop(conn: Connection, rx: mpsc::Receiver<Job>) {
             continue;
         }
         for job in jobs {
-            let _ = conn.execute_batch("SAVEPOINT job");
+            let _ = exec(&conn, "SAVEPOINT job", []);
             let (ok, done) = job(&conn);
             if !ok {
-                let _ = conn.execute_batch("ROLLBACK TO job");
+                let _ = exec(&conn, "ROLLBACK TO job", []);
             }
-            let _ = conn.execute_batch("RELEASE job");
+            let _ = exec(&conn, "RELEASE job", []);
             completions.push(done);
         }
         let commit = conn.execute_batch("COMMIT").map_err(StoreError::from);
@@ -228,7 +243,8 @@ fn remember<T: Serialize>(
     now: u64,
 ) -> Result<()> {
     let json = serde_json::to_string(result).map_err(|e| StoreError::Backend(e.to_string()))?;
-    conn.execute(
+    exec(
+        conn,
         "INSERT INTO requests (request_id, scope, result, stored_at) VALUES (?1, ?2, ?3, ?4)",
         params![request_id.as_bytes(), scope, json, now as i64],
     )?;
@@ -273,7 +289,8 @@ fn drop_into(
             "the mailbox is full; its owner must read and acknowledge messages first",
         ));
     }
-    conn.execute(
+    exec(
+        conn,
         "INSERT INTO mailbox_messages (mailbox_id, seq, body, stored_at, expires_at) VALUES (?1, ?2, ?3, ?4, ?5)",
         params![
             mailbox.as_bytes(),
@@ -283,7 +300,8 @@ fn drop_into(
             now.saturating_add(limits.mailbox_ttl_secs) as i64
         ],
     )?;
-    conn.execute(
+    exec(
+        conn,
         "UPDATE mailboxes SET next_seq = next_seq + 1, msg_count = msg_count + 1, msg_bytes = msg_bytes + ?2 WHERE mailbox_id = ?1",
         params![mailbox.as_bytes(), body.len() as i64],
     )?;
@@ -299,7 +317,8 @@ fn kp_count(conn: &Connection, mailbox: &Id) -> Result<KeyPackageCount> {
         )
         .optional()?;
     let has_last_resort = has_last_resort.ok_or_else(|| not_found("mailbox"))?;
-    let available: i64 = conn.query_row(
+    let available: i64 = row(
+        conn,
         "SELECT COUNT(*) FROM key_packages WHERE mailbox_id = ?1",
         params![mailbox.as_bytes()],
         |r| r.get(0),
@@ -336,7 +355,8 @@ impl Store for SqliteStore {
                     "a mailbox with this id exists; choose a new random id",
                 ));
             }
-            conn.execute(
+            exec(
+                conn,
                 "INSERT INTO mailboxes (mailbox_id, owner_key, created_at) VALUES (?1, ?2, ?3)",
                 params![mailbox.as_bytes(), owner_key, now as i64],
             )?;
@@ -360,7 +380,8 @@ impl Store for SqliteStore {
 
     async fn use_nonce(&self, nonce: Id, expires_at: u64) -> Result<bool> {
         self.write(move |conn| {
-            let n = conn.execute(
+            let n = exec(
+                conn,
                 "INSERT OR IGNORE INTO nonces (nonce, expires_at) VALUES (?1, ?2)",
                 params![nonce.as_bytes(), expires_at as i64],
             )?;
@@ -436,7 +457,8 @@ impl Store for SqliteStore {
                     bytes += len;
                 }
             }
-            conn.execute(
+            exec(
+                conn,
                 "UPDATE mailboxes SET msg_count = msg_count - ?2, msg_bytes = msg_bytes - ?3 WHERE mailbox_id = ?1",
                 params![mailbox.as_bytes(), deleted as i64, bytes],
             )?;
@@ -469,13 +491,15 @@ impl Store for SqliteStore {
                 ));
             }
             for kp in &key_packages {
-                conn.execute(
+                exec(
+                    conn,
                     "INSERT INTO key_packages (mailbox_id, data) VALUES (?1, ?2)",
                     params![mailbox.as_bytes(), kp],
                 )?;
             }
             if let Some(lr) = &last_resort {
-                conn.execute(
+                exec(
+                    conn,
                     "UPDATE mailboxes SET last_resort = ?2 WHERE mailbox_id = ?1",
                     params![mailbox.as_bytes(), lr],
                 )?;
@@ -560,11 +584,13 @@ impl Store for SqliteStore {
                     "a group with this id exists; choose a new random id",
                 ));
             }
-            conn.execute(
+            exec(
+                conn,
                 "INSERT INTO groups (group_id, current_epoch, created_at) VALUES (?1, ?2, ?3)",
                 params![group.as_bytes(), epoch as i64, now as i64],
             )?;
-            conn.execute(
+            exec(
+                conn,
                 "INSERT INTO group_epochs (group_id, epoch, token_hash) VALUES (?1, ?2, ?3)",
                 params![group.as_bytes(), epoch as i64, &token_hash[..]],
             )?;
@@ -593,7 +619,7 @@ impl Store for SqliteStore {
         let limits = limits.clone();
         self.write(move |conn| {
             if let Some(seq) = prior::<u64>(conn, &req.request_id, scope::APPEND)? {
-                return Ok(Appended { seq, welcomed: Vec::new() });
+                return Ok(Appended { seq, welcomed: Vec::new(), fresh: false });
             }
             let g = req.group_id.as_bytes();
             let row: Option<(i64, i64)> = conn
@@ -635,7 +661,8 @@ impl Store for SqliteStore {
                     current_epoch: Some(current),
                 });
             }
-            conn.execute(
+            exec(
+                conn,
                 "INSERT INTO entries (group_id, seq, epoch, kind, body, stored_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
                 params![g, seq, req.epoch as i64, req.kind.as_i64(), req.body, now as i64],
             )?;
@@ -644,11 +671,13 @@ impl Store for SqliteStore {
                 let next = req.next_token_hash.ok_or_else(|| {
                     StoreError::rejected(ErrorCode::BadRequest, "a commit must carry next_token_hash")
                 })?;
-                conn.execute(
+                exec(
+                conn,
                     "INSERT INTO group_epochs (group_id, epoch, token_hash) VALUES (?1, ?2, ?3)",
                     params![g, (current + 1) as i64, &next[..]],
                 )?;
-                conn.execute(
+                exec(
+                conn,
                     "UPDATE groups SET current_epoch = ?2, next_seq = ?3 WHERE group_id = ?1",
                     params![g, (current + 1) as i64, seq + 1],
                 )?;
@@ -657,13 +686,14 @@ impl Store for SqliteStore {
                     welcomed.push(w.mailbox_id);
                 }
             } else {
-                conn.execute(
+                exec(
+                conn,
                     "UPDATE groups SET next_seq = ?2 WHERE group_id = ?1",
                     params![g, seq + 1],
                 )?;
             }
             remember(conn, &req.request_id, scope::APPEND, &(seq as u64), now)?;
-            Ok(Appended { seq: seq as u64, welcomed })
+            Ok(Appended { seq: seq as u64, welcomed, fresh: true })
         })
         .await
     }
@@ -723,7 +753,8 @@ impl Store for SqliteStore {
         let retention = limits.retention_secs;
         self.write(move |conn| {
             // Keep the per-mailbox counters right while deleting.
-            let mailbox_messages = conn.execute(
+            let mailbox_messages = exec(
+                conn,
                 "UPDATE mailboxes SET
                    msg_count = msg_count - (SELECT COUNT(*) FROM mailbox_messages m
                                             WHERE m.mailbox_id = mailboxes.mailbox_id AND m.expires_at <= ?1),
@@ -732,11 +763,11 @@ impl Store for SqliteStore {
                  WHERE mailbox_id IN (SELECT mailbox_id FROM mailbox_messages WHERE expires_at <= ?1)",
                 params![now as i64],
             )
-            .and_then(|_| conn.execute("DELETE FROM mailbox_messages WHERE expires_at <= ?1", params![now as i64]))?;
+            .and_then(|_| exec(conn, "DELETE FROM mailbox_messages WHERE expires_at <= ?1", params![now as i64]))?;
             let cutoff = now.saturating_sub(retention) as i64;
-            let entries = conn.execute("DELETE FROM entries WHERE stored_at <= ?1", params![cutoff])?;
-            conn.execute("DELETE FROM nonces WHERE expires_at <= ?1", params![now as i64])?;
-            conn.execute("DELETE FROM requests WHERE stored_at <= ?1", params![cutoff])?;
+            let entries = exec(conn, "DELETE FROM entries WHERE stored_at <= ?1", params![cutoff])?;
+            exec(conn, "DELETE FROM nonces WHERE expires_at <= ?1", params![now as i64])?;
+            exec(conn, "DELETE FROM requests WHERE stored_at <= ?1", params![cutoff])?;
             Ok(Swept { mailbox_messages: mailbox_messages as u64, entries: entries as u64 })
         })
         .await

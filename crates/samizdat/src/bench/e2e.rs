@@ -25,20 +25,30 @@ const PASS: &str = "bench passphrase";
 
 fn samizdat(home: &std::path::Path) -> Result<Command> {
     let mut c = Command::new(std::env::current_exe()?);
-    c.arg("--home").arg(home).env("SAMIZDAT_PASSPHRASE", PASS).env("SAMIZDAT_LOG", "error").stdin(Stdio::null());
+    c.arg("--home")
+        .arg(home)
+        .env("SAMIZDAT_PASSPHRASE", PASS)
+        .env("SAMIZDAT_LOG", "error")
+        .stdin(Stdio::null());
     Ok(c)
 }
 
 fn ok(home: &std::path::Path, args: &[&str]) -> Result<String> {
     let out = samizdat(home)?.args(args).output()?;
     if !out.status.success() {
-        bail!("samizdat {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+        bail!(
+            "samizdat {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
     }
     Ok(String::from_utf8_lossy(&out.stdout).to_string())
 }
 
 fn now_ms() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
 }
 
 pub async fn run(args: E2eArgs) -> Result<Report> {
@@ -48,16 +58,27 @@ pub async fn run(args: E2eArgs) -> Result<Report> {
 fn run_blocking(args: E2eArgs) -> Result<Report> {
     let tmp = tempfile::tempdir()?;
     let relay = RelayChild::start(&tmp.path().join("relay"), None)?;
-    let homes: Vec<_> = ["sender", "listener1", "listener2"].iter().map(|n| tmp.path().join(n)).collect();
+    let homes: Vec<_> = ["sender", "listener1", "listener2"]
+        .iter()
+        .map(|n| tmp.path().join(n))
+        .collect();
     for (h, name) in homes.iter().zip(["Sender", "Listener One", "Listener Two"]) {
         ok(h, &["init", "--relay", &relay.url, "--name", name])?;
     }
     ok(&homes[0], &["group", "create", "bench"])?;
     for (i, l) in homes[1..].iter().enumerate() {
-        let link = ok(&homes[0], &["invite"])?.lines().last().ok_or_else(|| anyhow!("no link"))?.to_string();
+        let link = ok(&homes[0], &["invite"])?
+            .lines()
+            .last()
+            .ok_or_else(|| anyhow!("no link"))?
+            .to_string();
         ok(l, &["accept", &link, "--name", "sender"])?;
         ok(&homes[0], &["sync"])?;
-        let alias = if i == 0 { "Listener One" } else { "Listener Two" };
+        let alias = if i == 0 {
+            "Listener One"
+        } else {
+            "Listener Two"
+        };
         ok(&homes[0], &["group", "add", "bench", alias])?;
         ok(l, &["sync"])?;
     }
@@ -65,7 +86,14 @@ fn run_blocking(args: E2eArgs) -> Result<Report> {
     let mut listeners = Vec::new();
     for (i, l) in homes[1..].iter().enumerate() {
         let mut child = samizdat(l)?
-            .args(["listen", "--json", "--timeout", &(args.messages as u64 * 3 + 60).to_string(), "--count", &args.messages.to_string()])
+            .args([
+                "listen",
+                "--json",
+                "--timeout",
+                &(args.messages as u64 * 3 + 60).to_string(),
+                "--count",
+                &args.messages.to_string(),
+            ])
             .stdout(Stdio::piped())
             .spawn()
             .context("starting a listener")?;
@@ -81,7 +109,10 @@ fn run_blocking(args: E2eArgs) -> Result<Report> {
     drop(tx);
     std::thread::sleep(Duration::from_millis(800));
     let mut started: Vec<(String, Instant)> = Vec::new();
-    let progress = Progress::new("end-to-end messages", Duration::from_millis(args.messages as u64 * 400));
+    let progress = Progress::new(
+        "end-to-end messages",
+        Duration::from_millis(args.messages as u64 * 400),
+    );
     for k in 0..args.messages {
         let text = format!("bench message {k}");
         started.push((text.clone(), Instant::now()));
@@ -94,8 +125,12 @@ fn run_blocking(args: E2eArgs) -> Result<Report> {
     let mut from_sent_at = Vec::new();
     let deadline = Instant::now() + Duration::from_secs(60);
     while from_command.len() < 2 * args.messages && Instant::now() < deadline {
-        let Ok((_, line, at, wall)) = rx.recv_timeout(Duration::from_secs(5)) else { continue };
-        let Ok(v) = serde_json::from_str::<serde_json::Value>(&line) else { continue };
+        let Ok((_, line, at, wall)) = rx.recv_timeout(Duration::from_secs(5)) else {
+            continue;
+        };
+        let Ok(v) = serde_json::from_str::<serde_json::Value>(&line) else {
+            continue;
+        };
         if v["event"] != "message" {
             continue;
         }

@@ -32,7 +32,9 @@ fn rand_id() -> Id {
 }
 
 fn sha256(d: &[u8]) -> Vec<u8> {
-    aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, d).as_ref().to_vec()
+    aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, d)
+        .as_ref()
+        .to_vec()
 }
 
 /// A body of `size` bytes whose first 12 bytes carry the intended send time and a step tag.
@@ -63,8 +65,14 @@ pub struct Group {
 
 impl Lean {
     pub fn new(base: &str) -> Lean {
-        let http = reqwest::Client::builder().pool_max_idle_per_host(1024).build().unwrap_or_default();
-        Lean { http, base: base.to_string() }
+        let http = reqwest::Client::builder()
+            .pool_max_idle_per_host(1024)
+            .build()
+            .unwrap_or_default();
+        Lean {
+            http,
+            base: base.to_string(),
+        }
     }
 
     pub async fn create_group(&self) -> Result<Group> {
@@ -97,13 +105,20 @@ impl Lean {
     }
 }
 
-pub type Ws = tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
+pub type Ws =
+    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
 
 /// Connect and subscribe to `g` from its start; returns once the relay confirmed.
 pub async fn subscribe(addr: &str, g: &Group) -> Result<Ws> {
     let (mut ws, _) = tokio_tungstenite::connect_async(format!("ws://{addr}/v1/ws")).await?;
-    let frame = ClientFrame::SubscribeGroup { group_id: g.id, epoch: 0, token: Bytes(g.token.clone()), after: 0 };
-    ws.send(Message::Text(serde_json::to_string(&frame)?.into())).await?;
+    let frame = ClientFrame::SubscribeGroup {
+        group_id: g.id,
+        epoch: 0,
+        token: Bytes(g.token.clone()),
+        after: 0,
+    };
+    ws.send(Message::Text(serde_json::to_string(&frame)?.into()))
+        .await?;
     while let Some(msg) = ws.next().await {
         if let Message::Text(t) = msg?
             && let Ok(ServerFrame::Subscribed { .. }) = serde_json::from_str(t.as_str())
@@ -111,7 +126,9 @@ pub async fn subscribe(addr: &str, g: &Group) -> Result<Ws> {
             return Ok(ws);
         }
     }
-    Err(anyhow!("connection closed before the subscription was confirmed"))
+    Err(anyhow!(
+        "connection closed before the subscription was confirmed"
+    ))
 }
 
 /// Latency samples (ms) per step, and a delivery counter, fed by subscribers.
@@ -137,8 +154,18 @@ impl Sink {
     }
 
     pub fn take(&self, step: u32) -> (Vec<f64>, u64) {
-        let l = self.latencies.lock().ok().and_then(|mut l| l.remove(&step)).unwrap_or_default();
-        let d = self.delivered_per_step.lock().ok().and_then(|mut d| d.remove(&step)).unwrap_or(0);
+        let l = self
+            .latencies
+            .lock()
+            .ok()
+            .and_then(|mut l| l.remove(&step))
+            .unwrap_or_default();
+        let d = self
+            .delivered_per_step
+            .lock()
+            .ok()
+            .and_then(|mut d| d.remove(&step))
+            .unwrap_or(0);
         (l, d)
     }
 }
@@ -147,7 +174,8 @@ fn spawn_reader(mut ws: Ws, sink: Arc<Sink>) {
     tokio::spawn(async move {
         while let Some(Ok(msg)) = ws.next().await {
             if let Message::Text(t) = msg
-                && let Ok(ServerFrame::Entry { body, .. }) = serde_json::from_str::<ServerFrame>(t.as_str())
+                && let Ok(ServerFrame::Entry { body, .. }) =
+                    serde_json::from_str::<ServerFrame>(t.as_str())
             {
                 sink.record(&body.0);
             }
@@ -185,7 +213,15 @@ struct Closed {
 }
 
 /// Closed loop: every sender keeps `inflight` appends outstanding for `dur`.
-async fn closed_loop(leans: &[Lean], groups: &[Group], inflight: usize, dur: Duration, size: usize, sink: &Arc<Sink>, step: u32) -> Result<Closed> {
+async fn closed_loop(
+    leans: &[Lean],
+    groups: &[Group],
+    inflight: usize,
+    dur: Duration,
+    size: usize,
+    sink: &Arc<Sink>,
+    step: u32,
+) -> Result<Closed> {
     let template = random_bytes(size);
     let ok = Arc::new(AtomicU64::new(0));
     let deadline = Instant::now() + dur;
@@ -198,7 +234,11 @@ async fn closed_loop(leans: &[Lean], groups: &[Group], inflight: usize, dur: Dur
             let ok = ok.clone();
             tasks.push(tokio::spawn(async move {
                 while Instant::now() < deadline {
-                    if lean.append(&g, stamped(&template, now_us(), step)).await.is_ok() {
+                    if lean
+                        .append(&g, stamped(&template, now_us(), step))
+                        .await
+                        .is_ok()
+                    {
                         ok.fetch_add(1, Ordering::Relaxed);
                     }
                 }
@@ -230,7 +270,15 @@ struct Open {
 
 /// Open loop at `rate` appends/s in total: sends leave on schedule whatever the relay does,
 /// and latency counts from the scheduled time (no coordinated omission).
-async fn open_loop(leans: &[Lean], groups: &[Group], rate: f64, dur: Duration, size: usize, sink: &Arc<Sink>, step: u32) -> Result<Open> {
+async fn open_loop(
+    leans: &[Lean],
+    groups: &[Group],
+    rate: f64,
+    dur: Duration,
+    size: usize,
+    sink: &Arc<Sink>,
+    step: u32,
+) -> Result<Open> {
     let template = random_bytes(size);
     let ok = Arc::new(AtomicU64::new(0));
     let per_group = rate / groups.len() as f64;
@@ -249,7 +297,11 @@ async fn open_loop(leans: &[Lean], groups: &[Group], rate: f64, dur: Duration, s
             for k in 0..n_per_group {
                 let at = start + offset + interval.mul_f64(k as f64);
                 tokio::time::sleep_until(at).await;
-                let intended = now_us().saturating_sub(tokio::time::Instant::now().saturating_duration_since(at).as_micros() as u64);
+                let intended = now_us().saturating_sub(
+                    tokio::time::Instant::now()
+                        .saturating_duration_since(at)
+                        .as_micros() as u64,
+                );
                 let lean = lean.clone();
                 let g = g.clone();
                 let body = stamped(&template, intended, step);
@@ -316,7 +368,10 @@ pub async fn relay(args: RelayArgs) -> Result<Report> {
     let dur = Duration::from_secs(args.duration.max(1));
     let mut relays = Vec::new();
     for i in 0..args.processes.max(1) {
-        relays.push(RelayChild::start(&tmp.path().join(format!("relay{i}")), args.database.as_deref())?);
+        relays.push(RelayChild::start(
+            &tmp.path().join(format!("relay{i}")),
+            args.database.as_deref(),
+        )?);
     }
     let leans: Vec<Lean> = relays.iter().map(|r| Lean::new(&r.url)).collect();
     let sink = Arc::new(Sink::default());
@@ -328,7 +383,11 @@ pub async fn relay(args: RelayArgs) -> Result<Report> {
         spawn_reader(subscribe(&sub_relay.addr, &g).await?, sink.clone());
         groups.push(g);
     }
-    let backend = if args.database.is_some() { "postgresql" } else { "sqlite" };
+    let backend = if args.database.is_some() {
+        "postgresql"
+    } else {
+        "sqlite"
+    };
     let mut text = format!(
         "Relay durable throughput and latency — backend {backend}, {} relay process(es), {} senders × {} in flight, {} s per step\n",
         relays.len(),
@@ -340,7 +399,12 @@ pub async fn relay(args: RelayArgs) -> Result<Report> {
     let mut step = 0u32;
     for size in SIZES {
         step += 1;
-        let sat = with_progress(&format!("relay saturation, {size} B"), dur, closed_loop(&leans, &groups, args.inflight, dur, size, &sink, step)).await?;
+        let sat = with_progress(
+            &format!("relay saturation, {size} B"),
+            dur,
+            closed_loop(&leans, &groups, args.inflight, dur, size, &sink, step),
+        )
+        .await?;
         let floors: Vec<(usize, f64)> = [1usize, 16, 128, 512]
             .iter()
             .map(|b| sqlite_floor(tmp.path(), size, *b, Duration::from_secs(2)).map(|r| (*b, r)))
@@ -349,13 +413,25 @@ pub async fn relay(args: RelayArgs) -> Result<Report> {
         let peer = if args.no_peer {
             None
         } else {
-            Some(with_progress(&format!("NATS JetStream peer, {size} B"), dur, nats::closed_loop(tmp.path(), args.senders, args.inflight, dur, size)).await?)
+            Some(
+                with_progress(
+                    &format!("NATS JetStream peer, {size} B"),
+                    dur,
+                    nats::closed_loop(tmp.path(), args.senders, args.inflight, dur, size),
+                )
+                .await?,
+            )
         };
         let mut ladder = Vec::new();
         for frac in [0.1, 0.25, 0.5, 0.75, 0.9, 1.0, 1.2] {
             step += 1;
             let rate = (sat.appended_per_s * frac).max(1.0);
-            let o = with_progress(&format!("open loop {:.0}/s ({:.0}%), {size} B", rate, frac * 100.0), dur, open_loop(&leans, &groups, rate, dur, size, &sink, step)).await?;
+            let o = with_progress(
+                &format!("open loop {:.0}/s ({:.0}%), {size} B", rate, frac * 100.0),
+                dur,
+                open_loop(&leans, &groups, rate, dur, size, &sink, step),
+            )
+            .await?;
             ladder.push((frac, o));
         }
         text += &format!("\n-- entries of {size} B\n");
@@ -438,7 +514,9 @@ pub async fn fanout(args: FanoutArgs) -> Result<Report> {
     let tmp = tempfile::tempdir()?;
     let relay = RelayChild::start(&tmp.path().join("relay"), args.database.as_deref())?;
     let lean = Lean::new(&relay.url);
-    let mut text = String::from("Fan-out: time from append until the last online member has the message (246 B entries)\nmembers   p50 ms   p99 ms   max ms   relay CPU µs per delivered copy\n");
+    let mut text = String::from(
+        "Fan-out: time from append until the last online member has the message (246 B entries)\nmembers   p50 ms   p99 ms   max ms   relay CPU µs per delivered copy\n",
+    );
     let mut rows = Vec::new();
     for &n in &args.members {
         let g = lean.create_group().await?;
@@ -446,14 +524,19 @@ pub async fn fanout(args: FanoutArgs) -> Result<Report> {
         let arrivals: Arc<Mutex<HashMap<u32, (usize, u64)>>> = Arc::new(Mutex::new(HashMap::new()));
         let mut conns = Vec::new();
         for _ in 0..n {
-            conns.push(subscribe(&relay.addr, &g).await.context("subscribing a member")?);
+            conns.push(
+                subscribe(&relay.addr, &g)
+                    .await
+                    .context("subscribing a member")?,
+            );
         }
         for mut ws in conns {
             let arrivals = arrivals.clone();
             tokio::spawn(async move {
                 while let Some(Ok(msg)) = ws.next().await {
                     if let Message::Text(t) = msg
-                        && let Ok(ServerFrame::Entry { body, .. }) = serde_json::from_str::<ServerFrame>(t.as_str())
+                        && let Ok(ServerFrame::Entry { body, .. }) =
+                            serde_json::from_str::<ServerFrame>(t.as_str())
                         && let Some((_, tag)) = read_stamp(&body.0)
                     {
                         let now = now_us();
@@ -485,7 +568,10 @@ pub async fn fanout(args: FanoutArgs) -> Result<Report> {
         // Wait until every copy arrived (bounded).
         let deadline = Instant::now() + Duration::from_secs(60);
         loop {
-            let complete = arrivals.lock().map(|a| a.values().filter(|(c, _)| *c >= n).count()).unwrap_or(0);
+            let complete = arrivals
+                .lock()
+                .map(|a| a.values().filter(|(c, _)| *c >= n).count())
+                .unwrap_or(0);
             if complete >= args.messages || Instant::now() > deadline {
                 break;
             }
@@ -497,17 +583,38 @@ pub async fn fanout(args: FanoutArgs) -> Result<Report> {
         let mut lat: Vec<f64> = a
             .iter()
             .filter(|(_, (c, _))| *c >= n)
-            .filter_map(|(k, (_, last))| sent_at.get(k).map(|s| (last.saturating_sub(*s)) as f64 / 1000.0))
+            .filter_map(|(k, (_, last))| {
+                sent_at
+                    .get(k)
+                    .map(|s| (last.saturating_sub(*s)) as f64 / 1000.0)
+            })
             .collect();
         let incomplete = args.messages - lat.len();
-        let (p50, p99, max) = (pct(&mut lat, 50.0), pct(&mut lat, 99.0), pct(&mut lat, 100.0));
+        let (p50, p99, max) = (
+            pct(&mut lat, 50.0),
+            pct(&mut lat, 99.0),
+            pct(&mut lat, 100.0),
+        );
         let cpu_per_copy = cpu.as_secs_f64() * 1e6 / copies.max(1) as f64;
-        text += &format!("{n:>7} {:>8} {:>8} {:>8} {:>10.1}{}\n", ms(p50), ms(p99), ms(max), cpu_per_copy,
-            if incomplete > 0 { format!("   ({incomplete} messages not delivered to everyone within 60 s)") } else { String::new() });
+        text += &format!(
+            "{n:>7} {:>8} {:>8} {:>8} {:>10.1}{}\n",
+            ms(p50),
+            ms(p99),
+            ms(max),
+            cpu_per_copy,
+            if incomplete > 0 {
+                format!("   ({incomplete} messages not delivered to everyone within 60 s)")
+            } else {
+                String::new()
+            }
+        );
         rows.push(json!({"members": n, "messages": args.messages, "p50_ms": p50, "p99_ms": p99, "max_ms": max,
                          "relay_cpu_us_per_copy": cpu_per_copy, "copies": copies, "incomplete": incomplete}));
     }
-    Ok(Report { text, json: json!({"benchmark": "fanout", "rate_per_s": args.rate, "results": rows}) })
+    Ok(Report {
+        text,
+        json: json!({"benchmark": "fanout", "rate_per_s": args.rate, "results": rows}),
+    })
 }
 
 #[derive(Debug, clap::Args)]
@@ -553,7 +660,12 @@ pub async fn connections(args: ConnArgs) -> Result<Report> {
         }
     };
     let t0 = Instant::now();
-    let conns = with_progress(&format!("opening {n} subscribers"), Duration::from_secs(n as u64 / 1500 + 1), open(n)).await?;
+    let conns = with_progress(
+        &format!("opening {n} subscribers"),
+        Duration::from_secs(n as u64 / 1500 + 1),
+        open(n),
+    )
+    .await?;
     let open_secs = t0.elapsed().as_secs_f64();
     tokio::time::sleep(Duration::from_secs(2)).await;
     let rss1 = rss_kib(relay.pid())?;
@@ -562,7 +674,12 @@ pub async fn connections(args: ConnArgs) -> Result<Report> {
     tokio::time::sleep(Duration::from_secs(2)).await;
     // Reconnect storm: everyone at once (256 handshakes in flight).
     let t1 = Instant::now();
-    let conns = with_progress("reconnect storm", Duration::from_secs_f64(open_secs), open(n)).await?;
+    let conns = with_progress(
+        "reconnect storm",
+        Duration::from_secs_f64(open_secs),
+        open(n),
+    )
+    .await?;
     let storm = t1.elapsed().as_secs_f64();
     let rss2 = rss_kib(relay.pid())?;
     drop(conns);

@@ -32,12 +32,19 @@ const CS: mls_rs::CipherSuite = core_mls::DEFAULT_CIPHERSUITE;
 
 fn raw_client() -> Result<Client<impl MlsConfig>> {
     let provider = AwsLcCryptoProvider::default();
-    let cs = provider.cipher_suite_provider(CS).ok_or_else(|| anyhow!("ciphersuite unsupported"))?;
+    let cs = provider
+        .cipher_suite_provider(CS)
+        .ok_or_else(|| anyhow!("ciphersuite unsupported"))?;
     let (secret, public) = cs.signature_key_generate().map_err(|e| anyhow!("{e:?}"))?;
     let fp = core_mls::fingerprint(public.as_bytes());
-    let identity = SigningIdentity::new(BasicCredential::new(fp.to_vec()).into_credential(), public);
+    let identity =
+        SigningIdentity::new(BasicCredential::new(fp.to_vec()).into_credential(), public);
     let rules = DefaultMlsRules::new()
-        .with_commit_options(CommitOptions::new().with_ratchet_tree_extension(true).with_path_required(true))
+        .with_commit_options(
+            CommitOptions::new()
+                .with_ratchet_tree_extension(true)
+                .with_path_required(true),
+        )
         .with_encryption_options(EncryptionOptions::new(true, PaddingMode::Padme));
     Ok(Client::builder()
         .crypto_provider(provider)
@@ -72,7 +79,8 @@ fn secs(t: Instant) -> f64 {
 fn run_raw(others: &[Vec<u8>], messages: usize) -> Result<Times> {
     let creator = raw_client()?;
     let joiner = raw_client()?;
-    let joiner_kp = joiner.generate_key_package_message(ExtensionList::new(), ExtensionList::new(), None)?;
+    let joiner_kp =
+        joiner.generate_key_package_message(ExtensionList::new(), ExtensionList::new(), None)?;
     let mut t = Times::default();
     let start = Instant::now();
     let mut group = creator.create_group(ExtensionList::new(), ExtensionList::new(), None)?;
@@ -84,7 +92,11 @@ fn run_raw(others: &[Vec<u8>], messages: usize) -> Result<Times> {
     group.apply_pending_commit()?;
     group.write_to_storage()?;
     t.create = secs(start);
-    let welcome = out.welcome_messages.first().ok_or_else(|| anyhow!("no welcome"))?.clone();
+    let welcome = out
+        .welcome_messages
+        .first()
+        .ok_or_else(|| anyhow!("no welcome"))?
+        .clone();
     t.welcome_bytes = welcome.to_bytes()?.len();
     let start = Instant::now();
     let (mut jg, _) = joiner.join_group(None, &welcome, None)?;
@@ -105,7 +117,9 @@ fn run_raw(others: &[Vec<u8>], messages: usize) -> Result<Times> {
     let (mut enc, mut dec) = (0.0, 0.0);
     for _ in 0..messages {
         let s = Instant::now();
-        let m = group.encrypt_application_message(&text, Vec::new())?.to_bytes()?;
+        let m = group
+            .encrypt_application_message(&text, Vec::new())?
+            .to_bytes()?;
         group.write_to_storage()?;
         enc += secs(s);
         let s = Instant::now();
@@ -173,31 +187,44 @@ pub async fn run(args: MlsArgs) -> Result<Report> {
     for &n in &args.members {
         let n = n.max(2);
         // KeyPackages of the other n-2 members, made by separate clients (not timed).
-        let others = with_progress(&format!("{n} members: generating KeyPackages"), Duration::from_millis(n as u64 / 2 + 100), async {
-            tokio::task::spawn_blocking(move || -> Result<Vec<Vec<u8>>> {
-                (0..n - 2)
-                    .map(|_| {
-                        let c = raw_client()?;
-                        Ok(c.generate_key_package_message(ExtensionList::new(), ExtensionList::new(), None)?.to_bytes()?)
-                    })
-                    .collect()
-            })
-            .await?
-        })
+        let others = with_progress(
+            &format!("{n} members: generating KeyPackages"),
+            Duration::from_millis(n as u64 / 2 + 100),
+            async {
+                tokio::task::spawn_blocking(move || -> Result<Vec<Vec<u8>>> {
+                    (0..n - 2)
+                        .map(|_| {
+                            let c = raw_client()?;
+                            Ok(c.generate_key_package_message(
+                                ExtensionList::new(),
+                                ExtensionList::new(),
+                                None,
+                            )?
+                            .to_bytes()?)
+                        })
+                        .collect()
+                })
+                .await?
+            },
+        )
         .await?;
         let others = std::sync::Arc::new(others);
         let msgs = args.messages;
         let o = others.clone();
-        let raw = with_progress(&format!("{n} members: raw mls-rs"), Duration::from_millis(n as u64 + 200), async move {
-            tokio::task::spawn_blocking(move || run_raw(&o, msgs)).await?
-        })
+        let raw = with_progress(
+            &format!("{n} members: raw mls-rs"),
+            Duration::from_millis(n as u64 + 200),
+            async move { tokio::task::spawn_blocking(move || run_raw(&o, msgs)).await? },
+        )
         .await?;
         let dir = tempfile::tempdir()?;
         let path = dir.path().to_path_buf();
         let o = others.clone();
-        let core = with_progress(&format!("{n} members: client core"), Duration::from_millis(n as u64 + 200), async move {
-            tokio::task::spawn_blocking(move || run_core(&path, &o, msgs)).await?
-        })
+        let core = with_progress(
+            &format!("{n} members: client core"),
+            Duration::from_millis(n as u64 + 200),
+            async move { tokio::task::spawn_blocking(move || run_core(&path, &o, msgs)).await? },
+        )
         .await?;
         let ops: [(&str, f64, f64); 6] = [
             ("create + add all", core.create, raw.create),
@@ -209,12 +236,25 @@ pub async fn run(args: MlsArgs) -> Result<Report> {
         ];
         let mut json_ops = Vec::new();
         for (name, c, r) in ops {
-            text += &format!("{n:>7}  {name:<17} {:>9.3} {:>10.3} {:>10.2}\n", c * 1000.0, r * 1000.0, c / r);
-            json_ops.push(json!({"op": name, "core_ms": c * 1000.0, "raw_ms": r * 1000.0, "ratio": c / r}));
+            text += &format!(
+                "{n:>7}  {name:<17} {:>9.3} {:>10.3} {:>10.2}\n",
+                c * 1000.0,
+                r * 1000.0,
+                c / r
+            );
+            json_ops.push(
+                json!({"op": name, "core_ms": c * 1000.0, "raw_ms": r * 1000.0, "ratio": c / r}),
+            );
         }
-        text += &format!("{n:>7}  sizes: Welcome {} B, update commit {} B\n", core.welcome_bytes, core.commit_bytes);
+        text += &format!(
+            "{n:>7}  sizes: Welcome {} B, update commit {} B\n",
+            core.welcome_bytes, core.commit_bytes
+        );
         rows.push(json!({"members": n, "ops": json_ops, "welcome_bytes": core.welcome_bytes, "commit_bytes": core.commit_bytes,
                          "raw_welcome_bytes": raw.welcome_bytes}));
     }
-    Ok(Report { text, json: json!({"benchmark": "mls", "ciphersuite": "ML_KEM_768_X25519", "results": rows}) })
+    Ok(Report {
+        text,
+        json: json!({"benchmark": "mls", "ciphersuite": "ML_KEM_768_X25519", "results": rows}),
+    })
 }

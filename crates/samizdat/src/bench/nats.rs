@@ -33,23 +33,51 @@ impl Drop for Server {
 }
 
 fn free_port() -> Result<u16> {
-    Ok(std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
+    Ok(std::net::TcpListener::bind("127.0.0.1:0")?
+        .local_addr()?
+        .port())
 }
 
-pub async fn closed_loop(dir: &std::path::Path, subjects: usize, inflight: usize, dur: Duration, size: usize) -> Result<PeerResult> {
+pub async fn closed_loop(
+    dir: &std::path::Path,
+    subjects: usize,
+    inflight: usize,
+    dur: Duration,
+    size: usize,
+) -> Result<PeerResult> {
     let bin = ["/usr/sbin/nats-server", "/usr/bin/nats-server"]
         .into_iter()
         .find(|p| std::path::Path::new(p).exists())
-        .ok_or_else(|| anyhow!("nats-server not found: apt-get install nats-server (or pass --no-peer)"))?;
-    let version = Command::new(bin).arg("--version").output().map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string()).unwrap_or_default();
+        .ok_or_else(|| {
+            anyhow!("nats-server not found: apt-get install nats-server (or pass --no-peer)")
+        })?;
+    let version = Command::new(bin)
+        .arg("--version")
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
+        .unwrap_or_default();
     let port = free_port()?;
     let store = dir.join(format!("nats-{size}"));
     std::fs::create_dir_all(&store)?;
     let conf = dir.join(format!("nats-{size}.conf"));
     // nats-server 2.9 has no `sync_interval` setting: its file store fsyncs on a timer
     // (every 2 minutes by default), weaker than the relay's fsync before every answer.
-    std::fs::write(&conf, format!("listen: 127.0.0.1:{port}\njetstream {{\n  store_dir: \"{}\"\n}}\n", store.display()))?;
-    let _server = Server(Command::new(bin).arg("-c").arg(&conf).stdout(Stdio::null()).stderr(Stdio::null()).spawn().context("starting nats-server")?);
+    std::fs::write(
+        &conf,
+        format!(
+            "listen: 127.0.0.1:{port}\njetstream {{\n  store_dir: \"{}\"\n}}\n",
+            store.display()
+        ),
+    )?;
+    let _server = Server(
+        Command::new(bin)
+            .arg("-c")
+            .arg(&conf)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .context("starting nats-server")?,
+    );
     let url = format!("nats://127.0.0.1:{port}");
     let client = {
         let mut tries = 0;

@@ -24,7 +24,10 @@ impl RelayChild {
             "[limits]\nclaims_per_ip_per_minute = 1000000\ncreations_per_ip_per_minute = 1000000\nmax_subscriptions = 100000\n",
         )?;
         let mut cmd = Command::new(std::env::current_exe()?);
-        cmd.args(["relay", "--listen", "127.0.0.1:0", "--data"]).arg(data).arg("--config").arg(&config);
+        cmd.args(["relay", "--listen", "127.0.0.1:0", "--data"])
+            .arg(data)
+            .arg("--config")
+            .arg(&config);
         if let Some(db) = database {
             cmd.args(["--database", db]);
         }
@@ -73,7 +76,10 @@ pub fn rss_kib(pid: u32) -> Result<u64> {
 pub fn cpu_time(pid: u32) -> Result<Duration> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
     // Fields after the command name (which may contain spaces) start after ") ".
-    let rest = stat.rsplit_once(") ").map(|(_, r)| r).ok_or_else(|| anyhow!("bad stat"))?;
+    let rest = stat
+        .rsplit_once(") ")
+        .map(|(_, r)| r)
+        .ok_or_else(|| anyhow!("bad stat"))?;
     let fields: Vec<&str> = rest.split_whitespace().collect();
     let ticks: u64 = fields.get(11).and_then(|u| u.parse().ok()).unwrap_or(0)
         + fields.get(12).and_then(|s| s.parse().ok()).unwrap_or(0);
@@ -100,23 +106,43 @@ pub struct Progress {
 
 impl Progress {
     pub fn new(label: impl Into<String>, total: Duration) -> Progress {
-        Progress { label: label.into(), start: Instant::now(), total }
+        Progress {
+            label: label.into(),
+            start: Instant::now(),
+            total,
+        }
     }
 
     pub fn tick(&self) {
-        let frac = (self.start.elapsed().as_secs_f64() / self.total.as_secs_f64().max(0.001)).min(1.0);
+        let frac =
+            (self.start.elapsed().as_secs_f64() / self.total.as_secs_f64().max(0.001)).min(1.0);
         let filled = (frac * 30.0) as usize;
-        eprint!("\r{:<40} [{}{}] {:>3.0}%", self.label, "#".repeat(filled), ".".repeat(30 - filled), frac * 100.0);
+        eprint!(
+            "\r{:<40} [{}{}] {:>3.0}%",
+            self.label,
+            "#".repeat(filled),
+            ".".repeat(30 - filled),
+            frac * 100.0
+        );
         let _ = std::io::stderr().flush();
     }
 
     pub fn done(&self) {
-        eprintln!("\r{:<40} [{}] done in {:.1} s", self.label, "#".repeat(30), self.start.elapsed().as_secs_f64());
+        eprintln!(
+            "\r{:<40} [{}] done in {:.1} s",
+            self.label,
+            "#".repeat(30),
+            self.start.elapsed().as_secs_f64()
+        );
     }
 }
 
 /// Run `f` while ticking a progress bar every 200 ms.
-pub async fn with_progress<T>(label: &str, expected: Duration, f: impl std::future::Future<Output = T>) -> T {
+pub async fn with_progress<T>(
+    label: &str,
+    expected: Duration,
+    f: impl std::future::Future<Output = T>,
+) -> T {
     let p = Progress::new(label, expected);
     tokio::pin!(f);
     let mut tick = tokio::time::interval(Duration::from_millis(200));
@@ -137,7 +163,11 @@ pub fn random_bytes(n: usize) -> Vec<u8> {
 }
 
 pub fn fmt_rate(v: f64) -> String {
-    if v >= 10_000.0 { format!("{:.0}", v) } else { format!("{:.1}", v) }
+    if v >= 10_000.0 {
+        format!("{:.0}", v)
+    } else {
+        format!("{:.1}", v)
+    }
 }
 
 pub fn ms(d: f64) -> String {

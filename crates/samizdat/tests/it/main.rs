@@ -2,6 +2,7 @@
 //! loopback port.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod crash;
 mod harness;
 
 use std::process::Command;
@@ -504,4 +505,156 @@ fn clients_fail_over_when_a_relay_process_dies() {
     let unique: std::collections::HashSet<&String> = history.iter().collect();
     assert_eq!(unique.len(), history.len());
     relays.clear();
+}
+
+/// Crash, client side: a client killed between storing and acknowledging (mailbox), or
+/// around the relay's acknowledgement of a send, loses nothing and shows nothing twice.
+#[test]
+fn client_crashes_lose_nothing_and_duplicate_nothing() {
+    let mut w = World::new();
+    let [alice, bob] = w.people(["alice", "bob"]);
+    let link = alice.ok(&["invite"]).lines().last().unwrap().to_string();
+    bob.ok(&["accept", &link, "--name", "alice"]);
+    // alice joins and stores, then dies before acknowledging the Welcome.
+    let out = alice
+        .cmd(&["sync"])
+        .env("SAMIZDAT_TEST_CRASH", "mailbox-before-ack")
+        .output()
+        .unwrap();
+    assert!(!out.status.success(), "the crash point must have fired");
+    alice.ok(&["sync"]);
+    assert_eq!(alice.ok(&["contacts", "--json"]).lines().count(), 1);
+    assert_eq!(
+        alice.ok(&["list", "--json"]).lines().count(),
+        1,
+        "joined twice?"
+    );
+
+    // bob dies after storing the pending message, before the relay saw it.
+    let t1 = w.text("queued before a crash");
+    let out = bob
+        .cmd(&["send", "alice", &t1])
+        .env("SAMIZDAT_TEST_CRASH", "send-before-append")
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(!alice.ok(&["sync"]).contains(&t1), "not sent yet");
+    assert!(
+        bob.history("alice")
+            .iter()
+            .any(|m| m["text"] == t1.as_str() && m["delivered"] == false)
+    );
+    bob.ok(&["sync"]); // retries the queued request
+    assert!(alice.ok(&["sync"]).contains(&t1));
+
+    // bob dies after the relay stored the message, before recording it.
+    let t2 = w.text("acknowledged then crash");
+    let out = bob
+        .cmd(&["send", "alice", &t2])
+        .env("SAMIZDAT_TEST_CRASH", "send-after-append")
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(alice.ok(&["sync"]).contains(&t2));
+    let out = bob.ok(&["sync"]); // the retry is answered with the original result
+    assert!(!out.contains("rejected"), "{out}");
+    let h = bob.history("alice");
+    assert_eq!(h.iter().filter(|m| m["text"] == t2.as_str()).count(), 1);
+    assert!(h.iter().all(|m| m["delivered"] == true));
+    assert!(alice.ok(&["sync"]).contains("nothing new"));
+    assert_eq!(alice.texts(&bob.display), vec![t1, t2]);
+    w.assert_no_plaintext();
+}
+
+/// Hostile relay: the relay's own database is tampered with while it runs — bit flips,
+/// truncation, duplicates, replays and injected garbage. Clients never display a forged,
+/// altered or duplicated message, say what they rejected, and keep working.
+#[test]
+fn hostile_relay_tampering_is_rejected_and_recovered_from() {
+    let mut w = World::new();
+    let [alice, bob] = w.people(["alice", "bob"]);
+    w.connect(&alice, &bob);
+    let db = rusqlite::Connection::open(w.relay.data.join("relay.db")).unwrap();
+    db.busy_timeout(std::time::Duration::from_secs(10)).unwrap();
+    let last = |db: &rusqlite::Connection| -> (Vec<u8>, i64, Vec<u8>) {
+        db.query_row(
+            "SELECT group_id, seq, body FROM entries WHERE kind = 0 ORDER BY seq DESC LIMIT 1",
+            [],
+            |r| Ok((r.get(0).unwrap(), r.get(1).unwrap(), r.get(2).unwrap())),
+        )
+        .unwrap()
+    };
+    let append_raw = |db: &rusqlite::Connection, gid: &[u8], body: &[u8]| {
+        db.execute(
+            "INSERT INTO entries (group_id, seq, epoch, kind, body, stored_at)
+             SELECT group_id, next_seq, current_epoch, 0, ?2, 0 FROM groups WHERE group_id = ?1",
+            rusqlite::params![gid, body],
+        )
+        .unwrap();
+        db.execute(
+            "UPDATE groups SET next_seq = next_seq + 1 WHERE group_id = ?1",
+            [gid],
+        )
+        .unwrap();
+    };
+
+    // 1. A bit flip in a stored message.
+    let flipped = w.text("this one gets a bit flipped");
+    bob.ok(&["send", "alice", &flipped]);
+    let (gid, seq, mut body) = last(&db);
+    let mid = body.len() / 2;
+    body[mid] ^= 0x01;
+    db.execute(
+        "UPDATE entries SET body = ?3 WHERE group_id = ?1 AND seq = ?2",
+        rusqlite::params![gid, seq, body],
+    )
+    .unwrap();
+    let out = alice.ok(&["sync"]);
+    assert!(
+        !out.contains(&flipped),
+        "an altered message was displayed: {out}"
+    );
+    assert!(out.contains("rejected entry"), "{out}");
+
+    // 2. Truncation.
+    let cut = w.text("this one gets truncated");
+    bob.ok(&["send", "alice", &cut]);
+    let (gid, seq, body) = last(&db);
+    db.execute(
+        "UPDATE entries SET body = ?3 WHERE group_id = ?1 AND seq = ?2",
+        rusqlite::params![gid, seq, &body[..body.len() / 2]],
+    )
+    .unwrap();
+    let out = alice.ok(&["sync"]);
+    assert!(
+        !out.contains(&cut) && out.contains("rejected entry"),
+        "{out}"
+    );
+
+    // 3. Duplicate and replay: a genuine message stored again later in the log.
+    let real = w.text("genuine and then duplicated");
+    bob.ok(&["send", "alice", &real]);
+    let (gid, _, body) = last(&db);
+    assert!(alice.ok(&["sync"]).contains(&real));
+    append_raw(&db, &gid, &body);
+    append_raw(&db, &gid, &body);
+    let out = alice.ok(&["sync"]);
+    assert!(!out.contains(&real), "a duplicate was displayed: {out}");
+
+    // 4. Injected garbage and an injected non-MLS message from a non-member.
+    append_raw(&db, &gid, b"not an MLS message at all");
+    append_raw(&db, &gid, &[0u8; 300]);
+    let out = alice.ok(&["sync"]);
+    assert!(out.contains("rejected entry"), "{out}");
+
+    // Recovery: the conversation keeps working both ways.
+    let after = w.text("after the attack");
+    bob.ok(&["send", "alice", &after]);
+    assert!(alice.ok(&["sync"]).contains(&after));
+    let reply = w.text("reply after the attack");
+    alice.ok(&["send", &bob.display, &reply]);
+    assert!(bob.ok(&["sync"]).contains(&reply));
+    let shown = alice.texts(&bob.display);
+    assert_eq!(shown.iter().filter(|t| **t == real).count(), 1);
+    assert!(!shown.contains(&flipped) && !shown.contains(&cut));
 }
