@@ -493,3 +493,73 @@ impl Group {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn member(dir: &std::path::Path, name: &str) -> Mls {
+        let db = Db::open(&dir.join(format!("{name}.db")), "test passphrase").unwrap();
+        let keys = generate_signer(DEFAULT_CIPHERSUITE).unwrap();
+        Mls::new(db, &keys.secret, &keys.public, DEFAULT_CIPHERSUITE).unwrap()
+    }
+
+    #[test]
+    fn huge_generation_jumps_are_refused_small_ones_accepted() {
+        let dir = tempfile::tempdir().unwrap();
+        let (alice, bob) = (member(dir.path(), "alice"), member(dir.path(), "bob"));
+        let mut a = alice.create_group(&[1; 16]).unwrap();
+        let kp = bob.key_package(false).unwrap();
+        let pending = a.commit(&[kp], &[]).unwrap();
+        a.apply_pending_commit().unwrap();
+        let mut b = bob.join(&pending.welcome.unwrap()).unwrap();
+        assert_eq!(
+            a.token().unwrap(),
+            b.token().unwrap(),
+            "both derive the same epoch token"
+        );
+
+        // A gap of 10 messages (lost or withheld by the relay) is fine.
+        let mut last = Vec::new();
+        for _ in 0..10 {
+            last = a.encrypt(b"skipped").unwrap();
+        }
+        assert!(matches!(
+            b.process(&last).unwrap(),
+            Incoming::Application { .. }
+        ));
+        // A jump beyond mls-rs' bound (1,024 generations) is refused without work or memory
+        // proportional to the claimed generation.
+        for _ in 0..1100 {
+            last = a.encrypt(b"flood").unwrap();
+        }
+        assert!(b.process(&last).is_err());
+        // And the group still works afterwards.
+        let next = a.encrypt(b"after").unwrap();
+        let _ = b.process(&next);
+    }
+
+    #[test]
+    fn removed_member_cannot_derive_the_next_token() {
+        let dir = tempfile::tempdir().unwrap();
+        let (alice, bob) = (member(dir.path(), "alice"), member(dir.path(), "bob"));
+        let mut a = alice.create_group(&[2; 16]).unwrap();
+        let pending = a.commit(&[bob.key_package(false).unwrap()], &[]).unwrap();
+        a.apply_pending_commit().unwrap();
+        let mut b = bob.join(&pending.welcome.unwrap()).unwrap();
+        let bob_index = a
+            .members()
+            .iter()
+            .find(|m| m.fingerprint != a.own_fingerprint().unwrap())
+            .unwrap()
+            .index;
+        let removal = a.commit(&[], &[bob_index]).unwrap();
+        a.apply_pending_commit().unwrap();
+        match b.process(&removal.commit).unwrap() {
+            Incoming::Commit { removed, .. } => assert!(removed),
+            other => panic!("{other:?}"),
+        }
+        let secret = a.encrypt(b"after removal").unwrap();
+        assert!(b.process(&secret).is_err());
+    }
+}

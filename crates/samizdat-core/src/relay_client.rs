@@ -398,11 +398,19 @@ impl RelayClient {
 }
 
 fn short_reqwest_error(e: &reqwest::Error) -> String {
-    if e.is_connect() {
-        "connection refused or unreachable".into()
+    // The innermost cause says what actually happened (refused, TLS, DNS…).
+    let mut cause: &dyn std::error::Error = e;
+    while let Some(next) = cause.source() {
+        cause = next;
+    }
+    let detail = cause.to_string();
+    if detail.contains("certificate") || detail.contains("Certificate") {
+        format!("TLS certificate not trusted ({detail})")
     } else if e.is_timeout() {
         "timed out".into()
+    } else if e.is_connect() {
+        format!("cannot connect ({detail})")
     } else {
-        e.to_string()
+        detail
     }
 }

@@ -48,8 +48,8 @@ fn init_tracing(default: &str) {
 fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
     init_tracing(match cli.command {
-        Command::Relay(_) => "info",
-        _ => "warn",
+        Command::Relay(_) => "info,tokio_postgres=warn",
+        _ => "warn,rustls_platform_verifier=off",
     });
     let rt = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()

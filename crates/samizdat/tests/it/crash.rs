@@ -57,7 +57,20 @@ async fn append_until_acked(
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn relay_sigkill_loses_nothing_acknowledged() {
+async fn relay_sigkill_loses_nothing_acknowledged_sqlite() {
+    sigkill_run(None).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn relay_sigkill_loses_nothing_acknowledged_postgres() {
+    let Some(db) = crate::harness::postgres_url() else {
+        println!("skipped: SAMIZDAT_TEST_DATABASE_URL is not set");
+        return;
+    };
+    sigkill_run(Some(db)).await;
+}
+
+async fn sigkill_run(database: Option<String>) {
     let kills = if std::env::var("SAMIZDAT_LONG").is_ok() {
         30
     } else {
@@ -65,7 +78,7 @@ async fn relay_sigkill_loses_nothing_acknowledged() {
     };
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("relay");
-    let first = RelayProc::start(&data, "127.0.0.1:0");
+    let first = RelayProc::start_with(&data, "127.0.0.1:0", database.as_deref());
     let addr = first.addr.clone();
     let url = first.url.clone();
     let relay = Arc::new(Mutex::new(first));
@@ -160,7 +173,7 @@ async fn relay_sigkill_loses_nothing_acknowledged() {
         tokio::time::sleep(Duration::from_millis(wait)).await;
         let mut r = relay.lock().unwrap();
         r.kill();
-        *r = RelayProc::start(&data, &addr);
+        *r = RelayProc::start_with(&data, &addr, database.as_deref());
         eprintln!("kill {} of {kills}", i + 1);
     }
     tokio::time::sleep(Duration::from_millis(500)).await;

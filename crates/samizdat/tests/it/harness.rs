@@ -27,10 +27,31 @@ impl RelayProc {
         if let Some(db) = database {
             cmd.args(["--database", db, "--pool-size", "4"]);
         }
+        Self::spawn(cmd, data)
+    }
+
+    /// A relay process with a TOML config file (limits).
+    pub fn start_with_config(data: &Path, addr: &str, config: &Path) -> RelayProc {
+        let mut cmd = Command::new(BIN);
+        cmd.args(["relay", "--listen", addr, "--data"])
+            .arg(data)
+            .arg("--config")
+            .arg(config);
+        Self::spawn(cmd, data)
+    }
+
+    fn spawn(mut cmd: Command, data: &Path) -> RelayProc {
+        // Logs at debug level go into the data directory, so the plaintext audit scans them too.
+        std::fs::create_dir_all(data).expect("data dir");
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(data.join("relay.log"))
+            .expect("log file");
         let mut child = cmd
-            .env("SAMIZDAT_LOG", "warn")
+            .env("SAMIZDAT_LOG", "debug")
             .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
+            .stderr(Stdio::from(log))
             .spawn()
             .expect("start relay");
         let stdout = child.stdout.take().expect("stdout");

@@ -2,6 +2,7 @@
 //! loopback port.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod bounds;
 mod crash;
 mod harness;
 

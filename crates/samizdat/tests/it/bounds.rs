@@ -1,0 +1,157 @@
+//! Resource bounds: floods from one address are rejected early and the relay's resident
+//! memory stays bounded (measured from /proc while the flood runs).
+
+use std::time::Duration;
+
+use futures_util::{SinkExt, StreamExt};
+use samizdat_proto::{Bytes, ClientFrame, Id};
+use serde_json::json;
+use tokio_tungstenite::tungstenite::Message;
+
+use crate::harness::{RelayProc, hex_rand};
+
+fn rss_kib(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .unwrap()
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.split_whitespace().next())
+        .and_then(|v| v.parse().ok())
+        .unwrap()
+}
+
+fn rand_id() -> Id {
+    let mut b = [0u8; 16];
+    aws_lc_rs::rand::fill(&mut b).unwrap();
+    Id::from_bytes(b)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn floods_are_rejected_early_and_memory_stays_bounded() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("relay");
+    std::fs::create_dir_all(&data).unwrap();
+    let config = dir.path().join("relay.toml");
+    std::fs::write(
+        &config,
+        "[limits]\nmax_request_body = 1048576\nmax_subscriptions = 100\ncreations_per_ip_per_minute = 50\nmax_key_packages = 20\n",
+    )
+    .unwrap();
+    let mut relay = RelayProc::start_with_config(&data, "127.0.0.1:0", &config);
+    let pid = relay.child.id();
+    let url = relay.url.clone();
+    let http = reqwest::Client::new();
+    let base_rss = rss_kib(pid);
+    let mut peak = base_rss;
+
+    // 1. Oversized bodies: 40 concurrent 8 MB uploads against a 1 MB limit.
+    let mut tasks = Vec::new();
+    for _ in 0..40 {
+        let (http, url) = (http.clone(), url.clone());
+        tasks.push(tokio::spawn(async move {
+            http.post(format!("{url}/v1/groups/{}/entries", rand_id()))
+                .header("x-samizdat-token", "AAAA")
+                .body(vec![b'x'; 8 << 20])
+                .send()
+                .await
+                .map(|r| r.status().as_u16())
+        }));
+    }
+    let mut too_large = 0;
+    for t in tasks {
+        match t.await.unwrap() {
+            Ok(413) => too_large += 1,
+            Ok(other) => panic!("oversized body answered {other}"),
+            Err(_) => too_large += 1, // the relay stopped reading and closed: also a refusal
+        }
+        peak = peak.max(rss_kib(pid));
+    }
+    assert_eq!(too_large, 40);
+
+    // 2. Mailbox creation flood: 300 from one address, 50 allowed per minute.
+    let mut limited = 0;
+    for _ in 0..300 {
+        let r = http
+            .post(format!("{url}/v1/mailboxes"))
+            .json(&json!({"request_id": rand_id(), "mailbox_id": rand_id(), "owner_key": Bytes(vec![7; 32])}))
+            .send()
+            .await
+            .unwrap();
+        if r.status() == 429 {
+            limited += 1;
+        }
+    }
+    assert_eq!(limited, 250);
+    peak = peak.max(rss_kib(pid));
+
+    // 3. Subscription flood on one WebSocket, and garbage floods on many.
+    let (mut ws, _) = tokio_tungstenite::connect_async(format!("ws://{}/v1/ws", relay.addr))
+        .await
+        .unwrap();
+    for _ in 0..2000 {
+        let f = ClientFrame::SubscribeGroup {
+            group_id: rand_id(),
+            epoch: 0,
+            token: Bytes(vec![1; 32]),
+            after: 0,
+        };
+        ws.send(Message::Text(serde_json::to_string(&f).unwrap().into()))
+            .await
+            .unwrap();
+    }
+    let mut errors = 0;
+    while errors < 2000 {
+        match tokio::time::timeout(Duration::from_secs(20), ws.next()).await {
+            Ok(Some(Ok(Message::Text(t)))) if t.contains("\"error\"") => errors += 1,
+            Ok(Some(Ok(_))) => {}
+            other => panic!("subscription flood: {other:?}"),
+        }
+    }
+    let mut garbage = Vec::new();
+    for _ in 0..100 {
+        let (mut g, _) = tokio_tungstenite::connect_async(format!("ws://{}/v1/ws", relay.addr))
+            .await
+            .unwrap();
+        for _ in 0..20 {
+            let _ = g.send(Message::Text(hex_rand().into())).await;
+        }
+        garbage.push(g);
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    // Every garbage connection was closed by the relay after 16 bad frames.
+    for mut g in garbage {
+        let mut closed = false;
+        for _ in 0..40 {
+            match tokio::time::timeout(Duration::from_secs(5), g.next()).await {
+                Ok(None) | Ok(Some(Err(_))) | Ok(Some(Ok(Message::Close(_)))) => {
+                    closed = true;
+                    break;
+                }
+                Ok(Some(Ok(_))) => {}
+                Err(_) => break,
+            }
+        }
+        assert!(closed, "a connection sending garbage was kept open");
+    }
+    peak = peak.max(rss_kib(pid));
+
+    // Still serving, and memory stayed bounded: far below one unbounded copy of the uploads
+    // (40 × 8 MB = 320 MB).
+    assert!(
+        http.get(format!("{url}/healthz"))
+            .send()
+            .await
+            .unwrap()
+            .status()
+            .is_success()
+    );
+    let grown = peak.saturating_sub(base_rss);
+    eprintln!(
+        "relay RSS: {base_rss} KiB at start, peak {peak} KiB during the floods (+{grown} KiB)"
+    );
+    assert!(
+        grown < 96 * 1024,
+        "relay memory grew by {grown} KiB under floods"
+    );
+    relay.kill();
+}
