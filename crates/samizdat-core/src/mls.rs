@@ -562,4 +562,32 @@ mod tests {
         let secret = a.encrypt(b"after removal").unwrap();
         assert!(b.process(&secret).is_err());
     }
+
+    #[test]
+    fn a_fork_is_reported_not_fatal() {
+        // A dishonest relay hands carol a different commit for the same epoch than the one
+        // alice and bob applied. Carol's state diverges: everything after fails to decrypt
+        // (reported to the user as rejected entries), nothing panics, nothing is displayed.
+        let dir = tempfile::tempdir().unwrap();
+        let (alice, bob, carol) = (member(dir.path(), "a"), member(dir.path(), "b"), member(dir.path(), "c"));
+        let mut a = alice.create_group(&[3; 16]).unwrap();
+        let kps = vec![bob.key_package(false).unwrap(), carol.key_package(false).unwrap()];
+        let pending = a.commit(&kps, &[]).unwrap();
+        a.apply_pending_commit().unwrap();
+        let welcome = pending.welcome.unwrap();
+        let mut b = bob.join(&welcome).unwrap();
+        let mut c = carol.join(&welcome).unwrap();
+        // Two commits for the same epoch: alice's (accepted by the honest log) and bob's.
+        let from_alice = a.commit(&[], &[]).unwrap();
+        let from_bob = b.commit(&[], &[]).unwrap();
+        a.apply_pending_commit().unwrap();
+        b.clear_pending_commit();
+        b.process(&from_alice.commit).unwrap();
+        c.process(&from_bob.commit).unwrap(); // the fork
+        assert_eq!(a.token().unwrap(), b.token().unwrap());
+        assert_ne!(a.token().unwrap(), c.token().unwrap(), "the forked member derives another token");
+        let msg = a.encrypt(b"on the honest branch").unwrap();
+        assert!(matches!(b.process(&msg).unwrap(), Incoming::Application { .. }));
+        assert!(c.process(&msg).is_err());
+    }
 }
