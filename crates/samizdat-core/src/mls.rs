@@ -569,9 +569,16 @@ mod tests {
         // alice and bob applied. Carol's state diverges: everything after fails to decrypt
         // (reported to the user as rejected entries), nothing panics, nothing is displayed.
         let dir = tempfile::tempdir().unwrap();
-        let (alice, bob, carol) = (member(dir.path(), "a"), member(dir.path(), "b"), member(dir.path(), "c"));
+        let (alice, bob, carol) = (
+            member(dir.path(), "a"),
+            member(dir.path(), "b"),
+            member(dir.path(), "c"),
+        );
         let mut a = alice.create_group(&[3; 16]).unwrap();
-        let kps = vec![bob.key_package(false).unwrap(), carol.key_package(false).unwrap()];
+        let kps = vec![
+            bob.key_package(false).unwrap(),
+            carol.key_package(false).unwrap(),
+        ];
         let pending = a.commit(&kps, &[]).unwrap();
         a.apply_pending_commit().unwrap();
         let welcome = pending.welcome.unwrap();
@@ -585,9 +592,16 @@ mod tests {
         b.process(&from_alice.commit).unwrap();
         c.process(&from_bob.commit).unwrap(); // the fork
         assert_eq!(a.token().unwrap(), b.token().unwrap());
-        assert_ne!(a.token().unwrap(), c.token().unwrap(), "the forked member derives another token");
+        assert_ne!(
+            a.token().unwrap(),
+            c.token().unwrap(),
+            "the forked member derives another token"
+        );
         let msg = a.encrypt(b"on the honest branch").unwrap();
-        assert!(matches!(b.process(&msg).unwrap(), Incoming::Application { .. }));
+        assert!(matches!(
+            b.process(&msg).unwrap(),
+            Incoming::Application { .. }
+        ));
         assert!(c.process(&msg).is_err());
     }
 }

@@ -203,6 +203,10 @@ pub struct RelayArgs {
     /// Skip the NATS JetStream peer.
     #[arg(long)]
     pub no_peer: bool,
+    /// Drive an already running relay at this URL instead of starting one (for profiling a
+    /// relay under valgrind or perf).
+    #[arg(long)]
+    pub relay_url: Option<String>,
 }
 
 struct Closed {
@@ -367,20 +371,31 @@ pub async fn relay(args: RelayArgs) -> Result<Report> {
     let tmp = tempfile::tempdir()?;
     let dur = Duration::from_secs(args.duration.max(1));
     let mut relays = Vec::new();
-    for i in 0..args.processes.max(1) {
-        relays.push(RelayChild::start(
-            &tmp.path().join(format!("relay{i}")),
-            args.database.as_deref(),
-        )?);
+    let mut urls = Vec::new();
+    match &args.relay_url {
+        Some(url) => urls.push(url.trim_end_matches('/').to_string()),
+        None => {
+            for i in 0..args.processes.max(1) {
+                let r = RelayChild::start(
+                    &tmp.path().join(format!("relay{i}")),
+                    args.database.as_deref(),
+                )?;
+                urls.push(r.url.clone());
+                relays.push(r);
+            }
+        }
     }
-    let leans: Vec<Lean> = relays.iter().map(|r| Lean::new(&r.url)).collect();
+    let leans: Vec<Lean> = urls.iter().map(|u| Lean::new(u)).collect();
     let sink = Arc::new(Sink::default());
     let mut groups = Vec::new();
     for i in 0..args.senders {
         let g = leans[0].create_group().await?;
         // Subscribers on another process than the sender when there are several.
-        let sub_relay = &relays[(i + 1) % relays.len()];
-        spawn_reader(subscribe(&sub_relay.addr, &g).await?, sink.clone());
+        let sub_url = &urls[(i + 1) % urls.len()];
+        spawn_reader(
+            subscribe(sub_url.trim_start_matches("http://"), &g).await?,
+            sink.clone(),
+        );
         groups.push(g);
     }
     let backend = if args.database.is_some() {
@@ -390,7 +405,7 @@ pub async fn relay(args: RelayArgs) -> Result<Report> {
     };
     let mut text = format!(
         "Relay durable throughput and latency — backend {backend}, {} relay process(es), {} senders × {} in flight, {} s per step\n",
-        relays.len(),
+        urls.len(),
         args.senders,
         args.inflight,
         dur.as_secs()
@@ -490,7 +505,7 @@ pub async fn relay(args: RelayArgs) -> Result<Report> {
     }
     Ok(Report {
         text,
-        json: json!({"benchmark": "relay", "backend": backend, "processes": relays.len(), "senders": args.senders,
+        json: json!({"benchmark": "relay", "backend": backend, "processes": urls.len(), "senders": args.senders,
                      "inflight": args.inflight, "step_secs": dur.as_secs(), "sizes": json_sizes}),
     })
 }
