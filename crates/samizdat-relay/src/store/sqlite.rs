@@ -42,7 +42,7 @@ fn exec<P: rusqlite::Params>(conn: &Connection, sql: &str, params: P) -> rusqlit
     conn.prepare_cached(sql)?.execute(params)
 }
 
-fn row<T, P: rusqlite::Params, F: FnOnce(&rusqlite::Row<'_>) -> rusqlite::Result<T>>(
+fn query_one<T, P: rusqlite::Params, F: FnOnce(&rusqlite::Row<'_>) -> rusqlite::Result<T>>(
     conn: &Connection,
     sql: &str,
     params: P,
@@ -219,13 +219,13 @@ fn prior<T: DeserializeOwned>(
     request_id: &Id,
     scope: &str,
 ) -> Result<Option<T>> {
-    let row: Option<(String, String)> = conn
-        .query_row(
-            "SELECT scope, result FROM requests WHERE request_id = ?1",
-            params![request_id.as_bytes()],
-            |r| Ok((r.get(0)?, r.get(1)?)),
-        )
-        .optional()?;
+    let row: Option<(String, String)> = query_one(
+        conn,
+        "SELECT scope, result FROM requests WHERE request_id = ?1",
+        params![request_id.as_bytes()],
+        |r| Ok((r.get(0)?, r.get(1)?)),
+    )
+    .optional()?;
     match row {
         None => Ok(None),
         Some((s, _)) if s != scope => Err(reused_request_id()),
@@ -273,13 +273,13 @@ fn drop_into(
     now: u64,
     limits: &Limits,
 ) -> Result<u64> {
-    let row: Option<(i64, i64, i64)> = conn
-        .query_row(
-            "SELECT next_seq, msg_count, msg_bytes FROM mailboxes WHERE mailbox_id = ?1",
-            params![mailbox.as_bytes()],
-            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
-        )
-        .optional()?;
+    let row: Option<(i64, i64, i64)> = query_one(
+        conn,
+        "SELECT next_seq, msg_count, msg_bytes FROM mailboxes WHERE mailbox_id = ?1",
+        params![mailbox.as_bytes()],
+        |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+    )
+    .optional()?;
     let (seq, count, bytes) = row.ok_or_else(|| not_found("mailbox"))?;
     if count as u64 >= limits.mailbox_quota_messages
         || bytes as u64 + body.len() as u64 > limits.mailbox_quota_bytes
@@ -309,15 +309,15 @@ fn drop_into(
 }
 
 fn kp_count(conn: &Connection, mailbox: &Id) -> Result<KeyPackageCount> {
-    let has_last_resort: Option<bool> = conn
-        .query_row(
-            "SELECT last_resort IS NOT NULL FROM mailboxes WHERE mailbox_id = ?1",
-            params![mailbox.as_bytes()],
-            |r| r.get(0),
-        )
-        .optional()?;
+    let has_last_resort: Option<bool> = query_one(
+        conn,
+        "SELECT last_resort IS NOT NULL FROM mailboxes WHERE mailbox_id = ?1",
+        params![mailbox.as_bytes()],
+        |r| r.get(0),
+    )
+    .optional()?;
     let has_last_resort = has_last_resort.ok_or_else(|| not_found("mailbox"))?;
-    let available: i64 = row(
+    let available: i64 = query_one(
         conn,
         "SELECT COUNT(*) FROM key_packages WHERE mailbox_id = ?1",
         params![mailbox.as_bytes()],
@@ -342,13 +342,13 @@ impl Store for SqliteStore {
             if prior::<()>(conn, &request_id, scope::CREATE_MAILBOX)?.is_some() {
                 return Ok(());
             }
-            let existing: Option<Vec<u8>> = conn
-                .query_row(
-                    "SELECT owner_key FROM mailboxes WHERE mailbox_id = ?1",
-                    params![mailbox.as_bytes()],
-                    |r| r.get(0),
-                )
-                .optional()?;
+            let existing: Option<Vec<u8>> = query_one(
+                conn,
+                "SELECT owner_key FROM mailboxes WHERE mailbox_id = ?1",
+                params![mailbox.as_bytes()],
+                |r| r.get(0),
+            )
+            .optional()?;
             if existing.is_some() {
                 return Err(StoreError::rejected(
                     ErrorCode::AlreadyExists,
@@ -367,13 +367,13 @@ impl Store for SqliteStore {
 
     async fn mailbox_owner(&self, mailbox: Id) -> Result<Option<Vec<u8>>> {
         self.read(move |conn| {
-            Ok(conn
-                .query_row(
-                    "SELECT owner_key FROM mailboxes WHERE mailbox_id = ?1",
-                    params![mailbox.as_bytes()],
-                    |r| r.get(0),
-                )
-                .optional()?)
+            Ok(query_one(
+                conn,
+                "SELECT owner_key FROM mailboxes WHERE mailbox_id = ?1",
+                params![mailbox.as_bytes()],
+                |r| r.get(0),
+            )
+            .optional()?)
         })
         .await
     }
@@ -445,8 +445,7 @@ impl Store for SqliteStore {
             let mut deleted = 0u64;
             let mut bytes = 0i64;
             for seq in seqs {
-                let len: Option<i64> = conn
-                    .query_row(
+                let len: Option<i64> = query_one(conn,
                         "DELETE FROM mailbox_messages WHERE mailbox_id = ?1 AND seq = ?2 RETURNING length(body)",
                         params![mailbox.as_bytes(), seq as i64],
                         |r| r.get(0),
@@ -516,23 +515,23 @@ impl Store for SqliteStore {
             if let Some(c) = prior::<ClaimedKeyPackage>(conn, &request_id, scope::CLAIM)? {
                 return Ok(c);
             }
-            let last_resort: Option<Option<Vec<u8>>> = conn
-                .query_row(
-                    "SELECT last_resort FROM mailboxes WHERE mailbox_id = ?1",
-                    params![mailbox.as_bytes()],
-                    |r| r.get(0),
-                )
-                .optional()?;
+            let last_resort: Option<Option<Vec<u8>>> = query_one(
+                conn,
+                "SELECT last_resort FROM mailboxes WHERE mailbox_id = ?1",
+                params![mailbox.as_bytes()],
+                |r| r.get(0),
+            )
+            .optional()?;
             let last_resort = last_resort.ok_or_else(|| not_found("mailbox"))?;
-            let taken: Option<Vec<u8>> = conn
-                .query_row(
-                    "DELETE FROM key_packages WHERE id =
+            let taken: Option<Vec<u8>> = query_one(
+                conn,
+                "DELETE FROM key_packages WHERE id =
                        (SELECT id FROM key_packages WHERE mailbox_id = ?1 ORDER BY id LIMIT 1)
                      RETURNING data",
-                    params![mailbox.as_bytes()],
-                    |r| r.get(0),
-                )
-                .optional()?;
+                params![mailbox.as_bytes()],
+                |r| r.get(0),
+            )
+            .optional()?;
             let claimed = match (taken, last_resort) {
                 (Some(kp), _) => ClaimedKeyPackage {
                     key_package: Bytes(kp),
@@ -571,13 +570,13 @@ impl Store for SqliteStore {
             if prior::<()>(conn, &request_id, scope::CREATE_GROUP)?.is_some() {
                 return Ok(());
             }
-            let exists: Option<i64> = conn
-                .query_row(
-                    "SELECT 1 FROM groups WHERE group_id = ?1",
-                    params![group.as_bytes()],
-                    |r| r.get(0),
-                )
-                .optional()?;
+            let exists: Option<i64> = query_one(
+                conn,
+                "SELECT 1 FROM groups WHERE group_id = ?1",
+                params![group.as_bytes()],
+                |r| r.get(0),
+            )
+            .optional()?;
             if exists.is_some() {
                 return Err(StoreError::rejected(
                     ErrorCode::AlreadyExists,
@@ -601,15 +600,15 @@ impl Store for SqliteStore {
 
     async fn epoch_token(&self, group: Id, epoch: u64) -> Result<Option<([u8; 32], u64)>> {
         self.read(move |conn| {
-            let row: Option<(Vec<u8>, i64)> = conn
-                .query_row(
-                    "SELECT e.token_hash, g.current_epoch FROM group_epochs e
+            let row: Option<(Vec<u8>, i64)> = query_one(
+                conn,
+                "SELECT e.token_hash, g.current_epoch FROM group_epochs e
                      JOIN groups g ON g.group_id = e.group_id
                      WHERE e.group_id = ?1 AND e.epoch = ?2",
-                    params![group.as_bytes(), epoch as i64],
-                    |r| Ok((r.get(0)?, r.get(1)?)),
-                )
-                .optional()?;
+                params![group.as_bytes(), epoch as i64],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )
+            .optional()?;
             row.map(|(h, cur)| Ok((hash32(h)?, cur as u64))).transpose()
         })
         .await
@@ -622,8 +621,7 @@ impl Store for SqliteStore {
                 return Ok(Appended { seq, welcomed: Vec::new(), fresh: false });
             }
             let g = req.group_id.as_bytes();
-            let row: Option<(i64, i64)> = conn
-                .query_row(
+            let row: Option<(i64, i64)> = query_one(conn,
                     "SELECT current_epoch, next_seq FROM groups WHERE group_id = ?1",
                     params![g],
                     |r| Ok((r.get(0)?, r.get(1)?)),
@@ -631,8 +629,7 @@ impl Store for SqliteStore {
                 .optional()?;
             let (current, seq) = row.ok_or_else(|| not_found("group"))?;
             let current = current as u64;
-            let stored: Option<Vec<u8>> = conn
-                .query_row(
+            let stored: Option<Vec<u8>> = query_one(conn,
                     "SELECT token_hash FROM group_epochs WHERE group_id = ?1 AND epoch = ?2",
                     params![g, req.epoch as i64],
                     |r| r.get(0),
@@ -706,13 +703,13 @@ impl Store for SqliteStore {
         limit: usize,
     ) -> Result<Entries> {
         self.read(move |conn| {
-            let current: Option<i64> = conn
-                .query_row(
-                    "SELECT current_epoch FROM groups WHERE group_id = ?1",
-                    params![group.as_bytes()],
-                    |r| r.get(0),
-                )
-                .optional()?;
+            let current: Option<i64> = query_one(
+                conn,
+                "SELECT current_epoch FROM groups WHERE group_id = ?1",
+                params![group.as_bytes()],
+                |r| r.get(0),
+            )
+            .optional()?;
             let current = current.ok_or_else(|| not_found("group"))? as u64;
             let mut stmt = conn.prepare_cached(
                 "SELECT seq, epoch, kind, body FROM entries
