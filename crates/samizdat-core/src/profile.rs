@@ -1133,6 +1133,22 @@ impl Profile {
             match self.sync_group(&conv.group_id, &mut events).await {
                 Ok(l) => leavers.extend(l.into_iter().map(|fp| (conv.group_id, fp))),
                 Err(e @ Error::RelayUnreachable(_)) => return Err(e),
+                Err(Error::Relay {
+                    code: ErrorCode::BadToken,
+                    ..
+                }) => {
+                    // Our epoch token is not the group's: we processed a commit the others did
+                    // not (a fork served by a dishonest relay) or lost our state. Stop using
+                    // this state; a member re-adding us starts afresh.
+                    self.db.conn().execute(
+                        "UPDATE conversations SET active = 0, status = 'lost sync with the group; ask a member to re-add you' WHERE group_id = ?1",
+                        params![conv.group_id.as_bytes()],
+                    )?;
+                    events.push(Event::Notice {
+                        conversation: Some(conv.name.clone()),
+                        text: "lost sync with the group (its epoch token no longer matches: a fork or tampering); ask a member to re-add you".into(),
+                    });
+                }
                 Err(e) => events.push(Event::Notice {
                     conversation: Some(conv.name.clone()),
                     text: format!("sync failed: {e}"),
@@ -1243,9 +1259,14 @@ impl Profile {
             None => self.unique_name(&format!("new-{}", group_id.short()))?,
         };
         self.db.transaction(|| {
+            if previous.is_some() {
+                // Re-added after a removal (or a lost sync): fresh MLS state; the old state's
+                // epoch secrets must not linger.
+                self.db.conn().execute("DELETE FROM mls_epochs WHERE group_id = ?1", params![group_id.as_bytes()])?;
+            }
             group.save()?;
             if previous.is_some() {
-                // Re-added after a removal: same conversation, reading from the new epoch.
+                // Same conversation, reading from the new epoch.
                 self.db.conn().execute(
                     "UPDATE conversations SET active = 1, status = NULL, relay = ?2, read_epoch = ?3, cursor = 0 WHERE group_id = ?1",
                     params![group_id.as_bytes(), relay, group.epoch() as i64],
@@ -1293,9 +1314,28 @@ impl Profile {
                 }
                 break;
             }
-            for entry in page.entries {
+            // The relay is trusted for order, not for honesty: process by position, each
+            // position once, and say so when positions are missing.
+            let mut entries = page.entries;
+            entries.sort_by_key(|e| e.seq);
+            entries.dedup_by_key(|e| e.seq);
+            entries.retain(|e| e.seq > conv.cursor);
+            if entries.is_empty() {
+                break;
+            }
+            for entry in entries {
                 if !conv.active {
                     break;
+                }
+                if conv.cursor > 0 && entry.seq != conv.cursor + 1 {
+                    events.push(Event::Notice {
+                        conversation: Some(conv.name.clone()),
+                        text: format!(
+                            "entries {}..{} of the log are missing (withheld by the relay, or expired)",
+                            conv.cursor + 1,
+                            entry.seq - 1
+                        ),
+                    });
                 }
                 let mut next_epoch = conv.read_epoch;
                 if own.contains(&entry.seq) {

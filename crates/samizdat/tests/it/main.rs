@@ -5,6 +5,7 @@
 mod bounds;
 mod crash;
 mod harness;
+mod mitm;
 
 use std::process::Command;
 
@@ -642,11 +643,33 @@ fn hostile_relay_tampering_is_rejected_and_recovered_from() {
     let out = alice.ok(&["sync"]);
     assert!(!out.contains(&real), "a duplicate was displayed: {out}");
 
-    // 4. Injected garbage and an injected non-MLS message from a non-member.
+    // 4. Injected garbage, and genuine MLS messages from non-members: carol's application
+    //    message and commit from her own conversation with bob, replayed into this group.
     append_raw(&db, &gid, b"not an MLS message at all");
     append_raw(&db, &gid, &[0u8; 300]);
+    let carol = w.person("carol");
+    w.connect(&bob, &carol);
+    let foreign = w.text("carol to bob, elsewhere");
+    carol.ok(&["send", "bob", &foreign]);
+    let (foreign_app, foreign_commit): (Vec<u8>, Vec<u8>) = {
+        let pick = |kind: i64| -> Vec<u8> {
+            db.query_row(
+                "SELECT body FROM entries WHERE kind = ?1 AND group_id != ?2 ORDER BY seq DESC LIMIT 1",
+                rusqlite::params![kind, gid],
+                |r| r.get(0),
+            )
+            .unwrap()
+        };
+        (pick(0), pick(1))
+    };
+    append_raw(&db, &gid, &foreign_app);
+    append_raw(&db, &gid, &foreign_commit);
     let out = alice.ok(&["sync"]);
     assert!(out.contains("rejected entry"), "{out}");
+    assert!(
+        !out.contains(&foreign),
+        "a non-member's message was displayed: {out}"
+    );
 
     // Recovery: the conversation keeps working both ways.
     let after = w.text("after the attack");
