@@ -106,6 +106,7 @@ pub struct Relay {
     addr: SocketAddr,
     stop: watch::Sender<bool>,
     task: tokio::task::JoinHandle<Result<()>>,
+    sweeper: tokio::task::JoinHandle<()>,
 }
 
 impl Relay {
@@ -144,7 +145,7 @@ impl Relay {
         let sweep_every = Duration::from_secs(config.sweep_interval_secs.max(1));
         let mut sweep_stop = stop_rx.clone();
         let sweep_store = store.clone();
-        tokio::spawn(async move {
+        let sweeper = tokio::spawn(async move {
             let mut tick = tokio::time::interval(sweep_every);
             loop {
                 tokio::select! {
@@ -171,7 +172,12 @@ impl Relay {
             .await
             .map_err(Error::Serve)
         });
-        Ok(Relay { addr, stop, task })
+        Ok(Relay {
+            addr,
+            stop,
+            task,
+            sweeper,
+        })
     }
 
     /// The address actually bound (useful with port 0).
@@ -182,10 +188,14 @@ impl Relay {
     /// Stop accepting, let in-flight requests finish, and wait.
     pub async fn shutdown(self) -> Result<()> {
         let _ = self.stop.send(true);
-        match self.task.await {
+        let served = match self.task.await {
             Ok(r) => r,
             Err(e) => Err(Error::Serve(std::io::Error::other(e))),
-        }
+        };
+        // The sweeper holds the store too: once it is gone, the store closes (SQLite
+        // checkpoints its WAL) as soon as the last request handler has finished.
+        let _ = self.sweeper.await;
+        served
     }
 
     /// Wait until the server stops by itself (an error) — used by the binary.

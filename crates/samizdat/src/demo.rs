@@ -284,8 +284,13 @@ fn scan(dir: &Path, needles: &[String]) -> Result<Vec<(String, String)>> {
                 stack.push(path);
                 continue;
             }
-            let bytes =
-                std::fs::read(&path).with_context(|| format!("reading {}", path.display()))?;
+            let bytes = match std::fs::read(&path) {
+                Ok(b) => b,
+                // SQLite removes the -wal/-shm files when its last connection closes; their
+                // contents are in the main file by then, which is scanned too.
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+                Err(e) => return Err(e).with_context(|| format!("reading {}", path.display())),
+            };
             for n in needles {
                 if bytes.windows(n.len()).any(|w| w == n.as_bytes()) {
                     found.push((path.display().to_string(), n.clone()));
