@@ -79,6 +79,18 @@ impl From<MlsError> for Error {
     }
 }
 
+/// Samizdat's MLS rules: handshakes encrypted as PrivateMessage and padded (Padmé), the
+/// ratchet tree in the Welcome, and a path in every commit (so trees fill in).
+pub fn rules() -> DefaultMlsRules {
+    DefaultMlsRules::new()
+        .with_commit_options(
+            CommitOptions::new()
+                .with_ratchet_tree_extension(true)
+                .with_path_required(true),
+        )
+        .with_encryption_options(EncryptionOptions::new(true, PaddingMode::Padme))
+}
+
 /// SHA-256 of a signature public key: how members are recognised.
 pub fn fingerprint(signature_key: &[u8]) -> [u8; 32] {
     let mut out = [0u8; 32];
@@ -275,13 +287,7 @@ impl Mls {
             BasicCredential::new(fp.to_vec()).into_credential(),
             SignaturePublicKey::new_slice(public),
         );
-        let rules = DefaultMlsRules::new()
-            .with_commit_options(
-                CommitOptions::new()
-                    .with_ratchet_tree_extension(true)
-                    .with_path_required(true),
-            )
-            .with_encryption_options(EncryptionOptions::new(true, PaddingMode::Padme));
+        let rules = rules();
         let kp_store = KeyPackageStore {
             db: db.clone(),
             next_is_last_resort: Arc::new(AtomicBool::new(false)),

@@ -769,17 +769,7 @@ impl Profile {
             {
                 Ok(seq) => {
                     crash_point("send-after-append");
-                    self.db.transaction(|| {
-                        self.db.conn().execute(
-                            "INSERT OR IGNORE INTO own_entries (group_id, seq) VALUES (?1, ?2)",
-                            params![conv.group_id.as_bytes(), seq as i64],
-                        )?;
-                        self.db.conn().execute(
-                            "UPDATE messages SET seq = ?2, pending_body = NULL, pending_epoch = NULL WHERE id = ?1",
-                            params![payload.id.as_bytes(), seq as i64],
-                        )?;
-                        Ok(())
-                    })?;
+                    self.mark_sent(&conv.group_id, payload.id.as_bytes(), seq)?;
                     return Ok(payload.id.to_string());
                 }
                 Err(Error::Relay {
@@ -806,6 +796,22 @@ impl Profile {
         Err(Error::Busy(
             "the group kept changing while sending; try again".into(),
         ))
+    }
+
+    /// The relay acknowledged our message at `seq`: remember the position as our own (MLS
+    /// cannot decrypt its own messages) and clear the pending request, in one transaction.
+    fn mark_sent(&self, group: &Id, message_id: &[u8], seq: u64) -> Result<()> {
+        self.db.transaction(|| {
+            self.db.conn().execute(
+                "INSERT OR IGNORE INTO own_entries (group_id, seq) VALUES (?1, ?2)",
+                params![group.as_bytes(), seq as i64],
+            )?;
+            self.db.conn().execute(
+                "UPDATE messages SET seq = ?2, pending_body = NULL, pending_epoch = NULL WHERE id = ?1",
+                params![message_id, seq as i64],
+            )?;
+            Ok(())
+        })
     }
 
     /// Retry outgoing messages that the relay has not acknowledged.
@@ -839,13 +845,7 @@ impl Profile {
                 )
                 .await
             {
-                Ok(seq) => {
-                    self.db.transaction(|| {
-                        self.db.conn().execute("INSERT OR IGNORE INTO own_entries (group_id, seq) VALUES (?1, ?2)", params![conv.group_id.as_bytes(), seq as i64])?;
-                        self.db.conn().execute("UPDATE messages SET seq = ?2, pending_body = NULL, pending_epoch = NULL WHERE id = ?1", params![id, seq as i64])?;
-                        Ok(())
-                    })?;
-                }
+                Ok(seq) => self.mark_sent(&conv.group_id, &id, seq)?,
                 Err(Error::Relay {
                     code: ErrorCode::StaleEpoch,
                     ..

@@ -6,10 +6,9 @@
 use std::time::{Duration, Instant};
 
 use anyhow::{Result, anyhow};
-use mls_rs::client_builder::{MlsConfig, PaddingMode};
+use mls_rs::client_builder::MlsConfig;
 use mls_rs::identity::SigningIdentity;
 use mls_rs::identity::basic::{BasicCredential, BasicIdentityProvider};
-use mls_rs::mls_rules::{CommitOptions, DefaultMlsRules, EncryptionOptions};
 use mls_rs::{CipherSuiteProvider, Client, CryptoProvider, ExtensionList, MlsMessage};
 use mls_rs_crypto_awslc::AwsLcCryptoProvider;
 use samizdat_core::mls::{self as core_mls, Mls};
@@ -39,13 +38,7 @@ fn raw_client() -> Result<Client<impl MlsConfig>> {
     let fp = core_mls::fingerprint(public.as_bytes());
     let identity =
         SigningIdentity::new(BasicCredential::new(fp.to_vec()).into_credential(), public);
-    let rules = DefaultMlsRules::new()
-        .with_commit_options(
-            CommitOptions::new()
-                .with_ratchet_tree_extension(true)
-                .with_path_required(true),
-        )
-        .with_encryption_options(EncryptionOptions::new(true, PaddingMode::Padme));
+    let rules = core_mls::rules();
     Ok(Client::builder()
         .crypto_provider(provider)
         .identity_provider(BasicIdentityProvider)
