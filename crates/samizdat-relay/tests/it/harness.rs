@@ -19,6 +19,14 @@ pub fn rand_id() -> Id {
     Id::from_bytes(b)
 }
 
+/// Rate limits count per wall-clock minute: start a rate-limit scenario well inside a
+/// minute so it cannot straddle two windows.
+pub async fn away_from_minute_boundary() {
+    while now() % 60 >= 50 {
+        tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    }
+}
+
 pub fn now() -> u64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
