@@ -755,16 +755,7 @@ impl Profile {
             })?;
             crash_point("send-before-append");
             match relay
-                .append(
-                    request_id,
-                    &conv.group_id,
-                    &token,
-                    EntryKind::Application,
-                    epoch,
-                    ct,
-                    None,
-                    Vec::new(),
-                )
+                .append_application(request_id, &conv.group_id, &token, epoch, ct)
                 .await
             {
                 Ok(seq) => {
@@ -833,16 +824,7 @@ impl Profile {
                 .map_err(|_| Error::Storage("corrupt request id".into()))?;
             let token = self.token(&conv.group_id, epoch as u64)?;
             match relay
-                .append(
-                    request_id,
-                    &conv.group_id,
-                    &token,
-                    EntryKind::Application,
-                    epoch as u64,
-                    body,
-                    None,
-                    Vec::new(),
-                )
+                .append_application(request_id, &conv.group_id, &token, epoch as u64, body)
                 .await
             {
                 Ok(seq) => self.mark_sent(&conv.group_id, &id, seq)?,

@@ -377,6 +377,28 @@ impl RelayClient {
         Ok(s.seq)
     }
 
+    /// Append an application entry (no next token, no Welcomes).
+    pub async fn append_application(
+        &self,
+        request_id: Id,
+        group: &Id,
+        token: &[u8],
+        epoch: u64,
+        body: Vec<u8>,
+    ) -> Result<u64> {
+        self.append(
+            request_id,
+            group,
+            token,
+            EntryKind::Application,
+            epoch,
+            body,
+            None,
+            Vec::new(),
+        )
+        .await
+    }
+
     pub async fn read_entries(
         &self,
         group: &Id,
