@@ -39,6 +39,10 @@ pub enum ErrorCode {
     Unavailable,
     /// A bug in the relay. Never caused by a client.
     Internal,
+    /// The request (its headers or body) did not arrive within the relay's time limit.
+    Timeout,
+    /// The group or the relay as a whole has reached its storage limit.
+    StorageFull,
 }
 
 impl ErrorCode {
@@ -58,6 +62,8 @@ impl ErrorCode {
             ErrorCode::RateLimited | ErrorCode::TooManySubscriptions => 429,
             ErrorCode::Unavailable => 503,
             ErrorCode::Internal => 500,
+            ErrorCode::Timeout => 408,
+            ErrorCode::StorageFull => 429,
         }
     }
 
@@ -79,10 +85,12 @@ impl ErrorCode {
             ErrorCode::TooManySubscriptions => "too_many_subscriptions",
             ErrorCode::Unavailable => "unavailable",
             ErrorCode::Internal => "internal",
+            ErrorCode::Timeout => "timeout",
+            ErrorCode::StorageFull => "storage_full",
         }
     }
 
-    pub const ALL: [ErrorCode; 16] = [
+    pub const ALL: [ErrorCode; 18] = [
         ErrorCode::BadRequest,
         ErrorCode::TooLarge,
         ErrorCode::NotFound,
@@ -99,6 +107,8 @@ impl ErrorCode {
         ErrorCode::TooManySubscriptions,
         ErrorCode::Unavailable,
         ErrorCode::Internal,
+        ErrorCode::Timeout,
+        ErrorCode::StorageFull,
     ];
 }
 

@@ -37,6 +37,43 @@ pub struct Limits {
     pub mailbox_ttl_secs: u64,
     /// Group log entries expire after this many seconds.
     pub retention_secs: u64,
+    /// Request body bytes the relay holds in memory at once, over all requests; a request
+    /// that would exceed it waits briefly, then gets `unavailable` (503, Retry-After).
+    pub max_inflight_body_bytes: u64,
+    /// A client must send a request's headers within this many seconds (slowloris).
+    pub header_timeout_secs: u64,
+    /// A client must send a request's whole body within this many seconds.
+    pub body_timeout_secs: u64,
+    /// Open connections (HTTP and WebSocket) over all clients.
+    pub max_connections: usize,
+    /// Open connections from one address (IPv6: one /64).
+    pub max_connections_per_ip: usize,
+    /// Writes waiting for the SQLite writer; beyond it the relay answers 503.
+    pub writer_queue: usize,
+    /// Mailbox drops per client address per minute.
+    pub drops_per_ip_per_minute: u32,
+    /// Drops into one mailbox per minute, from all addresses together.
+    pub drops_per_mailbox_per_minute: u32,
+    /// KeyPackage claims from one mailbox's pool per minute, from all addresses together.
+    pub claims_per_mailbox_per_minute: u32,
+    /// Extra bytes a mailbox accepts for Welcomes that arrive with accepted commits, beyond
+    /// `mailbox_quota_bytes`, so that a mailbox filled by drops cannot block a group add.
+    pub welcome_allowance_bytes: u64,
+    /// Extra messages a mailbox accepts for Welcomes beyond `mailbox_quota_messages`.
+    pub welcome_allowance_messages: u64,
+    /// Most bytes of entries one group log may hold.
+    pub max_group_bytes: u64,
+    /// Most bytes of entries and mailbox messages the whole relay holds (0: no limit).
+    pub max_relay_bytes: u64,
+    /// A mailbox whose owner has not signed a request for this long is deleted with its
+    /// messages and KeyPackages.
+    pub mailbox_idle_secs: u64,
+    /// A group log nobody appended to for this long is deleted with its epochs (members of a
+    /// conversation silent that long must start it afresh).
+    pub group_idle_secs: u64,
+    /// Unclaimed KeyPackages are deleted this long after upload (clients make them valid
+    /// for 180 days and refill the pool).
+    pub key_package_ttl_secs: u64,
 }
 
 impl Default for Limits {
@@ -57,6 +94,22 @@ impl Default for Limits {
             creations_per_ip_per_minute: 60,
             mailbox_ttl_secs: 30 * 24 * 3600,
             retention_secs: 30 * 24 * 3600,
+            max_inflight_body_bytes: 48 * 1024 * 1024,
+            header_timeout_secs: 10,
+            body_timeout_secs: 60,
+            max_connections: 8192,
+            max_connections_per_ip: 256,
+            writer_queue: 4096,
+            drops_per_ip_per_minute: 120,
+            drops_per_mailbox_per_minute: 60,
+            claims_per_mailbox_per_minute: 60,
+            welcome_allowance_bytes: 64 * 1024 * 1024,
+            welcome_allowance_messages: 1_000,
+            max_group_bytes: 1024 * 1024 * 1024,
+            max_relay_bytes: 0,
+            mailbox_idle_secs: 180 * 24 * 3600,
+            group_idle_secs: 180 * 24 * 3600,
+            key_package_ttl_secs: 150 * 24 * 3600,
         }
     }
 }

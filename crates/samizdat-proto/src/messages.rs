@@ -31,6 +31,10 @@ pub struct DropMessage {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Stored {
     pub seq: u64,
+    /// Mailboxes whose Welcome the relay could not store (full or gone). The commit itself
+    /// landed; the committer should deliver these Welcomes another way or later.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub undelivered_welcomes: Vec<Id>,
 }
 
 /// One message in a mailbox.

@@ -18,12 +18,14 @@ pub fn verify(owner_key: &[u8], message: &[u8], signature: &[u8]) -> bool {
         .is_ok()
 }
 
-/// A fresh 16-byte random value (WebSocket challenges).
-pub fn random_id() -> samizdat_proto::Id {
+/// A fresh 16-byte random value (WebSocket challenges), or `None` if the system's random
+/// number generator failed: callers must then refuse to go on (fail closed), because a
+/// predictable challenge would let a captured signature be replayed.
+pub fn random_id() -> Option<samizdat_proto::Id> {
     let mut b = [0u8; 16];
-    // aws-lc's RNG fails only if the OS has no entropy source at all.
     if aws_lc_rs::rand::fill(&mut b).is_err() {
         tracing::error!("system random number generator failed");
+        return None;
     }
-    samizdat_proto::Id::from_bytes(b)
+    Some(samizdat_proto::Id::from_bytes(b))
 }

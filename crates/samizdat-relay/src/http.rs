@@ -1,7 +1,9 @@
-//! The HTTP API under `/v1`, plus `/healthz` and `/metrics`.
+//! The HTTP API under `/v1`, plus `/healthz` (metrics have their own listener).
 //!
-//! Bodies are read by hand (bounded) and parsed once at the edge; every failure a client can
-//! cause is answered with a 4xx and `{"code", "message"}`.
+//! Who may do something is checked before what they sent is read: tokens and signatures
+//! come from headers, and a body is read only after them, within a relay-wide budget of
+//! bytes in memory and a deadline. Bodies are parsed once at the edge; every failure a
+//! client can cause is answered with a 4xx and `{"code", "message"}`.
 
 use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
@@ -20,6 +22,7 @@ use samizdat_proto::{
 use serde::Deserialize;
 use serde::de::DeserializeOwned;
 
+use crate::limits::AddrBucket;
 use crate::notify::{Appended, Topic};
 use crate::store::{AppendRequest, StoreError};
 use crate::{AppState, auth, now_secs};
@@ -66,7 +69,13 @@ impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let status =
             StatusCode::from_u16(self.0.code.http_status()).unwrap_or(StatusCode::BAD_REQUEST);
-        (status, axum::Json(self.0)).into_response()
+        let retry = matches!(self.0.code, ErrorCode::Unavailable | ErrorCode::RateLimited);
+        let mut resp = (status, axum::Json(self.0)).into_response();
+        if retry {
+            resp.headers_mut()
+                .insert(header::RETRY_AFTER, header::HeaderValue::from_static("1"));
+        }
+        resp
     }
 }
 
@@ -75,7 +84,6 @@ type ApiResult<T> = Result<T, ApiError>;
 pub(crate) fn router(state: AppState) -> Router {
     Router::new()
         .route("/healthz", get(healthz))
-        .route("/metrics", get(metrics))
         .route("/v1/openapi.json", get(openapi))
         .route("/v1/mailboxes", post(create_mailbox))
         .route(
@@ -149,18 +157,22 @@ fn respond<T: IntoResponse>(r: ApiResult<T>) -> Response {
     }
 }
 
-async fn healthz() -> impl IntoResponse {
+async fn healthz(State(state): State<AppState>) -> Response {
+    if !state.store.healthy() {
+        return (
+            StatusCode::SERVICE_UNAVAILABLE,
+            axum::Json(Health {
+                status: "storage writer stopped".into(),
+                version: env!("CARGO_PKG_VERSION").into(),
+            }),
+        )
+            .into_response();
+    }
     axum::Json(Health {
         status: "ok".into(),
         version: env!("CARGO_PKG_VERSION").into(),
     })
-}
-
-async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
-    (
-        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
-        state.metrics.render(),
-    )
+    .into_response()
 }
 
 /// The OpenAPI document, committed as `docs/openapi.json`.
@@ -170,13 +182,98 @@ async fn openapi() -> impl IntoResponse {
     ([(header::CONTENT_TYPE, "application/json")], OPENAPI)
 }
 
-async fn read_body(body: Body, limit: usize) -> ApiResult<axum::body::Bytes> {
-    axum::body::to_bytes(body, limit).await.map_err(|_| {
+/// A request body in memory, with its share of the relay-wide byte budget: the share is
+/// returned when this is dropped (after the handler has finished with the body).
+struct ReadBody {
+    bytes: Vec<u8>,
+    _budget: Option<tokio::sync::OwnedSemaphorePermit>,
+}
+
+impl std::ops::Deref for ReadBody {
+    type Target = [u8];
+    fn deref(&self) -> &[u8] {
+        &self.bytes
+    }
+}
+
+/// Read at most `limit` bytes of body within `body_timeout_secs`, taking each chunk's size
+/// from the relay-wide budget first. When the budget stays exhausted for a few seconds
+/// the request is refused with `unavailable` (Retry-After) instead of growing memory.
+async fn read_body(state: &AppState, body: Body, limit: usize) -> ApiResult<ReadBody> {
+    use futures_util::StreamExt;
+    let too_large = || {
         ApiError::new(
             ErrorCode::TooLarge,
             format!("request body is larger than the relay's limit of {limit} bytes"),
         )
-    })
+    };
+    let deadline = std::time::Duration::from_secs(state.limits.body_timeout_secs.max(1));
+    let read = async {
+        let mut stream = body.into_data_stream();
+        let mut bytes: Vec<u8> = Vec::new();
+        let mut budget: Option<tokio::sync::OwnedSemaphorePermit> = None;
+        while let Some(chunk) = stream.next().await {
+            let chunk = chunk
+                .map_err(|_| ApiError::new(ErrorCode::BadRequest, "the request body broke off"))?;
+            if bytes.len() + chunk.len() > limit {
+                return Err(too_large());
+            }
+            let n = u32::try_from(chunk.len()).map_err(|_| too_large())?;
+            if n > 0 {
+                let permit = tokio::time::timeout(
+                    std::time::Duration::from_secs(5),
+                    state.body_budget.clone().acquire_many_owned(n),
+                )
+                .await
+                .ok()
+                .and_then(Result::ok)
+                .ok_or_else(|| {
+                    ApiError::new(
+                        ErrorCode::Unavailable,
+                        "the relay is receiving too much data at once; retry shortly",
+                    )
+                })?;
+                match &mut budget {
+                    Some(b) => b.merge(permit),
+                    None => budget = Some(permit),
+                }
+            }
+            bytes.extend_from_slice(&chunk);
+        }
+        Ok(ReadBody {
+            bytes,
+            _budget: budget,
+        })
+    };
+    tokio::time::timeout(deadline, read).await.map_err(|_| {
+        ApiError::new(
+            ErrorCode::Timeout,
+            "the request body did not arrive in time",
+        )
+    })?
+}
+
+/// Refuse counters the stores cannot hold (they are signed 64-bit).
+fn bounded(v: u64, what: &str) -> ApiResult<u64> {
+    if v > crate::store::MAX_COUNTER {
+        return Err(ApiError::new(
+            ErrorCode::BadRequest,
+            format!("{what} is larger than 2^63-1"),
+        ));
+    }
+    Ok(v)
+}
+
+/// The relay-wide storage limit (as of the last sweep).
+fn check_relay_storage(state: &AppState) -> ApiResult<()> {
+    let max = state.limits.max_relay_bytes;
+    if max > 0 && state.stored_bytes.load(Ordering::Relaxed) >= max {
+        return Err(ApiError::new(
+            ErrorCode::StorageFull,
+            "the relay's storage is full; try again later or use another relay",
+        ));
+    }
+    Ok(())
 }
 
 fn parse<T: DeserializeOwned>(bytes: &[u8]) -> ApiResult<T> {
@@ -189,8 +286,13 @@ fn parse_id(s: &str, what: &str) -> ApiResult<Id> {
         .map_err(|e| ApiError::new(ErrorCode::BadRequest, format!("invalid {what} id: {e}")))
 }
 
-fn client_ip(addr: &SocketAddr) -> std::net::IpAddr {
-    addr.ip()
+/// The bucket a per-address limit counts this request in (see `limits::client_addr`).
+fn client_bucket(state: &AppState, peer: &SocketAddr, headers: &HeaderMap) -> AddrBucket {
+    AddrBucket::of(crate::limits::client_addr(
+        *peer,
+        headers,
+        &state.trusted_proxies,
+    ))
 }
 
 /// Check the owner signature headers of a mailbox request; consumes the nonce.
@@ -246,7 +348,12 @@ async fn check_owner(
     }
     let fresh = state
         .store
-        .use_nonce(nonce, ts + proto::SIGNATURE_WINDOW_SECS + 1)
+        .use_nonce(
+            nonce,
+            ts.saturating_add(proto::SIGNATURE_WINDOW_SECS + 1),
+            mailbox,
+            now,
+        )
         .await?;
     if !fresh {
         return Err(ApiError::new(
@@ -264,23 +371,35 @@ fn rate_limited() -> ApiError {
     )
 }
 
+fn target_rate_limited() -> ApiError {
+    ApiError::new(
+        ErrorCode::RateLimited,
+        "too many requests of this kind for this mailbox; retry in a minute",
+    )
+}
+
 async fn create_mailbox(
     State(state): State<AppState>,
     ConnectInfo(addr): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
     body: Body,
 ) -> Response {
     respond(
         async {
-            let bytes = read_body(body, 4096).await?;
+            if !state
+                .rates
+                .creations_per_addr
+                .allow(&client_bucket(&state, &addr, &headers))
+            {
+                return Err(rate_limited());
+            }
+            let bytes = read_body(&state, body, 4096).await?;
             let req: CreateMailbox = parse(&bytes)?;
             if req.owner_key.len() != 32 {
                 return Err(ApiError::new(
                     ErrorCode::BadRequest,
                     "owner_key must be a 32-byte Ed25519 public key",
                 ));
-            }
-            if !state.creations.allow(client_ip(&addr), now_secs()) {
-                return Err(rate_limited());
             }
             state
                 .store
@@ -297,14 +416,32 @@ async fn create_mailbox(
 
 async fn drop_message(
     State(state): State<AppState>,
+    ConnectInfo(addr): ConnectInfo<SocketAddr>,
     Path(id): Path<String>,
+    headers: HeaderMap,
     body: Body,
 ) -> Response {
     respond(
         async {
             let mailbox = parse_id(&id, "mailbox")?;
+            // Drops are anonymous: bound them per sender address and per target mailbox
+            // before reading a byte, and refuse them when the mailbox does not exist.
+            if !state
+                .rates
+                .drops_per_addr
+                .allow(&client_bucket(&state, &addr, &headers))
+            {
+                return Err(rate_limited());
+            }
+            if !state.rates.drops_per_mailbox.allow(&mailbox) {
+                return Err(target_rate_limited());
+            }
+            check_relay_storage(&state)?;
+            if state.store.mailbox_owner(mailbox).await?.is_none() {
+                return Err(ApiError::new(ErrorCode::NotFound, "no such mailbox"));
+            }
             let limit = state.limits.max_mailbox_message * 4 / 3 + 256;
-            let bytes = read_body(body, limit.min(state.limits.max_request_body)).await?;
+            let bytes = read_body(&state, body, limit.min(state.limits.max_request_body)).await?;
             let req: DropMessage = parse(&bytes)?;
             if req.body.len() > state.limits.max_mailbox_message {
                 return Err(ApiError::new(
@@ -332,7 +469,10 @@ async fn drop_message(
                 .mailbox_bytes_stored
                 .fetch_add(len, Ordering::Relaxed);
             state.notifier.notify(Topic::Mailbox(mailbox));
-            Ok(axum::Json(Stored { seq }))
+            Ok(axum::Json(Stored {
+                seq,
+                undelivered_welcomes: Vec::new(),
+            }))
         }
         .await,
     )
@@ -359,6 +499,7 @@ async fn read_mailbox(
             let mailbox = parse_id(&id, "mailbox")?;
             let Query(q) =
                 query.map_err(|e| ApiError::new(ErrorCode::BadRequest, e.body_text()))?;
+            bounded(q.after, "after")?;
             check_owner(&state, mailbox, &method, &uri, &headers, b"").await?;
             let limit = q
                 .limit
@@ -385,7 +526,7 @@ async fn ack(
     respond(
         async {
             let mailbox = parse_id(&id, "mailbox")?;
-            let bytes = read_body(body, 64 * 1024).await?;
+            let bytes = read_body(&state, body, 64 * 1024).await?;
             check_owner(&state, mailbox, &method, &uri, &headers, &bytes).await?;
             let req: AckMessages = parse(&bytes)?;
             if req.seqs.len() > state.limits.max_read_entries {
@@ -417,7 +558,7 @@ async fn upload_key_packages(
             let mailbox = parse_id(&id, "mailbox")?;
             let l = &state.limits;
             let limit = (l.max_key_package_size * (l.max_key_packages as usize + 1)) * 4 / 3 + 1024;
-            let bytes = read_body(body, limit.min(l.max_request_body)).await?;
+            let bytes = read_body(&state, body, limit.min(l.max_request_body)).await?;
             check_owner(&state, mailbox, &method, &uri, &headers, &bytes).await?;
             let req: UploadKeyPackages = parse(&bytes)?;
             if req
@@ -471,16 +612,25 @@ async fn claim_key_package(
     State(state): State<AppState>,
     ConnectInfo(addr): ConnectInfo<SocketAddr>,
     Path(id): Path<String>,
+    headers: HeaderMap,
     body: Body,
 ) -> Response {
     respond(
         async {
             let mailbox = parse_id(&id, "mailbox")?;
-            let bytes = read_body(body, 4096).await?;
-            let req: ClaimKeyPackage = parse(&bytes)?;
-            if !state.claims.allow(client_ip(&addr), now_secs()) {
+            if !state
+                .rates
+                .claims_per_addr
+                .allow(&client_bucket(&state, &addr, &headers))
+            {
                 return Err(rate_limited());
             }
+            // Per pool as well: many addresses together must not drain one person's pool.
+            if !state.rates.claims_per_mailbox.allow(&mailbox) {
+                return Err(target_rate_limited());
+            }
+            let bytes = read_body(&state, body, 4096).await?;
+            let req: ClaimKeyPackage = parse(&bytes)?;
             let claimed = state
                 .store
                 .claim_key_package(req.request_id, mailbox)
@@ -507,16 +657,22 @@ fn hash_from(b: &proto::Bytes, what: &str) -> ApiResult<[u8; 32]> {
 async fn create_group(
     State(state): State<AppState>,
     ConnectInfo(addr): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
     body: Body,
 ) -> Response {
     respond(
         async {
-            let bytes = read_body(body, 4096).await?;
-            let req: CreateGroup = parse(&bytes)?;
-            let hash = hash_from(&req.token_hash, "token_hash")?;
-            if !state.creations.allow(client_ip(&addr), now_secs()) {
+            if !state
+                .rates
+                .creations_per_addr
+                .allow(&client_bucket(&state, &addr, &headers))
+            {
                 return Err(rate_limited());
             }
+            let bytes = read_body(&state, body, 4096).await?;
+            let req: CreateGroup = parse(&bytes)?;
+            let hash = hash_from(&req.token_hash, "token_hash")?;
+            bounded(req.epoch, "epoch")?;
             state
                 .store
                 .create_group(req.request_id, req.group_id, req.epoch, hash, now_secs())
@@ -561,9 +717,29 @@ async fn append(
         async {
             let group = parse_id(&id, "group")?;
             let token = token_from(&headers)?;
+            let token_hash = auth::token_hash(&token);
+            // Only a member (someone holding one of the group's epoch tokens) gets to send
+            // a body at all; a made-up token or group costs one indexed read.
+            let token_epoch = state
+                .store
+                .token_epoch(group, token_hash)
+                .await?
+                .ok_or_else(|| {
+                    ApiError::new(
+                        ErrorCode::BadToken,
+                        "the epoch token does not match this group",
+                    )
+                })?;
+            check_relay_storage(&state)?;
             let l = &state.limits;
-            let bytes = read_body(body, l.max_request_body).await?;
+            let bytes = read_body(&state, body, l.max_request_body).await?;
             let req: AppendEntry = parse(&bytes)?;
+            if req.epoch != token_epoch {
+                return Err(ApiError::new(
+                    ErrorCode::BadToken,
+                    "the epoch token does not match this group and epoch",
+                ));
+            }
             let (max, what) = match req.kind {
                 EntryKind::Application => (l.max_application_entry, "application entry"),
                 EntryKind::Commit => (l.max_commit_entry, "commit"),
@@ -623,7 +799,7 @@ async fn append(
                         group_id: group,
                         kind: req.kind,
                         epoch: req.epoch,
-                        token_hash: auth::token_hash(&token),
+                        token_hash,
                         body: req.body.0,
                         next_token_hash,
                         welcomes: req.welcomes,
@@ -661,7 +837,16 @@ async fn append(
                     .fetch_add(1, Ordering::Relaxed);
                 state.notifier.notify(Topic::Mailbox(m));
             }
-            Ok(axum::Json(Stored { seq: appended.seq }))
+            if !appended.undelivered.is_empty() {
+                tracing::info!(
+                    undelivered = appended.undelivered.len(),
+                    "commit stored; some Welcomes could not be delivered"
+                );
+            }
+            Ok(axum::Json(Stored {
+                seq: appended.seq,
+                undelivered_welcomes: appended.undelivered,
+            }))
         }
         .await,
     )
@@ -704,6 +889,8 @@ async fn read_entries(
             let Query(q) =
                 query.map_err(|e| ApiError::new(ErrorCode::BadRequest, e.body_text()))?;
             let token = token_from(&headers)?;
+            bounded(q.epoch, "epoch")?;
+            bounded(q.after, "after")?;
             check_token(&state, group, q.epoch, &token).await?;
             let limit = q
                 .limit

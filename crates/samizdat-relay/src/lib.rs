@@ -14,9 +14,10 @@
 
 mod auth;
 pub mod http;
+pub mod limits;
 mod metrics;
 pub mod notify;
-mod ratelimit;
+mod serve;
 pub mod store;
 mod ws;
 
@@ -31,9 +32,9 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 
 pub use auth::token_hash;
+use limits::{Cidr, RateLimits};
 use metrics::Metrics;
 use notify::Notifier;
-use ratelimit::RateLimiter;
 use store::{PgStore, SqliteStore, Store};
 
 /// Errors starting or running a relay.
@@ -49,6 +50,8 @@ pub enum Error {
     Storage(#[from] store::StoreError),
     #[error("server failed: {0}")]
     Serve(std::io::Error),
+    #[error("invalid setting: {0}")]
+    Config(String),
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
@@ -67,6 +70,12 @@ pub struct Config {
     pub pool_size: usize,
     /// How often expired messages and entries are deleted, in seconds.
     pub sweep_interval_secs: u64,
+    /// Reverse proxies whose `X-Forwarded-For` / `Forwarded` headers are believed, as CIDR
+    /// ranges (`127.0.0.1/32`). Empty: the socket peer is the client (headers ignored).
+    pub trusted_proxies: Vec<String>,
+    /// Serve `GET /metrics` on this separate address (e.g. `127.0.0.1:9700`). Unset: no
+    /// metrics endpoint at all; the public listener never serves them.
+    pub metrics_listen: Option<String>,
     pub limits: Limits,
 }
 
@@ -78,6 +87,8 @@ impl Default for Config {
             database: None,
             pool_size: 8,
             sweep_interval_secs: 60,
+            trusted_proxies: Vec::new(),
+            metrics_listen: None,
             limits: Limits::default(),
         }
     }
@@ -89,8 +100,12 @@ pub(crate) struct AppState {
     pub limits: Arc<Limits>,
     pub metrics: Arc<Metrics>,
     pub notifier: Notifier,
-    pub claims: Arc<RateLimiter>,
-    pub creations: Arc<RateLimiter>,
+    pub rates: Arc<RateLimits>,
+    pub trusted_proxies: Arc<[Cidr]>,
+    /// Request body bytes in memory, relay-wide (`limits.max_inflight_body_bytes`).
+    pub body_budget: Arc<tokio::sync::Semaphore>,
+    /// Total stored bytes as of the last sweep (for `max_relay_bytes`).
+    pub stored_bytes: Arc<std::sync::atomic::AtomicU64>,
     pub shutdown: watch::Receiver<bool>,
 }
 
@@ -101,12 +116,51 @@ pub(crate) fn now_secs() -> u64 {
         .unwrap_or(0)
 }
 
+/// `GET /metrics` on its own listener (keep it on loopback or a private network).
+async fn spawn_metrics(
+    listen: &str,
+    metrics: Arc<Metrics>,
+    mut stop: watch::Receiver<bool>,
+) -> Result<SocketAddr> {
+    let listener = TcpListener::bind(listen)
+        .await
+        .map_err(|source| Error::Listen {
+            addr: listen.to_string(),
+            source,
+        })?;
+    let addr = listener.local_addr().map_err(Error::Serve)?;
+    let app = axum::Router::new().route(
+        "/metrics",
+        axum::routing::get(move || {
+            let m = metrics.clone();
+            async move {
+                (
+                    [(
+                        axum::http::header::CONTENT_TYPE,
+                        "text/plain; version=0.0.4",
+                    )],
+                    m.render(),
+                )
+            }
+        }),
+    );
+    tokio::spawn(async move {
+        let _ = axum::serve(listener, app)
+            .with_graceful_shutdown(async move {
+                let _ = stop.wait_for(|s| *s).await;
+            })
+            .await;
+    });
+    Ok(addr)
+}
+
 /// A relay that is listening. Dropping it does not stop it; call [`Relay::shutdown`].
 pub struct Relay {
     addr: SocketAddr,
     stop: watch::Sender<bool>,
     task: tokio::task::JoinHandle<Result<()>>,
     sweeper: tokio::task::JoinHandle<()>,
+    metrics_addr: Option<SocketAddr>,
 }
 
 impl Relay {
@@ -114,13 +168,22 @@ impl Relay {
     pub async fn start(config: Config) -> Result<Relay> {
         let store: Arc<dyn Store> = match &config.database {
             Some(url) => Arc::new(PgStore::open(url, config.pool_size).await?),
-            None => Arc::new(SqliteStore::open(&config.data)?),
+            None => Arc::new(SqliteStore::open_with_queue(
+                &config.data,
+                config.limits.writer_queue,
+            )?),
         };
         Self::start_with_store(config, store).await
     }
 
     /// Start serving on an already opened store.
     pub async fn start_with_store(config: Config, store: Arc<dyn Store>) -> Result<Relay> {
+        let trusted_proxies = config
+            .trusted_proxies
+            .iter()
+            .map(|c| c.parse::<Cidr>())
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| Error::Config(format!("trusted_proxies: {e}")))?;
         let listener = TcpListener::bind(&config.listen)
             .await
             .map_err(|source| Error::Listen {
@@ -132,52 +195,70 @@ impl Relay {
         let limits = Arc::new(config.limits.clone());
         let notifier = Notifier::new();
         store.start_wakeups(notifier.clone());
+        let metrics = Arc::new(Metrics::default());
+        let budget = usize::try_from(limits.max_inflight_body_bytes)
+            .unwrap_or(usize::MAX)
+            .clamp(64 * 1024, tokio::sync::Semaphore::MAX_PERMITS);
         let state = AppState {
             store: store.clone(),
-            claims: Arc::new(RateLimiter::new(limits.claims_per_ip_per_minute)),
-            creations: Arc::new(RateLimiter::new(limits.creations_per_ip_per_minute)),
+            rates: RateLimits::new(&limits),
+            trusted_proxies: trusted_proxies.into(),
+            body_budget: Arc::new(tokio::sync::Semaphore::new(budget)),
+            stored_bytes: Arc::new(std::sync::atomic::AtomicU64::new(0)),
             limits: limits.clone(),
-            metrics: Arc::new(Metrics::default()),
+            metrics: metrics.clone(),
             notifier,
             shutdown: stop_rx.clone(),
         };
-        let app = http::router(state);
+        let metrics_addr = match &config.metrics_listen {
+            Some(m) => Some(spawn_metrics(m, metrics.clone(), stop_rx.clone()).await?),
+            None => None,
+        };
+        let app = http::router(state.clone());
         let sweep_every = Duration::from_secs(config.sweep_interval_secs.max(1));
         let mut sweep_stop = stop_rx.clone();
-        let sweep_store = store.clone();
+        let sweep_state = state;
         let sweeper = tokio::spawn(async move {
             let mut tick = tokio::time::interval(sweep_every);
             loop {
                 tokio::select! {
                     _ = tick.tick() => {
-                        match sweep_store.sweep(now_secs(), &limits).await {
-                            Ok(s) if s.entries + s.mailbox_messages > 0 => tracing::info!(entries = s.entries, mailbox_messages = s.mailbox_messages, "expired data deleted"),
-                            Ok(_) => {}
+                        let store = &sweep_state.store;
+                        match store.sweep(now_secs(), &sweep_state.limits).await {
+                            Ok(s) => {
+                                sweep_state.stored_bytes.store(s.stored_bytes, std::sync::atomic::Ordering::Relaxed);
+                                if s.removed() > 0 {
+                                    tracing::info!(entries = s.entries, mailbox_messages = s.mailbox_messages, mailboxes = s.mailboxes, groups = s.groups, key_packages = s.key_packages, "expired data deleted");
+                                }
+                            }
                             Err(e) => tracing::warn!(error = %e, "retention sweep failed"),
                         }
+                        sweep_state.rates.forget_idle();
                     }
                     _ = sweep_stop.changed() => break,
                 }
             }
         });
-        let mut graceful = stop_rx;
+        let caps =
+            serve::ConnectionCaps::new(limits.max_connections, limits.max_connections_per_ip);
+        let header_timeout = Duration::from_secs(limits.header_timeout_secs.max(1));
         let task = tokio::spawn(async move {
-            axum::serve(
-                listener,
-                app.into_make_service_with_connect_info::<SocketAddr>(),
-            )
-            .with_graceful_shutdown(async move {
-                let _ = graceful.wait_for(|s| *s).await;
-            })
-            .await
-            .map_err(Error::Serve)
+            serve::run(listener, app, caps, header_timeout, metrics, stop_rx)
+                .await
+                .map_err(Error::Serve)
         });
         Ok(Relay {
             addr,
             stop,
             task,
             sweeper,
+            metrics_addr,
         })
+    }
+
+    /// Where `/metrics` is served, if `metrics_listen` was set.
+    pub fn metrics_addr(&self) -> Option<SocketAddr> {
+        self.metrics_addr
     }
 
     /// The address actually bound (useful with port 0).

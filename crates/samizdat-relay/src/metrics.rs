@@ -17,6 +17,7 @@ pub struct Metrics {
     pub ws_connections: AtomicI64,
     pub ws_connections_total: AtomicU64,
     pub pushed_frames: AtomicU64,
+    pub connections_refused: AtomicU64,
     rejections: Mutex<BTreeMap<&'static str, u64>>,
 }
 
@@ -40,6 +41,12 @@ impl Metrics {
             "HTTP requests received.",
             "counter",
             g(&self.http_requests),
+        );
+        counter(
+            "samizdat_connections_refused_total",
+            "Connections closed at once because a connection cap was reached.",
+            "counter",
+            g(&self.connections_refused),
         );
         counter(
             "samizdat_entries_stored_total",

@@ -23,8 +23,13 @@ use crate::{AppState, auth, now_secs};
 const MAX_CLIENT_FRAME: usize = 16 * 1024;
 /// A connection that sends this many unparseable frames is closed.
 const MAX_BAD_FRAMES: u32 = 16;
-/// How often every subscription is re-read even without a wake-up.
-const POLL: Duration = Duration::from_secs(2);
+/// How often every subscription is re-read even without a wake-up (wake-ups lost between
+/// processes): every 2 s, backing off with the number of subscriptions so one connection
+/// cannot make the relay re-read hundreds of logs every 2 s.
+fn poll_interval(subscriptions: usize) -> Duration {
+    let per_sub = Duration::from_millis(20).saturating_mul(subscriptions as u32);
+    per_sub.clamp(Duration::from_secs(2), Duration::from_secs(30))
+}
 
 pub async fn upgrade(
     State(state): State<AppState>,
@@ -51,9 +56,13 @@ pub async fn upgrade(
                 .metrics
                 .ws_connections_total
                 .fetch_add(1, Ordering::Relaxed);
-            let conn_id = auth::random_id();
-            let span = tracing::debug_span!("ws", conn = %conn_id.short());
-            let _ = tracing::Instrument::instrument(serve(state.clone(), socket), span).await;
+            // Fail closed: without randomness there is no safe challenge.
+            if let (Some(conn_id), Some(challenge)) = (auth::random_id(), auth::random_id()) {
+                let span = tracing::debug_span!("ws", conn = %conn_id.short());
+                let _ =
+                    tracing::Instrument::instrument(serve(state.clone(), socket, challenge), span)
+                        .await;
+            }
             state.metrics.ws_connections.fetch_sub(1, Ordering::Relaxed);
         })
 }
@@ -91,12 +100,12 @@ fn error_frame(e: ApiError, id: Option<Id>) -> ServerFrame {
     }
 }
 
-async fn serve(state: AppState, socket: WebSocket) -> Result<(), axum::Error> {
+async fn serve(state: AppState, socket: WebSocket, challenge: Id) -> Result<(), axum::Error> {
     let (mut sink, mut stream) = socket.split();
     let mut wake = state.notifier.subscribe();
     let mut shutdown = state.shutdown.clone();
     let mut conn = Conn {
-        challenge: auth::random_id(),
+        challenge,
         state,
         mailboxes: HashMap::new(),
         groups: HashMap::new(),
@@ -110,8 +119,8 @@ async fn serve(state: AppState, socket: WebSocket) -> Result<(), axum::Error> {
     )
     .await?;
     let mut bad_frames = 0u32;
-    let mut poll = tokio::time::interval(POLL);
-    poll.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let poll = tokio::time::sleep(poll_interval(0));
+    tokio::pin!(poll);
     loop {
         tokio::select! {
             msg = stream.next() => {
@@ -139,8 +148,14 @@ async fn serve(state: AppState, socket: WebSocket) -> Result<(), axum::Error> {
                 };
                 if let Some(reply) = conn.handle(frame).await {
                     let subscribed = match &reply { ServerFrame::Subscribed { id } => Some(*id), _ => None };
-                    if let ServerFrame::Error { code, .. } = &reply { conn.state.metrics.reject(*code); }
+                    if let ServerFrame::Error { code, .. } = &reply {
+                        conn.state.metrics.reject(*code);
+                        // A refused subscription (bad token or signature) costs a store read:
+                        // it counts like a bad frame, so guessing is bounded per connection.
+                        bad_frames += 1;
+                    }
                     send(&mut sink, &reply).await?;
+                    if bad_frames >= MAX_BAD_FRAMES { return Ok(()) }
                     if let Some(id) = subscribed {
                         conn.push(&mut sink, Some(id)).await?;
                     }
@@ -156,7 +171,10 @@ async fn serve(state: AppState, socket: WebSocket) -> Result<(), axum::Error> {
                     Err(RecvError::Closed) => return Ok(()),
                 }
             }
-            _ = poll.tick() => conn.push(&mut sink, None).await?,
+            _ = &mut poll => {
+                conn.push(&mut sink, None).await?;
+                poll.as_mut().reset(tokio::time::Instant::now() + poll_interval(conn.subscriptions()));
+            }
             _ = shutdown.changed() => {
                 let _ = sink.send(Message::Close(None)).await;
                 return Ok(());
@@ -214,6 +232,9 @@ impl Conn {
                         Some(mailbox_id),
                     ));
                 }
+                if let Err(e) = self.state.store.touch_mailbox(mailbox_id, now_secs()).await {
+                    return Some(error_frame(e.into(), Some(mailbox_id)));
+                }
                 self.mailboxes.insert(mailbox_id, after);
                 Some(ServerFrame::Subscribed { id: mailbox_id })
             }
@@ -231,6 +252,12 @@ impl Conn {
                             ErrorCode::TooManySubscriptions,
                             "too many subscriptions on this connection",
                         ),
+                        Some(group_id),
+                    ));
+                }
+                if epoch > crate::store::MAX_COUNTER || after > crate::store::MAX_COUNTER {
+                    return Some(error_frame(
+                        ApiError::new(ErrorCode::BadRequest, "epoch and after must be below 2^63"),
                         Some(group_id),
                     ));
                 }

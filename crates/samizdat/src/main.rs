@@ -39,6 +39,12 @@ enum Command {
 fn init_tracing(default: &str) {
     let filter = tracing_subscriber::EnvFilter::try_from_env("SAMIZDAT_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
+    // Whatever SAMIZDAT_LOG says: tokio-postgres logs statement parameters (full ids, token
+    // hashes, ciphertext) at debug level, so it never logs below warn.
+    let filter = match "tokio_postgres=warn".parse() {
+        Ok(d) => filter.add_directive(d),
+        Err(_) => filter,
+    };
     tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)

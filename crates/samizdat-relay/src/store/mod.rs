@@ -71,6 +71,9 @@ pub struct AppendRequest {
 pub struct Appended {
     pub seq: u64,
     pub welcomed: Vec<Id>,
+    /// Mailboxes whose Welcome was not stored (full even with the Welcome allowance, or
+    /// gone): the commit still lands and the committer is told, so it can deliver later.
+    pub undelivered: Vec<Id>,
     /// False when this answers a retry (the entry was stored by the first attempt).
     pub fresh: bool,
 }
@@ -80,7 +83,25 @@ pub struct Appended {
 pub struct Swept {
     pub mailbox_messages: u64,
     pub entries: u64,
+    /// Idle mailboxes deleted (with their messages and KeyPackages).
+    pub mailboxes: u64,
+    /// Idle groups deleted (all entries expired), with their epochs.
+    pub groups: u64,
+    /// KeyPackages deleted unclaimed after their time.
+    pub key_packages: u64,
+    /// Bytes of entries and mailbox messages still stored after the sweep.
+    pub stored_bytes: u64,
 }
+
+impl Swept {
+    pub fn removed(&self) -> u64 {
+        self.mailbox_messages + self.entries + self.mailboxes + self.groups + self.key_packages
+    }
+}
+
+/// How long a claim's idempotency record (which holds the claimed KeyPackage) is kept: long
+/// enough for a client to retry, short enough not to keep a record of who was added.
+pub const CLAIM_RECORD_SECS: u64 = 600;
 
 #[async_trait]
 pub trait Store: Send + Sync + 'static {
@@ -96,8 +117,12 @@ pub trait Store: Send + Sync + 'static {
     /// The owner's public key, if the mailbox exists.
     async fn mailbox_owner(&self, mailbox: Id) -> Result<Option<Vec<u8>>>;
 
-    /// Record a signature nonce; false if it was already used (a replay).
-    async fn use_nonce(&self, nonce: Id, expires_at: u64) -> Result<bool>;
+    /// Record a signature nonce of `mailbox`'s owner; false if it was already used (a
+    /// replay). Also marks the mailbox as in use (idle mailboxes expire).
+    async fn use_nonce(&self, nonce: Id, expires_at: u64, mailbox: Id, now: u64) -> Result<bool>;
+
+    /// Mark a mailbox as in use (its owner subscribed over a WebSocket).
+    async fn touch_mailbox(&self, mailbox: Id, now: u64) -> Result<()>;
 
     /// Store a message in a mailbox, within its quota. Returns its sequence number.
     async fn drop_message(
@@ -150,6 +175,10 @@ pub trait Store: Send + Sync + 'static {
     /// epoch is unknown.
     async fn epoch_token(&self, group: Id, epoch: u64) -> Result<Option<([u8; 32], u64)>>;
 
+    /// Which epoch of `group` has this token hash, if any: the cheap check the HTTP layer
+    /// makes before it reads an append's body.
+    async fn token_epoch(&self, group: Id, token_hash: [u8; 32]) -> Result<Option<u64>>;
+
     /// Append an entry: token check, epoch compare-and-set for commits, Welcome drops — one
     /// transaction.
     async fn append(&self, req: AppendRequest, now: u64, limits: &Limits) -> Result<Appended>;
@@ -166,12 +195,18 @@ pub trait Store: Send + Sync + 'static {
     /// Delete expired mailbox messages, log entries, nonces and idempotency records.
     async fn sweep(&self, now: u64, limits: &Limits) -> Result<Swept>;
 
+    /// False when the store can no longer write (the SQLite writer died); `/healthz` says so.
+    fn healthy(&self) -> bool {
+        true
+    }
+
     /// Deliver wake-ups caused by other relay processes to this process's subscribers.
     /// A single-process backend has none.
     fn start_wakeups(&self, _notifier: crate::notify::Notifier) {}
 }
 
-/// Idempotency scopes: a request id reused for a different kind of write is refused.
+/// Idempotency scopes. A record is keyed by (scope, target, request id): a request id only
+/// ever answers a repeat of the same operation on the same mailbox or group.
 pub(crate) mod scope {
     pub const CREATE_MAILBOX: &str = "create_mailbox";
     pub const DROP: &str = "drop";
@@ -182,9 +217,24 @@ pub(crate) mod scope {
     pub const APPEND: &str = "append";
 }
 
-pub(crate) fn reused_request_id() -> StoreError {
+/// The largest epoch or sequence number the stores can hold (they are signed 64-bit).
+pub const MAX_COUNTER: u64 = i64::MAX as u64;
+
+pub(crate) fn epoch_exhausted() -> StoreError {
     StoreError::rejected(
         ErrorCode::BadRequest,
-        "this request_id was already used for a different kind of request; choose a new random id",
+        "this group's epoch counter is exhausted; create a new group",
+    )
+}
+
+/// Whether a Welcome drop failure should leave the commit standing (the Welcome is reported
+/// as undelivered) rather than abort it.
+pub(crate) fn welcome_skippable(e: &StoreError) -> bool {
+    matches!(
+        e,
+        StoreError::Rejected {
+            code: ErrorCode::QuotaExceeded | ErrorCode::NotFound,
+            ..
+        }
     )
 }

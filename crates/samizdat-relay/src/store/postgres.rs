@@ -21,10 +21,18 @@ use serde::de::DeserializeOwned;
 use tokio_postgres::error::SqlState;
 use tokio_postgres::{AsyncMessage, Client, NoTls, Transaction};
 
-use super::{AppendRequest, Appended, Result, Store, StoreError, Swept, reused_request_id, scope};
+use super::{
+    AppendRequest, Appended, CLAIM_RECORD_SECS, MAX_COUNTER, Result, Store, StoreError, Swept,
+    epoch_exhausted, scope, welcome_skippable,
+};
 use crate::notify::{Notifier, Topic};
 
-const MIGRATIONS: &[(i64, &str)] = &[(1, include_str!("../../migrations/postgres/0001_init.sql"))];
+const MIGRATIONS: &[(i64, &str)] = &[
+    (1, include_str!("../../migrations/postgres/0001_init.sql")),
+    (2, include_str!("../../migrations/postgres/0002_bounds.sql")),
+];
+/// A NOTIFY payload must stay under PostgreSQL's 8,000-byte limit.
+const MAX_NOTIFY_PAYLOAD: usize = 7_000;
 /// Arbitrary key for the advisory lock that serializes migrations across processes.
 const MIGRATION_LOCK: i64 = 0x5a4d_4947;
 const CHANNEL: &str = "samizdat";
@@ -159,7 +167,8 @@ async fn listen_once(url: &str, notifier: &Notifier) -> Result<()> {
             r = &mut listen, if !listening => { r?; listening = true; }
             msg = stream.next() => match msg {
                 Some(Ok(AsyncMessage::Notification(n))) => {
-                    if let Some(topic) = parse_topic(n.payload()) {
+                    // One payload may carry several topics, separated by spaces.
+                    for topic in n.payload().split(' ').filter_map(parse_topic) {
                         notifier.notify(topic);
                     }
                 }
@@ -200,11 +209,29 @@ fn not_found(what: &str) -> StoreError {
 }
 
 async fn notify(tx: &Transaction<'_>, topic: Topic) -> Result<()> {
-    tx.execute(
-        "SELECT pg_notify($1, $2)",
-        &[&CHANNEL, &topic_payload(topic)],
-    )
-    .await?;
+    notify_all(tx, &[topic]).await
+}
+
+/// Wake-ups for several topics in as few NOTIFYs as the payload limit allows (one for any
+/// ordinary commit), instead of one per mailbox.
+async fn notify_all(tx: &Transaction<'_>, topics: &[Topic]) -> Result<()> {
+    let mut payload = String::new();
+    for t in topics {
+        let p = topic_payload(*t);
+        if !payload.is_empty() && payload.len() + 1 + p.len() > MAX_NOTIFY_PAYLOAD {
+            tx.execute("SELECT pg_notify($1, $2)", &[&CHANNEL, &payload])
+                .await?;
+            payload.clear();
+        }
+        if !payload.is_empty() {
+            payload.push(' ');
+        }
+        payload.push_str(&p);
+    }
+    if !payload.is_empty() {
+        tx.execute("SELECT pg_notify($1, $2)", &[&CHANNEL, &payload])
+            .await?;
+    }
     Ok(())
 }
 
@@ -212,21 +239,22 @@ async fn prior<T: DeserializeOwned>(
     tx: &Transaction<'_>,
     request_id: &Id,
     scope: &str,
+    target: &Id,
 ) -> Result<Option<T>> {
     let row = tx
         .query_opt(
-            "SELECT scope, result FROM requests WHERE request_id = $1",
-            &[&request_id.as_bytes().as_slice()],
+            "SELECT result FROM requests WHERE scope = $1 AND target = $2 AND request_id = $3",
+            &[
+                &scope,
+                &target.as_bytes().as_slice(),
+                &request_id.as_bytes().as_slice(),
+            ],
         )
         .await?;
     match row {
         None => Ok(None),
         Some(r) => {
-            let s: String = r.get(0);
-            if s != scope {
-                return Err(reused_request_id());
-            }
-            let result: String = r.get(1);
+            let result: String = r.get(0);
             serde_json::from_str(&result)
                 .map(Some)
                 .map_err(|e| StoreError::Backend(format!("corrupt idempotency record: {e}")))
@@ -238,15 +266,17 @@ async fn remember<T: Serialize>(
     tx: &Transaction<'_>,
     request_id: &Id,
     scope: &str,
+    target: &Id,
     result: &T,
     now: u64,
 ) -> Result<()> {
     let json = serde_json::to_string(result).map_err(|e| StoreError::Backend(e.to_string()))?;
     tx.execute(
-        "INSERT INTO requests (request_id, scope, result, stored_at) VALUES ($1, $2, $3, $4)",
+        "INSERT INTO requests (scope, target, request_id, result, stored_at) VALUES ($1, $2, $3, $4, $5)",
         &[
-            &request_id.as_bytes().as_slice(),
             &scope,
+            &target.as_bytes().as_slice(),
+            &request_id.as_bytes().as_slice(),
             &json,
             &(now as i64),
         ],
@@ -255,12 +285,15 @@ async fn remember<T: Serialize>(
     Ok(())
 }
 
+/// Store one message in a mailbox (the caller sends the wake-up). A Welcome (`welcome`) may
+/// use the Welcome allowance on top of the quota.
 async fn drop_into(
     tx: &Transaction<'_>,
     mailbox: &Id,
     body: &[u8],
     now: u64,
     limits: &Limits,
+    welcome: bool,
 ) -> Result<u64> {
     let m = mailbox.as_bytes().as_slice();
     let row = tx
@@ -271,9 +304,19 @@ async fn drop_into(
         .await?
         .ok_or_else(|| not_found("mailbox"))?;
     let (seq, count, bytes): (i64, i64, i64) = (row.get(0), row.get(1), row.get(2));
-    if count as u64 >= limits.mailbox_quota_messages
-        || bytes as u64 + body.len() as u64 > limits.mailbox_quota_bytes
-    {
+    let (max_count, max_bytes) = if welcome {
+        (
+            limits
+                .mailbox_quota_messages
+                .saturating_add(limits.welcome_allowance_messages),
+            limits
+                .mailbox_quota_bytes
+                .saturating_add(limits.welcome_allowance_bytes),
+        )
+    } else {
+        (limits.mailbox_quota_messages, limits.mailbox_quota_bytes)
+    };
+    if count as u64 >= max_count || bytes as u64 + body.len() as u64 > max_bytes {
         return Err(StoreError::rejected(
             ErrorCode::QuotaExceeded,
             "the mailbox is full; its owner must read and acknowledge messages first",
@@ -289,7 +332,6 @@ async fn drop_into(
         &[&m, &(body.len() as i64)],
     )
     .await?;
-    notify(tx, Topic::Mailbox(*mailbox)).await?;
     Ok(seq as u64)
 }
 
@@ -354,7 +396,7 @@ impl Store for PgStore {
         now: u64,
     ) -> Result<()> {
         in_tx!(self, |tx| {
-            if prior::<()>(&tx, &request_id, scope::CREATE_MAILBOX)
+            if prior::<()>(&tx, &request_id, scope::CREATE_MAILBOX, &mailbox)
                 .await?
                 .is_some()
             {
@@ -372,11 +414,11 @@ impl Store for PgStore {
                 ));
             }
             tx.execute(
-                "INSERT INTO mailboxes (mailbox_id, owner_key, created_at) VALUES ($1, $2, $3)",
+                "INSERT INTO mailboxes (mailbox_id, owner_key, created_at, last_seen_at) VALUES ($1, $2, $3, $3)",
                 &[&m, &owner_key, &(now as i64)],
             )
             .await?;
-            remember(&tx, &request_id, scope::CREATE_MAILBOX, &(), now).await
+            remember(&tx, &request_id, scope::CREATE_MAILBOX, &mailbox, &(), now).await
         })
     }
 
@@ -394,7 +436,7 @@ impl Store for PgStore {
         Ok(row.map(|r| r.get(0)))
     }
 
-    async fn use_nonce(&self, nonce: Id, expires_at: u64) -> Result<bool> {
+    async fn use_nonce(&self, nonce: Id, expires_at: u64, mailbox: Id, now: u64) -> Result<bool> {
         let guard = self.conn().await?;
         let client = guard
             .as_ref()
@@ -405,7 +447,29 @@ impl Store for PgStore {
                 &[&nonce.as_bytes().as_slice(), &(expires_at as i64)],
             )
             .await?;
+        if n == 1 {
+            client
+                .execute(
+                    "UPDATE mailboxes SET last_seen_at = $2 WHERE mailbox_id = $1",
+                    &[&mailbox.as_bytes().as_slice(), &(now as i64)],
+                )
+                .await?;
+        }
         Ok(n == 1)
+    }
+
+    async fn touch_mailbox(&self, mailbox: Id, now: u64) -> Result<()> {
+        let guard = self.conn().await?;
+        let client = guard
+            .as_ref()
+            .ok_or_else(|| StoreError::Backend("no connection".into()))?;
+        client
+            .execute(
+                "UPDATE mailboxes SET last_seen_at = $2 WHERE mailbox_id = $1",
+                &[&mailbox.as_bytes().as_slice(), &(now as i64)],
+            )
+            .await?;
+        Ok(())
     }
 
     async fn drop_message(
@@ -417,11 +481,12 @@ impl Store for PgStore {
         limits: &Limits,
     ) -> Result<u64> {
         in_tx!(self, |tx| {
-            if let Some(seq) = prior::<u64>(&tx, &request_id, scope::DROP).await? {
+            if let Some(seq) = prior::<u64>(&tx, &request_id, scope::DROP, &mailbox).await? {
                 return Ok(seq);
             }
-            let seq = drop_into(&tx, &mailbox, &body, now, limits).await?;
-            remember(&tx, &request_id, scope::DROP, &seq, now).await?;
+            let seq = drop_into(&tx, &mailbox, &body, now, limits, false).await?;
+            notify(&tx, Topic::Mailbox(mailbox)).await?;
+            remember(&tx, &request_id, scope::DROP, &mailbox, &seq, now).await?;
             Ok(seq)
         })
     }
@@ -455,7 +520,7 @@ impl Store for PgStore {
 
     async fn ack_messages(&self, request_id: Id, mailbox: Id, seqs: Vec<u64>) -> Result<u64> {
         in_tx!(self, |tx| {
-            if let Some(n) = prior::<u64>(&tx, &request_id, scope::ACK).await? {
+            if let Some(n) = prior::<u64>(&tx, &request_id, scope::ACK, &mailbox).await? {
                 return Ok(n);
             }
             let m = mailbox.as_bytes().as_slice();
@@ -473,7 +538,15 @@ impl Store for PgStore {
                 &[&m, &deleted, &bytes],
             )
             .await?;
-            remember(&tx, &request_id, scope::ACK, &(deleted as u64), now_secs()).await?;
+            remember(
+                &tx,
+                &request_id,
+                scope::ACK,
+                &mailbox,
+                &(deleted as u64),
+                now_secs(),
+            )
+            .await?;
             Ok(deleted as u64)
         })
     }
@@ -488,7 +561,7 @@ impl Store for PgStore {
     ) -> Result<KeyPackageCount> {
         in_tx!(self, |tx| {
             let m = mailbox.as_bytes().as_slice();
-            if prior::<KeyPackageCount>(&tx, &request_id, scope::UPLOAD)
+            if prior::<KeyPackageCount>(&tx, &request_id, scope::UPLOAD, &mailbox)
                 .await?
                 .is_some()
             {
@@ -512,8 +585,8 @@ impl Store for PgStore {
             }
             for kp in &key_packages {
                 tx.execute(
-                    "INSERT INTO key_packages (mailbox_id, data) VALUES ($1, $2)",
-                    &[&m, kp],
+                    "INSERT INTO key_packages (mailbox_id, data, uploaded_at) VALUES ($1, $2, $3)",
+                    &[&m, kp, &(now_secs() as i64)],
                 )
                 .await?;
             }
@@ -525,14 +598,24 @@ impl Store for PgStore {
                 .await?;
             }
             let after = kp_count(&tx, &mailbox).await?;
-            remember(&tx, &request_id, scope::UPLOAD, &after, now_secs()).await?;
+            remember(
+                &tx,
+                &request_id,
+                scope::UPLOAD,
+                &mailbox,
+                &after,
+                now_secs(),
+            )
+            .await?;
             Ok(after)
         })
     }
 
     async fn claim_key_package(&self, request_id: Id, mailbox: Id) -> Result<ClaimedKeyPackage> {
         in_tx!(self, |tx| {
-            if let Some(c) = prior::<ClaimedKeyPackage>(&tx, &request_id, scope::CLAIM).await? {
+            if let Some(c) =
+                prior::<ClaimedKeyPackage>(&tx, &request_id, scope::CLAIM, &mailbox).await?
+            {
                 return Ok(c);
             }
             let m = mailbox.as_bytes().as_slice();
@@ -568,7 +651,15 @@ impl Store for PgStore {
                     ));
                 }
             };
-            remember(&tx, &request_id, scope::CLAIM, &claimed, now_secs()).await?;
+            remember(
+                &tx,
+                &request_id,
+                scope::CLAIM,
+                &mailbox,
+                &claimed,
+                now_secs(),
+            )
+            .await?;
             Ok(claimed)
         })
     }
@@ -586,7 +677,7 @@ impl Store for PgStore {
         now: u64,
     ) -> Result<()> {
         in_tx!(self, |tx| {
-            if prior::<()>(&tx, &request_id, scope::CREATE_GROUP)
+            if prior::<()>(&tx, &request_id, scope::CREATE_GROUP, &group)
                 .await?
                 .is_some()
             {
@@ -604,16 +695,16 @@ impl Store for PgStore {
                 ));
             }
             tx.execute(
-                "INSERT INTO groups (group_id, current_epoch, created_at) VALUES ($1, $2, $3)",
+                "INSERT INTO groups (group_id, current_epoch, created_at, last_append_at) VALUES ($1, $2, $3, $3)",
                 &[&g, &(epoch as i64), &(now as i64)],
             )
             .await?;
             tx.execute(
-                "INSERT INTO group_epochs (group_id, epoch, token_hash) VALUES ($1, $2, $3)",
-                &[&g, &(epoch as i64), &token_hash.as_slice()],
+                "INSERT INTO group_epochs (group_id, epoch, token_hash, created_at) VALUES ($1, $2, $3, $4)",
+                &[&g, &(epoch as i64), &token_hash.as_slice(), &(now as i64)],
             )
             .await?;
-            remember(&tx, &request_id, scope::CREATE_GROUP, &(), now).await
+            remember(&tx, &request_id, scope::CREATE_GROUP, &group, &(), now).await
         })
     }
 
@@ -639,26 +730,34 @@ impl Store for PgStore {
         .transpose()
     }
 
+    async fn token_epoch(&self, group: Id, token_hash: [u8; 32]) -> Result<Option<u64>> {
+        let guard = self.conn().await?;
+        let client = guard
+            .as_ref()
+            .ok_or_else(|| StoreError::Backend("no connection".into()))?;
+        let row = client
+            .query_opt(
+                "SELECT epoch FROM group_epochs WHERE group_id = $1 AND token_hash = $2 LIMIT 1",
+                &[&group.as_bytes().as_slice(), &token_hash.as_slice()],
+            )
+            .await?;
+        Ok(row.map(|r| r.get::<_, i64>(0) as u64))
+    }
+
     async fn append(&self, req: AppendRequest, now: u64, limits: &Limits) -> Result<Appended> {
         in_tx!(self, |tx| {
-            if let Some(seq) = prior::<u64>(&tx, &req.request_id, scope::APPEND).await? {
-                return Ok(Appended {
-                    seq,
-                    welcomed: Vec::new(),
-                    fresh: false,
-                });
-            }
             let g = req.group_id.as_bytes().as_slice();
             // The group row lock makes the epoch compare-and-set atomic across processes.
             let row = tx
                 .query_opt(
-                    "SELECT current_epoch, next_seq FROM groups WHERE group_id = $1 FOR UPDATE",
+                    "SELECT current_epoch, next_seq, bytes FROM groups WHERE group_id = $1 FOR UPDATE",
                     &[&g],
                 )
                 .await?
                 .ok_or_else(|| not_found("group"))?;
-            let (current, seq): (i64, i64) = (row.get(0), row.get(1));
+            let (current, seq, bytes): (i64, i64, i64) = (row.get(0), row.get(1), row.get(2));
             let current = current as u64;
+            // Who may append is checked before anything else, including the retry record.
             let stored = tx
                 .query_opt(
                     "SELECT token_hash FROM group_epochs WHERE group_id = $1 AND epoch = $2",
@@ -671,6 +770,16 @@ impl Store for PgStore {
                     ErrorCode::BadToken,
                     "the epoch token does not match this group and epoch",
                 ));
+            }
+            if let Some(seq) =
+                prior::<u64>(&tx, &req.request_id, scope::APPEND, &req.group_id).await?
+            {
+                return Ok(Appended {
+                    seq,
+                    welcomed: Vec::new(),
+                    undelivered: Vec::new(),
+                    fresh: false,
+                });
             }
             if req.epoch != current {
                 let code = match req.kind {
@@ -686,45 +795,85 @@ impl Store for PgStore {
                     current_epoch: Some(current),
                 });
             }
+            if bytes as u64 + req.body.len() as u64 > limits.max_group_bytes {
+                return Err(StoreError::rejected(
+                    ErrorCode::StorageFull,
+                    "this group's log has reached the relay's storage limit; wait for old entries to expire or move the group",
+                ));
+            }
+            let next_seq = (seq as u64)
+                .checked_add(1)
+                .filter(|n| *n <= MAX_COUNTER)
+                .ok_or_else(epoch_exhausted)?;
             tx.execute(
                 "INSERT INTO entries (group_id, seq, epoch, kind, body, stored_at) VALUES ($1, $2, $3, $4, $5, $6)",
                 &[&g, &seq, &(req.epoch as i64), &(req.kind.as_i64() as i16), &req.body, &(now as i64)],
             )
             .await?;
-            let mut welcomed = Vec::new();
+            let (mut welcomed, mut undelivered) = (Vec::new(), Vec::new());
+            let len = req.body.len() as i64;
             if req.kind == EntryKind::Commit {
-                let next = req.next_token_hash.ok_or_else(|| {
+                let next_hash = req.next_token_hash.ok_or_else(|| {
                     StoreError::rejected(
                         ErrorCode::BadRequest,
                         "a commit must carry next_token_hash",
                     )
                 })?;
+                let next = current
+                    .checked_add(1)
+                    .filter(|n| *n <= MAX_COUNTER)
+                    .ok_or_else(epoch_exhausted)?;
                 tx.execute(
-                    "INSERT INTO group_epochs (group_id, epoch, token_hash) VALUES ($1, $2, $3)",
-                    &[&g, &((current + 1) as i64), &next.as_slice()],
+                    "INSERT INTO group_epochs (group_id, epoch, token_hash, created_at) VALUES ($1, $2, $3, $4)",
+                    &[&g, &(next as i64), &next_hash.as_slice(), &(now as i64)],
                 )
                 .await?;
                 tx.execute(
-                    "UPDATE groups SET current_epoch = $2, next_seq = $3 WHERE group_id = $1",
-                    &[&g, &((current + 1) as i64), &(seq + 1)],
+                    "UPDATE groups SET current_epoch = $2, next_seq = $3, bytes = bytes + $4, last_append_at = $5 WHERE group_id = $1",
+                    &[&g, &(next as i64), &(next_seq as i64), &len, &(now as i64)],
                 )
                 .await?;
-                for w in &req.welcomes {
-                    drop_into(&tx, &w.mailbox_id, &w.body.0, now, limits).await?;
-                    welcomed.push(w.mailbox_id);
+                // Mailbox rows are locked in one fixed order (by id), so two commits that
+                // welcome the same people cannot deadlock.
+                let mut welcomes: Vec<_> = req.welcomes.iter().collect();
+                welcomes.sort_by_key(|w| w.mailbox_id);
+                for w in welcomes {
+                    tx.batch_execute("SAVEPOINT welcome").await?;
+                    match drop_into(&tx, &w.mailbox_id, &w.body.0, now, limits, true).await {
+                        Ok(_) => {
+                            tx.batch_execute("RELEASE SAVEPOINT welcome").await?;
+                            welcomed.push(w.mailbox_id);
+                        }
+                        Err(e) if welcome_skippable(&e) => {
+                            tx.batch_execute("ROLLBACK TO SAVEPOINT welcome").await?;
+                            undelivered.push(w.mailbox_id);
+                        }
+                        Err(e) => return Err(e),
+                    }
                 }
             } else {
                 tx.execute(
-                    "UPDATE groups SET next_seq = $2 WHERE group_id = $1",
-                    &[&g, &(seq + 1)],
+                    "UPDATE groups SET next_seq = $2, bytes = bytes + $3, last_append_at = $4 WHERE group_id = $1",
+                    &[&g, &(next_seq as i64), &len, &(now as i64)],
                 )
                 .await?;
             }
-            notify(&tx, Topic::Group(req.group_id)).await?;
-            remember(&tx, &req.request_id, scope::APPEND, &(seq as u64), now).await?;
+            let mut topics = vec![Topic::Group(req.group_id)];
+            topics.extend(welcomed.iter().map(|m| Topic::Mailbox(*m)));
+            notify_all(&tx, &topics).await?;
+            remember(
+                &tx,
+                &req.request_id,
+                scope::APPEND,
+                &req.group_id,
+                &(seq as u64),
+                now,
+            )
+            .await?;
             Ok(Appended {
                 seq: seq as u64,
                 welcomed,
+                undelivered,
                 fresh: true,
             })
         })
@@ -776,12 +925,16 @@ impl Store for PgStore {
 
     async fn sweep(&self, now: u64, limits: &Limits) -> Result<Swept> {
         let cutoff = now.saturating_sub(limits.retention_secs) as i64;
+        let idle = now.saturating_sub(limits.mailbox_idle_secs) as i64;
+        let group_idle = now.saturating_sub(limits.group_idle_secs) as i64;
+        let kp_cutoff = now.saturating_sub(limits.key_package_ttl_secs) as i64;
+        let claim_cutoff = now.saturating_sub(CLAIM_RECORD_SECS) as i64;
         let now = now as i64;
         in_tx!(self, |tx| {
             let expired = tx
                 .query(
                     "WITH d AS (DELETE FROM mailbox_messages WHERE expires_at <= $1 RETURNING mailbox_id, length(body) AS len)
-                     SELECT mailbox_id, COUNT(*), COALESCE(SUM(len), 0)::BIGINT FROM d GROUP BY mailbox_id",
+                     SELECT mailbox_id, COUNT(*), COALESCE(SUM(len), 0)::BIGINT FROM d GROUP BY mailbox_id ORDER BY mailbox_id",
                     &[&now],
                 )
                 .await?;
@@ -792,16 +945,85 @@ impl Store for PgStore {
                 tx.execute("UPDATE mailboxes SET msg_count = msg_count - $2, msg_bytes = msg_bytes - $3 WHERE mailbox_id = $1", &[&m, &n, &b])
                     .await?;
             }
-            let entries = tx
-                .execute("DELETE FROM entries WHERE stored_at <= $1", &[&cutoff])
+            let gone = tx
+                .query(
+                    "WITH d AS (DELETE FROM entries WHERE stored_at <= $1 RETURNING group_id, length(body) AS len)
+                     SELECT group_id, COUNT(*), COALESCE(SUM(len), 0)::BIGINT FROM d GROUP BY group_id ORDER BY group_id",
+                    &[&cutoff],
+                )
+                .await?;
+            let mut entries = 0u64;
+            for r in &gone {
+                let (g, n, b): (Vec<u8>, i64, i64) = (r.get(0), r.get(1), r.get(2));
+                entries += n as u64;
+                tx.execute(
+                    "UPDATE groups SET bytes = bytes - $2 WHERE group_id = $1",
+                    &[&g, &b],
+                )
+                .await?;
+            }
+            tx.execute(
+                "DELETE FROM group_epochs ge WHERE created_at <= $1
+                   AND epoch < (SELECT current_epoch FROM groups g WHERE g.group_id = ge.group_id)
+                   AND NOT EXISTS (SELECT 1 FROM entries e WHERE e.group_id = ge.group_id AND e.epoch = ge.epoch)",
+                &[&cutoff],
+            )
+            .await?;
+            tx.execute(
+                "DELETE FROM group_epochs WHERE group_id IN (SELECT group_id FROM groups WHERE last_append_at <= $1)",
+                &[&group_idle],
+            )
+            .await?;
+            let groups = tx
+                .execute(
+                    "DELETE FROM groups WHERE last_append_at <= $1",
+                    &[&group_idle],
+                )
+                .await?;
+            mailbox_messages += tx
+                .execute(
+                    "DELETE FROM mailbox_messages WHERE mailbox_id IN (SELECT mailbox_id FROM mailboxes WHERE last_seen_at <= $1)",
+                    &[&idle],
+                )
+                .await?;
+            let mut key_packages = tx
+                .execute(
+                    "DELETE FROM key_packages WHERE mailbox_id IN (SELECT mailbox_id FROM mailboxes WHERE last_seen_at <= $1)",
+                    &[&idle],
+                )
+                .await?;
+            let mailboxes = tx
+                .execute("DELETE FROM mailboxes WHERE last_seen_at <= $1", &[&idle])
+                .await?;
+            key_packages += tx
+                .execute(
+                    "DELETE FROM key_packages WHERE uploaded_at <= $1",
+                    &[&kp_cutoff],
+                )
                 .await?;
             tx.execute("DELETE FROM nonces WHERE expires_at <= $1", &[&now])
                 .await?;
             tx.execute("DELETE FROM requests WHERE stored_at <= $1", &[&cutoff])
                 .await?;
+            tx.execute(
+                "DELETE FROM requests WHERE scope = $1 AND stored_at <= $2",
+                &[&scope::CLAIM, &claim_cutoff],
+            )
+            .await?;
+            let stored: i64 = tx
+                .query_one(
+                    "SELECT ((SELECT COALESCE(SUM(bytes), 0) FROM groups) + (SELECT COALESCE(SUM(msg_bytes), 0) FROM mailboxes))::BIGINT",
+                    &[],
+                )
+                .await?
+                .get(0);
             Ok(Swept {
                 mailbox_messages,
                 entries,
+                mailboxes,
+                groups,
+                key_packages,
+                stored_bytes: stored.max(0) as u64,
             })
         })
     }

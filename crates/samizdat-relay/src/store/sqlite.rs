@@ -5,6 +5,7 @@
 //! success the relay returns is on disk.
 
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, mpsc};
 
 use async_trait::async_trait;
@@ -17,14 +18,22 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 use tokio::sync::oneshot;
 
-use super::{AppendRequest, Appended, Result, Store, StoreError, Swept, reused_request_id, scope};
+use super::{
+    AppendRequest, Appended, CLAIM_RECORD_SECS, MAX_COUNTER, Result, Store, StoreError, Swept,
+    epoch_exhausted, scope, welcome_skippable,
+};
 
-const MIGRATIONS: &[(i64, &str)] = &[(1, include_str!("../../migrations/sqlite/0001_init.sql"))];
+const MIGRATIONS: &[(i64, &str)] = &[
+    (1, include_str!("../../migrations/sqlite/0001_init.sql")),
+    (2, include_str!("../../migrations/sqlite/0002_bounds.sql")),
+];
 
 /// Most requests folded into one transaction.
 const MAX_BATCH: usize = 512;
-/// Read connections kept open.
+/// Read connections kept open, and the most reads running at once.
 const MAX_READERS: usize = 8;
+/// Writes that may wait for the writer thread unless the relay configures otherwise.
+pub const DEFAULT_WRITER_QUEUE: usize = 4096;
 
 type Completion = Box<dyn FnOnce(Result<()>) + Send>;
 type Job = Box<dyn FnOnce(&Connection) -> (bool, Completion) + Send>;
@@ -32,9 +41,12 @@ type Job = Box<dyn FnOnce(&Connection) -> (bool, Completion) + Send>;
 /// The SQLite [`Store`].
 pub struct SqliteStore {
     path: PathBuf,
-    writer: Mutex<Option<mpsc::Sender<Job>>>,
+    writer: Mutex<Option<mpsc::SyncSender<Job>>>,
     writer_thread: Mutex<Option<std::thread::JoinHandle<()>>>,
+    /// False once the writer thread has stopped for any reason other than `close`.
+    writer_alive: Arc<AtomicBool>,
     readers: Arc<Mutex<Vec<Connection>>>,
+    reading: Arc<tokio::sync::Semaphore>,
 }
 
 /// Execute through the statement cache: the writer runs the same few statements all day.
@@ -57,6 +69,8 @@ fn open(path: &Path) -> Result<Connection> {
     conn.pragma_update(None, "journal_mode", "WAL")?;
     conn.pragma_update(None, "synchronous", "FULL")?;
     conn.pragma_update(None, "foreign_keys", "ON")?;
+    // Deleted entries and messages are overwritten, not left in free pages.
+    conn.pragma_update(None, "secure_delete", "ON")?;
     conn.set_prepared_statement_cache_capacity(64);
     Ok(conn)
 }
@@ -77,21 +91,35 @@ fn migrate(conn: &mut Connection) -> Result<()> {
 impl SqliteStore {
     /// Open (creating and migrating if needed) `relay.db` in `dir`.
     pub fn open(dir: &Path) -> Result<Self> {
+        Self::open_with_queue(dir, DEFAULT_WRITER_QUEUE)
+    }
+
+    /// As [`SqliteStore::open`], with at most `writer_queue` writes waiting for the writer;
+    /// beyond that writes are refused with `unavailable` (back-pressure, never unbounded
+    /// memory).
+    pub fn open_with_queue(dir: &Path, writer_queue: usize) -> Result<Self> {
         std::fs::create_dir_all(dir)
             .map_err(|e| StoreError::Backend(format!("cannot create {}: {e}", dir.display())))?;
         let path = dir.join("relay.db");
         let mut conn = open(&path)?;
         migrate(&mut conn)?;
-        let (tx, rx) = mpsc::channel::<Job>();
+        let (tx, rx) = mpsc::sync_channel::<Job>(writer_queue.max(1));
+        let writer_alive = Arc::new(AtomicBool::new(true));
+        let alive = writer_alive.clone();
         let handle = std::thread::Builder::new()
             .name("sqlite-writer".into())
-            .spawn(move || writer_loop(conn, rx))
+            .spawn(move || {
+                writer_loop(conn, rx);
+                alive.store(false, Ordering::SeqCst);
+            })
             .map_err(|e| StoreError::Backend(format!("cannot start writer thread: {e}")))?;
         Ok(SqliteStore {
             path,
             writer: Mutex::new(Some(tx)),
             writer_thread: Mutex::new(Some(handle)),
+            writer_alive,
             readers: Arc::new(Mutex::new(Vec::new())),
+            reading: Arc::new(tokio::sync::Semaphore::new(MAX_READERS * 2)),
         })
     }
 
@@ -132,9 +160,14 @@ impl SqliteStore {
             .ok_or_else(|| {
                 StoreError::rejected(ErrorCode::Unavailable, "relay is shutting down")
             })?;
-        sender
-            .send(job)
-            .map_err(|_| StoreError::rejected(ErrorCode::Unavailable, "relay is shutting down"))?;
+        sender.try_send(job).map_err(|e| match e {
+            mpsc::TrySendError::Full(_) => {
+                StoreError::rejected(ErrorCode::Unavailable, "the relay is busy; retry shortly")
+            }
+            mpsc::TrySendError::Disconnected(_) => {
+                StoreError::rejected(ErrorCode::Unavailable, "relay is shutting down")
+            }
+        })?;
         rx.await
             .map_err(|_| StoreError::Backend("writer thread stopped".into()))?
     }
@@ -145,7 +178,15 @@ impl SqliteStore {
     ) -> Result<T> {
         let readers = self.readers.clone();
         let path = self.path.clone();
+        // Bounded: at most this many blocking reads (and connections) at once.
+        let permit = self
+            .reading
+            .clone()
+            .acquire_owned()
+            .await
+            .map_err(|_| StoreError::Backend("reader pool closed".into()))?;
         tokio::task::spawn_blocking(move || {
+            let _permit = permit;
             let conn = readers.lock().ok().and_then(|mut r| r.pop());
             let conn = match conn {
                 Some(c) => c,
@@ -192,12 +233,22 @@ fn writer_loop(conn: Connection, rx: mpsc::Receiver<Job>) {
         }
         for job in jobs {
             let _ = exec(&conn, "SAVEPOINT job", []);
-            let (ok, done) = job(&conn);
-            if !ok {
-                let _ = exec(&conn, "ROLLBACK TO job", []);
+            // A bug in one job must not kill the writer (every later write would fail):
+            // contain it, undo the job, and fail only its request (its reply channel drops).
+            let run = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| job(&conn)));
+            match run {
+                Ok((ok, done)) => {
+                    if !ok {
+                        let _ = exec(&conn, "ROLLBACK TO job", []);
+                    }
+                    completions.push(done);
+                }
+                Err(_) => {
+                    tracing::error!("a write job panicked; it was rolled back");
+                    let _ = exec(&conn, "ROLLBACK TO job", []);
+                }
             }
             let _ = exec(&conn, "RELEASE job", []);
-            completions.push(done);
         }
         let commit = conn.execute_batch("COMMIT").map_err(StoreError::from);
         if let Err(e) = &commit {
@@ -218,18 +269,18 @@ fn prior<T: DeserializeOwned>(
     conn: &Connection,
     request_id: &Id,
     scope: &str,
+    target: &Id,
 ) -> Result<Option<T>> {
-    let row: Option<(String, String)> = query_one(
+    let row: Option<String> = query_one(
         conn,
-        "SELECT scope, result FROM requests WHERE request_id = ?1",
-        params![request_id.as_bytes()],
-        |r| Ok((r.get(0)?, r.get(1)?)),
+        "SELECT result FROM requests WHERE scope = ?1 AND target = ?2 AND request_id = ?3",
+        params![scope, target.as_bytes(), request_id.as_bytes()],
+        |r| r.get(0),
     )
     .optional()?;
     match row {
         None => Ok(None),
-        Some((s, _)) if s != scope => Err(reused_request_id()),
-        Some((_, result)) => serde_json::from_str(&result)
+        Some(result) => serde_json::from_str(&result)
             .map(Some)
             .map_err(|e| StoreError::Backend(format!("corrupt idempotency record: {e}"))),
     }
@@ -239,14 +290,21 @@ fn remember<T: Serialize>(
     conn: &Connection,
     request_id: &Id,
     scope: &str,
+    target: &Id,
     result: &T,
     now: u64,
 ) -> Result<()> {
     let json = serde_json::to_string(result).map_err(|e| StoreError::Backend(e.to_string()))?;
     exec(
         conn,
-        "INSERT INTO requests (request_id, scope, result, stored_at) VALUES (?1, ?2, ?3, ?4)",
-        params![request_id.as_bytes(), scope, json, now as i64],
+        "INSERT INTO requests (scope, target, request_id, result, stored_at) VALUES (?1, ?2, ?3, ?4, ?5)",
+        params![
+            scope,
+            target.as_bytes(),
+            request_id.as_bytes(),
+            json,
+            now as i64
+        ],
     )?;
     Ok(())
 }
@@ -266,12 +324,15 @@ fn hash32(v: Vec<u8>) -> Result<[u8; 32]> {
     <[u8; 32]>::try_from(v.as_slice()).map_err(|_| StoreError::Backend("corrupt token hash".into()))
 }
 
+/// Store one message in a mailbox. A Welcome (`welcome`) may use the Welcome allowance on
+/// top of the quota, so drops from strangers cannot keep it out.
 fn drop_into(
     conn: &Connection,
     mailbox: &Id,
     body: &[u8],
     now: u64,
     limits: &Limits,
+    welcome: bool,
 ) -> Result<u64> {
     let row: Option<(i64, i64, i64)> = query_one(
         conn,
@@ -281,9 +342,19 @@ fn drop_into(
     )
     .optional()?;
     let (seq, count, bytes) = row.ok_or_else(|| not_found("mailbox"))?;
-    if count as u64 >= limits.mailbox_quota_messages
-        || bytes as u64 + body.len() as u64 > limits.mailbox_quota_bytes
-    {
+    let (max_count, max_bytes) = if welcome {
+        (
+            limits
+                .mailbox_quota_messages
+                .saturating_add(limits.welcome_allowance_messages),
+            limits
+                .mailbox_quota_bytes
+                .saturating_add(limits.welcome_allowance_bytes),
+        )
+    } else {
+        (limits.mailbox_quota_messages, limits.mailbox_quota_bytes)
+    };
+    if count as u64 >= max_count || bytes as u64 + body.len() as u64 > max_bytes {
         return Err(StoreError::rejected(
             ErrorCode::QuotaExceeded,
             "the mailbox is full; its owner must read and acknowledge messages first",
@@ -339,7 +410,7 @@ impl Store for SqliteStore {
         now: u64,
     ) -> Result<()> {
         self.write(move |conn| {
-            if prior::<()>(conn, &request_id, scope::CREATE_MAILBOX)?.is_some() {
+            if prior::<()>(conn, &request_id, scope::CREATE_MAILBOX, &mailbox)?.is_some() {
                 return Ok(());
             }
             let existing: Option<Vec<u8>> = query_one(
@@ -357,10 +428,10 @@ impl Store for SqliteStore {
             }
             exec(
                 conn,
-                "INSERT INTO mailboxes (mailbox_id, owner_key, created_at) VALUES (?1, ?2, ?3)",
+                "INSERT INTO mailboxes (mailbox_id, owner_key, created_at, last_seen_at) VALUES (?1, ?2, ?3, ?3)",
                 params![mailbox.as_bytes(), owner_key, now as i64],
             )?;
-            remember(conn, &request_id, scope::CREATE_MAILBOX, &(), now)
+            remember(conn, &request_id, scope::CREATE_MAILBOX, &mailbox, &(), now)
         })
         .await
     }
@@ -378,14 +449,33 @@ impl Store for SqliteStore {
         .await
     }
 
-    async fn use_nonce(&self, nonce: Id, expires_at: u64) -> Result<bool> {
+    async fn use_nonce(&self, nonce: Id, expires_at: u64, mailbox: Id, now: u64) -> Result<bool> {
         self.write(move |conn| {
             let n = exec(
                 conn,
                 "INSERT OR IGNORE INTO nonces (nonce, expires_at) VALUES (?1, ?2)",
                 params![nonce.as_bytes(), expires_at as i64],
             )?;
+            if n == 1 {
+                exec(
+                    conn,
+                    "UPDATE mailboxes SET last_seen_at = ?2 WHERE mailbox_id = ?1",
+                    params![mailbox.as_bytes(), now as i64],
+                )?;
+            }
             Ok(n == 1)
+        })
+        .await
+    }
+
+    async fn touch_mailbox(&self, mailbox: Id, now: u64) -> Result<()> {
+        self.write(move |conn| {
+            exec(
+                conn,
+                "UPDATE mailboxes SET last_seen_at = ?2 WHERE mailbox_id = ?1",
+                params![mailbox.as_bytes(), now as i64],
+            )?;
+            Ok(())
         })
         .await
     }
@@ -400,11 +490,11 @@ impl Store for SqliteStore {
     ) -> Result<u64> {
         let limits = limits.clone();
         self.write(move |conn| {
-            if let Some(seq) = prior::<u64>(conn, &request_id, scope::DROP)? {
+            if let Some(seq) = prior::<u64>(conn, &request_id, scope::DROP, &mailbox)? {
                 return Ok(seq);
             }
-            let seq = drop_into(conn, &mailbox, &body, now, &limits)?;
-            remember(conn, &request_id, scope::DROP, &seq, now)?;
+            let seq = drop_into(conn, &mailbox, &body, now, &limits, false)?;
+            remember(conn, &request_id, scope::DROP, &mailbox, &seq, now)?;
             Ok(seq)
         })
         .await
@@ -439,7 +529,7 @@ impl Store for SqliteStore {
 
     async fn ack_messages(&self, request_id: Id, mailbox: Id, seqs: Vec<u64>) -> Result<u64> {
         self.write(move |conn| {
-            if let Some(n) = prior::<u64>(conn, &request_id, scope::ACK)? {
+            if let Some(n) = prior::<u64>(conn, &request_id, scope::ACK, &mailbox)? {
                 return Ok(n);
             }
             let mut deleted = 0u64;
@@ -461,7 +551,7 @@ impl Store for SqliteStore {
                 "UPDATE mailboxes SET msg_count = msg_count - ?2, msg_bytes = msg_bytes - ?3 WHERE mailbox_id = ?1",
                 params![mailbox.as_bytes(), deleted as i64, bytes],
             )?;
-            remember(conn, &request_id, scope::ACK, &deleted, now_secs())?;
+            remember(conn, &request_id, scope::ACK, &mailbox, &deleted, now_secs())?;
             Ok(deleted)
         })
         .await
@@ -476,7 +566,7 @@ impl Store for SqliteStore {
         max: u64,
     ) -> Result<KeyPackageCount> {
         self.write(move |conn| {
-            if prior::<KeyPackageCount>(conn, &request_id, scope::UPLOAD)?.is_some() {
+            if prior::<KeyPackageCount>(conn, &request_id, scope::UPLOAD, &mailbox)?.is_some() {
                 return kp_count(conn, &mailbox);
             }
             let before = kp_count(conn, &mailbox)?;
@@ -492,8 +582,8 @@ impl Store for SqliteStore {
             for kp in &key_packages {
                 exec(
                     conn,
-                    "INSERT INTO key_packages (mailbox_id, data) VALUES (?1, ?2)",
-                    params![mailbox.as_bytes(), kp],
+                    "INSERT INTO key_packages (mailbox_id, data, uploaded_at) VALUES (?1, ?2, ?3)",
+                    params![mailbox.as_bytes(), kp, now_secs() as i64],
                 )?;
             }
             if let Some(lr) = &last_resort {
@@ -504,7 +594,14 @@ impl Store for SqliteStore {
                 )?;
             }
             let after = kp_count(conn, &mailbox)?;
-            remember(conn, &request_id, scope::UPLOAD, &after, now_secs())?;
+            remember(
+                conn,
+                &request_id,
+                scope::UPLOAD,
+                &mailbox,
+                &after,
+                now_secs(),
+            )?;
             Ok(after)
         })
         .await
@@ -512,7 +609,8 @@ impl Store for SqliteStore {
 
     async fn claim_key_package(&self, request_id: Id, mailbox: Id) -> Result<ClaimedKeyPackage> {
         self.write(move |conn| {
-            if let Some(c) = prior::<ClaimedKeyPackage>(conn, &request_id, scope::CLAIM)? {
+            if let Some(c) = prior::<ClaimedKeyPackage>(conn, &request_id, scope::CLAIM, &mailbox)?
+            {
                 return Ok(c);
             }
             let last_resort: Option<Option<Vec<u8>>> = query_one(
@@ -548,7 +646,14 @@ impl Store for SqliteStore {
                     ));
                 }
             };
-            remember(conn, &request_id, scope::CLAIM, &claimed, now_secs())?;
+            remember(
+                conn,
+                &request_id,
+                scope::CLAIM,
+                &mailbox,
+                &claimed,
+                now_secs(),
+            )?;
             Ok(claimed)
         })
         .await
@@ -567,7 +672,7 @@ impl Store for SqliteStore {
         now: u64,
     ) -> Result<()> {
         self.write(move |conn| {
-            if prior::<()>(conn, &request_id, scope::CREATE_GROUP)?.is_some() {
+            if prior::<()>(conn, &request_id, scope::CREATE_GROUP, &group)?.is_some() {
                 return Ok(());
             }
             let exists: Option<i64> = query_one(
@@ -585,15 +690,15 @@ impl Store for SqliteStore {
             }
             exec(
                 conn,
-                "INSERT INTO groups (group_id, current_epoch, created_at) VALUES (?1, ?2, ?3)",
+                "INSERT INTO groups (group_id, current_epoch, created_at, last_append_at) VALUES (?1, ?2, ?3, ?3)",
                 params![group.as_bytes(), epoch as i64, now as i64],
             )?;
             exec(
                 conn,
-                "INSERT INTO group_epochs (group_id, epoch, token_hash) VALUES (?1, ?2, ?3)",
-                params![group.as_bytes(), epoch as i64, &token_hash[..]],
+                "INSERT INTO group_epochs (group_id, epoch, token_hash, created_at) VALUES (?1, ?2, ?3, ?4)",
+                params![group.as_bytes(), epoch as i64, &token_hash[..], now as i64],
             )?;
-            remember(conn, &request_id, scope::CREATE_GROUP, &(), now)
+            remember(conn, &request_id, scope::CREATE_GROUP, &group, &(), now)
         })
         .await
     }
@@ -614,21 +719,33 @@ impl Store for SqliteStore {
         .await
     }
 
+    async fn token_epoch(&self, group: Id, token_hash: [u8; 32]) -> Result<Option<u64>> {
+        self.read(move |conn| {
+            let epoch: Option<i64> = query_one(
+                conn,
+                "SELECT epoch FROM group_epochs WHERE group_id = ?1 AND token_hash = ?2 LIMIT 1",
+                params![group.as_bytes(), &token_hash[..]],
+                |r| r.get(0),
+            )
+            .optional()?;
+            Ok(epoch.map(|e| e as u64))
+        })
+        .await
+    }
+
     async fn append(&self, req: AppendRequest, now: u64, limits: &Limits) -> Result<Appended> {
         let limits = limits.clone();
         self.write(move |conn| {
-            if let Some(seq) = prior::<u64>(conn, &req.request_id, scope::APPEND)? {
-                return Ok(Appended { seq, welcomed: Vec::new(), fresh: false });
-            }
             let g = req.group_id.as_bytes();
-            let row: Option<(i64, i64)> = query_one(conn,
-                    "SELECT current_epoch, next_seq FROM groups WHERE group_id = ?1",
+            let row: Option<(i64, i64, i64)> = query_one(conn,
+                    "SELECT current_epoch, next_seq, bytes FROM groups WHERE group_id = ?1",
                     params![g],
-                    |r| Ok((r.get(0)?, r.get(1)?)),
+                    |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
                 )
                 .optional()?;
-            let (current, seq) = row.ok_or_else(|| not_found("group"))?;
+            let (current, seq, bytes) = row.ok_or_else(|| not_found("group"))?;
             let current = current as u64;
+            // Who may append is checked before anything else, including the retry record.
             let stored: Option<Vec<u8>> = query_one(conn,
                     "SELECT token_hash FROM group_epochs WHERE group_id = ?1 AND epoch = ?2",
                     params![g, req.epoch as i64],
@@ -644,6 +761,9 @@ impl Store for SqliteStore {
                     ));
                 }
             }
+            if let Some(seq) = prior::<u64>(conn, &req.request_id, scope::APPEND, &req.group_id)? {
+                return Ok(Appended { seq, welcomed: Vec::new(), undelivered: Vec::new(), fresh: false });
+            }
             if req.epoch != current {
                 let code = match req.kind {
                     EntryKind::Commit => ErrorCode::EpochConflict,
@@ -658,39 +778,58 @@ impl Store for SqliteStore {
                     current_epoch: Some(current),
                 });
             }
+            if bytes as u64 + req.body.len() as u64 > limits.max_group_bytes {
+                return Err(StoreError::rejected(
+                    ErrorCode::StorageFull,
+                    "this group's log has reached the relay's storage limit; wait for old entries to expire or move the group",
+                ));
+            }
+            let next_seq = (seq as u64).checked_add(1).filter(|n| *n <= MAX_COUNTER).ok_or_else(epoch_exhausted)?;
             exec(
                 conn,
                 "INSERT INTO entries (group_id, seq, epoch, kind, body, stored_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
                 params![g, seq, req.epoch as i64, req.kind.as_i64(), req.body, now as i64],
             )?;
-            let mut welcomed = Vec::new();
+            let (mut welcomed, mut undelivered) = (Vec::new(), Vec::new());
             if req.kind == EntryKind::Commit {
-                let next = req.next_token_hash.ok_or_else(|| {
+                let next_hash = req.next_token_hash.ok_or_else(|| {
                     StoreError::rejected(ErrorCode::BadRequest, "a commit must carry next_token_hash")
                 })?;
+                let next = current.checked_add(1).filter(|n| *n <= MAX_COUNTER).ok_or_else(epoch_exhausted)?;
                 exec(
-                conn,
-                    "INSERT INTO group_epochs (group_id, epoch, token_hash) VALUES (?1, ?2, ?3)",
-                    params![g, (current + 1) as i64, &next[..]],
+                    conn,
+                    "INSERT INTO group_epochs (group_id, epoch, token_hash, created_at) VALUES (?1, ?2, ?3, ?4)",
+                    params![g, next as i64, &next_hash[..], now as i64],
                 )?;
                 exec(
-                conn,
-                    "UPDATE groups SET current_epoch = ?2, next_seq = ?3 WHERE group_id = ?1",
-                    params![g, (current + 1) as i64, seq + 1],
+                    conn,
+                    "UPDATE groups SET current_epoch = ?2, next_seq = ?3, bytes = bytes + ?4, last_append_at = ?5 WHERE group_id = ?1",
+                    params![g, next as i64, next_seq as i64, req.body.len() as i64, now as i64],
                 )?;
-                for w in &req.welcomes {
-                    drop_into(conn, &w.mailbox_id, &w.body.0, now, &limits)?;
-                    welcomed.push(w.mailbox_id);
+                // Fixed order (by mailbox id), so concurrent commits never lock in a cycle.
+                let mut welcomes: Vec<_> = req.welcomes.iter().collect();
+                welcomes.sort_by_key(|w| w.mailbox_id);
+                for w in welcomes {
+                    let _ = exec(conn, "SAVEPOINT welcome", []);
+                    match drop_into(conn, &w.mailbox_id, &w.body.0, now, &limits, true) {
+                        Ok(_) => welcomed.push(w.mailbox_id),
+                        Err(e) if welcome_skippable(&e) => {
+                            let _ = exec(conn, "ROLLBACK TO welcome", []);
+                            undelivered.push(w.mailbox_id);
+                        }
+                        Err(e) => return Err(e),
+                    }
+                    let _ = exec(conn, "RELEASE welcome", []);
                 }
             } else {
                 exec(
-                conn,
-                    "UPDATE groups SET next_seq = ?2 WHERE group_id = ?1",
-                    params![g, seq + 1],
+                    conn,
+                    "UPDATE groups SET next_seq = ?2, bytes = bytes + ?3, last_append_at = ?4 WHERE group_id = ?1",
+                    params![g, next_seq as i64, req.body.len() as i64, now as i64],
                 )?;
             }
-            remember(conn, &req.request_id, scope::APPEND, &(seq as u64), now)?;
-            Ok(Appended { seq: seq as u64, welcomed, fresh: true })
+            remember(conn, &req.request_id, scope::APPEND, &req.group_id, &(seq as u64), now)?;
+            Ok(Appended { seq: seq as u64, welcomed, undelivered, fresh: true })
         })
         .await
     }
@@ -747,10 +886,11 @@ impl Store for SqliteStore {
     }
 
     async fn sweep(&self, now: u64, limits: &Limits) -> Result<Swept> {
-        let retention = limits.retention_secs;
+        let limits = limits.clone();
         self.write(move |conn| {
+            let now_i = now as i64;
             // Keep the per-mailbox counters right while deleting.
-            let mailbox_messages = exec(
+            exec(
                 conn,
                 "UPDATE mailboxes SET
                    msg_count = msg_count - (SELECT COUNT(*) FROM mailbox_messages m
@@ -758,15 +898,76 @@ impl Store for SqliteStore {
                    msg_bytes = msg_bytes - (SELECT COALESCE(SUM(length(body)), 0) FROM mailbox_messages m
                                             WHERE m.mailbox_id = mailboxes.mailbox_id AND m.expires_at <= ?1)
                  WHERE mailbox_id IN (SELECT mailbox_id FROM mailbox_messages WHERE expires_at <= ?1)",
-                params![now as i64],
-            )
-            .and_then(|_| exec(conn, "DELETE FROM mailbox_messages WHERE expires_at <= ?1", params![now as i64]))?;
-            let cutoff = now.saturating_sub(retention) as i64;
-            let entries = exec(conn, "DELETE FROM entries WHERE stored_at <= ?1", params![cutoff])?;
-            exec(conn, "DELETE FROM nonces WHERE expires_at <= ?1", params![now as i64])?;
+                params![now_i],
+            )?;
+            let mut mailbox_messages =
+                exec(conn, "DELETE FROM mailbox_messages WHERE expires_at <= ?1", params![now_i])? as u64;
+            let cutoff = now.saturating_sub(limits.retention_secs) as i64;
+            exec(
+                conn,
+                "UPDATE groups SET bytes = bytes - (SELECT COALESCE(SUM(length(body)), 0) FROM entries e
+                                                    WHERE e.group_id = groups.group_id AND e.stored_at <= ?1)
+                 WHERE group_id IN (SELECT group_id FROM entries WHERE stored_at <= ?1)",
+                params![cutoff],
+            )?;
+            let entries = exec(conn, "DELETE FROM entries WHERE stored_at <= ?1", params![cutoff])? as u64;
+            // Epochs that no entry needs any more (the current epoch always stays).
+            exec(
+                conn,
+                "DELETE FROM group_epochs WHERE created_at <= ?1
+                   AND epoch < (SELECT current_epoch FROM groups g WHERE g.group_id = group_epochs.group_id)
+                   AND NOT EXISTS (SELECT 1 FROM entries e WHERE e.group_id = group_epochs.group_id AND e.epoch = group_epochs.epoch)",
+                params![cutoff],
+            )?;
+            // Groups nobody appended to for `group_idle_secs` (their entries are long gone).
+            let group_idle = now.saturating_sub(limits.group_idle_secs) as i64;
+            exec(
+                conn,
+                "DELETE FROM group_epochs WHERE group_id IN (SELECT group_id FROM groups WHERE last_append_at <= ?1)",
+                params![group_idle],
+            )?;
+            let groups = exec(conn, "DELETE FROM groups WHERE last_append_at <= ?1", params![group_idle])? as u64;
+            // Mailboxes whose owner has been away too long, with everything in them.
+            let idle = now.saturating_sub(limits.mailbox_idle_secs) as i64;
+            mailbox_messages += exec(
+                conn,
+                "DELETE FROM mailbox_messages WHERE mailbox_id IN (SELECT mailbox_id FROM mailboxes WHERE last_seen_at <= ?1)",
+                params![idle],
+            )? as u64;
+            let mut key_packages = exec(
+                conn,
+                "DELETE FROM key_packages WHERE mailbox_id IN (SELECT mailbox_id FROM mailboxes WHERE last_seen_at <= ?1)",
+                params![idle],
+            )? as u64;
+            let mailboxes = exec(conn, "DELETE FROM mailboxes WHERE last_seen_at <= ?1", params![idle])? as u64;
+            let kp_cutoff = now.saturating_sub(limits.key_package_ttl_secs) as i64;
+            key_packages += exec(conn, "DELETE FROM key_packages WHERE uploaded_at <= ?1", params![kp_cutoff])? as u64;
+            exec(conn, "DELETE FROM nonces WHERE expires_at <= ?1", params![now_i])?;
             exec(conn, "DELETE FROM requests WHERE stored_at <= ?1", params![cutoff])?;
-            Ok(Swept { mailbox_messages: mailbox_messages as u64, entries: entries as u64 })
+            exec(
+                conn,
+                "DELETE FROM requests WHERE scope = ?1 AND stored_at <= ?2",
+                params![scope::CLAIM, now.saturating_sub(CLAIM_RECORD_SECS) as i64],
+            )?;
+            let stored: i64 = query_one(
+                conn,
+                "SELECT (SELECT COALESCE(SUM(bytes), 0) FROM groups) + (SELECT COALESCE(SUM(msg_bytes), 0) FROM mailboxes)",
+                [],
+                |r| r.get(0),
+            )?;
+            Ok(Swept {
+                mailbox_messages,
+                entries,
+                mailboxes,
+                groups,
+                key_packages,
+                stored_bytes: stored.max(0) as u64,
+            })
         })
         .await
+    }
+
+    fn healthy(&self) -> bool {
+        self.writer_alive.load(Ordering::SeqCst)
     }
 }

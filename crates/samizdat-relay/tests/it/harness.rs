@@ -115,7 +115,9 @@ impl TestRelay {
             },
             pool_size: 4,
             sweep_interval_secs: 3600,
+            metrics_listen: Some("127.0.0.1:0".into()),
             limits,
+            ..Config::default()
         };
         let relay = Relay::start(config).await.unwrap();
         let base = format!("http://{}", relay.addr());
@@ -133,6 +135,14 @@ impl TestRelay {
 
     pub fn url(&self, path: &str) -> String {
         format!("{}{}", self.base, path)
+    }
+
+    /// The separate metrics listener (the public one has no `/metrics`).
+    pub fn metrics_url(&self) -> String {
+        format!(
+            "http://{}/metrics",
+            self.relay.metrics_addr().expect("metrics listener")
+        )
     }
 
     pub fn ws_url(&self) -> String {

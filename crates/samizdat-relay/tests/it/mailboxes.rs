@@ -62,7 +62,9 @@ async fn drop_retry_stores_once(b: Backend) {
     let b: samizdat_proto::Stored = relay.post(&path, body).await.unwrap();
     assert_eq!(a, b);
     assert_eq!(relay.read_mailbox(&mb, 0).await.unwrap().len(), 1);
-    // The same request id on another kind of request is refused.
+    // Finding 11: a request id answers only a repeat of the same operation on the same
+    // target. On another kind of request it is a new request (here: an empty pool), never
+    // the drop's stored answer.
     let e = relay
         .post::<serde_json::Value>(
             &format!("/v1/mailboxes/{}/keypackages/claim", mb.id),
@@ -70,7 +72,17 @@ async fn drop_retry_stores_once(b: Backend) {
         )
         .await
         .unwrap_err();
-    assert_eq!(e.code, ErrorCode::BadRequest);
+    assert_eq!(e.code, ErrorCode::NoKeyPackage);
+    // And on another mailbox it is a new drop there, not the first mailbox's answer.
+    let other = relay.create_mailbox().await;
+    let _: samizdat_proto::Stored = relay
+        .post(
+            &format!("/v1/mailboxes/{}/messages", other.id),
+            json!({"request_id": req, "body": samizdat_proto::Bytes(b"twice".to_vec())}),
+        )
+        .await
+        .unwrap();
+    assert_eq!(relay.read_mailbox(&other, 0).await.unwrap().len(), 1);
     relay.stop().await;
 }
 

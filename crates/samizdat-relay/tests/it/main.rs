@@ -46,6 +46,10 @@ mod misc {
 
     use crate::harness::TestRelay;
 
+    fn proto_token(t: &[u8]) -> String {
+        samizdat_proto::Bytes::encode(t)
+    }
+
     crate::backend_tests! {
     async fn health_metrics_and_openapi(b: Backend) {
         let relay = TestRelay::start(&b).await;
@@ -80,7 +84,7 @@ mod misc {
         assert_eq!(r.status(), 404);
         let metrics = relay
             .http
-            .get(relay.url("/metrics"))
+            .get(relay.metrics_url())
             .send()
             .await
             .unwrap()
@@ -95,6 +99,9 @@ mod misc {
             metrics.contains("samizdat_rejections_total{code=\"not_found\"} 1"),
             "{metrics}"
         );
+        // Finding 7c: metrics are not public; they live on their own listener.
+        let public = relay.http.get(relay.url("/metrics")).send().await.unwrap();
+        assert_eq!(public.status(), 404);
         relay.stop().await;
     }
 
@@ -150,11 +157,12 @@ mod misc {
             ..Default::default()
         };
         let relay = TestRelay::start_with(&b, limits).await;
+        let g = relay.create_group(0).await;
         let big = vec![b'a'; 200 * 1024];
         let r = relay
             .http
-            .post(relay.url("/v1/groups/AAAAAAAAAAAAAAAAAAAAAA/entries"))
-            .header("x-samizdat-token", "AAAA")
+            .post(relay.url(&format!("/v1/groups/{}/entries", g.id)))
+            .header("x-samizdat-token", proto_token(g.token(0)))
             .body(big)
             .send()
             .await

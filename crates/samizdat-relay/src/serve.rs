@@ -1,0 +1,230 @@
+//! The accept loop: bounded connections (in total and per address), a deadline for request
+//! headers (slowloris), and graceful shutdown.
+//!
+//! `axum::serve` has neither caps nor a header timeout, so the relay drives hyper itself.
+//! Each accepted socket carries its permits inside its I/O object: they are released when
+//! the socket closes, including after a WebSocket upgrade (the upgraded stream owns the
+//! same object), so long-lived WebSockets count against the caps too.
+
+use std::collections::HashMap;
+use std::io;
+use std::pin::Pin;
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use axum::Router;
+use axum::extract::ConnectInfo;
+use hyper::body::Incoming;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc, watch};
+
+use crate::limits::AddrBucket;
+use crate::metrics::Metrics;
+
+/// Connection caps, shared by the accept loop and every open socket.
+pub(crate) struct ConnectionCaps {
+    total: Arc<Semaphore>,
+    per_ip: Mutex<HashMap<AddrBucket, usize>>,
+    max_per_ip: usize,
+}
+
+impl ConnectionCaps {
+    pub fn new(max_total: usize, max_per_ip: usize) -> Arc<Self> {
+        Arc::new(ConnectionCaps {
+            total: Arc::new(Semaphore::new(max_total.max(1))),
+            per_ip: Mutex::new(HashMap::new()),
+            max_per_ip: max_per_ip.max(1),
+        })
+    }
+
+    /// Admit one connection from `bucket`, or refuse it (`None`).
+    fn admit(self: &Arc<Self>, bucket: AddrBucket) -> Option<Admitted> {
+        let total = self.total.clone().try_acquire_owned().ok()?;
+        // A poisoned lock means a panic while counting: refuse rather than admit unbounded.
+        let mut per_ip = self.per_ip.lock().ok()?;
+        let n = per_ip.entry(bucket).or_insert(0);
+        if *n >= self.max_per_ip {
+            return None;
+        }
+        *n += 1;
+        Some(Admitted {
+            caps: self.clone(),
+            bucket,
+            _total: total,
+        })
+    }
+
+    /// Open connections from `bucket` (for tests and metrics).
+    #[cfg(test)]
+    fn open_from(&self, bucket: AddrBucket) -> usize {
+        self.per_ip
+            .lock()
+            .map(|m| m.get(&bucket).copied().unwrap_or(0))
+            .unwrap_or(0)
+    }
+}
+
+/// The permits of one open connection; dropping it frees them.
+struct Admitted {
+    caps: Arc<ConnectionCaps>,
+    bucket: AddrBucket,
+    _total: OwnedSemaphorePermit,
+}
+
+impl Drop for Admitted {
+    fn drop(&mut self) {
+        if let Ok(mut per_ip) = self.caps.per_ip.lock()
+            && let Some(n) = per_ip.get_mut(&self.bucket)
+        {
+            *n -= 1;
+            if *n == 0 {
+                per_ip.remove(&self.bucket);
+            }
+        }
+    }
+}
+
+/// A socket that holds its connection permits for as long as it is open.
+struct CountedStream {
+    io: TcpStream,
+    _admitted: Admitted,
+}
+
+impl AsyncRead for CountedStream {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.io).poll_read(cx, buf)
+    }
+}
+
+impl AsyncWrite for CountedStream {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.io).poll_write(cx, buf)
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.io).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.io).poll_shutdown(cx)
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.io).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.io.is_write_vectored()
+    }
+}
+
+/// Serve `app` on `listener` until `stop` turns true, then let open requests finish.
+pub(crate) async fn run(
+    listener: TcpListener,
+    app: Router,
+    caps: Arc<ConnectionCaps>,
+    header_timeout: Duration,
+    metrics: Arc<Metrics>,
+    mut stop: watch::Receiver<bool>,
+) -> io::Result<()> {
+    // Every connection task holds a clone of `alive`; when all are gone, `drained` ends.
+    let (alive, mut drained) = mpsc::channel::<()>(1);
+    loop {
+        let (socket, peer) = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok(a) => a,
+                Err(e) => {
+                    // EMFILE and friends: back off instead of spinning.
+                    tracing::warn!(error = %e, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+            _ = async { let _ = stop.wait_for(|s| *s).await; } => break,
+        };
+        let Some(admitted) = caps.admit(AddrBucket::of(peer.ip())) else {
+            metrics.connections_refused.fetch_add(1, Ordering::Relaxed);
+            drop(socket);
+            continue;
+        };
+        let _ = socket.set_nodelay(true);
+        let io = TokioIo::new(CountedStream {
+            io: socket,
+            _admitted: admitted,
+        });
+        let router = app.clone();
+        let service = hyper::service::service_fn(move |mut req: hyper::Request<Incoming>| {
+            req.extensions_mut().insert(ConnectInfo(peer));
+            tower::ServiceExt::oneshot(router.clone(), req)
+        });
+        let mut conn_stop = stop.clone();
+        let alive = alive.clone();
+        tokio::spawn(async move {
+            let _alive = alive;
+            let conn = hyper::server::conn::http1::Builder::new()
+                .timer(TokioTimer::new())
+                .header_read_timeout(header_timeout)
+                .keep_alive(true)
+                .serve_connection(io, service)
+                .with_upgrades();
+            tokio::pin!(conn);
+            let stopping = tokio::select! {
+                _ = conn.as_mut() => false,
+                _ = async { let _ = conn_stop.wait_for(|s| *s).await; } => true,
+            };
+            if stopping {
+                conn.as_mut().graceful_shutdown();
+                let _ = conn.await;
+            }
+        });
+    }
+    drop(alive);
+    let _ = drained.recv().await;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn per_address_cap_and_release() {
+        let caps = ConnectionCaps::new(10, 2);
+        let a = AddrBucket::of([10, 0, 0, 1].into());
+        let b = AddrBucket::of([10, 0, 0, 2].into());
+        let first = caps.admit(a).expect("first");
+        let _second = caps.admit(a).expect("second");
+        assert!(caps.admit(a).is_none(), "third from one address is refused");
+        assert!(caps.admit(b).is_some(), "another address is not affected");
+        drop(first);
+        assert_eq!(caps.open_from(a), 1);
+        assert!(
+            caps.admit(a).is_some(),
+            "a closed connection frees its slot"
+        );
+    }
+
+    #[test]
+    fn total_cap() {
+        let caps = ConnectionCaps::new(2, 10);
+        let _x = caps.admit(AddrBucket::of([10, 0, 0, 1].into())).expect("x");
+        let _y = caps.admit(AddrBucket::of([10, 0, 0, 2].into())).expect("y");
+        assert!(caps.admit(AddrBucket::of([10, 0, 0, 3].into())).is_none());
+    }
+}
