@@ -20,6 +20,14 @@ pub struct RelayArgs {
     /// PostgreSQL connections per relay process [default: 8]
     #[arg(long, env = "SAMIZDAT_RELAY_POOL_SIZE")]
     pub pool_size: Option<usize>,
+    /// Serve Prometheus metrics on this separate address (keep it on loopback); without it
+    /// there is no metrics endpoint.
+    #[arg(long, env = "SAMIZDAT_RELAY_METRICS_LISTEN")]
+    pub metrics_listen: Option<String>,
+    /// A reverse proxy (address or CIDR) whose X-Forwarded-For / Forwarded headers are
+    /// believed for rate limits; repeat for several. Headers from anyone else are ignored.
+    #[arg(long = "trusted-proxy")]
+    pub trusted_proxies: Vec<String>,
     /// TOML file with `listen`, `data`, `sweep_interval_secs` and a `[limits]` table.
     /// Flags and environment variables override it.
     #[arg(long, env = "SAMIZDAT_RELAY_CONFIG")]
@@ -48,6 +56,12 @@ pub fn load_config(args: &RelayArgs) -> Result<Config> {
     if let Some(n) = args.pool_size {
         config.pool_size = n;
     }
+    if let Some(m) = &args.metrics_listen {
+        config.metrics_listen = Some(m.clone());
+    }
+    if !args.trusted_proxies.is_empty() {
+        config.trusted_proxies = args.trusted_proxies.clone();
+    }
     Ok(config)
 }
 
@@ -60,6 +74,9 @@ pub async fn run(args: RelayArgs) -> Result<()> {
     let mut relay = Relay::start(config).await.context("starting the relay")?;
     tracing::info!(addr = %relay.addr(), storage = %storage, "relay listening");
     println!("relay listening on http://{}", relay.addr());
+    if let Some(m) = relay.metrics_addr() {
+        tracing::info!(addr = %m, "metrics listening");
+    }
 
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
         .context("installing the SIGTERM handler")?;

@@ -106,7 +106,17 @@ impl TestRelay {
     }
 
     pub async fn start_in(b: &Backend, dir: &Path, limits: Limits) -> Self {
-        let config = Config {
+        Self::start_configured(b, dir, limits, |_| {}).await
+    }
+
+    /// A relay whose [`Config`] the test adjusts (trusted proxies and the like).
+    pub async fn start_configured(
+        b: &Backend,
+        dir: &Path,
+        limits: Limits,
+        adjust: impl FnOnce(&mut Config),
+    ) -> Self {
+        let mut config = Config {
             listen: "127.0.0.1:0".into(),
             data: dir.to_path_buf(),
             database: match b {
@@ -119,6 +129,7 @@ impl TestRelay {
             limits,
             ..Config::default()
         };
+        adjust(&mut config);
         let relay = Relay::start(config).await.unwrap();
         let base = format!("http://{}", relay.addr());
         TestRelay {

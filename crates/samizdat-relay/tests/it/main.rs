@@ -3,6 +3,7 @@
 #![allow(clippy::unwrap_used)]
 
 mod groups;
+mod hardening;
 mod harness;
 
 /// Run each test against every storage backend: `sqlite::NAME` always, `postgres::NAME` when

@@ -20,6 +20,16 @@ fn rss_kib(pid: u32) -> u64 {
         .unwrap()
 }
 
+fn peak_rss_kib(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .unwrap()
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.split_whitespace().next())
+        .and_then(|v| v.parse().ok())
+        .unwrap()
+}
+
 fn rand_id() -> Id {
     let mut b = [0u8; 16];
     aws_lc_rs::rand::fill(&mut b).unwrap();
@@ -60,7 +70,9 @@ async fn floods_are_rejected_early_and_memory_stays_bounded() {
     let mut too_large = 0;
     for t in tasks {
         match t.await.unwrap() {
-            Ok(413) => too_large += 1,
+            // A made-up token is refused before the body is read (403); a body over the
+            // limit is refused while reading (413).
+            Ok(403) | Ok(413) => too_large += 1,
             Ok(other) => panic!("oversized body answered {other}"),
             Err(_) => too_large += 1, // the relay stopped reading and closed: also a refusal
         }
@@ -109,14 +121,20 @@ async fn floods_are_rejected_early_and_memory_stays_bounded() {
             .await
             .unwrap();
     }
+    // Each refused subscription counts as a bad frame: the relay answers 16, then closes.
     let mut errors = 0;
-    while errors < 2000 {
+    loop {
         match tokio::time::timeout(Duration::from_secs(20), ws.next()).await {
             Ok(Some(Ok(Message::Text(t)))) if t.contains("\"error\"") => errors += 1,
+            Ok(Some(Ok(Message::Close(_)))) | Ok(None) | Ok(Some(Err(_))) => break,
             Ok(Some(Ok(_))) => {}
-            other => panic!("subscription flood: {other:?}"),
+            Err(_) => panic!("subscription flood: the connection was not closed"),
         }
     }
+    assert!(
+        errors <= 16,
+        "{errors} refused subscriptions answered before closing"
+    );
     let mut garbage = Vec::new();
     for _ in 0..100 {
         let (mut g, _) = tokio_tungstenite::connect_async(format!("ws://{}/v1/ws", relay.addr))
@@ -162,6 +180,117 @@ async fn floods_are_rejected_early_and_memory_stays_bounded() {
     assert!(
         grown < 96 * 1024,
         "relay memory grew by {grown} KiB under floods"
+    );
+    relay.kill();
+}
+
+/// Hardening finding 4: the review's probe — 60 concurrent 10.6 MB appends with a made-up
+/// token to a group that does not exist pushed the relay from 14 MB to 544 MB. Now, with the
+/// default limits: that probe, the same with a *valid* token (a member flooding), and 1,000
+/// slow clients that never finish their headers, keep the relay's peak RSS (VmHWM, measured
+/// by the kernel) under 256 MiB, and the relay keeps serving other addresses throughout.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn finding_4_memory_probe_keeps_relay_rss_bounded() {
+    const BOUND_KIB: u64 = 256 * 1024;
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("relay");
+    let mut relay = RelayProc::start(&data, "127.0.0.1:0");
+    let pid = relay.child.id();
+    let url = relay.url.clone();
+    let http = reqwest::Client::new();
+    let body = vec![b'x'; 10_600_000];
+
+    // 1. Made-up token, group that does not exist.
+    let mut tasks = Vec::new();
+    for _ in 0..60 {
+        let (http, url, body) = (http.clone(), url.clone(), body.clone());
+        tasks.push(tokio::spawn(async move {
+            http.post(format!("{url}/v1/groups/{}/entries", rand_id()))
+                .header("x-samizdat-token", "bWFkZS11cA")
+                .body(body)
+                .send()
+                .await
+                .map(|r| r.status().as_u16())
+        }));
+    }
+    for t in tasks {
+        match t.await.unwrap() {
+            Ok(403) | Err(_) => {}
+            Ok(other) => panic!("made-up token answered {other}"),
+        }
+    }
+    let after_probe = peak_rss_kib(pid);
+
+    // 2. The same flood from a member holding the group's real token.
+    let group = rand_id();
+    let token = b"a-real-epoch-token".to_vec();
+    let r = http
+        .post(format!("{url}/v1/groups"))
+        .json(
+            &json!({"request_id": rand_id(), "group_id": group, "epoch": 0,
+                      "token_hash": Bytes(samizdat_relay::token_hash(&token).to_vec())}),
+        )
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 201);
+    let mut tasks = Vec::new();
+    for _ in 0..60 {
+        let (http, url, body, token) = (http.clone(), url.clone(), body.clone(), token.clone());
+        tasks.push(tokio::spawn(async move {
+            http.post(format!("{url}/v1/groups/{group}/entries"))
+                .header("x-samizdat-token", Bytes::encode(&token))
+                .body(body)
+                .send()
+                .await
+                .map(|r| r.status().as_u16())
+        }));
+    }
+    let mut answers = std::collections::BTreeMap::new();
+    for t in tasks {
+        let k = match t.await.unwrap() {
+            Ok(s) => s.to_string(),
+            Err(_) => "closed".to_string(),
+        };
+        *answers.entry(k).or_insert(0) += 1;
+    }
+    // None is accepted: bodies that got into the byte budget are read and refused (400: not
+    // an entry), the others wait for the budget and are turned away (503) or run out of
+    // time (408).
+    assert!(
+        answers
+            .keys()
+            .all(|k| ["400", "408", "413", "503", "closed"].contains(&k.as_str())),
+        "{answers:?}"
+    );
+    let after_members = peak_rss_kib(pid);
+
+    // 3. 1,000 slow clients: headers started, never finished.
+    let mut slow = Vec::new();
+    for _ in 0..1000 {
+        if let Ok(mut s) = tokio::net::TcpStream::connect(&relay.addr).await {
+            use tokio::io::AsyncWriteExt;
+            let _ = s
+                .write_all(b"POST /v1/groups HTTP/1.1\r\nHost: relay\r\nX-Slow: ")
+                .await;
+            slow.push(s);
+        }
+    }
+    // Another address is still served while they hang (per-address connection cap).
+    let other = reqwest::Client::builder()
+        .local_address(std::net::IpAddr::from([127, 0, 0, 3]))
+        .build()
+        .unwrap();
+    let h = other.get(format!("{url}/healthz")).send().await.unwrap();
+    assert!(h.status().is_success());
+    drop(slow);
+    let peak = peak_rss_kib(pid);
+    eprintln!(
+        "relay peak RSS (VmHWM): {after_probe} KiB after the made-up-token probe, {after_members} KiB after the member flood {answers:?}, {peak} KiB after 1,000 slow clients; bound {BOUND_KIB} KiB"
+    );
+    assert!(
+        peak < BOUND_KIB,
+        "relay peak RSS {peak} KiB exceeds {BOUND_KIB} KiB"
     );
     relay.kill();
 }
