@@ -73,6 +73,39 @@ pub(crate) fn random_id() -> samizdat_proto::Id {
     samizdat_proto::Id::from_bytes(b)
 }
 
+/// HMAC-SHA256(key = invite id, message = group id): see `Envelope::Welcome::invite_mac`.
+pub(crate) fn invite_mac(invite: &samizdat_proto::Id, group: &samizdat_proto::Id) -> [u8; 32] {
+    let key = aws_lc_rs::hmac::Key::new(aws_lc_rs::hmac::HMAC_SHA256, invite.as_bytes());
+    let tag = aws_lc_rs::hmac::sign(&key, group.as_bytes());
+    let mut out = [0u8; 32];
+    out.copy_from_slice(tag.as_ref());
+    out
+}
+
+/// Check a relay address that arrived from someone else (a Welcome, an introduction)
+/// before it is stored or ever contacted: http(s) only, bounded length, and no userinfo,
+/// query or fragment that could smuggle a different host or path.
+pub(crate) fn check_foreign_relay_url(url: &str) -> Result<()> {
+    let bad = |why: &str| Err(Error::Protocol(format!("refused a relay address: {why}")));
+    if url.len() > 256 {
+        return bad("longer than 256 characters");
+    }
+    let rest = match url.split_once("://") {
+        Some(("http" | "https", rest)) => rest,
+        _ => return bad("it must start with http:// or https://"),
+    };
+    if rest.is_empty() {
+        return bad("no host");
+    }
+    if url.chars().any(|c| c.is_control() || c.is_whitespace()) {
+        return bad("it contains spaces or control characters");
+    }
+    if rest.contains(['@', '?', '#', '\\']) {
+        return bad("user names, queries and fragments are not allowed");
+    }
+    Ok(())
+}
+
 pub(crate) fn sha256(data: &[u8]) -> [u8; 32] {
     let mut out = [0u8; 32];
     out.copy_from_slice(aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, data).as_ref());
@@ -91,4 +124,28 @@ pub(crate) fn now_millis() -> u64 {
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_millis() as u64)
         .unwrap_or(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn foreign_relay_urls_are_checked() {
+        assert!(check_foreign_relay_url("https://relay.example:7700").is_ok());
+        assert!(check_foreign_relay_url("http://127.0.0.1:7700/").is_ok());
+        for bad in [
+            "ftp://relay",
+            "relay.example",
+            "http://",
+            "http://user:pw@evil.example",
+            "http://evil.example/x?y=",
+            "http://evil.example/#frag",
+            "http://evil example",
+            "http://a\nb",
+        ] {
+            assert!(check_foreign_relay_url(bad).is_err(), "{bad:?} accepted");
+        }
+        assert!(check_foreign_relay_url(&format!("http://{}", "a".repeat(300))).is_err());
+    }
 }

@@ -348,12 +348,19 @@ impl Mls {
         })
     }
 
-    /// Join from a serialized Welcome. Returns the group; its id is the conversation id.
-    pub fn join(&self, welcome: &[u8]) -> Result<Group> {
+    /// Join from a serialized Welcome. Returns the group (its id is the conversation id)
+    /// and the fingerprint of the member whose commit added us. Nothing is stored until the
+    /// caller saves the group (the KeyPackage stays usable if it does not).
+    pub fn join(&self, welcome: &[u8]) -> Result<(Group, [u8; 32])> {
         let msg = MlsMessage::from_bytes(welcome)
             .map_err(|e| Error::Protocol(format!("malformed Welcome: {e}")))?;
-        let (g, _) = self.client.join_group(None, &msg, None)?;
-        Ok(Group { inner: g })
+        let (g, info) = self.client.join_group(None, &msg, None)?;
+        let committer = g
+            .roster()
+            .member_with_index(info.sender)
+            .map(|m| fingerprint(m.signing_identity.signature_key.as_bytes()))
+            .map_err(|_| Error::Protocol("the Welcome names no committer".into()))?;
+        Ok((Group { inner: g }, committer))
     }
 }
 
@@ -518,7 +525,7 @@ mod tests {
         let kp = bob.key_package(false).unwrap();
         let pending = a.commit(&[kp], &[]).unwrap();
         a.apply_pending_commit().unwrap();
-        let mut b = bob.join(&pending.welcome.unwrap()).unwrap();
+        let (mut b, _) = bob.join(&pending.welcome.unwrap()).unwrap();
         assert_eq!(
             a.token().unwrap(),
             b.token().unwrap(),
@@ -552,7 +559,7 @@ mod tests {
         let mut a = alice.create_group(&[2; 16]).unwrap();
         let pending = a.commit(&[bob.key_package(false).unwrap()], &[]).unwrap();
         a.apply_pending_commit().unwrap();
-        let mut b = bob.join(&pending.welcome.unwrap()).unwrap();
+        let (mut b, _) = bob.join(&pending.welcome.unwrap()).unwrap();
         let bob_index = a
             .members()
             .iter()
@@ -588,8 +595,8 @@ mod tests {
         let pending = a.commit(&kps, &[]).unwrap();
         a.apply_pending_commit().unwrap();
         let welcome = pending.welcome.unwrap();
-        let mut b = bob.join(&welcome).unwrap();
-        let mut c = carol.join(&welcome).unwrap();
+        let (mut b, _) = bob.join(&welcome).unwrap();
+        let (mut c, _) = carol.join(&welcome).unwrap();
         // Two commits for the same epoch: alice's (accepted by the honest log) and bob's.
         let from_alice = a.commit(&[], &[]).unwrap();
         let from_bob = b.commit(&[], &[]).unwrap();

@@ -66,6 +66,11 @@ pub enum Envelope {
         group_id: Id,
         relay: String,
         welcome: Bytes,
+        /// When the Welcome answers one of the recipient's invites: HMAC-SHA256 keyed by
+        /// the invite id (known only to the two people) over the group id. It tells the
+        /// recipient "this is the person you invited" without showing the relay the id.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        invite_mac: Option<Bytes>,
     },
 }
 

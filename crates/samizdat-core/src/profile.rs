@@ -62,6 +62,41 @@ pub enum Event {
         conversation: Option<String>,
         text: String,
     },
+    /// A group invitation from someone who is not a contact, waiting for consent
+    /// (`invitation accept|decline ID`). Nothing was sent and no relay was contacted.
+    InvitationPending {
+        id: i64,
+        /// Key fingerprint (hex prefix) of the member who added us.
+        from: String,
+        relay: String,
+        members: usize,
+        /// Set when the invitation needs a second look (an unknown relay, a claimed id).
+        warning: Option<String>,
+    },
+}
+
+/// A pending group invitation (a message request).
+#[derive(Debug, Clone, Serialize)]
+pub struct InvitationView {
+    pub id: i64,
+    /// Key fingerprint (hex prefix) of the member who added us; not a contact.
+    pub from: String,
+    /// The relay hosting the group's log.
+    pub relay: String,
+    /// False when this profile has never used that relay: accepting connects to it.
+    pub relay_known: bool,
+    pub members: usize,
+    pub received_at: u64,
+    /// Why this invitation needs a second look, if it does.
+    pub warning: Option<String>,
+}
+
+/// What to do with a Welcome that arrived in the mailbox.
+enum Screened {
+    /// From a contact, or answering our own invite: join now.
+    Join,
+    /// From a stranger: stored as a pending invitation.
+    Pending(Event),
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -438,6 +473,7 @@ impl Profile {
             &conv,
             vec![(claimed.key_package.0, invite.relay.clone(), invite.mailbox)],
             Vec::new(),
+            Some(invite.id),
         )
         .await?;
         let intro = Body::Intro {
@@ -867,6 +903,7 @@ impl Profile {
         conv: &Conv,
         adds: Vec<(Vec<u8>, String, Id)>,
         removes: Vec<Vec<u8>>,
+        invite: Option<Id>,
     ) -> Result<()> {
         let relay = RelayClient::new(&conv.relay)?;
         let mut events = Vec::new();
@@ -901,6 +938,8 @@ impl Profile {
                     group_id: conv.group_id,
                     relay: conv.relay.clone(),
                     welcome: Bytes(w.clone()),
+                    invite_mac: invite
+                        .map(|i| Bytes(crate::invite_mac(&i, &conv.group_id).to_vec())),
                 }
                 .encode();
                 for (_, mailbox_relay, mailbox) in &adds {
@@ -1039,7 +1078,7 @@ impl Profile {
             }
             adds.push((claimed.key_package.0, relay_url, mailbox));
         }
-        self.commit_change(&conv, adds, Vec::new()).await?;
+        self.commit_change(&conv, adds, Vec::new(), None).await?;
         self.send_body(
             &conv.name,
             Body::GroupMeta {
@@ -1064,7 +1103,7 @@ impl Profile {
             )));
         }
         drop(group);
-        self.commit_change(&conv, Vec::new(), vec![fp]).await
+        self.commit_change(&conv, Vec::new(), vec![fp], None).await
     }
 
     /// Leave a group: announce it; the next member to sync commits our removal.
@@ -1142,7 +1181,8 @@ impl Profile {
             if let Some(conv) = self.conv_by_id(&gid)?
                 && conv.active
             {
-                self.commit_change(&conv, Vec::new(), vec![fp]).await?;
+                self.commit_change(&conv, Vec::new(), vec![fp], None)
+                    .await?;
             }
         }
         events.append(&mut self.buffered);
@@ -1165,17 +1205,27 @@ impl Profile {
                     group_id,
                     relay,
                     welcome,
+                    invite_mac,
                 }) => {
                     if self.conv_by_id(&group_id)?.is_some_and(|c| c.active) {
                         // Already joined (a crash before the acknowledgement): nothing to do.
                         done.push(m.seq);
                         continue;
                     }
-                    match self.join(group_id, &relay, &welcome.0) {
-                        Ok(name) => {
+                    let screened =
+                        self.screen_welcome(group_id, &relay, &welcome.0, invite_mac.as_ref());
+                    match screened.and_then(|s| match s {
+                        Screened::Join => self.join(group_id, &relay, &welcome.0).map(Some),
+                        Screened::Pending(event) => {
+                            events.push(event);
+                            Ok(None)
+                        }
+                    }) {
+                        Ok(Some(name)) => {
                             joined += 1;
                             events.push(Event::Joined { conversation: name });
                         }
+                        Ok(None) => {}
                         Err(e) => events.push(Event::Notice {
                             conversation: None,
                             text: format!("could not join a conversation: {e}"),
@@ -1195,6 +1245,22 @@ impl Profile {
             .ack(&self.mailbox_key, &self.mailbox, done)
             .await?;
         if joined > 0 {
+            let new: Vec<String> = events
+                .iter()
+                .filter_map(|e| match e {
+                    Event::Joined { conversation } => Some(conversation.clone()),
+                    _ => None,
+                })
+                .collect();
+            self.after_join(new, events).await?;
+        }
+        Ok(())
+    }
+
+    /// Refill the KeyPackage pool and announce our display name in conversations we just
+    /// joined.
+    async fn after_join(&mut self, new: Vec<String>, events: &mut Vec<Event>) -> Result<()> {
+        {
             let count = self
                 .relay
                 .key_package_count(&self.mailbox_key, &self.mailbox)
@@ -1203,14 +1269,6 @@ impl Profile {
                 self.upload_key_packages(KEY_PACKAGE_POOL - count.available as usize, None)
                     .await?;
             }
-            // Announce our display name in the conversations we just joined.
-            let new: Vec<String> = events
-                .iter()
-                .filter_map(|e| match e {
-                    Event::Joined { conversation } => Some(conversation.clone()),
-                    _ => None,
-                })
-                .collect();
             for name in new {
                 let body = Body::Profile {
                     name: self.name.clone(),
@@ -1226,9 +1284,178 @@ impl Profile {
         Ok(())
     }
 
+    /// Decide whether a Welcome joins at once (from a contact, or the person we invited) or
+    /// waits for consent. Nothing is sent, stored in MLS, or fetched from the Welcome's relay.
+    fn screen_welcome(
+        &mut self,
+        group_id: Id,
+        relay: &str,
+        welcome: &[u8],
+        invite_mac: Option<&Bytes>,
+    ) -> Result<Screened> {
+        crate::check_foreign_relay_url(relay)?;
+        let (group, committer) = self.mls.join(welcome)?;
+        if group.id() != group_id.as_bytes() {
+            return Err(Error::Protocol(
+                "the Welcome is for a different group than its envelope says".into(),
+            ));
+        }
+        let members = group.members().len();
+        let epoch = group.epoch();
+        drop(group);
+        let from_contact: bool = self.db.conn().query_row(
+            "SELECT EXISTS (SELECT 1 FROM contacts WHERE fingerprint = ?1)",
+            params![&committer[..]],
+            |r| r.get(0),
+        )?;
+        let invited = match invite_mac {
+            Some(mac) => {
+                let conn = self.db.conn();
+                let mut stmt = conn.prepare(
+                    "SELECT invite_id FROM invites WHERE expires_at > ?1 AND (reusable = 1 OR uses = 0)",
+                )?;
+                let ids = stmt
+                    .query_map(params![now_secs() as i64], |r| r.get::<_, Vec<u8>>(0))?
+                    .collect::<rusqlite::Result<Vec<_>>>()?;
+                ids.iter().filter_map(|b| Id::from_slice(b).ok()).any(|id| {
+                    aws_lc_rs::constant_time::verify_slices_are_equal(
+                        &crate::invite_mac(&id, &group_id),
+                        &mac.0,
+                    )
+                    .is_ok()
+                })
+            }
+            None => false,
+        };
+        let previous = self.conv_by_id(&group_id)?;
+        let claims_existing = match &previous {
+            // A re-add continues the same MLS group: a later epoch, committed by a contact.
+            Some(c) if from_contact && epoch > c.read_epoch => None,
+            Some(c) => Some(c.name.clone()),
+            None if from_contact || invited => return Ok(Screened::Join),
+            None => None,
+        };
+        if previous.is_some() && claims_existing.is_none() {
+            return Ok(Screened::Join);
+        }
+        let relay_known = self.relay_known(relay)?;
+        self.db.conn().execute(
+            "INSERT OR IGNORE INTO invitations (group_id, relay, welcome, committer, members, claims_existing, received_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+            params![group_id.as_bytes(), relay, welcome, &committer[..], members as i64, claims_existing, now_secs() as i64],
+        )?;
+        let id: i64 = self.db.conn().query_row(
+            "SELECT id FROM invitations WHERE group_id = ?1",
+            params![group_id.as_bytes()],
+            |r| r.get(0),
+        )?;
+        Ok(Screened::Pending(Event::InvitationPending {
+            id,
+            from: hex::encode(&committer[..8]),
+            relay: relay.to_string(),
+            members,
+            warning: invitation_warning(claims_existing.as_deref(), relay_known, relay),
+        }))
+    }
+
+    /// Whether this profile already talks to `relay` (its own, a contact's or a group's).
+    fn relay_known(&self, relay: &str) -> Result<bool> {
+        let relay = relay.trim_end_matches('/');
+        if relay == self.relay.base() {
+            return Ok(true);
+        }
+        Ok(self.db.conn().query_row(
+            "SELECT EXISTS (SELECT 1 FROM conversations WHERE rtrim(relay, '/') = ?1)
+                 OR EXISTS (SELECT 1 FROM contacts WHERE rtrim(relay, '/') = ?1)",
+            params![relay],
+            |r| r.get(0),
+        )?)
+    }
+
+    /// Pending group invitations from people who are not contacts.
+    pub fn invitations(&self) -> Result<Vec<InvitationView>> {
+        let conn = self.db.conn();
+        let mut stmt = conn.prepare(
+            "SELECT id, committer, relay, members, received_at, claims_existing FROM invitations ORDER BY id",
+        )?;
+        let rows = stmt
+            .query_map([], |r| {
+                Ok((
+                    r.get::<_, i64>(0)?,
+                    r.get::<_, Vec<u8>>(1)?,
+                    r.get::<_, String>(2)?,
+                    r.get::<_, i64>(3)?,
+                    r.get::<_, i64>(4)?,
+                    r.get::<_, Option<String>>(5)?,
+                ))
+            })?
+            .collect::<rusqlite::Result<Vec<_>>>()?;
+        let mut out = Vec::with_capacity(rows.len());
+        for (id, committer, relay, members, received_at, claims) in rows {
+            let relay_known = self.relay_known(&relay)?;
+            out.push(InvitationView {
+                id,
+                from: hex::encode(&committer[..committer.len().min(8)]),
+                warning: invitation_warning(claims.as_deref(), relay_known, &relay),
+                relay,
+                relay_known,
+                members: members.max(0) as usize,
+                received_at: received_at.max(0) as u64,
+            });
+        }
+        Ok(out)
+    }
+
+    /// Join a pending invitation: only now is the group's relay contacted and our name sent.
+    pub async fn invitation_accept(&mut self, id: i64) -> Result<String> {
+        let row: Option<(Vec<u8>, String, Vec<u8>, Option<String>)> = self
+            .db
+            .conn()
+            .query_row(
+                "SELECT group_id, relay, welcome, claims_existing FROM invitations WHERE id = ?1",
+                params![id],
+                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)),
+            )
+            .optional()?;
+        let (gid, relay, welcome, claims) =
+            row.ok_or_else(|| Error::NotFound(format!("no pending invitation {id}")))?;
+        let group_id = Id::from_slice(&gid)
+            .ok()
+            .ok_or_else(|| Error::Protocol("corrupt invitation row".into()))?;
+        if let Some(name) = claims
+            && self.conv_by_id(&group_id)?.is_some()
+        {
+            return Err(Error::Usage(format!(
+                "this invitation claims the id of your conversation {name:?} without continuing it; it cannot be accepted (decline it)"
+            )));
+        }
+        let name = self.join(group_id, &relay, &welcome)?;
+        self.db
+            .conn()
+            .execute("DELETE FROM invitations WHERE id = ?1", params![id])?;
+        let mut events = vec![Event::Joined {
+            conversation: name.clone(),
+        }];
+        self.after_join(vec![name.clone()], &mut events).await?;
+        self.buffered.append(&mut events);
+        Ok(name)
+    }
+
+    /// Decline a pending invitation: it is forgotten and nothing is ever sent.
+    pub fn invitation_decline(&mut self, id: i64) -> Result<()> {
+        let n = self
+            .db
+            .conn()
+            .execute("DELETE FROM invitations WHERE id = ?1", params![id])?;
+        if n == 0 {
+            return Err(Error::NotFound(format!("no pending invitation {id}")));
+        }
+        Ok(())
+    }
+
     fn join(&mut self, group_id: Id, relay: &str, welcome: &[u8]) -> Result<String> {
+        crate::check_foreign_relay_url(relay)?;
         RelayClient::new(relay)?;
-        let mut group = self.mls.join(welcome)?;
+        let (mut group, _) = self.mls.join(welcome)?;
         if group.id() != group_id.as_bytes() {
             return Err(Error::Protocol(
                 "the Welcome is for a different group than its envelope says".into(),
@@ -1712,5 +1939,18 @@ impl Profile {
                 Err(e) => return Err(e),
             }
         }
+    }
+}
+
+/// The warning shown with a pending invitation, if it needs one.
+fn invitation_warning(claims: Option<&str>, relay_known: bool, relay: &str) -> Option<String> {
+    match (claims, relay_known) {
+        (Some(name), _) => Some(format!(
+            "claims the id of your conversation {name:?} without continuing it: possibly a takeover attempt"
+        )),
+        (None, false) => Some(format!(
+            "hosted on relay {relay}, which you have never used: accepting connects to it"
+        )),
+        (None, true) => None,
     }
 }

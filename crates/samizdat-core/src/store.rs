@@ -11,7 +11,10 @@ use rusqlite::{Connection, OptionalExtension, params};
 
 use crate::{Error, Result};
 
-const MIGRATIONS: &[(i64, &str)] = &[(1, include_str!("../migrations/0001_init.sql"))];
+const MIGRATIONS: &[(i64, &str)] = &[
+    (1, include_str!("../migrations/0001_init.sql")),
+    (2, include_str!("../migrations/0002_invitations.sql")),
+];
 
 /// A shared handle on the profile database. The MLS storage providers use the same
 /// connection, so MLS state and messages can commit in one transaction.

@@ -80,8 +80,24 @@ pub enum ClientCommand {
         #[arg(long)]
         qr: bool,
     },
+    /// List pending group invitations from people who are not your contacts.
+    Invitations {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Accept or decline a pending group invitation.
+    #[command(subcommand)]
+    Invitation(InvitationCommand),
     /// Show this profile's name, relay and key fingerprint.
     Whoami,
+}
+
+#[derive(Debug, clap::Subcommand)]
+pub enum InvitationCommand {
+    /// Join the group: only now is its relay contacted and your name sent.
+    Accept { id: i64 },
+    /// Forget the invitation; nothing is ever sent.
+    Decline { id: i64 },
 }
 
 #[derive(Debug, clap::Subcommand)]
@@ -153,6 +169,22 @@ fn print_qr(data: &str) -> Result<()> {
     Ok(())
 }
 
+/// Text from others (messages, names, relay errors) made safe for a terminal line: control
+/// characters and line breaks are shown escaped, so nobody can forge a line or a colour.
+pub fn safe(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for c in s.chars() {
+        if c.is_control()
+            || matches!(c, '\u{2028}' | '\u{2029}' | '\u{202A}'..='\u{202E}' | '\u{2066}'..='\u{2069}')
+        {
+            out.extend(c.escape_default());
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
 fn print_event(e: &Event, json: bool) {
     if json {
         println!("{}", serde_json::to_string(e).unwrap_or_default());
@@ -164,25 +196,47 @@ fn print_event(e: &Event, json: bool) {
             from,
             text,
             ..
-        } => println!("[{conversation}] {from}: {text}"),
+        } => println!("[{}] {}: {}", safe(conversation), safe(from), safe(text)),
+        Event::InvitationPending {
+            id,
+            from,
+            members,
+            warning,
+            ..
+        } => {
+            println!(
+                "invitation {id}: a group of {members} from {from} (not a contact); `samizdat invitation accept {id}` or `decline {id}`"
+            );
+            if let Some(w) = warning {
+                println!("  warning: {}", safe(w));
+            }
+        }
         Event::NewContact {
             alias,
             display_name,
-        } => println!("new contact: {alias} (calls themself {display_name:?})"),
-        Event::Joined { conversation } => println!("joined a conversation ({conversation})"),
-        Event::GroupNamed { conversation } => println!("group is called {conversation}"),
-        Event::MemberLeft { conversation, who } => println!("[{conversation}] {who} left"),
+        } => println!(
+            "new contact: {} (calls themself {:?})",
+            safe(alias),
+            display_name
+        ),
+        Event::Joined { conversation } => {
+            println!("joined a conversation ({})", safe(conversation))
+        }
+        Event::GroupNamed { conversation } => println!("group is called {}", safe(conversation)),
+        Event::MemberLeft { conversation, who } => {
+            println!("[{}] {} left", safe(conversation), safe(who))
+        }
         Event::Removed { conversation } => {
-            println!("[{conversation}] you were removed from the group")
+            println!("[{}] you were removed from the group", safe(conversation))
         }
         Event::Notice {
             conversation: Some(c),
             text,
-        } => println!("[{c}] note: {text}"),
+        } => println!("[{}] note: {}", safe(c), safe(text)),
         Event::Notice {
             conversation: None,
             text,
-        } => println!("note: {text}"),
+        } => println!("note: {}", safe(text)),
     }
 }
 
@@ -248,7 +302,9 @@ pub async fn run(home: Option<PathBuf>, cmd: ClientCommand) -> Result<()> {
                 for c in contacts {
                     println!(
                         "{}  (calls themself {:?}, key {})",
-                        c.alias, c.display_name, c.fingerprint
+                        safe(&c.alias),
+                        c.display_name,
+                        c.fingerprint
                     );
                 }
             }
@@ -325,7 +381,7 @@ pub async fn run(home: Option<PathBuf>, cmd: ClientCommand) -> Result<()> {
                     } else {
                         "  (not yet delivered)"
                     };
-                    println!("{}: {}{mark}", m.from, m.text);
+                    println!("{}: {}{mark}", safe(&m.from), safe(&m.text));
                 }
             }
         }
@@ -341,8 +397,11 @@ pub async fn run(home: Option<PathBuf>, cmd: ClientCommand) -> Result<()> {
                         (false, None) => "inactive".into(),
                     };
                     println!(
-                        "{:<20} {:<6} {:>3} unread  {state}",
-                        c.name, c.kind, c.unread
+                        "{:<20} {:<6} {:>3} unread  {}",
+                        safe(&c.name),
+                        c.kind,
+                        c.unread,
+                        safe(&state)
                     );
                 }
             }
@@ -377,6 +436,46 @@ pub async fn run(home: Option<PathBuf>, cmd: ClientCommand) -> Result<()> {
                             println!("{}  (key {})", m.name, m.fingerprint);
                         }
                     }
+                }
+            }
+        }
+        ClientCommand::Invitations { json } => {
+            let p = open(&home)?;
+            let list = p.invitations()?;
+            if json {
+                for i in &list {
+                    println!("{}", serde_json::to_string(i)?);
+                }
+            } else if list.is_empty() {
+                println!("no pending invitations");
+            } else {
+                for i in list {
+                    println!(
+                        "{}  a group of {} from {} (not a contact), relay {}{}",
+                        i.id,
+                        i.members,
+                        i.from,
+                        safe(&i.relay),
+                        i.warning
+                            .map(|w| format!("\n   warning: {}", safe(&w)))
+                            .unwrap_or_default()
+                    );
+                }
+            }
+        }
+        ClientCommand::Invitation(cmd) => {
+            let mut p = open(&home)?;
+            match cmd {
+                InvitationCommand::Accept { id } => {
+                    let name = p.invitation_accept(id).await?;
+                    for e in p.take_events() {
+                        print_event(&e, false);
+                    }
+                    println!("joined {}", safe(&name));
+                }
+                InvitationCommand::Decline { id } => {
+                    p.invitation_decline(id)?;
+                    println!("declined invitation {id}");
                 }
             }
         }

@@ -37,6 +37,9 @@ fn show(events: &[Event], who: &str) {
                 who: w,
             } => println!("    {who} sees {w} left {conversation}"),
             Event::Notice { text, .. } => println!("    {who} note: {text}"),
+            Event::InvitationPending { id, members, .. } => println!(
+                "    {who} has a pending invitation {id} (a group of {members} from a stranger)"
+            ),
         }
     }
 }

@@ -141,7 +141,7 @@ fn run_core(dir: &std::path::Path, others: &[Vec<u8>], messages: usize) -> Resul
     let welcome = pending.welcome.ok_or_else(|| anyhow!("no welcome"))?;
     t.welcome_bytes = welcome.len();
     let start = Instant::now();
-    let mut jg = joiner.join(&welcome)?;
+    let (mut jg, _) = joiner.join(&welcome)?;
     jg.save()?;
     t.join = secs(start);
     let start = Instant::now();
