@@ -227,6 +227,23 @@ pub(crate) fn epoch_exhausted() -> StoreError {
     )
 }
 
+/// How many messages and bytes a mailbox may hold for this drop: the quota, plus the Welcome
+/// allowance for Welcomes that arrive with accepted commits.
+pub(crate) fn mailbox_caps(limits: &Limits, welcome: bool) -> (u64, u64) {
+    if welcome {
+        (
+            limits
+                .mailbox_quota_messages
+                .saturating_add(limits.welcome_allowance_messages),
+            limits
+                .mailbox_quota_bytes
+                .saturating_add(limits.welcome_allowance_bytes),
+        )
+    } else {
+        (limits.mailbox_quota_messages, limits.mailbox_quota_bytes)
+    }
+}
+
 /// Whether a Welcome drop failure should leave the commit standing (the Welcome is reported
 /// as undelivered) rather than abort it.
 pub(crate) fn welcome_skippable(e: &StoreError) -> bool {

@@ -304,18 +304,7 @@ async fn drop_into(
         .await?
         .ok_or_else(|| not_found("mailbox"))?;
     let (seq, count, bytes): (i64, i64, i64) = (row.get(0), row.get(1), row.get(2));
-    let (max_count, max_bytes) = if welcome {
-        (
-            limits
-                .mailbox_quota_messages
-                .saturating_add(limits.welcome_allowance_messages),
-            limits
-                .mailbox_quota_bytes
-                .saturating_add(limits.welcome_allowance_bytes),
-        )
-    } else {
-        (limits.mailbox_quota_messages, limits.mailbox_quota_bytes)
-    };
+    let (max_count, max_bytes) = super::mailbox_caps(limits, welcome);
     if count as u64 >= max_count || bytes as u64 + body.len() as u64 > max_bytes {
         return Err(StoreError::rejected(
             ErrorCode::QuotaExceeded,

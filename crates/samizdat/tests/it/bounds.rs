@@ -10,24 +10,23 @@ use tokio_tungstenite::tungstenite::Message;
 
 use crate::harness::{RelayProc, hex_rand};
 
-fn rss_kib(pid: u32) -> u64 {
+/// A memory figure of a process from /proc, in KiB (`VmRSS:` now, `VmHWM:` its peak).
+fn status_kib(pid: u32, field: &str) -> u64 {
     std::fs::read_to_string(format!("/proc/{pid}/status"))
         .unwrap()
         .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .find_map(|l| l.strip_prefix(field))
         .and_then(|v| v.split_whitespace().next())
         .and_then(|v| v.parse().ok())
         .unwrap()
 }
 
+fn rss_kib(pid: u32) -> u64 {
+    status_kib(pid, "VmRSS:")
+}
+
 fn peak_rss_kib(pid: u32) -> u64 {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .unwrap()
-        .lines()
-        .find_map(|l| l.strip_prefix("VmHWM:"))
-        .and_then(|v| v.split_whitespace().next())
-        .and_then(|v| v.parse().ok())
-        .unwrap()
+    status_kib(pid, "VmHWM:")
 }
 
 fn rand_id() -> Id {
