@@ -7,15 +7,22 @@
 //! credentials carry a key fingerprint, never a name.
 
 pub mod invite;
+pub mod lock;
 pub mod mls;
 pub mod payload;
 mod profile;
 pub mod relay_client;
+pub mod rpc;
+pub mod service;
 pub mod store;
 
 pub use invite::Invite;
-pub use profile::{ContactView, ConversationView, Event, MemberView, MessageView, Profile};
+pub use profile::{
+    ContactView, ConversationView, Event, EventPage, InvitationView, LoggedEvent, MemberView,
+    MessageView, Profile, RelayState,
+};
 pub use samizdat_proto::ErrorCode;
+pub use service::{ClientHandle, LiveEvent, Mode};
 
 /// Everything a core operation can fail with. Each message says what happened and what to do.
 #[derive(Debug, thiserror::Error)]
@@ -54,6 +61,9 @@ pub enum Error {
     Crypto(String),
     #[error("local storage error: {0}")]
     Storage(String),
+    /// The client service is not running (any more).
+    #[error("{0}")]
+    Stopped(String),
 }
 
 impl From<rusqlite::Error> for Error {
@@ -104,6 +114,20 @@ pub(crate) fn check_foreign_relay_url(url: &str) -> Result<()> {
         return bad("user names, queries and fragments are not allowed");
     }
     Ok(())
+}
+
+/// Create a profile directory readable by its owner only (0700); an existing one is left
+/// as it is.
+pub(crate) fn create_private_dir(dir: &std::path::Path) -> Result<()> {
+    use std::os::unix::fs::DirBuilderExt;
+    if dir.is_dir() {
+        return Ok(());
+    }
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)
+        .map_err(|e| Error::Storage(format!("cannot create {}: {e}", dir.display())))
 }
 
 pub(crate) fn sha256(data: &[u8]) -> [u8; 32] {

@@ -21,6 +21,10 @@ const KEY_PACKAGE_POOL: usize = 20;
 const MAX_ATTEMPTS: usize = 12;
 
 const DB_FILE: &str = "profile.db";
+/// A catch-up reports its progress after every page of at least this many entries.
+const PROGRESS_PAGE: usize = 100;
+/// Events kept in the durable log; older ones are dropped (and reported as an overflow).
+pub const EVENT_LOG_MAX: u64 = 10_000;
 
 /// Fault injection for the crash tests: `SAMIZDAT_TEST_CRASH=<point>` aborts the process at
 /// that point, like a power cut (no destructors, no flush). Unset in normal use.
@@ -30,35 +34,89 @@ fn crash_point(point: &str) {
     }
 }
 
-/// Something that happened during a sync, for the front end to show.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+/// Something the core reports to its fronts. Every event names what it is about by id
+/// (`conversation_id`, message `id`, contact `fingerprint`); names are for display only and
+/// may change. Fronts must ignore event kinds and fields they do not know.
+///
+/// Events are written to the profile's durable event log (`events` table) in the same
+/// transaction as the change they report, except `relay` connection events, which are live
+/// only (see [`Event::is_durable`]).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, serde::Deserialize, schemars::JsonSchema)]
 #[serde(tag = "event", rename_all = "snake_case")]
 pub enum Event {
+    /// A message from another member, stored and shown once.
     Message {
+        conversation_id: String,
         conversation: String,
         id: String,
+        /// Sender's key fingerprint (hex).
+        sender: String,
+        /// Sender's display label in this conversation.
         from: String,
         text: String,
         sent_at: u64,
     },
+    /// Our message is stored and waits for the relay's acknowledgement.
+    MessageQueued {
+        conversation_id: String,
+        conversation: String,
+        id: String,
+    },
+    /// The relay acknowledged our message at `position` of the conversation's log.
+    MessageDelivered {
+        conversation_id: String,
+        conversation: String,
+        id: String,
+        position: u64,
+    },
+    /// Our message was refused and will not be retried.
+    MessageFailed {
+        conversation_id: String,
+        conversation: String,
+        id: String,
+        reason: String,
+    },
     NewContact {
+        /// Key fingerprint (hex): the contact's stable id.
+        fingerprint: String,
         alias: String,
         display_name: String,
     },
     Joined {
+        conversation_id: String,
         conversation: String,
     },
+    /// A group got (or changed) its local name.
     GroupNamed {
+        conversation_id: String,
         conversation: String,
     },
-    MemberLeft {
+    MemberAdded {
+        conversation_id: String,
         conversation: String,
+        /// Key fingerprint (hex) of the new member.
+        member: String,
         who: String,
     },
+    MemberRemoved {
+        conversation_id: String,
+        conversation: String,
+        member: String,
+        who: String,
+    },
+    MemberLeft {
+        conversation_id: String,
+        conversation: String,
+        member: String,
+        who: String,
+    },
+    /// We were removed from the group.
     Removed {
+        conversation_id: String,
         conversation: String,
     },
     Notice {
+        conversation_id: Option<String>,
         conversation: Option<String>,
         text: String,
     },
@@ -73,10 +131,67 @@ pub enum Event {
         /// Set when the invitation needs a second look (an unknown relay, a claimed id).
         warning: Option<String>,
     },
+    /// A long catch-up on one conversation: `done` log entries processed so far (reported
+    /// after each full page).
+    SyncProgress {
+        conversation_id: String,
+        conversation: String,
+        done: u64,
+    },
+    /// The realtime connection to a relay: `up`, `down` or `retrying` (after `retry_in_ms`).
+    /// Live only: not in the durable log.
+    Relay {
+        relay: String,
+        state: RelayState,
+        retry_in_ms: Option<u64>,
+    },
+}
+
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Serialize, serde::Deserialize, schemars::JsonSchema,
+)]
+#[serde(rename_all = "snake_case")]
+pub enum RelayState {
+    Up,
+    Down,
+    Retrying,
+}
+
+impl Event {
+    /// Whether the event belongs in the durable log (all but relay connection changes).
+    pub fn is_durable(&self) -> bool {
+        !matches!(self, Event::Relay { .. })
+    }
+
+    fn notice(conv: Option<&Conv>, text: String) -> Event {
+        Event::Notice {
+            conversation_id: conv.map(|c| c.group_id.to_string()),
+            conversation: conv.map(|c| c.name.clone()),
+            text,
+        }
+    }
+}
+
+/// An event with its position in the durable log.
+#[derive(Debug, Clone, Serialize, serde::Deserialize, schemars::JsonSchema)]
+pub struct LoggedEvent {
+    pub seq: u64,
+    #[serde(flatten)]
+    pub event: Event,
+}
+
+/// A page of the durable event log.
+#[derive(Debug, Clone, Serialize, serde::Deserialize, schemars::JsonSchema)]
+pub struct EventPage {
+    pub events: Vec<LoggedEvent>,
+    /// The newest position in the log (pass it as `since` to skip the past).
+    pub last: u64,
+    /// Events after `since` were dropped from the bounded log before they were read.
+    pub overflow: bool,
 }
 
 /// A pending group invitation (a message request).
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, serde::Deserialize, schemars::JsonSchema)]
 pub struct InvitationView {
     pub id: i64,
     /// Key fingerprint (hex prefix) of the member who added us; not a contact.
@@ -95,19 +210,23 @@ pub struct InvitationView {
 enum Screened {
     /// From a contact, or answering our own invite: join now.
     Join,
-    /// From a stranger: stored as a pending invitation.
-    Pending(Event),
+    /// From a stranger: stored as a pending invitation (reported once).
+    Pending(Option<Event>),
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, serde::Deserialize, schemars::JsonSchema)]
 pub struct ContactView {
+    /// The contact's stable id: their full key fingerprint (hex).
+    pub id: String,
     pub alias: String,
     pub display_name: String,
     pub fingerprint: String,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, serde::Deserialize, schemars::JsonSchema)]
 pub struct ConversationView {
+    /// The conversation's stable id (its MLS group id, base64url).
+    pub id: String,
     pub name: String,
     pub kind: String,
     pub unread: u64,
@@ -116,7 +235,7 @@ pub struct ConversationView {
     pub status: Option<String>,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, serde::Deserialize, schemars::JsonSchema)]
 pub struct MessageView {
     pub id: String,
     pub from: String,
@@ -126,9 +245,11 @@ pub struct MessageView {
     pub outgoing: bool,
     /// False while an outgoing message waits for the relay's acknowledgement.
     pub delivered: bool,
+    /// Set when the relay refused an outgoing message for good (with the reason).
+    pub failed: Option<String>,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, serde::Deserialize, schemars::JsonSchema)]
 pub struct MemberView {
     pub name: String,
     pub fingerprint: String,
@@ -136,27 +257,29 @@ pub struct MemberView {
 }
 
 #[derive(Debug, Clone)]
-struct Conv {
-    group_id: Id,
-    kind: String,
-    name: String,
-    relay: String,
-    read_epoch: u64,
-    cursor: u64,
-    active: bool,
+pub(crate) struct Conv {
+    pub(crate) group_id: Id,
+    pub(crate) kind: String,
+    pub(crate) name: String,
+    pub(crate) relay: String,
+    pub(crate) read_epoch: u64,
+    pub(crate) cursor: u64,
+    pub(crate) active: bool,
 }
 
 pub struct Profile {
-    home: PathBuf,
-    db: Db,
-    mls: Mls,
-    name: String,
-    fingerprint: [u8; 32],
-    mailbox: Id,
-    mailbox_key: MailboxKey,
-    relay: RelayClient,
+    pub(crate) home: PathBuf,
+    pub(crate) db: Db,
+    pub(crate) mls: Mls,
+    pub(crate) name: String,
+    pub(crate) fingerprint: [u8; 32],
+    pub(crate) mailbox: Id,
+    pub(crate) mailbox_key: MailboxKey,
+    pub(crate) relay: RelayClient,
     /// Events produced by syncs that ran inside other operations (a send catches up first).
-    buffered: Vec<Event>,
+    pub(crate) buffered: Vec<Event>,
+    /// One client (connection pool) per other relay, kept for the life of the profile.
+    pub(crate) relays: std::sync::Mutex<HashMap<String, RelayClient>>,
 }
 
 fn remove_db_files(path: &Path) {
@@ -214,8 +337,7 @@ impl Profile {
                 home.display()
             )));
         }
-        std::fs::create_dir_all(home)
-            .map_err(|e| Error::Storage(format!("cannot create {}: {e}", home.display())))?;
+        crate::create_private_dir(home)?;
         relay.health().await?;
         let result = Self::init_inner(home, &path, passphrase, relay, name).await;
         if result.is_err() {
@@ -264,6 +386,7 @@ impl Profile {
             mailbox_key,
             relay,
             buffered: Vec::new(),
+            relays: Default::default(),
         };
         let last_resort = profile.mls.key_package(true)?;
         profile
@@ -304,6 +427,7 @@ impl Profile {
             mailbox_key,
             relay,
             buffered: Vec::new(),
+            relays: Default::default(),
         })
     }
 
@@ -326,6 +450,61 @@ impl Profile {
 
     pub fn fingerprint_hex(&self) -> String {
         hex::encode(self.fingerprint)
+    }
+
+    // ---- the event log ------------------------------------------------------------------------
+
+    /// Log `e` durably (inside the caller's transaction, if one is open) and hand it to the
+    /// caller's list. Every event the core reports goes through here, once.
+    fn emit(&self, events: &mut Vec<Event>, e: Event) -> Result<()> {
+        if e.is_durable() {
+            let body = serde_json::to_string(&e).map_err(|e| Error::Storage(e.to_string()))?;
+            let conn = self.db.conn();
+            conn.execute(
+                "INSERT INTO events (body, created_at) VALUES (?1, ?2)",
+                params![body, now_millis() as i64],
+            )?;
+            conn.execute(
+                "DELETE FROM events WHERE seq <= (SELECT MAX(seq) FROM events) - ?1",
+                params![EVENT_LOG_MAX as i64],
+            )?;
+        }
+        events.push(e);
+        Ok(())
+    }
+
+    /// Events logged after `since` (at most `limit`), oldest first. `overflow` is set when
+    /// events after `since` were already dropped from the bounded log.
+    pub fn events_after(&self, since: u64, limit: usize) -> Result<EventPage> {
+        let conn = self.db.conn();
+        let (first, last): (Option<i64>, Option<i64>) =
+            conn.query_row("SELECT MIN(seq), MAX(seq) FROM events", [], |r| {
+                Ok((r.get(0)?, r.get(1)?))
+            })?;
+        let mut stmt =
+            conn.prepare("SELECT seq, body FROM events WHERE seq > ?1 ORDER BY seq LIMIT ?2")?;
+        let rows = stmt
+            .query_map(
+                params![since.min(i64::MAX as u64) as i64, limit as i64],
+                |r| Ok((r.get::<_, i64>(0)?, r.get::<_, String>(1)?)),
+            )?
+            .collect::<rusqlite::Result<Vec<_>>>()?;
+        let mut events = Vec::with_capacity(rows.len());
+        for (seq, body) in rows {
+            // A row written by a newer version with a kind we do not know is skipped.
+            if let Ok(event) = serde_json::from_str::<Event>(&body) {
+                events.push(LoggedEvent {
+                    seq: seq as u64,
+                    event,
+                });
+            }
+        }
+        let first = first.unwrap_or(0) as u64;
+        Ok(EventPage {
+            overflow: first > 0 && since.saturating_add(1) < first,
+            last: last.unwrap_or(0) as u64,
+            events,
+        })
     }
 
     async fn upload_key_packages(&mut self, n: usize, last_resort: Option<Vec<u8>>) -> Result<()> {
@@ -482,7 +661,7 @@ impl Profile {
             mailbox: self.mailbox,
             invite: invite.id,
         };
-        self.send_body(&conv.name, intro).await?;
+        queued(self.send_body(&conv.name, intro).await)?;
         Ok(alias.to_string())
     }
 
@@ -493,6 +672,7 @@ impl Profile {
         let rows = stmt.query_map([], |r| {
             let fp: Vec<u8> = r.get(2)?;
             Ok(ContactView {
+                id: hex::encode(&fp),
                 alias: r.get(0)?,
                 display_name: r.get(1)?,
                 fingerprint: hex::encode(&fp[..8.min(fp.len())]),
@@ -550,11 +730,24 @@ impl Profile {
                 conv_from_row,
             )
             .optional()?;
-        row.map(Self::conv_from_tuple).transpose()?.ok_or_else(|| {
-            Error::NotFound(format!(
-                "no contact or group called {name:?}; see `samizdat list` and `samizdat contacts`"
-            ))
-        })
+        row.map(Self::conv_from_tuple)
+            .transpose()?
+            .ok_or_else(|| Error::NotFound(format!("no contact or group called {name:?}")))
+    }
+
+    /// The id (base64url, as in events) of the conversation called `name`.
+    pub fn conversation_id(&self, name: &str) -> Result<String> {
+        Ok(self.conv_by_name(name)?.group_id.to_string())
+    }
+
+    /// The current name of the conversation with this id (base64url, as in events).
+    pub fn conversation_name(&self, id: &str) -> Result<String> {
+        let gid: Id = id
+            .parse()
+            .map_err(|_| Error::Usage(format!("{id:?} is not a conversation id")))?;
+        self.conv_by_id(&gid)?
+            .map(|c| c.name)
+            .ok_or_else(|| Error::NotFound(format!("no conversation with id {id}")))
     }
 
     fn conv_by_id(&self, id: &Id) -> Result<Option<Conv>> {
@@ -583,10 +776,20 @@ impl Profile {
         })
     }
 
-    fn active_convs(&self) -> Result<Vec<Conv>> {
+    pub(crate) fn active_convs(&self) -> Result<Vec<Conv>> {
+        self.convs_where("active = 1")
+    }
+
+    /// Conversations we left whose leave notice is still queued.
+    fn left_with_outbox(&self) -> Result<Vec<Conv>> {
+        self.convs_where("active = 0 AND group_id IN (SELECT group_id FROM outbox)")
+    }
+
+    /// Conversations matching a fixed SQL condition, oldest first.
+    fn convs_where(&self, condition: &str) -> Result<Vec<Conv>> {
         let conn = self.db.conn();
         let mut stmt = conn.prepare(&format!(
-            "SELECT {CONV_COLUMNS} FROM conversations WHERE active = 1 ORDER BY created_at"
+            "SELECT {CONV_COLUMNS} FROM conversations WHERE {condition} ORDER BY created_at"
         ))?;
         let rows = stmt
             .query_map([], conv_from_row)?
@@ -604,7 +807,7 @@ impl Profile {
         Ok(())
     }
 
-    fn token(&self, group: &Id, epoch: u64) -> Result<Vec<u8>> {
+    pub(crate) fn token(&self, group: &Id, epoch: u64) -> Result<Vec<u8>> {
         self.db
             .conn()
             .query_row(
@@ -674,6 +877,9 @@ impl Profile {
                 0
             };
             out.push(ConversationView {
+                id: Id::from_slice(&gid)
+                    .map_err(|_| Error::Storage("corrupt group id".into()))?
+                    .to_string(),
                 name,
                 kind,
                 unread: unread as u64,
@@ -691,7 +897,7 @@ impl Profile {
         let rows = {
             let conn = self.db.conn();
             let mut stmt = conn.prepare(
-                "SELECT id, sender_fp, body, sent_at, seq, outgoing, pending_body IS NULL FROM messages
+                "SELECT id, sender_fp, body, sent_at, seq, outgoing, pending_body IS NULL AND failed IS NULL, failed FROM messages
                  WHERE group_id = ?1 ORDER BY seq IS NULL, seq, received_at",
             )?;
             stmt.query_map(params![conv.group_id.as_bytes()], |r| {
@@ -703,12 +909,13 @@ impl Profile {
                     r.get::<_, Option<i64>>(4)?,
                     r.get::<_, i64>(5)?,
                     r.get::<_, bool>(6)?,
+                    r.get::<_, Option<String>>(7)?,
                 ))
             })?
             .collect::<rusqlite::Result<Vec<_>>>()?
         };
         let mut out = Vec::with_capacity(rows.len());
-        for (id, fp, text, sent_at, seq, outgoing, delivered) in rows {
+        for (id, fp, text, sent_at, seq, outgoing, delivered, failed) in rows {
             out.push(MessageView {
                 id: Bytes::encode(&id),
                 from: self.label(&conv.group_id, &fp)?,
@@ -717,6 +924,7 @@ impl Profile {
                 seq: seq.map(|s| s as u64),
                 outgoing: outgoing != 0,
                 delivered,
+                failed,
             });
         }
         self.db.conn().execute(
@@ -728,7 +936,9 @@ impl Profile {
 
     // ---- sending ----------------------------------------------------------------------------
 
-    /// Send a text message to a contact or group.
+    /// Send a text message to a contact or group. The message is stored before the relay sees
+    /// it: when the relay cannot be reached the error says so and the message stays queued
+    /// (retried by the next sync).
     pub async fn send(&mut self, target: &str, text: &str) -> Result<String> {
         if text.is_empty() {
             return Err(Error::Usage("the message is empty".into()));
@@ -749,6 +959,17 @@ impl Profile {
 
     async fn send_body(&mut self, target: &str, body: Body) -> Result<String> {
         let conv = self.conv_by_name(target)?;
+        let payload = Payload {
+            id: random_id(),
+            sent_at: now_millis(),
+            body,
+        };
+        self.send_payload(&conv, payload).await
+    }
+
+    /// Encrypt and append one payload, storing it as pending first (text in `messages`,
+    /// every other body in `outbox`), so nothing is lost when the relay is unreachable.
+    async fn send_payload(&mut self, conv: &Conv, payload: Payload) -> Result<String> {
         if !conv.active {
             return Err(Error::NotMember(format!(
                 "you are no longer a member of {:?}",
@@ -759,36 +980,21 @@ impl Profile {
         let synced = self.sync_group(&conv.group_id, &mut events).await;
         self.buffered.append(&mut events);
         synced?;
-        let payload = Payload {
-            id: random_id(),
-            sent_at: now_millis(),
-            body,
-        };
-        let (text, store_row) = match &payload.body {
-            Body::Text { text } => (text.clone(), true),
-            _ => (String::new(), false),
-        };
-        let relay = RelayClient::new(&conv.relay)?;
+        let relay = self.relay_for(&conv.relay)?;
+        let plain = payload.encode();
         for _ in 0..MAX_ATTEMPTS {
             let mut group = self.mls.load(conv.group_id.as_bytes())?;
             let epoch = group.epoch();
-            let ct = group.encrypt(&payload.encode())?;
+            let ct = group.encrypt(&plain)?;
             let token = group.token()?;
             let request_id = random_id();
             // Store the ratchet step and the pending message before the relay sees it: a
             // crash after this point retries the identical request.
             self.db.transaction(|| {
                 group.save()?;
-                if store_row {
-                    self.db.conn().execute(
-                        "INSERT INTO messages (id, group_id, sender_fp, outgoing, body, sent_at, received_at, request_id, pending_body, pending_epoch)
-                         VALUES (?1, ?2, ?3, 1, ?4, ?5, ?6, ?7, ?8, ?9)
-                         ON CONFLICT(id) DO UPDATE SET request_id = excluded.request_id, pending_body = excluded.pending_body, pending_epoch = excluded.pending_epoch",
-                        params![payload.id.as_bytes(), conv.group_id.as_bytes(), &self.fingerprint[..], text, payload.sent_at as i64, now_millis() as i64, request_id.as_bytes(), ct, epoch as i64],
-                    )?;
-                }
-                Ok(())
+                self.queue(conv, &payload, &plain, &request_id, &ct, epoch, &mut events)
             })?;
+            self.buffered.append(&mut events);
             crash_point("send-before-append");
             match relay
                 .append_application(request_id, &conv.group_id, &token, epoch, ct)
@@ -796,7 +1002,7 @@ impl Profile {
             {
                 Ok(seq) => {
                     crash_point("send-after-append");
-                    self.mark_sent(&conv.group_id, payload.id.as_bytes(), seq)?;
+                    self.mark_sent(conv, &payload, seq)?;
                     return Ok(payload.id.to_string());
                 }
                 Err(Error::Relay {
@@ -812,50 +1018,181 @@ impl Profile {
                     return Err(e);
                 }
                 Err(e) => {
-                    self.db.conn().execute(
-                        "DELETE FROM messages WHERE id = ?1",
-                        params![payload.id.as_bytes()],
-                    )?;
+                    self.mark_failed(conv, &payload, &e)?;
                     return Err(e);
                 }
             }
         }
         Err(Error::Busy(
-            "the group kept changing while sending; try again".into(),
+            "the group kept changing while sending; the message stays queued and is retried by the next sync".into(),
         ))
+    }
+
+    /// Store one encrypted attempt of `payload` as pending (inside the caller's transaction).
+    #[allow(clippy::too_many_arguments)]
+    fn queue(
+        &self,
+        conv: &Conv,
+        payload: &Payload,
+        plain: &[u8],
+        request_id: &Id,
+        ct: &[u8],
+        epoch: u64,
+        events: &mut Vec<Event>,
+    ) -> Result<()> {
+        let conn = self.db.conn();
+        if let Body::Text { text } = &payload.body {
+            let existed: i64 = conn.query_row(
+                "SELECT COUNT(*) FROM messages WHERE id = ?1",
+                params![payload.id.as_bytes()],
+                |r| r.get(0),
+            )?;
+            conn.execute(
+                "INSERT INTO messages (id, group_id, sender_fp, outgoing, body, sent_at, received_at, request_id, pending_body, pending_epoch)
+                 VALUES (?1, ?2, ?3, 1, ?4, ?5, ?6, ?7, ?8, ?9)
+                 ON CONFLICT(id) DO UPDATE SET request_id = excluded.request_id, pending_body = excluded.pending_body, pending_epoch = excluded.pending_epoch",
+                params![payload.id.as_bytes(), conv.group_id.as_bytes(), &self.fingerprint[..], text, payload.sent_at as i64, now_millis() as i64, request_id.as_bytes(), ct, epoch as i64],
+            )?;
+            drop(conn);
+            // Reported once, on the first attempt (a re-encryption keeps the id).
+            if existed == 0 {
+                self.emit(
+                    events,
+                    Event::MessageQueued {
+                        conversation_id: conv.group_id.to_string(),
+                        conversation: conv.name.clone(),
+                        id: payload.id.to_string(),
+                    },
+                )?;
+            }
+        } else {
+            conn.execute(
+                "INSERT INTO outbox (id, group_id, payload, request_id, pending_body, pending_epoch, created_at)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)
+                 ON CONFLICT(id) DO UPDATE SET request_id = excluded.request_id, pending_body = excluded.pending_body, pending_epoch = excluded.pending_epoch",
+                params![payload.id.as_bytes(), conv.group_id.as_bytes(), plain, request_id.as_bytes(), ct, epoch as i64, now_millis() as i64],
+            )?;
+        }
+        Ok(())
     }
 
     /// The relay acknowledged our message at `seq`: remember the position as our own (MLS
     /// cannot decrypt its own messages) and clear the pending request, in one transaction.
-    fn mark_sent(&self, group: &Id, message_id: &[u8], seq: u64) -> Result<()> {
+    fn mark_sent(&self, conv: &Conv, payload: &Payload, seq: u64) -> Result<()> {
+        let mut events = Vec::new();
         self.db.transaction(|| {
-            self.db.conn().execute(
+            let conn = self.db.conn();
+            conn.execute(
                 "INSERT OR IGNORE INTO own_entries (group_id, seq) VALUES (?1, ?2)",
-                params![group.as_bytes(), seq as i64],
+                params![conv.group_id.as_bytes(), seq as i64],
             )?;
-            self.db.conn().execute(
-                "UPDATE messages SET seq = ?2, pending_body = NULL, pending_epoch = NULL WHERE id = ?1",
-                params![message_id, seq as i64],
-            )?;
+            if matches!(payload.body, Body::Text { .. }) {
+                let changed = conn.execute(
+                    "UPDATE messages SET seq = ?2, pending_body = NULL, pending_epoch = NULL WHERE id = ?1 AND seq IS NULL",
+                    params![payload.id.as_bytes(), seq as i64],
+                )?;
+                drop(conn);
+                if changed == 1 {
+                    self.emit(
+                        &mut events,
+                        Event::MessageDelivered {
+                            conversation_id: conv.group_id.to_string(),
+                            conversation: conv.name.clone(),
+                            id: payload.id.to_string(),
+                            position: seq,
+                        },
+                    )?;
+                }
+            } else {
+                conn.execute(
+                    "DELETE FROM outbox WHERE id = ?1",
+                    params![payload.id.as_bytes()],
+                )?;
+            }
             Ok(())
         })
     }
 
-    /// Retry outgoing messages that the relay has not acknowledged.
-    async fn flush_pending(&mut self, conv: &Conv, events: &mut Vec<Event>) -> Result<()> {
-        let pending: Vec<(Vec<u8>, Vec<u8>, Vec<u8>, i64)> = {
+    /// The relay refused our message for good: a text message stays in the history marked as
+    /// failed (with the reason); other bodies are dropped with a notice.
+    fn mark_failed(&mut self, conv: &Conv, payload: &Payload, why: &Error) -> Result<()> {
+        let mut events = Vec::new();
+        self.db.transaction(|| {
+            if matches!(payload.body, Body::Text { .. }) {
+                self.db.conn().execute(
+                    "UPDATE messages SET pending_body = NULL, pending_epoch = NULL, failed = ?2 WHERE id = ?1",
+                    params![payload.id.as_bytes(), why.to_string()],
+                )?;
+                self.emit(
+                    &mut events,
+                    Event::MessageFailed {
+                        conversation_id: conv.group_id.to_string(),
+                        conversation: conv.name.clone(),
+                        id: payload.id.to_string(),
+                        reason: why.to_string(),
+                    },
+                )
+            } else {
+                self.db.conn().execute(
+                    "DELETE FROM outbox WHERE id = ?1",
+                    params![payload.id.as_bytes()],
+                )?;
+                self.emit(
+                    &mut events,
+                    Event::notice(
+                        Some(conv),
+                        format!("a queued update was refused by the relay: {why}"),
+                    ),
+                )
+            }
+        })?;
+        self.buffered.append(&mut events);
+        Ok(())
+    }
+
+    /// Retry outgoing messages and updates that the relay has not acknowledged, oldest first.
+    async fn flush_pending(&mut self, conv: &Conv) -> Result<()> {
+        let pending: Vec<(Vec<u8>, Vec<u8>, i64, Payload)> = {
             let conn = self.db.conn();
             let mut stmt = conn.prepare(
-                "SELECT id, request_id, pending_body, pending_epoch FROM messages
-                 WHERE group_id = ?1 AND pending_body IS NOT NULL ORDER BY received_at",
+                "SELECT request_id, pending_body, pending_epoch, id, body, sent_at, NULL, received_at FROM messages
+                 WHERE group_id = ?1 AND pending_body IS NOT NULL
+                 UNION ALL
+                 SELECT request_id, pending_body, pending_epoch, id, NULL, 0, payload, created_at FROM outbox
+                 WHERE group_id = ?1
+                 ORDER BY 8",
             )?;
-            stmt.query_map(params![conv.group_id.as_bytes()], |r| {
-                Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?))
-            })?
-            .collect::<rusqlite::Result<Vec<_>>>()?
+            let rows = stmt
+                .query_map(params![conv.group_id.as_bytes()], |r| {
+                    Ok((
+                        r.get::<_, Vec<u8>>(0)?,
+                        r.get::<_, Vec<u8>>(1)?,
+                        r.get::<_, i64>(2)?,
+                        r.get::<_, Vec<u8>>(3)?,
+                        r.get::<_, Option<String>>(4)?,
+                        r.get::<_, i64>(5)?,
+                        r.get::<_, Option<Vec<u8>>>(6)?,
+                    ))
+                })?
+                .collect::<rusqlite::Result<Vec<_>>>()?;
+            let mut out = Vec::with_capacity(rows.len());
+            for (request_id, body, epoch, id, text, sent_at, plain) in rows {
+                let payload = match (text, plain) {
+                    (Some(text), _) => Payload {
+                        id: Id::from_slice(&id)
+                            .map_err(|_| Error::Storage("corrupt message id".into()))?,
+                        sent_at: sent_at as u64,
+                        body: Body::Text { text },
+                    },
+                    (None, Some(plain)) => Payload::decode(&plain)?,
+                    (None, None) => continue,
+                };
+                out.push((request_id, body, epoch, payload));
+            }
+            out
         };
-        let relay = RelayClient::new(&conv.relay)?;
-        for (id, request_id, body, epoch) in pending {
+        let relay = self.relay_for(&conv.relay)?;
+        for (request_id, body, epoch, payload) in pending {
             let request_id = Id::from_slice(&request_id)
                 .map_err(|_| Error::Storage("corrupt request id".into()))?;
             let token = self.token(&conv.group_id, epoch as u64)?;
@@ -863,38 +1200,76 @@ impl Profile {
                 .append_application(request_id, &conv.group_id, &token, epoch as u64, body)
                 .await
             {
-                Ok(seq) => self.mark_sent(&conv.group_id, &id, seq)?,
+                Ok(seq) => self.mark_sent(conv, &payload, seq)?,
                 Err(Error::Relay {
                     code: ErrorCode::StaleEpoch,
                     ..
                 }) => {
-                    // Encrypted for an epoch that is over: re-encrypt the same message now.
-                    let text: String = self.db.conn().query_row(
-                        "SELECT body FROM messages WHERE id = ?1",
-                        params![id],
-                        |r| r.get(0),
-                    )?;
-                    self.db
-                        .conn()
-                        .execute("DELETE FROM messages WHERE id = ?1", params![id])?;
-                    self.send(&conv.name, &text).await?;
+                    // Encrypted for an epoch that is over: re-encrypt the same payload (same
+                    // id) now.
+                    match self.send_payload(conv, payload.clone()).await {
+                        Ok(_) | Err(Error::Relay { .. }) => {}
+                        Err(e @ Error::NotMember(_)) => self.mark_failed(conv, &payload, &e)?,
+                        Err(e) => return Err(e),
+                    }
                 }
                 Err(e @ Error::RelayUnreachable(_)) => return Err(e),
-                Err(e) => {
-                    events.push(Event::Notice {
-                        conversation: Some(conv.name.clone()),
-                        text: format!("a queued message was refused by the relay: {e}"),
-                    });
-                    self.db
-                        .conn()
-                        .execute("DELETE FROM messages WHERE id = ?1", params![id])?;
-                }
+                Err(e) => self.mark_failed(conv, &payload, &e)?,
             }
         }
         Ok(())
     }
 
+    /// The client for `url`, kept for the life of the profile (one connection pool per relay).
+    fn relay_for(&self, url: &str) -> Result<RelayClient> {
+        let key = crate::relay_client::normalize_spec(url)?;
+        if key == self.relay.base() {
+            return Ok(self.relay.clone());
+        }
+        let mut relays = self.relays.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(r) = relays.get(&key) {
+            return Ok(r.clone());
+        }
+        let r = RelayClient::new(&key)?;
+        relays.insert(key, r.clone());
+        Ok(r)
+    }
+
     // ---- commits ----------------------------------------------------------------------------
+
+    /// Report who joined and who went between two member lists (inside the caller's
+    /// transaction). Our own removal is reported as `removed` by the caller.
+    fn member_changes(
+        &self,
+        conv: &Conv,
+        before: &[mls::Member],
+        after: &[mls::Member],
+        events: &mut Vec<Event>,
+    ) -> Result<()> {
+        let had = |list: &[mls::Member], fp: &[u8; 32]| list.iter().any(|m| &m.fingerprint == fp);
+        for m in after.iter().filter(|m| !had(before, &m.fingerprint)) {
+            let e = Event::MemberAdded {
+                conversation_id: conv.group_id.to_string(),
+                conversation: conv.name.clone(),
+                member: hex::encode(m.fingerprint),
+                who: self.label(&conv.group_id, &m.fingerprint)?,
+            };
+            self.emit(events, e)?;
+        }
+        for m in before.iter().filter(|m| !had(after, &m.fingerprint)) {
+            if m.fingerprint == self.fingerprint {
+                continue;
+            }
+            let e = Event::MemberRemoved {
+                conversation_id: conv.group_id.to_string(),
+                conversation: conv.name.clone(),
+                member: hex::encode(m.fingerprint),
+                who: self.label(&conv.group_id, &m.fingerprint)?,
+            };
+            self.emit(events, e)?;
+        }
+        Ok(())
+    }
 
     /// Commit adds (KeyPackage, mailbox relay, mailbox) and removals (fingerprints), retrying
     /// on epoch conflicts after catching up.
@@ -905,7 +1280,7 @@ impl Profile {
         removes: Vec<Vec<u8>>,
         invite: Option<Id>,
     ) -> Result<()> {
-        let relay = RelayClient::new(&conv.relay)?;
+        let relay = self.relay_for(&conv.relay)?;
         let mut events = Vec::new();
         for _ in 0..MAX_ATTEMPTS {
             let synced = self.sync_group(&conv.group_id, &mut events).await;
@@ -974,10 +1349,11 @@ impl Profile {
                             "INSERT OR IGNORE INTO own_entries (group_id, seq) VALUES (?1, ?2)",
                             params![conv.group_id.as_bytes(), seq as i64],
                         )?;
-                        Ok(())
+                        self.member_changes(conv, &members, &group.members(), &mut events)
                     })?;
+                    self.buffered.append(&mut events);
                     for (r, mailbox, env) in elsewhere {
-                        RelayClient::new(&r)?
+                        self.relay_for(&r)?
                             .drop_message(random_id(), &mailbox, env)
                             .await?;
                     }
@@ -1079,13 +1455,10 @@ impl Profile {
             adds.push((claimed.key_package.0, relay_url, mailbox));
         }
         self.commit_change(&conv, adds, Vec::new(), None).await?;
-        self.send_body(
-            &conv.name,
-            Body::GroupMeta {
-                name: conv.name.clone(),
-            },
-        )
-        .await?;
+        let meta = Body::GroupMeta {
+            name: conv.name.clone(),
+        };
+        queued(self.send_body(&conv.name, meta).await)?;
         Ok(())
     }
 
@@ -1109,7 +1482,7 @@ impl Profile {
     /// Leave a group: announce it; the next member to sync commits our removal.
     pub async fn group_leave(&mut self, name: &str) -> Result<()> {
         let conv = self.group_conv(name)?;
-        self.send_body(&conv.name, Body::Leave).await?;
+        queued(self.send_body(&conv.name, Body::Leave).await)?;
         self.db.conn().execute(
             "UPDATE conversations SET active = 0, status = 'you left' WHERE group_id = ?1",
             params![conv.group_id.as_bytes()],
@@ -1145,12 +1518,18 @@ impl Profile {
         let mut events = Vec::new();
         self.sync_mailbox(&mut events).await?;
         events.append(&mut self.buffered);
+        // Leave notices queued before we marked a conversation as left.
+        for conv in self.left_with_outbox()? {
+            self.flush_pending(&conv).await?;
+            events.append(&mut self.buffered);
+        }
         let convs = self.active_convs()?;
         let mut leavers: Vec<(Id, Vec<u8>)> = Vec::new();
         for conv in convs {
             // Queued sends first: once acknowledged they are known as our own entries, so
             // the log read below skips them instead of failing to decrypt them.
-            self.flush_pending(&conv, &mut events).await?;
+            self.flush_pending(&conv).await?;
+            events.append(&mut self.buffered);
             match self.sync_group(&conv.group_id, &mut events).await {
                 Ok(l) => leavers.extend(l.into_iter().map(|fp| (conv.group_id, fp))),
                 Err(e @ Error::RelayUnreachable(_)) => return Err(e),
@@ -1165,15 +1544,12 @@ impl Profile {
                         "UPDATE conversations SET active = 0, status = 'lost sync with the group; ask a member to re-add you' WHERE group_id = ?1",
                         params![conv.group_id.as_bytes()],
                     )?;
-                    events.push(Event::Notice {
-                        conversation: Some(conv.name.clone()),
-                        text: "lost sync with the group (its epoch token no longer matches: a fork or tampering); ask a member to re-add you".into(),
-                    });
+                    self.emit(&mut events, Event::notice(Some(&conv), "lost sync with the group (its epoch token no longer matches: a fork or tampering); ask a member to re-add you".into()))?;
                 }
-                Err(e) => events.push(Event::Notice {
-                    conversation: Some(conv.name.clone()),
-                    text: format!("sync failed: {e}"),
-                }),
+                Err(e) => self.emit(
+                    &mut events,
+                    Event::notice(Some(&conv), format!("sync failed: {e}")),
+                )?,
             }
         }
         // Members who asked to leave: remove them (one committer wins; the rest find them gone).
@@ -1216,26 +1592,28 @@ impl Profile {
                         self.screen_welcome(group_id, &relay, &welcome.0, invite_mac.as_ref());
                     match screened.and_then(|s| match s {
                         Screened::Join => self.join(group_id, &relay, &welcome.0).map(Some),
-                        Screened::Pending(event) => {
-                            events.push(event);
-                            Ok(None)
-                        }
+                        Screened::Pending(Some(event)) => self.emit(events, event).map(|()| None),
+                        Screened::Pending(None) => Ok(None),
                     }) {
                         Ok(Some(name)) => {
                             joined += 1;
-                            events.push(Event::Joined { conversation: name });
+                            let e = Event::Joined {
+                                conversation_id: group_id.to_string(),
+                                conversation: name,
+                            };
+                            self.emit(events, e)?;
                         }
                         Ok(None) => {}
-                        Err(e) => events.push(Event::Notice {
-                            conversation: None,
-                            text: format!("could not join a conversation: {e}"),
-                        }),
+                        Err(e) => self.emit(
+                            events,
+                            Event::notice(None, format!("could not join a conversation: {e}")),
+                        )?,
                     }
                 }
-                Err(_) => events.push(Event::Notice {
-                    conversation: None,
-                    text: "dropped an unreadable mailbox message".into(),
-                }),
+                Err(_) => self.emit(
+                    events,
+                    Event::notice(None, "dropped an unreadable mailbox message".into()),
+                )?,
             }
             done.push(m.seq);
         }
@@ -1245,10 +1623,12 @@ impl Profile {
             .ack(&self.mailbox_key, &self.mailbox, done)
             .await?;
         if joined > 0 {
-            let new: Vec<String> = events
+            let new: Vec<Id> = events
                 .iter()
                 .filter_map(|e| match e {
-                    Event::Joined { conversation } => Some(conversation.clone()),
+                    Event::Joined {
+                        conversation_id, ..
+                    } => conversation_id.parse().ok(),
                     _ => None,
                 })
                 .collect();
@@ -1259,7 +1639,7 @@ impl Profile {
 
     /// Refill the KeyPackage pool and announce our display name in conversations we just
     /// joined.
-    async fn after_join(&mut self, new: Vec<String>, events: &mut Vec<Event>) -> Result<()> {
+    async fn after_join(&mut self, new: Vec<Id>, events: &mut Vec<Event>) -> Result<()> {
         {
             let count = self
                 .relay
@@ -1269,15 +1649,25 @@ impl Profile {
                 self.upload_key_packages(KEY_PACKAGE_POOL - count.available as usize, None)
                     .await?;
             }
-            for name in new {
-                let body = Body::Profile {
-                    name: self.name.clone(),
+            for id in new {
+                // By id: catching up may rename the conversation (or end our membership).
+                let Some(conv) = self.conv_by_id(&id)? else {
+                    continue;
                 };
-                if let Err(e) = self.send_body(&name, body).await {
-                    events.push(Event::Notice {
-                        conversation: Some(name),
-                        text: format!("could not announce ourselves: {e}"),
-                    });
+                let payload = Payload {
+                    id: random_id(),
+                    sent_at: now_millis(),
+                    body: Body::Profile {
+                        name: self.name.clone(),
+                    },
+                };
+                match self.send_payload(&conv, payload).await {
+                    // Queued: the next sync delivers it.
+                    Ok(_) | Err(Error::RelayUnreachable(_)) => {}
+                    Err(e) => {
+                        let text = format!("could not announce ourselves: {e}");
+                        self.emit(events, Event::notice(Some(&conv), text))?;
+                    }
                 }
             }
         }
@@ -1339,22 +1729,26 @@ impl Profile {
             return Ok(Screened::Join);
         }
         let relay_known = self.relay_known(relay)?;
-        self.db.conn().execute(
+        let inserted = self.db.conn().execute(
             "INSERT OR IGNORE INTO invitations (group_id, relay, welcome, committer, members, claims_existing, received_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
             params![group_id.as_bytes(), relay, welcome, &committer[..], members as i64, claims_existing, now_secs() as i64],
         )?;
+        if inserted == 0 {
+            // Delivered again (the acknowledgement was lost): already reported.
+            return Ok(Screened::Pending(None));
+        }
         let id: i64 = self.db.conn().query_row(
             "SELECT id FROM invitations WHERE group_id = ?1",
             params![group_id.as_bytes()],
             |r| r.get(0),
         )?;
-        Ok(Screened::Pending(Event::InvitationPending {
+        Ok(Screened::Pending(Some(Event::InvitationPending {
             id,
             from: hex::encode(&committer[..8]),
             relay: relay.to_string(),
             members,
             warning: invitation_warning(claims_existing.as_deref(), relay_known, relay),
-        }))
+        })))
     }
 
     /// Whether this profile already talks to `relay` (its own, a contact's or a group's).
@@ -1432,10 +1826,13 @@ impl Profile {
         self.db
             .conn()
             .execute("DELETE FROM invitations WHERE id = ?1", params![id])?;
-        let mut events = vec![Event::Joined {
+        let mut events = Vec::new();
+        let e = Event::Joined {
+            conversation_id: group_id.to_string(),
             conversation: name.clone(),
-        }];
-        self.after_join(vec![name.clone()], &mut events).await?;
+        };
+        self.emit(&mut events, e)?;
+        self.after_join(vec![group_id], &mut events).await?;
         self.buffered.append(&mut events);
         Ok(name)
     }
@@ -1509,17 +1906,25 @@ impl Profile {
             .collect::<rusqlite::Result<HashSet<_>>>()?
         };
         let mut group: Option<mls::Group> = None;
+        let start = conv.cursor;
+        let mut last_page = 0usize;
         while conv.active {
+            if last_page >= PROGRESS_PAGE {
+                // Another page: a long catch-up, worth showing.
+                let e = Event::SyncProgress {
+                    conversation_id: group_id.to_string(),
+                    conversation: conv.name.clone(),
+                    done: conv.cursor - start,
+                };
+                self.emit(events, e)?;
+            }
             let token = self.token(group_id, conv.read_epoch)?;
             let page = relay
                 .read_entries(group_id, conv.read_epoch, conv.cursor, &token)
                 .await?;
             if page.entries.is_empty() {
                 if page.current_epoch > conv.read_epoch {
-                    events.push(Event::Notice {
-                        conversation: Some(conv.name.clone()),
-                        text: "entries are missing from the relay (expired?); ask a member to re-add you".into(),
-                    });
+                    self.emit(events, Event::notice(Some(&conv), "entries are missing from the relay (expired?); ask a member to re-add you".into()))?;
                 }
                 break;
             }
@@ -1532,19 +1937,17 @@ impl Profile {
             if entries.is_empty() {
                 break;
             }
+            last_page = entries.len();
             for entry in entries {
                 if !conv.active {
                     break;
                 }
                 if conv.cursor > 0 && entry.seq != conv.cursor + 1 {
-                    events.push(Event::Notice {
-                        conversation: Some(conv.name.clone()),
-                        text: format!(
+                    self.emit(events, Event::notice(Some(&conv), format!(
                             "entries {}..{} of the log are missing (withheld by the relay, or expired)",
                             conv.cursor + 1,
                             entry.seq - 1
-                        ),
-                    });
+                        )))?;
                 }
                 let mut next_epoch = conv.read_epoch;
                 if own.contains(&entry.seq) {
@@ -1560,10 +1963,16 @@ impl Profile {
                     group = Some(self.mls.load(group_id.as_bytes())?);
                 }
                 let Some(g) = group.as_mut() else { break };
+                let before = if entry.kind == EntryKind::Commit {
+                    g.members()
+                } else {
+                    Vec::new()
+                };
                 let processed = g.process(&entry.body.0);
                 match processed {
                     Ok(Incoming::Commit { epoch, removed }) => {
                         let token = if removed { None } else { Some(g.token()?) };
+                        let after = if removed { Vec::new() } else { g.members() };
                         let g = &mut *g;
                         self.db.transaction(|| {
                             g.save()?;
@@ -1575,6 +1984,13 @@ impl Profile {
                                     "UPDATE conversations SET active = 0, status = 'removed from the group' WHERE group_id = ?1",
                                     params![group_id.as_bytes()],
                                 )?;
+                                let e = Event::Removed {
+                                    conversation_id: group_id.to_string(),
+                                    conversation: conv.name.clone(),
+                                };
+                                self.emit(events, e)?;
+                            } else {
+                                self.member_changes(&conv, &before, &after, events)?;
                             }
                             self.set_cursor(&conv, entry.seq, epoch)
                         })?;
@@ -1582,9 +1998,6 @@ impl Profile {
                         conv.read_epoch = epoch;
                         if removed {
                             conv.active = false;
-                            events.push(Event::Removed {
-                                conversation: conv.name.clone(),
-                            });
                         }
                     }
                     Ok(Incoming::Application { sender, data }) => {
@@ -1603,13 +2016,16 @@ impl Profile {
                                         &mut new_events,
                                     )?;
                                 }
-                                Err(_) => new_events.push(Event::Notice {
-                                    conversation: Some(conv.name.clone()),
-                                    text: format!(
-                                        "ignored an undecodable message at position {}",
-                                        entry.seq
+                                Err(_) => self.emit(
+                                    &mut new_events,
+                                    Event::notice(
+                                        Some(&conv),
+                                        format!(
+                                            "ignored an undecodable message at position {}",
+                                            entry.seq
+                                        ),
                                     ),
-                                }),
+                                )?,
                             }
                             self.set_cursor(&conv, entry.seq, conv.read_epoch)
                         })?;
@@ -1634,11 +2050,11 @@ impl Profile {
                         // Forged, damaged or undecryptable: never displayed. Reload the
                         // group so no partial state from the failed attempt survives.
                         group = None;
-                        events.push(Event::Notice {
-                            conversation: Some(conv.name.clone()),
-                            text: format!("rejected entry {} of the log: {e}", entry.seq),
-                        });
-                        self.set_cursor(&conv, entry.seq, conv.read_epoch)?;
+                        let text = format!("rejected entry {} of the log: {e}", entry.seq);
+                        self.db.transaction(|| {
+                            self.emit(events, Event::notice(Some(&conv), text))?;
+                            self.set_cursor(&conv, entry.seq, conv.read_epoch)
+                        })?;
                         conv.cursor = entry.seq;
                     }
                 }
@@ -1674,13 +2090,16 @@ impl Profile {
                     params![p.id.as_bytes(), gid.as_bytes(), seq as i64, &sender[..], text, p.sent_at as i64, now_millis() as i64],
                 )?;
                 if inserted == 1 {
-                    events.push(Event::Message {
+                    let e = Event::Message {
+                        conversation_id: gid.to_string(),
                         conversation: conv.name.clone(),
                         id: p.id.to_string(),
+                        sender: hex::encode(sender),
                         from: self.label(&gid, sender)?,
                         text,
                         sent_at: p.sent_at,
-                    });
+                    };
+                    self.emit(events, e)?;
                 }
             }
             Body::Profile { name } => {
@@ -1702,9 +2121,11 @@ impl Profile {
                         "UPDATE conversations SET name = ?2 WHERE group_id = ?1",
                         params![gid.as_bytes(), unique],
                     )?;
-                    events.push(Event::GroupNamed {
+                    let e = Event::GroupNamed {
+                        conversation_id: gid.to_string(),
                         conversation: unique.clone(),
-                    });
+                    };
+                    self.emit(events, e)?;
                     conv.name = unique;
                 }
             }
@@ -1717,10 +2138,13 @@ impl Profile {
                 self.apply_intro(conv, sender, name, relay, mailbox, invite, events)?;
             }
             Body::Leave => {
-                events.push(Event::MemberLeft {
+                let e = Event::MemberLeft {
+                    conversation_id: gid.to_string(),
                     conversation: conv.name.clone(),
+                    member: hex::encode(sender),
                     who: self.label(&gid, sender)?,
-                });
+                };
+                self.emit(events, e)?;
                 return Ok(Some(sender.to_vec()));
             }
         }
@@ -1762,10 +2186,7 @@ impl Profile {
                 params![gid.as_bytes(), format!("refused: {why}")],
             )?;
             conv.active = false;
-            events.push(Event::Notice {
-                conversation: Some(conv.name.clone()),
-                text: format!("refused: {why}"),
-            });
+            self.emit(events, Event::notice(Some(conv), format!("refused: {why}")))?;
             return Ok(());
         }
         self.db.conn().execute(
@@ -1790,10 +2211,12 @@ impl Profile {
                     "INSERT INTO contacts (alias, fingerprint, display_name, relay, mailbox_id, group_id, created_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
                     params![alias, &sender[..], display, relay, mailbox.as_bytes(), gid.as_bytes(), now_secs() as i64],
                 )?;
-                events.push(Event::NewContact {
+                let e = Event::NewContact {
+                    fingerprint: hex::encode(sender),
                     alias: alias.clone(),
                     display_name: display.clone(),
-                });
+                };
+                self.emit(events, e)?;
                 alias
             }
         };
@@ -1817,128 +2240,14 @@ impl Profile {
         conv.name = new_name;
         Ok(())
     }
+}
 
-    // ---- listen -----------------------------------------------------------------------------
-
-    /// Stay connected to the home relay and call `on_event` for everything that arrives,
-    /// until `until` resolves. Conversations hosted on other relays are polled.
-    pub async fn listen<F, S>(&mut self, mut on_event: F, until: S) -> Result<()>
-    where
-        F: FnMut(&Event),
-        S: std::future::Future<Output = ()>,
-    {
-        use futures_util::{SinkExt, StreamExt};
-        use samizdat_proto::{ClientFrame, ServerFrame};
-        use tokio_tungstenite::tungstenite::Message;
-
-        tokio::pin!(until);
-        let mut backoff = std::time::Duration::from_millis(200);
-        loop {
-            match self.sync().await {
-                Ok(events) => events.iter().for_each(&mut on_event),
-                Err(e @ Error::RelayUnreachable(_)) => {
-                    on_event(&Event::Notice {
-                        conversation: None,
-                        text: e.to_string(),
-                    });
-                    tokio::select! {
-                        _ = &mut until => return Ok(()),
-                        _ = tokio::time::sleep(backoff) => {}
-                    }
-                    backoff = (backoff * 2).min(std::time::Duration::from_secs(10));
-                    continue;
-                }
-                Err(e) => return Err(e),
-            }
-            let ws = tokio_tungstenite::connect_async(self.relay.ws_url()).await;
-            let Ok((mut ws, _)) = ws else {
-                self.relay.rotate();
-                tokio::select! {
-                    _ = &mut until => return Ok(()),
-                    _ = tokio::time::sleep(backoff) => {}
-                }
-                backoff = (backoff * 2).min(std::time::Duration::from_secs(10));
-                continue;
-            };
-            backoff = std::time::Duration::from_millis(200);
-            let mut subscribed: HashMap<Id, (u64, u64)> = HashMap::new();
-            let mut challenge = None;
-            let mut poll = tokio::time::interval(std::time::Duration::from_secs(5));
-            let outcome: Result<bool> = loop {
-                // Keep subscriptions in line with what we have processed.
-                let mut send_failed = false;
-                if let Some(ch) = challenge {
-                    for conv in self.active_convs()? {
-                        if conv.relay.trim_end_matches('/') != self.relay.base() {
-                            continue;
-                        }
-                        if subscribed.get(&conv.group_id) == Some(&(conv.read_epoch, conv.cursor)) {
-                            continue;
-                        }
-                        let token = self.token(&conv.group_id, conv.read_epoch)?;
-                        let frame = ClientFrame::SubscribeGroup {
-                            group_id: conv.group_id,
-                            epoch: conv.read_epoch,
-                            token: Bytes(token),
-                            after: conv.cursor,
-                        };
-                        let text = serde_json::to_string(&frame)
-                            .map_err(|e| Error::Protocol(e.to_string()))?;
-                        if ws.send(Message::Text(text.into())).await.is_err() {
-                            send_failed = true;
-                            break;
-                        }
-                        subscribed.insert(conv.group_id, (conv.read_epoch, conv.cursor));
-                    }
-                    let _: Id = ch;
-                }
-                if send_failed {
-                    break Ok(false);
-                }
-                let mut dirty = false;
-                tokio::select! {
-                    _ = &mut until => break Ok(true),
-                    _ = poll.tick() => dirty = true,
-                    msg = ws.next() => {
-                        let Some(Ok(msg)) = msg else { break Ok(false) };
-                        let Message::Text(text) = msg else { continue };
-                        match serde_json::from_str::<ServerFrame>(text.as_str()) {
-                            Ok(ServerFrame::Hello { challenge: ch, .. }) => {
-                                challenge = Some(ch);
-                                let sig = self.mailbox_key.sign(&samizdat_proto::ws_signing_payload(&ch, &self.mailbox));
-                                let frame = ClientFrame::SubscribeMailbox { mailbox_id: self.mailbox, after: 0, signature: Bytes(sig) };
-                                let text = serde_json::to_string(&frame).map_err(|e| Error::Protocol(e.to_string()))?;
-                                if ws.send(Message::Text(text.into())).await.is_err() { break Ok(false); }
-                            }
-                            Ok(ServerFrame::Entry { .. } | ServerFrame::MailboxMessage { .. } | ServerFrame::EpochClosed { .. }) => dirty = true,
-                            Ok(ServerFrame::Error { code, message, .. }) => {
-                                on_event(&Event::Notice { conversation: None, text: format!("relay: {code}: {message}") });
-                            }
-                            Ok(_) => {}
-                            Err(_) => on_event(&Event::Notice { conversation: None, text: "relay sent an unreadable frame".into() }),
-                        }
-                    }
-                }
-                if dirty {
-                    match self.sync().await {
-                        Ok(events) => events.iter().for_each(&mut on_event),
-                        Err(Error::RelayUnreachable(_)) => break Ok(false),
-                        Err(e) => break Err(e),
-                    }
-                }
-            };
-            match outcome {
-                Ok(true) => return Ok(()),
-                Ok(false) => {
-                    self.relay.rotate();
-                    tokio::select! {
-                        _ = &mut until => return Ok(()),
-                        _ = tokio::time::sleep(backoff) => {}
-                    }
-                }
-                Err(e) => return Err(e),
-            }
-        }
+/// An outgoing update that could not reach the relay is stored and retried by the next
+/// sync: for the caller that is success.
+fn queued(r: Result<String>) -> Result<()> {
+    match r {
+        Ok(_) | Err(Error::RelayUnreachable(_)) => Ok(()),
+        Err(e) => Err(e),
     }
 }
 

@@ -14,6 +14,7 @@ use crate::{Error, Result};
 const MIGRATIONS: &[(i64, &str)] = &[
     (1, include_str!("../migrations/0001_init.sql")),
     (2, include_str!("../migrations/0002_invitations.sql")),
+    (3, include_str!("../migrations/0003_service.sql")),
 ];
 
 /// A shared handle on the profile database. The MLS storage providers use the same

@@ -5,7 +5,12 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use anyhow::{Context, Result, anyhow};
-use samizdat_core::{Event, Profile};
+use samizdat_core::{ClientHandle, Event, Mode, Profile};
+use serde_json::json;
+
+use tokio::io::AsyncWriteExt;
+
+use crate::client::{Backend, RemoteClient, connect, lock_waiting, serve_socket, socket_path};
 
 #[derive(Debug, clap::Subcommand)]
 pub enum ClientCommand {
@@ -90,6 +95,15 @@ pub enum ClientCommand {
     Invitation(InvitationCommand),
     /// Show this profile's name, relay and key fingerprint.
     Whoami,
+    /// Run the client service in the foreground: stay connected, and carry out every other
+    /// command for this profile through its socket (`samizdat.sock` in the profile).
+    Serve,
+    /// Line-delimited JSON-RPC 2.0 on stdin/stdout, for bots and scripts (docs/RPC.md).
+    Rpc {
+        /// Print the OpenRPC document describing every method and exit.
+        #[arg(long)]
+        openrpc: bool,
+    },
 }
 
 #[derive(Debug, clap::Subcommand)]
@@ -150,14 +164,6 @@ fn passphrase(confirm: bool) -> Result<String> {
     Ok(p)
 }
 
-fn open(home: &Path) -> Result<Profile> {
-    if !Profile::exists(home) {
-        // Say so before asking for a passphrase.
-        return Profile::open(home, "unused").map_err(Into::into);
-    }
-    Ok(Profile::open(home, &passphrase(false)?)?)
-}
-
 fn print_qr(data: &str) -> Result<()> {
     let code =
         qrcode::QrCode::new(data.as_bytes()).context("the data is too long for a QR code")?;
@@ -185,6 +191,8 @@ pub fn safe(s: &str) -> String {
     out
 }
 
+/// Print one event. JSON mode prints every event as one line; the human form leaves out
+/// the bookkeeping (queued, delivered, progress, connection changes).
 fn print_event(e: &Event, json: bool) {
     if json {
         println!("{}", serde_json::to_string(e).unwrap_or_default());
@@ -197,6 +205,15 @@ fn print_event(e: &Event, json: bool) {
             text,
             ..
         } => println!("[{}] {}: {}", safe(conversation), safe(from), safe(text)),
+        Event::MessageFailed {
+            conversation,
+            reason,
+            ..
+        } => println!(
+            "[{}] a message was refused by the relay: {}",
+            safe(conversation),
+            safe(reason)
+        ),
         Event::InvitationPending {
             id,
             from,
@@ -214,29 +231,75 @@ fn print_event(e: &Event, json: bool) {
         Event::NewContact {
             alias,
             display_name,
+            ..
         } => println!(
             "new contact: {} (calls themself {:?})",
             safe(alias),
             display_name
         ),
-        Event::Joined { conversation } => {
+        Event::Joined { conversation, .. } => {
             println!("joined a conversation ({})", safe(conversation))
         }
-        Event::GroupNamed { conversation } => println!("group is called {}", safe(conversation)),
-        Event::MemberLeft { conversation, who } => {
-            println!("[{}] {} left", safe(conversation), safe(who))
+        Event::GroupNamed { conversation, .. } => {
+            println!("group is called {}", safe(conversation))
         }
-        Event::Removed { conversation } => {
+        Event::MemberAdded {
+            conversation, who, ..
+        } => println!("[{}] {} joined", safe(conversation), safe(who)),
+        Event::MemberRemoved {
+            conversation, who, ..
+        } => println!("[{}] {} was removed", safe(conversation), safe(who)),
+        Event::MemberLeft {
+            conversation, who, ..
+        } => println!("[{}] {} left", safe(conversation), safe(who)),
+        Event::Removed { conversation, .. } => {
             println!("[{}] you were removed from the group", safe(conversation))
         }
         Event::Notice {
             conversation: Some(c),
             text,
+            ..
         } => println!("[{}] note: {}", safe(c), safe(text)),
         Event::Notice {
             conversation: None,
             text,
+            ..
         } => println!("note: {}", safe(text)),
+        Event::Relay {
+            relay,
+            state: samizdat_core::RelayState::Retrying,
+            retry_in_ms,
+        } => println!(
+            "note: cannot reach {}; retrying in {:.1} s",
+            safe(relay),
+            retry_in_ms.unwrap_or(0) as f64 / 1000.0
+        ),
+        _ => {}
+    }
+}
+
+/// Events an operation reported along the way that the user did not ask for (messages that
+/// arrived during a send's catch-up, refusals): printed after it, as before the service.
+fn print_side_events(events: &[Event]) {
+    for e in events {
+        if !matches!(
+            e,
+            Event::MessageQueued { .. } | Event::MessageDelivered { .. }
+        ) {
+            print_event(e, false);
+        }
+    }
+}
+
+/// Hints the core leaves to the fronts.
+fn with_hint(e: anyhow::Error) -> anyhow::Error {
+    let text = e.to_string();
+    if text.starts_with("no contact or group called") {
+        anyhow!("{text}; see `samizdat list` and `samizdat contacts`")
+    } else if text.starts_with("no contact called") {
+        anyhow!("{text}; see `samizdat contacts`")
+    } else {
+        e
     }
 }
 
@@ -245,9 +308,15 @@ pub async fn run(home: Option<PathBuf>, cmd: ClientCommand) -> Result<()> {
         Some(h) => h,
         None => default_home()?,
     };
+    run_in(&home, cmd).await.map_err(with_hint)
+}
+
+async fn run_in(home: &Path, cmd: ClientCommand) -> Result<()> {
+    let pass = || passphrase(false);
     match cmd {
         ClientCommand::Init { relay, name } => {
-            let p = Profile::init(&home, &passphrase(true)?, &relay, &name).await?;
+            let _lock = samizdat_core::lock::ProfileLock::try_acquire(home)?;
+            let p = Profile::init(home, &passphrase(true)?, &relay, &name).await?;
             println!("profile created in {}", home.display());
             println!(
                 "name: {}  relay: {}  fingerprint: {}",
@@ -255,14 +324,31 @@ pub async fn run(home: Option<PathBuf>, cmd: ClientCommand) -> Result<()> {
                 p.relay_url(),
                 p.fingerprint_hex()
             );
+            return Ok(());
         }
+        ClientCommand::Serve => return serve(home).await,
+        ClientCommand::Rpc { openrpc: true } => {
+            println!(
+                "{}",
+                serde_json::to_string_pretty(&samizdat_core::rpc::openrpc())?
+            );
+            return Ok(());
+        }
+        ClientCommand::Rpc { openrpc: false } => return rpc(home).await,
+        ClientCommand::Listen {
+            json,
+            timeout,
+            count,
+        } => return listen(home, json, timeout, count).await,
+        _ => {}
+    }
+    let mut b = Backend::open(home, Mode::OnDemand, pass).await?;
+    match cmd {
         ClientCommand::Whoami => {
-            let p = open(&home)?;
+            let w: samizdat_core::rpc::WhoAmI = b.call("whoami", json!({})).await?;
             println!(
                 "name: {}\nrelay: {}\nfingerprint: {}",
-                p.name(),
-                p.relay_url(),
-                p.fingerprint_hex()
+                w.name, w.relay, w.fingerprint
             );
         }
         ClientCommand::Invite {
@@ -270,26 +356,32 @@ pub async fn run(home: Option<PathBuf>, cmd: ClientCommand) -> Result<()> {
             hours,
             qr,
         } => {
-            let p = open(&home)?;
-            let invite = p.invite(hours.saturating_mul(3600), reusable)?;
-            let link = invite.to_link();
+            let invite: samizdat_core::rpc::InviteLink = b
+                .call(
+                    "invite_create",
+                    json!({ "reusable": reusable, "hours": hours }),
+                )
+                .await?;
             println!(
                 "{} invite, valid for {hours} h. Share it privately; whoever has it can contact you.",
                 if reusable { "Reusable" } else { "Single-use" }
             );
             if qr {
-                print_qr(&link)?;
+                print_qr(&invite.link)?;
             }
-            println!("{link}");
+            println!("{}", invite.link);
         }
         ClientCommand::Accept { link, name } => {
-            let mut p = open(&home)?;
-            let alias = p.accept(&link, &name).await?;
-            println!("connected: {alias} (verified the inviter's key fingerprint)");
+            let a: samizdat_core::rpc::Accepted = b
+                .call("invite_accept", json!({ "link": link, "name": name }))
+                .await?;
+            println!(
+                "connected: {} (verified the inviter's key fingerprint)",
+                a.contact
+            );
         }
         ClientCommand::Contacts { json } => {
-            let p = open(&home)?;
-            let contacts = p.contacts()?;
+            let contacts: Vec<samizdat_core::ContactView> = b.call("contacts", json!({})).await?;
             if json {
                 for c in &contacts {
                     println!("{}", serde_json::to_string(c)?);
@@ -310,84 +402,53 @@ pub async fn run(home: Option<PathBuf>, cmd: ClientCommand) -> Result<()> {
             }
         }
         ClientCommand::Send { target, text } => {
-            let mut p = open(&home)?;
-            let id = p.send(&target, &text).await?;
-            for e in p.take_events() {
-                print_event(&e, false);
-            }
-            println!("sent ({})", &id[..6.min(id.len())]);
+            let since = b.last_event().await?;
+            let sent: Result<samizdat_core::rpc::Sent> = b
+                .call("send", json!({ "target": target, "text": text }))
+                .await;
+            print_side_events(&b.events_since(since).await.unwrap_or_default());
+            let sent = sent?;
+            println!("sent {}", sent.message_id);
         }
         ClientCommand::Sync { json } => {
-            let mut p = open(&home)?;
-            let events = p.sync().await?;
-            for e in &events {
+            let synced: samizdat_core::rpc::Synced = b.call("sync", json!({})).await?;
+            let shown: Vec<&Event> = synced
+                .events
+                .iter()
+                .filter(|e| {
+                    json || !matches!(
+                        e,
+                        Event::MessageQueued { .. } | Event::MessageDelivered { .. }
+                    )
+                })
+                .collect();
+            for e in &shown {
                 print_event(e, json);
             }
-            if events.is_empty() && !json {
+            if shown.is_empty() && !json {
                 println!("nothing new");
             }
         }
-        ClientCommand::Listen {
-            json,
-            timeout,
-            count,
-        } => {
-            let mut p = open(&home)?;
-            let mut seen = 0usize;
-            let (done_tx, done_rx) = tokio::sync::oneshot::channel::<()>();
-            let mut done_tx = Some(done_tx);
-            let deadline = async move {
-                let t = async {
-                    match timeout {
-                        Some(s) => tokio::time::sleep(Duration::from_secs(s)).await,
-                        None => std::future::pending().await,
-                    }
-                };
-                tokio::select! {
-                    _ = t => {}
-                    _ = done_rx => {}
-                    _ = tokio::signal::ctrl_c() => {}
-                }
-            };
-            if !json {
-                println!("listening on {} (Ctrl-C to stop)", p.relay_url());
-            }
-            let _ = std::io::stdout().flush();
-            p.listen(
-                |e| {
-                    print_event(e, json);
-                    let _ = std::io::stdout().flush();
-                    if matches!(e, Event::Message { .. }) {
-                        seen += 1;
-                        if count.is_some_and(|c| seen >= c)
-                            && let Some(tx) = done_tx.take()
-                        {
-                            let _ = tx.send(());
-                        }
-                    }
-                },
-                deadline,
-            )
-            .await?;
-        }
         ClientCommand::History { target, json } => {
-            let p = open(&home)?;
-            for m in p.history(&target)? {
+            let msgs: Vec<samizdat_core::MessageView> =
+                b.call("history", json!({ "target": target })).await?;
+            for m in msgs {
                 if json {
                     println!("{}", serde_json::to_string(&m)?);
                 } else {
-                    let mark = if m.delivered {
-                        ""
-                    } else {
-                        "  (not yet delivered)"
+                    let mark = match (&m.failed, m.delivered) {
+                        (Some(why), _) => format!("  (not delivered: {})", safe(why)),
+                        (None, false) => "  (not yet delivered)".into(),
+                        (None, true) => String::new(),
                     };
                     println!("{}: {}{mark}", safe(&m.from), safe(&m.text));
                 }
             }
         }
         ClientCommand::List { json } => {
-            let p = open(&home)?;
-            for c in p.conversations()? {
+            let convs: Vec<samizdat_core::ConversationView> =
+                b.call("conversations", json!({})).await?;
+            for c in convs {
                 if json {
                     println!("{}", serde_json::to_string(&c)?);
                 } else {
@@ -406,42 +467,45 @@ pub async fn run(home: Option<PathBuf>, cmd: ClientCommand) -> Result<()> {
                 }
             }
         }
-        ClientCommand::Group(g) => {
-            let mut p = open(&home)?;
-            match g {
-                GroupCommand::Create { name } => {
-                    p.group_create(&name).await?;
-                    println!(
-                        "group {name} created; add people with `samizdat group add {name} ALIAS...`"
-                    );
-                }
-                GroupCommand::Add { name, aliases } => {
-                    p.group_add(&name, &aliases).await?;
-                    println!("added {} to {name}", aliases.join(", "));
-                }
-                GroupCommand::Remove { name, alias } => {
-                    p.group_remove(&name, &alias).await?;
-                    println!("removed {alias} from {name}");
-                }
-                GroupCommand::Leave { name } => {
-                    p.group_leave(&name).await?;
-                    println!("left {name}");
-                }
-                GroupCommand::Members { name, json } => {
-                    // Read-only: nothing to catch up on first.
-                    for m in p.group_members(&name)? {
-                        if json {
-                            println!("{}", serde_json::to_string(&m)?);
-                        } else {
-                            println!("{}  (key {})", m.name, m.fingerprint);
-                        }
+        ClientCommand::Group(g) => match g {
+            GroupCommand::Create { name } => {
+                let _: samizdat_core::rpc::Created =
+                    b.call("group_create", json!({ "group": name })).await?;
+                println!(
+                    "group {name} created; add people with `samizdat group add {name} ALIAS...`"
+                );
+            }
+            GroupCommand::Add { name, aliases } => {
+                let _: samizdat_core::rpc::Done = b
+                    .call("group_add", json!({ "group": name, "contacts": aliases }))
+                    .await?;
+                println!("added {} to {name}", aliases.join(", "));
+            }
+            GroupCommand::Remove { name, alias } => {
+                let _: samizdat_core::rpc::Done = b
+                    .call("group_remove", json!({ "group": name, "contact": alias }))
+                    .await?;
+                println!("removed {alias} from {name}");
+            }
+            GroupCommand::Leave { name } => {
+                let _: samizdat_core::rpc::Done =
+                    b.call("group_leave", json!({ "group": name })).await?;
+                println!("left {name}");
+            }
+            GroupCommand::Members { name, json } => {
+                let members: Vec<samizdat_core::MemberView> =
+                    b.call("group_members", json!({ "group": name })).await?;
+                for m in members {
+                    if json {
+                        println!("{}", serde_json::to_string(&m)?);
+                    } else {
+                        println!("{}  (key {})", safe(&m.name), m.fingerprint);
                     }
                 }
             }
-        }
+        },
         ClientCommand::Invitations { json } => {
-            let p = open(&home)?;
-            let list = p.invitations()?;
+            let list: Vec<samizdat_core::InvitationView> = b.call("invitations", json!({})).await?;
             if json {
                 for i in &list {
                     println!("{}", serde_json::to_string(i)?);
@@ -463,31 +527,185 @@ pub async fn run(home: Option<PathBuf>, cmd: ClientCommand) -> Result<()> {
                 }
             }
         }
-        ClientCommand::Invitation(cmd) => {
-            let mut p = open(&home)?;
-            match cmd {
-                InvitationCommand::Accept { id } => {
-                    let name = p.invitation_accept(id).await?;
-                    for e in p.take_events() {
-                        print_event(&e, false);
-                    }
-                    println!("joined {}", safe(&name));
-                }
-                InvitationCommand::Decline { id } => {
-                    p.invitation_decline(id)?;
-                    println!("declined invitation {id}");
-                }
+        ClientCommand::Invitation(cmd) => match cmd {
+            InvitationCommand::Accept { id } => {
+                let since = b.last_event().await?;
+                let joined: Result<samizdat_core::rpc::Joined> =
+                    b.call("invitation_accept", json!({ "id": id })).await;
+                let side = b.events_since(since).await.unwrap_or_default();
+                let joined = joined?;
+                print_side_events(&side);
+                println!("joined {}", safe(&joined.conversation));
             }
-        }
+            InvitationCommand::Decline { id } => {
+                let _: samizdat_core::rpc::Done =
+                    b.call("invitation_decline", json!({ "id": id })).await?;
+                println!("declined invitation {id}");
+            }
+        },
         ClientCommand::Verify { alias, qr } => {
-            let p = open(&home)?;
-            let number = p.safety_number(&alias)?;
+            let n: samizdat_core::rpc::SafetyNumber =
+                b.call("safety_number", json!({ "contact": alias })).await?;
             println!("Safety number with {alias} (they see the same digits):");
             if qr {
-                print_qr(&number)?;
+                print_qr(&n.safety_number)?;
             }
-            println!("{number}");
+            println!("{}", n.safety_number);
         }
+        ClientCommand::Init { .. }
+        | ClientCommand::Serve
+        | ClientCommand::Rpc { .. }
+        | ClientCommand::Listen { .. } => unreachable!("handled above"),
     }
     Ok(())
+}
+
+/// Resolves on Ctrl-C or SIGTERM.
+async fn stop_signal() {
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending().await,
+        }
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term => {}
+    }
+}
+
+/// Own the profile with the realtime service and its socket.
+fn own(home: &Path, lock: samizdat_core::lock::ProfileLock) -> Result<Owner> {
+    let profile = Profile::open(home, &passphrase(false)?)?;
+    let (handle, events) = ClientHandle::start_subscribed(profile, Mode::Realtime)?;
+    let socket = serve_socket(home, handle.clone())?;
+    Ok(Owner {
+        handle,
+        events,
+        _socket: socket,
+        _lock: lock,
+    })
+}
+
+struct Owner {
+    handle: ClientHandle,
+    events: tokio::sync::broadcast::Receiver<samizdat_core::LiveEvent>,
+    _socket: crate::client::SocketServer,
+    _lock: samizdat_core::lock::ProfileLock,
+}
+
+async fn serve(home: &Path) -> Result<()> {
+    if !Profile::exists(home) {
+        Profile::open(home, "unused")?;
+    }
+    let lock = samizdat_core::lock::ProfileLock::try_acquire(home)?;
+    let owner = own(home, lock)?;
+    let w: samizdat_core::rpc::WhoAmI = serde_json::from_value(
+        samizdat_core::rpc::call_local(&owner.handle, "whoami", json!({}))
+            .await
+            .map_err(|e| anyhow!(e.message))?,
+    )?;
+    println!(
+        "serving {} ({}) on {}; Ctrl-C to stop",
+        safe(&w.name),
+        w.relay,
+        socket_path(home).display()
+    );
+    let _ = std::io::stdout().flush();
+    stop_signal().await;
+    drop(owner);
+    Ok(())
+}
+
+async fn rpc(home: &Path) -> Result<()> {
+    let stdin = tokio::io::BufReader::new(tokio::io::stdin());
+    if let Some(stream) = connect(home).await {
+        // Another process owns the profile: relay lines both ways.
+        let (mut r, mut w) = stream.into_split();
+        let mut stdin = stdin;
+        let mut stdout = tokio::io::stdout();
+        let up = async {
+            let _ = tokio::io::copy(&mut stdin, &mut w).await;
+            // End of input: the service answers what was asked, then closes.
+            let _ = w.shutdown().await;
+            std::future::pending::<()>().await;
+        };
+        let down = tokio::io::copy(&mut r, &mut stdout);
+        tokio::select! {
+            _ = up => {}
+            r = down => { r.context("relaying answers from the samizdat service")?; }
+        }
+        let _ = stdout.flush().await;
+        return Ok(());
+    }
+    if !Profile::exists(home) {
+        Profile::open(home, "unused")?;
+    }
+    let lock = lock_waiting(home)?;
+    let owner = own(home, lock)?;
+    samizdat_core::rpc::serve_connection(owner.handle.clone(), stdin, tokio::io::stdout()).await;
+    drop(owner);
+    Ok(())
+}
+
+async fn listen(home: &Path, json: bool, timeout: Option<u64>, count: Option<usize>) -> Result<()> {
+    let deadline = async {
+        match timeout {
+            Some(s) => tokio::time::sleep(Duration::from_secs(s)).await,
+            None => std::future::pending().await,
+        }
+    };
+    tokio::pin!(deadline);
+    let mut seen = 0usize;
+    let mut show = |e: &Event| -> bool {
+        print_event(e, json);
+        let _ = std::io::stdout().flush();
+        if matches!(e, Event::Message { .. }) {
+            seen += 1;
+        }
+        count.is_some_and(|c| seen >= c)
+    };
+    if let Some(stream) = connect(home).await {
+        let mut c = RemoteClient::new(stream);
+        c.call("subscribe", json!({}), |_| {}).await?;
+        if !json {
+            println!("listening through the running samizdat service (Ctrl-C to stop)");
+        }
+        loop {
+            tokio::select! {
+                _ = &mut deadline => return Ok(()),
+                _ = stop_signal() => return Ok(()),
+                e = c.next_event() => if show(&e?.event) { return Ok(()) },
+            }
+        }
+    }
+    if !Profile::exists(home) {
+        Profile::open(home, "unused")?;
+    }
+    let lock = lock_waiting(home)?;
+    let mut owner = own(home, lock)?;
+    if !json {
+        let w: samizdat_core::rpc::WhoAmI = serde_json::from_value(
+            samizdat_core::rpc::call_local(&owner.handle, "whoami", json!({}))
+                .await
+                .map_err(|e| anyhow!(e.message))?,
+        )?;
+        println!("listening on {} (Ctrl-C to stop)", w.relay);
+    }
+    let _ = std::io::stdout().flush();
+    loop {
+        tokio::select! {
+            _ = &mut deadline => return Ok(()),
+            _ = stop_signal() => return Ok(()),
+            e = owner.events.recv() => match e {
+                Ok(e) => if show(&e.event) { return Ok(()) },
+                Err(tokio::sync::broadcast::error::RecvError::Lagged(n)) => {
+                    eprintln!("note: {n} events were not shown (too many at once); see `samizdat history`");
+                }
+                Err(tokio::sync::broadcast::error::RecvError::Closed) => return Err(anyhow!("the client service stopped")),
+            },
+        }
+    }
 }

@@ -25,21 +25,24 @@ fn show(events: &[Event], who: &str) {
                 ..
             } => println!("    {who} got [{conversation}] {from}: {text}"),
             Event::NewContact { alias, .. } => println!("    {who} has a new contact: {alias}"),
-            Event::Joined { conversation } => println!("    {who} joined {conversation}"),
-            Event::GroupNamed { conversation } => {
+            Event::Joined { conversation, .. } => println!("    {who} joined {conversation}"),
+            Event::GroupNamed { conversation, .. } => {
                 println!("    {who} sees the group is called {conversation}")
             }
-            Event::Removed { conversation } => {
+            Event::Removed { conversation, .. } => {
                 println!("    {who} was removed from {conversation}")
             }
             Event::MemberLeft {
                 conversation,
                 who: w,
+                ..
             } => println!("    {who} sees {w} left {conversation}"),
             Event::Notice { text, .. } => println!("    {who} note: {text}"),
             Event::InvitationPending { id, members, .. } => println!(
                 "    {who} has a pending invitation {id} (a group of {members} from a stranger)"
             ),
+            // Bookkeeping the demo does not narrate.
+            _ => {}
         }
     }
 }

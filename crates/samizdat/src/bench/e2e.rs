@@ -19,6 +19,11 @@ pub struct E2eArgs {
     /// Messages to send.
     #[arg(long, default_value_t = 30)]
     pub messages: usize,
+    /// Long-running clients: every profile runs `samizdat serve`; the sender sends through
+    /// one `samizdat rpc` connection, the listeners print through `samizdat listen` on their
+    /// service's socket. Without it, every send is a `samizdat send` process.
+    #[arg(long)]
+    pub service: bool,
 }
 
 const PASS: &str = "bench passphrase";
@@ -58,12 +63,46 @@ pub async fn run(args: E2eArgs) -> Result<Report> {
 fn run_blocking(args: E2eArgs) -> Result<Report> {
     let tmp = tempfile::tempdir()?;
     let relay = RelayChild::start(&tmp.path().join("relay"), None)?;
+    let homes = setup(tmp.path(), &relay.url)?;
+    if args.service {
+        return run_service(&args, &homes);
+    }
+    let (tx, rx) = mpsc::channel::<(usize, String, Instant, u64)>();
+    let listeners = start_listeners(&homes, args.messages, tx)?;
+    std::thread::sleep(Duration::from_millis(800));
+    let mut started: Vec<(String, Instant)> = Vec::new();
+    let progress = Progress::new(
+        "end-to-end messages",
+        Duration::from_millis(args.messages as u64 * 400),
+    );
+    for k in 0..args.messages {
+        let text = format!("bench message {k}");
+        started.push((text.clone(), Instant::now()));
+        ok(&homes[0], &["send", "bench", &text])?;
+        progress.tick();
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    progress.done();
+    let (from_command, from_sent_at) = collect(&rx, &started, args.messages);
+    stop(listeners);
+    Ok(report(
+        &args,
+        "`samizdat send` process → printed by `samizdat listen`",
+        "from command start",
+        "(includes process start and passphrase key derivation)",
+        from_command,
+        from_sent_at,
+    ))
+}
+
+/// A relay with a sender and two listeners in a group called `bench`.
+fn setup(dir: &std::path::Path, relay: &str) -> Result<Vec<std::path::PathBuf>> {
     let homes: Vec<_> = ["sender", "listener1", "listener2"]
         .iter()
-        .map(|n| tmp.path().join(n))
+        .map(|n| dir.join(n))
         .collect();
     for (h, name) in homes.iter().zip(["Sender", "Listener One", "Listener Two"]) {
-        ok(h, &["init", "--relay", &relay.url, "--name", name])?;
+        ok(h, &["init", "--relay", relay, "--name", name])?;
     }
     ok(&homes[0], &["group", "create", "bench"])?;
     for (i, l) in homes[1..].iter().enumerate() {
@@ -82,7 +121,17 @@ fn run_blocking(args: E2eArgs) -> Result<Report> {
         ok(&homes[0], &["group", "add", "bench", alias])?;
         ok(l, &["sync"])?;
     }
-    let (tx, rx) = mpsc::channel::<(usize, String, Instant, u64)>();
+    Ok(homes)
+}
+
+type Line = (usize, String, Instant, u64);
+
+/// `samizdat listen --json` on each listener, their lines sent to `tx`.
+fn start_listeners(
+    homes: &[std::path::PathBuf],
+    messages: usize,
+    tx: mpsc::Sender<Line>,
+) -> Result<Vec<std::process::Child>> {
     let mut listeners = Vec::new();
     for (i, l) in homes[1..].iter().enumerate() {
         let mut child = samizdat(l)?
@@ -90,9 +139,9 @@ fn run_blocking(args: E2eArgs) -> Result<Report> {
                 "listen",
                 "--json",
                 "--timeout",
-                &(args.messages as u64 * 3 + 60).to_string(),
+                &(messages as u64 * 3 + 60).to_string(),
                 "--count",
-                &args.messages.to_string(),
+                &messages.to_string(),
             ])
             .stdout(Stdio::piped())
             .spawn()
@@ -106,25 +155,26 @@ fn run_blocking(args: E2eArgs) -> Result<Report> {
         });
         listeners.push(child);
     }
-    drop(tx);
-    std::thread::sleep(Duration::from_millis(800));
-    let mut started: Vec<(String, Instant)> = Vec::new();
-    let progress = Progress::new(
-        "end-to-end messages",
-        Duration::from_millis(args.messages as u64 * 400),
-    );
-    for k in 0..args.messages {
-        let text = format!("bench message {k}");
-        started.push((text.clone(), Instant::now()));
-        ok(&homes[0], &["send", "bench", &text])?;
-        progress.tick();
-        std::thread::sleep(Duration::from_millis(100));
+    Ok(listeners)
+}
+
+fn stop(children: Vec<std::process::Child>) {
+    for mut c in children {
+        let _ = c.kill();
+        let _ = c.wait();
     }
-    progress.done();
+}
+/// Latencies of the displayed messages: from the moment each was started, and from its
+/// own `sent_at` stamp.
+fn collect(
+    rx: &mpsc::Receiver<Line>,
+    started: &[(String, Instant)],
+    messages: usize,
+) -> (Vec<f64>, Vec<f64>) {
     let mut from_command = Vec::new();
     let mut from_sent_at = Vec::new();
     let deadline = Instant::now() + Duration::from_secs(60);
-    while from_command.len() < 2 * args.messages && Instant::now() < deadline {
+    while from_command.len() < 2 * messages && Instant::now() < deadline {
         let Ok((_, line, at, wall)) = rx.recv_timeout(Duration::from_secs(5)) else {
             continue;
         };
@@ -140,14 +190,21 @@ fn run_blocking(args: E2eArgs) -> Result<Report> {
             from_sent_at.push(wall.saturating_sub(v["sent_at"].as_u64().unwrap_or(wall)) as f64);
         }
     }
-    for mut l in listeners {
-        let _ = l.kill();
-        let _ = l.wait();
-    }
+    (from_command, from_sent_at)
+}
+
+fn report(
+    args: &E2eArgs,
+    path: &str,
+    first: &str,
+    note: &str,
+    mut from_command: Vec<f64>,
+    mut from_sent_at: Vec<f64>,
+) -> Report {
     let displayed = from_command.len();
     let text = format!(
-        "End to end: `samizdat send` → printed by `samizdat listen` (2 listeners, {} messages, {displayed} displays)\n\
-         from command start: p50 {} ms, p99 {} ms  (includes process start and passphrase key derivation)\n\
+        "End to end: {path} (2 listeners, {} messages, {displayed} displays)\n\
+         {first}: p50 {} ms, p99 {} ms  {note}\n\
          from sent_at stamp:  p50 {} ms, p99 {} ms  (encrypt → relay → push → sync → print)\n",
         args.messages,
         ms(pct(&mut from_command.clone(), 50.0)),
@@ -155,10 +212,92 @@ fn run_blocking(args: E2eArgs) -> Result<Report> {
         ms(pct(&mut from_sent_at.clone(), 50.0)),
         ms(pct(&mut from_sent_at.clone(), 99.0)),
     );
-    Ok(Report {
+    Report {
         text,
-        json: json!({"benchmark": "e2e", "messages": args.messages, "displays": displayed,
+        json: json!({"benchmark": "e2e", "mode": if args.service { "service" } else { "process" },
+            "messages": args.messages, "displays": displayed,
             "from_command_p50_ms": pct(&mut from_command.clone(), 50.0), "from_command_p99_ms": pct(&mut from_command, 99.0),
             "from_sent_at_p50_ms": pct(&mut from_sent_at.clone(), 50.0), "from_sent_at_p99_ms": pct(&mut from_sent_at, 99.0)}),
-    })
+    }
+}
+
+/// Every profile runs `serve`; the sender sends through one `samizdat rpc` connection to its
+/// service; listeners print through `samizdat listen` on theirs.
+fn run_service(args: &E2eArgs, homes: &[std::path::PathBuf]) -> Result<Report> {
+    use std::io::Write;
+    let mut children = Vec::new();
+    for h in homes {
+        let mut child = samizdat(h)?
+            .arg("serve")
+            .stdout(Stdio::piped())
+            .spawn()
+            .context("starting serve")?;
+        let mut line = String::new();
+        BufReader::new(child.stdout.take().ok_or_else(|| anyhow!("no stdout"))?)
+            .read_line(&mut line)?;
+        if !line.starts_with("serving") {
+            bail!("serve said {line:?}");
+        }
+        children.push(child);
+    }
+    let (tx, rx) = mpsc::channel::<Line>();
+    children.extend(start_listeners(homes, args.messages, tx)?);
+    let mut rpc = samizdat(&homes[0])?
+        .arg("rpc")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .context("starting rpc")?;
+    let mut rpc_in = rpc.stdin.take().ok_or_else(|| anyhow!("no stdin"))?;
+    let mut rpc_out = BufReader::new(rpc.stdout.take().ok_or_else(|| anyhow!("no stdout"))?);
+    children.push(rpc);
+    std::thread::sleep(Duration::from_millis(800));
+    let mut started: Vec<(String, Instant)> = Vec::new();
+    let mut send_ms = Vec::new();
+    let progress = Progress::new(
+        "end-to-end messages (service)",
+        Duration::from_millis(args.messages as u64 * 100),
+    );
+    for k in 0..args.messages {
+        let text = format!("bench message {k}");
+        let req = json!({"jsonrpc": "2.0", "id": k, "method": "send",
+            "params": {"target": "bench", "text": text}});
+        let t0 = Instant::now();
+        started.push((text, t0));
+        writeln!(rpc_in, "{req}")?;
+        rpc_in.flush()?;
+        let mut answer = String::new();
+        rpc_out.read_line(&mut answer)?;
+        send_ms.push(t0.elapsed().as_secs_f64() * 1000.0);
+        let v: serde_json::Value = serde_json::from_str(&answer)?;
+        if v.get("error").is_some() {
+            bail!("send failed: {answer}");
+        }
+        progress.tick();
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    progress.done();
+    let (from_send, from_sent_at) = collect(&rx, &started, args.messages);
+    drop(rpc_in);
+    stop(children);
+    let mut r = report(
+        args,
+        "`send` over JSON-RPC to a running `serve` → printed by `samizdat listen` through another `serve`",
+        "from the send request",
+        "(no process start, no key derivation)",
+        from_send,
+        from_sent_at,
+    );
+    let (p50, p99) = (
+        pct(&mut send_ms.clone(), 50.0),
+        pct(&mut send_ms.clone(), 99.0),
+    );
+    r.text.push_str(&format!(
+        "send call (stored, encrypted, acknowledged by the relay): p50 {} ms, p99 {} ms\n",
+        ms(p50),
+        ms(p99)
+    ));
+    r.json["send_call_p50_ms"] = json!(p50);
+    r.json["send_call_p99_ms"] = json!(p99);
+    Ok(r)
 }

@@ -6,6 +6,7 @@ mod bounds;
 mod crash;
 mod harness;
 mod mitm;
+mod service;
 
 use std::process::Command;
 

@@ -1,0 +1,436 @@
+//! The client as a long-running service: one task owns a [`Profile`] (its database, MLS
+//! state and relay connections); every front holds a cloneable [`ClientHandle`].
+//!
+//! The owner runs on its own thread with a single-threaded runtime, so SQLCipher and MLS work
+//! never blocks the fronts' executor and commands never interleave inside a logical step.
+//! Commands arrive as jobs on a bounded queue and run one at a time, between realtime syncs —
+//! this is what makes `listen` and `send` on one profile safe together.
+//!
+//! Events: durable ones are read back from the profile's event log after every step (so what
+//! is broadcast is exactly what a later `get_events` returns, once each); live-only ones
+//! (relay connection changes) are broadcast directly.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use backon::BackoffBuilder;
+use futures_util::future::LocalBoxFuture;
+use futures_util::{FutureExt, SinkExt, StreamExt};
+use samizdat_proto::{Bytes, ClientFrame, Id, ServerFrame};
+use serde::{Deserialize, Serialize};
+use tokio::sync::{broadcast, mpsc, oneshot, watch};
+use tokio_tungstenite::tungstenite::Message;
+
+use crate::profile::{Event, EventPage, RelayState};
+use crate::{Error, Profile, Result};
+
+/// Commands waiting for the owner; a full queue makes callers wait (backpressure).
+const JOB_QUEUE: usize = 256;
+/// Live events buffered per subscriber; a subscriber that falls further behind is told it
+/// lagged and reads the rest from the durable log.
+const EVENT_BUFFER: usize = 4096;
+/// Conversations are polled this often even when the WebSocket is quiet (other relays,
+/// missed notifications).
+const POLL: Duration = Duration::from_secs(5);
+
+type Job = Box<dyn for<'a> FnOnce(&'a mut Profile) -> LocalBoxFuture<'a, ()> + Send>;
+
+/// An event as the service delivers it: `seq` is its position in the durable log, absent
+/// for live-only events.
+#[derive(Debug, Clone, Serialize, Deserialize, schemars::JsonSchema)]
+pub struct LiveEvent {
+    pub seq: Option<u64>,
+    #[serde(flatten)]
+    pub event: Event,
+}
+
+/// A cloneable handle on a running service. Dropping the last handle stops the service.
+#[derive(Clone)]
+pub struct ClientHandle {
+    jobs: mpsc::Sender<Job>,
+    events: broadcast::Sender<LiveEvent>,
+    last_seq: watch::Receiver<u64>,
+}
+
+/// How the service runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    /// Commands only: nothing happens between them (one-shot CLI commands).
+    OnDemand,
+    /// Stay connected to the home relay, sync as things arrive, retry queued messages.
+    Realtime,
+}
+
+impl ClientHandle {
+    /// Start the service on its own thread; it owns `profile` from now on.
+    pub fn start(profile: Profile, mode: Mode) -> Result<ClientHandle> {
+        Self::start_subscribed(profile, mode).map(|(h, _)| h)
+    }
+
+    /// Start the service with a subscription that sees everything from its first step.
+    pub fn start_subscribed(
+        profile: Profile,
+        mode: Mode,
+    ) -> Result<(ClientHandle, broadcast::Receiver<LiveEvent>)> {
+        let (jobs_tx, jobs_rx) = mpsc::channel(JOB_QUEUE);
+        let (events_tx, first) = broadcast::channel(EVENT_BUFFER);
+        let last = profile.events_after(u64::MAX, 0)?.last;
+        let (seq_tx, seq_rx) = watch::channel(last);
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .map_err(|e| Error::Storage(format!("cannot start the service runtime: {e}")))?;
+        let service = Service {
+            profile,
+            jobs: jobs_rx,
+            events: events_tx.clone(),
+            last_seq: seq_tx,
+            published: last,
+        };
+        std::thread::Builder::new()
+            .name("samizdat-core".into())
+            .spawn(move || rt.block_on(service.run(mode)))
+            .map_err(|e| Error::Storage(format!("cannot start the service thread: {e}")))?;
+        let handle = ClientHandle {
+            jobs: jobs_tx,
+            events: events_tx,
+            last_seq: seq_rx,
+        };
+        Ok((handle, first))
+    }
+
+    /// Run `f` on the profile, in turn with every other command, and return its result.
+    pub async fn call<T, F>(&self, f: F) -> Result<T>
+    where
+        T: Send + 'static,
+        F: for<'a> FnOnce(&'a mut Profile) -> LocalBoxFuture<'a, Result<T>> + Send + 'static,
+    {
+        let (tx, rx) = oneshot::channel();
+        let job: Job = Box::new(move |p| {
+            async move {
+                let r = f(p).await;
+                // The caller may be gone (a client that disconnected mid-call): the work is
+                // done and stored all the same.
+                let _ = tx.send(r);
+            }
+            .boxed_local()
+        });
+        self.jobs
+            .send(job)
+            .await
+            .map_err(|_| Error::Stopped("the client service has stopped".into()))?;
+        rx.await
+            .map_err(|_| Error::Stopped("the client service stopped during the call".into()))?
+    }
+
+    /// Live events from now on.
+    pub fn subscribe(&self) -> broadcast::Receiver<LiveEvent> {
+        self.events.subscribe()
+    }
+
+    /// The newest position in the durable event log.
+    pub fn last_seq(&self) -> u64 {
+        *self.last_seq.borrow()
+    }
+
+    /// Durable events after `since`; waits up to `timeout` for the first one when there is
+    /// none yet.
+    pub async fn get_events(
+        &self,
+        since: u64,
+        limit: usize,
+        timeout: Duration,
+    ) -> Result<EventPage> {
+        let mut seen = self.last_seq.clone();
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            let page = self
+                .call(move |p| async move { p.events_after(since, limit) }.boxed_local())
+                .await?;
+            if !page.events.is_empty() || page.overflow {
+                return Ok(page);
+            }
+            // Nothing yet: wait until something is logged past `since`, or the deadline.
+            let waited = tokio::time::timeout_at(deadline, seen.wait_for(|&l| l > since)).await;
+            match waited {
+                Ok(Ok(_)) => continue,
+                Ok(Err(_)) => return Err(Error::Stopped("the client service has stopped".into())),
+                Err(_) => return Ok(page),
+            }
+        }
+    }
+}
+
+struct Service {
+    profile: Profile,
+    jobs: mpsc::Receiver<Job>,
+    events: broadcast::Sender<LiveEvent>,
+    last_seq: watch::Sender<u64>,
+    /// Newest durable event already broadcast.
+    published: u64,
+}
+
+type Ws =
+    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
+
+impl Service {
+    /// Broadcast what the last step logged (from the log itself, so each durable event goes
+    /// out once and in order), plus the live-only events it reported.
+    fn publish(&mut self, reported: Vec<Event>) {
+        loop {
+            let page = match self.profile.events_after(self.published, 512) {
+                Ok(p) => p,
+                Err(e) => {
+                    tracing::warn!("cannot read the event log: {e}");
+                    break;
+                }
+            };
+            let Some(last) = page.events.last().map(|e| e.seq) else {
+                // Rows may have been trimmed: move past them.
+                self.published = self.published.max(page.last);
+                break;
+            };
+            for e in page.events {
+                let _ = self.events.send(LiveEvent {
+                    seq: Some(e.seq),
+                    event: e.event,
+                });
+            }
+            self.published = last;
+        }
+        let _ = self.last_seq.send(self.published);
+        for event in reported.into_iter().filter(|e| !e.is_durable()) {
+            let _ = self.events.send(LiveEvent { seq: None, event });
+        }
+    }
+
+    fn live(&self, event: Event) {
+        let _ = self.events.send(LiveEvent { seq: None, event });
+    }
+
+    async fn run_job(&mut self, job: Job) {
+        job(&mut self.profile).await;
+        let reported = self.profile.take_events();
+        self.publish(reported);
+    }
+
+    async fn run(mut self, mode: Mode) {
+        if mode == Mode::OnDemand {
+            while let Some(job) = self.jobs.recv().await {
+                self.run_job(job).await;
+            }
+            return;
+        }
+        let relay = self.profile.relay.base().to_string();
+        let mut backoff = new_backoff();
+        let mut retry_at: Option<tokio::time::Instant> = None;
+        let mut ws: Option<Ws> = None;
+        let mut challenge: Option<Id> = None;
+        let mut subscribed: HashMap<Id, (u64, u64)> = HashMap::new();
+        let mut poll = tokio::time::interval(POLL);
+        let mut dirty = true;
+        loop {
+            if dirty && retry_at.is_none() {
+                dirty = false;
+                match self.profile.sync().await {
+                    Ok(events) => self.publish(events),
+                    Err(e @ Error::RelayUnreachable(_)) => {
+                        let reported = self.profile.take_events();
+                        self.publish(reported);
+                        tracing::debug!("sync: {e}");
+                        ws = None;
+                        retry_at = Some(self.retry(&relay, &mut backoff));
+                    }
+                    Err(e) => {
+                        let reported = self.profile.take_events();
+                        self.publish(reported);
+                        tracing::warn!("sync failed: {e}");
+                        self.live(Event::Notice {
+                            conversation_id: None,
+                            conversation: None,
+                            text: format!("sync failed: {e}"),
+                        });
+                    }
+                }
+            }
+            if ws.is_none() && retry_at.is_none() {
+                match tokio_tungstenite::connect_async(self.profile.relay.ws_url()).await {
+                    Ok((socket, _)) => {
+                        ws = Some(socket);
+                        challenge = None;
+                        subscribed.clear();
+                        backoff = new_backoff();
+                        self.live(Event::Relay {
+                            relay: relay.clone(),
+                            state: RelayState::Up,
+                            retry_in_ms: None,
+                        });
+                        // Whatever arrived while we were away.
+                        dirty = true;
+                    }
+                    Err(_) => {
+                        self.profile.relay.rotate();
+                        retry_at = Some(self.retry(&relay, &mut backoff));
+                    }
+                }
+            }
+            if let (Some(socket), Some(ch)) = (ws.as_mut(), challenge) {
+                if let Err(e) = self.update_subscriptions(socket, &mut subscribed).await {
+                    tracing::debug!("subscribe: {e}");
+                    ws = None;
+                    self.profile.relay.rotate();
+                    retry_at = Some(self.retry(&relay, &mut backoff));
+                }
+                let _: Id = ch;
+            }
+            tokio::select! {
+                job = self.jobs.recv() => match job {
+                    Some(job) => self.run_job(job).await,
+                    None => return,
+                },
+                _ = poll.tick() => dirty = true,
+                _ = sleep_until(retry_at) => {
+                    retry_at = None;
+                    dirty = true;
+                }
+                msg = next_frame(&mut ws) => {
+                    match msg {
+                        Some(Ok(Message::Text(text))) => {
+                            match self.on_frame(text.as_str(), ws.as_mut()).await {
+                                Ok(Some(ch)) => challenge = Some(ch),
+                                Ok(None) => dirty = true,
+                                Err(()) => {
+                                    ws = None;
+                                    retry_at = Some(self.retry(&relay, &mut backoff));
+                                }
+                            }
+                            // Coalesce a burst of notifications into one sync.
+                            while let Some(Some(Ok(Message::Text(_)))) =
+                                ws.as_mut().and_then(|s| s.next().now_or_never())
+                            {
+                                dirty = true;
+                            }
+                        }
+                        Some(Ok(_)) => {}
+                        Some(Err(_)) | None => {
+                            ws = None;
+                            self.profile.relay.rotate();
+                            retry_at = Some(self.retry(&relay, &mut backoff));
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    /// Report the connection down and say when the next attempt is.
+    fn retry(&self, relay: &str, backoff: &mut backon::ExponentialBackoff) -> tokio::time::Instant {
+        let delay = backoff.next().unwrap_or(Duration::from_secs(10));
+        self.live(Event::Relay {
+            relay: relay.to_string(),
+            state: RelayState::Retrying,
+            retry_in_ms: Some(delay.as_millis() as u64),
+        });
+        tokio::time::Instant::now() + delay
+    }
+
+    /// Handle one server frame: the hello (answered with our mailbox subscription, returning
+    /// the challenge), a notification (`Ok(None)`: sync), or a failure to answer (`Err`).
+    async fn on_frame(
+        &self,
+        text: &str,
+        ws: Option<&mut Ws>,
+    ) -> std::result::Result<Option<Id>, ()> {
+        match serde_json::from_str::<ServerFrame>(text) {
+            Ok(ServerFrame::Hello { challenge, .. }) => {
+                let p = &self.profile;
+                let sig = p
+                    .mailbox_key
+                    .sign(&samizdat_proto::ws_signing_payload(&challenge, &p.mailbox));
+                let frame = ClientFrame::SubscribeMailbox {
+                    mailbox_id: p.mailbox,
+                    after: 0,
+                    signature: Bytes(sig),
+                };
+                let text = serde_json::to_string(&frame).map_err(|_| ())?;
+                match ws {
+                    Some(s) => s.send(Message::Text(text.into())).await.map_err(|_| ())?,
+                    None => return Err(()),
+                }
+                Ok(Some(challenge))
+            }
+            Ok(ServerFrame::Error { code, message, .. }) => {
+                self.live(Event::Notice {
+                    conversation_id: None,
+                    conversation: None,
+                    text: format!("relay: {code}: {message}"),
+                });
+                Ok(None)
+            }
+            Ok(_) => Ok(None),
+            Err(_) => {
+                self.live(Event::Notice {
+                    conversation_id: None,
+                    conversation: None,
+                    text: "relay sent an unreadable frame".into(),
+                });
+                Ok(None)
+            }
+        }
+    }
+
+    /// Keep group subscriptions on the home relay in line with what we have processed.
+    async fn update_subscriptions(
+        &self,
+        ws: &mut Ws,
+        subscribed: &mut HashMap<Id, (u64, u64)>,
+    ) -> Result<()> {
+        let p = &self.profile;
+        for conv in p.active_convs()? {
+            if conv.relay.trim_end_matches('/') != p.relay.base() {
+                continue;
+            }
+            if subscribed.get(&conv.group_id) == Some(&(conv.read_epoch, conv.cursor)) {
+                continue;
+            }
+            let token = p.token(&conv.group_id, conv.read_epoch)?;
+            let frame = ClientFrame::SubscribeGroup {
+                group_id: conv.group_id,
+                epoch: conv.read_epoch,
+                token: Bytes(token),
+                after: conv.cursor,
+            };
+            let text = serde_json::to_string(&frame).map_err(|e| Error::Protocol(e.to_string()))?;
+            ws.send(Message::Text(text.into()))
+                .await
+                .map_err(|e| Error::RelayUnreachable(e.to_string()))?;
+            subscribed.insert(conv.group_id, (conv.read_epoch, conv.cursor));
+        }
+        Ok(())
+    }
+}
+
+async fn sleep_until(at: Option<tokio::time::Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
+    }
+}
+
+async fn next_frame(
+    ws: &mut Option<Ws>,
+) -> Option<std::result::Result<Message, tokio_tungstenite::tungstenite::Error>> {
+    match ws.as_mut() {
+        Some(s) => s.next().await,
+        None => std::future::pending().await,
+    }
+}
+
+fn new_backoff() -> backon::ExponentialBackoff {
+    backon::ExponentialBuilder::default()
+        .with_min_delay(Duration::from_millis(200))
+        .with_max_delay(Duration::from_secs(10))
+        .with_jitter()
+        .without_max_times()
+        .build()
+}

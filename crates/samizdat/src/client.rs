@@ -1,0 +1,233 @@
+//! How a CLI command reaches its profile: through the socket of the process that owns it
+//! (`serve`, `listen` or `rpc`, like `docker` talks to `dockerd`), or — when none runs — by
+//! taking the profile lock and running the client service in this process. Either way the
+//! command speaks the same JSON-RPC methods, so both paths behave alike.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::{Context, Result, anyhow};
+use samizdat_core::lock::ProfileLock;
+use samizdat_core::{ClientHandle, LiveEvent, Mode, Profile};
+use serde::de::DeserializeOwned;
+use serde_json::{Value, json};
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+use tokio::net::UnixStream;
+use tokio::net::unix::{OwnedReadHalf, OwnedWriteHalf};
+
+/// The owner's socket inside the profile directory.
+pub const SOCKET: &str = "samizdat.sock";
+/// How long a command waits for another process to release the profile.
+const LOCK_WAIT: Duration = Duration::from_secs(30);
+
+pub fn socket_path(home: &Path) -> PathBuf {
+    home.join(SOCKET)
+}
+
+pub enum Backend {
+    /// This process owns the profile.
+    Local {
+        handle: ClientHandle,
+        _lock: ProfileLock,
+    },
+    /// Another process owns it; we talk through its socket.
+    Remote(RemoteClient),
+}
+
+/// The owner's socket, if one answers.
+pub async fn connect(home: &Path) -> Option<UnixStream> {
+    UnixStream::connect(socket_path(home)).await.ok()
+}
+
+/// Take the lock (waiting, bounded, with a message) and open the profile.
+pub fn open_locked(
+    home: &Path,
+    passphrase: impl FnOnce() -> Result<String>,
+) -> Result<(Profile, ProfileLock)> {
+    if !Profile::exists(home) {
+        // Say so before asking for a passphrase.
+        return Err(Profile::open(home, "unused")
+            .err()
+            .map(anyhow::Error::from)
+            .unwrap_or_else(|| anyhow!("no profile in {}", home.display())));
+    }
+    let lock = lock_waiting(home)?;
+    let profile = Profile::open(home, &passphrase()?)?;
+    Ok((profile, lock))
+}
+
+/// Take the profile lock, waiting (bounded, saying so on stderr) for another process.
+pub fn lock_waiting(home: &Path) -> Result<ProfileLock> {
+    Ok(ProfileLock::acquire(home, LOCK_WAIT, |pid| {
+        eprintln!(
+            "waiting for another samizdat process{} using this profile…",
+            pid.map(|p| format!(" (pid {p})")).unwrap_or_default()
+        );
+    })?)
+}
+
+impl Backend {
+    /// Reach the profile in `home`, through its owner if one runs.
+    pub async fn open(
+        home: &Path,
+        mode: Mode,
+        passphrase: impl FnOnce() -> Result<String>,
+    ) -> Result<Backend> {
+        if let Some(stream) = connect(home).await {
+            return Ok(Backend::Remote(RemoteClient::new(stream)));
+        }
+        let (profile, lock) = open_locked(home, passphrase)?;
+        let handle = ClientHandle::start(profile, mode)?;
+        Ok(Backend::Local {
+            handle,
+            _lock: lock,
+        })
+    }
+
+    /// Call a JSON-RPC method and read its typed result.
+    pub async fn call<T: DeserializeOwned>(&mut self, method: &str, params: Value) -> Result<T> {
+        let value = match self {
+            Backend::Local { handle, .. } => samizdat_core::rpc::call_local(handle, method, params)
+                .await
+                .map_err(|e| anyhow!("{}", e.message))?,
+            Backend::Remote(c) => c.call(method, params, |_| {}).await?,
+        };
+        serde_json::from_value(value).with_context(|| format!("reading the answer to {method}"))
+    }
+
+    /// The newest position in the durable event log.
+    pub async fn last_event(&mut self) -> Result<u64> {
+        let page: samizdat_core::EventPage = self
+            .call("get_events", json!({ "since": u64::MAX }))
+            .await?;
+        Ok(page.last)
+    }
+
+    /// Durable events logged after `since` (what an operation reported along the way).
+    pub async fn events_since(&mut self, since: u64) -> Result<Vec<samizdat_core::Event>> {
+        let page: samizdat_core::EventPage = self
+            .call("get_events", json!({ "since": since, "limit": 1000 }))
+            .await?;
+        Ok(page.events.into_iter().map(|e| e.event).collect())
+    }
+}
+
+/// A JSON-RPC connection to the owner's socket.
+pub struct RemoteClient {
+    reader: BufReader<OwnedReadHalf>,
+    writer: OwnedWriteHalf,
+    next_id: u64,
+}
+
+impl RemoteClient {
+    pub fn new(stream: UnixStream) -> RemoteClient {
+        let (r, w) = stream.into_split();
+        RemoteClient {
+            reader: BufReader::new(r),
+            writer: w,
+            next_id: 1,
+        }
+    }
+
+    /// Send a request; notifications read while waiting go to `on_note`.
+    pub async fn call(
+        &mut self,
+        method: &str,
+        params: Value,
+        mut on_note: impl FnMut(Value),
+    ) -> Result<Value> {
+        let id = self.next_id;
+        self.next_id += 1;
+        let req = json!({ "jsonrpc": "2.0", "id": id, "method": method, "params": params });
+        let mut line = req.to_string();
+        line.push('\n');
+        self.writer
+            .write_all(line.as_bytes())
+            .await
+            .context("writing to the samizdat service")?;
+        loop {
+            let msg = self.next_message().await?;
+            if msg.get("id").and_then(Value::as_u64) == Some(id) {
+                if let Some(err) = msg.get("error") {
+                    let message = err
+                        .get("message")
+                        .and_then(Value::as_str)
+                        .unwrap_or("error");
+                    return Err(anyhow!("{message}"));
+                }
+                return Ok(msg.get("result").cloned().unwrap_or(Value::Null));
+            }
+            if msg.get("method").is_some() {
+                on_note(msg);
+            }
+        }
+    }
+
+    /// The next line from the service, parsed.
+    pub async fn next_message(&mut self) -> Result<Value> {
+        let mut line = String::new();
+        let n = self
+            .reader
+            .read_line(&mut line)
+            .await
+            .context("reading from the samizdat service")?;
+        if n == 0 {
+            return Err(anyhow!("the samizdat service closed the connection"));
+        }
+        serde_json::from_str(&line).context("the samizdat service sent an unreadable line")
+    }
+
+    /// The next `event` notification.
+    pub async fn next_event(&mut self) -> Result<LiveEvent> {
+        loop {
+            let msg = self.next_message().await?;
+            if msg.get("method").and_then(Value::as_str) == Some("event")
+                && let Some(params) = msg.get("params")
+                && let Ok(e) = serde_json::from_value::<LiveEvent>(params.clone())
+            {
+                return Ok(e);
+            }
+        }
+    }
+}
+
+/// The owner's socket, served while this process owns the profile; removed on drop.
+pub struct SocketServer {
+    path: PathBuf,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for SocketServer {
+    fn drop(&mut self) {
+        self.task.abort();
+        let _ = std::fs::remove_file(&self.path);
+    }
+}
+
+/// Serve JSON-RPC on the profile's socket (mode 0600). Call only while holding the lock: any
+/// socket file found is then stale (left by a crash) and is replaced.
+pub fn serve_socket(home: &Path, handle: ClientHandle) -> Result<SocketServer> {
+    use std::os::unix::fs::PermissionsExt;
+    let path = socket_path(home);
+    if path.exists() {
+        std::fs::remove_file(&path)
+            .with_context(|| format!("removing the stale socket {}", path.display()))?;
+    }
+    let listener = tokio::net::UnixListener::bind(&path)
+        .with_context(|| format!("cannot listen on {}", path.display()))?;
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600))?;
+    let task = tokio::spawn(async move {
+        loop {
+            let Ok((stream, _)) = listener.accept().await else {
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                continue;
+            };
+            let handle = handle.clone();
+            tokio::spawn(async move {
+                let (r, w) = stream.into_split();
+                samizdat_core::rpc::serve_connection(handle, BufReader::new(r), w).await;
+            });
+        }
+    });
+    Ok(SocketServer { path, task })
+}

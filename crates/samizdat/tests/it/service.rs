@@ -1,0 +1,802 @@
+//! The client as a long-running service: `serve` and its socket, the profile lock,
+//! `samizdat rpc` (JSON-RPC 2.0), the durable event log and the echo bot — all over the real
+//! binary and a real relay.
+
+use std::collections::{HashMap, HashSet};
+use std::io::{BufRead, BufReader, Write};
+use std::process::{Child, ChildStdin, Command, Stdio};
+use std::sync::mpsc;
+use std::time::Duration;
+
+use serde_json::{Value, json};
+
+use crate::harness::{self, Person, RelayProc, World};
+
+/// Long enough for a slow, loaded machine; a hang fails instead of blocking the suite.
+const WAIT: Duration = Duration::from_secs(60);
+
+/// `samizdat serve` for one person, stopped (SIGKILL) on drop.
+struct Serve {
+    child: Child,
+}
+
+impl Serve {
+    fn start(p: &Person) -> Serve {
+        let mut child = p
+            .cmd(&["serve"])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("start serve");
+        let mut line = String::new();
+        BufReader::new(child.stdout.take().expect("stdout"))
+            .read_line(&mut line)
+            .expect("serve prints a line");
+        assert!(line.starts_with("serving "), "serve said {line:?}");
+        Serve { child }
+    }
+
+    fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// SIGTERM: a clean stop.
+    fn terminate(&mut self) {
+        let _ = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status();
+        let status = self.child.wait().expect("wait");
+        assert!(status.success(), "serve exit status on SIGTERM: {status}");
+    }
+}
+
+impl Drop for Serve {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// `samizdat rpc` as a child process, one JSON-RPC line at a time.
+struct Rpc {
+    child: Child,
+    stdin: Option<ChildStdin>,
+    lines: mpsc::Receiver<String>,
+    next_id: u64,
+    /// Notifications read while waiting for answers.
+    notes: Vec<Value>,
+}
+
+impl Rpc {
+    fn start(p: &Person) -> Rpc {
+        let mut child = p
+            .cmd(&["rpc"])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("start rpc");
+        let stdin = child.stdin.take();
+        let stdout = child.stdout.take().expect("stdout");
+        let (tx, rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines() {
+                let Ok(line) = line else { break };
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        Rpc {
+            child,
+            stdin,
+            lines: rx,
+            next_id: 1,
+            notes: Vec::new(),
+        }
+    }
+
+    fn send_line(&mut self, line: &str) {
+        let stdin = self.stdin.as_mut().expect("stdin open");
+        stdin.write_all(line.as_bytes()).expect("write");
+        stdin.write_all(b"\n").expect("write");
+        stdin.flush().expect("flush");
+    }
+
+    fn next_line(&mut self) -> Value {
+        let line = self
+            .lines
+            .recv_timeout(WAIT)
+            .expect("an answer from samizdat rpc in time");
+        serde_json::from_str(&line).unwrap_or_else(|e| panic!("not JSON ({e}): {line}"))
+    }
+
+    /// The answer with this id (notifications are kept in `notes`).
+    fn answer(&mut self, id: &Value) -> Value {
+        loop {
+            let msg = self.next_line();
+            if msg.get("id") == Some(id) && msg.get("method").is_none() {
+                return msg;
+            }
+            self.notes.push(msg);
+        }
+    }
+
+    fn request(&mut self, method: &str, params: Value) -> Value {
+        let id = json!(self.next_id);
+        self.next_id += 1;
+        let req = json!({ "jsonrpc": "2.0", "id": id, "method": method, "params": params });
+        self.send_line(&req.to_string());
+        let answer = self.answer(&id);
+        assert_eq!(answer["jsonrpc"], "2.0", "{answer}");
+        answer
+    }
+
+    fn call(&mut self, method: &str, params: Value) -> Value {
+        let answer = self.request(method, params.clone());
+        assert!(
+            answer.get("error").is_none(),
+            "{method} {params} failed: {answer}"
+        );
+        answer["result"].clone()
+    }
+
+    fn error_code(&mut self, method: &str, params: Value) -> i64 {
+        let answer = self.request(method, params);
+        answer["error"]["code"]
+            .as_i64()
+            .unwrap_or_else(|| panic!("expected an error: {answer}"))
+    }
+
+    /// Durable events after `since`, waiting up to `ms` for the first.
+    fn events(&mut self, since: u64, ms: u64) -> (Vec<Value>, u64) {
+        let page = self.call("get_events", json!({ "since": since, "timeout_ms": ms }));
+        let events = page["events"].as_array().cloned().unwrap_or_default();
+        let last = events
+            .last()
+            .and_then(|e| e["seq"].as_u64())
+            .unwrap_or(since);
+        (events, last)
+    }
+
+    /// Close stdin and wait for a clean exit.
+    fn finish(mut self) {
+        drop(self.stdin.take());
+        let status = self.child.wait().expect("wait rpc");
+        assert!(status.success(), "rpc exit status: {status}");
+    }
+}
+
+impl Drop for Rpc {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn messages(events: &[Value]) -> Vec<&Value> {
+    events.iter().filter(|e| e["event"] == "message").collect()
+}
+
+#[test]
+fn the_profile_has_one_owner_and_a_stale_socket_is_replaced() {
+    let mut w = World::new();
+    let [alice, bob] = w.people(["alice", "bob"]);
+    w.connect(&alice, &bob);
+    let mut serve = Serve::start(&alice);
+    let socket = alice.home.join("samizdat.sock");
+    use std::os::unix::fs::PermissionsExt;
+    let mode = std::fs::metadata(&socket)
+        .expect("socket")
+        .permissions()
+        .mode();
+    assert_eq!(mode & 0o777, 0o600, "socket mode {mode:o}");
+    let home_mode = std::fs::metadata(&alice.home)
+        .expect("home")
+        .permissions()
+        .mode();
+    assert_eq!(home_mode & 0o077, 0, "profile directory mode {home_mode:o}");
+
+    // A second owner is refused at once, naming the first.
+    let err = alice.fails(&["serve"]);
+    assert!(
+        err.contains(&format!(
+            "in use by another samizdat process (pid {})",
+            serve.pid()
+        )),
+        "{err}"
+    );
+    // Other commands go through the socket — no passphrase needed there.
+    let out = alice
+        .cmd(&["whoami"])
+        .env_remove("SAMIZDAT_PASSPHRASE")
+        .output()
+        .expect("whoami");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).contains(&alice.display));
+
+    // SIGKILL leaves the socket file behind: commands notice nobody answers and take the
+    // (kernel-released) lock themselves; a new serve replaces the stale file.
+    serve.kill();
+    assert!(socket.exists(), "the stale socket stays after SIGKILL");
+    let t = w.text("after the crash");
+    alice.ok(&["send", &bob.display, &t]);
+    let mut serve = Serve::start(&alice);
+    let t2 = w.text("through the new service");
+    alice.ok(&["send", &bob.display, &t2]);
+    serve.terminate();
+    assert!(!socket.exists(), "a clean stop removes the socket");
+    bob.ok(&["sync"]);
+    assert_eq!(bob.texts("alice"), vec![t, t2]);
+}
+
+/// `listen` in one process and `send` in others on the same profile, both ways at once,
+/// through two `serve` processes: nothing lost, nothing doubled, and the conversation still
+/// works afterwards.
+#[test]
+fn listen_and_send_concurrently_through_serve() {
+    const N: usize = 50;
+    let mut w = World::new();
+    let [alice, bob] = w.people(["alice", "bob"]);
+    w.connect(&alice, &bob);
+    let _a = Serve::start(&alice);
+    let _b = Serve::start(&bob);
+    let listener = |p: &Person| {
+        p.cmd(&[
+            "listen",
+            "--json",
+            "--count",
+            &N.to_string(),
+            "--timeout",
+            "240",
+        ])
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("listen")
+    };
+    let alice_listens = listener(&alice);
+    let bob_listens = listener(&bob);
+    std::thread::sleep(Duration::from_millis(500));
+    let a_texts: Vec<String> = (0..N).map(|i| w.text(&format!("a{i}"))).collect();
+    let b_texts: Vec<String> = (0..N).map(|i| w.text(&format!("b{i}"))).collect();
+    std::thread::scope(|s| {
+        s.spawn(|| {
+            for t in &a_texts {
+                alice.ok(&["send", &bob.display, t]);
+            }
+        });
+        s.spawn(|| {
+            for t in &b_texts {
+                bob.ok(&["send", "alice", t]);
+            }
+        });
+    });
+    let shown = |child: Child| -> Vec<String> {
+        let out = child.wait_with_output().expect("listen output");
+        assert!(out.status.success());
+        String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+            .filter(|v| v["event"] == "message")
+            .map(|v| v["text"].as_str().expect("text").to_string())
+            .collect()
+    };
+    assert_eq!(shown(alice_listens), b_texts, "alice's listener");
+    assert_eq!(shown(bob_listens), a_texts, "bob's listener");
+    // Both histories hold all 100, each once, and agree on one order.
+    let a_hist = alice.texts(&bob.display);
+    let b_hist = bob.texts("alice");
+    assert_eq!(a_hist.len(), 2 * N, "{a_hist:?}");
+    assert_eq!(a_hist.iter().collect::<HashSet<_>>().len(), 2 * N);
+    assert_eq!(a_hist, b_hist, "one order for both");
+    // Still working afterwards.
+    let last = w.text("still fine");
+    alice.ok(&["send", &bob.display, &last]);
+    bob.ok(&["sync"]);
+    assert_eq!(bob.texts("alice").last(), Some(&last));
+}
+
+/// One scenario that makes the core report every durable event kind, read back with
+/// `get_events`; live events (relay connection, progress) arrive as notifications.
+#[test]
+fn every_event_kind_is_reported() {
+    let mut w = World::new();
+    // A relay whose group logs fill up, so that one refusal is real.
+    let data = w.dir.path().join("small-relay");
+    let config = w.dir.path().join("small.toml");
+    std::fs::write(&config, "[limits]\nmax_group_bytes = 100000\n").expect("config");
+    w.relay = RelayProc::start_with_config(&data, "127.0.0.1:0", &config);
+    let [bob, alice, carol, mallory] = w.people(["bob", "alice", "carol", "mallory"]);
+    let mut rpc = Rpc::start(&bob);
+    let sub = rpc.call("subscribe", json!({}));
+    let mut since = sub["last"].as_u64().expect("last");
+
+    // new_contact, joined (alice accepts bob's invite; carol too).
+    let link = rpc.call("invite_create", json!({ "reusable": false }))["link"]
+        .as_str()
+        .expect("link")
+        .to_string();
+    alice.ok(&["accept", &link, "--name", "bob"]);
+    let link2 = rpc.call("invite_create", json!({ "reusable": true, "hours": 1 }))["link"]
+        .as_str()
+        .expect("link")
+        .to_string();
+    carol.ok(&["accept", &link2, "--name", "bob"]);
+    let mut seen: Vec<Value> = Vec::new();
+    let wait_for = |rpc: &mut Rpc, kind: &str, since: &mut u64, seen: &mut Vec<Value>| {
+        for _ in 0..40 {
+            if seen.iter().any(|e| e["event"] == kind) {
+                return;
+            }
+            let (events, last) = rpc.events(*since, 1500);
+            *since = last;
+            seen.extend(events);
+        }
+        panic!("no {kind} event; saw {seen:?}");
+    };
+    wait_for(&mut rpc, "new_contact", &mut since, &mut seen);
+    wait_for(&mut rpc, "joined", &mut since, &mut seen);
+    // message (alice writes), message_queued and message_delivered (bob writes).
+    let t = w.text("hello bob");
+    alice.ok(&["send", "bob", &t]);
+    wait_for(&mut rpc, "message", &mut since, &mut seen);
+    let contacts = rpc.call("contacts", json!({}));
+    let alice_alias = contacts
+        .as_array()
+        .and_then(|c| {
+            c.iter()
+                .find(|c| c["display_name"] == alice.display.as_str())
+        })
+        .map(|c| c["alias"].as_str().expect("alias").to_string())
+        .expect("alice is a contact");
+    let carol_alias = contacts
+        .as_array()
+        .and_then(|c| {
+            c.iter()
+                .find(|c| c["display_name"] == carol.display.as_str())
+        })
+        .map(|c| c["alias"].as_str().expect("alias").to_string())
+        .expect("carol is a contact");
+    let sent = rpc.call("send", json!({ "target": alice_alias, "text": "hi alice" }));
+    assert!(sent["message_id"].is_string());
+    wait_for(&mut rpc, "message_queued", &mut since, &mut seen);
+    wait_for(&mut rpc, "message_delivered", &mut since, &mut seen);
+    // A group: member_added; alice names it (group_named on her side is tested elsewhere).
+    let created = rpc.call("group_create", json!({ "group": "friends" }));
+    let gid = created["conversation_id"].as_str().expect("id").to_string();
+    rpc.call(
+        "group_add",
+        json!({ "group": "friends", "contacts": [alice_alias, carol_alias] }),
+    );
+    wait_for(&mut rpc, "member_added", &mut since, &mut seen);
+    // carol leaves: member_left; bob's service commits her removal.
+    carol.ok(&["sync"]);
+    carol.ok(&["group", "leave", "friends"]);
+    wait_for(&mut rpc, "member_left", &mut since, &mut seen);
+    // bob removes alice: member_removed.
+    rpc.call(
+        "group_remove",
+        json!({ "group": "friends", "contact": alice_alias }),
+    );
+    wait_for(&mut rpc, "member_removed", &mut since, &mut seen);
+    // message_failed: a message bigger than what the relay still takes for this group.
+    let big = "x".repeat(16_000);
+    for _ in 0..10 {
+        let answer = rpc.request("send", json!({ "conversation_id": gid, "text": big }));
+        if answer.get("error").is_some() {
+            break;
+        }
+    }
+    wait_for(&mut rpc, "message_failed", &mut since, &mut seen);
+    let failed = seen
+        .iter()
+        .find(|e| e["event"] == "message_failed")
+        .expect("failed");
+    assert!(
+        failed["reason"]
+            .as_str()
+            .expect("reason")
+            .contains("storage"),
+        "{failed}"
+    );
+    // invitation_pending: a stranger reuses bob's used single-use link.
+    mallory.ok(&["accept", &link, "--name", "bob"]);
+    wait_for(&mut rpc, "invitation_pending", &mut since, &mut seen);
+    // group_named and removed, on alice's side, where a CLI sync reports them.
+    let synced = alice.ok(&["sync", "--json"]);
+    let alice_events: Vec<Value> = synced
+        .lines()
+        .filter_map(|l| serde_json::from_str(l).ok())
+        .collect();
+    for kind in ["joined", "group_named", "member_left", "removed"] {
+        assert!(
+            alice_events.iter().any(|e| e["event"] == kind),
+            "alice saw no {kind}: {synced}"
+        );
+    }
+    // notice: bob accepts the stranger's group, whose introduction reuses a used
+    // single-use invite — refused, and said so.
+    let pending = seen
+        .iter()
+        .find(|e| e["event"] == "invitation_pending")
+        .expect("pending");
+    rpc.call("invitation_accept", json!({ "id": pending["id"] }));
+    wait_for(&mut rpc, "notice", &mut since, &mut seen);
+    let notice = seen
+        .iter()
+        .find(|e| e["event"] == "notice")
+        .expect("notice");
+    assert!(
+        notice["text"]
+            .as_str()
+            .expect("text")
+            .contains("single-use"),
+        "{notice}"
+    );
+    // relay: the connection goes down and comes back.
+    let relay_data = w.relay.data.clone();
+    let addr = w.relay.addr.clone();
+    w.relay.kill();
+    let mut relay_states = HashSet::new();
+    let deadline = std::time::Instant::now() + WAIT;
+    while !relay_states.contains("retrying") && std::time::Instant::now() < deadline {
+        let msg = rpc.next_line();
+        if msg["method"] == "event" && msg["params"]["event"] == "relay" {
+            relay_states.insert(msg["params"]["state"].as_str().expect("state").to_string());
+        }
+        rpc.notes.push(msg);
+    }
+    w.relay = RelayProc::start_with_config(&relay_data, &addr, &config);
+    while !relay_states.contains("up") && std::time::Instant::now() < deadline {
+        let msg = rpc.next_line();
+        if msg["method"] == "event" && msg["params"]["event"] == "relay" {
+            relay_states.insert(msg["params"]["state"].as_str().expect("state").to_string());
+        }
+        rpc.notes.push(msg);
+    }
+    assert!(
+        relay_states.contains("retrying") && relay_states.contains("up"),
+        "{relay_states:?}"
+    );
+    // Every durable event was also pushed as a notification, with the same seq, once.
+    let pushed: Vec<u64> = rpc
+        .notes
+        .iter()
+        .filter(|n| n["method"] == "event")
+        .filter_map(|n| n["params"]["seq"].as_u64())
+        .collect();
+    let unique: HashSet<&u64> = pushed.iter().collect();
+    assert_eq!(
+        unique.len(),
+        pushed.len(),
+        "a durable event was pushed twice: {:?}",
+        rpc.notes
+    );
+    for e in &seen {
+        let seq = e["seq"].as_u64().expect("seq");
+        assert!(unique.contains(&seq), "event {e} was logged but not pushed");
+    }
+    rpc.finish();
+}
+
+/// A long catch-up reports its progress; a bot that was not running reads what arrived with
+/// `get_events`, after a restart, with nothing twice.
+#[test]
+fn get_events_after_a_restart_returns_what_arrived_meanwhile() {
+    let mut w = World::new();
+    let [alice, bob] = w.people(["alice", "bob"]);
+    w.connect(&alice, &bob);
+    let mut rpc = Rpc::start(&alice);
+    let (_, mut since) = rpc.events(0, 0);
+    let page = rpc.call("get_events", json!({ "since": since }));
+    since = since.max(page["last"].as_u64().expect("last"));
+    rpc.finish();
+
+    // 120 messages while nobody listens: more than one page of the log.
+    let mut b = Rpc::start(&bob);
+    let texts: Vec<String> = (0..120).map(|i| w.text(&format!("offline {i}"))).collect();
+    for t in &texts {
+        b.call("send", json!({ "target": "alice", "text": t }));
+    }
+    b.finish();
+
+    let mut rpc = Rpc::start(&alice);
+    rpc.call("subscribe", json!({}));
+    let mut got: Vec<Value> = Vec::new();
+    for _ in 0..40 {
+        let (events, last) = rpc.events(since, 2000);
+        since = last;
+        got.extend(events);
+        if messages(&got).len() >= texts.len() {
+            break;
+        }
+    }
+    let shown: Vec<&str> = messages(&got)
+        .iter()
+        .map(|m| m["text"].as_str().expect("text"))
+        .collect();
+    assert_eq!(shown, texts.iter().map(String::as_str).collect::<Vec<_>>());
+    let progress = got.iter().filter(|e| e["event"] == "sync_progress").count();
+    assert!(progress >= 1, "no sync_progress for a 120-entry catch-up");
+    // Nothing more, and asking again from the start gives the same messages, once.
+    let (again, _) = rpc.events(since, 0);
+    assert!(messages(&again).is_empty());
+    let (all, _) = rpc.events(0, 0);
+    assert_eq!(messages(&all).len(), texts.len());
+    rpc.finish();
+}
+
+#[test]
+fn json_rpc_errors_are_typed_and_the_connection_survives() {
+    let mut w = World::new();
+    let [alice, bob] = w.people(["alice", "bob"]);
+    w.connect(&alice, &bob);
+    let mut rpc = Rpc::start(&alice);
+    // Parse error, invalid request, unknown method, bad params, core errors.
+    rpc.send_line("{not json");
+    let a = rpc.next_line();
+    assert_eq!(a["error"]["code"], -32700, "{a}");
+    assert_eq!(a["id"], Value::Null);
+    rpc.send_line(r#"{"jsonrpc":"1.0","id":7,"method":"whoami"}"#);
+    assert_eq!(rpc.answer(&json!(7))["error"]["code"], -32600);
+    rpc.send_line(r#"{"jsonrpc":"2.0","id":{"x":1},"method":"whoami"}"#);
+    assert_eq!(rpc.next_line()["error"]["code"], -32600);
+    assert_eq!(rpc.error_code("no_such_method", json!({})), -32601);
+    assert_eq!(
+        rpc.error_code("send", json!({ "target": bob.display })),
+        -32602
+    );
+    assert_eq!(rpc.error_code("send", json!([1, 2])), -32602);
+    assert_eq!(
+        rpc.error_code(
+            "send",
+            json!({ "target": bob.display, "text": "x", "extra": 1 })
+        ),
+        -32602
+    );
+    assert_eq!(
+        rpc.error_code(
+            "send",
+            json!({ "target": bob.display, "conversation_id": "x", "text": "x" })
+        ),
+        -32000
+    );
+    let nf = rpc.request("send", json!({ "target": "nobody", "text": "x" }));
+    assert_eq!(nf["error"]["code"], -32001, "{nf}");
+    assert_eq!(nf["error"]["data"]["kind"], "not_found");
+    assert_eq!(
+        rpc.error_code("send", json!({ "target": bob.display, "text": "" })),
+        -32000
+    );
+    assert_eq!(
+        rpc.error_code("invitation_accept", json!({ "id": 99 })),
+        -32001
+    );
+    // A line over the bound (1 MiB) is refused whole; the next line is served.
+    let huge = format!(
+        r#"{{"jsonrpc":"2.0","id":8,"method":"send","params":{{"target":"{}","text":"{}"}}}}"#,
+        bob.display,
+        "y".repeat(2 << 20)
+    );
+    rpc.send_line(&huge);
+    let a = rpc.next_line();
+    assert_eq!(a["error"]["code"], -32600, "{a}");
+    assert!(
+        a["error"]["message"]
+            .as_str()
+            .expect("message")
+            .contains("longer than")
+    );
+    // A notification gets no answer; a batch gets one array.
+    rpc.send_line(r#"{"jsonrpc":"2.0","method":"whoami"}"#);
+    rpc.send_line(
+        r#"[{"jsonrpc":"2.0","id":"a","method":"whoami"},{"jsonrpc":"2.0","id":"b","method":"nope"}]"#,
+    );
+    let batch = rpc.next_line();
+    let batch = batch.as_array().expect("a batch answer");
+    assert_eq!(batch.len(), 2);
+    assert_eq!(batch[0]["result"]["name"], alice.display.as_str());
+    assert_eq!(batch[1]["error"]["code"], -32601);
+    // rpc.discover: generated OpenRPC naming every method of the issue.
+    let doc = rpc.call("rpc.discover", json!({}));
+    let names: HashSet<&str> = doc["methods"]
+        .as_array()
+        .expect("methods")
+        .iter()
+        .filter_map(|m| m["name"].as_str())
+        .collect();
+    for m in [
+        "whoami",
+        "invite_create",
+        "invite_accept",
+        "contacts",
+        "conversations",
+        "send",
+        "history",
+        "group_create",
+        "group_add",
+        "group_remove",
+        "group_leave",
+        "group_members",
+        "safety_number",
+        "invitations",
+        "invitation_accept",
+        "invitation_decline",
+        "subscribe",
+        "get_events",
+    ] {
+        assert!(names.contains(m), "rpc.discover lacks {m}");
+    }
+    let printed = alice.ok(&["rpc", "--openrpc"]);
+    assert_eq!(
+        serde_json::from_str::<Value>(&printed).expect("json"),
+        doc,
+        "rpc --openrpc and rpc.discover differ"
+    );
+    // Still serving after all that.
+    let sent = rpc.call(
+        "send",
+        json!({ "target": bob.display, "text": "after the errors" }),
+    );
+    assert!(sent["message_id"].is_string());
+    rpc.finish();
+}
+
+/// A client that disconnects mid-call loses nothing: the message is sent all the same.
+#[test]
+fn a_client_that_disconnects_mid_call_loses_nothing() {
+    let mut w = World::new();
+    let [alice, bob] = w.people(["alice", "bob"]);
+    w.connect(&alice, &bob);
+    let _serve = Serve::start(&alice);
+    let t = w.text("sent by a client that left");
+    let mut gone = Rpc::start(&alice);
+    gone.send_line(
+        &json!({ "jsonrpc": "2.0", "id": 1, "method": "send", "params": { "target": bob.display, "text": t } })
+            .to_string(),
+    );
+    drop(gone); // SIGKILL of the client process, mid-call
+    let mut rpc = Rpc::start(&alice);
+    let mut delivered = false;
+    for _ in 0..40 {
+        let hist = rpc.call("history", json!({ "target": bob.display }));
+        if hist.as_array().is_some_and(|h| {
+            h.iter()
+                .any(|m| m["text"] == t.as_str() && m["delivered"] == true)
+        }) {
+            delivered = true;
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(250));
+    }
+    // Either the call was never read (then nothing was stored) or it completed.
+    let hist = alice.texts(&bob.display);
+    if delivered {
+        bob.ok(&["sync"]);
+        assert_eq!(bob.texts("alice"), vec![t]);
+    } else {
+        assert!(!hist.contains(&t), "stored but not delivered: {hist:?}");
+    }
+    rpc.finish();
+}
+
+/// SIGKILL of `serve` mid-traffic, on both sides, again and again: every acknowledged message
+/// arrives, nothing is shown twice after the restarts, the event log has each message once.
+#[test]
+fn sigkill_of_serve_mid_traffic_loses_nothing() {
+    let mut w = World::new();
+    let [alice, bob] = w.people(["alice", "bob"]);
+    w.connect(&alice, &bob);
+    let mut acked = Vec::new();
+    let mut alice_serve = Serve::start(&alice);
+    for round in 0..4 {
+        let mut bob_serve = Serve::start(&bob);
+        let texts: Vec<String> = (0..8).map(|i| w.text(&format!("r{round} m{i}"))).collect();
+        let killer_pid = if round % 2 == 0 {
+            bob_serve.pid()
+        } else {
+            alice_serve.pid()
+        };
+        std::thread::scope(|s| {
+            s.spawn(|| {
+                std::thread::sleep(Duration::from_millis(150 + 100 * round as u64));
+                let _ = Command::new("kill")
+                    .args(["-KILL", &killer_pid.to_string()])
+                    .status();
+            });
+            for t in &texts {
+                let out = bob.run(&["send", "alice", t]);
+                if out.status.success() {
+                    acked.push(t.clone());
+                }
+            }
+        });
+        bob_serve.kill();
+        alice_serve.kill();
+        alice_serve = Serve::start(&alice);
+    }
+    drop(alice_serve);
+    bob.ok(&["sync"]); // flushes what is queued
+    alice.ok(&["sync"]);
+    let hist = alice.texts(&bob.display);
+    let unique: HashSet<&String> = hist.iter().collect();
+    assert_eq!(
+        unique.len(),
+        hist.len(),
+        "a message is shown twice: {hist:?}"
+    );
+    for t in &acked {
+        assert!(hist.contains(t), "acknowledged {t:?} is missing");
+    }
+    assert!(
+        acked.len() >= 16,
+        "too few sends succeeded: {}",
+        acked.len()
+    );
+    // The event log reports each message once.
+    let mut rpc = Rpc::start(&alice);
+    let (events, _) = rpc.events(0, 0);
+    let mut count: HashMap<String, usize> = HashMap::new();
+    for m in messages(&events) {
+        *count
+            .entry(m["id"].as_str().expect("id").to_string())
+            .or_default() += 1;
+    }
+    assert!(count.values().all(|&n| n == 1), "{count:?}");
+    assert_eq!(count.len(), hist.len());
+    rpc.finish();
+}
+
+/// examples/echo-bot.py (Python standard library only) answers every message.
+#[test]
+fn the_echo_bot_answers_against_a_real_relay() {
+    let mut w = World::new();
+    let [bot, alice] = w.people(["bot", "alice"]);
+    w.connect(&bot, &alice);
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/../../examples/echo-bot.py");
+    let mut child = Command::new("python3")
+        .arg(script)
+        .env("SAMIZDAT_BIN", harness::BIN)
+        .env("SAMIZDAT_HOME", &bot.home)
+        .env("SAMIZDAT_PASSPHRASE", harness::PASSPHRASE)
+        .env("SAMIZDAT_LOG", "error")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("python3 examples/echo-bot.py");
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().expect("stdout"))
+        .read_line(&mut line)
+        .expect("the bot says it is ready");
+    assert!(line.contains("ready"), "{line}");
+    let texts: Vec<String> = (0..3).map(|i| w.text(&format!("ping {i}"))).collect();
+    for t in &texts {
+        alice.ok(&["send", "bot", t]);
+    }
+    let want: Vec<String> = texts.iter().map(|t| format!("echo: {t}")).collect();
+    let mut got = Vec::new();
+    for _ in 0..120 {
+        alice.ok(&["sync"]);
+        got = alice
+            .history("bot")
+            .iter()
+            .filter(|m| m["outgoing"] == false)
+            .map(|m| m["text"].as_str().expect("text").to_string())
+            .collect();
+        if got.len() >= want.len() {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    assert_eq!(got, want);
+}
