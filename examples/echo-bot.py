@@ -15,6 +15,7 @@ Environment: SAMIZDAT_BIN (default: `samizdat` on PATH), SAMIZDAT_HOME, SAMIZDAT
 
 import json
 import os
+import signal
 import subprocess
 import sys
 
@@ -48,6 +49,15 @@ def main():
     home = os.environ.get("SAMIZDAT_HOME")
     binary = os.environ.get("SAMIZDAT_BIN", "samizdat")
     rpc = Rpc([binary, "rpc"])
+    try:
+        serve(rpc, home)
+    finally:
+        # Closing its input stops `samizdat rpc` cleanly (it answers what was asked first).
+        rpc.proc.stdin.close()
+        rpc.proc.wait(timeout=60)
+
+
+def serve(rpc, home):
     cursor_file = os.path.join(home, "echo-bot.cursor") if home else None
     if cursor_file and os.path.exists(cursor_file):
         with open(cursor_file) as f:
@@ -75,7 +85,12 @@ def main():
                 os.replace(cursor_file + ".tmp", cursor_file)
 
 
+def stop(_signum, _frame):
+    raise KeyboardInterrupt
+
+
 if __name__ == "__main__":
+    signal.signal(signal.SIGTERM, stop)
     try:
         main()
     except KeyboardInterrupt:

@@ -276,6 +276,8 @@ pub struct Session {
     handle: ClientHandle,
     out: mpsc::Sender<String>,
     subscription: Mutex<Option<tokio::task::JoinHandle<()>>>,
+    /// Set when the client's input ended: waits stop early (answers are still written).
+    closed: tokio::sync::watch::Receiver<bool>,
 }
 
 impl Drop for Session {
@@ -632,19 +634,28 @@ async fn unsubscribe(s: &Session, _: NoParams) -> RpcResult<Done> {
 async fn get_events(s: &Session, a: GetEventsParams) -> RpcResult<EventPage> {
     let limit = a.limit.unwrap_or(1000).clamp(1, 1000);
     let wait = Duration::from_millis(a.timeout_ms.min(MAX_WAIT_MS));
-    s.handle
-        .get_events(a.since, limit, wait)
-        .await
-        .map_err(RpcError::from)
+    let mut closed = s.closed.clone();
+    let waited = tokio::select! {
+        page = s.handle.get_events(a.since, limit, wait) => Some(page),
+        // Nobody will wait for more: answer with what there is now.
+        _ = closed.wait_for(|c| *c) => None,
+    };
+    let page = match waited {
+        Some(page) => page,
+        None => s.handle.get_events(a.since, limit, Duration::ZERO).await,
+    };
+    page.map_err(RpcError::from)
 }
 
 /// Call one method in-process (the CLI when it owns the profile). No notifications.
 pub async fn call_local(handle: &ClientHandle, method: &str, params: Value) -> RpcResult<Value> {
     let (out, _rx) = mpsc::channel(1);
+    let (_closed_tx, closed) = tokio::sync::watch::channel(false);
     let s = Session {
         handle: handle.clone(),
         out,
         subscription: Mutex::new(None),
+        closed,
     };
     dispatch(&s, method, params).await
 }
@@ -765,10 +776,12 @@ where
             }
         }
     });
+    let (closed_tx, closed) = tokio::sync::watch::channel(false);
     let session = Arc::new(Session {
         handle,
         out: out_tx.clone(),
         subscription: Mutex::new(None),
+        closed,
     });
     let in_flight = Arc::new(Semaphore::new(MAX_IN_FLIGHT));
     let mut reader = reader;
@@ -807,7 +820,8 @@ where
             }
         }
     }
-    // The input ended: finish what was asked, then stop writing.
+    // The input ended: finish what was asked (without waiting for events), then stop writing.
+    let _ = closed_tx.send(true);
     while tasks.join_next().await.is_some() {}
     if let Some(t) = session.subscription.lock().await.take() {
         t.abort();

@@ -796,7 +796,11 @@ fn the_echo_bot_answers_against_a_real_relay() {
         }
         std::thread::sleep(Duration::from_millis(500));
     }
-    let _ = child.kill();
-    let _ = child.wait();
+    // SIGTERM: the bot closes `samizdat rpc`'s input and waits for it to finish.
+    let _ = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status();
+    let status = child.wait().expect("wait for the bot");
+    assert!(status.success(), "bot exit status: {status}");
     assert_eq!(got, want);
 }
