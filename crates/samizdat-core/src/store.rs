@@ -95,7 +95,7 @@ impl Db {
     pub fn setting(&self, key: &str) -> Result<Vec<u8>> {
         self.get_setting(key)?.ok_or_else(|| {
             Error::Storage(format!(
-                "profile is missing its {key}; was `samizdat init` interrupted?"
+                "profile is missing its {key}; was its creation interrupted?"
             ))
         })
     }

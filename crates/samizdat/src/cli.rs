@@ -298,6 +298,8 @@ fn with_hint(e: anyhow::Error) -> anyhow::Error {
         anyhow!("{text}; see `samizdat list` and `samizdat contacts`")
     } else if text.starts_with("no contact called") {
         anyhow!("{text}; see `samizdat contacts`")
+    } else if text.starts_with("no profile in") {
+        anyhow!("{text}; create one with `samizdat init --relay URL --name NAME`")
     } else {
         e
     }
@@ -460,7 +462,7 @@ async fn run_in(home: &Path, cmd: ClientCommand) -> Result<()> {
                     println!(
                         "{:<20} {:<6} {:>3} unread  {}",
                         safe(&c.name),
-                        c.kind,
+                        c.kind.to_string(),
                         c.unread,
                         safe(&state)
                     );

@@ -1,0 +1,85 @@
+//! The rules for one decrypted payload: what each body kind changes and reports.
+
+use super::*;
+
+impl Profile {
+    /// Store the effect of one decrypted payload (inside the caller's transaction).
+    /// Returns the sender's fingerprint if it asked to leave.
+    pub(super) fn apply_payload(
+        &self,
+        conv: &mut Conv,
+        sender: &[u8; 32],
+        p: Payload,
+        seq: u64,
+        events: &mut Vec<Event>,
+    ) -> Result<Option<Vec<u8>>> {
+        let gid = conv.group_id;
+        match p.body {
+            Body::Text { text } => {
+                let inserted = self.db.conn().execute(
+                    "INSERT OR IGNORE INTO messages (id, group_id, seq, sender_fp, outgoing, body, sent_at, received_at, unread)
+                     VALUES (?1, ?2, ?3, ?4, 0, ?5, ?6, ?7, 1)",
+                    params![p.id.as_bytes(), gid.as_bytes(), seq as i64, &sender[..], text, p.sent_at as i64, now_millis() as i64],
+                )?;
+                if inserted == 1 {
+                    let e = Event::Message {
+                        conversation_id: gid.to_string(),
+                        conversation: conv.name.clone(),
+                        id: p.id.to_string(),
+                        sender: hex::encode(sender),
+                        from: self.label(&gid, sender)?,
+                        text,
+                        sent_at: p.sent_at,
+                    };
+                    self.emit(events, e)?;
+                }
+            }
+            Body::Profile { name } => {
+                let name: String = name.chars().filter(|c| !c.is_control()).take(64).collect();
+                self.db.conn().execute(
+                    "INSERT OR REPLACE INTO member_names (group_id, fingerprint, name) VALUES (?1, ?2, ?3)",
+                    params![gid.as_bytes(), &sender[..], name],
+                )?;
+                // In a 1:1 conversation the peer's own name becomes the contact's display name.
+                self.db.conn().execute(
+                    "UPDATE contacts SET display_name = ?2 WHERE fingerprint = ?1",
+                    params![&sender[..], name],
+                )?;
+            }
+            Body::GroupMeta { name } => {
+                if conv.name.starts_with("new-") && conv.kind == ConvKind::Group {
+                    let unique = self.unique_name(&name)?;
+                    self.db.conn().execute(
+                        "UPDATE conversations SET name = ?2 WHERE group_id = ?1",
+                        params![gid.as_bytes(), unique],
+                    )?;
+                    let e = Event::GroupNamed {
+                        conversation_id: gid.to_string(),
+                        conversation: unique.clone(),
+                    };
+                    self.emit(events, e)?;
+                    conv.name = unique;
+                }
+            }
+            Body::Intro {
+                name,
+                relay,
+                mailbox,
+                invite,
+            } => {
+                self.apply_intro(conv, sender, name, relay, mailbox, invite, events)?;
+            }
+            Body::Leave => {
+                let e = Event::MemberLeft {
+                    conversation_id: gid.to_string(),
+                    conversation: conv.name.clone(),
+                    member: hex::encode(sender),
+                    who: self.label(&gid, sender)?,
+                };
+                self.emit(events, e)?;
+                return Ok(Some(sender.to_vec()));
+            }
+        }
+        Ok(None)
+    }
+}

@@ -1,0 +1,290 @@
+//! Invites and contacts: making and accepting invite links, names, safety numbers, and
+//! the introduction that turns an invite's conversation into a 1:1 chat.
+
+use super::*;
+
+impl Profile {
+    /// Create an invite link valid for `ttl_secs`.
+    pub fn invite(&self, ttl_secs: u64, reusable: bool) -> Result<Invite> {
+        let invite = Invite {
+            relay: self.relay.base().to_string(),
+            mailbox: self.mailbox,
+            fp: Bytes(self.fingerprint.to_vec()),
+            id: random_id(),
+            exp: now_secs().saturating_add(ttl_secs),
+            reusable,
+        };
+        self.db.conn().execute(
+            "INSERT INTO invites (invite_id, expires_at, reusable, created_at) VALUES (?1, ?2, ?3, ?4)",
+            params![invite.id.as_bytes(), invite.exp as i64, reusable as i64, now_secs() as i64],
+        )?;
+        Ok(invite)
+    }
+
+    pub(super) fn name_taken(&self, name: &str) -> Result<bool> {
+        let n: i64 = self.db.conn().query_row(
+            "SELECT (SELECT COUNT(*) FROM contacts WHERE alias = ?1) + (SELECT COUNT(*) FROM conversations WHERE name = ?1)",
+            params![name],
+            |r| r.get(0),
+        )?;
+        Ok(n > 0)
+    }
+
+    pub(super) fn unique_name(&self, wanted: &str) -> Result<String> {
+        let base: String = wanted
+            .chars()
+            .filter(|c| !c.is_control())
+            .take(64)
+            .collect();
+        let base = if base.trim().is_empty() {
+            "someone".to_string()
+        } else {
+            base.trim().to_string()
+        };
+        if !self.name_taken(&base)? {
+            return Ok(base);
+        }
+        for i in 2.. {
+            let candidate = format!("{base}-{i}");
+            if !self.name_taken(&candidate)? {
+                return Ok(candidate);
+            }
+        }
+        unreachable!("an unbounded counter always finds a free name")
+    }
+
+    pub(super) fn check_new_name(&self, name: &str, what: &str) -> Result<()> {
+        if name.trim().is_empty() || name.chars().count() > 64 || name.chars().any(char::is_control)
+        {
+            return Err(Error::Usage(format!(
+                "{what} must be 1 to 64 printable characters"
+            )));
+        }
+        if self.name_taken(name)? {
+            return Err(Error::Usage(format!(
+                "the name {name:?} is already used by a contact or conversation"
+            )));
+        }
+        Ok(())
+    }
+
+    /// Accept an invite: claim and verify the inviter's KeyPackage, create the 1:1
+    /// conversation on the inviter's relay, and introduce ourselves.
+    pub async fn accept(&mut self, link: &str, alias: &str) -> Result<String> {
+        let invite = Invite::parse(link)?;
+        invite.check_not_expired(now_secs())?;
+        if invite.fingerprint() == self.fingerprint {
+            return Err(Error::Usage("this is your own invite link".into()));
+        }
+        let alias = alias.trim();
+        self.check_new_name(alias, "the contact alias")?;
+        let existing: Option<String> = self
+            .db
+            .conn()
+            .query_row(
+                "SELECT alias FROM contacts WHERE fingerprint = ?1",
+                params![&invite.fp.0],
+                |r| r.get(0),
+            )
+            .optional()?;
+        if let Some(a) = existing {
+            return Err(Error::Usage(format!(
+                "you are already connected to this person as {a:?}"
+            )));
+        }
+        let relay = RelayClient::new(&invite.relay)?;
+        let claimed = relay
+            .claim_key_package(&invite.mailbox)
+            .await
+            .map_err(|e| match e {
+                Error::Relay {
+                    code: ErrorCode::NotFound | ErrorCode::NoKeyPackage,
+                    ..
+                } => Error::InvalidInvite(
+                    "the inviter's mailbox is gone or has no KeyPackage; ask for a new invite"
+                        .into(),
+                ),
+                other => other,
+            })?;
+        let fp = mls::key_package_fingerprint(&claimed.key_package.0)?;
+        if fp != invite.fingerprint() {
+            return Err(Error::KeyPackageMismatch);
+        }
+
+        let group_id = random_id();
+        let mut group = self.mls.create_group(group_id.as_bytes())?;
+        let token0 = group.token()?;
+        relay
+            .create_group(random_id(), group_id, group.epoch(), sha256(&token0))
+            .await?;
+        self.db.transaction(|| {
+            group.save()?;
+            self.db.conn().execute(
+                "INSERT INTO conversations (group_id, kind, name, relay, read_epoch, cursor, created_at) VALUES (?1, 'direct', ?2, ?3, ?4, 0, ?5)",
+                params![group_id.as_bytes(), alias, invite.relay, group.epoch() as i64, now_secs() as i64],
+            )?;
+            self.store_token(&group_id, group.epoch(), &token0)?;
+            self.db.conn().execute(
+                "INSERT INTO contacts (alias, fingerprint, display_name, relay, mailbox_id, group_id, created_at) VALUES (?1, ?2, ?1, ?3, ?4, ?5, ?6)",
+                params![alias, &fp[..], invite.relay, invite.mailbox.as_bytes(), group_id.as_bytes(), now_secs() as i64],
+            )?;
+            Ok(())
+        })?;
+        drop(group);
+        let conv = self.conv_by_name(alias)?;
+        self.commit_change(
+            &conv,
+            vec![(claimed.key_package.0, invite.relay.clone(), invite.mailbox)],
+            Vec::new(),
+            Some(invite.id),
+        )
+        .await?;
+        let intro = Body::Intro {
+            name: self.name.clone(),
+            relay: self.relay.base().to_string(),
+            mailbox: self.mailbox,
+            invite: invite.id,
+        };
+        queued(self.send_body(&conv.name, intro).await)?;
+        Ok(alias.to_string())
+    }
+
+    pub fn contacts(&self) -> Result<Vec<ContactView>> {
+        let conn = self.db.conn();
+        let mut stmt =
+            conn.prepare("SELECT alias, display_name, fingerprint FROM contacts ORDER BY alias")?;
+        let rows = stmt.query_map([], |r| {
+            let fp: Vec<u8> = r.get(2)?;
+            Ok(ContactView {
+                id: hex::encode(&fp),
+                alias: r.get(0)?,
+                display_name: r.get(1)?,
+                fingerprint: hex::encode(&fp[..8.min(fp.len())]),
+            })
+        })?;
+        Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
+    }
+
+    /// A safety number both sides compute identically: 12 groups of 5 digits.
+    pub fn safety_number(&self, alias: &str) -> Result<String> {
+        let fp: Vec<u8> = self
+            .db
+            .conn()
+            .query_row(
+                "SELECT fingerprint FROM contacts WHERE alias = ?1",
+                params![alias],
+                |r| r.get(0),
+            )
+            .optional()?
+            .ok_or_else(|| Error::NotFound(format!("no contact called {alias:?}")))?;
+        let (a, b) = if fp.as_slice() < &self.fingerprint[..] {
+            (fp.as_slice(), &self.fingerprint[..])
+        } else {
+            (&self.fingerprint[..], fp.as_slice())
+        };
+        let mut input = b"samizdat safety number v1".to_vec();
+        input.extend_from_slice(a);
+        input.extend_from_slice(b);
+        let digest = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA512, &input);
+        let groups: Vec<String> = digest
+            .as_ref()
+            .chunks(5)
+            .take(12)
+            .map(|c| {
+                let n = c.iter().fold(0u64, |acc, b| (acc << 8) | u64::from(*b));
+                format!("{:05}", n % 100_000)
+            })
+            .collect();
+        Ok(groups.join(" "))
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    pub(super) fn apply_intro(
+        &self,
+        conv: &mut Conv,
+        sender: &[u8; 32],
+        name: String,
+        relay: String,
+        mailbox: Id,
+        invite: Id,
+        events: &mut Vec<Event>,
+    ) -> Result<()> {
+        let gid = conv.group_id;
+        let row: Option<(i64, i64, i64)> = self
+            .db
+            .conn()
+            .query_row(
+                "SELECT expires_at, reusable, uses FROM invites WHERE invite_id = ?1",
+                params![invite.as_bytes()],
+                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+            )
+            .optional()?;
+        let refusal = match row {
+            None => Some("an introduction used an invite this profile never made"),
+            Some((exp, _, _)) if (exp as u64) < now_secs() => {
+                Some("an introduction used an expired invite")
+            }
+            Some((_, 0, uses)) if uses > 0 => Some("an introduction reused a single-use invite"),
+            Some(_) => None,
+        };
+        if let Some(why) = refusal {
+            self.db.conn().execute(
+                "UPDATE conversations SET active = 0, status = ?2 WHERE group_id = ?1",
+                params![gid.as_bytes(), format!("refused: {why}")],
+            )?;
+            conv.active = false;
+            self.emit(events, Event::notice(Some(conv), format!("refused: {why}")))?;
+            return Ok(());
+        }
+        self.db.conn().execute(
+            "UPDATE invites SET uses = uses + 1 WHERE invite_id = ?1",
+            params![invite.as_bytes()],
+        )?;
+        let display: String = name.chars().filter(|c| !c.is_control()).take(64).collect();
+        let existing: Option<String> = self
+            .db
+            .conn()
+            .query_row(
+                "SELECT alias FROM contacts WHERE fingerprint = ?1",
+                params![&sender[..]],
+                |r| r.get(0),
+            )
+            .optional()?;
+        let alias = match existing {
+            Some(a) => a,
+            None => {
+                let alias = self.unique_name(&display)?;
+                self.db.conn().execute(
+                    "INSERT INTO contacts (alias, fingerprint, display_name, relay, mailbox_id, group_id, created_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+                    params![alias, &sender[..], display, relay, mailbox.as_bytes(), gid.as_bytes(), now_secs() as i64],
+                )?;
+                let e = Event::NewContact {
+                    fingerprint: hex::encode(sender),
+                    alias: alias.clone(),
+                    display_name: display.clone(),
+                };
+                self.emit(events, e)?;
+                alias
+            }
+        };
+        // The conversation becomes the 1:1 chat with this contact, named by the alias
+        // (an older 1:1 conversation with them keeps its own name).
+        let other_conv: i64 = self.db.conn().query_row(
+            "SELECT COUNT(*) FROM conversations WHERE name = ?1 AND group_id != ?2",
+            params![alias, gid.as_bytes()],
+            |r| r.get(0),
+        )?;
+        let new_name = if other_conv == 0 {
+            alias
+        } else {
+            self.unique_name(&alias)?
+        };
+        self.db.conn().execute(
+            "UPDATE conversations SET kind = 'direct', name = ?2 WHERE group_id = ?1",
+            params![gid.as_bytes(), new_name],
+        )?;
+        conv.kind = ConvKind::Direct;
+        conv.name = new_name;
+        Ok(())
+    }
+}

@@ -1,0 +1,215 @@
+//! The event log: every event the core reports, written once, in the transaction of
+//! the change it reports, and read back by position (`get_events`).
+
+use super::*;
+
+/// Something the core reports to its fronts. Every event names what it is about by id
+/// (`conversation_id`, message `id`, contact `fingerprint`); names are for display only and
+/// may change. Fronts must ignore event kinds and fields they do not know.
+///
+/// Events are written to the profile's durable event log (`events` table) in the same
+/// transaction as the change they report, except `relay` connection events, which are live
+/// only (see [`Event::is_durable`]).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, serde::Deserialize, schemars::JsonSchema)]
+#[serde(tag = "event", rename_all = "snake_case")]
+pub enum Event {
+    /// A message from another member, stored and shown once.
+    Message {
+        conversation_id: String,
+        conversation: String,
+        id: String,
+        /// Sender's key fingerprint (hex).
+        sender: String,
+        /// Sender's display label in this conversation.
+        from: String,
+        text: String,
+        sent_at: u64,
+    },
+    /// Our message is stored and waits for the relay's acknowledgement.
+    MessageQueued {
+        conversation_id: String,
+        conversation: String,
+        id: String,
+    },
+    /// The relay acknowledged our message at `position` of the conversation's log.
+    MessageDelivered {
+        conversation_id: String,
+        conversation: String,
+        id: String,
+        position: u64,
+    },
+    /// Our message was refused and will not be retried.
+    MessageFailed {
+        conversation_id: String,
+        conversation: String,
+        id: String,
+        reason: String,
+    },
+    NewContact {
+        /// Key fingerprint (hex): the contact's stable id.
+        fingerprint: String,
+        alias: String,
+        display_name: String,
+    },
+    Joined {
+        conversation_id: String,
+        conversation: String,
+    },
+    /// A group got (or changed) its local name.
+    GroupNamed {
+        conversation_id: String,
+        conversation: String,
+    },
+    MemberAdded {
+        conversation_id: String,
+        conversation: String,
+        /// Key fingerprint (hex) of the new member.
+        member: String,
+        who: String,
+    },
+    MemberRemoved {
+        conversation_id: String,
+        conversation: String,
+        member: String,
+        who: String,
+    },
+    MemberLeft {
+        conversation_id: String,
+        conversation: String,
+        member: String,
+        who: String,
+    },
+    /// We were removed from the group.
+    Removed {
+        conversation_id: String,
+        conversation: String,
+    },
+    Notice {
+        conversation_id: Option<String>,
+        conversation: Option<String>,
+        text: String,
+    },
+    /// A group invitation from someone who is not a contact, waiting for consent
+    /// (`invitation accept|decline ID`). Nothing was sent and no relay was contacted.
+    InvitationPending {
+        id: i64,
+        /// Key fingerprint (hex prefix) of the member who added us.
+        from: String,
+        relay: String,
+        members: usize,
+        /// Set when the invitation needs a second look (an unknown relay, a claimed id).
+        warning: Option<String>,
+    },
+    /// A long catch-up on one conversation: `done` log entries processed so far (reported
+    /// after each full page).
+    SyncProgress {
+        conversation_id: String,
+        conversation: String,
+        done: u64,
+    },
+    /// The realtime connection to a relay: `up`, `down` or `retrying` (after `retry_in_ms`).
+    /// Live only: not in the durable log.
+    Relay {
+        relay: String,
+        state: RelayState,
+        retry_in_ms: Option<u64>,
+    },
+}
+
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Serialize, serde::Deserialize, schemars::JsonSchema,
+)]
+#[serde(rename_all = "snake_case")]
+pub enum RelayState {
+    Up,
+    Down,
+    Retrying,
+}
+
+impl Event {
+    /// Whether the event belongs in the durable log (all but relay connection changes).
+    pub fn is_durable(&self) -> bool {
+        !matches!(self, Event::Relay { .. })
+    }
+
+    pub(super) fn notice(conv: Option<&Conv>, text: String) -> Event {
+        Event::Notice {
+            conversation_id: conv.map(|c| c.group_id.to_string()),
+            conversation: conv.map(|c| c.name.clone()),
+            text,
+        }
+    }
+}
+
+/// An event with its position in the durable log.
+#[derive(Debug, Clone, Serialize, serde::Deserialize, schemars::JsonSchema)]
+pub struct LoggedEvent {
+    pub seq: u64,
+    #[serde(flatten)]
+    pub event: Event,
+}
+
+/// A page of the durable event log.
+#[derive(Debug, Clone, Serialize, serde::Deserialize, schemars::JsonSchema)]
+pub struct EventPage {
+    pub events: Vec<LoggedEvent>,
+    /// The newest position in the log (pass it as `since` to skip the past).
+    pub last: u64,
+    /// Events after `since` were dropped from the bounded log before they were read.
+    pub overflow: bool,
+}
+
+impl Profile {
+    /// Log `e` durably (inside the caller's transaction, if one is open) and hand it to the
+    /// caller's list. Every event the core reports goes through here, once.
+    pub(super) fn emit(&self, events: &mut Vec<Event>, e: Event) -> Result<()> {
+        if e.is_durable() {
+            let body = serde_json::to_string(&e).map_err(|e| Error::Storage(e.to_string()))?;
+            let conn = self.db.conn();
+            conn.execute(
+                "INSERT INTO events (body, created_at) VALUES (?1, ?2)",
+                params![body, now_millis() as i64],
+            )?;
+            conn.execute(
+                "DELETE FROM events WHERE seq <= (SELECT MAX(seq) FROM events) - ?1",
+                params![EVENT_LOG_MAX as i64],
+            )?;
+        }
+        events.push(e);
+        Ok(())
+    }
+
+    /// Events logged after `since` (at most `limit`), oldest first. `overflow` is set when
+    /// events after `since` were already dropped from the bounded log.
+    pub fn events_after(&self, since: u64, limit: usize) -> Result<EventPage> {
+        let conn = self.db.conn();
+        let (first, last): (Option<i64>, Option<i64>) =
+            conn.query_row("SELECT MIN(seq), MAX(seq) FROM events", [], |r| {
+                Ok((r.get(0)?, r.get(1)?))
+            })?;
+        let mut stmt =
+            conn.prepare("SELECT seq, body FROM events WHERE seq > ?1 ORDER BY seq LIMIT ?2")?;
+        let rows = stmt
+            .query_map(
+                params![since.min(i64::MAX as u64) as i64, limit as i64],
+                |r| Ok((r.get::<_, i64>(0)?, r.get::<_, String>(1)?)),
+            )?
+            .collect::<rusqlite::Result<Vec<_>>>()?;
+        let mut events = Vec::with_capacity(rows.len());
+        for (seq, body) in rows {
+            // A row written by a newer version with a kind we do not know is skipped.
+            if let Ok(event) = serde_json::from_str::<Event>(&body) {
+                events.push(LoggedEvent {
+                    seq: seq as u64,
+                    event,
+                });
+            }
+        }
+        let first = first.unwrap_or(0) as u64;
+        Ok(EventPage {
+            overflow: first > 0 && since.saturating_add(1) < first,
+            last: last.unwrap_or(0) as u64,
+            events,
+        })
+    }
+}

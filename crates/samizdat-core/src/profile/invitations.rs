@@ -1,0 +1,210 @@
+//! Welcomes: who may add us at once, and the message requests that wait for consent.
+
+use super::*;
+
+/// What to do with a Welcome that arrived in the mailbox.
+pub(super) enum Screened {
+    /// From a contact, or answering our own invite: join now.
+    Join,
+    /// From a stranger: stored as a pending invitation (reported once).
+    Pending(Option<Event>),
+}
+
+/// The warning shown with a pending invitation, if it needs one.
+pub(super) fn invitation_warning(
+    claims: Option<&str>,
+    relay_known: bool,
+    relay: &str,
+) -> Option<String> {
+    match (claims, relay_known) {
+        (Some(name), _) => Some(format!(
+            "claims the id of your conversation {name:?} without continuing it: possibly a takeover attempt"
+        )),
+        (None, false) => Some(format!(
+            "hosted on relay {relay}, which you have never used: accepting connects to it"
+        )),
+        (None, true) => None,
+    }
+}
+
+impl Profile {
+    /// Decide whether a Welcome joins at once (from a contact, or the person we invited) or
+    /// waits for consent. Nothing is sent, stored in MLS, or fetched from the Welcome's relay.
+    pub(super) fn screen_welcome(
+        &mut self,
+        group_id: Id,
+        relay: &str,
+        welcome: &[u8],
+        invite_mac: Option<&Bytes>,
+    ) -> Result<Screened> {
+        crate::check_foreign_relay_url(relay)?;
+        let (group, committer) = self.mls.join(welcome)?;
+        if group.id() != group_id.as_bytes() {
+            return Err(Error::Protocol(
+                "the Welcome is for a different group than its envelope says".into(),
+            ));
+        }
+        let members = group.members().len();
+        let epoch = group.epoch();
+        drop(group);
+        let from_contact: bool = self.db.conn().query_row(
+            "SELECT EXISTS (SELECT 1 FROM contacts WHERE fingerprint = ?1)",
+            params![&committer[..]],
+            |r| r.get(0),
+        )?;
+        let invited = match invite_mac {
+            Some(mac) => {
+                let conn = self.db.conn();
+                let mut stmt = conn.prepare(
+                    "SELECT invite_id FROM invites WHERE expires_at > ?1 AND (reusable = 1 OR uses = 0)",
+                )?;
+                let ids = stmt
+                    .query_map(params![now_secs() as i64], |r| r.get::<_, Vec<u8>>(0))?
+                    .collect::<rusqlite::Result<Vec<_>>>()?;
+                ids.iter().filter_map(|b| Id::from_slice(b).ok()).any(|id| {
+                    aws_lc_rs::constant_time::verify_slices_are_equal(
+                        &crate::invite_mac(&id, &group_id),
+                        &mac.0,
+                    )
+                    .is_ok()
+                })
+            }
+            None => false,
+        };
+        let previous = self.conv_by_id(&group_id)?;
+        let claims_existing = match &previous {
+            // A re-add continues the same MLS group: a later epoch, committed by a contact.
+            Some(c) if from_contact && epoch > c.read_epoch => None,
+            Some(c) => Some(c.name.clone()),
+            None if from_contact || invited => return Ok(Screened::Join),
+            None => None,
+        };
+        if previous.is_some() && claims_existing.is_none() {
+            return Ok(Screened::Join);
+        }
+        let relay_known = self.relay_known(relay)?;
+        let inserted = self.db.conn().execute(
+            "INSERT OR IGNORE INTO invitations (group_id, relay, welcome, committer, members, claims_existing, received_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+            params![group_id.as_bytes(), relay, welcome, &committer[..], members as i64, claims_existing, now_secs() as i64],
+        )?;
+        if inserted == 0 {
+            // Delivered again (the acknowledgement was lost): already reported.
+            return Ok(Screened::Pending(None));
+        }
+        let id: i64 = self.db.conn().query_row(
+            "SELECT id FROM invitations WHERE group_id = ?1",
+            params![group_id.as_bytes()],
+            |r| r.get(0),
+        )?;
+        Ok(Screened::Pending(Some(Event::InvitationPending {
+            id,
+            from: hex::encode(&committer[..8]),
+            relay: relay.to_string(),
+            members,
+            warning: invitation_warning(claims_existing.as_deref(), relay_known, relay),
+        })))
+    }
+
+    /// Whether this profile already talks to `relay` (its own, a contact's or a group's).
+    pub(super) fn relay_known(&self, relay: &str) -> Result<bool> {
+        let relay = relay.trim_end_matches('/');
+        if relay == self.relay.base() {
+            return Ok(true);
+        }
+        Ok(self.db.conn().query_row(
+            "SELECT EXISTS (SELECT 1 FROM conversations WHERE rtrim(relay, '/') = ?1)
+                 OR EXISTS (SELECT 1 FROM contacts WHERE rtrim(relay, '/') = ?1)",
+            params![relay],
+            |r| r.get(0),
+        )?)
+    }
+
+    /// Join a pending invitation: only now is the group's relay contacted and our name sent.
+    pub async fn invitation_accept(&mut self, id: i64) -> Result<String> {
+        let row: Option<(Vec<u8>, String, Vec<u8>, Option<String>)> = self
+            .db
+            .conn()
+            .query_row(
+                "SELECT group_id, relay, welcome, claims_existing FROM invitations WHERE id = ?1",
+                params![id],
+                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)),
+            )
+            .optional()?;
+        let (gid, relay, welcome, claims) =
+            row.ok_or_else(|| Error::NotFound(format!("no pending invitation {id}")))?;
+        let group_id = Id::from_slice(&gid)
+            .ok()
+            .ok_or_else(|| Error::Protocol("corrupt invitation row".into()))?;
+        if let Some(name) = claims
+            && self.conv_by_id(&group_id)?.is_some()
+        {
+            return Err(Error::Usage(format!(
+                "this invitation claims the id of your conversation {name:?} without continuing it; it cannot be accepted (decline it)"
+            )));
+        }
+        let name = self.join(group_id, &relay, &welcome)?;
+        self.db
+            .conn()
+            .execute("DELETE FROM invitations WHERE id = ?1", params![id])?;
+        let mut events = Vec::new();
+        let e = Event::Joined {
+            conversation_id: group_id.to_string(),
+            conversation: name.clone(),
+        };
+        self.emit(&mut events, e)?;
+        self.after_join(vec![group_id], &mut events).await?;
+        self.buffered.append(&mut events);
+        Ok(name)
+    }
+
+    /// Decline a pending invitation: it is forgotten and nothing is ever sent.
+    pub fn invitation_decline(&mut self, id: i64) -> Result<()> {
+        let n = self
+            .db
+            .conn()
+            .execute("DELETE FROM invitations WHERE id = ?1", params![id])?;
+        if n == 0 {
+            return Err(Error::NotFound(format!("no pending invitation {id}")));
+        }
+        Ok(())
+    }
+
+    pub(super) fn join(&mut self, group_id: Id, relay: &str, welcome: &[u8]) -> Result<String> {
+        crate::check_foreign_relay_url(relay)?;
+        RelayClient::new(relay)?;
+        let (mut group, _) = self.mls.join(welcome)?;
+        if group.id() != group_id.as_bytes() {
+            return Err(Error::Protocol(
+                "the Welcome is for a different group than its envelope says".into(),
+            ));
+        }
+        let token = group.token()?;
+        let previous = self.conv_by_id(&group_id)?;
+        let name = match &previous {
+            Some(c) => c.name.clone(),
+            None => self.unique_name(&format!("new-{}", group_id.short()))?,
+        };
+        self.db.transaction(|| {
+            if previous.is_some() {
+                // Re-added after a removal (or a lost sync): fresh MLS state; the old state's
+                // epoch secrets must not linger.
+                self.db.conn().execute("DELETE FROM mls_epochs WHERE group_id = ?1", params![group_id.as_bytes()])?;
+            }
+            group.save()?;
+            if previous.is_some() {
+                // Same conversation, reading from the new epoch.
+                self.db.conn().execute(
+                    "UPDATE conversations SET active = 1, status = NULL, relay = ?2, read_epoch = ?3, cursor = 0 WHERE group_id = ?1",
+                    params![group_id.as_bytes(), relay, group.epoch() as i64],
+                )?;
+            } else {
+                self.db.conn().execute(
+                    "INSERT INTO conversations (group_id, kind, name, relay, read_epoch, cursor, created_at) VALUES (?1, 'group', ?2, ?3, ?4, 0, ?5)",
+                    params![group_id.as_bytes(), name, relay, group.epoch() as i64, now_secs() as i64],
+                )?;
+            }
+            self.store_token(&group_id, group.epoch(), &token)
+        })?;
+        Ok(name)
+    }
+}

@@ -1,0 +1,415 @@
+//! A profile: one identity on one device, with its encrypted store, its mailbox and its
+//! conversations. Every user-facing operation of the messenger is a method here.
+
+use std::collections::{HashMap, HashSet};
+use std::path::{Path, PathBuf};
+
+use rusqlite::{OptionalExtension, params};
+use samizdat_proto::{Bytes, EntryKind, ErrorCode, Id, WelcomeDrop};
+use serde::Serialize;
+
+use crate::invite::Invite;
+use crate::mls::{self, Incoming, Mls};
+use crate::payload::{Body, Envelope, MAX_TEXT, Payload};
+use crate::relay_client::{MailboxKey, RelayClient};
+use crate::store::Db;
+use crate::{Error, Result, now_millis, now_secs, random_id, sha256};
+
+mod apply;
+mod commit;
+mod contacts;
+mod events;
+mod groups;
+mod invitations;
+mod outbox;
+mod sync;
+mod views;
+
+pub use events::{Event, EventPage, LoggedEvent, RelayState};
+use invitations::{Screened, invitation_warning};
+use outbox::queued;
+pub use views::{ContactView, ConversationView, InvitationView, MemberView, MessageView};
+
+/// What a conversation is: a 1:1 chat (an MLS group of two) or a group.
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Serialize, serde::Deserialize, schemars::JsonSchema,
+)]
+#[serde(rename_all = "snake_case")]
+pub enum ConvKind {
+    Direct,
+    Group,
+}
+
+impl std::fmt::Display for ConvKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            ConvKind::Direct => "direct",
+            ConvKind::Group => "group",
+        })
+    }
+}
+
+impl ConvKind {
+    /// The value stored in `conversations.kind` (a CHECK constraint allows only these).
+    fn from_sql(s: &str) -> Result<ConvKind> {
+        match s {
+            "direct" => Ok(ConvKind::Direct),
+            "group" => Ok(ConvKind::Group),
+            other => Err(Error::Storage(format!(
+                "unknown conversation kind {other:?}"
+            ))),
+        }
+    }
+}
+
+/// KeyPackages kept in the relay's pool; refilled when it drops below half.
+const KEY_PACKAGE_POOL: usize = 20;
+/// Attempts at a commit or a send when other members keep winning the race.
+const MAX_ATTEMPTS: usize = 12;
+
+const DB_FILE: &str = "profile.db";
+/// A catch-up reports its progress after every page of at least this many entries.
+const PROGRESS_PAGE: usize = 100;
+/// Events kept in the durable log; older ones are dropped (and reported as an overflow).
+pub const EVENT_LOG_MAX: u64 = 10_000;
+
+/// Fault injection for the crash tests: `SAMIZDAT_TEST_CRASH=<point>` aborts the process at
+/// that point, like a power cut (no destructors, no flush). Unset in normal use.
+fn crash_point(point: &str) {
+    if std::env::var("SAMIZDAT_TEST_CRASH").is_ok_and(|p| p == point) {
+        std::process::abort();
+    }
+}
+
+#[derive(Debug, Clone)]
+pub(crate) struct Conv {
+    pub(crate) group_id: Id,
+    pub(crate) kind: ConvKind,
+    pub(crate) name: String,
+    pub(crate) relay: String,
+    pub(crate) read_epoch: u64,
+    pub(crate) cursor: u64,
+    pub(crate) active: bool,
+}
+
+pub struct Profile {
+    pub(crate) home: PathBuf,
+    pub(crate) db: Db,
+    pub(crate) mls: Mls,
+    pub(crate) name: String,
+    pub(crate) fingerprint: [u8; 32],
+    pub(crate) mailbox: Id,
+    pub(crate) mailbox_key: MailboxKey,
+    pub(crate) relay: RelayClient,
+    /// Events produced by syncs that ran inside other operations (a send catches up first).
+    pub(crate) buffered: Vec<Event>,
+    /// One client (connection pool) per other relay, kept for the life of the profile.
+    pub(crate) relays: std::sync::Mutex<HashMap<String, RelayClient>>,
+}
+
+fn remove_db_files(path: &Path) {
+    for suffix in ["", "-wal", "-shm"] {
+        let mut p = path.as_os_str().to_owned();
+        p.push(suffix);
+        let _ = std::fs::remove_file(PathBuf::from(p));
+    }
+}
+
+fn conv_from_row(
+    r: &rusqlite::Row<'_>,
+) -> rusqlite::Result<(Vec<u8>, String, String, String, i64, i64, i64)> {
+    Ok((
+        r.get(0)?,
+        r.get(1)?,
+        r.get(2)?,
+        r.get(3)?,
+        r.get(4)?,
+        r.get(5)?,
+        r.get(6)?,
+    ))
+}
+
+const CONV_COLUMNS: &str = "group_id, kind, name, relay, read_epoch, cursor, active";
+
+impl Profile {
+    /// Path of the profile database inside `home`.
+    pub fn db_path(home: &Path) -> PathBuf {
+        home.join(DB_FILE)
+    }
+
+    pub fn exists(home: &Path) -> bool {
+        Self::db_path(home).exists()
+    }
+
+    /// Create a profile: keys, encrypted store, a mailbox and a KeyPackage pool on `relay`.
+    pub async fn init(
+        home: &Path,
+        passphrase: &str,
+        relay_url: &str,
+        name: &str,
+    ) -> Result<Profile> {
+        let name = name.trim();
+        if name.is_empty() || name.chars().count() > 64 || name.chars().any(char::is_control) {
+            return Err(Error::Usage(
+                "the display name must be 1 to 64 printable characters".into(),
+            ));
+        }
+        let relay = RelayClient::new(relay_url)?;
+        let path = Self::db_path(home);
+        if path.exists() {
+            return Err(Error::Usage(format!(
+                "a profile already exists in {}",
+                home.display()
+            )));
+        }
+        crate::create_private_dir(home)?;
+        relay.health().await?;
+        let result = Self::init_inner(home, &path, passphrase, relay, name).await;
+        if result.is_err() {
+            remove_db_files(&path);
+        }
+        result
+    }
+
+    async fn init_inner(
+        home: &Path,
+        path: &Path,
+        passphrase: &str,
+        relay: RelayClient,
+        name: &str,
+    ) -> Result<Profile> {
+        let db = Db::open(path, passphrase)?;
+        let signer = mls::generate_signer(mls::DEFAULT_CIPHERSUITE)?;
+        let (mailbox_key, pkcs8) = MailboxKey::generate()?;
+        let mailbox = random_id();
+        db.set_setting("name", name.as_bytes())?;
+        db.set_setting("relay", relay.base().as_bytes())?;
+        db.set_setting("mls_secret", &signer.secret)?;
+        db.set_setting("mls_public", &signer.public)?;
+        db.set_setting(
+            "ciphersuite",
+            &u16::from(mls::DEFAULT_CIPHERSUITE).to_be_bytes(),
+        )?;
+        db.set_setting("mailbox_id", mailbox.as_bytes())?;
+        db.set_setting("mailbox_key", &pkcs8)?;
+        relay
+            .create_mailbox(random_id(), mailbox, mailbox_key.public())
+            .await?;
+        let mls = Mls::new(
+            db.clone(),
+            &signer.secret,
+            &signer.public,
+            mls::DEFAULT_CIPHERSUITE,
+        )?;
+        let mut profile = Profile {
+            home: home.to_path_buf(),
+            fingerprint: mls::fingerprint(&signer.public),
+            db,
+            mls,
+            name: name.to_string(),
+            mailbox,
+            mailbox_key,
+            relay,
+            buffered: Vec::new(),
+            relays: Default::default(),
+        };
+        let last_resort = profile.mls.key_package(true)?;
+        profile
+            .upload_key_packages(KEY_PACKAGE_POOL, Some(last_resort))
+            .await?;
+        Ok(profile)
+    }
+
+    /// Open an existing profile.
+    pub fn open(home: &Path, passphrase: &str) -> Result<Profile> {
+        let path = Self::db_path(home);
+        if !path.exists() {
+            return Err(Error::Usage(format!("no profile in {}", home.display())));
+        }
+        let db = Db::open(&path, passphrase)?;
+        let secret = zeroize::Zeroizing::new(db.setting("mls_secret")?);
+        let public = db.setting("mls_public")?;
+        let cs_bytes = db.setting("ciphersuite")?;
+        let cs = u16::from_be_bytes(
+            <[u8; 2]>::try_from(cs_bytes.as_slice())
+                .map_err(|_| Error::Storage("corrupt ciphersuite".into()))?,
+        );
+        let mls = Mls::new(db.clone(), &secret, &public, cs.into())?;
+        let mailbox = Id::from_slice(&db.setting("mailbox_id")?)
+            .map_err(|_| Error::Storage("corrupt mailbox id".into()))?;
+        let mailbox_key = MailboxKey::from_pkcs8(&db.setting("mailbox_key")?)?;
+        let relay = RelayClient::new(&db.setting_string("relay")?)?;
+        Ok(Profile {
+            home: home.to_path_buf(),
+            name: db.setting_string("name")?,
+            fingerprint: mls::fingerprint(&public),
+            db,
+            mls,
+            mailbox,
+            mailbox_key,
+            relay,
+            buffered: Vec::new(),
+            relays: Default::default(),
+        })
+    }
+
+    /// Events from catch-ups that ran inside other operations (send, group changes).
+    pub fn take_events(&mut self) -> Vec<Event> {
+        std::mem::take(&mut self.buffered)
+    }
+
+    pub fn home(&self) -> &Path {
+        &self.home
+    }
+
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    pub fn relay_url(&self) -> &str {
+        self.relay.base()
+    }
+
+    pub fn fingerprint_hex(&self) -> String {
+        hex::encode(self.fingerprint)
+    }
+
+    async fn upload_key_packages(&mut self, n: usize, last_resort: Option<Vec<u8>>) -> Result<()> {
+        let mut kps = Vec::with_capacity(n);
+        for _ in 0..n {
+            kps.push(self.mls.key_package(false)?);
+        }
+        self.relay
+            .upload_key_packages(&self.mailbox_key, &self.mailbox, kps, last_resort)
+            .await?;
+        Ok(())
+    }
+
+    fn conv_by_name(&self, name: &str) -> Result<Conv> {
+        let row = self
+            .db
+            .conn()
+            .query_row(
+                &format!("SELECT {CONV_COLUMNS} FROM conversations WHERE name = ?1"),
+                params![name],
+                conv_from_row,
+            )
+            .optional()?;
+        row.map(Self::conv_from_tuple)
+            .transpose()?
+            .ok_or_else(|| Error::NotFound(format!("no contact or group called {name:?}")))
+    }
+
+    /// The id (base64url, as in events) of the conversation called `name`.
+    pub fn conversation_id(&self, name: &str) -> Result<String> {
+        Ok(self.conv_by_name(name)?.group_id.to_string())
+    }
+
+    /// The current name of the conversation with this id (base64url, as in events).
+    pub fn conversation_name(&self, id: &str) -> Result<String> {
+        let gid: Id = id
+            .parse()
+            .map_err(|_| Error::Usage(format!("{id:?} is not a conversation id")))?;
+        self.conv_by_id(&gid)?
+            .map(|c| c.name)
+            .ok_or_else(|| Error::NotFound(format!("no conversation with id {id}")))
+    }
+
+    fn conv_by_id(&self, id: &Id) -> Result<Option<Conv>> {
+        let row = self
+            .db
+            .conn()
+            .query_row(
+                &format!("SELECT {CONV_COLUMNS} FROM conversations WHERE group_id = ?1"),
+                params![id.as_bytes()],
+                conv_from_row,
+            )
+            .optional()?;
+        row.map(Self::conv_from_tuple).transpose()
+    }
+
+    fn conv_from_tuple(t: (Vec<u8>, String, String, String, i64, i64, i64)) -> Result<Conv> {
+        Ok(Conv {
+            group_id: Id::from_slice(&t.0)
+                .map_err(|_| Error::Storage("corrupt group id".into()))?,
+            kind: ConvKind::from_sql(&t.1)?,
+            name: t.2,
+            relay: t.3,
+            read_epoch: t.4 as u64,
+            cursor: t.5 as u64,
+            active: t.6 != 0,
+        })
+    }
+
+    pub(crate) fn active_convs(&self) -> Result<Vec<Conv>> {
+        self.convs_where("active = 1")
+    }
+
+    /// Conversations we left whose leave notice is still queued.
+    fn left_with_outbox(&self) -> Result<Vec<Conv>> {
+        self.convs_where("active = 0 AND group_id IN (SELECT group_id FROM outbox)")
+    }
+
+    /// Conversations matching a fixed SQL condition, oldest first.
+    fn convs_where(&self, condition: &str) -> Result<Vec<Conv>> {
+        let conn = self.db.conn();
+        let mut stmt = conn.prepare(&format!(
+            "SELECT {CONV_COLUMNS} FROM conversations WHERE {condition} ORDER BY created_at"
+        ))?;
+        let rows = stmt
+            .query_map([], conv_from_row)?
+            .collect::<rusqlite::Result<Vec<_>>>()?;
+        drop(stmt);
+        drop(conn);
+        rows.into_iter().map(Self::conv_from_tuple).collect()
+    }
+
+    fn store_token(&self, group: &Id, epoch: u64, token: &[u8]) -> Result<()> {
+        self.db.conn().execute(
+            "INSERT OR REPLACE INTO epoch_tokens (group_id, epoch, token) VALUES (?1, ?2, ?3)",
+            params![group.as_bytes(), epoch as i64, token],
+        )?;
+        Ok(())
+    }
+
+    pub(crate) fn token(&self, group: &Id, epoch: u64) -> Result<Vec<u8>> {
+        self.db
+            .conn()
+            .query_row(
+                "SELECT token FROM epoch_tokens WHERE group_id = ?1 AND epoch = ?2",
+                params![group.as_bytes(), epoch as i64],
+                |r| r.get(0),
+            )
+            .optional()?
+            .ok_or_else(|| Error::Storage(format!("missing epoch token for epoch {epoch}")))
+    }
+
+    /// The name to show for a member fingerprint in a conversation.
+    fn label(&self, group: &Id, fp: &[u8]) -> Result<String> {
+        if fp == self.fingerprint {
+            return Ok("me".into());
+        }
+        let conn = self.db.conn();
+        if let Some(alias) = conn
+            .query_row(
+                "SELECT alias FROM contacts WHERE fingerprint = ?1",
+                params![fp],
+                |r| r.get::<_, String>(0),
+            )
+            .optional()?
+        {
+            return Ok(alias);
+        }
+        if let Some(name) = conn
+            .query_row(
+                "SELECT name FROM member_names WHERE group_id = ?1 AND fingerprint = ?2",
+                params![group.as_bytes(), fp],
+                |r| r.get::<_, String>(0),
+            )
+            .optional()?
+        {
+            return Ok(format!("{name} (~{})", hex::encode(&fp[..3.min(fp.len())])));
+        }
+        Ok(format!("unknown ~{}", hex::encode(&fp[..3.min(fp.len())])))
+    }
+}

@@ -1,0 +1,319 @@
+//! Sending: every outgoing payload is stored as pending before the relay sees it (text in
+//! `messages`, other bodies in `outbox`) and retried until acknowledged or refused for good.
+
+use super::*;
+
+/// An outgoing update that could not reach the relay is stored and retried by the next
+/// sync: for the caller that is success.
+pub(super) fn queued(r: Result<String>) -> Result<()> {
+    match r {
+        Ok(_) | Err(Error::RelayUnreachable(_)) => Ok(()),
+        Err(e) => Err(e),
+    }
+}
+
+impl Profile {
+    /// Send a text message to a contact or group. The message is stored before the relay sees
+    /// it: when the relay cannot be reached the error says so and the message stays queued
+    /// (retried by the next sync).
+    pub async fn send(&mut self, target: &str, text: &str) -> Result<String> {
+        if text.is_empty() {
+            return Err(Error::Usage("the message is empty".into()));
+        }
+        if text.len() > MAX_TEXT {
+            return Err(Error::Usage(format!(
+                "the message is longer than {MAX_TEXT} bytes"
+            )));
+        }
+        self.send_body(
+            target,
+            Body::Text {
+                text: text.to_string(),
+            },
+        )
+        .await
+    }
+
+    pub(super) async fn send_body(&mut self, target: &str, body: Body) -> Result<String> {
+        let conv = self.conv_by_name(target)?;
+        let payload = Payload {
+            id: random_id(),
+            sent_at: now_millis(),
+            body,
+        };
+        self.send_payload(&conv, payload).await
+    }
+
+    /// Encrypt and append one payload, storing it as pending first (text in `messages`,
+    /// every other body in `outbox`), so nothing is lost when the relay is unreachable.
+    pub(super) async fn send_payload(&mut self, conv: &Conv, payload: Payload) -> Result<String> {
+        if !conv.active {
+            return Err(Error::NotMember(format!(
+                "you are no longer a member of {:?}",
+                conv.name
+            )));
+        }
+        let mut events = Vec::new();
+        let synced = self.sync_group(&conv.group_id, &mut events).await;
+        self.buffered.append(&mut events);
+        synced?;
+        let relay = self.relay_for(&conv.relay)?;
+        let plain = payload.encode();
+        for _ in 0..MAX_ATTEMPTS {
+            let mut group = self.mls.load(conv.group_id.as_bytes())?;
+            let epoch = group.epoch();
+            let ct = group.encrypt(&plain)?;
+            let token = group.token()?;
+            let request_id = random_id();
+            // Store the ratchet step and the pending message before the relay sees it: a
+            // crash after this point retries the identical request.
+            self.db.transaction(|| {
+                group.save()?;
+                self.queue(conv, &payload, &plain, &request_id, &ct, epoch, &mut events)
+            })?;
+            self.buffered.append(&mut events);
+            crash_point("send-before-append");
+            match relay
+                .append_application(request_id, &conv.group_id, &token, epoch, ct)
+                .await
+            {
+                Ok(seq) => {
+                    crash_point("send-after-append");
+                    self.mark_sent(conv, &payload, seq)?;
+                    return Ok(payload.id.to_string());
+                }
+                Err(Error::Relay {
+                    code: ErrorCode::StaleEpoch,
+                    ..
+                }) => {
+                    let synced = self.sync_group(&conv.group_id, &mut events).await;
+                    self.buffered.append(&mut events);
+                    synced?;
+                }
+                Err(e @ Error::RelayUnreachable(_)) => {
+                    // The message stays queued; the next sync or send retries it.
+                    return Err(e);
+                }
+                Err(e) => {
+                    self.mark_failed(conv, &payload, &e)?;
+                    return Err(e);
+                }
+            }
+        }
+        Err(Error::Busy(
+            "the group kept changing while sending; the message stays queued and is retried by the next sync".into(),
+        ))
+    }
+
+    /// Store one encrypted attempt of `payload` as pending (inside the caller's transaction).
+    #[allow(clippy::too_many_arguments)]
+    pub(super) fn queue(
+        &self,
+        conv: &Conv,
+        payload: &Payload,
+        plain: &[u8],
+        request_id: &Id,
+        ct: &[u8],
+        epoch: u64,
+        events: &mut Vec<Event>,
+    ) -> Result<()> {
+        let conn = self.db.conn();
+        if let Body::Text { text } = &payload.body {
+            let existed: i64 = conn.query_row(
+                "SELECT COUNT(*) FROM messages WHERE id = ?1",
+                params![payload.id.as_bytes()],
+                |r| r.get(0),
+            )?;
+            conn.execute(
+                "INSERT INTO messages (id, group_id, sender_fp, outgoing, body, sent_at, received_at, request_id, pending_body, pending_epoch)
+                 VALUES (?1, ?2, ?3, 1, ?4, ?5, ?6, ?7, ?8, ?9)
+                 ON CONFLICT(id) DO UPDATE SET request_id = excluded.request_id, pending_body = excluded.pending_body, pending_epoch = excluded.pending_epoch",
+                params![payload.id.as_bytes(), conv.group_id.as_bytes(), &self.fingerprint[..], text, payload.sent_at as i64, now_millis() as i64, request_id.as_bytes(), ct, epoch as i64],
+            )?;
+            drop(conn);
+            // Reported once, on the first attempt (a re-encryption keeps the id).
+            if existed == 0 {
+                self.emit(
+                    events,
+                    Event::MessageQueued {
+                        conversation_id: conv.group_id.to_string(),
+                        conversation: conv.name.clone(),
+                        id: payload.id.to_string(),
+                    },
+                )?;
+            }
+        } else {
+            conn.execute(
+                "INSERT INTO outbox (id, group_id, payload, request_id, pending_body, pending_epoch, created_at)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)
+                 ON CONFLICT(id) DO UPDATE SET request_id = excluded.request_id, pending_body = excluded.pending_body, pending_epoch = excluded.pending_epoch",
+                params![payload.id.as_bytes(), conv.group_id.as_bytes(), plain, request_id.as_bytes(), ct, epoch as i64, now_millis() as i64],
+            )?;
+        }
+        Ok(())
+    }
+
+    /// The relay acknowledged our message at `seq`: remember the position as our own (MLS
+    /// cannot decrypt its own messages) and clear the pending request, in one transaction.
+    pub(super) fn mark_sent(&self, conv: &Conv, payload: &Payload, seq: u64) -> Result<()> {
+        let mut events = Vec::new();
+        self.db.transaction(|| {
+            let conn = self.db.conn();
+            conn.execute(
+                "INSERT OR IGNORE INTO own_entries (group_id, seq) VALUES (?1, ?2)",
+                params![conv.group_id.as_bytes(), seq as i64],
+            )?;
+            if matches!(payload.body, Body::Text { .. }) {
+                let changed = conn.execute(
+                    "UPDATE messages SET seq = ?2, pending_body = NULL, pending_epoch = NULL WHERE id = ?1 AND seq IS NULL",
+                    params![payload.id.as_bytes(), seq as i64],
+                )?;
+                drop(conn);
+                if changed == 1 {
+                    self.emit(
+                        &mut events,
+                        Event::MessageDelivered {
+                            conversation_id: conv.group_id.to_string(),
+                            conversation: conv.name.clone(),
+                            id: payload.id.to_string(),
+                            position: seq,
+                        },
+                    )?;
+                }
+            } else {
+                conn.execute(
+                    "DELETE FROM outbox WHERE id = ?1",
+                    params![payload.id.as_bytes()],
+                )?;
+            }
+            Ok(())
+        })
+    }
+
+    /// The relay refused our message for good: a text message stays in the history marked as
+    /// failed (with the reason); other bodies are dropped with a notice.
+    pub(super) fn mark_failed(
+        &mut self,
+        conv: &Conv,
+        payload: &Payload,
+        why: &Error,
+    ) -> Result<()> {
+        let mut events = Vec::new();
+        self.db.transaction(|| {
+            if matches!(payload.body, Body::Text { .. }) {
+                self.db.conn().execute(
+                    "UPDATE messages SET pending_body = NULL, pending_epoch = NULL, failed = ?2 WHERE id = ?1",
+                    params![payload.id.as_bytes(), why.to_string()],
+                )?;
+                self.emit(
+                    &mut events,
+                    Event::MessageFailed {
+                        conversation_id: conv.group_id.to_string(),
+                        conversation: conv.name.clone(),
+                        id: payload.id.to_string(),
+                        reason: why.to_string(),
+                    },
+                )
+            } else {
+                self.db.conn().execute(
+                    "DELETE FROM outbox WHERE id = ?1",
+                    params![payload.id.as_bytes()],
+                )?;
+                self.emit(
+                    &mut events,
+                    Event::notice(
+                        Some(conv),
+                        format!("a queued update was refused by the relay: {why}"),
+                    ),
+                )
+            }
+        })?;
+        self.buffered.append(&mut events);
+        Ok(())
+    }
+
+    /// Retry outgoing messages and updates that the relay has not acknowledged, oldest first.
+    pub(super) async fn flush_pending(&mut self, conv: &Conv) -> Result<()> {
+        let pending: Vec<(Vec<u8>, Vec<u8>, i64, Payload)> = {
+            let conn = self.db.conn();
+            let mut stmt = conn.prepare(
+                "SELECT request_id, pending_body, pending_epoch, id, body, sent_at, NULL, received_at FROM messages
+                 WHERE group_id = ?1 AND pending_body IS NOT NULL
+                 UNION ALL
+                 SELECT request_id, pending_body, pending_epoch, id, NULL, 0, payload, created_at FROM outbox
+                 WHERE group_id = ?1
+                 ORDER BY 8",
+            )?;
+            let rows = stmt
+                .query_map(params![conv.group_id.as_bytes()], |r| {
+                    Ok((
+                        r.get::<_, Vec<u8>>(0)?,
+                        r.get::<_, Vec<u8>>(1)?,
+                        r.get::<_, i64>(2)?,
+                        r.get::<_, Vec<u8>>(3)?,
+                        r.get::<_, Option<String>>(4)?,
+                        r.get::<_, i64>(5)?,
+                        r.get::<_, Option<Vec<u8>>>(6)?,
+                    ))
+                })?
+                .collect::<rusqlite::Result<Vec<_>>>()?;
+            let mut out = Vec::with_capacity(rows.len());
+            for (request_id, body, epoch, id, text, sent_at, plain) in rows {
+                let payload = match (text, plain) {
+                    (Some(text), _) => Payload {
+                        id: Id::from_slice(&id)
+                            .map_err(|_| Error::Storage("corrupt message id".into()))?,
+                        sent_at: sent_at as u64,
+                        body: Body::Text { text },
+                    },
+                    (None, Some(plain)) => Payload::decode(&plain)?,
+                    (None, None) => continue,
+                };
+                out.push((request_id, body, epoch, payload));
+            }
+            out
+        };
+        let relay = self.relay_for(&conv.relay)?;
+        for (request_id, body, epoch, payload) in pending {
+            let request_id = Id::from_slice(&request_id)
+                .map_err(|_| Error::Storage("corrupt request id".into()))?;
+            let token = self.token(&conv.group_id, epoch as u64)?;
+            match relay
+                .append_application(request_id, &conv.group_id, &token, epoch as u64, body)
+                .await
+            {
+                Ok(seq) => self.mark_sent(conv, &payload, seq)?,
+                Err(Error::Relay {
+                    code: ErrorCode::StaleEpoch,
+                    ..
+                }) => {
+                    // Encrypted for an epoch that is over: re-encrypt the same payload (same
+                    // id) now.
+                    match self.send_payload(conv, payload.clone()).await {
+                        Ok(_) | Err(Error::Relay { .. }) => {}
+                        Err(e @ Error::NotMember(_)) => self.mark_failed(conv, &payload, &e)?,
+                        Err(e) => return Err(e),
+                    }
+                }
+                Err(e @ Error::RelayUnreachable(_)) => return Err(e),
+                Err(e) => self.mark_failed(conv, &payload, &e)?,
+            }
+        }
+        Ok(())
+    }
+
+    /// The client for `url`, kept for the life of the profile (one connection pool per relay).
+    pub(super) fn relay_for(&self, url: &str) -> Result<RelayClient> {
+        let key = crate::relay_client::normalize_spec(url)?;
+        if key == self.relay.base() {
+            return Ok(self.relay.clone());
+        }
+        let mut relays = self.relays.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(r) = relays.get(&key) {
+            return Ok(r.clone());
+        }
+        let r = RelayClient::new(&key)?;
+        relays.insert(key, r.clone());
+        Ok(r)
+    }
+}

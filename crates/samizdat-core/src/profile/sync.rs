@@ -1,0 +1,353 @@
+//! Sync: the mailbox (Welcomes) and each conversation's log, processed strictly in order.
+
+use super::*;
+
+impl Profile {
+    /// Fetch and process the mailbox and every conversation; acknowledge what was stored.
+    pub async fn sync(&mut self) -> Result<Vec<Event>> {
+        let mut events = Vec::new();
+        self.sync_mailbox(&mut events).await?;
+        events.append(&mut self.buffered);
+        // Leave notices queued before we marked a conversation as left.
+        for conv in self.left_with_outbox()? {
+            self.flush_pending(&conv).await?;
+            events.append(&mut self.buffered);
+        }
+        let convs = self.active_convs()?;
+        let mut leavers: Vec<(Id, Vec<u8>)> = Vec::new();
+        for conv in convs {
+            // Queued sends first: once acknowledged they are known as our own entries, so
+            // the log read below skips them instead of failing to decrypt them.
+            self.flush_pending(&conv).await?;
+            events.append(&mut self.buffered);
+            match self.sync_group(&conv.group_id, &mut events).await {
+                Ok(l) => leavers.extend(l.into_iter().map(|fp| (conv.group_id, fp))),
+                Err(e @ Error::RelayUnreachable(_)) => return Err(e),
+                Err(Error::Relay {
+                    code: ErrorCode::BadToken,
+                    ..
+                }) => {
+                    // Our epoch token is not the group's: we processed a commit the others did
+                    // not (a fork served by a dishonest relay) or lost our state. Stop using
+                    // this state; a member re-adding us starts afresh.
+                    self.db.conn().execute(
+                        "UPDATE conversations SET active = 0, status = 'lost sync with the group; ask a member to re-add you' WHERE group_id = ?1",
+                        params![conv.group_id.as_bytes()],
+                    )?;
+                    self.emit(&mut events, Event::notice(Some(&conv), "lost sync with the group (its epoch token no longer matches: a fork or tampering); ask a member to re-add you".into()))?;
+                }
+                Err(e) => self.emit(
+                    &mut events,
+                    Event::notice(Some(&conv), format!("sync failed: {e}")),
+                )?,
+            }
+        }
+        // Members who asked to leave: remove them (one committer wins; the rest find them gone).
+        for (gid, fp) in leavers {
+            if let Some(conv) = self.conv_by_id(&gid)?
+                && conv.active
+            {
+                self.commit_change(&conv, Vec::new(), vec![fp], None)
+                    .await?;
+            }
+        }
+        events.append(&mut self.buffered);
+        Ok(events)
+    }
+
+    pub(super) async fn sync_mailbox(&mut self, events: &mut Vec<Event>) -> Result<()> {
+        let msgs = self
+            .relay
+            .read_mailbox(&self.mailbox_key, &self.mailbox, 0)
+            .await?;
+        if msgs.is_empty() {
+            return Ok(());
+        }
+        let mut done = Vec::new();
+        let mut joined = 0;
+        for m in msgs {
+            match Envelope::decode(&m.body.0) {
+                Ok(Envelope::Welcome {
+                    group_id,
+                    relay,
+                    welcome,
+                    invite_mac,
+                }) => {
+                    if self.conv_by_id(&group_id)?.is_some_and(|c| c.active) {
+                        // Already joined (a crash before the acknowledgement): nothing to do.
+                        done.push(m.seq);
+                        continue;
+                    }
+                    let screened =
+                        self.screen_welcome(group_id, &relay, &welcome.0, invite_mac.as_ref());
+                    match screened.and_then(|s| match s {
+                        Screened::Join => self.join(group_id, &relay, &welcome.0).map(Some),
+                        Screened::Pending(Some(event)) => self.emit(events, event).map(|()| None),
+                        Screened::Pending(None) => Ok(None),
+                    }) {
+                        Ok(Some(name)) => {
+                            joined += 1;
+                            let e = Event::Joined {
+                                conversation_id: group_id.to_string(),
+                                conversation: name,
+                            };
+                            self.emit(events, e)?;
+                        }
+                        Ok(None) => {}
+                        Err(e) => self.emit(
+                            events,
+                            Event::notice(None, format!("could not join a conversation: {e}")),
+                        )?,
+                    }
+                }
+                Err(_) => self.emit(
+                    events,
+                    Event::notice(None, "dropped an unreadable mailbox message".into()),
+                )?,
+            }
+            done.push(m.seq);
+        }
+        // Acknowledge only after the joins are committed locally.
+        crash_point("mailbox-before-ack");
+        self.relay
+            .ack(&self.mailbox_key, &self.mailbox, done)
+            .await?;
+        if joined > 0 {
+            let new: Vec<Id> = events
+                .iter()
+                .filter_map(|e| match e {
+                    Event::Joined {
+                        conversation_id, ..
+                    } => conversation_id.parse().ok(),
+                    _ => None,
+                })
+                .collect();
+            self.after_join(new, events).await?;
+        }
+        Ok(())
+    }
+
+    /// Refill the KeyPackage pool and announce our display name in conversations we just
+    /// joined.
+    pub(super) async fn after_join(&mut self, new: Vec<Id>, events: &mut Vec<Event>) -> Result<()> {
+        {
+            let count = self
+                .relay
+                .key_package_count(&self.mailbox_key, &self.mailbox)
+                .await?;
+            if (count.available as usize) < KEY_PACKAGE_POOL / 2 {
+                self.upload_key_packages(KEY_PACKAGE_POOL - count.available as usize, None)
+                    .await?;
+            }
+            for id in new {
+                // By id: catching up may rename the conversation (or end our membership).
+                let Some(conv) = self.conv_by_id(&id)? else {
+                    continue;
+                };
+                let payload = Payload {
+                    id: random_id(),
+                    sent_at: now_millis(),
+                    body: Body::Profile {
+                        name: self.name.clone(),
+                    },
+                };
+                match self.send_payload(&conv, payload).await {
+                    // Queued: the next sync delivers it.
+                    Ok(_) | Err(Error::RelayUnreachable(_)) => {}
+                    Err(e) => {
+                        let text = format!("could not announce ourselves: {e}");
+                        self.emit(events, Event::notice(Some(&conv), text))?;
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Read and process a conversation's log from its cursor. Returns members who asked to leave.
+    pub(super) async fn sync_group(
+        &mut self,
+        group_id: &Id,
+        events: &mut Vec<Event>,
+    ) -> Result<Vec<Vec<u8>>> {
+        let mut leavers = Vec::new();
+        let Some(mut conv) = self.conv_by_id(group_id)? else {
+            return Ok(leavers);
+        };
+        let relay = RelayClient::new(&conv.relay)?;
+        let own: HashSet<u64> = {
+            let conn = self.db.conn();
+            let mut stmt =
+                conn.prepare("SELECT seq FROM own_entries WHERE group_id = ?1 AND seq > ?2")?;
+            stmt.query_map(params![group_id.as_bytes(), conv.cursor as i64], |r| {
+                r.get::<_, i64>(0)
+            })?
+            .map(|r| r.map(|v| v as u64))
+            .collect::<rusqlite::Result<HashSet<_>>>()?
+        };
+        let mut group: Option<mls::Group> = None;
+        let start = conv.cursor;
+        let mut last_page = 0usize;
+        while conv.active {
+            if last_page >= PROGRESS_PAGE {
+                // Another page: a long catch-up, worth showing.
+                let e = Event::SyncProgress {
+                    conversation_id: group_id.to_string(),
+                    conversation: conv.name.clone(),
+                    done: conv.cursor - start,
+                };
+                self.emit(events, e)?;
+            }
+            let token = self.token(group_id, conv.read_epoch)?;
+            let page = relay
+                .read_entries(group_id, conv.read_epoch, conv.cursor, &token)
+                .await?;
+            if page.entries.is_empty() {
+                if page.current_epoch > conv.read_epoch {
+                    self.emit(events, Event::notice(Some(&conv), "entries are missing from the relay (expired?); ask a member to re-add you".into()))?;
+                }
+                break;
+            }
+            // The relay is trusted for order, not for honesty: process by position, each
+            // position once, and say so when positions are missing.
+            let mut entries = page.entries;
+            entries.sort_by_key(|e| e.seq);
+            entries.dedup_by_key(|e| e.seq);
+            entries.retain(|e| e.seq > conv.cursor);
+            if entries.is_empty() {
+                break;
+            }
+            last_page = entries.len();
+            for entry in entries {
+                if !conv.active {
+                    break;
+                }
+                if conv.cursor > 0 && entry.seq != conv.cursor + 1 {
+                    self.emit(events, Event::notice(Some(&conv), format!(
+                            "entries {}..{} of the log are missing (withheld by the relay, or expired)",
+                            conv.cursor + 1,
+                            entry.seq - 1
+                        )))?;
+                }
+                let mut next_epoch = conv.read_epoch;
+                if own.contains(&entry.seq) {
+                    if entry.kind == EntryKind::Commit {
+                        next_epoch = entry.epoch + 1;
+                    }
+                    self.set_cursor(&conv, entry.seq, next_epoch)?;
+                    conv.cursor = entry.seq;
+                    conv.read_epoch = next_epoch;
+                    continue;
+                }
+                if group.is_none() {
+                    group = Some(self.mls.load(group_id.as_bytes())?);
+                }
+                let Some(g) = group.as_mut() else { break };
+                let before = if entry.kind == EntryKind::Commit {
+                    g.members()
+                } else {
+                    Vec::new()
+                };
+                let processed = g.process(&entry.body.0);
+                match processed {
+                    Ok(Incoming::Commit { epoch, removed }) => {
+                        let token = if removed { None } else { Some(g.token()?) };
+                        let after = if removed { Vec::new() } else { g.members() };
+                        let g = &mut *g;
+                        self.db.transaction(|| {
+                            g.save()?;
+                            if let Some(t) = &token {
+                                self.store_token(group_id, epoch, t)?;
+                            }
+                            if removed {
+                                self.db.conn().execute(
+                                    "UPDATE conversations SET active = 0, status = 'removed from the group' WHERE group_id = ?1",
+                                    params![group_id.as_bytes()],
+                                )?;
+                                let e = Event::Removed {
+                                    conversation_id: group_id.to_string(),
+                                    conversation: conv.name.clone(),
+                                };
+                                self.emit(events, e)?;
+                            } else {
+                                self.member_changes(&conv, &before, &after, events)?;
+                            }
+                            self.set_cursor(&conv, entry.seq, epoch)
+                        })?;
+                        conv.cursor = entry.seq;
+                        conv.read_epoch = epoch;
+                        if removed {
+                            conv.active = false;
+                        }
+                    }
+                    Ok(Incoming::Application { sender, data }) => {
+                        let g = &mut *g;
+                        let mut new_events = Vec::new();
+                        let mut left = None;
+                        self.db.transaction(|| {
+                            g.save()?;
+                            match Payload::decode(&data) {
+                                Ok(p) => {
+                                    left = self.apply_payload(
+                                        &mut conv,
+                                        &sender,
+                                        p,
+                                        entry.seq,
+                                        &mut new_events,
+                                    )?;
+                                }
+                                Err(_) => self.emit(
+                                    &mut new_events,
+                                    Event::notice(
+                                        Some(&conv),
+                                        format!(
+                                            "ignored an undecodable message at position {}",
+                                            entry.seq
+                                        ),
+                                    ),
+                                )?,
+                            }
+                            self.set_cursor(&conv, entry.seq, conv.read_epoch)
+                        })?;
+                        // Re-read: the payload may have renamed the conversation.
+                        if let Some(c) = self.conv_by_id(group_id)? {
+                            conv.name = c.name;
+                            conv.kind = c.kind;
+                        }
+                        conv.cursor = entry.seq;
+                        events.extend(new_events);
+                        leavers.extend(left);
+                    }
+                    Ok(Incoming::Other) => {
+                        let g = &mut *g;
+                        self.db.transaction(|| {
+                            g.save()?;
+                            self.set_cursor(&conv, entry.seq, conv.read_epoch)
+                        })?;
+                        conv.cursor = entry.seq;
+                    }
+                    Err(e) => {
+                        // Forged, damaged or undecryptable: never displayed. Reload the
+                        // group so no partial state from the failed attempt survives.
+                        group = None;
+                        let text = format!("rejected entry {} of the log: {e}", entry.seq);
+                        self.db.transaction(|| {
+                            self.emit(events, Event::notice(Some(&conv), text))?;
+                            self.set_cursor(&conv, entry.seq, conv.read_epoch)
+                        })?;
+                        conv.cursor = entry.seq;
+                    }
+                }
+            }
+        }
+        Ok(leavers)
+    }
+
+    pub(super) fn set_cursor(&self, conv: &Conv, seq: u64, epoch: u64) -> Result<()> {
+        self.db.conn().execute(
+            "UPDATE conversations SET cursor = ?2, read_epoch = ?3 WHERE group_id = ?1",
+            params![conv.group_id.as_bytes(), seq as i64, epoch as i64],
+        )?;
+        Ok(())
+    }
+}
