@@ -92,7 +92,7 @@ impl Profile {
                 "you are already connected to this person as {a:?}"
             )));
         }
-        let relay = RelayClient::new(&invite.relay)?;
+        let relay = self.relay_for(&invite.relay)?;
         let claimed = relay
             .claim_key_package(&invite.mailbox)
             .await

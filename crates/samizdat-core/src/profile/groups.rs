@@ -72,7 +72,8 @@ impl Profile {
                     "{alias:?} has not shared a mailbox yet; sync and try again"
                 )));
             };
-            let claimed = RelayClient::new(&relay_url)?
+            let claimed = self
+                .relay_for(&relay_url)?
                 .claim_key_package(&mailbox)
                 .await?;
             if mls::key_package_fingerprint(&claimed.key_package.0)?.as_slice() != fp.as_slice() {
