@@ -86,6 +86,7 @@ impl ClientHandle {
             events: events_tx.clone(),
             last_seq: seq_tx,
             published: last,
+            connected: false,
         };
         std::thread::Builder::new()
             .name("samizdat-core".into())
@@ -168,6 +169,8 @@ struct Service {
     last_seq: watch::Sender<u64>,
     /// Newest durable event already broadcast.
     published: u64,
+    /// Whether the realtime connection was last reported up.
+    connected: bool,
 }
 
 type Ws =
@@ -260,6 +263,7 @@ impl Service {
                         challenge = None;
                         subscribed.clear();
                         backoff = new_backoff();
+                        self.connected = true;
                         self.live(Event::Relay {
                             relay: relay.clone(),
                             state: RelayState::Up,
@@ -324,8 +328,19 @@ impl Service {
     }
 
     /// Report the connection down and say when the next attempt is.
-    fn retry(&self, relay: &str, backoff: &mut backon::ExponentialBackoff) -> tokio::time::Instant {
+    fn retry(
+        &mut self,
+        relay: &str,
+        backoff: &mut backon::ExponentialBackoff,
+    ) -> tokio::time::Instant {
         let delay = backoff.next().unwrap_or(Duration::from_secs(10));
+        if std::mem::take(&mut self.connected) {
+            self.live(Event::Relay {
+                relay: relay.to_string(),
+                state: RelayState::Down,
+                retry_in_ms: None,
+            });
+        }
         self.live(Event::Relay {
             relay: relay.to_string(),
             state: RelayState::Retrying,
