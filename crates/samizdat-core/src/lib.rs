@@ -18,8 +18,8 @@ pub mod store;
 
 pub use invite::Invite;
 pub use profile::{
-    ContactView, ConvKind, ConversationView, Event, EventPage, InvitationView, LoggedEvent,
-    MemberView, MessageView, Profile, RelayState,
+    ContactView, ConvKind, ConversationView, Event, EventPage, GroupAdded, InvitationView,
+    LoggedEvent, MemberView, MessageView, Profile, RelayState,
 };
 pub use samizdat_proto::ErrorCode;
 pub use service::{ClientHandle, LiveEvent, Mode};

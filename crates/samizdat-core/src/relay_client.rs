@@ -356,7 +356,7 @@ impl RelayClient {
         body: Vec<u8>,
         next_token_hash: Option<[u8; 32]>,
         welcomes: Vec<WelcomeDrop>,
-    ) -> Result<u64> {
+    ) -> Result<Stored> {
         let req = AppendEntry {
             request_id,
             kind,
@@ -373,8 +373,7 @@ impl RelayClient {
                     .json(&req)
             })
             .await?;
-        let s: Stored = self.finish(r).await?;
-        Ok(s.seq)
+        self.finish(r).await
     }
 
     /// Append an application entry (no next token, no Welcomes).
@@ -397,6 +396,7 @@ impl RelayClient {
             Vec::new(),
         )
         .await
+        .map(|s| s.seq)
     }
 
     pub async fn read_entries(

@@ -16,7 +16,8 @@ use tokio::io::{AsyncBufRead, AsyncBufReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::sync::{Mutex, Semaphore, mpsc};
 
 use crate::profile::{
-    ContactView, ConversationView, Event, EventPage, InvitationView, MemberView, MessageView,
+    ContactView, ConversationView, Event, EventPage, GroupAdded, InvitationView, MemberView,
+    MessageView,
 };
 use crate::service::{ClientHandle, LiveEvent};
 use crate::{Error, Profile};
@@ -356,7 +357,7 @@ methods! {
     "send" => send(SendParams) -> Sent, "Send a text message. Stored before it is sent: on relay_unreachable it stays queued and is retried.";
     "history" => history(HistoryParams) -> Vec<MessageView>, "A conversation's messages in log order (marks them read).";
     "group_create" => group_create(GroupParams) -> Created, "Create an empty group.";
-    "group_add" => group_add(GroupAddParams) -> Done, "Add contacts to a group.";
+    "group_add" => group_add(GroupAddParams) -> GroupAdded, "Add contacts to a group; those whose relay is unreachable are added by later syncs (`waiting`).";
     "group_remove" => group_remove(GroupRemoveParams) -> Done, "Remove a contact from a group.";
     "group_leave" => group_leave(GroupParams) -> Done, "Leave a group.";
     "group_members" => group_members(GroupParams) -> Vec<MemberView>, "A group's members.";
@@ -540,14 +541,11 @@ async fn group_create(s: &Session, a: GroupParams) -> RpcResult<Created> {
     })
 }
 
-async fn group_add(s: &Session, a: GroupAddParams) -> RpcResult<Done> {
+async fn group_add(s: &Session, a: GroupAddParams) -> RpcResult<GroupAdded> {
     if a.contacts.is_empty() {
         return Err(RpcError::new(codes::INVALID_PARAMS, "contacts is empty"));
     }
-    on_profile!(s, |p| {
-        p.group_add(&a.group, &a.contacts).await?;
-        Ok(Done { ok: true })
-    })
+    on_profile!(s, |p| p.group_add(&a.group, &a.contacts).await)
 }
 
 async fn group_remove(s: &Session, a: GroupRemoveParams) -> RpcResult<Done> {

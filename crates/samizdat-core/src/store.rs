@@ -15,6 +15,7 @@ const MIGRATIONS: &[(i64, &str)] = &[
     (1, include_str!("../migrations/0001_init.sql")),
     (2, include_str!("../migrations/0002_invitations.sql")),
     (3, include_str!("../migrations/0003_service.sql")),
+    (4, include_str!("../migrations/0004_delivery.sql")),
 ];
 
 /// A shared handle on the profile database. The MLS storage providers use the same

@@ -245,7 +245,7 @@ fn print_event(e: &Event, json: bool) {
         }
         Event::MemberAdded {
             conversation, who, ..
-        } => println!("[{}] {} joined", safe(conversation), safe(who)),
+        } => println!("[{}] {} was added", safe(conversation), safe(who)),
         Event::MemberRemoved {
             conversation, who, ..
         } => println!("[{}] {} was removed", safe(conversation), safe(who)),
@@ -478,10 +478,22 @@ async fn run_in(home: &Path, cmd: ClientCommand) -> Result<()> {
                 );
             }
             GroupCommand::Add { name, aliases } => {
-                let _: samizdat_core::rpc::Done = b
+                let since = b.last_event().await?;
+                let added: Result<samizdat_core::GroupAdded> = b
                     .call("group_add", json!({ "group": name, "contacts": aliases }))
-                    .await?;
-                println!("added {} to {name}", aliases.join(", "));
+                    .await;
+                let side = b.events_since(since).await.unwrap_or_default();
+                let added = added?;
+                if !added.added.is_empty() {
+                    println!("added {} to {name}", added.added.join(", "));
+                }
+                if !added.waiting.is_empty() {
+                    println!(
+                        "{} will be added to {name} when their relay can be reached (retried by sync, or while `samizdat serve` runs)",
+                        added.waiting.join(", ")
+                    );
+                }
+                print_side_events(&side);
             }
             GroupCommand::Remove { name, alias } => {
                 let _: samizdat_core::rpc::Done = b

@@ -73,9 +73,12 @@ impl Profile {
             group.apply_pending_commit()?;
             let next_token = group.token()?;
             let mut welcomes = Vec::new();
-            let mut elsewhere = Vec::new();
+            // Welcomes owed to members whose mailbox is on another relay (or that the
+            // group's relay could not store): stored with the commit, delivered after it.
+            let mut owed: Vec<OwedDrop> = Vec::new();
+            let mut env = Vec::new();
             if let Some(w) = &pending.welcome {
-                let env = Envelope::Welcome {
+                env = Envelope::Welcome {
                     group_id: conv.group_id,
                     relay: conv.relay.clone(),
                     welcome: Bytes(w.clone()),
@@ -83,14 +86,18 @@ impl Profile {
                         .map(|i| Bytes(crate::invite_mac(&i, &conv.group_id).to_vec())),
                 }
                 .encode();
-                for (_, mailbox_relay, mailbox) in &adds {
+                for (kp, mailbox_relay, mailbox) in &adds {
                     if mailbox_relay.trim_end_matches('/') == relay.base() {
                         welcomes.push(WelcomeDrop {
                             mailbox_id: *mailbox,
                             body: Bytes(env.clone()),
                         });
                     } else {
-                        elsewhere.push((mailbox_relay.clone(), *mailbox, env.clone()));
+                        owed.push(OwedDrop {
+                            relay: mailbox_relay.clone(),
+                            mailbox: *mailbox,
+                            member: mls::key_package_fingerprint(kp)?,
+                        });
                     }
                 }
             }
@@ -107,21 +114,59 @@ impl Profile {
                 )
                 .await
             {
-                Ok(seq) => {
+                Ok(stored) => {
+                    // Welcomes the group's relay could not store go the same way as those
+                    // for other relays: kept and retried.
+                    for mailbox in &stored.undelivered_welcomes {
+                        if let Some((kp, r, _)) = adds.iter().find(|a| a.2 == *mailbox) {
+                            owed.push(OwedDrop {
+                                relay: r.clone(),
+                                mailbox: *mailbox,
+                                member: mls::key_package_fingerprint(kp)?,
+                            });
+                        }
+                    }
+                    // New members learn the group's name from the first message of their
+                    // epoch: queued with the commit, so a crash cannot leave them unnamed.
+                    let meta =
+                        (!adds.is_empty() && conv.kind == ConvKind::Group).then(|| Payload {
+                            id: random_id(),
+                            sent_at: now_millis(),
+                            body: Body::GroupMeta {
+                                name: conv.name.clone(),
+                            },
+                        });
                     self.db.transaction(|| {
                         group.save()?;
                         self.store_token(&conv.group_id, group.epoch(), &next_token)?;
                         self.db.conn().execute(
                             "INSERT OR IGNORE INTO own_entries (group_id, seq) VALUES (?1, ?2)",
-                            params![conv.group_id.as_bytes(), seq as i64],
+                            params![conv.group_id.as_bytes(), stored.seq as i64],
                         )?;
+                        for d in &owed {
+                            self.owe_drop(&conv.group_id, d, &env)?;
+                        }
+                        if let Some(p) = &meta {
+                            let plain = p.encode();
+                            let ct = group.encrypt(&plain)?;
+                            group.save()?;
+                            let epoch = group.epoch();
+                            self.queue(conv, p, &plain, &random_id(), &ct, epoch, &mut events)?;
+                        }
                         self.member_changes(conv, &members, &group.members(), &mut events)
                     })?;
                     self.buffered.append(&mut events);
-                    for (r, mailbox, env) in elsewhere {
-                        self.relay_for(&r)?
-                            .drop_message(random_id(), &mailbox, env)
-                            .await?;
+                    crash_point("commit-before-drops");
+                    // Deliver now if we can; whatever cannot be is retried by the next sync
+                    // (the commit stands either way).
+                    if !owed.is_empty() {
+                        self.flush_drops(Some(&conv.group_id)).await?;
+                    }
+                    if meta.is_some() {
+                        match self.flush_pending(conv).await {
+                            Ok(()) | Err(Error::RelayUnreachable(_)) => {}
+                            Err(e) => return Err(e),
+                        }
                     }
                     return Ok(());
                 }

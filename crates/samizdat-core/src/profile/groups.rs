@@ -2,6 +2,17 @@
 
 use super::*;
 
+/// Give up on an add whose member's relay stayed unreachable this long.
+const ADD_MAX_AGE_MS: u64 = 7 * 24 * 3600 * 1000;
+
+/// What `group_add` did: committed now, or waiting for the member's relay.
+#[derive(Debug, Clone, Default, Serialize, serde::Deserialize, schemars::JsonSchema)]
+pub struct GroupAdded {
+    pub added: Vec<String>,
+    /// Contacts whose relay could not be reached: added by the next syncs once it is.
+    pub waiting: Vec<String>,
+}
+
 impl Profile {
     pub async fn group_create(&mut self, name: &str) -> Result<()> {
         let name = name.trim();
@@ -62,9 +73,13 @@ impl Profile {
     }
 
     /// Add contacts to a group: claim and verify each one's KeyPackage, commit, Welcome them.
-    pub async fn group_add(&mut self, name: &str, aliases: &[String]) -> Result<()> {
+    /// A contact whose relay cannot be reached now is added later: the add is stored and
+    /// resumed by the next syncs (their alias is returned in `waiting`).
+    pub async fn group_add(&mut self, name: &str, aliases: &[String]) -> Result<GroupAdded> {
         let conv = self.group_conv(name)?;
         let mut adds = Vec::new();
+        let mut result = GroupAdded::default();
+        let mut waiting = Vec::new();
         for alias in aliases {
             let (fp, relay, mailbox) = self.contact_route(alias)?;
             let (Some(relay_url), Some(mailbox)) = (relay, mailbox) else {
@@ -72,20 +87,119 @@ impl Profile {
                     "{alias:?} has not shared a mailbox yet; sync and try again"
                 )));
             };
-            let claimed = self
-                .relay_for(&relay_url)?
-                .claim_key_package(&mailbox)
-                .await?;
-            if mls::key_package_fingerprint(&claimed.key_package.0)?.as_slice() != fp.as_slice() {
-                return Err(Error::KeyPackageMismatch);
+            match self.claim_verified(&relay_url, &mailbox, &fp).await {
+                Ok(kp) => {
+                    adds.push((kp, relay_url, mailbox));
+                    result.added.push(alias.clone());
+                }
+                Err(Error::RelayUnreachable(_)) => {
+                    waiting.push((fp, alias.clone(), relay_url, mailbox));
+                    result.waiting.push(alias.clone());
+                }
+                Err(e) => return Err(e),
             }
-            adds.push((claimed.key_package.0, relay_url, mailbox));
         }
-        self.commit_change(&conv, adds, Vec::new(), None).await?;
-        let meta = Body::GroupMeta {
-            name: conv.name.clone(),
+        if !waiting.is_empty() {
+            self.db.transaction(|| {
+                for (fp, alias, relay, mailbox) in &waiting {
+                    self.db.conn().execute(
+                        "INSERT OR IGNORE INTO pending_adds (group_id, member, alias, relay, mailbox, next_at, created_at)
+                         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?6)",
+                        params![conv.group_id.as_bytes(), fp, alias, relay, mailbox.as_bytes(), now_millis() as i64],
+                    )?;
+                }
+                Ok(())
+            })?;
+        }
+        if !adds.is_empty() {
+            self.commit_change(&conv, adds, Vec::new(), None).await?;
+        }
+        Ok(result)
+    }
+
+    /// Claim a contact's KeyPackage and check it is theirs.
+    async fn claim_verified(&self, relay: &str, mailbox: &Id, fp: &[u8]) -> Result<Vec<u8>> {
+        let claimed = self.relay_for(relay)?.claim_key_package(mailbox).await?;
+        if mls::key_package_fingerprint(&claimed.key_package.0)?.as_slice() != fp {
+            return Err(Error::KeyPackageMismatch);
+        }
+        Ok(claimed.key_package.0)
+    }
+
+    /// Resume group adds that waited for a member's relay, when due.
+    pub(super) async fn resume_adds(&mut self) -> Result<()> {
+        let due: Vec<(i64, Vec<u8>, Vec<u8>, String, String, Vec<u8>, i64, i64)> = {
+            let conn = self.db.conn();
+            let mut stmt = conn.prepare(
+                "SELECT id, group_id, member, alias, relay, mailbox, attempts, created_at FROM pending_adds
+                 WHERE next_at <= ?1 ORDER BY id",
+            )?;
+            stmt.query_map(params![now_millis() as i64], |r| {
+                Ok((
+                    r.get(0)?,
+                    r.get(1)?,
+                    r.get(2)?,
+                    r.get(3)?,
+                    r.get(4)?,
+                    r.get(5)?,
+                    r.get(6)?,
+                    r.get(7)?,
+                ))
+            })?
+            .collect::<rusqlite::Result<Vec<_>>>()?
         };
-        queued(self.send_body(&conv.name, meta).await)?;
+        let mut events = Vec::new();
+        for (id, gid, member, alias, relay, mailbox, attempts, created_at) in due {
+            let (Ok(gid), Ok(mailbox)) = (Id::from_slice(&gid), Id::from_slice(&mailbox)) else {
+                return Err(Error::Storage("corrupt pending add".into()));
+            };
+            let done = |p: &Self| -> Result<()> {
+                p.db.conn()
+                    .execute("DELETE FROM pending_adds WHERE id = ?1", params![id])?;
+                Ok(())
+            };
+            let Some(conv) = self.conv_by_id(&gid)?.filter(|c| c.active) else {
+                done(self)?;
+                continue;
+            };
+            let already = self
+                .mls
+                .load(gid.as_bytes())?
+                .members()
+                .iter()
+                .any(|m| m.fingerprint.as_slice() == member.as_slice());
+            if already {
+                done(self)?;
+                continue;
+            }
+            let outcome = match self.claim_verified(&relay, &mailbox, &member).await {
+                Ok(kp) => {
+                    self.commit_change(&conv, vec![(kp, relay.clone(), mailbox)], Vec::new(), None)
+                        .await
+                }
+                Err(e) => Err(e),
+            };
+            let too_old = now_millis().saturating_sub(created_at as u64) > ADD_MAX_AGE_MS;
+            match outcome {
+                Ok(()) => done(self)?,
+                Err(e @ (Error::RelayUnreachable(_) | Error::Busy(_))) if !too_old => {
+                    let next = now_millis()
+                        + super::delivery::retry_delay(attempts as u32).as_millis() as u64;
+                    self.db.conn().execute(
+                        "UPDATE pending_adds SET attempts = attempts + 1, next_at = ?2, last_error = ?3 WHERE id = ?1",
+                        params![id, next as i64, e.to_string()],
+                    )?;
+                }
+                Err(e) => {
+                    self.db.transaction(|| {
+                        done(self)?;
+                        let text = format!("could not add {alias} to the group: {e}");
+                        self.emit(&mut events, Event::notice(Some(&conv), text))
+                    })?;
+                }
+            }
+        }
+        self.buffered.append(&mut events);
         Ok(())
     }
 

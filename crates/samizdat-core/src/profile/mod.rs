@@ -18,6 +18,7 @@ use crate::{Error, Result, now_millis, now_secs, random_id, sha256};
 mod apply;
 mod commit;
 mod contacts;
+mod delivery;
 mod events;
 mod groups;
 mod invitations;
@@ -25,7 +26,9 @@ mod outbox;
 mod sync;
 mod views;
 
+use delivery::OwedDrop;
 pub use events::{Event, EventPage, LoggedEvent, RelayState};
+pub use groups::GroupAdded;
 use invitations::{Screened, invitation_warning};
 use outbox::queued;
 pub use views::{ContactView, ConversationView, InvitationView, MemberView, MessageView};

@@ -7,6 +7,9 @@ impl Profile {
     pub async fn sync(&mut self) -> Result<Vec<Event>> {
         let mut events = Vec::new();
         self.sync_mailbox(&mut events).await?;
+        // Welcomes owed to members on other relays, and adds waiting for one, when due.
+        self.flush_drops(None).await?;
+        self.resume_adds().await?;
         events.append(&mut self.buffered);
         // Leave notices queued before we marked a conversation as left.
         for conv in self.left_with_outbox()? {

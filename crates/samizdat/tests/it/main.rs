@@ -4,6 +4,7 @@
 
 mod bounds;
 mod crash;
+mod delivery;
 mod harness;
 mod mitm;
 mod service;

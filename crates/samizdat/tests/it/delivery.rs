@@ -1,0 +1,130 @@
+//! Delivery across relays: people on different self-hosted relays, with the other relay down
+//! at the wrong moment.
+
+use crate::harness::{self, Person, RelayProc, World};
+
+/// A person whose profile (mailbox, KeyPackages) lives on `relay`.
+fn person_on(w: &mut World, name: &str, relay: &RelayProc) -> Person {
+    let p = Person {
+        name: name.into(),
+        display: format!("{name}-display-{}", &harness::hex_rand()[..6]),
+        home: w.dir.path().join(name),
+    };
+    p.ok(&["init", "--relay", &relay.url, "--name", &p.display]);
+    w.secrets.push(p.display.clone());
+    p
+}
+
+/// Alice (relay A) adds carol (relay B) to a group while relay B is down for a while: the add
+/// waits (stored), is resumed by alice's syncs once B is back, and carol joins and reads the
+/// next message.
+#[test]
+fn cross_relay_group_add_survives_the_new_members_relay_being_down() {
+    let mut w = World::new();
+    let b_data = w.dir.path().join("relay-b");
+    let mut relay_b = RelayProc::start(&b_data, "127.0.0.1:0");
+    let b_addr = relay_b.addr.clone();
+    let alice = w.person("alice");
+    let carol = person_on(&mut w, "carol", &relay_b);
+    // carol accepts alice's invite: their 1:1 conversation is on alice's relay (A).
+    let link = alice.ok(&["invite"]).lines().last().unwrap().to_string();
+    carol.ok(&["accept", &link, "--name", "alice"]);
+    alice.ok(&["sync"]);
+    alice.ok(&["group", "create", "friends"]);
+
+    relay_b.kill();
+    // carol's KeyPackage cannot be claimed now: the add is stored and resumed later.
+    let out = alice.ok(&["group", "add", "friends", &carol.display]);
+    assert!(out.contains("will be added"), "{out}");
+    assert_eq!(alice.members("friends").len(), 1);
+    // Syncing while B is still down keeps it waiting (and says nothing has failed).
+    let out = alice.ok(&["sync"]);
+    assert!(!out.contains("could not"), "{out}");
+    let hello = w.text("hello friends");
+    alice.ok(&["send", "friends", &hello]);
+
+    // B comes back (same address, same data); the next sync once the retry is due delivers.
+    let mut relay_b = RelayProc::start(&b_data, &b_addr);
+    let mut joined = false;
+    for _ in 0..60 {
+        alice.ok(&["sync"]);
+        let out = carol.ok(&["sync"]);
+        if out.contains("joined") {
+            joined = true;
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(500));
+    }
+    assert!(joined, "carol never got her Welcome");
+    let next = w.text("after carol joined");
+    alice.ok(&["send", "friends", &next]);
+    carol.ok(&["sync"]);
+    let texts = carol.texts("friends");
+    assert!(
+        texts.contains(&next),
+        "carol cannot read the group: {texts:?}"
+    );
+    // Sent before she joined: not hers to read (MLS), and not shown twice either way.
+    assert!(!texts.contains(&hello));
+    w.assert_no_plaintext();
+    relay_b.kill();
+}
+
+/// A Welcome refused for good (carol's relay takes no mailbox message that large) is
+/// reported at once, not retried forever and not silent.
+#[test]
+fn a_welcome_refused_for_good_is_reported() {
+    let mut w = World::new();
+    let b_data = w.dir.path().join("relay-b");
+    let config = w.dir.path().join("b.toml");
+    std::fs::write(&config, "[limits]\nmax_mailbox_message = 1000\n").expect("config");
+    let relay_b = RelayProc::start_with_config(&b_data, "127.0.0.1:0", &config);
+    let alice = w.person("alice");
+    let carol = person_on(&mut w, "carol", &relay_b);
+    let link = alice.ok(&["invite"]).lines().last().unwrap().to_string();
+    carol.ok(&["accept", &link, "--name", "alice"]);
+    alice.ok(&["sync"]);
+    alice.ok(&["group", "create", "friends"]);
+    let out = alice.ok(&["group", "add", "friends", &carol.display]);
+    assert!(
+        out.contains("could not be sent their invitation"),
+        "the refusal is not reported: {out}"
+    );
+    // Reported once: the next syncs do not retry or repeat it.
+    let out = alice.ok(&["sync"]);
+    assert!(!out.contains("could not be sent"), "{out}");
+}
+
+/// The committer dies right after its commit landed, before the Welcome to the other relay
+/// went out: the Welcome was stored with the commit and the next sync delivers it.
+#[test]
+fn a_welcome_owed_across_relays_survives_a_crash_after_the_commit() {
+    let mut w = World::new();
+    let b_data = w.dir.path().join("relay-b");
+    let relay_b = RelayProc::start(&b_data, "127.0.0.1:0");
+    let alice = w.person("alice");
+    let carol = person_on(&mut w, "carol", &relay_b);
+    let link = alice.ok(&["invite"]).lines().last().unwrap().to_string();
+    carol.ok(&["accept", &link, "--name", "alice"]);
+    alice.ok(&["sync"]);
+    alice.ok(&["group", "create", "friends"]);
+    let out = alice
+        .cmd(&["group", "add", "friends", &carol.display])
+        .env("SAMIZDAT_TEST_CRASH", "commit-before-drops")
+        .output()
+        .expect("run");
+    assert!(!out.status.success(), "the crash point was not reached");
+    assert_eq!(alice.members("friends").len(), 2, "the commit landed");
+    assert!(
+        !carol.ok(&["sync"]).contains("joined"),
+        "nothing delivered yet"
+    );
+    alice.ok(&["sync"]);
+    assert!(carol.ok(&["sync"]).contains("joined"));
+    let t = w.text("after the crash");
+    alice.ok(&["send", "friends", &t]);
+    carol.ok(&["sync"]);
+    assert_eq!(carol.texts("friends"), vec![t]);
+    drop(relay_b);
+    w.assert_no_plaintext();
+}
