@@ -15,6 +15,18 @@ fn person_on(w: &mut World, name: &str, relay: &RelayProc) -> Person {
     p
 }
 
+/// Alice on the world's relay (A), carol on `relay_b`, contacts (their 1:1 conversation is
+/// on A), and alice's empty group "friends".
+fn alice_with_carol_on(w: &mut World, relay_b: &RelayProc) -> (Person, Person) {
+    let alice = w.person("alice");
+    let carol = person_on(w, "carol", relay_b);
+    let link = alice.ok(&["invite"]).lines().last().unwrap().to_string();
+    carol.ok(&["accept", &link, "--name", "alice"]);
+    alice.ok(&["sync"]);
+    alice.ok(&["group", "create", "friends"]);
+    (alice, carol)
+}
+
 /// Alice (relay A) adds carol (relay B) to a group while relay B is down for a while: the add
 /// waits (stored), is resumed by alice's syncs once B is back, and carol joins and reads the
 /// next message.
@@ -24,13 +36,7 @@ fn cross_relay_group_add_survives_the_new_members_relay_being_down() {
     let b_data = w.dir.path().join("relay-b");
     let mut relay_b = RelayProc::start(&b_data, "127.0.0.1:0");
     let b_addr = relay_b.addr.clone();
-    let alice = w.person("alice");
-    let carol = person_on(&mut w, "carol", &relay_b);
-    // carol accepts alice's invite: their 1:1 conversation is on alice's relay (A).
-    let link = alice.ok(&["invite"]).lines().last().unwrap().to_string();
-    carol.ok(&["accept", &link, "--name", "alice"]);
-    alice.ok(&["sync"]);
-    alice.ok(&["group", "create", "friends"]);
+    let (alice, carol) = alice_with_carol_on(&mut w, &relay_b);
 
     relay_b.kill();
     // carol's KeyPackage cannot be claimed now: the add is stored and resumed later.
@@ -79,12 +85,7 @@ fn a_welcome_refused_for_good_is_reported() {
     let config = w.dir.path().join("b.toml");
     std::fs::write(&config, "[limits]\nmax_mailbox_message = 1000\n").expect("config");
     let relay_b = RelayProc::start_with_config(&b_data, "127.0.0.1:0", &config);
-    let alice = w.person("alice");
-    let carol = person_on(&mut w, "carol", &relay_b);
-    let link = alice.ok(&["invite"]).lines().last().unwrap().to_string();
-    carol.ok(&["accept", &link, "--name", "alice"]);
-    alice.ok(&["sync"]);
-    alice.ok(&["group", "create", "friends"]);
+    let (alice, carol) = alice_with_carol_on(&mut w, &relay_b);
     let out = alice.ok(&["group", "add", "friends", &carol.display]);
     assert!(
         out.contains("could not be sent their invitation"),
@@ -102,12 +103,7 @@ fn a_welcome_owed_across_relays_survives_a_crash_after_the_commit() {
     let mut w = World::new();
     let b_data = w.dir.path().join("relay-b");
     let relay_b = RelayProc::start(&b_data, "127.0.0.1:0");
-    let alice = w.person("alice");
-    let carol = person_on(&mut w, "carol", &relay_b);
-    let link = alice.ok(&["invite"]).lines().last().unwrap().to_string();
-    carol.ok(&["accept", &link, "--name", "alice"]);
-    alice.ok(&["sync"]);
-    alice.ok(&["group", "create", "friends"]);
+    let (alice, carol) = alice_with_carol_on(&mut w, &relay_b);
     let out = alice
         .cmd(&["group", "add", "friends", &carol.display])
         .env("SAMIZDAT_TEST_CRASH", "commit-before-drops")
