@@ -19,9 +19,11 @@ CREATE TABLE drops (
 ) STRICT;
 CREATE INDEX drops_due ON drops (next_at);
 
--- Group adds waiting for the new member's relay (their KeyPackage could not be claimed
--- because the relay was unreachable): resumed by the next syncs with backoff, until the add
--- is committed or refused for good.
+-- Adds not committed yet: group adds waiting for the new member's relay (their KeyPackage
+-- could not be claimed), and the add of an inviter into the 1:1 conversation `accept`
+-- created (with the invite, and the KeyPackage already claimed and verified). Resumed by
+-- the next syncs with backoff until committed (then, for an accept, the introduction is
+-- queued) or refused for good (then the user is told).
 CREATE TABLE pending_adds (
     id          INTEGER PRIMARY KEY AUTOINCREMENT,
     group_id    BLOB NOT NULL,
@@ -33,5 +35,7 @@ CREATE TABLE pending_adds (
     next_at     INTEGER NOT NULL,
     last_error  TEXT,
     created_at  INTEGER NOT NULL,
+    invite      BLOB,
+    key_package BLOB,
     UNIQUE (group_id, member)
 ) STRICT;

@@ -374,13 +374,17 @@ async fn run_in(home: &Path, cmd: ClientCommand) -> Result<()> {
             println!("{}", invite.link);
         }
         ClientCommand::Accept { link, name } => {
-            let a: samizdat_core::rpc::Accepted = b
+            let since = b.last_event().await?;
+            let a: Result<samizdat_core::rpc::Accepted> = b
                 .call("invite_accept", json!({ "link": link, "name": name }))
-                .await?;
+                .await;
+            let side = b.events_since(since).await.unwrap_or_default();
+            let a = a?;
             println!(
                 "connected: {} (verified the inviter's key fingerprint)",
                 a.contact
             );
+            print_side_events(&side);
         }
         ClientCommand::Contacts { json } => {
             let contacts: Vec<samizdat_core::ContactView> = b.call("contacts", json!({})).await?;

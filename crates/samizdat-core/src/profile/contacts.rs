@@ -117,7 +117,9 @@ impl Profile {
         relay
             .create_group(random_id(), group_id, group.epoch(), sha256(&token0))
             .await?;
-        self.db.transaction(|| {
+        // The conversation, the contact and the add still to commit, in one step: from here
+        // on the accept completes (now, or resumed by sync) or is undone and reported.
+        let pending: i64 = self.db.transaction(|| {
             group.save()?;
             self.db.conn().execute(
                 "INSERT INTO conversations (group_id, kind, name, relay, read_epoch, cursor, created_at) VALUES (?1, 'direct', ?2, ?3, ?4, 0, ?5)",
@@ -128,24 +130,29 @@ impl Profile {
                 "INSERT INTO contacts (alias, fingerprint, display_name, relay, mailbox_id, group_id, created_at) VALUES (?1, ?2, ?1, ?3, ?4, ?5, ?6)",
                 params![alias, &fp[..], invite.relay, invite.mailbox.as_bytes(), group_id.as_bytes(), now_secs() as i64],
             )?;
-            Ok(())
+            self.db.conn().execute(
+                "INSERT INTO pending_adds (group_id, member, alias, relay, mailbox, next_at, created_at, invite, key_package)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?6, ?7, ?8)",
+                params![group_id.as_bytes(), &fp[..], alias, invite.relay, invite.mailbox.as_bytes(), now_millis() as i64, invite.id.as_bytes(), claimed.key_package.0],
+            )?;
+            Ok(self.db.conn().last_insert_rowid())
         })?;
         drop(group);
-        let conv = self.conv_by_name(alias)?;
-        self.commit_change(
-            &conv,
-            vec![(claimed.key_package.0, invite.relay.clone(), invite.mailbox)],
-            Vec::new(),
-            Some(invite.id),
-        )
-        .await?;
-        let intro = Body::Intro {
-            name: self.name.clone(),
-            relay: self.relay.base().to_string(),
-            mailbox: self.mailbox,
-            invite: invite.id,
-        };
-        queued(self.send_body(&conv.name, intro).await)?;
+        crash_point("accept-before-commit");
+        self.resume_add(pending).await?;
+        if self.conv_by_id(&group_id)?.is_none() {
+            // Refused for good and undone; the reason is in the events.
+            let why = self
+                .buffered
+                .iter()
+                .rev()
+                .find_map(|e| match e {
+                    Event::Notice { text, .. } => Some(text.clone()),
+                    _ => None,
+                })
+                .unwrap_or_else(|| "the inviter's relay refused".into());
+            return Err(Error::InvalidInvite(why));
+        }
         Ok(alias.to_string())
     }
 

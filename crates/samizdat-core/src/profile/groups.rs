@@ -5,6 +5,19 @@ use super::*;
 /// Give up on an add whose member's relay stayed unreachable this long.
 const ADD_MAX_AGE_MS: u64 = 7 * 24 * 3600 * 1000;
 
+/// A row of `pending_adds`.
+struct PendingAdd {
+    group: Vec<u8>,
+    member: Vec<u8>,
+    alias: String,
+    relay: String,
+    mailbox: Vec<u8>,
+    attempts: i64,
+    created_at: i64,
+    invite: Option<Vec<u8>>,
+    key_package: Option<Vec<u8>>,
+}
+
 /// What `group_add` did: committed now, or waiting for the member's relay.
 #[derive(Debug, Clone, Default, Serialize, serde::Deserialize, schemars::JsonSchema)]
 pub struct GroupAdded {
@@ -126,77 +139,139 @@ impl Profile {
         Ok(claimed.key_package.0)
     }
 
-    /// Resume group adds that waited for a member's relay, when due.
+    /// Resume adds that are not committed yet, when due.
     pub(super) async fn resume_adds(&mut self) -> Result<()> {
-        let due: Vec<(i64, Vec<u8>, Vec<u8>, String, String, Vec<u8>, i64, i64)> = {
+        let due: Vec<i64> = {
             let conn = self.db.conn();
-            let mut stmt = conn.prepare(
-                "SELECT id, group_id, member, alias, relay, mailbox, attempts, created_at FROM pending_adds
-                 WHERE next_at <= ?1 ORDER BY id",
-            )?;
-            stmt.query_map(params![now_millis() as i64], |r| {
-                Ok((
-                    r.get(0)?,
-                    r.get(1)?,
-                    r.get(2)?,
-                    r.get(3)?,
-                    r.get(4)?,
-                    r.get(5)?,
-                    r.get(6)?,
-                    r.get(7)?,
-                ))
-            })?
-            .collect::<rusqlite::Result<Vec<_>>>()?
+            let mut stmt =
+                conn.prepare("SELECT id FROM pending_adds WHERE next_at <= ?1 ORDER BY id")?;
+            stmt.query_map(params![now_millis() as i64], |r| r.get(0))?
+                .collect::<rusqlite::Result<Vec<_>>>()?
         };
-        let mut events = Vec::new();
-        for (id, gid, member, alias, relay, mailbox, attempts, created_at) in due {
-            let (Ok(gid), Ok(mailbox)) = (Id::from_slice(&gid), Id::from_slice(&mailbox)) else {
-                return Err(Error::Storage("corrupt pending add".into()));
+        for id in due {
+            self.resume_add(id).await?;
+        }
+        Ok(())
+    }
+
+    /// Try one pending add now. An unreachable relay (or a busy group) postpones it with
+    /// backoff; a refusal ends it and tells the user. Errors are only local failures.
+    pub(super) async fn resume_add(&mut self, id: i64) -> Result<()> {
+        let row: Option<PendingAdd> = self
+            .db
+            .conn()
+            .query_row(
+                "SELECT group_id, member, alias, relay, mailbox, attempts, created_at, invite, key_package
+                 FROM pending_adds WHERE id = ?1",
+                params![id],
+                |r| {
+                    Ok(PendingAdd {
+                        group: r.get(0)?,
+                        member: r.get(1)?,
+                        alias: r.get(2)?,
+                        relay: r.get(3)?,
+                        mailbox: r.get(4)?,
+                        attempts: r.get(5)?,
+                        created_at: r.get(6)?,
+                        invite: r.get(7)?,
+                        key_package: r.get(8)?,
+                    })
+                },
+            )
+            .optional()?;
+        let Some(row) = row else { return Ok(()) };
+        let (Ok(gid), Ok(mailbox)) = (Id::from_slice(&row.group), Id::from_slice(&row.mailbox))
+        else {
+            return Err(Error::Storage("corrupt pending add".into()));
+        };
+        let invite = row
+            .invite
+            .as_deref()
+            .map(Id::from_slice)
+            .transpose()
+            .map_err(|_| Error::Storage("corrupt pending add".into()))?;
+        let done = |p: &Self| -> Result<()> {
+            p.db.conn()
+                .execute("DELETE FROM pending_adds WHERE id = ?1", params![id])?;
+            Ok(())
+        };
+        let Some(conv) = self.conv_by_id(&gid)?.filter(|c| c.active) else {
+            return done(self);
+        };
+        let already = self
+            .mls
+            .load(gid.as_bytes())?
+            .members()
+            .iter()
+            .any(|m| m.fingerprint.as_slice() == row.member.as_slice());
+        let outcome = if already {
+            Ok(())
+        } else {
+            let kp = match row.key_package.clone() {
+                Some(kp) => Ok(kp),
+                None => self.claim_verified(&row.relay, &mailbox, &row.member).await,
             };
-            let done = |p: &Self| -> Result<()> {
-                p.db.conn()
-                    .execute("DELETE FROM pending_adds WHERE id = ?1", params![id])?;
-                Ok(())
-            };
-            let Some(conv) = self.conv_by_id(&gid)?.filter(|c| c.active) else {
-                done(self)?;
-                continue;
-            };
-            let already = self
-                .mls
-                .load(gid.as_bytes())?
-                .members()
-                .iter()
-                .any(|m| m.fingerprint.as_slice() == member.as_slice());
-            if already {
-                done(self)?;
-                continue;
-            }
-            let outcome = match self.claim_verified(&relay, &mailbox, &member).await {
+            match kp {
                 Ok(kp) => {
-                    self.commit_change(&conv, vec![(kp, relay.clone(), mailbox)], Vec::new(), None)
-                        .await
+                    let add = vec![(kp, row.relay.clone(), mailbox)];
+                    self.commit_change(&conv, add, Vec::new(), invite).await
                 }
                 Err(e) => Err(e),
-            };
-            let too_old = now_millis().saturating_sub(created_at as u64) > ADD_MAX_AGE_MS;
-            match outcome {
-                Ok(()) => done(self)?,
-                Err(e @ (Error::RelayUnreachable(_) | Error::Busy(_))) if !too_old => {
-                    let next = now_millis()
-                        + super::delivery::retry_delay(attempts as u32).as_millis() as u64;
+            }
+        };
+        let too_old = now_millis().saturating_sub(row.created_at as u64) > ADD_MAX_AGE_MS;
+        let mut events = Vec::new();
+        match outcome {
+            Ok(()) => {
+                done(self)?;
+                if let Some(invite) = invite {
+                    // The inviter is in: introduce ourselves (queued if the relay is away).
+                    let intro = Body::Intro {
+                        name: self.name.clone(),
+                        relay: self.relay.base().to_string(),
+                        mailbox: self.mailbox,
+                        invite,
+                    };
+                    let payload = Payload {
+                        id: random_id(),
+                        sent_at: now_millis(),
+                        body: intro,
+                    };
+                    queued(self.send_payload(&conv, payload).await)?;
+                }
+            }
+            Err(e @ (Error::RelayUnreachable(_) | Error::Busy(_))) if !too_old => {
+                let next = now_millis()
+                    + super::delivery::retry_delay(row.attempts as u32).as_millis() as u64;
+                self.db.transaction(|| {
                     self.db.conn().execute(
-                        "UPDATE pending_adds SET attempts = attempts + 1, next_at = ?2, last_error = ?3 WHERE id = ?1",
+                        "UPDATE pending_adds SET attempts = attempts + 1, next_at = ?2, last_error = ?3, key_package = NULL WHERE id = ?1",
                         params![id, next as i64, e.to_string()],
                     )?;
-                }
-                Err(e) => {
-                    self.db.transaction(|| {
-                        done(self)?;
-                        let text = format!("could not add {alias} to the group: {e}");
-                        self.emit(&mut events, Event::notice(Some(&conv), text))
-                    })?;
-                }
+                    if row.attempts == 0 {
+                        let text = format!(
+                            "{} is not in this conversation yet ({e}); it completes by itself when the relay can be reached",
+                            row.alias
+                        );
+                        self.emit(&mut events, Event::notice(Some(&conv), text))?;
+                    }
+                    Ok(())
+                })?;
+            }
+            Err(e) => {
+                let alias = row.alias;
+                self.db.transaction(|| {
+                    done(self)?;
+                    let text = if invite.is_some() {
+                        // Nothing half-made: the conversation and the contact go.
+                        self.forget_conversation(&gid)?;
+                        format!("could not connect to {alias}: {e}; ask them for a new invite")
+                    } else {
+                        format!("could not add {alias} to the group: {e}")
+                    };
+                    let conv = (invite.is_none()).then_some(&conv);
+                    self.emit(&mut events, Event::notice(conv, text))
+                })?;
             }
         }
         self.buffered.append(&mut events);

@@ -308,6 +308,30 @@ impl Profile {
         Ok(self.conv_by_name(name)?.group_id.to_string())
     }
 
+    /// Delete a conversation that never came to be (an accept refused for good), with its
+    /// contact, MLS state and tokens (inside the caller's transaction).
+    fn forget_conversation(&self, gid: &Id) -> Result<()> {
+        let conn = self.db.conn();
+        let g = gid.as_bytes();
+        conn.execute("DELETE FROM contacts WHERE group_id = ?1", params![g])?;
+        for table in [
+            "conversations",
+            "epoch_tokens",
+            "own_entries",
+            "member_names",
+            "messages",
+            "outbox",
+            "mls_groups",
+            "mls_epochs",
+        ] {
+            conn.execute(
+                &format!("DELETE FROM {table} WHERE group_id = ?1"),
+                params![g],
+            )?;
+        }
+        Ok(())
+    }
+
     /// The current name of the conversation with this id (base64url, as in events).
     pub fn conversation_name(&self, id: &str) -> Result<String> {
         let gid: Id = id

@@ -124,3 +124,34 @@ fn a_welcome_owed_across_relays_survives_a_crash_after_the_commit() {
     drop(relay_b);
     w.assert_no_plaintext();
 }
+
+/// `accept` dies after creating the conversation and before adding the inviter: the next
+/// sync resumes it (commit, introduction) and both sides end up talking, each message once.
+#[test]
+fn an_accept_interrupted_before_its_commit_is_resumed_by_sync() {
+    let mut w = World::new();
+    let [alice, bob] = w.people(["alice", "bob"]);
+    let link = alice.ok(&["invite"]).lines().last().unwrap().to_string();
+    let out = bob
+        .cmd(&["accept", &link, "--name", "alice"])
+        .env("SAMIZDAT_TEST_CRASH", "accept-before-commit")
+        .output()
+        .expect("run");
+    assert!(!out.status.success(), "the crash point was not reached");
+    // Half-way: bob has the conversation, alice has nothing yet.
+    assert!(!alice.ok(&["sync"]).contains("new contact"));
+    bob.ok(&["sync"]);
+    let out = alice.ok(&["sync"]);
+    assert!(out.contains("new contact"), "{out}");
+    let t1 = w.text("from bob");
+    let t2 = w.text("from alice");
+    bob.ok(&["send", "alice", &t1]);
+    alice.ok(&["send", &bob.display, &t2]);
+    alice.ok(&["sync"]);
+    bob.ok(&["sync"]);
+    assert_eq!(alice.texts(&bob.display), vec![t1.clone(), t2.clone()]);
+    assert_eq!(bob.texts("alice"), vec![t1, t2]);
+    // A second sync resumes nothing more.
+    assert_eq!(alice.members(&bob.display).len(), 2);
+    w.assert_no_plaintext();
+}
