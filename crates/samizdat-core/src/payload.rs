@@ -45,6 +45,11 @@ pub enum Body {
     },
     /// The sender asks to be removed; the next member who syncs commits the removal.
     Leave,
+    /// The inviter refuses the introduction (a used single-use invite, an expired one):
+    /// the invitee's conversation ends with this reason.
+    Refused {
+        reason: String,
+    },
 }
 
 impl Payload {

@@ -69,6 +69,9 @@ impl Profile {
             } => {
                 self.apply_intro(conv, sender, name, relay, mailbox, invite, events)?;
             }
+            Body::Refused { reason } => {
+                self.apply_refused(conv, sender, &reason, events)?;
+            }
             Body::Leave => {
                 let e = Event::MemberLeft {
                     conversation_id: gid.to_string(),

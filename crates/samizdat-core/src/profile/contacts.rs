@@ -3,6 +3,11 @@
 
 use super::*;
 
+/// Status of a conversation whose introduction we refused, until the refusal is sent.
+pub(super) const REFUSING: &str = "refusing: ";
+/// Status after it was sent: the conversation is forgotten once nothing is queued for it.
+const REFUSED: &str = "refused: ";
+
 impl Profile {
     /// Create an invite link valid for `ttl_secs`.
     pub fn invite(&self, ttl_secs: u64, reusable: bool) -> Result<Invite> {
@@ -235,12 +240,19 @@ impl Profile {
             Some(_) => None,
         };
         if let Some(why) = refusal {
+            // The next sync tells the invitee, leaves the group and forgets it here
+            // (`finish_refusals`); recorded now, in this entry's transaction.
             self.db.conn().execute(
-                "UPDATE conversations SET active = 0, status = ?2 WHERE group_id = ?1",
-                params![gid.as_bytes(), format!("refused: {why}")],
+                "UPDATE conversations SET status = ?2 WHERE group_id = ?1",
+                params![gid.as_bytes(), format!("{REFUSING}{why}")],
             )?;
-            conv.active = false;
-            self.emit(events, Event::notice(Some(conv), format!("refused: {why}")))?;
+            self.emit(
+                events,
+                Event::notice(
+                    Some(conv),
+                    format!("refused: {why}; the other side is told and the conversation removed"),
+                ),
+            )?;
             return Ok(());
         }
         self.db.conn().execute(
@@ -293,5 +305,88 @@ impl Profile {
         conv.kind = ConvKind::Direct;
         conv.name = new_name;
         Ok(())
+    }
+
+    /// Tell invitees whose introduction we refused, leave those conversations, and forget
+    /// them once nothing is queued for them any more: the inviter keeps nothing half-made.
+    pub(super) async fn finish_refusals(&mut self) -> Result<()> {
+        for conv in self.convs_where(&format!("active = 1 AND status LIKE '{REFUSING}%'"))? {
+            let status: String = self.db.conn().query_row(
+                "SELECT status FROM conversations WHERE group_id = ?1",
+                params![conv.group_id.as_bytes()],
+                |r| r.get(0),
+            )?;
+            let why = status.trim_start_matches(REFUSING).to_string();
+            for body in [
+                Body::Refused {
+                    reason: why.clone(),
+                },
+                Body::Leave,
+            ] {
+                let payload = Payload {
+                    id: random_id(),
+                    sent_at: now_millis(),
+                    body,
+                };
+                queued(self.send_payload(&conv, payload).await)?;
+            }
+            self.db.conn().execute(
+                "UPDATE conversations SET active = 0, status = ?2 WHERE group_id = ?1",
+                params![conv.group_id.as_bytes(), format!("{REFUSED}{why}")],
+            )?;
+        }
+        for conv in self.convs_where(&format!(
+            "active = 0 AND status LIKE '{REFUSED}%' AND group_id NOT IN (SELECT group_id FROM outbox)"
+        ))? {
+            self.db
+                .transaction(|| self.forget_conversation(&conv.group_id))?;
+        }
+        Ok(())
+    }
+
+    /// The inviter refused our introduction: this conversation ends, says why, and no longer
+    /// blocks accepting a new link from the same person (inside the entry's transaction).
+    pub(super) fn apply_refused(
+        &self,
+        conv: &mut Conv,
+        sender: &[u8; 32],
+        reason: &str,
+        events: &mut Vec<Event>,
+    ) -> Result<()> {
+        // Only the contact this conversation was made for can refuse it.
+        let contact: Option<String> = self
+            .db
+            .conn()
+            .query_row(
+                "SELECT alias FROM contacts WHERE fingerprint = ?1 AND group_id = ?2",
+                params![&sender[..], conv.group_id.as_bytes()],
+                |r| r.get(0),
+            )
+            .optional()?;
+        let Some(alias) = contact else {
+            return Ok(());
+        };
+        let reason: String = reason
+            .chars()
+            .filter(|c| !c.is_control())
+            .take(200)
+            .collect();
+        let name = self.unique_name(&format!("{alias} (refused)"))?;
+        self.db.conn().execute(
+            "DELETE FROM contacts WHERE fingerprint = ?1",
+            params![&sender[..]],
+        )?;
+        self.db.conn().execute(
+            "UPDATE conversations SET active = 0, name = ?2, status = ?3 WHERE group_id = ?1",
+            params![
+                conv.group_id.as_bytes(),
+                name,
+                format!("the invite was refused ({reason}); ask for a new link")
+            ],
+        )?;
+        conv.active = false;
+        conv.name = name;
+        let text = format!("{alias} refused the invite ({reason}); ask them for a new link");
+        self.emit(events, Event::notice(Some(conv), text))
     }
 }

@@ -54,6 +54,7 @@ impl Profile {
                     .await?;
             }
         }
+        self.finish_refusals().await?;
         events.append(&mut self.buffered);
         Ok(events)
     }

@@ -81,15 +81,25 @@ fn single_use_invites_and_display_name_collisions() {
     );
     let contacts = alice.ok(&["contacts", "--json"]);
     assert_eq!(contacts.lines().count(), 1, "{contacts}");
-    // carol already has an "alice" (her refused attempt): a second accept says so.
+    // alice keeps nothing half-made: only bob's conversation is left.
+    let convs = alice.ok(&["list", "--json"]);
+    assert_eq!(convs.lines().count(), 1, "{convs}");
+    // carol is told, and her attempt no longer blocks a new link under the same alias.
+    let out = carol.ok(&["sync"]);
+    assert!(out.contains("refused the invite"), "{out}");
+    assert!(carol.ok(&["list"]).contains("ask for a new link"));
     let link = alice
         .ok(&["invite", "--reusable"])
         .lines()
         .last()
         .unwrap()
         .to_string();
-    let e = carol.fails(&["accept", &link, "--name", "alice"]);
-    assert!(e.contains("already"), "{e}");
+    carol.ok(&["accept", &link, "--name", "alice"]);
+    alice.ok(&["sync"]);
+    let hi = w.text("carol again");
+    carol.ok(&["send", "alice", &hi]);
+    alice.ok(&["sync"]);
+    assert!(alice.texts(&carol.display).contains(&hi));
     // A reusable invite admits several people; equal display names are made unique.
     let twin1 = w.person_named("twin1", "Twin Name");
     let twin2 = w.person_named("twin2", "Twin Name");
@@ -106,7 +116,7 @@ fn single_use_invites_and_display_name_collisions() {
                 .to_string()
         })
         .collect();
-    assert_eq!(aliases.len(), 3, "{aliases:?}");
+    assert_eq!(aliases.len(), 4, "{aliases:?}");
     assert!(
         aliases.contains(&"Twin Name".to_string()) && aliases.contains(&"Twin Name-2".to_string()),
         "{aliases:?}"
