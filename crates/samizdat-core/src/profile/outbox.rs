@@ -56,7 +56,12 @@ impl Profile {
         let mut events = Vec::new();
         let synced = self.sync_group(&conv.group_id, &mut events).await;
         self.buffered.append(&mut events);
-        synced?;
+        let leavers = synced?;
+        if !leavers.is_empty() && !matches!(payload.body, Body::Leave | Body::Refused { .. }) {
+            // Members asked to leave: remove them before saying anything new, so a leaver's
+            // keys cannot read it.
+            Box::pin(self.commit_change(conv, Vec::new(), leavers, None)).await?;
+        }
         let relay = self.relay_for(&conv.relay)?;
         let plain = payload.encode();
         for _ in 0..MAX_ATTEMPTS {

@@ -155,3 +155,34 @@ fn an_accept_interrupted_before_its_commit_is_resumed_by_sync() {
     assert_eq!(alice.members(&bob.display).len(), 2);
     w.assert_no_plaintext();
 }
+
+/// A leave completes: the next member to say anything first commits the leaver's removal,
+/// so nothing sent after the leave is encrypted to the leaver's keys; the leaver's client
+/// stops reading at once.
+#[test]
+fn leaving_completes_before_anything_new_is_said() {
+    let mut w = World::new();
+    let [alice, bob, carol] = w.people(["alice", "bob", "carol"]);
+    w.connect(&alice, &bob);
+    w.connect(&alice, &carol);
+    alice.ok(&["group", "create", "friends"]);
+    alice.ok(&["group", "add", "friends", &bob.display, &carol.display]);
+    bob.ok(&["sync"]);
+    carol.ok(&["sync"]);
+    carol.ok(&["group", "leave", "friends"]);
+    // alice sends without syncing first: the send catches up, sees the leave and removes
+    // carol before encrypting.
+    let t = w.text("after carol left");
+    alice.ok(&["send", "friends", &t]);
+    assert_eq!(
+        alice.members("friends").len(),
+        2,
+        "carol was not removed first"
+    );
+    bob.ok(&["sync"]);
+    assert_eq!(bob.texts("friends").last(), Some(&t));
+    assert_eq!(bob.members("friends").len(), 2);
+    carol.ok(&["sync"]);
+    assert!(!carol.texts("friends").contains(&t));
+    w.assert_no_plaintext();
+}
