@@ -17,6 +17,16 @@ use serde::de::DeserializeOwned;
 
 use crate::{Error, Result, random_id};
 
+/// Largest relay answer the client reads (a page of big post-quantum commits fits).
+pub const MAX_RESPONSE: usize = 256 << 20;
+
+fn too_large() -> Error {
+    Error::Protocol(format!(
+        "the relay's answer is larger than {} MiB; refused",
+        MAX_RESPONSE >> 20
+    ))
+}
+
 /// A mailbox owner's signing key (Ed25519, separate from the MLS identity so the relay
 /// cannot link a mailbox to group membership through keys).
 pub struct MailboxKey(Ed25519KeyPair);
@@ -154,7 +164,7 @@ impl RelayClient {
 
     async fn finish<T: DeserializeOwned>(&self, r: reqwest::Response) -> Result<T> {
         let status = r.status();
-        let bytes = r.bytes().await.map_err(|e| self.unreachable(e))?;
+        let bytes = self.read_capped(r).await?;
         if status.is_success() {
             return serde_json::from_slice(&bytes)
                 .map_err(|e| Error::Protocol(format!("unexpected answer from the relay: {e}")));
@@ -169,6 +179,22 @@ impl RelayClient {
                 "the relay answered HTTP {status} without an error body"
             ))),
         }
+    }
+
+    /// Read a response body, refusing one larger than `MAX_RESPONSE` (a relay cannot make
+    /// the client buffer without bound).
+    async fn read_capped(&self, mut r: reqwest::Response) -> Result<Vec<u8>> {
+        if r.content_length().is_some_and(|n| n > MAX_RESPONSE as u64) {
+            return Err(too_large());
+        }
+        let mut out = Vec::new();
+        while let Some(chunk) = r.chunk().await.map_err(|e| self.unreachable(e))? {
+            if out.len() + chunk.len() > MAX_RESPONSE {
+                return Err(too_large());
+            }
+            out.extend_from_slice(&chunk);
+        }
+        Ok(out)
     }
 
     async fn post<B: Serialize, T: DeserializeOwned>(&self, path: &str, body: &B) -> Result<T> {

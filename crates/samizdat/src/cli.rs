@@ -10,7 +10,9 @@ use serde_json::json;
 
 use tokio::io::AsyncWriteExt;
 
-use crate::client::{Backend, RemoteClient, connect, lock_waiting, serve_socket, socket_path};
+use crate::client::{
+    Backend, RemoteClient, Secret, connect, lock_waiting, serve_socket, socket_path,
+};
 
 #[derive(Debug, clap::Subcommand)]
 pub enum ClientCommand {
@@ -144,20 +146,23 @@ fn default_home() -> Result<PathBuf> {
         })
 }
 
-fn passphrase(confirm: bool) -> Result<String> {
+/// The passphrase, wiped from memory when dropped.
+fn passphrase(confirm: bool) -> Result<Secret> {
     if let Ok(p) = std::env::var("SAMIZDAT_PASSPHRASE") {
-        return Ok(p);
+        return Ok(Secret::new(p));
     }
     if !std::io::stdin().is_terminal() {
         return Err(anyhow!(
             "no passphrase: set SAMIZDAT_PASSPHRASE or run in a terminal"
         ));
     }
-    let p = rpassword::prompt_password("Passphrase: ").context("reading the passphrase")?;
+    let p =
+        Secret::new(rpassword::prompt_password("Passphrase: ").context("reading the passphrase")?);
     if confirm {
-        let again =
-            rpassword::prompt_password("Repeat passphrase: ").context("reading the passphrase")?;
-        if again != p {
+        let again = Secret::new(
+            rpassword::prompt_password("Repeat passphrase: ").context("reading the passphrase")?,
+        );
+        if *again != *p {
             return Err(anyhow!("the passphrases differ"));
         }
     }

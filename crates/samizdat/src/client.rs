@@ -15,6 +15,9 @@ use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::net::UnixStream;
 use tokio::net::unix::{OwnedReadHalf, OwnedWriteHalf};
 
+/// A passphrase, zeroed when dropped.
+pub type Secret = zeroize::Zeroizing<String>;
+
 /// The owner's socket inside the profile directory.
 pub const SOCKET: &str = "samizdat.sock";
 /// How long a command waits for another process to release the profile.
@@ -42,7 +45,7 @@ pub async fn connect(home: &Path) -> Option<UnixStream> {
 /// Take the lock (waiting, bounded, with a message) and open the profile.
 pub fn open_locked(
     home: &Path,
-    passphrase: impl FnOnce() -> Result<String>,
+    passphrase: impl FnOnce() -> Result<Secret>,
 ) -> Result<(Profile, ProfileLock)> {
     if !Profile::exists(home) {
         // Say so before asking for a passphrase.
@@ -71,7 +74,7 @@ impl Backend {
     pub async fn open(
         home: &Path,
         mode: Mode,
-        passphrase: impl FnOnce() -> Result<String>,
+        passphrase: impl FnOnce() -> Result<Secret>,
     ) -> Result<Backend> {
         if let Some(stream) = connect(home).await {
             return Ok(Backend::Remote(RemoteClient::new(stream)));

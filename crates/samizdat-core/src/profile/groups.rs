@@ -303,6 +303,26 @@ impl Profile {
             "UPDATE conversations SET active = 0, status = 'you left' WHERE group_id = ?1",
             params![conv.group_id.as_bytes()],
         )?;
+        self.forget_keys_if_left(&conv.group_id)?;
+        Ok(())
+    }
+
+    /// Once our leave notice is delivered (nothing queued for a conversation we left), its
+    /// keys go.
+    pub(super) fn forget_keys_if_left(&self, gid: &Id) -> Result<()> {
+        let queued: i64 = self.db.conn().query_row(
+            "SELECT COUNT(*) FROM outbox WHERE group_id = ?1",
+            params![gid.as_bytes()],
+            |r| r.get(0),
+        )?;
+        let left: bool = self.db.conn().query_row(
+            "SELECT status = 'you left' FROM conversations WHERE group_id = ?1",
+            params![gid.as_bytes()],
+            |r| r.get(0),
+        )?;
+        if queued == 0 && left {
+            self.db.transaction(|| self.drop_group_secrets(gid))?;
+        }
         Ok(())
     }
 }

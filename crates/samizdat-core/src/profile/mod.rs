@@ -184,6 +184,7 @@ impl Profile {
         let db = Db::open(path, passphrase)?;
         let signer = mls::generate_signer(mls::DEFAULT_CIPHERSUITE)?;
         let (mailbox_key, pkcs8) = MailboxKey::generate()?;
+        let pkcs8 = zeroize::Zeroizing::new(pkcs8);
         let mailbox = random_id();
         db.set_setting("name", name.as_bytes())?;
         db.set_setting("relay", relay.base().as_bytes())?;
@@ -240,7 +241,8 @@ impl Profile {
         let mls = Mls::new(db.clone(), &secret, &public, cs.into())?;
         let mailbox = Id::from_slice(&db.setting("mailbox_id")?)
             .map_err(|_| Error::Storage("corrupt mailbox id".into()))?;
-        let mailbox_key = MailboxKey::from_pkcs8(&db.setting("mailbox_key")?)?;
+        let mailbox_key =
+            MailboxKey::from_pkcs8(&zeroize::Zeroizing::new(db.setting("mailbox_key")?))?;
         let relay = RelayClient::new(&db.setting_string("relay")?)?;
         Ok(Profile {
             home: home.to_path_buf(),
@@ -327,6 +329,20 @@ impl Profile {
             conn.execute(
                 &format!("DELETE FROM {table} WHERE group_id = ?1"),
                 params![g],
+            )?;
+        }
+        Ok(())
+    }
+
+    /// Forget the keys of a conversation we are no longer in (removed, or left and our
+    /// leave notice delivered): MLS state and epoch tokens go; the history stays. Inside the
+    /// caller's transaction.
+    fn drop_group_secrets(&self, gid: &Id) -> Result<()> {
+        let conn = self.db.conn();
+        for table in ["mls_groups", "mls_epochs", "epoch_tokens"] {
+            conn.execute(
+                &format!("DELETE FROM {table} WHERE group_id = ?1"),
+                params![gid.as_bytes()],
             )?;
         }
         Ok(())

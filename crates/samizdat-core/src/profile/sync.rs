@@ -15,6 +15,7 @@ impl Profile {
         for conv in self.left_with_outbox()? {
             self.flush_pending(&conv).await?;
             events.append(&mut self.buffered);
+            self.forget_keys_if_left(&conv.group_id)?;
         }
         let convs = self.active_convs()?;
         let mut leavers: Vec<(Id, Vec<u8>)> = Vec::new();
@@ -273,6 +274,7 @@ impl Profile {
                                     conversation: conv.name.clone(),
                                 };
                                 self.emit(events, e)?;
+                                self.drop_group_secrets(group_id)?;
                             } else {
                                 self.member_changes(&conv, &before, &after, events)?;
                             }

@@ -760,3 +760,57 @@ fn finding_10_control_characters_are_escaped_in_human_output() {
         "{out}"
     );
 }
+
+/// Finding 15: a member who was removed, or who left, no longer keeps the group's keys (MLS
+/// state and epoch tokens); the history stays readable.
+#[test]
+fn finding_15_departed_members_forget_the_group_keys() {
+    let count = |p: &Person, table: &str| -> i64 {
+        let conn = rusqlite::Connection::open(p.home.join("profile.db")).unwrap();
+        conn.pragma_update(None, "key", harness::PASSPHRASE)
+            .unwrap();
+        conn.query_row(
+            &format!("SELECT COUNT(DISTINCT group_id) FROM {table}"),
+            [],
+            |r| r.get(0),
+        )
+        .unwrap()
+    };
+    let mut w = World::new();
+    let [alice, bob, carol] = w.people(["alice", "bob", "carol"]);
+    w.connect(&alice, &bob);
+    w.connect(&alice, &carol);
+    alice.ok(&["group", "create", "friends"]);
+    alice.ok(&["group", "add", "friends", &bob.display, &carol.display]);
+    let t = w.text("before");
+    alice.ok(&["send", "friends", &t]);
+    bob.ok(&["sync"]);
+    carol.ok(&["sync"]);
+    for p in [&bob, &carol] {
+        assert_eq!(count(p, "mls_groups"), 2, "{}: 1:1 and the group", p.name);
+        assert_eq!(count(p, "epoch_tokens"), 2);
+    }
+    alice.ok(&["group", "remove", "friends", &bob.display]);
+    assert!(bob.ok(&["sync"]).contains("removed"));
+    carol.ok(&["group", "leave", "friends"]);
+    for p in [&bob, &carol] {
+        assert_eq!(
+            count(p, "mls_groups"),
+            1,
+            "{} keeps the group's MLS state",
+            p.name
+        );
+        assert_eq!(
+            count(p, "epoch_tokens"),
+            1,
+            "{} keeps its epoch tokens",
+            p.name
+        );
+        assert_eq!(p.texts("friends"), vec![t.clone()], "history stays");
+        // The 1:1 conversation still works.
+    }
+    let hi = w.text("still talking");
+    bob.ok(&["send", "alice", &hi]);
+    alice.ok(&["sync"]);
+    assert!(alice.texts(&bob.display).contains(&hi));
+}
