@@ -67,6 +67,10 @@ impl ConvKind {
 
 /// KeyPackages kept in the relay's pool; refilled when it drops below half.
 const KEY_PACKAGE_POOL: usize = 20;
+/// How often (seconds) a running profile checks its KeyPackage pool.
+const KP_CHECK_INTERVAL: u64 = 3600;
+/// The last-resort KeyPackage is replaced this often (seconds).
+const LAST_RESORT_ROTATION: u64 = 30 * 24 * 3600;
 /// Attempts at a commit or a send when other members keep winning the race.
 const MAX_ATTEMPTS: usize = 12;
 
@@ -108,6 +112,8 @@ pub struct Profile {
     pub(crate) buffered: Vec<Event>,
     /// One client (connection pool) per other relay, kept for the life of the profile.
     pub(crate) relays: std::sync::Mutex<HashMap<String, RelayClient>>,
+    /// When this process last checked the KeyPackage pool (Unix seconds; 0: never).
+    pub(crate) kp_checked_at: u64,
 }
 
 fn remove_db_files(path: &Path) {
@@ -216,11 +222,15 @@ impl Profile {
             relay,
             buffered: Vec::new(),
             relays: Default::default(),
+            kp_checked_at: 0,
         };
         let last_resort = profile.mls.key_package(true)?;
         profile
             .upload_key_packages(KEY_PACKAGE_POOL, Some(last_resort))
             .await?;
+        profile
+            .db
+            .set_setting("last_resort_at", &now_secs().to_be_bytes())?;
         Ok(profile)
     }
 
@@ -255,6 +265,7 @@ impl Profile {
             relay,
             buffered: Vec::new(),
             relays: Default::default(),
+            kp_checked_at: 0,
         })
     }
 
@@ -277,6 +288,48 @@ impl Profile {
 
     pub fn fingerprint_hex(&self) -> String {
         hex::encode(self.fingerprint)
+    }
+
+    /// Keep the KeyPackage pool usable (review finding 8): refill it when it is below half,
+    /// rotate the last-resort KeyPackage every `LAST_RESORT_ROTATION`, and delete private
+    /// keys of KeyPackages past their lifetime. Runs at most once an hour per process.
+    async fn maintain_key_packages(&mut self) -> Result<()> {
+        let now = now_secs();
+        if self.kp_checked_at != 0 && now < self.kp_checked_at + KP_CHECK_INTERVAL {
+            return Ok(());
+        }
+        let count = self
+            .relay
+            .key_package_count(&self.mailbox_key, &self.mailbox)
+            .await?;
+        let rotated_at = self
+            .db
+            .get_setting("last_resort_at")?
+            .and_then(|b| <[u8; 8]>::try_from(b.as_slice()).ok())
+            .map(u64::from_be_bytes)
+            .unwrap_or(0);
+        let rotate = !count.has_last_resort || now >= rotated_at + LAST_RESORT_ROTATION;
+        let missing = KEY_PACKAGE_POOL.saturating_sub(count.available as usize);
+        let refill = if (count.available as usize) < KEY_PACKAGE_POOL / 2 {
+            missing
+        } else {
+            0
+        };
+        if refill > 0 || rotate {
+            let last_resort = rotate.then(|| self.mls.key_package(true)).transpose()?;
+            self.upload_key_packages(refill, last_resort).await?;
+            if rotate {
+                self.db.set_setting("last_resort_at", &now.to_be_bytes())?;
+            }
+        }
+        // Private keys of KeyPackages past their lifetime can never be used: delete them.
+        // Older last-resort keys are kept until then (someone may hold one right now).
+        self.db.conn().execute(
+            "DELETE FROM mls_key_packages WHERE expires_at < ?1",
+            params![now as i64],
+        )?;
+        self.kp_checked_at = now;
+        Ok(())
     }
 
     async fn upload_key_packages(&mut self, n: usize, last_resort: Option<Vec<u8>>) -> Result<()> {

@@ -814,3 +814,27 @@ fn finding_15_departed_members_forget_the_group_keys() {
     alice.ok(&["sync"]);
     assert!(alice.texts(&bob.display).contains(&hi));
 }
+
+/// Finding 8: someone drains a person's KeyPackage pool (every claim after that gets the
+/// last-resort KeyPackage, forever). The next sync refills the pool, so adds use fresh
+/// KeyPackages again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn finding_8_a_drained_key_package_pool_is_refilled() {
+    let mut w = World::new();
+    let alice = w.person("alice");
+    let link = alice.ok(&["invite"]).lines().last().unwrap().to_string();
+    let invite = samizdat_core::Invite::parse(&link).unwrap();
+    let relay = samizdat_core::relay_client::RelayClient::new(&w.relay.url).unwrap();
+    let mut drained = false;
+    for _ in 0..25 {
+        let kp = relay.claim_key_package(&invite.mailbox).await.unwrap();
+        if kp.last_resort {
+            drained = true;
+            break;
+        }
+    }
+    assert!(drained, "the pool never ran dry");
+    alice.ok(&["sync"]);
+    let kp = relay.claim_key_package(&invite.mailbox).await.unwrap();
+    assert!(!kp.last_resort, "the pool was not refilled");
+}
