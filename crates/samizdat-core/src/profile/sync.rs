@@ -7,6 +7,7 @@ impl Profile {
     pub async fn sync(&mut self) -> Result<Vec<Event>> {
         let mut events = Vec::new();
         self.sync_mailbox(&mut events).await?;
+        self.maintain_key_packages().await?;
         // Welcomes owed to members on other relays, and adds waiting for one, when due.
         self.flush_drops(None).await?;
         self.resume_adds().await?;
