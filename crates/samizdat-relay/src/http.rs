@@ -82,7 +82,7 @@ impl IntoResponse for ApiError {
 type ApiResult<T> = Result<T, ApiError>;
 
 pub(crate) fn router(state: AppState) -> Router {
-    Router::new()
+    let app = Router::new()
         .route("/healthz", get(healthz))
         .route("/v1/openapi.json", get(openapi))
         .route("/v1/mailboxes", post(create_mailbox))
@@ -108,7 +108,33 @@ pub(crate) fn router(state: AppState) -> Router {
             state.clone(),
             count_and_reject,
         ))
-        .with_state(state)
+        .with_state(state);
+    with_request_layers(app)
+}
+
+/// Request spans and panic containment for every route. Spans name the route *template*
+/// (`/v1/groups/{id}/entries`), never the ids in the path; a handler that panics answers
+/// 500 `internal` and the relay keeps serving.
+fn with_request_layers(router: Router) -> Router {
+    router
+        .layer(tower_http::catch_panic::CatchPanicLayer::custom(
+            |_: Box<dyn std::any::Any + Send>| {
+                tracing::error!("a request handler panicked");
+                ApiError::new(ErrorCode::Internal, "internal error").into_response()
+            },
+        ))
+        .layer(
+            tower_http::trace::TraceLayer::new_for_http().make_span_with(
+                |req: &axum::extract::Request| {
+                    let route = req
+                        .extensions()
+                        .get::<axum::extract::MatchedPath>()
+                        .map(|p| p.as_str().to_owned())
+                        .unwrap_or_else(|| "unmatched".into());
+                    tracing::debug_span!("request", method = %req.method(), route)
+                },
+            ),
+        )
 }
 
 async fn count_and_reject(
@@ -904,4 +930,38 @@ async fn read_entries(
         }
         .await,
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tower::ServiceExt;
+
+    async fn boom() -> &'static str {
+        panic!("boom")
+    }
+
+    #[tokio::test]
+    async fn a_panicking_handler_answers_500_and_the_router_keeps_serving() {
+        let app = with_request_layers(
+            Router::new()
+                .route("/boom", get(boom))
+                .route("/ok", get(|| async { "fine" })),
+        );
+        let req = |path: &str| {
+            axum::extract::Request::builder()
+                .uri(path)
+                .body(axum::body::Body::empty())
+                .expect("request")
+        };
+        let resp = app.clone().oneshot(req("/boom")).await.expect("answer");
+        assert_eq!(resp.status(), StatusCode::INTERNAL_SERVER_ERROR);
+        let body = axum::body::to_bytes(resp.into_body(), 1 << 16)
+            .await
+            .expect("body");
+        let err: ErrorBody = serde_json::from_slice(&body).expect("an error body");
+        assert_eq!(err.code, ErrorCode::Internal);
+        let resp = app.oneshot(req("/ok")).await.expect("answer");
+        assert_eq!(resp.status(), StatusCode::OK);
+    }
 }
