@@ -359,6 +359,7 @@ methods! {
     "group_create" => group_create(GroupParams) -> Created, "Create an empty group.";
     "group_add" => group_add(GroupAddParams) -> GroupAdded, "Add contacts to a group; those whose relay is unreachable are added by later syncs (`waiting`).";
     "group_remove" => group_remove(GroupRemoveParams) -> Done, "Remove a contact from a group.";
+    "group_readd" => group_readd(GroupRemoveParams) -> Done, "Send a member who never joined a fresh Welcome (no new invite needed).";
     "group_leave" => group_leave(GroupParams) -> Done, "Leave a group.";
     "group_members" => group_members(GroupParams) -> Vec<MemberView>, "A group's members.";
     "safety_number" => safety_number(ContactParams) -> SafetyNumber, "The safety number shared with a contact.";
@@ -551,6 +552,13 @@ async fn group_add(s: &Session, a: GroupAddParams) -> RpcResult<GroupAdded> {
 async fn group_remove(s: &Session, a: GroupRemoveParams) -> RpcResult<Done> {
     on_profile!(s, |p| {
         p.group_remove(&a.group, &a.contact).await?;
+        Ok(Done { ok: true })
+    })
+}
+
+async fn group_readd(s: &Session, a: GroupRemoveParams) -> RpcResult<Done> {
+    on_profile!(s, |p| {
+        p.group_readd(&a.group, &a.contact).await?;
         Ok(Done { ok: true })
     })
 }

@@ -128,6 +128,8 @@ pub enum GroupCommand {
     },
     /// Remove a contact from a group.
     Remove { name: String, alias: String },
+    /// Send a member who never joined a fresh Welcome (no new invite needed).
+    Readd { name: String, alias: String },
     /// Leave a group.
     Leave { name: String },
     /// List a group's members.
@@ -510,6 +512,12 @@ async fn run_in(home: &Path, cmd: ClientCommand) -> Result<()> {
                     .await?;
                 println!("removed {alias} from {name}");
             }
+            GroupCommand::Readd { name, alias } => {
+                let _: samizdat_core::rpc::Done = b
+                    .call("group_readd", json!({ "group": name, "contact": alias }))
+                    .await?;
+                println!("sent {alias} a fresh invitation to {name}");
+            }
             GroupCommand::Leave { name } => {
                 let _: samizdat_core::rpc::Done =
                     b.call("group_leave", json!({ "group": name })).await?;
@@ -522,7 +530,8 @@ async fn run_in(home: &Path, cmd: ClientCommand) -> Result<()> {
                     if json {
                         println!("{}", serde_json::to_string(&m)?);
                     } else {
-                        println!("{}  (key {})", safe(&m.name), m.fingerprint);
+                        let state = if m.joined { "" } else { "  (not joined yet)" };
+                        println!("{}  (key {}){state}", safe(&m.name), m.fingerprint);
                     }
                 }
             }

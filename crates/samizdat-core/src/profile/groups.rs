@@ -278,6 +278,33 @@ impl Profile {
         Ok(())
     }
 
+    /// Send a member who never joined (their Welcome was lost, expired or could not be
+    /// processed) a fresh one, without a new invite: one commit removes their unused leaf and
+    /// adds a fresh KeyPackage of theirs.
+    pub async fn group_readd(&mut self, name: &str, alias: &str) -> Result<()> {
+        let conv = self.group_conv(name)?;
+        let (fp, relay, mailbox) = self.contact_route(alias)?;
+        let is_member = self
+            .mls
+            .load(conv.group_id.as_bytes())?
+            .members()
+            .iter()
+            .any(|m| m.fingerprint.as_slice() == fp.as_slice());
+        if !is_member {
+            return Err(Error::NotFound(format!(
+                "{alias:?} is not a member of {name:?}; add them with group add"
+            )));
+        }
+        let (Some(relay_url), Some(mailbox)) = (relay, mailbox) else {
+            return Err(Error::Usage(format!(
+                "{alias:?} has not shared a mailbox yet; sync and try again"
+            )));
+        };
+        let kp = self.claim_verified(&relay_url, &mailbox, &fp).await?;
+        self.commit_change(&conv, vec![(kp, relay_url, mailbox)], vec![fp], None)
+            .await
+    }
+
     pub async fn group_remove(&mut self, name: &str, alias: &str) -> Result<()> {
         let conv = self.group_conv(name)?;
         let (fp, _, _) = self.contact_route(alias)?;

@@ -58,6 +58,10 @@ pub struct MemberView {
     pub name: String,
     pub fingerprint: String,
     pub me: bool,
+    /// False until the member has announced itself in the group (it joins by processing its
+    /// Welcome, then sends its name). A member that stays unjoined can be sent a fresh
+    /// Welcome (`group readd`).
+    pub joined: bool,
 }
 
 impl Profile {
@@ -159,10 +163,17 @@ impl Profile {
             .members()
             .into_iter()
             .map(|m| {
+                let me = m.fingerprint == self.fingerprint;
+                let announced: bool = self.db.conn().query_row(
+                    "SELECT EXISTS (SELECT 1 FROM member_names WHERE group_id = ?1 AND fingerprint = ?2)",
+                    params![conv.group_id.as_bytes(), &m.fingerprint[..]],
+                    |r| r.get(0),
+                )?;
                 Ok(MemberView {
                     name: self.label(&conv.group_id, &m.fingerprint)?,
                     fingerprint: hex::encode(&m.fingerprint[..8]),
-                    me: m.fingerprint == self.fingerprint,
+                    me,
+                    joined: me || announced,
                 })
             })
             .collect()

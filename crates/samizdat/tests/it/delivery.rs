@@ -186,3 +186,33 @@ fn leaving_completes_before_anything_new_is_said() {
     assert!(!carol.texts("friends").contains(&t));
     w.assert_no_plaintext();
 }
+
+/// A member whose Welcome expired before they ever synced shows as not joined, and any
+/// member can send them a fresh Welcome without a new invite; they then join and read.
+#[test]
+fn a_member_who_never_joined_can_be_sent_a_fresh_welcome() {
+    let mut w = World::new();
+    let data = w.dir.path().join("short-ttl");
+    let config = w.dir.path().join("ttl.toml");
+    std::fs::write(&config, "[limits]\nmailbox_ttl_secs = 2\n").expect("config");
+    w.relay = RelayProc::start_with_config(&data, "127.0.0.1:0", &config);
+    let [alice, carol] = w.people(["alice", "carol"]);
+    w.connect(&alice, &carol);
+    alice.ok(&["group", "create", "friends"]);
+    alice.ok(&["group", "add", "friends", &carol.display]);
+    // carol is away until her Welcome has expired.
+    std::thread::sleep(std::time::Duration::from_secs(4));
+    assert!(!carol.ok(&["sync"]).contains("joined"));
+    let members = alice.ok(&["group", "members", "friends"]);
+    assert!(members.contains("not joined yet"), "{members}");
+    alice.ok(&["group", "readd", "friends", &carol.display]);
+    assert!(carol.ok(&["sync"]).contains("joined"));
+    let t = w.text("welcome back");
+    alice.ok(&["send", "friends", &t]);
+    carol.ok(&["sync"]);
+    assert_eq!(carol.texts("friends"), vec![t]);
+    alice.ok(&["sync"]);
+    let members = alice.ok(&["group", "members", "friends"]);
+    assert!(!members.contains("not joined yet"), "{members}");
+    w.assert_no_plaintext();
+}
