@@ -216,3 +216,28 @@ fn a_member_who_never_joined_can_be_sent_a_fresh_welcome() {
     assert!(!members.contains("not joined yet"), "{members}");
     w.assert_no_plaintext();
 }
+
+/// The introduction after an accept is stored before it is sent: a client that dies right
+/// before sending it delivers it on its next sync, and the inviter sees the new contact once.
+#[test]
+fn an_introduction_interrupted_before_it_was_sent_is_delivered_by_sync() {
+    let mut w = World::new();
+    let [alice, bob] = w.people(["alice", "bob"]);
+    let link = alice.ok(&["invite"]).lines().last().unwrap().to_string();
+    let out = bob
+        .cmd(&["accept", &link, "--name", "alice"])
+        .env("SAMIZDAT_TEST_CRASH", "send-before-append")
+        .output()
+        .expect("run");
+    assert!(!out.status.success(), "the crash point was not reached");
+    let out = alice.ok(&["sync"]);
+    assert!(!out.contains("new contact"), "{out}");
+    bob.ok(&["sync"]);
+    let out = alice.ok(&["sync"]);
+    assert_eq!(out.matches("new contact").count(), 1, "{out}");
+    assert!(alice.ok(&["sync"]).contains("nothing new"));
+    let t = w.text("hello after the crash");
+    alice.ok(&["send", &bob.display, &t]);
+    bob.ok(&["sync"]);
+    assert_eq!(bob.texts("alice"), vec![t]);
+}
