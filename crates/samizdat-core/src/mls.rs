@@ -375,6 +375,8 @@ pub enum Incoming {
     Commit {
         epoch: u64,
         removed: bool,
+        /// Key fingerprint of the member who committed (unknown once we are removed).
+        committer: Option<[u8; 32]>,
     },
     /// A proposal or anything else that changes nothing visible.
     Other,
@@ -491,9 +493,14 @@ impl Group {
             }
             ReceivedMessage::Commit(c) => {
                 let removed = matches!(c.effect, CommitEffect::Removed { .. });
+                let committer = self
+                    .inner
+                    .member_at_index(c.committer)
+                    .map(|m| fingerprint(m.signing_identity.signature_key.as_bytes()));
                 Ok(Incoming::Commit {
                     epoch: self.inner.current_epoch(),
                     removed,
+                    committer,
                 })
             }
             _ => Ok(Incoming::Other),

@@ -175,6 +175,11 @@ pub struct Entries {
     /// The group's current epoch. If it is above the requested epoch, the epoch's last
     /// entry is the commit that closed it.
     pub current_epoch: u64,
+    /// When the requested epoch is closed: the token hash its closing commit gave the relay
+    /// for the next epoch. Members check it against the token they derive from that commit,
+    /// so a member who gives the relay a false hash (locking everyone else out) is named.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub next_token_hash: Option<Bytes>,
 }
 
 /// `GET /healthz`.

@@ -2,6 +2,16 @@
 
 use super::*;
 
+/// SHA-256 of the next epoch's token, as the relay is told. Fault injection for the
+/// finding-6 test: `SAMIZDAT_TEST_BAD_NEXT_TOKEN=1` makes this client lie (a hostile
+/// member); unset in normal use.
+fn next_token_hash(token: &[u8]) -> [u8; 32] {
+    if std::env::var("SAMIZDAT_TEST_BAD_NEXT_TOKEN").is_ok_and(|v| v == "1") {
+        return sha256(b"a token nobody can derive");
+    }
+    sha256(token)
+}
+
 impl Profile {
     /// Report who joined and who went between two member lists (inside the caller's
     /// transaction). Our own removal is reported as `removed` by the caller.
@@ -109,7 +119,7 @@ impl Profile {
                     EntryKind::Commit,
                     epoch,
                     pending.commit,
-                    Some(sha256(&next_token)),
+                    Some(next_token_hash(&next_token)),
                     welcomes,
                 )
                 .await

@@ -208,6 +208,8 @@ impl Profile {
             let page = relay
                 .read_entries(group_id, conv.read_epoch, conv.cursor, &token)
                 .await?;
+            // The hash the epoch's closing commit gave the relay for the next epoch.
+            let next_hash = page.next_token_hash.clone();
             if page.entries.is_empty() {
                 if page.current_epoch > conv.read_epoch {
                     self.emit(events, Event::notice(Some(&conv), "entries are missing from the relay (expired?); ask a member to re-add you".into()))?;
@@ -256,16 +258,43 @@ impl Profile {
                 };
                 let processed = g.process(&entry.body.0);
                 match processed {
-                    Ok(Incoming::Commit { epoch, removed }) => {
+                    Ok(Incoming::Commit {
+                        epoch,
+                        removed,
+                        committer,
+                    }) => {
                         let token = if removed { None } else { Some(g.token()?) };
                         let after = if removed { Vec::new() } else { g.members() };
+                        // Review finding 6: a committer who gave the relay a token hash that
+                        // is not the one its commit derives locks every other member out.
+                        // Name them instead of failing later with an unexplained refusal.
+                        let bogus = match (&token, &next_hash) {
+                            (Some(t), Some(h)) => h.0.as_slice() != sha256(t).as_slice(),
+                            _ => false,
+                        };
+                        let culprit = match committer {
+                            Some(fp) if bogus => Some(self.label(group_id, &fp)?),
+                            _ => None,
+                        };
                         let g = &mut *g;
                         self.db.transaction(|| {
                             g.save()?;
                             if let Some(t) = &token {
                                 self.store_token(group_id, epoch, t)?;
                             }
-                            if removed {
+                            if bogus {
+                                let who = culprit.clone().unwrap_or_else(|| "a member".into());
+                                let status = format!("locked by {who}'s bogus commit; start a new group without them");
+                                self.db.conn().execute(
+                                    "UPDATE conversations SET active = 0, status = ?2 WHERE group_id = ?1",
+                                    params![group_id.as_bytes(), status],
+                                )?;
+                                let text = format!(
+                                    "{who}'s commit at position {} gave the relay a token no other member can derive: the group's log is locked for everyone else; start a new group without them",
+                                    entry.seq
+                                );
+                                self.emit(events, Event::notice(Some(&conv), text))?;
+                            } else if removed {
                                 self.db.conn().execute(
                                     "UPDATE conversations SET active = 0, status = 'removed from the group' WHERE group_id = ?1",
                                     params![group_id.as_bytes()],
@@ -283,7 +312,7 @@ impl Profile {
                         })?;
                         conv.cursor = entry.seq;
                         conv.read_epoch = epoch;
-                        if removed {
+                        if removed || bogus {
                             conv.active = false;
                         }
                     }

@@ -906,9 +906,21 @@ impl Store for PgStore {
                 body: Bytes(r.get(3)),
             });
         }
+        let next_token_hash = if current as u64 > epoch {
+            client
+                .query_opt(
+                    "SELECT token_hash FROM group_epochs WHERE group_id = $1 AND epoch = $2",
+                    &[&g, &((epoch + 1) as i64)],
+                )
+                .await?
+                .map(|r| Bytes(r.get(0)))
+        } else {
+            None
+        };
         Ok(Entries {
             entries,
             current_epoch: current as u64,
+            next_token_hash,
         })
     }
 

@@ -866,9 +866,22 @@ impl Store for SqliteStore {
                     body: Bytes(body),
                 });
             }
+            let next_token_hash = if current > epoch {
+                query_one(
+                    conn,
+                    "SELECT token_hash FROM group_epochs WHERE group_id = ?1 AND epoch = ?2",
+                    params![group.as_bytes(), (epoch + 1) as i64],
+                    |r| r.get::<_, Vec<u8>>(0),
+                )
+                .optional()?
+                .map(Bytes)
+            } else {
+                None
+            };
             Ok(Entries {
                 entries,
                 current_epoch: current,
+                next_token_hash,
             })
         })
         .await

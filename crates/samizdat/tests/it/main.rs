@@ -838,3 +838,38 @@ async fn finding_8_a_drained_key_package_pool_is_refilled() {
     let kp = relay.claim_key_package(&invite.mailbox).await.unwrap();
     assert!(!kp.last_resort, "the pool was not refilled");
 }
+
+/// Finding 6: a member gives the relay a false next-token hash with its commit (which locks
+/// every other member out of the log). The others now name that member and stop, instead of
+/// failing with an unexplained "lost sync".
+#[test]
+fn finding_6_a_bogus_commit_is_attributed_to_its_committer() {
+    let mut w = World::new();
+    let [alice, bob, carol] = w.people(["alice", "bob", "carol"]);
+    w.connect(&alice, &bob);
+    w.connect(&alice, &carol);
+    w.connect(&bob, &carol);
+    alice.ok(&["group", "create", "friends"]);
+    alice.ok(&["group", "add", "friends", &bob.display]);
+    bob.ok(&["sync"]);
+    // bob (hostile) adds carol and lies to the relay about the next epoch's token.
+    let out = bob
+        .cmd(&["group", "add", "friends", &carol.display])
+        .env("SAMIZDAT_TEST_BAD_NEXT_TOKEN", "1")
+        .output()
+        .expect("run");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let out = alice.ok(&["sync"]);
+    assert!(
+        out.contains("gave the relay a token no other member can derive"),
+        "{out}"
+    );
+    let list = alice.ok(&["list"]);
+    assert!(list.contains("locked by"), "{list}");
+    // Named by the label alice knows bob by.
+    assert!(out.contains(&bob.display), "{out}");
+}
