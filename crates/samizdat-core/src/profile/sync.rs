@@ -283,14 +283,17 @@ impl Profile {
                                 self.store_token(group_id, epoch, t)?;
                             }
                             if bogus {
+                                // Two explanations fit, and the client cannot tell them apart:
+                                // the committer lied to the relay, or the relay served a commit
+                                // it never accepted (a fork). Say both, name the committer.
                                 let who = culprit.clone().unwrap_or_else(|| "a member".into());
-                                let status = format!("locked by {who}'s bogus commit; start a new group without them");
+                                let status = format!("lost sync with the group (the commit by {who} at position {} does not match the relay); ask a member to re-add you", entry.seq);
                                 self.db.conn().execute(
                                     "UPDATE conversations SET active = 0, status = ?2 WHERE group_id = ?1",
                                     params![group_id.as_bytes(), status],
                                 )?;
                                 let text = format!(
-                                    "{who}'s commit at position {} gave the relay a token no other member can derive: the group's log is locked for everyone else; start a new group without them",
+                                    "lost sync with the group: the commit by {who} at position {} does not lead to the token the relay recorded — either {who} gave the relay a false token (locking everyone else out), or the relay served a commit it never accepted (a fork); ask a member to re-add you, and if it happens again start a new group without {who}",
                                     entry.seq
                                 );
                                 self.emit(events, Event::notice(Some(&conv), text))?;
