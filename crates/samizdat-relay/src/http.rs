@@ -142,8 +142,16 @@ async fn count_and_reject(
     req: axum::extract::Request,
     next: axum::middleware::Next,
 ) -> Response {
-    state.metrics.http_requests.fetch_add(1, Ordering::Relaxed);
+    state.metrics.http_requests.increment(1);
+    let route = req
+        .extensions()
+        .get::<axum::extract::MatchedPath>()
+        .map(|p| p.as_str().to_owned())
+        .unwrap_or_else(|| "unmatched".into());
+    let method = req.method().as_str().to_owned();
+    let started = std::time::Instant::now();
     let resp = next.run(req).await;
+    state.metrics.observe(&route, &method, started.elapsed());
     if resp.status().is_client_error() || resp.status().is_server_error() {
         // The code is in the body; the status class is enough for the counter's label
         // when the handler did not record it itself.
@@ -486,14 +494,8 @@ async fn drop_message(
                     &state.limits,
                 )
                 .await?;
-            state
-                .metrics
-                .mailbox_messages_stored
-                .fetch_add(1, Ordering::Relaxed);
-            state
-                .metrics
-                .mailbox_bytes_stored
-                .fetch_add(len, Ordering::Relaxed);
+            state.metrics.mailbox_messages_stored.increment(1);
+            state.metrics.mailbox_bytes_stored.increment(len as u64);
             state.notifier.notify(Topic::Mailbox(mailbox));
             Ok(axum::Json(Stored {
                 seq,
@@ -661,10 +663,7 @@ async fn claim_key_package(
                 .store
                 .claim_key_package(req.request_id, mailbox)
                 .await?;
-            state
-                .metrics
-                .key_packages_claimed
-                .fetch_add(1, Ordering::Relaxed);
+            state.metrics.key_packages_claimed.increment(1);
             Ok(axum::Json(claimed))
         }
         .await,
@@ -834,11 +833,8 @@ async fn append(
                     l,
                 )
                 .await?;
-            state.metrics.entries_stored.fetch_add(1, Ordering::Relaxed);
-            state
-                .metrics
-                .entry_bytes_stored
-                .fetch_add(len, Ordering::Relaxed);
+            state.metrics.entries_stored.increment(1);
+            state.metrics.entry_bytes_stored.increment(len as u64);
             if appended.fresh {
                 let frame = ServerFrame::Entry {
                     group_id: group,
@@ -857,10 +853,7 @@ async fn append(
                 });
             }
             for m in appended.welcomed {
-                state
-                    .metrics
-                    .mailbox_messages_stored
-                    .fetch_add(1, Ordering::Relaxed);
+                state.metrics.mailbox_messages_stored.increment(1);
                 state.notifier.notify(Topic::Mailbox(m));
             }
             if !appended.undelivered.is_empty() {

@@ -9,7 +9,6 @@
 use std::collections::HashMap;
 use std::io;
 use std::pin::Pin;
-use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::Duration;
@@ -159,7 +158,7 @@ pub(crate) async fn run(
             _ = async { let _ = stop.wait_for(|s| *s).await; } => break,
         };
         let Some(admitted) = caps.admit(AddrBucket::of(peer.ip())) else {
-            metrics.connections_refused.fetch_add(1, Ordering::Relaxed);
+            metrics.connections_refused.increment(1);
             drop(socket);
             continue;
         };

@@ -5,7 +5,6 @@
 //! log order.
 
 use std::collections::HashMap;
-use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use axum::extract::State;
@@ -51,11 +50,8 @@ pub async fn upgrade(
         .read_buffer_size(2048)
         .write_buffer_size(0)
         .on_upgrade(move |socket| async move {
-            state.metrics.ws_connections.fetch_add(1, Ordering::Relaxed);
-            state
-                .metrics
-                .ws_connections_total
-                .fetch_add(1, Ordering::Relaxed);
+            state.metrics.ws_connections.increment(1.0);
+            state.metrics.ws_connections_total.increment(1);
             // Fail closed: without randomness there is no safe challenge.
             if let (Some(conn_id), Some(challenge)) = (auth::random_id(), auth::random_id()) {
                 let span = tracing::debug_span!("ws", conn = %conn_id.short());
@@ -63,7 +59,7 @@ pub async fn upgrade(
                     tracing::Instrument::instrument(serve(state.clone(), socket, challenge), span)
                         .await;
             }
-            state.metrics.ws_connections.fetch_sub(1, Ordering::Relaxed);
+            state.metrics.ws_connections.decrement(1.0);
         })
 }
 
@@ -297,10 +293,7 @@ impl Conn {
         )
         .await
         .map_err(axum::Error::new)??;
-        self.state
-            .metrics
-            .pushed_frames
-            .fetch_add(1, Ordering::Relaxed);
+        self.state.metrics.pushed_frames.increment(1);
         if close {
             // A commit is the last entry of its epoch.
             send(
@@ -352,10 +345,7 @@ impl Conn {
                         },
                     )
                     .await?;
-                    self.state
-                        .metrics
-                        .pushed_frames
-                        .fetch_add(1, Ordering::Relaxed);
+                    self.state.metrics.pushed_frames.increment(1);
                 }
                 if n < limit {
                     break;
@@ -397,10 +387,7 @@ impl Conn {
                         },
                     )
                     .await?;
-                    self.state
-                        .metrics
-                        .pushed_frames
-                        .fetch_add(1, Ordering::Relaxed);
+                    self.state.metrics.pushed_frames.increment(1);
                 }
                 if n < limit {
                     if page.current_epoch > epoch {

@@ -100,6 +100,17 @@ mod misc {
             metrics.contains("samizdat_rejections_total{code=\"not_found\"} 1"),
             "{metrics}"
         );
+        // Latency per route template (never the ids in a path), as a histogram.
+        assert!(
+            metrics.contains(
+                "samizdat_http_request_duration_seconds_bucket{route=\"/healthz\",method=\"GET\",le="
+            ),
+            "{metrics}"
+        );
+        assert!(
+            metrics.contains("samizdat_http_request_duration_seconds_count{route=\"unmatched\",method=\"GET\"} 1"),
+            "{metrics}"
+        );
         // Finding 7c: metrics are not public; they live on their own listener.
         let public = relay.http.get(relay.url("/metrics")).send().await.unwrap();
         assert_eq!(public.status(), 404);
