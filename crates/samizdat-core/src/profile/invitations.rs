@@ -142,16 +142,11 @@ impl Profile {
                 "this invitation claims the id of your conversation {name:?} without continuing it; it cannot be accepted (decline it)"
             )));
         }
-        let name = self.join(group_id, &relay, &welcome)?;
+        let mut events = Vec::new();
+        let name = self.join(group_id, &relay, &welcome, &mut events)?;
         self.db
             .conn()
             .execute("DELETE FROM invitations WHERE id = ?1", params![id])?;
-        let mut events = Vec::new();
-        let e = Event::Joined {
-            conversation_id: group_id.to_string(),
-            conversation: name.clone(),
-        };
-        self.emit(&mut events, e)?;
         self.after_join(vec![group_id], &mut events).await?;
         self.buffered.append(&mut events);
         Ok(name)
@@ -169,7 +164,14 @@ impl Profile {
         Ok(())
     }
 
-    pub(super) fn join(&mut self, group_id: Id, relay: &str, welcome: &[u8]) -> Result<String> {
+    /// Join the group of a Welcome; the `joined` event is logged in the same transaction.
+    pub(super) fn join(
+        &mut self,
+        group_id: Id,
+        relay: &str,
+        welcome: &[u8],
+        events: &mut Vec<Event>,
+    ) -> Result<String> {
         crate::check_foreign_relay_url(relay)?;
         RelayClient::new(relay)?;
         let (mut group, _) = self.mls.join(welcome)?;
@@ -203,7 +205,12 @@ impl Profile {
                     params![group_id.as_bytes(), name, relay, group.epoch() as i64, now_secs() as i64],
                 )?;
             }
-            self.store_token(&group_id, group.epoch(), &token)
+            self.store_token(&group_id, group.epoch(), &token)?;
+            let e = Event::Joined {
+                conversation_id: group_id.to_string(),
+                conversation: name.clone(),
+            };
+            self.emit(events, e)
         })?;
         Ok(name)
     }

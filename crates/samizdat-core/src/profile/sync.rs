@@ -87,18 +87,11 @@ impl Profile {
                     let screened =
                         self.screen_welcome(group_id, &relay, &welcome.0, invite_mac.as_ref());
                     match screened.and_then(|s| match s {
-                        Screened::Join => self.join(group_id, &relay, &welcome.0).map(Some),
+                        Screened::Join => self.join(group_id, &relay, &welcome.0, events).map(Some),
                         Screened::Pending(Some(event)) => self.emit(events, event).map(|()| None),
                         Screened::Pending(None) => Ok(None),
                     }) {
-                        Ok(Some(name)) => {
-                            joined += 1;
-                            let e = Event::Joined {
-                                conversation_id: group_id.to_string(),
-                                conversation: name,
-                            };
-                            self.emit(events, e)?;
-                        }
+                        Ok(Some(_)) => joined += 1,
                         Ok(None) => {}
                         Err(e) => self.emit(
                             events,
