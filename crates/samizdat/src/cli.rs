@@ -420,7 +420,14 @@ async fn run_in(home: &Path, cmd: ClientCommand) -> Result<()> {
                 .call("send", json!({ "target": target, "text": text }))
                 .await;
             print_side_events(&b.events_since(since).await.unwrap_or_default());
-            let sent = sent?;
+            let sent = sent.map_err(|e| {
+                let text = e.to_string();
+                if text.starts_with("cannot reach the relay") {
+                    anyhow!("{text}; the message is stored and the next sync (or a running `samizdat serve`) sends it")
+                } else {
+                    e
+                }
+            })?;
             println!("sent {}", sent.message_id);
         }
         ClientCommand::Sync { json } => {

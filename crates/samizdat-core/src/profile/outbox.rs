@@ -54,16 +54,40 @@ impl Profile {
             )));
         }
         let mut events = Vec::new();
+        let plain = payload.encode();
         let synced = self.sync_group(&conv.group_id, &mut events).await;
         self.buffered.append(&mut events);
-        let leavers = synced?;
+        let leavers = match synced {
+            Ok(leavers) => leavers,
+            Err(e @ Error::RelayUnreachable(_)) => {
+                // Store it all the same, encrypted for the epoch we know: the next sync sends
+                // it (re-encrypting it if the group has moved on meanwhile).
+                let mut group = self.mls.load(conv.group_id.as_bytes())?;
+                let epoch = group.epoch();
+                let ct = group.encrypt(&plain)?;
+                self.db.transaction(|| {
+                    group.save()?;
+                    self.queue(
+                        conv,
+                        &payload,
+                        &plain,
+                        &random_id(),
+                        &ct,
+                        epoch,
+                        &mut events,
+                    )
+                })?;
+                self.buffered.append(&mut events);
+                return Err(e);
+            }
+            Err(e) => return Err(e),
+        };
         if !leavers.is_empty() && !matches!(payload.body, Body::Leave | Body::Refused { .. }) {
             // Members asked to leave: remove them before saying anything new, so a leaver's
             // keys cannot read it.
             Box::pin(self.commit_change(conv, Vec::new(), leavers, None)).await?;
         }
         let relay = self.relay_for(&conv.relay)?;
-        let plain = payload.encode();
         for _ in 0..MAX_ATTEMPTS {
             let mut group = self.mls.load(conv.group_id.as_bytes())?;
             let epoch = group.epoch();

@@ -241,3 +241,52 @@ fn an_introduction_interrupted_before_it_was_sent_is_delivered_by_sync() {
     bob.ok(&["sync"]);
     assert_eq!(bob.texts("alice"), vec![t]);
 }
+
+/// Same-relay group add, the committer dies right after the commit: the Welcome went with
+/// the commit, and the group's name (queued in the commit's transaction) follows on the next
+/// sync, so the new member ends up in a named group, not a "new-…" one.
+#[test]
+fn a_same_relay_add_interrupted_after_its_commit_completes() {
+    let mut w = World::new();
+    let [alice, bob] = w.people(["alice", "bob"]);
+    w.connect(&alice, &bob);
+    alice.ok(&["group", "create", "friends"]);
+    let out = alice
+        .cmd(&["group", "add", "friends", &bob.display])
+        .env("SAMIZDAT_TEST_CRASH", "commit-before-drops")
+        .output()
+        .expect("run");
+    assert!(!out.status.success(), "the crash point was not reached");
+    alice.ok(&["sync"]);
+    let out = bob.ok(&["sync"]);
+    assert!(out.contains("group is called friends"), "{out}");
+    let t = w.text("named and working");
+    alice.ok(&["send", "friends", &t]);
+    bob.ok(&["sync"]);
+    assert_eq!(bob.texts("friends"), vec![t]);
+}
+
+/// Leaving while the relay is down: the leave notice is stored and sent when it is back; the
+/// others then remove the leaver, and the leaver's keys go once the notice is out.
+#[test]
+fn a_leave_while_the_relay_is_down_completes_later() {
+    let mut w = World::new();
+    let [alice, carol] = w.people(["alice", "carol"]);
+    w.connect(&alice, &carol);
+    alice.ok(&["group", "create", "friends"]);
+    alice.ok(&["group", "add", "friends", &carol.display]);
+    carol.ok(&["sync"]);
+    let data = w.relay.data.clone();
+    let addr = w.relay.addr.clone();
+    w.relay.kill();
+    let out = carol.ok(&["group", "leave", "friends"]);
+    assert!(out.contains("left"), "{out}");
+    w.relay = RelayProc::start(&data, &addr);
+    carol.ok(&["sync"]);
+    alice.ok(&["sync"]);
+    assert_eq!(alice.members("friends").len(), 1, "carol was not removed");
+    let t = w.text("after carol left");
+    alice.ok(&["send", "friends", &t]);
+    carol.ok(&["sync"]);
+    assert!(!carol.texts("friends").contains(&t));
+}
