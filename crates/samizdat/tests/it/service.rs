@@ -806,3 +806,69 @@ fn the_echo_bot_answers_against_a_real_relay() {
     assert!(status.success(), "bot exit status: {status}");
     assert_eq!(got, want);
 }
+
+/// Without a running service, a second command on a busy profile waits (saying so) instead
+/// of racing, and proceeds once the first is done.
+#[test]
+fn a_second_command_waits_for_the_profile_lock() {
+    let mut w = World::new();
+    let alice = w.person("alice");
+    // A "relay" that accepts connections and never answers keeps the first command (and its
+    // lock) busy.
+    let silent = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let invite = samizdat_core::Invite {
+        relay: format!("http://{}", silent.local_addr().expect("addr")),
+        mailbox: samizdat_proto::Id::from_bytes([7; 16]),
+        fp: samizdat_proto::Bytes(vec![1; 32]),
+        id: samizdat_proto::Id::from_bytes([9; 16]),
+        exp: u64::MAX / 2,
+        reusable: false,
+    };
+    let mut holder = alice
+        .cmd(&["accept", &invite.to_link(), "--name", "stuck"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("holder");
+    // The holder has the lock once its pid is in the lock file.
+    let lock = alice.home.join("lock");
+    let deadline = std::time::Instant::now() + WAIT;
+    while std::fs::read_to_string(&lock).ok().as_deref() != Some(&holder.id().to_string()) {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the holder never took the lock"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let mut waiter = alice
+        .cmd(&["whoami"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("waiter");
+    // The waiter says it waits (read off its stderr), then the holder finishes.
+    let stderr = waiter.stderr.take().expect("stderr");
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            let _ = tx.send(line);
+        }
+    });
+    let said = rx.recv_timeout(WAIT).expect("the waiter says it waits");
+    assert!(
+        said.contains(&format!(
+            "waiting for another samizdat process (pid {})",
+            holder.id()
+        )),
+        "{said}"
+    );
+    let _ = holder.kill();
+    let _ = holder.wait();
+    let out = waiter.wait_with_output().expect("waiter output");
+    assert!(
+        out.status.success(),
+        "the waiter failed after the lock was freed"
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).contains(&alice.display));
+    drop(silent);
+}
