@@ -20,6 +20,8 @@ pub type Secret = zeroize::Zeroizing<String>;
 
 /// The owner's socket inside the profile directory.
 pub const SOCKET: &str = "samizdat.sock";
+/// Clients connected to the owner's socket at once (CLI commands, `rpc`, the app).
+const MAX_SOCKET_CLIENTS: usize = 64;
 /// How long a command waits for another process to release the profile.
 const LOCK_WAIT: Duration = Duration::from_secs(30);
 
@@ -219,16 +221,23 @@ pub fn serve_socket(home: &Path, handle: ClientHandle) -> Result<SocketServer> {
     let listener = tokio::net::UnixListener::bind(&path)
         .with_context(|| format!("cannot listen on {}", path.display()))?;
     std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600))?;
+    let slots = std::sync::Arc::new(tokio::sync::Semaphore::new(MAX_SOCKET_CLIENTS));
     let task = tokio::spawn(async move {
         loop {
             let Ok((stream, _)) = listener.accept().await else {
                 tokio::time::sleep(Duration::from_millis(100)).await;
                 continue;
             };
+            // Bounded: beyond MAX_SOCKET_CLIENTS a new connection is closed at once.
+            let Ok(slot) = slots.clone().try_acquire_owned() else {
+                drop(stream);
+                continue;
+            };
             let handle = handle.clone();
             tokio::spawn(async move {
                 let (r, w) = stream.into_split();
                 samizdat_core::rpc::serve_connection(handle, BufReader::new(r), w).await;
+                drop(slot);
             });
         }
     });

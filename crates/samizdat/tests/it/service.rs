@@ -223,6 +223,27 @@ fn the_profile_has_one_owner_and_a_stale_socket_is_replaced() {
     );
     assert!(String::from_utf8_lossy(&out.stdout).contains(&alice.display));
 
+    // The socket takes a bounded number of clients: the 65th is closed at once.
+    {
+        use std::io::Read;
+        use std::os::unix::net::UnixStream;
+        let held: Vec<UnixStream> = (0..64)
+            .map(|_| UnixStream::connect(&socket).expect("connect"))
+            .collect();
+        // Each held connection is being served (it answers a request).
+        let mut first = held[0].try_clone().expect("clone");
+        writeln!(first, r#"{{"jsonrpc":"2.0","id":1,"method":"whoami"}}"#).expect("write");
+        let mut line = String::new();
+        BufReader::new(first.try_clone().expect("clone"))
+            .read_line(&mut line)
+            .expect("answer");
+        assert!(line.contains(&alice.display), "{line}");
+        let mut extra = UnixStream::connect(&socket).expect("connect");
+        extra.set_read_timeout(Some(WAIT)).expect("timeout");
+        let mut buf = [0u8; 1];
+        assert_eq!(extra.read(&mut buf).expect("closed, not hung"), 0);
+        drop(held);
+    }
     // SIGKILL leaves the socket file behind: commands notice nobody answers and take the
     // (kernel-released) lock themselves; a new serve replaces the stale file.
     serve.kill();
