@@ -471,6 +471,11 @@ impl Group {
         Ok(())
     }
 
+    /// Whether a commit of ours is built (and stored) but not yet applied.
+    pub fn has_pending_commit(&self) -> bool {
+        self.inner.has_pending_commit()
+    }
+
     pub fn clear_pending_commit(&mut self) {
         self.inner.clear_pending_commit();
     }

@@ -12,7 +12,32 @@ fn next_token_hash(token: &[u8]) -> [u8; 32] {
     sha256(token)
 }
 
+/// The settings key that marks a group with a stored, not yet applied commit of ours.
+pub(super) fn pending_commit_key(group: &Id) -> String {
+    format!("pending_commit:{group}")
+}
+
 impl Profile {
+    /// Drop a stored commit of ours that the relay did not take (the log, read to its end,
+    /// does not contain it). No-op when none is stored.
+    pub(super) fn clear_stale_commit(&mut self, group: &Id) -> Result<()> {
+        let key = pending_commit_key(group);
+        if self.db.get_setting(&key)?.is_none() {
+            return Ok(());
+        }
+        let mut g = self.mls.load(group.as_bytes())?;
+        self.db.transaction(|| {
+            if g.has_pending_commit() {
+                g.clear_pending_commit();
+                g.save()?;
+            }
+            self.db
+                .conn()
+                .execute("DELETE FROM settings WHERE key = ?1", params![key])?;
+            Ok(())
+        })
+    }
+
     /// Report who joined and who went between two member lists (inside the caller's
     /// transaction). Our own removal is reported as `removed` by the caller.
     pub(super) fn member_changes(
@@ -80,6 +105,14 @@ impl Profile {
             let epoch = group.epoch();
             let token = group.token()?;
             let pending = group.commit(&kps, &indices)?;
+            // Store the commit as pending before the relay sees it: if we die after the relay
+            // accepted it, the next sync finds it in the log, recognises it as ours and
+            // applies it (instead of being unable to process our own commit).
+            self.db.transaction(|| {
+                group.save()?;
+                self.db
+                    .set_setting(&pending_commit_key(&conv.group_id), b"1")
+            })?;
             group.apply_pending_commit()?;
             let next_token = group.token()?;
             let mut welcomes = Vec::new();
@@ -125,6 +158,7 @@ impl Profile {
                 .await
             {
                 Ok(stored) => {
+                    crash_point("commit-after-append");
                     // Welcomes the group's relay could not store go the same way as those
                     // for other relays: kept and retried.
                     for mailbox in &stored.undelivered_welcomes {
@@ -163,6 +197,10 @@ impl Profile {
                             let epoch = group.epoch();
                             self.queue(conv, p, &plain, &random_id(), &ct, epoch, &mut events)?;
                         }
+                        self.db.conn().execute(
+                            "DELETE FROM settings WHERE key = ?1",
+                            params![pending_commit_key(&conv.group_id)],
+                        )?;
                         self.member_changes(conv, &members, &group.members(), &mut events)
                     })?;
                     self.buffered.append(&mut events);
@@ -184,8 +222,10 @@ impl Profile {
                     code: ErrorCode::EpochConflict,
                     ..
                 }) => {
-                    // Someone else committed first: drop our in-memory change, catch up, retry.
+                    // Someone else committed first: drop our change (stored too), catch up,
+                    // retry.
                     drop(group);
+                    self.clear_stale_commit(&conv.group_id)?;
                     continue;
                 }
                 Err(e) => return Err(e),

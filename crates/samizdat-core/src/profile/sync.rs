@@ -26,7 +26,12 @@ impl Profile {
             self.flush_pending(&conv).await?;
             events.append(&mut self.buffered);
             match self.sync_group(&conv.group_id, &mut events).await {
-                Ok(l) => leavers.extend(l.into_iter().map(|fp| (conv.group_id, fp))),
+                Ok(l) => {
+                    leavers.extend(l.into_iter().map(|fp| (conv.group_id, fp)));
+                    // Whatever the catch-up queued (a recovered commit's group name).
+                    self.flush_pending(&conv).await?;
+                    events.append(&mut self.buffered);
+                }
                 Err(e @ Error::RelayUnreachable(_)) => return Err(e),
                 Err(Error::Relay {
                     code: ErrorCode::BadToken,
@@ -303,6 +308,24 @@ impl Profile {
                                 self.drop_group_secrets(group_id)?;
                             } else {
                                 self.member_changes(&conv, &before, &after, events)?;
+                                // Our own commit, recovered after a crash: the group's name
+                                // queued with it was lost; queue it again for the new members.
+                                let ours = committer == Some(self.fingerprint);
+                                if ours && conv.kind == ConvKind::Group && after.len() > before.len()
+                                {
+                                    let p = Payload {
+                                        id: random_id(),
+                                        sent_at: now_millis(),
+                                        body: Body::GroupMeta {
+                                            name: conv.name.clone(),
+                                        },
+                                    };
+                                    let plain = p.encode();
+                                    let ct = g.encrypt(&plain)?;
+                                    g.save()?;
+                                    let epoch = g.epoch();
+                                    self.queue(&conv, &p, &plain, &random_id(), &ct, epoch, events)?;
+                                }
                             }
                             self.set_cursor(&conv, entry.seq, epoch)
                         })?;
@@ -371,6 +394,10 @@ impl Profile {
                     }
                 }
             }
+        }
+        // The log was read to its end: a commit of ours still pending was not taken.
+        if conv.active {
+            self.clear_stale_commit(group_id)?;
         }
         Ok(leavers)
     }

@@ -290,3 +290,32 @@ fn a_leave_while_the_relay_is_down_completes_later() {
     carol.ok(&["sync"]);
     assert!(!carol.texts("friends").contains(&t));
 }
+
+/// The committer dies after the relay accepted its commit and before it stored the new
+/// state: the commit was stored as pending first, so the next sync recognises it in the log
+/// as its own and applies it — the group goes on (previously: "rejected entry", then lost).
+#[test]
+fn a_crash_after_the_relay_accepted_our_commit_is_recovered() {
+    let mut w = World::new();
+    let [alice, bob] = w.people(["alice", "bob"]);
+    w.connect(&alice, &bob);
+    alice.ok(&["group", "create", "friends"]);
+    let out = alice
+        .cmd(&["group", "add", "friends", &bob.display])
+        .env("SAMIZDAT_TEST_CRASH", "commit-after-append")
+        .output()
+        .expect("run");
+    assert!(!out.status.success(), "the crash point was not reached");
+    let out = alice.ok(&["sync"]);
+    assert!(!out.contains("rejected"), "{out}");
+    assert_eq!(alice.members("friends").len(), 2);
+    assert!(bob.ok(&["sync"]).contains("joined"));
+    let t1 = w.text("after the recovered commit");
+    alice.ok(&["send", "friends", &t1]);
+    let t2 = w.text("and back");
+    bob.ok(&["send", "friends", &t2]);
+    alice.ok(&["sync"]);
+    bob.ok(&["sync"]);
+    assert_eq!(bob.texts("friends"), vec![t1.clone(), t2.clone()]);
+    assert_eq!(alice.texts("friends"), vec![t1, t2]);
+}
