@@ -462,3 +462,36 @@ fn short_reqwest_error(e: &reqwest::Error) -> String {
         detail
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    /// Review finding 15: a relay that announces a huge answer is refused before the client
+    /// buffers it.
+    #[tokio::test]
+    async fn an_oversized_relay_answer_is_refused() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        let server = tokio::spawn(async move {
+            let (mut s, _) = listener.accept().await.expect("accept");
+            let mut buf = [0u8; 4096];
+            let _ = s.read(&mut buf).await;
+            let head = format!(
+                "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n",
+                MAX_RESPONSE + 1
+            );
+            let _ = s.write_all(head.as_bytes()).await;
+            let _ = s.write_all(&[b' '; 1024]).await;
+        });
+        let client = RelayClient::new(&format!("http://{addr}")).expect("client");
+        match client.health().await {
+            Err(Error::Protocol(m)) => assert!(m.contains("larger than"), "{m}"),
+            other => panic!("an oversized answer was not refused: {other:?}"),
+        }
+        server.abort();
+    }
+}
