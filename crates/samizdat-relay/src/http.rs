@@ -148,10 +148,21 @@ async fn count_and_reject(
         .get::<axum::extract::MatchedPath>()
         .map(|p| p.as_str().to_owned())
         .unwrap_or_else(|| "unmatched".into());
-    let method = req.method().as_str().to_owned();
+    // A label value from a fixed set: a client choosing extension methods must not be able
+    // to create metrics (memory) at will.
+    let method = match *req.method() {
+        Method::GET => "GET",
+        Method::POST => "POST",
+        Method::HEAD => "HEAD",
+        Method::PUT => "PUT",
+        Method::DELETE => "DELETE",
+        Method::OPTIONS => "OPTIONS",
+        Method::PATCH => "PATCH",
+        _ => "other",
+    };
     let started = std::time::Instant::now();
     let resp = next.run(req).await;
-    state.metrics.observe(&route, &method, started.elapsed());
+    state.metrics.observe(&route, method, started.elapsed());
     if resp.status().is_client_error() || resp.status().is_server_error() {
         // The code is in the body; the status class is enough for the counter's label
         // when the handler did not record it itself.

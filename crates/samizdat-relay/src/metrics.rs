@@ -35,7 +35,7 @@ pub struct Metrics {
     pub connections_refused: Counter,
     /// Per (route, method) latency histograms and per-code rejection counters, registered
     /// on first use (routes and codes are fixed sets, so these stay small).
-    latency: Mutex<HashMap<(String, String), Histogram>>,
+    latency: Mutex<HashMap<(String, &'static str), Histogram>>,
     rejections: Mutex<HashMap<&'static str, Counter>>,
 }
 
@@ -137,16 +137,17 @@ impl Metrics {
     }
 
     /// Record one answered request. `route` is the route template (e.g.
-    /// `/v1/groups/{id}/entries`), or `unmatched`.
-    pub fn observe(&self, route: &str, method: &str, took: Duration) {
+    /// `/v1/groups/{id}/entries`) or `unmatched`, `method` one of a fixed set: the number of
+    /// histograms is bounded whatever clients send.
+    pub fn observe(&self, route: &str, method: &'static str, took: Duration) {
         let mut m = self.latency.lock().unwrap_or_else(|p| p.into_inner());
-        m.entry((route.to_string(), method.to_string()))
+        m.entry((route.to_string(), method))
             .or_insert_with(|| {
                 let key = Key::from_parts(
                     LATENCY,
                     vec![
                         Label::new("route", route.to_string()),
-                        Label::new("method", method.to_string()),
+                        Label::new("method", method),
                     ],
                 );
                 self.recorder.register_histogram(&key, &META)

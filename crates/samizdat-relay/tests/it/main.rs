@@ -111,6 +111,32 @@ mod misc {
             metrics.contains("samizdat_http_request_duration_seconds_count{route=\"unmatched\",method=\"GET\"} 1"),
             "{metrics}"
         );
+        // Extension methods do not create metrics at will: they share one label value.
+        for i in 0..20 {
+            let method = reqwest::Method::from_bytes(format!("FOO{i}").as_bytes()).unwrap();
+            let _ = relay
+                .http
+                .request(method, relay.url("/v1/nothing-here"))
+                .send()
+                .await
+                .unwrap();
+        }
+        let metrics = relay
+            .http
+            .get(relay.metrics_url())
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        assert!(!metrics.contains("FOO"), "{metrics}");
+        assert!(
+            metrics.contains(
+                "samizdat_http_request_duration_seconds_count{route=\"unmatched\",method=\"other\"} 20"
+            ),
+            "{metrics}"
+        );
         // Finding 7c: metrics are not public; they live on their own listener.
         let public = relay.http.get(relay.url("/metrics")).send().await.unwrap();
         assert_eq!(public.status(), 404);
