@@ -278,14 +278,14 @@ impl Service {
                     }
                 }
             }
-            if let (Some(socket), Some(ch)) = (ws.as_mut(), challenge) {
-                if let Err(e) = self.update_subscriptions(socket, &mut subscribed).await {
-                    tracing::debug!("subscribe: {e}");
-                    ws = None;
-                    self.profile.relay.rotate();
-                    retry_at = Some(self.retry(&relay, &mut backoff));
-                }
-                let _: Id = ch;
+            // Group subscriptions only after the relay's hello (the mailbox goes first).
+            if let (Some(socket), Some(_)) = (ws.as_mut(), challenge)
+                && let Err(e) = self.update_subscriptions(socket, &mut subscribed).await
+            {
+                tracing::debug!("subscribe: {e}");
+                ws = None;
+                self.profile.relay.rotate();
+                retry_at = Some(self.retry(&relay, &mut backoff));
             }
             tokio::select! {
                 job = self.jobs.recv() => match job {

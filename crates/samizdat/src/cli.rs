@@ -11,7 +11,8 @@ use serde_json::json;
 use tokio::io::AsyncWriteExt;
 
 use crate::client::{
-    Backend, RemoteClient, Secret, connect, lock_waiting, serve_socket, socket_path,
+    Backend, RemoteClient, Secret, connect, lock_waiting, require_profile, serve_socket,
+    socket_path,
 };
 
 #[derive(Debug, clap::Subcommand)]
@@ -635,17 +636,20 @@ struct Owner {
     _lock: samizdat_core::lock::ProfileLock,
 }
 
-async fn serve(home: &Path) -> Result<()> {
-    if !Profile::exists(home) {
-        Profile::open(home, "unused")?;
+impl Owner {
+    async fn whoami(&self) -> Result<samizdat_core::rpc::WhoAmI> {
+        let v = samizdat_core::rpc::call_local(&self.handle, "whoami", json!({}))
+            .await
+            .map_err(|e| anyhow!(e.message))?;
+        Ok(serde_json::from_value(v)?)
     }
+}
+
+async fn serve(home: &Path) -> Result<()> {
+    require_profile(home)?;
     let lock = samizdat_core::lock::ProfileLock::try_acquire(home)?;
     let owner = own(home, lock)?;
-    let w: samizdat_core::rpc::WhoAmI = serde_json::from_value(
-        samizdat_core::rpc::call_local(&owner.handle, "whoami", json!({}))
-            .await
-            .map_err(|e| anyhow!(e.message))?,
-    )?;
+    let w = owner.whoami().await?;
     println!(
         "serving {} ({}) on {}; Ctrl-C to stop",
         safe(&w.name),
@@ -679,9 +683,7 @@ async fn rpc(home: &Path) -> Result<()> {
         let _ = stdout.flush().await;
         return Ok(());
     }
-    if !Profile::exists(home) {
-        Profile::open(home, "unused")?;
-    }
+    require_profile(home)?;
     let lock = lock_waiting(home)?;
     let owner = own(home, lock)?;
     samizdat_core::rpc::serve_connection(owner.handle.clone(), stdin, tokio::io::stdout()).await;
@@ -720,17 +722,11 @@ async fn listen(home: &Path, json: bool, timeout: Option<u64>, count: Option<usi
             }
         }
     }
-    if !Profile::exists(home) {
-        Profile::open(home, "unused")?;
-    }
+    require_profile(home)?;
     let lock = lock_waiting(home)?;
     let mut owner = own(home, lock)?;
     if !json {
-        let w: samizdat_core::rpc::WhoAmI = serde_json::from_value(
-            samizdat_core::rpc::call_local(&owner.handle, "whoami", json!({}))
-                .await
-                .map_err(|e| anyhow!(e.message))?,
-        )?;
+        let w = owner.whoami().await?;
         println!("listening on {} (Ctrl-C to stop)", w.relay);
     }
     let _ = std::io::stdout().flush();

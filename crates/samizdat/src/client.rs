@@ -44,18 +44,24 @@ pub async fn connect(home: &Path) -> Option<UnixStream> {
     UnixStream::connect(socket_path(home)).await.ok()
 }
 
+/// Fail with the core's "no profile" error when `home` holds none — before a passphrase is
+/// asked for or a lock file is created.
+pub fn require_profile(home: &Path) -> Result<()> {
+    if Profile::exists(home) {
+        return Ok(());
+    }
+    Err(Profile::open(home, "unused")
+        .err()
+        .map(anyhow::Error::from)
+        .unwrap_or_else(|| anyhow!("no profile in {}", home.display())))
+}
+
 /// Take the lock (waiting, bounded, with a message) and open the profile.
 pub fn open_locked(
     home: &Path,
     passphrase: impl FnOnce() -> Result<Secret>,
 ) -> Result<(Profile, ProfileLock)> {
-    if !Profile::exists(home) {
-        // Say so before asking for a passphrase.
-        return Err(Profile::open(home, "unused")
-            .err()
-            .map(anyhow::Error::from)
-            .unwrap_or_else(|| anyhow!("no profile in {}", home.display())));
-    }
+    require_profile(home)?;
     let lock = lock_waiting(home)?;
     let profile = Profile::open(home, &passphrase()?)?;
     Ok((profile, lock))

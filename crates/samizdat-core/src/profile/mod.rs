@@ -116,6 +116,18 @@ pub struct Profile {
     pub(crate) kp_checked_at: u64,
 }
 
+/// The parts of a profile that come from (or go into) its database, for `Profile::assemble`.
+struct Stored<'a> {
+    home: &'a Path,
+    db: Db,
+    mls: Mls,
+    name: String,
+    fingerprint: [u8; 32],
+    mailbox: Id,
+    mailbox_key: MailboxKey,
+    relay: RelayClient,
+}
+
 fn remove_db_files(path: &Path) {
     for suffix in ["", "-wal", "-shm"] {
         let mut p = path.as_os_str().to_owned();
@@ -211,8 +223,8 @@ impl Profile {
             &signer.public,
             mls::DEFAULT_CIPHERSUITE,
         )?;
-        let mut profile = Profile {
-            home: home.to_path_buf(),
+        let mut profile = Profile::assemble(Stored {
+            home,
             fingerprint: mls::fingerprint(&signer.public),
             db,
             mls,
@@ -220,10 +232,7 @@ impl Profile {
             mailbox,
             mailbox_key,
             relay,
-            buffered: Vec::new(),
-            relays: Default::default(),
-            kp_checked_at: 0,
-        };
+        });
         let last_resort = profile.mls.key_package(true)?;
         profile
             .upload_key_packages(KEY_PACKAGE_POOL, Some(last_resort))
@@ -232,6 +241,23 @@ impl Profile {
             .db
             .set_setting("last_resort_at", &now_secs().to_be_bytes())?;
         Ok(profile)
+    }
+
+    /// A profile from what its database holds; the in-memory state starts empty.
+    fn assemble(s: Stored<'_>) -> Profile {
+        Profile {
+            home: s.home.to_path_buf(),
+            db: s.db,
+            mls: s.mls,
+            name: s.name,
+            fingerprint: s.fingerprint,
+            mailbox: s.mailbox,
+            mailbox_key: s.mailbox_key,
+            relay: s.relay,
+            buffered: Vec::new(),
+            relays: Default::default(),
+            kp_checked_at: 0,
+        }
     }
 
     /// Open an existing profile.
@@ -254,8 +280,8 @@ impl Profile {
         let mailbox_key =
             MailboxKey::from_pkcs8(&zeroize::Zeroizing::new(db.setting("mailbox_key")?))?;
         let relay = RelayClient::new(&db.setting_string("relay")?)?;
-        Ok(Profile {
-            home: home.to_path_buf(),
+        Ok(Profile::assemble(Stored {
+            home,
             name: db.setting_string("name")?,
             fingerprint: mls::fingerprint(&public),
             db,
@@ -263,10 +289,7 @@ impl Profile {
             mailbox,
             mailbox_key,
             relay,
-            buffered: Vec::new(),
-            relays: Default::default(),
-            kp_checked_at: 0,
-        })
+        }))
     }
 
     /// Events from catch-ups that ran inside other operations (send, group changes).
