@@ -116,9 +116,15 @@ async fn floods_are_rejected_early_and_memory_stays_bounded() {
             token: Bytes(vec![1; 32]),
             after: 0,
         };
-        ws.send(Message::Text(serde_json::to_string(&f).unwrap().into()))
+        // The relay may hang up before the flood is all sent (that is the point): stop then,
+        // and read what it answered below.
+        if ws
+            .send(Message::Text(serde_json::to_string(&f).unwrap().into()))
             .await
-            .unwrap();
+            .is_err()
+        {
+            break;
+        }
     }
     // Each refused subscription counts as a bad frame: the relay answers 16, then closes.
     let mut errors = 0;
