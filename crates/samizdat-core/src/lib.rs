@@ -19,7 +19,7 @@ pub mod store;
 pub use invite::Invite;
 pub use profile::{
     ContactView, ConvKind, ConversationView, Event, EventPage, GroupAdded, InvitationView,
-    LoggedEvent, MemberView, MessageView, Profile, RelayState,
+    LastMessage, LoggedEvent, MemberView, MessageView, Page, Profile, RelayState,
 };
 pub use samizdat_proto::ErrorCode;
 pub use service::{ClientHandle, LiveEvent, Mode};

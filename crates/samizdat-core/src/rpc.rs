@@ -183,6 +183,36 @@ pub struct HistoryParams {
     pub limit: Option<usize>,
     /// Only messages before the message with this id.
     pub before: Option<String>,
+    /// Only messages after the message with this id (then `limit` keeps the oldest).
+    pub after: Option<String>,
+    /// Only the message with this id.
+    pub message_id: Option<String>,
+}
+
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct GroupRenameParams {
+    pub group: String,
+    pub name: String,
+}
+
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ContactVerifyParams {
+    pub contact: String,
+    /// False takes a verification back.
+    #[serde(default = "yes")]
+    pub verified: bool,
+}
+
+fn yes() -> bool {
+    true
+}
+
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct MessageParams {
+    pub message_id: String,
 }
 
 #[derive(Debug, Deserialize, JsonSchema)]
@@ -360,6 +390,9 @@ methods! {
     "group_add" => group_add(GroupAddParams) -> GroupAdded, "Add contacts to a group; those whose relay is unreachable are added by later syncs (`waiting`).";
     "group_remove" => group_remove(GroupRemoveParams) -> Done, "Remove a contact from a group.";
     "group_readd" => group_readd(GroupRemoveParams) -> Done, "Send a member who never joined a fresh Welcome (no new invite needed).";
+    "group_rename" => group_rename(GroupRenameParams) -> Created, "Rename a group for every member (queued when the relay is unreachable).";
+    "contact_verify" => contact_verify(ContactVerifyParams) -> Done, "Mark a contact as verified after comparing safety numbers (verified=false takes it back).";
+    "message_retry" => message_retry(MessageParams) -> Sent, "Send a failed message again as a new message; the failed one is removed.";
     "group_leave" => group_leave(GroupParams) -> Done, "Leave a group.";
     "group_members" => group_members(GroupParams) -> Vec<MemberView>, "A group's members.";
     "safety_number" => safety_number(ContactParams) -> SafetyNumber, "The safety number shared with a contact.";
@@ -517,19 +550,40 @@ async fn send(s: &Session, a: SendParams) -> RpcResult<Sent> {
 async fn history(s: &Session, a: HistoryParams) -> RpcResult<Vec<MessageView>> {
     on_profile!(s, |p| {
         let name = target_name(p, a.target, a.conversation_id)?;
-        let mut all = p.history(&name)?;
-        if let Some(before) = &a.before {
-            let at = all
-                .iter()
-                .position(|m| &m.id == before)
-                .ok_or_else(|| Error::NotFound(format!("no message {before} in {name:?}")))?;
-            all.truncate(at);
-        }
-        if let Some(limit) = a.limit {
-            let skip = all.len().saturating_sub(limit);
-            all.drain(..skip);
-        }
-        Ok(all)
+        let page = crate::Page {
+            before: a.before,
+            after: a.after,
+            id: a.message_id,
+            limit: a.limit,
+        };
+        p.history_page(&name, &page)
+    })
+}
+
+async fn group_rename(s: &Session, a: GroupRenameParams) -> RpcResult<Created> {
+    on_profile!(s, |p| {
+        let name = p.group_rename(&a.group, &a.name).await?;
+        Ok(Created {
+            conversation_id: p.conversation_id(&name)?,
+        })
+    })
+}
+
+async fn contact_verify(s: &Session, a: ContactVerifyParams) -> RpcResult<Done> {
+    on_profile!(s, |p| {
+        p.contact_verify(&a.contact, a.verified)?;
+        Ok(Done { ok: true })
+    })
+}
+
+async fn message_retry(s: &Session, a: MessageParams) -> RpcResult<Sent> {
+    on_profile!(s, |p| {
+        let message_id = p.message_retry(&a.message_id).await?;
+        let conversation_id = p.conversation_of_message(&message_id)?;
+        Ok(Sent {
+            message_id,
+            conversation_id,
+        })
     })
 }
 

@@ -16,6 +16,7 @@ const MIGRATIONS: &[(i64, &str)] = &[
     (2, include_str!("../migrations/0002_invitations.sql")),
     (3, include_str!("../migrations/0003_service.sql")),
     (4, include_str!("../migrations/0004_delivery.sql")),
+    (5, include_str!("../migrations/0005_app.sql")),
 ];
 
 /// A shared handle on the profile database. The MLS storage providers use the same

@@ -87,6 +87,12 @@ pub enum ClientCommand {
         alias: String,
         #[arg(long)]
         qr: bool,
+        /// Record that you compared the number and it matched.
+        #[arg(long, conflicts_with = "unmark")]
+        mark: bool,
+        /// Take a verification back.
+        #[arg(long)]
+        unmark: bool,
     },
     /// List pending group invitations from people who are not your contacts.
     Invitations {
@@ -101,6 +107,19 @@ pub enum ClientCommand {
     /// Run the client service in the foreground: stay connected, and carry out every other
     /// command for this profile through its socket (`samizdat.sock` in the profile).
     Serve,
+    /// The app: a local web UI in your browser (English and Russian). Prints its URL, with a
+    /// one-time launch token, as the last line.
+    App {
+        /// Address to serve on; loopback only. Port 0 picks a free port.
+        #[arg(long, default_value = "127.0.0.1:0")]
+        listen: std::net::SocketAddr,
+        /// Do not open the browser.
+        #[arg(long)]
+        no_open: bool,
+        /// The relay suggested when creating a profile in the app.
+        #[arg(long, env = "SAMIZDAT_RELAY", default_value = "http://127.0.0.1:7700")]
+        relay: String,
+    },
     /// Line-delimited JSON-RPC 2.0 on stdin/stdout, for bots and scripts (docs/RPC.md).
     Rpc {
         /// Print the OpenRPC document describing every method and exit.
@@ -131,6 +150,8 @@ pub enum GroupCommand {
     Remove { name: String, alias: String },
     /// Send a member who never joined a fresh Welcome (no new invite needed).
     Readd { name: String, alias: String },
+    /// Rename a group for every member.
+    Rename { name: String, new_name: String },
     /// Leave a group.
     Leave { name: String },
     /// List a group's members.
@@ -337,6 +358,19 @@ async fn run_in(home: &Path, cmd: ClientCommand) -> Result<()> {
             return Ok(());
         }
         ClientCommand::Serve => return serve(home).await,
+        ClientCommand::App {
+            listen,
+            no_open,
+            relay,
+        } => {
+            return crate::app::run(crate::app::Options {
+                home: home.to_path_buf(),
+                listen,
+                open: !no_open,
+                default_relay: relay,
+            })
+            .await;
+        }
         ClientCommand::Rpc { openrpc: true } => {
             println!(
                 "{}",
@@ -526,6 +560,12 @@ async fn run_in(home: &Path, cmd: ClientCommand) -> Result<()> {
                     .await?;
                 println!("sent {alias} a fresh invitation to {name}");
             }
+            GroupCommand::Rename { name, new_name } => {
+                let _: samizdat_core::rpc::Created = b
+                    .call("group_rename", json!({ "group": name, "name": new_name }))
+                    .await?;
+                println!("renamed {name} to {}", safe(new_name.trim()));
+            }
             GroupCommand::Leave { name } => {
                 let _: samizdat_core::rpc::Done =
                     b.call("group_leave", json!({ "group": name })).await?;
@@ -583,7 +623,22 @@ async fn run_in(home: &Path, cmd: ClientCommand) -> Result<()> {
                 println!("declined invitation {id}");
             }
         },
-        ClientCommand::Verify { alias, qr } => {
+        ClientCommand::Verify {
+            alias,
+            qr,
+            mark,
+            unmark,
+        } => {
+            if mark || unmark {
+                let _: samizdat_core::rpc::Done = b
+                    .call("contact_verify", json!({ "contact": alias, "verified": mark }))
+                    .await?;
+                println!(
+                    "{alias} is {}",
+                    if mark { "marked as verified" } else { "no longer marked as verified" }
+                );
+                return Ok(());
+            }
             let n: samizdat_core::rpc::SafetyNumber =
                 b.call("safety_number", json!({ "contact": alias })).await?;
             println!("Safety number with {alias} (they see the same digits):");
@@ -594,6 +649,7 @@ async fn run_in(home: &Path, cmd: ClientCommand) -> Result<()> {
         }
         ClientCommand::Init { .. }
         | ClientCommand::Serve
+        | ClientCommand::App { .. }
         | ClientCommand::Rpc { .. }
         | ClientCommand::Listen { .. } => unreachable!("handled above"),
     }
@@ -601,7 +657,7 @@ async fn run_in(home: &Path, cmd: ClientCommand) -> Result<()> {
 }
 
 /// Resolves on Ctrl-C or SIGTERM.
-async fn stop_signal() {
+pub(crate) async fn stop_signal() {
     let term = async {
         match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
             Ok(mut s) => {

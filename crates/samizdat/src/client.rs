@@ -140,6 +140,26 @@ impl RemoteClient {
         }
     }
 
+    /// Send a request and return the whole response object (`result` or `error`), skipping
+    /// notifications.
+    pub async fn request(&mut self, method: &str, params: Value) -> Result<Value> {
+        let id = self.next_id;
+        self.next_id += 1;
+        let req = json!({ "jsonrpc": "2.0", "id": id, "method": method, "params": params });
+        let mut line = req.to_string();
+        line.push('\n');
+        self.writer
+            .write_all(line.as_bytes())
+            .await
+            .context("writing to the samizdat service")?;
+        loop {
+            let msg = self.next_message().await?;
+            if msg.get("id").and_then(Value::as_u64) == Some(id) {
+                return Ok(msg);
+            }
+        }
+    }
+
     /// Send a request; notifications read while waiting go to `on_note`.
     pub async fn call(
         &mut self,

@@ -2,6 +2,7 @@
 //!
 //! Every user error ends in one line on stderr and a non-zero exit status.
 
+mod app;
 mod bench;
 mod cli;
 mod client;

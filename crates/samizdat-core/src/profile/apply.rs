@@ -47,7 +47,11 @@ impl Profile {
                 )?;
             }
             Body::GroupMeta { name } => {
-                if conv.name.starts_with("new-") && conv.kind == ConvKind::Group {
+                // A member named (or renamed) the group; our local name follows, made unique
+                // among our contacts and conversations.
+                let wanted = name.trim();
+                let renamed = wanted != conv.name && wanted != without_counter(&conv.name);
+                if conv.kind == ConvKind::Group && (conv.name.starts_with("new-") || renamed) {
                     let unique = self.unique_name(&name)?;
                     self.db.conn().execute(
                         "UPDATE conversations SET name = ?2 WHERE group_id = ?1",
@@ -84,5 +88,13 @@ impl Profile {
             }
         }
         Ok(None)
+    }
+}
+
+/// A local name without the `-N` that `unique_name` adds: "friends-2" → "friends".
+fn without_counter(name: &str) -> &str {
+    match name.rsplit_once('-') {
+        Some((base, n)) if !base.is_empty() && !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()) => base,
+        _ => name,
     }
 }

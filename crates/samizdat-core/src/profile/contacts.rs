@@ -164,7 +164,7 @@ impl Profile {
     pub fn contacts(&self) -> Result<Vec<ContactView>> {
         let conn = self.db.conn();
         let mut stmt =
-            conn.prepare("SELECT alias, display_name, fingerprint FROM contacts ORDER BY alias")?;
+            conn.prepare("SELECT alias, display_name, fingerprint, verified FROM contacts ORDER BY alias")?;
         let rows = stmt.query_map([], |r| {
             let fp: Vec<u8> = r.get(2)?;
             Ok(ContactView {
@@ -172,9 +172,22 @@ impl Profile {
                 alias: r.get(0)?,
                 display_name: r.get(1)?,
                 fingerprint: hex::encode(&fp[..8.min(fp.len())]),
+                verified: r.get(3)?,
             })
         })?;
         Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
+    }
+
+    /// Record that the safety number with a contact was compared (or take that back).
+    pub fn contact_verify(&mut self, alias: &str, verified: bool) -> Result<()> {
+        let changed = self.db.conn().execute(
+            "UPDATE contacts SET verified = ?2 WHERE alias = ?1",
+            params![alias, verified],
+        )?;
+        if changed == 0 {
+            return Err(Error::NotFound(format!("no contact called {alias:?}")));
+        }
+        Ok(())
     }
 
     /// A safety number both sides compute identically: 12 groups of 5 digits.

@@ -322,6 +322,40 @@ impl Profile {
         self.commit_change(&conv, Vec::new(), vec![fp], None).await
     }
 
+    /// Rename a group for every member: the new name is set here and sent in the group (it
+    /// is queued when the relay cannot be reached). Returns the name as stored.
+    pub async fn group_rename(&mut self, name: &str, new_name: &str) -> Result<String> {
+        let conv = self.group_conv(name)?;
+        let new_name = new_name.trim();
+        if new_name == conv.name {
+            return Ok(conv.name);
+        }
+        self.check_new_name(new_name, "a group name")?;
+        let mut events = Vec::new();
+        self.db.transaction(|| {
+            self.db.conn().execute(
+                "UPDATE conversations SET name = ?2 WHERE group_id = ?1",
+                params![conv.group_id.as_bytes(), new_name],
+            )?;
+            let e = Event::GroupNamed {
+                conversation_id: conv.group_id.to_string(),
+                conversation: new_name.to_string(),
+            };
+            self.emit(&mut events, e)
+        })?;
+        self.buffered.append(&mut events);
+        queued(
+            self.send_body(
+                new_name,
+                Body::GroupMeta {
+                    name: new_name.to_string(),
+                },
+            )
+            .await,
+        )?;
+        Ok(new_name.to_string())
+    }
+
     /// Leave a group: announce it; the next member to sync commits our removal.
     pub async fn group_leave(&mut self, name: &str) -> Result<()> {
         let conv = self.group_conv(name)?;

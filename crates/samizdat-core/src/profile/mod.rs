@@ -31,7 +31,9 @@ pub use events::{Event, EventPage, LoggedEvent, RelayState};
 pub use groups::GroupAdded;
 use invitations::{Screened, invitation_warning};
 use outbox::queued;
-pub use views::{ContactView, ConversationView, InvitationView, MemberView, MessageView};
+pub use views::{
+    ContactView, ConversationView, InvitationView, LastMessage, MemberView, MessageView, Page,
+};
 
 /// What a conversation is: a 1:1 chat (an MLS group of two) or a group.
 #[derive(

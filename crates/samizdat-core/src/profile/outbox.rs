@@ -34,6 +34,68 @@ impl Profile {
         .await
     }
 
+    /// Send a refused message again, as a new message; the failed one is removed once its
+    /// copy is stored. Returns the new message id.
+    pub async fn message_retry(&mut self, message_id: &str) -> Result<String> {
+        let raw = Bytes::decode(message_id)
+            .map_err(|_| Error::Usage(format!("{message_id:?} is not a message id")))?;
+        let row: Option<(Vec<u8>, String, bool)> = self
+            .db
+            .conn()
+            .query_row(
+                "SELECT group_id, body, failed IS NOT NULL AND outgoing = 1 FROM messages WHERE id = ?1",
+                params![raw],
+                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+            )
+            .optional()?;
+        let Some((gid, text, failed)) = row else {
+            return Err(Error::NotFound(format!("no message {message_id}")));
+        };
+        if !failed {
+            return Err(Error::Usage(
+                "only a message of yours that failed can be sent again".into(),
+            ));
+        }
+        let gid = Id::from_slice(&gid).map_err(|_| Error::Storage("corrupt group id".into()))?;
+        let conv = self
+            .conv_by_id(&gid)?
+            .ok_or_else(|| Error::NotFound("the message's conversation is gone".into()))?;
+        let new_id = match self.send(&conv.name, &text).await {
+            Ok(id) => id,
+            // Stored and queued: still a successful retry.
+            Err(Error::RelayUnreachable(_)) => self.newest_own_message(&gid)?,
+            Err(e) => return Err(e),
+        };
+        self.db
+            .conn()
+            .execute("DELETE FROM messages WHERE id = ?1", params![raw])?;
+        Ok(new_id)
+    }
+
+    /// The id of the conversation a message belongs to.
+    pub fn conversation_of_message(&self, message_id: &str) -> Result<String> {
+        let raw = Bytes::decode(message_id)
+            .map_err(|_| Error::Usage(format!("{message_id:?} is not a message id")))?;
+        let gid: Vec<u8> = self
+            .db
+            .conn()
+            .query_row("SELECT group_id FROM messages WHERE id = ?1", params![raw], |r| r.get(0))
+            .optional()?
+            .ok_or_else(|| Error::NotFound(format!("no message {message_id}")))?;
+        Ok(Id::from_slice(&gid)
+            .map_err(|_| Error::Storage("corrupt group id".into()))?
+            .to_string())
+    }
+
+    fn newest_own_message(&self, gid: &Id) -> Result<String> {
+        let id: Vec<u8> = self.db.conn().query_row(
+            "SELECT id FROM messages WHERE group_id = ?1 AND outgoing = 1 ORDER BY rowid DESC LIMIT 1",
+            params![gid.as_bytes()],
+            |r| r.get(0),
+        )?;
+        Ok(Bytes::encode(&id))
+    }
+
     pub(super) async fn send_body(&mut self, target: &str, body: Body) -> Result<String> {
         let conv = self.conv_by_name(target)?;
         let payload = Payload {

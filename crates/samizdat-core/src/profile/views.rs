@@ -25,6 +25,8 @@ pub struct ContactView {
     pub alias: String,
     pub display_name: String,
     pub fingerprint: String,
+    /// Marked as verified by comparing safety numbers.
+    pub verified: bool,
 }
 
 #[derive(Debug, Clone, Serialize, serde::Deserialize, schemars::JsonSchema)]
@@ -37,6 +39,32 @@ pub struct ConversationView {
     pub members: usize,
     pub active: bool,
     pub status: Option<String>,
+    /// The newest message, if any.
+    pub last: Option<LastMessage>,
+    /// When the conversation last changed (its newest message, or its creation), ms.
+    pub last_activity: u64,
+}
+
+/// Which messages of a conversation to read (all of them by default).
+#[derive(Debug, Clone, Default)]
+pub struct Page {
+    /// Only messages before this message id.
+    pub before: Option<String>,
+    /// Only messages after this message id (then the oldest `limit` of them).
+    pub after: Option<String>,
+    /// Only this message.
+    pub id: Option<String>,
+    /// At most this many: the newest ones, or with `after` the oldest.
+    pub limit: Option<usize>,
+}
+
+/// A conversation's newest message, for a chat list's preview.
+#[derive(Debug, Clone, Serialize, serde::Deserialize, schemars::JsonSchema)]
+pub struct LastMessage {
+    pub from: String,
+    pub text: String,
+    pub sent_at: u64,
+    pub outgoing: bool,
 }
 
 #[derive(Debug, Clone, Serialize, serde::Deserialize, schemars::JsonSchema)]
@@ -65,11 +93,13 @@ pub struct MemberView {
 }
 
 impl Profile {
+    /// Every conversation, the most recently active first.
     pub fn conversations(&self) -> Result<Vec<ConversationView>> {
         let conn = self.db.conn();
         let mut stmt = conn.prepare(
             "SELECT c.group_id, c.name, c.kind, c.active, c.status,
-                    (SELECT COUNT(*) FROM messages m WHERE m.group_id = c.group_id AND m.unread = 1)
+                    (SELECT COUNT(*) FROM messages m WHERE m.group_id = c.group_id AND m.unread = 1),
+                    c.created_at
              FROM conversations c ORDER BY c.created_at",
         )?;
         let rows = stmt
@@ -81,61 +111,175 @@ impl Profile {
                     r.get::<_, i64>(3)?,
                     r.get::<_, Option<String>>(4)?,
                     r.get::<_, i64>(5)?,
+                    r.get::<_, i64>(6)?,
                 ))
             })?
             .collect::<rusqlite::Result<Vec<_>>>()?;
         drop(stmt);
+        let mut newest = conn.prepare(
+            "SELECT sender_fp, body, sent_at, outgoing, received_at FROM messages WHERE group_id = ?1
+             ORDER BY COALESCE(seq, 9223372036854775807) DESC, received_at DESC, rowid DESC LIMIT 1",
+        )?;
+        let mut lasts = Vec::with_capacity(rows.len());
+        for row in &rows {
+            lasts.push(
+                newest
+                    .query_row(params![row.0], |r| {
+                        Ok((
+                            r.get::<_, Vec<u8>>(0)?,
+                            r.get::<_, String>(1)?,
+                            r.get::<_, i64>(2)?,
+                            r.get::<_, i64>(3)?,
+                            r.get::<_, i64>(4)?,
+                        ))
+                    })
+                    .optional()?,
+            );
+        }
+        drop(newest);
         drop(conn);
         let mut out = Vec::new();
-        for (gid, name, kind, active, status, unread) in rows {
+        for ((gid, name, kind, active, status, unread, created_at), last) in
+            rows.into_iter().zip(lasts)
+        {
             let members = if active != 0 {
                 self.mls.load(&gid).map(|g| g.members().len()).unwrap_or(0)
             } else {
                 0
             };
+            let id = Id::from_slice(&gid).map_err(|_| Error::Storage("corrupt group id".into()))?;
+            let mut last_activity = (created_at.max(0) as u64).saturating_mul(1000);
+            let last = match last {
+                Some((fp, text, sent_at, outgoing, received_at)) => {
+                    last_activity = last_activity.max(received_at.max(0) as u64);
+                    Some(LastMessage {
+                        from: self.label(&id, &fp)?,
+                        text,
+                        sent_at: sent_at.max(0) as u64,
+                        outgoing: outgoing != 0,
+                    })
+                }
+                None => None,
+            };
             out.push(ConversationView {
-                id: Id::from_slice(&gid)
-                    .map_err(|_| Error::Storage("corrupt group id".into()))?
-                    .to_string(),
+                id: id.to_string(),
                 name,
                 kind: ConvKind::from_sql(&kind)?,
                 unread: unread as u64,
                 members,
                 active: active != 0,
                 status,
+                last,
+                last_activity,
             });
         }
+        out.sort_by(|a, b| b.last_activity.cmp(&a.last_activity));
         Ok(out)
     }
 
     /// Messages of a conversation in log order; marks them read.
     pub fn history(&self, target: &str) -> Result<Vec<MessageView>> {
+        self.history_page(target, &Page::default())
+    }
+
+    /// A page of a conversation's messages in log order (messages not yet acknowledged by the
+    /// relay last); marks the conversation read. Paged by message id so that a long
+    /// conversation opens without reading all of it.
+    pub fn history_page(&self, target: &str, page: &Page) -> Result<Vec<MessageView>> {
         let conv = self.conv_by_name(target)?;
-        let rows = {
+        // The log order as one sortable key: position, then arrival, then insertion.
+        const KEY: &str = "COALESCE(seq, 9223372036854775807), received_at, rowid";
+        let anchor = |id: &Option<String>| -> Result<Option<(i64, i64, i64)>> {
+            let Some(id) = id else { return Ok(None) };
+            let raw = Bytes::decode(id)
+                .map_err(|_| Error::Usage(format!("{id:?} is not a message id")))?;
+            let key = self
+                .db
+                .conn()
+                .query_row(
+                    &format!("SELECT {KEY} FROM messages WHERE group_id = ?1 AND id = ?2"),
+                    params![conv.group_id.as_bytes(), raw],
+                    |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+                )
+                .optional()?
+                .ok_or_else(|| Error::NotFound(format!("no message {id} in {target:?}")))?;
+            Ok(Some(key))
+        };
+        let before = anchor(&page.before)?;
+        let after = anchor(&page.after)?;
+        let only = match &page.id {
+            Some(id) => Some(
+                Bytes::decode(id)
+                    .map_err(|_| Error::Usage(format!("{id:?} is not a message id")))?,
+            ),
+            None => None,
+        };
+        let limit = page.limit.unwrap_or(usize::MAX).min(i64::MAX as usize) as i64;
+        // With `after` the oldest messages past the anchor come first; otherwise the newest
+        // page before `before` (or the end), read backwards and turned around.
+        let newest_first = after.is_none();
+        let sql = format!(
+            "SELECT id, sender_fp, body, sent_at, seq, outgoing, pending_body IS NULL AND failed IS NULL, failed
+             FROM messages
+             WHERE group_id = ?1
+               AND (?2 IS NULL OR ({KEY}) < (?2, ?3, ?4))
+               AND (?5 IS NULL OR ({KEY}) > (?5, ?6, ?7))
+               AND (?8 IS NULL OR id = ?8)
+             ORDER BY {} LIMIT ?9",
+            if newest_first {
+                "COALESCE(seq, 9223372036854775807) DESC, received_at DESC, rowid DESC"
+            } else {
+                "COALESCE(seq, 9223372036854775807), received_at, rowid"
+            }
+        );
+        let mut rows = {
             let conn = self.db.conn();
-            let mut stmt = conn.prepare(
-                "SELECT id, sender_fp, body, sent_at, seq, outgoing, pending_body IS NULL AND failed IS NULL, failed FROM messages
-                 WHERE group_id = ?1 ORDER BY seq IS NULL, seq, received_at",
-            )?;
-            stmt.query_map(params![conv.group_id.as_bytes()], |r| {
-                Ok((
-                    r.get::<_, Vec<u8>>(0)?,
-                    r.get::<_, Vec<u8>>(1)?,
-                    r.get::<_, String>(2)?,
-                    r.get::<_, i64>(3)?,
-                    r.get::<_, Option<i64>>(4)?,
-                    r.get::<_, i64>(5)?,
-                    r.get::<_, bool>(6)?,
-                    r.get::<_, Option<String>>(7)?,
-                ))
-            })?
+            let mut stmt = conn.prepare(&sql)?;
+            stmt.query_map(
+                params![
+                    conv.group_id.as_bytes(),
+                    before.map(|k| k.0),
+                    before.map(|k| k.1),
+                    before.map(|k| k.2),
+                    after.map(|k| k.0),
+                    after.map(|k| k.1),
+                    after.map(|k| k.2),
+                    only,
+                    limit
+                ],
+                |r| {
+                    Ok((
+                        r.get::<_, Vec<u8>>(0)?,
+                        r.get::<_, Vec<u8>>(1)?,
+                        r.get::<_, String>(2)?,
+                        r.get::<_, i64>(3)?,
+                        r.get::<_, Option<i64>>(4)?,
+                        r.get::<_, i64>(5)?,
+                        r.get::<_, bool>(6)?,
+                        r.get::<_, Option<String>>(7)?,
+                    ))
+                },
+            )?
             .collect::<rusqlite::Result<Vec<_>>>()?
         };
+        if newest_first {
+            rows.reverse();
+        }
+        // One label lookup per sender, not per message.
+        let mut labels: HashMap<Vec<u8>, String> = HashMap::new();
         let mut out = Vec::with_capacity(rows.len());
         for (id, fp, text, sent_at, seq, outgoing, delivered, failed) in rows {
+            let from = match labels.get(&fp) {
+                Some(l) => l.clone(),
+                None => {
+                    let l = self.label(&conv.group_id, &fp)?;
+                    labels.insert(fp, l.clone());
+                    l
+                }
+            };
             out.push(MessageView {
                 id: Bytes::encode(&id),
-                from: self.label(&conv.group_id, &fp)?,
+                from,
                 text,
                 sent_at: sent_at as u64,
                 seq: seq.map(|s| s as u64),
@@ -145,7 +289,7 @@ impl Profile {
             });
         }
         self.db.conn().execute(
-            "UPDATE messages SET unread = 0 WHERE group_id = ?1",
+            "UPDATE messages SET unread = 0 WHERE group_id = ?1 AND unread = 1",
             params![conv.group_id.as_bytes()],
         )?;
         Ok(out)

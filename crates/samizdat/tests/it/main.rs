@@ -2,6 +2,7 @@
 //! loopback port.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod app;
 mod bounds;
 mod crash;
 mod delivery;

@@ -1,0 +1,263 @@
+// Samizdat app: live updates and keyboard sending on top of server-rendered pages.
+// Rules: text from events is only ever set with textContent; HTML comes only from our own
+// server fragments (escaped there). No string shown to people lives here: the pages carry
+// them (resource files), the script only shows or hides them.
+"use strict";
+
+(function () {
+  const csrf = document.querySelector('meta[name="csrf-token"]')?.content || "";
+  const body = document.body;
+  const chat = document.querySelector("section.chat");
+  const conversation = chat ? chat.dataset.conversation : null;
+  const list = document.getElementById("message-list");
+  const scroller = document.getElementById("scroller");
+
+  // ---- times in the reader's zone and language --------------------------------------------
+  const fmt = new Intl.DateTimeFormat(body.dataset.lang || undefined, {
+    dateStyle: "short",
+    timeStyle: "short",
+  });
+  function localTimes(root) {
+    root.querySelectorAll("time[datetime]").forEach((t) => {
+      const d = new Date(t.getAttribute("datetime"));
+      if (!isNaN(d)) t.textContent = fmt.format(d);
+    });
+  }
+  localTimes(document);
+
+  // ---- fragments --------------------------------------------------------------------------
+  async function fragment(url) {
+    const r = await fetch(url, { credentials: "same-origin", headers: { "x-fragment": "1" } });
+    if (!r.ok) throw new Error("HTTP " + r.status);
+    return { html: await r.text(), headers: r.headers };
+  }
+  function nodes(html) {
+    const t = document.createElement("template");
+    t.innerHTML = html; // our server's escaped HTML only
+    localTimes(t.content);
+    return t.content;
+  }
+
+  function nearBottom() {
+    return !scroller || scroller.scrollHeight - scroller.scrollTop - scroller.clientHeight < 120;
+  }
+  function toBottom() {
+    if (scroller) scroller.scrollTop = scroller.scrollHeight;
+  }
+
+  // The newest message on screen that has its place in the log (the relay ordered it);
+  // messages still waiting come after it and are fetched again with anything new.
+  function lastId() {
+    const items = list ? list.querySelectorAll("li.msg[data-seq]") : [];
+    return items.length ? items[items.length - 1].dataset.id : null;
+  }
+
+  let fetching = null;
+  async function fetchNewer() {
+    if (!list || !conversation) return;
+    if (fetching) return fetching;
+    fetching = (async () => {
+      const stick = nearBottom();
+      const after = lastId();
+      const url = "/c/" + conversation + "/messages" + (after ? "?after=" + encodeURIComponent(after) : "");
+      const { html } = await fragment(url);
+      const frag = nodes(html);
+      // Everything after the anchor comes back in log order: replace what is shown.
+      frag.querySelectorAll("li.msg").forEach((li) => {
+        const old = document.getElementById(li.id);
+        if (old) old.remove();
+        list.appendChild(li);
+      });
+      if (stick) toBottom();
+    })().finally(() => (fetching = null));
+    return fetching;
+  }
+
+  async function refreshMessage(id) {
+    if (!list || !conversation) return;
+    const old = document.getElementById("m-" + id);
+    if (!old) return fetchNewer();
+    const { html } = await fragment("/c/" + conversation + "/m/" + encodeURIComponent(id));
+    const li = nodes(html).querySelector("li.msg");
+    if (li) old.replaceWith(li);
+  }
+
+  let listTimer = null;
+  function refreshList() {
+    const holder = document.getElementById("chat-list");
+    if (!holder) return;
+    clearTimeout(listTimer);
+    listTimer = setTimeout(async () => {
+      const url = "/fragments/chats" + (conversation ? "?current=" + encodeURIComponent(conversation) : "");
+      try {
+        const { html } = await fragment(url);
+        const fresh = nodes(html).querySelector("#chat-list");
+        if (fresh) holder.replaceWith(fresh);
+      } catch (_) {}
+    }, 150);
+  }
+
+  // ---- connection banner ------------------------------------------------------------------
+  function relayState(state) {
+    const down = document.getElementById("banner-down");
+    const retrying = document.getElementById("banner-retrying");
+    if (down) down.hidden = state !== "down";
+    if (retrying) retrying.hidden = state !== "retrying";
+  }
+
+  // ---- live events ------------------------------------------------------------------------
+  if (csrf && body.dataset.page !== "onboard" && body.dataset.page !== "unlock") {
+    let wasClosed = false;
+    const es = new EventSource("/events");
+    es.onopen = () => {
+      if (wasClosed) {
+        wasClosed = false;
+        fetchNewer().catch(() => {});
+        refreshList();
+      }
+    };
+    es.onerror = () => {
+      wasClosed = true;
+    };
+    es.onmessage = (m) => {
+      let e;
+      try {
+        e = JSON.parse(m.data);
+      } catch (_) {
+        return;
+      }
+      if (e.event === "relay") {
+        relayState(e.state);
+        if (e.state === "up") fetchNewer().catch(() => {});
+        return;
+      }
+      if (e.event === "lagged") {
+        fetchNewer().catch(() => {});
+        refreshList();
+        return;
+      }
+      const mine = conversation && e.conversation_id === conversation;
+      if (mine && (e.event === "message" || e.event === "message_queued")) {
+        fetchNewer().catch(() => {});
+      } else if (mine && (e.event === "message_delivered" || e.event === "message_failed")) {
+        refreshMessage(e.id).catch(() => {});
+      }
+      refreshList();
+    };
+  }
+
+  // ---- composer: Enter sends, Shift+Enter is a new line; drafts survive reloads ------------
+  const composer = document.getElementById("composer");
+  if (composer && conversation) {
+    const text = composer.querySelector("textarea");
+    const key = "draft:" + conversation;
+    try {
+      const saved = localStorage.getItem(key);
+      if (saved && !text.value) text.value = saved;
+    } catch (_) {}
+    text.addEventListener("input", () => {
+      try {
+        if (text.value) localStorage.setItem(key, text.value);
+        else localStorage.removeItem(key);
+      } catch (_) {}
+    });
+    text.addEventListener("keydown", (ev) => {
+      if (ev.key === "Enter" && !ev.shiftKey && !ev.isComposing) {
+        ev.preventDefault();
+        composer.requestSubmit();
+      }
+    });
+    composer.addEventListener("submit", async (ev) => {
+      ev.preventDefault();
+      const value = text.value;
+      if (!value.trim()) return;
+      const data = new URLSearchParams();
+      data.set("text", value);
+      let r;
+      try {
+        r = await fetch(composer.action, {
+          method: "POST",
+          credentials: "same-origin",
+          headers: { "x-csrf-token": csrf },
+          body: data,
+        });
+      } catch (_) {
+        // The app itself is unreachable: keep the text (and the draft) for another try.
+        return;
+      }
+      if (r.ok) {
+        text.value = "";
+        try {
+          localStorage.removeItem(key);
+        } catch (_) {}
+        await fetchNewer().catch(() => {});
+        toBottom();
+      } else {
+        const msg = await r.text();
+        let err = composer.querySelector(".error");
+        if (!err) {
+          err = document.createElement("p");
+          err.className = "error";
+          err.setAttribute("role", "alert");
+          composer.prepend(err);
+        }
+        err.textContent = msg;
+      }
+    });
+    text.focus();
+  }
+  toBottom();
+
+  // ---- scroll-back ------------------------------------------------------------------------
+  const older = document.getElementById("older");
+  if (older && list && conversation) {
+    older.addEventListener("click", async () => {
+      const first = list.querySelector("li.msg");
+      if (!first) return;
+      const height = scroller.scrollHeight;
+      const { html, headers } = await fragment(
+        "/c/" + conversation + "/messages?before=" + encodeURIComponent(first.dataset.id)
+      );
+      list.prepend(nodes(html));
+      scroller.scrollTop += scroller.scrollHeight - height;
+      if (!headers.get("x-older")) older.remove();
+    });
+  }
+
+  // ---- copy buttons -----------------------------------------------------------------------
+  document.querySelectorAll("button[data-copy]").forEach((b) => {
+    b.addEventListener("click", async () => {
+      const input = document.getElementById(b.dataset.copy);
+      if (!input) return;
+      input.select();
+      try {
+        await navigator.clipboard.writeText(input.value);
+      } catch (_) {
+        document.execCommand && document.execCommand("copy");
+      }
+      b.textContent = b.dataset.done;
+    });
+  });
+
+  // ---- passphrase strength ----------------------------------------------------------------
+  const pass = document.getElementById("passphrase");
+  const meter = document.getElementById("strength");
+  if (pass && meter) {
+    const show = () => {
+      const v = pass.value;
+      let classes = 0;
+      [/[a-zа-яё]/, /[A-ZА-ЯЁ]/, /[0-9]/, /[^A-Za-zА-Яа-яЁё0-9]/].forEach((re) => {
+        if (re.test(v)) classes++;
+      });
+      const words = v.trim().split(/\s+/).filter((w) => w.length >= 3).length;
+      let level = "weak";
+      if (v.length >= 16 || (words >= 4 && v.length >= 14) || (v.length >= 12 && classes >= 3)) level = "strong";
+      else if (v.length >= 10 || (v.length >= 8 && classes >= 3)) level = "fair";
+      meter.querySelectorAll("[data-strength]").forEach((s) => {
+        s.hidden = !v || s.dataset.strength !== level;
+      });
+      meter.dataset.level = v ? level : "";
+    };
+    pass.addEventListener("input", show);
+  }
+})();

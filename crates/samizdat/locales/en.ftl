@@ -1,0 +1,136 @@
+# Samizdat app — English. Every key here must exist in ru.ftl too (a test checks).
+app-title = Samizdat
+nav-chats = Chats
+nav-new-contact = New contact
+nav-new-group = New group
+nav-settings = Settings
+skip-to-content = Skip to content
+back = Back
+
+banner-down = The relay cannot be reached. What you write is kept and sent when it is back.
+banner-retrying = Reconnecting to the relay…
+
+login-title = Open Samizdat from its link
+login-body = This page opens only from the link that “samizdat app” printed in your terminal. Run it again to get a new link.
+
+onboard-title = Create your profile
+onboard-intro = No phone number and no account: your profile lives on this computer, encrypted with your passphrase.
+field-display-name = Display name
+field-display-name-hint = What your contacts see. You can use any name.
+field-relay = Relay address
+field-relay-hint = The server that carries your encrypted messages. It cannot read them. Anyone can run one.
+field-passphrase = Passphrase
+field-passphrase-again = Passphrase again
+field-passphrase-hint = At least 8 characters. Several unrelated words are easy to remember and hard to guess.
+strength-weak = Weak: easy to guess
+strength-fair = Fair: longer is better
+strength-strong = Strong
+onboard-submit = Create profile
+err-passphrase-mismatch = The two passphrases differ.
+err-passphrase-short = The passphrase must have at least 8 characters.
+
+unlock-title = Unlock Samizdat
+unlock-intro = Enter the passphrase of your profile.
+unlock-submit = Unlock
+err-wrong-passphrase = Wrong passphrase. Try again.
+
+chats-title = Chats
+chats-empty = No conversations yet. Create an invite or accept one to start.
+chat-unread = { $count ->
+    [one] { $count } unread message
+   *[other] { $count } unread messages
+}
+chat-no-messages = No messages yet
+chat-you = You
+chat-members = { $count ->
+    [one] { $count } member
+   *[other] { $count } members
+}
+kind-direct = Chat
+kind-group = Group
+
+invitations-title = Invitations
+invitation-from = A group with { $members } members, from ~{ $from } (not a contact)
+invitation-relay = Hosted on relay { $relay }
+invitation-relay-unknown = You have never used this relay: accepting connects to it.
+invitation-accept = Join
+invitation-decline = Decline
+
+chat-older = Load older messages
+chat-placeholder = Write a message
+chat-composer-hint = Enter sends, Shift+Enter starts a new line
+chat-send = Send
+chat-info = Members and safety numbers
+chat-inactive = You can no longer send here: { $status }
+msg-queued = Waiting to be sent
+msg-delivered = Delivered
+msg-failed = Not delivered: { $reason }
+msg-retry = Send again
+
+new-contact-title = New contact
+invite-create-title = Invite someone
+invite-create-help = Whoever has the link can start a conversation with you. Share it over a channel you trust.
+invite-reusable = Reusable: several people can use it
+invite-expiry = Valid for
+expiry-1h = 1 hour
+expiry-24h = 1 day
+expiry-72h = 3 days
+expiry-168h = 1 week
+invite-create = Create invite
+invite-link-title = Your invite link
+invite-link-help = Send this link or let them scan the code. It expires { $when }.
+invite-single = It works once.
+invite-multi = Several people can use it.
+copy = Copy
+copied = Copied
+accept-title = Accept an invite
+field-invite-link = Invite link
+field-contact-name = Name for this contact
+accept-submit = Accept invite
+
+group-new-title = New group
+field-group-name = Group name
+group-pick-members = Members
+group-no-contacts = You have no contacts yet: add people first, then make a group.
+group-create = Create group
+
+info-title = Members
+member-you = you
+member-not-joined = has not joined yet
+member-verified = verified
+member-remove = Remove
+member-verify = Safety number
+group-add-title = Add members
+group-add-submit = Add
+group-add-none = Every contact is already in this group.
+group-added-waiting = Will be added when their relay can be reached: { $names }
+group-rename-title = Rename the group
+group-rename-submit = Rename
+group-leave-title = Leave the group
+group-leave-help = You will no longer receive its messages.
+group-leave = Leave group
+
+verify-title = Safety number with { $name }
+verify-help = Compare these digits with { $name } in person or on a call you trust. If they match, nobody stands between you.
+verify-mark = Mark as verified
+verify-unmark = Remove verification
+verify-verified = You have verified { $name }.
+verify-not-verified = Not verified yet.
+
+settings-title = Settings
+settings-language = Language
+lang-auto = Automatic (from the browser)
+lang-en = English
+lang-ru = Русский
+settings-save = Save
+settings-profile = Your profile
+settings-name = Name
+settings-relay = Relay
+settings-fingerprint = Key fingerprint
+
+error-title = Something went wrong
+err-relay-unreachable = The relay cannot be reached. Try again when it is back.
+err-not-found = Not found: it may have been removed.
+err-invalid-invite = This invite link is not valid: { $message }
+err-usage = { $message }
+err-other = Error: { $message }

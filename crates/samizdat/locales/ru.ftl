@@ -1,0 +1,138 @@
+# Приложение Samizdat — русский. Каждый ключ должен быть и в en.ftl (это проверяет тест).
+app-title = Samizdat
+nav-chats = Чаты
+nav-new-contact = Новый контакт
+nav-new-group = Новая группа
+nav-settings = Настройки
+skip-to-content = Перейти к содержимому
+back = Назад
+
+banner-down = Нет связи с ретранслятором. Всё, что вы напишете, сохранится и уйдёт, когда связь вернётся.
+banner-retrying = Переподключаемся к ретранслятору…
+
+login-title = Откройте Samizdat по ссылке
+login-body = Эта страница открывается только по ссылке, которую команда «samizdat app» вывела в терминал. Запустите её снова, чтобы получить новую ссылку.
+
+onboard-title = Создайте профиль
+onboard-intro = Ни номера телефона, ни учётной записи: профиль хранится на этом компьютере и зашифрован вашей парольной фразой.
+field-display-name = Имя
+field-display-name-hint = Его увидят ваши контакты. Можно выбрать любое.
+field-relay = Адрес ретранслятора
+field-relay-hint = Сервер, который передаёт ваши зашифрованные сообщения. Прочитать их он не может. Запустить такой сервер может кто угодно.
+field-passphrase = Парольная фраза
+field-passphrase-again = Парольная фраза ещё раз
+field-passphrase-hint = Не меньше 8 символов. Несколько не связанных между собой слов легко запомнить и трудно подобрать.
+strength-weak = Слабая: её легко подобрать
+strength-fair = Средняя: длиннее — надёжнее
+strength-strong = Надёжная
+onboard-submit = Создать профиль
+err-passphrase-mismatch = Парольные фразы не совпадают.
+err-passphrase-short = Парольная фраза должна быть не короче 8 символов.
+
+unlock-title = Разблокировать Samizdat
+unlock-intro = Введите парольную фразу своего профиля.
+unlock-submit = Разблокировать
+err-wrong-passphrase = Неверная парольная фраза. Попробуйте ещё раз.
+
+chats-title = Чаты
+chats-empty = Переписок пока нет. Создайте приглашение или примите чужое, чтобы начать.
+chat-unread = { $count ->
+    [one] { $count } непрочитанное сообщение
+    [few] { $count } непрочитанных сообщения
+   *[many] { $count } непрочитанных сообщений
+}
+chat-no-messages = Сообщений пока нет
+chat-you = Вы
+chat-members = { $count ->
+    [one] { $count } участник
+    [few] { $count } участника
+   *[many] { $count } участников
+}
+kind-direct = Чат
+kind-group = Группа
+
+invitations-title = Приглашения
+invitation-from = Группа из { $members } участников от ~{ $from } (нет в контактах)
+invitation-relay = Размещена на ретрансляторе { $relay }
+invitation-relay-unknown = Вы ещё не пользовались этим ретранслятором: если вступить, приложение к нему подключится.
+invitation-accept = Вступить
+invitation-decline = Отклонить
+
+chat-older = Показать более ранние сообщения
+chat-placeholder = Напишите сообщение
+chat-composer-hint = Enter — отправить, Shift+Enter — новая строка
+chat-send = Отправить
+chat-info = Участники и коды безопасности
+chat-inactive = Писать сюда больше нельзя: { $status }
+msg-queued = Ожидает отправки
+msg-delivered = Доставлено
+msg-failed = Не доставлено: { $reason }
+msg-retry = Отправить ещё раз
+
+new-contact-title = Новый контакт
+invite-create-title = Пригласить собеседника
+invite-create-help = Любой, у кого есть ссылка, сможет начать с вами переписку. Передавайте её по каналу, которому доверяете.
+invite-reusable = Многоразовая: ею смогут воспользоваться несколько человек
+invite-expiry = Действует
+expiry-1h = 1 час
+expiry-24h = 1 сутки
+expiry-72h = 3 дня
+expiry-168h = 1 неделю
+invite-create = Создать приглашение
+invite-link-title = Ваша ссылка-приглашение
+invite-link-help = Отправьте ссылку или дайте отсканировать код. Ссылка действует до { $when }.
+invite-single = Сработает один раз.
+invite-multi = Ею смогут воспользоваться несколько человек.
+copy = Копировать
+copied = Скопировано
+accept-title = Принять приглашение
+field-invite-link = Ссылка-приглашение
+field-contact-name = Как назвать контакт
+accept-submit = Принять приглашение
+
+group-new-title = Новая группа
+field-group-name = Название группы
+group-pick-members = Участники
+group-no-contacts = У вас пока нет контактов: сначала добавьте собеседников, потом создайте группу.
+group-create = Создать группу
+
+info-title = Участники
+member-you = вы
+member-not-joined = ещё не присоединился
+member-verified = проверен
+member-remove = Удалить
+member-verify = Код безопасности
+group-add-title = Добавить участников
+group-add-submit = Добавить
+group-add-none = Все ваши контакты уже в этой группе.
+group-added-waiting = Будут добавлены, когда их ретранслятор станет доступен: { $names }
+group-rename-title = Переименовать группу
+group-rename-submit = Переименовать
+group-leave-title = Выйти из группы
+group-leave-help = Вы перестанете получать её сообщения.
+group-leave = Выйти из группы
+
+verify-title = Код безопасности с собеседником { $name }
+verify-help = Сверьте эти цифры с собеседником { $name } при встрече или по звонку, которому доверяете. Если они совпадают, между вами никого нет.
+verify-mark = Отметить как проверенный
+verify-unmark = Снять отметку о проверке
+verify-verified = Вы проверили собеседника { $name }.
+verify-not-verified = Ещё не проверен.
+
+settings-title = Настройки
+settings-language = Язык
+lang-auto = Автоматически (как в браузере)
+lang-en = English
+lang-ru = Русский
+settings-save = Сохранить
+settings-profile = Ваш профиль
+settings-name = Имя
+settings-relay = Ретранслятор
+settings-fingerprint = Отпечаток ключа
+
+error-title = Что-то пошло не так
+err-relay-unreachable = Нет связи с ретранслятором. Попробуйте снова, когда она появится.
+err-not-found = Не найдено: возможно, это уже удалено.
+err-invalid-invite = Ссылка-приглашение недействительна: { $message }
+err-usage = { $message }
+err-other = Ошибка: { $message }

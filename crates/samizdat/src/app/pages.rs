@@ -1,0 +1,555 @@
+//! The pages, rendered on the server with maud: every value is HTML-escaped by the template
+//! engine (message text, names and aliases are attacker-controlled). No inline script or
+//! style: the Content-Security-Policy forbids both.
+
+use fluent_bundle::FluentValue;
+use maud::{DOCTYPE, Markup, PreEscaped, html};
+use samizdat_core::{
+    ContactView, ConvKind, ConversationView, InvitationView, MemberView, MessageView, RelayState,
+};
+
+use super::App;
+use super::i18n::Lang;
+
+/// What every page needs: the language, the session's CSRF token, the relay state.
+pub struct Ctx<'a> {
+    pub app: &'a App,
+    pub lang: Lang,
+    pub csrf: Option<String>,
+    pub relay: Option<(RelayState, Option<u64>)>,
+}
+
+impl Ctx<'_> {
+    pub fn tr(&self, key: &str) -> String {
+        self.app.i18n.t(self.lang, key)
+    }
+
+    pub fn tra(&self, key: &str, args: &[(&str, FluentValue<'_>)]) -> String {
+        self.app.i18n.ta(self.lang, key, args)
+    }
+
+    fn csrf_field(&self) -> Markup {
+        html! { input type="hidden" name="csrf" value=(self.csrf.as_deref().unwrap_or("")); }
+    }
+}
+
+/// A whole page around `body`.
+pub fn layout(c: &Ctx<'_>, title: &str, page: &str, nav: bool, body: Markup) -> Markup {
+    let (down, retrying) = match c.relay {
+        Some((RelayState::Down, _)) => (true, false),
+        Some((RelayState::Retrying, _)) => (false, true),
+        _ => (false, false),
+    };
+    html! {
+        (DOCTYPE)
+        html lang=(c.lang.code()) {
+            head {
+                meta charset="utf-8";
+                meta name="viewport" content="width=device-width, initial-scale=1";
+                meta name="color-scheme" content="light dark";
+                meta name="referrer" content="no-referrer";
+                @if let Some(t) = &c.csrf { meta name="csrf-token" content=(t); }
+                title { (title) " · " (c.tr("app-title")) }
+                link rel="stylesheet" href="/static/app.css";
+                script src="/static/app.js" defer {}
+            }
+            body data-page=(page) data-lang=(c.lang.code()) {
+                a.skip href="#main" { (c.tr("skip-to-content")) }
+                div #banner-down .banner.down role="status" hidden[!down] { (c.tr("banner-down")) }
+                div #banner-retrying .banner.retrying role="status" hidden[!retrying] { (c.tr("banner-retrying")) }
+                @if nav {
+                    header.top {
+                        a.brand href="/" { (c.tr("app-title")) }
+                        nav aria-label=(c.tr("app-title")) {
+                            a href="/" { (c.tr("nav-chats")) }
+                            a href="/new" { (c.tr("nav-new-contact")) }
+                            a href="/groups/new" { (c.tr("nav-new-group")) }
+                            a href="/settings" { (c.tr("nav-settings")) }
+                        }
+                    }
+                }
+                main #main tabindex="-1" { (body) }
+            }
+        }
+    }
+}
+
+pub fn error_box(msg: Option<&str>) -> Markup {
+    html! {
+        @if let Some(m) = msg { p.error role="alert" { (m) } }
+    }
+}
+
+// ---- login, onboarding, unlock ---------------------------------------------------------------
+
+pub fn login(c: &Ctx<'_>) -> Markup {
+    layout(c, &c.tr("login-title"), "login", false, html! {
+        section.card.narrow {
+            h1 { (c.tr("login-title")) }
+            p { (c.tr("login-body")) }
+        }
+    })
+}
+
+pub struct OnboardForm {
+    pub name: String,
+    pub relay: String,
+}
+
+pub fn onboard(c: &Ctx<'_>, f: &OnboardForm, error: Option<&str>) -> Markup {
+    layout(c, &c.tr("onboard-title"), "onboard", false, html! {
+        section.card.narrow {
+            h1 { (c.tr("onboard-title")) }
+            p.muted { (c.tr("onboard-intro")) }
+            (error_box(error))
+            form method="post" action="/onboard" #onboard {
+                (c.csrf_field())
+                label for="name" { (c.tr("field-display-name")) }
+                input #name name="name" required maxlength="64" autocomplete="nickname" value=(f.name) aria-describedby="name-hint";
+                small #name-hint { (c.tr("field-display-name-hint")) }
+                label for="relay" { (c.tr("field-relay")) }
+                input #relay name="relay" type="url" required value=(f.relay) aria-describedby="relay-hint";
+                small #relay-hint { (c.tr("field-relay-hint")) }
+                label for="passphrase" { (c.tr("field-passphrase")) }
+                input #passphrase name="passphrase" type="password" required minlength="8" autocomplete="new-password" aria-describedby="pass-hint strength";
+                small #pass-hint { (c.tr("field-passphrase-hint")) }
+                p #strength .strength aria-live="polite" {
+                    span data-strength="weak" hidden { (c.tr("strength-weak")) }
+                    span data-strength="fair" hidden { (c.tr("strength-fair")) }
+                    span data-strength="strong" hidden { (c.tr("strength-strong")) }
+                }
+                label for="passphrase2" { (c.tr("field-passphrase-again")) }
+                input #passphrase2 name="passphrase2" type="password" required minlength="8" autocomplete="new-password";
+                button type="submit" { (c.tr("onboard-submit")) }
+            }
+        }
+    })
+}
+
+pub fn unlock(c: &Ctx<'_>, error: Option<&str>) -> Markup {
+    layout(c, &c.tr("unlock-title"), "unlock", false, html! {
+        section.card.narrow {
+            h1 { (c.tr("unlock-title")) }
+            p.muted { (c.tr("unlock-intro")) }
+            (error_box(error))
+            form method="post" action="/unlock" {
+                (c.csrf_field())
+                label for="passphrase" { (c.tr("field-passphrase")) }
+                input #passphrase name="passphrase" type="password" required autofocus autocomplete="current-password";
+                button type="submit" { (c.tr("unlock-submit")) }
+            }
+        }
+    })
+}
+
+// ---- chats ----------------------------------------------------------------------------------
+
+/// Milliseconds since the epoch as an ISO 8601 UTC timestamp (the script shows it in local
+/// time); the text is the UTC time, for pages read without the script.
+fn iso(ms: u64) -> (String, String) {
+    let secs = (ms / 1000) as i64;
+    let days = secs.div_euclid(86_400);
+    let rem = secs.rem_euclid(86_400);
+    // Civil date from days since 1970-01-01 (Howard Hinnant's algorithm).
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    let (hh, mm, ss) = (rem / 3600, rem % 3600 / 60, rem % 60);
+    (
+        format!("{y:04}-{m:02}-{d:02}T{hh:02}:{mm:02}:{ss:02}Z"),
+        format!("{y:04}-{m:02}-{d:02} {hh:02}:{mm:02}"),
+    )
+}
+
+fn time(ms: u64) -> Markup {
+    let (iso, text) = iso(ms);
+    html! { time datetime=(iso) { (text) } }
+}
+
+pub fn chat_list(c: &Ctx<'_>, convs: &[ConversationView], invitations: &[InvitationView], current: Option<&str>) -> Markup {
+    html! {
+        div #chat-list {
+            @if !invitations.is_empty() {
+                section.invitations aria-labelledby="inv-title" {
+                    h2 #inv-title { (c.tr("invitations-title")) }
+                    ul {
+                        @for i in invitations {
+                            li.invitation data-invitation=(i.id) {
+                                p { (c.tra("invitation-from", &[("members", (i.members as i64).into()), ("from", i.from.clone().into())])) }
+                                p.muted { (c.tra("invitation-relay", &[("relay", i.relay.clone().into())])) }
+                                @if !i.relay_known { p.warning { (c.tr("invitation-relay-unknown")) } }
+                                @if let Some(w) = &i.warning { p.warning { (w) } }
+                                div.row {
+                                    form method="post" action={ "/invitations/" (i.id) "/accept" } {
+                                        (c.csrf_field())
+                                        button type="submit" { (c.tr("invitation-accept")) }
+                                    }
+                                    form method="post" action={ "/invitations/" (i.id) "/decline" } {
+                                        (c.csrf_field())
+                                        button.secondary type="submit" { (c.tr("invitation-decline")) }
+                                    }
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+            h2.visually-hidden { (c.tr("chats-title")) }
+            @if convs.is_empty() {
+                p.empty { (c.tr("chats-empty")) }
+            } @else {
+                ul.chats {
+                    @for conv in convs {
+                        li.chat-item.active[Some(conv.id.as_str()) == current].inactive[!conv.active] {
+                            a href={ "/c/" (conv.id) } data-conversation=(conv.id) {
+                                span.name { (conv.name) }
+                                span.kind { (c.tr(match conv.kind { ConvKind::Direct => "kind-direct", ConvKind::Group => "kind-group" })) }
+                                @if let Some(last) = &conv.last {
+                                    span.when { (time(last.sent_at)) }
+                                    span.preview {
+                                        @if last.outgoing { (c.tr("chat-you")) ": " } @else if conv.kind == ConvKind::Group { (last.from) ": " }
+                                        (last.text)
+                                    }
+                                } @else {
+                                    span.preview.muted { (c.tr("chat-no-messages")) }
+                                }
+                                @if conv.unread > 0 {
+                                    span.unread aria-label=(c.tra("chat-unread", &[("count", (conv.unread as i64).into())])) { (conv.unread) }
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+pub fn chats(c: &Ctx<'_>, convs: &[ConversationView], invitations: &[InvitationView]) -> Markup {
+    layout(c, &c.tr("chats-title"), "chats", true, html! {
+        div.split {
+            aside.list { (chat_list(c, convs, invitations, None)) }
+            section.pane.placeholder { p.muted { (c.tr("chats-empty")) } }
+        }
+    })
+}
+
+pub fn message(c: &Ctx<'_>, m: &MessageView) -> Markup {
+    html! {
+        li.msg.out[m.outgoing].in[!m.outgoing] #{ "m-" (m.id) } data-id=(m.id) data-seq=[m.seq] {
+            div.meta {
+                span.from { @if m.outgoing { (c.tr("chat-you")) } @else { (m.from) } }
+                " "
+                (time(m.sent_at))
+            }
+            div.text { (m.text) }
+            @if m.outgoing {
+                div.status {
+                    @if let Some(reason) = &m.failed {
+                        span.failed { (c.tra("msg-failed", &[("reason", reason.clone().into())])) }
+                        form.retry method="post" action={ "/m/" (m.id) "/retry" } {
+                            (c.csrf_field())
+                            button.link type="submit" { (c.tr("msg-retry")) }
+                        }
+                    } @else if m.delivered {
+                        span.delivered title=(c.tr("msg-delivered")) { "✓ " (c.tr("msg-delivered")) }
+                    } @else {
+                        span.queued { "… " (c.tr("msg-queued")) }
+                    }
+                }
+            }
+        }
+    }
+}
+
+pub fn messages(c: &Ctx<'_>, ms: &[MessageView]) -> Markup {
+    html! { @for m in ms { (message(c, m)) } }
+}
+
+/// Messages per page when a chat opens or scrolls back.
+pub const PAGE: usize = 50;
+
+pub fn chat(
+    c: &Ctx<'_>,
+    conv: &ConversationView,
+    convs: &[ConversationView],
+    invitations: &[InvitationView],
+    ms: &[MessageView],
+) -> Markup {
+    layout(c, &conv.name, "chat", true, html! {
+        div.split.in-chat {
+            aside.list { (chat_list(c, convs, invitations, Some(&conv.id))) }
+            section.pane.chat data-conversation=(conv.id) {
+                header.chat-head {
+                    a.back href="/" aria-label=(c.tr("back")) { "←" }
+                    h1 { (conv.name) }
+                    a.info href={ "/c/" (conv.id) "/info" } { (c.tr("chat-info")) }
+                }
+                div #scroller .messages {
+                    @if ms.len() >= PAGE {
+                        button #older .link type="button" data-before=(ms.first().map(|m| m.id.as_str()).unwrap_or("")) { (c.tr("chat-older")) }
+                    }
+                    ol #message-list aria-live="polite" { (messages(c, ms)) }
+                }
+                @if conv.active {
+                    form #composer method="post" action={ "/c/" (conv.id) "/send" } {
+                        (c.csrf_field())
+                        label.visually-hidden for="text" { (c.tr("chat-placeholder")) }
+                        textarea #text name="text" rows="2" required maxlength="60000" placeholder=(c.tr("chat-placeholder")) aria-describedby="composer-hint" {}
+                        button type="submit" { (c.tr("chat-send")) }
+                        small #composer-hint { (c.tr("chat-composer-hint")) }
+                    }
+                } @else {
+                    p.warning { (c.tra("chat-inactive", &[("status", conv.status.clone().unwrap_or_default().into())])) }
+                }
+            }
+        }
+    })
+}
+
+// ---- contacts and invites -------------------------------------------------------------------
+
+pub fn qr_svg(data: &str) -> Markup {
+    match qrcode::QrCode::new(data.as_bytes()) {
+        Ok(code) => {
+            let svg = code
+                .render::<qrcode::render::svg::Color<'_>>()
+                .min_dimensions(240, 240)
+                .dark_color(qrcode::render::svg::Color("#000000"))
+                .light_color(qrcode::render::svg::Color("#ffffff"))
+                .build();
+            // The SVG is generated by qrcode from our own data: only rects and a path.
+            let svg = svg
+                .split_once("<svg")
+                .map(|(_, rest)| format!("<svg role=\"img\"{rest}"))
+                .unwrap_or_default();
+            html! { div.qr { (PreEscaped(svg)) } }
+        }
+        Err(_) => html! {},
+    }
+}
+
+pub struct Invite {
+    pub link: String,
+    pub expires_at: u64,
+    pub reusable: bool,
+}
+
+pub fn new_contact(c: &Ctx<'_>, invite: Option<&Invite>, error: Option<&str>, link: &str, name: &str) -> Markup {
+    layout(c, &c.tr("new-contact-title"), "new-contact", true, html! {
+        section.card {
+            h1 { (c.tr("new-contact-title")) }
+            (error_box(error))
+            @if let Some(i) = invite {
+                h2 { (c.tr("invite-link-title")) }
+                p { (c.tra("invite-link-help", &[("when", iso(i.expires_at * 1000).1.into())])) " "
+                    (c.tr(if i.reusable { "invite-multi" } else { "invite-single" })) }
+                div.copy-row {
+                    input #invite-link readonly value=(i.link) aria-label=(c.tr("invite-link-title"));
+                    button #copy type="button" data-copy="invite-link" data-done=(c.tr("copied")) { (c.tr("copy")) }
+                }
+                (qr_svg(&i.link))
+            }
+            h2 { (c.tr("invite-create-title")) }
+            p.muted { (c.tr("invite-create-help")) }
+            form method="post" action="/invite" {
+                (c.csrf_field())
+                label.check { input type="checkbox" name="reusable" value="1"; " " (c.tr("invite-reusable")) }
+                label for="hours" { (c.tr("invite-expiry")) }
+                select #hours name="hours" {
+                    option value="1" { (c.tr("expiry-1h")) }
+                    option value="24" { (c.tr("expiry-24h")) }
+                    option value="72" selected { (c.tr("expiry-72h")) }
+                    option value="168" { (c.tr("expiry-168h")) }
+                }
+                button type="submit" { (c.tr("invite-create")) }
+            }
+            h2 { (c.tr("accept-title")) }
+            form method="post" action="/accept" {
+                (c.csrf_field())
+                label for="link" { (c.tr("field-invite-link")) }
+                textarea #link name="link" rows="3" required { (link) }
+                label for="alias" { (c.tr("field-contact-name")) }
+                input #alias name="name" required maxlength="64" value=(name);
+                button type="submit" { (c.tr("accept-submit")) }
+            }
+        }
+    })
+}
+
+pub fn new_group(c: &Ctx<'_>, contacts: &[ContactView], error: Option<&str>) -> Markup {
+    layout(c, &c.tr("group-new-title"), "new-group", true, html! {
+        section.card {
+            h1 { (c.tr("group-new-title")) }
+            (error_box(error))
+            form method="post" action="/groups" {
+                (c.csrf_field())
+                label for="group" { (c.tr("field-group-name")) }
+                input #group name="name" required maxlength="64";
+                fieldset {
+                    legend { (c.tr("group-pick-members")) }
+                    @if contacts.is_empty() { p.muted { (c.tr("group-no-contacts")) } }
+                    @for k in contacts {
+                        label.check { input type="checkbox" name="member" value=(k.alias); " " (k.alias) }
+                    }
+                }
+                button type="submit" { (c.tr("group-create")) }
+            }
+        }
+    })
+}
+
+pub struct Info<'a> {
+    pub conv: &'a ConversationView,
+    pub members: &'a [MemberView],
+    pub contacts: &'a [ContactView],
+    pub waiting: Option<String>,
+}
+
+pub fn info(c: &Ctx<'_>, i: &Info<'_>, error: Option<&str>) -> Markup {
+    let conv = i.conv;
+    let group = conv.kind == ConvKind::Group;
+    let contact_of = |m: &MemberView| i.contacts.iter().find(|k| k.fingerprint == m.fingerprint);
+    let addable: Vec<&ContactView> = i
+        .contacts
+        .iter()
+        .filter(|k| !i.members.iter().any(|m| m.fingerprint == k.fingerprint))
+        .collect();
+    layout(c, &conv.name, "info", true, html! {
+        section.card {
+            a.back href={ "/c/" (conv.id) } { "← " (conv.name) }
+            h1 { (c.tr("info-title")) }
+            p.muted { (c.tra("chat-members", &[("count", (i.members.len() as i64).into())])) }
+            (error_box(error))
+            @if let Some(w) = &i.waiting { p.warning { (c.tra("group-added-waiting", &[("names", w.clone().into())])) } }
+            ul.members {
+                @for m in i.members {
+                    li {
+                        span.name { (m.name) }
+                        @if m.me { " (" (c.tr("member-you")) ")" }
+                        @if !m.joined { " " span.muted { (c.tr("member-not-joined")) } }
+                        @if let Some(k) = contact_of(m) {
+                            @if k.verified { " " span.badge { "✓ " (c.tr("member-verified")) } }
+                            " " a href={ "/contacts/" (k.id) "/verify" } { (c.tr("member-verify")) }
+                            @if group && conv.active {
+                                form.inline method="post" action={ "/c/" (conv.id) "/remove" } {
+                                    (c.csrf_field())
+                                    input type="hidden" name="contact" value=(k.alias);
+                                    button.link.danger type="submit" { (c.tr("member-remove")) }
+                                }
+                            }
+                        }
+                        " " code.fp { (m.fingerprint) }
+                    }
+                }
+            }
+            @if group && conv.active {
+                h2 { (c.tr("group-add-title")) }
+                @if addable.is_empty() {
+                    p.muted { (c.tr("group-add-none")) }
+                } @else {
+                    form method="post" action={ "/c/" (conv.id) "/add" } {
+                        (c.csrf_field())
+                        @for k in &addable {
+                            label.check { input type="checkbox" name="member" value=(k.alias); " " (k.alias) }
+                        }
+                        button type="submit" { (c.tr("group-add-submit")) }
+                    }
+                }
+                h2 { (c.tr("group-rename-title")) }
+                form method="post" action={ "/c/" (conv.id) "/rename" } {
+                    (c.csrf_field())
+                    label.visually-hidden for="rename" { (c.tr("field-group-name")) }
+                    input #rename name="name" required maxlength="64" value=(conv.name);
+                    button type="submit" { (c.tr("group-rename-submit")) }
+                }
+                h2 { (c.tr("group-leave-title")) }
+                p.muted { (c.tr("group-leave-help")) }
+                form method="post" action={ "/c/" (conv.id) "/leave" } {
+                    (c.csrf_field())
+                    button.danger type="submit" { (c.tr("group-leave")) }
+                }
+            }
+        }
+    })
+}
+
+pub fn verify(c: &Ctx<'_>, k: &ContactView, number: &str) -> Markup {
+    let name = k.alias.clone();
+    layout(c, &c.tra("verify-title", &[("name", name.clone().into())]), "verify", true, html! {
+        section.card.narrow {
+            h1 { (c.tra("verify-title", &[("name", name.clone().into())])) }
+            p.muted { (c.tra("verify-help", &[("name", name.clone().into())])) }
+            p.safety-number #safety-number {
+                @for group in number.split_whitespace() { span { (group) } " " }
+            }
+            (qr_svg(number))
+            @if k.verified {
+                p.badge { "✓ " (c.tra("verify-verified", &[("name", name.clone().into())])) }
+            } @else {
+                p.muted { (c.tr("verify-not-verified")) }
+            }
+            form method="post" action={ "/contacts/" (k.id) "/verify" } {
+                (c.csrf_field())
+                input type="hidden" name="verified" value=(if k.verified { "0" } else { "1" });
+                button type="submit" { (c.tr(if k.verified { "verify-unmark" } else { "verify-mark" })) }
+            }
+        }
+    })
+}
+
+pub struct Me {
+    pub name: String,
+    pub relay: String,
+    pub fingerprint: String,
+}
+
+pub fn settings(c: &Ctx<'_>, chosen: Option<Lang>, me: &Me) -> Markup {
+    layout(c, &c.tr("settings-title"), "settings", true, html! {
+        section.card.narrow {
+            h1 { (c.tr("settings-title")) }
+            form method="post" action="/settings/lang" {
+                (c.csrf_field())
+                label for="lang" { (c.tr("settings-language")) }
+                select #lang name="lang" {
+                    option value="auto" selected[chosen.is_none()] { (c.tr("lang-auto")) }
+                    option value="en" selected[chosen == Some(Lang::En)] { (c.tr("lang-en")) }
+                    option value="ru" selected[chosen == Some(Lang::Ru)] { (c.tr("lang-ru")) }
+                }
+                button type="submit" { (c.tr("settings-save")) }
+            }
+            h2 { (c.tr("settings-profile")) }
+            dl {
+                dt { (c.tr("settings-name")) } dd { (me.name) }
+                dt { (c.tr("settings-relay")) } dd { (me.relay) }
+                dt { (c.tr("settings-fingerprint")) } dd { code { (me.fingerprint) } }
+            }
+        }
+    })
+}
+
+pub fn error_page(c: &Ctx<'_>, message: &str) -> Markup {
+    layout(c, &c.tr("error-title"), "error", true, html! {
+        section.card.narrow {
+            h1 { (c.tr("error-title")) }
+            p.error role="alert" { (message) }
+            a href="/" { (c.tr("back")) }
+        }
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn iso_dates() {
+        assert_eq!(super::iso(0).0, "1970-01-01T00:00:00Z");
+        assert_eq!(super::iso(1_795_000_000_000).0, "2026-11-18T11:06:40Z");
+        assert_eq!(super::iso(951_782_400_000).1, "2000-02-29 00:00");
+    }
+}

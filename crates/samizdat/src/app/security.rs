@@ -1,0 +1,242 @@
+//! The defences of a web server on loopback (after Syncthing and Jupyter): a `Host` allow-list
+//! against DNS rebinding, a one-time launch token exchanged for an `HttpOnly; SameSite=Strict`
+//! session cookie, a CSRF token on every state change, a same-origin check, and strict
+//! response headers. Checked before a handler reads anything the request carries.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+
+use axum::extract::{Request, State};
+use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+
+use super::App;
+use super::i18n::Lang;
+
+/// Browser sessions at once; the oldest is dropped beyond this.
+const MAX_SESSIONS: usize = 16;
+pub const COOKIE: &str = "samizdat_session";
+
+#[derive(Clone)]
+pub struct Session {
+    pub csrf: String,
+    /// The language chosen in the settings (None: from `Accept-Language`).
+    pub lang: Option<Lang>,
+    created: u64,
+}
+
+pub struct Guard {
+    port: u16,
+    launch: Mutex<Option<String>>,
+    sessions: Mutex<HashMap<String, Session>>,
+    counter: Mutex<u64>,
+}
+
+/// 32 random bytes, hex: unguessable tokens from the OS generator (via aws-lc).
+fn token() -> String {
+    let mut b = [0u8; 32];
+    // Fail closed: without randomness there is no token anyone could match.
+    if aws_lc_rs::rand::fill(&mut b).is_err() {
+        return String::new();
+    }
+    hex::encode(b)
+}
+
+/// Equal tokens, compared without an early exit.
+fn same(a: &str, b: &str) -> bool {
+    !a.is_empty()
+        && a.len() == b.len()
+        && a.bytes().zip(b.bytes()).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+impl Guard {
+    pub fn new(port: u16) -> Guard {
+        Guard {
+            port,
+            launch: Mutex::new(Some(token())),
+            sessions: Mutex::new(HashMap::new()),
+            counter: Mutex::new(0),
+        }
+    }
+
+    /// The launch token (valid until it is exchanged once).
+    pub fn launch_token(&self) -> String {
+        self.launch
+            .lock()
+            .ok()
+            .and_then(|t| t.clone())
+            .unwrap_or_default()
+    }
+
+    /// Exchange the launch token for a new session id; it works once.
+    pub fn redeem(&self, offered: &str) -> Option<String> {
+        let mut launch = self.launch.lock().ok()?;
+        match launch.as_deref() {
+            Some(t) if same(t, offered) => {
+                *launch = None;
+            }
+            _ => return None,
+        }
+        drop(launch);
+        let id = token();
+        let mut n = self.counter.lock().ok()?;
+        *n += 1;
+        let mut sessions = self.sessions.lock().ok()?;
+        if sessions.len() >= MAX_SESSIONS
+            && let Some(oldest) = sessions
+                .iter()
+                .min_by_key(|(_, s)| s.created)
+                .map(|(k, _)| k.clone())
+        {
+            sessions.remove(&oldest);
+        }
+        sessions.insert(
+            id.clone(),
+            Session {
+                csrf: token(),
+                lang: None,
+                created: *n,
+            },
+        );
+        Some(id)
+    }
+
+    pub fn session(&self, headers: &HeaderMap) -> Option<(String, Session)> {
+        let id = cookie(headers, COOKIE)?;
+        let sessions = self.sessions.lock().ok()?;
+        sessions
+            .iter()
+            .find(|(k, _)| same(k, &id))
+            .map(|(k, s)| (k.clone(), s.clone()))
+    }
+
+    pub fn set_lang(&self, id: &str, lang: Option<Lang>) {
+        if let Ok(mut s) = self.sessions.lock()
+            && let Some(s) = s.get_mut(id)
+        {
+            s.lang = lang;
+        }
+    }
+
+    /// The `Host` values a page of ours can have.
+    fn host_allowed(&self, host: &str) -> bool {
+        let p = self.port;
+        host == format!("127.0.0.1:{p}")
+            || host == format!("localhost:{p}")
+            || host == format!("[::1]:{p}")
+    }
+
+    fn origin_allowed(&self, origin: &str) -> bool {
+        origin
+            .strip_prefix("http://")
+            .is_some_and(|h| self.host_allowed(h))
+    }
+}
+
+fn cookie(headers: &HeaderMap, name: &str) -> Option<String> {
+    headers
+        .get_all(header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .find_map(|kv| {
+            let (k, v) = kv.trim().split_once('=')?;
+            (k == name).then(|| v.to_string())
+        })
+}
+
+/// The CSRF token a state-changing request must carry matches its session's.
+pub fn csrf_ok(session: &Session, offered: &str) -> bool {
+    same(&session.csrf, offered)
+}
+
+/// Every request: `Host` first, then (outside the login and static routes) the session,
+/// then for anything but GET the origin; headers on every response.
+pub async fn guard(State(app): State<std::sync::Arc<App>>, req: Request, next: Next) -> Response {
+    let host = req
+        .headers()
+        .get(header::HOST)
+        .and_then(|h| h.to_str().ok())
+        .unwrap_or("");
+    if !app.guard.host_allowed(host) {
+        // DNS rebinding: a page of another site resolved its name to 127.0.0.1.
+        return harden(
+            (StatusCode::FORBIDDEN, "forbidden: unexpected Host header").into_response(),
+        );
+    }
+    let path = req.uri().path();
+    let open = path == "/login" || path.starts_with("/static/");
+    if !open && app.guard.session(req.headers()).is_none() {
+        return harden(super::web::login_page(&app, req.headers(), StatusCode::UNAUTHORIZED));
+    }
+    if req.method() != Method::GET && req.method() != Method::HEAD {
+        let origin = req
+            .headers()
+            .get(header::ORIGIN)
+            .and_then(|h| h.to_str().ok());
+        let site = req
+            .headers()
+            .get("sec-fetch-site")
+            .and_then(|h| h.to_str().ok());
+        let cross = match origin {
+            Some(o) => !app.guard.origin_allowed(o),
+            None => site.is_some_and(|s| s != "same-origin" && s != "none"),
+        };
+        if cross {
+            return harden((StatusCode::FORBIDDEN, "forbidden: cross-site request").into_response());
+        }
+    }
+    harden(next.run(req).await)
+}
+
+/// The headers every response carries.
+fn harden(mut r: Response) -> Response {
+    let h = r.headers_mut();
+    let set = |h: &mut HeaderMap, k: &'static str, v: &'static str| {
+        h.insert(k, HeaderValue::from_static(v));
+    };
+    set(
+        h,
+        "content-security-policy",
+        "default-src 'self'; img-src 'self' data:; frame-ancestors 'none'; form-action 'self'; base-uri 'none'; object-src 'none'",
+    );
+    set(h, "x-content-type-options", "nosniff");
+    set(h, "referrer-policy", "no-referrer");
+    set(h, "x-frame-options", "DENY");
+    set(h, "cross-origin-opener-policy", "same-origin");
+    set(h, "cross-origin-resource-policy", "same-origin");
+    if !h.contains_key(header::CACHE_CONTROL) {
+        set(h, "cache-control", "no-store");
+    }
+    r
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_launch_token_works_once() {
+        let g = Guard::new(1234);
+        let t = g.launch_token();
+        assert_eq!(t.len(), 64);
+        assert!(g.redeem("wrong").is_none());
+        assert!(g.redeem(&t).is_some());
+        assert!(g.redeem(&t).is_none(), "a replayed token must be refused");
+    }
+
+    #[test]
+    fn only_loopback_hosts_of_our_port() {
+        let g = Guard::new(1234);
+        assert!(g.host_allowed("127.0.0.1:1234"));
+        assert!(g.host_allowed("localhost:1234"));
+        assert!(g.host_allowed("[::1]:1234"));
+        assert!(!g.host_allowed("evil.example:1234"));
+        assert!(!g.host_allowed("127.0.0.1:1235"));
+        assert!(!g.host_allowed("127.0.0.1"));
+        assert!(g.origin_allowed("http://localhost:1234"));
+        assert!(!g.origin_allowed("http://evil.example"));
+        assert!(!g.origin_allowed("null"));
+    }
+}

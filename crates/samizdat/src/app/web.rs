@@ -1,0 +1,762 @@
+//! The app's routes. Each handler asks the service (JSON-RPC) and renders a page; nothing
+//! here decides anything about messages, groups or keys.
+
+use std::convert::Infallible;
+use std::sync::Arc;
+
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::{DefaultBodyLimit, Path, Query, State};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
+use axum::response::{Html, IntoResponse, Redirect, Response};
+use axum::routing::{get, post};
+use maud::Markup;
+use samizdat_core::{ContactView, ConversationView, InvitationView, MemberView, MessageView};
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+use super::i18n::Lang;
+use super::pages::{self, Ctx};
+use super::security::{self, COOKIE, Session};
+use super::{App, CallError, State as Phase};
+
+/// Form bodies are small: a message is at most 64 KiB of text.
+const MAX_BODY: usize = 256 * 1024;
+
+pub fn router(app: Arc<App>) -> Router {
+    Router::new()
+        .route("/login", get(login))
+        .route("/", get(home))
+        .route("/onboard", post(onboard))
+        .route("/unlock", post(unlock))
+        .route("/c/{id}", get(chat))
+        .route("/c/{id}/messages", get(messages))
+        .route("/c/{id}/m/{mid}", get(one_message))
+        .route("/c/{id}/send", post(send))
+        .route("/c/{id}/info", get(info))
+        .route("/c/{id}/add", post(group_add))
+        .route("/c/{id}/remove", post(group_remove))
+        .route("/c/{id}/rename", post(group_rename))
+        .route("/c/{id}/leave", post(group_leave))
+        .route("/m/{mid}/retry", post(retry))
+        .route("/fragments/chats", get(chat_list))
+        .route("/new", get(new_contact))
+        .route("/invite", post(invite))
+        .route("/accept", post(accept))
+        .route("/groups/new", get(new_group))
+        .route("/groups", post(create_group))
+        .route("/contacts/{id}/verify", get(verify).post(verify_post))
+        .route("/invitations/{id}/{action}", post(invitation))
+        .route("/settings", get(settings))
+        .route("/settings/lang", post(settings_lang))
+        .route("/events", get(events))
+        .route("/static/app.js", get(script))
+        .route("/static/app.css", get(style))
+        .layer(DefaultBodyLimit::max(MAX_BODY))
+        .layer(axum::middleware::from_fn_with_state(
+            app.clone(),
+            security::guard,
+        ))
+        .with_state(app)
+}
+
+// ---- request context ------------------------------------------------------------------------
+
+type AppState = State<Arc<App>>;
+
+fn lang_of(headers: &HeaderMap, session: Option<&Session>) -> Lang {
+    session.and_then(|s| s.lang).unwrap_or_else(|| {
+        Lang::negotiate(
+            headers
+                .get(header::ACCEPT_LANGUAGE)
+                .and_then(|h| h.to_str().ok()),
+        )
+    })
+}
+
+/// The session (the guard let the request through, so there is one), its id and context.
+struct Req<'a> {
+    id: String,
+    session: Session,
+    ctx: Ctx<'a>,
+}
+
+fn req<'a>(app: &'a App, headers: &HeaderMap) -> Result<Req<'a>, Response> {
+    let Some((id, session)) = app.guard.session(headers) else {
+        return Err(StatusCode::UNAUTHORIZED.into_response());
+    };
+    let ctx = Ctx {
+        app,
+        lang: lang_of(headers, Some(&session)),
+        csrf: Some(session.csrf.clone()),
+        relay: app.relay_state(),
+    };
+    Ok(Req { id, session, ctx })
+}
+
+pub fn login_page(app: &App, headers: &HeaderMap, status: StatusCode) -> Response {
+    let c = Ctx {
+        app,
+        lang: lang_of(headers, None),
+        csrf: None,
+        relay: None,
+    };
+    (status, Html(pages::login(&c).into_string())).into_response()
+}
+
+fn page(m: Markup) -> Response {
+    Html(m.into_string()).into_response()
+}
+
+fn page_with(status: StatusCode, m: Markup) -> Response {
+    (status, Html(m.into_string())).into_response()
+}
+
+fn see(to: String) -> Response {
+    Redirect::to(&to).into_response()
+}
+
+/// A form body as name/value pairs (a field may repeat: `member=a&member=b`).
+struct Fields(Vec<(String, String)>);
+
+impl Fields {
+    fn parse(body: &[u8]) -> Fields {
+        Fields(form_urlencoded::parse(body).into_owned().collect())
+    }
+
+    fn get(&self, name: &str) -> Option<&str> {
+        self.0
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.as_str())
+    }
+
+    fn text(&self, name: &str) -> String {
+        self.get(name).unwrap_or("").to_string()
+    }
+
+    fn all(&self, name: &str) -> Vec<String> {
+        self.0
+            .iter()
+            .filter(|(k, _)| k == name)
+            .map(|(_, v)| v.clone())
+            .collect()
+    }
+}
+
+/// A state-changing request: its session and its CSRF token checked before anything else
+/// in the body is used.
+fn checked<'a>(app: &'a App, headers: &HeaderMap, body: &[u8]) -> Result<(Req<'a>, Fields), Response> {
+    let r = req(app, headers)?;
+    let f = Fields::parse(body);
+    let offered = headers
+        .get("x-csrf-token")
+        .and_then(|h| h.to_str().ok())
+        .or_else(|| f.get("csrf"))
+        .unwrap_or("");
+    if !security::csrf_ok(&r.session, offered) {
+        return Err((StatusCode::FORBIDDEN, "forbidden: missing or wrong CSRF token").into_response());
+    }
+    Ok((r, f))
+}
+
+/// Requests made by the page's script want a fragment, not a redirect.
+fn scripted(headers: &HeaderMap) -> bool {
+    headers.contains_key("x-csrf-token")
+}
+
+fn explain(c: &Ctx<'_>, e: &CallError) -> String {
+    match e.kind.as_deref() {
+        Some("relay_unreachable") => c.tr("err-relay-unreachable"),
+        Some("not_found") => c.tr("err-not-found"),
+        Some("wrong_passphrase") => c.tr("err-wrong-passphrase"),
+        Some("invalid_invite") => c.tra("err-invalid-invite", &[("message", e.message.clone().into())]),
+        Some("usage") => c.tra("err-usage", &[("message", e.message.clone().into())]),
+        _ => c.tra("err-other", &[("message", e.message.clone().into())]),
+    }
+}
+
+fn fail(c: &Ctx<'_>, e: &CallError) -> Response {
+    let status = match e.kind.as_deref() {
+        Some("not_found") => StatusCode::NOT_FOUND,
+        Some("relay_unreachable") => StatusCode::SERVICE_UNAVAILABLE,
+        Some("locked") => return see("/".into()),
+        _ => StatusCode::UNPROCESSABLE_ENTITY,
+    };
+    page_with(status, pages::error_page(c, &explain(c, e)))
+}
+
+async fn conversation(app: &App, id: &str) -> Result<(ConversationView, Vec<ConversationView>), CallError> {
+    let convs: Vec<ConversationView> = app.call("conversations", json!({})).await?;
+    let conv = convs.iter().find(|c| c.id == id).cloned().ok_or(CallError {
+        kind: Some("not_found".into()),
+        message: format!("no conversation {id}"),
+    })?;
+    Ok((conv, convs))
+}
+
+async fn ready(app: &App) -> bool {
+    app.state().await == Phase::Ready
+}
+
+// ---- login, onboarding, unlock ---------------------------------------------------------------
+
+#[derive(Deserialize)]
+struct LoginQuery {
+    token: Option<String>,
+}
+
+async fn login(State(app): AppState, headers: HeaderMap, Query(q): Query<LoginQuery>) -> Response {
+    let Some(session) = q.token.as_deref().and_then(|t| app.guard.redeem(t)) else {
+        // No token, a wrong one, or one already used (replayed).
+        return login_page(&app, &headers, StatusCode::FORBIDDEN);
+    };
+    let cookie = format!("{COOKIE}={session}; HttpOnly; SameSite=Strict; Path=/");
+    let mut r = see("/".into());
+    if let Ok(v) = cookie.parse() {
+        r.headers_mut().insert(header::SET_COOKIE, v);
+    }
+    r
+}
+
+async fn home(State(app): AppState, headers: HeaderMap) -> Response {
+    let r = match req(&app, &headers) {
+        Ok(r) => r,
+        Err(e) => return e,
+    };
+    match app.state().await {
+        Phase::NoProfile => page(pages::onboard(
+            &r.ctx,
+            &pages::OnboardForm {
+                name: String::new(),
+                relay: app.default_relay.clone(),
+            },
+            None,
+        )),
+        Phase::Locked => page(pages::unlock(&r.ctx, None)),
+        Phase::Ready => {
+            let (convs, invs) = match lists(&app).await {
+                Ok(l) => l,
+                Err(e) => return fail(&r.ctx, &e),
+            };
+            page(pages::chats(&r.ctx, &convs, &invs))
+        }
+    }
+}
+
+async fn lists(app: &App) -> Result<(Vec<ConversationView>, Vec<InvitationView>), CallError> {
+    let convs = app.call("conversations", json!({})).await?;
+    let invs = app.call("invitations", json!({})).await?;
+    Ok((convs, invs))
+}
+
+async fn onboard(State(app): AppState, headers: HeaderMap, body: Bytes) -> Response {
+    let (r, f) = match checked(&app, &headers, &body) {
+        Ok(x) => x,
+        Err(e) => return e,
+    };
+    let form = pages::OnboardForm {
+        name: f.text("name"),
+        relay: f.text("relay"),
+    };
+    let pass = zeroize::Zeroizing::new(f.text("passphrase"));
+    let again = zeroize::Zeroizing::new(f.text("passphrase2"));
+    let error = if pass.chars().count() < 8 {
+        Some(r.ctx.tr("err-passphrase-short"))
+    } else if *pass != *again {
+        Some(r.ctx.tr("err-passphrase-mismatch"))
+    } else {
+        match app.create(&pass, form.relay.trim(), &form.name).await {
+            Ok(()) => None,
+            Err(e) => Some(explain(&r.ctx, &e)),
+        }
+    };
+    match error {
+        None => see("/".into()),
+        Some(e) => page_with(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            pages::onboard(&r.ctx, &form, Some(&e)),
+        ),
+    }
+}
+
+async fn unlock(State(app): AppState, headers: HeaderMap, body: Bytes) -> Response {
+    let (r, f) = match checked(&app, &headers, &body) {
+        Ok(x) => x,
+        Err(e) => return e,
+    };
+    let pass = zeroize::Zeroizing::new(f.text("passphrase"));
+    match app.unlock(&pass).await {
+        Ok(()) => see("/".into()),
+        Err(e) => page_with(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            pages::unlock(&r.ctx, Some(&explain(&r.ctx, &e))),
+        ),
+    }
+}
+
+// ---- chats ----------------------------------------------------------------------------------
+
+async fn chat(State(app): AppState, headers: HeaderMap, Path(id): Path<String>) -> Response {
+    let r = match req(&app, &headers) {
+        Ok(r) => r,
+        Err(e) => return e,
+    };
+    if !ready(&app).await {
+        return see("/".into());
+    }
+    let result = async {
+        let ms: Vec<MessageView> = app
+            .call(
+                "history",
+                json!({ "conversation_id": id, "limit": pages::PAGE }),
+            )
+            .await?;
+        // After reading: the list shows this conversation as read.
+        let (conv, convs) = conversation(&app, &id).await?;
+        let invs: Vec<InvitationView> = app.call("invitations", json!({})).await?;
+        Ok::<_, CallError>((conv, convs, invs, ms))
+    }
+    .await;
+    match result {
+        Ok((conv, convs, invs, ms)) => page(pages::chat(&r.ctx, &conv, &convs, &invs, &ms)),
+        Err(e) => fail(&r.ctx, &e),
+    }
+}
+
+#[derive(Deserialize)]
+struct PageQuery {
+    before: Option<String>,
+    after: Option<String>,
+}
+
+/// Older messages (`before`) or newer ones (`after`) as list items. `X-More: 1` when older
+/// messages remain.
+async fn messages(
+    State(app): AppState,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+    Query(q): Query<PageQuery>,
+) -> Response {
+    let r = match req(&app, &headers) {
+        Ok(r) => r,
+        Err(e) => return e,
+    };
+    let limit = if q.after.is_some() { 500 } else { pages::PAGE };
+    let ms: Result<Vec<MessageView>, _> = app
+        .call(
+            "history",
+            json!({ "conversation_id": id, "before": q.before, "after": q.after, "limit": limit }),
+        )
+        .await;
+    match ms {
+        Ok(ms) => {
+            let more = q.before.is_some() && ms.len() >= pages::PAGE;
+            let mut resp = page(pages::messages(&r.ctx, &ms));
+            if let (true, Some(first)) = (more, ms.first())
+                && let Ok(v) = first.id.parse()
+            {
+                resp.headers_mut().insert("x-older", v);
+            }
+            resp
+        }
+        Err(e) => (StatusCode::NOT_FOUND, explain(&r.ctx, &e)).into_response(),
+    }
+}
+
+async fn one_message(
+    State(app): AppState,
+    headers: HeaderMap,
+    Path((id, mid)): Path<(String, String)>,
+) -> Response {
+    let r = match req(&app, &headers) {
+        Ok(r) => r,
+        Err(e) => return e,
+    };
+    let ms: Result<Vec<MessageView>, _> = app
+        .call("history", json!({ "conversation_id": id, "message_id": mid }))
+        .await;
+    match ms {
+        Ok(ms) => page(pages::messages(&r.ctx, &ms)),
+        Err(e) => (StatusCode::NOT_FOUND, explain(&r.ctx, &e)).into_response(),
+    }
+}
+
+#[derive(Deserialize)]
+struct ListQuery {
+    current: Option<String>,
+}
+
+async fn chat_list(State(app): AppState, headers: HeaderMap, Query(q): Query<ListQuery>) -> Response {
+    let r = match req(&app, &headers) {
+        Ok(r) => r,
+        Err(e) => return e,
+    };
+    match lists(&app).await {
+        Ok((convs, invs)) => page(pages::chat_list(&r.ctx, &convs, &invs, q.current.as_deref())),
+        Err(e) => (StatusCode::SERVICE_UNAVAILABLE, explain(&r.ctx, &e)).into_response(),
+    }
+}
+
+async fn send(State(app): AppState, headers: HeaderMap, Path(id): Path<String>, body: Bytes) -> Response {
+    let (r, f) = match checked(&app, &headers, &body) {
+        Ok(x) => x,
+        Err(e) => return e,
+    };
+    let text = f.text("text");
+    let sent: Result<Value, CallError> = app
+        .call("send", json!({ "conversation_id": id, "text": text }))
+        .await;
+    match sent {
+        // Unreachable relay: the message is stored and queued; the page shows it as waiting.
+        Ok(_) => {}
+        Err(e) if e.kind.as_deref() == Some("relay_unreachable") => {}
+        Err(e) => {
+            return if scripted(&headers) {
+                (StatusCode::UNPROCESSABLE_ENTITY, explain(&r.ctx, &e)).into_response()
+            } else {
+                fail(&r.ctx, &e)
+            };
+        }
+    }
+    if scripted(&headers) {
+        StatusCode::NO_CONTENT.into_response()
+    } else {
+        see(format!("/c/{id}"))
+    }
+}
+
+async fn retry(State(app): AppState, headers: HeaderMap, Path(mid): Path<String>, body: Bytes) -> Response {
+    let (r, _) = match checked(&app, &headers, &body) {
+        Ok(x) => x,
+        Err(e) => return e,
+    };
+    let sent: Result<samizdat_core::rpc::Sent, CallError> =
+        app.call("message_retry", json!({ "message_id": mid })).await;
+    match sent {
+        Ok(s) => see(format!("/c/{}", s.conversation_id)),
+        Err(e) => fail(&r.ctx, &e),
+    }
+}
+
+// ---- groups ---------------------------------------------------------------------------------
+
+async fn info_page(app: &App, c: &Ctx<'_>, id: &str, waiting: Option<String>, error: Option<String>) -> Response {
+    let result = async {
+        let (conv, _) = conversation(app, id).await?;
+        let members: Vec<MemberView> = if conv.active {
+            app.call("group_members", json!({ "group": conv.name })).await?
+        } else {
+            Vec::new()
+        };
+        let contacts: Vec<ContactView> = app.call("contacts", json!({})).await?;
+        Ok::<_, CallError>((conv, members, contacts))
+    }
+    .await;
+    match result {
+        Ok((conv, members, contacts)) => {
+            let status = if error.is_some() { StatusCode::UNPROCESSABLE_ENTITY } else { StatusCode::OK };
+            let i = pages::Info {
+                conv: &conv,
+                members: &members,
+                contacts: &contacts,
+                waiting,
+            };
+            page_with(status, pages::info(c, &i, error.as_deref()))
+        }
+        Err(e) => fail(c, &e),
+    }
+}
+
+async fn info(State(app): AppState, headers: HeaderMap, Path(id): Path<String>) -> Response {
+    let r = match req(&app, &headers) {
+        Ok(r) => r,
+        Err(e) => return e,
+    };
+    info_page(&app, &r.ctx, &id, None, None).await
+}
+
+/// Run a group change; show the members page again (with what went wrong, if anything).
+async fn group_change(app: &App, headers: &HeaderMap, id: &str, body: &[u8], method: &str, params: impl FnOnce(&str, &Fields) -> Value) -> Response {
+    let (r, f) = match checked(app, headers, body) {
+        Ok(x) => x,
+        Err(e) => return e,
+    };
+    let conv = match conversation(app, id).await {
+        Ok((c, _)) => c,
+        Err(e) => return fail(&r.ctx, &e),
+    };
+    let result: Result<Value, CallError> = app.call(method, params(&conv.name, &f)).await;
+    match result {
+        Ok(v) => {
+            let waiting = v
+                .get("waiting")
+                .and_then(Value::as_array)
+                .filter(|w| !w.is_empty())
+                .map(|w| w.iter().filter_map(Value::as_str).collect::<Vec<_>>().join(", "));
+            if waiting.is_some() {
+                return info_page(app, &r.ctx, id, waiting, None).await;
+            }
+            match method {
+                "group_leave" => see("/".into()),
+                _ => see(format!("/c/{id}/info")),
+            }
+        }
+        Err(e) => info_page(app, &r.ctx, id, None, Some(explain(&r.ctx, &e))).await,
+    }
+}
+
+async fn group_add(State(app): AppState, headers: HeaderMap, Path(id): Path<String>, body: Bytes) -> Response {
+    group_change(&app, &headers, &id, &body, "group_add", |g, f| json!({ "group": g, "contacts": f.all("member") })).await
+}
+
+async fn group_remove(State(app): AppState, headers: HeaderMap, Path(id): Path<String>, body: Bytes) -> Response {
+    group_change(&app, &headers, &id, &body, "group_remove", |g, f| json!({ "group": g, "contact": f.text("contact") })).await
+}
+
+async fn group_rename(State(app): AppState, headers: HeaderMap, Path(id): Path<String>, body: Bytes) -> Response {
+    group_change(&app, &headers, &id, &body, "group_rename", |g, f| json!({ "group": g, "name": f.text("name") })).await
+}
+
+async fn group_leave(State(app): AppState, headers: HeaderMap, Path(id): Path<String>, body: Bytes) -> Response {
+    group_change(&app, &headers, &id, &body, "group_leave", |g, _| json!({ "group": g })).await
+}
+
+async fn new_group(State(app): AppState, headers: HeaderMap) -> Response {
+    let r = match req(&app, &headers) {
+        Ok(r) => r,
+        Err(e) => return e,
+    };
+    match app.call::<Vec<ContactView>>("contacts", json!({})).await {
+        Ok(contacts) => page(pages::new_group(&r.ctx, &contacts, None)),
+        Err(e) => fail(&r.ctx, &e),
+    }
+}
+
+async fn create_group(State(app): AppState, headers: HeaderMap, body: Bytes) -> Response {
+    let (r, f) = match checked(&app, &headers, &body) {
+        Ok(x) => x,
+        Err(e) => return e,
+    };
+    let name = f.text("name");
+    let members = f.all("member");
+    let result = async {
+        let created: samizdat_core::rpc::Created = app.call("group_create", json!({ "group": name })).await?;
+        let mut waiting = None;
+        if !members.is_empty() {
+            let added: samizdat_core::GroupAdded = app
+                .call("group_add", json!({ "group": name.trim(), "contacts": members }))
+                .await?;
+            if !added.waiting.is_empty() {
+                waiting = Some(added.waiting.join(", "));
+            }
+        }
+        Ok::<_, CallError>((created, waiting))
+    }
+    .await;
+    match result {
+        Ok((c, None)) => see(format!("/c/{}", c.conversation_id)),
+        Ok((c, Some(w))) => info_page(&app, &r.ctx, &c.conversation_id, Some(w), None).await,
+        Err(e) => {
+            let contacts: Vec<ContactView> = app.call("contacts", json!({})).await.unwrap_or_default();
+            page_with(StatusCode::UNPROCESSABLE_ENTITY, pages::new_group(&r.ctx, &contacts, Some(&explain(&r.ctx, &e))))
+        }
+    }
+}
+
+// ---- contacts, invites, invitations -----------------------------------------------------------
+
+async fn new_contact(State(app): AppState, headers: HeaderMap) -> Response {
+    let r = match req(&app, &headers) {
+        Ok(r) => r,
+        Err(e) => return e,
+    };
+    if !ready(&app).await {
+        return see("/".into());
+    }
+    page(pages::new_contact(&r.ctx, None, None, "", ""))
+}
+
+async fn invite(State(app): AppState, headers: HeaderMap, body: Bytes) -> Response {
+    let (r, f) = match checked(&app, &headers, &body) {
+        Ok(x) => x,
+        Err(e) => return e,
+    };
+    let reusable = f.get("reusable").is_some();
+    let hours: u64 = f.get("hours").and_then(|h| h.parse().ok()).unwrap_or(72);
+    let link: Result<samizdat_core::rpc::InviteLink, CallError> = app
+        .call("invite_create", json!({ "reusable": reusable, "hours": hours }))
+        .await;
+    match link {
+        Ok(l) => page(pages::new_contact(
+            &r.ctx,
+            Some(&pages::Invite {
+                link: l.link,
+                expires_at: l.expires_at,
+                reusable,
+            }),
+            None,
+            "",
+            "",
+        )),
+        Err(e) => page_with(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            pages::new_contact(&r.ctx, None, Some(&explain(&r.ctx, &e)), "", ""),
+        ),
+    }
+}
+
+async fn accept(State(app): AppState, headers: HeaderMap, body: Bytes) -> Response {
+    let (r, f) = match checked(&app, &headers, &body) {
+        Ok(x) => x,
+        Err(e) => return e,
+    };
+    let link = f.text("link");
+    let name = f.text("name");
+    let accepted: Result<samizdat_core::rpc::Accepted, CallError> = app
+        .call("invite_accept", json!({ "link": link.trim(), "name": name.trim() }))
+        .await;
+    match accepted {
+        Ok(a) => see(format!("/c/{}", a.conversation_id)),
+        Err(e) => page_with(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            pages::new_contact(&r.ctx, None, Some(&explain(&r.ctx, &e)), &link, &name),
+        ),
+    }
+}
+
+async fn invitation(State(app): AppState, headers: HeaderMap, Path((id, action)): Path<(i64, String)>, body: Bytes) -> Response {
+    let (r, _) = match checked(&app, &headers, &body) {
+        Ok(x) => x,
+        Err(e) => return e,
+    };
+    let method = match action.as_str() {
+        "accept" => "invitation_accept",
+        "decline" => "invitation_decline",
+        _ => return StatusCode::NOT_FOUND.into_response(),
+    };
+    match app.call::<Value>(method, json!({ "id": id })).await {
+        Ok(_) => see("/".into()),
+        Err(e) => fail(&r.ctx, &e),
+    }
+}
+
+async fn contact(app: &App, id: &str) -> Result<ContactView, CallError> {
+    let contacts: Vec<ContactView> = app.call("contacts", json!({})).await?;
+    contacts.into_iter().find(|k| k.id == id).ok_or(CallError {
+        kind: Some("not_found".into()),
+        message: "no such contact".into(),
+    })
+}
+
+async fn verify(State(app): AppState, headers: HeaderMap, Path(id): Path<String>) -> Response {
+    let r = match req(&app, &headers) {
+        Ok(r) => r,
+        Err(e) => return e,
+    };
+    let result = async {
+        let k = contact(&app, &id).await?;
+        let n: samizdat_core::rpc::SafetyNumber = app.call("safety_number", json!({ "contact": k.alias })).await?;
+        Ok::<_, CallError>((k, n.safety_number))
+    }
+    .await;
+    match result {
+        Ok((k, n)) => page(pages::verify(&r.ctx, &k, &n)),
+        Err(e) => fail(&r.ctx, &e),
+    }
+}
+
+async fn verify_post(State(app): AppState, headers: HeaderMap, Path(id): Path<String>, body: Bytes) -> Response {
+    let (r, f) = match checked(&app, &headers, &body) {
+        Ok(x) => x,
+        Err(e) => return e,
+    };
+    let result = async {
+        let k = contact(&app, &id).await?;
+        app.call::<Value>("contact_verify", json!({ "contact": k.alias, "verified": f.get("verified") == Some("1") }))
+            .await
+    }
+    .await;
+    match result {
+        Ok(_) => see(format!("/contacts/{id}/verify")),
+        Err(e) => fail(&r.ctx, &e),
+    }
+}
+
+// ---- settings -------------------------------------------------------------------------------
+
+async fn settings(State(app): AppState, headers: HeaderMap) -> Response {
+    let r = match req(&app, &headers) {
+        Ok(r) => r,
+        Err(e) => return e,
+    };
+    match app.call::<samizdat_core::rpc::WhoAmI>("whoami", json!({})).await {
+        Ok(w) => page(pages::settings(
+            &r.ctx,
+            r.session.lang,
+            &pages::Me {
+                name: w.name,
+                relay: w.relay,
+                fingerprint: w.fingerprint,
+            },
+        )),
+        Err(e) => fail(&r.ctx, &e),
+    }
+}
+
+async fn settings_lang(State(app): AppState, headers: HeaderMap, body: Bytes) -> Response {
+    let (r, f) = match checked(&app, &headers, &body) {
+        Ok(x) => x,
+        Err(e) => return e,
+    };
+    app.guard.set_lang(&r.id, f.get("lang").and_then(Lang::from_code));
+    see("/settings".into())
+}
+
+// ---- live updates and assets -----------------------------------------------------------------
+
+/// The service's events as Server-Sent Events. The page's script decides what to refresh;
+/// it inserts text only as text, and HTML only from our own fragments.
+async fn events(State(app): AppState) -> Response {
+    let rx = app.subscribe();
+    let first = app.relay_state().map(|(state, retry)| {
+        json!({ "event": "relay", "state": state, "retry_in_ms": retry }).to_string()
+    });
+    let initial = futures_util::stream::iter(first.map(|d| Ok::<_, Infallible>(SseEvent::default().data(d))));
+    let live = futures_util::stream::unfold(rx, |mut rx| async move {
+        loop {
+            match rx.recv().await {
+                Ok(e) => {
+                    let data = serde_json::to_string(&e).unwrap_or_default();
+                    return Some((Ok::<_, Infallible>(SseEvent::default().data(data)), rx));
+                }
+                Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {
+                    let e = SseEvent::default().data(r#"{"event":"lagged"}"#);
+                    return Some((Ok(e), rx));
+                }
+                Err(tokio::sync::broadcast::error::RecvError::Closed) => return None,
+            }
+        }
+    });
+    use futures_util::StreamExt;
+    Sse::new(initial.chain(live))
+        .keep_alive(KeepAlive::default())
+        .into_response()
+}
+
+async fn script() -> Response {
+    (
+        [(header::CONTENT_TYPE, "text/javascript; charset=utf-8"), (header::CACHE_CONTROL, "no-cache")],
+        include_str!("../../assets/app.js"),
+    )
+        .into_response()
+}
+
+async fn style() -> Response {
+    (
+        [(header::CONTENT_TYPE, "text/css; charset=utf-8"), (header::CACHE_CONTROL, "no-cache")],
+        include_str!("../../assets/app.css"),
+    )
+        .into_response()
+}

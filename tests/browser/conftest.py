@@ -1,0 +1,132 @@
+"""Fixtures for the browser tests: the real samizdat binary, a real relay, apps on loopback,
+and Debian's chromium driven by Playwright (its own browser download is not used)."""
+
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import tempfile
+import time
+from pathlib import Path
+
+import pytest
+from playwright.sync_api import sync_playwright
+
+ROOT = Path(__file__).resolve().parents[2]
+BIN = os.environ.get("SAMIZDAT_BIN", str(ROOT / "target" / "debug" / "samizdat"))
+CHROMIUM = os.environ.get("CHROMIUM", shutil.which("chromium") or "/usr/bin/chromium")
+SHOTS = ROOT / "target" / "screenshots"
+PASSPHRASE = "correct horse battery staple"
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class Relay:
+    def __init__(self, data):
+        self.data = data
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.proc = None
+
+    def start(self):
+        self.proc = subprocess.Popen(
+            [BIN, "relay", "--listen", f"127.0.0.1:{self.port}", "--data", str(self.data)],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.DEVNULL,
+            env={**os.environ, "SAMIZDAT_LOG": "error"},
+        )
+        line = self.proc.stdout.readline().decode()
+        assert "listening" in line, line
+        return self
+
+    def kill(self):
+        if self.proc and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGKILL)
+            self.proc.wait(timeout=30)
+
+
+class App:
+    """`samizdat app --no-open` on its own profile and port."""
+
+    def __init__(self, home, relay_url, env=None):
+        self.home = home
+        self.proc = subprocess.Popen(
+            [BIN, "--home", str(home), "app", "--no-open", "--listen", "127.0.0.1:0",
+             "--relay", relay_url],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.DEVNULL,
+            stdin=subprocess.DEVNULL,
+            env={**os.environ, "SAMIZDAT_LOG": "error", **(env or {})},
+        )
+        deadline = time.time() + 120
+        self.url = None
+        while time.time() < deadline:
+            line = self.proc.stdout.readline().decode().strip()
+            if line.startswith("http://"):
+                self.url = line
+                break
+            if not line and self.proc.poll() is not None:
+                break
+        assert self.url, "the app did not print its URL"
+        self.base = self.url.split("/login")[0]
+
+    def stop(self):
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+
+
+def cli(home, *args, check=True):
+    r = subprocess.run(
+        [BIN, "--home", str(home), *args],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "SAMIZDAT_PASSPHRASE": PASSPHRASE, "SAMIZDAT_LOG": "error"},
+        stdin=subprocess.DEVNULL,
+        timeout=180,
+    )
+    if check:
+        assert r.returncode == 0, f"samizdat {args}: {r.stderr}"
+    return r
+
+
+@pytest.fixture(scope="session")
+def workdir():
+    d = tempfile.mkdtemp(prefix="samizdat-browser-")
+    yield Path(d)
+    shutil.rmtree(d, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def browser():
+    assert Path(BIN).exists(), f"build the binary first: {BIN}"
+    with sync_playwright() as p:
+        b = p.chromium.launch(
+            executable_path=CHROMIUM,
+            headless=True,
+            args=[
+                "--no-sandbox",
+                "--disable-gpu",
+                "--disable-quic",
+                "--no-first-run",
+                "--disable-background-networking",
+                "--disable-component-update",
+                "--disable-sync",
+            ],
+        )
+        yield b
+        b.close()
+
+
+@pytest.fixture(scope="session")
+def shots():
+    SHOTS.mkdir(parents=True, exist_ok=True)
+    return SHOTS

@@ -1,0 +1,328 @@
+"""The app in a real browser (Debian's chromium via Playwright): two people onboard, connect
+by invite, chat both ways with live updates, make a group with a third, remove a member,
+survive a relay outage, and read every screen in Russian. Screenshots of every screen in both
+languages, light and dark, go to target/screenshots/."""
+
+import re
+import time
+
+from playwright.sync_api import expect
+
+from conftest import PASSPHRASE, App, Relay, cli
+
+LONG = 90_000  # ms: a slow, busy machine still finishes
+
+
+def shoot(page, shots, name, lang):
+    """Light and dark screenshots of what the page shows now."""
+    for scheme in ("light", "dark"):
+        page.emulate_media(color_scheme=scheme)
+        page.screenshot(path=str(shots / f"{name}-{lang}-{scheme}.png"), full_page=True)
+    page.emulate_media(color_scheme="light")
+
+
+def no_horizontal_scroll(page):
+    return page.evaluate(
+        "document.scrollingElement.scrollWidth <= window.innerWidth + 1"
+    )
+
+
+def onboard(page, name, shots=None):
+    expect(page.locator("body")).to_have_attribute("data-page", "onboard")
+    if shots:
+        shoot(page, shots, "onboarding", "en")
+    page.fill("#name", name)
+    page.fill("#passphrase", "short")
+    expect(page.locator('[data-strength="weak"]')).to_be_visible()
+    page.fill("#passphrase", PASSPHRASE)
+    expect(page.locator('[data-strength="strong"]')).to_be_visible()
+    page.fill("#passphrase2", PASSPHRASE + "x")
+    page.click("#onboard button[type=submit]")
+    expect(page.locator(".error")).to_be_visible()  # the passphrases differ
+    page.fill("#passphrase", PASSPHRASE)
+    page.fill("#passphrase2", PASSPHRASE)
+    page.click("#onboard button[type=submit]")
+    expect(page.locator("body")).to_have_attribute("data-page", "chats", timeout=LONG)
+
+
+def send(page, text):
+    page.fill("#text", text)
+    page.press("#text", "Enter")
+
+
+def open_chat(page, name):
+    page.locator(".chat-item a", has_text=name).first.click()
+    expect(page.locator("body")).to_have_attribute("data-page", "chat")
+
+
+def marker(page):
+    """A value that survives only as long as the page is not reloaded."""
+    page.evaluate("window.__samizdatNoReload = 42")
+
+
+def not_reloaded(page):
+    assert page.evaluate("window.__samizdatNoReload") == 42, "the page was reloaded"
+
+
+def test_two_people_chat_group_outage_and_russian(browser, workdir, shots):
+    relay = Relay(workdir / "relay").start()
+    apps = []
+    dialogs = []
+    try:
+        alice_app = App(workdir / "alice", relay.url)
+        bob_app = App(workdir / "bob", relay.url)
+        apps += [alice_app, bob_app]
+        a_ctx = browser.new_context(locale="en-US", viewport={"width": 1200, "height": 800})
+        b_ctx = browser.new_context(locale="en-US", viewport={"width": 1200, "height": 800})
+        alice = a_ctx.new_page()
+        bob = b_ctx.new_page()
+        for p in (alice, bob):
+            p.on("dialog", lambda d: (dialogs.append(d.message), d.dismiss()))
+
+        # The launch link works once; without it, nothing but the login page.
+        alice.goto(alice_app.base + "/")
+        expect(alice.locator("body")).to_have_attribute("data-page", "login")
+        shoot(alice, shots, "login", "en")
+        alice.goto(alice_app.url)
+        a_ctx.set_extra_http_headers({"Accept-Language": "ru-RU,ru"})
+        alice.reload()
+        expect(alice.locator("h1")).to_have_text("Создайте профиль")
+        shoot(alice, shots, "onboarding", "ru")
+        a_ctx.set_extra_http_headers({"Accept-Language": "en-US,en"})
+        alice.reload()
+        onboard(alice, "Alice", shots)
+        bob.goto(bob_app.url)
+        # Bob's display name is attacker-controlled markup: it must show as text.
+        xss_name = "<img src=x onerror=alert(1)>"
+        onboard(bob, xss_name)
+        shoot(bob, shots, "chats-empty", "en")
+
+        # Alice invites bob; bob pastes the link.
+        alice.goto(alice_app.base + "/new")
+        alice.click('form[action="/invite"] button[type=submit]')
+        link = alice.input_value("#invite-link")
+        assert link.startswith("samizdat:") or "://" in link or len(link) > 40, link
+        expect(alice.locator(".qr svg")).to_be_visible()
+        shoot(alice, shots, "new-contact-invite", "en")
+        alice.goto(alice_app.base + "/")
+        marker(alice)
+        bob.goto(bob_app.base + "/new")
+        bob.fill("#link", link)
+        bob.fill("#alias", "alice")
+        bob.click('form[action="/accept"] button[type=submit]')
+        expect(bob.locator("body")).to_have_attribute("data-page", "chat", timeout=LONG)
+
+        # Alice's list shows the new conversation without a reload.
+        expect(alice.locator(".chat-item")).to_have_count(1, timeout=LONG)
+        not_reloaded(alice)
+        expect(alice.locator(".chat-item .name")).to_have_text(xss_name, timeout=LONG)
+
+        # Chat both ways; each message appears on the other side without a reload.
+        send(bob, "Hello Alice 👋")
+        expect(bob.locator("#message-list .msg.out .text")).to_have_text(["Hello Alice 👋"])
+        expect(bob.locator("#message-list .msg.out .delivered")).to_have_count(1, timeout=LONG)
+        open_chat(alice, xss_name)
+        expect(alice.locator("#message-list .msg.in .text")).to_have_text(
+            ["Hello Alice 👋"], timeout=LONG
+        )
+        marker(alice)
+        marker(bob)
+        send(bob, "second message")
+        expect(alice.locator("#message-list .msg.in .text").last).to_have_text(
+            "second message", timeout=LONG
+        )
+        not_reloaded(alice)
+        alice.fill("#text", "line one")
+        alice.press("#text", "Shift+Enter")
+        alice.type("#text", "line two")
+        alice.press("#text", "Enter")
+        expect(bob.locator("#message-list .msg.in .text").last).to_have_text(
+            "line one\nline two", timeout=LONG
+        )
+        not_reloaded(bob)
+        expect(alice.locator("#text")).to_have_value("")
+
+        # Hostile text and a very long message show literally and wrap.
+        send(bob, "</script><script>alert(2)</script>")
+        long_text = "x" * 10_000
+        send(bob, long_text)
+        expect(alice.locator("#message-list .msg.in .text").last).to_have_text(
+            long_text, timeout=LONG
+        )
+        expect(
+            alice.locator("#message-list .msg.in .text", has_text="</script><script>alert(2)</script>")
+        ).to_have_count(1)
+        assert alice.locator("img[src=x]").count() == 0
+        assert bob.locator("img[src=x]").count() == 0
+        assert no_horizontal_scroll(alice), "a long text must wrap"
+        shoot(alice, shots, "chat", "en")
+
+        # Verify: the safety number as digits and QR, marked as verified.
+        alice.click("a.info")
+        expect(alice.locator("body")).to_have_attribute("data-page", "info")
+        alice.locator(".members a", has_text="Safety number").first.click()
+        expect(alice.locator("#safety-number")).to_have_text(re.compile(r"(\d{5}\s*){12}"))
+        expect(alice.locator(".qr svg")).to_be_visible()
+        shoot(alice, shots, "verify", "en")
+        alice.click("form[action$='/verify'] button[type=submit]")
+        expect(alice.locator("p.badge")).to_be_visible()
+
+        # Carol: a profile made with the CLI, opened in a third context through the unlock
+        # page; she accepts alice's invite from the CLI.
+        cli(workdir / "carol", "init", "--relay", relay.url, "--name", "carol")
+        alice.goto(alice_app.base + "/new")
+        alice.click('form[action="/invite"] button[type=submit]')
+        link2 = alice.input_value("#invite-link")
+        cli(workdir / "carol", "accept", link2, "--name", "alice")
+        carol_app = App(workdir / "carol", relay.url, env={"SAMIZDAT_PASSPHRASE": ""})
+        apps.append(carol_app)
+        c_ctx = browser.new_context(locale="en-US")
+        carol = c_ctx.new_page()
+        carol.on("dialog", lambda d: (dialogs.append(d.message), d.dismiss()))
+        carol.goto(carol_app.url)
+        expect(carol.locator("body")).to_have_attribute("data-page", "unlock")
+        shoot(carol, shots, "unlock", "en")
+        carol.fill("#passphrase", "not the passphrase")
+        carol.click("form[action='/unlock'] button")
+        expect(carol.locator(".error")).to_have_text("Wrong passphrase. Try again.", timeout=LONG)
+        carol.fill("#passphrase", PASSPHRASE)
+        carol.click("form[action='/unlock'] button")
+        expect(carol.locator("body")).to_have_attribute("data-page", "chats", timeout=LONG)
+
+        # Alice makes a group with bob and carol.
+        alice.goto(alice_app.base + "/")
+        expect(alice.locator(".chat-item")).to_have_count(2, timeout=LONG)
+        alice.goto(alice_app.base + "/groups/new")
+        shoot(alice, shots, "new-group", "en")
+        alice.fill("#group", "friends")
+        boxes = alice.locator("input[name=member]")
+        expect(boxes).to_have_count(2)
+        for i in range(2):
+            boxes.nth(i).check()
+        alice.click("form[action='/groups'] button[type=submit]")
+        expect(alice.locator("body")).to_have_attribute("data-page", "chat", timeout=LONG)
+        expect(alice.locator(".chat-head h1")).to_have_text("friends")
+        send(alice, "welcome to friends")
+        expect(alice.locator("#message-list .msg.out .delivered")).to_have_count(1, timeout=LONG)
+        bob.goto(bob_app.base + "/")
+        open_chat(bob, "friends")
+        expect(bob.locator("#message-list .msg.in .text")).to_have_text(
+            ["welcome to friends"], timeout=LONG
+        )
+        expect(carol.locator(".chat-item", has_text="friends")).to_have_count(1, timeout=LONG)
+        open_chat(carol, "friends")
+        expect(carol.locator("#message-list .msg.in .text")).to_have_text(
+            ["welcome to friends"], timeout=LONG
+        )
+        send(carol, "hi all, carol here")
+        expect(bob.locator("#message-list .msg.in .text").last).to_have_text(
+            "hi all, carol here", timeout=LONG
+        )
+
+        # Members, rename and a removal.
+        alice.click("a.info")
+        expect(alice.locator(".members li")).to_have_count(3)
+        shoot(alice, shots, "group-info", "en")
+        alice.fill("#rename", "friends & family")
+        alice.click("form[action$='/rename'] button")
+        expect(alice.locator("#rename")).to_have_value("friends & family", timeout=LONG)
+        expect(bob.locator(".chat-head h1")).to_have_text("friends", timeout=LONG)
+        expect(bob.locator(".chat-item .name", has_text="friends & family")).to_have_count(
+            1, timeout=LONG
+        )
+        alice.locator(".members li", has_text="carol").locator("form button").click()
+        expect(alice.locator(".members li")).to_have_count(2, timeout=LONG)
+        expect(alice.locator(".members li", has_text="carol")).to_have_count(0)
+        carol.goto(carol_app.base + "/")
+        expect(carol.locator(".chat-item.inactive")).to_have_count(1, timeout=LONG)
+
+        # The relay dies: the banner shows, what bob types is kept and delivered later.
+        bob.goto(bob_app.base + "/")
+        open_chat(bob, "alice")
+        marker(bob)
+        relay.kill()
+        expect(bob.locator(".banner:not([hidden])")).to_have_count(1, timeout=LONG)
+        shoot(bob, shots, "chat-offline", "en")
+        send(bob, "written while offline")
+        offline = bob.locator("#message-list .msg.out", has_text="written while offline")
+        expect(offline.locator(".queued")).to_have_count(1, timeout=LONG)
+        relay.start()
+        expect(offline.locator(".delivered")).to_have_count(1, timeout=3 * LONG)
+        expect(bob.locator(".banner:not([hidden])")).to_have_count(0, timeout=LONG)
+        not_reloaded(bob)
+        alice.goto(alice_app.base + "/")
+        open_chat(alice, xss_name)
+        expect(alice.locator("#message-list .msg.in .text").last).to_have_text(
+            "written while offline", timeout=LONG
+        )
+
+        # A phone-sized window: one column, nothing wider than the screen.
+        bob.set_viewport_size({"width": 390, "height": 844})
+        bob.reload()
+        assert no_horizontal_scroll(bob)
+        shoot(bob, shots, "chat-phone", "en")
+        bob.set_viewport_size({"width": 1200, "height": 800})
+
+        # English tour, then Russian: every screen in both languages, light and dark.
+        group_id = None
+        for lang in ("en", "ru"):
+            bob.goto(bob_app.base + "/settings")
+            bob.select_option("#lang", lang)
+            bob.click("form[action='/settings/lang'] button")
+            expect(bob.locator("html")).to_have_attribute("lang", lang)
+            screens = tour(bob, bob_app.base, shots, lang)
+            group_id = group_id or screens
+        assert not dialogs, f"a script ran: {dialogs}"
+    finally:
+        for a in apps:
+            a.stop()
+        relay.kill()
+
+
+RU_WORDS = {
+    "chats": "Чаты",
+    "chat": "Напишите сообщение",
+    "info": "Участники",
+    "verify": "Код безопасности",
+    "new-contact": "Новый контакт",
+    "new-group": "Новая группа",
+    "settings": "Язык",
+}
+EN_ONLY = ["Settings", "New contact", "New group", "Chats", "Send", "Members"]
+
+
+def check_lang(page, screen, lang):
+    text = page.locator("body").inner_text()
+    if lang == "ru":
+        assert RU_WORDS[screen] in text or RU_WORDS[screen] in page.content(), (screen, text[:400])
+        for w in EN_ONLY:
+            assert not re.search(r"\b" + w + r"\b", text), f"{screen}: English {w!r} on a Russian page"
+
+
+def tour(page, base, shots, lang):
+    page.goto(base + "/")
+    check_lang(page, "chats", lang)
+    shoot(page, shots, "chats", lang)
+    page.locator(".chat-item a", has_text="alice").first.click()
+    check_lang(page, "chat", lang)
+    shoot(page, shots, "chat-direct", lang)
+    page.goto(base + "/")
+    page.locator(".chat-item a", has_text="friends").first.click()
+    shoot(page, shots, "chat-group", lang)
+    page.click("a.info")
+    check_lang(page, "info", lang)
+    shoot(page, shots, "group-info", lang)
+    page.locator(".members a[href*='/verify']").first.click()
+    check_lang(page, "verify", lang)
+    shoot(page, shots, "verify", lang)
+    page.goto(base + "/new")
+    check_lang(page, "new-contact", lang)
+    page.click('form[action="/invite"] button[type=submit]')
+    shoot(page, shots, "new-contact", lang)
+    page.goto(base + "/groups/new")
+    check_lang(page, "new-group", lang)
+    shoot(page, shots, "new-group", lang)
+    page.goto(base + "/settings")
+    check_lang(page, "settings", lang)
+    shoot(page, shots, "settings", lang)
+    return True
