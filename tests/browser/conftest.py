@@ -55,13 +55,16 @@ class App:
 
     def __init__(self, home, relay_url, env=None):
         self.home = home
+        env = {**os.environ, "SAMIZDAT_LOG": "error", **(env or {})}
+        # The app asks for the passphrase in the page unless the environment gives it.
+        env = {k: v for k, v in env.items() if v is not None}
         self.proc = subprocess.Popen(
             [BIN, "--home", str(home), "app", "--no-open", "--listen", "127.0.0.1:0",
              "--relay", relay_url],
             stdout=subprocess.PIPE,
             stderr=subprocess.DEVNULL,
             stdin=subprocess.DEVNULL,
-            env={**os.environ, "SAMIZDAT_LOG": "error", **(env or {})},
+            env=env,
         )
         deadline = time.time() + 120
         self.url = None

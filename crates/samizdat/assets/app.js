@@ -13,14 +13,16 @@
   const scroller = document.getElementById("scroller");
 
   // ---- times in the reader's zone and language --------------------------------------------
-  const fmt = new Intl.DateTimeFormat(body.dataset.lang || undefined, {
-    dateStyle: "short",
-    timeStyle: "short",
-  });
+  const lang = body.dataset.lang || undefined;
+  const full = new Intl.DateTimeFormat(lang, { dateStyle: "short", timeStyle: "short" });
+  const clock = new Intl.DateTimeFormat(lang, { timeStyle: "short" });
   function localTimes(root) {
+    const today = new Date().toDateString();
     root.querySelectorAll("time[datetime]").forEach((t) => {
       const d = new Date(t.getAttribute("datetime"));
-      if (!isNaN(d)) t.textContent = fmt.format(d);
+      if (isNaN(d)) return;
+      t.textContent = (d.toDateString() === today ? clock : full).format(d);
+      t.title = full.format(d);
     });
   }
   localTimes(document);

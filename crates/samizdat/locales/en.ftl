@@ -40,6 +40,7 @@ chat-unread = { $count ->
     [one] { $count } unread message
    *[other] { $count } unread messages
 }
+chats-pick = Choose a conversation on the left.
 chat-no-messages = No messages yet
 chat-you = You
 chat-members = { $count ->
@@ -95,7 +96,6 @@ group-no-contacts = You have no contacts yet: add people first, then make a grou
 group-create = Create group
 
 info-title = Members
-member-you = you
 member-not-joined = has not joined yet
 member-verified = verified
 member-remove = Remove

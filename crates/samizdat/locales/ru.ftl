@@ -41,6 +41,7 @@ chat-unread = { $count ->
     [few] { $count } непрочитанных сообщения
    *[many] { $count } непрочитанных сообщений
 }
+chats-pick = Выберите переписку слева.
 chat-no-messages = Сообщений пока нет
 chat-you = Вы
 chat-members = { $count ->
@@ -97,7 +98,6 @@ group-no-contacts = У вас пока нет контактов: сначала
 group-create = Создать группу
 
 info-title = Участники
-member-you = вы
 member-not-joined = ещё не присоединился
 member-verified = проверен
 member-remove = Удалить

@@ -631,11 +631,18 @@ async fn run_in(home: &Path, cmd: ClientCommand) -> Result<()> {
         } => {
             if mark || unmark {
                 let _: samizdat_core::rpc::Done = b
-                    .call("contact_verify", json!({ "contact": alias, "verified": mark }))
+                    .call(
+                        "contact_verify",
+                        json!({ "contact": alias, "verified": mark }),
+                    )
                     .await?;
                 println!(
                     "{alias} is {}",
-                    if mark { "marked as verified" } else { "no longer marked as verified" }
+                    if mark {
+                        "marked as verified"
+                    } else {
+                        "no longer marked as verified"
+                    }
                 );
                 return Ok(());
             }

@@ -94,7 +94,11 @@ impl Profile {
 /// A local name without the `-N` that `unique_name` adds: "friends-2" → "friends".
 fn without_counter(name: &str) -> &str {
     match name.rsplit_once('-') {
-        Some((base, n)) if !base.is_empty() && !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()) => base,
+        Some((base, n))
+            if !base.is_empty() && !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()) =>
+        {
+            base
+        }
         _ => name,
     }
 }

@@ -163,8 +163,9 @@ impl Profile {
 
     pub fn contacts(&self) -> Result<Vec<ContactView>> {
         let conn = self.db.conn();
-        let mut stmt =
-            conn.prepare("SELECT alias, display_name, fingerprint, verified FROM contacts ORDER BY alias")?;
+        let mut stmt = conn.prepare(
+            "SELECT alias, display_name, fingerprint, verified FROM contacts ORDER BY alias",
+        )?;
         let rows = stmt.query_map([], |r| {
             let fp: Vec<u8> = r.get(2)?;
             Ok(ContactView {

@@ -79,7 +79,11 @@ impl Profile {
         let gid: Vec<u8> = self
             .db
             .conn()
-            .query_row("SELECT group_id FROM messages WHERE id = ?1", params![raw], |r| r.get(0))
+            .query_row(
+                "SELECT group_id FROM messages WHERE id = ?1",
+                params![raw],
+                |r| r.get(0),
+            )
             .optional()?
             .ok_or_else(|| Error::NotFound(format!("no message {message_id}")))?;
         Ok(Id::from_slice(&gid)

@@ -173,7 +173,7 @@ impl Profile {
                 last_activity,
             });
         }
-        out.sort_by(|a, b| b.last_activity.cmp(&a.last_activity));
+        out.sort_by_key(|c| std::cmp::Reverse(c.last_activity));
         Ok(out)
     }
 
@@ -308,8 +308,11 @@ impl Profile {
             .into_iter()
             .map(|m| {
                 let me = m.fingerprint == self.fingerprint;
+                // Joined: announced its name, or has written in the group (the creator of a
+                // group never announces itself; it writes).
                 let announced: bool = self.db.conn().query_row(
-                    "SELECT EXISTS (SELECT 1 FROM member_names WHERE group_id = ?1 AND fingerprint = ?2)",
+                    "SELECT EXISTS (SELECT 1 FROM member_names WHERE group_id = ?1 AND fingerprint = ?2)
+                         OR EXISTS (SELECT 1 FROM messages WHERE group_id = ?1 AND sender_fp = ?2)",
                     params![conv.group_id.as_bytes(), &m.fingerprint[..]],
                     |r| r.get(0),
                 )?;

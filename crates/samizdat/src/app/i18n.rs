@@ -50,7 +50,11 @@ impl Lang {
             if q <= 0.0 {
                 continue;
             }
-            let primary = tag.split(['-', '_']).next().unwrap_or("").to_ascii_lowercase();
+            let primary = tag
+                .split(['-', '_'])
+                .next()
+                .unwrap_or("")
+                .to_ascii_lowercase();
             if let Some(lang) = Lang::from_code(&primary) {
                 return lang;
             }
@@ -136,7 +140,9 @@ fn keys(source: &str) -> Result<std::collections::BTreeSet<String>, String> {
         .filter_map(|l| {
             let (id, _) = l.split_once(" =")?;
             let ok = id.starts_with(|c: char| c.is_ascii_alphabetic())
-                && id.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_');
+                && id
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_');
             ok.then(|| id.to_string())
         })
         .collect())
@@ -191,7 +197,10 @@ mod tests {
             assert!(en.contains(key), "{key} is used but missing");
         }
         for key in code_keys(&code) {
-            assert!(en.contains(&key), "the code asks for {key:?}, which no .ftl defines");
+            assert!(
+                en.contains(&key),
+                "the code asks for {key:?}, which no .ftl defines"
+            );
         }
         assert!(!used.is_empty());
     }

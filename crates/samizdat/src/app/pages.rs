@@ -74,6 +74,19 @@ pub fn layout(c: &Ctx<'_>, title: &str, page: &str, nav: bool, body: Markup) -> 
     }
 }
 
+/// English / Русский, for the pages before the settings exist (onboarding, unlock).
+fn lang_switch(c: &Ctx<'_>) -> Markup {
+    html! {
+        form.lang-switch method="post" action="/settings/lang" {
+            (c.csrf_field())
+            input type="hidden" name="back" value="/";
+            button.link type="submit" name="lang" value="en" lang="en" disabled[c.lang == Lang::En] { (c.tr("lang-en")) }
+            " · "
+            button.link type="submit" name="lang" value="ru" lang="ru" disabled[c.lang == Lang::Ru] { (c.tr("lang-ru")) }
+        }
+    }
+}
+
 pub fn error_box(msg: Option<&str>) -> Markup {
     html! {
         @if let Some(m) = msg { p.error role="alert" { (m) } }
@@ -83,12 +96,18 @@ pub fn error_box(msg: Option<&str>) -> Markup {
 // ---- login, onboarding, unlock ---------------------------------------------------------------
 
 pub fn login(c: &Ctx<'_>) -> Markup {
-    layout(c, &c.tr("login-title"), "login", false, html! {
-        section.card.narrow {
-            h1 { (c.tr("login-title")) }
-            p { (c.tr("login-body")) }
-        }
-    })
+    layout(
+        c,
+        &c.tr("login-title"),
+        "login",
+        false,
+        html! {
+            section.card.narrow {
+                h1 { (c.tr("login-title")) }
+                p { (c.tr("login-body")) }
+            }
+        },
+    )
 }
 
 pub struct OnboardForm {
@@ -97,49 +116,63 @@ pub struct OnboardForm {
 }
 
 pub fn onboard(c: &Ctx<'_>, f: &OnboardForm, error: Option<&str>) -> Markup {
-    layout(c, &c.tr("onboard-title"), "onboard", false, html! {
-        section.card.narrow {
-            h1 { (c.tr("onboard-title")) }
-            p.muted { (c.tr("onboard-intro")) }
-            (error_box(error))
-            form method="post" action="/onboard" #onboard {
-                (c.csrf_field())
-                label for="name" { (c.tr("field-display-name")) }
-                input #name name="name" required maxlength="64" autocomplete="nickname" value=(f.name) aria-describedby="name-hint";
-                small #name-hint { (c.tr("field-display-name-hint")) }
-                label for="relay" { (c.tr("field-relay")) }
-                input #relay name="relay" type="url" required value=(f.relay) aria-describedby="relay-hint";
-                small #relay-hint { (c.tr("field-relay-hint")) }
-                label for="passphrase" { (c.tr("field-passphrase")) }
-                input #passphrase name="passphrase" type="password" required minlength="8" autocomplete="new-password" aria-describedby="pass-hint strength";
-                small #pass-hint { (c.tr("field-passphrase-hint")) }
-                p #strength .strength aria-live="polite" {
-                    span data-strength="weak" hidden { (c.tr("strength-weak")) }
-                    span data-strength="fair" hidden { (c.tr("strength-fair")) }
-                    span data-strength="strong" hidden { (c.tr("strength-strong")) }
+    layout(
+        c,
+        &c.tr("onboard-title"),
+        "onboard",
+        false,
+        html! {
+            section.card.narrow {
+                (lang_switch(c))
+                h1 { (c.tr("onboard-title")) }
+                p.muted { (c.tr("onboard-intro")) }
+                (error_box(error))
+                form method="post" action="/onboard" #onboard {
+                    (c.csrf_field())
+                    label for="name" { (c.tr("field-display-name")) }
+                    input #name name="name" required maxlength="64" autocomplete="nickname" value=(f.name) aria-describedby="name-hint";
+                    small #name-hint { (c.tr("field-display-name-hint")) }
+                    label for="relay" { (c.tr("field-relay")) }
+                    input #relay name="relay" type="url" required value=(f.relay) aria-describedby="relay-hint";
+                    small #relay-hint { (c.tr("field-relay-hint")) }
+                    label for="passphrase" { (c.tr("field-passphrase")) }
+                    input #passphrase name="passphrase" type="password" required minlength="8" autocomplete="new-password" aria-describedby="pass-hint strength";
+                    small #pass-hint { (c.tr("field-passphrase-hint")) }
+                    p #strength .strength aria-live="polite" {
+                        span data-strength="weak" hidden { (c.tr("strength-weak")) }
+                        span data-strength="fair" hidden { (c.tr("strength-fair")) }
+                        span data-strength="strong" hidden { (c.tr("strength-strong")) }
+                    }
+                    label for="passphrase2" { (c.tr("field-passphrase-again")) }
+                    input #passphrase2 name="passphrase2" type="password" required minlength="8" autocomplete="new-password";
+                    button type="submit" { (c.tr("onboard-submit")) }
                 }
-                label for="passphrase2" { (c.tr("field-passphrase-again")) }
-                input #passphrase2 name="passphrase2" type="password" required minlength="8" autocomplete="new-password";
-                button type="submit" { (c.tr("onboard-submit")) }
             }
-        }
-    })
+        },
+    )
 }
 
 pub fn unlock(c: &Ctx<'_>, error: Option<&str>) -> Markup {
-    layout(c, &c.tr("unlock-title"), "unlock", false, html! {
-        section.card.narrow {
-            h1 { (c.tr("unlock-title")) }
-            p.muted { (c.tr("unlock-intro")) }
-            (error_box(error))
-            form method="post" action="/unlock" {
-                (c.csrf_field())
-                label for="passphrase" { (c.tr("field-passphrase")) }
-                input #passphrase name="passphrase" type="password" required autofocus autocomplete="current-password";
-                button type="submit" { (c.tr("unlock-submit")) }
+    layout(
+        c,
+        &c.tr("unlock-title"),
+        "unlock",
+        false,
+        html! {
+            section.card.narrow {
+                (lang_switch(c))
+                h1 { (c.tr("unlock-title")) }
+                p.muted { (c.tr("unlock-intro")) }
+                (error_box(error))
+                form method="post" action="/unlock" {
+                    (c.csrf_field())
+                    label for="passphrase" { (c.tr("field-passphrase")) }
+                    input #passphrase name="passphrase" type="password" required autofocus autocomplete="current-password";
+                    button type="submit" { (c.tr("unlock-submit")) }
+                }
             }
-        }
-    })
+        },
+    )
 }
 
 // ---- chats ----------------------------------------------------------------------------------
@@ -172,7 +205,12 @@ fn time(ms: u64) -> Markup {
     html! { time datetime=(iso) { (text) } }
 }
 
-pub fn chat_list(c: &Ctx<'_>, convs: &[ConversationView], invitations: &[InvitationView], current: Option<&str>) -> Markup {
+pub fn chat_list(
+    c: &Ctx<'_>,
+    convs: &[ConversationView],
+    invitations: &[InvitationView],
+    current: Option<&str>,
+) -> Markup {
     html! {
         div #chat-list {
             @if !invitations.is_empty() {
@@ -232,12 +270,20 @@ pub fn chat_list(c: &Ctx<'_>, convs: &[ConversationView], invitations: &[Invitat
 }
 
 pub fn chats(c: &Ctx<'_>, convs: &[ConversationView], invitations: &[InvitationView]) -> Markup {
-    layout(c, &c.tr("chats-title"), "chats", true, html! {
-        div.split {
-            aside.list { (chat_list(c, convs, invitations, None)) }
-            section.pane.placeholder { p.muted { (c.tr("chats-empty")) } }
-        }
-    })
+    layout(
+        c,
+        &c.tr("chats-title"),
+        "chats",
+        true,
+        html! {
+            div.split {
+                aside.list { (chat_list(c, convs, invitations, None)) }
+                section.pane.placeholder {
+                    p.muted { (c.tr(if convs.is_empty() { "chats-empty" } else { "chats-pick" })) }
+                }
+            }
+        },
+    )
 }
 
 pub fn message(c: &Ctx<'_>, m: &MessageView) -> Markup {
@@ -282,35 +328,41 @@ pub fn chat(
     invitations: &[InvitationView],
     ms: &[MessageView],
 ) -> Markup {
-    layout(c, &conv.name, "chat", true, html! {
-        div.split.in-chat {
-            aside.list { (chat_list(c, convs, invitations, Some(&conv.id))) }
-            section.pane.chat data-conversation=(conv.id) {
-                header.chat-head {
-                    a.back href="/" aria-label=(c.tr("back")) { "←" }
-                    h1 { (conv.name) }
-                    a.info href={ "/c/" (conv.id) "/info" } { (c.tr("chat-info")) }
-                }
-                div #scroller .messages {
-                    @if ms.len() >= PAGE {
-                        button #older .link type="button" data-before=(ms.first().map(|m| m.id.as_str()).unwrap_or("")) { (c.tr("chat-older")) }
+    layout(
+        c,
+        &conv.name,
+        "chat",
+        true,
+        html! {
+            div.split.in-chat {
+                aside.list { (chat_list(c, convs, invitations, Some(&conv.id))) }
+                section.pane.chat data-conversation=(conv.id) {
+                    header.chat-head {
+                        a.back href="/" aria-label=(c.tr("back")) { "←" }
+                        h1 { (conv.name) }
+                        a.info href={ "/c/" (conv.id) "/info" } { (c.tr("chat-info")) }
                     }
-                    ol #message-list aria-live="polite" { (messages(c, ms)) }
-                }
-                @if conv.active {
-                    form #composer method="post" action={ "/c/" (conv.id) "/send" } {
-                        (c.csrf_field())
-                        label.visually-hidden for="text" { (c.tr("chat-placeholder")) }
-                        textarea #text name="text" rows="2" required maxlength="60000" placeholder=(c.tr("chat-placeholder")) aria-describedby="composer-hint" {}
-                        button type="submit" { (c.tr("chat-send")) }
-                        small #composer-hint { (c.tr("chat-composer-hint")) }
+                    div #scroller .messages {
+                        @if ms.len() >= PAGE {
+                            button #older .link type="button" data-before=(ms.first().map(|m| m.id.as_str()).unwrap_or("")) { (c.tr("chat-older")) }
+                        }
+                        ol #message-list aria-live="polite" { (messages(c, ms)) }
                     }
-                } @else {
-                    p.warning { (c.tra("chat-inactive", &[("status", conv.status.clone().unwrap_or_default().into())])) }
+                    @if conv.active {
+                        form #composer method="post" action={ "/c/" (conv.id) "/send" } {
+                            (c.csrf_field())
+                            label.visually-hidden for="text" { (c.tr("chat-placeholder")) }
+                            textarea #text name="text" rows="2" required maxlength="60000" placeholder=(c.tr("chat-placeholder")) aria-describedby="composer-hint" {}
+                            button type="submit" { (c.tr("chat-send")) }
+                            small #composer-hint { (c.tr("chat-composer-hint")) }
+                        }
+                    } @else {
+                        p.warning { (c.tra("chat-inactive", &[("status", conv.status.clone().unwrap_or_default().into())])) }
+                    }
                 }
             }
-        }
-    })
+        },
+    )
 }
 
 // ---- contacts and invites -------------------------------------------------------------------
@@ -341,68 +393,86 @@ pub struct Invite {
     pub reusable: bool,
 }
 
-pub fn new_contact(c: &Ctx<'_>, invite: Option<&Invite>, error: Option<&str>, link: &str, name: &str) -> Markup {
-    layout(c, &c.tr("new-contact-title"), "new-contact", true, html! {
-        section.card {
-            h1 { (c.tr("new-contact-title")) }
-            (error_box(error))
-            @if let Some(i) = invite {
-                h2 { (c.tr("invite-link-title")) }
-                p { (c.tra("invite-link-help", &[("when", iso(i.expires_at * 1000).1.into())])) " "
-                    (c.tr(if i.reusable { "invite-multi" } else { "invite-single" })) }
-                div.copy-row {
-                    input #invite-link readonly value=(i.link) aria-label=(c.tr("invite-link-title"));
-                    button #copy type="button" data-copy="invite-link" data-done=(c.tr("copied")) { (c.tr("copy")) }
+pub fn new_contact(
+    c: &Ctx<'_>,
+    invite: Option<&Invite>,
+    error: Option<&str>,
+    link: &str,
+    name: &str,
+) -> Markup {
+    layout(
+        c,
+        &c.tr("new-contact-title"),
+        "new-contact",
+        true,
+        html! {
+            section.card {
+                h1 { (c.tr("new-contact-title")) }
+                (error_box(error))
+                @if let Some(i) = invite {
+                    h2 { (c.tr("invite-link-title")) }
+                    p { (c.tra("invite-link-help", &[("when", format!("{} UTC", iso(i.expires_at * 1000).1).into())])) " "
+                        (c.tr(if i.reusable { "invite-multi" } else { "invite-single" })) }
+                    div.copy-row {
+                        input #invite-link readonly value=(i.link) aria-label=(c.tr("invite-link-title"));
+                        button #copy type="button" data-copy="invite-link" data-done=(c.tr("copied")) { (c.tr("copy")) }
+                    }
+                    (qr_svg(&i.link))
                 }
-                (qr_svg(&i.link))
-            }
-            h2 { (c.tr("invite-create-title")) }
-            p.muted { (c.tr("invite-create-help")) }
-            form method="post" action="/invite" {
-                (c.csrf_field())
-                label.check { input type="checkbox" name="reusable" value="1"; " " (c.tr("invite-reusable")) }
-                label for="hours" { (c.tr("invite-expiry")) }
-                select #hours name="hours" {
-                    option value="1" { (c.tr("expiry-1h")) }
-                    option value="24" { (c.tr("expiry-24h")) }
-                    option value="72" selected { (c.tr("expiry-72h")) }
-                    option value="168" { (c.tr("expiry-168h")) }
+                h2 { (c.tr("invite-create-title")) }
+                p.muted { (c.tr("invite-create-help")) }
+                form method="post" action="/invite" {
+                    (c.csrf_field())
+                    label.check { input type="checkbox" name="reusable" value="1"; " " (c.tr("invite-reusable")) }
+                    label for="hours" { (c.tr("invite-expiry")) }
+                    select #hours name="hours" {
+                        option value="1" { (c.tr("expiry-1h")) }
+                        option value="24" { (c.tr("expiry-24h")) }
+                        option value="72" selected { (c.tr("expiry-72h")) }
+                        option value="168" { (c.tr("expiry-168h")) }
+                    }
+                    button type="submit" { (c.tr("invite-create")) }
                 }
-                button type="submit" { (c.tr("invite-create")) }
+                h2 { (c.tr("accept-title")) }
+                form method="post" action="/accept" {
+                    (c.csrf_field())
+                    label for="link" { (c.tr("field-invite-link")) }
+                    textarea #link name="link" rows="3" required { (link) }
+                    label for="alias" { (c.tr("field-contact-name")) }
+                    input #alias name="name" required maxlength="64" value=(name);
+                    button type="submit" { (c.tr("accept-submit")) }
+                }
             }
-            h2 { (c.tr("accept-title")) }
-            form method="post" action="/accept" {
-                (c.csrf_field())
-                label for="link" { (c.tr("field-invite-link")) }
-                textarea #link name="link" rows="3" required { (link) }
-                label for="alias" { (c.tr("field-contact-name")) }
-                input #alias name="name" required maxlength="64" value=(name);
-                button type="submit" { (c.tr("accept-submit")) }
-            }
-        }
-    })
+        },
+    )
 }
 
 pub fn new_group(c: &Ctx<'_>, contacts: &[ContactView], error: Option<&str>) -> Markup {
-    layout(c, &c.tr("group-new-title"), "new-group", true, html! {
-        section.card {
-            h1 { (c.tr("group-new-title")) }
-            (error_box(error))
-            form method="post" action="/groups" {
-                (c.csrf_field())
-                label for="group" { (c.tr("field-group-name")) }
-                input #group name="name" required maxlength="64";
-                fieldset {
-                    legend { (c.tr("group-pick-members")) }
-                    @if contacts.is_empty() { p.muted { (c.tr("group-no-contacts")) } }
-                    @for k in contacts {
-                        label.check { input type="checkbox" name="member" value=(k.alias); " " (k.alias) }
+    layout(
+        c,
+        &c.tr("group-new-title"),
+        "new-group",
+        true,
+        html! {
+            section.card {
+                h1 { (c.tr("group-new-title")) }
+                (error_box(error))
+                form method="post" action="/groups" {
+                    (c.csrf_field())
+                    label for="group" { (c.tr("field-group-name")) }
+                    input #group name="name" required maxlength="64";
+                    fieldset {
+                        legend { (c.tr("group-pick-members")) }
+                        @if contacts.is_empty() { p.muted { (c.tr("group-no-contacts")) } }
+                        @for k in contacts {
+                            label.check { input type="checkbox" name="member" value=(k.alias); " " (k.alias) }
+                        }
                     }
+                    button type="submit" { (c.tr("group-create")) }
                 }
-                button type="submit" { (c.tr("group-create")) }
             }
-        }
-    })
+        },
+    )
 }
 
 pub struct Info<'a> {
@@ -421,87 +491,98 @@ pub fn info(c: &Ctx<'_>, i: &Info<'_>, error: Option<&str>) -> Markup {
         .iter()
         .filter(|k| !i.members.iter().any(|m| m.fingerprint == k.fingerprint))
         .collect();
-    layout(c, &conv.name, "info", true, html! {
-        section.card {
-            a.back href={ "/c/" (conv.id) } { "← " (conv.name) }
-            h1 { (c.tr("info-title")) }
-            p.muted { (c.tra("chat-members", &[("count", (i.members.len() as i64).into())])) }
-            (error_box(error))
-            @if let Some(w) = &i.waiting { p.warning { (c.tra("group-added-waiting", &[("names", w.clone().into())])) } }
-            ul.members {
-                @for m in i.members {
-                    li {
-                        span.name { (m.name) }
-                        @if m.me { " (" (c.tr("member-you")) ")" }
-                        @if !m.joined { " " span.muted { (c.tr("member-not-joined")) } }
-                        @if let Some(k) = contact_of(m) {
-                            @if k.verified { " " span.badge { "✓ " (c.tr("member-verified")) } }
-                            " " a href={ "/contacts/" (k.id) "/verify" } { (c.tr("member-verify")) }
-                            @if group && conv.active {
-                                form.inline method="post" action={ "/c/" (conv.id) "/remove" } {
-                                    (c.csrf_field())
-                                    input type="hidden" name="contact" value=(k.alias);
-                                    button.link.danger type="submit" { (c.tr("member-remove")) }
+    layout(
+        c,
+        &conv.name,
+        "info",
+        true,
+        html! {
+            section.card {
+                a.back href={ "/c/" (conv.id) } { "← " (conv.name) }
+                h1 { (c.tr("info-title")) }
+                p.muted { (c.tra("chat-members", &[("count", (i.members.len() as i64).into())])) }
+                (error_box(error))
+                @if let Some(w) = &i.waiting { p.warning { (c.tra("group-added-waiting", &[("names", w.clone().into())])) } }
+                ul.members {
+                    @for m in i.members {
+                        li {
+                            span.name { @if m.me { (c.tr("chat-you")) } @else { (m.name) } }
+                            @if !m.joined { " " span.muted { (c.tr("member-not-joined")) } }
+                            @if let Some(k) = contact_of(m) {
+                                @if k.verified { " " span.badge { "✓ " (c.tr("member-verified")) } }
+                                " " a href={ "/contacts/" (k.id) "/verify" } { (c.tr("member-verify")) }
+                                @if group && conv.active {
+                                    form.inline method="post" action={ "/c/" (conv.id) "/remove" } {
+                                        (c.csrf_field())
+                                        input type="hidden" name="contact" value=(k.alias);
+                                        button.link.danger type="submit" { (c.tr("member-remove")) }
+                                    }
                                 }
                             }
+                            " " code.fp { (m.fingerprint) }
                         }
-                        " " code.fp { (m.fingerprint) }
                     }
                 }
-            }
-            @if group && conv.active {
-                h2 { (c.tr("group-add-title")) }
-                @if addable.is_empty() {
-                    p.muted { (c.tr("group-add-none")) }
-                } @else {
-                    form method="post" action={ "/c/" (conv.id) "/add" } {
+                @if group && conv.active {
+                    h2 { (c.tr("group-add-title")) }
+                    @if addable.is_empty() {
+                        p.muted { (c.tr("group-add-none")) }
+                    } @else {
+                        form method="post" action={ "/c/" (conv.id) "/add" } {
+                            (c.csrf_field())
+                            @for k in &addable {
+                                label.check { input type="checkbox" name="member" value=(k.alias); " " (k.alias) }
+                            }
+                            button type="submit" { (c.tr("group-add-submit")) }
+                        }
+                    }
+                    h2 { (c.tr("group-rename-title")) }
+                    form method="post" action={ "/c/" (conv.id) "/rename" } {
                         (c.csrf_field())
-                        @for k in &addable {
-                            label.check { input type="checkbox" name="member" value=(k.alias); " " (k.alias) }
-                        }
-                        button type="submit" { (c.tr("group-add-submit")) }
+                        label.visually-hidden for="rename" { (c.tr("field-group-name")) }
+                        input #rename name="name" required maxlength="64" value=(conv.name);
+                        button type="submit" { (c.tr("group-rename-submit")) }
+                    }
+                    h2 { (c.tr("group-leave-title")) }
+                    p.muted { (c.tr("group-leave-help")) }
+                    form method="post" action={ "/c/" (conv.id) "/leave" } {
+                        (c.csrf_field())
+                        button.danger type="submit" { (c.tr("group-leave")) }
                     }
                 }
-                h2 { (c.tr("group-rename-title")) }
-                form method="post" action={ "/c/" (conv.id) "/rename" } {
-                    (c.csrf_field())
-                    label.visually-hidden for="rename" { (c.tr("field-group-name")) }
-                    input #rename name="name" required maxlength="64" value=(conv.name);
-                    button type="submit" { (c.tr("group-rename-submit")) }
-                }
-                h2 { (c.tr("group-leave-title")) }
-                p.muted { (c.tr("group-leave-help")) }
-                form method="post" action={ "/c/" (conv.id) "/leave" } {
-                    (c.csrf_field())
-                    button.danger type="submit" { (c.tr("group-leave")) }
-                }
             }
-        }
-    })
+        },
+    )
 }
 
 pub fn verify(c: &Ctx<'_>, k: &ContactView, number: &str) -> Markup {
     let name = k.alias.clone();
-    layout(c, &c.tra("verify-title", &[("name", name.clone().into())]), "verify", true, html! {
-        section.card.narrow {
-            h1 { (c.tra("verify-title", &[("name", name.clone().into())])) }
-            p.muted { (c.tra("verify-help", &[("name", name.clone().into())])) }
-            p.safety-number #safety-number {
-                @for group in number.split_whitespace() { span { (group) } " " }
+    layout(
+        c,
+        &c.tra("verify-title", &[("name", name.clone().into())]),
+        "verify",
+        true,
+        html! {
+            section.card.narrow {
+                h1 { (c.tra("verify-title", &[("name", name.clone().into())])) }
+                p.muted { (c.tra("verify-help", &[("name", name.clone().into())])) }
+                p.safety-number #safety-number {
+                    @for group in number.split_whitespace() { span { (group) } " " }
+                }
+                (qr_svg(number))
+                @if k.verified {
+                    p.badge { "✓ " (c.tra("verify-verified", &[("name", name.clone().into())])) }
+                } @else {
+                    p.muted { (c.tr("verify-not-verified")) }
+                }
+                form method="post" action={ "/contacts/" (k.id) "/verify" } {
+                    (c.csrf_field())
+                    input type="hidden" name="verified" value=(if k.verified { "0" } else { "1" });
+                    button type="submit" { (c.tr(if k.verified { "verify-unmark" } else { "verify-mark" })) }
+                }
             }
-            (qr_svg(number))
-            @if k.verified {
-                p.badge { "✓ " (c.tra("verify-verified", &[("name", name.clone().into())])) }
-            } @else {
-                p.muted { (c.tr("verify-not-verified")) }
-            }
-            form method="post" action={ "/contacts/" (k.id) "/verify" } {
-                (c.csrf_field())
-                input type="hidden" name="verified" value=(if k.verified { "0" } else { "1" });
-                button type="submit" { (c.tr(if k.verified { "verify-unmark" } else { "verify-mark" })) }
-            }
-        }
-    })
+        },
+    )
 }
 
 pub struct Me {
@@ -511,37 +592,49 @@ pub struct Me {
 }
 
 pub fn settings(c: &Ctx<'_>, chosen: Option<Lang>, me: &Me) -> Markup {
-    layout(c, &c.tr("settings-title"), "settings", true, html! {
-        section.card.narrow {
-            h1 { (c.tr("settings-title")) }
-            form method="post" action="/settings/lang" {
-                (c.csrf_field())
-                label for="lang" { (c.tr("settings-language")) }
-                select #lang name="lang" {
-                    option value="auto" selected[chosen.is_none()] { (c.tr("lang-auto")) }
-                    option value="en" selected[chosen == Some(Lang::En)] { (c.tr("lang-en")) }
-                    option value="ru" selected[chosen == Some(Lang::Ru)] { (c.tr("lang-ru")) }
+    layout(
+        c,
+        &c.tr("settings-title"),
+        "settings",
+        true,
+        html! {
+            section.card.narrow {
+                h1 { (c.tr("settings-title")) }
+                form method="post" action="/settings/lang" {
+                    (c.csrf_field())
+                    label for="lang" { (c.tr("settings-language")) }
+                    select #lang name="lang" {
+                        option value="auto" selected[chosen.is_none()] { (c.tr("lang-auto")) }
+                        option value="en" selected[chosen == Some(Lang::En)] { (c.tr("lang-en")) }
+                        option value="ru" selected[chosen == Some(Lang::Ru)] { (c.tr("lang-ru")) }
+                    }
+                    button type="submit" { (c.tr("settings-save")) }
                 }
-                button type="submit" { (c.tr("settings-save")) }
+                h2 { (c.tr("settings-profile")) }
+                dl {
+                    dt { (c.tr("settings-name")) } dd { (me.name) }
+                    dt { (c.tr("settings-relay")) } dd { (me.relay) }
+                    dt { (c.tr("settings-fingerprint")) } dd { code { (me.fingerprint) } }
+                }
             }
-            h2 { (c.tr("settings-profile")) }
-            dl {
-                dt { (c.tr("settings-name")) } dd { (me.name) }
-                dt { (c.tr("settings-relay")) } dd { (me.relay) }
-                dt { (c.tr("settings-fingerprint")) } dd { code { (me.fingerprint) } }
-            }
-        }
-    })
+        },
+    )
 }
 
 pub fn error_page(c: &Ctx<'_>, message: &str) -> Markup {
-    layout(c, &c.tr("error-title"), "error", true, html! {
-        section.card.narrow {
-            h1 { (c.tr("error-title")) }
-            p.error role="alert" { (message) }
-            a href="/" { (c.tr("back")) }
-        }
-    })
+    layout(
+        c,
+        &c.tr("error-title"),
+        "error",
+        true,
+        html! {
+            section.card.narrow {
+                h1 { (c.tr("error-title")) }
+                p.error role="alert" { (message) }
+                a href="/" { (c.tr("back")) }
+            }
+        },
+    )
 }
 
 #[cfg(test)]

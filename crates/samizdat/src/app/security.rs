@@ -47,7 +47,10 @@ fn token() -> String {
 fn same(a: &str, b: &str) -> bool {
     !a.is_empty()
         && a.len() == b.len()
-        && a.bytes().zip(b.bytes()).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+        && a.bytes()
+            .zip(b.bytes())
+            .fold(0u8, |acc, (x, y)| acc | (x ^ y))
+            == 0
 }
 
 impl Guard {
@@ -168,7 +171,11 @@ pub async fn guard(State(app): State<std::sync::Arc<App>>, req: Request, next: N
     let path = req.uri().path();
     let open = path == "/login" || path.starts_with("/static/");
     if !open && app.guard.session(req.headers()).is_none() {
-        return harden(super::web::login_page(&app, req.headers(), StatusCode::UNAUTHORIZED));
+        return harden(super::web::login_page(
+            &app,
+            req.headers(),
+            StatusCode::UNAUTHORIZED,
+        ));
     }
     if req.method() != Method::GET && req.method() != Method::HEAD {
         let origin = req
@@ -179,12 +186,19 @@ pub async fn guard(State(app): State<std::sync::Arc<App>>, req: Request, next: N
             .headers()
             .get("sec-fetch-site")
             .and_then(|h| h.to_str().ok());
+        // Our pages send `Referrer-Policy: no-referrer`, under which browsers send
+        // `Origin: null` with form posts: then `Sec-Fetch-Site` decides (and the CSRF token
+        // still has to match).
+        let foreign_site = site.is_some_and(|s| s != "same-origin" && s != "none");
         let cross = match origin {
-            Some(o) => !app.guard.origin_allowed(o),
-            None => site.is_some_and(|s| s != "same-origin" && s != "none"),
+            Some("null") => foreign_site,
+            Some(o) => !app.guard.origin_allowed(o) || foreign_site,
+            None => foreign_site,
         };
         if cross {
-            return harden((StatusCode::FORBIDDEN, "forbidden: cross-site request").into_response());
+            return harden(
+                (StatusCode::FORBIDDEN, "forbidden: cross-site request").into_response(),
+            );
         }
     }
     harden(next.run(req).await)

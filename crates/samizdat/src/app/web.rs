@@ -82,9 +82,18 @@ struct Req<'a> {
     ctx: Ctx<'a>,
 }
 
-fn req<'a>(app: &'a App, headers: &HeaderMap) -> Result<Req<'a>, Response> {
+/// Why a request was turned away before its handler ran.
+struct Refused(StatusCode, &'static str);
+
+impl IntoResponse for Refused {
+    fn into_response(self) -> Response {
+        (self.0, self.1).into_response()
+    }
+}
+
+fn req<'a>(app: &'a App, headers: &HeaderMap) -> Result<Req<'a>, Refused> {
     let Some((id, session)) = app.guard.session(headers) else {
-        return Err(StatusCode::UNAUTHORIZED.into_response());
+        return Err(Refused(StatusCode::UNAUTHORIZED, "unauthorized"));
     };
     let ctx = Ctx {
         app,
@@ -147,7 +156,11 @@ impl Fields {
 
 /// A state-changing request: its session and its CSRF token checked before anything else
 /// in the body is used.
-fn checked<'a>(app: &'a App, headers: &HeaderMap, body: &[u8]) -> Result<(Req<'a>, Fields), Response> {
+fn checked<'a>(
+    app: &'a App,
+    headers: &HeaderMap,
+    body: &[u8],
+) -> Result<(Req<'a>, Fields), Refused> {
     let r = req(app, headers)?;
     let f = Fields::parse(body);
     let offered = headers
@@ -156,7 +169,10 @@ fn checked<'a>(app: &'a App, headers: &HeaderMap, body: &[u8]) -> Result<(Req<'a
         .or_else(|| f.get("csrf"))
         .unwrap_or("");
     if !security::csrf_ok(&r.session, offered) {
-        return Err((StatusCode::FORBIDDEN, "forbidden: missing or wrong CSRF token").into_response());
+        return Err(Refused(
+            StatusCode::FORBIDDEN,
+            "forbidden: missing or wrong CSRF token",
+        ));
     }
     Ok((r, f))
 }
@@ -171,7 +187,10 @@ fn explain(c: &Ctx<'_>, e: &CallError) -> String {
         Some("relay_unreachable") => c.tr("err-relay-unreachable"),
         Some("not_found") => c.tr("err-not-found"),
         Some("wrong_passphrase") => c.tr("err-wrong-passphrase"),
-        Some("invalid_invite") => c.tra("err-invalid-invite", &[("message", e.message.clone().into())]),
+        Some("invalid_invite") => c.tra(
+            "err-invalid-invite",
+            &[("message", e.message.clone().into())],
+        ),
         Some("usage") => c.tra("err-usage", &[("message", e.message.clone().into())]),
         _ => c.tra("err-other", &[("message", e.message.clone().into())]),
     }
@@ -187,12 +206,19 @@ fn fail(c: &Ctx<'_>, e: &CallError) -> Response {
     page_with(status, pages::error_page(c, &explain(c, e)))
 }
 
-async fn conversation(app: &App, id: &str) -> Result<(ConversationView, Vec<ConversationView>), CallError> {
+async fn conversation(
+    app: &App,
+    id: &str,
+) -> Result<(ConversationView, Vec<ConversationView>), CallError> {
     let convs: Vec<ConversationView> = app.call("conversations", json!({})).await?;
-    let conv = convs.iter().find(|c| c.id == id).cloned().ok_or(CallError {
-        kind: Some("not_found".into()),
-        message: format!("no conversation {id}"),
-    })?;
+    let conv = convs
+        .iter()
+        .find(|c| c.id == id)
+        .cloned()
+        .ok_or(CallError {
+            kind: Some("not_found".into()),
+            message: format!("no conversation {id}"),
+        })?;
     Ok((conv, convs))
 }
 
@@ -223,7 +249,7 @@ async fn login(State(app): AppState, headers: HeaderMap, Query(q): Query<LoginQu
 async fn home(State(app): AppState, headers: HeaderMap) -> Response {
     let r = match req(&app, &headers) {
         Ok(r) => r,
-        Err(e) => return e,
+        Err(e) => return e.into_response(),
     };
     match app.state().await {
         Phase::NoProfile => page(pages::onboard(
@@ -254,7 +280,7 @@ async fn lists(app: &App) -> Result<(Vec<ConversationView>, Vec<InvitationView>)
 async fn onboard(State(app): AppState, headers: HeaderMap, body: Bytes) -> Response {
     let (r, f) = match checked(&app, &headers, &body) {
         Ok(x) => x,
-        Err(e) => return e,
+        Err(e) => return e.into_response(),
     };
     let form = pages::OnboardForm {
         name: f.text("name"),
@@ -284,7 +310,7 @@ async fn onboard(State(app): AppState, headers: HeaderMap, body: Bytes) -> Respo
 async fn unlock(State(app): AppState, headers: HeaderMap, body: Bytes) -> Response {
     let (r, f) = match checked(&app, &headers, &body) {
         Ok(x) => x,
-        Err(e) => return e,
+        Err(e) => return e.into_response(),
     };
     let pass = zeroize::Zeroizing::new(f.text("passphrase"));
     match app.unlock(&pass).await {
@@ -301,7 +327,7 @@ async fn unlock(State(app): AppState, headers: HeaderMap, body: Bytes) -> Respon
 async fn chat(State(app): AppState, headers: HeaderMap, Path(id): Path<String>) -> Response {
     let r = match req(&app, &headers) {
         Ok(r) => r,
-        Err(e) => return e,
+        Err(e) => return e.into_response(),
     };
     if !ready(&app).await {
         return see("/".into());
@@ -341,7 +367,7 @@ async fn messages(
 ) -> Response {
     let r = match req(&app, &headers) {
         Ok(r) => r,
-        Err(e) => return e,
+        Err(e) => return e.into_response(),
     };
     let limit = if q.after.is_some() { 500 } else { pages::PAGE };
     let ms: Result<Vec<MessageView>, _> = app
@@ -372,10 +398,13 @@ async fn one_message(
 ) -> Response {
     let r = match req(&app, &headers) {
         Ok(r) => r,
-        Err(e) => return e,
+        Err(e) => return e.into_response(),
     };
     let ms: Result<Vec<MessageView>, _> = app
-        .call("history", json!({ "conversation_id": id, "message_id": mid }))
+        .call(
+            "history",
+            json!({ "conversation_id": id, "message_id": mid }),
+        )
         .await;
     match ms {
         Ok(ms) => page(pages::messages(&r.ctx, &ms)),
@@ -388,21 +417,35 @@ struct ListQuery {
     current: Option<String>,
 }
 
-async fn chat_list(State(app): AppState, headers: HeaderMap, Query(q): Query<ListQuery>) -> Response {
+async fn chat_list(
+    State(app): AppState,
+    headers: HeaderMap,
+    Query(q): Query<ListQuery>,
+) -> Response {
     let r = match req(&app, &headers) {
         Ok(r) => r,
-        Err(e) => return e,
+        Err(e) => return e.into_response(),
     };
     match lists(&app).await {
-        Ok((convs, invs)) => page(pages::chat_list(&r.ctx, &convs, &invs, q.current.as_deref())),
+        Ok((convs, invs)) => page(pages::chat_list(
+            &r.ctx,
+            &convs,
+            &invs,
+            q.current.as_deref(),
+        )),
         Err(e) => (StatusCode::SERVICE_UNAVAILABLE, explain(&r.ctx, &e)).into_response(),
     }
 }
 
-async fn send(State(app): AppState, headers: HeaderMap, Path(id): Path<String>, body: Bytes) -> Response {
+async fn send(
+    State(app): AppState,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+    body: Bytes,
+) -> Response {
     let (r, f) = match checked(&app, &headers, &body) {
         Ok(x) => x,
-        Err(e) => return e,
+        Err(e) => return e.into_response(),
     };
     let text = f.text("text");
     let sent: Result<Value, CallError> = app
@@ -427,13 +470,19 @@ async fn send(State(app): AppState, headers: HeaderMap, Path(id): Path<String>, 
     }
 }
 
-async fn retry(State(app): AppState, headers: HeaderMap, Path(mid): Path<String>, body: Bytes) -> Response {
+async fn retry(
+    State(app): AppState,
+    headers: HeaderMap,
+    Path(mid): Path<String>,
+    body: Bytes,
+) -> Response {
     let (r, _) = match checked(&app, &headers, &body) {
         Ok(x) => x,
-        Err(e) => return e,
+        Err(e) => return e.into_response(),
     };
-    let sent: Result<samizdat_core::rpc::Sent, CallError> =
-        app.call("message_retry", json!({ "message_id": mid })).await;
+    let sent: Result<samizdat_core::rpc::Sent, CallError> = app
+        .call("message_retry", json!({ "message_id": mid }))
+        .await;
     match sent {
         Ok(s) => see(format!("/c/{}", s.conversation_id)),
         Err(e) => fail(&r.ctx, &e),
@@ -442,11 +491,18 @@ async fn retry(State(app): AppState, headers: HeaderMap, Path(mid): Path<String>
 
 // ---- groups ---------------------------------------------------------------------------------
 
-async fn info_page(app: &App, c: &Ctx<'_>, id: &str, waiting: Option<String>, error: Option<String>) -> Response {
+async fn info_page(
+    app: &App,
+    c: &Ctx<'_>,
+    id: &str,
+    waiting: Option<String>,
+    error: Option<String>,
+) -> Response {
     let result = async {
         let (conv, _) = conversation(app, id).await?;
         let members: Vec<MemberView> = if conv.active {
-            app.call("group_members", json!({ "group": conv.name })).await?
+            app.call("group_members", json!({ "group": conv.name }))
+                .await?
         } else {
             Vec::new()
         };
@@ -456,7 +512,11 @@ async fn info_page(app: &App, c: &Ctx<'_>, id: &str, waiting: Option<String>, er
     .await;
     match result {
         Ok((conv, members, contacts)) => {
-            let status = if error.is_some() { StatusCode::UNPROCESSABLE_ENTITY } else { StatusCode::OK };
+            let status = if error.is_some() {
+                StatusCode::UNPROCESSABLE_ENTITY
+            } else {
+                StatusCode::OK
+            };
             let i = pages::Info {
                 conv: &conv,
                 members: &members,
@@ -472,16 +532,23 @@ async fn info_page(app: &App, c: &Ctx<'_>, id: &str, waiting: Option<String>, er
 async fn info(State(app): AppState, headers: HeaderMap, Path(id): Path<String>) -> Response {
     let r = match req(&app, &headers) {
         Ok(r) => r,
-        Err(e) => return e,
+        Err(e) => return e.into_response(),
     };
     info_page(&app, &r.ctx, &id, None, None).await
 }
 
 /// Run a group change; show the members page again (with what went wrong, if anything).
-async fn group_change(app: &App, headers: &HeaderMap, id: &str, body: &[u8], method: &str, params: impl FnOnce(&str, &Fields) -> Value) -> Response {
+async fn group_change(
+    app: &App,
+    headers: &HeaderMap,
+    id: &str,
+    body: &[u8],
+    method: &str,
+    params: impl FnOnce(&str, &Fields) -> Value,
+) -> Response {
     let (r, f) = match checked(app, headers, body) {
         Ok(x) => x,
-        Err(e) => return e,
+        Err(e) => return e.into_response(),
     };
     let conv = match conversation(app, id).await {
         Ok((c, _)) => c,
@@ -494,7 +561,12 @@ async fn group_change(app: &App, headers: &HeaderMap, id: &str, body: &[u8], met
                 .get("waiting")
                 .and_then(Value::as_array)
                 .filter(|w| !w.is_empty())
-                .map(|w| w.iter().filter_map(Value::as_str).collect::<Vec<_>>().join(", "));
+                .map(|w| {
+                    w.iter()
+                        .filter_map(Value::as_str)
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                });
             if waiting.is_some() {
                 return info_page(app, &r.ctx, id, waiting, None).await;
             }
@@ -507,26 +579,78 @@ async fn group_change(app: &App, headers: &HeaderMap, id: &str, body: &[u8], met
     }
 }
 
-async fn group_add(State(app): AppState, headers: HeaderMap, Path(id): Path<String>, body: Bytes) -> Response {
-    group_change(&app, &headers, &id, &body, "group_add", |g, f| json!({ "group": g, "contacts": f.all("member") })).await
+async fn group_add(
+    State(app): AppState,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+    body: Bytes,
+) -> Response {
+    group_change(
+        &app,
+        &headers,
+        &id,
+        &body,
+        "group_add",
+        |g, f| json!({ "group": g, "contacts": f.all("member") }),
+    )
+    .await
 }
 
-async fn group_remove(State(app): AppState, headers: HeaderMap, Path(id): Path<String>, body: Bytes) -> Response {
-    group_change(&app, &headers, &id, &body, "group_remove", |g, f| json!({ "group": g, "contact": f.text("contact") })).await
+async fn group_remove(
+    State(app): AppState,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+    body: Bytes,
+) -> Response {
+    group_change(
+        &app,
+        &headers,
+        &id,
+        &body,
+        "group_remove",
+        |g, f| json!({ "group": g, "contact": f.text("contact") }),
+    )
+    .await
 }
 
-async fn group_rename(State(app): AppState, headers: HeaderMap, Path(id): Path<String>, body: Bytes) -> Response {
-    group_change(&app, &headers, &id, &body, "group_rename", |g, f| json!({ "group": g, "name": f.text("name") })).await
+async fn group_rename(
+    State(app): AppState,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+    body: Bytes,
+) -> Response {
+    group_change(
+        &app,
+        &headers,
+        &id,
+        &body,
+        "group_rename",
+        |g, f| json!({ "group": g, "name": f.text("name") }),
+    )
+    .await
 }
 
-async fn group_leave(State(app): AppState, headers: HeaderMap, Path(id): Path<String>, body: Bytes) -> Response {
-    group_change(&app, &headers, &id, &body, "group_leave", |g, _| json!({ "group": g })).await
+async fn group_leave(
+    State(app): AppState,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+    body: Bytes,
+) -> Response {
+    group_change(
+        &app,
+        &headers,
+        &id,
+        &body,
+        "group_leave",
+        |g, _| json!({ "group": g }),
+    )
+    .await
 }
 
 async fn new_group(State(app): AppState, headers: HeaderMap) -> Response {
     let r = match req(&app, &headers) {
         Ok(r) => r,
-        Err(e) => return e,
+        Err(e) => return e.into_response(),
     };
     match app.call::<Vec<ContactView>>("contacts", json!({})).await {
         Ok(contacts) => page(pages::new_group(&r.ctx, &contacts, None)),
@@ -537,16 +661,20 @@ async fn new_group(State(app): AppState, headers: HeaderMap) -> Response {
 async fn create_group(State(app): AppState, headers: HeaderMap, body: Bytes) -> Response {
     let (r, f) = match checked(&app, &headers, &body) {
         Ok(x) => x,
-        Err(e) => return e,
+        Err(e) => return e.into_response(),
     };
     let name = f.text("name");
     let members = f.all("member");
     let result = async {
-        let created: samizdat_core::rpc::Created = app.call("group_create", json!({ "group": name })).await?;
+        let created: samizdat_core::rpc::Created =
+            app.call("group_create", json!({ "group": name })).await?;
         let mut waiting = None;
         if !members.is_empty() {
             let added: samizdat_core::GroupAdded = app
-                .call("group_add", json!({ "group": name.trim(), "contacts": members }))
+                .call(
+                    "group_add",
+                    json!({ "group": name.trim(), "contacts": members }),
+                )
                 .await?;
             if !added.waiting.is_empty() {
                 waiting = Some(added.waiting.join(", "));
@@ -559,8 +687,12 @@ async fn create_group(State(app): AppState, headers: HeaderMap, body: Bytes) -> 
         Ok((c, None)) => see(format!("/c/{}", c.conversation_id)),
         Ok((c, Some(w))) => info_page(&app, &r.ctx, &c.conversation_id, Some(w), None).await,
         Err(e) => {
-            let contacts: Vec<ContactView> = app.call("contacts", json!({})).await.unwrap_or_default();
-            page_with(StatusCode::UNPROCESSABLE_ENTITY, pages::new_group(&r.ctx, &contacts, Some(&explain(&r.ctx, &e))))
+            let contacts: Vec<ContactView> =
+                app.call("contacts", json!({})).await.unwrap_or_default();
+            page_with(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                pages::new_group(&r.ctx, &contacts, Some(&explain(&r.ctx, &e))),
+            )
         }
     }
 }
@@ -570,7 +702,7 @@ async fn create_group(State(app): AppState, headers: HeaderMap, body: Bytes) -> 
 async fn new_contact(State(app): AppState, headers: HeaderMap) -> Response {
     let r = match req(&app, &headers) {
         Ok(r) => r,
-        Err(e) => return e,
+        Err(e) => return e.into_response(),
     };
     if !ready(&app).await {
         return see("/".into());
@@ -581,12 +713,15 @@ async fn new_contact(State(app): AppState, headers: HeaderMap) -> Response {
 async fn invite(State(app): AppState, headers: HeaderMap, body: Bytes) -> Response {
     let (r, f) = match checked(&app, &headers, &body) {
         Ok(x) => x,
-        Err(e) => return e,
+        Err(e) => return e.into_response(),
     };
     let reusable = f.get("reusable").is_some();
     let hours: u64 = f.get("hours").and_then(|h| h.parse().ok()).unwrap_or(72);
     let link: Result<samizdat_core::rpc::InviteLink, CallError> = app
-        .call("invite_create", json!({ "reusable": reusable, "hours": hours }))
+        .call(
+            "invite_create",
+            json!({ "reusable": reusable, "hours": hours }),
+        )
         .await;
     match link {
         Ok(l) => page(pages::new_contact(
@@ -610,12 +745,15 @@ async fn invite(State(app): AppState, headers: HeaderMap, body: Bytes) -> Respon
 async fn accept(State(app): AppState, headers: HeaderMap, body: Bytes) -> Response {
     let (r, f) = match checked(&app, &headers, &body) {
         Ok(x) => x,
-        Err(e) => return e,
+        Err(e) => return e.into_response(),
     };
     let link = f.text("link");
     let name = f.text("name");
     let accepted: Result<samizdat_core::rpc::Accepted, CallError> = app
-        .call("invite_accept", json!({ "link": link.trim(), "name": name.trim() }))
+        .call(
+            "invite_accept",
+            json!({ "link": link.trim(), "name": name.trim() }),
+        )
         .await;
     match accepted {
         Ok(a) => see(format!("/c/{}", a.conversation_id)),
@@ -626,10 +764,15 @@ async fn accept(State(app): AppState, headers: HeaderMap, body: Bytes) -> Respon
     }
 }
 
-async fn invitation(State(app): AppState, headers: HeaderMap, Path((id, action)): Path<(i64, String)>, body: Bytes) -> Response {
+async fn invitation(
+    State(app): AppState,
+    headers: HeaderMap,
+    Path((id, action)): Path<(i64, String)>,
+    body: Bytes,
+) -> Response {
     let (r, _) = match checked(&app, &headers, &body) {
         Ok(x) => x,
-        Err(e) => return e,
+        Err(e) => return e.into_response(),
     };
     let method = match action.as_str() {
         "accept" => "invitation_accept",
@@ -653,11 +796,13 @@ async fn contact(app: &App, id: &str) -> Result<ContactView, CallError> {
 async fn verify(State(app): AppState, headers: HeaderMap, Path(id): Path<String>) -> Response {
     let r = match req(&app, &headers) {
         Ok(r) => r,
-        Err(e) => return e,
+        Err(e) => return e.into_response(),
     };
     let result = async {
         let k = contact(&app, &id).await?;
-        let n: samizdat_core::rpc::SafetyNumber = app.call("safety_number", json!({ "contact": k.alias })).await?;
+        let n: samizdat_core::rpc::SafetyNumber = app
+            .call("safety_number", json!({ "contact": k.alias }))
+            .await?;
         Ok::<_, CallError>((k, n.safety_number))
     }
     .await;
@@ -667,15 +812,23 @@ async fn verify(State(app): AppState, headers: HeaderMap, Path(id): Path<String>
     }
 }
 
-async fn verify_post(State(app): AppState, headers: HeaderMap, Path(id): Path<String>, body: Bytes) -> Response {
+async fn verify_post(
+    State(app): AppState,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+    body: Bytes,
+) -> Response {
     let (r, f) = match checked(&app, &headers, &body) {
         Ok(x) => x,
-        Err(e) => return e,
+        Err(e) => return e.into_response(),
     };
     let result = async {
         let k = contact(&app, &id).await?;
-        app.call::<Value>("contact_verify", json!({ "contact": k.alias, "verified": f.get("verified") == Some("1") }))
-            .await
+        app.call::<Value>(
+            "contact_verify",
+            json!({ "contact": k.alias, "verified": f.get("verified") == Some("1") }),
+        )
+        .await
     }
     .await;
     match result {
@@ -689,9 +842,12 @@ async fn verify_post(State(app): AppState, headers: HeaderMap, Path(id): Path<St
 async fn settings(State(app): AppState, headers: HeaderMap) -> Response {
     let r = match req(&app, &headers) {
         Ok(r) => r,
-        Err(e) => return e,
+        Err(e) => return e.into_response(),
     };
-    match app.call::<samizdat_core::rpc::WhoAmI>("whoami", json!({})).await {
+    match app
+        .call::<samizdat_core::rpc::WhoAmI>("whoami", json!({}))
+        .await
+    {
         Ok(w) => page(pages::settings(
             &r.ctx,
             r.session.lang,
@@ -708,10 +864,15 @@ async fn settings(State(app): AppState, headers: HeaderMap) -> Response {
 async fn settings_lang(State(app): AppState, headers: HeaderMap, body: Bytes) -> Response {
     let (r, f) = match checked(&app, &headers, &body) {
         Ok(x) => x,
-        Err(e) => return e,
+        Err(e) => return e.into_response(),
     };
-    app.guard.set_lang(&r.id, f.get("lang").and_then(Lang::from_code));
-    see("/settings".into())
+    app.guard
+        .set_lang(&r.id, f.get("lang").and_then(Lang::from_code));
+    // Back to where the switch was (only our own two pages: no open redirect).
+    match f.get("back") {
+        Some("/") => see("/".into()),
+        _ => see("/settings".into()),
+    }
 }
 
 // ---- live updates and assets -----------------------------------------------------------------
@@ -723,21 +884,18 @@ async fn events(State(app): AppState) -> Response {
     let first = app.relay_state().map(|(state, retry)| {
         json!({ "event": "relay", "state": state, "retry_in_ms": retry }).to_string()
     });
-    let initial = futures_util::stream::iter(first.map(|d| Ok::<_, Infallible>(SseEvent::default().data(d))));
+    let initial =
+        futures_util::stream::iter(first.map(|d| Ok::<_, Infallible>(SseEvent::default().data(d))));
     let live = futures_util::stream::unfold(rx, |mut rx| async move {
-        loop {
-            match rx.recv().await {
-                Ok(e) => {
-                    let data = serde_json::to_string(&e).unwrap_or_default();
-                    return Some((Ok::<_, Infallible>(SseEvent::default().data(data)), rx));
-                }
-                Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {
-                    let e = SseEvent::default().data(r#"{"event":"lagged"}"#);
-                    return Some((Ok(e), rx));
-                }
-                Err(tokio::sync::broadcast::error::RecvError::Closed) => return None,
+        let e = match rx.recv().await {
+            Ok(e) => SseEvent::default().data(serde_json::to_string(&e).unwrap_or_default()),
+            // The script re-reads what it shows.
+            Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {
+                SseEvent::default().data(r#"{"event":"lagged"}"#)
             }
-        }
+            Err(tokio::sync::broadcast::error::RecvError::Closed) => return None,
+        };
+        Some((Ok::<_, Infallible>(e), rx))
     });
     use futures_util::StreamExt;
     Sse::new(initial.chain(live))
@@ -747,7 +905,10 @@ async fn events(State(app): AppState) -> Response {
 
 async fn script() -> Response {
     (
-        [(header::CONTENT_TYPE, "text/javascript; charset=utf-8"), (header::CACHE_CONTROL, "no-cache")],
+        [
+            (header::CONTENT_TYPE, "text/javascript; charset=utf-8"),
+            (header::CACHE_CONTROL, "no-cache"),
+        ],
         include_str!("../../assets/app.js"),
     )
         .into_response()
@@ -755,7 +916,10 @@ async fn script() -> Response {
 
 async fn style() -> Response {
     (
-        [(header::CONTENT_TYPE, "text/css; charset=utf-8"), (header::CACHE_CONTROL, "no-cache")],
+        [
+            (header::CONTENT_TYPE, "text/css; charset=utf-8"),
+            (header::CACHE_CONTROL, "no-cache"),
+        ],
         include_str!("../../assets/app.css"),
     )
         .into_response()

@@ -32,7 +32,10 @@ fn start_app(p: &Person) -> AppProc {
     let out = child.stdout.take().expect("stdout");
     let mut lines = BufReader::new(out).lines();
     let url = loop {
-        let line = lines.next().expect("the app printed its URL").expect("line");
+        let line = lines
+            .next()
+            .expect("the app printed its URL")
+            .expect("line");
         if line.starts_with("http://") {
             break line;
         }
@@ -40,7 +43,10 @@ fn start_app(p: &Person) -> AppProc {
     // http://127.0.0.1:PORT/login?token=T
     let rest = url.strip_prefix("http://127.0.0.1:").expect("loopback URL");
     let (port, path) = rest.split_once('/').expect("path");
-    let token = path.strip_prefix("login?token=").expect("token").to_string();
+    let token = path
+        .strip_prefix("login?token=")
+        .expect("token")
+        .to_string();
     AppProc {
         child,
         port: port.parse().expect("port"),
@@ -106,10 +112,21 @@ fn enc(s: &str) -> String {
 fn assert_hardened(r: &Resp, what: &str) {
     let csp = r.header("content-security-policy").unwrap_or_default();
     assert!(csp.contains("default-src 'self'"), "{what}: CSP {csp:?}");
-    assert!(csp.contains("frame-ancestors 'none'"), "{what}: CSP {csp:?}");
+    assert!(
+        csp.contains("frame-ancestors 'none'"),
+        "{what}: CSP {csp:?}"
+    );
     assert!(!csp.contains("unsafe-inline"), "{what}: CSP {csp:?}");
-    assert_eq!(r.header("x-content-type-options").as_deref(), Some("nosniff"), "{what}");
-    assert_eq!(r.header("referrer-policy").as_deref(), Some("no-referrer"), "{what}");
+    assert_eq!(
+        r.header("x-content-type-options").as_deref(),
+        Some("nosniff"),
+        "{what}"
+    );
+    assert_eq!(
+        r.header("referrer-policy").as_deref(),
+        Some("no-referrer"),
+        "{what}"
+    );
 }
 
 #[test]
@@ -137,7 +154,12 @@ fn app_http_defences_escaping_and_languages() {
     };
 
     // DNS rebinding: any other Host is refused, even with a valid token.
-    for bad in ["evil.example", "evil.example:80", "127.0.0.1", "127.0.0.2:1"] {
+    for bad in [
+        "evil.example",
+        "evil.example:80",
+        "127.0.0.1",
+        "127.0.0.2:1",
+    ] {
         let r = http(
             app.port,
             "GET",
@@ -148,11 +170,27 @@ fn app_http_defences_escaping_and_languages() {
         assert_eq!(r.status, 403, "Host {bad} must be refused");
         assert!(r.header("set-cookie").is_none());
     }
-    let r = http(app.port, "GET", "/", &[("Host", &format!("localhost:{}", app.port))], "");
-    assert_eq!(r.status, 401, "localhost is our host, but there is no cookie");
+    let r = http(
+        app.port,
+        "GET",
+        "/",
+        &[("Host", &format!("localhost:{}", app.port))],
+        "",
+    );
+    assert_eq!(
+        r.status, 401,
+        "localhost is our host, but there is no cookie"
+    );
 
     // No cookie: 401 everywhere but the login page (which is hardened too).
-    for path in ["/", "/settings", "/new", "/events", "/fragments/chats", "/c/x"] {
+    for path in [
+        "/",
+        "/settings",
+        "/new",
+        "/events",
+        "/fragments/chats",
+        "/c/x",
+    ] {
         let r = get(path, &h(&[]));
         assert_eq!(r.status, 401, "{path} without a session");
         assert_hardened(&r, path);
@@ -171,7 +209,10 @@ fn app_http_defences_escaping_and_languages() {
     assert!(cookie.contains("SameSite=Strict"), "{cookie}");
     let session = cookie.split(';').next().unwrap().to_string();
     let replay = get(&format!("/login?token={}", app.token), &h(&[]));
-    assert_eq!(replay.status, 403, "a replayed launch token must be refused");
+    assert_eq!(
+        replay.status, 403,
+        "a replayed launch token must be refused"
+    );
     assert!(replay.header("set-cookie").is_none());
 
     let me = h(&[("Cookie", session.clone())]);
@@ -198,8 +239,15 @@ fn app_http_defences_escaping_and_languages() {
     assert_eq!(page.status, 200);
     assert_hardened(&page, "chat");
     assert_eq!(page.header("cache-control").as_deref(), Some("no-store"));
-    assert!(page.body.contains("&lt;img src=x onerror=alert(1)&gt;"), "{}", page.body);
-    assert!(page.body.contains("&lt;/script&gt;&lt;script&gt;alert(2)&lt;/script&gt;"));
+    assert!(
+        page.body.contains("&lt;img src=x onerror=alert(1)&gt;"),
+        "{}",
+        page.body
+    );
+    assert!(
+        page.body
+            .contains("&lt;/script&gt;&lt;script&gt;alert(2)&lt;/script&gt;")
+    );
     assert!(!page.body.contains("<img src=x"));
     assert!(!page.body.contains("<script>alert"));
     // No inline script at all: only the one external script.
@@ -224,7 +272,11 @@ fn app_http_defences_escaping_and_languages() {
     assert_eq!(r.status, 405, "state changes are never GET");
     let mut same = me.clone();
     same.push(("Origin".into(), format!("http://{host}")));
-    let r = post(&send, &same, &format!("text={}&csrf={csrf}", enc("hello from the app")));
+    let r = post(
+        &send,
+        &same,
+        &format!("text={}&csrf={csrf}", enc("hello from the app")),
+    );
     assert_eq!(r.status, 303, "{}", r.body);
     // It reached bob.
     let mut got = Vec::new();
@@ -243,7 +295,11 @@ fn app_http_defences_escaping_and_languages() {
     ru.push(("Accept-Language".into(), "ru-RU,ru;q=0.9,en;q=0.5".into()));
     let r = get("/", &ru);
     assert!(r.body.contains("lang=\"ru\""));
-    assert!(r.body.contains("Чаты") && r.body.contains("Настройки"), "{}", r.body);
+    assert!(
+        r.body.contains("Чаты") && r.body.contains("Настройки"),
+        "{}",
+        r.body
+    );
     let r = get("/", &me);
     assert!(r.body.contains("Chats") && !r.body.contains("Чаты"));
     let r = post("/settings/lang", &me, &format!("lang=ru&csrf={csrf}"));
