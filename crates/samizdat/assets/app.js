@@ -54,10 +54,16 @@
     return items.length ? items[items.length - 1].dataset.id : null;
   }
 
+  // One fetch at a time; an event that arrives during a fetch asks for one more after it
+  // (the running fetch may have read the log before that message was stored).
   let fetching = null;
+  let again = false;
   async function fetchNewer() {
     if (!list || !conversation) return;
-    if (fetching) return fetching;
+    if (fetching) {
+      again = true;
+      return fetching;
+    }
     fetching = (async () => {
       const stick = nearBottom();
       const after = lastId();
@@ -71,7 +77,13 @@
         list.appendChild(li);
       });
       if (stick) toBottom();
-    })().finally(() => (fetching = null));
+    })().finally(() => {
+      fetching = null;
+      if (again) {
+        again = false;
+        fetchNewer().catch(() => {});
+      }
+    });
     return fetching;
   }
 
