@@ -17,6 +17,7 @@ const MIGRATIONS: &[(i64, &str)] = &[
     (3, include_str!("../migrations/0003_service.sql")),
     (4, include_str!("../migrations/0004_delivery.sql")),
     (5, include_str!("../migrations/0005_app.sql")),
+    (6, include_str!("../migrations/0006_membership.sql")),
 ];
 
 /// A shared handle on the profile database. The MLS storage providers use the same

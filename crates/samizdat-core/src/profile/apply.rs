@@ -77,6 +77,11 @@ impl Profile {
                 self.apply_refused(conv, sender, &reason, events)?;
             }
             Body::Leave => {
+                // Kept until a commit removes them (see `commit_pending_removals`).
+                self.db.conn().execute(
+                    "INSERT OR IGNORE INTO pending_removals (group_id, member, created_at) VALUES (?1, ?2, ?3)",
+                    params![gid.as_bytes(), sender, now_secs() as i64],
+                )?;
                 let e = Event::MemberLeft {
                     conversation_id: gid.to_string(),
                     conversation: conv.name.clone(),

@@ -190,6 +190,21 @@ impl Profile {
                         for d in &owed {
                             self.owe_drop(&conv.group_id, d, &env)?;
                         }
+                        // Watched until they join (a fresh Welcome if they never do).
+                        for (kp, _, _) in &adds {
+                            self.db.conn().execute(
+                                "INSERT INTO added_members (group_id, member, added_at) VALUES (?1, ?2, ?3)
+                                 ON CONFLICT (group_id, member) DO UPDATE SET added_at = excluded.added_at",
+                                params![conv.group_id.as_bytes(), &mls::key_package_fingerprint(kp)?[..], now_secs() as i64],
+                            )?;
+                        }
+                        // Whoever asked to leave and is now gone needs no removal any more.
+                        for fp in &removes {
+                            self.db.conn().execute(
+                                "DELETE FROM pending_removals WHERE group_id = ?1 AND member = ?2",
+                                params![conv.group_id.as_bytes(), fp],
+                            )?;
+                        }
                         if let Some(p) = &meta {
                             let plain = p.encode();
                             let ct = group.encrypt(&plain)?;

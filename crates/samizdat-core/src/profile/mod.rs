@@ -22,6 +22,7 @@ mod delivery;
 mod events;
 mod groups;
 mod invitations;
+mod membership;
 mod outbox;
 mod sync;
 mod views;

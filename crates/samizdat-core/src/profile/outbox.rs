@@ -123,8 +123,8 @@ impl Profile {
         let plain = payload.encode();
         let synced = self.sync_group(&conv.group_id, &mut events).await;
         self.buffered.append(&mut events);
-        let leavers = match synced {
-            Ok(leavers) => leavers,
+        match synced {
+            Ok(_) => {}
             Err(e @ Error::RelayUnreachable(_)) => {
                 // Store it all the same, encrypted for the epoch we know: the next sync sends
                 // it (re-encrypting it if the group has moved on meanwhile).
@@ -147,11 +147,13 @@ impl Profile {
                 return Err(e);
             }
             Err(e) => return Err(e),
-        };
-        if !leavers.is_empty() && !matches!(payload.body, Body::Leave | Body::Refused { .. }) {
-            // Members asked to leave: remove them before saying anything new, so a leaver's
-            // keys cannot read it.
-            Box::pin(self.commit_change(conv, Vec::new(), leavers, None)).await?;
+        }
+        if !matches!(payload.body, Body::Leave | Body::Refused { .. })
+            && !self.pending_removals(&conv.group_id)?.is_empty()
+        {
+            // Members asked to leave (now or in an earlier sync that could not finish):
+            // remove them before saying anything new, so a leaver's keys cannot read it.
+            Box::pin(self.commit_pending_removals(Some(&conv.group_id))).await?;
         }
         let relay = self.relay_for(&conv.relay)?;
         for _ in 0..MAX_ATTEMPTS {

@@ -52,15 +52,12 @@ impl Profile {
                 )?,
             }
         }
-        // Members who asked to leave: remove them (one committer wins; the rest find them gone).
-        for (gid, fp) in leavers {
-            if let Some(conv) = self.conv_by_id(&gid)?
-                && conv.active
-            {
-                self.commit_change(&conv, Vec::new(), vec![fp], None)
-                    .await?;
-            }
-        }
+        // Members who asked to leave (stored when their notice was read, also by earlier
+        // syncs that could not finish): remove them; one committer wins, the rest find them
+        // gone. Then members we added who never joined get a fresh Welcome.
+        drop(leavers);
+        self.commit_pending_removals(None).await?;
+        self.resend_welcomes().await?;
         self.finish_refusals().await?;
         events.append(&mut self.buffered);
         Ok(events)
@@ -91,6 +88,13 @@ impl Profile {
                     }
                     let screened =
                         self.screen_welcome(group_id, &relay, &welcome.0, invite_mac.as_ref());
+                    // Fault injection for the tests: a Welcome that cannot be processed.
+                    let screened = match std::env::var("SAMIZDAT_TEST_LOSE_WELCOMES") {
+                        Ok(v) if v == "1" => Err(Error::Protocol(
+                            "the Welcome could not be processed (test fault injection)".into(),
+                        )),
+                        _ => screened,
+                    };
                     match screened.and_then(|s| match s {
                         Screened::Join => self.join(group_id, &relay, &welcome.0, events).map(Some),
                         Screened::Pending(Some(event)) => self.emit(events, event).map(|()| None),

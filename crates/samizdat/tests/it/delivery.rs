@@ -319,3 +319,183 @@ fn a_crash_after_the_relay_accepted_our_commit_is_recovered() {
     assert_eq!(bob.texts("friends"), vec![t1.clone(), t2.clone()]);
     assert_eq!(alice.texts("friends"), vec![t1, t2]);
 }
+
+/// A leave notice is kept until the leaver is removed: a member whose sync read the notice
+/// but stopped before committing (a crash, an outage) removes the leaver on its next sync,
+/// and a send in between removes them first. Before, the leaver was only remembered in
+/// memory for the sync that read the notice and stayed in the group for good.
+#[test]
+fn a_leave_notice_read_before_a_crash_still_removes_the_leaver() {
+    let mut w = World::new();
+    let [alice, bob, carol, dave] = w.people(["alice", "bob", "carol", "dave"]);
+    w.connect(&alice, &bob);
+    w.connect(&alice, &carol);
+    w.connect(&alice, &dave);
+    alice.ok(&["group", "create", "friends"]);
+    alice.ok(&[
+        "group",
+        "add",
+        "friends",
+        &bob.display,
+        &carol.display,
+        &dave.display,
+    ]);
+    for p in [&bob, &carol, &dave] {
+        p.ok(&["sync"]);
+    }
+    carol.ok(&["group", "leave", "friends"]);
+    // bob reads the notice and "crashes" before committing the removal.
+    let out = sync_with(&bob, "SAMIZDAT_TEST_SKIP_REMOVALS", "1");
+    assert!(out.contains("left"), "{out}");
+    assert_eq!(bob.members("friends").len(), 4, "not removed yet");
+    // The next send by bob removes carol before encrypting anything.
+    let t = w.text("after carol left");
+    bob.ok(&["send", "friends", &t]);
+    assert_eq!(
+        bob.members("friends").len(),
+        3,
+        "carol was not removed first"
+    );
+    carol.ok(&["sync"]);
+    assert!(!carol.texts("friends").contains(&t));
+    alice.ok(&["sync"]);
+    assert_eq!(alice.texts("friends").last(), Some(&t));
+
+    // The same with a plain sync: dave leaves, alice reads it and stops, then syncs again.
+    dave.ok(&["group", "leave", "friends"]);
+    let out = sync_with(&alice, "SAMIZDAT_TEST_SKIP_REMOVALS", "1");
+    assert!(out.contains("left"), "{out}");
+    assert_eq!(alice.members("friends").len(), 3);
+    alice.ok(&["sync"]);
+    assert_eq!(
+        alice.members("friends").len(),
+        2,
+        "dave was not removed by the next sync"
+    );
+    bob.ok(&["sync"]);
+    assert_eq!(bob.members("friends").len(), 2);
+    w.assert_no_plaintext();
+}
+
+/// A member whose Welcome could not be processed is sent a fresh one automatically, by the
+/// member who added them, once the re-send delay has passed; once they have joined, nothing
+/// more is sent.
+#[test]
+fn a_member_who_never_joined_is_sent_a_fresh_welcome_automatically() {
+    let mut w = World::new();
+    let [alice, carol] = w.people(["alice", "carol"]);
+    w.connect(&alice, &carol);
+    alice.ok(&["group", "create", "friends"]);
+    alice.ok(&["group", "add", "friends", &carol.display]);
+    let out = sync_with(&carol, "SAMIZDAT_TEST_LOSE_WELCOMES", "1");
+    assert!(!out.contains("joined"), "{out}");
+    // Within the delay: nothing is re-sent.
+    let out = alice.ok(&["sync"]);
+    assert!(!out.contains("fresh invitation"), "{out}");
+    let out = sync_with(&alice, "SAMIZDAT_READD_AFTER_SECS", "0");
+    assert!(out.contains("sent them a fresh invitation"), "{out}");
+    assert!(carol.ok(&["sync"]).contains("joined"));
+    let t = w.text("after the fresh welcome");
+    alice.ok(&["send", "friends", &t]);
+    carol.ok(&["sync"]);
+    assert_eq!(carol.texts("friends"), vec![t]);
+    let out = sync_with(&alice, "SAMIZDAT_READD_AFTER_SECS", "0");
+    assert!(!out.contains("fresh invitation"), "carol joined: {out}");
+    let members = alice.ok(&["group", "members", "friends"]);
+    assert!(!members.contains("not joined yet"), "{members}");
+    w.assert_no_plaintext();
+}
+
+/// A message the relay refuses for good is marked failed (and kept in the history); "send
+/// again" (`message_retry`, the app's retry button) sends it as a new message once the relay
+/// takes it, and the failed copy goes.
+#[test]
+fn a_refused_message_is_marked_failed_and_can_be_sent_again() {
+    let mut w = World::new();
+    let [alice, bob] = w.people(["alice", "bob"]);
+    w.connect(&alice, &bob);
+    // The relay restarts with a small entry limit: a long message is refused.
+    let data = w.relay.data.clone();
+    let addr = w.relay.addr.clone();
+    w.relay.kill();
+    let config = w.dir.path().join("small.toml");
+    std::fs::write(&config, "[limits]\nmax_application_entry = 2000\n").expect("config");
+    w.relay = RelayProc::start_with_config(&data, &addr, &config);
+    let long = format!("{} {}", w.text("long"), "y".repeat(3000));
+    let out = alice.run(&["send", &bob.display, &long]);
+    let history = alice.history(&bob.display);
+    let failed = history.last().expect("kept in the history");
+    assert_eq!(failed["text"], long.as_str(), "{out:?}");
+    assert!(failed["failed"].is_string(), "{failed}");
+    let id = failed["id"].as_str().unwrap().to_string();
+    // Back to the default limits; send it again.
+    w.relay.kill();
+    w.relay = RelayProc::start(&data, &addr);
+    let answer = rpc_once(
+        &alice,
+        "message_retry",
+        serde_json::json!({ "message_id": id }),
+    );
+    assert!(answer["result"]["message_id"].is_string(), "{answer}");
+    let history = alice.history(&bob.display);
+    assert_eq!(
+        history
+            .iter()
+            .filter(|m| m["text"] == long.as_str())
+            .count(),
+        1
+    );
+    let sent = history.last().unwrap();
+    assert!(
+        sent["failed"].is_null() && sent["delivered"] == true,
+        "{sent}"
+    );
+    bob.ok(&["sync"]);
+    assert_eq!(bob.texts("alice").last(), Some(&long));
+    // Only a failed message of ours can be sent again.
+    let answer = rpc_once(
+        &alice,
+        "message_retry",
+        serde_json::json!({ "message_id": sent["id"] }),
+    );
+    let message = answer["error"]["message"].as_str().unwrap_or_default();
+    assert!(
+        message.contains("only a message of yours that failed"),
+        "{answer}"
+    );
+    w.assert_no_plaintext();
+}
+
+/// One JSON-RPC call through `samizdat rpc`; the whole response object.
+fn rpc_once(p: &Person, method: &str, params: serde_json::Value) -> serde_json::Value {
+    use std::io::Write;
+    let req = serde_json::json!({ "jsonrpc": "2.0", "id": 1, "method": method, "params": params });
+    let mut child = p
+        .cmd(&["rpc"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("rpc");
+    {
+        let mut stdin = child.stdin.take().expect("stdin");
+        writeln!(stdin, "{req}").expect("write");
+    }
+    let out = child.wait_with_output().expect("rpc output");
+    let line = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .next()
+        .unwrap_or("")
+        .to_string();
+    serde_json::from_str(&line).expect("a JSON-RPC response")
+}
+
+/// `sync` with one fault-injection or tuning variable set; must succeed; its stdout.
+fn sync_with(p: &Person, key: &str, value: &str) -> String {
+    let out = p.cmd(&["sync"]).env(key, value).output().expect("sync");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).to_string()
+}
