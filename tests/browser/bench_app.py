@@ -107,18 +107,27 @@ def main():
                 return n.domContentLoadedEventEnd - n.startTime }""")
             opens.append(t)
         out["open_ms"] = {"p50": round(pct(opens, 50), 1), "p99": round(pct(opens, 99), 1), "max": round(max(opens), 1)}
+        page.evaluate("""() => { window.__sse = {}; const es = new EventSource('/events');
+            es.onmessage = (m) => { const e = JSON.parse(m.data); const x = /^push (\\d+)$/.exec(e.text || '');
+              if (e.event === 'message' && x && !(x[1] in window.__sse)) window.__sse[x[1]] = Date.now(); }; }""")
         page.evaluate("""() => { window.__seen = {}; new MutationObserver(() => {
             document.querySelectorAll('#message-list .msg.in .text').forEach(e => {
               const m = /^push (\\d+)$/.exec(e.textContent); if (m && !(m[1] in window.__seen)) window.__seen[m[1]] = Date.now(); });
           }).observe(document.getElementById('message-list'), {childList: true, subtree: true}); }""")
         pushes = []
+        events = []  # relay acknowledgement → the service's event reaches the page (SSE)
         for i in range(a.pushes):
             bob.call("send", {"target": "alice", "text": f"push {i}"})
             acked = time.time() * 1000
             page.wait_for_function("(i) => i in window.__seen", arg=str(i), timeout=30_000)
             seen = page.evaluate("(i) => window.__seen[i]", str(i))
+            sse = page.evaluate("(i) => window.__sse[i]", str(i))
             pushes.append(seen - acked)
+            if sse:
+                events.append(sse - acked)
             time.sleep(0.05)
+        if events:
+            out["push_event_ms"] = {"p50": round(pct(events, 50), 1), "p99": round(pct(events, 99), 1)}
         out["push_ms"] = {"p50": round(pct(pushes, 50), 1), "p99": round(pct(pushes, 99), 1), "max": round(max(pushes), 1)}
         b.close()
     bob.close()

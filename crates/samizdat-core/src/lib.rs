@@ -15,6 +15,7 @@ pub mod relay_client;
 pub mod rpc;
 pub mod service;
 pub mod store;
+pub mod wipe;
 
 pub use invite::Invite;
 pub use profile::{

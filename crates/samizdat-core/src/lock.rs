@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use crate::{Error, Result};
 
-const LOCK_FILE: &str = "lock";
+pub const LOCK_FILE: &str = "lock";
 
 /// The held lock; dropping it releases the profile.
 #[derive(Debug)]

@@ -232,6 +232,7 @@ impl Service {
         let mut subscribed: HashMap<Id, (u64, u64)> = HashMap::new();
         let mut poll = tokio::time::interval(POLL);
         let mut dirty = true;
+        let mut groups: std::collections::HashSet<Id> = std::collections::HashSet::new();
         loop {
             if dirty && retry_at.is_none() {
                 dirty = false;
@@ -255,6 +256,33 @@ impl Service {
                         });
                     }
                 }
+            }
+            // A push for one conversation: read just that log (the 5 s poll and mailbox
+            // pushes still run the full sync).
+            if !dirty && retry_at.is_none() && !groups.is_empty() {
+                for g in std::mem::take(&mut groups) {
+                    match self.profile.sync_conversation(&g).await {
+                        Ok(events) => self.publish(events),
+                        Err(e @ Error::RelayUnreachable(_)) => {
+                            let reported = self.profile.take_events();
+                            self.publish(reported);
+                            tracing::debug!("sync: {e}");
+                            ws = None;
+                            retry_at = Some(self.retry(&relay, &mut backoff));
+                            break;
+                        }
+                        // Anything else (a lost token, a fork): the full sync handles it.
+                        Err(_) => {
+                            let reported = self.profile.take_events();
+                            self.publish(reported);
+                            dirty = true;
+                        }
+                    }
+                }
+            }
+            if dirty {
+                // A full sync reads every log anyway.
+                groups.clear();
             }
             if ws.is_none() && retry_at.is_none() {
                 match tokio_tungstenite::connect_async(self.profile.relay.ws_url()).await {
@@ -301,18 +329,26 @@ impl Service {
                     match msg {
                         Some(Ok(Message::Text(text))) => {
                             match self.on_frame(text.as_str(), ws.as_mut()).await {
-                                Ok(Some(ch)) => challenge = Some(ch),
-                                Ok(None) => dirty = true,
+                                Ok(Frame::Hello(ch)) => challenge = Some(ch),
+                                Ok(Frame::Group(g)) => {
+                                    groups.insert(g);
+                                }
+                                Ok(Frame::Other) => dirty = true,
                                 Err(()) => {
                                     ws = None;
                                     retry_at = Some(self.retry(&relay, &mut backoff));
                                 }
                             }
-                            // Coalesce a burst of notifications into one sync.
-                            while let Some(Some(Ok(Message::Text(_)))) =
+                            // Coalesce a burst of notifications into one sync per group.
+                            while let Some(Some(Ok(Message::Text(more)))) =
                                 ws.as_mut().and_then(|s| s.next().now_or_never())
                             {
-                                dirty = true;
+                                match group_of(more.as_str()) {
+                                    Some(g) => {
+                                        groups.insert(g);
+                                    }
+                                    None => dirty = true,
+                                }
                             }
                         }
                         Some(Ok(_)) => {}
@@ -350,12 +386,9 @@ impl Service {
     }
 
     /// Handle one server frame: the hello (answered with our mailbox subscription, returning
-    /// the challenge), a notification (`Ok(None)`: sync), or a failure to answer (`Err`).
-    async fn on_frame(
-        &self,
-        text: &str,
-        ws: Option<&mut Ws>,
-    ) -> std::result::Result<Option<Id>, ()> {
+    /// the challenge), a push for one conversation, another notification (a full sync), or
+    /// a failure to answer (`Err`).
+    async fn on_frame(&self, text: &str, ws: Option<&mut Ws>) -> std::result::Result<Frame, ()> {
         match serde_json::from_str::<ServerFrame>(text) {
             Ok(ServerFrame::Hello { challenge, .. }) => {
                 let p = &self.profile;
@@ -372,7 +405,10 @@ impl Service {
                     Some(s) => s.send(Message::Text(text.into())).await.map_err(|_| ())?,
                     None => return Err(()),
                 }
-                Ok(Some(challenge))
+                Ok(Frame::Hello(challenge))
+            }
+            Ok(ServerFrame::Entry { group_id, .. } | ServerFrame::EpochClosed { group_id, .. }) => {
+                Ok(Frame::Group(group_id))
             }
             Ok(ServerFrame::Error { code, message, .. }) => {
                 self.live(Event::Notice {
@@ -380,16 +416,16 @@ impl Service {
                     conversation: None,
                     text: format!("relay: {code}: {message}"),
                 });
-                Ok(None)
+                Ok(Frame::Other)
             }
-            Ok(_) => Ok(None),
+            Ok(_) => Ok(Frame::Other),
             Err(_) => {
                 self.live(Event::Notice {
                     conversation_id: None,
                     conversation: None,
                     text: "relay sent an unreadable frame".into(),
                 });
-                Ok(None)
+                Ok(Frame::Other)
             }
         }
     }
@@ -422,6 +458,25 @@ impl Service {
             subscribed.insert(conv.group_id, (conv.read_epoch, conv.cursor));
         }
         Ok(())
+    }
+}
+
+/// What a server frame asks of the service.
+enum Frame {
+    Hello(Id),
+    /// New entries in one conversation's log.
+    Group(Id),
+    /// Anything else: the mailbox, an error, a pong.
+    Other,
+}
+
+/// The conversation a pushed frame is about, if it is about one.
+fn group_of(text: &str) -> Option<Id> {
+    match serde_json::from_str::<ServerFrame>(text) {
+        Ok(ServerFrame::Entry { group_id, .. } | ServerFrame::EpochClosed { group_id, .. }) => {
+            Some(group_id)
+        }
+        _ => None,
     }
 }
 

@@ -18,6 +18,7 @@ const MIGRATIONS: &[(i64, &str)] = &[
     (4, include_str!("../migrations/0004_delivery.sql")),
     (5, include_str!("../migrations/0005_app.sql")),
     (6, include_str!("../migrations/0006_membership.sql")),
+    (7, include_str!("../migrations/0007_indexes.sql")),
 ];
 
 /// A shared handle on the profile database. The MLS storage providers use the same
@@ -46,6 +47,8 @@ impl Db {
             return Err(Error::WrongPassphrase);
         }
         conn.busy_timeout(std::time::Duration::from_secs(10))?;
+        // Deleted rows (expired or wiped messages) are overwritten, not left in free pages.
+        conn.pragma_update(None, "secure_delete", true)?;
         conn.pragma_update(None, "journal_mode", "WAL")?;
         conn.pragma_update(None, "synchronous", "FULL")?;
         let mut conn = conn;

@@ -107,6 +107,17 @@ pub enum ClientCommand {
     /// Run the client service in the foreground: stay connected, and carry out every other
     /// command for this profile through its socket (`samizdat.sock` in the profile).
     Serve,
+    /// Delete this profile at once: every file overwritten and removed. A running `serve` or
+    /// app for it is stopped.
+    Wipe {
+        /// Do not ask (required when stdin is not a terminal).
+        #[arg(long)]
+        yes: bool,
+    },
+    /// The duress passphrase: opening the profile with it wipes the profile silently and
+    /// opens a fresh, empty one with the same name.
+    #[command(subcommand)]
+    Duress(DuressCommand),
     /// The app: a local web UI in your browser (English and Russian). Prints its URL, with a
     /// one-time launch token, as the last line.
     App {
@@ -126,6 +137,12 @@ pub enum ClientCommand {
         #[arg(long)]
         openrpc: bool,
     },
+}
+
+#[derive(Debug, clap::Subcommand)]
+pub enum DuressCommand {
+    /// Set (or replace) it: from SAMIZDAT_DURESS_PASSPHRASE or a prompt (twice).
+    Set,
 }
 
 #[derive(Debug, clap::Subcommand)]
@@ -191,6 +208,77 @@ fn passphrase(confirm: bool) -> Result<Secret> {
         }
     }
     Ok(p)
+}
+
+/// The duress passphrase, from the environment or asked twice on a terminal.
+fn duress_passphrase() -> Result<Secret> {
+    if let Ok(p) = std::env::var("SAMIZDAT_DURESS_PASSPHRASE") {
+        if p.chars().count() < 8 {
+            return Err(anyhow!(
+                "the duress passphrase must have at least 8 characters"
+            ));
+        }
+        return Ok(Secret::new(p));
+    }
+    if !std::io::stdin().is_terminal() {
+        return Err(anyhow!(
+            "no duress passphrase: set SAMIZDAT_DURESS_PASSPHRASE or run in a terminal"
+        ));
+    }
+    let p = Secret::new(
+        rpassword::prompt_password("Duress passphrase: ").context("reading the passphrase")?,
+    );
+    let again =
+        Secret::new(rpassword::prompt_password("Repeat it: ").context("reading the passphrase")?);
+    if *again != *p {
+        return Err(anyhow!("the passphrases differ"));
+    }
+    if p.chars().count() < 8 {
+        return Err(anyhow!(
+            "the duress passphrase must have at least 8 characters"
+        ));
+    }
+    Ok(p)
+}
+
+/// `samizdat wipe`: ask (on a terminal) unless `--yes`, stop the owner, delete everything.
+fn wipe(home: &Path, yes: bool) -> Result<()> {
+    if !Profile::exists(home) && !home.exists() {
+        return Err(anyhow!("no profile in {}", home.display()));
+    }
+    if !yes {
+        if !std::io::stdin().is_terminal() {
+            return Err(anyhow!(
+                "wipe deletes the profile for good; pass --yes to confirm"
+            ));
+        }
+        eprint!(
+            "Delete the profile in {} for good? Type yes: ",
+            home.display()
+        );
+        let mut answer = String::new();
+        std::io::stdin().read_line(&mut answer)?;
+        if answer.trim() != "yes" {
+            return Err(anyhow!("not wiped"));
+        }
+    }
+    // A running owner (serve, the app: it holds the lock, its pid is in the lock file) is
+    // told to stop; its files go either way.
+    let lock = samizdat_core::lock::ProfileLock::try_acquire(home);
+    if lock.is_err()
+        && let Ok(pid) = std::fs::read_to_string(home.join(samizdat_core::lock::LOCK_FILE))
+        && let Ok(pid) = pid.trim().parse::<u32>()
+        && pid != std::process::id()
+    {
+        let _ = std::process::Command::new("kill")
+            .args(["-TERM", &pid.to_string()])
+            .stderr(std::process::Stdio::null())
+            .status();
+    }
+    samizdat_core::wipe::wipe(home)?;
+    drop(lock);
+    println!("wiped {}", home.display());
+    Ok(())
 }
 
 fn print_qr(data: &str) -> Result<()> {
@@ -358,6 +446,7 @@ async fn run_in(home: &Path, cmd: ClientCommand) -> Result<()> {
             return Ok(());
         }
         ClientCommand::Serve => return serve(home).await,
+        ClientCommand::Wipe { yes } => return wipe(home, yes),
         ClientCommand::App {
             listen,
             no_open,
@@ -623,6 +712,26 @@ async fn run_in(home: &Path, cmd: ClientCommand) -> Result<()> {
                 println!("declined invitation {id}");
             }
         },
+        ClientCommand::Duress(DuressCommand::Set) => {
+            let w: samizdat_core::rpc::WhoAmI = b.call("whoami", json!({})).await?;
+            let duress = duress_passphrase()?;
+            if Profile::open(home, &duress).is_ok() {
+                return Err(anyhow!(
+                    "the duress passphrase must differ from the profile's passphrase"
+                ));
+            }
+            samizdat_core::wipe::set_duress(
+                home,
+                &duress,
+                &samizdat_core::wipe::DuressProfile {
+                    name: w.name,
+                    relay: w.relay,
+                },
+            )?;
+            println!(
+                "duress passphrase set: opening this profile with it wipes it and opens an empty one"
+            );
+        }
         ClientCommand::Verify {
             alias,
             qr,
@@ -656,6 +765,7 @@ async fn run_in(home: &Path, cmd: ClientCommand) -> Result<()> {
         }
         ClientCommand::Init { .. }
         | ClientCommand::Serve
+        | ClientCommand::Wipe { .. }
         | ClientCommand::App { .. }
         | ClientCommand::Rpc { .. }
         | ClientCommand::Listen { .. } => unreachable!("handled above"),
@@ -680,8 +790,8 @@ pub(crate) async fn stop_signal() {
 }
 
 /// Own the profile with the realtime service and its socket.
-fn own(home: &Path, lock: samizdat_core::lock::ProfileLock) -> Result<Owner> {
-    let profile = Profile::open(home, &passphrase(false)?)?;
+async fn own(home: &Path, lock: samizdat_core::lock::ProfileLock) -> Result<Owner> {
+    let profile = Profile::open_or_duress(home, &passphrase(false)?).await?;
     let (handle, events) = ClientHandle::start_subscribed(profile, Mode::Realtime)?;
     let socket = serve_socket(home, handle.clone())?;
     Ok(Owner {
@@ -711,7 +821,7 @@ impl Owner {
 async fn serve(home: &Path) -> Result<()> {
     require_profile(home)?;
     let lock = samizdat_core::lock::ProfileLock::try_acquire(home)?;
-    let owner = own(home, lock)?;
+    let owner = own(home, lock).await?;
     let w = owner.whoami().await?;
     println!(
         "serving {} ({}) on {}; Ctrl-C to stop",
@@ -748,7 +858,7 @@ async fn rpc(home: &Path) -> Result<()> {
     }
     require_profile(home)?;
     let lock = lock_waiting(home)?;
-    let owner = own(home, lock)?;
+    let owner = own(home, lock).await?;
     samizdat_core::rpc::serve_connection(owner.handle.clone(), stdin, tokio::io::stdout()).await;
     drop(owner);
     Ok(())
@@ -787,7 +897,7 @@ async fn listen(home: &Path, json: bool, timeout: Option<u64>, count: Option<usi
     }
     require_profile(home)?;
     let lock = lock_waiting(home)?;
-    let mut owner = own(home, lock)?;
+    let mut owner = own(home, lock).await?;
     if !json {
         let w = owner.whoami().await?;
         println!("listening on {} (Ctrl-C to stop)", w.relay);

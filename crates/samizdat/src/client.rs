@@ -56,14 +56,15 @@ pub fn require_profile(home: &Path) -> Result<()> {
         .unwrap_or_else(|| anyhow!("no profile in {}", home.display())))
 }
 
-/// Take the lock (waiting, bounded, with a message) and open the profile.
-pub fn open_locked(
+/// Take the lock (waiting, bounded, with a message) and open the profile (the duress
+/// passphrase opens a fresh one, see `samizdat_core::wipe`).
+pub async fn open_locked(
     home: &Path,
     passphrase: impl FnOnce() -> Result<Secret>,
 ) -> Result<(Profile, ProfileLock)> {
     require_profile(home)?;
     let lock = lock_waiting(home)?;
-    let profile = Profile::open(home, &passphrase()?)?;
+    let profile = Profile::open_or_duress(home, &passphrase()?).await?;
     Ok((profile, lock))
 }
 
@@ -87,7 +88,7 @@ impl Backend {
         if let Some(stream) = connect(home).await {
             return Ok(Backend::Remote(RemoteClient::new(stream)));
         }
-        let (profile, lock) = open_locked(home, passphrase)?;
+        let (profile, lock) = open_locked(home, passphrase).await?;
         let handle = ClientHandle::start(profile, mode)?;
         Ok(Backend::Local {
             handle,

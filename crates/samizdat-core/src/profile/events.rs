@@ -184,9 +184,13 @@ impl Profile {
     pub fn events_after(&self, since: u64, limit: usize) -> Result<EventPage> {
         let conn = self.db.conn();
         let (first, last): (Option<i64>, Option<i64>) =
-            conn.query_row("SELECT MIN(seq), MAX(seq) FROM events", [], |r| {
-                Ok((r.get(0)?, r.get(1)?))
-            })?;
+            // Two subqueries: SQLite answers a lone MIN or MAX from the primary key, but scans
+            // the whole log for both in one SELECT (this runs after every command).
+            conn.query_row(
+                "SELECT (SELECT MIN(seq) FROM events), (SELECT MAX(seq) FROM events)",
+                [],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )?;
         let mut stmt =
             conn.prepare("SELECT seq, body FROM events WHERE seq > ?1 ORDER BY seq LIMIT ?2")?;
         let rows = stmt

@@ -203,6 +203,8 @@ impl Profile {
         name: &str,
     ) -> Result<Profile> {
         let db = Db::open(path, passphrase)?;
+        // Random bytes until a duress passphrase is set (then indistinguishable from them).
+        crate::wipe::init_duress(home)?;
         let signer = mls::generate_signer(mls::DEFAULT_CIPHERSUITE)?;
         let (mailbox_key, pkcs8) = MailboxKey::generate()?;
         let pkcs8 = zeroize::Zeroizing::new(pkcs8);
@@ -260,6 +262,22 @@ impl Profile {
             buffered: Vec::new(),
             relays: Default::default(),
             kp_checked_at: 0,
+        }
+    }
+
+    /// Open a profile; with the duress passphrase, wipe it silently and return a fresh,
+    /// empty profile with the same display name on the same relay (see `wipe.rs`). The caller
+    /// holds the profile lock.
+    pub async fn open_or_duress(home: &Path, passphrase: &str) -> Result<Profile> {
+        match Profile::open(home, passphrase) {
+            Err(Error::WrongPassphrase) => match crate::wipe::check_duress(home, passphrase)? {
+                Some(fresh) => {
+                    crate::wipe::wipe_keeping_lock(home)?;
+                    Profile::init(home, passphrase, &fresh.relay, &fresh.name).await
+                }
+                None => Err(Error::WrongPassphrase),
+            },
+            other => other,
         }
     }
 

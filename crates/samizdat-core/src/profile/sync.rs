@@ -63,6 +63,26 @@ impl Profile {
         Ok(events)
     }
 
+    /// Read one conversation's log (after a push for it): its queued sends, the log, and
+    /// the removals it asks for. The full `sync` covers the rest.
+    pub async fn sync_conversation(&mut self, group_id: &Id) -> Result<Vec<Event>> {
+        let mut events = Vec::new();
+        let Some(conv) = self.conv_by_id(group_id)? else {
+            return Ok(events);
+        };
+        if !conv.active {
+            return Ok(events);
+        }
+        self.flush_pending(&conv).await?;
+        events.append(&mut self.buffered);
+        self.sync_group(group_id, &mut events).await?;
+        self.flush_pending(&conv).await?;
+        events.append(&mut self.buffered);
+        self.commit_pending_removals(Some(group_id)).await?;
+        events.append(&mut self.buffered);
+        Ok(events)
+    }
+
     pub(super) async fn sync_mailbox(&mut self, events: &mut Vec<Event>) -> Result<()> {
         let msgs = self
             .relay

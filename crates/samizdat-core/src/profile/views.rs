@@ -216,50 +216,60 @@ impl Profile {
         };
         let limit = page.limit.unwrap_or(usize::MAX).min(i64::MAX as usize) as i64;
         // With `after` the oldest messages past the anchor come first; otherwise the newest
-        // page before `before` (or the end), read backwards and turned around.
+        // page before `before` (or the end), read backwards and turned around. Only the
+        // conditions asked for go into the statement, so SQLite can walk the position index
+        // (`messages_by_position`) from the anchor instead of reading the conversation.
         let newest_first = after.is_none();
-        let sql = format!(
+        let mut sql = String::from(
             "SELECT id, sender_fp, body, sent_at, seq, outgoing, pending_body IS NULL AND failed IS NULL, failed
-             FROM messages
-             WHERE group_id = ?1
-               AND (?2 IS NULL OR ({KEY}) < (?2, ?3, ?4))
-               AND (?5 IS NULL OR ({KEY}) > (?5, ?6, ?7))
-               AND (?8 IS NULL OR id = ?8)
-             ORDER BY {} LIMIT ?9",
+             FROM messages WHERE group_id = ?1",
+        );
+        let mut args: Vec<rusqlite::types::Value> = vec![conv.group_id.as_bytes().to_vec().into()];
+        let mut bound = |sql: &mut String, op: &str, key: (i64, i64, i64)| {
+            let n = args.len();
+            sql.push_str(&format!(
+                " AND ({KEY}) {op} (?{}, ?{}, ?{})",
+                n + 1,
+                n + 2,
+                n + 3
+            ));
+            args.extend([key.0.into(), key.1.into(), key.2.into()]);
+        };
+        if let Some(k) = before {
+            bound(&mut sql, "<", k);
+        }
+        if let Some(k) = after {
+            bound(&mut sql, ">", k);
+        }
+        if let Some(id) = only {
+            sql.push_str(&format!(" AND id = ?{}", args.len() + 1));
+            args.push(id.into());
+        }
+        sql.push_str(&format!(
+            " ORDER BY {} LIMIT ?{}",
             if newest_first {
                 "COALESCE(seq, 9223372036854775807) DESC, received_at DESC, rowid DESC"
             } else {
                 "COALESCE(seq, 9223372036854775807), received_at, rowid"
-            }
-        );
+            },
+            args.len() + 1
+        ));
+        args.push(limit.into());
         let mut rows = {
             let conn = self.db.conn();
             let mut stmt = conn.prepare(&sql)?;
-            stmt.query_map(
-                params![
-                    conv.group_id.as_bytes(),
-                    before.map(|k| k.0),
-                    before.map(|k| k.1),
-                    before.map(|k| k.2),
-                    after.map(|k| k.0),
-                    after.map(|k| k.1),
-                    after.map(|k| k.2),
-                    only,
-                    limit
-                ],
-                |r| {
-                    Ok((
-                        r.get::<_, Vec<u8>>(0)?,
-                        r.get::<_, Vec<u8>>(1)?,
-                        r.get::<_, String>(2)?,
-                        r.get::<_, i64>(3)?,
-                        r.get::<_, Option<i64>>(4)?,
-                        r.get::<_, i64>(5)?,
-                        r.get::<_, bool>(6)?,
-                        r.get::<_, Option<String>>(7)?,
-                    ))
-                },
-            )?
+            stmt.query_map(rusqlite::params_from_iter(args.iter()), |r| {
+                Ok((
+                    r.get::<_, Vec<u8>>(0)?,
+                    r.get::<_, Vec<u8>>(1)?,
+                    r.get::<_, String>(2)?,
+                    r.get::<_, i64>(3)?,
+                    r.get::<_, Option<i64>>(4)?,
+                    r.get::<_, i64>(5)?,
+                    r.get::<_, bool>(6)?,
+                    r.get::<_, Option<String>>(7)?,
+                ))
+            })?
             .collect::<rusqlite::Result<Vec<_>>>()?
         };
         if newest_first {

@@ -214,18 +214,17 @@ impl App {
             return Ok(());
         }
         let home = self.home.clone();
-        let pass = zeroize::Zeroizing::new(passphrase.to_string());
-        let opened = tokio::task::spawn_blocking(move || -> Result<(Profile, ProfileLock)> {
-            let lock = crate::client::lock_waiting(&home)?;
-            let profile = Profile::open(&home, &pass)?;
-            Ok((profile, lock))
-        })
-        .await
-        .map_err(|e| CallError {
-            kind: None,
-            message: e.to_string(),
-        })?;
-        let (profile, lock) = opened.map_err(core_error)?;
+        let lock = tokio::task::spawn_blocking(move || crate::client::lock_waiting(&home))
+            .await
+            .map_err(|e| CallError {
+                kind: None,
+                message: e.to_string(),
+            })?
+            .map_err(core_error)?;
+        // The duress passphrase opens a fresh, empty profile (the old one is wiped).
+        let profile = Profile::open_or_duress(&self.home, passphrase)
+            .await
+            .map_err(|e| core_error(e.into()))?;
         self.own(profile, lock).await.map_err(core_error)
     }
 

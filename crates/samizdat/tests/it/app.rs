@@ -318,3 +318,98 @@ fn app_http_defences_escaping_and_languages() {
     let css = get("/static/app.css", &h(&[]));
     assert!(!css.body.contains("url(http"), "no third-party fetches");
 }
+
+/// With `samizdat serve` already owning the profile, the app needs no passphrase: it uses
+/// the service through its socket (the same JSON-RPC methods), and its pages go live from
+/// the service's events.
+#[test]
+fn the_app_uses_a_running_serve() {
+    let mut w = World::new();
+    let [alice, bob] = w.people(["alice", "bobby"]);
+    w.connect(&alice, &bob);
+    let mut serve = alice
+        .cmd(&["serve"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("serve");
+    let mut first = String::new();
+    BufReader::new(serve.stdout.take().expect("stdout"))
+        .read_line(&mut first)
+        .expect("serve prints a line");
+    assert!(first.contains("serving"), "{first}");
+    // No passphrase for the app: it must not need one.
+    let mut app = {
+        let mut cmd = alice.cmd(&["app", "--no-open", "--listen", "127.0.0.1:0"]);
+        cmd.env_remove("SAMIZDAT_PASSPHRASE");
+        let mut child = cmd
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("app");
+        let mut lines = BufReader::new(child.stdout.take().expect("stdout")).lines();
+        let url = loop {
+            let line = lines.next().expect("a URL").expect("line");
+            if line.starts_with("http://") {
+                break line;
+            }
+        };
+        (child, url)
+    };
+    let rest = app
+        .1
+        .strip_prefix("http://127.0.0.1:")
+        .expect("loopback URL")
+        .to_string();
+    let (port, path) = rest.split_once('/').expect("path");
+    let port: u16 = port.parse().expect("port");
+    let host = format!("127.0.0.1:{port}");
+    let login = http(port, "GET", &format!("/{path}"), &[("Host", &host)], "");
+    assert_eq!(login.status, 303);
+    let session = login.header("set-cookie").expect("cookie");
+    let cookie = session.split(';').next().unwrap().to_string();
+    let page = http(
+        port,
+        "GET",
+        "/",
+        &[("Host", &host), ("Cookie", &cookie)],
+        "",
+    );
+    assert_eq!(page.status, 200);
+    assert!(
+        page.body.contains("data-page=\"chats\""),
+        "not the unlock page: {}",
+        page.body
+    );
+    let t = w.text("through the running service");
+    bob.ok(&["send", "alice", &t]);
+    // The service receives it (realtime); the app shows it.
+    let conv = page
+        .body
+        .split("href=\"/c/")
+        .nth(1)
+        .and_then(|r| r.split('"').next())
+        .expect("a conversation")
+        .to_string();
+    let mut shown = false;
+    for _ in 0..60 {
+        let chat = http(
+            port,
+            "GET",
+            &format!("/c/{conv}"),
+            &[("Host", &host), ("Cookie", &cookie)],
+            "",
+        );
+        if chat.body.contains(&t) {
+            shown = true;
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    assert!(shown, "the message did not reach the app through serve");
+    let _ = app.0.kill();
+    let _ = app.0.wait();
+    let _ = serve.kill();
+    let _ = serve.wait();
+    w.assert_no_plaintext();
+}

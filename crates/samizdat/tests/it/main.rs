@@ -8,6 +8,7 @@ mod crash;
 mod delivery;
 mod harness;
 mod mitm;
+mod safety;
 mod service;
 
 use std::process::Command;

@@ -1,0 +1,249 @@
+//! Panic wipe and the duress passphrase.
+//!
+//! `wipe` overwrites every file of a profile with zeros (synced) before unlinking it, then
+//! removes the directory. On flash storage and copy-on-write file systems the old blocks may
+//! survive the overwrite; the database was only ever written encrypted (SQLCipher), so what
+//! survives is ciphertext under a key derived from the passphrase.
+//!
+//! The duress file (`duress`, fixed size) always exists: random bytes until a duress
+//! passphrase is set, then `salt ‖ nonce ‖ ChaCha20-Poly1305(Argon2id(passphrase, salt),
+//! padded name and relay)` — which cannot be told apart from random bytes without the
+//! passphrase. Opening the profile with that passphrase wipes it and creates a fresh, empty
+//! profile with the same display name on the same relay (as SimpleX's self-destruct
+//! passcode does).
+
+use std::io::Write;
+use std::path::Path;
+
+use aws_lc_rs::aead::{Aad, CHACHA20_POLY1305, LessSafeKey, Nonce, UnboundKey};
+
+use crate::{Error, Result};
+
+pub const DURESS_FILE: &str = "duress";
+const SALT: usize = 16;
+const NONCE: usize = 12;
+const TAG: usize = 16;
+/// Name and relay, JSON, zero-padded to this size (so the file size says nothing).
+const PAYLOAD: usize = 1024;
+const DURESS_LEN: usize = SALT + NONCE + PAYLOAD + TAG;
+
+fn random(n: usize) -> Result<Vec<u8>> {
+    let mut b = vec![0u8; n];
+    aws_lc_rs::rand::fill(&mut b)
+        .map_err(|_| Error::Crypto("the system random generator failed".into()))?;
+    Ok(b)
+}
+
+/// Write `bytes` to `path` durably (a temporary file renamed into place), mode 0600.
+fn write_private(path: &Path, bytes: &[u8]) -> Result<()> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let tmp = path.with_extension("tmp");
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(&tmp)
+        .map_err(|e| Error::Storage(format!("cannot write {}: {e}", tmp.display())))?;
+    f.write_all(bytes)
+        .and_then(|()| f.sync_all())
+        .map_err(|e| Error::Storage(format!("cannot write {}: {e}", tmp.display())))?;
+    std::fs::rename(&tmp, path)
+        .map_err(|e| Error::Storage(format!("cannot write {}: {e}", path.display())))
+}
+
+/// A duress file of random bytes (no duress passphrase): written when a profile is created.
+pub fn init_duress(home: &Path) -> Result<()> {
+    write_private(&home.join(DURESS_FILE), &random(DURESS_LEN)?)
+}
+
+/// Argon2id with the profile's memory-hard parameters.
+fn derive(passphrase: &str, salt: &[u8]) -> Result<[u8; 32]> {
+    let params = argon2::Params::new(64 * 1024, 3, 1, Some(32))
+        .map_err(|e| Error::Crypto(format!("argon2 parameters: {e}")))?;
+    let a = argon2::Argon2::new(argon2::Algorithm::Argon2id, argon2::Version::V0x13, params);
+    let mut key = [0u8; 32];
+    a.hash_password_into(passphrase.as_bytes(), salt, &mut key)
+        .map_err(|e| Error::Crypto(format!("argon2: {e}")))?;
+    Ok(key)
+}
+
+#[derive(serde::Serialize, serde::Deserialize)]
+pub struct DuressProfile {
+    pub name: String,
+    pub relay: String,
+}
+
+/// Set (or replace) the duress passphrase. `name` and `relay` are what the fresh profile
+/// will use.
+pub fn set_duress(home: &Path, passphrase: &str, profile: &DuressProfile) -> Result<()> {
+    let salt = random(SALT)?;
+    let nonce = random(NONCE)?;
+    let mut payload = serde_json::to_vec(profile).map_err(|e| Error::Storage(e.to_string()))?;
+    if payload.len() > PAYLOAD {
+        return Err(Error::Usage("the relay address is too long".into()));
+    }
+    payload.resize(PAYLOAD, 0);
+    let key = zeroize::Zeroizing::new(derive(passphrase, &salt)?);
+    let key = LessSafeKey::new(
+        UnboundKey::new(&CHACHA20_POLY1305, key.as_slice())
+            .map_err(|_| Error::Crypto("duress key".into()))?,
+    );
+    let n = Nonce::try_assume_unique_for_key(&nonce).map_err(|_| Error::Crypto("nonce".into()))?;
+    key.seal_in_place_append_tag(n, Aad::from(&salt[..]), &mut payload)
+        .map_err(|_| Error::Crypto("cannot seal the duress file".into()))?;
+    let mut file = salt;
+    file.extend_from_slice(&nonce);
+    file.extend_from_slice(&payload);
+    write_private(&home.join(DURESS_FILE), &file)
+}
+
+/// The fresh profile to create when `passphrase` is the duress passphrase.
+pub fn check_duress(home: &Path, passphrase: &str) -> Result<Option<DuressProfile>> {
+    let Ok(file) = std::fs::read(home.join(DURESS_FILE)) else {
+        return Ok(None);
+    };
+    if file.len() != DURESS_LEN {
+        return Ok(None);
+    }
+    let (salt, rest) = file.split_at(SALT);
+    let (nonce, sealed) = rest.split_at(NONCE);
+    let key = zeroize::Zeroizing::new(derive(passphrase, salt)?);
+    let key = LessSafeKey::new(
+        UnboundKey::new(&CHACHA20_POLY1305, key.as_slice())
+            .map_err(|_| Error::Crypto("duress key".into()))?,
+    );
+    let n = Nonce::try_assume_unique_for_key(nonce).map_err(|_| Error::Crypto("nonce".into()))?;
+    let mut buf = sealed.to_vec();
+    let Ok(plain) = key.open_in_place(n, Aad::from(salt), &mut buf) else {
+        return Ok(None);
+    };
+    let end = plain.iter().position(|b| *b == 0).unwrap_or(plain.len());
+    Ok(serde_json::from_slice(&plain[..end]).ok())
+}
+
+/// Delete every file of the profile in `home`: overwritten with zeros and synced, then
+/// unlinked; then the directory. Symbolic links are removed, never followed.
+pub fn wipe(home: &Path) -> Result<()> {
+    let meta = match std::fs::symlink_metadata(home) {
+        Ok(m) => m,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => {
+            return Err(Error::Storage(format!(
+                "cannot read {}: {e}",
+                home.display()
+            )));
+        }
+    };
+    if !meta.is_dir() {
+        return Err(Error::Usage(format!(
+            "{} is not a profile directory",
+            home.display()
+        )));
+    }
+    wipe_dir(home, &[])?;
+    std::fs::remove_dir(home)
+        .map_err(|e| Error::Storage(format!("cannot remove {}: {e}", home.display())))
+}
+
+/// Wipe every file of the profile but the lock (which the caller holds while it creates the
+/// fresh profile in its place).
+pub fn wipe_keeping_lock(home: &Path) -> Result<()> {
+    wipe_dir(home, &[crate::lock::LOCK_FILE])
+}
+
+fn wipe_dir(dir: &Path, keep: &[&str]) -> Result<()> {
+    let entries = std::fs::read_dir(dir)
+        .map_err(|e| Error::Storage(format!("cannot read {}: {e}", dir.display())))?;
+    for entry in entries {
+        let entry = entry.map_err(|e| Error::Storage(e.to_string()))?;
+        let path = entry.path();
+        if keep.iter().any(|k| entry.file_name() == *k) {
+            continue;
+        }
+        let kind = entry
+            .file_type()
+            .map_err(|e| Error::Storage(e.to_string()))?;
+        if kind.is_dir() {
+            wipe_dir(&path, &[])?;
+            let _ = std::fs::remove_dir(&path);
+            continue;
+        }
+        if kind.is_file() {
+            overwrite(&path);
+        }
+        std::fs::remove_file(&path)
+            .map_err(|e| Error::Storage(format!("cannot remove {}: {e}", path.display())))?;
+    }
+    Ok(())
+}
+
+/// Zeros over the whole file, synced (best effort: a file another process holds open is
+/// overwritten in place all the same).
+fn overwrite(path: &Path) {
+    let Ok(mut f) = std::fs::OpenOptions::new().write(true).open(path) else {
+        return;
+    };
+    let len = f.metadata().map(|m| m.len()).unwrap_or(0);
+    let zeros = vec![0u8; 64 * 1024];
+    let mut left = len;
+    while left > 0 {
+        let n = left.min(zeros.len() as u64) as usize;
+        if f.write_all(&zeros[..n]).is_err() {
+            return;
+        }
+        left -= n as u64;
+    }
+    let _ = f.sync_all();
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used)]
+    use super::*;
+
+    #[test]
+    fn the_duress_file_opens_only_with_its_passphrase_and_looks_random_otherwise() {
+        let dir = tempfile::tempdir().unwrap();
+        init_duress(dir.path()).unwrap();
+        let unset = std::fs::read(dir.path().join(DURESS_FILE)).unwrap();
+        assert_eq!(unset.len(), DURESS_LEN);
+        assert!(check_duress(dir.path(), "anything").unwrap().is_none());
+        let p = DuressProfile {
+            name: "Alice".into(),
+            relay: "http://127.0.0.1:7700".into(),
+        };
+        set_duress(dir.path(), "the duress words", &p).unwrap();
+        let set = std::fs::read(dir.path().join(DURESS_FILE)).unwrap();
+        assert_eq!(
+            set.len(),
+            unset.len(),
+            "the size does not tell whether one is set"
+        );
+        assert!(!set.windows(5).any(|w| w == b"Alice"));
+        assert!(check_duress(dir.path(), "other words").unwrap().is_none());
+        let got = check_duress(dir.path(), "the duress words")
+            .unwrap()
+            .expect("opens");
+        assert_eq!(
+            (got.name.as_str(), got.relay.as_str()),
+            ("Alice", "http://127.0.0.1:7700")
+        );
+    }
+
+    #[test]
+    fn wipe_removes_every_file_and_never_follows_links() {
+        let dir = tempfile::tempdir().unwrap();
+        let home = dir.path().join("profile");
+        std::fs::create_dir_all(home.join("attachments")).unwrap();
+        std::fs::write(home.join("profile.db"), b"secret bytes").unwrap();
+        std::fs::write(home.join("attachments/a"), b"more").unwrap();
+        let outside = dir.path().join("outside");
+        std::fs::write(&outside, b"keep me").unwrap();
+        std::os::unix::fs::symlink(&outside, home.join("link")).unwrap();
+        wipe(&home).unwrap();
+        assert!(!home.exists());
+        assert_eq!(std::fs::read(&outside).unwrap(), b"keep me");
+        wipe(&home).unwrap(); // nothing there: fine
+    }
+}

@@ -1,0 +1,136 @@
+//! Everyday safety: panic wipe and the duress passphrase.
+
+use crate::harness::World;
+
+/// `wipe` refuses without `--yes` when nobody can be asked, and with it leaves nothing of the
+/// profile on disk.
+#[test]
+fn wipe_leaves_nothing_of_the_profile() {
+    let mut w = World::new();
+    let [alice, bob] = w.people(["alice", "bob"]);
+    w.connect(&alice, &bob);
+    let t = w.text("before the wipe");
+    alice.ok(&["send", &bob.display, &t]);
+    let err = alice.fails(&["wipe"]);
+    assert!(err.contains("--yes"), "{err}");
+    assert!(
+        alice.home.join("profile.db").exists(),
+        "nothing deleted without --yes"
+    );
+    assert!(alice.ok(&["wipe", "--yes"]).contains("wiped"));
+    assert!(!alice.home.exists(), "the profile directory is gone");
+    let err = alice.fails(&["list"]);
+    assert!(err.contains("no profile"), "{err}");
+    w.assert_no_plaintext();
+}
+
+/// `wipe` while `serve` owns the profile: the service is stopped and the files go.
+#[test]
+fn wipe_stops_a_running_service() {
+    let mut w = World::new();
+    let [alice] = w.people(["alice"]);
+    let mut serve = alice
+        .cmd(&["serve"])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("serve");
+    {
+        use std::io::BufRead;
+        let mut line = String::new();
+        std::io::BufReader::new(serve.stdout.take().expect("stdout"))
+            .read_line(&mut line)
+            .expect("serving");
+        assert!(line.contains("serving"), "{line}");
+    }
+    alice.ok(&["wipe", "--yes"]);
+    let status = serve.wait().expect("serve stops");
+    assert!(!alice.home.exists() || std::fs::read_dir(&alice.home).unwrap().count() == 0);
+    let _ = status;
+}
+
+/// The duress passphrase: set it; opening the profile with it wipes the old one silently and
+/// opens a fresh, empty profile with the same display name, which works; the real
+/// passphrase no longer opens anything.
+#[test]
+fn the_duress_passphrase_wipes_and_opens_an_empty_profile() {
+    let mut w = World::new();
+    let [alice, bob] = w.people(["alice", "bob"]);
+    w.connect(&alice, &bob);
+    let t = w.text("a secret before duress");
+    alice.ok(&["send", &bob.display, &t]);
+    let fp_before = alice.ok(&["whoami"]);
+    let duress_file = alice.home.join("duress");
+    let before = std::fs::read(&duress_file).expect("a duress file always exists");
+    let out = alice
+        .cmd(&["duress", "set"])
+        .env("SAMIZDAT_DURESS_PASSPHRASE", super::harness::PASSPHRASE)
+        .output()
+        .expect("duress set");
+    assert!(
+        !out.status.success(),
+        "the duress passphrase must differ from the real one"
+    );
+    let duress = "the words for the checkpoint";
+    let out = alice
+        .cmd(&["duress", "set"])
+        .env("SAMIZDAT_DURESS_PASSPHRASE", duress)
+        .output()
+        .expect("duress set");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let after = std::fs::read(&duress_file).expect("duress file");
+    assert_eq!(
+        before.len(),
+        after.len(),
+        "its size does not tell it is set"
+    );
+
+    // At the checkpoint: opened with the duress passphrase.
+    let list = alice
+        .cmd(&["list", "--json"])
+        .env("SAMIZDAT_PASSPHRASE", duress)
+        .output()
+        .expect("list");
+    assert!(
+        list.status.success(),
+        "{}",
+        String::from_utf8_lossy(&list.stderr)
+    );
+    assert!(
+        String::from_utf8_lossy(&list.stdout).trim().is_empty(),
+        "no conversations"
+    );
+    let who = alice
+        .cmd(&["whoami"])
+        .env("SAMIZDAT_PASSPHRASE", duress)
+        .output()
+        .expect("whoami");
+    let who = String::from_utf8_lossy(&who.stdout).to_string();
+    assert!(who.contains(&alice.display), "same display name: {who}");
+    assert_ne!(who, fp_before, "a new identity");
+    // Nothing of the old profile is left: not the plaintext, not the old database.
+    for entry in std::fs::read_dir(&alice.home).expect("home") {
+        let bytes = std::fs::read(entry.expect("entry").path()).unwrap_or_default();
+        assert!(!bytes.windows(t.len()).any(|x| x == t.as_bytes()));
+    }
+    let old = alice.run(&["list"]);
+    assert!(
+        !old.status.success(),
+        "the real passphrase opens nothing any more"
+    );
+    // The fresh profile works: it makes an invite others can accept.
+    let link = alice
+        .cmd(&["invite"])
+        .env("SAMIZDAT_PASSPHRASE", duress)
+        .output()
+        .expect("invite");
+    assert!(
+        link.status.success(),
+        "{}",
+        String::from_utf8_lossy(&link.stderr)
+    );
+    w.assert_no_plaintext();
+}
