@@ -261,6 +261,23 @@ def test_two_people_chat_group_outage_and_russian(browser, workdir, shots):
         carol.goto(carol_app.base + "/")
         expect(carol.locator(".chat-item.inactive")).to_have_count(1, timeout=LONG)
 
+        # Carol sets a duress passphrase, then wipes her profile from the settings: the app
+        # is back at onboarding and nothing of the profile is left on disk.
+        carol.goto(carol_app.base + "/settings")
+        carol.fill("#duress", PASSPHRASE)
+        carol.fill("#duress2", PASSPHRASE)
+        carol.click("form[action='/settings/duress'] button")
+        expect(carol.locator(".error")).to_have_count(1)  # the same as her passphrase
+        carol.fill("#duress", "words for the checkpoint")
+        carol.fill("#duress2", "words for the checkpoint")
+        carol.click("form[action='/settings/duress'] button")
+        expect(carol.locator("p.badge[role=status]")).to_be_visible(timeout=LONG)
+        shoot(carol, shots, "settings-safety", "en")
+        carol.check("#wipe-confirm")
+        carol.click("form[action='/settings/wipe'] button")
+        expect(carol.locator("body")).to_have_attribute("data-page", "onboard", timeout=LONG)
+        assert not (workdir / "carol").exists(), list((workdir / "carol").iterdir())
+
         # The relay dies: the banner shows, what bob types is kept and delivered later.
         bob.goto(bob_app.base + "/")
         open_chat(bob, "alice")

@@ -128,6 +128,19 @@ settings-name = Name
 settings-relay = Relay
 settings-fingerprint = Key fingerprint
 
+settings-duress-title = Duress passphrase
+settings-duress-help = If someone forces you to unlock Samizdat, give them this passphrase instead: it silently deletes this profile and opens an empty one with the same name.
+field-duress = Duress passphrase
+field-duress-again = Duress passphrase again
+settings-duress-submit = Set duress passphrase
+settings-duress-done = Duress passphrase set.
+err-duress-same = The duress passphrase must differ from your passphrase.
+settings-wipe-title = Wipe this profile
+settings-wipe-help = Deletes every conversation, contact and key on this computer at once. This cannot be undone.
+settings-wipe-confirm = I understand: delete everything now
+settings-wipe-submit = Wipe now
+err-wipe-confirm = Tick the box to confirm.
+
 error-title = Something went wrong
 err-relay-unreachable = The relay cannot be reached. Try again when it is back.
 err-not-found = Not found: it may have been removed.

@@ -130,6 +130,19 @@ settings-name = Имя
 settings-relay = Ретранслятор
 settings-fingerprint = Отпечаток ключа
 
+settings-duress-title = Фраза на случай принуждения
+settings-duress-help = Если вас заставят разблокировать Samizdat, назовите эту фразу: она незаметно удалит этот профиль и откроет пустой с тем же именем.
+field-duress = Фраза на случай принуждения
+field-duress-again = Эта фраза ещё раз
+settings-duress-submit = Задать фразу
+settings-duress-done = Фраза на случай принуждения задана.
+err-duress-same = Эта фраза должна отличаться от вашей парольной фразы.
+settings-wipe-title = Стереть профиль
+settings-wipe-help = Сразу удаляет с этого компьютера все переписки, контакты и ключи. Отменить это нельзя.
+settings-wipe-confirm = Понимаю: удалить всё сейчас
+settings-wipe-submit = Стереть сейчас
+err-wipe-confirm = Отметьте флажок, чтобы подтвердить.
+
 error-title = Что-то пошло не так
 err-relay-unreachable = Нет связи с ретранслятором. Попробуйте снова, когда она появится.
 err-not-found = Не найдено: возможно, это уже удалено.

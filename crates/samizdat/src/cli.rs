@@ -264,19 +264,8 @@ fn wipe(home: &Path, yes: bool) -> Result<()> {
     }
     // A running owner (serve, the app: it holds the lock, its pid is in the lock file) is
     // told to stop; its files go either way.
-    let lock = samizdat_core::lock::ProfileLock::try_acquire(home);
-    if lock.is_err()
-        && let Ok(pid) = std::fs::read_to_string(home.join(samizdat_core::lock::LOCK_FILE))
-        && let Ok(pid) = pid.trim().parse::<u32>()
-        && pid != std::process::id()
-    {
-        let _ = std::process::Command::new("kill")
-            .args(["-TERM", &pid.to_string()])
-            .stderr(std::process::Stdio::null())
-            .status();
-    }
+    crate::client::stop_owner(home);
     samizdat_core::wipe::wipe(home)?;
-    drop(lock);
     println!("wiped {}", home.display());
     Ok(())
 }

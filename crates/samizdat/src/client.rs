@@ -270,3 +270,20 @@ pub fn serve_socket(home: &Path, handle: ClientHandle) -> Result<SocketServer> {
     });
     Ok(SocketServer { path, task })
 }
+
+/// Ask the process that owns the profile (its pid is in the lock file while it holds the
+/// lock) to stop. Nothing happens when nobody holds the lock.
+pub fn stop_owner(home: &Path) {
+    if ProfileLock::try_acquire(home).is_ok() {
+        return;
+    }
+    if let Ok(pid) = std::fs::read_to_string(home.join(samizdat_core::lock::LOCK_FILE))
+        && let Ok(pid) = pid.trim().parse::<u32>()
+        && pid != std::process::id()
+    {
+        let _ = std::process::Command::new("kill")
+            .args(["-TERM", &pid.to_string()])
+            .stderr(std::process::Stdio::null())
+            .status();
+    }
+}

@@ -248,6 +248,43 @@ impl App {
         self.own(profile, lock).await.map_err(core_error)
     }
 
+    /// Set the duress passphrase (it must not open the profile).
+    pub(crate) async fn set_duress(&self, duress: &str) -> Result<(), CallError> {
+        let w: samizdat_core::rpc::WhoAmI = self.call("whoami", json!({})).await?;
+        let home = self.home.clone();
+        let pass = zeroize::Zeroizing::new(duress.to_string());
+        tokio::task::spawn_blocking(move || {
+            if Profile::open(&home, &pass).is_ok() {
+                return Err(CallError {
+                    kind: Some("same".into()),
+                    message: "the duress passphrase must differ".into(),
+                });
+            }
+            let fresh = samizdat_core::wipe::DuressProfile {
+                name: w.name,
+                relay: w.relay,
+            };
+            samizdat_core::wipe::set_duress(&home, &pass, &fresh).map_err(|e| core_error(e.into()))
+        })
+        .await
+        .map_err(|e| CallError {
+            kind: None,
+            message: e.to_string(),
+        })?
+    }
+
+    /// Wipe the profile now: stop the service (or the `serve` that owns it), delete every
+    /// file; the app goes back to onboarding.
+    pub(crate) async fn wipe(&self) -> Result<(), CallError> {
+        let mut phase = self.phase.write().await;
+        if matches!(*phase, Phase::Ready(Core::Remote)) {
+            crate::client::stop_owner(&self.home);
+        }
+        // Dropping the core stops the service, closes the socket and releases the lock.
+        *phase = Phase::NoProfile;
+        samizdat_core::wipe::wipe(&self.home).map_err(|e| core_error(e.into()))
+    }
+
     pub(crate) async fn state(&self) -> State {
         match &*self.phase.read().await {
             Phase::NoProfile => State::NoProfile,

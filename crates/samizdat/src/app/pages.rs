@@ -591,7 +591,13 @@ pub struct Me {
     pub fingerprint: String,
 }
 
-pub fn settings(c: &Ctx<'_>, chosen: Option<Lang>, me: &Me) -> Markup {
+pub fn settings(
+    c: &Ctx<'_>,
+    chosen: Option<Lang>,
+    me: &Me,
+    notice: Option<&str>,
+    error: Option<&str>,
+) -> Markup {
     layout(
         c,
         &c.tr("settings-title"),
@@ -615,6 +621,25 @@ pub fn settings(c: &Ctx<'_>, chosen: Option<Lang>, me: &Me) -> Markup {
                     dt { (c.tr("settings-name")) } dd { (me.name) }
                     dt { (c.tr("settings-relay")) } dd { (me.relay) }
                     dt { (c.tr("settings-fingerprint")) } dd { code { (me.fingerprint) } }
+                }
+                (error_box(error))
+                @if let Some(n) = notice { p.badge role="status" { (n) } }
+                h2 { (c.tr("settings-duress-title")) }
+                p.muted { (c.tr("settings-duress-help")) }
+                form method="post" action="/settings/duress" {
+                    (c.csrf_field())
+                    label for="duress" { (c.tr("field-duress")) }
+                    input #duress name="duress" type="password" required minlength="8" autocomplete="off";
+                    label for="duress2" { (c.tr("field-duress-again")) }
+                    input #duress2 name="duress2" type="password" required minlength="8" autocomplete="off";
+                    button type="submit" { (c.tr("settings-duress-submit")) }
+                }
+                h2 { (c.tr("settings-wipe-title")) }
+                p.warning { (c.tr("settings-wipe-help")) }
+                form method="post" action="/settings/wipe" {
+                    (c.csrf_field())
+                    label.check { input #wipe-confirm type="checkbox" name="confirm" value="1" required; " " (c.tr("settings-wipe-confirm")) }
+                    button.danger type="submit" { (c.tr("settings-wipe-submit")) }
                 }
             }
         },

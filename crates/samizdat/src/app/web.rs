@@ -50,6 +50,8 @@ pub fn router(app: Arc<App>) -> Router {
         .route("/invitations/{id}/{action}", post(invitation))
         .route("/settings", get(settings))
         .route("/settings/lang", post(settings_lang))
+        .route("/settings/duress", post(settings_duress))
+        .route("/settings/wipe", post(settings_wipe))
         .route("/events", get(events))
         .route("/static/app.js", get(script))
         .route("/static/app.css", get(style))
@@ -844,19 +846,77 @@ async fn settings(State(app): AppState, headers: HeaderMap) -> Response {
         Ok(r) => r,
         Err(e) => return e.into_response(),
     };
+    settings_page(&app, &r, None, None).await
+}
+
+async fn settings_page(
+    app: &App,
+    r: &Req<'_>,
+    notice: Option<String>,
+    error: Option<String>,
+) -> Response {
     match app
         .call::<samizdat_core::rpc::WhoAmI>("whoami", json!({}))
         .await
     {
-        Ok(w) => page(pages::settings(
-            &r.ctx,
-            r.session.lang,
-            &pages::Me {
+        Ok(w) => {
+            let status = if error.is_some() {
+                StatusCode::UNPROCESSABLE_ENTITY
+            } else {
+                StatusCode::OK
+            };
+            let me = pages::Me {
                 name: w.name,
                 relay: w.relay,
                 fingerprint: w.fingerprint,
-            },
-        )),
+            };
+            let m = pages::settings(
+                &r.ctx,
+                r.session.lang,
+                &me,
+                notice.as_deref(),
+                error.as_deref(),
+            );
+            page_with(status, m)
+        }
+        Err(e) => fail(&r.ctx, &e),
+    }
+}
+
+async fn settings_duress(State(app): AppState, headers: HeaderMap, body: Bytes) -> Response {
+    let (r, f) = match checked(&app, &headers, &body) {
+        Ok(x) => x,
+        Err(e) => return e.into_response(),
+    };
+    let duress = zeroize::Zeroizing::new(f.text("duress"));
+    let again = zeroize::Zeroizing::new(f.text("duress2"));
+    let error = if duress.chars().count() < 8 {
+        Some(r.ctx.tr("err-passphrase-short"))
+    } else if *duress != *again {
+        Some(r.ctx.tr("err-passphrase-mismatch"))
+    } else {
+        match app.set_duress(&duress).await {
+            Ok(()) => None,
+            Err(e) if e.kind.as_deref() == Some("same") => Some(r.ctx.tr("err-duress-same")),
+            Err(e) => Some(explain(&r.ctx, &e)),
+        }
+    };
+    match error {
+        None => settings_page(&app, &r, Some(r.ctx.tr("settings-duress-done")), None).await,
+        Some(e) => settings_page(&app, &r, None, Some(e)).await,
+    }
+}
+
+async fn settings_wipe(State(app): AppState, headers: HeaderMap, body: Bytes) -> Response {
+    let (r, f) = match checked(&app, &headers, &body) {
+        Ok(x) => x,
+        Err(e) => return e.into_response(),
+    };
+    if f.get("confirm") != Some("1") {
+        return settings_page(&app, &r, None, Some(r.ctx.tr("err-wipe-confirm"))).await;
+    }
+    match app.wipe().await {
+        Ok(()) => see("/".into()),
         Err(e) => fail(&r.ctx, &e),
     }
 }
