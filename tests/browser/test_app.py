@@ -329,6 +329,20 @@ def test_two_people_chat_group_outage_and_russian(browser, workdir, shots):
         shoot(bob, shots, "chat-phone", "en")
         bob.set_viewport_size({"width": 1200, "height": 800})
 
+        # Disappearing messages: bob sets 5 minutes in his chat with alice; the chat shows it.
+        bob.goto(bob_app.base + "/")
+        open_chat(bob, "alice")
+        bob.click("a.info")
+        bob.select_option("#timer", "300")
+        bob.click("form[action$='/timer'] button")
+        expect(bob.locator("#timer")).to_have_value("300", timeout=LONG)
+        bob.click("a.back")
+        expect(bob.locator(".chat-head .timer")).to_be_visible()
+        send(bob, "this one disappears")
+        expect(
+            bob.locator("#message-list .msg.out[data-expires]", has_text="this one disappears")
+        ).to_have_count(1, timeout=LONG)
+
         # English tour, then Russian: every screen in both languages, light and dark.
         group_id = None
         for lang in ("en", "ru"):

@@ -20,6 +20,10 @@ pub struct Payload {
     /// Sender's clock, milliseconds since the Unix epoch.
     pub sent_at: u64,
     pub body: Body,
+    /// Disappearing messages: seconds after which every member deletes this message
+    /// (counted from sending for the sender, from arrival for the others).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expires_in: Option<u64>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -45,6 +49,10 @@ pub enum Body {
     },
     /// The sender asks to be removed; the next member who syncs commits the removal.
     Leave,
+    /// The conversation's disappearing-messages timer, set by any member (0: off).
+    Timer {
+        secs: u64,
+    },
     /// The inviter refuses the introduction (a used single-use invite, an expired one):
     /// the invitee's conversation ends with this reason.
     Refused {
@@ -99,6 +107,7 @@ mod tests {
     fn payload_shape_is_stable() {
         let p = Payload {
             id: Id::from_bytes([1; 16]),
+            expires_in: None,
             sent_at: 5,
             body: Body::Text { text: "hi".into() },
         };

@@ -211,6 +211,15 @@ fn yes() -> bool {
 
 #[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
+pub struct TimerParams {
+    pub target: Option<String>,
+    pub conversation_id: Option<String>,
+    /// Seconds a message lives; 0 turns disappearing messages off.
+    pub seconds: u64,
+}
+
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
 pub struct MessageParams {
     pub message_id: String,
 }
@@ -392,6 +401,7 @@ methods! {
     "group_readd" => group_readd(GroupRemoveParams) -> Done, "Send a member who never joined a fresh Welcome (no new invite needed).";
     "group_rename" => group_rename(GroupRenameParams) -> Created, "Rename a group for every member (queued when the relay is unreachable).";
     "contact_verify" => contact_verify(ContactVerifyParams) -> Done, "Mark a contact as verified after comparing safety numbers (verified=false takes it back).";
+    "set_timer" => set_timer(TimerParams) -> Done, "Set the disappearing-messages timer for everyone in a conversation (seconds; 0: off).";
     "message_retry" => message_retry(MessageParams) -> Sent, "Send a failed message again as a new message; the failed one is removed.";
     "group_leave" => group_leave(GroupParams) -> Done, "Leave a group.";
     "group_members" => group_members(GroupParams) -> Vec<MemberView>, "A group's members.";
@@ -572,6 +582,14 @@ async fn group_rename(s: &Session, a: GroupRenameParams) -> RpcResult<Created> {
 async fn contact_verify(s: &Session, a: ContactVerifyParams) -> RpcResult<Done> {
     on_profile!(s, |p| {
         p.contact_verify(&a.contact, a.verified)?;
+        Ok(Done { ok: true })
+    })
+}
+
+async fn set_timer(s: &Session, a: TimerParams) -> RpcResult<Done> {
+    on_profile!(s, |p| {
+        let name = target_name(p, a.target, a.conversation_id)?;
+        p.set_timer(&name, a.seconds).await?;
         Ok(Done { ok: true })
     })
 }

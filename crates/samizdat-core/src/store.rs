@@ -19,6 +19,7 @@ const MIGRATIONS: &[(i64, &str)] = &[
     (5, include_str!("../migrations/0005_app.sql")),
     (6, include_str!("../migrations/0006_membership.sql")),
     (7, include_str!("../migrations/0007_indexes.sql")),
+    (8, include_str!("../migrations/0008_timers.sql")),
 ];
 
 /// A shared handle on the profile database. The MLS storage providers use the same

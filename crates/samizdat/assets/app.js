@@ -222,6 +222,16 @@
   }
   toBottom();
 
+  // ---- disappearing messages leave the screen when their time is up ---------------------
+  if (list) {
+    setInterval(() => {
+      const now = Date.now();
+      list.querySelectorAll("li.msg[data-expires]").forEach((li) => {
+        if (Number(li.dataset.expires) <= now) li.remove();
+      });
+    }, 1000);
+  }
+
   // ---- scroll-back ------------------------------------------------------------------------
   const older = document.getElementById("older");
   if (older && list && conversation) {

@@ -110,6 +110,17 @@ group-leave-title = Leave the group
 group-leave-help = You will no longer receive its messages.
 group-leave = Leave group
 
+timer-title = Disappearing messages
+timer-help = Messages sent from now on are deleted on every member's device after this time.
+timer-off = Off
+timer-5m = 5 minutes
+timer-1h = 1 hour
+timer-1d = 1 day
+timer-1w = 1 week
+timer-secs = { $secs } seconds
+timer-save = Set
+chat-timer-on = Disappearing messages: { $duration }
+
 verify-title = Safety number with { $name }
 verify-help = Compare these digits with { $name } in person or on a call you trust. If they match, nobody stands between you.
 verify-mark = Mark as verified

@@ -68,6 +68,9 @@ pub enum ClientCommand {
         #[arg(long)]
         count: Option<usize>,
     },
+    /// Disappearing messages: how long messages in a conversation live (30s, 5m, 1h, 1d, 1w,
+    /// or off), for every member.
+    Timer { target: String, duration: String },
     /// Show a conversation's messages.
     History {
         target: String,
@@ -210,6 +213,33 @@ fn passphrase(confirm: bool) -> Result<Secret> {
     Ok(p)
 }
 
+/// `30s`, `5m`, `1h`, `1d`, `1w` (or a plain number of seconds); `off` is 0.
+fn parse_duration(s: &str) -> Result<u64> {
+    let s = s.trim();
+    if s == "off" || s == "0" {
+        return Ok(0);
+    }
+    let (num, unit) = s.split_at(s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len()));
+    let n: u64 = num
+        .parse()
+        .map_err(|_| anyhow!("{s:?} is not a duration (like 30s, 5m, 1h, 1d, 1w or off)"))?;
+    let mult = match unit {
+        "" | "s" => 1,
+        "m" => 60,
+        "h" => 3600,
+        "d" => 86_400,
+        "w" => 604_800,
+        _ => {
+            return Err(anyhow!(
+                "{s:?} is not a duration (like 30s, 5m, 1h, 1d, 1w or off)"
+            ));
+        }
+    };
+    n.checked_mul(mult)
+        .filter(|v| *v > 0)
+        .ok_or_else(|| anyhow!("{s:?} is not a usable duration"))
+}
+
 /// The duress passphrase, from the environment or asked twice on a terminal.
 fn duress_passphrase() -> Result<Secret> {
     if let Ok(p) = std::env::var("SAMIZDAT_DURESS_PASSPHRASE") {
@@ -345,6 +375,26 @@ fn print_event(e: &Event, json: bool) {
         ),
         Event::Joined { conversation, .. } => {
             println!("joined a conversation ({})", safe(conversation))
+        }
+        Event::TimerSet {
+            conversation,
+            who,
+            secs,
+            ..
+        } => {
+            if *secs == 0 {
+                println!(
+                    "[{}] {} turned disappearing messages off",
+                    safe(conversation),
+                    safe(who)
+                );
+            } else {
+                println!(
+                    "[{}] {} set disappearing messages to {secs} s",
+                    safe(conversation),
+                    safe(who)
+                );
+            }
         }
         Event::GroupNamed { conversation, .. } => {
             println!("group is called {}", safe(conversation))
@@ -701,6 +751,20 @@ async fn run_in(home: &Path, cmd: ClientCommand) -> Result<()> {
                 println!("declined invitation {id}");
             }
         },
+        ClientCommand::Timer { target, duration } => {
+            let seconds = parse_duration(&duration)?;
+            let _: samizdat_core::rpc::Done = b
+                .call("set_timer", json!({ "target": target, "seconds": seconds }))
+                .await?;
+            if seconds == 0 {
+                println!("disappearing messages off in {}", safe(&target));
+            } else {
+                println!(
+                    "messages in {} now disappear after {duration}",
+                    safe(&target)
+                );
+            }
+        }
         ClientCommand::Duress(DuressCommand::Set) => {
             let w: samizdat_core::rpc::WhoAmI = b.call("whoami", json!({})).await?;
             let duress = duress_passphrase()?;

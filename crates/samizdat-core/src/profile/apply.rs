@@ -16,10 +16,17 @@ impl Profile {
         let gid = conv.group_id;
         match p.body {
             Body::Text { text } => {
+                // Disappearing: counted from arrival for the receiver.
+                let now = now_millis();
+                let expires_at = p.expires_in.map(|e| {
+                    now.saturating_add(e.saturating_mul(1000))
+                        .min(i64::MAX as u64) as i64
+                });
                 let inserted = self.db.conn().execute(
-                    "INSERT OR IGNORE INTO messages (id, group_id, seq, sender_fp, outgoing, body, sent_at, received_at, unread)
-                     VALUES (?1, ?2, ?3, ?4, 0, ?5, ?6, ?7, 1)",
-                    params![p.id.as_bytes(), gid.as_bytes(), seq as i64, &sender[..], text, p.sent_at as i64, now_millis() as i64],
+                    "INSERT OR IGNORE INTO messages (id, group_id, seq, sender_fp, outgoing, body, sent_at, received_at, unread, expires_in, expires_at)
+                     VALUES (?1, ?2, ?3, ?4, 0, ?5, ?6, ?7, 1, ?8, ?9)",
+                    params![p.id.as_bytes(), gid.as_bytes(), seq as i64, &sender[..], text, p.sent_at as i64, now as i64,
+                        p.expires_in.map(|e| e.min(i64::MAX as u64) as i64), expires_at],
                 )?;
                 if inserted == 1 {
                     let e = Event::Message {
@@ -72,6 +79,20 @@ impl Profile {
                 invite,
             } => {
                 self.apply_intro(conv, sender, name, relay, mailbox, invite, events)?;
+            }
+            Body::Timer { secs } => {
+                let secs = secs.min(365 * 24 * 3600);
+                self.db.conn().execute(
+                    "UPDATE conversations SET timer_secs = ?2 WHERE group_id = ?1",
+                    params![gid.as_bytes(), secs as i64],
+                )?;
+                let e = Event::TimerSet {
+                    conversation_id: gid.to_string(),
+                    conversation: conv.name.clone(),
+                    who: self.label(&gid, sender)?,
+                    secs,
+                };
+                self.emit(events, e)?;
             }
             Body::Refused { reason } => {
                 self.apply_refused(conv, sender, &reason, events)?;

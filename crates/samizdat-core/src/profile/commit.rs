@@ -175,6 +175,7 @@ impl Profile {
                     let meta =
                         (!adds.is_empty() && conv.kind == ConvKind::Group).then(|| Payload {
                             id: random_id(),
+                            expires_in: None,
                             sent_at: now_millis(),
                             body: Body::GroupMeta {
                                 name: conv.name.clone(),

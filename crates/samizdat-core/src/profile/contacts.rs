@@ -339,6 +339,7 @@ impl Profile {
             ] {
                 let payload = Payload {
                     id: random_id(),
+                    expires_in: None,
                     sent_at: now_millis(),
                     body,
                 };

@@ -55,6 +55,13 @@ pub enum Event {
         conversation_id: String,
         conversation: String,
     },
+    /// A member (`who`; "me" for us) set the disappearing-messages timer (0: off).
+    TimerSet {
+        conversation_id: String,
+        conversation: String,
+        who: String,
+        secs: u64,
+    },
     /// A group got (or changed) its local name.
     GroupNamed {
         conversation_id: String,

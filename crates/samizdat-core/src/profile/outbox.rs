@@ -25,13 +25,60 @@ impl Profile {
                 "the message is longer than {MAX_TEXT} bytes"
             )));
         }
-        self.send_body(
-            target,
-            Body::Text {
+        let conv = self.conv_by_name(target)?;
+        let timer = self.timer(&conv.group_id)?;
+        let payload = Payload {
+            id: random_id(),
+            expires_in: (timer > 0).then_some(timer),
+            sent_at: now_millis(),
+            body: Body::Text {
                 text: text.to_string(),
             },
-        )
-        .await
+        };
+        self.send_payload(&conv, payload).await
+    }
+
+    /// A conversation's disappearing-messages timer in seconds (0: off).
+    pub(super) fn timer(&self, group: &Id) -> Result<u64> {
+        let secs: i64 = self.db.conn().query_row(
+            "SELECT timer_secs FROM conversations WHERE group_id = ?1",
+            params![group.as_bytes()],
+            |r| r.get(0),
+        )?;
+        Ok(secs.max(0) as u64)
+    }
+
+    /// Set the disappearing-messages timer for everyone in the conversation (0: off); the
+    /// change is sent in the conversation (queued when the relay is unreachable).
+    pub async fn set_timer(&mut self, target: &str, secs: u64) -> Result<()> {
+        if secs > 365 * 24 * 3600 {
+            return Err(Error::Usage("the timer can be at most a year".into()));
+        }
+        let conv = self.conv_by_name(target)?;
+        let mut events = Vec::new();
+        self.db.transaction(|| {
+            self.db.conn().execute(
+                "UPDATE conversations SET timer_secs = ?2 WHERE group_id = ?1",
+                params![conv.group_id.as_bytes(), secs as i64],
+            )?;
+            let e = Event::TimerSet {
+                conversation_id: conv.group_id.to_string(),
+                conversation: conv.name.clone(),
+                who: "me".into(),
+                secs,
+            };
+            self.emit(&mut events, e)
+        })?;
+        self.buffered.append(&mut events);
+        queued(self.send_body(&conv.name, Body::Timer { secs }).await)
+    }
+
+    /// Delete every message whose time is up (row and text; `secure_delete` overwrites them).
+    pub(super) fn expire_messages(&self) -> Result<usize> {
+        Ok(self.db.conn().execute(
+            "DELETE FROM messages WHERE expires_at IS NOT NULL AND expires_at <= ?1",
+            params![now_millis() as i64],
+        )?)
     }
 
     /// Send a refused message again, as a new message; the failed one is removed once its
@@ -104,6 +151,7 @@ impl Profile {
         let conv = self.conv_by_name(target)?;
         let payload = Payload {
             id: random_id(),
+            expires_in: None,
             sent_at: now_millis(),
             body,
         };
@@ -222,10 +270,12 @@ impl Profile {
                 |r| r.get(0),
             )?;
             conn.execute(
-                "INSERT INTO messages (id, group_id, sender_fp, outgoing, body, sent_at, received_at, request_id, pending_body, pending_epoch)
-                 VALUES (?1, ?2, ?3, 1, ?4, ?5, ?6, ?7, ?8, ?9)
+                "INSERT INTO messages (id, group_id, sender_fp, outgoing, body, sent_at, received_at, request_id, pending_body, pending_epoch, expires_in, expires_at)
+                 VALUES (?1, ?2, ?3, 1, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)
                  ON CONFLICT(id) DO UPDATE SET request_id = excluded.request_id, pending_body = excluded.pending_body, pending_epoch = excluded.pending_epoch",
-                params![payload.id.as_bytes(), conv.group_id.as_bytes(), &self.fingerprint[..], text, payload.sent_at as i64, now_millis() as i64, request_id.as_bytes(), ct, epoch as i64],
+                params![payload.id.as_bytes(), conv.group_id.as_bytes(), &self.fingerprint[..], text, payload.sent_at as i64, now_millis() as i64, request_id.as_bytes(), ct, epoch as i64,
+                    payload.expires_in.map(|e| e as i64),
+                    payload.expires_in.map(|e| payload.sent_at.saturating_add(e.saturating_mul(1000)) as i64)],
             )?;
             drop(conn);
             // Reported once, on the first attempt (a re-encryption keeps the id).
@@ -334,10 +384,10 @@ impl Profile {
         let pending: Vec<(Vec<u8>, Vec<u8>, i64, Payload)> = {
             let conn = self.db.conn();
             let mut stmt = conn.prepare(
-                "SELECT request_id, pending_body, pending_epoch, id, body, sent_at, NULL, received_at FROM messages
+                "SELECT request_id, pending_body, pending_epoch, id, body, sent_at, NULL, received_at, expires_in FROM messages
                  WHERE group_id = ?1 AND pending_body IS NOT NULL
                  UNION ALL
-                 SELECT request_id, pending_body, pending_epoch, id, NULL, 0, payload, created_at FROM outbox
+                 SELECT request_id, pending_body, pending_epoch, id, NULL, 0, payload, created_at, NULL FROM outbox
                  WHERE group_id = ?1
                  ORDER BY 8",
             )?;
@@ -351,15 +401,17 @@ impl Profile {
                         r.get::<_, Option<String>>(4)?,
                         r.get::<_, i64>(5)?,
                         r.get::<_, Option<Vec<u8>>>(6)?,
+                        r.get::<_, Option<i64>>(8)?,
                     ))
                 })?
                 .collect::<rusqlite::Result<Vec<_>>>()?;
             let mut out = Vec::with_capacity(rows.len());
-            for (request_id, body, epoch, id, text, sent_at, plain) in rows {
+            for (request_id, body, epoch, id, text, sent_at, plain, expires_in) in rows {
                 let payload = match (text, plain) {
                     (Some(text), _) => Payload {
                         id: Id::from_slice(&id)
                             .map_err(|_| Error::Storage("corrupt message id".into()))?,
+                        expires_in: expires_in.map(|e| e.max(0) as u64),
                         sent_at: sent_at as u64,
                         body: Body::Text { text },
                     },

@@ -6,6 +6,7 @@ impl Profile {
     /// Fetch and process the mailbox and every conversation; acknowledge what was stored.
     pub async fn sync(&mut self) -> Result<Vec<Event>> {
         let mut events = Vec::new();
+        self.expire_messages()?;
         self.sync_mailbox(&mut events).await?;
         self.maintain_key_packages().await?;
         // Welcomes owed to members on other relays, and adds waiting for one, when due.
@@ -174,6 +175,7 @@ impl Profile {
                 };
                 let payload = Payload {
                     id: random_id(),
+                    expires_in: None,
                     sent_at: now_millis(),
                     body: Body::Profile {
                         name: self.name.clone(),
@@ -339,6 +341,7 @@ impl Profile {
                                 {
                                     let p = Payload {
                                         id: random_id(),
+                                        expires_in: None,
                                         sent_at: now_millis(),
                                         body: Body::GroupMeta {
                                             name: conv.name.clone(),

@@ -43,6 +43,8 @@ pub struct ConversationView {
     pub last: Option<LastMessage>,
     /// When the conversation last changed (its newest message, or its creation), ms.
     pub last_activity: u64,
+    /// Disappearing messages: seconds a message lives (0: off).
+    pub timer_secs: u64,
 }
 
 /// Which messages of a conversation to read (all of them by default).
@@ -79,6 +81,8 @@ pub struct MessageView {
     pub delivered: bool,
     /// Set when the relay refused an outgoing message for good (with the reason).
     pub failed: Option<String>,
+    /// Disappearing: when this message is deleted (ms since the epoch).
+    pub expires_at: Option<u64>,
 }
 
 #[derive(Debug, Clone, Serialize, serde::Deserialize, schemars::JsonSchema)]
@@ -95,11 +99,12 @@ pub struct MemberView {
 impl Profile {
     /// Every conversation, the most recently active first.
     pub fn conversations(&self) -> Result<Vec<ConversationView>> {
+        self.expire_messages()?;
         let conn = self.db.conn();
         let mut stmt = conn.prepare(
             "SELECT c.group_id, c.name, c.kind, c.active, c.status,
                     (SELECT COUNT(*) FROM messages m WHERE m.group_id = c.group_id AND m.unread = 1),
-                    c.created_at
+                    c.created_at, c.timer_secs
              FROM conversations c ORDER BY c.created_at",
         )?;
         let rows = stmt
@@ -112,6 +117,7 @@ impl Profile {
                     r.get::<_, Option<String>>(4)?,
                     r.get::<_, i64>(5)?,
                     r.get::<_, i64>(6)?,
+                    r.get::<_, i64>(7)?,
                 ))
             })?
             .collect::<rusqlite::Result<Vec<_>>>()?;
@@ -139,7 +145,7 @@ impl Profile {
         drop(newest);
         drop(conn);
         let mut out = Vec::new();
-        for ((gid, name, kind, active, status, unread, created_at), last) in
+        for ((gid, name, kind, active, status, unread, created_at, timer), last) in
             rows.into_iter().zip(lasts)
         {
             let members = if active != 0 {
@@ -171,6 +177,7 @@ impl Profile {
                 status,
                 last,
                 last_activity,
+                timer_secs: timer.max(0) as u64,
             });
         }
         out.sort_by_key(|c| std::cmp::Reverse(c.last_activity));
@@ -187,6 +194,8 @@ impl Profile {
     /// conversation opens without reading all of it.
     pub fn history_page(&self, target: &str, page: &Page) -> Result<Vec<MessageView>> {
         let conv = self.conv_by_name(target)?;
+        // Disappeared messages are never shown, even between sweeps.
+        self.expire_messages()?;
         // The log order as one sortable key: position, then arrival, then insertion.
         const KEY: &str = "COALESCE(seq, 9223372036854775807), received_at, rowid";
         let anchor = |id: &Option<String>| -> Result<Option<(i64, i64, i64)>> {
@@ -221,7 +230,7 @@ impl Profile {
         // (`messages_by_position`) from the anchor instead of reading the conversation.
         let newest_first = after.is_none();
         let mut sql = String::from(
-            "SELECT id, sender_fp, body, sent_at, seq, outgoing, pending_body IS NULL AND failed IS NULL, failed
+            "SELECT id, sender_fp, body, sent_at, seq, outgoing, pending_body IS NULL AND failed IS NULL, failed, expires_at
              FROM messages WHERE group_id = ?1",
         );
         let mut args: Vec<rusqlite::types::Value> = vec![conv.group_id.as_bytes().to_vec().into()];
@@ -268,6 +277,7 @@ impl Profile {
                     r.get::<_, i64>(5)?,
                     r.get::<_, bool>(6)?,
                     r.get::<_, Option<String>>(7)?,
+                    r.get::<_, Option<i64>>(8)?,
                 ))
             })?
             .collect::<rusqlite::Result<Vec<_>>>()?
@@ -278,7 +288,7 @@ impl Profile {
         // One label lookup per sender, not per message.
         let mut labels: HashMap<Vec<u8>, String> = HashMap::new();
         let mut out = Vec::with_capacity(rows.len());
-        for (id, fp, text, sent_at, seq, outgoing, delivered, failed) in rows {
+        for (id, fp, text, sent_at, seq, outgoing, delivered, failed, expires_at) in rows {
             let from = match labels.get(&fp) {
                 Some(l) => l.clone(),
                 None => {
@@ -296,6 +306,7 @@ impl Profile {
                 outgoing: outgoing != 0,
                 delivered,
                 failed,
+                expires_at: expires_at.map(|e| e.max(0) as u64),
             });
         }
         self.db.conn().execute(

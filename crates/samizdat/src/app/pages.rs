@@ -288,7 +288,7 @@ pub fn chats(c: &Ctx<'_>, convs: &[ConversationView], invitations: &[InvitationV
 
 pub fn message(c: &Ctx<'_>, m: &MessageView) -> Markup {
     html! {
-        li.msg.out[m.outgoing].in[!m.outgoing] #{ "m-" (m.id) } data-id=(m.id) data-seq=[m.seq] {
+        li.msg.out[m.outgoing].in[!m.outgoing] #{ "m-" (m.id) } data-id=(m.id) data-seq=[m.seq] data-expires=[m.expires_at] {
             div.meta {
                 span.from { @if m.outgoing { (c.tr("chat-you")) } @else { (m.from) } }
                 " "
@@ -313,6 +313,21 @@ pub fn message(c: &Ctx<'_>, m: &MessageView) -> Markup {
         }
     }
 }
+
+/// A timer's length in words ("1 day", "5 минут").
+fn timer_label(c: &Ctx<'_>, secs: u64) -> String {
+    match secs {
+        0 => c.tr("timer-off"),
+        300 => c.tr("timer-5m"),
+        3600 => c.tr("timer-1h"),
+        86_400 => c.tr("timer-1d"),
+        604_800 => c.tr("timer-1w"),
+        s => c.tra("timer-secs", &[("secs", (s as i64).into())]),
+    }
+}
+
+/// The choices offered for the timer (seconds; 0: off).
+const TIMERS: [u64; 5] = [0, 300, 3600, 86_400, 604_800];
 
 pub fn messages(c: &Ctx<'_>, ms: &[MessageView]) -> Markup {
     html! { @for m in ms { (message(c, m)) } }
@@ -340,6 +355,9 @@ pub fn chat(
                     header.chat-head {
                         a.back href="/" aria-label=(c.tr("back")) { "←" }
                         h1 { (conv.name) }
+                        @if conv.timer_secs > 0 {
+                            span.timer title=(c.tr("timer-title")) { (c.tra("chat-timer-on", &[("duration", timer_label(c, conv.timer_secs).into())])) }
+                        }
                         a.info href={ "/c/" (conv.id) "/info" } { (c.tr("chat-info")) }
                     }
                     div #scroller .messages {
@@ -521,6 +539,23 @@ pub fn info(c: &Ctx<'_>, i: &Info<'_>, error: Option<&str>) -> Markup {
                             }
                             " " code.fp { (m.fingerprint) }
                         }
+                    }
+                }
+                @if conv.active {
+                    h2 { (c.tr("timer-title")) }
+                    p.muted { (c.tr("timer-help")) }
+                    form method="post" action={ "/c/" (conv.id) "/timer" } {
+                        (c.csrf_field())
+                        label.visually-hidden for="timer" { (c.tr("timer-title")) }
+                        select #timer name="seconds" {
+                            @for secs in TIMERS {
+                                option value=(secs) selected[conv.timer_secs == secs] { (timer_label(c, secs)) }
+                            }
+                            @if !TIMERS.contains(&conv.timer_secs) {
+                                option value=(conv.timer_secs) selected { (timer_label(c, conv.timer_secs)) }
+                            }
+                        }
+                        button type="submit" { (c.tr("timer-save")) }
                     }
                 }
                 @if group && conv.active {

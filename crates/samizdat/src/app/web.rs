@@ -39,6 +39,7 @@ pub fn router(app: Arc<App>) -> Router {
         .route("/c/{id}/remove", post(group_remove))
         .route("/c/{id}/rename", post(group_rename))
         .route("/c/{id}/leave", post(group_leave))
+        .route("/c/{id}/timer", post(set_timer))
         .route("/m/{mid}/retry", post(retry))
         .route("/fragments/chats", get(chat_list))
         .route("/new", get(new_contact))
@@ -646,6 +647,22 @@ async fn group_leave(
         "group_leave",
         |g, _| json!({ "group": g }),
     )
+    .await
+}
+
+async fn set_timer(
+    State(app): AppState,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+    body: Bytes,
+) -> Response {
+    group_change(&app, &headers, &id, &body, "set_timer", |g, f| {
+        let seconds = f
+            .get("seconds")
+            .and_then(|s| s.parse::<u64>().ok())
+            .unwrap_or(0);
+        json!({ "target": g, "seconds": seconds })
+    })
     .await
 }
 

@@ -134,3 +134,56 @@ fn the_duress_passphrase_wipes_and_opens_an_empty_profile() {
     );
     w.assert_no_plaintext();
 }
+
+/// Disappearing messages: a member sets a timer that everyone sees; each message carries it
+/// and is deleted from both stores when it is up (from sending for the sender, from arrival
+/// for the receiver); turning it off stops it for new messages.
+#[test]
+fn disappearing_messages_are_deleted_from_both_stores() {
+    let mut w = World::new();
+    let [alice, bob] = w.people(["alice", "bob"]);
+    w.connect(&alice, &bob);
+    assert!(
+        alice
+            .fails(&["timer", &bob.display, "soon"])
+            .contains("not a duration")
+    );
+    alice.ok(&["timer", &bob.display, "3s"]);
+    let out = bob.ok(&["sync"]);
+    assert!(out.contains("set disappearing messages to 3 s"), "{out}");
+    let t = w.text("gone in three seconds");
+    alice.ok(&["send", &bob.display, &t]);
+    bob.ok(&["sync"]);
+    assert!(bob.texts("alice").contains(&t), "delivered first");
+    let json = bob.history("alice");
+    let m = json
+        .iter()
+        .find(|m| m["text"] == t.as_str())
+        .expect("the message");
+    assert!(m["expires_at"].is_u64(), "{m}");
+    std::thread::sleep(std::time::Duration::from_secs(4));
+    assert!(!bob.texts("alice").contains(&t), "gone from the receiver");
+    assert!(
+        !alice.texts(&bob.display).contains(&t),
+        "gone from the sender"
+    );
+    bob.ok(&["sync"]);
+    // Off again: new messages stay.
+    bob.ok(&["timer", "alice", "off"]);
+    let out = alice.ok(&["sync"]);
+    assert!(out.contains("turned disappearing messages off"), "{out}");
+    let k = w.text("this one stays");
+    alice.ok(&["send", &bob.display, &k]);
+    bob.ok(&["sync"]);
+    std::thread::sleep(std::time::Duration::from_secs(4));
+    assert!(bob.texts("alice").contains(&k));
+    // The deleted text is in no file of either profile (SQLCipher encrypts the pages and
+    // secure_delete overwrites freed ones).
+    for p in [&alice, &bob] {
+        for entry in std::fs::read_dir(&p.home).expect("home") {
+            let bytes = std::fs::read(entry.expect("entry").path()).unwrap_or_default();
+            assert!(!bytes.windows(t.len()).any(|x| x == t.as_bytes()));
+        }
+    }
+    w.assert_no_plaintext();
+}
