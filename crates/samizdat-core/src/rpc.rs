@@ -211,6 +211,20 @@ fn yes() -> bool {
 
 #[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
+pub struct BackupParams {
+    /// Where to write the backup file (a path on the service's machine).
+    pub out: String,
+    /// The backup passphrase (at least 8 characters).
+    pub passphrase: String,
+}
+
+#[derive(Debug, Serialize, Deserialize, JsonSchema)]
+pub struct BackedUp {
+    pub bytes: u64,
+}
+
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
 pub struct TimerParams {
     pub target: Option<String>,
     pub conversation_id: Option<String>,
@@ -401,6 +415,7 @@ methods! {
     "group_readd" => group_readd(GroupRemoveParams) -> Done, "Send a member who never joined a fresh Welcome (no new invite needed).";
     "group_rename" => group_rename(GroupRenameParams) -> Created, "Rename a group for every member (queued when the relay is unreachable).";
     "contact_verify" => contact_verify(ContactVerifyParams) -> Done, "Mark a contact as verified after comparing safety numbers (verified=false takes it back).";
+    "backup" => backup(BackupParams) -> BackedUp, "Write an encrypted backup of the whole profile (Argon2id-derived key) to a file.";
     "set_timer" => set_timer(TimerParams) -> Done, "Set the disappearing-messages timer for everyone in a conversation (seconds; 0: off).";
     "message_retry" => message_retry(MessageParams) -> Sent, "Send a failed message again as a new message; the failed one is removed.";
     "group_leave" => group_leave(GroupParams) -> Done, "Leave a group.";
@@ -584,6 +599,13 @@ async fn contact_verify(s: &Session, a: ContactVerifyParams) -> RpcResult<Done> 
         p.contact_verify(&a.contact, a.verified)?;
         Ok(Done { ok: true })
     })
+}
+
+async fn backup(s: &Session, a: BackupParams) -> RpcResult<BackedUp> {
+    let pass = zeroize::Zeroizing::new(a.passphrase);
+    on_profile!(s, |p| Ok(BackedUp {
+        bytes: p.backup(std::path::Path::new(&a.out), &pass)?,
+    }))
 }
 
 async fn set_timer(s: &Session, a: TimerParams) -> RpcResult<Done> {

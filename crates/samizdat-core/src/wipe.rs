@@ -57,8 +57,8 @@ pub fn init_duress(home: &Path) -> Result<()> {
     write_private(&home.join(DURESS_FILE), &random(DURESS_LEN)?)
 }
 
-/// Argon2id with the profile's memory-hard parameters.
-fn derive(passphrase: &str, salt: &[u8]) -> Result<[u8; 32]> {
+/// Argon2id with the profile's memory-hard parameters (also the backup key).
+pub(crate) fn derive_key(passphrase: &str, salt: &[u8]) -> Result<[u8; 32]> {
     let params = argon2::Params::new(64 * 1024, 3, 1, Some(32))
         .map_err(|e| Error::Crypto(format!("argon2 parameters: {e}")))?;
     let a = argon2::Argon2::new(argon2::Algorithm::Argon2id, argon2::Version::V0x13, params);
@@ -84,7 +84,7 @@ pub fn set_duress(home: &Path, passphrase: &str, profile: &DuressProfile) -> Res
         return Err(Error::Usage("the relay address is too long".into()));
     }
     payload.resize(PAYLOAD, 0);
-    let key = zeroize::Zeroizing::new(derive(passphrase, &salt)?);
+    let key = zeroize::Zeroizing::new(derive_key(passphrase, &salt)?);
     let key = LessSafeKey::new(
         UnboundKey::new(&CHACHA20_POLY1305, key.as_slice())
             .map_err(|_| Error::Crypto("duress key".into()))?,
@@ -108,7 +108,7 @@ pub fn check_duress(home: &Path, passphrase: &str) -> Result<Option<DuressProfil
     }
     let (salt, rest) = file.split_at(SALT);
     let (nonce, sealed) = rest.split_at(NONCE);
-    let key = zeroize::Zeroizing::new(derive(passphrase, salt)?);
+    let key = zeroize::Zeroizing::new(derive_key(passphrase, salt)?);
     let key = LessSafeKey::new(
         UnboundKey::new(&CHACHA20_POLY1305, key.as_slice())
             .map_err(|_| Error::Crypto("duress key".into()))?,
@@ -176,6 +176,13 @@ fn wipe_dir(dir: &Path, keep: &[&str]) -> Result<()> {
             .map_err(|e| Error::Storage(format!("cannot remove {}: {e}", path.display())))?;
     }
     Ok(())
+}
+
+/// Overwrite one file with zeros and unlink it.
+pub(crate) fn wipe_file(path: &Path) -> Result<()> {
+    overwrite(path);
+    std::fs::remove_file(path)
+        .map_err(|e| Error::Storage(format!("cannot remove {}: {e}", path.display())))
 }
 
 /// Zeros over the whole file, synced (best effort: a file another process holds open is

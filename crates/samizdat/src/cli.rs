@@ -117,6 +117,15 @@ pub enum ClientCommand {
         #[arg(long)]
         yes: bool,
     },
+    /// Write an encrypted backup of this profile (passphrase from SAMIZDAT_BACKUP_PASSPHRASE
+    /// or a prompt).
+    Backup {
+        #[arg(long)]
+        out: PathBuf,
+    },
+    /// Recreate a profile from a backup in --home (which must hold none); it then catches up
+    /// from the relays. The new profile's passphrase comes from SAMIZDAT_PASSPHRASE or a prompt.
+    Restore { file: PathBuf },
     /// The duress passphrase: opening the profile with it wipes the profile silently and
     /// opens a fresh, empty one with the same name.
     #[command(subcommand)]
@@ -238,6 +247,30 @@ fn parse_duration(s: &str) -> Result<u64> {
     n.checked_mul(mult)
         .filter(|v| *v > 0)
         .ok_or_else(|| anyhow!("{s:?} is not a usable duration"))
+}
+
+/// The backup passphrase, from the environment or asked (twice when making a backup).
+fn backup_passphrase(confirm: bool) -> Result<Secret> {
+    if let Ok(p) = std::env::var("SAMIZDAT_BACKUP_PASSPHRASE") {
+        return Ok(Secret::new(p));
+    }
+    if !std::io::stdin().is_terminal() {
+        return Err(anyhow!(
+            "no backup passphrase: set SAMIZDAT_BACKUP_PASSPHRASE or run in a terminal"
+        ));
+    }
+    let p = Secret::new(
+        rpassword::prompt_password("Backup passphrase: ").context("reading the passphrase")?,
+    );
+    if confirm {
+        let again = Secret::new(
+            rpassword::prompt_password("Repeat it: ").context("reading the passphrase")?,
+        );
+        if *again != *p {
+            return Err(anyhow!("the passphrases differ"));
+        }
+    }
+    Ok(p)
 }
 
 /// The duress passphrase, from the environment or asked twice on a terminal.
@@ -486,6 +519,17 @@ async fn run_in(home: &Path, cmd: ClientCommand) -> Result<()> {
         }
         ClientCommand::Serve => return serve(home).await,
         ClientCommand::Wipe { yes } => return wipe(home, yes),
+        ClientCommand::Restore { file } => {
+            let backup_pass = backup_passphrase(false)?;
+            let pass = passphrase(true)?;
+            let _lock = samizdat_core::lock::ProfileLock::try_acquire(home)?;
+            Profile::restore(home, &file, &backup_pass, &pass)?;
+            println!(
+                "restored into {}; `samizdat sync` catches up from the relays",
+                home.display()
+            );
+            return Ok(());
+        }
         ClientCommand::App {
             listen,
             no_open,
@@ -751,6 +795,17 @@ async fn run_in(home: &Path, cmd: ClientCommand) -> Result<()> {
                 println!("declined invitation {id}");
             }
         },
+        ClientCommand::Backup { out } => {
+            let pass = backup_passphrase(true)?;
+            let out = std::path::absolute(&out).unwrap_or(out);
+            let done: samizdat_core::rpc::BackedUp = b
+                .call(
+                    "backup",
+                    json!({ "out": out.to_string_lossy(), "passphrase": pass.as_str() }),
+                )
+                .await?;
+            println!("backup written to {} ({} bytes)", out.display(), done.bytes);
+        }
         ClientCommand::Timer { target, duration } => {
             let seconds = parse_duration(&duration)?;
             let _: samizdat_core::rpc::Done = b
@@ -819,6 +874,7 @@ async fn run_in(home: &Path, cmd: ClientCommand) -> Result<()> {
         ClientCommand::Init { .. }
         | ClientCommand::Serve
         | ClientCommand::Wipe { .. }
+        | ClientCommand::Restore { .. }
         | ClientCommand::App { .. }
         | ClientCommand::Rpc { .. }
         | ClientCommand::Listen { .. } => unreachable!("handled above"),

@@ -16,6 +16,7 @@ use crate::store::Db;
 use crate::{Error, Result, now_millis, now_secs, random_id, sha256};
 
 mod apply;
+mod backup;
 mod commit;
 mod contacts;
 mod delivery;

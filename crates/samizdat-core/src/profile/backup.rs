@@ -1,0 +1,171 @@
+//! Encrypted backup and restore.
+//!
+//! A backup file is `SZBACKUP1\n ‖ salt(16) ‖ database`, where the database is a SQLCipher
+//! export of the whole profile (contacts, conversations, history, settings, the MLS state,
+//! cursors) keyed with a raw key from Argon2id(backup passphrase, salt) — never written in
+//! plaintext, not even as a temporary file. Restoring re-keys it under the profile
+//! passphrase; the restored client then catches up from the conversations' logs from the
+//! backup's cursors (within the relays' retention).
+//!
+//! Forward secrecy: a backup holds the keys of the epochs it was made in; anyone with the
+//! file and its passphrase can read what was sent in those epochs while the logs keep it.
+
+use super::*;
+
+const MAGIC: &[u8] = b"SZBACKUP1\n";
+const SALT: usize = 16;
+
+/// The raw SQLCipher key for a backup, as the `x'…'` literal SQLCipher takes.
+fn backup_key(passphrase: &str, salt: &[u8]) -> Result<zeroize::Zeroizing<String>> {
+    let key = zeroize::Zeroizing::new(crate::wipe::derive_key(passphrase, salt)?);
+    Ok(zeroize::Zeroizing::new(format!(
+        "x'{}'",
+        hex::encode(key.as_slice())
+    )))
+}
+
+fn check_strength(passphrase: &str) -> Result<()> {
+    if passphrase.chars().count() < 8 {
+        return Err(Error::Usage(
+            "the backup passphrase must have at least 8 characters".into(),
+        ));
+    }
+    Ok(())
+}
+
+/// A temporary file next to `path` (same file system), removed (overwritten) on drop.
+struct Temp(PathBuf);
+
+impl Drop for Temp {
+    fn drop(&mut self) {
+        if self.0.exists() {
+            let _ = crate::wipe::wipe_file(&self.0);
+        }
+    }
+}
+
+impl Profile {
+    /// Write an encrypted backup of the whole profile to `out`. Returns its size in bytes.
+    pub fn backup(&self, out: &Path, passphrase: &str) -> Result<u64> {
+        check_strength(passphrase)?;
+        let salt = {
+            let mut s = vec![0u8; SALT];
+            aws_lc_rs::rand::fill(&mut s)
+                .map_err(|_| Error::Crypto("the system random generator failed".into()))?;
+            s
+        };
+        let key = backup_key(passphrase, &salt)?;
+        let dir = out
+            .parent()
+            .filter(|p| !p.as_os_str().is_empty())
+            .unwrap_or(Path::new("."));
+        let temp = Temp(dir.join(format!(".samizdat-backup-{}.tmp", random_id())));
+        let version: i64 = self
+            .db
+            .conn()
+            .pragma_query_value(None, "user_version", |r| r.get(0))?;
+        {
+            let conn = self.db.conn();
+            conn.execute(
+                "ATTACH DATABASE ?1 AS backup KEY ?2",
+                params![temp.0.to_string_lossy(), key.as_str()],
+            )?;
+            let exported = conn
+                .query_row("SELECT sqlcipher_export('backup')", [], |_| Ok(()))
+                .and_then(|()| {
+                    conn.execute_batch(&format!("PRAGMA backup.user_version = {version}"))
+                });
+            let _ = conn.execute_batch("DETACH DATABASE backup");
+            exported?;
+        }
+        let db = std::fs::read(&temp.0)
+            .map_err(|e| Error::Storage(format!("cannot read the backup: {e}")))?;
+        let mut file = MAGIC.to_vec();
+        file.extend_from_slice(&salt);
+        file.extend_from_slice(&db);
+        let tmp_out = Temp(out.with_extension("partial"));
+        std::fs::write(&tmp_out.0, &file)
+            .and_then(|()| std::fs::rename(&tmp_out.0, out))
+            .map_err(|e| Error::Storage(format!("cannot write {}: {e}", out.display())))?;
+        Ok(file.len() as u64)
+    }
+
+    /// Recreate a profile in `home` (which must hold none) from a backup, keyed with
+    /// `passphrase` from now on. A wrong backup passphrase or a damaged file is an error
+    /// and leaves nothing behind.
+    pub fn restore(
+        home: &Path,
+        file: &Path,
+        backup_passphrase: &str,
+        passphrase: &str,
+    ) -> Result<()> {
+        if Profile::exists(home) {
+            return Err(Error::Usage(format!(
+                "a profile already exists in {}; restore into an empty directory",
+                home.display()
+            )));
+        }
+        if passphrase.is_empty() {
+            return Err(Error::Usage("the passphrase must not be empty".into()));
+        }
+        let bytes = std::fs::read(file)
+            .map_err(|e| Error::Usage(format!("cannot read {}: {e}", file.display())))?;
+        let Some(rest) = bytes.strip_prefix(MAGIC) else {
+            return Err(Error::Usage(format!(
+                "{} is not a samizdat backup",
+                file.display()
+            )));
+        };
+        if rest.len() <= SALT {
+            return Err(Error::Usage(
+                "the backup file is damaged (too short)".into(),
+            ));
+        }
+        let (salt, db) = rest.split_at(SALT);
+        let key = backup_key(backup_passphrase, salt)?;
+        let created = !home.exists();
+        crate::create_private_dir(home)?;
+        let temp = Temp(home.join(".restore.tmp"));
+        std::fs::write(&temp.0, db).map_err(|e| Error::Storage(e.to_string()))?;
+        let result = (|| -> Result<()> {
+            let conn =
+                rusqlite::Connection::open(&temp.0).map_err(|e| Error::Storage(e.to_string()))?;
+            conn.execute_batch(&format!("PRAGMA key = \"{}\"", key.as_str()))?;
+            let _ = conn.execute_batch("PRAGMA cipher_log_level = NONE");
+            let version: i64 = conn
+                .query_row("SELECT count(*) FROM sqlite_master", [], |r| {
+                    r.get::<_, i64>(0)
+                })
+                .and_then(|_| conn.pragma_query_value(None, "user_version", |r| r.get(0)))
+                .map_err(|_| {
+                    Error::Usage("wrong backup passphrase, or the backup file is damaged".into())
+                })?;
+            let target = Profile::db_path(home);
+            conn.execute(
+                "ATTACH DATABASE ?1 AS profile KEY ?2",
+                params![target.to_string_lossy(), passphrase],
+            )?;
+            let exported = conn
+                .query_row("SELECT sqlcipher_export('profile')", [], |_| Ok(()))
+                .and_then(|()| {
+                    conn.execute_batch(&format!("PRAGMA profile.user_version = {version}"))
+                });
+            let _ = conn.execute_batch("DETACH DATABASE profile");
+            exported.map_err(|_| {
+                Error::Usage("the backup file is damaged (its database cannot be read)".into())
+            })?;
+            Ok(())
+        })();
+        drop(temp);
+        if let Err(e) = result {
+            remove_db_files(&Profile::db_path(home));
+            if created {
+                let _ = std::fs::remove_dir(home);
+            }
+            return Err(e);
+        }
+        crate::wipe::init_duress(home)?;
+        // It opens (and runs any newer migrations) with the new passphrase.
+        Profile::open(home, passphrase).map(|_| ())
+    }
+}
