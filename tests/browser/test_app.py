@@ -150,6 +150,7 @@ def test_two_people_chat_group_outage_and_russian(browser, workdir, shots):
         send(bob, "</script><script>alert(2)</script>")
         long_text = "x" * 10_000
         send(bob, long_text)
+        expect(bob.locator("#message-list .msg.out .text").last).to_have_text(long_text)
         expect(alice.locator("#message-list .msg.in .text").last).to_have_text(
             long_text, timeout=LONG
         )

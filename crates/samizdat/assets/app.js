@@ -181,10 +181,17 @@
         composer.requestSubmit();
       }
     });
-    composer.addEventListener("submit", async (ev) => {
-      ev.preventDefault();
-      const value = text.value;
-      if (!value.trim()) return;
+    // Sends leave one after another, in the order they were typed (two requests in flight
+    // could otherwise reach the service in either order). The box is cleared at once; a
+    // send that fails puts its text back, so nothing typed is lost.
+    let sending = Promise.resolve();
+    function restore(value) {
+      text.value = text.value ? value + "\n" + text.value : value;
+      try {
+        localStorage.setItem(key, text.value);
+      } catch (_) {}
+    }
+    async function post(value) {
       const data = new URLSearchParams();
       data.set("text", value);
       let r;
@@ -196,27 +203,35 @@
           body: data,
         });
       } catch (_) {
-        // The app itself is unreachable: keep the text (and the draft) for another try.
+        // The app itself is unreachable: keep the text for another try.
+        restore(value);
         return;
       }
       if (r.ok) {
-        text.value = "";
-        try {
-          localStorage.removeItem(key);
-        } catch (_) {}
         await fetchNewer().catch(() => {});
         toBottom();
-      } else {
-        const msg = await r.text();
-        let err = composer.querySelector(".error");
-        if (!err) {
-          err = document.createElement("p");
-          err.className = "error";
-          err.setAttribute("role", "alert");
-          composer.prepend(err);
-        }
-        err.textContent = msg;
+        return;
       }
+      restore(value);
+      const msg = await r.text();
+      let err = composer.querySelector(".error");
+      if (!err) {
+        err = document.createElement("p");
+        err.className = "error";
+        err.setAttribute("role", "alert");
+        composer.prepend(err);
+      }
+      err.textContent = msg;
+    }
+    composer.addEventListener("submit", (ev) => {
+      ev.preventDefault();
+      const value = text.value;
+      if (!value.trim()) return;
+      text.value = "";
+      try {
+        localStorage.removeItem(key);
+      } catch (_) {}
+      sending = sending.then(() => post(value));
     });
     text.focus();
   }
