@@ -141,9 +141,23 @@ pub fn wipe(home: &Path) -> Result<()> {
             home.display()
         )));
     }
-    wipe_dir(home, &[])?;
-    std::fs::remove_dir(home)
-        .map_err(|e| Error::Storage(format!("cannot remove {}: {e}", home.display())))
+    // A process that is stopping may still remove (or, closing its database, briefly
+    // create) files while we work: go over the directory again until it is gone.
+    let mut last = None;
+    for _ in 0..20 {
+        wipe_dir(home, &[])?;
+        match std::fs::remove_dir(home) {
+            Ok(()) => return Ok(()),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+            Err(e) => last = Some(e),
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    Err(Error::Storage(format!(
+        "cannot remove {}: {}",
+        home.display(),
+        last.map(|e| e.to_string()).unwrap_or_default()
+    )))
 }
 
 /// Wipe every file of the profile but the lock (which the caller holds while it creates the
@@ -153,17 +167,29 @@ pub fn wipe_keeping_lock(home: &Path) -> Result<()> {
 }
 
 fn wipe_dir(dir: &Path, keep: &[&str]) -> Result<()> {
-    let entries = std::fs::read_dir(dir)
-        .map_err(|e| Error::Storage(format!("cannot read {}: {e}", dir.display())))?;
+    let gone = |e: &std::io::Error| e.kind() == std::io::ErrorKind::NotFound;
+    let entries = match std::fs::read_dir(dir) {
+        Ok(e) => e,
+        Err(e) if gone(&e) => return Ok(()),
+        Err(e) => {
+            return Err(Error::Storage(format!(
+                "cannot read {}: {e}",
+                dir.display()
+            )));
+        }
+    };
     for entry in entries {
         let entry = entry.map_err(|e| Error::Storage(e.to_string()))?;
         let path = entry.path();
         if keep.iter().any(|k| entry.file_name() == *k) {
             continue;
         }
-        let kind = entry
-            .file_type()
-            .map_err(|e| Error::Storage(e.to_string()))?;
+        // Files may vanish under us (a stopping owner removes its socket and WAL).
+        let kind = match entry.file_type() {
+            Ok(k) => k,
+            Err(e) if gone(&e) => continue,
+            Err(e) => return Err(Error::Storage(e.to_string())),
+        };
         if kind.is_dir() {
             wipe_dir(&path, &[])?;
             let _ = std::fs::remove_dir(&path);
@@ -172,8 +198,16 @@ fn wipe_dir(dir: &Path, keep: &[&str]) -> Result<()> {
         if kind.is_file() {
             overwrite(&path);
         }
-        std::fs::remove_file(&path)
-            .map_err(|e| Error::Storage(format!("cannot remove {}: {e}", path.display())))?;
+        match std::fs::remove_file(&path) {
+            Ok(()) => {}
+            Err(e) if gone(&e) => {}
+            Err(e) => {
+                return Err(Error::Storage(format!(
+                    "cannot remove {}: {e}",
+                    path.display()
+                )));
+            }
+        }
     }
     Ok(())
 }

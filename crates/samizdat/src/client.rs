@@ -285,5 +285,12 @@ pub fn stop_owner(home: &Path) {
             .args(["-TERM", &pid.to_string()])
             .stderr(std::process::Stdio::null())
             .status();
+        // Give it a moment to let go (bounded); the wipe goes ahead either way.
+        for _ in 0..30 {
+            if ProfileLock::try_acquire(home).is_ok() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
     }
 }
