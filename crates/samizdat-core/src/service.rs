@@ -44,6 +44,36 @@ pub struct LiveEvent {
     pub event: Event,
 }
 
+/// Service threads still running (their profile open), so a process can wait for them to
+/// close their databases before it exits: exiting while one is closing its SQLCipher
+/// connection (a WAL checkpoint) races the crypto library's teardown.
+static RUNNING: (std::sync::Mutex<usize>, std::sync::Condvar) =
+    (std::sync::Mutex::new(0), std::sync::Condvar::new());
+
+struct Running;
+
+impl Running {
+    fn start() -> Running {
+        *RUNNING.0.lock().unwrap_or_else(|p| p.into_inner()) += 1;
+        Running
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        let mut n = RUNNING.0.lock().unwrap_or_else(|p| p.into_inner());
+        *n = n.saturating_sub(1);
+        RUNNING.1.notify_all();
+    }
+}
+
+/// Wait (at most `limit`) until every service thread has stopped — call it once every
+/// handle is gone, before the process exits.
+pub fn wait_stopped(limit: Duration) {
+    let n = RUNNING.0.lock().unwrap_or_else(|p| p.into_inner());
+    let _ = RUNNING.1.wait_timeout_while(n, limit, |n| *n > 0);
+}
+
 /// A cloneable handle on a running service. Dropping the last handle stops the service.
 #[derive(Clone)]
 pub struct ClientHandle {
@@ -88,9 +118,14 @@ impl ClientHandle {
             published: last,
             connected: false,
         };
+        let running = Running::start();
         std::thread::Builder::new()
             .name("samizdat-core".into())
-            .spawn(move || rt.block_on(service.run(mode)))
+            .spawn(move || {
+                // Counted until the profile (its SQLCipher connection) is closed.
+                let _running = running;
+                rt.block_on(service.run(mode));
+            })
             .map_err(|e| Error::Storage(format!("cannot start the service thread: {e}")))?;
         let handle = ClientHandle {
             jobs: jobs_tx,

@@ -77,6 +77,10 @@ fn main() -> std::process::ExitCode {
             Command::Client(cmd) => cli::run(cli.home, cmd).await,
         }
     });
+    // Every task (and with them every service handle) goes with the runtime; then the
+    // service threads close their profiles before the process exits.
+    rt.shutdown_timeout(std::time::Duration::from_secs(5));
+    samizdat_core::service::wait_stopped(std::time::Duration::from_secs(10));
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {
