@@ -44,34 +44,30 @@ pub struct LiveEvent {
     pub event: Event,
 }
 
-/// Service threads still running (their profile open), so a process can wait for them to
-/// close their databases before it exits: exiting while one is closing its SQLCipher
-/// connection (a WAL checkpoint) races the crypto library's teardown.
-static RUNNING: (std::sync::Mutex<usize>, std::sync::Condvar) =
-    (std::sync::Mutex::new(0), std::sync::Condvar::new());
+/// Service threads, so a process can let them finish (profile closed, runtime and thread
+/// gone) before it exits: exiting while one is still tearing down races the C libraries'
+/// own teardown (SQLCipher, the crypto library).
+static THREADS: std::sync::Mutex<Vec<std::thread::JoinHandle<()>>> =
+    std::sync::Mutex::new(Vec::new());
 
-struct Running;
-
-impl Running {
-    fn start() -> Running {
-        *RUNNING.0.lock().unwrap_or_else(|p| p.into_inner()) += 1;
-        Running
-    }
-}
-
-impl Drop for Running {
-    fn drop(&mut self) {
-        let mut n = RUNNING.0.lock().unwrap_or_else(|p| p.into_inner());
-        *n = n.saturating_sub(1);
-        RUNNING.1.notify_all();
-    }
-}
-
-/// Wait (at most `limit`) until every service thread has stopped — call it once every
-/// handle is gone, before the process exits.
+/// Wait (at most `limit`) until every service thread has ended — call it once every handle
+/// is gone, before the process exits. Threads still busy after `limit` are left running.
 pub fn wait_stopped(limit: Duration) {
-    let n = RUNNING.0.lock().unwrap_or_else(|p| p.into_inner());
-    let _ = RUNNING.1.wait_timeout_while(n, limit, |n| *n > 0);
+    let deadline = std::time::Instant::now() + limit;
+    loop {
+        let mut threads = THREADS.lock().unwrap_or_else(|p| p.into_inner());
+        let (done, busy): (Vec<_>, Vec<_>) = threads.drain(..).partition(|t| t.is_finished());
+        *threads = busy;
+        let left = threads.len();
+        drop(threads);
+        for t in done {
+            let _ = t.join();
+        }
+        if left == 0 || std::time::Instant::now() >= deadline {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
 }
 
 /// A cloneable handle on a running service. Dropping the last handle stops the service.
@@ -118,15 +114,17 @@ impl ClientHandle {
             published: last,
             connected: false,
         };
-        let running = Running::start();
-        std::thread::Builder::new()
+        let thread = std::thread::Builder::new()
             .name("samizdat-core".into())
             .spawn(move || {
-                // Counted until the profile (its SQLCipher connection) is closed.
-                let _running = running;
                 rt.block_on(service.run(mode));
+                drop(rt);
             })
             .map_err(|e| Error::Storage(format!("cannot start the service thread: {e}")))?;
+        THREADS
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push(thread);
         let handle = ClientHandle {
             jobs: jobs_tx,
             events: events_tx,
