@@ -6,6 +6,7 @@
 //! plaintext to a relay: display names travel only inside MLS-encrypted messages, and MLS
 //! credentials carry a key fingerprint, never a name.
 
+pub mod attachment;
 pub mod invite;
 pub mod lock;
 pub mod mls;
@@ -15,12 +16,14 @@ pub mod relay_client;
 pub mod rpc;
 pub mod service;
 pub mod store;
+pub mod transfer;
 pub mod wipe;
 
 pub use invite::Invite;
 pub use profile::{
-    ContactView, ConvKind, ConversationView, Event, EventPage, GroupAdded, InvitationView,
-    LastMessage, LoggedEvent, MemberView, MessageView, Page, Profile, RelayState,
+    AttachmentView, ContactView, ConvKind, ConversationView, Event, EventPage, GroupAdded,
+    InvitationView, LastMessage, LoggedEvent, MemberView, MessageView, Page, Profile, RelayState,
+    TransferDirection,
 };
 pub use samizdat_proto::ErrorCode;
 pub use service::{ClientHandle, LiveEvent, Mode};
@@ -60,6 +63,9 @@ pub enum Error {
     Mls(String),
     #[error("crypto error: {0}")]
     Crypto(String),
+    /// Received data failed its integrity check (an attachment's digest or tag).
+    #[error("{0}")]
+    Integrity(String),
     #[error("local storage error: {0}")]
     Storage(String),
     /// The client service is not running (any more).

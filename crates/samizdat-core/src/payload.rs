@@ -31,6 +31,9 @@ pub struct Payload {
 pub enum Body {
     Text {
         text: String,
+        /// A file sent with the text (the text is then its caption, possibly empty).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        attachment: Option<Attachment>,
     },
     /// The invitee introduces itself after accepting an invite.
     Intro {
@@ -40,24 +43,55 @@ pub enum Body {
         invite: Id,
     },
     /// A member's display name in this group.
-    Profile {
-        name: String,
-    },
+    Profile { name: String },
     /// The group's name, sent by whoever adds members.
-    GroupMeta {
-        name: String,
-    },
+    GroupMeta { name: String },
     /// The sender asks to be removed; the next member who syncs commits the removal.
     Leave,
     /// The conversation's disappearing-messages timer, set by any member (0: off).
-    Timer {
-        secs: u64,
-    },
+    Timer { secs: u64 },
     /// The inviter refuses the introduction (a used single-use invite, an expired one):
     /// the invitee's conversation ends with this reason.
-    Refused {
-        reason: String,
-    },
+    Refused { reason: String },
+}
+
+/// An encrypted file on a relay (see [`crate::attachment`]): everything needed to fetch,
+/// check and decrypt it. Travels only inside MLS.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Attachment {
+    /// The relay holding the blob.
+    pub relay: String,
+    pub blob: Id,
+    /// The file's fresh ChaCha20-Poly1305 key (32 bytes).
+    pub key: Bytes,
+    /// SHA-256 of the ciphertext.
+    pub digest: Bytes,
+    /// The file's real size in bytes.
+    pub size: u64,
+    pub name: String,
+    pub media_type: String,
+}
+
+/// Largest attachment a client accepts from a peer (a relay's own limit is usually lower).
+pub const MAX_ATTACHMENT: u64 = 4 << 30;
+
+impl Attachment {
+    /// Check an attachment from a peer before anything is stored or fetched.
+    pub fn check(&self) -> Result<()> {
+        crate::check_foreign_relay_url(&self.relay)?;
+        if self.key.len() != 32 || self.digest.len() != 32 {
+            return Err(Error::Protocol(
+                "attachment key or digest has the wrong length".into(),
+            ));
+        }
+        if self.size > MAX_ATTACHMENT {
+            return Err(Error::Protocol("attachment larger than 4 GiB".into()));
+        }
+        if self.name.len() > 1024 || self.media_type.len() > 255 {
+            return Err(Error::Protocol("attachment name or type too long".into()));
+        }
+        Ok(())
+    }
 }
 
 impl Payload {
@@ -109,7 +143,10 @@ mod tests {
             id: Id::from_bytes([1; 16]),
             expires_in: None,
             sent_at: 5,
-            body: Body::Text { text: "hi".into() },
+            body: Body::Text {
+                text: "hi".into(),
+                attachment: None,
+            },
         };
         assert_eq!(
             String::from_utf8(p.encode()).unwrap(),

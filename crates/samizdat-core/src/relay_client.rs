@@ -443,6 +443,78 @@ impl RelayClient {
             .await?;
         self.finish(r).await
     }
+
+    /// `POST /v1/blobs`: room for a blob of `length` bytes.
+    pub async fn create_blob(&self, length: u64) -> Result<proto::BlobCreated> {
+        let r = self
+            .send(|base| {
+                self.http
+                    .post(format!("{base}/v1/blobs"))
+                    .header(proto::HEADER_UPLOAD_LENGTH, length.to_string())
+            })
+            .await?;
+        self.finish(r).await
+    }
+
+    /// How many bytes of a blob the relay holds durably.
+    pub async fn blob_offset(&self, blob: &Id, token: &[u8]) -> Result<proto::BlobOffset> {
+        let r = self
+            .send(|base| {
+                self.http
+                    .get(format!("{base}/v1/blobs/{blob}/upload"))
+                    .header(proto::HEADER_UPLOAD_TOKEN, Bytes::encode(token))
+            })
+            .await?;
+        self.finish(r).await
+    }
+
+    /// Append `piece` at `offset`; answered once it is durable.
+    pub async fn put_blob_piece(
+        &self,
+        blob: &Id,
+        token: &[u8],
+        offset: u64,
+        piece: Vec<u8>,
+    ) -> Result<proto::BlobOffset> {
+        let r = self
+            .send(|base| {
+                self.http
+                    .patch(format!("{base}/v1/blobs/{blob}/upload"))
+                    .header(proto::HEADER_UPLOAD_TOKEN, Bytes::encode(token))
+                    .header(proto::HEADER_UPLOAD_OFFSET, offset.to_string())
+                    .header("content-type", "application/octet-stream")
+                    .body(piece.clone())
+            })
+            .await?;
+        self.finish(r).await
+    }
+
+    /// Start downloading a finished blob from byte `from`. The answer streams; read it with
+    /// [`reqwest::Response::chunk`]. Errors are read here.
+    pub async fn get_blob(&self, blob: &Id, from: u64) -> Result<reqwest::Response> {
+        let r = self
+            .send(|base| {
+                let req = self.http.get(format!("{base}/v1/blobs/{blob}"));
+                if from > 0 {
+                    req.header("range", format!("bytes={from}-"))
+                } else {
+                    req
+                }
+            })
+            .await?;
+        if r.status().is_success() {
+            return Ok(r);
+        }
+        self.finish::<serde_json::Value>(r).await?;
+        Err(Error::Protocol(
+            "the relay answered a download oddly".into(),
+        ))
+    }
+
+    /// A network failure while reading a streamed answer.
+    pub fn stream_error(&self, e: reqwest::Error) -> Error {
+        self.unreachable(e)
+    }
 }
 
 fn short_reqwest_error(e: &reqwest::Error) -> String {

@@ -104,6 +104,7 @@ impl From<Error> for RpcError {
             Error::Protocol(_) => (PROTOCOL, "protocol"),
             Error::Mls(_) => (PROTOCOL, "mls"),
             Error::Crypto(_) => (PROTOCOL, "crypto"),
+            Error::Integrity(_) => (PROTOCOL, "integrity"),
             Error::Storage(_) => (STORAGE, "storage"),
             Error::Stopped(_) => (STOPPED, "stopped"),
         };
@@ -165,7 +166,29 @@ pub struct Accepted {
 pub struct SendParams {
     pub target: Option<String>,
     pub conversation_id: Option<String>,
+    /// The message, or the caption of `file` (may then be empty).
+    #[serde(default)]
     pub text: String,
+    /// An absolute path of a file to send (read by the service's process): it is encrypted,
+    /// uploaded to the conversation's relay and sent; `transfer` events report progress.
+    #[serde(default)]
+    pub file: Option<String>,
+}
+
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct DownloadParams {
+    pub message_id: String,
+    /// Absolute path of a new file, or of a directory to put the file in (under its own
+    /// name). An existing file is never overwritten.
+    pub out: String,
+}
+
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct AutoDownloadParams {
+    /// Incoming attachments up to this size are fetched as they arrive (0: only on request).
+    pub bytes: u64,
 }
 
 #[derive(Debug, Serialize, Deserialize, JsonSchema)]
@@ -407,7 +430,9 @@ methods! {
     "invite_accept" => invite_accept(InviteAcceptParams) -> Accepted, "Accept an invite link: verify the inviter's key and start a 1:1 conversation.";
     "contacts" => contacts(NoParams) -> Vec<ContactView>, "List contacts.";
     "conversations" => conversations(NoParams) -> Vec<ConversationView>, "List conversations with unread counts.";
-    "send" => send(SendParams) -> Sent, "Send a text message. Stored before it is sent: on relay_unreachable it stays queued and is retried.";
+    "send" => send(SendParams) -> Sent, "Send a text message, or a file (`file`, with `text` as its caption). Stored before it is sent: on relay_unreachable it stays queued and is retried.";
+    "download" => download(DownloadParams) -> crate::transfer::Downloaded, "Fetch a message's attachment (resuming), check its digest, decrypt it to a new file.";
+    "set_auto_download" => set_auto_download(AutoDownloadParams) -> Done, "Fetch incoming attachments up to this size as they arrive (0: only on request).";
     "history" => history(HistoryParams) -> Vec<MessageView>, "A conversation's messages in log order (marks them read).";
     "group_create" => group_create(GroupParams) -> Created, "Create an empty group.";
     "group_add" => group_add(GroupAddParams) -> GroupAdded, "Add contacts to a group; those whose relay is unreachable are added by later syncs (`waiting`).";
@@ -560,7 +585,29 @@ async fn conversations(s: &Session, _: NoParams) -> RpcResult<Vec<ConversationVi
     on_profile!(s, |p| p.conversations())
 }
 
+fn absolute(path: &str, what: &str) -> RpcResult<std::path::PathBuf> {
+    let p = std::path::PathBuf::from(path);
+    if !p.is_absolute() {
+        return Err(Error::Usage(format!("{what} must be an absolute path")).into());
+    }
+    Ok(p)
+}
+
 async fn send(s: &Session, a: SendParams) -> RpcResult<Sent> {
+    if let Some(file) = &a.file {
+        let path = absolute(file, "file")?;
+        let (t, c) = (a.target.clone(), a.conversation_id.clone());
+        let (name, conversation_id) = on_profile!(s, |p| {
+            let name = target_name(p, t, c)?;
+            let id = p.conversation_id(&name)?;
+            Ok((name, id))
+        })?;
+        let message_id = s.handle.send_file(&name, &path, &a.text).await?;
+        return Ok(Sent {
+            message_id,
+            conversation_id,
+        });
+    }
     on_profile!(s, |p| {
         let name = target_name(p, a.target, a.conversation_id)?;
         let conversation_id = p.conversation_id(&name)?;
@@ -606,6 +653,18 @@ async fn backup(s: &Session, a: BackupParams) -> RpcResult<BackedUp> {
     on_profile!(s, |p| Ok(BackedUp {
         bytes: p.backup(std::path::Path::new(&a.out), &pass)?,
     }))
+}
+
+async fn download(s: &Session, a: DownloadParams) -> RpcResult<crate::transfer::Downloaded> {
+    let out = absolute(&a.out, "out")?;
+    Ok(s.handle.download(&a.message_id, &out).await?)
+}
+
+async fn set_auto_download(s: &Session, a: AutoDownloadParams) -> RpcResult<Done> {
+    on_profile!(s, |p| {
+        p.set_auto_download_bytes(a.bytes)?;
+        Ok(Done { ok: true })
+    })
 }
 
 async fn set_timer(s: &Session, a: TimerParams) -> RpcResult<Done> {

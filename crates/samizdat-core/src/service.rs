@@ -106,7 +106,14 @@ impl ClientHandle {
             .enable_all()
             .build()
             .map_err(|e| Error::Storage(format!("cannot start the service runtime: {e}")))?;
+        let weak = WeakHandle {
+            jobs: jobs_tx.downgrade(),
+            events: events_tx.clone(),
+            last_seq: seq_rx.clone(),
+        };
         let service = Service {
+            weak,
+            fetching: std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false)),
             profile,
             jobs: jobs_rx,
             events: events_tx.clone(),
@@ -157,6 +164,11 @@ impl ClientHandle {
             .map_err(|_| Error::Stopped("the client service stopped during the call".into()))?
     }
 
+    /// Send a live-only event to every subscriber (transfer progress).
+    pub(crate) fn broadcast(&self, event: LiveEvent) {
+        let _ = self.events.send(event);
+    }
+
     /// Live events from now on.
     pub fn subscribe(&self) -> broadcast::Receiver<LiveEvent> {
         self.events.subscribe()
@@ -195,7 +207,28 @@ impl ClientHandle {
     }
 }
 
+/// A handle that does not keep the service alive (the service's own, for the automatic
+/// download it starts).
+struct WeakHandle {
+    jobs: mpsc::WeakSender<Job>,
+    events: broadcast::Sender<LiveEvent>,
+    last_seq: watch::Receiver<u64>,
+}
+
+impl WeakHandle {
+    fn upgrade(&self) -> Option<ClientHandle> {
+        Some(ClientHandle {
+            jobs: self.jobs.upgrade()?,
+            events: self.events.clone(),
+            last_seq: self.last_seq.clone(),
+        })
+    }
+}
+
 struct Service {
+    weak: WeakHandle,
+    /// An automatic download is running.
+    fetching: std::sync::Arc<std::sync::atomic::AtomicBool>,
     profile: Profile,
     jobs: mpsc::Receiver<Job>,
     events: broadcast::Sender<LiveEvent>,
@@ -227,6 +260,15 @@ impl Service {
                 break;
             };
             for e in page.events {
+                if matches!(
+                    &e.event,
+                    Event::Message {
+                        attachment: Some(_),
+                        ..
+                    }
+                ) {
+                    self.start_auto_download();
+                }
                 let _ = self.events.send(LiveEvent {
                     seq: Some(e.seq),
                     event: e.event,
@@ -238,6 +280,24 @@ impl Service {
         for event in reported.into_iter().filter(|e| !e.is_durable()) {
             let _ = self.events.send(LiveEvent { seq: None, event });
         }
+    }
+
+    /// Fetch new attachments under the user's size in the background (one run at a time;
+    /// it uses the job queue like any front).
+    fn start_auto_download(&self) {
+        use std::sync::atomic::Ordering;
+        if self.fetching.swap(true, Ordering::SeqCst) {
+            return;
+        }
+        let Some(handle) = self.weak.upgrade() else {
+            self.fetching.store(false, Ordering::SeqCst);
+            return;
+        };
+        let flag = self.fetching.clone();
+        tokio::spawn(async move {
+            handle.auto_download().await;
+            flag.store(false, Ordering::SeqCst);
+        });
     }
 
     fn live(&self, event: Event) {

@@ -20,6 +20,7 @@ const MIGRATIONS: &[(i64, &str)] = &[
     (6, include_str!("../migrations/0006_membership.sql")),
     (7, include_str!("../migrations/0007_indexes.sql")),
     (8, include_str!("../migrations/0008_timers.sql")),
+    (9, include_str!("../migrations/0009_attachments.sql")),
 ];
 
 /// A shared handle on the profile database. The MLS storage providers use the same

@@ -43,6 +43,10 @@ pub enum ErrorCode {
     Timeout,
     /// The group or the relay as a whole has reached its storage limit.
     StorageFull,
+    /// A blob upload continued at an offset other than the relay's (query it and resume).
+    OffsetMismatch,
+    /// The blob's upload has not finished; it cannot be downloaded yet.
+    Incomplete,
 }
 
 impl ErrorCode {
@@ -64,6 +68,7 @@ impl ErrorCode {
             ErrorCode::Internal => 500,
             ErrorCode::Timeout => 408,
             ErrorCode::StorageFull => 429,
+            ErrorCode::OffsetMismatch | ErrorCode::Incomplete => 409,
         }
     }
 
@@ -87,10 +92,12 @@ impl ErrorCode {
             ErrorCode::Internal => "internal",
             ErrorCode::Timeout => "timeout",
             ErrorCode::StorageFull => "storage_full",
+            ErrorCode::OffsetMismatch => "offset_mismatch",
+            ErrorCode::Incomplete => "incomplete",
         }
     }
 
-    pub const ALL: [ErrorCode; 18] = [
+    pub const ALL: [ErrorCode; 20] = [
         ErrorCode::BadRequest,
         ErrorCode::TooLarge,
         ErrorCode::NotFound,
@@ -109,6 +116,8 @@ impl ErrorCode {
         ErrorCode::Internal,
         ErrorCode::Timeout,
         ErrorCode::StorageFull,
+        ErrorCode::OffsetMismatch,
+        ErrorCode::Incomplete,
     ];
 }
 

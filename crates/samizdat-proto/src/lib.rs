@@ -31,6 +31,11 @@ pub const HEADER_NONCE: &str = "x-samizdat-nonce";
 pub const HEADER_SIGNATURE: &str = "x-samizdat-signature";
 /// HTTP header carrying a group's epoch token (base64url).
 pub const HEADER_TOKEN: &str = "x-samizdat-token";
+/// HTTP header carrying a blob's upload token (base64url), the capability to write it.
+pub const HEADER_UPLOAD_TOKEN: &str = "x-samizdat-upload-token";
+/// HTTP header: a blob's total length (creating it) or where a piece starts (appending).
+pub const HEADER_UPLOAD_LENGTH: &str = "upload-length";
+pub const HEADER_UPLOAD_OFFSET: &str = "upload-offset";
 
 /// How far an owner's signature timestamp may be from the relay's clock, in seconds.
 pub const SIGNATURE_WINDOW_SECS: u64 = 300;

@@ -74,6 +74,14 @@ pub struct Limits {
     /// Unclaimed KeyPackages are deleted this long after upload (clients make them valid
     /// for 180 days and refill the pool).
     pub key_package_ttl_secs: u64,
+    /// Largest blob (an encrypted attachment) the relay accepts, in bytes.
+    pub max_blob_bytes: u64,
+    /// Largest piece of a blob one upload request may carry.
+    pub max_blob_chunk: usize,
+    /// Bytes of unexpired blobs one source (an IPv4 address or IPv6 /64) may hold.
+    pub blob_quota_bytes: u64,
+    /// Blobs are deleted this long after their upload began.
+    pub blob_ttl_secs: u64,
 }
 
 impl Default for Limits {
@@ -110,6 +118,10 @@ impl Default for Limits {
             mailbox_idle_secs: 180 * 24 * 3600,
             group_idle_secs: 180 * 24 * 3600,
             key_package_ttl_secs: 150 * 24 * 3600,
+            max_blob_bytes: 100 * 1024 * 1024,
+            max_blob_chunk: 8 * 1024 * 1024,
+            blob_quota_bytes: 1024 * 1024 * 1024,
+            blob_ttl_secs: 30 * 24 * 3600,
         }
     }
 }

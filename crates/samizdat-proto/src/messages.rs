@@ -280,3 +280,20 @@ mod tests {
         );
     }
 }
+
+/// `POST /v1/blobs` (201): a blob to upload into. `upload_token` is the write capability
+/// (send it as `x-samizdat-upload-token`); `blob_id` alone lets anyone with it download the
+/// finished blob.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BlobCreated {
+    pub blob_id: Id,
+    pub upload_token: Bytes,
+    pub length: u64,
+}
+
+/// `GET` / `PATCH /v1/blobs/{id}/upload`: how far the upload is (bytes stored durably).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BlobOffset {
+    pub offset: u64,
+    pub length: u64,
+}

@@ -79,7 +79,7 @@ impl IntoResponse for ApiError {
     }
 }
 
-type ApiResult<T> = Result<T, ApiError>;
+pub(crate) type ApiResult<T> = Result<T, ApiError>;
 
 pub(crate) fn router(state: AppState) -> Router {
     let app = Router::new()
@@ -101,6 +101,12 @@ pub(crate) fn router(state: AppState) -> Router {
         )
         .route("/v1/groups", post(create_group))
         .route("/v1/groups/{id}/entries", post(append).get(read_entries))
+        .route("/v1/blobs", post(crate::blobs::create))
+        .route("/v1/blobs/{id}", get(crate::blobs::download))
+        .route(
+            "/v1/blobs/{id}/upload",
+            get(crate::blobs::offset).patch(crate::blobs::append),
+        )
         .route("/v1/ws", get(crate::ws::upgrade))
         .fallback(fallback)
         .method_not_allowed_fallback(method_not_allowed)
@@ -195,7 +201,7 @@ fn with_code(e: ApiError) -> Response {
 }
 
 /// Turn a handler result into a response, tagging errors with their code for the metrics.
-fn respond<T: IntoResponse>(r: ApiResult<T>) -> Response {
+pub(crate) fn respond<T: IntoResponse>(r: ApiResult<T>) -> Response {
     match r {
         Ok(v) => v.into_response(),
         Err(e) => with_code(e),
@@ -229,7 +235,7 @@ async fn openapi() -> impl IntoResponse {
 
 /// A request body in memory, with its share of the relay-wide byte budget: the share is
 /// returned when this is dropped (after the handler has finished with the body).
-struct ReadBody {
+pub(crate) struct ReadBody {
     bytes: Vec<u8>,
     _budget: Option<tokio::sync::OwnedSemaphorePermit>,
 }
@@ -244,7 +250,7 @@ impl std::ops::Deref for ReadBody {
 /// Read at most `limit` bytes of body within `body_timeout_secs`, taking each chunk's size
 /// from the relay-wide budget first. When the budget stays exhausted for a few seconds
 /// the request is refused with `unavailable` (Retry-After) instead of growing memory.
-async fn read_body(state: &AppState, body: Body, limit: usize) -> ApiResult<ReadBody> {
+pub(crate) async fn read_body(state: &AppState, body: Body, limit: usize) -> ApiResult<ReadBody> {
     use futures_util::StreamExt;
     let too_large = || {
         ApiError::new(
@@ -310,7 +316,7 @@ fn bounded(v: u64, what: &str) -> ApiResult<u64> {
 }
 
 /// The relay-wide storage limit (as of the last sweep).
-fn check_relay_storage(state: &AppState) -> ApiResult<()> {
+pub(crate) fn check_relay_storage(state: &AppState) -> ApiResult<()> {
     let max = state.limits.max_relay_bytes;
     if max > 0 && state.stored_bytes.load(Ordering::Relaxed) >= max {
         return Err(ApiError::new(
@@ -326,13 +332,17 @@ fn parse<T: DeserializeOwned>(bytes: &[u8]) -> ApiResult<T> {
         .map_err(|e| ApiError::new(ErrorCode::BadRequest, format!("invalid JSON body: {e}")))
 }
 
-fn parse_id(s: &str, what: &str) -> ApiResult<Id> {
+pub(crate) fn parse_id(s: &str, what: &str) -> ApiResult<Id> {
     s.parse()
         .map_err(|e| ApiError::new(ErrorCode::BadRequest, format!("invalid {what} id: {e}")))
 }
 
 /// The bucket a per-address limit counts this request in (see `limits::client_addr`).
-fn client_bucket(state: &AppState, peer: &SocketAddr, headers: &HeaderMap) -> AddrBucket {
+pub(crate) fn client_bucket(
+    state: &AppState,
+    peer: &SocketAddr,
+    headers: &HeaderMap,
+) -> AddrBucket {
     AddrBucket::of(crate::limits::client_addr(
         *peer,
         headers,
@@ -409,7 +419,7 @@ async fn check_owner(
     Ok(())
 }
 
-fn rate_limited() -> ApiError {
+pub(crate) fn rate_limited() -> ApiError {
     ApiError::new(
         ErrorCode::RateLimited,
         "too many requests of this kind from your address; retry in a minute",

@@ -13,6 +13,7 @@
 //! hold cursors and re-read the log, so a process can die at any moment.
 
 mod auth;
+mod blobs;
 pub mod http;
 pub mod limits;
 mod metrics;
@@ -64,6 +65,9 @@ pub struct Config {
     pub listen: String,
     /// Directory for the SQLite database (unused with `database`).
     pub data: PathBuf,
+    /// Directory for blob files (encrypted attachments). Default: `blobs` under `data`.
+    /// Relay processes sharing a PostgreSQL database must share this directory too.
+    pub blob_dir: Option<PathBuf>,
     /// A `postgres://` URL: use PostgreSQL, shared with other relay processes.
     pub database: Option<String>,
     /// PostgreSQL connections per process.
@@ -85,6 +89,7 @@ impl Default for Config {
             listen: "127.0.0.1:7700".into(),
             data: PathBuf::from("samizdat-relay"),
             database: None,
+            blob_dir: None,
             pool_size: 8,
             sweep_interval_secs: 60,
             trusted_proxies: Vec::new(),
@@ -104,6 +109,8 @@ pub(crate) struct AppState {
     pub trusted_proxies: Arc<[Cidr]>,
     /// Request body bytes in memory, relay-wide (`limits.max_inflight_body_bytes`).
     pub body_budget: Arc<tokio::sync::Semaphore>,
+    /// Where blob files live (see `blobs`).
+    pub blob_dir: Arc<std::path::Path>,
     /// Total stored bytes as of the last sweep (for `max_relay_bytes`).
     pub stored_bytes: Arc<std::sync::atomic::AtomicU64>,
     pub shutdown: watch::Receiver<bool>,
@@ -191,6 +198,16 @@ impl Relay {
                 source,
             })?;
         let addr = listener.local_addr().map_err(Error::Serve)?;
+        let blob_dir = config
+            .blob_dir
+            .clone()
+            .unwrap_or_else(|| config.data.join("blobs"));
+        std::fs::create_dir_all(&blob_dir).map_err(|e| {
+            Error::Config(format!(
+                "cannot create the blob directory {}: {e}",
+                blob_dir.display()
+            ))
+        })?;
         let (stop, stop_rx) = watch::channel(false);
         let limits = Arc::new(config.limits.clone());
         let notifier = Notifier::new();
@@ -204,6 +221,7 @@ impl Relay {
             rates: RateLimits::new(&limits),
             trusted_proxies: trusted_proxies.into(),
             body_budget: Arc::new(tokio::sync::Semaphore::new(budget)),
+            blob_dir: blob_dir.into(),
             stored_bytes: Arc::new(std::sync::atomic::AtomicU64::new(0)),
             limits: limits.clone(),
             metrics: metrics.clone(),
@@ -232,6 +250,10 @@ impl Relay {
                                 }
                             }
                             Err(e) => tracing::warn!(error = %e, "retention sweep failed"),
+                        }
+                        let blobs = blobs::sweep(&sweep_state).await;
+                        if blobs > 0 {
+                            tracing::info!(blobs, "expired blobs deleted");
                         }
                         sweep_state.rates.forget_idle();
                     }

@@ -16,6 +16,12 @@ use crate::client::{
 };
 
 #[derive(Debug, clap::Subcommand)]
+pub enum ConfigCommand {
+    /// Fetch incoming attachments up to SIZE (e.g. 5M, 500K; 0 = only on request).
+    AutoDownload { size: String },
+}
+
+#[derive(Debug, clap::Subcommand)]
 pub enum ClientCommand {
     /// Create a profile: keys, encrypted store, a mailbox and KeyPackages on a relay.
     Init {
@@ -51,7 +57,27 @@ pub enum ClientCommand {
         json: bool,
     },
     /// Send a message to a contact or a group.
-    Send { target: String, text: String },
+    Send {
+        target: String,
+        /// The message (or use --file).
+        text: Option<String>,
+        /// Send this file (encrypted, uploaded to the conversation's relay).
+        #[arg(long)]
+        file: Option<std::path::PathBuf>,
+        /// The file's caption.
+        #[arg(long = "text", requires = "file")]
+        caption: Option<String>,
+    },
+    /// Fetch a message's attachment, check it and write it decrypted.
+    Download {
+        message_id: String,
+        /// A new file, or a directory to put it in [default: the current directory]
+        #[arg(long)]
+        out: Option<std::path::PathBuf>,
+    },
+    /// Profile settings.
+    #[command(subcommand)]
+    Config(ConfigCommand),
     /// Fetch, process and store what arrived; print it.
     Sync {
         #[arg(long)]
@@ -223,6 +249,91 @@ fn passphrase(confirm: bool) -> Result<Secret> {
 }
 
 /// `30s`, `5m`, `1h`, `1d`, `1w` (or a plain number of seconds); `off` is 0.
+/// A path as the service will read it (it may run elsewhere in the file system's view:
+/// another working directory).
+fn absolute(p: &std::path::Path) -> Result<std::path::PathBuf> {
+    if p.is_absolute() {
+        return Ok(p.to_path_buf());
+    }
+    Ok(std::env::current_dir()
+        .context("the current directory")?
+        .join(p))
+}
+
+/// A size: bytes, or with K, M or G (powers of 1024).
+fn parse_size(s: &str) -> Result<u64> {
+    let t = s.trim();
+    let (num, mult) = match t.char_indices().last() {
+        Some((i, c)) if c.eq_ignore_ascii_case(&'k') => (&t[..i], 1u64 << 10),
+        Some((i, c)) if c.eq_ignore_ascii_case(&'m') => (&t[..i], 1 << 20),
+        Some((i, c)) if c.eq_ignore_ascii_case(&'g') => (&t[..i], 1 << 30),
+        _ => (t, 1),
+    };
+    num.trim()
+        .parse::<u64>()
+        .ok()
+        .and_then(|n| n.checked_mul(mult))
+        .ok_or_else(|| anyhow!("{s:?} is not a size (e.g. 0, 500K, 5M)"))
+}
+
+/// A progress bar for one transfer, drawn on stderr only when it is a terminal.
+struct TransferBar {
+    bar: Option<indicatif::ProgressBar>,
+    label: &'static str,
+}
+
+impl TransferBar {
+    fn new(label: &'static str) -> TransferBar {
+        TransferBar { bar: None, label }
+    }
+
+    fn on(&mut self, e: &samizdat_core::LiveEvent) {
+        use std::io::IsTerminal;
+        let Event::Transfer {
+            done,
+            total,
+            resumed_at,
+            direction,
+            ..
+        } = &e.event
+        else {
+            return;
+        };
+        if let Some(at) = resumed_at {
+            let what = match direction {
+                samizdat_core::TransferDirection::Upload => "upload",
+                samizdat_core::TransferDirection::Download => "download",
+            };
+            let line = format!("{what} resumed at byte {at} of {total}");
+            match &self.bar {
+                Some(b) => b.println(line),
+                None => eprintln!("{line}"),
+            }
+        }
+        if !std::io::stderr().is_terminal() {
+            return;
+        }
+        let label = self.label;
+        let bar = self.bar.get_or_insert_with(|| {
+            let b = indicatif::ProgressBar::new(*total);
+            if let Ok(style) = indicatif::ProgressStyle::with_template(
+                "{msg} [{bar:30}] {bytes}/{total_bytes} {bytes_per_sec}",
+            ) {
+                b.set_style(style.progress_chars("=> "));
+            }
+            b.set_message(label);
+            b
+        });
+        bar.set_position(*done);
+    }
+
+    fn finish(&mut self) {
+        if let Some(b) = self.bar.take() {
+            b.finish_and_clear();
+        }
+    }
+}
+
 fn parse_duration(s: &str) -> Result<u64> {
     let s = s.trim();
     if s == "off" || s == "0" {
@@ -621,11 +732,26 @@ async fn run_in(home: &Path, cmd: ClientCommand) -> Result<()> {
                 }
             }
         }
-        ClientCommand::Send { target, text } => {
+        ClientCommand::Send {
+            target,
+            text,
+            file,
+            caption,
+        } => {
             let since = b.last_event().await?;
-            let sent: Result<samizdat_core::rpc::Sent> = b
-                .call("send", json!({ "target": target, "text": text }))
-                .await;
+            let params = match (&text, &file) {
+                (Some(text), None) => json!({ "target": target, "text": text }),
+                (None, Some(file)) => json!({
+                    "target": target,
+                    "text": caption.unwrap_or_default(),
+                    "file": absolute(file)?.display().to_string(),
+                }),
+                _ => return Err(anyhow!("give either the message text or --file PATH")),
+            };
+            let mut bar = TransferBar::new("uploading");
+            let sent: Result<samizdat_core::rpc::Sent> =
+                b.call_watching("send", params, |e| bar.on(e)).await;
+            bar.finish();
             print_side_events(&b.events_since(since).await.unwrap_or_default());
             let sent = sent.map_err(|e| {
                 let text = e.to_string();
@@ -636,6 +762,34 @@ async fn run_in(home: &Path, cmd: ClientCommand) -> Result<()> {
                 }
             })?;
             println!("sent {}", sent.message_id);
+        }
+        ClientCommand::Download { message_id, out } => {
+            let out = match out {
+                Some(o) => absolute(&o)?,
+                None => std::env::current_dir().context("the current directory")?,
+            };
+            let mut bar = TransferBar::new("downloading");
+            let done: samizdat_core::transfer::Downloaded = b
+                .call_watching(
+                    "download",
+                    json!({ "message_id": message_id, "out": out.display().to_string() }),
+                    |e| bar.on(e),
+                )
+                .await
+                .inspect_err(|_| bar.finish())?;
+            bar.finish();
+            println!("saved {} ({} bytes)", safe(&done.path), done.size);
+        }
+        ClientCommand::Config(ConfigCommand::AutoDownload { size }) => {
+            let bytes = parse_size(&size)?;
+            let _: samizdat_core::rpc::Done = b
+                .call("set_auto_download", json!({ "bytes": bytes }))
+                .await?;
+            if bytes == 0 {
+                println!("attachments are fetched only when you ask (samizdat download)");
+            } else {
+                println!("attachments up to {bytes} bytes are fetched as they arrive");
+            }
         }
         ClientCommand::Sync { json } => {
             let synced: samizdat_core::rpc::Synced = b.call("sync", json!({})).await?;
@@ -668,7 +822,20 @@ async fn run_in(home: &Path, cmd: ClientCommand) -> Result<()> {
                         (None, false) => "  (not yet delivered)".into(),
                         (None, true) => String::new(),
                     };
-                    println!("{}: {}{mark}", safe(&m.from), safe(&m.text));
+                    let file = m
+                        .attachment
+                        .as_ref()
+                        .map(|a| {
+                            format!(
+                                " [file {}: {} bytes{} — samizdat download {}]",
+                                safe(&a.name),
+                                a.size,
+                                if a.downloaded { ", on this device" } else { "" },
+                                m.id
+                            )
+                        })
+                        .unwrap_or_default();
+                    println!("{}: {}{file}{mark}", safe(&m.from), safe(&m.text));
                 }
             }
         }

@@ -107,6 +107,41 @@ impl Backend {
         serde_json::from_value(value).with_context(|| format!("reading the answer to {method}"))
     }
 
+    /// Call a method while watching live events (transfer progress) until it answers.
+    pub async fn call_watching<T: DeserializeOwned>(
+        &mut self,
+        method: &str,
+        params: Value,
+        mut on_event: impl FnMut(&LiveEvent),
+    ) -> Result<T> {
+        let value = match self {
+            Backend::Local { handle, .. } => {
+                let mut events = handle.subscribe();
+                let call = samizdat_core::rpc::call_local(handle, method, params);
+                tokio::pin!(call);
+                loop {
+                    tokio::select! {
+                        r = &mut call => break r.map_err(|e| anyhow!("{}", e.message))?,
+                        e = events.recv() => if let Ok(e) = e { on_event(&e) },
+                    }
+                }
+            }
+            Backend::Remote(c) => {
+                c.call("subscribe", json!({}), |_| {}).await?;
+                c.call(method, params, |note| {
+                    if note.get("method").and_then(Value::as_str) == Some("event")
+                        && let Some(p) = note.get("params")
+                        && let Ok(e) = serde_json::from_value::<LiveEvent>(p.clone())
+                    {
+                        on_event(&e);
+                    }
+                })
+                .await?
+            }
+        };
+        serde_json::from_value(value).with_context(|| format!("reading the answer to {method}"))
+    }
+
     /// The newest position in the durable event log.
     pub async fn last_event(&mut self) -> Result<u64> {
         let page: samizdat_core::EventPage = self
@@ -141,28 +176,9 @@ impl RemoteClient {
         }
     }
 
-    /// Send a request and return the whole response object (`result` or `error`), skipping
-    /// notifications.
-    pub async fn request(&mut self, method: &str, params: Value) -> Result<Value> {
-        let id = self.next_id;
-        self.next_id += 1;
-        let req = json!({ "jsonrpc": "2.0", "id": id, "method": method, "params": params });
-        let mut line = req.to_string();
-        line.push('\n');
-        self.writer
-            .write_all(line.as_bytes())
-            .await
-            .context("writing to the samizdat service")?;
-        loop {
-            let msg = self.next_message().await?;
-            if msg.get("id").and_then(Value::as_u64) == Some(id) {
-                return Ok(msg);
-            }
-        }
-    }
-
-    /// Send a request; notifications read while waiting go to `on_note`.
-    pub async fn call(
+    /// Send a request and return the whole response object (`result` or `error`); the
+    /// notifications read while waiting go to `on_note`.
+    pub async fn request_with(
         &mut self,
         method: &str,
         params: Value,
@@ -180,19 +196,36 @@ impl RemoteClient {
         loop {
             let msg = self.next_message().await?;
             if msg.get("id").and_then(Value::as_u64) == Some(id) {
-                if let Some(err) = msg.get("error") {
-                    let message = err
-                        .get("message")
-                        .and_then(Value::as_str)
-                        .unwrap_or("error");
-                    return Err(anyhow!("{message}"));
-                }
-                return Ok(msg.get("result").cloned().unwrap_or(Value::Null));
+                return Ok(msg);
             }
             if msg.get("method").is_some() {
                 on_note(msg);
             }
         }
+    }
+
+    /// Send a request and return the whole response object, skipping notifications.
+    pub async fn request(&mut self, method: &str, params: Value) -> Result<Value> {
+        self.request_with(method, params, |_| {}).await
+    }
+
+    /// Send a request and return its `result`; notifications read while waiting go to
+    /// `on_note`.
+    pub async fn call(
+        &mut self,
+        method: &str,
+        params: Value,
+        on_note: impl FnMut(Value),
+    ) -> Result<Value> {
+        let msg = self.request_with(method, params, on_note).await?;
+        if let Some(err) = msg.get("error") {
+            let message = err
+                .get("message")
+                .and_then(Value::as_str)
+                .unwrap_or("error");
+            return Err(anyhow!("{message}"));
+        }
+        Ok(msg.get("result").cloned().unwrap_or(Value::Null))
     }
 
     /// The next line from the service, parsed.

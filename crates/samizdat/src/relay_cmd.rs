@@ -13,6 +13,13 @@ pub struct RelayArgs {
     /// Directory for the relay's database [default: ./samizdat-relay]
     #[arg(long, env = "SAMIZDAT_RELAY_DATA")]
     pub data: Option<PathBuf>,
+    /// Directory for blob files (encrypted attachments) [default: blobs under --data]. Relay
+    /// processes sharing a PostgreSQL database must share it too.
+    #[arg(long, env = "SAMIZDAT_RELAY_BLOB_DIR")]
+    pub blob_dir: Option<PathBuf>,
+    /// Largest blob (encrypted attachment) accepted, in bytes [default: 100 MiB]
+    #[arg(long, env = "SAMIZDAT_RELAY_MAX_BLOB_BYTES")]
+    pub max_blob_bytes: Option<u64>,
     /// PostgreSQL URL (postgres://user@host/db): store everything there, shared with other
     /// relay processes, instead of SQLite under --data.
     #[arg(long, env = "SAMIZDAT_RELAY_DATABASE")]
@@ -49,6 +56,12 @@ pub fn load_config(args: &RelayArgs) -> Result<Config> {
     }
     if let Some(d) = &args.data {
         config.data = d.clone();
+    }
+    if let Some(b) = &args.blob_dir {
+        config.blob_dir = Some(b.clone());
+    }
+    if let Some(n) = args.max_blob_bytes {
+        config.limits.max_blob_bytes = n;
     }
     if let Some(db) = &args.database {
         config.database = Some(db.clone());

@@ -15,7 +15,27 @@ impl Profile {
     ) -> Result<Option<Vec<u8>>> {
         let gid = conv.group_id;
         match p.body {
-            Body::Text { text } => {
+            Body::Text { text, attachment } => {
+                // An attachment that fails its checks is dropped (the text stays) and said.
+                let attachment = match attachment.map(|a| a.check().map(|_| a)).transpose() {
+                    Ok(a) => a,
+                    Err(e) => {
+                        self.emit(
+                            events,
+                            Event::Notice {
+                                conversation_id: Some(gid.to_string()),
+                                conversation: Some(conv.name.clone()),
+                                text: format!("an attachment was refused: {e}"),
+                            },
+                        )?;
+                        None
+                    }
+                };
+                let attachment_json = attachment
+                    .as_ref()
+                    .map(serde_json::to_string)
+                    .transpose()
+                    .map_err(|e| Error::Storage(e.to_string()))?;
                 // Disappearing: counted from arrival for the receiver.
                 let now = now_millis();
                 let expires_at = p.expires_in.map(|e| {
@@ -23,10 +43,10 @@ impl Profile {
                         .min(i64::MAX as u64) as i64
                 });
                 let inserted = self.db.conn().execute(
-                    "INSERT OR IGNORE INTO messages (id, group_id, seq, sender_fp, outgoing, body, sent_at, received_at, unread, expires_in, expires_at)
-                     VALUES (?1, ?2, ?3, ?4, 0, ?5, ?6, ?7, 1, ?8, ?9)",
+                    "INSERT OR IGNORE INTO messages (id, group_id, seq, sender_fp, outgoing, body, sent_at, received_at, unread, expires_in, expires_at, attachment)
+                     VALUES (?1, ?2, ?3, ?4, 0, ?5, ?6, ?7, 1, ?8, ?9, ?10)",
                     params![p.id.as_bytes(), gid.as_bytes(), seq as i64, &sender[..], text, p.sent_at as i64, now as i64,
-                        p.expires_in.map(|e| e.min(i64::MAX as u64) as i64), expires_at],
+                        p.expires_in.map(|e| e.min(i64::MAX as u64) as i64), expires_at, attachment_json],
                 )?;
                 if inserted == 1 {
                     let e = Event::Message {
@@ -37,6 +57,7 @@ impl Profile {
                         from: self.label(&gid, sender)?,
                         text,
                         sent_at: p.sent_at,
+                        attachment: attachment.as_ref().map(|a| AttachmentView::of(a, false)),
                     };
                     self.emit(events, e)?;
                 }

@@ -24,6 +24,9 @@ pub enum Event {
         from: String,
         text: String,
         sent_at: u64,
+        /// A file that came with the message (`download` fetches it).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        attachment: Option<super::AttachmentView>,
     },
     /// Our message is stored and waits for the relay's acknowledgement.
     MessageQueued {
@@ -114,6 +117,19 @@ pub enum Event {
         conversation: String,
         done: u64,
     },
+    /// An attachment moving to or from a relay: `done` of `total` ciphertext bytes.
+    /// Live only.
+    Transfer {
+        /// The message the file belongs to (for an upload: known once it is sent; until
+        /// then the local file name).
+        id: String,
+        direction: TransferDirection,
+        done: u64,
+        total: u64,
+        /// Set when a transfer picked up after an interruption, at this byte.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        resumed_at: Option<u64>,
+    },
     /// The realtime connection to a relay: `up`, `down` or `retrying` (after `retry_in_ms`).
     /// Live only: not in the durable log.
     Relay {
@@ -133,10 +149,20 @@ pub enum RelayState {
     Retrying,
 }
 
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Serialize, serde::Deserialize, schemars::JsonSchema,
+)]
+#[serde(rename_all = "snake_case")]
+pub enum TransferDirection {
+    Upload,
+    Download,
+}
+
 impl Event {
-    /// Whether the event belongs in the durable log (all but relay connection changes).
+    /// Whether the event belongs in the durable log (all but relay connection changes and
+    /// transfer progress).
     pub fn is_durable(&self) -> bool {
-        !matches!(self, Event::Relay { .. })
+        !matches!(self, Event::Relay { .. } | Event::Transfer { .. })
     }
 
     pub(super) fn notice(conv: Option<&Conv>, text: String) -> Event {

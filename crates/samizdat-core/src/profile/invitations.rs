@@ -7,7 +7,7 @@ pub(super) enum Screened {
     /// From a contact, or answering our own invite: join now.
     Join,
     /// From a stranger: stored as a pending invitation (reported once).
-    Pending(Option<Event>),
+    Pending(Option<Box<Event>>),
 }
 
 /// The warning shown with a pending invitation, if it needs one.
@@ -96,13 +96,15 @@ impl Profile {
             params![group_id.as_bytes()],
             |r| r.get(0),
         )?;
-        Ok(Screened::Pending(Some(Event::InvitationPending {
-            id,
-            from: hex::encode(&committer[..8]),
-            relay: relay.to_string(),
-            members,
-            warning: invitation_warning(claims_existing.as_deref(), relay_known, relay),
-        })))
+        Ok(Screened::Pending(Some(Box::new(
+            Event::InvitationPending {
+                id,
+                from: hex::encode(&committer[..8]),
+                relay: relay.to_string(),
+                members,
+                warning: invitation_warning(claims_existing.as_deref(), relay_known, relay),
+            },
+        ))))
     }
 
     /// Whether this profile already talks to `relay` (its own, a contact's or a group's).

@@ -16,6 +16,7 @@ use crate::store::Db;
 use crate::{Error, Result, now_millis, now_secs, random_id, sha256};
 
 mod apply;
+mod attachments;
 mod backup;
 mod commit;
 mod contacts;
@@ -29,12 +30,14 @@ mod sync;
 mod views;
 
 use delivery::OwedDrop;
+pub use events::TransferDirection;
 pub use events::{Event, EventPage, LoggedEvent, RelayState};
 pub use groups::GroupAdded;
 use invitations::{Screened, invitation_warning};
 use outbox::queued;
 pub use views::{
-    ContactView, ConversationView, InvitationView, LastMessage, MemberView, MessageView, Page,
+    AttachmentView, ContactView, ConversationView, InvitationView, LastMessage, MemberView,
+    MessageView, Page,
 };
 
 /// What a conversation is: a 1:1 chat (an MLS group of two) or a group.

@@ -33,6 +33,7 @@ impl Profile {
             sent_at: now_millis(),
             body: Body::Text {
                 text: text.to_string(),
+                attachment: None,
             },
         };
         self.send_payload(&conv, payload).await
@@ -75,10 +76,22 @@ impl Profile {
 
     /// Delete every message whose time is up (row and text; `secure_delete` overwrites them).
     pub(super) fn expire_messages(&self) -> Result<usize> {
-        Ok(self.db.conn().execute(
+        let now = now_millis() as i64;
+        let files: Vec<String> = {
+            let conn = self.db.conn();
+            let mut stmt = conn.prepare(
+                "SELECT attachment_file FROM messages
+                 WHERE expires_at IS NOT NULL AND expires_at <= ?1 AND attachment_file IS NOT NULL",
+            )?;
+            stmt.query_map(params![now], |r| r.get(0))?
+                .collect::<rusqlite::Result<_>>()?
+        };
+        let n = self.db.conn().execute(
             "DELETE FROM messages WHERE expires_at IS NOT NULL AND expires_at <= ?1",
-            params![now_millis() as i64],
-        )?)
+            params![now],
+        )?;
+        self.wipe_attachment_files(files);
+        Ok(n)
     }
 
     /// Send a refused message again, as a new message; the failed one is removed once its
@@ -263,19 +276,25 @@ impl Profile {
         events: &mut Vec<Event>,
     ) -> Result<()> {
         let conn = self.db.conn();
-        if let Body::Text { text } = &payload.body {
+        if let Body::Text { text, attachment } = &payload.body {
+            let attachment = attachment
+                .as_ref()
+                .map(serde_json::to_string)
+                .transpose()
+                .map_err(|e| Error::Storage(e.to_string()))?;
             let existed: i64 = conn.query_row(
                 "SELECT COUNT(*) FROM messages WHERE id = ?1",
                 params![payload.id.as_bytes()],
                 |r| r.get(0),
             )?;
             conn.execute(
-                "INSERT INTO messages (id, group_id, sender_fp, outgoing, body, sent_at, received_at, request_id, pending_body, pending_epoch, expires_in, expires_at)
-                 VALUES (?1, ?2, ?3, 1, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)
+                "INSERT INTO messages (id, group_id, sender_fp, outgoing, body, sent_at, received_at, request_id, pending_body, pending_epoch, expires_in, expires_at, attachment)
+                 VALUES (?1, ?2, ?3, 1, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)
                  ON CONFLICT(id) DO UPDATE SET request_id = excluded.request_id, pending_body = excluded.pending_body, pending_epoch = excluded.pending_epoch",
                 params![payload.id.as_bytes(), conv.group_id.as_bytes(), &self.fingerprint[..], text, payload.sent_at as i64, now_millis() as i64, request_id.as_bytes(), ct, epoch as i64,
                     payload.expires_in.map(|e| e as i64),
-                    payload.expires_in.map(|e| payload.sent_at.saturating_add(e.saturating_mul(1000)) as i64)],
+                    payload.expires_in.map(|e| payload.sent_at.saturating_add(e.saturating_mul(1000)) as i64),
+                    attachment],
             )?;
             drop(conn);
             // Reported once, on the first attempt (a re-encryption keeps the id).
@@ -384,10 +403,10 @@ impl Profile {
         let pending: Vec<(Vec<u8>, Vec<u8>, i64, Payload)> = {
             let conn = self.db.conn();
             let mut stmt = conn.prepare(
-                "SELECT request_id, pending_body, pending_epoch, id, body, sent_at, NULL, received_at, expires_in FROM messages
+                "SELECT request_id, pending_body, pending_epoch, id, body, sent_at, NULL, received_at, expires_in, attachment FROM messages
                  WHERE group_id = ?1 AND pending_body IS NOT NULL
                  UNION ALL
-                 SELECT request_id, pending_body, pending_epoch, id, NULL, 0, payload, created_at, NULL FROM outbox
+                 SELECT request_id, pending_body, pending_epoch, id, NULL, 0, payload, created_at, NULL, NULL FROM outbox
                  WHERE group_id = ?1
                  ORDER BY 8",
             )?;
@@ -402,18 +421,23 @@ impl Profile {
                         r.get::<_, i64>(5)?,
                         r.get::<_, Option<Vec<u8>>>(6)?,
                         r.get::<_, Option<i64>>(8)?,
+                        r.get::<_, Option<String>>(9)?,
                     ))
                 })?
                 .collect::<rusqlite::Result<Vec<_>>>()?;
             let mut out = Vec::with_capacity(rows.len());
-            for (request_id, body, epoch, id, text, sent_at, plain, expires_in) in rows {
+            for (request_id, body, epoch, id, text, sent_at, plain, expires_in, attachment) in rows
+            {
                 let payload = match (text, plain) {
                     (Some(text), _) => Payload {
                         id: Id::from_slice(&id)
                             .map_err(|_| Error::Storage("corrupt message id".into()))?,
                         expires_in: expires_in.map(|e| e.max(0) as u64),
                         sent_at: sent_at as u64,
-                        body: Body::Text { text },
+                        body: Body::Text {
+                            text,
+                            attachment: attachment.and_then(|a| serde_json::from_str(&a).ok()),
+                        },
                     },
                     (None, Some(plain)) => Payload::decode(&plain)?,
                     (None, None) => continue,

@@ -118,7 +118,7 @@ impl Profile {
                     };
                     match screened.and_then(|s| match s {
                         Screened::Join => self.join(group_id, &relay, &welcome.0, events).map(Some),
-                        Screened::Pending(Some(event)) => self.emit(events, event).map(|()| None),
+                        Screened::Pending(Some(event)) => self.emit(events, *event).map(|()| None),
                         Screened::Pending(None) => Ok(None),
                     }) {
                         Ok(Some(_)) => joined += 1,

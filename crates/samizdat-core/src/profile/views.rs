@@ -83,6 +83,46 @@ pub struct MessageView {
     pub failed: Option<String>,
     /// Disappearing: when this message is deleted (ms since the epoch).
     pub expires_at: Option<u64>,
+    /// A file sent with the message; `samizdat download ID` fetches it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub attachment: Option<AttachmentView>,
+}
+
+/// An attachment as shown: its name made safe, its real size, and whether the encrypted
+/// file is on this device already.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, serde::Deserialize, schemars::JsonSchema)]
+pub struct AttachmentView {
+    pub name: String,
+    pub size: u64,
+    pub media_type: String,
+    pub downloaded: bool,
+}
+
+impl AttachmentView {
+    pub(crate) fn of(a: &crate::payload::Attachment, downloaded: bool) -> AttachmentView {
+        let media_type: String = a
+            .media_type
+            .chars()
+            .filter(|c| c.is_ascii_alphanumeric() || "/.+-".contains(*c))
+            .take(100)
+            .collect();
+        AttachmentView {
+            name: crate::attachment::safe_name(&a.name),
+            size: a.size,
+            media_type: if media_type.is_empty() {
+                "application/octet-stream".into()
+            } else {
+                media_type
+            },
+            downloaded,
+        }
+    }
+
+    /// From the stored JSON and file columns.
+    pub(crate) fn from_columns(json: Option<&str>, file: Option<&str>) -> Option<AttachmentView> {
+        let a: crate::payload::Attachment = serde_json::from_str(json?).ok()?;
+        Some(Self::of(&a, file.is_some()))
+    }
 }
 
 #[derive(Debug, Clone, Serialize, serde::Deserialize, schemars::JsonSchema)]
@@ -230,7 +270,8 @@ impl Profile {
         // (`messages_by_position`) from the anchor instead of reading the conversation.
         let newest_first = after.is_none();
         let mut sql = String::from(
-            "SELECT id, sender_fp, body, sent_at, seq, outgoing, pending_body IS NULL AND failed IS NULL, failed, expires_at
+            "SELECT id, sender_fp, body, sent_at, seq, outgoing, pending_body IS NULL AND failed IS NULL, failed, expires_at,
+                    attachment, attachment_file
              FROM messages WHERE group_id = ?1",
         );
         let mut args: Vec<rusqlite::types::Value> = vec![conv.group_id.as_bytes().to_vec().into()];
@@ -278,6 +319,8 @@ impl Profile {
                     r.get::<_, bool>(6)?,
                     r.get::<_, Option<String>>(7)?,
                     r.get::<_, Option<i64>>(8)?,
+                    r.get::<_, Option<String>>(9)?,
+                    r.get::<_, Option<String>>(10)?,
                 ))
             })?
             .collect::<rusqlite::Result<Vec<_>>>()?
@@ -288,7 +331,8 @@ impl Profile {
         // One label lookup per sender, not per message.
         let mut labels: HashMap<Vec<u8>, String> = HashMap::new();
         let mut out = Vec::with_capacity(rows.len());
-        for (id, fp, text, sent_at, seq, outgoing, delivered, failed, expires_at) in rows {
+        for (id, fp, text, sent_at, seq, outgoing, delivered, failed, expires_at, att, file) in rows
+        {
             let from = match labels.get(&fp) {
                 Some(l) => l.clone(),
                 None => {
@@ -307,6 +351,7 @@ impl Profile {
                 delivered,
                 failed,
                 expires_at: expires_at.map(|e| e.max(0) as u64),
+                attachment: AttachmentView::from_columns(att.as_deref(), file.as_deref()),
             });
         }
         self.db.conn().execute(

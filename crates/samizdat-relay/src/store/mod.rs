@@ -99,6 +99,17 @@ impl Swept {
     }
 }
 
+/// A blob's record; its bytes live in a file under the blob directory (see `crate::blobs`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BlobRecord {
+    /// SHA-256 of the upload token.
+    pub token_hash: [u8; 32],
+    pub length: u64,
+    /// Bytes stored durably so far (`length` when the upload is complete).
+    pub offset: u64,
+    pub expires_at: u64,
+}
+
 /// How long a claim's idempotency record (which holds the claimed KeyPackage) is kept: long
 /// enough for a client to retry, short enough not to keep a record of who was added.
 pub const CLAIM_RECORD_SECS: u64 = 600;
@@ -195,6 +206,28 @@ pub trait Store: Send + Sync + 'static {
     /// Delete expired mailbox messages, log entries, nonces and idempotency records.
     async fn sweep(&self, now: u64, limits: &Limits) -> Result<Swept>;
 
+    /// Record a new blob of `length` bytes for `source` (a hash of the uploader's address
+    /// bucket), within the per-source quota of unexpired blobs.
+    async fn create_blob(
+        &self,
+        blob: Id,
+        token_hash: [u8; 32],
+        length: u64,
+        source: [u8; 32],
+        now: u64,
+        limits: &Limits,
+    ) -> Result<()>;
+
+    /// A blob that has not expired.
+    async fn blob(&self, blob: Id, now: u64) -> Result<Option<BlobRecord>>;
+
+    /// Move a blob's durable offset from `from` to `to`; false if it was not at `from` (a
+    /// concurrent upload moved it).
+    async fn advance_blob(&self, blob: Id, from: u64, to: u64) -> Result<bool>;
+
+    /// Delete the records of blobs expired at `now`; returns their ids so their files can go.
+    async fn expire_blobs(&self, now: u64) -> Result<Vec<Id>>;
+
     /// False when the store can no longer write (the SQLite writer died); `/healthz` says so.
     fn healthy(&self) -> bool {
         true
@@ -219,6 +252,17 @@ pub(crate) mod scope {
 
 /// The largest epoch or sequence number the stores can hold (they are signed 64-bit).
 pub const MAX_COUNTER: u64 = i64::MAX as u64;
+
+pub(crate) fn hash32(v: Vec<u8>) -> Result<[u8; 32]> {
+    <[u8; 32]>::try_from(v.as_slice()).map_err(|_| StoreError::Backend("corrupt token hash".into()))
+}
+
+pub(crate) fn blob_quota_exceeded() -> StoreError {
+    StoreError::rejected(
+        ErrorCode::QuotaExceeded,
+        "this address holds as many blob bytes as the relay allows; wait for older ones to expire",
+    )
+}
 
 pub(crate) fn epoch_exhausted() -> StoreError {
     StoreError::rejected(

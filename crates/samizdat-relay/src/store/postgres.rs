@@ -22,14 +22,15 @@ use tokio_postgres::error::SqlState;
 use tokio_postgres::{AsyncMessage, Client, NoTls, Transaction};
 
 use super::{
-    AppendRequest, Appended, CLAIM_RECORD_SECS, MAX_COUNTER, Result, Store, StoreError, Swept,
-    epoch_exhausted, scope, welcome_skippable,
+    AppendRequest, Appended, BlobRecord, CLAIM_RECORD_SECS, MAX_COUNTER, Result, Store, StoreError,
+    Swept, epoch_exhausted, hash32, scope, welcome_skippable,
 };
 use crate::notify::{Notifier, Topic};
 
 const MIGRATIONS: &[(i64, &str)] = &[
     (1, include_str!("../../migrations/postgres/0001_init.sql")),
     (2, include_str!("../../migrations/postgres/0002_bounds.sql")),
+    (3, include_str!("../../migrations/postgres/0003_blobs.sql")),
 ];
 /// A NOTIFY payload must stay under PostgreSQL's 8,000-byte limit.
 const MAX_NOTIFY_PAYLOAD: usize = 7_000;
@@ -70,6 +71,12 @@ async fn connect(url: &str) -> Result<Client> {
         }
     });
     Ok(client)
+}
+
+/// The connection a pool slot holds (a slot is empty only while it reconnects).
+fn connected(slot: &Option<Client>) -> Result<&Client> {
+    slot.as_ref()
+        .ok_or_else(|| StoreError::Backend("no connection".into()))
 }
 
 impl PgStore {
@@ -413,9 +420,7 @@ impl Store for PgStore {
 
     async fn mailbox_owner(&self, mailbox: Id) -> Result<Option<Vec<u8>>> {
         let guard = self.conn().await?;
-        let client = guard
-            .as_ref()
-            .ok_or_else(|| StoreError::Backend("no connection".into()))?;
+        let client = connected(&guard)?;
         let row = client
             .query_opt(
                 "SELECT owner_key FROM mailboxes WHERE mailbox_id = $1",
@@ -427,9 +432,7 @@ impl Store for PgStore {
 
     async fn use_nonce(&self, nonce: Id, expires_at: u64, mailbox: Id, now: u64) -> Result<bool> {
         let guard = self.conn().await?;
-        let client = guard
-            .as_ref()
-            .ok_or_else(|| StoreError::Backend("no connection".into()))?;
+        let client = connected(&guard)?;
         let n = client
             .execute(
                 "INSERT INTO nonces (nonce, expires_at) VALUES ($1, $2) ON CONFLICT (nonce) DO NOTHING",
@@ -449,9 +452,7 @@ impl Store for PgStore {
 
     async fn touch_mailbox(&self, mailbox: Id, now: u64) -> Result<()> {
         let guard = self.conn().await?;
-        let client = guard
-            .as_ref()
-            .ok_or_else(|| StoreError::Backend("no connection".into()))?;
+        let client = connected(&guard)?;
         client
             .execute(
                 "UPDATE mailboxes SET last_seen_at = $2 WHERE mailbox_id = $1",
@@ -488,9 +489,7 @@ impl Store for PgStore {
         now: u64,
     ) -> Result<Vec<MailboxMessage>> {
         let guard = self.conn().await?;
-        let client = guard
-            .as_ref()
-            .ok_or_else(|| StoreError::Backend("no connection".into()))?;
+        let client = connected(&guard)?;
         let rows = client
             .query(
                 "SELECT seq, body, stored_at FROM mailbox_messages WHERE mailbox_id = $1 AND seq > $2 AND expires_at > $3 ORDER BY seq LIMIT $4",
@@ -699,9 +698,7 @@ impl Store for PgStore {
 
     async fn epoch_token(&self, group: Id, epoch: u64) -> Result<Option<([u8; 32], u64)>> {
         let guard = self.conn().await?;
-        let client = guard
-            .as_ref()
-            .ok_or_else(|| StoreError::Backend("no connection".into()))?;
+        let client = connected(&guard)?;
         let row = client
             .query_opt(
                 "SELECT e.token_hash, g.current_epoch FROM group_epochs e JOIN groups g ON g.group_id = e.group_id
@@ -721,9 +718,7 @@ impl Store for PgStore {
 
     async fn token_epoch(&self, group: Id, token_hash: [u8; 32]) -> Result<Option<u64>> {
         let guard = self.conn().await?;
-        let client = guard
-            .as_ref()
-            .ok_or_else(|| StoreError::Backend("no connection".into()))?;
+        let client = connected(&guard)?;
         let row = client
             .query_opt(
                 "SELECT epoch FROM group_epochs WHERE group_id = $1 AND token_hash = $2 LIMIT 1",
@@ -876,9 +871,7 @@ impl Store for PgStore {
         limit: usize,
     ) -> Result<Entries> {
         let guard = self.conn().await?;
-        let client = guard
-            .as_ref()
-            .ok_or_else(|| StoreError::Backend("no connection".into()))?;
+        let client = connected(&guard)?;
         let g = group.as_bytes().as_slice();
         // Current epoch first: if it is past `epoch`, every entry of `epoch` is committed.
         let current: i64 = client
@@ -922,6 +915,98 @@ impl Store for PgStore {
             current_epoch: current as u64,
             next_token_hash,
         })
+    }
+
+    async fn create_blob(
+        &self,
+        blob: Id,
+        token_hash: [u8; 32],
+        length: u64,
+        source: [u8; 32],
+        now: u64,
+        limits: &Limits,
+    ) -> Result<()> {
+        let quota = limits.blob_quota_bytes;
+        let expires = now.saturating_add(limits.blob_ttl_secs).min(MAX_COUNTER) as i64;
+        let now = now as i64;
+        in_tx!(self, |tx| {
+            // One source's creations in turn, so concurrent ones cannot both fit the quota.
+            let key = i64::from_be_bytes(source[..8].try_into().unwrap_or([0; 8]));
+            tx.execute("SELECT pg_advisory_xact_lock($1)", &[&key])
+                .await?;
+            let held: i64 = tx
+                .query_one(
+                    "SELECT COALESCE(SUM(length), 0)::BIGINT FROM blobs WHERE source = $1 AND expires_at > $2",
+                    &[&source.as_slice(), &now],
+                )
+                .await?
+                .get(0);
+            if (held.max(0) as u64).saturating_add(length) > quota {
+                return Err(super::blob_quota_exceeded());
+            }
+            tx.execute(
+                "INSERT INTO blobs (blob_id, token_hash, length, source, created_at, expires_at)
+                 VALUES ($1, $2, $3, $4, $5, $6)",
+                &[
+                    &blob.as_bytes().as_slice(),
+                    &token_hash.as_slice(),
+                    &(length as i64),
+                    &source.as_slice(),
+                    &now,
+                    &expires,
+                ],
+            )
+            .await?;
+            Ok(())
+        })
+    }
+
+    async fn blob(&self, blob: Id, now: u64) -> Result<Option<BlobRecord>> {
+        let guard = self.conn().await?;
+        let client = connected(&guard)?;
+        let row = client
+            .query_opt(
+                "SELECT token_hash, length, offset_bytes, expires_at FROM blobs
+                 WHERE blob_id = $1 AND expires_at > $2",
+                &[&blob.as_bytes().as_slice(), &(now as i64)],
+            )
+            .await?;
+        row.map(|r| {
+            Ok(BlobRecord {
+                token_hash: hash32(r.get::<_, Vec<u8>>(0))?,
+                length: r.get::<_, i64>(1) as u64,
+                offset: r.get::<_, i64>(2) as u64,
+                expires_at: r.get::<_, i64>(3) as u64,
+            })
+        })
+        .transpose()
+    }
+
+    async fn advance_blob(&self, blob: Id, from: u64, to: u64) -> Result<bool> {
+        let guard = self.conn().await?;
+        let client = connected(&guard)?;
+        let n = client
+            .execute(
+                "UPDATE blobs SET offset_bytes = $3 WHERE blob_id = $1 AND offset_bytes = $2 AND $3 <= length",
+                &[&blob.as_bytes().as_slice(), &(from as i64), &(to as i64)],
+            )
+            .await?;
+        Ok(n == 1)
+    }
+
+    async fn expire_blobs(&self, now: u64) -> Result<Vec<Id>> {
+        let guard = self.conn().await?;
+        let client = connected(&guard)?;
+        let rows = client
+            .query(
+                "DELETE FROM blobs WHERE expires_at <= $1 RETURNING blob_id",
+                &[&(now as i64)],
+            )
+            .await?;
+        Ok(rows
+            .iter()
+            .filter_map(|r| Id::from_slice(r.get::<_, &[u8]>(0)).ok())
+            .collect())
     }
 
     async fn sweep(&self, now: u64, limits: &Limits) -> Result<Swept> {
@@ -1013,7 +1098,8 @@ impl Store for PgStore {
             .await?;
             let stored: i64 = tx
                 .query_one(
-                    "SELECT ((SELECT COALESCE(SUM(bytes), 0) FROM groups) + (SELECT COALESCE(SUM(msg_bytes), 0) FROM mailboxes))::BIGINT",
+                    "SELECT ((SELECT COALESCE(SUM(bytes), 0) FROM groups) + (SELECT COALESCE(SUM(msg_bytes), 0) FROM mailboxes)
+                              + (SELECT COALESCE(SUM(length), 0) FROM blobs))::BIGINT",
                     &[],
                 )
                 .await?

@@ -19,13 +19,14 @@ use serde::de::DeserializeOwned;
 use tokio::sync::oneshot;
 
 use super::{
-    AppendRequest, Appended, CLAIM_RECORD_SECS, MAX_COUNTER, Result, Store, StoreError, Swept,
-    epoch_exhausted, scope, welcome_skippable,
+    AppendRequest, Appended, BlobRecord, CLAIM_RECORD_SECS, MAX_COUNTER, Result, Store, StoreError,
+    Swept, epoch_exhausted, hash32, scope, welcome_skippable,
 };
 
 const MIGRATIONS: &[(i64, &str)] = &[
     (1, include_str!("../../migrations/sqlite/0001_init.sql")),
     (2, include_str!("../../migrations/sqlite/0002_bounds.sql")),
+    (3, include_str!("../../migrations/sqlite/0003_blobs.sql")),
 ];
 
 /// Most requests folded into one transaction.
@@ -318,10 +319,6 @@ fn now_secs() -> u64 {
 
 fn not_found(what: &str) -> StoreError {
     StoreError::rejected(ErrorCode::NotFound, format!("no such {what}"))
-}
-
-fn hash32(v: Vec<u8>) -> Result<[u8; 32]> {
-    <[u8; 32]>::try_from(v.as_slice()).map_err(|_| StoreError::Backend("corrupt token hash".into()))
 }
 
 /// Store one message in a mailbox. A Welcome (`welcome`) may use the Welcome allowance on
@@ -953,7 +950,8 @@ impl Store for SqliteStore {
             )?;
             let stored: i64 = query_one(
                 conn,
-                "SELECT (SELECT COALESCE(SUM(bytes), 0) FROM groups) + (SELECT COALESCE(SUM(msg_bytes), 0) FROM mailboxes)",
+                "SELECT (SELECT COALESCE(SUM(bytes), 0) FROM groups) + (SELECT COALESCE(SUM(msg_bytes), 0) FROM mailboxes)
+                      + (SELECT COALESCE(SUM(length), 0) FROM blobs)",
                 [],
                 |r| r.get(0),
             )?;
@@ -965,6 +963,100 @@ impl Store for SqliteStore {
                 key_packages,
                 stored_bytes: stored.max(0) as u64,
             })
+        })
+        .await
+    }
+
+    async fn create_blob(
+        &self,
+        blob: Id,
+        token_hash: [u8; 32],
+        length: u64,
+        source: [u8; 32],
+        now: u64,
+        limits: &Limits,
+    ) -> Result<()> {
+        let quota = limits.blob_quota_bytes;
+        let expires = now.saturating_add(limits.blob_ttl_secs).min(MAX_COUNTER);
+        self.write(move |conn| {
+            let held: i64 = query_one(
+                conn,
+                "SELECT COALESCE(SUM(length), 0) FROM blobs WHERE source = ?1 AND expires_at > ?2",
+                params![source.as_slice(), now as i64],
+                |r| r.get(0),
+            )?;
+            if (held.max(0) as u64).saturating_add(length) > quota {
+                return Err(super::blob_quota_exceeded());
+            }
+            exec(
+                conn,
+                "INSERT INTO blobs (blob_id, token_hash, length, source, created_at, expires_at)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+                params![
+                    blob.as_bytes().as_slice(),
+                    token_hash.as_slice(),
+                    length as i64,
+                    source.as_slice(),
+                    now as i64,
+                    expires as i64
+                ],
+            )?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn blob(&self, blob: Id, now: u64) -> Result<Option<BlobRecord>> {
+        self.read(move |conn| {
+            let row = conn
+                .query_row(
+                    "SELECT token_hash, length, offset_bytes, expires_at FROM blobs
+                     WHERE blob_id = ?1 AND expires_at > ?2",
+                    params![blob.as_bytes().as_slice(), now as i64],
+                    |r| {
+                        Ok((
+                            r.get::<_, Vec<u8>>(0)?,
+                            r.get::<_, i64>(1)?,
+                            r.get::<_, i64>(2)?,
+                            r.get::<_, i64>(3)?,
+                        ))
+                    },
+                )
+                .optional()?;
+            row.map(|(h, length, offset, expires)| {
+                Ok(BlobRecord {
+                    token_hash: hash32(h)?,
+                    length: length as u64,
+                    offset: offset as u64,
+                    expires_at: expires as u64,
+                })
+            })
+            .transpose()
+        })
+        .await
+    }
+
+    async fn advance_blob(&self, blob: Id, from: u64, to: u64) -> Result<bool> {
+        self.write(move |conn| {
+            let n = exec(
+                conn,
+                "UPDATE blobs SET offset_bytes = ?3 WHERE blob_id = ?1 AND offset_bytes = ?2 AND ?3 <= length",
+                params![blob.as_bytes().as_slice(), from as i64, to as i64],
+            )?;
+            Ok(n == 1)
+        })
+        .await
+    }
+
+    async fn expire_blobs(&self, now: u64) -> Result<Vec<Id>> {
+        self.write(move |conn| {
+            let mut stmt =
+                conn.prepare("DELETE FROM blobs WHERE expires_at <= ?1 RETURNING blob_id")?;
+            let ids = stmt
+                .query_map(params![now as i64], |r| r.get::<_, Vec<u8>>(0))?
+                .filter_map(|r| r.ok().and_then(|b| Id::from_slice(&b).ok()))
+                .collect();
+            Ok(ids)
         })
         .await
     }

@@ -2,6 +2,7 @@
 //! and WebSocket connections.
 #![allow(clippy::unwrap_used)]
 
+mod blobs;
 mod groups;
 mod hardening;
 mod harness;

@@ -3,6 +3,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod app;
+mod attachments;
 mod bounds;
 mod crash;
 mod delivery;

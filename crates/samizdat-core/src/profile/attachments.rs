@@ -1,0 +1,192 @@
+//! Attachments in the profile: the message rows that carry them and the encrypted copies
+//! under `attachments/` (ciphertext exactly as on the relay; the key lives in the encrypted
+//! database). Moving bytes to and from relays happens outside the profile's thread
+//! (`crate::transfer`); these are the steps that touch the database.
+
+use super::*;
+use crate::payload::Attachment;
+
+/// The directory of encrypted attachment copies inside a profile.
+pub const ATTACHMENTS_DIR: &str = "attachments";
+
+/// Where an attachment's bytes are, for a download.
+pub struct AttachmentSource {
+    pub attachment: Attachment,
+    /// Our encrypted copy, when we have one.
+    pub local: Option<PathBuf>,
+    /// Where a new copy goes.
+    pub dir: PathBuf,
+}
+
+fn file_name(message: &Id) -> String {
+    format!("{}.blob", hex::encode(message.as_bytes()))
+}
+
+impl Profile {
+    /// The attachments directory (created, owner-only).
+    pub fn attachments_dir(&self) -> Result<PathBuf> {
+        let dir = self.home.join(ATTACHMENTS_DIR);
+        crate::create_private_dir(&dir)?;
+        Ok(dir)
+    }
+
+    /// Where a file for `target` goes: the conversation's relay, and the attachments
+    /// directory (for the encrypted copy). Fails early for a conversation we left.
+    pub fn attachment_plan(&self, target: &str) -> Result<(String, PathBuf)> {
+        let conv = self.conv_by_name(target)?;
+        if !conv.active {
+            return Err(Error::NotMember(format!(
+                "you are no longer a member of {:?}",
+                conv.name
+            )));
+        }
+        Ok((conv.relay.clone(), self.attachments_dir()?))
+    }
+
+    /// Send an uploaded attachment: `file` is its encrypted copy, kept as ours. Returns the
+    /// message id; like `send`, a relay that cannot be reached leaves the message queued and
+    /// returns `RelayUnreachable`.
+    pub async fn send_attachment(
+        &mut self,
+        target: &str,
+        caption: &str,
+        attachment: Attachment,
+        file: &Path,
+    ) -> Result<String> {
+        if caption.len() > MAX_TEXT {
+            return Err(Error::Usage(format!(
+                "the caption is longer than {MAX_TEXT} bytes"
+            )));
+        }
+        let conv = self.conv_by_name(target)?;
+        let timer = self.timer(&conv.group_id)?;
+        let id = random_id();
+        let dir = self.attachments_dir()?;
+        let name = file_name(&id);
+        std::fs::rename(file, dir.join(&name))
+            .map_err(|e| Error::Storage(format!("cannot keep the encrypted attachment: {e}")))?;
+        let payload = Payload {
+            id,
+            expires_in: (timer > 0).then_some(timer),
+            sent_at: now_millis(),
+            body: Body::Text {
+                text: caption.to_string(),
+                attachment: Some(attachment),
+            },
+        };
+        let sent = self.send_payload(&conv, payload).await;
+        let stored = self.db.conn().execute(
+            "UPDATE messages SET attachment_file = ?2 WHERE id = ?1",
+            params![id.as_bytes(), name],
+        )?;
+        if stored == 0 {
+            // Not even queued (e.g. we are no longer a member): nothing refers to the copy.
+            let _ = crate::wipe::wipe_file(&dir.join(&name));
+        }
+        sent
+    }
+
+    /// The attachment of `message_id`, with our copy if we have it.
+    pub fn attachment_source(&self, message_id: &str) -> Result<AttachmentSource> {
+        let raw = Bytes::decode(message_id)
+            .map_err(|_| Error::Usage(format!("{message_id:?} is not a message id")))?;
+        let row: Option<(Option<String>, Option<String>)> = self
+            .db
+            .conn()
+            .query_row(
+                "SELECT attachment, attachment_file FROM messages WHERE id = ?1",
+                params![raw],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )
+            .optional()?;
+        let Some((json, file)) = row else {
+            return Err(Error::NotFound(format!("no message {message_id}")));
+        };
+        let json =
+            json.ok_or_else(|| Error::NotFound(format!("message {message_id} has no attachment")))?;
+        let attachment: Attachment = serde_json::from_str(&json)
+            .map_err(|e| Error::Storage(format!("corrupt attachment record: {e}")))?;
+        let dir = self.attachments_dir()?;
+        let local = file.map(|f| dir.join(f)).filter(|p| p.exists());
+        Ok(AttachmentSource {
+            attachment,
+            local,
+            dir,
+        })
+    }
+
+    /// Our verified copy of `message_id`'s attachment is at `file` (in the attachments
+    /// directory): remember it. If the message is gone meanwhile (it disappeared), the copy
+    /// goes too. Returns the copy's path.
+    pub fn attachment_fetched(&self, message_id: &str, file: &Path) -> Result<PathBuf> {
+        let raw = Bytes::decode(message_id)
+            .map_err(|_| Error::Usage(format!("{message_id:?} is not a message id")))?;
+        let id = Id::from_slice(&raw).map_err(|_| Error::Usage("not a message id".into()))?;
+        let dir = self.attachments_dir()?;
+        let name = file_name(&id);
+        let dest = dir.join(&name);
+        std::fs::rename(file, &dest)
+            .map_err(|e| Error::Storage(format!("cannot keep the downloaded attachment: {e}")))?;
+        let n = self.db.conn().execute(
+            "UPDATE messages SET attachment_file = ?2 WHERE id = ?1",
+            params![raw, name],
+        )?;
+        if n == 0 {
+            let _ = crate::wipe::wipe_file(&dest);
+            return Err(Error::NotFound(format!(
+                "message {message_id} is gone (it disappeared)"
+            )));
+        }
+        Ok(dest)
+    }
+
+    /// Incoming attachments not on this device yet, no larger than `max` bytes: what the
+    /// automatic download fetches.
+    pub fn attachments_to_fetch(&self, max: u64) -> Result<Vec<String>> {
+        let conn = self.db.conn();
+        let mut stmt = conn.prepare(
+            "SELECT id, attachment FROM messages
+             WHERE attachment IS NOT NULL AND attachment_file IS NULL AND outgoing = 0
+             ORDER BY received_at DESC LIMIT 50",
+        )?;
+        let rows = stmt
+            .query_map([], |r| {
+                Ok((r.get::<_, Vec<u8>>(0)?, r.get::<_, String>(1)?))
+            })?
+            .collect::<rusqlite::Result<Vec<_>>>()?;
+        Ok(rows
+            .into_iter()
+            .filter(|(_, json)| {
+                serde_json::from_str::<Attachment>(json).is_ok_and(|a| a.size <= max)
+            })
+            .map(|(id, _)| Bytes::encode(&id))
+            .collect())
+    }
+
+    /// The size under which incoming attachments are fetched at once (0: only on request).
+    pub fn auto_download_bytes(&self) -> Result<u64> {
+        Ok(self
+            .db
+            .setting_string("auto_download_bytes")
+            .ok()
+            .and_then(|s| s.parse().ok())
+            .unwrap_or(0))
+    }
+
+    pub fn set_auto_download_bytes(&self, bytes: u64) -> Result<()> {
+        self.db
+            .set_setting("auto_download_bytes", bytes.to_string().as_bytes())
+    }
+
+    /// Delete encrypted attachment copies (of deleted messages), overwriting them first.
+    pub(super) fn wipe_attachment_files(&self, files: Vec<String>) {
+        let Ok(dir) = self.attachments_dir() else {
+            return;
+        };
+        for f in files {
+            if let Err(e) = crate::wipe::wipe_file(&dir.join(&f)) {
+                tracing::warn!("cannot delete an attachment copy: {e}");
+            }
+        }
+    }
+}

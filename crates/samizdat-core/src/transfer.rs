@@ -1,0 +1,435 @@
+//! Sending and fetching attachments through a running service. The bytes move outside the
+//! profile's thread (encryption on a blocking thread, uploads and downloads on the caller's
+//! runtime), so messages keep flowing during a 100 MB transfer; only the short database
+//! steps run as jobs. Progress is broadcast as live `transfer` events.
+//!
+//! Both directions survive a relay that goes away mid-way: an upload asks the relay how far
+//! it got and continues from there; a download continues with `Range` from the bytes it
+//! has. They give up after [`GIVE_UP`] without progress.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use backon::BackoffBuilder;
+use futures_util::FutureExt;
+use samizdat_proto::{Bytes, ErrorCode};
+
+use crate::attachment;
+use crate::payload::Attachment;
+use crate::profile::{Event, TransferDirection};
+use crate::relay_client::RelayClient;
+use crate::service::LiveEvent;
+use crate::{ClientHandle, Error, Result, random_id};
+
+/// Upload piece size (the relay accepts up to 8 MiB by default).
+const PIECE: usize = 4 << 20;
+/// A transfer that makes no progress for this long fails (its partial state is kept for
+/// the next attempt of a download; an upload starts over).
+const GIVE_UP: Duration = Duration::from_secs(300);
+/// Progress events at most every this many bytes.
+const REPORT_EVERY: u64 = 1 << 20;
+
+/// What `download` wrote.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize, schemars::JsonSchema)]
+pub struct Downloaded {
+    pub path: String,
+    pub size: u64,
+    pub name: String,
+    pub media_type: String,
+}
+
+/// Test hooks: a pause after every piece (so a test can stop a relay mid-transfer) and a
+/// smaller piece. Never set in normal use.
+fn test_pause() -> Option<Duration> {
+    std::env::var("SAMIZDAT_TEST_TRANSFER_PAUSE_MS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .map(Duration::from_millis)
+}
+
+fn piece_size() -> usize {
+    std::env::var("SAMIZDAT_TEST_TRANSFER_PIECE")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .filter(|n: &usize| *n > 0)
+        .unwrap_or(PIECE)
+}
+
+/// Whether a failure may pass if we wait and try again.
+fn transient(e: &Error) -> bool {
+    match e {
+        Error::RelayUnreachable(_) => true,
+        Error::Relay { code, .. } => matches!(
+            code,
+            ErrorCode::Unavailable
+                | ErrorCode::Timeout
+                | ErrorCode::RateLimited
+                | ErrorCode::OffsetMismatch
+        ),
+        _ => false,
+    }
+}
+
+fn backoff() -> backon::ExponentialBackoff {
+    backon::ExponentialBuilder::default()
+        .with_min_delay(Duration::from_millis(200))
+        .with_max_delay(Duration::from_secs(5))
+        .with_jitter()
+        .without_max_times()
+        .build()
+}
+
+/// Reports progress, at most every [`REPORT_EVERY`] bytes and at the end.
+struct Progress<'a> {
+    handle: &'a ClientHandle,
+    id: String,
+    direction: TransferDirection,
+    total: u64,
+    reported: Option<u64>,
+}
+
+impl Progress<'_> {
+    fn at(&mut self, done: u64, resumed_at: Option<u64>) {
+        let due = match self.reported {
+            None => true,
+            Some(r) => done >= r + REPORT_EVERY || done == self.total || resumed_at.is_some(),
+        };
+        if due {
+            self.reported = Some(done);
+            self.handle.broadcast(LiveEvent {
+                seq: None,
+                event: Event::Transfer {
+                    id: self.id.clone(),
+                    direction: self.direction,
+                    done,
+                    total: self.total,
+                    resumed_at,
+                },
+            });
+        }
+    }
+}
+
+impl ClientHandle {
+    /// Encrypt `path`, upload it to the conversation's relay and send it to `target` with
+    /// `caption`. Returns the message id (as `send` does, a relay that cannot be reached
+    /// once the file is up leaves the message queued and returns `RelayUnreachable`).
+    pub async fn send_file(&self, target: &str, path: &Path, caption: &str) -> Result<String> {
+        let meta = std::fs::metadata(path)
+            .map_err(|e| Error::Usage(format!("cannot read {}: {e}", path.display())))?;
+        if !meta.is_file() {
+            return Err(Error::Usage(format!("{} is not a file", path.display())));
+        }
+        let size = meta.len();
+        if size > crate::payload::MAX_ATTACHMENT {
+            return Err(Error::Usage(
+                "files larger than 4 GiB cannot be sent".into(),
+            ));
+        }
+        let name = attachment::safe_name(
+            &path
+                .file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_default(),
+        );
+        let t = target.to_string();
+        let (relay_url, dir) = self
+            .call(move |p| async move { p.attachment_plan(&t) }.boxed_local())
+            .await?;
+        let relay = RelayClient::new(&relay_url)?;
+        // The relay says no to a file over its limit before anything is encrypted.
+        let created = relay.create_blob(attachment::cipher_len(size)).await?;
+        let tmp = dir.join(format!("upload-{}.part", random_id()));
+        let src = path.to_path_buf();
+        let dst = tmp.clone();
+        let sealed =
+            tokio::task::spawn_blocking(move || attachment::encrypt_file(&src, size, &dst))
+                .await
+                .map_err(|e| Error::Storage(format!("encryption task failed: {e}")))?;
+        let sealed = match sealed {
+            Ok(s) => s,
+            Err(e) => {
+                let _ = std::fs::remove_file(&tmp);
+                return Err(e);
+            }
+        };
+        let mut progress = Progress {
+            handle: self,
+            id: name.clone(),
+            direction: TransferDirection::Upload,
+            total: sealed.cipher_len,
+            reported: None,
+        };
+        let token = created.upload_token.0.clone();
+        if let Err(e) = upload(&relay, &created.blob_id, &token, &tmp, &mut progress).await {
+            let _ = crate::wipe::wipe_file(&tmp);
+            return Err(e);
+        }
+        let att = Attachment {
+            relay: relay.base().to_string(),
+            blob: created.blob_id,
+            key: Bytes(sealed.key.to_vec()),
+            digest: Bytes(sealed.digest.to_vec()),
+            size,
+            media_type: attachment::media_type(&name).to_string(),
+            name,
+        };
+        let t = target.to_string();
+        let caption = caption.to_string();
+        self.call(move |p| {
+            async move { p.send_attachment(&t, &caption, att, &tmp).await }.boxed_local()
+        })
+        .await
+    }
+
+    /// Our verified encrypted copy of `message_id`'s attachment, fetched from its relay if
+    /// we do not hold it yet (the digest is checked before it is kept).
+    pub async fn fetch_attachment(&self, message_id: &str) -> Result<(PathBuf, Attachment)> {
+        let m = message_id.to_string();
+        let source = self
+            .call(move |p| async move { p.attachment_source(&m) }.boxed_local())
+            .await?;
+        let att = source.attachment;
+        if let Some(local) = source.local {
+            return Ok((local, att));
+        }
+        let relay = RelayClient::new(&att.relay)?;
+        let part = source.dir.join(format!(
+            "download-{}.part",
+            hex::encode(crate::sha256(message_id.as_bytes()))
+        ));
+        let mut progress = Progress {
+            handle: self,
+            id: message_id.to_string(),
+            direction: TransferDirection::Download,
+            total: attachment::cipher_len(att.size),
+            reported: None,
+        };
+        download(&relay, &att, &part, &mut progress).await?;
+        let check = part.clone();
+        let (size, digest) = (att.size, att.digest.0.clone());
+        let verified =
+            tokio::task::spawn_blocking(move || attachment::verify(&check, size, &digest))
+                .await
+                .map_err(|e| Error::Storage(format!("verification task failed: {e}")))?;
+        if let Err(e) = verified {
+            // Never kept, never shown: a fresh download may fetch an intact copy.
+            let _ = crate::wipe::wipe_file(&part);
+            return Err(e);
+        }
+        let m = message_id.to_string();
+        let path = self
+            .call(move |p| async move { p.attachment_fetched(&m, &part) }.boxed_local())
+            .await?;
+        Ok((path, att))
+    }
+
+    /// Fetch (if needed), verify and decrypt `message_id`'s attachment to `out`: a new file,
+    /// or a file named after the attachment inside `out` when it is a directory. An
+    /// existing file is never overwritten.
+    pub async fn download(&self, message_id: &str, out: &Path) -> Result<Downloaded> {
+        let (copy, att) = self.fetch_attachment(message_id).await?;
+        let name = attachment::safe_name(&att.name);
+        let dest = if out.is_dir() {
+            out.join(&name)
+        } else {
+            out.to_path_buf()
+        };
+        if dest.exists() {
+            return Err(Error::Usage(format!(
+                "{} exists; choose another --out",
+                dest.display()
+            )));
+        }
+        let parent = dest
+            .parent()
+            .filter(|p| !p.as_os_str().is_empty())
+            .unwrap_or(Path::new("."))
+            .to_path_buf();
+        let tmp = parent.join(format!(".samizdat-{}.part", random_id()));
+        let (key, size) = (att.key.0.clone(), att.size);
+        let (c, t) = (copy.clone(), tmp.clone());
+        tokio::task::spawn_blocking(move || attachment::decrypt_file(&c, &key, size, &t))
+            .await
+            .map_err(|e| Error::Storage(format!("decryption task failed: {e}")))??;
+        // A hard link refuses to replace a file that appeared meanwhile; rename would not.
+        let placed = std::fs::hard_link(&tmp, &dest);
+        let _ = std::fs::remove_file(&tmp);
+        placed.map_err(|e| Error::Usage(format!("cannot write {}: {e}", dest.display())))?;
+        Ok(Downloaded {
+            path: dest.display().to_string(),
+            size: att.size,
+            name,
+            media_type: crate::AttachmentView::of(&att, true).media_type,
+        })
+    }
+
+    /// Fetch the incoming attachments under the profile's automatic-download size. Errors
+    /// are left for the user's own `download` to report.
+    pub async fn auto_download(&self) {
+        let ids = self
+            .call(|p| {
+                async move {
+                    let max = p.auto_download_bytes()?;
+                    if max == 0 {
+                        return Ok(Vec::new());
+                    }
+                    p.attachments_to_fetch(max)
+                }
+                .boxed_local()
+            })
+            .await
+            .unwrap_or_default();
+        for id in ids {
+            if let Err(e) = self.fetch_attachment(&id).await {
+                tracing::debug!("automatic download failed: {e}");
+            }
+        }
+    }
+}
+
+/// Upload `file` into the blob from wherever the relay says it is.
+async fn upload(
+    relay: &RelayClient,
+    blob: &samizdat_proto::Id,
+    token: &[u8],
+    file: &Path,
+    progress: &mut Progress<'_>,
+) -> Result<()> {
+    use std::os::unix::fs::FileExt;
+    let f = std::fs::File::open(file)
+        .map_err(|e| Error::Storage(format!("cannot read the encrypted attachment: {e}")))?;
+    let total = progress.total;
+    let piece = piece_size();
+    let mut offset = 0u64;
+    let mut waits = backoff();
+    let mut stalled_since: Option<tokio::time::Instant> = None;
+    let mut resumed = None;
+    progress.at(0, None);
+    loop {
+        let result = if offset >= total {
+            break;
+        } else {
+            let n = (total - offset).min(piece as u64) as usize;
+            let mut buf = vec![0u8; n];
+            f.read_exact_at(&mut buf, offset).map_err(|e| {
+                Error::Storage(format!("cannot read the encrypted attachment: {e}"))
+            })?;
+            relay.put_blob_piece(blob, token, offset, buf).await
+        };
+        match result {
+            Ok(at) => {
+                offset = at.offset;
+                stalled_since = None;
+                waits = backoff();
+                progress.at(offset, resumed.take());
+                if let Some(p) = test_pause() {
+                    tokio::time::sleep(p).await;
+                }
+            }
+            Err(e) if transient(&e) => {
+                let since = *stalled_since.get_or_insert_with(tokio::time::Instant::now);
+                if since.elapsed() > GIVE_UP {
+                    return Err(e);
+                }
+                tokio::time::sleep(waits.next().unwrap_or(Duration::from_secs(5))).await;
+                // Where the relay really is (a piece may have landed before the failure).
+                if let Ok(at) = relay.blob_offset(blob, token).await {
+                    offset = at.offset;
+                    resumed = Some(offset);
+                }
+            }
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
+}
+
+/// Download the blob into `part`, continuing from the bytes already there.
+async fn download(
+    relay: &RelayClient,
+    att: &Attachment,
+    part: &Path,
+    progress: &mut Progress<'_>,
+) -> Result<()> {
+    use tokio::io::AsyncWriteExt;
+    let total = progress.total;
+    let mut waits = backoff();
+    let mut stalled_since: Option<tokio::time::Instant> = None;
+    let mut resumed = None;
+    loop {
+        let have = std::fs::metadata(part).map(|m| m.len()).unwrap_or(0);
+        if have > total {
+            let _ = std::fs::remove_file(part);
+            continue;
+        }
+        if have == total {
+            progress.at(total, resumed.take());
+            return Ok(());
+        }
+        progress.at(have, resumed.take());
+        let attempt = async {
+            let mut r = relay.get_blob(&att.blob, have).await?;
+            let mut file = tokio::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(part)
+                .await
+                .map_err(|e| Error::Storage(format!("cannot write the download: {e}")))?;
+            if have > 0 && r.status() != reqwest::StatusCode::PARTIAL_CONTENT {
+                // The relay sent the whole blob: start over.
+                file.set_len(0)
+                    .await
+                    .map_err(|e| Error::Storage(format!("cannot write the download: {e}")))?;
+            }
+            let mut done = if have > 0 && r.status() == reqwest::StatusCode::PARTIAL_CONTENT {
+                have
+            } else {
+                0
+            };
+            while let Some(chunk) = r.chunk().await.map_err(|e| relay.stream_error(e))? {
+                if done + chunk.len() as u64 > total {
+                    return Err(Error::Integrity(
+                        "the relay sent more bytes than the attachment has; refused".into(),
+                    ));
+                }
+                file.write_all(&chunk)
+                    .await
+                    .map_err(|e| Error::Storage(format!("cannot write the download: {e}")))?;
+                done += chunk.len() as u64;
+                progress.at(done, None);
+                if let Some(p) = test_pause() {
+                    file.flush().await.ok();
+                    tokio::time::sleep(p).await;
+                }
+            }
+            file.sync_all()
+                .await
+                .map_err(|e| Error::Storage(format!("cannot write the download: {e}")))?;
+            Ok::<u64, Error>(done)
+        }
+        .await;
+        let failure = match attempt {
+            Ok(done) if done == total => {
+                stalled_since = None;
+                waits = backoff();
+                continue;
+            }
+            // Cut short without an error: continue from what we have.
+            Ok(_) => Error::RelayUnreachable("the download broke off".into()),
+            Err(e) => e,
+        };
+        if !transient(&failure) {
+            if matches!(failure, Error::Integrity(_)) {
+                let _ = std::fs::remove_file(part);
+            }
+            return Err(failure);
+        }
+        let since = *stalled_since.get_or_insert_with(tokio::time::Instant::now);
+        if since.elapsed() > GIVE_UP {
+            return Err(failure);
+        }
+        tokio::time::sleep(waits.next().unwrap_or(Duration::from_secs(5))).await;
+        resumed = Some(std::fs::metadata(part).map(|m| m.len()).unwrap_or(0));
+    }
+}

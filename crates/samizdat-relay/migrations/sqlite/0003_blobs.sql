@@ -1,0 +1,14 @@
+-- Blobs (encrypted attachments): the bytes live in files under the blob directory; this
+-- row says how much of the file is durable and who may write it.
+CREATE TABLE blobs (
+    blob_id      BLOB PRIMARY KEY,
+    token_hash   BLOB NOT NULL,
+    length       INTEGER NOT NULL,
+    offset_bytes INTEGER NOT NULL DEFAULT 0,
+    -- SHA-256 of the uploader's address bucket, for the per-source quota.
+    source       BLOB NOT NULL,
+    created_at   INTEGER NOT NULL,
+    expires_at   INTEGER NOT NULL
+);
+CREATE INDEX blobs_by_source ON blobs (source, expires_at);
+CREATE INDEX blobs_by_expiry ON blobs (expires_at);

@@ -1,0 +1,360 @@
+//! Blobs: encrypted attachments, uploaded in pieces that resume where they stopped (the tus
+//! idea — create, ask for the offset, append at the offset) and downloaded by an unguessable
+//! id, whole or from an offset (`Range: bytes=N-`).
+//!
+//! The relay sees only ciphertext: clients encrypt (and pad) before uploading, and the key,
+//! the file name and the media type travel inside MLS. Bytes live in one file per blob under
+//! the blob directory — shared by every relay process when several share a PostgreSQL
+//! database — and the store holds each blob's record: who may write (a token hash), its
+//! length, how much is durable, when it expires. A piece is written at its offset and
+//! `fsync`ed before the record moves the offset and the client is answered, so an
+//! acknowledged byte survives a crash; bytes past the recorded offset are simply written
+//! again by the client's next attempt.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use axum::body::{Body, Bytes};
+use axum::extract::{ConnectInfo, Path as UrlPath, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::Response;
+use samizdat_proto::{self as proto, BlobCreated, BlobOffset, ErrorCode, Id};
+
+use crate::http::{ApiError, ApiResult, check_relay_storage, client_bucket, parse_id, respond};
+use crate::store::BlobRecord;
+use crate::{AppState, now_secs};
+
+/// Bytes read from a blob file per step of a download.
+const READ_CHUNK: usize = 256 * 1024;
+
+/// Where a blob's bytes live.
+pub(crate) fn blob_path(dir: &Path, id: &Id) -> PathBuf {
+    dir.join(format!("{}.blob", hex::encode(id.as_bytes())))
+}
+
+fn header_u64(headers: &HeaderMap, name: &str) -> ApiResult<u64> {
+    headers
+        .get(name)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse::<u64>().ok())
+        .filter(|v| *v <= crate::store::MAX_COUNTER)
+        .ok_or_else(|| {
+            ApiError::new(
+                ErrorCode::BadRequest,
+                format!("missing or invalid {name} header (a byte count)"),
+            )
+        })
+}
+
+fn storage_failed(what: &str, e: std::io::Error) -> ApiError {
+    tracing::error!(error = %e, "blob storage: {what}");
+    ApiError::new(
+        ErrorCode::Unavailable,
+        "the relay's blob storage failed; retry later",
+    )
+}
+
+/// `POST /v1/blobs` with `Upload-Length`: a new, empty blob.
+pub(crate) async fn create(
+    State(state): State<AppState>,
+    ConnectInfo(addr): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+) -> Response {
+    respond(
+        async {
+            let bucket = client_bucket(&state, &addr, &headers);
+            if !state.rates.creations_per_addr.allow(&bucket) {
+                return Err(crate::http::rate_limited());
+            }
+            let length = header_u64(&headers, proto::HEADER_UPLOAD_LENGTH)?;
+            if length > state.limits.max_blob_bytes {
+                return Err(ApiError::new(
+                    ErrorCode::TooLarge,
+                    format!(
+                        "a blob may hold at most {} bytes",
+                        state.limits.max_blob_bytes
+                    ),
+                ));
+            }
+            check_relay_storage(&state)?;
+            let (Some(blob_id), Some(a), Some(b)) = (
+                crate::auth::random_id(),
+                crate::auth::random_id(),
+                crate::auth::random_id(),
+            ) else {
+                return Err(ApiError::new(
+                    ErrorCode::Unavailable,
+                    "the relay cannot make random ids; retry later",
+                ));
+            };
+            let token = [a.as_bytes().as_slice(), b.as_bytes().as_slice()].concat();
+            let source = crate::auth::token_hash(format!("{bucket:?}").as_bytes());
+            let path = blob_path(&state.blob_dir, &blob_id);
+            tokio::task::spawn_blocking(move || -> std::io::Result<()> {
+                let f = std::fs::File::create_new(&path)?;
+                f.sync_all()?;
+                if let Some(dir) = path.parent() {
+                    std::fs::File::open(dir)?.sync_all()?;
+                }
+                Ok(())
+            })
+            .await
+            .map_err(|e| storage_failed("create task", std::io::Error::other(e)))?
+            .map_err(|e| storage_failed("create", e))?;
+            let created = state
+                .store
+                .create_blob(
+                    blob_id,
+                    crate::auth::token_hash(&token),
+                    length,
+                    source,
+                    now_secs(),
+                    &state.limits,
+                )
+                .await;
+            if let Err(e) = created {
+                let _ = tokio::fs::remove_file(blob_path(&state.blob_dir, &blob_id)).await;
+                return Err(e.into());
+            }
+            Ok((
+                StatusCode::CREATED,
+                axum::Json(BlobCreated {
+                    blob_id,
+                    upload_token: proto::Bytes(token),
+                    length,
+                }),
+            ))
+        }
+        .await,
+    )
+}
+
+/// The blob's record, if `headers` carry its upload token.
+async fn authorized(
+    state: &AppState,
+    id: &str,
+    headers: &HeaderMap,
+) -> ApiResult<(Id, BlobRecord)> {
+    let id = parse_id(id, "blob id")?;
+    let token = headers
+        .get(proto::HEADER_UPLOAD_TOKEN)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| proto::Bytes::decode(v).ok())
+        .filter(|t| !t.is_empty() && t.len() <= 64)
+        .ok_or_else(|| {
+            ApiError::new(
+                ErrorCode::BadToken,
+                "missing or malformed x-samizdat-upload-token header",
+            )
+        })?;
+    let record = state
+        .store
+        .blob(id, now_secs())
+        .await?
+        .ok_or_else(|| ApiError::new(ErrorCode::NotFound, "no such blob (or it expired)"))?;
+    // Comparing hashes: timing says nothing about the token itself.
+    if crate::auth::token_hash(&token) != record.token_hash {
+        return Err(ApiError::new(
+            ErrorCode::BadToken,
+            "wrong upload token for this blob",
+        ));
+    }
+    Ok((id, record))
+}
+
+/// `GET /v1/blobs/{id}/upload`: how many bytes are stored (to resume an upload).
+pub(crate) async fn offset(
+    State(state): State<AppState>,
+    UrlPath(id): UrlPath<String>,
+    headers: HeaderMap,
+) -> Response {
+    respond(
+        async {
+            let (_, r) = authorized(&state, &id, &headers).await?;
+            Ok(axum::Json(BlobOffset {
+                offset: r.offset,
+                length: r.length,
+            }))
+        }
+        .await,
+    )
+}
+
+/// `PATCH /v1/blobs/{id}/upload` with `Upload-Offset`: the next piece. Answered once the
+/// piece is on disk.
+pub(crate) async fn append(
+    State(state): State<AppState>,
+    UrlPath(id): UrlPath<String>,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
+    respond(
+        async {
+            let (id, r) = authorized(&state, &id, &headers).await?;
+            let at = header_u64(&headers, proto::HEADER_UPLOAD_OFFSET)?;
+            if at != r.offset {
+                return Err(ApiError::new(
+                    ErrorCode::OffsetMismatch,
+                    format!("the upload is at byte {}; continue from there", r.offset),
+                ));
+            }
+            let room = usize::try_from(r.length - r.offset).unwrap_or(usize::MAX);
+            let limit = state.limits.max_blob_chunk.min(room);
+            let piece = crate::http::read_body(&state, body, limit).await.map_err(|e| {
+                if e.0.code == ErrorCode::TooLarge {
+                    ApiError::new(
+                        ErrorCode::TooLarge,
+                        format!(
+                            "a piece may hold at most {} bytes and must not go past the blob's length ({} left)",
+                            state.limits.max_blob_chunk, room
+                        ),
+                    )
+                } else {
+                    e
+                }
+            })?;
+            let n = piece.len() as u64;
+            if n > 0 {
+                let path = blob_path(&state.blob_dir, &id);
+                // The piece keeps its share of the body budget until it is on disk.
+                tokio::task::spawn_blocking(move || -> std::io::Result<()> {
+                    use std::os::unix::fs::FileExt;
+                    let f = std::fs::OpenOptions::new().write(true).open(&path)?;
+                    f.write_all_at(&piece, at)?;
+                    f.sync_data()
+                })
+                .await
+                .map_err(|e| storage_failed("write task", std::io::Error::other(e)))?
+                .map_err(|e| {
+                    if e.kind() == std::io::ErrorKind::NotFound {
+                        ApiError::new(ErrorCode::NotFound, "no such blob (or it expired)")
+                    } else {
+                        storage_failed("write", e)
+                    }
+                })?;
+                if !state.store.advance_blob(id, at, at + n).await? {
+                    return Err(ApiError::new(
+                        ErrorCode::OffsetMismatch,
+                        "another upload of this blob moved on; ask for the offset and continue",
+                    ));
+                }
+            }
+            Ok(axum::Json(BlobOffset {
+                offset: at + n,
+                length: r.length,
+            }))
+        }
+        .await,
+    )
+}
+
+/// The start of a `Range: bytes=N-` (or `bytes=N-M`, whose end is ignored: the rest is
+/// sent with 206 and its `Content-Range`). `None` without a Range header.
+fn range_start(headers: &HeaderMap) -> ApiResult<Option<u64>> {
+    let Some(v) = headers.get(header::RANGE) else {
+        return Ok(None);
+    };
+    let bad = || ApiError::new(ErrorCode::BadRequest, "Range must be bytes=N-");
+    let v = v.to_str().map_err(|_| bad())?;
+    let spec = v.strip_prefix("bytes=").ok_or_else(bad)?;
+    let (start, _) = spec.split_once('-').ok_or_else(bad)?;
+    start.trim().parse::<u64>().map(Some).map_err(|_| bad())
+}
+
+/// `GET /v1/blobs/{id}`: a finished blob, streamed from disk.
+pub(crate) async fn download(
+    State(state): State<AppState>,
+    UrlPath(id): UrlPath<String>,
+    headers: HeaderMap,
+) -> Response {
+    let r = async {
+        let id = parse_id(&id, "blob id")?;
+        let record =
+            state.store.blob(id, now_secs()).await?.ok_or_else(|| {
+                ApiError::new(ErrorCode::NotFound, "no such blob (or it expired)")
+            })?;
+        if record.offset < record.length {
+            return Err(ApiError::new(
+                ErrorCode::Incomplete,
+                "this blob's upload has not finished",
+            ));
+        }
+        let start = range_start(&headers)?;
+        let from = start.unwrap_or(0);
+        if from > record.length {
+            return Err(ApiError::new(
+                ErrorCode::BadRequest,
+                format!("the range starts past the blob's {} bytes", record.length),
+            ));
+        }
+        let mut file = tokio::fs::File::open(blob_path(&state.blob_dir, &id))
+            .await
+            .map_err(|e| storage_failed("open", e))?;
+        use tokio::io::{AsyncReadExt, AsyncSeekExt};
+        file.seek(std::io::SeekFrom::Start(from))
+            .await
+            .map_err(|e| storage_failed("seek", e))?;
+        let left = record.length - from;
+        let stream = futures_util::stream::unfold((file, left), |(mut file, left)| async move {
+            if left == 0 {
+                return None;
+            }
+            let want = usize::try_from(left).unwrap_or(READ_CHUNK).min(READ_CHUNK);
+            let mut buf = vec![0u8; want];
+            match file.read(&mut buf).await {
+                Ok(0) => Some((
+                    Err(std::io::Error::new(
+                        std::io::ErrorKind::UnexpectedEof,
+                        "blob file is shorter than its record",
+                    )),
+                    (file, 0),
+                )),
+                Ok(n) => {
+                    buf.truncate(n);
+                    Some((Ok(Bytes::from(buf)), (file, left - n as u64)))
+                }
+                Err(e) => Some((Err(e), (file, 0))),
+            }
+        });
+        let mut resp = Response::new(Body::from_stream(stream));
+        let h = resp.headers_mut();
+        h.insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/octet-stream"),
+        );
+        h.insert(header::ACCEPT_RANGES, HeaderValue::from_static("bytes"));
+        h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+        h.insert(header::CONTENT_LENGTH, HeaderValue::from(left));
+        if start.is_some() {
+            *resp.status_mut() = StatusCode::PARTIAL_CONTENT;
+            let last = record.length.saturating_sub(1);
+            if let Ok(v) = HeaderValue::from_str(&format!("bytes {from}-{last}/{}", record.length))
+            {
+                resp.headers_mut().insert(header::CONTENT_RANGE, v);
+            }
+        }
+        Ok(resp)
+    }
+    .await;
+    respond(r)
+}
+
+/// Delete expired blobs: their records, then their files.
+pub(crate) async fn sweep(state: &AppState) -> u64 {
+    let ids = match state.store.expire_blobs(now_secs()).await {
+        Ok(ids) => ids,
+        Err(e) => {
+            tracing::warn!(error = %e, "blob sweep failed");
+            return 0;
+        }
+    };
+    let mut n = 0;
+    for id in ids {
+        match tokio::fs::remove_file(blob_path(&state.blob_dir, &id)).await {
+            Ok(()) => n += 1,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => tracing::warn!(error = %e, "cannot delete an expired blob file"),
+        }
+    }
+    n
+}
