@@ -239,6 +239,9 @@ pub struct BackupParams {
     pub out: String,
     /// The backup passphrase (at least 8 characters).
     pub passphrase: String,
+    /// Include the encrypted attachment copies (default true).
+    #[serde(default = "yes")]
+    pub attachments: bool,
 }
 
 #[derive(Debug, Serialize, Deserialize, JsonSchema)]
@@ -651,7 +654,7 @@ async fn contact_verify(s: &Session, a: ContactVerifyParams) -> RpcResult<Done> 
 async fn backup(s: &Session, a: BackupParams) -> RpcResult<BackedUp> {
     let pass = zeroize::Zeroizing::new(a.passphrase);
     on_profile!(s, |p| Ok(BackedUp {
-        bytes: p.backup(std::path::Path::new(&a.out), &pass)?,
+        bytes: p.backup(std::path::Path::new(&a.out), &pass, a.attachments)?,
     }))
 }
 

@@ -148,6 +148,9 @@ pub enum ClientCommand {
     Backup {
         #[arg(long)]
         out: PathBuf,
+        /// Leave the attachments out (they can be fetched again while the relay keeps them).
+        #[arg(long)]
+        no_attachments: bool,
     },
     /// Recreate a profile from a backup in --home (which must hold none); it then catches up
     /// from the relays. The new profile's passphrase comes from SAMIZDAT_PASSPHRASE or a prompt.
@@ -249,17 +252,6 @@ fn passphrase(confirm: bool) -> Result<Secret> {
 }
 
 /// `30s`, `5m`, `1h`, `1d`, `1w` (or a plain number of seconds); `off` is 0.
-/// A path as the service will read it (it may run elsewhere in the file system's view:
-/// another working directory).
-fn absolute(p: &std::path::Path) -> Result<std::path::PathBuf> {
-    if p.is_absolute() {
-        return Ok(p.to_path_buf());
-    }
-    Ok(std::env::current_dir()
-        .context("the current directory")?
-        .join(p))
-}
-
 /// A size: bytes, or with K, M or G (powers of 1024).
 fn parse_size(s: &str) -> Result<u64> {
     let t = s.trim();
@@ -744,7 +736,7 @@ async fn run_in(home: &Path, cmd: ClientCommand) -> Result<()> {
                 (None, Some(file)) => json!({
                     "target": target,
                     "text": caption.unwrap_or_default(),
-                    "file": absolute(file)?.display().to_string(),
+                    "file": std::path::absolute(file)?.display().to_string(),
                 }),
                 _ => return Err(anyhow!("give either the message text or --file PATH")),
             };
@@ -765,7 +757,7 @@ async fn run_in(home: &Path, cmd: ClientCommand) -> Result<()> {
         }
         ClientCommand::Download { message_id, out } => {
             let out = match out {
-                Some(o) => absolute(&o)?,
+                Some(o) => std::path::absolute(&o)?,
                 None => std::env::current_dir().context("the current directory")?,
             };
             let mut bar = TransferBar::new("downloading");
@@ -962,13 +954,20 @@ async fn run_in(home: &Path, cmd: ClientCommand) -> Result<()> {
                 println!("declined invitation {id}");
             }
         },
-        ClientCommand::Backup { out } => {
+        ClientCommand::Backup {
+            out,
+            no_attachments,
+        } => {
             let pass = backup_passphrase(true)?;
             let out = std::path::absolute(&out).unwrap_or(out);
             let done: samizdat_core::rpc::BackedUp = b
                 .call(
                     "backup",
-                    json!({ "out": out.to_string_lossy(), "passphrase": pass.as_str() }),
+                    json!({
+                        "out": out.to_string_lossy(),
+                        "passphrase": pass.as_str(),
+                        "attachments": !no_attachments,
+                    }),
                 )
                 .await?;
             println!("backup written to {} ({} bytes)", out.display(), done.bytes);

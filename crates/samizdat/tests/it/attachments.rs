@@ -307,3 +307,41 @@ fn oversized_and_oddly_named_files_get_clear_answers() {
     let err = bob.fails(&["download", "AAAAAAAAAAAAAAAAAAAAAA", "--out", "/tmp"]);
     assert!(err.contains("no message"), "{err}");
 }
+
+#[test]
+fn small_attachments_are_fetched_automatically_when_asked_for() {
+    let mut w = World::new();
+    let [alice, bob] = w.people(["alice", "bob"]);
+    w.connect(&alice, &bob);
+    let err = bob.fails(&["config", "auto-download", "lots"]);
+    assert!(err.contains("not a size"), "{err}");
+    assert!(
+        bob.ok(&["config", "auto-download", "1M"])
+            .contains("up to 1048576 bytes")
+    );
+    let files = tempfile::tempdir().unwrap();
+    let (small, _) = make_file(&mut w, files.path(), "small.bin", 100_000);
+    let (large, _) = make_file(&mut w, files.path(), "large.bin", 3 << 20);
+    alice.ok(&["send", &bob.display, "--file", small.to_str().unwrap()]);
+    alice.ok(&["send", &bob.display, "--file", large.to_str().unwrap()]);
+    // A running service fetches as messages arrive; a one-shot sync before it exits.
+    bob.ok(&["sync"]);
+    let fetched: Vec<(String, bool)> = bob
+        .history("alice")
+        .iter()
+        .filter(|m| !m["attachment"].is_null())
+        .map(|m| {
+            (
+                m["attachment"]["name"].as_str().unwrap().to_string(),
+                m["attachment"]["downloaded"].as_bool().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        fetched,
+        vec![
+            ("small.bin".to_string(), true),
+            ("large.bin".to_string(), false)
+        ]
+    );
+}

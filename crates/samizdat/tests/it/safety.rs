@@ -161,11 +161,34 @@ fn disappearing_messages_are_deleted_from_both_stores() {
         .find(|m| m["text"] == t.as_str())
         .expect("the message");
     assert!(m["expires_at"].is_u64(), "{m}");
+    // A file under the timer: both copies (the sender's and the fetched one) go with it.
+    let file = w.dir.path().join("fleeting.txt");
+    std::fs::write(&file, b"a fleeting file").unwrap();
+    let sent = alice.ok(&["send", &bob.display, "--file", file.to_str().unwrap()]);
+    let id = sent.trim().trim_start_matches("sent ").to_string();
+    bob.ok(&["sync"]);
+    bob.ok(&[
+        "download",
+        &id,
+        "--out",
+        w.dir.path().join("kept.txt").to_str().unwrap(),
+    ]);
+    let copies = |p: &crate::harness::Person| {
+        std::fs::read_dir(p.home.join("attachments"))
+            .map(|d| d.count())
+            .unwrap_or(0)
+    };
+    assert_eq!((copies(&alice), copies(&bob)), (1, 1));
     std::thread::sleep(std::time::Duration::from_secs(4));
     assert!(!bob.texts("alice").contains(&t), "gone from the receiver");
     assert!(
         !alice.texts(&bob.display).contains(&t),
         "gone from the sender"
+    );
+    assert_eq!(
+        (copies(&alice), copies(&bob)),
+        (0, 0),
+        "attachment copies are deleted with their messages"
     );
     bob.ok(&["sync"]);
     // Off again: new messages stay.
@@ -203,7 +226,17 @@ fn a_restored_backup_catches_up_from_the_logs() {
     alice.ok(&["sync"]);
     let before = w.text("before the backup");
     bob.ok(&["send", "friends", &before]);
+    let photo = w.dir.path().join("photo.jpg");
+    std::fs::write(&photo, vec![7u8; 50_000]).unwrap();
+    let sent = bob.ok(&["send", "friends", "--file", photo.to_str().unwrap()]);
+    let photo_id = sent.trim().trim_start_matches("sent ").to_string();
     alice.ok(&["sync"]);
+    alice.ok(&[
+        "download",
+        &photo_id,
+        "--out",
+        w.dir.path().join("got.jpg").to_str().unwrap(),
+    ]);
     let file = w.dir.path().join("alice.backup");
     let backup = |p: &str| {
         alice
@@ -266,6 +299,23 @@ fn a_restored_backup_catches_up_from_the_logs() {
         String::from_utf8_lossy(&ok.stderr)
     );
 
+    // The attachment copy came back with the backup (not fetched again).
+    assert_eq!(
+        std::fs::read_dir(alice.home.join("attachments"))
+            .map(|d| d.count())
+            .unwrap_or(0),
+        1,
+        "the encrypted copy is restored"
+    );
+    let photo_msg = alice
+        .history("friends")
+        .into_iter()
+        .find(|m| m["id"] == photo_id.as_str())
+        .expect("the photo message");
+    assert_eq!(photo_msg["attachment"]["downloaded"], true, "{photo_msg}");
+    let again = w.dir.path().join("again.jpg");
+    alice.ok(&["download", &photo_id, "--out", again.to_str().unwrap()]);
+    assert_eq!(std::fs::read(&again).unwrap(), vec![7u8; 50_000]);
     alice.ok(&["sync"]);
     let texts = alice.texts("friends");
     assert_eq!(
