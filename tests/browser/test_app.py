@@ -146,6 +146,44 @@ def test_two_people_chat_group_outage_and_russian(browser, workdir, shots):
         not_reloaded(bob)
         expect(alice.locator("#text")).to_have_value("")
 
+        # A file: bob attaches one with a caption; it appears on alice's side live, and
+        # "Save" hands her the same bytes under its name.
+        payload = bytes(range(256)) * 800
+        bob.set_input_files(
+            "#attach-file",
+            files=[{"name": "отчёт.pdf", "mimeType": "application/pdf", "buffer": payload}],
+        )
+        bob.fill("#attach-text", "the minutes")
+        bob.click("#attach button[type=submit]")
+        expect(bob.locator("body")).to_have_attribute("data-page", "chat", timeout=LONG)
+        expect(bob.locator("#message-list .msg.out .file-name").last).to_have_text("отчёт.pdf")
+        expect(alice.locator("#message-list .msg.in .file-name").last).to_have_text(
+            "отчёт.pdf", timeout=LONG
+        )
+        expect(alice.locator("#message-list .msg.in .file-size").last).to_have_text("200 KB")
+        expect(alice.locator("#message-list .msg.in .text").last).to_have_text("the minutes")
+        with alice.expect_download(timeout=LONG) as dl:
+            alice.locator("#message-list .msg.in .file-save").last.click()
+        assert dl.value.suggested_filename == "отчёт.pdf", dl.value.suggested_filename
+        with open(dl.value.path(), "rb") as f:
+            assert f.read() == payload
+        not_reloaded(alice)
+        shoot(alice, shots, "chat-file", "en")
+        alice.goto(alice_app.base + "/settings")
+        alice.select_option("#lang", "ru")
+        alice.click("form[action='/settings/lang'] button")
+        alice.goto(alice_app.base + "/")
+        open_chat(alice, xss_name)
+        expect(alice.locator("#message-list .msg.in .file-save").last).to_have_text("Сохранить")
+        expect(alice.locator("#message-list .msg.in .file-size").last).to_have_text("200 КБ")
+        expect(alice.locator("#attach button")).to_have_text("Отправить файл")
+        shoot(alice, shots, "chat-file", "ru")
+        alice.goto(alice_app.base + "/settings")
+        alice.select_option("#lang", "en")
+        alice.click("form[action='/settings/lang'] button")
+        alice.goto(alice_app.base + "/")
+        open_chat(alice, xss_name)
+
         # Hostile text and a very long message show literally and wrap.
         send(bob, "</script><script>alert(2)</script>")
         long_text = "x" * 10_000

@@ -158,3 +158,13 @@ err-not-found = Not found: it may have been removed.
 err-invalid-invite = This invite link is not valid: { $message }
 err-usage = { $message }
 err-other = Error: { $message }
+
+## Attachments
+msg-file-save = Save
+chat-attach = File
+chat-attach-caption = Caption (optional)
+chat-attach-send = Send file
+file-too-large = The file is larger than 100 MB and cannot be sent.
+size-bytes = { $n } bytes
+size-kb = { $n } KB
+size-mb = { $n } MB

@@ -160,3 +160,13 @@ err-not-found = Не найдено: возможно, это уже удале�
 err-invalid-invite = Ссылка-приглашение недействительна: { $message }
 err-usage = { $message }
 err-other = Ошибка: { $message }
+
+## Attachments
+msg-file-save = Сохранить
+chat-attach = Файл
+chat-attach-caption = Подпись (необязательно)
+chat-attach-send = Отправить файл
+file-too-large = Файл больше 100 МБ, его нельзя отправить.
+size-bytes = { $n } байт
+size-kb = { $n } КБ
+size-mb = { $n } МБ

@@ -99,16 +99,17 @@ impl Profile {
     pub async fn message_retry(&mut self, message_id: &str) -> Result<String> {
         let raw = Bytes::decode(message_id)
             .map_err(|_| Error::Usage(format!("{message_id:?} is not a message id")))?;
-        let row: Option<(Vec<u8>, String, bool)> = self
+        let row: Option<(Vec<u8>, String, bool, Option<String>, Option<String>)> = self
             .db
             .conn()
             .query_row(
-                "SELECT group_id, body, failed IS NOT NULL AND outgoing = 1 FROM messages WHERE id = ?1",
+                "SELECT group_id, body, failed IS NOT NULL AND outgoing = 1, attachment, attachment_file
+                 FROM messages WHERE id = ?1",
                 params![raw],
-                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?)),
             )
             .optional()?;
-        let Some((gid, text, failed)) = row else {
+        let Some((gid, text, failed, attachment, file)) = row else {
             return Err(Error::NotFound(format!("no message {message_id}")));
         };
         if !failed {
@@ -120,7 +121,18 @@ impl Profile {
         let conv = self
             .conv_by_id(&gid)?
             .ok_or_else(|| Error::NotFound("the message's conversation is gone".into()))?;
-        let new_id = match self.send(&conv.name, &text).await {
+        let resent = match (attachment, file) {
+            // The blob is still on the relay: send the same attachment again, moving our
+            // copy to the new message.
+            (Some(json), Some(file)) => {
+                let att = serde_json::from_str(&json)
+                    .map_err(|e| Error::Storage(format!("corrupt attachment record: {e}")))?;
+                let path = self.attachments_dir()?.join(file);
+                self.send_attachment(&conv.name, &text, att, &path).await
+            }
+            _ => self.send(&conv.name, &text).await,
+        };
+        let new_id = match resent {
             Ok(id) => id,
             // Stored and queued: still a successful retry.
             Err(Error::RelayUnreachable(_)) => self.newest_own_message(&gid)?,

@@ -4,6 +4,7 @@
 //! in this process (the app owns the profile) or in a running `samizdat serve` (the app
 //! talks to its socket) — and live updates are the service's event stream.
 
+mod files;
 mod i18n;
 mod pages;
 mod security;
@@ -132,6 +133,11 @@ fn open_browser(url: &str) {
 }
 
 impl App {
+    /// The profile directory.
+    pub(crate) fn home(&self) -> &std::path::Path {
+        &self.home
+    }
+
     /// Find the profile: through a running `serve`, unlocked from the environment, locked,
     /// or not there yet.
     async fn start(self: &Arc<Self>) -> Result<()> {

@@ -294,7 +294,16 @@ pub fn message(c: &Ctx<'_>, m: &MessageView) -> Markup {
                 " "
                 (time(m.sent_at))
             }
-            div.text { (m.text) }
+            @if let Some(a) = &m.attachment {
+                div.file {
+                    span.file-name { (a.name) }
+                    " "
+                    span.file-size.muted { (size_label(c, a.size)) }
+                    " "
+                    a.file-save href={ "/m/" (m.id) "/file" } download=(a.name) { (c.tr("msg-file-save")) }
+                }
+            }
+            @if !m.text.is_empty() { div.text { (m.text) } }
             @if m.outgoing {
                 div.status {
                     @if let Some(reason) = &m.failed {
@@ -312,6 +321,24 @@ pub fn message(c: &Ctx<'_>, m: &MessageView) -> Markup {
             }
         }
     }
+}
+
+/// A file size for people ("740 KB", "5,2 МБ").
+fn size_label(c: &Ctx<'_>, bytes: u64) -> String {
+    let (key, n) = match bytes {
+        b if b < 1024 => ("size-bytes", b as f64),
+        b if b < 1024 * 1024 => ("size-kb", b as f64 / 1024.0),
+        b => ("size-mb", b as f64 / (1024.0 * 1024.0)),
+    };
+    let mut shown = if n >= 10.0 || key == "size-bytes" {
+        format!("{n:.0}")
+    } else {
+        format!("{n:.1}")
+    };
+    if c.lang == super::i18n::Lang::Ru {
+        shown = shown.replace('.', ",");
+    }
+    c.tra(key, &[("n", shown.into())])
 }
 
 /// A timer's length in words ("1 day", "5 минут").
@@ -373,6 +400,14 @@ pub fn chat(
                             textarea #text name="text" rows="2" required maxlength="60000" placeholder=(c.tr("chat-placeholder")) aria-describedby="composer-hint" {}
                             button type="submit" { (c.tr("chat-send")) }
                             small #composer-hint { (c.tr("chat-composer-hint")) }
+                        }
+                        form #attach method="post" action={ "/c/" (conv.id) "/file" } enctype="multipart/form-data" {
+                            (c.csrf_field())
+                            label for="attach-file" { (c.tr("chat-attach")) }
+                            input #attach-file type="file" name="file" required;
+                            label.visually-hidden for="attach-text" { (c.tr("chat-attach-caption")) }
+                            input #attach-text type="text" name="text" maxlength="4000" placeholder=(c.tr("chat-attach-caption"));
+                            button type="submit" { (c.tr("chat-attach-send")) }
                         }
                     } @else {
                         p.warning { (c.tra("chat-inactive", &[("status", conv.status.clone().unwrap_or_default().into())])) }

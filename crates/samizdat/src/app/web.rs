@@ -41,6 +41,12 @@ pub fn router(app: Arc<App>) -> Router {
         .route("/c/{id}/leave", post(group_leave))
         .route("/c/{id}/timer", post(set_timer))
         .route("/m/{mid}/retry", post(retry))
+        .route("/m/{mid}/file", get(super::files::save_file))
+        .route(
+            "/c/{id}/file",
+            post(super::files::send_file)
+                .layer(DefaultBodyLimit::max(super::files::MAX_UPLOAD + 64 * 1024)),
+        )
         .route("/fragments/chats", get(chat_list))
         .route("/new", get(new_contact))
         .route("/invite", post(invite))
@@ -79,14 +85,14 @@ fn lang_of(headers: &HeaderMap, session: Option<&Session>) -> Lang {
 }
 
 /// The session (the guard let the request through, so there is one), its id and context.
-struct Req<'a> {
+pub(super) struct Req<'a> {
     id: String,
-    session: Session,
-    ctx: Ctx<'a>,
+    pub(super) session: Session,
+    pub(super) ctx: Ctx<'a>,
 }
 
 /// Why a request was turned away before its handler ran.
-struct Refused(StatusCode, &'static str);
+pub(super) struct Refused(StatusCode, &'static str);
 
 impl IntoResponse for Refused {
     fn into_response(self) -> Response {
@@ -94,7 +100,7 @@ impl IntoResponse for Refused {
     }
 }
 
-fn req<'a>(app: &'a App, headers: &HeaderMap) -> Result<Req<'a>, Refused> {
+pub(super) fn req<'a>(app: &'a App, headers: &HeaderMap) -> Result<Req<'a>, Refused> {
     let Some((id, session)) = app.guard.session(headers) else {
         return Err(Refused(StatusCode::UNAUTHORIZED, "unauthorized"));
     };
@@ -125,7 +131,7 @@ fn page_with(status: StatusCode, m: Markup) -> Response {
     (status, Html(m.into_string())).into_response()
 }
 
-fn see(to: String) -> Response {
+pub(super) fn see(to: String) -> Response {
     Redirect::to(&to).into_response()
 }
 
@@ -199,7 +205,7 @@ fn explain(c: &Ctx<'_>, e: &CallError) -> String {
     }
 }
 
-fn fail(c: &Ctx<'_>, e: &CallError) -> Response {
+pub(super) fn fail(c: &Ctx<'_>, e: &CallError) -> Response {
     let status = match e.kind.as_deref() {
         Some("not_found") => StatusCode::NOT_FOUND,
         Some("relay_unreachable") => StatusCode::SERVICE_UNAVAILABLE,

@@ -26,9 +26,9 @@ pub struct E2eArgs {
     pub service: bool,
 }
 
-const PASS: &str = "bench passphrase";
+pub(super) const PASS: &str = "bench passphrase";
 
-fn samizdat(home: &std::path::Path) -> Result<Command> {
+pub(super) fn samizdat(home: &std::path::Path) -> Result<Command> {
     let mut c = Command::new(std::env::current_exe()?);
     c.arg("--home")
         .arg(home)
@@ -38,7 +38,7 @@ fn samizdat(home: &std::path::Path) -> Result<Command> {
     Ok(c)
 }
 
-fn ok(home: &std::path::Path, args: &[&str]) -> Result<String> {
+pub(super) fn ok(home: &std::path::Path, args: &[&str]) -> Result<String> {
     let out = samizdat(home)?.args(args).output()?;
     if !out.status.success() {
         bail!(

@@ -3,6 +3,7 @@
 //! Results are a table on stdout (or JSON with `--json`); progress goes to stderr.
 
 mod e2e;
+mod files;
 mod load;
 mod mls;
 mod nats;
@@ -31,6 +32,10 @@ pub enum Which {
     Mls(mls::MlsArgs),
     /// Two `samizdat listen` clients and a sender: send → displayed latency.
     E2e(e2e::E2eArgs),
+    /// A 100 MB attachment up and down through a local relay vs curl and a plain HTTP server.
+    Attachments(files::AttachmentArgs),
+    /// Backup and restore of a profile with 100,000 messages.
+    Backup(files::BackupArgs),
 }
 
 pub async fn run(args: BenchArgs) -> Result<()> {
@@ -40,6 +45,8 @@ pub async fn run(args: BenchArgs) -> Result<()> {
         Which::Connections(a) => load::connections(a).await?,
         Which::Mls(a) => mls::run(a).await?,
         Which::E2e(a) => e2e::run(a).await?,
+        Which::Attachments(a) => files::attachments(a).await?,
+        Which::Backup(a) => files::backup(a).await?,
     };
     if args.json {
         println!("{}", serde_json::to_string_pretty(&report.json)?);

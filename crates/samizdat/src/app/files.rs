@@ -1,0 +1,227 @@
+//! Attachments in the app: sending a file (a multipart form that works without script) and
+//! saving one. The plaintext passes through a private directory inside the profile (`tmp/`,
+//! 0700, wiped with the profile) and is removed as soon as the service has encrypted it or
+//! the browser has it. A file is always served as a download (`attachment`, octet-stream,
+//! nosniff): nothing a peer sends is ever rendered by the app's origin.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use axum::body::Body;
+use axum::extract::{Multipart, Path, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use serde_json::json;
+
+use super::web::{fail, req, see};
+use super::{App, CallError, security};
+
+/// Largest file the app takes from the browser (the relay's default blob limit).
+pub const MAX_UPLOAD: usize = 100 << 20;
+
+/// A fresh private directory for one file, removed (overwritten) when dropped.
+struct Scratch(PathBuf);
+
+impl Scratch {
+    fn new(app: &App) -> std::io::Result<Scratch> {
+        use std::os::unix::fs::DirBuilderExt;
+        let base = app.home().join("tmp");
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(&base)?;
+        let mut rnd = [0u8; 12];
+        aws_lc_rs::rand::fill(&mut rnd).map_err(|_| std::io::Error::other("no randomness"))?;
+        let dir = base.join(hex::encode(rnd));
+        std::fs::DirBuilder::new().mode(0o700).create(&dir)?;
+        Ok(Scratch(dir))
+    }
+}
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        let _ = samizdat_core::wipe::wipe(&self.0);
+    }
+}
+
+fn io_failure(c: &super::pages::Ctx<'_>, e: std::io::Error) -> Response {
+    fail(
+        c,
+        &CallError {
+            kind: Some("storage".into()),
+            message: e.to_string(),
+        },
+    )
+}
+
+/// `POST /c/{id}/file`: a multipart form with `csrf` first, then an optional `text` (the
+/// caption) and `file`. The CSRF token is checked before the file is read.
+pub async fn send_file(
+    State(app): State<Arc<App>>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+    mut form: Multipart,
+) -> Response {
+    let r = match req(&app, &headers) {
+        Ok(r) => r,
+        Err(e) => return e.into_response(),
+    };
+    let bad = |why: &'static str| (StatusCode::BAD_REQUEST, why).into_response();
+    let first = match form.next_field().await {
+        Ok(Some(f)) if f.name() == Some("csrf") => f.text().await.unwrap_or_default(),
+        _ => String::new(),
+    };
+    if !security::csrf_ok(&r.session, &first) {
+        return (
+            StatusCode::FORBIDDEN,
+            "forbidden: missing or wrong CSRF token",
+        )
+            .into_response();
+    }
+    let scratch = match Scratch::new(&app) {
+        Ok(s) => s,
+        Err(e) => return io_failure(&r.ctx, e),
+    };
+    let mut caption = String::new();
+    let mut path = None;
+    while let Ok(Some(mut field)) = form.next_field().await {
+        match field.name() {
+            Some("text") => caption = field.text().await.unwrap_or_default(),
+            Some("file") => {
+                let name = samizdat_core::attachment::safe_name(field.file_name().unwrap_or(""));
+                let dest = scratch.0.join(&name);
+                let mut out = match std::fs::File::create_new(&dest) {
+                    Ok(f) => f,
+                    Err(e) => return io_failure(&r.ctx, e),
+                };
+                let mut size = 0usize;
+                loop {
+                    match field.chunk().await {
+                        Ok(Some(chunk)) => {
+                            size += chunk.len();
+                            if size > MAX_UPLOAD {
+                                return (StatusCode::PAYLOAD_TOO_LARGE, r.ctx.tr("file-too-large"))
+                                    .into_response();
+                            }
+                            if let Err(e) = std::io::Write::write_all(&mut out, &chunk) {
+                                return io_failure(&r.ctx, e);
+                            }
+                        }
+                        Ok(None) => break,
+                        Err(_) => return bad("the upload broke off"),
+                    }
+                }
+                if size > 0 {
+                    path = Some(dest);
+                }
+            }
+            _ => {}
+        }
+    }
+    let Some(path) = path else {
+        return see(format!("/c/{id}"));
+    };
+    let sent: Result<serde_json::Value, CallError> = app
+        .call(
+            "send",
+            json!({
+                "conversation_id": id,
+                "text": caption,
+                "file": path.display().to_string(),
+            }),
+        )
+        .await;
+    drop(scratch);
+    match sent {
+        Ok(_) => see(format!("/c/{id}")),
+        Err(e) if e.kind.as_deref() == Some("relay_unreachable") => see(format!("/c/{id}")),
+        Err(e) => fail(&r.ctx, &e),
+    }
+}
+
+/// RFC 5987 `filename*` value: UTF-8, percent-encoded.
+fn disposition(name: &str) -> String {
+    let mut enc = String::new();
+    for b in name.bytes() {
+        if b.is_ascii_alphanumeric() || b"._-".contains(&b) {
+            enc.push(b as char);
+        } else {
+            enc.push_str(&format!("%{b:02X}"));
+        }
+    }
+    format!("attachment; filename*=UTF-8''{enc}")
+}
+
+/// `GET /m/{mid}/file`: fetch (if needed), check, decrypt and hand the file to the browser
+/// as a download.
+pub async fn save_file(
+    State(app): State<Arc<App>>,
+    headers: HeaderMap,
+    Path(mid): Path<String>,
+) -> Response {
+    let r = match req(&app, &headers) {
+        Ok(r) => r,
+        Err(e) => return e.into_response(),
+    };
+    let scratch = match Scratch::new(&app) {
+        Ok(s) => s,
+        Err(e) => return io_failure(&r.ctx, e),
+    };
+    let done: Result<samizdat_core::transfer::Downloaded, CallError> = app
+        .call(
+            "download",
+            json!({ "message_id": mid, "out": scratch.0.display().to_string() }),
+        )
+        .await;
+    let done = match done {
+        Ok(d) => d,
+        Err(e) => return fail(&r.ctx, &e),
+    };
+    let file = match tokio::fs::File::open(&done.path).await {
+        Ok(f) => f,
+        Err(e) => return io_failure(&r.ctx, e),
+    };
+    // The scratch directory goes (overwritten) once the stream is done with it.
+    let stream = futures_util::stream::unfold((file, scratch), |(mut f, s)| async move {
+        use tokio::io::AsyncReadExt;
+        let mut buf = vec![0u8; 256 * 1024];
+        match f.read(&mut buf).await {
+            Ok(0) => None,
+            Ok(n) => {
+                buf.truncate(n);
+                Some((
+                    Ok::<_, std::io::Error>(axum::body::Bytes::from(buf)),
+                    (f, s),
+                ))
+            }
+            Err(e) => Some((Err(e), (f, s))),
+        }
+    });
+    let mut resp = Response::new(Body::from_stream(stream));
+    let h = resp.headers_mut();
+    h.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/octet-stream"),
+    );
+    h.insert(header::CONTENT_LENGTH, HeaderValue::from(done.size));
+    if let Ok(v) = HeaderValue::from_str(&disposition(&done.name)) {
+        h.insert(header::CONTENT_DISPOSITION, v);
+    }
+    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    resp
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn download_names_are_encoded() {
+        assert_eq!(
+            super::disposition("отчёт 1.pdf"),
+            "attachment; filename*=UTF-8''%D0%BE%D1%82%D1%87%D1%91%D1%82%201.pdf"
+        );
+        assert_eq!(
+            super::disposition("a\"b;c.txt"),
+            "attachment; filename*=UTF-8''a%22b%3Bc.txt"
+        );
+    }
+}

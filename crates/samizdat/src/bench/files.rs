@@ -1,0 +1,275 @@
+//! Attachments and backups.
+//!
+//! `bench attachments`: one file (default 100 MB of random bytes) sent through a local relay
+//! process by the client core (encrypt + resumable upload + the MLS message), then fetched,
+//! checked and decrypted by the receiver — next to the same file copied with `curl` to and
+//! from a plain HTTP file server (Python's `http.server` with PUT) on the same machine, in
+//! the same run.
+//!
+//! `bench backup`: a profile holding N messages (default 100,000) backed up and restored.
+//! The conversation and its first messages are real (made through a relay); the rest are
+//! rows added to the profile's database directly — backup and restore copy the database, so
+//! only its size matters, and 100,000 sends would take minutes without measuring anything
+//! more.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, anyhow, bail};
+use serde_json::json;
+
+use super::Report;
+use super::e2e::{PASS, ok};
+use super::util::RelayChild;
+
+#[derive(Debug, clap::Args)]
+pub struct AttachmentArgs {
+    /// File size in MB (10^6 bytes).
+    #[arg(long, default_value_t = 100)]
+    pub mb: u64,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct BackupArgs {
+    /// Messages in the profile.
+    #[arg(long, default_value_t = 100_000)]
+    pub messages: u64,
+}
+
+/// Two connected profiles on a fresh relay: (alice, bob).
+fn pair(dir: &Path, relay: &str) -> Result<(PathBuf, PathBuf)> {
+    let (a, b) = (dir.join("alice"), dir.join("bob"));
+    ok(&a, &["init", "--relay", relay, "--name", "Alice"])?;
+    ok(&b, &["init", "--relay", relay, "--name", "Bob"])?;
+    let link = ok(&a, &["invite"])?
+        .lines()
+        .last()
+        .ok_or_else(|| anyhow!("no invite link"))?
+        .to_string();
+    ok(&b, &["accept", &link, "--name", "alice"])?;
+    ok(&a, &["sync"])?;
+    Ok((a, b))
+}
+
+async fn handle(home: &Path) -> Result<samizdat_core::ClientHandle> {
+    let profile = samizdat_core::Profile::open(home, PASS)?;
+    Ok(samizdat_core::ClientHandle::start(
+        profile,
+        samizdat_core::Mode::OnDemand,
+    )?)
+}
+
+fn mbps(bytes: u64, d: Duration) -> f64 {
+    bytes as f64 / 1e6 / d.as_secs_f64().max(1e-9)
+}
+
+/// A plain HTTP file server: GET from the directory, PUT writes a file.
+const FILE_SERVER: &str = r#"
+import http.server, os, sys
+class H(http.server.SimpleHTTPRequestHandler):
+    def do_PUT(self):
+        n = int(self.headers["Content-Length"])
+        with open(os.path.join(self.directory, os.path.basename(self.path)), "wb") as f:
+            while n > 0:
+                b = self.rfile.read(min(n, 1 << 20))
+                if not b: break
+                f.write(b); n -= len(b)
+        self.send_response(201); self.send_header("Content-Length", "0"); self.end_headers()
+    def log_message(self, *a): pass
+d = sys.argv[1]
+s = http.server.ThreadingHTTPServer(("127.0.0.1", 0), lambda *a: H(*a, directory=d))
+print(s.server_address[1], flush=True)
+s.serve_forever()
+"#;
+
+struct Child(std::process::Child);
+
+impl Drop for Child {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn curl(args: &[&str]) -> Result<Duration> {
+    let t = Instant::now();
+    let out = Command::new("curl")
+        .args(["-sS", "--fail"])
+        .args(args)
+        .output()
+        .context("running curl (apt-get install curl)")?;
+    if !out.status.success() {
+        bail!("curl {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+    }
+    Ok(t.elapsed())
+}
+
+/// The same file to and from a plain HTTP server with curl: (upload, download).
+fn curl_baseline(dir: &Path, file: &Path) -> Result<(Duration, Duration)> {
+    let served = dir.join("served");
+    std::fs::create_dir_all(&served)?;
+    let mut child = Command::new("python3")
+        .args(["-c", FILE_SERVER])
+        .arg(&served)
+        .stdout(Stdio::piped())
+        .spawn()
+        .context("starting python3 http.server")?;
+    let port = {
+        use std::io::BufRead;
+        let mut line = String::new();
+        std::io::BufReader::new(child.stdout.take().ok_or_else(|| anyhow!("no stdout"))?)
+            .read_line(&mut line)?;
+        line.trim().to_string()
+    };
+    let _server = Child(child);
+    let url = format!("http://127.0.0.1:{port}/file.bin");
+    let up = curl(&["-T", &file.display().to_string(), &url])?;
+    let down = curl(&["-o", &dir.join("curl-copy.bin").display().to_string(), &url])?;
+    Ok((up, down))
+}
+
+pub async fn attachments(args: AttachmentArgs) -> Result<Report> {
+    let tmp = tempfile::tempdir()?;
+    let relay = RelayChild::start(&tmp.path().join("relay"), None)?;
+    let (a, b) = {
+        let (dir, url) = (tmp.path().to_path_buf(), relay.url.clone());
+        tokio::task::spawn_blocking(move || pair(&dir, &url)).await??
+    };
+    let size = args.mb * 1_000_000;
+    let file = tmp.path().join("file.bin");
+    {
+        use std::io::Write;
+        let mut f = std::io::BufWriter::new(std::fs::File::create(&file)?);
+        let mut left = size;
+        while left > 0 {
+            let n = left.min(1 << 20);
+            f.write_all(&super::util::random_bytes(n as usize))?;
+            left -= n;
+        }
+        f.flush()?;
+    }
+    eprintln!("attachments: {} MB through the relay", args.mb);
+    // Encryption alone, to see where the time goes.
+    let enc_out = tmp.path().join("enc-only.bin");
+    let t = Instant::now();
+    samizdat_core::attachment::encrypt_file(&file, size, &enc_out)?;
+    let encrypt = t.elapsed();
+    std::fs::remove_file(&enc_out)?;
+
+    let alice = handle(&a).await?;
+    let bob = handle(&b).await?;
+    let t = Instant::now();
+    let id = alice.send_file("Bob", &file, "bench").await?;
+    let upload = t.elapsed();
+    samizdat_core::rpc::call_local(&bob, "sync", json!({}))
+        .await
+        .map_err(|e| anyhow!("{}", e.message))?;
+    let out = tmp.path().join("received.bin");
+    let t = Instant::now();
+    bob.download(&id, &out).await?;
+    let download = t.elapsed();
+    if std::fs::metadata(&out)?.len() != size {
+        bail!("the received file has the wrong size");
+    }
+    drop((alice, bob));
+
+    eprintln!("attachments: the same file with curl and a plain HTTP server");
+    let (curl_up, curl_down) = curl_baseline(tmp.path(), &file)?;
+    let rows = [
+        ("upload (encrypt + upload + send)", upload, curl_up),
+        ("download (fetch + verify + decrypt)", download, curl_down),
+    ];
+    let mut text = format!(
+        "attachment of {} MB through a local relay (SQLite), vs curl to a plain HTTP file server\n\
+         {:<38} {:>10} {:>10} {:>12} {:>7}\n",
+        args.mb, "", "samizdat", "MB/s", "curl MB/s", "ratio"
+    );
+    let mut json_rows = Vec::new();
+    for (what, ours, theirs) in rows {
+        let (o, c) = (mbps(size, ours), mbps(size, theirs));
+        text.push_str(&format!(
+            "{what:<38} {:>9.2}s {o:>10.1} {c:>12.1} {:>6.2}x\n",
+            ours.as_secs_f64(),
+            o / c
+        ));
+        json_rows.push(
+            json!({ "what": what, "seconds": ours.as_secs_f64(), "mb_per_s": o,
+            "curl_seconds": theirs.as_secs_f64(), "curl_mb_per_s": c, "ratio": o / c }),
+        );
+    }
+    text.push_str(&format!(
+        "of which encryption alone: {:.2}s ({:.1} MB/s)\n",
+        encrypt.as_secs_f64(),
+        mbps(size, encrypt)
+    ));
+    Ok(Report {
+        text,
+        json: json!({ "bytes": size, "rows": json_rows,
+            "encrypt_seconds": encrypt.as_secs_f64() }),
+    })
+}
+
+pub async fn backup(args: BackupArgs) -> Result<Report> {
+    let tmp = tempfile::tempdir()?;
+    let relay = RelayChild::start(&tmp.path().join("relay"), None)?;
+    let (a, _b) = {
+        let (dir, url) = (tmp.path().to_path_buf(), relay.url.clone());
+        tokio::task::spawn_blocking(move || pair(&dir, &url)).await??
+    };
+    for i in 0..10 {
+        ok(&a, &["send", "Bob", &format!("real message {i}")])?;
+    }
+    eprintln!("backup: filling the profile to {} messages", args.messages);
+    fill(&a, args.messages)?;
+    let file = tmp.path().join("alice.backup");
+    let profile = samizdat_core::Profile::open(&a, PASS)?;
+    let t = Instant::now();
+    let bytes = profile.backup(&file, "a bench backup passphrase", true)?;
+    let backup = t.elapsed();
+    drop(profile);
+    let restored = tmp.path().join("restored");
+    let t = Instant::now();
+    samizdat_core::Profile::restore(&restored, &file, "a bench backup passphrase", PASS)?;
+    let restore = t.elapsed();
+    let profile = samizdat_core::Profile::open(&restored, PASS)?;
+    let shown = profile.history("Bob")?.len() as u64;
+    if shown != args.messages {
+        bail!(
+            "the restored profile shows {shown} messages, not {}",
+            args.messages
+        );
+    }
+    let text = format!(
+        "profile with {} messages: backup {:.2}s ({} MB file), restore {:.2}s (incl. Argon2id both ways); restored history verified\n",
+        args.messages,
+        backup.as_secs_f64(),
+        bytes / 1_000_000,
+        restore.as_secs_f64()
+    );
+    Ok(Report {
+        text,
+        json: json!({ "messages": args.messages, "backup_seconds": backup.as_secs_f64(),
+            "restore_seconds": restore.as_secs_f64(), "backup_bytes": bytes }),
+    })
+}
+
+/// Copy the newest real message row until the conversation holds `total` messages.
+fn fill(home: &Path, total: u64) -> Result<()> {
+    let conn = rusqlite::Connection::open(samizdat_core::Profile::db_path(home))?;
+    conn.pragma_update(None, "key", PASS)?;
+    let have: u64 = conn.query_row("SELECT COUNT(*) FROM messages", [], |r| r.get(0))?;
+    let tx = conn.unchecked_transaction()?;
+    {
+        let mut stmt = tx.prepare(
+            "INSERT INTO messages (id, group_id, seq, sender_fp, outgoing, body, sent_at, received_at, unread)
+             SELECT randomblob(16), group_id, seq + ?1, sender_fp, outgoing, 'filler message number ' || ?1 || ' with some words in it', sent_at + ?1, received_at + ?1, 0
+             FROM messages ORDER BY rowid DESC LIMIT 1",
+        )?;
+        for i in 0..total.saturating_sub(have) {
+            stmt.execute([i as i64 + 1_000])?;
+        }
+    }
+    tx.commit()?;
+    Ok(())
+}
