@@ -332,11 +332,8 @@ impl Service {
                 match self.profile.sync().await {
                     Ok(events) => self.publish(events),
                     Err(e @ Error::RelayUnreachable(_)) => {
-                        let reported = self.profile.take_events();
-                        self.publish(reported);
-                        tracing::debug!("sync: {e}");
                         ws = None;
-                        retry_at = Some(self.retry(&relay, &mut backoff));
+                        retry_at = Some(self.unreachable(&e, &relay, &mut backoff));
                     }
                     Err(e) => {
                         let reported = self.profile.take_events();
@@ -357,11 +354,8 @@ impl Service {
                     match self.profile.sync_conversation(&g).await {
                         Ok(events) => self.publish(events),
                         Err(e @ Error::RelayUnreachable(_)) => {
-                            let reported = self.profile.take_events();
-                            self.publish(reported);
-                            tracing::debug!("sync: {e}");
                             ws = None;
-                            retry_at = Some(self.retry(&relay, &mut backoff));
+                            retry_at = Some(self.unreachable(&e, &relay, &mut backoff));
                             break;
                         }
                         // Anything else (a lost token, a fork): the full sync handles it.
@@ -454,6 +448,20 @@ impl Service {
                 }
             }
         }
+    }
+
+    /// A sync could not reach the relay: publish what it did before that, report the
+    /// connection down, and say when the next attempt is.
+    fn unreachable(
+        &mut self,
+        e: &Error,
+        relay: &str,
+        backoff: &mut backon::ExponentialBackoff,
+    ) -> tokio::time::Instant {
+        let reported = self.profile.take_events();
+        self.publish(reported);
+        tracing::debug!("sync: {e}");
+        self.retry(relay, backoff)
     }
 
     /// Report the connection down and say when the next attempt is.

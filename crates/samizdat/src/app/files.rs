@@ -13,7 +13,7 @@ use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde_json::json;
 
-use super::web::{fail, req, see};
+use super::web::{fail, or_refuse, req, see};
 use super::{App, CallError, security};
 
 /// Largest file the app takes from the browser (the relay's default blob limit).
@@ -62,10 +62,7 @@ pub async fn send_file(
     Path(id): Path<String>,
     mut form: Multipart,
 ) -> Response {
-    let r = match req(&app, &headers) {
-        Ok(r) => r,
-        Err(e) => return e.into_response(),
-    };
+    let r = or_refuse!(req(&app, &headers));
     let bad = |why: &'static str| (StatusCode::BAD_REQUEST, why).into_response();
     let first = match form.next_field().await {
         Ok(Some(f)) if f.name() == Some("csrf") => f.text().await.unwrap_or_default(),
@@ -159,10 +156,7 @@ pub async fn save_file(
     headers: HeaderMap,
     Path(mid): Path<String>,
 ) -> Response {
-    let r = match req(&app, &headers) {
-        Ok(r) => r,
-        Err(e) => return e.into_response(),
-    };
+    let r = or_refuse!(req(&app, &headers));
     let scratch = match Scratch::new(&app) {
         Ok(s) => s,
         Err(e) => return io_failure(&r.ctx, e),

@@ -72,6 +72,17 @@ pub fn router(app: Arc<App>) -> Router {
 
 // ---- request context ------------------------------------------------------------------------
 
+/// The value, or the refusal (no session, a wrong CSRF token) as the handler's answer.
+macro_rules! or_refuse {
+    ($e:expr) => {
+        match $e {
+            Ok(x) => x,
+            Err(refused) => return refused.into_response(),
+        }
+    };
+}
+pub(super) use or_refuse;
+
 type AppState = State<Arc<App>>;
 
 fn lang_of(headers: &HeaderMap, session: Option<&Session>) -> Lang {
@@ -256,10 +267,7 @@ async fn login(State(app): AppState, headers: HeaderMap, Query(q): Query<LoginQu
 }
 
 async fn home(State(app): AppState, headers: HeaderMap) -> Response {
-    let r = match req(&app, &headers) {
-        Ok(r) => r,
-        Err(e) => return e.into_response(),
-    };
+    let r = or_refuse!(req(&app, &headers));
     match app.state().await {
         Phase::NoProfile => page(pages::onboard(
             &r.ctx,
@@ -287,10 +295,7 @@ async fn lists(app: &App) -> Result<(Vec<ConversationView>, Vec<InvitationView>)
 }
 
 async fn onboard(State(app): AppState, headers: HeaderMap, body: Bytes) -> Response {
-    let (r, f) = match checked(&app, &headers, &body) {
-        Ok(x) => x,
-        Err(e) => return e.into_response(),
-    };
+    let (r, f) = or_refuse!(checked(&app, &headers, &body));
     let form = pages::OnboardForm {
         name: f.text("name"),
         relay: f.text("relay"),
@@ -317,10 +322,7 @@ async fn onboard(State(app): AppState, headers: HeaderMap, body: Bytes) -> Respo
 }
 
 async fn unlock(State(app): AppState, headers: HeaderMap, body: Bytes) -> Response {
-    let (r, f) = match checked(&app, &headers, &body) {
-        Ok(x) => x,
-        Err(e) => return e.into_response(),
-    };
+    let (r, f) = or_refuse!(checked(&app, &headers, &body));
     let pass = zeroize::Zeroizing::new(f.text("passphrase"));
     match app.unlock(&pass).await {
         Ok(()) => see("/".into()),
@@ -334,10 +336,7 @@ async fn unlock(State(app): AppState, headers: HeaderMap, body: Bytes) -> Respon
 // ---- chats ----------------------------------------------------------------------------------
 
 async fn chat(State(app): AppState, headers: HeaderMap, Path(id): Path<String>) -> Response {
-    let r = match req(&app, &headers) {
-        Ok(r) => r,
-        Err(e) => return e.into_response(),
-    };
+    let r = or_refuse!(req(&app, &headers));
     if !ready(&app).await {
         return see("/".into());
     }
@@ -374,10 +373,7 @@ async fn messages(
     Path(id): Path<String>,
     Query(q): Query<PageQuery>,
 ) -> Response {
-    let r = match req(&app, &headers) {
-        Ok(r) => r,
-        Err(e) => return e.into_response(),
-    };
+    let r = or_refuse!(req(&app, &headers));
     let limit = if q.after.is_some() { 500 } else { pages::PAGE };
     let ms: Result<Vec<MessageView>, _> = app
         .call(
@@ -405,10 +401,7 @@ async fn one_message(
     headers: HeaderMap,
     Path((id, mid)): Path<(String, String)>,
 ) -> Response {
-    let r = match req(&app, &headers) {
-        Ok(r) => r,
-        Err(e) => return e.into_response(),
-    };
+    let r = or_refuse!(req(&app, &headers));
     let ms: Result<Vec<MessageView>, _> = app
         .call(
             "history",
@@ -431,10 +424,7 @@ async fn chat_list(
     headers: HeaderMap,
     Query(q): Query<ListQuery>,
 ) -> Response {
-    let r = match req(&app, &headers) {
-        Ok(r) => r,
-        Err(e) => return e.into_response(),
-    };
+    let r = or_refuse!(req(&app, &headers));
     match lists(&app).await {
         Ok((convs, invs)) => page(pages::chat_list(
             &r.ctx,
@@ -452,10 +442,7 @@ async fn send(
     Path(id): Path<String>,
     body: Bytes,
 ) -> Response {
-    let (r, f) = match checked(&app, &headers, &body) {
-        Ok(x) => x,
-        Err(e) => return e.into_response(),
-    };
+    let (r, f) = or_refuse!(checked(&app, &headers, &body));
     let text = f.text("text");
     let sent: Result<Value, CallError> = app
         .call("send", json!({ "conversation_id": id, "text": text }))
@@ -485,10 +472,7 @@ async fn retry(
     Path(mid): Path<String>,
     body: Bytes,
 ) -> Response {
-    let (r, _) = match checked(&app, &headers, &body) {
-        Ok(x) => x,
-        Err(e) => return e.into_response(),
-    };
+    let (r, _) = or_refuse!(checked(&app, &headers, &body));
     let sent: Result<samizdat_core::rpc::Sent, CallError> = app
         .call("message_retry", json!({ "message_id": mid }))
         .await;
@@ -539,10 +523,7 @@ async fn info_page(
 }
 
 async fn info(State(app): AppState, headers: HeaderMap, Path(id): Path<String>) -> Response {
-    let r = match req(&app, &headers) {
-        Ok(r) => r,
-        Err(e) => return e.into_response(),
-    };
+    let r = or_refuse!(req(&app, &headers));
     info_page(&app, &r.ctx, &id, None, None).await
 }
 
@@ -555,10 +536,7 @@ async fn group_change(
     method: &str,
     params: impl FnOnce(&str, &Fields) -> Value,
 ) -> Response {
-    let (r, f) = match checked(app, headers, body) {
-        Ok(x) => x,
-        Err(e) => return e.into_response(),
-    };
+    let (r, f) = or_refuse!(checked(app, headers, body));
     let conv = match conversation(app, id).await {
         Ok((c, _)) => c,
         Err(e) => return fail(&r.ctx, &e),
@@ -673,10 +651,7 @@ async fn set_timer(
 }
 
 async fn new_group(State(app): AppState, headers: HeaderMap) -> Response {
-    let r = match req(&app, &headers) {
-        Ok(r) => r,
-        Err(e) => return e.into_response(),
-    };
+    let r = or_refuse!(req(&app, &headers));
     match app.call::<Vec<ContactView>>("contacts", json!({})).await {
         Ok(contacts) => page(pages::new_group(&r.ctx, &contacts, None)),
         Err(e) => fail(&r.ctx, &e),
@@ -684,10 +659,7 @@ async fn new_group(State(app): AppState, headers: HeaderMap) -> Response {
 }
 
 async fn create_group(State(app): AppState, headers: HeaderMap, body: Bytes) -> Response {
-    let (r, f) = match checked(&app, &headers, &body) {
-        Ok(x) => x,
-        Err(e) => return e.into_response(),
-    };
+    let (r, f) = or_refuse!(checked(&app, &headers, &body));
     let name = f.text("name");
     let members = f.all("member");
     let result = async {
@@ -725,10 +697,7 @@ async fn create_group(State(app): AppState, headers: HeaderMap, body: Bytes) -> 
 // ---- contacts, invites, invitations -----------------------------------------------------------
 
 async fn new_contact(State(app): AppState, headers: HeaderMap) -> Response {
-    let r = match req(&app, &headers) {
-        Ok(r) => r,
-        Err(e) => return e.into_response(),
-    };
+    let r = or_refuse!(req(&app, &headers));
     if !ready(&app).await {
         return see("/".into());
     }
@@ -736,10 +705,7 @@ async fn new_contact(State(app): AppState, headers: HeaderMap) -> Response {
 }
 
 async fn invite(State(app): AppState, headers: HeaderMap, body: Bytes) -> Response {
-    let (r, f) = match checked(&app, &headers, &body) {
-        Ok(x) => x,
-        Err(e) => return e.into_response(),
-    };
+    let (r, f) = or_refuse!(checked(&app, &headers, &body));
     let reusable = f.get("reusable").is_some();
     let hours: u64 = f.get("hours").and_then(|h| h.parse().ok()).unwrap_or(72);
     let link: Result<samizdat_core::rpc::InviteLink, CallError> = app
@@ -768,10 +734,7 @@ async fn invite(State(app): AppState, headers: HeaderMap, body: Bytes) -> Respon
 }
 
 async fn accept(State(app): AppState, headers: HeaderMap, body: Bytes) -> Response {
-    let (r, f) = match checked(&app, &headers, &body) {
-        Ok(x) => x,
-        Err(e) => return e.into_response(),
-    };
+    let (r, f) = or_refuse!(checked(&app, &headers, &body));
     let link = f.text("link");
     let name = f.text("name");
     let accepted: Result<samizdat_core::rpc::Accepted, CallError> = app
@@ -795,10 +758,7 @@ async fn invitation(
     Path((id, action)): Path<(i64, String)>,
     body: Bytes,
 ) -> Response {
-    let (r, _) = match checked(&app, &headers, &body) {
-        Ok(x) => x,
-        Err(e) => return e.into_response(),
-    };
+    let (r, _) = or_refuse!(checked(&app, &headers, &body));
     let method = match action.as_str() {
         "accept" => "invitation_accept",
         "decline" => "invitation_decline",
@@ -819,10 +779,7 @@ async fn contact(app: &App, id: &str) -> Result<ContactView, CallError> {
 }
 
 async fn verify(State(app): AppState, headers: HeaderMap, Path(id): Path<String>) -> Response {
-    let r = match req(&app, &headers) {
-        Ok(r) => r,
-        Err(e) => return e.into_response(),
-    };
+    let r = or_refuse!(req(&app, &headers));
     let result = async {
         let k = contact(&app, &id).await?;
         let n: samizdat_core::rpc::SafetyNumber = app
@@ -843,10 +800,7 @@ async fn verify_post(
     Path(id): Path<String>,
     body: Bytes,
 ) -> Response {
-    let (r, f) = match checked(&app, &headers, &body) {
-        Ok(x) => x,
-        Err(e) => return e.into_response(),
-    };
+    let (r, f) = or_refuse!(checked(&app, &headers, &body));
     let result = async {
         let k = contact(&app, &id).await?;
         app.call::<Value>(
@@ -865,10 +819,7 @@ async fn verify_post(
 // ---- settings -------------------------------------------------------------------------------
 
 async fn settings(State(app): AppState, headers: HeaderMap) -> Response {
-    let r = match req(&app, &headers) {
-        Ok(r) => r,
-        Err(e) => return e.into_response(),
-    };
+    let r = or_refuse!(req(&app, &headers));
     settings_page(&app, &r, None, None).await
 }
 
@@ -907,10 +858,7 @@ async fn settings_page(
 }
 
 async fn settings_duress(State(app): AppState, headers: HeaderMap, body: Bytes) -> Response {
-    let (r, f) = match checked(&app, &headers, &body) {
-        Ok(x) => x,
-        Err(e) => return e.into_response(),
-    };
+    let (r, f) = or_refuse!(checked(&app, &headers, &body));
     let duress = zeroize::Zeroizing::new(f.text("duress"));
     let again = zeroize::Zeroizing::new(f.text("duress2"));
     let error = if duress.chars().count() < 8 {
@@ -931,10 +879,7 @@ async fn settings_duress(State(app): AppState, headers: HeaderMap, body: Bytes) 
 }
 
 async fn settings_wipe(State(app): AppState, headers: HeaderMap, body: Bytes) -> Response {
-    let (r, f) = match checked(&app, &headers, &body) {
-        Ok(x) => x,
-        Err(e) => return e.into_response(),
-    };
+    let (r, f) = or_refuse!(checked(&app, &headers, &body));
     if f.get("confirm") != Some("1") {
         return settings_page(&app, &r, None, Some(r.ctx.tr("err-wipe-confirm"))).await;
     }
@@ -945,10 +890,7 @@ async fn settings_wipe(State(app): AppState, headers: HeaderMap, body: Bytes) ->
 }
 
 async fn settings_lang(State(app): AppState, headers: HeaderMap, body: Bytes) -> Response {
-    let (r, f) = match checked(&app, &headers, &body) {
-        Ok(x) => x,
-        Err(e) => return e.into_response(),
-    };
+    let (r, f) = or_refuse!(checked(&app, &headers, &body));
     app.guard
         .set_lang(&r.id, f.get("lang").and_then(Lang::from_code));
     // Back to where the switch was (only our own two pages: no open redirect).
