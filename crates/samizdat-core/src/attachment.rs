@@ -373,3 +373,4 @@ mod tests {
         assert!(safe_name(&"й".repeat(500)).len() <= 200);
     }
 }
+

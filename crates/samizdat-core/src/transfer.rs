@@ -205,17 +205,14 @@ impl ClientHandle {
             total: attachment::cipher_len(att.size),
             reported: None,
         };
-        download(&relay, &att, &part, &mut progress).await?;
-        let check = part.clone();
-        let (size, digest) = (att.size, att.digest.0.clone());
-        let verified =
-            tokio::task::spawn_blocking(move || attachment::verify(&check, size, &digest))
-                .await
-                .map_err(|e| Error::Storage(format!("verification task failed: {e}")))?;
-        if let Err(e) = verified {
+        let digest = download(&relay, &att, &part, &mut progress).await?;
+        if digest.as_slice() != att.digest.0.as_slice() {
             // Never kept, never shown: a fresh download may fetch an intact copy.
             let _ = crate::wipe::wipe_file(&part);
-            return Err(e);
+            return Err(Error::Integrity(
+                "the attachment does not match its digest (damaged or altered by the relay); refused"
+                    .into(),
+            ));
         }
         let m = message_id.to_string();
         let path = self
@@ -346,47 +343,80 @@ async fn upload(
 }
 
 /// Download the blob into `part`, continuing from the bytes already there.
+/// SHA-256 over the first `len` bytes of `path`.
+fn hash_prefix(path: &Path, len: u64) -> Result<aws_lc_rs::digest::Context> {
+    use std::io::Read;
+    let mut ctx = aws_lc_rs::digest::Context::new(&aws_lc_rs::digest::SHA256);
+    if len == 0 {
+        return Ok(ctx);
+    }
+    let mut f = std::fs::File::open(path)
+        .map_err(|e| Error::Storage(format!("cannot read the download: {e}")))?
+        .take(len);
+    let mut buf = vec![0u8; 256 * 1024];
+    loop {
+        let n = f
+            .read(&mut buf)
+            .map_err(|e| Error::Storage(format!("cannot read the download: {e}")))?;
+        if n == 0 {
+            return Ok(ctx);
+        }
+        ctx.update(&buf[..n]);
+    }
+}
+
+/// Download the blob into `part`, continuing from the bytes already there. Returns the
+/// SHA-256 of the whole file, computed as the bytes arrive (a resumed download first hashes
+/// what it already has).
 async fn download(
     relay: &RelayClient,
     att: &Attachment,
     part: &Path,
     progress: &mut Progress<'_>,
-) -> Result<()> {
+) -> Result<[u8; 32]> {
     use tokio::io::AsyncWriteExt;
     let total = progress.total;
     let mut waits = backoff();
     let mut stalled_since: Option<tokio::time::Instant> = None;
     let mut resumed = None;
+    // The digest so far and how many bytes of `part` it covers.
+    let mut hashed: Option<(aws_lc_rs::digest::Context, u64)> = None;
     loop {
         let have = std::fs::metadata(part).map(|m| m.len()).unwrap_or(0);
         if have > total {
             let _ = std::fs::remove_file(part);
+            hashed = None;
             continue;
+        }
+        if hashed.as_ref().map(|h| h.1) != Some(have) {
+            hashed = Some((hash_prefix(part, have)?, have));
         }
         if have == total {
             progress.at(total, resumed.take());
-            return Ok(());
+            let (ctx, _) = hashed.take().ok_or_else(|| Error::Storage("no digest".into()))?;
+            let mut d = [0u8; 32];
+            d.copy_from_slice(ctx.finish().as_ref());
+            return Ok(d);
         }
         progress.at(have, resumed.take());
         let attempt = async {
             let mut r = relay.get_blob(&att.blob, have).await?;
-            let mut file = tokio::fs::OpenOptions::new()
+            let file = tokio::fs::OpenOptions::new()
                 .create(true)
                 .append(true)
                 .open(part)
                 .await
                 .map_err(|e| Error::Storage(format!("cannot write the download: {e}")))?;
-            if have > 0 && r.status() != reqwest::StatusCode::PARTIAL_CONTENT {
+            let partial = r.status() == reqwest::StatusCode::PARTIAL_CONTENT;
+            if have > 0 && !partial {
                 // The relay sent the whole blob: start over.
                 file.set_len(0)
                     .await
                     .map_err(|e| Error::Storage(format!("cannot write the download: {e}")))?;
+                hashed = Some((hash_prefix(part, 0)?, 0));
             }
-            let mut done = if have > 0 && r.status() == reqwest::StatusCode::PARTIAL_CONTENT {
-                have
-            } else {
-                0
-            };
+            let mut file = tokio::io::BufWriter::with_capacity(1 << 20, file);
+            let mut done = if have > 0 && partial { have } else { 0 };
             while let Some(chunk) = r.chunk().await.map_err(|e| relay.stream_error(e))? {
                 if done + chunk.len() as u64 > total {
                     return Err(Error::Integrity(
@@ -396,6 +426,10 @@ async fn download(
                 file.write_all(&chunk)
                     .await
                     .map_err(|e| Error::Storage(format!("cannot write the download: {e}")))?;
+                if let Some((ctx, n)) = hashed.as_mut() {
+                    ctx.update(&chunk);
+                    *n += chunk.len() as u64;
+                }
                 done += chunk.len() as u64;
                 progress.at(done, None);
                 if let Some(p) = test_pause() {
@@ -403,7 +437,11 @@ async fn download(
                     tokio::time::sleep(p).await;
                 }
             }
-            file.sync_all()
+            file.flush()
+                .await
+                .map_err(|e| Error::Storage(format!("cannot write the download: {e}")))?;
+            file.get_ref()
+                .sync_all()
                 .await
                 .map_err(|e| Error::Storage(format!("cannot write the download: {e}")))?;
             Ok::<u64, Error>(done)
