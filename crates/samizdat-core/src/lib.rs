@@ -10,6 +10,7 @@ pub mod attachment;
 pub mod invite;
 pub mod lock;
 pub mod mls;
+pub mod net;
 pub mod payload;
 mod profile;
 pub mod relay_client;

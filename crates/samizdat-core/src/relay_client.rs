@@ -95,10 +95,21 @@ pub fn normalize_spec(spec: &str) -> Result<String> {
 }
 
 impl RelayClient {
+    /// A direct client (tools and tests; a profile's clients come from [`Self::with_net`]).
     pub fn new(spec: &str) -> Result<RelayClient> {
+        Self::with_net(spec, &crate::net::Net::default(), None)
+    }
+
+    /// A client whose connections go through `net`'s proxy, under `identity` when isolating.
+    pub fn with_net(
+        spec: &str,
+        net: &crate::net::Net,
+        identity: Option<&str>,
+    ) -> Result<RelayClient> {
         let spec = normalize_spec(spec)?;
         let bases = spec.split(',').map(str::to_string).collect();
-        let http = reqwest::Client::builder()
+        let http = net
+            .http_builder(identity)?
             .connect_timeout(Duration::from_secs(10))
             .timeout(Duration::from_secs(120))
             .build()

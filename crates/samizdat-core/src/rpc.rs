@@ -126,6 +126,12 @@ pub struct WhoAmI {
     pub relay: String,
     /// Full key fingerprint (hex).
     pub fingerprint: String,
+    /// The proxy every connection goes through (with its credentials), if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub proxy: Option<String>,
+    /// Separate proxy identities and connections per conversation and for the mailbox.
+    #[serde(default)]
+    pub isolate: bool,
 }
 
 #[derive(Debug, Deserialize, JsonSchema)]
@@ -166,9 +172,9 @@ pub struct Accepted {
 pub struct SendParams {
     pub target: Option<String>,
     pub conversation_id: Option<String>,
-    /// The message, or the caption of `file` (may then be empty).
+    /// The message (required without `file`), or the caption of `file`.
     #[serde(default)]
-    pub text: String,
+    pub text: Option<String>,
     /// An absolute path of a file to send (read by the service's process): it is encrypted,
     /// uploaded to the conversation's relay and sent; `transfer` events report progress.
     #[serde(default)]
@@ -549,6 +555,8 @@ async fn whoami(s: &Session, _: NoParams) -> RpcResult<WhoAmI> {
         name: p.name().to_string(),
         relay: p.relay_url().to_string(),
         fingerprint: p.fingerprint_hex(),
+        proxy: p.net().proxy.as_ref().map(|x| x.url()),
+        isolate: p.net().isolate,
     }))
 }
 
@@ -597,6 +605,12 @@ fn absolute(path: &str, what: &str) -> RpcResult<std::path::PathBuf> {
 }
 
 async fn send(s: &Session, a: SendParams) -> RpcResult<Sent> {
+    if a.file.is_none() && a.text.is_none() {
+        return Err(RpcError::new(
+            codes::INVALID_PARAMS,
+            "invalid params: `text` is required (or `file`)",
+        ));
+    }
     if let Some(file) = &a.file {
         let path = absolute(file, "file")?;
         let (t, c) = (a.target.clone(), a.conversation_id.clone());
@@ -605,7 +619,8 @@ async fn send(s: &Session, a: SendParams) -> RpcResult<Sent> {
             let id = p.conversation_id(&name)?;
             Ok((name, id))
         })?;
-        let message_id = s.handle.send_file(&name, &path, &a.text).await?;
+        let caption = a.text.clone().unwrap_or_default();
+        let message_id = s.handle.send_file(&name, &path, &caption).await?;
         return Ok(Sent {
             message_id,
             conversation_id,
@@ -614,7 +629,7 @@ async fn send(s: &Session, a: SendParams) -> RpcResult<Sent> {
     on_profile!(s, |p| {
         let name = target_name(p, a.target, a.conversation_id)?;
         let conversation_id = p.conversation_id(&name)?;
-        let message_id = p.send(&name, &a.text).await?;
+        let message_id = p.send(&name, a.text.as_deref().unwrap_or_default()).await?;
         Ok(Sent {
             message_id,
             conversation_id,
@@ -1022,7 +1037,15 @@ mod tests {
             .as_array()
             .and_then(|p| p.iter().find(|p| p["name"] == "text"))
             .expect("text param");
-        assert_eq!(text_param["required"], true);
+        // Optional in the schema: a file may go without a caption (the handler refuses a
+        // send with neither, as invalid params).
+        assert_ne!(text_param["required"], true);
+        assert!(
+            send["params"]
+                .as_array()
+                .is_some_and(|p| p.iter().any(|p| p["name"] == "file")),
+            "send documents its file parameter"
+        );
     }
 
     #[test]

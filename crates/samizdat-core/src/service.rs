@@ -239,8 +239,7 @@ struct Service {
     connected: bool,
 }
 
-type Ws =
-    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
+type Ws = crate::net::Ws;
 
 impl Service {
     /// Broadcast what the last step logged (from the log itself, so each durable event goes
@@ -372,8 +371,10 @@ impl Service {
                 groups.clear();
             }
             if ws.is_none() && retry_at.is_none() {
-                match tokio_tungstenite::connect_async(self.profile.relay.ws_url()).await {
-                    Ok((socket, _)) => {
+                let identity = self.profile.mailbox_identity();
+                let url = self.profile.relay.ws_url();
+                match self.profile.net.connect_ws(&url, identity.as_deref()).await {
+                    Ok(socket) => {
                         ws = Some(socket);
                         challenge = None;
                         subscribed.clear();
@@ -538,6 +539,12 @@ impl Service {
         subscribed: &mut HashMap<Id, (u64, u64)>,
     ) -> Result<()> {
         let p = &self.profile;
+        if p.net.isolate {
+            // Isolated: this connection carries the owner-signed mailbox only; no group token
+            // may travel with it. Conversations are read over their own connections (the
+            // poll below).
+            return Ok(());
+        }
         for conv in p.active_convs()? {
             if conv.relay.trim_end_matches('/') != p.relay.base() {
                 continue;

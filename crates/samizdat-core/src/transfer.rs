@@ -133,10 +133,9 @@ impl ClientHandle {
                 .unwrap_or_default(),
         );
         let t = target.to_string();
-        let (relay_url, dir) = self
+        let (relay, dir) = self
             .call(move |p| async move { p.attachment_plan(&t) }.boxed_local())
             .await?;
-        let relay = RelayClient::new(&relay_url)?;
         // The relay says no to a file over its limit before anything is encrypted.
         let created = relay.create_blob(attachment::cipher_len(size)).await?;
         let tmp = dir.join(format!("upload-{}.part", random_id()));
@@ -193,7 +192,7 @@ impl ClientHandle {
         if let Some(local) = source.local {
             return Ok((local, att));
         }
-        let relay = RelayClient::new(&att.relay)?;
+        let relay = source.client;
         let part = source.dir.join(format!(
             "download-{}.part",
             hex::encode(crate::sha256(message_id.as_bytes()))

@@ -72,6 +72,11 @@ pub(crate) fn derive_key(passphrase: &str, salt: &[u8]) -> Result<[u8; 32]> {
 pub struct DuressProfile {
     pub name: String,
     pub relay: String,
+    /// The proxy the fresh profile connects through (the old profile's), with credentials.
+    #[serde(default)]
+    pub proxy: Option<String>,
+    #[serde(default)]
+    pub isolate: bool,
 }
 
 /// Set (or replace) the duress passphrase. `name` and `relay` are what the fresh profile
@@ -253,6 +258,8 @@ mod tests {
         let p = DuressProfile {
             name: "Alice".into(),
             relay: "http://127.0.0.1:7700".into(),
+            proxy: None,
+            isolate: false,
         };
         set_duress(dir.path(), "the duress words", &p).unwrap();
         let set = std::fs::read(dir.path().join(DURESS_FILE)).unwrap();

@@ -1000,6 +1000,8 @@ async fn run_in(home: &Path, cmd: ClientCommand) -> Result<()> {
                 &samizdat_core::wipe::DuressProfile {
                     name: w.name,
                     relay: w.relay,
+                    proxy: w.proxy,
+                    isolate: w.isolate,
                 },
             )?;
             println!(

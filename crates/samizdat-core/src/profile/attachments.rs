@@ -12,6 +12,8 @@ pub const ATTACHMENTS_DIR: &str = "attachments";
 /// Where an attachment's bytes are, for a download.
 pub struct AttachmentSource {
     pub attachment: Attachment,
+    /// The client to fetch it with (the profile's proxy; the conversation's identity).
+    pub client: crate::relay_client::RelayClient,
     /// Our encrypted copy, when we have one.
     pub local: Option<PathBuf>,
     /// Where a new copy goes.
@@ -32,7 +34,10 @@ impl Profile {
 
     /// Where a file for `target` goes: the conversation's relay, and the attachments
     /// directory (for the encrypted copy). Fails early for a conversation we left.
-    pub fn attachment_plan(&self, target: &str) -> Result<(String, PathBuf)> {
+    pub fn attachment_plan(
+        &self,
+        target: &str,
+    ) -> Result<(crate::relay_client::RelayClient, PathBuf)> {
         let conv = self.conv_by_name(target)?;
         if !conv.active {
             return Err(Error::NotMember(format!(
@@ -40,7 +45,7 @@ impl Profile {
                 conv.name
             )));
         }
-        Ok((conv.relay.clone(), self.attachments_dir()?))
+        Ok((self.conv_relay(&conv)?, self.attachments_dir()?))
     }
 
     /// Send an uploaded attachment: `file` is its encrypted copy, kept as ours. Returns the
@@ -90,16 +95,16 @@ impl Profile {
     pub fn attachment_source(&self, message_id: &str) -> Result<AttachmentSource> {
         let raw = Bytes::decode(message_id)
             .map_err(|_| Error::Usage(format!("{message_id:?} is not a message id")))?;
-        let row: Option<(Option<String>, Option<String>)> = self
+        let row: Option<(Option<String>, Option<String>, Vec<u8>)> = self
             .db
             .conn()
             .query_row(
-                "SELECT attachment, attachment_file FROM messages WHERE id = ?1",
+                "SELECT attachment, attachment_file, group_id FROM messages WHERE id = ?1",
                 params![raw],
-                |r| Ok((r.get(0)?, r.get(1)?)),
+                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
             )
             .optional()?;
-        let Some((json, file)) = row else {
+        let Some((json, file, group)) = row else {
             return Err(Error::NotFound(format!("no message {message_id}")));
         };
         let json =
@@ -108,7 +113,10 @@ impl Profile {
             .map_err(|e| Error::Storage(format!("corrupt attachment record: {e}")))?;
         let dir = self.attachments_dir()?;
         let local = file.map(|f| dir.join(f)).filter(|p| p.exists());
+        let group = Id::from_slice(&group).map_err(|_| Error::Storage("corrupt group id".into()))?;
+        let client = self.conv_client_for(&attachment.relay, &group)?;
         Ok(AttachmentSource {
+            client,
             attachment,
             local,
             dir,

@@ -121,6 +121,10 @@ pub struct Profile {
     pub(crate) relays: std::sync::Mutex<HashMap<String, RelayClient>>,
     /// When this process last checked the KeyPackage pool (Unix seconds; 0: never).
     pub(crate) kp_checked_at: u64,
+    /// How connections leave the machine (proxy, isolation).
+    pub(crate) net: crate::net::Net,
+    /// Secret salt of the proxy identities (isolation).
+    pub(crate) isolation_salt: Vec<u8>,
 }
 
 /// The parts of a profile that come from (or go into) its database, for `Profile::assemble`.
@@ -133,6 +137,8 @@ struct Stored<'a> {
     mailbox: Id,
     mailbox_key: MailboxKey,
     relay: RelayClient,
+    net: crate::net::Net,
+    isolation_salt: Vec<u8>,
 }
 
 fn remove_db_files(path: &Path) {
@@ -176,13 +182,30 @@ impl Profile {
         relay_url: &str,
         name: &str,
     ) -> Result<Profile> {
+        let net = crate::net::Net::from_env()?.unwrap_or_default();
+        Self::init_with(home, passphrase, relay_url, name, net).await
+    }
+
+    /// [`Profile::init`] with a proxy (kept in the profile for every later connection).
+    pub async fn init_with(
+        home: &Path,
+        passphrase: &str,
+        relay_url: &str,
+        name: &str,
+        net: crate::net::Net,
+    ) -> Result<Profile> {
         let name = name.trim();
         if name.is_empty() || name.chars().count() > 64 || name.chars().any(char::is_control) {
             return Err(Error::Usage(
                 "the display name must be 1 to 64 printable characters".into(),
             ));
         }
-        let relay = RelayClient::new(relay_url)?;
+        let isolation_salt = crate::random_id().as_bytes().to_vec();
+        let relay = RelayClient::with_net(
+            relay_url,
+            &net,
+            isolation_identity(&net, &isolation_salt, b"mailbox").as_deref(),
+        )?;
         let path = Self::db_path(home);
         if path.exists() {
             return Err(Error::Usage(format!(
@@ -192,7 +215,8 @@ impl Profile {
         }
         crate::create_private_dir(home)?;
         relay.health().await?;
-        let result = Self::init_inner(home, &path, passphrase, relay, name).await;
+        let result =
+            Self::init_inner(home, &path, passphrase, relay, name, net, isolation_salt).await;
         if result.is_err() {
             remove_db_files(&path);
         }
@@ -205,8 +229,12 @@ impl Profile {
         passphrase: &str,
         relay: RelayClient,
         name: &str,
+        net: crate::net::Net,
+        isolation_salt: Vec<u8>,
     ) -> Result<Profile> {
         let db = Db::open(path, passphrase)?;
+        db.set_setting("isolation_salt", &isolation_salt)?;
+        store_net(&db, &net)?;
         // Random bytes until a duress passphrase is set (then indistinguishable from them).
         crate::wipe::init_duress(home)?;
         let signer = mls::generate_signer(mls::DEFAULT_CIPHERSUITE)?;
@@ -241,6 +269,8 @@ impl Profile {
             mailbox,
             mailbox_key,
             relay,
+            net,
+            isolation_salt,
         });
         let last_resort = profile.mls.key_package(true)?;
         profile
@@ -266,6 +296,8 @@ impl Profile {
             buffered: Vec::new(),
             relays: Default::default(),
             kp_checked_at: 0,
+            net: s.net,
+            isolation_salt: s.isolation_salt,
         }
     }
 
@@ -277,7 +309,14 @@ impl Profile {
             Err(Error::WrongPassphrase) => match crate::wipe::check_duress(home, passphrase)? {
                 Some(fresh) => {
                     crate::wipe::wipe_keeping_lock(home)?;
-                    Profile::init(home, passphrase, &fresh.relay, &fresh.name).await
+                    let net = match &fresh.proxy {
+                        Some(url) => crate::net::Net {
+                            proxy: Some(crate::net::Proxy::parse(url)?),
+                            isolate: fresh.isolate,
+                        },
+                        None => crate::net::Net::from_env()?.unwrap_or_default(),
+                    };
+                    Profile::init_with(home, passphrase, &fresh.relay, &fresh.name, net).await
                 }
                 None => Err(Error::WrongPassphrase),
             },
@@ -304,7 +343,23 @@ impl Profile {
             .map_err(|_| Error::Storage("corrupt mailbox id".into()))?;
         let mailbox_key =
             MailboxKey::from_pkcs8(&zeroize::Zeroizing::new(db.setting("mailbox_key")?))?;
-        let relay = RelayClient::new(&db.setting_string("relay")?)?;
+        let isolation_salt = match db.setting("isolation_salt") {
+            Ok(s) if !s.is_empty() => s,
+            _ => {
+                let s = crate::random_id().as_bytes().to_vec();
+                db.set_setting("isolation_salt", &s)?;
+                s
+            }
+        };
+        let net = match crate::net::Net::from_env()? {
+            Some(n) => n,
+            None => stored_net(&db)?,
+        };
+        let relay = RelayClient::with_net(
+            &db.setting_string("relay")?,
+            &net,
+            isolation_identity(&net, &isolation_salt, b"mailbox").as_deref(),
+        )?;
         Ok(Profile::assemble(Stored {
             home,
             name: db.setting_string("name")?,
@@ -314,6 +369,8 @@ impl Profile {
             mailbox,
             mailbox_key,
             relay,
+            net,
+            isolation_salt,
         }))
     }
 
@@ -555,5 +612,51 @@ impl Profile {
             return Ok(format!("{name} (~{})", hex::encode(&fp[..3.min(fp.len())])));
         }
         Ok(format!("unknown ~{}", hex::encode(&fp[..3.min(fp.len())])))
+    }
+}
+
+/// The proxy identity of one purpose (the mailbox, a conversation) when isolating: a hash
+/// of a secret per-profile salt, so the relay (or a proxy operator) cannot link identities
+/// of one person, and stable, so a conversation keeps its circuit between restarts.
+pub(crate) fn isolation_identity(
+    net: &crate::net::Net,
+    salt: &[u8],
+    purpose: &[u8],
+) -> Option<String> {
+    if !net.isolate || net.proxy.is_none() {
+        return None;
+    }
+    let h = sha256(&[salt, purpose].concat());
+    Some(format!("sz-{}", hex::encode(&h[..8])))
+}
+
+fn store_net(db: &Db, net: &crate::net::Net) -> Result<()> {
+    let url = net.proxy.as_ref().map(|p| p.url()).unwrap_or_default();
+    db.set_setting("proxy", url.as_bytes())?;
+    db.set_setting("isolate", if net.isolate { b"1" } else { b"0" })
+}
+
+fn stored_net(db: &Db) -> Result<crate::net::Net> {
+    let url = db.setting_string("proxy").unwrap_or_default();
+    let isolate = db.setting("isolate").map(|v| v == b"1").unwrap_or(false);
+    Ok(crate::net::Net {
+        proxy: if url.is_empty() {
+            None
+        } else {
+            Some(crate::net::Proxy::parse(&url)?)
+        },
+        isolate,
+    })
+}
+
+impl Profile {
+    /// How this profile connects (what `config proxy` shows).
+    pub fn net(&self) -> &crate::net::Net {
+        &self.net
+    }
+
+    /// Keep a new proxy setting; it applies from the next start of the profile's process.
+    pub fn set_net(&self, net: &crate::net::Net) -> Result<()> {
+        store_net(&self.db, net)
     }
 }

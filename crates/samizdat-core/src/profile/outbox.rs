@@ -228,7 +228,7 @@ impl Profile {
             // remove them before saying anything new, so a leaver's keys cannot read it.
             Box::pin(self.commit_pending_removals(Some(&conv.group_id))).await?;
         }
-        let relay = self.relay_for(&conv.relay)?;
+        let relay = self.conv_relay(conv)?;
         for _ in 0..MAX_ATTEMPTS {
             let mut group = self.mls.load(conv.group_id.as_bytes())?;
             let epoch = group.epoch();
@@ -458,7 +458,7 @@ impl Profile {
             }
             out
         };
-        let relay = self.relay_for(&conv.relay)?;
+        let relay = self.conv_relay(conv)?;
         for (request_id, body, epoch, payload) in pending {
             let request_id = Id::from_slice(&request_id)
                 .map_err(|_| Error::Storage("corrupt request id".into()))?;
@@ -487,18 +487,50 @@ impl Profile {
         Ok(())
     }
 
-    /// The client for `url`, kept for the life of the profile (one connection pool per relay).
+    /// The client for `url`, kept for the life of the profile (one connection pool per relay;
+    /// with isolation, one per relay for everything that is not a conversation's log:
+    /// KeyPackage claims, drops into other people's mailboxes).
     pub(super) fn relay_for(&self, url: &str) -> Result<RelayClient> {
         let key = crate::relay_client::normalize_spec(url)?;
-        if key == self.relay.base() {
+        if key == self.relay.base() && !self.net.isolate {
             return Ok(self.relay.clone());
         }
+        self.client(&key, format!("relay:{key}").as_bytes())
+    }
+
+    /// The client for a conversation's log: with isolation, its own connections and proxy
+    /// identity, never shared with the mailbox or another conversation.
+    pub(crate) fn conv_relay(&self, conv: &Conv) -> Result<RelayClient> {
+        if !self.net.isolate {
+            return self.relay_for(&conv.relay);
+        }
+        self.conv_client_for(&conv.relay, &conv.group_id)
+    }
+
+    /// The identity of the mailbox's connections.
+    pub(crate) fn mailbox_identity(&self) -> Option<String> {
+        super::isolation_identity(&self.net, &self.isolation_salt, b"mailbox")
+    }
+
+    /// A client for `url` on behalf of a conversation (its attachments): under the
+    /// conversation's identity when isolating.
+    pub(crate) fn conv_client_for(&self, url: &str, group: &Id) -> Result<RelayClient> {
+        if !self.net.isolate {
+            return self.relay_for(url);
+        }
+        let key = crate::relay_client::normalize_spec(url)?;
+        self.client(&key, group.as_bytes())
+    }
+
+    fn client(&self, url: &str, purpose: &[u8]) -> Result<RelayClient> {
+        let identity = super::isolation_identity(&self.net, &self.isolation_salt, purpose);
+        let cache = format!("{url}|{}", identity.as_deref().unwrap_or(""));
         let mut relays = self.relays.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some(r) = relays.get(&key) {
+        if let Some(r) = relays.get(&cache) {
             return Ok(r.clone());
         }
-        let r = RelayClient::new(&key)?;
-        relays.insert(key, r.clone());
+        let r = RelayClient::with_net(url, &self.net, identity.as_deref())?;
+        relays.insert(cache, r.clone());
         Ok(r)
     }
 }

@@ -204,7 +204,7 @@ impl Profile {
         let Some(mut conv) = self.conv_by_id(group_id)? else {
             return Ok(leavers);
         };
-        let relay = self.relay_for(&conv.relay)?;
+        let relay = self.conv_relay(&conv)?;
         let own: HashSet<u64> = {
             let conn = self.db.conn();
             let mut stmt =

@@ -269,6 +269,8 @@ impl App {
             let fresh = samizdat_core::wipe::DuressProfile {
                 name: w.name,
                 relay: w.relay,
+                proxy: w.proxy,
+                isolate: w.isolate,
             };
             samizdat_core::wipe::set_duress(&home, &pass, &fresh).map_err(|e| core_error(e.into()))
         })
