@@ -81,7 +81,7 @@ impl Profile {
         removes: Vec<Vec<u8>>,
         invite: Option<Id>,
     ) -> Result<()> {
-        let relay = self.conv_relay(&conv)?;
+        let relay = self.conv_relay(conv)?;
         let mut events = Vec::new();
         for _ in 0..MAX_ATTEMPTS {
             let synced = self.sync_group(&conv.group_id, &mut events).await;
