@@ -373,4 +373,3 @@ mod tests {
         assert!(safe_name(&"й".repeat(500)).len() <= 200);
     }
 }
-

@@ -90,7 +90,10 @@ impl Proxy {
             .rsplit_once(':')
             .ok_or_else(|| bad("a port is needed"))?;
         let port: u16 = port.parse().map_err(|_| bad("the port is not a number"))?;
-        let host = host.trim_start_matches('[').trim_end_matches(']').to_string();
+        let host = host
+            .trim_start_matches('[')
+            .trim_end_matches(']')
+            .to_string();
         if host.is_empty() {
             return Err(bad("no host"));
         }
@@ -366,7 +369,13 @@ mod tests {
         assert!(!format!("{p:?}").contains("cret"));
         assert_eq!(Proxy::parse(&p.url()).unwrap(), p);
         assert_eq!(Proxy::parse("http://[::1]:3128").unwrap().host, "::1");
-        for bad in ["ftp://x:1", "socks5h://host", "socks5://:1080", "http://h:1/path", "nonsense"] {
+        for bad in [
+            "ftp://x:1",
+            "socks5h://host",
+            "socks5://:1080",
+            "http://h:1/path",
+            "nonsense",
+        ] {
             assert!(Proxy::parse(bad).is_err(), "{bad}");
         }
         assert_eq!(redact("socks5://u:p@h:1"), "socks5://u:***@h:1");
@@ -383,8 +392,17 @@ mod tests {
 
     #[test]
     fn addresses_split_into_host_and_port() {
-        assert_eq!(host_port("http://127.0.0.1:7700").unwrap(), ("127.0.0.1".into(), 7700));
-        assert_eq!(host_port("wss://relay.example/v1/ws").unwrap(), ("relay.example".into(), 443));
-        assert_eq!(host_port("ws://[::1]:80/v1/ws").unwrap(), ("::1".into(), 80));
+        assert_eq!(
+            host_port("http://127.0.0.1:7700").unwrap(),
+            ("127.0.0.1".into(), 7700)
+        );
+        assert_eq!(
+            host_port("wss://relay.example/v1/ws").unwrap(),
+            ("relay.example".into(), 443)
+        );
+        assert_eq!(
+            host_port("ws://[::1]:80/v1/ws").unwrap(),
+            ("::1".into(), 80)
+        );
     }
 }

@@ -65,6 +65,8 @@ pub struct RelayClient {
     bases: Vec<String>,
     current: Arc<AtomicUsize>,
     http: reqwest::Client,
+    /// The proxy the connections go through (without its password), for messages.
+    via: Option<String>,
 }
 
 fn now_secs() -> u64 {
@@ -119,6 +121,7 @@ impl RelayClient {
             bases,
             current: Arc::new(AtomicUsize::new(0)),
             http,
+            via: net.proxy.as_ref().map(|p| p.display()),
         })
     }
 
@@ -144,7 +147,14 @@ impl RelayClient {
     }
 
     fn unreachable(&self, e: reqwest::Error) -> Error {
-        Error::RelayUnreachable(format!("{}: {}", self.spec, short_reqwest_error(&e)))
+        match &self.via {
+            Some(via) => Error::RelayUnreachable(format!(
+                "{} through the proxy {via}: {}",
+                self.spec,
+                short_reqwest_error(&e)
+            )),
+            None => Error::RelayUnreachable(format!("{}: {}", self.spec, short_reqwest_error(&e))),
+        }
     }
 
     /// Send a request built for some address, failing over to the next address when the

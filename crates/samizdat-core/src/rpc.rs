@@ -192,6 +192,18 @@ pub struct DownloadParams {
 
 #[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
+pub struct ProxyParams {
+    /// A proxy URL (`socks5h://[user:pass@]host:port`, `socks5://…`, `http://…`), `tor`, or
+    /// `off`.
+    pub proxy: String,
+    /// Separate proxy identities and connections per conversation and for the mailbox
+    /// (always on with `tor`).
+    #[serde(default)]
+    pub isolate: bool,
+}
+
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
 pub struct AutoDownloadParams {
     /// Incoming attachments up to this size are fetched as they arrive (0: only on request).
     pub bytes: u64,
@@ -441,6 +453,7 @@ methods! {
     "conversations" => conversations(NoParams) -> Vec<ConversationView>, "List conversations with unread counts.";
     "send" => send(SendParams) -> Sent, "Send a text message, or a file (`file`, with `text` as its caption). Stored before it is sent: on relay_unreachable it stays queued and is retried.";
     "download" => download(DownloadParams) -> crate::transfer::Downloaded, "Fetch a message's attachment (resuming), check its digest, decrypt it to a new file.";
+    "set_proxy" => set_proxy(ProxyParams) -> Done, "Connect through a proxy (or `tor`, or `off`) from the profile's next start.";
     "set_auto_download" => set_auto_download(AutoDownloadParams) -> Done, "Fetch incoming attachments up to this size as they arrive (0: only on request).";
     "history" => history(HistoryParams) -> Vec<MessageView>, "A conversation's messages in log order (marks them read).";
     "group_create" => group_create(GroupParams) -> Created, "Create an empty group.";
@@ -676,6 +689,21 @@ async fn backup(s: &Session, a: BackupParams) -> RpcResult<BackedUp> {
 async fn download(s: &Session, a: DownloadParams) -> RpcResult<crate::transfer::Downloaded> {
     let out = absolute(&a.out, "out")?;
     Ok(s.handle.download(&a.message_id, &out).await?)
+}
+
+async fn set_proxy(s: &Session, a: ProxyParams) -> RpcResult<Done> {
+    let net = match a.proxy.trim() {
+        "off" | "" => crate::net::Net::default(),
+        t if t.eq_ignore_ascii_case("tor") => crate::net::Net::tor(),
+        url => crate::net::Net {
+            proxy: Some(crate::net::Proxy::parse(url)?),
+            isolate: a.isolate,
+        },
+    };
+    on_profile!(s, |p| {
+        p.set_net(&net)?;
+        Ok(Done { ok: true })
+    })
 }
 
 async fn set_auto_download(s: &Session, a: AutoDownloadParams) -> RpcResult<Done> {

@@ -392,7 +392,9 @@ async fn download(
         }
         if have == total {
             progress.at(total, resumed.take());
-            let (ctx, _) = hashed.take().ok_or_else(|| Error::Storage("no digest".into()))?;
+            let (ctx, _) = hashed
+                .take()
+                .ok_or_else(|| Error::Storage("no digest".into()))?;
             let mut d = [0u8; 32];
             d.copy_from_slice(ctx.finish().as_ref());
             return Ok(d);

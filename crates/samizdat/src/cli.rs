@@ -19,6 +19,15 @@ use crate::client::{
 pub enum ConfigCommand {
     /// Fetch incoming attachments up to SIZE (e.g. 5M, 500K; 0 = only on request).
     AutoDownload { size: String },
+    /// Connect through a proxy from now on: a URL (socks5h://, socks5://, http://), `tor`,
+    /// or `off`. Without an argument, show the current setting.
+    Proxy {
+        url: Option<String>,
+        /// Separate proxy identities and connections for the mailbox and each conversation
+        /// (on by default with `tor`).
+        #[arg(long)]
+        isolate: bool,
+    },
 }
 
 #[derive(Debug, clap::Subcommand)]
@@ -31,6 +40,14 @@ pub enum ClientCommand {
         /// Your display name, shared only inside encrypted messages.
         #[arg(long)]
         name: String,
+        /// Connect through this proxy: socks5h://[user:pass@]host:port (names resolved by
+        /// the proxy), socks5://… or http://… (also SAMIZDAT_PROXY).
+        #[arg(long, conflicts_with = "tor")]
+        proxy: Option<String>,
+        /// Connect through Tor (socks5h://127.0.0.1:9050), each conversation and the mailbox
+        /// on its own circuit.
+        #[arg(long)]
+        tor: bool,
     },
     /// Print an invite link (last line of the output).
     Invite {
@@ -70,6 +87,8 @@ pub enum ClientCommand {
     },
     /// Fetch a message's attachment, check it and write it decrypted.
     Download {
+        /// The message's id (from `history --json`; it may start with `-`).
+        #[arg(allow_hyphen_values = true)]
         message_id: String,
         /// A new file, or a directory to put it in [default: the current directory]
         #[arg(long)]
@@ -608,9 +627,22 @@ pub async fn run(home: Option<PathBuf>, cmd: ClientCommand) -> Result<()> {
 async fn run_in(home: &Path, cmd: ClientCommand) -> Result<()> {
     let pass = || passphrase(false);
     match cmd {
-        ClientCommand::Init { relay, name } => {
+        ClientCommand::Init {
+            relay,
+            name,
+            proxy,
+            tor,
+        } => {
             let _lock = samizdat_core::lock::ProfileLock::try_acquire(home)?;
-            let p = Profile::init(home, &passphrase(true)?, &relay, &name).await?;
+            let net = match (proxy, tor) {
+                (_, true) => samizdat_core::net::Net::tor(),
+                (Some(url), false) => samizdat_core::net::Net {
+                    proxy: Some(samizdat_core::net::Proxy::parse(&url)?),
+                    isolate: false,
+                },
+                (None, false) => samizdat_core::net::Net::from_env()?.unwrap_or_default(),
+            };
+            let p = Profile::init_with(home, &passphrase(true)?, &relay, &name, net).await?;
             println!("profile created in {}", home.display());
             println!(
                 "name: {}  relay: {}  fingerprint: {}",
@@ -669,6 +701,13 @@ async fn run_in(home: &Path, cmd: ClientCommand) -> Result<()> {
                 "name: {}\nrelay: {}\nfingerprint: {}",
                 w.name, w.relay, w.fingerprint
             );
+            if let Some(p) = &w.proxy {
+                println!(
+                    "proxy: {}{}",
+                    samizdat_core::net::redact(p),
+                    if w.isolate { " (isolated)" } else { "" }
+                );
+            }
         }
         ClientCommand::Invite {
             reusable,
@@ -771,6 +810,26 @@ async fn run_in(home: &Path, cmd: ClientCommand) -> Result<()> {
                 .inspect_err(|_| bar.finish())?;
             bar.finish();
             println!("saved {} ({} bytes)", safe(&done.path), done.size);
+        }
+        ClientCommand::Config(ConfigCommand::Proxy { url, isolate }) => {
+            let Some(url) = url else {
+                let w: samizdat_core::rpc::WhoAmI = b.call("whoami", json!({})).await?;
+                match &w.proxy {
+                    Some(p) => println!(
+                        "proxy: {}{}",
+                        samizdat_core::net::redact(p),
+                        if w.isolate { " (isolated)" } else { "" }
+                    ),
+                    None => println!("no proxy: connections go to the relays directly"),
+                }
+                return Ok(());
+            };
+            let _: samizdat_core::rpc::Done = b
+                .call("set_proxy", json!({ "proxy": url, "isolate": isolate }))
+                .await?;
+            println!(
+                "saved; it applies from the next start of the profile (restart a running `samizdat serve` or app)"
+            );
         }
         ClientCommand::Config(ConfigCommand::AutoDownload { size }) => {
             let bytes = parse_size(&size)?;

@@ -113,7 +113,8 @@ impl Profile {
             .map_err(|e| Error::Storage(format!("corrupt attachment record: {e}")))?;
         let dir = self.attachments_dir()?;
         let local = file.map(|f| dir.join(f)).filter(|p| p.exists());
-        let group = Id::from_slice(&group).map_err(|_| Error::Storage("corrupt group id".into()))?;
+        let group =
+            Id::from_slice(&group).map_err(|_| Error::Storage("corrupt group id".into()))?;
         let client = self.conv_client_for(&attachment.relay, &group)?;
         Ok(AttachmentSource {
             client,

@@ -9,6 +9,7 @@ mod crash;
 mod delivery;
 mod harness;
 mod mitm;
+mod reach;
 mod safety;
 mod service;
 

@@ -1,0 +1,311 @@
+//! Reach under blocking: proxies. The client runs in a network namespace whose only link is
+//! a veth pair to the proxy's address; the relay listens on the host's loopback, which the
+//! namespace cannot reach — so anything that works went through the proxy, and a profile
+//! without the proxy fails. Proxies are real Debian servers (`microsocks`, `tinyproxy`,
+//! `danted`); `.ci/run` installs them. Needs root (network namespaces).
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+
+use crate::harness::{BIN, PASSPHRASE, Person, World, hex_rand};
+
+/// A network namespace with one veth link to the host: host side `10.77.N.1/30`, namespace
+/// side `10.77.N.2/30`, no other route. Removed on drop.
+struct NetNs {
+    name: String,
+    host_if: String,
+    host_ip: String,
+}
+
+fn ip(args: &[&str]) {
+    let out = Command::new("ip").args(args).output().expect("ip");
+    assert!(
+        out.status.success(),
+        "ip {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+impl NetNs {
+    fn new() -> NetNs {
+        let tag = &hex_rand()[..6];
+        let n = u8::from_str_radix(&tag[..2], 16).unwrap_or(1) as u32 * 4 % 252;
+        let name = format!("sz{tag}");
+        let host_if = format!("vh{tag}");
+        let ns_if = format!("vn{tag}");
+        let host_ip = format!("10.77.{n}.1");
+        let ns_ip = format!("10.77.{n}.2");
+        ip(&["netns", "add", &name]);
+        ip(&[
+            "link", "add", &host_if, "type", "veth", "peer", "name", &ns_if,
+        ]);
+        ip(&["link", "set", &ns_if, "netns", &name]);
+        ip(&["addr", "add", &format!("{host_ip}/30"), "dev", &host_if]);
+        ip(&["link", "set", &host_if, "up"]);
+        ip(&[
+            "-n",
+            &name,
+            "addr",
+            "add",
+            &format!("{ns_ip}/30"),
+            "dev",
+            &ns_if,
+        ]);
+        ip(&["-n", &name, "link", "set", &ns_if, "up"]);
+        ip(&["-n", &name, "link", "set", "lo", "up"]);
+        NetNs {
+            name,
+            host_if,
+            host_ip,
+        }
+    }
+
+    /// `samizdat --home HOME ARGS…` inside the namespace.
+    fn samizdat(&self, home: &Path, args: &[&str]) -> Command {
+        let mut c = Command::new("ip");
+        c.args(["netns", "exec", &self.name, BIN, "--home"])
+            .arg(home)
+            .args(args)
+            .env("SAMIZDAT_PASSPHRASE", PASSPHRASE)
+            .env("SAMIZDAT_BACKUP_PASSPHRASE", PASSPHRASE)
+            .env_remove("SAMIZDAT_PROXY")
+            .stdin(Stdio::null());
+        c
+    }
+
+    fn ok(&self, home: &Path, args: &[&str]) -> String {
+        let out = self.samizdat(home, args).output().expect("run");
+        assert!(
+            out.status.success(),
+            "samizdat {args:?} in the namespace: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    fn run(&self, home: &Path, args: &[&str]) -> Output {
+        self.samizdat(home, args).output().expect("run")
+    }
+}
+
+impl Drop for NetNs {
+    fn drop(&mut self) {
+        let _ = Command::new("ip")
+            .args(["link", "del", &self.host_if])
+            .status();
+        let _ = Command::new("ip")
+            .args(["netns", "del", &self.name])
+            .status();
+    }
+}
+
+/// A proxy server process, stopped on drop.
+struct Server(Child);
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Wait until something listens on `addr` (bounded).
+fn wait_listening(addr: &str) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while std::net::TcpStream::connect(addr).is_err() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "nothing listens on {addr}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+}
+
+fn microsocks(ip: &str, port: u16, auth: Option<(&str, &str)>) -> Server {
+    let mut c = Command::new("microsocks");
+    c.args(["-i", ip, "-p", &port.to_string()]);
+    if let Some((u, p)) = auth {
+        c.args(["-u", u, "-P", p]);
+    }
+    let child = c
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("microsocks (apt-get install microsocks)");
+    wait_listening(&format!("{ip}:{port}"));
+    Server(child)
+}
+
+fn tinyproxy(dir: &Path, ip: &str, port: u16) -> Server {
+    let conf = dir.join("tinyproxy.conf");
+    // No ConnectPort lines: CONNECT to any port (the relay's is random).
+    std::fs::write(
+        &conf,
+        format!(
+            "Port {port}\nListen {ip}\nTimeout 600\nMaxClients 100\nAllow 10.77.0.0/16\nLogLevel Error\nLogFile \"{}\"\n",
+            dir.join("tinyproxy.log").display()
+        ),
+    )
+    .unwrap();
+    let child = Command::new("tinyproxy")
+        .args(["-d", "-c"])
+        .arg(&conf)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("tinyproxy (apt-get install tinyproxy)");
+    wait_listening(&format!("{ip}:{port}"));
+    Server(child)
+}
+
+fn danted(dir: &Path, ip: &str, port: u16) -> Server {
+    let conf = dir.join("danted.conf");
+    std::fs::write(
+        &conf,
+        format!(
+            "logoutput: {log}\ninternal: {ip} port = {port}\nexternal: lo\n\
+             socksmethod: none\nclientmethod: none\nuser.privileged: root\nuser.unprivileged: nobody\n\
+             client pass {{ from: 10.77.0.0/16 to: 0.0.0.0/0 }}\n\
+             socks pass {{ from: 10.77.0.0/16 to: 0.0.0.0/0 command: connect }}\n",
+            log = dir.join("danted.log").display()
+        ),
+    )
+    .unwrap();
+    let child = Command::new("danted")
+        .args(["-f"])
+        .arg(&conf)
+        .arg("-p")
+        .arg(dir.join("danted.pid"))
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("danted (apt-get install dante-server)");
+    wait_listening(&format!("{ip}:{port}"));
+    Server(child)
+}
+
+/// A profile in the namespace, going through `proxy`, connected with `alice` (on the host);
+/// they chat both ways, over HTTP and over the realtime WebSocket, and send a file.
+fn chat_through(w: &mut World, ns: &NetNs, alice: &Person, name: &str, proxy: &str) {
+    let home: PathBuf = w.dir.path().join(name);
+    ns.ok(
+        &home,
+        &[
+            "init",
+            "--relay",
+            &w.relay.url,
+            "--name",
+            name,
+            "--proxy",
+            proxy,
+        ],
+    );
+    let who = ns.ok(&home, &["whoami"]);
+    assert!(who.contains("proxy:"), "{who}");
+    assert!(
+        !who.contains("secret-pass"),
+        "a proxy password shown: {who}"
+    );
+    let link = alice.ok(&["invite"]).lines().last().unwrap().to_string();
+    ns.ok(&home, &["accept", &link, "--name", "alice"]);
+    alice.ok(&["sync"]);
+    let hi = w.text(&format!("hello from {name} behind a proxy"));
+    ns.ok(&home, &["send", "alice", &hi]);
+    assert!(alice.ok(&["sync"]).contains(&hi));
+    // The realtime connection (WebSocket) through the proxy: listen for one message.
+    let mut listen = ns
+        .samizdat(&home, &["listen", "--count", "1", "--timeout", "60"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(1500));
+    let back = w.text(&format!("to {name}"));
+    alice.ok(&["send", name, &back]);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while listen.try_wait().unwrap().is_none() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "listen never finished"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    let out = listen.wait_with_output().unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains(&back),
+        "{text}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // An attachment, both ways.
+    let file = w.dir.path().join(format!("{name}.bin"));
+    std::fs::write(&file, vec![9u8; 300_000]).unwrap();
+    let sent = ns.ok(&home, &["send", "alice", "--file", file.to_str().unwrap()]);
+    let id = sent.trim().trim_start_matches("sent ").to_string();
+    alice.ok(&["sync"]);
+    let got = w.dir.path().join(format!("{name}-got.bin"));
+    alice.ok(&["download", &id, "--out", got.to_str().unwrap()]);
+    assert_eq!(std::fs::read(&got).unwrap(), vec![9u8; 300_000]);
+}
+
+#[test]
+fn every_connection_goes_through_the_proxy_and_none_goes_direct() {
+    let mut w = World::new();
+    let alice = w.person("alice");
+    let ns = NetNs::new();
+    let cfg = tempfile::tempdir().unwrap();
+
+    // Control: without a proxy the namespace reaches nothing.
+    let direct = w.dir.path().join("direct");
+    let out = ns.run(
+        &direct,
+        &["init", "--relay", &w.relay.url, "--name", "direct"],
+    );
+    assert!(
+        !out.status.success(),
+        "the namespace reached the relay directly"
+    );
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("cannot reach the relay"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    // microsocks without and with a password, SOCKS5 with names resolved by the proxy and
+    // locally; dante; tinyproxy (HTTP, CONNECT for the WebSocket).
+    let _m1 = microsocks(&ns.host_ip, 1080, None);
+    let _m2 = microsocks(&ns.host_ip, 1081, Some(("samizdat", "secret-pass")));
+    let _d = danted(cfg.path(), &ns.host_ip, 1082);
+    let _t = tinyproxy(cfg.path(), &ns.host_ip, 8888);
+    let h = ns.host_ip.clone();
+    chat_through(&mut w, &ns, &alice, "carol", &format!("socks5h://{h}:1080"));
+    chat_through(
+        &mut w,
+        &ns,
+        &alice,
+        "dave",
+        &format!("socks5://samizdat:secret-pass@{h}:1081"),
+    );
+    chat_through(&mut w, &ns, &alice, "erin", &format!("socks5h://{h}:1082"));
+    chat_through(&mut w, &ns, &alice, "frank", &format!("http://{h}:8888"));
+
+    // A wrong password is a clear error.
+    let bad = w.dir.path().join("bad");
+    let out = ns.run(
+        &bad,
+        &[
+            "init",
+            "--relay",
+            &w.relay.url,
+            "--name",
+            "bad",
+            "--proxy",
+            &format!("socks5://samizdat:wrong@{h}:1081"),
+        ],
+    );
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("proxy"), "{err}");
+    assert!(!err.contains("wrong@"), "the password is not echoed: {err}");
+    w.assert_no_plaintext();
+}
