@@ -88,8 +88,53 @@ impl NetNs {
     }
 }
 
+impl NetNs {
+    /// Give the namespace its own name resolution: an empty hosts file (not even
+    /// `localhost`) and a DNS server inside the namespace that writes every name it is asked
+    /// for to the returned file and refuses it. Any name the client resolves itself shows up
+    /// there.
+    fn logging_dns(&self, dir: &Path) -> (PathBuf, Server) {
+        let etc = PathBuf::from("/etc/netns").join(&self.name);
+        std::fs::create_dir_all(&etc).unwrap();
+        std::fs::write(etc.join("hosts"), "").unwrap();
+        std::fs::write(etc.join("resolv.conf"), "nameserver 127.0.0.1\noptions timeout:1 attempts:1\n").unwrap();
+        let log = dir.join("dns-queries.log");
+        std::fs::write(&log, "").unwrap();
+        let script = r#"
+import socket, sys
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+s.bind(("127.0.0.1", 53))
+print("ready", flush=True)
+while True:
+    q, peer = s.recvfrom(4096)
+    labels, i = [], 12
+    while i < len(q) and q[i]:
+        labels.append(q[i + 1:i + 1 + q[i]].decode("ascii", "replace")); i += 1 + q[i]
+    with open(sys.argv[1], "a") as f: f.write(".".join(labels) + "\n")
+    # REFUSED, echoing the question.
+    s.sendto(q[:2] + bytes([0x81, 0x85]) + q[4:6] + b"\0\0\0\0\0\0" + q[12:], peer)
+"#;
+        let mut child = Command::new("ip")
+            .args(["netns", "exec", &self.name, "python3", "-c", script])
+            .arg(&log)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("python3");
+        let mut line = String::new();
+        std::io::BufRead::read_line(
+            &mut std::io::BufReader::new(child.stdout.take().unwrap()),
+            &mut line,
+        )
+        .unwrap();
+        assert_eq!(line.trim(), "ready");
+        (log, Server(child))
+    }
+}
+
 impl Drop for NetNs {
     fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(PathBuf::from("/etc/netns").join(&self.name));
         let _ = Command::new("ip")
             .args(["link", "del", &self.host_if])
             .status();
@@ -308,4 +353,37 @@ fn every_connection_goes_through_the_proxy_and_none_goes_direct() {
     assert!(err.contains("proxy"), "{err}");
     assert!(!err.contains("wrong@"), "the password is not echoed: {err}");
     w.assert_no_plaintext();
+}
+
+/// With `socks5h` the client resolves nothing itself: the relay's name goes to the proxy.
+/// The control: with `socks5` the same name is looked up in the namespace (and fails there).
+#[test]
+fn socks5h_leaks_no_dns_lookup() {
+    let mut w = World::new();
+    let ns = NetNs::new();
+    let cfg = tempfile::tempdir().unwrap();
+    let (queries, _dns) = ns.logging_dns(cfg.path());
+    let _m = microsocks(&ns.host_ip, 1080, None);
+    // `localhost` resolves on the proxy's side (the host) and nowhere in the namespace.
+    let port = w.relay.addr.rsplit(':').next().unwrap().to_string();
+    let relay = format!("http://localhost:{port}");
+    let h = ns.host_ip.clone();
+    let home = w.dir.path().join("grace");
+    ns.ok(
+        &home,
+        &["init", "--relay", &relay, "--name", "grace", "--proxy", &format!("socks5h://{h}:1080")],
+    );
+    ns.ok(&home, &["sync"]);
+    let asked = std::fs::read_to_string(&queries).unwrap();
+    assert!(asked.trim().is_empty(), "names resolved in the namespace: {asked}");
+    // Control: socks5 resolves here, and the logging server sees it.
+    let other = w.dir.path().join("heidi");
+    let out = ns.run(
+        &other,
+        &["init", "--relay", &relay, "--name", "heidi", "--proxy", &format!("socks5://{h}:1080")],
+    );
+    assert!(!out.status.success(), "localhost cannot resolve in the namespace");
+    let asked = std::fs::read_to_string(&queries).unwrap();
+    assert!(asked.contains("localhost"), "the control lookup was not seen: {asked:?}");
+    let _ = &mut w;
 }
