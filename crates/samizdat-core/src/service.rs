@@ -325,6 +325,7 @@ impl Service {
         let mut poll = tokio::time::interval(POLL);
         let mut dirty = true;
         let mut groups: std::collections::HashSet<Id> = std::collections::HashSet::new();
+        let mut conv_sockets = ConvSockets::new();
         loop {
             if dirty && retry_at.is_none() {
                 dirty = false;
@@ -403,7 +404,18 @@ impl Service {
                 self.profile.relay.rotate();
                 retry_at = Some(self.retry(&relay, &mut backoff));
             }
+            if self.profile.net.isolate
+                && let Err(e) = conv_sockets.update(&self.profile)
+            {
+                tracing::debug!("conversation sockets: {e}");
+            }
             tokio::select! {
+                Some(g) = conv_sockets.push_rx.recv() => {
+                    groups.insert(g);
+                    while let Ok(more) = conv_sockets.push_rx.try_recv() {
+                        groups.insert(more);
+                    }
+                }
                 job = self.jobs.recv() => match job {
                     Some(job) => self.run_job(job).await,
                     None => return,
@@ -567,6 +579,157 @@ impl Service {
         }
         Ok(())
     }
+}
+
+/// What one conversation's own WebSocket subscribes (isolation): its log's relay, the
+/// epoch being read with that epoch's token, and the cursor.
+#[derive(Clone, PartialEq, Eq)]
+struct ConvSub {
+    ws_url: String,
+    epoch: u64,
+    token: Vec<u8>,
+    after: u64,
+}
+
+/// One WebSocket per conversation when isolating: each under the conversation's own proxy
+/// identity, carrying that conversation's token only. Pushes come back as group ids.
+struct ConvSockets {
+    tasks: HashMap<Id, (watch::Sender<ConvSub>, tokio::task::JoinHandle<()>)>,
+    push_tx: mpsc::Sender<Id>,
+    push_rx: mpsc::Receiver<Id>,
+}
+
+impl ConvSockets {
+    fn new() -> ConvSockets {
+        let (push_tx, push_rx) = mpsc::channel(1024);
+        ConvSockets {
+            tasks: HashMap::new(),
+            push_tx,
+            push_rx,
+        }
+    }
+
+    /// Start, update or stop the sockets so they match the active conversations.
+    fn update(&mut self, p: &Profile) -> Result<()> {
+        let mut wanted = std::collections::HashSet::new();
+        for conv in p.active_convs()? {
+            wanted.insert(conv.group_id);
+            let sub = ConvSub {
+                ws_url: p.conv_relay(&conv)?.ws_url(),
+                epoch: conv.read_epoch,
+                token: p.token(&conv.group_id, conv.read_epoch)?,
+                after: conv.cursor,
+            };
+            match self.tasks.get(&conv.group_id) {
+                Some((tx, task)) if !task.is_finished() => {
+                    tx.send_if_modified(|cur| {
+                        let changed = *cur != sub;
+                        if changed {
+                            *cur = sub;
+                        }
+                        changed
+                    });
+                }
+                _ => {
+                    let (tx, rx) = watch::channel(sub);
+                    let task = tokio::spawn(conv_socket(
+                        p.net.clone(),
+                        p.conv_identity(&conv.group_id),
+                        conv.group_id,
+                        rx,
+                        self.push_tx.clone(),
+                    ));
+                    self.tasks.insert(conv.group_id, (tx, task));
+                }
+            }
+        }
+        self.tasks.retain(|g, (_, task)| {
+            let keep = wanted.contains(g);
+            if !keep {
+                task.abort();
+            }
+            keep
+        });
+        Ok(())
+    }
+}
+
+impl Drop for ConvSockets {
+    fn drop(&mut self) {
+        for (_, (_, task)) in self.tasks.drain() {
+            task.abort();
+        }
+    }
+}
+
+/// Keep one conversation's WebSocket open (reconnecting with backoff), subscribed to what
+/// `sub` says; report each push for the conversation on `push`.
+async fn conv_socket(
+    net: crate::net::Net,
+    identity: Option<String>,
+    group: Id,
+    mut sub: watch::Receiver<ConvSub>,
+    push: mpsc::Sender<Id>,
+) {
+    let mut backoff = new_backoff();
+    loop {
+        let url = sub.borrow().ws_url.clone();
+        if let Ok(mut ws) = net.connect_ws(&url, identity.as_deref()).await {
+            backoff = new_backoff();
+            let mut ready = false;
+            loop {
+                let frame = tokio::select! {
+                    msg = ws.next() => msg,
+                    changed = sub.changed() => {
+                        if changed.is_err() {
+                            return;
+                        }
+                        let current = sub.borrow().clone();
+                        if ready && subscribe_group(&mut ws, group, &current).await.is_err() {
+                            break;
+                        }
+                        continue;
+                    }
+                };
+                let text = match frame {
+                    Some(Ok(Message::Text(t))) => t,
+                    Some(Ok(_)) => continue,
+                    _ => break,
+                };
+                match serde_json::from_str::<ServerFrame>(text.as_str()) {
+                    Ok(ServerFrame::Hello { .. }) => {
+                        ready = true;
+                        let current = sub.borrow().clone();
+                        if subscribe_group(&mut ws, group, &current).await.is_err() {
+                            break;
+                        }
+                        // Whatever arrived while this socket was away.
+                        let _ = push.send(group).await;
+                    }
+                    Ok(ServerFrame::Entry { .. } | ServerFrame::EpochClosed { .. }) => {
+                        if push.send(group).await.is_err() {
+                            return;
+                        }
+                    }
+                    _ => {}
+                }
+            }
+        }
+        tokio::time::sleep(backoff.next().unwrap_or(Duration::from_secs(10))).await;
+    }
+}
+
+async fn subscribe_group(ws: &mut Ws, group: Id, sub: &ConvSub) -> Result<()> {
+    let frame = ClientFrame::SubscribeGroup {
+        group_id: group,
+        epoch: sub.epoch,
+        token: Bytes(sub.token.clone()),
+        after: sub.after,
+    };
+    let text = serde_json::to_string(&frame).map_err(|e| Error::Protocol(e.to_string()))?;
+    ws.send(Message::Text(text.into()))
+        .await
+        .map_err(|e| Error::RelayUnreachable(e.to_string()))
 }
 
 /// What a server frame asks of the service.

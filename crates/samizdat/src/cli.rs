@@ -48,6 +48,10 @@ pub enum ClientCommand {
         /// on its own circuit.
         #[arg(long)]
         tor: bool,
+        /// With --proxy: separate proxy identities and connections for the mailbox and for
+        /// each conversation (always on with --tor).
+        #[arg(long, requires = "proxy")]
+        isolate: bool,
     },
     /// Print an invite link (last line of the output).
     Invite {
@@ -632,13 +636,14 @@ async fn run_in(home: &Path, cmd: ClientCommand) -> Result<()> {
             name,
             proxy,
             tor,
+            isolate,
         } => {
             let _lock = samizdat_core::lock::ProfileLock::try_acquire(home)?;
             let net = match (proxy, tor) {
                 (_, true) => samizdat_core::net::Net::tor(),
                 (Some(url), false) => samizdat_core::net::Net {
                     proxy: Some(samizdat_core::net::Proxy::parse(&url)?),
-                    isolate: false,
+                    isolate,
                 },
                 (None, false) => samizdat_core::net::Net::from_env()?.unwrap_or_default(),
             };

@@ -119,7 +119,8 @@ impl Profile {
         let group_id = random_id();
         let mut group = self.mls.create_group(group_id.as_bytes())?;
         let token0 = group.token()?;
-        relay
+        // The new log is the conversation's: created under its identity when isolating.
+        self.conv_client_for(&invite.relay, &group_id)?
             .create_group(random_id(), group_id, group.epoch(), sha256(&token0))
             .await?;
         // The conversation, the contact and the add still to commit, in one step: from here

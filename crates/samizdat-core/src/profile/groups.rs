@@ -33,10 +33,10 @@ impl Profile {
         let group_id = random_id();
         let mut group = self.mls.create_group(group_id.as_bytes())?;
         let token = group.token()?;
-        self.relay
+        let relay = self.relay.base().to_string();
+        self.conv_client_for(&relay, &group_id)?
             .create_group(random_id(), group_id, group.epoch(), sha256(&token))
             .await?;
-        let relay = self.relay.base().to_string();
         self.db.transaction(|| {
             group.save()?;
             self.db.conn().execute(

@@ -97,7 +97,11 @@ impl NetNs {
         let etc = PathBuf::from("/etc/netns").join(&self.name);
         std::fs::create_dir_all(&etc).unwrap();
         std::fs::write(etc.join("hosts"), "").unwrap();
-        std::fs::write(etc.join("resolv.conf"), "nameserver 127.0.0.1\noptions timeout:1 attempts:1\n").unwrap();
+        std::fs::write(
+            etc.join("resolv.conf"),
+            "nameserver 127.0.0.1\noptions timeout:1 attempts:1\n",
+        )
+        .unwrap();
         let log = dir.join("dns-queries.log");
         std::fs::write(&log, "").unwrap();
         let script = r#"
@@ -371,19 +375,188 @@ fn socks5h_leaks_no_dns_lookup() {
     let home = w.dir.path().join("grace");
     ns.ok(
         &home,
-        &["init", "--relay", &relay, "--name", "grace", "--proxy", &format!("socks5h://{h}:1080")],
+        &[
+            "init",
+            "--relay",
+            &relay,
+            "--name",
+            "grace",
+            "--proxy",
+            &format!("socks5h://{h}:1080"),
+        ],
     );
     ns.ok(&home, &["sync"]);
     let asked = std::fs::read_to_string(&queries).unwrap();
-    assert!(asked.trim().is_empty(), "names resolved in the namespace: {asked}");
+    assert!(
+        asked.trim().is_empty(),
+        "names resolved in the namespace: {asked}"
+    );
     // Control: socks5 resolves here, and the logging server sees it.
     let other = w.dir.path().join("heidi");
     let out = ns.run(
         &other,
-        &["init", "--relay", &relay, "--name", "heidi", "--proxy", &format!("socks5://{h}:1080")],
+        &[
+            "init",
+            "--relay",
+            &relay,
+            "--name",
+            "heidi",
+            "--proxy",
+            &format!("socks5://{h}:1080"),
+        ],
     );
-    assert!(!out.status.success(), "localhost cannot resolve in the namespace");
+    assert!(
+        !out.status.success(),
+        "localhost cannot resolve in the namespace"
+    );
     let asked = std::fs::read_to_string(&queries).unwrap();
-    assert!(asked.contains("localhost"), "the control lookup was not seen: {asked:?}");
+    assert!(
+        asked.contains("localhost"),
+        "the control lookup was not seen: {asked:?}"
+    );
     let _ = &mut w;
+}
+
+/// Isolation: through a SOCKS server that logs user names (as Tor isolates by them), the
+/// mailbox and each conversation arrive under their own identity, over their own
+/// connections; no connection carries both an owner signature and a group token, or two
+/// conversations' traffic.
+#[test]
+fn isolation_keeps_the_mailbox_and_each_conversation_apart() {
+    let mut w = World::new();
+    let [bob, carol] = w.people(["bob", "carol"]);
+    let cfg = tempfile::tempdir().unwrap();
+    let log = cfg.path().join("socks.log");
+    let port = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap().port()
+    };
+    let script = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../../tests/support/socks_logger.py"
+    );
+    let mut child = Command::new("python3")
+        .arg(script)
+        .arg(port.to_string())
+        .arg(&log)
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("python3");
+    let mut line = String::new();
+    std::io::BufRead::read_line(
+        &mut std::io::BufReader::new(child.stdout.take().unwrap()),
+        &mut line,
+    )
+    .unwrap();
+    let _proxy = Server(child);
+    let home = w.dir.path().join("alice");
+    let alice = Person {
+        name: "alice".into(),
+        display: "alice".into(),
+        home: home.clone(),
+    };
+    alice.ok(&[
+        "init",
+        "--relay",
+        &w.relay.url,
+        "--name",
+        "alice",
+        "--proxy",
+        &format!("socks5h://127.0.0.1:{port}"),
+        "--isolate",
+    ]);
+    assert!(alice.ok(&["whoami"]).contains("(isolated)"));
+    w.connect(&alice, &bob);
+    w.connect(&alice, &carol);
+    // alice listens (mailbox socket + one socket per conversation) while both write.
+    let mut listen = alice
+        .cmd(&["listen", "--count", "2", "--timeout", "60", "--json"])
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(2500));
+    let (b, c) = (w.text("bob to alice"), w.text("carol to alice"));
+    bob.ok(&["send", "alice", &b]);
+    carol.ok(&["send", "alice", &c]);
+    let out = {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+        while listen.try_wait().unwrap().is_none() {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "listen never finished"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+        listen.wait_with_output().unwrap()
+    };
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains(&b) && text.contains(&c), "{text}");
+    alice.ok(&["send", &bob.display, &w.text("reply to bob")]);
+    alice.ok(&["send", &carol.display, &w.text("reply to carol")]);
+    std::thread::sleep(std::time::Duration::from_millis(500));
+
+    let conns: Vec<serde_json::Value> = std::fs::read_to_string(&log)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert!(conns.len() >= 4, "{conns:?}");
+    let mut owner_users = std::collections::HashSet::new();
+    let mut group_users: std::collections::HashMap<String, std::collections::HashSet<String>> =
+        Default::default();
+    for c in &conns {
+        let user = c["user"]
+            .as_str()
+            .expect("every connection has an identity")
+            .to_string();
+        let groups: Vec<String> = c["groups"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|g| g.as_str().unwrap().to_string())
+            .collect();
+        assert!(
+            !(c["owner_signature"] == true && (c["group_token"] == true || !groups.is_empty())),
+            "a connection carried the mailbox and a conversation: {c}"
+        );
+        assert!(
+            groups.len() <= 1,
+            "a connection carried two conversations: {c}"
+        );
+        if c["owner_signature"] == true {
+            owner_users.insert(user.clone());
+        }
+        if let Some(g) = groups.first() {
+            group_users.entry(g.clone()).or_default().insert(user);
+        }
+    }
+    assert_eq!(
+        owner_users.len(),
+        1,
+        "the mailbox has one identity: {owner_users:?}"
+    );
+    assert_eq!(group_users.len(), 2, "two conversations: {group_users:?}");
+    let mut all: Vec<&String> = owner_users.iter().collect();
+    for users in group_users.values() {
+        assert_eq!(
+            users.len(),
+            1,
+            "a conversation under several identities: {users:?}"
+        );
+        all.extend(users.iter());
+    }
+    let distinct: std::collections::HashSet<&&String> = all.iter().collect();
+    assert_eq!(
+        distinct.len(),
+        3,
+        "mailbox and conversations share an identity: {all:?}"
+    );
+    // The conversations had their own WebSockets (group subscriptions arrived on them).
+    assert!(
+        conns
+            .iter()
+            .filter(|c| c["group_token"] == true && c["owner_signature"] == false)
+            .count()
+            >= 2
+    );
 }
