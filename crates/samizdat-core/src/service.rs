@@ -706,10 +706,11 @@ async fn conv_socket(
                         // Whatever arrived while this socket was away.
                         let _ = push.send(group).await;
                     }
-                    Ok(ServerFrame::Entry { .. } | ServerFrame::EpochClosed { .. }) => {
-                        if push.send(group).await.is_err() {
-                            return;
-                        }
+                    // The service is gone: so is this socket.
+                    Ok(ServerFrame::Entry { .. } | ServerFrame::EpochClosed { .. })
+                        if push.send(group).await.is_err() =>
+                    {
+                        return;
                     }
                     _ => {}
                 }
