@@ -302,3 +302,94 @@ fn fill(home: &Path, total: u64) -> Result<()> {
     tx.commit()?;
     Ok(())
 }
+
+#[derive(Debug, clap::Args)]
+pub struct IsolationArgs {
+    /// Conversations in the profile.
+    #[arg(long, default_value_t = 100)]
+    pub conversations: usize,
+}
+
+/// Established TCP connections to `port` on 127.0.0.1 (from /proc/net/tcp).
+fn connections_to(port: u16) -> Result<usize> {
+    let table = std::fs::read_to_string("/proc/net/tcp")?;
+    let want = format!("0100007F:{port:04X}");
+    Ok(table
+        .lines()
+        .skip(1)
+        .filter(|l| {
+            let f: Vec<&str> = l.split_whitespace().collect();
+            f.len() > 3 && f[2] == want && f[3] == "01"
+        })
+        .count())
+}
+
+/// The cost of transport isolation: a profile with N conversations under `samizdat serve`,
+/// through a SOCKS proxy (microsocks), with and without isolation — connections to the proxy
+/// and the service's resident memory once everything is connected.
+pub async fn isolation(args: IsolationArgs) -> Result<Report> {
+    let tmp = tempfile::tempdir()?;
+    let relay = RelayChild::start(&tmp.path().join("relay"), None)?;
+    let port = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
+    let socks = Command::new("microsocks")
+        .args(["-i", "127.0.0.1", "-p", &port.to_string()])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .context("starting microsocks (apt-get install microsocks)")?;
+    let _socks = Child(socks);
+    std::thread::sleep(Duration::from_millis(300));
+    let proxy = format!("socks5h://127.0.0.1:{port}");
+    let mut rows = Vec::new();
+    for isolate in [false, true] {
+        let home = tmp.path().join(if isolate { "isolated" } else { "shared" });
+        let mut init = vec!["init", "--relay", &relay.url, "--name", "Bench", "--proxy", &proxy];
+        if isolate {
+            init.push("--isolate");
+        }
+        ok(&home, &init)?;
+        {
+            let mut p = samizdat_core::Profile::open(&home, PASS)?;
+            for i in 0..args.conversations {
+                p.group_create(&format!("conversation {i}")).await?;
+            }
+        }
+        let before = connections_to(port)?;
+        let mut serve = super::e2e::samizdat(&home)?
+            .arg("serve")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()?;
+        // Let every socket connect and subscribe (bounded), then read the figures.
+        let want = if isolate { args.conversations + 1 } else { 1 };
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while connections_to(port)? < before + want && Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        tokio::time::sleep(Duration::from_secs(6)).await;
+        let conns = connections_to(port)?.saturating_sub(before);
+        let rss = super::util::rss_kib(serve.id())?;
+        let _ = serve.kill();
+        let _ = serve.wait();
+        rows.push((isolate, conns, rss));
+    }
+    let mut text = format!(
+        "{} conversations under `samizdat serve`, through microsocks (socks5h)\n{:<12} {:>14} {:>12}\n",
+        args.conversations, "", "connections", "RSS MiB"
+    );
+    for (isolate, conns, rss) in &rows {
+        text.push_str(&format!(
+            "{:<12} {:>14} {:>12.1}\n",
+            if *isolate { "isolated" } else { "shared" },
+            conns,
+            *rss as f64 / 1024.0
+        ));
+    }
+    Ok(Report {
+        text,
+        json: json!(rows
+            .iter()
+            .map(|(i, c, r)| json!({ "isolated": i, "connections": c, "rss_kib": r }))
+            .collect::<Vec<_>>()),
+    })
+}

@@ -36,6 +36,8 @@ pub enum Which {
     Attachments(files::AttachmentArgs),
     /// Backup and restore of a profile with 100,000 messages.
     Backup(files::BackupArgs),
+    /// Connections and memory of transport isolation with 100 conversations.
+    Isolation(files::IsolationArgs),
 }
 
 pub async fn run(args: BenchArgs) -> Result<()> {
@@ -47,6 +49,7 @@ pub async fn run(args: BenchArgs) -> Result<()> {
         Which::E2e(a) => e2e::run(a).await?,
         Which::Attachments(a) => files::attachments(a).await?,
         Which::Backup(a) => files::backup(a).await?,
+        Which::Isolation(a) => files::isolation(a).await?,
     };
     if args.json {
         println!("{}", serde_json::to_string_pretty(&report.json)?);
