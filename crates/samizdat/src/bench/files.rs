@@ -332,14 +332,16 @@ pub async fn isolation(args: IsolationArgs) -> Result<Report> {
     let relay = RelayChild::start(&tmp.path().join("relay"), None)?;
     let port = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
     let socks = Command::new("microsocks")
-        .args(["-i", "127.0.0.1", "-p", &port.to_string()])
+        .args(["-i", "127.0.0.1", "-p", &port.to_string(), "-u", "bench", "-P", "bench"])
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()
         .context("starting microsocks (apt-get install microsocks)")?;
     let _socks = Child(socks);
     std::thread::sleep(Duration::from_millis(300));
-    let proxy = format!("socks5h://127.0.0.1:{port}");
+    // microsocks takes one user; the isolated profile still opens its separate connections
+    // (Tor would also tell them apart by the per-conversation user names).
+    let proxy = format!("socks5h://bench:bench@127.0.0.1:{port}");
     let mut rows = Vec::new();
     for isolate in [false, true] {
         let home = tmp.path().join(if isolate { "isolated" } else { "shared" });
