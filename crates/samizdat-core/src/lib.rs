@@ -12,6 +12,7 @@ pub mod lock;
 pub mod mls;
 pub mod net;
 pub mod payload;
+pub mod pin;
 mod profile;
 pub mod relay_client;
 pub mod rpc;
@@ -118,6 +119,12 @@ pub(crate) fn check_foreign_relay_url(url: &str) -> Result<()> {
     if url.chars().any(|c| c.is_control() || c.is_whitespace()) {
         return bad("it contains spaces or control characters");
     }
+    // The only fragment allowed is a certificate pin (checked in full by `pin::split`).
+    let rest = match rest.split_once('#') {
+        Some((r, _)) if crate::pin::split(url).is_ok() => r,
+        Some(_) => return bad("the only fragment allowed is #pin="),
+        None => rest,
+    };
     if rest.contains(['@', '?', '#', '\\']) {
         return bad("user names, queries and fragments are not allowed");
     }

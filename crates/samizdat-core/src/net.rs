@@ -318,11 +318,17 @@ pub type Ws =
 
 impl Net {
     /// Open a WebSocket to `url` (ws:// or wss://) through the proxy, under `identity`.
-    pub(crate) async fn connect_ws(&self, url: &str, identity: Option<&str>) -> Result<Ws> {
+    pub(crate) async fn connect_ws(
+        &self,
+        url: &str,
+        identity: Option<&str>,
+        tls: Option<std::sync::Arc<rustls::ClientConfig>>,
+    ) -> Result<Ws> {
         let (host, port) = host_port(url)?;
         let connect = async {
             let tcp = self.connect_tcp(&host, port, identity).await?;
-            tokio_tungstenite::client_async_tls(url, tcp)
+            let connector = tls.map(tokio_tungstenite::Connector::Rustls);
+            tokio_tungstenite::client_async_tls_with_config(url, tcp, None, connector)
                 .await
                 .map(|(ws, _)| ws)
                 .map_err(|e| Error::RelayUnreachable(format!("{url}: {e}")))

@@ -67,6 +67,8 @@ pub struct RelayClient {
     http: reqwest::Client,
     /// The proxy the connections go through (without its password), for messages.
     via: Option<String>,
+    /// The pinned-certificate TLS configuration, when the address carries pins.
+    tls: Option<std::sync::Arc<rustls::ClientConfig>>,
 }
 
 fn now_secs() -> u64 {
@@ -92,6 +94,7 @@ pub fn normalize_spec(spec: &str) -> Result<String> {
                 "relay address must start with http:// or https://, got {b:?}"
             )));
         }
+        crate::pin::split(b)?;
     }
     Ok(bases.join(","))
 }
@@ -109,9 +112,23 @@ impl RelayClient {
         identity: Option<&str>,
     ) -> Result<RelayClient> {
         let spec = normalize_spec(spec)?;
-        let bases = spec.split(',').map(str::to_string).collect();
-        let http = net
-            .http_builder(identity)?
+        let mut bases = Vec::new();
+        let mut pins = Vec::new();
+        for b in spec.split(',') {
+            let (addr, pin) = crate::pin::split(b)?;
+            bases.push(addr.trim_end_matches('/').to_string());
+            pins.extend(pin);
+        }
+        let tls = if pins.is_empty() {
+            None
+        } else {
+            Some(crate::pin::client_config(pins)?)
+        };
+        let mut builder = net.http_builder(identity)?;
+        if let Some(cfg) = &tls {
+            builder = builder.tls_backend_preconfigured((**cfg).clone());
+        }
+        let http = builder
             .connect_timeout(Duration::from_secs(10))
             .timeout(Duration::from_secs(120))
             .build()
@@ -122,6 +139,7 @@ impl RelayClient {
             current: Arc::new(AtomicUsize::new(0)),
             http,
             via: net.proxy.as_ref().map(|p| p.display()),
+            tls,
         })
     }
 
@@ -137,6 +155,11 @@ impl RelayClient {
     /// Move to the next address (after a WebSocket failure).
     pub fn rotate(&self) {
         self.current.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// The TLS configuration a WebSocket to this relay must use (pinned), if any.
+    pub fn tls_config(&self) -> Option<std::sync::Arc<rustls::ClientConfig>> {
+        self.tls.clone()
     }
 
     /// `ws://…/v1/ws` for the current address.

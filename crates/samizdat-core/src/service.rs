@@ -374,7 +374,13 @@ impl Service {
             if ws.is_none() && retry_at.is_none() {
                 let identity = self.profile.mailbox_identity();
                 let url = self.profile.relay.ws_url();
-                match self.profile.net.connect_ws(&url, identity.as_deref()).await {
+                let tls = self.profile.relay.tls_config();
+                match self
+                    .profile
+                    .net
+                    .connect_ws(&url, identity.as_deref(), tls)
+                    .await
+                {
                     Ok(socket) => {
                         ws = Some(socket);
                         challenge = None;
@@ -583,12 +589,21 @@ impl Service {
 
 /// What one conversation's own WebSocket subscribes (isolation): its log's relay, the
 /// epoch being read with that epoch's token, and the cursor.
-#[derive(Clone, PartialEq, Eq)]
+#[derive(Clone)]
 struct ConvSub {
     ws_url: String,
+    /// Pinned TLS for this relay (compared by the address, which carries the pin).
+    tls: Option<std::sync::Arc<rustls::ClientConfig>>,
     epoch: u64,
     token: Vec<u8>,
     after: u64,
+}
+
+impl PartialEq for ConvSub {
+    fn eq(&self, o: &ConvSub) -> bool {
+        (&self.ws_url, self.epoch, &self.token, self.after)
+            == (&o.ws_url, o.epoch, &o.token, o.after)
+    }
 }
 
 /// One WebSocket per conversation when isolating: each under the conversation's own proxy
@@ -614,8 +629,10 @@ impl ConvSockets {
         let mut wanted = std::collections::HashSet::new();
         for conv in p.active_convs()? {
             wanted.insert(conv.group_id);
+            let client = p.conv_relay(&conv)?;
             let sub = ConvSub {
-                ws_url: p.conv_relay(&conv)?.ws_url(),
+                ws_url: client.ws_url(),
+                tls: client.tls_config(),
                 epoch: conv.read_epoch,
                 token: p.token(&conv.group_id, conv.read_epoch)?,
                 after: conv.cursor,
@@ -673,8 +690,11 @@ async fn conv_socket(
 ) {
     let mut backoff = new_backoff();
     loop {
-        let url = sub.borrow().ws_url.clone();
-        if let Ok(mut ws) = net.connect_ws(&url, identity.as_deref()).await {
+        let (url, tls) = {
+            let s = sub.borrow();
+            (s.ws_url.clone(), s.tls.clone())
+        };
+        if let Ok(mut ws) = net.connect_ws(&url, identity.as_deref(), tls).await {
             backoff = new_backoff();
             let mut ready = false;
             loop {

@@ -20,6 +20,7 @@ mod metrics;
 pub mod notify;
 mod serve;
 pub mod store;
+pub mod tls;
 mod ws;
 
 use std::net::SocketAddr;
@@ -77,6 +78,11 @@ pub struct Config {
     /// Reverse proxies whose `X-Forwarded-For` / `Forwarded` headers are believed, as CIDR
     /// ranges (`127.0.0.1/32`). Empty: the socket peer is the client (headers ignored).
     pub trusted_proxies: Vec<String>,
+    /// Serve TLS with this PEM certificate (chain) and `tls_key`.
+    pub tls_cert: Option<PathBuf>,
+    pub tls_key: Option<PathBuf>,
+    /// Serve TLS with a self-signed certificate made once and kept in this directory.
+    pub tls_self_signed: Option<PathBuf>,
     /// Serve `GET /metrics` on this separate address (e.g. `127.0.0.1:9700`). Unset: no
     /// metrics endpoint at all; the public listener never serves them.
     pub metrics_listen: Option<String>,
@@ -93,6 +99,9 @@ impl Default for Config {
             pool_size: 8,
             sweep_interval_secs: 60,
             trusted_proxies: Vec::new(),
+            tls_cert: None,
+            tls_key: None,
+            tls_self_signed: None,
             metrics_listen: None,
             limits: Limits::default(),
         }
@@ -164,6 +173,8 @@ async fn spawn_metrics(
 /// A relay that is listening. Dropping it does not stop it; call [`Relay::shutdown`].
 pub struct Relay {
     addr: SocketAddr,
+    /// The certificate pin when serving TLS.
+    pin: Option<String>,
     stop: watch::Sender<bool>,
     task: tokio::task::JoinHandle<Result<()>>,
     sweeper: tokio::task::JoinHandle<()>,
@@ -208,6 +219,18 @@ impl Relay {
                 blob_dir.display()
             ))
         })?;
+        let tls = match (&config.tls_cert, &config.tls_key, &config.tls_self_signed) {
+            (Some(c), Some(k), None) => Some(tls::from_files(c, k)?),
+            (None, None, Some(dir)) => Some(tls::self_signed(dir)?),
+            (None, None, None) => None,
+            _ => {
+                return Err(Error::Config(
+                    "TLS: give --tls-cert with --tls-key, or --tls-self-signed DIR".into(),
+                ));
+            }
+        };
+        let pin = tls.as_ref().map(|t| t.pin.clone());
+        let acceptor = tls.map(|t| t.acceptor);
         let (stop, stop_rx) = watch::channel(false);
         let limits = Arc::new(config.limits.clone());
         let notifier = Notifier::new();
@@ -265,12 +288,21 @@ impl Relay {
             serve::ConnectionCaps::new(limits.max_connections, limits.max_connections_per_ip);
         let header_timeout = Duration::from_secs(limits.header_timeout_secs.max(1));
         let task = tokio::spawn(async move {
-            serve::run(listener, app, caps, header_timeout, metrics, stop_rx)
-                .await
-                .map_err(Error::Serve)
+            serve::run(
+                listener,
+                acceptor,
+                app,
+                caps,
+                header_timeout,
+                metrics,
+                stop_rx,
+            )
+            .await
+            .map_err(Error::Serve)
         });
         Ok(Relay {
             addr,
+            pin,
             stop,
             task,
             sweeper,
@@ -281,6 +313,15 @@ impl Relay {
     /// Where `/metrics` is served, if `metrics_listen` was set.
     pub fn metrics_addr(&self) -> Option<SocketAddr> {
         self.metrics_addr
+    }
+
+    /// The relay's base URL: `http://ADDR`, or with TLS `https://ADDR#pin=PIN` (the pin
+    /// lets clients trust this certificate without a CA).
+    pub fn url(&self) -> String {
+        match &self.pin {
+            Some(pin) => format!("https://{}#pin={pin}", self.addr),
+            None => format!("http://{}", self.addr),
+        }
     }
 
     /// The address actually bound (useful with port 0).

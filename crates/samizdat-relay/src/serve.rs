@@ -133,9 +133,11 @@ impl AsyncWrite for CountedStream {
     }
 }
 
-/// Serve `app` on `listener` until `stop` turns true, then let open requests finish.
+/// Serve `app` on `listener` (over TLS with `tls`) until `stop` turns true, then let open
+/// requests finish.
 pub(crate) async fn run(
     listener: TcpListener,
+    tls: Option<tokio_rustls::TlsAcceptor>,
     app: Router,
     caps: Arc<ConnectionCaps>,
     header_timeout: Duration,
@@ -163,39 +165,80 @@ pub(crate) async fn run(
             continue;
         };
         let _ = socket.set_nodelay(true);
-        let io = TokioIo::new(CountedStream {
+        let stream = CountedStream {
             io: socket,
             _admitted: admitted,
-        });
+        };
         let router = app.clone();
-        let service = hyper::service::service_fn(move |mut req: hyper::Request<Incoming>| {
-            req.extensions_mut().insert(ConnectInfo(peer));
-            tower::ServiceExt::oneshot(router.clone(), req)
-        });
-        let mut conn_stop = stop.clone();
+        let conn_stop = stop.clone();
         let alive = alive.clone();
+        let tls = tls.clone();
         tokio::spawn(async move {
             let _alive = alive;
-            let conn = hyper::server::conn::http1::Builder::new()
-                .timer(TokioTimer::new())
-                .header_read_timeout(header_timeout)
-                .keep_alive(true)
-                .serve_connection(io, service)
-                .with_upgrades();
-            tokio::pin!(conn);
-            let stopping = tokio::select! {
-                _ = conn.as_mut() => false,
-                _ = async { let _ = conn_stop.wait_for(|s| *s).await; } => true,
-            };
-            if stopping {
-                conn.as_mut().graceful_shutdown();
-                let _ = conn.await;
+            match tls {
+                None => {
+                    serve_one(
+                        TokioIo::new(stream),
+                        router,
+                        peer,
+                        header_timeout,
+                        conn_stop,
+                    )
+                    .await
+                }
+                Some(acceptor) => {
+                    // The handshake shares the header deadline (a slow handshake is slowloris too).
+                    match tokio::time::timeout(header_timeout, acceptor.accept(stream)).await {
+                        Ok(Ok(tls_stream)) => {
+                            serve_one(
+                                TokioIo::new(tls_stream),
+                                router,
+                                peer,
+                                header_timeout,
+                                conn_stop,
+                            )
+                            .await
+                        }
+                        _ => {}
+                    }
+                }
             }
         });
     }
     drop(alive);
     let _ = drained.recv().await;
     Ok(())
+}
+
+/// One HTTP/1.1 connection (with upgrades), shut down gracefully when `stop` turns true.
+async fn serve_one<I>(
+    io: TokioIo<I>,
+    router: Router,
+    peer: std::net::SocketAddr,
+    header_timeout: Duration,
+    mut stop: watch::Receiver<bool>,
+) where
+    I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let service = hyper::service::service_fn(move |mut req: hyper::Request<Incoming>| {
+        req.extensions_mut().insert(ConnectInfo(peer));
+        tower::ServiceExt::oneshot(router.clone(), req)
+    });
+    let conn = hyper::server::conn::http1::Builder::new()
+        .timer(TokioTimer::new())
+        .header_read_timeout(header_timeout)
+        .keep_alive(true)
+        .serve_connection(io, service)
+        .with_upgrades();
+    tokio::pin!(conn);
+    let stopping = tokio::select! {
+        _ = conn.as_mut() => false,
+        _ = async { let _ = stop.wait_for(|s| *s).await; } => true,
+    };
+    if stopping {
+        conn.as_mut().graceful_shutdown();
+        let _ = conn.await;
+    }
 }
 
 #[cfg(test)]

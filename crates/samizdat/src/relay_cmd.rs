@@ -20,6 +20,20 @@ pub struct RelayArgs {
     /// Largest blob (encrypted attachment) accepted, in bytes [default: 100 MiB]
     #[arg(long, env = "SAMIZDAT_RELAY_MAX_BLOB_BYTES")]
     pub max_blob_bytes: Option<u64>,
+    /// Serve TLS with this PEM certificate (or chain); needs --tls-key.
+    #[arg(long, env = "SAMIZDAT_RELAY_TLS_CERT", requires = "tls_key")]
+    pub tls_cert: Option<PathBuf>,
+    /// The PEM private key of --tls-cert.
+    #[arg(long, env = "SAMIZDAT_RELAY_TLS_KEY", requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
+    /// Serve TLS with a self-signed certificate made on first start and kept in DIR; the
+    /// relay prints its address with the certificate's pin (https://…#pin=…).
+    #[arg(
+        long,
+        env = "SAMIZDAT_RELAY_TLS_SELF_SIGNED",
+        conflicts_with = "tls_cert"
+    )]
+    pub tls_self_signed: Option<PathBuf>,
     /// PostgreSQL URL (postgres://user@host/db): store everything there, shared with other
     /// relay processes, instead of SQLite under --data.
     #[arg(long, env = "SAMIZDAT_RELAY_DATABASE")]
@@ -57,6 +71,15 @@ pub fn load_config(args: &RelayArgs) -> Result<Config> {
     if let Some(d) = &args.data {
         config.data = d.clone();
     }
+    if let Some(c) = &args.tls_cert {
+        config.tls_cert = Some(c.clone());
+    }
+    if let Some(k) = &args.tls_key {
+        config.tls_key = Some(k.clone());
+    }
+    if let Some(d) = &args.tls_self_signed {
+        config.tls_self_signed = Some(d.clone());
+    }
     if let Some(b) = &args.blob_dir {
         config.blob_dir = Some(b.clone());
     }
@@ -86,7 +109,7 @@ pub async fn run(args: RelayArgs) -> Result<()> {
     };
     let mut relay = Relay::start(config).await.context("starting the relay")?;
     tracing::info!(addr = %relay.addr(), storage = %storage, "relay listening");
-    println!("relay listening on http://{}", relay.addr());
+    println!("relay listening on {}", relay.url());
     if let Some(m) = relay.metrics_addr() {
         tracing::info!(addr = %m, "metrics listening");
     }

@@ -330,9 +330,20 @@ fn connections_to(port: u16) -> Result<usize> {
 pub async fn isolation(args: IsolationArgs) -> Result<Report> {
     let tmp = tempfile::tempdir()?;
     let relay = RelayChild::start(&tmp.path().join("relay"), None)?;
-    let port = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")?
+        .local_addr()?
+        .port();
     let socks = Command::new("microsocks")
-        .args(["-i", "127.0.0.1", "-p", &port.to_string(), "-u", "bench", "-P", "bench"])
+        .args([
+            "-i",
+            "127.0.0.1",
+            "-p",
+            &port.to_string(),
+            "-u",
+            "bench",
+            "-P",
+            "bench",
+        ])
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()
@@ -345,7 +356,9 @@ pub async fn isolation(args: IsolationArgs) -> Result<Report> {
     let mut rows = Vec::new();
     for isolate in [false, true] {
         let home = tmp.path().join(if isolate { "isolated" } else { "shared" });
-        let mut init = vec!["init", "--relay", &relay.url, "--name", "Bench", "--proxy", &proxy];
+        let mut init = vec![
+            "init", "--relay", &relay.url, "--name", "Bench", "--proxy", &proxy,
+        ];
         if isolate {
             init.push("--isolate");
         }
@@ -389,9 +402,10 @@ pub async fn isolation(args: IsolationArgs) -> Result<Report> {
     }
     Ok(Report {
         text,
-        json: json!(rows
-            .iter()
-            .map(|(i, c, r)| json!({ "isolated": i, "connections": c, "rss_kib": r }))
-            .collect::<Vec<_>>()),
+        json: json!(
+            rows.iter()
+                .map(|(i, c, r)| json!({ "isolated": i, "connections": c, "rss_kib": r }))
+                .collect::<Vec<_>>()
+        ),
     })
 }

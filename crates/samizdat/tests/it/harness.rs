@@ -40,6 +40,17 @@ impl RelayProc {
         Self::spawn(cmd, data)
     }
 
+    /// A relay serving TLS with a self-signed certificate kept in `tls`; its URL carries the
+    /// certificate's pin.
+    pub fn start_tls(data: &Path, addr: &str, tls: &Path) -> RelayProc {
+        let mut cmd = Command::new(BIN);
+        cmd.args(["relay", "--listen", addr, "--data"])
+            .arg(data)
+            .arg("--tls-self-signed")
+            .arg(tls);
+        Self::spawn(cmd, data)
+    }
+
     fn spawn(mut cmd: Command, data: &Path) -> RelayProc {
         // Logs at debug level go into the data directory, so the plaintext audit scans them too.
         std::fs::create_dir_all(data).expect("data dir");
@@ -64,7 +75,13 @@ impl RelayProc {
             .strip_prefix("relay listening on ")
             .expect("listening line")
             .to_string();
-        let addr = url.trim_start_matches("http://").to_string();
+        let addr = url
+            .trim_start_matches("http://")
+            .trim_start_matches("https://")
+            .split('#')
+            .next()
+            .unwrap_or_default()
+            .to_string();
         RelayProc {
             child,
             url,

@@ -560,3 +560,97 @@ fn isolation_keeps_the_mailbox_and_each_conversation_apart() {
             >= 2
     );
 }
+
+/// Native TLS with a pinned self-signed certificate: the relay prints its address with the
+/// pin; clients using it chat (HTTP and WebSocket) and send files over TLS; invites carry
+/// the pin; a wrong pin is refused with a clear error; the certificate (and pin) survive a
+/// restart.
+#[test]
+fn a_pinned_self_signed_relay_needs_no_ca() {
+    let dir = tempfile::tempdir().unwrap();
+    let (data, tls) = (dir.path().join("relay"), dir.path().join("tls"));
+    let relay = crate::harness::RelayProc::start_tls(&data, "127.0.0.1:0", &tls);
+    assert!(relay.url.starts_with("https://"), "{}", relay.url);
+    let pin = relay.url.split("#pin=").nth(1).expect("pin").to_string();
+    assert_eq!(pin.len(), 43);
+    let mut w = World {
+        dir,
+        relay,
+        secrets: Vec::new(),
+    };
+    let [alice, bob] = w.people(["alice", "bob"]);
+    let link = alice.ok(&["invite"]).lines().last().unwrap().to_string();
+    let invite = samizdat_core::Invite::parse(&link).unwrap();
+    assert!(
+        invite.relay.contains(&format!("#pin={pin}")),
+        "{}",
+        invite.relay
+    );
+    bob.ok(&["accept", &link, "--name", "alice"]);
+    alice.ok(&["sync"]);
+    let hi = w.text("over pinned TLS");
+    bob.ok(&["send", "alice", &hi]);
+    assert!(alice.ok(&["sync"]).contains(&hi));
+    // The WebSocket over TLS.
+    let mut listen = alice
+        .cmd(&["listen", "--count", "1", "--timeout", "60"])
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(1500));
+    let pushed = w.text("pushed over wss");
+    bob.ok(&["send", "alice", &pushed]);
+    let out = listen.wait_with_output().unwrap();
+    assert!(String::from_utf8_lossy(&out.stdout).contains(&pushed));
+    let file = w.dir.path().join("tls.bin");
+    std::fs::write(&file, vec![3u8; 200_000]).unwrap();
+    let id = bob.ok(&["send", "alice", "--file", file.to_str().unwrap()]);
+    let id = id.trim().trim_start_matches("sent ").to_string();
+    alice.ok(&["sync"]);
+    let got = w.dir.path().join("tls-got.bin");
+    alice.ok(&["download", &id, "--out", got.to_str().unwrap()]);
+    assert_eq!(std::fs::read(&got).unwrap(), vec![3u8; 200_000]);
+
+    // Another pin (a different server's key) is refused.
+    let wrong = samizdat_proto::Bytes::encode(&[1u8; 32]);
+    let base = w.relay.url.split('#').next().unwrap().to_string();
+    let eve = w.dir.path().join("eve");
+    let out = Command::new(BIN)
+        .args(["--home"])
+        .arg(&eve)
+        .args([
+            "init",
+            "--relay",
+            &format!("{base}#pin={wrong}"),
+            "--name",
+            "eve",
+        ])
+        .env("SAMIZDAT_PASSPHRASE", PASSPHRASE)
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("does not match the pin"), "{err}");
+    // Without a pin the self-signed certificate is not trusted (WebPKI).
+    let out = Command::new(BIN)
+        .args(["--home"])
+        .arg(&eve)
+        .args(["init", "--relay", &base, "--name", "eve"])
+        .env("SAMIZDAT_PASSPHRASE", PASSPHRASE)
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("certificate"));
+
+    // A restart keeps the certificate, so the pin in everyone's address stays right.
+    let addr = w.relay.addr.clone();
+    w.relay.kill();
+    w.relay = crate::harness::RelayProc::start_tls(&data, &addr, &tls);
+    assert!(w.relay.url.ends_with(&pin));
+    let again = w.text("after the restart");
+    bob.ok(&["send", "alice", &again]);
+    assert!(alice.ok(&["sync"]).contains(&again));
+    w.assert_no_plaintext();
+}
