@@ -188,18 +188,16 @@ pub(crate) async fn run(
                 }
                 Some(acceptor) => {
                     // The handshake shares the header deadline (a slow handshake is slowloris too).
-                    match tokio::time::timeout(header_timeout, acceptor.accept(stream)).await {
-                        Ok(Ok(tls_stream)) => {
-                            serve_one(
-                                TokioIo::new(tls_stream),
-                                router,
-                                peer,
-                                header_timeout,
-                                conn_stop,
-                            )
-                            .await
-                        }
-                        _ => {}
+                    let handshake = tokio::time::timeout(header_timeout, acceptor.accept(stream));
+                    if let Ok(Ok(tls_stream)) = handshake.await {
+                        serve_one(
+                            TokioIo::new(tls_stream),
+                            router,
+                            peer,
+                            header_timeout,
+                            conn_stop,
+                        )
+                        .await
                     }
                 }
             }
