@@ -120,7 +120,8 @@ mod tests {
     #[test]
     fn pins_are_read_from_addresses() {
         let pin = samizdat_proto::Bytes::encode(&[7u8; 32]);
-        let (addr, p) = split(&format!("https://10.0.0.1:7700#pin={pin}")).unwrap();
+        let url = format!("https://10.0.0.1:7700#pin={pin}");
+        let (addr, p) = split(&url).unwrap();
         assert_eq!((addr, p), ("https://10.0.0.1:7700", Some([7u8; 32])));
         assert_eq!(split("http://h:1").unwrap(), ("http://h:1", None));
         assert!(
