@@ -592,7 +592,7 @@ fn a_pinned_self_signed_relay_needs_no_ca() {
     bob.ok(&["send", "alice", &hi]);
     assert!(alice.ok(&["sync"]).contains(&hi));
     // The WebSocket over TLS.
-    let mut listen = alice
+    let listen = alice
         .cmd(&["listen", "--count", "1", "--timeout", "60"])
         .stdout(Stdio::piped())
         .spawn()
