@@ -382,6 +382,23 @@ def test_two_people_chat_group_outage_and_russian(browser, workdir, shots):
             bob.locator("#message-list .msg.out[data-expires]", has_text="this one disappears")
         ).to_have_count(1, timeout=LONG)
 
+        # A proxy in the settings: saved (shown without its password), then back to direct.
+        bob.goto(bob_app.base + "/settings")
+        bob.fill("#proxy", "socks5h://user:hunter2@127.0.0.1:9050")
+        bob.check("#isolate")
+        bob.click("form[action='/settings/proxy'] button")
+        expect(bob.locator("#proxy-now")).to_contain_text("socks5h://user:***@127.0.0.1:9050")
+        expect(bob.locator("#proxy-now")).to_contain_text("each conversation separately")
+        assert "hunter2" not in bob.content()
+        shoot(bob, shots, "settings-proxy", "en")
+        bob.fill("#proxy", "ftp://nope")
+        bob.click("form[action='/settings/proxy'] button")
+        expect(bob.locator(".error")).to_be_visible()
+        bob.fill("#proxy", "")
+        bob.uncheck("#isolate")
+        bob.click("form[action='/settings/proxy'] button")
+        expect(bob.locator("#proxy-now")).to_have_text("Now: direct connections, no proxy.")
+
         # English tour, then Russian: every screen in both languages, light and dark.
         group_id = None
         for lang in ("en", "ru"):

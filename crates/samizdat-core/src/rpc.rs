@@ -126,7 +126,8 @@ pub struct WhoAmI {
     pub relay: String,
     /// Full key fingerprint (hex).
     pub fingerprint: String,
-    /// The proxy every connection goes through (with its credentials), if any.
+    /// The saved proxy (with its credentials) every connection goes through from the
+    /// profile's next start, if any.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub proxy: Option<String>,
     /// Separate proxy identities and connections per conversation and for the mailbox.
@@ -564,13 +565,16 @@ fn target_name(
 }
 
 async fn whoami(s: &Session, _: NoParams) -> RpcResult<WhoAmI> {
-    on_profile!(s, |p| Ok(WhoAmI {
-        name: p.name().to_string(),
-        relay: p.relay_url().to_string(),
-        fingerprint: p.fingerprint_hex(),
-        proxy: p.net().proxy.as_ref().map(|x| x.url()),
-        isolate: p.net().isolate,
-    }))
+    on_profile!(s, |p| {
+        let net = p.saved_net()?;
+        Ok(WhoAmI {
+            name: p.name().to_string(),
+            relay: p.relay_url().to_string(),
+            fingerprint: p.fingerprint_hex(),
+            proxy: net.proxy.as_ref().map(|x| x.url()),
+            isolate: net.isolate,
+        })
+    })
 }
 
 async fn invite_create(s: &Session, a: InviteCreateParams) -> RpcResult<InviteLink> {

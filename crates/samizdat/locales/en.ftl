@@ -168,3 +168,13 @@ file-too-large = The file is larger than 100 MB and cannot be sent.
 size-bytes = { $n } bytes
 size-kb = { $n } KB
 size-mb = { $n } MB
+
+## Proxy
+settings-proxy-title = Proxy and Tor
+settings-proxy-help = Send every connection through a proxy when the relay is blocked or your address must stay hidden. Enter socks5h://host:port (names resolved by the proxy), socks5:// or http://, or “tor” for Tor on this computer; leave empty for direct connections. Applies the next time the app starts.
+settings-proxy-now = Now: { $proxy }
+settings-proxy-none = Now: direct connections, no proxy.
+settings-proxy-isolated = each conversation separately
+settings-proxy-field = Proxy address
+settings-proxy-isolate = Separate connections for each conversation (always on with Tor)
+settings-proxy-done = Saved. Restart the app to connect this way.

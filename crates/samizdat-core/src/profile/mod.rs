@@ -659,4 +659,10 @@ impl Profile {
     pub fn set_net(&self, net: &crate::net::Net) -> Result<()> {
         store_net(&self.db, net)
     }
+
+    /// The saved proxy setting (what the next start uses; `SAMIZDAT_PROXY` overrides it for
+    /// one process).
+    pub fn saved_net(&self) -> Result<crate::net::Net> {
+        stored_net(&self.db)
+    }
 }

@@ -659,6 +659,9 @@ pub struct Me {
     pub name: String,
     pub relay: String,
     pub fingerprint: String,
+    /// The proxy with its password hidden, and whether connections are isolated.
+    pub proxy: Option<String>,
+    pub isolate: bool,
 }
 
 pub fn settings(
@@ -694,6 +697,21 @@ pub fn settings(
                 }
                 (error_box(error))
                 @if let Some(n) = notice { p.badge role="status" { (n) } }
+                h2 { (c.tr("settings-proxy-title")) }
+                p.muted { (c.tr("settings-proxy-help")) }
+                p #proxy-now {
+                    @match &me.proxy {
+                        Some(p) => { (c.tra("settings-proxy-now", &[("proxy", p.clone().into())])) @if me.isolate { " · " (c.tr("settings-proxy-isolated")) } }
+                        None => { (c.tr("settings-proxy-none")) }
+                    }
+                }
+                form method="post" action="/settings/proxy" {
+                    (c.csrf_field())
+                    label for="proxy" { (c.tr("settings-proxy-field")) }
+                    input #proxy name="proxy" type="text" autocomplete="off" spellcheck="false" placeholder="socks5h://127.0.0.1:9050";
+                    label.check { input #isolate type="checkbox" name="isolate" value="1" checked[me.isolate]; " " (c.tr("settings-proxy-isolate")) }
+                    button type="submit" { (c.tr("settings-save")) }
+                }
                 h2 { (c.tr("settings-duress-title")) }
                 p.muted { (c.tr("settings-duress-help")) }
                 form method="post" action="/settings/duress" {

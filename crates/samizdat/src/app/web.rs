@@ -59,6 +59,7 @@ pub fn router(app: Arc<App>) -> Router {
         .route("/settings/lang", post(settings_lang))
         .route("/settings/duress", post(settings_duress))
         .route("/settings/wipe", post(settings_wipe))
+        .route("/settings/proxy", post(settings_proxy))
         .route("/events", get(events))
         .route("/static/app.js", get(script))
         .route("/static/app.css", get(style))
@@ -843,6 +844,8 @@ async fn settings_page(
                 name: w.name,
                 relay: w.relay,
                 fingerprint: w.fingerprint,
+                proxy: w.proxy.as_deref().map(samizdat_core::net::redact),
+                isolate: w.isolate,
             };
             let m = pages::settings(
                 &r.ctx,
@@ -875,6 +878,26 @@ async fn settings_duress(State(app): AppState, headers: HeaderMap, body: Bytes) 
     match error {
         None => settings_page(&app, &r, Some(r.ctx.tr("settings-duress-done")), None).await,
         Some(e) => settings_page(&app, &r, None, Some(e)).await,
+    }
+}
+
+async fn settings_proxy(State(app): AppState, headers: HeaderMap, body: Bytes) -> Response {
+    let (r, f) = or_refuse!(checked(&app, &headers, &body));
+    let proxy = f.text("proxy");
+    let proxy = if proxy.trim().is_empty() {
+        "off".to_string()
+    } else {
+        proxy
+    };
+    let saved: Result<samizdat_core::rpc::Done, CallError> = app
+        .call(
+            "set_proxy",
+            json!({ "proxy": proxy.trim(), "isolate": f.get("isolate") == Some("1") }),
+        )
+        .await;
+    match saved {
+        Ok(_) => settings_page(&app, &r, Some(r.ctx.tr("settings-proxy-done")), None).await,
+        Err(e) => settings_page(&app, &r, None, Some(explain(&r.ctx, &e))).await,
     }
 }
 
