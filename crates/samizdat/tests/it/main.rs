@@ -296,16 +296,9 @@ fn key_package_substitution_is_detected() {
     // A relay that answers a claim on alice's mailbox with mallory's KeyPackage is the same,
     // to bob, as a link whose mailbox points at mallory while the fingerprint is alice's.
     let m_link = mallory.ok(&["invite"]).lines().last().unwrap().to_string();
-    let decode = |l: &str| -> serde_json::Value {
-        let b64 = l.strip_prefix("samizdat://invite/v1/").unwrap();
-        serde_json::from_slice(&samizdat_proto::Bytes::decode(b64).unwrap()).unwrap()
-    };
-    let mut forged = decode(&link);
-    forged["mailbox"] = decode(&m_link)["mailbox"].clone();
-    let forged_link = format!(
-        "samizdat://invite/v1/{}",
-        samizdat_proto::Bytes::encode(&serde_json::to_vec(&forged).unwrap())
-    );
+    let mut forged = samizdat_core::Invite::parse(&link).unwrap();
+    forged.mailbox = samizdat_core::Invite::parse(&m_link).unwrap().mailbox;
+    let forged_link = forged.to_link();
     let err = bob.fails(&["accept", &forged_link, "--name", "alice"]);
     assert!(err.contains("does not belong to the inviter"), "{err}");
     assert!(bob.ok(&["contacts", "--json"]).trim().is_empty());
