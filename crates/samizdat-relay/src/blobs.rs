@@ -339,7 +339,46 @@ pub(crate) async fn download(
     respond(r)
 }
 
-/// Delete expired blobs: their records, then their files.
+/// Blob files that no record claims and that are older than any record could be (records
+/// expire `blob_ttl_secs` after creation; a day of slack): left by a crash between deleting
+/// an expired record and its file.
+async fn orphans(state: &AppState) -> Vec<PathBuf> {
+    let dir: &Path = &state.blob_dir;
+    let limit = std::time::Duration::from_secs(state.limits.blob_ttl_secs.saturating_add(86_400));
+    let Ok(mut entries) = tokio::fs::read_dir(dir).await else {
+        return Vec::new();
+    };
+    let mut old = Vec::new();
+    while let Ok(Some(e)) = entries.next_entry().await {
+        let name = e.file_name();
+        let ours = name.to_str().is_some_and(|n| n.ends_with(".blob"));
+        let aged = e
+            .metadata()
+            .await
+            .ok()
+            .and_then(|m| m.modified().ok())
+            .and_then(|t| t.elapsed().ok())
+            .is_some_and(|age| age > limit);
+        if !(ours && aged) {
+            continue;
+        }
+        let id = name
+            .to_str()
+            .and_then(|n| n.strip_suffix(".blob"))
+            .and_then(|h| hex::decode(h).ok())
+            .and_then(|b| Id::from_slice(&b).ok());
+        let claimed = match id {
+            Some(id) => !matches!(state.store.blob(id, now_secs()).await, Ok(None)),
+            None => false,
+        };
+        if !claimed {
+            old.push(e.path());
+        }
+    }
+    old
+}
+
+/// Delete expired blobs: their records, then their files (and any orphaned file).
 pub(crate) async fn sweep(state: &AppState) -> u64 {
     let ids = match state.store.expire_blobs(now_secs()).await {
         Ok(ids) => ids,
@@ -349,8 +388,13 @@ pub(crate) async fn sweep(state: &AppState) -> u64 {
         }
     };
     let mut n = 0;
-    for id in ids {
-        match tokio::fs::remove_file(blob_path(&state.blob_dir, &id)).await {
+    let mut paths: Vec<PathBuf> = ids
+        .iter()
+        .map(|id| blob_path(&state.blob_dir, id))
+        .collect();
+    paths.extend(orphans(state).await);
+    for path in paths {
+        match tokio::fs::remove_file(&path).await {
             Ok(()) => n += 1,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
             Err(e) => tracing::warn!(error = %e, "cannot delete an expired blob file"),

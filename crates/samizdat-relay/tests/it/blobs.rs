@@ -172,8 +172,14 @@ crate::backend_tests! {
         let blob: BlobCreated = create(&relay, 10).await.json().await.unwrap();
         let token = samizdat_proto::Bytes::encode(&blob.upload_token.0);
         assert_eq!(patch(&relay, &blob, &token, 0, &data(10)).await.status(), 200);
+        // A file left by a crash between deleting a record and its file (two days old).
+        let orphan = dir.path().join("blobs").join(format!("{}.blob", "ab".repeat(16)));
+        let f = std::fs::File::create(&orphan).unwrap();
+        f.set_modified(std::time::SystemTime::now() - std::time::Duration::from_secs(2 * 86_400))
+            .unwrap();
+        drop(f);
         let files = || std::fs::read_dir(dir.path().join("blobs")).unwrap().count();
-        assert_eq!(files(), 1);
+        assert_eq!(files(), 2);
         let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
         while files() > 0 {
             assert!(std::time::Instant::now() < deadline, "the expired blob's file stays");
