@@ -39,6 +39,7 @@ fn cross_relay_group_add_survives_the_new_members_relay_being_down() {
     let (alice, carol) = alice_with_carol_on(&mut w, &relay_b);
 
     relay_b.kill();
+    let hold = crate::harness::PortHold::new(&b_addr);
     // carol's KeyPackage cannot be claimed now: the add is stored and resumed later.
     let out = alice.ok(&["group", "add", "friends", &carol.display]);
     assert!(out.contains("will be added"), "{out}");
@@ -56,6 +57,7 @@ fn cross_relay_group_add_survives_the_new_members_relay_being_down() {
     alice.ok(&["send", "friends", &hello]);
 
     // B comes back (same address, same data); the next sync once the retry is due delivers.
+    drop(hold);
     let mut relay_b = RelayProc::start(&b_data, &b_addr);
     let mut joined = false;
     for _ in 0..60 {

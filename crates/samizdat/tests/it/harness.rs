@@ -109,6 +109,44 @@ impl Drop for RelayProc {
     }
 }
 
+/// Keeps a stopped relay's port from being taken by another test's relay (tests run in
+/// parallel and bind port 0) while the relay is down: connections are accepted and closed
+/// at once, which a client sees as an unreachable relay. Dropping it frees the port.
+pub struct PortHold {
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl PortHold {
+    pub fn new(addr: &str) -> PortHold {
+        let listener = std::net::TcpListener::bind(addr).expect("hold the stopped relay's port");
+        listener.set_nonblocking(true).expect("nonblocking");
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let flag = stop.clone();
+        let thread = std::thread::spawn(move || {
+            while !flag.load(std::sync::atomic::Ordering::SeqCst) {
+                match listener.accept() {
+                    Ok((s, _)) => drop(s),
+                    Err(_) => std::thread::sleep(std::time::Duration::from_millis(20)),
+                }
+            }
+        });
+        PortHold {
+            stop,
+            thread: Some(thread),
+        }
+    }
+}
+
+impl Drop for PortHold {
+    fn drop(&mut self) {
+        self.stop.store(true, std::sync::atomic::Ordering::SeqCst);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
 pub struct World {
     pub dir: tempfile::TempDir,
     pub relay: RelayProc,
