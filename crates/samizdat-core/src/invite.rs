@@ -16,6 +16,7 @@
 use samizdat_proto::{Bytes, Id};
 use serde::{Deserialize, Serialize};
 
+use crate::payload::{MAX_MAILBOXES, MailboxAddr};
 use crate::{Error, Result};
 
 pub const PREFIX: &str = "samizdat://invite/v2/";
@@ -35,6 +36,87 @@ pub struct Invite {
     /// Unix seconds after which the inviter refuses the invite.
     pub exp: u64,
     pub reusable: bool,
+    /// The inviter's other mailboxes, on independent relays (tried when the first cannot be
+    /// reached).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub more: Vec<MailboxAddr>,
+}
+
+/// Flag bit 1: more mailboxes follow the first one's addresses.
+const FLAG_MORE: u8 = 2;
+
+fn damaged() -> Error {
+    Error::InvalidInvite("the link is damaged (bad contents); copy it again".into())
+}
+
+struct Reader<'a>(&'a [u8]);
+
+impl<'a> Reader<'a> {
+    fn take(&mut self, n: usize) -> Result<&'a [u8]> {
+        if self.0.len() < n {
+            return Err(damaged());
+        }
+        let (head, rest) = self.0.split_at(n);
+        self.0 = rest;
+        Ok(head)
+    }
+}
+
+/// `n(1) ‖ n × address` for one relay service (its addresses joined by commas).
+fn encode_addresses(out: &mut Vec<u8>, relay: &str) {
+    let addrs: Vec<&str> = relay.split(',').map(str::trim).take(255).collect();
+    out.push(addrs.len() as u8);
+    for a in addrs {
+        let (addr, pin) = crate::pin::split(a).unwrap_or((a, None));
+        let https = addr.starts_with("https://");
+        let (host, port) = crate::net::host_port(addr)
+            .unwrap_or_else(|_| (String::new(), if https { 443 } else { 80 }));
+        out.push(match (https, pin.is_some()) {
+            (false, _) => 0,
+            (true, false) => 1,
+            (true, true) => 2,
+        });
+        let host = host.as_bytes();
+        out.push(host.len().min(255) as u8);
+        out.extend_from_slice(&host[..host.len().min(255)]);
+        out.extend_from_slice(&port.to_be_bytes());
+        if let Some(pin) = pin {
+            out.extend_from_slice(&pin);
+        }
+    }
+}
+
+fn decode_addresses(r: &mut Reader<'_>) -> Result<String> {
+    let n = r.take(1)?[0];
+    if n == 0 {
+        return Err(damaged());
+    }
+    let mut addrs = Vec::with_capacity(n as usize);
+    for _ in 0..n {
+        let kind = r.take(1)?[0];
+        let host_len = r.take(1)?[0] as usize;
+        let host = std::str::from_utf8(r.take(host_len)?).map_err(|_| damaged())?;
+        if host.is_empty()
+            || host
+                .chars()
+                .any(|c| c.is_control() || "/?#@ ,[]".contains(c))
+        {
+            return Err(damaged());
+        }
+        let port = u16::from_be_bytes(r.take(2)?.try_into().map_err(|_| damaged())?);
+        let host = if host.contains(':') {
+            format!("[{host}]")
+        } else {
+            host.to_string()
+        };
+        addrs.push(match kind {
+            0 => format!("http://{host}:{port}"),
+            1 => format!("https://{host}:{port}"),
+            2 => format!("https://{host}:{port}#pin={}", Bytes::encode(r.take(32)?)),
+            _ => return Err(damaged()),
+        });
+    }
+    Ok(addrs.join(","))
 }
 
 impl Invite {
@@ -42,32 +124,32 @@ impl Invite {
         format!("{PREFIX}{}", Bytes::encode(&self.encode()))
     }
 
+    /// Every mailbox of the inviter, in order (the one above first).
+    pub fn mailboxes(&self) -> Vec<MailboxAddr> {
+        let mut all = vec![MailboxAddr {
+            relay: self.relay.clone(),
+            mailbox: self.mailbox,
+        }];
+        all.extend(self.more.iter().cloned());
+        all
+    }
+
     /// The v2 binary body.
     fn encode(&self) -> Vec<u8> {
         let mut out = Vec::with_capacity(128);
-        out.push(u8::from(self.reusable));
+        let more = !self.more.is_empty();
+        out.push(u8::from(self.reusable) | if more { FLAG_MORE } else { 0 });
         out.extend_from_slice(&(self.exp.min(u64::from(u32::MAX)) as u32).to_be_bytes());
         out.extend_from_slice(&self.fingerprint());
         out.extend_from_slice(self.id.as_bytes());
         out.extend_from_slice(self.mailbox.as_bytes());
-        let addrs: Vec<&str> = self.relay.split(',').map(str::trim).take(255).collect();
-        out.push(addrs.len() as u8);
-        for a in addrs {
-            let (addr, pin) = crate::pin::split(a).unwrap_or((a, None));
-            let https = addr.starts_with("https://");
-            let (host, port) = crate::net::host_port(addr)
-                .unwrap_or_else(|_| (String::new(), if https { 443 } else { 80 }));
-            out.push(match (https, pin.is_some()) {
-                (false, _) => 0,
-                (true, false) => 1,
-                (true, true) => 2,
-            });
-            let host = host.as_bytes();
-            out.push(host.len().min(255) as u8);
-            out.extend_from_slice(&host[..host.len().min(255)]);
-            out.extend_from_slice(&port.to_be_bytes());
-            if let Some(pin) = pin {
-                out.extend_from_slice(&pin);
+        encode_addresses(&mut out, &self.relay);
+        if more {
+            let n = self.more.len().min(MAX_MAILBOXES);
+            out.push(n as u8);
+            for m in &self.more[..n] {
+                out.extend_from_slice(m.mailbox.as_bytes());
+                encode_addresses(&mut out, &m.relay);
             }
         }
         out
@@ -75,55 +157,31 @@ impl Invite {
 
     /// Read a v2 body.
     fn decode(b: &[u8]) -> Result<Invite> {
-        let damaged =
-            || Error::InvalidInvite("the link is damaged (bad contents); copy it again".into());
-        let mut r = b;
-        let mut take = |n: usize| -> Result<&[u8]> {
-            if r.len() < n {
-                return Err(damaged());
-            }
-            let (head, rest) = r.split_at(n);
-            r = rest;
-            Ok(head)
-        };
-        let flags = take(1)?[0];
-        let exp = u32::from_be_bytes(take(4)?.try_into().map_err(|_| damaged())?);
-        let fp = take(32)?.to_vec();
-        let id = Id::from_slice(take(16)?).map_err(|_| damaged())?;
-        let mailbox = Id::from_slice(take(16)?).map_err(|_| damaged())?;
-        let n = take(1)?[0];
-        if n == 0 || flags > 1 {
+        let mut r = Reader(b);
+        let flags = r.take(1)?[0];
+        let exp = u32::from_be_bytes(r.take(4)?.try_into().map_err(|_| damaged())?);
+        let fp = r.take(32)?.to_vec();
+        let id = Id::from_slice(r.take(16)?).map_err(|_| damaged())?;
+        let mailbox = Id::from_slice(r.take(16)?).map_err(|_| damaged())?;
+        if flags & !(1 | FLAG_MORE) != 0 {
             return Err(damaged());
         }
-        let mut addrs = Vec::with_capacity(n as usize);
-        for _ in 0..n {
-            let kind = take(1)?[0];
-            let host_len = take(1)?[0] as usize;
-            let host = std::str::from_utf8(take(host_len)?).map_err(|_| damaged())?;
-            if host.is_empty()
-                || host
-                    .chars()
-                    .any(|c| c.is_control() || "/?#@ ,[]".contains(c))
-            {
+        let relay = decode_addresses(&mut r)?;
+        let mut more = Vec::new();
+        if flags & FLAG_MORE != 0 {
+            let n = r.take(1)?[0] as usize;
+            if n == 0 || n > MAX_MAILBOXES {
                 return Err(damaged());
             }
-            let port = u16::from_be_bytes(take(2)?.try_into().map_err(|_| damaged())?);
-            let host = if host.contains(':') {
-                format!("[{host}]")
-            } else {
-                host.to_string()
-            };
-            addrs.push(match kind {
-                0 => format!("http://{host}:{port}"),
-                1 => format!("https://{host}:{port}"),
-                2 => format!("https://{host}:{port}#pin={}", Bytes::encode(take(32)?)),
-                _ => return Err(damaged()),
-            });
+            for _ in 0..n {
+                let mailbox = Id::from_slice(r.take(16)?).map_err(|_| damaged())?;
+                let relay = decode_addresses(&mut r)?;
+                more.push(MailboxAddr { relay, mailbox });
+            }
         }
-        if !r.is_empty() {
+        if !r.0.is_empty() {
             return Err(damaged());
         }
-        let relay = addrs.join(",");
         Ok(Invite {
             relay,
             mailbox,
@@ -131,6 +189,7 @@ impl Invite {
             id,
             exp: u64::from(exp),
             reusable: flags & 1 == 1,
+            more,
         })
     }
 
@@ -164,13 +223,15 @@ impl Invite {
                 "the link's key fingerprint has the wrong length".into(),
             ));
         }
-        if !(invite.relay.starts_with("http://") || invite.relay.starts_with("https://"))
-            || invite.relay.len() > 512
-            || crate::relay_client::normalize_spec(&invite.relay).is_err()
-        {
-            return Err(Error::InvalidInvite(
-                "the link's relay address is not an http(s) URL".into(),
-            ));
+        for m in invite.mailboxes() {
+            if !(m.relay.starts_with("http://") || m.relay.starts_with("https://"))
+                || m.relay.len() > 512
+                || crate::relay_client::normalize_spec(&m.relay).is_err()
+            {
+                return Err(Error::InvalidInvite(
+                    "the link's relay address is not an http(s) URL".into(),
+                ));
+            }
         }
         Ok(invite)
     }
@@ -206,6 +267,7 @@ mod tests {
             id: Id::from_bytes([4; 16]),
             exp: 1_900_000_000,
             reusable: false,
+            more: Vec::new(),
         }
     }
 
@@ -233,6 +295,24 @@ mod tests {
             ..sample()
         };
         assert_eq!(Invite::parse(&several.to_link()).unwrap(), several);
+        // Independent relays: a mailbox on each.
+        let independent = Invite {
+            more: vec![
+                MailboxAddr {
+                    relay: "http://10.0.0.2:7700".into(),
+                    mailbox: Id::from_bytes([6; 16]),
+                },
+                MailboxAddr {
+                    relay: format!("https://b.example:443#pin={}", Bytes::encode(&[7u8; 32])),
+                    mailbox: Id::from_bytes([8; 16]),
+                },
+            ],
+            ..sample()
+        };
+        let link = independent.to_link();
+        assert_eq!(Invite::parse(&link).unwrap(), independent);
+        assert_eq!(Invite::parse(&link).unwrap().mailboxes().len(), 3);
+        assert!(link.len() < 300, "{} characters", link.len());
     }
 
     #[test]

@@ -41,9 +41,17 @@ pub enum Body {
         relay: String,
         mailbox: Id,
         invite: Id,
+        /// Every mailbox of the invitee, in its order of preference (the one above first).
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        mailboxes: Vec<MailboxAddr>,
     },
-    /// A member's display name in this group.
-    Profile { name: String },
+    /// A member's display name in this group, and the mailboxes they can be reached at (so
+    /// that a member who moves the conversation can tell them).
+    Profile {
+        name: String,
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        mailboxes: Vec<MailboxAddr>,
+    },
     /// The group's name, sent by whoever adds members.
     GroupMeta { name: String },
     /// The sender asks to be removed; the next member who syncs commits the removal.
@@ -54,6 +62,16 @@ pub enum Body {
     /// the invitee's conversation ends with this reason.
     Refused { reason: String },
 }
+
+/// A mailbox on a relay: where a person can be sent Welcomes and move notices.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MailboxAddr {
+    pub relay: String,
+    pub mailbox: Id,
+}
+
+/// Most mailboxes a person may announce (more are ignored).
+pub const MAX_MAILBOXES: usize = 8;
 
 /// An encrypted file on a relay (see [`crate::attachment`]): everything needed to fetch,
 /// check and decrypt it. Travels only inside MLS.
@@ -118,7 +136,15 @@ pub enum Envelope {
         /// recipient "this is the person you invited" without showing the relay the id.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         invite_mac: Option<Bytes>,
+        /// The id of the group's log on that relay when it is not the group id (a group
+        /// that moved).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        log: Option<Id>,
     },
+    /// A conversation moved to another relay (see `profile/moves.rs`): the notice sealed
+    /// under a key derived from the epoch's secret, so only members can make or read it and
+    /// the mailbox's relay learns nothing about the conversation.
+    Move { sealed: Bytes },
 }
 
 impl Envelope {

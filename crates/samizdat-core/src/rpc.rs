@@ -210,6 +210,42 @@ pub struct AutoDownloadParams {
     pub bytes: u64,
 }
 
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RelayParams {
+    /// A relay's address (`https://host:port#pin=…` for a pinned one).
+    pub relay: String,
+}
+
+#[derive(Debug, Serialize, Deserialize, JsonSchema)]
+pub struct Relays {
+    /// The relays this profile has a mailbox on, the primary first.
+    pub relays: Vec<String>,
+}
+
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct MoveParams {
+    pub target: Option<String>,
+    pub conversation_id: Option<String>,
+    /// The relay to move the conversation's log to.
+    pub to: String,
+}
+
+#[derive(Debug, Serialize, Deserialize, JsonSchema)]
+pub struct Moved {
+    pub conversation_id: String,
+    /// The conversation's relay now (normalised).
+    pub relay: String,
+}
+
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct MoveAfterParams {
+    /// Move a conversation after its relay has been unreachable this long (0: never).
+    pub seconds: u64,
+}
+
 #[derive(Debug, Serialize, Deserialize, JsonSchema)]
 pub struct Sent {
     pub message_id: String,
@@ -455,6 +491,11 @@ methods! {
     "send" => send(SendParams) -> Sent, "Send a text message, or a file (`file`, with `text` as its caption). Stored before it is sent: on relay_unreachable it stays queued and is retried.";
     "download" => download(DownloadParams) -> crate::transfer::Downloaded, "Fetch a message's attachment (resuming), check its digest, decrypt it to a new file.";
     "set_proxy" => set_proxy(ProxyParams) -> Done, "Connect through a proxy (or `tor`, or `off`) from the profile's next start.";
+    "relays" => relays(NoParams) -> Relays, "The relays this profile has a mailbox on, the primary first.";
+    "relay_add" => relay_add(RelayParams) -> Relays, "Open a mailbox and a KeyPackage pool on another, independent relay; members are told.";
+    "relay_remove" => relay_remove(RelayParams) -> Relays, "Close the mailbox on a relay (not the last); members are told.";
+    "move" => move_conversation(MoveParams) -> Moved, "Move a conversation's log to another relay now and tell every member.";
+    "set_move_after" => set_move_after(MoveAfterParams) -> Done, "Move conversations whose relay has been unreachable this long (seconds; 0: never).";
     "set_auto_download" => set_auto_download(AutoDownloadParams) -> Done, "Fetch incoming attachments up to this size as they arrive (0: only on request).";
     "history" => history(HistoryParams) -> Vec<MessageView>, "A conversation's messages in log order (marks them read).";
     "group_create" => group_create(GroupParams) -> Created, "Create an empty group.";
@@ -706,6 +747,42 @@ async fn set_proxy(s: &Session, a: ProxyParams) -> RpcResult<Done> {
     };
     on_profile!(s, |p| {
         p.set_net(&net)?;
+        Ok(Done { ok: true })
+    })
+}
+
+async fn relays(s: &Session, _: NoParams) -> RpcResult<Relays> {
+    on_profile!(s, |p| Ok(Relays { relays: p.relays() }))
+}
+
+async fn relay_add(s: &Session, a: RelayParams) -> RpcResult<Relays> {
+    on_profile!(s, |p| {
+        p.add_relay(&a.relay).await?;
+        Ok(Relays { relays: p.relays() })
+    })
+}
+
+async fn relay_remove(s: &Session, a: RelayParams) -> RpcResult<Relays> {
+    on_profile!(s, |p| {
+        p.remove_relay(&a.relay).await?;
+        Ok(Relays { relays: p.relays() })
+    })
+}
+
+async fn move_conversation(s: &Session, a: MoveParams) -> RpcResult<Moved> {
+    on_profile!(s, |p| {
+        let name = target_name(p, a.target, a.conversation_id)?;
+        let relay = p.move_conversation(&name, &a.to).await?;
+        Ok(Moved {
+            conversation_id: p.conversation_id(&name)?,
+            relay,
+        })
+    })
+}
+
+async fn set_move_after(s: &Session, a: MoveAfterParams) -> RpcResult<Done> {
+    on_profile!(s, |p| {
+        p.set_move_after(a.seconds)?;
         Ok(Done { ok: true })
     })
 }

@@ -326,6 +326,7 @@ impl Service {
         let mut dirty = true;
         let mut groups: std::collections::HashSet<Id> = std::collections::HashSet::new();
         let mut conv_sockets = ConvSockets::new();
+        let mut mailbox_sockets = MailboxSockets::new();
         loop {
             if dirty && retry_at.is_none() {
                 dirty = false;
@@ -415,7 +416,24 @@ impl Service {
             {
                 tracing::debug!("conversation sockets: {e}");
             }
+            // Our mailboxes on other relays push too (a move notice while the primary is
+            // blocked must not wait for the backoff).
+            mailbox_sockets.update(&self.profile);
+            // A conversation whose relay is down moves when `move_after` is up: sync then.
+            let move_at = self.profile.next_move_due().map(|ms| {
+                tokio::time::Instant::now()
+                    + Duration::from_millis(ms.saturating_sub(crate::now_millis()))
+            });
             tokio::select! {
+                Some(()) = mailbox_sockets.push_rx.recv() => {
+                    while mailbox_sockets.push_rx.try_recv().is_ok() {}
+                    retry_at = None;
+                    dirty = true;
+                }
+                _ = sleep_until(move_at) => {
+                    retry_at = None;
+                    dirty = true;
+                }
                 Some(g) = conv_sockets.push_rx.recv() => {
                     groups.insert(g);
                     while let Ok(more) = conv_sockets.push_rx.try_recv() {
@@ -567,12 +585,12 @@ impl Service {
             if conv.relay.trim_end_matches('/') != p.relay.base() {
                 continue;
             }
-            if subscribed.get(&conv.group_id) == Some(&(conv.read_epoch, conv.cursor)) {
+            if subscribed.get(&conv.log) == Some(&(conv.read_epoch, conv.cursor)) {
                 continue;
             }
             let token = p.token(&conv.group_id, conv.read_epoch)?;
             let frame = ClientFrame::SubscribeGroup {
-                group_id: conv.group_id,
+                group_id: conv.log,
                 epoch: conv.read_epoch,
                 token: Bytes(token),
                 after: conv.cursor,
@@ -581,7 +599,7 @@ impl Service {
             ws.send(Message::Text(text.into()))
                 .await
                 .map_err(|e| Error::RelayUnreachable(e.to_string()))?;
-            subscribed.insert(conv.group_id, (conv.read_epoch, conv.cursor));
+            subscribed.insert(conv.log, (conv.read_epoch, conv.cursor));
         }
         Ok(())
     }
@@ -628,7 +646,8 @@ impl ConvSockets {
     fn update(&mut self, p: &Profile) -> Result<()> {
         let mut wanted = std::collections::HashSet::new();
         for conv in p.active_convs()? {
-            wanted.insert(conv.group_id);
+            // Keyed by the log: a move starts a socket for the new log and ends the old one.
+            wanted.insert(conv.log);
             let client = p.conv_relay(&conv)?;
             let sub = ConvSub {
                 ws_url: client.ws_url(),
@@ -637,7 +656,7 @@ impl ConvSockets {
                 token: p.token(&conv.group_id, conv.read_epoch)?,
                 after: conv.cursor,
             };
-            match self.tasks.get(&conv.group_id) {
+            match self.tasks.get(&conv.log) {
                 Some((tx, task)) if !task.is_finished() => {
                     tx.send_if_modified(|cur| {
                         let changed = *cur != sub;
@@ -652,11 +671,11 @@ impl ConvSockets {
                     let task = tokio::spawn(conv_socket(
                         p.net.clone(),
                         p.conv_identity(&conv.group_id),
-                        conv.group_id,
+                        conv.log,
                         rx,
                         self.push_tx.clone(),
                     ));
-                    self.tasks.insert(conv.group_id, (tx, task));
+                    self.tasks.insert(conv.log, (tx, task));
                 }
             }
         }
@@ -751,6 +770,109 @@ async fn subscribe_group(ws: &mut Ws, group: Id, sub: &ConvSub) -> Result<()> {
     ws.send(Message::Text(text.into()))
         .await
         .map_err(|e| Error::RelayUnreachable(e.to_string()))
+}
+
+/// One WebSocket per mailbox on our other relays (the primary's is the service's own),
+/// reporting pushes so the service syncs at once.
+struct MailboxSockets {
+    tasks: HashMap<String, tokio::task::JoinHandle<()>>,
+    push_tx: mpsc::Sender<()>,
+    push_rx: mpsc::Receiver<()>,
+}
+
+impl MailboxSockets {
+    fn new() -> MailboxSockets {
+        let (push_tx, push_rx) = mpsc::channel(64);
+        MailboxSockets {
+            tasks: HashMap::new(),
+            push_tx,
+            push_rx,
+        }
+    }
+
+    fn update(&mut self, p: &Profile) {
+        let mut wanted = std::collections::HashSet::new();
+        for m in &p.others {
+            let relay = m.relay.base().to_string();
+            wanted.insert(relay.clone());
+            if self.tasks.get(&relay).is_some_and(|t| !t.is_finished()) {
+                continue;
+            }
+            let identity = crate::profile::isolation_identity(
+                &p.net,
+                &p.isolation_salt,
+                format!("mailbox:{relay}").as_bytes(),
+            );
+            let task = tokio::spawn(mailbox_socket(
+                p.net.clone(),
+                identity,
+                m.relay.ws_url(),
+                m.relay.tls_config(),
+                m.id,
+                m.key.clone(),
+                self.push_tx.clone(),
+            ));
+            self.tasks.insert(relay, task);
+        }
+        self.tasks.retain(|r, task| {
+            let keep = wanted.contains(r);
+            if !keep {
+                task.abort();
+            }
+            keep
+        });
+    }
+}
+
+impl Drop for MailboxSockets {
+    fn drop(&mut self) {
+        for (_, task) in self.tasks.drain() {
+            task.abort();
+        }
+    }
+}
+
+/// Keep one mailbox's WebSocket open (reconnecting with backoff); report each push.
+async fn mailbox_socket(
+    net: crate::net::Net,
+    identity: Option<String>,
+    url: String,
+    tls: Option<std::sync::Arc<rustls::ClientConfig>>,
+    mailbox: Id,
+    key: std::sync::Arc<crate::relay_client::MailboxKey>,
+    push: mpsc::Sender<()>,
+) {
+    let mut backoff = new_backoff();
+    loop {
+        if let Ok(mut ws) = net.connect_ws(&url, identity.as_deref(), tls.clone()).await {
+            backoff = new_backoff();
+            while let Some(Ok(frame)) = ws.next().await {
+                let Message::Text(text) = frame else { continue };
+                match serde_json::from_str::<ServerFrame>(text.as_str()) {
+                    Ok(ServerFrame::Hello { challenge, .. }) => {
+                        let sig =
+                            key.sign(&samizdat_proto::ws_signing_payload(&challenge, &mailbox));
+                        let frame = ClientFrame::SubscribeMailbox {
+                            mailbox_id: mailbox,
+                            after: 0,
+                            signature: Bytes(sig),
+                        };
+                        let Ok(text) = serde_json::to_string(&frame) else {
+                            return;
+                        };
+                        if ws.send(Message::Text(text.into())).await.is_err() {
+                            break;
+                        }
+                    }
+                    Ok(ServerFrame::MailboxMessage { .. }) if push.send(()).await.is_err() => {
+                        return;
+                    }
+                    _ => {}
+                }
+            }
+        }
+        tokio::time::sleep(backoff.next().unwrap_or(Duration::from_secs(10))).await;
+    }
 }
 
 /// What a server frame asks of the service.

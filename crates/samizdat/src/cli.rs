@@ -16,7 +16,23 @@ use crate::client::{
 };
 
 #[derive(Debug, clap::Subcommand)]
+pub enum RelaysCommand {
+    /// One relay address per line, the primary first.
+    List {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Open a mailbox on another, independent relay.
+    Add { url: String },
+    /// Close the mailbox on a relay (not the last one).
+    Remove { url: String },
+}
+
+#[derive(Debug, clap::Subcommand)]
 pub enum ConfigCommand {
+    /// Move a conversation to another relay once its relay has been unreachable this long
+    /// (30s, 5m, 1h…; `off`: only by `samizdat move`). Default 5m.
+    MoveAfter { duration: String },
     /// Fetch incoming attachments up to SIZE (e.g. 5M, 500K; 0 = only on request).
     AutoDownload { size: String },
     /// Connect through a proxy from now on: a URL (socks5h://, socks5://, http://), `tor`,
@@ -32,11 +48,13 @@ pub enum ConfigCommand {
 
 #[derive(Debug, clap::Subcommand)]
 pub enum ClientCommand {
-    /// Create a profile: keys, encrypted store, a mailbox and KeyPackages on a relay.
+    /// Create a profile: keys, encrypted store, a mailbox and KeyPackages on a relay (or on
+    /// each of several independent relays).
     Init {
-        /// The relay's address, e.g. http://127.0.0.1:7700
-        #[arg(long)]
-        relay: String,
+        /// The relay's address, e.g. http://127.0.0.1:7700; repeat it for a mailbox on each of
+        /// several independent relays (the first is the primary).
+        #[arg(long, required = true)]
+        relay: Vec<String>,
         /// Your display name, shared only inside encrypted messages.
         #[arg(long)]
         name: String,
@@ -116,6 +134,17 @@ pub enum ClientCommand {
         /// Stop after this many messages.
         #[arg(long)]
         count: Option<usize>,
+    },
+    /// The relays this profile has a mailbox on.
+    #[command(subcommand)]
+    Relays(RelaysCommand),
+    /// Move a conversation's log to another relay now (its relay is blocked); every member
+    /// is told and follows.
+    Move {
+        target: String,
+        /// The relay to move to.
+        #[arg(long)]
+        to: String,
     },
     /// Disappearing messages: how long messages in a conversation live (30s, 5m, 1h, 1d, 1w,
     /// or off), for every member.
@@ -647,12 +676,12 @@ async fn run_in(home: &Path, cmd: ClientCommand) -> Result<()> {
                 },
                 (None, false) => samizdat_core::net::Net::from_env()?.unwrap_or_default(),
             };
-            let p = Profile::init_with(home, &passphrase(true)?, &relay, &name, net).await?;
+            let p = Profile::init_relays(home, &passphrase(true)?, &relay, &name, net).await?;
             println!("profile created in {}", home.display());
             println!(
                 "name: {}  relay: {}  fingerprint: {}",
                 p.name(),
-                p.relay_url(),
+                p.relays().join(" + "),
                 p.fingerprint_hex()
             );
             return Ok(());
@@ -835,6 +864,39 @@ async fn run_in(home: &Path, cmd: ClientCommand) -> Result<()> {
             println!(
                 "saved; it applies from the next start of the profile (restart a running `samizdat serve` or app)"
             );
+        }
+        ClientCommand::Config(ConfigCommand::MoveAfter { duration }) => {
+            let seconds = parse_duration(&duration)?;
+            let _: samizdat_core::rpc::Done = b
+                .call("set_move_after", json!({ "seconds": seconds }))
+                .await?;
+            if seconds == 0 {
+                println!("conversations move only by `samizdat move`");
+            } else {
+                println!("a conversation moves once its relay has been unreachable for {duration}");
+            }
+        }
+        ClientCommand::Relays(cmd) => {
+            let r: samizdat_core::rpc::Relays = match &cmd {
+                RelaysCommand::List { .. } => b.call("relays", json!({})).await?,
+                RelaysCommand::Add { url } => b.call("relay_add", json!({ "relay": url })).await?,
+                RelaysCommand::Remove { url } => {
+                    b.call("relay_remove", json!({ "relay": url })).await?
+                }
+            };
+            if matches!(cmd, RelaysCommand::List { json: true }) {
+                println!("{}", serde_json::to_string(&r.relays)?);
+            } else {
+                for relay in &r.relays {
+                    println!("{relay}");
+                }
+            }
+        }
+        ClientCommand::Move { target, to } => {
+            let m: samizdat_core::rpc::Moved = b
+                .call("move", json!({ "target": target, "to": to }))
+                .await?;
+            println!("{} moved to {}", safe(&target), safe(&m.relay));
         }
         ClientCommand::Config(ConfigCommand::AutoDownload { size }) => {
             let bytes = parse_size(&size)?;

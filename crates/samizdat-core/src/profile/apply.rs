@@ -45,7 +45,7 @@ impl Profile {
                 let inserted = self.db.conn().execute(
                     "INSERT OR IGNORE INTO messages (id, group_id, seq, sender_fp, outgoing, body, sent_at, received_at, unread, expires_in, expires_at, attachment)
                      VALUES (?1, ?2, ?3, ?4, 0, ?5, ?6, ?7, 1, ?8, ?9, ?10)",
-                    params![p.id.as_bytes(), gid.as_bytes(), seq as i64, &sender[..], text, p.sent_at as i64, now as i64,
+                    params![p.id.as_bytes(), gid.as_bytes(), (conv.seq_base + seq) as i64, &sender[..], text, p.sent_at as i64, now as i64,
                         p.expires_in.map(|e| e.min(i64::MAX as u64) as i64), expires_at, attachment_json],
                 )?;
                 if inserted == 1 {
@@ -62,7 +62,8 @@ impl Profile {
                     self.emit(events, e)?;
                 }
             }
-            Body::Profile { name } => {
+            Body::Profile { name, mailboxes } => {
+                self.store_peer_addresses(sender, &mailboxes)?;
                 let name: String = name.chars().filter(|c| !c.is_control()).take(64).collect();
                 self.db.conn().execute(
                     "INSERT OR REPLACE INTO member_names (group_id, fingerprint, name) VALUES (?1, ?2, ?3)",
@@ -98,8 +99,11 @@ impl Profile {
                 relay,
                 mailbox,
                 invite,
+                mailboxes,
             } => {
-                self.apply_intro(conv, sender, name, relay, mailbox, invite, events)?;
+                self.apply_intro(
+                    conv, sender, name, relay, mailbox, invite, mailboxes, events,
+                )?;
             }
             Body::Timer { secs } => {
                 let secs = secs.min(365 * 24 * 3600);

@@ -127,6 +127,7 @@ impl Profile {
                     welcome: Bytes(w.clone()),
                     invite_mac: invite
                         .map(|i| Bytes(crate::invite_mac(&i, &conv.group_id).to_vec())),
+                    log: (conv.log != conv.group_id).then_some(conv.log),
                 }
                 .encode();
                 for (kp, mailbox_relay, mailbox) in &adds {
@@ -147,7 +148,7 @@ impl Profile {
             match relay
                 .append(
                     random_id(),
-                    &conv.group_id,
+                    &conv.log,
                     &token,
                     EntryKind::Commit,
                     epoch,

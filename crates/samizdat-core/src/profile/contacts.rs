@@ -18,6 +18,7 @@ impl Profile {
             id: random_id(),
             exp: now_secs().saturating_add(ttl_secs),
             reusable,
+            more: self.own_addresses().into_iter().skip(1).collect(),
         };
         self.db.conn().execute(
             "INSERT INTO invites (invite_id, expires_at, reusable, created_at) VALUES (?1, ?2, ?3, ?4)",
@@ -97,25 +98,55 @@ impl Profile {
                 "you are already connected to this person as {a:?}"
             )));
         }
-        let relay = self.relay_for(&invite.relay)?;
-        let claimed = relay
-            .claim_key_package(&invite.mailbox)
-            .await
-            .map_err(|e| match e {
-                Error::Relay {
+        // The inviter's relays in their order: the first that answers hosts the chat.
+        let mut claimed = None;
+        let mut last_err = None;
+        for m in invite.mailboxes() {
+            let relay = self.relay_for(&m.relay)?;
+            match relay.claim_key_package(&m.mailbox).await {
+                Ok(c) => {
+                    claimed = Some((c, m));
+                    break;
+                }
+                Err(e @ Error::RelayUnreachable(_)) => last_err = Some(e),
+                Err(Error::Relay {
                     code: ErrorCode::NotFound | ErrorCode::NoKeyPackage,
                     ..
-                } => Error::InvalidInvite(
-                    "the inviter's mailbox is gone or has no KeyPackage; ask for a new invite"
-                        .into(),
-                ),
-                other => other,
-            })?;
+                }) => {
+                    last_err = Some(Error::InvalidInvite(
+                        "the inviter's mailbox is gone or has no KeyPackage; ask for a new invite"
+                            .into(),
+                    ))
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        let Some((claimed, home)) = claimed else {
+            return Err(
+                last_err.unwrap_or_else(|| Error::InvalidInvite("the link names no relay".into()))
+            );
+        };
         let fp = mls::key_package_fingerprint(&claimed.key_package.0)?;
         if fp != invite.fingerprint() {
             return Err(Error::KeyPackageMismatch);
         }
+        let invite = Invite {
+            relay: home.relay,
+            mailbox: home.mailbox,
+            ..invite
+        };
 
+        // Where they can be reached: the relay that answered first, then the others in order.
+        let mut all_addresses = vec![crate::payload::MailboxAddr {
+            relay: invite.relay.clone(),
+            mailbox: invite.mailbox,
+        }];
+        all_addresses.extend(
+            invite
+                .mailboxes()
+                .into_iter()
+                .filter(|m| m.mailbox != invite.mailbox),
+        );
         let group_id = random_id();
         let mut group = self.mls.create_group(group_id.as_bytes())?;
         let token0 = group.token()?;
@@ -136,6 +167,7 @@ impl Profile {
                 "INSERT INTO contacts (alias, fingerprint, display_name, relay, mailbox_id, group_id, created_at) VALUES (?1, ?2, ?1, ?3, ?4, ?5, ?6)",
                 params![alias, &fp[..], invite.relay, invite.mailbox.as_bytes(), group_id.as_bytes(), now_secs() as i64],
             )?;
+            self.store_peer_addresses(&fp, &all_addresses)?;
             self.db.conn().execute(
                 "INSERT INTO pending_adds (group_id, member, alias, relay, mailbox, next_at, created_at, invite, key_package)
                  VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?6, ?7, ?8)",
@@ -234,6 +266,7 @@ impl Profile {
         relay: String,
         mailbox: Id,
         invite: Id,
+        mailboxes: Vec<crate::payload::MailboxAddr>,
         events: &mut Vec<Event>,
     ) -> Result<()> {
         let gid = conv.group_id;
@@ -274,6 +307,12 @@ impl Profile {
             "UPDATE invites SET uses = uses + 1 WHERE invite_id = ?1",
             params![invite.as_bytes()],
         )?;
+        let mut addresses = vec![crate::payload::MailboxAddr {
+            relay: relay.clone(),
+            mailbox,
+        }];
+        addresses.extend(mailboxes.into_iter().filter(|m| m.mailbox != mailbox));
+        self.store_peer_addresses(sender, &addresses)?;
         let display: String = name.chars().filter(|c| !c.is_control()).take(64).collect();
         let existing: Option<String> = self
             .db

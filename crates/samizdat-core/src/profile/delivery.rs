@@ -47,9 +47,21 @@ fn transient(code: ErrorCode) -> bool {
 impl Profile {
     /// Record a drop as owed (inside the caller's transaction).
     pub(super) fn owe_drop(&self, group: &Id, d: &OwedDrop, body: &[u8]) -> Result<()> {
+        self.owe_drop_kind(group, d, body, "welcome")
+    }
+
+    /// Record a drop of a kind: `welcome` (the member's other mailboxes are tried when this
+    /// one's relay cannot be reached) or `move` (one per mailbox).
+    pub(super) fn owe_drop_kind(
+        &self,
+        group: &Id,
+        d: &OwedDrop,
+        body: &[u8],
+        kind: &str,
+    ) -> Result<()> {
         self.db.conn().execute(
-            "INSERT INTO drops (request_id, relay, mailbox, body, group_id, member, next_at, created_at)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?7)",
+            "INSERT INTO drops (request_id, relay, mailbox, body, group_id, member, next_at, created_at, kind)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?7, ?8)",
             params![
                 random_id().as_bytes(),
                 d.relay,
@@ -57,7 +69,8 @@ impl Profile {
                 body,
                 group.as_bytes(),
                 &d.member[..],
-                now_millis() as i64
+                now_millis() as i64,
+                kind
             ],
         )?;
         Ok(())
@@ -67,7 +80,7 @@ impl Profile {
     /// A relay that cannot be reached only postpones them; the caller's operation stands.
     pub(super) async fn flush_drops(&mut self, group: Option<&Id>) -> Result<()> {
         let now = now_millis();
-        let due: Vec<(
+        type Row = (
             Vec<u8>,
             String,
             Vec<u8>,
@@ -76,10 +89,12 @@ impl Profile {
             Vec<u8>,
             i64,
             i64,
-        )> = {
+            String,
+        );
+        let due: Vec<Row> = {
             let conn = self.db.conn();
             let mut stmt = conn.prepare(
-                "SELECT request_id, relay, mailbox, body, group_id, member, attempts, created_at FROM drops
+                "SELECT request_id, relay, mailbox, body, group_id, member, attempts, created_at, kind FROM drops
                  WHERE (?1 IS NULL AND next_at <= ?2) OR group_id = ?1 ORDER BY created_at",
             )?;
             stmt.query_map(
@@ -94,13 +109,14 @@ impl Profile {
                         r.get(5)?,
                         r.get(6)?,
                         r.get(7)?,
+                        r.get(8)?,
                     ))
                 },
             )?
             .collect::<rusqlite::Result<Vec<_>>>()?
         };
         let mut events = Vec::new();
-        for (request_id, relay, mailbox, body, gid, member, attempts, created_at) in due {
+        for (request_id, relay, mailbox, body, gid, member, attempts, created_at, kind) in due {
             let (Ok(rid), Ok(mailbox), Ok(gid)) = (
                 Id::from_slice(&request_id),
                 Id::from_slice(&mailbox),
@@ -108,10 +124,34 @@ impl Profile {
             ) else {
                 return Err(Error::Storage("corrupt drop row".into()));
             };
-            let result = match self.relay_for(&relay) {
-                Ok(client) => client.drop_message(rid, &mailbox, body).await.map(|_| ()),
+            let mut result = match self.relay_for(&relay) {
+                Ok(client) => client
+                    .drop_message(rid, &mailbox, body.clone())
+                    .await
+                    .map(|_| ()),
                 Err(e) => Err(e),
             };
+            if kind == "welcome" && matches!(result, Err(Error::RelayUnreachable(_))) {
+                // The member's other relays, in their order (the same request id: a relay
+                // stores it once).
+                for alt in self.peer_addresses(&member)? {
+                    if alt.mailbox == mailbox {
+                        continue;
+                    }
+                    let Ok(client) = self.relay_for(&alt.relay) else {
+                        continue;
+                    };
+                    let r = client
+                        .drop_message(rid, &alt.mailbox, body.clone())
+                        .await
+                        .map(|_| ());
+                    let reached = !matches!(r, Err(Error::RelayUnreachable(_)));
+                    if reached {
+                        result = r;
+                        break;
+                    }
+                }
+            }
             let retry = match &result {
                 Ok(()) => None,
                 Err(Error::RelayUnreachable(_)) => Some(true),
@@ -144,9 +184,13 @@ impl Profile {
                             "DELETE FROM drops WHERE request_id = ?1",
                             params![request_id],
                         )?;
-                        let text = format!(
-                            "{who} could not be sent their invitation to this group ({why}); remove and add them again, or ask them for their current relay"
-                        );
+                        let text = if kind == "move" {
+                            format!("{who} could not be told that this conversation moved ({why}); they follow when they find its relay down")
+                        } else {
+                            format!(
+                                "{who} could not be sent their invitation to this group ({why}); remove and add them again, or ask them for their current relay"
+                            )
+                        };
                         self.emit(&mut events, Event::notice(conv.as_ref(), text))
                     })?;
                 }

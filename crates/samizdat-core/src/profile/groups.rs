@@ -33,10 +33,28 @@ impl Profile {
         let group_id = random_id();
         let mut group = self.mls.create_group(group_id.as_bytes())?;
         let token = group.token()?;
-        let relay = self.relay.base().to_string();
-        self.conv_client_for(&relay, &group_id)?
-            .create_group(random_id(), group_id, group.epoch(), sha256(&token))
-            .await?;
+        // Our relays in order: the first that answers hosts the group's log.
+        let mut hosted = None;
+        let mut last = None;
+        for relay in self.relays() {
+            match self
+                .conv_client_for(&relay, &group_id)?
+                .create_group(random_id(), group_id, group.epoch(), sha256(&token))
+                .await
+            {
+                Ok(()) => {
+                    hosted = Some(relay);
+                    break;
+                }
+                Err(e @ Error::RelayUnreachable(_)) => last = Some(e),
+                Err(e) => return Err(e),
+            }
+        }
+        let Some(relay) = hosted else {
+            return Err(last.unwrap_or_else(|| {
+                Error::RelayUnreachable("none of your relays can be reached".into())
+            }));
+        };
         self.db.transaction(|| {
             group.save()?;
             self.db.conn().execute(
@@ -82,6 +100,10 @@ impl Profile {
             .map(|m| Id::from_slice(&m))
             .transpose()
             .map_err(|_| Error::Storage("corrupt mailbox id".into()))?;
+        // What they announced most recently comes first (their relays change).
+        if let Some(first) = self.peer_addresses(&fp)?.into_iter().next() {
+            return Ok((fp, Some(first.relay), Some(first.mailbox)));
+        }
         Ok((fp, relay, mailbox))
     }
 
@@ -100,8 +122,8 @@ impl Profile {
                     "{alias:?} has not shared a mailbox yet; sync and try again"
                 )));
             };
-            match self.claim_verified(&relay_url, &mailbox, &fp).await {
-                Ok(kp) => {
+            match self.claim_any(&relay_url, &mailbox, &fp).await {
+                Ok((kp, relay_url, mailbox)) => {
                     adds.push((kp, relay_url, mailbox));
                     result.added.push(alias.clone());
                 }
@@ -152,6 +174,32 @@ impl Profile {
             self.resume_add(id).await?;
         }
         Ok(())
+    }
+
+    /// Claim a member's KeyPackage from the address we have for them, or, when its relay
+    /// cannot be reached, from their other mailboxes in their order.
+    async fn claim_any(
+        &self,
+        relay: &str,
+        mailbox: &Id,
+        member: &[u8],
+    ) -> Result<(Vec<u8>, String, Id)> {
+        let first = match self.claim_verified(relay, mailbox, member).await {
+            Ok(kp) => return Ok((kp, relay.to_string(), *mailbox)),
+            Err(e @ Error::RelayUnreachable(_)) => e,
+            Err(e) => return Err(e),
+        };
+        for alt in self.peer_addresses(member)? {
+            if alt.mailbox == *mailbox {
+                continue;
+            }
+            match self.claim_verified(&alt.relay, &alt.mailbox, member).await {
+                Ok(kp) => return Ok((kp, alt.relay, alt.mailbox)),
+                Err(Error::RelayUnreachable(_)) => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Err(first)
     }
 
     /// Try one pending add now. An unreachable relay (or a busy group) postpones it with
@@ -208,12 +256,12 @@ impl Profile {
             Ok(())
         } else {
             let kp = match row.key_package.clone() {
-                Some(kp) => Ok(kp),
-                None => self.claim_verified(&row.relay, &mailbox, &row.member).await,
+                Some(kp) => Ok((kp, row.relay.clone(), mailbox)),
+                None => self.claim_any(&row.relay, &mailbox, &row.member).await,
             };
             match kp {
-                Ok(kp) => {
-                    let add = vec![(kp, row.relay.clone(), mailbox)];
+                Ok((kp, relay, mailbox)) => {
+                    let add = vec![(kp, relay, mailbox)];
                     self.commit_change(&conv, add, Vec::new(), invite).await
                 }
                 Err(e) => Err(e),
@@ -231,6 +279,7 @@ impl Profile {
                         relay: self.relay.base().to_string(),
                         mailbox: self.mailbox,
                         invite,
+                        mailboxes: self.own_addresses(),
                     };
                     let payload = Payload {
                         id: random_id(),
@@ -301,7 +350,7 @@ impl Profile {
                 "{alias:?} has not shared a mailbox yet; sync and try again"
             )));
         };
-        let kp = self.claim_verified(&relay_url, &mailbox, &fp).await?;
+        let (kp, relay_url, mailbox) = self.claim_any(&relay_url, &mailbox, &fp).await?;
         self.commit_change(&conv, vec![(kp, relay_url, mailbox)], vec![fp], None)
             .await
     }

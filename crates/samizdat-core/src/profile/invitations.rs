@@ -34,6 +34,7 @@ impl Profile {
         &mut self,
         group_id: Id,
         relay: &str,
+        log: Option<Id>,
         welcome: &[u8],
         invite_mac: Option<&Bytes>,
     ) -> Result<Screened> {
@@ -84,8 +85,8 @@ impl Profile {
         }
         let relay_known = self.relay_known(relay)?;
         let inserted = self.db.conn().execute(
-            "INSERT OR IGNORE INTO invitations (group_id, relay, welcome, committer, members, claims_existing, received_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
-            params![group_id.as_bytes(), relay, welcome, &committer[..], members as i64, claims_existing, now_secs() as i64],
+            "INSERT OR IGNORE INTO invitations (group_id, relay, welcome, committer, members, claims_existing, received_at, log_id) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+            params![group_id.as_bytes(), relay, welcome, &committer[..], members as i64, claims_existing, now_secs() as i64, log.map(|l| l.as_bytes().to_vec())],
         )?;
         if inserted == 0 {
             // Delivered again (the acknowledgement was lost): already reported.
@@ -123,17 +124,19 @@ impl Profile {
 
     /// Join a pending invitation: only now is the group's relay contacted and our name sent.
     pub async fn invitation_accept(&mut self, id: i64) -> Result<String> {
-        let row: Option<(Vec<u8>, String, Vec<u8>, Option<String>)> = self
+        type Row = (Vec<u8>, String, Vec<u8>, Option<String>, Option<Vec<u8>>);
+        let row: Option<Row> = self
             .db
             .conn()
             .query_row(
-                "SELECT group_id, relay, welcome, claims_existing FROM invitations WHERE id = ?1",
+                "SELECT group_id, relay, welcome, claims_existing, log_id FROM invitations WHERE id = ?1",
                 params![id],
-                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)),
+                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?)),
             )
             .optional()?;
-        let (gid, relay, welcome, claims) =
+        let (gid, relay, welcome, claims, log) =
             row.ok_or_else(|| Error::NotFound(format!("no pending invitation {id}")))?;
+        let log = log.and_then(|l| Id::from_slice(&l).ok());
         let group_id = Id::from_slice(&gid)
             .ok()
             .ok_or_else(|| Error::Protocol("corrupt invitation row".into()))?;
@@ -145,7 +148,7 @@ impl Profile {
             )));
         }
         let mut events = Vec::new();
-        let name = self.join(group_id, &relay, &welcome, &mut events)?;
+        let name = self.join(group_id, &relay, log, &welcome, &mut events)?;
         self.db
             .conn()
             .execute("DELETE FROM invitations WHERE id = ?1", params![id])?;
@@ -171,9 +174,11 @@ impl Profile {
         &mut self,
         group_id: Id,
         relay: &str,
+        log: Option<Id>,
         welcome: &[u8],
         events: &mut Vec<Event>,
     ) -> Result<String> {
+        let log = log.map(|l| l.as_bytes().to_vec());
         crate::check_foreign_relay_url(relay)?;
         RelayClient::new(relay)?;
         let (mut group, _) = self.mls.join(welcome)?;
@@ -198,13 +203,18 @@ impl Profile {
             if previous.is_some() {
                 // Same conversation, reading from the new epoch.
                 self.db.conn().execute(
-                    "UPDATE conversations SET active = 1, status = NULL, relay = ?2, read_epoch = ?3, cursor = 0 WHERE group_id = ?1",
-                    params![group_id.as_bytes(), relay, group.epoch() as i64],
+                    "UPDATE conversations SET active = 1, status = NULL, relay = ?2, read_epoch = ?3, cursor = 0, log_id = ?4,
+                        seq_base = (SELECT COALESCE(MAX(seq), 0) FROM messages WHERE group_id = ?1) WHERE group_id = ?1",
+                    params![group_id.as_bytes(), relay, group.epoch() as i64, log],
+                )?;
+                self.db.conn().execute(
+                    "DELETE FROM own_entries WHERE group_id = ?1",
+                    params![group_id.as_bytes()],
                 )?;
             } else {
                 self.db.conn().execute(
-                    "INSERT INTO conversations (group_id, kind, name, relay, read_epoch, cursor, created_at) VALUES (?1, 'group', ?2, ?3, ?4, 0, ?5)",
-                    params![group_id.as_bytes(), name, relay, group.epoch() as i64, now_secs() as i64],
+                    "INSERT INTO conversations (group_id, kind, name, relay, read_epoch, cursor, created_at, log_id) VALUES (?1, 'group', ?2, ?3, ?4, 0, ?5, ?6)",
+                    params![group_id.as_bytes(), name, relay, group.epoch() as i64, now_secs() as i64, log],
                 )?;
             }
             self.store_token(&group_id, group.epoch(), &token)?;

@@ -25,7 +25,9 @@ mod events;
 mod groups;
 mod invitations;
 mod membership;
+mod moves;
 mod outbox;
+mod relays;
 mod sync;
 mod views;
 
@@ -104,6 +106,10 @@ pub(crate) struct Conv {
     pub(crate) read_epoch: u64,
     pub(crate) cursor: u64,
     pub(crate) active: bool,
+    /// The id of the conversation's log on its relay (the group id until a move).
+    pub(crate) log: Id,
+    /// Added to log positions in the message order (see migration 10).
+    pub(crate) seq_base: u64,
 }
 
 pub struct Profile {
@@ -113,8 +119,12 @@ pub struct Profile {
     pub(crate) name: String,
     pub(crate) fingerprint: [u8; 32],
     pub(crate) mailbox: Id,
-    pub(crate) mailbox_key: MailboxKey,
+    pub(crate) mailbox_key: std::sync::Arc<MailboxKey>,
     pub(crate) relay: RelayClient,
+    /// Our mailboxes on other, independent relays.
+    pub(crate) others: Vec<relays::OwnMailbox>,
+    /// Relays (normalised addresses) that could not be reached, since when (Unix ms).
+    pub(crate) down_since: HashMap<String, u64>,
     /// Events produced by syncs that ran inside other operations (a send catches up first).
     pub(crate) buffered: Vec<Event>,
     /// One client (connection pool) per other relay, kept for the life of the profile.
@@ -137,6 +147,7 @@ struct Stored<'a> {
     mailbox: Id,
     mailbox_key: MailboxKey,
     relay: RelayClient,
+    others: Vec<relays::OwnMailbox>,
     net: crate::net::Net,
     isolation_salt: Vec<u8>,
 }
@@ -149,9 +160,19 @@ fn remove_db_files(path: &Path) {
     }
 }
 
-fn conv_from_row(
-    r: &rusqlite::Row<'_>,
-) -> rusqlite::Result<(Vec<u8>, String, String, String, i64, i64, i64)> {
+type ConvRow = (
+    Vec<u8>,
+    String,
+    String,
+    String,
+    i64,
+    i64,
+    i64,
+    Option<Vec<u8>>,
+    i64,
+);
+
+fn conv_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<ConvRow> {
     Ok((
         r.get(0)?,
         r.get(1)?,
@@ -160,10 +181,13 @@ fn conv_from_row(
         r.get(4)?,
         r.get(5)?,
         r.get(6)?,
+        r.get(7)?,
+        r.get(8)?,
     ))
 }
 
-const CONV_COLUMNS: &str = "group_id, kind, name, relay, read_epoch, cursor, active";
+const CONV_COLUMNS: &str =
+    "group_id, kind, name, relay, read_epoch, cursor, active, log_id, seq_base";
 
 impl Profile {
     /// Path of the profile database inside `home`.
@@ -184,6 +208,29 @@ impl Profile {
     ) -> Result<Profile> {
         let net = crate::net::Net::from_env()?.unwrap_or_default();
         Self::init_with(home, passphrase, relay_url, name, net).await
+    }
+
+    /// [`Profile::init_with`] on several independent relays: a mailbox on each (the first
+    /// is the primary). Nothing is left behind when one of them fails.
+    pub async fn init_relays(
+        home: &Path,
+        passphrase: &str,
+        relays: &[String],
+        name: &str,
+        net: crate::net::Net,
+    ) -> Result<Profile> {
+        let Some((first, rest)) = relays.split_first() else {
+            return Err(Error::Usage("give at least one --relay".into()));
+        };
+        let mut profile = Self::init_with(home, passphrase, first, name, net).await?;
+        for r in rest {
+            if let Err(e) = profile.add_relay(r).await {
+                drop(profile);
+                remove_db_files(&Self::db_path(home));
+                return Err(e);
+            }
+        }
+        Ok(profile)
     }
 
     /// [`Profile::init`] with a proxy (kept in the profile for every later connection).
@@ -269,9 +316,14 @@ impl Profile {
             mailbox,
             mailbox_key,
             relay,
+            others: Vec::new(),
             net,
             isolation_salt,
         });
+        profile.db.conn().execute(
+            "INSERT INTO mailboxes (relay, mailbox_id, mailbox_key, position, created_at) VALUES (?1, ?2, ?3, 0, ?4)",
+            params![profile.relay.base(), mailbox.as_bytes(), &pkcs8[..], now_secs() as i64],
+        )?;
         let last_resort = profile.mls.key_package(true)?;
         profile
             .upload_key_packages(KEY_PACKAGE_POOL, Some(last_resort))
@@ -284,6 +336,7 @@ impl Profile {
 
     /// A profile from what its database holds; the in-memory state starts empty.
     fn assemble(s: Stored<'_>) -> Profile {
+        let down_since = Self::load_down(&s.db);
         Profile {
             home: s.home.to_path_buf(),
             db: s.db,
@@ -291,8 +344,10 @@ impl Profile {
             name: s.name,
             fingerprint: s.fingerprint,
             mailbox: s.mailbox,
-            mailbox_key: s.mailbox_key,
+            mailbox_key: std::sync::Arc::new(s.mailbox_key),
             relay: s.relay,
+            others: s.others,
+            down_since,
             buffered: Vec::new(),
             relays: Default::default(),
             kp_checked_at: 0,
@@ -360,7 +415,9 @@ impl Profile {
             &net,
             isolation_identity(&net, &isolation_salt, b"mailbox").as_deref(),
         )?;
+        let others = Self::load_mailboxes(&db, &net, &isolation_salt, relay.base(), &mailbox)?;
         Ok(Profile::assemble(Stored {
+            others,
             home,
             name: db.setting_string("name")?,
             fingerprint: mls::fingerprint(&public),
@@ -529,10 +586,33 @@ impl Profile {
         row.map(Self::conv_from_tuple).transpose()
     }
 
-    fn conv_from_tuple(t: (Vec<u8>, String, String, String, i64, i64, i64)) -> Result<Conv> {
+    /// The conversation whose log on its relay has this id (a push names the log).
+    pub(crate) fn conv_by_log(&self, id: &Id) -> Result<Option<Conv>> {
+        let row = self
+            .db
+            .conn()
+            .query_row(
+                &format!(
+                    "SELECT {CONV_COLUMNS} FROM conversations WHERE COALESCE(log_id, group_id) = ?1"
+                ),
+                params![id.as_bytes()],
+                conv_from_row,
+            )
+            .optional()?;
+        row.map(Self::conv_from_tuple).transpose()
+    }
+
+    fn conv_from_tuple(t: ConvRow) -> Result<Conv> {
+        let group_id =
+            Id::from_slice(&t.0).map_err(|_| Error::Storage("corrupt group id".into()))?;
+        let log = match t.7 {
+            Some(l) => Id::from_slice(&l).map_err(|_| Error::Storage("corrupt log id".into()))?,
+            None => group_id,
+        };
         Ok(Conv {
-            group_id: Id::from_slice(&t.0)
-                .map_err(|_| Error::Storage("corrupt group id".into()))?,
+            group_id,
+            log,
+            seq_base: t.8.max(0) as u64,
             kind: ConvKind::from_sql(&t.1)?,
             name: t.2,
             relay: t.3,

@@ -244,7 +244,7 @@ impl Profile {
             self.buffered.append(&mut events);
             crash_point("send-before-append");
             match relay
-                .append_application(request_id, &conv.group_id, &token, epoch, ct)
+                .append_application(request_id, &conv.log, &token, epoch, ct)
                 .await
             {
                 Ok(seq) => {
@@ -344,7 +344,7 @@ impl Profile {
             if matches!(payload.body, Body::Text { .. }) {
                 let changed = conn.execute(
                     "UPDATE messages SET seq = ?2, pending_body = NULL, pending_epoch = NULL WHERE id = ?1 AND seq IS NULL",
-                    params![payload.id.as_bytes(), seq as i64],
+                    params![payload.id.as_bytes(), (conv.seq_base + seq) as i64],
                 )?;
                 drop(conn);
                 if changed == 1 {
@@ -464,7 +464,7 @@ impl Profile {
                 .map_err(|_| Error::Storage("corrupt request id".into()))?;
             let token = self.token(&conv.group_id, epoch as u64)?;
             match relay
-                .append_application(request_id, &conv.group_id, &token, epoch as u64, body)
+                .append_application(request_id, &conv.log, &token, epoch as u64, body)
                 .await
             {
                 Ok(seq) => self.mark_sent(conv, &payload, seq)?,

@@ -7,33 +7,79 @@ impl Profile {
     pub async fn sync(&mut self) -> Result<Vec<Event>> {
         let mut events = Vec::new();
         self.expire_messages()?;
-        self.sync_mailbox(&mut events).await?;
-        self.maintain_key_packages().await?;
+        // A relay that cannot be reached stops only what lives on it: the other mailboxes and
+        // conversations are still read. The primary relay being down is reported at the end.
+        let mut home_down = None;
+        let mut newly_down = false;
+        match self.sync_mailbox(&mut events).await {
+            Ok(()) => {
+                let home = self.relay.base().to_string();
+                self.relay_up(&home);
+            }
+            Err(e @ Error::RelayUnreachable(_)) => {
+                let home = self.relay.base().to_string();
+                newly_down = self.down_for(&home).is_none();
+                self.relay_down(&home);
+                home_down = Some(e);
+            }
+            Err(e) => return Err(e),
+        }
+        let reached = self.sync_other_mailboxes(&mut events).await?;
+        if reached > 0
+            && let Some(e) = home_down.take()
+            && newly_down
+        {
+            // Another of our relays answered: this sync worked; say (once) which did not.
+            self.emit(
+                &mut events,
+                Event::notice(None, format!("{e}; reading your other relays")),
+            )?;
+        }
+        if !self.down_since.contains_key(self.relay.base()) {
+            match self.maintain_key_packages().await {
+                Ok(()) | Err(Error::RelayUnreachable(_)) => {}
+                Err(e) => return Err(e),
+            }
+            self.maintain_other_pools().await?;
+        }
         // Welcomes owed to members on other relays, and adds waiting for one, when due.
         self.flush_drops(None).await?;
         self.resume_adds().await?;
         events.append(&mut self.buffered);
         // Leave notices queued before we marked a conversation as left.
         for conv in self.left_with_outbox()? {
-            self.flush_pending(&conv).await?;
+            match self.flush_pending(&conv).await {
+                Ok(()) | Err(Error::RelayUnreachable(_)) => {}
+                Err(e) => return Err(e),
+            }
             events.append(&mut self.buffered);
             self.forget_keys_if_left(&conv.group_id)?;
         }
         let convs = self.active_convs()?;
-        let mut leavers: Vec<(Id, Vec<u8>)> = Vec::new();
         for conv in convs {
             // Queued sends first: once acknowledged they are known as our own entries, so
             // the log read below skips them instead of failing to decrypt them.
-            self.flush_pending(&conv).await?;
+            let flushed = self.flush_pending(&conv).await;
             events.append(&mut self.buffered);
-            match self.sync_group(&conv.group_id, &mut events).await {
-                Ok(l) => {
-                    leavers.extend(l.into_iter().map(|fp| (conv.group_id, fp)));
+            let result = match flushed {
+                Ok(()) => self.sync_group(&conv.group_id, &mut events).await,
+                Err(e) => Err(e),
+            };
+            match result {
+                Ok(_) => {
+                    self.relay_up(&conv.relay);
                     // Whatever the catch-up queued (a recovered commit's group name).
-                    self.flush_pending(&conv).await?;
+                    match self.flush_pending(&conv).await {
+                        Ok(()) | Err(Error::RelayUnreachable(_)) => {}
+                        Err(e) => return Err(e),
+                    }
                     events.append(&mut self.buffered);
                 }
-                Err(e @ Error::RelayUnreachable(_)) => return Err(e),
+                Err(Error::RelayUnreachable(_)) => {
+                    self.relay_down(&conv.relay);
+                    // Down for longer than the profile allows: move the conversation.
+                    self.auto_move(&conv, &mut events).await?;
+                }
                 Err(Error::Relay {
                     code: ErrorCode::BadToken,
                     ..
@@ -56,21 +102,38 @@ impl Profile {
         // Members who asked to leave (stored when their notice was read, also by earlier
         // syncs that could not finish): remove them; one committer wins, the rest find them
         // gone. Then members we added who never joined get a fresh Welcome.
-        drop(leavers);
-        self.commit_pending_removals(None).await?;
-        self.resend_welcomes().await?;
-        self.finish_refusals().await?;
+        for step in 0..3 {
+            let r = match step {
+                0 => self.commit_pending_removals(None).await,
+                1 => self.resend_welcomes().await,
+                _ => self.finish_refusals().await,
+            };
+            match r {
+                Ok(()) | Err(Error::RelayUnreachable(_)) => {}
+                Err(e) => return Err(e),
+            }
+        }
         events.append(&mut self.buffered);
+        if let Some(e) = home_down {
+            // The events so far are published by the caller (`take_events`).
+            self.buffered = events;
+            return Err(e);
+        }
         Ok(events)
     }
 
     /// Read one conversation's log (after a push for it): its queued sends, the log, and
     /// the removals it asks for. The full `sync` covers the rest.
-    pub async fn sync_conversation(&mut self, group_id: &Id) -> Result<Vec<Event>> {
+    pub async fn sync_conversation(&mut self, log: &Id) -> Result<Vec<Event>> {
         let mut events = Vec::new();
-        let Some(conv) = self.conv_by_id(group_id)? else {
-            return Ok(events);
+        let conv = match self.conv_by_log(log)? {
+            Some(c) => c,
+            None => match self.conv_by_id(log)? {
+                Some(c) => c,
+                None => return Ok(events),
+            },
         };
+        let group_id = &conv.group_id.clone();
         if !conv.active {
             return Ok(events);
         }
@@ -85,10 +148,22 @@ impl Profile {
     }
 
     pub(super) async fn sync_mailbox(&mut self, events: &mut Vec<Event>) -> Result<()> {
-        let msgs = self
-            .relay
-            .read_mailbox(&self.mailbox_key, &self.mailbox, 0)
-            .await?;
+        let relay = self.relay.clone();
+        let key = self.mailbox_key.clone();
+        let id = self.mailbox;
+        self.read_one_mailbox(&relay, &id, &key, events).await
+    }
+
+    /// Read one of our mailboxes: Welcomes (joins or pending invitations) and move notices;
+    /// acknowledge what was processed.
+    pub(super) async fn read_one_mailbox(
+        &mut self,
+        relay: &RelayClient,
+        mailbox: &Id,
+        key: &MailboxKey,
+        events: &mut Vec<Event>,
+    ) -> Result<()> {
+        let msgs = relay.read_mailbox(key, mailbox, 0).await?;
         if msgs.is_empty() {
             return Ok(());
         }
@@ -96,11 +171,27 @@ impl Profile {
         let mut joined = 0;
         for m in msgs {
             match Envelope::decode(&m.body.0) {
+                Ok(Envelope::Move { sealed }) => {
+                    if let Err(e) = self.receive_move(&sealed.0, events).await {
+                        if matches!(e, Error::RelayUnreachable(_)) {
+                            // Not acknowledged: read again once the new relay answers.
+                            continue;
+                        }
+                        self.emit(
+                            events,
+                            Event::notice(
+                                None,
+                                format!("could not follow a conversation's move: {e}"),
+                            ),
+                        )?;
+                    }
+                }
                 Ok(Envelope::Welcome {
                     group_id,
                     relay,
                     welcome,
                     invite_mac,
+                    log,
                 }) => {
                     if self.conv_by_id(&group_id)?.is_some_and(|c| c.active) {
                         // Already joined (a crash before the acknowledgement): nothing to do.
@@ -108,7 +199,7 @@ impl Profile {
                         continue;
                     }
                     let screened =
-                        self.screen_welcome(group_id, &relay, &welcome.0, invite_mac.as_ref());
+                        self.screen_welcome(group_id, &relay, log, &welcome.0, invite_mac.as_ref());
                     // Fault injection for the tests: a Welcome that cannot be processed.
                     let screened = match std::env::var("SAMIZDAT_TEST_LOSE_WELCOMES") {
                         Ok(v) if v == "1" => Err(Error::Protocol(
@@ -117,7 +208,9 @@ impl Profile {
                         _ => screened,
                     };
                     match screened.and_then(|s| match s {
-                        Screened::Join => self.join(group_id, &relay, &welcome.0, events).map(Some),
+                        Screened::Join => self
+                            .join(group_id, &relay, log, &welcome.0, events)
+                            .map(Some),
                         Screened::Pending(Some(event)) => self.emit(events, *event).map(|()| None),
                         Screened::Pending(None) => Ok(None),
                     }) {
@@ -138,9 +231,9 @@ impl Profile {
         }
         // Acknowledge only after the joins are committed locally.
         crash_point("mailbox-before-ack");
-        self.relay
-            .ack(&self.mailbox_key, &self.mailbox, done)
-            .await?;
+        if !done.is_empty() {
+            relay.ack(key, mailbox, done).await?;
+        }
         if joined > 0 {
             let new: Vec<Id> = events
                 .iter()
@@ -160,35 +253,23 @@ impl Profile {
     /// joined.
     pub(super) async fn after_join(&mut self, new: Vec<Id>, events: &mut Vec<Event>) -> Result<()> {
         {
-            let count = self
+            // The pool is topped up now (a join used one); the next sync does it otherwise.
+            if let Ok(count) = self
                 .relay
                 .key_package_count(&self.mailbox_key, &self.mailbox)
-                .await?;
-            if (count.available as usize) < KEY_PACKAGE_POOL / 2 {
-                self.upload_key_packages(KEY_PACKAGE_POOL - count.available as usize, None)
-                    .await?;
+                .await
+                && (count.available as usize) < KEY_PACKAGE_POOL / 2
+            {
+                let _ = self
+                    .upload_key_packages(KEY_PACKAGE_POOL - count.available as usize, None)
+                    .await;
             }
             for id in new {
                 // By id: catching up may rename the conversation (or end our membership).
                 let Some(conv) = self.conv_by_id(&id)? else {
                     continue;
                 };
-                let payload = Payload {
-                    id: random_id(),
-                    expires_in: None,
-                    sent_at: now_millis(),
-                    body: Body::Profile {
-                        name: self.name.clone(),
-                    },
-                };
-                match self.send_payload(&conv, payload).await {
-                    // Queued: the next sync delivers it.
-                    Ok(_) | Err(Error::RelayUnreachable(_)) => {}
-                    Err(e) => {
-                        let text = format!("could not announce ourselves: {e}");
-                        self.emit(events, Event::notice(Some(&conv), text))?;
-                    }
-                }
+                self.announce_in(&conv, events).await?;
             }
         }
         Ok(())
@@ -230,7 +311,7 @@ impl Profile {
             }
             let token = self.token(group_id, conv.read_epoch)?;
             let page = relay
-                .read_entries(group_id, conv.read_epoch, conv.cursor, &token)
+                .read_entries(&conv.log, conv.read_epoch, conv.cursor, &token)
                 .await?;
             // The hash the epoch's closing commit gave the relay for the next epoch.
             let next_hash = page.next_token_hash.clone();
@@ -317,8 +398,9 @@ impl Profile {
                                     params![group_id.as_bytes(), status],
                                 )?;
                                 let text = format!(
-                                    "lost sync with the group: the commit by {who} at position {} does not lead to the token the relay recorded — either {who} gave the relay a false token (locking everyone else out), or the relay served a commit it never accepted (a fork); ask a member to re-add you, and if it happens again start a new group without {who}",
-                                    entry.seq
+                                    "lost sync with the group: the commit by {who} at position {} does not lead to the token the relay recorded — either {who} gave the relay a false token (locking everyone else out), or the relay served a commit it never accepted (a fork); to go on without {who}, re-create the log (`samizdat move {} --to RELAY`, the same relay will do: the others follow) and remove {who} — unless the others do not see this (then the relay forked you: ask to be re-added)",
+                                    entry.seq,
+                                    conv.name
                                 );
                                 self.emit(events, Event::notice(Some(&conv), text))?;
                             } else if removed {

@@ -45,6 +45,8 @@ pub struct ConversationView {
     pub last_activity: u64,
     /// Disappearing messages: seconds a message lives (0: off).
     pub timer_secs: u64,
+    /// The relay holding the conversation's log (it changes when the conversation moves).
+    pub relay: String,
 }
 
 /// Which messages of a conversation to read (all of them by default).
@@ -144,7 +146,7 @@ impl Profile {
         let mut stmt = conn.prepare(
             "SELECT c.group_id, c.name, c.kind, c.active, c.status,
                     (SELECT COUNT(*) FROM messages m WHERE m.group_id = c.group_id AND m.unread = 1),
-                    c.created_at, c.timer_secs
+                    c.created_at, c.timer_secs, c.relay
              FROM conversations c ORDER BY c.created_at",
         )?;
         let rows = stmt
@@ -158,6 +160,7 @@ impl Profile {
                     r.get::<_, i64>(5)?,
                     r.get::<_, i64>(6)?,
                     r.get::<_, i64>(7)?,
+                    r.get::<_, String>(8)?,
                 ))
             })?
             .collect::<rusqlite::Result<Vec<_>>>()?;
@@ -185,7 +188,7 @@ impl Profile {
         drop(newest);
         drop(conn);
         let mut out = Vec::new();
-        for ((gid, name, kind, active, status, unread, created_at, timer), last) in
+        for ((gid, name, kind, active, status, unread, created_at, timer, relay), last) in
             rows.into_iter().zip(lasts)
         {
             let members = if active != 0 {
@@ -218,6 +221,7 @@ impl Profile {
                 last,
                 last_activity,
                 timer_secs: timer.max(0) as u64,
+                relay,
             });
         }
         out.sort_by_key(|c| std::cmp::Reverse(c.last_activity));

@@ -6,6 +6,7 @@ mod e2e;
 mod files;
 mod load;
 mod mls;
+mod moves;
 mod nats;
 mod util;
 
@@ -38,6 +39,8 @@ pub enum Which {
     Backup(files::BackupArgs),
     /// Connections and memory of transport isolation with 100 conversations.
     Isolation(files::IsolationArgs),
+    /// Blocked relay → first message delivered on the new relay (a conversation moving).
+    Move(moves::MoveArgs),
 }
 
 pub async fn run(args: BenchArgs) -> Result<()> {
@@ -50,6 +53,7 @@ pub async fn run(args: BenchArgs) -> Result<()> {
         Which::Attachments(a) => files::attachments(a).await?,
         Which::Backup(a) => files::backup(a).await?,
         Which::Isolation(a) => files::isolation(a).await?,
+        Which::Move(a) => moves::run(a).await?,
     };
     if args.json {
         println!("{}", serde_json::to_string_pretty(&report.json)?);

@@ -10,6 +10,7 @@ mod delivery;
 mod harness;
 mod mitm;
 mod reach;
+mod relays;
 mod safety;
 mod service;
 
@@ -862,8 +863,37 @@ fn finding_6_a_bogus_commit_is_attributed_to_its_committer() {
     );
     let out = alice.ok(&["sync"]);
     assert!(out.contains("gave the relay a false token"), "{out}");
-    let list = alice.ok(&["list"]);
-    assert!(list.contains("does not match the relay"), "{list}");
     // Named by the label alice knows bob by.
     assert!(out.contains(&bob.display), "{out}");
+    // The recovery path: alice re-creates the log (a new log on the same relay, continuing
+    // the MLS group at the epoch of bob's commit) and tells the members; carol, who joined
+    // by that commit, follows; alice removes bob, and the group goes on without him.
+    assert!(out.contains("samizdat move friends"), "{out}");
+    let out = alice.ok(&["move", "friends", "--to", &w.relay.url]);
+    assert!(out.contains("moved to"), "{out}");
+    let list = alice.ok(&["list"]);
+    assert!(!list.contains("does not match the relay"), "{list}");
+    let out = carol.ok(&["sync"]);
+    assert!(out.contains("joined"), "{out}");
+    assert!(out.contains("moved this conversation"), "{out}");
+    alice.ok(&["group", "remove", "friends", &bob.display]);
+    let t = w.text("after the recovery");
+    alice.ok(&["send", "friends", &t]);
+    carol.ok(&["sync"]);
+    // carol never got the group's name (bob's message with it went to the wrecked log).
+    let group = carol
+        .ok(&["list", "--json"])
+        .lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+        .find(|c| c["kind"] == "group")
+        .expect("carol's group")["name"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert_eq!(carol.texts(&group), vec![t.clone()]);
+    bob.ok(&["sync"]);
+    assert!(!bob.texts("friends").contains(&t));
+    let reply = w.text("carol after the recovery");
+    carol.ok(&["send", &group, &reply]);
+    assert!(alice.ok(&["sync"]).contains(&reply));
 }

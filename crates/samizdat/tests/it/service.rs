@@ -859,6 +859,7 @@ fn a_second_command_waits_for_the_profile_lock() {
         id: samizdat_proto::Id::from_bytes([9; 16]),
         exp: u64::MAX / 2,
         reusable: false,
+        more: Vec::new(),
     };
     let mut holder = alice
         .cmd(&["accept", &invite.to_link(), "--name", "stuck"])
