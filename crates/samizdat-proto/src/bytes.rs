@@ -134,6 +134,30 @@ impl<'de> Deserialize<'de> for Id {
     }
 }
 
+impl utoipa::PartialSchema for Bytes {
+    fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+        utoipa::openapi::ObjectBuilder::new()
+            .schema_type(utoipa::openapi::schema::Type::String)
+            .pattern(Some("^[A-Za-z0-9_-]*$"))
+            .description(Some("unpadded base64url"))
+            .into()
+    }
+}
+
+impl utoipa::ToSchema for Bytes {}
+
+impl utoipa::PartialSchema for Id {
+    fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+        utoipa::openapi::ObjectBuilder::new()
+            .schema_type(utoipa::openapi::schema::Type::String)
+            .pattern(Some("^[A-Za-z0-9_-]{22}$"))
+            .description(Some("16 random bytes, unpadded base64url"))
+            .into()
+    }
+}
+
+impl utoipa::ToSchema for Id {}
+
 #[cfg(test)]
 mod tests {
     use super::*;

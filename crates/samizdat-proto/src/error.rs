@@ -3,7 +3,7 @@
 use serde::{Deserialize, Serialize};
 
 /// Every error the relay can answer with. The wire form is the snake_case name.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 #[non_exhaustive]
 pub enum ErrorCode {
@@ -129,7 +129,8 @@ impl std::fmt::Display for ErrorCode {
 
 /// The JSON body of every error response: `{"code": "...", "message": "..."}`.
 /// `current_epoch` is set on `epoch_conflict` and `stale_epoch`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[schema(as = Error)]
 pub struct ErrorBody {
     pub code: ErrorCode,
     pub message: String,

@@ -5,7 +5,7 @@ use serde::{Deserialize, Serialize};
 use crate::{Bytes, Id};
 
 /// `POST /v1/mailboxes` — create a mailbox owned by an Ed25519 public key.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateMailbox {
     pub request_id: Id,
@@ -14,13 +14,13 @@ pub struct CreateMailbox {
     pub owner_key: Bytes,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Created {
     pub id: Id,
 }
 
 /// `POST /v1/mailboxes/{id}/messages` — drop a message (anyone who knows the address).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct DropMessage {
     pub request_id: Id,
@@ -28,7 +28,7 @@ pub struct DropMessage {
 }
 
 /// Answer to a drop or a group append: where the relay stored it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Stored {
     pub seq: u64,
     /// Mailboxes whose Welcome the relay could not store (full or gone). The commit itself
@@ -38,7 +38,7 @@ pub struct Stored {
 }
 
 /// One message in a mailbox.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct MailboxMessage {
     pub seq: u64,
     pub body: Bytes,
@@ -47,20 +47,20 @@ pub struct MailboxMessage {
 }
 
 /// `GET /v1/mailboxes/{id}/messages?after=SEQ&limit=N` (owner-signed).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct MailboxMessages {
     pub messages: Vec<MailboxMessage>,
 }
 
 /// `POST /v1/mailboxes/{id}/ack` (owner-signed) — delete messages by sequence number.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct AckMessages {
     pub request_id: Id,
     pub seqs: Vec<u64>,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Acked {
     /// How many of the listed messages were still there and are now deleted.
     pub deleted: u64,
@@ -68,7 +68,7 @@ pub struct Acked {
 
 /// `POST /v1/mailboxes/{id}/keypackages` (owner-signed) — add KeyPackages to the pool,
 /// and optionally replace the last-resort KeyPackage.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct UploadKeyPackages {
     pub request_id: Id,
@@ -77,20 +77,20 @@ pub struct UploadKeyPackages {
     pub last_resort: Option<Bytes>,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct KeyPackageCount {
     pub available: u64,
     pub has_last_resort: bool,
 }
 
 /// `POST /v1/mailboxes/{id}/keypackages/claim` — take one KeyPackage, exactly once.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ClaimKeyPackage {
     pub request_id: Id,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct ClaimedKeyPackage {
     pub key_package: Bytes,
     /// True when the pool was empty and the last-resort KeyPackage was handed out.
@@ -98,7 +98,7 @@ pub struct ClaimedKeyPackage {
 }
 
 /// `POST /v1/groups` — create a group log at `epoch` whose token hashes to `token_hash`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateGroup {
     pub request_id: Id,
@@ -109,7 +109,7 @@ pub struct CreateGroup {
 }
 
 /// Kind of a group log entry. The relay cannot see more than this.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum EntryKind {
     Application,
@@ -134,7 +134,7 @@ impl EntryKind {
 }
 
 /// A Welcome (or any message) to drop into a new member's mailbox when a commit wins.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct WelcomeDrop {
     pub mailbox_id: Id,
@@ -142,7 +142,7 @@ pub struct WelcomeDrop {
 }
 
 /// `POST /v1/groups/{id}/entries` with the current epoch's token in `x-samizdat-token`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct AppendEntry {
     pub request_id: Id,
@@ -159,7 +159,7 @@ pub struct AppendEntry {
 }
 
 /// One entry of a group log.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Entry {
     pub seq: u64,
     pub epoch: u64,
@@ -169,7 +169,7 @@ pub struct Entry {
 
 /// `GET /v1/groups/{id}/entries?epoch=E&after=SEQ&limit=N` with epoch E's token.
 /// Returns entries of epoch E only, in log order.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Entries {
     pub entries: Vec<Entry>,
     /// The group's current epoch. If it is above the requested epoch, the epoch's last
@@ -183,7 +183,7 @@ pub struct Entries {
 }
 
 /// `GET /healthz`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Health {
     pub status: String,
     pub version: String,
@@ -284,7 +284,7 @@ mod tests {
 /// `POST /v1/blobs` (201): a blob to upload into. `upload_token` is the write capability
 /// (send it as `x-samizdat-upload-token`); `blob_id` alone lets anyone with it download the
 /// finished blob.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct BlobCreated {
     pub blob_id: Id,
     pub upload_token: Bytes,
@@ -292,7 +292,7 @@ pub struct BlobCreated {
 }
 
 /// `GET` / `PATCH /v1/blobs/{id}/upload`: how far the upload is (bytes stored durably).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct BlobOffset {
     pub offset: u64,
     pub length: u64,

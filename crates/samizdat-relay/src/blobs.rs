@@ -55,6 +55,20 @@ fn storage_failed(what: &str, e: std::io::Error) -> ApiError {
 }
 
 /// `POST /v1/blobs` with `Upload-Length`: a new, empty blob.
+#[utoipa::path(
+    post,
+    path = "/v1/blobs",
+    operation_id = "createBlob",
+    summary = "Create an empty blob (an encrypted attachment) of Upload-Length bytes; the answer holds its id and upload token",
+    params(
+        ("upload-length" = u64, Header, description = "the blob's total length in bytes (at most the relay's max_blob_bytes)"),
+    ),
+    responses(
+        crate::openapi::Rejected,
+        (status = 201, description = "created", body = samizdat_proto::BlobCreated),
+        (status = 413, description = "larger than the relay's blob limit", body = samizdat_proto::ErrorBody),
+    )
+)]
 pub(crate) async fn create(
     State(state): State<AppState>,
     ConnectInfo(addr): ConnectInfo<SocketAddr>,
@@ -163,6 +177,22 @@ async fn authorized(
 }
 
 /// `GET /v1/blobs/{id}/upload`: how many bytes are stored (to resume an upload).
+#[utoipa::path(
+    get,
+    path = "/v1/blobs/{id}/upload",
+    operation_id = "blobOffset",
+    summary = "How many bytes of the blob are stored durably (to resume an upload)",
+    params(
+        ("id" = samizdat_proto::Id, Path),
+        ("x-samizdat-upload-token" = samizdat_proto::Bytes, Header, description = "the upload token from createBlob"),
+    ),
+    responses(
+        crate::openapi::Rejected,
+        (status = 200, description = "success", body = samizdat_proto::BlobOffset),
+        (status = 403, description = "wrong or missing upload token", body = samizdat_proto::ErrorBody),
+        (status = 404, description = "no such blob (or it expired)", body = samizdat_proto::ErrorBody),
+    )
+)]
 pub(crate) async fn offset(
     State(state): State<AppState>,
     UrlPath(id): UrlPath<String>,
@@ -182,6 +212,27 @@ pub(crate) async fn offset(
 
 /// `PATCH /v1/blobs/{id}/upload` with `Upload-Offset`: the next piece. Answered once the
 /// piece is on disk.
+#[utoipa::path(
+    patch,
+    path = "/v1/blobs/{id}/upload",
+    operation_id = "appendBlob",
+    summary = "Append the next piece at Upload-Offset; answered once it is durable",
+    params(
+        ("id" = samizdat_proto::Id, Path),
+        ("x-samizdat-upload-token" = samizdat_proto::Bytes, Header, description = "the upload token from createBlob"),
+        ("upload-offset" = u64, Header, description = "where this piece starts: the blob's current offset"),
+    ),
+    request_body(content = crate::openapi::Binary, content_type = "application/octet-stream"),
+    responses(
+        crate::openapi::Rejected,
+        (status = 200, description = "stored", body = samizdat_proto::BlobOffset),
+        (status = 403, description = "wrong or missing upload token", body = samizdat_proto::ErrorBody),
+        (status = 404, description = "no such blob (or it expired)", body = samizdat_proto::ErrorBody),
+        (status = 408, description = "the piece did not arrive in time", body = samizdat_proto::ErrorBody),
+        (status = 409, description = "offset_mismatch: the upload is elsewhere; ask for the offset", body = samizdat_proto::ErrorBody),
+        (status = 413, description = "the piece is larger than allowed or goes past the blob's length", body = samizdat_proto::ErrorBody),
+    )
+)]
 pub(crate) async fn append(
     State(state): State<AppState>,
     UrlPath(id): UrlPath<String>,
@@ -262,6 +313,23 @@ fn range_start(headers: &HeaderMap) -> ApiResult<Option<u64>> {
 }
 
 /// `GET /v1/blobs/{id}`: a finished blob, streamed from disk.
+#[utoipa::path(
+    get,
+    path = "/v1/blobs/{id}",
+    operation_id = "downloadBlob",
+    summary = "Download a finished blob, whole or from an offset (Range: bytes=N-)",
+    params(
+        ("id" = samizdat_proto::Id, Path),
+        ("range" = Option<String>, Header, description = "bytes=N- to continue from byte N"),
+    ),
+    responses(
+        crate::openapi::Rejected,
+        (status = 200, description = "the blob", body = crate::openapi::Binary, content_type = "application/octet-stream"),
+        (status = 206, description = "the blob from the requested byte", body = crate::openapi::Binary, content_type = "application/octet-stream"),
+        (status = 404, description = "no such blob (or it expired)", body = samizdat_proto::ErrorBody),
+        (status = 409, description = "incomplete: the upload has not finished", body = samizdat_proto::ErrorBody),
+    )
+)]
 pub(crate) async fn download(
     State(state): State<AppState>,
     UrlPath(id): UrlPath<String>,

@@ -208,6 +208,15 @@ pub(crate) fn respond<T: IntoResponse>(r: ApiResult<T>) -> Response {
     }
 }
 
+#[utoipa::path(
+    get,
+    path = "/healthz",
+    operation_id = "healthz",
+    summary = "Liveness",
+    responses(
+        (status = 200, description = "success", body = samizdat_proto::Health),
+    )
+)]
 async fn healthz(State(state): State<AppState>) -> Response {
     if !state.store.healthy() {
         return (
@@ -226,11 +235,13 @@ async fn healthz(State(state): State<AppState>) -> Response {
     .into_response()
 }
 
-/// The OpenAPI document, committed as `docs/openapi.json`.
-pub const OPENAPI: &str = include_str!("../../../docs/openapi.json");
-
+/// The OpenAPI document, generated from the code once (see `openapi.rs`).
 async fn openapi() -> impl IntoResponse {
-    ([(header::CONTENT_TYPE, "application/json")], OPENAPI)
+    static DOC: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    (
+        [(header::CONTENT_TYPE, "application/json")],
+        DOC.get_or_init(crate::openapi::document).as_str(),
+    )
 }
 
 /// A request body in memory, with its share of the relay-wide byte budget: the share is
@@ -433,6 +444,19 @@ fn target_rate_limited() -> ApiError {
     )
 }
 
+#[utoipa::path(
+    post,
+    path = "/v1/mailboxes",
+    operation_id = "createMailbox",
+    summary = "Create a mailbox owned by an Ed25519 key",
+    request_body(content = samizdat_proto::CreateMailbox, content_type = "application/json"),
+    responses(
+        crate::openapi::Rejected,
+        crate::openapi::TooLarge,
+        (status = 201, description = "success", body = samizdat_proto::Created),
+        (status = 409, description = "mailbox id taken", body = samizdat_proto::ErrorBody),
+    )
+)]
 async fn create_mailbox(
     State(state): State<AppState>,
     ConnectInfo(addr): ConnectInfo<SocketAddr>,
@@ -469,6 +493,22 @@ async fn create_mailbox(
     )
 }
 
+#[utoipa::path(
+    post,
+    path = "/v1/mailboxes/{id}/messages",
+    operation_id = "dropMessage",
+    summary = "Drop a message into a mailbox (anyone with the address)",
+    params(
+        ("id" = samizdat_proto::Id, Path),
+    ),
+    request_body(content = samizdat_proto::DropMessage, content_type = "application/json"),
+    responses(
+        crate::openapi::Rejected,
+        crate::openapi::TooLarge,
+        (status = 200, description = "success", body = samizdat_proto::Stored),
+        (status = 404, description = "no such mailbox", body = samizdat_proto::ErrorBody),
+    )
+)]
 async fn drop_message(
     State(state): State<AppState>,
     ConnectInfo(addr): ConnectInfo<SocketAddr>,
@@ -535,6 +575,22 @@ struct MailboxQuery {
     limit: Option<usize>,
 }
 
+#[utoipa::path(
+    get,
+    path = "/v1/mailboxes/{id}/messages",
+    operation_id = "readMailbox",
+    summary = "Read messages (owner-signed)",
+    params(
+        ("id" = samizdat_proto::Id, Path),
+        crate::openapi::OwnerSigned,
+        ("after" = Option<u64>, Query),
+        ("limit" = Option<u32>, Query),
+    ),
+    responses(
+        crate::openapi::OwnerRefusals,
+        (status = 200, description = "success", body = samizdat_proto::MailboxMessages),
+    )
+)]
 async fn read_mailbox(
     State(state): State<AppState>,
     Path(id): Path<String>,
@@ -564,6 +620,21 @@ async fn read_mailbox(
     )
 }
 
+#[utoipa::path(
+    post,
+    path = "/v1/mailboxes/{id}/ack",
+    operation_id = "ackMessages",
+    summary = "Delete read messages (owner-signed)",
+    params(
+        ("id" = samizdat_proto::Id, Path),
+        crate::openapi::OwnerSigned,
+    ),
+    request_body(content = samizdat_proto::AckMessages, content_type = "application/json"),
+    responses(
+        crate::openapi::OwnerRefusals,
+        (status = 200, description = "success", body = samizdat_proto::Acked),
+    )
+)]
 async fn ack(
     State(state): State<AppState>,
     Path(id): Path<String>,
@@ -594,6 +665,21 @@ async fn ack(
     )
 }
 
+#[utoipa::path(
+    post,
+    path = "/v1/mailboxes/{id}/keypackages",
+    operation_id = "uploadKeyPackages",
+    summary = "Add KeyPackages and set the last resort (owner-signed)",
+    params(
+        ("id" = samizdat_proto::Id, Path),
+        crate::openapi::OwnerSigned,
+    ),
+    request_body(content = samizdat_proto::UploadKeyPackages, content_type = "application/json"),
+    responses(
+        crate::openapi::OwnerRefusals,
+        (status = 200, description = "success", body = samizdat_proto::KeyPackageCount),
+    )
+)]
 async fn upload_key_packages(
     State(state): State<AppState>,
     Path(id): Path<String>,
@@ -640,6 +726,20 @@ async fn upload_key_packages(
     )
 }
 
+#[utoipa::path(
+    get,
+    path = "/v1/mailboxes/{id}/keypackages",
+    operation_id = "countKeyPackages",
+    summary = "Pool size (owner-signed)",
+    params(
+        ("id" = samizdat_proto::Id, Path),
+        crate::openapi::OwnerSigned,
+    ),
+    responses(
+        crate::openapi::OwnerRefusals,
+        (status = 200, description = "success", body = samizdat_proto::KeyPackageCount),
+    )
+)]
 async fn key_package_count(
     State(state): State<AppState>,
     Path(id): Path<String>,
@@ -657,6 +757,22 @@ async fn key_package_count(
     )
 }
 
+#[utoipa::path(
+    post,
+    path = "/v1/mailboxes/{id}/keypackages/claim",
+    operation_id = "claimKeyPackage",
+    summary = "Take one KeyPackage, exactly once",
+    params(
+        ("id" = samizdat_proto::Id, Path),
+    ),
+    request_body(content = samizdat_proto::ClaimKeyPackage, content_type = "application/json"),
+    responses(
+        crate::openapi::Rejected,
+        crate::openapi::TooLarge,
+        (status = 200, description = "success", body = samizdat_proto::ClaimedKeyPackage),
+        (status = 404, description = "no such mailbox, or no KeyPackage left", body = samizdat_proto::ErrorBody),
+    )
+)]
 async fn claim_key_package(
     State(state): State<AppState>,
     ConnectInfo(addr): ConnectInfo<SocketAddr>,
@@ -700,6 +816,19 @@ fn hash_from(b: &proto::Bytes, what: &str) -> ApiResult<[u8; 32]> {
     })
 }
 
+#[utoipa::path(
+    post,
+    path = "/v1/groups",
+    operation_id = "createGroup",
+    summary = "Create a group log",
+    request_body(content = samizdat_proto::CreateGroup, content_type = "application/json"),
+    responses(
+        crate::openapi::Rejected,
+        crate::openapi::TooLarge,
+        (status = 201, description = "success", body = samizdat_proto::Created),
+        (status = 409, description = "group id taken", body = samizdat_proto::ErrorBody),
+    )
+)]
 async fn create_group(
     State(state): State<AppState>,
     ConnectInfo(addr): ConnectInfo<SocketAddr>,
@@ -753,6 +882,25 @@ fn token_from(headers: &HeaderMap) -> ApiResult<Vec<u8>> {
     Ok(token)
 }
 
+#[utoipa::path(
+    post,
+    path = "/v1/groups/{id}/entries",
+    operation_id = "appendEntry",
+    summary = "Append an application entry or a commit (epoch compare-and-set)",
+    params(
+        ("id" = samizdat_proto::Id, Path),
+        ("x-samizdat-token" = samizdat_proto::Bytes, Header, description = "the epoch's token (1-64 bytes)"),
+    ),
+    request_body(content = samizdat_proto::AppendEntry, content_type = "application/json"),
+    responses(
+        crate::openapi::Rejected,
+        crate::openapi::TooLarge,
+        (status = 200, description = "success", body = samizdat_proto::Stored),
+        (status = 403, description = "wrong or missing epoch token", body = samizdat_proto::ErrorBody),
+        (status = 404, description = "no such group or Welcome mailbox", body = samizdat_proto::ErrorBody),
+        (status = 409, description = "epoch_conflict or stale_epoch: the group moved on", body = samizdat_proto::ErrorBody),
+    )
+)]
 async fn append(
     State(state): State<AppState>,
     Path(id): Path<String>,
@@ -917,6 +1065,26 @@ pub(crate) async fn check_token(
     }
 }
 
+#[utoipa::path(
+    get,
+    path = "/v1/groups/{id}/entries",
+    operation_id = "readEntries",
+    summary = "Read one epoch's entries with that epoch's token",
+    params(
+        ("id" = samizdat_proto::Id, Path),
+        ("x-samizdat-token" = samizdat_proto::Bytes, Header, description = "the epoch's token (1-64 bytes)"),
+        ("epoch" = u64, Query),
+        ("after" = Option<u64>, Query),
+        ("limit" = Option<u32>, Query),
+    ),
+    responses(
+        crate::openapi::Rejected,
+        crate::openapi::TooLarge,
+        (status = 200, description = "success", body = samizdat_proto::Entries),
+        (status = 403, description = "wrong or missing epoch token", body = samizdat_proto::ErrorBody),
+        (status = 404, description = "no such group", body = samizdat_proto::ErrorBody),
+    )
+)]
 async fn read_entries(
     State(state): State<AppState>,
     Path(id): Path<String>,

@@ -18,6 +18,7 @@ pub mod http;
 pub mod limits;
 mod metrics;
 pub mod notify;
+mod openapi;
 mod serve;
 pub mod store;
 pub mod tls;

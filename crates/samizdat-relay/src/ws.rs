@@ -30,6 +30,16 @@ fn poll_interval(subscriptions: usize) -> Duration {
     per_sub.clamp(Duration::from_secs(2), Duration::from_secs(30))
 }
 
+#[utoipa::path(
+    get,
+    path = "/v1/ws",
+    operation_id = "websocket",
+    summary = "WebSocket upgrade; frames are described in docs/PROTOCOL.md",
+    responses(
+        (status = 101, description = "switching protocols"),
+        (status = 400, description = "not a WebSocket upgrade", body = samizdat_proto::ErrorBody),
+    )
+)]
 pub async fn upgrade(
     State(state): State<AppState>,
     ws: Result<WebSocketUpgrade, axum::extract::ws::rejection::WebSocketUpgradeRejection>,
