@@ -7,7 +7,6 @@
 //! processes travel as `NOTIFY samizdat` inside the same transaction, so they are sent only on
 //! commit; they are hints, never the source of truth.
 
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -54,11 +53,11 @@ impl From<tokio_postgres::Error> for StoreError {
     }
 }
 
-/// The PostgreSQL [`Store`].
+/// The PostgreSQL [`Store`]: a `deadpool-postgres` pool (connections opened on demand, a
+/// closed one replaced before reuse).
 pub struct PgStore {
     url: String,
-    pool: Vec<tokio::sync::Mutex<Option<Client>>>,
-    next: AtomicUsize,
+    pool: deadpool_postgres::Pool,
 }
 
 async fn connect(url: &str) -> Result<Client> {
@@ -73,12 +72,6 @@ async fn connect(url: &str) -> Result<Client> {
     Ok(client)
 }
 
-/// The connection a pool slot holds (a slot is empty only while it reconnects).
-fn connected(slot: &Option<Client>) -> Result<&Client> {
-    slot.as_ref()
-        .ok_or_else(|| StoreError::Backend("no connection".into()))
-}
-
 impl PgStore {
     /// Connect, migrate (once, under an advisory lock) and open a pool of `pool_size`.
     pub async fn open(url: &str, pool_size: usize) -> Result<PgStore> {
@@ -91,15 +84,29 @@ impl PgStore {
             .execute("SELECT pg_advisory_unlock($1)", &[&MIGRATION_LOCK])
             .await?;
         migrated?;
-        let mut pool = Vec::with_capacity(pool_size.max(1));
-        pool.push(tokio::sync::Mutex::new(Some(client)));
-        for _ in 1..pool_size.max(1) {
-            pool.push(tokio::sync::Mutex::new(None));
-        }
+        drop(client);
+        let config: tokio_postgres::Config = url
+            .parse()
+            .map_err(|e| StoreError::Backend(format!("bad PostgreSQL URL: {e}")))?;
+        let manager = deadpool_postgres::Manager::from_config(
+            config,
+            NoTls,
+            deadpool_postgres::ManagerConfig {
+                // A closed connection is replaced before it is handed out (no extra round trip,
+                // as with the pool this replaces: one that died silently fails one request).
+                recycling_method: deadpool_postgres::RecyclingMethod::Fast,
+            },
+        );
+        let pool = deadpool_postgres::Pool::builder(manager)
+            .max_size(pool_size.max(1))
+            .runtime(deadpool_postgres::Runtime::Tokio1)
+            .create_timeout(Some(Duration::from_secs(10)))
+            .wait_timeout(Some(Duration::from_secs(30)))
+            .build()
+            .map_err(|e| StoreError::Backend(format!("cannot build the PostgreSQL pool: {e}")))?;
         Ok(PgStore {
             url: url.to_string(),
             pool,
-            next: AtomicUsize::new(0),
         })
     }
 
@@ -125,25 +132,16 @@ impl PgStore {
         Ok(())
     }
 
-    /// A pooled connection, reconnecting if it was lost.
-    async fn conn(&self) -> Result<tokio::sync::MutexGuard<'_, Option<Client>>> {
-        let n = self.pool.len();
-        let start = self.next.fetch_add(1, Ordering::Relaxed);
-        let mut guard = None;
-        for i in 0..n {
-            if let Ok(g) = self.pool[(start + i) % n].try_lock() {
-                guard = Some(g);
-                break;
+    /// A pooled connection (a lost one is replaced by the pool).
+    async fn conn(&self) -> Result<deadpool_postgres::Object> {
+        self.pool.get().await.map_err(|e| match e {
+            deadpool_postgres::PoolError::Backend(e) => StoreError::from(e),
+            // Every connection busy for the wait timeout, or none could be made.
+            other => {
+                tracing::warn!(error = %other, "no PostgreSQL connection");
+                StoreError::Retry
             }
-        }
-        let mut guard = match guard {
-            Some(g) => g,
-            None => self.pool[start % n].lock().await,
-        };
-        if guard.as_ref().is_none_or(|c| c.is_closed()) {
-            *guard = Some(connect(&self.url).await?);
-        }
-        Ok(guard)
+        })
     }
 
     /// Forward `NOTIFY samizdat` payloads to this process's subscribers, reconnecting forever.
@@ -359,9 +357,7 @@ macro_rules! in_tx {
         let mut attempt = 0;
         loop {
             let mut guard = $self.conn().await?;
-            let client = guard
-                .as_mut()
-                .ok_or_else(|| StoreError::Backend("no connection".into()))?;
+            let client: &mut Client = &mut guard;
             let $tx = client.transaction().await?;
             let result: Result<_> = async { $body }.await;
             match result {
@@ -420,7 +416,7 @@ impl Store for PgStore {
 
     async fn mailbox_owner(&self, mailbox: Id) -> Result<Option<Vec<u8>>> {
         let guard = self.conn().await?;
-        let client = connected(&guard)?;
+        let client: &Client = &guard;
         let row = client
             .query_opt(
                 "SELECT owner_key FROM mailboxes WHERE mailbox_id = $1",
@@ -432,7 +428,7 @@ impl Store for PgStore {
 
     async fn use_nonce(&self, nonce: Id, expires_at: u64, mailbox: Id, now: u64) -> Result<bool> {
         let guard = self.conn().await?;
-        let client = connected(&guard)?;
+        let client: &Client = &guard;
         let n = client
             .execute(
                 "INSERT INTO nonces (nonce, expires_at) VALUES ($1, $2) ON CONFLICT (nonce) DO NOTHING",
@@ -452,7 +448,7 @@ impl Store for PgStore {
 
     async fn touch_mailbox(&self, mailbox: Id, now: u64) -> Result<()> {
         let guard = self.conn().await?;
-        let client = connected(&guard)?;
+        let client: &Client = &guard;
         client
             .execute(
                 "UPDATE mailboxes SET last_seen_at = $2 WHERE mailbox_id = $1",
@@ -489,7 +485,7 @@ impl Store for PgStore {
         now: u64,
     ) -> Result<Vec<MailboxMessage>> {
         let guard = self.conn().await?;
-        let client = connected(&guard)?;
+        let client: &Client = &guard;
         let rows = client
             .query(
                 "SELECT seq, body, stored_at FROM mailbox_messages WHERE mailbox_id = $1 AND seq > $2 AND expires_at > $3 ORDER BY seq LIMIT $4",
@@ -698,7 +694,7 @@ impl Store for PgStore {
 
     async fn epoch_token(&self, group: Id, epoch: u64) -> Result<Option<([u8; 32], u64)>> {
         let guard = self.conn().await?;
-        let client = connected(&guard)?;
+        let client: &Client = &guard;
         let row = client
             .query_opt(
                 "SELECT e.token_hash, g.current_epoch FROM group_epochs e JOIN groups g ON g.group_id = e.group_id
@@ -718,7 +714,7 @@ impl Store for PgStore {
 
     async fn token_epoch(&self, group: Id, token_hash: [u8; 32]) -> Result<Option<u64>> {
         let guard = self.conn().await?;
-        let client = connected(&guard)?;
+        let client: &Client = &guard;
         let row = client
             .query_opt(
                 "SELECT epoch FROM group_epochs WHERE group_id = $1 AND token_hash = $2 LIMIT 1",
@@ -871,7 +867,7 @@ impl Store for PgStore {
         limit: usize,
     ) -> Result<Entries> {
         let guard = self.conn().await?;
-        let client = connected(&guard)?;
+        let client: &Client = &guard;
         let g = group.as_bytes().as_slice();
         // Current epoch first: if it is past `epoch`, every entry of `epoch` is committed.
         let current: i64 = client
@@ -963,7 +959,7 @@ impl Store for PgStore {
 
     async fn blob(&self, blob: Id, now: u64) -> Result<Option<BlobRecord>> {
         let guard = self.conn().await?;
-        let client = connected(&guard)?;
+        let client: &Client = &guard;
         let row = client
             .query_opt(
                 "SELECT token_hash, length, offset_bytes, expires_at FROM blobs
@@ -984,7 +980,7 @@ impl Store for PgStore {
 
     async fn advance_blob(&self, blob: Id, from: u64, to: u64) -> Result<bool> {
         let guard = self.conn().await?;
-        let client = connected(&guard)?;
+        let client: &Client = &guard;
         let n = client
             .execute(
                 "UPDATE blobs SET offset_bytes = $3 WHERE blob_id = $1 AND offset_bytes = $2 AND $3 <= length",
@@ -996,7 +992,7 @@ impl Store for PgStore {
 
     async fn expire_blobs(&self, now: u64) -> Result<Vec<Id>> {
         let guard = self.conn().await?;
-        let client = connected(&guard)?;
+        let client: &Client = &guard;
         let rows = client
             .query(
                 "DELETE FROM blobs WHERE expires_at <= $1 RETURNING blob_id",
