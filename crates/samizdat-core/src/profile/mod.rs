@@ -131,6 +131,8 @@ pub struct Profile {
     pub(crate) relays: std::sync::Mutex<HashMap<String, RelayClient>>,
     /// When this process last checked the KeyPackage pool (Unix seconds; 0: never).
     pub(crate) kp_checked_at: u64,
+    /// The same for the pools of the other mailboxes.
+    pub(crate) others_checked_at: u64,
     /// How connections leave the machine (proxy, isolation).
     pub(crate) net: crate::net::Net,
     /// Secret salt of the proxy identities (isolation).
@@ -351,6 +353,7 @@ impl Profile {
             buffered: Vec::new(),
             relays: Default::default(),
             kp_checked_at: 0,
+            others_checked_at: 0,
             net: s.net,
             isolation_salt: s.isolation_salt,
         }

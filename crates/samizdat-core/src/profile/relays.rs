@@ -285,8 +285,14 @@ impl Profile {
     }
 
     /// Keep the KeyPackage pools of our other mailboxes usable (the primary's is kept by
-    /// `maintain_key_packages`, which this follows).
+    /// `maintain_key_packages`, which this follows): at most once an hour per process, and
+    /// after a join (which may have used one).
     pub(super) async fn maintain_other_pools(&mut self) -> Result<()> {
+        let now = now_secs();
+        if self.others_checked_at != 0 && now < self.others_checked_at + KP_CHECK_INTERVAL {
+            return Ok(());
+        }
+        self.others_checked_at = now;
         for i in 0..self.others.len() {
             let (relay, id, key) = {
                 let m = &self.others[i];

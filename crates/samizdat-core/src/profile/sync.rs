@@ -253,7 +253,9 @@ impl Profile {
     /// joined.
     pub(super) async fn after_join(&mut self, new: Vec<Id>, events: &mut Vec<Event>) -> Result<()> {
         {
-            // The pool is topped up now (a join used one); the next sync does it otherwise.
+            // A join used a KeyPackage of one of our mailboxes: the other pools are checked
+            // by the next sync, the primary's now.
+            self.others_checked_at = 0;
             if let Ok(count) = self
                 .relay
                 .key_package_count(&self.mailbox_key, &self.mailbox)

@@ -250,3 +250,31 @@ fn concurrent_moves_converge_on_one_log() {
     assert!(alice.texts(&bob.display).contains(&after));
     w.assert_no_plaintext();
 }
+
+/// The KeyPackage pool of a second mailbox is kept like the primary's: drained by someone,
+/// refilled by the next sync.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_second_mailboxs_key_package_pool_is_refilled() {
+    let mut w = World::new();
+    let a_url = w.relay.url.clone();
+    let relay_b = relay(&w, "relay-b");
+    let alice = person_on(&mut w, "alice", &[&a_url, &relay_b.url]);
+    let link = alice.ok(&["invite"]).lines().last().unwrap().to_string();
+    let second = samizdat_core::Invite::parse(&link).unwrap().mailboxes()[1].clone();
+    let b = samizdat_core::relay_client::RelayClient::new(&second.relay).unwrap();
+    let mut drained = false;
+    for _ in 0..25 {
+        if b.claim_key_package(&second.mailbox)
+            .await
+            .unwrap()
+            .last_resort
+        {
+            drained = true;
+            break;
+        }
+    }
+    assert!(drained, "the second pool never ran dry");
+    alice.ok(&["sync"]);
+    let kp = b.claim_key_package(&second.mailbox).await.unwrap();
+    assert!(!kp.last_resort, "the second pool was not refilled");
+}
