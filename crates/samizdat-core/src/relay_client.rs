@@ -191,13 +191,25 @@ impl RelayClient {
         let mut last = None;
         for i in 0..n {
             let idx = (start + i) % n;
-            match build(&self.bases[idx]).send().await {
-                Ok(r) => {
-                    self.current.store(idx, Ordering::Relaxed);
-                    return Ok(r);
+            let mut retried = false;
+            loop {
+                match build(&self.bases[idx]).send().await {
+                    Ok(r) => {
+                        self.current.store(idx, Ordering::Relaxed);
+                        return Ok(r);
+                    }
+                    // Closed under us (a kept-alive connection the relay or an HTTP proxy had
+                    // just closed): once more, on a new connection. Every request may be
+                    // repeated — writes carry request ids, blob pieces an offset.
+                    Err(e) if !retried && e.is_request() && !e.is_connect() && !e.is_timeout() => {
+                        retried = true;
+                    }
+                    Err(e) if e.is_connect() || e.is_timeout() || e.is_request() => {
+                        last = Some(e);
+                        break;
+                    }
+                    Err(e) => return Err(self.unreachable(e)),
                 }
-                Err(e) if e.is_connect() || e.is_timeout() || e.is_request() => last = Some(e),
-                Err(e) => return Err(self.unreachable(e)),
             }
         }
         match last {
