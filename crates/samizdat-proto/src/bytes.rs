@@ -134,13 +134,21 @@ impl<'de> Deserialize<'de> for Id {
     }
 }
 
+/// The OpenAPI schema of a base64url string.
+fn base64url_schema(
+    pattern: &str,
+    description: &str,
+) -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+    utoipa::openapi::ObjectBuilder::new()
+        .schema_type(utoipa::openapi::schema::Type::String)
+        .pattern(Some(pattern))
+        .description(Some(description))
+        .into()
+}
+
 impl utoipa::PartialSchema for Bytes {
     fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
-        utoipa::openapi::ObjectBuilder::new()
-            .schema_type(utoipa::openapi::schema::Type::String)
-            .pattern(Some("^[A-Za-z0-9_-]*$"))
-            .description(Some("unpadded base64url"))
-            .into()
+        base64url_schema("^[A-Za-z0-9_-]*$", "unpadded base64url")
     }
 }
 
@@ -148,11 +156,7 @@ impl utoipa::ToSchema for Bytes {}
 
 impl utoipa::PartialSchema for Id {
     fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
-        utoipa::openapi::ObjectBuilder::new()
-            .schema_type(utoipa::openapi::schema::Type::String)
-            .pattern(Some("^[A-Za-z0-9_-]{22}$"))
-            .description(Some("16 random bytes, unpadded base64url"))
-            .into()
+        base64url_schema("^[A-Za-z0-9_-]{22}$", "16 random bytes, unpadded base64url")
     }
 }
 

@@ -587,6 +587,8 @@ struct MailboxQuery {
         ("limit" = Option<u32>, Query),
     ),
     responses(
+        crate::openapi::Rejected,
+        crate::openapi::TooLarge,
         crate::openapi::OwnerRefusals,
         (status = 200, description = "success", body = samizdat_proto::MailboxMessages),
     )
@@ -631,6 +633,8 @@ async fn read_mailbox(
     ),
     request_body(content = samizdat_proto::AckMessages, content_type = "application/json"),
     responses(
+        crate::openapi::Rejected,
+        crate::openapi::TooLarge,
         crate::openapi::OwnerRefusals,
         (status = 200, description = "success", body = samizdat_proto::Acked),
     )
@@ -676,6 +680,8 @@ async fn ack(
     ),
     request_body(content = samizdat_proto::UploadKeyPackages, content_type = "application/json"),
     responses(
+        crate::openapi::Rejected,
+        crate::openapi::TooLarge,
         crate::openapi::OwnerRefusals,
         (status = 200, description = "success", body = samizdat_proto::KeyPackageCount),
     )
@@ -736,6 +742,8 @@ async fn upload_key_packages(
         crate::openapi::OwnerSigned,
     ),
     responses(
+        crate::openapi::Rejected,
+        crate::openapi::TooLarge,
         crate::openapi::OwnerRefusals,
         (status = 200, description = "success", body = samizdat_proto::KeyPackageCount),
     )

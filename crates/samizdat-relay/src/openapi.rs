@@ -44,12 +44,10 @@ pub(crate) enum Rejected {
 #[response(status = 413, description = "body too large")]
 pub(crate) struct TooLarge(samizdat_proto::ErrorBody);
 
-/// Everything an owner-signed mailbox route may refuse with.
+/// What only an owner-signed mailbox route refuses with (with `Rejected` and `TooLarge`).
 #[derive(utoipa::IntoResponses)]
 #[allow(dead_code)]
 pub(crate) enum OwnerRefusals {
-    #[response(status = 400, description = "malformed request")]
-    BadRequest(samizdat_proto::ErrorBody),
     #[response(
         status = 401,
         description = "missing, wrong, stale or replayed signature"
@@ -57,15 +55,6 @@ pub(crate) enum OwnerRefusals {
     Unsigned(samizdat_proto::ErrorBody),
     #[response(status = 404, description = "no such mailbox")]
     NotFound(samizdat_proto::ErrorBody),
-    #[response(status = 413, description = "body too large")]
-    TooLarge(samizdat_proto::ErrorBody),
-    #[response(status = 429, description = "rate limited or quota exceeded")]
-    RateLimited(samizdat_proto::ErrorBody),
-    #[response(
-        status = 503,
-        description = "relay unavailable (shutting down or storage failure)"
-    )]
-    Unavailable(samizdat_proto::ErrorBody),
 }
 
 /// The owner signature of a mailbox request (docs/PROTOCOL.md "Owner signatures").

@@ -480,19 +480,11 @@ impl Profile {
                 },
             )?
             .collect::<rusqlite::Result<Vec<_>>>()?;
-        let mut out = Vec::with_capacity(rows.len());
-        for (id, text, sent_at, expires_in, attachment) in rows {
-            out.push(Payload {
-                id: Id::from_slice(&id).map_err(|_| Error::Storage("corrupt message id".into()))?,
-                sent_at: sent_at as u64,
-                expires_in: expires_in.map(|e| e.max(0) as u64),
-                body: Body::Text {
-                    text,
-                    attachment: attachment.and_then(|a| serde_json::from_str(&a).ok()),
-                },
-            });
-        }
-        Ok(out)
+        rows.into_iter()
+            .map(|(id, text, sent_at, expires_in, attachment)| {
+                outbox::text_payload(&id, text, sent_at, expires_in, attachment)
+            })
+            .collect()
     }
 }
 

@@ -12,6 +12,25 @@ pub(super) fn queued(r: Result<String>) -> Result<()> {
     }
 }
 
+/// A text message of ours rebuilt from its `messages` row (to send it again).
+pub(super) fn text_payload(
+    id: &[u8],
+    text: String,
+    sent_at: i64,
+    expires_in: Option<i64>,
+    attachment: Option<String>,
+) -> Result<Payload> {
+    Ok(Payload {
+        id: Id::from_slice(id).map_err(|_| Error::Storage("corrupt message id".into()))?,
+        expires_in: expires_in.map(|e| e.max(0) as u64),
+        sent_at: sent_at as u64,
+        body: Body::Text {
+            text,
+            attachment: attachment.and_then(|a| serde_json::from_str(&a).ok()),
+        },
+    })
+}
+
 impl Profile {
     /// Send a text message to a contact or group. The message is stored before the relay sees
     /// it: when the relay cannot be reached the error says so and the message stays queued
@@ -441,16 +460,7 @@ impl Profile {
             for (request_id, body, epoch, id, text, sent_at, plain, expires_in, attachment) in rows
             {
                 let payload = match (text, plain) {
-                    (Some(text), _) => Payload {
-                        id: Id::from_slice(&id)
-                            .map_err(|_| Error::Storage("corrupt message id".into()))?,
-                        expires_in: expires_in.map(|e| e.max(0) as u64),
-                        sent_at: sent_at as u64,
-                        body: Body::Text {
-                            text,
-                            attachment: attachment.and_then(|a| serde_json::from_str(&a).ok()),
-                        },
-                    },
+                    (Some(text), _) => text_payload(&id, text, sent_at, expires_in, attachment)?,
                     (None, Some(plain)) => Payload::decode(&plain)?,
                     (None, None) => continue,
                 };
