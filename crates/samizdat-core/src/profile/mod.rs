@@ -123,6 +123,8 @@ pub struct Profile {
     pub(crate) relay: RelayClient,
     /// Our mailboxes on other, independent relays.
     pub(crate) others: Vec<relays::OwnMailbox>,
+    /// Move targets that could not be reached, and when (Unix ms; in memory only).
+    pub(crate) move_failed: HashMap<String, u64>,
     /// Relays (normalised addresses) that could not be reached, since when (Unix ms).
     pub(crate) down_since: HashMap<String, u64>,
     /// Events produced by syncs that ran inside other operations (a send catches up first).
@@ -350,6 +352,7 @@ impl Profile {
             relay: s.relay,
             others: s.others,
             down_since,
+            move_failed: HashMap::new(),
             buffered: Vec::new(),
             relays: Default::default(),
             kp_checked_at: 0,

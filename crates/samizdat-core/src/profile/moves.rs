@@ -32,6 +32,9 @@ use super::*;
 /// Move a conversation this long (seconds) after its relay stopped answering, by default.
 pub const DEFAULT_MOVE_AFTER: u64 = 300;
 
+/// A move target that could not be reached is tried again after this long (ms).
+const MOVE_RETRY_MS: u64 = 60_000;
+
 /// What a move notice says (sealed inside `Envelope::Move`).
 #[derive(Debug, Clone, Serialize, Deserialize)]
 struct Notice {
@@ -179,13 +182,23 @@ impl Profile {
         if after == 0 || self.down_for(&conv.relay).is_none_or(|d| d < after * 1000) {
             return Ok(());
         }
+        let now = now_millis();
         for candidate in self.move_candidates(conv)? {
-            if self.down_for(&candidate).is_some() {
+            // Our own relays are known to be down from their mailboxes; any other candidate
+            // that just failed is left alone for a minute (not marked down: nothing of ours
+            // lives there to mark it up again).
+            let failed_recently = self
+                .move_failed
+                .get(&candidate)
+                .is_some_and(|at| now.saturating_sub(*at) < MOVE_RETRY_MS);
+            if self.down_for(&candidate).is_some() || failed_recently {
                 continue;
             }
             match self.move_to(conv, &candidate, events).await {
                 Ok(()) => return Ok(()),
-                Err(Error::RelayUnreachable(_)) => self.relay_down(&candidate),
+                Err(Error::RelayUnreachable(_)) => {
+                    self.move_failed.insert(candidate, now);
+                }
                 Err(e) => {
                     let text = format!("could not move to {candidate}: {e}");
                     return self.emit(events, Event::notice(Some(conv), text));
