@@ -7,9 +7,12 @@
 //! - Credentials are basic credentials whose identifier is the fingerprint (SHA-256) of the
 //!   member's signature key: pseudonymous, never a name.
 //! - State lives in the profile's SQLCipher database through the storage providers below.
+//!   The ratchet tree (the bulk of a large group's state) is stored once per epoch in
+//!   `mls_trees`, apart from the small per-message state in `mls_groups`; see [`Group::save`].
 
-use std::sync::Arc;
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 
 use aws_lc_rs::digest;
 use mls_rs::client_builder::{
@@ -17,7 +20,7 @@ use mls_rs::client_builder::{
     WithIdentityProvider, WithKeyPackageRepo, WithMlsRules,
 };
 use mls_rs::error::{IntoAnyError, MlsError};
-use mls_rs::group::{CommitEffect, ReceivedMessage};
+use mls_rs::group::{CommitEffect, ExportedTree, ReceivedMessage};
 use mls_rs::identity::SigningIdentity;
 use mls_rs::identity::basic::{BasicCredential, BasicIdentityProvider};
 use mls_rs::mls_rs_codec::{MlsDecode, MlsEncode};
@@ -98,9 +101,84 @@ pub fn fingerprint(signature_key: &[u8]) -> [u8; 32] {
     out
 }
 
+/// Bases kept in memory at most (bytes); past this the cache starts over. The database is
+/// the truth: a cached base is used only while the stored one has the same id.
+const BASE_CACHE_BYTES: usize = 256 << 20;
+/// A change this small (or up to a quarter of the snapshot) is stored as a difference from
+/// the base; a larger one (a new epoch) writes a new base.
+const SMALL_CHANGE: usize = 4 << 10;
+
+/// The snapshots written last per group, by base id (see migration 11).
+type BaseCache = Arc<Mutex<HashMap<Vec<u8>, (Vec<u8>, Arc<Zeroizing<Vec<u8>>>)>>>;
+
 #[derive(Clone)]
 pub struct GroupStore {
     db: Db,
+    bases: BaseCache,
+}
+
+impl GroupStore {
+    /// The stored base of `group_id`, if any: from memory when the cached copy is the stored
+    /// one (same id), otherwise read (and cached).
+    fn base(
+        &self,
+        group_id: &[u8],
+    ) -> rusqlite::Result<Option<(Vec<u8>, Arc<Zeroizing<Vec<u8>>>)>> {
+        let id: Option<Vec<u8>> = self
+            .db
+            .conn()
+            .query_row(
+                "SELECT base_id FROM mls_state_bases WHERE group_id = ?1",
+                params![group_id],
+                |r| r.get(0),
+            )
+            .optional()?;
+        let Some(id) = id else { return Ok(None) };
+        if let Some((cached_id, base)) = self.cache().get(group_id)
+            && *cached_id == id
+        {
+            return Ok(Some((id, base.clone())));
+        }
+        let base: Vec<u8> = self.db.conn().query_row(
+            "SELECT base FROM mls_state_bases WHERE group_id = ?1",
+            params![group_id],
+            |r| r.get(0),
+        )?;
+        let base = Arc::new(Zeroizing::new(base));
+        self.remember(group_id, &id, base.clone());
+        Ok(Some((id, base)))
+    }
+
+    fn cache(
+        &self,
+    ) -> std::sync::MutexGuard<'_, HashMap<Vec<u8>, (Vec<u8>, Arc<Zeroizing<Vec<u8>>>)>> {
+        self.bases.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn remember(&self, group_id: &[u8], id: &[u8], base: Arc<Zeroizing<Vec<u8>>>) {
+        let mut cache = self.cache();
+        cache.remove(group_id);
+        let held: usize = cache.values().map(|(_, b)| b.len()).sum();
+        if held + base.len() > BASE_CACHE_BYTES {
+            cache.clear();
+        }
+        cache.insert(group_id.to_vec(), (id.to_vec(), base));
+    }
+}
+
+/// Length of the common prefix of two byte strings.
+fn common_prefix(a: &[u8], b: &[u8]) -> usize {
+    let n = a.len().min(b.len());
+    // Compare in blocks first (memcmp), then bytes within the first differing block.
+    const BLOCK: usize = 4096;
+    let mut i = 0;
+    while i + BLOCK <= n && a[i..i + BLOCK] == b[i..i + BLOCK] {
+        i += BLOCK;
+    }
+    while i < n && a[i] == b[i] {
+        i += 1;
+    }
+    i
 }
 
 impl GroupStateStorage for GroupStore {
@@ -110,16 +188,33 @@ impl GroupStateStorage for GroupStore {
         &self,
         group_id: &[u8],
     ) -> std::result::Result<Option<Zeroizing<Vec<u8>>>, Self::Error> {
-        let v: Option<Vec<u8>> = self
+        let row: Option<(Vec<u8>, Option<Vec<u8>>, Option<i64>)> = self
             .db
             .conn()
             .query_row(
-                "SELECT state FROM mls_groups WHERE group_id = ?1",
+                "SELECT state, base_id, base_len FROM mls_groups WHERE group_id = ?1",
                 params![group_id],
-                |r| r.get(0),
+                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
             )
             .optional()?;
-        Ok(v.map(Zeroizing::new))
+        let Some((state, base_id, base_len)) = row else {
+            return Ok(None);
+        };
+        let state = Zeroizing::new(state);
+        let (Some(base_id), Some(base_len)) = (base_id, base_len) else {
+            return Ok(Some(state));
+        };
+        // Written in one savepoint with the row, so the base is the one named; anything
+        // else is a damaged database, never something to run on.
+        let base = self
+            .base(group_id)?
+            .filter(|(id, b)| *id == base_id && base_len >= 0 && b.len() >= base_len as usize)
+            .ok_or_else(|| StorageError("the group state's base is missing or not its own".into()))?
+            .1;
+        let mut full = Zeroizing::new(Vec::with_capacity(base_len as usize + state.len()));
+        full.extend_from_slice(&base[..base_len as usize]);
+        full.extend_from_slice(&state);
+        Ok(Some(full))
     }
 
     fn epoch(
@@ -149,12 +244,45 @@ impl GroupStateStorage for GroupStore {
         // Part of the caller's transaction when there is one (Db::transaction); otherwise
         // SQLite makes each statement atomic and the savepoint makes the set atomic.
         conn.execute_batch("SAVEPOINT mls_write")?;
+        drop(conn);
         let res = (|| -> rusqlite::Result<()> {
-            conn.execute(
-                "INSERT INTO mls_groups (group_id, state) VALUES (?1, ?2)
-                 ON CONFLICT(group_id) DO UPDATE SET state = excluded.state",
-                params![state.id, state.data.as_slice()],
-            )?;
+            // Only what changed since the base, when that is small (a message); otherwise
+            // (a new epoch) this snapshot becomes the base.
+            let base = self.base(&state.id)?;
+            let data = state.data.as_slice();
+            let small = SMALL_CHANGE.max(data.len() / 4);
+            let delta = base.and_then(|(id, b)| {
+                let prefix = common_prefix(&b, data);
+                (data.len() - prefix <= small).then_some((id, prefix))
+            });
+            match delta {
+                Some((base_id, prefix)) => {
+                    self.db.conn().execute(
+                        "INSERT INTO mls_groups (group_id, state, base_id, base_len) VALUES (?1, ?2, ?3, ?4)
+                         ON CONFLICT(group_id) DO UPDATE SET state = excluded.state,
+                             base_id = excluded.base_id, base_len = excluded.base_len",
+                        params![state.id, &data[prefix..], base_id, prefix as i64],
+                    )?;
+                }
+                _ => {
+                    let base_id = crate::random_id().as_bytes().to_vec();
+                    let conn = self.db.conn();
+                    conn.execute(
+                        "INSERT INTO mls_state_bases (group_id, base_id, base) VALUES (?1, ?2, ?3)
+                         ON CONFLICT(group_id) DO UPDATE SET base_id = excluded.base_id, base = excluded.base",
+                        params![state.id, base_id, data],
+                    )?;
+                    conn.execute(
+                        "INSERT INTO mls_groups (group_id, state, base_id, base_len) VALUES (?1, x'', ?2, ?3)
+                         ON CONFLICT(group_id) DO UPDATE SET state = excluded.state,
+                             base_id = excluded.base_id, base_len = excluded.base_len",
+                        params![state.id, base_id, data.len() as i64],
+                    )?;
+                    drop(conn);
+                    self.remember(&state.id, &base_id, Arc::new(Zeroizing::new(data.to_vec())));
+                }
+            }
+            let conn = self.db.conn();
             for e in inserts.iter().chain(updates.iter()) {
                 conn.execute(
                     "INSERT INTO mls_epochs (group_id, epoch_id, data) VALUES (?1, ?2, ?3)
@@ -170,6 +298,7 @@ impl GroupStateStorage for GroupStore {
             )?;
             Ok(())
         })();
+        let conn = self.db.conn();
         match res {
             Ok(()) => {
                 conn.execute_batch("RELEASE mls_write")?;
@@ -242,6 +371,7 @@ impl KeyPackageStorage for KeyPackageStore {
 /// The device's MLS client.
 pub struct Mls {
     client: Client<Cfg>,
+    db: Db,
     kp_store: KeyPackageStore,
     cipher_suite: CipherSuite,
 }
@@ -295,7 +425,10 @@ impl Mls {
         let client = Client::builder()
             .crypto_provider(provider())
             .identity_provider(BasicIdentityProvider)
-            .group_state_storage(GroupStore { db })
+            .group_state_storage(GroupStore {
+                db: db.clone(),
+                bases: BaseCache::default(),
+            })
             .key_package_repo(kp_store.clone())
             .mls_rules(rules)
             .key_package_lifetime(std::time::Duration::from_secs(180 * 24 * 3600))
@@ -307,6 +440,7 @@ impl Mls {
             .build();
         Ok(Mls {
             client,
+            db,
             kp_store,
             cipher_suite,
         })
@@ -339,13 +473,45 @@ impl Mls {
             ExtensionList::new(),
             None,
         )?;
-        Ok(Group { inner: g })
+        Ok(self.group(g))
     }
 
+    fn group(&self, inner: mls_rs::Group<Cfg>) -> Group {
+        Group {
+            inner,
+            db: self.db.clone(),
+        }
+    }
+
+    /// Load a stored group: its state and, when stored apart (version 11 on), its epoch's
+    /// ratchet tree.
     pub fn load(&self, group_id: &[u8]) -> Result<Group> {
-        Ok(Group {
-            inner: self.client.load_group(group_id)?,
-        })
+        let stored: Option<(Vec<u8>, Vec<u8>)> = self
+            .db
+            .conn()
+            .query_row(
+                "SELECT tree_hash, tree FROM mls_trees WHERE group_id = ?1",
+                params![group_id],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )
+            .optional()?;
+        let inner = match stored {
+            None => self.client.load_group(group_id)?,
+            Some((tree_hash, tree)) => {
+                let tree = ExportedTree::mls_decode(&mut tree.as_slice())
+                    .map_err(|e| Error::Storage(format!("stored ratchet tree: {e}")))?;
+                let g = self.client.load_group_with_ratchet_tree(group_id, tree)?;
+                // Both are written in one transaction (Group::save), so they always match;
+                // a mismatch means a damaged database, never something to run on.
+                if g.context().tree_hash != tree_hash {
+                    return Err(Error::Storage(
+                        "the stored ratchet tree is not the group state's".into(),
+                    ));
+                }
+                g
+            }
+        };
+        Ok(self.group(inner))
     }
 
     /// Join from a serialized Welcome. Returns the group (its id is the conversation id)
@@ -360,7 +526,7 @@ impl Mls {
             .member_with_index(info.sender)
             .map(|m| fingerprint(m.signing_identity.signature_key.as_bytes()))
             .map_err(|_| Error::Protocol("the Welcome names no committer".into()))?;
-        Ok((Group { inner: g }, committer))
+        Ok((self.group(g), committer))
     }
 }
 
@@ -395,6 +561,7 @@ pub struct Member {
 
 pub struct Group {
     inner: mls_rs::Group<Cfg>,
+    db: Db,
 }
 
 impl Group {
@@ -513,9 +680,51 @@ impl Group {
     }
 
     /// Persist the group state (inside the caller's transaction, if any).
+    ///
+    /// The ratchet tree is written only when it is not the stored one (a new epoch, a join, a
+    /// state saved before version 11), named by its tree hash from the group context; every
+    /// other save writes the state without the tree — for 1,000 members a few kilobytes
+    /// instead of megabytes. Both go in one savepoint, so a crash never leaves a state next
+    /// to another epoch's tree.
     pub fn save(&mut self) -> Result<()> {
-        self.inner.write_to_storage()?;
-        Ok(())
+        let tree_hash = self.inner.context().tree_hash.clone();
+        let group_id = self.inner.group_id().to_vec();
+        self.db.conn().execute_batch("SAVEPOINT mls_save")?;
+        let res = (|| -> Result<()> {
+            let stored: Option<Vec<u8>> = self
+                .db
+                .conn()
+                .query_row(
+                    "SELECT tree_hash FROM mls_trees WHERE group_id = ?1",
+                    params![group_id],
+                    |r| r.get(0),
+                )
+                .optional()?;
+            if stored.as_deref() != Some(tree_hash.as_slice()) {
+                let tree = self.inner.export_tree().to_bytes()?;
+                self.db.conn().execute(
+                    "INSERT INTO mls_trees (group_id, tree_hash, tree) VALUES (?1, ?2, ?3)
+                     ON CONFLICT(group_id) DO UPDATE SET tree_hash = excluded.tree_hash,
+                                                         tree = excluded.tree",
+                    params![group_id, tree_hash, tree],
+                )?;
+            }
+            self.inner.write_to_storage_without_ratchet_tree()?;
+            Ok(())
+        })();
+        match res {
+            Ok(()) => {
+                self.db.conn().execute_batch("RELEASE mls_save")?;
+                Ok(())
+            }
+            Err(e) => {
+                let _ = self
+                    .db
+                    .conn()
+                    .execute_batch("ROLLBACK TO mls_save; RELEASE mls_save");
+                Err(e)
+            }
+        }
     }
 }
 
@@ -577,6 +786,150 @@ mod tests {
             Ok(Incoming::Application { data, .. }) => assert_eq!(data, b"after"),
             other => panic!("the group no longer works after a refused flood: {other:?}"),
         }
+    }
+
+    fn stored(db: &Db, sql: &str, gid: &[u8]) -> Vec<u8> {
+        db.conn()
+            .query_row(sql, params![gid], |r| r.get(0))
+            .unwrap()
+    }
+
+    #[test]
+    fn the_tree_is_stored_once_per_epoch_and_state_reloads_from_the_split() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = Db::open(&dir.path().join("a.db"), "test passphrase").unwrap();
+        let keys = generate_signer(DEFAULT_CIPHERSUITE).unwrap();
+        let alice = Mls::new(db.clone(), &keys.secret, &keys.public, DEFAULT_CIPHERSUITE).unwrap();
+        let others: Vec<Mls> = (0..8)
+            .map(|i| member(dir.path(), &format!("m{i}")))
+            .collect();
+        let gid = [4u8; 16];
+        let mut a = alice.create_group(&gid).unwrap();
+        let kps: Vec<Vec<u8>> = others
+            .iter()
+            .map(|m| m.key_package(false).unwrap())
+            .collect();
+        let pending = a.commit(&kps, &[]).unwrap();
+        a.apply_pending_commit().unwrap();
+        a.save().unwrap();
+        let (mut b, _) = others[0].join(&pending.welcome.unwrap()).unwrap();
+        b.save().unwrap();
+
+        let tree_sql = "SELECT tree FROM mls_trees WHERE group_id = ?1";
+        let state_sql = "SELECT state FROM mls_groups WHERE group_id = ?1";
+        let base_sql = "SELECT base_id FROM mls_state_bases WHERE group_id = ?1";
+        let base_len_sql = "SELECT length(base) FROM mls_state_bases WHERE group_id = ?1";
+        let tree = stored(&db, tree_sql, &gid);
+        let base = stored(&db, base_sql, &gid);
+        let base_len: i64 = db
+            .conn()
+            .query_row(base_len_sql, params![&gid[..]], |r| r.get(0))
+            .unwrap();
+        assert!(
+            stored(&db, state_sql, &gid).is_empty(),
+            "a new epoch is all base"
+        );
+
+        // Messages change a small part of the state: neither the tree nor the base is
+        // written again, only what differs from the base.
+        for i in 0..3 {
+            let ct = a.encrypt(format!("m{i}").as_bytes()).unwrap();
+            a.save().unwrap();
+            assert!(matches!(
+                b.process(&ct).unwrap(),
+                Incoming::Application { .. }
+            ));
+        }
+        let delta = stored(&db, state_sql, &gid);
+        assert!(
+            !delta.is_empty() && (delta.len() as i64) * 4 < base_len,
+            "a message stores a small difference: {} B of a {} B state ({} B tree)",
+            delta.len(),
+            base_len,
+            tree.len()
+        );
+        assert_eq!(
+            stored(&db, tree_sql, &gid),
+            tree,
+            "the tree was not rewritten"
+        );
+        assert_eq!(
+            stored(&db, base_sql, &gid),
+            base,
+            "the base was not rewritten"
+        );
+
+        // A reloaded group goes on where it was: its next message decrypts, it processes a
+        // commit, and the commit's new tree replaces the stored one.
+        let mut a = alice.load(&gid).unwrap();
+        let ct = a.encrypt(b"after reload").unwrap();
+        a.save().unwrap();
+        match b.process(&ct).unwrap() {
+            Incoming::Application { data, .. } => assert_eq!(data, b"after reload"),
+            other => panic!("{other:?}"),
+        }
+        let update = b.commit(&[], &[]).unwrap();
+        b.apply_pending_commit().unwrap();
+        let mut a = alice.load(&gid).unwrap();
+        assert!(matches!(
+            a.process(&update.commit).unwrap(),
+            Incoming::Commit { .. }
+        ));
+        a.save().unwrap();
+        assert_ne!(
+            stored(&db, tree_sql, &gid),
+            tree,
+            "a commit stores the new tree"
+        );
+        assert_ne!(stored(&db, base_sql, &gid), base, "and a new base");
+        let a = alice.load(&gid).unwrap();
+        assert_eq!(a.epoch(), b.epoch());
+        assert_eq!(a.token().unwrap(), b.token().unwrap());
+    }
+
+    #[test]
+    fn a_state_saved_with_its_tree_still_loads_and_is_split_on_its_next_save() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = Db::open(&dir.path().join("a.db"), "test passphrase").unwrap();
+        let keys = generate_signer(DEFAULT_CIPHERSUITE).unwrap();
+        let alice = Mls::new(db.clone(), &keys.secret, &keys.public, DEFAULT_CIPHERSUITE).unwrap();
+        let bob = member(dir.path(), "bob");
+        let gid = [5u8; 16];
+        let mut a = alice.create_group(&gid).unwrap();
+        let pending = a.commit(&[bob.key_package(false).unwrap()], &[]).unwrap();
+        a.apply_pending_commit().unwrap();
+        // As a profile before version 11 stored it: the whole snapshot, no tree row.
+        a.inner.write_to_storage().unwrap();
+        let (mut b, _) = bob.join(&pending.welcome.unwrap()).unwrap();
+        let mut a = alice.load(&gid).unwrap();
+        let ct = a.encrypt(b"old format").unwrap();
+        a.save().unwrap();
+        assert!(matches!(
+            b.process(&ct).unwrap(),
+            Incoming::Application { .. }
+        ));
+        let trees: i64 = db
+            .conn()
+            .query_row("SELECT count(*) FROM mls_trees", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(trees, 1, "the next save stored the tree apart");
+        let mut a = alice.load(&gid).unwrap();
+        let ct = a.encrypt(b"new format").unwrap();
+        assert!(matches!(
+            b.process(&ct).unwrap(),
+            Incoming::Application { .. }
+        ));
+
+        // A tree or a base that does not belong to the state is refused, not run on.
+        db.conn()
+            .execute("UPDATE mls_trees SET tree_hash = x'00'", [])
+            .unwrap();
+        assert!(matches!(alice.load(&gid), Err(Error::Storage(_))));
+        let fresh = Mls::new(db.clone(), &keys.secret, &keys.public, DEFAULT_CIPHERSUITE).unwrap();
+        db.conn()
+            .execute("UPDATE mls_state_bases SET base_id = x'00'", [])
+            .unwrap();
+        assert!(fresh.load(&gid).is_err());
     }
 
     #[test]

@@ -9,8 +9,8 @@ use std::time::Duration;
 
 use aws_lc_rs::signature::{Ed25519KeyPair, KeyPair};
 use samizdat_proto::{
-    self as proto, Acked, AppendEntry, Bytes, ClaimedKeyPackage, Entries, EntryKind, ErrorBody, Id,
-    KeyPackageCount, MailboxMessage, MailboxMessages, Stored, WelcomeDrop,
+    self as proto, Acked, AppendEntry, Bytes, ClaimedKeyPackage, Entries, EntryKind, ErrorBody,
+    ErrorCode, Id, KeyPackageCount, MailboxMessage, MailboxMessages, Stored, WelcomeDrop,
 };
 use serde::Serialize;
 use serde::de::DeserializeOwned;
@@ -439,6 +439,39 @@ impl RelayClient {
         next_token_hash: Option<[u8; 32]>,
         welcomes: Vec<WelcomeDrop>,
     ) -> Result<Stored> {
+        // Without Welcomes the entry travels as it is (application/octet-stream, metadata in
+        // headers): no base64, no JSON. A relay from before the binary form refuses it as
+        // bad JSON; the same request (same id, so never stored twice) then goes as JSON.
+        if welcomes.is_empty() {
+            let kind_name = match kind {
+                EntryKind::Application => "application",
+                EntryKind::Commit => "commit",
+            };
+            let r = self
+                .send(|base| {
+                    let mut b = self
+                        .http
+                        .post(format!("{base}/v1/groups/{group}/entries"))
+                        .header(proto::HEADER_TOKEN, Bytes::encode(token))
+                        .header(reqwest::header::CONTENT_TYPE, "application/octet-stream")
+                        .header(proto::HEADER_REQUEST_ID, request_id.to_string())
+                        .header(proto::HEADER_EPOCH, epoch.to_string())
+                        .header(proto::HEADER_KIND, kind_name);
+                    if let Some(h) = next_token_hash {
+                        b = b.header(proto::HEADER_NEXT_TOKEN_HASH, Bytes::encode(&h));
+                    }
+                    b.body(body.clone())
+                })
+                .await?;
+            match self.finish(r).await {
+                Err(Error::Relay {
+                    code: ErrorCode::BadRequest,
+                    message,
+                    ..
+                }) if message.starts_with("invalid JSON body") => {}
+                other => return other,
+            }
+        }
         let req = AppendEntry {
             request_id,
             kind,

@@ -22,6 +22,7 @@ const MIGRATIONS: &[(i64, &str)] = &[
     (8, include_str!("../migrations/0008_timers.sql")),
     (9, include_str!("../migrations/0009_attachments.sql")),
     (10, include_str!("../migrations/0010_relays.sql")),
+    (11, include_str!("../migrations/0011_trees.sql")),
 ];
 
 /// A shared handle on the profile database. The MLS storage providers use the same

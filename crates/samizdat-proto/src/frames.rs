@@ -1,4 +1,6 @@
-//! WebSocket frames on `GET /v1/ws`: JSON text frames tagged by `type`.
+//! WebSocket frames on `GET /v1/ws`: JSON text frames tagged by `type`, and one binary
+//! frame, [`BinaryAppend`] (an application entry appended over the socket, answered by an
+//! `appended` or `append_failed` text frame naming its request id).
 
 use serde::{Deserialize, Serialize};
 
@@ -69,6 +71,21 @@ pub enum ServerFrame {
     Pong {
         nonce: u64,
     },
+    /// A [`BinaryAppend`] was stored (or had been: a retry of a stored request id gets the
+    /// first answer).
+    Appended {
+        request_id: Id,
+        seq: u64,
+    },
+    /// A [`BinaryAppend`] was refused; nothing was stored. The same codes and meaning as the
+    /// HTTP append's error body (`stale_epoch` carries the group's current epoch).
+    AppendFailed {
+        request_id: Id,
+        code: ErrorCode,
+        message: String,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        current_epoch: Option<u64>,
+    },
     /// A frame was refused. `id` names the subscription concerned, when there is one.
     Error {
         code: ErrorCode,
@@ -78,10 +95,125 @@ pub enum ServerFrame {
     },
 }
 
+/// An application entry appended over the WebSocket: a binary frame, so the entry travels as
+/// it is (no JSON, no base64). Several may be in flight on one socket; each is answered by
+/// request id. Commits (which may carry Welcomes) use the HTTP append.
+///
+/// Layout (integers big-endian):
+///
+/// ```text
+/// 0x01 | request_id (16) | group_id (16) | epoch (u64) | token_len (u8) | token | body
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BinaryAppend {
+    pub request_id: Id,
+    pub group_id: Id,
+    pub epoch: u64,
+    pub token: Vec<u8>,
+    pub body: Vec<u8>,
+}
+
+/// Why a binary frame could not be read.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum BinaryFrameError {
+    #[error("unknown binary frame type {0}")]
+    UnknownType(u8),
+    #[error("the binary frame ends before its {0}")]
+    Truncated(&'static str),
+    #[error("the epoch token must be 1 to 64 bytes")]
+    TokenLength,
+}
+
+fn take<'a>(
+    rest: &'a [u8],
+    n: usize,
+    what: &'static str,
+) -> Result<(&'a [u8], &'a [u8]), BinaryFrameError> {
+    (rest.len() >= n)
+        .then(|| rest.split_at(n))
+        .ok_or(BinaryFrameError::Truncated(what))
+}
+
+impl BinaryAppend {
+    pub const TYPE: u8 = 0x01;
+    /// Bytes before the token.
+    const FIXED: usize = 1 + 16 + 16 + 8 + 1;
+
+    pub fn encode(&self) -> Vec<u8> {
+        let mut out = Vec::with_capacity(Self::FIXED + self.token.len() + self.body.len());
+        out.push(Self::TYPE);
+        out.extend_from_slice(self.request_id.as_bytes());
+        out.extend_from_slice(self.group_id.as_bytes());
+        out.extend_from_slice(&self.epoch.to_be_bytes());
+        out.push(self.token.len() as u8);
+        out.extend_from_slice(&self.token);
+        out.extend_from_slice(&self.body);
+        out
+    }
+
+    pub fn decode(b: &[u8]) -> Result<BinaryAppend, BinaryFrameError> {
+        let (&ty, rest) = b.split_first().ok_or(BinaryFrameError::Truncated("type"))?;
+        if ty != Self::TYPE {
+            return Err(BinaryFrameError::UnknownType(ty));
+        }
+        let (request_id, rest) = take(rest, 16, "request id")?;
+        let (group_id, rest) = take(rest, 16, "group id")?;
+        let (epoch, rest) = take(rest, 8, "epoch")?;
+        let (len, rest) = take(rest, 1, "token length")?;
+        let len = len[0] as usize;
+        if !(1..=64).contains(&len) {
+            return Err(BinaryFrameError::TokenLength);
+        }
+        let (token, body) = take(rest, len, "token")?;
+        let id = |s: &[u8]| Id::from_bytes(s.try_into().unwrap_or([0; 16]));
+        Ok(BinaryAppend {
+            request_id: id(request_id),
+            group_id: id(group_id),
+            epoch: u64::from_be_bytes(epoch.try_into().unwrap_or([0; 8])),
+            token: token.to_vec(),
+            body: body.to_vec(),
+        })
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use proptest::prelude::*;
+
+    #[test]
+    fn binary_append_round_trips_and_refuses_bad_frames() {
+        let a = BinaryAppend {
+            request_id: Id::from_bytes([1; 16]),
+            group_id: Id::from_bytes([2; 16]),
+            epoch: 7,
+            token: vec![3; 32],
+            body: b"ciphertext".to_vec(),
+        };
+        let bytes = a.encode();
+        assert_eq!(bytes.len(), 1 + 16 + 16 + 8 + 1 + 32 + 10);
+        assert_eq!(BinaryAppend::decode(&bytes).unwrap(), a);
+        assert_eq!(
+            BinaryAppend::decode(&bytes[..40]),
+            Err(BinaryFrameError::Truncated("epoch"))
+        );
+        assert_eq!(
+            BinaryAppend::decode(&[9, 1, 2]),
+            Err(BinaryFrameError::UnknownType(9))
+        );
+        let mut no_token = bytes.clone();
+        no_token[41] = 0;
+        assert_eq!(
+            BinaryAppend::decode(&no_token),
+            Err(BinaryFrameError::TokenLength)
+        );
+        // An empty body is a valid frame (the relay decides what it accepts).
+        let empty = BinaryAppend {
+            body: Vec::new(),
+            ..a
+        };
+        assert_eq!(BinaryAppend::decode(&empty.encode()).unwrap(), empty);
+    }
 
     #[test]
     fn frames_have_documented_shape() {
@@ -106,6 +238,11 @@ mod tests {
     }
 
     proptest! {
+        #[test]
+        fn binary_frame_decode_never_panics(b in proptest::collection::vec(any::<u8>(), 0..120)) {
+            let _ = BinaryAppend::decode(&b);
+        }
+
         #[test]
         fn client_frame_parse_never_panics(s in ".{0,200}") {
             let _ = serde_json::from_str::<ClientFrame>(&s);

@@ -16,7 +16,7 @@ mod messages;
 
 pub use bytes::{Bytes, Id, IdError};
 pub use error::{ErrorBody, ErrorCode};
-pub use frames::{ClientFrame, ServerFrame};
+pub use frames::{BinaryAppend, BinaryFrameError, ClientFrame, ServerFrame};
 pub use limits::Limits;
 pub use messages::*;
 
@@ -36,6 +36,14 @@ pub const HEADER_UPLOAD_TOKEN: &str = "x-samizdat-upload-token";
 /// HTTP header: a blob's total length (creating it) or where a piece starts (appending).
 pub const HEADER_UPLOAD_LENGTH: &str = "upload-length";
 pub const HEADER_UPLOAD_OFFSET: &str = "upload-offset";
+/// Binary appends (`Content-Type: application/octet-stream`): the request id (base64url).
+pub const HEADER_REQUEST_ID: &str = "x-samizdat-request-id";
+/// Binary appends: the sender's epoch (decimal).
+pub const HEADER_EPOCH: &str = "x-samizdat-epoch";
+/// Binary appends: `application` or `commit`.
+pub const HEADER_KIND: &str = "x-samizdat-kind";
+/// Binary appends of a commit: SHA-256 of the next epoch's token (base64url).
+pub const HEADER_NEXT_TOKEN_HASH: &str = "x-samizdat-next-token-hash";
 
 /// How far an owner's signature timestamp may be from the relay's clock, in seconds.
 pub const SIGNATURE_WINDOW_SECS: u64 = 300;

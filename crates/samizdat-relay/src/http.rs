@@ -898,8 +898,18 @@ fn token_from(headers: &HeaderMap) -> ApiResult<Vec<u8>> {
     params(
         ("id" = samizdat_proto::Id, Path),
         ("x-samizdat-token" = samizdat_proto::Bytes, Header, description = "the epoch's token (1-64 bytes)"),
+        ("x-samizdat-request-id" = Option<samizdat_proto::Id>, Header, description = "binary form only: the request id"),
+        ("x-samizdat-epoch" = Option<u64>, Header, description = "binary form only: the sender's epoch"),
+        ("x-samizdat-kind" = Option<samizdat_proto::EntryKind>, Header, description = "binary form only: application or commit"),
+        ("x-samizdat-next-token-hash" = Option<samizdat_proto::Bytes>, Header, description = "binary form of a commit only: SHA-256 of the next epoch's token"),
     ),
-    request_body(content = samizdat_proto::AppendEntry, content_type = "application/json"),
+    request_body(
+        description = "JSON, or the entry itself as application/octet-stream with its metadata in the x-samizdat-* headers (no Welcomes)",
+        content(
+            (samizdat_proto::AppendEntry = "application/json"),
+            (Vec<u8> = "application/octet-stream"),
+        )
+    ),
     responses(
         crate::openapi::Rejected,
         crate::openapi::TooLarge,
@@ -919,133 +929,226 @@ async fn append(
         async {
             let group = parse_id(&id, "group")?;
             let token = token_from(&headers)?;
-            let token_hash = auth::token_hash(&token);
-            // Only a member (someone holding one of the group's epoch tokens) gets to send
-            // a body at all; a made-up token or group costs one indexed read.
-            let token_epoch = state
-                .store
-                .token_epoch(group, token_hash)
-                .await?
-                .ok_or_else(|| {
-                    ApiError::new(
-                        ErrorCode::BadToken,
-                        "the epoch token does not match this group",
-                    )
-                })?;
+            let (token_hash, token_epoch) = authorize_append(&state, group, &token).await?;
             check_relay_storage(&state)?;
-            let l = &state.limits;
-            let bytes = read_body(&state, body, l.max_request_body).await?;
-            let req: AppendEntry = parse(&bytes)?;
-            if req.epoch != token_epoch {
-                return Err(ApiError::new(
-                    ErrorCode::BadToken,
-                    "the epoch token does not match this group and epoch",
-                ));
-            }
-            let (max, what) = match req.kind {
-                EntryKind::Application => (l.max_application_entry, "application entry"),
-                EntryKind::Commit => (l.max_commit_entry, "commit"),
+            let bytes = read_body(&state, body, state.limits.max_request_body).await?;
+            let req = if is_octet_stream(&headers) {
+                binary_append_entry(&headers, &bytes)?
+            } else {
+                parse(&bytes)?
             };
-            if req.body.len() > max {
-                return Err(ApiError::new(
-                    ErrorCode::TooLarge,
-                    format!("the {what} is larger than the relay's limit of {max} bytes"),
-                ));
-            }
-            let next_token_hash = match (req.kind, &req.next_token_hash) {
-                (EntryKind::Commit, Some(h)) => Some(hash_from(h, "next_token_hash")?),
-                (EntryKind::Commit, None) => {
-                    return Err(ApiError::new(
-                        ErrorCode::BadRequest,
-                        "a commit must carry next_token_hash",
-                    ));
-                }
-                (EntryKind::Application, Some(_)) => {
-                    return Err(ApiError::new(
-                        ErrorCode::BadRequest,
-                        "only commits carry next_token_hash",
-                    ));
-                }
-                (EntryKind::Application, None) => None,
-            };
-            if req.kind == EntryKind::Application && !req.welcomes.is_empty() {
-                return Err(ApiError::new(
-                    ErrorCode::BadRequest,
-                    "only commits carry welcomes",
-                ));
-            }
-            if req.welcomes.len() > l.max_welcomes_per_commit {
-                return Err(ApiError::new(
-                    ErrorCode::TooLarge,
-                    "too many welcomes in one commit",
-                ));
-            }
-            if req
-                .welcomes
-                .iter()
-                .any(|w| w.body.len() > l.max_mailbox_message)
-            {
-                return Err(ApiError::new(
-                    ErrorCode::TooLarge,
-                    "a welcome is larger than the mailbox message limit",
-                ));
-            }
-            let len = req.body.len() as u64;
-            let (kind, epoch) = (req.kind, req.epoch);
-            let body_copy = req.body.clone();
-            let appended = state
-                .store
-                .append(
-                    AppendRequest {
-                        request_id: req.request_id,
-                        group_id: group,
-                        kind: req.kind,
-                        epoch: req.epoch,
-                        token_hash,
-                        body: req.body.0,
-                        next_token_hash,
-                        welcomes: req.welcomes,
-                    },
-                    now_secs(),
-                    l,
-                )
-                .await?;
-            state.metrics.entries_stored.increment(1);
-            state.metrics.entry_bytes_stored.increment(len as u64);
-            if appended.fresh {
-                let frame = ServerFrame::Entry {
-                    group_id: group,
-                    seq: appended.seq,
-                    epoch,
-                    kind,
-                    body: body_copy,
-                };
-                let frame = serde_json::to_string(&frame).unwrap_or_default();
-                state.notifier.entry(Appended {
-                    group,
-                    seq: appended.seq,
-                    epoch,
-                    kind,
-                    frame: frame.into(),
-                });
-            }
-            for m in appended.welcomed {
-                state.metrics.mailbox_messages_stored.increment(1);
-                state.notifier.notify(Topic::Mailbox(m));
-            }
-            if !appended.undelivered.is_empty() {
-                tracing::info!(
-                    undelivered = appended.undelivered.len(),
-                    "commit stored; some Welcomes could not be delivered"
-                );
-            }
-            Ok(axum::Json(Stored {
-                seq: appended.seq,
-                undelivered_welcomes: appended.undelivered,
-            }))
+            let stored = append_entry(&state, group, token_hash, token_epoch, req).await?;
+            Ok(axum::Json(stored))
         }
         .await,
     )
+}
+
+fn is_octet_stream(headers: &HeaderMap) -> bool {
+    headers
+        .get(axum::http::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split(';').next())
+        .is_some_and(|v| v.trim().eq_ignore_ascii_case("application/octet-stream"))
+}
+
+/// The binary form of an append: the body is the entry as it is; what the JSON form carries
+/// beside it comes in headers (`x-samizdat-request-id`, `x-samizdat-epoch`,
+/// `x-samizdat-kind`, and for a commit `x-samizdat-next-token-hash`). Welcomes need the
+/// JSON form.
+fn binary_append_entry(headers: &HeaderMap, body: &[u8]) -> ApiResult<AppendEntry> {
+    let header = |name: &str| -> ApiResult<&str> {
+        headers
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .ok_or_else(|| {
+                ApiError::new(
+                    ErrorCode::BadRequest,
+                    format!("a binary append needs the {name} header"),
+                )
+            })
+    };
+    let request_id = parse_id(header(proto::HEADER_REQUEST_ID)?, "request id")?;
+    let epoch = header(proto::HEADER_EPOCH)?.parse::<u64>().map_err(|_| {
+        ApiError::new(
+            ErrorCode::BadRequest,
+            "x-samizdat-epoch must be a non-negative integer",
+        )
+    })?;
+    let kind = match header(proto::HEADER_KIND)? {
+        "application" => EntryKind::Application,
+        "commit" => EntryKind::Commit,
+        _ => {
+            return Err(ApiError::new(
+                ErrorCode::BadRequest,
+                "x-samizdat-kind must be application or commit",
+            ));
+        }
+    };
+    let next_token_hash = match headers.get(proto::HEADER_NEXT_TOKEN_HASH) {
+        None => None,
+        Some(v) => Some(
+            v.to_str()
+                .ok()
+                .and_then(|v| proto::Bytes::decode(v).ok())
+                .map(proto::Bytes)
+                .ok_or_else(|| {
+                    ApiError::new(
+                        ErrorCode::BadRequest,
+                        "x-samizdat-next-token-hash must be base64url",
+                    )
+                })?,
+        ),
+    };
+    Ok(AppendEntry {
+        request_id,
+        kind,
+        epoch,
+        body: proto::Bytes(body.to_vec()),
+        next_token_hash,
+        welcomes: Vec::new(),
+    })
+}
+
+/// Who may append, checked before a body is read: only a member (someone holding one of the
+/// group's epoch tokens) gets to send one at all; a made-up token or group costs one indexed
+/// read. Returns the token's hash and the epoch it belongs to.
+pub(crate) async fn authorize_append(
+    state: &AppState,
+    group: Id,
+    token: &[u8],
+) -> ApiResult<([u8; 32], u64)> {
+    let token_hash = auth::token_hash(token);
+    let token_epoch = state
+        .store
+        .token_epoch(group, token_hash)
+        .await?
+        .ok_or_else(|| {
+            ApiError::new(
+                ErrorCode::BadToken,
+                "the epoch token does not match this group",
+            )
+        })?;
+    Ok((token_hash, token_epoch))
+}
+
+/// Check and store an append from an authorized member (HTTP, JSON or binary, or a WebSocket
+/// binary frame), then wake the subscribers.
+pub(crate) async fn append_entry(
+    state: &AppState,
+    group: Id,
+    token_hash: [u8; 32],
+    token_epoch: u64,
+    req: AppendEntry,
+) -> ApiResult<Stored> {
+    let l = &state.limits;
+    if req.epoch != token_epoch {
+        return Err(ApiError::new(
+            ErrorCode::BadToken,
+            "the epoch token does not match this group and epoch",
+        ));
+    }
+    let (max, what) = match req.kind {
+        EntryKind::Application => (l.max_application_entry, "application entry"),
+        EntryKind::Commit => (l.max_commit_entry, "commit"),
+    };
+    if req.body.len() > max {
+        return Err(ApiError::new(
+            ErrorCode::TooLarge,
+            format!("the {what} is larger than the relay's limit of {max} bytes"),
+        ));
+    }
+    let next_token_hash = match (req.kind, &req.next_token_hash) {
+        (EntryKind::Commit, Some(h)) => Some(hash_from(h, "next_token_hash")?),
+        (EntryKind::Commit, None) => {
+            return Err(ApiError::new(
+                ErrorCode::BadRequest,
+                "a commit must carry next_token_hash",
+            ));
+        }
+        (EntryKind::Application, Some(_)) => {
+            return Err(ApiError::new(
+                ErrorCode::BadRequest,
+                "only commits carry next_token_hash",
+            ));
+        }
+        (EntryKind::Application, None) => None,
+    };
+    if req.kind == EntryKind::Application && !req.welcomes.is_empty() {
+        return Err(ApiError::new(
+            ErrorCode::BadRequest,
+            "only commits carry welcomes",
+        ));
+    }
+    if req.welcomes.len() > l.max_welcomes_per_commit {
+        return Err(ApiError::new(
+            ErrorCode::TooLarge,
+            "too many welcomes in one commit",
+        ));
+    }
+    if req
+        .welcomes
+        .iter()
+        .any(|w| w.body.len() > l.max_mailbox_message)
+    {
+        return Err(ApiError::new(
+            ErrorCode::TooLarge,
+            "a welcome is larger than the mailbox message limit",
+        ));
+    }
+    let len = req.body.len() as u64;
+    let (kind, epoch) = (req.kind, req.epoch);
+    let body_copy = req.body.clone();
+    let appended = state
+        .store
+        .append(
+            AppendRequest {
+                request_id: req.request_id,
+                group_id: group,
+                kind: req.kind,
+                epoch: req.epoch,
+                token_hash,
+                body: req.body.0,
+                next_token_hash,
+                welcomes: req.welcomes,
+            },
+            now_secs(),
+            l,
+        )
+        .await?;
+    state.metrics.entries_stored.increment(1);
+    state.metrics.entry_bytes_stored.increment(len as u64);
+    if appended.fresh {
+        let frame = ServerFrame::Entry {
+            group_id: group,
+            seq: appended.seq,
+            epoch,
+            kind,
+            body: body_copy,
+        };
+        let frame = serde_json::to_string(&frame).unwrap_or_default();
+        state.notifier.entry(Appended {
+            group,
+            seq: appended.seq,
+            epoch,
+            kind,
+            frame: frame.into(),
+        });
+    }
+    for m in appended.welcomed {
+        state.metrics.mailbox_messages_stored.increment(1);
+        state.notifier.notify(Topic::Mailbox(m));
+    }
+    if !appended.undelivered.is_empty() {
+        tracing::info!(
+            undelivered = appended.undelivered.len(),
+            "commit stored; some Welcomes could not be delivered"
+        );
+    }
+    Ok(Stored {
+        seq: appended.seq,
+        undelivered_welcomes: appended.undelivered,
+    })
 }
 
 #[derive(Deserialize)]

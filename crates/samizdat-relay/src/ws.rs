@@ -3,18 +3,27 @@
 //! Each connection keeps only cursors. On a wake-up (or a periodic poll, which covers wake-ups
 //! lost between processes) it reads the store after its cursors and pushes what is new, in
 //! log order.
+//!
+//! A client may also append application entries over its socket: binary frames
+//! ([`proto::BinaryAppend`]), pipelined (up to [`MAX_APPENDS_IN_FLIGHT`] per connection; the
+//! connection stops reading while that many are pending) and answered by request id with an
+//! `appended` or `append_failed` text frame, under the same rules as the HTTP append.
 
 use std::collections::HashMap;
+use std::sync::Arc;
 use std::time::Duration;
 
 use axum::extract::State;
 use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
 use axum::response::Response;
 use futures_util::{SinkExt, StreamExt};
-use samizdat_proto::{self as proto, ClientFrame, ErrorCode, Id, ServerFrame};
+use samizdat_proto::{
+    self as proto, AppendEntry, BinaryAppend, ClientFrame, EntryKind, ErrorCode, Id, ServerFrame,
+};
 use tokio::sync::broadcast::error::RecvError;
+use tokio::sync::{Semaphore, mpsc};
 
-use crate::http::{ApiError, check_token};
+use crate::http::{ApiError, append_entry, authorize_append, check_relay_storage, check_token};
 use crate::notify::{Appended, Topic, Wake};
 use crate::{AppState, auth, now_secs};
 
@@ -22,6 +31,10 @@ use crate::{AppState, auth, now_secs};
 const MAX_CLIENT_FRAME: usize = 16 * 1024;
 /// A connection that sends this many unparseable frames is closed.
 const MAX_BAD_FRAMES: u32 = 16;
+/// Binary appends one connection may have pending; it reads nothing more until one finishes.
+pub const MAX_APPENDS_IN_FLIGHT: usize = 32;
+/// Room for a binary append's header (type, ids, epoch, token) around the entry.
+const BINARY_APPEND_OVERHEAD: usize = 1 + 16 + 16 + 8 + 1 + 64;
 /// How often every subscription is re-read even without a wake-up (wake-ups lost between
 /// processes): every 2 s, backing off with the number of subscriptions so one connection
 /// cannot make the relay re-read hundreds of logs every 2 s.
@@ -55,8 +68,11 @@ pub async fn upgrade(
     };
     // Small buffers: an idle subscriber should cost a few KiB, not tungstenite's 128 KiB
     // default read buffer. Frames larger than the buffer still work (it grows on demand).
-    ws.max_message_size(MAX_CLIENT_FRAME)
-        .max_frame_size(MAX_CLIENT_FRAME)
+    // Control frames are small; a binary append carries at most one application entry.
+    let max_frame =
+        MAX_CLIENT_FRAME.max(state.limits.max_application_entry + BINARY_APPEND_OVERHEAD);
+    ws.max_message_size(max_frame)
+        .max_frame_size(max_frame)
         .read_buffer_size(2048)
         .write_buffer_size(0)
         .on_upgrade(move |socket| async move {
@@ -127,6 +143,10 @@ async fn serve(state: AppState, socket: WebSocket, challenge: Id) -> Result<(), 
     let mut bad_frames = 0u32;
     let poll = tokio::time::sleep(poll_interval(0));
     tokio::pin!(poll);
+    // Answers of pending binary appends. Unbounded, but never holds more than
+    // MAX_APPENDS_IN_FLIGHT: each answer holds one permit until it is sent.
+    let (acks_tx, mut acks) = mpsc::unbounded_channel::<ServerFrame>();
+    let in_flight = Arc::new(Semaphore::new(MAX_APPENDS_IN_FLIGHT));
     loop {
         tokio::select! {
             msg = stream.next() => {
@@ -135,10 +155,28 @@ async fn serve(state: AppState, socket: WebSocket, challenge: Id) -> Result<(), 
                     Message::Text(t) => t,
                     Message::Close(_) => return Ok(()),
                     Message::Ping(_) | Message::Pong(_) => continue,
-                    Message::Binary(_) => {
-                        bad_frames += 1;
-                        send(&mut sink, &error_frame(ApiError::new(ErrorCode::BadRequest, "binary frames are not part of the protocol; send JSON text frames"), None)).await?;
-                        if bad_frames >= MAX_BAD_FRAMES { return Ok(()) }
+                    Message::Binary(b) => {
+                        match BinaryAppend::decode(&b) {
+                            Ok(a) => {
+                                // Backpressure: with the limit reached, stop reading this
+                                // socket until an append finishes.
+                                let Ok(permit) = in_flight.clone().acquire_owned().await else { return Ok(()) };
+                                let state = conn.state.clone();
+                                let tx = acks_tx.clone();
+                                drop(b);
+                                tokio::spawn(async move {
+                                    let answer = binary_append(&state, a).await;
+                                    let _ = tx.send(answer);
+                                    drop(permit);
+                                });
+                            }
+                            Err(e) => {
+                                bad_frames += 1;
+                                conn.state.metrics.reject(ErrorCode::BadRequest);
+                                send(&mut sink, &error_frame(ApiError::new(ErrorCode::BadRequest, format!("invalid binary frame: {e}")), None)).await?;
+                                if bad_frames >= MAX_BAD_FRAMES { return Ok(()) }
+                            }
+                        }
                         continue;
                     }
                 };
@@ -167,6 +205,18 @@ async fn serve(state: AppState, socket: WebSocket, challenge: Id) -> Result<(), 
                     }
                 }
             }
+            Some(answer) = acks.recv() => {
+                if let ServerFrame::AppendFailed { code, .. } = &answer {
+                    conn.state.metrics.reject(*code);
+                    // A refused token costs a store read: bounded per connection like a
+                    // refused subscription.
+                    if *code == ErrorCode::BadToken {
+                        bad_frames += 1;
+                    }
+                }
+                send(&mut sink, &answer).await?;
+                if bad_frames >= MAX_BAD_FRAMES { return Ok(()) }
+            }
             topic = wake.recv() => {
                 match topic {
                     Ok(Wake::Topic(Topic::Mailbox(id))) if conn.mailboxes.contains_key(&id) => conn.push(&mut sink, Some(id)).await?,
@@ -186,6 +236,58 @@ async fn serve(state: AppState, socket: WebSocket, challenge: Id) -> Result<(), 
                 return Ok(());
             }
         }
+    }
+}
+
+/// One binary append, with the HTTP append's checks in the same order (who may append
+/// first, then the relay's storage, then the entry), answered by request id.
+async fn binary_append(state: &crate::AppState, a: BinaryAppend) -> ServerFrame {
+    let request_id = a.request_id;
+    let res: Result<u64, ApiError> = async {
+        let (token_hash, token_epoch) = authorize_append(state, a.group_id, &a.token).await?;
+        check_relay_storage(state)?;
+        // The entry is held in memory until stored: it counts against the relay-wide budget
+        // of bodies in flight, as an HTTP body does.
+        let n = u32::try_from(a.body.len().max(1)).unwrap_or(u32::MAX);
+        let _budget = tokio::time::timeout(
+            Duration::from_secs(5),
+            state.body_budget.clone().acquire_many_owned(n),
+        )
+        .await
+        .ok()
+        .and_then(Result::ok)
+        .ok_or_else(|| {
+            ApiError::new(
+                ErrorCode::Unavailable,
+                "the relay is receiving too much data at once; retry shortly",
+            )
+        })?;
+        let stored = append_entry(
+            state,
+            a.group_id,
+            token_hash,
+            token_epoch,
+            AppendEntry {
+                request_id,
+                kind: EntryKind::Application,
+                epoch: a.epoch,
+                body: proto::Bytes(a.body),
+                next_token_hash: None,
+                welcomes: Vec::new(),
+            },
+        )
+        .await?;
+        Ok(stored.seq)
+    }
+    .await;
+    match res {
+        Ok(seq) => ServerFrame::Appended { request_id, seq },
+        Err(ApiError(e)) => ServerFrame::AppendFailed {
+            request_id,
+            code: e.code,
+            message: e.message,
+            current_epoch: e.current_epoch,
+        },
     }
 }
 

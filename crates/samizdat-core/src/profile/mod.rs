@@ -546,6 +546,8 @@ impl Profile {
             "outbox",
             "mls_groups",
             "mls_epochs",
+            "mls_trees",
+            "mls_state_bases",
         ] {
             conn.execute(
                 &format!("DELETE FROM {table} WHERE group_id = ?1"),
@@ -560,7 +562,13 @@ impl Profile {
     /// caller's transaction.
     fn drop_group_secrets(&self, gid: &Id) -> Result<()> {
         let conn = self.db.conn();
-        for table in ["mls_groups", "mls_epochs", "epoch_tokens"] {
+        for table in [
+            "mls_groups",
+            "mls_epochs",
+            "mls_trees",
+            "mls_state_bases",
+            "epoch_tokens",
+        ] {
             conn.execute(
                 &format!("DELETE FROM {table} WHERE group_id = ?1"),
                 params![gid.as_bytes()],

@@ -239,7 +239,8 @@ pub trait Store: Send + Sync + 'static {
 }
 
 /// Idempotency scopes. A record is keyed by (scope, target, request id): a request id only
-/// ever answers a repeat of the same operation on the same mailbox or group.
+/// ever answers a repeat of the same operation on the same mailbox or group. Appends keep
+/// theirs on the entry itself (`entries.request_id`, unique per group): one row per append.
 pub(crate) mod scope {
     pub const CREATE_MAILBOX: &str = "create_mailbox";
     pub const DROP: &str = "drop";
@@ -247,7 +248,6 @@ pub(crate) mod scope {
     pub const UPLOAD: &str = "upload_key_packages";
     pub const CLAIM: &str = "claim";
     pub const CREATE_GROUP: &str = "create_group";
-    pub const APPEND: &str = "append";
 }
 
 /// The largest epoch or sequence number the stores can hold (they are signed 64-bit).

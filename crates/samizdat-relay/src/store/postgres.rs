@@ -30,6 +30,10 @@ const MIGRATIONS: &[(i64, &str)] = &[
     (1, include_str!("../../migrations/postgres/0001_init.sql")),
     (2, include_str!("../../migrations/postgres/0002_bounds.sql")),
     (3, include_str!("../../migrations/postgres/0003_blobs.sql")),
+    (
+        4,
+        include_str!("../../migrations/postgres/0004_append_function.sql"),
+    ),
 ];
 /// A NOTIFY payload must stay under PostgreSQL's 8,000-byte limit.
 const MAX_NOTIFY_PAYLOAD: usize = 7_000;
@@ -130,6 +134,98 @@ impl PgStore {
             }
         }
         Ok(())
+    }
+
+    /// An append without Welcomes (every application message, most commits) as one call of
+    /// `samizdat_append` (migration 4): one prepared statement (cached per connection), no
+    /// explicit transaction, so one round trip where the statement-by-statement path takes
+    /// about twenty. Same rules, same answers.
+    async fn append_one_trip(
+        &self,
+        req: AppendRequest,
+        now: u64,
+        limits: &Limits,
+    ) -> Result<Appended> {
+        let notify = topic_payload(Topic::Group(req.group_id));
+        let next_hash = req.next_token_hash.map(|h| h.to_vec());
+        let mut attempt = 0;
+        let row = loop {
+            let client = self.conn().await?;
+            let stmt = client
+                .prepare_cached(
+                    "SELECT status, seq, current_epoch FROM samizdat_append($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
+                )
+                .await?;
+            let res = client
+                .query_one(
+                    &stmt,
+                    &[
+                        &req.group_id.as_bytes().as_slice(),
+                        &(req.epoch as i64),
+                        &req.token_hash.as_slice(),
+                        &req.request_id.as_bytes().as_slice(),
+                        &(req.kind.as_i64() as i16),
+                        &req.body,
+                        &next_hash,
+                        &(now as i64),
+                        &(limits.max_group_bytes.min(i64::MAX as u64) as i64),
+                        &notify,
+                    ],
+                )
+                .await;
+            match res.map_err(StoreError::from) {
+                Ok(row) => break row,
+                Err(StoreError::Retry) if attempt < MAX_RETRIES => attempt += 1,
+                Err(e) => return Err(e),
+            }
+        };
+        let status: i16 = row.get(0);
+        let seq: Option<i64> = row.get(1);
+        let current: Option<i64> = row.get(2);
+        let seq = || {
+            seq.map(|s| s as u64)
+                .ok_or_else(|| StoreError::Backend("samizdat_append returned no seq".into()))
+        };
+        match status {
+            0 | 1 => Ok(Appended {
+                seq: seq()?,
+                welcomed: Vec::new(),
+                undelivered: Vec::new(),
+                fresh: status == 0,
+            }),
+            2 => Err(not_found("group")),
+            3 => Err(StoreError::rejected(
+                ErrorCode::BadToken,
+                "the epoch token does not match this group and epoch",
+            )),
+            4 => {
+                let current = current.unwrap_or_default() as u64;
+                let code = match req.kind {
+                    EntryKind::Commit => ErrorCode::EpochConflict,
+                    EntryKind::Application => ErrorCode::StaleEpoch,
+                };
+                Err(StoreError::Rejected {
+                    code,
+                    message: format!(
+                        "the group is at epoch {current}, not {}; fetch the log, process it and retry",
+                        req.epoch
+                    ),
+                    current_epoch: Some(current),
+                })
+            }
+            5 => Err(StoreError::rejected(
+                ErrorCode::StorageFull,
+                "this group's log has reached the relay's storage limit; wait for old entries to expire or move the group",
+            )),
+            6 => Err(epoch_exhausted()),
+            7 => Err(StoreError::rejected(
+                ErrorCode::BadRequest,
+                "a commit must carry next_token_hash",
+            )),
+            other => Err(StoreError::Backend(format!(
+                "samizdat_append returned status {other}"
+            ))),
+        }
     }
 
     /// A pooled connection (a lost one is replaced by the pool).
@@ -725,6 +821,9 @@ impl Store for PgStore {
     }
 
     async fn append(&self, req: AppendRequest, now: u64, limits: &Limits) -> Result<Appended> {
+        if req.welcomes.is_empty() {
+            return self.append_one_trip(req, now, limits).await;
+        }
         in_tx!(self, |tx| {
             let g = req.group_id.as_bytes().as_slice();
             // The group row lock makes the epoch compare-and-set atomic across processes.
@@ -751,11 +850,17 @@ impl Store for PgStore {
                     "the epoch token does not match this group and epoch",
                 ));
             }
-            if let Some(seq) =
-                prior::<u64>(&tx, &req.request_id, scope::APPEND, &req.group_id).await?
-            {
+            // The retry record is the entry itself (one row per append).
+            let prior = tx
+                .query_opt(
+                    "SELECT seq FROM entries WHERE group_id = $1 AND request_id = $2",
+                    &[&g, &req.request_id.as_bytes().as_slice()],
+                )
+                .await?
+                .map(|r| r.get::<_, i64>(0));
+            if let Some(seq) = prior {
                 return Ok(Appended {
-                    seq,
+                    seq: seq as u64,
                     welcomed: Vec::new(),
                     undelivered: Vec::new(),
                     fresh: false,
@@ -786,8 +891,8 @@ impl Store for PgStore {
                 .filter(|n| *n <= MAX_COUNTER)
                 .ok_or_else(epoch_exhausted)?;
             tx.execute(
-                "INSERT INTO entries (group_id, seq, epoch, kind, body, stored_at) VALUES ($1, $2, $3, $4, $5, $6)",
-                &[&g, &seq, &(req.epoch as i64), &(req.kind.as_i64() as i16), &req.body, &(now as i64)],
+                "INSERT INTO entries (group_id, seq, epoch, kind, body, stored_at, request_id) VALUES ($1, $2, $3, $4, $5, $6, $7)",
+                &[&g, &seq, &(req.epoch as i64), &(req.kind.as_i64() as i16), &req.body, &(now as i64), &req.request_id.as_bytes().as_slice()],
             )
             .await?;
             let (mut welcomed, mut undelivered) = (Vec::new(), Vec::new());
@@ -841,15 +946,6 @@ impl Store for PgStore {
             let mut topics = vec![Topic::Group(req.group_id)];
             topics.extend(welcomed.iter().map(|m| Topic::Mailbox(*m)));
             notify_all(&tx, &topics).await?;
-            remember(
-                &tx,
-                &req.request_id,
-                scope::APPEND,
-                &req.group_id,
-                &(seq as u64),
-                now,
-            )
-            .await?;
             Ok(Appended {
                 seq: seq as u64,
                 welcomed,

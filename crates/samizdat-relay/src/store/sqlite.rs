@@ -27,6 +27,10 @@ const MIGRATIONS: &[(i64, &str)] = &[
     (1, include_str!("../../migrations/sqlite/0001_init.sql")),
     (2, include_str!("../../migrations/sqlite/0002_bounds.sql")),
     (3, include_str!("../../migrations/sqlite/0003_blobs.sql")),
+    (
+        4,
+        include_str!("../../migrations/sqlite/0004_append_key.sql"),
+    ),
 ];
 
 /// Most requests folded into one transaction.
@@ -747,8 +751,15 @@ impl Store for SqliteStore {
                     ));
                 }
             }
-            if let Some(seq) = prior::<u64>(conn, &req.request_id, scope::APPEND, &req.group_id)? {
-                return Ok(Appended { seq, welcomed: Vec::new(), undelivered: Vec::new(), fresh: false });
+            // The retry record is the entry itself (one row per append).
+            let prior: Option<i64> = query_one(conn,
+                    "SELECT seq FROM entries WHERE group_id = ?1 AND request_id = ?2",
+                    params![g, req.request_id.as_bytes()],
+                    |r| r.get(0),
+                )
+                .optional()?;
+            if let Some(seq) = prior {
+                return Ok(Appended { seq: seq as u64, welcomed: Vec::new(), undelivered: Vec::new(), fresh: false });
             }
             if req.epoch != current {
                 let code = match req.kind {
@@ -773,8 +784,8 @@ impl Store for SqliteStore {
             let next_seq = (seq as u64).checked_add(1).filter(|n| *n <= MAX_COUNTER).ok_or_else(epoch_exhausted)?;
             exec(
                 conn,
-                "INSERT INTO entries (group_id, seq, epoch, kind, body, stored_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
-                params![g, seq, req.epoch as i64, req.kind.as_i64(), req.body, now as i64],
+                "INSERT INTO entries (group_id, seq, epoch, kind, body, stored_at, request_id) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+                params![g, seq, req.epoch as i64, req.kind.as_i64(), req.body, now as i64, req.request_id.as_bytes()],
             )?;
             let (mut welcomed, mut undelivered) = (Vec::new(), Vec::new());
             if req.kind == EntryKind::Commit {
@@ -814,7 +825,6 @@ impl Store for SqliteStore {
                     params![g, next_seq as i64, req.body.len() as i64, now as i64],
                 )?;
             }
-            remember(conn, &req.request_id, scope::APPEND, &req.group_id, &(seq as u64), now)?;
             Ok(Appended { seq: seq as u64, welcomed, undelivered, fresh: true })
         })
         .await

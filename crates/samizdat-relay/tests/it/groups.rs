@@ -250,4 +250,63 @@ async fn duplicate_group_id_is_refused(b: Backend) {
     assert_eq!(e.code, ErrorCode::BadRequest);
     relay.stop().await;
 }
+
+async fn binary_http_appends_carry_the_entry_as_it_is(b: Backend) {
+    let relay = TestRelay::start(&b).await;
+    let g = relay.create_group(0).await;
+    let post = |token: Vec<u8>, headers: Vec<(&'static str, String)>, body: Vec<u8>| {
+        let mut r = relay
+            .http
+            .post(relay.url(&format!("/v1/groups/{}/entries", g.id)))
+            .header(samizdat_proto::HEADER_TOKEN, Bytes::encode(&token))
+            .header("content-type", "application/octet-stream");
+        for (k, v) in headers {
+            r = r.header(k, v);
+        }
+        async move {
+            let r = r.body(body).send().await.unwrap();
+            let status = r.status().as_u16();
+            (status, r.json::<serde_json::Value>().await.unwrap())
+        }
+    };
+    let rid = rand_id();
+    let app = |rid: samizdat_proto::Id, epoch: u64| {
+        vec![
+            ("x-samizdat-request-id", rid.to_string()),
+            ("x-samizdat-epoch", epoch.to_string()),
+            ("x-samizdat-kind", "application".to_string()),
+        ]
+    };
+    let body: Vec<u8> = (0..=255u8).collect();
+    let (status, stored) = post(g.token(0).to_vec(), app(rid, 0), body.clone()).await;
+    assert_eq!(status, 200, "{stored}");
+    let seq = stored["seq"].as_u64().unwrap();
+    // A retry gets the same answer; the entry is stored once, byte for byte.
+    let (status, again) = post(g.token(0).to_vec(), app(rid, 0), body.clone()).await;
+    assert_eq!((status, again["seq"].as_u64()), (200, Some(seq)));
+    let page = relay.read_entries(&g, 0, 0).await.unwrap();
+    assert_eq!(page.entries.len(), 1);
+    assert_eq!(page.entries[0].body.0, body);
+    // A commit in binary form moves the epoch.
+    let next_hash = samizdat_relay::token_hash(g.token(1));
+    let mut commit = app(rand_id(), 0);
+    commit[2].1 = "commit".into();
+    commit.push(("x-samizdat-next-token-hash", Bytes::encode(&next_hash)));
+    let (status, answer) = post(g.token(0).to_vec(), commit, b"commit".to_vec()).await;
+    assert_eq!(status, 200, "{answer}");
+    assert_eq!(relay.read_entries(&g, 1, 0).await.unwrap().current_epoch, 1);
+    // Missing or malformed metadata, a wrong token: typed refusals, nothing stored.
+    let (status, e) = post(g.token(1).to_vec(), app(rand_id(), 1)[..2].to_vec(), vec![1]).await;
+    assert_eq!((status, e["code"].as_str()), (400, Some("bad_request")), "{e}");
+    let mut bad_epoch = app(rand_id(), 1);
+    bad_epoch[1].1 = "-1".into();
+    let (status, _) = post(g.token(1).to_vec(), bad_epoch, vec![1]).await;
+    assert_eq!(status, 400);
+    let (status, e) = post(b"not the token".to_vec(), app(rand_id(), 1), vec![1]).await;
+    assert_eq!((status, e["code"].as_str()), (403, Some("bad_token")));
+    let (status, e) = post(g.token(0).to_vec(), app(rand_id(), 0), vec![1]).await;
+    assert_eq!((status, e["code"].as_str()), (409, Some("stale_epoch")), "{e}");
+    assert_eq!(relay.read_entries(&g, 1, 0).await.unwrap().entries.len(), 0);
+    relay.stop().await;
+}
 }

@@ -314,4 +314,123 @@ async fn subscriptions_per_connection_are_bounded(b: Backend) {
     }
     relay.stop().await;
 }
+
+async fn binary_appends_are_pipelined_acknowledged_by_request_id_and_pushed(b: Backend) {
+    let relay = TestRelay::start(&b).await;
+    let g = relay.create_group(0).await;
+    let (mut sub, _) = connect(&relay).await;
+    send(
+        &mut sub,
+        &ClientFrame::SubscribeGroup {
+            group_id: g.id,
+            epoch: 0,
+            token: Bytes(g.token(0).to_vec()),
+            after: 0,
+        },
+    )
+    .await;
+    assert_eq!(next(&mut sub).await, ServerFrame::Subscribed { id: g.id });
+
+    // Twenty appends sent back to back on one socket, before any answer is read.
+    let (mut ws, _) = connect(&relay).await;
+    let frames: Vec<proto::BinaryAppend> = (0..20u8)
+        .map(|i| proto::BinaryAppend {
+            request_id: crate::harness::rand_id(),
+            group_id: g.id,
+            epoch: 0,
+            token: g.token(0).to_vec(),
+            body: vec![i; 100],
+        })
+        .collect();
+    for f in &frames {
+        ws.send(Message::Binary(f.encode().into())).await.unwrap();
+    }
+    let mut acked = std::collections::HashMap::new();
+    while acked.len() < frames.len() {
+        match next(&mut ws).await {
+            ServerFrame::Appended { request_id, seq } => {
+                assert!(acked.insert(request_id, seq).is_none(), "acknowledged twice");
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+    let mut seqs: Vec<u64> = acked.values().copied().collect();
+    seqs.sort();
+    seqs.dedup();
+    assert_eq!(seqs.len(), 20, "twenty distinct entries");
+    // Each acknowledged entry is in the log with its body and pushed to the subscriber.
+    let log = relay.read_entries(&g, 0, 0).await.unwrap();
+    for f in &frames {
+        let seq = acked[&f.request_id];
+        let e = log.entries.iter().find(|e| e.seq == seq).expect("in the log");
+        assert_eq!(e.body.0, f.body);
+    }
+    let mut pushed = Vec::new();
+    while pushed.len() < 20 {
+        match next(&mut sub).await {
+            ServerFrame::Entry { seq, .. } => pushed.push(seq),
+            other => panic!("{other:?}"),
+        }
+    }
+    pushed.sort();
+    assert_eq!(pushed, seqs);
+
+    // A retry (same request id) gets the first answer and stores nothing new.
+    ws.send(Message::Binary(frames[3].encode().into())).await.unwrap();
+    assert_eq!(
+        next(&mut ws).await,
+        ServerFrame::Appended { request_id: frames[3].request_id, seq: acked[&frames[3].request_id] }
+    );
+    assert_eq!(relay.read_entries(&g, 0, 0).await.unwrap().entries.len(), 20);
+
+    // Refusals name the request and store nothing: a wrong token, a stale epoch (with the
+    // current one), an entry over the application limit, a malformed frame.
+    let mut bad = frames[0].clone();
+    bad.request_id = crate::harness::rand_id();
+    bad.token = vec![7; 32];
+    ws.send(Message::Binary(bad.encode().into())).await.unwrap();
+    match next(&mut ws).await {
+        ServerFrame::AppendFailed { request_id, code, .. } => {
+            assert_eq!(request_id, bad.request_id);
+            assert_eq!(code, ErrorCode::BadToken);
+        }
+        other => panic!("{other:?}"),
+    }
+    relay.append_commit(&g, 0, b"commit".to_vec(), json!([])).await.unwrap();
+    let mut stale = frames[0].clone();
+    stale.request_id = crate::harness::rand_id();
+    ws.send(Message::Binary(stale.encode().into())).await.unwrap();
+    match next(&mut ws).await {
+        ServerFrame::AppendFailed { request_id, code, current_epoch, .. } => {
+            assert_eq!(request_id, stale.request_id);
+            assert_eq!(code, ErrorCode::StaleEpoch);
+            assert_eq!(current_epoch, Some(1));
+        }
+        other => panic!("{other:?}"),
+    }
+    let mut big = frames[0].clone();
+    big.request_id = crate::harness::rand_id();
+    big.epoch = 1;
+    big.token = g.token(1).to_vec();
+    big.body = vec![0; proto::Limits::default().max_application_entry + 1];
+    ws.send(Message::Binary(big.encode().into())).await.unwrap();
+    match next(&mut ws).await {
+        ServerFrame::AppendFailed { code, .. } => assert_eq!(code, ErrorCode::TooLarge),
+        other => panic!("{other:?}"),
+    }
+    ws.send(Message::Binary(vec![1, 2, 3].into())).await.unwrap();
+    match next(&mut ws).await {
+        ServerFrame::Error { code, .. } => assert_eq!(code, ErrorCode::BadRequest),
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(relay.read_entries(&g, 1, 0).await.unwrap().entries.len(), 0);
+    // The socket still works.
+    let mut ok = frames[0].clone();
+    ok.request_id = crate::harness::rand_id();
+    ok.epoch = 1;
+    ok.token = g.token(1).to_vec();
+    ws.send(Message::Binary(ok.encode().into())).await.unwrap();
+    assert!(matches!(next(&mut ws).await, ServerFrame::Appended { .. }));
+    relay.stop().await;
+}
 }

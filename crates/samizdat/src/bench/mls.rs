@@ -61,6 +61,7 @@ struct Times {
     process: f64,
     encrypt: f64,
     decrypt: f64,
+    load: f64,
     commit_bytes: usize,
     welcome_bytes: usize,
 }
@@ -122,6 +123,12 @@ fn run_raw(others: &[Vec<u8>], messages: usize) -> Result<Times> {
     }
     t.encrypt = enc / messages as f64;
     t.decrypt = dec / messages as f64;
+    let gid = group.group_id().to_vec();
+    drop(group);
+    let start = Instant::now();
+    let group = creator.load_group(&gid)?;
+    t.load = secs(start);
+    drop(group);
     Ok(t)
 }
 
@@ -168,6 +175,11 @@ fn run_core(dir: &std::path::Path, others: &[Vec<u8>], messages: usize) -> Resul
     }
     t.encrypt = enc / messages as f64;
     t.decrypt = dec / messages as f64;
+    drop(group);
+    let start = Instant::now();
+    let group = creator.load(&gid)?;
+    t.load = secs(start);
+    drop(group);
     Ok(t)
 }
 
@@ -219,13 +231,14 @@ pub async fn run(args: MlsArgs) -> Result<Report> {
             async move { tokio::task::spawn_blocking(move || run_core(&path, &o, msgs)).await? },
         )
         .await?;
-        let ops: [(&str, f64, f64); 6] = [
+        let ops: [(&str, f64, f64); 7] = [
             ("create + add all", core.create, raw.create),
             ("join (Welcome)", core.join, raw.join),
             ("commit (create)", core.commit, raw.commit),
             ("commit (process)", core.process, raw.process),
             ("encrypt message", core.encrypt, raw.encrypt),
             ("decrypt message", core.decrypt, raw.decrypt),
+            ("load state", core.load, raw.load),
         ];
         let mut json_ops = Vec::new();
         for (name, c, r) in ops {
