@@ -304,6 +304,10 @@ impl Service {
     }
 
     async fn run_job(&mut self, job: Job) {
+        // The caller gets its answer inside the job and may drop its handle at once; this one
+        // keeps the service up until what the job reported is published, so the work that
+        // publishing starts (automatic downloads, which take their own handle) can start.
+        let _alive = self.weak.upgrade();
         job(&mut self.profile).await;
         let reported = self.profile.take_events();
         self.publish(reported);

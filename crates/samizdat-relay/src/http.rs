@@ -1117,7 +1117,7 @@ pub(crate) async fn append_entry(
         )
         .await?;
     state.metrics.entries_stored.increment(1);
-    state.metrics.entry_bytes_stored.increment(len as u64);
+    state.metrics.entry_bytes_stored.increment(len);
     if appended.fresh {
         let frame = ServerFrame::Entry {
             group_id: group,

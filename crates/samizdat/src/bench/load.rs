@@ -1,6 +1,7 @@
 //! Relay load: durable throughput and latency (with the storage floor and the NATS peer),
-//! fan-out, and idle connections. A lean load client speaks the real protocol: HTTP appends
-//! with epoch tokens, WebSocket subscriptions that receive pushes.
+//! fan-out, and idle connections. A lean load client speaks the real protocol: appends with
+//! epoch tokens (binary frames over a WebSocket, or JSON over HTTP with `--transport http`),
+//! WebSocket subscriptions that receive pushes.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -9,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, anyhow, bail};
 use futures_util::{SinkExt, StreamExt};
-use samizdat_proto::{Bytes, ClientFrame, EntryKind, Id, ServerFrame};
+use samizdat_proto::{BinaryAppend, Bytes, ClientFrame, EntryKind, Id, ServerFrame};
 use serde_json::json;
 use tokio_tungstenite::tungstenite::Message;
 
@@ -107,6 +108,97 @@ impl Lean {
 
 pub type Ws =
     tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
+
+type Pending = Arc<Mutex<HashMap<Id, tokio::sync::oneshot::Sender<bool>>>>;
+
+/// One WebSocket that appends: binary frames, many in flight, answers matched by request id.
+#[derive(Clone)]
+pub struct WsLane {
+    sink: Arc<tokio::sync::Mutex<futures_util::stream::SplitSink<Ws, Message>>>,
+    pending: Pending,
+}
+
+impl WsLane {
+    pub async fn connect(addr: &str) -> Result<WsLane> {
+        let (ws, _) = tokio_tungstenite::connect_async(format!("ws://{addr}/v1/ws")).await?;
+        let (sink, mut stream) = ws.split();
+        let pending: Pending = Arc::default();
+        let p = pending.clone();
+        tokio::spawn(async move {
+            while let Some(Ok(msg)) = stream.next().await {
+                let Message::Text(t) = msg else { continue };
+                let (id, ok) = match serde_json::from_str::<ServerFrame>(t.as_str()) {
+                    Ok(ServerFrame::Appended { request_id, .. }) => (request_id, true),
+                    Ok(ServerFrame::AppendFailed { request_id, .. }) => (request_id, false),
+                    _ => continue,
+                };
+                let tx = p.lock().ok().and_then(|mut p| p.remove(&id));
+                if let Some(tx) = tx {
+                    let _ = tx.send(ok);
+                }
+            }
+            // Closed: every pending append fails.
+            if let Ok(mut p) = p.lock() {
+                p.clear();
+            }
+        });
+        Ok(WsLane {
+            sink: Arc::new(tokio::sync::Mutex::new(sink)),
+            pending,
+        })
+    }
+
+    pub async fn append(&self, g: &Group, body: Vec<u8>) -> Result<()> {
+        let request_id = rand_id();
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        if let Ok(mut p) = self.pending.lock() {
+            p.insert(request_id, tx);
+        }
+        let frame = BinaryAppend {
+            request_id,
+            group_id: g.id,
+            epoch: 0,
+            token: g.token.clone(),
+            body,
+        }
+        .encode();
+        self.sink
+            .lock()
+            .await
+            .send(Message::Binary(frame.into()))
+            .await?;
+        match rx.await {
+            Ok(true) => Ok(()),
+            Ok(false) => bail!("append refused"),
+            Err(_) => bail!("connection closed"),
+        }
+    }
+}
+
+/// How a sender appends.
+#[derive(Clone)]
+pub enum Lane {
+    Http(Lean),
+    Ws(WsLane),
+}
+
+impl Lane {
+    pub async fn append(&self, g: &Group, body: Vec<u8>) -> Result<()> {
+        match self {
+            Lane::Http(l) => l.append(g, body).await,
+            Lane::Ws(w) => w.append(g, body).await,
+        }
+    }
+}
+
+/// `--transport`: how the load client appends.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Transport {
+    /// Binary frames over one WebSocket per sender, pipelined (the client's path).
+    Ws,
+    /// JSON bodies over HTTP/1.1 with keep-alive (the path of the first version).
+    Http,
+}
 
 /// Connect and subscribe to `g` from its start; returns once the relay confirmed.
 pub async fn subscribe(addr: &str, g: &Group) -> Result<Ws> {
@@ -207,6 +299,9 @@ pub struct RelayArgs {
     /// relay under valgrind or perf).
     #[arg(long)]
     pub relay_url: Option<String>,
+    /// How appends travel.
+    #[arg(long, value_enum, default_value = "ws")]
+    pub transport: Transport,
 }
 
 struct Closed {
@@ -218,7 +313,7 @@ struct Closed {
 
 /// Closed loop: every sender keeps `inflight` appends outstanding for `dur`.
 async fn closed_loop(
-    leans: &[Lean],
+    lanes: &[Lane],
     groups: &[Group],
     inflight: usize,
     dur: Duration,
@@ -232,7 +327,7 @@ async fn closed_loop(
     let mut tasks = Vec::new();
     for (i, g) in groups.iter().enumerate() {
         for _ in 0..inflight {
-            let lean = leans[i % leans.len()].clone();
+            let lean = lanes[i].clone();
             let g = g.clone();
             let template = template.clone();
             let ok = ok.clone();
@@ -275,7 +370,7 @@ struct Open {
 /// Open loop at `rate` appends/s in total: sends leave on schedule whatever the relay does,
 /// and latency counts from the scheduled time (no coordinated omission).
 async fn open_loop(
-    leans: &[Lean],
+    lanes: &[Lane],
     groups: &[Group],
     rate: f64,
     dur: Duration,
@@ -291,7 +386,7 @@ async fn open_loop(
     let start = tokio::time::Instant::now() + Duration::from_millis(50);
     let mut senders = Vec::new();
     for (i, g) in groups.iter().enumerate() {
-        let lean = leans[i % leans.len()].clone();
+        let lean = lanes[i].clone();
         let g = g.clone();
         let template = template.clone();
         let ok = ok.clone();
@@ -367,6 +462,92 @@ fn sqlite_floor(dir: &std::path::Path, size: usize, batch: usize, dur: Duration)
     Ok(rows as f64 / start.elapsed().as_secs_f64())
 }
 
+/// pgbench: Debian installs it beside the server, not on PATH.
+fn pgbench_path() -> Option<std::path::PathBuf> {
+    if let Ok(out) = std::process::Command::new("pgbench")
+        .arg("--version")
+        .output()
+        && out.status.success()
+    {
+        return Some("pgbench".into());
+    }
+    let mut found: Vec<std::path::PathBuf> = std::fs::read_dir("/usr/lib/postgresql")
+        .ok()?
+        .filter_map(|e| e.ok())
+        .map(|e| e.path().join("bin/pgbench"))
+        .filter(|p| p.exists())
+        .collect();
+    found.sort();
+    found.pop()
+}
+
+/// The PostgreSQL floor: pgbench on the same database, `clients` connections each inserting
+/// the same rows as the relay (one row of `size` bytes per transaction, committed with the
+/// server's `synchronous_commit`) for `dur`. Returns transactions (= rows) per second.
+fn pg_floor(
+    url: &str,
+    dir: &std::path::Path,
+    size: usize,
+    clients: usize,
+    dur: Duration,
+) -> Result<f64> {
+    let pgbench =
+        pgbench_path().ok_or_else(|| anyhow!("pgbench not found (Debian: postgresql-client)"))?;
+    let setup = std::process::Command::new("psql")
+        .arg(url)
+        .args(["-q", "-v", "ON_ERROR_STOP=1", "-c"])
+        .arg(
+            "DROP TABLE IF EXISTS samizdat_floor_entries; DROP SEQUENCE IF EXISTS samizdat_floor_seq;
+             CREATE TABLE samizdat_floor_entries (group_id BYTEA NOT NULL, seq BIGINT NOT NULL, epoch BIGINT NOT NULL,
+               kind SMALLINT NOT NULL, body BYTEA NOT NULL, stored_at BIGINT NOT NULL, PRIMARY KEY (group_id, seq));
+             CREATE SEQUENCE samizdat_floor_seq;",
+        )
+        .output()?;
+    if !setup.status.success() {
+        bail!("pgbench setup: {}", String::from_utf8_lossy(&setup.stderr));
+    }
+    let script = dir.join(format!("floor-{size}.sql"));
+    std::fs::write(
+        &script,
+        format!(
+            "INSERT INTO samizdat_floor_entries VALUES ('\\x00112233445566778899aabbccddeeff'::bytea, nextval('samizdat_floor_seq'), 0, 0, convert_to(repeat('x', {size}), 'UTF8'), 0);\n"
+        ),
+    )?;
+    let out = std::process::Command::new(pgbench)
+        .args([
+            "-n",
+            "-M",
+            "prepared",
+            "-c",
+            &clients.to_string(),
+            "-j",
+            "2",
+            "-T",
+        ])
+        .arg(dur.as_secs().max(1).to_string())
+        .arg("-f")
+        .arg(&script)
+        .arg(url)
+        .output()?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    let tps = text
+        .lines()
+        .find(|l| l.starts_with("tps = "))
+        .and_then(|l| l.trim_start_matches("tps = ").split_whitespace().next())
+        .and_then(|v| v.parse::<f64>().ok())
+        .ok_or_else(|| {
+            anyhow!(
+                "pgbench printed no tps: {text} {}",
+                String::from_utf8_lossy(&out.stderr)
+            )
+        })?;
+    let _ = std::process::Command::new("psql")
+        .arg(url)
+        .args(["-q", "-c", "DROP TABLE IF EXISTS samizdat_floor_entries; DROP SEQUENCE IF EXISTS samizdat_floor_seq;"])
+        .output();
+    Ok(tps)
+}
+
 pub async fn relay(args: RelayArgs) -> Result<Report> {
     let tmp = tempfile::tempdir()?;
     let dur = Duration::from_secs(args.duration.max(1));
@@ -398,13 +579,26 @@ pub async fn relay(args: RelayArgs) -> Result<Report> {
         );
         groups.push(g);
     }
+    // One lane per sender: its own WebSocket, or a keep-alive HTTP client per relay process.
+    let mut lanes = Vec::new();
+    for i in 0..groups.len() {
+        let url = &urls[i % urls.len()];
+        lanes.push(match args.transport {
+            Transport::Ws => Lane::Ws(WsLane::connect(url.trim_start_matches("http://")).await?),
+            Transport::Http => Lane::Http(leans[i % leans.len()].clone()),
+        });
+    }
     let backend = if args.database.is_some() {
         "postgresql"
     } else {
         "sqlite"
     };
     let mut text = format!(
-        "Relay durable throughput and latency — backend {backend}, {} relay process(es), {} senders × {} in flight, {} s per step\n",
+        "Relay durable throughput and latency — backend {backend}, appends {}, {} relay process(es), {} senders × {} in flight, {} s per step\n",
+        match args.transport {
+            Transport::Ws => "as binary WebSocket frames",
+            Transport::Http => "as JSON over HTTP",
+        },
         urls.len(),
         args.senders,
         args.inflight,
@@ -417,7 +611,7 @@ pub async fn relay(args: RelayArgs) -> Result<Report> {
         let sat = with_progress(
             &format!("relay saturation, {size} B"),
             dur,
-            closed_loop(&leans, &groups, args.inflight, dur, size, &sink, step),
+            closed_loop(&lanes, &groups, args.inflight, dur, size, &sink, step),
         )
         .await?;
         let floors: Vec<(usize, f64)> = [1usize, 16, 128, 512]
@@ -425,6 +619,13 @@ pub async fn relay(args: RelayArgs) -> Result<Report> {
             .map(|b| sqlite_floor(tmp.path(), size, *b, Duration::from_secs(2)).map(|r| (*b, r)))
             .collect::<Result<_>>()?;
         let floor = floors.iter().map(|f| f.1).fold(0.0, f64::max);
+        // As many pgbench clients as appends in flight, within PostgreSQL's default
+        // max_connections (100) beside the relay's pools.
+        let pg_clients = (args.senders * args.inflight).min(32);
+        let pg = match &args.database {
+            Some(url) => Some(pg_floor(url, tmp.path(), size, pg_clients, dur)?),
+            None => None,
+        };
         let peer = if args.no_peer {
             None
         } else {
@@ -444,7 +645,7 @@ pub async fn relay(args: RelayArgs) -> Result<Report> {
             let o = with_progress(
                 &format!("open loop {:.0}/s ({:.0}%), {size} B", rate, frac * 100.0),
                 dur,
-                open_loop(&leans, &groups, rate, dur, size, &sink, step),
+                open_loop(&lanes, &groups, rate, dur, size, &sink, step),
             )
             .await?;
             ladder.push((frac, o));
@@ -466,6 +667,14 @@ pub async fn relay(args: RelayArgs) -> Result<Report> {
             fmt_rate(floors[3].1),
             sat.appended_per_s / floor
         );
+        if let Some(pg) = pg {
+            text += &format!(
+                "PostgreSQL floor (pgbench, same database, {} clients, one {size} B row per transaction): {} rows/s → relay/pgbench = {:.3}\n",
+                pg_clients,
+                fmt_rate(pg),
+                sat.appended_per_s / pg
+            );
+        }
         if let Some(p) = &peer {
             text += &format!(
                 "peer NATS JetStream {} (file storage, {}): published {}/s, delivered {}/s, p50 {} ms, p99 {} ms → relay/peer = {:.3}\n",
@@ -496,6 +705,8 @@ pub async fn relay(args: RelayArgs) -> Result<Report> {
             "floor_rows_per_s": floor,
             "floor_by_batch": floors.iter().map(|(b, r)| json!({"batch": b, "rows_per_s": r})).collect::<Vec<_>>(),
             "relay_over_floor": sat.appended_per_s / floor,
+            "pgbench_rows_per_s": pg,
+            "relay_over_pgbench": pg.map(|pg| sat.appended_per_s / pg),
             "peer": peer.as_ref().map(|p| json!({"name": "nats-jetstream", "version": p.version, "fsync": p.fsync,
                 "published_per_s": p.published_per_s, "delivered_per_s": p.delivered_per_s, "p50_ms": p.p50, "p99_ms": p.p99})),
             "relay_over_peer": peer.as_ref().map(|p| sat.appended_per_s / p.published_per_s),
@@ -505,7 +716,7 @@ pub async fn relay(args: RelayArgs) -> Result<Report> {
     }
     Ok(Report {
         text,
-        json: json!({"benchmark": "relay", "backend": backend, "processes": urls.len(), "senders": args.senders,
+        json: json!({"benchmark": "relay", "backend": backend, "transport": format!("{:?}", args.transport).to_lowercase(), "processes": urls.len(), "senders": args.senders,
                      "inflight": args.inflight, "step_secs": dur.as_secs(), "sizes": json_sizes}),
     })
 }

@@ -114,10 +114,29 @@ async fn handle(State(p): State<Arc<ProxyState>>, req: Request) -> Response {
     let mode = *p.mode.lock().unwrap();
 
     if parts.method == Method::POST && mode == Mode::CaptureNextCommit && group.is_some() {
-        let v: serde_json::Value = serde_json::from_slice(&bytes).unwrap_or_default();
-        if v["kind"] == "commit" {
-            let epoch = v["epoch"].as_u64().unwrap_or(0);
-            let body: Bytes = serde_json::from_value(v["body"].clone()).unwrap();
+        // The append in either form: JSON, or the entry itself with its metadata in headers.
+        let header = |name: &str| {
+            parts
+                .headers
+                .get(name)
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_string)
+        };
+        let commit = if header("content-type").as_deref() == Some("application/octet-stream") {
+            (header("x-samizdat-kind").as_deref() == Some("commit")).then(|| {
+                let epoch = header("x-samizdat-epoch")
+                    .and_then(|e| e.parse().ok())
+                    .unwrap_or(0);
+                (epoch, Bytes(bytes.to_vec()))
+            })
+        } else {
+            let v: serde_json::Value = serde_json::from_slice(&bytes).unwrap_or_default();
+            (v["kind"] == "commit").then(|| {
+                let epoch = v["epoch"].as_u64().unwrap_or(0);
+                (epoch, serde_json::from_value(v["body"].clone()).unwrap())
+            })
+        };
+        if let Some((epoch, body)) = commit {
             p.kept
                 .lock()
                 .unwrap()
