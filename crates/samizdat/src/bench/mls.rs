@@ -30,6 +30,19 @@ pub struct MlsArgs {
 const CS: mls_rs::CipherSuite = core_mls::DEFAULT_CIPHERSUITE;
 
 fn raw_client() -> Result<Client<impl MlsConfig>> {
+    raw_client_with(core_mls::rules())
+}
+
+/// The same rules without the ratchet tree in the Welcome (the tree travels beside it).
+fn tree_out_of_band_rules() -> mls_rs::mls_rules::DefaultMlsRules {
+    core_mls::rules().with_commit_options(
+        mls_rs::mls_rules::CommitOptions::new()
+            .with_ratchet_tree_extension(false)
+            .with_path_required(true),
+    )
+}
+
+fn raw_client_with(rules: mls_rs::mls_rules::DefaultMlsRules) -> Result<Client<impl MlsConfig>> {
     let provider = AwsLcCryptoProvider::default();
     let cs = provider
         .cipher_suite_provider(CS)
@@ -38,7 +51,6 @@ fn raw_client() -> Result<Client<impl MlsConfig>> {
     let fp = core_mls::fingerprint(public.as_bytes());
     let identity =
         SigningIdentity::new(BasicCredential::new(fp.to_vec()).into_credential(), public);
-    let rules = core_mls::rules();
     Ok(Client::builder()
         .crypto_provider(provider)
         .identity_provider(BasicIdentityProvider)
@@ -62,6 +74,9 @@ struct Times {
     encrypt: f64,
     decrypt: f64,
     load: f64,
+    /// Raw only: create + add all and join with the tree out of band.
+    create_oob: f64,
+    join_oob: f64,
     commit_bytes: usize,
     welcome_bytes: usize,
 }
@@ -129,6 +144,32 @@ fn run_raw(others: &[Vec<u8>], messages: usize) -> Result<Times> {
     let group = creator.load_group(&gid)?;
     t.load = secs(start);
     drop(group);
+    // The same group built with the ratchet tree outside the Welcome: each new member's
+    // HPKE encryption then binds a small GroupInfo instead of one that holds the whole tree.
+    let creator = raw_client_with(tree_out_of_band_rules())?;
+    let joiner = raw_client_with(tree_out_of_band_rules())?;
+    let joiner_kp =
+        joiner.generate_key_package_message(ExtensionList::new(), ExtensionList::new(), None)?;
+    let start = Instant::now();
+    let mut group = creator.create_group(ExtensionList::new(), ExtensionList::new(), None)?;
+    let mut b = group.commit_builder().add_member(joiner_kp)?;
+    for kp in others {
+        b = b.add_member(MlsMessage::from_bytes(kp)?)?;
+    }
+    let out = b.build()?;
+    group.apply_pending_commit()?;
+    group.write_to_storage()?;
+    t.create_oob = secs(start);
+    let tree = group.export_tree().into_owned();
+    let welcome = out
+        .welcome_messages
+        .first()
+        .ok_or_else(|| anyhow!("no welcome"))?
+        .clone();
+    let start = Instant::now();
+    let (mut jg, _) = joiner.join_group(Some(tree), &welcome, None)?;
+    jg.write_to_storage()?;
+    t.join_oob = secs(start);
     Ok(t)
 }
 
@@ -256,7 +297,13 @@ pub async fn run(args: MlsArgs) -> Result<Report> {
             "{n:>7}  sizes: Welcome {} B, update commit {} B\n",
             core.welcome_bytes, core.commit_bytes
         );
+        text += &format!(
+            "{n:>7}  raw, ratchet tree out of band: create + add all {:.3} ms, join {:.3} ms\n",
+            raw.create_oob * 1000.0,
+            raw.join_oob * 1000.0
+        );
         rows.push(json!({"members": n, "ops": json_ops, "welcome_bytes": core.welcome_bytes, "commit_bytes": core.commit_bytes,
+                         "raw_tree_out_of_band": {"create_ms": raw.create_oob * 1000.0, "join_ms": raw.join_oob * 1000.0},
                          "raw_welcome_bytes": raw.welcome_bytes}));
     }
     Ok(Report {
