@@ -258,6 +258,27 @@ impl std::ops::Deref for ReadBody {
     }
 }
 
+/// Take `n` bytes from the relay-wide budget of request bodies held in memory, waiting a few
+/// seconds at most; when it stays exhausted the request is refused with `unavailable`.
+pub(crate) async fn body_budget(
+    state: &AppState,
+    n: u32,
+) -> ApiResult<tokio::sync::OwnedSemaphorePermit> {
+    tokio::time::timeout(
+        std::time::Duration::from_secs(5),
+        state.body_budget.clone().acquire_many_owned(n),
+    )
+    .await
+    .ok()
+    .and_then(Result::ok)
+    .ok_or_else(|| {
+        ApiError::new(
+            ErrorCode::Unavailable,
+            "the relay is receiving too much data at once; retry shortly",
+        )
+    })
+}
+
 /// Read at most `limit` bytes of body within `body_timeout_secs`, taking each chunk's size
 /// from the relay-wide budget first. When the budget stays exhausted for a few seconds
 /// the request is refused with `unavailable` (Retry-After) instead of growing memory.
@@ -282,19 +303,7 @@ pub(crate) async fn read_body(state: &AppState, body: Body, limit: usize) -> Api
             }
             let n = u32::try_from(chunk.len()).map_err(|_| too_large())?;
             if n > 0 {
-                let permit = tokio::time::timeout(
-                    std::time::Duration::from_secs(5),
-                    state.body_budget.clone().acquire_many_owned(n),
-                )
-                .await
-                .ok()
-                .and_then(Result::ok)
-                .ok_or_else(|| {
-                    ApiError::new(
-                        ErrorCode::Unavailable,
-                        "the relay is receiving too much data at once; retry shortly",
-                    )
-                })?;
+                let permit = body_budget(state, n).await?;
                 match &mut budget {
                     Some(b) => b.merge(permit),
                     None => budget = Some(permit),

@@ -23,7 +23,9 @@ use samizdat_proto::{
 use tokio::sync::broadcast::error::RecvError;
 use tokio::sync::{Semaphore, mpsc};
 
-use crate::http::{ApiError, append_entry, authorize_append, check_relay_storage, check_token};
+use crate::http::{
+    ApiError, append_entry, authorize_append, body_budget, check_relay_storage, check_token,
+};
 use crate::notify::{Appended, Topic, Wake};
 use crate::{AppState, auth, now_secs};
 
@@ -249,19 +251,7 @@ async fn binary_append(state: &crate::AppState, a: BinaryAppend) -> ServerFrame 
         // The entry is held in memory until stored: it counts against the relay-wide budget
         // of bodies in flight, as an HTTP body does.
         let n = u32::try_from(a.body.len().max(1)).unwrap_or(u32::MAX);
-        let _budget = tokio::time::timeout(
-            Duration::from_secs(5),
-            state.body_budget.clone().acquire_many_owned(n),
-        )
-        .await
-        .ok()
-        .and_then(Result::ok)
-        .ok_or_else(|| {
-            ApiError::new(
-                ErrorCode::Unavailable,
-                "the relay is receiving too much data at once; retry shortly",
-            )
-        })?;
+        let _budget = body_budget(state, n).await?;
         let stored = append_entry(
             state,
             a.group_id,

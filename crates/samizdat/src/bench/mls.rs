@@ -85,12 +85,13 @@ fn secs(t: Instant) -> f64 {
     t.elapsed().as_secs_f64()
 }
 
-fn run_raw(others: &[Vec<u8>], messages: usize) -> Result<Times> {
-    let creator = raw_client()?;
-    let joiner = raw_client()?;
-    let joiner_kp =
-        joiner.generate_key_package_message(ExtensionList::new(), ExtensionList::new(), None)?;
-    let mut t = Times::default();
+/// Raw mls-rs: `creator` makes a group adding `joiner_kp` and `others` in one commit and
+/// stores its state; returns the group, its Welcome and the time taken.
+fn raw_create<C: MlsConfig>(
+    creator: &Client<C>,
+    joiner_kp: MlsMessage,
+    others: &[Vec<u8>],
+) -> Result<(mls_rs::Group<C>, MlsMessage, f64)> {
     let start = Instant::now();
     let mut group = creator.create_group(ExtensionList::new(), ExtensionList::new(), None)?;
     let mut b = group.commit_builder().add_member(joiner_kp)?;
@@ -100,12 +101,23 @@ fn run_raw(others: &[Vec<u8>], messages: usize) -> Result<Times> {
     let out = b.build()?;
     group.apply_pending_commit()?;
     group.write_to_storage()?;
-    t.create = secs(start);
+    let took = secs(start);
     let welcome = out
         .welcome_messages
         .first()
         .ok_or_else(|| anyhow!("no welcome"))?
         .clone();
+    Ok((group, welcome, took))
+}
+
+fn run_raw(others: &[Vec<u8>], messages: usize) -> Result<Times> {
+    let creator = raw_client()?;
+    let joiner = raw_client()?;
+    let joiner_kp =
+        joiner.generate_key_package_message(ExtensionList::new(), ExtensionList::new(), None)?;
+    let mut t = Times::default();
+    let (mut group, welcome, took) = raw_create(&creator, joiner_kp, others)?;
+    t.create = took;
     t.welcome_bytes = welcome.to_bytes()?.len();
     let start = Instant::now();
     let (mut jg, _) = joiner.join_group(None, &welcome, None)?;
@@ -150,22 +162,9 @@ fn run_raw(others: &[Vec<u8>], messages: usize) -> Result<Times> {
     let joiner = raw_client_with(tree_out_of_band_rules())?;
     let joiner_kp =
         joiner.generate_key_package_message(ExtensionList::new(), ExtensionList::new(), None)?;
-    let start = Instant::now();
-    let mut group = creator.create_group(ExtensionList::new(), ExtensionList::new(), None)?;
-    let mut b = group.commit_builder().add_member(joiner_kp)?;
-    for kp in others {
-        b = b.add_member(MlsMessage::from_bytes(kp)?)?;
-    }
-    let out = b.build()?;
-    group.apply_pending_commit()?;
-    group.write_to_storage()?;
-    t.create_oob = secs(start);
+    let (group, welcome, took) = raw_create(&creator, joiner_kp, others)?;
+    t.create_oob = took;
     let tree = group.export_tree().into_owned();
-    let welcome = out
-        .welcome_messages
-        .first()
-        .ok_or_else(|| anyhow!("no welcome"))?
-        .clone();
     let start = Instant::now();
     let (mut jg, _) = joiner.join_group(Some(tree), &welcome, None)?;
     jg.write_to_storage()?;
