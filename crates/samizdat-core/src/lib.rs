@@ -19,6 +19,7 @@ pub mod rpc;
 pub mod service;
 pub mod store;
 pub mod transfer;
+pub mod welcome;
 pub mod wipe;
 
 pub use invite::Invite;

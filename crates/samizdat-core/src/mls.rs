@@ -34,6 +34,7 @@ use rusqlite::{OptionalExtension, params};
 use zeroize::Zeroizing;
 
 use crate::store::Db;
+use crate::welcome::{JoinInfo, SplitWelcome};
 use crate::{Error, Result};
 
 /// The default ciphersuite: hybrid post-quantum ML-KEM-768 + X25519.
@@ -83,12 +84,13 @@ impl From<MlsError> for Error {
 }
 
 /// Samizdat's MLS rules: handshakes encrypted as PrivateMessage and padded (Padmé), the
-/// ratchet tree in the Welcome, and a path in every commit (so trees fill in).
+/// ratchet tree out of band (sealed once per commit, see `crate::welcome`), and a path in
+/// every commit (so trees fill in).
 pub fn rules() -> DefaultMlsRules {
     DefaultMlsRules::new()
         .with_commit_options(
             CommitOptions::new()
-                .with_ratchet_tree_extension(true)
+                .with_ratchet_tree_extension(false)
                 .with_path_required(true),
         )
         .with_encryption_options(EncryptionOptions::new(true, PaddingMode::Padme))
@@ -514,20 +516,90 @@ impl Mls {
         Ok(self.group(inner))
     }
 
-    /// Join from a serialized Welcome. Returns the group (its id is the conversation id)
-    /// and the fingerprint of the member whose commit added us. Nothing is stored until the
-    /// caller saves the group (the KeyPackage stays usable if it does not).
-    pub fn join(&self, welcome: &[u8]) -> Result<(Group, [u8; 32])> {
+    /// Read a Welcome without its ratchet tree: decrypted with our KeyPackage, and its
+    /// GroupInfo's signature checked against the committer its [`JoinInfo`] names. This is
+    /// what an invitation is screened on before anything is fetched from the group's relay.
+    pub fn examine(&self, welcome: &[u8]) -> Result<WelcomeSeen> {
         let msg = MlsMessage::from_bytes(welcome)
             .map_err(|e| Error::Protocol(format!("malformed Welcome: {e}")))?;
-        let (g, info) = self.client.join_group(None, &msg, None)?;
+        let info = self.client.examine_welcome_message(&msg)?;
+        let join = info
+            .extensions()
+            .get_as::<JoinInfo>()
+            .map_err(|e| Error::Protocol(format!("malformed join information: {e}")))?
+            .ok_or_else(|| {
+                Error::Protocol(
+                    "the Welcome carries neither its ratchet tree nor where it is".into(),
+                )
+            })?;
+        // The GroupInfo as an MLS message (version, wire format 4, GroupInfo) for mls-rs'
+        // own signature check.
+        let mut framed = welcome
+            .get(..2)
+            .ok_or_else(|| Error::Protocol("malformed Welcome".into()))?
+            .to_vec();
+        4u16.mls_encode(&mut framed)
+            .and_then(|()| info.mls_encode(&mut framed))
+            .map_err(|e| Error::Protocol(format!("cannot frame the GroupInfo: {e}")))?;
+        let framed = MlsMessage::from_bytes(&framed)
+            .map_err(|e| Error::Protocol(format!("cannot frame the GroupInfo: {e}")))?;
+        self.client
+            .validate_group_info(&framed, &join.committer)
+            .map_err(|e| {
+                Error::Protocol(format!(
+                    "the Welcome is not signed by the member it names: {e}"
+                ))
+            })?;
+        Ok(WelcomeSeen {
+            group_id: info.group_context().group_id.clone(),
+            epoch: info.group_context().epoch,
+            committer: fingerprint(join.committer.signature_key.as_bytes()),
+            members: join.members,
+            tree_key: Zeroizing::new(join.tree_key),
+        })
+    }
+
+    /// Join from a serialized Welcome and, for a Welcome without its tree, the sealed tree
+    /// it names (see `crate::welcome`). Returns the group (its id is the conversation id)
+    /// and the fingerprint of the member whose commit added us. Nothing is stored until the
+    /// caller saves the group (the KeyPackage stays usable if it does not).
+    pub fn join(&self, welcome: &[u8], sealed_tree: Option<&[u8]>) -> Result<(Group, [u8; 32])> {
+        let msg = MlsMessage::from_bytes(welcome)
+            .map_err(|e| Error::Protocol(format!("malformed Welcome: {e}")))?;
+        let (tree, named) = match sealed_tree {
+            None => (None, None),
+            Some(sealed) => {
+                let seen = self.examine(welcome)?;
+                let plain = crate::welcome::open_tree(&seen.tree_key, sealed)?;
+                let tree = ExportedTree::mls_decode(&mut plain.as_slice())
+                    .map_err(|e| Error::Protocol(format!("malformed ratchet tree: {e}")))?;
+                (Some(tree.into_owned()), Some(seen.committer))
+            }
+        };
+        let (g, info) = self.client.join_group(tree, &msg, None)?;
         let committer = g
             .roster()
             .member_with_index(info.sender)
             .map(|m| fingerprint(m.signing_identity.signature_key.as_bytes()))
             .map_err(|_| Error::Protocol("the Welcome names no committer".into()))?;
+        if named.is_some_and(|n| n != committer) {
+            return Err(Error::Protocol(
+                "the Welcome's committer is not the member its join information names".into(),
+            ));
+        }
         Ok((self.group(g), committer))
     }
+}
+
+/// What a Welcome says before its group is joined (see [`Mls::examine`]).
+pub struct WelcomeSeen {
+    pub group_id: Vec<u8>,
+    pub epoch: u64,
+    /// Fingerprint of the committer, whose signature was checked.
+    pub committer: [u8; 32],
+    /// Members of the group, as the committer states them.
+    pub members: u32,
+    tree_key: Zeroizing<Vec<u8>>,
 }
 
 /// What processing one log entry did.
@@ -548,10 +620,19 @@ pub enum Incoming {
     Other,
 }
 
-/// A commit ready to send: the log entry and the Welcome for new members (if any).
+/// A commit ready to send: the log entry and, if it adds members, what they need to join.
 pub struct PendingCommit {
     pub commit: Vec<u8>,
-    pub welcome: Option<Vec<u8>>,
+    pub welcome: Option<NewMembers>,
+}
+
+/// A commit's Welcome, split to be stored once (see `crate::welcome`).
+pub struct NewMembers {
+    /// The new epoch's ratchet tree, sealed: one blob for all new members.
+    pub sealed_tree: Vec<u8>,
+    /// One complete Welcome (that member's secrets, no tree) per added KeyPackage, in the
+    /// order they were given.
+    pub welcomes: Vec<Vec<u8>>,
 }
 
 pub struct Member {
@@ -612,21 +693,63 @@ impl Group {
 
     /// Build (but do not apply) a commit adding these KeyPackages and removing these members.
     pub fn commit(&mut self, add: &[Vec<u8>], remove: &[u32]) -> Result<PendingCommit> {
+        let committer = self.inner.current_member_signing_identity()?.clone();
+        let size = self.inner.roster().members_iter().count();
+        let cs = provider()
+            .cipher_suite_provider(self.inner.cipher_suite())
+            .ok_or_else(|| Error::Mls("unsupported ciphersuite".into()))?;
         let mut b = self.inner.commit_builder();
+        let mut tree_key = None;
+        let mut refs = Vec::with_capacity(add.len());
+        if !add.is_empty() {
+            let mut key = Zeroizing::new(vec![0u8; 32]);
+            aws_lc_rs::rand::fill(&mut key)
+                .map_err(|_| Error::Crypto("the system random number generator failed".into()))?;
+            let mut ext = ExtensionList::new();
+            ext.set_from(JoinInfo {
+                tree_key: key.to_vec(),
+                committer,
+                members: (size + add.len()).saturating_sub(remove.len()) as u32,
+            })
+            .map_err(|e| Error::Mls(e.to_string()))?;
+            b = b.set_group_info_ext(ext);
+            tree_key = Some(key);
+        }
         for kp in add {
             let msg = MlsMessage::from_bytes(kp)
                 .map_err(|e| Error::Protocol(format!("malformed KeyPackage: {e}")))?;
+            let r = msg
+                .key_package_reference(&cs)?
+                .ok_or_else(|| Error::Protocol("not a KeyPackage".into()))?;
+            refs.push(r.to_vec());
             b = b.add_member(msg)?;
         }
         for idx in remove {
             b = b.remove_member(*idx)?;
         }
         let out = b.build()?;
-        let welcome = out
-            .welcome_messages
-            .first()
-            .map(|w| w.to_bytes())
-            .transpose()?;
+        let welcome = match (out.welcome_messages.first(), &out.ratchet_tree, tree_key) {
+            (None, _, _) => None,
+            (Some(w), Some(tree), Some(key)) => {
+                let split = SplitWelcome::parse(&w.to_bytes()?)?;
+                let tree = Zeroizing::new(
+                    tree.mls_encode_to_vec()
+                        .map_err(|e| Error::Mls(format!("cannot encode the ratchet tree: {e}")))?,
+                );
+                Some(NewMembers {
+                    sealed_tree: crate::welcome::seal_tree(&key, &tree)?,
+                    welcomes: refs
+                        .iter()
+                        .map(|r| split.for_member(r))
+                        .collect::<Result<_>>()?,
+                })
+            }
+            _ => {
+                return Err(Error::Mls(
+                    "the commit's Welcome came without its ratchet tree".into(),
+                ));
+            }
+        };
         Ok(PendingCommit {
             commit: out.commit_message.to_bytes()?,
             welcome,
@@ -738,6 +861,63 @@ mod tests {
         Mls::new(db, &keys.secret, &keys.public, DEFAULT_CIPHERSUITE).unwrap()
     }
 
+    /// Member `i` of a commit's new members joins with its own Welcome and the sealed tree.
+    fn joined(m: &Mls, pending: &PendingCommit, i: usize) -> Group {
+        let nm = pending.welcome.as_ref().unwrap();
+        m.join(&nm.welcomes[i], Some(&nm.sealed_tree)).unwrap().0
+    }
+
+    #[test]
+    fn each_new_member_gets_its_own_small_welcome_and_the_tree_travels_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let alice = member(dir.path(), "alice");
+        let others: Vec<Mls> = (0..6)
+            .map(|i| member(dir.path(), &format!("m{i}")))
+            .collect();
+        let mut a = alice.create_group(&[9; 16]).unwrap();
+        let kps: Vec<Vec<u8>> = others
+            .iter()
+            .map(|m| m.key_package(false).unwrap())
+            .collect();
+        let pending = a.commit(&kps, &[]).unwrap();
+        a.apply_pending_commit().unwrap();
+        let nm = pending.welcome.as_ref().unwrap();
+        assert_eq!(nm.welcomes.len(), 6);
+        // Screening reads who committed and how many members there are, with no tree.
+        let seen = others[2].examine(&nm.welcomes[2]).unwrap();
+        assert_eq!(seen.group_id, vec![9; 16]);
+        assert_eq!(seen.epoch, a.epoch());
+        assert_eq!(seen.committer, a.own_fingerprint().unwrap());
+        assert_eq!(seen.members, 7);
+        // Each Welcome holds one member's secrets: nobody else can use it.
+        assert!(others[1].examine(&nm.welcomes[2]).is_err());
+        assert!(
+            others[1]
+                .join(&nm.welcomes[2], Some(&nm.sealed_tree))
+                .is_err()
+        );
+        // Without the tree, or with an altered or foreign one, nobody joins.
+        assert!(others[2].join(&nm.welcomes[2], None).is_err());
+        let mut bad = nm.sealed_tree.clone();
+        let last = bad.len() - 1;
+        bad[last] ^= 1;
+        assert!(others[2].join(&nm.welcomes[2], Some(&bad)).is_err());
+        let mut g2 = alice.create_group(&[8; 16]).unwrap();
+        let other_commit = g2
+            .commit(&[others[3].key_package(false).unwrap()], &[])
+            .unwrap();
+        let foreign = &other_commit.welcome.as_ref().unwrap().sealed_tree;
+        assert!(others[2].join(&nm.welcomes[2], Some(foreign)).is_err());
+        // The right pieces join, and the per-member part is small next to the tree.
+        let mut c = joined(&others[2], &pending, 2);
+        assert_eq!(c.token().unwrap(), a.token().unwrap());
+        let ct = a.encrypt(b"hi").unwrap();
+        assert!(
+            matches!(c.process(&ct).unwrap(), Incoming::Application { data, .. } if data == b"hi")
+        );
+        assert!(nm.welcomes[0].len() < 2_500, "{}", nm.welcomes[0].len());
+    }
+
     #[test]
     fn huge_generation_jumps_are_refused_small_ones_accepted() {
         let dir = tempfile::tempdir().unwrap();
@@ -746,7 +926,7 @@ mod tests {
         let kp = bob.key_package(false).unwrap();
         let pending = a.commit(&[kp], &[]).unwrap();
         a.apply_pending_commit().unwrap();
-        let (mut b, _) = bob.join(&pending.welcome.unwrap()).unwrap();
+        let mut b = joined(&bob, &pending, 0);
         assert_eq!(
             a.token().unwrap(),
             b.token().unwrap(),
@@ -812,7 +992,7 @@ mod tests {
         let pending = a.commit(&kps, &[]).unwrap();
         a.apply_pending_commit().unwrap();
         a.save().unwrap();
-        let (mut b, _) = others[0].join(&pending.welcome.unwrap()).unwrap();
+        let mut b = joined(&others[0], &pending, 0);
         b.save().unwrap();
 
         let tree_sql = "SELECT tree FROM mls_trees WHERE group_id = ?1";
@@ -900,7 +1080,7 @@ mod tests {
         a.apply_pending_commit().unwrap();
         // As a profile before version 11 stored it: the whole snapshot, no tree row.
         a.inner.write_to_storage().unwrap();
-        let (mut b, _) = bob.join(&pending.welcome.unwrap()).unwrap();
+        let mut b = joined(&bob, &pending, 0);
         let mut a = alice.load(&gid).unwrap();
         let ct = a.encrypt(b"old format").unwrap();
         a.save().unwrap();
@@ -939,7 +1119,7 @@ mod tests {
         let mut a = alice.create_group(&[2; 16]).unwrap();
         let pending = a.commit(&[bob.key_package(false).unwrap()], &[]).unwrap();
         a.apply_pending_commit().unwrap();
-        let (mut b, _) = bob.join(&pending.welcome.unwrap()).unwrap();
+        let mut b = joined(&bob, &pending, 0);
         let bob_index = a
             .members()
             .iter()
@@ -974,9 +1154,8 @@ mod tests {
         ];
         let pending = a.commit(&kps, &[]).unwrap();
         a.apply_pending_commit().unwrap();
-        let welcome = pending.welcome.unwrap();
-        let (mut b, _) = bob.join(&welcome).unwrap();
-        let (mut c, _) = carol.join(&welcome).unwrap();
+        let mut b = joined(&bob, &pending, 0);
+        let mut c = joined(&carol, &pending, 1);
         // Two commits for the same epoch: alice's (accepted by the honest log) and bob's.
         let from_alice = a.commit(&[], &[]).unwrap();
         let from_bob = b.commit(&[], &[]).unwrap();

@@ -578,6 +578,55 @@ impl RelayClient {
         self.finish(r).await
     }
 
+    /// Store `bytes` as a new blob (in pieces of at most 4 MiB); returns its id.
+    pub async fn put_blob(&self, bytes: &[u8]) -> Result<Id> {
+        const PIECE: usize = 4 << 20;
+        let created = self.create_blob(bytes.len() as u64).await?;
+        let token = created.upload_token.0;
+        let mut offset = 0usize;
+        while offset < bytes.len() {
+            let end = (offset + PIECE).min(bytes.len());
+            let at = self
+                .put_blob_piece(
+                    &created.blob_id,
+                    &token,
+                    offset as u64,
+                    bytes[offset..end].to_vec(),
+                )
+                .await?;
+            // The relay says where it is; it never goes back or past the end.
+            let at = usize::try_from(at.offset).unwrap_or(usize::MAX);
+            if at <= offset || at > bytes.len() {
+                return Err(Error::Protocol(
+                    "the relay reported an odd blob offset".into(),
+                ));
+            }
+            offset = at;
+        }
+        Ok(created.blob_id)
+    }
+
+    /// A whole finished blob of exactly `len` bytes (at most `max`), read into memory.
+    pub async fn get_blob_bytes(&self, blob: &Id, len: u64, max: u64) -> Result<Vec<u8>> {
+        if len > max {
+            return Err(Error::Protocol(format!(
+                "a blob of {len} bytes is over the {max} this client reads into memory"
+            )));
+        }
+        let mut r = self.get_blob(blob, 0).await?;
+        let mut out = Vec::with_capacity(len as usize);
+        while let Some(chunk) = r.chunk().await.map_err(|e| self.stream_error(e))? {
+            if (out.len() + chunk.len()) as u64 > len {
+                return Err(Error::Protocol("the blob is longer than announced".into()));
+            }
+            out.extend_from_slice(&chunk);
+        }
+        if out.len() as u64 != len {
+            return Err(Error::Protocol("the blob is shorter than announced".into()));
+        }
+        Ok(out)
+    }
+
     /// Start downloading a finished blob from byte `from`. The answer streams; read it with
     /// [`reqwest::Response::chunk`]. Errors are read here.
     pub async fn get_blob(&self, blob: &Id, from: u64) -> Result<reqwest::Response> {

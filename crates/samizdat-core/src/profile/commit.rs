@@ -119,22 +119,33 @@ impl Profile {
             // Welcomes owed to members whose mailbox is on another relay (or that the
             // group's relay could not store): stored with the commit, delivered after it.
             let mut owed: Vec<OwedDrop> = Vec::new();
-            let mut env = Vec::new();
-            if let Some(w) = &pending.welcome {
-                env = Envelope::Welcome {
-                    group_id: conv.group_id,
-                    relay: conv.relay.clone(),
-                    welcome: Bytes(w.clone()),
-                    invite_mac: invite
-                        .map(|i| Bytes(crate::invite_mac(&i, &conv.group_id).to_vec())),
-                    log: (conv.log != conv.group_id).then_some(conv.log),
-                }
-                .encode();
-                for (kp, mailbox_relay, mailbox) in &adds {
+            // Each new member's mailbox message, by mailbox.
+            let mut parts: HashMap<Id, Vec<u8>> = HashMap::new();
+            if let Some(nm) = &pending.welcome {
+                // The new epoch's ratchet tree is stored once, beside the log; each new
+                // member gets a small Welcome of its own that names it.
+                let tree_blob = relay.put_blob(&nm.sealed_tree).await?;
+                for ((kp, mailbox_relay, mailbox), welcome) in adds.iter().zip(&nm.welcomes) {
+                    let part = crate::welcome::WelcomePart {
+                        group_id: conv.group_id.as_bytes().to_vec(),
+                        relay: conv.relay.clone().into_bytes(),
+                        log: if conv.log != conv.group_id {
+                            conv.log.as_bytes().to_vec()
+                        } else {
+                            Vec::new()
+                        },
+                        invite_mac: invite
+                            .map(|i| crate::invite_mac(&i, &conv.group_id).to_vec())
+                            .unwrap_or_default(),
+                        tree_blob: tree_blob.as_bytes().to_vec(),
+                        tree_len: nm.sealed_tree.len() as u64,
+                        welcome: welcome.clone(),
+                    }
+                    .encode()?;
                     if mailbox_relay.trim_end_matches('/') == relay.base() {
                         welcomes.push(WelcomeDrop {
                             mailbox_id: *mailbox,
-                            body: Bytes(env.clone()),
+                            body: Bytes(part.clone()),
                         });
                     } else {
                         owed.push(OwedDrop {
@@ -143,6 +154,7 @@ impl Profile {
                             member: mls::key_package_fingerprint(kp)?,
                         });
                     }
+                    parts.insert(*mailbox, part);
                 }
             }
             match relay
@@ -190,7 +202,9 @@ impl Profile {
                             params![conv.group_id.as_bytes(), stored.seq as i64],
                         )?;
                         for d in &owed {
-                            self.owe_drop(&conv.group_id, d, &env)?;
+                            if let Some(part) = parts.get(&d.mailbox) {
+                                self.owe_drop(&conv.group_id, d, part)?;
+                            }
                         }
                         // Watched until they join (a fresh Welcome if they never do).
                         for (kp, _, _) in &adds {

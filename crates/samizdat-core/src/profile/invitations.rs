@@ -2,6 +2,37 @@
 
 use super::*;
 
+/// The largest sealed ratchet tree a client reads into memory (a 10,000-member group's is
+/// ~15 MB).
+const MAX_SEALED_TREE: u64 = 100 * 1024 * 1024;
+
+/// A Welcome as it arrived in a mailbox: the whole MLS Welcome with the tree inside (older
+/// clients), or a [`WelcomePart`] naming the sealed tree on the group's relay.
+pub(super) struct Arrived {
+    pub group_id: Id,
+    pub relay: String,
+    pub log: Option<Id>,
+    pub invite_mac: Option<Vec<u8>>,
+    /// What a pending invitation keeps: the MLS Welcome, or the encoded part.
+    pub stored: Vec<u8>,
+}
+
+impl Arrived {
+    pub(super) fn part(p: WelcomePart) -> Result<Arrived> {
+        let id = |b: &[u8]| {
+            Id::from_slice(b).map_err(|_| Error::Protocol("malformed Welcome part ids".into()))
+        };
+        Ok(Arrived {
+            group_id: id(&p.group_id)?,
+            relay: String::from_utf8(p.relay.clone())
+                .map_err(|_| Error::Protocol("a Welcome part's relay is not text".into()))?,
+            log: (!p.log.is_empty()).then(|| id(&p.log)).transpose()?,
+            invite_mac: (!p.invite_mac.is_empty()).then(|| p.invite_mac.clone()),
+            stored: p.encode()?,
+        })
+    }
+}
+
 /// What to do with a Welcome that arrived in the mailbox.
 pub(super) enum Screened {
     /// From a contact, or answering our own invite: join now.
@@ -30,24 +61,35 @@ pub(super) fn invitation_warning(
 impl Profile {
     /// Decide whether a Welcome joins at once (from a contact, or the person we invited) or
     /// waits for consent. Nothing is sent, stored in MLS, or fetched from the Welcome's relay.
-    pub(super) fn screen_welcome(
-        &mut self,
-        group_id: Id,
-        relay: &str,
-        log: Option<Id>,
-        welcome: &[u8],
-        invite_mac: Option<&Bytes>,
-    ) -> Result<Screened> {
+    pub(super) fn screen_welcome(&mut self, w: &Arrived) -> Result<Screened> {
+        let (group_id, relay, log, welcome) = (w.group_id, w.relay.as_str(), w.log, &w.stored);
+        let invite_mac = w.invite_mac.as_ref();
         crate::check_foreign_relay_url(relay)?;
-        let (group, committer) = self.mls.join(welcome)?;
-        if group.id() != group_id.as_bytes() {
+        let (gid, epoch, committer, members) = match WelcomePart::decode(welcome) {
+            Some(part) => {
+                let seen = self.mls.examine(&part?.welcome)?;
+                (
+                    seen.group_id,
+                    seen.epoch,
+                    seen.committer,
+                    seen.members as usize,
+                )
+            }
+            None => {
+                let (group, committer) = self.mls.join(welcome, None)?;
+                (
+                    group.id().to_vec(),
+                    group.epoch(),
+                    committer,
+                    group.members().len(),
+                )
+            }
+        };
+        if gid != group_id.as_bytes() {
             return Err(Error::Protocol(
                 "the Welcome is for a different group than its envelope says".into(),
             ));
         }
-        let members = group.members().len();
-        let epoch = group.epoch();
-        drop(group);
         let from_contact: bool = self.db.conn().query_row(
             "SELECT EXISTS (SELECT 1 FROM contacts WHERE fingerprint = ?1)",
             params![&committer[..]],
@@ -65,7 +107,7 @@ impl Profile {
                 ids.iter().filter_map(|b| Id::from_slice(b).ok()).any(|id| {
                     aws_lc_rs::constant_time::verify_slices_are_equal(
                         &crate::invite_mac(&id, &group_id),
-                        &mac.0,
+                        mac,
                     )
                     .is_ok()
                 })
@@ -148,7 +190,14 @@ impl Profile {
             )));
         }
         let mut events = Vec::new();
-        let name = self.join(group_id, &relay, log, &welcome, &mut events)?;
+        let arrived = Arrived {
+            group_id,
+            relay,
+            log,
+            invite_mac: None,
+            stored: welcome,
+        };
+        let name = self.join_arrived(&arrived, &mut events).await?;
         self.db
             .conn()
             .execute("DELETE FROM invitations WHERE id = ?1", params![id])?;
@@ -169,19 +218,55 @@ impl Profile {
         Ok(())
     }
 
-    /// Join the group of a Welcome; the `joined` event is logged in the same transaction.
-    pub(super) fn join(
+    /// Join the group of a Welcome that arrived (fetching its sealed tree from the group's
+    /// relay if it travelled apart); the `joined` event is logged in the same transaction.
+    pub(super) async fn join_arrived(
+        &mut self,
+        w: &Arrived,
+        events: &mut Vec<Event>,
+    ) -> Result<String> {
+        crate::check_foreign_relay_url(&w.relay)?;
+        let (welcome, tree) = match WelcomePart::decode(&w.stored) {
+            None => (w.stored.clone(), None),
+            Some(part) => {
+                let part = part?;
+                let blob = Id::from_slice(&part.tree_blob)
+                    .map_err(|_| Error::Protocol("malformed Welcome part ids".into()))?;
+                let client = if self.net.isolate {
+                    self.conv_client_for(&w.relay, &w.group_id)?
+                } else {
+                    self.relay_for(&w.relay)?
+                };
+                let sealed = client
+                    .get_blob_bytes(&blob, part.tree_len, MAX_SEALED_TREE)
+                    .await?;
+                (part.welcome, Some(sealed))
+            }
+        };
+        self.join(
+            w.group_id,
+            &w.relay,
+            w.log,
+            &welcome,
+            tree.as_deref(),
+            events,
+        )
+    }
+
+    /// Join the group of an MLS Welcome (with its sealed tree when it travelled apart).
+    fn join(
         &mut self,
         group_id: Id,
         relay: &str,
         log: Option<Id>,
         welcome: &[u8],
+        sealed_tree: Option<&[u8]>,
         events: &mut Vec<Event>,
     ) -> Result<String> {
         let log = log.map(|l| l.as_bytes().to_vec());
         crate::check_foreign_relay_url(relay)?;
         RelayClient::new(relay)?;
-        let (mut group, _) = self.mls.join(welcome)?;
+        let (mut group, _) = self.mls.join(welcome, sealed_tree)?;
         if group.id() != group_id.as_bytes() {
             return Err(Error::Protocol(
                 "the Welcome is for a different group than its envelope says".into(),

@@ -31,11 +31,12 @@ mod relays;
 mod sync;
 mod views;
 
+use crate::welcome::WelcomePart;
 use delivery::OwedDrop;
 pub use events::TransferDirection;
 pub use events::{Event, EventPage, LoggedEvent, RelayState};
 pub use groups::GroupAdded;
-use invitations::{Screened, invitation_warning};
+use invitations::{Arrived, Screened, invitation_warning};
 use outbox::queued;
 pub use views::{
     AttachmentView, ContactView, ConversationView, InvitationView, LastMessage, MemberView,

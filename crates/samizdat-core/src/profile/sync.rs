@@ -170,36 +170,60 @@ impl Profile {
         let mut done = Vec::new();
         let mut joined = 0;
         for m in msgs {
-            match Envelope::decode(&m.body.0) {
-                Ok(Envelope::Move { sealed }) => {
-                    if let Err(e) = self.receive_move(&sealed.0, events).await {
-                        if matches!(e, Error::RelayUnreachable(_)) {
-                            // Not acknowledged: read again once the new relay answers.
-                            continue;
+            let welcome = match WelcomePart::decode(&m.body.0) {
+                Some(part) => Some(part.and_then(Arrived::part)),
+                None => match Envelope::decode(&m.body.0) {
+                    Ok(Envelope::Move { sealed }) => {
+                        if let Err(e) = self.receive_move(&sealed.0, events).await {
+                            if matches!(e, Error::RelayUnreachable(_)) {
+                                // Not acknowledged: read again once the new relay answers.
+                                continue;
+                            }
+                            self.emit(
+                                events,
+                                Event::notice(
+                                    None,
+                                    format!("could not follow a conversation's move: {e}"),
+                                ),
+                            )?;
                         }
+                        None
+                    }
+                    Ok(Envelope::Welcome {
+                        group_id,
+                        relay,
+                        welcome,
+                        invite_mac,
+                        log,
+                    }) => Some(Ok(Arrived {
+                        group_id,
+                        relay,
+                        log,
+                        invite_mac: invite_mac.map(|m| m.0),
+                        stored: welcome.0,
+                    })),
+                    Err(_) => {
                         self.emit(
                             events,
-                            Event::notice(
-                                None,
-                                format!("could not follow a conversation's move: {e}"),
-                            ),
+                            Event::notice(None, "dropped an unreadable mailbox message".into()),
                         )?;
+                        None
                     }
-                }
-                Ok(Envelope::Welcome {
-                    group_id,
-                    relay,
-                    welcome,
-                    invite_mac,
-                    log,
-                }) => {
-                    if self.conv_by_id(&group_id)?.is_some_and(|c| c.active) {
+                },
+            };
+            match welcome {
+                None => {}
+                Some(Err(e)) => self.emit(
+                    events,
+                    Event::notice(None, format!("could not join a conversation: {e}")),
+                )?,
+                Some(Ok(w)) => {
+                    if self.conv_by_id(&w.group_id)?.is_some_and(|c| c.active) {
                         // Already joined (a crash before the acknowledgement): nothing to do.
                         done.push(m.seq);
                         continue;
                     }
-                    let screened =
-                        self.screen_welcome(group_id, &relay, log, &welcome.0, invite_mac.as_ref());
+                    let screened = self.screen_welcome(&w);
                     // Fault injection for the tests: a Welcome that cannot be processed.
                     let screened = match std::env::var("SAMIZDAT_TEST_LOSE_WELCOMES") {
                         Ok(v) if v == "1" => Err(Error::Protocol(
@@ -207,25 +231,26 @@ impl Profile {
                         )),
                         _ => screened,
                     };
-                    match screened.and_then(|s| match s {
-                        Screened::Join => self
-                            .join(group_id, &relay, log, &welcome.0, events)
-                            .map(Some),
-                        Screened::Pending(Some(event)) => self.emit(events, *event).map(|()| None),
-                        Screened::Pending(None) => Ok(None),
-                    }) {
+                    let outcome = match screened {
+                        Ok(Screened::Join) => self.join_arrived(&w, events).await.map(Some),
+                        Ok(Screened::Pending(Some(event))) => {
+                            self.emit(events, *event).map(|()| None)
+                        }
+                        Ok(Screened::Pending(None)) => Ok(None),
+                        Err(e) => Err(e),
+                    };
+                    match outcome {
                         Ok(Some(_)) => joined += 1,
                         Ok(None) => {}
+                        // The group's relay holds the tree: read the Welcome again once it
+                        // answers.
+                        Err(Error::RelayUnreachable(_)) => continue,
                         Err(e) => self.emit(
                             events,
                             Event::notice(None, format!("could not join a conversation: {e}")),
                         )?,
                     }
                 }
-                Err(_) => self.emit(
-                    events,
-                    Event::notice(None, "dropped an unreadable mailbox message".into()),
-                )?,
             }
             done.push(m.seq);
         }

@@ -202,10 +202,15 @@ pub enum Transport {
 
 /// Connect and subscribe to `g` from its start; returns once the relay confirmed.
 pub async fn subscribe(addr: &str, g: &Group) -> Result<Ws> {
+    subscribe_at(addr, g, 0).await
+}
+
+/// Subscribe to epoch `epoch` of a group log whose token is `g.token`.
+pub async fn subscribe_at(addr: &str, g: &Group, epoch: u64) -> Result<Ws> {
     let (mut ws, _) = tokio_tungstenite::connect_async(format!("ws://{addr}/v1/ws")).await?;
     let frame = ClientFrame::SubscribeGroup {
         group_id: g.id,
-        epoch: 0,
+        epoch,
         token: Bytes(g.token.clone()),
         after: 0,
     };

@@ -29,15 +29,27 @@ pub struct MlsArgs {
 
 const CS: mls_rs::CipherSuite = core_mls::DEFAULT_CIPHERSUITE;
 
+/// KeyPackages of `n` members, each made by its own mls-rs client.
+pub(super) fn raw_key_packages(n: usize) -> Result<Vec<Vec<u8>>> {
+    (0..n)
+        .map(|_| {
+            Ok(raw_client()?
+                .generate_key_package_message(ExtensionList::new(), ExtensionList::new(), None)?
+                .to_bytes()?)
+        })
+        .collect()
+}
+
 fn raw_client() -> Result<Client<impl MlsConfig>> {
     raw_client_with(core_mls::rules())
 }
 
-/// The same rules without the ratchet tree in the Welcome (the tree travels beside it).
-fn tree_out_of_band_rules() -> mls_rs::mls_rules::DefaultMlsRules {
+/// The same rules with the ratchet tree inside the Welcome, as the client had them before
+/// Welcomes were stored once (each new member's HPKE context is then the whole tree).
+fn tree_in_welcome_rules() -> mls_rs::mls_rules::DefaultMlsRules {
     core_mls::rules().with_commit_options(
         mls_rs::mls_rules::CommitOptions::new()
-            .with_ratchet_tree_extension(false)
+            .with_ratchet_tree_extension(true)
             .with_path_required(true),
     )
 }
@@ -74,11 +86,14 @@ struct Times {
     encrypt: f64,
     decrypt: f64,
     load: f64,
-    /// Raw only: create + add all and join with the tree out of band.
-    create_oob: f64,
-    join_oob: f64,
+    /// Raw only: create + add all and join with the tree inside the Welcome.
+    create_in: f64,
+    join_in: f64,
     commit_bytes: usize,
     welcome_bytes: usize,
+    /// Bytes the relay stores to add everyone (core: tree once + one part per member; raw:
+    /// one Welcome, which a mailbox per member used to copy).
+    stored_bytes: usize,
 }
 
 fn secs(t: Instant) -> f64 {
@@ -118,9 +133,10 @@ fn run_raw(others: &[Vec<u8>], messages: usize) -> Result<Times> {
     let mut t = Times::default();
     let (mut group, welcome, took) = raw_create(&creator, joiner_kp, others)?;
     t.create = took;
+    let tree = group.export_tree().into_owned();
     t.welcome_bytes = welcome.to_bytes()?.len();
     let start = Instant::now();
-    let (mut jg, _) = joiner.join_group(None, &welcome, None)?;
+    let (mut jg, _) = joiner.join_group(Some(tree), &welcome, None)?;
     jg.write_to_storage()?;
     t.join = secs(start);
     let start = Instant::now();
@@ -156,19 +172,20 @@ fn run_raw(others: &[Vec<u8>], messages: usize) -> Result<Times> {
     let group = creator.load_group(&gid)?;
     t.load = secs(start);
     drop(group);
-    // The same group built with the ratchet tree outside the Welcome: each new member's
-    // HPKE encryption then binds a small GroupInfo instead of one that holds the whole tree.
-    let creator = raw_client_with(tree_out_of_band_rules())?;
-    let joiner = raw_client_with(tree_out_of_band_rules())?;
+    // The same group built with the ratchet tree inside the Welcome (as before): each new
+    // member's HPKE encryption then binds a GroupInfo that holds the whole tree, and that
+    // one Welcome holds everything every new member needs, once.
+    let creator = raw_client_with(tree_in_welcome_rules())?;
+    let joiner = raw_client_with(tree_in_welcome_rules())?;
     let joiner_kp =
         joiner.generate_key_package_message(ExtensionList::new(), ExtensionList::new(), None)?;
-    let (group, welcome, took) = raw_create(&creator, joiner_kp, others)?;
-    t.create_oob = took;
-    let tree = group.export_tree().into_owned();
+    let (_group, welcome, took) = raw_create(&creator, joiner_kp, others)?;
+    t.create_in = took;
+    t.stored_bytes = welcome.to_bytes()?.len();
     let start = Instant::now();
-    let (mut jg, _) = joiner.join_group(Some(tree), &welcome, None)?;
+    let (mut jg, _) = joiner.join_group(None, &welcome, None)?;
     jg.write_to_storage()?;
-    t.join_oob = secs(start);
+    t.join_in = secs(start);
     Ok(t)
 }
 
@@ -185,10 +202,27 @@ fn run_core(dir: &std::path::Path, others: &[Vec<u8>], messages: usize) -> Resul
     group.apply_pending_commit()?;
     group.save()?;
     t.create = secs(start);
-    let welcome = pending.welcome.ok_or_else(|| anyhow!("no welcome"))?;
-    t.welcome_bytes = welcome.len();
+    let nm = pending.welcome.ok_or_else(|| anyhow!("no welcome"))?;
+    // What one new member reads: its own Welcome and the sealed tree.
+    t.welcome_bytes = nm.welcomes[0].len() + nm.sealed_tree.len();
+    // What the relay stores for all of them: the sealed tree once, and each member's
+    // mailbox message (its Welcome in a `WelcomePart` naming the tree).
+    t.stored_bytes = nm.sealed_tree.len();
+    for w in &nm.welcomes {
+        t.stored_bytes += samizdat_core::welcome::WelcomePart {
+            group_id: gid.clone(),
+            relay: b"https://relay.example.org".to_vec(),
+            log: Vec::new(),
+            invite_mac: Vec::new(),
+            tree_blob: vec![0; 16],
+            tree_len: nm.sealed_tree.len() as u64,
+            welcome: w.clone(),
+        }
+        .encode()?
+        .len();
+    }
     let start = Instant::now();
-    let (mut jg, _) = joiner.join(&welcome)?;
+    let (mut jg, _) = joiner.join(&nm.welcomes[0], Some(&nm.sealed_tree))?;
     jg.save()?;
     t.join = secs(start);
     let start = Instant::now();
@@ -235,22 +269,7 @@ pub async fn run(args: MlsArgs) -> Result<Report> {
         let others = with_progress(
             &format!("{n} members: generating KeyPackages"),
             Duration::from_millis(n as u64 / 2 + 100),
-            async {
-                tokio::task::spawn_blocking(move || -> Result<Vec<Vec<u8>>> {
-                    (0..n - 2)
-                        .map(|_| {
-                            let c = raw_client()?;
-                            Ok(c.generate_key_package_message(
-                                ExtensionList::new(),
-                                ExtensionList::new(),
-                                None,
-                            )?
-                            .to_bytes()?)
-                        })
-                        .collect()
-                })
-                .await?
-            },
+            async { tokio::task::spawn_blocking(move || raw_key_packages(n - 2)).await? },
         )
         .await?;
         let others = std::sync::Arc::new(others);
@@ -293,17 +312,26 @@ pub async fn run(args: MlsArgs) -> Result<Report> {
             );
         }
         text += &format!(
-            "{n:>7}  sizes: Welcome {} B, update commit {} B\n",
-            core.welcome_bytes, core.commit_bytes
+            "{n:>7}  sizes: one member's Welcome + sealed tree {} B (raw Welcome {} B), update commit {} B\n",
+            core.welcome_bytes, raw.welcome_bytes, core.commit_bytes
         );
         text += &format!(
-            "{n:>7}  raw, ratchet tree out of band: create + add all {:.3} ms, join {:.3} ms\n",
-            raw.create_oob * 1000.0,
-            raw.join_oob * 1000.0
+            "{n:>7}  relay bytes to add {} members: {} B = {:.2}x one Welcome with the tree inside (copied per mailbox before: {} B)\n",
+            n - 1,
+            core.stored_bytes,
+            core.stored_bytes as f64 / raw.stored_bytes as f64,
+            raw.stored_bytes as u64 * (n as u64 - 1)
+        );
+        text += &format!(
+            "{n:>7}  raw, ratchet tree inside the Welcome (the client before): create + add all {:.3} ms, join {:.3} ms\n",
+            raw.create_in * 1000.0,
+            raw.join_in * 1000.0
         );
         rows.push(json!({"members": n, "ops": json_ops, "welcome_bytes": core.welcome_bytes, "commit_bytes": core.commit_bytes,
-                         "raw_tree_out_of_band": {"create_ms": raw.create_oob * 1000.0, "join_ms": raw.join_oob * 1000.0},
-                         "raw_welcome_bytes": raw.welcome_bytes}));
+                         "raw_tree_in_welcome": {"create_ms": raw.create_in * 1000.0, "join_ms": raw.join_in * 1000.0, "welcome_bytes": raw.stored_bytes},
+                         "raw_welcome_bytes": raw.welcome_bytes, "relay_bytes_to_add": core.stored_bytes,
+                         "relay_bytes_to_add_over_one_welcome": core.stored_bytes as f64 / raw.stored_bytes as f64,
+                         "relay_bytes_to_add_when_copied": raw.stored_bytes as u64 * (n as u64 - 1)}));
     }
     Ok(Report {
         text,

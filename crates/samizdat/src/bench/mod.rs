@@ -4,6 +4,7 @@
 
 mod e2e;
 mod files;
+mod large;
 mod load;
 mod mls;
 mod moves;
@@ -41,6 +42,9 @@ pub enum Which {
     Isolation(files::IsolationArgs),
     /// Blocked relay → first message delivered on the new relay (a conversation moving).
     Move(moves::MoveArgs),
+    /// A 10,000-member group end to end: create, Welcomes stored once, sampled joins, one
+    /// message to every online member.
+    LargeGroup(large::LargeGroupArgs),
 }
 
 pub async fn run(args: BenchArgs) -> Result<()> {
@@ -54,6 +58,7 @@ pub async fn run(args: BenchArgs) -> Result<()> {
         Which::Backup(a) => files::backup(a).await?,
         Which::Isolation(a) => files::isolation(a).await?,
         Which::Move(a) => moves::run(a).await?,
+        Which::LargeGroup(a) => large::run(a).await?,
     };
     if args.json {
         println!("{}", serde_json::to_string_pretty(&report.json)?);

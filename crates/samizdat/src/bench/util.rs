@@ -16,12 +16,19 @@ pub struct RelayChild {
 
 impl RelayChild {
     pub fn start(data: &Path, database: Option<&str>) -> Result<RelayChild> {
+        RelayChild::start_with(data, database, "")
+    }
+
+    /// A relay with `extra` lines added to its `[limits]` table.
+    pub fn start_with(data: &Path, database: Option<&str>, extra: &str) -> Result<RelayChild> {
         // Generous limits: the benchmark is one address creating many objects.
         let config = data.with_extension("toml");
         std::fs::create_dir_all(data)?;
         std::fs::write(
             &config,
-            "[limits]\nclaims_per_ip_per_minute = 1000000\ncreations_per_ip_per_minute = 1000000\nmax_subscriptions = 100000\n",
+            format!(
+                "[limits]\nclaims_per_ip_per_minute = 1000000\ncreations_per_ip_per_minute = 1000000\nmax_subscriptions = 100000\n{extra}"
+            ),
         )?;
         let mut cmd = Command::new(std::env::current_exe()?);
         cmd.args(["relay", "--listen", "127.0.0.1:0", "--data"])
@@ -154,6 +161,21 @@ pub async fn with_progress<T>(
     };
     p.done();
     out
+}
+
+/// Bytes of the files under `dir` (recursively).
+pub fn dir_bytes(dir: &Path) -> Result<u64> {
+    let mut total = 0;
+    for e in std::fs::read_dir(dir)? {
+        let e = e?;
+        let meta = e.metadata()?;
+        total += if meta.is_dir() {
+            dir_bytes(&e.path())?
+        } else {
+            meta.len()
+        };
+    }
+    Ok(total)
 }
 
 pub fn random_bytes(n: usize) -> Vec<u8> {

@@ -97,8 +97,10 @@ fn attachments_of_1k_5m_and_60m_arrive_byte_identical() {
             true
         );
     }
-    // Ciphertext only on the relay: no file body, name or caption in any of its files.
-    assert_eq!(blob_files(&w.relay).len(), 3);
+    // Ciphertext only on the relay: no file body, name or caption in any of its files. Its
+    // blobs are the three attachments and the sealed ratchet tree of the Welcome that
+    // brought bob into the conversation.
+    assert_eq!(blob_files(&w.relay).len(), 4);
     w.assert_no_plaintext();
     // Downloading again reads the local copy; an existing output file is never overwritten.
     let id = last_attachment(&bob, "alice")["id"]
