@@ -32,6 +32,8 @@ pub enum Mode {
     CaptureNextCommit,
     /// Serve kept commits in place of the accepted ones of the same epoch.
     Fork,
+    /// Flip one bit of the next blob downloaded (a sealed ratchet tree of a Welcome).
+    FlipBlob,
 }
 
 struct ProxyState {
@@ -157,7 +159,23 @@ async fn handle(State(p): State<Arc<ProxyState>>, req: Request) -> Response {
     }
     let resp = rb.body(bytes.to_vec()).send().await.unwrap();
     let status = StatusCode::from_u16(resp.status().as_u16()).unwrap();
-    let body = resp.bytes().await.unwrap().to_vec();
+    let mut body = resp.bytes().await.unwrap().to_vec();
+    if mode == Mode::FlipBlob
+        && parts.method == Method::GET
+        && path.starts_with("/v1/blobs/")
+        && !path.ends_with("/upload")
+        && status.is_success()
+        && !body.is_empty()
+    {
+        let mid = body.len() / 2;
+        body[mid] ^= 0x01;
+        *p.mode.lock().unwrap() = Mode::Honest;
+        return Response::builder()
+            .status(status)
+            .header("content-type", "application/octet-stream")
+            .body(Body::from(body))
+            .unwrap();
+    }
     let (Some(group), true, true) = (group, parts.method == Method::GET, status.is_success())
     else {
         return json(status, body);
@@ -168,7 +186,7 @@ async fn handle(State(p): State<Arc<ProxyState>>, req: Request) -> Response {
         .iter()
         .position(|e| e.kind == EntryKind::Application);
     match mode {
-        Mode::Honest | Mode::CaptureNextCommit => {}
+        Mode::Honest | Mode::CaptureNextCommit | Mode::FlipBlob => {}
         Mode::DropOne => {
             if let Some(i) = first_app {
                 page.entries.remove(i);
@@ -322,4 +340,43 @@ fn man_in_the_middle_relay_cannot_forge_or_duplicate_and_forks_are_reported() {
     let carol_sees = texts(&carol, "g");
     assert_eq!(carol_sees.iter().filter(|t| *t == "m9").count(), 1);
     assert!(!carol_sees.contains(&"m8".to_string()));
+}
+
+/// Welcomes stored once: the relay holds the sealed ratchet tree a new member needs. A relay
+/// that alters it cannot make anyone join a group other than the one the committer signed:
+/// the join is refused and reported, nothing is joined, and a fresh Welcome works.
+#[test]
+fn a_relay_altering_the_welcome_tree_is_detected() {
+    let dir = tempfile::tempdir().unwrap();
+    let relay = RelayProc::start(&dir.path().join("relay"), "127.0.0.1:0");
+    let proxy = Proxy::start(&relay.url);
+    let person = |name: &str| {
+        let p = Person {
+            name: name.into(),
+            display: format!("{name}-{}", &hex_rand()[..6]),
+            home: dir.path().join(name),
+        };
+        p.ok(&["init", "--relay", &proxy.url, "--name", &p.display]);
+        p
+    };
+    let (alice, bob) = (person("alice"), person("bob"));
+    let link = alice.ok(&["invite"]).lines().last().unwrap().to_string();
+    bob.ok(&["accept", &link, "--name", "alice"]);
+    alice.ok(&["sync"]);
+    alice.ok(&["group", "create", "g"]);
+    alice.ok(&["group", "add", "g", &bob.display]);
+    proxy.set(Mode::FlipBlob);
+    let out = bob.ok(&["sync"]);
+    assert!(
+        out.contains("could not join") && out.contains("ratchet tree"),
+        "an altered tree must be refused and reported: {out}"
+    );
+    let convs = bob.ok(&["list", "--json"]);
+    assert_eq!(convs.lines().count(), 1, "only the 1:1 chat: {convs}");
+    // A fresh Welcome (another tree blob, served unaltered) joins.
+    alice.ok(&["group", "readd", "g", &bob.display]);
+    let out = bob.ok(&["sync"]);
+    assert!(out.contains("joined"), "{out}");
+    alice.ok(&["send", "g", "after the fresh welcome"]);
+    assert!(bob.ok(&["sync"]).contains("after the fresh welcome"));
 }
