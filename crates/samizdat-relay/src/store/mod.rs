@@ -44,6 +44,25 @@ impl StoreError {
     }
 }
 
+impl StoreError {
+    /// The same error again, for each of several requests that one failure answers.
+    pub fn duplicate(&self) -> StoreError {
+        match self {
+            StoreError::Rejected {
+                code,
+                message,
+                current_epoch,
+            } => StoreError::Rejected {
+                code: *code,
+                message: message.clone(),
+                current_epoch: *current_epoch,
+            },
+            StoreError::Backend(m) => StoreError::Backend(m.clone()),
+            StoreError::Retry => StoreError::Retry,
+        }
+    }
+}
+
 impl From<rusqlite::Error> for StoreError {
     fn from(e: rusqlite::Error) -> Self {
         StoreError::Backend(e.to_string())

@@ -7,6 +7,8 @@
 //! processes travel as `NOTIFY samizdat` inside the same transaction, so they are sent only on
 //! commit; they are hints, never the source of truth.
 
+use std::collections::HashMap;
+use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -34,7 +36,14 @@ const MIGRATIONS: &[(i64, &str)] = &[
         4,
         include_str!("../../migrations/postgres/0004_append_function.sql"),
     ),
+    (
+        5,
+        include_str!("../../migrations/postgres/0005_append_batch.sql"),
+    ),
 ];
+/// Most appends one batch stores (and their bytes, at least one append).
+const MAX_BATCH: usize = 256;
+const MAX_BATCH_BYTES: usize = 4 << 20;
 /// A NOTIFY payload must stay under PostgreSQL's 8,000-byte limit.
 const MAX_NOTIFY_PAYLOAD: usize = 7_000;
 /// Arbitrary key for the advisory lock that serializes migrations across processes.
@@ -62,6 +71,21 @@ impl From<tokio_postgres::Error> for StoreError {
 pub struct PgStore {
     url: String,
     pool: deadpool_postgres::Pool,
+    batches: Arc<Batches>,
+}
+
+/// Appends without Welcomes waiting for their group, per group: the first one to arrive
+/// starts a task that stores whatever has gathered in one `samizdat_append_batch` call and
+/// goes on until the queue is empty (group commit per group; see migration 5).
+struct Batches {
+    pool: deadpool_postgres::Pool,
+    queues: std::sync::Mutex<HashMap<Id, Vec<Queued>>>,
+}
+
+struct Queued {
+    req: AppendRequest,
+    now: u64,
+    answer: tokio::sync::oneshot::Sender<Result<Appended>>,
 }
 
 async fn connect(url: &str) -> Result<Client> {
@@ -74,6 +98,171 @@ async fn connect(url: &str) -> Result<Client> {
         }
     });
     Ok(client)
+}
+
+impl Batches {
+    /// Store `group`'s queued appends, batch after batch, until none is left.
+    async fn drain(&self, group: Id, limits: &Limits) {
+        loop {
+            let batch: Vec<Queued> = {
+                let Ok(mut queues) = self.queues.lock() else {
+                    return;
+                };
+                let Some(queue) = queues.get_mut(&group) else {
+                    return;
+                };
+                if queue.is_empty() {
+                    queues.remove(&group);
+                    return;
+                }
+                let (mut n, mut bytes) = (0, 0);
+                while n < queue.len().min(MAX_BATCH)
+                    && (n == 0 || bytes + queue[n].req.body.len() <= MAX_BATCH_BYTES)
+                {
+                    bytes += queue[n].req.body.len();
+                    n += 1;
+                }
+                queue.drain(..n).collect()
+            };
+            metrics::histogram!("samizdat_pg_append_batch_size").record(batch.len() as f64);
+            match self.store(group, &batch, limits).await {
+                Ok(rows) => {
+                    for (q, (status, seq, current)) in batch.into_iter().zip(rows) {
+                        let _ = q.answer.send(append_answer(&q.req, status, seq, current));
+                    }
+                }
+                Err(e) => {
+                    for q in batch {
+                        let _ = q.answer.send(Err(e.duplicate()));
+                    }
+                }
+            }
+        }
+    }
+
+    /// One call of `samizdat_append_batch`, re-run on a lost race.
+    async fn store(
+        &self,
+        group: Id,
+        batch: &[Queued],
+        limits: &Limits,
+    ) -> Result<Vec<(i16, Option<i64>, Option<i64>)>> {
+        let epochs: Vec<i64> = batch.iter().map(|q| q.req.epoch as i64).collect();
+        let tokens: Vec<&[u8]> = batch.iter().map(|q| q.req.token_hash.as_slice()).collect();
+        let requests: Vec<&[u8]> = batch
+            .iter()
+            .map(|q| q.req.request_id.as_bytes().as_slice())
+            .collect();
+        let kinds: Vec<i16> = batch.iter().map(|q| q.req.kind.as_i64() as i16).collect();
+        let bodies: Vec<&[u8]> = batch.iter().map(|q| q.req.body.as_slice()).collect();
+        let next: Vec<Option<&[u8]>> = batch
+            .iter()
+            .map(|q| q.req.next_token_hash.as_ref().map(|h| h.as_slice()))
+            .collect();
+        // One clock for the batch: the latest of its requests.
+        let now = batch.iter().map(|q| q.now).max().unwrap_or_default() as i64;
+        let notify = topic_payload(Topic::Group(group));
+        let max_bytes = limits.max_group_bytes.min(i64::MAX as u64) as i64;
+        let mut attempt = 0;
+        loop {
+            let client = self.pool.get().await.map_err(|e| match e {
+                deadpool_postgres::PoolError::Backend(e) => StoreError::from(e),
+                other => {
+                    tracing::warn!(error = %other, "no PostgreSQL connection");
+                    StoreError::Retry
+                }
+            })?;
+            let stmt = client
+                .prepare_cached(
+                    "SELECT r_index, r_status, r_seq, r_epoch FROM samizdat_append_batch($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
+                )
+                .await?;
+            let res = client
+                .query(
+                    &stmt,
+                    &[
+                        &group.as_bytes().as_slice(),
+                        &epochs,
+                        &tokens,
+                        &requests,
+                        &kinds,
+                        &bodies,
+                        &next,
+                        &now,
+                        &max_bytes,
+                        &notify,
+                    ],
+                )
+                .await;
+            match res.map_err(StoreError::from) {
+                Ok(rows) => {
+                    let mut out = vec![(-1i16, None, None); batch.len()];
+                    for r in rows {
+                        let i = r.get::<_, i32>(0) as usize;
+                        if let Some(slot) = i.checked_sub(1).and_then(|i| out.get_mut(i)) {
+                            *slot = (r.get(1), r.get(2), r.get(3));
+                        }
+                    }
+                    return Ok(out);
+                }
+                Err(StoreError::Retry) if attempt < MAX_RETRIES => attempt += 1,
+                Err(e) => return Err(e),
+            }
+        }
+    }
+}
+
+/// The answer to one append from `samizdat_append`'s status (see migration 4).
+fn append_answer(
+    req: &AppendRequest,
+    status: i16,
+    seq: Option<i64>,
+    current: Option<i64>,
+) -> Result<Appended> {
+    let seq = || {
+        seq.map(|s| s as u64)
+            .ok_or_else(|| StoreError::Backend("samizdat_append returned no seq".into()))
+    };
+    match status {
+        0 | 1 => Ok(Appended {
+            seq: seq()?,
+            welcomed: Vec::new(),
+            undelivered: Vec::new(),
+            fresh: status == 0,
+        }),
+        2 => Err(not_found("group")),
+        3 => Err(StoreError::rejected(
+            ErrorCode::BadToken,
+            "the epoch token does not match this group and epoch",
+        )),
+        4 => {
+            let current = current.unwrap_or_default() as u64;
+            let code = match req.kind {
+                EntryKind::Commit => ErrorCode::EpochConflict,
+                EntryKind::Application => ErrorCode::StaleEpoch,
+            };
+            Err(StoreError::Rejected {
+                code,
+                message: format!(
+                    "the group is at epoch {current}, not {}; fetch the log, process it and retry",
+                    req.epoch
+                ),
+                current_epoch: Some(current),
+            })
+        }
+        5 => Err(StoreError::rejected(
+            ErrorCode::StorageFull,
+            "this group's log has reached the relay's storage limit; wait for old entries to expire or move the group",
+        )),
+        6 => Err(epoch_exhausted()),
+        7 => Err(StoreError::rejected(
+            ErrorCode::BadRequest,
+            "a commit must carry next_token_hash",
+        )),
+        other => Err(StoreError::Backend(format!(
+            "samizdat_append returned status {other}"
+        ))),
+    }
 }
 
 impl PgStore {
@@ -110,6 +299,10 @@ impl PgStore {
             .map_err(|e| StoreError::Backend(format!("cannot build the PostgreSQL pool: {e}")))?;
         Ok(PgStore {
             url: url.to_string(),
+            batches: Arc::new(Batches {
+                pool: pool.clone(),
+                queues: std::sync::Mutex::new(HashMap::new()),
+            }),
             pool,
         })
     }
@@ -136,96 +329,42 @@ impl PgStore {
         Ok(())
     }
 
-    /// An append without Welcomes (every application message, most commits) as one call of
-    /// `samizdat_append` (migration 4): one prepared statement (cached per connection), no
-    /// explicit transaction, so one round trip where the statement-by-statement path takes
-    /// about twenty. Same rules, same answers.
-    async fn append_one_trip(
+    /// An append without Welcomes (every application message, most commits): queued for its
+    /// group and stored by one `samizdat_append_batch` call with the others waiting for the same
+    /// group — one prepared statement (cached per connection), no explicit transaction, so one
+    /// round trip and one WAL flush per batch. Same rules, same answers; acknowledged only once
+    /// committed.
+    async fn append_batched(
         &self,
         req: AppendRequest,
         now: u64,
         limits: &Limits,
     ) -> Result<Appended> {
-        let notify = topic_payload(Topic::Group(req.group_id));
-        let next_hash = req.next_token_hash.map(|h| h.to_vec());
-        let mut attempt = 0;
-        let row = loop {
-            let client = self.conn().await?;
-            let stmt = client
-                .prepare_cached(
-                    "SELECT status, seq, current_epoch FROM samizdat_append($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
-                )
-                .await?;
-            let res = client
-                .query_one(
-                    &stmt,
-                    &[
-                        &req.group_id.as_bytes().as_slice(),
-                        &(req.epoch as i64),
-                        &req.token_hash.as_slice(),
-                        &req.request_id.as_bytes().as_slice(),
-                        &(req.kind.as_i64() as i16),
-                        &req.body,
-                        &next_hash,
-                        &(now as i64),
-                        &(limits.max_group_bytes.min(i64::MAX as u64) as i64),
-                        &notify,
-                    ],
-                )
-                .await;
-            match res.map_err(StoreError::from) {
-                Ok(row) => break row,
-                Err(StoreError::Retry) if attempt < MAX_RETRIES => attempt += 1,
-                Err(e) => return Err(e),
-            }
+        let (answer, answered) = tokio::sync::oneshot::channel();
+        let group = req.group_id;
+        let lead = {
+            let mut queues = self
+                .batches
+                .queues
+                .lock()
+                .map_err(|_| StoreError::Backend("append queue poisoned".into()))?;
+            let lead = !queues.contains_key(&group);
+            queues
+                .entry(group)
+                .or_default()
+                .push(Queued { req, now, answer });
+            lead
         };
-        let status: i16 = row.get(0);
-        let seq: Option<i64> = row.get(1);
-        let current: Option<i64> = row.get(2);
-        let seq = || {
-            seq.map(|s| s as u64)
-                .ok_or_else(|| StoreError::Backend("samizdat_append returned no seq".into()))
-        };
-        match status {
-            0 | 1 => Ok(Appended {
-                seq: seq()?,
-                welcomed: Vec::new(),
-                undelivered: Vec::new(),
-                fresh: status == 0,
-            }),
-            2 => Err(not_found("group")),
-            3 => Err(StoreError::rejected(
-                ErrorCode::BadToken,
-                "the epoch token does not match this group and epoch",
-            )),
-            4 => {
-                let current = current.unwrap_or_default() as u64;
-                let code = match req.kind {
-                    EntryKind::Commit => ErrorCode::EpochConflict,
-                    EntryKind::Application => ErrorCode::StaleEpoch,
-                };
-                Err(StoreError::Rejected {
-                    code,
-                    message: format!(
-                        "the group is at epoch {current}, not {}; fetch the log, process it and retry",
-                        req.epoch
-                    ),
-                    current_epoch: Some(current),
-                })
-            }
-            5 => Err(StoreError::rejected(
-                ErrorCode::StorageFull,
-                "this group's log has reached the relay's storage limit; wait for old entries to expire or move the group",
-            )),
-            6 => Err(epoch_exhausted()),
-            7 => Err(StoreError::rejected(
-                ErrorCode::BadRequest,
-                "a commit must carry next_token_hash",
-            )),
-            other => Err(StoreError::Backend(format!(
-                "samizdat_append returned status {other}"
-            ))),
+        if lead {
+            // A task of its own: the request that started it may be cancelled (its client
+            // gone); the appends queued behind it must still be stored and answered.
+            let batches = self.batches.clone();
+            let limits = limits.clone();
+            tokio::spawn(async move { batches.drain(group, &limits).await });
         }
+        answered
+            .await
+            .map_err(|_| StoreError::Backend("the append batch was lost".into()))?
     }
 
     /// A pooled connection (a lost one is replaced by the pool).
@@ -822,7 +961,7 @@ impl Store for PgStore {
 
     async fn append(&self, req: AppendRequest, now: u64, limits: &Limits) -> Result<Appended> {
         if req.welcomes.is_empty() {
-            return self.append_one_trip(req, now, limits).await;
+            return self.append_batched(req, now, limits).await;
         }
         in_tx!(self, |tx| {
             let g = req.group_id.as_bytes().as_slice();

@@ -152,6 +152,74 @@ async fn twenty_concurrent_commits_one_wins(b: Backend) {
     relay.stop().await;
 }
 
+/// Appends racing for one group (on PostgreSQL they are stored in batches, one transaction
+/// for all that wait): each is answered for itself — retries racing their first attempt get
+/// its seq, a bad token is refused, one commit wins — and the log holds each entry once.
+async fn concurrent_appends_to_one_group_are_each_answered_and_stored_once(b: Backend) {
+    let relay = std::sync::Arc::new(TestRelay::start(&b).await);
+    let g = std::sync::Arc::new(relay.create_group(0).await);
+    let mut tasks = Vec::new();
+    let ids: Vec<_> = (0..40).map(|_| rand_id()).collect();
+    for i in 0..58usize {
+        let (relay, g) = (relay.clone(), g.clone());
+        let app = |id, body: Vec<u8>| json!({"request_id": id, "kind": "application", "epoch": 0, "body": Bytes(body)});
+        let (token, body) = match i {
+            // 40 distinct entries, the first 10 sent twice at once (a retry racing itself).
+            0..40 => (g.token(0).to_vec(), app(ids[i], vec![i as u8; 32])),
+            40..50 => (g.token(0).to_vec(), app(ids[i - 40], vec![(i - 40) as u8; 32])),
+            50..55 => (b"not the token".to_vec(), app(rand_id(), vec![0xEE; 32])),
+            _ => (
+                g.token(0).to_vec(),
+                json!({"request_id": rand_id(), "kind": "commit", "epoch": 0, "body": Bytes(vec![0xC0 + i as u8; 64]),
+                       "next_token_hash": Bytes(samizdat_relay::token_hash(g.token(1)).to_vec())}),
+            ),
+        };
+        tasks.push(tokio::spawn(async move { relay.append_raw(&g.id, &token, body).await }));
+    }
+    let mut answers = Vec::new();
+    for t in tasks {
+        answers.push(t.await.unwrap());
+    }
+    let mut stored = std::collections::BTreeMap::new();
+    for (i, a) in answers.iter().enumerate() {
+        match (i, a) {
+            (0..40, Ok(seq)) => assert!(stored.insert(*seq, i).is_none(), "seq {seq} twice"),
+            (0..50, Err(e)) => {
+                // Arrived after the winning commit closed epoch 0.
+                assert_eq!(e.code, ErrorCode::StaleEpoch, "{e:?}");
+                assert_eq!(e.current_epoch, Some(1));
+            }
+            (40..50, Ok(seq)) => {
+                if let Ok(first) = &answers[i - 40] {
+                    assert_eq!(seq, first, "a retry got another seq");
+                }
+            }
+            (50..55, a) => assert_eq!(a.as_ref().unwrap_err().code, ErrorCode::BadToken),
+            (_, Ok(seq)) => assert!(stored.insert(*seq, i).is_none(), "seq {seq} twice"),
+            (_, Err(e)) => assert_eq!(e.code, ErrorCode::EpochConflict, "{e:?}"),
+        }
+    }
+    let commits = stored.values().filter(|i| **i >= 55).count();
+    assert_eq!(commits, 1, "exactly one commit wins");
+    // A retry whose first attempt was refused as stale may itself have landed first: then
+    // it is the stored one.
+    for i in 40..50 {
+        if let (Err(_), Ok(seq)) = (&answers[i - 40], &answers[i]) {
+            stored.insert(*seq, i - 40);
+        }
+    }
+    let page = relay.read_entries(&g, 0, 0).await.unwrap();
+    assert_eq!(page.entries.len(), stored.len(), "{stored:?}");
+    for e in &page.entries {
+        let i = stored[&e.seq];
+        if i < 40 {
+            assert_eq!(e.body.0, vec![i as u8; 32]);
+        }
+    }
+    let relay = std::sync::Arc::into_inner(relay).unwrap();
+    relay.stop().await;
+}
+
 async fn welcome_to_missing_mailbox_does_not_abort_the_commit(b: Backend) {
     let relay = TestRelay::start(&b).await;
     let g = relay.create_group(0).await;
