@@ -180,6 +180,10 @@ pub struct Entries {
     /// so a member who gives the relay a false hash (locking everyone else out) is named.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub next_token_hash: Option<Bytes>,
+    /// The group's last stored seq (any epoch) when the read began. A reader that got every
+    /// entry of its epoch after `after` (fewer than `limit`) has seen that epoch up to here.
+    #[serde(default)]
+    pub last_seq: u64,
 }
 
 /// `GET /healthz`.

@@ -492,6 +492,11 @@ impl Conn {
                     self.state.metrics.pushed_frames.increment(1);
                 }
                 if n < limit {
+                    // Every entry of the epoch up to the group's last seq has been sent: the
+                    // next one appended (last + 1) can be pushed as announced, without a read.
+                    if let Some(s) = self.groups.get_mut(&id) {
+                        s.after = s.after.max(page.last_seq);
+                    }
                     if page.current_epoch > epoch {
                         if let Some(s) = self.groups.get_mut(&id) {
                             s.closed = true;

@@ -1105,14 +1105,14 @@ impl Store for PgStore {
         let client: &Client = &guard;
         let g = group.as_bytes().as_slice();
         // Current epoch first: if it is past `epoch`, every entry of `epoch` is committed.
-        let current: i64 = client
+        let row = client
             .query_opt(
-                "SELECT current_epoch FROM groups WHERE group_id = $1",
+                "SELECT current_epoch, next_seq FROM groups WHERE group_id = $1",
                 &[&g],
             )
             .await?
-            .ok_or_else(|| not_found("group"))?
-            .get(0);
+            .ok_or_else(|| not_found("group"))?;
+        let (current, next_seq): (i64, i64) = (row.get(0), row.get(1));
         let rows = client
             .query(
                 "SELECT seq, epoch, kind, body FROM entries WHERE group_id = $1 AND epoch = $2 AND seq > $3 ORDER BY seq LIMIT $4",
@@ -1145,6 +1145,7 @@ impl Store for PgStore {
             entries,
             current_epoch: current as u64,
             next_token_hash,
+            last_seq: (next_seq as u64).saturating_sub(1),
         })
     }
 

@@ -838,16 +838,23 @@ impl Store for SqliteStore {
         limit: usize,
     ) -> Result<Entries> {
         self.read(move |conn| {
-            let current: Option<i64> = query_one(
+            // The group first: every entry up to its last seq is stored before the entries
+            // are read.
+            let current: Option<(i64, i64)> = query_one(
                 conn,
-                "SELECT current_epoch FROM groups WHERE group_id = ?1",
+                "SELECT current_epoch, next_seq FROM groups WHERE group_id = ?1",
                 params![group.as_bytes()],
-                |r| r.get(0),
+                |r| Ok((r.get(0)?, r.get(1)?)),
             )
             .optional()?;
-            let current = current.ok_or_else(|| not_found("group"))? as u64;
+            let (current, next_seq) = current.ok_or_else(|| not_found("group"))?;
+            let current = current as u64;
             let mut stmt = conn.prepare_cached(
-                "SELECT seq, epoch, kind, body FROM entries
+                // Through the epoch index, always: on the primary key (which ORDER BY seq makes
+                // the planner pick) SQLite steps through every later row of the group, reading
+                // each one whole — a 26 MB commit of an earlier epoch made every read (and every
+                // subscriber's poll) of the next epoch cost 21 ms instead of 0.01 ms.
+                "SELECT seq, epoch, kind, body FROM entries INDEXED BY entries_epoch
                  WHERE group_id = ?1 AND epoch = ?2 AND seq > ?3 ORDER BY seq LIMIT ?4",
             )?;
             let rows = stmt.query_map(
@@ -889,6 +896,7 @@ impl Store for SqliteStore {
                 entries,
                 current_epoch: current,
                 next_token_hash,
+                last_seq: (next_seq as u64).saturating_sub(1),
             })
         })
         .await

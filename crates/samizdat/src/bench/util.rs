@@ -16,7 +16,13 @@ pub struct RelayChild {
 
 impl RelayChild {
     pub fn start(data: &Path, database: Option<&str>) -> Result<RelayChild> {
-        RelayChild::start_with(data, database, "")
+        // All load comes from one address (loopback): the per-address connection cap would
+        // refuse the subscribers of the fan-out and connection benchmarks.
+        RelayChild::start_with(
+            data,
+            database,
+            "max_connections = 30000\nmax_connections_per_ip = 30000\n",
+        )
     }
 
     /// A relay with `extra` lines added to its `[limits]` table.
