@@ -124,7 +124,6 @@ impl Batches {
                 }
                 queue.drain(..n).collect()
             };
-            metrics::histogram!("samizdat_pg_append_batch_size").record(batch.len() as f64);
             match self.store(group, &batch, limits).await {
                 Ok(rows) => {
                     for (q, (status, seq, current)) in batch.into_iter().zip(rows) {
