@@ -137,6 +137,7 @@ pub(crate) fn now_secs() -> u64 {
 async fn spawn_metrics(
     listen: &str,
     metrics: Arc<Metrics>,
+    store: Arc<dyn Store>,
     mut stop: watch::Receiver<bool>,
 ) -> Result<SocketAddr> {
     let listener = TcpListener::bind(listen)
@@ -150,13 +151,22 @@ async fn spawn_metrics(
         "/metrics",
         axum::routing::get(move || {
             let m = metrics.clone();
+            let store = store.clone();
             async move {
+                let (batches, writes) = store.write_batches();
+                let text = format!(
+                    "{}# HELP samizdat_write_batches_total Write transactions that stored batched writes.\n\
+                     # TYPE samizdat_write_batches_total counter\nsamizdat_write_batches_total {batches}\n\
+                     # HELP samizdat_batched_writes_total Writes stored by those transactions (mean batch = this / batches).\n\
+                     # TYPE samizdat_batched_writes_total counter\nsamizdat_batched_writes_total {writes}\n",
+                    m.render()
+                );
                 (
                     [(
                         axum::http::header::CONTENT_TYPE,
                         "text/plain; version=0.0.4",
                     )],
-                    m.render(),
+                    text,
                 )
             }
         }),
@@ -253,7 +263,9 @@ impl Relay {
             shutdown: stop_rx.clone(),
         };
         let metrics_addr = match &config.metrics_listen {
-            Some(m) => Some(spawn_metrics(m, metrics.clone(), stop_rx.clone()).await?),
+            Some(m) => {
+                Some(spawn_metrics(m, metrics.clone(), store.clone(), stop_rx.clone()).await?)
+            }
             None => None,
         };
         let app = http::router(state.clone());

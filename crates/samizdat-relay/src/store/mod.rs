@@ -247,6 +247,13 @@ pub trait Store: Send + Sync + 'static {
     /// Delete the records of blobs expired at `now`; returns their ids so their files can go.
     async fn expire_blobs(&self, now: u64) -> Result<Vec<Id>>;
 
+    /// Write transactions that stored batched writes, and the writes they stored (SQLite: every
+    /// write through the writer thread; PostgreSQL: appends batched per group). The mean batch
+    /// is their quotient; `/metrics` exports both.
+    fn write_batches(&self) -> (u64, u64) {
+        (0, 0)
+    }
+
     /// False when the store can no longer write (the SQLite writer died); `/healthz` says so.
     fn healthy(&self) -> bool {
         true

@@ -79,6 +79,8 @@ pub struct PgStore {
 /// goes on until the queue is empty (group commit per group; see migration 5).
 struct Batches {
     pool: deadpool_postgres::Pool,
+    /// Batches stored and the appends they held (see `Store::write_batches`).
+    counted: [std::sync::atomic::AtomicU64; 2],
     queues: std::sync::Mutex<HashMap<Id, Vec<Queued>>>,
 }
 
@@ -124,6 +126,8 @@ impl Batches {
                 }
                 queue.drain(..n).collect()
             };
+            self.counted[0].fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            self.counted[1].fetch_add(batch.len() as u64, std::sync::atomic::Ordering::Relaxed);
             match self.store(group, &batch, limits).await {
                 Ok(rows) => {
                     for (q, (status, seq, current)) in batch.into_iter().zip(rows) {
@@ -300,6 +304,7 @@ impl PgStore {
             url: url.to_string(),
             batches: Arc::new(Batches {
                 pool: pool.clone(),
+                counted: Default::default(),
                 queues: std::sync::Mutex::new(HashMap::new()),
             }),
             pool,
@@ -614,6 +619,14 @@ macro_rules! in_tx {
 
 #[async_trait]
 impl Store for PgStore {
+    fn write_batches(&self) -> (u64, u64) {
+        let c = &self.batches.counted;
+        (
+            c[0].load(std::sync::atomic::Ordering::Relaxed),
+            c[1].load(std::sync::atomic::Ordering::Relaxed),
+        )
+    }
+
     async fn create_mailbox(
         &self,
         request_id: Id,

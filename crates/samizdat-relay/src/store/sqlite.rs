@@ -5,7 +5,7 @@
 //! success the relay returns is on disk.
 
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, mpsc};
 
 use async_trait::async_trait;
@@ -46,6 +46,8 @@ type Job = Box<dyn FnOnce(&Connection) -> (bool, Completion) + Send>;
 /// The SQLite [`Store`].
 pub struct SqliteStore {
     path: PathBuf,
+    /// Transactions and writes of the writer thread (see `Store::write_batches`).
+    batches: Arc<[AtomicU64; 2]>,
     writer: Mutex<Option<mpsc::SyncSender<Job>>>,
     writer_thread: Mutex<Option<std::thread::JoinHandle<()>>>,
     /// False once the writer thread has stopped for any reason other than `close`.
@@ -111,15 +113,18 @@ impl SqliteStore {
         let (tx, rx) = mpsc::sync_channel::<Job>(writer_queue.max(1));
         let writer_alive = Arc::new(AtomicBool::new(true));
         let alive = writer_alive.clone();
+        let batches: Arc<[AtomicU64; 2]> = Arc::new([AtomicU64::new(0), AtomicU64::new(0)]);
+        let counted = batches.clone();
         let handle = std::thread::Builder::new()
             .name("sqlite-writer".into())
             .spawn(move || {
-                writer_loop(conn, rx);
+                writer_loop(conn, rx, &counted);
                 alive.store(false, Ordering::SeqCst);
             })
             .map_err(|e| StoreError::Backend(format!("cannot start writer thread: {e}")))?;
         Ok(SqliteStore {
             path,
+            batches,
             writer: Mutex::new(Some(tx)),
             writer_thread: Mutex::new(Some(handle)),
             writer_alive,
@@ -216,7 +221,7 @@ impl Drop for SqliteStore {
     }
 }
 
-fn writer_loop(conn: Connection, rx: mpsc::Receiver<Job>) {
+fn writer_loop(conn: Connection, rx: mpsc::Receiver<Job>, counted: &[AtomicU64; 2]) {
     while let Ok(first) = rx.recv() {
         let mut jobs = vec![first];
         while jobs.len() < MAX_BATCH {
@@ -225,6 +230,8 @@ fn writer_loop(conn: Connection, rx: mpsc::Receiver<Job>) {
                 Err(_) => break,
             }
         }
+        counted[0].fetch_add(1, Ordering::Relaxed);
+        counted[1].fetch_add(jobs.len() as u64, Ordering::Relaxed);
         let mut completions = Vec::with_capacity(jobs.len());
         let begin = conn.execute_batch("BEGIN IMMEDIATE");
         if let Err(e) = begin {
@@ -392,6 +399,13 @@ fn kp_count(conn: &Connection, mailbox: &Id) -> Result<KeyPackageCount> {
 
 #[async_trait]
 impl Store for SqliteStore {
+    fn write_batches(&self) -> (u64, u64) {
+        (
+            self.batches[0].load(Ordering::Relaxed),
+            self.batches[1].load(Ordering::Relaxed),
+        )
+    }
+
     async fn create_mailbox(
         &self,
         request_id: Id,

@@ -135,6 +135,18 @@ mod misc {
             .await
             .unwrap();
         assert!(!metrics.contains("FOO"), "{metrics}");
+        // Group commit is measurable: write transactions and the writes they held.
+        let counter = |name: &str| -> u64 {
+            metrics
+                .lines()
+                .find_map(|l| l.strip_prefix(name)?.trim().parse().ok())
+                .unwrap_or_else(|| panic!("no {name} in {metrics}"))
+        };
+        let (batches, writes) = (
+            counter("samizdat_write_batches_total "),
+            counter("samizdat_batched_writes_total "),
+        );
+        assert!(writes >= batches, "{batches} batches, {writes} writes");
         assert!(
             metrics.contains(
                 "samizdat_http_request_duration_seconds_count{route=\"unmatched\",method=\"other\"} 20"

@@ -12,6 +12,8 @@ pub struct RelayChild {
     pub child: Child,
     pub url: String,
     pub addr: String,
+    /// Its Prometheus endpoint.
+    pub metrics: String,
 }
 
 impl RelayChild {
@@ -36,11 +38,15 @@ impl RelayChild {
                 "[limits]\nclaims_per_ip_per_minute = 1000000\ncreations_per_ip_per_minute = 1000000\nmax_subscriptions = 100000\n{extra}"
             ),
         )?;
+        // A free port for the metrics listener (taken and let go: loopback, a benchmark).
+        let metrics = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?;
         let mut cmd = Command::new(std::env::current_exe()?);
         cmd.args(["relay", "--listen", "127.0.0.1:0", "--data"])
             .arg(data)
             .arg("--config")
-            .arg(&config);
+            .arg(&config)
+            .arg("--metrics-listen")
+            .arg(metrics.to_string());
         if let Some(db) = database {
             cmd.args(["--database", db]);
         }
@@ -59,7 +65,12 @@ impl RelayChild {
             .ok_or_else(|| anyhow!("relay did not start: {line:?}"))?
             .to_string();
         let addr = url.trim_start_matches("http://").to_string();
-        Ok(RelayChild { child, url, addr })
+        Ok(RelayChild {
+            child,
+            url,
+            addr,
+            metrics: format!("http://{metrics}/metrics"),
+        })
     }
 
     pub fn pid(&self) -> u32 {
@@ -180,6 +191,24 @@ pub fn dir_bytes(dir: &Path) -> Result<u64> {
         } else {
             meta.len()
         };
+    }
+    Ok(total)
+}
+
+/// `(batches, writes)` from a relay's `samizdat_write_batches_total` and
+/// `samizdat_batched_writes_total`, summed over `urls`.
+pub async fn write_batches(urls: &[String]) -> Result<(u64, u64)> {
+    let mut total = (0, 0);
+    for u in urls {
+        let text = reqwest::get(u).await?.text().await?;
+        for line in text.lines() {
+            let mut it = line.split_whitespace();
+            match (it.next(), it.next().and_then(|v| v.parse::<u64>().ok())) {
+                (Some("samizdat_write_batches_total"), Some(v)) => total.0 += v,
+                (Some("samizdat_batched_writes_total"), Some(v)) => total.1 += v,
+                _ => {}
+            }
+        }
     }
     Ok(total)
 }
