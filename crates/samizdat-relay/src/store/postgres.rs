@@ -168,13 +168,7 @@ impl Batches {
         let max_bytes = limits.max_group_bytes.min(i64::MAX as u64) as i64;
         let mut attempt = 0;
         loop {
-            let client = self.pool.get().await.map_err(|e| match e {
-                deadpool_postgres::PoolError::Backend(e) => StoreError::from(e),
-                other => {
-                    tracing::warn!(error = %other, "no PostgreSQL connection");
-                    StoreError::Retry
-                }
-            })?;
+            let client = pooled(&self.pool).await?;
             let stmt = client
                 .prepare_cached(
                     "SELECT r_index, r_status, r_seq, r_epoch FROM samizdat_append_batch($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
@@ -213,6 +207,18 @@ impl Batches {
             }
         }
     }
+}
+
+/// A connection from `pool` (a lost one is replaced by the pool).
+async fn pooled(pool: &deadpool_postgres::Pool) -> Result<deadpool_postgres::Object> {
+    pool.get().await.map_err(|e| match e {
+        deadpool_postgres::PoolError::Backend(e) => StoreError::from(e),
+        // Every connection busy for the wait timeout, or none could be made.
+        other => {
+            tracing::warn!(error = %other, "no PostgreSQL connection");
+            StoreError::Retry
+        }
+    })
 }
 
 /// The answer to one append from `samizdat_append`'s status (see migration 4).
@@ -373,14 +379,7 @@ impl PgStore {
 
     /// A pooled connection (a lost one is replaced by the pool).
     async fn conn(&self) -> Result<deadpool_postgres::Object> {
-        self.pool.get().await.map_err(|e| match e {
-            deadpool_postgres::PoolError::Backend(e) => StoreError::from(e),
-            // Every connection busy for the wait timeout, or none could be made.
-            other => {
-                tracing::warn!(error = %other, "no PostgreSQL connection");
-                StoreError::Retry
-            }
-        })
+        pooled(&self.pool).await
     }
 
     /// Forward `NOTIFY samizdat` payloads to this process's subscribers, reconnecting forever.

@@ -35,6 +35,12 @@ pub struct LargeGroupArgs {
     pub sample: usize,
 }
 
+fn sha256(d: &[u8]) -> [u8; 32] {
+    let mut out = [0u8; 32];
+    out.copy_from_slice(aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, d).as_ref());
+    out
+}
+
 fn rid() -> Id {
     id(&random_bytes(16))
 }
@@ -164,7 +170,6 @@ pub async fn run(args: LargeGroupArgs) -> Result<Report> {
         .as_ref()
         .ok_or_else(|| anyhow!("the commit has no Welcome"))?;
     let group_id = id(&gid);
-    let sha = |t: &[u8]| -> [u8; 32] { core_mls_sha256(t) };
     let mut group = creator.load(&gid)?;
     let token1 = group.token()?;
 
@@ -172,7 +177,7 @@ pub async fn run(args: LargeGroupArgs) -> Result<Report> {
     // Welcome part for every mailbox.
     let t_store = Instant::now();
     client
-        .create_group(rid(), group_id, 0, sha(&epoch0_token))
+        .create_group(rid(), group_id, 0, sha256(&epoch0_token))
         .await?;
     let tree_blob = client.put_blob(&nm.sealed_tree).await?;
     let mut part_bytes = 0usize;
@@ -204,7 +209,7 @@ pub async fn run(args: LargeGroupArgs) -> Result<Report> {
             EntryKind::Commit,
             0,
             pending.commit.clone(),
-            Some(sha(&token1)),
+            Some(sha256(&token1)),
             welcomes,
         ),
     )
@@ -384,10 +389,4 @@ pub async fn run(args: LargeGroupArgs) -> Result<Report> {
                      "store_secs": store_secs, "join_ms": joins, "delivered": delivered,
                      "p50_ms": p50, "p99_ms": p99, "max_ms": max, "decrypted": decrypted}),
     })
-}
-
-fn core_mls_sha256(d: &[u8]) -> [u8; 32] {
-    let mut out = [0u8; 32];
-    out.copy_from_slice(aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, d).as_ref());
-    out
 }

@@ -242,6 +242,17 @@ async fn handle(State(p): State<Arc<ProxyState>>, req: Request) -> Response {
     json(status, serde_json::to_vec(&page).unwrap())
 }
 
+/// A new profile under `dir` whose relay is the proxy.
+fn person_behind(dir: &std::path::Path, proxy: &Proxy, name: &str) -> Person {
+    let p = Person {
+        name: name.into(),
+        display: format!("{name}-{}", &hex_rand()[..6]),
+        home: dir.join(name),
+    };
+    p.ok(&["init", "--relay", &proxy.url, "--name", &p.display]);
+    p
+}
+
 fn texts(p: &Person, target: &str) -> Vec<String> {
     p.texts(target)
 }
@@ -251,15 +262,7 @@ fn man_in_the_middle_relay_cannot_forge_or_duplicate_and_forks_are_reported() {
     let dir = tempfile::tempdir().unwrap();
     let relay = RelayProc::start(&dir.path().join("relay"), "127.0.0.1:0");
     let proxy = Proxy::start(&relay.url);
-    let person = |name: &str| {
-        let p = Person {
-            name: name.into(),
-            display: format!("{name}-{}", &hex_rand()[..6]),
-            home: dir.path().join(name),
-        };
-        p.ok(&["init", "--relay", &proxy.url, "--name", &p.display]);
-        p
-    };
+    let person = |name: &str| person_behind(dir.path(), &proxy, name);
     let (alice, bob, carol) = (person("alice"), person("bob"), person("carol"));
     for other in [&bob, &carol] {
         let link = alice.ok(&["invite"]).lines().last().unwrap().to_string();
@@ -350,15 +353,7 @@ fn a_relay_altering_the_welcome_tree_is_detected() {
     let dir = tempfile::tempdir().unwrap();
     let relay = RelayProc::start(&dir.path().join("relay"), "127.0.0.1:0");
     let proxy = Proxy::start(&relay.url);
-    let person = |name: &str| {
-        let p = Person {
-            name: name.into(),
-            display: format!("{name}-{}", &hex_rand()[..6]),
-            home: dir.path().join(name),
-        };
-        p.ok(&["init", "--relay", &proxy.url, "--name", &p.display]);
-        p
-    };
+    let person = |name: &str| person_behind(dir.path(), &proxy, name);
     let (alice, bob) = (person("alice"), person("bob"));
     let link = alice.ok(&["invite"]).lines().last().unwrap().to_string();
     bob.ok(&["accept", &link, "--name", "alice"]);
