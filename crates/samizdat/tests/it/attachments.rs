@@ -220,7 +220,12 @@ fn a_relay_that_flips_a_byte_of_a_blob_is_caught() {
     let (path, _) = make_file(&mut w, files.path(), "flip.bin", 300_000);
     let id = sent_id(&alice.ok(&["send", &bob.display, "--file", path.to_str().unwrap()]));
     bob.ok(&["sync"]);
-    let blob = blob_files(&w.relay).pop().expect("a blob file");
+    // The attachment's blob: the largest (the other is the sealed ratchet tree of the
+    // Welcome that brought bob into the conversation).
+    let blob = blob_files(&w.relay)
+        .into_iter()
+        .max_by_key(|f| std::fs::metadata(f).map(|m| m.len()).unwrap_or(0))
+        .expect("a blob file");
     let mut bytes = std::fs::read(&blob).unwrap();
     bytes[123_456] ^= 0x20;
     std::fs::write(&blob, &bytes).unwrap();
