@@ -5,8 +5,12 @@
 //! Idempotency lives here too: every write takes the client's `request_id`; a repeat returns
 //! the first answer (stored in the same transaction as the write) and changes nothing.
 
+mod memory;
 mod postgres;
+pub(crate) mod rules;
 mod sqlite;
+
+pub use memory::MemoryStore;
 
 pub use postgres::PgStore;
 pub use sqlite::SqliteStore;
@@ -278,6 +282,14 @@ pub(crate) mod scope {
 
 /// The largest epoch or sequence number the stores can hold (they are signed 64-bit).
 pub const MAX_COUNTER: u64 = i64::MAX as u64;
+
+/// Seconds since the Unix epoch (0 if the clock is before it).
+pub(crate) fn now_secs() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}
 
 pub(crate) fn hash32(v: Vec<u8>) -> Result<[u8; 32]> {
     <[u8; 32]>::try_from(v.as_slice()).map_err(|_| StoreError::Backend("corrupt token hash".into()))

@@ -14,17 +14,16 @@ use std::time::Duration;
 use async_trait::async_trait;
 use futures_util::StreamExt;
 use samizdat_proto::{
-    Bytes, ClaimedKeyPackage, Entries, Entry, EntryKind, ErrorCode, Id, KeyPackageCount, Limits,
+    Bytes, ClaimedKeyPackage, Entries, Entry, EntryKind, Id, KeyPackageCount, Limits,
     MailboxMessage,
 };
-use serde::Serialize;
-use serde::de::DeserializeOwned;
 use tokio_postgres::error::SqlState;
 use tokio_postgres::{AsyncMessage, Client, NoTls, Transaction};
 
+use super::rules::{self, GroupRow, MailboxCounters, NewBlob, Tables, append_answer, not_found};
 use super::{
-    AppendRequest, Appended, BlobRecord, CLAIM_RECORD_SECS, MAX_COUNTER, Result, Store, StoreError,
-    Swept, epoch_exhausted, hash32, scope, welcome_skippable,
+    AppendRequest, Appended, BlobRecord, CLAIM_RECORD_SECS, Result, Store, StoreError, Swept,
+    hash32, now_secs, scope,
 };
 use crate::notify::{Notifier, Topic};
 
@@ -221,59 +220,6 @@ async fn pooled(pool: &deadpool_postgres::Pool) -> Result<deadpool_postgres::Obj
     })
 }
 
-/// The answer to one append from `samizdat_append`'s status (see migration 4).
-fn append_answer(
-    req: &AppendRequest,
-    status: i16,
-    seq: Option<i64>,
-    current: Option<i64>,
-) -> Result<Appended> {
-    let seq = || {
-        seq.map(|s| s as u64)
-            .ok_or_else(|| StoreError::Backend("samizdat_append returned no seq".into()))
-    };
-    match status {
-        0 | 1 => Ok(Appended {
-            seq: seq()?,
-            welcomed: Vec::new(),
-            undelivered: Vec::new(),
-            fresh: status == 0,
-        }),
-        2 => Err(not_found("group")),
-        3 => Err(StoreError::rejected(
-            ErrorCode::BadToken,
-            "the epoch token does not match this group and epoch",
-        )),
-        4 => {
-            let current = current.unwrap_or_default() as u64;
-            let code = match req.kind {
-                EntryKind::Commit => ErrorCode::EpochConflict,
-                EntryKind::Application => ErrorCode::StaleEpoch,
-            };
-            Err(StoreError::Rejected {
-                code,
-                message: format!(
-                    "the group is at epoch {current}, not {}; fetch the log, process it and retry",
-                    req.epoch
-                ),
-                current_epoch: Some(current),
-            })
-        }
-        5 => Err(StoreError::rejected(
-            ErrorCode::StorageFull,
-            "this group's log has reached the relay's storage limit; wait for old entries to expire or move the group",
-        )),
-        6 => Err(epoch_exhausted()),
-        7 => Err(StoreError::rejected(
-            ErrorCode::BadRequest,
-            "a commit must carry next_token_hash",
-        )),
-        other => Err(StoreError::Backend(format!(
-            "samizdat_append returned status {other}"
-        ))),
-    }
-}
-
 impl PgStore {
     /// Connect, migrate (once, under an advisory lock) and open a pool of `pool_size`.
     pub async fn open(url: &str, pool_size: usize) -> Result<PgStore> {
@@ -440,21 +386,6 @@ fn parse_topic(s: &str) -> Option<Topic> {
     }
 }
 
-fn now_secs() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0)
-}
-
-fn not_found(what: &str) -> StoreError {
-    StoreError::rejected(ErrorCode::NotFound, format!("no such {what}"))
-}
-
-async fn notify(tx: &Transaction<'_>, topic: Topic) -> Result<()> {
-    notify_all(tx, &[topic]).await
-}
-
 /// Wake-ups for several topics in as few NOTIFYs as the payload limit allows (one for any
 /// ordinary commit), instead of one per mailbox.
 async fn notify_all(tx: &Transaction<'_>, topics: &[Topic]) -> Result<()> {
@@ -478,115 +409,379 @@ async fn notify_all(tx: &Transaction<'_>, topics: &[Topic]) -> Result<()> {
     Ok(())
 }
 
-async fn prior<T: DeserializeOwned>(
-    tx: &Transaction<'_>,
-    request_id: &Id,
-    scope: &str,
-    target: &Id,
-) -> Result<Option<T>> {
-    let row = tx
-        .query_opt(
-            "SELECT result FROM requests WHERE scope = $1 AND target = $2 AND request_id = $3",
-            &[
-                &scope,
-                &target.as_bytes().as_slice(),
-                &request_id.as_bytes().as_slice(),
-            ],
-        )
-        .await?;
-    match row {
-        None => Ok(None),
-        Some(r) => {
-            let result: String = r.get(0);
-            serde_json::from_str(&result)
-                .map(Some)
-                .map_err(|e| StoreError::Backend(format!("corrupt idempotency record: {e}")))
-        }
+/// PostgreSQL's [`Tables`]: the statements of the rules inside one transaction. Rows the
+/// rules update are read `FOR UPDATE`, so concurrent transactions (in any relay process) on
+/// the same mailbox or group run in turn.
+struct PgTables<'a, 'c>(&'a Transaction<'c>);
+
+impl Tables for PgTables<'_, '_> {
+    async fn prior(&mut self, scope: &str, target: &Id, request: &Id) -> Result<Option<String>> {
+        Ok(self
+            .0
+            .query_opt(
+                "SELECT result FROM requests WHERE scope = $1 AND target = $2 AND request_id = $3",
+                &[
+                    &scope,
+                    &target.as_bytes().as_slice(),
+                    &request.as_bytes().as_slice(),
+                ],
+            )
+            .await?
+            .map(|r| r.get(0)))
     }
-}
 
-async fn remember<T: Serialize>(
-    tx: &Transaction<'_>,
-    request_id: &Id,
-    scope: &str,
-    target: &Id,
-    result: &T,
-    now: u64,
-) -> Result<()> {
-    let json = serde_json::to_string(result).map_err(|e| StoreError::Backend(e.to_string()))?;
-    tx.execute(
-        "INSERT INTO requests (scope, target, request_id, result, stored_at) VALUES ($1, $2, $3, $4, $5)",
-        &[
-            &scope,
-            &target.as_bytes().as_slice(),
-            &request_id.as_bytes().as_slice(),
-            &json,
-            &(now as i64),
-        ],
-    )
-    .await?;
-    Ok(())
-}
-
-/// Store one message in a mailbox (the caller sends the wake-up). A Welcome (`welcome`) may
-/// use the Welcome allowance on top of the quota.
-async fn drop_into(
-    tx: &Transaction<'_>,
-    mailbox: &Id,
-    body: &[u8],
-    now: u64,
-    limits: &Limits,
-    welcome: bool,
-) -> Result<u64> {
-    let m = mailbox.as_bytes().as_slice();
-    let row = tx
-        .query_opt(
-            "SELECT next_seq, msg_count, msg_bytes FROM mailboxes WHERE mailbox_id = $1 FOR UPDATE",
-            &[&m],
-        )
-        .await?
-        .ok_or_else(|| not_found("mailbox"))?;
-    let (seq, count, bytes): (i64, i64, i64) = (row.get(0), row.get(1), row.get(2));
-    let (max_count, max_bytes) = super::mailbox_caps(limits, welcome);
-    if count as u64 >= max_count || bytes as u64 + body.len() as u64 > max_bytes {
-        return Err(StoreError::rejected(
-            ErrorCode::QuotaExceeded,
-            "the mailbox is full; its owner must read and acknowledge messages first",
-        ));
+    async fn remember(
+        &mut self,
+        scope: &str,
+        target: &Id,
+        request: &Id,
+        answer: String,
+        now: u64,
+    ) -> Result<()> {
+        self.0
+            .execute(
+                "INSERT INTO requests (scope, target, request_id, result, stored_at) VALUES ($1, $2, $3, $4, $5)",
+                &[
+                    &scope,
+                    &target.as_bytes().as_slice(),
+                    &request.as_bytes().as_slice(),
+                    &answer,
+                    &(now as i64),
+                ],
+            )
+            .await?;
+        Ok(())
     }
-    tx.execute(
-        "INSERT INTO mailbox_messages (mailbox_id, seq, body, stored_at, expires_at) VALUES ($1, $2, $3, $4, $5)",
-        &[&m, &seq, &body, &(now as i64), &(now.saturating_add(limits.mailbox_ttl_secs) as i64)],
-    )
-    .await?;
-    tx.execute(
-        "UPDATE mailboxes SET next_seq = next_seq + 1, msg_count = msg_count + 1, msg_bytes = msg_bytes + $2 WHERE mailbox_id = $1",
-        &[&m, &(body.len() as i64)],
-    )
-    .await?;
-    Ok(seq as u64)
-}
 
-async fn kp_count(tx: &Transaction<'_>, mailbox: &Id) -> Result<KeyPackageCount> {
-    let m = mailbox.as_bytes().as_slice();
-    let row = tx
-        .query_opt(
-            "SELECT last_resort IS NOT NULL FROM mailboxes WHERE mailbox_id = $1",
-            &[&m],
-        )
-        .await?
-        .ok_or_else(|| not_found("mailbox"))?;
-    let available: i64 = tx
-        .query_one(
-            "SELECT COUNT(*) FROM key_packages WHERE mailbox_id = $1",
-            &[&m],
-        )
-        .await?
-        .get(0);
-    Ok(KeyPackageCount {
-        available: available as u64,
-        has_last_resort: row.get(0),
-    })
+    async fn mailbox_exists(&mut self, mailbox: &Id) -> Result<bool> {
+        Ok(self
+            .0
+            .query_opt(
+                "SELECT 1 FROM mailboxes WHERE mailbox_id = $1",
+                &[&mailbox.as_bytes().as_slice()],
+            )
+            .await?
+            .is_some())
+    }
+
+    async fn insert_mailbox(&mut self, mailbox: &Id, owner_key: &[u8], now: u64) -> Result<()> {
+        self.0
+            .execute(
+                "INSERT INTO mailboxes (mailbox_id, owner_key, created_at, last_seen_at) VALUES ($1, $2, $3, $3)",
+                &[&mailbox.as_bytes().as_slice(), &owner_key, &(now as i64)],
+            )
+            .await?;
+        Ok(())
+    }
+
+    async fn mailbox_for_update(&mut self, mailbox: &Id) -> Result<Option<MailboxCounters>> {
+        Ok(self
+            .0
+            .query_opt(
+                "SELECT next_seq, msg_count, msg_bytes FROM mailboxes WHERE mailbox_id = $1 FOR UPDATE",
+                &[&mailbox.as_bytes().as_slice()],
+            )
+            .await?
+            .map(|r| MailboxCounters {
+                next_seq: r.get::<_, i64>(0) as u64,
+                messages: r.get::<_, i64>(1) as u64,
+                bytes: r.get::<_, i64>(2) as u64,
+            }))
+    }
+
+    async fn insert_message(
+        &mut self,
+        mailbox: &Id,
+        seq: u64,
+        body: &[u8],
+        now: u64,
+        expires_at: u64,
+    ) -> Result<()> {
+        let m = mailbox.as_bytes().as_slice();
+        self.0
+            .execute(
+                "INSERT INTO mailbox_messages (mailbox_id, seq, body, stored_at, expires_at) VALUES ($1, $2, $3, $4, $5)",
+                &[&m, &(seq as i64), &body, &(now as i64), &(expires_at as i64)],
+            )
+            .await?;
+        self.0
+            .execute(
+                "UPDATE mailboxes SET next_seq = $2, msg_count = msg_count + 1, msg_bytes = msg_bytes + $3 WHERE mailbox_id = $1",
+                &[&m, &(seq as i64 + 1), &(body.len() as i64)],
+            )
+            .await?;
+        Ok(())
+    }
+
+    async fn delete_messages(&mut self, mailbox: &Id, seqs: &[u64]) -> Result<(u64, u64)> {
+        let m = mailbox.as_bytes().as_slice();
+        let seqs: Vec<i64> = seqs.iter().map(|s| *s as i64).collect();
+        let row = self
+            .0
+            .query_one(
+                "WITH d AS (DELETE FROM mailbox_messages WHERE mailbox_id = $1 AND seq = ANY($2) RETURNING length(body) AS len)
+                 SELECT COUNT(*), COALESCE(SUM(len), 0)::BIGINT FROM d",
+                &[&m, &seqs],
+            )
+            .await?;
+        let (deleted, bytes): (i64, i64) = (row.get(0), row.get(1));
+        self.0
+            .execute(
+                "UPDATE mailboxes SET msg_count = msg_count - $2, msg_bytes = msg_bytes - $3 WHERE mailbox_id = $1",
+                &[&m, &deleted, &bytes],
+            )
+            .await?;
+        Ok((deleted as u64, bytes as u64))
+    }
+
+    async fn last_resort_for_update(&mut self, mailbox: &Id) -> Result<Option<Option<Vec<u8>>>> {
+        Ok(self
+            .0
+            .query_opt(
+                "SELECT last_resort FROM mailboxes WHERE mailbox_id = $1 FOR UPDATE",
+                &[&mailbox.as_bytes().as_slice()],
+            )
+            .await?
+            .map(|r| r.get(0)))
+    }
+
+    async fn has_last_resort(&mut self, mailbox: &Id) -> Result<Option<bool>> {
+        Ok(self
+            .0
+            .query_opt(
+                "SELECT last_resort IS NOT NULL FROM mailboxes WHERE mailbox_id = $1",
+                &[&mailbox.as_bytes().as_slice()],
+            )
+            .await?
+            .map(|r| r.get(0)))
+    }
+
+    async fn set_last_resort(&mut self, mailbox: &Id, key_package: &[u8]) -> Result<()> {
+        self.0
+            .execute(
+                "UPDATE mailboxes SET last_resort = $2 WHERE mailbox_id = $1",
+                &[&mailbox.as_bytes().as_slice(), &key_package],
+            )
+            .await?;
+        Ok(())
+    }
+
+    async fn pool_size(&mut self, mailbox: &Id) -> Result<u64> {
+        let n: i64 = self
+            .0
+            .query_one(
+                "SELECT COUNT(*) FROM key_packages WHERE mailbox_id = $1",
+                &[&mailbox.as_bytes().as_slice()],
+            )
+            .await?
+            .get(0);
+        Ok(n.max(0) as u64)
+    }
+
+    async fn insert_key_package(
+        &mut self,
+        mailbox: &Id,
+        key_package: &[u8],
+        now: u64,
+    ) -> Result<()> {
+        self.0
+            .execute(
+                "INSERT INTO key_packages (mailbox_id, data, uploaded_at) VALUES ($1, $2, $3)",
+                &[&mailbox.as_bytes().as_slice(), &key_package, &(now as i64)],
+            )
+            .await?;
+        Ok(())
+    }
+
+    async fn take_key_package(&mut self, mailbox: &Id) -> Result<Option<Vec<u8>>> {
+        Ok(self
+            .0
+            .query_opt(
+                "DELETE FROM key_packages WHERE id = (SELECT id FROM key_packages WHERE mailbox_id = $1 ORDER BY id LIMIT 1) RETURNING data",
+                &[&mailbox.as_bytes().as_slice()],
+            )
+            .await?
+            .map(|r| r.get(0)))
+    }
+
+    async fn group_exists(&mut self, group: &Id) -> Result<bool> {
+        Ok(self
+            .0
+            .query_opt(
+                "SELECT 1 FROM groups WHERE group_id = $1",
+                &[&group.as_bytes().as_slice()],
+            )
+            .await?
+            .is_some())
+    }
+
+    async fn insert_group(&mut self, group: &Id, epoch: u64, now: u64) -> Result<()> {
+        self.0
+            .execute(
+                "INSERT INTO groups (group_id, current_epoch, created_at, last_append_at) VALUES ($1, $2, $3, $3)",
+                &[&group.as_bytes().as_slice(), &(epoch as i64), &(now as i64)],
+            )
+            .await?;
+        Ok(())
+    }
+
+    async fn group_for_update(&mut self, group: &Id) -> Result<Option<GroupRow>> {
+        Ok(self
+            .0
+            .query_opt(
+                "SELECT current_epoch, next_seq, bytes FROM groups WHERE group_id = $1 FOR UPDATE",
+                &[&group.as_bytes().as_slice()],
+            )
+            .await?
+            .map(|r| GroupRow {
+                current_epoch: r.get::<_, i64>(0) as u64,
+                next_seq: r.get::<_, i64>(1) as u64,
+                bytes: r.get::<_, i64>(2) as u64,
+            }))
+    }
+
+    async fn insert_epoch(
+        &mut self,
+        group: &Id,
+        epoch: u64,
+        token_hash: &[u8; 32],
+        now: u64,
+    ) -> Result<()> {
+        self.0
+            .execute(
+                "INSERT INTO group_epochs (group_id, epoch, token_hash, created_at) VALUES ($1, $2, $3, $4)",
+                &[
+                    &group.as_bytes().as_slice(),
+                    &(epoch as i64),
+                    &token_hash.as_slice(),
+                    &(now as i64),
+                ],
+            )
+            .await?;
+        Ok(())
+    }
+
+    async fn epoch_token_hash(&mut self, group: &Id, epoch: u64) -> Result<Option<Vec<u8>>> {
+        Ok(self
+            .0
+            .query_opt(
+                "SELECT token_hash FROM group_epochs WHERE group_id = $1 AND epoch = $2",
+                &[&group.as_bytes().as_slice(), &(epoch as i64)],
+            )
+            .await?
+            .map(|r| r.get(0)))
+    }
+
+    async fn entry_of_request(&mut self, group: &Id, request: &Id) -> Result<Option<u64>> {
+        Ok(self
+            .0
+            .query_opt(
+                "SELECT seq FROM entries WHERE group_id = $1 AND request_id = $2",
+                &[&group.as_bytes().as_slice(), &request.as_bytes().as_slice()],
+            )
+            .await?
+            .map(|r| r.get::<_, i64>(0) as u64))
+    }
+
+    async fn insert_entry(&mut self, seq: u64, req: &AppendRequest, now: u64) -> Result<()> {
+        self.0
+            .execute(
+                "INSERT INTO entries (group_id, seq, epoch, kind, body, stored_at, request_id) VALUES ($1, $2, $3, $4, $5, $6, $7)",
+                &[
+                    &req.group_id.as_bytes().as_slice(),
+                    &(seq as i64),
+                    &(req.epoch as i64),
+                    &(req.kind.as_i64() as i16),
+                    &req.body,
+                    &(now as i64),
+                    &req.request_id.as_bytes().as_slice(),
+                ],
+            )
+            .await?;
+        Ok(())
+    }
+
+    async fn update_group(
+        &mut self,
+        group: &Id,
+        current_epoch: u64,
+        next_seq: u64,
+        added_bytes: u64,
+        now: u64,
+    ) -> Result<()> {
+        self.0
+            .execute(
+                "UPDATE groups SET current_epoch = $2, next_seq = $3, bytes = bytes + $4, last_append_at = $5 WHERE group_id = $1",
+                &[
+                    &group.as_bytes().as_slice(),
+                    &(current_epoch as i64),
+                    &(next_seq as i64),
+                    &(added_bytes as i64),
+                    &(now as i64),
+                ],
+            )
+            .await?;
+        Ok(())
+    }
+
+    async fn savepoint(&mut self) -> Result<()> {
+        self.0.batch_execute("SAVEPOINT rule").await?;
+        Ok(())
+    }
+
+    async fn rollback_to_savepoint(&mut self) -> Result<()> {
+        self.0
+            .batch_execute("ROLLBACK TO SAVEPOINT rule; RELEASE SAVEPOINT rule")
+            .await?;
+        Ok(())
+    }
+
+    async fn release_savepoint(&mut self) -> Result<()> {
+        self.0.batch_execute("RELEASE SAVEPOINT rule").await?;
+        Ok(())
+    }
+
+    async fn wake(&mut self, topics: &[Topic]) -> Result<()> {
+        notify_all(self.0, topics).await
+    }
+
+    async fn lock_blob_source(&mut self, source: &[u8; 32]) -> Result<()> {
+        let key = i64::from_be_bytes(source[..8].try_into().unwrap_or([0; 8]));
+        self.0
+            .execute("SELECT pg_advisory_xact_lock($1)", &[&key])
+            .await?;
+        Ok(())
+    }
+
+    async fn blob_bytes_held(&mut self, source: &[u8; 32], now: u64) -> Result<u64> {
+        let held: i64 = self
+            .0
+            .query_one(
+                "SELECT COALESCE(SUM(length), 0)::BIGINT FROM blobs WHERE source = $1 AND expires_at > $2",
+                &[&source.as_slice(), &(now as i64)],
+            )
+            .await?
+            .get(0);
+        Ok(held.max(0) as u64)
+    }
+
+    async fn insert_blob(&mut self, blob: &NewBlob) -> Result<()> {
+        self.0
+            .execute(
+                "INSERT INTO blobs (blob_id, token_hash, length, source, created_at, expires_at)
+                 VALUES ($1, $2, $3, $4, $5, $6)",
+                &[
+                    &blob.blob.as_bytes().as_slice(),
+                    &blob.token_hash.as_slice(),
+                    &(blob.length as i64),
+                    &blob.source.as_slice(),
+                    &(blob.now as i64),
+                    &(blob.expires_at as i64),
+                ],
+            )
+            .await?;
+        Ok(())
+    }
 }
 
 /// Run one operation in a transaction, re-running it when it lost a race.
@@ -634,29 +829,7 @@ impl Store for PgStore {
         now: u64,
     ) -> Result<()> {
         in_tx!(self, |tx| {
-            if prior::<()>(&tx, &request_id, scope::CREATE_MAILBOX, &mailbox)
-                .await?
-                .is_some()
-            {
-                return Ok(());
-            }
-            let m = mailbox.as_bytes().as_slice();
-            if tx
-                .query_opt("SELECT 1 FROM mailboxes WHERE mailbox_id = $1", &[&m])
-                .await?
-                .is_some()
-            {
-                return Err(StoreError::rejected(
-                    ErrorCode::AlreadyExists,
-                    "a mailbox with this id exists; choose a new random id",
-                ));
-            }
-            tx.execute(
-                "INSERT INTO mailboxes (mailbox_id, owner_key, created_at, last_seen_at) VALUES ($1, $2, $3, $3)",
-                &[&m, &owner_key, &(now as i64)],
-            )
-            .await?;
-            remember(&tx, &request_id, scope::CREATE_MAILBOX, &mailbox, &(), now).await
+            rules::create_mailbox(&mut PgTables(&tx), request_id, mailbox, &owner_key, now).await
         })
     }
 
@@ -713,13 +886,7 @@ impl Store for PgStore {
         limits: &Limits,
     ) -> Result<u64> {
         in_tx!(self, |tx| {
-            if let Some(seq) = prior::<u64>(&tx, &request_id, scope::DROP, &mailbox).await? {
-                return Ok(seq);
-            }
-            let seq = drop_into(&tx, &mailbox, &body, now, limits, false).await?;
-            notify(&tx, Topic::Mailbox(mailbox)).await?;
-            remember(&tx, &request_id, scope::DROP, &mailbox, &seq, now).await?;
-            Ok(seq)
+            rules::drop_message(&mut PgTables(&tx), request_id, mailbox, &body, now, limits).await
         })
     }
 
@@ -750,34 +917,7 @@ impl Store for PgStore {
 
     async fn ack_messages(&self, request_id: Id, mailbox: Id, seqs: Vec<u64>) -> Result<u64> {
         in_tx!(self, |tx| {
-            if let Some(n) = prior::<u64>(&tx, &request_id, scope::ACK, &mailbox).await? {
-                return Ok(n);
-            }
-            let m = mailbox.as_bytes().as_slice();
-            let seqs: Vec<i64> = seqs.iter().map(|s| *s as i64).collect();
-            let row = tx
-                .query_one(
-                    "WITH d AS (DELETE FROM mailbox_messages WHERE mailbox_id = $1 AND seq = ANY($2) RETURNING length(body) AS len)
-                     SELECT COUNT(*), COALESCE(SUM(len), 0)::BIGINT FROM d",
-                    &[&m, &seqs],
-                )
-                .await?;
-            let (deleted, bytes): (i64, i64) = (row.get(0), row.get(1));
-            tx.execute(
-                "UPDATE mailboxes SET msg_count = msg_count - $2, msg_bytes = msg_bytes - $3 WHERE mailbox_id = $1",
-                &[&m, &deleted, &bytes],
-            )
-            .await?;
-            remember(
-                &tx,
-                &request_id,
-                scope::ACK,
-                &mailbox,
-                &(deleted as u64),
-                now_secs(),
-            )
-            .await?;
-            Ok(deleted as u64)
+            rules::ack_messages(&mut PgTables(&tx), request_id, mailbox, &seqs, now_secs()).await
         })
     }
 
@@ -790,112 +930,31 @@ impl Store for PgStore {
         max: u64,
     ) -> Result<KeyPackageCount> {
         in_tx!(self, |tx| {
-            let m = mailbox.as_bytes().as_slice();
-            if prior::<KeyPackageCount>(&tx, &request_id, scope::UPLOAD, &mailbox)
-                .await?
-                .is_some()
-            {
-                return kp_count(&tx, &mailbox).await;
-            }
-            tx.query_opt(
-                "SELECT 1 FROM mailboxes WHERE mailbox_id = $1 FOR UPDATE",
-                &[&m],
-            )
-            .await?
-            .ok_or_else(|| not_found("mailbox"))?;
-            let before = kp_count(&tx, &mailbox).await?;
-            if before.available + key_packages.len() as u64 > max {
-                return Err(StoreError::rejected(
-                    ErrorCode::QuotaExceeded,
-                    format!(
-                        "a pool holds at most {max} KeyPackages; {} are stored",
-                        before.available
-                    ),
-                ));
-            }
-            for kp in &key_packages {
-                tx.execute(
-                    "INSERT INTO key_packages (mailbox_id, data, uploaded_at) VALUES ($1, $2, $3)",
-                    &[&m, kp, &(now_secs() as i64)],
-                )
-                .await?;
-            }
-            if let Some(lr) = &last_resort {
-                tx.execute(
-                    "UPDATE mailboxes SET last_resort = $2 WHERE mailbox_id = $1",
-                    &[&m, lr],
-                )
-                .await?;
-            }
-            let after = kp_count(&tx, &mailbox).await?;
-            remember(
-                &tx,
-                &request_id,
-                scope::UPLOAD,
-                &mailbox,
-                &after,
+            rules::upload_key_packages(
+                &mut PgTables(&tx),
+                request_id,
+                mailbox,
+                &key_packages,
+                last_resort.as_deref(),
+                max,
                 now_secs(),
             )
-            .await?;
-            Ok(after)
+            .await
         })
     }
 
     async fn claim_key_package(&self, request_id: Id, mailbox: Id) -> Result<ClaimedKeyPackage> {
         in_tx!(self, |tx| {
-            if let Some(c) =
-                prior::<ClaimedKeyPackage>(&tx, &request_id, scope::CLAIM, &mailbox).await?
-            {
-                return Ok(c);
-            }
-            let m = mailbox.as_bytes().as_slice();
-            // The mailbox row lock serializes claims on one pool across processes.
-            let row = tx
-                .query_opt(
-                    "SELECT last_resort FROM mailboxes WHERE mailbox_id = $1 FOR UPDATE",
-                    &[&m],
-                )
-                .await?
-                .ok_or_else(|| not_found("mailbox"))?;
-            let last_resort: Option<Vec<u8>> = row.get(0);
-            let taken = tx
-                .query_opt(
-                    "DELETE FROM key_packages WHERE id = (SELECT id FROM key_packages WHERE mailbox_id = $1 ORDER BY id LIMIT 1) RETURNING data",
-                    &[&m],
-                )
-                .await?
-                .map(|r| r.get::<_, Vec<u8>>(0));
-            let claimed = match (taken, last_resort) {
-                (Some(kp), _) => ClaimedKeyPackage {
-                    key_package: Bytes(kp),
-                    last_resort: false,
-                },
-                (None, Some(lr)) => ClaimedKeyPackage {
-                    key_package: Bytes(lr),
-                    last_resort: true,
-                },
-                (None, None) => {
-                    return Err(StoreError::rejected(
-                        ErrorCode::NoKeyPackage,
-                        "this mailbox has no KeyPackage left; its owner must upload more",
-                    ));
-                }
-            };
-            remember(
-                &tx,
-                &request_id,
-                scope::CLAIM,
-                &mailbox,
-                &claimed,
-                now_secs(),
-            )
-            .await?;
-            Ok(claimed)
+            rules::claim_key_package(&mut PgTables(&tx), request_id, mailbox, now_secs()).await
         })
     }
 
     async fn key_package_count(&self, mailbox: Id) -> Result<KeyPackageCount> {
-        in_tx!(self, |tx| kp_count(&tx, &mailbox).await)
+        in_tx!(self, |tx| rules::key_package_count(
+            &mut PgTables(&tx),
+            &mailbox
+        )
+        .await)
     }
 
     async fn create_group(
@@ -907,34 +966,15 @@ impl Store for PgStore {
         now: u64,
     ) -> Result<()> {
         in_tx!(self, |tx| {
-            if prior::<()>(&tx, &request_id, scope::CREATE_GROUP, &group)
-                .await?
-                .is_some()
-            {
-                return Ok(());
-            }
-            let g = group.as_bytes().as_slice();
-            if tx
-                .query_opt("SELECT 1 FROM groups WHERE group_id = $1", &[&g])
-                .await?
-                .is_some()
-            {
-                return Err(StoreError::rejected(
-                    ErrorCode::AlreadyExists,
-                    "a group with this id exists; choose a new random id",
-                ));
-            }
-            tx.execute(
-                "INSERT INTO groups (group_id, current_epoch, created_at, last_append_at) VALUES ($1, $2, $3, $3)",
-                &[&g, &(epoch as i64), &(now as i64)],
+            rules::create_group(
+                &mut PgTables(&tx),
+                request_id,
+                group,
+                epoch,
+                &token_hash,
+                now,
             )
-            .await?;
-            tx.execute(
-                "INSERT INTO group_epochs (group_id, epoch, token_hash, created_at) VALUES ($1, $2, $3, $4)",
-                &[&g, &(epoch as i64), &token_hash.as_slice(), &(now as i64)],
-            )
-            .await?;
-            remember(&tx, &request_id, scope::CREATE_GROUP, &group, &(), now).await
+            .await
         })
     }
 
@@ -974,135 +1014,13 @@ impl Store for PgStore {
         if req.welcomes.is_empty() {
             return self.append_batched(req, now, limits).await;
         }
-        in_tx!(self, |tx| {
-            let g = req.group_id.as_bytes().as_slice();
-            // The group row lock makes the epoch compare-and-set atomic across processes.
-            let row = tx
-                .query_opt(
-                    "SELECT current_epoch, next_seq, bytes FROM groups WHERE group_id = $1 FOR UPDATE",
-                    &[&g],
-                )
-                .await?
-                .ok_or_else(|| not_found("group"))?;
-            let (current, seq, bytes): (i64, i64, i64) = (row.get(0), row.get(1), row.get(2));
-            let current = current as u64;
-            // Who may append is checked before anything else, including the retry record.
-            let stored = tx
-                .query_opt(
-                    "SELECT token_hash FROM group_epochs WHERE group_id = $1 AND epoch = $2",
-                    &[&g, &(req.epoch as i64)],
-                )
-                .await?
-                .map(|r| r.get::<_, Vec<u8>>(0));
-            if stored.as_deref() != Some(req.token_hash.as_slice()) {
-                return Err(StoreError::rejected(
-                    ErrorCode::BadToken,
-                    "the epoch token does not match this group and epoch",
-                ));
-            }
-            // The retry record is the entry itself (one row per append).
-            let prior = tx
-                .query_opt(
-                    "SELECT seq FROM entries WHERE group_id = $1 AND request_id = $2",
-                    &[&g, &req.request_id.as_bytes().as_slice()],
-                )
-                .await?
-                .map(|r| r.get::<_, i64>(0));
-            if let Some(seq) = prior {
-                return Ok(Appended {
-                    seq: seq as u64,
-                    welcomed: Vec::new(),
-                    undelivered: Vec::new(),
-                    fresh: false,
-                });
-            }
-            if req.epoch != current {
-                let code = match req.kind {
-                    EntryKind::Commit => ErrorCode::EpochConflict,
-                    EntryKind::Application => ErrorCode::StaleEpoch,
-                };
-                return Err(StoreError::Rejected {
-                    code,
-                    message: format!(
-                        "the group is at epoch {current}, not {}; fetch the log, process it and retry",
-                        req.epoch
-                    ),
-                    current_epoch: Some(current),
-                });
-            }
-            if bytes as u64 + req.body.len() as u64 > limits.max_group_bytes {
-                return Err(StoreError::rejected(
-                    ErrorCode::StorageFull,
-                    "this group's log has reached the relay's storage limit; wait for old entries to expire or move the group",
-                ));
-            }
-            let next_seq = (seq as u64)
-                .checked_add(1)
-                .filter(|n| *n <= MAX_COUNTER)
-                .ok_or_else(epoch_exhausted)?;
-            tx.execute(
-                "INSERT INTO entries (group_id, seq, epoch, kind, body, stored_at, request_id) VALUES ($1, $2, $3, $4, $5, $6, $7)",
-                &[&g, &seq, &(req.epoch as i64), &(req.kind.as_i64() as i16), &req.body, &(now as i64), &req.request_id.as_bytes().as_slice()],
-            )
-            .await?;
-            let (mut welcomed, mut undelivered) = (Vec::new(), Vec::new());
-            let len = req.body.len() as i64;
-            if req.kind == EntryKind::Commit {
-                let next_hash = req.next_token_hash.ok_or_else(|| {
-                    StoreError::rejected(
-                        ErrorCode::BadRequest,
-                        "a commit must carry next_token_hash",
-                    )
-                })?;
-                let next = current
-                    .checked_add(1)
-                    .filter(|n| *n <= MAX_COUNTER)
-                    .ok_or_else(epoch_exhausted)?;
-                tx.execute(
-                    "INSERT INTO group_epochs (group_id, epoch, token_hash, created_at) VALUES ($1, $2, $3, $4)",
-                    &[&g, &(next as i64), &next_hash.as_slice(), &(now as i64)],
-                )
-                .await?;
-                tx.execute(
-                    "UPDATE groups SET current_epoch = $2, next_seq = $3, bytes = bytes + $4, last_append_at = $5 WHERE group_id = $1",
-                    &[&g, &(next as i64), &(next_seq as i64), &len, &(now as i64)],
-                )
-                .await?;
-                // Mailbox rows are locked in one fixed order (by id), so two commits that
-                // welcome the same people cannot deadlock.
-                let mut welcomes: Vec<_> = req.welcomes.iter().collect();
-                welcomes.sort_by_key(|w| w.mailbox_id);
-                for w in welcomes {
-                    tx.batch_execute("SAVEPOINT welcome").await?;
-                    match drop_into(&tx, &w.mailbox_id, &w.body.0, now, limits, true).await {
-                        Ok(_) => {
-                            tx.batch_execute("RELEASE SAVEPOINT welcome").await?;
-                            welcomed.push(w.mailbox_id);
-                        }
-                        Err(e) if welcome_skippable(&e) => {
-                            tx.batch_execute("ROLLBACK TO SAVEPOINT welcome").await?;
-                            undelivered.push(w.mailbox_id);
-                        }
-                        Err(e) => return Err(e),
-                    }
-                }
-            } else {
-                tx.execute(
-                    "UPDATE groups SET next_seq = $2, bytes = bytes + $3, last_append_at = $4 WHERE group_id = $1",
-                    &[&g, &(next_seq as i64), &len, &(now as i64)],
-                )
-                .await?;
-            }
-            let mut topics = vec![Topic::Group(req.group_id)];
-            topics.extend(welcomed.iter().map(|m| Topic::Mailbox(*m)));
-            notify_all(&tx, &topics).await?;
-            Ok(Appended {
-                seq: seq as u64,
-                welcomed,
-                undelivered,
-                fresh: true,
-            })
-        })
+        in_tx!(self, |tx| rules::append(
+            &mut PgTables(&tx),
+            &req,
+            now,
+            limits
+        )
+        .await)
     }
 
     async fn read_entries(
@@ -1169,38 +1087,9 @@ impl Store for PgStore {
         now: u64,
         limits: &Limits,
     ) -> Result<()> {
-        let quota = limits.blob_quota_bytes;
-        let expires = now.saturating_add(limits.blob_ttl_secs).min(MAX_COUNTER) as i64;
-        let now = now as i64;
+        let new = NewBlob::new(blob, token_hash, length, source, now, limits);
         in_tx!(self, |tx| {
-            // One source's creations in turn, so concurrent ones cannot both fit the quota.
-            let key = i64::from_be_bytes(source[..8].try_into().unwrap_or([0; 8]));
-            tx.execute("SELECT pg_advisory_xact_lock($1)", &[&key])
-                .await?;
-            let held: i64 = tx
-                .query_one(
-                    "SELECT COALESCE(SUM(length), 0)::BIGINT FROM blobs WHERE source = $1 AND expires_at > $2",
-                    &[&source.as_slice(), &now],
-                )
-                .await?
-                .get(0);
-            if (held.max(0) as u64).saturating_add(length) > quota {
-                return Err(super::blob_quota_exceeded());
-            }
-            tx.execute(
-                "INSERT INTO blobs (blob_id, token_hash, length, source, created_at, expires_at)
-                 VALUES ($1, $2, $3, $4, $5, $6)",
-                &[
-                    &blob.as_bytes().as_slice(),
-                    &token_hash.as_slice(),
-                    &(length as i64),
-                    &source.as_slice(),
-                    &now,
-                    &expires,
-                ],
-            )
-            .await?;
-            Ok(())
+            rules::create_blob(&mut PgTables(&tx), &new, limits.blob_quota_bytes).await
         })
     }
 

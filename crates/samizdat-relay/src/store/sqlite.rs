@@ -14,14 +14,14 @@ use samizdat_proto::{
     Bytes, ClaimedKeyPackage, Entries, Entry, EntryKind, ErrorCode, Id, KeyPackageCount, Limits,
     MailboxMessage,
 };
-use serde::Serialize;
-use serde::de::DeserializeOwned;
 use tokio::sync::oneshot;
 
+use super::rules::{self, GroupRow, MailboxCounters, NewBlob, Tables, run_now};
 use super::{
-    AppendRequest, Appended, BlobRecord, CLAIM_RECORD_SECS, MAX_COUNTER, Result, Store, StoreError,
-    Swept, epoch_exhausted, hash32, scope, welcome_skippable,
+    AppendRequest, Appended, BlobRecord, CLAIM_RECORD_SECS, Result, Store, StoreError, Swept,
+    hash32, now_secs, scope,
 };
+use crate::notify::Topic;
 
 const MIGRATIONS: &[(i64, &str)] = &[
     (1, include_str!("../../migrations/sqlite/0001_init.sql")),
@@ -276,125 +276,361 @@ fn writer_loop(conn: Connection, rx: mpsc::Receiver<Job>, counted: &[AtomicU64; 
     }
 }
 
-/// Look up an earlier answer to this request id.
-fn prior<T: DeserializeOwned>(
-    conn: &Connection,
-    request_id: &Id,
-    scope: &str,
-    target: &Id,
-) -> Result<Option<T>> {
-    let row: Option<String> = query_one(
-        conn,
-        "SELECT result FROM requests WHERE scope = ?1 AND target = ?2 AND request_id = ?3",
-        params![scope, target.as_bytes(), request_id.as_bytes()],
-        |r| r.get(0),
-    )
-    .optional()?;
-    match row {
-        None => Ok(None),
-        Some(result) => serde_json::from_str(&result)
-            .map(Some)
-            .map_err(|e| StoreError::Backend(format!("corrupt idempotency record: {e}"))),
+/// SQLite's [`Tables`]: the statements of the rules, on the writer's connection (inside its
+/// transaction). Nothing here waits, so the rules run to completion at once ([`run_now`]).
+struct SqliteTables<'c>(&'c Connection);
+
+impl Tables for SqliteTables<'_> {
+    async fn prior(&mut self, scope: &str, target: &Id, request: &Id) -> Result<Option<String>> {
+        Ok(query_one(
+            self.0,
+            "SELECT result FROM requests WHERE scope = ?1 AND target = ?2 AND request_id = ?3",
+            params![scope, target.as_bytes(), request.as_bytes()],
+            |r| r.get(0),
+        )
+        .optional()?)
     }
-}
 
-fn remember<T: Serialize>(
-    conn: &Connection,
-    request_id: &Id,
-    scope: &str,
-    target: &Id,
-    result: &T,
-    now: u64,
-) -> Result<()> {
-    let json = serde_json::to_string(result).map_err(|e| StoreError::Backend(e.to_string()))?;
-    exec(
-        conn,
-        "INSERT INTO requests (scope, target, request_id, result, stored_at) VALUES (?1, ?2, ?3, ?4, ?5)",
-        params![
-            scope,
-            target.as_bytes(),
-            request_id.as_bytes(),
-            json,
-            now as i64
-        ],
-    )?;
-    Ok(())
-}
+    async fn remember(
+        &mut self,
+        scope: &str,
+        target: &Id,
+        request: &Id,
+        answer: String,
+        now: u64,
+    ) -> Result<()> {
+        exec(
+            self.0,
+            "INSERT INTO requests (scope, target, request_id, result, stored_at) VALUES (?1, ?2, ?3, ?4, ?5)",
+            params![
+                scope,
+                target.as_bytes(),
+                request.as_bytes(),
+                answer,
+                now as i64
+            ],
+        )?;
+        Ok(())
+    }
 
-fn now_secs() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0)
+    async fn mailbox_exists(&mut self, mailbox: &Id) -> Result<bool> {
+        Ok(query_one(
+            self.0,
+            "SELECT 1 FROM mailboxes WHERE mailbox_id = ?1",
+            params![mailbox.as_bytes()],
+            |r| r.get::<_, i64>(0),
+        )
+        .optional()?
+        .is_some())
+    }
+
+    async fn insert_mailbox(&mut self, mailbox: &Id, owner_key: &[u8], now: u64) -> Result<()> {
+        exec(
+            self.0,
+            "INSERT INTO mailboxes (mailbox_id, owner_key, created_at, last_seen_at) VALUES (?1, ?2, ?3, ?3)",
+            params![mailbox.as_bytes(), owner_key, now as i64],
+        )?;
+        Ok(())
+    }
+
+    async fn mailbox_for_update(&mut self, mailbox: &Id) -> Result<Option<MailboxCounters>> {
+        Ok(query_one(
+            self.0,
+            "SELECT next_seq, msg_count, msg_bytes FROM mailboxes WHERE mailbox_id = ?1",
+            params![mailbox.as_bytes()],
+            |r| {
+                Ok(MailboxCounters {
+                    next_seq: r.get::<_, i64>(0)? as u64,
+                    messages: r.get::<_, i64>(1)? as u64,
+                    bytes: r.get::<_, i64>(2)? as u64,
+                })
+            },
+        )
+        .optional()?)
+    }
+
+    async fn insert_message(
+        &mut self,
+        mailbox: &Id,
+        seq: u64,
+        body: &[u8],
+        now: u64,
+        expires_at: u64,
+    ) -> Result<()> {
+        exec(
+            self.0,
+            "INSERT INTO mailbox_messages (mailbox_id, seq, body, stored_at, expires_at) VALUES (?1, ?2, ?3, ?4, ?5)",
+            params![
+                mailbox.as_bytes(),
+                seq as i64,
+                body,
+                now as i64,
+                expires_at as i64
+            ],
+        )?;
+        exec(
+            self.0,
+            "UPDATE mailboxes SET next_seq = ?2, msg_count = msg_count + 1, msg_bytes = msg_bytes + ?3 WHERE mailbox_id = ?1",
+            params![mailbox.as_bytes(), seq as i64 + 1, body.len() as i64],
+        )?;
+        Ok(())
+    }
+
+    async fn delete_messages(&mut self, mailbox: &Id, seqs: &[u64]) -> Result<(u64, u64)> {
+        let (mut deleted, mut bytes) = (0u64, 0u64);
+        for seq in seqs {
+            let len: Option<i64> = query_one(
+                self.0,
+                "DELETE FROM mailbox_messages WHERE mailbox_id = ?1 AND seq = ?2 RETURNING length(body)",
+                params![mailbox.as_bytes(), *seq as i64],
+                |r| r.get(0),
+            )
+            .optional()?;
+            if let Some(len) = len {
+                deleted += 1;
+                bytes += len as u64;
+            }
+        }
+        exec(
+            self.0,
+            "UPDATE mailboxes SET msg_count = msg_count - ?2, msg_bytes = msg_bytes - ?3 WHERE mailbox_id = ?1",
+            params![mailbox.as_bytes(), deleted as i64, bytes as i64],
+        )?;
+        Ok((deleted, bytes))
+    }
+
+    async fn last_resort_for_update(&mut self, mailbox: &Id) -> Result<Option<Option<Vec<u8>>>> {
+        Ok(query_one(
+            self.0,
+            "SELECT last_resort FROM mailboxes WHERE mailbox_id = ?1",
+            params![mailbox.as_bytes()],
+            |r| r.get(0),
+        )
+        .optional()?)
+    }
+
+    async fn has_last_resort(&mut self, mailbox: &Id) -> Result<Option<bool>> {
+        Ok(query_one(
+            self.0,
+            "SELECT last_resort IS NOT NULL FROM mailboxes WHERE mailbox_id = ?1",
+            params![mailbox.as_bytes()],
+            |r| r.get(0),
+        )
+        .optional()?)
+    }
+
+    async fn set_last_resort(&mut self, mailbox: &Id, key_package: &[u8]) -> Result<()> {
+        exec(
+            self.0,
+            "UPDATE mailboxes SET last_resort = ?2 WHERE mailbox_id = ?1",
+            params![mailbox.as_bytes(), key_package],
+        )?;
+        Ok(())
+    }
+
+    async fn pool_size(&mut self, mailbox: &Id) -> Result<u64> {
+        let n: i64 = query_one(
+            self.0,
+            "SELECT COUNT(*) FROM key_packages WHERE mailbox_id = ?1",
+            params![mailbox.as_bytes()],
+            |r| r.get(0),
+        )?;
+        Ok(n.max(0) as u64)
+    }
+
+    async fn insert_key_package(
+        &mut self,
+        mailbox: &Id,
+        key_package: &[u8],
+        now: u64,
+    ) -> Result<()> {
+        exec(
+            self.0,
+            "INSERT INTO key_packages (mailbox_id, data, uploaded_at) VALUES (?1, ?2, ?3)",
+            params![mailbox.as_bytes(), key_package, now as i64],
+        )?;
+        Ok(())
+    }
+
+    async fn take_key_package(&mut self, mailbox: &Id) -> Result<Option<Vec<u8>>> {
+        Ok(query_one(
+            self.0,
+            "DELETE FROM key_packages WHERE id =
+               (SELECT id FROM key_packages WHERE mailbox_id = ?1 ORDER BY id LIMIT 1)
+             RETURNING data",
+            params![mailbox.as_bytes()],
+            |r| r.get(0),
+        )
+        .optional()?)
+    }
+
+    async fn group_exists(&mut self, group: &Id) -> Result<bool> {
+        Ok(query_one(
+            self.0,
+            "SELECT 1 FROM groups WHERE group_id = ?1",
+            params![group.as_bytes()],
+            |r| r.get::<_, i64>(0),
+        )
+        .optional()?
+        .is_some())
+    }
+
+    async fn insert_group(&mut self, group: &Id, epoch: u64, now: u64) -> Result<()> {
+        exec(
+            self.0,
+            "INSERT INTO groups (group_id, current_epoch, created_at, last_append_at) VALUES (?1, ?2, ?3, ?3)",
+            params![group.as_bytes(), epoch as i64, now as i64],
+        )?;
+        Ok(())
+    }
+
+    async fn group_for_update(&mut self, group: &Id) -> Result<Option<GroupRow>> {
+        Ok(query_one(
+            self.0,
+            "SELECT current_epoch, next_seq, bytes FROM groups WHERE group_id = ?1",
+            params![group.as_bytes()],
+            |r| {
+                Ok(GroupRow {
+                    current_epoch: r.get::<_, i64>(0)? as u64,
+                    next_seq: r.get::<_, i64>(1)? as u64,
+                    bytes: r.get::<_, i64>(2)? as u64,
+                })
+            },
+        )
+        .optional()?)
+    }
+
+    async fn insert_epoch(
+        &mut self,
+        group: &Id,
+        epoch: u64,
+        token_hash: &[u8; 32],
+        now: u64,
+    ) -> Result<()> {
+        exec(
+            self.0,
+            "INSERT INTO group_epochs (group_id, epoch, token_hash, created_at) VALUES (?1, ?2, ?3, ?4)",
+            params![group.as_bytes(), epoch as i64, &token_hash[..], now as i64],
+        )?;
+        Ok(())
+    }
+
+    async fn epoch_token_hash(&mut self, group: &Id, epoch: u64) -> Result<Option<Vec<u8>>> {
+        Ok(query_one(
+            self.0,
+            "SELECT token_hash FROM group_epochs WHERE group_id = ?1 AND epoch = ?2",
+            params![group.as_bytes(), epoch as i64],
+            |r| r.get(0),
+        )
+        .optional()?)
+    }
+
+    async fn entry_of_request(&mut self, group: &Id, request: &Id) -> Result<Option<u64>> {
+        Ok(query_one(
+            self.0,
+            "SELECT seq FROM entries WHERE group_id = ?1 AND request_id = ?2",
+            params![group.as_bytes(), request.as_bytes()],
+            |r| r.get::<_, i64>(0),
+        )
+        .optional()?
+        .map(|s| s as u64))
+    }
+
+    async fn insert_entry(&mut self, seq: u64, req: &AppendRequest, now: u64) -> Result<()> {
+        exec(
+            self.0,
+            "INSERT INTO entries (group_id, seq, epoch, kind, body, stored_at, request_id) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+            params![
+                req.group_id.as_bytes(),
+                seq as i64,
+                req.epoch as i64,
+                req.kind.as_i64(),
+                req.body,
+                now as i64,
+                req.request_id.as_bytes()
+            ],
+        )?;
+        Ok(())
+    }
+
+    async fn update_group(
+        &mut self,
+        group: &Id,
+        current_epoch: u64,
+        next_seq: u64,
+        added_bytes: u64,
+        now: u64,
+    ) -> Result<()> {
+        exec(
+            self.0,
+            "UPDATE groups SET current_epoch = ?2, next_seq = ?3, bytes = bytes + ?4, last_append_at = ?5 WHERE group_id = ?1",
+            params![
+                group.as_bytes(),
+                current_epoch as i64,
+                next_seq as i64,
+                added_bytes as i64,
+                now as i64
+            ],
+        )?;
+        Ok(())
+    }
+
+    async fn savepoint(&mut self) -> Result<()> {
+        exec(self.0, "SAVEPOINT rule", [])?;
+        Ok(())
+    }
+
+    async fn rollback_to_savepoint(&mut self) -> Result<()> {
+        exec(self.0, "ROLLBACK TO rule", [])?;
+        exec(self.0, "RELEASE rule", [])?;
+        Ok(())
+    }
+
+    async fn release_savepoint(&mut self) -> Result<()> {
+        exec(self.0, "RELEASE rule", [])?;
+        Ok(())
+    }
+
+    async fn wake(&mut self, _topics: &[Topic]) -> Result<()> {
+        // One process: the HTTP layer wakes its subscribers from the answer.
+        Ok(())
+    }
+
+    async fn lock_blob_source(&mut self, _source: &[u8; 32]) -> Result<()> {
+        // The single writer already runs creations in turn.
+        Ok(())
+    }
+
+    async fn blob_bytes_held(&mut self, source: &[u8; 32], now: u64) -> Result<u64> {
+        let held: i64 = query_one(
+            self.0,
+            "SELECT COALESCE(SUM(length), 0) FROM blobs WHERE source = ?1 AND expires_at > ?2",
+            params![source.as_slice(), now as i64],
+            |r| r.get(0),
+        )?;
+        Ok(held.max(0) as u64)
+    }
+
+    async fn insert_blob(&mut self, blob: &NewBlob) -> Result<()> {
+        exec(
+            self.0,
+            "INSERT INTO blobs (blob_id, token_hash, length, source, created_at, expires_at)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+            params![
+                blob.blob.as_bytes().as_slice(),
+                blob.token_hash.as_slice(),
+                blob.length as i64,
+                blob.source.as_slice(),
+                blob.now as i64,
+                blob.expires_at as i64
+            ],
+        )?;
+        Ok(())
+    }
 }
 
 fn not_found(what: &str) -> StoreError {
-    StoreError::rejected(ErrorCode::NotFound, format!("no such {what}"))
-}
-
-/// Store one message in a mailbox. A Welcome (`welcome`) may use the Welcome allowance on
-/// top of the quota, so drops from strangers cannot keep it out.
-fn drop_into(
-    conn: &Connection,
-    mailbox: &Id,
-    body: &[u8],
-    now: u64,
-    limits: &Limits,
-    welcome: bool,
-) -> Result<u64> {
-    let row: Option<(i64, i64, i64)> = query_one(
-        conn,
-        "SELECT next_seq, msg_count, msg_bytes FROM mailboxes WHERE mailbox_id = ?1",
-        params![mailbox.as_bytes()],
-        |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
-    )
-    .optional()?;
-    let (seq, count, bytes) = row.ok_or_else(|| not_found("mailbox"))?;
-    let (max_count, max_bytes) = super::mailbox_caps(limits, welcome);
-    if count as u64 >= max_count || bytes as u64 + body.len() as u64 > max_bytes {
-        return Err(StoreError::rejected(
-            ErrorCode::QuotaExceeded,
-            "the mailbox is full; its owner must read and acknowledge messages first",
-        ));
-    }
-    exec(
-        conn,
-        "INSERT INTO mailbox_messages (mailbox_id, seq, body, stored_at, expires_at) VALUES (?1, ?2, ?3, ?4, ?5)",
-        params![
-            mailbox.as_bytes(),
-            seq,
-            body,
-            now as i64,
-            now.saturating_add(limits.mailbox_ttl_secs) as i64
-        ],
-    )?;
-    exec(
-        conn,
-        "UPDATE mailboxes SET next_seq = next_seq + 1, msg_count = msg_count + 1, msg_bytes = msg_bytes + ?2 WHERE mailbox_id = ?1",
-        params![mailbox.as_bytes(), body.len() as i64],
-    )?;
-    Ok(seq as u64)
-}
-
-fn kp_count(conn: &Connection, mailbox: &Id) -> Result<KeyPackageCount> {
-    let has_last_resort: Option<bool> = query_one(
-        conn,
-        "SELECT last_resort IS NOT NULL FROM mailboxes WHERE mailbox_id = ?1",
-        params![mailbox.as_bytes()],
-        |r| r.get(0),
-    )
-    .optional()?;
-    let has_last_resort = has_last_resort.ok_or_else(|| not_found("mailbox"))?;
-    let available: i64 = query_one(
-        conn,
-        "SELECT COUNT(*) FROM key_packages WHERE mailbox_id = ?1",
-        params![mailbox.as_bytes()],
-        |r| r.get(0),
-    )?;
-    Ok(KeyPackageCount {
-        available: available as u64,
-        has_last_resort,
-    })
+    rules::not_found(what)
 }
 
 #[async_trait]
@@ -414,28 +650,13 @@ impl Store for SqliteStore {
         now: u64,
     ) -> Result<()> {
         self.write(move |conn| {
-            if prior::<()>(conn, &request_id, scope::CREATE_MAILBOX, &mailbox)?.is_some() {
-                return Ok(());
-            }
-            let existing: Option<Vec<u8>> = query_one(
-                conn,
-                "SELECT owner_key FROM mailboxes WHERE mailbox_id = ?1",
-                params![mailbox.as_bytes()],
-                |r| r.get(0),
-            )
-            .optional()?;
-            if existing.is_some() {
-                return Err(StoreError::rejected(
-                    ErrorCode::AlreadyExists,
-                    "a mailbox with this id exists; choose a new random id",
-                ));
-            }
-            exec(
-                conn,
-                "INSERT INTO mailboxes (mailbox_id, owner_key, created_at, last_seen_at) VALUES (?1, ?2, ?3, ?3)",
-                params![mailbox.as_bytes(), owner_key, now as i64],
-            )?;
-            remember(conn, &request_id, scope::CREATE_MAILBOX, &mailbox, &(), now)
+            run_now(rules::create_mailbox(
+                &mut SqliteTables(conn),
+                request_id,
+                mailbox,
+                &owner_key,
+                now,
+            ))
         })
         .await
     }
@@ -494,12 +715,14 @@ impl Store for SqliteStore {
     ) -> Result<u64> {
         let limits = limits.clone();
         self.write(move |conn| {
-            if let Some(seq) = prior::<u64>(conn, &request_id, scope::DROP, &mailbox)? {
-                return Ok(seq);
-            }
-            let seq = drop_into(conn, &mailbox, &body, now, &limits, false)?;
-            remember(conn, &request_id, scope::DROP, &mailbox, &seq, now)?;
-            Ok(seq)
+            run_now(rules::drop_message(
+                &mut SqliteTables(conn),
+                request_id,
+                mailbox,
+                &body,
+                now,
+                &limits,
+            ))
         })
         .await
     }
@@ -533,30 +756,13 @@ impl Store for SqliteStore {
 
     async fn ack_messages(&self, request_id: Id, mailbox: Id, seqs: Vec<u64>) -> Result<u64> {
         self.write(move |conn| {
-            if let Some(n) = prior::<u64>(conn, &request_id, scope::ACK, &mailbox)? {
-                return Ok(n);
-            }
-            let mut deleted = 0u64;
-            let mut bytes = 0i64;
-            for seq in seqs {
-                let len: Option<i64> = query_one(conn,
-                        "DELETE FROM mailbox_messages WHERE mailbox_id = ?1 AND seq = ?2 RETURNING length(body)",
-                        params![mailbox.as_bytes(), seq as i64],
-                        |r| r.get(0),
-                    )
-                    .optional()?;
-                if let Some(len) = len {
-                    deleted += 1;
-                    bytes += len;
-                }
-            }
-            exec(
-                conn,
-                "UPDATE mailboxes SET msg_count = msg_count - ?2, msg_bytes = msg_bytes - ?3 WHERE mailbox_id = ?1",
-                params![mailbox.as_bytes(), deleted as i64, bytes],
-            )?;
-            remember(conn, &request_id, scope::ACK, &mailbox, &deleted, now_secs())?;
-            Ok(deleted)
+            run_now(rules::ack_messages(
+                &mut SqliteTables(conn),
+                request_id,
+                mailbox,
+                &seqs,
+                now_secs(),
+            ))
         })
         .await
     }
@@ -570,101 +776,34 @@ impl Store for SqliteStore {
         max: u64,
     ) -> Result<KeyPackageCount> {
         self.write(move |conn| {
-            if prior::<KeyPackageCount>(conn, &request_id, scope::UPLOAD, &mailbox)?.is_some() {
-                return kp_count(conn, &mailbox);
-            }
-            let before = kp_count(conn, &mailbox)?;
-            if before.available + key_packages.len() as u64 > max {
-                return Err(StoreError::rejected(
-                    ErrorCode::QuotaExceeded,
-                    format!(
-                        "a pool holds at most {max} KeyPackages; {} are stored",
-                        before.available
-                    ),
-                ));
-            }
-            for kp in &key_packages {
-                exec(
-                    conn,
-                    "INSERT INTO key_packages (mailbox_id, data, uploaded_at) VALUES (?1, ?2, ?3)",
-                    params![mailbox.as_bytes(), kp, now_secs() as i64],
-                )?;
-            }
-            if let Some(lr) = &last_resort {
-                exec(
-                    conn,
-                    "UPDATE mailboxes SET last_resort = ?2 WHERE mailbox_id = ?1",
-                    params![mailbox.as_bytes(), lr],
-                )?;
-            }
-            let after = kp_count(conn, &mailbox)?;
-            remember(
-                conn,
-                &request_id,
-                scope::UPLOAD,
-                &mailbox,
-                &after,
+            run_now(rules::upload_key_packages(
+                &mut SqliteTables(conn),
+                request_id,
+                mailbox,
+                &key_packages,
+                last_resort.as_deref(),
+                max,
                 now_secs(),
-            )?;
-            Ok(after)
+            ))
         })
         .await
     }
 
     async fn claim_key_package(&self, request_id: Id, mailbox: Id) -> Result<ClaimedKeyPackage> {
         self.write(move |conn| {
-            if let Some(c) = prior::<ClaimedKeyPackage>(conn, &request_id, scope::CLAIM, &mailbox)?
-            {
-                return Ok(c);
-            }
-            let last_resort: Option<Option<Vec<u8>>> = query_one(
-                conn,
-                "SELECT last_resort FROM mailboxes WHERE mailbox_id = ?1",
-                params![mailbox.as_bytes()],
-                |r| r.get(0),
-            )
-            .optional()?;
-            let last_resort = last_resort.ok_or_else(|| not_found("mailbox"))?;
-            let taken: Option<Vec<u8>> = query_one(
-                conn,
-                "DELETE FROM key_packages WHERE id =
-                       (SELECT id FROM key_packages WHERE mailbox_id = ?1 ORDER BY id LIMIT 1)
-                     RETURNING data",
-                params![mailbox.as_bytes()],
-                |r| r.get(0),
-            )
-            .optional()?;
-            let claimed = match (taken, last_resort) {
-                (Some(kp), _) => ClaimedKeyPackage {
-                    key_package: Bytes(kp),
-                    last_resort: false,
-                },
-                (None, Some(lr)) => ClaimedKeyPackage {
-                    key_package: Bytes(lr),
-                    last_resort: true,
-                },
-                (None, None) => {
-                    return Err(StoreError::rejected(
-                        ErrorCode::NoKeyPackage,
-                        "this mailbox has no KeyPackage left; its owner must upload more",
-                    ));
-                }
-            };
-            remember(
-                conn,
-                &request_id,
-                scope::CLAIM,
-                &mailbox,
-                &claimed,
+            run_now(rules::claim_key_package(
+                &mut SqliteTables(conn),
+                request_id,
+                mailbox,
                 now_secs(),
-            )?;
-            Ok(claimed)
+            ))
         })
         .await
     }
 
     async fn key_package_count(&self, mailbox: Id) -> Result<KeyPackageCount> {
-        self.read(move |conn| kp_count(conn, &mailbox)).await
+        self.read(move |conn| run_now(rules::key_package_count(&mut SqliteTables(conn), &mailbox)))
+            .await
     }
 
     async fn create_group(
@@ -676,33 +815,14 @@ impl Store for SqliteStore {
         now: u64,
     ) -> Result<()> {
         self.write(move |conn| {
-            if prior::<()>(conn, &request_id, scope::CREATE_GROUP, &group)?.is_some() {
-                return Ok(());
-            }
-            let exists: Option<i64> = query_one(
-                conn,
-                "SELECT 1 FROM groups WHERE group_id = ?1",
-                params![group.as_bytes()],
-                |r| r.get(0),
-            )
-            .optional()?;
-            if exists.is_some() {
-                return Err(StoreError::rejected(
-                    ErrorCode::AlreadyExists,
-                    "a group with this id exists; choose a new random id",
-                ));
-            }
-            exec(
-                conn,
-                "INSERT INTO groups (group_id, current_epoch, created_at, last_append_at) VALUES (?1, ?2, ?3, ?3)",
-                params![group.as_bytes(), epoch as i64, now as i64],
-            )?;
-            exec(
-                conn,
-                "INSERT INTO group_epochs (group_id, epoch, token_hash, created_at) VALUES (?1, ?2, ?3, ?4)",
-                params![group.as_bytes(), epoch as i64, &token_hash[..], now as i64],
-            )?;
-            remember(conn, &request_id, scope::CREATE_GROUP, &group, &(), now)
+            run_now(rules::create_group(
+                &mut SqliteTables(conn),
+                request_id,
+                group,
+                epoch,
+                &token_hash,
+                now,
+            ))
         })
         .await
     }
@@ -739,109 +859,8 @@ impl Store for SqliteStore {
 
     async fn append(&self, req: AppendRequest, now: u64, limits: &Limits) -> Result<Appended> {
         let limits = limits.clone();
-        self.write(move |conn| {
-            let g = req.group_id.as_bytes();
-            let row: Option<(i64, i64, i64)> = query_one(conn,
-                    "SELECT current_epoch, next_seq, bytes FROM groups WHERE group_id = ?1",
-                    params![g],
-                    |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
-                )
-                .optional()?;
-            let (current, seq, bytes) = row.ok_or_else(|| not_found("group"))?;
-            let current = current as u64;
-            // Who may append is checked before anything else, including the retry record.
-            let stored: Option<Vec<u8>> = query_one(conn,
-                    "SELECT token_hash FROM group_epochs WHERE group_id = ?1 AND epoch = ?2",
-                    params![g, req.epoch as i64],
-                    |r| r.get(0),
-                )
-                .optional()?;
-            match stored {
-                Some(h) if h.as_slice() == req.token_hash.as_slice() => {}
-                _ => {
-                    return Err(StoreError::rejected(
-                        ErrorCode::BadToken,
-                        "the epoch token does not match this group and epoch",
-                    ));
-                }
-            }
-            // The retry record is the entry itself (one row per append).
-            let prior: Option<i64> = query_one(conn,
-                    "SELECT seq FROM entries WHERE group_id = ?1 AND request_id = ?2",
-                    params![g, req.request_id.as_bytes()],
-                    |r| r.get(0),
-                )
-                .optional()?;
-            if let Some(seq) = prior {
-                return Ok(Appended { seq: seq as u64, welcomed: Vec::new(), undelivered: Vec::new(), fresh: false });
-            }
-            if req.epoch != current {
-                let code = match req.kind {
-                    EntryKind::Commit => ErrorCode::EpochConflict,
-                    EntryKind::Application => ErrorCode::StaleEpoch,
-                };
-                return Err(StoreError::Rejected {
-                    code,
-                    message: format!(
-                        "the group is at epoch {current}, not {}; fetch the log, process it and retry",
-                        req.epoch
-                    ),
-                    current_epoch: Some(current),
-                });
-            }
-            if bytes as u64 + req.body.len() as u64 > limits.max_group_bytes {
-                return Err(StoreError::rejected(
-                    ErrorCode::StorageFull,
-                    "this group's log has reached the relay's storage limit; wait for old entries to expire or move the group",
-                ));
-            }
-            let next_seq = (seq as u64).checked_add(1).filter(|n| *n <= MAX_COUNTER).ok_or_else(epoch_exhausted)?;
-            exec(
-                conn,
-                "INSERT INTO entries (group_id, seq, epoch, kind, body, stored_at, request_id) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
-                params![g, seq, req.epoch as i64, req.kind.as_i64(), req.body, now as i64, req.request_id.as_bytes()],
-            )?;
-            let (mut welcomed, mut undelivered) = (Vec::new(), Vec::new());
-            if req.kind == EntryKind::Commit {
-                let next_hash = req.next_token_hash.ok_or_else(|| {
-                    StoreError::rejected(ErrorCode::BadRequest, "a commit must carry next_token_hash")
-                })?;
-                let next = current.checked_add(1).filter(|n| *n <= MAX_COUNTER).ok_or_else(epoch_exhausted)?;
-                exec(
-                    conn,
-                    "INSERT INTO group_epochs (group_id, epoch, token_hash, created_at) VALUES (?1, ?2, ?3, ?4)",
-                    params![g, next as i64, &next_hash[..], now as i64],
-                )?;
-                exec(
-                    conn,
-                    "UPDATE groups SET current_epoch = ?2, next_seq = ?3, bytes = bytes + ?4, last_append_at = ?5 WHERE group_id = ?1",
-                    params![g, next as i64, next_seq as i64, req.body.len() as i64, now as i64],
-                )?;
-                // Fixed order (by mailbox id), so concurrent commits never lock in a cycle.
-                let mut welcomes: Vec<_> = req.welcomes.iter().collect();
-                welcomes.sort_by_key(|w| w.mailbox_id);
-                for w in welcomes {
-                    let _ = exec(conn, "SAVEPOINT welcome", []);
-                    match drop_into(conn, &w.mailbox_id, &w.body.0, now, &limits, true) {
-                        Ok(_) => welcomed.push(w.mailbox_id),
-                        Err(e) if welcome_skippable(&e) => {
-                            let _ = exec(conn, "ROLLBACK TO welcome", []);
-                            undelivered.push(w.mailbox_id);
-                        }
-                        Err(e) => return Err(e),
-                    }
-                    let _ = exec(conn, "RELEASE welcome", []);
-                }
-            } else {
-                exec(
-                    conn,
-                    "UPDATE groups SET next_seq = ?2, bytes = bytes + ?3, last_append_at = ?4 WHERE group_id = ?1",
-                    params![g, next_seq as i64, req.body.len() as i64, now as i64],
-                )?;
-            }
-            Ok(Appended { seq: seq as u64, welcomed, undelivered, fresh: true })
-        })
-        .await
+        self.write(move |conn| run_now(rules::append(&mut SqliteTables(conn), &req, now, &limits)))
+            .await
     }
 
     async fn read_entries(
@@ -1009,33 +1028,9 @@ impl Store for SqliteStore {
         limits: &Limits,
     ) -> Result<()> {
         let quota = limits.blob_quota_bytes;
-        let expires = now.saturating_add(limits.blob_ttl_secs).min(MAX_COUNTER);
-        self.write(move |conn| {
-            let held: i64 = query_one(
-                conn,
-                "SELECT COALESCE(SUM(length), 0) FROM blobs WHERE source = ?1 AND expires_at > ?2",
-                params![source.as_slice(), now as i64],
-                |r| r.get(0),
-            )?;
-            if (held.max(0) as u64).saturating_add(length) > quota {
-                return Err(super::blob_quota_exceeded());
-            }
-            exec(
-                conn,
-                "INSERT INTO blobs (blob_id, token_hash, length, source, created_at, expires_at)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
-                params![
-                    blob.as_bytes().as_slice(),
-                    token_hash.as_slice(),
-                    length as i64,
-                    source.as_slice(),
-                    now as i64,
-                    expires as i64
-                ],
-            )?;
-            Ok(())
-        })
-        .await
+        let new = NewBlob::new(blob, token_hash, length, source, now, limits);
+        self.write(move |conn| run_now(rules::create_blob(&mut SqliteTables(conn), &new, quota)))
+            .await
     }
 
     async fn blob(&self, blob: Id, now: u64) -> Result<Option<BlobRecord>> {

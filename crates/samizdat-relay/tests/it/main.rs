@@ -6,6 +6,7 @@ mod blobs;
 mod groups;
 mod hardening;
 mod harness;
+mod store_rules;
 
 /// Run each test against every storage backend: `sqlite::NAME` always, `postgres::NAME` when
 /// `SAMIZDAT_TEST_DATABASE_URL` is set (otherwise it returns at once; see
