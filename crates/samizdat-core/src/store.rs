@@ -8,22 +8,27 @@ use std::path::Path;
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use rusqlite::{Connection, OptionalExtension, params};
+use rusqlite_migration::{M, Migrations};
 
 use crate::{Error, Result};
 
-const MIGRATIONS: &[(i64, &str)] = &[
-    (1, include_str!("../migrations/0001_init.sql")),
-    (2, include_str!("../migrations/0002_invitations.sql")),
-    (3, include_str!("../migrations/0003_service.sql")),
-    (4, include_str!("../migrations/0004_delivery.sql")),
-    (5, include_str!("../migrations/0005_app.sql")),
-    (6, include_str!("../migrations/0006_membership.sql")),
-    (7, include_str!("../migrations/0007_indexes.sql")),
-    (8, include_str!("../migrations/0008_timers.sql")),
-    (9, include_str!("../migrations/0009_attachments.sql")),
-    (10, include_str!("../migrations/0010_relays.sql")),
-    (11, include_str!("../migrations/0011_trees.sql")),
-];
+/// The profile's schema, version by version (`PRAGMA user_version` holds the version reached;
+/// backups carry it).
+pub(crate) fn migrations() -> Migrations<'static> {
+    Migrations::new(vec![
+        M::up(include_str!("../migrations/0001_init.sql")),
+        M::up(include_str!("../migrations/0002_invitations.sql")),
+        M::up(include_str!("../migrations/0003_service.sql")),
+        M::up(include_str!("../migrations/0004_delivery.sql")),
+        M::up(include_str!("../migrations/0005_app.sql")),
+        M::up(include_str!("../migrations/0006_membership.sql")),
+        M::up(include_str!("../migrations/0007_indexes.sql")),
+        M::up(include_str!("../migrations/0008_timers.sql")),
+        M::up(include_str!("../migrations/0009_attachments.sql")),
+        M::up(include_str!("../migrations/0010_relays.sql")),
+        M::up(include_str!("../migrations/0011_trees.sql")),
+    ])
+}
 
 /// A shared handle on the profile database. The MLS storage providers use the same
 /// connection, so MLS state and messages can commit in one transaction.
@@ -56,15 +61,14 @@ impl Db {
         conn.pragma_update(None, "journal_mode", "WAL")?;
         conn.pragma_update(None, "synchronous", "FULL")?;
         let mut conn = conn;
-        let version: i64 = conn.pragma_query_value(None, "user_version", |r| r.get(0))?;
-        for (v, sql) in MIGRATIONS {
-            if *v > version {
-                let tx = conn.transaction()?;
-                tx.execute_batch(sql)?;
-                tx.pragma_update(None, "user_version", v)?;
-                tx.commit()?;
-            }
-        }
+        migrations().to_latest(&mut conn).map_err(|e| match e {
+            rusqlite_migration::Error::MigrationDefinition(
+                rusqlite_migration::MigrationDefinitionError::DatabaseTooFarAhead,
+            ) => Error::Storage(
+                "this profile was written by a newer samizdat; open it with that version".into(),
+            ),
+            e => Error::Storage(format!("cannot migrate the profile database: {e}")),
+        })?;
         Ok(Db {
             conn: Arc::new(Mutex::new(conn)),
         })
@@ -121,5 +125,41 @@ impl Db {
             params![key, value],
         )?;
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The profile schema migrates with rusqlite_migration: every migration applies in order
+    /// on an empty database, reopening changes nothing, and a profile written by a newer
+    /// samizdat (a version this one does not know) is refused with a clear error.
+    #[test]
+    fn migrations_apply_once_and_a_newer_profile_is_refused() {
+        migrations()
+            .validate()
+            .expect("the migrations apply in order");
+        let dir = tempfile::tempdir().expect("temp dir");
+        let path = dir.path().join("profile.db");
+        let db = Db::open(&path, "pass").expect("create");
+        db.set_setting("k", b"v").expect("write");
+        drop(db);
+        let db = Db::open(&path, "pass").expect("reopen");
+        assert_eq!(db.get_setting("k").expect("read"), Some(b"v".to_vec()));
+        let version: i64 = db
+            .conn()
+            .pragma_query_value(None, "user_version", |r| r.get(0))
+            .expect("version");
+        assert_eq!(version, 11);
+        db.conn()
+            .pragma_update(None, "user_version", 99)
+            .expect("set version");
+        drop(db);
+        match Db::open(&path, "pass") {
+            Err(Error::Storage(m)) => assert!(m.contains("newer samizdat"), "{m}"),
+            Err(e) => panic!("unexpected error: {e}"),
+            Ok(_) => panic!("a newer profile must be refused"),
+        }
     }
 }

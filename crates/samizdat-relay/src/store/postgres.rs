@@ -27,19 +27,33 @@ use super::{
 };
 use crate::notify::{Notifier, Topic};
 
-const MIGRATIONS: &[(i64, &str)] = &[
-    (1, include_str!("../../migrations/postgres/0001_init.sql")),
-    (2, include_str!("../../migrations/postgres/0002_bounds.sql")),
-    (3, include_str!("../../migrations/postgres/0003_blobs.sql")),
+/// The schema, version by version, named as refinery expects (`V{version}__{name}`).
+const MIGRATIONS: &[(&str, &str)] = &[
     (
-        4,
+        "V1__init",
+        include_str!("../../migrations/postgres/0001_init.sql"),
+    ),
+    (
+        "V2__bounds",
+        include_str!("../../migrations/postgres/0002_bounds.sql"),
+    ),
+    (
+        "V3__blobs",
+        include_str!("../../migrations/postgres/0003_blobs.sql"),
+    ),
+    (
+        "V4__append_function",
         include_str!("../../migrations/postgres/0004_append_function.sql"),
     ),
     (
-        5,
+        "V5__append_batch",
         include_str!("../../migrations/postgres/0005_append_batch.sql"),
     ),
 ];
+/// refinery's history table (its default name).
+const HISTORY: &str = "refinery_schema_history";
+/// The table of the hand-written runner that refinery replaced (versions it applied).
+const OLD_HISTORY: &str = "samizdat_migrations";
 /// Most appends one batch stores (and their bytes, at least one append).
 const MAX_BATCH: usize = 256;
 const MAX_BATCH_BYTES: usize = 4 << 20;
@@ -263,25 +277,66 @@ impl PgStore {
         })
     }
 
+    /// Bring the schema up to date with refinery (each migration in its own transaction,
+    /// recorded in `refinery_schema_history`; a database ahead of this binary or with an
+    /// altered migration is refused). A database migrated by the earlier hand-written runner
+    /// has its history moved into refinery's table first, so nothing is applied twice.
     async fn migrate(client: &mut Client) -> Result<()> {
-        client
-            .batch_execute("CREATE TABLE IF NOT EXISTS samizdat_migrations (version BIGINT PRIMARY KEY, applied_at BIGINT NOT NULL)")
+        let migrations = MIGRATIONS
+            .iter()
+            .map(|(name, sql)| refinery_core::Migration::unapplied(name, sql))
+            .collect::<std::result::Result<Vec<_>, _>>()
+            .map_err(|e| StoreError::Backend(format!("bad migration: {e}")))?;
+        Self::adopt_old_history(client, &migrations).await?;
+        refinery_core::Runner::new(&migrations)
+            .run_async(client)
+            .await
+            .map_err(|e| StoreError::Backend(format!("cannot migrate the relay database: {e}")))?;
+        Ok(())
+    }
+
+    /// Move the versions recorded by the earlier runner into refinery's table (same DDL as
+    /// refinery's), in one transaction, and drop the old table.
+    async fn adopt_old_history(
+        client: &mut Client,
+        migrations: &[refinery_core::Migration],
+    ) -> Result<()> {
+        let row = client
+            .query_one(
+                "SELECT to_regclass($1) IS NOT NULL, to_regclass($2) IS NOT NULL",
+                &[&OLD_HISTORY, &HISTORY],
+            )
             .await?;
-        for (v, sql) in MIGRATIONS {
-            let done = client
-                .query_opt("SELECT 1 FROM samizdat_migrations WHERE version = $1", &[v])
-                .await?;
-            if done.is_none() {
-                let tx = client.transaction().await?;
-                tx.batch_execute(sql).await?;
+        let (old, new): (bool, bool) = (row.get(0), row.get(1));
+        if !old || new {
+            return Ok(());
+        }
+        let tx = client.transaction().await?;
+        tx.batch_execute(&format!(
+            "CREATE TABLE {HISTORY} (version INT4 PRIMARY KEY, name VARCHAR(255), applied_on VARCHAR(255), checksum VARCHAR(255))"
+        ))
+        .await?;
+        let applied: Vec<i64> = tx
+            .query(&format!("SELECT version FROM {OLD_HISTORY}"), &[])
+            .await?
+            .iter()
+            .map(|r| r.get(0))
+            .collect();
+        for m in migrations {
+            if applied.contains(&i64::from(m.version())) {
                 tx.execute(
-                    "INSERT INTO samizdat_migrations (version, applied_at) VALUES ($1, $2)",
-                    &[v, &(now_secs() as i64)],
+                    &format!(
+                        "INSERT INTO {HISTORY} (version, name, applied_on, checksum)
+                         VALUES ($1, $2, to_char(now() AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS\"Z\"'), $3)"
+                    ),
+                    &[&m.version(), &m.name(), &m.checksum().to_string()],
                 )
                 .await?;
-                tx.commit().await?;
             }
         }
+        tx.batch_execute(&format!("DROP TABLE {OLD_HISTORY}"))
+            .await?;
+        tx.commit().await?;
         Ok(())
     }
 

@@ -10,6 +10,7 @@ use std::sync::{Arc, Mutex, mpsc};
 
 use async_trait::async_trait;
 use rusqlite::{Connection, OptionalExtension, params};
+use rusqlite_migration::{M, Migrations};
 use samizdat_proto::{
     Bytes, ClaimedKeyPackage, Entries, Entry, EntryKind, ErrorCode, Id, KeyPackageCount, Limits,
     MailboxMessage,
@@ -23,15 +24,15 @@ use super::{
 };
 use crate::notify::Topic;
 
-const MIGRATIONS: &[(i64, &str)] = &[
-    (1, include_str!("../../migrations/sqlite/0001_init.sql")),
-    (2, include_str!("../../migrations/sqlite/0002_bounds.sql")),
-    (3, include_str!("../../migrations/sqlite/0003_blobs.sql")),
-    (
-        4,
-        include_str!("../../migrations/sqlite/0004_append_key.sql"),
-    ),
-];
+/// The schema, version by version (`PRAGMA user_version` holds the version reached).
+pub(crate) fn migrations() -> Migrations<'static> {
+    Migrations::new(vec![
+        M::up(include_str!("../../migrations/sqlite/0001_init.sql")),
+        M::up(include_str!("../../migrations/sqlite/0002_bounds.sql")),
+        M::up(include_str!("../../migrations/sqlite/0003_blobs.sql")),
+        M::up(include_str!("../../migrations/sqlite/0004_append_key.sql")),
+    ])
+}
 
 /// Most requests folded into one transaction.
 const MAX_BATCH: usize = 512;
@@ -83,16 +84,14 @@ fn open(path: &Path) -> Result<Connection> {
 }
 
 fn migrate(conn: &mut Connection) -> Result<()> {
-    let version: i64 = conn.pragma_query_value(None, "user_version", |r| r.get(0))?;
-    for (v, sql) in MIGRATIONS {
-        if *v > version {
-            let tx = conn.transaction()?;
-            tx.execute_batch(sql)?;
-            tx.pragma_update(None, "user_version", v)?;
-            tx.commit()?;
-        }
-    }
-    Ok(())
+    migrations().to_latest(conn).map_err(|e| match e {
+        rusqlite_migration::Error::MigrationDefinition(
+            rusqlite_migration::MigrationDefinitionError::DatabaseTooFarAhead,
+        ) => StoreError::Backend(
+            "the relay database was written by a newer samizdat; run that version".into(),
+        ),
+        e => StoreError::Backend(format!("cannot migrate the relay database: {e}")),
+    })
 }
 
 impl SqliteStore {

@@ -308,3 +308,97 @@ store_cases! {
         assert!(!s.use_nonce(n, t + 100, mb, t).await.unwrap(), "a nonce is used once");
     }
 }
+
+/// Migrations (rusqlite_migration for SQLite, refinery for PostgreSQL): a PostgreSQL database
+/// migrated by the earlier hand-written runner (its `samizdat_migrations` table) is adopted —
+/// the versions it applied are not applied again, the rest are — and a database written by a
+/// newer relay is refused with a clear error, on both backends.
+mod migrations {
+    use super::*;
+
+    #[tokio::test]
+    async fn postgres_adopts_the_old_runner_history_and_refuses_a_newer_schema() {
+        let Some(Backend::Postgres(url)) = Backend::postgres().await else {
+            return;
+        };
+        let (client, conn) = tokio_postgres::connect(&url, tokio_postgres::NoTls)
+            .await
+            .unwrap();
+        tokio::spawn(conn);
+        // What the earlier runner left behind after three versions.
+        client
+            .batch_execute("CREATE TABLE samizdat_migrations (version BIGINT PRIMARY KEY, applied_at BIGINT NOT NULL)")
+            .await
+            .unwrap();
+        for (v, sql) in [
+            (
+                1i64,
+                include_str!("../../migrations/postgres/0001_init.sql"),
+            ),
+            (2, include_str!("../../migrations/postgres/0002_bounds.sql")),
+            (3, include_str!("../../migrations/postgres/0003_blobs.sql")),
+        ] {
+            client.batch_execute(sql).await.unwrap();
+            client
+                .execute("INSERT INTO samizdat_migrations VALUES ($1, 0)", &[&v])
+                .await
+                .unwrap();
+        }
+        // Opening applies 4 and 5 only (1–3 create tables without IF NOT EXISTS: applying
+        // them again would fail).
+        let store = PgStore::open(&url, 2).await.unwrap();
+        let g = group(&store).await;
+        store
+            .append(
+                append_req(g, 0, [0; 32], EntryKind::Application, b"x"),
+                now(),
+                &Limits::default(),
+            )
+            .await
+            .unwrap();
+        drop(store);
+        let versions: Vec<i32> = client
+            .query(
+                "SELECT version FROM refinery_schema_history ORDER BY version",
+                &[],
+            )
+            .await
+            .unwrap()
+            .iter()
+            .map(|r| r.get(0))
+            .collect();
+        assert_eq!(versions, vec![1, 2, 3, 4, 5]);
+        let old: bool = client
+            .query_one("SELECT to_regclass('samizdat_migrations') IS NOT NULL", &[])
+            .await
+            .unwrap()
+            .get(0);
+        assert!(!old, "the old history table is gone");
+        PgStore::open(&url, 2).await.unwrap();
+        // A version this relay does not know: refused, nothing touched.
+        client
+            .execute(
+                "INSERT INTO refinery_schema_history VALUES (99, 'future', '2030-01-01T00:00:00Z', '1')",
+                &[],
+            )
+            .await
+            .unwrap();
+        let Err(e) = PgStore::open(&url, 2).await else {
+            panic!("a newer schema must be refused");
+        };
+        assert!(e.to_string().contains("cannot migrate"), "{e}");
+    }
+
+    #[tokio::test]
+    async fn sqlite_refuses_a_database_from_a_newer_relay() {
+        let dir = tempfile::tempdir().unwrap();
+        drop(SqliteStore::open(dir.path()).unwrap());
+        let conn = rusqlite::Connection::open(dir.path().join("relay.db")).unwrap();
+        conn.pragma_update(None, "user_version", 99).unwrap();
+        drop(conn);
+        let Err(e) = SqliteStore::open(dir.path()) else {
+            panic!("a newer schema must be refused");
+        };
+        assert!(e.to_string().contains("newer samizdat"), "{e}");
+    }
+}
