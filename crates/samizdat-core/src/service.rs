@@ -468,10 +468,15 @@ impl Service {
                                 }
                             }
                             // Coalesce a burst of notifications into one sync per group.
-                            while let Some(Some(Ok(Message::Text(more)))) =
+                            while let Some(Some(Ok(more))) =
                                 ws.as_mut().and_then(|s| s.next().now_or_never())
                             {
-                                match group_of(more.as_str()) {
+                                let group = match &more {
+                                    Message::Text(t) => group_of(t.as_str()),
+                                    Message::Binary(b) => group_of_binary(b),
+                                    _ => continue,
+                                };
+                                match group {
                                     Some(g) => {
                                         groups.insert(g);
                                     }
@@ -479,6 +484,12 @@ impl Service {
                                 }
                             }
                         }
+                        Some(Ok(Message::Binary(b))) => match group_of_binary(&b) {
+                            Some(g) => {
+                                groups.insert(g);
+                            }
+                            None => dirty = true,
+                        },
                         Some(Ok(_)) => {}
                         Some(Err(_)) | None => {
                             ws = None;
@@ -532,7 +543,11 @@ impl Service {
     /// a failure to answer (`Err`).
     async fn on_frame(&self, text: &str, ws: Option<&mut Ws>) -> std::result::Result<Frame, ()> {
         match serde_json::from_str::<ServerFrame>(text) {
-            Ok(ServerFrame::Hello { challenge, .. }) => {
+            Ok(ServerFrame::Hello {
+                challenge,
+                features,
+                ..
+            }) => {
                 let p = &self.profile;
                 let sig = p
                     .mailbox_key
@@ -543,10 +558,9 @@ impl Service {
                     signature: Bytes(sig),
                 };
                 let text = serde_json::to_string(&frame).map_err(|_| ())?;
-                match ws {
-                    Some(s) => s.send(Message::Text(text.into())).await.map_err(|_| ())?,
-                    None => return Err(()),
-                }
+                let Some(s) = ws else { return Err(()) };
+                ask_binary_entries(s, &features).await.map_err(|_| ())?;
+                s.send(Message::Text(text.into())).await.map_err(|_| ())?;
                 Ok(Frame::Hello(challenge))
             }
             Ok(ServerFrame::Entry { group_id, .. } | ServerFrame::EpochClosed { group_id, .. }) => {
@@ -736,12 +750,22 @@ async fn conv_socket(
                 };
                 let text = match frame {
                     Some(Ok(Message::Text(t))) => t,
+                    Some(Ok(Message::Binary(b))) => {
+                        // A pushed entry: the service reads the log.
+                        if group_of_binary(&b).is_some() && push.send(group).await.is_err() {
+                            return;
+                        }
+                        continue;
+                    }
                     Some(Ok(_)) => continue,
                     _ => break,
                 };
                 match serde_json::from_str::<ServerFrame>(text.as_str()) {
-                    Ok(ServerFrame::Hello { .. }) => {
+                    Ok(ServerFrame::Hello { features, .. }) => {
                         ready = true;
+                        if ask_binary_entries(&mut ws, &features).await.is_err() {
+                            break;
+                        }
                         let current = sub.borrow().clone();
                         if subscribe_group(&mut ws, group, &current).await.is_err() {
                             break;
@@ -896,6 +920,31 @@ fn group_of(text: &str) -> Option<Id> {
         }
         _ => None,
     }
+}
+
+/// The conversation a pushed binary entry is about (`None`: not a readable entry frame).
+fn group_of_binary(b: &[u8]) -> Option<Id> {
+    samizdat_proto::BinaryEntry::decode(b)
+        .ok()
+        .map(|e| e.group_id)
+}
+
+/// Ask a relay that offers it (its `hello` lists the feature) to push entries as binary
+/// frames: no base64 and no JSON for the relay to encode or for us to parse.
+async fn ask_binary_entries(ws: &mut Ws, features: &[String]) -> Result<()> {
+    if !features
+        .iter()
+        .any(|f| f == samizdat_proto::FEATURE_BINARY_ENTRIES)
+    {
+        return Ok(());
+    }
+    let frame = ClientFrame::Options {
+        binary_entries: true,
+    };
+    let text = serde_json::to_string(&frame).map_err(|e| Error::Protocol(e.to_string()))?;
+    ws.send(Message::Text(text.into()))
+        .await
+        .map_err(|e| Error::RelayUnreachable(e.to_string()))
 }
 
 async fn sleep_until(at: Option<tokio::time::Instant>) {

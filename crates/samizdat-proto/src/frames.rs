@@ -35,6 +35,12 @@ pub enum ClientFrame {
         #[serde(default)]
         nonce: u64,
     },
+    /// Connection options (relays whose `hello` lists the feature). `binary_entries`: push
+    /// group entries as [`BinaryEntry`] binary frames instead of `entry` text frames.
+    Options {
+        #[serde(default)]
+        binary_entries: bool,
+    },
 }
 
 /// Frames the relay sends.
@@ -45,6 +51,11 @@ pub enum ServerFrame {
     Hello {
         version: u32,
         challenge: Id,
+        /// What this relay can do beyond version 1: `"binary_entries"` (it accepts
+        /// [`ClientFrame::Options`] and pushes [`BinaryEntry`] frames). Absent from older
+        /// relays.
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        features: Vec<String>,
     },
     /// A subscription is active.
     Subscribed {
@@ -122,6 +133,8 @@ pub enum BinaryFrameError {
     Truncated(&'static str),
     #[error("the epoch token must be 1 to 64 bytes")]
     TokenLength,
+    #[error("unknown entry kind {0}")]
+    UnknownKind(u8),
 }
 
 fn take<'a>(
@@ -176,10 +189,116 @@ impl BinaryAppend {
     }
 }
 
+/// A group entry pushed as a binary frame, to a connection that asked for them
+/// ([`ClientFrame::Options`]): the entry travels as it is (no JSON, no base64), encoded once by
+/// the relay for every subscriber.
+///
+/// Layout (integers big-endian):
+///
+/// ```text
+/// 0x02 | group_id (16) | seq (u64) | epoch (u64) | kind (u8: 0 application, 1 commit) | body
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BinaryEntry {
+    pub group_id: Id,
+    pub seq: u64,
+    pub epoch: u64,
+    pub kind: EntryKind,
+    pub body: Vec<u8>,
+}
+
+impl BinaryEntry {
+    pub const TYPE: u8 = 0x02;
+    const FIXED: usize = 1 + 16 + 8 + 8 + 1;
+
+    /// The frame for an entry, from its parts (the relay encodes straight from what it stored).
+    pub fn encode_parts(
+        group_id: &Id,
+        seq: u64,
+        epoch: u64,
+        kind: EntryKind,
+        body: &[u8],
+    ) -> Vec<u8> {
+        let mut out = Vec::with_capacity(Self::FIXED + body.len());
+        out.push(Self::TYPE);
+        out.extend_from_slice(group_id.as_bytes());
+        out.extend_from_slice(&seq.to_be_bytes());
+        out.extend_from_slice(&epoch.to_be_bytes());
+        out.push(match kind {
+            EntryKind::Application => 0,
+            EntryKind::Commit => 1,
+        });
+        out.extend_from_slice(body);
+        out
+    }
+
+    pub fn encode(&self) -> Vec<u8> {
+        Self::encode_parts(&self.group_id, self.seq, self.epoch, self.kind, &self.body)
+    }
+
+    pub fn decode(b: &[u8]) -> Result<BinaryEntry, BinaryFrameError> {
+        let (&ty, rest) = b.split_first().ok_or(BinaryFrameError::Truncated("type"))?;
+        if ty != Self::TYPE {
+            return Err(BinaryFrameError::UnknownType(ty));
+        }
+        let (group_id, rest) = take(rest, 16, "group id")?;
+        let (seq, rest) = take(rest, 8, "seq")?;
+        let (epoch, rest) = take(rest, 8, "epoch")?;
+        let (kind, body) = take(rest, 1, "kind")?;
+        let kind = match kind[0] {
+            0 => EntryKind::Application,
+            1 => EntryKind::Commit,
+            k => return Err(BinaryFrameError::UnknownKind(k)),
+        };
+        let u64_of = |s: &[u8]| u64::from_be_bytes(s.try_into().unwrap_or([0; 8]));
+        Ok(BinaryEntry {
+            group_id: Id::from_bytes(group_id.try_into().unwrap_or([0; 16])),
+            seq: u64_of(seq),
+            epoch: u64_of(epoch),
+            kind,
+            body: body.to_vec(),
+        })
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use proptest::prelude::*;
+
+    #[test]
+    fn binary_entry_round_trips_and_refuses_bad_frames() {
+        let e = BinaryEntry {
+            group_id: Id::from_bytes([2; 16]),
+            seq: 9,
+            epoch: 4,
+            kind: EntryKind::Commit,
+            body: b"ciphertext".to_vec(),
+        };
+        let bytes = e.encode();
+        assert_eq!(bytes.len(), 1 + 16 + 8 + 8 + 1 + 10);
+        assert_eq!(BinaryEntry::decode(&bytes).unwrap(), e);
+        assert_eq!(
+            BinaryEntry::decode(&bytes[..20]),
+            Err(BinaryFrameError::Truncated("seq"))
+        );
+        let mut bad = bytes.clone();
+        bad[33] = 7;
+        assert_eq!(
+            BinaryEntry::decode(&bad),
+            Err(BinaryFrameError::UnknownKind(7))
+        );
+        assert_eq!(
+            BinaryEntry::decode(&[BinaryAppend::TYPE, 0, 0]),
+            Err(BinaryFrameError::UnknownType(BinaryAppend::TYPE))
+        );
+        // An empty body is an entry too.
+        let empty = BinaryEntry {
+            body: Vec::new(),
+            ..e
+        };
+        assert_eq!(BinaryEntry::decode(&empty.encode()).unwrap(), empty);
+    }
 
     #[test]
     fn binary_append_round_trips_and_refuses_bad_frames() {
@@ -241,6 +360,9 @@ mod tests {
         #[test]
         fn binary_frame_decode_never_panics(b in proptest::collection::vec(any::<u8>(), 0..120)) {
             let _ = BinaryAppend::decode(&b);
+            if let Ok(e) = BinaryEntry::decode(&b) {
+                prop_assert_eq!(e.encode(), b);
+            }
         }
 
         #[test]

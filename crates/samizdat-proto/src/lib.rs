@@ -16,12 +16,14 @@ mod messages;
 
 pub use bytes::{Bytes, Id, IdError};
 pub use error::{ErrorBody, ErrorCode};
-pub use frames::{BinaryAppend, BinaryFrameError, ClientFrame, ServerFrame};
+pub use frames::{BinaryAppend, BinaryEntry, BinaryFrameError, ClientFrame, ServerFrame};
 pub use limits::Limits;
 pub use messages::*;
 
 /// The protocol version this crate speaks; it is the `/v1` in every path.
 pub const PROTOCOL_VERSION: u32 = 1;
+/// The `hello` feature of relays that push entries as [`BinaryEntry`] frames on request.
+pub const FEATURE_BINARY_ENTRIES: &str = "binary_entries";
 
 /// HTTP header carrying the owner's signature timestamp (Unix seconds).
 pub const HEADER_TIMESTAMP: &str = "x-samizdat-timestamp";

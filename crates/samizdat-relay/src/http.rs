@@ -16,8 +16,8 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use samizdat_proto::{
     self as proto, AckMessages, Acked, AppendEntry, ClaimKeyPackage, CreateGroup, CreateMailbox,
-    Created, DropMessage, EntryKind, ErrorBody, ErrorCode, Health, Id, MailboxMessages,
-    ServerFrame, Stored, UploadKeyPackages,
+    Created, DropMessage, EntryKind, ErrorBody, ErrorCode, Health, Id, MailboxMessages, Stored,
+    UploadKeyPackages,
 };
 use serde::Deserialize;
 use serde::de::DeserializeOwned;
@@ -1107,7 +1107,7 @@ pub(crate) async fn append_entry(
     }
     let len = req.body.len() as u64;
     let (kind, epoch) = (req.kind, req.epoch);
-    let body_copy = req.body.clone();
+    let body_copy = req.body.0.clone();
     let appended = state
         .store
         .append(
@@ -1128,21 +1128,9 @@ pub(crate) async fn append_entry(
     state.metrics.entries_stored.increment(1);
     state.metrics.entry_bytes_stored.increment(len);
     if appended.fresh {
-        let frame = ServerFrame::Entry {
-            group_id: group,
-            seq: appended.seq,
-            epoch,
-            kind,
-            body: body_copy,
-        };
-        let frame = serde_json::to_string(&frame).unwrap_or_default();
-        state.notifier.entry(Appended {
-            group,
-            seq: appended.seq,
-            epoch,
-            kind,
-            frame: frame.into(),
-        });
+        state
+            .notifier
+            .entry(Appended::new(group, appended.seq, epoch, kind, body_copy));
     }
     for m in appended.welcomed {
         state.metrics.mailbox_messages_stored.increment(1);

@@ -1,9 +1,11 @@
 //! Wake-ups for subscribers. A wake-up only says "look again": subscribers always read
 //! from the store, so a lost or duplicated wake-up delays nothing beyond the next poll.
 
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
-use samizdat_proto::{EntryKind, Id};
+use axum::extract::ws::Utf8Bytes;
+
+use samizdat_proto::{BinaryEntry, Bytes, EntryKind, Id, ServerFrame};
 use tokio::sync::broadcast;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -12,16 +14,60 @@ pub enum Topic {
     Group(Id),
 }
 
-/// A freshly appended entry, serialized once as its `entry` frame, so fan-out to many
-/// subscribers costs no store read and no re-encoding. A subscriber uses it only if it
-/// directly follows its cursor; otherwise it reads the log.
+/// A freshly appended entry, pushed to every subscriber that is waiting for it without a store
+/// read. Its frames are encoded at most once each, on first use — the `entry` text frame
+/// (JSON, base64 body) only if some subscriber wants text, the binary frame only if some
+/// subscriber asked for binary entries. A subscriber uses it only if it directly follows its
+/// cursor; otherwise it reads the log.
 #[derive(Debug)]
 pub struct Appended {
     pub group: Id,
     pub seq: u64,
     pub epoch: u64,
     pub kind: EntryKind,
-    pub frame: axum::extract::ws::Utf8Bytes,
+    body: Vec<u8>,
+    text: OnceLock<Utf8Bytes>,
+    binary: OnceLock<axum::body::Bytes>,
+}
+
+impl Appended {
+    pub fn new(group: Id, seq: u64, epoch: u64, kind: EntryKind, body: Vec<u8>) -> Self {
+        Appended {
+            group,
+            seq,
+            epoch,
+            kind,
+            body,
+            text: OnceLock::new(),
+            binary: OnceLock::new(),
+        }
+    }
+
+    /// The `entry` text frame (encoded on first use, shared after).
+    pub fn text_frame(&self) -> Utf8Bytes {
+        self.text
+            .get_or_init(|| {
+                let frame = ServerFrame::Entry {
+                    group_id: self.group,
+                    seq: self.seq,
+                    epoch: self.epoch,
+                    kind: self.kind,
+                    body: Bytes(self.body.clone()),
+                };
+                serde_json::to_string(&frame).unwrap_or_default().into()
+            })
+            .clone()
+    }
+
+    /// The [`BinaryEntry`] frame (encoded on first use, shared after).
+    pub fn binary_frame(&self) -> axum::body::Bytes {
+        self.binary
+            .get_or_init(|| {
+                BinaryEntry::encode_parts(&self.group, self.seq, self.epoch, self.kind, &self.body)
+                    .into()
+            })
+            .clone()
+    }
 }
 
 #[derive(Debug, Clone)]

@@ -8,6 +8,10 @@
 //! ([`proto::BinaryAppend`]), pipelined (up to [`MAX_APPENDS_IN_FLIGHT`] per connection; the
 //! connection stops reading while that many are pending) and answered by request id with an
 //! `appended` or `append_failed` text frame, under the same rules as the HTTP append.
+//!
+//! A client may ask (`options`) for its log entries as binary frames
+//! ([`proto::BinaryEntry`]) instead of `entry` text frames: no JSON and no base64 on either
+//! side.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -18,7 +22,8 @@ use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
 use axum::response::Response;
 use futures_util::{SinkExt, StreamExt};
 use samizdat_proto::{
-    self as proto, AppendEntry, BinaryAppend, ClientFrame, EntryKind, ErrorCode, Id, ServerFrame,
+    self as proto, AppendEntry, BinaryAppend, BinaryEntry, ClientFrame, EntryKind, ErrorCode, Id,
+    ServerFrame,
 };
 use tokio::sync::broadcast::error::RecvError;
 use tokio::sync::{Semaphore, mpsc};
@@ -102,18 +107,22 @@ struct Conn {
     challenge: Id,
     mailboxes: HashMap<Id, u64>,
     groups: HashMap<Id, GroupSub>,
+    /// Push group entries as binary frames (the client asked with `options`).
+    binary_entries: bool,
 }
 
 type Sink = futures_util::stream::SplitSink<WebSocket, Message>;
 
 async fn send(sink: &mut Sink, frame: &ServerFrame) -> Result<(), axum::Error> {
     let text = serde_json::to_string(frame).unwrap_or_default();
-    tokio::time::timeout(
-        Duration::from_secs(30),
-        sink.send(Message::Text(text.into())),
-    )
-    .await
-    .map_err(axum::Error::new)?
+    send_message(sink, Message::Text(text.into())).await
+}
+
+/// Send one frame; a client that takes more than 30 s to accept it is dropped.
+async fn send_message(sink: &mut Sink, message: Message) -> Result<(), axum::Error> {
+    tokio::time::timeout(Duration::from_secs(30), sink.send(message))
+        .await
+        .map_err(axum::Error::new)?
 }
 
 fn error_frame(e: ApiError, id: Option<Id>) -> ServerFrame {
@@ -133,12 +142,14 @@ async fn serve(state: AppState, socket: WebSocket, challenge: Id) -> Result<(), 
         state,
         mailboxes: HashMap::new(),
         groups: HashMap::new(),
+        binary_entries: false,
     };
     send(
         &mut sink,
         &ServerFrame::Hello {
             version: proto::PROTOCOL_VERSION,
             challenge: conn.challenge,
+            features: vec![proto::FEATURE_BINARY_ENTRIES.to_string()],
         },
     )
     .await?;
@@ -289,6 +300,10 @@ impl Conn {
     async fn handle(&mut self, frame: ClientFrame) -> Option<ServerFrame> {
         match frame {
             ClientFrame::Ping { nonce } => Some(ServerFrame::Pong { nonce }),
+            ClientFrame::Options { binary_entries } => {
+                self.binary_entries = binary_entries;
+                None
+            }
             ClientFrame::Unsubscribe { id } => {
                 self.mailboxes.remove(&id);
                 self.groups.remove(&id);
@@ -389,12 +404,12 @@ impl Conn {
         if close {
             sub.closed = true;
         }
-        tokio::time::timeout(
-            Duration::from_secs(30),
-            sink.send(Message::Text(e.frame.clone())),
-        )
-        .await
-        .map_err(axum::Error::new)??;
+        let frame = if self.binary_entries {
+            Message::Binary(e.binary_frame())
+        } else {
+            Message::Text(e.text_frame())
+        };
+        send_message(sink, frame).await?;
         self.state.metrics.pushed_frames.increment(1);
         if close {
             // A commit is the last entry of its epoch.
@@ -478,17 +493,23 @@ impl Conn {
                     if let Some(s) = self.groups.get_mut(&id) {
                         s.after = e.seq;
                     }
-                    send(
-                        sink,
-                        &ServerFrame::Entry {
-                            group_id: id,
-                            seq: e.seq,
-                            epoch: e.epoch,
-                            kind: e.kind,
-                            body: e.body,
-                        },
-                    )
-                    .await?;
+                    if self.binary_entries {
+                        let frame =
+                            BinaryEntry::encode_parts(&id, e.seq, e.epoch, e.kind, &e.body.0);
+                        send_message(sink, Message::Binary(frame.into())).await?;
+                    } else {
+                        send(
+                            sink,
+                            &ServerFrame::Entry {
+                                group_id: id,
+                                seq: e.seq,
+                                epoch: e.epoch,
+                                kind: e.kind,
+                                body: e.body,
+                            },
+                        )
+                        .await?;
+                    }
                     self.state.metrics.pushed_frames.increment(1);
                 }
                 if n < limit {

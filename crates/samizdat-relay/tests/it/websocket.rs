@@ -17,7 +17,12 @@ async fn connect(relay: &TestRelay) -> (Ws, proto::Id) {
         .await
         .unwrap();
     match next(&mut ws).await {
-        ServerFrame::Hello { challenge, version } => {
+        ServerFrame::Hello {
+            challenge,
+            version,
+            features,
+        } => {
+            assert!(features.iter().any(|f| f == proto::FEATURE_BINARY_ENTRIES));
             assert_eq!(version, 1);
             (ws, challenge)
         }
@@ -38,6 +43,22 @@ async fn next(ws: &mut Ws) -> ServerFrame {
     }
 }
 
+/// The next frame, text or binary entry.
+async fn next_any(ws: &mut Ws) -> Result<ServerFrame, proto::BinaryEntry> {
+    loop {
+        let msg = tokio::time::timeout(Duration::from_secs(20), ws.next())
+            .await
+            .expect("relay pushed nothing within 20 s")
+            .expect("connection closed")
+            .unwrap();
+        match msg {
+            Message::Text(t) => return Ok(serde_json::from_str(t.as_str()).unwrap()),
+            Message::Binary(b) => return Err(proto::BinaryEntry::decode(&b).unwrap()),
+            _ => {}
+        }
+    }
+}
+
 async fn send(ws: &mut Ws, f: &ClientFrame) {
     ws.send(Message::Text(serde_json::to_string(f).unwrap().into()))
         .await
@@ -45,6 +66,60 @@ async fn send(ws: &mut Ws, f: &ClientFrame) {
 }
 
 crate::backend_tests! {
+/// A connection that asks for binary entries gets every entry — read from the store on catch-up
+/// or pushed fresh — as a `BinaryEntry` frame with the same seq, epoch, kind and body that a
+/// text connection gets as an `entry` frame, on the same relay at the same time.
+async fn binary_entries_on_request_text_for_the_rest(b: Backend) {
+    let relay = TestRelay::start(&b).await;
+    let g = relay.create_group(0).await;
+    let early = relay.append_app(&g, 0, b"early".to_vec()).await.unwrap();
+    let subscribe = ClientFrame::SubscribeGroup {
+        group_id: g.id,
+        epoch: 0,
+        token: Bytes(g.token(0).to_vec()),
+        after: 0,
+    };
+    let (mut text, _) = connect(&relay).await;
+    let (mut bin, _) = connect(&relay).await;
+    send(&mut bin, &ClientFrame::Options { binary_entries: true }).await;
+    for ws in [&mut text, &mut bin] {
+        send(ws, &subscribe).await;
+        assert_eq!(next_any(ws).await, Ok(ServerFrame::Subscribed { id: g.id }));
+    }
+    let entry = |seq, kind, body: &[u8]| proto::BinaryEntry {
+        group_id: g.id,
+        seq,
+        epoch: 0,
+        kind,
+        body: body.to_vec(),
+    };
+    let as_text = |e: &proto::BinaryEntry| ServerFrame::Entry {
+        group_id: e.group_id,
+        seq: e.seq,
+        epoch: e.epoch,
+        kind: e.kind,
+        body: Bytes(e.body.clone()),
+    };
+    let caught_up = entry(early, proto::EntryKind::Application, b"early");
+    assert_eq!(next_any(&mut bin).await, Err(caught_up.clone()));
+    assert_eq!(next_any(&mut text).await, Ok(as_text(&caught_up)));
+    let live = relay.append_app(&g, 0, vec![0, 255, 7]).await.unwrap();
+    let live = entry(live, proto::EntryKind::Application, &[0, 255, 7]);
+    assert_eq!(next_any(&mut bin).await, Err(live.clone()));
+    assert_eq!(next_any(&mut text).await, Ok(as_text(&live)));
+    let commit = relay
+        .append_commit(&g, 0, b"commit".to_vec(), json!([]))
+        .await
+        .unwrap();
+    let commit = entry(commit, proto::EntryKind::Commit, b"commit");
+    assert_eq!(next_any(&mut bin).await, Err(commit.clone()));
+    assert_eq!(next_any(&mut text).await, Ok(as_text(&commit)));
+    let closed = ServerFrame::EpochClosed { group_id: g.id, epoch: 0 };
+    assert_eq!(next_any(&mut bin).await, Ok(closed.clone()));
+    assert_eq!(next_any(&mut text).await, Ok(closed));
+    relay.stop().await;
+}
+
 async fn group_entries_are_pushed_in_order_with_catch_up(b: Backend) {
     let relay = TestRelay::start(&b).await;
     let g = relay.create_group(0).await;

@@ -17,9 +17,8 @@ use futures_util::StreamExt;
 use samizdat_core::mls::{self as core_mls, Mls};
 use samizdat_core::relay_client::{MailboxKey, RelayClient};
 use samizdat_core::welcome::WelcomePart;
-use samizdat_proto::{EntryKind, Id, ServerFrame, WelcomeDrop};
+use samizdat_proto::{EntryKind, Id, WelcomeDrop};
 use serde_json::json;
-use tokio_tungstenite::tungstenite::Message;
 
 use super::Report;
 use super::load::{Group as LogGroup, now_us, subscribe_at};
@@ -288,10 +287,7 @@ pub async fn run(args: LargeGroupArgs) -> Result<Report> {
         let (arrivals, bodies) = (arrivals.clone(), bodies.clone());
         tokio::spawn(async move {
             while let Some(Ok(msg)) = ws.next().await {
-                if let Message::Text(t) = msg
-                    && let Ok(ServerFrame::Entry { body, .. }) =
-                        serde_json::from_str::<ServerFrame>(t.as_str())
-                {
+                if let Some(body) = super::load::entry_body(msg) {
                     let at = now_us();
                     if let Ok(mut a) = arrivals.lock() {
                         a.push(at);
@@ -299,7 +295,7 @@ pub async fn run(args: LargeGroupArgs) -> Result<Report> {
                     if i < sample
                         && let Ok(mut b) = bodies.lock()
                     {
-                        b.insert(i, body.0);
+                        b.insert(i, body);
                     }
                     break;
                 }

@@ -4,7 +4,7 @@
 //! WebSocket subscriptions that receive pushes.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
@@ -202,6 +202,34 @@ pub enum Transport {
     Http,
 }
 
+/// `--pushes`: how the relay pushes entries to the benchmark's subscribers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Pushes {
+    /// Binary `BinaryEntry` frames, asked for with `options` (the client's path).
+    Binary,
+    /// `entry` text frames, JSON with a base64 body (the path of the first version).
+    Text,
+}
+
+/// Whether subscribers ask for binary entries (`--pushes`, binary unless set otherwise).
+static TEXT_PUSHES: AtomicBool = AtomicBool::new(false);
+
+pub fn set_pushes(p: Pushes) {
+    TEXT_PUSHES.store(p == Pushes::Text, Ordering::Relaxed);
+}
+
+/// The body of a pushed entry, in either form.
+pub fn entry_body(msg: Message) -> Option<Vec<u8>> {
+    match msg {
+        Message::Binary(b) => samizdat_proto::BinaryEntry::decode(&b).ok().map(|e| e.body),
+        Message::Text(t) => match serde_json::from_str::<ServerFrame>(t.as_str()) {
+            Ok(ServerFrame::Entry { body, .. }) => Some(body.0),
+            _ => None,
+        },
+        _ => None,
+    }
+}
+
 /// Connect and subscribe to `g` from its start; returns once the relay confirmed.
 pub async fn subscribe(addr: &str, g: &Group) -> Result<Ws> {
     subscribe_at(addr, g, 0).await
@@ -210,6 +238,13 @@ pub async fn subscribe(addr: &str, g: &Group) -> Result<Ws> {
 /// Subscribe to epoch `epoch` of a group log whose token is `g.token`.
 pub async fn subscribe_at(addr: &str, g: &Group, epoch: u64) -> Result<Ws> {
     let (mut ws, _) = tokio_tungstenite::connect_async(format!("ws://{addr}/v1/ws")).await?;
+    if !TEXT_PUSHES.load(Ordering::Relaxed) {
+        let options = ClientFrame::Options {
+            binary_entries: true,
+        };
+        ws.send(Message::Text(serde_json::to_string(&options)?.into()))
+            .await?;
+    }
     let frame = ClientFrame::SubscribeGroup {
         group_id: g.id,
         epoch,
@@ -272,11 +307,8 @@ impl Sink {
 fn spawn_reader(mut ws: Ws, sink: Arc<Sink>) {
     tokio::spawn(async move {
         while let Some(Ok(msg)) = ws.next().await {
-            if let Message::Text(t) = msg
-                && let Ok(ServerFrame::Entry { body, .. }) =
-                    serde_json::from_str::<ServerFrame>(t.as_str())
-            {
-                sink.record(&body.0);
+            if let Some(body) = entry_body(msg) {
+                sink.record(&body);
             }
         }
     });
@@ -309,6 +341,9 @@ pub struct RelayArgs {
     /// How appends travel.
     #[arg(long, value_enum, default_value = "ws")]
     pub transport: Transport,
+    /// How entries are pushed to the subscribers.
+    #[arg(long, value_enum, default_value = "binary")]
+    pub pushes: Pushes,
 }
 
 struct Closed {
@@ -556,6 +591,7 @@ fn pg_floor(
 }
 
 pub async fn relay(args: RelayArgs) -> Result<Report> {
+    set_pushes(args.pushes);
     let tmp = tempfile::tempdir()?;
     let dur = Duration::from_secs(args.duration.max(1));
     let mut relays = Vec::new();
@@ -782,10 +818,8 @@ pub async fn fanout(args: FanoutArgs) -> Result<Report> {
             let arrivals = arrivals.clone();
             tokio::spawn(async move {
                 while let Some(Ok(msg)) = ws.next().await {
-                    if let Message::Text(t) = msg
-                        && let Ok(ServerFrame::Entry { body, .. }) =
-                            serde_json::from_str::<ServerFrame>(t.as_str())
-                        && let Some((_, tag)) = read_stamp(&body.0)
+                    if let Some(body) = entry_body(msg)
+                        && let Some((_, tag)) = read_stamp(&body)
                     {
                         let now = now_us();
                         if let Ok(mut a) = arrivals.lock() {
