@@ -30,14 +30,18 @@ async fn connect(relay: &TestRelay) -> (Ws, proto::Id) {
     }
 }
 
+/// The next message from the relay (20 s at most).
+async fn message(ws: &mut Ws) -> Message {
+    tokio::time::timeout(Duration::from_secs(20), ws.next())
+        .await
+        .expect("relay pushed nothing within 20 s")
+        .expect("connection closed")
+        .unwrap()
+}
+
 async fn next(ws: &mut Ws) -> ServerFrame {
     loop {
-        let msg = tokio::time::timeout(Duration::from_secs(20), ws.next())
-            .await
-            .expect("relay pushed nothing within 20 s")
-            .expect("connection closed")
-            .unwrap();
-        if let Message::Text(t) = msg {
+        if let Message::Text(t) = message(ws).await {
             return serde_json::from_str(t.as_str()).unwrap();
         }
     }
@@ -46,12 +50,7 @@ async fn next(ws: &mut Ws) -> ServerFrame {
 /// The next frame, text or binary entry.
 async fn next_any(ws: &mut Ws) -> Result<ServerFrame, proto::BinaryEntry> {
     loop {
-        let msg = tokio::time::timeout(Duration::from_secs(20), ws.next())
-            .await
-            .expect("relay pushed nothing within 20 s")
-            .expect("connection closed")
-            .unwrap();
-        match msg {
+        match message(ws).await {
             Message::Text(t) => return Ok(serde_json::from_str(t.as_str()).unwrap()),
             Message::Binary(b) => return Err(proto::BinaryEntry::decode(&b).unwrap()),
             _ => {}
