@@ -637,10 +637,14 @@ pub async fn relay(args: RelayArgs) -> Result<Report> {
         "sqlite"
     };
     let mut text = format!(
-        "Relay durable throughput and latency — backend {backend}, appends {}, {} relay process(es), {} senders × {} in flight, {} s per step\n",
+        "Relay durable throughput and latency — backend {backend}, appends {}, pushes {}, {} relay process(es), {} senders × {} in flight, {} s per step\n",
         match args.transport {
             Transport::Ws => "as binary WebSocket frames",
             Transport::Http => "as JSON over HTTP",
+        },
+        match args.pushes {
+            Pushes::Binary => "as binary entry frames",
+            Pushes::Text => "as JSON entry frames",
         },
         urls.len(),
         args.senders,
