@@ -69,7 +69,31 @@ pub struct RelayClient {
     via: Option<String>,
     /// The pinned-certificate TLS configuration, when the address carries pins.
     tls: Option<std::sync::Arc<rustls::ClientConfig>>,
+    /// How WebSockets to this relay connect (the same proxy and identity as the HTTP client).
+    net: crate::net::Net,
+    identity: Option<String>,
+    /// Application entries appended over one held WebSocket ([`Self::with_ws_appends`]).
+    ws: Option<Arc<WsAppends>>,
 }
+
+/// One WebSocket that carries a client's application appends (binary frames, pipelined,
+/// answered by request id), shared by the client's clones. Opened on first use and again
+/// after it closes; a relay whose `hello` does not offer the binary frames is remembered and
+/// gets HTTP.
+#[derive(Default)]
+struct WsAppends {
+    conn: tokio::sync::Mutex<Option<tokio::sync::mpsc::Sender<WsAppend>>>,
+    unsupported: std::sync::atomic::AtomicBool,
+}
+
+/// An append waiting for the socket, and where its answer goes.
+struct WsAppend {
+    frame: proto::BinaryAppend,
+    answer: tokio::sync::oneshot::Sender<Result<u64>>,
+}
+
+/// Appends waiting to be written to the socket (the relay handles 32 at once per socket).
+const WS_APPEND_QUEUE: usize = 64;
 
 fn now_secs() -> u64 {
     std::time::SystemTime::now()
@@ -140,7 +164,118 @@ impl RelayClient {
             http,
             via: net.proxy.as_ref().map(|p| p.display()),
             tls,
+            net: net.clone(),
+            identity: identity.map(str::to_string),
+            ws: None,
         })
+    }
+
+    /// Append application entries over one WebSocket held by this client and its clones
+    /// (for a long-running service: no HTTP request per message). Any failure of the socket
+    /// sends the same append (same request id, so never stored twice) over HTTP instead.
+    pub fn with_ws_appends(mut self) -> Self {
+        self.ws = Some(Arc::new(WsAppends::default()));
+        self
+    }
+
+    /// Append over the held WebSocket: `Ok(seq)`, or the relay's refusal, or `None` when the
+    /// socket cannot be used (the caller appends over HTTP).
+    async fn ws_append(&self, ws: &WsAppends, frame: proto::BinaryAppend) -> Option<Result<u64>> {
+        if ws.unsupported.load(Ordering::Relaxed) {
+            return None;
+        }
+        let tx = {
+            let mut conn = ws.conn.lock().await;
+            match conn.as_ref() {
+                Some(tx) if !tx.is_closed() => tx.clone(),
+                _ => match self.open_ws_appends().await {
+                    Ok(Some(tx)) => {
+                        *conn = Some(tx.clone());
+                        tx
+                    }
+                    Ok(None) => {
+                        ws.unsupported.store(true, Ordering::Relaxed);
+                        return None;
+                    }
+                    Err(_) => return None,
+                },
+            }
+        };
+        let (answer, answered) = tokio::sync::oneshot::channel();
+        tx.send(WsAppend { frame, answer }).await.ok()?;
+        match tokio::time::timeout(Duration::from_secs(30), answered).await {
+            Ok(Ok(result)) => Some(result),
+            // The socket closed or hung: HTTP (the same request id) finds out what happened.
+            _ => None,
+        }
+    }
+
+    /// Connect the append socket; `None` if the relay does not offer binary frames.
+    async fn open_ws_appends(&self) -> Result<Option<tokio::sync::mpsc::Sender<WsAppend>>> {
+        use futures_util::{SinkExt, StreamExt};
+        use tokio_tungstenite::tungstenite::Message;
+        let mut ws = self
+            .net
+            .connect_ws(&self.ws_url(), self.identity.as_deref(), self.tls.clone())
+            .await?;
+        let hello = tokio::time::timeout(Duration::from_secs(10), ws.next())
+            .await
+            .map_err(|_| Error::RelayUnreachable(format!("{}: no hello", self.spec)))?;
+        let features = match hello {
+            Some(Ok(Message::Text(t))) => match serde_json::from_str::<proto::ServerFrame>(&t) {
+                Ok(proto::ServerFrame::Hello { features, .. }) => features,
+                _ => return Ok(None),
+            },
+            _ => return Err(Error::RelayUnreachable(format!("{}: no hello", self.spec))),
+        };
+        if !features.iter().any(|f| f == proto::FEATURE_BINARY_ENTRIES) {
+            return Ok(None);
+        }
+        let (tx, mut rx) = tokio::sync::mpsc::channel::<WsAppend>(WS_APPEND_QUEUE);
+        tokio::spawn(async move {
+            let mut pending: std::collections::HashMap<
+                Id,
+                tokio::sync::oneshot::Sender<Result<u64>>,
+            > = std::collections::HashMap::new();
+            loop {
+                tokio::select! {
+                    out = rx.recv() => {
+                        // Every client clone gone: close.
+                        let Some(out) = out else { break };
+                        let id = out.frame.request_id;
+                        if ws.send(Message::Binary(out.frame.encode().into())).await.is_err() {
+                            break;
+                        }
+                        pending.insert(id, out.answer);
+                    }
+                    msg = ws.next() => {
+                        let text = match msg {
+                            Some(Ok(Message::Text(t))) => t,
+                            Some(Ok(Message::Close(_))) | Some(Err(_)) | None => break,
+                            Some(Ok(_)) => continue,
+                        };
+                        match serde_json::from_str::<proto::ServerFrame>(&text) {
+                            Ok(proto::ServerFrame::Appended { request_id, seq }) => {
+                                if let Some(a) = pending.remove(&request_id) {
+                                    let _ = a.send(Ok(seq));
+                                }
+                            }
+                            Ok(proto::ServerFrame::AppendFailed { request_id, code, message, current_epoch }) => {
+                                if let Some(a) = pending.remove(&request_id) {
+                                    let _ = a.send(Err(Error::Relay { code, message, current_epoch }));
+                                }
+                            }
+                            // A frame the relay could not use: the appends in flight go over
+                            // HTTP, and so does everything after (the socket closes).
+                            Ok(proto::ServerFrame::Error { .. }) => break,
+                            _ => {}
+                        }
+                    }
+                }
+            }
+            // Unanswered appends are dropped here: their callers use HTTP.
+        });
+        Ok(Some(tx))
     }
 
     /// The normalised spec (all addresses), used to name the relay service.
@@ -491,7 +626,8 @@ impl RelayClient {
         self.finish(r).await
     }
 
-    /// Append an application entry (no next token, no Welcomes).
+    /// Append an application entry (no next token, no Welcomes): over the held WebSocket
+    /// when this client has one ([`Self::with_ws_appends`]), else (or when it fails) over HTTP.
     pub async fn append_application(
         &self,
         request_id: Id,
@@ -500,6 +636,20 @@ impl RelayClient {
         epoch: u64,
         body: Vec<u8>,
     ) -> Result<u64> {
+        if let Some(ws) = &self.ws
+            && (1..=64).contains(&token.len())
+        {
+            let frame = proto::BinaryAppend {
+                request_id,
+                group_id: *group,
+                epoch,
+                token: token.to_vec(),
+                body: body.clone(),
+            };
+            if let Some(result) = self.ws_append(ws, frame).await {
+                return result;
+            }
+        }
         self.append(
             request_id,
             group,

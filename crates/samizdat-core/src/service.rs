@@ -95,9 +95,12 @@ impl ClientHandle {
 
     /// Start the service with a subscription that sees everything from its first step.
     pub fn start_subscribed(
-        profile: Profile,
+        mut profile: Profile,
         mode: Mode,
     ) -> Result<(ClientHandle, broadcast::Receiver<LiveEvent>)> {
+        // Messages go over a WebSocket held per relay (and proxy identity), not an HTTP
+        // request each.
+        profile.hold_append_sockets();
         let (jobs_tx, jobs_rx) = mpsc::channel(JOB_QUEUE);
         let (events_tx, first) = broadcast::channel(EVENT_BUFFER);
         let last = profile.events_after(u64::MAX, 0)?.last;

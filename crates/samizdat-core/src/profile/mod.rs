@@ -140,6 +140,8 @@ pub struct Profile {
     pub(crate) net: crate::net::Net,
     /// Secret salt of the proxy identities (isolation).
     pub(crate) isolation_salt: Vec<u8>,
+    /// Relay clients append application entries over a held WebSocket (the service).
+    pub(crate) ws_appends: bool,
 }
 
 /// The parts of a profile that come from (or go into) its database, for `Profile::assemble`.
@@ -356,6 +358,7 @@ impl Profile {
             move_failed: HashMap::new(),
             buffered: Vec::new(),
             relays: Default::default(),
+            ws_appends: false,
             kp_checked_at: 0,
             others_checked_at: 0,
             net: s.net,

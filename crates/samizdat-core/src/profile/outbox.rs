@@ -500,6 +500,17 @@ impl Profile {
     /// The client for `url`, kept for the life of the profile (one connection pool per relay;
     /// with isolation, one per relay for everything that is not a conversation's log:
     /// KeyPackage claims, drops into other people's mailboxes).
+    /// From now on, every relay client appends application entries over a WebSocket it holds
+    /// (one per relay and proxy identity), falling back to HTTP: for a long-running service.
+    pub fn hold_append_sockets(&mut self) {
+        self.ws_appends = true;
+        self.relay = self.relay.clone().with_ws_appends();
+        self.relays
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clear();
+    }
+
     pub(super) fn relay_for(&self, url: &str) -> Result<RelayClient> {
         let key = crate::relay_client::normalize_spec(url)?;
         if key == self.relay.base() && !self.net.isolate {
@@ -544,7 +555,10 @@ impl Profile {
         if let Some(r) = relays.get(&cache) {
             return Ok(r.clone());
         }
-        let r = RelayClient::with_net(url, &self.net, identity.as_deref())?;
+        let mut r = RelayClient::with_net(url, &self.net, identity.as_deref())?;
+        if self.ws_appends {
+            r = r.with_ws_appends();
+        }
         relays.insert(cache, r.clone());
         Ok(r)
     }

@@ -30,6 +30,15 @@ impl RelayProc {
         Self::spawn(cmd, data)
     }
 
+    /// A relay process with extra command-line arguments.
+    pub fn start_with_args(data: &Path, addr: &str, args: &[&str]) -> RelayProc {
+        let mut cmd = Command::new(BIN);
+        cmd.args(["relay", "--listen", addr, "--data"])
+            .arg(data)
+            .args(args);
+        Self::spawn(cmd, data)
+    }
+
     /// A relay process with a TOML config file (limits).
     pub fn start_with_config(data: &Path, addr: &str, config: &Path) -> RelayProc {
         let mut cmd = Command::new(BIN);

@@ -274,6 +274,90 @@ fn the_profile_has_one_owner_and_a_stale_socket_is_replaced() {
     assert_eq!(bob.texts("alice"), vec![t, t2]);
 }
 
+/// The service appends its messages over a WebSocket it holds (binary frames, answered by
+/// request id), not one HTTP request each: the relay stores every message while its HTTP
+/// append route is not used for them (commits still use it), and the messages arrive once
+/// each, in order — from `serve` and from a one-shot command alike.
+#[test]
+fn serve_appends_messages_over_its_websocket() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let metrics = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("free port")
+        .to_string();
+    let relay = RelayProc::start_with_args(
+        &dir.path().join("relay"),
+        "127.0.0.1:0",
+        &["--metrics-listen", &metrics],
+    );
+    let mut w = World {
+        dir,
+        relay,
+        secrets: Vec::new(),
+    };
+    let [alice, bob] = w.people(["alice", "bob"]);
+    w.connect(&alice, &bob);
+    // (stored entries, HTTP appends) as the relay counts them.
+    let counts = || {
+        let text = http_get(&metrics, "/metrics");
+        let sum = |keep: &dyn Fn(&str) -> bool| -> u64 {
+            text.lines()
+                .filter(|l| keep(l))
+                .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+                .sum::<f64>() as u64
+        };
+        (
+            sum(&|l| l.starts_with("samizdat_entries_stored_total")),
+            sum(&|l| {
+                l.starts_with("samizdat_http_request_duration_seconds_count{")
+                    && l.contains("route=\"/v1/groups/{id}/entries\"")
+                    && l.contains("method=\"POST\"")
+            }),
+        )
+    };
+    // A one-shot command runs the same service for its one message.
+    let t0 = w.text("one-shot");
+    let (stored0, http0) = counts();
+    alice.ok(&["send", &bob.display, &t0]);
+    let (stored1, http1) = counts();
+    assert!(stored1 > stored0, "stored: {stored0} → {stored1}");
+    assert_eq!(
+        http1, http0,
+        "the one-shot send did not use the HTTP append"
+    );
+    let _serve = Serve::start(&alice);
+    let texts: Vec<String> = (0..3)
+        .map(|i| w.text(&format!("held socket {i}")))
+        .collect();
+    let (stored2, http2) = counts();
+    for t in &texts {
+        alice.ok(&["send", &bob.display, t]);
+    }
+    let (stored3, http3) = counts();
+    assert!(
+        stored3 >= stored2 + 3,
+        "every message was stored ({stored2} → {stored3})"
+    );
+    assert_eq!(http3, http2, "no message went over the HTTP append");
+    bob.ok(&["sync"]);
+    let mut expected = vec![t0];
+    expected.extend(texts);
+    assert_eq!(bob.texts("alice"), expected);
+}
+
+/// A plain HTTP/1.0 GET on loopback; the body.
+fn http_get(addr: &str, path: &str) -> String {
+    use std::io::Read;
+    let mut c = std::net::TcpStream::connect(addr).expect("connect");
+    c.set_read_timeout(Some(WAIT)).expect("timeout");
+    write!(c, "GET {path} HTTP/1.0\r\nHost: {addr}\r\n\r\n").expect("request");
+    let mut out = String::new();
+    c.read_to_string(&mut out).expect("response");
+    out.split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_string())
+        .unwrap_or_default()
+}
+
 /// `listen` in one process and `send` in others on the same profile, both ways at once,
 /// through two `serve` processes: nothing lost, nothing doubled, and the conversation still
 /// works afterwards.
