@@ -85,6 +85,10 @@ pub struct PgStore {
     url: String,
     pool: deadpool_postgres::Pool,
     batches: Arc<Batches>,
+    /// This process's mark on its NOTIFY payloads (`o:<id>`): its listener skips them, since
+    /// the HTTP layer already woke this process's subscribers (and pushed fresh entries
+    /// without a store read). Other processes act on them as before.
+    origin: Arc<str>,
 }
 
 /// Appends without Welcomes waiting for their group, per group: the first one to arrive
@@ -92,6 +96,7 @@ pub struct PgStore {
 /// goes on until the queue is empty (group commit per group; see migration 5).
 struct Batches {
     pool: deadpool_postgres::Pool,
+    origin: Arc<str>,
     /// Batches stored and the appends they held (see `Store::write_batches`).
     counted: [std::sync::atomic::AtomicU64; 2],
     queues: std::sync::Mutex<HashMap<Id, Vec<Queued>>>,
@@ -177,7 +182,7 @@ impl Batches {
             .collect();
         // One clock for the batch: the latest of its requests.
         let now = batch.iter().map(|q| q.now).max().unwrap_or_default() as i64;
-        let notify = topic_payload(Topic::Group(group));
+        let notify = format!("{} {}", self.origin, topic_payload(Topic::Group(group)));
         let max_bytes = limits.max_group_bytes.min(i64::MAX as u64) as i64;
         let mut attempt = 0;
         loop {
@@ -266,14 +271,19 @@ impl PgStore {
             .wait_timeout(Some(Duration::from_secs(30)))
             .build()
             .map_err(|e| StoreError::Backend(format!("cannot build the PostgreSQL pool: {e}")))?;
+        let origin = crate::auth::random_id()
+            .ok_or_else(|| StoreError::Backend("the random number generator failed".into()))?;
+        let origin: Arc<str> = format!("o:{origin}").into();
         Ok(PgStore {
             url: url.to_string(),
             batches: Arc::new(Batches {
                 pool: pool.clone(),
+                origin: origin.clone(),
                 counted: Default::default(),
                 queues: std::sync::Mutex::new(HashMap::new()),
             }),
             pool,
+            origin,
         })
     }
 
@@ -386,9 +396,10 @@ impl PgStore {
     /// Forward `NOTIFY samizdat` payloads to this process's subscribers, reconnecting forever.
     pub fn start_listener(&self, notifier: Notifier) {
         let url = self.url.clone();
+        let origin = self.origin.clone();
         tokio::spawn(async move {
             loop {
-                if let Err(e) = listen_once(&url, &notifier).await {
+                if let Err(e) = listen_once(&url, &origin, &notifier).await {
                     tracing::warn!(error = %e, "PostgreSQL listener lost; reconnecting");
                 }
                 tokio::time::sleep(Duration::from_millis(500)).await;
@@ -397,7 +408,7 @@ impl PgStore {
     }
 }
 
-async fn listen_once(url: &str, notifier: &Notifier) -> Result<()> {
+async fn listen_once(url: &str, origin: &str, notifier: &Notifier) -> Result<()> {
     let (client, mut connection) = tokio_postgres::connect(url, NoTls)
         .await
         .map_err(|e| StoreError::Backend(format!("cannot connect to PostgreSQL: {e}")))?;
@@ -411,8 +422,13 @@ async fn listen_once(url: &str, notifier: &Notifier) -> Result<()> {
             r = &mut listen, if !listening => { r?; listening = true; }
             msg = stream.next() => match msg {
                 Some(Ok(AsyncMessage::Notification(n))) => {
-                    // One payload may carry several topics, separated by spaces.
-                    for topic in n.payload().split(' ').filter_map(parse_topic) {
+                    // One payload may carry several topics, separated by spaces, after the
+                    // sending process's mark; our own were delivered when they happened.
+                    let mut words = n.payload().split(' ').peekable();
+                    if words.next_if(|w| w.starts_with("o:")).is_some_and(|o| o == origin) {
+                        continue;
+                    }
+                    for topic in words.filter_map(parse_topic) {
                         notifier.notify(topic);
                     }
                 }
@@ -443,21 +459,19 @@ fn parse_topic(s: &str) -> Option<Topic> {
 
 /// Wake-ups for several topics in as few NOTIFYs as the payload limit allows (one for any
 /// ordinary commit), instead of one per mailbox.
-async fn notify_all(tx: &Transaction<'_>, topics: &[Topic]) -> Result<()> {
-    let mut payload = String::new();
+async fn notify_all(tx: &Transaction<'_>, origin: &str, topics: &[Topic]) -> Result<()> {
+    let mut payload = String::from(origin);
     for t in topics {
         let p = topic_payload(*t);
-        if !payload.is_empty() && payload.len() + 1 + p.len() > MAX_NOTIFY_PAYLOAD {
+        if payload.len() > origin.len() && payload.len() + 1 + p.len() > MAX_NOTIFY_PAYLOAD {
             tx.execute("SELECT pg_notify($1, $2)", &[&CHANNEL, &payload])
                 .await?;
-            payload.clear();
+            payload.truncate(origin.len());
         }
-        if !payload.is_empty() {
-            payload.push(' ');
-        }
+        payload.push(' ');
         payload.push_str(&p);
     }
-    if !payload.is_empty() {
+    if payload.len() > origin.len() {
         tx.execute("SELECT pg_notify($1, $2)", &[&CHANNEL, &payload])
             .await?;
     }
@@ -467,7 +481,7 @@ async fn notify_all(tx: &Transaction<'_>, topics: &[Topic]) -> Result<()> {
 /// PostgreSQL's [`Tables`]: the statements of the rules inside one transaction. Rows the
 /// rules update are read `FOR UPDATE`, so concurrent transactions (in any relay process) on
 /// the same mailbox or group run in turn.
-struct PgTables<'a, 'c>(&'a Transaction<'c>);
+struct PgTables<'a, 'c>(&'a Transaction<'c>, &'a str);
 
 impl Tables for PgTables<'_, '_> {
     async fn prior(&mut self, scope: &str, target: &Id, request: &Id) -> Result<Option<String>> {
@@ -797,7 +811,7 @@ impl Tables for PgTables<'_, '_> {
     }
 
     async fn wake(&mut self, topics: &[Topic]) -> Result<()> {
-        notify_all(self.0, topics).await
+        notify_all(self.0, self.1, topics).await
     }
 
     async fn lock_blob_source(&mut self, source: &[u8; 32]) -> Result<()> {
@@ -884,7 +898,14 @@ impl Store for PgStore {
         now: u64,
     ) -> Result<()> {
         in_tx!(self, |tx| {
-            rules::create_mailbox(&mut PgTables(&tx), request_id, mailbox, &owner_key, now).await
+            rules::create_mailbox(
+                &mut PgTables(&tx, &self.origin),
+                request_id,
+                mailbox,
+                &owner_key,
+                now,
+            )
+            .await
         })
     }
 
@@ -893,7 +914,9 @@ impl Store for PgStore {
         let client: &Client = &guard;
         let row = client
             .query_opt(
-                "SELECT owner_key FROM mailboxes WHERE mailbox_id = $1",
+                &guard
+                    .prepare_cached("SELECT owner_key FROM mailboxes WHERE mailbox_id = $1")
+                    .await?,
                 &[&mailbox.as_bytes().as_slice()],
             )
             .await?;
@@ -941,7 +964,15 @@ impl Store for PgStore {
         limits: &Limits,
     ) -> Result<u64> {
         in_tx!(self, |tx| {
-            rules::drop_message(&mut PgTables(&tx), request_id, mailbox, &body, now, limits).await
+            rules::drop_message(
+                &mut PgTables(&tx, &self.origin),
+                request_id,
+                mailbox,
+                &body,
+                now,
+                limits,
+            )
+            .await
         })
     }
 
@@ -956,7 +987,7 @@ impl Store for PgStore {
         let client: &Client = &guard;
         let rows = client
             .query(
-                "SELECT seq, body, stored_at FROM mailbox_messages WHERE mailbox_id = $1 AND seq > $2 AND expires_at > $3 ORDER BY seq LIMIT $4",
+                &guard.prepare_cached("SELECT seq, body, stored_at FROM mailbox_messages WHERE mailbox_id = $1 AND seq > $2 AND expires_at > $3 ORDER BY seq LIMIT $4").await?,
                 &[&mailbox.as_bytes().as_slice(), &(after as i64), &(now as i64), &(limit as i64)],
             )
             .await?;
@@ -972,7 +1003,14 @@ impl Store for PgStore {
 
     async fn ack_messages(&self, request_id: Id, mailbox: Id, seqs: Vec<u64>) -> Result<u64> {
         in_tx!(self, |tx| {
-            rules::ack_messages(&mut PgTables(&tx), request_id, mailbox, &seqs, now_secs()).await
+            rules::ack_messages(
+                &mut PgTables(&tx, &self.origin),
+                request_id,
+                mailbox,
+                &seqs,
+                now_secs(),
+            )
+            .await
         })
     }
 
@@ -986,7 +1024,7 @@ impl Store for PgStore {
     ) -> Result<KeyPackageCount> {
         in_tx!(self, |tx| {
             rules::upload_key_packages(
-                &mut PgTables(&tx),
+                &mut PgTables(&tx, &self.origin),
                 request_id,
                 mailbox,
                 &key_packages,
@@ -1000,13 +1038,19 @@ impl Store for PgStore {
 
     async fn claim_key_package(&self, request_id: Id, mailbox: Id) -> Result<ClaimedKeyPackage> {
         in_tx!(self, |tx| {
-            rules::claim_key_package(&mut PgTables(&tx), request_id, mailbox, now_secs()).await
+            rules::claim_key_package(
+                &mut PgTables(&tx, &self.origin),
+                request_id,
+                mailbox,
+                now_secs(),
+            )
+            .await
         })
     }
 
     async fn key_package_count(&self, mailbox: Id) -> Result<KeyPackageCount> {
         in_tx!(self, |tx| rules::key_package_count(
-            &mut PgTables(&tx),
+            &mut PgTables(&tx, &self.origin),
             &mailbox
         )
         .await)
@@ -1022,7 +1066,7 @@ impl Store for PgStore {
     ) -> Result<()> {
         in_tx!(self, |tx| {
             rules::create_group(
-                &mut PgTables(&tx),
+                &mut PgTables(&tx, &self.origin),
                 request_id,
                 group,
                 epoch,
@@ -1038,8 +1082,8 @@ impl Store for PgStore {
         let client: &Client = &guard;
         let row = client
             .query_opt(
-                "SELECT e.token_hash, g.current_epoch FROM group_epochs e JOIN groups g ON g.group_id = e.group_id
-                 WHERE e.group_id = $1 AND e.epoch = $2",
+                &guard.prepare_cached("SELECT e.token_hash, g.current_epoch FROM group_epochs e JOIN groups g ON g.group_id = e.group_id
+                 WHERE e.group_id = $1 AND e.epoch = $2").await?,
                 &[&group.as_bytes().as_slice(), &(epoch as i64)],
             )
             .await?;
@@ -1058,7 +1102,7 @@ impl Store for PgStore {
         let client: &Client = &guard;
         let row = client
             .query_opt(
-                "SELECT epoch FROM group_epochs WHERE group_id = $1 AND token_hash = $2 LIMIT 1",
+                &guard.prepare_cached("SELECT epoch FROM group_epochs WHERE group_id = $1 AND token_hash = $2 LIMIT 1").await?,
                 &[&group.as_bytes().as_slice(), &token_hash.as_slice()],
             )
             .await?;
@@ -1070,7 +1114,7 @@ impl Store for PgStore {
             return self.append_batched(req, now, limits).await;
         }
         in_tx!(self, |tx| rules::append(
-            &mut PgTables(&tx),
+            &mut PgTables(&tx, &self.origin),
             &req,
             now,
             limits
@@ -1091,7 +1135,11 @@ impl Store for PgStore {
         // Current epoch first: if it is past `epoch`, every entry of `epoch` is committed.
         let row = client
             .query_opt(
-                "SELECT current_epoch, next_seq FROM groups WHERE group_id = $1",
+                &guard
+                    .prepare_cached(
+                        "SELECT current_epoch, next_seq FROM groups WHERE group_id = $1",
+                    )
+                    .await?,
                 &[&g],
             )
             .await?
@@ -1099,7 +1147,7 @@ impl Store for PgStore {
         let (current, next_seq): (i64, i64) = (row.get(0), row.get(1));
         let rows = client
             .query(
-                "SELECT seq, epoch, kind, body FROM entries WHERE group_id = $1 AND epoch = $2 AND seq > $3 ORDER BY seq LIMIT $4",
+                &guard.prepare_cached("SELECT seq, epoch, kind, body FROM entries WHERE group_id = $1 AND epoch = $2 AND seq > $3 ORDER BY seq LIMIT $4").await?,
                 &[&g, &(epoch as i64), &(after as i64), &(limit as i64)],
             )
             .await?;
@@ -1117,7 +1165,7 @@ impl Store for PgStore {
         let next_token_hash = if current as u64 > epoch {
             client
                 .query_opt(
-                    "SELECT token_hash FROM group_epochs WHERE group_id = $1 AND epoch = $2",
+                    &guard.prepare_cached("SELECT token_hash FROM group_epochs WHERE group_id = $1 AND epoch = $2").await?,
                     &[&g, &((epoch + 1) as i64)],
                 )
                 .await?
@@ -1144,7 +1192,12 @@ impl Store for PgStore {
     ) -> Result<()> {
         let new = NewBlob::new(blob, token_hash, length, source, now, limits);
         in_tx!(self, |tx| {
-            rules::create_blob(&mut PgTables(&tx), &new, limits.blob_quota_bytes).await
+            rules::create_blob(
+                &mut PgTables(&tx, &self.origin),
+                &new,
+                limits.blob_quota_bytes,
+            )
+            .await
         })
     }
 
