@@ -82,9 +82,20 @@ pub struct RelayClient {
 /// gets HTTP.
 #[derive(Default)]
 struct WsAppends {
-    conn: tokio::sync::Mutex<Option<tokio::sync::mpsc::Sender<WsAppend>>>,
+    conn: tokio::sync::Mutex<AppendSocket>,
     unsupported: std::sync::atomic::AtomicBool,
 }
+
+/// The append socket's state: open, or (after a failed open) not tried again before a time,
+/// so an unreachable socket does not delay every append by a connection attempt.
+#[derive(Default)]
+struct AppendSocket {
+    open: Option<tokio::sync::mpsc::Sender<WsAppend>>,
+    retry_at: Option<tokio::time::Instant>,
+}
+
+/// How long appends go over HTTP after the append socket could not be opened.
+const WS_APPEND_RETRY: Duration = Duration::from_secs(30);
 
 /// An append waiting for the socket, and where its answer goes.
 struct WsAppend {
@@ -186,18 +197,33 @@ impl RelayClient {
         }
         let tx = {
             let mut conn = ws.conn.lock().await;
-            match conn.as_ref() {
+            match conn.open.as_ref() {
                 Some(tx) if !tx.is_closed() => tx.clone(),
+                _ if conn
+                    .retry_at
+                    .is_some_and(|at| tokio::time::Instant::now() < at) =>
+                {
+                    return None;
+                }
                 _ => match self.open_ws_appends().await {
                     Ok(Some(tx)) => {
-                        *conn = Some(tx.clone());
+                        *conn = AppendSocket {
+                            open: Some(tx.clone()),
+                            retry_at: None,
+                        };
                         tx
                     }
                     Ok(None) => {
                         ws.unsupported.store(true, Ordering::Relaxed);
                         return None;
                     }
-                    Err(_) => return None,
+                    Err(_) => {
+                        *conn = AppendSocket {
+                            open: None,
+                            retry_at: Some(tokio::time::Instant::now() + WS_APPEND_RETRY),
+                        };
+                        return None;
+                    }
                 },
             }
         };

@@ -925,11 +925,10 @@ fn group_of(text: &str) -> Option<Id> {
     }
 }
 
-/// The conversation a pushed binary entry is about (`None`: not a readable entry frame).
+/// The conversation a pushed binary entry is about (`None`: not an entry frame). Only the
+/// header is read: the service syncs the log, it does not use the pushed entry.
 fn group_of_binary(b: &[u8]) -> Option<Id> {
-    samizdat_proto::BinaryEntry::decode(b)
-        .ok()
-        .map(|e| e.group_id)
+    samizdat_proto::BinaryEntry::group_of(b)
 }
 
 /// Ask a relay that offers it (its `hello` lists the feature) to push entries as binary

@@ -236,12 +236,23 @@ impl BinaryEntry {
         Self::encode_parts(&self.group_id, self.seq, self.epoch, self.kind, &self.body)
     }
 
-    pub fn decode(b: &[u8]) -> Result<BinaryEntry, BinaryFrameError> {
+    /// The group of an entry frame, read from its header without copying the entry (what a
+    /// client that only needs to know which log moved reads).
+    pub fn group_of(b: &[u8]) -> Option<Id> {
+        Self::decode_header(b).ok().map(|(group, _)| group)
+    }
+
+    fn decode_header(b: &[u8]) -> Result<(Id, &[u8]), BinaryFrameError> {
         let (&ty, rest) = b.split_first().ok_or(BinaryFrameError::Truncated("type"))?;
         if ty != Self::TYPE {
             return Err(BinaryFrameError::UnknownType(ty));
         }
         let (group_id, rest) = take(rest, 16, "group id")?;
+        Ok((Id::from_bytes(group_id.try_into().unwrap_or([0; 16])), rest))
+    }
+
+    pub fn decode(b: &[u8]) -> Result<BinaryEntry, BinaryFrameError> {
+        let (group_id, rest) = Self::decode_header(b)?;
         let (seq, rest) = take(rest, 8, "seq")?;
         let (epoch, rest) = take(rest, 8, "epoch")?;
         let (kind, body) = take(rest, 1, "kind")?;
@@ -252,7 +263,7 @@ impl BinaryEntry {
         };
         let u64_of = |s: &[u8]| u64::from_be_bytes(s.try_into().unwrap_or([0; 8]));
         Ok(BinaryEntry {
-            group_id: Id::from_bytes(group_id.try_into().unwrap_or([0; 16])),
+            group_id,
             seq: u64_of(seq),
             epoch: u64_of(epoch),
             kind,
@@ -278,6 +289,8 @@ mod tests {
         let bytes = e.encode();
         assert_eq!(bytes.len(), 1 + 16 + 8 + 8 + 1 + 10);
         assert_eq!(BinaryEntry::decode(&bytes).unwrap(), e);
+        assert_eq!(BinaryEntry::group_of(&bytes), Some(e.group_id));
+        assert_eq!(BinaryEntry::group_of(&bytes[..10]), None);
         assert_eq!(
             BinaryEntry::decode(&bytes[..20]),
             Err(BinaryFrameError::Truncated("seq"))
