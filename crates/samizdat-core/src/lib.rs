@@ -7,6 +7,7 @@
 //! credentials carry a key fingerprint, never a name.
 
 pub mod attachment;
+pub mod device;
 pub mod invite;
 pub mod lock;
 pub mod mls;
@@ -24,9 +25,9 @@ pub mod wipe;
 
 pub use invite::Invite;
 pub use profile::{
-    AttachmentView, ContactView, ConvKind, ConversationView, Event, EventPage, GroupAdded,
-    InvitationView, LastMessage, LoggedEvent, MemberView, MessageView, Page, Profile, RelayState,
-    TransferDirection,
+    AttachmentView, ContactView, ConvKind, ConversationView, DeviceJoined, DeviceView, Event,
+    EventPage, GroupAdded, InvitationView, LastMessage, LoggedEvent, MemberView, MessageView, Page,
+    Profile, RelayState, TransferDirection,
 };
 pub use samizdat_proto::ErrorCode;
 pub use service::{ClientHandle, LiveEvent, Mode};

@@ -22,7 +22,9 @@ use mls_rs::client_builder::{
 use mls_rs::error::{IntoAnyError, MlsError};
 use mls_rs::group::{CommitEffect, ExportedTree, ReceivedMessage};
 use mls_rs::identity::SigningIdentity;
-use mls_rs::identity::basic::{BasicCredential, BasicIdentityProvider};
+use mls_rs::identity::basic::BasicCredential;
+
+use crate::device::{DeviceIdentityProvider, person_of};
 use mls_rs::mls_rs_codec::{MlsDecode, MlsEncode};
 use mls_rs::mls_rules::{CommitOptions, DefaultMlsRules, EncryptionOptions};
 use mls_rs::{CipherSuite, CipherSuiteProvider, Client, CryptoProvider, ExtensionList, MlsMessage};
@@ -52,7 +54,7 @@ type Cfg = IntoConfigOutput<
             WithGroupStateStorage<
                 GroupStore,
                 WithIdentityProvider<
-                    BasicIdentityProvider,
+                    DeviceIdentityProvider,
                     WithCryptoProvider<AwsLcCryptoProvider, BaseConfig>,
                 >,
             >,
@@ -409,14 +411,39 @@ pub fn key_package_fingerprint(bytes: &[u8]) -> Result<[u8; 32]> {
     let kp = msg.into_key_package().ok_or_else(|| {
         Error::Protocol("the relay returned something that is not a KeyPackage".into())
     })?;
-    Ok(fingerprint(kp.signing_identity().signature_key.as_bytes()))
+    person_of(kp.signing_identity())
+}
+
+/// The person and the device key fingerprint of a serialized KeyPackage.
+pub fn key_package_signer(bytes: &[u8]) -> Result<([u8; 32], [u8; 32])> {
+    let msg = MlsMessage::from_bytes(bytes)
+        .map_err(|e| Error::Protocol(format!("not an MLS message: {e}")))?;
+    let kp = msg
+        .into_key_package()
+        .ok_or_else(|| Error::Protocol("not a KeyPackage".into()))?;
+    let si = kp.signing_identity();
+    Ok((person_of(si)?, fingerprint(si.signature_key.as_bytes())))
+}
+
+/// The person a (validated) member belongs to; its own key's fingerprint if the credential
+/// does not say (mls-rs refuses such members, see [`crate::device::DeviceIdentityProvider`]).
+fn person(si: &SigningIdentity) -> [u8; 32] {
+    person_of(si).unwrap_or_else(|_| fingerprint(si.signature_key.as_bytes()))
 }
 
 impl Mls {
-    pub fn new(db: Db, secret: &[u8], public: &[u8], cipher_suite: CipherSuite) -> Result<Mls> {
-        let fp = fingerprint(public);
+    /// The device's MLS client; `cert` is its [`crate::device::DeviceCert`] when the device
+    /// does not hold the identity key (a linked device).
+    pub fn new(
+        db: Db,
+        secret: &[u8],
+        public: &[u8],
+        cipher_suite: CipherSuite,
+        cert: Option<&[u8]>,
+    ) -> Result<Mls> {
         let identity = SigningIdentity::new(
-            BasicCredential::new(fp.to_vec()).into_credential(),
+            BasicCredential::new(crate::device::credential_identifier(public, cert))
+                .into_credential(),
             SignaturePublicKey::new_slice(public),
         );
         let rules = rules();
@@ -426,7 +453,7 @@ impl Mls {
         };
         let client = Client::builder()
             .crypto_provider(provider())
-            .identity_provider(BasicIdentityProvider)
+            .identity_provider(DeviceIdentityProvider)
             .group_state_storage(GroupStore {
                 db: db.clone(),
                 bases: BaseCache::default(),
@@ -553,7 +580,7 @@ impl Mls {
         Ok(WelcomeSeen {
             group_id: info.group_context().group_id.clone(),
             epoch: info.group_context().epoch,
-            committer: fingerprint(join.committer.signature_key.as_bytes()),
+            committer: person_of(&join.committer)?,
             members: join.members,
             tree_key: Zeroizing::new(join.tree_key),
         })
@@ -580,7 +607,7 @@ impl Mls {
         let committer = g
             .roster()
             .member_with_index(info.sender)
-            .map(|m| fingerprint(m.signing_identity.signature_key.as_bytes()))
+            .map(|m| person(&m.signing_identity))
             .map_err(|_| Error::Protocol("the Welcome names no committer".into()))?;
         if named.is_some_and(|n| n != committer) {
             return Err(Error::Protocol(
@@ -637,7 +664,10 @@ pub struct NewMembers {
 
 pub struct Member {
     pub index: u32,
+    /// The person (identity fingerprint): one person may be several members.
     pub fingerprint: [u8; 32],
+    /// This member's own signature key fingerprint (the device).
+    pub device: [u8; 32],
 }
 
 pub struct Group {
@@ -663,13 +693,14 @@ impl Group {
             .to_vec())
     }
 
+    /// The person this device belongs to.
     pub fn own_fingerprint(&self) -> Result<[u8; 32]> {
-        Ok(fingerprint(
-            self.inner
-                .current_member_signing_identity()?
-                .signature_key
-                .as_bytes(),
-        ))
+        Ok(person(self.inner.current_member_signing_identity()?))
+    }
+
+    /// This device's leaf index.
+    pub fn own_index(&self) -> u32 {
+        self.inner.current_member_index()
     }
 
     pub fn members(&self) -> Vec<Member> {
@@ -679,8 +710,19 @@ impl Group {
             .into_iter()
             .map(|m| Member {
                 index: m.index,
-                fingerprint: fingerprint(m.signing_identity.signature_key.as_bytes()),
+                fingerprint: person(&m.signing_identity),
+                device: fingerprint(m.signing_identity.signature_key.as_bytes()),
             })
+            .collect()
+    }
+
+    /// The people of the group: one entry per person (their first leaf), however many
+    /// devices they have.
+    pub fn people(&self) -> Vec<Member> {
+        let mut seen = std::collections::HashSet::new();
+        self.members()
+            .into_iter()
+            .filter(|m| seen.insert(m.fingerprint))
             .collect()
     }
 
@@ -779,7 +821,7 @@ impl Group {
                 let sender = self
                     .inner
                     .member_at_index(app.sender_index)
-                    .map(|m| fingerprint(m.signing_identity.signature_key.as_bytes()))
+                    .map(|m| person(&m.signing_identity))
                     .ok_or_else(|| Error::Protocol("message from an unknown member".into()))?;
                 Ok(Incoming::Application {
                     sender,
@@ -791,7 +833,7 @@ impl Group {
                 let committer = self
                     .inner
                     .member_at_index(c.committer)
-                    .map(|m| fingerprint(m.signing_identity.signature_key.as_bytes()));
+                    .map(|m| person(&m.signing_identity));
                 Ok(Incoming::Commit {
                     epoch: self.inner.current_epoch(),
                     removed,
@@ -858,7 +900,7 @@ mod tests {
     fn member(dir: &std::path::Path, name: &str) -> Mls {
         let db = Db::open(&dir.join(format!("{name}.db")), "test passphrase").unwrap();
         let keys = generate_signer(DEFAULT_CIPHERSUITE).unwrap();
-        Mls::new(db, &keys.secret, &keys.public, DEFAULT_CIPHERSUITE).unwrap()
+        Mls::new(db, &keys.secret, &keys.public, DEFAULT_CIPHERSUITE, None).unwrap()
     }
 
     /// Member `i` of a commit's new members joins with its own Welcome and the sealed tree.
@@ -979,7 +1021,14 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let db = Db::open(&dir.path().join("a.db"), "test passphrase").unwrap();
         let keys = generate_signer(DEFAULT_CIPHERSUITE).unwrap();
-        let alice = Mls::new(db.clone(), &keys.secret, &keys.public, DEFAULT_CIPHERSUITE).unwrap();
+        let alice = Mls::new(
+            db.clone(),
+            &keys.secret,
+            &keys.public,
+            DEFAULT_CIPHERSUITE,
+            None,
+        )
+        .unwrap();
         let others: Vec<Mls> = (0..8)
             .map(|i| member(dir.path(), &format!("m{i}")))
             .collect();
@@ -1072,7 +1121,14 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let db = Db::open(&dir.path().join("a.db"), "test passphrase").unwrap();
         let keys = generate_signer(DEFAULT_CIPHERSUITE).unwrap();
-        let alice = Mls::new(db.clone(), &keys.secret, &keys.public, DEFAULT_CIPHERSUITE).unwrap();
+        let alice = Mls::new(
+            db.clone(),
+            &keys.secret,
+            &keys.public,
+            DEFAULT_CIPHERSUITE,
+            None,
+        )
+        .unwrap();
         let bob = member(dir.path(), "bob");
         let gid = [5u8; 16];
         let mut a = alice.create_group(&gid).unwrap();
@@ -1105,7 +1161,14 @@ mod tests {
             .execute("UPDATE mls_trees SET tree_hash = x'00'", [])
             .unwrap();
         assert!(matches!(alice.load(&gid), Err(Error::Storage(_))));
-        let fresh = Mls::new(db.clone(), &keys.secret, &keys.public, DEFAULT_CIPHERSUITE).unwrap();
+        let fresh = Mls::new(
+            db.clone(),
+            &keys.secret,
+            &keys.public,
+            DEFAULT_CIPHERSUITE,
+            None,
+        )
+        .unwrap();
         db.conn()
             .execute("UPDATE mls_state_bases SET base_id = x'00'", [])
             .unwrap();

@@ -58,6 +58,12 @@ pub enum Body {
     Leave,
     /// The conversation's disappearing-messages timer, set by any member (0: off).
     Timer { secs: u64 },
+    /// The person's device list (self group only, from the person's own devices).
+    Devices {
+        devices: Vec<crate::profile::DeviceRecord>,
+    },
+    /// Where a newly linked device finds its history (self group only).
+    History { archive: crate::profile::ArchiveRef },
     /// The inviter refuses the introduction (a used single-use invite, an expired one):
     /// the invitee's conversation ends with this reason.
     Refused { reason: String },
@@ -145,6 +151,9 @@ pub enum Envelope {
     /// under a key derived from the epoch's secret, so only members can make or read it and
     /// the mailbox's relay learns nothing about the conversation.
     Move { sealed: Bytes },
+    /// An answer to a device that asked to be linked, sealed to its one-time HPKE key (see
+    /// `crate::device`).
+    Device { sealed: Bytes },
 }
 
 impl Envelope {

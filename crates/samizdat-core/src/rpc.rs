@@ -225,6 +225,19 @@ pub struct Relays {
 
 #[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
+pub struct DeviceParams {
+    /// A device id from `devices` (or a unique prefix of at least 4 hex digits).
+    pub id: String,
+}
+
+#[derive(Debug, Serialize, Deserialize, JsonSchema)]
+pub struct DeviceLink {
+    /// Show it to the new device (`samizdat device join LINK`); valid 15 minutes, once.
+    pub link: String,
+}
+
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
 pub struct MoveParams {
     pub target: Option<String>,
     pub conversation_id: Option<String>,
@@ -494,6 +507,9 @@ methods! {
     "relays" => relays(NoParams) -> Relays, "The relays this profile has a mailbox on, the primary first.";
     "relay_add" => relay_add(RelayParams) -> Relays, "Open a mailbox and a KeyPackage pool on another, independent relay; members are told.";
     "relay_remove" => relay_remove(RelayParams) -> Relays, "Close the mailbox on a relay (not the last); members are told.";
+    "device_link" => device_link(NoParams) -> DeviceLink, "Make a one-time link for a new device of yours; it completes when this profile next syncs.";
+    "devices" => devices(NoParams) -> Vec<crate::DeviceView>, "Your devices (this one marked `this`).";
+    "device_revoke" => device_revoke(DeviceParams) -> Done, "Remove a device of yours from every conversation and the self group; it reads nothing sent after.";
     "move" => move_conversation(MoveParams) -> Moved, "Move a conversation's log to another relay now and tell every member.";
     "set_move_after" => set_move_after(MoveAfterParams) -> Done, "Move conversations whose relay has been unreachable this long (seconds; 0: never).";
     "set_auto_download" => set_auto_download(AutoDownloadParams) -> Done, "Fetch incoming attachments up to this size as they arrive (0: only on request).";
@@ -766,6 +782,23 @@ async fn relay_remove(s: &Session, a: RelayParams) -> RpcResult<Relays> {
     on_profile!(s, |p| {
         p.remove_relay(&a.relay).await?;
         Ok(Relays { relays: p.relays() })
+    })
+}
+
+async fn device_link(s: &Session, _: NoParams) -> RpcResult<DeviceLink> {
+    on_profile!(s, |p| Ok(DeviceLink {
+        link: p.device_link().await?
+    }))
+}
+
+async fn devices(s: &Session, _: NoParams) -> RpcResult<Vec<crate::DeviceView>> {
+    on_profile!(s, |p| Ok(p.devices()?))
+}
+
+async fn device_revoke(s: &Session, a: DeviceParams) -> RpcResult<Done> {
+    on_profile!(s, |p| {
+        p.device_revoke(&a.id).await?;
+        Ok(Done { ok: true })
     })
 }
 

@@ -27,6 +27,7 @@ pub(crate) fn migrations() -> Migrations<'static> {
         M::up(include_str!("../migrations/0009_attachments.sql")),
         M::up(include_str!("../migrations/0010_relays.sql")),
         M::up(include_str!("../migrations/0011_trees.sql")),
+        M::up(include_str!("../migrations/0012_devices.sql")),
     ])
 }
 

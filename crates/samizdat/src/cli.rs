@@ -183,6 +183,9 @@ pub enum ClientCommand {
     /// Accept or decline a pending group invitation.
     #[command(subcommand)]
     Invitation(InvitationCommand),
+    /// Link, list and revoke your devices.
+    #[command(subcommand)]
+    Device(DeviceCommand),
     /// Show this profile's name, relay and key fingerprint.
     Whoami,
     /// Run the client service in the foreground: stay connected, and carry out every other
@@ -230,6 +233,39 @@ pub enum ClientCommand {
         #[arg(long)]
         openrpc: bool,
     },
+}
+
+#[derive(Debug, clap::Subcommand)]
+pub enum DeviceCommand {
+    /// Print a one-time link (last line) for a new device of yours; it completes when this
+    /// profile next syncs (or while `serve` runs).
+    Link {
+        /// Also draw it as a QR code.
+        #[arg(long)]
+        qr: bool,
+    },
+    /// Make this --home (new, empty) a device of the person who showed LINK. Waits for the
+    /// other device (bounded by --timeout).
+    Join {
+        link: String,
+        /// This device's name, shown on your other devices.
+        #[arg(long)]
+        name: String,
+        /// Accept the authentication code without asking (it is still shown; required when
+        /// stdin is not a terminal unless the codes are compared elsewhere).
+        #[arg(long)]
+        yes: bool,
+        /// Seconds to wait for the other device.
+        #[arg(long, default_value_t = 120)]
+        timeout: u64,
+    },
+    /// Your devices.
+    List {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Remove a device from every conversation; it reads nothing sent after.
+    Revoke { id: String },
 }
 
 #[derive(Debug, clap::Subcommand)]
@@ -687,6 +723,12 @@ async fn run_in(home: &Path, cmd: ClientCommand) -> Result<()> {
             return Ok(());
         }
         ClientCommand::Serve => return serve(home).await,
+        ClientCommand::Device(DeviceCommand::Join {
+            link,
+            name,
+            yes,
+            timeout,
+        }) => return device_join(home, &link, &name, yes, timeout).await,
         ClientCommand::Wipe { yes } => return wipe(home, yes),
         ClientCommand::Restore { file } => {
             let backup_pass = backup_passphrase(false)?;
@@ -1165,6 +1207,41 @@ async fn run_in(home: &Path, cmd: ClientCommand) -> Result<()> {
             }
             println!("{}", n.safety_number);
         }
+        ClientCommand::Device(cmd) => match cmd {
+            DeviceCommand::Link { qr } => {
+                let l: samizdat_core::rpc::DeviceLink = b.call("device_link", json!({})).await?;
+                println!(
+                    "Open it on the new device: samizdat --home DIR device join LINK --name NAME"
+                );
+                println!("Valid 15 minutes, once. Both devices show the same code; compare them.");
+                if qr {
+                    print_qr(&l.link)?;
+                }
+                println!("{}", l.link);
+            }
+            DeviceCommand::List { json } => {
+                let list: Vec<samizdat_core::DeviceView> = b.call("devices", json!({})).await?;
+                for d in &list {
+                    if json {
+                        println!("{}", serde_json::to_string(d)?);
+                    } else {
+                        println!(
+                            "{}  {}{}{}",
+                            &d.id[..16.min(d.id.len())],
+                            safe(&d.name),
+                            if d.this { "  (this device)" } else { "" },
+                            if d.revoked { "  (revoked)" } else { "" }
+                        );
+                    }
+                }
+            }
+            DeviceCommand::Revoke { id } => {
+                let _: samizdat_core::rpc::Done =
+                    b.call("device_revoke", json!({ "id": id })).await?;
+                println!("device {id} revoked: removed from every conversation");
+            }
+            DeviceCommand::Join { .. } => unreachable!("handled above"),
+        },
         ClientCommand::Init { .. }
         | ClientCommand::Serve
         | ClientCommand::Wipe { .. }
@@ -1173,6 +1250,43 @@ async fn run_in(home: &Path, cmd: ClientCommand) -> Result<()> {
         | ClientCommand::Rpc { .. }
         | ClientCommand::Listen { .. } => unreachable!("handled above"),
     }
+    Ok(())
+}
+
+/// `device join`: a new profile in `home` that becomes a device of the link's person.
+async fn device_join(home: &Path, link: &str, name: &str, yes: bool, timeout: u64) -> Result<()> {
+    let pass = passphrase(true)?;
+    let _lock = samizdat_core::lock::ProfileLock::try_acquire(home)?;
+    let interactive = std::io::stdin().is_terminal() && !yes;
+    let confirm = |code: &str| {
+        println!("Authentication code: {code}");
+        println!("The other device shows a code when it next syncs; it must be the same.");
+        let _ = std::io::stdout().flush();
+        if !interactive {
+            return true;
+        }
+        print!("Same code on both devices? [y/N] ");
+        let _ = std::io::stdout().flush();
+        let mut answer = String::new();
+        std::io::stdin().read_line(&mut answer).is_ok()
+            && matches!(answer.trim(), "y" | "Y" | "yes")
+    };
+    let (p, j) = Profile::device_join(
+        home,
+        &pass,
+        link,
+        name,
+        Duration::from_secs(timeout.max(1)),
+        confirm,
+    )
+    .await?;
+    println!(
+        "linked as a device of {}: {} conversations, {} messages of history",
+        safe(&j.name),
+        j.conversations,
+        j.messages
+    );
+    println!("fingerprint: {}", p.fingerprint_hex());
     Ok(())
 }
 

@@ -14,6 +14,14 @@ impl Profile {
         events: &mut Vec<Event>,
     ) -> Result<Option<Vec<u8>>> {
         let gid = conv.group_id;
+        if self.apply_self_body(conv, sender, &p.body, events)? {
+            return Ok(None);
+        }
+        // Only the person's devices share the self group; nothing else is accepted there.
+        if self.self_group()? == Some(gid) {
+            return Ok(None);
+        }
+        let mine = *sender == self.fingerprint;
         match p.body {
             Body::Text { text, attachment } => {
                 // An attachment that fails its checks is dropped (the text stays) and said.
@@ -42,11 +50,12 @@ impl Profile {
                     now.saturating_add(e.saturating_mul(1000))
                         .min(i64::MAX as u64) as i64
                 });
+                // Sent from another device of ours: "me", and read.
                 let inserted = self.db.conn().execute(
                     "INSERT OR IGNORE INTO messages (id, group_id, seq, sender_fp, outgoing, body, sent_at, received_at, unread, expires_in, expires_at, attachment)
-                     VALUES (?1, ?2, ?3, ?4, 0, ?5, ?6, ?7, 1, ?8, ?9, ?10)",
+                     VALUES (?1, ?2, ?3, ?4, ?11, ?5, ?6, ?7, ?12, ?8, ?9, ?10)",
                     params![p.id.as_bytes(), gid.as_bytes(), (conv.seq_base + seq) as i64, &sender[..], text, p.sent_at as i64, now as i64,
-                        p.expires_in.map(|e| e.min(i64::MAX as u64) as i64), expires_at, attachment_json],
+                        p.expires_in.map(|e| e.min(i64::MAX as u64) as i64), expires_at, attachment_json, mine, !mine],
                 )?;
                 if inserted == 1 {
                     let e = Event::Message {
@@ -62,6 +71,8 @@ impl Profile {
                     self.emit(events, e)?;
                 }
             }
+            // Our other devices' announcements are not news about a peer.
+            Body::Profile { .. } if mine => {}
             Body::Profile { name, mailboxes } => {
                 self.store_peer_addresses(sender, &mailboxes)?;
                 let name: String = name.chars().filter(|c| !c.is_control()).take(64).collect();
@@ -119,6 +130,7 @@ impl Profile {
                 };
                 self.emit(events, e)?;
             }
+            Body::Devices { .. } | Body::History { .. } => {}
             Body::Refused { reason } => {
                 self.apply_refused(conv, sender, &reason, events)?;
             }

@@ -87,16 +87,25 @@ impl Profile {
             let synced = self.sync_group(&conv.group_id, &mut events).await;
             self.buffered.append(&mut events);
             synced?;
+            // The catch-up may have named the conversation (a Welcome's first message).
+            let conv = &self
+                .conv_by_id(&conv.group_id)?
+                .unwrap_or_else(|| conv.clone());
             let mut group = self.mls.load(conv.group_id.as_bytes())?;
             let members = group.members();
-            let indices: Vec<u32> = removes
+            // A person is every device of theirs; a device (revocation) is one leaf. Never
+            // our own leaf.
+            let own = group.own_index();
+            let indices: Vec<u32> = members
                 .iter()
-                .filter_map(|fp| {
-                    members
-                        .iter()
-                        .find(|m| m.fingerprint.as_slice() == fp.as_slice())
-                        .map(|m| m.index)
+                .filter(|m| m.index != own)
+                .filter(|m| {
+                    removes.iter().any(|fp| {
+                        m.fingerprint.as_slice() == fp.as_slice()
+                            || m.device.as_slice() == fp.as_slice()
+                    })
                 })
+                .map(|m| m.index)
                 .collect();
             if adds.is_empty() && indices.is_empty() {
                 return Ok(());

@@ -90,6 +90,10 @@ impl Profile {
                 "the Welcome is for a different group than its envelope says".into(),
             ));
         }
+        // Another device of ours (linking, or adding us where it joined): at once.
+        if committer == self.fingerprint {
+            return Ok(Screened::Join);
+        }
         let from_contact: bool = self.db.conn().query_row(
             "SELECT EXISTS (SELECT 1 FROM contacts WHERE fingerprint = ?1)",
             params![&committer[..]],
@@ -274,8 +278,10 @@ impl Profile {
         }
         let token = group.token()?;
         let previous = self.conv_by_id(&group_id)?;
+        let is_self = self.self_group()? == Some(group_id);
         let name = match &previous {
             Some(c) => c.name.clone(),
+            None if is_self => SELF_GROUP_NAME.to_string(),
             None => self.unique_name(&format!("new-{}", group_id.short()))?,
         };
         self.db.transaction(|| {
@@ -298,11 +304,14 @@ impl Profile {
                 )?;
             } else {
                 self.db.conn().execute(
-                    "INSERT INTO conversations (group_id, kind, name, relay, read_epoch, cursor, created_at, log_id) VALUES (?1, 'group', ?2, ?3, ?4, 0, ?5, ?6)",
-                    params![group_id.as_bytes(), name, relay, group.epoch() as i64, now_secs() as i64, log],
+                    "INSERT INTO conversations (group_id, kind, name, relay, read_epoch, cursor, created_at, log_id, hidden) VALUES (?1, 'group', ?2, ?3, ?4, 0, ?5, ?6, ?7)",
+                    params![group_id.as_bytes(), name, relay, group.epoch() as i64, now_secs() as i64, log, is_self],
                 )?;
             }
             self.store_token(&group_id, group.epoch(), &token)?;
+            if is_self {
+                return Ok(());
+            }
             let e = Event::Joined {
                 conversation_id: group_id.to_string(),
                 conversation: name.clone(),

@@ -21,6 +21,7 @@ mod backup;
 mod commit;
 mod contacts;
 mod delivery;
+mod devices;
 mod events;
 mod groups;
 mod invitations;
@@ -33,6 +34,8 @@ mod views;
 
 use crate::welcome::WelcomePart;
 use delivery::OwedDrop;
+use devices::SELF_GROUP_NAME;
+pub use devices::{ArchiveRef, DeviceRecord, DeviceView, Joined as DeviceJoined};
 pub use events::TransferDirection;
 pub use events::{Event, EventPage, LoggedEvent, RelayState};
 pub use groups::GroupAdded;
@@ -269,14 +272,65 @@ impl Profile {
         }
         crate::create_private_dir(home)?;
         relay.health().await?;
-        let result =
-            Self::init_inner(home, &path, passphrase, relay, name, net, isolation_salt).await;
+        let result = Self::init_inner(
+            home,
+            &path,
+            passphrase,
+            relay,
+            name,
+            net,
+            isolation_salt,
+            true,
+        )
+        .await;
         if result.is_err() {
             remove_db_files(&path);
         }
         result
     }
 
+    /// A profile for a device about to be linked (`device join`): keys and a mailbox, no
+    /// KeyPackages yet (they need the certificate the other device signs).
+    pub(crate) async fn init_device(
+        home: &Path,
+        passphrase: &str,
+        relay_url: &str,
+        name: &str,
+        net: crate::net::Net,
+    ) -> Result<Profile> {
+        let isolation_salt = crate::random_id().as_bytes().to_vec();
+        let relay = RelayClient::with_net(
+            relay_url,
+            &net,
+            isolation_identity(&net, &isolation_salt, b"mailbox").as_deref(),
+        )?;
+        let path = Self::db_path(home);
+        if path.exists() {
+            return Err(Error::Usage(format!(
+                "a profile already exists in {}; a device joins with a new, empty home",
+                home.display()
+            )));
+        }
+        crate::create_private_dir(home)?;
+        relay.health().await?;
+        let result = Self::init_inner(
+            home,
+            &path,
+            passphrase,
+            relay,
+            name,
+            net,
+            isolation_salt,
+            false,
+        )
+        .await;
+        if result.is_err() {
+            remove_db_files(&path);
+        }
+        result
+    }
+
+    #[allow(clippy::too_many_arguments)]
     async fn init_inner(
         home: &Path,
         path: &Path,
@@ -285,6 +339,7 @@ impl Profile {
         name: &str,
         net: crate::net::Net,
         isolation_salt: Vec<u8>,
+        key_packages: bool,
     ) -> Result<Profile> {
         let db = Db::open(path, passphrase)?;
         db.set_setting("isolation_salt", &isolation_salt)?;
@@ -313,6 +368,7 @@ impl Profile {
             &signer.secret,
             &signer.public,
             mls::DEFAULT_CIPHERSUITE,
+            None,
         )?;
         let mut profile = Profile::assemble(Stored {
             home,
@@ -331,6 +387,9 @@ impl Profile {
             "INSERT INTO mailboxes (relay, mailbox_id, mailbox_key, position, created_at) VALUES (?1, ?2, ?3, 0, ?4)",
             params![profile.relay.base(), mailbox.as_bytes(), &pkcs8[..], now_secs() as i64],
         )?;
+        if !key_packages {
+            return Ok(profile);
+        }
         let last_resort = profile.mls.key_package(true)?;
         profile
             .upload_key_packages(KEY_PACKAGE_POOL, Some(last_resort))
@@ -403,7 +462,15 @@ impl Profile {
             <[u8; 2]>::try_from(cs_bytes.as_slice())
                 .map_err(|_| Error::Storage("corrupt ciphersuite".into()))?,
         );
-        let mls = Mls::new(db.clone(), &secret, &public, cs.into())?;
+        // A linked device carries its certificate; the first device is the identity.
+        let cert = db.get_setting("device_cert")?;
+        let mls = Mls::new(db.clone(), &secret, &public, cs.into(), cert.as_deref())?;
+        let person = match &cert {
+            Some(c) => crate::device::DeviceCert::decode(c)
+                .ok_or_else(|| Error::Storage("corrupt device certificate".into()))??
+                .person(),
+            None => mls::fingerprint(&public),
+        };
         let mailbox = Id::from_slice(&db.setting("mailbox_id")?)
             .map_err(|_| Error::Storage("corrupt mailbox id".into()))?;
         let mailbox_key =
@@ -430,7 +497,7 @@ impl Profile {
             others,
             home,
             name: db.setting_string("name")?,
-            fingerprint: mls::fingerprint(&public),
+            fingerprint: person,
             db,
             mls,
             mailbox,
@@ -520,7 +587,7 @@ impl Profile {
             .db
             .conn()
             .query_row(
-                &format!("SELECT {CONV_COLUMNS} FROM conversations WHERE name = ?1"),
+                &format!("SELECT {CONV_COLUMNS} FROM conversations WHERE name = ?1 AND hidden = 0"),
                 params![name],
                 conv_from_row,
             )

@@ -99,6 +99,30 @@ impl Profile {
                 )?,
             }
         }
+        // Devices asking to be linked, and a history another device of ours sent.
+        match self.sync_links(&mut events).await {
+            Ok(()) | Err(Error::RelayUnreachable(_)) => {}
+            Err(e) => self.emit(
+                &mut events,
+                Event::notice(None, format!("device linking: {e}")),
+            )?,
+        }
+        events.append(&mut self.buffered);
+        match self.import_history(&mut events).await {
+            Ok(_) | Err(Error::RelayUnreachable(_)) => {}
+            Err(e) => {
+                self.db
+                    .conn()
+                    .execute("DELETE FROM settings WHERE key = 'history_archive'", [])?;
+                self.emit(
+                    &mut events,
+                    Event::notice(
+                        None,
+                        format!("the history from your other device could not be read: {e}"),
+                    ),
+                )?
+            }
+        }
         // Members who asked to leave (stored when their notice was read, also by earlier
         // syncs that could not finish): remove them; one committer wins, the rest find them
         // gone. Then members we added who never joined get a fresh Welcome.
@@ -173,6 +197,11 @@ impl Profile {
             let welcome = match WelcomePart::decode(&m.body.0) {
                 Some(part) => Some(part.and_then(Arrived::part)),
                 None => match Envelope::decode(&m.body.0) {
+                    // A device-link answer arriving late (`device join` reads its own).
+                    Ok(Envelope::Device { sealed }) => {
+                        self.device_envelope(&sealed.0)?;
+                        None
+                    }
                     Ok(Envelope::Move { sealed }) => {
                         if let Err(e) = self.receive_move(&sealed.0, events).await {
                             if matches!(e, Error::RelayUnreachable(_)) {
@@ -297,6 +326,7 @@ impl Profile {
                     continue;
                 };
                 self.announce_in(&conv, events).await?;
+                self.add_own_devices(&conv, events).await?;
             }
         }
         Ok(())

@@ -147,7 +147,7 @@ impl Profile {
             "SELECT c.group_id, c.name, c.kind, c.active, c.status,
                     (SELECT COUNT(*) FROM messages m WHERE m.group_id = c.group_id AND m.unread = 1),
                     c.created_at, c.timer_secs, c.relay
-             FROM conversations c ORDER BY c.created_at",
+             FROM conversations c WHERE c.hidden = 0 ORDER BY c.created_at",
         )?;
         let rows = stmt
             .query_map([], |r| {
@@ -192,7 +192,7 @@ impl Profile {
             rows.into_iter().zip(lasts)
         {
             let members = if active != 0 {
-                self.mls.load(&gid).map(|g| g.members().len()).unwrap_or(0)
+                self.mls.load(&gid).map(|g| g.people().len()).unwrap_or(0)
             } else {
                 0
             };
@@ -374,7 +374,7 @@ impl Profile {
         }
         let group = self.mls.load(conv.group_id.as_bytes())?;
         group
-            .members()
+            .people()
             .into_iter()
             .map(|m| {
                 let me = m.fingerprint == self.fingerprint;

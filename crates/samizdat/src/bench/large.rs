@@ -58,6 +58,7 @@ fn core_member(dir: &std::path::Path, name: &str) -> Result<Mls> {
         &keys.secret,
         &keys.public,
         core_mls::DEFAULT_CIPHERSUITE,
+        None,
     )?)
 }
 

@@ -74,7 +74,7 @@ fn raw_client_with(rules: mls_rs::mls_rules::DefaultMlsRules) -> Result<Client<i
 fn core_client(dir: &std::path::Path, name: &str) -> Result<Mls> {
     let db = samizdat_core::store::Db::open(&dir.join(format!("{name}.db")), "bench passphrase")?;
     let keys = core_mls::generate_signer(CS)?;
-    Ok(Mls::new(db, &keys.secret, &keys.public, CS)?)
+    Ok(Mls::new(db, &keys.secret, &keys.public, CS, None)?)
 }
 
 #[derive(Default, Clone, Copy)]

@@ -2,6 +2,7 @@
 //! protocol clients, and put every number next to a floor or a peer measured in the same run.
 //! Results are a table on stdout (or JSON with `--json`); progress goes to stderr.
 
+mod devices;
 mod e2e;
 mod files;
 mod large;
@@ -45,6 +46,8 @@ pub enum Which {
     /// A 10,000-member group end to end: create, Welcomes stored once, sampled joins, one
     /// message to every online member.
     LargeGroup(large::LargeGroupArgs),
+    /// Link a new device to a person in 100 conversations: time and relay bytes.
+    LinkDevice(devices::LinkDeviceArgs),
 }
 
 pub async fn run(args: BenchArgs) -> Result<()> {
@@ -59,6 +62,7 @@ pub async fn run(args: BenchArgs) -> Result<()> {
         Which::Isolation(a) => files::isolation(a).await?,
         Which::Move(a) => moves::run(a).await?,
         Which::LargeGroup(a) => large::run(a).await?,
+        Which::LinkDevice(a) => devices::run(a).await?,
     };
     if args.json {
         println!("{}", serde_json::to_string_pretty(&report.json)?);

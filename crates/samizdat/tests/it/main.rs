@@ -7,6 +7,7 @@ mod attachments;
 mod bounds;
 mod crash;
 mod delivery;
+mod devices;
 mod harness;
 mod mitm;
 mod reach;

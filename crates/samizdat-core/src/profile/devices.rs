@@ -1,0 +1,1263 @@
+//! Several devices of one person: linking (`device link` / `device join`), the self group,
+//! the one-time history transfer, the device list and revocation. The protocol is in
+//! docs/PROTOCOL.md "Devices"; the certificates and link messages in `crate::device`.
+
+use super::*;
+use crate::device::{self, DeviceCert, Link, LinkKeys, LinkReply, LinkRequest};
+
+/// The local name of the self group (control characters never appear in user-chosen names,
+/// so it cannot collide with a contact or a conversation).
+pub(super) const SELF_GROUP_NAME: &str = "\u{1}self";
+/// The largest history archive a new device reads (sealed).
+const MAX_ARCHIVE: u64 = 1 << 30;
+/// Most KeyPackages a link may ask for (one per conversation and the self group).
+const MAX_LINK_KEY_PACKAGES: u32 = 10_000;
+
+/// What travels in a link's one-time mailbox (sealed to the link's HPKE key).
+#[derive(Serialize, serde::Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+enum LinkMessage {
+    Request(LinkRequest),
+    Keys(LinkKeys),
+}
+
+/// One of the person's devices (`device list`).
+#[derive(Debug, Clone, Serialize, serde::Deserialize, PartialEq, Eq, schemars::JsonSchema)]
+pub struct DeviceView {
+    /// Fingerprint of the device's MLS key (hex); `device revoke` takes it or a prefix.
+    pub id: String,
+    pub name: String,
+    /// This device.
+    pub this: bool,
+    pub revoked: bool,
+}
+
+/// A device as the self group carries it.
+#[derive(Debug, Clone, Serialize, serde::Deserialize, PartialEq, Eq)]
+pub struct DeviceRecord {
+    pub id: Bytes,
+    pub name: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub relay: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mailbox: Option<Id>,
+    pub added_at: u64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub revoked_at: Option<u64>,
+}
+
+/// The history a new device receives once, sealed under a one-time key.
+#[derive(Debug, Default, Serialize, serde::Deserialize)]
+struct Archive {
+    contacts: Vec<ArchivedContact>,
+    conversations: Vec<ArchivedConversation>,
+    messages: Vec<ArchivedMessage>,
+}
+
+#[derive(Debug, Serialize, serde::Deserialize)]
+struct ArchivedContact {
+    alias: String,
+    fingerprint: Bytes,
+    display_name: String,
+    relay: Option<String>,
+    mailbox_id: Option<Bytes>,
+    group_id: Option<Bytes>,
+    verified: bool,
+    created_at: i64,
+}
+
+#[derive(Debug, Serialize, serde::Deserialize)]
+struct ArchivedConversation {
+    group_id: Bytes,
+    kind: String,
+    name: String,
+    relay: String,
+    active: bool,
+    timer_secs: i64,
+    seq_base: i64,
+    created_at: i64,
+}
+
+#[derive(Debug, Serialize, serde::Deserialize)]
+struct ArchivedMessage {
+    id: Bytes,
+    group_id: Bytes,
+    seq: Option<i64>,
+    sender_fp: Bytes,
+    outgoing: bool,
+    body: String,
+    sent_at: i64,
+    received_at: i64,
+    expires_in: Option<i64>,
+    expires_at: Option<i64>,
+    attachment: Option<String>,
+}
+
+/// Where a new device finds the history archive (sent in the self group).
+#[derive(Debug, Clone, Serialize, serde::Deserialize, PartialEq, Eq)]
+pub struct ArchiveRef {
+    pub relay: String,
+    pub blob: Id,
+    pub len: u64,
+    /// ChaCha20-Poly1305 key of this archive only.
+    pub key: Bytes,
+    /// The device it is for.
+    pub device: Bytes,
+}
+
+/// What `device join` did.
+#[derive(Debug, Clone, Serialize)]
+pub struct Joined {
+    pub code: String,
+    pub name: String,
+    pub conversations: usize,
+    pub messages: usize,
+}
+
+struct LinkRow {
+    id: i64,
+    relay: String,
+    mailbox: Id,
+    mailbox_key: zeroize::Zeroizing<Vec<u8>>,
+    hpke_secret: zeroize::Zeroizing<Vec<u8>>,
+    hpke_public: Vec<u8>,
+    secret: zeroize::Zeroizing<Vec<u8>>,
+    expires_at: u64,
+    device_key: Option<Vec<u8>>,
+    name: Option<String>,
+    reply: Option<(String, Id, Vec<u8>)>,
+    /// Finished (linked or failed): a device that tries it again is told so.
+    done: bool,
+}
+
+fn seal_archive(key: &[u8], plain: &[u8]) -> Result<Vec<u8>> {
+    crate::welcome::seal_tree(key, plain)
+}
+
+fn open_archive(key: &[u8], sealed: &[u8]) -> Result<Vec<u8>> {
+    crate::welcome::open_tree(key, sealed)
+        .map_err(|_| Error::Integrity("the history archive does not open with its key".into()))
+}
+
+impl Profile {
+    /// Whether this device holds the person's identity key (the first device).
+    pub fn holds_identity(&self) -> Result<bool> {
+        Ok(self.db.get_setting("device_cert")?.is_none())
+    }
+
+    fn cipher_suite(&self) -> u16 {
+        u16::from(self.mls.cipher_suite())
+    }
+
+    /// This device's own key fingerprint.
+    pub(super) fn device_fp(&self) -> Result<[u8; 32]> {
+        Ok(mls::fingerprint(&self.db.setting("mls_public")?))
+    }
+
+    /// The self group's id, if this person has one.
+    pub(super) fn self_group(&self) -> Result<Option<Id>> {
+        Ok(self
+            .db
+            .get_setting("self_group")?
+            .and_then(|b| Id::from_slice(&b).ok()))
+    }
+
+    /// `device link`: a one-time mailbox on our relay, a one-time HPKE key and secret; the
+    /// link to show the new device. It completes when this profile next syncs.
+    pub async fn device_link(&mut self) -> Result<String> {
+        if !self.holds_identity()? {
+            return Err(Error::Usage(
+                "only the first device (it holds the identity key) can link devices".into(),
+            ));
+        }
+        let cs = self.cipher_suite();
+        let (mailbox_key, pkcs8) = MailboxKey::generate()?;
+        let pkcs8 = zeroize::Zeroizing::new(pkcs8);
+        let mailbox = random_id();
+        self.relay
+            .create_mailbox(random_id(), mailbox, mailbox_key.public())
+            .await?;
+        let (hpke_secret, hpke_public) = device::hpke_keypair(cs)?;
+        let hpke_secret = zeroize::Zeroizing::new(hpke_secret);
+        let mut secret = zeroize::Zeroizing::new(vec![0u8; 32]);
+        aws_lc_rs::rand::fill(&mut secret)
+            .map_err(|_| Error::Crypto("the system random number generator failed".into()))?;
+        let expires_at = now_secs() + device::LINK_TTL;
+        self.db.conn().execute(
+            "INSERT INTO device_links (relay, mailbox_id, mailbox_key, hpke_secret, hpke_public, secret, expires_at)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+            params![self.relay.base(), mailbox.as_bytes(), &pkcs8[..], &hpke_secret[..], hpke_public, &secret[..], expires_at as i64],
+        )?;
+        Ok(Link {
+            v: 1,
+            relay: self.relay.base().to_string(),
+            mailbox,
+            hpke: Bytes(hpke_public),
+            secret: Bytes(secret.to_vec()),
+            identity: Bytes(self.fingerprint.to_vec()),
+            cipher_suite: cs,
+            expires_at,
+        }
+        .to_link())
+    }
+
+    fn open_links(&self) -> Result<Vec<LinkRow>> {
+        let conn = self.db.conn();
+        let mut stmt = conn.prepare(
+            "SELECT id, relay, mailbox_id, mailbox_key, hpke_secret, hpke_public, secret, expires_at,
+                    device_key, name, reply_relay, reply_mailbox, reply_hpke, done_at IS NOT NULL
+             FROM device_links WHERE done_at IS NULL OR expires_at + 3600 > ?1",
+        )?;
+        let rows = stmt.query_map(params![now_secs() as i64], |r| {
+            let reply = match (
+                r.get::<_, Option<String>>(10)?,
+                r.get::<_, Option<Vec<u8>>>(11)?,
+                r.get::<_, Option<Vec<u8>>>(12)?,
+            ) {
+                (Some(relay), Some(mb), Some(hpke)) => {
+                    Id::from_slice(&mb).ok().map(|mb| (relay, mb, hpke))
+                }
+                _ => None,
+            };
+            Ok(LinkRow {
+                id: r.get(0)?,
+                relay: r.get(1)?,
+                mailbox: Id::from_slice(&r.get::<_, Vec<u8>>(2)?)
+                    .unwrap_or(Id::from_bytes([0; 16])),
+                mailbox_key: zeroize::Zeroizing::new(r.get(3)?),
+                hpke_secret: zeroize::Zeroizing::new(r.get(4)?),
+                hpke_public: r.get(5)?,
+                secret: zeroize::Zeroizing::new(r.get(6)?),
+                expires_at: r.get::<_, i64>(7)?.max(0) as u64,
+                device_key: r.get(8)?,
+                name: r.get(9)?,
+                reply,
+                done: r.get(13)?,
+            })
+        })?;
+        Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
+    }
+
+    fn finish_link(&self, id: i64, outcome: &str) -> Result<()> {
+        self.db.conn().execute(
+            "UPDATE device_links SET done_at = ?2, outcome = ?3 WHERE id = ?1",
+            params![id, now_secs() as i64, outcome],
+        )?;
+        Ok(())
+    }
+
+    /// Answer what new devices sent to our open links (called by every sync).
+    pub(super) async fn sync_links(&mut self, events: &mut Vec<Event>) -> Result<()> {
+        let links = self.open_links()?;
+        for link in links {
+            if now_secs() > link.expires_at + 3600 {
+                // Expired a while ago: whatever arrives now is refused by the new device's
+                // own check; forget it.
+                if !link.done {
+                    self.finish_link(link.id, "expired")?;
+                }
+                continue;
+            }
+            let relay = self.relay_for(&link.relay)?;
+            let key = MailboxKey::from_pkcs8(&link.mailbox_key)?;
+            let msgs = relay.read_mailbox(&key, &link.mailbox, 0).await?;
+            let mut done = Vec::new();
+            for m in msgs {
+                done.push(m.seq);
+                let outcome = self.link_message(&link, &m.body.0, events).await;
+                match outcome {
+                    Ok(true) => break,
+                    Ok(false) => {}
+                    Err(Error::RelayUnreachable(_)) => {
+                        done.pop();
+                        break;
+                    }
+                    Err(e) => {
+                        self.finish_link(link.id, &e.to_string())?;
+                        // Tell the waiting device at once (it would otherwise time out).
+                        if let Some((relay, mailbox, hpke)) = &link.reply {
+                            let refused = LinkReply::Refused {
+                                reason: format!("linking failed: {e}"),
+                            };
+                            let _ = self.reply(relay, mailbox, hpke, &refused).await;
+                        }
+                        self.emit(
+                            events,
+                            Event::notice(None, format!("linking a device failed: {e}")),
+                        )?;
+                        break;
+                    }
+                }
+            }
+            if !done.is_empty() {
+                relay.ack(&key, &link.mailbox, done).await?;
+            }
+        }
+        Ok(())
+    }
+
+    /// One message in a link's mailbox. `Ok(true)` when the link is finished.
+    async fn link_message(
+        &mut self,
+        link: &LinkRow,
+        sealed: &[u8],
+        events: &mut Vec<Event>,
+    ) -> Result<bool> {
+        let cs = self.cipher_suite();
+        let plain = match device::hpke_open(cs, &link.hpke_secret, &link.hpke_public, sealed) {
+            Ok(p) => p,
+            Err(_) => {
+                // Not sealed to this link (or altered on the way): nothing to answer.
+                self.emit(
+                    events,
+                    Event::notice(
+                        None,
+                        "a device link received a message that does not open with its key (altered, or not for it); ignored"
+                            .into(),
+                    ),
+                )?;
+                return Ok(false);
+            }
+        };
+        let msg: LinkMessage = serde_json::from_slice(&plain)
+            .map_err(|_| Error::Protocol("an undecodable device link message".into()))?;
+        match msg {
+            LinkMessage::Request(req) => self.link_request(link, req, events).await,
+            LinkMessage::Keys(keys) => self.link_keys(link, keys, events).await,
+        }
+    }
+
+    async fn reply(&self, relay: &str, mailbox: &Id, hpke: &[u8], reply: &LinkReply) -> Result<()> {
+        let plain = serde_json::to_vec(reply).map_err(|e| Error::Protocol(e.to_string()))?;
+        let sealed = device::hpke_seal(self.cipher_suite(), hpke, &plain)?;
+        self.relay_for(relay)?
+            .drop_message(
+                random_id(),
+                mailbox,
+                Envelope::Device {
+                    sealed: Bytes(sealed),
+                }
+                .encode(),
+            )
+            .await?;
+        Ok(())
+    }
+
+    async fn link_request(
+        &mut self,
+        link: &LinkRow,
+        req: LinkRequest,
+        events: &mut Vec<Event>,
+    ) -> Result<bool> {
+        crate::check_foreign_relay_url(&req.relay)?;
+        let refuse = |reason: &str| LinkReply::Refused {
+            reason: reason.to_string(),
+        };
+        if !req.check(&link.secret) {
+            // Someone who does not have the link (the relay, or a wrong copy): tell them and
+            // keep the link open for the real device.
+            self.reply(
+                &req.relay,
+                &req.mailbox,
+                &req.hpke.0,
+                &refuse("the link's secret does not match: wrong or altered link"),
+            )
+            .await?;
+            self.emit(
+                events,
+                Event::notice(
+                    None,
+                    "a device tried to link with a wrong authentication code; refused".into(),
+                ),
+            )?;
+            return Ok(false);
+        }
+        if now_secs() > link.expires_at {
+            self.reply(
+                &req.relay,
+                &req.mailbox,
+                &req.hpke.0,
+                &refuse("the link has expired; make a new one"),
+            )
+            .await?;
+            self.finish_link(link.id, "expired")?;
+            return Ok(true);
+        }
+        if link.device_key.is_some() || link.done {
+            self.reply(
+                &req.relay,
+                &req.mailbox,
+                &req.hpke.0,
+                &refuse("this link was already used"),
+            )
+            .await?;
+            return Ok(false);
+        }
+        let device_fp = mls::fingerprint(&req.device_key.0);
+        let known: Option<Option<i64>> = self
+            .db
+            .conn()
+            .query_row(
+                "SELECT revoked_at FROM devices WHERE device_fp = ?1",
+                params![&device_fp[..]],
+                |r| r.get(0),
+            )
+            .optional()?;
+        if known.is_some() || device_fp == self.device_fp()? {
+            let why = match known {
+                Some(Some(_)) => "this device was revoked; link a fresh profile",
+                _ => "this device is already linked",
+            };
+            self.reply(&req.relay, &req.mailbox, &req.hpke.0, &refuse(why))
+                .await?;
+            self.finish_link(link.id, why)?;
+            return Ok(true);
+        }
+        let name: String = req
+            .name
+            .chars()
+            .filter(|c| !c.is_control())
+            .take(64)
+            .collect();
+        let cert = DeviceCert::sign(
+            self.cipher_suite(),
+            &zeroize::Zeroizing::new(self.db.setting("mls_secret")?),
+            &self.db.setting("mls_public")?,
+            &req.device_key.0,
+        )?;
+        let self_conv = self.ensure_self_group().await?;
+        // One KeyPackage per conversation (the self group is one of them).
+        let wanted = self.active_convs()?.len() as u32;
+        let code = device::auth_code(&link.hpke_public, &req.device_key.0, &req.hpke.0);
+        self.db.conn().execute(
+            "UPDATE device_links SET device_key = ?2, name = ?3, reply_relay = ?4, reply_mailbox = ?5, reply_hpke = ?6, code = ?7 WHERE id = ?1",
+            params![link.id, &req.device_key.0, name, req.relay, req.mailbox.as_bytes(), &req.hpke.0, code],
+        )?;
+        self.reply(
+            &req.relay,
+            &req.mailbox,
+            &req.hpke.0,
+            &LinkReply::Accepted {
+                cert: Bytes(cert.encode()),
+                name: self.name.clone(),
+                key_packages: wanted,
+                self_group: self_conv.group_id,
+            },
+        )
+        .await?;
+        self.emit(
+            events,
+            Event::notice(
+                None,
+                format!("device {name:?} asks to be linked; authentication code {code} (it shows the same)"),
+            ),
+        )?;
+        Ok(false)
+    }
+
+    async fn link_keys(
+        &mut self,
+        link: &LinkRow,
+        keys: LinkKeys,
+        events: &mut Vec<Event>,
+    ) -> Result<bool> {
+        if link.done {
+            return Ok(false);
+        }
+        let (Some(device_key), Some((relay, mailbox, _))) = (&link.device_key, &link.reply) else {
+            return Err(Error::Protocol(
+                "KeyPackages arrived before the device asked to link".into(),
+            ));
+        };
+        if !keys.check(&link.secret, device_key) {
+            return Err(Error::Protocol(
+                "the new device's KeyPackages are not bound to this link".into(),
+            ));
+        }
+        let device_fp = mls::fingerprint(device_key);
+        let mut kps = Vec::with_capacity(keys.key_packages.len());
+        for kp in keys.key_packages {
+            let (person, signer) = mls::key_package_signer(&kp.0)?;
+            if person != self.fingerprint || signer != device_fp {
+                return Err(Error::KeyPackageMismatch);
+            }
+            kps.push(kp.0);
+        }
+        let name = link.name.clone().unwrap_or_default();
+        let added = self
+            .add_device(device_fp, &name, relay, mailbox, kps, events)
+            .await?;
+        self.finish_link(link.id, "linked")?;
+        self.emit(
+            events,
+            Event::notice(
+                None,
+                format!(
+                    "linked device {name:?}: added to {added} conversations and sent the history"
+                ),
+            ),
+        )?;
+        Ok(true)
+    }
+
+    /// Create the self group (once), with this device its only member.
+    async fn ensure_self_group(&mut self) -> Result<Conv> {
+        if let Some(id) = self.self_group()?
+            && let Some(conv) = self.conv_by_id(&id)?
+        {
+            return Ok(conv);
+        }
+        let group_id = random_id();
+        let mut group = self.mls.create_group(group_id.as_bytes())?;
+        let token = group.token()?;
+        let relay = self.relay.base().to_string();
+        self.conv_client_for(&relay, &group_id)?
+            .create_group(random_id(), group_id, group.epoch(), sha256(&token))
+            .await?;
+        let me = self.device_fp()?;
+        self.db.transaction(|| {
+            group.save()?;
+            self.db.conn().execute(
+                "INSERT INTO conversations (group_id, kind, name, relay, read_epoch, cursor, created_at, hidden) VALUES (?1, 'group', ?2, ?3, ?4, 0, ?5, 1)",
+                params![group_id.as_bytes(), SELF_GROUP_NAME, relay, group.epoch() as i64, now_secs() as i64],
+            )?;
+            self.store_token(&group_id, group.epoch(), &token)?;
+            self.db.set_setting("self_group", group_id.as_bytes())?;
+            self.db.conn().execute(
+                "INSERT OR IGNORE INTO devices (device_fp, name, relay, mailbox_id, added_at) VALUES (?1, ?2, ?3, ?4, ?5)",
+                params![&me[..], "first device", relay, self.mailbox.as_bytes(), now_secs() as i64],
+            )?;
+            Ok(())
+        })?;
+        self.conv_by_id(&group_id)?
+            .ok_or_else(|| Error::Storage("the self group vanished".into()))
+    }
+
+    /// Add a verified new device to the self group and every conversation, then send it the
+    /// device list and the history. Returns the number of conversations it was added to.
+    async fn add_device(
+        &mut self,
+        device_fp: [u8; 32],
+        name: &str,
+        relay: &str,
+        mailbox: &Id,
+        mut kps: Vec<Vec<u8>>,
+        events: &mut Vec<Event>,
+    ) -> Result<usize> {
+        let self_conv = self.ensure_self_group().await?;
+        let convs = self.active_convs()?;
+        let others: Vec<Conv> = convs
+            .into_iter()
+            .filter(|c| c.group_id != self_conv.group_id)
+            .collect();
+        if kps.len() != others.len() + 1 {
+            return Err(Error::Protocol(format!(
+                "the new device sent {} KeyPackages for {} conversations",
+                kps.len(),
+                others.len() + 1
+            )));
+        }
+        self.db.conn().execute(
+            "INSERT INTO devices (device_fp, name, relay, mailbox_id, added_at) VALUES (?1, ?2, ?3, ?4, ?5)",
+            params![&device_fp[..], name, relay, mailbox.as_bytes(), now_secs() as i64],
+        )?;
+        let mut take = || kps.remove(0);
+        let relay = relay.to_string();
+        self.commit_change(
+            &self_conv,
+            vec![(take(), relay.clone(), *mailbox)],
+            vec![],
+            None,
+        )
+        .await?;
+        let mut added = 0;
+        for conv in &others {
+            match self
+                .commit_change(conv, vec![(take(), relay.clone(), *mailbox)], vec![], None)
+                .await
+            {
+                Ok(()) => added += 1,
+                Err(e) => self.emit(
+                    events,
+                    Event::notice(
+                        Some(conv),
+                        format!("could not add the new device to this conversation: {e}"),
+                    ),
+                )?,
+            }
+        }
+        self.send_devices().await?;
+        // The history, sealed under a key of its own, stored once on our relay; the key
+        // travels in the self group.
+        let archive = self.build_archive()?;
+        let plain = zeroize::Zeroizing::new(
+            serde_json::to_vec(&archive).map_err(|e| Error::Storage(e.to_string()))?,
+        );
+        let mut key = zeroize::Zeroizing::new(vec![0u8; 32]);
+        aws_lc_rs::rand::fill(&mut key)
+            .map_err(|_| Error::Crypto("the system random number generator failed".into()))?;
+        let sealed = seal_archive(&key, &plain)?;
+        let blob = self.relay.put_blob(&sealed).await?;
+        let body = Body::History {
+            archive: ArchiveRef {
+                relay: self.relay.base().to_string(),
+                blob,
+                len: sealed.len() as u64,
+                key: Bytes(key.to_vec()),
+                device: Bytes(device_fp.to_vec()),
+            },
+        };
+        self.send_self(body).await?;
+        Ok(added)
+    }
+
+    /// Send a body in the self group (queued when the relay is unreachable).
+    async fn send_self(&mut self, body: Body) -> Result<()> {
+        let Some(id) = self.self_group()? else {
+            return Ok(());
+        };
+        let Some(conv) = self.conv_by_id(&id)?.filter(|c| c.active) else {
+            return Ok(());
+        };
+        let payload = Payload {
+            id: random_id(),
+            expires_in: None,
+            sent_at: now_millis(),
+            body,
+        };
+        match self.send_payload(&conv, payload).await {
+            Ok(_) | Err(Error::RelayUnreachable(_)) => Ok(()),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Send the device list in the self group.
+    async fn send_devices(&mut self) -> Result<()> {
+        let devices = self.device_records()?;
+        self.send_self(Body::Devices { devices }).await
+    }
+
+    fn device_records(&self) -> Result<Vec<DeviceRecord>> {
+        let conn = self.db.conn();
+        let mut stmt = conn.prepare(
+            "SELECT device_fp, name, relay, mailbox_id, added_at, revoked_at FROM devices ORDER BY added_at, device_fp",
+        )?;
+        let rows = stmt.query_map([], |r| {
+            Ok(DeviceRecord {
+                id: Bytes(r.get(0)?),
+                name: r.get(1)?,
+                relay: r.get(2)?,
+                mailbox: r
+                    .get::<_, Option<Vec<u8>>>(3)?
+                    .and_then(|b| Id::from_slice(&b).ok()),
+                added_at: r.get::<_, i64>(4)?.max(0) as u64,
+                revoked_at: r.get::<_, Option<i64>>(5)?.map(|t| t.max(0) as u64),
+            })
+        })?;
+        Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
+    }
+
+    fn build_archive(&self) -> Result<Archive> {
+        let conn = self.db.conn();
+        let mut a = Archive::default();
+        let mut stmt = conn.prepare(
+            "SELECT alias, fingerprint, display_name, relay, mailbox_id, group_id, verified, created_at FROM contacts",
+        )?;
+        a.contacts = stmt
+            .query_map([], |r| {
+                Ok(ArchivedContact {
+                    alias: r.get(0)?,
+                    fingerprint: Bytes(r.get(1)?),
+                    display_name: r.get(2)?,
+                    relay: r.get(3)?,
+                    mailbox_id: r.get::<_, Option<Vec<u8>>>(4)?.map(Bytes),
+                    group_id: r.get::<_, Option<Vec<u8>>>(5)?.map(Bytes),
+                    verified: r.get(6)?,
+                    created_at: r.get(7)?,
+                })
+            })?
+            .collect::<rusqlite::Result<_>>()?;
+        let mut stmt = conn.prepare(
+            "SELECT group_id, kind, name, relay, active, timer_secs, seq_base, created_at FROM conversations WHERE hidden = 0",
+        )?;
+        a.conversations = stmt
+            .query_map([], |r| {
+                Ok(ArchivedConversation {
+                    group_id: Bytes(r.get(0)?),
+                    kind: r.get(1)?,
+                    name: r.get(2)?,
+                    relay: r.get(3)?,
+                    active: r.get(4)?,
+                    timer_secs: r.get(5)?,
+                    seq_base: r.get(6)?,
+                    created_at: r.get(7)?,
+                })
+            })?
+            .collect::<rusqlite::Result<_>>()?;
+        let mut stmt = conn.prepare(
+            "SELECT id, group_id, seq, sender_fp, outgoing, body, sent_at, received_at, expires_in, expires_at, attachment
+             FROM messages WHERE pending_body IS NULL AND failed IS NULL",
+        )?;
+        a.messages = stmt
+            .query_map([], |r| {
+                Ok(ArchivedMessage {
+                    id: Bytes(r.get(0)?),
+                    group_id: Bytes(r.get(1)?),
+                    seq: r.get(2)?,
+                    sender_fp: Bytes(r.get(3)?),
+                    outgoing: r.get(4)?,
+                    body: r.get(5)?,
+                    sent_at: r.get(6)?,
+                    received_at: r.get(7)?,
+                    expires_in: r.get(8)?,
+                    expires_at: r.get(9)?,
+                    attachment: r.get(10)?,
+                })
+            })?
+            .collect::<rusqlite::Result<_>>()?;
+        Ok(a)
+    }
+
+    /// Apply the self group's bodies (only from our own person, only in the self group).
+    /// Returns whether the body was one of them.
+    pub(super) fn apply_self_body(
+        &self,
+        conv: &Conv,
+        sender: &[u8; 32],
+        body: &Body,
+        events: &mut Vec<Event>,
+    ) -> Result<bool> {
+        let ours = *sender == self.fingerprint && self.self_group()? == Some(conv.group_id);
+        match body {
+            Body::Devices { devices } => {
+                if ours {
+                    self.db.conn().execute("DELETE FROM devices", [])?;
+                    for d in devices.iter().take(64) {
+                        self.db.conn().execute(
+                            "INSERT OR REPLACE INTO devices (device_fp, name, relay, mailbox_id, added_at, revoked_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+                            params![&d.id.0, d.name.chars().filter(|c| !c.is_control()).take(64).collect::<String>(), d.relay, d.mailbox.map(|m| m.as_bytes().to_vec()), d.added_at as i64, d.revoked_at.map(|t| t as i64)],
+                        )?;
+                    }
+                }
+                Ok(true)
+            }
+            Body::History { archive } => {
+                if ours && archive.device.0 == self.device_fp()? {
+                    let json = serde_json::to_string(archive)
+                        .map_err(|e| Error::Storage(e.to_string()))?;
+                    self.db.set_setting("history_archive", json.as_bytes())?;
+                    self.emit(
+                        events,
+                        Event::notice(Some(conv), "your other device sent the history".into()),
+                    )?;
+                }
+                Ok(true)
+            }
+            _ => Ok(false),
+        }
+    }
+
+    /// Fetch and import a history archive the self group announced (once).
+    pub(super) async fn import_history(&mut self, events: &mut Vec<Event>) -> Result<usize> {
+        let Some(json) = self.db.get_setting("history_archive")? else {
+            return Ok(0);
+        };
+        let r: ArchiveRef =
+            serde_json::from_slice(&json).map_err(|e| Error::Storage(e.to_string()))?;
+        let sealed = self
+            .relay_for(&r.relay)?
+            .get_blob_bytes(&r.blob, r.len, MAX_ARCHIVE)
+            .await?;
+        let plain = zeroize::Zeroizing::new(open_archive(&r.key.0, &sealed)?);
+        let archive: Archive = serde_json::from_slice(&plain)
+            .map_err(|_| Error::Protocol("an undecodable history archive".into()))?;
+        let n = archive.messages.len();
+        self.db.transaction(|| {
+            self.apply_archive(&archive)?;
+            self.db
+                .conn()
+                .execute("DELETE FROM settings WHERE key = 'history_archive'", [])?;
+            self.db
+                .set_setting("history_imported", &(n as u64).to_be_bytes())?;
+            self.emit(
+                events,
+                Event::notice(
+                    None,
+                    format!(
+                        "history received from your other device: {} conversations, {n} messages",
+                        archive.conversations.len()
+                    ),
+                ),
+            )
+        })?;
+        Ok(n)
+    }
+
+    fn apply_archive(&self, a: &Archive) -> Result<()> {
+        for c in &a.conversations {
+            let current: Option<String> = self
+                .db
+                .conn()
+                .query_row(
+                    "SELECT name FROM conversations WHERE group_id = ?1",
+                    params![&c.group_id.0],
+                    |r| r.get(0),
+                )
+                .optional()?;
+            let kind = if c.kind == "direct" {
+                "direct"
+            } else {
+                "group"
+            };
+            match current {
+                // Joined already: take the other device's name, kind and positions.
+                Some(name) => {
+                    let name = if name == c.name {
+                        name
+                    } else {
+                        self.unique_name(&c.name)?
+                    };
+                    self.db.conn().execute(
+                        "UPDATE conversations SET name = ?2, kind = ?3, timer_secs = ?4, seq_base = ?5 WHERE group_id = ?1",
+                        params![&c.group_id.0, name, kind, c.timer_secs, c.seq_base],
+                    )?;
+                }
+                // A conversation this person left: its history only.
+                None => {
+                    let name = self.unique_name(&c.name)?;
+                    self.db.conn().execute(
+                        "INSERT INTO conversations (group_id, kind, name, relay, read_epoch, cursor, active, created_at, timer_secs, seq_base)
+                         VALUES (?1, ?2, ?3, ?4, 0, 0, 0, ?5, ?6, ?7)",
+                        params![&c.group_id.0, kind, name, c.relay, c.created_at, c.timer_secs, c.seq_base],
+                    )?;
+                }
+            }
+        }
+        let conn = self.db.conn();
+        for c in &a.contacts {
+            // A direct conversation is named after its contact: the alias follows it.
+            let alias: String = match &c.group_id {
+                Some(g) => conn
+                    .query_row(
+                        "SELECT name FROM conversations WHERE group_id = ?1",
+                        params![&g.0],
+                        |r| r.get(0),
+                    )
+                    .optional()?
+                    .unwrap_or_else(|| c.alias.clone()),
+                None => c.alias.clone(),
+            };
+            conn.execute(
+                "INSERT OR IGNORE INTO contacts (alias, fingerprint, display_name, relay, mailbox_id, group_id, created_at, verified)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+                params![alias, &c.fingerprint.0, c.display_name, c.relay, c.mailbox_id.as_ref().map(|b| b.0.clone()), c.group_id.as_ref().map(|b| b.0.clone()), c.created_at, c.verified],
+            )?;
+        }
+        for m in &a.messages {
+            conn.execute(
+                "INSERT OR IGNORE INTO messages (id, group_id, seq, sender_fp, outgoing, body, sent_at, received_at, unread, expires_in, expires_at, attachment)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, 0, ?9, ?10, ?11)",
+                params![&m.id.0, &m.group_id.0, m.seq, &m.sender_fp.0, m.outgoing, m.body, m.sent_at, m.received_at, m.expires_in, m.expires_at, m.attachment],
+            )?;
+        }
+        Ok(())
+    }
+
+    /// A link answer that arrived while `device join` syncs: a refusal ends the join.
+    pub(super) fn device_envelope(&self, sealed: &[u8]) -> Result<()> {
+        let (Some(secret), Some(public)) = (
+            self.db.get_setting("join_hpke_secret")?,
+            self.db.get_setting("join_hpke_public")?,
+        ) else {
+            return Ok(());
+        };
+        let secret = zeroize::Zeroizing::new(secret);
+        if let Ok(plain) = device::hpke_open(self.cipher_suite(), &secret, &public, sealed)
+            && let Ok(LinkReply::Refused { reason }) = serde_json::from_slice(&plain)
+        {
+            self.db.set_setting("join_refused", reason.as_bytes())?;
+        }
+        Ok(())
+    }
+
+    /// After joining a conversation someone else added us to: add our other devices too
+    /// (a KeyPackage claimed from each one's mailbox, checked to be that device's).
+    pub(super) async fn add_own_devices(
+        &mut self,
+        conv: &Conv,
+        events: &mut Vec<Event>,
+    ) -> Result<()> {
+        if self.self_group()? == Some(conv.group_id) {
+            return Ok(());
+        }
+        let me = self.device_fp()?;
+        let others: Vec<DeviceRecord> = self
+            .device_records()?
+            .into_iter()
+            .filter(|d| d.revoked_at.is_none() && d.id.0 != me)
+            .collect();
+        for d in others {
+            let (Some(relay), Some(mailbox)) = (d.relay.clone(), d.mailbox) else {
+                continue;
+            };
+            let present = self
+                .mls
+                .load(conv.group_id.as_bytes())?
+                .members()
+                .iter()
+                .any(|m| m.device.as_slice() == d.id.0.as_slice());
+            if present {
+                continue;
+            }
+            let added = async {
+                let claimed = self.relay_for(&relay)?.claim_key_package(&mailbox).await?;
+                let (person, signer) = mls::key_package_signer(&claimed.key_package.0)?;
+                if person != self.fingerprint || signer.as_slice() != d.id.0.as_slice() {
+                    return Err(Error::KeyPackageMismatch);
+                }
+                Ok(claimed.key_package.0)
+            }
+            .await;
+            let outcome = match added {
+                Ok(kp) => {
+                    self.commit_change(conv, vec![(kp, relay, mailbox)], vec![], None)
+                        .await
+                }
+                Err(e) => Err(e),
+            };
+            if let Err(e) = outcome {
+                self.emit(
+                    events,
+                    Event::notice(
+                        Some(conv),
+                        format!("could not add your device {:?} here: {e}", d.name),
+                    ),
+                )?;
+            }
+        }
+        Ok(())
+    }
+
+    /// The person's devices, as this device knows them.
+    pub fn devices(&self) -> Result<Vec<DeviceView>> {
+        let me = self.device_fp()?;
+        let mut out: Vec<DeviceView> = self
+            .device_records()?
+            .into_iter()
+            .map(|d| DeviceView {
+                this: d.id.0 == me,
+                id: hex::encode(&d.id.0),
+                name: d.name,
+                revoked: d.revoked_at.is_some(),
+            })
+            .collect();
+        if !out.iter().any(|d| d.this) {
+            out.insert(
+                0,
+                DeviceView {
+                    id: hex::encode(me),
+                    name: if self.holds_identity()? {
+                        "first device".into()
+                    } else {
+                        "this device".into()
+                    },
+                    this: true,
+                    revoked: false,
+                },
+            );
+        }
+        Ok(out)
+    }
+
+    /// `device revoke ID`: remove that device from the self group and every conversation;
+    /// it can read nothing sent after. `ID` is a device id or a unique prefix of one.
+    pub async fn device_revoke(&mut self, id: &str) -> Result<String> {
+        let id = id.trim().to_ascii_lowercase();
+        if id.len() < 4 || !id.chars().all(|c| c.is_ascii_hexdigit()) {
+            return Err(Error::Usage(
+                "give a device id (or at least its first 4 hex digits) from `device list`".into(),
+            ));
+        }
+        let matches: Vec<DeviceView> = self
+            .devices()?
+            .into_iter()
+            .filter(|d| d.id.starts_with(&id))
+            .collect();
+        let d = match matches.as_slice() {
+            [d] => d.clone(),
+            [] => return Err(Error::NotFound(format!("no device {id}"))),
+            _ => {
+                return Err(Error::Usage(format!(
+                    "{id} names several devices; give more digits"
+                )));
+            }
+        };
+        if d.this {
+            return Err(Error::Usage(
+                "a device cannot revoke itself; revoke it from another device (or wipe it)".into(),
+            ));
+        }
+        if d.revoked {
+            return Err(Error::Usage(format!(
+                "device {:?} is already revoked",
+                d.name
+            )));
+        }
+        let fp = hex::decode(&d.id).map_err(|_| Error::Storage("corrupt device id".into()))?;
+        let mut convs = self.active_convs()?;
+        // The self group last: the device list that says "revoked" goes out after it is out
+        // of every conversation.
+        let self_id = self.self_group()?;
+        convs.sort_by_key(|c| Some(c.group_id) == self_id);
+        for conv in &convs {
+            let present = self
+                .mls
+                .load(conv.group_id.as_bytes())?
+                .members()
+                .iter()
+                .any(|m| m.device.as_slice() == fp.as_slice());
+            if present {
+                self.commit_change(conv, Vec::new(), vec![fp.clone()], None)
+                    .await?;
+            }
+        }
+        self.db.conn().execute(
+            "UPDATE devices SET revoked_at = ?2 WHERE device_fp = ?1",
+            params![fp, now_secs() as i64],
+        )?;
+        self.send_devices().await?;
+        Ok(d.name)
+    }
+
+    /// `device join LINK --name NAME`: make this (new, empty) home a device of the person
+    /// who showed the link. `confirm` is shown the authentication code and says whether it
+    /// matches the other screen. Waits at most `timeout` for the other device (it answers
+    /// when it syncs). On any failure nothing is left in `home`.
+    pub async fn device_join(
+        home: &Path,
+        passphrase: &str,
+        link: &str,
+        name: &str,
+        timeout: std::time::Duration,
+        confirm: impl FnOnce(&str) -> bool,
+    ) -> Result<(Profile, Joined)> {
+        let link = Link::parse(link)?;
+        if now_secs() > link.expires_at {
+            return Err(Error::Usage(
+                "this device link has expired; make a new one with `device link`".into(),
+            ));
+        }
+        let name = name.trim();
+        if name.is_empty() || name.chars().count() > 64 || name.chars().any(char::is_control) {
+            return Err(Error::Usage(
+                "the device name must be 1 to 64 printable characters".into(),
+            ));
+        }
+        // A profile of its own first (keys, mailbox), named later after the person.
+        let net = crate::net::Net::from_env()?.unwrap_or_default();
+        let mut p = Profile::init_device(home, passphrase, &link.relay, name, net).await?;
+        let path = Profile::db_path(home);
+        let outcome = p.join_inner(&link, name, timeout, confirm).await;
+        match outcome {
+            Ok(j) => Ok((p, j)),
+            Err(e) => {
+                drop(p);
+                remove_db_files(&path);
+                Err(e)
+            }
+        }
+    }
+
+    async fn join_inner(
+        &mut self,
+        link: &Link,
+        name: &str,
+        timeout: std::time::Duration,
+        confirm: impl FnOnce(&str) -> bool,
+    ) -> Result<Joined> {
+        let deadline = std::time::Instant::now() + timeout;
+        let cs = link.cipher_suite;
+        let device_key = self.db.setting("mls_public")?;
+        let (hpke_secret, hpke_public) = device::hpke_keypair(cs)?;
+        let hpke_secret = zeroize::Zeroizing::new(hpke_secret);
+        let req = LinkRequest {
+            device_key: Bytes(device_key.clone()),
+            hpke: Bytes(hpke_public.clone()),
+            relay: self.relay.base().to_string(),
+            mailbox: self.mailbox,
+            name: name.to_string(),
+            mac: Bytes(Vec::new()),
+        }
+        .sign(&link.secret.0);
+        let link_relay = self.relay_for(&link.relay)?;
+        let sealed = |m: &LinkMessage| -> Result<Vec<u8>> {
+            let plain = serde_json::to_vec(m).map_err(|e| Error::Protocol(e.to_string()))?;
+            device::hpke_seal(cs, &link.hpke.0, &plain)
+        };
+        link_relay
+            .drop_message(
+                random_id(),
+                &link.mailbox,
+                sealed(&LinkMessage::Request(req))?,
+            )
+            .await?;
+        let code = device::auth_code(&link.hpke.0, &device_key, &hpke_public);
+        if !confirm(&code) {
+            return Err(Error::Usage(
+                "the authentication codes differ: nothing was linked (make a new link and try again)"
+                    .into(),
+            ));
+        }
+        // The answer: our certificate (or why not).
+        let reply = loop {
+            let msgs = self
+                .relay
+                .read_mailbox(&self.mailbox_key, &self.mailbox, 0)
+                .await?;
+            let mut found = None;
+            for m in &msgs {
+                if let Ok(Envelope::Device { sealed }) = Envelope::decode(&m.body.0)
+                    && let Ok(plain) = device::hpke_open(cs, &hpke_secret, &hpke_public, &sealed.0)
+                    && let Ok(r) = serde_json::from_slice::<LinkReply>(&plain)
+                {
+                    self.relay
+                        .ack(&self.mailbox_key, &self.mailbox, vec![m.seq])
+                        .await?;
+                    found = Some(r);
+                    break;
+                }
+            }
+            if let Some(r) = found {
+                break r;
+            }
+            if std::time::Instant::now() > deadline {
+                return Err(Error::Busy(
+                    "the other device did not answer in time: run `samizdat sync` (or keep `serve` running) there, then try again with a new link".into(),
+                ));
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+        };
+        let (cert, person_name, wanted) = match reply {
+            LinkReply::Refused { reason } => {
+                return Err(Error::Usage(format!("the other device refused: {reason}")));
+            }
+            LinkReply::Accepted {
+                cert,
+                name,
+                key_packages,
+                self_group,
+            } => {
+                self.db.set_setting("self_group", self_group.as_bytes())?;
+                (cert, name, key_packages)
+            }
+        };
+        let parsed = DeviceCert::decode(&cert.0)
+            .ok_or_else(|| Error::Protocol("the other device sent no certificate".into()))??;
+        parsed.verify(&device_key)?;
+        if parsed.person().as_slice() != link.identity.0.as_slice() {
+            return Err(Error::Protocol(
+                "the certificate is for another identity than the link's".into(),
+            ));
+        }
+        if wanted == 0 || wanted > MAX_LINK_KEY_PACKAGES {
+            return Err(Error::Protocol(format!(
+                "the other device asked for {wanted} KeyPackages"
+            )));
+        }
+        // Become a device of that person: the certificate in our credential, their name.
+        let person_name: String = person_name
+            .chars()
+            .filter(|c| !c.is_control())
+            .take(64)
+            .collect();
+        self.db.set_setting("device_cert", &cert.0)?;
+        self.db.set_setting("name", person_name.as_bytes())?;
+        self.db.set_setting("device_name", name.as_bytes())?;
+        let secret = zeroize::Zeroizing::new(self.db.setting("mls_secret")?);
+        self.mls = Mls::new(
+            self.db.clone(),
+            &secret,
+            &device_key,
+            self.mls.cipher_suite(),
+            Some(&cert.0),
+        )?;
+        self.fingerprint = parsed.person();
+        self.name = person_name.clone();
+        // The pool made at init carries the old credential: replace it.
+        self.db.conn().execute("DELETE FROM mls_key_packages", [])?;
+        let mut kps = Vec::with_capacity(wanted as usize);
+        for _ in 0..wanted {
+            kps.push(self.mls.key_package(false)?);
+        }
+        if std::env::var("SAMIZDAT_TEST_SUBSTITUTE_KEY_PACKAGES").is_ok_and(|v| v == "1") {
+            // Fault injection for the test: KeyPackages of another key, as a relay that
+            // handed out someone else's would.
+            let other = mls::generate_signer(self.mls.cipher_suite())?;
+            let db = self.db.clone();
+            let fake = Mls::new(
+                db,
+                &other.secret,
+                &other.public,
+                self.mls.cipher_suite(),
+                Some(&cert.0),
+            )?;
+            kps[0] = fake.key_package(false)?;
+        }
+        // A refusal of what follows arrives while syncing (see `device_envelope`).
+        self.db.set_setting("join_hpke_secret", &hpke_secret)?;
+        self.db.set_setting("join_hpke_public", &hpke_public)?;
+        let keys = LinkKeys::new(&link.secret.0, &device_key, kps);
+        link_relay
+            .drop_message(
+                random_id(),
+                &link.mailbox,
+                sealed(&LinkMessage::Keys(keys))?,
+            )
+            .await?;
+        let last_resort = self.mls.key_package(true)?;
+        self.upload_key_packages(KEY_PACKAGE_POOL, Some(last_resort))
+            .await?;
+        // Wait for the Welcomes, the device list and the history (sync imports it).
+        let messages;
+        loop {
+            let mut events = self.sync().await?;
+            for e in &events {
+                if let Event::Notice { text, .. } = e
+                    && text.starts_with("could not join")
+                {
+                    return Err(Error::Protocol(text.clone()));
+                }
+            }
+            self.buffered.append(&mut events);
+            if let Some(reason) = self.db.get_setting("join_refused")? {
+                return Err(Error::Usage(format!(
+                    "the other device refused: {}",
+                    String::from_utf8_lossy(&reason)
+                )));
+            }
+            if let Some(n) = self.db.get_setting("history_imported")? {
+                messages = <[u8; 8]>::try_from(n.as_slice())
+                    .map(u64::from_be_bytes)
+                    .unwrap_or(0) as usize;
+                break;
+            }
+            if std::time::Instant::now() > deadline {
+                return Err(Error::Busy(
+                    "the other device did not finish linking in time (it adds this device when it syncs); nothing was linked".into(),
+                ));
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+        }
+        for key in ["join_hpke_secret", "join_hpke_public"] {
+            self.db
+                .conn()
+                .execute("DELETE FROM settings WHERE key = ?1", params![key])?;
+        }
+        Ok(Joined {
+            code,
+            name: person_name,
+            conversations: self.active_convs()?.len().saturating_sub(1),
+            messages,
+        })
+    }
+}
