@@ -62,6 +62,9 @@ pub enum Body {
     Devices {
         devices: Vec<crate::profile::DeviceRecord>,
     },
+    /// Contacts and conversation names changed on another device of the person (self group
+    /// only): where to fetch them (an archive without messages).
+    State { archive: crate::profile::ArchiveRef },
     /// Where a newly linked device finds its history (self group only).
     History { archive: crate::profile::ArchiveRef },
     /// The inviter refuses the introduction (a used single-use invite, an expired one):

@@ -152,7 +152,7 @@ mod tests {
             .conn()
             .pragma_query_value(None, "user_version", |r| r.get(0))
             .expect("version");
-        assert_eq!(version, 11);
+        assert_eq!(version, 12);
         db.conn()
             .pragma_update(None, "user_version", 99)
             .expect("set version");

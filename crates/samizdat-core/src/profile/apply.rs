@@ -130,7 +130,7 @@ impl Profile {
                 };
                 self.emit(events, e)?;
             }
-            Body::Devices { .. } | Body::History { .. } => {}
+            Body::Devices { .. } | Body::History { .. } | Body::State { .. } => {}
             Body::Refused { reason } => {
                 self.apply_refused(conv, sender, &reason, events)?;
             }

@@ -167,6 +167,7 @@ impl Profile {
                 "INSERT INTO contacts (alias, fingerprint, display_name, relay, mailbox_id, group_id, created_at) VALUES (?1, ?2, ?1, ?3, ?4, ?5, ?6)",
                 params![alias, &fp[..], invite.relay, invite.mailbox.as_bytes(), group_id.as_bytes(), now_secs() as i64],
             )?;
+            self.state_changed()?;
             self.store_peer_addresses(&fp, &all_addresses)?;
             self.db.conn().execute(
                 "INSERT INTO pending_adds (group_id, member, alias, relay, mailbox, next_at, created_at, invite, key_package)
@@ -221,7 +222,7 @@ impl Profile {
         if changed == 0 {
             return Err(Error::NotFound(format!("no contact called {alias:?}")));
         }
-        Ok(())
+        self.state_changed()
     }
 
     /// A safety number both sides compute identically: 12 groups of 5 digits.
@@ -331,6 +332,7 @@ impl Profile {
                     "INSERT INTO contacts (alias, fingerprint, display_name, relay, mailbox_id, group_id, created_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
                     params![alias, &sender[..], display, relay, mailbox.as_bytes(), gid.as_bytes(), now_secs() as i64],
                 )?;
+                self.state_changed()?;
                 let e = Event::NewContact {
                     fingerprint: hex::encode(sender),
                     alias: alias.clone(),

@@ -477,9 +477,15 @@ impl Profile {
         let device_fp = mls::fingerprint(device_key);
         let mut kps = Vec::with_capacity(keys.key_packages.len());
         for kp in keys.key_packages {
-            let (person, signer) = mls::key_package_signer(&kp.0)?;
+            let substituted = || {
+                Error::Protocol(
+                    "a KeyPackage sent for linking is not the new device's (substituted on the way?); nothing was added"
+                        .into(),
+                )
+            };
+            let (person, signer) = mls::key_package_signer(&kp.0).map_err(|_| substituted())?;
             if person != self.fingerprint || signer != device_fp {
-                return Err(Error::KeyPackageMismatch);
+                return Err(substituted());
             }
             kps.push(kp.0);
         }
@@ -741,6 +747,14 @@ impl Profile {
                 }
                 Ok(true)
             }
+            Body::State { archive } => {
+                if ours {
+                    let json = serde_json::to_string(archive)
+                        .map_err(|e| Error::Storage(e.to_string()))?;
+                    self.db.set_setting("state_archive", json.as_bytes())?;
+                }
+                Ok(true)
+            }
             Body::History { archive } => {
                 if ours && archive.device.0 == self.device_fp()? {
                     let json = serde_json::to_string(archive)
@@ -759,6 +773,7 @@ impl Profile {
 
     /// Fetch and import a history archive the self group announced (once).
     pub(super) async fn import_history(&mut self, events: &mut Vec<Event>) -> Result<usize> {
+        self.import_state().await?;
         let Some(json) = self.db.get_setting("history_archive")? else {
             return Ok(0);
         };
@@ -773,7 +788,7 @@ impl Profile {
             .map_err(|_| Error::Protocol("an undecodable history archive".into()))?;
         let n = archive.messages.len();
         self.db.transaction(|| {
-            self.apply_archive(&archive)?;
+            self.apply_archive(&archive, true)?;
             self.db
                 .conn()
                 .execute("DELETE FROM settings WHERE key = 'history_archive'", [])?;
@@ -793,7 +808,78 @@ impl Profile {
         Ok(n)
     }
 
-    fn apply_archive(&self, a: &Archive) -> Result<()> {
+    /// Note that contacts or conversation names changed: the next sync sends the state to
+    /// the person's other devices (inside the caller's transaction, if any).
+    pub(super) fn state_changed(&self) -> Result<()> {
+        if self.self_group()?.is_some() {
+            self.db.set_setting("self_state_dirty", b"1")?;
+        }
+        Ok(())
+    }
+
+    /// Send contacts and conversation names to our other devices if they changed.
+    pub(super) async fn send_state_if_changed(&mut self) -> Result<()> {
+        if self.db.get_setting("self_state_dirty")?.is_none() {
+            return Ok(());
+        }
+        let me = self.device_fp()?;
+        let others = self
+            .device_records()?
+            .iter()
+            .any(|d| d.revoked_at.is_none() && d.id.0 != me);
+        if others {
+            let mut state = self.build_archive()?;
+            state.messages.clear();
+            let plain = zeroize::Zeroizing::new(
+                serde_json::to_vec(&state).map_err(|e| Error::Storage(e.to_string()))?,
+            );
+            let mut key = zeroize::Zeroizing::new(vec![0u8; 32]);
+            aws_lc_rs::rand::fill(&mut key)
+                .map_err(|_| Error::Crypto("the system random number generator failed".into()))?;
+            let sealed = seal_archive(&key, &plain)?;
+            let blob = self.relay.put_blob(&sealed).await?;
+            self.send_self(Body::State {
+                archive: ArchiveRef {
+                    relay: self.relay.base().to_string(),
+                    blob,
+                    len: sealed.len() as u64,
+                    key: Bytes(key.to_vec()),
+                    device: Bytes(Vec::new()),
+                },
+            })
+            .await?;
+        }
+        self.db
+            .conn()
+            .execute("DELETE FROM settings WHERE key = 'self_state_dirty'", [])?;
+        Ok(())
+    }
+
+    /// Apply the latest contacts and names another device of ours sent.
+    async fn import_state(&mut self) -> Result<()> {
+        let Some(json) = self.db.get_setting("state_archive")? else {
+            return Ok(());
+        };
+        let r: ArchiveRef =
+            serde_json::from_slice(&json).map_err(|e| Error::Storage(e.to_string()))?;
+        let sealed = self
+            .relay_for(&r.relay)?
+            .get_blob_bytes(&r.blob, r.len, MAX_ARCHIVE)
+            .await?;
+        let plain = zeroize::Zeroizing::new(open_archive(&r.key.0, &sealed)?);
+        let state: Archive = serde_json::from_slice(&plain)
+            .map_err(|_| Error::Protocol("an undecodable state from another device".into()))?;
+        self.db.transaction(|| {
+            self.apply_archive(&state, false)?;
+            self.db
+                .conn()
+                .execute("DELETE FROM settings WHERE key = 'state_archive'", [])?;
+            Ok(())
+        })
+    }
+
+    /// Take contacts, names and (with `history`) messages from another device of ours.
+    fn apply_archive(&self, a: &Archive, history: bool) -> Result<()> {
         for c in &a.conversations {
             let current: Option<String> = self
                 .db
@@ -822,6 +908,8 @@ impl Profile {
                         params![&c.group_id.0, name, kind, c.timer_secs, c.seq_base],
                     )?;
                 }
+                // Not joined here yet (its Welcome comes by itself): nothing to name.
+                None if !history => {}
                 // A conversation this person left: its history only.
                 None => {
                     let name = self.unique_name(&c.name)?;
@@ -848,8 +936,10 @@ impl Profile {
                 None => c.alias.clone(),
             };
             conn.execute(
-                "INSERT OR IGNORE INTO contacts (alias, fingerprint, display_name, relay, mailbox_id, group_id, created_at, verified)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+                "INSERT INTO contacts (alias, fingerprint, display_name, relay, mailbox_id, group_id, created_at, verified)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)
+                 ON CONFLICT (fingerprint) DO UPDATE SET verified = excluded.verified,
+                    display_name = excluded.display_name, group_id = COALESCE(contacts.group_id, excluded.group_id)",
                 params![alias, &c.fingerprint.0, c.display_name, c.relay, c.mailbox_id.as_ref().map(|b| b.0.clone()), c.group_id.as_ref().map(|b| b.0.clone()), c.created_at, c.verified],
             )?;
         }

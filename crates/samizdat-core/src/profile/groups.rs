@@ -387,6 +387,7 @@ impl Profile {
                 "UPDATE conversations SET name = ?2 WHERE group_id = ?1",
                 params![conv.group_id.as_bytes(), new_name],
             )?;
+            self.state_changed()?;
             let e = Event::GroupNamed {
                 conversation_id: conv.group_id.to_string(),
                 conversation: new_name.to_string(),

@@ -111,9 +111,10 @@ impl Profile {
         match self.import_history(&mut events).await {
             Ok(_) | Err(Error::RelayUnreachable(_)) => {}
             Err(e) => {
-                self.db
-                    .conn()
-                    .execute("DELETE FROM settings WHERE key = 'history_archive'", [])?;
+                self.db.conn().execute(
+                    "DELETE FROM settings WHERE key IN ('history_archive', 'state_archive')",
+                    [],
+                )?;
                 self.emit(
                     &mut events,
                     Event::notice(
@@ -122,6 +123,13 @@ impl Profile {
                     ),
                 )?
             }
+        }
+        match self.send_state_if_changed().await {
+            Ok(()) | Err(Error::RelayUnreachable(_)) => {}
+            Err(e) => self.emit(
+                &mut events,
+                Event::notice(None, format!("could not tell your other devices: {e}")),
+            )?,
         }
         // Members who asked to leave (stored when their notice was read, also by earlier
         // syncs that could not finish): remove them; one committer wins, the rest find them

@@ -218,6 +218,39 @@ fn a_group_of_three_people_with_one_on_two_devices() {
     assert_eq!(bob.members("trio").len(), 2);
 }
 
+#[test]
+fn contacts_made_and_verified_after_linking_reach_the_other_device() {
+    let mut w = World::new();
+    let [alice, bob] = w.people(["alice", "bob"]);
+    w.connect(&alice, &bob);
+    let laptop = device(&w, "laptop");
+    link(&alice, &laptop);
+    // carol accepts alice's invite after the laptop was linked.
+    let carol = w.person("carol");
+    w.connect(&alice, &carol);
+    laptop.ok(&["sync"]);
+    assert!(laptop.ok(&["contacts"]).contains(&carol.display));
+    let hi = w.text("carol says hi to both");
+    carol.ok(&["send", "alice", &hi]);
+    laptop.ok(&["sync"]);
+    assert_eq!(count(&laptop.texts(&carol.display), &hi), 1);
+    assert_eq!(safety(&laptop, &carol.display), safety(&carol, "alice"));
+    // Marked verified on the laptop: the phone shows it too.
+    laptop.ok(&["verify", &carol.display, "--mark"]);
+    laptop.ok(&["sync"]);
+    alice.ok(&["sync"]);
+    let contacts: Vec<serde_json::Value> = alice
+        .ok(&["contacts", "--json"])
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let c = contacts
+        .iter()
+        .find(|c| c["alias"] == carol.display.as_str())
+        .unwrap();
+    assert_eq!(c["verified"], true, "{contacts:?}");
+}
+
 /// Change one byte of a link's payload (see `device::Link::to_link`).
 fn tamper(link: &str, at: usize) -> String {
     let (prefix, body) = link.split_at("samizdat://device/v1/".len());
@@ -294,7 +327,7 @@ fn bad_links_are_refused_and_change_nothing() {
         .unwrap();
     let (ok, _, err) = finish_join(&alice, child);
     assert!(!ok);
-    assert!(err.contains("does not belong"), "{err}");
+    assert!(err.contains("not the new device's"), "{err}");
     assert!(err.contains("linking a device failed"), "{err}");
     gone(&dev);
     assert_eq!(devices(&alice).len(), 1, "{:?}", devices(&alice));
