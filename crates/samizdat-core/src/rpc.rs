@@ -792,7 +792,7 @@ async fn device_link(s: &Session, _: NoParams) -> RpcResult<DeviceLink> {
 }
 
 async fn devices(s: &Session, _: NoParams) -> RpcResult<Vec<crate::DeviceView>> {
-    on_profile!(s, |p| Ok(p.devices()?))
+    on_profile!(s, |p| p.devices())
 }
 
 async fn device_revoke(s: &Session, a: DeviceParams) -> RpcResult<Done> {
