@@ -32,6 +32,8 @@ const EVENT_BUFFER: usize = 4096;
 /// Conversations are polled this often even when the WebSocket is quiet (other relays,
 /// missed notifications).
 const POLL: Duration = Duration::from_secs(5);
+/// How often a running service reads the mailbox of an open device link.
+const LINK_POLL: Duration = Duration::from_millis(500);
 
 type Job = Box<dyn for<'a> FnOnce(&'a mut Profile) -> LocalBoxFuture<'a, ()> + Send>;
 
@@ -330,6 +332,7 @@ impl Service {
         let mut challenge: Option<Id> = None;
         let mut subscribed: HashMap<Id, (u64, u64)> = HashMap::new();
         let mut poll = tokio::time::interval(POLL);
+        let mut link_poll = tokio::time::interval(LINK_POLL);
         let mut dirty = true;
         let mut groups: std::collections::HashSet<Id> = std::collections::HashSet::new();
         let mut conv_sockets = ConvSockets::new();
@@ -452,6 +455,15 @@ impl Service {
                     None => return,
                 },
                 _ = poll.tick() => dirty = true,
+                // A device link waiting for its new device: answered within half a second.
+                _ = link_poll.tick() => {
+                    if self.profile.links_open().unwrap_or(false) && retry_at.is_none() {
+                        match self.profile.poll_links().await {
+                            Ok(events) => self.publish(events),
+                            Err(e) => tracing::debug!("device link: {e}"),
+                        }
+                    }
+                }
                 _ = sleep_until(retry_at) => {
                     retry_at = None;
                     dirty = true;

@@ -1078,7 +1078,12 @@ async fn run_in(home: &Path, cmd: ClientCommand) -> Result<()> {
                         println!("{}", serde_json::to_string(&m)?);
                     } else {
                         let state = if m.joined { "" } else { "  (not joined yet)" };
-                        println!("{}  (key {}){state}", safe(&m.name), m.fingerprint);
+                        let devices = if m.devices > 1 {
+                            format!("  ({} devices)", m.devices)
+                        } else {
+                            String::new()
+                        };
+                        println!("{}  (key {}){state}{devices}", safe(&m.name), m.fingerprint);
                     }
                 }
             }

@@ -238,6 +238,23 @@ impl Profile {
         Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
     }
 
+    /// Whether a link made here still waits for its device.
+    pub fn links_open(&self) -> Result<bool> {
+        Ok(self.db.conn().query_row(
+            "SELECT EXISTS (SELECT 1 FROM device_links WHERE done_at IS NULL AND expires_at + 60 > ?1)",
+            params![now_secs() as i64],
+            |r| r.get(0),
+        )?)
+    }
+
+    /// Answer the open links only (the service calls this often while one is open).
+    pub async fn poll_links(&mut self) -> Result<Vec<Event>> {
+        let mut events = Vec::new();
+        self.sync_links(&mut events).await?;
+        events.append(&mut self.buffered);
+        Ok(events)
+    }
+
     fn finish_link(&self, id: i64, outcome: &str) -> Result<()> {
         self.db.conn().execute(
             "UPDATE device_links SET done_at = ?2, outcome = ?3 WHERE id = ?1",

@@ -136,6 +136,8 @@ pub struct MemberView {
     /// Welcome, then sends its name). A member that stays unjoined can be sent a fresh
     /// Welcome (`group readd`).
     pub joined: bool,
+    /// How many devices of this person are in the group (each its own MLS member).
+    pub devices: usize,
 }
 
 impl Profile {
@@ -373,10 +375,12 @@ impl Profile {
             )));
         }
         let group = self.mls.load(conv.group_id.as_bytes())?;
+        let leaves = group.members();
         group
             .people()
             .into_iter()
             .map(|m| {
+                let devices = leaves.iter().filter(|l| l.fingerprint == m.fingerprint).count();
                 let me = m.fingerprint == self.fingerprint;
                 // Joined: announced its name, or has written in the group (the creator of a
                 // group never announces itself; it writes).
@@ -391,6 +395,7 @@ impl Profile {
                     fingerprint: hex::encode(&m.fingerprint[..8]),
                     me,
                     joined: me || announced,
+                    devices,
                 })
             })
             .collect()

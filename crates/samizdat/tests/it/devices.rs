@@ -196,6 +196,17 @@ fn a_group_of_three_people_with_one_on_two_devices() {
     bob.ok(&["sync"]);
     assert_eq!(bob.members("trio").len(), 3, "{:?}", bob.members("trio"));
     assert_eq!(laptop.members("trio").len(), 3);
+    // bob sees three people; asked, alice has two devices.
+    let listed: Vec<serde_json::Value> = bob
+        .ok(&["group", "members", "trio", "--json"])
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let devs: Vec<u64> = listed
+        .iter()
+        .map(|m| m["devices"].as_u64().unwrap())
+        .collect();
+    assert_eq!(devs.iter().sum::<u64>(), 4, "{listed:?}");
     let hi = w.text("hello trio");
     carol.ok(&["send", "trio", &hi]);
     alice.ok(&["sync"]);
@@ -249,6 +260,33 @@ fn contacts_made_and_verified_after_linking_reach_the_other_device() {
         .find(|c| c["alias"] == carol.display.as_str())
         .unwrap();
     assert_eq!(c["verified"], true, "{contacts:?}");
+}
+
+#[test]
+fn a_running_service_completes_the_link_by_itself() {
+    let mut w = World::new();
+    let [alice, bob] = w.people(["alice", "bob"]);
+    w.connect(&alice, &bob);
+    let _serve = crate::service::Serve::start(&alice);
+    // Through the service's socket; nobody runs `sync` on alice's side.
+    let link = link_of(&alice);
+    let laptop = device(&w, "laptop");
+    let out = laptop.ok(&[
+        "device",
+        "join",
+        &link,
+        "--name",
+        "laptop",
+        "--yes",
+        "--timeout",
+        "60",
+    ]);
+    assert!(out.contains("1 conversations"), "{out}");
+    assert_eq!(devices(&alice).len(), 2);
+    let hi = w.text("to both while serving");
+    bob.ok(&["send", "alice", &hi]);
+    laptop.ok(&["sync"]);
+    assert_eq!(count(&laptop.texts(&bob.display), &hi), 1);
 }
 
 /// Change one byte of a link's payload (see `device::Link::to_link`).

@@ -16,12 +16,12 @@ use crate::harness::{self, Person, RelayProc, World};
 const WAIT: Duration = Duration::from_secs(60);
 
 /// `samizdat serve` for one person, stopped (SIGKILL) on drop.
-struct Serve {
+pub(crate) struct Serve {
     child: Child,
 }
 
 impl Serve {
-    fn start(p: &Person) -> Serve {
+    pub(crate) fn start(p: &Person) -> Serve {
         let mut child = p
             .cmd(&["serve"])
             .stdout(Stdio::piped())
