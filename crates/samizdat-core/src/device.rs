@@ -348,6 +348,9 @@ pub enum LinkReply {
         key_packages: u32,
         /// The self group, shared only by the person's devices.
         self_group: Id,
+        /// The person's devices so far (the self group repeats it).
+        #[serde(default)]
+        devices: Vec<crate::profile::DeviceRecord>,
     },
     Refused {
         reason: String,

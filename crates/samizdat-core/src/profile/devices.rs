@@ -76,6 +76,9 @@ struct ArchivedConversation {
     timer_secs: i64,
     seq_base: i64,
     created_at: i64,
+    /// Messages up to this position are read.
+    #[serde(default)]
+    read_seq: Option<i64>,
 }
 
 #[derive(Debug, Serialize, serde::Deserialize)]
@@ -459,6 +462,7 @@ impl Profile {
                 name: self.name.clone(),
                 key_packages: wanted,
                 self_group: self_conv.group_id,
+                devices: self.device_records()?,
             },
         )
         .await?;
@@ -660,7 +664,7 @@ impl Profile {
         self.send_self(Body::Devices { devices }).await
     }
 
-    fn device_records(&self) -> Result<Vec<DeviceRecord>> {
+    pub(super) fn device_records(&self) -> Result<Vec<DeviceRecord>> {
         let conn = self.db.conn();
         let mut stmt = conn.prepare(
             "SELECT device_fp, name, relay, mailbox_id, added_at, revoked_at FROM devices ORDER BY added_at, device_fp",
@@ -701,7 +705,9 @@ impl Profile {
             })?
             .collect::<rusqlite::Result<_>>()?;
         let mut stmt = conn.prepare(
-            "SELECT group_id, kind, name, relay, active, timer_secs, seq_base, created_at FROM conversations WHERE hidden = 0",
+            "SELECT group_id, kind, name, relay, active, timer_secs, seq_base, created_at,
+                    (SELECT MAX(seq) FROM messages m WHERE m.group_id = c.group_id AND m.unread = 0)
+             FROM conversations c WHERE hidden = 0",
         )?;
         a.conversations = stmt
             .query_map([], |r| {
@@ -714,6 +720,7 @@ impl Profile {
                     timer_secs: r.get(5)?,
                     seq_base: r.get(6)?,
                     created_at: r.get(7)?,
+                    read_seq: r.get(8)?,
                 })
             })?
             .collect::<rusqlite::Result<_>>()?;
@@ -939,6 +946,14 @@ impl Profile {
             }
         }
         let conn = self.db.conn();
+        for c in &a.conversations {
+            if let Some(seq) = c.read_seq {
+                conn.execute(
+                    "UPDATE messages SET unread = 0 WHERE group_id = ?1 AND unread = 1 AND seq <= ?2",
+                    params![&c.group_id.0, seq],
+                )?;
+            }
+        }
         for c in &a.contacts {
             // A direct conversation is named after its contact: the alias follows it.
             let alias: String = match &c.group_id {
@@ -998,8 +1013,44 @@ impl Profile {
             return Ok(());
         }
         let me = self.device_fp()?;
-        let others: Vec<DeviceRecord> = self
-            .device_records()?
+        let records = self.device_records()?;
+        if records.len() < 2 {
+            return Ok(());
+        }
+        // Catching up may have ended our membership already.
+        let Some(conv) = self.conv_by_id(&conv.group_id)?.filter(|c| c.active) else {
+            return Ok(());
+        };
+        let conv = &conv;
+        // A revoked device of ours that is here (it was invited through its old mailbox, or
+        // added us itself): remove it.
+        let revoked: Vec<Vec<u8>> = records
+            .iter()
+            .filter(|d| d.revoked_at.is_some())
+            .map(|d| d.id.0.clone())
+            .collect();
+        let present_revoked: Vec<Vec<u8>> = self
+            .mls
+            .load(conv.group_id.as_bytes())?
+            .members()
+            .iter()
+            .filter(|m| revoked.iter().any(|r| r.as_slice() == m.device.as_slice()))
+            .map(|m| m.device.to_vec())
+            .collect();
+        if !present_revoked.is_empty()
+            && let Err(e) = self
+                .commit_change(conv, Vec::new(), present_revoked, None)
+                .await
+        {
+            self.emit(
+                events,
+                Event::notice(
+                    Some(conv),
+                    format!("could not remove a revoked device of yours here: {e}"),
+                ),
+            )?;
+        }
+        let others: Vec<DeviceRecord> = records
             .into_iter()
             .filter(|d| d.revoked_at.is_none() && d.id.0 != me)
             .collect();
@@ -1250,12 +1301,24 @@ impl Profile {
             }
             LinkReply::Accepted {
                 cert,
-                name,
+                name: person,
                 key_packages,
                 self_group,
+                devices,
             } => {
                 self.db.set_setting("self_group", self_group.as_bytes())?;
-                (cert, name, key_packages)
+                for d in devices.iter().take(64) {
+                    self.db.conn().execute(
+                        "INSERT OR REPLACE INTO devices (device_fp, name, relay, mailbox_id, added_at, revoked_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+                        params![&d.id.0, d.name.chars().filter(|c| !c.is_control()).take(64).collect::<String>(), d.relay, d.mailbox.map(|m| m.as_bytes().to_vec()), d.added_at as i64, d.revoked_at.map(|t| t as i64)],
+                    )?;
+                }
+                // This device, last (the list the first device sends next says the same).
+                self.db.conn().execute(
+                    "INSERT OR REPLACE INTO devices (device_fp, name, relay, mailbox_id, added_at) VALUES (?1, ?2, ?3, ?4, ?5)",
+                    params![&mls::fingerprint(&device_key)[..], name, self.relay.base(), self.mailbox.as_bytes(), now_secs() as i64],
+                )?;
+                (cert, person, key_packages)
             }
         };
         let parsed = DeviceCert::decode(&cert.0)

@@ -279,7 +279,7 @@ impl Profile {
                         relay: self.relay.base().to_string(),
                         mailbox: self.mailbox,
                         invite,
-                        mailboxes: self.own_addresses(),
+                        mailboxes: self.announced_addresses(),
                     };
                     let payload = Payload {
                         id: random_id(),

@@ -85,6 +85,39 @@ impl Profile {
         .collect()
     }
 
+    /// Where others can reach this person: this device's mailboxes, then those of the
+    /// person's other (not revoked) devices; at most `MAX_MAILBOXES`.
+    pub(crate) fn announced_addresses(&self) -> Vec<MailboxAddr> {
+        let own = self.own_addresses();
+        let me = self.device_fp().ok();
+        let records = self.device_records().unwrap_or_default();
+        let mut out: Vec<MailboxAddr> = Vec::new();
+        if !records
+            .iter()
+            .any(|d| Some(d.id.0.as_slice()) == me.as_ref().map(|m| &m[..]))
+        {
+            out.extend(own.iter().cloned());
+        }
+        // The person's devices in the order they were linked (the first device first), so
+        // that contacts reach the same device whichever one announced.
+        for d in records {
+            if Some(d.id.0.as_slice()) == me.as_ref().map(|m| &m[..]) {
+                out.extend(own.iter().cloned());
+                continue;
+            }
+            if d.revoked_at.is_some() {
+                continue;
+            }
+            if let (Some(relay), Some(mailbox)) = (d.relay, d.mailbox) {
+                out.push(MailboxAddr { relay, mailbox });
+            }
+        }
+        let mut seen = std::collections::HashSet::new();
+        out.retain(|a| seen.insert(a.mailbox));
+        out.truncate(MAX_MAILBOXES);
+        out
+    }
+
     /// Open a mailbox (and a KeyPackage pool) on another, independent relay, then tell the
     /// members of every conversation where we can now be reached.
     pub async fn add_relay(&mut self, url: &str) -> Result<String> {
@@ -199,7 +232,7 @@ impl Profile {
             sent_at: now_millis(),
             body: Body::Profile {
                 name: self.name.clone(),
-                mailboxes: self.own_addresses(),
+                mailboxes: self.announced_addresses(),
             },
         };
         match self.send_payload(conv, payload).await {

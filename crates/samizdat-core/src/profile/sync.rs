@@ -334,7 +334,13 @@ impl Profile {
                     continue;
                 };
                 self.announce_in(&conv, events).await?;
-                self.add_own_devices(&conv, events).await?;
+                match self.add_own_devices(&conv, events).await {
+                    Ok(()) | Err(Error::RelayUnreachable(_)) => {}
+                    Err(e) => {
+                        let text = format!("could not add your other devices: {e}");
+                        self.emit(events, Event::notice(Some(&conv), text))?;
+                    }
+                }
             }
         }
         Ok(())

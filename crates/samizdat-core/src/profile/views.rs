@@ -360,10 +360,14 @@ impl Profile {
                 attachment: AttachmentView::from_columns(att.as_deref(), file.as_deref()),
             });
         }
-        self.db.conn().execute(
+        let read = self.db.conn().execute(
             "UPDATE messages SET unread = 0 WHERE group_id = ?1 AND unread = 1",
             params![conv.group_id.as_bytes()],
         )?;
+        if read > 0 {
+            // Read here: read on the person's other devices too.
+            self.state_changed()?;
+        }
         Ok(out)
     }
 

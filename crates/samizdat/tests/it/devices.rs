@@ -123,7 +123,17 @@ fn a_linked_laptop_gets_history_messages_and_answers_as_the_same_person_until_re
     assert!(laptop.ok(&["contacts"]).contains(&bob.display));
     let list = devices(&alice);
     assert_eq!(list.len(), 2, "{list:?}");
-    assert_eq!(devices(&laptop).len(), 2);
+    assert!(
+        list.iter()
+            .any(|d| d["name"] == "laptop" && d["this"] == false)
+    );
+    let on_laptop = devices(&laptop);
+    assert_eq!(on_laptop.len(), 2, "{on_laptop:?}");
+    assert!(
+        on_laptop
+            .iter()
+            .any(|d| d["name"] == "laptop" && d["this"] == true)
+    );
 
     // bob → alice: both devices show it, once.
     let hello = w.text("hello both of you");
@@ -131,7 +141,21 @@ fn a_linked_laptop_gets_history_messages_and_answers_as_the_same_person_until_re
     alice.ok(&["sync"]);
     laptop.ok(&["sync"]);
     alice.ok(&["sync"]);
+    // Read on the phone: read on the laptop after they sync.
+    let unread = |p: &Person| -> u64 {
+        p.ok(&["list", "--json"])
+            .lines()
+            .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+            .find(|c| c["name"] == bob.display.as_str())
+            .unwrap()["unread"]
+            .as_u64()
+            .unwrap()
+    };
+    assert_eq!(unread(&laptop), 1);
     assert_eq!(count(&alice.texts(&bob.display), &hello), 1);
+    alice.ok(&["sync"]);
+    laptop.ok(&["sync"]);
+    assert_eq!(unread(&laptop), 0);
     assert_eq!(count(&laptop.texts(&bob.display), &hello), 1);
 
     // The laptop answers: bob sees alice; alice's phone shows it as "me".
