@@ -617,25 +617,57 @@ impl Profile {
         // The history, sealed under a key of its own, stored once on our relay; the key
         // travels in the self group.
         let archive = self.build_archive()?;
+        let archive = self.upload_archive(&archive, &device_fp).await?;
+        self.send_self(Body::History { archive }).await?;
+        Ok(added)
+    }
+
+    /// Seal an archive under a fresh key and store it once as a blob on our relay; what the
+    /// self group message carries. `device`: the one device it is for (empty: all).
+    async fn upload_archive(&self, archive: &Archive, device: &[u8]) -> Result<ArchiveRef> {
         let plain = zeroize::Zeroizing::new(
-            serde_json::to_vec(&archive).map_err(|e| Error::Storage(e.to_string()))?,
+            serde_json::to_vec(archive).map_err(|e| Error::Storage(e.to_string()))?,
         );
         let mut key = zeroize::Zeroizing::new(vec![0u8; 32]);
         aws_lc_rs::rand::fill(&mut key)
             .map_err(|_| Error::Crypto("the system random number generator failed".into()))?;
         let sealed = seal_archive(&key, &plain)?;
         let blob = self.relay.put_blob(&sealed).await?;
-        let body = Body::History {
-            archive: ArchiveRef {
-                relay: self.relay.base().to_string(),
-                blob,
-                len: sealed.len() as u64,
-                key: Bytes(key.to_vec()),
-                device: Bytes(device_fp.to_vec()),
-            },
-        };
-        self.send_self(body).await?;
-        Ok(added)
+        Ok(ArchiveRef {
+            relay: self.relay.base().to_string(),
+            blob,
+            len: sealed.len() as u64,
+            key: Bytes(key.to_vec()),
+            device: Bytes(device.to_vec()),
+        })
+    }
+
+    /// Fetch and open an archive another device of ours stored.
+    async fn fetch_archive(&self, r: &ArchiveRef) -> Result<Archive> {
+        let sealed = self
+            .relay_for(&r.relay)?
+            .get_blob_bytes(&r.blob, r.len, MAX_ARCHIVE)
+            .await?;
+        let plain = zeroize::Zeroizing::new(open_archive(&r.key.0, &sealed)?);
+        serde_json::from_slice(&plain)
+            .map_err(|_| Error::Protocol("an undecodable archive from another device".into()))
+    }
+
+    /// Keep the device list another device of ours sent (inside the caller's transaction).
+    fn store_device_records(&self, devices: &[DeviceRecord]) -> Result<()> {
+        for d in devices.iter().take(64) {
+            let name: String = d
+                .name
+                .chars()
+                .filter(|c| !c.is_control())
+                .take(64)
+                .collect();
+            self.db.conn().execute(
+                "INSERT OR REPLACE INTO devices (device_fp, name, relay, mailbox_id, added_at, revoked_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+                params![&d.id.0, name, d.relay, d.mailbox.map(|m| m.as_bytes().to_vec()), d.added_at as i64, d.revoked_at.map(|t| t as i64)],
+            )?;
+        }
+        Ok(())
     }
 
     /// Send a body in the self group (queued when the relay is unreachable).
@@ -762,12 +794,7 @@ impl Profile {
             Body::Devices { devices } => {
                 if ours {
                     self.db.conn().execute("DELETE FROM devices", [])?;
-                    for d in devices.iter().take(64) {
-                        self.db.conn().execute(
-                            "INSERT OR REPLACE INTO devices (device_fp, name, relay, mailbox_id, added_at, revoked_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
-                            params![&d.id.0, d.name.chars().filter(|c| !c.is_control()).take(64).collect::<String>(), d.relay, d.mailbox.map(|m| m.as_bytes().to_vec()), d.added_at as i64, d.revoked_at.map(|t| t as i64)],
-                        )?;
-                    }
+                    self.store_device_records(devices)?;
                 }
                 Ok(true)
             }
@@ -803,13 +830,7 @@ impl Profile {
         };
         let r: ArchiveRef =
             serde_json::from_slice(&json).map_err(|e| Error::Storage(e.to_string()))?;
-        let sealed = self
-            .relay_for(&r.relay)?
-            .get_blob_bytes(&r.blob, r.len, MAX_ARCHIVE)
-            .await?;
-        let plain = zeroize::Zeroizing::new(open_archive(&r.key.0, &sealed)?);
-        let archive: Archive = serde_json::from_slice(&plain)
-            .map_err(|_| Error::Protocol("an undecodable history archive".into()))?;
+        let archive = self.fetch_archive(&r).await?;
         let n = archive.messages.len();
         self.db.transaction(|| {
             self.apply_archive(&archive, true)?;
@@ -854,24 +875,8 @@ impl Profile {
         if others {
             let mut state = self.build_archive()?;
             state.messages.clear();
-            let plain = zeroize::Zeroizing::new(
-                serde_json::to_vec(&state).map_err(|e| Error::Storage(e.to_string()))?,
-            );
-            let mut key = zeroize::Zeroizing::new(vec![0u8; 32]);
-            aws_lc_rs::rand::fill(&mut key)
-                .map_err(|_| Error::Crypto("the system random number generator failed".into()))?;
-            let sealed = seal_archive(&key, &plain)?;
-            let blob = self.relay.put_blob(&sealed).await?;
-            self.send_self(Body::State {
-                archive: ArchiveRef {
-                    relay: self.relay.base().to_string(),
-                    blob,
-                    len: sealed.len() as u64,
-                    key: Bytes(key.to_vec()),
-                    device: Bytes(Vec::new()),
-                },
-            })
-            .await?;
+            let archive = self.upload_archive(&state, &[]).await?;
+            self.send_self(Body::State { archive }).await?;
         }
         self.db
             .conn()
@@ -886,13 +891,7 @@ impl Profile {
         };
         let r: ArchiveRef =
             serde_json::from_slice(&json).map_err(|e| Error::Storage(e.to_string()))?;
-        let sealed = self
-            .relay_for(&r.relay)?
-            .get_blob_bytes(&r.blob, r.len, MAX_ARCHIVE)
-            .await?;
-        let plain = zeroize::Zeroizing::new(open_archive(&r.key.0, &sealed)?);
-        let state: Archive = serde_json::from_slice(&plain)
-            .map_err(|_| Error::Protocol("an undecodable state from another device".into()))?;
+        let state = self.fetch_archive(&r).await?;
         self.db.transaction(|| {
             self.apply_archive(&state, false)?;
             self.db
@@ -1307,12 +1306,7 @@ impl Profile {
                 devices,
             } => {
                 self.db.set_setting("self_group", self_group.as_bytes())?;
-                for d in devices.iter().take(64) {
-                    self.db.conn().execute(
-                        "INSERT OR REPLACE INTO devices (device_fp, name, relay, mailbox_id, added_at, revoked_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
-                        params![&d.id.0, d.name.chars().filter(|c| !c.is_control()).take(64).collect::<String>(), d.relay, d.mailbox.map(|m| m.as_bytes().to_vec()), d.added_at as i64, d.revoked_at.map(|t| t as i64)],
-                    )?;
-                }
+                self.store_device_records(&devices)?;
                 // This device, last (the list the first device sends next says the same).
                 self.db.conn().execute(
                     "INSERT OR REPLACE INTO devices (device_fp, name, relay, mailbox_id, added_at) VALUES (?1, ?2, ?3, ?4, ?5)",

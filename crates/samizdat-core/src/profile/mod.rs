@@ -257,6 +257,30 @@ impl Profile {
                 "the display name must be 1 to 64 printable characters".into(),
             ));
         }
+        Self::create(home, passphrase, relay_url, name, net, true).await
+    }
+
+    /// A profile for a device about to be linked (`device join`): keys and a mailbox, no
+    /// KeyPackages yet (they need the certificate the other device signs).
+    pub(crate) async fn init_device(
+        home: &Path,
+        passphrase: &str,
+        relay_url: &str,
+        name: &str,
+        net: crate::net::Net,
+    ) -> Result<Profile> {
+        Self::create(home, passphrase, relay_url, name, net, false).await
+    }
+
+    /// A new profile in `home` (nothing is left behind when it fails).
+    async fn create(
+        home: &Path,
+        passphrase: &str,
+        relay_url: &str,
+        name: &str,
+        net: crate::net::Net,
+        key_packages: bool,
+    ) -> Result<Profile> {
         let isolation_salt = crate::random_id().as_bytes().to_vec();
         let relay = RelayClient::with_net(
             relay_url,
@@ -280,48 +304,7 @@ impl Profile {
             name,
             net,
             isolation_salt,
-            true,
-        )
-        .await;
-        if result.is_err() {
-            remove_db_files(&path);
-        }
-        result
-    }
-
-    /// A profile for a device about to be linked (`device join`): keys and a mailbox, no
-    /// KeyPackages yet (they need the certificate the other device signs).
-    pub(crate) async fn init_device(
-        home: &Path,
-        passphrase: &str,
-        relay_url: &str,
-        name: &str,
-        net: crate::net::Net,
-    ) -> Result<Profile> {
-        let isolation_salt = crate::random_id().as_bytes().to_vec();
-        let relay = RelayClient::with_net(
-            relay_url,
-            &net,
-            isolation_identity(&net, &isolation_salt, b"mailbox").as_deref(),
-        )?;
-        let path = Self::db_path(home);
-        if path.exists() {
-            return Err(Error::Usage(format!(
-                "a profile already exists in {}; a device joins with a new, empty home",
-                home.display()
-            )));
-        }
-        crate::create_private_dir(home)?;
-        relay.health().await?;
-        let result = Self::init_inner(
-            home,
-            &path,
-            passphrase,
-            relay,
-            name,
-            net,
-            isolation_salt,
-            false,
+            key_packages,
         )
         .await;
         if result.is_err() {
