@@ -313,6 +313,25 @@ fn a_running_service_completes_the_link_by_itself() {
     assert_eq!(count(&laptop.texts(&bob.display), &hi), 1);
 }
 
+#[test]
+fn a_relay_that_alters_the_new_devices_key_packages_links_nothing() {
+    let w = World::new();
+    let proxy = crate::mitm::Proxy::start(&w.relay.url);
+    // alice's relay, as her devices see it, is the hostile one.
+    let alice = device(&w, "alice");
+    alice.ok(&["init", "--relay", &proxy.url, "--name", "Alice"]);
+    let link = link_of(&alice);
+    proxy.set(crate::mitm::Mode::TamperSecondDrop);
+    let laptop = device(&w, "laptop");
+    let child = start_join(&laptop, &link, "15");
+    let (ok, _, err) = finish_join(&alice, child);
+    assert!(!ok);
+    assert!(err.contains("does not open with its key"), "{err}");
+    assert!(err.contains("nothing was linked"), "{err}");
+    assert!(!laptop.home.join("profile.db").exists());
+    assert_eq!(devices(&alice).len(), 1);
+}
+
 /// Change one byte of a link's payload (see `device::Link::to_link`).
 fn tamper(link: &str, at: usize) -> String {
     let (prefix, body) = link.split_at("samizdat://device/v1/".len());

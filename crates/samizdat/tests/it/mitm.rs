@@ -34,6 +34,9 @@ pub enum Mode {
     Fork,
     /// Flip one bit of the next blob downloaded (a sealed ratchet tree of a Welcome).
     FlipBlob,
+    /// Flip one bit in the body of the second message dropped into any one mailbox (a new
+    /// device's KeyPackages after its link request).
+    TamperSecondDrop,
 }
 
 struct ProxyState {
@@ -43,6 +46,8 @@ struct ProxyState {
     /// (group, epoch) → a commit the relay never accepted.
     kept: Mutex<HashMap<(String, u64), Bytes>>,
     served: Mutex<HashMap<String, Vec<samizdat_proto::Entry>>>,
+    /// Messages dropped so far, by mailbox path.
+    drops: Mutex<HashMap<String, usize>>,
 }
 
 pub struct Proxy {
@@ -58,6 +63,7 @@ impl Proxy {
             mode: Mutex::new(Mode::Honest),
             kept: Mutex::default(),
             served: Mutex::default(),
+            drops: Mutex::default(),
         });
         let (tx, rx) = std::sync::mpsc::channel();
         let st = state.clone();
@@ -149,6 +155,27 @@ async fn handle(State(p): State<Arc<ProxyState>>, req: Request) -> Response {
         }
     }
 
+    let mut bytes = bytes.to_vec();
+    if parts.method == Method::POST
+        && path.starts_with("/v1/mailboxes/")
+        && path.ends_with("/messages")
+    {
+        let n = {
+            let mut drops = p.drops.lock().unwrap();
+            let n = drops.entry(path.clone()).or_default();
+            *n += 1;
+            *n
+        };
+        if mode == Mode::TamperSecondDrop && n == 2 {
+            let mut v: serde_json::Value = serde_json::from_slice(&bytes).unwrap();
+            let mut body: Bytes = serde_json::from_value(v["body"].clone()).unwrap();
+            let mid = body.0.len() / 2;
+            body.0[mid] ^= 0x01;
+            v["body"] = serde_json::to_value(&body).unwrap();
+            bytes = serde_json::to_vec(&v).unwrap();
+            *p.mode.lock().unwrap() = Mode::Honest;
+        }
+    }
     let mut rb = p
         .http
         .request(parts.method.clone(), format!("{}{target}", p.relay));
@@ -157,7 +184,7 @@ async fn handle(State(p): State<Arc<ProxyState>>, req: Request) -> Response {
             rb = rb.header(k, v);
         }
     }
-    let resp = rb.body(bytes.to_vec()).send().await.unwrap();
+    let resp = rb.body(bytes).send().await.unwrap();
     let status = StatusCode::from_u16(resp.status().as_u16()).unwrap();
     let mut body = resp.bytes().await.unwrap().to_vec();
     if mode == Mode::FlipBlob
@@ -186,7 +213,7 @@ async fn handle(State(p): State<Arc<ProxyState>>, req: Request) -> Response {
         .iter()
         .position(|e| e.kind == EntryKind::Application);
     match mode {
-        Mode::Honest | Mode::CaptureNextCommit | Mode::FlipBlob => {}
+        Mode::Honest | Mode::CaptureNextCommit | Mode::FlipBlob | Mode::TamperSecondDrop => {}
         Mode::DropOne => {
             if let Some(i) = first_app {
                 page.entries.remove(i);
