@@ -461,4 +461,11 @@ def tour(page, base, shots, lang):
     page.goto(base + "/settings")
     check_lang(page, "settings", lang)
     shoot(page, shots, "settings", lang)
+    # Devices: this one listed; a link for a new device, as text and QR code.
+    expect(page.locator("#device-list li.device")).to_have_count(1)
+    page.click("form[action='/settings/devices/link'] button")
+    expect(page.locator("#device-link textarea")).to_have_value(re.compile(r"^samizdat://device/v1/"))
+    expect(page.locator("#device-link svg")).to_be_visible()
+    page.locator("#devices").scroll_into_view_if_needed()
+    shoot(page, shots, "settings-devices", lang)
     return True

@@ -139,6 +139,16 @@ settings-name = Name
 settings-relay = Relay
 settings-fingerprint = Key fingerprint
 
+settings-devices-title = Devices
+settings-devices-help = Your other phones and computers, each a member of every conversation under your identity. Contacts see one person; your safety numbers do not change.
+settings-devices-first = First device
+settings-devices-this = this device
+settings-devices-revoked = revoked
+settings-devices-revoke = Revoke
+settings-devices-revoked-done = Device revoked: removed from every conversation.
+settings-devices-link = Link a new device
+settings-devices-link-help = On the new device run `samizdat --home DIR device join LINK --name NAME` with this link (valid 15 minutes, once). Both devices show the same six-digit code: compare them.
+
 settings-duress-title = Duress passphrase
 settings-duress-help = If someone forces you to unlock Samizdat, give them this passphrase instead: it silently deletes this profile and opens an empty one with the same name.
 field-duress = Duress passphrase

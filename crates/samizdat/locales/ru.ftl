@@ -141,6 +141,16 @@ settings-name = Имя
 settings-relay = Ретранслятор
 settings-fingerprint = Отпечаток ключа
 
+settings-devices-title = Устройства
+settings-devices-help = Другие ваши телефоны и компьютеры: каждый участвует во всех разговорах под вашей личностью. Контакты видят одного человека, коды безопасности не меняются.
+settings-devices-first = Первое устройство
+settings-devices-this = это устройство
+settings-devices-revoked = отключено
+settings-devices-revoke = Отключить
+settings-devices-revoked-done = Устройство отключено и удалено из всех разговоров.
+settings-devices-link = Подключить новое устройство
+settings-devices-link-help = На новом устройстве выполните `samizdat --home DIR device join ССЫЛКА --name ИМЯ` с этой ссылкой (действует 15 минут, один раз). Оба устройства покажут одинаковый шестизначный код — сравните их.
+
 settings-duress-title = Фраза на случай принуждения
 settings-duress-help = Если вас заставят разблокировать Samizdat, назовите эту фразу: она незаметно удалит этот профиль и откроет пустой с тем же именем.
 field-duress = Фраза на случай принуждения

@@ -1233,7 +1233,11 @@ async fn run_in(home: &Path, cmd: ClientCommand) -> Result<()> {
                         println!(
                             "{}  {}{}{}",
                             &d.id[..16.min(d.id.len())],
-                            safe(&d.name),
+                            if d.name.is_empty() {
+                                "first device".to_string()
+                            } else {
+                                safe(&d.name)
+                            },
                             if d.this { "  (this device)" } else { "" },
                             if d.revoked { "  (revoked)" } else { "" }
                         );

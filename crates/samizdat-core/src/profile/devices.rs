@@ -26,6 +26,8 @@ enum LinkMessage {
 pub struct DeviceView {
     /// Fingerprint of the device's MLS key (hex); `device revoke` takes it or a prefix.
     pub id: String,
+    /// What the device was called when it was linked; empty for the first device (fronts
+    /// show "first device" in their language).
     pub name: String,
     /// This device.
     pub this: bool,
@@ -552,7 +554,7 @@ impl Profile {
             self.db.set_setting("self_group", group_id.as_bytes())?;
             self.db.conn().execute(
                 "INSERT OR IGNORE INTO devices (device_fp, name, relay, mailbox_id, added_at) VALUES (?1, ?2, ?3, ?4, ?5)",
-                params![&me[..], "first device", relay, self.mailbox.as_bytes(), now_secs() as i64],
+                params![&me[..], "", relay, self.mailbox.as_bytes(), now_secs() as i64],
             )?;
             Ok(())
         })?;
@@ -1113,11 +1115,7 @@ impl Profile {
                 0,
                 DeviceView {
                     id: hex::encode(me),
-                    name: if self.holds_identity()? {
-                        "first device".into()
-                    } else {
-                        "this device".into()
-                    },
+                    name: String::new(),
                     this: true,
                     revoked: false,
                 },

@@ -664,10 +664,17 @@ pub struct Me {
     pub isolate: bool,
 }
 
+/// The devices part of the settings page: the list, and a fresh link when one was made.
+pub struct Devices<'a> {
+    pub list: &'a [samizdat_core::DeviceView],
+    pub link: Option<&'a str>,
+}
+
 pub fn settings(
     c: &Ctx<'_>,
     chosen: Option<Lang>,
     me: &Me,
+    devices: &Devices<'_>,
     notice: Option<&str>,
     error: Option<&str>,
 ) -> Markup {
@@ -697,6 +704,37 @@ pub fn settings(
                 }
                 (error_box(error))
                 @if let Some(n) = notice { p.badge role="status" { (n) } }
+                h2 #devices { (c.tr("settings-devices-title")) }
+                p.muted { (c.tr("settings-devices-help")) }
+                ul #device-list {
+                    @for d in devices.list {
+                        li.device {
+                            strong { @if d.name.is_empty() { (c.tr("settings-devices-first")) } @else { (d.name) } } " "
+                            code { (d.id.get(..16).unwrap_or(&d.id)) }
+                            @if d.this { " · " span.badge { (c.tr("settings-devices-this")) } }
+                            @if d.revoked { " · " span.muted { (c.tr("settings-devices-revoked")) } }
+                            @if !d.this && !d.revoked {
+                                form.inline method="post" action="/settings/devices/revoke" {
+                                    (c.csrf_field())
+                                    input type="hidden" name="id" value=(d.id);
+                                    button.danger type="submit" { (c.tr("settings-devices-revoke")) }
+                                }
+                            }
+                        }
+                    }
+                }
+                @if let Some(link) = devices.link {
+                    div #device-link {
+                        p { (c.tr("settings-devices-link-help")) }
+                        (qr_svg(link))
+                        textarea readonly rows="4" { (link) }
+                    }
+                } @else {
+                    form method="post" action="/settings/devices/link" {
+                        (c.csrf_field())
+                        button type="submit" { (c.tr("settings-devices-link")) }
+                    }
+                }
                 h2 { (c.tr("settings-proxy-title")) }
                 p.muted { (c.tr("settings-proxy-help")) }
                 p #proxy-now {

@@ -58,6 +58,8 @@ pub fn router(app: Arc<App>) -> Router {
         .route("/settings", get(settings))
         .route("/settings/lang", post(settings_lang))
         .route("/settings/duress", post(settings_duress))
+        .route("/settings/devices/link", post(settings_device_link))
+        .route("/settings/devices/revoke", post(settings_device_revoke))
         .route("/settings/wipe", post(settings_wipe))
         .route("/settings/proxy", post(settings_proxy))
         .route("/events", get(events))
@@ -830,6 +832,18 @@ async fn settings_page(
     notice: Option<String>,
     error: Option<String>,
 ) -> Response {
+    settings_page_with(app, r, notice, error, None).await
+}
+
+async fn settings_page_with(
+    app: &App,
+    r: &Req<'_>,
+    notice: Option<String>,
+    error: Option<String>,
+    link: Option<String>,
+) -> Response {
+    let devices: Vec<samizdat_core::DeviceView> =
+        app.call("devices", json!({})).await.unwrap_or_default();
     match app
         .call::<samizdat_core::rpc::WhoAmI>("whoami", json!({}))
         .await
@@ -851,6 +865,10 @@ async fn settings_page(
                 &r.ctx,
                 r.session.lang,
                 &me,
+                &pages::Devices {
+                    list: &devices,
+                    link: link.as_deref(),
+                },
                 notice.as_deref(),
                 error.as_deref(),
             );
@@ -878,6 +896,36 @@ async fn settings_duress(State(app): AppState, headers: HeaderMap, body: Bytes) 
     match error {
         None => settings_page(&app, &r, Some(r.ctx.tr("settings-duress-done")), None).await,
         Some(e) => settings_page(&app, &r, None, Some(e)).await,
+    }
+}
+
+async fn settings_device_link(State(app): AppState, headers: HeaderMap, body: Bytes) -> Response {
+    let (r, _) = or_refuse!(checked(&app, &headers, &body));
+    match app
+        .call::<samizdat_core::rpc::DeviceLink>("device_link", json!({}))
+        .await
+    {
+        Ok(l) => settings_page_with(&app, &r, None, None, Some(l.link)).await,
+        Err(e) => settings_page(&app, &r, None, Some(explain(&r.ctx, &e))).await,
+    }
+}
+
+async fn settings_device_revoke(State(app): AppState, headers: HeaderMap, body: Bytes) -> Response {
+    let (r, f) = or_refuse!(checked(&app, &headers, &body));
+    let done: Result<samizdat_core::rpc::Done, CallError> = app
+        .call("device_revoke", json!({ "id": f.text("id") }))
+        .await;
+    match done {
+        Ok(_) => {
+            settings_page(
+                &app,
+                &r,
+                Some(r.ctx.tr("settings-devices-revoked-done")),
+                None,
+            )
+            .await
+        }
+        Err(e) => settings_page(&app, &r, None, Some(explain(&r.ctx, &e))).await,
     }
 }
 
