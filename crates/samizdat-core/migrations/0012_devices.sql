@@ -34,3 +34,7 @@ CREATE TABLE device_links (
 
 -- The self group is a conversation that lists never show.
 ALTER TABLE conversations ADD COLUMN hidden INTEGER NOT NULL DEFAULT 0;
+
+-- An invitation that arrived on another device of this person (its Welcome is that device's
+-- to open): shown here, and answered through the self group. NULL: arrived here.
+ALTER TABLE invitations ADD COLUMN on_device BLOB;

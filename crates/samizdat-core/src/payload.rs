@@ -65,6 +65,9 @@ pub enum Body {
     /// Contacts and conversation names changed on another device of the person (self group
     /// only): where to fetch them (an archive without messages).
     State { archive: crate::profile::ArchiveRef },
+    /// The person answered, on another device, an invitation that arrived on the device
+    /// reading this (self group only).
+    InvitationAnswer { group_id: Id, accept: bool },
     /// Where a newly linked device finds its history (self group only).
     History { archive: crate::profile::ArchiveRef },
     /// The inviter refuses the introduction (a used single-use invite, an expired one):

@@ -378,7 +378,12 @@ pub struct InvitationParams {
 
 #[derive(Debug, Serialize, Deserialize, JsonSchema)]
 pub struct Joined {
+    /// The conversation joined (empty when another device of yours joins instead).
     pub conversation: String,
+    /// The invitation waited on another device of yours: it joins when it next syncs and
+    /// adds this device.
+    #[serde(default)]
+    pub elsewhere: bool,
 }
 
 #[derive(Debug, Serialize, Deserialize, JsonSchema)]
@@ -898,14 +903,28 @@ async fn invitations(s: &Session, _: NoParams) -> RpcResult<Vec<InvitationView>>
 }
 
 async fn invitation_accept(s: &Session, a: InvitationParams) -> RpcResult<Joined> {
-    on_profile!(s, |p| Ok(Joined {
-        conversation: p.invitation_accept(a.id).await?,
-    }))
+    on_profile!(s, |p| {
+        if p.invitation_elsewhere(a.id)? {
+            p.invitation_answer_elsewhere(a.id, true).await?;
+            return Ok(Joined {
+                conversation: String::new(),
+                elsewhere: true,
+            });
+        }
+        Ok(Joined {
+            conversation: p.invitation_accept(a.id).await?,
+            elsewhere: false,
+        })
+    })
 }
 
 async fn invitation_decline(s: &Session, a: InvitationParams) -> RpcResult<Done> {
     on_profile!(s, |p| {
-        p.invitation_decline(a.id)?;
+        if p.invitation_elsewhere(a.id)? {
+            p.invitation_answer_elsewhere(a.id, false).await?;
+        } else {
+            p.invitation_decline(a.id)?;
+        }
         Ok(Done { ok: true })
     })
 }

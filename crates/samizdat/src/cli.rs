@@ -1119,7 +1119,13 @@ async fn run_in(home: &Path, cmd: ClientCommand) -> Result<()> {
                 let side = b.events_since(since).await.unwrap_or_default();
                 let joined = joined?;
                 print_side_events(&side);
-                println!("joined {}", safe(&joined.conversation));
+                if joined.elsewhere {
+                    println!(
+                        "accepted: your other device, where it arrived, joins when it next syncs and adds this one"
+                    );
+                } else {
+                    println!("joined {}", safe(&joined.conversation));
+                }
             }
             InvitationCommand::Decline { id } => {
                 let _: samizdat_core::rpc::Done =

@@ -130,7 +130,10 @@ impl Profile {
                 };
                 self.emit(events, e)?;
             }
-            Body::Devices { .. } | Body::History { .. } | Body::State { .. } => {}
+            Body::Devices { .. }
+            | Body::History { .. }
+            | Body::State { .. }
+            | Body::InvitationAnswer { .. } => {}
             Body::Refused { reason } => {
                 self.apply_refused(conv, sender, &reason, events)?;
             }

@@ -54,6 +54,22 @@ struct Archive {
     contacts: Vec<ArchivedContact>,
     conversations: Vec<ArchivedConversation>,
     messages: Vec<ArchivedMessage>,
+    /// The device that made it (its pending invitations are below).
+    #[serde(default)]
+    device: Bytes,
+    /// Invitations from strangers waiting on that device.
+    #[serde(default)]
+    invitations: Vec<ArchivedInvitation>,
+}
+
+#[derive(Debug, Serialize, serde::Deserialize)]
+struct ArchivedInvitation {
+    group_id: Bytes,
+    relay: String,
+    committer: Bytes,
+    members: i64,
+    claims_existing: Option<String>,
+    received_at: i64,
 }
 
 #[derive(Debug, Serialize, serde::Deserialize)]
@@ -719,6 +735,7 @@ impl Profile {
     }
 
     fn build_archive(&self) -> Result<Archive> {
+        let device = Bytes(self.device_fp()?.to_vec());
         let conn = self.db.conn();
         let mut a = Archive::default();
         let mut stmt = conn.prepare(
@@ -779,7 +796,112 @@ impl Profile {
                 })
             })?
             .collect::<rusqlite::Result<_>>()?;
+        let mut stmt = conn.prepare(
+            "SELECT group_id, relay, committer, members, claims_existing, received_at
+             FROM invitations WHERE on_device IS NULL",
+        )?;
+        a.invitations = stmt
+            .query_map([], |r| {
+                Ok(ArchivedInvitation {
+                    group_id: Bytes(r.get(0)?),
+                    relay: r.get(1)?,
+                    committer: Bytes(r.get(2)?),
+                    members: r.get(3)?,
+                    claims_existing: r.get(4)?,
+                    received_at: r.get(5)?,
+                })
+            })?
+            .collect::<rusqlite::Result<_>>()?;
+        a.device = device;
         Ok(a)
+    }
+
+    /// Whether invitation `id` waits on another device of ours.
+    pub fn invitation_elsewhere(&self, id: i64) -> Result<bool> {
+        let on: Option<Option<Vec<u8>>> = self
+            .db
+            .conn()
+            .query_row(
+                "SELECT on_device FROM invitations WHERE id = ?1",
+                params![id],
+                |r| r.get(0),
+            )
+            .optional()?;
+        match on {
+            None => Err(Error::NotFound(format!("no pending invitation {id}"))),
+            Some(d) => Ok(d.is_some()),
+        }
+    }
+
+    /// Answer an invitation that waits on another device of ours: that device accepts (and
+    /// adds this one) or declines it when it next syncs.
+    pub async fn invitation_answer_elsewhere(&mut self, id: i64, accept: bool) -> Result<()> {
+        let gid: Vec<u8> = self.db.conn().query_row(
+            "SELECT group_id FROM invitations WHERE id = ?1 AND on_device IS NOT NULL",
+            params![id],
+            |r| r.get(0),
+        )?;
+        let group_id =
+            Id::from_slice(&gid).map_err(|_| Error::Storage("corrupt invitation row".into()))?;
+        self.send_self(Body::InvitationAnswer { group_id, accept })
+            .await?;
+        self.db
+            .conn()
+            .execute("DELETE FROM invitations WHERE id = ?1", params![id])?;
+        Ok(())
+    }
+
+    /// Carry out answers our other devices gave to invitations that arrived here.
+    pub(super) async fn answer_invitations(&mut self, events: &mut Vec<Event>) -> Result<()> {
+        let answers: Vec<(String, Vec<u8>)> = {
+            let conn = self.db.conn();
+            let mut stmt = conn
+                .prepare("SELECT key, value FROM settings WHERE key LIKE 'invitation_answer:%'")?;
+            stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?
+                .collect::<rusqlite::Result<_>>()?
+        };
+        for (key, value) in answers {
+            let gid = key.trim_start_matches("invitation_answer:");
+            let id: Option<i64> = match Bytes::decode(gid) {
+                Ok(g) => self
+                    .db
+                    .conn()
+                    .query_row(
+                        "SELECT id FROM invitations WHERE group_id = ?1 AND on_device IS NULL",
+                        params![g],
+                        |r| r.get(0),
+                    )
+                    .optional()?,
+                Err(_) => None,
+            };
+            let outcome = match id {
+                Some(id) if value == b"1" => self
+                    .invitation_accept(id)
+                    .await
+                    .map(|name| Some(format!("joined {name:?}, accepted on your other device"))),
+                Some(id) => self
+                    .invitation_decline(id)
+                    .map(|()| Some("an invitation was declined on your other device".into())),
+                None => Ok(None),
+            };
+            match outcome {
+                Err(e @ Error::RelayUnreachable(_)) => return Err(e),
+                Err(e) => self.emit(
+                    events,
+                    Event::notice(
+                        None,
+                        format!("an invitation accepted on your other device failed: {e}"),
+                    ),
+                )?,
+                Ok(Some(text)) => self.emit(events, Event::notice(None, text))?,
+                Ok(None) => {}
+            }
+            self.db
+                .conn()
+                .execute("DELETE FROM settings WHERE key = ?1", params![key])?;
+        }
+        events.append(&mut self.buffered);
+        Ok(())
     }
 
     /// Apply the self group's bodies (only from our own person, only in the self group).
@@ -805,6 +927,15 @@ impl Profile {
                     let json = serde_json::to_string(archive)
                         .map_err(|e| Error::Storage(e.to_string()))?;
                     self.db.set_setting("state_archive", json.as_bytes())?;
+                }
+                Ok(true)
+            }
+            Body::InvitationAnswer { group_id, accept } => {
+                if ours {
+                    self.db.set_setting(
+                        &format!("invitation_answer:{group_id}"),
+                        if *accept { b"1" } else { b"0" },
+                    )?;
                 }
                 Ok(true)
             }
@@ -946,7 +1077,23 @@ impl Profile {
                 }
             }
         }
+        let me = self.device_fp()?;
         let conn = self.db.conn();
+        if !a.device.0.is_empty() && a.device.0 != me {
+            // That device's pending invitations replace what we showed for it.
+            conn.execute(
+                "DELETE FROM invitations WHERE on_device = ?1",
+                params![&a.device.0],
+            )?;
+            for i in &a.invitations {
+                conn.execute(
+                    "INSERT OR IGNORE INTO invitations (group_id, relay, welcome, committer, members, claims_existing, received_at, on_device)
+                     SELECT ?1, ?2, x'', ?3, ?4, ?5, ?6, ?7
+                     WHERE NOT EXISTS (SELECT 1 FROM conversations WHERE group_id = ?1 AND active = 1)",
+                    params![&i.group_id.0, i.relay, &i.committer.0, i.members, i.claims_existing, i.received_at, &a.device.0],
+                )?;
+            }
+        }
         for c in &a.conversations {
             if let Some(seq) = c.read_seq {
                 conn.execute(

@@ -138,6 +138,8 @@ impl Profile {
             // Delivered again (the acknowledgement was lost): already reported.
             return Ok(Screened::Pending(None));
         }
+        // Shown on the person's other devices too.
+        self.state_changed()?;
         let id: i64 = self.db.conn().query_row(
             "SELECT id FROM invitations WHERE group_id = ?1",
             params![group_id.as_bytes()],
@@ -182,6 +184,11 @@ impl Profile {
             .optional()?;
         let (gid, relay, welcome, claims, log) =
             row.ok_or_else(|| Error::NotFound(format!("no pending invitation {id}")))?;
+        if self.invitation_elsewhere(id)? {
+            return Err(Error::Usage(
+                "this invitation waits on your other device; accepting here asks it to join (and add this device)".into(),
+            ));
+        }
         let log = log.and_then(|l| Id::from_slice(&l).ok());
         let group_id = Id::from_slice(&gid)
             .ok()
@@ -205,6 +212,7 @@ impl Profile {
         self.db
             .conn()
             .execute("DELETE FROM invitations WHERE id = ?1", params![id])?;
+        self.state_changed()?;
         self.after_join(vec![group_id], &mut events).await?;
         self.buffered.append(&mut events);
         Ok(name)
@@ -219,7 +227,7 @@ impl Profile {
         if n == 0 {
             return Err(Error::NotFound(format!("no pending invitation {id}")));
         }
-        Ok(())
+        self.state_changed()
     }
 
     /// Join the group of a Welcome that arrived (fetching its sealed tree from the group's

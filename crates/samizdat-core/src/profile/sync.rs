@@ -124,6 +124,10 @@ impl Profile {
                 )?
             }
         }
+        match self.answer_invitations(&mut events).await {
+            Ok(()) | Err(Error::RelayUnreachable(_)) => {}
+            Err(e) => return Err(e),
+        }
         match self.send_state_if_changed().await {
             Ok(()) | Err(Error::RelayUnreachable(_)) => {}
             Err(e) => self.emit(

@@ -16,6 +16,10 @@ pub struct InvitationView {
     pub received_at: u64,
     /// Why this invitation needs a second look, if it does.
     pub warning: Option<String>,
+    /// It arrived on another device of yours: accepting here asks that device to join (it
+    /// then adds this one).
+    #[serde(default)]
+    pub on_other_device: bool,
 }
 
 #[derive(Debug, Clone, Serialize, serde::Deserialize, schemars::JsonSchema)]
@@ -409,7 +413,7 @@ impl Profile {
     pub fn invitations(&self) -> Result<Vec<InvitationView>> {
         let conn = self.db.conn();
         let mut stmt = conn.prepare(
-            "SELECT id, committer, relay, members, received_at, claims_existing FROM invitations ORDER BY id",
+            "SELECT id, committer, relay, members, received_at, claims_existing, on_device IS NOT NULL FROM invitations ORDER BY id",
         )?;
         let rows = stmt
             .query_map([], |r| {
@@ -420,11 +424,12 @@ impl Profile {
                     r.get::<_, i64>(3)?,
                     r.get::<_, i64>(4)?,
                     r.get::<_, Option<String>>(5)?,
+                    r.get::<_, bool>(6)?,
                 ))
             })?
             .collect::<rusqlite::Result<Vec<_>>>()?;
         let mut out = Vec::with_capacity(rows.len());
-        for (id, committer, relay, members, received_at, claims) in rows {
+        for (id, committer, relay, members, received_at, claims, elsewhere) in rows {
             let relay_known = self.relay_known(&relay)?;
             out.push(InvitationView {
                 id,
@@ -434,6 +439,7 @@ impl Profile {
                 relay_known,
                 members: members.max(0) as usize,
                 received_at: received_at.max(0) as u64,
+                on_other_device: elsewhere,
             });
         }
         Ok(out)

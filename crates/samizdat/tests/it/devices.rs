@@ -332,6 +332,47 @@ fn a_relay_that_alters_the_new_devices_key_packages_links_nothing() {
     assert_eq!(devices(&alice).len(), 1);
 }
 
+#[test]
+fn an_invitation_that_reached_the_phone_is_accepted_on_the_laptop() {
+    let mut w = World::new();
+    let [alice, carol, mallory] = w.people(["alice", "carol", "mallory"]);
+    let laptop = device(&w, "laptop");
+    link(&alice, &laptop);
+    // A single-use invite, used by carol; mallory reuses it: a request from a stranger,
+    // pending on the phone (its mailbox is the invite's).
+    let invite = alice.ok(&["invite"]).lines().last().unwrap().to_string();
+    carol.ok(&["accept", &invite, "--name", "alice"]);
+    alice.ok(&["sync"]);
+    mallory.ok(&["accept", &invite, "--name", "alice"]);
+    alice.ok(&["sync"]);
+    let pending = |p: &Person| -> Vec<serde_json::Value> {
+        p.ok(&["invitations", "--json"])
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect()
+    };
+    let on_phone = pending(&alice);
+    assert_eq!(on_phone.len(), 1, "{on_phone:?}");
+    assert_eq!(on_phone[0]["on_other_device"], false);
+    laptop.ok(&["sync"]);
+    let on_laptop = pending(&laptop);
+    assert_eq!(on_laptop.len(), 1, "{on_laptop:?}");
+    assert_eq!(on_laptop[0]["on_other_device"], true);
+    let id = on_laptop[0]["id"].as_i64().unwrap().to_string();
+    assert!(
+        laptop
+            .ok(&["invitation", "accept", &id])
+            .contains("your other device")
+    );
+    assert!(pending(&laptop).is_empty());
+    // The phone joins when it syncs, and adds the laptop.
+    let out = alice.ok(&["sync"]);
+    assert!(out.contains("accepted on your other device"), "{out}");
+    assert!(pending(&alice).is_empty());
+    let joined = laptop.ok(&["sync"]);
+    assert!(joined.contains("joined"), "{joined}");
+}
+
 /// Change one byte of a link's payload (see `device::Link::to_link`).
 fn tamper(link: &str, at: usize) -> String {
     let (prefix, body) = link.split_at("samizdat://device/v1/".len());
