@@ -223,6 +223,14 @@ pub struct Relays {
     pub relays: Vec<String>,
 }
 
+#[derive(Debug, Serialize, Deserialize, JsonSchema)]
+pub struct Settings {
+    /// A conversation moves once its relay has been unreachable this long (0: never).
+    pub move_after_secs: u64,
+    /// Incoming attachments up to this size are fetched as they arrive (0: on request).
+    pub auto_download_bytes: u64,
+}
+
 #[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct DeviceParams {
@@ -512,6 +520,7 @@ methods! {
     "relays" => relays(NoParams) -> Relays, "The relays this profile has a mailbox on, the primary first.";
     "relay_add" => relay_add(RelayParams) -> Relays, "Open a mailbox and a KeyPackage pool on another, independent relay; members are told.";
     "relay_remove" => relay_remove(RelayParams) -> Relays, "Close the mailbox on a relay (not the last); members are told.";
+    "settings" => settings(NoParams) -> Settings, "The settings your devices share (move-after, auto-download).";
     "device_link" => device_link(NoParams) -> DeviceLink, "Make a one-time link for a new device of yours; it completes when this profile next syncs.";
     "devices" => devices(NoParams) -> Vec<crate::DeviceView>, "Your devices (this one marked `this`).";
     "device_revoke" => device_revoke(DeviceParams) -> Done, "Remove a device of yours from every conversation and the self group; it reads nothing sent after.";
@@ -788,6 +797,13 @@ async fn relay_remove(s: &Session, a: RelayParams) -> RpcResult<Relays> {
         p.remove_relay(&a.relay).await?;
         Ok(Relays { relays: p.relays() })
     })
+}
+
+async fn settings(s: &Session, _: NoParams) -> RpcResult<Settings> {
+    on_profile!(s, |p| Ok(Settings {
+        move_after_secs: p.move_after()?,
+        auto_download_bytes: p.auto_download_bytes()?,
+    }))
 }
 
 async fn device_link(s: &Session, _: NoParams) -> RpcResult<DeviceLink> {

@@ -31,8 +31,9 @@ pub enum RelaysCommand {
 #[derive(Debug, clap::Subcommand)]
 pub enum ConfigCommand {
     /// Move a conversation to another relay once its relay has been unreachable this long
-    /// (30s, 5m, 1h…; `off`: only by `samizdat move`). Default 5m.
-    MoveAfter { duration: String },
+    /// (30s, 5m, 1h…; `off`: only by `samizdat move`). Default 5m. Without an argument, show
+    /// the current setting.
+    MoveAfter { duration: Option<String> },
     /// Fetch incoming attachments up to SIZE (e.g. 5M, 500K; 0 = only on request).
     AutoDownload { size: String },
     /// Connect through a proxy from now on: a URL (socks5h://, socks5://, http://), `tor`,
@@ -907,7 +908,17 @@ async fn run_in(home: &Path, cmd: ClientCommand) -> Result<()> {
                 "saved; it applies from the next start of the profile (restart a running `samizdat serve` or app)"
             );
         }
-        ClientCommand::Config(ConfigCommand::MoveAfter { duration }) => {
+        ClientCommand::Config(ConfigCommand::MoveAfter { duration: None }) => {
+            let s: samizdat_core::rpc::Settings = b.call("settings", json!({})).await?;
+            if s.move_after_secs == 0 {
+                println!("move-after: off (conversations move only by `samizdat move`)");
+            } else {
+                println!("move-after: {}s", s.move_after_secs);
+            }
+        }
+        ClientCommand::Config(ConfigCommand::MoveAfter {
+            duration: Some(duration),
+        }) => {
             let seconds = parse_duration(&duration)?;
             let _: samizdat_core::rpc::Done = b
                 .call("set_move_after", json!({ "seconds": seconds }))

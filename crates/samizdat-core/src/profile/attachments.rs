@@ -184,7 +184,8 @@ impl Profile {
 
     pub fn set_auto_download_bytes(&self, bytes: u64) -> Result<()> {
         self.db
-            .set_setting("auto_download_bytes", bytes.to_string().as_bytes())
+            .set_setting("auto_download_bytes", bytes.to_string().as_bytes())?;
+        self.state_changed()
     }
 
     /// Delete encrypted attachment copies (of deleted messages), overwriting them first.

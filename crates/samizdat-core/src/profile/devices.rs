@@ -60,7 +60,14 @@ struct Archive {
     /// Invitations from strangers waiting on that device.
     #[serde(default)]
     invitations: Vec<ArchivedInvitation>,
+    /// The settings every device of the person shares (`SHARED_SETTINGS`).
+    #[serde(default)]
+    settings: Vec<(String, Bytes)>,
 }
+
+/// Settings that follow the person to every device (the proxy and the relays do not: they
+/// are about where a device is).
+const SHARED_SETTINGS: [&str; 2] = ["auto_download_bytes", "move_after"];
 
 #[derive(Debug, Serialize, serde::Deserialize)]
 struct ArchivedInvitation {
@@ -736,6 +743,13 @@ impl Profile {
 
     fn build_archive(&self) -> Result<Archive> {
         let device = Bytes(self.device_fp()?.to_vec());
+        let mut settings = Vec::new();
+        for key in SHARED_SETTINGS {
+            if let Some(v) = self.db.get_setting(key)? {
+                settings.push((key.to_string(), Bytes(v)));
+            }
+        }
+        // Held to the end: nothing below may ask `self.db` again.
         let conn = self.db.conn();
         let mut a = Archive::default();
         let mut stmt = conn.prepare(
@@ -813,6 +827,7 @@ impl Profile {
             })?
             .collect::<rusqlite::Result<_>>()?;
         a.device = device;
+        a.settings = settings;
         Ok(a)
     }
 
@@ -1078,6 +1093,11 @@ impl Profile {
             }
         }
         let me = self.device_fp()?;
+        for (key, value) in &a.settings {
+            if SHARED_SETTINGS.contains(&key.as_str()) && value.len() <= 64 {
+                self.db.set_setting(key, &value.0)?;
+            }
+        }
         let conn = self.db.conn();
         if !a.device.0.is_empty() && a.device.0 != me {
             // That device's pending invitations replace what we showed for it.

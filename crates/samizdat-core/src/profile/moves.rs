@@ -127,7 +127,8 @@ impl Profile {
     }
 
     pub fn set_move_after(&self, secs: u64) -> Result<()> {
-        self.db.set_setting("move_after", &secs.to_be_bytes())
+        self.db.set_setting("move_after", &secs.to_be_bytes())?;
+        self.state_changed()
     }
 
     /// Move a conversation to another relay now (`samizdat move TARGET --to RELAY`).

@@ -270,8 +270,9 @@ fn contacts_made_and_verified_after_linking_reach_the_other_device() {
     laptop.ok(&["sync"]);
     assert_eq!(count(&laptop.texts(&carol.display), &hi), 1);
     assert_eq!(safety(&laptop, &carol.display), safety(&carol, "alice"));
-    // Marked verified on the laptop: the phone shows it too.
+    // Marked verified on the laptop: the phone shows it too; so is a shared setting.
     laptop.ok(&["verify", &carol.display, "--mark"]);
+    laptop.ok(&["config", "move-after", "42s"]);
     laptop.ok(&["sync"]);
     alice.ok(&["sync"]);
     let contacts: Vec<serde_json::Value> = alice
@@ -284,6 +285,8 @@ fn contacts_made_and_verified_after_linking_reach_the_other_device() {
         .find(|c| c["alias"] == carol.display.as_str())
         .unwrap();
     assert_eq!(c["verified"], true, "{contacts:?}");
+    let shown = alice.ok(&["config", "move-after"]);
+    assert!(shown.contains("42"), "{shown}");
 }
 
 #[test]
