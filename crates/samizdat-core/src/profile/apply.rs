@@ -137,6 +137,21 @@ impl Profile {
             Body::Refused { reason } => {
                 self.apply_refused(conv, sender, &reason, events)?;
             }
+            Body::Leave if mine => {
+                // We left on another device: the others remove every device of ours; this
+                // one stops here (its keys go once the removal is read or at once, see
+                // `sync`).
+                self.db.conn().execute(
+                    "UPDATE conversations SET active = 0, status = 'you left' WHERE group_id = ?1",
+                    params![gid.as_bytes()],
+                )?;
+                conv.active = false;
+                let e = Event::notice(
+                    Some(conv),
+                    "you left this group on your other device".into(),
+                );
+                self.emit(events, e)?;
+            }
             Body::Leave => {
                 // Kept until a commit removes them (see `commit_pending_removals`).
                 self.db.conn().execute(

@@ -428,7 +428,7 @@ impl Profile {
             |r| r.get(0),
         )?;
         let left: bool = self.db.conn().query_row(
-            "SELECT status = 'you left' FROM conversations WHERE group_id = ?1",
+            "SELECT COALESCE(status = 'you left', 0) FROM conversations WHERE group_id = ?1",
             params![gid.as_bytes()],
             |r| r.get(0),
         )?;

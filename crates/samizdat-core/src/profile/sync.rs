@@ -68,6 +68,11 @@ impl Profile {
             match result {
                 Ok(_) => {
                     self.relay_up(&conv.relay);
+                    // Left on another device of ours while reading: the keys go now.
+                    if self.conv_by_id(&conv.group_id)?.is_some_and(|c| !c.active) {
+                        self.forget_keys_if_left(&conv.group_id)?;
+                        continue;
+                    }
                     // Whatever the catch-up queued (a recovered commit's group name).
                     match self.flush_pending(&conv).await {
                         Ok(()) | Err(Error::RelayUnreachable(_)) => {}
