@@ -18,7 +18,7 @@ impl Profile {
             return Ok(None);
         }
         // Only the person's devices share the self group; nothing else is accepted there.
-        if self.self_group()? == Some(gid) {
+        if is_self_group(conv) {
             return Ok(None);
         }
         let mine = *sender == self.fingerprint;
@@ -139,8 +139,7 @@ impl Profile {
             }
             Body::Leave if mine => {
                 // We left on another device: the others remove every device of ours; this
-                // one stops here (its keys go once the removal is read or at once, see
-                // `sync`).
+                // one stops here (its keys go at the end of the sync, see `sync`).
                 self.db.conn().execute(
                     "UPDATE conversations SET active = 0, status = 'you left' WHERE group_id = ?1",
                     params![gid.as_bytes()],

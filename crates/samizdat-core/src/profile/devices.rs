@@ -8,6 +8,12 @@ use crate::device::{self, DeviceCert, Link, LinkKeys, LinkReply, LinkRequest};
 /// The local name of the self group (control characters never appear in user-chosen names,
 /// so it cannot collide with a contact or a conversation).
 pub(super) const SELF_GROUP_NAME: &str = "\u{1}self";
+
+/// Whether `conv` is the self group: only it carries this reserved local name (set when it
+/// is created or joined; users cannot type it, renames never reach it).
+pub(super) fn is_self_group(conv: &Conv) -> bool {
+    conv.name == SELF_GROUP_NAME
+}
 /// The largest history archive a new device reads (sealed).
 const MAX_ARCHIVE: u64 = 1 << 30;
 /// Most KeyPackages a link may ask for (one per conversation and the self group).
@@ -928,7 +934,7 @@ impl Profile {
         body: &Body,
         events: &mut Vec<Event>,
     ) -> Result<bool> {
-        let ours = *sender == self.fingerprint && self.self_group()? == Some(conv.group_id);
+        let ours = *sender == self.fingerprint && is_self_group(conv);
         match body {
             Body::Devices { devices } => {
                 if ours {

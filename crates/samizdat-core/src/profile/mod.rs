@@ -34,8 +34,8 @@ mod views;
 
 use crate::welcome::WelcomePart;
 use delivery::OwedDrop;
-use devices::SELF_GROUP_NAME;
 pub use devices::{ArchiveRef, DeviceRecord, DeviceView, Joined as DeviceJoined};
+use devices::{SELF_GROUP_NAME, is_self_group};
 pub use events::TransferDirection;
 pub use events::{Event, EventPage, LoggedEvent, RelayState};
 pub use groups::GroupAdded;

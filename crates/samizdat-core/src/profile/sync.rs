@@ -68,11 +68,6 @@ impl Profile {
             match result {
                 Ok(_) => {
                     self.relay_up(&conv.relay);
-                    // Left on another device of ours while reading: the keys go now.
-                    if self.conv_by_id(&conv.group_id)?.is_some_and(|c| !c.active) {
-                        self.forget_keys_if_left(&conv.group_id)?;
-                        continue;
-                    }
                     // Whatever the catch-up queued (a recovered commit's group name).
                     match self.flush_pending(&conv).await {
                         Ok(()) | Err(Error::RelayUnreachable(_)) => {}
@@ -103,6 +98,13 @@ impl Profile {
                     Event::notice(Some(&conv), format!("sync failed: {e}")),
                 )?,
             }
+        }
+        // Groups left on another device of ours (read here or by a push): their keys go
+        // once nothing of ours is queued for them.
+        for conv in self.convs_where(
+            "active = 0 AND status = 'you left' AND group_id IN (SELECT group_id FROM mls_groups)",
+        )? {
+            self.forget_keys_if_left(&conv.group_id)?;
         }
         // Devices asking to be linked, and a history another device of ours sent.
         match self.sync_links(&mut events).await {
