@@ -509,6 +509,7 @@ impl Mls {
         Group {
             inner,
             db: self.db.clone(),
+            encoded_tree: None,
         }
     }
 
@@ -593,14 +594,14 @@ impl Mls {
     pub fn join(&self, welcome: &[u8], sealed_tree: Option<&[u8]>) -> Result<(Group, [u8; 32])> {
         let msg = MlsMessage::from_bytes(welcome)
             .map_err(|e| Error::Protocol(format!("malformed Welcome: {e}")))?;
-        let (tree, named) = match sealed_tree {
-            None => (None, None),
+        let (tree, named, plain) = match sealed_tree {
+            None => (None, None, None),
             Some(sealed) => {
                 let seen = self.examine(welcome)?;
-                let plain = crate::welcome::open_tree(&seen.tree_key, sealed)?;
+                let plain = Zeroizing::new(crate::welcome::open_tree(&seen.tree_key, sealed)?);
                 let tree = ExportedTree::mls_decode(&mut plain.as_slice())
                     .map_err(|e| Error::Protocol(format!("malformed ratchet tree: {e}")))?;
-                (Some(tree.into_owned()), Some(seen.committer))
+                (Some(tree.into_owned()), Some(seen.committer), Some(plain))
             }
         };
         let (g, info) = self.client.join_group(tree, &msg, None)?;
@@ -614,7 +615,10 @@ impl Mls {
                 "the Welcome's committer is not the member its join information names".into(),
             ));
         }
-        Ok((self.group(g), committer))
+        let mut group = self.group(g);
+        // mls-rs checked these bytes against the group context's tree hash.
+        group.encoded_tree = plain.map(|p| (group.inner.context().tree_hash.clone(), p));
+        Ok((group, committer))
     }
 }
 
@@ -673,6 +677,10 @@ pub struct Member {
 pub struct Group {
     inner: mls_rs::Group<Cfg>,
     db: Db,
+    /// The current epoch's ratchet tree as encoded bytes, when we already hold them (a join
+    /// opened them from the relay's sealed copy), with the tree hash they were accepted
+    /// under: the first save stores them instead of encoding the tree again.
+    encoded_tree: Option<(Vec<u8>, Zeroizing<Vec<u8>>)>,
 }
 
 impl Group {
@@ -866,12 +874,15 @@ impl Group {
                 )
                 .optional()?;
             if stored.as_deref() != Some(tree_hash.as_slice()) {
-                let tree = self.inner.export_tree().to_bytes()?;
+                let tree = match self.encoded_tree.take() {
+                    Some((hash, bytes)) if hash == tree_hash => bytes,
+                    _ => Zeroizing::new(self.inner.export_tree().to_bytes()?),
+                };
                 self.db.conn().execute(
                     "INSERT INTO mls_trees (group_id, tree_hash, tree) VALUES (?1, ?2, ?3)
                      ON CONFLICT(group_id) DO UPDATE SET tree_hash = excluded.tree_hash,
                                                          tree = excluded.tree",
-                    params![group_id, tree_hash, tree],
+                    params![group_id, tree_hash, tree.as_slice()],
                 )?;
             }
             self.inner.write_to_storage_without_ratchet_tree()?;

@@ -1028,6 +1028,9 @@ pub(crate) async fn authorize_append(
     token: &[u8],
 ) -> ApiResult<([u8; 32], u64)> {
     let token_hash = auth::token_hash(token);
+    if let Some(epoch) = state.tokens.get(group, &token_hash) {
+        return Ok((token_hash, epoch));
+    }
     let token_epoch = state
         .store
         .token_epoch(group, token_hash)
@@ -1038,6 +1041,7 @@ pub(crate) async fn authorize_append(
                 "the epoch token does not match this group",
             )
         })?;
+    state.tokens.insert(group, token_hash, token_epoch);
     Ok((token_hash, token_epoch))
 }
 

@@ -124,6 +124,8 @@ pub(crate) struct AppState {
     /// Total stored bytes as of the last sweep (for `max_relay_bytes`).
     pub stored_bytes: Arc<std::sync::atomic::AtomicU64>,
     pub shutdown: watch::Receiver<bool>,
+    /// Epoch tokens the store confirmed (the append's pre-check; see `auth::TokenCache`).
+    pub tokens: Arc<auth::TokenCache>,
 }
 
 pub(crate) fn now_secs() -> u64 {
@@ -261,6 +263,7 @@ impl Relay {
             metrics: metrics.clone(),
             notifier,
             shutdown: stop_rx.clone(),
+            tokens: Arc::default(),
         };
         let metrics_addr = match &config.metrics_listen {
             Some(m) => {

@@ -32,6 +32,9 @@ pub struct Metrics {
     pub ws_connections: Gauge,
     pub ws_connections_total: Counter,
     pub pushed_frames: Counter,
+    /// Log reads made to push entries to WebSocket subscribers (catch-up, wake-ups from
+    /// other processes, announced entries that could not be pushed as they came).
+    pub push_reads: Counter,
     pub connections_refused: Counter,
     /// Per (route, method) latency histograms and per-code rejection counters, registered
     /// on first use (routes and codes are fixed sets, so these stay small).
@@ -87,6 +90,10 @@ impl Metrics {
             "samizdat_pushed_frames_total",
             "Frames pushed to subscribers.",
         );
+        let push_reads = counter(
+            "samizdat_push_reads_total",
+            "Log reads made to push entries to WebSocket subscribers.",
+        );
         let connections_refused = counter(
             "samizdat_connections_refused_total",
             "Connections closed at once because a connection cap was reached.",
@@ -120,6 +127,7 @@ impl Metrics {
             ws_connections,
             ws_connections_total,
             pushed_frames,
+            push_reads,
             connections_refused,
             latency: Mutex::new(HashMap::new()),
             rejections: Mutex::new(HashMap::new()),

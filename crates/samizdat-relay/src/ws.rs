@@ -100,7 +100,16 @@ struct GroupSub {
     epoch: u64,
     after: u64,
     closed: bool,
+    /// Announced entries that arrived ahead of the cursor (appends answered together are
+    /// announced in whatever order their tasks run): pushed as soon as the gap fills, or
+    /// after a read when it has not filled within [`GAP_WAIT`].
+    held: std::collections::BTreeMap<u64, Arc<Appended>>,
 }
+
+/// How long an announced entry may wait for the one before it before the log is read.
+const GAP_WAIT: Duration = Duration::from_millis(10);
+/// Announced entries held per subscription at most; past this the log is read.
+const MAX_HELD: usize = 64;
 
 struct Conn {
     state: AppState,
@@ -109,6 +118,8 @@ struct Conn {
     groups: HashMap<Id, GroupSub>,
     /// Push group entries as binary frames (the client asked with `options`).
     binary_entries: bool,
+    /// When subscriptions holding entries ahead of a gap read their log (see `GroupSub::held`).
+    gap_deadline: Option<tokio::time::Instant>,
 }
 
 type Sink = futures_util::stream::SplitSink<WebSocket, Message>;
@@ -143,6 +154,7 @@ async fn serve(state: AppState, socket: WebSocket, challenge: Id) -> Result<(), 
         mailboxes: HashMap::new(),
         groups: HashMap::new(),
         binary_entries: false,
+        gap_deadline: None,
     };
     send(
         &mut sink,
@@ -238,6 +250,13 @@ async fn serve(state: AppState, socket: WebSocket, challenge: Id) -> Result<(), 
                     Ok(_) => {}
                     Err(RecvError::Lagged(_)) => conn.push(&mut sink, None).await?,
                     Err(RecvError::Closed) => return Ok(()),
+                }
+            }
+            _ = tokio::time::sleep_until(conn.gap_deadline.unwrap_or_else(tokio::time::Instant::now)), if conn.gap_deadline.is_some() => {
+                conn.gap_deadline = None;
+                let gaps: Vec<Id> = conn.groups.iter().filter(|(_, s)| !s.held.is_empty()).map(|(id, _)| *id).collect();
+                for id in gaps {
+                    conn.push(&mut sink, Some(id)).await?;
                 }
             }
             _ = &mut poll => {
@@ -383,6 +402,7 @@ impl Conn {
                         epoch,
                         after,
                         closed: false,
+                        held: Default::default(),
                     },
                 );
                 Some(ServerFrame::Subscribed { id: group_id })
@@ -392,13 +412,56 @@ impl Conn {
 
     /// A fresh entry announced by this process: sent as is when it directly follows the
     /// subscription's cursor (no store read, no re-encoding); otherwise read the log.
-    async fn push_appended(&mut self, sink: &mut Sink, e: &Appended) -> Result<(), axum::Error> {
+    async fn push_appended(
+        &mut self,
+        sink: &mut Sink,
+        e: &Arc<Appended>,
+    ) -> Result<(), axum::Error> {
         let Some(sub) = self.groups.get_mut(&e.group) else {
             return Ok(());
         };
+        if !sub.closed && sub.epoch == e.epoch && e.seq <= sub.after {
+            // Already sent (read with an earlier entry).
+            return Ok(());
+        }
+        if !sub.closed && sub.epoch == e.epoch && e.seq > sub.after + 1 && sub.held.len() < MAX_HELD
+        {
+            sub.held.insert(e.seq, e.clone());
+            self.gap_deadline
+                .get_or_insert_with(|| tokio::time::Instant::now() + GAP_WAIT);
+            return Ok(());
+        }
         if sub.closed || sub.epoch != e.epoch || sub.after.checked_add(1) != Some(e.seq) {
             return self.push(sink, Some(e.group)).await;
         }
+        self.deliver(sink, e).await?;
+        self.flush_held(sink, e.group).await
+    }
+
+    /// Push held entries that now follow the cursor; drop those already sent.
+    async fn flush_held(&mut self, sink: &mut Sink, group: Id) -> Result<(), axum::Error> {
+        loop {
+            let Some(sub) = self.groups.get_mut(&group) else {
+                return Ok(());
+            };
+            let after = sub.after;
+            sub.held.retain(|seq, _| *seq > after);
+            if sub.closed {
+                sub.held.clear();
+                return Ok(());
+            }
+            let Some(next) = sub.held.remove(&(after + 1)) else {
+                return Ok(());
+            };
+            self.deliver(sink, &next).await?;
+        }
+    }
+
+    /// Send an announced entry that directly follows the subscription's cursor.
+    async fn deliver(&mut self, sink: &mut Sink, e: &Appended) -> Result<(), axum::Error> {
+        let Some(sub) = self.groups.get_mut(&e.group) else {
+            return Ok(());
+        };
         sub.after = e.seq;
         let close = e.kind == samizdat_proto::EntryKind::Commit;
         if close {
@@ -481,6 +544,7 @@ impl Conn {
                     break;
                 }
                 let (epoch, after) = (sub.epoch, sub.after);
+                self.state.metrics.push_reads.increment(1);
                 let page = match self.state.store.read_entries(id, epoch, after, limit).await {
                     Ok(p) => p,
                     Err(e) => {
@@ -534,6 +598,7 @@ impl Conn {
                     break;
                 }
             }
+            self.flush_held(sink, id).await?;
         }
         Ok(())
     }

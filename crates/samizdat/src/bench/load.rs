@@ -15,7 +15,7 @@ use serde_json::json;
 use tokio_tungstenite::tungstenite::Message;
 
 use super::util::{
-    RelayChild, cpu_time, fmt_rate, ms, pct, random_bytes, rss_kib, with_progress, write_batches,
+    RelayChild, cpu_time, fmt_rate, ms, pct, random_bytes, relay_counts, rss_kib, with_progress,
 };
 use super::{Report, nats};
 
@@ -656,16 +656,20 @@ pub async fn relay(args: RelayArgs) -> Result<Report> {
     let metrics: Vec<String> = relays.iter().map(|r| r.metrics.clone()).collect();
     for size in SIZES {
         step += 1;
-        let before = write_batches(&metrics).await?;
+        let before = relay_counts(&metrics).await?;
         let sat = with_progress(
             &format!("relay saturation, {size} B"),
             dur,
             closed_loop(&lanes, &groups, args.inflight, dur, size, &sink, step),
         )
         .await?;
-        let after = write_batches(&metrics).await?;
+        let after = relay_counts(&metrics).await?;
         // Writes per write transaction during the saturation run (group commit).
-        let mean_batch = (after.1 - before.1) as f64 / (after.0 - before.0).max(1) as f64;
+        let mean_batch =
+            (after.writes - before.writes) as f64 / (after.batches - before.batches).max(1) as f64;
+        // Log reads per append made to push entries (announced entries are pushed without one).
+        let reads_per_append = (after.push_reads - before.push_reads) as f64
+            / (sat.appended_per_s * dur.as_secs_f64()).max(1.0);
         let floors: Vec<(usize, f64)> = [1usize, 16, 128, 512]
             .iter()
             .map(|b| sqlite_floor(tmp.path(), size, *b, Duration::from_secs(2)).map(|r| (*b, r)))
@@ -712,7 +716,7 @@ pub async fn relay(args: RelayArgs) -> Result<Report> {
         );
         if !metrics.is_empty() {
             text += &format!(
-                "group commit at saturation: {mean_batch:.1} writes per write transaction ({})\n",
+                "group commit at saturation: {mean_batch:.1} writes per write transaction ({}); {reads_per_append:.3} log reads per append to push entries\n",
                 if args.database.is_some() {
                     "appends batched per group"
                 } else {
@@ -763,7 +767,7 @@ pub async fn relay(args: RelayArgs) -> Result<Report> {
         }
         json_sizes.push(json!({
             "size": size,
-            "saturation": {"appended_per_s": sat.appended_per_s, "delivered_per_s": sat.delivered_per_s, "p50_ms": sat.p50, "p99_ms": sat.p99, "writes_per_transaction": mean_batch},
+            "saturation": {"appended_per_s": sat.appended_per_s, "delivered_per_s": sat.delivered_per_s, "p50_ms": sat.p50, "p99_ms": sat.p99, "writes_per_transaction": mean_batch, "push_reads_per_append": reads_per_append},
             "floor_rows_per_s": floor,
             "floor_by_batch": floors.iter().map(|(b, r)| json!({"batch": b, "rows_per_s": r})).collect::<Vec<_>>(),
             "relay_over_floor": sat.appended_per_s / floor,

@@ -195,17 +195,25 @@ pub fn dir_bytes(dir: &Path) -> Result<u64> {
     Ok(total)
 }
 
-/// `(batches, writes)` from a relay's `samizdat_write_batches_total` and
-/// `samizdat_batched_writes_total`, summed over `urls`.
-pub async fn write_batches(urls: &[String]) -> Result<(u64, u64)> {
-    let mut total = (0, 0);
+/// Counters of the relays at `urls` (their metrics listeners), summed: write batches and the
+/// writes they held (group commit), and log reads made to push entries to subscribers.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct RelayCounts {
+    pub batches: u64,
+    pub writes: u64,
+    pub push_reads: u64,
+}
+
+pub async fn relay_counts(urls: &[String]) -> Result<RelayCounts> {
+    let mut total = RelayCounts::default();
     for u in urls {
         let text = reqwest::get(u).await?.text().await?;
         for line in text.lines() {
             let mut it = line.split_whitespace();
             match (it.next(), it.next().and_then(|v| v.parse::<u64>().ok())) {
-                (Some("samizdat_write_batches_total"), Some(v)) => total.0 += v,
-                (Some("samizdat_batched_writes_total"), Some(v)) => total.1 += v,
+                (Some("samizdat_write_batches_total"), Some(v)) => total.batches += v,
+                (Some("samizdat_batched_writes_total"), Some(v)) => total.writes += v,
+                (Some("samizdat_push_reads_total"), Some(v)) => total.push_reads += v,
                 _ => {}
             }
         }
