@@ -170,6 +170,51 @@ impl GroupStore {
     }
 }
 
+/// The group state as mls-rs encodes it (its `Snapshot`), minus the ratchet tree's index.
+///
+/// `write_to_storage_without_ratchet_tree` leaves the tree's nodes out but keeps the index
+/// mls-rs builds over them (`tree_index`): every member's HPKE key, signature key and
+/// identity. With ML-KEM-768 keys that is ~1.3 KiB per member — 14 MB at 10,000 members,
+/// as large as the tree it duplicates, written again at every epoch. mls-rs rebuilds an
+/// empty index from the tree when it loads a state (`initialize_index_if_necessary`), so
+/// the state is stored with the index's five maps emptied.
+///
+/// The layout walked here is mls-rs 0.57's (`Snapshot` version 1: version, group context,
+/// the two proposal maps, then the tree's index maps, then its nodes — empty in a state
+/// written without the tree). Anything else is stored whole (`None`): bigger, never wrong.
+/// `mls::tests::a_state_stored_without_its_tree_index_reloads_to_the_same_state` checks
+/// that the reloaded group encodes to the very same full state.
+/// Upstream fix: leave the index out in `write_to_storage_without_ratchet_tree` itself.
+fn without_tree_index(snapshot: &[u8]) -> Option<Vec<u8>> {
+    use mls_rs::mls_rs_codec::VarInt;
+    fn skip_collection(r: &mut &[u8]) -> Option<()> {
+        let len = usize::try_from(u32::from(VarInt::mls_decode(r).ok()?)).ok()?;
+        *r = r.get(len..)?;
+        Some(())
+    }
+    let mut r = snapshot;
+    if u16::mls_decode(&mut r).ok()? != 1 {
+        return None;
+    }
+    mls_rs::group::GroupContext::mls_decode(&mut r).ok()?;
+    skip_collection(&mut r)?; // proposals
+    skip_collection(&mut r)?; // own proposals
+    let index_start = snapshot.len() - r.len();
+    for _ in 0..5 {
+        skip_collection(&mut r)?; // signature keys, HPKE keys, identities, two counters
+    }
+    let index_end = snapshot.len() - r.len();
+    // The nodes follow, empty (a zero length): otherwise this is not the layout above.
+    if r.first() != Some(&0) {
+        return None;
+    }
+    let mut out = Vec::with_capacity(snapshot.len() - (index_end - index_start) + 5);
+    out.extend_from_slice(&snapshot[..index_start]);
+    out.extend_from_slice(&[0; 5]);
+    out.extend_from_slice(&snapshot[index_end..]);
+    Some(out)
+}
+
 /// Length of the common prefix of two byte strings.
 fn common_prefix(a: &[u8], b: &[u8]) -> usize {
     let n = a.len().min(b.len());
@@ -253,7 +298,12 @@ impl GroupStateStorage for GroupStore {
             // Only what changed since the base, when that is small (a message); otherwise
             // (a new epoch) this snapshot becomes the base.
             let base = self.base(&state.id)?;
-            let data = state.data.as_slice();
+            #[cfg(test)]
+            tests::LAST_FULL_STATE.with(|l| *l.borrow_mut() = state.data.to_vec());
+            let stripped = without_tree_index(&state.data).map(Zeroizing::new);
+            let data = stripped
+                .as_deref()
+                .map_or(state.data.as_slice(), |d| d.as_slice());
             let small = SMALL_CHANGE.max(data.len() / 4);
             let delta = base.and_then(|(id, b)| {
                 let prefix = common_prefix(&b, data);
@@ -908,6 +958,76 @@ impl Group {
 mod tests {
     use super::*;
 
+    thread_local! {
+        /// The full state mls-rs last handed to `GroupStore::write` on this thread.
+        pub(super) static LAST_FULL_STATE: std::cell::RefCell<Vec<u8>> =
+            const { std::cell::RefCell::new(Vec::new()) };
+    }
+
+    /// `alice` creates `gid` with eight new members in one commit and saves it; the first
+    /// of them joins (not saved yet). Returns alice's group, the members, the joiner's group.
+    fn group_of_nine(dir: &std::path::Path, alice: &Mls, gid: &[u8]) -> (Group, Vec<Mls>, Group) {
+        let others: Vec<Mls> = (0..8).map(|i| member(dir, &format!("m{i}"))).collect();
+        let mut a = alice.create_group(gid).unwrap();
+        let kps: Vec<Vec<u8>> = others
+            .iter()
+            .map(|m| m.key_package(false).unwrap())
+            .collect();
+        let pending = a.commit(&kps, &[]).unwrap();
+        a.apply_pending_commit().unwrap();
+        a.save().unwrap();
+        let b = joined(&others[0], &pending, 0);
+        (a, others, b)
+    }
+
+    fn last_full_state() -> Vec<u8> {
+        LAST_FULL_STATE.with(|l| l.borrow().clone())
+    }
+
+    #[test]
+    fn a_state_stored_without_its_tree_index_reloads_to_the_same_state() {
+        let dir = tempfile::tempdir().unwrap();
+        let alice = member(dir.path(), "alice");
+        let gid = [6u8; 16];
+        let (a, others, mut b) = group_of_nine(dir.path(), &alice, &gid);
+        let full = last_full_state();
+        b.save().unwrap();
+        let stripped = without_tree_index(&full).expect("mls-rs 0.57's state layout");
+        // Nine members' HPKE keys (ML-KEM-768 + X25519), signature keys and identities.
+        assert!(
+            full.len() - stripped.len() > 9 * 1_200,
+            "the index is what was left out: {} of {} B",
+            full.len() - stripped.len(),
+            full.len()
+        );
+        let stored = stored(
+            &a.db,
+            "SELECT base FROM mls_state_bases WHERE group_id = ?1",
+            &gid,
+        );
+        assert_eq!(stored, stripped, "the state is stored without the index");
+        // Not this layout (a state with its nodes, garbage, a newer version): stored whole.
+        assert_eq!(without_tree_index(&[0, 2, 0, 0]), None);
+        assert_eq!(without_tree_index(&full[..64]), None);
+
+        // Reloaded, mls-rs rebuilds the index from the tree: the group encodes to the very
+        // same full state, and the index is live (a second leaf with a member's signature
+        // key is refused).
+        let mut a = alice.load(&gid).unwrap();
+        a.inner.write_to_storage_without_ratchet_tree().unwrap();
+        assert!(last_full_state() == full, "the reloaded state is the same");
+        let again = others[3].key_package(false).unwrap();
+        assert!(
+            a.commit(&[again], &[]).is_err(),
+            "a duplicate member is refused"
+        );
+        let ct = a.encrypt(b"after reload").unwrap();
+        match b.process(&ct).unwrap() {
+            Incoming::Application { data, .. } => assert_eq!(data, b"after reload"),
+            other => panic!("{other:?}"),
+        }
+    }
+
     fn member(dir: &std::path::Path, name: &str) -> Mls {
         let db = Db::open(&dir.join(format!("{name}.db")), "test passphrase").unwrap();
         let keys = generate_signer(DEFAULT_CIPHERSUITE).unwrap();
@@ -1040,22 +1160,19 @@ mod tests {
             None,
         )
         .unwrap();
-        let others: Vec<Mls> = (0..8)
-            .map(|i| member(dir.path(), &format!("m{i}")))
-            .collect();
         let gid = [4u8; 16];
-        let mut a = alice.create_group(&gid).unwrap();
-        let kps: Vec<Vec<u8>> = others
-            .iter()
-            .map(|m| m.key_package(false).unwrap())
-            .collect();
-        let pending = a.commit(&kps, &[]).unwrap();
-        a.apply_pending_commit().unwrap();
-        a.save().unwrap();
-        let mut b = joined(&others[0], &pending, 0);
+        let (mut a, others, mut b) = group_of_nine(dir.path(), &alice, &gid);
+        assert!(b.encoded_tree.is_some(), "a join keeps the tree it opened");
         b.save().unwrap();
 
         let tree_sql = "SELECT tree FROM mls_trees WHERE group_id = ?1";
+        // The joiner stored the tree it opened, which is what mls-rs encodes for the tree it
+        // accepted, and goes on from it after a reload.
+        assert_eq!(
+            stored(&b.db, tree_sql, &gid),
+            b.inner.export_tree().to_bytes().unwrap()
+        );
+        let mut b = others[0].load(&gid).unwrap();
         let state_sql = "SELECT state FROM mls_groups WHERE group_id = ?1";
         let base_sql = "SELECT base_id FROM mls_state_bases WHERE group_id = ?1";
         let base_len_sql = "SELECT length(base) FROM mls_state_bases WHERE group_id = ?1";
