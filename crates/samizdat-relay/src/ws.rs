@@ -424,7 +424,10 @@ impl Conn {
             // Already sent (read with an earlier entry).
             return Ok(());
         }
-        if !sub.closed && sub.epoch == e.epoch && e.seq > sub.after + 1 && sub.held.len() < MAX_HELD
+        if !sub.closed
+            && sub.epoch == e.epoch
+            && e.seq > sub.after.saturating_add(1)
+            && sub.held.len() < MAX_HELD
         {
             sub.held.insert(e.seq, e.clone());
             self.gap_deadline
@@ -450,7 +453,7 @@ impl Conn {
                 sub.held.clear();
                 return Ok(());
             }
-            let Some(next) = sub.held.remove(&(after + 1)) else {
+            let Some(next) = sub.held.remove(&after.saturating_add(1)) else {
                 return Ok(());
             };
             self.deliver(sink, &next).await?;
