@@ -559,7 +559,6 @@ impl Mls {
         Group {
             inner,
             db: self.db.clone(),
-            encoded_tree: None,
         }
     }
 
@@ -644,14 +643,14 @@ impl Mls {
     pub fn join(&self, welcome: &[u8], sealed_tree: Option<&[u8]>) -> Result<(Group, [u8; 32])> {
         let msg = MlsMessage::from_bytes(welcome)
             .map_err(|e| Error::Protocol(format!("malformed Welcome: {e}")))?;
-        let (tree, named, plain) = match sealed_tree {
-            None => (None, None, None),
+        let (tree, named) = match sealed_tree {
+            None => (None, None),
             Some(sealed) => {
                 let seen = self.examine(welcome)?;
-                let plain = Zeroizing::new(crate::welcome::open_tree(&seen.tree_key, sealed)?);
+                let plain = crate::welcome::open_tree(&seen.tree_key, sealed)?;
                 let tree = ExportedTree::mls_decode(&mut plain.as_slice())
                     .map_err(|e| Error::Protocol(format!("malformed ratchet tree: {e}")))?;
-                (Some(tree.into_owned()), Some(seen.committer), Some(plain))
+                (Some(tree.into_owned()), Some(seen.committer))
             }
         };
         let (g, info) = self.client.join_group(tree, &msg, None)?;
@@ -665,10 +664,7 @@ impl Mls {
                 "the Welcome's committer is not the member its join information names".into(),
             ));
         }
-        let mut group = self.group(g);
-        // mls-rs checked these bytes against the group context's tree hash.
-        group.encoded_tree = plain.map(|p| (group.inner.context().tree_hash.clone(), p));
-        Ok((group, committer))
+        Ok((self.group(g), committer))
     }
 }
 
@@ -727,10 +723,6 @@ pub struct Member {
 pub struct Group {
     inner: mls_rs::Group<Cfg>,
     db: Db,
-    /// The current epoch's ratchet tree as encoded bytes, when we already hold them (a join
-    /// opened them from the relay's sealed copy), with the tree hash they were accepted
-    /// under: the first save stores them instead of encoding the tree again.
-    encoded_tree: Option<(Vec<u8>, Zeroizing<Vec<u8>>)>,
 }
 
 impl Group {
@@ -924,15 +916,12 @@ impl Group {
                 )
                 .optional()?;
             if stored.as_deref() != Some(tree_hash.as_slice()) {
-                let tree = match self.encoded_tree.take() {
-                    Some((hash, bytes)) if hash == tree_hash => bytes,
-                    _ => Zeroizing::new(self.inner.export_tree().to_bytes()?),
-                };
+                let tree = self.inner.export_tree().to_bytes()?;
                 self.db.conn().execute(
                     "INSERT INTO mls_trees (group_id, tree_hash, tree) VALUES (?1, ?2, ?3)
                      ON CONFLICT(group_id) DO UPDATE SET tree_hash = excluded.tree_hash,
                                                          tree = excluded.tree",
-                    params![group_id, tree_hash, tree.as_slice()],
+                    params![group_id, tree_hash, tree],
                 )?;
             }
             self.inner.write_to_storage_without_ratchet_tree()?;
@@ -1162,17 +1151,11 @@ mod tests {
         .unwrap();
         let gid = [4u8; 16];
         let (mut a, others, mut b) = group_of_nine(dir.path(), &alice, &gid);
-        assert!(b.encoded_tree.is_some(), "a join keeps the tree it opened");
         b.save().unwrap();
+        // The joiner goes on from what it stored.
+        let mut b = others[0].load(&gid).unwrap();
 
         let tree_sql = "SELECT tree FROM mls_trees WHERE group_id = ?1";
-        // The joiner stored the tree it opened, which is what mls-rs encodes for the tree it
-        // accepted, and goes on from it after a reload.
-        assert_eq!(
-            stored(&b.db, tree_sql, &gid),
-            b.inner.export_tree().to_bytes().unwrap()
-        );
-        let mut b = others[0].load(&gid).unwrap();
         let state_sql = "SELECT state FROM mls_groups WHERE group_id = ?1";
         let base_sql = "SELECT base_id FROM mls_state_bases WHERE group_id = ?1";
         let base_len_sql = "SELECT length(base) FROM mls_state_bases WHERE group_id = ?1";

@@ -411,7 +411,9 @@ impl Conn {
     }
 
     /// A fresh entry announced by this process: sent as is when it directly follows the
-    /// subscription's cursor (no store read, no re-encoding); otherwise read the log.
+    /// subscription's cursor (no store read, no re-encoding), skipped when already sent, held
+    /// when it is ahead of the cursor in the same epoch (see `GroupSub::held`); otherwise
+    /// read the log.
     async fn push_appended(
         &mut self,
         sink: &mut Sink,
@@ -420,25 +422,22 @@ impl Conn {
         let Some(sub) = self.groups.get_mut(&e.group) else {
             return Ok(());
         };
-        if !sub.closed && sub.epoch == e.epoch && e.seq <= sub.after {
-            // Already sent (read with an earlier entry).
+        let open_epoch = !sub.closed && sub.epoch == e.epoch;
+        let next = sub.after.saturating_add(1);
+        if open_epoch && e.seq < next {
             return Ok(());
         }
-        if !sub.closed
-            && sub.epoch == e.epoch
-            && e.seq > sub.after.saturating_add(1)
-            && sub.held.len() < MAX_HELD
-        {
+        if open_epoch && e.seq == next {
+            self.deliver(sink, e).await?;
+            return self.flush_held(sink, e.group).await;
+        }
+        if open_epoch && sub.held.len() < MAX_HELD {
             sub.held.insert(e.seq, e.clone());
             self.gap_deadline
                 .get_or_insert_with(|| tokio::time::Instant::now() + GAP_WAIT);
             return Ok(());
         }
-        if sub.closed || sub.epoch != e.epoch || sub.after.checked_add(1) != Some(e.seq) {
-            return self.push(sink, Some(e.group)).await;
-        }
-        self.deliver(sink, e).await?;
-        self.flush_held(sink, e.group).await
+        self.push(sink, Some(e.group)).await
     }
 
     /// Push held entries that now follow the cursor; drop those already sent.
