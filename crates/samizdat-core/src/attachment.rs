@@ -94,7 +94,7 @@ pub fn encrypt_file(src: &Path, size: u64, dst: &Path) -> Result<Sealed> {
     let mut enc = EncryptorBE32::from_aead(aead, (&NONCE_PREFIX).into());
     let mut input = std::fs::File::open(src).map_err(|e| io("read", src, e))?;
     let mut out =
-        std::io::BufWriter::new(std::fs::File::create_new(dst).map_err(|e| io("create", dst, e))?);
+        std::io::BufWriter::new(crate::create_private_file(dst).map_err(|e| io("create", dst, e))?);
     let mut digest = aws_lc_rs::digest::Context::new(&aws_lc_rs::digest::SHA256);
     let padded = padded_len(size);
     let total = pieces(padded);
@@ -202,7 +202,7 @@ fn decrypt_into(src: &Path, key: &[u8], size: u64, dst: &Path) -> Result<()> {
     let mut input =
         std::io::BufReader::new(std::fs::File::open(src).map_err(|e| io("read", src, e))?);
     let mut out =
-        std::io::BufWriter::new(std::fs::File::create_new(dst).map_err(|e| io("create", dst, e))?);
+        std::io::BufWriter::new(crate::create_private_file(dst).map_err(|e| io("create", dst, e))?);
     let padded = padded_len(size);
     let total = pieces(padded);
     let mut buf = vec![0u8; PIECE + TAG as usize];

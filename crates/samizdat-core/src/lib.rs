@@ -8,6 +8,7 @@
 
 pub mod attachment;
 pub mod device;
+mod fault;
 pub mod invite;
 pub mod lock;
 pub mod mls;
@@ -19,6 +20,7 @@ pub mod relay_client;
 pub mod rpc;
 pub mod service;
 pub mod store;
+pub mod text;
 pub mod transfer;
 pub mod welcome;
 pub mod wipe;
@@ -133,18 +135,57 @@ pub(crate) fn check_foreign_relay_url(url: &str) -> Result<()> {
     Ok(())
 }
 
-/// Create a profile directory readable by its owner only (0700); an existing one is left
-/// as it is.
+/// Create a new file readable and writable by its owner only (0600), whatever the umask:
+/// decrypted downloads and backups may land in a shared directory (security review 3, L7).
+/// Fails if `path` exists.
+pub(crate) fn create_private_file(path: &std::path::Path) -> std::io::Result<std::fs::File> {
+    use std::os::unix::fs::OpenOptionsExt;
+    std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)
+}
+
+/// Create a profile directory readable by its owner only (0700); an existing one must pass
+/// [`check_private_dir`].
 pub(crate) fn create_private_dir(dir: &std::path::Path) -> Result<()> {
     use std::os::unix::fs::DirBuilderExt;
     if dir.is_dir() {
-        return Ok(());
+        return check_private_dir(dir);
     }
     std::fs::DirBuilder::new()
         .recursive(true)
         .mode(0o700)
         .create(dir)
         .map_err(|e| Error::Storage(format!("cannot create {}: {e}", dir.display())))
+}
+
+/// Refuse a profile directory that another account could have prepared: one owned by
+/// someone else, or writable by group or others (whoever can write there can swap the socket
+/// every command talks to, or a file being written). One that is only readable by others is
+/// ours: it is made 0700. As ssh treats `~/.ssh` (security review 3, M13).
+pub fn check_private_dir(dir: &std::path::Path) -> Result<()> {
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
+    let meta = std::fs::metadata(dir)
+        .map_err(|e| Error::Storage(format!("cannot read {}: {e}", dir.display())))?;
+    if meta.uid() != rustix::process::geteuid().as_raw() {
+        return Err(Error::Usage(format!(
+            "{} belongs to another user; refusing to keep a profile there",
+            dir.display()
+        )));
+    }
+    if meta.mode() & 0o022 != 0 {
+        return Err(Error::Usage(format!(
+            "{} can be written by other users; refusing to keep a profile there (chmod 700 it, or choose another directory)",
+            dir.display()
+        )));
+    }
+    if meta.mode() & 0o077 != 0 {
+        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))
+            .map_err(|e| Error::Storage(format!("cannot make {} private: {e}", dir.display())))?;
+    }
+    Ok(())
 }
 
 pub(crate) fn sha256(data: &[u8]) -> [u8; 32] {

@@ -195,6 +195,24 @@ impl Net {
         }
     }
 
+    /// Refuse settings that would not do what they say: isolation tells connections apart by
+    /// the proxy user name, so a proxy URL with its own user name and password cannot isolate
+    /// (before, `--isolate` was then silently off while every screen said "isolated";
+    /// security review 3, L2).
+    pub fn check(&self) -> Result<()> {
+        if self.isolate && self.proxy.as_ref().is_some_and(|p| p.auth.is_some()) {
+            return Err(crate::Error::Usage(
+                "isolation cannot work with a proxy that needs a user name and password (it tells connections apart by the user name); remove the credentials (Tor needs none) or turn isolation off".into(),
+            ));
+        }
+        Ok(())
+    }
+
+    /// Whether connections really are isolated (a proxy, isolation on, no fixed credentials).
+    pub fn isolating(&self) -> bool {
+        self.isolate && self.proxy.as_ref().is_some_and(|p| p.auth.is_none())
+    }
+
     /// `SAMIZDAT_PROXY` (a proxy URL, or `tor`), if set.
     pub fn from_env() -> Result<Option<Net>> {
         match std::env::var("SAMIZDAT_PROXY") {

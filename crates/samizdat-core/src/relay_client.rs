@@ -387,9 +387,11 @@ impl RelayClient {
                 .map_err(|e| Error::Protocol(format!("unexpected answer from the relay: {e}")));
         }
         match serde_json::from_slice::<ErrorBody>(&bytes) {
+            // The relay's words reach terminals and pages: no control or bidi characters,
+            // and bounded (security review 3, L1).
             Ok(b) => Err(Error::Relay {
                 code: b.code,
-                message: b.message,
+                message: crate::text::escape_bounded(&b.message, 300),
                 current_epoch: b.current_epoch,
             }),
             Err(_) => Err(Error::Protocol(format!(

@@ -193,6 +193,28 @@ pub struct DownloadParams {
 
 #[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
+pub struct DraftParams {
+    /// The conversation's id (base64url, as in events).
+    pub conversation_id: String,
+    /// The draft; empty deletes it.
+    #[serde(default)]
+    pub text: Option<String>,
+}
+
+#[derive(Debug, Serialize, Deserialize, JsonSchema)]
+pub struct Draft {
+    pub text: String,
+}
+
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct DuressParams {
+    /// The duress passphrase (at least 8 characters, not the profile's own).
+    pub passphrase: String,
+}
+
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
 pub struct ProxyParams {
     /// A proxy URL (`socks5h://[user:pass@]host:port`, `socks5://…`, `http://…`), `tor`, or
     /// `off`.
@@ -534,6 +556,9 @@ methods! {
     "group_readd" => group_readd(GroupRemoveParams) -> Done, "Send a member who never joined a fresh Welcome (no new invite needed).";
     "group_rename" => group_rename(GroupRenameParams) -> Created, "Rename a group for every member (queued when the relay is unreachable).";
     "contact_verify" => contact_verify(ContactVerifyParams) -> Done, "Mark a contact as verified after comparing safety numbers (verified=false takes it back).";
+    "draft" => draft(DraftParams) -> Draft, "The unsent draft of a conversation (empty if none); kept in the encrypted profile.";
+    "draft_set" => draft_set(DraftParams) -> Done, "Keep (or, with an empty text, delete) the unsent draft of a conversation in the encrypted profile; a send clears it.";
+    "duress_set" => duress_set(DuressParams) -> Done, "Set the duress passphrase: opening the profile with it wipes it and opens an empty one with the same name, relay and network settings.";
     "backup" => backup(BackupParams) -> BackedUp, "Write an encrypted backup of the whole profile (Argon2id-derived key) to a file.";
     "set_timer" => set_timer(TimerParams) -> Done, "Set the disappearing-messages timer for everyone in a conversation (seconds; 0: off).";
     "message_retry" => message_retry(MessageParams) -> Sent, "Send a failed message again as a new message; the failed one is removed.";
@@ -764,6 +789,28 @@ async fn backup(s: &Session, a: BackupParams) -> RpcResult<BackedUp> {
 async fn download(s: &Session, a: DownloadParams) -> RpcResult<crate::transfer::Downloaded> {
     let out = absolute(&a.out, "out")?;
     Ok(s.handle.download(&a.message_id, &out).await?)
+}
+
+async fn draft(s: &Session, a: DraftParams) -> RpcResult<Draft> {
+    on_profile!(s, |p| Ok(Draft {
+        text: p.draft(&a.conversation_id)?
+    }))
+}
+
+async fn draft_set(s: &Session, a: DraftParams) -> RpcResult<Done> {
+    let text = zeroize::Zeroizing::new(a.text.unwrap_or_default());
+    on_profile!(s, |p| {
+        p.set_draft(&a.conversation_id, &text)?;
+        Ok(Done { ok: true })
+    })
+}
+
+async fn duress_set(s: &Session, a: DuressParams) -> RpcResult<Done> {
+    let passphrase = zeroize::Zeroizing::new(a.passphrase);
+    on_profile!(s, |p| {
+        p.set_duress(&passphrase)?;
+        Ok(Done { ok: true })
+    })
 }
 
 async fn set_proxy(s: &Session, a: ProxyParams) -> RpcResult<Done> {

@@ -1,8 +1,12 @@
 //! The profile's database: one SQLCipher-encrypted SQLite file holding keys, MLS state,
 //! contacts, conversations and messages.
 //!
-//! SQLCipher derives the page key from the passphrase (PBKDF2-HMAC-SHA512); nothing in the
-//! file is readable without it. A wrong passphrase is detected on open.
+//! The page key is derived from the passphrase with Argon2id (64 MiB, 3 passes — memory-hard,
+//! unlike SQLCipher's own PBKDF2, which GPUs guess about 100 times faster) over the random
+//! 16-byte salt SQLCipher keeps at the start of the file, and handed to SQLCipher as a raw
+//! key (security review 3, M10). Nothing in the file is readable without it. A wrong
+//! passphrase is detected on open. A profile written before (keyed by SQLCipher's PBKDF2) is
+//! re-keyed on its first open.
 
 use std::path::Path;
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -28,7 +32,68 @@ pub(crate) fn migrations() -> Migrations<'static> {
         M::up(include_str!("../migrations/0010_relays.sql")),
         M::up(include_str!("../migrations/0011_trees.sql")),
         M::up(include_str!("../migrations/0012_devices.sql")),
+        M::up(include_str!("../migrations/0013_drafts.sql")),
     ])
+}
+
+/// The shortest passphrase a new profile (or a restored one) may have, in characters — the
+/// same in every front (security review 3, M10). Existing profiles with shorter ones still
+/// open.
+pub const MIN_PASSPHRASE_CHARS: usize = 8;
+
+/// Refuse a passphrase too short for a new profile.
+pub fn check_new_passphrase(passphrase: &str) -> Result<()> {
+    if passphrase.chars().count() < MIN_PASSPHRASE_CHARS {
+        return Err(Error::Usage(format!(
+            "the passphrase must have at least {MIN_PASSPHRASE_CHARS} characters"
+        )));
+    }
+    Ok(())
+}
+
+/// SQLCipher's salt: the first 16 bytes of the file.
+const SALT: usize = 16;
+
+/// The salt at the start of an existing database file (`None` for a new one).
+fn file_salt(path: &Path) -> Result<Option<[u8; SALT]>> {
+    use std::io::Read;
+    let mut f = match std::fs::File::open(path) {
+        Ok(f) => f,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => {
+            return Err(Error::Storage(format!(
+                "cannot open {}: {e}",
+                path.display()
+            )));
+        }
+    };
+    let mut salt = [0u8; SALT];
+    match f.read_exact(&mut salt) {
+        Ok(()) => Ok(Some(salt)),
+        // Empty (created but never written): a new database.
+        Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => Ok(None),
+        Err(e) => Err(Error::Storage(format!(
+            "cannot read {}: {e}",
+            path.display()
+        ))),
+    }
+}
+
+/// SQLCipher's raw-key literal for `passphrase` over `salt`: `x'<key><salt>'`, the key from
+/// Argon2id (see the module comment). The salt in the literal is the file's own, so a new
+/// database gets it in its header.
+fn raw_key(passphrase: &str, salt: &[u8; SALT]) -> Result<zeroize::Zeroizing<String>> {
+    let key = zeroize::Zeroizing::new(crate::wipe::derive_key(passphrase, salt)?);
+    Ok(zeroize::Zeroizing::new(format!(
+        "x'{}{}'",
+        hex::encode(key.as_slice()),
+        hex::encode(salt)
+    )))
+}
+
+/// The first read fails if the key is wrong (or the file is not a database).
+fn readable(conn: &Connection) -> rusqlite::Result<i64> {
+    conn.query_row("SELECT count(*) FROM sqlite_master", [], |r| r.get(0))
 }
 
 /// A shared handle on the profile database. The MLS storage providers use the same
@@ -41,20 +106,52 @@ pub struct Db {
 impl Db {
     /// Open (or create) the encrypted database at `path` with `passphrase`.
     pub fn open(path: &Path, passphrase: &str) -> Result<Db> {
+        Self::open_keyed(path, passphrase, true)
+    }
+
+    /// [`Db::open`]; `legacy` allows (and re-keys) a database keyed the old way.
+    fn open_keyed(path: &Path, passphrase: &str, legacy: bool) -> Result<Db> {
         if passphrase.is_empty() {
             return Err(Error::Usage("the passphrase must not be empty".into()));
         }
         let conn = Connection::open(path)
             .map_err(|e| Error::Storage(format!("cannot open {}: {e}", path.display())))?;
-        conn.pragma_update(None, "key", passphrase)?;
+        let salt = match file_salt(path)? {
+            Some(salt) => salt,
+            None => {
+                let mut salt = [0u8; SALT];
+                aws_lc_rs::rand::fill(&mut salt)
+                    .map_err(|_| Error::Crypto("the system random generator failed".into()))?;
+                salt
+            }
+        };
+        let key = raw_key(passphrase, &salt)?;
+        conn.pragma_update(None, "key", key.as_str())?;
         // SQLCipher would log a wrong key to stderr itself (its logger starts with the first
         // key); the error we return says it in one line.
         let _ = conn.execute_batch("PRAGMA cipher_log_level = NONE");
-        // The first read fails if the key is wrong (or the file is not a database).
-        let check: rusqlite::Result<i64> =
-            conn.query_row("SELECT count(*) FROM sqlite_master", [], |r| r.get(0));
-        if check.is_err() {
-            return Err(Error::WrongPassphrase);
+        if readable(&conn).is_err() {
+            if !legacy {
+                return Err(Error::Storage(
+                    "the profile database could not be re-keyed".into(),
+                ));
+            }
+            // A profile from before Argon2id: SQLCipher's PBKDF2 on the passphrase itself.
+            // If that opens it, re-key it now, in place (every page rewritten under the new
+            // key; the same salt).
+            drop(conn);
+            let conn = Connection::open(path)
+                .map_err(|e| Error::Storage(format!("cannot open {}: {e}", path.display())))?;
+            conn.pragma_update(None, "key", passphrase)?;
+            let _ = conn.execute_batch("PRAGMA cipher_log_level = NONE");
+            if readable(&conn).is_err() {
+                return Err(Error::WrongPassphrase);
+            }
+            // Re-keying rewrites the main file; the journal must not be a WAL meanwhile.
+            conn.pragma_update(None, "journal_mode", "DELETE")?;
+            conn.pragma_update(None, "rekey", key.as_str())?;
+            drop(conn);
+            return Self::open_keyed(path, passphrase, false);
         }
         conn.busy_timeout(std::time::Duration::from_secs(10))?;
         // Deleted rows (expired or wiped messages) are overwritten, not left in free pages.
@@ -152,7 +249,7 @@ mod tests {
             .conn()
             .pragma_query_value(None, "user_version", |r| r.get(0))
             .expect("version");
-        assert_eq!(version, 12);
+        assert_eq!(version, 13);
         db.conn()
             .pragma_update(None, "user_version", 99)
             .expect("set version");
@@ -162,5 +259,78 @@ mod tests {
             Err(e) => panic!("unexpected error: {e}"),
             Ok(_) => panic!("a newer profile must be refused"),
         }
+    }
+
+    /// M10: the database is keyed by Argon2id, not by SQLCipher's PBKDF2 on the passphrase
+    /// (which no longer opens it); a profile written the old way opens with its passphrase
+    /// and is re-keyed in place, keeping its rows; a wrong passphrase opens neither way.
+    #[test]
+    fn finding_m10_the_database_is_keyed_by_argon2id_and_old_profiles_are_rekeyed() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let legacy_opens = |path: &Path, pass: &str| {
+            let conn = Connection::open(path).expect("open");
+            let _ = conn.execute_batch("PRAGMA cipher_log_level = NONE");
+            conn.pragma_update(None, "key", pass).expect("key");
+            readable(&conn).is_ok()
+        };
+        // A new database: only the Argon2id key opens it.
+        let path = dir.path().join("new.db");
+        Db::open(&path, "correct horse")
+            .expect("create")
+            .set_setting("k", b"v")
+            .expect("write");
+        assert!(
+            !legacy_opens(&path, "correct horse"),
+            "PBKDF2 on the passphrase still opens it"
+        );
+        assert!(matches!(
+            Db::open(&path, "wrong horse"),
+            Err(Error::WrongPassphrase)
+        ));
+        assert_eq!(
+            Db::open(&path, "correct horse")
+                .expect("reopen")
+                .get_setting("k")
+                .expect("read"),
+            Some(b"v".to_vec())
+        );
+        // A database keyed the old way, with a row and in WAL mode as profiles were.
+        let old = dir.path().join("old.db");
+        {
+            let conn = Connection::open(&old).expect("open");
+            conn.pragma_update(None, "key", "correct horse")
+                .expect("key");
+            conn.pragma_update(None, "journal_mode", "WAL")
+                .expect("wal");
+            conn.execute_batch(
+                "CREATE TABLE kept (v TEXT); INSERT INTO kept VALUES ('still here')",
+            )
+            .expect("write");
+        }
+        assert!(matches!(
+            Db::open(&old, "wrong horse"),
+            Err(Error::WrongPassphrase)
+        ));
+        assert!(
+            legacy_opens(&old, "correct horse"),
+            "a wrong passphrase must not re-key"
+        );
+        let db = Db::open(&old, "correct horse").expect("the old profile opens");
+        let kept: String = db
+            .conn()
+            .query_row("SELECT v FROM kept", [], |r| r.get(0))
+            .expect("row kept");
+        assert_eq!(kept, "still here");
+        drop(db);
+        assert!(
+            !legacy_opens(&old, "correct horse"),
+            "the old profile was not re-keyed"
+        );
+        let db = Db::open(&old, "correct horse").expect("reopens with the new key");
+        let kept: String = db
+            .conn()
+            .query_row("SELECT v FROM kept", [], |r| r.get(0))
+            .expect("row kept");
+        assert_eq!(kept, "still here");
     }
 }

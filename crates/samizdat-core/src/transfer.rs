@@ -41,15 +41,13 @@ pub struct Downloaded {
 /// Test hooks: a pause after every piece (so a test can stop a relay mid-transfer) and a
 /// smaller piece. Never set in normal use.
 fn test_pause() -> Option<Duration> {
-    std::env::var("SAMIZDAT_TEST_TRANSFER_PAUSE_MS")
-        .ok()
+    crate::fault::point("TRANSFER_PAUSE_MS")
         .and_then(|v| v.parse().ok())
         .map(Duration::from_millis)
 }
 
 fn piece_size() -> usize {
-    std::env::var("SAMIZDAT_TEST_TRANSFER_PIECE")
-        .ok()
+    crate::fault::point("TRANSFER_PIECE")
         .and_then(|v| v.parse().ok())
         .filter(|n: &usize| *n > 0)
         .unwrap_or(PIECE)

@@ -79,19 +79,69 @@ pub struct DuressProfile {
     pub isolate: bool,
 }
 
+/// The key of a duress file: a salt and the Argon2id key derived from the duress passphrase
+/// over it. The profile keeps it (inside SQLCipher), so the file can be sealed again — with
+/// a fresh nonce and the profile's current network settings — at every unlock and whenever
+/// those settings change, without asking for the duress passphrase (security review 3, L3
+/// and M11).
+pub struct DuressKey {
+    salt: Vec<u8>,
+    key: zeroize::Zeroizing<[u8; 32]>,
+}
+
+impl DuressKey {
+    /// A fresh salt and the key `passphrase` gives over it.
+    pub fn derive(passphrase: &str) -> Result<DuressKey> {
+        let salt = random(SALT)?;
+        let key = zeroize::Zeroizing::new(derive_key(passphrase, &salt)?);
+        Ok(DuressKey { salt, key })
+    }
+
+    /// Salt then key, as the profile stores them.
+    pub fn to_bytes(&self) -> zeroize::Zeroizing<Vec<u8>> {
+        zeroize::Zeroizing::new([self.salt.as_slice(), self.key.as_slice()].concat())
+    }
+
+    pub fn from_bytes(bytes: &[u8]) -> Option<DuressKey> {
+        if bytes.len() != SALT + 32 {
+            return None;
+        }
+        let mut key = zeroize::Zeroizing::new([0u8; 32]);
+        key.copy_from_slice(&bytes[SALT..]);
+        Some(DuressKey {
+            salt: bytes[..SALT].to_vec(),
+            key,
+        })
+    }
+}
+
 /// Set (or replace) the duress passphrase. `name` and `relay` are what the fresh profile
 /// will use.
 pub fn set_duress(home: &Path, passphrase: &str, profile: &DuressProfile) -> Result<()> {
-    let salt = random(SALT)?;
+    seal_duress(home, &DuressKey::derive(passphrase)?, profile)
+}
+
+/// Write the duress file again: sealed under `key` (with a fresh nonce) with `profile`, or —
+/// without a key — fresh random bytes. Either way the file gets new bytes and a new inode, so
+/// neither its contents nor its times show when (or whether) a duress passphrase was set.
+pub fn refresh_duress(home: &Path, key: Option<&DuressKey>, profile: &DuressProfile) -> Result<()> {
+    match key {
+        Some(k) => seal_duress(home, k, profile),
+        None => init_duress(home),
+    }
+}
+
+/// Seal `profile` under `key` into the duress file.
+pub fn seal_duress(home: &Path, key: &DuressKey, profile: &DuressProfile) -> Result<()> {
+    let salt = key.salt.clone();
     let nonce = random(NONCE)?;
     let mut payload = serde_json::to_vec(profile).map_err(|e| Error::Storage(e.to_string()))?;
     if payload.len() > PAYLOAD {
         return Err(Error::Usage("the relay address is too long".into()));
     }
     payload.resize(PAYLOAD, 0);
-    let key = zeroize::Zeroizing::new(derive_key(passphrase, &salt)?);
     let key = LessSafeKey::new(
-        UnboundKey::new(&CHACHA20_POLY1305, key.as_slice())
+        UnboundKey::new(&CHACHA20_POLY1305, key.key.as_slice())
             .map_err(|_| Error::Crypto("duress key".into()))?,
     );
     let n = Nonce::try_assume_unique_for_key(&nonce).map_err(|_| Error::Crypto("nonce".into()))?;

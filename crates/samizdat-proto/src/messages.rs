@@ -190,7 +190,10 @@ pub struct Entries {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Health {
     pub status: String,
-    pub version: String,
+    /// Only on the metrics listener: the public listener does not say what it runs
+    /// (security review 3, M12).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub version: Option<String>,
 }
 
 #[cfg(test)]

@@ -102,7 +102,12 @@ pub(crate) async fn create(
                 ));
             };
             let token = [a.as_bytes().as_slice(), b.as_bytes().as_slice()].concat();
-            let source = crate::auth::token_hash(format!("{bucket:?}").as_bytes());
+            let Some(source) = source_of(&bucket) else {
+                return Err(ApiError::new(
+                    ErrorCode::Unavailable,
+                    "the relay cannot make random ids; retry later",
+                ));
+            };
             let path = blob_path(&state.blob_dir, &blob_id);
             tokio::task::spawn_blocking(move || -> std::io::Result<()> {
                 let f = std::fs::File::create_new(&path)?;
@@ -141,6 +146,28 @@ pub(crate) async fn create(
         }
         .await,
     )
+}
+
+/// What a blob record keeps of its uploader's address, for the per-address quota: an HMAC
+/// under a random key that lives only in this process's memory and is replaced every UTC day.
+/// A seized disk then holds nothing that leads back to an address — not even by hashing all
+/// 2^32 IPv4 addresses, as a plain hash allowed (security review 3, M9). The price: the
+/// quota starts over with each new key (daily, and per relay process).
+fn source_of(bucket: &impl std::fmt::Debug) -> Option<[u8; 32]> {
+    static KEY: std::sync::Mutex<Option<(u64, aws_lc_rs::hmac::Key)>> = std::sync::Mutex::new(None);
+    let today = now_secs() / 86_400;
+    let mut key = KEY.lock().unwrap_or_else(|p| p.into_inner());
+    if key.as_ref().is_none_or(|(day, _)| *day != today) {
+        let mut secret = zeroize::Zeroizing::new([0u8; 32]);
+        aws_lc_rs::rand::fill(secret.as_mut()).ok()?;
+        *key = Some((
+            today,
+            aws_lc_rs::hmac::Key::new(aws_lc_rs::hmac::HMAC_SHA256, secret.as_ref()),
+        ));
+    }
+    let (_, k) = key.as_ref()?;
+    let tag = aws_lc_rs::hmac::sign(k, format!("{bucket:?}").as_bytes());
+    tag.as_ref().try_into().ok()
 }
 
 /// The blob's record, if `headers` carry its upload token.

@@ -84,7 +84,6 @@ pub(crate) type ApiResult<T> = Result<T, ApiError>;
 pub(crate) fn router(state: AppState) -> Router {
     let app = Router::new()
         .route("/healthz", get(healthz))
-        .route("/v1/openapi.json", get(openapi))
         .route("/v1/mailboxes", post(create_mailbox))
         .route(
             "/v1/mailboxes/{id}/messages",
@@ -179,11 +178,19 @@ async fn count_and_reject(
     resp
 }
 
+/// Unknown paths get the plain page any web server gives, not an API error that names the
+/// software (security review 3, M12).
 async fn fallback() -> Response {
-    with_code(ApiError::new(
-        ErrorCode::NotFound,
-        "no such endpoint; see /v1/openapi.json",
-    ))
+    const PAGE: &str = "<html>\r\n<head><title>404 Not Found</title></head>\r\n<body>\r\n\
+        <center><h1>404 Not Found</h1></center>\r\n</body>\r\n</html>\r\n";
+    let mut resp = (
+        StatusCode::NOT_FOUND,
+        [(header::CONTENT_TYPE, "text/html")],
+        PAGE,
+    )
+        .into_response();
+    resp.extensions_mut().insert(ErrorCode::NotFound);
+    resp
 }
 
 async fn method_not_allowed() -> Response {
@@ -223,20 +230,22 @@ async fn healthz(State(state): State<AppState>) -> Response {
             StatusCode::SERVICE_UNAVAILABLE,
             axum::Json(Health {
                 status: "storage writer stopped".into(),
-                version: env!("CARGO_PKG_VERSION").into(),
+                version: None,
             }),
         )
             .into_response();
     }
     axum::Json(Health {
         status: "ok".into(),
-        version: env!("CARGO_PKG_VERSION").into(),
+        version: None,
     })
     .into_response()
 }
 
-/// The OpenAPI document, generated from the code once (see `openapi.rs`).
-async fn openapi() -> impl IntoResponse {
+/// The OpenAPI document, generated from the code once (see `openapi.rs`). Served only on the
+/// metrics listener, with the version: one request to the public listener must not identify
+/// a relay (security review 3, M12).
+pub(crate) async fn openapi() -> impl IntoResponse {
     static DOC: std::sync::OnceLock<String> = std::sync::OnceLock::new();
     (
         [(header::CONTENT_TYPE, "application/json")],

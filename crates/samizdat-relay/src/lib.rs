@@ -128,6 +128,18 @@ pub(crate) struct AppState {
     pub tokens: Arc<auth::TokenCache>,
 }
 
+/// Create `dir` (and its parents) if needed and make it readable by the relay's account only
+/// (0700): the relay's data is metadata other accounts of the host must not read (security
+/// review 3, L10).
+pub(crate) fn private_dir(dir: &std::path::Path) -> std::io::Result<()> {
+    use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)?;
+    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))
+}
+
 pub(crate) fn now_secs() -> u64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
@@ -149,7 +161,18 @@ async fn spawn_metrics(
             source,
         })?;
     let addr = listener.local_addr().map_err(Error::Serve)?;
-    let app = axum::Router::new().route(
+    let app = axum::Router::new()
+        .route("/v1/openapi.json", axum::routing::get(crate::http::openapi))
+        .route(
+            "/healthz",
+            axum::routing::get(|| async {
+                axum::Json(samizdat_proto::Health {
+                    status: "ok".into(),
+                    version: Some(env!("CARGO_PKG_VERSION").into()),
+                })
+            }),
+        )
+        .route(
         "/metrics",
         axum::routing::get(move || {
             let m = metrics.clone();
@@ -226,7 +249,7 @@ impl Relay {
             .blob_dir
             .clone()
             .unwrap_or_else(|| config.data.join("blobs"));
-        std::fs::create_dir_all(&blob_dir).map_err(|e| {
+        private_dir(&blob_dir).map_err(|e| {
             Error::Config(format!(
                 "cannot create the blob directory {}: {e}",
                 blob_dir.display()

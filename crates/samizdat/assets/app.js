@@ -160,21 +160,40 @@
     };
   }
 
-  // ---- composer: Enter sends, Shift+Enter is a new line; drafts survive reloads ------------
+  // ---- composer: Enter sends, Shift+Enter is a new line; drafts are kept in the profile ---
+  // Never in the browser's storage: localStorage and its like sit in plaintext in the browser
+  // profile, beyond wipe and duress (security review 3, H3). The draft goes to the app (into
+  // the encrypted profile) a moment after typing stops, and when the page is left.
   const composer = document.getElementById("composer");
   if (composer && conversation) {
     const text = composer.querySelector("textarea");
-    const key = "draft:" + conversation;
-    try {
-      const saved = localStorage.getItem(key);
-      if (saved && !text.value) text.value = saved;
-    } catch (_) {}
+    const draftUrl = text.dataset.draft;
+    let saved = text.value;
+    let draftTimer = null;
+    function saveDraft(leaving) {
+      clearTimeout(draftTimer);
+      draftTimer = null;
+      if (!draftUrl || text.value === saved) return;
+      const value = text.value;
+      const data = new URLSearchParams();
+      data.set("text", value);
+      fetch(draftUrl, {
+        method: "POST",
+        credentials: "same-origin",
+        headers: { "x-csrf-token": csrf },
+        body: data,
+        keepalive: !!leaving,
+      })
+        .then((r) => {
+          if (r.ok) saved = value;
+        })
+        .catch(() => {});
+    }
     text.addEventListener("input", () => {
-      try {
-        if (text.value) localStorage.setItem(key, text.value);
-        else localStorage.removeItem(key);
-      } catch (_) {}
+      clearTimeout(draftTimer);
+      draftTimer = setTimeout(() => saveDraft(false), 700);
     });
+    window.addEventListener("pagehide", () => saveDraft(true));
     text.addEventListener("keydown", (ev) => {
       if (ev.key === "Enter" && !ev.shiftKey && !ev.isComposing) {
         ev.preventDefault();
@@ -187,9 +206,7 @@
     let sending = Promise.resolve();
     function restore(value) {
       text.value = text.value ? value + "\n" + text.value : value;
-      try {
-        localStorage.setItem(key, text.value);
-      } catch (_) {}
+      saveDraft(false);
     }
     async function post(value) {
       const data = new URLSearchParams();
@@ -228,9 +245,9 @@
       const value = text.value;
       if (!value.trim()) return;
       text.value = "";
-      try {
-        localStorage.removeItem(key);
-      } catch (_) {}
+      // The send clears the draft in the profile.
+      clearTimeout(draftTimer);
+      saved = "";
       sending = sending.then(() => post(value));
     });
     text.focus();

@@ -188,3 +188,12 @@ settings-proxy-isolated = each conversation separately
 settings-proxy-field = Proxy address
 settings-proxy-isolate = Separate connections for each conversation (always on with Tor)
 settings-proxy-done = Saved. Restart the app to connect this way.
+
+# Lock, quit (security review 3, H3)
+verify-page-title = Safety number
+stopped-title = Samizdat has stopped
+stopped-intro = The app is closed and this browser holds nothing of it. Run samizdat app to open it again.
+lock-button = Lock
+quit-button = Quit
+lock-intro = Lock closes the profile (its keys leave memory) until the passphrase is entered again; Quit also stops the app.
+settings-session-title = Lock and quit

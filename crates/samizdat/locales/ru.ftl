@@ -190,3 +190,12 @@ settings-proxy-isolated = каждый разговор отдельно
 settings-proxy-field = Адрес прокси
 settings-proxy-isolate = Отдельные соединения для каждого разговора (с Tor — всегда)
 settings-proxy-done = Сохранено. Перезапустите приложение, чтобы подключаться так.
+
+# Lock, quit (security review 3, H3)
+verify-page-title = Код безопасности
+stopped-title = Samizdat остановлен
+stopped-intro = Приложение закрыто, в этом браузере от него ничего не осталось. Чтобы открыть его снова, запустите samizdat app.
+lock-button = Заблокировать
+quit-button = Выйти
+lock-intro = Блокировка закрывает профиль (ключи уходят из памяти) до повторного ввода пароля; «Выйти» также останавливает приложение.
+settings-session-title = Блокировка и выход

@@ -539,17 +539,7 @@ fn print_qr(data: &str) -> Result<()> {
 /// Text from others (messages, names, relay errors) made safe for a terminal line: control
 /// characters and line breaks are shown escaped, so nobody can forge a line or a colour.
 pub fn safe(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    for c in s.chars() {
-        if c.is_control()
-            || matches!(c, '\u{2028}' | '\u{2029}' | '\u{202A}'..='\u{202E}' | '\u{2066}'..='\u{2069}')
-        {
-            out.extend(c.escape_default());
-        } else {
-            out.push(c);
-        }
-    }
-    out
+    samizdat_core::text::escape(s)
 }
 
 /// Print one event. JSON mode prints every event as one line; the human form leaves out
@@ -1177,23 +1167,10 @@ async fn run_in(home: &Path, cmd: ClientCommand) -> Result<()> {
             }
         }
         ClientCommand::Duress(DuressCommand::Set) => {
-            let w: samizdat_core::rpc::WhoAmI = b.call("whoami", json!({})).await?;
             let duress = duress_passphrase()?;
-            if Profile::open(home, &duress).is_ok() {
-                return Err(anyhow!(
-                    "the duress passphrase must differ from the profile's passphrase"
-                ));
-            }
-            samizdat_core::wipe::set_duress(
-                home,
-                &duress,
-                &samizdat_core::wipe::DuressProfile {
-                    name: w.name,
-                    relay: w.relay,
-                    proxy: w.proxy,
-                    isolate: w.isolate,
-                },
-            )?;
+            let _: samizdat_core::rpc::Done = b
+                .call("duress_set", json!({ "passphrase": duress.as_str() }))
+                .await?;
             println!(
                 "duress passphrase set: opening this profile with it wipes it and opens an empty one"
             );

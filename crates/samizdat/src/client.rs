@@ -39,9 +39,22 @@ pub enum Backend {
     Remote(RemoteClient),
 }
 
-/// The owner's socket, if one answers.
+/// The owner's socket, if one answers — in a directory no one else could have prepared, and
+/// served by a process of this account: text written to an impostor's socket would go to
+/// the impostor (security review 3, M13). A socket served by another account is ignored
+/// (the profile lock then decides who owns the profile).
 pub async fn connect(home: &Path) -> Option<UnixStream> {
-    UnixStream::connect(socket_path(home)).await.ok()
+    if !home.is_dir() || samizdat_core::check_private_dir(home).is_err() {
+        return None;
+    }
+    let me = rustix::process::geteuid().as_raw();
+    let path = socket_path(home);
+    if std::os::unix::fs::MetadataExt::uid(&std::fs::symlink_metadata(&path).ok()?) != me {
+        return None;
+    }
+    let stream = UnixStream::connect(&path).await.ok()?;
+    let peer = stream.peer_cred().ok()?;
+    (peer.uid() == me).then_some(stream)
 }
 
 /// Fail with the core's "no profile" error when `home` holds none — before a passphrase is
@@ -304,26 +317,36 @@ pub fn serve_socket(home: &Path, handle: ClientHandle) -> Result<SocketServer> {
     Ok(SocketServer { path, task })
 }
 
-/// Ask the process that owns the profile (its pid is in the lock file while it holds the
-/// lock) to stop. Nothing happens when nobody holds the lock.
-pub fn stop_owner(home: &Path) {
+/// Stop the process that owns the profile (its pid is in the lock file while it holds the
+/// lock), signalled directly — no outside `kill` program, which a minimal system lacks — and
+/// confirm it is gone: SIGTERM first (it closes its profile cleanly), SIGKILL if it still holds
+/// the lock after 3 s. A wipe must not leave a running service with the keys in memory.
+/// Nothing happens when nobody holds the lock. Returns whether an owner was stopped.
+pub fn stop_owner(home: &Path) -> bool {
+    use rustix::process::{Pid, Signal, kill_process, test_kill_process};
     if ProfileLock::try_acquire(home).is_ok() {
-        return;
+        return false;
     }
-    if let Ok(pid) = std::fs::read_to_string(home.join(samizdat_core::lock::LOCK_FILE))
-        && let Ok(pid) = pid.trim().parse::<u32>()
-        && pid != std::process::id()
-    {
-        let _ = std::process::Command::new("kill")
-            .args(["-TERM", &pid.to_string()])
-            .stderr(std::process::Stdio::null())
-            .status();
-        // Give it a moment to let go (bounded); the wipe goes ahead either way.
-        for _ in 0..30 {
-            if ProfileLock::try_acquire(home).is_ok() {
-                return;
+    let Some(pid) = std::fs::read_to_string(home.join(samizdat_core::lock::LOCK_FILE))
+        .ok()
+        .and_then(|p| p.trim().parse::<i32>().ok())
+        .filter(|p| u32::try_from(*p).ok() != Some(std::process::id()))
+        .and_then(Pid::from_raw)
+    else {
+        return false;
+    };
+    let gone =
+        |home: &Path| ProfileLock::try_acquire(home).is_ok() || test_kill_process(pid).is_err();
+    for (signal, wait) in [(Signal::TERM, 30), (Signal::KILL, 50)] {
+        if kill_process(pid, signal).is_err() {
+            return gone(home);
+        }
+        for _ in 0..wait {
+            if gone(home) {
+                return true;
             }
             std::thread::sleep(Duration::from_millis(100));
         }
     }
+    gone(home)
 }

@@ -39,17 +39,24 @@ enum Command {
 }
 
 fn init_tracing(default: &str) {
-    let filter = tracing_subscriber::EnvFilter::try_from_env("SAMIZDAT_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
-    // Whatever SAMIZDAT_LOG says: tokio-postgres logs statement parameters (full ids, token
-    // hashes, ciphertext) at debug level, so it never logs below warn.
-    let filter = match "tokio_postgres=warn".parse() {
-        Ok(d) => filter.add_directive(d),
-        Err(_) => filter,
-    };
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
+    use tracing_subscriber::filter::{FilterExt, filter_fn};
+    use tracing_subscriber::layer::SubscriberExt;
+    use tracing_subscriber::util::SubscriberInitExt;
+    use tracing_subscriber::{EnvFilter, Layer};
+    let filter =
+        EnvFilter::try_from_env("SAMIZDAT_LOG").unwrap_or_else(|_| EnvFilter::new(default));
+    // Whatever SAMIZDAT_LOG says, even a directive naming one of its modules: tokio-postgres
+    // logs statement parameters (full ids, token hashes, ciphertext) below warn, so those
+    // events are dropped after the filter (security review 3, L6).
+    let no_query_parameters = filter_fn(|meta| {
+        !meta.target().starts_with("tokio_postgres") || *meta.level() <= tracing::Level::WARN
+    });
+    tracing_subscriber::registry()
+        .with(
+            tracing_subscriber::fmt::layer()
+                .with_writer(std::io::stderr)
+                .with_filter(filter.and(no_query_parameters)),
+        )
         .init();
 }
 
@@ -84,7 +91,9 @@ fn main() -> std::process::ExitCode {
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("error: {e:#}");
+            // One line whatever the error carries (a relay's message, a file name): control
+            // and bidi characters are escaped (security review 3, L1).
+            eprintln!("error: {}", cli::safe(&format!("{e:#}")));
             std::process::ExitCode::FAILURE
         }
     }

@@ -102,6 +102,9 @@ pub fn load_config(args: &RelayArgs) -> Result<Config> {
 }
 
 pub async fn run(args: RelayArgs) -> Result<()> {
+    // Everything the relay creates (database, journal, blobs, certificate) is its own:
+    // metadata is not for the other accounts of the host (security review 3, L10).
+    rustix::process::umask(rustix::fs::Mode::from_raw_mode(0o077));
     let config = load_config(&args)?;
     let storage = match &config.database {
         Some(_) => "postgresql".to_string(),

@@ -75,7 +75,7 @@ impl Profile {
             Body::Profile { .. } if mine => {}
             Body::Profile { name, mailboxes } => {
                 self.store_peer_addresses(sender, &mailboxes)?;
-                let name: String = name.chars().filter(|c| !c.is_control()).take(64).collect();
+                let name = crate::text::clean_name(&name);
                 self.db.conn().execute(
                     "INSERT OR REPLACE INTO member_names (group_id, fingerprint, name) VALUES (?1, ?2, ?3)",
                     params![gid.as_bytes(), &sender[..], name],

@@ -93,7 +93,8 @@ impl Profile {
         let tmp_out = Temp(out.with_extension("partial"));
         let written = (|| -> std::io::Result<u64> {
             use std::io::Write;
-            let mut w = std::io::BufWriter::new(std::fs::File::create(&tmp_out.0)?);
+            let _ = std::fs::remove_file(&tmp_out.0);
+            let mut w = std::io::BufWriter::new(crate::create_private_file(&tmp_out.0)?);
             w.write_all(MAGIC)?;
             w.write_all(&salt)?;
             let n = std::io::copy(&mut std::fs::File::open(&temp.0)?, &mut w)?;
@@ -137,6 +138,7 @@ impl Profile {
         backup_passphrase: &str,
         passphrase: &str,
     ) -> Result<()> {
+        crate::store::check_new_passphrase(passphrase)?;
         if Profile::exists(home) {
             return Err(Error::Usage(format!(
                 "a profile already exists in {}; restore into an empty directory",
@@ -176,7 +178,8 @@ impl Profile {
         let created = !home.exists();
         crate::create_private_dir(home)?;
         let temp = Temp(home.join(".restore.tmp"));
-        std::fs::File::create(&temp.0)
+        let _ = std::fs::remove_file(&temp.0);
+        crate::create_private_file(&temp.0)
             .and_then(|mut t| std::io::copy(&mut input, &mut t))
             .map_err(|e| Error::Storage(e.to_string()))?;
         let result = (|| -> Result<()> {

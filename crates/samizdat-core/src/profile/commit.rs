@@ -3,10 +3,10 @@
 use super::*;
 
 /// SHA-256 of the next epoch's token, as the relay is told. Fault injection for the
-/// finding-6 test: `SAMIZDAT_TEST_BAD_NEXT_TOKEN=1` makes this client lie (a hostile
+/// finding-6 test: the `BAD_NEXT_TOKEN` fault point makes this client lie (a hostile
 /// member); unset in normal use.
 fn next_token_hash(token: &[u8]) -> [u8; 32] {
-    if std::env::var("SAMIZDAT_TEST_BAD_NEXT_TOKEN").is_ok_and(|v| v == "1") {
+    if crate::fault::on("BAD_NEXT_TOKEN") {
         return sha256(b"a token nobody can derive");
     }
     sha256(token)

@@ -37,15 +37,12 @@ impl Profile {
     }
 
     pub(super) fn unique_name(&self, wanted: &str) -> Result<String> {
-        let base: String = wanted
-            .chars()
-            .filter(|c| !c.is_control())
-            .take(64)
-            .collect();
-        let base = if base.trim().is_empty() {
+        // Names come from other people: nothing invisible, no bidi controls (review 3, L11).
+        let base = crate::text::clean_name(wanted);
+        let base = if base.is_empty() {
             "someone".to_string()
         } else {
-            base.trim().to_string()
+            base
         };
         if !self.name_taken(&base)? {
             return Ok(base);
@@ -60,10 +57,12 @@ impl Profile {
     }
 
     pub(super) fn check_new_name(&self, name: &str, what: &str) -> Result<()> {
-        if name.trim().is_empty() || name.chars().count() > 64 || name.chars().any(char::is_control)
+        if name.trim().is_empty()
+            || name.chars().count() > 64
+            || name.chars().any(crate::text::is_hidden)
         {
             return Err(Error::Usage(format!(
-                "{what} must be 1 to 64 printable characters"
+                "{what} must be 1 to 64 printable characters (no invisible or direction-changing ones)"
             )));
         }
         if self.name_taken(name)? {
@@ -314,7 +313,7 @@ impl Profile {
         }];
         addresses.extend(mailboxes.into_iter().filter(|m| m.mailbox != mailbox));
         self.store_peer_addresses(sender, &addresses)?;
-        let display: String = name.chars().filter(|c| !c.is_control()).take(64).collect();
+        let display = crate::text::clean_name(&name);
         let existing: Option<String> = self
             .db
             .conn()

@@ -1524,7 +1524,7 @@ impl Profile {
         for _ in 0..wanted {
             kps.push(self.mls.key_package(false)?);
         }
-        if std::env::var("SAMIZDAT_TEST_SUBSTITUTE_KEY_PACKAGES").is_ok_and(|v| v == "1") {
+        if crate::fault::on("SUBSTITUTE_KEY_PACKAGES") {
             // Fault injection for the test: KeyPackages of another key, as a relay that
             // handed out someone else's would.
             let other = mls::generate_signer(self.mls.cipher_suite())?;

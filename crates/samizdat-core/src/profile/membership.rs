@@ -27,10 +27,10 @@ impl Profile {
 
     /// Commit the removal of every member who asked to leave (of one group, or of all), and
     /// forget the requests that are done. An unreachable relay keeps them for the next sync.
-    /// Fault injection for the tests: `SAMIZDAT_TEST_SKIP_REMOVALS=1` stops here, as a crash
+    /// Fault injection for the tests: the `SKIP_REMOVALS` fault point stops here, as a crash
     /// right after reading a leave notice would.
     pub(super) async fn commit_pending_removals(&mut self, only: Option<&Id>) -> Result<()> {
-        if std::env::var("SAMIZDAT_TEST_SKIP_REMOVALS").is_ok_and(|v| v == "1") {
+        if crate::fault::on("SKIP_REMOVALS") {
             return Ok(());
         }
         let groups: Vec<Vec<u8>> = {

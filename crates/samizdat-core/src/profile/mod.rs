@@ -22,6 +22,8 @@ mod commit;
 mod contacts;
 mod delivery;
 mod devices;
+mod drafts;
+mod duress;
 mod events;
 mod groups;
 mod invitations;
@@ -93,10 +95,10 @@ const PROGRESS_PAGE: usize = 100;
 /// Events kept in the durable log; older ones are dropped (and reported as an overflow).
 pub const EVENT_LOG_MAX: u64 = 10_000;
 
-/// Fault injection for the crash tests: `SAMIZDAT_TEST_CRASH=<point>` aborts the process at
+/// Fault injection for the crash tests: the `CRASH` fault point set to `<point>` aborts the process at
 /// that point, like a power cut (no destructors, no flush). Unset in normal use.
 fn crash_point(point: &str) {
-    if std::env::var("SAMIZDAT_TEST_CRASH").is_ok_and(|p| p == point) {
+    if crate::fault::point("CRASH").is_some_and(|p| p == point) {
         std::process::abort();
     }
 }
@@ -281,6 +283,8 @@ impl Profile {
         net: crate::net::Net,
         key_packages: bool,
     ) -> Result<Profile> {
+        crate::store::check_new_passphrase(passphrase)?;
+        net.check()?;
         let isolation_salt = crate::random_id().as_bytes().to_vec();
         let relay = RelayClient::with_net(
             relay_url,
@@ -329,10 +333,21 @@ impl Profile {
         store_net(&db, &net)?;
         // Random bytes until a duress passphrase is set (then indistinguishable from them).
         crate::wipe::init_duress(home)?;
+        Self::manage_duress(&db)?;
         let signer = mls::generate_signer(mls::DEFAULT_CIPHERSUITE)?;
         let (mailbox_key, pkcs8) = MailboxKey::generate()?;
         let pkcs8 = zeroize::Zeroizing::new(pkcs8);
         let mailbox = random_id();
+        // Our own name as others will see it: nothing invisible (review 3, L11). The
+        // `RAW_NAME` fault point keeps it as given, as a hostile client would.
+        let name = if crate::fault::on("RAW_NAME") {
+            name.to_string()
+        } else {
+            crate::text::clean_name(name)
+        };
+        if name.is_empty() {
+            return Err(Error::Usage("the display name must not be empty".into()));
+        }
         db.set_setting("name", name.as_bytes())?;
         db.set_setting("relay", relay.base().as_bytes())?;
         db.set_setting("mls_secret", &signer.secret)?;
@@ -476,7 +491,7 @@ impl Profile {
             isolation_identity(&net, &isolation_salt, b"mailbox").as_deref(),
         )?;
         let others = Self::load_mailboxes(&db, &net, &isolation_salt, relay.base(), &mailbox)?;
-        Ok(Profile::assemble(Stored {
+        let profile = Profile::assemble(Stored {
             others,
             home,
             name: db.setting_string("name")?,
@@ -488,7 +503,13 @@ impl Profile {
             relay,
             net,
             isolation_salt,
-        }))
+        });
+        // Routine: the duress file changes at every unlock (see `duress.rs`). A failure
+        // does not keep the person out of their profile.
+        if let Err(e) = profile.refresh_duress() {
+            tracing::warn!("cannot rewrite the duress file: {e}");
+        }
+        Ok(profile)
     }
 
     /// Events from catch-ups that ran inside other operations (send, group changes).
@@ -593,6 +614,7 @@ impl Profile {
         conn.execute("DELETE FROM contacts WHERE group_id = ?1", params![g])?;
         for table in [
             "conversations",
+            "drafts",
             "epoch_tokens",
             "own_entries",
             "member_names",
@@ -757,7 +779,11 @@ impl Profile {
             )
             .optional()?
         {
-            return Ok(format!("{name} (~{})", hex::encode(&fp[..3.min(fp.len())])));
+            return Ok(format!(
+                "{} (~{})",
+                crate::text::clean_name(&name),
+                hex::encode(&fp[..3.min(fp.len())])
+            ));
         }
         Ok(format!("unknown ~{}", hex::encode(&fp[..3.min(fp.len())])))
     }
@@ -771,7 +797,7 @@ pub(crate) fn isolation_identity(
     salt: &[u8],
     purpose: &[u8],
 ) -> Option<String> {
-    if !net.isolate || net.proxy.is_none() {
+    if !net.isolating() {
         return None;
     }
     let h = sha256(&[salt, purpose].concat());
@@ -779,6 +805,7 @@ pub(crate) fn isolation_identity(
 }
 
 fn store_net(db: &Db, net: &crate::net::Net) -> Result<()> {
+    net.check()?;
     let url = net.proxy.as_ref().map(|p| p.url()).unwrap_or_default();
     db.set_setting("proxy", url.as_bytes())?;
     db.set_setting("isolate", if net.isolate { b"1" } else { b"0" })
@@ -787,14 +814,18 @@ fn store_net(db: &Db, net: &crate::net::Net) -> Result<()> {
 fn stored_net(db: &Db) -> Result<crate::net::Net> {
     let url = db.setting_string("proxy").unwrap_or_default();
     let isolate = db.setting("isolate").map(|v| v == b"1").unwrap_or(false);
-    Ok(crate::net::Net {
+    let mut net = crate::net::Net {
         proxy: if url.is_empty() {
             None
         } else {
             Some(crate::net::Proxy::parse(&url)?)
         },
         isolate,
-    })
+    };
+    // Stored before `Net::check` existed: isolation never worked with these credentials, so
+    // no screen may claim it.
+    net.isolate = net.isolating();
+    Ok(net)
 }
 
 impl Profile {
@@ -805,7 +836,9 @@ impl Profile {
 
     /// Keep a new proxy setting; it applies from the next start of the profile's process.
     pub fn set_net(&self, net: &crate::net::Net) -> Result<()> {
-        store_net(&self.db, net)
+        store_net(&self.db, net)?;
+        // A duress unlock must connect the way the profile now does (M11).
+        self.refresh_duress()
     }
 
     /// The saved proxy setting (what the next start uses; `SAMIZDAT_PROXY` overrides it for

@@ -46,6 +46,8 @@ impl Profile {
         }
         let conv = self.conv_by_name(target)?;
         let timer = self.timer(&conv.group_id)?;
+        // What was typed is now a message (stored before it is sent): no draft of it stays.
+        self.clear_draft(&conv.group_id)?;
         let payload = Payload {
             id: random_id(),
             expires_in: (timer > 0).then_some(timer),

@@ -209,6 +209,8 @@ impl Profile {
                 .execute("DELETE FROM mailboxes WHERE relay = ?1", params![spec])?;
             self.others.retain(|m| m.relay.base() != spec);
         }
+        // The primary may have changed: a duress unlock uses the current one.
+        self.refresh_duress()?;
         self.announce_addresses().await
     }
 

@@ -273,11 +273,12 @@ impl Profile {
                     }
                     let screened = self.screen_welcome(&w);
                     // Fault injection for the tests: a Welcome that cannot be processed.
-                    let screened = match std::env::var("SAMIZDAT_TEST_LOSE_WELCOMES") {
-                        Ok(v) if v == "1" => Err(Error::Protocol(
+                    let screened = if crate::fault::on("LOSE_WELCOMES") {
+                        Err(Error::Protocol(
                             "the Welcome could not be processed (test fault injection)".into(),
-                        )),
-                        _ => screened,
+                        ))
+                    } else {
+                        screened
                     };
                     let outcome = match screened {
                         Ok(Screened::Join) => self.join_arrived(&w, events).await.map(Some),

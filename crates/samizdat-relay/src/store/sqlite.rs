@@ -104,7 +104,7 @@ impl SqliteStore {
     /// beyond that writes are refused with `unavailable` (back-pressure, never unbounded
     /// memory).
     pub fn open_with_queue(dir: &Path, writer_queue: usize) -> Result<Self> {
-        std::fs::create_dir_all(dir)
+        crate::private_dir(dir)
             .map_err(|e| StoreError::Backend(format!("cannot create {}: {e}", dir.display())))?;
         let path = dir.join("relay.db");
         let mut conn = open(&path)?;

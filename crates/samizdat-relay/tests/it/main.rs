@@ -66,9 +66,16 @@ mod misc {
             .await
             .unwrap();
         assert_eq!(health["status"], "ok");
+        // The public listener does not say what it runs (security review 3, M12): no
+        // version, no API document, an ordinary 404 page.
+        assert!(health.get("version").is_none(), "{health}");
+        let r = relay.http.get(relay.url("/v1/openapi.json")).send().await.unwrap();
+        assert_eq!(r.status(), 404);
+        let page = r.text().await.unwrap();
+        assert!(page.contains("404 Not Found") && !page.to_lowercase().contains("samizdat"), "{page}");
         let doc: serde_json::Value = relay
             .http
-            .get(relay.url("/v1/openapi.json"))
+            .get(relay.metrics_url().replace("/metrics", "/v1/openapi.json"))
             .send()
             .await
             .unwrap()
@@ -102,7 +109,7 @@ mod misc {
             "{metrics}"
         );
         assert!(
-            metrics.contains("samizdat_rejections_total{code=\"not_found\"} 1"),
+            metrics.contains("samizdat_rejections_total{code=\"not_found\"} 2"),
             "{metrics}"
         );
         // Latency per route template (never the ids in a path), as a histogram.
@@ -113,7 +120,7 @@ mod misc {
             "{metrics}"
         );
         assert!(
-            metrics.contains("samizdat_http_request_duration_seconds_count{route=\"unmatched\",method=\"GET\"} 1"),
+            metrics.contains("samizdat_http_request_duration_seconds_count{route=\"unmatched\",method=\"GET\"} 2"),
             "{metrics}"
         );
         // Extension methods do not create metrics at will: they share one label value.

@@ -65,6 +65,8 @@ pub struct App {
     relay: Mutex<Option<(RelayState, Option<u64>)>>,
     pub(crate) i18n: i18n::I18n,
     pub(crate) guard: security::Guard,
+    /// Told when the person quits from the page.
+    pub(crate) quit: tokio::sync::Notify,
 }
 
 /// Options of `samizdat app`.
@@ -82,9 +84,7 @@ pub async fn run(o: Options) -> Result<()> {
             o.listen
         ));
     }
-    let listener = tokio::net::TcpListener::bind(o.listen)
-        .await
-        .with_context(|| format!("cannot listen on {}", o.listen))?;
+    let listener = bind_stable(&o.home, o.listen).await?;
     let addr = listener.local_addr()?;
     let (events, _) = broadcast::channel(4096);
     let app = Arc::new(App {
@@ -95,6 +95,7 @@ pub async fn run(o: Options) -> Result<()> {
         relay: Mutex::new(None),
         i18n: i18n::I18n::new(),
         guard: security::Guard::new(addr.port()),
+        quit: tokio::sync::Notify::new(),
     });
     app.start().await?;
     let token = app.guard.launch_token();
@@ -112,10 +113,39 @@ pub async fn run(o: Options) -> Result<()> {
     tokio::select! {
         r = server => r.context("the app's HTTP server stopped")?,
         _ = crate::cli::stop_signal() => {}
+        _ = app.quit.notified() => {}
     }
     // Stop the service (and release the profile) before the process ends.
     *app.phase.write().await = Phase::NoProfile;
     Ok(())
+}
+
+/// The file in the profile directory that keeps the app's port between runs.
+const PORT_FILE: &str = "app-port";
+
+/// Listen where this profile's app listened last time (asked for port 0 and that port is
+/// free), else where asked; and remember the port. A stable origin keeps whatever a browser
+/// holds for the app in one place, where `Clear-Site-Data` reaches it, instead of one origin
+/// per run left behind (security review 3, H3).
+async fn bind_stable(home: &Path, listen: SocketAddr) -> Result<tokio::net::TcpListener> {
+    let remembered = std::fs::read_to_string(home.join(PORT_FILE))
+        .ok()
+        .and_then(|p| p.trim().parse::<u16>().ok())
+        .filter(|p| *p != 0);
+    if listen.port() == 0
+        && let Some(port) = remembered
+        && let Ok(l) = tokio::net::TcpListener::bind(SocketAddr::new(listen.ip(), port)).await
+    {
+        return Ok(l);
+    }
+    let listener = tokio::net::TcpListener::bind(listen)
+        .await
+        .with_context(|| format!("cannot listen on {listen}"))?;
+    let port = listener.local_addr()?.port();
+    if listen.port() == 0 && samizdat_core::check_private_dir(home).is_ok() {
+        let _ = std::fs::write(home.join(PORT_FILE), port.to_string());
+    }
+    Ok(listener)
 }
 
 /// Best effort: the URL is printed either way.
@@ -214,6 +244,15 @@ impl App {
         Ok(())
     }
 
+    /// Lock: a profile this process owns is closed (its keys leave memory; the page asks for
+    /// the passphrase again). A profile owned by `samizdat serve` stays open there.
+    pub(crate) async fn lock(&self) {
+        let mut phase = self.phase.write().await;
+        if matches!(*phase, Phase::Ready(Core::Local { .. })) {
+            *phase = Phase::Locked;
+        }
+    }
+
     /// Open the profile with a passphrase. A wrong one is `kind = wrong_passphrase`.
     pub(crate) async fn unlock(self: &Arc<Self>, passphrase: &str) -> Result<(), CallError> {
         if matches!(*self.phase.read().await, Phase::Ready(_)) {
@@ -256,29 +295,10 @@ impl App {
 
     /// Set the duress passphrase (it must not open the profile).
     pub(crate) async fn set_duress(&self, duress: &str) -> Result<(), CallError> {
-        let w: samizdat_core::rpc::WhoAmI = self.call("whoami", json!({})).await?;
-        let home = self.home.clone();
-        let pass = zeroize::Zeroizing::new(duress.to_string());
-        tokio::task::spawn_blocking(move || {
-            if Profile::open(&home, &pass).is_ok() {
-                return Err(CallError {
-                    kind: Some("same".into()),
-                    message: "the duress passphrase must differ".into(),
-                });
-            }
-            let fresh = samizdat_core::wipe::DuressProfile {
-                name: w.name,
-                relay: w.relay,
-                proxy: w.proxy,
-                isolate: w.isolate,
-            };
-            samizdat_core::wipe::set_duress(&home, &pass, &fresh).map_err(|e| core_error(e.into()))
-        })
-        .await
-        .map_err(|e| CallError {
-            kind: None,
-            message: e.to_string(),
-        })?
+        let _: samizdat_core::rpc::Done = self
+            .call("duress_set", json!({ "passphrase": duress }))
+            .await?;
+        Ok(())
     }
 
     /// Wipe the profile now: stop the service (or the `serve` that owns it), delete every

@@ -152,6 +152,22 @@ pub fn onboard(c: &Ctx<'_>, f: &OnboardForm, error: Option<&str>) -> Markup {
     )
 }
 
+/// After Quit: the app's process has stopped.
+pub fn stopped(c: &Ctx<'_>) -> Markup {
+    layout(
+        c,
+        &c.tr("stopped-title"),
+        "stopped",
+        false,
+        html! {
+            section.card.narrow {
+                h1 { (c.tr("stopped-title")) }
+                p.muted { (c.tr("stopped-intro")) }
+            }
+        },
+    )
+}
+
 pub fn unlock(c: &Ctx<'_>, error: Option<&str>) -> Markup {
     layout(
         c,
@@ -369,10 +385,12 @@ pub fn chat(
     convs: &[ConversationView],
     invitations: &[InvitationView],
     ms: &[MessageView],
+    draft: &str,
 ) -> Markup {
+    // Page titles carry no names: browser history outlives a wipe (app review 3).
     layout(
         c,
-        &conv.name,
+        &c.tr("chats-title"),
         "chat",
         true,
         html! {
@@ -397,7 +415,7 @@ pub fn chat(
                         form #composer method="post" action={ "/c/" (conv.id) "/send" } {
                             (c.csrf_field())
                             label.visually-hidden for="text" { (c.tr("chat-placeholder")) }
-                            textarea #text name="text" rows="2" required maxlength="60000" placeholder=(c.tr("chat-placeholder")) aria-describedby="composer-hint" {}
+                            textarea #text name="text" rows="2" required maxlength="60000" placeholder=(c.tr("chat-placeholder")) aria-describedby="composer-hint" data-draft={ "/c/" (conv.id) "/draft" } { (draft) }
                             button type="submit" { (c.tr("chat-send")) }
                             small #composer-hint { (c.tr("chat-composer-hint")) }
                         }
@@ -546,7 +564,7 @@ pub fn info(c: &Ctx<'_>, i: &Info<'_>, error: Option<&str>) -> Markup {
         .collect();
     layout(
         c,
-        &conv.name,
+        &c.tr("chats-title"),
         "info",
         true,
         html! {
@@ -629,7 +647,7 @@ pub fn verify(c: &Ctx<'_>, k: &ContactView, number: &str) -> Markup {
     let name = k.alias.clone();
     layout(
         c,
-        &c.tra("verify-title", &[("name", name.clone().into())]),
+        &c.tr("verify-page-title"),
         "verify",
         true,
         html! {
@@ -749,6 +767,18 @@ pub fn settings(
                     input #proxy name="proxy" type="text" autocomplete="off" spellcheck="false" placeholder="socks5h://127.0.0.1:9050";
                     label.check { input #isolate type="checkbox" name="isolate" value="1" checked[me.isolate]; " " (c.tr("settings-proxy-isolate")) }
                     button type="submit" { (c.tr("settings-save")) }
+                }
+                h2 { (c.tr("settings-session-title")) }
+                p.muted { (c.tr("lock-intro")) }
+                div.row {
+                    form #lock method="post" action="/lock" {
+                        (c.csrf_field())
+                        button type="submit" { (c.tr("lock-button")) }
+                    }
+                    form #quit method="post" action="/quit" {
+                        (c.csrf_field())
+                        button.secondary type="submit" { (c.tr("quit-button")) }
+                    }
                 }
                 h2 { (c.tr("settings-duress-title")) }
                 p.muted { (c.tr("settings-duress-help")) }

@@ -114,6 +114,13 @@ impl Guard {
             .map(|(k, s)| (k.clone(), s.clone()))
     }
 
+    /// End a session (quit): its cookie opens nothing any more.
+    pub fn end(&self, id: &str) {
+        if let Ok(mut s) = self.sessions.lock() {
+            s.remove(id);
+        }
+    }
+
     pub fn set_lang(&self, id: &str, lang: Option<Lang>) {
         if let Ok(mut s) = self.sessions.lock()
             && let Some(s) = s.get_mut(id)

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use axum::Router;
 use axum::body::Bytes;
 use axum::extract::{DefaultBodyLimit, Path, Query, State};
-use axum::http::{HeaderMap, StatusCode, header};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
 use axum::response::{Html, IntoResponse, Redirect, Response};
 use axum::routing::{get, post};
@@ -34,6 +34,7 @@ pub fn router(app: Arc<App>) -> Router {
         .route("/c/{id}/messages", get(messages))
         .route("/c/{id}/m/{mid}", get(one_message))
         .route("/c/{id}/send", post(send))
+        .route("/c/{id}/draft", post(save_draft))
         .route("/c/{id}/info", get(info))
         .route("/c/{id}/add", post(group_add))
         .route("/c/{id}/remove", post(group_remove))
@@ -61,6 +62,8 @@ pub fn router(app: Arc<App>) -> Router {
         .route("/settings/devices/link", post(settings_device_link))
         .route("/settings/devices/revoke", post(settings_device_revoke))
         .route("/settings/wipe", post(settings_wipe))
+        .route("/lock", post(lock))
+        .route("/quit", post(quit))
         .route("/settings/proxy", post(settings_proxy))
         .route("/events", get(events))
         .route("/static/app.js", get(script))
@@ -147,6 +150,28 @@ fn page_with(status: StatusCode, m: Markup) -> Response {
 
 pub(super) fn see(to: String) -> Response {
     Redirect::to(&to).into_response()
+}
+
+/// What `Clear-Site-Data` asks the browser to drop.
+#[derive(Clone, Copy)]
+enum Clear {
+    /// Cache and storage (the session goes on).
+    Storage,
+    /// Cache, storage and cookies (the session ends).
+    All,
+}
+
+/// `r` with `Clear-Site-Data`: whatever the browser keeps for this origin goes. The app puts
+/// nothing there (drafts live in the profile), so this is for anything a browser kept anyway
+/// and for what earlier versions wrote (security review 3, H3).
+fn clearing(mut r: Response, what: Clear) -> Response {
+    let value = match what {
+        Clear::Storage => "\"cache\", \"storage\"",
+        Clear::All => "\"cache\", \"cookies\", \"storage\"",
+    };
+    r.headers_mut()
+        .insert("clear-site-data", HeaderValue::from_static(value));
+    r
 }
 
 /// A form body as name/value pairs (a field may repeat: `member=a&member=b`).
@@ -262,7 +287,8 @@ async fn login(State(app): AppState, headers: HeaderMap, Query(q): Query<LoginQu
         return login_page(&app, &headers, StatusCode::FORBIDDEN);
     };
     let cookie = format!("{COOKIE}={session}; HttpOnly; SameSite=Strict; Path=/");
-    let mut r = see("/".into());
+    // Whatever an earlier run (or an earlier version) left in this origin's storage goes.
+    let mut r = clearing(see("/".into()), Clear::Storage);
     if let Ok(v) = cookie.parse() {
         r.headers_mut().insert(header::SET_COOKIE, v);
     }
@@ -328,7 +354,9 @@ async fn unlock(State(app): AppState, headers: HeaderMap, body: Bytes) -> Respon
     let (r, f) = or_refuse!(checked(&app, &headers, &body));
     let pass = zeroize::Zeroizing::new(f.text("passphrase"));
     match app.unlock(&pass).await {
-        Ok(()) => see("/".into()),
+        // Every unlock clears the origin's storage, so one after the duress passphrase (which
+        // looks like any other) leaves nothing of the old profile in the browser either.
+        Ok(()) => clearing(see("/".into()), Clear::Storage),
         Err(e) => page_with(
             StatusCode::UNPROCESSABLE_ENTITY,
             pages::unlock(&r.ctx, Some(&explain(&r.ctx, &e))),
@@ -353,11 +381,15 @@ async fn chat(State(app): AppState, headers: HeaderMap, Path(id): Path<String>) 
         // After reading: the list shows this conversation as read.
         let (conv, convs) = conversation(&app, &id).await?;
         let invs: Vec<InvitationView> = app.call("invitations", json!({})).await?;
-        Ok::<_, CallError>((conv, convs, invs, ms))
+        let draft: samizdat_core::rpc::Draft =
+            app.call("draft", json!({ "conversation_id": id })).await?;
+        Ok::<_, CallError>((conv, convs, invs, ms, draft.text))
     }
     .await;
     match result {
-        Ok((conv, convs, invs, ms)) => page(pages::chat(&r.ctx, &conv, &convs, &invs, &ms)),
+        Ok((conv, convs, invs, ms, draft)) => {
+            page(pages::chat(&r.ctx, &conv, &convs, &invs, &ms, &draft))
+        }
         Err(e) => fail(&r.ctx, &e),
     }
 }
@@ -889,7 +921,7 @@ async fn settings_duress(State(app): AppState, headers: HeaderMap, body: Bytes) 
     } else {
         match app.set_duress(&duress).await {
             Ok(()) => None,
-            Err(e) if e.kind.as_deref() == Some("same") => Some(r.ctx.tr("err-duress-same")),
+            Err(e) if e.message.contains("must differ") => Some(r.ctx.tr("err-duress-same")),
             Err(e) => Some(explain(&r.ctx, &e)),
         }
     };
@@ -955,8 +987,46 @@ async fn settings_wipe(State(app): AppState, headers: HeaderMap, body: Bytes) ->
         return settings_page(&app, &r, None, Some(r.ctx.tr("err-wipe-confirm"))).await;
     }
     match app.wipe().await {
-        Ok(()) => see("/".into()),
+        Ok(()) => clearing(see("/".into()), Clear::Storage),
         Err(e) => fail(&r.ctx, &e),
+    }
+}
+
+/// Lock: the profile leaves memory (when this process owns it) and the browser drops what it
+/// holds for the app; the page asks for the passphrase again.
+async fn lock(State(app): AppState, headers: HeaderMap, body: Bytes) -> Response {
+    let _ = or_refuse!(checked(&app, &headers, &body));
+    app.lock().await;
+    clearing(see("/".into()), Clear::Storage)
+}
+
+/// Quit: the session ends, the browser drops everything it holds for the app (the cookie
+/// too), and the app's process stops.
+async fn quit(State(app): AppState, headers: HeaderMap, body: Bytes) -> Response {
+    let (r, _) = or_refuse!(checked(&app, &headers, &body));
+    app.guard.end(&r.id);
+    app.quit.notify_one();
+    clearing(page(pages::stopped(&r.ctx)), Clear::All)
+}
+
+/// The composer's draft, kept in the profile (never in the browser).
+async fn save_draft(
+    State(app): AppState,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+    body: Bytes,
+) -> Response {
+    let (r, f) = or_refuse!(checked(&app, &headers, &body));
+    let text = zeroize::Zeroizing::new(f.text("text"));
+    let saved: Result<samizdat_core::rpc::Done, CallError> = app
+        .call(
+            "draft_set",
+            json!({ "conversation_id": id, "text": text.as_str() }),
+        )
+        .await;
+    match saved {
+        Ok(_) => StatusCode::NO_CONTENT.into_response(),
+        Err(e) => (StatusCode::UNPROCESSABLE_ENTITY, explain(&r.ctx, &e)).into_response(),
     }
 }
 

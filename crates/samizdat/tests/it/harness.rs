@@ -323,6 +323,23 @@ impl Person {
         String::from_utf8(out.stdout).expect("utf8")
     }
 
+    /// [`Person::ok`] with extra environment variables (another passphrase, a fault point).
+    pub fn ok_with(&self, args: &[&str], env: &[(&str, &str)]) -> String {
+        let out = self
+            .cmd(args)
+            .envs(env.iter().copied())
+            .output()
+            .expect("run samizdat");
+        assert!(
+            out.status.success(),
+            "{} {:?} failed: {}",
+            self.name,
+            args,
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).expect("utf8")
+    }
+
     /// Run and require a clean failure: non-zero, one line on stderr, no panic. Returns it.
     pub fn fails(&self, args: &[&str]) -> String {
         let out = self.run(args);

@@ -12,6 +12,7 @@ mod harness;
 mod mitm;
 mod reach;
 mod relays;
+mod review3;
 mod safety;
 mod service;
 
@@ -765,15 +766,15 @@ fn finding_10_control_characters_are_escaped_in_human_output() {
 #[test]
 fn finding_15_departed_members_forget_the_group_keys() {
     let count = |p: &Person, table: &str| -> i64 {
-        let conn = rusqlite::Connection::open(p.home.join("profile.db")).unwrap();
-        conn.pragma_update(None, "key", harness::PASSPHRASE)
+        let db = samizdat_core::store::Db::open(&p.home.join("profile.db"), harness::PASSPHRASE)
             .unwrap();
-        conn.query_row(
-            &format!("SELECT COUNT(DISTINCT group_id) FROM {table}"),
-            [],
-            |r| r.get(0),
-        )
-        .unwrap()
+        db.conn()
+            .query_row(
+                &format!("SELECT COUNT(DISTINCT group_id) FROM {table}"),
+                [],
+                |r| r.get(0),
+            )
+            .unwrap()
     };
     let mut w = World::new();
     let [alice, bob, carol] = w.people(["alice", "bob", "carol"]);
