@@ -87,6 +87,41 @@ class App:
                 self.proc.kill()
 
 
+class DeviceJoin:
+    """`samizdat device join` on a new home, in the background: the link and code it shows."""
+
+    def __init__(self, home, relay_url, name, timeout=60):
+        self.proc = subprocess.Popen(
+            [BIN, "--home", str(home), "device", "join", "--name", name, "--relay", relay_url,
+             "--timeout", str(timeout)],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            stdin=subprocess.DEVNULL,
+            env={**os.environ, "SAMIZDAT_PASSPHRASE": PASSPHRASE, "SAMIZDAT_LOG": "error"},
+        )
+        seen = ""
+        self.link = None
+        while True:
+            line = self.proc.stdout.readline().decode()
+            if not line:
+                break
+            seen += line
+            if line.startswith("samizdat://device/"):
+                self.link = line.strip()
+                break
+        assert self.link, f"device join showed no link: {seen} {self.proc.stderr.read().decode()}"
+        self.code = seen.split("code ")[1][:7]
+
+    def wait(self, timeout=120):
+        out, err = self.proc.communicate(timeout=timeout)
+        return self.proc.returncode, out.decode(), err.decode()
+
+    def kill(self):
+        if self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait(timeout=30)
+
+
 def cli(home, *args, check=True):
     r = subprocess.run(
         [BIN, "--home", str(home), *args],

@@ -3,6 +3,7 @@ profile on disk so that what the browser keeps can be read back as a forensic ex
 would)."""
 
 import json
+import re
 import secrets
 import tempfile
 from pathlib import Path
@@ -110,4 +111,84 @@ def test_finding_h3_drafts_never_reach_browser_storage(pw, workdir):
     finally:
         if app:
             app.stop()
+        relay.kill()
+
+
+def test_finding_h1_a_new_device_shows_the_link_and_the_profile_confirms(pw, workdir, shots):
+    """H1 in the app: the new device ("Link to a profile I already have") shows a QR code, the
+    link and a code; the device with the profile pastes the link, sees the new device's name
+    and the same code, and only its confirmation adds the device."""
+    from test_app import shoot
+
+    relay = Relay(workdir / "h1-relay").start()
+    phone_home, laptop_home = workdir / "h1-phone", workdir / "h1-laptop"
+    apps = []
+    try:
+        cli(phone_home, "init", "--relay", relay.url, "--name", "Alice")
+        phone = App(phone_home, relay.url, env={"SAMIZDAT_PASSPHRASE": PASSPHRASE})
+        laptop = App(laptop_home, relay.url)
+        apps += [phone, laptop]
+        browser = pw.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS)
+        ctx = browser.new_context(locale="en-US", viewport={"width": 1000, "height": 900})
+        page = ctx.new_page()
+        page.goto(phone.url)
+        expect(page.locator("body")).to_have_attribute("data-page", "chats", timeout=LONG)
+        for lang in ("en", "ru"):
+            if lang == "ru":
+                # The Russian pass: the phone's page in Russian, and a fresh new device.
+                page.goto(phone.base + "/settings")
+                page.select_option("#lang", "ru")
+                page.click("form[action='/settings/lang'] button")
+                expect(page.locator("html")).to_have_attribute("lang", "ru")
+                laptop.stop()
+                apps.remove(laptop)
+                laptop = App(workdir / "h1-laptop-ru", relay.url)
+                apps.append(laptop)
+            new_dev = ctx.new_page()
+            new_dev.goto(laptop.url)
+            expect(new_dev.locator("body")).to_have_attribute("data-page", "onboard")
+            if lang == "ru":
+                new_dev.click(".lang-switch button[value=ru]")
+                expect(new_dev.locator("html")).to_have_attribute("lang", "ru")
+            new_dev.fill("#name", "Ноутбук" if lang == "ru" else "Laptop")
+            new_dev.fill("#passphrase", PASSPHRASE)
+            new_dev.fill("#passphrase2", PASSPHRASE)
+            shoot(new_dev, shots, "onboarding-link", lang)
+            new_dev.click("#onboard-link")
+            expect(new_dev.locator("body")).to_have_attribute("data-page", "linking", timeout=LONG)
+            expect(new_dev.locator("#linking-text")).to_have_value(
+                re.compile(r"^samizdat://device/v2/"), timeout=LONG
+            )
+            expect(new_dev.locator("#device-link svg")).to_be_visible()
+            link = new_dev.input_value("#linking-text")
+            code = new_dev.inner_text("#linking-code")
+            shoot(new_dev, shots, "linking", lang)
+            # The device with the profile: paste, see the name and the same code, confirm.
+            page.goto(phone.base + "/settings")
+            page.fill("#device-link-input", link)
+            page.click("#device-add button[type=submit]")
+            expect(page.locator("#device-confirm")).to_be_visible()
+            expect(page.locator("#device-code")).to_have_text(code)
+            expect(page.locator("#device-confirm-title")).to_contain_text(
+                "Ноутбук" if lang == "ru" else "Laptop"
+            )
+            page.locator("#device-confirm").scroll_into_view_if_needed()
+            shoot(page, shots, "device-confirm", lang)
+            page.click("#device-confirm form button")
+            expect(page.locator("p.badge[role=status]")).to_be_visible(timeout=LONG)
+            # The new device is added (the phone's service finishes it) and lands in the app.
+            expect(new_dev.locator("body")).to_have_attribute("data-page", "chats", timeout=LONG)
+            shoot(new_dev, shots, "linked", lang)
+            page.goto(phone.base + "/settings")
+            expect(page.locator("#device-list li.device")).to_have_count(2 if lang == "en" else 3)
+            # Used now: the same link is refused with a clear message.
+            page.fill("#device-link-input", link)
+            page.click("#device-add button[type=submit]")
+            expect(page.locator(".error")).to_be_visible()
+            new_dev.close()
+        ctx.close()
+        browser.close()
+    finally:
+        for a in apps:
+            a.stop()
         relay.kill()

@@ -129,6 +129,99 @@ impl DeviceCert {
     }
 }
 
+/// A person's signed, versioned device list (security review 3, H2): the identity key's
+/// signature over which device keys speak for the person (`devices`, the identity's own
+/// included) and which no longer do (`revoked`). Contacts keep the newest version they have
+/// seen of each person's list and check Welcomes and messages against it, so a revoked (seized)
+/// device stops being the person. Any device of the person may pass the list on (it is
+/// signed); only the device with the identity key makes a new one.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DeviceList {
+    pub version: u64,
+    pub cipher_suite: u16,
+    pub identity_public: Bytes,
+    /// Fingerprints of the device keys that speak for the person.
+    pub devices: Vec<Bytes>,
+    /// Fingerprints of device keys that no longer do.
+    pub revoked: Vec<Bytes>,
+    pub signature: Bytes,
+}
+
+const LIST_LABEL: &[u8] = b"samizdat device list v1\0";
+/// Most devices (active and revoked) a list may name.
+pub const MAX_LISTED_DEVICES: usize = 1024;
+
+impl DeviceList {
+    fn signed_data(&self) -> Vec<u8> {
+        let mut d = LIST_LABEL.to_vec();
+        d.extend_from_slice(&self.version.to_be_bytes());
+        d.extend_from_slice(&self.cipher_suite.to_be_bytes());
+        d.extend_from_slice(&(self.identity_public.len() as u32).to_be_bytes());
+        d.extend_from_slice(&self.identity_public.0);
+        for part in [&self.devices, &self.revoked] {
+            d.extend_from_slice(&(part.len() as u32).to_be_bytes());
+            for fp in part {
+                d.extend_from_slice(&(fp.len() as u32).to_be_bytes());
+                d.extend_from_slice(&fp.0);
+            }
+        }
+        d
+    }
+
+    /// A list signed with the identity key.
+    pub fn sign(
+        cipher_suite: u16,
+        identity_secret: &[u8],
+        identity_public: &[u8],
+        version: u64,
+        devices: Vec<[u8; 32]>,
+        revoked: Vec<[u8; 32]>,
+    ) -> Result<DeviceList> {
+        let mut list = DeviceList {
+            version,
+            cipher_suite,
+            identity_public: Bytes(identity_public.to_vec()),
+            devices: devices.iter().map(|d| Bytes(d.to_vec())).collect(),
+            revoked: revoked.iter().map(|d| Bytes(d.to_vec())).collect(),
+            signature: Bytes(Vec::new()),
+        };
+        let signature = suite(cipher_suite)?
+            .sign(
+                &SignatureSecretKey::new_slice(identity_secret),
+                &list.signed_data(),
+            )
+            .map_err(|e| Error::Crypto(format!("cannot sign the device list: {e:?}")))?;
+        list.signature = Bytes(signature);
+        Ok(list)
+    }
+
+    /// The person whose identity key signed this list; an error for a list that is not
+    /// signed by the key it names, or is too long.
+    pub fn verify(&self) -> Result<[u8; 32]> {
+        if self.devices.len() + self.revoked.len() > MAX_LISTED_DEVICES {
+            return Err(Error::Protocol(
+                "a device list naming too many devices".into(),
+            ));
+        }
+        suite(self.cipher_suite)?
+            .verify(
+                &SignaturePublicKey::new_slice(&self.identity_public.0),
+                &self.signature.0,
+                &self.signed_data(),
+            )
+            .map_err(|_| Error::Protocol("a device list's signature does not verify".into()))?;
+        Ok(fingerprint(&self.identity_public.0))
+    }
+
+    pub fn lists(&self, device: &[u8]) -> bool {
+        self.devices.iter().any(|d| d.0 == device)
+    }
+
+    pub fn revokes(&self, device: &[u8]) -> bool {
+        self.revoked.iter().any(|d| d.0 == device)
+    }
+}
+
 /// The person (identity fingerprint) a member's signing identity belongs to: the key's own
 /// fingerprint for a first device, the certifying identity for a linked one. An error for a
 /// credential that is neither (mls-rs refuses such members through
@@ -234,51 +327,71 @@ impl IdentityProvider for DeviceIdentityProvider {
 
 // ---------------------------------------------------------------------------------------
 // Linking
+//
+// The new device shows the link; the device that holds the identity key takes it (as Signal
+// and WhatsApp do). Whoever glimpses a link can at most make that new, empty device theirs —
+// never the account (security review 3, H1).
 
-/// What a link holds (`samizdat device link` prints it; the new device reads it).
+/// What a link holds (`samizdat device join` prints it on the new device; the device with the
+/// identity key reads it with `device add`).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Link {
     pub v: u8,
-    /// The relay of the one-time mailbox.
+    /// The relay of the new device's mailbox.
     pub relay: String,
     pub mailbox: Id,
-    /// The linking device's one-time HPKE public key.
+    /// The new device's one-time HPKE public key.
     pub hpke: Bytes,
     /// A one-time secret: only who saw the link can prove to know it.
     pub secret: Bytes,
-    /// Fingerprint of the identity the device will join.
-    pub identity: Bytes,
+    /// The new device's MLS signature public key (what the certificate will sign).
+    pub device_key: Bytes,
+    /// What the new device is called.
+    pub name: String,
     pub cipher_suite: u16,
     /// Unix seconds.
     pub expires_at: u64,
 }
 
-pub const LINK_PREFIX: &str = "samizdat://device/v1/";
-/// A link is valid this long (seconds).
-pub const LINK_TTL: u64 = 15 * 60;
+pub const LINK_PREFIX: &str = "samizdat://device/v2/";
+/// A link is valid this long (seconds): long enough to scan or paste it, short enough that a
+/// photo of it is soon worth nothing.
+pub const LINK_TTL: u64 = 120;
 
 impl Link {
-    /// `samizdat://device/v1/` and base64url of: version, ciphersuite, expiry, mailbox,
-    /// secret, identity, the HPKE key (length-prefixed), the relay — binary, so that the
-    /// link (mostly the post-quantum key) fits a QR code.
+    /// `samizdat://device/v2/` and base64url of: version, ciphersuite, expiry, mailbox,
+    /// secret, the device key and the HPKE key (length-prefixed), the name (length-prefixed),
+    /// the relay — binary, so that the link (mostly the post-quantum key) fits a QR code.
     pub fn to_link(&self) -> String {
-        let mut b = Vec::with_capacity(128 + self.hpke.len() + self.relay.len());
+        let mut b = Vec::with_capacity(
+            128 + self.hpke.len() + self.device_key.len() + self.relay.len() + self.name.len(),
+        );
         b.push(self.v);
         b.extend_from_slice(&self.cipher_suite.to_be_bytes());
         b.extend_from_slice(&self.expires_at.to_be_bytes());
         b.extend_from_slice(self.mailbox.as_bytes());
         b.extend_from_slice(&self.secret.0);
-        b.extend_from_slice(&self.identity.0);
-        b.extend_from_slice(&(self.hpke.len() as u16).to_be_bytes());
-        b.extend_from_slice(&self.hpke.0);
+        for part in [
+            &self.device_key.0,
+            &self.hpke.0,
+            &self.name.as_bytes().to_vec(),
+        ] {
+            b.extend_from_slice(&(part.len() as u16).to_be_bytes());
+            b.extend_from_slice(part);
+        }
         b.extend_from_slice(self.relay.as_bytes());
         format!("{LINK_PREFIX}{}", Bytes::encode(&b))
     }
 
     pub fn parse(s: &str) -> Result<Link> {
         let bad = |why: &str| Error::Usage(format!("not a device link: {why}"));
+        let s = s.trim();
+        if s.starts_with("samizdat://device/v1/") {
+            return Err(bad(
+                "it was made the old way, by the device that holds the identity; make one on the new device with `samizdat device join`",
+            ));
+        }
         let rest = s
-            .trim()
             .strip_prefix(LINK_PREFIX)
             .ok_or_else(|| bad(&format!("a device link starts with {LINK_PREFIX}")))?;
         if rest.len() > 8 * 1024 {
@@ -294,7 +407,7 @@ impl Link {
             Ok(h)
         };
         let v = take(1)?[0];
-        if v != 1 {
+        if v != 2 {
             return Err(bad("made by a newer samizdat"));
         }
         let cs = take(2)?;
@@ -302,40 +415,42 @@ impl Link {
         let expires_at = u64::from_be_bytes(take(8)?.try_into().map_err(|_| bad("damaged"))?);
         let mailbox = Id::from_slice(take(16)?).map_err(|_| bad("damaged"))?;
         let secret = Bytes(take(32)?.to_vec());
-        let identity = Bytes(take(32)?.to_vec());
-        let n = take(2)?;
-        let n = u16::from_be_bytes([n[0], n[1]]) as usize;
-        let hpke = Bytes(take(n)?.to_vec());
+        let mut part = || -> Result<Vec<u8>> {
+            let n = take(2)?;
+            let n = u16::from_be_bytes([n[0], n[1]]) as usize;
+            Ok(take(n)?.to_vec())
+        };
+        let device_key = Bytes(part()?);
+        let hpke = Bytes(part()?);
+        let name = String::from_utf8(part()?).map_err(|_| bad("damaged device name"))?;
         let relay = String::from_utf8(r.to_vec()).map_err(|_| bad("damaged relay address"))?;
         crate::check_foreign_relay_url(&relay)?;
+        let name = crate::text::clean_name(&name);
+        if name.is_empty() {
+            return Err(bad("no device name"));
+        }
         Ok(Link {
             v,
             relay,
             mailbox,
             hpke,
             secret,
-            identity,
+            device_key,
+            name,
             cipher_suite,
             expires_at,
         })
     }
+
+    /// The six-digit code both devices show for this link: the new device next to the link,
+    /// the other one before asking. Different codes mean the link was changed on the way
+    /// (another device's link put on the clipboard, say).
+    pub fn code(&self) -> String {
+        auth_code(&self.hpke.0, &self.device_key.0, self.mailbox.as_bytes())
+    }
 }
 
-/// The new device's first message, sealed to the link's HPKE key.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct LinkRequest {
-    /// The new device's MLS signature public key.
-    pub device_key: Bytes,
-    /// Where the answer goes: the new device's HPKE key and mailbox.
-    pub hpke: Bytes,
-    pub relay: String,
-    pub mailbox: Id,
-    pub name: String,
-    /// HMAC-SHA256 under the link secret over the fields above ([`request_mac`]).
-    pub mac: Bytes,
-}
-
-/// The linking device's answer, sealed to the new device's HPKE key.
+/// The answer of the device that holds the identity, sealed to the new device's HPKE key.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
 pub enum LinkReply {
@@ -351,13 +466,55 @@ pub enum LinkReply {
         /// The person's devices so far (the self group repeats it).
         #[serde(default)]
         devices: Vec<crate::profile::DeviceRecord>,
+        /// Where the KeyPackages go: a one-time mailbox and HPKE key of the identity device.
+        reply_relay: String,
+        reply_mailbox: Id,
+        reply_hpke: Bytes,
+        /// HMAC-SHA256 under the link secret over the certificate and the reply address:
+        /// only a device that saw the link can make it.
+        mac: Bytes,
     },
     Refused {
         reason: String,
     },
 }
 
-/// The new device's KeyPackages, sealed to the link's HPKE key.
+/// The MAC of an `Accepted` answer (see [`LinkReply::Accepted`]).
+pub fn accepted_mac(
+    secret: &[u8],
+    cert: &[u8],
+    reply_relay: &str,
+    reply_mailbox: &Id,
+    reply_hpke: &[u8],
+) -> Vec<u8> {
+    hmac(
+        secret,
+        &[
+            b"accepted",
+            cert,
+            reply_relay.as_bytes(),
+            reply_mailbox.as_bytes(),
+            reply_hpke,
+        ],
+    )
+}
+
+/// Whether `mac` is the [`accepted_mac`] of these values.
+pub fn accepted_mac_ok(
+    secret: &[u8],
+    cert: &[u8],
+    reply_relay: &str,
+    reply_mailbox: &Id,
+    reply_hpke: &[u8],
+    mac: &[u8],
+) -> bool {
+    mac_ok(
+        &accepted_mac(secret, cert, reply_relay, reply_mailbox, reply_hpke),
+        mac,
+    )
+}
+
+/// The new device's KeyPackages, sealed to the identity device's one-time HPKE key.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct LinkKeys {
     pub key_packages: Vec<Bytes>,
@@ -377,31 +534,6 @@ fn hmac(secret: &[u8], parts: &[&[u8]]) -> Vec<u8> {
 
 fn mac_ok(expected: &[u8], got: &[u8]) -> bool {
     aws_lc_rs::constant_time::verify_slices_are_equal(expected, got).is_ok()
-}
-
-impl LinkRequest {
-    fn mac_input(&self) -> [Vec<u8>; 4] {
-        [
-            self.device_key.0.clone(),
-            self.hpke.0.clone(),
-            [self.relay.as_bytes(), b"\0", self.mailbox.as_bytes()].concat(),
-            self.name.as_bytes().to_vec(),
-        ]
-    }
-
-    pub fn sign(mut self, secret: &[u8]) -> LinkRequest {
-        let parts = self.mac_input();
-        let refs: Vec<&[u8]> = parts.iter().map(Vec::as_slice).collect();
-        self.mac = Bytes(hmac(secret, &refs));
-        self
-    }
-
-    /// Whether the sender knew the link's secret.
-    pub fn check(&self, secret: &[u8]) -> bool {
-        let parts = self.mac_input();
-        let refs: Vec<&[u8]> = parts.iter().map(Vec::as_slice).collect();
-        mac_ok(&hmac(secret, &refs), &self.mac.0)
-    }
 }
 
 impl LinkKeys {
@@ -425,9 +557,8 @@ impl LinkKeys {
     }
 }
 
-/// The short authentication code both devices show: six digits from the link's key, the
-/// new device's key and its answer key. Both screens agree only if both devices saw the
-/// same messages.
+/// The short authentication code both devices show: six digits from the link's HPKE key,
+/// the new device's key and its mailbox ([`Link::code`]).
 pub fn auth_code(link_hpke: &[u8], device_key: &[u8], device_hpke: &[u8]) -> String {
     let h = sha256(
         &[
@@ -564,22 +695,40 @@ mod tests {
         assert!(hpke_open(cs(), &secret, &public, &flipped).is_err());
         assert!(hpke_open(cs(), &secret, &public, b"\x00").is_err());
 
-        let req = LinkRequest {
-            device_key: Bytes(vec![1; 32]),
-            hpke: Bytes(vec![2; 32]),
-            relay: "http://127.0.0.1:1".into(),
-            mailbox: Id::from_bytes([3; 16]),
-            name: "laptop".into(),
-            mac: Bytes(Vec::new()),
-        }
-        .sign(&[7; 32]);
-        assert!(req.check(&[7; 32]));
-        assert!(!req.check(&[8; 32]));
-        let renamed = LinkRequest {
-            name: "phone".into(),
-            ..req.clone()
-        };
-        assert!(!renamed.check(&[7; 32]));
+        let mailbox = Id::from_bytes([3; 16]);
+        let mac = accepted_mac(&[7; 32], b"cert", "http://127.0.0.1:1", &mailbox, b"hpke");
+        assert!(accepted_mac_ok(
+            &[7; 32],
+            b"cert",
+            "http://127.0.0.1:1",
+            &mailbox,
+            b"hpke",
+            &mac
+        ));
+        assert!(!accepted_mac_ok(
+            &[8; 32],
+            b"cert",
+            "http://127.0.0.1:1",
+            &mailbox,
+            b"hpke",
+            &mac
+        ));
+        assert!(!accepted_mac_ok(
+            &[7; 32],
+            b"cert",
+            "http://evil:1",
+            &mailbox,
+            b"hpke",
+            &mac
+        ));
+        assert!(!accepted_mac_ok(
+            &[7; 32],
+            b"cert",
+            "http://127.0.0.1:1",
+            &mailbox,
+            b"other",
+            &mac
+        ));
         let keys = LinkKeys::new(&[7; 32], &[1; 32], vec![vec![9; 10]]);
         assert!(keys.check(&[7; 32], &[1; 32]));
         assert!(!keys.check(&[7; 32], &[2; 32]));
@@ -590,23 +739,56 @@ mod tests {
     #[test]
     fn links_round_trip_and_damaged_ones_are_refused() {
         let link = Link {
-            v: 1,
+            v: 2,
             relay: "http://127.0.0.1:7000".into(),
             mailbox: Id::from_bytes([1; 16]),
             hpke: Bytes(vec![5; 40]),
             secret: Bytes(vec![6; 32]),
-            identity: Bytes(vec![7; 32]),
+            device_key: Bytes(vec![7; 32]),
+            name: "laptop".into(),
             cipher_suite: cs(),
             expires_at: 5,
         };
+        let mut renamed = link.clone();
+        renamed.hpke = Bytes(vec![4; 40]);
+        assert_ne!(
+            link.code(),
+            renamed.code(),
+            "a changed link shows another code"
+        );
         assert_eq!(Link::parse(&link.to_link()).unwrap(), link);
         for bad in [
             "samizdat://invite/v2/AAAA".to_string(),
             format!("{LINK_PREFIX}!!!"),
-            format!("{LINK_PREFIX}{}", Bytes::encode(b"\x02")),
+            format!("{LINK_PREFIX}{}", Bytes::encode(b"\x03")),
+            "samizdat://device/v1/AAAA".to_string(),
             link.to_link()[..80].to_string(),
         ] {
             assert!(Link::parse(&bad).is_err(), "{bad}");
         }
+    }
+
+    #[test]
+    fn device_lists_verify_only_as_signed() {
+        let id = generate_signer(DEFAULT_CIPHERSUITE).unwrap();
+        let cs = cs();
+        let list =
+            DeviceList::sign(cs, &id.secret, &id.public, 3, vec![[1; 32]], vec![[2; 32]]).unwrap();
+        assert_eq!(list.verify().unwrap(), fingerprint(&id.public));
+        assert!(list.lists(&[1; 32]) && list.revokes(&[2; 32]) && !list.lists(&[2; 32]));
+        // Any change breaks the signature: the version, a device moved between the lists.
+        let mut newer = list.clone();
+        newer.version = 4;
+        assert!(newer.verify().is_err());
+        let mut moved = list.clone();
+        moved.revoked.clear();
+        moved.devices.push(Bytes(vec![2; 32]));
+        assert!(moved.verify().is_err());
+        // Signed by another key than the one it names.
+        let other = generate_signer(DEFAULT_CIPHERSUITE).unwrap();
+        let mut forged =
+            DeviceList::sign(cs, &other.secret, &other.public, 9, vec![], vec![]).unwrap();
+        forged.identity_public = Bytes(id.public.clone());
+        assert!(forged.verify().is_err());
     }
 }

@@ -28,8 +28,8 @@ pub mod wipe;
 pub use invite::Invite;
 pub use profile::{
     AttachmentView, ContactView, ConvKind, ConversationView, DeviceJoined, DeviceView, Event,
-    EventPage, GroupAdded, InvitationView, LastMessage, LoggedEvent, MemberView, MessageView, Page,
-    Profile, RelayState, TransferDirection,
+    EventPage, GroupAdded, InvitationView, LastMessage, LinkPreview, LoggedEvent, MemberView,
+    MessageView, Page, Profile, RelayState, TransferDirection,
 };
 pub use samizdat_proto::ErrorCode;
 pub use service::{ClientHandle, LiveEvent, Mode};

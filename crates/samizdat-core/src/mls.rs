@@ -631,6 +631,7 @@ impl Mls {
             group_id: info.group_context().group_id.clone(),
             epoch: info.group_context().epoch,
             committer: person_of(&join.committer)?,
+            committer_device: fingerprint(join.committer.signature_key.as_bytes()),
             members: join.members,
             tree_key: Zeroizing::new(join.tree_key),
         })
@@ -641,6 +642,16 @@ impl Mls {
     /// and the fingerprint of the member whose commit added us. Nothing is stored until the
     /// caller saves the group (the KeyPackage stays usable if it does not).
     pub fn join(&self, welcome: &[u8], sealed_tree: Option<&[u8]>) -> Result<(Group, [u8; 32])> {
+        self.join_seen(welcome, sealed_tree)
+            .map(|(g, committer, _)| (g, committer))
+    }
+
+    /// [`Mls::join`], also returning the fingerprint of the committer's device key.
+    pub fn join_seen(
+        &self,
+        welcome: &[u8],
+        sealed_tree: Option<&[u8]>,
+    ) -> Result<(Group, [u8; 32], [u8; 32])> {
         let msg = MlsMessage::from_bytes(welcome)
             .map_err(|e| Error::Protocol(format!("malformed Welcome: {e}")))?;
         let (tree, named) = match sealed_tree {
@@ -654,17 +665,22 @@ impl Mls {
             }
         };
         let (g, info) = self.client.join_group(tree, &msg, None)?;
-        let committer = g
+        let (committer, device) = g
             .roster()
             .member_with_index(info.sender)
-            .map(|m| person(&m.signing_identity))
+            .map(|m| {
+                (
+                    person(&m.signing_identity),
+                    fingerprint(m.signing_identity.signature_key.as_bytes()),
+                )
+            })
             .map_err(|_| Error::Protocol("the Welcome names no committer".into()))?;
         if named.is_some_and(|n| n != committer) {
             return Err(Error::Protocol(
                 "the Welcome's committer is not the member its join information names".into(),
             ));
         }
-        Ok((self.group(g), committer))
+        Ok((self.group(g), committer, device))
     }
 }
 
@@ -674,6 +690,8 @@ pub struct WelcomeSeen {
     pub epoch: u64,
     /// Fingerprint of the committer, whose signature was checked.
     pub committer: [u8; 32],
+    /// Fingerprint of the committer's own device key.
+    pub committer_device: [u8; 32],
     /// Members of the group, as the committer states them.
     pub members: u32,
     tree_key: Zeroizing<Vec<u8>>,
@@ -684,6 +702,8 @@ pub struct WelcomeSeen {
 pub enum Incoming {
     Application {
         sender: [u8; 32],
+        /// The sending member's own device key fingerprint.
+        sender_device: [u8; 32],
         data: Vec<u8>,
     },
     /// A commit moved the group to `epoch`; `removed` if it removed this device.
@@ -868,13 +888,19 @@ impl Group {
             .map_err(|e| Error::Protocol(format!("malformed MLS message: {e}")))?;
         match self.inner.process_incoming_message(msg)? {
             ReceivedMessage::ApplicationMessage(app) => {
-                let sender = self
+                let (sender, sender_device) = self
                     .inner
                     .member_at_index(app.sender_index)
-                    .map(|m| person(&m.signing_identity))
+                    .map(|m| {
+                        (
+                            person(&m.signing_identity),
+                            fingerprint(m.signing_identity.signature_key.as_bytes()),
+                        )
+                    })
                     .ok_or_else(|| Error::Protocol("message from an unknown member".into()))?;
                 Ok(Incoming::Application {
                     sender,
+                    sender_device,
                     data: app.data().to_vec(),
                 })
             }

@@ -51,6 +51,9 @@ pub enum Body {
         name: String,
         #[serde(default, skip_serializing_if = "Vec::is_empty")]
         mailboxes: Vec<MailboxAddr>,
+        /// The person's newest signed device list, if they have linked devices.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        devices: Option<crate::device::DeviceList>,
     },
     /// The group's name, sent by whoever adds members.
     GroupMeta { name: String },
@@ -61,7 +64,13 @@ pub enum Body {
     /// The person's device list (self group only, from the person's own devices).
     Devices {
         devices: Vec<crate::profile::DeviceRecord>,
+        /// The same list signed by the identity key, for the devices to pass on.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        signed: Option<crate::device::DeviceList>,
     },
+    /// The person's signed device list (every conversation, after a device is linked or
+    /// revoked): contacts stop accepting revoked devices as the person.
+    DeviceList { list: crate::device::DeviceList },
     /// Contacts and conversation names changed on another device of the person (self group
     /// only): where to fetch them (an archive without messages).
     State { archive: crate::profile::ArchiveRef },

@@ -260,9 +260,10 @@ pub struct DeviceParams {
     pub id: String,
 }
 
-#[derive(Debug, Serialize, Deserialize, JsonSchema)]
-pub struct DeviceLink {
-    /// Show it to the new device (`samizdat device join LINK`); valid 15 minutes, once.
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct DeviceAddParams {
+    /// The link the new device shows (`samizdat device join`): `samizdat://device/v2/…`.
     pub link: String,
 }
 
@@ -543,7 +544,8 @@ methods! {
     "relay_add" => relay_add(RelayParams) -> Relays, "Open a mailbox and a KeyPackage pool on another, independent relay; members are told.";
     "relay_remove" => relay_remove(RelayParams) -> Relays, "Close the mailbox on a relay (not the last); members are told.";
     "settings" => settings(NoParams) -> Settings, "The settings your devices share (move-after, auto-download).";
-    "device_link" => device_link(NoParams) -> DeviceLink, "Make a one-time link for a new device of yours; it completes when this profile next syncs.";
+    "device_add_preview" => device_add_preview(DeviceAddParams) -> crate::LinkPreview, "What adding a new device's link would add (its name and the code its screen shows); changes nothing.";
+    "device_add" => device_add(DeviceAddParams) -> crate::LinkPreview, "Add the new device that shows this link (call after the person confirmed its name and code): sign its key and answer it; it is added to every conversation when its KeyPackages arrive (this profile's next sync, or at once while the service runs).";
     "devices" => devices(NoParams) -> Vec<crate::DeviceView>, "Your devices (this one marked `this`).";
     "device_revoke" => device_revoke(DeviceParams) -> Done, "Remove a device of yours from every conversation and the self group; it reads nothing sent after.";
     "move" => move_conversation(MoveParams) -> Moved, "Move a conversation's log to another relay now and tell every member.";
@@ -853,10 +855,12 @@ async fn settings(s: &Session, _: NoParams) -> RpcResult<Settings> {
     }))
 }
 
-async fn device_link(s: &Session, _: NoParams) -> RpcResult<DeviceLink> {
-    on_profile!(s, |p| Ok(DeviceLink {
-        link: p.device_link().await?
-    }))
+async fn device_add_preview(s: &Session, a: DeviceAddParams) -> RpcResult<crate::LinkPreview> {
+    on_profile!(s, |p| p.device_add_preview(&a.link))
+}
+
+async fn device_add(s: &Session, a: DeviceAddParams) -> RpcResult<crate::LinkPreview> {
+    on_profile!(s, |p| p.device_add(&a.link).await)
 }
 
 async fn devices(s: &Session, _: NoParams) -> RpcResult<Vec<crate::DeviceView>> {

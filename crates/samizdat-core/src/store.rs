@@ -33,6 +33,7 @@ pub(crate) fn migrations() -> Migrations<'static> {
         M::up(include_str!("../migrations/0011_trees.sql")),
         M::up(include_str!("../migrations/0012_devices.sql")),
         M::up(include_str!("../migrations/0013_drafts.sql")),
+        M::up(include_str!("../migrations/0014_device_lists.sql")),
     ])
 }
 
@@ -249,7 +250,7 @@ mod tests {
             .conn()
             .pragma_query_value(None, "user_version", |r| r.get(0))
             .expect("version");
-        assert_eq!(version, 13);
+        assert_eq!(version, 14);
         db.conn()
             .pragma_update(None, "user_version", 99)
             .expect("set version");

@@ -163,7 +163,10 @@ impl ClientHandle {
             return Err(e);
         }
         let att = Attachment {
-            relay: relay.base().to_string(),
+            // The `ATTACHMENT_RELAY` fault point names another relay, as a hostile member
+            // would (security review 3, M7 test).
+            relay: crate::fault::point("ATTACHMENT_RELAY")
+                .unwrap_or_else(|| relay.base().to_string()),
             blob: created.blob_id,
             key: Bytes(sealed.key.to_vec()),
             digest: Bytes(sealed.digest.to_vec()),

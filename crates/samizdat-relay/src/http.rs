@@ -388,6 +388,23 @@ async fn check_owner(
     headers: &HeaderMap,
     body: &[u8],
 ) -> ApiResult<()> {
+    let signed = owner_precheck(state, mailbox, headers).await?;
+    owner_verify(state, mailbox, signed, method, uri, body).await
+}
+
+/// The headers of an owner-signed request, checked before its body is read.
+struct Signed {
+    owner: Vec<u8>,
+    ts: u64,
+    nonce: Id,
+    sig: Vec<u8>,
+}
+
+/// Everything about an owner-signed request that needs no body: the signature headers, the
+/// timestamp window and that the mailbox exists. Done before a body is read, so a request for
+/// a mailbox that does not exist (or with a stale clock) holds none of the relay-wide body
+/// budget (security review 3, M3).
+async fn owner_precheck(state: &AppState, mailbox: Id, headers: &HeaderMap) -> ApiResult<Signed> {
     let header = |name: &str| -> ApiResult<&str> {
         headers.get(name).and_then(|v| v.to_str().ok()).ok_or_else(|| {
             ApiError::new(
@@ -407,8 +424,7 @@ async fn check_owner(
     })?;
     let sig = proto::Bytes::decode(header(proto::HEADER_SIGNATURE)?)
         .map_err(|_| ApiError::new(ErrorCode::BadSignature, "signature must be base64url"))?;
-    let now = now_secs();
-    if ts.abs_diff(now) > proto::SIGNATURE_WINDOW_SECS {
+    if ts.abs_diff(now_secs()) > proto::SIGNATURE_WINDOW_SECS {
         return Err(ApiError::new(
             ErrorCode::StaleSignature,
             "signature timestamp is too far from the relay's clock; check the device's clock",
@@ -419,6 +435,29 @@ async fn check_owner(
         .mailbox_owner(mailbox)
         .await?
         .ok_or_else(|| ApiError::new(ErrorCode::NotFound, "no such mailbox"))?;
+    Ok(Signed {
+        owner,
+        ts,
+        nonce,
+        sig,
+    })
+}
+
+/// The signature over the request (body included) and the nonce's freshness.
+async fn owner_verify(
+    state: &AppState,
+    mailbox: Id,
+    signed: Signed,
+    method: &Method,
+    uri: &Uri,
+    body: &[u8],
+) -> ApiResult<()> {
+    let Signed {
+        owner,
+        ts,
+        nonce,
+        sig,
+    } = signed;
     let path_and_query = uri
         .path_and_query()
         .map(|p| p.as_str())
@@ -436,7 +475,7 @@ async fn check_owner(
             nonce,
             ts.saturating_add(proto::SIGNATURE_WINDOW_SECS + 1),
             mailbox,
-            now,
+            now_secs(),
         )
         .await?;
     if !fresh {
@@ -668,8 +707,9 @@ async fn ack(
     respond(
         async {
             let mailbox = parse_id(&id, "mailbox")?;
+            let signed = owner_precheck(&state, mailbox, &headers).await?;
             let bytes = read_body(&state, body, 64 * 1024).await?;
-            check_owner(&state, mailbox, &method, &uri, &headers, &bytes).await?;
+            owner_verify(&state, mailbox, signed, &method, &uri, &bytes).await?;
             let req: AckMessages = parse(&bytes)?;
             if req.seqs.len() > state.limits.max_read_entries {
                 return Err(ApiError::new(
@@ -717,8 +757,9 @@ async fn upload_key_packages(
             let mailbox = parse_id(&id, "mailbox")?;
             let l = &state.limits;
             let limit = (l.max_key_package_size * (l.max_key_packages as usize + 1)) * 4 / 3 + 1024;
+            let signed = owner_precheck(&state, mailbox, &headers).await?;
             let bytes = read_body(&state, body, limit.min(l.max_request_body)).await?;
-            check_owner(&state, mailbox, &method, &uri, &headers, &bytes).await?;
+            owner_verify(&state, mailbox, signed, &method, &uri, &bytes).await?;
             let req: UploadKeyPackages = parse(&bytes)?;
             if req
                 .key_packages
@@ -1061,7 +1102,7 @@ pub(crate) async fn append_entry(
     group: Id,
     token_hash: [u8; 32],
     token_epoch: u64,
-    req: AppendEntry,
+    mut req: AppendEntry,
 ) -> ApiResult<Stored> {
     let l = &state.limits;
     if req.epoch != token_epoch {
@@ -1118,6 +1159,14 @@ pub(crate) async fn append_entry(
             "a welcome is larger than the mailbox message limit",
         ));
     }
+    // A Welcome counts against its target mailbox's drop allowance like any other drop: a
+    // stranger's own group cannot pour thousands into one mailbox (security review 3, M2).
+    // Those beyond it are held back and reported undelivered; the committer delivers them
+    // later, when the allowance has refilled.
+    let (welcomes, held_back): (Vec<_>, Vec<_>) = std::mem::take(&mut req.welcomes)
+        .into_iter()
+        .partition(|w| state.rates.drops_per_mailbox.allow(&w.mailbox_id));
+    req.welcomes = welcomes;
     let len = req.body.len() as u64;
     let (kind, epoch) = (req.kind, req.epoch);
     let body_copy = req.body.0.clone();
@@ -1149,15 +1198,17 @@ pub(crate) async fn append_entry(
         state.metrics.mailbox_messages_stored.increment(1);
         state.notifier.notify(Topic::Mailbox(m));
     }
-    if !appended.undelivered.is_empty() {
+    let mut undelivered = appended.undelivered;
+    undelivered.extend(held_back.into_iter().map(|w| w.mailbox_id));
+    if !undelivered.is_empty() {
         tracing::info!(
-            undelivered = appended.undelivered.len(),
+            undelivered = undelivered.len(),
             "commit stored; some Welcomes could not be delivered"
         );
     }
     Ok(Stored {
         seq: appended.seq,
-        undelivered_welcomes: appended.undelivered,
+        undelivered_welcomes: undelivered,
     })
 }
 

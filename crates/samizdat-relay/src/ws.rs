@@ -144,6 +144,9 @@ fn error_frame(e: ApiError, id: Option<Id>) -> ServerFrame {
     }
 }
 
+/// How long a WebSocket may stay without a subscription or an accepted append.
+const PROOF_DEADLINE: std::time::Duration = std::time::Duration::from_secs(10);
+
 async fn serve(state: AppState, socket: WebSocket, challenge: Id) -> Result<(), axum::Error> {
     let (mut sink, mut stream) = socket.split();
     let mut wake = state.notifier.subscribe();
@@ -166,6 +169,10 @@ async fn serve(state: AppState, socket: WebSocket, challenge: Id) -> Result<(), 
     )
     .await?;
     let mut bad_frames = 0u32;
+    // A socket must prove within a few seconds that it belongs to someone — a subscription
+    // (owner signature or epoch token) or an append with a valid token — or it is closed:
+    // idle anonymous sockets cannot hold the connection caps (security review 3, M4).
+    let mut unproven = Some(tokio::time::Instant::now() + PROOF_DEADLINE);
     let poll = tokio::time::sleep(poll_interval(0));
     tokio::pin!(poll);
     // Answers of pending binary appends. Unbounded, but never holds more than
@@ -217,6 +224,9 @@ async fn serve(state: AppState, socket: WebSocket, challenge: Id) -> Result<(), 
                 };
                 if let Some(reply) = conn.handle(frame).await {
                     let subscribed = match &reply { ServerFrame::Subscribed { id } => Some(*id), _ => None };
+                    if matches!(reply, ServerFrame::Subscribed { .. } | ServerFrame::Appended { .. }) {
+                        unproven = None;
+                    }
                     if let ServerFrame::Error { code, .. } = &reply {
                         conn.state.metrics.reject(*code);
                         // A refused subscription (bad token or signature) costs a store read:
@@ -231,6 +241,9 @@ async fn serve(state: AppState, socket: WebSocket, challenge: Id) -> Result<(), 
                 }
             }
             Some(answer) = acks.recv() => {
+                if matches!(answer, ServerFrame::Appended { .. }) {
+                    unproven = None;
+                }
                 if let ServerFrame::AppendFailed { code, .. } = &answer {
                     conn.state.metrics.reject(*code);
                     // A refused token costs a store read: bounded per connection like a
@@ -258,6 +271,10 @@ async fn serve(state: AppState, socket: WebSocket, challenge: Id) -> Result<(), 
                 for id in gaps {
                     conn.push(&mut sink, Some(id)).await?;
                 }
+            }
+            _ = tokio::time::sleep_until(unproven.unwrap_or_else(tokio::time::Instant::now)), if unproven.is_some() => {
+                let _ = sink.send(Message::Close(None)).await;
+                return Ok(());
             }
             _ = &mut poll => {
                 conn.push(&mut sink, None).await?;

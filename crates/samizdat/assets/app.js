@@ -120,7 +120,7 @@
   }
 
   // ---- live events ------------------------------------------------------------------------
-  if (csrf && body.dataset.page !== "onboard" && body.dataset.page !== "unlock") {
+  if (csrf && body.dataset.page !== "onboard" && body.dataset.page !== "unlock" && body.dataset.page !== "linking") {
     let wasClosed = false;
     const es = new EventSource("/events");
     es.onopen = () => {
@@ -158,6 +158,11 @@
       }
       refreshList();
     };
+  }
+
+  // ---- linking this device: the page follows the wait until the other device adds it ----
+  if (document.body.dataset.page === "linking" && !document.querySelector(".error")) {
+    setTimeout(() => location.reload(), 1500);
   }
 
   // ---- composer: Enter sends, Shift+Enter is a new line; drafts are kept in the profile ---

@@ -146,8 +146,6 @@ settings-devices-this = this device
 settings-devices-revoked = revoked
 settings-devices-revoke = Revoke
 settings-devices-revoked-done = Device revoked: removed from every conversation.
-settings-devices-link = Link a new device
-settings-devices-link-help = On the new device run `samizdat --home DIR device join LINK --name NAME` with this link (valid 15 minutes, once). Both devices show the same six-digit code: compare them.
 
 settings-duress-title = Duress passphrase
 settings-duress-help = If someone forces you to unlock Samizdat, give them this passphrase instead: it silently deletes this profile and opens an empty one with the same name.
@@ -197,3 +195,23 @@ lock-button = Lock
 quit-button = Quit
 lock-intro = Lock closes the profile (its keys leave memory) until the passphrase is entered again; Quit also stops the app.
 settings-session-title = Lock and quit
+
+# Linking a device: the new device shows the link (security review 3, H1)
+settings-devices-add-label = Link shown by the new device
+settings-devices-add-help = On the new device choose “Link to a profile I already have” in the app, or run samizdat device join --name NAME, and paste the link it shows here. Links work once, for 2 minutes.
+settings-devices-add = Add a device
+settings-devices-confirm = Add “{ $name }” as your device?
+settings-devices-confirm-code = Its screen must show the same code:
+settings-devices-confirm-help = It will read every conversation and its history, and write as you. Add it only if it is your device and the codes match.
+settings-devices-confirm-yes = Yes, add this device
+settings-devices-confirm-no = Cancel
+settings-devices-adding = Adding “{ $name }”: it appears in the list when it has joined every conversation.
+onboard-link-help = Already use Samizdat on another device? Link this one to that profile instead (the name above then names this device).
+onboard-link = Link to a profile I already have
+linking-title = Link this device
+linking-intro = On the device that holds your profile open Settings → Devices → Add a device, and scan or paste this link. It works once, for 2 minutes.
+linking-code = The other device must show this code:
+linking-text = The link as text
+linking-waiting = Waiting for the other device…
+linking-preparing = Preparing the link…
+linking-again = Start again

@@ -148,8 +148,6 @@ settings-devices-this = это устройство
 settings-devices-revoked = отключено
 settings-devices-revoke = Отключить
 settings-devices-revoked-done = Устройство отключено и удалено из всех разговоров.
-settings-devices-link = Подключить новое устройство
-settings-devices-link-help = На новом устройстве выполните `samizdat --home DIR device join ССЫЛКА --name ИМЯ` с этой ссылкой (действует 15 минут, один раз). Оба устройства покажут одинаковый шестизначный код — сравните их.
 
 settings-duress-title = Фраза на случай принуждения
 settings-duress-help = Если вас заставят разблокировать Samizdat, назовите эту фразу: она незаметно удалит этот профиль и откроет пустой с тем же именем.
@@ -199,3 +197,23 @@ lock-button = Заблокировать
 quit-button = Выйти
 lock-intro = Блокировка закрывает профиль (ключи уходят из памяти) до повторного ввода пароля; «Выйти» также останавливает приложение.
 settings-session-title = Блокировка и выход
+
+# Linking a device: the new device shows the link (security review 3, H1)
+settings-devices-add-label = Ссылка с нового устройства
+settings-devices-add-help = На новом устройстве выберите в приложении «Подключить к уже существующему профилю» или выполните samizdat device join --name ИМЯ и вставьте сюда показанную ссылку. Ссылка действует один раз в течение 2 минут.
+settings-devices-add = Добавить устройство
+settings-devices-confirm = Добавить «{ $name }» как ваше устройство?
+settings-devices-confirm-code = На его экране должен быть тот же код:
+settings-devices-confirm-help = Оно получит все разговоры и их историю и сможет писать от вашего имени. Добавляйте, только если это ваше устройство и коды совпадают.
+settings-devices-confirm-yes = Да, добавить устройство
+settings-devices-confirm-no = Отмена
+settings-devices-adding = Добавляем «{ $name }»: оно появится в списке, когда войдёт во все разговоры.
+onboard-link-help = Уже пользуетесь Samizdat на другом устройстве? Подключите это устройство к тому профилю (имя выше станет именем этого устройства).
+onboard-link = Подключить к уже существующему профилю
+linking-title = Подключение устройства
+linking-intro = На устройстве с вашим профилем откройте Настройки → Устройства → Добавить устройство и отсканируйте или вставьте эту ссылку. Она действует один раз в течение 2 минут.
+linking-code = Другое устройство должно показать этот код:
+linking-text = Ссылка текстом
+linking-waiting = Ждём другое устройство…
+linking-preparing = Готовим ссылку…
+linking-again = Начать заново

@@ -227,6 +227,10 @@ pub enum ClientCommand {
         /// The relay suggested when creating a profile in the app.
         #[arg(long, env = "SAMIZDAT_RELAY", default_value = "http://127.0.0.1:7700")]
         relay: String,
+        /// A browser session unused this many seconds ends (the page asks for a new launch
+        /// link); default 12 hours.
+        #[arg(long, default_value_t = 12 * 3600)]
+        session_idle: u64,
     },
     /// Line-delimited JSON-RPC 2.0 on stdin/stdout, for bots and scripts (docs/RPC.md).
     Rpc {
@@ -238,25 +242,31 @@ pub enum ClientCommand {
 
 #[derive(Debug, clap::Subcommand)]
 pub enum DeviceCommand {
-    /// Print a one-time link (last line) for a new device of yours; it completes when this
-    /// profile next syncs (or while `serve` runs).
-    Link {
-        /// Also draw it as a QR code.
-        #[arg(long)]
-        qr: bool,
-    },
-    /// Make this --home (new, empty) a device of the person who showed LINK. Waits for the
-    /// other device (bounded by --timeout).
+    /// On the new device: make this --home (new, empty) a device of yours. Prints a one-time
+    /// link (valid 2 minutes) and its code, then waits (bounded by --timeout) until the device
+    /// that holds your identity adds it with `device add LINK`.
     Join {
-        link: String,
         /// This device's name, shown on your other devices.
         #[arg(long)]
         name: String,
-        /// Accept the authentication code without asking (it is still shown; required when
-        /// stdin is not a terminal unless the codes are compared elsewhere).
+        /// The relay this device keeps its mailbox on.
+        #[arg(long, env = "SAMIZDAT_RELAY")]
+        relay: String,
+        /// Also draw the link as a QR code.
+        #[arg(long)]
+        qr: bool,
+        /// Seconds to wait for the other device.
+        #[arg(long, default_value_t = 120)]
+        timeout: u64,
+    },
+    /// On the device that holds your identity: add the new device that shows LINK. Shows its
+    /// name and code and asks; nothing is signed before you confirm.
+    Add {
+        link: String,
+        /// Confirm without asking (scripts; compare the code on both screens first).
         #[arg(long)]
         yes: bool,
-        /// Seconds to wait for the other device.
+        /// Seconds to wait for the new device to finish.
         #[arg(long, default_value_t = 120)]
         timeout: u64,
     },
@@ -715,11 +725,11 @@ async fn run_in(home: &Path, cmd: ClientCommand) -> Result<()> {
         }
         ClientCommand::Serve => return serve(home).await,
         ClientCommand::Device(DeviceCommand::Join {
-            link,
             name,
-            yes,
+            relay,
+            qr,
             timeout,
-        }) => return device_join(home, &link, &name, yes, timeout).await,
+        }) => return device_join(home, &relay, &name, qr, timeout).await,
         ClientCommand::Wipe { yes } => return wipe(home, yes),
         ClientCommand::Restore { file } => {
             let backup_pass = backup_passphrase(false)?;
@@ -736,12 +746,14 @@ async fn run_in(home: &Path, cmd: ClientCommand) -> Result<()> {
             listen,
             no_open,
             relay,
+            session_idle,
         } => {
             return crate::app::run(crate::app::Options {
                 home: home.to_path_buf(),
                 listen,
                 open: !no_open,
                 default_relay: relay,
+                session_idle: std::time::Duration::from_secs(session_idle.max(1)),
             })
             .await;
         }
@@ -1207,16 +1219,8 @@ async fn run_in(home: &Path, cmd: ClientCommand) -> Result<()> {
             println!("{}", n.safety_number);
         }
         ClientCommand::Device(cmd) => match cmd {
-            DeviceCommand::Link { qr } => {
-                let l: samizdat_core::rpc::DeviceLink = b.call("device_link", json!({})).await?;
-                println!(
-                    "Open it on the new device: samizdat --home DIR device join LINK --name NAME"
-                );
-                println!("Valid 15 minutes, once. Both devices show the same code; compare them.");
-                if qr {
-                    print_qr(&l.link)?;
-                }
-                println!("{}", l.link);
+            DeviceCommand::Add { link, yes, timeout } => {
+                device_add(&mut b, &link, yes, timeout).await?
             }
             DeviceCommand::List { json } => {
                 let list: Vec<samizdat_core::DeviceView> = b.call("devices", json!({})).await?;
@@ -1256,31 +1260,29 @@ async fn run_in(home: &Path, cmd: ClientCommand) -> Result<()> {
     Ok(())
 }
 
-/// `device join`: a new profile in `home` that becomes a device of the link's person.
-async fn device_join(home: &Path, link: &str, name: &str, yes: bool, timeout: u64) -> Result<()> {
+/// `device join`: a new profile in `home` that shows a one-time link and becomes a device of
+/// the person whose identity device adds it.
+async fn device_join(home: &Path, relay: &str, name: &str, qr: bool, timeout: u64) -> Result<()> {
     let pass = passphrase(true)?;
     let _lock = samizdat_core::lock::ProfileLock::try_acquire(home)?;
-    let interactive = std::io::stdin().is_terminal() && !yes;
-    let confirm = |code: &str| {
-        println!("Authentication code: {code}");
-        println!("The other device shows a code when it next syncs; it must be the same.");
-        let _ = std::io::stdout().flush();
-        if !interactive {
-            return true;
+    let show = |link: &str, code: &str| {
+        println!("On the device that holds your identity: samizdat device add LINK");
+        println!(
+            "It shows this device's name and code {code}; they must match. The link works once, for 2 minutes."
+        );
+        if qr {
+            let _ = print_qr(link);
         }
-        print!("Same code on both devices? [y/N] ");
+        println!("{link}");
         let _ = std::io::stdout().flush();
-        let mut answer = String::new();
-        std::io::stdin().read_line(&mut answer).is_ok()
-            && matches!(answer.trim(), "y" | "Y" | "yes")
     };
     let (p, j) = Profile::device_join(
         home,
         &pass,
-        link,
+        relay,
         name,
         Duration::from_secs(timeout.max(1)),
-        confirm,
+        show,
     )
     .await?;
     println!(
@@ -1290,6 +1292,65 @@ async fn device_join(home: &Path, link: &str, name: &str, yes: bool, timeout: u6
         j.messages
     );
     println!("fingerprint: {}", p.fingerprint_hex());
+    Ok(())
+}
+
+/// `device add LINK`: show the new device's name and code, ask (or `--yes`), add it, and wait
+/// (bounded) until it is in every conversation.
+async fn device_add(b: &mut Backend, link: &str, yes: bool, timeout: u64) -> Result<()> {
+    let p: samizdat_core::LinkPreview = b
+        .call("device_add_preview", json!({ "link": link }))
+        .await?;
+    println!("New device: {}", safe(&p.name));
+    println!(
+        "Code: {} (the new device shows it next to its link)",
+        p.code
+    );
+    if !yes {
+        if !std::io::stdin().is_terminal() {
+            return Err(anyhow!(
+                "nothing was added: compare the code with the new device's screen, then run again with --yes"
+            ));
+        }
+        print!("Is this your device, showing the same code? [y/N] ");
+        let _ = std::io::stdout().flush();
+        let mut answer = String::new();
+        std::io::stdin().read_line(&mut answer)?;
+        if !matches!(answer.trim(), "y" | "Y" | "yes") {
+            return Err(anyhow!("nothing was added"));
+        }
+    }
+    let since = b.last_event().await?;
+    let p: samizdat_core::LinkPreview = b.call("device_add", json!({ "link": link })).await?;
+    println!("Waiting for the new device…");
+    let deadline = std::time::Instant::now() + Duration::from_secs(timeout.max(1));
+    loop {
+        let _: samizdat_core::rpc::Synced = b.call("sync", json!({})).await?;
+        for e in b.events_since(since).await? {
+            // A failure, or KeyPackages altered on the way (they no longer open with the
+            // one-time key): the new device is not added.
+            if let Event::Notice { text, .. } = &e
+                && (text.starts_with("linking a device failed")
+                    || text.starts_with("a device link received a message that does not open"))
+            {
+                return Err(anyhow!("{text}; nothing was added"));
+            }
+        }
+        let list: Vec<samizdat_core::DeviceView> = b.call("devices", json!({})).await?;
+        if list.iter().any(|d| d.id == p.id) {
+            break;
+        }
+        if std::time::Instant::now() > deadline {
+            return Err(anyhow!(
+                "the new device did not finish in time; nothing was added (show a new link there and try again)"
+            ));
+        }
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    println!(
+        "added device {}: it is in every conversation and has the history",
+        safe(&p.name)
+    );
     Ok(())
 }
 

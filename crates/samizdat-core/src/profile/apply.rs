@@ -73,7 +73,14 @@ impl Profile {
             }
             // Our other devices' announcements are not news about a peer.
             Body::Profile { .. } if mine => {}
-            Body::Profile { name, mailboxes } => {
+            Body::Profile {
+                name,
+                mailboxes,
+                devices,
+            } => {
+                if let Some(list) = &devices {
+                    self.keep_device_list(sender, list, Some(conv), events)?;
+                }
                 self.store_peer_addresses(sender, &mailboxes)?;
                 let name = crate::text::clean_name(&name);
                 self.db.conn().execute(
@@ -129,6 +136,9 @@ impl Profile {
                     secs,
                 };
                 self.emit(events, e)?;
+            }
+            Body::DeviceList { list } => {
+                self.keep_device_list(sender, &list, Some(conv), events)?;
             }
             Body::Devices { .. }
             | Body::History { .. }

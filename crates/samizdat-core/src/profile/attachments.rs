@@ -115,6 +115,9 @@ impl Profile {
         let local = file.map(|f| dir.join(f)).filter(|p| p.exists());
         let group =
             Id::from_slice(&group).map_err(|_| Error::Storage("corrupt group id".into()))?;
+        if local.is_none() {
+            self.check_attachment_relay(&attachment.relay, &group)?;
+        }
         let client = self.conv_client_for(&attachment.relay, &group)?;
         Ok(AttachmentSource {
             client,
@@ -122,6 +125,67 @@ impl Profile {
             local,
             dir,
         })
+    }
+
+    /// A file is fetched only from a relay this conversation already uses — its log's relay,
+    /// ours, or one its people announced inside MLS — and never from a private or loopback
+    /// address unless the conversation's relay is one: the sender does not get to choose
+    /// where a tap on "Save" connects (security review 3, M7).
+    fn check_attachment_relay(&self, relay: &str, group: &Id) -> Result<()> {
+        let conv = self
+            .conv_by_id(group)?
+            .ok_or_else(|| Error::NotFound("the file's conversation is gone".into()))?;
+        let norm = |r: &str| crate::relay_client::normalize_spec(r).unwrap_or_default();
+        let wanted = norm(relay);
+        let mut known: Vec<String> = vec![norm(&conv.relay)];
+        known.extend(self.relays().iter().map(|r| norm(r)));
+        {
+            let conn = self.db.conn();
+            let mut stmt = conn.prepare("SELECT DISTINCT relay FROM peer_mailboxes")?;
+            known.extend(
+                stmt.query_map([], |r| r.get::<_, String>(0))?
+                    .filter_map(|r| r.ok())
+                    .map(|r| norm(&r)),
+            );
+        }
+        let host = |u: &str| {
+            u.split_once("://")
+                .map(|(_, r)| r)
+                .unwrap_or(u)
+                .split(['/', '#', ','])
+                .next()
+                .unwrap_or("")
+                .rsplit_once(':')
+                .map(|(h, _)| h.trim_matches(['[', ']']).to_string())
+                .unwrap_or_default()
+        };
+        let private = |h: &str| {
+            h.eq_ignore_ascii_case("localhost")
+                || h.to_ascii_lowercase().ends_with(".localhost")
+                || h.parse::<std::net::IpAddr>().is_ok_and(|ip| match ip {
+                    std::net::IpAddr::V4(v) => {
+                        v.is_loopback() || v.is_private() || v.is_link_local() || v.is_unspecified()
+                    }
+                    std::net::IpAddr::V6(v) => {
+                        v.is_loopback()
+                            || v.is_unspecified()
+                            || (v.segments()[0] & 0xfe00) == 0xfc00
+                            || (v.segments()[0] & 0xffc0) == 0xfe80
+                    }
+                })
+        };
+        let shown = host(&wanted);
+        if !known.contains(&wanted) {
+            return Err(Error::Usage(format!(
+                "not fetched: this file is on {shown}, a relay this conversation does not use (the sender chose it)"
+            )));
+        }
+        if private(&shown) && !private(&host(&conv.relay)) {
+            return Err(Error::Usage(format!(
+                "not fetched: this file is on a private address ({shown})"
+            )));
+        }
+        Ok(())
     }
 
     /// Our verified copy of `message_id`'s attachment is at `file` (in the attachments

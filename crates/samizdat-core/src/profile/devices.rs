@@ -1,9 +1,10 @@
-//! Several devices of one person: linking (`device link` / `device join`), the self group,
+//! Several devices of one person: linking (`device join` on the new device shows a link,
+//! `device add` on the device with the identity key takes it), the self group,
 //! the one-time history transfer, the device list and revocation. The protocol is in
 //! docs/PROTOCOL.md "Devices"; the certificates and link messages in `crate::device`.
 
 use super::*;
-use crate::device::{self, DeviceCert, Link, LinkKeys, LinkReply, LinkRequest};
+use crate::device::{self, DeviceCert, Link, LinkKeys, LinkReply};
 
 /// The local name of the self group (control characters never appear in user-chosen names,
 /// so it cannot collide with a contact or a conversation).
@@ -19,12 +20,24 @@ const MAX_ARCHIVE: u64 = 1 << 30;
 /// Most KeyPackages a link may ask for (one per conversation and the self group).
 const MAX_LINK_KEY_PACKAGES: u32 = 10_000;
 
-/// What travels in a link's one-time mailbox (sealed to the link's HPKE key).
+/// What travels in the identity device's one-time mailbox (sealed to its one-time HPKE key).
 #[derive(Serialize, serde::Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
 enum LinkMessage {
-    Request(LinkRequest),
     Keys(LinkKeys),
+}
+
+/// A new device's link as the device with the identity key shows it before adding it.
+#[derive(Debug, Clone, Serialize, serde::Deserialize, PartialEq, Eq, schemars::JsonSchema)]
+pub struct LinkPreview {
+    /// The device's id once added (fingerprint of its key, hex).
+    pub id: String,
+    /// What the new device calls itself.
+    pub name: String,
+    /// The code the new device shows next to its link; they must be the same.
+    pub code: String,
+    /// Unix seconds when the link stops working.
+    pub expires_at: u64,
 }
 
 /// One of the person's devices (`device list`).
@@ -164,8 +177,16 @@ struct LinkRow {
     done: bool,
 }
 
+/// Seal an archive (JSON) padded with spaces, which JSON ignores, to a Padmé size (as
+/// attachments are, 4 KiB at least): the relay learns the size of a person's history only
+/// within a few percent (security review 3, L8).
 fn seal_archive(key: &[u8], plain: &[u8]) -> Result<Vec<u8>> {
-    crate::welcome::seal_tree(key, plain)
+    let padded_len = usize::try_from(crate::attachment::padded_len(plain.len() as u64))
+        .map_err(|_| Error::Storage("the archive is too large".into()))?;
+    let mut padded = zeroize::Zeroizing::new(Vec::with_capacity(padded_len));
+    padded.extend_from_slice(plain);
+    padded.resize(padded_len, b' ');
+    crate::welcome::seal_tree(key, &padded)
 }
 
 fn open_archive(key: &[u8], sealed: &[u8]) -> Result<Vec<u8>> {
@@ -179,7 +200,7 @@ impl Profile {
         Ok(self.db.get_setting("device_cert")?.is_none())
     }
 
-    fn cipher_suite(&self) -> u16 {
+    pub(super) fn cipher_suite(&self) -> u16 {
         u16::from(self.mls.cipher_suite())
     }
 
@@ -196,15 +217,86 @@ impl Profile {
             .and_then(|b| Id::from_slice(&b).ok()))
     }
 
-    /// `device link`: a one-time mailbox on our relay, a one-time HPKE key and secret; the
-    /// link to show the new device. It completes when this profile next syncs.
-    pub async fn device_link(&mut self) -> Result<String> {
+    /// What `device add` would add, with nothing changed: the new device's name and the code
+    /// its screen shows. Refuses what could not be added (expired, used, revoked, ours).
+    pub fn device_add_preview(&self, link: &str) -> Result<LinkPreview> {
+        let link = self.addable_link(link)?;
+        Ok(LinkPreview {
+            id: hex::encode(mls::fingerprint(&link.device_key.0)),
+            name: link.name.clone(),
+            code: link.code(),
+            expires_at: link.expires_at,
+        })
+    }
+
+    /// A link `device add` may take: made for our ciphersuite, in time, not used before, for a
+    /// device that is neither this one nor one we know.
+    fn addable_link(&self, link: &str) -> Result<Link> {
         if !self.holds_identity()? {
             return Err(Error::Usage(
-                "only the first device (it holds the identity key) can link devices".into(),
+                "only the first device (it holds the identity key) can add devices".into(),
             ));
         }
+        let link = Link::parse(link)?;
+        if now_secs() > link.expires_at {
+            return Err(Error::Usage(
+                "this device link has expired (links last 2 minutes); show a new one on the new device".into(),
+            ));
+        }
+        if link.cipher_suite != self.cipher_suite() {
+            return Err(Error::Usage(
+                "this device link is for another ciphersuite; update samizdat on both devices"
+                    .into(),
+            ));
+        }
+        let used: bool = self.db.conn().query_row(
+            "SELECT EXISTS (SELECT 1 FROM device_links WHERE reply_mailbox = ?1)",
+            params![link.mailbox.as_bytes()],
+            |r| r.get(0),
+        )?;
+        if used {
+            return Err(Error::Usage(
+                "this device link was already used; show a new one on the new device".into(),
+            ));
+        }
+        let device_fp = mls::fingerprint(&link.device_key.0);
+        let known: Option<Option<i64>> = self
+            .db
+            .conn()
+            .query_row(
+                "SELECT revoked_at FROM devices WHERE device_fp = ?1",
+                params![&device_fp[..]],
+                |r| r.get(0),
+            )
+            .optional()?;
+        match known {
+            Some(Some(_)) => Err(Error::Usage(
+                "this device was revoked; link it with a fresh profile".into(),
+            )),
+            Some(None) => Err(Error::Usage("this device is already linked".into())),
+            None if device_fp == self.device_fp()? => {
+                Err(Error::Usage("this is this device's own link".into()))
+            }
+            None => Ok(link),
+        }
+    }
+
+    /// `device add LINK`, after the person confirmed the name and code: sign the new device's
+    /// key, tell it (sealed to its link key) where to send its KeyPackages — a one-time
+    /// mailbox and HPKE key of ours — and wait for them in `sync_links` (every sync, or the
+    /// service's polling while a link is open). Nothing is signed before this call.
+    pub async fn device_add(&mut self, link: &str) -> Result<LinkPreview> {
+        let link = self.addable_link(link)?;
         let cs = self.cipher_suite();
+        let cert = DeviceCert::sign(
+            cs,
+            &zeroize::Zeroizing::new(self.db.setting("mls_secret")?),
+            &self.db.setting("mls_public")?,
+            &link.device_key.0,
+        )?;
+        let self_conv = self.ensure_self_group().await?;
+        // One KeyPackage per conversation (the self group is one of them).
+        let wanted = self.active_convs()?.len() as u32;
         let (mailbox_key, pkcs8) = MailboxKey::generate()?;
         let pkcs8 = zeroize::Zeroizing::new(pkcs8);
         let mailbox = random_id();
@@ -213,26 +305,51 @@ impl Profile {
             .await?;
         let (hpke_secret, hpke_public) = device::hpke_keypair(cs)?;
         let hpke_secret = zeroize::Zeroizing::new(hpke_secret);
-        let mut secret = zeroize::Zeroizing::new(vec![0u8; 32]);
-        aws_lc_rs::rand::fill(&mut secret)
-            .map_err(|_| Error::Crypto("the system random number generator failed".into()))?;
-        let expires_at = now_secs() + device::LINK_TTL;
+        let code = link.code();
+        // The new device has until its link expires to answer, plus time to make its
+        // KeyPackages on a slow machine.
+        let expires_at = link.expires_at.max(now_secs()) + 600;
         self.db.conn().execute(
-            "INSERT INTO device_links (relay, mailbox_id, mailbox_key, hpke_secret, hpke_public, secret, expires_at)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
-            params![self.relay.base(), mailbox.as_bytes(), &pkcs8[..], &hpke_secret[..], hpke_public, &secret[..], expires_at as i64],
+            "INSERT INTO device_links (relay, mailbox_id, mailbox_key, hpke_secret, hpke_public, secret, expires_at,
+                                       device_key, name, reply_relay, reply_mailbox, reply_hpke, code)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)",
+            params![
+                self.relay.base(), mailbox.as_bytes(), &pkcs8[..], &hpke_secret[..], hpke_public,
+                &link.secret.0, expires_at as i64, &link.device_key.0, link.name, link.relay,
+                link.mailbox.as_bytes(), &link.hpke.0, code
+            ],
         )?;
-        Ok(Link {
-            v: 1,
-            relay: self.relay.base().to_string(),
-            mailbox,
-            hpke: Bytes(hpke_public),
-            secret: Bytes(secret.to_vec()),
-            identity: Bytes(self.fingerprint.to_vec()),
-            cipher_suite: cs,
-            expires_at,
-        }
-        .to_link())
+        let reply_relay = self.relay.base().to_string();
+        let mac = device::accepted_mac(
+            &link.secret.0,
+            &cert.encode(),
+            &reply_relay,
+            &mailbox,
+            &hpke_public,
+        );
+        self.reply(
+            &link.relay,
+            &link.mailbox,
+            &link.hpke.0,
+            &LinkReply::Accepted {
+                cert: Bytes(cert.encode()),
+                name: self.name.clone(),
+                key_packages: wanted,
+                self_group: self_conv.group_id,
+                devices: self.device_records()?,
+                reply_relay,
+                reply_mailbox: mailbox,
+                reply_hpke: Bytes(hpke_public),
+                mac: Bytes(mac),
+            },
+        )
+        .await?;
+        Ok(LinkPreview {
+            id: hex::encode(mls::fingerprint(&link.device_key.0)),
+            name: link.name,
+            code,
+            expires_at: link.expires_at,
+        })
     }
 
     fn open_links(&self) -> Result<Vec<LinkRow>> {
@@ -373,7 +490,6 @@ impl Profile {
         let msg: LinkMessage = serde_json::from_slice(&plain)
             .map_err(|_| Error::Protocol("an undecodable device link message".into()))?;
         match msg {
-            LinkMessage::Request(req) => self.link_request(link, req, events).await,
             LinkMessage::Keys(keys) => self.link_keys(link, keys, events).await,
         }
     }
@@ -392,119 +508,6 @@ impl Profile {
             )
             .await?;
         Ok(())
-    }
-
-    async fn link_request(
-        &mut self,
-        link: &LinkRow,
-        req: LinkRequest,
-        events: &mut Vec<Event>,
-    ) -> Result<bool> {
-        crate::check_foreign_relay_url(&req.relay)?;
-        let refuse = |reason: &str| LinkReply::Refused {
-            reason: reason.to_string(),
-        };
-        if !req.check(&link.secret) {
-            // Someone who does not have the link (the relay, or a wrong copy): tell them and
-            // keep the link open for the real device.
-            self.reply(
-                &req.relay,
-                &req.mailbox,
-                &req.hpke.0,
-                &refuse("the link's secret does not match: wrong or altered link"),
-            )
-            .await?;
-            self.emit(
-                events,
-                Event::notice(
-                    None,
-                    "a device tried to link with a wrong authentication code; refused".into(),
-                ),
-            )?;
-            return Ok(false);
-        }
-        if now_secs() > link.expires_at {
-            self.reply(
-                &req.relay,
-                &req.mailbox,
-                &req.hpke.0,
-                &refuse("the link has expired; make a new one"),
-            )
-            .await?;
-            self.finish_link(link.id, "expired")?;
-            return Ok(true);
-        }
-        if link.device_key.is_some() || link.done {
-            self.reply(
-                &req.relay,
-                &req.mailbox,
-                &req.hpke.0,
-                &refuse("this link was already used"),
-            )
-            .await?;
-            return Ok(false);
-        }
-        let device_fp = mls::fingerprint(&req.device_key.0);
-        let known: Option<Option<i64>> = self
-            .db
-            .conn()
-            .query_row(
-                "SELECT revoked_at FROM devices WHERE device_fp = ?1",
-                params![&device_fp[..]],
-                |r| r.get(0),
-            )
-            .optional()?;
-        if known.is_some() || device_fp == self.device_fp()? {
-            let why = match known {
-                Some(Some(_)) => "this device was revoked; link a fresh profile",
-                _ => "this device is already linked",
-            };
-            self.reply(&req.relay, &req.mailbox, &req.hpke.0, &refuse(why))
-                .await?;
-            self.finish_link(link.id, why)?;
-            return Ok(true);
-        }
-        let name: String = req
-            .name
-            .chars()
-            .filter(|c| !c.is_control())
-            .take(64)
-            .collect();
-        let cert = DeviceCert::sign(
-            self.cipher_suite(),
-            &zeroize::Zeroizing::new(self.db.setting("mls_secret")?),
-            &self.db.setting("mls_public")?,
-            &req.device_key.0,
-        )?;
-        let self_conv = self.ensure_self_group().await?;
-        // One KeyPackage per conversation (the self group is one of them).
-        let wanted = self.active_convs()?.len() as u32;
-        let code = device::auth_code(&link.hpke_public, &req.device_key.0, &req.hpke.0);
-        self.db.conn().execute(
-            "UPDATE device_links SET device_key = ?2, name = ?3, reply_relay = ?4, reply_mailbox = ?5, reply_hpke = ?6, code = ?7 WHERE id = ?1",
-            params![link.id, &req.device_key.0, name, req.relay, req.mailbox.as_bytes(), &req.hpke.0, code],
-        )?;
-        self.reply(
-            &req.relay,
-            &req.mailbox,
-            &req.hpke.0,
-            &LinkReply::Accepted {
-                cert: Bytes(cert.encode()),
-                name: self.name.clone(),
-                key_packages: wanted,
-                self_group: self_conv.group_id,
-                devices: self.device_records()?,
-            },
-        )
-        .await?;
-        self.emit(
-            events,
-            Event::notice(
-                None,
-                format!("device {name:?} asks to be linked; authentication code {code} (it shows the same)"),
-            ),
-        )?;
-        Ok(false)
     }
 
     async fn link_keys(
@@ -619,6 +622,8 @@ impl Profile {
             "INSERT INTO devices (device_fp, name, relay, mailbox_id, added_at) VALUES (?1, ?2, ?3, ?4, ?5)",
             params![&device_fp[..], name, relay, mailbox.as_bytes(), now_secs() as i64],
         )?;
+        // Contacts learn the new device from the signed list before it appears among them.
+        self.publish_device_list().await?;
         let mut take = || kps.remove(0);
         let relay = relay.to_string();
         self.commit_change(
@@ -724,7 +729,8 @@ impl Profile {
     /// Send the device list in the self group.
     async fn send_devices(&mut self) -> Result<()> {
         let devices = self.device_records()?;
-        self.send_self(Body::Devices { devices }).await
+        let signed = self.own_device_list()?;
+        self.send_self(Body::Devices { devices, signed }).await
     }
 
     pub(super) fn device_records(&self) -> Result<Vec<DeviceRecord>> {
@@ -936,10 +942,13 @@ impl Profile {
     ) -> Result<bool> {
         let ours = *sender == self.fingerprint && is_self_group(conv);
         match body {
-            Body::Devices { devices } => {
+            Body::Devices { devices, signed } => {
                 if ours {
                     self.db.conn().execute("DELETE FROM devices", [])?;
                     self.store_device_records(devices)?;
+                    if let Some(list) = signed {
+                        self.keep_device_list(sender, list, None, events)?;
+                    }
                 }
                 Ok(true)
             }
@@ -1353,39 +1362,37 @@ impl Profile {
             "UPDATE devices SET revoked_at = ?2 WHERE device_fp = ?1",
             params![fp, now_secs() as i64],
         )?;
+        // Every contact is told, in every conversation, that it no longer speaks for us.
+        self.publish_device_list().await?;
         self.send_devices().await?;
         Ok(d.name)
     }
 
-    /// `device join LINK --name NAME`: make this (new, empty) home a device of the person
-    /// who showed the link. `confirm` is shown the authentication code and says whether it
-    /// matches the other screen. Waits at most `timeout` for the other device (it answers
-    /// when it syncs). On any failure nothing is left in `home`.
+    /// `device join --name NAME`: make this (new, empty) home a device of a person. A profile
+    /// of its own is made on `relay`; `show` is given the one-time link (and its code) to
+    /// take to the device that holds the identity key (`device add LINK`). Waits until that
+    /// device has added this one, at most `timeout`, and never past the link's expiry
+    /// without an answer. On any failure nothing is left in `home`.
     pub async fn device_join(
         home: &Path,
         passphrase: &str,
-        link: &str,
+        relay: &str,
         name: &str,
         timeout: std::time::Duration,
-        confirm: impl FnOnce(&str) -> bool,
+        show: impl FnOnce(&str, &str),
     ) -> Result<(Profile, Joined)> {
-        let link = Link::parse(link)?;
-        if now_secs() > link.expires_at {
-            return Err(Error::Usage(
-                "this device link has expired; make a new one with `device link`".into(),
-            ));
-        }
         let name = name.trim();
-        if name.is_empty() || name.chars().count() > 64 || name.chars().any(char::is_control) {
+        if name.is_empty() || name.chars().count() > 64 || name.chars().any(crate::text::is_hidden)
+        {
             return Err(Error::Usage(
                 "the device name must be 1 to 64 printable characters".into(),
             ));
         }
         // A profile of its own first (keys, mailbox), named later after the person.
         let net = crate::net::Net::from_env()?.unwrap_or_default();
-        let mut p = Profile::init_device(home, passphrase, &link.relay, name, net).await?;
+        let mut p = Profile::init_device(home, passphrase, relay, name, net).await?;
         let path = Profile::db_path(home);
-        let outcome = p.join_inner(&link, name, timeout, confirm).await;
+        let outcome = p.join_inner(name, timeout, show).await;
         match outcome {
             Ok(j) => Ok((p, j)),
             Err(e) => {
@@ -1398,45 +1405,32 @@ impl Profile {
 
     async fn join_inner(
         &mut self,
-        link: &Link,
         name: &str,
         timeout: std::time::Duration,
-        confirm: impl FnOnce(&str) -> bool,
+        show: impl FnOnce(&str, &str),
     ) -> Result<Joined> {
         let deadline = std::time::Instant::now() + timeout;
-        let cs = link.cipher_suite;
+        let cs = self.cipher_suite();
         let device_key = self.db.setting("mls_public")?;
         let (hpke_secret, hpke_public) = device::hpke_keypair(cs)?;
         let hpke_secret = zeroize::Zeroizing::new(hpke_secret);
-        let req = LinkRequest {
-            device_key: Bytes(device_key.clone()),
-            hpke: Bytes(hpke_public.clone()),
+        let mut link_secret = zeroize::Zeroizing::new(vec![0u8; 32]);
+        aws_lc_rs::rand::fill(&mut link_secret)
+            .map_err(|_| Error::Crypto("the system random number generator failed".into()))?;
+        let link = Link {
+            v: 2,
             relay: self.relay.base().to_string(),
             mailbox: self.mailbox,
+            hpke: Bytes(hpke_public.clone()),
+            secret: Bytes(link_secret.to_vec()),
+            device_key: Bytes(device_key.clone()),
             name: name.to_string(),
-            mac: Bytes(Vec::new()),
-        }
-        .sign(&link.secret.0);
-        let link_relay = self.relay_for(&link.relay)?;
-        let sealed = |m: &LinkMessage| -> Result<Vec<u8>> {
-            let plain = serde_json::to_vec(m).map_err(|e| Error::Protocol(e.to_string()))?;
-            device::hpke_seal(cs, &link.hpke.0, &plain)
+            cipher_suite: cs,
+            expires_at: now_secs() + device::LINK_TTL,
         };
-        link_relay
-            .drop_message(
-                random_id(),
-                &link.mailbox,
-                sealed(&LinkMessage::Request(req))?,
-            )
-            .await?;
-        let code = device::auth_code(&link.hpke.0, &device_key, &hpke_public);
-        if !confirm(&code) {
-            return Err(Error::Usage(
-                "the authentication codes differ: nothing was linked (make a new link and try again)"
-                    .into(),
-            ));
-        }
-        // The answer: our certificate (or why not).
+        let code = link.code();
+        show(&link.to_link(), &code);
+        // The answer: our certificate and where to send our KeyPackages (or why not).
         let reply = loop {
             let msgs = self
                 .relay
@@ -1444,13 +1438,13 @@ impl Profile {
                 .await?;
             let mut found = None;
             for m in &msgs {
+                self.relay
+                    .ack(&self.mailbox_key, &self.mailbox, vec![m.seq])
+                    .await?;
                 if let Ok(Envelope::Device { sealed }) = Envelope::decode(&m.body.0)
                     && let Ok(plain) = device::hpke_open(cs, &hpke_secret, &hpke_public, &sealed.0)
                     && let Ok(r) = serde_json::from_slice::<LinkReply>(&plain)
                 {
-                    self.relay
-                        .ack(&self.mailbox_key, &self.mailbox, vec![m.seq])
-                        .await?;
                     found = Some(r);
                     break;
                 }
@@ -1458,14 +1452,19 @@ impl Profile {
             if let Some(r) = found {
                 break r;
             }
+            if now_secs() > link.expires_at + 5 {
+                return Err(Error::Usage(
+                    "the link expired before the other device added this one; nothing was linked (run device join again for a new link)".into(),
+                ));
+            }
             if std::time::Instant::now() > deadline {
                 return Err(Error::Busy(
-                    "the other device did not answer in time: run `samizdat sync` (or keep `serve` running) there, then try again with a new link".into(),
+                    "the other device did not add this one in time; nothing was linked".into(),
                 ));
             }
             tokio::time::sleep(std::time::Duration::from_millis(300)).await;
         };
-        let (cert, person_name, wanted) = match reply {
+        let (cert, person_name, wanted, reply_to) = match reply {
             LinkReply::Refused { reason } => {
                 return Err(Error::Usage(format!("the other device refused: {reason}")));
             }
@@ -1475,7 +1474,26 @@ impl Profile {
                 key_packages,
                 self_group,
                 devices,
+                reply_relay,
+                reply_mailbox,
+                reply_hpke,
+                mac,
             } => {
+                // Only a device that saw our link can answer it.
+                if !device::accepted_mac_ok(
+                    &link_secret,
+                    &cert.0,
+                    &reply_relay,
+                    &reply_mailbox,
+                    &reply_hpke.0,
+                    &mac.0,
+                ) {
+                    return Err(Error::Protocol(
+                        "an answer to this link does not prove it saw the link; nothing was linked"
+                            .into(),
+                    ));
+                }
+                crate::check_foreign_relay_url(&reply_relay)?;
                 self.db.set_setting("self_group", self_group.as_bytes())?;
                 self.store_device_records(&devices)?;
                 // This device, last (the list the first device sends next says the same).
@@ -1483,28 +1501,24 @@ impl Profile {
                     "INSERT OR REPLACE INTO devices (device_fp, name, relay, mailbox_id, added_at) VALUES (?1, ?2, ?3, ?4, ?5)",
                     params![&mls::fingerprint(&device_key)[..], name, self.relay.base(), self.mailbox.as_bytes(), now_secs() as i64],
                 )?;
-                (cert, person, key_packages)
+                (
+                    cert,
+                    person,
+                    key_packages,
+                    (reply_relay, reply_mailbox, reply_hpke),
+                )
             }
         };
         let parsed = DeviceCert::decode(&cert.0)
             .ok_or_else(|| Error::Protocol("the other device sent no certificate".into()))??;
         parsed.verify(&device_key)?;
-        if parsed.person().as_slice() != link.identity.0.as_slice() {
-            return Err(Error::Protocol(
-                "the certificate is for another identity than the link's".into(),
-            ));
-        }
         if wanted == 0 || wanted > MAX_LINK_KEY_PACKAGES {
             return Err(Error::Protocol(format!(
                 "the other device asked for {wanted} KeyPackages"
             )));
         }
         // Become a device of that person: the certificate in our credential, their name.
-        let person_name: String = person_name
-            .chars()
-            .filter(|c| !c.is_control())
-            .take(64)
-            .collect();
+        let person_name = crate::text::clean_name(&person_name);
         self.db.set_setting("device_cert", &cert.0)?;
         self.db.set_setting("name", person_name.as_bytes())?;
         self.db.set_setting("device_name", name.as_bytes())?;
@@ -1541,12 +1555,15 @@ impl Profile {
         // A refusal of what follows arrives while syncing (see `device_envelope`).
         self.db.set_setting("join_hpke_secret", &hpke_secret)?;
         self.db.set_setting("join_hpke_public", &hpke_public)?;
-        let keys = LinkKeys::new(&link.secret.0, &device_key, kps);
-        link_relay
+        let keys = LinkKeys::new(&link_secret, &device_key, kps);
+        let (reply_relay, reply_mailbox, reply_hpke) = reply_to;
+        let plain = serde_json::to_vec(&LinkMessage::Keys(keys))
+            .map_err(|e| Error::Protocol(e.to_string()))?;
+        self.relay_for(&reply_relay)?
             .drop_message(
                 random_id(),
-                &link.mailbox,
-                sealed(&LinkMessage::Keys(keys))?,
+                &reply_mailbox,
+                device::hpke_seal(cs, &reply_hpke.0, &plain)?,
             )
             .await?;
         let last_resort = self.mls.key_package(true)?;
@@ -1594,5 +1611,32 @@ impl Profile {
             conversations: self.active_convs()?.len().saturating_sub(1),
             messages,
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// L8: archives of different sizes seal to the same Padmé bucket, and open to what was
+    /// sealed (the padding is JSON whitespace).
+    #[test]
+    fn finding_l8_history_archives_are_padded() {
+        let key = [7u8; 32];
+        let small = Archive::default();
+        let mut larger = Archive::default();
+        larger
+            .settings
+            .push(("move_after".into(), Bytes(vec![1; 900])));
+        let seal = |a: &Archive| seal_archive(&key, &serde_json::to_vec(a).unwrap()).unwrap();
+        let (s, l) = (seal(&small), seal(&larger));
+        assert_eq!(
+            s.len(),
+            l.len(),
+            "two histories of different sizes look the same"
+        );
+        assert!(s.len() >= 4096);
+        let opened: Archive = serde_json::from_slice(&open_archive(&key, &l).unwrap()).unwrap();
+        assert_eq!(opened.settings, larger.settings);
     }
 }

@@ -30,7 +30,11 @@ impl Profile {
     pub async fn group_create(&mut self, name: &str) -> Result<()> {
         let name = name.trim();
         self.check_new_name(name, "the group name")?;
-        let group_id = random_id();
+        // The `GROUP_ID` fault point takes a chosen id, as a hostile client trying to replace
+        // someone's conversation would (security review 3, M6 test).
+        let group_id = crate::fault::point("GROUP_ID")
+            .and_then(|id| id.parse().ok())
+            .unwrap_or_else(random_id);
         let mut group = self.mls.create_group(group_id.as_bytes())?;
         let token = group.token()?;
         // Our relays in order: the first that answers hosts the group's log.

@@ -65,22 +65,25 @@ impl Profile {
         let (group_id, relay, log, welcome) = (w.group_id, w.relay.as_str(), w.log, &w.stored);
         let invite_mac = w.invite_mac.as_ref();
         crate::check_foreign_relay_url(relay)?;
-        let (gid, epoch, committer, members) = match WelcomePart::decode(welcome) {
+        let (gid, epoch, committer, committer_device, members) = match WelcomePart::decode(welcome)
+        {
             Some(part) => {
                 let seen = self.mls.examine(&part?.welcome)?;
                 (
                     seen.group_id,
                     seen.epoch,
                     seen.committer,
+                    seen.committer_device,
                     seen.members as usize,
                 )
             }
             None => {
-                let (group, committer) = self.mls.join(welcome, None)?;
+                let (group, committer, device) = self.mls.join_seen(welcome, None)?;
                 (
                     group.id().to_vec(),
                     group.epoch(),
                     committer,
+                    device,
                     group.members().len(),
                 )
             }
@@ -90,15 +93,30 @@ impl Profile {
                 "the Welcome is for a different group than its envelope says".into(),
             ));
         }
+        // A device its person revoked (a seized phone, say) no longer speaks for them: what
+        // it commits is refused, ours included (security review 3, H2).
+        let status = self.device_status(&committer, &committer_device)?;
+        if status == super::device_lists::DeviceStatus::Revoked {
+            return Err(Error::Protocol(format!(
+                "refused a group from a device that {} removed; it no longer speaks for them",
+                if committer == self.fingerprint {
+                    "you".to_string()
+                } else {
+                    self.contact_label(&committer)?
+                }
+            )));
+        }
         // Another device of ours (linking, or adding us where it joined): at once.
         if committer == self.fingerprint {
             return Ok(Screened::Join);
         }
-        let from_contact: bool = self.db.conn().query_row(
-            "SELECT EXISTS (SELECT 1 FROM contacts WHERE fingerprint = ?1)",
-            params![&committer[..]],
-            |r| r.get(0),
-        )?;
+        // A linked device no list of the person names yet waits for consent, as a stranger's.
+        let from_contact: bool = status == super::device_lists::DeviceStatus::Speaks
+            && self.db.conn().query_row(
+                "SELECT EXISTS (SELECT 1 FROM contacts WHERE fingerprint = ?1)",
+                params![&committer[..]],
+                |r| r.get(0),
+            )?;
         let invited = match invite_mac {
             Some(mac) => {
                 let conn = self.db.conn();
@@ -120,8 +138,16 @@ impl Profile {
         };
         let previous = self.conv_by_id(&group_id)?;
         let claims_existing = match &previous {
-            // A re-add continues the same MLS group: a later epoch, committed by a contact.
-            Some(c) if from_contact && epoch > c.read_epoch => None,
+            // A re-add continues a conversation: a later epoch, committed by a contact who was
+            // in it as we last knew it. No one who was not a member can take one over
+            // (security review 3, M6): that is a pending invitation, with a warning.
+            Some(c)
+                if from_contact
+                    && epoch > c.read_epoch
+                    && self.was_member(&c.group_id, &committer)? =>
+            {
+                None
+            }
             Some(c) => Some(c.name.clone()),
             None if from_contact || invited => return Ok(Screened::Join),
             None => None,
@@ -154,6 +180,74 @@ impl Profile {
                 warning: invitation_warning(claims_existing.as_deref(), relay_known, relay),
             },
         ))))
+    }
+
+    /// Whether `person` was a member of the conversation `group` as we last knew it: in its
+    /// roster (the one we hold, or the one kept when we left or were removed), announced
+    /// there, wrote there, or it is our 1:1 conversation with them.
+    fn was_member(&self, group: &Id, person: &[u8; 32]) -> Result<bool> {
+        if let Ok(g) = self.mls.load(group.as_bytes())
+            && g.members().iter().any(|m| m.fingerprint == *person)
+        {
+            return Ok(true);
+        }
+        Ok(self.db.conn().query_row(
+            "SELECT EXISTS (SELECT 1 FROM last_rosters WHERE group_id = ?1 AND person = ?2)
+                 OR EXISTS (SELECT 1 FROM member_names WHERE group_id = ?1 AND fingerprint = ?2)
+                 OR EXISTS (SELECT 1 FROM messages WHERE group_id = ?1 AND sender_fp = ?2)
+                 OR EXISTS (SELECT 1 FROM contacts WHERE group_id = ?1 AND fingerprint = ?2)",
+            params![group.as_bytes(), &person[..]],
+            |r| r.get(0),
+        )?)
+    }
+
+    /// A contact's alias, or a short key for someone else.
+    fn contact_label(&self, person: &[u8; 32]) -> Result<String> {
+        Ok(self
+            .db
+            .conn()
+            .query_row(
+                "SELECT alias FROM contacts WHERE fingerprint = ?1",
+                params![&person[..]],
+                |r| r.get(0),
+            )
+            .optional()?
+            .unwrap_or_else(|| format!("~{}", hex::encode(&person[..3]))))
+    }
+
+    /// Before screening a Welcome committed by a linked device of a contact: catch up our
+    /// conversation with that contact, where their newest device list travels. Failures are
+    /// left for the conversation's own sync.
+    pub(super) async fn read_lists_before(&mut self, w: &Arrived, events: &mut Vec<Event>) {
+        let Some(Ok(part)) = WelcomePart::decode(&w.stored) else {
+            return;
+        };
+        let Ok(seen) = self.mls.examine(&part.welcome) else {
+            return;
+        };
+        if seen.committer == seen.committer_device {
+            return;
+        }
+        let conv: Option<Vec<u8>> = self
+            .db
+            .conn()
+            .query_row(
+                "SELECT group_id FROM contacts WHERE fingerprint = ?1 AND group_id IS NOT NULL",
+                params![&seen.committer[..]],
+                |r| r.get(0),
+            )
+            .optional()
+            .ok()
+            .flatten();
+        if let Some(gid) = conv.and_then(|g| Id::from_slice(&g).ok())
+            && self
+                .conv_by_id(&gid)
+                .ok()
+                .flatten()
+                .is_some_and(|c| c.active)
+        {
+            let _ = Box::pin(self.sync_group(&gid, events)).await;
+        }
     }
 
     /// Whether this profile already talks to `relay` (its own, a contact's or a group's).

@@ -59,10 +59,11 @@ impl Profile {
             let members = self.mls.load(gid.as_bytes())?.members();
             let mut leavers = Vec::new();
             for fp in self.pending_removals(&gid)? {
-                if members
-                    .iter()
-                    .any(|m| m.fingerprint.as_slice() == fp.as_slice())
-                {
+                // A person who left, or one revoked device of a person (see `device_lists`).
+                if members.iter().any(|m| {
+                    m.fingerprint.as_slice() == fp.as_slice()
+                        || m.device.as_slice() == fp.as_slice()
+                }) {
                     leavers.push(fp);
                 } else {
                     // Someone already committed it.

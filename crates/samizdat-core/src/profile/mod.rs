@@ -21,6 +21,7 @@ mod backup;
 mod commit;
 mod contacts;
 mod delivery;
+mod device_lists;
 mod devices;
 mod drafts;
 mod duress;
@@ -36,7 +37,7 @@ mod views;
 
 use crate::welcome::WelcomePart;
 use delivery::OwedDrop;
-pub use devices::{ArchiveRef, DeviceRecord, DeviceView, Joined as DeviceJoined};
+pub use devices::{ArchiveRef, DeviceRecord, DeviceView, Joined as DeviceJoined, LinkPreview};
 use devices::{SELF_GROUP_NAME, is_self_group};
 pub use events::TransferDirection;
 pub use events::{Event, EventPage, LoggedEvent, RelayState};
@@ -615,6 +616,7 @@ impl Profile {
         for table in [
             "conversations",
             "drafts",
+            "last_rosters",
             "epoch_tokens",
             "own_entries",
             "member_names",
@@ -637,6 +639,16 @@ impl Profile {
     /// leave notice delivered): MLS state and epoch tokens go; the history stays. Inside the
     /// caller's transaction.
     fn drop_group_secrets(&self, gid: &Id) -> Result<()> {
+        // Who was in it: only one of them may re-add us later (M6).
+        if let Ok(group) = self.mls.load(gid.as_bytes()) {
+            let conn = self.db.conn();
+            for m in group.members() {
+                conn.execute(
+                    "INSERT OR IGNORE INTO last_rosters (group_id, person) VALUES (?1, ?2)",
+                    params![gid.as_bytes(), &m.fingerprint[..]],
+                )?;
+            }
+        }
         let conn = self.db.conn();
         for table in [
             "mls_groups",

@@ -235,6 +235,7 @@ impl Profile {
             body: Body::Profile {
                 name: self.name.clone(),
                 mailboxes: self.announced_addresses(),
+                devices: self.own_device_list()?,
             },
         };
         match self.send_payload(conv, payload).await {

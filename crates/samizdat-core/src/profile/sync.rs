@@ -271,6 +271,9 @@ impl Profile {
                         done.push(m.seq);
                         continue;
                     }
+                    // From a linked device of a contact: read our conversation with them first,
+                    // so the newest device list they sent (a revocation, say) is known.
+                    self.read_lists_before(&w, events).await;
                     let screened = self.screen_welcome(&w);
                     // Fault injection for the tests: a Welcome that cannot be processed.
                     let screened = if crate::fault::on("LOSE_WELCOMES") {
@@ -527,13 +530,32 @@ impl Profile {
                             conv.active = false;
                         }
                     }
-                    Ok(Incoming::Application { sender, data }) => {
+                    Ok(Incoming::Application {
+                        sender,
+                        sender_device,
+                        data,
+                    }) => {
                         let g = &mut *g;
                         let mut new_events = Vec::new();
                         let mut left = None;
+                        // A device its person revoked no longer speaks for them (H2).
+                        let revoked = self.device_status(&sender, &sender_device)?
+                            == super::device_lists::DeviceStatus::Revoked;
                         self.db.transaction(|| {
                             g.save()?;
                             match Payload::decode(&data) {
+                                Ok(_) if revoked => {
+                                    let who = self.label(&conv.group_id, &sender)?;
+                                    self.emit(
+                                        &mut new_events,
+                                        Event::notice(
+                                            Some(&conv),
+                                            format!(
+                                                "ignored a message from a device {who} removed"
+                                            ),
+                                        ),
+                                    )?;
+                                }
                                 Ok(p) => {
                                     left = self.apply_payload(
                                         &mut conv,

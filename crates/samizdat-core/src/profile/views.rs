@@ -411,6 +411,29 @@ impl Profile {
 
     /// Pending group invitations from people who are not contacts.
     pub fn invitations(&self) -> Result<Vec<InvitationView>> {
+        // The rows first, and the connection released: `relay_known` below takes it again (a
+        // deadlock before, for an invitation on a relay other than ours).
+        let rows = self.invitation_rows()?;
+        let mut out = Vec::with_capacity(rows.len());
+        for (id, committer, relay, members, received_at, claims, elsewhere) in rows {
+            let relay_known = self.relay_known(&relay)?;
+            out.push(InvitationView {
+                id,
+                from: hex::encode(&committer[..committer.len().min(8)]),
+                warning: invitation_warning(claims.as_deref(), relay_known, &relay),
+                relay,
+                relay_known,
+                members: members.max(0) as usize,
+                received_at: received_at.max(0) as u64,
+                on_other_device: elsewhere,
+            });
+        }
+        Ok(out)
+    }
+
+    fn invitation_rows(
+        &self,
+    ) -> Result<Vec<(i64, Vec<u8>, String, i64, i64, Option<String>, bool)>> {
         let conn = self.db.conn();
         let mut stmt = conn.prepare(
             "SELECT id, committer, relay, members, received_at, claims_existing, on_device IS NOT NULL FROM invitations ORDER BY id",
@@ -428,20 +451,6 @@ impl Profile {
                 ))
             })?
             .collect::<rusqlite::Result<Vec<_>>>()?;
-        let mut out = Vec::with_capacity(rows.len());
-        for (id, committer, relay, members, received_at, claims, elsewhere) in rows {
-            let relay_known = self.relay_known(&relay)?;
-            out.push(InvitationView {
-                id,
-                from: hex::encode(&committer[..committer.len().min(8)]),
-                warning: invitation_warning(claims.as_deref(), relay_known, &relay),
-                relay,
-                relay_known,
-                members: members.max(0) as usize,
-                received_at: received_at.max(0) as u64,
-                on_other_device: elsewhere,
-            });
-        }
-        Ok(out)
+        Ok(rows)
     }
 }

@@ -88,6 +88,38 @@ crate::backend_tests! {
         relay.stop().await;
     }
 
+    /// Security review 3, M2: Welcomes in a stranger's own commits count against the target
+    /// mailbox's drop allowance: beyond it they are reported undelivered, not stored, so the
+    /// mailbox cannot be filled in a burst.
+    async fn finding_m2_welcome_drops_count_against_the_mailbox(b: Backend) {
+        let limits = Limits { drops_per_mailbox_per_minute: 5, ..Default::default() };
+        let relay = TestRelay::start_with(&b, limits).await;
+        let victim = relay.create_mailbox().await;
+        let g = relay.create_group(0).await;
+        let mut delivered = 0;
+        for epoch in 0..3u64 {
+            let welcomes: Vec<_> = (0..4).map(|i| json!({"mailbox_id": victim.id, "body": Bytes(vec![i])})).collect();
+            let r = relay
+                .http
+                .post(relay.url(&format!("/v1/groups/{}/entries", g.id)))
+                .header(samizdat_proto::HEADER_TOKEN, Bytes::encode(g.token(epoch)))
+                .json(&json!({"request_id": rand_id(), "kind": "commit", "epoch": epoch, "body": Bytes(b"c".to_vec()),
+                              "next_token_hash": Bytes(samizdat_relay::token_hash(g.token(epoch + 1)).to_vec()),
+                              "welcomes": welcomes}))
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(r.status(), 200);
+            let stored: samizdat_proto::Stored = r.json().await.unwrap();
+            delivered += 4 - stored.undelivered_welcomes.len();
+        }
+        // The allowance (5, refilled at 5 a minute however slow the machine) of 12 sent.
+        assert!((5..12).contains(&delivered), "{delivered} of 12 stored");
+        let msgs = relay.read_mailbox(&victim, 0).await.unwrap();
+        assert_eq!(msgs.len(), delivered);
+        relay.stop().await;
+    }
+
     async fn finding_3_group_storage_is_bounded(b: Backend) {
         let limits = Limits { max_group_bytes: 100, ..Default::default() };
         let relay = TestRelay::start_with(&b, limits).await;

@@ -65,6 +65,35 @@ async fn send(ws: &mut Ws, f: &ClientFrame) {
 }
 
 crate::backend_tests! {
+/// Security review 3, M4: a WebSocket that proves nothing — no subscription, no accepted
+/// append; pings do not count — is closed within seconds; a subscribed one stays.
+async fn finding_m4_an_unproven_websocket_is_closed_within_seconds(b: Backend) {
+    let relay = TestRelay::start(&b).await;
+    let g = relay.create_group(0).await;
+    let (mut idle, _) = connect(&relay).await;
+    let (mut member, _) = connect(&relay).await;
+    send(&mut member, &ClientFrame::SubscribeGroup { group_id: g.id, epoch: 0, token: Bytes(g.token(0).to_vec()), after: 0 }).await;
+    assert_eq!(next_any(&mut member).await, Ok(ServerFrame::Subscribed { id: g.id }));
+    let started = std::time::Instant::now();
+    let closed = tokio::time::timeout(std::time::Duration::from_secs(60), async {
+        loop {
+            // Pings every second, as a client keeping the socket would.
+            let _ = idle.send(Message::Text(serde_json::to_string(&ClientFrame::Ping { nonce: 1 }).unwrap().into())).await;
+            match tokio::time::timeout(std::time::Duration::from_secs(1), idle.next()).await {
+                Ok(None) | Ok(Some(Err(_))) | Ok(Some(Ok(Message::Close(_)))) => break,
+                _ => {}
+            }
+        }
+    })
+    .await;
+    assert!(closed.is_ok(), "an unproven socket was kept for a minute");
+    assert!(started.elapsed() >= std::time::Duration::from_secs(5), "closed before its deadline");
+    // The subscribed socket is still served.
+    send(&mut member, &ClientFrame::Ping { nonce: 7 }).await;
+    assert_eq!(next_any(&mut member).await, Ok(ServerFrame::Pong { nonce: 7 }));
+    relay.stop().await;
+}
+
 /// A connection that asks for binary entries gets every entry — read from the store on catch-up
 /// or pushed fresh — as a `BinaryEntry` frame with the same seq, epoch, kind and body that a
 /// text connection gets as an `entry` frame, on the same relay at the same time.

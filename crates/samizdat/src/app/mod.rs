@@ -11,6 +11,7 @@ mod security;
 mod web;
 
 use std::net::SocketAddr;
+use std::os::unix::fs::DirBuilderExt;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
@@ -43,7 +44,7 @@ enum Phase {
 }
 
 /// An error from the service, with the core's kind (`data.kind`) for a translated message.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct CallError {
     pub kind: Option<String>,
     pub message: String,
@@ -67,6 +68,15 @@ pub struct App {
     pub(crate) guard: security::Guard,
     /// Told when the person quits from the page.
     pub(crate) quit: tokio::sync::Notify,
+    /// This device linking itself to an existing profile (onboarding), while it waits.
+    linking: Arc<Mutex<Option<Linking>>>,
+}
+
+/// The onboarding link's progress: the link and code once shown, or why it failed.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct Linking {
+    pub link: Option<(String, String)>,
+    pub error: Option<CallError>,
 }
 
 /// Options of `samizdat app`.
@@ -75,6 +85,8 @@ pub struct Options {
     pub listen: SocketAddr,
     pub open: bool,
     pub default_relay: String,
+    /// A browser session unused this long ends.
+    pub session_idle: std::time::Duration,
 }
 
 pub async fn run(o: Options) -> Result<()> {
@@ -84,8 +96,11 @@ pub async fn run(o: Options) -> Result<()> {
             o.listen
         ));
     }
-    let listener = bind_stable(&o.home, o.listen).await?;
+    let (listener, host) = bind_stable(&o.home, o.listen).await?;
     let addr = listener.local_addr()?;
+    // Scratch files a crash or a SIGKILL left behind (plaintext of a file being sent) go
+    // before anything else (security review 3, L9).
+    let _ = samizdat_core::wipe::wipe(&o.home.join("tmp"));
     let (events, _) = broadcast::channel(4096);
     let app = Arc::new(App {
         home: o.home.clone(),
@@ -94,14 +109,15 @@ pub async fn run(o: Options) -> Result<()> {
         events,
         relay: Mutex::new(None),
         i18n: i18n::I18n::new(),
-        guard: security::Guard::new(addr.port()),
+        guard: security::Guard::new(&host, addr.port()).with_idle(o.session_idle),
         quit: tokio::sync::Notify::new(),
+        linking: Arc::new(Mutex::new(None)),
     });
     app.start().await?;
     let token = app.guard.launch_token();
-    let url = format!("http://127.0.0.1:{}/login?token={token}", addr.port());
+    let url = format!("http://{host}:{}/login?token={token}", addr.port());
     if o.open {
-        open_browser(&url);
+        open_browser(&o.home, &url);
     }
     eprintln!("Samizdat app for {} (Ctrl-C to stop)", o.home.display());
     // The launch URL is the last stdout line (scripts read it).
@@ -120,43 +136,95 @@ pub async fn run(o: Options) -> Result<()> {
     Ok(())
 }
 
-/// The file in the profile directory that keeps the app's port between runs.
-const PORT_FILE: &str = "app-port";
+/// The file in the profile directory that keeps the app's origin (host and port) between
+/// runs.
+const ORIGIN_FILE: &str = "app-origin";
 
-/// Listen where this profile's app listened last time (asked for port 0 and that port is
-/// free), else where asked; and remember the port. A stable origin keeps whatever a browser
-/// holds for the app in one place, where `Clear-Site-Data` reaches it, instead of one origin
-/// per run left behind (security review 3, H3).
-async fn bind_stable(home: &Path, listen: SocketAddr) -> Result<tokio::net::TcpListener> {
-    let remembered = std::fs::read_to_string(home.join(PORT_FILE))
-        .ok()
-        .and_then(|p| p.trim().parse::<u16>().ok())
-        .filter(|p| *p != 0);
-    if listen.port() == 0
-        && let Some(port) = remembered
-        && let Ok(l) = tokio::net::TcpListener::bind(SocketAddr::new(listen.ip(), port)).await
-    {
-        return Ok(l);
-    }
-    let listener = tokio::net::TcpListener::bind(listen)
-        .await
-        .with_context(|| format!("cannot listen on {listen}"))?;
-    let port = listener.local_addr()?.port();
-    if listen.port() == 0 && samizdat_core::check_private_dir(home).is_ok() {
-        let _ = std::fs::write(home.join(PORT_FILE), port.to_string());
-    }
-    Ok(listener)
+/// A host name of its own for this profile's app: 128 random bits under `.localhost`, which
+/// browsers resolve to loopback themselves. Cookies are kept per host, not per port, so a
+/// session cookie on `127.0.0.1` would also be sent to any other local server on `127.0.0.1`
+/// (another account's, say); one on this host goes nowhere else (security review 3, M5).
+fn random_host() -> String {
+    let mut b = [0u8; 16];
+    let _ = aws_lc_rs::rand::fill(&mut b);
+    format!("{}.localhost", hex::encode(b))
 }
 
-/// Best effort: the URL is printed either way.
-fn open_browser(url: &str) {
+/// Listen where this profile's app listened last time (asked for port 0 and that port is
+/// free), else where asked; and keep the origin (host and port). A stable origin keeps
+/// whatever a browser holds for the app in one place, where `Clear-Site-Data` reaches it,
+/// instead of one origin per run left behind (security review 3, H3).
+async fn bind_stable(home: &Path, listen: SocketAddr) -> Result<(tokio::net::TcpListener, String)> {
+    let kept = std::fs::read_to_string(home.join(ORIGIN_FILE)).ok();
+    let (host, port) = match kept.as_deref().and_then(|o| o.trim().split_once(' ')) {
+        Some((h, p)) if h.ends_with(".localhost") && h.len() == 42 => {
+            (h.to_string(), p.parse::<u16>().ok().filter(|p| *p != 0))
+        }
+        _ => (random_host(), None),
+    };
+    let listener = match port.filter(|_| listen.port() == 0) {
+        Some(port) => match tokio::net::TcpListener::bind(SocketAddr::new(listen.ip(), port)).await
+        {
+            Ok(l) => l,
+            Err(_) => tokio::net::TcpListener::bind(listen)
+                .await
+                .with_context(|| format!("cannot listen on {listen}"))?,
+        },
+        None => tokio::net::TcpListener::bind(listen)
+            .await
+            .with_context(|| format!("cannot listen on {listen}"))?,
+    };
+    let port = listener.local_addr()?.port();
+    // The profile directory is where the profile will be (made private now if new).
+    if samizdat_core::check_private_dir(home).is_ok()
+        || (!home.exists()
+            && std::fs::DirBuilder::new()
+                .recursive(true)
+                .mode(0o700)
+                .create(home)
+                .is_ok())
+    {
+        let _ = std::fs::write(home.join(ORIGIN_FILE), format!("{host} {port}"));
+    }
+    Ok((listener, host))
+}
+
+/// The page the browser is opened on: it forwards to the launch URL. It lives in the private
+/// profile directory (0600) and is removed once the token is used.
+pub(crate) const LAUNCH_FILE: &str = "app-launch.html";
+
+/// Best effort: the URL is printed either way. The browser gets the path of a private file
+/// that forwards to the URL, never the URL itself: a command line is readable by every
+/// account of the machine (`/proc/PID/cmdline`), and whoever redeems the token first owns the
+/// session (security review 3, M5; Jupyter does the same).
+fn open_browser(home: &Path, url: &str) {
+    let page = home.join(LAUNCH_FILE);
+    let html = format!(
+        "<!doctype html><meta charset=utf-8><meta name=referrer content=no-referrer>\
+         <meta http-equiv=refresh content=\"0;url={url}\"><title>Samizdat</title>\
+         <a href=\"{url}\">Open Samizdat</a>"
+    );
+    let written = (|| -> std::io::Result<()> {
+        use std::io::Write;
+        use std::os::unix::fs::OpenOptionsExt;
+        let _ = std::fs::remove_file(&page);
+        let mut f = std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(&page)?;
+        f.write_all(html.as_bytes())
+    })();
+    if written.is_err() {
+        return;
+    }
     let opener = if cfg!(target_os = "macos") {
         "open"
     } else {
         "xdg-open"
     };
     let _ = std::process::Command::new(opener)
-        .arg(url)
+        .arg(&page)
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::null())
         .spawn();
@@ -242,6 +310,67 @@ impl App {
             }
         });
         Ok(())
+    }
+
+    /// Start linking this (profile-less) device to an existing profile: a profile of its own
+    /// on `relay`, whose one-time link the page shows until the device with the identity key
+    /// adds it (`device join`, in the background). The page follows [`App::linking`].
+    pub(crate) async fn start_linking(
+        self: &Arc<Self>,
+        passphrase: zeroize::Zeroizing<String>,
+        relay: &str,
+        name: &str,
+    ) -> Result<(), CallError> {
+        if !matches!(*self.phase.read().await, Phase::NoProfile) {
+            return Err(CallError {
+                kind: Some("usage".into()),
+                message: "a profile already exists".into(),
+            });
+        }
+        let lock = ProfileLock::try_acquire(&self.home).map_err(|e| core_error(e.into()))?;
+        if let Ok(mut l) = self.linking.lock() {
+            *l = Some(Linking::default());
+        }
+        let app = self.clone();
+        let (relay, name) = (relay.to_string(), name.to_string());
+        tokio::spawn(async move {
+            let state = app.linking.clone();
+            let show = move |link: &str, code: &str| {
+                if let Ok(mut l) = state.lock()
+                    && let Some(l) = l.as_mut()
+                {
+                    l.link = Some((link.to_string(), code.to_string()));
+                }
+            };
+            let joined = Profile::device_join(
+                &app.home,
+                &passphrase,
+                &relay,
+                &name,
+                std::time::Duration::from_secs(samizdat_core::device::LINK_TTL + 600),
+                show,
+            )
+            .await;
+            let outcome = match joined {
+                Ok((profile, _)) => app.own(profile, lock).await.map_err(core_error),
+                Err(e) => Err(core_error(e.into())),
+            };
+            if let Ok(mut l) = app.linking.lock() {
+                *l = match outcome {
+                    Ok(()) => None,
+                    Err(e) => Some(Linking {
+                        link: None,
+                        error: Some(e),
+                    }),
+                };
+            }
+        });
+        Ok(())
+    }
+
+    /// How linking this device goes (`None` when it is not linking).
+    pub(crate) fn linking(&self) -> Option<Linking> {
+        self.linking.lock().ok().and_then(|l| l.clone())
     }
 
     /// Lock: a profile this process owns is closed (its keys leave memory; the page asks for

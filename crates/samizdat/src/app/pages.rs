@@ -146,6 +146,43 @@ pub fn onboard(c: &Ctx<'_>, f: &OnboardForm, error: Option<&str>) -> Markup {
                     label for="passphrase2" { (c.tr("field-passphrase-again")) }
                     input #passphrase2 name="passphrase2" type="password" required minlength="8" autocomplete="new-password";
                     button type="submit" { (c.tr("onboard-submit")) }
+                    p.muted { (c.tr("onboard-link-help")) }
+                    button.secondary #onboard-link type="submit" formaction="/onboard/link" { (c.tr("onboard-link")) }
+                }
+            }
+        },
+    )
+}
+
+/// Onboarding by linking: this new device shows its one-time link (QR code and text) and its
+/// code, and waits for the device that holds the identity to add it.
+pub fn linking(c: &Ctx<'_>, link: Option<(&str, &str)>, error: Option<&str>) -> Markup {
+    layout(
+        c,
+        &c.tr("linking-title"),
+        "linking",
+        false,
+        html! {
+            section.card.narrow {
+                h1 { (c.tr("linking-title")) }
+                (error_box(error))
+                @match (link, error) {
+                    (_, Some(_)) => {
+                        a.button href="/" { (c.tr("linking-again")) }
+                    }
+                    (Some((link, code)), None) => {
+                        p { (c.tr("linking-intro")) }
+                        p { (c.tr("linking-code")) " " strong.code #linking-code { (code) } }
+                        div #device-link {
+                            (qr_svg(link))
+                            label for="linking-text" { (c.tr("linking-text")) }
+                            textarea #linking-text readonly rows="5" { (link) }
+                        }
+                        p.muted role="status" { (c.tr("linking-waiting")) }
+                    }
+                    (None, None) => {
+                        p.muted role="status" { (c.tr("linking-preparing")) }
+                    }
                 }
             }
         },
@@ -682,10 +719,11 @@ pub struct Me {
     pub isolate: bool,
 }
 
-/// The devices part of the settings page: the list, and a fresh link when one was made.
+/// The devices part of the settings page: the list, and a new device's link waiting for
+/// the person's confirmation (its name and code shown).
 pub struct Devices<'a> {
     pub list: &'a [samizdat_core::DeviceView],
-    pub link: Option<&'a str>,
+    pub confirm: Option<(&'a str, &'a samizdat_core::LinkPreview)>,
 }
 
 pub fn settings(
@@ -741,16 +779,28 @@ pub fn settings(
                         }
                     }
                 }
-                @if let Some(link) = devices.link {
-                    div #device-link {
-                        p { (c.tr("settings-devices-link-help")) }
-                        (qr_svg(link))
-                        textarea readonly rows="4" { (link) }
+                @if let Some((link, preview)) = devices.confirm {
+                    // Nothing is signed until the person confirms here (security review 3, H1).
+                    div #device-confirm role="alertdialog" aria-labelledby="device-confirm-title" {
+                        h3 #device-confirm-title { (c.tra("settings-devices-confirm", &[("name", preview.name.clone().into())])) }
+                        p { (c.tr("settings-devices-confirm-code")) " " strong.code #device-code { (preview.code) } }
+                        p.muted { (c.tr("settings-devices-confirm-help")) }
+                        div.row {
+                            form method="post" action="/settings/devices/add" {
+                                (c.csrf_field())
+                                input type="hidden" name="link" value=(link);
+                                button type="submit" { (c.tr("settings-devices-confirm-yes")) }
+                            }
+                            a.button.secondary href="/settings#devices" { (c.tr("settings-devices-confirm-no")) }
+                        }
                     }
                 } @else {
-                    form method="post" action="/settings/devices/link" {
+                    form #device-add method="post" action="/settings/devices/preview" {
                         (c.csrf_field())
-                        button type="submit" { (c.tr("settings-devices-link")) }
+                        label for="device-link-input" { (c.tr("settings-devices-add-label")) }
+                        textarea #device-link-input name="link" rows="3" required autocomplete="off" spellcheck="false" {}
+                        small { (c.tr("settings-devices-add-help")) }
+                        button type="submit" { (c.tr("settings-devices-add")) }
                     }
                 }
                 h2 { (c.tr("settings-proxy-title")) }

@@ -24,13 +24,19 @@ pub struct Session {
     /// The language chosen in the settings (None: from `Accept-Language`).
     pub lang: Option<Lang>,
     created: u64,
+    /// When it was last used: a session unused for the guard's idle limit ends.
+    last_seen: std::time::Instant,
 }
 
 pub struct Guard {
+    /// The app's own host name (`<random>.localhost`, see `app::random_host`).
+    host: String,
     port: u16,
     launch: Mutex<Option<String>>,
     sessions: Mutex<HashMap<String, Session>>,
     counter: Mutex<u64>,
+    /// A session unused this long ends (security review 3, L9).
+    idle: std::time::Duration,
 }
 
 /// 32 random bytes, hex: unguessable tokens from the OS generator (via aws-lc).
@@ -54,13 +60,21 @@ fn same(a: &str, b: &str) -> bool {
 }
 
 impl Guard {
-    pub fn new(port: u16) -> Guard {
+    pub fn new(host: &str, port: u16) -> Guard {
         Guard {
+            host: host.to_string(),
             port,
             launch: Mutex::new(Some(token())),
             sessions: Mutex::new(HashMap::new()),
             counter: Mutex::new(0),
+            idle: std::time::Duration::from_secs(12 * 3600),
         }
+    }
+
+    /// Sessions end after `idle` without a request.
+    pub fn with_idle(mut self, idle: std::time::Duration) -> Guard {
+        self.idle = idle;
+        self
     }
 
     /// The launch token (valid until it is exchanged once).
@@ -100,6 +114,7 @@ impl Guard {
                 csrf: token(),
                 lang: None,
                 created: *n,
+                last_seen: std::time::Instant::now(),
             },
         );
         Some(id)
@@ -107,11 +122,16 @@ impl Guard {
 
     pub fn session(&self, headers: &HeaderMap) -> Option<(String, Session)> {
         let id = cookie(headers, COOKIE)?;
-        let sessions = self.sessions.lock().ok()?;
+        let mut sessions = self.sessions.lock().ok()?;
+        let idle = self.idle;
+        sessions.retain(|_, s| s.last_seen.elapsed() < idle);
         sessions
-            .iter()
+            .iter_mut()
             .find(|(k, _)| same(k, &id))
-            .map(|(k, s)| (k.clone(), s.clone()))
+            .map(|(k, s)| {
+                s.last_seen = std::time::Instant::now();
+                (k.clone(), s.clone())
+            })
     }
 
     /// End a session (quit): its cookie opens nothing any more.
@@ -129,12 +149,11 @@ impl Guard {
         }
     }
 
-    /// The `Host` values a page of ours can have.
+    /// The `Host` a page of ours has: only the app's own `<random>.localhost:PORT`. Not
+    /// `127.0.0.1` or `localhost`: a cookie set there would reach every other local server
+    /// (cookies are per host, not per port), and the random name also stops DNS rebinding.
     fn host_allowed(&self, host: &str) -> bool {
-        let p = self.port;
-        host == format!("127.0.0.1:{p}")
-            || host == format!("localhost:{p}")
-            || host == format!("[::1]:{p}")
+        host == format!("{}:{}", self.host, self.port)
     }
 
     fn origin_allowed(&self, origin: &str) -> bool {
@@ -237,9 +256,11 @@ fn harden(mut r: Response) -> Response {
 mod tests {
     use super::*;
 
+    const HOST: &str = "0123456789abcdef0123456789abcdef.localhost";
+
     #[test]
     fn the_launch_token_works_once() {
-        let g = Guard::new(1234);
+        let g = Guard::new(HOST, 1234);
         let t = g.launch_token();
         assert_eq!(t.len(), 64);
         assert!(g.redeem("wrong").is_none());
@@ -247,16 +268,43 @@ mod tests {
         assert!(g.redeem(&t).is_none(), "a replayed token must be refused");
     }
 
+    /// L9: a session ends after its idle time (here none at all), and with Quit.
     #[test]
-    fn only_loopback_hosts_of_our_port() {
-        let g = Guard::new(1234);
-        assert!(g.host_allowed("127.0.0.1:1234"));
-        assert!(g.host_allowed("localhost:1234"));
-        assert!(g.host_allowed("[::1]:1234"));
+    fn finding_l9_sessions_end_when_idle_or_ended() {
+        let cookie_of = |id: &str| {
+            let mut h = HeaderMap::new();
+            h.insert(header::COOKIE, format!("{COOKIE}={id}").parse().unwrap());
+            h
+        };
+        let g = Guard::new(HOST, 1234);
+        let id = g.redeem(&g.launch_token()).unwrap();
+        assert!(g.session(&cookie_of(&id)).is_some());
+        g.end(&id);
+        assert!(
+            g.session(&cookie_of(&id)).is_none(),
+            "an ended session opens nothing"
+        );
+        let g = Guard::new(HOST, 1234).with_idle(std::time::Duration::ZERO);
+        let id = g.redeem(&g.launch_token()).unwrap();
+        assert!(
+            g.session(&cookie_of(&id)).is_none(),
+            "an idle session opens nothing"
+        );
+    }
+
+    #[test]
+    fn only_our_own_host_and_port() {
+        let g = Guard::new(HOST, 1234);
+        assert!(g.host_allowed(&format!("{HOST}:1234")));
+        // Shared loopback names would share the session cookie with every local server.
+        assert!(!g.host_allowed("127.0.0.1:1234"));
+        assert!(!g.host_allowed("localhost:1234"));
+        assert!(!g.host_allowed("[::1]:1234"));
         assert!(!g.host_allowed("evil.example:1234"));
-        assert!(!g.host_allowed("127.0.0.1:1235"));
-        assert!(!g.host_allowed("127.0.0.1"));
-        assert!(g.origin_allowed("http://localhost:1234"));
+        assert!(!g.host_allowed(&format!("{HOST}:1235")));
+        assert!(!g.host_allowed(HOST));
+        assert!(g.origin_allowed(&format!("http://{HOST}:1234")));
+        assert!(!g.origin_allowed("http://localhost:1234"));
         assert!(!g.origin_allowed("http://evil.example"));
         assert!(!g.origin_allowed("null"));
     }

@@ -29,6 +29,8 @@ pub fn router(app: Arc<App>) -> Router {
         .route("/login", get(login))
         .route("/", get(home))
         .route("/onboard", post(onboard))
+        .route("/onboard/link", post(onboard_link))
+        .route("/link", get(linking))
         .route("/unlock", post(unlock))
         .route("/c/{id}", get(chat))
         .route("/c/{id}/messages", get(messages))
@@ -59,7 +61,8 @@ pub fn router(app: Arc<App>) -> Router {
         .route("/settings", get(settings))
         .route("/settings/lang", post(settings_lang))
         .route("/settings/duress", post(settings_duress))
-        .route("/settings/devices/link", post(settings_device_link))
+        .route("/settings/devices/preview", post(settings_device_preview))
+        .route("/settings/devices/add", post(settings_device_add))
         .route("/settings/devices/revoke", post(settings_device_revoke))
         .route("/settings/wipe", post(settings_wipe))
         .route("/lock", post(lock))
@@ -286,6 +289,8 @@ async fn login(State(app): AppState, headers: HeaderMap, Query(q): Query<LoginQu
         // No token, a wrong one, or one already used (replayed).
         return login_page(&app, &headers, StatusCode::FORBIDDEN);
     };
+    // The page that forwarded the browser here holds a used token now: it goes.
+    let _ = std::fs::remove_file(app.home().join(super::LAUNCH_FILE));
     let cookie = format!("{COOKIE}={session}; HttpOnly; SameSite=Strict; Path=/");
     // Whatever an earlier run (or an earlier version) left in this origin's storage goes.
     let mut r = clearing(see("/".into()), Clear::Storage);
@@ -297,6 +302,10 @@ async fn login(State(app): AppState, headers: HeaderMap, Query(q): Query<LoginQu
 
 async fn home(State(app): AppState, headers: HeaderMap) -> Response {
     let r = or_refuse!(req(&app, &headers));
+    // This device is linking itself to a profile: the page follows that.
+    if app.linking().is_some_and(|l| l.error.is_none()) {
+        return see("/link".into());
+    }
     match app.state().await {
         Phase::NoProfile => page(pages::onboard(
             &r.ctx,
@@ -323,6 +332,19 @@ async fn lists(app: &App) -> Result<(Vec<ConversationView>, Vec<InvitationView>)
     Ok((convs, invs))
 }
 
+/// Why a new passphrase (and its repetition) in a form cannot be used, if it cannot.
+fn new_passphrase_error(r: &Req<'_>, f: &Fields) -> Option<String> {
+    let pass = zeroize::Zeroizing::new(f.text("passphrase"));
+    let again = zeroize::Zeroizing::new(f.text("passphrase2"));
+    if pass.chars().count() < 8 {
+        Some(r.ctx.tr("err-passphrase-short"))
+    } else if *pass != *again {
+        Some(r.ctx.tr("err-passphrase-mismatch"))
+    } else {
+        None
+    }
+}
+
 async fn onboard(State(app): AppState, headers: HeaderMap, body: Bytes) -> Response {
     let (r, f) = or_refuse!(checked(&app, &headers, &body));
     let form = pages::OnboardForm {
@@ -330,16 +352,12 @@ async fn onboard(State(app): AppState, headers: HeaderMap, body: Bytes) -> Respo
         relay: f.text("relay"),
     };
     let pass = zeroize::Zeroizing::new(f.text("passphrase"));
-    let again = zeroize::Zeroizing::new(f.text("passphrase2"));
-    let error = if pass.chars().count() < 8 {
-        Some(r.ctx.tr("err-passphrase-short"))
-    } else if *pass != *again {
-        Some(r.ctx.tr("err-passphrase-mismatch"))
-    } else {
-        match app.create(&pass, form.relay.trim(), &form.name).await {
+    let error = match new_passphrase_error(&r, &f) {
+        Some(e) => Some(e),
+        None => match app.create(&pass, form.relay.trim(), &form.name).await {
             Ok(()) => None,
             Err(e) => Some(explain(&r.ctx, &e)),
-        }
+        },
     };
     match error {
         None => see("/".into()),
@@ -347,6 +365,47 @@ async fn onboard(State(app): AppState, headers: HeaderMap, body: Bytes) -> Respo
             StatusCode::UNPROCESSABLE_ENTITY,
             pages::onboard(&r.ctx, &form, Some(&e)),
         ),
+    }
+}
+
+/// Onboarding by linking to an existing profile: a profile of this device's own is made on the
+/// relay given, and the page shows its one-time link until the other device adds it.
+async fn onboard_link(State(app): AppState, headers: HeaderMap, body: Bytes) -> Response {
+    let (r, f) = or_refuse!(checked(&app, &headers, &body));
+    let form = pages::OnboardForm {
+        name: f.text("name"),
+        relay: f.text("relay"),
+    };
+    let pass = zeroize::Zeroizing::new(f.text("passphrase"));
+    let error = match new_passphrase_error(&r, &f) {
+        Some(e) => Some(e),
+        None => match app
+            .start_linking(pass, form.relay.trim(), form.name.trim())
+            .await
+        {
+            Ok(()) => None,
+            Err(e) => Some(explain(&r.ctx, &e)),
+        },
+    };
+    match error {
+        None => see("/link".into()),
+        Some(e) => page_with(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            pages::onboard(&r.ctx, &form, Some(&e)),
+        ),
+    }
+}
+
+/// The linking page: the link and code, a failure, or — once linked — the messenger.
+async fn linking(State(app): AppState, headers: HeaderMap) -> Response {
+    let r = or_refuse!(req(&app, &headers));
+    match app.linking() {
+        None => see("/".into()),
+        Some(l) => {
+            let error = l.error.as_ref().map(|e| explain(&r.ctx, e));
+            let link = l.link.as_ref().map(|(a, b)| (a.as_str(), b.as_str()));
+            page(pages::linking(&r.ctx, link, error.as_deref()))
+        }
     }
 }
 
@@ -872,7 +931,7 @@ async fn settings_page_with(
     r: &Req<'_>,
     notice: Option<String>,
     error: Option<String>,
-    link: Option<String>,
+    confirm: Option<(String, samizdat_core::LinkPreview)>,
 ) -> Response {
     let devices: Vec<samizdat_core::DeviceView> =
         app.call("devices", json!({})).await.unwrap_or_default();
@@ -899,7 +958,7 @@ async fn settings_page_with(
                 &me,
                 &pages::Devices {
                     list: &devices,
-                    link: link.as_deref(),
+                    confirm: confirm.as_ref().map(|(l, p)| (l.as_str(), p)),
                 },
                 notice.as_deref(),
                 error.as_deref(),
@@ -931,13 +990,36 @@ async fn settings_duress(State(app): AppState, headers: HeaderMap, body: Bytes) 
     }
 }
 
-async fn settings_device_link(State(app): AppState, headers: HeaderMap, body: Bytes) -> Response {
-    let (r, _) = or_refuse!(checked(&app, &headers, &body));
+/// A pasted link: show the new device's name and code and ask (nothing is signed yet).
+async fn settings_device_preview(
+    State(app): AppState,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let (r, f) = or_refuse!(checked(&app, &headers, &body));
+    let link = f.text("link").trim().to_string();
     match app
-        .call::<samizdat_core::rpc::DeviceLink>("device_link", json!({}))
+        .call::<samizdat_core::LinkPreview>("device_add_preview", json!({ "link": link }))
         .await
     {
-        Ok(l) => settings_page_with(&app, &r, None, None, Some(l.link)).await,
+        Ok(p) => settings_page_with(&app, &r, None, None, Some((link, p))).await,
+        Err(e) => settings_page(&app, &r, None, Some(explain(&r.ctx, &e))).await,
+    }
+}
+
+/// Confirmed: add the device (the service finishes it when the new device answers).
+async fn settings_device_add(State(app): AppState, headers: HeaderMap, body: Bytes) -> Response {
+    let (r, f) = or_refuse!(checked(&app, &headers, &body));
+    match app
+        .call::<samizdat_core::LinkPreview>("device_add", json!({ "link": f.text("link").trim() }))
+        .await
+    {
+        Ok(p) => {
+            let notice = r
+                .ctx
+                .tra("settings-devices-adding", &[("name", p.name.into())]);
+            settings_page(&app, &r, Some(notice), None).await
+        }
         Err(e) => settings_page(&app, &r, None, Some(explain(&r.ctx, &e))).await,
     }
 }

@@ -11,8 +11,27 @@ use crate::harness::{Person, World};
 
 struct AppProc {
     child: Child,
+    /// The app's own host name (`<random>.localhost`).
+    host: String,
     port: u16,
     token: String,
+}
+
+/// `http://HOST:PORT/PATH` of the app's launch URL: the host (a random `*.localhost` name, not
+/// a shared loopback name: security review 3, M5), the port and the path.
+fn parse_url(url: &str) -> (String, u16, String) {
+    let rest = url.strip_prefix("http://").expect("http URL");
+    let (hostport, path) = rest.split_once('/').expect("path");
+    let (host, port) = hostport.rsplit_once(':').expect("port");
+    assert!(
+        host.ends_with(".localhost") && host.len() == 42,
+        "the app's host is a random .localhost name: {host}"
+    );
+    (
+        host.to_string(),
+        port.parse().expect("port"),
+        path.to_string(),
+    )
 }
 
 impl Drop for AppProc {
@@ -40,16 +59,16 @@ fn start_app(p: &Person) -> AppProc {
             break line;
         }
     };
-    // http://127.0.0.1:PORT/login?token=T
-    let rest = url.strip_prefix("http://127.0.0.1:").expect("loopback URL");
-    let (port, path) = rest.split_once('/').expect("path");
+    // http://<random>.localhost:PORT/login?token=T
+    let (host, port, path) = parse_url(&url);
     let token = path
         .strip_prefix("login?token=")
         .expect("token")
         .to_string();
     AppProc {
         child,
-        port: port.parse().expect("port"),
+        host,
+        port,
         token,
     }
 }
@@ -138,7 +157,7 @@ fn app_http_defences_escaping_and_languages() {
     bob.ok(&["send", "alice", "<img src=x onerror=alert(1)>"]);
     bob.ok(&["send", "alice", "</script><script>alert(2)</script>"]);
     let app = start_app(&alice);
-    let host = format!("127.0.0.1:{}", app.port);
+    let host = format!("{}:{}", app.host, app.port);
     let h = |extra: &[(&'static str, String)]| -> Vec<(String, String)> {
         let mut v = vec![("Host".to_string(), host.clone())];
         v.extend(extra.iter().map(|(k, v)| (k.to_string(), v.clone())));
@@ -153,12 +172,17 @@ fn app_http_defences_escaping_and_languages() {
         http(app.port, "POST", path, &hs, body)
     };
 
-    // DNS rebinding: any other Host is refused, even with a valid token.
+    // DNS rebinding: any other Host is refused, even with a valid token — the shared
+    // loopback names too, whose cookies every local server would get (M5).
+    let on_loopback = format!("127.0.0.1:{}", app.port);
+    let on_localhost = format!("localhost:{}", app.port);
     for bad in [
         "evil.example",
         "evil.example:80",
         "127.0.0.1",
         "127.0.0.2:1",
+        on_loopback.as_str(),
+        on_localhost.as_str(),
     ] {
         let r = http(
             app.port,
@@ -170,17 +194,8 @@ fn app_http_defences_escaping_and_languages() {
         assert_eq!(r.status, 403, "Host {bad} must be refused");
         assert!(r.header("set-cookie").is_none());
     }
-    let r = http(
-        app.port,
-        "GET",
-        "/",
-        &[("Host", &format!("localhost:{}", app.port))],
-        "",
-    );
-    assert_eq!(
-        r.status, 401,
-        "localhost is our host, but there is no cookie"
-    );
+    let r = http(app.port, "GET", "/", &[("Host", &host)], "");
+    assert_eq!(r.status, 401, "our host, but there is no cookie");
 
     // No cookie: 401 everywhere but the login page (which is hardened too).
     for path in [
@@ -356,14 +371,8 @@ fn the_app_uses_a_running_serve() {
         };
         (child, url)
     };
-    let rest = app
-        .1
-        .strip_prefix("http://127.0.0.1:")
-        .expect("loopback URL")
-        .to_string();
-    let (port, path) = rest.split_once('/').expect("path");
-    let port: u16 = port.parse().expect("port");
-    let host = format!("127.0.0.1:{port}");
+    let (host, port, path) = parse_url(&app.1);
+    let host = format!("{host}:{port}");
     let login = http(port, "GET", &format!("/{path}"), &[("Host", &host)], "");
     assert_eq!(login.status, 303);
     let session = login.header("set-cookie").expect("cookie");

@@ -18,58 +18,115 @@ fn device(w: &World, name: &str) -> Person {
     }
 }
 
-fn link_of(p: &Person) -> String {
-    p.ok(&["device", "link"])
-        .lines()
-        .last()
-        .expect("link line")
+/// The relay `p` keeps its mailbox on (from `whoami`).
+fn relay_of(p: &Person) -> String {
+    let who = p.ok(&["whoami"]);
+    who.split_whitespace()
+        .skip_while(|t| *t != "relay:")
+        .nth(1)
+        .expect("relay in whoami")
         .to_string()
 }
 
-fn start_join(dev: &Person, link: &str, timeout: &str) -> Child {
-    dev.cmd(&[
-        "device",
-        "join",
-        link,
-        "--name",
-        &dev.name,
-        "--yes",
-        "--timeout",
-        timeout,
-    ])
-    .stdout(Stdio::piped())
-    .stderr(Stdio::piped())
-    .spawn()
-    .expect("spawn device join")
+/// `device join` running on a new home: the link and code it showed, the rest of its output
+/// still to come.
+pub(crate) struct Joining {
+    child: Child,
+    pub(crate) link: String,
+    pub(crate) code: String,
+    rest: std::thread::JoinHandle<String>,
 }
 
-/// Sync `first` until the joining device is done; returns its exit status and output.
-fn finish_join(first: &Person, mut child: Child) -> (bool, String, String) {
-    let deadline = Instant::now() + Duration::from_secs(150);
+/// Start `device join` for `dev` on `relay` and read its link (bounded by the process: it
+/// prints the link first or fails).
+pub(crate) fn start_join_on(
+    dev: &Person,
+    relay: &str,
+    timeout: &str,
+    env: &[(&str, &str)],
+) -> Joining {
+    use std::io::BufRead;
+    let mut child = dev
+        .cmd(&[
+            "device",
+            "join",
+            "--name",
+            &dev.name,
+            "--relay",
+            relay,
+            "--timeout",
+            timeout,
+        ])
+        .envs(env.iter().copied())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn device join");
+    let mut reader = std::io::BufReader::new(child.stdout.take().expect("stdout"));
     let mut seen = String::new();
-    loop {
-        if let Some(_status) = child.try_wait().expect("wait") {
-            break;
+    let link = loop {
+        let mut line = String::new();
+        let n = reader.read_line(&mut line).expect("read");
+        if n == 0 {
+            let out = child.wait_with_output().expect("output");
+            panic!(
+                "device join printed no link: {seen}{}",
+                String::from_utf8_lossy(&out.stderr)
+            );
         }
-        assert!(Instant::now() < deadline, "device join never finished");
-        seen.push_str(&first.ok(&["sync"]));
-        std::thread::sleep(Duration::from_millis(300));
+        seen.push_str(&line);
+        if line.starts_with("samizdat://device/") {
+            break line.trim().to_string();
+        }
+    };
+    let code = seen
+        .split("code ")
+        .nth(1)
+        .and_then(|r| r.get(..7))
+        .expect("the code next to the link")
+        .to_string();
+    let rest = std::thread::spawn(move || {
+        let mut s = String::new();
+        let _ = std::io::Read::read_to_string(&mut reader, &mut s);
+        s
+    });
+    Joining {
+        child,
+        link,
+        code,
+        rest,
     }
-    let out = child.wait_with_output().expect("output");
-    (
-        out.status.success(),
-        String::from_utf8_lossy(&out.stdout).to_string(),
-        format!(
-            "{}\n(the first device saw: {seen})",
-            String::from_utf8_lossy(&out.stderr)
-        ),
-    )
 }
 
-/// Link `dev` to `first`, requiring success.
+fn start_join(first: &Person, dev: &Person, timeout: &str) -> Joining {
+    start_join_on(dev, &relay_of(first), timeout, &[])
+}
+
+/// Wait (bounded) for a joining device to finish; its exit status and output.
+pub(crate) fn finish_join(mut j: Joining) -> (bool, String, String) {
+    let deadline = Instant::now() + Duration::from_secs(200);
+    let status = loop {
+        if let Some(status) = j.child.try_wait().expect("wait") {
+            break status;
+        }
+        if Instant::now() > deadline {
+            let _ = j.child.kill();
+            panic!("device join never finished");
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    let mut err = String::new();
+    if let Some(mut e) = j.child.stderr.take() {
+        let _ = std::io::Read::read_to_string(&mut e, &mut err);
+    }
+    (status.success(), j.rest.join().expect("stdout"), err)
+}
+
+/// Link `dev` to `first` (the new device shows its link, `first` adds it), requiring success.
 fn link(first: &Person, dev: &Person) -> String {
-    let child = start_join(dev, &link_of(first), "120");
-    let (ok, out, err) = finish_join(first, child);
+    let j = start_join(first, dev, "120");
+    first.ok(&["device", "add", &j.link, "--yes"]);
+    let (ok, out, err) = finish_join(j);
     assert!(ok, "device join failed: {out}{err}");
     out
 }
@@ -325,19 +382,12 @@ fn a_running_service_completes_the_link_by_itself() {
     let [alice, bob] = w.people(["alice", "bob"]);
     w.connect(&alice, &bob);
     let _serve = crate::service::Serve::start(&alice);
-    // Through the service's socket; nobody runs `sync` on alice's side.
-    let link = link_of(&alice);
+    // Through the service's socket: the service answers the new device by itself.
     let laptop = device(&w, "laptop");
-    let out = laptop.ok(&[
-        "device",
-        "join",
-        &link,
-        "--name",
-        "laptop",
-        "--yes",
-        "--timeout",
-        "60",
-    ]);
+    let j = start_join(&alice, &laptop, "60");
+    alice.ok(&["device", "add", &j.link, "--yes"]);
+    let (ok, out, err) = finish_join(j);
+    assert!(ok, "{out}{err}");
     assert!(out.contains("1 conversations"), "{out}");
     assert_eq!(devices(&alice).len(), 2);
     let hi = w.text("to both while serving");
@@ -350,16 +400,18 @@ fn a_running_service_completes_the_link_by_itself() {
 fn a_relay_that_alters_the_new_devices_key_packages_links_nothing() {
     let w = World::new();
     let proxy = crate::mitm::Proxy::start(&w.relay.url);
-    // alice's relay, as her devices see it, is the hostile one.
+    // alice's relay, as her devices see it, is the hostile one: the new device's KeyPackages
+    // reach her one-time mailbox through it.
     let alice = device(&w, "alice");
     alice.ok(&["init", "--relay", &proxy.url, "--name", "Alice"]);
-    let link = link_of(&alice);
-    proxy.set(crate::mitm::Mode::TamperSecondDrop);
     let laptop = device(&w, "laptop");
-    let child = start_join(&laptop, &link, "15");
-    let (ok, _, err) = finish_join(&alice, child);
-    assert!(!ok);
+    let j = start_join_on(&laptop, &w.relay.url, "15", &[]);
+    proxy.set(crate::mitm::Mode::TamperFirstDrop);
+    let err = alice.fails(&["device", "add", &j.link, "--yes", "--timeout", "15"]);
     assert!(err.contains("does not open with its key"), "{err}");
+    assert!(err.contains("nothing was added"), "{err}");
+    let (ok, _, err) = finish_join(j);
+    assert!(!ok);
     assert!(err.contains("nothing was linked"), "{err}");
     assert!(!laptop.home.join("profile.db").exists());
     assert_eq!(devices(&alice).len(), 1);
@@ -406,12 +458,19 @@ fn an_invitation_that_reached_the_phone_is_accepted_on_the_laptop() {
     assert!(joined.contains("joined"), "{joined}");
 }
 
-/// Change one byte of a link's payload (see `device::Link::to_link`).
-fn tamper(link: &str, at: usize) -> String {
-    let (prefix, body) = link.split_at("samizdat://device/v1/".len());
-    let mut raw = Bytes::decode(body).unwrap();
-    raw[at] ^= 0x5a;
-    format!("{prefix}{}", Bytes::encode(&raw))
+/// A link made by hand (as an attacker or a damaged copy would have it).
+fn crafted_link(relay: &str, expires_at: u64) -> samizdat_core::device::Link {
+    samizdat_core::device::Link {
+        v: 2,
+        relay: relay.to_string(),
+        mailbox: samizdat_proto::Id::from_bytes([7; 16]),
+        hpke: Bytes(vec![1; 1216]),
+        secret: Bytes(vec![2; 32]),
+        device_key: Bytes(vec![3; 32]),
+        name: "crafted".into(),
+        cipher_suite: u16::from(samizdat_core::mls::DEFAULT_CIPHERSUITE),
+        expires_at,
+    }
 }
 
 #[test]
@@ -419,92 +478,82 @@ fn bad_links_are_refused_and_change_nothing() {
     let mut w = World::new();
     let [alice, bob] = w.people(["alice", "bob"]);
     w.connect(&alice, &bob);
-    let good = link_of(&alice);
     let gone = |p: &Person| assert!(!p.home.join("profile.db").exists());
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
 
-    // Expired (the expiry is bytes 3..11).
-    let dev = device(&w, "expired");
-    let mut raw = Bytes::decode(&good["samizdat://device/v1/".len()..]).unwrap();
-    raw[3..11].copy_from_slice(&1u64.to_be_bytes());
-    let expired = format!("samizdat://device/v1/{}", Bytes::encode(&raw));
+    // Expired, made the old way, not a link at all: each says so.
+    let expired = crafted_link(&w.relay.url, now - 1).to_link();
     assert!(
-        dev.fails(&["device", "join", &expired, "--name", "x", "--yes"])
+        alice
+            .fails(&["device", "add", &expired, "--yes"])
             .contains("expired")
     );
-    gone(&dev);
-    // Not a link at all.
     assert!(
-        dev.fails(&[
-            "device",
-            "join",
-            "samizdat://device/v1/@@",
-            "--name",
-            "x",
-            "--yes"
-        ])
-        .contains("not a device link")
+        alice
+            .fails(&["device", "add", "samizdat://device/v1/AAAA", "--yes"])
+            .contains("made the old way")
     );
-
-    // A wrong secret (bytes 27..59): the first device refuses; the link stays usable.
-    let dev = device(&w, "wrong-code");
-    let child = start_join(&dev, &tamper(&good, 30), "60");
-    let (ok, _, err) = finish_join(&alice, child);
-    assert!(!ok);
-    assert!(err.contains("refused"), "{err}");
-    gone(&dev);
-
-    // A link for another identity (bytes 59..91): the certificate does not match it.
-    let dev = device(&w, "other-identity");
-    let child = start_join(&dev, &tamper(&link_of(&alice), 60), "60");
-    let (ok, _, err) = finish_join(&alice, child);
-    assert!(!ok);
-    assert!(err.contains("another identity"), "{err}");
-    gone(&dev);
+    assert!(
+        alice
+            .fails(&["device", "add", "samizdat://device/v2/@@", "--yes"])
+            .contains("not a device link")
+    );
+    // A changed link shows another code than the new device's screen.
+    let fresh = crafted_link(&w.relay.url, now + 100);
+    let mut changed = fresh.clone();
+    changed.hpke.0[10] ^= 0x5a;
+    let shown = |l: &samizdat_core::device::Link| {
+        String::from_utf8(alice.run(&["device", "add", &l.to_link()]).stdout).unwrap()
+    };
+    assert!(shown(&fresh).contains(&fresh.code()));
+    assert!(!shown(&changed).contains(&fresh.code()));
 
     // KeyPackages substituted on the way (as a relay handing out others' would): detected,
     // no device is added.
     let dev = device(&w, "substituted");
-    let child = dev
-        .cmd(&[
-            "device",
-            "join",
-            &link_of(&alice),
-            "--name",
-            "s",
-            "--yes",
-            "--timeout",
-            "15",
-        ])
-        .env("SAMIZDAT_TEST_SUBSTITUTE_KEY_PACKAGES", "1")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let (ok, _, err) = finish_join(&alice, child);
-    assert!(!ok);
+    let j = start_join_on(
+        &dev,
+        &w.relay.url,
+        "15",
+        &[("SAMIZDAT_TEST_SUBSTITUTE_KEY_PACKAGES", "1")],
+    );
+    let err = alice.fails(&["device", "add", &j.link, "--yes", "--timeout", "30"]);
     assert!(err.contains("not the new device's"), "{err}");
-    assert!(err.contains("linking a device failed"), "{err}");
+    let (ok, _, err) = finish_join(j);
+    assert!(!ok);
+    assert!(
+        err.contains("refused") || err.contains("nothing was linked"),
+        "{err}"
+    );
     gone(&dev);
     assert_eq!(devices(&alice).len(), 1, "{:?}", devices(&alice));
 
-    // The good link works once; used again it is refused.
+    // A good link works once; used again it is refused.
     let laptop = device(&w, "laptop");
-    let child = start_join(&laptop, &good, "120");
-    let (ok, out, err) = finish_join(&alice, child);
+    let j = start_join(&alice, &laptop, "120");
+    let used = j.link.clone();
+    alice.ok(&["device", "add", &used, "--yes"]);
+    let (ok, out, err) = finish_join(j);
     assert!(ok, "{out}{err}");
-    let again = device(&w, "again");
-    let child = start_join(&again, &good, "60");
-    let (ok, _, err) = finish_join(&alice, child);
-    assert!(!ok);
-    assert!(err.contains("already used"), "{err}");
-    gone(&again);
+    assert!(
+        alice
+            .fails(&["device", "add", &used, "--yes"])
+            .contains("already used")
+    );
     // A home that already holds a profile cannot join.
     assert!(
         laptop
-            .fails(&["device", "join", &link_of(&alice), "--name", "x", "--yes"])
+            .fails(&["device", "join", "--name", "x", "--relay", &w.relay.url])
             .contains("already exists")
     );
     // Only the first device holds the identity key.
-    assert!(laptop.fails(&["device", "link"]).contains("first device"));
+    assert!(
+        laptop
+            .fails(&["device", "add", &fresh.to_link(), "--yes"])
+            .contains("first device")
+    );
     assert_eq!(devices(&alice).len(), 2);
 }

@@ -34,9 +34,9 @@ pub enum Mode {
     Fork,
     /// Flip one bit of the next blob downloaded (a sealed ratchet tree of a Welcome).
     FlipBlob,
-    /// Flip one bit in the body of the second message dropped into any one mailbox (a new
-    /// device's KeyPackages after its link request).
-    TamperSecondDrop,
+    /// Flip one bit in the body of the first message dropped into any one mailbox (a new
+    /// device's KeyPackages, sent to the identity device's one-time mailbox).
+    TamperFirstDrop,
 }
 
 struct ProxyState {
@@ -166,7 +166,7 @@ async fn handle(State(p): State<Arc<ProxyState>>, req: Request) -> Response {
             *n += 1;
             *n
         };
-        if mode == Mode::TamperSecondDrop && n == 2 {
+        if mode == Mode::TamperFirstDrop && n == 1 {
             let mut v: serde_json::Value = serde_json::from_slice(&bytes).unwrap();
             let mut body: Bytes = serde_json::from_value(v["body"].clone()).unwrap();
             let mid = body.0.len() / 2;
@@ -213,7 +213,7 @@ async fn handle(State(p): State<Arc<ProxyState>>, req: Request) -> Response {
         .iter()
         .position(|e| e.kind == EntryKind::Application);
     match mode {
-        Mode::Honest | Mode::CaptureNextCommit | Mode::FlipBlob | Mode::TamperSecondDrop => {}
+        Mode::Honest | Mode::CaptureNextCommit | Mode::FlipBlob | Mode::TamperFirstDrop => {}
         Mode::DropOne => {
             if let Some(i) = first_app {
                 page.entries.remove(i);

@@ -22,6 +22,11 @@ fn person_at(home: &Path, name: &str) -> Person {
     }
 }
 
+/// A fresh invite link of `p` (the last line `invite` prints).
+fn invite_of(p: &Person) -> String {
+    p.ok(&["invite"]).lines().last().expect("link").to_string()
+}
+
 /// A stand-in relay that answers every request with `status` and `body` (JSON).
 fn fake_relay(status: u16, body: &'static str) -> String {
     let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
@@ -556,13 +561,7 @@ fn finding_l11_names_carry_no_invisible_or_bidi_characters() {
         &[("SAMIZDAT_TEST_RAW_NAME", "1")],
     );
     let [bob] = w.people(["bob"]);
-    let link = mallory
-        .ok(&["invite"])
-        .lines()
-        .last()
-        .expect("link")
-        .to_string();
-    bob.ok(&["accept", &link, "--name", "mal"]);
+    bob.ok(&["accept", &invite_of(&mallory), "--name", "mal"]);
     mallory.ok(&["sync"]);
     bob.ok(&["group", "create", "club"]);
     bob.ok(&["group", "add", "club", "mal"]);
@@ -585,4 +584,313 @@ fn finding_l11_names_carry_no_invisible_or_bidi_characters() {
     // A name with such characters cannot be chosen either.
     let err = bob.fails(&["group", "rename", "club", "c\u{202E}lub"]);
     assert!(err.contains("invisible"), "{err}");
+}
+
+/// H1: the new device shows the link; the device with the identity key signs nothing until the
+/// person confirms the new device's name and code there. Whoever glimpses a link gets no access
+/// to the account — at most the new, empty device. Links last 2 minutes.
+#[test]
+fn finding_h1_a_glimpsed_device_link_gives_no_access_to_the_account() {
+    let mut w = World::new();
+    let [alice, bob, mallory] = w.people(["alice", "bob", "mallory"]);
+    w.connect(&alice, &bob);
+    let secret = w.text("the meeting is moved to Thursday");
+    bob.ok(&["send", "alice", &secret]);
+    alice.ok(&["sync"]);
+    let laptop = person_at(&w.dir.path().join("laptop"), "laptop");
+    let j = crate::devices::start_join_on(&laptop, &w.relay.url, "60", &[]);
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("clock")
+        .as_secs();
+    let link = samizdat_core::device::Link::parse(&j.link).expect("link");
+    assert!(link.expires_at <= now + 121, "a link lives 2 minutes");
+    // Without a confirmation the identity device shows the name and code and signs nothing:
+    // the link is still unused afterwards.
+    let out = alice.run(&["device", "add", &j.link]);
+    assert!(!out.status.success());
+    let shown = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        shown.contains("laptop") && shown.contains(&j.code),
+        "{shown}"
+    );
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("nothing was added"),
+        "{out:?}"
+    );
+    // An intruder who glimpsed the link takes it first: the new device becomes the
+    // intruder's — it gets nothing of Alice's.
+    mallory.ok(&["device", "add", &j.link, "--yes"]);
+    let (ok, out, err) = crate::devices::finish_join(j);
+    assert!(ok, "{out}{err}");
+    assert!(
+        out.contains(&format!("linked as a device of {}", mallory.display)),
+        "{out}"
+    );
+    assert!(!laptop.ok(&["list"]).contains(&bob.display));
+    assert!(!laptop.ok(&["contacts"]).contains(&bob.display));
+    let devices = alice.ok(&["device", "list", "--json"]);
+    assert_eq!(devices.lines().count(), 1, "{devices}");
+    let _ = secret;
+}
+
+/// M5: the launch token never reaches a command line (the browser is opened on a private file
+/// that forwards to the URL; the file goes once the token is used), and the app lives on a host
+/// name of its own, so its session cookie is not shared with other servers on 127.0.0.1.
+#[test]
+fn finding_m5_the_launch_token_is_in_no_command_line_and_the_cookie_in_no_shared_host() {
+    let mut w = World::new();
+    let [alice] = w.people(["alice"]);
+    // A stand-in for xdg-open that records the command line it was given.
+    let bin = tempfile::tempdir().expect("tempdir");
+    let argv = bin.path().join("argv");
+    let opener = bin.path().join("xdg-open");
+    std::fs::write(
+        &opener,
+        format!("#!/bin/sh\necho \"$@\" > {}\n", argv.display()),
+    )
+    .expect("opener");
+    std::fs::set_permissions(&opener, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+    let mut app = alice
+        .cmd(&["app", "--listen", "127.0.0.1:0"])
+        .env("PATH", format!("{}:/usr/bin:/bin", bin.path().display()))
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("app");
+    let mut url = String::new();
+    let mut out = BufReader::new(app.stdout.take().expect("stdout"));
+    while !url.starts_with("http://") {
+        url.clear();
+        assert!(out.read_line(&mut url).expect("read") > 0, "no URL");
+    }
+    let url = url.trim().to_string();
+    let token = url.split("token=").nth(1).expect("token").to_string();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !argv.exists() && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let given = std::fs::read_to_string(&argv).expect("the opener ran");
+    assert!(
+        !given.contains(&token),
+        "the token is on a command line: {given}"
+    );
+    let page = alice.home.join("app-launch.html");
+    assert_eq!(given.trim(), page.to_str().expect("utf8"));
+    let meta = std::fs::metadata(&page).expect("launch page");
+    assert_eq!(meta.mode() & 0o777, 0o600);
+    assert!(
+        std::fs::read_to_string(&page)
+            .expect("read")
+            .contains(&token)
+    );
+    // The app's own host: a random .localhost name; the shared loopback names are refused.
+    let rest = url.strip_prefix("http://").expect("http");
+    let (hostport, _) = rest.split_once('/').expect("path");
+    let (host, port) = hostport.rsplit_once(':').expect("port");
+    assert!(host.ends_with(".localhost") && host.len() == 42, "{host}");
+    let port: u16 = port.parse().expect("port");
+    let get = |host: &str, path: &str| {
+        let mut s = TcpStream::connect(("127.0.0.1", port)).expect("connect");
+        write!(
+            s,
+            "GET {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n"
+        )
+        .expect("write");
+        let mut r = String::new();
+        let _ = s.read_to_string(&mut r);
+        r
+    };
+    let login = format!("/login?token={token}");
+    let refused = get(&format!("127.0.0.1:{port}"), &login);
+    assert!(refused.starts_with("HTTP/1.1 403"), "{refused}");
+    let r = get(hostport, &login);
+    assert!(r.starts_with("HTTP/1.1 303"), "{r}");
+    let cookie = r
+        .lines()
+        .find(|l| l.to_ascii_lowercase().starts_with("set-cookie:"))
+        .expect("a cookie");
+    assert!(!cookie.to_ascii_lowercase().contains("domain="), "{cookie}");
+    assert!(!page.exists(), "the launch page outlived its token");
+    let _ = app.kill();
+    let _ = app.wait();
+}
+
+/// H2: a revoked (seized) device stops being its owner for contacts. The review's scenario:
+/// Alice revokes her phone; the phone creates a group and adds Bob; Bob refuses it. Before
+/// that, Bob is told of the new device and of its removal, and the phone's messages reach him
+/// as Alice's while it is hers.
+#[test]
+fn finding_h2_a_revoked_device_no_longer_speaks_for_its_owner() {
+    let mut w = World::new();
+    let [alice, bob] = w.people(["alice", "bob"]);
+    w.connect(&alice, &bob);
+    let phone = person_at(&w.dir.path().join("phone"), "phone");
+    let j = crate::devices::start_join_on(&phone, &w.relay.url, "120", &[]);
+    alice.ok(&["device", "add", &j.link, "--yes"]);
+    let (ok, out, err) = crate::devices::finish_join(j);
+    assert!(ok, "{out}{err}");
+    let seen = bob.ok(&["sync"]);
+    assert!(seen.contains("linked a new device"), "{seen}");
+    // While it is hers, the phone speaks for Alice.
+    let hi = w.text("from alice's phone");
+    phone.ok(&["send", &bob.display, &hi]);
+    bob.ok(&["sync"]);
+    assert!(bob.texts("alice").contains(&hi));
+    // Revoked. Bob does not sync in between: the Welcome below is the first he reads.
+    let list = alice.ok(&["device", "list", "--json"]);
+    let id = list
+        .lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).expect("json"))
+        .find(|d| d["this"] == false)
+        .expect("the phone")["id"]
+        .as_str()
+        .expect("id")
+        .to_string();
+    alice.ok(&["device", "revoke", &id]);
+    phone.ok(&["group", "create", "plans"]);
+    phone.ok(&["group", "add", "plans", &bob.display]);
+    let lie = w.text("it's me, Alice: send me the list of names");
+    phone.ok(&["send", "plans", &lie]);
+    let seen = bob.ok(&["sync"]);
+    assert!(seen.contains("removed a device"), "{seen}");
+    assert!(
+        seen.contains("refused a group from a device that alice removed"),
+        "{seen}"
+    );
+    assert!(!seen.contains(&lie), "{seen}");
+    assert!(!bob.ok(&["list"]).contains("plans"));
+    assert!(bob.ok(&["invitations", "--json"]).trim().is_empty());
+    // A second sync changes nothing: the Welcome was refused for good.
+    let again = bob.ok(&["sync"]);
+    assert!(!again.contains(&lie) && !bob.ok(&["list"]).contains("plans"));
+    // Alice and Bob still talk.
+    let after = w.text("still alice");
+    alice.ok(&["send", &bob.display, &after]);
+    bob.ok(&["sync"]);
+    assert!(bob.texts("alice").contains(&after));
+}
+
+/// M7: a member cannot choose where the others' downloads connect: a file whose relay is not
+/// one the conversation uses (a private address, or the member's own server) is not fetched,
+/// with a message that names the host.
+#[test]
+fn finding_m7_attachments_come_only_from_the_conversations_relays() {
+    let mut w = World::new();
+    let [alice, bob] = w.people(["alice", "bob"]);
+    w.connect(&alice, &bob);
+    let files = tempfile::tempdir().expect("tempdir");
+    let src = files.path().join("minutes.txt");
+    std::fs::write(&src, w.text("the minutes")).expect("write");
+    for (relay, host) in [
+        ("http://192.168.1.1:7700", "192.168.1.1"),
+        ("http://informant.example:7700", "informant.example"),
+    ] {
+        let sent = alice.ok_with(
+            &["send", &bob.display, "--file", src.to_str().expect("utf8")],
+            &[("SAMIZDAT_TEST_ATTACHMENT_RELAY", relay)],
+        );
+        let id = sent
+            .lines()
+            .find_map(|l| l.strip_prefix("sent "))
+            .expect("sent line")
+            .trim()
+            .to_string();
+        bob.ok(&["sync"]);
+        let out = tempfile::tempdir().expect("tempdir");
+        let err = bob.fails(&["download", &id, "--out", out.path().to_str().expect("utf8")]);
+        assert!(err.contains("not fetched") && err.contains(host), "{err}");
+        assert_eq!(std::fs::read_dir(out.path()).expect("dir").count(), 0);
+    }
+}
+
+/// M6: a contact who was never in a conversation cannot replace it with a group of their own
+/// under its id (here one Bob was removed from): it waits as an invitation that says so, and
+/// the old conversation keeps its history.
+#[test]
+fn finding_m6_a_contact_cannot_take_over_a_conversation_by_its_id() {
+    let mut w = World::new();
+    let [alice, bob, carol, dave] = w.people(["alice", "bob", "carol", "dave"]);
+    w.connect(&alice, &bob);
+    // Mallory keeps her groups on a relay of her own (a group id is unique per relay).
+    let other = RelayProc::start(&w.dir.path().join("relay2"), "127.0.0.1:0");
+    let mallory = person_at(&w.dir.path().join("mallory"), "mallory");
+    mallory.ok(&["init", "--relay", &other.url, "--name", "Mallory"]);
+    for p in [&bob, &carol, &dave] {
+        p.ok(&["accept", &invite_of(&mallory), "--name", "mallory"]);
+        mallory.ok(&["sync"]);
+    }
+    alice.ok(&["group", "create", "friends"]);
+    alice.ok(&["group", "add", "friends", &bob.display]);
+    let before = w.text("said in friends");
+    alice.ok(&["send", "friends", &before]);
+    bob.ok(&["sync"]);
+    alice.ok(&["group", "remove", "friends", &bob.display]);
+    bob.ok(&["sync"]);
+    let friends: serde_json::Value = bob
+        .ok(&["list", "--json"])
+        .lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).expect("json"))
+        .find(|c| c["name"] == "friends")
+        .expect("friends");
+    assert_eq!(friends["active"], false);
+    let id = friends["id"].as_str().expect("id").to_string();
+    // Mallory makes a group with that id, commits past Bob's epoch and adds him.
+    mallory.ok_with(
+        &["group", "create", "fake"],
+        &[("SAMIZDAT_TEST_GROUP_ID", &id)],
+    );
+    for name in ["carol", "dave", "bob"] {
+        let display = [&carol, &dave, &bob]
+            .into_iter()
+            .find(|p| p.name == name)
+            .expect("person")
+            .display
+            .clone();
+        mallory.ok(&["group", "add", "fake", &display]);
+    }
+    bob.ok(&["sync"]);
+    let pending = bob.ok(&["invitations", "--json"]);
+    assert_eq!(pending.lines().count(), 1, "{pending}");
+    assert!(pending.contains("takeover"), "{pending}");
+    let after: serde_json::Value = bob
+        .ok(&["list", "--json"])
+        .lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).expect("json"))
+        .find(|c| c["id"] == id.as_str())
+        .expect("still there");
+    assert_eq!(after["active"], false, "{after}");
+    assert_eq!(after["relay"], w.relay.url.as_str(), "{after}");
+    assert!(bob.texts("friends").contains(&before));
+}
+
+/// M3: an owner-signed upload for a mailbox that does not exist is answered before its body
+/// is read, so slow uploads of that kind hold none of the relay-wide body budget.
+#[test]
+fn finding_m3_unauthenticated_uploads_are_refused_before_their_body() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let relay = RelayProc::start(&dir.path().join("relay"), "127.0.0.1:0");
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("clock")
+        .as_secs();
+    for path in ["keypackages", "ack"] {
+        let mut s = TcpStream::connect(&relay.addr).expect("connect");
+        write!(
+            s,
+            "POST /v1/mailboxes/AAAAAAAAAAAAAAAAAAAAAA/{path} HTTP/1.1\r\nHost: relay\r\n\
+             content-type: application/json\r\ncontent-length: 4000000\r\n\
+             x-samizdat-timestamp: {now}\r\nx-samizdat-nonce: BBBBBBBBBBBBBBBBBBBBBB\r\n\
+             x-samizdat-signature: AAAA\r\n\r\n{{\"request_id\""
+        )
+        .expect("send the head");
+        // The body never comes: the answer must not wait for it.
+        s.set_read_timeout(Some(Duration::from_secs(20)))
+            .expect("timeout");
+        let mut head = [0u8; 12];
+        s.read_exact(&mut head)
+            .expect("an answer before the body (the relay waited for it)");
+        // Refused (no such mailbox, or a signature that cannot be right) — before the body.
+        assert!(head.starts_with(b"HTTP/1.1 4"), "{path}: {head:?}");
+    }
 }
