@@ -62,24 +62,44 @@ impl<'a> Reader<'a> {
     }
 }
 
+/// `http(s)://host:port` and the path after it (`/secret`, or empty).
+fn split_path(addr: &str) -> (&str, &str) {
+    let start = addr.find("://").map_or(0, |i| i + 3);
+    match addr[start..].find('/') {
+        Some(i) => {
+            let (a, p) = addr.split_at(start + i);
+            (a, p.trim_end_matches('/'))
+        }
+        None => (addr, ""),
+    }
+}
+
 /// `n(1) ‖ n × address` for one relay service (its addresses joined by commas).
 fn encode_addresses(out: &mut Vec<u8>, relay: &str) {
     let addrs: Vec<&str> = relay.split(',').map(str::trim).take(255).collect();
     out.push(addrs.len() as u8);
     for a in addrs {
         let (addr, pin) = crate::pin::split(a).unwrap_or((a, None));
+        // A relay served under a secret path (`--path-prefix`): kinds 3 to 5 carry it.
+        let (addr, path) = split_path(addr);
         let https = addr.starts_with("https://");
         let (host, port) = crate::net::host_port(addr)
             .unwrap_or_else(|_| (String::new(), if https { 443 } else { 80 }));
-        out.push(match (https, pin.is_some()) {
+        let kind = match (https, pin.is_some()) {
             (false, _) => 0,
             (true, false) => 1,
             (true, true) => 2,
-        });
+        };
+        out.push(if path.is_empty() { kind } else { kind + 3 });
         let host = host.as_bytes();
         out.push(host.len().min(255) as u8);
         out.extend_from_slice(&host[..host.len().min(255)]);
         out.extend_from_slice(&port.to_be_bytes());
+        if !path.is_empty() {
+            let path = path.as_bytes();
+            out.push(path.len().min(255) as u8);
+            out.extend_from_slice(&path[..path.len().min(255)]);
+        }
         if let Some(pin) = pin {
             out.extend_from_slice(&pin);
         }
@@ -109,11 +129,28 @@ fn decode_addresses(r: &mut Reader<'_>) -> Result<String> {
         } else {
             host.to_string()
         };
-        addrs.push(match kind {
-            0 => format!("http://{host}:{port}"),
-            1 => format!("https://{host}:{port}"),
-            2 => format!("https://{host}:{port}#pin={}", Bytes::encode(r.take(32)?)),
-            _ => return Err(damaged()),
+        let path = if (3..=5).contains(&kind) {
+            let n = r.take(1)?[0] as usize;
+            let path = std::str::from_utf8(r.take(n)?).map_err(|_| damaged())?;
+            if !path.starts_with('/')
+                || !path[1..]
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b"-_/".contains(&b))
+            {
+                return Err(damaged());
+            }
+            path.to_string()
+        } else {
+            String::new()
+        };
+        addrs.push(match kind % 3 {
+            _ if kind > 5 => return Err(damaged()),
+            0 => format!("http://{host}:{port}{path}"),
+            1 => format!("https://{host}:{port}{path}"),
+            _ => format!(
+                "https://{host}:{port}{path}#pin={}",
+                Bytes::encode(r.take(32)?)
+            ),
         });
     }
     Ok(addrs.join(","))
@@ -258,6 +295,24 @@ impl Invite {
 mod tests {
     use super::*;
     use proptest::prelude::*;
+
+    /// A relay served under a secret path keeps it through an invite (M12).
+    #[test]
+    fn relays_with_a_secret_path_round_trip() {
+        for relay in [
+            "http://127.0.0.1:7700/k7Hs9dQ2xPzw".to_string(),
+            format!(
+                "https://relay.example.org:443/s3cret-path#pin={}",
+                Bytes::encode(&[4u8; 32])
+            ),
+        ] {
+            let invite = Invite {
+                relay: relay.clone(),
+                ..sample()
+            };
+            assert_eq!(Invite::parse(&invite.to_link()).unwrap().relay, relay);
+        }
+    }
 
     fn sample() -> Invite {
         Invite {

@@ -627,7 +627,13 @@ impl Mls {
                     "the Welcome is not signed by the member it names: {e}"
                 ))
             })?;
+        let place = info
+            .extensions()
+            .get_as::<crate::welcome::JoinPlace>()
+            .ok()
+            .flatten();
         Ok(WelcomeSeen {
+            place,
             group_id: info.group_context().group_id.clone(),
             epoch: info.group_context().epoch,
             committer: person_of(&join.committer)?,
@@ -686,6 +692,9 @@ impl Mls {
 
 /// What a Welcome says before its group is joined (see [`Mls::examine`]).
 pub struct WelcomeSeen {
+    /// Where the group lives, as the committer signed it (committers before this field:
+    /// `None`).
+    pub place: Option<crate::welcome::JoinPlace>,
     pub group_id: Vec<u8>,
     pub epoch: u64,
     /// Fingerprint of the committer, whose signature was checked.
@@ -805,6 +814,17 @@ impl Group {
 
     /// Build (but do not apply) a commit adding these KeyPackages and removing these members.
     pub fn commit(&mut self, add: &[Vec<u8>], remove: &[u32]) -> Result<PendingCommit> {
+        self.commit_placed(add, remove, None)
+    }
+
+    /// [`Group::commit`], with where the group lives (relay, log id) signed into the
+    /// GroupInfo for the new members (see [`crate::welcome::JoinPlace`]).
+    pub fn commit_placed(
+        &mut self,
+        add: &[Vec<u8>],
+        remove: &[u32],
+        place: Option<crate::welcome::JoinPlace>,
+    ) -> Result<PendingCommit> {
         let committer = self.inner.current_member_signing_identity()?.clone();
         let size = self.inner.roster().members_iter().count();
         let cs = provider()
@@ -824,6 +844,9 @@ impl Group {
                 members: (size + add.len()).saturating_sub(remove.len()) as u32,
             })
             .map_err(|e| Error::Mls(e.to_string()))?;
+            if let Some(place) = place {
+                ext.set_from(place).map_err(|e| Error::Mls(e.to_string()))?;
+            }
             b = b.set_group_info_ext(ext);
             tree_key = Some(key);
         }

@@ -53,6 +53,24 @@ impl MlsCodecExtension for JoinInfo {
     }
 }
 
+/// Where the group lives, signed with the GroupInfo (private-use extension type): the relay
+/// and the log id (empty when it is the group id). The envelope's copy of both travels
+/// outside MLS, where a hostile mailbox relay could rewrite it; a joiner uses these
+/// (security review 3, M1).
+#[derive(Clone, Debug, PartialEq, Eq, MlsSize, MlsEncode, MlsDecode)]
+pub struct JoinPlace {
+    #[mls_codec(with = "mls_rs_codec::byte_vec")]
+    pub relay: Vec<u8>,
+    #[mls_codec(with = "mls_rs_codec::byte_vec")]
+    pub log: Vec<u8>,
+}
+
+impl MlsCodecExtension for JoinPlace {
+    fn extension_type() -> ExtensionType {
+        ExtensionType::new(0xF5A1)
+    }
+}
+
 /// One new member's share of a commit's Welcome: a mailbox message.
 #[derive(Clone, Debug, PartialEq, Eq, MlsSize, MlsEncode, MlsDecode)]
 pub struct WelcomePart {

@@ -180,7 +180,7 @@ async fn count_and_reject(
 
 /// Unknown paths get the plain page any web server gives, not an API error that names the
 /// software (security review 3, M12).
-async fn fallback() -> Response {
+pub(crate) async fn fallback() -> Response {
     const PAGE: &str = "<html>\r\n<head><title>404 Not Found</title></head>\r\n<body>\r\n\
         <center><h1>404 Not Found</h1></center>\r\n</body>\r\n</html>\r\n";
     let mut resp = (

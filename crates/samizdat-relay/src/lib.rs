@@ -87,6 +87,10 @@ pub struct Config {
     /// Serve `GET /metrics` on this separate address (e.g. `127.0.0.1:9700`). Unset: no
     /// metrics endpoint at all; the public listener never serves them.
     pub metrics_listen: Option<String>,
+    /// Serve the API only under `/<prefix>` (8 to 64 letters, digits, `-` or `_`): a relay
+    /// address then carries it (`https://host/<prefix>#pin=…`), and a probe without it gets
+    /// the ordinary 404 page for everything (security review 3, M12).
+    pub path_prefix: Option<String>,
     pub limits: Limits,
 }
 
@@ -104,6 +108,7 @@ impl Default for Config {
             tls_key: None,
             tls_self_signed: None,
             metrics_listen: None,
+            path_prefix: None,
             limits: Limits::default(),
         }
     }
@@ -211,6 +216,8 @@ pub struct Relay {
     addr: SocketAddr,
     /// The certificate pin when serving TLS.
     pin: Option<String>,
+    /// `/<prefix>` when the API is served under a secret path, else empty.
+    prefix: String,
     stop: watch::Sender<bool>,
     task: tokio::task::JoinHandle<Result<()>>,
     sweeper: tokio::task::JoinHandle<()>,
@@ -294,7 +301,29 @@ impl Relay {
             }
             None => None,
         };
+        let prefix = match &config.path_prefix {
+            None => String::new(),
+            Some(p)
+                if (8..=64).contains(&p.len())
+                    && p.bytes()
+                        .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_') =>
+            {
+                format!("/{p}")
+            }
+            Some(_) => {
+                return Err(Error::Config(
+                    "path_prefix must be 8 to 64 letters, digits, - or _".into(),
+                ));
+            }
+        };
         let app = http::router(state.clone());
+        let app = if prefix.is_empty() {
+            app
+        } else {
+            axum::Router::new()
+                .nest(&prefix, app)
+                .fallback(http::fallback)
+        };
         let sweep_every = Duration::from_secs(config.sweep_interval_secs.max(1));
         let mut sweep_stop = stop_rx.clone();
         let sweep_state = state;
@@ -342,6 +371,7 @@ impl Relay {
         Ok(Relay {
             addr,
             pin,
+            prefix,
             stop,
             task,
             sweeper,
@@ -358,8 +388,8 @@ impl Relay {
     /// lets clients trust this certificate without a CA).
     pub fn url(&self) -> String {
         match &self.pin {
-            Some(pin) => format!("https://{}#pin={pin}", self.addr),
-            None => format!("http://{}", self.addr),
+            Some(pin) => format!("https://{}{}#pin={pin}", self.addr, self.prefix),
+            None => format!("http://{}{}", self.addr, self.prefix),
         }
     }
 

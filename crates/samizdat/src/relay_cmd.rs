@@ -49,6 +49,10 @@ pub struct RelayArgs {
     /// believed for rate limits; repeat for several. Headers from anyone else are ignored.
     #[arg(long = "trusted-proxy")]
     pub trusted_proxies: Vec<String>,
+    /// Serve the API only under this secret path (8 to 64 letters, digits, - or _): the
+    /// relay's address carries it, and a probe without it gets a plain 404 for everything.
+    #[arg(long, env = "SAMIZDAT_RELAY_PATH_PREFIX")]
+    pub path_prefix: Option<String>,
     /// TOML file with `listen`, `data`, `sweep_interval_secs` and a `[limits]` table.
     /// Flags and environment variables override it.
     #[arg(long, env = "SAMIZDAT_RELAY_CONFIG")]
@@ -94,6 +98,9 @@ pub fn load_config(args: &RelayArgs) -> Result<Config> {
     }
     if let Some(m) = &args.metrics_listen {
         config.metrics_listen = Some(m.clone());
+    }
+    if let Some(p) = &args.path_prefix {
+        config.path_prefix = Some(p.clone());
     }
     if !args.trusted_proxies.is_empty() {
         config.trusted_proxies = args.trusted_proxies.clone();

@@ -113,7 +113,16 @@ impl Profile {
             let kps: Vec<Vec<u8>> = adds.iter().map(|a| a.0.clone()).collect();
             let epoch = group.epoch();
             let token = group.token()?;
-            let pending = group.commit(&kps, &indices)?;
+            // Where the group lives, signed for the new members (M1).
+            let place = crate::welcome::JoinPlace {
+                relay: conv.relay.clone().into_bytes(),
+                log: if conv.log != conv.group_id {
+                    conv.log.as_bytes().to_vec()
+                } else {
+                    Vec::new()
+                },
+            };
+            let pending = group.commit_placed(&kps, &indices, Some(place))?;
             // Store the commit as pending before the relay sees it: if we die after the relay
             // accepted it, the next sync finds it in the log, recognises it as ours and
             // applies it (instead of being unable to process our own commit).

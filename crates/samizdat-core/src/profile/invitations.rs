@@ -201,6 +201,44 @@ impl Profile {
         )?)
     }
 
+    /// The Welcome with the relay and log its committer signed, instead of the envelope's
+    /// copies, which a hostile mailbox relay could have rewritten (security review 3, M1); a
+    /// difference is reported. A Welcome without them (an older committer) is left as it is.
+    pub(super) fn signed_place(&self, mut w: Arrived, events: &mut Vec<Event>) -> Result<Arrived> {
+        let Some(Ok(mut part)) = WelcomePart::decode(&w.stored) else {
+            return Ok(w);
+        };
+        let Some(place) = self.mls.examine(&part.welcome)?.place else {
+            return Ok(w);
+        };
+        let relay = String::from_utf8(place.relay.clone())
+            .map_err(|_| Error::Protocol("a Welcome's signed relay is not text".into()))?;
+        crate::check_foreign_relay_url(&relay)?;
+        let log =
+            if place.log.is_empty() {
+                None
+            } else {
+                Some(Id::from_slice(&place.log).map_err(|_| {
+                    Error::Protocol("a Welcome's signed log id is malformed".into())
+                })?)
+            };
+        if relay != w.relay || log != w.log {
+            self.emit(
+                events,
+                Event::notice(
+                    None,
+                    "the relay address of an invitation was changed on the way; the one its sender signed is used".into(),
+                ),
+            )?;
+            part.relay = place.relay;
+            part.log = place.log;
+            w.relay = relay;
+            w.log = log;
+            w.stored = part.encode()?;
+        }
+        Ok(w)
+    }
+
     /// A contact's alias, or a short key for someone else.
     fn contact_label(&self, person: &[u8; 32]) -> Result<String> {
         Ok(self

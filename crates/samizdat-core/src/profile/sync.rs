@@ -266,6 +266,17 @@ impl Profile {
                     Event::notice(None, format!("could not join a conversation: {e}")),
                 )?,
                 Some(Ok(w)) => {
+                    let w = match self.signed_place(w, events) {
+                        Ok(w) => w,
+                        Err(e) => {
+                            self.emit(
+                                events,
+                                Event::notice(None, format!("could not join a conversation: {e}")),
+                            )?;
+                            done.push(m.seq);
+                            continue;
+                        }
+                    };
                     if self.conv_by_id(&w.group_id)?.is_some_and(|c| c.active) {
                         // Already joined (a crash before the acknowledgement): nothing to do.
                         done.push(m.seq);

@@ -37,6 +37,9 @@ pub enum Mode {
     /// Flip one bit in the body of the first message dropped into any one mailbox (a new
     /// device's KeyPackages, sent to the identity device's one-time mailbox).
     TamperFirstDrop,
+    /// Rewrite the relay address of every Welcome part in mailbox reads (a hostile mailbox
+    /// relay redirecting a contact's invitation; security review 3, M1).
+    RewriteWelcomeRelay,
 }
 
 struct ProxyState {
@@ -203,6 +206,21 @@ async fn handle(State(p): State<Arc<ProxyState>>, req: Request) -> Response {
             .body(Body::from(body))
             .unwrap();
     }
+    if mode == Mode::RewriteWelcomeRelay
+        && parts.method == Method::GET
+        && path.starts_with("/v1/mailboxes/")
+        && path.ends_with("/messages")
+        && status.is_success()
+    {
+        let mut page: samizdat_proto::MailboxMessages = serde_json::from_slice(&body).unwrap();
+        for m in &mut page.messages {
+            if let Some(Ok(mut part)) = samizdat_core::welcome::WelcomePart::decode(&m.body.0) {
+                part.relay = b"http://127.0.0.1:9".to_vec();
+                m.body = Bytes(part.encode().unwrap());
+            }
+        }
+        return json(status, serde_json::to_vec(&page).unwrap());
+    }
     let (Some(group), true, true) = (group, parts.method == Method::GET, status.is_success())
     else {
         return json(status, body);
@@ -213,7 +231,11 @@ async fn handle(State(p): State<Arc<ProxyState>>, req: Request) -> Response {
         .iter()
         .position(|e| e.kind == EntryKind::Application);
     match mode {
-        Mode::Honest | Mode::CaptureNextCommit | Mode::FlipBlob | Mode::TamperFirstDrop => {}
+        Mode::Honest
+        | Mode::CaptureNextCommit
+        | Mode::FlipBlob
+        | Mode::TamperFirstDrop
+        | Mode::RewriteWelcomeRelay => {}
         Mode::DropOne => {
             if let Some(i) = first_app {
                 page.entries.remove(i);

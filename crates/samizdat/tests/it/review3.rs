@@ -894,3 +894,75 @@ fn finding_m3_unauthenticated_uploads_are_refused_before_their_body() {
         assert!(head.starts_with(b"HTTP/1.1 4"), "{path}: {head:?}");
     }
 }
+
+/// M1: a hostile mailbox relay that rewrites where a contact's invitation lives cannot
+/// redirect the member: the relay and log the committer signed into the Welcome are used, and
+/// the change is reported.
+#[test]
+fn finding_m1_a_rewritten_welcome_relay_is_not_followed() {
+    let mut w = World::new();
+    let proxy = crate::mitm::Proxy::start(&w.relay.url);
+    let [alice] = w.people(["alice"]);
+    // Bob's mailbox is reached through the hostile relay.
+    let bob = person_at(&w.dir.path().join("bob"), "bob");
+    bob.ok(&["init", "--relay", &proxy.url, "--name", "Bob"]);
+    bob.ok(&["accept", &invite_of(&alice), "--name", "alice"]);
+    alice.ok(&["sync"]);
+    alice.ok(&["group", "create", "plans"]);
+    proxy.set(crate::mitm::Mode::RewriteWelcomeRelay);
+    alice.ok(&["group", "add", "plans", "Bob"]);
+    let plan = w.text("the plan");
+    alice.ok(&["send", "plans", &plan]);
+    let out = bob.ok(&["sync"]);
+    assert!(out.contains("changed on the way"), "{out}");
+    proxy.set(crate::mitm::Mode::Honest);
+    bob.ok(&["sync"]);
+    assert!(bob.ok(&["list"]).contains("plans"));
+    assert!(bob.texts("plans").contains(&plan));
+}
+
+/// M12: with a secret path prefix, a relay answers a probe without it with the plain 404 page
+/// everywhere, while clients given its address (which carries the prefix) work as usual.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn finding_m12_a_secret_path_prefix_hides_the_api() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let relay = RelayProc::start_with_args(
+        &dir.path().join("relay"),
+        "127.0.0.1:0",
+        &["--path-prefix", "k7Hs9dQ2xPzw"],
+    );
+    assert!(relay.url.ends_with("/k7Hs9dQ2xPzw"), "{}", relay.url);
+    let http = reqwest::Client::new();
+    let host = relay.addr.split('/').next().expect("host").to_string();
+    let bare = format!("http://{host}");
+    for path in ["/healthz", "/v1/ws", "/v1/mailboxes"] {
+        let r = http.get(format!("{bare}{path}")).send().await.expect(path);
+        assert_eq!(r.status(), 404, "{path}");
+        assert!(r.text().await.expect("text").contains("404 Not Found"));
+    }
+    let r = http
+        .get(format!("{}/healthz", relay.url))
+        .send()
+        .await
+        .expect("healthz");
+    assert_eq!(r.status(), 200);
+    // Two people on it: an invite, a message, through HTTP and the WebSocket.
+    let url = relay.url.clone();
+    tokio::task::spawn_blocking(move || {
+        let a = person_at(&dir.path().join("a"), "a");
+        let b = person_at(&dir.path().join("b"), "b");
+        a.ok(&["init", "--relay", &url, "--name", "Anna"]);
+        b.ok(&["init", "--relay", &url, "--name", "Boris"]);
+        b.ok(&["accept", &invite_of(&a), "--name", "anna"]);
+        a.ok(&["sync"]);
+        b.ok(&["send", "anna", "through the secret path"]);
+        a.ok(&["sync"]);
+        assert!(
+            a.texts("Boris")
+                .contains(&"through the secret path".to_string())
+        );
+    })
+    .await
+    .expect("people");
+    drop(relay);
+}
