@@ -310,7 +310,8 @@ pub(crate) async fn append(
                         storage_failed("write", e)
                     }
                 })?;
-                if !state.store.advance_blob(id, at, at + n).await? {
+                let finished = crate::store::rules::finished_blob_expiry(now_secs(), &state.limits);
+                if !state.store.advance_blob(id, at, at + n, finished).await? {
                     return Err(ApiError::new(
                         ErrorCode::OffsetMismatch,
                         "another upload of this blob moved on; ask for the offset and continue",

@@ -720,11 +720,20 @@ impl Store for MemoryStore {
         })
     }
 
-    async fn advance_blob(&self, blob: Id, from: u64, to: u64) -> Result<bool> {
+    async fn advance_blob(
+        &self,
+        blob: Id,
+        from: u64,
+        to: u64,
+        finished_expiry: u64,
+    ) -> Result<bool> {
         let mut s = self.state()?;
         match s.blobs.get_mut(&blob) {
             Some(b) if b.record.offset == from && to <= b.record.length => {
                 b.record.offset = to;
+                if to == b.record.length {
+                    b.record.expires_at = finished_expiry;
+                }
                 Ok(true)
             }
             _ => Ok(false),

@@ -246,7 +246,13 @@ pub trait Store: Send + Sync + 'static {
 
     /// Move a blob's durable offset from `from` to `to`; false if it was not at `from` (a
     /// concurrent upload moved it).
-    async fn advance_blob(&self, blob: Id, from: u64, to: u64) -> Result<bool>;
+    async fn advance_blob(
+        &self,
+        blob: Id,
+        from: u64,
+        to: u64,
+        finished_expiry: u64,
+    ) -> Result<bool>;
 
     /// Delete the records of blobs expired at `now`; returns their ids so their files can go.
     async fn expire_blobs(&self, now: u64) -> Result<Vec<Id>>;

@@ -1222,13 +1222,26 @@ impl Store for PgStore {
         .transpose()
     }
 
-    async fn advance_blob(&self, blob: Id, from: u64, to: u64) -> Result<bool> {
+    async fn advance_blob(
+        &self,
+        blob: Id,
+        from: u64,
+        to: u64,
+        finished_expiry: u64,
+    ) -> Result<bool> {
         let guard = self.conn().await?;
         let client: &Client = &guard;
         let n = client
             .execute(
-                "UPDATE blobs SET offset_bytes = $3 WHERE blob_id = $1 AND offset_bytes = $2 AND $3 <= length",
-                &[&blob.as_bytes().as_slice(), &(from as i64), &(to as i64)],
+                "UPDATE blobs SET offset_bytes = $3,
+                        expires_at = CASE WHEN $3 = length THEN $4 ELSE expires_at END
+                 WHERE blob_id = $1 AND offset_bytes = $2 AND $3 <= length",
+                &[
+                    &blob.as_bytes().as_slice(),
+                    &(from as i64),
+                    &(to as i64),
+                    &(finished_expiry as i64),
+                ],
             )
             .await?;
         Ok(n == 1)

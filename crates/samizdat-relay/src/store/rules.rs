@@ -139,7 +139,10 @@ pub(crate) struct NewBlob {
 }
 
 impl NewBlob {
-    /// A blob of `length` bytes from `source`, expiring after the relay's blob lifetime.
+    /// A blob of `length` bytes from `source`. Until its upload is finished it expires within
+    /// the hour (its declared length counts against the source's quota only that long: an
+    /// upload that never comes cannot hold it for the blob lifetime; security review 3, M8);
+    /// finished, it lives the relay's blob lifetime from then ([`unfinished_blob_expiry`]).
     pub(crate) fn new(
         blob: Id,
         token_hash: [u8; 32],
@@ -154,9 +157,19 @@ impl NewBlob {
             length,
             source,
             now,
-            expires_at: now.saturating_add(limits.blob_ttl_secs).min(MAX_COUNTER),
+            expires_at: now
+                .saturating_add(limits.blob_ttl_secs.min(UNFINISHED_BLOB_SECS))
+                .min(MAX_COUNTER),
         }
     }
+}
+
+/// How long a blob whose upload is not finished is kept.
+pub(crate) const UNFINISHED_BLOB_SECS: u64 = 3600;
+
+/// When a blob finished at `now` expires.
+pub(crate) fn finished_blob_expiry(now: u64, limits: &Limits) -> u64 {
+    now.saturating_add(limits.blob_ttl_secs).min(MAX_COUNTER)
 }
 
 /// Run a rule whose [`Tables`] never wait (SQLite's connection, the in-memory maps) to

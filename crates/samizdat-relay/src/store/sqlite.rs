@@ -1062,12 +1062,25 @@ impl Store for SqliteStore {
         .await
     }
 
-    async fn advance_blob(&self, blob: Id, from: u64, to: u64) -> Result<bool> {
+    async fn advance_blob(
+        &self,
+        blob: Id,
+        from: u64,
+        to: u64,
+        finished_expiry: u64,
+    ) -> Result<bool> {
         self.write(move |conn| {
             let n = exec(
                 conn,
-                "UPDATE blobs SET offset_bytes = ?3 WHERE blob_id = ?1 AND offset_bytes = ?2 AND ?3 <= length",
-                params![blob.as_bytes().as_slice(), from as i64, to as i64],
+                "UPDATE blobs SET offset_bytes = ?3,
+                        expires_at = CASE WHEN ?3 = length THEN ?4 ELSE expires_at END
+                 WHERE blob_id = ?1 AND offset_bytes = ?2 AND ?3 <= length",
+                params![
+                    blob.as_bytes().as_slice(),
+                    from as i64,
+                    to as i64,
+                    finished_expiry as i64
+                ],
             )?;
             Ok(n == 1)
         })

@@ -282,13 +282,34 @@ store_cases! {
         let over = s.create_blob(rand_id(), [0; 32], 41, src, t, &limits).await.unwrap_err();
         assert_eq!(code(over).0, ErrorCode::QuotaExceeded);
         s.create_blob(rand_id(), [0; 32], 41, other, t, &limits).await.unwrap();
-        assert!(s.advance_blob(a, 0, 30).await.unwrap());
-        assert!(!s.advance_blob(a, 0, 60).await.unwrap(), "moved by someone else");
-        assert!(!s.advance_blob(a, 30, 61).await.unwrap(), "past the end");
+        assert!(s.advance_blob(a, 0, 30, t + 60).await.unwrap());
+        assert!(!s.advance_blob(a, 0, 60, t + 60).await.unwrap(), "moved by someone else");
+        assert!(!s.advance_blob(a, 30, 61, t + 60).await.unwrap(), "past the end");
         assert_eq!(s.blob(a, t).await.unwrap().unwrap().offset, 30);
         // Sixty seconds on, both blobs have expired and the quota is free again.
         assert_eq!(s.expire_blobs(t + 60).await.unwrap().len(), 2);
         s.create_blob(rand_id(), [0; 32], 100, src, t + 60, &limits).await.unwrap();
+    }
+
+    /// Security review 3, M8: a blob whose upload is not finished holds its declared length
+    /// against the source's quota for an hour at most, not for the blob lifetime; a finished
+    /// one lives the full lifetime from when it finished.
+    async fn finding_m8_unfinished_uploads_expire_within_the_hour(s) {
+        let limits = Limits { blob_quota_bytes: 1000, blob_ttl_secs: 30 * 86_400, ..Limits::default() };
+        let src = [3; 32];
+        let t = now();
+        let (idle, done) = (rand_id(), rand_id());
+        s.create_blob(idle, [0; 32], 900, src, t, &limits).await.unwrap();
+        s.create_blob(done, [0; 32], 100, src, t, &limits).await.unwrap();
+        let over = s.create_blob(rand_id(), [0; 32], 1, src, t, &limits).await.unwrap_err();
+        assert_eq!(code(over).0, ErrorCode::QuotaExceeded);
+        assert!(s.advance_blob(done, 0, 100, t + 30 * 86_400).await.unwrap());
+        assert!(s.advance_blob(idle, 0, 10, t + 30 * 86_400).await.unwrap());
+        // An hour on, the unfinished one is gone and its quota free; the finished one stays.
+        let gone = s.expire_blobs(t + 3600).await.unwrap();
+        assert_eq!(gone, vec![idle]);
+        assert!(s.blob(done, t + 3600).await.unwrap().is_some());
+        s.create_blob(rand_id(), [0; 32], 900, src, t + 3600, &limits).await.unwrap();
     }
 
     /// The sweep deletes expired messages and entries and keeps the counters right: the freed
