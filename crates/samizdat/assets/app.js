@@ -166,9 +166,9 @@
   }
 
   // ---- composer: Enter sends, Shift+Enter is a new line; drafts are kept in the profile ---
-  // Never in the browser's storage: localStorage and its like sit in plaintext in the browser
-  // profile, beyond wipe and duress (security review 3, H3). The draft goes to the app (into
-  // the encrypted profile) a moment after typing stops, and when the page is left.
+  // Nothing typed is kept by the browser: its web stores are plaintext files in the browser's
+  // own profile, beyond wipe and duress (security review 3, H3). The draft goes to the app
+  // (into the encrypted profile) a moment after typing stops, and when the page is left.
   const composer = document.getElementById("composer");
   if (composer && conversation) {
     const text = composer.querySelector("textarea");

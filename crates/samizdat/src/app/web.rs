@@ -332,6 +332,14 @@ async fn lists(app: &App) -> Result<(Vec<ConversationView>, Vec<InvitationView>)
     Ok((convs, invs))
 }
 
+/// The onboarding form's name and relay, to show again after an error.
+fn onboard_form(f: &Fields) -> pages::OnboardForm {
+    pages::OnboardForm {
+        name: f.text("name"),
+        relay: f.text("relay"),
+    }
+}
+
 /// Why a new passphrase (and its repetition) in a form cannot be used, if it cannot.
 fn new_passphrase_error(r: &Req<'_>, f: &Fields) -> Option<String> {
     let pass = zeroize::Zeroizing::new(f.text("passphrase"));
@@ -347,10 +355,7 @@ fn new_passphrase_error(r: &Req<'_>, f: &Fields) -> Option<String> {
 
 async fn onboard(State(app): AppState, headers: HeaderMap, body: Bytes) -> Response {
     let (r, f) = or_refuse!(checked(&app, &headers, &body));
-    let form = pages::OnboardForm {
-        name: f.text("name"),
-        relay: f.text("relay"),
-    };
+    let form = onboard_form(&f);
     let pass = zeroize::Zeroizing::new(f.text("passphrase"));
     let error = match new_passphrase_error(&r, &f) {
         Some(e) => Some(e),
@@ -372,10 +377,7 @@ async fn onboard(State(app): AppState, headers: HeaderMap, body: Bytes) -> Respo
 /// relay given, and the page shows its one-time link until the other device adds it.
 async fn onboard_link(State(app): AppState, headers: HeaderMap, body: Bytes) -> Response {
     let (r, f) = or_refuse!(checked(&app, &headers, &body));
-    let form = pages::OnboardForm {
-        name: f.text("name"),
-        relay: f.text("relay"),
-    };
+    let form = onboard_form(&f);
     let pass = zeroize::Zeroizing::new(f.text("passphrase"));
     let error = match new_passphrase_error(&r, &f) {
         Some(e) => Some(e),

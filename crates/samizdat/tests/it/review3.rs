@@ -22,6 +22,15 @@ fn person_at(home: &Path, name: &str) -> Person {
     }
 }
 
+/// The message id `send` printed (its `sent ID` line).
+fn sent_id(out: &str) -> String {
+    out.lines()
+        .find_map(|l| l.strip_prefix("sent "))
+        .expect("sent line")
+        .trim()
+        .to_string()
+}
+
 /// A fresh invite link of `p` (the last line `invite` prints).
 fn invite_of(p: &Person) -> String {
     p.ok(&["invite"]).lines().last().expect("link").to_string()
@@ -427,13 +436,7 @@ fn finding_l7_downloads_and_backups_are_private() {
     let files = tempfile::tempdir().expect("tempdir");
     let src = files.path().join("notes.txt");
     std::fs::write(&src, w.text("file contents")).expect("write");
-    let sent = alice.ok(&["send", &bob.display, "--file", src.to_str().expect("utf8")]);
-    let id = sent
-        .lines()
-        .find_map(|l| l.strip_prefix("sent "))
-        .expect("sent line")
-        .trim()
-        .to_string();
+    let id = sent_id(&alice.ok(&["send", &bob.display, "--file", src.to_str().expect("utf8")]));
     bob.ok(&["sync"]);
     let out = tempfile::tempdir().expect("tempdir");
     std::fs::set_permissions(out.path(), std::fs::Permissions::from_mode(0o777)).expect("chmod");
@@ -786,16 +789,10 @@ fn finding_m7_attachments_come_only_from_the_conversations_relays() {
         ("http://192.168.1.1:7700", "192.168.1.1"),
         ("http://informant.example:7700", "informant.example"),
     ] {
-        let sent = alice.ok_with(
+        let id = sent_id(&alice.ok_with(
             &["send", &bob.display, "--file", src.to_str().expect("utf8")],
             &[("SAMIZDAT_TEST_ATTACHMENT_RELAY", relay)],
-        );
-        let id = sent
-            .lines()
-            .find_map(|l| l.strip_prefix("sent "))
-            .expect("sent line")
-            .trim()
-            .to_string();
+        ));
         bob.ok(&["sync"]);
         let out = tempfile::tempdir().expect("tempdir");
         let err = bob.fails(&["download", &id, "--out", out.path().to_str().expect("utf8")]);
