@@ -89,10 +89,18 @@ fn read_full(r: &mut impl Read, buf: &mut [u8]) -> std::io::Result<usize> {
 /// Encrypt `src` (which must hold exactly `size` bytes) into a new file `dst` under a fresh
 /// key. `dst` is synced to disk before this returns.
 pub fn encrypt_file(src: &Path, size: u64, dst: &Path) -> Result<Sealed> {
+    let mut input = std::fs::File::open(src).map_err(|e| io("read", src, e))?;
+    encrypt_from(&mut input, &src.display().to_string(), size, dst)
+}
+
+/// Encrypt what `input` (called `what` in errors) holds — exactly `size` bytes — into a new
+/// file `dst` under a fresh key; `dst` is synced before this returns. A file read from memory
+/// never touches a disk in plaintext.
+pub fn encrypt_from(input: &mut impl Read, what: &str, size: u64, dst: &Path) -> Result<Sealed> {
+    let src = Path::new(what);
     let key = random_key()?;
     let aead = ChaCha20Poly1305::new((&key).into());
     let mut enc = EncryptorBE32::from_aead(aead, (&NONCE_PREFIX).into());
-    let mut input = std::fs::File::open(src).map_err(|e| io("read", src, e))?;
     let mut out =
         std::io::BufWriter::new(crate::create_private_file(dst).map_err(|e| io("create", dst, e))?);
     let mut digest = aws_lc_rs::digest::Context::new(&aws_lc_rs::digest::SHA256);
@@ -106,7 +114,7 @@ pub fn encrypt_file(src: &Path, size: u64, dst: &Path) -> Result<Sealed> {
         let piece = &mut buf[..want];
         // File bytes first, then zero padding.
         let from_file = (size - read).min(want as u64) as usize;
-        let n = read_full(&mut input, &mut piece[..from_file]).map_err(|e| io("read", src, e))?;
+        let n = read_full(input, &mut piece[..from_file]).map_err(|e| io("read", src, e))?;
         if n != from_file {
             return Err(Error::Usage(format!(
                 "{} changed while it was being read",
@@ -133,7 +141,7 @@ pub fn encrypt_file(src: &Path, size: u64, dst: &Path) -> Result<Sealed> {
         written += sealed.len() as u64;
     }
     let mut extra = [0u8; 1];
-    if read_full(&mut input, &mut extra).map_err(|e| io("read", src, e))? != 0 {
+    if read_full(input, &mut extra).map_err(|e| io("read", src, e))? != 0 {
         return Err(Error::Usage(format!(
             "{} changed while it was being read",
             src.display()

@@ -11,6 +11,7 @@ pub mod device;
 mod fault;
 pub mod invite;
 pub mod lock;
+pub mod metadata;
 pub mod mls;
 pub mod net;
 pub mod payload;

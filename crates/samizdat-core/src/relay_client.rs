@@ -55,6 +55,13 @@ impl MailboxKey {
     }
 }
 
+/// Who vouches for a new blob (the relay counts its quota against them): a member of a group
+/// on that relay, with an epoch token of it, or a mailbox's owner (security review 3, M8).
+pub enum BlobOwner<'a> {
+    Group { log: Id, token: &'a [u8] },
+    Mailbox { mailbox: Id, key: &'a MailboxKey },
+}
+
 /// A client for one relay *service*: one address, or several addresses of relay processes
 /// sharing a database (`http://a:7700,http://b:7700`). A request that cannot reach one
 /// address is retried on the next; every write carries a request id, so a retry never stores
@@ -712,12 +719,33 @@ impl RelayClient {
     }
 
     /// `POST /v1/blobs`: room for a blob of `length` bytes.
-    pub async fn create_blob(&self, length: u64) -> Result<proto::BlobCreated> {
+    pub async fn create_blob(
+        &self,
+        length: u64,
+        owner: BlobOwner<'_>,
+    ) -> Result<proto::BlobCreated> {
+        // Signed afresh for every attempt (a nonce may be spent on a lost one).
         let r = self
             .send(|base| {
-                self.http
+                let req = self
+                    .http
                     .post(format!("{base}/v1/blobs"))
-                    .header(proto::HEADER_UPLOAD_LENGTH, length.to_string())
+                    .header(proto::HEADER_UPLOAD_LENGTH, length.to_string());
+                match &owner {
+                    BlobOwner::Group { log, token } => req
+                        .header(proto::HEADER_GROUP, log.to_string())
+                        .header(proto::HEADER_TOKEN, Bytes::encode(token)),
+                    BlobOwner::Mailbox { mailbox, key } => {
+                        let ts = now_secs();
+                        let nonce = random_id();
+                        let payload =
+                            proto::http_signing_payload("POST", "/v1/blobs", ts, &nonce, &[]);
+                        req.header(proto::HEADER_MAILBOX, mailbox.to_string())
+                            .header(proto::HEADER_TIMESTAMP, ts.to_string())
+                            .header(proto::HEADER_NONCE, nonce.to_string())
+                            .header(proto::HEADER_SIGNATURE, Bytes::encode(&key.sign(&payload)))
+                    }
+                }
             })
             .await?;
         self.finish(r).await
@@ -757,9 +785,9 @@ impl RelayClient {
     }
 
     /// Store `bytes` as a new blob (in pieces of at most 4 MiB); returns its id.
-    pub async fn put_blob(&self, bytes: &[u8]) -> Result<Id> {
+    pub async fn put_blob(&self, bytes: &[u8], owner: BlobOwner<'_>) -> Result<Id> {
         const PIECE: usize = 4 << 20;
-        let created = self.create_blob(bytes.len() as u64).await?;
+        let created = self.create_blob(bytes.len() as u64, owner).await?;
         let token = created.upload_token.0;
         let mut offset = 0usize;
         while offset < bytes.len() {

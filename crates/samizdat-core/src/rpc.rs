@@ -180,6 +180,13 @@ pub struct SendParams {
     /// uploaded to the conversation's relay and sent; `transfer` events report progress.
     #[serde(default)]
     pub file: Option<String>,
+    /// The name `file` is sent under (default: its own name).
+    #[serde(default)]
+    pub name: Option<String>,
+    /// Send a photo's metadata (EXIF: location, camera, time) as it is; by default it is
+    /// removed from JPEG, PNG and WebP files before they are encrypted.
+    #[serde(default)]
+    pub keep_metadata: bool,
 }
 
 #[derive(Debug, Deserialize, JsonSchema)]
@@ -735,7 +742,11 @@ async fn send(s: &Session, a: SendParams) -> RpcResult<Sent> {
             Ok((name, id))
         })?;
         let caption = a.text.clone().unwrap_or_default();
-        let message_id = s.handle.send_file(&name, &path, &caption).await?;
+        let how = crate::transfer::SendFile {
+            name: a.name.clone(),
+            keep_metadata: a.keep_metadata,
+        };
+        let message_id = s.handle.send_file(&name, &path, &caption, &how).await?;
         return Ok(Sent {
             message_id,
             conversation_id,

@@ -23,6 +23,33 @@ pub fn is_hidden(c: char) -> bool {
             | '\u{070F}' | '\u{110BD}' | '\u{1D173}'..='\u{1D17A}' | '\u{E0000}'..='\u{E0FFF}')
 }
 
+/// The forms two names share when they look alike: the Unicode confusable skeleton (UTS #39,
+/// through `unicode-security`) of the cleaned name, taken without case in two orders — so
+/// "alice", "Alice", "аlice" (Cyrillic а), "ALICE" and "ALlCE" all look like one another.
+/// Used to tell apart people whose names look the same (the app review's impersonation
+/// finding); see [`look_alike`].
+pub fn skeletons(name: &str) -> [String; 2] {
+    use unicode_security::confusable_detection::skeleton as uts39;
+    let clean = clean_name(name);
+    let lower_first: String = uts39(&clean.to_lowercase()).collect();
+    let skeleton_first: String = uts39(&clean).collect::<String>().to_lowercase();
+    [lower_first, skeleton_first]
+}
+
+/// Whether two names (as [`skeletons`]) look alike.
+pub fn look_alike(a: &[String; 2], b: &[String; 2]) -> bool {
+    a[0] == b[0] || a[1] == b[1]
+}
+
+/// How many colours people are told apart by ([`hue`]).
+pub const HUES: u8 = 12;
+
+/// A person's colour (0 to [`HUES`] − 1), from their key: the same everywhere, and chosen by
+/// no one.
+pub fn hue(fingerprint: &[u8]) -> u8 {
+    fingerprint.first().map(|b| b % HUES).unwrap_or(0)
+}
+
 /// [`is_hidden`], except the newline that ends a line of output (for checking whole outputs).
 pub fn is_hidden_but_newline(c: char) -> bool {
     c != '\n' && is_hidden(c)
@@ -80,6 +107,20 @@ pub fn clean_name(s: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn look_alike_names_share_a_skeleton() {
+        let alike = |a: &str, b: &str| look_alike(&skeletons(a), &skeletons(b));
+        for same in ["Alice", "\u{0430}lice", "ALICE", "al\u{200B}ice", "ALlCE"] {
+            assert!(alike("alice", same) || alike("ALICE", same), "{same:?}");
+        }
+        assert!(alike("alice", "\u{0430}lice"));
+        assert!(alike("ALICE", "ALlCE"));
+        assert!(alike("Pavel", "\u{0420}avel"), "Cyrillic Р");
+        assert!(!alike("alice", "alina"));
+        assert!(!alike("alice", "a l i c e"));
+        assert!(hue(&[200, 1]) < HUES);
+    }
 
     #[test]
     fn escape_makes_every_hidden_character_visible() {

@@ -29,6 +29,39 @@ const GIVE_UP: Duration = Duration::from_secs(300);
 /// Progress events at most every this many bytes.
 const REPORT_EVERY: u64 = 1 << 20;
 
+/// How a file is sent.
+#[derive(Debug, Clone, Default)]
+pub struct SendFile {
+    /// The name it is sent under (default: the file's own).
+    pub name: Option<String>,
+    /// Send a photo's metadata (location, camera, time) as it is, instead of removing it.
+    pub keep_metadata: bool,
+}
+
+/// Photos up to this size are cleaned of metadata in memory (larger files are sent as they
+/// are: no camera makes a photo this large).
+const MAX_CLEANED: u64 = 256 << 20;
+
+/// Whether the file starts like a JPEG, PNG or WebP image.
+fn looks_like_image(path: &Path) -> Result<bool> {
+    use std::io::Read;
+    let mut head = [0u8; 12];
+    let mut f = std::fs::File::open(path)
+        .map_err(|e| Error::Usage(format!("cannot read {}: {e}", path.display())))?;
+    let mut n = 0;
+    while n < head.len() {
+        match f.read(&mut head[n..]) {
+            Ok(0) => break,
+            Ok(k) => n += k,
+            Err(e) => return Err(Error::Usage(format!("cannot read {}: {e}", path.display()))),
+        }
+    }
+    let head = &head[..n];
+    Ok(head.starts_with(&[0xFF, 0xD8, 0xFF])
+        || head.starts_with(b"\x89PNG\r\n\x1a\n")
+        || (head.len() == 12 && &head[..4] == b"RIFF" && &head[8..] == b"WEBP"))
+}
+
 /// What `download` wrote.
 #[derive(Debug, Clone, serde::Serialize, serde::Deserialize, schemars::JsonSchema)]
 pub struct Downloaded {
@@ -112,37 +145,71 @@ impl ClientHandle {
     /// Encrypt `path`, upload it to the conversation's relay and send it to `target` with
     /// `caption`. Returns the message id (as `send` does, a relay that cannot be reached
     /// once the file is up leaves the message queued and returns `RelayUnreachable`).
-    pub async fn send_file(&self, target: &str, path: &Path, caption: &str) -> Result<String> {
+    pub async fn send_file(
+        &self,
+        target: &str,
+        path: &Path,
+        caption: &str,
+        how: &SendFile,
+    ) -> Result<String> {
         let meta = std::fs::metadata(path)
             .map_err(|e| Error::Usage(format!("cannot read {}: {e}", path.display())))?;
         if !meta.is_file() {
             return Err(Error::Usage(format!("{} is not a file", path.display())));
         }
-        let size = meta.len();
+        let mut size = meta.len();
         if size > crate::payload::MAX_ATTACHMENT {
             return Err(Error::Usage(
                 "files larger than 4 GiB cannot be sent".into(),
             ));
         }
-        let name = attachment::safe_name(
-            &path
+        let name = attachment::safe_name(&match &how.name {
+            Some(n) => n.clone(),
+            None => path
                 .file_name()
                 .map(|n| n.to_string_lossy().into_owned())
                 .unwrap_or_default(),
-        );
+        });
+        // A photo loses its location, camera and time before anything else (unless asked to
+        // keep them): read into memory, cleaned there, encrypted from there.
+        let mut cleaned: Option<zeroize::Zeroizing<Vec<u8>>> = None;
+        if !how.keep_metadata && size <= MAX_CLEANED && looks_like_image(path)? {
+            let bytes = zeroize::Zeroizing::new(
+                std::fs::read(path)
+                    .map_err(|e| Error::Usage(format!("cannot read {}: {e}", path.display())))?,
+            );
+            if let crate::metadata::Stripped::Image(clean) = crate::metadata::strip(&bytes)? {
+                size = clean.len() as u64;
+                cleaned = Some(clean);
+            }
+        }
         let t = target.to_string();
-        let (relay, dir) = self
+        let plan = self
             .call(move |p| async move { p.attachment_plan(&t) }.boxed_local())
             .await?;
+        let (relay, dir) = (plan.relay, plan.dir);
         // The relay says no to a file over its limit before anything is encrypted.
-        let created = relay.create_blob(attachment::cipher_len(size)).await?;
+        let owner = crate::relay_client::BlobOwner::Group {
+            log: plan.log,
+            token: &plan.token,
+        };
+        let created = relay
+            .create_blob(attachment::cipher_len(size), owner)
+            .await?;
         let tmp = dir.join(format!("upload-{}.part", random_id()));
         let src = path.to_path_buf();
         let dst = tmp.clone();
-        let sealed =
-            tokio::task::spawn_blocking(move || attachment::encrypt_file(&src, size, &dst))
-                .await
-                .map_err(|e| Error::Storage(format!("encryption task failed: {e}")))?;
+        let sealed = tokio::task::spawn_blocking(move || match cleaned {
+            Some(clean) => attachment::encrypt_from(
+                &mut std::io::Cursor::new(clean.as_slice()),
+                &src.display().to_string(),
+                size,
+                &dst,
+            ),
+            None => attachment::encrypt_file(&src, size, &dst),
+        })
+        .await
+        .map_err(|e| Error::Storage(format!("encryption task failed: {e}")))?;
         let sealed = match sealed {
             Ok(s) => s,
             Err(e) => {

@@ -35,6 +35,10 @@ pub const HEADER_SIGNATURE: &str = "x-samizdat-signature";
 pub const HEADER_TOKEN: &str = "x-samizdat-token";
 /// HTTP header carrying a blob's upload token (base64url), the capability to write it.
 pub const HEADER_UPLOAD_TOKEN: &str = "x-samizdat-upload-token";
+/// Creating a blob: the group whose epoch token (`x-samizdat-token`) vouches for it.
+pub const HEADER_GROUP: &str = "x-samizdat-group";
+/// Creating a blob: the mailbox whose owner signed the request (the signature headers).
+pub const HEADER_MAILBOX: &str = "x-samizdat-mailbox";
 /// HTTP header: a blob's total length (creating it) or where a piece starts (appending).
 pub const HEADER_UPLOAD_LENGTH: &str = "upload-length";
 pub const HEADER_UPLOAD_OFFSET: &str = "upload-offset";

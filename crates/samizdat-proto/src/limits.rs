@@ -40,6 +40,9 @@ pub struct Limits {
     /// Request body bytes the relay holds in memory at once, over all requests; a request
     /// that would exceed it waits briefly, then gets `unavailable` (503, Retry-After).
     pub max_inflight_body_bytes: u64,
+    /// Of those, the bytes one client address (IPv6: one /64) may hold at once, even a valid
+    /// owner's; never less than `max_request_body`. Beyond it a request gets `rate_limited`.
+    pub max_inflight_body_bytes_per_ip: u64,
     /// A client must send a request's headers within this many seconds (slowloris).
     pub header_timeout_secs: u64,
     /// A client must send a request's whole body within this many seconds.
@@ -65,6 +68,10 @@ pub struct Limits {
     pub max_group_bytes: u64,
     /// Most bytes of entries and mailbox messages the whole relay holds (0: no limit).
     pub max_relay_bytes: u64,
+    /// Writes (entries, mailbox messages, blobs) are refused with `storage_full` while the
+    /// file system of the relay's data or blob directory has less than this share free, in
+    /// percent (0: no floor). Keeps a relay's disk from being filled to the last byte.
+    pub min_free_disk_percent: u64,
     /// A mailbox whose owner has not signed a request for this long is deleted with its
     /// messages and KeyPackages.
     pub mailbox_idle_secs: u64,
@@ -103,6 +110,7 @@ impl Default for Limits {
             mailbox_ttl_secs: 30 * 24 * 3600,
             retention_secs: 30 * 24 * 3600,
             max_inflight_body_bytes: 48 * 1024 * 1024,
+            max_inflight_body_bytes_per_ip: 16 * 1024 * 1024,
             header_timeout_secs: 10,
             body_timeout_secs: 60,
             max_connections: 8192,
@@ -115,6 +123,7 @@ impl Default for Limits {
             welcome_allowance_messages: 1_000,
             max_group_bytes: 1024 * 1024 * 1024,
             max_relay_bytes: 0,
+            min_free_disk_percent: 5,
             mailbox_idle_secs: 180 * 24 * 3600,
             group_idle_secs: 180 * 24 * 3600,
             key_package_ttl_secs: 150 * 24 * 3600,

@@ -54,14 +54,20 @@ fn storage_failed(what: &str, e: std::io::Error) -> ApiError {
     )
 }
 
-/// `POST /v1/blobs` with `Upload-Length`: a new, empty blob.
+/// `POST /v1/blobs` with `Upload-Length`: a new, empty blob. Only a member of a group on
+/// this relay (its epoch token) or a mailbox's owner (a signed request) may create one, and
+/// the quota is that group's or that mailbox's — not the address's, which a whole Tor exit
+/// or carrier NAT shares (security review 3, M8).
 #[utoipa::path(
     post,
     path = "/v1/blobs",
     operation_id = "createBlob",
-    summary = "Create an empty blob (an encrypted attachment) of Upload-Length bytes; the answer holds its id and upload token",
+    summary = "Create an empty blob (an encrypted attachment) of Upload-Length bytes, for a group (its epoch token) or a mailbox (signed by its owner); the answer holds its id and upload token",
     params(
         ("upload-length" = u64, Header, description = "the blob's total length in bytes (at most the relay's max_blob_bytes)"),
+        ("x-samizdat-group" = Option<String>, Header, description = "the group whose epoch token is in x-samizdat-token"),
+        ("x-samizdat-token" = Option<String>, Header, description = "an epoch token of that group (base64url)"),
+        ("x-samizdat-mailbox" = Option<String>, Header, description = "or: the mailbox whose owner signed this request (x-samizdat-timestamp, -nonce, -signature)"),
     ),
     responses(
         crate::openapi::Rejected,
@@ -72,6 +78,8 @@ fn storage_failed(what: &str, e: std::io::Error) -> ApiError {
 pub(crate) async fn create(
     State(state): State<AppState>,
     ConnectInfo(addr): ConnectInfo<SocketAddr>,
+    method: axum::http::Method,
+    uri: axum::http::Uri,
     headers: HeaderMap,
 ) -> Response {
     respond(
@@ -80,6 +88,36 @@ pub(crate) async fn create(
             if !state.rates.creations_per_addr.allow(&bucket) {
                 return Err(crate::http::rate_limited());
             }
+            // Who vouches for the blob, checked before anything else; its quota is theirs.
+            let header = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
+            let owner = match (header(proto::HEADER_GROUP), header(proto::HEADER_MAILBOX)) {
+                (Some(group), None) => {
+                    let group = parse_id(group, "group")?;
+                    let token = header(proto::HEADER_TOKEN)
+                        .and_then(|t| proto::Bytes::decode(t).ok())
+                        .filter(|t| !t.is_empty() && t.len() <= 64)
+                        .ok_or_else(|| {
+                            ApiError::new(
+                                ErrorCode::BadToken,
+                                "missing or malformed x-samizdat-token header",
+                            )
+                        })?;
+                    crate::http::authorize_append(&state, group, &token).await?;
+                    format!("group {group}")
+                }
+                (None, Some(mailbox)) => {
+                    let mailbox = parse_id(mailbox, "mailbox")?;
+                    crate::http::check_owner(&state, mailbox, &method, &uri, &headers, &[])
+                        .await?;
+                    format!("mailbox {mailbox}")
+                }
+                _ => {
+                    return Err(ApiError::new(
+                        ErrorCode::BadToken,
+                        "a blob is created for a group (x-samizdat-group with its epoch token) or a mailbox (x-samizdat-mailbox, signed by its owner)",
+                    ));
+                }
+            };
             let length = header_u64(&headers, proto::HEADER_UPLOAD_LENGTH)?;
             if length > state.limits.max_blob_bytes {
                 return Err(ApiError::new(
@@ -102,7 +140,7 @@ pub(crate) async fn create(
                 ));
             };
             let token = [a.as_bytes().as_slice(), b.as_bytes().as_slice()].concat();
-            let Some(source) = source_of(&bucket) else {
+            let Some(source) = source_of(&owner) else {
                 return Err(ApiError::new(
                     ErrorCode::Unavailable,
                     "the relay cannot make random ids; retry later",
@@ -148,11 +186,11 @@ pub(crate) async fn create(
     )
 }
 
-/// What a blob record keeps of its uploader's address, for the per-address quota: an HMAC
-/// under a random key that lives only in this process's memory and is replaced every UTC day.
-/// A seized disk then holds nothing that leads back to an address — not even by hashing all
-/// 2^32 IPv4 addresses, as a plain hash allowed (security review 3, M9). The price: the
-/// quota starts over with each new key (daily, and per relay process).
+/// What a blob record keeps of the group or mailbox it was created for, for the quota: an
+/// HMAC under a random key that lives only in this process's memory and is replaced every UTC
+/// day. A seized disk then holds nothing that ties a blob to a group or mailbox — not even by
+/// hashing every id the relay knows (security review 3, M9). The price: the quota starts over
+/// with each new key (daily, and per relay process).
 fn source_of(bucket: &impl std::fmt::Debug) -> Option<[u8; 32]> {
     static KEY: std::sync::Mutex<Option<(u64, aws_lc_rs::hmac::Key)>> = std::sync::Mutex::new(None);
     let today = now_secs() / 86_400;
@@ -276,6 +314,8 @@ pub(crate) async fn append(
                     format!("the upload is at byte {}; continue from there", r.offset),
                 ));
             }
+            // A disk that filled up since the blob was created takes no more of it.
+            check_relay_storage(&state)?;
             let room = usize::try_from(r.length - r.offset).unwrap_or(usize::MAX);
             let limit = state.limits.max_blob_chunk.min(room);
             let piece = crate::http::read_body(&state, body, limit).await.map_err(|e| {
@@ -311,11 +351,26 @@ pub(crate) async fn append(
                     }
                 })?;
                 let finished = crate::store::rules::finished_blob_expiry(now_secs(), &state.limits);
-                if !state.store.advance_blob(id, at, at + n, finished).await? {
-                    return Err(ApiError::new(
-                        ErrorCode::OffsetMismatch,
-                        "another upload of this blob moved on; ask for the offset and continue",
-                    ));
+                let quota = crate::store::BlobQuota {
+                    now: now_secs(),
+                    bytes: state.limits.blob_quota_bytes,
+                };
+                if !state.store.advance_blob(id, at, at + n, finished, quota).await? {
+                    // Not moved: either another upload moved it on, or this piece would pass
+                    // the quota of bytes uploaded (its offset is then still ours).
+                    let still_here = state
+                        .store
+                        .blob(id, now_secs())
+                        .await?
+                        .is_some_and(|b| b.offset == at);
+                    return Err(if still_here {
+                        crate::store::blob_quota_exceeded().into()
+                    } else {
+                        ApiError::new(
+                            ErrorCode::OffsetMismatch,
+                            "another upload of this blob moved on; ask for the offset and continue",
+                        )
+                    });
                 }
             }
             Ok(axum::Json(BlobOffset {

@@ -6,6 +6,7 @@
 //! client can cause is answered with a 4xx and `{"code", "message"}`.
 
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
 use axum::Router;
@@ -142,6 +143,17 @@ fn with_request_layers(router: Router) -> Router {
         )
 }
 
+tokio::task_local! {
+    /// The client (address bucket) of the request being handled: bodies it holds in memory
+    /// count against its share (`limits::BodyShares`).
+    pub(crate) static CLIENT: AddrBucket;
+}
+
+/// A forwarded client's slot among `AppState::forwarded`, held until the request is done
+/// (or, for a WebSocket, until it closes).
+#[derive(Clone)]
+pub(crate) struct ForwardedSlot(#[allow(dead_code)] pub Arc<crate::serve::Admitted>);
+
 async fn count_and_reject(
     State(state): State<AppState>,
     req: axum::extract::Request,
@@ -165,8 +177,38 @@ async fn count_and_reject(
         Method::PATCH => "PATCH",
         _ => "other",
     };
+    // Who is asking, once: the socket peer, or behind a trusted proxy the client it names.
+    let peer = req
+        .extensions()
+        .get::<ConnectInfo<SocketAddr>>()
+        .map(|c| c.0);
+    let client = peer.map(|p| client_bucket(&state, &p, req.headers()));
+    let mut req = req;
+    if let (Some(p), Some(bucket)) = (peer, client)
+        && state.trusted_proxies.iter().any(|c| c.contains(p.ip()))
+        && bucket != AddrBucket::of(p.ip())
+    {
+        // The proxy's connections carry many clients: each forwarded client may have
+        // `max_connections_per_ip` requests and WebSockets open at once (security review 3,
+        // M4). A WebSocket keeps its slot for as long as it is open (`ws::upgrade`).
+        match state.forwarded.admit(Some(bucket)) {
+            Some(slot) => {
+                req.extensions_mut().insert(ForwardedSlot(Arc::new(slot)));
+            }
+            None => {
+                state.metrics.connections_refused.increment(1);
+                return with_code(ApiError::new(
+                    ErrorCode::RateLimited,
+                    "too many connections from this address",
+                ));
+            }
+        }
+    }
     let started = std::time::Instant::now();
-    let resp = next.run(req).await;
+    let resp = match client {
+        Some(bucket) => CLIENT.scope(bucket, next.run(req)).await,
+        None => next.run(req).await,
+    };
     state.metrics.observe(&route, method, started.elapsed());
     if resp.status().is_client_error() || resp.status().is_server_error() {
         // The code is in the body; the status class is enough for the counter's label
@@ -257,7 +299,7 @@ pub(crate) async fn openapi() -> impl IntoResponse {
 /// returned when this is dropped (after the handler has finished with the body).
 pub(crate) struct ReadBody {
     bytes: Vec<u8>,
-    _budget: Option<tokio::sync::OwnedSemaphorePermit>,
+    _budget: Option<Held>,
 }
 
 impl std::ops::Deref for ReadBody {
@@ -267,13 +309,43 @@ impl std::ops::Deref for ReadBody {
     }
 }
 
-/// Take `n` bytes from the relay-wide budget of request bodies held in memory, waiting a few
-/// seconds at most; when it stays exhausted the request is refused with `unavailable`.
-pub(crate) async fn body_budget(
-    state: &AppState,
-    n: u32,
-) -> ApiResult<tokio::sync::OwnedSemaphorePermit> {
-    tokio::time::timeout(
+/// Body bytes held in memory: a share of the relay-wide budget and of the client's own
+/// (security review 3, M3). Both are given back when this is dropped.
+pub(crate) struct Held {
+    _permit: tokio::sync::OwnedSemaphorePermit,
+    share: Option<crate::limits::Share>,
+}
+
+impl Held {
+    fn merge(&mut self, other: Held) {
+        self._permit.merge(other._permit);
+        match (&mut self.share, other.share) {
+            (Some(mine), Some(more)) => mine.merge(more),
+            (mine @ None, more) => *mine = more,
+            (Some(_), None) => {}
+        }
+    }
+}
+
+/// Take `n` bytes from the client's share (at once, or `rate_limited`) and from the
+/// relay-wide budget of request bodies held in memory (waiting a few seconds at most; when
+/// it stays exhausted the request is refused with `unavailable`).
+pub(crate) async fn body_budget(state: &AppState, n: u32) -> ApiResult<Held> {
+    let share = match CLIENT.try_with(|b| *b) {
+        Ok(bucket) => Some(
+            state
+                .body_shares
+                .take(bucket, u64::from(n))
+                .ok_or_else(|| {
+                    ApiError::new(
+                        ErrorCode::RateLimited,
+                        "this address is sending too much data at once; retry shortly",
+                    )
+                })?,
+        ),
+        Err(_) => None,
+    };
+    let permit = tokio::time::timeout(
         std::time::Duration::from_secs(5),
         state.body_budget.clone().acquire_many_owned(n),
     )
@@ -285,6 +357,10 @@ pub(crate) async fn body_budget(
             ErrorCode::Unavailable,
             "the relay is receiving too much data at once; retry shortly",
         )
+    })?;
+    Ok(Held {
+        _permit: permit,
+        share,
     })
 }
 
@@ -303,7 +379,7 @@ pub(crate) async fn read_body(state: &AppState, body: Body, limit: usize) -> Api
     let read = async {
         let mut stream = body.into_data_stream();
         let mut bytes: Vec<u8> = Vec::new();
-        let mut budget: Option<tokio::sync::OwnedSemaphorePermit> = None;
+        let mut budget: Option<Held> = None;
         while let Some(chunk) = stream.next().await {
             let chunk = chunk
                 .map_err(|_| ApiError::new(ErrorCode::BadRequest, "the request body broke off"))?;
@@ -344,16 +420,60 @@ fn bounded(v: u64, what: &str) -> ApiResult<u64> {
     Ok(v)
 }
 
-/// The relay-wide storage limit (as of the last sweep).
+/// The relay-wide storage limits: stored bytes (as of the last sweep) and the free share of
+/// the disk (looked at most once a second).
 pub(crate) fn check_relay_storage(state: &AppState) -> ApiResult<()> {
     let max = state.limits.max_relay_bytes;
-    if max > 0 && state.stored_bytes.load(Ordering::Relaxed) >= max {
+    if (max > 0 && state.stored_bytes.load(Ordering::Relaxed) >= max)
+        || state.disk.low(state.limits.min_free_disk_percent)
+    {
         return Err(ApiError::new(
             ErrorCode::StorageFull,
             "the relay's storage is full; try again later or use another relay",
         ));
     }
     Ok(())
+}
+
+/// The free share of the file systems holding the relay's data and blobs, looked at no more
+/// than once a second (a `statvfs` each).
+pub(crate) struct DiskWatch {
+    dirs: Vec<std::path::PathBuf>,
+    /// When it was last looked at, and the lowest free share seen then (percent).
+    last: std::sync::Mutex<Option<(std::time::Instant, u64)>>,
+}
+
+impl DiskWatch {
+    pub(crate) fn new(dirs: Vec<std::path::PathBuf>) -> Arc<Self> {
+        Arc::new(DiskWatch {
+            dirs,
+            last: std::sync::Mutex::new(None),
+        })
+    }
+
+    /// Whether some directory's file system has less than `min_percent` free.
+    pub(crate) fn low(&self, min_percent: u64) -> bool {
+        if min_percent == 0 {
+            return false;
+        }
+        let mut last = self.last.lock().unwrap_or_else(|p| p.into_inner());
+        let free = match *last {
+            Some((at, free)) if at.elapsed() < std::time::Duration::from_secs(1) => free,
+            _ => {
+                let free = self
+                    .dirs
+                    .iter()
+                    .filter_map(|d| rustix::fs::statvfs(d).ok())
+                    .filter(|s| s.f_blocks > 0)
+                    .map(|s| s.f_bavail.saturating_mul(100) / s.f_blocks)
+                    .min()
+                    .unwrap_or(100);
+                *last = Some((std::time::Instant::now(), free));
+                free
+            }
+        };
+        free < min_percent
+    }
 }
 
 fn parse<T: DeserializeOwned>(bytes: &[u8]) -> ApiResult<T> {
@@ -380,7 +500,7 @@ pub(crate) fn client_bucket(
 }
 
 /// Check the owner signature headers of a mailbox request; consumes the nonce.
-async fn check_owner(
+pub(crate) async fn check_owner(
     state: &AppState,
     mailbox: Id,
     method: &Method,

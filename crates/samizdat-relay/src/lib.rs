@@ -38,6 +38,7 @@ pub use auth::token_hash;
 use limits::{Cidr, RateLimits};
 use metrics::Metrics;
 use notify::Notifier;
+pub use serve::serve_bounded;
 use store::{PgStore, SqliteStore, Store};
 
 /// Errors starting or running a relay.
@@ -131,6 +132,13 @@ pub(crate) struct AppState {
     pub shutdown: watch::Receiver<bool>,
     /// Epoch tokens the store confirmed (the append's pre-check; see `auth::TokenCache`).
     pub tokens: Arc<auth::TokenCache>,
+    /// Requests and WebSockets in flight per client behind a trusted proxy (whose own
+    /// connections carry many clients): `max_connections_per_ip` each (security review 3, M4).
+    pub forwarded: Arc<serve::ConnectionCaps>,
+    /// Request body bytes in memory per client address (security review 3, M3).
+    pub body_shares: Arc<limits::BodyShares>,
+    /// The free share of the data and blob file systems (`min_free_disk_percent`).
+    pub disk: Arc<http::DiskWatch>,
 }
 
 /// Create `dir` (and its parents) if needed and make it readable by the relay's account only
@@ -287,6 +295,7 @@ impl Relay {
             rates: RateLimits::new(&limits),
             trusted_proxies: trusted_proxies.into(),
             body_budget: Arc::new(tokio::sync::Semaphore::new(budget)),
+            disk: http::DiskWatch::new(vec![config.data.clone(), blob_dir.clone()]),
             blob_dir: blob_dir.into(),
             stored_bytes: Arc::new(std::sync::atomic::AtomicU64::new(0)),
             limits: limits.clone(),
@@ -294,6 +303,16 @@ impl Relay {
             notifier,
             shutdown: stop_rx.clone(),
             tokens: Arc::default(),
+            forwarded: serve::ConnectionCaps::new(
+                limits.max_connections,
+                limits.max_connections_per_ip,
+                Arc::from([]),
+            ),
+            body_shares: limits::BodyShares::new(
+                limits
+                    .max_inflight_body_bytes_per_ip
+                    .max(limits.max_request_body as u64),
+            ),
         };
         let metrics_addr = match &config.metrics_listen {
             Some(m) => {
@@ -326,6 +345,7 @@ impl Relay {
         };
         let sweep_every = Duration::from_secs(config.sweep_interval_secs.max(1));
         let mut sweep_stop = stop_rx.clone();
+        let state_trusted = state.trusted_proxies.clone();
         let sweep_state = state;
         let sweeper = tokio::spawn(async move {
             let mut tick = tokio::time::interval(sweep_every);
@@ -352,8 +372,11 @@ impl Relay {
                 }
             }
         });
-        let caps =
-            serve::ConnectionCaps::new(limits.max_connections, limits.max_connections_per_ip);
+        let caps = serve::ConnectionCaps::new(
+            limits.max_connections,
+            limits.max_connections_per_ip,
+            state_trusted,
+        );
         let header_timeout = Duration::from_secs(limits.header_timeout_secs.max(1));
         let task = tokio::spawn(async move {
             serve::run(

@@ -149,6 +149,78 @@ fn parse_forwarded_node(v: &str) -> Option<IpAddr> {
     v.rsplit_once(':').and_then(|(h, _)| h.parse().ok())
 }
 
+/// Request body bytes held in memory per client address: one address, even a valid
+/// mailbox owner, may hold at most its share of the relay-wide budget, so it cannot starve
+/// everyone else's requests (security review 3, M3).
+pub struct BodyShares {
+    held: std::sync::Mutex<std::collections::HashMap<AddrBucket, u64>>,
+    max: u64,
+}
+
+/// Bytes one request holds of its address's share; dropping it gives them back.
+pub struct Share {
+    shares: Arc<BodyShares>,
+    bucket: AddrBucket,
+    n: u64,
+}
+
+impl BodyShares {
+    pub fn new(max: u64) -> Arc<Self> {
+        Arc::new(BodyShares {
+            held: Default::default(),
+            max: max.max(1),
+        })
+    }
+
+    /// Take `n` more bytes for `bucket`, or `None` when that would pass its share.
+    pub fn take(self: &Arc<Self>, bucket: AddrBucket, n: u64) -> Option<Share> {
+        // A poisoned lock means a panic while counting: refuse rather than admit unbounded.
+        let mut held = self.held.lock().ok()?;
+        let h = held.entry(bucket).or_insert(0);
+        if h.saturating_add(n) > self.max {
+            if *h == 0 {
+                held.remove(&bucket);
+            }
+            return None;
+        }
+        *h += n;
+        Some(Share {
+            shares: self.clone(),
+            bucket,
+            n,
+        })
+    }
+
+    /// Bytes `bucket` holds now.
+    pub fn held_by(&self, bucket: AddrBucket) -> u64 {
+        self.held
+            .lock()
+            .map(|h| h.get(&bucket).copied().unwrap_or(0))
+            .unwrap_or(0)
+    }
+}
+
+impl Share {
+    /// One share for both (same address).
+    pub fn merge(&mut self, mut other: Share) {
+        debug_assert!(self.bucket == other.bucket);
+        self.n += std::mem::take(&mut other.n);
+    }
+}
+
+impl Drop for Share {
+    fn drop(&mut self) {
+        if let Ok(mut held) = self.shares.held.lock()
+            && let Some(h) = held.get_mut(&self.bucket)
+        {
+            *h = h.saturating_sub(self.n);
+            if *h == 0 {
+                held.remove(&self.bucket);
+            }
+        }
+    }
+}
+
 /// A per-key limit of `per_minute` requests (bursts up to the same number).
 pub struct KeyedLimit<K: std::hash::Hash + Eq + Clone> {
     inner: Option<DefaultKeyedRateLimiter<K>>,
@@ -269,6 +341,25 @@ mod tests {
         let c = AddrBucket::of("2001:db8:1:3::1".parse().expect("ip"));
         assert_eq!(a, b);
         assert_ne!(a, c);
+    }
+
+    #[test]
+    fn body_shares_per_address() {
+        let shares = BodyShares::new(100);
+        let (a, b) = (
+            AddrBucket::of([10, 0, 0, 1].into()),
+            AddrBucket::of([10, 0, 0, 2].into()),
+        );
+        let mut first = shares.take(a, 60).expect("within the share");
+        assert!(shares.take(a, 41).is_none(), "past the share");
+        first.merge(shares.take(a, 40).expect("up to the share"));
+        assert_eq!(shares.held_by(a), 100);
+        let other = shares.take(b, 100).expect("another address has its own");
+        drop(first);
+        assert_eq!(shares.held_by(a), 0);
+        assert!(shares.take(a, 100).is_some());
+        drop(other);
+        assert_eq!(shares.held_by(b), 0);
     }
 
     #[test]

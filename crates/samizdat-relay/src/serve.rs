@@ -21,7 +21,7 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc, watch};
 
-use crate::limits::AddrBucket;
+use crate::limits::{AddrBucket, Cidr};
 use crate::metrics::Metrics;
 
 /// Connection caps, shared by the accept loop and every open socket.
@@ -29,27 +29,40 @@ pub(crate) struct ConnectionCaps {
     total: Arc<Semaphore>,
     per_ip: Mutex<HashMap<AddrBucket, usize>>,
     max_per_ip: usize,
+    /// Trusted proxies: their connections count in the total only.
+    proxies: Arc<[Cidr]>,
 }
 
 impl ConnectionCaps {
-    pub fn new(max_total: usize, max_per_ip: usize) -> Arc<Self> {
+    pub fn new(max_total: usize, max_per_ip: usize, proxies: Arc<[Cidr]>) -> Arc<Self> {
         Arc::new(ConnectionCaps {
             total: Arc::new(Semaphore::new(max_total.max(1))),
             per_ip: Mutex::new(HashMap::new()),
             max_per_ip: max_per_ip.max(1),
+            proxies,
         })
     }
 
-    /// Admit one connection from `bucket`, or refuse it (`None`).
-    fn admit(self: &Arc<Self>, bucket: AddrBucket) -> Option<Admitted> {
+    /// Admit a connection from `peer` (a trusted proxy counts in the total only).
+    fn admit_peer(self: &Arc<Self>, peer: std::net::IpAddr) -> Option<Admitted> {
+        let proxy = self.proxies.iter().any(|c| c.contains(peer));
+        self.admit((!proxy).then(|| AddrBucket::of(peer)))
+    }
+
+    /// Admit one connection from `bucket`, or refuse it (`None`). A connection from a
+    /// trusted proxy (`bucket` `None`) counts in the total only: the clients behind it are
+    /// counted per request instead (see `http::count_and_reject`).
+    pub(crate) fn admit(self: &Arc<Self>, bucket: Option<AddrBucket>) -> Option<Admitted> {
         let total = self.total.clone().try_acquire_owned().ok()?;
-        // A poisoned lock means a panic while counting: refuse rather than admit unbounded.
-        let mut per_ip = self.per_ip.lock().ok()?;
-        let n = per_ip.entry(bucket).or_insert(0);
-        if *n >= self.max_per_ip {
-            return None;
+        if let Some(bucket) = bucket {
+            // A poisoned lock means a panic while counting: refuse rather than admit unbounded.
+            let mut per_ip = self.per_ip.lock().ok()?;
+            let n = per_ip.entry(bucket).or_insert(0);
+            if *n >= self.max_per_ip {
+                return None;
+            }
+            *n += 1;
         }
-        *n += 1;
         Some(Admitted {
             caps: self.clone(),
             bucket,
@@ -68,20 +81,21 @@ impl ConnectionCaps {
 }
 
 /// The permits of one open connection; dropping it frees them.
-struct Admitted {
+pub(crate) struct Admitted {
     caps: Arc<ConnectionCaps>,
-    bucket: AddrBucket,
+    bucket: Option<AddrBucket>,
     _total: OwnedSemaphorePermit,
 }
 
 impl Drop for Admitted {
     fn drop(&mut self) {
+        let Some(bucket) = self.bucket else { return };
         if let Ok(mut per_ip) = self.caps.per_ip.lock()
-            && let Some(n) = per_ip.get_mut(&self.bucket)
+            && let Some(n) = per_ip.get_mut(&bucket)
         {
             *n -= 1;
             if *n == 0 {
-                per_ip.remove(&self.bucket);
+                per_ip.remove(&bucket);
             }
         }
     }
@@ -159,7 +173,7 @@ pub(crate) async fn run(
             },
             _ = async { let _ = stop.wait_for(|s| *s).await; } => break,
         };
-        let Some(admitted) = caps.admit(AddrBucket::of(peer.ip())) else {
+        let Some(admitted) = caps.admit_peer(peer.ip()) else {
             metrics.connections_refused.increment(1);
             drop(socket);
             continue;
@@ -208,6 +222,31 @@ pub(crate) async fn run(
     Ok(())
 }
 
+/// Serve `app` on `listener` (plain HTTP) with the relay's accept loop — at most
+/// `max_connections` open, `max_per_ip` from one address, request headers within
+/// `header_timeout` — until `stop` turns true. `samizdat app` serves its pages this way
+/// (security review 3, L9): `axum::serve` has neither caps nor a header deadline.
+pub async fn serve_bounded(
+    listener: TcpListener,
+    app: Router,
+    max_connections: usize,
+    max_per_ip: usize,
+    header_timeout: Duration,
+    stop: watch::Receiver<bool>,
+) -> io::Result<()> {
+    let caps = ConnectionCaps::new(max_connections, max_per_ip, Arc::from([]));
+    run(
+        listener,
+        None,
+        app,
+        caps,
+        header_timeout,
+        Arc::new(Metrics::default()),
+        stop,
+    )
+    .await
+}
+
 /// One HTTP/1.1 connection (with upgrades), shut down gracefully when `stop` turns true.
 async fn serve_one<I>(
     io: TokioIo<I>,
@@ -245,26 +284,40 @@ mod tests {
 
     #[test]
     fn per_address_cap_and_release() {
-        let caps = ConnectionCaps::new(10, 2);
+        let caps = ConnectionCaps::new(10, 2, Arc::from([]));
         let a = AddrBucket::of([10, 0, 0, 1].into());
         let b = AddrBucket::of([10, 0, 0, 2].into());
-        let first = caps.admit(a).expect("first");
-        let _second = caps.admit(a).expect("second");
-        assert!(caps.admit(a).is_none(), "third from one address is refused");
-        assert!(caps.admit(b).is_some(), "another address is not affected");
+        let first = caps.admit(Some(a)).expect("first");
+        let _second = caps.admit(Some(a)).expect("second");
+        assert!(
+            caps.admit(Some(a)).is_none(),
+            "third from one address is refused"
+        );
+        assert!(
+            caps.admit(Some(b)).is_some(),
+            "another address is not affected"
+        );
         drop(first);
         assert_eq!(caps.open_from(a), 1);
         assert!(
-            caps.admit(a).is_some(),
+            caps.admit(Some(a)).is_some(),
             "a closed connection frees its slot"
         );
+        // A trusted proxy's connections count in the total only.
+        let _p: Vec<_> = (0..5).map(|_| caps.admit(None).expect("proxy")).collect();
     }
 
     #[test]
     fn total_cap() {
-        let caps = ConnectionCaps::new(2, 10);
-        let _x = caps.admit(AddrBucket::of([10, 0, 0, 1].into())).expect("x");
-        let _y = caps.admit(AddrBucket::of([10, 0, 0, 2].into())).expect("y");
-        assert!(caps.admit(AddrBucket::of([10, 0, 0, 3].into())).is_none());
+        let caps = ConnectionCaps::new(2, 10, Arc::from([]));
+        let _x = caps
+            .admit(Some(AddrBucket::of([10, 0, 0, 1].into())))
+            .expect("x");
+        let _y = caps.admit(None).expect("y");
+        assert!(
+            caps.admit(Some(AddrBucket::of([10, 0, 0, 3].into())))
+                .is_none()
+        );
+        assert!(caps.admit(None).is_none());
     }
 }

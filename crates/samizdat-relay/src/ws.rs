@@ -62,8 +62,12 @@ fn poll_interval(subscriptions: usize) -> Duration {
 )]
 pub async fn upgrade(
     State(state): State<AppState>,
+    slot: Option<axum::Extension<crate::http::ForwardedSlot>>,
     ws: Result<WebSocketUpgrade, axum::extract::ws::rejection::WebSocketUpgradeRejection>,
 ) -> Response {
+    // The client's address bucket goes with the socket (its appends' bodies count against
+    // its share), and a forwarded client's connection slot is held until the socket closes.
+    let client = crate::http::CLIENT.try_with(|b| *b).ok();
     let ws = match ws {
         Ok(ws) => ws,
         Err(_) => {
@@ -88,9 +92,13 @@ pub async fn upgrade(
             // Fail closed: without randomness there is no safe challenge.
             if let (Some(conn_id), Some(challenge)) = (auth::random_id(), auth::random_id()) {
                 let span = tracing::debug_span!("ws", conn = %conn_id.short());
-                let _ =
-                    tracing::Instrument::instrument(serve(state.clone(), socket, challenge), span)
-                        .await;
+                let _slot = slot;
+                let served =
+                    tracing::Instrument::instrument(serve(state.clone(), socket, challenge), span);
+                let _ = match client {
+                    Some(bucket) => crate::http::CLIENT.scope(bucket, served).await,
+                    None => served.await,
+                };
             }
             state.metrics.ws_connections.decrement(1.0);
         })

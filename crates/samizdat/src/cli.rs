@@ -107,6 +107,10 @@ pub enum ClientCommand {
         /// The file's caption.
         #[arg(long = "text", requires = "file")]
         caption: Option<String>,
+        /// Send a photo's metadata (location, camera, time) as it is; by default it is removed
+        /// from JPEG, PNG and WebP files.
+        #[arg(long, requires = "file")]
+        keep_metadata: bool,
     },
     /// Fetch a message's attachment, check it and write it decrypted.
     Download {
@@ -835,7 +839,7 @@ async fn run_in(home: &Path, cmd: ClientCommand) -> Result<()> {
                 for c in contacts {
                     println!(
                         "{}  (calls themself {:?}, key {})",
-                        safe(&c.alias),
+                        safe(&c.shown_as),
                         c.display_name,
                         c.fingerprint
                     );
@@ -847,6 +851,7 @@ async fn run_in(home: &Path, cmd: ClientCommand) -> Result<()> {
             text,
             file,
             caption,
+            keep_metadata,
         } => {
             let since = b.last_event().await?;
             let params = match (&text, &file) {
@@ -855,6 +860,7 @@ async fn run_in(home: &Path, cmd: ClientCommand) -> Result<()> {
                     "target": target,
                     "text": caption.unwrap_or_default(),
                     "file": std::path::absolute(file)?.display().to_string(),
+                    "keep_metadata": keep_metadata,
                 }),
                 _ => return Err(anyhow!("give either the message text or --file PATH")),
             };
@@ -1026,7 +1032,7 @@ async fn run_in(home: &Path, cmd: ClientCommand) -> Result<()> {
                     };
                     println!(
                         "{:<20} {:<6} {:>3} unread  {}",
-                        safe(&c.name),
+                        safe(&c.shown_as),
                         c.kind.to_string(),
                         c.unread,
                         safe(&state)

@@ -20,6 +20,14 @@ pub struct AttachmentSource {
     pub dir: PathBuf,
 }
 
+/// Where a file being sent goes (see [`Profile::attachment_plan`]).
+pub struct AttachmentPlan {
+    pub relay: crate::relay_client::RelayClient,
+    pub dir: PathBuf,
+    pub log: Id,
+    pub token: zeroize::Zeroizing<Vec<u8>>,
+}
+
 fn file_name(message: &Id) -> String {
     format!("{}.blob", hex::encode(message.as_bytes()))
 }
@@ -32,12 +40,11 @@ impl Profile {
         Ok(dir)
     }
 
-    /// Where a file for `target` goes: the conversation's relay, and the attachments
-    /// directory (for the encrypted copy). Fails early for a conversation we left.
-    pub fn attachment_plan(
-        &self,
-        target: &str,
-    ) -> Result<(crate::relay_client::RelayClient, PathBuf)> {
+    /// Where a file for `target` goes: the conversation's relay, the attachments directory
+    /// (for the encrypted copy), and the conversation's log with its current epoch token (a
+    /// blob is created for the group; security review 3, M8). Fails early for a conversation
+    /// we left.
+    pub fn attachment_plan(&self, target: &str) -> Result<AttachmentPlan> {
         let conv = self.conv_by_name(target)?;
         if !conv.active {
             return Err(Error::NotMember(format!(
@@ -45,7 +52,13 @@ impl Profile {
                 conv.name
             )));
         }
-        Ok((self.conv_relay(&conv)?, self.attachments_dir()?))
+        let token = zeroize::Zeroizing::new(self.mls.load(conv.group_id.as_bytes())?.token()?);
+        Ok(AttachmentPlan {
+            relay: self.conv_relay(&conv)?,
+            dir: self.attachments_dir()?,
+            log: conv.log,
+            token,
+        })
     }
 
     /// Send an uploaded attachment: `file` is its encrypted copy, kept as ours. Returns the

@@ -142,7 +142,11 @@ impl Profile {
             if let Some(nm) = &pending.welcome {
                 // The new epoch's ratchet tree is stored once, beside the log; each new
                 // member gets a small Welcome of its own that names it.
-                let tree_blob = relay.put_blob(&nm.sealed_tree).await?;
+                let owner = crate::relay_client::BlobOwner::Group {
+                    log: conv.log,
+                    token: &token,
+                };
+                let tree_blob = relay.put_blob(&nm.sealed_tree, owner).await?;
                 for ((kp, mailbox_relay, mailbox), welcome) in adds.iter().zip(&nm.welcomes) {
                     let part = crate::welcome::WelcomePart {
                         group_id: conv.group_id.as_bytes().to_vec(),

@@ -199,17 +199,36 @@ impl Profile {
         let mut stmt = conn.prepare(
             "SELECT alias, display_name, fingerprint, verified FROM contacts ORDER BY alias",
         )?;
-        let rows = stmt.query_map([], |r| {
-            let fp: Vec<u8> = r.get(2)?;
-            Ok(ContactView {
-                id: hex::encode(&fp),
-                alias: r.get(0)?,
-                display_name: r.get(1)?,
-                fingerprint: hex::encode(&fp[..8.min(fp.len())]),
-                verified: r.get(3)?,
+        let rows = stmt
+            .query_map([], |r| {
+                let fp: Vec<u8> = r.get(2)?;
+                let alias: String = r.get(0)?;
+                Ok((
+                    fp.clone(),
+                    ContactView {
+                        id: hex::encode(&fp),
+                        shown_as: alias.clone(),
+                        alias,
+                        display_name: r.get(1)?,
+                        fingerprint: hex::encode(&fp[..8.min(fp.len())]),
+                        verified: r.get(3)?,
+                        hue: crate::text::hue(&fp),
+                    },
+                ))
+            })?
+            .collect::<rusqlite::Result<Vec<_>>>()?;
+        drop(stmt);
+        drop(conn);
+        let alike = self.look_alike_contacts()?;
+        Ok(rows
+            .into_iter()
+            .map(|(fp, mut c)| {
+                if alike.contains(&fp) {
+                    c.shown_as = format!("{} (~{})", c.alias, hex::encode(&fp[..3.min(fp.len())]));
+                }
+                c
             })
-        })?;
-        Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
+            .collect())
     }
 
     /// Record that the safety number with a contact was compared (or take that back).

@@ -668,7 +668,11 @@ impl Profile {
         aws_lc_rs::rand::fill(&mut key)
             .map_err(|_| Error::Crypto("the system random number generator failed".into()))?;
         let sealed = seal_archive(&key, &plain)?;
-        let blob = self.relay.put_blob(&sealed).await?;
+        let owner = crate::relay_client::BlobOwner::Mailbox {
+            mailbox: self.mailbox,
+            key: &self.mailbox_key,
+        };
+        let blob = self.relay.put_blob(&sealed, owner).await?;
         Ok(ArchiveRef {
             relay: self.relay.base().to_string(),
             blob,

@@ -768,7 +768,36 @@ impl Profile {
     }
 
     /// The name to show for a member fingerprint in a conversation.
-    fn label(&self, group: &Id, fp: &[u8]) -> Result<String> {
+    /// The contacts (by key fingerprint) whose alias looks like another contact's — the
+    /// same Unicode skeleton, as "alice" and "аlice" (Cyrillic а) have: shown everywhere with
+    /// a key suffix and their own colour, so one cannot pass for the other.
+    pub(crate) fn look_alike_contacts(&self) -> Result<HashSet<Vec<u8>>> {
+        let conn = self.db.conn();
+        let mut stmt = conn.prepare("SELECT alias, fingerprint FROM contacts")?;
+        let rows = stmt
+            .query_map([], |r| {
+                Ok((r.get::<_, String>(0)?, r.get::<_, Vec<u8>>(1)?))
+            })?
+            .collect::<rusqlite::Result<Vec<_>>>()?;
+        let forms: Vec<([String; 2], Vec<u8>)> = rows
+            .into_iter()
+            .map(|(alias, fp)| (crate::text::skeletons(&alias), fp))
+            .collect();
+        let mut alike = HashSet::new();
+        for (i, (a, fa)) in forms.iter().enumerate() {
+            for (b, fb) in &forms[i + 1..] {
+                if crate::text::look_alike(a, b) {
+                    alike.insert(fa.clone());
+                    alike.insert(fb.clone());
+                }
+            }
+        }
+        Ok(alike)
+    }
+
+    /// How a contact or member is named on screen: the alias, or their own name with a key
+    /// suffix; a contact whose alias looks like another's gets the suffix too.
+    pub(crate) fn label(&self, group: &Id, fp: &[u8]) -> Result<String> {
         if fp == self.fingerprint {
             return Ok("me".into());
         }
@@ -781,6 +810,14 @@ impl Profile {
             )
             .optional()?
         {
+            drop(conn);
+            // A contact whose name looks like another's carries a key suffix (app review).
+            if self.look_alike_contacts()?.contains(fp) {
+                return Ok(format!(
+                    "{alias} (~{})",
+                    hex::encode(&fp[..3.min(fp.len())])
+                ));
+            }
             return Ok(alias);
         }
         if let Some(name) = conn

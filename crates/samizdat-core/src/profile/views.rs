@@ -31,6 +31,12 @@ pub struct ContactView {
     pub fingerprint: String,
     /// Marked as verified by comparing safety numbers.
     pub verified: bool,
+    /// How to show them: the alias, with a key suffix when it looks like another contact's.
+    #[serde(default)]
+    pub shown_as: String,
+    /// Their colour (0–11, from their key; see `text::hue`).
+    #[serde(default)]
+    pub hue: u8,
 }
 
 #[derive(Debug, Clone, Serialize, serde::Deserialize, schemars::JsonSchema)]
@@ -38,6 +44,13 @@ pub struct ConversationView {
     /// The conversation's stable id (its MLS group id, base64url).
     pub id: String,
     pub name: String,
+    /// How to show the conversation: its name, or for a direct one the contact as they are
+    /// shown everywhere (with a key suffix when their name looks like another's).
+    #[serde(default)]
+    pub shown_as: String,
+    /// A direct conversation: the contact's colour (0–11, from their key).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hue: Option<u8>,
     pub kind: ConvKind,
     pub unread: u64,
     pub members: usize,
@@ -79,6 +92,9 @@ pub struct LastMessage {
 pub struct MessageView {
     pub id: String,
     pub from: String,
+    /// The sender's colour (0–11, from their key), for messages from others.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hue: Option<u8>,
     pub text: String,
     pub sent_at: u64,
     pub seq: Option<u64>,
@@ -135,6 +151,9 @@ impl AttachmentView {
 pub struct MemberView {
     pub name: String,
     pub fingerprint: String,
+    /// Their colour (0–11, from their key; see `text::hue`).
+    #[serde(default)]
+    pub hue: u8,
     pub me: bool,
     /// False until the member has announced itself in the group (it joins by processing its
     /// Welcome, then sends its name). A member that stays unjoined can be sent a fresh
@@ -216,9 +235,28 @@ impl Profile {
                 }
                 None => None,
             };
+            let peer: Option<Vec<u8>> = (kind == "direct")
+                .then(|| {
+                    self.db
+                        .conn()
+                        .query_row(
+                            "SELECT fingerprint FROM contacts WHERE group_id = ?1",
+                            params![gid],
+                            |r| r.get(0),
+                        )
+                        .optional()
+                })
+                .transpose()?
+                .flatten();
+            let shown_as = match &peer {
+                Some(fp) => self.label(&id, fp)?,
+                None => name.clone(),
+            };
             out.push(ConversationView {
                 id: id.to_string(),
                 name,
+                shown_as,
+                hue: peer.as_deref().map(crate::text::hue),
                 kind: ConvKind::from_sql(&kind)?,
                 unread: unread as u64,
                 members,
@@ -343,6 +381,7 @@ impl Profile {
         let mut out = Vec::with_capacity(rows.len());
         for (id, fp, text, sent_at, seq, outgoing, delivered, failed, expires_at, att, file) in rows
         {
+            let fp_of_row = fp.clone();
             let from = match labels.get(&fp) {
                 Some(l) => l.clone(),
                 None => {
@@ -354,6 +393,7 @@ impl Profile {
             out.push(MessageView {
                 id: Bytes::encode(&id),
                 from,
+                hue: (outgoing == 0).then(|| crate::text::hue(&fp_of_row)),
                 text,
                 sent_at: sent_at as u64,
                 seq: seq.map(|s| s as u64),
@@ -401,6 +441,7 @@ impl Profile {
                 Ok(MemberView {
                     name: self.label(&conv.group_id, &m.fingerprint)?,
                     fingerprint: hex::encode(&m.fingerprint[..8]),
+                    hue: crate::text::hue(&m.fingerprint),
                     me,
                     joined: me || announced,
                     devices,

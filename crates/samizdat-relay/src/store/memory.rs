@@ -15,8 +15,8 @@ use samizdat_proto::{
 
 use super::rules::{self, GroupRow, MailboxCounters, NewBlob, Tables, not_found, run_now};
 use super::{
-    AppendRequest, Appended, BlobRecord, CLAIM_RECORD_SECS, Result, Store, StoreError, Swept,
-    now_secs, scope,
+    AppendRequest, Appended, BlobQuota, BlobRecord, CLAIM_RECORD_SECS, Result, Store, StoreError,
+    Swept, now_secs, scope,
 };
 use crate::notify::Topic;
 
@@ -410,7 +410,7 @@ impl Tables for MemTables {
             .blobs
             .values()
             .filter(|b| b.source == *source && b.record.expires_at > now)
-            .map(|b| b.record.length)
+            .map(|b| b.record.offset)
             .sum())
     }
 
@@ -726,8 +726,21 @@ impl Store for MemoryStore {
         from: u64,
         to: u64,
         finished_expiry: u64,
+        quota: BlobQuota,
     ) -> Result<bool> {
         let mut s = self.state()?;
+        let Some(source) = s.blobs.get(&blob).map(|b| b.source) else {
+            return Ok(false);
+        };
+        let uploaded: u64 = s
+            .blobs
+            .values()
+            .filter(|b| b.source == source && b.record.expires_at > quota.now)
+            .map(|b| b.record.offset)
+            .sum();
+        if uploaded.saturating_add(to.saturating_sub(from)) > quota.bytes {
+            return Ok(false);
+        }
         match s.blobs.get_mut(&blob) {
             Some(b) if b.record.offset == from && to <= b.record.length => {
                 b.record.offset = to;

@@ -122,6 +122,14 @@ impl Swept {
     }
 }
 
+/// The quota an upload's piece is checked against: bytes uploaded to a source's unexpired
+/// blobs (as of `now`) may not pass `bytes`.
+#[derive(Debug, Clone, Copy)]
+pub struct BlobQuota {
+    pub now: u64,
+    pub bytes: u64,
+}
+
 /// A blob's record; its bytes live in a file under the blob directory (see `crate::blobs`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct BlobRecord {
@@ -245,13 +253,16 @@ pub trait Store: Send + Sync + 'static {
     async fn blob(&self, blob: Id, now: u64) -> Result<Option<BlobRecord>>;
 
     /// Move a blob's durable offset from `from` to `to`; false if it was not at `from` (a
-    /// concurrent upload moved it).
+    /// concurrent upload moved it), or if the bytes uploaded to the unexpired blobs of its
+    /// source (group or mailbox) at `quota.now` would pass `quota.bytes` (security review 3,
+    /// M8: the quota counts bytes actually uploaded).
     async fn advance_blob(
         &self,
         blob: Id,
         from: u64,
         to: u64,
         finished_expiry: u64,
+        quota: BlobQuota,
     ) -> Result<bool>;
 
     /// Delete the records of blobs expired at `now`; returns their ids so their files can go.
@@ -304,7 +315,7 @@ pub(crate) fn hash32(v: Vec<u8>) -> Result<[u8; 32]> {
 pub(crate) fn blob_quota_exceeded() -> StoreError {
     StoreError::rejected(
         ErrorCode::QuotaExceeded,
-        "this address holds as many blob bytes as the relay allows; wait for older ones to expire",
+        "this conversation (or mailbox) holds as many file bytes on this relay as it allows; wait for older files to expire",
     )
 }
 

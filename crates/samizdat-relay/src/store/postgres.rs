@@ -22,8 +22,8 @@ use tokio_postgres::{AsyncMessage, Client, NoTls, Transaction};
 
 use super::rules::{self, GroupRow, MailboxCounters, NewBlob, Tables, append_answer, not_found};
 use super::{
-    AppendRequest, Appended, BlobRecord, CLAIM_RECORD_SECS, Result, Store, StoreError, Swept,
-    hash32, now_secs, scope,
+    AppendRequest, Appended, BlobQuota, BlobRecord, CLAIM_RECORD_SECS, Result, Store, StoreError,
+    Swept, hash32, now_secs, scope,
 };
 use crate::notify::{Notifier, Topic};
 
@@ -826,7 +826,7 @@ impl Tables for PgTables<'_, '_> {
         let held: i64 = self
             .0
             .query_one(
-                "SELECT COALESCE(SUM(length), 0)::BIGINT FROM blobs WHERE source = $1 AND expires_at > $2",
+                "SELECT COALESCE(SUM(offset_bytes), 0)::BIGINT FROM blobs WHERE source = $1 AND expires_at > $2",
                 &[&source.as_slice(), &(now as i64)],
             )
             .await?
@@ -1228,6 +1228,7 @@ impl Store for PgStore {
         from: u64,
         to: u64,
         finished_expiry: u64,
+        quota: BlobQuota,
     ) -> Result<bool> {
         let guard = self.conn().await?;
         let client: &Client = &guard;
@@ -1235,12 +1236,16 @@ impl Store for PgStore {
             .execute(
                 "UPDATE blobs SET offset_bytes = $3,
                         expires_at = CASE WHEN $3 = length THEN $4 ELSE expires_at END
-                 WHERE blob_id = $1 AND offset_bytes = $2 AND $3 <= length",
+                 WHERE blob_id = $1 AND offset_bytes = $2 AND $3 <= length
+                   AND (SELECT COALESCE(SUM(b.offset_bytes), 0)::BIGINT FROM blobs b
+                        WHERE b.source = blobs.source AND b.expires_at > $5) + ($3 - $2) <= $6",
                 &[
                     &blob.as_bytes().as_slice(),
                     &(from as i64),
                     &(to as i64),
                     &(finished_expiry as i64),
+                    &(quota.now as i64),
+                    &(quota.bytes.min(crate::store::MAX_COUNTER) as i64),
                 ],
             )
             .await?;

@@ -122,7 +122,7 @@ pub(crate) trait Tables {
 
     /// Serialize blob creations of one source (PostgreSQL: an advisory transaction lock).
     async fn lock_blob_source(&mut self, source: &[u8; 32]) -> Result<()>;
-    /// Bytes of unexpired blobs created by `source`.
+    /// Bytes uploaded to the unexpired blobs of `source`.
     async fn blob_bytes_held(&mut self, source: &[u8; 32], now: u64) -> Result<u64>;
     async fn insert_blob(&mut self, blob: &NewBlob) -> Result<()>;
 }
@@ -600,7 +600,9 @@ async fn drop_welcomes(
     Ok((welcomed, undelivered))
 }
 
-/// Record a new blob within the per-source quota of unexpired blobs.
+/// Record a new blob if it fits the source's quota: the bytes uploaded to its unexpired
+/// blobs plus this one's length (a declared length that never arrives holds nothing; each
+/// piece is checked again as it arrives: `Store::advance_blob`).
 pub(crate) async fn create_blob(t: &mut impl Tables, blob: &NewBlob, quota: u64) -> Result<()> {
     // One source's creations in turn, so concurrent ones cannot both fit the quota.
     t.lock_blob_source(&blob.source).await?;

@@ -19,8 +19,8 @@ use tokio::sync::oneshot;
 
 use super::rules::{self, GroupRow, MailboxCounters, NewBlob, Tables, run_now};
 use super::{
-    AppendRequest, Appended, BlobRecord, CLAIM_RECORD_SECS, Result, Store, StoreError, Swept,
-    hash32, now_secs, scope,
+    AppendRequest, Appended, BlobQuota, BlobRecord, CLAIM_RECORD_SECS, Result, Store, StoreError,
+    Swept, hash32, now_secs, scope,
 };
 use crate::notify::Topic;
 
@@ -603,7 +603,7 @@ impl Tables for SqliteTables<'_> {
     async fn blob_bytes_held(&mut self, source: &[u8; 32], now: u64) -> Result<u64> {
         let held: i64 = query_one(
             self.0,
-            "SELECT COALESCE(SUM(length), 0) FROM blobs WHERE source = ?1 AND expires_at > ?2",
+            "SELECT COALESCE(SUM(offset_bytes), 0) FROM blobs WHERE source = ?1 AND expires_at > ?2",
             params![source.as_slice(), now as i64],
             |r| r.get(0),
         )?;
@@ -1068,18 +1068,23 @@ impl Store for SqliteStore {
         from: u64,
         to: u64,
         finished_expiry: u64,
+        quota: BlobQuota,
     ) -> Result<bool> {
         self.write(move |conn| {
             let n = exec(
                 conn,
                 "UPDATE blobs SET offset_bytes = ?3,
                         expires_at = CASE WHEN ?3 = length THEN ?4 ELSE expires_at END
-                 WHERE blob_id = ?1 AND offset_bytes = ?2 AND ?3 <= length",
+                 WHERE blob_id = ?1 AND offset_bytes = ?2 AND ?3 <= length
+                   AND (SELECT COALESCE(SUM(b.offset_bytes), 0) FROM blobs b
+                        WHERE b.source = blobs.source AND b.expires_at > ?5) + (?3 - ?2) <= ?6",
                 params![
                     blob.as_bytes().as_slice(),
                     from as i64,
                     to as i64,
-                    finished_expiry as i64
+                    finished_expiry as i64,
+                    quota.now as i64,
+                    quota.bytes.min(crate::store::MAX_COUNTER) as i64
                 ],
             )?;
             Ok(n == 1)

@@ -3,7 +3,7 @@
 
 use samizdat_proto::{BlobCreated, BlobOffset, Limits};
 
-use crate::harness::{TestRelay, rand_id};
+use crate::harness::{Group, TestRelay, rand_id};
 
 fn small_limits() -> Limits {
     Limits {
@@ -14,14 +14,26 @@ fn small_limits() -> Limits {
     }
 }
 
-async fn create(relay: &TestRelay, length: u64) -> reqwest::Response {
+/// Create a blob for `group` (a member's epoch token vouches for it).
+async fn create_in(relay: &TestRelay, group: &Group, length: u64) -> reqwest::Response {
     relay
         .http
         .post(relay.url("/v1/blobs"))
         .header("upload-length", length.to_string())
+        .header("x-samizdat-group", group.id.to_string())
+        .header(
+            "x-samizdat-token",
+            samizdat_proto::Bytes::encode(group.token(0)),
+        )
         .send()
         .await
         .unwrap()
+}
+
+/// Create a blob for a new group of its own.
+async fn create(relay: &TestRelay, length: u64) -> reqwest::Response {
+    let g = relay.create_group(0).await;
+    create_in(relay, &g, length).await
 }
 
 async fn patch(
@@ -68,8 +80,9 @@ fn data(n: usize) -> Vec<u8> {
 crate::backend_tests! {
     async fn blob_uploads_resume_and_keep_their_rules(b: Backend) {
         let relay = TestRelay::start_with(&b, small_limits()).await;
-        assert_eq!(code(create(&relay, 1_001).await).await, (413, "too_large".into()));
-        let r = create(&relay, 1_000).await;
+        let g = relay.create_group(0).await;
+        assert_eq!(code(create_in(&relay, &g, 1_001).await).await, (413, "too_large".into()));
+        let r = create_in(&relay, &g, 1_000).await;
         assert_eq!(r.status(), 201);
         let blob: BlobCreated = r.json().await.unwrap();
         let token = samizdat_proto::Bytes::encode(&blob.upload_token.0);
@@ -120,9 +133,10 @@ crate::backend_tests! {
             "bytes 600-999/1000"
         );
         assert_eq!(tail.bytes().await.unwrap().to_vec(), bytes[600..].to_vec());
-        // The uploader's quota (1,500 bytes of unexpired blobs) holds.
-        assert_eq!(code(create(&relay, 600).await).await, (429, "quota_exceeded".into()));
-        assert_eq!(create(&relay, 500).await.status(), 201);
+        // The group's quota (1,500 bytes of unexpired blobs) holds; another group has its own.
+        assert_eq!(code(create_in(&relay, &g, 600).await).await, (429, "quota_exceeded".into()));
+        assert_eq!(create_in(&relay, &g, 500).await.status(), 201);
+        assert_eq!(create(&relay, 600).await.status(), 201);
         // Unknown ids.
         let r = relay
             .http
@@ -131,6 +145,78 @@ crate::backend_tests! {
             .await
             .unwrap();
         assert_eq!(code(r).await, (404, "not_found".into()));
+        relay.stop().await;
+    }
+
+    /// Security review 3, M8: a blob is created only for a group (one of its epoch tokens)
+    /// or a mailbox (signed by its owner), and the quota is theirs: a stranger — or everyone
+    /// behind one Tor exit — can neither create blobs nor use up anyone's quota.
+    async fn finding_m8_blobs_are_created_for_a_group_or_mailbox_and_counted_there(b: Backend) {
+        let relay = TestRelay::start_with(&b, small_limits()).await;
+        let g = relay.create_group(0).await;
+        let bare = relay.http.post(relay.url("/v1/blobs")).header("upload-length", "10").send().await.unwrap();
+        assert_eq!(code(bare).await, (403, "bad_token".into()));
+        let wrong = relay
+            .http
+            .post(relay.url("/v1/blobs"))
+            .header("upload-length", "10")
+            .header("x-samizdat-group", g.id.to_string())
+            .header("x-samizdat-token", samizdat_proto::Bytes::encode(b"not a token"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(code(wrong).await, (403, "bad_token".into()));
+        // The group's quota (1,500 bytes) counts what is uploaded: two blobs of 1,000 declared
+        // bytes are created; the first is uploaded whole, the second gets 300 more, no further.
+        let first: BlobCreated = create_in(&relay, &g, 1_000).await.json().await.unwrap();
+        let second: BlobCreated = create_in(&relay, &g, 1_000).await.json().await.unwrap();
+        let bytes = data(1_000);
+        let (t1, t2) = (
+            samizdat_proto::Bytes::encode(&first.upload_token.0),
+            samizdat_proto::Bytes::encode(&second.upload_token.0),
+        );
+        for at in [0usize, 300, 600, 900] {
+            let end = (at + 300).min(1_000);
+            assert_eq!(patch(&relay, &first, &t1, at as u64, &bytes[at..end]).await.status(), 200);
+        }
+        assert_eq!(patch(&relay, &second, &t2, 0, &bytes[..300]).await.status(), 200);
+        assert_eq!(code(patch(&relay, &second, &t2, 300, &bytes[300..600]).await).await, (429, "quota_exceeded".into()));
+        assert_eq!(offset(&relay, &second, &t2).await.offset, 300, "the refused piece was not kept");
+        assert_eq!(code(create_in(&relay, &g, 201).await).await, (429, "quota_exceeded".into()));
+        // The same address still creates for another group: the quota is the group's.
+        assert_eq!(create(&relay, 1_000).await.status(), 201);
+        // A mailbox's owner, signing; an unsigned or wrongly signed mailbox request is refused.
+        let mb = relay.create_mailbox().await;
+        let signed = relay
+            .signed(&mb, reqwest::Method::POST, "/v1/blobs", Vec::new())
+            .header("upload-length", "100")
+            .header("x-samizdat-mailbox", mb.id.to_string())
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(signed.status(), 201);
+        let other = relay.create_mailbox().await;
+        let forged = relay
+            .signed(&other, reqwest::Method::POST, "/v1/blobs", Vec::new())
+            .header("upload-length", "100")
+            .header("x-samizdat-mailbox", mb.id.to_string())
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(code(forged).await, (401, "bad_signature".into()));
+        relay.stop().await;
+    }
+
+    /// Security review 3, M8: a relay keeps a share of its disk free by default; below it,
+    /// writes are refused with `storage_full` (here the floor is set to 100% to be below it).
+    async fn finding_m8_the_relay_keeps_free_disk_by_default(b: Backend) {
+        assert!(Limits::default().min_free_disk_percent > 0);
+        let limits = Limits { min_free_disk_percent: 100, ..small_limits() };
+        let relay = TestRelay::start_with(&b, limits).await;
+        let g = relay.create_group(0).await;
+        assert_eq!(code(create_in(&relay, &g, 10).await).await, (429, "storage_full".into()));
+        let mb = relay.create_mailbox().await;
+        assert_eq!(relay.drop_msg(&mb.id, b"hello".to_vec()).await.unwrap_err().code, samizdat_proto::ErrorCode::StorageFull);
         relay.stop().await;
     }
 

@@ -251,6 +251,112 @@ crate::backend_tests! {
         relay.stop().await;
     }
 
+    /// Security review 3, M3: one address, even a mailbox's legitimate sender, holds at most
+    /// its share of the relay-wide budget of bodies in memory; other addresses are served
+    /// meanwhile, and the share comes back when the slow request ends.
+    async fn finding_m3_one_address_holds_only_its_share_of_the_body_budget(b: Backend) {
+        let limits = Limits {
+            max_request_body: 256 * 1024,
+            max_mailbox_message: 256 * 1024,
+            max_inflight_body_bytes_per_ip: 256 * 1024,
+            drops_per_ip_per_minute: 0,
+            drops_per_mailbox_per_minute: 0,
+            ..Default::default()
+        };
+        let dir = tempfile::tempdir().unwrap();
+        let relay = TestRelay::start_configured(&b, dir.path(), limits, |c| {
+            c.trusted_proxies = vec!["127.0.0.1/32".into()];
+        })
+        .await;
+        let mb = relay.create_mailbox().await;
+        let path = format!("/v1/mailboxes/{}/messages", mb.id);
+        // A slow sender from 203.0.113.1: 180 KB of a 200 KB body, then nothing.
+        let open_slow = || async {
+            let mut slow = TcpStream::connect(relay.relay.addr()).await.unwrap();
+            slow.write_all(format!("POST {path} HTTP/1.1\r\nHost: relay\r\nx-forwarded-for: 203.0.113.1\r\n\
+                content-type: application/json\r\ncontent-length: 200000\r\n\r\n").as_bytes()).await.unwrap();
+            slow.write_all(&vec![b' '; 180_000]).await.unwrap();
+            slow.flush().await.unwrap();
+            slow
+        };
+        let drop_from = |xff: &'static str| {
+            let req = relay.http.post(relay.url(&path)).header("x-forwarded-for", xff)
+                .json(&json!({"request_id": rand_id(), "body": Bytes(vec![7; 100_000])}));
+            async move {
+                let r = req.send().await.unwrap();
+                (r.status().as_u16(), r.text().await.unwrap())
+            }
+        };
+        // Once the relay holds the slow body, the same address cannot add another 130 KB
+        // while it is held. (Should a quick request take the share first, the slow one is
+        // the one refused: it starts again.)
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+        let mut slow = open_slow().await;
+        loop {
+            let (status, text) = drop_from("203.0.113.1").await;
+            let (answered, _) = read_until_closed(&mut slow, Duration::from_millis(100)).await;
+            if status == 429 && answered.is_empty() {
+                assert!(text.contains("too much data"), "{text}");
+                break;
+            }
+            assert!(matches!(status, 200 | 429), "{status} {text}");
+            assert!(tokio::time::Instant::now() < deadline, "the same address was never limited");
+            if !answered.is_empty() {
+                slow = open_slow().await;
+            }
+        }
+        // Another client is served meanwhile.
+        assert_eq!(drop_from("198.51.100.2").await.0, 200);
+        // When the slow request ends, its share comes back.
+        drop(slow);
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+        while drop_from("203.0.113.1").await.0 != 200 {
+            assert!(tokio::time::Instant::now() < deadline, "the share never came back");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        relay.stop().await;
+    }
+
+    /// Security review 3, M4: behind a trusted proxy, each forwarded client may hold
+    /// `max_connections_per_ip` WebSockets; the proxy itself, which carries everyone, is not
+    /// capped as one address.
+    async fn finding_m4_connections_are_capped_per_forwarded_client(b: Backend) {
+        use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+        let limits = Limits { max_connections_per_ip: 2, ..Default::default() };
+        let dir = tempfile::tempdir().unwrap();
+        let relay = TestRelay::start_configured(&b, dir.path(), limits, |c| {
+            c.trusted_proxies = vec!["127.0.0.1/32".into()];
+        })
+        .await;
+        let open = |xff: String| {
+            let mut req = relay.ws_url().into_client_request().unwrap();
+            req.headers_mut().insert("x-forwarded-for", xff.parse().unwrap());
+            async move { tokio_tungstenite::connect_async(req).await.map(|(ws, _)| ws) }
+        };
+        let first = open("203.0.113.1".into()).await.expect("first");
+        let _second = open("203.0.113.1".into()).await.expect("second");
+        match open("203.0.113.1".into()).await {
+            Err(tokio_tungstenite::tungstenite::Error::Http(resp)) => assert_eq!(resp.status(), 429),
+            other => panic!("a third WebSocket of one forwarded client: {:?}", other.map(|_| ())),
+        }
+        // Five other clients through the same proxy connection address are all served.
+        let mut others = Vec::new();
+        for i in 0..5 {
+            others.push(open(format!("198.51.100.{i}")).await.expect("another client"));
+        }
+        // A closed socket frees its slot.
+        drop(first);
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+        loop {
+            if open("203.0.113.1".into()).await.is_ok() {
+                break;
+            }
+            assert!(tokio::time::Instant::now() < deadline, "the slot never came back");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        relay.stop().await;
+    }
+
     async fn finding_8_claims_are_limited_per_pool(b: Backend) {
         let limits = Limits { claims_per_mailbox_per_minute: 2, ..Default::default() };
         let relay = TestRelay::start_with(&b, limits).await;

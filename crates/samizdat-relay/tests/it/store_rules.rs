@@ -7,7 +7,9 @@
 use std::sync::Arc;
 
 use samizdat_proto::{Bytes, EntryKind, ErrorCode, Id, Limits, WelcomeDrop};
-use samizdat_relay::store::{AppendRequest, MemoryStore, PgStore, SqliteStore, Store, StoreError};
+use samizdat_relay::store::{
+    AppendRequest, BlobQuota, MemoryStore, PgStore, SqliteStore, Store, StoreError,
+};
 
 use crate::harness::{Backend, now, rand_id};
 
@@ -271,43 +273,56 @@ store_cases! {
         assert_eq!(s.read_entries(g, 1, 0, 10).await.unwrap().current_epoch, 2);
     }
 
-    /// Blobs: one source holds at most its quota of unexpired blob bytes; an expired blob
-    /// frees it.
+    /// Blobs: the bytes uploaded to one source's unexpired blobs stay within its quota (a new
+    /// blob's length must fit what is left, and so must every piece); an expired blob frees it.
     async fn blob_quota_per_source(s) {
         let limits = Limits { blob_quota_bytes: 100, blob_ttl_secs: 60, ..Limits::default() };
+        let quota = |now| BlobQuota { now, bytes: limits.blob_quota_bytes };
         let (src, other) = ([1; 32], [2; 32]);
         let t = now();
         let a = rand_id();
         s.create_blob(a, [0; 32], 60, src, t, &limits).await.unwrap();
+        assert!(s.advance_blob(a, 0, 30, t + 60, quota(t)).await.unwrap());
+        assert!(!s.advance_blob(a, 0, 60, t + 60, quota(t)).await.unwrap(), "moved by someone else");
+        assert!(!s.advance_blob(a, 30, 61, t + 60, quota(t)).await.unwrap(), "past the end");
+        assert!(s.advance_blob(a, 30, 60, t + 60, quota(t)).await.unwrap());
+        assert_eq!(s.blob(a, t).await.unwrap().unwrap().offset, 60);
         let over = s.create_blob(rand_id(), [0; 32], 41, src, t, &limits).await.unwrap_err();
         assert_eq!(code(over).0, ErrorCode::QuotaExceeded);
         s.create_blob(rand_id(), [0; 32], 41, other, t, &limits).await.unwrap();
-        assert!(s.advance_blob(a, 0, 30, t + 60).await.unwrap());
-        assert!(!s.advance_blob(a, 0, 60, t + 60).await.unwrap(), "moved by someone else");
-        assert!(!s.advance_blob(a, 30, 61, t + 60).await.unwrap(), "past the end");
-        assert_eq!(s.blob(a, t).await.unwrap().unwrap().offset, 30);
-        // Sixty seconds on, both blobs have expired and the quota is free again.
+        // Sixty seconds on, the blobs have expired and the quota is free again.
         assert_eq!(s.expire_blobs(t + 60).await.unwrap().len(), 2);
         s.create_blob(rand_id(), [0; 32], 100, src, t + 60, &limits).await.unwrap();
     }
 
-    /// Security review 3, M8: a blob whose upload is not finished holds its declared length
-    /// against the source's quota for an hour at most, not for the blob lifetime; a finished
-    /// one lives the full lifetime from when it finished.
-    async fn finding_m8_unfinished_uploads_expire_within_the_hour(s) {
+    /// Security review 3, M8: the quota counts bytes actually uploaded — a declared length
+    /// that never arrives holds none of it, and pieces beyond it are refused whatever was
+    /// declared; a blob whose upload is not finished expires within the hour, a finished one
+    /// lives the full lifetime from when it finished.
+    async fn finding_m8_the_blob_quota_counts_uploaded_bytes_and_unfinished_ones_expire(s) {
         let limits = Limits { blob_quota_bytes: 1000, blob_ttl_secs: 30 * 86_400, ..Limits::default() };
+        let quota = |now| BlobQuota { now, bytes: limits.blob_quota_bytes };
         let src = [3; 32];
         let t = now();
-        let (idle, done) = (rand_id(), rand_id());
+        let (idle, done, third) = (rand_id(), rand_id(), rand_id());
+        // Declared lengths alone (1,900 bytes) hold nothing.
         s.create_blob(idle, [0; 32], 900, src, t, &limits).await.unwrap();
         s.create_blob(done, [0; 32], 100, src, t, &limits).await.unwrap();
+        s.create_blob(third, [0; 32], 900, src, t, &limits).await.unwrap();
+        assert!(s.advance_blob(done, 0, 100, t + 30 * 86_400, quota(t)).await.unwrap());
+        assert!(s.advance_blob(idle, 0, 500, t + 30 * 86_400, quota(t)).await.unwrap());
+        // 600 uploaded: another 401 do not fit, 400 do.
+        assert!(!s.advance_blob(third, 0, 401, t + 30 * 86_400, quota(t)).await.unwrap());
+        assert_eq!(s.blob(third, t).await.unwrap().unwrap().offset, 0);
+        assert!(s.advance_blob(third, 0, 400, t + 30 * 86_400, quota(t)).await.unwrap());
         let over = s.create_blob(rand_id(), [0; 32], 1, src, t, &limits).await.unwrap_err();
         assert_eq!(code(over).0, ErrorCode::QuotaExceeded);
-        assert!(s.advance_blob(done, 0, 100, t + 30 * 86_400).await.unwrap());
-        assert!(s.advance_blob(idle, 0, 10, t + 30 * 86_400).await.unwrap());
-        // An hour on, the unfinished one is gone and its quota free; the finished one stays.
-        let gone = s.expire_blobs(t + 3600).await.unwrap();
-        assert_eq!(gone, vec![idle]);
+        // An hour on, the unfinished ones are gone and their bytes free; the finished one stays.
+        let mut gone = s.expire_blobs(t + 3600).await.unwrap();
+        gone.sort();
+        let mut expected = vec![idle, third];
+        expected.sort();
+        assert_eq!(gone, expected);
         assert!(s.blob(done, t + 3600).await.unwrap().is_some());
         s.create_blob(rand_id(), [0; 32], 900, src, t + 3600, &limits).await.unwrap();
     }

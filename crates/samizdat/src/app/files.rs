@@ -1,6 +1,8 @@
 //! Attachments in the app: sending a file (a multipart form that works without script) and
-//! saving one. The plaintext passes through a private directory inside the profile (`tmp/`,
-//! 0700, wiped with the profile) and is removed as soon as the service has encrypted it or
+//! saving one. A file being sent is held in memory only — an anonymous in-memory file
+//! (`memfd`), never on a disk — until the service has encrypted it (security review 3,
+//! architecture review). A file being saved is decrypted into a private directory inside the
+//! profile (`tmp/`, 0700, wiped with the profile and at every start) and removed as soon as
 //! the browser has it. A file is always served as a download (`attachment`, octet-stream,
 //! nosniff): nothing a peer sends is ever rendered by the app's origin.
 
@@ -75,19 +77,14 @@ pub async fn send_file(
         )
             .into_response();
     }
-    let scratch = match Scratch::new(&app) {
-        Ok(s) => s,
-        Err(e) => return io_failure(&r.ctx, e),
-    };
     let mut caption = String::new();
-    let mut path = None;
+    let mut upload: Option<(InMemory, String)> = None;
     while let Ok(Some(mut field)) = form.next_field().await {
         match field.name() {
             Some("text") => caption = field.text().await.unwrap_or_default(),
             Some("file") => {
                 let name = samizdat_core::attachment::safe_name(field.file_name().unwrap_or(""));
-                let dest = scratch.0.join(&name);
-                let mut out = match std::fs::File::create_new(&dest) {
+                let mut out = match InMemory::new() {
                     Ok(f) => f,
                     Err(e) => return io_failure(&r.ctx, e),
                 };
@@ -100,7 +97,7 @@ pub async fn send_file(
                                 return (StatusCode::PAYLOAD_TOO_LARGE, r.ctx.tr("file-too-large"))
                                     .into_response();
                             }
-                            if let Err(e) = std::io::Write::write_all(&mut out, &chunk) {
+                            if let Err(e) = std::io::Write::write_all(&mut out.file, &chunk) {
                                 return io_failure(&r.ctx, e);
                             }
                         }
@@ -109,30 +106,60 @@ pub async fn send_file(
                     }
                 }
                 if size > 0 {
-                    path = Some(dest);
+                    upload = Some((out, name));
                 }
             }
             _ => {}
         }
     }
-    let Some(path) = path else {
+    let Some((file, name)) = upload else {
         return see(format!("/c/{id}"));
     };
+    // The service (in this process, or a `samizdat serve` of the same account) reads it
+    // through /proc; it is gone when `file` is dropped.
     let sent: Result<serde_json::Value, CallError> = app
         .call(
             "send",
             json!({
                 "conversation_id": id,
                 "text": caption,
-                "file": path.display().to_string(),
+                "file": file.path(),
+                "name": name,
             }),
         )
         .await;
-    drop(scratch);
+    drop(file);
     match sent {
         Ok(_) => see(format!("/c/{id}")),
         Err(e) if e.kind.as_deref() == Some("relay_unreachable") => see(format!("/c/{id}")),
         Err(e) => fail(&r.ctx, &e),
+    }
+}
+
+/// A file in memory only: an anonymous `memfd` (no name in any file system, never written to
+/// a disk; freed when closed), readable by the service as `/proc/PID/fd/N`.
+struct InMemory {
+    file: std::fs::File,
+}
+
+impl InMemory {
+    fn new() -> std::io::Result<InMemory> {
+        let fd = rustix::fs::memfd_create("samizdat-upload", rustix::fs::MemfdFlags::CLOEXEC)?;
+        Ok(InMemory {
+            file: std::fs::File::from(fd),
+        })
+    }
+
+    fn path(&self) -> String {
+        use std::os::fd::AsRawFd;
+        format!("/proc/{}/fd/{}", std::process::id(), self.file.as_raw_fd())
+    }
+}
+
+impl Drop for InMemory {
+    fn drop(&mut self) {
+        // Give the pages back now (the kernel clears them before any reuse).
+        let _ = self.file.set_len(0);
     }
 }
 

@@ -89,6 +89,12 @@ pub struct Options {
     pub session_idle: std::time::Duration,
 }
 
+/// Connections the app's server keeps open at once (a browser opens six or so per host,
+/// plus one live-updates stream per tab).
+const MAX_CONNECTIONS: usize = 64;
+/// A request's headers must arrive within this.
+const HEADER_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+
 pub async fn run(o: Options) -> Result<()> {
     if !o.listen.ip().is_loopback() {
         return Err(anyhow!(
@@ -125,7 +131,17 @@ pub async fn run(o: Options) -> Result<()> {
     use std::io::Write;
     let _ = std::io::stdout().flush();
     let router = web::router(app.clone());
-    let server = axum::serve(listener, router.into_make_service());
+    // Bounded like the relay (security review 3, L9): a local program cannot hold the app's
+    // server with half-sent requests or thousands of idle connections.
+    let (_stop, stopping) = tokio::sync::watch::channel(false);
+    let server = samizdat_relay::serve_bounded(
+        listener,
+        router,
+        MAX_CONNECTIONS,
+        MAX_CONNECTIONS,
+        HEADER_TIMEOUT,
+        stopping,
+    );
     tokio::select! {
         r = server => r.context("the app's HTTP server stopped")?,
         _ = crate::cli::stop_signal() => {}

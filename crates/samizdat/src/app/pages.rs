@@ -299,7 +299,7 @@ pub fn chat_list(
                     @for conv in convs {
                         li.chat-item.active[Some(conv.id.as_str()) == current].inactive[!conv.active] {
                             a href={ "/c/" (conv.id) } data-conversation=(conv.id) {
-                                span.name { (conv.name) }
+                                span.name { (person_dot(conv.hue)) (conv.shown_as) }
                                 span.kind { (c.tr(match conv.kind { ConvKind::Direct => "kind-direct", ConvKind::Group => "kind-group" })) }
                                 @if let Some(last) = &conv.last {
                                     span.when { (time(last.sent_at)) }
@@ -339,11 +339,21 @@ pub fn chats(c: &Ctx<'_>, convs: &[ConversationView], invitations: &[InvitationV
     )
 }
 
+/// A person's colour, from their key (`text::hue`): a small dot before their name, so two
+/// people whose names look alike also look different (app review, impersonation).
+fn person_dot(hue: Option<u8>) -> Markup {
+    html! {
+        @if let Some(h) = hue {
+            span class={ "dot hue-" (h) } aria-hidden="true" {}
+        }
+    }
+}
+
 pub fn message(c: &Ctx<'_>, m: &MessageView) -> Markup {
     html! {
         li.msg.out[m.outgoing].in[!m.outgoing] #{ "m-" (m.id) } data-id=(m.id) data-seq=[m.seq] data-expires=[m.expires_at] {
             div.meta {
-                span.from { @if m.outgoing { (c.tr("chat-you")) } @else { (m.from) } }
+                span.from { @if m.outgoing { (c.tr("chat-you")) } @else { (person_dot(m.hue)) (m.from) } }
                 " "
                 (time(m.sent_at))
             }
@@ -436,7 +446,7 @@ pub fn chat(
                 section.pane.chat data-conversation=(conv.id) {
                     header.chat-head {
                         a.back href="/" aria-label=(c.tr("back")) { "←" }
-                        h1 { (conv.name) }
+                        h1 { (person_dot(conv.hue)) (conv.shown_as) }
                         @if conv.timer_secs > 0 {
                             span.timer title=(c.tr("timer-title")) { (c.tra("chat-timer-on", &[("duration", timer_label(c, conv.timer_secs).into())])) }
                         }
@@ -573,7 +583,7 @@ pub fn new_group(c: &Ctx<'_>, contacts: &[ContactView], error: Option<&str>) -> 
                         legend { (c.tr("group-pick-members")) }
                         @if contacts.is_empty() { p.muted { (c.tr("group-no-contacts")) } }
                         @for k in contacts {
-                            label.check { input type="checkbox" name="member" value=(k.alias); " " (k.alias) }
+                            label.check { input type="checkbox" name="member" value=(k.alias); " " (person_dot(Some(k.hue))) (k.shown_as) }
                         }
                     }
                     button type="submit" { (c.tr("group-create")) }
@@ -606,7 +616,7 @@ pub fn info(c: &Ctx<'_>, i: &Info<'_>, error: Option<&str>) -> Markup {
         true,
         html! {
             section.card {
-                a.back href={ "/c/" (conv.id) } { "← " (conv.name) }
+                a.back href={ "/c/" (conv.id) } { "← " (conv.shown_as) }
                 h1 { (c.tr("info-title")) }
                 p.muted { (c.tra("chat-members", &[("count", (i.members.len() as i64).into())])) }
                 (error_box(error))
@@ -614,7 +624,7 @@ pub fn info(c: &Ctx<'_>, i: &Info<'_>, error: Option<&str>) -> Markup {
                 ul.members {
                     @for m in i.members {
                         li {
-                            span.name { @if m.me { (c.tr("chat-you")) } @else { (m.name) } }
+                            span.name { @if m.me { (c.tr("chat-you")) } @else { (person_dot(Some(m.hue))) (m.name) } }
                             @if !m.joined { " " span.muted { (c.tr("member-not-joined")) } }
                             @if let Some(k) = contact_of(m) {
                                 @if k.verified { " " span.badge { "✓ " (c.tr("member-verified")) } }
@@ -656,7 +666,7 @@ pub fn info(c: &Ctx<'_>, i: &Info<'_>, error: Option<&str>) -> Markup {
                         form method="post" action={ "/c/" (conv.id) "/add" } {
                             (c.csrf_field())
                             @for k in &addable {
-                                label.check { input type="checkbox" name="member" value=(k.alias); " " (k.alias) }
+                                label.check { input type="checkbox" name="member" value=(k.alias); " " (person_dot(Some(k.hue))) (k.shown_as) }
                             }
                             button type="submit" { (c.tr("group-add-submit")) }
                         }

@@ -163,7 +163,9 @@ pub async fn attachments(args: AttachmentArgs) -> Result<Report> {
     let alice = handle(&a).await?;
     let bob = handle(&b).await?;
     let t = Instant::now();
-    let id = alice.send_file("Bob", &file, "bench").await?;
+    let id = alice
+        .send_file("Bob", &file, "bench", &Default::default())
+        .await?;
     let upload = t.elapsed();
     samizdat_core::rpc::call_local(&bob, "sync", json!({}))
         .await

@@ -179,7 +179,11 @@ pub async fn run(args: LargeGroupArgs) -> Result<Report> {
     client
         .create_group(rid(), group_id, 0, sha256(&epoch0_token))
         .await?;
-    let tree_blob = client.put_blob(&nm.sealed_tree).await?;
+    let owner = samizdat_core::relay_client::BlobOwner::Group {
+        log: group_id,
+        token: &epoch0_token,
+    };
+    let tree_blob = client.put_blob(&nm.sealed_tree, owner).await?;
     let mut part_bytes = 0usize;
     let mut welcomes = Vec::with_capacity(n - 1);
     for (mailbox, w) in mailboxes.iter().zip(&nm.welcomes) {

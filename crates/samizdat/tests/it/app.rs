@@ -119,6 +119,18 @@ fn http(port: u16, method: &str, path: &str, headers: &[(&str, &str)], body: &st
     }
 }
 
+/// The CSRF token and the first conversation's id on the chats page.
+fn csrf_and_first_chat(page: &str) -> (String, String) {
+    let after = |marker: &str| {
+        page.split(marker)
+            .nth(1)
+            .and_then(|r| r.split('"').next())
+            .unwrap_or_else(|| panic!("{marker} on the chats page"))
+            .to_string()
+    };
+    (after("name=\"csrf-token\" content=\""), after("href=\"/c/"))
+}
+
 fn enc(s: &str) -> String {
     s.bytes()
         .map(|b| match b {
@@ -234,20 +246,7 @@ fn app_http_defences_escaping_and_languages() {
     let chats = get("/", &me);
     assert_eq!(chats.status, 200, "{}", chats.body);
     assert_hardened(&chats, "/");
-    let csrf = chats
-        .body
-        .split("name=\"csrf-token\" content=\"")
-        .nth(1)
-        .and_then(|r| r.split('"').next())
-        .expect("csrf meta")
-        .to_string();
-    let conv = chats
-        .body
-        .split("href=\"/c/")
-        .nth(1)
-        .and_then(|r| r.split('"').next())
-        .expect("a conversation link")
-        .to_string();
+    let (csrf, conv) = csrf_and_first_chat(&chats.body);
 
     // Attacker-controlled text is shown literally: escaped, never markup.
     let page = get(&format!("/c/{conv}"), &me);
@@ -421,4 +420,123 @@ fn the_app_uses_a_running_serve() {
     let _ = serve.kill();
     let _ = serve.wait();
     w.assert_no_plaintext();
+}
+
+/// Every file under `dir` whose bytes contain `needle`.
+fn files_containing(dir: &std::path::Path, needle: &[u8]) -> Vec<std::path::PathBuf> {
+    let mut found = Vec::new();
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return found;
+    };
+    for e in entries.flatten() {
+        let p = e.path();
+        if p.is_dir() {
+            found.extend(files_containing(&p, needle));
+        } else if std::fs::read(&p).is_ok_and(|b| b.windows(needle.len()).any(|w| w == needle)) {
+            found.push(p);
+        }
+    }
+    found
+}
+
+/// Security review 3, L9 and the architecture review: a file sent from the app is never
+/// written to the disk in plaintext while it arrives (it is held in memory), and the app's
+/// server closes a connection whose request headers do not arrive in time.
+#[test]
+fn finding_l9_the_app_keeps_uploads_in_memory_and_drops_half_sent_requests() {
+    let mut w = World::new();
+    let [alice, bob] = w.people(["alice", "bob"]);
+    w.connect(&alice, &bob);
+    let app = start_app(&alice);
+    let host = format!("{}:{}", app.host, app.port);
+    let r = http(
+        app.port,
+        "GET",
+        &format!("/login?token={}", app.token),
+        &[("Host", &host)],
+        "",
+    );
+    assert_eq!(r.status, 303, "{}", r.head);
+    let cookie = r.header("set-cookie").expect("cookie");
+    let session = cookie.split(';').next().expect("cookie").to_string();
+    let chats = http(
+        app.port,
+        "GET",
+        "/",
+        &[("Host", &host), ("Cookie", &session)],
+        "",
+    );
+    let (csrf, conv) = csrf_and_first_chat(&chats.body);
+
+    // A 600 KB file whose every 4 KB carries a marker; half of it is sent, then the test
+    // looks through the whole profile for it.
+    let marker = w.text("upload marker");
+    let mut content = Vec::new();
+    while content.len() < 600_000 {
+        content.extend_from_slice(marker.as_bytes());
+        content.resize(content.len() + 4096 - marker.len(), b'.');
+    }
+    let boundary = "----samizdat-test-boundary";
+    let mut body = format!(
+        "--{boundary}\r\nContent-Disposition: form-data; name=\"csrf\"\r\n\r\n{csrf}\r\n\
+         --{boundary}\r\nContent-Disposition: form-data; name=\"text\"\r\n\r\nminutes\r\n\
+         --{boundary}\r\nContent-Disposition: form-data; name=\"file\"; filename=\"minutes.txt\"\r\n\
+         Content-Type: text/plain\r\n\r\n"
+    )
+    .into_bytes();
+    body.extend_from_slice(&content);
+    body.extend_from_slice(format!("\r\n--{boundary}--\r\n").as_bytes());
+    let mut s = TcpStream::connect(("127.0.0.1", app.port)).expect("connect");
+    s.set_read_timeout(Some(Duration::from_secs(120))).ok();
+    write!(
+        s,
+        "POST /c/{conv}/file HTTP/1.1\r\nHost: {host}\r\nCookie: {session}\r\nOrigin: http://{host}\r\n\
+         Content-Type: multipart/form-data; boundary={boundary}\r\nContent-Length: {}\r\n\
+         Connection: close\r\n\r\n",
+        body.len()
+    )
+    .expect("head");
+    let half = body.len() / 2;
+    s.write_all(&body[..half]).expect("first half");
+    s.flush().expect("flush");
+    // Give the app time to take in what it was sent (it would be on disk by now).
+    std::thread::sleep(Duration::from_secs(2));
+    assert_eq!(
+        files_containing(&alice.home, marker.as_bytes()),
+        Vec::<std::path::PathBuf>::new(),
+        "the plaintext of an upload reached the disk"
+    );
+    s.write_all(&body[half..]).expect("second half");
+    let mut answer = String::new();
+    let _ = s.read_to_string(&mut answer);
+    assert!(answer.starts_with("HTTP/1.1 303"), "{answer}");
+    assert_eq!(files_containing(&alice.home, marker.as_bytes()).len(), 0);
+    // It reached Bob, under its name, whole.
+    bob.ok(&["sync"]);
+    let m = bob
+        .history("alice")
+        .into_iter()
+        .rev()
+        .find(|m| !m["attachment"].is_null())
+        .expect("the file reached bob");
+    assert_eq!(m["attachment"]["name"], "minutes.txt", "{m}");
+    let out = tempfile::tempdir().expect("tempdir");
+    let id = m["id"].as_str().expect("id").to_string();
+    bob.ok(&["download", &id, "--out", out.path().to_str().expect("utf8")]);
+    assert_eq!(
+        std::fs::read(out.path().join("minutes.txt")).expect("file"),
+        content
+    );
+
+    // Request headers that never finish: the connection is closed (within the app's
+    // 10-second header deadline; the test allows a minute).
+    let mut slow = TcpStream::connect(("127.0.0.1", app.port)).expect("connect");
+    slow.set_read_timeout(Some(Duration::from_secs(60))).ok();
+    write!(slow, "GET / HTTP/1.1\r\nHost: {host}\r\n").expect("partial head");
+    let mut rest = Vec::new();
+    let closed = slow.read_to_end(&mut rest);
+    assert!(
+        closed.is_ok(),
+        "the half-sent request was kept open: {closed:?}"
+    );
 }

@@ -376,9 +376,28 @@ async fn finding_m9_no_reversible_uploader_address_on_disk() {
     let dir = tempfile::tempdir().expect("tempdir");
     let data = dir.path().join("relay");
     let relay = RelayProc::start(&data, "127.0.0.1:0");
-    let r = reqwest::Client::new()
+    // A blob is created for a group (M8): make one, with an epoch token.
+    let http = reqwest::Client::new();
+    let group = samizdat_proto::Id::from_bytes([5; 16]);
+    let token = b"an epoch token of group five";
+    let token_hash = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, token);
+    let r = http
+        .post(format!("{}/v1/groups", relay.url))
+        .json(&serde_json::json!({
+            "request_id": samizdat_proto::Id::from_bytes([6; 16]),
+            "group_id": group,
+            "epoch": 0,
+            "token_hash": samizdat_proto::Bytes(token_hash.as_ref().to_vec()),
+        }))
+        .send()
+        .await
+        .expect("create group");
+    assert!(r.status().is_success(), "{}", r.status());
+    let r = http
         .post(format!("{}/v1/blobs", relay.url))
         .header("upload-length", "100")
+        .header("x-samizdat-group", group.to_string())
+        .header("x-samizdat-token", samizdat_proto::Bytes::encode(token))
         .send()
         .await
         .expect("create blob");
@@ -397,7 +416,13 @@ async fn finding_m9_no_reversible_uploader_address_on_disk() {
             .as_ref()
             .to_vec()
     };
-    for guess in ["V4([127, 0, 0, 1])", "127.0.0.1", "V4(127.0.0.1)"] {
+    for guess in [
+        "V4([127, 0, 0, 1])",
+        "127.0.0.1",
+        "V4(127.0.0.1)",
+        &format!("\"group {group}\""),
+        &format!("group {group}"),
+    ] {
         assert_ne!(sources[0], sha(guess), "the source is sha256({guess:?})");
     }
 }
@@ -962,4 +987,134 @@ async fn finding_m12_a_secret_path_prefix_hides_the_api() {
     .await
     .expect("people");
     drop(relay);
+}
+
+/// App review: a photo leaves the device without its metadata (here a JPEG whose EXIF and
+/// comment carry a position and a camera serial number); `--keep-metadata` sends the bytes
+/// as they are.
+#[test]
+fn finding_app_photos_leave_without_their_metadata() {
+    let mut w = World::new();
+    let [alice, bob] = w.people(["alice", "bob"]);
+    w.connect(&alice, &bob);
+    let secret = w.text("GPS 55.7558N 37.6173E camera SN-12345");
+    let seg = |marker: u8, contents: &[u8]| {
+        let mut s = vec![0xFF, marker];
+        s.extend_from_slice(
+            &u16::try_from(contents.len() + 2)
+                .expect("len")
+                .to_be_bytes(),
+        );
+        s.extend_from_slice(contents);
+        s
+    };
+    let mut exif =
+        b"Exif\0\0MM\0*\0\0\0\x08\0\x01\x01\x12\0\x03\0\0\0\x01\0\x03\0\0\0\0\0\0".to_vec();
+    exif.extend_from_slice(secret.as_bytes());
+    let mut photo = vec![0xFF, 0xD8];
+    photo.extend(seg(0xE0, b"JFIF\0\x01\x01\0\0\x01\0\x01\0\0"));
+    photo.extend(seg(0xE1, &exif));
+    photo.extend(seg(0xFE, secret.as_bytes()));
+    photo.extend(seg(0xDB, &[1u8; 65]));
+    photo.extend(seg(0xC0, b"\x08\0\x10\0\x10\x01\x01\x11\0"));
+    photo.extend(seg(0xDA, b"\x01\x01\0\0\x3f\0"));
+    let pixels = b"\x12\x34\xFF\x00\x56\x78\x9a";
+    photo.extend_from_slice(pixels);
+    photo.extend_from_slice(&[0xFF, 0xD9]);
+    let files = tempfile::tempdir().expect("tempdir");
+    let path = files.path().join("IMG_0001.jpg");
+    std::fs::write(&path, &photo).expect("write");
+    let received = |extra: &[&str]| {
+        let mut args = vec!["send", &bob.display, "--file", path.to_str().expect("utf8")];
+        args.extend_from_slice(extra);
+        let id = sent_id(&alice.ok(&args));
+        bob.ok(&["sync"]);
+        let out = tempfile::tempdir().expect("tempdir");
+        bob.ok(&[
+            "download",
+            &id,
+            "--out",
+            out.path().join("got.jpg").to_str().expect("utf8"),
+        ]);
+        std::fs::read(out.path().join("got.jpg")).expect("downloaded")
+    };
+    let has = |hay: &[u8], needle: &[u8]| hay.windows(needle.len()).any(|w| w == needle);
+    let cleaned = received(&[]);
+    assert!(!has(&cleaned, b"55.7558N"), "the position left the device");
+    assert!(
+        !has(&cleaned, b"SN-12345"),
+        "the camera's serial number left the device"
+    );
+    assert!(has(&cleaned, pixels), "the picture itself is unchanged");
+    assert!(
+        has(&cleaned, b"Exif\0\0MM"),
+        "the orientation is kept in an EXIF of its own"
+    );
+    assert!(cleaned.len() < photo.len());
+    assert_eq!(
+        received(&["--keep-metadata"]),
+        photo,
+        "--keep-metadata sends it as it is"
+    );
+    // The relay's files never held it in plaintext (every `w.text` is scanned for).
+    w.assert_no_plaintext();
+}
+
+/// App review (impersonation): two contacts whose names look alike — "bob", and "bоb" with a
+/// Cyrillic о — are told apart everywhere: each carries a key suffix (in the contact list, the
+/// chat list and on their messages) and a colour from their key; a contact whose name looks
+/// like no one else's keeps it plain.
+#[test]
+fn finding_app_look_alike_contacts_are_told_apart() {
+    let mut w = World::new();
+    let [alice, bob, mallory, carol] = w.people(["alice", "bob", "mallory", "carol"]);
+    alice.ok(&["accept", &invite_of(&bob), "--name", "bob"]);
+    bob.ok(&["sync"]);
+    alice.ok(&["accept", &invite_of(&mallory), "--name", "b\u{043e}b"]);
+    mallory.ok(&["sync"]);
+    alice.ok(&["accept", &invite_of(&carol), "--name", "carol"]);
+    carol.ok(&["sync"]);
+    let contacts: Vec<serde_json::Value> = alice
+        .ok(&["contacts", "--json"])
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("json"))
+        .collect();
+    let shown = |alias: &str| -> String {
+        contacts
+            .iter()
+            .find(|c| c["alias"] == alias)
+            .and_then(|c| c["shown_as"].as_str())
+            .expect("contact")
+            .to_string()
+    };
+    let (real, fake) = (shown("bob"), shown("b\u{043e}b"));
+    assert!(
+        real.starts_with("bob (~") && fake.starts_with("b\u{043e}b (~"),
+        "{real} / {fake}"
+    );
+    assert_ne!(
+        real[real.len() - 7..],
+        fake[fake.len() - 7..],
+        "the suffixes differ"
+    );
+    assert_eq!(shown("carol"), "carol");
+    assert!(
+        contacts
+            .iter()
+            .all(|c| c["hue"].as_u64().is_some_and(|h| h < 12))
+    );
+    // On messages and in the chat list too.
+    bob.ok(&["send", &alice.display, "from the real bob"]);
+    mallory.ok(&["send", &alice.display, "from the other one"]);
+    alice.ok(&["sync"]);
+    let from = |alias: &str| {
+        alice.history(alias).last().expect("a message")["from"]
+            .as_str()
+            .expect("from")
+            .to_string()
+    };
+    assert_eq!(from("bob"), real);
+    assert_eq!(from("b\u{043e}b"), fake);
+    let chats = alice.ok(&["list"]);
+    assert!(chats.contains(&real) && chats.contains(&fake), "{chats}");
 }
