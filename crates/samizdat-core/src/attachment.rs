@@ -32,13 +32,20 @@ const MIN_BUCKET: u64 = 4096;
 /// repeats a (key, nonce) pair.
 const NONCE_PREFIX: [u8; 7] = [0; 7];
 
-/// What the receiver needs besides the ciphertext.
+/// What the receiver needs besides the ciphertext. The key is overwritten when this is
+/// dropped (security review 3, L5).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Sealed {
     pub key: [u8; 32],
     /// SHA-256 of the whole ciphertext.
     pub digest: [u8; 32],
     pub cipher_len: u64,
+}
+
+impl Drop for Sealed {
+    fn drop(&mut self) {
+        zeroize::Zeroize::zeroize(&mut self.key);
+    }
 }
 
 /// The Padmé length for `size` (at least [`MIN_BUCKET`]).
@@ -98,8 +105,8 @@ pub fn encrypt_file(src: &Path, size: u64, dst: &Path) -> Result<Sealed> {
 /// never touches a disk in plaintext.
 pub fn encrypt_from(input: &mut impl Read, what: &str, size: u64, dst: &Path) -> Result<Sealed> {
     let src = Path::new(what);
-    let key = random_key()?;
-    let aead = ChaCha20Poly1305::new((&key).into());
+    let key = zeroize::Zeroizing::new(random_key()?);
+    let aead = ChaCha20Poly1305::new((&*key).into());
     let mut enc = EncryptorBE32::from_aead(aead, (&NONCE_PREFIX).into());
     let mut out =
         std::io::BufWriter::new(crate::create_private_file(dst).map_err(|e| io("create", dst, e))?);
@@ -127,7 +134,7 @@ pub fn encrypt_from(input: &mut impl Read, what: &str, size: u64, dst: &Path) ->
             let enc = std::mem::replace(
                 &mut enc,
                 EncryptorBE32::from_aead(
-                    ChaCha20Poly1305::new((&key).into()),
+                    ChaCha20Poly1305::new((&*key).into()),
                     (&NONCE_PREFIX).into(),
                 ),
             );
@@ -155,7 +162,7 @@ pub fn encrypt_from(input: &mut impl Read, what: &str, size: u64, dst: &Path) ->
     d.copy_from_slice(digest.finish().as_ref());
     debug_assert_eq!(written, cipher_len(size));
     Ok(Sealed {
-        key,
+        key: *key,
         digest: d,
         cipher_len: written,
     })
@@ -202,11 +209,14 @@ pub fn decrypt_file(src: &Path, key: &[u8], size: u64, dst: &Path) -> Result<()>
 }
 
 fn decrypt_into(src: &Path, key: &[u8], size: u64, dst: &Path) -> Result<()> {
-    let key: [u8; 32] = key
-        .try_into()
-        .map_err(|_| Error::Integrity("the attachment key has the wrong length".into()))?;
-    let mut dec =
-        DecryptorBE32::from_aead(ChaCha20Poly1305::new((&key).into()), (&NONCE_PREFIX).into());
+    let key: zeroize::Zeroizing<[u8; 32]> = zeroize::Zeroizing::new(
+        key.try_into()
+            .map_err(|_| Error::Integrity("the attachment key has the wrong length".into()))?,
+    );
+    let mut dec = DecryptorBE32::from_aead(
+        ChaCha20Poly1305::new((&*key).into()),
+        (&NONCE_PREFIX).into(),
+    );
     let mut input =
         std::io::BufReader::new(std::fs::File::open(src).map_err(|e| io("read", src, e))?);
     let mut out =
@@ -226,7 +236,7 @@ fn decrypt_into(src: &Path, key: &[u8], size: u64, dst: &Path) -> Result<()> {
             let d = std::mem::replace(
                 &mut dec,
                 DecryptorBE32::from_aead(
-                    ChaCha20Poly1305::new((&key).into()),
+                    ChaCha20Poly1305::new((&*key).into()),
                     (&NONCE_PREFIX).into(),
                 ),
             );

@@ -721,6 +721,8 @@ pub enum Incoming {
         removed: bool,
         /// Key fingerprint of the member who committed (unknown once we are removed).
         committer: Option<[u8; 32]>,
+        /// That member's device key fingerprint.
+        committer_device: Option<[u8; 32]>,
     },
     /// A proposal or anything else that changes nothing visible.
     Other,
@@ -764,12 +766,15 @@ impl Group {
     }
 
     /// This epoch's token for the relay (DESIGN.md): from the MLS exporter secret.
-    pub fn token(&self) -> Result<Vec<u8>> {
-        Ok(self
-            .inner
-            .export_secret(TOKEN_LABEL, self.inner.group_id(), TOKEN_LEN)?
-            .as_bytes()
-            .to_vec())
+    /// This epoch's token for the relay (an MLS exporter secret); overwritten when dropped
+    /// (security review 3, L5).
+    pub fn token(&self) -> Result<zeroize::Zeroizing<Vec<u8>>> {
+        Ok(zeroize::Zeroizing::new(
+            self.inner
+                .export_secret(TOKEN_LABEL, self.inner.group_id(), TOKEN_LEN)?
+                .as_bytes()
+                .to_vec(),
+        ))
     }
 
     /// The person this device belongs to.
@@ -929,14 +934,16 @@ impl Group {
             }
             ReceivedMessage::Commit(c) => {
                 let removed = matches!(c.effect, CommitEffect::Removed { .. });
-                let committer = self
-                    .inner
-                    .member_at_index(c.committer)
-                    .map(|m| person(&m.signing_identity));
+                let member = self.inner.member_at_index(c.committer);
+                let committer = member.as_ref().map(|m| person(&m.signing_identity));
+                let committer_device = member
+                    .as_ref()
+                    .map(|m| fingerprint(m.signing_identity.signature_key.as_bytes()));
                 Ok(Incoming::Commit {
                     epoch: self.inner.current_epoch(),
                     removed,
                     committer,
+                    committer_device,
                 })
             }
             _ => Ok(Incoming::Other),

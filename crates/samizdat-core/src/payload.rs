@@ -114,6 +114,13 @@ pub struct Attachment {
 /// Largest attachment a client accepts from a peer (a relay's own limit is usually lower).
 pub const MAX_ATTACHMENT: u64 = 4 << 30;
 
+/// The file's key is overwritten when the attachment is dropped (security review 3, L5).
+impl Drop for Attachment {
+    fn drop(&mut self) {
+        zeroize::Zeroize::zeroize(&mut self.key.0);
+    }
+}
+
 impl Attachment {
     /// Check an attachment from a peer before anything is stored or fetched.
     pub fn check(&self) -> Result<()> {

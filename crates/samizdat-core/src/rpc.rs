@@ -1008,9 +1008,15 @@ async fn invitation_decline(s: &Session, a: InvitationParams) -> RpcResult<Done>
 }
 
 async fn sync(s: &Session, _: NoParams) -> RpcResult<Synced> {
-    on_profile!(s, |p| Ok(Synced {
+    let synced = on_profile!(s, |p| Ok(Synced {
         events: p.sync().await?,
-    }))
+    }))?;
+    // Files that waited for their relay go now (or wait for the next sync).
+    match s.handle.send_pending_files().await {
+        Ok(()) | Err(Error::RelayUnreachable(_)) => {}
+        Err(e) => tracing::debug!("waiting files not sent yet: {e}"),
+    }
+    Ok(synced)
 }
 
 async fn subscribe(s: &Session, _: NoParams) -> RpcResult<Subscribed> {

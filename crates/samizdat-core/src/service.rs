@@ -119,6 +119,7 @@ impl ClientHandle {
         let service = Service {
             weak,
             fetching: std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false)),
+            sending_files: std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false)),
             profile,
             jobs: jobs_rx,
             events: events_tx.clone(),
@@ -234,6 +235,8 @@ struct Service {
     weak: WeakHandle,
     /// An automatic download is running.
     fetching: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    /// Files that waited for their relay are being uploaded (one run at a time).
+    sending_files: std::sync::Arc<std::sync::atomic::AtomicBool>,
     profile: Profile,
     jobs: mpsc::Receiver<Job>,
     events: broadcast::Sender<LiveEvent>,
@@ -304,6 +307,26 @@ impl Service {
         });
     }
 
+    /// Upload and send files that waited for their relay, in the background (one run at a
+    /// time; it uses the job queue like any front). Only when some wait.
+    fn start_pending_files(&self) {
+        use std::sync::atomic::Ordering;
+        if !self.profile.has_pending_files() || self.sending_files.swap(true, Ordering::SeqCst) {
+            return;
+        }
+        let Some(handle) = self.weak.upgrade() else {
+            self.sending_files.store(false, Ordering::SeqCst);
+            return;
+        };
+        let flag = self.sending_files.clone();
+        tokio::spawn(async move {
+            if let Err(e) = handle.send_pending_files().await {
+                tracing::debug!("waiting files not sent yet: {e}");
+            }
+            flag.store(false, Ordering::SeqCst);
+        });
+    }
+
     fn live(&self, event: Event) {
         let _ = self.events.send(LiveEvent { seq: None, event });
     }
@@ -341,7 +364,10 @@ impl Service {
             if dirty && retry_at.is_none() {
                 dirty = false;
                 match self.profile.sync().await {
-                    Ok(events) => self.publish(events),
+                    Ok(events) => {
+                        self.publish(events);
+                        self.start_pending_files();
+                    }
                     Err(e @ Error::RelayUnreachable(_)) => {
                         ws = None;
                         retry_at = Some(self.unreachable(&e, &relay, &mut backoff));

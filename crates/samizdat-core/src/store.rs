@@ -34,6 +34,7 @@ pub(crate) fn migrations() -> Migrations<'static> {
         M::up(include_str!("../migrations/0012_devices.sql")),
         M::up(include_str!("../migrations/0013_drafts.sql")),
         M::up(include_str!("../migrations/0014_device_lists.sql")),
+        M::up(include_str!("../migrations/0015_pending_files.sql")),
     ])
 }
 
@@ -250,7 +251,7 @@ mod tests {
             .conn()
             .pragma_query_value(None, "user_version", |r| r.get(0))
             .expect("version");
-        assert_eq!(version, 14);
+        assert_eq!(version, 15);
         db.conn()
             .pragma_update(None, "user_version", 99)
             .expect("set version");

@@ -193,9 +193,13 @@ impl ClientHandle {
             log: plan.log,
             token: &plan.token,
         };
-        let created = relay
-            .create_blob(attachment::cipher_len(size), owner)
-            .await?;
+        // A relay that cannot be reached does not lose the file: it is encrypted and kept,
+        // and sent when the relay is back (`send_pending_files`), as a text would be.
+        let created = match relay.create_blob(attachment::cipher_len(size), owner).await {
+            Ok(c) => Some(c),
+            Err(Error::RelayUnreachable(_)) => None,
+            Err(e) => return Err(e),
+        };
         let tmp = dir.join(format!("upload-{}.part", random_id()));
         let src = path.to_path_buf();
         let dst = tmp.clone();
@@ -217,6 +221,21 @@ impl ClientHandle {
                 return Err(e);
             }
         };
+        let mut att = Attachment {
+            relay: relay.base().to_string(),
+            // Where the blob will be is known once it is created.
+            blob: samizdat_proto::Id::from_bytes([0; 16]),
+            key: Bytes(sealed.key.to_vec()),
+            digest: Bytes(sealed.digest.to_vec()),
+            size,
+            media_type: attachment::media_type(&name).to_string(),
+            name: name.clone(),
+        };
+        let Some(created) = created else {
+            self.keep_for_later(target, caption, att, &tmp, sealed.cipher_len)
+                .await?;
+            return Err(Error::RelayUnreachable(relay.base().to_string()));
+        };
         let mut progress = Progress {
             handle: self,
             id: name.clone(),
@@ -225,26 +244,106 @@ impl ClientHandle {
             reported: None,
         };
         let token = created.upload_token.0.clone();
-        if let Err(e) = upload(&relay, &created.blob_id, &token, &tmp, &mut progress).await {
-            let _ = crate::wipe::wipe_file(&tmp);
-            return Err(e);
+        match upload(&relay, &created.blob_id, &token, &tmp, &mut progress).await {
+            Ok(()) => {}
+            Err(e @ Error::RelayUnreachable(_)) => {
+                self.keep_for_later(target, caption, att, &tmp, sealed.cipher_len)
+                    .await?;
+                return Err(e);
+            }
+            Err(e) => {
+                let _ = crate::wipe::wipe_file(&tmp);
+                return Err(e);
+            }
         }
-        let att = Attachment {
-            // The `ATTACHMENT_RELAY` fault point names another relay, as a hostile member
-            // would (security review 3, M7 test).
-            relay: crate::fault::point("ATTACHMENT_RELAY")
-                .unwrap_or_else(|| relay.base().to_string()),
-            blob: created.blob_id,
-            key: Bytes(sealed.key.to_vec()),
-            digest: Bytes(sealed.digest.to_vec()),
-            size,
-            media_type: attachment::media_type(&name).to_string(),
-            name,
-        };
+        att.blob = created.blob_id;
+        // The `ATTACHMENT_RELAY` fault point names another relay, as a hostile member would
+        // (security review 3, M7 test).
+        if let Some(other) = crate::fault::point("ATTACHMENT_RELAY") {
+            att.relay = other;
+        }
         let t = target.to_string();
         let caption = caption.to_string();
         self.call(move |p| {
             async move { p.send_attachment(&t, &caption, att, &tmp).await }.boxed_local()
+        })
+        .await
+    }
+
+    /// Keep an encrypted file whose relay could not be reached (its message waits).
+    async fn keep_for_later(
+        &self,
+        target: &str,
+        caption: &str,
+        att: Attachment,
+        tmp: &Path,
+        cipher_len: u64,
+    ) -> Result<()> {
+        let (t, c, file) = (target.to_string(), caption.to_string(), tmp.to_path_buf());
+        let kept = self
+            .call(move |p| {
+                async move { p.queue_attachment(&t, &c, att, &file, cipher_len) }.boxed_local()
+            })
+            .await;
+        if kept.is_err() {
+            let _ = crate::wipe::wipe_file(tmp);
+        }
+        kept.map(|_| ())
+    }
+
+    /// Upload and send the files that were waiting for their relay, oldest first; stops at
+    /// the first relay that still cannot be reached (the next sync tries again). A file the
+    /// relay refuses for good is marked failed on its message.
+    pub async fn send_pending_files(&self) -> Result<()> {
+        let pending = self
+            .call(|p| async move { p.pending_files() }.boxed_local())
+            .await?;
+        for f in pending {
+            match self.send_pending_file(&f).await {
+                Ok(_) => {}
+                Err(e) if transient(&e) => return Err(e),
+                Err(e) => {
+                    let why = e.to_string();
+                    let id = f.id;
+                    self.call(move |p| {
+                        async move { p.pending_file_failed(&id, &why) }.boxed_local()
+                    })
+                    .await?;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    async fn send_pending_file(&self, f: &crate::profile::PendingFile) -> Result<String> {
+        let t = f.conversation.clone();
+        let plan = self
+            .call(move |p| async move { p.attachment_plan(&t) }.boxed_local())
+            .await?;
+        let owner = crate::relay_client::BlobOwner::Group {
+            log: plan.log,
+            token: &plan.token,
+        };
+        let created = plan.relay.create_blob(f.cipher_len, owner).await?;
+        let mut progress = Progress {
+            handle: self,
+            id: f.id.to_string(),
+            direction: TransferDirection::Upload,
+            total: f.cipher_len,
+            reported: None,
+        };
+        let token = created.upload_token.0.clone();
+        upload(
+            &plan.relay,
+            &created.blob_id,
+            &token,
+            &f.file,
+            &mut progress,
+        )
+        .await?;
+        let (id, relay, blob) = (f.id, plan.relay.base().to_string(), created.blob_id);
+        self.call(move |p| {
+            async move { p.send_pending_file(&id, &relay, blob).await }.boxed_local()
         })
         .await
     }
@@ -311,7 +410,7 @@ impl ClientHandle {
             .unwrap_or(Path::new("."))
             .to_path_buf();
         let tmp = parent.join(format!(".samizdat-{}.part", random_id()));
-        let (key, size) = (att.key.0.clone(), att.size);
+        let (key, size) = (zeroize::Zeroizing::new(att.key.0.clone()), att.size);
         let (c, t) = (copy.clone(), tmp.clone());
         tokio::task::spawn_blocking(move || attachment::decrypt_file(&c, &key, size, &t))
             .await

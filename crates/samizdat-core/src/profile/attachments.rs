@@ -20,6 +20,16 @@ pub struct AttachmentSource {
     pub dir: PathBuf,
 }
 
+/// A file waiting for its relay (see [`Profile::queue_attachment`]).
+pub struct PendingFile {
+    pub id: Id,
+    /// The conversation's name (what `attachment_plan` takes).
+    pub conversation: String,
+    pub cipher_len: u64,
+    /// Its encrypted copy.
+    pub file: PathBuf,
+}
+
 /// Where a file being sent goes (see [`Profile::attachment_plan`]).
 pub struct AttachmentPlan {
     pub relay: crate::relay_client::RelayClient,
@@ -52,7 +62,7 @@ impl Profile {
                 conv.name
             )));
         }
-        let token = zeroize::Zeroizing::new(self.mls.load(conv.group_id.as_bytes())?.token()?);
+        let token = self.mls.load(conv.group_id.as_bytes())?.token()?;
         Ok(AttachmentPlan {
             relay: self.conv_relay(&conv)?,
             dir: self.attachments_dir()?,
@@ -102,6 +112,180 @@ impl Profile {
             let _ = crate::wipe::wipe_file(&dir.join(&name));
         }
         sent
+    }
+
+    /// Keep a file whose relay could not be reached, to send when it is back (as a text
+    /// would be): `file` is its encrypted copy (kept as ours), `attachment` what the message
+    /// will carry but the blob's place. The message shows at once, waiting. Returns its id.
+    pub fn queue_attachment(
+        &mut self,
+        target: &str,
+        caption: &str,
+        attachment: Attachment,
+        file: &Path,
+        cipher_len: u64,
+    ) -> Result<String> {
+        if caption.len() > MAX_TEXT {
+            return Err(Error::Usage(format!(
+                "the caption is longer than {MAX_TEXT} bytes"
+            )));
+        }
+        let conv = self.conv_by_name(target)?;
+        if !conv.active {
+            return Err(Error::NotMember(format!(
+                "you are no longer a member of {:?}",
+                conv.name
+            )));
+        }
+        let timer = self.timer(&conv.group_id)?;
+        let id = random_id();
+        let dir = self.attachments_dir()?;
+        let name = file_name(&id);
+        std::fs::rename(file, dir.join(&name))
+            .map_err(|e| Error::Storage(format!("cannot keep the encrypted attachment: {e}")))?;
+        let json = serde_json::to_string(&attachment).map_err(|e| Error::Storage(e.to_string()))?;
+        let sent_at = now_millis();
+        let expires_in = (timer > 0).then_some(timer);
+        let mut events = Vec::new();
+        self.db.transaction(|| {
+            self.db.conn().execute(
+                "INSERT INTO messages (id, group_id, sender_fp, outgoing, body, sent_at, received_at, expires_in, expires_at, attachment, attachment_file)
+                 VALUES (?1, ?2, ?3, 1, ?4, ?5, ?5, ?6, ?7, ?8, ?9)",
+                params![
+                    id.as_bytes(),
+                    conv.group_id.as_bytes(),
+                    &self.fingerprint[..],
+                    caption,
+                    sent_at as i64,
+                    expires_in.map(|e| e as i64),
+                    expires_in.map(|e| sent_at.saturating_add(e.saturating_mul(1000)) as i64),
+                    json,
+                    name,
+                ],
+            )?;
+            self.db.conn().execute(
+                "INSERT INTO pending_files (id, group_id, cipher_len, created_at) VALUES (?1, ?2, ?3, ?4)",
+                params![id.as_bytes(), conv.group_id.as_bytes(), cipher_len as i64, sent_at as i64],
+            )?;
+            self.emit(
+                &mut events,
+                Event::MessageQueued {
+                    conversation_id: conv.group_id.to_string(),
+                    conversation: conv.name.clone(),
+                    id: id.to_string(),
+                },
+            )
+        })?;
+        self.buffered.append(&mut events);
+        self.state_changed()?;
+        Ok(id.to_string())
+    }
+
+    /// Whether any file waits for its relay.
+    pub fn has_pending_files(&self) -> bool {
+        self.db
+            .conn()
+            .query_row("SELECT EXISTS (SELECT 1 FROM pending_files)", [], |r| {
+                r.get(0)
+            })
+            .unwrap_or(false)
+    }
+
+    /// Files waiting for their relay, oldest first.
+    pub fn pending_files(&self) -> Result<Vec<PendingFile>> {
+        let conn = self.db.conn();
+        let mut stmt = conn.prepare(
+            "SELECT p.id, c.name, p.cipher_len, m.attachment_file FROM pending_files p
+             JOIN conversations c ON c.group_id = p.group_id
+             JOIN messages m ON m.id = p.id
+             ORDER BY p.created_at",
+        )?;
+        let rows = stmt
+            .query_map([], |r| {
+                Ok((
+                    r.get::<_, Vec<u8>>(0)?,
+                    r.get::<_, String>(1)?,
+                    r.get::<_, i64>(2)?,
+                    r.get::<_, Option<String>>(3)?,
+                ))
+            })?
+            .collect::<rusqlite::Result<Vec<_>>>()?;
+        drop(stmt);
+        drop(conn);
+        let dir = self.attachments_dir()?;
+        rows.into_iter()
+            .map(|(id, conversation, len, file)| {
+                Ok(PendingFile {
+                    id: Id::from_slice(&id).map_err(|_| Error::Storage("corrupt id".into()))?,
+                    conversation,
+                    cipher_len: len.max(0) as u64,
+                    file: dir.join(file.unwrap_or_default()),
+                })
+            })
+            .collect()
+    }
+
+    /// A waiting file is on its relay as `blob`: send its message (queued as any text if the
+    /// relay went away again meanwhile).
+    pub async fn send_pending_file(&mut self, id: &Id, relay: &str, blob: Id) -> Result<String> {
+        let row: Option<(Vec<u8>, String, i64, Option<i64>, Option<String>)> = self
+            .db
+            .conn()
+            .query_row(
+                "SELECT group_id, body, sent_at, expires_in, attachment FROM messages WHERE id = ?1",
+                params![id.as_bytes()],
+                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?)),
+            )
+            .optional()?;
+        let Some((group, text, sent_at, expires_in, Some(json))) = row else {
+            // The message is gone (it disappeared, or was deleted): nothing to send.
+            self.db.conn().execute(
+                "DELETE FROM pending_files WHERE id = ?1",
+                params![id.as_bytes()],
+            )?;
+            return Err(Error::NotFound("the waiting file's message is gone".into()));
+        };
+        let mut attachment: Attachment = serde_json::from_str(&json)
+            .map_err(|e| Error::Storage(format!("corrupt attachment record: {e}")))?;
+        attachment.relay = relay.to_string();
+        attachment.blob = blob;
+        let json = serde_json::to_string(&attachment).map_err(|e| Error::Storage(e.to_string()))?;
+        let group =
+            Id::from_slice(&group).map_err(|_| Error::Storage("corrupt group id".into()))?;
+        let conv = self
+            .conv_by_id(&group)?
+            .ok_or_else(|| Error::NotFound("the file's conversation is gone".into()))?;
+        self.db.transaction(|| {
+            self.db.conn().execute(
+                "UPDATE messages SET attachment = ?2 WHERE id = ?1",
+                params![id.as_bytes(), json],
+            )?;
+            self.db.conn().execute(
+                "DELETE FROM pending_files WHERE id = ?1",
+                params![id.as_bytes()],
+            )?;
+            Ok(())
+        })?;
+        let payload =
+            super::outbox::text_payload(id.as_bytes(), text, sent_at, expires_in, Some(json))?;
+        self.send_payload(&conv, payload).await
+    }
+
+    /// A waiting file cannot be sent (the relay refused it for good, or we left): its message
+    /// says why, as a refused text does.
+    pub fn pending_file_failed(&mut self, id: &Id, why: &str) -> Result<()> {
+        self.db.transaction(|| {
+            self.db.conn().execute(
+                "UPDATE messages SET failed = ?2 WHERE id = ?1",
+                params![id.as_bytes(), why],
+            )?;
+            self.db.conn().execute(
+                "DELETE FROM pending_files WHERE id = ?1",
+                params![id.as_bytes()],
+            )?;
+            Ok(())
+        })?;
+        self.state_changed()
     }
 
     /// The attachment of `message_id`, with our copy if we have it.

@@ -26,6 +26,44 @@ pub(crate) enum DeviceStatus {
 }
 
 impl Profile {
+    /// A device that `person` revoked committed in `conv` (its commit is applied: refusing it
+    /// would split the group): undo what it could undo — its own leaf and every leaf it added
+    /// are removed by the next commit (ours at the end of this sync, or whoever's comes
+    /// first), and the conversation says so. Removals it made stand (inside the caller's
+    /// transaction).
+    pub(super) fn undo_revoked_commit(
+        &self,
+        conv: &Conv,
+        person: &[u8; 32],
+        device: &[u8; 32],
+        before: &[crate::mls::Member],
+        after: &[crate::mls::Member],
+        events: &mut Vec<Event>,
+    ) -> Result<()> {
+        let added = after
+            .iter()
+            .filter(|m| !before.iter().any(|b| b.device == m.device))
+            .map(|m| m.device);
+        let mut undone = 0usize;
+        for leaf in std::iter::once(*device).chain(added) {
+            self.db.conn().execute(
+                "INSERT OR IGNORE INTO pending_removals (group_id, member, created_at) VALUES (?1, ?2, ?3)",
+                params![conv.group_id.as_bytes(), &leaf[..], now_secs() as i64],
+            )?;
+            undone += 1;
+        }
+        let who = self.label(&conv.group_id, person)?;
+        let text = if undone > 1 {
+            format!(
+                "a device that {who} removed changed this group; it and the {} member(s) it added are being removed",
+                undone - 1
+            )
+        } else {
+            format!("a device that {who} removed changed this group; it is being removed")
+        };
+        self.emit(events, Event::notice(Some(conv), text))
+    }
+
     /// Our own newest signed list (every device of ours keeps it to pass it on).
     pub(super) fn own_device_list(&self) -> Result<Option<DeviceList>> {
         self.stored_list(&self.fingerprint)

@@ -17,6 +17,7 @@ use crate::{Error, Result, now_millis, now_secs, random_id, sha256};
 
 mod apply;
 mod attachments;
+pub(crate) use attachments::PendingFile;
 mod backup;
 mod commit;
 mod contacts;

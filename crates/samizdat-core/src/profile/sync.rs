@@ -142,6 +142,15 @@ impl Profile {
                 Event::notice(None, format!("could not tell your other devices: {e}")),
             )?,
         }
+        // Logs a member locked with a false token (finding 6): re-created, then the culprit is
+        // removed by the step below.
+        match self.recover_locked_logs(&mut events).await {
+            Ok(()) | Err(Error::RelayUnreachable(_)) => {}
+            Err(e) => self.emit(
+                &mut events,
+                Event::notice(None, format!("could not re-create a locked log: {e}")),
+            )?,
+        }
         // Members who asked to leave (stored when their notice was read, also by earlier
         // syncs that could not finish): remove them; one committer wins, the rest find them
         // gone. Then members we added who never joined get a fresh Welcome.
@@ -163,6 +172,49 @@ impl Profile {
             return Err(e);
         }
         Ok(events)
+    }
+
+    /// Re-create the logs that a member locked with a false next-token hash (finding 6) on
+    /// their relay, from the epoch we are at: the members follow the move notice, and the
+    /// culprit's removal is queued (`commit_pending_removals` makes it on the new log). A
+    /// member who already moved it first makes us follow instead (same log id).
+    async fn recover_locked_logs(&mut self, events: &mut Vec<Event>) -> Result<()> {
+        let keys: Vec<String> = {
+            let conn = self.db.conn();
+            let mut stmt = conn.prepare("SELECT key FROM settings WHERE key LIKE 'recover:%'")?;
+            stmt.query_map([], |r| r.get::<_, String>(0))?
+                .collect::<rusqlite::Result<Vec<_>>>()?
+        };
+        for key in keys {
+            let gid = key
+                .strip_prefix("recover:")
+                .and_then(|g| g.parse::<Id>().ok());
+            let conv = match gid {
+                Some(g) => self.conv_by_id(&g)?,
+                None => None,
+            };
+            let Some(conv) = conv else {
+                self.db
+                    .conn()
+                    .execute("DELETE FROM settings WHERE key = ?1", params![key])?;
+                continue;
+            };
+            if conv.active {
+                // Someone else's move reached us first: nothing left to do here.
+                self.db
+                    .conn()
+                    .execute("DELETE FROM settings WHERE key = ?1", params![key])?;
+                continue;
+            }
+            let relay = conv.relay.clone();
+            let moved = self.move_conversation(&conv.name, &relay).await;
+            events.append(&mut self.buffered);
+            moved?;
+            self.db
+                .conn()
+                .execute("DELETE FROM settings WHERE key = ?1", params![key])?;
+        }
+        Ok(())
     }
 
     /// Read one conversation's log (after a push for it): its queued sends, the log, and
@@ -277,10 +329,19 @@ impl Profile {
                             continue;
                         }
                     };
-                    if self.conv_by_id(&w.group_id)?.is_some_and(|c| c.active) {
-                        // Already joined (a crash before the acknowledgement): nothing to do.
-                        done.push(m.seq);
-                        continue;
+                    if let Some(c) = self.conv_by_id(&w.group_id)?.filter(|c| c.active) {
+                        // Already joined (a crash before the acknowledgement): nothing to do —
+                        // unless the Welcome is for a later epoch than ours: a member re-adds
+                        // us to a group that went on without us (a relay forked us off, and
+                        // our own recovery left us on a log of our own). Screened as a re-add.
+                        let later = WelcomePart::decode(&w.stored)
+                            .and_then(|p| p.ok())
+                            .and_then(|p| self.mls.examine(&p.welcome).ok())
+                            .is_some_and(|seen| seen.epoch > c.read_epoch);
+                        if !later {
+                            done.push(m.seq);
+                            continue;
+                        }
                     }
                     // From a linked device of a contact: read our conversation with them first,
                     // so the newest device list they sent (a revocation, say) is known.
@@ -464,7 +525,18 @@ impl Profile {
                         epoch,
                         removed,
                         committer,
+                        committer_device,
                     }) => {
+                        // H2: a device its person revoked committed. Every member applies the
+                        // commit (refusing it would split the group), then undoes it: the
+                        // device and every leaf it added are removed by the next commit.
+                        let revoked_committer = match (committer, committer_device) {
+                            (Some(p), Some(d)) if p != self.fingerprint => {
+                                self.device_status(&p, &d)?
+                                    == super::device_lists::DeviceStatus::Revoked
+                            }
+                            _ => false,
+                        };
                         let token = if removed { None } else { Some(g.token()?) };
                         let after = if removed { Vec::new() } else { g.members() };
                         // Review finding 6: a committer who gave the relay a token hash that
@@ -494,11 +566,40 @@ impl Profile {
                                     "UPDATE conversations SET active = 0, status = ?2 WHERE group_id = ?1",
                                     params![group_id.as_bytes(), status],
                                 )?;
-                                let text = format!(
-                                    "lost sync with the group: the commit by {who} at position {} does not lead to the token the relay recorded — either {who} gave the relay a false token (locking everyone else out), or the relay served a commit it never accepted (a fork); to go on without {who}, re-create the log (`samizdat move {} --to RELAY`, the same relay will do: the others follow) and remove {who} — unless the others do not see this (then the relay forked you: ask to be re-added)",
-                                    entry.seq,
-                                    conv.name
-                                );
+                                // Recovery without anyone's help (finding 6): at the end of
+                                // this sync the log is re-created on the same relay from this
+                                // epoch (the other members follow the notice), and the
+                                // committer is removed by our next commit there.
+                                // Who was in it (the culprit included): any of them may
+                                // re-add us later, should this be a fork (M6).
+                                for m in &after {
+                                    self.db.conn().execute(
+                                        "INSERT OR IGNORE INTO last_rosters (group_id, person) VALUES (?1, ?2)",
+                                        params![group_id.as_bytes(), &m.fingerprint[..]],
+                                    )?;
+                                }
+                                let recovering = match committer {
+                                    Some(fp) if fp != self.fingerprint => {
+                                        self.db.conn().execute(
+                                            "INSERT OR IGNORE INTO pending_removals (group_id, member, created_at) VALUES (?1, ?2, ?3)",
+                                            params![group_id.as_bytes(), &fp[..], now_secs() as i64],
+                                        )?;
+                                        self.db.set_setting(&recover_key(group_id), b"1")?;
+                                        true
+                                    }
+                                    _ => false,
+                                };
+                                let text = if recovering {
+                                    format!(
+                                        "lost sync with the group: the commit by {who} at position {} does not lead to the token the relay recorded — either {who} gave the relay a false token (locking everyone else out), or the relay served a commit it never accepted (a fork); recovering: re-creating the log on the same relay (the others follow) and removing {who} — unless the others do not see this (then the relay forked you: ask to be re-added)",
+                                        entry.seq
+                                    )
+                                } else {
+                                    format!(
+                                        "lost sync with the group: the commit at position {} does not lead to the token the relay recorded (the relay served a commit it never accepted, or our own commit was lost); re-create the log (`samizdat move {} --to RELAY`) or ask to be re-added",
+                                        entry.seq, conv.name
+                                    )
+                                };
                                 self.emit(events, Event::notice(Some(&conv), text))?;
                             } else if removed {
                                 self.db.conn().execute(
@@ -513,6 +614,11 @@ impl Profile {
                                 self.drop_group_secrets(group_id)?;
                             } else {
                                 self.member_changes(&conv, &before, &after, events)?;
+                                if let (true, Some(person), Some(device)) =
+                                    (revoked_committer, committer, committer_device)
+                                {
+                                    self.undo_revoked_commit(&conv, &person, &device, &before, &after, events)?;
+                                }
                                 // Our own commit, recovered after a crash: the group's name
                                 // queued with it was lost; queue it again for the new members.
                                 let ours = committer == Some(self.fingerprint);
@@ -634,4 +740,9 @@ impl Profile {
         )?;
         Ok(())
     }
+}
+
+/// The setting that marks a conversation whose log a member locked (finding 6) for recovery.
+fn recover_key(group: &Id) -> String {
+    format!("recover:{group}")
 }

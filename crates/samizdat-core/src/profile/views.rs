@@ -318,7 +318,10 @@ impl Profile {
         // (`messages_by_position`) from the anchor instead of reading the conversation.
         let newest_first = after.is_none();
         let mut sql = String::from(
-            "SELECT id, sender_fp, body, sent_at, seq, outgoing, pending_body IS NULL AND failed IS NULL, failed, expires_at,
+            "SELECT id, sender_fp, body, sent_at, seq, outgoing,
+                    pending_body IS NULL AND failed IS NULL
+                        AND NOT EXISTS (SELECT 1 FROM pending_files p WHERE p.id = messages.id),
+                    failed, expires_at,
                     attachment, attachment_file
              FROM messages WHERE group_id = ?1",
         );

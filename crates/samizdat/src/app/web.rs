@@ -177,12 +177,38 @@ fn clearing(mut r: Response, what: Clear) -> Response {
     r
 }
 
-/// A form body as name/value pairs (a field may repeat: `member=a&member=b`).
+/// A form body as name/value pairs (a field may repeat: `member=a&member=b`). Its values
+/// (passphrases among them) are overwritten when it is dropped (security review 3, L5).
 struct Fields(Vec<(String, String)>);
+
+impl Drop for Fields {
+    fn drop(&mut self) {
+        use zeroize::Zeroize;
+        for (k, v) in &mut self.0 {
+            k.zeroize();
+            v.zeroize();
+        }
+    }
+}
+
+/// Overwrite a request body we hold alone (a shared buffer is left to its owner: hyper
+/// reuses its read buffer for the next request).
+fn wipe_body(body: Bytes) {
+    if let Ok(mut b) = body.try_into_mut() {
+        zeroize::Zeroize::zeroize(&mut b[..]);
+    }
+}
 
 impl Fields {
     fn parse(body: &[u8]) -> Fields {
         Fields(form_urlencoded::parse(body).into_owned().collect())
+    }
+
+    /// Parse a body and overwrite it.
+    fn take(body: Bytes) -> Fields {
+        let f = Fields::parse(&body);
+        wipe_body(body);
+        f
     }
 
     fn get(&self, name: &str) -> Option<&str> {
@@ -210,10 +236,10 @@ impl Fields {
 fn checked<'a>(
     app: &'a App,
     headers: &HeaderMap,
-    body: &[u8],
+    body: Bytes,
 ) -> Result<(Req<'a>, Fields), Refused> {
     let r = req(app, headers)?;
-    let f = Fields::parse(body);
+    let f = Fields::take(body);
     let offered = headers
         .get("x-csrf-token")
         .and_then(|h| h.to_str().ok())
@@ -354,7 +380,7 @@ fn new_passphrase_error(r: &Req<'_>, f: &Fields) -> Option<String> {
 }
 
 async fn onboard(State(app): AppState, headers: HeaderMap, body: Bytes) -> Response {
-    let (r, f) = or_refuse!(checked(&app, &headers, &body));
+    let (r, f) = or_refuse!(checked(&app, &headers, body));
     let form = onboard_form(&f);
     let pass = zeroize::Zeroizing::new(f.text("passphrase"));
     let error = match new_passphrase_error(&r, &f) {
@@ -376,7 +402,7 @@ async fn onboard(State(app): AppState, headers: HeaderMap, body: Bytes) -> Respo
 /// Onboarding by linking to an existing profile: a profile of this device's own is made on the
 /// relay given, and the page shows its one-time link until the other device adds it.
 async fn onboard_link(State(app): AppState, headers: HeaderMap, body: Bytes) -> Response {
-    let (r, f) = or_refuse!(checked(&app, &headers, &body));
+    let (r, f) = or_refuse!(checked(&app, &headers, body));
     let form = onboard_form(&f);
     let pass = zeroize::Zeroizing::new(f.text("passphrase"));
     let error = match new_passphrase_error(&r, &f) {
@@ -412,7 +438,7 @@ async fn linking(State(app): AppState, headers: HeaderMap) -> Response {
 }
 
 async fn unlock(State(app): AppState, headers: HeaderMap, body: Bytes) -> Response {
-    let (r, f) = or_refuse!(checked(&app, &headers, &body));
+    let (r, f) = or_refuse!(checked(&app, &headers, body));
     let pass = zeroize::Zeroizing::new(f.text("passphrase"));
     match app.unlock(&pass).await {
         // Every unlock clears the origin's storage, so one after the duress passphrase (which
@@ -538,7 +564,7 @@ async fn send(
     Path(id): Path<String>,
     body: Bytes,
 ) -> Response {
-    let (r, f) = or_refuse!(checked(&app, &headers, &body));
+    let (r, f) = or_refuse!(checked(&app, &headers, body));
     let text = f.text("text");
     let sent: Result<Value, CallError> = app
         .call("send", json!({ "conversation_id": id, "text": text }))
@@ -568,7 +594,7 @@ async fn retry(
     Path(mid): Path<String>,
     body: Bytes,
 ) -> Response {
-    let (r, _) = or_refuse!(checked(&app, &headers, &body));
+    let (r, _) = or_refuse!(checked(&app, &headers, body));
     let sent: Result<samizdat_core::rpc::Sent, CallError> = app
         .call("message_retry", json!({ "message_id": mid }))
         .await;
@@ -628,7 +654,7 @@ async fn group_change(
     app: &App,
     headers: &HeaderMap,
     id: &str,
-    body: &[u8],
+    body: Bytes,
     method: &str,
     params: impl FnOnce(&str, &Fields) -> Value,
 ) -> Response {
@@ -672,7 +698,7 @@ async fn group_add(
         &app,
         &headers,
         &id,
-        &body,
+        body,
         "group_add",
         |g, f| json!({ "group": g, "contacts": f.all("member") }),
     )
@@ -689,7 +715,7 @@ async fn group_remove(
         &app,
         &headers,
         &id,
-        &body,
+        body,
         "group_remove",
         |g, f| json!({ "group": g, "contact": f.text("contact") }),
     )
@@ -706,7 +732,7 @@ async fn group_rename(
         &app,
         &headers,
         &id,
-        &body,
+        body,
         "group_rename",
         |g, f| json!({ "group": g, "name": f.text("name") }),
     )
@@ -723,7 +749,7 @@ async fn group_leave(
         &app,
         &headers,
         &id,
-        &body,
+        body,
         "group_leave",
         |g, _| json!({ "group": g }),
     )
@@ -736,7 +762,7 @@ async fn set_timer(
     Path(id): Path<String>,
     body: Bytes,
 ) -> Response {
-    group_change(&app, &headers, &id, &body, "set_timer", |g, f| {
+    group_change(&app, &headers, &id, body, "set_timer", |g, f| {
         let seconds = f
             .get("seconds")
             .and_then(|s| s.parse::<u64>().ok())
@@ -755,7 +781,7 @@ async fn new_group(State(app): AppState, headers: HeaderMap) -> Response {
 }
 
 async fn create_group(State(app): AppState, headers: HeaderMap, body: Bytes) -> Response {
-    let (r, f) = or_refuse!(checked(&app, &headers, &body));
+    let (r, f) = or_refuse!(checked(&app, &headers, body));
     let name = f.text("name");
     let members = f.all("member");
     let result = async {
@@ -801,7 +827,7 @@ async fn new_contact(State(app): AppState, headers: HeaderMap) -> Response {
 }
 
 async fn invite(State(app): AppState, headers: HeaderMap, body: Bytes) -> Response {
-    let (r, f) = or_refuse!(checked(&app, &headers, &body));
+    let (r, f) = or_refuse!(checked(&app, &headers, body));
     let reusable = f.get("reusable").is_some();
     let hours: u64 = f.get("hours").and_then(|h| h.parse().ok()).unwrap_or(72);
     let link: Result<samizdat_core::rpc::InviteLink, CallError> = app
@@ -830,7 +856,7 @@ async fn invite(State(app): AppState, headers: HeaderMap, body: Bytes) -> Respon
 }
 
 async fn accept(State(app): AppState, headers: HeaderMap, body: Bytes) -> Response {
-    let (r, f) = or_refuse!(checked(&app, &headers, &body));
+    let (r, f) = or_refuse!(checked(&app, &headers, body));
     let link = f.text("link");
     let name = f.text("name");
     let accepted: Result<samizdat_core::rpc::Accepted, CallError> = app
@@ -854,7 +880,7 @@ async fn invitation(
     Path((id, action)): Path<(i64, String)>,
     body: Bytes,
 ) -> Response {
-    let (r, _) = or_refuse!(checked(&app, &headers, &body));
+    let (r, _) = or_refuse!(checked(&app, &headers, body));
     let method = match action.as_str() {
         "accept" => "invitation_accept",
         "decline" => "invitation_decline",
@@ -896,7 +922,7 @@ async fn verify_post(
     Path(id): Path<String>,
     body: Bytes,
 ) -> Response {
-    let (r, f) = or_refuse!(checked(&app, &headers, &body));
+    let (r, f) = or_refuse!(checked(&app, &headers, body));
     let result = async {
         let k = contact(&app, &id).await?;
         app.call::<Value>(
@@ -972,7 +998,7 @@ async fn settings_page_with(
 }
 
 async fn settings_duress(State(app): AppState, headers: HeaderMap, body: Bytes) -> Response {
-    let (r, f) = or_refuse!(checked(&app, &headers, &body));
+    let (r, f) = or_refuse!(checked(&app, &headers, body));
     let duress = zeroize::Zeroizing::new(f.text("duress"));
     let again = zeroize::Zeroizing::new(f.text("duress2"));
     let error = if duress.chars().count() < 8 {
@@ -998,7 +1024,7 @@ async fn settings_device_preview(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    let (r, f) = or_refuse!(checked(&app, &headers, &body));
+    let (r, f) = or_refuse!(checked(&app, &headers, body));
     let link = f.text("link").trim().to_string();
     match app
         .call::<samizdat_core::LinkPreview>("device_add_preview", json!({ "link": link }))
@@ -1011,7 +1037,7 @@ async fn settings_device_preview(
 
 /// Confirmed: add the device (the service finishes it when the new device answers).
 async fn settings_device_add(State(app): AppState, headers: HeaderMap, body: Bytes) -> Response {
-    let (r, f) = or_refuse!(checked(&app, &headers, &body));
+    let (r, f) = or_refuse!(checked(&app, &headers, body));
     match app
         .call::<samizdat_core::LinkPreview>("device_add", json!({ "link": f.text("link").trim() }))
         .await
@@ -1027,7 +1053,7 @@ async fn settings_device_add(State(app): AppState, headers: HeaderMap, body: Byt
 }
 
 async fn settings_device_revoke(State(app): AppState, headers: HeaderMap, body: Bytes) -> Response {
-    let (r, f) = or_refuse!(checked(&app, &headers, &body));
+    let (r, f) = or_refuse!(checked(&app, &headers, body));
     let done: Result<samizdat_core::rpc::Done, CallError> = app
         .call("device_revoke", json!({ "id": f.text("id") }))
         .await;
@@ -1046,7 +1072,7 @@ async fn settings_device_revoke(State(app): AppState, headers: HeaderMap, body: 
 }
 
 async fn settings_proxy(State(app): AppState, headers: HeaderMap, body: Bytes) -> Response {
-    let (r, f) = or_refuse!(checked(&app, &headers, &body));
+    let (r, f) = or_refuse!(checked(&app, &headers, body));
     let proxy = f.text("proxy");
     let proxy = if proxy.trim().is_empty() {
         "off".to_string()
@@ -1066,7 +1092,7 @@ async fn settings_proxy(State(app): AppState, headers: HeaderMap, body: Bytes) -
 }
 
 async fn settings_wipe(State(app): AppState, headers: HeaderMap, body: Bytes) -> Response {
-    let (r, f) = or_refuse!(checked(&app, &headers, &body));
+    let (r, f) = or_refuse!(checked(&app, &headers, body));
     if f.get("confirm") != Some("1") {
         return settings_page(&app, &r, None, Some(r.ctx.tr("err-wipe-confirm"))).await;
     }
@@ -1079,7 +1105,7 @@ async fn settings_wipe(State(app): AppState, headers: HeaderMap, body: Bytes) ->
 /// Lock: the profile leaves memory (when this process owns it) and the browser drops what it
 /// holds for the app; the page asks for the passphrase again.
 async fn lock(State(app): AppState, headers: HeaderMap, body: Bytes) -> Response {
-    let _ = or_refuse!(checked(&app, &headers, &body));
+    let _ = or_refuse!(checked(&app, &headers, body));
     app.lock().await;
     clearing(see("/".into()), Clear::Storage)
 }
@@ -1087,7 +1113,7 @@ async fn lock(State(app): AppState, headers: HeaderMap, body: Bytes) -> Response
 /// Quit: the session ends, the browser drops everything it holds for the app (the cookie
 /// too), and the app's process stops.
 async fn quit(State(app): AppState, headers: HeaderMap, body: Bytes) -> Response {
-    let (r, _) = or_refuse!(checked(&app, &headers, &body));
+    let (r, _) = or_refuse!(checked(&app, &headers, body));
     app.guard.end(&r.id);
     app.quit.notify_one();
     clearing(page(pages::stopped(&r.ctx)), Clear::All)
@@ -1100,7 +1126,7 @@ async fn save_draft(
     Path(id): Path<String>,
     body: Bytes,
 ) -> Response {
-    let (r, f) = or_refuse!(checked(&app, &headers, &body));
+    let (r, f) = or_refuse!(checked(&app, &headers, body));
     let text = zeroize::Zeroizing::new(f.text("text"));
     let saved: Result<samizdat_core::rpc::Done, CallError> = app
         .call(
@@ -1115,7 +1141,7 @@ async fn save_draft(
 }
 
 async fn settings_lang(State(app): AppState, headers: HeaderMap, body: Bytes) -> Response {
-    let (r, f) = or_refuse!(checked(&app, &headers, &body));
+    let (r, f) = or_refuse!(checked(&app, &headers, body));
     app.guard
         .set_lang(&r.id, f.get("lang").and_then(Lang::from_code));
     // Back to where the switch was (only our own two pages: no open redirect).

@@ -263,7 +263,7 @@ pub async fn run(args: LargeGroupArgs) -> Result<Report> {
     // Everyone online: a subscription per member on the group's log at epoch 1.
     let log = LogGroup {
         id: group_id,
-        token: token1.clone(),
+        token: token1.to_vec(),
     };
     let arrivals: Arc<Mutex<Vec<u64>>> = Arc::new(Mutex::new(Vec::with_capacity(n)));
     let bodies: Arc<Mutex<HashMap<usize, Vec<u8>>>> = Arc::new(Mutex::new(HashMap::new()));

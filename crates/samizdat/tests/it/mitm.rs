@@ -383,7 +383,9 @@ fn man_in_the_middle_relay_cannot_forge_or_duplicate_and_forks_are_reported() {
     let out = carol.ok(&["sync"]);
     assert!(!out.contains("m8"), "{out}");
     assert!(bob.ok(&["sync"]).contains("removed"));
-    // Recovery: carol is re-added and reads again.
+    // Recovery: carol (who, seeing the mismatch alone, re-created the log for herself: the
+    // others never follow a forked epoch's notice) is re-added by a member of the group as
+    // she knew it, and reads again.
     alice.ok(&["group", "remove", "g", &carol.display]);
     alice.ok(&["group", "add", "g", &carol.display]);
     carol.ok(&["sync"]);

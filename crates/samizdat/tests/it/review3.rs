@@ -1118,3 +1118,127 @@ fn finding_app_look_alike_contacts_are_told_apart() {
     let chats = alice.ok(&["list"]);
     assert!(chats.contains(&real) && chats.contains(&fake), "{chats}");
 }
+
+/// App review: a file sent while the relay cannot be reached is kept, encrypted, and shown
+/// waiting; it is uploaded and sent when the relay is back, as a text is — never dropped.
+#[test]
+fn finding_app_a_file_sent_while_the_relay_is_away_is_queued() {
+    let mut w = World::new();
+    let [alice, bob] = w.people(["alice", "bob"]);
+    w.connect(&alice, &bob);
+    let files = tempfile::tempdir().expect("tempdir");
+    let path = files.path().join("report.txt");
+    let body = w.text("the report body");
+    std::fs::write(&path, &body).expect("write");
+    let caption = w.text("the report");
+    let (data, addr) = (w.relay.data.clone(), w.relay.addr.clone());
+    w.relay.kill();
+    let hold = crate::harness::PortHold::new(&addr);
+    let err = alice.fails(&[
+        "send",
+        &bob.display,
+        "--file",
+        path.to_str().expect("utf8"),
+        "--text",
+        &caption,
+    ]);
+    assert!(err.contains("stored"), "{err}");
+    let waiting = alice.history(&bob.display).pop().expect("the message");
+    assert_eq!(waiting["text"], caption.as_str());
+    assert_eq!(waiting["attachment"]["name"], "report.txt", "{waiting}");
+    assert_eq!(waiting["delivered"], false);
+    // The plaintext was not kept anywhere in the profile (only its encrypted copy).
+    assert_eq!(
+        crate::app::files_containing(&alice.home, body.as_bytes()),
+        Vec::<std::path::PathBuf>::new()
+    );
+    drop(hold);
+    w.relay = RelayProc::start(&data, &addr);
+    alice.ok(&["sync"]);
+    let sent = alice.history(&bob.display).pop().expect("the message");
+    assert_eq!(
+        sent["id"], waiting["id"],
+        "the same message, not a second one"
+    );
+    assert_eq!(sent["delivered"], true, "{sent}");
+    bob.ok(&["sync"]);
+    let got = bob.history("alice").pop().expect("bob got it");
+    assert_eq!(got["text"], caption.as_str());
+    let out = tempfile::tempdir().expect("tempdir");
+    bob.ok(&[
+        "download",
+        got["id"].as_str().expect("id"),
+        "--out",
+        out.path().to_str().expect("utf8"),
+    ]);
+    assert_eq!(
+        std::fs::read_to_string(out.path().join("report.txt")).expect("file"),
+        body
+    );
+    w.assert_no_plaintext();
+}
+
+/// H2, a commit by a revoked device in a group it is still in (its person's removal of it has
+/// not landed yet): members apply it — refusing would split the group — then undo it: the
+/// device and everyone it added are removed by the next commit, and the group says so.
+#[test]
+fn finding_h2_a_commit_by_a_revoked_device_is_undone() {
+    let mut w = World::new();
+    let [alice, bob, mallory] = w.people(["alice", "bob", "mallory"]);
+    w.connect(&alice, &bob);
+    w.connect(&alice, &mallory);
+    let phone = person_at(&w.dir.path().join("phone"), "phone");
+    let j = crate::devices::start_join_on(&phone, &w.relay.url, "120", &[]);
+    alice.ok(&["device", "add", &j.link, "--yes"]);
+    let (ok, out, err) = crate::devices::finish_join(j);
+    assert!(ok, "{out}{err}");
+    bob.ok(&["group", "create", "friends"]);
+    bob.ok(&["group", "add", "friends", "alice"]);
+    alice.ok(&["sync"]);
+    phone.ok(&["sync"]);
+    bob.ok(&["sync"]);
+    assert_eq!(bob.members("friends").len(), 2, "bob and alice");
+    // Alice revokes the phone; her removal of its leaves has not landed (the fault point
+    // leaves them). The phone, seized, adds Mallory before anyone removes it.
+    let id = alice
+        .ok(&["device", "list", "--json"])
+        .lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).expect("json"))
+        .find(|d| d["this"] == false)
+        .expect("the phone")["id"]
+        .as_str()
+        .expect("id")
+        .to_string();
+    alice.ok_with(
+        &["device", "revoke", &id],
+        &[("SAMIZDAT_TEST_REVOKE_WITHOUT_REMOVAL", "1")],
+    );
+    phone.ok(&["group", "add", "friends", &mallory.display]);
+    let seen = bob.ok(&["sync"]);
+    assert!(
+        seen.contains("a device that alice removed changed this group"),
+        "{seen}"
+    );
+    let members = bob.members("friends");
+    assert_eq!(members.len(), 2, "mallory was not removed: {members:?}");
+    let devices: u64 = bob
+        .ok(&["group", "members", "friends", "--json"])
+        .lines()
+        .map(|l| {
+            serde_json::from_str::<serde_json::Value>(l).expect("json")["devices"]
+                .as_u64()
+                .expect("devices")
+        })
+        .sum();
+    assert_eq!(devices, 2, "bob's and alice's own device only");
+    // Mallory learns she is out; what the group says next does not reach her.
+    mallory.ok(&["sync"]);
+    let after = w.text("after the undo");
+    bob.ok(&["send", "friends", &after]);
+    mallory.ok(&["sync"]);
+    alice.ok(&["sync"]);
+    assert!(alice.texts("friends").contains(&after));
+    assert!(
+        !mallory.ok(&["list"]).contains("friends") || !mallory.texts("friends").contains(&after)
+    );
+}
