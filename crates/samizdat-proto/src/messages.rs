@@ -139,6 +139,12 @@ impl EntryKind {
 pub struct WelcomeDrop {
     pub mailbox_id: Id,
     pub body: Bytes,
+    /// SHA-256 of the KeyPackage this Welcome is for. The relay drops it only if that
+    /// KeyPackage was claimed from this mailbox in the last ten minutes, once per claim
+    /// (security review 3, M2); otherwise it is reported undelivered, and the committer
+    /// delivers it as an ordinary drop.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub key_package_hash: Option<Bytes>,
 }
 
 /// `POST /v1/groups/{id}/entries` with the current epoch's token in `x-samizdat-token`.
@@ -279,6 +285,7 @@ mod tests {
             welcomes: vec![WelcomeDrop {
                 mailbox_id: Id::from_bytes([2; 16]),
                 body: Bytes(vec![4]),
+                key_package_hash: None,
             }],
         };
         assert_eq!(

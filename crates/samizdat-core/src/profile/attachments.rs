@@ -255,17 +255,7 @@ impl Profile {
         let conv = self
             .conv_by_id(&group)?
             .ok_or_else(|| Error::NotFound("the file's conversation is gone".into()))?;
-        self.db.transaction(|| {
-            self.db.conn().execute(
-                "UPDATE messages SET attachment = ?2 WHERE id = ?1",
-                params![id.as_bytes(), json],
-            )?;
-            self.db.conn().execute(
-                "DELETE FROM pending_files WHERE id = ?1",
-                params![id.as_bytes()],
-            )?;
-            Ok(())
-        })?;
+        self.settle_pending_file(id, "attachment", &json)?;
         let payload =
             super::outbox::text_payload(id.as_bytes(), text, sent_at, expires_in, Some(json))?;
         self.send_payload(&conv, payload).await
@@ -274,18 +264,25 @@ impl Profile {
     /// A waiting file cannot be sent (the relay refused it for good, or we left): its message
     /// says why, as a refused text does.
     pub fn pending_file_failed(&mut self, id: &Id, why: &str) -> Result<()> {
+        self.settle_pending_file(id, "failed", why)?;
+        self.state_changed()
+    }
+
+    /// A waiting file is no longer waiting: set its message's `column` (`attachment`: where
+    /// it went; `failed`: why not) and forget the wait, in one transaction.
+    fn settle_pending_file(&self, id: &Id, column: &str, value: &str) -> Result<()> {
+        debug_assert!(matches!(column, "attachment" | "failed"));
         self.db.transaction(|| {
             self.db.conn().execute(
-                "UPDATE messages SET failed = ?2 WHERE id = ?1",
-                params![id.as_bytes(), why],
+                &format!("UPDATE messages SET {column} = ?2 WHERE id = ?1"),
+                params![id.as_bytes(), value],
             )?;
             self.db.conn().execute(
                 "DELETE FROM pending_files WHERE id = ?1",
                 params![id.as_bytes()],
             )?;
             Ok(())
-        })?;
-        self.state_changed()
+        })
     }
 
     /// The attachment of `message_id`, with our copy if we have it.

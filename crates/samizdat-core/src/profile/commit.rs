@@ -168,6 +168,10 @@ impl Profile {
                         welcomes.push(WelcomeDrop {
                             mailbox_id: *mailbox,
                             body: Bytes(part.clone()),
+                            // The relay takes it only for a KeyPackage claimed from that
+                            // mailbox (M2); one that came another way (a device link) is
+                            // reported undelivered and sent as an ordinary drop.
+                            key_package_hash: Some(Bytes(sha256(kp).to_vec())),
                         });
                     } else {
                         owed.push(OwedDrop {

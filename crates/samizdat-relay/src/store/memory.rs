@@ -145,6 +145,18 @@ impl Tables for MemTables {
             .map(|(answer, _)| answer.clone()))
     }
 
+    async fn claims(&mut self, mailbox: &Id, since: u64) -> Result<Vec<(Id, String)>> {
+        Ok(self
+            .state
+            .requests
+            .iter()
+            .filter(|((scope, target, _), (_, at))| {
+                scope == super::scope::CLAIM && target == mailbox && *at > since
+            })
+            .map(|((_, _, request), (answer, _))| (*request, answer.clone()))
+            .collect())
+    }
+
     async fn remember(
         &mut self,
         scope: &str,

@@ -294,6 +294,8 @@ pub(crate) mod scope {
     pub const ACK: &str = "ack";
     pub const UPLOAD: &str = "upload_key_packages";
     pub const CLAIM: &str = "claim";
+    /// A claim whose KeyPackage a Welcome was dropped for (M2: one Welcome per claim).
+    pub const WELCOMED: &str = "welcomed";
     pub const CREATE_GROUP: &str = "create_group";
 }
 

@@ -499,6 +499,23 @@ impl Tables for PgTables<'_, '_> {
             .map(|r| r.get(0)))
     }
 
+    async fn claims(&mut self, mailbox: &Id, since: u64) -> Result<Vec<(Id, String)>> {
+        let rows = self
+            .0
+            .query(
+                "SELECT request_id, result FROM requests WHERE scope = $1 AND target = $2 AND stored_at > $3",
+                &[&scope::CLAIM, &mailbox.as_bytes().as_slice(), &(since as i64)],
+            )
+            .await?;
+        Ok(rows
+            .into_iter()
+            .filter_map(|r| {
+                let id: Vec<u8> = r.get(0);
+                Some((Id::from_slice(&id).ok()?, r.get::<_, String>(1)))
+            })
+            .collect())
+    }
+
     async fn remember(
         &mut self,
         scope: &str,

@@ -47,6 +47,8 @@ pub(crate) struct GroupRow {
 pub(crate) trait Tables {
     /// The stored answer (JSON) to an earlier request with this id on this target.
     async fn prior(&mut self, scope: &str, target: &Id, request: &Id) -> Result<Option<String>>;
+    /// The claims of `mailbox`'s KeyPackages recorded after `since`: (request id, answer).
+    async fn claims(&mut self, mailbox: &Id, since: u64) -> Result<Vec<(Id, String)>>;
     async fn remember(
         &mut self,
         scope: &str,
@@ -584,9 +586,23 @@ async fn drop_welcomes(
     welcomes.sort_by_key(|w| w.mailbox_id);
     let (mut welcomed, mut undelivered) = (Vec::new(), Vec::new());
     for w in welcomes {
+        // Only for a KeyPackage claimed from this mailbox, once per claim (M2): a stranger's
+        // group cannot fill a mailbox with "Welcomes" without using up its KeyPackages.
+        let claim = match &w.key_package_hash {
+            Some(h) => unused_claim(t, &w.mailbox_id, &h.0, now).await?,
+            None => None,
+        };
+        let Some(claim) = claim else {
+            undelivered.push(w.mailbox_id);
+            continue;
+        };
         t.savepoint().await?;
-        match drop_into(t, &w.mailbox_id, &w.body.0, now, limits, true).await {
-            Ok(_) => {
+        let dropped = match drop_into(t, &w.mailbox_id, &w.body.0, now, limits, true).await {
+            Ok(_) => remember(t, scope::WELCOMED, &w.mailbox_id, &claim, &(), now).await,
+            Err(e) => Err(e),
+        };
+        match dropped {
+            Ok(()) => {
                 t.release_savepoint().await?;
                 welcomed.push(w.mailbox_id);
             }
@@ -598,6 +614,30 @@ async fn drop_welcomes(
         }
     }
     Ok((welcomed, undelivered))
+}
+
+/// A claim of `mailbox`'s KeyPackage whose SHA-256 is `kp_hash`, recorded in the last
+/// [`CLAIM_RECORD_SECS`](super::CLAIM_RECORD_SECS) and not yet used for a Welcome.
+async fn unused_claim(
+    t: &mut impl Tables,
+    mailbox: &Id,
+    kp_hash: &[u8],
+    now: u64,
+) -> Result<Option<Id>> {
+    let since = now.saturating_sub(super::CLAIM_RECORD_SECS);
+    for (request, answer) in t.claims(mailbox, since).await? {
+        let Ok(c) = serde_json::from_str::<ClaimedKeyPackage>(&answer) else {
+            continue;
+        };
+        if crate::auth::token_hash(&c.key_package.0).as_slice() == kp_hash
+            && prior::<()>(t, scope::WELCOMED, mailbox, &request)
+                .await?
+                .is_none()
+        {
+            return Ok(Some(request));
+        }
+    }
+    Ok(None)
 }
 
 /// Record a new blob if it fits the source's quota: the bytes uploaded to its unexpired

@@ -290,6 +290,22 @@ impl Tables for SqliteTables<'_> {
         .optional()?)
     }
 
+    async fn claims(&mut self, mailbox: &Id, since: u64) -> Result<Vec<(Id, String)>> {
+        let mut stmt = self.0.prepare_cached(
+            "SELECT request_id, result FROM requests WHERE scope = ?1 AND target = ?2 AND stored_at > ?3",
+        )?;
+        let rows = stmt
+            .query_map(
+                params![scope::CLAIM, mailbox.as_bytes(), since as i64],
+                |r| Ok((r.get::<_, Vec<u8>>(0)?, r.get::<_, String>(1)?)),
+            )?
+            .collect::<rusqlite::Result<Vec<_>>>()?;
+        Ok(rows
+            .into_iter()
+            .filter_map(|(id, answer)| Some((Id::from_slice(&id).ok()?, answer)))
+            .collect())
+    }
+
     async fn remember(
         &mut self,
         scope: &str,

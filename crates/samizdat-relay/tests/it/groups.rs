@@ -118,13 +118,15 @@ async fn twenty_concurrent_commits_one_wins(b: Backend) {
         let relay = relay.clone();
         let g = g.clone();
         let mbid = mb.id;
+        // Each committer claimed a KeyPackage of the new member (security review 3, M2).
+        let kp = relay.claimed_key_package(&mb).await;
         tasks.push(tokio::spawn(async move {
             relay
                 .append_commit(
                     &g,
                     5,
                     vec![i; 64],
-                    json!([{"mailbox_id": mbid, "body": Bytes(vec![i; 8])}]),
+                    json!([{"mailbox_id": mbid, "body": Bytes(vec![i; 8]), "key_package_hash": kp}]),
                 )
                 .await
         }));
@@ -227,6 +229,7 @@ async fn welcome_to_missing_mailbox_does_not_abort_the_commit(b: Backend) {
     // Finding 3: a Welcome that cannot be stored (the mailbox is gone) must not cost the
     // committer its commit; the commit lands and the Welcome is reported undelivered.
     let missing = rand_id();
+    let kp = relay.claimed_key_package(&mb).await;
     let r = relay
         .http
         .post(relay.url(&format!("/v1/groups/{}/entries", g.id)))
@@ -234,7 +237,7 @@ async fn welcome_to_missing_mailbox_does_not_abort_the_commit(b: Backend) {
         .json(&json!({"request_id": rand_id(), "kind": "commit", "epoch": 0, "body": Bytes(b"c".to_vec()),
                       "next_token_hash": Bytes(samizdat_relay::token_hash(g.token(1)).to_vec()),
                       "welcomes": [{"mailbox_id": missing, "body": Bytes(vec![1])},
-                                   {"mailbox_id": mb.id, "body": Bytes(vec![2])}]}))
+                                   {"mailbox_id": mb.id, "body": Bytes(vec![2]), "key_package_hash": kp}]}))
         .send()
         .await
         .unwrap();

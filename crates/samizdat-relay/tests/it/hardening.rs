@@ -55,8 +55,9 @@ crate::backend_tests! {
         assert_eq!(relay.drop_msg(&victim.id, b"junk".to_vec()).await.unwrap_err().code, ErrorCode::QuotaExceeded);
         // A commit that welcomes the victim still lands, and the Welcome is stored.
         let g = relay.create_group(0).await;
+        let kp = relay.claimed_key_package(&victim).await;
         relay
-            .append_commit(&g, 0, b"add".to_vec(), json!([{"mailbox_id": victim.id, "body": Bytes(b"welcome".to_vec())}]))
+            .append_commit(&g, 0, b"add".to_vec(), json!([{"mailbox_id": victim.id, "body": Bytes(b"welcome".to_vec()), "key_package_hash": kp}]))
             .await
             .unwrap();
         let msgs = relay.read_mailbox(&victim, 0).await.unwrap();
@@ -71,13 +72,14 @@ crate::backend_tests! {
         let victim = relay.create_mailbox().await;
         relay.drop_msg(&victim.id, b"junk".to_vec()).await.unwrap();
         let g = relay.create_group(0).await;
+        let kp = relay.claimed_key_package(&victim).await;
         let r = relay
             .http
             .post(relay.url(&format!("/v1/groups/{}/entries", g.id)))
             .header(samizdat_proto::HEADER_TOKEN, Bytes::encode(g.token(0)))
             .json(&json!({"request_id": rand_id(), "kind": "commit", "epoch": 0, "body": Bytes(b"c".to_vec()),
                           "next_token_hash": Bytes(samizdat_relay::token_hash(g.token(1)).to_vec()),
-                          "welcomes": [{"mailbox_id": victim.id, "body": Bytes(vec![2])}]}))
+                          "welcomes": [{"mailbox_id": victim.id, "body": Bytes(vec![2]), "key_package_hash": kp}]}))
             .send()
             .await
             .unwrap();
@@ -98,7 +100,11 @@ crate::backend_tests! {
         let g = relay.create_group(0).await;
         let mut delivered = 0;
         for epoch in 0..3u64 {
-            let welcomes: Vec<_> = (0..4).map(|i| json!({"mailbox_id": victim.id, "body": Bytes(vec![i])})).collect();
+            let mut welcomes = Vec::new();
+            for i in 0..4u8 {
+                let kp = relay.claimed_key_package(&victim).await;
+                welcomes.push(json!({"mailbox_id": victim.id, "body": Bytes(vec![i]), "key_package_hash": kp}));
+            }
             let r = relay
                 .http
                 .post(relay.url(&format!("/v1/groups/{}/entries", g.id)))
@@ -117,6 +123,46 @@ crate::backend_tests! {
         assert!((5..12).contains(&delivered), "{delivered} of 12 stored");
         let msgs = relay.read_mailbox(&victim, 0).await.unwrap();
         assert_eq!(msgs.len(), delivered);
+        relay.stop().await;
+    }
+
+    /// Security review 3, M2: a commit's Welcome is dropped only for a KeyPackage claimed from
+    /// that mailbox (its hash), once per claim; anything else is reported undelivered — so a
+    /// stranger's group cannot fill a mailbox without using up its KeyPackages.
+    async fn finding_m2_a_welcome_needs_a_key_package_claimed_from_that_mailbox(b: Backend) {
+        let relay = TestRelay::start(&b).await;
+        let (victim, other) = (relay.create_mailbox().await, relay.create_mailbox().await);
+        let g = relay.create_group(0).await;
+        let elsewhere = relay.claimed_key_package(&other).await;
+        let claimed = relay.claimed_key_package(&victim).await;
+        // In the pool, never claimed.
+        let unclaimed = {
+            let kp = rand_id().as_bytes().to_vec();
+            relay.upload(&victim, vec![kp.clone()], None).await.unwrap();
+            Bytes(samizdat_relay::token_hash(&kp).to_vec())
+        };
+        let commit = |epoch: u64, welcomes: serde_json::Value| {
+            let req = relay
+                .http
+                .post(relay.url(&format!("/v1/groups/{}/entries", g.id)))
+                .header(samizdat_proto::HEADER_TOKEN, Bytes::encode(g.token(epoch)))
+                .json(&json!({"request_id": rand_id(), "kind": "commit", "epoch": epoch, "body": Bytes(b"c".to_vec()),
+                              "next_token_hash": Bytes(samizdat_relay::token_hash(g.token(epoch + 1)).to_vec()),
+                              "welcomes": welcomes}));
+            async move {
+                let r = req.send().await.unwrap();
+                assert_eq!(r.status(), 200);
+                r.json::<samizdat_proto::Stored>().await.unwrap().undelivered_welcomes.len()
+            }
+        };
+        let w = |kp: Option<&Bytes>| json!({"mailbox_id": victim.id, "body": Bytes(b"welcome".to_vec()), "key_package_hash": kp});
+        // No hash, a KeyPackage never claimed, one claimed from another mailbox: refused.
+        assert_eq!(commit(0, json!([w(None), w(Some(&unclaimed)), w(Some(&elsewhere))])).await, 3);
+        assert!(relay.read_mailbox(&victim, 0).await.unwrap().is_empty());
+        // The claimed one: delivered, once.
+        assert_eq!(commit(1, json!([w(Some(&claimed))])).await, 0);
+        assert_eq!(commit(2, json!([w(Some(&claimed))])).await, 1, "a claim is good for one Welcome");
+        assert_eq!(relay.read_mailbox(&victim, 0).await.unwrap().len(), 1);
         relay.stop().await;
     }
 

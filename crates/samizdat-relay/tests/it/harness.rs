@@ -305,6 +305,16 @@ impl TestRelay {
         .await
     }
 
+    /// Put a fresh KeyPackage into `mb`'s pool and claim it, as a committer does before a
+    /// Welcome (security review 3, M2); returns the hash a Welcome for it names.
+    pub async fn claimed_key_package(&self, mb: &Mailbox) -> Bytes {
+        let kp = rand_id().as_bytes().to_vec();
+        self.upload(mb, vec![kp.clone()], None).await.unwrap();
+        let claimed = self.claim(&mb.id).await.unwrap();
+        assert_eq!(claimed.key_package.0, kp);
+        Bytes(samizdat_relay::token_hash(&kp).to_vec())
+    }
+
     pub async fn claim(&self, mailbox: &Id) -> Result<ClaimedKeyPackage, ErrorBody> {
         self.post(
             &format!("/v1/mailboxes/{mailbox}/keypackages/claim"),

@@ -115,6 +115,18 @@ async fn mailbox(s: &dyn Store) -> Id {
     mb
 }
 
+/// A KeyPackage put into `mb`'s pool and claimed, as a committer does before a Welcome;
+/// the hash a Welcome for it names (security review 3, M2).
+async fn claimed(s: &dyn Store, mb: Id) -> Option<Bytes> {
+    let kp = rand_id().as_bytes().to_vec();
+    s.upload_key_packages(rand_id(), mb, vec![kp.clone()], None, 100)
+        .await
+        .unwrap();
+    let c = s.claim_key_package(rand_id(), mb).await.unwrap();
+    assert_eq!(c.key_package.0, kp);
+    Some(Bytes(samizdat_relay::token_hash(&kp).to_vec()))
+}
+
 async fn group(s: &dyn Store) -> Id {
     let g = rand_id();
     s.create_group(rand_id(), g, 0, [0; 32], now())
@@ -254,12 +266,15 @@ store_cases! {
         let g = group(&*s).await;
         // Fill `fuller` to quota + allowance with a first commit's Welcome.
         let mut c = append_req(g, 0, [0; 32], EntryKind::Commit, b"add");
-        c.welcomes = vec![WelcomeDrop { mailbox_id: fuller, body: Bytes(vec![8]) }];
+        let kp = claimed(&*s, fuller).await;
+        c.welcomes = vec![WelcomeDrop { mailbox_id: fuller, body: Bytes(vec![8]), key_package_hash: kp }];
         assert_eq!(s.append(c, now(), &limits).await.unwrap().welcomed, vec![fuller]);
         let mut c = append_req(g, 1, [1; 32], EntryKind::Commit, b"add more");
+        let hashes = [claimed(&*s, full).await, claimed(&*s, fuller).await, Some(Bytes(vec![0; 32]))];
         c.welcomes = [full, fuller, gone]
             .into_iter()
-            .map(|m| WelcomeDrop { mailbox_id: m, body: Bytes(vec![9]) })
+            .zip(hashes)
+            .map(|(m, kp)| WelcomeDrop { mailbox_id: m, body: Bytes(vec![9]), key_package_hash: kp })
             .collect();
         let done = s.append(c, now(), &limits).await.unwrap();
         assert_eq!(done.welcomed, vec![full]);

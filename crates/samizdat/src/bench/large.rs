@@ -74,7 +74,7 @@ pub async fn run(args: LargeGroupArgs) -> Result<Report> {
         &format!(
             "max_welcomes_per_commit = {n}\nmax_commit_entry = 268435456\nmax_request_body = 536870912\n\
              max_inflight_body_bytes = 1073741824\nmax_connections = {}\nmax_connections_per_ip = {}\n\
-             drops_per_ip_per_minute = 1000000\n",
+             drops_per_ip_per_minute = 1000000\nclaims_per_mailbox_per_minute = 0\n",
             n + 1000,
             n + 1000
         ),
@@ -109,6 +109,7 @@ pub async fn run(args: LargeGroupArgs) -> Result<Report> {
     .await?;
     let mut kps = sample_kps;
     kps.extend(others);
+    let kp_hashes: Vec<Vec<u8>> = kps.iter().map(|k| sha256(k).to_vec()).collect();
 
     // A mailbox per member (the sample keep their keys to read theirs).
     let mut keys = Vec::new();
@@ -119,19 +120,27 @@ pub async fn run(args: LargeGroupArgs) -> Result<Report> {
         async {
             let sem = Arc::new(tokio::sync::Semaphore::new(32));
             let mut tasks = Vec::new();
-            for i in 0..n - 1 {
+            for (i, kp) in kps.iter().enumerate().take(n - 1) {
                 let (key, _) = MailboxKey::generate()?;
                 let owner = key.public();
+                let key = Arc::new(key);
                 if i < sample {
-                    keys.push(key);
+                    keys.push(key.clone());
                 }
                 let mailbox = rid();
                 mailboxes.push(mailbox);
                 let c = client.clone();
                 let sem = sem.clone();
+                let kp = kp.clone();
+                // Its KeyPackage goes into its pool and the creator claims it, as a client
+                // does: the relay takes a commit's Welcome only for a claimed KeyPackage
+                // (security review 3, M2).
                 tasks.push(tokio::spawn(async move {
                     let _p = sem.acquire().await;
-                    c.create_mailbox(rid(), mailbox, owner).await
+                    c.create_mailbox(rid(), mailbox, owner).await?;
+                    c.upload_key_packages(&key, &mailbox, vec![kp], None)
+                        .await?;
+                    c.claim_key_package(&mailbox).await.map(|_| ())
                 }));
             }
             for t in tasks {
@@ -186,7 +195,7 @@ pub async fn run(args: LargeGroupArgs) -> Result<Report> {
     let tree_blob = client.put_blob(&nm.sealed_tree, owner).await?;
     let mut part_bytes = 0usize;
     let mut welcomes = Vec::with_capacity(n - 1);
-    for (mailbox, w) in mailboxes.iter().zip(&nm.welcomes) {
+    for ((mailbox, w), kp_hash) in mailboxes.iter().zip(&nm.welcomes).zip(&kp_hashes) {
         let part = WelcomePart {
             group_id: gid.clone(),
             relay: relay.url.clone().into_bytes(),
@@ -201,6 +210,7 @@ pub async fn run(args: LargeGroupArgs) -> Result<Report> {
         welcomes.push(WelcomeDrop {
             mailbox_id: *mailbox,
             body: samizdat_proto::Bytes(part),
+            key_package_hash: Some(samizdat_proto::Bytes(kp_hash.clone())),
         });
     }
     let stored = with_progress(

@@ -186,7 +186,7 @@ fn an_upload_and_a_download_resume_after_the_relay_is_killed() {
     let dest = files.path().join("copy.bin");
     let mut child = bob
         .cmd(&["download", &id, "--out", dest.to_str().unwrap()])
-        .env("SAMIZDAT_TEST_TRANSFER_PAUSE_MS", "40")
+        .env("SAMIZDAT_TEST_TRANSFER_PAUSE_MS", "150")
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()

@@ -36,6 +36,18 @@ fn invite_of(p: &Person) -> String {
     p.ok(&["invite"]).lines().last().expect("link").to_string()
 }
 
+/// The id of `p`'s (only) other device, from `device list`.
+fn other_device_id(p: &Person) -> String {
+    p.ok(&["device", "list", "--json"])
+        .lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).expect("json"))
+        .find(|d| d["this"] == false)
+        .expect("another device")["id"]
+        .as_str()
+        .expect("id")
+        .to_string()
+}
+
 /// A stand-in relay that answers every request with `status` and `body` (JSON).
 fn fake_relay(status: u16, body: &'static str) -> String {
     let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
@@ -766,15 +778,7 @@ fn finding_h2_a_revoked_device_no_longer_speaks_for_its_owner() {
     bob.ok(&["sync"]);
     assert!(bob.texts("alice").contains(&hi));
     // Revoked. Bob does not sync in between: the Welcome below is the first he reads.
-    let list = alice.ok(&["device", "list", "--json"]);
-    let id = list
-        .lines()
-        .map(|l| serde_json::from_str::<serde_json::Value>(l).expect("json"))
-        .find(|d| d["this"] == false)
-        .expect("the phone")["id"]
-        .as_str()
-        .expect("id")
-        .to_string();
+    let id = other_device_id(&alice);
     alice.ok(&["device", "revoke", &id]);
     phone.ok(&["group", "create", "plans"]);
     phone.ok(&["group", "add", "plans", &bob.display]);
@@ -1200,15 +1204,7 @@ fn finding_h2_a_commit_by_a_revoked_device_is_undone() {
     assert_eq!(bob.members("friends").len(), 2, "bob and alice");
     // Alice revokes the phone; her removal of its leaves has not landed (the fault point
     // leaves them). The phone, seized, adds Mallory before anyone removes it.
-    let id = alice
-        .ok(&["device", "list", "--json"])
-        .lines()
-        .map(|l| serde_json::from_str::<serde_json::Value>(l).expect("json"))
-        .find(|d| d["this"] == false)
-        .expect("the phone")["id"]
-        .as_str()
-        .expect("id")
-        .to_string();
+    let id = other_device_id(&alice);
     alice.ok_with(
         &["device", "revoke", &id],
         &[("SAMIZDAT_TEST_REVOKE_WITHOUT_REMOVAL", "1")],
