@@ -42,9 +42,15 @@ pub struct Sealed {
     pub cipher_len: u64,
 }
 
+impl zeroize::Zeroize for Sealed {
+    fn zeroize(&mut self) {
+        self.key.zeroize();
+    }
+}
+
 impl Drop for Sealed {
     fn drop(&mut self) {
-        zeroize::Zeroize::zeroize(&mut self.key);
+        zeroize::Zeroize::zeroize(self);
     }
 }
 

@@ -211,6 +211,39 @@ pub(crate) fn now_millis() -> u64 {
 
 #[cfg(test)]
 mod tests {
+    /// Security review 3, L5: epoch tokens and attachment keys are overwritten when they
+    /// are dropped (`Zeroizing`, or a `Drop` that calls `Zeroize`).
+    #[test]
+    fn finding_l5_tokens_and_attachment_keys_are_overwritten() {
+        use zeroize::Zeroize;
+        // `Group::token` hands out its secret in a `Zeroizing` (a type check: it fails to
+        // compile if the token comes back as a plain Vec).
+        fn is_zeroizing(_: fn(&crate::mls::Group) -> crate::Result<zeroize::Zeroizing<Vec<u8>>>) {}
+        is_zeroizing(crate::mls::Group::token);
+        let mut sealed = crate::attachment::Sealed {
+            key: [7; 32],
+            digest: [1; 32],
+            cipher_len: 10,
+        };
+        assert!(
+            std::mem::needs_drop::<crate::attachment::Sealed>(),
+            "Sealed wipes on drop"
+        );
+        sealed.zeroize();
+        assert_eq!(sealed.key, [0; 32]);
+        let mut att = crate::payload::Attachment {
+            relay: "http://relay".into(),
+            blob: samizdat_proto::Id::from_bytes([2; 16]),
+            key: samizdat_proto::Bytes(vec![9; 32]),
+            digest: samizdat_proto::Bytes(vec![3; 32]),
+            size: 1,
+            name: "a".into(),
+            media_type: "text/plain".into(),
+        };
+        att.zeroize();
+        assert!(att.key.0.is_empty(), "the key is gone");
+    }
+
     use super::*;
 
     #[test]

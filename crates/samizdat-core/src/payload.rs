@@ -115,9 +115,15 @@ pub struct Attachment {
 pub const MAX_ATTACHMENT: u64 = 4 << 30;
 
 /// The file's key is overwritten when the attachment is dropped (security review 3, L5).
+impl zeroize::Zeroize for Attachment {
+    fn zeroize(&mut self) {
+        self.key.0.zeroize();
+    }
+}
+
 impl Drop for Attachment {
     fn drop(&mut self) {
-        zeroize::Zeroize::zeroize(&mut self.key.0);
+        zeroize::Zeroize::zeroize(self);
     }
 }
 

@@ -72,6 +72,9 @@ fn storage_failed(what: &str, e: std::io::Error) -> ApiError {
     responses(
         crate::openapi::Rejected,
         (status = 201, description = "created", body = samizdat_proto::BlobCreated),
+        (status = 401, description = "the mailbox owner's signature is missing, wrong, stale or replayed", body = samizdat_proto::ErrorBody),
+        (status = 403, description = "neither a group with its epoch token nor a mailbox named, or a token that is not this group's", body = samizdat_proto::ErrorBody),
+        (status = 404, description = "no such mailbox", body = samizdat_proto::ErrorBody),
         (status = 413, description = "larger than the relay's blob limit", body = samizdat_proto::ErrorBody),
     )
 )]

@@ -181,13 +181,18 @@ fn clearing(mut r: Response, what: Clear) -> Response {
 /// (passphrases among them) are overwritten when it is dropped (security review 3, L5).
 struct Fields(Vec<(String, String)>);
 
-impl Drop for Fields {
-    fn drop(&mut self) {
-        use zeroize::Zeroize;
+impl zeroize::Zeroize for Fields {
+    fn zeroize(&mut self) {
         for (k, v) in &mut self.0 {
             k.zeroize();
             v.zeroize();
         }
+    }
+}
+
+impl Drop for Fields {
+    fn drop(&mut self) {
+        zeroize::Zeroize::zeroize(self);
     }
 }
 
@@ -1199,4 +1204,18 @@ async fn style() -> Response {
         include_str!("../../assets/app.css"),
     )
         .into_response()
+}
+
+#[cfg(test)]
+mod tests {
+    /// Security review 3, L5: a form's fields (a passphrase among them) are overwritten when
+    /// the form is dropped.
+    #[test]
+    fn finding_l5_form_fields_are_overwritten() {
+        let mut f = super::Fields::parse(b"csrf=abc&passphrase=correct+horse+battery");
+        assert_eq!(f.get("passphrase"), Some("correct horse battery"));
+        assert!(std::mem::needs_drop::<super::Fields>());
+        zeroize::Zeroize::zeroize(&mut f);
+        assert!(f.0.iter().all(|(k, v)| k.is_empty() && v.is_empty()));
+    }
 }
