@@ -166,6 +166,24 @@ crate::backend_tests! {
         relay.stop().await;
     }
 
+    /// Security review 3, M12: the metrics name the API's routes, never the secret path
+    /// prefix that hides them.
+    async fn finding_m12_metrics_do_not_carry_the_secret_path_prefix(b: Backend) {
+        let dir = tempfile::tempdir().unwrap();
+        let relay = TestRelay::start_configured(&b, dir.path(), Limits::default(), |c| {
+            c.path_prefix = Some("k7Hs9dQ2xPzw".into());
+        })
+        .await;
+        let url = relay.relay.url();
+        assert!(url.ends_with("/k7Hs9dQ2xPzw"), "{url}");
+        let r = relay.http.get(format!("{url}/healthz")).send().await.unwrap();
+        assert_eq!(r.status(), 200);
+        let metrics = relay.http.get(relay.metrics_url()).send().await.unwrap().text().await.unwrap();
+        assert!(metrics.contains("route=\"/healthz\""), "{metrics}");
+        assert!(!metrics.contains("k7Hs9dQ2xPzw"), "the secret is in the metrics");
+        relay.stop().await;
+    }
+
     async fn finding_3_group_storage_is_bounded(b: Backend) {
         let limits = Limits { max_group_bytes: 100, ..Default::default() };
         let relay = TestRelay::start_with(&b, limits).await;
