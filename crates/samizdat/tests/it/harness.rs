@@ -106,8 +106,7 @@ impl RelayProc {
 
     /// SIGTERM and wait for a clean exit.
     pub fn terminate(&mut self) -> std::process::ExitStatus {
-        let pid = self.child.id().to_string();
-        let _ = Command::new("kill").args(["-TERM", &pid]).status();
+        signal(&self.child, rustix::process::Signal::TERM);
         self.child.wait().expect("wait")
     }
 }
@@ -391,5 +390,16 @@ impl Person {
             .collect();
         v.sort();
         v
+    }
+}
+
+/// Send `sig` to a child process, from Rust: the tests run no `kill` program (a minimal
+/// Debian has none).
+pub fn signal(child: &std::process::Child, sig: rustix::process::Signal) {
+    if let Some(pid) = i32::try_from(child.id())
+        .ok()
+        .and_then(rustix::process::Pid::from_raw)
+    {
+        let _ = rustix::process::kill_process(pid, sig);
     }
 }

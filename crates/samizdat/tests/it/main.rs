@@ -16,8 +16,6 @@ mod review3;
 mod safety;
 mod service;
 
-use std::process::Command;
-
 use harness::{Person, RelayProc, World};
 
 #[test]
@@ -488,9 +486,7 @@ fn clients_fail_over_when_a_relay_process_dies() {
     );
     bob.ok(&["sync"]); // flushes anything queued
     std::thread::sleep(std::time::Duration::from_secs(3));
-    let _ = Command::new("kill")
-        .args(["-INT", &listener.id().to_string()])
-        .status();
+    crate::harness::signal(&listener, rustix::process::Signal::INT);
     let out = listener.wait_with_output().unwrap();
     let pushed: Vec<serde_json::Value> = String::from_utf8_lossy(&out.stdout)
         .lines()

@@ -47,9 +47,7 @@ impl Serve {
 
     /// SIGTERM: a clean stop.
     fn terminate(&mut self) {
-        let _ = Command::new("kill")
-            .args(["-TERM", &self.child.id().to_string()])
-            .status();
+        crate::harness::signal(&self.child, rustix::process::Signal::TERM);
         let status = self.child.wait().expect("wait");
         assert!(status.success(), "serve exit status on SIGTERM: {status}");
     }
@@ -830,9 +828,12 @@ fn sigkill_of_serve_mid_traffic_loses_nothing() {
         std::thread::scope(|s| {
             s.spawn(|| {
                 std::thread::sleep(Duration::from_millis(150 + 100 * round as u64));
-                let _ = Command::new("kill")
-                    .args(["-KILL", &killer_pid.to_string()])
-                    .status();
+                if let Some(pid) = i32::try_from(killer_pid)
+                    .ok()
+                    .and_then(rustix::process::Pid::from_raw)
+                {
+                    let _ = rustix::process::kill_process(pid, rustix::process::Signal::KILL);
+                }
             });
             for t in &texts {
                 let out = bob.run(&["send", "alice", t]);
@@ -919,9 +920,7 @@ fn the_echo_bot_answers_against_a_real_relay() {
         std::thread::sleep(Duration::from_millis(500));
     }
     // SIGTERM: the bot closes `samizdat rpc`'s input and waits for it to finish.
-    let _ = Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
-        .status();
+    crate::harness::signal(&child, rustix::process::Signal::TERM);
     let status = child.wait().expect("wait for the bot");
     assert!(status.success(), "bot exit status: {status}");
     assert_eq!(got, want);
