@@ -3,7 +3,6 @@
 //! Every user error ends in one line on stderr and a non-zero exit status.
 
 mod app;
-mod bench;
 mod cli;
 mod client;
 mod demo;
@@ -32,8 +31,13 @@ enum Command {
     Relay(relay_cmd::RelayArgs),
     /// Run the demo: an embedded relay, alice, bob and carol, and a plaintext scan.
     Demo,
-    /// Benchmarks (see docs/BENCHMARKS.md).
-    Bench(bench::BenchArgs),
+    /// Benchmarks (see docs/BENCHMARKS.md): runs the `samizdat-bench` binary beside this one.
+    #[command(disable_help_flag = true)]
+    Bench {
+        /// What `samizdat-bench` takes (`samizdat bench --help` lists it).
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<std::ffi::OsString>,
+    },
     #[command(flatten)]
     Client(cli::ClientCommand),
 }
@@ -60,6 +64,36 @@ fn init_tracing(default: &str) {
         .init();
 }
 
+/// `samizdat bench …`: the benchmarks are a binary of their own (crate `samizdat-bench`), so
+/// the messenger carries no load generator. It is looked for beside this binary, then on the
+/// PATH, and it runs this binary as its relays and clients.
+fn bench(args: Vec<std::ffi::OsString>) -> Result<()> {
+    use anyhow::Context;
+    let me = std::env::current_exe().context("finding this binary")?;
+    let name = format!("samizdat-bench{}", std::env::consts::EXE_SUFFIX);
+    let beside = me.with_file_name(&name);
+    let program = if beside.is_file() {
+        beside
+    } else {
+        name.into()
+    };
+    let status = std::process::Command::new(&program)
+        .args(args)
+        .env("SAMIZDAT_BIN", &me)
+        .status()
+        .map_err(|e| {
+            anyhow::anyhow!(
+                "cannot run {} ({e}): build the benchmarks with `cargo build --release -p samizdat-bench`",
+                program.display()
+            )
+        })?;
+    // The benchmark has said why it failed; its status is this command's.
+    match status.code() {
+        Some(0) => Ok(()),
+        code => std::process::exit(code.unwrap_or(1)),
+    }
+}
+
 fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
     init_tracing(match cli.command {
@@ -80,7 +114,7 @@ fn main() -> std::process::ExitCode {
         match cli.command {
             Command::Relay(args) => relay_cmd::run(args).await,
             Command::Demo => demo::run().await,
-            Command::Bench(args) => bench::run(args).await,
+            Command::Bench { args } => bench(args),
             Command::Client(cmd) => cli::run(cli.home, cmd).await,
         }
     });

@@ -17,9 +17,13 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result, anyhow, bail};
 use serde_json::json;
 
-use super::Report;
-use super::e2e::{ok, samizdat};
-use super::util::RelayChild;
+use crate::Report;
+use crate::e2e::{ok, samizdat};
+use crate::util::RelayChild;
+
+/// The owner's socket in a profile directory (`samizdat`'s `client::SOCKET`): present while
+/// `samizdat serve` holds the profile.
+const SOCKET: &str = "samizdat.sock";
 
 #[derive(Debug, clap::Args)]
 pub struct MoveArgs {
@@ -120,9 +124,7 @@ async fn one_run(detect: u64) -> Result<Duration> {
     // Both services up (their sockets exist: asking anything earlier would open the profile
     // in a second process and keep the service from starting) and connected.
     let deadline = Instant::now() + Duration::from_secs(30);
-    while !(crate::client::socket_path(&alice).exists()
-        && crate::client::socket_path(&bob).exists())
-    {
+    while !(alice.join(SOCKET).exists() && bob.join(SOCKET).exists()) {
         if Instant::now() > deadline {
             bail!("the services did not start");
         }

@@ -19,9 +19,9 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result, anyhow, bail};
 use serde_json::json;
 
-use super::Report;
-use super::e2e::{PASS, ok};
-use super::util::RelayChild;
+use crate::Report;
+use crate::e2e::{PASS, ok};
+use crate::util::RelayChild;
 
 #[derive(Debug, clap::Args)]
 pub struct AttachmentArgs {

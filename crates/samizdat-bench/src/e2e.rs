@@ -11,8 +11,8 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use anyhow::{Context, Result, anyhow, bail};
 use serde_json::json;
 
-use super::Report;
-use super::util::{Progress, RelayChild, ms, pct};
+use crate::Report;
+use crate::util::{Progress, RelayChild, ms, pct};
 
 #[derive(Debug, clap::Args)]
 pub struct E2eArgs {
@@ -29,7 +29,7 @@ pub struct E2eArgs {
 pub(super) const PASS: &str = "bench passphrase";
 
 pub(super) fn samizdat(home: &std::path::Path) -> Result<Command> {
-    let mut c = Command::new(std::env::current_exe()?);
+    let mut c = Command::new(crate::util::samizdat_exe()?);
     c.arg("--home")
         .arg(home)
         .env("SAMIZDAT_PASSPHRASE", PASS)

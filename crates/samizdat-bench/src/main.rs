@@ -1,6 +1,11 @@
-//! `samizdat bench …`: benchmarks that drive a real relay process over loopback with real
-//! protocol clients, and put every number next to a floor or a peer measured in the same run.
-//! Results are a table on stdout (or JSON with `--json`); progress goes to stderr.
+//! `samizdat-bench` (also reached as `samizdat bench …`): benchmarks that drive a real relay
+//! process over loopback with real protocol clients, and put every number next to a floor or a
+//! peer measured in the same run. Results are a table on stdout (or JSON with `--json`);
+//! progress goes to stderr.
+//!
+//! They live in their own crate and binary so that the messenger people install carries no
+//! load generator. The relay and client processes they start are the `samizdat` binary beside
+//! this one (or `SAMIZDAT_BIN`), see [`util::samizdat_exe`].
 
 mod devices;
 mod e2e;
@@ -14,7 +19,12 @@ mod util;
 
 use anyhow::Result;
 
-#[derive(Debug, clap::Args)]
+#[derive(Debug, clap::Parser)]
+#[command(
+    name = "samizdat-bench",
+    version,
+    about = "Samizdat benchmarks (docs/BENCHMARKS.md)"
+)]
 pub struct BenchArgs {
     #[command(subcommand)]
     pub which: Which,
@@ -50,7 +60,24 @@ pub enum Which {
     LinkDevice(devices::LinkDeviceArgs),
 }
 
-pub async fn run(args: BenchArgs) -> Result<()> {
+fn main() -> std::process::ExitCode {
+    use clap::Parser;
+    let args = BenchArgs::parse();
+    let result = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .map_err(anyhow::Error::from)
+        .and_then(|rt| rt.block_on(run(args)));
+    match result {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(args: BenchArgs) -> Result<()> {
     let report = match args.which {
         Which::Relay(a) => load::relay(a).await?,
         Which::Fanout(a) => load::fanout(a).await?,

@@ -20,9 +20,9 @@ use samizdat_core::welcome::WelcomePart;
 use samizdat_proto::{EntryKind, Id, WelcomeDrop};
 use serde_json::json;
 
-use super::Report;
-use super::load::{Group as LogGroup, now_us, subscribe_at};
-use super::util::{RelayChild, dir_bytes, ms, pct, random_bytes, with_progress};
+use crate::Report;
+use crate::load::{Group as LogGroup, now_us, subscribe_at};
+use crate::util::{RelayChild, dir_bytes, ms, pct, random_bytes, with_progress};
 
 #[derive(Debug, clap::Args)]
 pub struct LargeGroupArgs {

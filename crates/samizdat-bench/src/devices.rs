@@ -17,9 +17,9 @@ use anyhow::{Result, anyhow};
 use samizdat_core::Profile;
 use serde_json::json;
 
-use super::Report;
-use super::e2e::PASS;
-use super::util::{RelayChild, dir_bytes};
+use crate::Report;
+use crate::e2e::PASS;
+use crate::util::{RelayChild, dir_bytes};
 
 #[derive(Debug, clap::Args)]
 pub struct LinkDeviceArgs {

@@ -7,7 +7,25 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, anyhow};
 
-/// A `samizdat relay` child process (the binary running this benchmark).
+/// The `samizdat` binary the benchmarks start as relays and clients: `SAMIZDAT_BIN` (set by
+/// `samizdat bench …` to itself), else the `samizdat` beside this binary (`cargo build
+/// --release` puts both in `target/release`).
+pub fn samizdat_exe() -> Result<std::path::PathBuf> {
+    if let Some(bin) = std::env::var_os("SAMIZDAT_BIN") {
+        return Ok(bin.into());
+    }
+    let me = std::env::current_exe().context("finding this binary")?;
+    let beside = me.with_file_name(format!("samizdat{}", std::env::consts::EXE_SUFFIX));
+    if beside.is_file() {
+        return Ok(beside);
+    }
+    Err(anyhow!(
+        "no samizdat binary beside {}: build it (cargo build --release -p samizdat) or set SAMIZDAT_BIN",
+        me.display()
+    ))
+}
+
+/// A `samizdat relay` child process (the `samizdat` binary, see [`samizdat_exe`]).
 pub struct RelayChild {
     pub child: Child,
     pub url: String,
@@ -40,7 +58,7 @@ impl RelayChild {
         )?;
         // A free port for the metrics listener (taken and let go: loopback, a benchmark).
         let metrics = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?;
-        let mut cmd = Command::new(std::env::current_exe()?);
+        let mut cmd = Command::new(samizdat_exe()?);
         cmd.args(["relay", "--listen", "127.0.0.1:0", "--data"])
             .arg(data)
             .arg("--config")

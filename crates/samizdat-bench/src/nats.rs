@@ -11,8 +11,8 @@ use anyhow::{Context, Result, anyhow};
 use async_nats::jetstream::{self, consumer, stream};
 use futures_util::StreamExt;
 
-use super::load::{now_us, read_stamp, stamped};
-use super::util::{pct, random_bytes};
+use crate::load::{now_us, read_stamp, stamped};
+use crate::util::{pct, random_bytes};
 
 pub struct PeerResult {
     pub version: String,

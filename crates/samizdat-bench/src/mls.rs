@@ -14,8 +14,8 @@ use mls_rs_crypto_awslc::AwsLcCryptoProvider;
 use samizdat_core::mls::{self as core_mls, Mls};
 use serde_json::json;
 
-use super::Report;
-use super::util::with_progress;
+use crate::Report;
+use crate::util::with_progress;
 
 #[derive(Debug, clap::Args)]
 pub struct MlsArgs {

@@ -14,10 +14,10 @@ use samizdat_proto::{BinaryAppend, Bytes, ClientFrame, EntryKind, Id, ServerFram
 use serde_json::json;
 use tokio_tungstenite::tungstenite::Message;
 
-use super::util::{
+use crate::util::{
     RelayChild, cpu_time, fmt_rate, ms, pct, random_bytes, relay_counts, rss_kib, with_progress,
 };
-use super::{Report, nats};
+use crate::{Report, nats};
 
 /// Sizes of real MLS application messages (PQ suite): a short text and a longer one.
 pub const SIZES: [usize; 2] = [246, 1170];
