@@ -1,8 +1,9 @@
 //! The Samizdat client core: a profile's keys, its SQLCipher-encrypted store, MLS groups
 //! (through mls-rs, behind [`mls`]), invites, and the relay client.
 //!
-//! What it is not: a user interface. It prints nothing and reads no terminal; the CLI, TUI and
-//! web UI are thin fronts over [`Profile`]. It never sends a name, a contact list or a
+//! What it is not: a user interface. It prints nothing, reads no terminal and writes no
+//! sentence (what it reports is data: [`Notice`], [`ConvStatus`]); the CLI, the app and bots
+//! are fronts over the service ([`ClientHandle`] in process, JSON-RPC over its socket). It never sends a name, a contact list or a
 //! plaintext to a relay: display names travel only inside MLS-encrypted messages, and MLS
 //! credentials carry a key fingerprint, never a name.
 
@@ -14,6 +15,7 @@ pub mod lock;
 pub mod metadata;
 pub mod mls;
 pub mod net;
+pub mod notice;
 pub mod payload;
 pub mod pin;
 mod profile;
@@ -27,6 +29,7 @@ pub mod welcome;
 pub mod wipe;
 
 pub use invite::Invite;
+pub use notice::{ConvStatus, ErrorKind, Notice, Problem, Refusal};
 pub use profile::{
     AttachmentView, ContactView, ConvKind, ConversationView, DeviceJoined, DeviceView, Event,
     EventPage, GroupAdded, InvitationView, LastMessage, LinkPreview, LoggedEvent, MemberView,

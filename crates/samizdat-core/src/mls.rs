@@ -42,7 +42,7 @@ use crate::{Error, Result};
 /// The default ciphersuite: hybrid post-quantum ML-KEM-768 + X25519.
 pub const DEFAULT_CIPHERSUITE: CipherSuite = CipherSuite::ML_KEM_768_X25519;
 
-/// Exporter label for epoch tokens (DESIGN.md: "Membership without identities").
+/// Exporter label for epoch tokens (docs/PROTOCOL.md: epoch tokens).
 const TOKEN_LABEL: &[u8] = b"samizdat epoch token v1";
 const TOKEN_LEN: usize = 32;
 
@@ -765,7 +765,7 @@ impl Group {
         self.inner.current_epoch()
     }
 
-    /// This epoch's token for the relay (DESIGN.md): from the MLS exporter secret.
+    /// This epoch's token for the relay (docs/PROTOCOL.md): from the MLS exporter secret.
     /// This epoch's token for the relay (an MLS exporter secret); overwritten when dropped
     /// (security review 3, L5).
     pub fn token(&self) -> Result<zeroize::Zeroizing<Vec<u8>>> {

@@ -884,7 +884,7 @@ mod tests {
     use super::*;
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-    /// Review finding 15: a relay that announces a huge answer is refused before the client
+    /// A relay that announces a huge answer is refused before the client
     /// buffers it.
     #[tokio::test]
     async fn an_oversized_relay_answer_is_refused() {

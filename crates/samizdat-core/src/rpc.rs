@@ -85,14 +85,7 @@ impl From<Error> for RpcError {
     fn from(e: Error) -> RpcError {
         use codes::*;
         let message = e.to_string();
-        let (code, kind) = match &e {
-            Error::WrongPassphrase => (STORAGE, "wrong_passphrase"),
-            Error::Usage(_) => (USAGE, "usage"),
-            Error::NotFound(_) => (NOT_FOUND, "not_found"),
-            Error::NotMember(_) => (NOT_MEMBER, "not_member"),
-            Error::InvalidInvite(_) => (INVALID_INVITE, "invalid_invite"),
-            Error::KeyPackageMismatch => (KEY_MISMATCH, "key_package_mismatch"),
-            Error::RelayUnreachable(_) => (RELAY_UNREACHABLE, "relay_unreachable"),
+        let code = match &e {
             Error::Relay { code, .. } => {
                 return RpcError {
                     code: RELAY_REFUSED,
@@ -100,14 +93,18 @@ impl From<Error> for RpcError {
                     data: Some(json!({ "kind": "relay", "relay_code": code })),
                 };
             }
-            Error::Busy(_) => (BUSY, "busy"),
-            Error::Protocol(_) => (PROTOCOL, "protocol"),
-            Error::Mls(_) => (PROTOCOL, "mls"),
-            Error::Crypto(_) => (PROTOCOL, "crypto"),
-            Error::Integrity(_) => (PROTOCOL, "integrity"),
-            Error::Storage(_) => (STORAGE, "storage"),
-            Error::Stopped(_) => (STOPPED, "stopped"),
+            Error::WrongPassphrase | Error::Storage(_) => STORAGE,
+            Error::Usage(_) => USAGE,
+            Error::NotFound(_) => NOT_FOUND,
+            Error::NotMember(_) => NOT_MEMBER,
+            Error::InvalidInvite(_) => INVALID_INVITE,
+            Error::KeyPackageMismatch => KEY_MISMATCH,
+            Error::RelayUnreachable(_) => RELAY_UNREACHABLE,
+            Error::Busy(_) => BUSY,
+            Error::Protocol(_) | Error::Mls(_) | Error::Crypto(_) | Error::Integrity(_) => PROTOCOL,
+            Error::Stopped(_) => STOPPED,
         };
+        let kind = e.kind().as_str();
         RpcError::new(code, message).with_kind(kind)
     }
 }

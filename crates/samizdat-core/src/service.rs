@@ -379,7 +379,9 @@ impl Service {
                         self.live(Event::Notice {
                             conversation_id: None,
                             conversation: None,
-                            text: format!("sync failed: {e}"),
+                            notice: crate::Notice::SyncFailed {
+                                error: crate::Problem::from(&e),
+                            },
                         });
                     }
                 }
@@ -611,7 +613,10 @@ impl Service {
                 self.live(Event::Notice {
                     conversation_id: None,
                     conversation: None,
-                    text: format!("relay: {code}: {message}"),
+                    notice: crate::Notice::RelayError {
+                        code: code.to_string(),
+                        detail: message,
+                    },
                 });
                 Ok(Frame::Other)
             }
@@ -620,7 +625,7 @@ impl Service {
                 self.live(Event::Notice {
                     conversation_id: None,
                     conversation: None,
-                    text: "relay sent an unreadable frame".into(),
+                    notice: crate::Notice::RelayFrameUnreadable,
                 });
                 Ok(Frame::Other)
             }

@@ -35,6 +35,7 @@ pub(crate) fn migrations() -> Migrations<'static> {
         M::up(include_str!("../migrations/0013_drafts.sql")),
         M::up(include_str!("../migrations/0014_device_lists.sql")),
         M::up(include_str!("../migrations/0015_pending_files.sql")),
+        M::up(include_str!("../migrations/0016_status_codes.sql")),
     ])
 }
 
@@ -251,7 +252,7 @@ mod tests {
             .conn()
             .pragma_query_value(None, "user_version", |r| r.get(0))
             .expect("version");
-        assert_eq!(version, 15);
+        assert_eq!(version, 16);
         db.conn()
             .pragma_update(None, "user_version", 99)
             .expect("set version");
@@ -260,6 +261,58 @@ mod tests {
             Err(Error::Storage(m)) => assert!(m.contains("newer samizdat"), "{m}"),
             Err(e) => panic!("unexpected error: {e}"),
             Ok(_) => panic!("a newer profile must be refused"),
+        }
+    }
+
+    /// Statuses written as English sentences by earlier versions become codes that each front
+    /// says in its language (migration 0016); refusals keep their reason.
+    #[test]
+    fn english_statuses_of_older_profiles_become_codes() {
+        use crate::{ConvStatus, Refusal};
+        let mut conn = Connection::open_in_memory().expect("db");
+        migrations().to_version(&mut conn, 15).expect("up to 15");
+        let old = [
+            ("you left", Some(ConvStatus::Left)),
+            ("removed from the group", Some(ConvStatus::Removed)),
+            (
+                "lost sync with the group (the commit by bob at position 7 does not match the relay); ask a member to re-add you",
+                Some(ConvStatus::LostSync),
+            ),
+            (
+                "refusing: an introduction reused a single-use invite",
+                Some(ConvStatus::Refusing {
+                    reason: Refusal::ReusedInvite,
+                }),
+            ),
+            (
+                "refused: an introduction used an expired invite",
+                Some(ConvStatus::Refused {
+                    reason: Refusal::ExpiredInvite,
+                }),
+            ),
+        ];
+        for (i, (status, _)) in old.iter().enumerate() {
+            conn.execute(
+                "INSERT INTO conversations (group_id, kind, name, relay, read_epoch, status, created_at)
+                 VALUES (?1, 'group', ?2, 'http://r', 1, ?3, 0)",
+                rusqlite::params![vec![i as u8; 16], format!("c{i}"), status],
+            )
+            .expect("insert");
+        }
+        migrations().to_latest(&mut conn).expect("to latest");
+        for (i, (_, want)) in old.iter().enumerate() {
+            let (code, reason): (Option<String>, Option<String>) = conn
+                .query_row(
+                    "SELECT status, status_reason FROM conversations WHERE name = ?1",
+                    [format!("c{i}")],
+                    |r| Ok((r.get(0)?, r.get(1)?)),
+                )
+                .expect("row");
+            assert_eq!(
+                &ConvStatus::from_columns(code.as_deref(), reason.as_deref()),
+                want,
+                "{code:?} {reason:?}"
+            );
         }
     }
 

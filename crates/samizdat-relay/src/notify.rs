@@ -1,5 +1,7 @@
-//! Wake-ups for subscribers. A wake-up only says "look again": subscribers always read
-//! from the store, so a lost or duplicated wake-up delays nothing beyond the next poll.
+//! Wake-ups for subscribers. A freshly appended entry is pushed with the wake-up
+//! ([`Appended`]): a subscriber whose cursor it directly follows sends it without a store
+//! read; any other reads the log. A lost or duplicated wake-up delays nothing beyond the next
+//! periodic re-read.
 
 use std::sync::{Arc, OnceLock};
 

@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use anyhow::{Context, Result, anyhow};
-use samizdat_core::{ClientHandle, Event, Mode, Profile};
+use samizdat_core::{ClientHandle, Event, Mode, Notice, Profile};
 use serde_json::json;
 
 use tokio::io::AsyncWriteExt;
@@ -572,12 +572,12 @@ fn print_event(e: &Event, json: bool) {
         } => println!("[{}] {}: {}", safe(conversation), safe(from), safe(text)),
         Event::MessageFailed {
             conversation,
-            reason,
+            error,
             ..
         } => println!(
             "[{}] a message was refused by the relay: {}",
             safe(conversation),
-            safe(reason)
+            safe(&error.detail)
         ),
         Event::InvitationPending {
             id,
@@ -590,7 +590,7 @@ fn print_event(e: &Event, json: bool) {
                 "invitation {id}: a group of {members} from {from} (not a contact); `samizdat invitation accept {id}` or `decline {id}`"
             );
             if let Some(w) = warning {
-                println!("  warning: {}", safe(w));
+                println!("  warning: {}", safe(&crate::i18n::notice_en(w)));
             }
         }
         Event::NewContact {
@@ -642,14 +642,18 @@ fn print_event(e: &Event, json: bool) {
         }
         Event::Notice {
             conversation: Some(c),
-            text,
+            notice,
             ..
-        } => println!("[{}] note: {}", safe(c), safe(text)),
+        } => println!(
+            "[{}] note: {}",
+            safe(c),
+            safe(&crate::i18n::notice_en(notice))
+        ),
         Event::Notice {
             conversation: None,
-            text,
+            notice,
             ..
-        } => println!("note: {}", safe(text)),
+        } => println!("note: {}", safe(&crate::i18n::notice_en(notice))),
         Event::Relay {
             relay,
             state: samizdat_core::RelayState::Retrying,
@@ -997,7 +1001,7 @@ async fn run_in(home: &Path, cmd: ClientCommand) -> Result<()> {
                     println!("{}", serde_json::to_string(&m)?);
                 } else {
                     let mark = match (&m.failed, m.delivered) {
-                        (Some(why), _) => format!("  (not delivered: {})", safe(why)),
+                        (Some(why), _) => format!("  (not delivered: {})", safe(&why.detail)),
                         (None, false) => "  (not yet delivered)".into(),
                         (None, true) => String::new(),
                     };
@@ -1027,7 +1031,7 @@ async fn run_in(home: &Path, cmd: ClientCommand) -> Result<()> {
                 } else {
                     let state = match (&c.active, &c.status) {
                         (true, _) => format!("{} members", c.members),
-                        (false, Some(s)) => s.clone(),
+                        (false, Some(s)) => crate::i18n::status_en(s),
                         (false, None) => "inactive".into(),
                     };
                     println!(
@@ -1124,7 +1128,7 @@ async fn run_in(home: &Path, cmd: ClientCommand) -> Result<()> {
                         i.from,
                         safe(&i.relay),
                         i.warning
-                            .map(|w| format!("\n   warning: {}", safe(&w)))
+                            .map(|w| format!("\n   warning: {}", safe(&crate::i18n::notice_en(&w))))
                             .unwrap_or_default()
                     );
                 }
@@ -1335,10 +1339,13 @@ async fn device_add(b: &mut Backend, link: &str, yes: bool, timeout: u64) -> Res
         for e in b.events_since(since).await? {
             // A failure, or KeyPackages altered on the way (they no longer open with the
             // one-time key): the new device is not added.
-            if let Event::Notice { text, .. } = &e
-                && (text.starts_with("linking a device failed")
-                    || text.starts_with("a device link received a message that does not open"))
+            if let Event::Notice { notice, .. } = &e
+                && matches!(
+                    notice,
+                    Notice::LinkFailed { .. } | Notice::LinkMessageUnreadable
+                )
             {
+                let text = crate::i18n::notice_en(notice);
                 return Err(anyhow!("{text}; nothing was added"));
             }
         }

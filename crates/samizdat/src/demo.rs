@@ -37,7 +37,9 @@ fn show(events: &[Event], who: &str) {
                 who: w,
                 ..
             } => println!("    {who} sees {w} left {conversation}"),
-            Event::Notice { text, .. } => println!("    {who} note: {text}"),
+            Event::Notice { notice, .. } => {
+                println!("    {who} note: {}", crate::i18n::notice_en(notice))
+            }
             Event::InvitationPending { id, members, .. } => println!(
                 "    {who} has a pending invitation {id} (a group of {members} from a stranger)"
             ),
@@ -195,7 +197,10 @@ pub async fn run() -> Result<()> {
             let state = if c.active {
                 format!("{} members", c.members)
             } else {
-                c.status.clone().unwrap_or_default()
+                c.status
+                    .as_ref()
+                    .map(crate::i18n::status_en)
+                    .unwrap_or_default()
             };
             println!("   {} ({}, {state})", c.name, c.kind);
             for m in p.profile.history(&c.name)? {

@@ -6,6 +6,7 @@ mod app;
 mod cli;
 mod client;
 mod demo;
+mod i18n;
 mod relay_cmd;
 
 use anyhow::Result;

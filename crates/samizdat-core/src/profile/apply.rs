@@ -33,7 +33,9 @@ impl Profile {
                             Event::Notice {
                                 conversation_id: Some(gid.to_string()),
                                 conversation: Some(conv.name.clone()),
-                                text: format!("an attachment was refused: {e}"),
+                                notice: Notice::AttachmentRefused {
+                                    error: Problem::from(&e),
+                                },
                             },
                         )?;
                         None
@@ -151,14 +153,11 @@ impl Profile {
                 // We left on another device: the others remove every device of ours; this
                 // one stops here (its keys go at the end of the sync, see `sync`).
                 self.db.conn().execute(
-                    "UPDATE conversations SET active = 0, status = 'you left' WHERE group_id = ?1",
+                    "UPDATE conversations SET active = 0, status = 'left', status_reason = NULL WHERE group_id = ?1",
                     params![gid.as_bytes()],
                 )?;
                 conv.active = false;
-                let e = Event::notice(
-                    Some(conv),
-                    "you left this group on your other device".into(),
-                );
+                let e = Event::notice(Some(conv), Notice::LeftOnOtherDevice);
                 self.emit(events, e)?;
             }
             Body::Leave => {

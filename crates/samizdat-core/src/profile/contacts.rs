@@ -3,11 +3,6 @@
 
 use super::*;
 
-/// Status of a conversation whose introduction we refused, until the refusal is sent.
-pub(super) const REFUSING: &str = "refusing: ";
-/// Status after it was sent: the conversation is forgotten once nothing is queued for it.
-const REFUSED: &str = "refused: ";
-
 impl Profile {
     /// Create an invite link valid for `ttl_secs`.
     pub fn invite(&self, ttl_secs: u64, reusable: bool) -> Result<Invite> {
@@ -185,7 +180,10 @@ impl Profile {
                 .iter()
                 .rev()
                 .find_map(|e| match e {
-                    Event::Notice { text, .. } => Some(text.clone()),
+                    Event::Notice {
+                        notice: Notice::ConnectFailed { error, .. },
+                        ..
+                    } => Some(error.detail.clone()),
                     _ => None,
                 })
                 .unwrap_or_else(|| "the inviter's relay refused".into());
@@ -299,26 +297,23 @@ impl Profile {
             )
             .optional()?;
         let refusal = match row {
-            None => Some("an introduction used an invite this profile never made"),
-            Some((exp, _, _)) if (exp as u64) < now_secs() => {
-                Some("an introduction used an expired invite")
-            }
-            Some((_, 0, uses)) if uses > 0 => Some("an introduction reused a single-use invite"),
+            None => Some(Refusal::UnknownInvite),
+            Some((exp, _, _)) if (exp as u64) < now_secs() => Some(Refusal::ExpiredInvite),
+            Some((_, 0, uses)) if uses > 0 => Some(Refusal::ReusedInvite),
             Some(_) => None,
         };
-        if let Some(why) = refusal {
+        if let Some(reason) = refusal {
             // The next sync tells the invitee, leaves the group and forgets it here
             // (`finish_refusals`); recorded now, in this entry's transaction.
-            self.db.conn().execute(
-                "UPDATE conversations SET status = ?2 WHERE group_id = ?1",
-                params![gid.as_bytes(), format!("{REFUSING}{why}")],
+            self.set_status(
+                &gid,
+                &ConvStatus::Refusing {
+                    reason: reason.clone(),
+                },
             )?;
             self.emit(
                 events,
-                Event::notice(
-                    Some(conv),
-                    format!("refused: {why}; the other side is told and the conversation removed"),
-                ),
+                Event::notice(Some(conv), Notice::IntroductionRefused { reason }),
             )?;
             return Ok(());
         }
@@ -384,16 +379,13 @@ impl Profile {
     /// Tell invitees whose introduction we refused, leave those conversations, and forget
     /// them once nothing is queued for them any more: the inviter keeps nothing half-made.
     pub(super) async fn finish_refusals(&mut self) -> Result<()> {
-        for conv in self.convs_where(&format!("active = 1 AND status LIKE '{REFUSING}%'"))? {
-            let status: String = self.db.conn().query_row(
-                "SELECT status FROM conversations WHERE group_id = ?1",
-                params![conv.group_id.as_bytes()],
-                |r| r.get(0),
-            )?;
-            let why = status.trim_start_matches(REFUSING).to_string();
+        for conv in self.convs_where("active = 1 AND status = 'refusing'")? {
+            let Some(ConvStatus::Refusing { reason }) = self.status_of(&conv.group_id)? else {
+                continue;
+            };
             for body in [
                 Body::Refused {
-                    reason: why.clone(),
+                    reason: reason.wire().to_string(),
                 },
                 Body::Leave,
             ] {
@@ -405,14 +397,11 @@ impl Profile {
                 };
                 queued(self.send_payload(&conv, payload).await)?;
             }
-            self.db.conn().execute(
-                "UPDATE conversations SET active = 0, status = ?2 WHERE group_id = ?1",
-                params![conv.group_id.as_bytes(), format!("{REFUSED}{why}")],
-            )?;
+            self.set_status(&conv.group_id, &ConvStatus::Refused { reason })?;
         }
-        for conv in self.convs_where(&format!(
-            "active = 0 AND status LIKE '{REFUSED}%' AND group_id NOT IN (SELECT group_id FROM outbox)"
-        ))? {
+        for conv in self.convs_where(
+            "active = 0 AND status = 'refused' AND group_id NOT IN (SELECT group_id FROM outbox)",
+        )? {
             self.db
                 .transaction(|| self.forget_conversation(&conv.group_id))?;
         }
@@ -441,27 +430,28 @@ impl Profile {
         let Some(alias) = contact else {
             return Ok(());
         };
-        let reason: String = reason
-            .chars()
-            .filter(|c| !c.is_control())
-            .take(200)
-            .collect();
+        let reason = Refusal::from_wire(reason);
         let name = self.unique_name(&format!("{alias} (refused)"))?;
         self.db.conn().execute(
             "DELETE FROM contacts WHERE fingerprint = ?1",
             params![&sender[..]],
         )?;
         self.db.conn().execute(
-            "UPDATE conversations SET active = 0, name = ?2, status = ?3 WHERE group_id = ?1",
-            params![
-                conv.group_id.as_bytes(),
-                name,
-                format!("the invite was refused ({reason}); ask for a new link")
-            ],
+            "UPDATE conversations SET name = ?2 WHERE group_id = ?1",
+            params![conv.group_id.as_bytes(), name],
+        )?;
+        self.set_status(
+            &conv.group_id,
+            &ConvStatus::InviteRefused {
+                reason: reason.clone(),
+            },
         )?;
         conv.active = false;
         conv.name = name;
-        let text = format!("{alias} refused the invite ({reason}); ask them for a new link");
+        let text = Notice::InviteRefusedBy {
+            name: alias,
+            reason,
+        };
         self.emit(events, Event::notice(Some(conv), text))
     }
 }

@@ -176,7 +176,7 @@ impl Profile {
                 (_, e) => {
                     // Refused for good (or for too long): say so; the member is in the group
                     // but cannot read it until they are re-added.
-                    let why = e.err().map(|e| e.to_string()).unwrap_or_default();
+                    let why = e.err().as_ref().map(Problem::from);
                     let conv = self.conv_by_id(&gid)?;
                     let who = self.label(&gid, &member)?;
                     self.db.transaction(|| {
@@ -185,11 +185,9 @@ impl Profile {
                             params![request_id],
                         )?;
                         let text = if kind == "move" {
-                            format!("{who} could not be told that this conversation moved ({why}); they follow when they find its relay down")
+                            Notice::MoveNotTold { who, error: why }
                         } else {
-                            format!(
-                                "{who} could not be sent their invitation to this group ({why}); remove and add them again, or ask them for their current relay"
-                            )
+                            Notice::WelcomeNotDelivered { who, error: why }
                         };
                         self.emit(&mut events, Event::notice(conv.as_ref(), text))
                     })?;

@@ -53,13 +53,9 @@ impl Profile {
             undone += 1;
         }
         let who = self.label(&conv.group_id, person)?;
-        let text = if undone > 1 {
-            format!(
-                "a device that {who} removed changed this group; it and the {} member(s) it added are being removed",
-                undone - 1
-            )
-        } else {
-            format!("a device that {who} removed changed this group; it is being removed")
+        let text = Notice::RevokedDeviceChangedGroup {
+            who,
+            added: undone.saturating_sub(1) as u64,
         };
         self.emit(events, Event::notice(Some(conv), text))
     }
@@ -152,7 +148,9 @@ impl Profile {
             match self.send_payload(&conv, payload).await {
                 Ok(_) | Err(Error::RelayUnreachable(_)) => {}
                 Err(e) => {
-                    let text = format!("could not send the device list: {e}");
+                    let text = Notice::DeviceListNotSent {
+                        error: Problem::from(&e),
+                    };
                     self.emit(&mut events, Event::notice(Some(&conv), text))?;
                 }
             }
@@ -176,8 +174,7 @@ impl Profile {
             Ok(p) if p == *sender => p,
             _ => {
                 if let Some(conv) = conv {
-                    let text =
-                        "ignored a device list that its sender's identity did not sign".into();
+                    let text = Notice::DeviceListUnsigned;
                     self.emit(events, Event::notice(Some(conv), text))?;
                 }
                 return Ok(());
@@ -225,11 +222,11 @@ impl Profile {
                 .count();
             let who = self.label(&conv.group_id, &person)?;
             if added > 0 {
-                let text = format!("{who} linked a new device");
+                let text = Notice::ContactDeviceAdded { who: who.clone() };
                 self.emit(events, Event::notice(Some(conv), text))?;
             }
             if removed > 0 {
-                let text = format!("{who} removed a device; it no longer speaks for them");
+                let text = Notice::ContactDeviceRemoved { who: who.clone() };
                 self.emit(events, Event::notice(Some(conv), text))?;
             }
         }

@@ -451,7 +451,12 @@ impl Profile {
                         }
                         self.emit(
                             events,
-                            Event::notice(None, format!("linking a device failed: {e}")),
+                            Event::notice(
+                                None,
+                                Notice::LinkFailed {
+                                    error: Problem::from(&e),
+                                },
+                            ),
                         )?;
                         break;
                     }
@@ -476,14 +481,7 @@ impl Profile {
             Ok(p) => p,
             Err(_) => {
                 // Not sealed to this link (or altered on the way): nothing to answer.
-                self.emit(
-                    events,
-                    Event::notice(
-                        None,
-                        "a device link received a message that does not open with its key (altered, or not for it); ignored"
-                            .into(),
-                    ),
-                )?;
+                self.emit(events, Event::notice(None, Notice::LinkMessageUnreadable))?;
                 return Ok(false);
             }
         };
@@ -553,9 +551,10 @@ impl Profile {
             events,
             Event::notice(
                 None,
-                format!(
-                    "linked device {name:?}: added to {added} conversations and sent the history"
-                ),
+                Notice::DeviceLinked {
+                    name: name.to_string(),
+                    conversations: added as u64,
+                },
             ),
         )?;
         Ok(true)
@@ -644,7 +643,9 @@ impl Profile {
                     events,
                     Event::notice(
                         Some(conv),
-                        format!("could not add the new device to this conversation: {e}"),
+                        Notice::NewDeviceNotAdded {
+                            error: Problem::from(&e),
+                        },
                     ),
                 )?,
             }
@@ -909,10 +910,10 @@ impl Profile {
                 Some(id) if value == b"1" => self
                     .invitation_accept(id)
                     .await
-                    .map(|name| Some(format!("joined {name:?}, accepted on your other device"))),
+                    .map(|name| Some(Notice::InvitationAcceptedElsewhere { name })),
                 Some(id) => self
                     .invitation_decline(id)
-                    .map(|()| Some("an invitation was declined on your other device".into())),
+                    .map(|()| Some(Notice::InvitationDeclinedElsewhere)),
                 None => Ok(None),
             };
             match outcome {
@@ -921,7 +922,9 @@ impl Profile {
                     events,
                     Event::notice(
                         None,
-                        format!("an invitation accepted on your other device failed: {e}"),
+                        Notice::InvitationElsewhereFailed {
+                            error: Problem::from(&e),
+                        },
                     ),
                 )?,
                 Ok(Some(text)) => self.emit(events, Event::notice(None, text))?,
@@ -978,10 +981,7 @@ impl Profile {
                     let json = serde_json::to_string(archive)
                         .map_err(|e| Error::Storage(e.to_string()))?;
                     self.db.set_setting("history_archive", json.as_bytes())?;
-                    self.emit(
-                        events,
-                        Event::notice(Some(conv), "your other device sent the history".into()),
-                    )?;
+                    self.emit(events, Event::notice(Some(conv), Notice::HistorySent))?;
                 }
                 Ok(true)
             }
@@ -1010,10 +1010,10 @@ impl Profile {
                 events,
                 Event::notice(
                     None,
-                    format!(
-                        "history received from your other device: {} conversations, {n} messages",
-                        archive.conversations.len()
-                    ),
+                    Notice::HistoryReceived {
+                        conversations: archive.conversations.len() as u64,
+                        messages: n as u64,
+                    },
                 ),
             )
         })?;
@@ -1233,7 +1233,9 @@ impl Profile {
                 events,
                 Event::notice(
                     Some(conv),
-                    format!("could not remove a revoked device of yours here: {e}"),
+                    Notice::RevokedDeviceNotRemoved {
+                        error: Problem::from(&e),
+                    },
                 ),
             )?;
         }
@@ -1275,7 +1277,10 @@ impl Profile {
                     events,
                     Event::notice(
                         Some(conv),
-                        format!("could not add your device {:?} here: {e}", d.name),
+                        Notice::OwnDeviceNotAdded {
+                            name: d.name.clone(),
+                            error: Problem::from(&e),
+                        },
                     ),
                 )?;
             }
@@ -1581,10 +1586,15 @@ impl Profile {
         loop {
             let mut events = self.sync().await?;
             for e in &events {
-                if let Event::Notice { text, .. } = e
-                    && text.starts_with("could not join")
+                if let Event::Notice {
+                    notice: Notice::JoinFailed { error },
+                    ..
+                } = e
                 {
-                    return Err(Error::Protocol(text.clone()));
+                    return Err(Error::Protocol(format!(
+                        "could not join a conversation: {}",
+                        error.detail
+                    )));
                 }
             }
             self.buffered.append(&mut events);

@@ -46,7 +46,7 @@ pub enum Event {
         conversation_id: String,
         conversation: String,
         id: String,
-        reason: String,
+        error: crate::Problem,
     },
     NewContact {
         /// Key fingerprint (hex): the contact's stable id.
@@ -94,10 +94,12 @@ pub enum Event {
         conversation_id: String,
         conversation: String,
     },
+    /// Something to tell the person, as data (`notice.kind`, `notice.params`): each front
+    /// writes the sentence in its language.
     Notice {
         conversation_id: Option<String>,
         conversation: Option<String>,
-        text: String,
+        notice: crate::Notice,
     },
     /// A group invitation from someone who is not a contact, waiting for consent
     /// (`invitation accept|decline ID`). Nothing was sent and no relay was contacted.
@@ -108,7 +110,7 @@ pub enum Event {
         relay: String,
         members: usize,
         /// Set when the invitation needs a second look (an unknown relay, a claimed id).
-        warning: Option<String>,
+        warning: Option<crate::Notice>,
     },
     /// A long catch-up on one conversation: `done` log entries processed so far (reported
     /// after each full page).
@@ -165,11 +167,11 @@ impl Event {
         !matches!(self, Event::Relay { .. } | Event::Transfer { .. })
     }
 
-    pub(super) fn notice(conv: Option<&Conv>, text: String) -> Event {
+    pub(super) fn notice(conv: Option<&Conv>, notice: crate::Notice) -> Event {
         Event::Notice {
             conversation_id: conv.map(|c| c.group_id.to_string()),
             conversation: conv.map(|c| c.name.clone()),
-            text,
+            notice,
         }
     }
 }

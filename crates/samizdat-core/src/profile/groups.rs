@@ -303,10 +303,10 @@ impl Profile {
                         params![id, next as i64, e.to_string()],
                     )?;
                     if row.attempts == 0 {
-                        let text = format!(
-                            "{} is not in this conversation yet ({e}); it completes by itself when the relay can be reached",
-                            row.alias
-                        );
+                        let text = Notice::AddPending {
+                            name: row.alias.clone(),
+                            error: Problem::from(&e),
+                        };
                         self.emit(&mut events, Event::notice(Some(&conv), text))?;
                     }
                     Ok(())
@@ -319,9 +319,15 @@ impl Profile {
                     let text = if invite.is_some() {
                         // Nothing half-made: the conversation and the contact go.
                         self.forget_conversation(&gid)?;
-                        format!("could not connect to {alias}: {e}; ask them for a new invite")
+                        Notice::ConnectFailed {
+                            name: alias,
+                            error: Problem::from(&e),
+                        }
                     } else {
-                        format!("could not add {alias} to the group: {e}")
+                        Notice::AddFailed {
+                            name: alias,
+                            error: Problem::from(&e),
+                        }
                     };
                     let conv = (invite.is_none()).then_some(&conv);
                     self.emit(&mut events, Event::notice(conv, text))
@@ -416,7 +422,7 @@ impl Profile {
         let conv = self.group_conv(name)?;
         queued(self.send_body(&conv.name, Body::Leave).await)?;
         self.db.conn().execute(
-            "UPDATE conversations SET active = 0, status = 'you left' WHERE group_id = ?1",
+            "UPDATE conversations SET active = 0, status = 'left', status_reason = NULL WHERE group_id = ?1",
             params![conv.group_id.as_bytes()],
         )?;
         self.forget_keys_if_left(&conv.group_id)?;
@@ -432,7 +438,7 @@ impl Profile {
             |r| r.get(0),
         )?;
         let left: bool = self.db.conn().query_row(
-            "SELECT COALESCE(status = 'you left', 0) FROM conversations WHERE group_id = ?1",
+            "SELECT COALESCE(status = 'left', 0) FROM conversations WHERE group_id = ?1",
             params![gid.as_bytes()],
             |r| r.get(0),
         )?;

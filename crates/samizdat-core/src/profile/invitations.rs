@@ -46,14 +46,14 @@ pub(super) fn invitation_warning(
     claims: Option<&str>,
     relay_known: bool,
     relay: &str,
-) -> Option<String> {
+) -> Option<Notice> {
     match (claims, relay_known) {
-        (Some(name), _) => Some(format!(
-            "claims the id of your conversation {name:?} without continuing it: possibly a takeover attempt"
-        )),
-        (None, false) => Some(format!(
-            "hosted on relay {relay}, which you have never used: accepting connects to it"
-        )),
+        (Some(name), _) => Some(Notice::ClaimsConversation {
+            name: name.to_string(),
+        }),
+        (None, false) => Some(Notice::UnknownRelay {
+            relay: relay.to_string(),
+        }),
         (None, true) => None,
     }
 }
@@ -223,13 +223,7 @@ impl Profile {
                 })?)
             };
         if relay != w.relay || log != w.log {
-            self.emit(
-                events,
-                Event::notice(
-                    None,
-                    "the relay address of an invitation was changed on the way; the one its sender signed is used".into(),
-                ),
-            )?;
+            self.emit(events, Event::notice(None, Notice::InvitationRelayChanged))?;
             part.relay = place.relay;
             part.log = place.log;
             w.relay = relay;
@@ -434,7 +428,7 @@ impl Profile {
             if previous.is_some() {
                 // Same conversation, reading from the new epoch.
                 self.db.conn().execute(
-                    "UPDATE conversations SET active = 1, status = NULL, relay = ?2, read_epoch = ?3, cursor = 0, log_id = ?4,
+                    "UPDATE conversations SET active = 1, status = NULL, status_reason = NULL, relay = ?2, read_epoch = ?3, cursor = 0, log_id = ?4,
                         seq_base = (SELECT COALESCE(MAX(seq), 0) FROM messages WHERE group_id = ?1) WHERE group_id = ?1",
                     params![group_id.as_bytes(), relay, group.epoch() as i64, log],
                 )?;

@@ -88,7 +88,9 @@ impl Profile {
                 Err(e @ Error::RelayUnreachable(_)) => return Err(e),
                 Err(e) => {
                     let mut events = Vec::new();
-                    let text = format!("could not remove a member who left: {e}; will retry");
+                    let text = Notice::LeaverNotRemoved {
+                        error: Problem::from(&e),
+                    };
                     self.emit(&mut events, Event::notice(Some(&conv), text))?;
                     self.buffered.append(&mut events);
                 }
@@ -157,8 +159,11 @@ impl Profile {
                 params![gid.as_bytes(), &fp, now_secs() as i64],
             )?;
             let text = match result {
-                Ok(()) => format!("{alias} had not joined; sent them a fresh invitation"),
-                Err(e) => format!("{alias} has not joined, and a fresh invitation failed: {e}"),
+                Ok(()) => Notice::InvitationResent { name: alias },
+                Err(e) => Notice::InvitationResendFailed {
+                    name: alias,
+                    error: Problem::from(&e),
+                },
             };
             let mut events = Vec::new();
             self.emit(&mut events, Event::notice(Some(&conv), text))?;

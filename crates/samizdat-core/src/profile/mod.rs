@@ -10,6 +10,7 @@ use serde::Serialize;
 
 use crate::invite::Invite;
 use crate::mls::{self, Incoming, Mls};
+use crate::notice::{ConvStatus, Notice, Problem, Refusal};
 use crate::payload::{Body, Envelope, MAX_TEXT, Payload};
 use crate::relay_client::{MailboxKey, RelayClient};
 use crate::store::Db;
@@ -535,7 +536,7 @@ impl Profile {
         hex::encode(self.fingerprint)
     }
 
-    /// Keep the KeyPackage pool usable (review finding 8): refill it when it is below half,
+    /// Keep the KeyPackage pool usable (a relay that withholds KeyPackages): refill it when it is below half,
     /// rotate the last-resort KeyPackage every `LAST_RESORT_ROTATION`, and delete private
     /// keys of KeyPackages past their lifetime. Runs at most once an hour per process.
     async fn maintain_key_packages(&mut self) -> Result<()> {
@@ -732,6 +733,32 @@ impl Profile {
     /// Conversations we left whose leave notice is still queued.
     fn left_with_outbox(&self) -> Result<Vec<Conv>> {
         self.convs_where("active = 0 AND group_id IN (SELECT group_id FROM outbox)")
+    }
+
+    /// Record why `gid` no longer takes messages (inside the caller's transaction, if any).
+    fn set_status(&self, gid: &Id, status: &ConvStatus) -> Result<()> {
+        self.db.conn().execute(
+            "UPDATE conversations SET status = ?2, status_reason = ?3,
+                 active = CASE WHEN ?2 = 'refusing' THEN active ELSE 0 END
+             WHERE group_id = ?1",
+            params![gid.as_bytes(), status.code(), status.reason()],
+        )?;
+        Ok(())
+    }
+
+    fn status_of(&self, gid: &Id) -> Result<Option<ConvStatus>> {
+        let row: Option<(Option<String>, Option<String>)> = self
+            .db
+            .conn()
+            .query_row(
+                "SELECT status, status_reason FROM conversations WHERE group_id = ?1",
+                params![gid.as_bytes()],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )
+            .optional()?;
+        Ok(row.and_then(|(code, reason)| {
+            ConvStatus::from_columns(code.as_deref(), reason.as_deref())
+        }))
     }
 
     /// Conversations matching a fixed SQL condition, oldest first.

@@ -37,7 +37,7 @@ const MOVE_RETRY_MS: u64 = 60_000;
 
 /// What a move notice says (sealed inside `Envelope::Move`).
 #[derive(Debug, Clone, Serialize, Deserialize)]
-struct Notice {
+struct MoveNotice {
     group_id: Id,
     epoch: u64,
     n: u32,
@@ -87,7 +87,7 @@ fn aead_key(token: &[u8]) -> Result<aead::LessSafeKey> {
         .map_err(|_| Error::Crypto("cannot make a move key".into()))
 }
 
-fn seal(token: &[u8], notice: &Notice) -> Result<Vec<u8>> {
+fn seal(token: &[u8], notice: &MoveNotice) -> Result<Vec<u8>> {
     let key = aead_key(token)?;
     let mut nonce = [0u8; 12];
     aws_lc_rs::rand::fill(&mut nonce).map_err(|_| Error::Crypto("no randomness".into()))?;
@@ -101,7 +101,7 @@ fn seal(token: &[u8], notice: &Notice) -> Result<Vec<u8>> {
     Ok([nonce.as_slice(), &body].concat())
 }
 
-fn open(token: &[u8], sealed: &[u8]) -> Option<Notice> {
+fn open(token: &[u8], sealed: &[u8]) -> Option<MoveNotice> {
     if sealed.len() < 12 + 16 || sealed.len() > 4096 {
         return None;
     }
@@ -152,7 +152,7 @@ impl Profile {
     /// hold the group's keys: a move can bring it back).
     fn lost_sync(&self, group: &Id) -> Result<bool> {
         Ok(self.db.conn().query_row(
-            "SELECT EXISTS (SELECT 1 FROM conversations WHERE group_id = ?1 AND active = 0 AND status LIKE 'lost sync%')
+            "SELECT EXISTS (SELECT 1 FROM conversations WHERE group_id = ?1 AND active = 0 AND status = 'lost_sync')
                 AND EXISTS (SELECT 1 FROM mls_groups WHERE group_id = ?1)",
             params![group.as_bytes()],
             |r| r.get(0),
@@ -201,7 +201,10 @@ impl Profile {
                     self.move_failed.insert(candidate, now);
                 }
                 Err(e) => {
-                    let text = format!("could not move to {candidate}: {e}");
+                    let text = Notice::MoveFailed {
+                        relay: candidate.to_string(),
+                        error: Problem::from(&e),
+                    };
                     return self.emit(events, Event::notice(Some(conv), text));
                 }
             }
@@ -291,7 +294,7 @@ impl Profile {
             }
             Err(e) => return Err(e),
         }
-        let notice = Notice {
+        let notice = MoveNotice {
             group_id: gid,
             epoch,
             n,
@@ -304,12 +307,14 @@ impl Profile {
         }
         .encode();
         let text = if crate::relay_client::normalize_spec(&conv.relay).is_ok_and(|c| c == to) {
-            format!("re-created this conversation's log on relay {to}; the other members follow")
+            Notice::LogRecreated {
+                relay: to.to_string(),
+            }
         } else {
-            format!(
-                "moved this conversation to relay {to} (from {}); the other members follow",
-                conv.relay
-            )
+            Notice::MovedByUs {
+                relay: to.to_string(),
+                from: conv.relay.clone(),
+            }
         };
         self.db.transaction(|| {
             self.record_move(&notice)?;
@@ -341,7 +346,7 @@ impl Profile {
         Ok(())
     }
 
-    fn record_move(&self, n: &Notice) -> Result<()> {
+    fn record_move(&self, n: &MoveNotice) -> Result<()> {
         self.db.conn().execute(
             "INSERT OR REPLACE INTO moves (group_id, epoch, n, relay, log_id, rank, created_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
             params![n.group_id.as_bytes(), n.epoch as i64, n.n as i64, n.relay, n.log.as_bytes(), rank(&n.relay), now_millis() as i64],
@@ -351,11 +356,12 @@ impl Profile {
 
     /// Read the conversation from the new log, at its first position (inside the caller's
     /// transaction). Positions of the old log are forgotten; message order continues.
-    fn switch_log(&self, conv: &Conv, n: &Notice) -> Result<()> {
+    fn switch_log(&self, conv: &Conv, n: &MoveNotice) -> Result<()> {
         let g = conv.group_id.as_bytes();
         self.db.conn().execute(
             "UPDATE conversations SET relay = ?2, log_id = ?3, read_epoch = ?4, cursor = 0,
-                 status = CASE WHEN active = 0 THEN NULL ELSE status END, active = 1,
+                 status = CASE WHEN active = 0 THEN NULL ELSE status END,
+                 status_reason = CASE WHEN active = 0 THEN NULL ELSE status_reason END, active = 1,
                  seq_base = MAX(seq_base + cursor, (SELECT COALESCE(MAX(seq), 0) FROM messages WHERE group_id = ?1))
              WHERE group_id = ?1",
             params![g, n.relay, n.log.as_bytes(), n.epoch as i64],
@@ -375,7 +381,7 @@ impl Profile {
     ) -> Result<()> {
         // Active ones, and those that lost sync with their log (a move brings them back);
         // conversations we left or were removed from hold no tokens.
-        for conv in self.convs_where("active = 1 OR status LIKE 'lost sync%'")? {
+        for conv in self.convs_where("active = 1 OR status = 'lost_sync'")? {
             let tokens: Vec<(i64, Vec<u8>)> = {
                 let conn = self.db.conn();
                 let mut stmt = conn.prepare(
@@ -402,7 +408,7 @@ impl Profile {
     async fn follow_move(
         &mut self,
         conv: &Conv,
-        n: Notice,
+        n: MoveNotice,
         token: &[u8],
         events: &mut Vec<Event>,
     ) -> Result<()> {
@@ -435,14 +441,14 @@ impl Profile {
             _ => Vec::new(),
         };
         let text = match &known {
-            Some(k) => format!(
-                "this conversation moved to relay {relay} (chosen over {} by the move rule)",
-                k.relay
-            ),
-            None => format!(
-                "a member moved this conversation to relay {relay} (from {})",
-                conv.relay
-            ),
+            Some(k) => Notice::MovedChosen {
+                relay: relay.to_string(),
+                over: k.relay.to_string(),
+            },
+            None => Notice::MovedByMember {
+                relay: relay.to_string(),
+                from: conv.relay.clone(),
+            },
         };
         self.db.transaction(|| {
             self.record_move(&n)?;
@@ -509,7 +515,7 @@ mod tests {
     #[test]
     fn notices_open_only_with_the_epochs_token() {
         let token = [7u8; 32];
-        let n = Notice {
+        let n = MoveNotice {
             group_id: Id::from_bytes([1; 16]),
             epoch: 4,
             n: 0,

@@ -402,7 +402,11 @@ impl Profile {
             if matches!(payload.body, Body::Text { .. }) {
                 self.db.conn().execute(
                     "UPDATE messages SET pending_body = NULL, pending_epoch = NULL, failed = ?2 WHERE id = ?1",
-                    params![payload.id.as_bytes(), why.to_string()],
+                    params![
+                        payload.id.as_bytes(),
+                        serde_json::to_string(&Problem::from(why))
+                            .map_err(|e| Error::Storage(e.to_string()))?
+                    ],
                 )?;
                 self.emit(
                     &mut events,
@@ -410,7 +414,7 @@ impl Profile {
                         conversation_id: conv.group_id.to_string(),
                         conversation: conv.name.clone(),
                         id: payload.id.to_string(),
-                        reason: why.to_string(),
+                        error: Problem::from(why),
                     },
                 )
             } else {
@@ -422,7 +426,9 @@ impl Profile {
                     &mut events,
                     Event::notice(
                         Some(conv),
-                        format!("a queued update was refused by the relay: {why}"),
+                        Notice::QueuedUpdateRefused {
+                            error: Problem::from(why),
+                        },
                     ),
                 )
             }

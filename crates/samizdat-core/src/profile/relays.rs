@@ -241,7 +241,9 @@ impl Profile {
         match self.send_payload(conv, payload).await {
             Ok(_) | Err(Error::RelayUnreachable(_)) => Ok(()),
             Err(e) => {
-                let text = format!("could not announce ourselves: {e}");
+                let text = Notice::AnnounceFailed {
+                    error: Problem::from(&e),
+                };
                 self.emit(events, Event::notice(Some(conv), text))
             }
         }

@@ -32,7 +32,12 @@ impl Profile {
             // Another of our relays answered: this sync worked; say (once) which did not.
             self.emit(
                 &mut events,
-                Event::notice(None, format!("{e}; reading your other relays")),
+                Event::notice(
+                    None,
+                    Notice::RelayUnreachable {
+                        error: Problem::from(&e),
+                    },
+                ),
             )?;
         }
         if !self.down_since.contains_key(self.relay.base()) {
@@ -88,21 +93,29 @@ impl Profile {
                     // not (a fork served by a dishonest relay) or lost our state. Stop using
                     // this state; a member re-adding us starts afresh.
                     self.db.conn().execute(
-                        "UPDATE conversations SET active = 0, status = 'lost sync with the group; ask a member to re-add you' WHERE group_id = ?1",
+                        "UPDATE conversations SET active = 0, status = 'lost_sync', status_reason = NULL WHERE group_id = ?1",
                         params![conv.group_id.as_bytes()],
                     )?;
-                    self.emit(&mut events, Event::notice(Some(&conv), "lost sync with the group (its epoch token no longer matches: a fork or tampering); ask a member to re-add you".into()))?;
+                    self.emit(
+                        &mut events,
+                        Event::notice(Some(&conv), Notice::LostSyncToken),
+                    )?;
                 }
                 Err(e) => self.emit(
                     &mut events,
-                    Event::notice(Some(&conv), format!("sync failed: {e}")),
+                    Event::notice(
+                        Some(&conv),
+                        Notice::SyncFailed {
+                            error: Problem::from(&e),
+                        },
+                    ),
                 )?,
             }
         }
         // Groups left on another device of ours (read here or by a push): their keys go
         // once nothing of ours is queued for them.
         for conv in self.convs_where(
-            "active = 0 AND status = 'you left' AND group_id IN (SELECT group_id FROM mls_groups)",
+            "active = 0 AND status = 'left' AND group_id IN (SELECT group_id FROM mls_groups)",
         )? {
             self.forget_keys_if_left(&conv.group_id)?;
         }
@@ -111,7 +124,12 @@ impl Profile {
             Ok(()) | Err(Error::RelayUnreachable(_)) => {}
             Err(e) => self.emit(
                 &mut events,
-                Event::notice(None, format!("device linking: {e}")),
+                Event::notice(
+                    None,
+                    Notice::LinkFailed {
+                        error: Problem::from(&e),
+                    },
+                ),
             )?,
         }
         events.append(&mut self.buffered);
@@ -126,7 +144,9 @@ impl Profile {
                     &mut events,
                     Event::notice(
                         None,
-                        format!("the history from your other device could not be read: {e}"),
+                        Notice::HistoryUnreadable {
+                            error: Problem::from(&e),
+                        },
                     ),
                 )?
             }
@@ -139,16 +159,26 @@ impl Profile {
             Ok(()) | Err(Error::RelayUnreachable(_)) => {}
             Err(e) => self.emit(
                 &mut events,
-                Event::notice(None, format!("could not tell your other devices: {e}")),
+                Event::notice(
+                    None,
+                    Notice::OtherDevicesNotTold {
+                        error: Problem::from(&e),
+                    },
+                ),
             )?,
         }
-        // Logs a member locked with a false token (finding 6): re-created, then the culprit is
+        // Logs a member locked with a false token (docs/THREAT-MODEL.md, Part A, finding 6): re-created, then the culprit is
         // removed by the step below.
         match self.recover_locked_logs(&mut events).await {
             Ok(()) | Err(Error::RelayUnreachable(_)) => {}
             Err(e) => self.emit(
                 &mut events,
-                Event::notice(None, format!("could not re-create a locked log: {e}")),
+                Event::notice(
+                    None,
+                    Notice::LockedLogNotRecreated {
+                        error: Problem::from(&e),
+                    },
+                ),
             )?,
         }
         // Members who asked to leave (stored when their notice was read, also by earlier
@@ -174,7 +204,7 @@ impl Profile {
         Ok(events)
     }
 
-    /// Re-create the logs that a member locked with a false next-token hash (finding 6) on
+    /// Re-create the logs that a member locked with a false next-token hash (docs/THREAT-MODEL.md, Part A, finding 6) on
     /// their relay, from the epoch we are at: the members follow the move notice, and the
     /// culprit's removal is queued (`commit_pending_removals` makes it on the new log). A
     /// member who already moved it first makes us follow instead (same log id).
@@ -283,7 +313,9 @@ impl Profile {
                                 events,
                                 Event::notice(
                                     None,
-                                    format!("could not follow a conversation's move: {e}"),
+                                    Notice::MoveNotFollowed {
+                                        error: Problem::from(&e),
+                                    },
                                 ),
                             )?;
                         }
@@ -305,7 +337,7 @@ impl Profile {
                     Err(_) => {
                         self.emit(
                             events,
-                            Event::notice(None, "dropped an unreadable mailbox message".into()),
+                            Event::notice(None, Notice::MailboxMessageUnreadable),
                         )?;
                         None
                     }
@@ -315,7 +347,12 @@ impl Profile {
                 None => {}
                 Some(Err(e)) => self.emit(
                     events,
-                    Event::notice(None, format!("could not join a conversation: {e}")),
+                    Event::notice(
+                        None,
+                        Notice::JoinFailed {
+                            error: Problem::from(&e),
+                        },
+                    ),
                 )?,
                 Some(Ok(w)) => {
                     let w = match self.signed_place(w, events) {
@@ -323,7 +360,12 @@ impl Profile {
                         Err(e) => {
                             self.emit(
                                 events,
-                                Event::notice(None, format!("could not join a conversation: {e}")),
+                                Event::notice(
+                                    None,
+                                    Notice::JoinFailed {
+                                        error: Problem::from(&e),
+                                    },
+                                ),
                             )?;
                             done.push(m.seq);
                             continue;
@@ -371,7 +413,12 @@ impl Profile {
                         Err(Error::RelayUnreachable(_)) => continue,
                         Err(e) => self.emit(
                             events,
-                            Event::notice(None, format!("could not join a conversation: {e}")),
+                            Event::notice(
+                                None,
+                                Notice::JoinFailed {
+                                    error: Problem::from(&e),
+                                },
+                            ),
                         )?,
                     }
                 }
@@ -424,7 +471,9 @@ impl Profile {
                 match self.add_own_devices(&conv, events).await {
                     Ok(()) | Err(Error::RelayUnreachable(_)) => {}
                     Err(e) => {
-                        let text = format!("could not add your other devices: {e}");
+                        let text = Notice::OwnDevicesNotAdded {
+                            error: Problem::from(&e),
+                        };
                         self.emit(events, Event::notice(Some(&conv), text))?;
                     }
                 }
@@ -475,7 +524,7 @@ impl Profile {
             let next_hash = page.next_token_hash.clone();
             if page.entries.is_empty() {
                 if page.current_epoch > conv.read_epoch {
-                    self.emit(events, Event::notice(Some(&conv), "entries are missing from the relay (expired?); ask a member to re-add you".into()))?;
+                    self.emit(events, Event::notice(Some(&conv), Notice::EntriesExpired))?;
                 }
                 break;
             }
@@ -494,11 +543,11 @@ impl Profile {
                     break;
                 }
                 if conv.cursor > 0 && entry.seq != conv.cursor + 1 {
-                    self.emit(events, Event::notice(Some(&conv), format!(
-                            "entries {}..{} of the log are missing (withheld by the relay, or expired)",
-                            conv.cursor + 1,
-                            entry.seq - 1
-                        )))?;
+                    let missing = Notice::EntriesMissing {
+                        from: conv.cursor + 1,
+                        to: entry.seq - 1,
+                    };
+                    self.emit(events, Event::notice(Some(&conv), missing))?;
                 }
                 let mut next_epoch = conv.read_epoch;
                 if own.contains(&entry.seq) {
@@ -539,7 +588,7 @@ impl Profile {
                         };
                         let token = if removed { None } else { Some(g.token()?) };
                         let after = if removed { Vec::new() } else { g.members() };
-                        // Review finding 6: a committer who gave the relay a token hash that
+                        // docs/THREAT-MODEL.md, Part A, finding 6: a committer who gave the relay a token hash that
                         // is not the one its commit derives locks every other member out.
                         // Name them instead of failing later with an unexplained refusal.
                         let bogus = match (&token, &next_hash) {
@@ -560,13 +609,9 @@ impl Profile {
                                 // Two explanations fit, and the client cannot tell them apart:
                                 // the committer lied to the relay, or the relay served a commit
                                 // it never accepted (a fork). Say both, name the committer.
-                                let who = culprit.clone().unwrap_or_else(|| "a member".into());
-                                let status = format!("lost sync with the group (the commit by {who} at position {} does not match the relay); ask a member to re-add you", entry.seq);
-                                self.db.conn().execute(
-                                    "UPDATE conversations SET active = 0, status = ?2 WHERE group_id = ?1",
-                                    params![group_id.as_bytes(), status],
-                                )?;
-                                // Recovery without anyone's help (finding 6): at the end of
+                                let who = culprit.clone().unwrap_or_default();
+                                self.set_status(group_id, &ConvStatus::LostSync)?;
+                                // Recovery without anyone's help (docs/THREAT-MODEL.md, finding 6): at the end of
                                 // this sync the log is re-created on the same relay from this
                                 // epoch (the other members follow the notice), and the
                                 // committer is removed by our next commit there.
@@ -590,20 +635,20 @@ impl Profile {
                                     _ => false,
                                 };
                                 let text = if recovering {
-                                    format!(
-                                        "lost sync with the group: the commit by {who} at position {} does not lead to the token the relay recorded — either {who} gave the relay a false token (locking everyone else out), or the relay served a commit it never accepted (a fork); recovering: re-creating the log on the same relay (the others follow) and removing {who} — unless the others do not see this (then the relay forked you: ask to be re-added)",
-                                        entry.seq
-                                    )
+                                    Notice::LostSyncFalseToken {
+                                        who,
+                                        position: entry.seq,
+                                    }
                                 } else {
-                                    format!(
-                                        "lost sync with the group: the commit at position {} does not lead to the token the relay recorded (the relay served a commit it never accepted, or our own commit was lost); re-create the log (`samizdat move {} --to RELAY`) or ask to be re-added",
-                                        entry.seq, conv.name
-                                    )
+                                    Notice::LostSyncForkedCommit {
+                                        position: entry.seq,
+                                        conversation: conv.name.clone(),
+                                    }
                                 };
                                 self.emit(events, Event::notice(Some(&conv), text))?;
                             } else if removed {
                                 self.db.conn().execute(
-                                    "UPDATE conversations SET active = 0, status = 'removed from the group' WHERE group_id = ?1",
+                                    "UPDATE conversations SET active = 0, status = 'removed', status_reason = NULL WHERE group_id = ?1",
                                     params![group_id.as_bytes()],
                                 )?;
                                 let e = Event::Removed {
@@ -667,9 +712,7 @@ impl Profile {
                                         &mut new_events,
                                         Event::notice(
                                             Some(&conv),
-                                            format!(
-                                                "ignored a message from a device {who} removed"
-                                            ),
+                                            Notice::IgnoredRevokedDevice { who },
                                         ),
                                     )?;
                                 }
@@ -686,10 +729,9 @@ impl Profile {
                                     &mut new_events,
                                     Event::notice(
                                         Some(&conv),
-                                        format!(
-                                            "ignored an undecodable message at position {}",
-                                            entry.seq
-                                        ),
+                                        Notice::UndecodableMessage {
+                                            position: entry.seq,
+                                        },
                                     ),
                                 )?,
                             }
@@ -716,7 +758,10 @@ impl Profile {
                         // Forged, damaged or undecryptable: never displayed. Reload the
                         // group so no partial state from the failed attempt survives.
                         group = None;
-                        let text = format!("rejected entry {} of the log: {e}", entry.seq);
+                        let text = Notice::EntryRejected {
+                            position: entry.seq,
+                            error: Problem::from(&e),
+                        };
                         self.db.transaction(|| {
                             self.emit(events, Event::notice(Some(&conv), text))?;
                             self.set_cursor(&conv, entry.seq, conv.read_epoch)
@@ -742,7 +787,7 @@ impl Profile {
     }
 }
 
-/// The setting that marks a conversation whose log a member locked (finding 6) for recovery.
+/// The setting that marks a conversation whose log a member locked (docs/THREAT-MODEL.md, finding 6) for recovery.
 fn recover_key(group: &Id) -> String {
     format!("recover:{group}")
 }

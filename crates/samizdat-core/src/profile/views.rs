@@ -15,7 +15,7 @@ pub struct InvitationView {
     pub members: usize,
     pub received_at: u64,
     /// Why this invitation needs a second look, if it does.
-    pub warning: Option<String>,
+    pub warning: Option<crate::Notice>,
     /// It arrived on another device of yours: accepting here asks that device to join (it
     /// then adds this one).
     #[serde(default)]
@@ -55,7 +55,8 @@ pub struct ConversationView {
     pub unread: u64,
     pub members: usize,
     pub active: bool,
-    pub status: Option<String>,
+    /// Why it no longer takes messages (or is ending); fronts say it in their language.
+    pub status: Option<crate::ConvStatus>,
     /// The newest message, if any.
     pub last: Option<LastMessage>,
     /// When the conversation last changed (its newest message, or its creation), ms.
@@ -102,7 +103,7 @@ pub struct MessageView {
     /// False while an outgoing message waits for the relay's acknowledgement.
     pub delivered: bool,
     /// Set when the relay refused an outgoing message for good (with the reason).
-    pub failed: Option<String>,
+    pub failed: Option<crate::Problem>,
     /// Disappearing: when this message is deleted (ms since the epoch).
     pub expires_at: Option<u64>,
     /// A file sent with the message; `samizdat download ID` fetches it.
@@ -169,7 +170,7 @@ impl Profile {
         self.expire_messages()?;
         let conn = self.db.conn();
         let mut stmt = conn.prepare(
-            "SELECT c.group_id, c.name, c.kind, c.active, c.status,
+            "SELECT c.group_id, c.name, c.kind, c.active, c.status, c.status_reason,
                     (SELECT COUNT(*) FROM messages m WHERE m.group_id = c.group_id AND m.unread = 1),
                     c.created_at, c.timer_secs, c.relay
              FROM conversations c WHERE c.hidden = 0 ORDER BY c.created_at",
@@ -181,11 +182,14 @@ impl Profile {
                     r.get::<_, String>(1)?,
                     r.get::<_, String>(2)?,
                     r.get::<_, i64>(3)?,
-                    r.get::<_, Option<String>>(4)?,
-                    r.get::<_, i64>(5)?,
+                    crate::ConvStatus::from_columns(
+                        r.get::<_, Option<String>>(4)?.as_deref(),
+                        r.get::<_, Option<String>>(5)?.as_deref(),
+                    ),
                     r.get::<_, i64>(6)?,
                     r.get::<_, i64>(7)?,
-                    r.get::<_, String>(8)?,
+                    r.get::<_, i64>(8)?,
+                    r.get::<_, String>(9)?,
                 ))
             })?
             .collect::<rusqlite::Result<Vec<_>>>()?;
@@ -402,7 +406,7 @@ impl Profile {
                 seq: seq.map(|s| s as u64),
                 outgoing: outgoing != 0,
                 delivered,
-                failed,
+                failed: failed.as_deref().map(failure),
                 expires_at: expires_at.map(|e| e.max(0) as u64),
                 attachment: AttachmentView::from_columns(att.as_deref(), file.as_deref()),
             });
@@ -497,4 +501,13 @@ impl Profile {
             .collect::<rusqlite::Result<Vec<_>>>()?;
         Ok(rows)
     }
+}
+
+/// Why a message failed, as stored in `messages.failed`: a [`crate::Problem`] as JSON (older
+/// versions stored the relay's English sentence, read as the detail of a relay refusal).
+fn failure(stored: &str) -> crate::Problem {
+    serde_json::from_str(stored).unwrap_or_else(|_| crate::Problem {
+        kind: crate::ErrorKind::Relay,
+        detail: stored.to_string(),
+    })
 }

@@ -5,7 +5,6 @@
 //! talks to its socket) — and live updates are the service's event stream.
 
 mod files;
-mod i18n;
 mod pages;
 mod security;
 mod web;
@@ -64,7 +63,7 @@ pub struct App {
     events: broadcast::Sender<LiveEvent>,
     /// The home relay's last known connection state (and the retry delay).
     relay: Mutex<Option<(RelayState, Option<u64>)>>,
-    pub(crate) i18n: i18n::I18n,
+    pub(crate) i18n: crate::i18n::I18n,
     pub(crate) guard: security::Guard,
     /// Told when the person quits from the page.
     pub(crate) quit: tokio::sync::Notify,
@@ -114,7 +113,7 @@ pub async fn run(o: Options) -> Result<()> {
         phase: RwLock::new(Phase::NoProfile),
         events,
         relay: Mutex::new(None),
-        i18n: i18n::I18n::new(),
+        i18n: crate::i18n::I18n::new(),
         guard: security::Guard::new(&host, addr.port()).with_idle(o.session_idle),
         quit: tokio::sync::Notify::new(),
         linking: Arc::new(Mutex::new(None)),

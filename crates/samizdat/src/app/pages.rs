@@ -9,7 +9,7 @@ use samizdat_core::{
 };
 
 use super::App;
-use super::i18n::Lang;
+use crate::i18n::Lang;
 
 /// What every page needs: the language, the session's CSRF token, the relay state.
 pub struct Ctx<'a> {
@@ -26,6 +26,25 @@ impl Ctx<'_> {
 
     pub fn tra(&self, key: &str, args: &[(&str, FluentValue<'_>)]) -> String {
         self.app.i18n.ta(self.lang, key, args)
+    }
+
+    /// What the core reported, said in the page's language.
+    pub fn problem(&self, problem: &samizdat_core::Problem) -> String {
+        self.app
+            .i18n
+            .problem(self.lang, problem, crate::i18n::Errors::Translated)
+    }
+
+    pub fn notice(&self, notice: &samizdat_core::Notice) -> String {
+        self.app
+            .i18n
+            .notice(self.lang, notice, crate::i18n::Errors::Translated)
+    }
+
+    pub fn status(&self, status: Option<&samizdat_core::ConvStatus>) -> String {
+        status
+            .map(|s| self.app.i18n.status(self.lang, s))
+            .unwrap_or_default()
     }
 
     fn csrf_field(&self) -> Markup {
@@ -74,15 +93,17 @@ pub fn layout(c: &Ctx<'_>, title: &str, page: &str, nav: bool, body: Markup) -> 
     }
 }
 
-/// English / Русский, for the pages before the settings exist (onboarding, unlock).
+/// Every language by its own name (English · Русский · …), for the pages before the
+/// settings exist (onboarding, unlock).
 fn lang_switch(c: &Ctx<'_>) -> Markup {
     html! {
         form.lang-switch method="post" action="/settings/lang" {
             (c.csrf_field())
             input type="hidden" name="back" value="/";
-            button.link type="submit" name="lang" value="en" lang="en" disabled[c.lang == Lang::En] { (c.tr("lang-en")) }
-            " · "
-            button.link type="submit" name="lang" value="ru" lang="ru" disabled[c.lang == Lang::Ru] { (c.tr("lang-ru")) }
+            @for (i, lang) in Lang::all().enumerate() {
+                @if i > 0 { " · " }
+                button.link type="submit" name="lang" value=(lang.code()) lang=(lang.code()) disabled[c.lang == lang] { (c.app.i18n.t(lang, "language-name")) }
+            }
         }
     }
 }
@@ -275,7 +296,7 @@ pub fn chat_list(
                                 p { (c.tra("invitation-from", &[("members", (i.members as i64).into()), ("from", i.from.clone().into())])) }
                                 p.muted { (c.tra("invitation-relay", &[("relay", i.relay.clone().into())])) }
                                 @if !i.relay_known { p.warning { (c.tr("invitation-relay-unknown")) } }
-                                @if let Some(w) = &i.warning { p.warning { (w) } }
+                                @if let Some(w) = i.warning.as_ref().filter(|w| !matches!(w, samizdat_core::Notice::UnknownRelay { .. })) { p.warning { (c.notice(w)) } }
                                 div.row {
                                     form method="post" action={ "/invitations/" (i.id) "/accept" } {
                                         (c.csrf_field())
@@ -370,7 +391,7 @@ pub fn message(c: &Ctx<'_>, m: &MessageView) -> Markup {
             @if m.outgoing {
                 div.status {
                     @if let Some(reason) = &m.failed {
-                        span.failed { (c.tra("msg-failed", &[("reason", reason.clone().into())])) }
+                        span.failed { (c.tra("msg-failed", &[("reason", c.problem(reason).into())])) }
                         form.retry method="post" action={ "/m/" (m.id) "/retry" } {
                             (c.csrf_field())
                             button.link type="submit" { (c.tr("msg-retry")) }
@@ -398,8 +419,9 @@ fn size_label(c: &Ctx<'_>, bytes: u64) -> String {
     } else {
         format!("{n:.1}")
     };
-    if c.lang == super::i18n::Lang::Ru {
-        shown = shown.replace('.', ",");
+    let separator = c.tr("decimal-separator");
+    if separator != "." {
+        shown = shown.replace('.', &separator);
     }
     c.tra(key, &[("n", shown.into())])
 }
@@ -475,7 +497,7 @@ pub fn chat(
                             button type="submit" { (c.tr("chat-attach-send")) }
                         }
                     } @else {
-                        p.warning { (c.tra("chat-inactive", &[("status", conv.status.clone().unwrap_or_default().into())])) }
+                        p.warning { (c.tra("chat-inactive", &[("status", c.status(conv.status.as_ref()).into())])) }
                     }
                 }
             }
@@ -757,8 +779,9 @@ pub fn settings(
                     label for="lang" { (c.tr("settings-language")) }
                     select #lang name="lang" {
                         option value="auto" selected[chosen.is_none()] { (c.tr("lang-auto")) }
-                        option value="en" selected[chosen == Some(Lang::En)] { (c.tr("lang-en")) }
-                        option value="ru" selected[chosen == Some(Lang::Ru)] { (c.tr("lang-ru")) }
+                        @for lang in Lang::all() {
+                            option value=(lang.code()) lang=(lang.code()) selected[chosen == Some(lang)] { (c.app.i18n.t(lang, "language-name")) }
+                        }
                     }
                     button type="submit" { (c.tr("settings-save")) }
                 }

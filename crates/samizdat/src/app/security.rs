@@ -12,7 +12,7 @@ use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 
 use super::App;
-use super::i18n::Lang;
+use crate::i18n::Lang;
 
 /// Browser sessions at once; the oldest is dropped beyond this.
 const MAX_SESSIONS: usize = 16;

@@ -16,10 +16,10 @@ use samizdat_core::{ContactView, ConversationView, InvitationView, MemberView, M
 use serde::Deserialize;
 use serde_json::{Value, json};
 
-use super::i18n::Lang;
 use super::pages::{self, Ctx};
 use super::security::{self, COOKIE, Session};
 use super::{App, CallError, State as Phase};
+use crate::i18n::Lang;
 
 /// Form bodies are small: a message is at most 64 KiB of text.
 const MAX_BODY: usize = 256 * 1024;

@@ -189,7 +189,7 @@ async fn floods_are_rejected_early_and_memory_stays_bounded() {
     relay.kill();
 }
 
-/// Hardening finding 4: the review's probe — 60 concurrent 10.6 MB appends with a made-up
+/// docs/THREAT-MODEL.md, floods: the probe — 60 concurrent 10.6 MB appends with a made-up
 /// token to a group that does not exist pushed the relay from 14 MB to 544 MB. Now, with the
 /// default limits: that probe, the same with a *valid* token (a member flooding), and 1,000
 /// slow clients that never finish their headers, keep the relay's peak RSS (VmHWM, measured

@@ -434,7 +434,7 @@ fn a_refused_message_is_marked_failed_and_can_be_sent_again() {
     let history = alice.history(&bob.display);
     let failed = history.last().expect("kept in the history");
     assert_eq!(failed["text"], long.as_str(), "{out:?}");
-    assert!(failed["failed"].is_string(), "{failed}");
+    assert_eq!(failed["failed"]["kind"], "relay", "{failed}");
     let id = failed["id"].as_str().unwrap().to_string();
     // Back to the default limits; send it again.
     w.relay.kill();

@@ -1,4 +1,4 @@
-//! Several devices of one person (issue 14): linking by a one-time link, messages on every
+//! Several devices of one person: linking by a one-time link, messages on every
 //! device, "me" for the person's own messages, the history transfer, groups with a member on
 //! two devices, revocation, and every bad link refused without changing anything.
 

@@ -1,4 +1,4 @@
-//! Personas over the real `samizdat` binary and a real relay process (STYLE.md: "alice, bob,
+//! Personas over the real `samizdat` binary and a real relay process ("alice, bob,
 //! carol with a relay in one line").
 
 use std::io::{BufRead, BufReader};
@@ -168,9 +168,38 @@ pub struct Person {
     pub home: PathBuf,
 }
 
+/// Whether this machine has what a test needs beyond the README's requirements: the
+/// `programs` on the PATH and, with `root`, root (network namespaces). If not, the test says
+/// `SKIPPED: <test>: <reason>` on stderr, leaves a marker in `target/tmp/skipped/`, and the
+/// caller returns. `.ci/run` installs everything and fails if any test was skipped.
+pub fn needs(test: &str, programs: &[&str], root: bool) -> bool {
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    let found = |p: &str| std::env::split_paths(&path).any(|d| d.join(p).is_file());
+    let mut missing: Vec<String> = programs
+        .iter()
+        .filter(|p| !found(p))
+        .map(|p| p.to_string())
+        .collect();
+    if root && !rustix::process::geteuid().is_root() {
+        missing.push("root".into());
+    }
+    if missing.is_empty() {
+        return true;
+    }
+    let reason = format!("needs {} (`.ci/run` installs it)", missing.join(", "));
+    eprintln!("SKIPPED: {test}: {reason}");
+    let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join("skipped");
+    let _ = std::fs::create_dir_all(&dir);
+    let _ = std::fs::write(dir.join(test), reason);
+    false
+}
+
 /// A fresh PostgreSQL schema for this test, or `None` without `SAMIZDAT_TEST_DATABASE_URL`.
 pub fn postgres_url() -> Option<String> {
     let base = std::env::var("SAMIZDAT_TEST_DATABASE_URL").ok()?;
+    if !needs("postgres_schema", &["psql"], false) {
+        return None;
+    }
     let schema = format!("e2e_{}", hex_rand());
     let out = Command::new("psql")
         .arg(&base)

@@ -691,7 +691,7 @@ fn hostile_relay_tampering_is_rejected_and_recovered_from() {
     assert!(!shown.contains(&flipped) && !shown.contains(&cut));
 }
 
-/// Hardening finding 1: a group from someone who is not a contact (here: a stranger who got
+/// Consent before contact (docs/THREAT-MODEL.md): a group from someone who is not a contact (here: a stranger who got
 /// hold of an already used single-use invite link) waits for consent. Until the user
 /// accepts, the client joins nothing, sends nothing and contacts no relay the Welcome names.
 #[test]
@@ -741,7 +741,7 @@ fn finding_1_groups_from_strangers_wait_for_consent() {
     w.assert_no_plaintext();
 }
 
-/// Hardening finding 10: text from others cannot forge lines in the CLI's output.
+/// Text from others cannot forge lines in the CLI's output.
 #[test]
 fn finding_10_control_characters_are_escaped_in_human_output() {
     let mut w = World::new();

@@ -2,12 +2,13 @@
 //! a veth pair to the proxy's address; the relay listens on the host's loopback, which the
 //! namespace cannot reach — so anything that works went through the proxy, and a profile
 //! without the proxy fails. Proxies are real Debian servers (`microsocks`, `tinyproxy`,
-//! `danted`); `.ci/run` installs them. Needs root (network namespaces).
+//! `danted`); `.ci/run` installs them. Needs root (network namespaces); without root or the
+//! programs each test says `SKIPPED` (and `.ci/run` fails).
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 
-use crate::harness::{BIN, PASSPHRASE, Person, World, hex_rand};
+use crate::harness::{BIN, PASSPHRASE, Person, World, hex_rand, needs};
 
 /// A network namespace with one veth link to the host: host side `10.77.N.1/30`, namespace
 /// side `10.77.N.2/30`, no other route. Removed on drop.
@@ -299,6 +300,13 @@ fn chat_through(w: &mut World, ns: &NetNs, alice: &Person, name: &str, proxy: &s
 
 #[test]
 fn every_connection_goes_through_the_proxy_and_none_goes_direct() {
+    if !needs(
+        "reach::every_connection_goes_through_the_proxy_and_none_goes_direct",
+        &["ip", "microsocks", "danted", "tinyproxy"],
+        true,
+    ) {
+        return;
+    }
     let mut w = World::new();
     let alice = w.person("alice");
     let ns = NetNs::new();
@@ -363,6 +371,13 @@ fn every_connection_goes_through_the_proxy_and_none_goes_direct() {
 /// The control: with `socks5` the same name is looked up in the namespace (and fails there).
 #[test]
 fn socks5h_leaks_no_dns_lookup() {
+    if !needs(
+        "reach::socks5h_leaks_no_dns_lookup",
+        &["ip", "microsocks", "python3"],
+        true,
+    ) {
+        return;
+    }
     let mut w = World::new();
     let ns = NetNs::new();
     let cfg = tempfile::tempdir().unwrap();
@@ -423,6 +438,13 @@ fn socks5h_leaks_no_dns_lookup() {
 /// conversations' traffic.
 #[test]
 fn isolation_keeps_the_mailbox_and_each_conversation_apart() {
+    if !needs(
+        "reach::isolation_keeps_the_mailbox_and_each_conversation_apart",
+        &["python3"],
+        false,
+    ) {
+        return;
+    }
     let mut w = World::new();
     let [bob, carol] = w.people(["bob", "carol"]);
     let cfg = tempfile::tempdir().unwrap();
