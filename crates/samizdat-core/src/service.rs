@@ -358,6 +358,9 @@ impl Service {
         let mut link_poll = tokio::time::interval(LINK_POLL);
         let mut dirty = true;
         let mut groups: std::collections::HashSet<Id> = std::collections::HashSet::new();
+        // Entries pushed on the home socket, by log, applied as they are when they follow the
+        // cursor (bounded: past `PUSHED_MAX` per log the log is read instead).
+        let mut pushed: HashMap<Id, Vec<samizdat_proto::Entry>> = HashMap::new();
         let mut conv_sockets = ConvSockets::new();
         let mut mailbox_sockets = MailboxSockets::new();
         loop {
@@ -390,7 +393,8 @@ impl Service {
             // pushes still run the full sync).
             if !dirty && retry_at.is_none() && !groups.is_empty() {
                 for g in std::mem::take(&mut groups) {
-                    match self.profile.sync_conversation(&g).await {
+                    let entries = pushed.remove(&g).unwrap_or_default();
+                    match self.profile.sync_conversation(&g, entries).await {
                         Ok(events) => self.publish(events),
                         Err(e @ Error::RelayUnreachable(_)) => {
                             ws = None;
@@ -409,6 +413,7 @@ impl Service {
             if dirty {
                 // A full sync reads every log anyway.
                 groups.clear();
+                pushed.clear();
             }
             if ws.is_none() && retry_at.is_none() {
                 let identity = self.profile.mailbox_identity();
@@ -448,6 +453,12 @@ impl Service {
                 ws = None;
                 self.profile.relay.rotate();
                 retry_at = Some(self.retry(&relay, &mut backoff));
+            }
+            // What the relay pushes to us as it is appended: sends there need not read first.
+            if ws.is_some() && challenge.is_some() {
+                self.profile.live_logs = subscribed.keys().copied().collect();
+            } else {
+                self.profile.live_logs.clear();
             }
             if self.profile.net.isolate
                 && let Err(e) = conv_sockets.update(&self.profile)
@@ -505,6 +516,7 @@ impl Service {
                                     groups.insert(g);
                                 }
                                 Ok(Frame::Other) => dirty = true,
+                                Ok(Frame::Quiet) => {}
                                 Err(()) => {
                                     ws = None;
                                     retry_at = Some(self.retry(&relay, &mut backoff));
@@ -516,7 +528,7 @@ impl Service {
                             {
                                 let group = match &more {
                                     Message::Text(t) => group_of(t.as_str()),
-                                    Message::Binary(b) => group_of_binary(b),
+                                    Message::Binary(b) => keep_pushed(&mut pushed, b),
                                     _ => continue,
                                 };
                                 match group {
@@ -527,7 +539,7 @@ impl Service {
                                 }
                             }
                         }
-                        Some(Ok(Message::Binary(b))) => match group_of_binary(&b) {
+                        Some(Ok(Message::Binary(b))) => match keep_pushed(&mut pushed, &b) {
                             Some(g) => {
                                 groups.insert(g);
                             }
@@ -620,6 +632,9 @@ impl Service {
                 });
                 Ok(Frame::Other)
             }
+            // A confirmed subscription used to start a full sync: one read of every log after
+            // each message (the cursor moves, so the subscription is renewed).
+            Ok(ServerFrame::Subscribed { .. } | ServerFrame::Pong { .. }) => Ok(Frame::Quiet),
             Ok(_) => Ok(Frame::Other),
             Err(_) => {
                 self.live(Event::Notice {
@@ -954,7 +969,10 @@ enum Frame {
     Hello(Id),
     /// New entries in one conversation's log.
     Group(Id),
-    /// Anything else: the mailbox, an error, a pong.
+    /// Nothing to read: a subscription confirmed (the relay pushes what follows its cursor),
+    /// a pong.
+    Quiet,
+    /// Anything else: the mailbox, an error.
     Other,
 }
 
@@ -969,9 +987,32 @@ fn group_of(text: &str) -> Option<Id> {
 }
 
 /// The conversation a pushed binary entry is about (`None`: not an entry frame). Only the
-/// header is read: the service syncs the log, it does not use the pushed entry.
+/// header is read (a conversation's own socket only says which log moved).
 fn group_of_binary(b: &[u8]) -> Option<Id> {
     samizdat_proto::BinaryEntry::group_of(b)
+}
+
+/// Pushed entries kept per log until the service applies them; past this the log is read.
+const PUSHED_MAX: usize = 64;
+
+/// Keep a pushed binary entry for [`Profile::sync_conversation`] and say which log it is
+/// for (`None`: not an entry frame). A log with too many waiting entries drops them: a gap
+/// makes the sync read the log instead.
+fn keep_pushed(pushed: &mut HashMap<Id, Vec<samizdat_proto::Entry>>, b: &[u8]) -> Option<Id> {
+    let Ok(e) = samizdat_proto::BinaryEntry::decode(b) else {
+        return group_of_binary(b);
+    };
+    let waiting = pushed.entry(e.group_id).or_default();
+    if waiting.len() >= PUSHED_MAX {
+        waiting.clear();
+    }
+    waiting.push(samizdat_proto::Entry {
+        seq: e.seq,
+        epoch: e.epoch,
+        kind: e.kind,
+        body: Bytes(e.body),
+    });
+    Some(e.group_id)
 }
 
 /// Ask a relay that offers it (its `hello` lists the feature) to push entries as binary

@@ -138,6 +138,10 @@ pub struct Profile {
     pub(crate) down_since: HashMap<String, u64>,
     /// Events produced by syncs that ran inside other operations (a send catches up first).
     pub(crate) buffered: Vec<Event>,
+    /// Logs the running service is subscribed to on a live WebSocket: their entries are
+    /// pushed as they are appended, so a send to one of them does not read the log first (a
+    /// stale epoch still makes it read). Empty without a service.
+    pub(crate) live_logs: HashSet<Id>,
     /// One client (connection pool) per other relay, kept for the life of the profile.
     pub(crate) relays: std::sync::Mutex<HashMap<String, RelayClient>>,
     /// When this process last checked the KeyPackage pool (Unix seconds; 0: never).
@@ -417,6 +421,7 @@ impl Profile {
             down_since,
             move_failed: HashMap::new(),
             buffered: Vec::new(),
+            live_logs: HashSet::new(),
             relays: Default::default(),
             ws_appends: false,
             kp_checked_at: 0,

@@ -249,12 +249,23 @@ impl Profile {
 
     /// Read one conversation's log (after a push for it): its queued sends, the log, and
     /// the removals it asks for. The full `sync` covers the rest.
-    pub async fn sync_conversation(&mut self, log: &Id) -> Result<Vec<Event>> {
+    /// Catch up one conversation after a push: `pushed` are the entries the relay pushed for
+    /// `log` (possibly none), applied as they are when they directly follow the cursor;
+    /// otherwise, and for anything they do not cover, the log is read.
+    pub async fn sync_conversation(
+        &mut self,
+        log: &Id,
+        mut pushed: Vec<samizdat_proto::Entry>,
+    ) -> Result<Vec<Event>> {
         let mut events = Vec::new();
         let conv = match self.conv_by_log(log)? {
             Some(c) => c,
             None => match self.conv_by_id(log)? {
-                Some(c) => c,
+                Some(c) => {
+                    // Pushed for an older log of this conversation: not what we read now.
+                    pushed.clear();
+                    c
+                }
                 None => return Ok(events),
             },
         };
@@ -264,7 +275,7 @@ impl Profile {
         }
         self.flush_pending(&conv).await?;
         events.append(&mut self.buffered);
-        self.sync_group(group_id, &mut events).await?;
+        self.sync_group_with(group_id, pushed, &mut events).await?;
         self.flush_pending(&conv).await?;
         events.append(&mut self.buffered);
         self.commit_pending_removals(Some(group_id)).await?;
@@ -488,10 +499,24 @@ impl Profile {
         group_id: &Id,
         events: &mut Vec<Event>,
     ) -> Result<Vec<Vec<u8>>> {
+        self.sync_group_with(group_id, Vec::new(), events).await
+    }
+
+    /// [`Self::sync_group`], starting from entries the relay pushed when they can stand for
+    /// the first read ([`pushed_page`]); then nothing more is read (what follows is pushed
+    /// too, or read by the next sync).
+    async fn sync_group_with(
+        &mut self,
+        group_id: &Id,
+        pushed: Vec<samizdat_proto::Entry>,
+        events: &mut Vec<Event>,
+    ) -> Result<Vec<Vec<u8>>> {
         let mut leavers = Vec::new();
         let Some(mut conv) = self.conv_by_id(group_id)? else {
             return Ok(leavers);
         };
+        let mut pushed = pushed_page(&conv, pushed);
+        let from_push = pushed.is_some();
         let relay = self.conv_relay(&conv)?;
         let own: HashSet<u64> = {
             let conn = self.db.conn();
@@ -516,10 +541,16 @@ impl Profile {
                 };
                 self.emit(events, e)?;
             }
-            let token = self.token(group_id, conv.read_epoch)?;
-            let page = relay
-                .read_entries(&conv.log, conv.read_epoch, conv.cursor, &token)
-                .await?;
+            let page = match pushed.take() {
+                Some(page) => page,
+                None if from_push => break,
+                None => {
+                    let token = self.token(group_id, conv.read_epoch)?;
+                    relay
+                        .read_entries(&conv.log, conv.read_epoch, conv.cursor, &token)
+                        .await?
+                }
+            };
             // The hash the epoch's closing commit gave the relay for the next epoch.
             let next_hash = page.next_token_hash.clone();
             if page.entries.is_empty() {
@@ -790,4 +821,30 @@ impl Profile {
 /// The setting that marks a conversation whose log a member locked (docs/THREAT-MODEL.md, finding 6) for recovery.
 fn recover_key(group: &Id) -> String {
     format!("recover:{group}")
+}
+
+/// Entries the relay pushed, as a page that can stand for a read: application entries of the
+/// epoch being read that directly follow the cursor, without a gap. Anything else is read
+/// from the log: a commit (only a read carries the hash its epoch closed with, which members
+/// check), a gap, another epoch. The relay is no more trusted for a push than for a read:
+/// each entry is opened and checked the same way.
+fn pushed_page(
+    conv: &Conv,
+    mut pushed: Vec<samizdat_proto::Entry>,
+) -> Option<samizdat_proto::Entries> {
+    pushed.sort_by_key(|e| e.seq);
+    pushed.dedup_by_key(|e| e.seq);
+    pushed.retain(|e| e.seq > conv.cursor);
+    let first = pushed.first()?.seq;
+    let last = pushed.last()?.seq;
+    let contiguous = first == conv.cursor + 1 && last - first + 1 == pushed.len() as u64;
+    let plain = pushed
+        .iter()
+        .all(|e| e.kind == EntryKind::Application && e.epoch == conv.read_epoch);
+    (contiguous && plain).then_some(samizdat_proto::Entries {
+        entries: pushed,
+        current_epoch: conv.read_epoch,
+        next_token_hash: None,
+        last_seq: last,
+    })
 }

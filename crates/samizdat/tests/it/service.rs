@@ -6,7 +6,7 @@ use std::collections::{HashMap, HashSet};
 use std::io::{BufRead, BufReader, Write};
 use std::process::{Child, ChildStdin, Command, Stdio};
 use std::sync::mpsc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 
@@ -341,6 +341,82 @@ fn serve_appends_messages_over_its_websocket() {
     let mut expected = vec![t0];
     expected.extend(texts);
     assert_eq!(bob.texts("alice"), expected);
+}
+
+/// The realtime path carries messages one way: with both people under `serve`, a message is
+/// appended over the sender's WebSocket without reading the log first, and the entry the
+/// relay pushes is applied as it is — by the receiver, and by the sender for its own echo —
+/// so no log is read over HTTP for it. What remains is the services' periodic catch-up (one
+/// read per log every 5 s), which does not grow with the number of messages.
+#[test]
+fn the_realtime_path_reads_no_log_per_message() {
+    const N: u64 = 20;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let metrics = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("free port")
+        .to_string();
+    let relay = RelayProc::start_with_args(
+        &dir.path().join("relay"),
+        "127.0.0.1:0",
+        &["--metrics-listen", &metrics],
+    );
+    let mut w = World {
+        dir,
+        relay,
+        secrets: Vec::new(),
+    };
+    let [alice, bob] = w.people(["alice", "bob"]);
+    w.connect(&alice, &bob);
+    let _a = Serve::start(&alice);
+    let _b = Serve::start(&bob);
+    // Log reads (`GET …/entries`) and HTTP appends as the relay counts them.
+    let reads = || {
+        let text = http_get(&metrics, "/metrics");
+        text.lines()
+            .filter(|l| {
+                l.starts_with("samizdat_http_request_duration_seconds_count{")
+                    && l.contains("route=\"/v1/groups/{id}/entries\"")
+                    && l.contains("method=\"GET\"")
+            })
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+            .sum::<f64>() as u64
+    };
+    // Warm up: the first message of each side settles subscriptions.
+    alice.ok(&["send", &bob.display, "warm-up"]);
+    bob.ok(&["send", "alice", "warm-up back"]);
+    let arrived = |p: &Person, from: &str, n: usize| {
+        let deadline = Instant::now() + WAIT;
+        loop {
+            let got = p.texts(from).len();
+            if got >= n {
+                return;
+            }
+            assert!(Instant::now() < deadline, "{} has {got} of {n}", p.name);
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    };
+    arrived(&alice, &bob.display, 2);
+    arrived(&bob, "alice", 2);
+    let before = reads();
+    let start = Instant::now();
+    for i in 0..N {
+        alice.ok(&["send", &bob.display, &w.text(&format!("realtime {i}"))]);
+    }
+    arrived(&bob, "alice", 2 + N as usize);
+    arrived(&alice, &bob.display, 2 + N as usize);
+    let read = reads() - before;
+    let secs = start.elapsed().as_secs();
+    // Two services, each reading its conversation and its self group at most once per 5 s
+    // poll (and once more around each boundary): background work, not per message. Before
+    // this path, every message cost a read on the sender (and one for its echo) and one on
+    // the receiver: at least 2N.
+    let background = 2 * 2 * (secs / 5 + 2);
+    eprintln!("{N} messages in {secs} s: {read} log reads (background allowance {background})");
+    assert!(
+        read <= background && read < 2 * N,
+        "{read} log reads for {N} messages in {secs} s"
+    );
 }
 
 /// A plain HTTP/1.0 GET on loopback; the body.
