@@ -66,8 +66,30 @@ pub mod codes {
     pub const STOPPED: i64 = -32010;
 }
 
+impl std::fmt::Display for RpcError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.message)
+    }
+}
+
+impl std::error::Error for RpcError {}
+
 impl RpcError {
-    fn new(code: i64, message: impl Into<String>) -> RpcError {
+    /// The core error's kind (`data.kind`), typed; `None` for protocol errors (bad params, no
+    /// such method) and kinds this version does not know.
+    pub fn kind(&self) -> Option<crate::ErrorKind> {
+        let kind = self.data.as_ref()?.get("kind")?.clone();
+        serde_json::from_value(kind).ok()
+    }
+
+    /// A JSON-RPC error object as it arrived over a socket (a malformed one becomes an
+    /// internal error carrying its text).
+    pub fn from_wire(error: &Value) -> RpcError {
+        serde_json::from_value(error.clone())
+            .unwrap_or_else(|_| RpcError::new(codes::INTERNAL, error.to_string()))
+    }
+
+    pub fn new(code: i64, message: impl Into<String>) -> RpcError {
         RpcError {
             code,
             message: message.into(),
@@ -75,7 +97,12 @@ impl RpcError {
         }
     }
 
-    fn with_kind(mut self, kind: &str) -> RpcError {
+    /// The same error, naming the core error kind it stands for.
+    pub fn with_kind(self, kind: crate::ErrorKind) -> RpcError {
+        self.with_kind_str(kind.as_str())
+    }
+
+    fn with_kind_str(mut self, kind: &str) -> RpcError {
         self.data = Some(json!({ "kind": kind }));
         self
     }
@@ -105,7 +132,7 @@ impl From<Error> for RpcError {
             Error::Stopped(_) => STOPPED,
         };
         let kind = e.kind().as_str();
-        RpcError::new(code, message).with_kind(kind)
+        RpcError::new(code, message).with_kind_str(kind)
     }
 }
 
@@ -113,7 +140,7 @@ type RpcResult<T> = std::result::Result<T, RpcError>;
 
 // ---- params and results ---------------------------------------------------------------------
 
-#[derive(Debug, Default, Deserialize, JsonSchema)]
+#[derive(Debug, Default, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct NoParams {}
 
@@ -132,7 +159,7 @@ pub struct WhoAmI {
     pub isolate: bool,
 }
 
-#[derive(Debug, Deserialize, JsonSchema)]
+#[derive(Debug, Default, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct InviteCreateParams {
     /// Let more than one person use the link.
@@ -149,7 +176,7 @@ pub struct InviteLink {
     pub expires_at: u64,
 }
 
-#[derive(Debug, Deserialize, JsonSchema)]
+#[derive(Debug, Default, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct InviteAcceptParams {
     pub link: String,
@@ -165,7 +192,7 @@ pub struct Accepted {
 }
 
 /// A conversation named by `target` (contact alias or group name) or by `conversation_id`.
-#[derive(Debug, Deserialize, JsonSchema)]
+#[derive(Debug, Default, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct SendParams {
     pub target: Option<String>,
@@ -186,7 +213,7 @@ pub struct SendParams {
     pub keep_metadata: bool,
 }
 
-#[derive(Debug, Deserialize, JsonSchema)]
+#[derive(Debug, Default, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct DownloadParams {
     pub message_id: String,
@@ -195,7 +222,7 @@ pub struct DownloadParams {
     pub out: String,
 }
 
-#[derive(Debug, Deserialize, JsonSchema)]
+#[derive(Debug, Default, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct DraftParams {
     /// The conversation's id (base64url, as in events).
@@ -210,14 +237,14 @@ pub struct Draft {
     pub text: String,
 }
 
-#[derive(Debug, Deserialize, JsonSchema)]
+#[derive(Debug, Default, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct DuressParams {
     /// The duress passphrase (at least 8 characters, not the profile's own).
     pub passphrase: String,
 }
 
-#[derive(Debug, Deserialize, JsonSchema)]
+#[derive(Debug, Default, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ProxyParams {
     /// A proxy URL (`socks5h://[user:pass@]host:port`, `socks5://…`, `http://…`), `tor`, or
@@ -229,14 +256,14 @@ pub struct ProxyParams {
     pub isolate: bool,
 }
 
-#[derive(Debug, Deserialize, JsonSchema)]
+#[derive(Debug, Default, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct AutoDownloadParams {
     /// Incoming attachments up to this size are fetched as they arrive (0: only on request).
     pub bytes: u64,
 }
 
-#[derive(Debug, Deserialize, JsonSchema)]
+#[derive(Debug, Default, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RelayParams {
     /// A relay's address (`https://host:port#pin=…` for a pinned one).
@@ -257,21 +284,21 @@ pub struct Settings {
     pub auto_download_bytes: u64,
 }
 
-#[derive(Debug, Deserialize, JsonSchema)]
+#[derive(Debug, Default, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct DeviceParams {
     /// A device id from `devices` (or a unique prefix of at least 4 hex digits).
     pub id: String,
 }
 
-#[derive(Debug, Deserialize, JsonSchema)]
+#[derive(Debug, Default, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct DeviceAddParams {
     /// The link the new device shows (`samizdat device join`): `samizdat://device/v2/…`.
     pub link: String,
 }
 
-#[derive(Debug, Deserialize, JsonSchema)]
+#[derive(Debug, Default, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct MoveParams {
     pub target: Option<String>,
@@ -287,7 +314,7 @@ pub struct Moved {
     pub relay: String,
 }
 
-#[derive(Debug, Deserialize, JsonSchema)]
+#[derive(Debug, Default, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct MoveAfterParams {
     /// Move a conversation after its relay has been unreachable this long (0: never).
@@ -300,7 +327,7 @@ pub struct Sent {
     pub conversation_id: String,
 }
 
-#[derive(Debug, Deserialize, JsonSchema)]
+#[derive(Debug, Default, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct HistoryParams {
     pub target: Option<String>,
@@ -315,14 +342,14 @@ pub struct HistoryParams {
     pub message_id: Option<String>,
 }
 
-#[derive(Debug, Deserialize, JsonSchema)]
+#[derive(Debug, Default, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct GroupRenameParams {
     pub group: String,
     pub name: String,
 }
 
-#[derive(Debug, Deserialize, JsonSchema)]
+#[derive(Debug, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ContactVerifyParams {
     pub contact: String,
@@ -335,7 +362,7 @@ fn yes() -> bool {
     true
 }
 
-#[derive(Debug, Deserialize, JsonSchema)]
+#[derive(Debug, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct BackupParams {
     /// Where to write the backup file (a path on the service's machine).
@@ -352,7 +379,7 @@ pub struct BackedUp {
     pub bytes: u64,
 }
 
-#[derive(Debug, Deserialize, JsonSchema)]
+#[derive(Debug, Default, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct TimerParams {
     pub target: Option<String>,
@@ -361,13 +388,13 @@ pub struct TimerParams {
     pub seconds: u64,
 }
 
-#[derive(Debug, Deserialize, JsonSchema)]
+#[derive(Debug, Default, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct MessageParams {
     pub message_id: String,
 }
 
-#[derive(Debug, Deserialize, JsonSchema)]
+#[derive(Debug, Default, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct GroupParams {
     /// The group's name.
@@ -379,7 +406,7 @@ pub struct Created {
     pub conversation_id: String,
 }
 
-#[derive(Debug, Deserialize, JsonSchema)]
+#[derive(Debug, Default, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct GroupAddParams {
     pub group: String,
@@ -387,14 +414,14 @@ pub struct GroupAddParams {
     pub contacts: Vec<String>,
 }
 
-#[derive(Debug, Deserialize, JsonSchema)]
+#[derive(Debug, Default, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct GroupRemoveParams {
     pub group: String,
     pub contact: String,
 }
 
-#[derive(Debug, Deserialize, JsonSchema)]
+#[derive(Debug, Default, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ContactParams {
     pub contact: String,
@@ -405,7 +432,7 @@ pub struct SafetyNumber {
     pub safety_number: String,
 }
 
-#[derive(Debug, Deserialize, JsonSchema)]
+#[derive(Debug, Default, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct InvitationParams {
     pub id: i64,
@@ -439,7 +466,7 @@ pub struct Subscribed {
     pub last: u64,
 }
 
-#[derive(Debug, Deserialize, JsonSchema)]
+#[derive(Debug, Default, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct GetEventsParams {
     /// Return events after this position (0: from the oldest kept).
@@ -496,6 +523,40 @@ macro_rules! methods {
                     format!("no method {other:?}; see rpc.discover"),
                 )),
             }
+        }
+
+        /// The client API, declared once (the list below): one typed method per JSON-RPC
+        /// method. A front implements [`Api::call_raw`] — in process through the service, or
+        /// as a request on the owner's socket — and gets every method with its parameter and
+        /// result types checked by the compiler. The dispatcher and the OpenRPC document are
+        /// generated from the same list, so the three cannot drift apart.
+        pub trait Api: Sync {
+            /// One call by name (the transport under the typed methods).
+            fn call_raw(
+                &self,
+                method: &'static str,
+                params: Value,
+            ) -> impl std::future::Future<Output = Result<Value, RpcError>> + Send;
+
+            $(
+                #[doc = $summary]
+                fn $handler(
+                    &self,
+                    params: $params,
+                ) -> impl std::future::Future<Output = Result<$result, RpcError>> + Send {
+                    async move {
+                        let params = serde_json::to_value(params)
+                            .map_err(|e| RpcError::new(codes::INTERNAL, e.to_string()))?;
+                        let value = self.call_raw($name, params).await?;
+                        serde_json::from_value(value).map_err(|e| {
+                            RpcError::new(
+                                codes::INTERNAL,
+                                format!("reading the answer to {}: {e}", $name),
+                            )
+                        })
+                    }
+                }
+            )*
         }
 
         /// The OpenRPC document, generated from the method types.

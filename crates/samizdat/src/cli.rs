@@ -5,6 +5,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use anyhow::{Context, Result, anyhow};
+use samizdat_core::rpc::{self, Api};
 use samizdat_core::{ClientHandle, Event, Mode, Notice, Profile};
 use serde_json::json;
 
@@ -680,17 +681,24 @@ fn print_side_events(events: &[Event]) {
     }
 }
 
-/// Hints the core leaves to the fronts.
+/// Hints the core leaves to the fronts, chosen by the error's kind.
 fn with_hint(e: anyhow::Error) -> anyhow::Error {
-    let text = e.to_string();
-    if text.starts_with("no contact or group called") {
-        anyhow!("{text}; see `samizdat list` and `samizdat contacts`")
-    } else if text.starts_with("no contact called") {
-        anyhow!("{text}; see `samizdat contacts`")
-    } else if text.starts_with("no profile in") {
-        anyhow!("{text}; create one with `samizdat init --relay URL --name NAME`")
-    } else {
-        e
+    use samizdat_core::ErrorKind;
+    let kind = match (
+        e.downcast_ref::<rpc::RpcError>(),
+        e.downcast_ref::<samizdat_core::Error>(),
+    ) {
+        (Some(rpc), _) => rpc.kind(),
+        (None, Some(core)) => Some(core.kind()),
+        _ => None,
+    };
+    match kind {
+        // No profile here at all (before any service runs).
+        Some(ErrorKind::NotFound) if e.downcast_ref::<samizdat_core::Error>().is_some() => {
+            anyhow!("{e}; create one with `samizdat init --relay URL --name NAME`")
+        }
+        Some(ErrorKind::NotFound) => anyhow!("{e}; see `samizdat list` and `samizdat contacts`"),
+        _ => e,
     }
 }
 
@@ -783,7 +791,7 @@ async fn run_in(home: &Path, cmd: ClientCommand) -> Result<()> {
     let mut b = Backend::open(home, Mode::OnDemand, pass).await?;
     match cmd {
         ClientCommand::Whoami => {
-            let w: samizdat_core::rpc::WhoAmI = b.call("whoami", json!({})).await?;
+            let w: samizdat_core::rpc::WhoAmI = b.whoami(rpc::NoParams {}).await?;
             println!(
                 "name: {}\nrelay: {}\nfingerprint: {}",
                 w.name, w.relay, w.fingerprint
@@ -802,10 +810,10 @@ async fn run_in(home: &Path, cmd: ClientCommand) -> Result<()> {
             qr,
         } => {
             let invite: samizdat_core::rpc::InviteLink = b
-                .call(
-                    "invite_create",
-                    json!({ "reusable": reusable, "hours": hours }),
-                )
+                .invite_create(rpc::InviteCreateParams {
+                    reusable,
+                    hours: Some(hours),
+                })
                 .await?;
             println!(
                 "{} invite, valid for {hours} h. Share it privately; whoever has it can contact you.",
@@ -818,8 +826,11 @@ async fn run_in(home: &Path, cmd: ClientCommand) -> Result<()> {
         }
         ClientCommand::Accept { link, name } => {
             let since = b.last_event().await?;
-            let a: Result<samizdat_core::rpc::Accepted> = b
-                .call("invite_accept", json!({ "link": link, "name": name }))
+            let a: Result<rpc::Accepted, _> = b
+                .invite_accept(rpc::InviteAcceptParams {
+                    link: link.clone(),
+                    name: name.clone(),
+                })
                 .await;
             let side = b.events_since(since).await.unwrap_or_default();
             let a = a?;
@@ -830,7 +841,7 @@ async fn run_in(home: &Path, cmd: ClientCommand) -> Result<()> {
             print_side_events(&side);
         }
         ClientCommand::Contacts { json } => {
-            let contacts: Vec<samizdat_core::ContactView> = b.call("contacts", json!({})).await?;
+            let contacts: Vec<samizdat_core::ContactView> = b.contacts(rpc::NoParams {}).await?;
             if json {
                 for c in &contacts {
                     println!("{}", serde_json::to_string(c)?);
@@ -874,9 +885,10 @@ async fn run_in(home: &Path, cmd: ClientCommand) -> Result<()> {
             bar.finish();
             print_side_events(&b.events_since(since).await.unwrap_or_default());
             let sent = sent.map_err(|e| {
-                let text = e.to_string();
-                if text.starts_with("cannot reach the relay") {
-                    anyhow!("{text}; the message is stored and the next sync (or a running `samizdat serve`) sends it")
+                let unreachable = e.downcast_ref::<rpc::RpcError>().and_then(rpc::RpcError::kind)
+                    == Some(samizdat_core::ErrorKind::RelayUnreachable);
+                if unreachable {
+                    anyhow!("{e}; the message is stored and the next sync (or a running `samizdat serve`) sends it")
                 } else {
                     e
                 }
@@ -902,7 +914,7 @@ async fn run_in(home: &Path, cmd: ClientCommand) -> Result<()> {
         }
         ClientCommand::Config(ConfigCommand::Proxy { url, isolate }) => {
             let Some(url) = url else {
-                let w: samizdat_core::rpc::WhoAmI = b.call("whoami", json!({})).await?;
+                let w: samizdat_core::rpc::WhoAmI = b.whoami(rpc::NoParams {}).await?;
                 match &w.proxy {
                     Some(p) => println!(
                         "proxy: {}{}",
@@ -914,14 +926,17 @@ async fn run_in(home: &Path, cmd: ClientCommand) -> Result<()> {
                 return Ok(());
             };
             let _: samizdat_core::rpc::Done = b
-                .call("set_proxy", json!({ "proxy": url, "isolate": isolate }))
+                .set_proxy(rpc::ProxyParams {
+                    proxy: url.clone(),
+                    isolate,
+                })
                 .await?;
             println!(
                 "saved; it applies from the next start of the profile (restart a running `samizdat serve` or app)"
             );
         }
         ClientCommand::Config(ConfigCommand::MoveAfter { duration: None }) => {
-            let s: samizdat_core::rpc::Settings = b.call("settings", json!({})).await?;
+            let s: samizdat_core::rpc::Settings = b.settings(rpc::NoParams {}).await?;
             if s.move_after_secs == 0 {
                 println!("move-after: off (conversations move only by `samizdat move`)");
             } else {
@@ -932,9 +947,8 @@ async fn run_in(home: &Path, cmd: ClientCommand) -> Result<()> {
             duration: Some(duration),
         }) => {
             let seconds = parse_duration(&duration)?;
-            let _: samizdat_core::rpc::Done = b
-                .call("set_move_after", json!({ "seconds": seconds }))
-                .await?;
+            let _: samizdat_core::rpc::Done =
+                b.set_move_after(rpc::MoveAfterParams { seconds }).await?;
             if seconds == 0 {
                 println!("conversations move only by `samizdat move`");
             } else {
@@ -943,10 +957,13 @@ async fn run_in(home: &Path, cmd: ClientCommand) -> Result<()> {
         }
         ClientCommand::Relays(cmd) => {
             let r: samizdat_core::rpc::Relays = match &cmd {
-                RelaysCommand::List { .. } => b.call("relays", json!({})).await?,
-                RelaysCommand::Add { url } => b.call("relay_add", json!({ "relay": url })).await?,
+                RelaysCommand::List { .. } => b.relays(rpc::NoParams {}).await?,
+                RelaysCommand::Add { url } => {
+                    b.relay_add(rpc::RelayParams { relay: url.clone() }).await?
+                }
                 RelaysCommand::Remove { url } => {
-                    b.call("relay_remove", json!({ "relay": url })).await?
+                    b.relay_remove(rpc::RelayParams { relay: url.clone() })
+                        .await?
                 }
             };
             if matches!(cmd, RelaysCommand::List { json: true }) {
@@ -959,14 +976,18 @@ async fn run_in(home: &Path, cmd: ClientCommand) -> Result<()> {
         }
         ClientCommand::Move { target, to } => {
             let m: samizdat_core::rpc::Moved = b
-                .call("move", json!({ "target": target, "to": to }))
+                .move_conversation(rpc::MoveParams {
+                    target: Some(target.clone()),
+                    to: to.clone(),
+                    ..Default::default()
+                })
                 .await?;
             println!("{} moved to {}", safe(&target), safe(&m.relay));
         }
         ClientCommand::Config(ConfigCommand::AutoDownload { size }) => {
             let bytes = parse_size(&size)?;
             let _: samizdat_core::rpc::Done = b
-                .call("set_auto_download", json!({ "bytes": bytes }))
+                .set_auto_download(rpc::AutoDownloadParams { bytes })
                 .await?;
             if bytes == 0 {
                 println!("attachments are fetched only when you ask (samizdat download)");
@@ -975,7 +996,7 @@ async fn run_in(home: &Path, cmd: ClientCommand) -> Result<()> {
             }
         }
         ClientCommand::Sync { json } => {
-            let synced: samizdat_core::rpc::Synced = b.call("sync", json!({})).await?;
+            let synced: samizdat_core::rpc::Synced = b.sync(rpc::NoParams {}).await?;
             let shown: Vec<&Event> = synced
                 .events
                 .iter()
@@ -994,8 +1015,12 @@ async fn run_in(home: &Path, cmd: ClientCommand) -> Result<()> {
             }
         }
         ClientCommand::History { target, json } => {
-            let msgs: Vec<samizdat_core::MessageView> =
-                b.call("history", json!({ "target": target })).await?;
+            let msgs: Vec<samizdat_core::MessageView> = b
+                .history(rpc::HistoryParams {
+                    target: Some(target.clone()),
+                    ..Default::default()
+                })
+                .await?;
             for m in msgs {
                 if json {
                     println!("{}", serde_json::to_string(&m)?);
@@ -1024,7 +1049,7 @@ async fn run_in(home: &Path, cmd: ClientCommand) -> Result<()> {
         }
         ClientCommand::List { json } => {
             let convs: Vec<samizdat_core::ConversationView> =
-                b.call("conversations", json!({})).await?;
+                b.conversations(rpc::NoParams {}).await?;
             for c in convs {
                 if json {
                     println!("{}", serde_json::to_string(&c)?);
@@ -1046,16 +1071,22 @@ async fn run_in(home: &Path, cmd: ClientCommand) -> Result<()> {
         }
         ClientCommand::Group(g) => match g {
             GroupCommand::Create { name } => {
-                let _: samizdat_core::rpc::Created =
-                    b.call("group_create", json!({ "group": name })).await?;
+                let _: samizdat_core::rpc::Created = b
+                    .group_create(rpc::GroupParams {
+                        group: name.clone(),
+                    })
+                    .await?;
                 println!(
                     "group {name} created; add people with `samizdat group add {name} ALIAS...`"
                 );
             }
             GroupCommand::Add { name, aliases } => {
                 let since = b.last_event().await?;
-                let added: Result<samizdat_core::GroupAdded> = b
-                    .call("group_add", json!({ "group": name, "contacts": aliases }))
+                let added: Result<samizdat_core::GroupAdded, _> = b
+                    .group_add(rpc::GroupAddParams {
+                        group: name.clone(),
+                        contacts: aliases.clone(),
+                    })
                     .await;
                 let side = b.events_since(since).await.unwrap_or_default();
                 let added = added?;
@@ -1072,30 +1103,45 @@ async fn run_in(home: &Path, cmd: ClientCommand) -> Result<()> {
             }
             GroupCommand::Remove { name, alias } => {
                 let _: samizdat_core::rpc::Done = b
-                    .call("group_remove", json!({ "group": name, "contact": alias }))
+                    .group_remove(rpc::GroupRemoveParams {
+                        group: name.clone(),
+                        contact: alias.clone(),
+                    })
                     .await?;
                 println!("removed {alias} from {name}");
             }
             GroupCommand::Readd { name, alias } => {
                 let _: samizdat_core::rpc::Done = b
-                    .call("group_readd", json!({ "group": name, "contact": alias }))
+                    .group_readd(rpc::GroupRemoveParams {
+                        group: name.clone(),
+                        contact: alias.clone(),
+                    })
                     .await?;
                 println!("sent {alias} a fresh invitation to {name}");
             }
             GroupCommand::Rename { name, new_name } => {
                 let _: samizdat_core::rpc::Created = b
-                    .call("group_rename", json!({ "group": name, "name": new_name }))
+                    .group_rename(rpc::GroupRenameParams {
+                        group: name.clone(),
+                        name: new_name.clone(),
+                    })
                     .await?;
                 println!("renamed {name} to {}", safe(new_name.trim()));
             }
             GroupCommand::Leave { name } => {
-                let _: samizdat_core::rpc::Done =
-                    b.call("group_leave", json!({ "group": name })).await?;
+                let _: samizdat_core::rpc::Done = b
+                    .group_leave(rpc::GroupParams {
+                        group: name.clone(),
+                    })
+                    .await?;
                 println!("left {name}");
             }
             GroupCommand::Members { name, json } => {
-                let members: Vec<samizdat_core::MemberView> =
-                    b.call("group_members", json!({ "group": name })).await?;
+                let members: Vec<samizdat_core::MemberView> = b
+                    .group_members(rpc::GroupParams {
+                        group: name.clone(),
+                    })
+                    .await?;
                 for m in members {
                     if json {
                         println!("{}", serde_json::to_string(&m)?);
@@ -1112,7 +1158,7 @@ async fn run_in(home: &Path, cmd: ClientCommand) -> Result<()> {
             }
         },
         ClientCommand::Invitations { json } => {
-            let list: Vec<samizdat_core::InvitationView> = b.call("invitations", json!({})).await?;
+            let list: Vec<samizdat_core::InvitationView> = b.invitations(rpc::NoParams {}).await?;
             if json {
                 for i in &list {
                     println!("{}", serde_json::to_string(i)?);
@@ -1137,8 +1183,8 @@ async fn run_in(home: &Path, cmd: ClientCommand) -> Result<()> {
         ClientCommand::Invitation(cmd) => match cmd {
             InvitationCommand::Accept { id } => {
                 let since = b.last_event().await?;
-                let joined: Result<samizdat_core::rpc::Joined> =
-                    b.call("invitation_accept", json!({ "id": id })).await;
+                let joined: Result<rpc::Joined, _> =
+                    b.invitation_accept(rpc::InvitationParams { id }).await;
                 let side = b.events_since(since).await.unwrap_or_default();
                 let joined = joined?;
                 print_side_events(&side);
@@ -1152,7 +1198,7 @@ async fn run_in(home: &Path, cmd: ClientCommand) -> Result<()> {
             }
             InvitationCommand::Decline { id } => {
                 let _: samizdat_core::rpc::Done =
-                    b.call("invitation_decline", json!({ "id": id })).await?;
+                    b.invitation_decline(rpc::InvitationParams { id }).await?;
                 println!("declined invitation {id}");
             }
         },
@@ -1163,21 +1209,22 @@ async fn run_in(home: &Path, cmd: ClientCommand) -> Result<()> {
             let pass = backup_passphrase(true)?;
             let out = std::path::absolute(&out).unwrap_or(out);
             let done: samizdat_core::rpc::BackedUp = b
-                .call(
-                    "backup",
-                    json!({
-                        "out": out.to_string_lossy(),
-                        "passphrase": pass.as_str(),
-                        "attachments": !no_attachments,
-                    }),
-                )
+                .backup(rpc::BackupParams {
+                    out: out.to_string_lossy().into_owned(),
+                    passphrase: pass.as_str().to_string(),
+                    attachments: !no_attachments,
+                })
                 .await?;
             println!("backup written to {} ({} bytes)", out.display(), done.bytes);
         }
         ClientCommand::Timer { target, duration } => {
             let seconds = parse_duration(&duration)?;
             let _: samizdat_core::rpc::Done = b
-                .call("set_timer", json!({ "target": target, "seconds": seconds }))
+                .set_timer(rpc::TimerParams {
+                    target: Some(target.clone()),
+                    seconds,
+                    ..Default::default()
+                })
                 .await?;
             if seconds == 0 {
                 println!("disappearing messages off in {}", safe(&target));
@@ -1191,7 +1238,9 @@ async fn run_in(home: &Path, cmd: ClientCommand) -> Result<()> {
         ClientCommand::Duress(DuressCommand::Set) => {
             let duress = duress_passphrase()?;
             let _: samizdat_core::rpc::Done = b
-                .call("duress_set", json!({ "passphrase": duress.as_str() }))
+                .duress_set(rpc::DuressParams {
+                    passphrase: duress.as_str().to_string(),
+                })
                 .await?;
             println!(
                 "duress passphrase set: opening this profile with it wipes it and opens an empty one"
@@ -1205,10 +1254,10 @@ async fn run_in(home: &Path, cmd: ClientCommand) -> Result<()> {
         } => {
             if mark || unmark {
                 let _: samizdat_core::rpc::Done = b
-                    .call(
-                        "contact_verify",
-                        json!({ "contact": alias, "verified": mark }),
-                    )
+                    .contact_verify(rpc::ContactVerifyParams {
+                        contact: alias.clone(),
+                        verified: mark,
+                    })
                     .await?;
                 println!(
                     "{alias} is {}",
@@ -1220,8 +1269,11 @@ async fn run_in(home: &Path, cmd: ClientCommand) -> Result<()> {
                 );
                 return Ok(());
             }
-            let n: samizdat_core::rpc::SafetyNumber =
-                b.call("safety_number", json!({ "contact": alias })).await?;
+            let n: samizdat_core::rpc::SafetyNumber = b
+                .safety_number(rpc::ContactParams {
+                    contact: alias.clone(),
+                })
+                .await?;
             println!("Safety number with {alias} (they see the same digits):");
             if qr {
                 print_qr(&n.safety_number)?;
@@ -1233,7 +1285,7 @@ async fn run_in(home: &Path, cmd: ClientCommand) -> Result<()> {
                 device_add(&mut b, &link, yes, timeout).await?
             }
             DeviceCommand::List { json } => {
-                let list: Vec<samizdat_core::DeviceView> = b.call("devices", json!({})).await?;
+                let list: Vec<samizdat_core::DeviceView> = b.devices(rpc::NoParams {}).await?;
                 for d in &list {
                     if json {
                         println!("{}", serde_json::to_string(d)?);
@@ -1253,8 +1305,9 @@ async fn run_in(home: &Path, cmd: ClientCommand) -> Result<()> {
                 }
             }
             DeviceCommand::Revoke { id } => {
-                let _: samizdat_core::rpc::Done =
-                    b.call("device_revoke", json!({ "id": id })).await?;
+                let _: samizdat_core::rpc::Done = b
+                    .device_revoke(rpc::DeviceParams { id: id.clone() })
+                    .await?;
                 println!("device {id} revoked: removed from every conversation");
             }
             DeviceCommand::Join { .. } => unreachable!("handled above"),
@@ -1309,7 +1362,9 @@ async fn device_join(home: &Path, relay: &str, name: &str, qr: bool, timeout: u6
 /// (bounded) until it is in every conversation.
 async fn device_add(b: &mut Backend, link: &str, yes: bool, timeout: u64) -> Result<()> {
     let p: samizdat_core::LinkPreview = b
-        .call("device_add_preview", json!({ "link": link }))
+        .device_add_preview(rpc::DeviceAddParams {
+            link: link.to_string(),
+        })
         .await?;
     println!("New device: {}", safe(&p.name));
     println!(
@@ -1331,11 +1386,15 @@ async fn device_add(b: &mut Backend, link: &str, yes: bool, timeout: u64) -> Res
         }
     }
     let since = b.last_event().await?;
-    let p: samizdat_core::LinkPreview = b.call("device_add", json!({ "link": link })).await?;
+    let p: samizdat_core::LinkPreview = b
+        .device_add(rpc::DeviceAddParams {
+            link: link.to_string(),
+        })
+        .await?;
     println!("Waiting for the new device…");
     let deadline = std::time::Instant::now() + Duration::from_secs(timeout.max(1));
     loop {
-        let _: samizdat_core::rpc::Synced = b.call("sync", json!({})).await?;
+        let _: samizdat_core::rpc::Synced = b.sync(rpc::NoParams {}).await?;
         for e in b.events_since(since).await? {
             // A failure, or KeyPackages altered on the way (they no longer open with the
             // one-time key): the new device is not added.
@@ -1349,7 +1408,7 @@ async fn device_add(b: &mut Backend, link: &str, yes: bool, timeout: u64) -> Res
                 return Err(anyhow!("{text}; nothing was added"));
             }
         }
-        let list: Vec<samizdat_core::DeviceView> = b.call("devices", json!({})).await?;
+        let list: Vec<samizdat_core::DeviceView> = b.devices(rpc::NoParams {}).await?;
         if list.iter().any(|d| d.id == p.id) {
             break;
         }

@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use anyhow::{Context, Result, anyhow};
 use samizdat_core::lock::ProfileLock;
+use samizdat_core::rpc::{self, Api, GetEventsParams, RpcError};
 use samizdat_core::{ClientHandle, LiveEvent, Mode, Profile};
 use serde::de::DeserializeOwned;
 use serde_json::{Value, json};
@@ -35,8 +36,8 @@ pub enum Backend {
         handle: ClientHandle,
         _lock: ProfileLock,
     },
-    /// Another process owns it; we talk through its socket.
-    Remote(RemoteClient),
+    /// Another process owns it; we talk through its socket (one request at a time).
+    Remote(tokio::sync::Mutex<RemoteClient>),
 }
 
 /// The owner's socket, if one answers — in a directory no one else could have prepared, and
@@ -99,7 +100,9 @@ impl Backend {
         passphrase: impl FnOnce() -> Result<Secret>,
     ) -> Result<Backend> {
         if let Some(stream) = connect(home).await {
-            return Ok(Backend::Remote(RemoteClient::new(stream)));
+            return Ok(Backend::Remote(tokio::sync::Mutex::new(RemoteClient::new(
+                stream,
+            ))));
         }
         let (profile, lock) = open_locked(home, passphrase).await?;
         let handle = ClientHandle::start(profile, mode)?;
@@ -107,17 +110,6 @@ impl Backend {
             handle,
             _lock: lock,
         })
-    }
-
-    /// Call a JSON-RPC method and read its typed result.
-    pub async fn call<T: DeserializeOwned>(&mut self, method: &str, params: Value) -> Result<T> {
-        let value = match self {
-            Backend::Local { handle, .. } => samizdat_core::rpc::call_local(handle, method, params)
-                .await
-                .map_err(|e| anyhow!("{}", e.message))?,
-            Backend::Remote(c) => c.call(method, params, |_| {}).await?,
-        };
-        serde_json::from_value(value).with_context(|| format!("reading the answer to {method}"))
     }
 
     /// Call a method while watching live events (transfer progress) until it answers.
@@ -134,12 +126,13 @@ impl Backend {
                 tokio::pin!(call);
                 loop {
                     tokio::select! {
-                        r = &mut call => break r.map_err(|e| anyhow!("{}", e.message))?,
+                        r = &mut call => break r?,
                         e = events.recv() => if let Ok(e) = e { on_event(&e) },
                     }
                 }
             }
             Backend::Remote(c) => {
+                let c = c.get_mut();
                 c.call("subscribe", json!({}), |_| {}).await?;
                 c.call(method, params, |note| {
                     if note.get("method").and_then(Value::as_str) == Some("event")
@@ -157,18 +150,38 @@ impl Backend {
 
     /// The newest position in the durable event log.
     pub async fn last_event(&mut self) -> Result<u64> {
-        let page: samizdat_core::EventPage = self
-            .call("get_events", json!({ "since": u64::MAX }))
+        let page = self
+            .get_events(GetEventsParams {
+                since: u64::MAX,
+                ..Default::default()
+            })
             .await?;
         Ok(page.last)
     }
 
     /// Durable events logged after `since` (what an operation reported along the way).
     pub async fn events_since(&mut self, since: u64) -> Result<Vec<samizdat_core::Event>> {
-        let page: samizdat_core::EventPage = self
-            .call("get_events", json!({ "since": since, "limit": 1000 }))
+        let page = self
+            .get_events(GetEventsParams {
+                since,
+                limit: Some(1000),
+                ..Default::default()
+            })
             .await?;
         Ok(page.events.into_iter().map(|e| e.event).collect())
+    }
+}
+
+/// The typed API ([`Api`]): in process through the service this process runs, or as a
+/// request on the owner's socket. Errors keep their kind across the socket.
+impl Api for Backend {
+    async fn call_raw(&self, method: &'static str, params: Value) -> Result<Value, RpcError> {
+        match self {
+            Backend::Local { handle, .. } => {
+                samizdat_core::rpc::call_local(handle, method, params).await
+            }
+            Backend::Remote(c) => c.lock().await.call_rpc(method, params, |_| {}).await,
+        }
     }
 }
 
@@ -217,11 +230,6 @@ impl RemoteClient {
         }
     }
 
-    /// Send a request and return the whole response object, skipping notifications.
-    pub async fn request(&mut self, method: &str, params: Value) -> Result<Value> {
-        self.request_with(method, params, |_| {}).await
-    }
-
     /// Send a request and return its `result`; notifications read while waiting go to
     /// `on_note`.
     pub async fn call(
@@ -230,13 +238,26 @@ impl RemoteClient {
         params: Value,
         on_note: impl FnMut(Value),
     ) -> Result<Value> {
-        let msg = self.request_with(method, params, on_note).await?;
+        Ok(self.call_rpc(method, params, on_note).await?)
+    }
+
+    /// [`Self::call`] with the service's typed error: its code and kind survive the socket.
+    /// A lost connection is `stopped`.
+    pub async fn call_rpc(
+        &mut self,
+        method: &str,
+        params: Value,
+        on_note: impl FnMut(Value),
+    ) -> Result<Value, RpcError> {
+        let msg = self
+            .request_with(method, params, on_note)
+            .await
+            .map_err(|e| {
+                RpcError::new(rpc::codes::STOPPED, format!("{e:#}"))
+                    .with_kind(samizdat_core::ErrorKind::Stopped)
+            })?;
         if let Some(err) = msg.get("error") {
-            let message = err
-                .get("message")
-                .and_then(Value::as_str)
-                .unwrap_or("error");
-            return Err(anyhow!("{message}"));
+            return Err(RpcError::from_wire(err));
         }
         Ok(msg.get("result").cloned().unwrap_or(Value::Null))
     }

@@ -458,7 +458,7 @@ impl Profile {
     pub fn open(home: &Path, passphrase: &str) -> Result<Profile> {
         let path = Self::db_path(home);
         if !path.exists() {
-            return Err(Error::Usage(format!("no profile in {}", home.display())));
+            return Err(Error::NotFound(format!("no profile in {}", home.display())));
         }
         let db = Db::open(&path, passphrase)?;
         let secret = zeroize::Zeroizing::new(db.setting("mls_secret")?);

@@ -13,7 +13,7 @@ use axum::body::Body;
 use axum::extract::{Multipart, Path, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use serde_json::json;
+use samizdat_core::rpc::{self, Api};
 
 use super::web::{fail, or_refuse, req, see};
 use super::{App, CallError, security};
@@ -117,17 +117,16 @@ pub async fn send_file(
     };
     // The service (in this process, or a `samizdat serve` of the same account) reads it
     // through /proc; it is gone when `file` is dropped.
-    let sent: Result<serde_json::Value, CallError> = app
-        .call(
-            "send",
-            json!({
-                "conversation_id": id,
-                "text": caption,
-                "file": file.path(),
-                "name": name,
-            }),
-        )
-        .await;
+    let sent = app
+        .send(rpc::SendParams {
+            conversation_id: Some(id.clone()),
+            text: Some(caption.to_string()),
+            file: Some(file.path()),
+            name: Some(name.to_string()),
+            ..Default::default()
+        })
+        .await
+        .map_err(CallError::from);
     drop(file);
     match sent {
         Ok(_) => see(format!("/c/{id}")),
@@ -188,12 +187,13 @@ pub async fn save_file(
         Ok(s) => s,
         Err(e) => return io_failure(&r.ctx, e),
     };
-    let done: Result<samizdat_core::transfer::Downloaded, CallError> = app
-        .call(
-            "download",
-            json!({ "message_id": mid, "out": scratch.0.display().to_string() }),
-        )
-        .await;
+    let done = app
+        .download(rpc::DownloadParams {
+            message_id: mid.clone(),
+            out: scratch.0.display().to_string(),
+        })
+        .await
+        .map_err(CallError::from);
     let done = match done {
         Ok(d) => d,
         Err(e) => return fail(&r.ctx, &e),

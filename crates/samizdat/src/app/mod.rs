@@ -16,6 +16,7 @@ use std::sync::{Arc, Mutex};
 
 use anyhow::{Context, Result, anyhow};
 use samizdat_core::lock::ProfileLock;
+use samizdat_core::rpc::{self, Api, RpcError, codes};
 use samizdat_core::{ClientHandle, LiveEvent, Mode, Profile, RelayState};
 use serde::de::DeserializeOwned;
 use serde_json::{Value, json};
@@ -47,6 +48,22 @@ enum Phase {
 pub struct CallError {
     pub kind: Option<String>,
     pub message: String,
+}
+
+/// The service's typed error as the app shows it (its kind as a string: the app adds `locked`
+/// and `stopped` of its own).
+impl From<RpcError> for CallError {
+    fn from(e: RpcError) -> CallError {
+        CallError {
+            kind: e
+                .data
+                .as_ref()
+                .and_then(|d| d.get("kind"))
+                .and_then(Value::as_str)
+                .map(String::from),
+            message: e.message,
+        }
+    }
 }
 
 impl std::fmt::Display for CallError {
@@ -439,9 +456,10 @@ impl App {
 
     /// Set the duress passphrase (it must not open the profile).
     pub(crate) async fn set_duress(&self, duress: &str) -> Result<(), CallError> {
-        let _: samizdat_core::rpc::Done = self
-            .call("duress_set", json!({ "passphrase": duress }))
-            .await?;
+        self.duress_set(rpc::DuressParams {
+            passphrase: duress.to_string(),
+        })
+        .await?;
         Ok(())
     }
 
@@ -473,42 +491,14 @@ impl App {
         self.events.subscribe()
     }
 
-    /// Call a JSON-RPC method of the service and read its typed result.
+    /// Call a method chosen at run time (a form names it) and read its typed result; the
+    /// typed methods of [`Api`] are for everything else.
     pub(crate) async fn call<T: DeserializeOwned>(
         &self,
-        method: &str,
+        method: &'static str,
         params: Value,
     ) -> Result<T, CallError> {
-        let value = {
-            let phase = self.phase.read().await;
-            match &*phase {
-                Phase::Ready(Core::Local { handle, .. }) => {
-                    let handle = handle.clone();
-                    drop(phase);
-                    samizdat_core::rpc::call_local(&handle, method, params)
-                        .await
-                        .map_err(|e| CallError {
-                            kind: e
-                                .data
-                                .as_ref()
-                                .and_then(|d| d.get("kind"))
-                                .and_then(Value::as_str)
-                                .map(String::from),
-                            message: e.message,
-                        })?
-                }
-                Phase::Ready(Core::Remote) => {
-                    drop(phase);
-                    remote_call(&self.home, method, params).await?
-                }
-                _ => {
-                    return Err(CallError {
-                        kind: Some("locked".into()),
-                        message: "the profile is not open".into(),
-                    });
-                }
-            }
-        };
+        let value = self.call_raw(method, params).await?;
         serde_json::from_value(value).map_err(|e| CallError {
             kind: None,
             message: format!("reading the answer to {method}: {e}"),
@@ -516,36 +506,35 @@ impl App {
     }
 }
 
-/// One request on the owner's socket (a connection per call: the socket is local and the
-/// app's calls are few).
-async fn remote_call(home: &Path, method: &str, params: Value) -> Result<Value, CallError> {
-    let lost = |m: String| CallError {
-        kind: Some("stopped".into()),
-        message: m,
-    };
-    let stream = connect(home)
-        .await
-        .ok_or_else(|| lost("the samizdat service is not running".into()))?;
-    let mut c = RemoteClient::new(stream);
-    let reply = c
-        .request(method, params)
-        .await
-        .map_err(|e| lost(e.to_string()))?;
-    if let Some(err) = reply.get("error") {
-        return Err(CallError {
-            kind: err
-                .get("data")
-                .and_then(|d| d.get("kind"))
-                .and_then(Value::as_str)
-                .map(String::from),
-            message: err
-                .get("message")
-                .and_then(Value::as_str)
-                .unwrap_or("error")
-                .to_string(),
-        });
+/// The typed API ([`Api`]) for the pages: through the service this process runs, or one
+/// request on the owner's socket (a connection per call: the socket is local and the app's
+/// calls are few). Without an open profile every call is `locked`.
+impl Api for App {
+    async fn call_raw(&self, method: &'static str, params: Value) -> Result<Value, RpcError> {
+        let phase = self.phase.read().await;
+        match &*phase {
+            Phase::Ready(Core::Local { handle, .. }) => {
+                let handle = handle.clone();
+                drop(phase);
+                samizdat_core::rpc::call_local(&handle, method, params).await
+            }
+            Phase::Ready(Core::Remote) => {
+                drop(phase);
+                let stream = connect(&self.home).await.ok_or_else(|| {
+                    RpcError::new(codes::STOPPED, "the samizdat service is not running")
+                        .with_kind(samizdat_core::ErrorKind::Stopped)
+                })?;
+                RemoteClient::new(stream)
+                    .call_rpc(method, params, |_| {})
+                    .await
+            }
+            _ => Err(RpcError {
+                code: codes::STOPPED,
+                message: "the profile is not open".into(),
+                data: Some(serde_json::json!({ "kind": "locked" })),
+            }),
+        }
     }
-    Ok(reply.get("result").cloned().unwrap_or(Value::Null))
 }
 
 fn core_error(e: anyhow::Error) -> CallError {

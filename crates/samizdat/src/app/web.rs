@@ -12,7 +12,8 @@ use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
 use axum::response::{Html, IntoResponse, Redirect, Response};
 use axum::routing::{get, post};
 use maud::Markup;
-use samizdat_core::{ContactView, ConversationView, InvitationView, MemberView, MessageView};
+use samizdat_core::rpc::{self, Api, NoParams};
+use samizdat_core::{ContactView, ConversationView, InvitationView, MemberView};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
@@ -292,7 +293,7 @@ async fn conversation(
     app: &App,
     id: &str,
 ) -> Result<(ConversationView, Vec<ConversationView>), CallError> {
-    let convs: Vec<ConversationView> = app.call("conversations", json!({})).await?;
+    let convs = app.conversations(NoParams {}).await?;
     let conv = convs
         .iter()
         .find(|c| c.id == id)
@@ -358,8 +359,8 @@ async fn home(State(app): AppState, headers: HeaderMap) -> Response {
 }
 
 async fn lists(app: &App) -> Result<(Vec<ConversationView>, Vec<InvitationView>), CallError> {
-    let convs = app.call("conversations", json!({})).await?;
-    let invs = app.call("invitations", json!({})).await?;
+    let convs = app.conversations(NoParams {}).await?;
+    let invs = app.invitations(NoParams {}).await?;
     Ok((convs, invs))
 }
 
@@ -464,17 +465,22 @@ async fn chat(State(app): AppState, headers: HeaderMap, Path(id): Path<String>) 
         return see("/".into());
     }
     let result = async {
-        let ms: Vec<MessageView> = app
-            .call(
-                "history",
-                json!({ "conversation_id": id, "limit": pages::PAGE }),
-            )
+        let ms = app
+            .history(rpc::HistoryParams {
+                conversation_id: Some(id.clone()),
+                limit: Some(pages::PAGE),
+                ..Default::default()
+            })
             .await?;
         // After reading: the list shows this conversation as read.
         let (conv, convs) = conversation(&app, &id).await?;
-        let invs: Vec<InvitationView> = app.call("invitations", json!({})).await?;
-        let draft: samizdat_core::rpc::Draft =
-            app.call("draft", json!({ "conversation_id": id })).await?;
+        let invs = app.invitations(NoParams {}).await?;
+        let draft = app
+            .draft(rpc::DraftParams {
+                conversation_id: id.clone(),
+                text: None,
+            })
+            .await?;
         Ok::<_, CallError>((conv, convs, invs, ms, draft.text))
     }
     .await;
@@ -502,12 +508,16 @@ async fn messages(
 ) -> Response {
     let r = or_refuse!(req(&app, &headers));
     let limit = if q.after.is_some() { 500 } else { pages::PAGE };
-    let ms: Result<Vec<MessageView>, _> = app
-        .call(
-            "history",
-            json!({ "conversation_id": id, "before": q.before, "after": q.after, "limit": limit }),
-        )
-        .await;
+    let ms = app
+        .history(rpc::HistoryParams {
+            conversation_id: Some(id.clone()),
+            before: q.before.clone(),
+            after: q.after.clone(),
+            limit: Some(limit),
+            ..Default::default()
+        })
+        .await
+        .map_err(CallError::from);
     match ms {
         Ok(ms) => {
             let more = q.before.is_some() && ms.len() >= pages::PAGE;
@@ -529,12 +539,14 @@ async fn one_message(
     Path((id, mid)): Path<(String, String)>,
 ) -> Response {
     let r = or_refuse!(req(&app, &headers));
-    let ms: Result<Vec<MessageView>, _> = app
-        .call(
-            "history",
-            json!({ "conversation_id": id, "message_id": mid }),
-        )
-        .await;
+    let ms = app
+        .history(rpc::HistoryParams {
+            conversation_id: Some(id.clone()),
+            message_id: Some(mid.clone()),
+            ..Default::default()
+        })
+        .await
+        .map_err(CallError::from);
     match ms {
         Ok(ms) => page(pages::messages(&r.ctx, &ms)),
         Err(e) => (StatusCode::NOT_FOUND, explain(&r.ctx, &e)).into_response(),
@@ -571,9 +583,14 @@ async fn send(
 ) -> Response {
     let (r, f) = or_refuse!(checked(&app, &headers, body));
     let text = f.text("text");
-    let sent: Result<Value, CallError> = app
-        .call("send", json!({ "conversation_id": id, "text": text }))
-        .await;
+    let sent = app
+        .send(rpc::SendParams {
+            conversation_id: Some(id.clone()),
+            text: Some(text.to_string()),
+            ..Default::default()
+        })
+        .await
+        .map_err(CallError::from);
     match sent {
         // Unreachable relay: the message is stored and queued; the page shows it as waiting.
         Ok(_) => {}
@@ -600,9 +617,12 @@ async fn retry(
     body: Bytes,
 ) -> Response {
     let (r, _) = or_refuse!(checked(&app, &headers, body));
-    let sent: Result<samizdat_core::rpc::Sent, CallError> = app
-        .call("message_retry", json!({ "message_id": mid }))
-        .await;
+    let sent = app
+        .message_retry(rpc::MessageParams {
+            message_id: mid.clone(),
+        })
+        .await
+        .map_err(CallError::from);
     match sent {
         Ok(s) => see(format!("/c/{}", s.conversation_id)),
         Err(e) => fail(&r.ctx, &e),
@@ -621,12 +641,14 @@ async fn info_page(
     let result = async {
         let (conv, _) = conversation(app, id).await?;
         let members: Vec<MemberView> = if conv.active {
-            app.call("group_members", json!({ "group": conv.name }))
-                .await?
+            app.group_members(rpc::GroupParams {
+                group: conv.name.clone(),
+            })
+            .await?
         } else {
             Vec::new()
         };
-        let contacts: Vec<ContactView> = app.call("contacts", json!({})).await?;
+        let contacts = app.contacts(NoParams {}).await?;
         Ok::<_, CallError>((conv, members, contacts))
     }
     .await;
@@ -660,7 +682,7 @@ async fn group_change(
     headers: &HeaderMap,
     id: &str,
     body: Bytes,
-    method: &str,
+    method: &'static str,
     params: impl FnOnce(&str, &Fields) -> Value,
 ) -> Response {
     let (r, f) = or_refuse!(checked(app, headers, body));
@@ -779,7 +801,7 @@ async fn set_timer(
 
 async fn new_group(State(app): AppState, headers: HeaderMap) -> Response {
     let r = or_refuse!(req(&app, &headers));
-    match app.call::<Vec<ContactView>>("contacts", json!({})).await {
+    match app.contacts(NoParams {}).await.map_err(CallError::from) {
         Ok(contacts) => page(pages::new_group(&r.ctx, &contacts, None)),
         Err(e) => fail(&r.ctx, &e),
     }
@@ -790,15 +812,18 @@ async fn create_group(State(app): AppState, headers: HeaderMap, body: Bytes) -> 
     let name = f.text("name");
     let members = f.all("member");
     let result = async {
-        let created: samizdat_core::rpc::Created =
-            app.call("group_create", json!({ "group": name })).await?;
+        let created = app
+            .group_create(rpc::GroupParams {
+                group: name.clone(),
+            })
+            .await?;
         let mut waiting = None;
         if !members.is_empty() {
-            let added: samizdat_core::GroupAdded = app
-                .call(
-                    "group_add",
-                    json!({ "group": name.trim(), "contacts": members }),
-                )
+            let added = app
+                .group_add(rpc::GroupAddParams {
+                    group: name.trim().to_string(),
+                    contacts: members.clone(),
+                })
                 .await?;
             if !added.waiting.is_empty() {
                 waiting = Some(added.waiting.join(", "));
@@ -811,8 +836,7 @@ async fn create_group(State(app): AppState, headers: HeaderMap, body: Bytes) -> 
         Ok((c, None)) => see(format!("/c/{}", c.conversation_id)),
         Ok((c, Some(w))) => info_page(&app, &r.ctx, &c.conversation_id, Some(w), None).await,
         Err(e) => {
-            let contacts: Vec<ContactView> =
-                app.call("contacts", json!({})).await.unwrap_or_default();
+            let contacts = app.contacts(NoParams {}).await.unwrap_or_default();
             page_with(
                 StatusCode::UNPROCESSABLE_ENTITY,
                 pages::new_group(&r.ctx, &contacts, Some(&explain(&r.ctx, &e))),
@@ -835,12 +859,13 @@ async fn invite(State(app): AppState, headers: HeaderMap, body: Bytes) -> Respon
     let (r, f) = or_refuse!(checked(&app, &headers, body));
     let reusable = f.get("reusable").is_some();
     let hours: u64 = f.get("hours").and_then(|h| h.parse().ok()).unwrap_or(72);
-    let link: Result<samizdat_core::rpc::InviteLink, CallError> = app
-        .call(
-            "invite_create",
-            json!({ "reusable": reusable, "hours": hours }),
-        )
-        .await;
+    let link = app
+        .invite_create(rpc::InviteCreateParams {
+            reusable,
+            hours: Some(hours),
+        })
+        .await
+        .map_err(CallError::from);
     match link {
         Ok(l) => page(pages::new_contact(
             &r.ctx,
@@ -864,12 +889,13 @@ async fn accept(State(app): AppState, headers: HeaderMap, body: Bytes) -> Respon
     let (r, f) = or_refuse!(checked(&app, &headers, body));
     let link = f.text("link");
     let name = f.text("name");
-    let accepted: Result<samizdat_core::rpc::Accepted, CallError> = app
-        .call(
-            "invite_accept",
-            json!({ "link": link.trim(), "name": name.trim() }),
-        )
-        .await;
+    let accepted = app
+        .invite_accept(rpc::InviteAcceptParams {
+            link: link.trim().to_string(),
+            name: name.trim().to_string(),
+        })
+        .await
+        .map_err(CallError::from);
     match accepted {
         Ok(a) => see(format!("/c/{}", a.conversation_id)),
         Err(e) => page_with(
@@ -898,7 +924,7 @@ async fn invitation(
 }
 
 async fn contact(app: &App, id: &str) -> Result<ContactView, CallError> {
-    let contacts: Vec<ContactView> = app.call("contacts", json!({})).await?;
+    let contacts = app.contacts(NoParams {}).await?;
     contacts.into_iter().find(|k| k.id == id).ok_or(CallError {
         kind: Some("not_found".into()),
         message: "no such contact".into(),
@@ -909,8 +935,10 @@ async fn verify(State(app): AppState, headers: HeaderMap, Path(id): Path<String>
     let r = or_refuse!(req(&app, &headers));
     let result = async {
         let k = contact(&app, &id).await?;
-        let n: samizdat_core::rpc::SafetyNumber = app
-            .call("safety_number", json!({ "contact": k.alias }))
+        let n = app
+            .safety_number(rpc::ContactParams {
+                contact: k.alias.clone(),
+            })
             .await?;
         Ok::<_, CallError>((k, n.safety_number))
     }
@@ -930,11 +958,12 @@ async fn verify_post(
     let (r, f) = or_refuse!(checked(&app, &headers, body));
     let result = async {
         let k = contact(&app, &id).await?;
-        app.call::<Value>(
-            "contact_verify",
-            json!({ "contact": k.alias, "verified": f.get("verified") == Some("1") }),
-        )
+        app.contact_verify(rpc::ContactVerifyParams {
+            contact: k.alias.clone(),
+            verified: f.get("verified") == Some("1"),
+        })
         .await
+        .map_err(CallError::from)
     }
     .await;
     match result {
@@ -966,12 +995,8 @@ async fn settings_page_with(
     error: Option<String>,
     confirm: Option<(String, samizdat_core::LinkPreview)>,
 ) -> Response {
-    let devices: Vec<samizdat_core::DeviceView> =
-        app.call("devices", json!({})).await.unwrap_or_default();
-    match app
-        .call::<samizdat_core::rpc::WhoAmI>("whoami", json!({}))
-        .await
-    {
+    let devices = app.devices(NoParams {}).await.unwrap_or_default();
+    match app.whoami(NoParams {}).await.map_err(CallError::from) {
         Ok(w) => {
             let status = if error.is_some() {
                 StatusCode::UNPROCESSABLE_ENTITY
@@ -1032,8 +1057,9 @@ async fn settings_device_preview(
     let (r, f) = or_refuse!(checked(&app, &headers, body));
     let link = f.text("link").trim().to_string();
     match app
-        .call::<samizdat_core::LinkPreview>("device_add_preview", json!({ "link": link }))
+        .device_add_preview(rpc::DeviceAddParams { link: link.clone() })
         .await
+        .map_err(CallError::from)
     {
         Ok(p) => settings_page_with(&app, &r, None, None, Some((link, p))).await,
         Err(e) => settings_page(&app, &r, None, Some(explain(&r.ctx, &e))).await,
@@ -1044,8 +1070,11 @@ async fn settings_device_preview(
 async fn settings_device_add(State(app): AppState, headers: HeaderMap, body: Bytes) -> Response {
     let (r, f) = or_refuse!(checked(&app, &headers, body));
     match app
-        .call::<samizdat_core::LinkPreview>("device_add", json!({ "link": f.text("link").trim() }))
+        .device_add(rpc::DeviceAddParams {
+            link: f.text("link").trim().to_string(),
+        })
         .await
+        .map_err(CallError::from)
     {
         Ok(p) => {
             let notice = r
@@ -1059,9 +1088,12 @@ async fn settings_device_add(State(app): AppState, headers: HeaderMap, body: Byt
 
 async fn settings_device_revoke(State(app): AppState, headers: HeaderMap, body: Bytes) -> Response {
     let (r, f) = or_refuse!(checked(&app, &headers, body));
-    let done: Result<samizdat_core::rpc::Done, CallError> = app
-        .call("device_revoke", json!({ "id": f.text("id") }))
-        .await;
+    let done = app
+        .device_revoke(rpc::DeviceParams {
+            id: f.text("id").to_string(),
+        })
+        .await
+        .map_err(CallError::from);
     match done {
         Ok(_) => {
             settings_page(
@@ -1084,12 +1116,13 @@ async fn settings_proxy(State(app): AppState, headers: HeaderMap, body: Bytes) -
     } else {
         proxy
     };
-    let saved: Result<samizdat_core::rpc::Done, CallError> = app
-        .call(
-            "set_proxy",
-            json!({ "proxy": proxy.trim(), "isolate": f.get("isolate") == Some("1") }),
-        )
-        .await;
+    let saved = app
+        .set_proxy(rpc::ProxyParams {
+            proxy: proxy.trim().to_string(),
+            isolate: f.get("isolate") == Some("1"),
+        })
+        .await
+        .map_err(CallError::from);
     match saved {
         Ok(_) => settings_page(&app, &r, Some(r.ctx.tr("settings-proxy-done")), None).await,
         Err(e) => settings_page(&app, &r, None, Some(explain(&r.ctx, &e))).await,
@@ -1133,12 +1166,13 @@ async fn save_draft(
 ) -> Response {
     let (r, f) = or_refuse!(checked(&app, &headers, body));
     let text = zeroize::Zeroizing::new(f.text("text"));
-    let saved: Result<samizdat_core::rpc::Done, CallError> = app
-        .call(
-            "draft_set",
-            json!({ "conversation_id": id, "text": text.as_str() }),
-        )
-        .await;
+    let saved = app
+        .draft_set(rpc::DraftParams {
+            conversation_id: id.clone(),
+            text: Some(text.as_str().to_string()),
+        })
+        .await
+        .map_err(CallError::from);
     match saved {
         Ok(_) => StatusCode::NO_CONTENT.into_response(),
         Err(e) => (StatusCode::UNPROCESSABLE_ENTITY, explain(&r.ctx, &e)).into_response(),
