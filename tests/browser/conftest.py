@@ -27,15 +27,17 @@ def free_port():
 
 
 class Relay:
-    def __init__(self, data):
+    def __init__(self, data, config=None):
         self.data = data
+        self.config = config
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.proc = None
 
     def start(self):
+        extra = ["--config", str(self.config)] if self.config else []
         self.proc = subprocess.Popen(
-            [BIN, "relay", "--listen", f"127.0.0.1:{self.port}", "--data", str(self.data)],
+            [BIN, "relay", "--listen", f"127.0.0.1:{self.port}", "--data", str(self.data), *extra],
             stdout=subprocess.PIPE,
             stderr=subprocess.DEVNULL,
             env={**os.environ, "SAMIZDAT_LOG": "error"},
