@@ -33,6 +33,9 @@ impl Lang {
     }
 
     /// The best language for an `Accept-Language` header (English when nothing matches).
+    /// Not `fluent_langneg::parse_accepted_languages`: it drops the `q` weights (its docs say
+    /// Fluent negotiates by order only), so `de, en;q=0.5, ru;q=0.7` would pick English and
+    /// `ru;q=0` ("not Russian") would pick Russian; the weights are what browsers send.
     pub fn negotiate(accept_language: Option<&str>) -> Lang {
         let Some(header) = accept_language else {
             return Lang::EN;
