@@ -54,7 +54,7 @@ impl Drop for Sealed {
     }
 }
 
-/// The Padmé length for `size` (at least [`MIN_BUCKET`]).
+/// The Padmé length for `size` (at least `MIN_BUCKET`).
 pub fn padded_len(size: u64) -> u64 {
     let l = size.max(MIN_BUCKET);
     let e = 63 - u64::from(l.leading_zeros()); // floor(log2 l)

@@ -1,31 +1,49 @@
 //! The Samizdat client core: a profile's keys, its SQLCipher-encrypted store, MLS groups
-//! (through mls-rs, behind [`mls`]), invites, and the relay client.
+//! (through mls-rs, behind `mls`), invites, and the relay client.
 //!
 //! What it is not: a user interface. It prints nothing, reads no terminal and writes no
 //! sentence (what it reports is data: [`Notice`], [`ConvStatus`]); the CLI, the app and bots
-//! are fronts over the service ([`ClientHandle`] in process, JSON-RPC over its socket). It never sends a name, a contact list or a
+//! are fronts over the service ([`ClientHandle`] in process, JSON-RPC over its socket).
+//!
+//! What a front uses is public: the service and its typed API ([`rpc::Api`]), the views and
+//! events, [`Notice`] and the other reports as data, the lock, the network settings, wipe.
+//! The MLS adapter, the store, the relay client and the Welcome parts are public only with the
+//! `internals` feature, which the benchmarks and the integration tests turn on; the formats
+//! between clients (`payload`, `invite`, `pin`, `metadata`) are private. It never sends a name, a contact list or a
 //! plaintext to a relay: display names travel only inside MLS-encrypted messages, and MLS
 //! credentials carry a key fingerprint, never a name.
 
 pub mod attachment;
 pub mod device;
 mod fault;
-pub mod invite;
+mod invite;
 pub mod lock;
-pub mod metadata;
+mod metadata;
+#[cfg(feature = "internals")]
 pub mod mls;
+#[cfg(not(feature = "internals"))]
+mod mls;
 pub mod net;
-pub mod notice;
-pub mod payload;
-pub mod pin;
+mod notice;
+mod payload;
+mod pin;
 mod profile;
+#[cfg(feature = "internals")]
 pub mod relay_client;
+#[cfg(not(feature = "internals"))]
+mod relay_client;
 pub mod rpc;
 pub mod service;
+#[cfg(feature = "internals")]
 pub mod store;
+#[cfg(not(feature = "internals"))]
+mod store;
 pub mod text;
 pub mod transfer;
+#[cfg(feature = "internals")]
 pub mod welcome;
+#[cfg(not(feature = "internals"))]
+mod welcome;
 pub mod wipe;
 
 pub use invite::Invite;

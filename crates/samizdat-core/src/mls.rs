@@ -777,7 +777,8 @@ impl Group {
         ))
     }
 
-    /// The person this device belongs to.
+    /// The person this device belongs to (tests and benchmarks).
+    #[cfg(any(test, feature = "internals"))]
     pub fn own_fingerprint(&self) -> Result<[u8; 32]> {
         Ok(person(self.inner.current_member_signing_identity()?))
     }
@@ -817,7 +818,9 @@ impl Group {
             .to_bytes()?)
     }
 
-    /// Build (but do not apply) a commit adding these KeyPackages and removing these members.
+    /// Build (but do not apply) a commit adding these KeyPackages and removing these members
+    /// (tests and benchmarks; the profile places its commits with `commit_placed`).
+    #[cfg(any(test, feature = "internals"))]
     pub fn commit(&mut self, add: &[Vec<u8>], remove: &[u32]) -> Result<PendingCommit> {
         self.commit_placed(add, remove, None)
     }

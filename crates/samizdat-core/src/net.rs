@@ -5,7 +5,7 @@
 //! that Tor (IsolateSOCKSAuth, on by default) puts them on separate circuits.
 //!
 //! Every connection the client makes goes through [`Net`]: the HTTP clients
-//! ([`crate::relay_client::RelayClient`], attachments) and the realtime WebSocket. SOCKS is
+//! (`relay_client::RelayClient`, attachments) and the realtime WebSocket. SOCKS is
 //! spoken by well-kept crates (reqwest's `socks` feature, `tokio-socks`); only the HTTP
 //! CONNECT request for the WebSocket is written here (one request line and a status line).
 

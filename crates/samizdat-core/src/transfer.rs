@@ -5,7 +5,7 @@
 //!
 //! Both directions survive a relay that goes away mid-way: an upload asks the relay how far
 //! it got and continues from there; a download continues with `Range` from the bytes it
-//! has. They give up after [`GIVE_UP`] without progress.
+//! has. They give up after `GIVE_UP` without progress.
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
