@@ -345,7 +345,11 @@ pub struct HistoryParams {
 #[derive(Debug, Default, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct GroupRenameParams {
+    /// The group by its name (or give `conversation_id`).
+    #[serde(default)]
     pub group: String,
+    #[serde(default)]
+    pub conversation_id: Option<String>,
     pub name: String,
 }
 
@@ -397,8 +401,12 @@ pub struct MessageParams {
 #[derive(Debug, Default, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct GroupParams {
-    /// The group's name.
+    /// The group's name (for `group_create`: the new group's).
+    #[serde(default)]
     pub group: String,
+    /// The group by id instead of by name (not for `group_create`).
+    #[serde(default)]
+    pub conversation_id: Option<String>,
 }
 
 #[derive(Debug, Serialize, Deserialize, JsonSchema)]
@@ -409,7 +417,11 @@ pub struct Created {
 #[derive(Debug, Default, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct GroupAddParams {
+    /// The group by its name (or give `conversation_id`).
+    #[serde(default)]
     pub group: String,
+    #[serde(default)]
+    pub conversation_id: Option<String>,
     /// Contact aliases.
     pub contacts: Vec<String>,
 }
@@ -417,7 +429,11 @@ pub struct GroupAddParams {
 #[derive(Debug, Default, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct GroupRemoveParams {
+    /// The group by its name (or give `conversation_id`).
+    #[serde(default)]
     pub group: String,
+    #[serde(default)]
+    pub conversation_id: Option<String>,
     pub contact: String,
 }
 
@@ -713,6 +729,17 @@ macro_rules! on_profile {
 }
 
 /// The conversation's current name from `target` or `conversation_id` (exactly one).
+/// The group a `group_*` call names: by `conversation_id` (what the app and bots hold) or by
+/// name (what a person types in the CLI) — exactly one.
+fn group_name(
+    p: &Profile,
+    group: String,
+    conversation_id: Option<String>,
+) -> crate::Result<String> {
+    let by_name = (!group.is_empty()).then_some(group);
+    target_name(p, by_name, conversation_id)
+}
+
 fn target_name(
     p: &Profile,
     target: Option<String>,
@@ -836,7 +863,8 @@ async fn history(s: &Session, a: HistoryParams) -> RpcResult<Vec<MessageView>> {
 
 async fn group_rename(s: &Session, a: GroupRenameParams) -> RpcResult<Created> {
     on_profile!(s, |p| {
-        let name = p.group_rename(&a.group, &a.name).await?;
+        let group = group_name(p, a.group, a.conversation_id)?;
+        let name = p.group_rename(&group, &a.name).await?;
         Ok(Created {
             conversation_id: p.conversation_id(&name)?,
         })
@@ -988,6 +1016,12 @@ async fn message_retry(s: &Session, a: MessageParams) -> RpcResult<Sent> {
 }
 
 async fn group_create(s: &Session, a: GroupParams) -> RpcResult<Created> {
+    if a.conversation_id.is_some() {
+        return Err(RpcError::new(
+            codes::INVALID_PARAMS,
+            "invalid params: a new group has a name (`group`), not an id",
+        ));
+    }
     on_profile!(s, |p| {
         p.group_create(&a.group).await?;
         Ok(Created {
@@ -1000,32 +1034,41 @@ async fn group_add(s: &Session, a: GroupAddParams) -> RpcResult<GroupAdded> {
     if a.contacts.is_empty() {
         return Err(RpcError::new(codes::INVALID_PARAMS, "contacts is empty"));
     }
-    on_profile!(s, |p| p.group_add(&a.group, &a.contacts).await)
+    on_profile!(s, |p| {
+        let group = group_name(p, a.group, a.conversation_id)?;
+        p.group_add(&group, &a.contacts).await
+    })
 }
 
 async fn group_remove(s: &Session, a: GroupRemoveParams) -> RpcResult<Done> {
     on_profile!(s, |p| {
-        p.group_remove(&a.group, &a.contact).await?;
+        let group = group_name(p, a.group, a.conversation_id)?;
+        p.group_remove(&group, &a.contact).await?;
         Ok(Done { ok: true })
     })
 }
 
 async fn group_readd(s: &Session, a: GroupRemoveParams) -> RpcResult<Done> {
     on_profile!(s, |p| {
-        p.group_readd(&a.group, &a.contact).await?;
+        let group = group_name(p, a.group, a.conversation_id)?;
+        p.group_readd(&group, &a.contact).await?;
         Ok(Done { ok: true })
     })
 }
 
 async fn group_leave(s: &Session, a: GroupParams) -> RpcResult<Done> {
     on_profile!(s, |p| {
-        p.group_leave(&a.group).await?;
+        let group = group_name(p, a.group, a.conversation_id)?;
+        p.group_leave(&group).await?;
         Ok(Done { ok: true })
     })
 }
 
 async fn group_members(s: &Session, a: GroupParams) -> RpcResult<Vec<MemberView>> {
-    on_profile!(s, |p| p.group_members(&a.group))
+    on_profile!(s, |p| {
+        let group = group_name(p, a.group, a.conversation_id)?;
+        p.group_members(&group)
+    })
 }
 
 async fn safety_number(s: &Session, a: ContactParams) -> RpcResult<SafetyNumber> {

@@ -1074,6 +1074,7 @@ async fn run_in(home: &Path, cmd: ClientCommand) -> Result<()> {
                 let _: samizdat_core::rpc::Created = b
                     .group_create(rpc::GroupParams {
                         group: name.clone(),
+                        conversation_id: None,
                     })
                     .await?;
                 println!(
@@ -1085,6 +1086,7 @@ async fn run_in(home: &Path, cmd: ClientCommand) -> Result<()> {
                 let added: Result<samizdat_core::GroupAdded, _> = b
                     .group_add(rpc::GroupAddParams {
                         group: name.clone(),
+                        conversation_id: None,
                         contacts: aliases.clone(),
                     })
                     .await;
@@ -1105,6 +1107,7 @@ async fn run_in(home: &Path, cmd: ClientCommand) -> Result<()> {
                 let _: samizdat_core::rpc::Done = b
                     .group_remove(rpc::GroupRemoveParams {
                         group: name.clone(),
+                        conversation_id: None,
                         contact: alias.clone(),
                     })
                     .await?;
@@ -1114,6 +1117,7 @@ async fn run_in(home: &Path, cmd: ClientCommand) -> Result<()> {
                 let _: samizdat_core::rpc::Done = b
                     .group_readd(rpc::GroupRemoveParams {
                         group: name.clone(),
+                        conversation_id: None,
                         contact: alias.clone(),
                     })
                     .await?;
@@ -1123,6 +1127,7 @@ async fn run_in(home: &Path, cmd: ClientCommand) -> Result<()> {
                 let _: samizdat_core::rpc::Created = b
                     .group_rename(rpc::GroupRenameParams {
                         group: name.clone(),
+                        conversation_id: None,
                         name: new_name.clone(),
                     })
                     .await?;
@@ -1132,6 +1137,7 @@ async fn run_in(home: &Path, cmd: ClientCommand) -> Result<()> {
                 let _: samizdat_core::rpc::Done = b
                     .group_leave(rpc::GroupParams {
                         group: name.clone(),
+                        conversation_id: None,
                     })
                     .await?;
                 println!("left {name}");
@@ -1140,6 +1146,7 @@ async fn run_in(home: &Path, cmd: ClientCommand) -> Result<()> {
                 let members: Vec<samizdat_core::MemberView> = b
                     .group_members(rpc::GroupParams {
                         group: name.clone(),
+                        conversation_id: None,
                     })
                     .await?;
                 for m in members {

@@ -642,7 +642,8 @@ async fn info_page(
         let (conv, _) = conversation(app, id).await?;
         let members: Vec<MemberView> = if conv.active {
             app.group_members(rpc::GroupParams {
-                group: conv.name.clone(),
+                conversation_id: Some(conv.id.clone()),
+                ..Default::default()
             })
             .await?
         } else {
@@ -686,11 +687,9 @@ async fn group_change(
     params: impl FnOnce(&str, &Fields) -> Value,
 ) -> Response {
     let (r, f) = or_refuse!(checked(app, headers, body));
-    let conv = match conversation(app, id).await {
-        Ok((c, _)) => c,
-        Err(e) => return fail(&r.ctx, &e),
-    };
-    let result: Result<Value, CallError> = app.call(method, params(&conv.name, &f)).await;
+    // By id: a rename elsewhere cannot make this land on another conversation, and no list
+    // of every conversation is read to find a name.
+    let result: Result<Value, CallError> = app.call(method, params(id, &f)).await;
     match result {
         Ok(v) => {
             let waiting = v
@@ -727,7 +726,7 @@ async fn group_add(
         &id,
         body,
         "group_add",
-        |g, f| json!({ "group": g, "contacts": f.all("member") }),
+        |g, f| json!({ "conversation_id": g, "contacts": f.all("member") }),
     )
     .await
 }
@@ -744,7 +743,7 @@ async fn group_remove(
         &id,
         body,
         "group_remove",
-        |g, f| json!({ "group": g, "contact": f.text("contact") }),
+        |g, f| json!({ "conversation_id": g, "contact": f.text("contact") }),
     )
     .await
 }
@@ -761,7 +760,7 @@ async fn group_rename(
         &id,
         body,
         "group_rename",
-        |g, f| json!({ "group": g, "name": f.text("name") }),
+        |g, f| json!({ "conversation_id": g, "name": f.text("name") }),
     )
     .await
 }
@@ -778,7 +777,7 @@ async fn group_leave(
         &id,
         body,
         "group_leave",
-        |g, _| json!({ "group": g }),
+        |g, _| json!({ "conversation_id": g }),
     )
     .await
 }
@@ -794,7 +793,7 @@ async fn set_timer(
             .get("seconds")
             .and_then(|s| s.parse::<u64>().ok())
             .unwrap_or(0);
-        json!({ "target": g, "seconds": seconds })
+        json!({ "conversation_id": g, "seconds": seconds })
     })
     .await
 }
@@ -815,6 +814,7 @@ async fn create_group(State(app): AppState, headers: HeaderMap, body: Bytes) -> 
         let created = app
             .group_create(rpc::GroupParams {
                 group: name.clone(),
+                conversation_id: None,
             })
             .await?;
         let mut waiting = None;
@@ -822,6 +822,7 @@ async fn create_group(State(app): AppState, headers: HeaderMap, body: Bytes) -> 
             let added = app
                 .group_add(rpc::GroupAddParams {
                     group: name.trim().to_string(),
+                    conversation_id: None,
                     contacts: members.clone(),
                 })
                 .await?;

@@ -709,8 +709,10 @@ fn finding_m5_the_launch_token_is_in_no_command_line_and_the_cookie_in_no_shared
     }
     let url = url.trim().to_string();
     let token = url.split("token=").nth(1).expect("token").to_string();
+    // The shell creates the file before `echo` writes to it: wait for the whole line.
     let deadline = Instant::now() + Duration::from_secs(30);
-    while !argv.exists() && Instant::now() < deadline {
+    let written = || std::fs::read_to_string(&argv).is_ok_and(|s| s.ends_with('\n'));
+    while !written() && Instant::now() < deadline {
         std::thread::sleep(Duration::from_millis(50));
     }
     let given = std::fs::read_to_string(&argv).expect("the opener ran");

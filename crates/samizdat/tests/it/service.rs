@@ -571,6 +571,18 @@ fn every_event_kind_is_reported() {
         json!({ "group": "friends", "contacts": [alice_alias, carol_alias] }),
     );
     wait_for(&mut rpc, "member_added", &mut since, &mut seen);
+    // A group is named by id (what the app and bots hold) or by name, exactly one of them.
+    let by_id = rpc.call("group_members", json!({ "conversation_id": gid }));
+    let by_name = rpc.call("group_members", json!({ "group": "friends" }));
+    assert_eq!(by_id, by_name);
+    assert!(by_id.as_array().is_some_and(|m| m.len() >= 2), "{by_id}");
+    let both = rpc.request(
+        "group_members",
+        json!({ "group": "friends", "conversation_id": gid }),
+    );
+    assert_eq!(both["error"]["data"]["kind"], "usage", "{both}");
+    let neither = rpc.request("group_leave", json!({}));
+    assert_eq!(neither["error"]["data"]["kind"], "usage", "{neither}");
     // carol leaves: member_left; bob's service commits her removal.
     carol.ok(&["sync"]);
     carol.ok(&["group", "leave", "friends"]);
@@ -578,7 +590,7 @@ fn every_event_kind_is_reported() {
     // bob removes alice: member_removed.
     rpc.call(
         "group_remove",
-        json!({ "group": "friends", "contact": alice_alias }),
+        json!({ "conversation_id": gid, "contact": alice_alias }),
     );
     wait_for(&mut rpc, "member_removed", &mut since, &mut seen);
     // message_failed: a message bigger than what the relay still takes for this group.
