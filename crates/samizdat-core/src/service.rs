@@ -455,10 +455,13 @@ impl Service {
                 retry_at = Some(self.retry(&relay, &mut backoff));
             }
             // What the relay pushes to us as it is appended: sends there need not read first.
-            if ws.is_some() && challenge.is_some() {
-                self.profile.live_logs = subscribed.keys().copied().collect();
-            } else {
-                self.profile.live_logs.clear();
+            // (Rebuilt only when the subscriptions changed: this runs after every event.)
+            let live = &mut self.profile.live_logs;
+            if ws.is_none() || challenge.is_none() {
+                live.clear();
+            } else if live.len() != subscribed.len() || !subscribed.keys().all(|k| live.contains(k))
+            {
+                *live = subscribed.keys().copied().collect();
             }
             if self.profile.net.isolate
                 && let Err(e) = conv_sockets.update(&self.profile)

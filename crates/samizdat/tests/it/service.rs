@@ -278,35 +278,15 @@ fn the_profile_has_one_owner_and_a_stale_socket_is_replaced() {
 /// each, in order — from `serve` and from a one-shot command alike.
 #[test]
 fn serve_appends_messages_over_its_websocket() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let metrics = std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("free port")
-        .to_string();
-    let relay = RelayProc::start_with_args(
-        &dir.path().join("relay"),
-        "127.0.0.1:0",
-        &["--metrics-listen", &metrics],
-    );
-    let mut w = World {
-        dir,
-        relay,
-        secrets: Vec::new(),
-    };
+    let (mut w, metrics) = metered_world();
     let [alice, bob] = w.people(["alice", "bob"]);
     w.connect(&alice, &bob);
     // (stored entries, HTTP appends) as the relay counts them.
     let counts = || {
         let text = http_get(&metrics, "/metrics");
-        let sum = |keep: &dyn Fn(&str) -> bool| -> u64 {
-            text.lines()
-                .filter(|l| keep(l))
-                .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-                .sum::<f64>() as u64
-        };
         (
-            sum(&|l| l.starts_with("samizdat_entries_stored_total")),
-            sum(&|l| {
+            metric_sum(&text, |l| l.starts_with("samizdat_entries_stored_total")),
+            metric_sum(&text, |l| {
                 l.starts_with("samizdat_http_request_duration_seconds_count{")
                     && l.contains("route=\"/v1/groups/{id}/entries\"")
                     && l.contains("method=\"POST\"")
@@ -351,36 +331,18 @@ fn serve_appends_messages_over_its_websocket() {
 #[test]
 fn the_realtime_path_reads_no_log_per_message() {
     const N: u64 = 20;
-    let dir = tempfile::tempdir().expect("tempdir");
-    let metrics = std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("free port")
-        .to_string();
-    let relay = RelayProc::start_with_args(
-        &dir.path().join("relay"),
-        "127.0.0.1:0",
-        &["--metrics-listen", &metrics],
-    );
-    let mut w = World {
-        dir,
-        relay,
-        secrets: Vec::new(),
-    };
+    let (mut w, metrics) = metered_world();
     let [alice, bob] = w.people(["alice", "bob"]);
     w.connect(&alice, &bob);
     let _a = Serve::start(&alice);
     let _b = Serve::start(&bob);
     // Log reads (`GET …/entries`) and HTTP appends as the relay counts them.
     let reads = || {
-        let text = http_get(&metrics, "/metrics");
-        text.lines()
-            .filter(|l| {
-                l.starts_with("samizdat_http_request_duration_seconds_count{")
-                    && l.contains("route=\"/v1/groups/{id}/entries\"")
-                    && l.contains("method=\"GET\"")
-            })
-            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-            .sum::<f64>() as u64
+        metric_sum(&http_get(&metrics, "/metrics"), |l| {
+            l.starts_with("samizdat_http_request_duration_seconds_count{")
+                && l.contains("route=\"/v1/groups/{id}/entries\"")
+                && l.contains("method=\"GET\"")
+        })
     };
     // Warm up: the first message of each side settles subscriptions.
     alice.ok(&["send", &bob.display, "warm-up"]);
@@ -417,6 +379,34 @@ fn the_realtime_path_reads_no_log_per_message() {
         read <= background && read < 2 * N,
         "{read} log reads for {N} messages in {secs} s"
     );
+}
+
+/// A world whose relay also serves its Prometheus metrics; their address.
+fn metered_world() -> (World, String) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let metrics = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("free port")
+        .to_string();
+    let relay = RelayProc::start_with_args(
+        &dir.path().join("relay"),
+        "127.0.0.1:0",
+        &["--metrics-listen", &metrics],
+    );
+    let w = World {
+        dir,
+        relay,
+        secrets: Vec::new(),
+    };
+    (w, metrics)
+}
+
+/// The sum of the metric lines `keep` selects, from a Prometheus text page.
+fn metric_sum(page: &str, keep: impl Fn(&str) -> bool) -> u64 {
+    page.lines()
+        .filter(|l| keep(l))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum::<f64>() as u64
 }
 
 /// A plain HTTP/1.0 GET on loopback; the body.
