@@ -11,16 +11,15 @@
 //! acknowledged byte survives a crash; bytes past the recorded offset are simply written
 //! again by the client's next attempt.
 
-use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
 use axum::body::{Body, Bytes};
-use axum::extract::{ConnectInfo, Path as UrlPath, State};
+use axum::extract::State;
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
-use axum::response::Response;
+use axum::response::{IntoResponse, Response};
 use samizdat_proto::{self as proto, BlobCreated, BlobOffset, ErrorCode, Id};
 
-use crate::http::{ApiError, ApiResult, check_relay_storage, client_bucket, parse_id, respond};
+use crate::http::{ApiError, ApiResult, BlobId, Client, check_relay_storage, parse_id};
 use crate::store::BlobRecord;
 use crate::{AppState, now_secs};
 
@@ -80,113 +79,107 @@ fn storage_failed(what: &str, e: std::io::Error) -> ApiError {
 )]
 pub(crate) async fn create(
     State(state): State<AppState>,
-    ConnectInfo(addr): ConnectInfo<SocketAddr>,
+    Client(client): Client,
     method: axum::http::Method,
     uri: axum::http::Uri,
     headers: HeaderMap,
-) -> Response {
-    respond(
-        async {
-            let bucket = client_bucket(&state, &addr, &headers);
-            if !state.rates.creations_per_addr.allow(&bucket) {
-                return Err(crate::http::rate_limited());
-            }
-            // Who vouches for the blob, checked before anything else; its quota is theirs.
-            let header = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
-            let owner = match (header(proto::HEADER_GROUP), header(proto::HEADER_MAILBOX)) {
-                (Some(group), None) => {
-                    let group = parse_id(group, "group")?;
-                    let token = header(proto::HEADER_TOKEN)
-                        .and_then(|t| proto::Bytes::decode(t).ok())
-                        .filter(|t| !t.is_empty() && t.len() <= 64)
-                        .ok_or_else(|| {
-                            ApiError::new(
-                                ErrorCode::BadToken,
-                                "missing or malformed x-samizdat-token header",
-                            )
-                        })?;
-                    crate::http::authorize_append(&state, group, &token).await?;
-                    format!("group {group}")
-                }
-                (None, Some(mailbox)) => {
-                    let mailbox = parse_id(mailbox, "mailbox")?;
-                    crate::http::check_owner(&state, mailbox, &method, &uri, &headers, &[])
-                        .await?;
-                    format!("mailbox {mailbox}")
-                }
-                _ => {
-                    return Err(ApiError::new(
+) -> ApiResult<impl IntoResponse> {
+    let bucket = client;
+    if !state.rates.creations_per_addr.allow(&bucket) {
+        return Err(crate::http::rate_limited());
+    }
+    // Who vouches for the blob, checked before anything else; its quota is theirs.
+    let header = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
+    let owner = match (header(proto::HEADER_GROUP), header(proto::HEADER_MAILBOX)) {
+        (Some(group), None) => {
+            let group = parse_id(group, "group")?;
+            let token = header(proto::HEADER_TOKEN)
+                .and_then(|t| proto::Bytes::decode(t).ok())
+                .filter(|t| !t.is_empty() && t.len() <= 64)
+                .ok_or_else(|| {
+                    ApiError::new(
                         ErrorCode::BadToken,
-                        "a blob is created for a group (x-samizdat-group with its epoch token) or a mailbox (x-samizdat-mailbox, signed by its owner)",
-                    ));
-                }
-            };
-            let length = header_u64(&headers, proto::HEADER_UPLOAD_LENGTH)?;
-            if length > state.limits.max_blob_bytes {
-                return Err(ApiError::new(
-                    ErrorCode::TooLarge,
-                    format!(
-                        "a blob may hold at most {} bytes",
-                        state.limits.max_blob_bytes
-                    ),
-                ));
-            }
-            check_relay_storage(&state)?;
-            let (Some(blob_id), Some(a), Some(b)) = (
-                crate::auth::random_id(),
-                crate::auth::random_id(),
-                crate::auth::random_id(),
-            ) else {
-                return Err(ApiError::new(
-                    ErrorCode::Unavailable,
-                    "the relay cannot make random ids; retry later",
-                ));
-            };
-            let token = [a.as_bytes().as_slice(), b.as_bytes().as_slice()].concat();
-            let Some(source) = source_of(&owner) else {
-                return Err(ApiError::new(
-                    ErrorCode::Unavailable,
-                    "the relay cannot make random ids; retry later",
-                ));
-            };
-            let path = blob_path(&state.blob_dir, &blob_id);
-            tokio::task::spawn_blocking(move || -> std::io::Result<()> {
-                let f = std::fs::File::create_new(&path)?;
-                f.sync_all()?;
-                if let Some(dir) = path.parent() {
-                    std::fs::File::open(dir)?.sync_all()?;
-                }
-                Ok(())
-            })
-            .await
-            .map_err(|e| storage_failed("create task", std::io::Error::other(e)))?
-            .map_err(|e| storage_failed("create", e))?;
-            let created = state
-                .store
-                .create_blob(
-                    blob_id,
-                    crate::auth::token_hash(&token),
-                    length,
-                    source,
-                    now_secs(),
-                    &state.limits,
-                )
-                .await;
-            if let Err(e) = created {
-                let _ = tokio::fs::remove_file(blob_path(&state.blob_dir, &blob_id)).await;
-                return Err(e.into());
-            }
-            Ok((
-                StatusCode::CREATED,
-                axum::Json(BlobCreated {
-                    blob_id,
-                    upload_token: proto::Bytes(token),
-                    length,
-                }),
-            ))
+                        "missing or malformed x-samizdat-token header",
+                    )
+                })?;
+            crate::http::authorize_append(&state, group, &token).await?;
+            format!("group {group}")
         }
-        .await,
-    )
+        (None, Some(mailbox)) => {
+            let mailbox = parse_id(mailbox, "mailbox")?;
+            crate::http::check_owner(&state, mailbox, &method, &uri, &headers, &[]).await?;
+            format!("mailbox {mailbox}")
+        }
+        _ => {
+            return Err(ApiError::new(
+                ErrorCode::BadToken,
+                "a blob is created for a group (x-samizdat-group with its epoch token) or a mailbox (x-samizdat-mailbox, signed by its owner)",
+            ));
+        }
+    };
+    let length = header_u64(&headers, proto::HEADER_UPLOAD_LENGTH)?;
+    if length > state.limits.max_blob_bytes {
+        return Err(ApiError::new(
+            ErrorCode::TooLarge,
+            format!(
+                "a blob may hold at most {} bytes",
+                state.limits.max_blob_bytes
+            ),
+        ));
+    }
+    check_relay_storage(&state)?;
+    let (Some(blob_id), Some(a), Some(b)) = (
+        crate::auth::random_id(),
+        crate::auth::random_id(),
+        crate::auth::random_id(),
+    ) else {
+        return Err(ApiError::new(
+            ErrorCode::Unavailable,
+            "the relay cannot make random ids; retry later",
+        ));
+    };
+    let token = [a.as_bytes().as_slice(), b.as_bytes().as_slice()].concat();
+    let Some(source) = source_of(&owner) else {
+        return Err(ApiError::new(
+            ErrorCode::Unavailable,
+            "the relay cannot make random ids; retry later",
+        ));
+    };
+    let path = blob_path(&state.blob_dir, &blob_id);
+    tokio::task::spawn_blocking(move || -> std::io::Result<()> {
+        let f = std::fs::File::create_new(&path)?;
+        f.sync_all()?;
+        if let Some(dir) = path.parent() {
+            std::fs::File::open(dir)?.sync_all()?;
+        }
+        Ok(())
+    })
+    .await
+    .map_err(|e| storage_failed("create task", std::io::Error::other(e)))?
+    .map_err(|e| storage_failed("create", e))?;
+    let created = state
+        .store
+        .create_blob(
+            blob_id,
+            crate::auth::token_hash(&token),
+            length,
+            source,
+            now_secs(),
+            &state.limits,
+        )
+        .await;
+    if let Err(e) = created {
+        let _ = tokio::fs::remove_file(blob_path(&state.blob_dir, &blob_id)).await;
+        return Err(e.into());
+    }
+    Ok((
+        StatusCode::CREATED,
+        axum::Json(BlobCreated {
+            blob_id,
+            upload_token: proto::Bytes(token),
+            length,
+        }),
+    ))
 }
 
 /// What a blob record keeps of the group or mailbox it was created for, for the quota: an
@@ -212,12 +205,7 @@ fn source_of(bucket: &impl std::fmt::Debug) -> Option<[u8; 32]> {
 }
 
 /// The blob's record, if `headers` carry its upload token.
-async fn authorized(
-    state: &AppState,
-    id: &str,
-    headers: &HeaderMap,
-) -> ApiResult<(Id, BlobRecord)> {
-    let id = parse_id(id, "blob id")?;
+async fn authorized(state: &AppState, id: Id, headers: &HeaderMap) -> ApiResult<(Id, BlobRecord)> {
     let token = headers
         .get(proto::HEADER_UPLOAD_TOKEN)
         .and_then(|v| v.to_str().ok())
@@ -263,19 +251,14 @@ async fn authorized(
 )]
 pub(crate) async fn offset(
     State(state): State<AppState>,
-    UrlPath(id): UrlPath<String>,
+    BlobId(id): BlobId,
     headers: HeaderMap,
-) -> Response {
-    respond(
-        async {
-            let (_, r) = authorized(&state, &id, &headers).await?;
-            Ok(axum::Json(BlobOffset {
-                offset: r.offset,
-                length: r.length,
-            }))
-        }
-        .await,
-    )
+) -> ApiResult<impl IntoResponse> {
+    let (_, r) = authorized(&state, id, &headers).await?;
+    Ok(axum::Json(BlobOffset {
+        offset: r.offset,
+        length: r.length,
+    }))
 }
 
 /// `PATCH /v1/blobs/{id}/upload` with `Upload-Offset`: the next piece. Answered once the
@@ -303,86 +286,85 @@ pub(crate) async fn offset(
 )]
 pub(crate) async fn append(
     State(state): State<AppState>,
-    UrlPath(id): UrlPath<String>,
+    BlobId(id): BlobId,
     headers: HeaderMap,
     body: Body,
-) -> Response {
-    respond(
-        async {
-            let (id, r) = authorized(&state, &id, &headers).await?;
-            let at = header_u64(&headers, proto::HEADER_UPLOAD_OFFSET)?;
-            if at != r.offset {
-                return Err(ApiError::new(
-                    ErrorCode::OffsetMismatch,
-                    format!("the upload is at byte {}; continue from there", r.offset),
-                ));
-            }
-            // A disk that filled up since the blob was created takes no more of it.
-            check_relay_storage(&state)?;
-            let room = usize::try_from(r.length - r.offset).unwrap_or(usize::MAX);
-            let limit = state.limits.max_blob_chunk.min(room);
-            let piece = crate::http::read_body(&state, body, limit).await.map_err(|e| {
-                if e.0.code == ErrorCode::TooLarge {
-                    ApiError::new(
-                        ErrorCode::TooLarge,
-                        format!(
-                            "a piece may hold at most {} bytes and must not go past the blob's length ({} left)",
-                            state.limits.max_blob_chunk, room
-                        ),
-                    )
-                } else {
-                    e
-                }
-            })?;
-            let n = piece.len() as u64;
-            if n > 0 {
-                let path = blob_path(&state.blob_dir, &id);
-                // The piece keeps its share of the body budget until it is on disk.
-                tokio::task::spawn_blocking(move || -> std::io::Result<()> {
-                    use std::os::unix::fs::FileExt;
-                    let f = std::fs::OpenOptions::new().write(true).open(&path)?;
-                    f.write_all_at(&piece, at)?;
-                    f.sync_data()
-                })
-                .await
-                .map_err(|e| storage_failed("write task", std::io::Error::other(e)))?
-                .map_err(|e| {
-                    if e.kind() == std::io::ErrorKind::NotFound {
-                        ApiError::new(ErrorCode::NotFound, "no such blob (or it expired)")
-                    } else {
-                        storage_failed("write", e)
-                    }
-                })?;
-                let finished = crate::store::rules::finished_blob_expiry(now_secs(), &state.limits);
-                let quota = crate::store::BlobQuota {
-                    now: now_secs(),
-                    bytes: state.limits.blob_quota_bytes,
-                };
-                if !state.store.advance_blob(id, at, at + n, finished, quota).await? {
-                    // Not moved: either another upload moved it on, or this piece would pass
-                    // the quota of bytes uploaded (its offset is then still ours).
-                    let still_here = state
-                        .store
-                        .blob(id, now_secs())
-                        .await?
-                        .is_some_and(|b| b.offset == at);
-                    return Err(if still_here {
-                        crate::store::blob_quota_exceeded().into()
-                    } else {
-                        ApiError::new(
-                            ErrorCode::OffsetMismatch,
-                            "another upload of this blob moved on; ask for the offset and continue",
-                        )
-                    });
-                }
-            }
-            Ok(axum::Json(BlobOffset {
-                offset: at + n,
-                length: r.length,
-            }))
+) -> ApiResult<impl IntoResponse> {
+    let (id, r) = authorized(&state, id, &headers).await?;
+    let at = header_u64(&headers, proto::HEADER_UPLOAD_OFFSET)?;
+    if at != r.offset {
+        return Err(ApiError::new(
+            ErrorCode::OffsetMismatch,
+            format!("the upload is at byte {}; continue from there", r.offset),
+        ));
+    }
+    // A disk that filled up since the blob was created takes no more of it.
+    check_relay_storage(&state)?;
+    let room = usize::try_from(r.length - r.offset).unwrap_or(usize::MAX);
+    let limit = state.limits.max_blob_chunk.min(room);
+    let piece = crate::http::read_body(&state, body, limit).await.map_err(|e| {
+        if e.0.code == ErrorCode::TooLarge {
+            ApiError::new(
+                ErrorCode::TooLarge,
+                format!(
+                    "a piece may hold at most {} bytes and must not go past the blob's length ({} left)",
+                    state.limits.max_blob_chunk, room
+                ),
+            )
+        } else {
+            e
         }
-        .await,
-    )
+    })?;
+    let n = piece.len() as u64;
+    if n > 0 {
+        let path = blob_path(&state.blob_dir, &id);
+        // The piece keeps its share of the body budget until it is on disk.
+        tokio::task::spawn_blocking(move || -> std::io::Result<()> {
+            use std::os::unix::fs::FileExt;
+            let f = std::fs::OpenOptions::new().write(true).open(&path)?;
+            f.write_all_at(&piece, at)?;
+            f.sync_data()
+        })
+        .await
+        .map_err(|e| storage_failed("write task", std::io::Error::other(e)))?
+        .map_err(|e| {
+            if e.kind() == std::io::ErrorKind::NotFound {
+                ApiError::new(ErrorCode::NotFound, "no such blob (or it expired)")
+            } else {
+                storage_failed("write", e)
+            }
+        })?;
+        let finished = crate::store::rules::finished_blob_expiry(now_secs(), &state.limits);
+        let quota = crate::store::BlobQuota {
+            now: now_secs(),
+            bytes: state.limits.blob_quota_bytes,
+        };
+        if !state
+            .store
+            .advance_blob(id, at, at + n, finished, quota)
+            .await?
+        {
+            // Not moved: either another upload moved it on, or this piece would pass
+            // the quota of bytes uploaded (its offset is then still ours).
+            let still_here = state
+                .store
+                .blob(id, now_secs())
+                .await?
+                .is_some_and(|b| b.offset == at);
+            return Err(if still_here {
+                crate::store::blob_quota_exceeded().into()
+            } else {
+                ApiError::new(
+                    ErrorCode::OffsetMismatch,
+                    "another upload of this blob moved on; ask for the offset and continue",
+                )
+            });
+        }
+    }
+    Ok(axum::Json(BlobOffset {
+        offset: at + n,
+        length: r.length,
+    }))
 }
 
 /// The start of a `Range: bytes=N-` (or `bytes=N-M`, whose end is ignored: the rest is
@@ -418,11 +400,10 @@ fn range_start(headers: &HeaderMap) -> ApiResult<Option<u64>> {
 )]
 pub(crate) async fn download(
     State(state): State<AppState>,
-    UrlPath(id): UrlPath<String>,
+    BlobId(id): BlobId,
     headers: HeaderMap,
 ) -> Response {
     let r = async {
-        let id = parse_id(&id, "blob id")?;
         let record =
             state.store.blob(id, now_secs()).await?.ok_or_else(|| {
                 ApiError::new(ErrorCode::NotFound, "no such blob (or it expired)")
@@ -490,7 +471,7 @@ pub(crate) async fn download(
         Ok(resp)
     }
     .await;
-    respond(r)
+    r.into_response()
 }
 
 /// Blob files that no record claims and that are older than any record could be (records

@@ -71,7 +71,10 @@ impl IntoResponse for ApiError {
         let status =
             StatusCode::from_u16(self.0.code.http_status()).unwrap_or(StatusCode::BAD_REQUEST);
         let retry = matches!(self.0.code, ErrorCode::Unavailable | ErrorCode::RateLimited);
+        let code = self.0.code;
         let mut resp = (status, axum::Json(self.0)).into_response();
+        // Tagged with its code for the metrics (`serve.rs` counts answers by code).
+        resp.extensions_mut().insert(code);
         if retry {
             resp.headers_mut()
                 .insert(header::RETRY_AFTER, header::HeaderValue::from_static("1"));
@@ -207,10 +210,11 @@ async fn count_and_reject(
             }
             None => {
                 state.metrics.connections_refused.increment(1);
-                return with_code(ApiError::new(
+                return ApiError::new(
                     ErrorCode::RateLimited,
                     "too many connections from this address",
-                ));
+                )
+                .into_response();
             }
         }
     }
@@ -246,26 +250,68 @@ pub(crate) async fn fallback() -> Response {
 }
 
 async fn method_not_allowed() -> Response {
-    with_code(ApiError::new(
-        ErrorCode::BadRequest,
-        "method not allowed on this endpoint",
-    ))
+    ApiError::new(ErrorCode::BadRequest, "method not allowed on this endpoint").into_response()
 }
 
-fn with_code(e: ApiError) -> Response {
-    let code = e.0.code;
-    let mut resp = e.into_response();
-    resp.extensions_mut().insert(code);
-    resp
-}
+/// Who sent a request, as the per-address limits count it: the peer address, or the address a
+/// trusted proxy forwarded (see `limits::client_addr`).
+pub(crate) struct Client(pub AddrBucket);
 
-/// Turn a handler result into a response, tagging errors with their code for the metrics.
-pub(crate) fn respond<T: IntoResponse>(r: ApiResult<T>) -> Response {
-    match r {
-        Ok(v) => v.into_response(),
-        Err(e) => with_code(e),
+impl axum::extract::FromRequestParts<AppState> for Client {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(
+        parts: &mut axum::http::request::Parts,
+        state: &AppState,
+    ) -> ApiResult<Self> {
+        let Some(ConnectInfo(peer)) = parts.extensions.get::<ConnectInfo<SocketAddr>>() else {
+            return Err(ApiError::new(
+                ErrorCode::Internal,
+                "the connection's address is unknown",
+            ));
+        };
+        Ok(Client(client_bucket(state, peer, &parts.headers)))
     }
 }
+
+/// An id in the request's path, parsed before the handler runs: a malformed one is a typed
+/// `bad_request` naming what it should have been.
+macro_rules! path_id {
+    ($(#[$doc:meta])* $name:ident, $what:literal) => {
+        $(#[$doc])*
+        pub(crate) struct $name(pub Id);
+
+        impl<S: Send + Sync> axum::extract::FromRequestParts<S> for $name {
+            type Rejection = ApiError;
+
+            async fn from_request_parts(
+                parts: &mut axum::http::request::Parts,
+                state: &S,
+            ) -> ApiResult<Self> {
+                let Path(id) = Path::<String>::from_request_parts(parts, state)
+                    .await
+                    .map_err(|e| ApiError::new(ErrorCode::BadRequest, e.body_text()))?;
+                parse_id(&id, $what).map($name)
+            }
+        }
+    };
+}
+
+path_id!(
+    /// `/v1/mailboxes/{id}/…`
+    MailboxId,
+    "mailbox"
+);
+path_id!(
+    /// `/v1/groups/{id}/…`: a group's log.
+    LogId,
+    "group"
+);
+path_id!(
+    /// `/v1/blobs/{id}/…`
+    BlobId,
+    "blob"
+);
 
 #[utoipa::path(
     get,
@@ -646,38 +692,28 @@ fn target_rate_limited() -> ApiError {
 )]
 async fn create_mailbox(
     State(state): State<AppState>,
-    ConnectInfo(addr): ConnectInfo<SocketAddr>,
-    headers: HeaderMap,
+    Client(client): Client,
     body: Body,
-) -> Response {
-    respond(
-        async {
-            if !state
-                .rates
-                .creations_per_addr
-                .allow(&client_bucket(&state, &addr, &headers))
-            {
-                return Err(rate_limited());
-            }
-            let bytes = read_body(&state, body, 4096).await?;
-            let req: CreateMailbox = parse(&bytes)?;
-            if req.owner_key.len() != 32 {
-                return Err(ApiError::new(
-                    ErrorCode::BadRequest,
-                    "owner_key must be a 32-byte Ed25519 public key",
-                ));
-            }
-            state
-                .store
-                .create_mailbox(req.request_id, req.mailbox_id, req.owner_key.0, now_secs())
-                .await?;
-            Ok((
-                StatusCode::CREATED,
-                axum::Json(Created { id: req.mailbox_id }),
-            ))
-        }
-        .await,
-    )
+) -> ApiResult<impl IntoResponse> {
+    if !state.rates.creations_per_addr.allow(&client) {
+        return Err(rate_limited());
+    }
+    let bytes = read_body(&state, body, 4096).await?;
+    let req: CreateMailbox = parse(&bytes)?;
+    if req.owner_key.len() != 32 {
+        return Err(ApiError::new(
+            ErrorCode::BadRequest,
+            "owner_key must be a 32-byte Ed25519 public key",
+        ));
+    }
+    state
+        .store
+        .create_mailbox(req.request_id, req.mailbox_id, req.owner_key.0, now_secs())
+        .await?;
+    Ok((
+        StatusCode::CREATED,
+        axum::Json(Created { id: req.mailbox_id }),
+    ))
 }
 
 #[utoipa::path(
@@ -698,60 +734,49 @@ async fn create_mailbox(
 )]
 async fn drop_message(
     State(state): State<AppState>,
-    ConnectInfo(addr): ConnectInfo<SocketAddr>,
-    Path(id): Path<String>,
-    headers: HeaderMap,
+    Client(client): Client,
+    MailboxId(mailbox): MailboxId,
     body: Body,
-) -> Response {
-    respond(
-        async {
-            let mailbox = parse_id(&id, "mailbox")?;
-            // Drops are anonymous: bound them per sender address and per target mailbox
-            // before reading a byte, and refuse them when the mailbox does not exist.
-            if !state
-                .rates
-                .drops_per_addr
-                .allow(&client_bucket(&state, &addr, &headers))
-            {
-                return Err(rate_limited());
-            }
-            if !state.rates.drops_per_mailbox.allow(&mailbox) {
-                return Err(target_rate_limited());
-            }
-            check_relay_storage(&state)?;
-            if state.store.mailbox_owner(mailbox).await?.is_none() {
-                return Err(ApiError::new(ErrorCode::NotFound, "no such mailbox"));
-            }
-            let limit = state.limits.max_mailbox_message * 4 / 3 + 256;
-            let bytes = read_body(&state, body, limit.min(state.limits.max_request_body)).await?;
-            let req: DropMessage = parse(&bytes)?;
-            if req.body.len() > state.limits.max_mailbox_message {
-                return Err(ApiError::new(
-                    ErrorCode::TooLarge,
-                    "message is larger than the mailbox message limit",
-                ));
-            }
-            let len = req.body.len() as u64;
-            let seq = state
-                .store
-                .drop_message(
-                    req.request_id,
-                    mailbox,
-                    req.body.0,
-                    now_secs(),
-                    &state.limits,
-                )
-                .await?;
-            state.metrics.mailbox_messages_stored.increment(1);
-            state.metrics.mailbox_bytes_stored.increment(len as u64);
-            state.notifier.notify(Topic::Mailbox(mailbox));
-            Ok(axum::Json(Stored {
-                seq,
-                undelivered_welcomes: Vec::new(),
-            }))
-        }
-        .await,
-    )
+) -> ApiResult<impl IntoResponse> {
+    // Drops are anonymous: bound them per sender address and per target mailbox
+    // before reading a byte, and refuse them when the mailbox does not exist.
+    if !state.rates.drops_per_addr.allow(&client) {
+        return Err(rate_limited());
+    }
+    if !state.rates.drops_per_mailbox.allow(&mailbox) {
+        return Err(target_rate_limited());
+    }
+    check_relay_storage(&state)?;
+    if state.store.mailbox_owner(mailbox).await?.is_none() {
+        return Err(ApiError::new(ErrorCode::NotFound, "no such mailbox"));
+    }
+    let limit = state.limits.max_mailbox_message * 4 / 3 + 256;
+    let bytes = read_body(&state, body, limit.min(state.limits.max_request_body)).await?;
+    let req: DropMessage = parse(&bytes)?;
+    if req.body.len() > state.limits.max_mailbox_message {
+        return Err(ApiError::new(
+            ErrorCode::TooLarge,
+            "message is larger than the mailbox message limit",
+        ));
+    }
+    let len = req.body.len() as u64;
+    let seq = state
+        .store
+        .drop_message(
+            req.request_id,
+            mailbox,
+            req.body.0,
+            now_secs(),
+            &state.limits,
+        )
+        .await?;
+    state.metrics.mailbox_messages_stored.increment(1);
+    state.metrics.mailbox_bytes_stored.increment(len as u64);
+    state.notifier.notify(Topic::Mailbox(mailbox));
+    Ok(axum::Json(Stored {
+        seq,
+        undelivered_welcomes: Vec::new(),
+    }))
 }
 
 #[derive(Deserialize)]
@@ -782,31 +807,24 @@ struct MailboxQuery {
 )]
 async fn read_mailbox(
     State(state): State<AppState>,
-    Path(id): Path<String>,
+    MailboxId(mailbox): MailboxId,
     method: Method,
     uri: Uri,
     headers: HeaderMap,
     query: Result<Query<MailboxQuery>, axum::extract::rejection::QueryRejection>,
-) -> Response {
-    respond(
-        async {
-            let mailbox = parse_id(&id, "mailbox")?;
-            let Query(q) =
-                query.map_err(|e| ApiError::new(ErrorCode::BadRequest, e.body_text()))?;
-            bounded(q.after, "after")?;
-            check_owner(&state, mailbox, &method, &uri, &headers, b"").await?;
-            let limit = q
-                .limit
-                .unwrap_or(state.limits.max_read_entries)
-                .clamp(1, state.limits.max_read_entries);
-            let messages = state
-                .store
-                .read_mailbox(mailbox, q.after, limit, now_secs())
-                .await?;
-            Ok(axum::Json(MailboxMessages { messages }))
-        }
-        .await,
-    )
+) -> ApiResult<impl IntoResponse> {
+    let Query(q) = query.map_err(|e| ApiError::new(ErrorCode::BadRequest, e.body_text()))?;
+    bounded(q.after, "after")?;
+    check_owner(&state, mailbox, &method, &uri, &headers, b"").await?;
+    let limit = q
+        .limit
+        .unwrap_or(state.limits.max_read_entries)
+        .clamp(1, state.limits.max_read_entries);
+    let messages = state
+        .store
+        .read_mailbox(mailbox, q.after, limit, now_secs())
+        .await?;
+    Ok(axum::Json(MailboxMessages { messages }))
 }
 
 #[utoipa::path(
@@ -828,33 +846,27 @@ async fn read_mailbox(
 )]
 async fn ack(
     State(state): State<AppState>,
-    Path(id): Path<String>,
+    MailboxId(mailbox): MailboxId,
     method: Method,
     uri: Uri,
     headers: HeaderMap,
     body: Body,
-) -> Response {
-    respond(
-        async {
-            let mailbox = parse_id(&id, "mailbox")?;
-            let signed = owner_precheck(&state, mailbox, &headers).await?;
-            let bytes = read_body(&state, body, 64 * 1024).await?;
-            owner_verify(&state, mailbox, signed, &method, &uri, &bytes).await?;
-            let req: AckMessages = parse(&bytes)?;
-            if req.seqs.len() > state.limits.max_read_entries {
-                return Err(ApiError::new(
-                    ErrorCode::TooLarge,
-                    "too many sequence numbers in one acknowledgement",
-                ));
-            }
-            let deleted = state
-                .store
-                .ack_messages(req.request_id, mailbox, req.seqs)
-                .await?;
-            Ok(axum::Json(Acked { deleted }))
-        }
-        .await,
-    )
+) -> ApiResult<impl IntoResponse> {
+    let signed = owner_precheck(&state, mailbox, &headers).await?;
+    let bytes = read_body(&state, body, 64 * 1024).await?;
+    owner_verify(&state, mailbox, signed, &method, &uri, &bytes).await?;
+    let req: AckMessages = parse(&bytes)?;
+    if req.seqs.len() > state.limits.max_read_entries {
+        return Err(ApiError::new(
+            ErrorCode::TooLarge,
+            "too many sequence numbers in one acknowledgement",
+        ));
+    }
+    let deleted = state
+        .store
+        .ack_messages(req.request_id, mailbox, req.seqs)
+        .await?;
+    Ok(axum::Json(Acked { deleted }))
 }
 
 #[utoipa::path(
@@ -876,49 +888,43 @@ async fn ack(
 )]
 async fn upload_key_packages(
     State(state): State<AppState>,
-    Path(id): Path<String>,
+    MailboxId(mailbox): MailboxId,
     method: Method,
     uri: Uri,
     headers: HeaderMap,
     body: Body,
-) -> Response {
-    respond(
-        async {
-            let mailbox = parse_id(&id, "mailbox")?;
-            let l = &state.limits;
-            let limit = (l.max_key_package_size * (l.max_key_packages as usize + 1)) * 4 / 3 + 1024;
-            let signed = owner_precheck(&state, mailbox, &headers).await?;
-            let bytes = read_body(&state, body, limit.min(l.max_request_body)).await?;
-            owner_verify(&state, mailbox, signed, &method, &uri, &bytes).await?;
-            let req: UploadKeyPackages = parse(&bytes)?;
-            if req
-                .key_packages
-                .iter()
-                .chain(req.last_resort.iter())
-                .any(|k| k.len() > l.max_key_package_size || k.is_empty())
-            {
-                return Err(ApiError::new(
-                    ErrorCode::TooLarge,
-                    format!(
-                        "each KeyPackage must be 1 to {} bytes",
-                        l.max_key_package_size
-                    ),
-                ));
-            }
-            let count = state
-                .store
-                .upload_key_packages(
-                    req.request_id,
-                    mailbox,
-                    req.key_packages.into_iter().map(|k| k.0).collect(),
-                    req.last_resort.map(|k| k.0),
-                    l.max_key_packages,
-                )
-                .await?;
-            Ok(axum::Json(count))
-        }
-        .await,
-    )
+) -> ApiResult<impl IntoResponse> {
+    let l = &state.limits;
+    let limit = (l.max_key_package_size * (l.max_key_packages as usize + 1)) * 4 / 3 + 1024;
+    let signed = owner_precheck(&state, mailbox, &headers).await?;
+    let bytes = read_body(&state, body, limit.min(l.max_request_body)).await?;
+    owner_verify(&state, mailbox, signed, &method, &uri, &bytes).await?;
+    let req: UploadKeyPackages = parse(&bytes)?;
+    if req
+        .key_packages
+        .iter()
+        .chain(req.last_resort.iter())
+        .any(|k| k.len() > l.max_key_package_size || k.is_empty())
+    {
+        return Err(ApiError::new(
+            ErrorCode::TooLarge,
+            format!(
+                "each KeyPackage must be 1 to {} bytes",
+                l.max_key_package_size
+            ),
+        ));
+    }
+    let count = state
+        .store
+        .upload_key_packages(
+            req.request_id,
+            mailbox,
+            req.key_packages.into_iter().map(|k| k.0).collect(),
+            req.last_resort.map(|k| k.0),
+            l.max_key_packages,
+        )
+        .await?;
+    Ok(axum::Json(count))
 }
 
 #[utoipa::path(
@@ -939,19 +945,13 @@ async fn upload_key_packages(
 )]
 async fn key_package_count(
     State(state): State<AppState>,
-    Path(id): Path<String>,
+    MailboxId(mailbox): MailboxId,
     method: Method,
     uri: Uri,
     headers: HeaderMap,
-) -> Response {
-    respond(
-        async {
-            let mailbox = parse_id(&id, "mailbox")?;
-            check_owner(&state, mailbox, &method, &uri, &headers, b"").await?;
-            Ok(axum::Json(state.store.key_package_count(mailbox).await?))
-        }
-        .await,
-    )
+) -> ApiResult<impl IntoResponse> {
+    check_owner(&state, mailbox, &method, &uri, &headers, b"").await?;
+    Ok(axum::Json(state.store.key_package_count(mailbox).await?))
 }
 
 #[utoipa::path(
@@ -972,36 +972,25 @@ async fn key_package_count(
 )]
 async fn claim_key_package(
     State(state): State<AppState>,
-    ConnectInfo(addr): ConnectInfo<SocketAddr>,
-    Path(id): Path<String>,
-    headers: HeaderMap,
+    Client(client): Client,
+    MailboxId(mailbox): MailboxId,
     body: Body,
-) -> Response {
-    respond(
-        async {
-            let mailbox = parse_id(&id, "mailbox")?;
-            if !state
-                .rates
-                .claims_per_addr
-                .allow(&client_bucket(&state, &addr, &headers))
-            {
-                return Err(rate_limited());
-            }
-            // Per pool as well: many addresses together must not drain one person's pool.
-            if !state.rates.claims_per_mailbox.allow(&mailbox) {
-                return Err(target_rate_limited());
-            }
-            let bytes = read_body(&state, body, 4096).await?;
-            let req: ClaimKeyPackage = parse(&bytes)?;
-            let claimed = state
-                .store
-                .claim_key_package(req.request_id, mailbox)
-                .await?;
-            state.metrics.key_packages_claimed.increment(1);
-            Ok(axum::Json(claimed))
-        }
-        .await,
-    )
+) -> ApiResult<impl IntoResponse> {
+    if !state.rates.claims_per_addr.allow(&client) {
+        return Err(rate_limited());
+    }
+    // Per pool as well: many addresses together must not drain one person's pool.
+    if !state.rates.claims_per_mailbox.allow(&mailbox) {
+        return Err(target_rate_limited());
+    }
+    let bytes = read_body(&state, body, 4096).await?;
+    let req: ClaimKeyPackage = parse(&bytes)?;
+    let claimed = state
+        .store
+        .claim_key_package(req.request_id, mailbox)
+        .await?;
+    state.metrics.key_packages_claimed.increment(1);
+    Ok(axum::Json(claimed))
 }
 
 fn hash_from(b: &proto::Bytes, what: &str) -> ApiResult<[u8; 32]> {
@@ -1028,34 +1017,24 @@ fn hash_from(b: &proto::Bytes, what: &str) -> ApiResult<[u8; 32]> {
 )]
 async fn create_group(
     State(state): State<AppState>,
-    ConnectInfo(addr): ConnectInfo<SocketAddr>,
-    headers: HeaderMap,
+    Client(client): Client,
     body: Body,
-) -> Response {
-    respond(
-        async {
-            if !state
-                .rates
-                .creations_per_addr
-                .allow(&client_bucket(&state, &addr, &headers))
-            {
-                return Err(rate_limited());
-            }
-            let bytes = read_body(&state, body, 4096).await?;
-            let req: CreateGroup = parse(&bytes)?;
-            let hash = hash_from(&req.token_hash, "token_hash")?;
-            bounded(req.epoch, "epoch")?;
-            state
-                .store
-                .create_group(req.request_id, req.group_id, req.epoch, hash, now_secs())
-                .await?;
-            Ok((
-                StatusCode::CREATED,
-                axum::Json(Created { id: req.group_id }),
-            ))
-        }
-        .await,
-    )
+) -> ApiResult<impl IntoResponse> {
+    if !state.rates.creations_per_addr.allow(&client) {
+        return Err(rate_limited());
+    }
+    let bytes = read_body(&state, body, 4096).await?;
+    let req: CreateGroup = parse(&bytes)?;
+    let hash = hash_from(&req.token_hash, "token_hash")?;
+    bounded(req.epoch, "epoch")?;
+    state
+        .store
+        .create_group(req.request_id, req.group_id, req.epoch, hash, now_secs())
+        .await?;
+    Ok((
+        StatusCode::CREATED,
+        axum::Json(Created { id: req.group_id }),
+    ))
 }
 
 fn token_from(headers: &HeaderMap) -> ApiResult<Vec<u8>> {
@@ -1110,27 +1089,21 @@ fn token_from(headers: &HeaderMap) -> ApiResult<Vec<u8>> {
 )]
 async fn append(
     State(state): State<AppState>,
-    Path(id): Path<String>,
+    LogId(group): LogId,
     headers: HeaderMap,
     body: Body,
-) -> Response {
-    respond(
-        async {
-            let group = parse_id(&id, "group")?;
-            let token = token_from(&headers)?;
-            let (token_hash, token_epoch) = authorize_append(&state, group, &token).await?;
-            check_relay_storage(&state)?;
-            let bytes = read_body(&state, body, state.limits.max_request_body).await?;
-            let req = if is_octet_stream(&headers) {
-                binary_append_entry(&headers, &bytes)?
-            } else {
-                parse(&bytes)?
-            };
-            let stored = append_entry(&state, group, token_hash, token_epoch, req).await?;
-            Ok(axum::Json(stored))
-        }
-        .await,
-    )
+) -> ApiResult<impl IntoResponse> {
+    let token = token_from(&headers)?;
+    let (token_hash, token_epoch) = authorize_append(&state, group, &token).await?;
+    check_relay_storage(&state)?;
+    let bytes = read_body(&state, body, state.limits.max_request_body).await?;
+    let req = if is_octet_stream(&headers) {
+        binary_append_entry(&headers, &bytes)?
+    } else {
+        parse(&bytes)?
+    };
+    let stored = append_entry(&state, group, token_hash, token_epoch, req).await?;
+    Ok(axum::Json(stored))
 }
 
 fn is_octet_stream(headers: &HeaderMap) -> bool {
@@ -1389,31 +1362,24 @@ pub(crate) async fn check_token(
 )]
 async fn read_entries(
     State(state): State<AppState>,
-    Path(id): Path<String>,
+    LogId(group): LogId,
     headers: HeaderMap,
     query: Result<Query<EntriesQuery>, axum::extract::rejection::QueryRejection>,
-) -> Response {
-    respond(
-        async {
-            let group = parse_id(&id, "group")?;
-            let Query(q) =
-                query.map_err(|e| ApiError::new(ErrorCode::BadRequest, e.body_text()))?;
-            let token = token_from(&headers)?;
-            bounded(q.epoch, "epoch")?;
-            bounded(q.after, "after")?;
-            check_token(&state, group, q.epoch, &token).await?;
-            let limit = q
-                .limit
-                .unwrap_or(state.limits.max_read_entries)
-                .clamp(1, state.limits.max_read_entries);
-            let entries = state
-                .store
-                .read_entries(group, q.epoch, q.after, limit)
-                .await?;
-            Ok(axum::Json(entries))
-        }
-        .await,
-    )
+) -> ApiResult<impl IntoResponse> {
+    let Query(q) = query.map_err(|e| ApiError::new(ErrorCode::BadRequest, e.body_text()))?;
+    let token = token_from(&headers)?;
+    bounded(q.epoch, "epoch")?;
+    bounded(q.after, "after")?;
+    check_token(&state, group, q.epoch, &token).await?;
+    let limit = q
+        .limit
+        .unwrap_or(state.limits.max_read_entries)
+        .clamp(1, state.limits.max_read_entries);
+    let entries = state
+        .store
+        .read_entries(group, q.epoch, q.after, limit)
+        .await?;
+    Ok(axum::Json(entries))
 }
 
 #[cfg(test)]
