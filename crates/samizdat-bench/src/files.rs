@@ -167,7 +167,7 @@ pub async fn attachments(args: AttachmentArgs) -> Result<Report> {
         .send_file("Bob", &file, "bench", &Default::default())
         .await?;
     let upload = t.elapsed();
-    samizdat_core::rpc::call_local(&bob, "sync", json!({}))
+    samizdat_rpc::call_local(&bob, "sync", json!({}))
         .await
         .map_err(|e| anyhow!("{}", e.message))?;
     let out = tmp.path().join("received.bin");

@@ -3,9 +3,10 @@
 //!
 //! What it is not: a user interface. It prints nothing, reads no terminal and writes no
 //! sentence (what it reports is data: [`Notice`], [`ConvStatus`]); the CLI, the app and bots
-//! are fronts over the service ([`ClientHandle`] in process, JSON-RPC over its socket).
+//! are fronts over the service ([`ClientHandle`]), through the typed API of the `samizdat-rpc`
+//! crate above this one (in process, or JSON-RPC over the service's socket).
 //!
-//! What a front uses is public: the service and its typed API ([`rpc::Api`]), the views and
+//! What a front uses is public: the service, the views and
 //! events, [`Notice`] and the other reports as data, the lock, the network settings, wipe.
 //! The MLS adapter, the store, the relay client and the Welcome parts are public only with the
 //! `internals` feature, which the benchmarks and the integration tests turn on; the formats
@@ -32,12 +33,13 @@ mod profile;
 pub mod relay_client;
 #[cfg(not(feature = "internals"))]
 mod relay_client;
-pub mod rpc;
 pub mod service;
 #[cfg(feature = "internals")]
 pub mod store;
 #[cfg(not(feature = "internals"))]
 mod store;
+#[cfg(feature = "testing")]
+pub mod testing;
 pub mod text;
 pub mod transfer;
 #[cfg(feature = "internals")]
@@ -216,18 +218,21 @@ pub(crate) fn sha256(data: &[u8]) -> [u8; 32] {
     out
 }
 
+/// The profile's clock in seconds (see [`now_millis`]).
 pub(crate) fn now_secs() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0)
+    now_millis() / 1000
 }
 
+/// The profile's clock: the system's, moved by the test world's clock when it runs
+/// (`testing::World::advance`; the feature is off in every build people run).
 pub(crate) fn now_millis() -> u64 {
-    std::time::SystemTime::now()
+    let system = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_millis() as u64)
-        .unwrap_or(0)
+        .unwrap_or(0);
+    #[cfg(feature = "testing")]
+    let system = system.saturating_add(testing::clock_offset_ms());
+    system
 }
 
 #[cfg(test)]

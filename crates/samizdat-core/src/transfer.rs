@@ -152,37 +152,11 @@ impl ClientHandle {
         caption: &str,
         how: &SendFile,
     ) -> Result<String> {
-        let meta = std::fs::metadata(path)
-            .map_err(|e| Error::Usage(format!("cannot read {}: {e}", path.display())))?;
-        if !meta.is_file() {
-            return Err(Error::Usage(format!("{} is not a file", path.display())));
-        }
-        let mut size = meta.len();
-        if size > crate::payload::MAX_ATTACHMENT {
-            return Err(Error::Usage(
-                "files larger than 4 GiB cannot be sent".into(),
-            ));
-        }
-        let name = attachment::safe_name(&match &how.name {
-            Some(n) => n.clone(),
-            None => path
-                .file_name()
-                .map(|n| n.to_string_lossy().into_owned())
-                .unwrap_or_default(),
-        });
-        // A photo loses its location, camera and time before anything else (unless asked to
-        // keep them): read into memory, cleaned there, encrypted from there.
-        let mut cleaned: Option<zeroize::Zeroizing<Vec<u8>>> = None;
-        if !how.keep_metadata && size <= MAX_CLEANED && looks_like_image(path)? {
-            let bytes = zeroize::Zeroizing::new(
-                std::fs::read(path)
-                    .map_err(|e| Error::Usage(format!("cannot read {}: {e}", path.display())))?,
-            );
-            if let crate::metadata::Stripped::Image(clean) = crate::metadata::strip(&bytes)? {
-                size = clean.len() as u64;
-                cleaned = Some(clean);
-            }
-        }
+        let Outgoing {
+            size,
+            name,
+            cleaned,
+        } = outgoing(path, how)?;
         let t = target.to_string();
         let plan = self
             .call(move |p| async move { p.attachment_plan(&t) }.boxed_local())
@@ -638,4 +612,53 @@ async fn download(
         tokio::time::sleep(waits.next().unwrap_or(Duration::from_secs(5))).await;
         resumed = Some(std::fs::metadata(part).map(|m| m.len()).unwrap_or(0));
     }
+}
+
+/// A file about to be sent, checked: its size (after cleaning), its safe name, and the
+/// cleaned bytes when it was a photo whose metadata was stripped.
+struct Outgoing {
+    size: u64,
+    name: String,
+    cleaned: Option<zeroize::Zeroizing<Vec<u8>>>,
+}
+
+/// Check a file to send and strip a photo's location, camera and time before anything
+/// else (unless asked to keep them): read into memory, cleaned there, encrypted from there.
+fn outgoing(path: &Path, how: &SendFile) -> Result<Outgoing> {
+    let meta = std::fs::metadata(path)
+        .map_err(|e| Error::Usage(format!("cannot read {}: {e}", path.display())))?;
+    if !meta.is_file() {
+        return Err(Error::Usage(format!("{} is not a file", path.display())));
+    }
+    let mut size = meta.len();
+    if size > crate::payload::MAX_ATTACHMENT {
+        return Err(Error::Usage(
+            "files larger than 4 GiB cannot be sent".into(),
+        ));
+    }
+    let name = attachment::safe_name(&match &how.name {
+        Some(n) => n.clone(),
+        None => path
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default(),
+    });
+    // A photo loses its location, camera and time before anything else (unless asked to
+    // keep them): read into memory, cleaned there, encrypted from there.
+    let mut cleaned: Option<zeroize::Zeroizing<Vec<u8>>> = None;
+    if !how.keep_metadata && size <= MAX_CLEANED && looks_like_image(path)? {
+        let bytes = zeroize::Zeroizing::new(
+            std::fs::read(path)
+                .map_err(|e| Error::Usage(format!("cannot read {}: {e}", path.display())))?,
+        );
+        if let crate::metadata::Stripped::Image(clean) = crate::metadata::strip(&bytes)? {
+            size = clean.len() as u64;
+            cleaned = Some(clean);
+        }
+    }
+    Ok(Outgoing {
+        size,
+        name,
+        cleaned,
+    })
 }

@@ -5,8 +5,8 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use anyhow::{Context, Result, anyhow};
-use samizdat_core::rpc::{self, Api};
 use samizdat_core::{ClientHandle, Event, Mode, Notice, Profile};
+use samizdat_rpc::{self as rpc, Api};
 use serde_json::json;
 
 use tokio::io::AsyncWriteExt;
@@ -776,7 +776,7 @@ async fn run_in(home: &Path, cmd: ClientCommand) -> Result<()> {
         ClientCommand::Rpc { openrpc: true } => {
             println!(
                 "{}",
-                serde_json::to_string_pretty(&samizdat_core::rpc::openrpc())?
+                serde_json::to_string_pretty(&samizdat_rpc::openrpc())?
             );
             return Ok(());
         }
@@ -791,7 +791,7 @@ async fn run_in(home: &Path, cmd: ClientCommand) -> Result<()> {
     let mut b = Backend::open(home, Mode::OnDemand, pass).await?;
     match cmd {
         ClientCommand::Whoami => {
-            let w: samizdat_core::rpc::WhoAmI = b.whoami(rpc::NoParams {}).await?;
+            let w: samizdat_rpc::WhoAmI = b.whoami(rpc::NoParams {}).await?;
             println!(
                 "name: {}\nrelay: {}\nfingerprint: {}",
                 w.name, w.relay, w.fingerprint
@@ -809,7 +809,7 @@ async fn run_in(home: &Path, cmd: ClientCommand) -> Result<()> {
             hours,
             qr,
         } => {
-            let invite: samizdat_core::rpc::InviteLink = b
+            let invite: samizdat_rpc::InviteLink = b
                 .invite_create(rpc::InviteCreateParams {
                     reusable,
                     hours: Some(hours),
@@ -880,7 +880,7 @@ async fn run_in(home: &Path, cmd: ClientCommand) -> Result<()> {
                 _ => return Err(anyhow!("give either the message text or --file PATH")),
             };
             let mut bar = TransferBar::new("uploading");
-            let sent: Result<samizdat_core::rpc::Sent> =
+            let sent: Result<samizdat_rpc::Sent> =
                 b.call_watching("send", params, |e| bar.on(e)).await;
             bar.finish();
             print_side_events(&b.events_since(since).await.unwrap_or_default());
@@ -914,7 +914,7 @@ async fn run_in(home: &Path, cmd: ClientCommand) -> Result<()> {
         }
         ClientCommand::Config(ConfigCommand::Proxy { url, isolate }) => {
             let Some(url) = url else {
-                let w: samizdat_core::rpc::WhoAmI = b.whoami(rpc::NoParams {}).await?;
+                let w: samizdat_rpc::WhoAmI = b.whoami(rpc::NoParams {}).await?;
                 match &w.proxy {
                     Some(p) => println!(
                         "proxy: {}{}",
@@ -925,7 +925,7 @@ async fn run_in(home: &Path, cmd: ClientCommand) -> Result<()> {
                 }
                 return Ok(());
             };
-            let _: samizdat_core::rpc::Done = b
+            let _: samizdat_rpc::Done = b
                 .set_proxy(rpc::ProxyParams {
                     proxy: url.clone(),
                     isolate,
@@ -936,7 +936,7 @@ async fn run_in(home: &Path, cmd: ClientCommand) -> Result<()> {
             );
         }
         ClientCommand::Config(ConfigCommand::MoveAfter { duration: None }) => {
-            let s: samizdat_core::rpc::Settings = b.settings(rpc::NoParams {}).await?;
+            let s: samizdat_rpc::Settings = b.settings(rpc::NoParams {}).await?;
             if s.move_after_secs == 0 {
                 println!("move-after: off (conversations move only by `samizdat move`)");
             } else {
@@ -947,8 +947,7 @@ async fn run_in(home: &Path, cmd: ClientCommand) -> Result<()> {
             duration: Some(duration),
         }) => {
             let seconds = parse_duration(&duration)?;
-            let _: samizdat_core::rpc::Done =
-                b.set_move_after(rpc::MoveAfterParams { seconds }).await?;
+            let _: samizdat_rpc::Done = b.set_move_after(rpc::MoveAfterParams { seconds }).await?;
             if seconds == 0 {
                 println!("conversations move only by `samizdat move`");
             } else {
@@ -956,7 +955,7 @@ async fn run_in(home: &Path, cmd: ClientCommand) -> Result<()> {
             }
         }
         ClientCommand::Relays(cmd) => {
-            let r: samizdat_core::rpc::Relays = match &cmd {
+            let r: samizdat_rpc::Relays = match &cmd {
                 RelaysCommand::List { .. } => b.relays(rpc::NoParams {}).await?,
                 RelaysCommand::Add { url } => {
                     b.relay_add(rpc::RelayParams { relay: url.clone() }).await?
@@ -975,7 +974,7 @@ async fn run_in(home: &Path, cmd: ClientCommand) -> Result<()> {
             }
         }
         ClientCommand::Move { target, to } => {
-            let m: samizdat_core::rpc::Moved = b
+            let m: samizdat_rpc::Moved = b
                 .move_conversation(rpc::MoveParams {
                     target: Some(target.clone()),
                     to: to.clone(),
@@ -986,7 +985,7 @@ async fn run_in(home: &Path, cmd: ClientCommand) -> Result<()> {
         }
         ClientCommand::Config(ConfigCommand::AutoDownload { size }) => {
             let bytes = parse_size(&size)?;
-            let _: samizdat_core::rpc::Done = b
+            let _: samizdat_rpc::Done = b
                 .set_auto_download(rpc::AutoDownloadParams { bytes })
                 .await?;
             if bytes == 0 {
@@ -996,7 +995,7 @@ async fn run_in(home: &Path, cmd: ClientCommand) -> Result<()> {
             }
         }
         ClientCommand::Sync { json } => {
-            let synced: samizdat_core::rpc::Synced = b.sync(rpc::NoParams {}).await?;
+            let synced: samizdat_rpc::Synced = b.sync(rpc::NoParams {}).await?;
             let shown: Vec<&Event> = synced
                 .events
                 .iter()
@@ -1071,7 +1070,7 @@ async fn run_in(home: &Path, cmd: ClientCommand) -> Result<()> {
         }
         ClientCommand::Group(g) => match g {
             GroupCommand::Create { name } => {
-                let _: samizdat_core::rpc::Created = b
+                let _: samizdat_rpc::Created = b
                     .group_create(rpc::GroupParams {
                         group: name.clone(),
                         conversation_id: None,
@@ -1104,7 +1103,7 @@ async fn run_in(home: &Path, cmd: ClientCommand) -> Result<()> {
                 print_side_events(&side);
             }
             GroupCommand::Remove { name, alias } => {
-                let _: samizdat_core::rpc::Done = b
+                let _: samizdat_rpc::Done = b
                     .group_remove(rpc::GroupRemoveParams {
                         group: name.clone(),
                         conversation_id: None,
@@ -1114,7 +1113,7 @@ async fn run_in(home: &Path, cmd: ClientCommand) -> Result<()> {
                 println!("removed {alias} from {name}");
             }
             GroupCommand::Readd { name, alias } => {
-                let _: samizdat_core::rpc::Done = b
+                let _: samizdat_rpc::Done = b
                     .group_readd(rpc::GroupRemoveParams {
                         group: name.clone(),
                         conversation_id: None,
@@ -1124,7 +1123,7 @@ async fn run_in(home: &Path, cmd: ClientCommand) -> Result<()> {
                 println!("sent {alias} a fresh invitation to {name}");
             }
             GroupCommand::Rename { name, new_name } => {
-                let _: samizdat_core::rpc::Created = b
+                let _: samizdat_rpc::Created = b
                     .group_rename(rpc::GroupRenameParams {
                         group: name.clone(),
                         conversation_id: None,
@@ -1134,7 +1133,7 @@ async fn run_in(home: &Path, cmd: ClientCommand) -> Result<()> {
                 println!("renamed {name} to {}", safe(new_name.trim()));
             }
             GroupCommand::Leave { name } => {
-                let _: samizdat_core::rpc::Done = b
+                let _: samizdat_rpc::Done = b
                     .group_leave(rpc::GroupParams {
                         group: name.clone(),
                         conversation_id: None,
@@ -1204,7 +1203,7 @@ async fn run_in(home: &Path, cmd: ClientCommand) -> Result<()> {
                 }
             }
             InvitationCommand::Decline { id } => {
-                let _: samizdat_core::rpc::Done =
+                let _: samizdat_rpc::Done =
                     b.invitation_decline(rpc::InvitationParams { id }).await?;
                 println!("declined invitation {id}");
             }
@@ -1215,7 +1214,7 @@ async fn run_in(home: &Path, cmd: ClientCommand) -> Result<()> {
         } => {
             let pass = backup_passphrase(true)?;
             let out = std::path::absolute(&out).unwrap_or(out);
-            let done: samizdat_core::rpc::BackedUp = b
+            let done: samizdat_rpc::BackedUp = b
                 .backup(rpc::BackupParams {
                     out: out.to_string_lossy().into_owned(),
                     passphrase: pass.as_str().to_string(),
@@ -1226,7 +1225,7 @@ async fn run_in(home: &Path, cmd: ClientCommand) -> Result<()> {
         }
         ClientCommand::Timer { target, duration } => {
             let seconds = parse_duration(&duration)?;
-            let _: samizdat_core::rpc::Done = b
+            let _: samizdat_rpc::Done = b
                 .set_timer(rpc::TimerParams {
                     target: Some(target.clone()),
                     seconds,
@@ -1244,7 +1243,7 @@ async fn run_in(home: &Path, cmd: ClientCommand) -> Result<()> {
         }
         ClientCommand::Duress(DuressCommand::Set) => {
             let duress = duress_passphrase()?;
-            let _: samizdat_core::rpc::Done = b
+            let _: samizdat_rpc::Done = b
                 .duress_set(rpc::DuressParams {
                     passphrase: duress.as_str().to_string(),
                 })
@@ -1260,7 +1259,7 @@ async fn run_in(home: &Path, cmd: ClientCommand) -> Result<()> {
             unmark,
         } => {
             if mark || unmark {
-                let _: samizdat_core::rpc::Done = b
+                let _: samizdat_rpc::Done = b
                     .contact_verify(rpc::ContactVerifyParams {
                         contact: alias.clone(),
                         verified: mark,
@@ -1276,7 +1275,7 @@ async fn run_in(home: &Path, cmd: ClientCommand) -> Result<()> {
                 );
                 return Ok(());
             }
-            let n: samizdat_core::rpc::SafetyNumber = b
+            let n: samizdat_rpc::SafetyNumber = b
                 .safety_number(rpc::ContactParams {
                     contact: alias.clone(),
                 })
@@ -1312,7 +1311,7 @@ async fn run_in(home: &Path, cmd: ClientCommand) -> Result<()> {
                 }
             }
             DeviceCommand::Revoke { id } => {
-                let _: samizdat_core::rpc::Done = b
+                let _: samizdat_rpc::Done = b
                     .device_revoke(rpc::DeviceParams { id: id.clone() })
                     .await?;
                 println!("device {id} revoked: removed from every conversation");
@@ -1401,7 +1400,7 @@ async fn device_add(b: &mut Backend, link: &str, yes: bool, timeout: u64) -> Res
     println!("Waiting for the new device…");
     let deadline = std::time::Instant::now() + Duration::from_secs(timeout.max(1));
     loop {
-        let _: samizdat_core::rpc::Synced = b.sync(rpc::NoParams {}).await?;
+        let _: samizdat_rpc::Synced = b.sync(rpc::NoParams {}).await?;
         for e in b.events_since(since).await? {
             // A failure, or KeyPackages altered on the way (they no longer open with the
             // one-time key): the new device is not added.
@@ -1470,8 +1469,8 @@ struct Owner {
 }
 
 impl Owner {
-    async fn whoami(&self) -> Result<samizdat_core::rpc::WhoAmI> {
-        let v = samizdat_core::rpc::call_local(&self.handle, "whoami", json!({}))
+    async fn whoami(&self) -> Result<samizdat_rpc::WhoAmI> {
+        let v = samizdat_rpc::call_local(&self.handle, "whoami", json!({}))
             .await
             .map_err(|e| anyhow!(e.message))?;
         Ok(serde_json::from_value(v)?)
@@ -1519,7 +1518,7 @@ async fn rpc(home: &Path) -> Result<()> {
     require_profile(home)?;
     let lock = lock_waiting(home)?;
     let owner = own(home, lock).await?;
-    samizdat_core::rpc::serve_connection(owner.handle.clone(), stdin, tokio::io::stdout()).await;
+    samizdat_rpc::serve_connection(owner.handle.clone(), stdin, tokio::io::stdout()).await;
     drop(owner);
     Ok(())
 }

@@ -8,8 +8,8 @@ use std::time::Duration;
 
 use anyhow::{Context, Result, anyhow};
 use samizdat_core::lock::ProfileLock;
-use samizdat_core::rpc::{self, Api, GetEventsParams, RpcError};
 use samizdat_core::{ClientHandle, LiveEvent, Mode, Profile};
+use samizdat_rpc::{self as rpc, Api, GetEventsParams, RpcError};
 use serde::de::DeserializeOwned;
 use serde_json::{Value, json};
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
@@ -122,7 +122,7 @@ impl Backend {
         let value = match self {
             Backend::Local { handle, .. } => {
                 let mut events = handle.subscribe();
-                let call = samizdat_core::rpc::call_local(handle, method, params);
+                let call = samizdat_rpc::call_local(handle, method, params);
                 tokio::pin!(call);
                 loop {
                     tokio::select! {
@@ -177,9 +177,7 @@ impl Backend {
 impl Api for Backend {
     async fn call_raw(&self, method: &'static str, params: Value) -> Result<Value, RpcError> {
         match self {
-            Backend::Local { handle, .. } => {
-                samizdat_core::rpc::call_local(handle, method, params).await
-            }
+            Backend::Local { handle, .. } => samizdat_rpc::call_local(handle, method, params).await,
             Backend::Remote(c) => c.lock().await.call_rpc(method, params, |_| {}).await,
         }
     }
@@ -330,7 +328,7 @@ pub fn serve_socket(home: &Path, handle: ClientHandle) -> Result<SocketServer> {
             let handle = handle.clone();
             tokio::spawn(async move {
                 let (r, w) = stream.into_split();
-                samizdat_core::rpc::serve_connection(handle, BufReader::new(r), w).await;
+                samizdat_rpc::serve_connection(handle, BufReader::new(r), w).await;
                 drop(slot);
             });
         }

@@ -24,54 +24,14 @@ impl Profile {
         let mine = *sender == self.fingerprint;
         match p.body {
             Body::Text { text, attachment } => {
-                // An attachment that fails its checks is dropped (the text stays) and said.
-                let attachment = match attachment.map(|a| a.check().map(|_| a)).transpose() {
-                    Ok(a) => a,
-                    Err(e) => {
-                        self.emit(
-                            events,
-                            Event::Notice {
-                                conversation_id: Some(gid.to_string()),
-                                conversation: Some(conv.name.clone()),
-                                notice: Notice::AttachmentRefused {
-                                    error: Problem::from(&e),
-                                },
-                            },
-                        )?;
-                        None
-                    }
+                let m = TextIn {
+                    id: p.id,
+                    sent_at: p.sent_at,
+                    expires_in: p.expires_in,
+                    text,
+                    attachment,
                 };
-                let attachment_json = attachment
-                    .as_ref()
-                    .map(serde_json::to_string)
-                    .transpose()
-                    .map_err(|e| Error::Storage(e.to_string()))?;
-                // Disappearing: counted from arrival for the receiver.
-                let now = now_millis();
-                let expires_at = p.expires_in.map(|e| {
-                    now.saturating_add(e.saturating_mul(1000))
-                        .min(i64::MAX as u64) as i64
-                });
-                // Sent from another device of ours: "me", and read.
-                let inserted = self.db.conn().execute(
-                    "INSERT OR IGNORE INTO messages (id, group_id, seq, sender_fp, outgoing, body, sent_at, received_at, unread, expires_in, expires_at, attachment)
-                     VALUES (?1, ?2, ?3, ?4, ?11, ?5, ?6, ?7, ?12, ?8, ?9, ?10)",
-                    params![p.id.as_bytes(), gid.as_bytes(), (conv.seq_base + seq) as i64, &sender[..], text, p.sent_at as i64, now as i64,
-                        p.expires_in.map(|e| e.min(i64::MAX as u64) as i64), expires_at, attachment_json, mine, !mine],
-                )?;
-                if inserted == 1 {
-                    let e = Event::Message {
-                        conversation_id: gid.to_string(),
-                        conversation: conv.name.clone(),
-                        id: p.id.to_string(),
-                        sender: hex::encode(sender),
-                        from: self.label(&gid, sender)?,
-                        text,
-                        sent_at: p.sent_at,
-                        attachment: attachment.as_ref().map(|a| AttachmentView::of(a, false)),
-                    };
-                    self.emit(events, e)?;
-                }
+                self.apply_text(conv, sender, seq, m, events)?;
             }
             // Our other devices' announcements are not news about a peer.
             Body::Profile { .. } if mine => {}
@@ -80,40 +40,10 @@ impl Profile {
                 mailboxes,
                 devices,
             } => {
-                if let Some(list) = &devices {
-                    self.keep_device_list(sender, list, Some(conv), events)?;
-                }
-                self.store_peer_addresses(sender, &mailboxes)?;
-                let name = crate::text::clean_name(&name);
-                self.db.conn().execute(
-                    "INSERT OR REPLACE INTO member_names (group_id, fingerprint, name) VALUES (?1, ?2, ?3)",
-                    params![gid.as_bytes(), &sender[..], name],
-                )?;
-                // In a 1:1 conversation the peer's own name becomes the contact's display name.
-                self.db.conn().execute(
-                    "UPDATE contacts SET display_name = ?2 WHERE fingerprint = ?1",
-                    params![&sender[..], name],
-                )?;
+                let list = devices.as_ref();
+                self.apply_profile(conv, sender, &name, &mailboxes, list, events)?;
             }
-            Body::GroupMeta { name } => {
-                // A member named (or renamed) the group; our local name follows, made unique
-                // among our contacts and conversations.
-                let wanted = name.trim();
-                let renamed = wanted != conv.name && wanted != without_counter(&conv.name);
-                if conv.kind == ConvKind::Group && (conv.name.starts_with("new-") || renamed) {
-                    let unique = self.unique_name(&name)?;
-                    self.db.conn().execute(
-                        "UPDATE conversations SET name = ?2 WHERE group_id = ?1",
-                        params![gid.as_bytes(), unique],
-                    )?;
-                    let e = Event::GroupNamed {
-                        conversation_id: gid.to_string(),
-                        conversation: unique.clone(),
-                    };
-                    self.emit(events, e)?;
-                    conv.name = unique;
-                }
-            }
+            Body::GroupMeta { name } => self.apply_group_meta(conv, &name, events)?,
             Body::Intro {
                 name,
                 relay,
@@ -178,6 +108,136 @@ impl Profile {
         }
         Ok(None)
     }
+
+    /// A text message (with its attachment, if it passes its checks): stored once, shown.
+    fn apply_text(
+        &self,
+        conv: &Conv,
+        sender: &[u8; 32],
+        seq: u64,
+        m: TextIn,
+        events: &mut Vec<Event>,
+    ) -> Result<()> {
+        let TextIn {
+            id,
+            sent_at,
+            expires_in,
+            text,
+            attachment,
+        } = m;
+        let gid = conv.group_id;
+        let mine = *sender == self.fingerprint;
+        // An attachment that fails its checks is dropped (the text stays) and said.
+        let attachment = match attachment.map(|a| a.check().map(|_| a)).transpose() {
+            Ok(a) => a,
+            Err(e) => {
+                self.emit(
+                    events,
+                    Event::Notice {
+                        conversation_id: Some(gid.to_string()),
+                        conversation: Some(conv.name.clone()),
+                        notice: Notice::AttachmentRefused {
+                            error: Problem::from(&e),
+                        },
+                    },
+                )?;
+                None
+            }
+        };
+        let attachment_json = attachment
+            .as_ref()
+            .map(serde_json::to_string)
+            .transpose()
+            .map_err(|e| Error::Storage(e.to_string()))?;
+        // Disappearing: counted from arrival for the receiver.
+        let now = now_millis();
+        let expires_at = expires_in.map(|e| {
+            now.saturating_add(e.saturating_mul(1000))
+                .min(i64::MAX as u64) as i64
+        });
+        // Sent from another device of ours: "me", and read.
+        let inserted = self.db.conn().execute(
+            "INSERT OR IGNORE INTO messages (id, group_id, seq, sender_fp, outgoing, body, sent_at, received_at, unread, expires_in, expires_at, attachment)
+             VALUES (?1, ?2, ?3, ?4, ?11, ?5, ?6, ?7, ?12, ?8, ?9, ?10)",
+            params![id.as_bytes(), gid.as_bytes(), (conv.seq_base + seq) as i64, &sender[..], text, sent_at as i64, now as i64,
+                expires_in.map(|e| e.min(i64::MAX as u64) as i64), expires_at, attachment_json, mine, !mine],
+        )?;
+        if inserted == 1 {
+            let e = Event::Message {
+                conversation_id: gid.to_string(),
+                conversation: conv.name.clone(),
+                id: id.to_string(),
+                sender: hex::encode(sender),
+                from: self.label(&gid, sender)?,
+                text,
+                sent_at,
+                attachment: attachment.as_ref().map(|a| AttachmentView::of(a, false)),
+            };
+            self.emit(events, e)?;
+        }
+        Ok(())
+    }
+
+    /// A member's profile: their name in this conversation (and a 1:1 contact's display
+    /// name), their mailboxes, their device list.
+    fn apply_profile(
+        &self,
+        conv: &Conv,
+        sender: &[u8; 32],
+        name: &str,
+        mailboxes: &[crate::payload::MailboxAddr],
+        devices: Option<&crate::device::DeviceList>,
+        events: &mut Vec<Event>,
+    ) -> Result<()> {
+        let gid = conv.group_id;
+        if let Some(list) = devices {
+            self.keep_device_list(sender, list, Some(conv), events)?;
+        }
+        self.store_peer_addresses(sender, mailboxes)?;
+        let name = crate::text::clean_name(name);
+        self.db.conn().execute(
+            "INSERT OR REPLACE INTO member_names (group_id, fingerprint, name) VALUES (?1, ?2, ?3)",
+            params![gid.as_bytes(), &sender[..], name],
+        )?;
+        // In a 1:1 conversation the peer's own name becomes the contact's display name.
+        self.db.conn().execute(
+            "UPDATE contacts SET display_name = ?2 WHERE fingerprint = ?1",
+            params![&sender[..], name],
+        )?;
+        Ok(())
+    }
+
+    /// A member named (or renamed) the group; our local name follows, made unique among
+    /// our contacts and conversations.
+    fn apply_group_meta(&self, conv: &mut Conv, name: &str, events: &mut Vec<Event>) -> Result<()> {
+        // A member named (or renamed) the group; our local name follows, made unique
+        // among our contacts and conversations.
+        let wanted = name.trim();
+        let renamed = wanted != conv.name && wanted != without_counter(&conv.name);
+        if conv.kind == ConvKind::Group && (conv.name.starts_with("new-") || renamed) {
+            let unique = self.unique_name(name)?;
+            self.db.conn().execute(
+                "UPDATE conversations SET name = ?2 WHERE group_id = ?1",
+                params![conv.group_id.as_bytes(), unique],
+            )?;
+            let e = Event::GroupNamed {
+                conversation_id: conv.group_id.to_string(),
+                conversation: unique.clone(),
+            };
+            self.emit(events, e)?;
+            conv.name = unique;
+        }
+        Ok(())
+    }
+}
+
+/// A text message as it arrived.
+struct TextIn {
+    id: Id,
+    sent_at: u64,
+    expires_in: Option<u64>,
+    text: String,
+    attachment: Option<crate::payload::Attachment>,
 }
 
 /// A local name without the `-N` that `unique_name` adds: "friends-2" → "friends".

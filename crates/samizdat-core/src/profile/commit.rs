@@ -133,56 +133,13 @@ impl Profile {
             })?;
             group.apply_pending_commit()?;
             let next_token = group.token()?;
-            let mut welcomes = Vec::new();
-            // Welcomes owed to members whose mailbox is on another relay (or that the
-            // group's relay could not store): stored with the commit, delivered after it.
-            let mut owed: Vec<OwedDrop> = Vec::new();
-            // Each new member's mailbox message, by mailbox.
-            let mut parts: HashMap<Id, Vec<u8>> = HashMap::new();
-            if let Some(nm) = &pending.welcome {
-                // The new epoch's ratchet tree is stored once, beside the log; each new
-                // member gets a small Welcome of its own that names it.
-                let owner = crate::relay_client::BlobOwner::Group {
-                    log: conv.log,
-                    token: &token,
-                };
-                let tree_blob = relay.put_blob(&nm.sealed_tree, owner).await?;
-                for ((kp, mailbox_relay, mailbox), welcome) in adds.iter().zip(&nm.welcomes) {
-                    let part = crate::welcome::WelcomePart {
-                        group_id: conv.group_id.as_bytes().to_vec(),
-                        relay: conv.relay.clone().into_bytes(),
-                        log: if conv.log != conv.group_id {
-                            conv.log.as_bytes().to_vec()
-                        } else {
-                            Vec::new()
-                        },
-                        invite_mac: invite
-                            .map(|i| crate::invite_mac(&i, &conv.group_id).to_vec())
-                            .unwrap_or_default(),
-                        tree_blob: tree_blob.as_bytes().to_vec(),
-                        tree_len: nm.sealed_tree.len() as u64,
-                        welcome: welcome.clone(),
-                    }
-                    .encode()?;
-                    if mailbox_relay.trim_end_matches('/') == relay.base() {
-                        welcomes.push(WelcomeDrop {
-                            mailbox_id: *mailbox,
-                            body: Bytes(part.clone()),
-                            // The relay takes it only for a KeyPackage claimed from that
-                            // mailbox (M2); one that came another way (a device link) is
-                            // reported undelivered and sent as an ordinary drop.
-                            key_package_hash: Some(Bytes(sha256(kp).to_vec())),
-                        });
-                    } else {
-                        owed.push(OwedDrop {
-                            relay: mailbox_relay.clone(),
-                            mailbox: *mailbox,
-                            member: mls::key_package_fingerprint(kp)?,
-                        });
-                    }
-                    parts.insert(*mailbox, part);
+            let mut welcomes = match &pending.welcome {
+                Some(nm) => {
+                    self.prepare_welcomes(&relay, conv, &adds, invite, nm, &token)
+                        .await?
                 }
-            }
+                None => Welcomes::default(),
+            };
             match relay
                 .append(
                     random_id(),
@@ -192,88 +149,21 @@ impl Profile {
                     epoch,
                     pending.commit,
                     Some(next_token_hash(&next_token)),
-                    welcomes,
+                    std::mem::take(&mut welcomes.drops),
                 )
                 .await
             {
                 Ok(stored) => {
                     crash_point("commit-after-append");
-                    // Welcomes the group's relay could not store go the same way as those
-                    // for other relays: kept and retried.
-                    for mailbox in &stored.undelivered_welcomes {
-                        if let Some((kp, r, _)) = adds.iter().find(|a| a.2 == *mailbox) {
-                            owed.push(OwedDrop {
-                                relay: r.clone(),
-                                mailbox: *mailbox,
-                                member: mls::key_package_fingerprint(kp)?,
-                            });
-                        }
-                    }
-                    // New members learn the group's name from the first message of their
-                    // epoch: queued with the commit, so a crash cannot leave them unnamed.
-                    let meta =
-                        (!adds.is_empty() && conv.kind == ConvKind::Group).then(|| Payload {
-                            id: random_id(),
-                            expires_in: None,
-                            sent_at: now_millis(),
-                            body: Body::GroupMeta {
-                                name: conv.name.clone(),
-                            },
-                        });
-                    self.db.transaction(|| {
-                        group.save()?;
-                        self.store_token(&conv.group_id, group.epoch(), &next_token)?;
-                        self.db.conn().execute(
-                            "INSERT OR IGNORE INTO own_entries (group_id, seq) VALUES (?1, ?2)",
-                            params![conv.group_id.as_bytes(), stored.seq as i64],
-                        )?;
-                        for d in &owed {
-                            if let Some(part) = parts.get(&d.mailbox) {
-                                self.owe_drop(&conv.group_id, d, part)?;
-                            }
-                        }
-                        // Watched until they join (a fresh Welcome if they never do).
-                        for (kp, _, _) in &adds {
-                            self.db.conn().execute(
-                                "INSERT INTO added_members (group_id, member, added_at) VALUES (?1, ?2, ?3)
-                                 ON CONFLICT (group_id, member) DO UPDATE SET added_at = excluded.added_at",
-                                params![conv.group_id.as_bytes(), &mls::key_package_fingerprint(kp)?[..], now_secs() as i64],
-                            )?;
-                        }
-                        // Whoever asked to leave and is now gone needs no removal any more.
-                        for fp in &removes {
-                            self.db.conn().execute(
-                                "DELETE FROM pending_removals WHERE group_id = ?1 AND member = ?2",
-                                params![conv.group_id.as_bytes(), fp],
-                            )?;
-                        }
-                        if let Some(p) = &meta {
-                            let plain = p.encode();
-                            let ct = group.encrypt(&plain)?;
-                            group.save()?;
-                            let epoch = group.epoch();
-                            self.queue(conv, p, &plain, &random_id(), &ct, epoch, &mut events)?;
-                        }
-                        self.db.conn().execute(
-                            "DELETE FROM settings WHERE key = ?1",
-                            params![pending_commit_key(&conv.group_id)],
-                        )?;
-                        self.member_changes(conv, &members, &group.members(), &mut events)
-                    })?;
-                    self.buffered.append(&mut events);
-                    crash_point("commit-before-drops");
-                    // Deliver now if we can; whatever cannot be is retried by the next sync
-                    // (the commit stands either way).
-                    if !owed.is_empty() {
-                        self.flush_drops(Some(&conv.group_id)).await?;
-                    }
-                    if meta.is_some() {
-                        match self.flush_pending(conv).await {
-                            Ok(()) | Err(Error::RelayUnreachable(_)) => {}
-                            Err(e) => return Err(e),
-                        }
-                    }
-                    return Ok(());
+                    let done = Committed {
+                        group,
+                        next_token,
+                        members,
+                        adds: &adds,
+                        removes: &removes,
+                        welcomes,
+                    };
+                    return self.finish_commit(conv, done, &stored).await;
                 }
                 Err(Error::Relay {
                     code: ErrorCode::EpochConflict,
@@ -292,4 +182,173 @@ impl Profile {
             "other members kept committing; try again".into(),
         ))
     }
+
+    /// Store a commit the relay took: the new epoch and its token, the Welcomes still owed,
+    /// the members watched until they join, the group's name queued for them; then deliver.
+    async fn finish_commit(
+        &mut self,
+        conv: &Conv,
+        mut c: Committed<'_>,
+        stored: &samizdat_proto::Stored,
+    ) -> Result<()> {
+        let mut events = Vec::new();
+        // Welcomes the group's relay could not store go the same way as those
+        // for other relays: kept and retried.
+        for mailbox in &stored.undelivered_welcomes {
+            if let Some((kp, r, _)) = c.adds.iter().find(|a| a.2 == *mailbox) {
+                c.welcomes.owed.push(OwedDrop {
+                    relay: r.clone(),
+                    mailbox: *mailbox,
+                    member: mls::key_package_fingerprint(kp)?,
+                });
+            }
+        }
+        // New members learn the group's name from the first message of their
+        // epoch: queued with the commit, so a crash cannot leave them unnamed.
+        let meta = (!c.adds.is_empty() && conv.kind == ConvKind::Group).then(|| Payload {
+            id: random_id(),
+            expires_in: None,
+            sent_at: now_millis(),
+            body: Body::GroupMeta {
+                name: conv.name.clone(),
+            },
+        });
+        self.db.transaction(|| {
+            c.group.save()?;
+            self.store_token(&conv.group_id, c.group.epoch(), &c.next_token)?;
+            self.db.conn().execute(
+                "INSERT OR IGNORE INTO own_entries (group_id, seq) VALUES (?1, ?2)",
+                params![conv.group_id.as_bytes(), stored.seq as i64],
+            )?;
+            for d in &c.welcomes.owed {
+                if let Some(part) = c.welcomes.parts.get(&d.mailbox) {
+                    self.owe_drop(&conv.group_id, d, part)?;
+                }
+            }
+            // Watched until they join (a fresh Welcome if they never do).
+            for (kp, _, _) in c.adds {
+                self.db.conn().execute(
+                    "INSERT INTO added_members (group_id, member, added_at) VALUES (?1, ?2, ?3)
+                     ON CONFLICT (group_id, member) DO UPDATE SET added_at = excluded.added_at",
+                    params![
+                        conv.group_id.as_bytes(),
+                        &mls::key_package_fingerprint(kp)?[..],
+                        now_secs() as i64
+                    ],
+                )?;
+            }
+            // Whoever asked to leave and is now gone needs no removal any more.
+            for fp in c.removes {
+                self.db.conn().execute(
+                    "DELETE FROM pending_removals WHERE group_id = ?1 AND member = ?2",
+                    params![conv.group_id.as_bytes(), fp],
+                )?;
+            }
+            if let Some(p) = &meta {
+                let plain = p.encode();
+                let ct = c.group.encrypt(&plain)?;
+                c.group.save()?;
+                let epoch = c.group.epoch();
+                self.queue(conv, p, &plain, &random_id(), &ct, epoch, &mut events)?;
+            }
+            self.db.conn().execute(
+                "DELETE FROM settings WHERE key = ?1",
+                params![pending_commit_key(&conv.group_id)],
+            )?;
+            self.member_changes(conv, &c.members, &c.group.members(), &mut events)
+        })?;
+        self.buffered.append(&mut events);
+        crash_point("commit-before-drops");
+        // Deliver now if we can; whatever cannot be is retried by the next sync
+        // (the commit stands either way).
+        if !c.welcomes.owed.is_empty() {
+            self.flush_drops(Some(&conv.group_id)).await?;
+        }
+        if meta.is_some() {
+            match self.flush_pending(conv).await {
+                Ok(()) | Err(Error::RelayUnreachable(_)) => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(())
+    }
+
+    /// Each new member's Welcome (small, naming it) beside the new epoch's ratchet tree,
+    /// stored once as a blob beside the log: the drops the group's relay takes with the
+    /// commit, and those owed to mailboxes on other relays.
+    async fn prepare_welcomes(
+        &self,
+        relay: &RelayClient,
+        conv: &Conv,
+        adds: &[(Vec<u8>, String, Id)],
+        invite: Option<Id>,
+        nm: &mls::NewMembers,
+        token: &[u8],
+    ) -> Result<Welcomes> {
+        let mut w = Welcomes::default();
+        let owner = crate::relay_client::BlobOwner::Group {
+            log: conv.log,
+            token,
+        };
+        let tree_blob = relay.put_blob(&nm.sealed_tree, owner).await?;
+        for ((kp, mailbox_relay, mailbox), welcome) in adds.iter().zip(&nm.welcomes) {
+            let part = crate::welcome::WelcomePart {
+                group_id: conv.group_id.as_bytes().to_vec(),
+                relay: conv.relay.clone().into_bytes(),
+                log: if conv.log != conv.group_id {
+                    conv.log.as_bytes().to_vec()
+                } else {
+                    Vec::new()
+                },
+                invite_mac: invite
+                    .map(|i| crate::invite_mac(&i, &conv.group_id).to_vec())
+                    .unwrap_or_default(),
+                tree_blob: tree_blob.as_bytes().to_vec(),
+                tree_len: nm.sealed_tree.len() as u64,
+                welcome: welcome.clone(),
+            }
+            .encode()?;
+            if mailbox_relay.trim_end_matches('/') == relay.base() {
+                w.drops.push(WelcomeDrop {
+                    mailbox_id: *mailbox,
+                    body: Bytes(part.clone()),
+                    // The relay takes it only for a KeyPackage claimed from that
+                    // mailbox (M2); one that came another way (a device link) is
+                    // reported undelivered and sent as an ordinary drop.
+                    key_package_hash: Some(Bytes(sha256(kp).to_vec())),
+                });
+            } else {
+                w.owed.push(OwedDrop {
+                    relay: mailbox_relay.clone(),
+                    mailbox: *mailbox,
+                    member: mls::key_package_fingerprint(kp)?,
+                });
+            }
+            w.parts.insert(*mailbox, part);
+        }
+        Ok(w)
+    }
+}
+
+/// The Welcomes of one commit.
+#[derive(Default)]
+struct Welcomes {
+    /// Taken by the group's relay with the commit.
+    drops: Vec<WelcomeDrop>,
+    /// Owed to members whose mailbox is on another relay (or that the group's relay could
+    /// not store): stored with the commit, delivered after it.
+    owed: Vec<OwedDrop>,
+    /// Each new member's mailbox message, by mailbox.
+    parts: HashMap<Id, Vec<u8>>,
+}
+
+/// A commit the relay took, with what storing it needs.
+struct Committed<'a> {
+    group: mls::Group,
+    next_token: zeroize::Zeroizing<Vec<u8>>,
+    /// The members before it.
+    members: Vec<mls::Member>,
+    adds: &'a [(Vec<u8>, String, Id)],
+    removes: &'a [Vec<u8>],
+    welcomes: Welcomes,
 }

@@ -4,6 +4,19 @@
 use super::*;
 
 impl Profile {
+    /// The alias of the contact with key fingerprint `fp`, if it is a contact.
+    pub(super) fn contact_alias(&self, fp: &[u8]) -> Result<Option<String>> {
+        Ok(self
+            .db
+            .conn()
+            .query_row(
+                "SELECT alias FROM contacts WHERE fingerprint = ?1",
+                params![fp],
+                |r| r.get(0),
+            )
+            .optional()?)
+    }
+
     /// Create an invite link valid for `ttl_secs`.
     pub fn invite(&self, ttl_secs: u64, reusable: bool) -> Result<Invite> {
         let invite = Invite {
@@ -78,15 +91,7 @@ impl Profile {
         }
         let alias = alias.trim();
         self.check_new_name(alias, "the contact alias")?;
-        let existing: Option<String> = self
-            .db
-            .conn()
-            .query_row(
-                "SELECT alias FROM contacts WHERE fingerprint = ?1",
-                params![&invite.fp.0],
-                |r| r.get(0),
-            )
-            .optional()?;
+        let existing = self.contact_alias(&invite.fp.0)?;
         if let Some(a) = existing {
             return Err(Error::Usage(format!(
                 "you are already connected to this person as {a:?}"
@@ -328,15 +333,7 @@ impl Profile {
         addresses.extend(mailboxes.into_iter().filter(|m| m.mailbox != mailbox));
         self.store_peer_addresses(sender, &addresses)?;
         let display = crate::text::clean_name(&name);
-        let existing: Option<String> = self
-            .db
-            .conn()
-            .query_row(
-                "SELECT alias FROM contacts WHERE fingerprint = ?1",
-                params![&sender[..]],
-                |r| r.get(0),
-            )
-            .optional()?;
+        let existing = self.contact_alias(&sender[..])?;
         let alias = match existing {
             Some(a) => a,
             None => {

@@ -209,28 +209,7 @@ impl Profile {
     /// Try one pending add now. An unreachable relay (or a busy group) postpones it with
     /// backoff; a refusal ends it and tells the user. Errors are only local failures.
     pub(super) async fn resume_add(&mut self, id: i64) -> Result<()> {
-        let row: Option<PendingAdd> = self
-            .db
-            .conn()
-            .query_row(
-                "SELECT group_id, member, alias, relay, mailbox, attempts, created_at, invite, key_package
-                 FROM pending_adds WHERE id = ?1",
-                params![id],
-                |r| {
-                    Ok(PendingAdd {
-                        group: r.get(0)?,
-                        member: r.get(1)?,
-                        alias: r.get(2)?,
-                        relay: r.get(3)?,
-                        mailbox: r.get(4)?,
-                        attempts: r.get(5)?,
-                        created_at: r.get(6)?,
-                        invite: r.get(7)?,
-                        key_package: r.get(8)?,
-                    })
-                },
-            )
-            .optional()?;
+        let row = self.pending_add(id)?;
         let Some(row) = row else { return Ok(()) };
         let (Ok(gid), Ok(mailbox)) = (Id::from_slice(&row.group), Id::from_slice(&row.mailbox))
         else {
@@ -277,21 +256,7 @@ impl Profile {
             Ok(()) => {
                 done(self)?;
                 if let Some(invite) = invite {
-                    // The inviter is in: introduce ourselves (queued if the relay is away).
-                    let intro = Body::Intro {
-                        name: self.name.clone(),
-                        relay: self.relay.base().to_string(),
-                        mailbox: self.mailbox,
-                        invite,
-                        mailboxes: self.announced_addresses(),
-                    };
-                    let payload = Payload {
-                        id: random_id(),
-                        expires_in: None,
-                        sent_at: now_millis(),
-                        body: intro,
-                    };
-                    queued(self.send_payload(&conv, payload).await)?;
+                    self.introduce(&conv, invite).await?;
                 }
             }
             Err(e @ (Error::RelayUnreachable(_) | Error::Busy(_))) if !too_old => {
@@ -336,6 +301,51 @@ impl Profile {
         }
         self.buffered.append(&mut events);
         Ok(())
+    }
+
+    /// The pending add `id`, if it is still there.
+    fn pending_add(&self, id: i64) -> Result<Option<PendingAdd>> {
+        let row = self
+            .db
+            .conn()
+            .query_row(
+                "SELECT group_id, member, alias, relay, mailbox, attempts, created_at, invite, key_package
+                 FROM pending_adds WHERE id = ?1",
+                params![id],
+                |r| {
+                    Ok(PendingAdd {
+                        group: r.get(0)?,
+                        member: r.get(1)?,
+                        alias: r.get(2)?,
+                        relay: r.get(3)?,
+                        mailbox: r.get(4)?,
+                        attempts: r.get(5)?,
+                        created_at: r.get(6)?,
+                        invite: r.get(7)?,
+                        key_package: r.get(8)?,
+                    })
+                },
+            )
+            .optional()?;
+        Ok(row)
+    }
+
+    /// The inviter added us: introduce ourselves in `conv` (queued if the relay is away).
+    async fn introduce(&mut self, conv: &Conv, invite: Id) -> Result<()> {
+        let intro = Body::Intro {
+            name: self.name.clone(),
+            relay: self.relay.base().to_string(),
+            mailbox: self.mailbox,
+            invite,
+            mailboxes: self.announced_addresses(),
+        };
+        let payload = Payload {
+            id: random_id(),
+            expires_in: None,
+            sent_at: now_millis(),
+            body: intro,
+        };
+        queued(self.send_payload(conv, payload).await)
     }
 
     /// Send a member who never joined (their Welcome was lost, expired or could not be

@@ -137,15 +137,7 @@ impl Profile {
                 forget(self)?;
                 continue;
             }
-            let alias: Option<String> = self
-                .db
-                .conn()
-                .query_row(
-                    "SELECT alias FROM contacts WHERE fingerprint = ?1",
-                    params![&fp],
-                    |r| r.get(0),
-                )
-                .optional()?;
+            let alias = self.contact_alias(&fp)?;
             let Some(alias) = alias else {
                 forget(self)?;
                 continue;

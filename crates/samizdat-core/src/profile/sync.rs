@@ -7,11 +7,23 @@ impl Profile {
     pub async fn sync(&mut self) -> Result<Vec<Event>> {
         let mut events = Vec::new();
         self.expire_messages()?;
-        // A relay that cannot be reached stops only what lives on it: the other mailboxes and
-        // conversations are still read. The primary relay being down is reported at the end.
+        let home_down = self.sync_mailboxes(&mut events).await?;
+        self.sync_conversations(&mut events).await?;
+        self.sync_devices_and_repairs(&mut events).await?;
+        if let Some(e) = home_down {
+            // The events so far are published by the caller (`take_events`).
+            self.buffered = events;
+            return Err(e);
+        }
+        Ok(events)
+    }
+
+    /// Read our mailboxes (the home relay's, then the others'), keep the KeyPackage pools full.
+    /// Returns the home relay's error when it could not be reached (the rest still ran).
+    async fn sync_mailboxes(&mut self, events: &mut Vec<Event>) -> Result<Option<Error>> {
         let mut home_down = None;
         let mut newly_down = false;
-        match self.sync_mailbox(&mut events).await {
+        match self.sync_mailbox(events).await {
             Ok(()) => {
                 let home = self.relay.base().to_string();
                 self.relay_up(&home);
@@ -24,14 +36,14 @@ impl Profile {
             }
             Err(e) => return Err(e),
         }
-        let reached = self.sync_other_mailboxes(&mut events).await?;
+        let reached = self.sync_other_mailboxes(events).await?;
         if reached > 0
             && let Some(e) = home_down.take()
             && newly_down
         {
             // Another of our relays answered: this sync worked; say (once) which did not.
             self.emit(
-                &mut events,
+                events,
                 Event::notice(
                     None,
                     Notice::RelayUnreachable {
@@ -47,6 +59,12 @@ impl Profile {
             }
             self.maintain_other_pools().await?;
         }
+        Ok(home_down)
+    }
+
+    /// Owed Welcomes and adds, queued sends, then every active conversation's log; a relay
+    /// down for too long moves its conversations; left groups lose their keys.
+    async fn sync_conversations(&mut self, events: &mut Vec<Event>) -> Result<()> {
         // Welcomes owed to members on other relays, and adds waiting for one, when due.
         self.flush_drops(None).await?;
         self.resume_adds().await?;
@@ -67,7 +85,7 @@ impl Profile {
             let flushed = self.flush_pending(&conv).await;
             events.append(&mut self.buffered);
             let result = match flushed {
-                Ok(()) => self.sync_group(&conv.group_id, &mut events).await,
+                Ok(()) => self.sync_group(&conv.group_id, events).await,
                 Err(e) => Err(e),
             };
             match result {
@@ -83,7 +101,7 @@ impl Profile {
                 Err(Error::RelayUnreachable(_)) => {
                     self.relay_down(&conv.relay);
                     // Down for longer than the profile allows: move the conversation.
-                    self.auto_move(&conv, &mut events).await?;
+                    self.auto_move(&conv, events).await?;
                 }
                 Err(Error::Relay {
                     code: ErrorCode::BadToken,
@@ -96,13 +114,10 @@ impl Profile {
                         "UPDATE conversations SET active = 0, status = 'lost_sync', status_reason = NULL WHERE group_id = ?1",
                         params![conv.group_id.as_bytes()],
                     )?;
-                    self.emit(
-                        &mut events,
-                        Event::notice(Some(&conv), Notice::LostSyncToken),
-                    )?;
+                    self.emit(events, Event::notice(Some(&conv), Notice::LostSyncToken))?;
                 }
                 Err(e) => self.emit(
-                    &mut events,
+                    events,
                     Event::notice(
                         Some(&conv),
                         Notice::SyncFailed {
@@ -119,11 +134,17 @@ impl Profile {
         )? {
             self.forget_keys_if_left(&conv.group_id)?;
         }
+        Ok(())
+    }
+
+    /// Our other devices (links, history, invitations, state), then repairs: locked logs
+    /// re-created, pending removals committed, Welcomes resent, refusals finished.
+    async fn sync_devices_and_repairs(&mut self, events: &mut Vec<Event>) -> Result<()> {
         // Devices asking to be linked, and a history another device of ours sent.
-        match self.sync_links(&mut events).await {
+        match self.sync_links(events).await {
             Ok(()) | Err(Error::RelayUnreachable(_)) => {}
             Err(e) => self.emit(
-                &mut events,
+                events,
                 Event::notice(
                     None,
                     Notice::LinkFailed {
@@ -133,7 +154,7 @@ impl Profile {
             )?,
         }
         events.append(&mut self.buffered);
-        match self.import_history(&mut events).await {
+        match self.import_history(events).await {
             Ok(_) | Err(Error::RelayUnreachable(_)) => {}
             Err(e) => {
                 self.db.conn().execute(
@@ -141,7 +162,7 @@ impl Profile {
                     [],
                 )?;
                 self.emit(
-                    &mut events,
+                    events,
                     Event::notice(
                         None,
                         Notice::HistoryUnreadable {
@@ -151,14 +172,14 @@ impl Profile {
                 )?
             }
         }
-        match self.answer_invitations(&mut events).await {
+        match self.answer_invitations(events).await {
             Ok(()) | Err(Error::RelayUnreachable(_)) => {}
             Err(e) => return Err(e),
         }
         match self.send_state_if_changed().await {
             Ok(()) | Err(Error::RelayUnreachable(_)) => {}
             Err(e) => self.emit(
-                &mut events,
+                events,
                 Event::notice(
                     None,
                     Notice::OtherDevicesNotTold {
@@ -169,10 +190,10 @@ impl Profile {
         }
         // Logs a member locked with a false token (docs/THREAT-MODEL.md, Part A, finding 6): re-created, then the culprit is
         // removed by the step below.
-        match self.recover_locked_logs(&mut events).await {
+        match self.recover_locked_logs(events).await {
             Ok(()) | Err(Error::RelayUnreachable(_)) => {}
             Err(e) => self.emit(
-                &mut events,
+                events,
                 Event::notice(
                     None,
                     Notice::LockedLogNotRecreated {
@@ -196,12 +217,7 @@ impl Profile {
             }
         }
         events.append(&mut self.buffered);
-        if let Some(e) = home_down {
-            // The events so far are published by the caller (`take_events`).
-            self.buffered = events;
-            return Err(e);
-        }
-        Ok(events)
+        Ok(())
     }
 
     /// Re-create the logs that a member locked with a false next-token hash (docs/THREAT-MODEL.md, Part A, finding 6) on
@@ -306,135 +322,27 @@ impl Profile {
         let mut done = Vec::new();
         let mut joined = 0;
         for m in msgs {
-            let welcome = match WelcomePart::decode(&m.body.0) {
-                Some(part) => Some(part.and_then(Arrived::part)),
-                None => match Envelope::decode(&m.body.0) {
-                    // A device-link answer arriving late (`device join` reads its own).
-                    Ok(Envelope::Device { sealed }) => {
-                        self.device_envelope(&sealed.0)?;
-                        None
-                    }
-                    Ok(Envelope::Move { sealed }) => {
-                        if let Err(e) = self.receive_move(&sealed.0, events).await {
-                            if matches!(e, Error::RelayUnreachable(_)) {
-                                // Not acknowledged: read again once the new relay answers.
-                                continue;
-                            }
-                            self.emit(
-                                events,
-                                Event::notice(
-                                    None,
-                                    Notice::MoveNotFollowed {
-                                        error: Problem::from(&e),
-                                    },
-                                ),
-                            )?;
-                        }
-                        None
-                    }
-                    Ok(Envelope::Welcome {
-                        group_id,
-                        relay,
-                        welcome,
-                        invite_mac,
-                        log,
-                    }) => Some(Ok(Arrived {
-                        group_id,
-                        relay,
-                        log,
-                        invite_mac: invite_mac.map(|m| m.0),
-                        stored: welcome.0,
-                    })),
-                    Err(_) => {
-                        self.emit(
-                            events,
-                            Event::notice(None, Notice::MailboxMessageUnreadable),
-                        )?;
-                        None
-                    }
-                },
-            };
-            match welcome {
-                None => {}
-                Some(Err(e)) => self.emit(
-                    events,
-                    Event::notice(
-                        None,
-                        Notice::JoinFailed {
-                            error: Problem::from(&e),
-                        },
-                    ),
-                )?,
-                Some(Ok(w)) => {
-                    let w = match self.signed_place(w, events) {
-                        Ok(w) => w,
-                        Err(e) => {
-                            self.emit(
-                                events,
-                                Event::notice(
-                                    None,
-                                    Notice::JoinFailed {
-                                        error: Problem::from(&e),
-                                    },
-                                ),
-                            )?;
-                            done.push(m.seq);
-                            continue;
-                        }
+            let taken = match self.open_mailbox_message(&m.body.0, events).await? {
+                Opened::Done => Taken::Done,
+                Opened::Retry => Taken::Retry,
+                Opened::Welcome(Err(e)) => {
+                    let failed = Notice::JoinFailed {
+                        error: Problem::from(&e),
                     };
-                    if let Some(c) = self.conv_by_id(&w.group_id)?.filter(|c| c.active) {
-                        // Already joined (a crash before the acknowledgement): nothing to do —
-                        // unless the Welcome is for a later epoch than ours: a member re-adds
-                        // us to a group that went on without us (a relay forked us off, and
-                        // our own recovery left us on a log of our own). Screened as a re-add.
-                        let later = WelcomePart::decode(&w.stored)
-                            .and_then(|p| p.ok())
-                            .and_then(|p| self.mls.examine(&p.welcome).ok())
-                            .is_some_and(|seen| seen.epoch > c.read_epoch);
-                        if !later {
-                            done.push(m.seq);
-                            continue;
-                        }
-                    }
-                    // From a linked device of a contact: read our conversation with them first,
-                    // so the newest device list they sent (a revocation, say) is known.
-                    self.read_lists_before(&w, events).await;
-                    let screened = self.screen_welcome(&w);
-                    // Fault injection for the tests: a Welcome that cannot be processed.
-                    let screened = if crate::fault::on("LOSE_WELCOMES") {
-                        Err(Error::Protocol(
-                            "the Welcome could not be processed (test fault injection)".into(),
-                        ))
-                    } else {
-                        screened
-                    };
-                    let outcome = match screened {
-                        Ok(Screened::Join) => self.join_arrived(&w, events).await.map(Some),
-                        Ok(Screened::Pending(Some(event))) => {
-                            self.emit(events, *event).map(|()| None)
-                        }
-                        Ok(Screened::Pending(None)) => Ok(None),
-                        Err(e) => Err(e),
-                    };
-                    match outcome {
-                        Ok(Some(_)) => joined += 1,
-                        Ok(None) => {}
-                        // The group's relay holds the tree: read the Welcome again once it
-                        // answers.
-                        Err(Error::RelayUnreachable(_)) => continue,
-                        Err(e) => self.emit(
-                            events,
-                            Event::notice(
-                                None,
-                                Notice::JoinFailed {
-                                    error: Problem::from(&e),
-                                },
-                            ),
-                        )?,
-                    }
+                    self.emit(events, Event::notice(None, failed))?;
+                    Taken::Done
                 }
+                Opened::Welcome(Ok(w)) => self.take_welcome(w, events).await?,
+            };
+            match taken {
+                Taken::Done => done.push(m.seq),
+                Taken::Joined => {
+                    joined += 1;
+                    done.push(m.seq);
+                }
+                // Not acknowledged: read again once the relay it needs answers.
+                Taken::Retry => {}
             }
-            done.push(m.seq);
         }
         // Acknowledge only after the joins are committed locally.
         crash_point("mailbox-before-ack");
@@ -518,16 +426,7 @@ impl Profile {
         let mut pushed = pushed_page(&conv, pushed);
         let from_push = pushed.is_some();
         let relay = self.conv_relay(&conv)?;
-        let own: HashSet<u64> = {
-            let conn = self.db.conn();
-            let mut stmt =
-                conn.prepare("SELECT seq FROM own_entries WHERE group_id = ?1 AND seq > ?2")?;
-            stmt.query_map(params![group_id.as_bytes(), conv.cursor as i64], |r| {
-                r.get::<_, i64>(0)
-            })?
-            .map(|r| r.map(|v| v as u64))
-            .collect::<rusqlite::Result<HashSet<_>>>()?
-        };
+        let own = self.own_entries_after(&conv)?;
         let mut group: Option<mls::Group> = None;
         let start = conv.cursor;
         let mut last_page = 0usize;
@@ -590,216 +489,8 @@ impl Profile {
                     conv.read_epoch = next_epoch;
                     continue;
                 }
-                if group.is_none() {
-                    group = Some(self.mls.load(group_id.as_bytes())?);
-                }
-                let Some(g) = group.as_mut() else { break };
-                let before = if entry.kind == EntryKind::Commit {
-                    g.members()
-                } else {
-                    Vec::new()
-                };
-                let processed = g.process(&entry.body.0);
-                match processed {
-                    Ok(Incoming::Commit {
-                        epoch,
-                        removed,
-                        committer,
-                        committer_device,
-                    }) => {
-                        // H2: a device its person revoked committed. Every member applies the
-                        // commit (refusing it would split the group), then undoes it: the
-                        // device and every leaf it added are removed by the next commit.
-                        let revoked_committer = match (committer, committer_device) {
-                            (Some(p), Some(d)) if p != self.fingerprint => {
-                                self.device_status(&p, &d)?
-                                    == super::device_lists::DeviceStatus::Revoked
-                            }
-                            _ => false,
-                        };
-                        let token = if removed { None } else { Some(g.token()?) };
-                        let after = if removed { Vec::new() } else { g.members() };
-                        // docs/THREAT-MODEL.md, Part A, finding 6: a committer who gave the relay a token hash that
-                        // is not the one its commit derives locks every other member out.
-                        // Name them instead of failing later with an unexplained refusal.
-                        let bogus = match (&token, &next_hash) {
-                            (Some(t), Some(h)) => h.0.as_slice() != sha256(t).as_slice(),
-                            _ => false,
-                        };
-                        let culprit = match committer {
-                            Some(fp) if bogus => Some(self.label(group_id, &fp)?),
-                            _ => None,
-                        };
-                        let g = &mut *g;
-                        self.db.transaction(|| {
-                            g.save()?;
-                            if let Some(t) = &token {
-                                self.store_token(group_id, epoch, t)?;
-                            }
-                            if bogus {
-                                // Two explanations fit, and the client cannot tell them apart:
-                                // the committer lied to the relay, or the relay served a commit
-                                // it never accepted (a fork). Say both, name the committer.
-                                let who = culprit.clone().unwrap_or_default();
-                                self.set_status(group_id, &ConvStatus::LostSync)?;
-                                // Recovery without anyone's help (docs/THREAT-MODEL.md, finding 6): at the end of
-                                // this sync the log is re-created on the same relay from this
-                                // epoch (the other members follow the notice), and the
-                                // committer is removed by our next commit there.
-                                // Who was in it (the culprit included): any of them may
-                                // re-add us later, should this be a fork (M6).
-                                for m in &after {
-                                    self.db.conn().execute(
-                                        "INSERT OR IGNORE INTO last_rosters (group_id, person) VALUES (?1, ?2)",
-                                        params![group_id.as_bytes(), &m.fingerprint[..]],
-                                    )?;
-                                }
-                                let recovering = match committer {
-                                    Some(fp) if fp != self.fingerprint => {
-                                        self.db.conn().execute(
-                                            "INSERT OR IGNORE INTO pending_removals (group_id, member, created_at) VALUES (?1, ?2, ?3)",
-                                            params![group_id.as_bytes(), &fp[..], now_secs() as i64],
-                                        )?;
-                                        self.db.set_setting(&recover_key(group_id), b"1")?;
-                                        true
-                                    }
-                                    _ => false,
-                                };
-                                let text = if recovering {
-                                    Notice::LostSyncFalseToken {
-                                        who,
-                                        position: entry.seq,
-                                    }
-                                } else {
-                                    Notice::LostSyncForkedCommit {
-                                        position: entry.seq,
-                                        conversation: conv.name.clone(),
-                                    }
-                                };
-                                self.emit(events, Event::notice(Some(&conv), text))?;
-                            } else if removed {
-                                self.db.conn().execute(
-                                    "UPDATE conversations SET active = 0, status = 'removed', status_reason = NULL WHERE group_id = ?1",
-                                    params![group_id.as_bytes()],
-                                )?;
-                                let e = Event::Removed {
-                                    conversation_id: group_id.to_string(),
-                                    conversation: conv.name.clone(),
-                                };
-                                self.emit(events, e)?;
-                                self.drop_group_secrets(group_id)?;
-                            } else {
-                                self.member_changes(&conv, &before, &after, events)?;
-                                if let (true, Some(person), Some(device)) =
-                                    (revoked_committer, committer, committer_device)
-                                {
-                                    self.undo_revoked_commit(&conv, &person, &device, &before, &after, events)?;
-                                }
-                                // Our own commit, recovered after a crash: the group's name
-                                // queued with it was lost; queue it again for the new members.
-                                let ours = committer == Some(self.fingerprint);
-                                if ours && conv.kind == ConvKind::Group && after.len() > before.len()
-                                {
-                                    let p = Payload {
-                                        id: random_id(),
-                                        expires_in: None,
-                                        sent_at: now_millis(),
-                                        body: Body::GroupMeta {
-                                            name: conv.name.clone(),
-                                        },
-                                    };
-                                    let plain = p.encode();
-                                    let ct = g.encrypt(&plain)?;
-                                    g.save()?;
-                                    let epoch = g.epoch();
-                                    self.queue(&conv, &p, &plain, &random_id(), &ct, epoch, events)?;
-                                }
-                            }
-                            self.set_cursor(&conv, entry.seq, epoch)
-                        })?;
-                        conv.cursor = entry.seq;
-                        conv.read_epoch = epoch;
-                        if removed || bogus {
-                            conv.active = false;
-                        }
-                    }
-                    Ok(Incoming::Application {
-                        sender,
-                        sender_device,
-                        data,
-                    }) => {
-                        let g = &mut *g;
-                        let mut new_events = Vec::new();
-                        let mut left = None;
-                        // A device its person revoked no longer speaks for them (H2).
-                        let revoked = self.device_status(&sender, &sender_device)?
-                            == super::device_lists::DeviceStatus::Revoked;
-                        self.db.transaction(|| {
-                            g.save()?;
-                            match Payload::decode(&data) {
-                                Ok(_) if revoked => {
-                                    let who = self.label(&conv.group_id, &sender)?;
-                                    self.emit(
-                                        &mut new_events,
-                                        Event::notice(
-                                            Some(&conv),
-                                            Notice::IgnoredRevokedDevice { who },
-                                        ),
-                                    )?;
-                                }
-                                Ok(p) => {
-                                    left = self.apply_payload(
-                                        &mut conv,
-                                        &sender,
-                                        p,
-                                        entry.seq,
-                                        &mut new_events,
-                                    )?;
-                                }
-                                Err(_) => self.emit(
-                                    &mut new_events,
-                                    Event::notice(
-                                        Some(&conv),
-                                        Notice::UndecodableMessage {
-                                            position: entry.seq,
-                                        },
-                                    ),
-                                )?,
-                            }
-                            self.set_cursor(&conv, entry.seq, conv.read_epoch)
-                        })?;
-                        // Re-read: the payload may have renamed the conversation.
-                        if let Some(c) = self.conv_by_id(group_id)? {
-                            conv.name = c.name;
-                            conv.kind = c.kind;
-                        }
-                        conv.cursor = entry.seq;
-                        events.extend(new_events);
-                        leavers.extend(left);
-                    }
-                    Ok(Incoming::Other) => {
-                        let g = &mut *g;
-                        self.db.transaction(|| {
-                            g.save()?;
-                            self.set_cursor(&conv, entry.seq, conv.read_epoch)
-                        })?;
-                        conv.cursor = entry.seq;
-                    }
-                    Err(e) => {
-                        // Forged, damaged or undecryptable: never displayed. Reload the
-                        // group so no partial state from the failed attempt survives.
-                        group = None;
-                        let text = Notice::EntryRejected {
-                            position: entry.seq,
-                            error: Problem::from(&e),
-                        };
-                        self.db.transaction(|| {
-                            self.emit(events, Event::notice(Some(&conv), text))?;
-                            self.set_cursor(&conv, entry.seq, conv.read_epoch)
-                        })?;
-                        conv.cursor = entry.seq;
-                    }
-                }
+                let left = self.apply_entry(&mut conv, &mut group, entry, &next_hash, events)?;
+                leavers.extend(left);
             }
         }
         // The log was read to its end: a commit of ours still pending was not taken.
@@ -807,6 +498,118 @@ impl Profile {
             self.clear_stale_commit(group_id)?;
         }
         Ok(leavers)
+    }
+
+    /// What one mailbox message is: a Welcome (whole or not), or a device-link answer or a
+    /// move notice (handled here).
+    async fn open_mailbox_message(
+        &mut self,
+        body: &[u8],
+        events: &mut Vec<Event>,
+    ) -> Result<Opened> {
+        if let Some(part) = WelcomePart::decode(body) {
+            return Ok(Opened::Welcome(part.and_then(Arrived::part)));
+        }
+        match Envelope::decode(body) {
+            // A device-link answer arriving late (`device join` reads its own).
+            Ok(Envelope::Device { sealed }) => {
+                self.device_envelope(&sealed.0)?;
+                Ok(Opened::Done)
+            }
+            Ok(Envelope::Move { sealed }) => {
+                if let Err(e) = self.receive_move(&sealed.0, events).await {
+                    if matches!(e, Error::RelayUnreachable(_)) {
+                        return Ok(Opened::Retry);
+                    }
+                    let failed = Notice::MoveNotFollowed {
+                        error: Problem::from(&e),
+                    };
+                    self.emit(events, Event::notice(None, failed))?;
+                }
+                Ok(Opened::Done)
+            }
+            Ok(Envelope::Welcome {
+                group_id,
+                relay,
+                welcome,
+                invite_mac,
+                log,
+            }) => Ok(Opened::Welcome(Ok(Arrived {
+                group_id,
+                relay,
+                log,
+                invite_mac: invite_mac.map(|m| m.0),
+                stored: welcome.0,
+            }))),
+            Err(_) => {
+                self.emit(
+                    events,
+                    Event::notice(None, Notice::MailboxMessageUnreadable),
+                )?;
+                Ok(Opened::Done)
+            }
+        }
+    }
+
+    /// A whole Welcome from the mailbox: checked, screened (a stranger's waits as an
+    /// invitation), joined.
+    async fn take_welcome(&mut self, w: Arrived, events: &mut Vec<Event>) -> Result<Taken> {
+        let join_failed = |e: &Error| {
+            Event::notice(
+                None,
+                Notice::JoinFailed {
+                    error: Problem::from(e),
+                },
+            )
+        };
+        let w = match self.signed_place(w, events) {
+            Ok(w) => w,
+            Err(e) => {
+                self.emit(events, join_failed(&e))?;
+                return Ok(Taken::Done);
+            }
+        };
+        if let Some(c) = self.conv_by_id(&w.group_id)?.filter(|c| c.active) {
+            // Already joined (a crash before the acknowledgement): nothing to do —
+            // unless the Welcome is for a later epoch than ours: a member re-adds
+            // us to a group that went on without us (a relay forked us off, and
+            // our own recovery left us on a log of our own). Screened as a re-add.
+            let later = WelcomePart::decode(&w.stored)
+                .and_then(|p| p.ok())
+                .and_then(|p| self.mls.examine(&p.welcome).ok())
+                .is_some_and(|seen| seen.epoch > c.read_epoch);
+            if !later {
+                return Ok(Taken::Done);
+            }
+        }
+        // From a linked device of a contact: read our conversation with them first,
+        // so the newest device list they sent (a revocation, say) is known.
+        self.read_lists_before(&w, events).await;
+        let screened = self.screen_welcome(&w);
+        // Fault injection for the tests: a Welcome that cannot be processed.
+        let screened = if crate::fault::on("LOSE_WELCOMES") {
+            Err(Error::Protocol(
+                "the Welcome could not be processed (test fault injection)".into(),
+            ))
+        } else {
+            screened
+        };
+        let outcome = match screened {
+            Ok(Screened::Join) => self.join_arrived(&w, events).await.map(Some),
+            Ok(Screened::Pending(Some(event))) => self.emit(events, *event).map(|()| None),
+            Ok(Screened::Pending(None)) => Ok(None),
+            Err(e) => Err(e),
+        };
+        match outcome {
+            Ok(Some(_)) => Ok(Taken::Joined),
+            Ok(None) => Ok(Taken::Done),
+            // The group's relay holds the tree: read the Welcome again once it answers.
+            Err(Error::RelayUnreachable(_)) => Ok(Taken::Retry),
+            Err(e) => {
+                self.emit(events, join_failed(&e))?;
+                Ok(Taken::Done)
+            }
+        }
     }
 
     pub(super) fn set_cursor(&self, conv: &Conv, seq: u64, epoch: u64) -> Result<()> {
@@ -819,7 +622,7 @@ impl Profile {
 }
 
 /// The setting that marks a conversation whose log a member locked (docs/THREAT-MODEL.md, finding 6) for recovery.
-fn recover_key(group: &Id) -> String {
+pub(super) fn recover_key(group: &Id) -> String {
     format!("recover:{group}")
 }
 
@@ -847,4 +650,21 @@ fn pushed_page(
         next_token_hash: None,
         last_seq: last,
     })
+}
+
+/// One mailbox message, opened.
+enum Opened {
+    /// Handled (or unreadable, and said so): acknowledge it.
+    Done,
+    /// Needs a relay that did not answer: leave it for the next read.
+    Retry,
+    /// A Welcome, whole, or why it could not be put together.
+    Welcome(Result<Arrived>),
+}
+
+/// What became of a Welcome.
+enum Taken {
+    Done,
+    Joined,
+    Retry,
 }

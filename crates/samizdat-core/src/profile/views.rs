@@ -288,8 +288,6 @@ impl Profile {
         let conv = self.conv_by_name(target)?;
         // Disappeared messages are never shown, even between sweeps.
         self.expire_messages()?;
-        // The log order as one sortable key: position, then arrival, then insertion.
-        const KEY: &str = "COALESCE(seq, 9223372036854775807), received_at, rowid";
         let anchor = |id: &Option<String>| -> Result<Option<(i64, i64, i64)>> {
             let Some(id) = id else { return Ok(None) };
             let raw = Bytes::decode(id)
@@ -298,7 +296,7 @@ impl Profile {
                 .db
                 .conn()
                 .query_row(
-                    &format!("SELECT {KEY} FROM messages WHERE group_id = ?1 AND id = ?2"),
+                    &format!("SELECT {POSITION_KEY} FROM messages WHERE group_id = ?1 AND id = ?2"),
                     params![conv.group_id.as_bytes(), raw],
                     |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
                 )
@@ -316,50 +314,9 @@ impl Profile {
             None => None,
         };
         let limit = page.limit.unwrap_or(usize::MAX).min(i64::MAX as usize) as i64;
-        // With `after` the oldest messages past the anchor come first; otherwise the newest
-        // page before `before` (or the end), read backwards and turned around. Only the
-        // conditions asked for go into the statement, so SQLite can walk the position index
-        // (`messages_by_position`) from the anchor instead of reading the conversation.
+        // Without `after`, the page was read newest first: turned around below.
         let newest_first = after.is_none();
-        let mut sql = String::from(
-            "SELECT id, sender_fp, body, sent_at, seq, outgoing,
-                    pending_body IS NULL AND failed IS NULL
-                        AND NOT EXISTS (SELECT 1 FROM pending_files p WHERE p.id = messages.id),
-                    failed, expires_at,
-                    attachment, attachment_file
-             FROM messages WHERE group_id = ?1",
-        );
-        let mut args: Vec<rusqlite::types::Value> = vec![conv.group_id.as_bytes().to_vec().into()];
-        let mut bound = |sql: &mut String, op: &str, key: (i64, i64, i64)| {
-            let n = args.len();
-            sql.push_str(&format!(
-                " AND ({KEY}) {op} (?{}, ?{}, ?{})",
-                n + 1,
-                n + 2,
-                n + 3
-            ));
-            args.extend([key.0.into(), key.1.into(), key.2.into()]);
-        };
-        if let Some(k) = before {
-            bound(&mut sql, "<", k);
-        }
-        if let Some(k) = after {
-            bound(&mut sql, ">", k);
-        }
-        if let Some(id) = only {
-            sql.push_str(&format!(" AND id = ?{}", args.len() + 1));
-            args.push(id.into());
-        }
-        sql.push_str(&format!(
-            " ORDER BY {} LIMIT ?{}",
-            if newest_first {
-                "COALESCE(seq, 9223372036854775807) DESC, received_at DESC, rowid DESC"
-            } else {
-                "COALESCE(seq, 9223372036854775807), received_at, rowid"
-            },
-            args.len() + 1
-        ));
-        args.push(limit.into());
+        let (sql, args) = page_query(&conv.group_id, before, after, only, limit);
         let mut rows = {
             let conn = self.db.conn();
             let mut stmt = conn.prepare(&sql)?;
@@ -510,4 +467,62 @@ fn failure(stored: &str) -> crate::Problem {
         kind: crate::ErrorKind::Relay,
         detail: stored.to_string(),
     })
+}
+
+/// The log order as one sortable key: position, then arrival, then insertion.
+const POSITION_KEY: &str = "COALESCE(seq, 9223372036854775807), received_at, rowid";
+
+/// The statement (and its arguments) for one page of a conversation's messages: with `after`
+/// the oldest messages past the anchor come first; otherwise the newest page before `before`
+/// (or the end), newest first. Only the conditions asked for go into the statement, so SQLite
+/// can walk the position index (`messages_by_position`) from the anchor instead of reading the
+/// conversation.
+fn page_query(
+    group_id: &Id,
+    before: Option<(i64, i64, i64)>,
+    after: Option<(i64, i64, i64)>,
+    only: Option<Vec<u8>>,
+    limit: i64,
+) -> (String, Vec<rusqlite::types::Value>) {
+    let newest_first = after.is_none();
+    let mut sql = String::from(
+        "SELECT id, sender_fp, body, sent_at, seq, outgoing,
+                pending_body IS NULL AND failed IS NULL
+                    AND NOT EXISTS (SELECT 1 FROM pending_files p WHERE p.id = messages.id),
+                failed, expires_at,
+                attachment, attachment_file
+         FROM messages WHERE group_id = ?1",
+    );
+    let mut args: Vec<rusqlite::types::Value> = vec![group_id.as_bytes().to_vec().into()];
+    let mut bound = |sql: &mut String, op: &str, key: (i64, i64, i64)| {
+        let n = args.len();
+        sql.push_str(&format!(
+            " AND ({POSITION_KEY}) {op} (?{}, ?{}, ?{})",
+            n + 1,
+            n + 2,
+            n + 3
+        ));
+        args.extend([key.0.into(), key.1.into(), key.2.into()]);
+    };
+    if let Some(k) = before {
+        bound(&mut sql, "<", k);
+    }
+    if let Some(k) = after {
+        bound(&mut sql, ">", k);
+    }
+    if let Some(id) = only {
+        sql.push_str(&format!(" AND id = ?{}", args.len() + 1));
+        args.push(id.into());
+    }
+    sql.push_str(&format!(
+        " ORDER BY {} LIMIT ?{}",
+        if newest_first {
+            "COALESCE(seq, 9223372036854775807) DESC, received_at DESC, rowid DESC"
+        } else {
+            "COALESCE(seq, 9223372036854775807), received_at, rowid"
+        },
+        args.len() + 1
+    ));
+    args.push(limit.into());
+    (sql, args)
 }

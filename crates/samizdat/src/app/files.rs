@@ -11,11 +11,11 @@ use std::sync::Arc;
 
 use axum::body::Body;
 use axum::extract::{Multipart, Path, State};
-use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use samizdat_core::rpc::{self, Api};
+use samizdat_rpc::{self as rpc, Api};
 
-use super::web::{fail, or_refuse, req, see};
+use super::web::{Signed, fail, see};
 use super::{App, CallError, security};
 
 /// Largest file the app takes from the browser (the relay's default blob limit).
@@ -60,11 +60,11 @@ fn io_failure(c: &super::pages::Ctx<'_>, e: std::io::Error) -> Response {
 /// caption) and `file`. The CSRF token is checked before the file is read.
 pub async fn send_file(
     State(app): State<Arc<App>>,
-    headers: HeaderMap,
+    signed: Signed,
     Path(id): Path<String>,
     mut form: Multipart,
 ) -> Response {
-    let r = or_refuse!(req(&app, &headers));
+    let r = signed.open(&app);
     let bad = |why: &'static str| (StatusCode::BAD_REQUEST, why).into_response();
     let first = match form.next_field().await {
         Ok(Some(f)) if f.name() == Some("csrf") => f.text().await.unwrap_or_default(),
@@ -179,10 +179,10 @@ fn disposition(name: &str) -> String {
 /// as a download.
 pub async fn save_file(
     State(app): State<Arc<App>>,
-    headers: HeaderMap,
+    signed: Signed,
     Path(mid): Path<String>,
 ) -> Response {
-    let r = or_refuse!(req(&app, &headers));
+    let r = signed.open(&app);
     let scratch = match Scratch::new(&app) {
         Ok(s) => s,
         Err(e) => return io_failure(&r.ctx, e),

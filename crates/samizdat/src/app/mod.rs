@@ -16,8 +16,8 @@ use std::sync::{Arc, Mutex};
 
 use anyhow::{Context, Result, anyhow};
 use samizdat_core::lock::ProfileLock;
-use samizdat_core::rpc::{self, Api, RpcError, codes};
 use samizdat_core::{ClientHandle, LiveEvent, Mode, Profile, RelayState};
+use samizdat_rpc::{self as rpc, Api, RpcError, codes};
 use serde::de::DeserializeOwned;
 use serde_json::{Value, json};
 use tokio::sync::{RwLock, broadcast};
@@ -516,7 +516,7 @@ impl Api for App {
             Phase::Ready(Core::Local { handle, .. }) => {
                 let handle = handle.clone();
                 drop(phase);
-                samizdat_core::rpc::call_local(&handle, method, params).await
+                samizdat_rpc::call_local(&handle, method, params).await
             }
             Phase::Ready(Core::Remote) => {
                 drop(phase);

@@ -12,8 +12,8 @@ use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
 use axum::response::{Html, IntoResponse, Redirect, Response};
 use axum::routing::{get, post};
 use maud::Markup;
-use samizdat_core::rpc::{self, Api, NoParams};
 use samizdat_core::{ContactView, ConversationView, InvitationView, MemberView};
+use samizdat_rpc::{self as rpc, Api, NoParams};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
@@ -82,17 +82,6 @@ pub fn router(app: Arc<App>) -> Router {
 
 // ---- request context ------------------------------------------------------------------------
 
-/// The value, or the refusal (no session, a wrong CSRF token) as the handler's answer.
-macro_rules! or_refuse {
-    ($e:expr) => {
-        match $e {
-            Ok(x) => x,
-            Err(refused) => return refused.into_response(),
-        }
-    };
-}
-pub(super) use or_refuse;
-
 type AppState = State<Arc<App>>;
 
 fn lang_of(headers: &HeaderMap, session: Option<&Session>) -> Lang {
@@ -121,17 +110,73 @@ impl IntoResponse for Refused {
     }
 }
 
-pub(super) fn req<'a>(app: &'a App, headers: &HeaderMap) -> Result<Req<'a>, Refused> {
-    let Some((id, session)) = app.guard.session(headers) else {
-        return Err(Refused(StatusCode::UNAUTHORIZED, "unauthorized"));
-    };
-    let ctx = Ctx {
-        app,
-        lang: lang_of(headers, Some(&session)),
-        csrf: Some(session.csrf.clone()),
-        relay: app.relay_state(),
-    };
-    Ok(Req { id, session, ctx })
+/// A request of a signed-in page: its session (the guard let it through) and language, taken
+/// before the handler runs. `open` gives the handler its [`Req`].
+pub(super) struct Signed {
+    id: String,
+    session: Session,
+    lang: Lang,
+}
+
+impl Signed {
+    fn of(app: &App, headers: &HeaderMap) -> Result<Signed, Refused> {
+        let Some((id, session)) = app.guard.session(headers) else {
+            return Err(Refused(StatusCode::UNAUTHORIZED, "unauthorized"));
+        };
+        let lang = lang_of(headers, Some(&session));
+        Ok(Signed { id, session, lang })
+    }
+
+    pub(super) fn open(self, app: &App) -> Req<'_> {
+        let ctx = Ctx {
+            app,
+            lang: self.lang,
+            csrf: Some(self.session.csrf.clone()),
+            relay: app.relay_state(),
+        };
+        Req {
+            id: self.id,
+            session: self.session,
+            ctx,
+        }
+    }
+}
+
+impl axum::extract::FromRequestParts<Arc<App>> for Signed {
+    type Rejection = Refused;
+
+    async fn from_request_parts(
+        parts: &mut axum::http::request::Parts,
+        app: &Arc<App>,
+    ) -> Result<Signed, Refused> {
+        Signed::of(app, &parts.headers)
+    }
+}
+
+/// A form posted by a signed-in page, its CSRF token checked (from the `x-csrf-token` header
+/// the page's script sends, or the form's `csrf` field) before the handler runs.
+pub(super) struct Posted {
+    signed: Signed,
+    fields: Fields,
+}
+
+impl Posted {
+    fn open(self, app: &App) -> (Req<'_>, Fields) {
+        (self.signed.open(app), self.fields)
+    }
+}
+
+impl axum::extract::FromRequest<Arc<App>> for Posted {
+    type Rejection = Refused;
+
+    async fn from_request(req: axum::extract::Request, app: &Arc<App>) -> Result<Posted, Refused> {
+        let headers = req.headers().clone();
+        let body = Bytes::from_request(req, app)
+            .await
+            .map_err(|e| Refused(e.status(), "the form could not be read"))?;
+        let (signed, fields) = checked(app, &headers, body)?;
+        Ok(Posted { signed, fields })
+    }
 }
 
 pub fn login_page(app: &App, headers: &HeaderMap, status: StatusCode) -> Response {
@@ -239,25 +284,21 @@ impl Fields {
 
 /// A state-changing request: its session and its CSRF token checked before anything else
 /// in the body is used.
-fn checked<'a>(
-    app: &'a App,
-    headers: &HeaderMap,
-    body: Bytes,
-) -> Result<(Req<'a>, Fields), Refused> {
-    let r = req(app, headers)?;
+fn checked(app: &App, headers: &HeaderMap, body: Bytes) -> Result<(Signed, Fields), Refused> {
+    let signed = Signed::of(app, headers)?;
     let f = Fields::take(body);
     let offered = headers
         .get("x-csrf-token")
         .and_then(|h| h.to_str().ok())
         .or_else(|| f.get("csrf"))
         .unwrap_or("");
-    if !security::csrf_ok(&r.session, offered) {
+    if !security::csrf_ok(&signed.session, offered) {
         return Err(Refused(
             StatusCode::FORBIDDEN,
             "forbidden: missing or wrong CSRF token",
         ));
     }
-    Ok((r, f))
+    Ok((signed, f))
 }
 
 /// Requests made by the page's script want a fragment, not a redirect.
@@ -332,8 +373,8 @@ async fn login(State(app): AppState, headers: HeaderMap, Query(q): Query<LoginQu
     r
 }
 
-async fn home(State(app): AppState, headers: HeaderMap) -> Response {
-    let r = or_refuse!(req(&app, &headers));
+async fn home(State(app): AppState, signed: Signed) -> Response {
+    let r = signed.open(&app);
     // This device is linking itself to a profile: the page follows that.
     if app.linking().is_some_and(|l| l.error.is_none()) {
         return see("/link".into());
@@ -385,8 +426,8 @@ fn new_passphrase_error(r: &Req<'_>, f: &Fields) -> Option<String> {
     }
 }
 
-async fn onboard(State(app): AppState, headers: HeaderMap, body: Bytes) -> Response {
-    let (r, f) = or_refuse!(checked(&app, &headers, body));
+async fn onboard(State(app): AppState, form: Posted) -> Response {
+    let (r, f) = form.open(&app);
     let form = onboard_form(&f);
     let pass = zeroize::Zeroizing::new(f.text("passphrase"));
     let error = match new_passphrase_error(&r, &f) {
@@ -407,8 +448,8 @@ async fn onboard(State(app): AppState, headers: HeaderMap, body: Bytes) -> Respo
 
 /// Onboarding by linking to an existing profile: a profile of this device's own is made on the
 /// relay given, and the page shows its one-time link until the other device adds it.
-async fn onboard_link(State(app): AppState, headers: HeaderMap, body: Bytes) -> Response {
-    let (r, f) = or_refuse!(checked(&app, &headers, body));
+async fn onboard_link(State(app): AppState, form: Posted) -> Response {
+    let (r, f) = form.open(&app);
     let form = onboard_form(&f);
     let pass = zeroize::Zeroizing::new(f.text("passphrase"));
     let error = match new_passphrase_error(&r, &f) {
@@ -431,8 +472,8 @@ async fn onboard_link(State(app): AppState, headers: HeaderMap, body: Bytes) -> 
 }
 
 /// The linking page: the link and code, a failure, or — once linked — the messenger.
-async fn linking(State(app): AppState, headers: HeaderMap) -> Response {
-    let r = or_refuse!(req(&app, &headers));
+async fn linking(State(app): AppState, signed: Signed) -> Response {
+    let r = signed.open(&app);
     match app.linking() {
         None => see("/".into()),
         Some(l) => {
@@ -443,8 +484,8 @@ async fn linking(State(app): AppState, headers: HeaderMap) -> Response {
     }
 }
 
-async fn unlock(State(app): AppState, headers: HeaderMap, body: Bytes) -> Response {
-    let (r, f) = or_refuse!(checked(&app, &headers, body));
+async fn unlock(State(app): AppState, form: Posted) -> Response {
+    let (r, f) = form.open(&app);
     let pass = zeroize::Zeroizing::new(f.text("passphrase"));
     match app.unlock(&pass).await {
         // Every unlock clears the origin's storage, so one after the duress passphrase (which
@@ -459,8 +500,8 @@ async fn unlock(State(app): AppState, headers: HeaderMap, body: Bytes) -> Respon
 
 // ---- chats ----------------------------------------------------------------------------------
 
-async fn chat(State(app): AppState, headers: HeaderMap, Path(id): Path<String>) -> Response {
-    let r = or_refuse!(req(&app, &headers));
+async fn chat(State(app): AppState, signed: Signed, Path(id): Path<String>) -> Response {
+    let r = signed.open(&app);
     if !ready(&app).await {
         return see("/".into());
     }
@@ -502,11 +543,11 @@ struct PageQuery {
 /// messages remain.
 async fn messages(
     State(app): AppState,
-    headers: HeaderMap,
+    signed: Signed,
     Path(id): Path<String>,
     Query(q): Query<PageQuery>,
 ) -> Response {
-    let r = or_refuse!(req(&app, &headers));
+    let r = signed.open(&app);
     let limit = if q.after.is_some() { 500 } else { pages::PAGE };
     let ms = app
         .history(rpc::HistoryParams {
@@ -535,10 +576,10 @@ async fn messages(
 
 async fn one_message(
     State(app): AppState,
-    headers: HeaderMap,
+    signed: Signed,
     Path((id, mid)): Path<(String, String)>,
 ) -> Response {
-    let r = or_refuse!(req(&app, &headers));
+    let r = signed.open(&app);
     let ms = app
         .history(rpc::HistoryParams {
             conversation_id: Some(id.clone()),
@@ -558,12 +599,8 @@ struct ListQuery {
     current: Option<String>,
 }
 
-async fn chat_list(
-    State(app): AppState,
-    headers: HeaderMap,
-    Query(q): Query<ListQuery>,
-) -> Response {
-    let r = or_refuse!(req(&app, &headers));
+async fn chat_list(State(app): AppState, signed: Signed, Query(q): Query<ListQuery>) -> Response {
+    let r = signed.open(&app);
     match lists(&app).await {
         Ok((convs, invs)) => page(pages::chat_list(
             &r.ctx,
@@ -579,9 +616,9 @@ async fn send(
     State(app): AppState,
     headers: HeaderMap,
     Path(id): Path<String>,
-    body: Bytes,
+    form: Posted,
 ) -> Response {
-    let (r, f) = or_refuse!(checked(&app, &headers, body));
+    let (r, f) = form.open(&app);
     let text = f.text("text");
     let sent = app
         .send(rpc::SendParams {
@@ -610,13 +647,8 @@ async fn send(
     }
 }
 
-async fn retry(
-    State(app): AppState,
-    headers: HeaderMap,
-    Path(mid): Path<String>,
-    body: Bytes,
-) -> Response {
-    let (r, _) = or_refuse!(checked(&app, &headers, body));
+async fn retry(State(app): AppState, Path(mid): Path<String>, form: Posted) -> Response {
+    let (r, _) = form.open(&app);
     let sent = app
         .message_retry(rpc::MessageParams {
             message_id: mid.clone(),
@@ -672,21 +704,20 @@ async fn info_page(
     }
 }
 
-async fn info(State(app): AppState, headers: HeaderMap, Path(id): Path<String>) -> Response {
-    let r = or_refuse!(req(&app, &headers));
+async fn info(State(app): AppState, signed: Signed, Path(id): Path<String>) -> Response {
+    let r = signed.open(&app);
     info_page(&app, &r.ctx, &id, None, None).await
 }
 
 /// Run a group change; show the members page again (with what went wrong, if anything).
 async fn group_change(
     app: &App,
-    headers: &HeaderMap,
     id: &str,
-    body: Bytes,
+    form: Posted,
     method: &'static str,
     params: impl FnOnce(&str, &Fields) -> Value,
 ) -> Response {
-    let (r, f) = or_refuse!(checked(app, headers, body));
+    let (r, f) = form.open(app);
     // By id: a rename elsewhere cannot make this land on another conversation, and no list
     // of every conversation is read to find a name.
     let result: Result<Value, CallError> = app.call(method, params(id, &f)).await;
@@ -714,81 +745,52 @@ async fn group_change(
     }
 }
 
-async fn group_add(
-    State(app): AppState,
-    headers: HeaderMap,
-    Path(id): Path<String>,
-    body: Bytes,
-) -> Response {
+async fn group_add(State(app): AppState, Path(id): Path<String>, form: Posted) -> Response {
     group_change(
         &app,
-        &headers,
         &id,
-        body,
+        form,
         "group_add",
         |g, f| json!({ "conversation_id": g, "contacts": f.all("member") }),
     )
     .await
 }
 
-async fn group_remove(
-    State(app): AppState,
-    headers: HeaderMap,
-    Path(id): Path<String>,
-    body: Bytes,
-) -> Response {
+async fn group_remove(State(app): AppState, Path(id): Path<String>, form: Posted) -> Response {
     group_change(
         &app,
-        &headers,
         &id,
-        body,
+        form,
         "group_remove",
         |g, f| json!({ "conversation_id": g, "contact": f.text("contact") }),
     )
     .await
 }
 
-async fn group_rename(
-    State(app): AppState,
-    headers: HeaderMap,
-    Path(id): Path<String>,
-    body: Bytes,
-) -> Response {
+async fn group_rename(State(app): AppState, Path(id): Path<String>, form: Posted) -> Response {
     group_change(
         &app,
-        &headers,
         &id,
-        body,
+        form,
         "group_rename",
         |g, f| json!({ "conversation_id": g, "name": f.text("name") }),
     )
     .await
 }
 
-async fn group_leave(
-    State(app): AppState,
-    headers: HeaderMap,
-    Path(id): Path<String>,
-    body: Bytes,
-) -> Response {
+async fn group_leave(State(app): AppState, Path(id): Path<String>, form: Posted) -> Response {
     group_change(
         &app,
-        &headers,
         &id,
-        body,
+        form,
         "group_leave",
         |g, _| json!({ "conversation_id": g }),
     )
     .await
 }
 
-async fn set_timer(
-    State(app): AppState,
-    headers: HeaderMap,
-    Path(id): Path<String>,
-    body: Bytes,
-) -> Response {
-    group_change(&app, &headers, &id, body, "set_timer", |g, f| {
+async fn set_timer(State(app): AppState, Path(id): Path<String>, form: Posted) -> Response {
+    group_change(&app, &id, form, "set_timer", |g, f| {
         let seconds = f
             .get("seconds")
             .and_then(|s| s.parse::<u64>().ok())
@@ -798,16 +800,16 @@ async fn set_timer(
     .await
 }
 
-async fn new_group(State(app): AppState, headers: HeaderMap) -> Response {
-    let r = or_refuse!(req(&app, &headers));
+async fn new_group(State(app): AppState, signed: Signed) -> Response {
+    let r = signed.open(&app);
     match app.contacts(NoParams {}).await.map_err(CallError::from) {
         Ok(contacts) => page(pages::new_group(&r.ctx, &contacts, None)),
         Err(e) => fail(&r.ctx, &e),
     }
 }
 
-async fn create_group(State(app): AppState, headers: HeaderMap, body: Bytes) -> Response {
-    let (r, f) = or_refuse!(checked(&app, &headers, body));
+async fn create_group(State(app): AppState, form: Posted) -> Response {
+    let (r, f) = form.open(&app);
     let name = f.text("name");
     let members = f.all("member");
     let result = async {
@@ -848,16 +850,16 @@ async fn create_group(State(app): AppState, headers: HeaderMap, body: Bytes) -> 
 
 // ---- contacts, invites, invitations -----------------------------------------------------------
 
-async fn new_contact(State(app): AppState, headers: HeaderMap) -> Response {
-    let r = or_refuse!(req(&app, &headers));
+async fn new_contact(State(app): AppState, signed: Signed) -> Response {
+    let r = signed.open(&app);
     if !ready(&app).await {
         return see("/".into());
     }
     page(pages::new_contact(&r.ctx, None, None, "", ""))
 }
 
-async fn invite(State(app): AppState, headers: HeaderMap, body: Bytes) -> Response {
-    let (r, f) = or_refuse!(checked(&app, &headers, body));
+async fn invite(State(app): AppState, form: Posted) -> Response {
+    let (r, f) = form.open(&app);
     let reusable = f.get("reusable").is_some();
     let hours: u64 = f.get("hours").and_then(|h| h.parse().ok()).unwrap_or(72);
     let link = app
@@ -886,8 +888,8 @@ async fn invite(State(app): AppState, headers: HeaderMap, body: Bytes) -> Respon
     }
 }
 
-async fn accept(State(app): AppState, headers: HeaderMap, body: Bytes) -> Response {
-    let (r, f) = or_refuse!(checked(&app, &headers, body));
+async fn accept(State(app): AppState, form: Posted) -> Response {
+    let (r, f) = form.open(&app);
     let link = f.text("link");
     let name = f.text("name");
     let accepted = app
@@ -908,11 +910,10 @@ async fn accept(State(app): AppState, headers: HeaderMap, body: Bytes) -> Respon
 
 async fn invitation(
     State(app): AppState,
-    headers: HeaderMap,
     Path((id, action)): Path<(i64, String)>,
-    body: Bytes,
+    form: Posted,
 ) -> Response {
-    let (r, _) = or_refuse!(checked(&app, &headers, body));
+    let (r, _) = form.open(&app);
     let method = match action.as_str() {
         "accept" => "invitation_accept",
         "decline" => "invitation_decline",
@@ -932,8 +933,8 @@ async fn contact(app: &App, id: &str) -> Result<ContactView, CallError> {
     })
 }
 
-async fn verify(State(app): AppState, headers: HeaderMap, Path(id): Path<String>) -> Response {
-    let r = or_refuse!(req(&app, &headers));
+async fn verify(State(app): AppState, signed: Signed, Path(id): Path<String>) -> Response {
+    let r = signed.open(&app);
     let result = async {
         let k = contact(&app, &id).await?;
         let n = app
@@ -950,13 +951,8 @@ async fn verify(State(app): AppState, headers: HeaderMap, Path(id): Path<String>
     }
 }
 
-async fn verify_post(
-    State(app): AppState,
-    headers: HeaderMap,
-    Path(id): Path<String>,
-    body: Bytes,
-) -> Response {
-    let (r, f) = or_refuse!(checked(&app, &headers, body));
+async fn verify_post(State(app): AppState, Path(id): Path<String>, form: Posted) -> Response {
+    let (r, f) = form.open(&app);
     let result = async {
         let k = contact(&app, &id).await?;
         app.contact_verify(rpc::ContactVerifyParams {
@@ -975,8 +971,8 @@ async fn verify_post(
 
 // ---- settings -------------------------------------------------------------------------------
 
-async fn settings(State(app): AppState, headers: HeaderMap) -> Response {
-    let r = or_refuse!(req(&app, &headers));
+async fn settings(State(app): AppState, signed: Signed) -> Response {
+    let r = signed.open(&app);
     settings_page(&app, &r, None, None).await
 }
 
@@ -1028,8 +1024,8 @@ async fn settings_page_with(
     }
 }
 
-async fn settings_duress(State(app): AppState, headers: HeaderMap, body: Bytes) -> Response {
-    let (r, f) = or_refuse!(checked(&app, &headers, body));
+async fn settings_duress(State(app): AppState, form: Posted) -> Response {
+    let (r, f) = form.open(&app);
     let duress = zeroize::Zeroizing::new(f.text("duress"));
     let again = zeroize::Zeroizing::new(f.text("duress2"));
     let error = if duress.chars().count() < 8 {
@@ -1050,12 +1046,8 @@ async fn settings_duress(State(app): AppState, headers: HeaderMap, body: Bytes) 
 }
 
 /// A pasted link: show the new device's name and code and ask (nothing is signed yet).
-async fn settings_device_preview(
-    State(app): AppState,
-    headers: HeaderMap,
-    body: Bytes,
-) -> Response {
-    let (r, f) = or_refuse!(checked(&app, &headers, body));
+async fn settings_device_preview(State(app): AppState, form: Posted) -> Response {
+    let (r, f) = form.open(&app);
     let link = f.text("link").trim().to_string();
     match app
         .device_add_preview(rpc::DeviceAddParams { link: link.clone() })
@@ -1068,8 +1060,8 @@ async fn settings_device_preview(
 }
 
 /// Confirmed: add the device (the service finishes it when the new device answers).
-async fn settings_device_add(State(app): AppState, headers: HeaderMap, body: Bytes) -> Response {
-    let (r, f) = or_refuse!(checked(&app, &headers, body));
+async fn settings_device_add(State(app): AppState, form: Posted) -> Response {
+    let (r, f) = form.open(&app);
     match app
         .device_add(rpc::DeviceAddParams {
             link: f.text("link").trim().to_string(),
@@ -1087,8 +1079,8 @@ async fn settings_device_add(State(app): AppState, headers: HeaderMap, body: Byt
     }
 }
 
-async fn settings_device_revoke(State(app): AppState, headers: HeaderMap, body: Bytes) -> Response {
-    let (r, f) = or_refuse!(checked(&app, &headers, body));
+async fn settings_device_revoke(State(app): AppState, form: Posted) -> Response {
+    let (r, f) = form.open(&app);
     let done = app
         .device_revoke(rpc::DeviceParams {
             id: f.text("id").to_string(),
@@ -1109,8 +1101,8 @@ async fn settings_device_revoke(State(app): AppState, headers: HeaderMap, body: 
     }
 }
 
-async fn settings_proxy(State(app): AppState, headers: HeaderMap, body: Bytes) -> Response {
-    let (r, f) = or_refuse!(checked(&app, &headers, body));
+async fn settings_proxy(State(app): AppState, form: Posted) -> Response {
+    let (r, f) = form.open(&app);
     let proxy = f.text("proxy");
     let proxy = if proxy.trim().is_empty() {
         "off".to_string()
@@ -1130,8 +1122,8 @@ async fn settings_proxy(State(app): AppState, headers: HeaderMap, body: Bytes) -
     }
 }
 
-async fn settings_wipe(State(app): AppState, headers: HeaderMap, body: Bytes) -> Response {
-    let (r, f) = or_refuse!(checked(&app, &headers, body));
+async fn settings_wipe(State(app): AppState, form: Posted) -> Response {
+    let (r, f) = form.open(&app);
     if f.get("confirm") != Some("1") {
         return settings_page(&app, &r, None, Some(r.ctx.tr("err-wipe-confirm"))).await;
     }
@@ -1143,29 +1135,23 @@ async fn settings_wipe(State(app): AppState, headers: HeaderMap, body: Bytes) ->
 
 /// Lock: the profile leaves memory (when this process owns it) and the browser drops what it
 /// holds for the app; the page asks for the passphrase again.
-async fn lock(State(app): AppState, headers: HeaderMap, body: Bytes) -> Response {
-    let _ = or_refuse!(checked(&app, &headers, body));
+async fn lock(State(app): AppState, _checked: Posted) -> Response {
     app.lock().await;
     clearing(see("/".into()), Clear::Storage)
 }
 
 /// Quit: the session ends, the browser drops everything it holds for the app (the cookie
 /// too), and the app's process stops.
-async fn quit(State(app): AppState, headers: HeaderMap, body: Bytes) -> Response {
-    let (r, _) = or_refuse!(checked(&app, &headers, body));
+async fn quit(State(app): AppState, form: Posted) -> Response {
+    let (r, _) = form.open(&app);
     app.guard.end(&r.id);
     app.quit.notify_one();
     clearing(page(pages::stopped(&r.ctx)), Clear::All)
 }
 
 /// The composer's draft, kept in the profile (never in the browser).
-async fn save_draft(
-    State(app): AppState,
-    headers: HeaderMap,
-    Path(id): Path<String>,
-    body: Bytes,
-) -> Response {
-    let (r, f) = or_refuse!(checked(&app, &headers, body));
+async fn save_draft(State(app): AppState, Path(id): Path<String>, form: Posted) -> Response {
+    let (r, f) = form.open(&app);
     let text = zeroize::Zeroizing::new(f.text("text"));
     let saved = app
         .draft_set(rpc::DraftParams {
@@ -1180,8 +1166,8 @@ async fn save_draft(
     }
 }
 
-async fn settings_lang(State(app): AppState, headers: HeaderMap, body: Bytes) -> Response {
-    let (r, f) = or_refuse!(checked(&app, &headers, body));
+async fn settings_lang(State(app): AppState, form: Posted) -> Response {
+    let (r, f) = form.open(&app);
     app.guard
         .set_lang(&r.id, f.get("lang").and_then(Lang::from_code));
     // Back to where the switch was (only our own two pages: no open redirect).

@@ -1,0 +1,241 @@
+//! The `conversations` table and what hangs off a conversation's row: looked up by name,
+//! id or log, status, forgetting one (its secrets and tokens go with it), epoch tokens.
+
+use super::*;
+
+pub(super) type ConvRow = (
+    Vec<u8>,
+    String,
+    String,
+    String,
+    i64,
+    i64,
+    i64,
+    Option<Vec<u8>>,
+    i64,
+);
+
+pub(super) fn conv_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<ConvRow> {
+    Ok((
+        r.get(0)?,
+        r.get(1)?,
+        r.get(2)?,
+        r.get(3)?,
+        r.get(4)?,
+        r.get(5)?,
+        r.get(6)?,
+        r.get(7)?,
+        r.get(8)?,
+    ))
+}
+
+pub(super) const CONV_COLUMNS: &str =
+    "group_id, kind, name, relay, read_epoch, cursor, active, log_id, seq_base";
+
+impl Profile {
+    pub(super) fn conv_by_name(&self, name: &str) -> Result<Conv> {
+        let row = self
+            .db
+            .conn()
+            .query_row(
+                &format!("SELECT {CONV_COLUMNS} FROM conversations WHERE name = ?1 AND hidden = 0"),
+                params![name],
+                conv_from_row,
+            )
+            .optional()?;
+        row.map(Self::conv_from_tuple)
+            .transpose()?
+            .ok_or_else(|| Error::NotFound(format!("no contact or group called {name:?}")))
+    }
+
+    /// The id (base64url, as in events) of the conversation called `name`.
+    pub fn conversation_id(&self, name: &str) -> Result<String> {
+        Ok(self.conv_by_name(name)?.group_id.to_string())
+    }
+
+    /// Delete a conversation that never came to be (an accept refused for good), with its
+    /// contact, MLS state and tokens (inside the caller's transaction).
+    pub(super) fn forget_conversation(&self, gid: &Id) -> Result<()> {
+        let conn = self.db.conn();
+        let g = gid.as_bytes();
+        conn.execute("DELETE FROM contacts WHERE group_id = ?1", params![g])?;
+        for table in [
+            "conversations",
+            "drafts",
+            "last_rosters",
+            "epoch_tokens",
+            "own_entries",
+            "member_names",
+            "messages",
+            "outbox",
+            "mls_groups",
+            "mls_epochs",
+            "mls_trees",
+            "mls_state_bases",
+        ] {
+            conn.execute(
+                &format!("DELETE FROM {table} WHERE group_id = ?1"),
+                params![g],
+            )?;
+        }
+        Ok(())
+    }
+
+    /// Forget the keys of a conversation we are no longer in (removed, or left and our
+    /// leave notice delivered): MLS state and epoch tokens go; the history stays. Inside the
+    /// caller's transaction.
+    pub(super) fn drop_group_secrets(&self, gid: &Id) -> Result<()> {
+        // Who was in it: only one of them may re-add us later (M6).
+        if let Ok(group) = self.mls.load(gid.as_bytes()) {
+            let conn = self.db.conn();
+            for m in group.members() {
+                conn.execute(
+                    "INSERT OR IGNORE INTO last_rosters (group_id, person) VALUES (?1, ?2)",
+                    params![gid.as_bytes(), &m.fingerprint[..]],
+                )?;
+            }
+        }
+        let conn = self.db.conn();
+        for table in [
+            "mls_groups",
+            "mls_epochs",
+            "mls_trees",
+            "mls_state_bases",
+            "epoch_tokens",
+        ] {
+            conn.execute(
+                &format!("DELETE FROM {table} WHERE group_id = ?1"),
+                params![gid.as_bytes()],
+            )?;
+        }
+        Ok(())
+    }
+
+    /// The current name of the conversation with this id (base64url, as in events).
+    pub fn conversation_name(&self, id: &str) -> Result<String> {
+        let gid: Id = id
+            .parse()
+            .map_err(|_| Error::Usage(format!("{id:?} is not a conversation id")))?;
+        self.conv_by_id(&gid)?
+            .map(|c| c.name)
+            .ok_or_else(|| Error::NotFound(format!("no conversation with id {id}")))
+    }
+
+    pub(super) fn conv_by_id(&self, id: &Id) -> Result<Option<Conv>> {
+        let row = self
+            .db
+            .conn()
+            .query_row(
+                &format!("SELECT {CONV_COLUMNS} FROM conversations WHERE group_id = ?1"),
+                params![id.as_bytes()],
+                conv_from_row,
+            )
+            .optional()?;
+        row.map(Self::conv_from_tuple).transpose()
+    }
+
+    /// The conversation whose log on its relay has this id (a push names the log).
+    pub(crate) fn conv_by_log(&self, id: &Id) -> Result<Option<Conv>> {
+        let row = self
+            .db
+            .conn()
+            .query_row(
+                &format!(
+                    "SELECT {CONV_COLUMNS} FROM conversations WHERE COALESCE(log_id, group_id) = ?1"
+                ),
+                params![id.as_bytes()],
+                conv_from_row,
+            )
+            .optional()?;
+        row.map(Self::conv_from_tuple).transpose()
+    }
+
+    pub(super) fn conv_from_tuple(t: ConvRow) -> Result<Conv> {
+        let group_id =
+            Id::from_slice(&t.0).map_err(|_| Error::Storage("corrupt group id".into()))?;
+        let log = match t.7 {
+            Some(l) => Id::from_slice(&l).map_err(|_| Error::Storage("corrupt log id".into()))?,
+            None => group_id,
+        };
+        Ok(Conv {
+            group_id,
+            log,
+            seq_base: t.8.max(0) as u64,
+            kind: ConvKind::from_sql(&t.1)?,
+            name: t.2,
+            relay: t.3,
+            read_epoch: t.4 as u64,
+            cursor: t.5 as u64,
+            active: t.6 != 0,
+        })
+    }
+
+    pub(crate) fn active_convs(&self) -> Result<Vec<Conv>> {
+        self.convs_where("active = 1")
+    }
+
+    /// Conversations we left whose leave notice is still queued.
+    pub(super) fn left_with_outbox(&self) -> Result<Vec<Conv>> {
+        self.convs_where("active = 0 AND group_id IN (SELECT group_id FROM outbox)")
+    }
+
+    /// Record why `gid` no longer takes messages (inside the caller's transaction, if any).
+    pub(super) fn set_status(&self, gid: &Id, status: &ConvStatus) -> Result<()> {
+        self.db.conn().execute(
+            "UPDATE conversations SET status = ?2, status_reason = ?3,
+                 active = CASE WHEN ?2 = 'refusing' THEN active ELSE 0 END
+             WHERE group_id = ?1",
+            params![gid.as_bytes(), status.code(), status.reason()],
+        )?;
+        Ok(())
+    }
+
+    pub(super) fn status_of(&self, gid: &Id) -> Result<Option<ConvStatus>> {
+        let row: Option<(Option<String>, Option<String>)> = self
+            .db
+            .conn()
+            .query_row(
+                "SELECT status, status_reason FROM conversations WHERE group_id = ?1",
+                params![gid.as_bytes()],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )
+            .optional()?;
+        Ok(row.and_then(|(code, reason)| {
+            ConvStatus::from_columns(code.as_deref(), reason.as_deref())
+        }))
+    }
+
+    /// Conversations matching a fixed SQL condition, oldest first.
+    pub(super) fn convs_where(&self, condition: &str) -> Result<Vec<Conv>> {
+        let conn = self.db.conn();
+        let mut stmt = conn.prepare(&format!(
+            "SELECT {CONV_COLUMNS} FROM conversations WHERE {condition} ORDER BY created_at"
+        ))?;
+        let rows = stmt
+            .query_map([], conv_from_row)?
+            .collect::<rusqlite::Result<Vec<_>>>()?;
+        drop(stmt);
+        drop(conn);
+        rows.into_iter().map(Self::conv_from_tuple).collect()
+    }
+
+    pub(super) fn store_token(&self, group: &Id, epoch: u64, token: &[u8]) -> Result<()> {
+        self.db.conn().execute(
+            "INSERT OR REPLACE INTO epoch_tokens (group_id, epoch, token) VALUES (?1, ?2, ?3)",
+            params![group.as_bytes(), epoch as i64, token],
+        )?;
+        Ok(())
+    }
+
+    pub(crate) fn token(&self, group: &Id, epoch: u64) -> Result<Vec<u8>> {
+        self.db
+            .conn()
+            .query_row(
+                "SELECT token FROM epoch_tokens WHERE group_id = ?1 AND epoch = ?2",
+                params![group.as_bytes(), epoch as i64],
+                |r| r.get(0),
+            )
+            .optional()?
+            .ok_or_else(|| Error::Storage(format!("missing epoch token for epoch {epoch}")))
+    }
+}

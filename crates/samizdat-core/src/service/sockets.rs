@@ -1,0 +1,284 @@
+//! The sockets beside the home relay's: one per isolated conversation (each through its own
+//! proxy identity) and one per mailbox on our other relays. Each reports pushes to the service.
+
+use super::*;
+
+/// What one conversation's own WebSocket subscribes (isolation): its log's relay, the
+/// epoch being read with that epoch's token, and the cursor.
+#[derive(Clone)]
+pub(super) struct ConvSub {
+    ws_url: String,
+    /// Pinned TLS for this relay (compared by the address, which carries the pin).
+    tls: Option<std::sync::Arc<rustls::ClientConfig>>,
+    epoch: u64,
+    token: Vec<u8>,
+    after: u64,
+}
+
+impl PartialEq for ConvSub {
+    fn eq(&self, o: &ConvSub) -> bool {
+        (&self.ws_url, self.epoch, &self.token, self.after)
+            == (&o.ws_url, o.epoch, &o.token, o.after)
+    }
+}
+
+/// One WebSocket per conversation when isolating: each under the conversation's own proxy
+/// identity, carrying that conversation's token only. Pushes come back as group ids.
+pub(super) struct ConvSockets {
+    tasks: HashMap<Id, (watch::Sender<ConvSub>, tokio::task::JoinHandle<()>)>,
+    push_tx: mpsc::Sender<Id>,
+    pub(super) push_rx: mpsc::Receiver<Id>,
+}
+
+impl ConvSockets {
+    pub(super) fn new() -> ConvSockets {
+        let (push_tx, push_rx) = mpsc::channel(1024);
+        ConvSockets {
+            tasks: HashMap::new(),
+            push_tx,
+            push_rx,
+        }
+    }
+
+    /// Start, update or stop the sockets so they match the active conversations.
+    pub(super) fn update(&mut self, p: &Profile) -> Result<()> {
+        let mut wanted = std::collections::HashSet::new();
+        for conv in p.active_convs()? {
+            // Keyed by the log: a move starts a socket for the new log and ends the old one.
+            wanted.insert(conv.log);
+            let client = p.conv_relay(&conv)?;
+            let sub = ConvSub {
+                ws_url: client.ws_url(),
+                tls: client.tls_config(),
+                epoch: conv.read_epoch,
+                token: p.token(&conv.group_id, conv.read_epoch)?,
+                after: conv.cursor,
+            };
+            match self.tasks.get(&conv.log) {
+                Some((tx, task)) if !task.is_finished() => {
+                    tx.send_if_modified(|cur| {
+                        let changed = *cur != sub;
+                        if changed {
+                            *cur = sub;
+                        }
+                        changed
+                    });
+                }
+                _ => {
+                    let (tx, rx) = watch::channel(sub);
+                    let task = tokio::spawn(conv_socket(
+                        p.net.clone(),
+                        p.conv_identity(&conv.group_id),
+                        conv.log,
+                        rx,
+                        self.push_tx.clone(),
+                    ));
+                    self.tasks.insert(conv.log, (tx, task));
+                }
+            }
+        }
+        self.tasks.retain(|g, (_, task)| {
+            let keep = wanted.contains(g);
+            if !keep {
+                task.abort();
+            }
+            keep
+        });
+        Ok(())
+    }
+}
+
+impl Drop for ConvSockets {
+    fn drop(&mut self) {
+        for (_, (_, task)) in self.tasks.drain() {
+            task.abort();
+        }
+    }
+}
+
+/// Keep one conversation's WebSocket open (reconnecting with backoff), subscribed to what
+/// `sub` says; report each push for the conversation on `push`.
+pub(super) async fn conv_socket(
+    net: crate::net::Net,
+    identity: Option<String>,
+    group: Id,
+    mut sub: watch::Receiver<ConvSub>,
+    push: mpsc::Sender<Id>,
+) {
+    let mut backoff = new_backoff();
+    loop {
+        let (url, tls) = {
+            let s = sub.borrow();
+            (s.ws_url.clone(), s.tls.clone())
+        };
+        if let Ok(mut ws) = net.connect_ws(&url, identity.as_deref(), tls).await {
+            backoff = new_backoff();
+            let mut ready = false;
+            loop {
+                let frame = tokio::select! {
+                    msg = ws.next() => msg,
+                    changed = sub.changed() => {
+                        if changed.is_err() {
+                            return;
+                        }
+                        let current = sub.borrow().clone();
+                        if ready && subscribe_group(&mut ws, group, &current).await.is_err() {
+                            break;
+                        }
+                        continue;
+                    }
+                };
+                let text = match frame {
+                    Some(Ok(Message::Text(t))) => t,
+                    Some(Ok(Message::Binary(b))) => {
+                        // A pushed entry: the service reads the log.
+                        if group_of_binary(&b).is_some() && push.send(group).await.is_err() {
+                            return;
+                        }
+                        continue;
+                    }
+                    Some(Ok(_)) => continue,
+                    _ => break,
+                };
+                match serde_json::from_str::<ServerFrame>(text.as_str()) {
+                    Ok(ServerFrame::Hello { features, .. }) => {
+                        ready = true;
+                        if ask_binary_entries(&mut ws, &features).await.is_err() {
+                            break;
+                        }
+                        let current = sub.borrow().clone();
+                        if subscribe_group(&mut ws, group, &current).await.is_err() {
+                            break;
+                        }
+                        // Whatever arrived while this socket was away.
+                        let _ = push.send(group).await;
+                    }
+                    // The service is gone: so is this socket.
+                    Ok(ServerFrame::Entry { .. } | ServerFrame::EpochClosed { .. })
+                        if push.send(group).await.is_err() =>
+                    {
+                        return;
+                    }
+                    _ => {}
+                }
+            }
+        }
+        tokio::time::sleep(backoff.next().unwrap_or(Duration::from_secs(10))).await;
+    }
+}
+
+pub(super) async fn subscribe_group(ws: &mut Ws, group: Id, sub: &ConvSub) -> Result<()> {
+    let frame = ClientFrame::SubscribeGroup {
+        group_id: group,
+        epoch: sub.epoch,
+        token: Bytes(sub.token.clone()),
+        after: sub.after,
+    };
+    let text = serde_json::to_string(&frame).map_err(|e| Error::Protocol(e.to_string()))?;
+    ws.send(Message::Text(text.into()))
+        .await
+        .map_err(|e| Error::RelayUnreachable(e.to_string()))
+}
+
+/// One WebSocket per mailbox on our other relays (the primary's is the service's own),
+/// reporting pushes so the service syncs at once.
+pub(super) struct MailboxSockets {
+    tasks: HashMap<String, tokio::task::JoinHandle<()>>,
+    push_tx: mpsc::Sender<()>,
+    pub(super) push_rx: mpsc::Receiver<()>,
+}
+
+impl MailboxSockets {
+    pub(super) fn new() -> MailboxSockets {
+        let (push_tx, push_rx) = mpsc::channel(64);
+        MailboxSockets {
+            tasks: HashMap::new(),
+            push_tx,
+            push_rx,
+        }
+    }
+
+    pub(super) fn update(&mut self, p: &Profile) {
+        let mut wanted = std::collections::HashSet::new();
+        for m in &p.others {
+            let relay = m.relay.base().to_string();
+            wanted.insert(relay.clone());
+            if self.tasks.get(&relay).is_some_and(|t| !t.is_finished()) {
+                continue;
+            }
+            let identity = crate::profile::isolation_identity(
+                &p.net,
+                &p.isolation_salt,
+                format!("mailbox:{relay}").as_bytes(),
+            );
+            let task = tokio::spawn(mailbox_socket(
+                p.net.clone(),
+                identity,
+                m.relay.ws_url(),
+                m.relay.tls_config(),
+                m.id,
+                m.key.clone(),
+                self.push_tx.clone(),
+            ));
+            self.tasks.insert(relay, task);
+        }
+        self.tasks.retain(|r, task| {
+            let keep = wanted.contains(r);
+            if !keep {
+                task.abort();
+            }
+            keep
+        });
+    }
+}
+
+impl Drop for MailboxSockets {
+    fn drop(&mut self) {
+        for (_, task) in self.tasks.drain() {
+            task.abort();
+        }
+    }
+}
+
+/// Keep one mailbox's WebSocket open (reconnecting with backoff); report each push.
+pub(super) async fn mailbox_socket(
+    net: crate::net::Net,
+    identity: Option<String>,
+    url: String,
+    tls: Option<std::sync::Arc<rustls::ClientConfig>>,
+    mailbox: Id,
+    key: std::sync::Arc<crate::relay_client::MailboxKey>,
+    push: mpsc::Sender<()>,
+) {
+    let mut backoff = new_backoff();
+    loop {
+        if let Ok(mut ws) = net.connect_ws(&url, identity.as_deref(), tls.clone()).await {
+            backoff = new_backoff();
+            while let Some(Ok(frame)) = ws.next().await {
+                let Message::Text(text) = frame else { continue };
+                match serde_json::from_str::<ServerFrame>(text.as_str()) {
+                    Ok(ServerFrame::Hello { challenge, .. }) => {
+                        let sig =
+                            key.sign(&samizdat_proto::ws_signing_payload(&challenge, &mailbox));
+                        let frame = ClientFrame::SubscribeMailbox {
+                            mailbox_id: mailbox,
+                            after: 0,
+                            signature: Bytes(sig),
+                        };
+                        let Ok(text) = serde_json::to_string(&frame) else {
+                            return;
+                        };
+                        if ws.send(Message::Text(text.into())).await.is_err() {
+                            break;
+                        }
+                    }
+                    Ok(ServerFrame::MailboxMessage { .. }) if push.send(()).await.is_err() => {
+                        return;
+                    }
+                    _ => {}
+                }
+            }
+        }
+        tokio::time::sleep(backoff.next().unwrap_or(Duration::from_secs(10))).await;
+    }
+}

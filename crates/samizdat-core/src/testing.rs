@@ -1,0 +1,324 @@
+//! A test world in one process (feature `testing`): relays on the SQLite store in a temporary
+//! directory, people whose profiles stay open, and a clock the test moves.
+//!
+//! Behaviour tests run here with no process to spawn, no passphrase to derive per command and
+//! no sleep: a relay that is down is a relay that was shut down; "a minute later" is
+//! [`World::advance`]. What only processes can show (SIGKILL, proxies, the CLI contract, the
+//! app) keeps its binary-level tests in the `samizdat` crate.
+//!
+//! The clock is the profile's (message expiry, delivery retries, invite and link expiry),
+//! moved for the whole process: nextest runs every test in a process of its own. The relays
+//! keep the real clock (their signatures and timestamps are checked against it).
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use samizdat_relay::{Config, Relay};
+
+use crate::{Event, GroupAdded, MessageView, Page, Profile, Result};
+
+/// What the clock was moved by, in milliseconds (see [`World::advance`]).
+static CLOCK_OFFSET_MS: AtomicU64 = AtomicU64::new(0);
+
+/// The profile clock's offset from the system's, in milliseconds.
+pub(crate) fn clock_offset_ms() -> u64 {
+    CLOCK_OFFSET_MS.load(Ordering::Relaxed)
+}
+
+const PASSPHRASE: &str = "a test passphrase, not a secret";
+
+/// Relays, people and every text a test sent (to look for on the relays' disks).
+pub struct World {
+    dir: tempfile::TempDir,
+    relays: Vec<TestRelay>,
+    secrets: Vec<String>,
+    serial: u64,
+}
+
+/// One relay of the world: its address survives a restart, its data too.
+pub struct TestRelay {
+    relay: Option<Relay>,
+    /// Where it listens (kept across a restart).
+    pub addr: std::net::SocketAddr,
+    /// Its base URL.
+    pub url: String,
+    data: PathBuf,
+}
+
+impl TestRelay {
+    async fn start(data: &Path, listen: &str) -> TestRelay {
+        let relay = Relay::start(Config {
+            listen: listen.into(),
+            data: data.to_path_buf(),
+            ..Config::default()
+        })
+        .await
+        .expect("a test relay starts");
+        TestRelay {
+            addr: relay.addr(),
+            url: relay.url(),
+            relay: Some(relay),
+            data: data.to_path_buf(),
+        }
+    }
+
+    /// Stop the relay: nothing listens on its address until [`TestRelay::restart`].
+    pub async fn stop(&mut self) {
+        if let Some(r) = self.relay.take() {
+            r.shutdown().await.expect("the relay stops cleanly");
+        }
+    }
+
+    /// Start it again on the same address with the same data.
+    pub async fn restart(&mut self) {
+        self.stop().await;
+        let again = TestRelay::start(&self.data, &self.addr.to_string()).await;
+        self.relay = again.relay;
+    }
+}
+
+impl World {
+    /// A world with one relay.
+    pub async fn new() -> World {
+        let dir = tempfile::tempdir().expect("a temporary directory");
+        let mut w = World {
+            dir,
+            relays: Vec::new(),
+            secrets: Vec::new(),
+            serial: 0,
+        };
+        w.add_relay().await;
+        w
+    }
+
+    /// Start another relay; returns its index.
+    pub async fn add_relay(&mut self) -> usize {
+        let data = self.dir.path().join(format!("relay-{}", self.relays.len()));
+        self.relays
+            .push(TestRelay::start(&data, "127.0.0.1:0").await);
+        self.relays.len() - 1
+    }
+
+    /// Relay `i` (0 is the first).
+    pub fn relay(&mut self, i: usize) -> &mut TestRelay {
+        &mut self.relays[i]
+    }
+
+    /// A new person on the first relay, known to others by `name` plus a random suffix.
+    pub async fn person(&mut self, name: &str) -> Person {
+        self.person_on(name, 0).await
+    }
+
+    /// A new person whose mailbox is on relay `relay`.
+    pub async fn person_on(&mut self, name: &str, relay: usize) -> Person {
+        self.serial += 1;
+        let display = format!("{name}-display-{}", self.serial);
+        let home = self.dir.path().join(name);
+        let profile = Profile::init_with(
+            &home,
+            PASSPHRASE,
+            &self.relays[relay].url,
+            &display,
+            crate::net::Net::default(),
+        )
+        .await
+        .expect("a profile is made");
+        self.secrets.push(display.clone());
+        Person {
+            name: name.to_string(),
+            display,
+            profile,
+            seen: Vec::new(),
+        }
+    }
+
+    /// People on the first relay.
+    pub async fn people<const N: usize>(&mut self, names: [&str; N]) -> [Person; N] {
+        let mut made = Vec::with_capacity(N);
+        for n in names {
+            made.push(self.person(n).await);
+        }
+        match made.try_into() {
+            Ok(people) => people,
+            Err(_) => unreachable!("N people were made"),
+        }
+    }
+
+    /// `b` accepts an invite from `a` and names them `a.name`; `a` syncs and knows `b` by
+    /// `b.display`.
+    pub async fn connect(&mut self, a: &mut Person, b: &mut Person) {
+        let link = a.profile.invite(3600, false).expect("an invite").to_link();
+        b.profile
+            .accept(&link, &a.name)
+            .await
+            .expect("the invite is accepted");
+        b.take();
+        a.sync().await;
+        let known = a.profile.contacts().expect("contacts");
+        assert!(
+            known.iter().any(|c| c.alias == b.display),
+            "{} should have {} as a contact",
+            a.name,
+            b.name
+        );
+    }
+
+    /// A text no relay may ever hold in the clear (checked by [`World::assert_no_plaintext`]).
+    pub fn text(&mut self, words: &str) -> String {
+        self.serial += 1;
+        let mut r = [0u8; 8];
+        aws_lc_rs::rand::fill(&mut r).expect("random bytes");
+        let t = format!("{words} canary-{}-{}", self.serial, hex::encode(r));
+        self.secrets.push(t.clone());
+        t
+    }
+
+    /// Move the profiles' clock forward (delivery retries fall due, messages expire).
+    pub fn advance(&self, by: Duration) {
+        CLOCK_OFFSET_MS.fetch_add(by.as_millis() as u64, Ordering::Relaxed);
+    }
+
+    /// Scan every file of every relay's data directory for every text and name sent.
+    pub fn assert_no_plaintext(&self) {
+        let mut files = Vec::new();
+        let mut stack: Vec<PathBuf> = self.relays.iter().map(|r| r.data.clone()).collect();
+        while let Some(d) = stack.pop() {
+            for e in std::fs::read_dir(&d).expect("read_dir").flatten() {
+                let p = e.path();
+                if p.is_dir() {
+                    stack.push(p);
+                } else {
+                    files.push(p);
+                }
+            }
+        }
+        assert!(!files.is_empty(), "the relays wrote nothing");
+        for f in files {
+            // SQLite may remove its -wal/-shm files between listing and reading.
+            let Ok(bytes) = std::fs::read(&f) else {
+                continue;
+            };
+            for s in &self.secrets {
+                assert!(
+                    !bytes.windows(s.len()).any(|w| w == s.as_bytes()),
+                    "plaintext {s:?} found in relay file {}",
+                    f.display()
+                );
+            }
+        }
+    }
+}
+
+/// A person: their open profile and what it reported.
+pub struct Person {
+    /// The short name tests use (and others' alias for them).
+    pub name: String,
+    /// Their own display name.
+    pub display: String,
+    pub profile: Profile,
+    /// Every event reported so far.
+    pub seen: Vec<Event>,
+}
+
+impl Person {
+    /// Sync; the events it reported (also kept in `seen`).
+    pub async fn sync(&mut self) -> Vec<Event> {
+        match self.try_sync().await {
+            Ok(events) => events,
+            Err(e) => panic!("{} could not sync: {e}", self.name),
+        }
+    }
+
+    /// Sync, with its error (a relay down, say).
+    pub async fn try_sync(&mut self) -> Result<Vec<Event>> {
+        let synced = self.profile.sync().await;
+        let mut events = self.take();
+        let mut got = synced?;
+        got.append(&mut events);
+        self.seen.extend(got.iter().cloned());
+        Ok(got)
+    }
+
+    /// What operations other than sync reported (catch-ups inside a send, say).
+    pub fn take(&mut self) -> Vec<Event> {
+        let events = self.profile.take_events();
+        self.seen.extend(events.iter().cloned());
+        events
+    }
+
+    /// Send `text` to a contact or group.
+    pub async fn send(&mut self, to: &str, text: &str) {
+        if let Err(e) = self.profile.send(to, text).await {
+            panic!("{} could not send to {to}: {e}", self.name);
+        }
+        self.take();
+    }
+
+    /// Make a group.
+    pub async fn group_create(&mut self, name: &str) {
+        self.profile
+            .group_create(name)
+            .await
+            .expect("the group is made");
+        self.take();
+    }
+
+    /// Add contacts (by alias) to a group.
+    pub async fn group_add(&mut self, group: &str, who: &[&str]) -> GroupAdded {
+        let who: Vec<String> = who.iter().map(|s| s.to_string()).collect();
+        let added = self.profile.group_add(group, &who).await;
+        self.take();
+        added.expect("the members are added")
+    }
+
+    /// Remove a contact (by alias) from a group.
+    pub async fn group_remove(&mut self, group: &str, who: &str) {
+        self.profile
+            .group_remove(group, who)
+            .await
+            .expect("the member is removed");
+        self.take();
+    }
+
+    /// Leave a group.
+    pub async fn group_leave(&mut self, group: &str) {
+        self.profile.group_leave(group).await.expect("left");
+        self.take();
+    }
+
+    /// The conversation's messages, oldest first.
+    pub fn history(&self, conversation: &str) -> Vec<MessageView> {
+        self.profile
+            .history_page(conversation, &Page::default())
+            .expect("history")
+    }
+
+    /// The texts of the conversation, oldest first.
+    pub fn texts(&self, conversation: &str) -> Vec<String> {
+        self.history(conversation)
+            .into_iter()
+            .map(|m| m.text)
+            .collect()
+    }
+
+    /// The group's members' key fingerprints, sorted.
+    pub fn members(&self, group: &str) -> Vec<String> {
+        let mut v: Vec<String> = self
+            .profile
+            .group_members(group)
+            .expect("members")
+            .into_iter()
+            .map(|m| m.fingerprint)
+            .collect();
+        v.sort();
+        v
+    }
+
+    /// Whether any event reported so far says `text` arrived.
+    pub fn got(&self, text: &str) -> bool {
+        self.seen
+            .iter()
+            .any(|e| matches!(e, Event::Message { text: t, .. } if t == text))
+    }
+}

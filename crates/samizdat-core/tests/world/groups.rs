@@ -1,0 +1,139 @@
+//! Groups: adds, removals, leaving, concurrent commits, catching up across epochs.
+
+use samizdat_core::Event;
+use samizdat_core::testing::World;
+
+use crate::run;
+
+#[test]
+fn groups_add_remove_and_leave() {
+    run(async {
+        let mut w = World::new().await;
+        let [mut alice, mut bob, mut carol] = w.people(["alice", "bob", "carol"]).await;
+        w.connect(&mut alice, &mut bob).await;
+        w.connect(&mut alice, &mut carol).await;
+        alice.group_create("circle").await;
+        alice
+            .group_add("circle", &[&bob.display, &carol.display])
+            .await;
+        bob.sync().await;
+        carol.sync().await;
+        assert_eq!(alice.members("circle").len(), 3);
+        assert_eq!(alice.members("circle"), bob.members("circle"));
+        assert_eq!(alice.members("circle"), carol.members("circle"));
+        let (m1, m2, m3) = (w.text("first"), w.text("second"), w.text("third"));
+        alice.send("circle", &m1).await;
+        bob.send("circle", &m2).await;
+        carol.send("circle", &m3).await;
+        for p in [&mut alice, &mut bob, &mut carol] {
+            p.sync().await;
+        }
+        let order = alice.texts("circle");
+        assert_eq!(order, vec![m1, m2, m3]);
+        assert_eq!(bob.texts("circle"), order);
+        assert_eq!(carol.texts("circle"), order);
+
+        // Removal: carol can neither read nor post afterwards.
+        alice.group_remove("circle", &carol.display).await;
+        let secret = w.text("after carol left");
+        alice.send("circle", &secret).await;
+        let events = carol.sync().await;
+        assert!(
+            events.iter().any(|e| matches!(e, Event::Removed { .. })),
+            "carol is told she was removed: {events:?}"
+        );
+        assert!(!carol.texts("circle").contains(&secret));
+        let err = carol
+            .profile
+            .send("circle", "still here?")
+            .await
+            .expect_err("a removed member cannot post");
+        assert!(err.to_string().contains("no longer a member"), "{err}");
+        bob.sync().await;
+        assert!(bob.got(&secret));
+
+        // Leave: bob leaves; alice's next sync removes him from the group.
+        bob.group_leave("circle").await;
+        let events = alice.sync().await;
+        assert!(
+            events.iter().any(|e| matches!(e, Event::MemberLeft { .. })),
+            "{events:?}"
+        );
+        assert_eq!(alice.members("circle").len(), 1);
+        assert!(bob.profile.send("circle", "gone").await.is_err());
+        w.assert_no_plaintext();
+    });
+}
+
+/// Two members add someone at the same moment: one commit wins the epoch, the other catches
+/// up and retries, and all four agree on the group.
+#[test]
+fn concurrent_commits_both_land() {
+    run(async {
+        let mut w = World::new().await;
+        let [mut alice, mut bob, mut carol, mut dave] =
+            w.people(["alice", "bob", "carol", "dave"]).await;
+        w.connect(&mut alice, &mut bob).await;
+        w.connect(&mut alice, &mut carol).await;
+        w.connect(&mut bob, &mut dave).await;
+        alice.group_create("race").await;
+        alice.group_add("race", &[&bob.display]).await;
+        bob.sync().await;
+        // Both commits are in flight together: the relay takes one for the epoch.
+        let (carol_name, dave_name) = (vec![carol.display.clone()], vec![dave.display.clone()]);
+        let (a, b) = tokio::join!(
+            alice.profile.group_add("race", &carol_name),
+            bob.profile.group_add("race", &dave_name),
+        );
+        a.expect("alice's add lands");
+        b.expect("bob's add lands");
+        for p in [&mut alice, &mut bob, &mut carol, &mut dave] {
+            p.take();
+            p.sync().await;
+        }
+        let members = alice.members("race");
+        assert_eq!(members.len(), 4);
+        for p in [&bob, &carol, &dave] {
+            assert_eq!(p.members("race"), members, "{} disagrees", p.name);
+        }
+        let t = w.text("all four");
+        dave.send("race", &t).await;
+        for p in [&mut alice, &mut bob, &mut carol] {
+            p.sync().await;
+            assert!(p.got(&t), "{} missed dave's message", p.name);
+        }
+        w.assert_no_plaintext();
+    });
+}
+
+/// A member offline while the group goes through eight epochs reads everything, in order.
+#[test]
+fn offline_member_catches_up_across_many_epochs() {
+    run(async {
+        let mut w = World::new().await;
+        let [mut alice, mut bob, mut carol] = w.people(["alice", "bob", "carol"]).await;
+        w.connect(&mut alice, &mut bob).await;
+        w.connect(&mut alice, &mut carol).await;
+        alice.group_create("long").await;
+        alice.group_add("long", &[&carol.display]).await;
+        carol.sync().await;
+        let mut sent = Vec::new();
+        for i in 0..4 {
+            alice.group_add("long", &[&bob.display]).await;
+            bob.sync().await;
+            let t = w.text(&format!("round {i}"));
+            bob.send("long", &t).await;
+            sent.push(t);
+            alice.sync().await;
+            alice.group_remove("long", &bob.display).await;
+            bob.sync().await;
+            let t = w.text(&format!("after round {i}"));
+            alice.send("long", &t).await;
+            sent.push(t);
+        }
+        carol.sync().await;
+        assert_eq!(carol.texts("long"), sent);
+        assert_eq!(alice.texts("long"), sent);
+        w.assert_no_plaintext();
+    });
+}

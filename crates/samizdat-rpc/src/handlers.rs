@@ -1,0 +1,464 @@
+//! The method handlers: each runs on the service's profile (or on the service itself).
+
+use super::*;
+
+/// Run `f` on the service's profile.
+macro_rules! on_profile {
+    ($s:expr, |$p:ident| $body:expr) => {
+        $s.handle
+            .call(move |$p: &mut Profile| async move { $body }.boxed_local())
+            .await
+            .map_err(RpcError::from)
+    };
+}
+
+/// The conversation's current name from `target` or `conversation_id` (exactly one).
+/// The group a `group_*` call names: by `conversation_id` (what the app and bots hold) or by
+/// name (what a person types in the CLI) — exactly one.
+pub(crate) fn group_name(
+    p: &Profile,
+    group: String,
+    conversation_id: Option<String>,
+) -> samizdat_core::Result<String> {
+    let by_name = (!group.is_empty()).then_some(group);
+    target_name(p, by_name, conversation_id)
+}
+
+pub(crate) fn target_name(
+    p: &Profile,
+    target: Option<String>,
+    conversation_id: Option<String>,
+) -> samizdat_core::Result<String> {
+    match (target, conversation_id) {
+        (Some(t), None) => Ok(t),
+        (None, Some(id)) => p.conversation_name(&id),
+        _ => Err(Error::Usage(
+            "name the conversation with exactly one of target and conversation_id".into(),
+        )),
+    }
+}
+
+pub(crate) async fn whoami(s: &Session, _: NoParams) -> RpcResult<WhoAmI> {
+    on_profile!(s, |p| {
+        let net = p.saved_net()?;
+        Ok(WhoAmI {
+            name: p.name().to_string(),
+            relay: p.relay_url().to_string(),
+            fingerprint: p.fingerprint_hex(),
+            proxy: net.proxy.as_ref().map(|x| x.url()),
+            isolate: net.isolate,
+        })
+    })
+}
+
+pub(crate) async fn invite_create(s: &Session, a: InviteCreateParams) -> RpcResult<InviteLink> {
+    let hours = a.hours.unwrap_or(72);
+    if hours > 24 * 365 {
+        return Err(RpcError::new(
+            codes::INVALID_PARAMS,
+            "hours must be at most 8760 (a year)",
+        ));
+    }
+    on_profile!(s, |p| {
+        let invite = p.invite(hours * 3600, a.reusable)?;
+        Ok(InviteLink {
+            link: invite.to_link(),
+            expires_at: invite.exp,
+        })
+    })
+}
+
+pub(crate) async fn invite_accept(s: &Session, a: InviteAcceptParams) -> RpcResult<Accepted> {
+    on_profile!(s, |p| {
+        let contact = p.accept(&a.link, &a.name).await?;
+        let conversation_id = p.conversation_id(&contact)?;
+        Ok(Accepted {
+            contact,
+            conversation_id,
+        })
+    })
+}
+
+pub(crate) async fn contacts(s: &Session, _: NoParams) -> RpcResult<Vec<ContactView>> {
+    on_profile!(s, |p| p.contacts())
+}
+
+pub(crate) async fn conversations(s: &Session, _: NoParams) -> RpcResult<Vec<ConversationView>> {
+    on_profile!(s, |p| p.conversations())
+}
+
+pub(crate) fn absolute(path: &str, what: &str) -> RpcResult<std::path::PathBuf> {
+    let p = std::path::PathBuf::from(path);
+    if !p.is_absolute() {
+        return Err(Error::Usage(format!("{what} must be an absolute path")).into());
+    }
+    Ok(p)
+}
+
+pub(crate) async fn send(s: &Session, a: SendParams) -> RpcResult<Sent> {
+    if a.file.is_none() && a.text.is_none() {
+        return Err(RpcError::new(
+            codes::INVALID_PARAMS,
+            "invalid params: `text` is required (or `file`)",
+        ));
+    }
+    if let Some(file) = &a.file {
+        let path = absolute(file, "file")?;
+        let (t, c) = (a.target.clone(), a.conversation_id.clone());
+        let (name, conversation_id) = on_profile!(s, |p| {
+            let name = target_name(p, t, c)?;
+            let id = p.conversation_id(&name)?;
+            Ok((name, id))
+        })?;
+        let caption = a.text.clone().unwrap_or_default();
+        let how = samizdat_core::transfer::SendFile {
+            name: a.name.clone(),
+            keep_metadata: a.keep_metadata,
+        };
+        let message_id = s.handle.send_file(&name, &path, &caption, &how).await?;
+        return Ok(Sent {
+            message_id,
+            conversation_id,
+        });
+    }
+    on_profile!(s, |p| {
+        let name = target_name(p, a.target, a.conversation_id)?;
+        let conversation_id = p.conversation_id(&name)?;
+        let message_id = p.send(&name, a.text.as_deref().unwrap_or_default()).await?;
+        Ok(Sent {
+            message_id,
+            conversation_id,
+        })
+    })
+}
+
+pub(crate) async fn history(s: &Session, a: HistoryParams) -> RpcResult<Vec<MessageView>> {
+    on_profile!(s, |p| {
+        let name = target_name(p, a.target, a.conversation_id)?;
+        let page = samizdat_core::Page {
+            before: a.before,
+            after: a.after,
+            id: a.message_id,
+            limit: a.limit,
+        };
+        p.history_page(&name, &page)
+    })
+}
+
+pub(crate) async fn group_rename(s: &Session, a: GroupRenameParams) -> RpcResult<Created> {
+    on_profile!(s, |p| {
+        let group = group_name(p, a.group, a.conversation_id)?;
+        let name = p.group_rename(&group, &a.name).await?;
+        Ok(Created {
+            conversation_id: p.conversation_id(&name)?,
+        })
+    })
+}
+
+pub(crate) async fn contact_verify(s: &Session, a: ContactVerifyParams) -> RpcResult<Done> {
+    on_profile!(s, |p| {
+        p.contact_verify(&a.contact, a.verified)?;
+        Ok(Done { ok: true })
+    })
+}
+
+pub(crate) async fn backup(s: &Session, a: BackupParams) -> RpcResult<BackedUp> {
+    let pass = zeroize::Zeroizing::new(a.passphrase);
+    on_profile!(s, |p| Ok(BackedUp {
+        bytes: p.backup(std::path::Path::new(&a.out), &pass, a.attachments)?,
+    }))
+}
+
+pub(crate) async fn download(
+    s: &Session,
+    a: DownloadParams,
+) -> RpcResult<samizdat_core::transfer::Downloaded> {
+    let out = absolute(&a.out, "out")?;
+    Ok(s.handle.download(&a.message_id, &out).await?)
+}
+
+pub(crate) async fn draft(s: &Session, a: DraftParams) -> RpcResult<Draft> {
+    on_profile!(s, |p| Ok(Draft {
+        text: p.draft(&a.conversation_id)?
+    }))
+}
+
+pub(crate) async fn draft_set(s: &Session, a: DraftParams) -> RpcResult<Done> {
+    let text = zeroize::Zeroizing::new(a.text.unwrap_or_default());
+    on_profile!(s, |p| {
+        p.set_draft(&a.conversation_id, &text)?;
+        Ok(Done { ok: true })
+    })
+}
+
+pub(crate) async fn duress_set(s: &Session, a: DuressParams) -> RpcResult<Done> {
+    let passphrase = zeroize::Zeroizing::new(a.passphrase);
+    on_profile!(s, |p| {
+        p.set_duress(&passphrase)?;
+        Ok(Done { ok: true })
+    })
+}
+
+pub(crate) async fn set_proxy(s: &Session, a: ProxyParams) -> RpcResult<Done> {
+    let net = match a.proxy.trim() {
+        "off" | "" => samizdat_core::net::Net::default(),
+        t if t.eq_ignore_ascii_case("tor") => samizdat_core::net::Net::tor(),
+        url => samizdat_core::net::Net {
+            proxy: Some(samizdat_core::net::Proxy::parse(url)?),
+            isolate: a.isolate,
+        },
+    };
+    on_profile!(s, |p| {
+        p.set_net(&net)?;
+        Ok(Done { ok: true })
+    })
+}
+
+pub(crate) async fn relays(s: &Session, _: NoParams) -> RpcResult<Relays> {
+    on_profile!(s, |p| Ok(Relays { relays: p.relays() }))
+}
+
+pub(crate) async fn relay_add(s: &Session, a: RelayParams) -> RpcResult<Relays> {
+    on_profile!(s, |p| {
+        p.add_relay(&a.relay).await?;
+        Ok(Relays { relays: p.relays() })
+    })
+}
+
+pub(crate) async fn relay_remove(s: &Session, a: RelayParams) -> RpcResult<Relays> {
+    on_profile!(s, |p| {
+        p.remove_relay(&a.relay).await?;
+        Ok(Relays { relays: p.relays() })
+    })
+}
+
+pub(crate) async fn settings(s: &Session, _: NoParams) -> RpcResult<Settings> {
+    on_profile!(s, |p| Ok(Settings {
+        move_after_secs: p.move_after()?,
+        auto_download_bytes: p.auto_download_bytes()?,
+    }))
+}
+
+pub(crate) async fn device_add_preview(
+    s: &Session,
+    a: DeviceAddParams,
+) -> RpcResult<samizdat_core::LinkPreview> {
+    on_profile!(s, |p| p.device_add_preview(&a.link))
+}
+
+pub(crate) async fn device_add(
+    s: &Session,
+    a: DeviceAddParams,
+) -> RpcResult<samizdat_core::LinkPreview> {
+    on_profile!(s, |p| p.device_add(&a.link).await)
+}
+
+pub(crate) async fn devices(s: &Session, _: NoParams) -> RpcResult<Vec<samizdat_core::DeviceView>> {
+    on_profile!(s, |p| p.devices())
+}
+
+pub(crate) async fn device_revoke(s: &Session, a: DeviceParams) -> RpcResult<Done> {
+    on_profile!(s, |p| {
+        p.device_revoke(&a.id).await?;
+        Ok(Done { ok: true })
+    })
+}
+
+pub(crate) async fn move_conversation(s: &Session, a: MoveParams) -> RpcResult<Moved> {
+    on_profile!(s, |p| {
+        let name = target_name(p, a.target, a.conversation_id)?;
+        let relay = p.move_conversation(&name, &a.to).await?;
+        Ok(Moved {
+            conversation_id: p.conversation_id(&name)?,
+            relay,
+        })
+    })
+}
+
+pub(crate) async fn set_move_after(s: &Session, a: MoveAfterParams) -> RpcResult<Done> {
+    on_profile!(s, |p| {
+        p.set_move_after(a.seconds)?;
+        Ok(Done { ok: true })
+    })
+}
+
+pub(crate) async fn set_auto_download(s: &Session, a: AutoDownloadParams) -> RpcResult<Done> {
+    on_profile!(s, |p| {
+        p.set_auto_download_bytes(a.bytes)?;
+        Ok(Done { ok: true })
+    })
+}
+
+pub(crate) async fn set_timer(s: &Session, a: TimerParams) -> RpcResult<Done> {
+    on_profile!(s, |p| {
+        let name = target_name(p, a.target, a.conversation_id)?;
+        p.set_timer(&name, a.seconds).await?;
+        Ok(Done { ok: true })
+    })
+}
+
+pub(crate) async fn message_retry(s: &Session, a: MessageParams) -> RpcResult<Sent> {
+    on_profile!(s, |p| {
+        let message_id = p.message_retry(&a.message_id).await?;
+        let conversation_id = p.conversation_of_message(&message_id)?;
+        Ok(Sent {
+            message_id,
+            conversation_id,
+        })
+    })
+}
+
+pub(crate) async fn group_create(s: &Session, a: GroupParams) -> RpcResult<Created> {
+    if a.conversation_id.is_some() {
+        return Err(RpcError::new(
+            codes::INVALID_PARAMS,
+            "invalid params: a new group has a name (`group`), not an id",
+        ));
+    }
+    on_profile!(s, |p| {
+        p.group_create(&a.group).await?;
+        Ok(Created {
+            conversation_id: p.conversation_id(a.group.trim())?,
+        })
+    })
+}
+
+pub(crate) async fn group_add(s: &Session, a: GroupAddParams) -> RpcResult<GroupAdded> {
+    if a.contacts.is_empty() {
+        return Err(RpcError::new(codes::INVALID_PARAMS, "contacts is empty"));
+    }
+    on_profile!(s, |p| {
+        let group = group_name(p, a.group, a.conversation_id)?;
+        p.group_add(&group, &a.contacts).await
+    })
+}
+
+pub(crate) async fn group_remove(s: &Session, a: GroupRemoveParams) -> RpcResult<Done> {
+    on_profile!(s, |p| {
+        let group = group_name(p, a.group, a.conversation_id)?;
+        p.group_remove(&group, &a.contact).await?;
+        Ok(Done { ok: true })
+    })
+}
+
+pub(crate) async fn group_readd(s: &Session, a: GroupRemoveParams) -> RpcResult<Done> {
+    on_profile!(s, |p| {
+        let group = group_name(p, a.group, a.conversation_id)?;
+        p.group_readd(&group, &a.contact).await?;
+        Ok(Done { ok: true })
+    })
+}
+
+pub(crate) async fn group_leave(s: &Session, a: GroupParams) -> RpcResult<Done> {
+    on_profile!(s, |p| {
+        let group = group_name(p, a.group, a.conversation_id)?;
+        p.group_leave(&group).await?;
+        Ok(Done { ok: true })
+    })
+}
+
+pub(crate) async fn group_members(s: &Session, a: GroupParams) -> RpcResult<Vec<MemberView>> {
+    on_profile!(s, |p| {
+        let group = group_name(p, a.group, a.conversation_id)?;
+        p.group_members(&group)
+    })
+}
+
+pub(crate) async fn safety_number(s: &Session, a: ContactParams) -> RpcResult<SafetyNumber> {
+    on_profile!(s, |p| Ok(SafetyNumber {
+        safety_number: p.safety_number(&a.contact)?,
+    }))
+}
+
+pub(crate) async fn invitations(s: &Session, _: NoParams) -> RpcResult<Vec<InvitationView>> {
+    on_profile!(s, |p| p.invitations())
+}
+
+pub(crate) async fn invitation_accept(s: &Session, a: InvitationParams) -> RpcResult<Joined> {
+    on_profile!(s, |p| {
+        if p.invitation_elsewhere(a.id)? {
+            p.invitation_answer_elsewhere(a.id, true).await?;
+            return Ok(Joined {
+                conversation: String::new(),
+                elsewhere: true,
+            });
+        }
+        Ok(Joined {
+            conversation: p.invitation_accept(a.id).await?,
+            elsewhere: false,
+        })
+    })
+}
+
+pub(crate) async fn invitation_decline(s: &Session, a: InvitationParams) -> RpcResult<Done> {
+    on_profile!(s, |p| {
+        if p.invitation_elsewhere(a.id)? {
+            p.invitation_answer_elsewhere(a.id, false).await?;
+        } else {
+            p.invitation_decline(a.id)?;
+        }
+        Ok(Done { ok: true })
+    })
+}
+
+pub(crate) async fn sync(s: &Session, _: NoParams) -> RpcResult<Synced> {
+    let synced = on_profile!(s, |p| Ok(Synced {
+        events: p.sync().await?,
+    }))?;
+    // Files that waited for their relay go now (or wait for the next sync).
+    match s.handle.send_pending_files().await {
+        Ok(()) | Err(Error::RelayUnreachable(_)) => {}
+        Err(e) => tracing::debug!("waiting files not sent yet: {e}"),
+    }
+    Ok(synced)
+}
+
+pub(crate) async fn subscribe(s: &Session, _: NoParams) -> RpcResult<Subscribed> {
+    let mut sub = s.subscription.lock().await;
+    let mut rx = s.handle.subscribe();
+    let last = s.handle.last_seq();
+    let out = s.out.clone();
+    if let Some(old) = sub.take() {
+        old.abort();
+    }
+    *sub = Some(tokio::spawn(async move {
+        loop {
+            let line = match rx.recv().await {
+                Ok(e) => json!({ "jsonrpc": "2.0", "method": "event", "params": e }),
+                Err(tokio::sync::broadcast::error::RecvError::Lagged(n)) => json!({
+                    "jsonrpc": "2.0",
+                    "method": "events_lagged",
+                    "params": { "missed": n, "hint": "read them with get_events" },
+                }),
+                Err(tokio::sync::broadcast::error::RecvError::Closed) => return,
+            };
+            if out.send(line.to_string()).await.is_err() {
+                return;
+            }
+        }
+    }));
+    Ok(Subscribed { last })
+}
+
+pub(crate) async fn unsubscribe(s: &Session, _: NoParams) -> RpcResult<Done> {
+    if let Some(t) = s.subscription.lock().await.take() {
+        t.abort();
+    }
+    Ok(Done { ok: true })
+}
+
+pub(crate) async fn get_events(s: &Session, a: GetEventsParams) -> RpcResult<EventPage> {
+    let limit = a.limit.unwrap_or(1000).clamp(1, 1000);
+    let wait = Duration::from_millis(a.timeout_ms.min(MAX_WAIT_MS));
+    let mut closed = s.closed.clone();
+    let waited = tokio::select! {
+        page = s.handle.get_events(a.since, limit, wait) => Some(page),
+        // Nobody will wait for more: answer with what there is now.
+        _ = closed.wait_for(|c| *c) => None,
+    };
+    let page = match waited {
+        Some(page) => page,
+        None => s.handle.get_events(a.since, limit, Duration::ZERO).await,
+    };
+    page.map_err(RpcError::from)
+}

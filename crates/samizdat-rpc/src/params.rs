@@ -1,0 +1,364 @@
+//! The API's parameters and results: what each method takes and gives (their JSON Schemas
+//! are the OpenRPC document's components).
+
+use super::*;
+
+#[derive(Debug, Default, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct NoParams {}
+
+#[derive(Debug, Serialize, Deserialize, JsonSchema)]
+pub struct WhoAmI {
+    pub name: String,
+    pub relay: String,
+    /// Full key fingerprint (hex).
+    pub fingerprint: String,
+    /// The saved proxy (with its credentials) every connection goes through from the
+    /// profile's next start, if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub proxy: Option<String>,
+    /// Separate proxy identities and connections per conversation and for the mailbox.
+    #[serde(default)]
+    pub isolate: bool,
+}
+
+#[derive(Debug, Default, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct InviteCreateParams {
+    /// Let more than one person use the link.
+    #[serde(default)]
+    pub reusable: bool,
+    /// How long the link stays valid, in hours (default 72).
+    pub hours: Option<u64>,
+}
+
+#[derive(Debug, Serialize, Deserialize, JsonSchema)]
+pub struct InviteLink {
+    pub link: String,
+    /// Unix seconds.
+    pub expires_at: u64,
+}
+
+#[derive(Debug, Default, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct InviteAcceptParams {
+    pub link: String,
+    /// What you will call this contact.
+    pub name: String,
+}
+
+#[derive(Debug, Serialize, Deserialize, JsonSchema)]
+pub struct Accepted {
+    /// The contact's alias, also the 1:1 conversation's name.
+    pub contact: String,
+    pub conversation_id: String,
+}
+
+/// A conversation named by `target` (contact alias or group name) or by `conversation_id`.
+#[derive(Debug, Default, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct SendParams {
+    pub target: Option<String>,
+    pub conversation_id: Option<String>,
+    /// The message (required without `file`), or the caption of `file`.
+    #[serde(default)]
+    pub text: Option<String>,
+    /// An absolute path of a file to send (read by the service's process): it is encrypted,
+    /// uploaded to the conversation's relay and sent; `transfer` events report progress.
+    #[serde(default)]
+    pub file: Option<String>,
+    /// The name `file` is sent under (default: its own name).
+    #[serde(default)]
+    pub name: Option<String>,
+    /// Send a photo's metadata (EXIF: location, camera, time) as it is; by default it is
+    /// removed from JPEG, PNG and WebP files before they are encrypted.
+    #[serde(default)]
+    pub keep_metadata: bool,
+}
+
+#[derive(Debug, Default, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct DownloadParams {
+    pub message_id: String,
+    /// Absolute path of a new file, or of a directory to put the file in (under its own
+    /// name). An existing file is never overwritten.
+    pub out: String,
+}
+
+#[derive(Debug, Default, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct DraftParams {
+    /// The conversation's id (base64url, as in events).
+    pub conversation_id: String,
+    /// The draft; empty deletes it.
+    #[serde(default)]
+    pub text: Option<String>,
+}
+
+#[derive(Debug, Serialize, Deserialize, JsonSchema)]
+pub struct Draft {
+    pub text: String,
+}
+
+#[derive(Debug, Default, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct DuressParams {
+    /// The duress passphrase (at least 8 characters, not the profile's own).
+    pub passphrase: String,
+}
+
+#[derive(Debug, Default, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ProxyParams {
+    /// A proxy URL (`socks5h://[user:pass@]host:port`, `socks5://…`, `http://…`), `tor`, or
+    /// `off`.
+    pub proxy: String,
+    /// Separate proxy identities and connections per conversation and for the mailbox
+    /// (always on with `tor`).
+    #[serde(default)]
+    pub isolate: bool,
+}
+
+#[derive(Debug, Default, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct AutoDownloadParams {
+    /// Incoming attachments up to this size are fetched as they arrive (0: only on request).
+    pub bytes: u64,
+}
+
+#[derive(Debug, Default, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RelayParams {
+    /// A relay's address (`https://host:port#pin=…` for a pinned one).
+    pub relay: String,
+}
+
+#[derive(Debug, Serialize, Deserialize, JsonSchema)]
+pub struct Relays {
+    /// The relays this profile has a mailbox on, the primary first.
+    pub relays: Vec<String>,
+}
+
+#[derive(Debug, Serialize, Deserialize, JsonSchema)]
+pub struct Settings {
+    /// A conversation moves once its relay has been unreachable this long (0: never).
+    pub move_after_secs: u64,
+    /// Incoming attachments up to this size are fetched as they arrive (0: on request).
+    pub auto_download_bytes: u64,
+}
+
+#[derive(Debug, Default, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct DeviceParams {
+    /// A device id from `devices` (or a unique prefix of at least 4 hex digits).
+    pub id: String,
+}
+
+#[derive(Debug, Default, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct DeviceAddParams {
+    /// The link the new device shows (`samizdat device join`): `samizdat://device/v2/…`.
+    pub link: String,
+}
+
+#[derive(Debug, Default, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct MoveParams {
+    pub target: Option<String>,
+    pub conversation_id: Option<String>,
+    /// The relay to move the conversation's log to.
+    pub to: String,
+}
+
+#[derive(Debug, Serialize, Deserialize, JsonSchema)]
+pub struct Moved {
+    pub conversation_id: String,
+    /// The conversation's relay now (normalised).
+    pub relay: String,
+}
+
+#[derive(Debug, Default, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct MoveAfterParams {
+    /// Move a conversation after its relay has been unreachable this long (0: never).
+    pub seconds: u64,
+}
+
+#[derive(Debug, Serialize, Deserialize, JsonSchema)]
+pub struct Sent {
+    pub message_id: String,
+    pub conversation_id: String,
+}
+
+#[derive(Debug, Default, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct HistoryParams {
+    pub target: Option<String>,
+    pub conversation_id: Option<String>,
+    /// At most this many messages (the newest ones).
+    pub limit: Option<usize>,
+    /// Only messages before the message with this id.
+    pub before: Option<String>,
+    /// Only messages after the message with this id (then `limit` keeps the oldest).
+    pub after: Option<String>,
+    /// Only the message with this id.
+    pub message_id: Option<String>,
+}
+
+#[derive(Debug, Default, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct GroupRenameParams {
+    /// The group by its name (or give `conversation_id`).
+    #[serde(default)]
+    pub group: String,
+    #[serde(default)]
+    pub conversation_id: Option<String>,
+    pub name: String,
+}
+
+#[derive(Debug, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ContactVerifyParams {
+    pub contact: String,
+    /// False takes a verification back.
+    #[serde(default = "yes")]
+    pub verified: bool,
+}
+
+fn yes() -> bool {
+    true
+}
+
+#[derive(Debug, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct BackupParams {
+    /// Where to write the backup file (a path on the service's machine).
+    pub out: String,
+    /// The backup passphrase (at least 8 characters).
+    pub passphrase: String,
+    /// Include the encrypted attachment copies (default true).
+    #[serde(default = "yes")]
+    pub attachments: bool,
+}
+
+#[derive(Debug, Serialize, Deserialize, JsonSchema)]
+pub struct BackedUp {
+    pub bytes: u64,
+}
+
+#[derive(Debug, Default, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct TimerParams {
+    pub target: Option<String>,
+    pub conversation_id: Option<String>,
+    /// Seconds a message lives; 0 turns disappearing messages off.
+    pub seconds: u64,
+}
+
+#[derive(Debug, Default, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct MessageParams {
+    pub message_id: String,
+}
+
+#[derive(Debug, Default, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct GroupParams {
+    /// The group's name (for `group_create`: the new group's).
+    #[serde(default)]
+    pub group: String,
+    /// The group by id instead of by name (not for `group_create`).
+    #[serde(default)]
+    pub conversation_id: Option<String>,
+}
+
+#[derive(Debug, Serialize, Deserialize, JsonSchema)]
+pub struct Created {
+    pub conversation_id: String,
+}
+
+#[derive(Debug, Default, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct GroupAddParams {
+    /// The group by its name (or give `conversation_id`).
+    #[serde(default)]
+    pub group: String,
+    #[serde(default)]
+    pub conversation_id: Option<String>,
+    /// Contact aliases.
+    pub contacts: Vec<String>,
+}
+
+#[derive(Debug, Default, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct GroupRemoveParams {
+    /// The group by its name (or give `conversation_id`).
+    #[serde(default)]
+    pub group: String,
+    #[serde(default)]
+    pub conversation_id: Option<String>,
+    pub contact: String,
+}
+
+#[derive(Debug, Default, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ContactParams {
+    pub contact: String,
+}
+
+#[derive(Debug, Serialize, Deserialize, JsonSchema)]
+pub struct SafetyNumber {
+    pub safety_number: String,
+}
+
+#[derive(Debug, Default, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct InvitationParams {
+    pub id: i64,
+}
+
+#[derive(Debug, Serialize, Deserialize, JsonSchema)]
+pub struct Joined {
+    /// The conversation joined (empty when another device of yours joins instead).
+    pub conversation: String,
+    /// The invitation waited on another device of yours: it joins when it next syncs and
+    /// adds this device.
+    #[serde(default)]
+    pub elsewhere: bool,
+}
+
+#[derive(Debug, Serialize, Deserialize, JsonSchema)]
+pub struct Done {
+    pub ok: bool,
+}
+
+#[derive(Debug, Serialize, Deserialize, JsonSchema)]
+pub struct Synced {
+    /// What the sync reported (also in the event log).
+    pub events: Vec<Event>,
+}
+
+#[derive(Debug, Serialize, Deserialize, JsonSchema)]
+pub struct Subscribed {
+    /// The newest position in the durable log when the subscription started: events after
+    /// it arrive as `event` notifications (read older ones with `get_events`).
+    pub last: u64,
+}
+
+#[derive(Debug, Default, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct GetEventsParams {
+    /// Return events after this position (0: from the oldest kept).
+    #[serde(default)]
+    pub since: u64,
+    /// Wait this long for the first event when there is none yet (default 0, at most
+    /// 300000).
+    #[serde(default)]
+    pub timeout_ms: u64,
+    /// At most this many events (default and maximum 1000).
+    pub limit: Option<usize>,
+}
+
+/// The OpenRPC document (see <https://spec.open-rpc.org>).
+#[derive(Debug, Serialize, Deserialize, JsonSchema)]
+pub struct OpenRpcDocument(pub Value);
