@@ -9,6 +9,11 @@
 /// `None` — always `None` without the `fault-injection` feature.
 #[cfg(feature = "fault-injection")]
 pub(crate) fn point(name: &str) -> Option<String> {
+    // The in-process test world sets its points itself (one process holds every person).
+    #[cfg(feature = "testing")]
+    if let Some(v) = crate::testing::fault(name) {
+        return Some(v);
+    }
     std::env::var(format!("SAMIZDAT_TEST_{name}")).ok()
 }
 

@@ -26,7 +26,32 @@ pub(crate) fn clock_offset_ms() -> u64 {
     CLOCK_OFFSET_MS.load(Ordering::Relaxed)
 }
 
-const PASSPHRASE: &str = "a test passphrase, not a secret";
+/// Argon2id memory for the world's profiles: cheap, since nothing a behaviour test checks
+/// depends on what the key costs (`wipe` tests the real parameters).
+static KDF_MEMORY_KIB: AtomicU64 = AtomicU64::new(0);
+
+/// The key derivation's memory in KiB while a world runs (`None`: the profile's own).
+pub(crate) fn kdf_memory_kib() -> Option<u32> {
+    match KDF_MEMORY_KIB.load(Ordering::Relaxed) {
+        0 => None,
+        kib => u32::try_from(kib).ok(),
+    }
+}
+
+/// Fault points set by the test (see `crate::fault`), by name.
+static FAULTS: std::sync::Mutex<Vec<(String, String)>> = std::sync::Mutex::new(Vec::new());
+
+/// The value of the fault point `name` if the test set it.
+pub(crate) fn fault(name: &str) -> Option<String> {
+    let faults = FAULTS.lock().ok()?;
+    faults
+        .iter()
+        .find(|(n, _)| n == name)
+        .map(|(_, v)| v.clone())
+}
+
+/// Every world profile's passphrase.
+pub const PASSPHRASE: &str = "a test passphrase, not a secret";
 
 /// Relays, people and every text a test sent (to look for on the relays' disks).
 pub struct World {
@@ -39,6 +64,8 @@ pub struct World {
 /// One relay of the world: its address survives a restart, its data too.
 pub struct TestRelay {
     relay: Option<Relay>,
+    /// While blocked: the task that holds the address, accepting and dropping.
+    block: Option<tokio::task::JoinHandle<()>>,
     /// Where it listens (kept across a restart).
     pub addr: std::net::SocketAddr,
     /// Its base URL.
@@ -59,6 +86,7 @@ impl TestRelay {
             addr: relay.addr(),
             url: relay.url(),
             relay: Some(relay),
+            block: None,
             data: data.to_path_buf(),
         }
     }
@@ -70,9 +98,27 @@ impl TestRelay {
         }
     }
 
+    /// Block it as a censor does: the relay stops and its address accepts connections and
+    /// drops them at once (a reset, not a refusal). [`TestRelay::restart`] lifts it.
+    pub async fn block(&mut self) {
+        self.stop().await;
+        let listener = tokio::net::TcpListener::bind(self.addr)
+            .await
+            .expect("the relay's address can be held");
+        self.block = Some(tokio::spawn(async move {
+            while let Ok((conn, _)) = listener.accept().await {
+                drop(conn);
+            }
+        }));
+    }
+
     /// Start it again on the same address with the same data.
     pub async fn restart(&mut self) {
         self.stop().await;
+        if let Some(hold) = self.block.take() {
+            hold.abort();
+            let _ = hold.await;
+        }
         let again = TestRelay::start(&self.data, &self.addr.to_string()).await;
         self.relay = again.relay;
     }
@@ -82,6 +128,7 @@ impl World {
     /// A world with one relay.
     pub async fn new() -> World {
         let dir = tempfile::tempdir().expect("a temporary directory");
+        KDF_MEMORY_KIB.store(256, Ordering::Relaxed);
         let mut w = World {
             dir,
             relays: Vec::new(),
@@ -112,13 +159,19 @@ impl World {
 
     /// A new person whose mailbox is on relay `relay`.
     pub async fn person_on(&mut self, name: &str, relay: usize) -> Person {
+        self.person_on_relays(name, &[relay]).await
+    }
+
+    /// A new person with a mailbox on each of `relays` (the first is the primary).
+    pub async fn person_on_relays(&mut self, name: &str, relays: &[usize]) -> Person {
         self.serial += 1;
         let display = format!("{name}-display-{}", self.serial);
         let home = self.dir.path().join(name);
-        let profile = Profile::init_with(
+        let urls: Vec<String> = relays.iter().map(|&i| self.relays[i].url.clone()).collect();
+        let profile = Profile::init_relays(
             &home,
             PASSPHRASE,
-            &self.relays[relay].url,
+            &urls,
             &display,
             crate::net::Net::default(),
         )
@@ -128,6 +181,7 @@ impl World {
         Person {
             name: name.to_string(),
             display,
+            home,
             profile,
             seen: Vec::new(),
         }
@@ -179,6 +233,23 @@ impl World {
         CLOCK_OFFSET_MS.fetch_add(by.as_millis() as u64, Ordering::Relaxed);
     }
 
+    /// Set the fault point `name` (what `SAMIZDAT_TEST_<name>` sets for a process) for every
+    /// profile of the world until [`World::clear_fault`]; it works only in a build with the
+    /// `fault-injection` feature too.
+    pub fn set_fault(&self, name: &str, value: &str) {
+        if let Ok(mut faults) = FAULTS.lock() {
+            faults.retain(|(n, _)| n != name);
+            faults.push((name.to_string(), value.to_string()));
+        }
+    }
+
+    /// Clear the fault point `name`.
+    pub fn clear_fault(&self, name: &str) {
+        if let Ok(mut faults) = FAULTS.lock() {
+            faults.retain(|(n, _)| n != name);
+        }
+    }
+
     /// Scan every file of every relay's data directory for every text and name sent.
     pub fn assert_no_plaintext(&self) {
         let mut files = Vec::new();
@@ -201,7 +272,7 @@ impl World {
             };
             for s in &self.secrets {
                 assert!(
-                    !bytes.windows(s.len()).any(|w| w == s.as_bytes()),
+                    memchr::memmem::find(&bytes, s.as_bytes()).is_none(),
                     "plaintext {s:?} found in relay file {}",
                     f.display()
                 );
@@ -216,6 +287,8 @@ pub struct Person {
     pub name: String,
     /// Their own display name.
     pub display: String,
+    /// The profile's directory.
+    pub home: PathBuf,
     pub profile: Profile,
     /// Every event reported so far.
     pub seen: Vec<Event>,
@@ -313,6 +386,15 @@ impl Person {
             .collect();
         v.sort();
         v
+    }
+
+    /// The relay (its URL) holding a conversation's log.
+    pub fn relay_of(&self, conversation: &str) -> String {
+        let all = self.profile.conversations().expect("conversations");
+        match all.into_iter().find(|c| c.name == conversation) {
+            Some(c) => c.relay,
+            None => panic!("{} has no conversation {conversation}", self.name),
+        }
     }
 
     /// Whether any event reported so far says `text` arrived.

@@ -57,9 +57,29 @@ pub fn init_duress(home: &Path) -> Result<()> {
     write_private(&home.join(DURESS_FILE), &random(DURESS_LEN)?)
 }
 
+/// Argon2id's memory (KiB) and passes for the profile, the duress file and backups.
+const KDF_MEMORY_KIB: u32 = 64 * 1024;
+const KDF_PASSES: u32 = 3;
+
+/// The parameters [`derive_key`] uses: the profile's, unless a test made them cheap (every
+/// process a test spawns derives the key at least once, and nothing a behaviour test checks
+/// depends on its cost): the fault point `KDF_MEMORY_KIB`, or the in-process test world.
+/// Neither exists in a build people run.
+fn kdf_params() -> (u32, u32) {
+    #[cfg(feature = "testing")]
+    if let Some(kib) = crate::testing::kdf_memory_kib() {
+        return (kib, 1);
+    }
+    match crate::fault::point("KDF_MEMORY_KIB").and_then(|v| v.parse().ok()) {
+        Some(kib) => (kib, 1),
+        None => (KDF_MEMORY_KIB, KDF_PASSES),
+    }
+}
+
 /// Argon2id with the profile's memory-hard parameters (also the backup key).
 pub(crate) fn derive_key(passphrase: &str, salt: &[u8]) -> Result<[u8; 32]> {
-    let params = argon2::Params::new(64 * 1024, 3, 1, Some(32))
+    let (memory_kib, passes) = kdf_params();
+    let params = argon2::Params::new(memory_kib, passes, 1, Some(32))
         .map_err(|e| Error::Crypto(format!("argon2 parameters: {e}")))?;
     let a = argon2::Argon2::new(argon2::Algorithm::Argon2id, argon2::Version::V0x13, params);
     let mut key = [0u8; 32];
@@ -297,6 +317,19 @@ fn overwrite(path: &Path) {
 mod tests {
     #![allow(clippy::unwrap_used, clippy::expect_used)]
     use super::*;
+
+    /// The profile's key costs 64 MiB and 3 passes of Argon2id when no test made it cheap.
+    #[test]
+    fn the_profile_key_is_memory_hard() {
+        assert_eq!(super::kdf_params(), (64 * 1024, 3));
+        let salt = [9u8; 16];
+        let params = argon2::Params::new(64 * 1024, 3, 1, Some(32)).expect("params");
+        let a = argon2::Argon2::new(argon2::Algorithm::Argon2id, argon2::Version::V0x13, params);
+        let mut want = [0u8; 32];
+        a.hash_password_into(b"pass", &salt, &mut want)
+            .expect("argon2");
+        assert_eq!(super::derive_key("pass", &salt).expect("derive"), want);
+    }
 
     #[test]
     fn the_duress_file_opens_only_with_its_passphrase_and_looks_random_otherwise() {

@@ -1,7 +1,8 @@
 //! Groups: adds, removals, leaving, concurrent commits, catching up across epochs.
 
 use samizdat_core::Event;
-use samizdat_core::testing::World;
+use samizdat_core::store::Db;
+use samizdat_core::testing::{PASSPHRASE, Person, World};
 
 use crate::run;
 
@@ -135,5 +136,63 @@ fn offline_member_catches_up_across_many_epochs() {
         assert_eq!(carol.texts("long"), sent);
         assert_eq!(alice.texts("long"), sent);
         w.assert_no_plaintext();
+    });
+}
+
+/// Finding 15: a member who was removed, or who left, no longer keeps the group's keys (MLS
+/// state and epoch tokens); the history stays readable and the 1:1 conversation still works.
+#[test]
+fn finding_15_departed_members_forget_the_group_keys() {
+    run(async {
+        // Read beside the open profile (SQLite allows a second connection).
+        let count = |p: &Person, table: &str| -> i64 {
+            let db = Db::open(&p.home.join("profile.db"), PASSPHRASE).expect("the profile opens");
+            db.conn()
+                .query_row(
+                    &format!("SELECT COUNT(DISTINCT group_id) FROM {table}"),
+                    [],
+                    |r| r.get(0),
+                )
+                .expect("a count")
+        };
+        let mut w = World::new().await;
+        let [mut alice, mut bob, mut carol] = w.people(["alice", "bob", "carol"]).await;
+        w.connect(&mut alice, &mut bob).await;
+        w.connect(&mut alice, &mut carol).await;
+        alice.group_create("friends").await;
+        alice
+            .group_add("friends", &[&bob.display, &carol.display])
+            .await;
+        let t = w.text("before");
+        alice.send("friends", &t).await;
+        bob.sync().await;
+        carol.sync().await;
+        for p in [&bob, &carol] {
+            assert_eq!(count(p, "mls_groups"), 2, "{}: 1:1 and the group", p.name);
+            assert_eq!(count(p, "epoch_tokens"), 2);
+        }
+        alice.group_remove("friends", &bob.display).await;
+        let events = bob.sync().await;
+        assert!(events.iter().any(|e| matches!(e, Event::Removed { .. })));
+        carol.group_leave("friends").await;
+        for p in [&bob, &carol] {
+            assert_eq!(
+                count(p, "mls_groups"),
+                1,
+                "{} keeps the group's MLS state",
+                p.name
+            );
+            assert_eq!(
+                count(p, "epoch_tokens"),
+                1,
+                "{} keeps its epoch tokens",
+                p.name
+            );
+            assert_eq!(p.texts("friends"), vec![t.clone()], "history stays");
+        }
+        let hi = w.text("still talking");
+        bob.send("alice", &hi).await;
+        alice.sync().await;
+        assert!(alice.texts(&bob.display).contains(&hi));
     });
 }

@@ -4,6 +4,8 @@
 
 mod delivery;
 mod groups;
+mod hostile;
+mod relays;
 
 /// One runtime per test (nextest runs each test in a process of its own).
 pub fn run<F: std::future::Future>(f: F) -> F::Output {

@@ -432,7 +432,7 @@ pub(crate) fn files_containing(dir: &std::path::Path, needle: &[u8]) -> Vec<std:
         let p = e.path();
         if p.is_dir() {
             found.extend(files_containing(&p, needle));
-        } else if std::fs::read(&p).is_ok_and(|b| b.windows(needle.len()).any(|w| w == needle)) {
+        } else if std::fs::read(&p).is_ok_and(|b| memchr::memmem::find(&b, needle).is_some()) {
             found.push(p);
         }
     }

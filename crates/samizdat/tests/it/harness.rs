@@ -6,6 +6,9 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 
 pub const BIN: &str = env!("CARGO_BIN_EXE_samizdat");
+/// Argon2id memory (KiB) for the test profiles (see `Person::cmd`).
+pub const KDF_MEMORY_KIB: &str = "256";
+
 pub const PASSPHRASE: &str = "correct horse battery staple";
 
 pub struct RelayProc {
@@ -300,7 +303,7 @@ impl World {
             };
             for s in &self.secrets {
                 assert!(
-                    !bytes.windows(s.len()).any(|w| w == s.as_bytes()),
+                    memchr::memmem::find(&bytes, s.as_bytes()).is_none(),
                     "plaintext {s:?} found in relay file {}",
                     f.display()
                 );
@@ -328,7 +331,11 @@ impl Person {
         c.args(["--home"]).arg(&self.home).args(args);
         c.env("SAMIZDAT_PASSPHRASE", PASSPHRASE)
             .env_remove("SAMIZDAT_HOME")
-            .env("SAMIZDAT_LOG", "error");
+            .env("SAMIZDAT_LOG", "error")
+            // Every command derives the profile's key: a cheap Argon2id (256 KiB, one pass)
+            // instead of 64 MiB and three, since no behaviour here depends on its cost (the
+            // core's `wipe` tests check the real parameters). Test builds only (fault point).
+            .env("SAMIZDAT_TEST_KDF_MEMORY_KIB", KDF_MEMORY_KIB);
         c.stdin(Stdio::null());
         c
     }

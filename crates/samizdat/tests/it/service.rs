@@ -977,6 +977,7 @@ fn the_echo_bot_answers_against_a_real_relay() {
         .env("SAMIZDAT_BIN", harness::BIN)
         .env("SAMIZDAT_HOME", &bot.home)
         .env("SAMIZDAT_PASSPHRASE", harness::PASSPHRASE)
+        .env("SAMIZDAT_TEST_KDF_MEMORY_KIB", harness::KDF_MEMORY_KIB)
         .env("SAMIZDAT_LOG", "error")
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
