@@ -47,6 +47,9 @@ pub struct Limits {
     pub header_timeout_secs: u64,
     /// A client must send a request's whole body within this many seconds.
     pub body_timeout_secs: u64,
+    /// A WebSocket must prove within this many seconds that it belongs to someone (a
+    /// subscription or an accepted append), or it is closed (security review 3, M4).
+    pub ws_proof_secs: u64,
     /// Open connections (HTTP and WebSocket) over all clients.
     pub max_connections: usize,
     /// Open connections from one address (IPv6: one /64).
@@ -113,6 +116,7 @@ impl Default for Limits {
             max_inflight_body_bytes_per_ip: 16 * 1024 * 1024,
             header_timeout_secs: 10,
             body_timeout_secs: 60,
+            ws_proof_secs: 10,
             max_connections: 8192,
             max_connections_per_ip: 256,
             writer_queue: 4096,

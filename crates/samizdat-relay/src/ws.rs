@@ -152,9 +152,6 @@ fn error_frame(e: ApiError, id: Option<Id>) -> ServerFrame {
     }
 }
 
-/// How long a WebSocket may stay without a subscription or an accepted append.
-const PROOF_DEADLINE: std::time::Duration = std::time::Duration::from_secs(10);
-
 async fn serve(state: AppState, socket: WebSocket, challenge: Id) -> Result<(), axum::Error> {
     let (mut sink, mut stream) = socket.split();
     let mut wake = state.notifier.subscribe();
@@ -180,7 +177,8 @@ async fn serve(state: AppState, socket: WebSocket, challenge: Id) -> Result<(), 
     // A socket must prove within a few seconds that it belongs to someone — a subscription
     // (owner signature or epoch token) or an append with a valid token — or it is closed:
     // idle anonymous sockets cannot hold the connection caps (security review 3, M4).
-    let mut unproven = Some(tokio::time::Instant::now() + PROOF_DEADLINE);
+    let proof_deadline = std::time::Duration::from_secs(conn.state.limits.ws_proof_secs.max(1));
+    let mut unproven = Some(tokio::time::Instant::now() + proof_deadline);
     let poll = tokio::time::sleep(poll_interval(0));
     tokio::pin!(poll);
     // Answers of pending binary appends. Unbounded, but never holds more than
