@@ -465,7 +465,7 @@ pub enum LinkReply {
         self_group: Id,
         /// The person's devices so far (the self group repeats it).
         #[serde(default)]
-        devices: Vec<crate::profile::DeviceRecord>,
+        devices: Vec<crate::payload::DeviceRecord>,
         /// Where the KeyPackages go: a one-time mailbox and HPKE key of the identity device.
         reply_relay: String,
         reply_mailbox: Id,

@@ -63,7 +63,7 @@ pub enum Body {
     Timer { secs: u64 },
     /// The person's device list (self group only, from the person's own devices).
     Devices {
-        devices: Vec<crate::profile::DeviceRecord>,
+        devices: Vec<DeviceRecord>,
         /// The same list signed by the identity key, for the devices to pass on.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         signed: Option<crate::device::DeviceList>,
@@ -73,12 +73,12 @@ pub enum Body {
     DeviceList { list: crate::device::DeviceList },
     /// Contacts and conversation names changed on another device of the person (self group
     /// only): where to fetch them (an archive without messages).
-    State { archive: crate::profile::ArchiveRef },
+    State { archive: ArchiveRef },
     /// The person answered, on another device, an invitation that arrived on the device
     /// reading this (self group only).
     InvitationAnswer { group_id: Id, accept: bool },
     /// Where a newly linked device finds its history (self group only).
-    History { archive: crate::profile::ArchiveRef },
+    History { archive: ArchiveRef },
     /// The inviter refuses the introduction (a used single-use invite, an expired one):
     /// the invitee's conversation ends with this reason.
     Refused { reason: String },
@@ -193,6 +193,32 @@ impl Envelope {
         serde_json::from_slice(bytes)
             .map_err(|e| Error::Protocol(format!("undecodable mailbox message: {e}")))
     }
+}
+
+/// A device as the self group carries it.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize, PartialEq, Eq)]
+pub struct DeviceRecord {
+    pub id: Bytes,
+    pub name: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub relay: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mailbox: Option<Id>,
+    pub added_at: u64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub revoked_at: Option<u64>,
+}
+
+/// Where a new device finds the history archive (sent in the self group).
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize, PartialEq, Eq)]
+pub struct ArchiveRef {
+    pub relay: String,
+    pub blob: Id,
+    pub len: u64,
+    /// ChaCha20-Poly1305 key of this archive only.
+    pub key: Bytes,
+    /// The device it is for.
+    pub device: Bytes,
 }
 
 #[cfg(test)]

@@ -191,6 +191,11 @@ pub(crate) async fn draft_set(s: &Session, a: DraftParams) -> RpcResult<Done> {
     })
 }
 
+pub(crate) async fn wipe(s: &Session, _: NoParams) -> RpcResult<Done> {
+    s.handle.wipe().await?;
+    Ok(Done { ok: true })
+}
+
 pub(crate) async fn duress_set(s: &Session, a: DuressParams) -> RpcResult<Done> {
     let passphrase = zeroize::Zeroizing::new(a.passphrase);
     on_profile!(s, |p| {

@@ -287,6 +287,7 @@ methods! {
     "contact_verify" => contact_verify(ContactVerifyParams) -> Done, "Mark a contact as verified after comparing safety numbers (verified=false takes it back).";
     "draft" => draft(DraftParams) -> Draft, "The unsent draft of a conversation (empty if none); kept in the encrypted profile.";
     "draft_set" => draft_set(DraftParams) -> Done, "Keep (or, with an empty text, delete) the unsent draft of a conversation in the encrypted profile; a send clears it.";
+    "wipe" => wipe(NoParams) -> Done, "Delete this profile for good: the service stops, closes the profile and deletes every file in its home, then answers; the process that served it (`samizdat serve`) exits. Nothing is left to read.";
     "duress_set" => duress_set(DuressParams) -> Done, "Set the duress passphrase: opening the profile with it wipes it and opens an empty one with the same name, relay and network settings.";
     "backup" => backup(BackupParams) -> BackedUp, "Write an encrypted backup of the whole profile (Argon2id-derived key) to a file.";
     "set_timer" => set_timer(TimerParams) -> Done, "Set the disappearing-messages timer for everyone in a conversation (seconds; 0: off).";

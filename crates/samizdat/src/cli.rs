@@ -511,8 +511,9 @@ fn duress_passphrase() -> Result<Secret> {
     Ok(p)
 }
 
-/// `samizdat wipe`: ask (on a terminal) unless `--yes`, stop the owner, delete everything.
-fn wipe(home: &Path, yes: bool) -> Result<()> {
+/// `samizdat wipe`: ask (on a terminal) unless `--yes`; a running owner (serve, the app)
+/// wipes the profile itself (the `wipe` method) and exits; otherwise delete everything here.
+async fn wipe(home: &Path, yes: bool) -> Result<()> {
     if !Profile::exists(home) && !home.exists() {
         return Err(anyhow!("no profile in {}", home.display()));
     }
@@ -532,9 +533,19 @@ fn wipe(home: &Path, yes: bool) -> Result<()> {
             return Err(anyhow!("not wiped"));
         }
     }
-    // A running owner (serve, the app: it holds the lock, its pid is in the lock file) is
-    // told to stop; its files go either way.
-    crate::client::stop_owner(home);
+    // A running owner (serve, the app) is asked to wipe what it holds. One that does not
+    // answer (stuck, or an older version) is told to stop (its pid is in the lock file);
+    // its files go either way.
+    let asked = match crate::client::connect(home).await {
+        Some(stream) => crate::client::RemoteClient::new(stream)
+            .call_rpc("wipe", json!({}), |_| {})
+            .await
+            .is_ok(),
+        None => false,
+    };
+    if !asked {
+        crate::client::stop_owner(home);
+    }
     samizdat_core::wipe::wipe(home)?;
     println!("wiped {}", home.display());
     Ok(())
@@ -746,7 +757,7 @@ async fn run_in(home: &Path, cmd: ClientCommand) -> Result<()> {
             qr,
             timeout,
         }) => return device_join(home, &relay, &name, qr, timeout).await,
-        ClientCommand::Wipe { yes } => return wipe(home, yes),
+        ClientCommand::Wipe { yes } => return wipe(home, yes).await,
         ClientCommand::Restore { file } => {
             let backup_pass = backup_passphrase(false)?;
             let pass = passphrase(true)?;
@@ -1489,7 +1500,11 @@ async fn serve(home: &Path) -> Result<()> {
         socket_path(home).display()
     );
     let _ = std::io::stdout().flush();
-    stop_signal().await;
+    tokio::select! {
+        _ = stop_signal() => {}
+        // Wiped through its socket: nothing is left to serve.
+        _ = owner.handle.stopped() => println!("the profile was wiped; stopping"),
+    }
     drop(owner);
     Ok(())
 }

@@ -80,18 +80,6 @@ pub(super) struct ArchivedMessage {
     attachment: Option<String>,
 }
 
-/// Where a new device finds the history archive (sent in the self group).
-#[derive(Debug, Clone, Serialize, serde::Deserialize, PartialEq, Eq)]
-pub struct ArchiveRef {
-    pub relay: String,
-    pub blob: Id,
-    pub len: u64,
-    /// ChaCha20-Poly1305 key of this archive only.
-    pub key: Bytes,
-    /// The device it is for.
-    pub device: Bytes,
-}
-
 /// Seal an archive (JSON) padded with spaces, which JSON ignores, to a Padmé size (as
 /// attachments are, 4 KiB at least): the relay learns the size of a person's history only
 /// within a few percent (security review 3, L8).

@@ -27,20 +27,6 @@ pub struct DeviceView {
     pub revoked: bool,
 }
 
-/// A device as the self group carries it.
-#[derive(Debug, Clone, Serialize, serde::Deserialize, PartialEq, Eq)]
-pub struct DeviceRecord {
-    pub id: Bytes,
-    pub name: String,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub relay: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub mailbox: Option<Id>,
-    pub added_at: u64,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub revoked_at: Option<u64>,
-}
-
 impl Profile {
     /// Whether this device holds the person's identity key (the first device).
     pub fn holds_identity(&self) -> Result<bool> {

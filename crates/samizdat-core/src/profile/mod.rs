@@ -42,11 +42,11 @@ mod sync;
 mod sync_entry;
 mod views;
 
+pub use crate::payload::{ArchiveRef, DeviceRecord};
 use crate::welcome::WelcomePart;
-pub use archive::ArchiveRef;
 use delivery::OwedDrop;
 pub use device_link::{Joined as DeviceJoined, LinkPreview};
-pub use devices::{DeviceRecord, DeviceView};
+pub use devices::DeviceView;
 use devices::{SELF_GROUP_NAME, is_self_group};
 pub use events::TransferDirection;
 pub use events::{Event, EventPage, LoggedEvent, RelayState};
@@ -163,6 +163,9 @@ pub struct Profile {
     pub(crate) isolation_salt: Vec<u8>,
     /// Relay clients append application entries over a held WebSocket (the service).
     pub(crate) ws_appends: bool,
+    /// Set by [`crate::ClientHandle::wipe`]: the service stops after the current job, closes
+    /// the profile and deletes its files, then answers here.
+    pub(crate) wipe_on_stop: Option<tokio::sync::oneshot::Sender<Result<()>>>,
 }
 
 impl Profile {

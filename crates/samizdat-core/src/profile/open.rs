@@ -241,6 +241,7 @@ impl Profile {
             live_logs: HashSet::new(),
             relays: Default::default(),
             ws_appends: false,
+            wipe_on_stop: None,
             kp_checked_at: 0,
             others_checked_at: 0,
             net: s.net,

@@ -83,6 +83,8 @@ pub struct ClientHandle {
     jobs: mpsc::Sender<Job>,
     events: broadcast::Sender<LiveEvent>,
     last_seq: watch::Receiver<u64>,
+    /// Becomes true when the service has stopped (wiped, or every handle gone).
+    stopped: watch::Receiver<bool>,
 }
 
 /// How the service runs.
@@ -112,6 +114,7 @@ impl ClientHandle {
         let (events_tx, first) = broadcast::channel(EVENT_BUFFER);
         let last = profile.events_after(u64::MAX, 0)?.last;
         let (seq_tx, seq_rx) = watch::channel(last);
+        let (stopped_tx, stopped_rx) = watch::channel(false);
         let rt = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()
@@ -120,6 +123,7 @@ impl ClientHandle {
             jobs: jobs_tx.downgrade(),
             events: events_tx.clone(),
             last_seq: seq_rx.clone(),
+            stopped: stopped_rx.clone(),
         };
         let service = Service {
             weak,
@@ -135,8 +139,14 @@ impl ClientHandle {
         let thread = std::thread::Builder::new()
             .name("samizdat-core".into())
             .spawn(move || {
-                rt.block_on(service.run(mode));
+                let wipe = rt.block_on(service.run(mode));
                 drop(rt);
+                // The profile is closed (the service and its runtime are gone): its files go
+                // now, and the caller of `wipe` hears how that went.
+                if let Some((home, answer)) = wipe {
+                    let _ = answer.send(crate::wipe::wipe(&home));
+                }
+                let _ = stopped_tx.send(true);
             })
             .map_err(|e| Error::Storage(format!("cannot start the service thread: {e}")))?;
         THREADS
@@ -147,6 +157,7 @@ impl ClientHandle {
             jobs: jobs_tx,
             events: events_tx,
             last_seq: seq_rx,
+            stopped: stopped_rx,
         };
         Ok((handle, first))
     }
@@ -173,6 +184,32 @@ impl ClientHandle {
             .map_err(|_| Error::Stopped("the client service has stopped".into()))?;
         rx.await
             .map_err(|_| Error::Stopped("the client service stopped during the call".into()))?
+    }
+
+    /// Stop the service and delete the profile — every file in its home, as
+    /// [`crate::wipe::wipe`] does. The owner wipes what it holds, so no other process opens
+    /// or deletes the profile beside it. Returns once the files are gone; calls on any handle
+    /// fail with [`Error::Stopped`] after.
+    pub async fn wipe(&self) -> Result<()> {
+        let (tx, rx) = oneshot::channel();
+        let job: Job = Box::new(move |p| {
+            async move {
+                p.wipe_on_stop = Some(tx);
+            }
+            .boxed_local()
+        });
+        self.jobs
+            .send(job)
+            .await
+            .map_err(|_| Error::Stopped("the client service has stopped".into()))?;
+        rx.await
+            .map_err(|_| Error::Stopped("the client service stopped before wiping".into()))?
+    }
+
+    /// Resolves once the service has stopped (after [`ClientHandle::wipe`], say).
+    pub async fn stopped(&self) {
+        let mut stopped = self.stopped.clone();
+        let _ = stopped.wait_for(|s| *s).await;
     }
 
     /// Send a live-only event to every subscriber (transfer progress).
@@ -224,6 +261,7 @@ struct WeakHandle {
     jobs: mpsc::WeakSender<Job>,
     events: broadcast::Sender<LiveEvent>,
     last_seq: watch::Receiver<u64>,
+    stopped: watch::Receiver<bool>,
 }
 
 impl WeakHandle {
@@ -232,6 +270,7 @@ impl WeakHandle {
             jobs: self.jobs.upgrade()?,
             events: self.events.clone(),
             last_seq: self.last_seq.clone(),
+            stopped: self.stopped.clone(),
         })
     }
 }
@@ -253,6 +292,9 @@ struct Service {
 }
 
 type Ws = crate::net::Ws;
+
+/// A wipe asked of the service: the profile's home, and where to say how it went.
+type Wipe = (std::path::PathBuf, oneshot::Sender<Result<()>>);
 
 /// The home relay's connection as the realtime loop holds it.
 struct Link {
@@ -382,12 +424,18 @@ impl Service {
         self.publish(reported);
     }
 
-    async fn run(mut self, mode: Mode) {
+    /// Serve jobs (and, in realtime mode, the relays) until every handle is gone or a job
+    /// asked for a wipe: then the profile's home and where to answer, for the thread to wipe
+    /// once the profile is closed.
+    async fn run(mut self, mode: Mode) -> Option<Wipe> {
         if mode == Mode::OnDemand {
             while let Some(job) = self.jobs.recv().await {
                 self.run_job(job).await;
+                if self.profile.wipe_on_stop.is_some() {
+                    break;
+                }
             }
-            return;
+            return self.wipe_request();
         }
         let mut l = Link::new(self.profile.relay.base().to_string());
         let mut poll = tokio::time::interval(POLL);
@@ -452,8 +500,13 @@ impl Service {
                     }
                 }
                 job = self.jobs.recv() => match job {
-                    Some(job) => self.run_job(job).await,
-                    None => return,
+                    Some(job) => {
+                        self.run_job(job).await;
+                        if self.profile.wipe_on_stop.is_some() {
+                            return self.wipe_request();
+                        }
+                    }
+                    None => return None,
                 },
                 _ = poll.tick() => l.dirty = true,
                 // A device link waiting for its new device: answered within half a second.
@@ -472,6 +525,12 @@ impl Service {
                 msg = next_frame(&mut l.ws) => self.on_message(&mut l, msg).await,
             }
         }
+    }
+
+    /// The wipe a job asked for, if one did.
+    fn wipe_request(&mut self) -> Option<Wipe> {
+        let answer = self.profile.wipe_on_stop.take()?;
+        Some((self.profile.home.clone(), answer))
     }
 
     /// Sync everything; a relay that cannot be reached drops the socket and backs off.

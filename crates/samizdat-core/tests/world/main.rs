@@ -6,6 +6,7 @@ mod delivery;
 mod groups;
 mod hostile;
 mod relays;
+mod service;
 
 /// One runtime per test (nextest runs each test in a process of its own).
 pub fn run<F: std::future::Future>(f: F) -> F::Output {

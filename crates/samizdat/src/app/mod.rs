@@ -463,14 +463,28 @@ impl App {
         Ok(())
     }
 
-    /// Wipe the profile now: stop the service (or the `serve` that owns it), delete every
-    /// file; the app goes back to onboarding.
+    /// Wipe the profile now: its owner (this process's service, or the `serve` whose socket
+    /// the app uses, which exits after) deletes every file it holds; the app goes back to
+    /// onboarding.
     pub(crate) async fn wipe(&self) -> Result<(), CallError> {
         let mut phase = self.phase.write().await;
-        if matches!(*phase, Phase::Ready(Core::Remote)) {
+        let asked = match &*phase {
+            Phase::Ready(Core::Local { handle, .. }) => handle.wipe().await.is_ok(),
+            Phase::Ready(Core::Remote) => match connect(&self.home).await {
+                Some(stream) => RemoteClient::new(stream)
+                    .call_rpc("wipe", serde_json::json!({}), |_| {})
+                    .await
+                    .is_ok(),
+                None => false,
+            },
+            _ => false,
+        };
+        // An owner that did not answer is told to stop (its pid is in the lock file).
+        if !asked && matches!(*phase, Phase::Ready(Core::Remote)) {
             crate::client::stop_owner(&self.home);
         }
-        // Dropping the core stops the service, closes the socket and releases the lock.
+        // Dropping the core closes the socket and releases the lock; whatever is left of
+        // the home goes below.
         *phase = Phase::NoProfile;
         samizdat_core::wipe::wipe(&self.home).map_err(|e| core_error(e.into()))
     }

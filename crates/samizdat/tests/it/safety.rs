@@ -24,9 +24,11 @@ fn wipe_leaves_nothing_of_the_profile() {
     w.assert_no_plaintext();
 }
 
-/// `wipe` while `serve` owns the profile: the service is stopped and the files go.
+/// `wipe` while `serve` owns the profile: the owner wipes what it holds (the `wipe` method on
+/// its socket: no other process deletes files under it), says so, and exits by itself.
 #[test]
 fn wipe_stops_a_running_service() {
+    use std::io::{BufRead, Read};
     let mut w = World::new();
     let [alice] = w.people(["alice"]);
     let mut serve = alice
@@ -34,18 +36,18 @@ fn wipe_stops_a_running_service() {
         .stdout(std::process::Stdio::piped())
         .spawn()
         .expect("serve");
-    {
-        use std::io::BufRead;
-        let mut line = String::new();
-        std::io::BufReader::new(serve.stdout.take().expect("stdout"))
-            .read_line(&mut line)
-            .expect("serving");
-        assert!(line.contains("serving"), "{line}");
-    }
-    alice.ok(&["wipe", "--yes"]);
+    let mut out = std::io::BufReader::new(serve.stdout.take().expect("stdout"));
+    let mut line = String::new();
+    out.read_line(&mut line).expect("serving");
+    assert!(line.contains("serving"), "{line}");
+    assert!(alice.ok(&["wipe", "--yes"]).contains("wiped"));
     let status = serve.wait().expect("serve stops");
-    assert!(!alice.home.exists() || std::fs::read_dir(&alice.home).unwrap().count() == 0);
-    let _ = status;
+    let mut rest = String::new();
+    out.read_to_string(&mut rest).expect("serve's last words");
+    assert!(rest.contains("the profile was wiped"), "{rest}");
+    // It stopped by itself (a signal would leave no exit code).
+    assert!(status.success(), "{status:?}");
+    assert!(!alice.home.exists(), "the profile directory is gone");
 }
 
 /// The duress passphrase: set it; opening the profile with it wipes the old one silently and
