@@ -178,12 +178,17 @@ impl ClientHandle {
             }
             .boxed_local()
         });
+        self.submit(job).await?;
+        rx.await
+            .map_err(|_| Error::Stopped("the client service stopped during the call".into()))?
+    }
+
+    /// Queue a job for the service (waiting while the queue is full).
+    async fn submit(&self, job: Job) -> Result<()> {
         self.jobs
             .send(job)
             .await
-            .map_err(|_| Error::Stopped("the client service has stopped".into()))?;
-        rx.await
-            .map_err(|_| Error::Stopped("the client service stopped during the call".into()))?
+            .map_err(|_| Error::Stopped("the client service has stopped".into()))
     }
 
     /// Stop the service and delete the profile — every file in its home, as
@@ -198,10 +203,7 @@ impl ClientHandle {
             }
             .boxed_local()
         });
-        self.jobs
-            .send(job)
-            .await
-            .map_err(|_| Error::Stopped("the client service has stopped".into()))?;
+        self.submit(job).await?;
         rx.await
             .map_err(|_| Error::Stopped("the client service stopped before wiping".into()))?
     }
