@@ -36,6 +36,7 @@ pub(crate) fn migrations() -> Migrations<'static> {
         M::up(include_str!("../migrations/0014_device_lists.sql")),
         M::up(include_str!("../migrations/0015_pending_files.sql")),
         M::up(include_str!("../migrations/0016_status_codes.sql")),
+        M::up(include_str!("../migrations/0017_self_kind.sql")),
     ])
 }
 
@@ -252,7 +253,7 @@ mod tests {
             .conn()
             .pragma_query_value(None, "user_version", |r| r.get(0))
             .expect("version");
-        assert_eq!(version, 16);
+        assert_eq!(version, 17);
         db.conn()
             .pragma_update(None, "user_version", 99)
             .expect("set version");
@@ -266,6 +267,73 @@ mod tests {
 
     /// Statuses written as English sentences by earlier versions become codes that each front
     /// says in its language (migration 0016); refusals keep their reason.
+    /// Migration 17: the self group of an older profile (known by its reserved name) becomes
+    /// kind `self`; every other row and column comes through unchanged.
+    #[test]
+    fn the_self_group_of_older_profiles_becomes_a_kind() {
+        let mut conn = Connection::open_in_memory().expect("db");
+        migrations().to_version(&mut conn, 16).expect("up to 16");
+        conn.execute_batch(
+            "INSERT INTO conversations (group_id, kind, name, relay, read_epoch, cursor, created_at, timer_secs, log_id, seq_base, hidden, status, status_reason)
+             VALUES (x'01', 'group', char(1) || 'self', 'http://r', 3, 9, 5, 0, x'0a', 0, 1, NULL, NULL),
+                    (x'02', 'group', 'friends', 'http://r', 2, 7, 6, 60, NULL, 4, 0, 'refusing', 'reused_invite'),
+                    (x'03', 'direct', 'bob', 'http://s', 1, 1, 7, 0, NULL, 0, 0, NULL, NULL);",
+        )
+        .expect("insert");
+        migrations().to_latest(&mut conn).expect("to latest");
+        let rows: Vec<(
+            String,
+            String,
+            i64,
+            i64,
+            i64,
+            Option<Vec<u8>>,
+            i64,
+            i64,
+            Option<String>,
+        )> = {
+            let mut stmt = conn
+                .prepare(
+                    "SELECT kind, name, cursor, timer_secs, seq_base, log_id, hidden, created_at, status_reason
+                     FROM conversations ORDER BY group_id",
+                )
+                .expect("select");
+            stmt.query_map([], |r| {
+                Ok((
+                    r.get(0)?,
+                    r.get(1)?,
+                    r.get(2)?,
+                    r.get(3)?,
+                    r.get(4)?,
+                    r.get(5)?,
+                    r.get(6)?,
+                    r.get(7)?,
+                    r.get(8)?,
+                ))
+            })
+            .expect("rows")
+            .collect::<rusqlite::Result<_>>()
+            .expect("rows")
+        };
+        let kinds: Vec<&str> = rows.iter().map(|r| r.0.as_str()).collect();
+        assert_eq!(kinds, ["self", "group", "direct"]);
+        assert_eq!(rows[0].1, "\u{1}self");
+        assert_eq!(
+            (rows[0].2, rows[0].5.clone(), rows[0].6),
+            (9, Some(vec![0x0a]), 1)
+        );
+        assert_eq!((rows[1].3, rows[1].4, rows[1].7), (60, 4, 6));
+        assert_eq!(rows[1].8.as_deref(), Some("reused_invite"));
+        // The new constraint still refuses what is no kind.
+        assert!(
+            conn.execute(
+                "INSERT INTO conversations (group_id, kind, name, relay, read_epoch, created_at) VALUES (x'04', 'other', 'x', 'r', 0, 0)",
+                [],
+            )
+            .is_err()
+        );
+    }
+
     #[test]
     fn english_statuses_of_older_profiles_become_codes() {
         use crate::{ConvStatus, Refusal};

@@ -4,14 +4,14 @@
 
 use super::*;
 
-/// The local name of the self group (control characters never appear in user-chosen names,
-/// so it cannot collide with a contact or a conversation).
+/// The local name of the self group: names are unique, and this one cannot collide with a
+/// contact or a conversation (control characters never appear in user-chosen names). What
+/// makes a conversation the self group is its kind, not this name.
 pub(super) const SELF_GROUP_NAME: &str = "\u{1}self";
 
-/// Whether `conv` is the self group: only it carries this reserved local name (set when it
-/// is created or joined; users cannot type it, renames never reach it).
+/// Whether `conv` is the self group (its kind, set when it is created or joined).
 pub(super) fn is_self_group(conv: &Conv) -> bool {
-    conv.name == SELF_GROUP_NAME
+    conv.kind == ConvKind::SelfGroup
 }
 
 /// One of the person's devices (`device list`).
@@ -68,7 +68,7 @@ impl Profile {
         self.db.transaction(|| {
             group.save()?;
             self.db.conn().execute(
-                "INSERT INTO conversations (group_id, kind, name, relay, read_epoch, cursor, created_at, hidden) VALUES (?1, 'group', ?2, ?3, ?4, 0, ?5, 1)",
+                "INSERT INTO conversations (group_id, kind, name, relay, read_epoch, cursor, created_at, hidden) VALUES (?1, 'self', ?2, ?3, ?4, 0, ?5, 1)",
                 params![group_id.as_bytes(), SELF_GROUP_NAME, relay, group.epoch() as i64, now_secs() as i64],
             )?;
             self.store_token(&group_id, group.epoch(), &token)?;

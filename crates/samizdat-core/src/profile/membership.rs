@@ -121,7 +121,7 @@ impl Profile {
                 Ok(())
             };
             let conv = match self.conv_by_id(&gid)? {
-                Some(c) if c.active && c.kind == ConvKind::Group => c,
+                Some(c) if c.active && c.kind != ConvKind::Direct => c,
                 _ => {
                     forget(self)?;
                     continue;

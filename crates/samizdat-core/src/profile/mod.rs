@@ -68,6 +68,9 @@ pub use views::{
 pub enum ConvKind {
     Direct,
     Group,
+    /// The self group: one person's devices (never listed; see `profile/devices.rs`).
+    #[serde(rename = "self")]
+    SelfGroup,
 }
 
 impl std::fmt::Display for ConvKind {
@@ -75,6 +78,7 @@ impl std::fmt::Display for ConvKind {
         f.write_str(match self {
             ConvKind::Direct => "direct",
             ConvKind::Group => "group",
+            ConvKind::SelfGroup => "self",
         })
     }
 }
@@ -85,6 +89,7 @@ impl ConvKind {
         match s {
             "direct" => Ok(ConvKind::Direct),
             "group" => Ok(ConvKind::Group),
+            "self" => Ok(ConvKind::SelfGroup),
             other => Err(Error::Storage(format!(
                 "unknown conversation kind {other:?}"
             ))),

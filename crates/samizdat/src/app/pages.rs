@@ -321,7 +321,7 @@ pub fn chat_list(
                         li.chat-item.active[Some(conv.id.as_str()) == current].inactive[!conv.active] {
                             a href={ "/c/" (conv.id) } data-conversation=(conv.id) {
                                 span.name { (person_dot(conv.hue)) (conv.shown_as) }
-                                span.kind { (c.tr(match conv.kind { ConvKind::Direct => "kind-direct", ConvKind::Group => "kind-group" })) }
+                                span.kind { (c.tr(match conv.kind { ConvKind::Direct => "kind-direct", ConvKind::Group | ConvKind::SelfGroup => "kind-group" })) }
                                 @if let Some(last) = &conv.last {
                                     span.when { (time(last.sent_at)) }
                                     span.preview {
