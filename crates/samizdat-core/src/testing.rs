@@ -218,6 +218,54 @@ impl World {
         );
     }
 
+    /// Link a new device named `name` to `first` (the person holding the identity key), as
+    /// `device join` on the new device and `device add` on `first` do, both at once: the new
+    /// device shows its link, `first` adds it and syncs until it is listed, the new device
+    /// joins every conversation and imports the history. Returns the new device.
+    pub async fn link_device(&mut self, first: &mut Person, name: &str) -> Person {
+        let home = self.dir.path().join(name);
+        let relay = first.profile.relay_url().to_string();
+        let (shown, link) = tokio::sync::oneshot::channel::<String>();
+        // Both futures are large in a debug build: on the heap, not the test thread's stack.
+        let join = Box::pin(Profile::device_join(
+            &home,
+            PASSPHRASE,
+            &relay,
+            name,
+            Duration::from_secs(120),
+            move |link, _code| {
+                let _ = shown.send(link.to_string());
+            },
+        ));
+        let add = Box::pin(async {
+            let link = link.await.expect("the new device shows its link");
+            let added = first
+                .profile
+                .device_add(&link)
+                .await
+                .expect("the device is added");
+            first.take();
+            for _ in 0..600 {
+                first.sync().await;
+                let listed = first.profile.devices().expect("devices");
+                if listed.iter().any(|d| d.id == added.id) {
+                    return;
+                }
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            panic!("{name} was never listed among {}'s devices", first.name);
+        });
+        let (joined, ()) = tokio::join!(join, add);
+        let (profile, _) = joined.expect("the new device joins");
+        Person {
+            name: name.to_string(),
+            display: first.display.clone(),
+            home,
+            profile,
+            seen: Vec::new(),
+        }
+    }
+
     /// A text no relay may ever hold in the clear (checked by [`World::assert_no_plaintext`]).
     pub fn text(&mut self, words: &str) -> String {
         self.serial += 1;

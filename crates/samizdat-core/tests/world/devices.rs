@@ -1,0 +1,119 @@
+//! Several devices of one person.
+
+use samizdat_core::testing::{Person, World};
+
+use crate::run;
+
+fn count(texts: &[String], t: &str) -> usize {
+    texts.iter().filter(|x| x.as_str() == t).count()
+}
+
+fn unread(p: &Person, conversation: &str) -> u64 {
+    let all = p.profile.conversations().expect("conversations");
+    all.iter()
+        .find(|c| c.name == conversation)
+        .map(|c| c.unread)
+        .expect("the conversation")
+}
+
+/// A laptop linked to alice's phone gets the history, reads and answers as alice (bob sees
+/// one person, the same safety number), follows what was read on the phone, and once revoked
+/// reads nothing sent after and cannot send.
+#[test]
+fn a_linked_laptop_gets_history_messages_and_answers_as_the_same_person_until_revoked() {
+    run(async {
+        let mut w = World::new().await;
+        let [mut alice, mut bob] = w.people(["alice", "bob"]).await;
+        w.connect(&mut alice, &mut bob).await;
+        let number = bob.profile.safety_number("alice").expect("a safety number");
+        let before = w.text("from before the laptop");
+        bob.send("alice", &before).await;
+        alice.sync().await;
+        let mine = w.text("alice wrote this before too");
+        alice.send(&bob.display, &mine).await;
+
+        let mut laptop = w.link_device(&mut alice, "laptop").await;
+        // Same person: the same fingerprint, the same safety number for bob.
+        assert_eq!(
+            laptop.profile.fingerprint_hex(),
+            alice.profile.fingerprint_hex()
+        );
+        let on_laptop = laptop.profile.safety_number(&bob.display).expect("number");
+        assert_eq!(
+            on_laptop,
+            alice.profile.safety_number(&bob.display).expect("n")
+        );
+        // The history came along, with the conversation and contact names.
+        let h = laptop.history(&bob.display);
+        let texts: Vec<&str> = h.iter().map(|m| m.text.as_str()).collect();
+        assert_eq!(texts, vec![before.as_str(), mine.as_str()]);
+        assert_eq!(h[0].from, bob.display);
+        assert_eq!(h[1].from, "me");
+        let list = alice.profile.devices().expect("devices");
+        assert_eq!(list.len(), 2, "{list:?}");
+        assert!(list.iter().any(|d| d.name == "laptop" && !d.this));
+        let theirs = laptop.profile.devices().expect("devices");
+        assert!(
+            theirs.iter().any(|d| d.name == "laptop" && d.this),
+            "{theirs:?}"
+        );
+
+        // bob → alice: both devices show it, once; read on the phone, read on the laptop.
+        let hello = w.text("hello both of you");
+        bob.send("alice", &hello).await;
+        alice.sync().await;
+        laptop.sync().await;
+        alice.sync().await;
+        assert_eq!(unread(&laptop, &bob.display), 1);
+        assert_eq!(count(&alice.texts(&bob.display), &hello), 1);
+        alice.sync().await;
+        laptop.sync().await;
+        assert_eq!(unread(&laptop, &bob.display), 0);
+        assert_eq!(count(&laptop.texts(&bob.display), &hello), 1);
+
+        // The laptop answers: bob sees alice; the phone shows it as "me".
+        let reply = w.text("answered from the laptop");
+        laptop.send(&bob.display, &reply).await;
+        bob.sync().await;
+        let last = bob.history("alice").pop().expect("a message");
+        assert_eq!(
+            (last.text.as_str(), last.from.as_str()),
+            (reply.as_str(), "alice")
+        );
+        alice.sync().await;
+        let ah = alice.history(&bob.display);
+        let from_laptop = ah.iter().find(|m| m.text == reply).expect("the reply");
+        assert_eq!(from_laptop.from, "me");
+        let convs = bob.profile.conversations().expect("conversations");
+        assert_eq!(convs[0].members, 2, "bob still sees two people");
+
+        // Revoke the laptop from the phone.
+        let id = list
+            .iter()
+            .find(|d| !d.this)
+            .expect("the laptop")
+            .id
+            .clone();
+        alice.profile.device_revoke(&id).await.expect("revoked");
+        alice.take();
+        let now = alice.profile.devices().expect("devices");
+        assert!(now.iter().any(|d| d.id == id && d.revoked));
+        let after = w.text("sent after the revocation");
+        bob.sync().await;
+        bob.send("alice", &after).await;
+        let _ = laptop.try_sync().await;
+        assert_eq!(count(&laptop.texts(&bob.display), &after), 0);
+        assert!(
+            laptop
+                .profile
+                .send(&bob.display, "still here?")
+                .await
+                .is_err()
+        );
+        alice.sync().await;
+        assert_eq!(count(&alice.texts(&bob.display), &after), 1);
+        assert_eq!(bob.profile.safety_number("alice").expect("n"), number);
+        assert!(alice.profile.device_revoke(&id).await.is_err());
+        w.assert_no_plaintext();
+    });
+}
