@@ -117,3 +117,50 @@ fn a_linked_laptop_gets_history_messages_and_answers_as_the_same_person_until_re
         w.assert_no_plaintext();
     });
 }
+
+/// A group of three in which alice has two devices: her phone joins and adds her laptop,
+/// bob sees three people (four devices), messages reach both of alice's devices once, the
+/// laptop speaks in the group, and removing alice removes both.
+#[test]
+fn a_group_of_three_people_with_one_on_two_devices() {
+    run(async {
+        let mut w = World::new().await;
+        let [mut alice, mut bob, mut carol] = w.people(["alice", "bob", "carol"]).await;
+        w.connect(&mut bob, &mut alice).await;
+        w.connect(&mut bob, &mut carol).await;
+        let mut laptop = w.link_device(&mut alice, "laptop").await;
+        bob.group_create("trio").await;
+        bob.group_add("trio", &[&alice.display, &carol.display])
+            .await;
+        // alice's phone joins (bob is a contact) and adds her laptop.
+        for p in [&mut alice, &mut laptop, &mut carol, &mut bob] {
+            p.sync().await;
+        }
+        assert_eq!(bob.members("trio").len(), 3, "{:?}", bob.members("trio"));
+        assert_eq!(laptop.members("trio").len(), 3);
+        let listed = bob.profile.group_members("trio").expect("members");
+        let devices: usize = listed.iter().map(|m| m.devices).sum();
+        assert_eq!(devices, 4, "{listed:?}");
+        let hi = w.text("hello trio");
+        carol.send("trio", &hi).await;
+        alice.sync().await;
+        laptop.sync().await;
+        assert_eq!(count(&alice.texts("trio"), &hi), 1);
+        assert_eq!(count(&laptop.texts("trio"), &hi), 1);
+        let from_laptop = w.text("the laptop in the group");
+        laptop.send("trio", &from_laptop).await;
+        bob.sync().await;
+        carol.sync().await;
+        assert_eq!(count(&carol.texts("trio"), &from_laptop), 1);
+        // Removing alice removes both of her devices.
+        bob.group_remove("trio", &alice.display).await;
+        let gone = w.text("after alice left");
+        bob.send("trio", &gone).await;
+        alice.sync().await;
+        laptop.sync().await;
+        assert_eq!(count(&alice.texts("trio"), &gone), 0);
+        assert_eq!(count(&laptop.texts("trio"), &gone), 0);
+        assert_eq!(bob.members("trio").len(), 2);
+        w.assert_no_plaintext();
+    });
+}
