@@ -68,7 +68,8 @@ pub async fn run(args: LinkDeviceArgs) -> Result<Report> {
         peer.accept(&link, "alice").await?;
     }
     alice.sync().await?;
-    let names: Vec<String> = alice.contacts()?.into_iter().map(|c| c.alias).collect();
+    let names: Vec<samizdat_core::ContactId> =
+        alice.contacts()?.into_iter().map(|c| c.id).collect();
     if names.len() != contacts {
         return Err(anyhow!(
             "only {} of {contacts} contacts connected",
@@ -77,12 +78,13 @@ pub async fn run(args: LinkDeviceArgs) -> Result<Report> {
     }
     for g in 0..n - contacts {
         let name = format!("group-{g}");
-        alice.group_create(&name).await?;
+        let group = alice.group_create(&name).await?;
         alice
-            .group_add(&name, std::slice::from_ref(&names[g % contacts]))
+            .group_add(&group, std::slice::from_ref(&names[g % contacts]))
             .await?;
     }
-    let convs: Vec<String> = alice.conversations()?.into_iter().map(|c| c.name).collect();
+    let convs: Vec<samizdat_core::ConversationId> =
+        alice.conversations()?.into_iter().map(|c| c.id).collect();
     for c in &convs {
         for m in 0..args.messages {
             alice

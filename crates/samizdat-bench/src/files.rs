@@ -163,8 +163,11 @@ pub async fn attachments(args: AttachmentArgs) -> Result<Report> {
     let alice = handle(&a).await?;
     let bob = handle(&b).await?;
     let t = Instant::now();
+    let to_bob = alice
+        .call(|p| futures_util::FutureExt::boxed_local(async move { p.find_conversation("Bob") }))
+        .await?;
     let id = alice
-        .send_file("Bob", &file, "bench", &Default::default())
+        .send_file(&to_bob, &file, "bench", &Default::default())
         .await?;
     let upload = t.elapsed();
     samizdat_rpc::call_local(&bob, "sync", json!({}))
@@ -264,7 +267,7 @@ pub async fn backup(args: BackupArgs) -> Result<Report> {
     samizdat_core::Profile::restore(&restored, &file, "a bench backup passphrase", PASS)?;
     let restore = t.elapsed();
     let profile = samizdat_core::Profile::open(&restored, PASS)?;
-    let shown = profile.history("Bob")?.len() as u64;
+    let shown = profile.history(&profile.find_conversation("Bob")?)?.len() as u64;
     if shown != args.messages {
         bail!(
             "the restored profile shows {shown} messages, not {}",

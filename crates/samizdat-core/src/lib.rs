@@ -17,6 +17,7 @@
 pub mod attachment;
 pub mod device;
 mod fault;
+mod ids;
 mod invite;
 pub mod lock;
 mod metadata;
@@ -48,12 +49,13 @@ pub mod welcome;
 mod welcome;
 pub mod wipe;
 
+pub use ids::{ContactId, ConversationId, DeviceId, MessageId};
 pub use invite::Invite;
 pub use notice::{ConvStatus, ErrorKind, Notice, Problem, Refusal};
 pub use profile::{
-    AttachmentView, ContactView, ConvKind, ConversationView, DeviceJoined, DeviceView, Event,
-    EventPage, GroupAdded, InvitationView, LastMessage, LinkPreview, LoggedEvent, MemberView,
-    MessageView, Page, Profile, RelayState, TransferDirection,
+    AttachmentView, Connected, ContactView, ConvKind, ConversationView, DeviceJoined, DeviceView,
+    Event, EventPage, GroupAdded, InvitationView, LastMessage, LinkPreview, LoggedEvent,
+    MemberView, MessageView, Page, Profile, RelayState, TransferDirection,
 };
 pub use samizdat_proto::ErrorCode;
 pub use service::{ClientHandle, LiveEvent, Mode};

@@ -16,7 +16,7 @@ use std::time::Duration;
 
 use samizdat_relay::{Config, Relay};
 
-use crate::{Event, GroupAdded, MessageView, Page, Profile, Result};
+use crate::{ContactId, ConversationId, Event, GroupAdded, MessageView, Page, Profile, Result};
 
 /// What the clock was moved by, in milliseconds (see [`World::advance`]).
 static CLOCK_OFFSET_MS: AtomicU64 = AtomicU64::new(0);
@@ -368,35 +368,56 @@ impl Person {
         events
     }
 
-    /// Send `text` to a contact or group.
+    /// The conversation this person calls `name` (a contact's alias or a group's name).
+    pub fn conversation(&self, name: &str) -> ConversationId {
+        match self.profile.find_conversation(name) {
+            Ok(id) => id,
+            Err(e) => panic!("{} has no conversation {name}: {e}", self.name),
+        }
+    }
+
+    /// The contact this person calls `alias`.
+    pub fn contact(&self, alias: &str) -> ContactId {
+        match self.profile.find_contact(alias) {
+            Ok(id) => id,
+            Err(e) => panic!("{} has no contact {alias}: {e}", self.name),
+        }
+    }
+
+    /// Send `text` to a contact or group (by name).
     pub async fn send(&mut self, to: &str, text: &str) {
-        if let Err(e) = self.profile.send(to, text).await {
+        let id = self.conversation(to);
+        if let Err(e) = self.profile.send(&id, text).await {
             panic!("{} could not send to {to}: {e}", self.name);
         }
         self.take();
     }
 
     /// Make a group.
-    pub async fn group_create(&mut self, name: &str) {
-        self.profile
+    pub async fn group_create(&mut self, name: &str) -> ConversationId {
+        let id = self
+            .profile
             .group_create(name)
             .await
             .expect("the group is made");
         self.take();
+        id
     }
 
     /// Add contacts (by alias) to a group.
     pub async fn group_add(&mut self, group: &str, who: &[&str]) -> GroupAdded {
-        let who: Vec<String> = who.iter().map(|s| s.to_string()).collect();
-        let added = self.profile.group_add(group, &who).await;
+        let who: Vec<ContactId> = who.iter().map(|s| self.contact(s)).collect();
+        let group = self.conversation(group);
+        let added = self.profile.group_add(&group, &who).await;
         self.take();
         added.expect("the members are added")
     }
 
     /// Remove a contact (by alias) from a group.
     pub async fn group_remove(&mut self, group: &str, who: &str) {
+        let (group, who) = (self.conversation(group), self.contact(who));
         self.profile
-            .group_remove(group, who)
+            .group_remove(&group, &who)
             .await
             .expect("the member is removed");
         self.take();
@@ -404,14 +425,15 @@ impl Person {
 
     /// Leave a group.
     pub async fn group_leave(&mut self, group: &str) {
-        self.profile.group_leave(group).await.expect("left");
+        let group = self.conversation(group);
+        self.profile.group_leave(&group).await.expect("left");
         self.take();
     }
 
     /// The conversation's messages, oldest first.
     pub fn history(&self, conversation: &str) -> Vec<MessageView> {
         self.profile
-            .history_page(conversation, &Page::default())
+            .history_page(&self.conversation(conversation), &Page::default())
             .expect("history")
     }
 
@@ -427,7 +449,7 @@ impl Person {
     pub fn members(&self, group: &str) -> Vec<String> {
         let mut v: Vec<String> = self
             .profile
-            .group_members(group)
+            .group_members(&self.conversation(group))
             .expect("members")
             .into_iter()
             .map(|m| m.fingerprint)

@@ -19,7 +19,7 @@ use crate::payload::Attachment;
 use crate::profile::{Event, TransferDirection};
 use crate::relay_client::RelayClient;
 use crate::service::LiveEvent;
-use crate::{ClientHandle, Error, Result, random_id};
+use crate::{ClientHandle, ConversationId, Error, MessageId, Result, random_id};
 
 /// Upload piece size (the relay accepts up to 8 MiB by default).
 const PIECE: usize = 4 << 20;
@@ -142,22 +142,22 @@ impl Progress<'_> {
 }
 
 impl ClientHandle {
-    /// Encrypt `path`, upload it to the conversation's relay and send it to `target` with
+    /// Encrypt `path`, upload it to the conversation's relay and send it there with
     /// `caption`. Returns the message id (as `send` does, a relay that cannot be reached
     /// once the file is up leaves the message queued and returns `RelayUnreachable`).
     pub async fn send_file(
         &self,
-        target: &str,
+        target: &ConversationId,
         path: &Path,
         caption: &str,
         how: &SendFile,
-    ) -> Result<String> {
+    ) -> Result<MessageId> {
         let Outgoing {
             size,
             name,
             cleaned,
         } = outgoing(path, how)?;
-        let t = target.to_string();
+        let t = *target;
         let plan = self
             .call(move |p| async move { p.attachment_plan(&t) }.boxed_local())
             .await?;
@@ -236,7 +236,7 @@ impl ClientHandle {
         if let Some(other) = crate::fault::point("ATTACHMENT_RELAY") {
             att.relay = other;
         }
-        let t = target.to_string();
+        let t = *target;
         let caption = caption.to_string();
         self.call(move |p| {
             async move { p.send_attachment(&t, &caption, att, &tmp).await }.boxed_local()
@@ -247,13 +247,13 @@ impl ClientHandle {
     /// Keep an encrypted file whose relay could not be reached (its message waits).
     async fn keep_for_later(
         &self,
-        target: &str,
+        target: &ConversationId,
         caption: &str,
         att: Attachment,
         tmp: &Path,
         cipher_len: u64,
     ) -> Result<()> {
-        let (t, c, file) = (target.to_string(), caption.to_string(), tmp.to_path_buf());
+        let (t, c, file) = (*target, caption.to_string(), tmp.to_path_buf());
         let kept = self
             .call(move |p| {
                 async move { p.queue_attachment(&t, &c, att, &file, cipher_len) }.boxed_local()
@@ -289,8 +289,8 @@ impl ClientHandle {
         Ok(())
     }
 
-    async fn send_pending_file(&self, f: &crate::profile::PendingFile) -> Result<String> {
-        let t = f.conversation.clone();
+    async fn send_pending_file(&self, f: &crate::profile::PendingFile) -> Result<MessageId> {
+        let t = f.conversation;
         let plan = self
             .call(move |p| async move { p.attachment_plan(&t) }.boxed_local())
             .await?;
@@ -324,8 +324,8 @@ impl ClientHandle {
 
     /// Our verified encrypted copy of `message_id`'s attachment, fetched from its relay if
     /// we do not hold it yet (the digest is checked before it is kept).
-    pub async fn fetch_attachment(&self, message_id: &str) -> Result<(PathBuf, Attachment)> {
-        let m = message_id.to_string();
+    pub async fn fetch_attachment(&self, message_id: &MessageId) -> Result<(PathBuf, Attachment)> {
+        let m = *message_id;
         let source = self
             .call(move |p| async move { p.attachment_source(&m) }.boxed_local())
             .await?;
@@ -336,7 +336,7 @@ impl ClientHandle {
         let relay = source.client;
         let part = source.dir.join(format!(
             "download-{}.part",
-            hex::encode(crate::sha256(message_id.as_bytes()))
+            hex::encode(crate::sha256(message_id.to_string().as_bytes()))
         ));
         let mut progress = Progress {
             handle: self,
@@ -354,7 +354,7 @@ impl ClientHandle {
                     .into(),
             ));
         }
-        let m = message_id.to_string();
+        let m = *message_id;
         let path = self
             .call(move |p| async move { p.attachment_fetched(&m, &part) }.boxed_local())
             .await?;
@@ -364,7 +364,7 @@ impl ClientHandle {
     /// Fetch (if needed), verify and decrypt `message_id`'s attachment to `out`: a new file,
     /// or a file named after the attachment inside `out` when it is a directory. An
     /// existing file is never overwritten.
-    pub async fn download(&self, message_id: &str, out: &Path) -> Result<Downloaded> {
+    pub async fn download(&self, message_id: &MessageId, out: &Path) -> Result<Downloaded> {
         let (copy, att) = self.fetch_attachment(message_id).await?;
         let name = attachment::safe_name(&att.name);
         let dest = if out.is_dir() {

@@ -12,29 +12,42 @@ macro_rules! on_profile {
     };
 }
 
-/// The conversation's current name from `target` or `conversation_id` (exactly one).
 /// The group a `group_*` call names: by `conversation_id` (what the app and bots hold) or by
-/// name (what a person types in the CLI) — exactly one.
-pub(crate) fn group_name(
+/// name (what a person types in the CLI) — exactly one. Names are resolved here, at the
+/// API's edge: every core method takes ids.
+pub(crate) fn group_id(
     p: &Profile,
     group: String,
-    conversation_id: Option<String>,
-) -> samizdat_core::Result<String> {
+    conversation_id: Option<ConversationId>,
+) -> samizdat_core::Result<ConversationId> {
     let by_name = (!group.is_empty()).then_some(group);
-    target_name(p, by_name, conversation_id)
+    target_id(p, by_name, conversation_id)
 }
 
-pub(crate) fn target_name(
+/// The conversation named by `target` (a contact's alias or a group's name) or by
+/// `conversation_id` (exactly one).
+pub(crate) fn target_id(
     p: &Profile,
     target: Option<String>,
-    conversation_id: Option<String>,
-) -> samizdat_core::Result<String> {
+    conversation_id: Option<ConversationId>,
+) -> samizdat_core::Result<ConversationId> {
     match (target, conversation_id) {
-        (Some(t), None) => Ok(t),
-        (None, Some(id)) => p.conversation_name(&id),
+        (Some(t), None) => p.find_conversation(&t),
+        (None, Some(id)) => Ok(id),
         _ => Err(Error::Usage(
             "name the conversation with exactly one of target and conversation_id".into(),
         )),
+    }
+}
+
+/// A contact by alias, or by id (the full fingerprint in hex) when no alias is that.
+pub(crate) fn contact_id(p: &Profile, contact: &str) -> samizdat_core::Result<ContactId> {
+    match p.find_contact(contact) {
+        Err(e @ Error::NotFound(_)) => match contact.parse::<ContactId>() {
+            Ok(id) if p.contacts()?.iter().any(|c| c.id == id) => Ok(id),
+            _ => Err(e),
+        },
+        other => other,
     }
 }
 
@@ -70,11 +83,11 @@ pub(crate) async fn invite_create(s: &Session, a: InviteCreateParams) -> RpcResu
 
 pub(crate) async fn invite_accept(s: &Session, a: InviteAcceptParams) -> RpcResult<Accepted> {
     on_profile!(s, |p| {
-        let contact = p.accept(&a.link, &a.name).await?;
-        let conversation_id = p.conversation_id(&contact)?;
+        let connected = p.accept(&a.link, &a.name).await?;
         Ok(Accepted {
-            contact,
-            conversation_id,
+            contact: p.conversation_name(&connected.conversation)?,
+            contact_id: connected.contact,
+            conversation_id: connected.conversation,
         })
     })
 }
@@ -104,27 +117,27 @@ pub(crate) async fn send(s: &Session, a: SendParams) -> RpcResult<Sent> {
     }
     if let Some(file) = &a.file {
         let path = absolute(file, "file")?;
-        let (t, c) = (a.target.clone(), a.conversation_id.clone());
-        let (name, conversation_id) = on_profile!(s, |p| {
-            let name = target_name(p, t, c)?;
-            let id = p.conversation_id(&name)?;
-            Ok((name, id))
-        })?;
+        let (t, c) = (a.target.clone(), a.conversation_id);
+        let conversation_id = on_profile!(s, |p| target_id(p, t, c))?;
         let caption = a.text.clone().unwrap_or_default();
         let how = samizdat_core::transfer::SendFile {
             name: a.name.clone(),
             keep_metadata: a.keep_metadata,
         };
-        let message_id = s.handle.send_file(&name, &path, &caption, &how).await?;
+        let message_id = s
+            .handle
+            .send_file(&conversation_id, &path, &caption, &how)
+            .await?;
         return Ok(Sent {
             message_id,
             conversation_id,
         });
     }
     on_profile!(s, |p| {
-        let name = target_name(p, a.target, a.conversation_id)?;
-        let conversation_id = p.conversation_id(&name)?;
-        let message_id = p.send(&name, a.text.as_deref().unwrap_or_default()).await?;
+        let conversation_id = target_id(p, a.target, a.conversation_id)?;
+        let message_id = p
+            .send(&conversation_id, a.text.as_deref().unwrap_or_default())
+            .await?;
         Ok(Sent {
             message_id,
             conversation_id,
@@ -134,30 +147,31 @@ pub(crate) async fn send(s: &Session, a: SendParams) -> RpcResult<Sent> {
 
 pub(crate) async fn history(s: &Session, a: HistoryParams) -> RpcResult<Vec<MessageView>> {
     on_profile!(s, |p| {
-        let name = target_name(p, a.target, a.conversation_id)?;
+        let id = target_id(p, a.target, a.conversation_id)?;
         let page = samizdat_core::Page {
             before: a.before,
             after: a.after,
             id: a.message_id,
             limit: a.limit,
         };
-        p.history_page(&name, &page)
+        p.history_page(&id, &page)
     })
 }
 
 pub(crate) async fn group_rename(s: &Session, a: GroupRenameParams) -> RpcResult<Created> {
     on_profile!(s, |p| {
-        let group = group_name(p, a.group, a.conversation_id)?;
-        let name = p.group_rename(&group, &a.name).await?;
+        let group = group_id(p, a.group, a.conversation_id)?;
+        p.group_rename(&group, &a.name).await?;
         Ok(Created {
-            conversation_id: p.conversation_id(&name)?,
+            conversation_id: group,
         })
     })
 }
 
 pub(crate) async fn contact_verify(s: &Session, a: ContactVerifyParams) -> RpcResult<Done> {
     on_profile!(s, |p| {
-        p.contact_verify(&a.contact, a.verified)?;
+        let contact = contact_id(p, &a.contact)?;
+        p.contact_verify(&contact, a.verified)?;
         Ok(Done { ok: true })
     })
 }
@@ -264,17 +278,18 @@ pub(crate) async fn devices(s: &Session, _: NoParams) -> RpcResult<Vec<samizdat_
 
 pub(crate) async fn device_revoke(s: &Session, a: DeviceParams) -> RpcResult<Done> {
     on_profile!(s, |p| {
-        p.device_revoke(&a.id).await?;
+        let device = p.find_device(&a.id)?;
+        p.device_revoke(&device).await?;
         Ok(Done { ok: true })
     })
 }
 
 pub(crate) async fn move_conversation(s: &Session, a: MoveParams) -> RpcResult<Moved> {
     on_profile!(s, |p| {
-        let name = target_name(p, a.target, a.conversation_id)?;
-        let relay = p.move_conversation(&name, &a.to).await?;
+        let id = target_id(p, a.target, a.conversation_id)?;
+        let relay = p.move_conversation(&id, &a.to).await?;
         Ok(Moved {
-            conversation_id: p.conversation_id(&name)?,
+            conversation_id: id,
             relay,
         })
     })
@@ -296,8 +311,8 @@ pub(crate) async fn set_auto_download(s: &Session, a: AutoDownloadParams) -> Rpc
 
 pub(crate) async fn set_timer(s: &Session, a: TimerParams) -> RpcResult<Done> {
     on_profile!(s, |p| {
-        let name = target_name(p, a.target, a.conversation_id)?;
-        p.set_timer(&name, a.seconds).await?;
+        let id = target_id(p, a.target, a.conversation_id)?;
+        p.set_timer(&id, a.seconds).await?;
         Ok(Done { ok: true })
     })
 }
@@ -321,9 +336,8 @@ pub(crate) async fn group_create(s: &Session, a: GroupParams) -> RpcResult<Creat
         ));
     }
     on_profile!(s, |p| {
-        p.group_create(&a.group).await?;
         Ok(Created {
-            conversation_id: p.conversation_id(a.group.trim())?,
+            conversation_id: p.group_create(&a.group).await?,
         })
     })
 }
@@ -333,30 +347,37 @@ pub(crate) async fn group_add(s: &Session, a: GroupAddParams) -> RpcResult<Group
         return Err(RpcError::new(codes::INVALID_PARAMS, "contacts is empty"));
     }
     on_profile!(s, |p| {
-        let group = group_name(p, a.group, a.conversation_id)?;
-        p.group_add(&group, &a.contacts).await
+        let group = group_id(p, a.group, a.conversation_id)?;
+        let contacts = a
+            .contacts
+            .iter()
+            .map(|c| contact_id(p, c))
+            .collect::<samizdat_core::Result<Vec<_>>>()?;
+        p.group_add(&group, &contacts).await
     })
 }
 
 pub(crate) async fn group_remove(s: &Session, a: GroupRemoveParams) -> RpcResult<Done> {
     on_profile!(s, |p| {
-        let group = group_name(p, a.group, a.conversation_id)?;
-        p.group_remove(&group, &a.contact).await?;
+        let group = group_id(p, a.group, a.conversation_id)?;
+        let contact = contact_id(p, &a.contact)?;
+        p.group_remove(&group, &contact).await?;
         Ok(Done { ok: true })
     })
 }
 
 pub(crate) async fn group_readd(s: &Session, a: GroupRemoveParams) -> RpcResult<Done> {
     on_profile!(s, |p| {
-        let group = group_name(p, a.group, a.conversation_id)?;
-        p.group_readd(&group, &a.contact).await?;
+        let group = group_id(p, a.group, a.conversation_id)?;
+        let contact = contact_id(p, &a.contact)?;
+        p.group_readd(&group, &contact).await?;
         Ok(Done { ok: true })
     })
 }
 
 pub(crate) async fn group_leave(s: &Session, a: GroupParams) -> RpcResult<Done> {
     on_profile!(s, |p| {
-        let group = group_name(p, a.group, a.conversation_id)?;
+        let group = group_id(p, a.group, a.conversation_id)?;
         p.group_leave(&group).await?;
         Ok(Done { ok: true })
     })
@@ -364,14 +385,14 @@ pub(crate) async fn group_leave(s: &Session, a: GroupParams) -> RpcResult<Done> 
 
 pub(crate) async fn group_members(s: &Session, a: GroupParams) -> RpcResult<Vec<MemberView>> {
     on_profile!(s, |p| {
-        let group = group_name(p, a.group, a.conversation_id)?;
+        let group = group_id(p, a.group, a.conversation_id)?;
         p.group_members(&group)
     })
 }
 
 pub(crate) async fn safety_number(s: &Session, a: ContactParams) -> RpcResult<SafetyNumber> {
     on_profile!(s, |p| Ok(SafetyNumber {
-        safety_number: p.safety_number(&a.contact)?,
+        safety_number: p.safety_number(&contact_id(p, &a.contact)?)?,
     }))
 }
 
@@ -384,12 +405,12 @@ pub(crate) async fn invitation_accept(s: &Session, a: InvitationParams) -> RpcRe
         if p.invitation_elsewhere(a.id)? {
             p.invitation_answer_elsewhere(a.id, true).await?;
             return Ok(Joined {
-                conversation: String::new(),
+                conversation_id: None,
                 elsewhere: true,
             });
         }
         Ok(Joined {
-            conversation: p.invitation_accept(a.id).await?,
+            conversation_id: Some(p.invitation_accept(a.id).await?),
             elsewhere: false,
         })
     })

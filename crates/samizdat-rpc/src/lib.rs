@@ -16,11 +16,11 @@ use tokio::io::{AsyncBufRead, AsyncBufReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::sync::{Mutex, Semaphore, mpsc};
 
 use samizdat_core::{ClientHandle, LiveEvent};
+use samizdat_core::{ContactId, ConversationId, Error, ErrorKind, MessageId, Profile};
 use samizdat_core::{
     ContactView, ConversationView, Event, EventPage, GroupAdded, InvitationView, MemberView,
     MessageView,
 };
-use samizdat_core::{Error, ErrorKind, Profile};
 
 mod handlers;
 mod params;

@@ -51,7 +51,8 @@ pub struct InviteAcceptParams {
 pub struct Accepted {
     /// The contact's alias, also the 1:1 conversation's name.
     pub contact: String,
-    pub conversation_id: String,
+    pub contact_id: ContactId,
+    pub conversation_id: ConversationId,
 }
 
 /// A conversation named by `target` (contact alias or group name) or by `conversation_id`.
@@ -59,7 +60,7 @@ pub struct Accepted {
 #[serde(deny_unknown_fields)]
 pub struct SendParams {
     pub target: Option<String>,
-    pub conversation_id: Option<String>,
+    pub conversation_id: Option<ConversationId>,
     /// The message (required without `file`), or the caption of `file`.
     #[serde(default)]
     pub text: Option<String>,
@@ -76,20 +77,20 @@ pub struct SendParams {
     pub keep_metadata: bool,
 }
 
-#[derive(Debug, Default, Serialize, Deserialize, JsonSchema)]
+#[derive(Debug, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct DownloadParams {
-    pub message_id: String,
+    pub message_id: MessageId,
     /// Absolute path of a new file, or of a directory to put the file in (under its own
     /// name). An existing file is never overwritten.
     pub out: String,
 }
 
-#[derive(Debug, Default, Serialize, Deserialize, JsonSchema)]
+#[derive(Debug, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct DraftParams {
     /// The conversation's id (base64url, as in events).
-    pub conversation_id: String,
+    pub conversation_id: ConversationId,
     /// The draft; empty deletes it.
     #[serde(default)]
     pub text: Option<String>,
@@ -165,14 +166,14 @@ pub struct DeviceAddParams {
 #[serde(deny_unknown_fields)]
 pub struct MoveParams {
     pub target: Option<String>,
-    pub conversation_id: Option<String>,
+    pub conversation_id: Option<ConversationId>,
     /// The relay to move the conversation's log to.
     pub to: String,
 }
 
 #[derive(Debug, Serialize, Deserialize, JsonSchema)]
 pub struct Moved {
-    pub conversation_id: String,
+    pub conversation_id: ConversationId,
     /// The conversation's relay now (normalised).
     pub relay: String,
 }
@@ -186,23 +187,23 @@ pub struct MoveAfterParams {
 
 #[derive(Debug, Serialize, Deserialize, JsonSchema)]
 pub struct Sent {
-    pub message_id: String,
-    pub conversation_id: String,
+    pub message_id: MessageId,
+    pub conversation_id: ConversationId,
 }
 
 #[derive(Debug, Default, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct HistoryParams {
     pub target: Option<String>,
-    pub conversation_id: Option<String>,
+    pub conversation_id: Option<ConversationId>,
     /// At most this many messages (the newest ones).
     pub limit: Option<usize>,
     /// Only messages before the message with this id.
-    pub before: Option<String>,
+    pub before: Option<MessageId>,
     /// Only messages after the message with this id (then `limit` keeps the oldest).
-    pub after: Option<String>,
+    pub after: Option<MessageId>,
     /// Only the message with this id.
-    pub message_id: Option<String>,
+    pub message_id: Option<MessageId>,
 }
 
 #[derive(Debug, Default, Serialize, Deserialize, JsonSchema)]
@@ -212,13 +213,14 @@ pub struct GroupRenameParams {
     #[serde(default)]
     pub group: String,
     #[serde(default)]
-    pub conversation_id: Option<String>,
+    pub conversation_id: Option<ConversationId>,
     pub name: String,
 }
 
 #[derive(Debug, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ContactVerifyParams {
+    /// The contact by alias or by id.
     pub contact: String,
     /// False takes a verification back.
     #[serde(default = "yes")]
@@ -250,15 +252,15 @@ pub struct BackedUp {
 #[serde(deny_unknown_fields)]
 pub struct TimerParams {
     pub target: Option<String>,
-    pub conversation_id: Option<String>,
+    pub conversation_id: Option<ConversationId>,
     /// Seconds a message lives; 0 turns disappearing messages off.
     pub seconds: u64,
 }
 
-#[derive(Debug, Default, Serialize, Deserialize, JsonSchema)]
+#[derive(Debug, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct MessageParams {
-    pub message_id: String,
+    pub message_id: MessageId,
 }
 
 #[derive(Debug, Default, Serialize, Deserialize, JsonSchema)]
@@ -269,12 +271,12 @@ pub struct GroupParams {
     pub group: String,
     /// The group by id instead of by name (not for `group_create`).
     #[serde(default)]
-    pub conversation_id: Option<String>,
+    pub conversation_id: Option<ConversationId>,
 }
 
 #[derive(Debug, Serialize, Deserialize, JsonSchema)]
 pub struct Created {
-    pub conversation_id: String,
+    pub conversation_id: ConversationId,
 }
 
 #[derive(Debug, Default, Serialize, Deserialize, JsonSchema)]
@@ -284,8 +286,8 @@ pub struct GroupAddParams {
     #[serde(default)]
     pub group: String,
     #[serde(default)]
-    pub conversation_id: Option<String>,
-    /// Contact aliases.
+    pub conversation_id: Option<ConversationId>,
+    /// Contacts, each by alias or by id.
     pub contacts: Vec<String>,
 }
 
@@ -296,13 +298,15 @@ pub struct GroupRemoveParams {
     #[serde(default)]
     pub group: String,
     #[serde(default)]
-    pub conversation_id: Option<String>,
+    pub conversation_id: Option<ConversationId>,
+    /// The contact by alias or by id.
     pub contact: String,
 }
 
 #[derive(Debug, Default, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ContactParams {
+    /// The contact by alias or by id.
     pub contact: String,
 }
 
@@ -319,8 +323,9 @@ pub struct InvitationParams {
 
 #[derive(Debug, Serialize, Deserialize, JsonSchema)]
 pub struct Joined {
-    /// The conversation joined (empty when another device of yours joins instead).
-    pub conversation: String,
+    /// The conversation joined (absent when another device of yours joins instead).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub conversation_id: Option<ConversationId>,
     /// The invitation waited on another device of yours: it joins when it next syncs and
     /// adds this device.
     #[serde(default)]

@@ -1102,13 +1102,24 @@ async fn run_in(home: &Path, cmd: ClientCommand) -> Result<()> {
                     .await;
                 let side = b.events_since(since).await.unwrap_or_default();
                 let added = added?;
+                // The answer names contacts by id; a person reads their aliases.
+                let contacts = b.contacts(rpc::NoParams {}).await?;
+                let aliases = |ids: &[samizdat_core::ContactId]| {
+                    ids.iter()
+                        .map(|id| match contacts.iter().find(|c| c.id == *id) {
+                            Some(c) => safe(&c.alias),
+                            None => id.short(),
+                        })
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                };
                 if !added.added.is_empty() {
-                    println!("added {} to {name}", added.added.join(", "));
+                    println!("added {} to {name}", aliases(&added.added));
                 }
                 if !added.waiting.is_empty() {
                     println!(
                         "{} will be added to {name} when their relay can be reached (retried by sync, or while `samizdat serve` runs)",
-                        added.waiting.join(", ")
+                        aliases(&added.waiting)
                     );
                 }
                 print_side_events(&side);
@@ -1209,8 +1220,14 @@ async fn run_in(home: &Path, cmd: ClientCommand) -> Result<()> {
                     println!(
                         "accepted: your other device, where it arrived, joins when it next syncs and adds this one"
                     );
-                } else {
-                    println!("joined {}", safe(&joined.conversation));
+                } else if let Some(id) = joined.conversation_id {
+                    let conversations = b.conversations(rpc::NoParams {}).await?;
+                    let name = conversations
+                        .iter()
+                        .find(|c| c.id == id)
+                        .map(|c| c.name.clone())
+                        .unwrap_or_else(|| id.to_string());
+                    println!("joined {}", safe(&name));
                 }
             }
             InvitationCommand::Decline { id } => {
@@ -1309,7 +1326,7 @@ async fn run_in(home: &Path, cmd: ClientCommand) -> Result<()> {
                     } else {
                         println!(
                             "{}  {}{}{}",
-                            &d.id[..16.min(d.id.len())],
+                            &d.id.to_string()[..16],
                             if d.name.is_empty() {
                                 "first device".to_string()
                             } else {

@@ -60,8 +60,10 @@ async fn sync(p: &mut Person) -> Result<()> {
 }
 
 async fn send(p: &mut Person, to: &str, text: &str, sent: &mut Vec<String>) -> Result<()> {
+    // The demo is a front: it resolves the names it prints to ids at its edge.
+    let id = p.profile.find_conversation(to)?;
     p.profile
-        .send(to, text)
+        .send(&id, text)
         .await
         .with_context(|| format!("{} sending to {to}", p.name))?;
     println!("  {} -> [{to}] {text}", p.name);
@@ -133,14 +135,12 @@ pub async fn run() -> Result<()> {
     sync(&mut bob).await?;
 
     println!("\n== A group of three (post-quantum MLS, ciphersuite ML_KEM_768_X25519)");
-    alice.profile.group_create("book-club").await?;
-    alice
-        .profile
-        .group_add(
-            "book-club",
-            &["Bob Bortnik".into(), "Carol Chernova".into()],
-        )
-        .await?;
+    let club = alice.profile.group_create("book-club").await?;
+    let members = [
+        alice.profile.find_contact("Bob Bortnik")?,
+        alice.profile.find_contact("Carol Chernova")?,
+    ];
+    alice.profile.group_add(&club, &members).await?;
     println!("  alice created book-club and added Bob and Carol");
     sync(&mut bob).await?;
     sync(&mut carol).await?;
@@ -170,10 +170,7 @@ pub async fn run() -> Result<()> {
     sync(&mut carol).await?;
 
     println!("\n== A removal");
-    alice
-        .profile
-        .group_remove("book-club", "Carol Chernova")
-        .await?;
+    alice.profile.group_remove(&club, &members[1]).await?;
     println!("  alice removed Carol");
     sync(&mut carol).await?;
     send(
@@ -185,7 +182,8 @@ pub async fn run() -> Result<()> {
     .await?;
     sync(&mut bob).await?;
     sync(&mut carol).await?;
-    match carol.profile.send("book-club", "Can I still post?").await {
+    let carols_club = carol.profile.find_conversation("book-club")?;
+    match carol.profile.send(&carols_club, "Can I still post?").await {
         Ok(_) => bail!("a removed member could post"),
         Err(e) => println!("  carol tries to post: refused ({e})"),
     }
@@ -203,7 +201,7 @@ pub async fn run() -> Result<()> {
                     .unwrap_or_default()
             };
             println!("   {} ({}, {state})", c.name, c.kind);
-            for m in p.profile.history(&c.name)? {
+            for m in p.profile.history(&c.id)? {
                 println!("      {}: {}", m.from, m.text);
             }
         }

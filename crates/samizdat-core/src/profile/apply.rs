@@ -62,7 +62,7 @@ impl Profile {
                     params![gid.as_bytes(), secs as i64],
                 )?;
                 let e = Event::TimerSet {
-                    conversation_id: gid.to_string(),
+                    conversation_id: ConversationId::from_id(gid),
                     conversation: conv.name.clone(),
                     who: self.label(&gid, sender)?,
                     secs,
@@ -97,9 +97,9 @@ impl Profile {
                     params![gid.as_bytes(), sender, now_secs() as i64],
                 )?;
                 let e = Event::MemberLeft {
-                    conversation_id: gid.to_string(),
+                    conversation_id: ConversationId::from_id(gid),
                     conversation: conv.name.clone(),
-                    member: hex::encode(sender),
+                    member: ContactId::from_bytes(*sender),
                     who: self.label(&gid, sender)?,
                 };
                 self.emit(events, e)?;
@@ -134,7 +134,7 @@ impl Profile {
                 self.emit(
                     events,
                     Event::Notice {
-                        conversation_id: Some(gid.to_string()),
+                        conversation_id: Some(ConversationId::from_id(gid)),
                         conversation: Some(conv.name.clone()),
                         notice: Notice::AttachmentRefused {
                             error: Problem::from(&e),
@@ -164,10 +164,10 @@ impl Profile {
         )?;
         if inserted == 1 {
             let e = Event::Message {
-                conversation_id: gid.to_string(),
+                conversation_id: ConversationId::from_id(gid),
                 conversation: conv.name.clone(),
-                id: id.to_string(),
-                sender: hex::encode(sender),
+                id: MessageId::from_id(id),
+                sender: ContactId::from_bytes(*sender),
                 from: self.label(&gid, sender)?,
                 text,
                 sent_at,
@@ -221,7 +221,7 @@ impl Profile {
                 params![conv.group_id.as_bytes(), unique],
             )?;
             let e = Event::GroupNamed {
-                conversation_id: conv.group_id.to_string(),
+                conversation_id: ConversationId::from_id(conv.group_id),
                 conversation: unique.clone(),
             };
             self.emit(events, e)?;

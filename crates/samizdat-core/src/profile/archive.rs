@@ -289,6 +289,7 @@ impl Profile {
                 Some(id) if value == b"1" => self
                     .invitation_accept(id)
                     .await
+                    .and_then(|id| self.conversation_name(&id))
                     .map(|name| Some(Notice::InvitationAcceptedElsewhere { name })),
                 Some(id) => self
                     .invitation_decline(id)

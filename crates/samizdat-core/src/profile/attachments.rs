@@ -22,9 +22,8 @@ pub struct AttachmentSource {
 
 /// A file waiting for its relay (see [`Profile::queue_attachment`]).
 pub struct PendingFile {
-    pub id: Id,
-    /// The conversation's name (what `attachment_plan` takes).
-    pub conversation: String,
+    pub id: MessageId,
+    pub conversation: ConversationId,
     pub cipher_len: u64,
     /// Its encrypted copy.
     pub file: PathBuf,
@@ -50,12 +49,12 @@ impl Profile {
         Ok(dir)
     }
 
-    /// Where a file for `target` goes: the conversation's relay, the attachments directory
+    /// Where a file for the conversation goes: the conversation's relay, the attachments directory
     /// (for the encrypted copy), and the conversation's log with its current epoch token (a
     /// blob is created for the group; security review 3, M8). Fails early for a conversation
     /// we left.
-    pub fn attachment_plan(&self, target: &str) -> Result<AttachmentPlan> {
-        let conv = self.conv_by_name(target)?;
+    pub fn attachment_plan(&self, id: &ConversationId) -> Result<AttachmentPlan> {
+        let conv = self.conv(id)?;
         if !conv.active {
             return Err(Error::NotMember(format!(
                 "you are no longer a member of {:?}",
@@ -76,17 +75,17 @@ impl Profile {
     /// returns `RelayUnreachable`.
     pub async fn send_attachment(
         &mut self,
-        target: &str,
+        conversation: &ConversationId,
         caption: &str,
         attachment: Attachment,
         file: &Path,
-    ) -> Result<String> {
+    ) -> Result<MessageId> {
         if caption.len() > MAX_TEXT {
             return Err(Error::Usage(format!(
                 "the caption is longer than {MAX_TEXT} bytes"
             )));
         }
-        let conv = self.conv_by_name(target)?;
+        let conv = self.conv(conversation)?;
         let timer = self.timer(&conv.group_id)?;
         let id = random_id();
         let dir = self.attachments_dir()?;
@@ -119,18 +118,18 @@ impl Profile {
     /// will carry but the blob's place. The message shows at once, waiting. Returns its id.
     pub fn queue_attachment(
         &mut self,
-        target: &str,
+        conversation: &ConversationId,
         caption: &str,
         attachment: Attachment,
         file: &Path,
         cipher_len: u64,
-    ) -> Result<String> {
+    ) -> Result<MessageId> {
         if caption.len() > MAX_TEXT {
             return Err(Error::Usage(format!(
                 "the caption is longer than {MAX_TEXT} bytes"
             )));
         }
-        let conv = self.conv_by_name(target)?;
+        let conv = self.conv(conversation)?;
         if !conv.active {
             return Err(Error::NotMember(format!(
                 "you are no longer a member of {:?}",
@@ -170,15 +169,15 @@ impl Profile {
             self.emit(
                 &mut events,
                 Event::MessageQueued {
-                    conversation_id: conv.group_id.to_string(),
+                    conversation_id: ConversationId::from_id(conv.group_id),
                     conversation: conv.name.clone(),
-                    id: id.to_string(),
+                    id: MessageId::from_id(id),
                 },
             )
         })?;
         self.buffered.append(&mut events);
         self.state_changed()?;
-        Ok(id.to_string())
+        Ok(MessageId::from_id(id))
     }
 
     /// Whether any file waits for its relay.
@@ -195,7 +194,7 @@ impl Profile {
     pub fn pending_files(&self) -> Result<Vec<PendingFile>> {
         let conn = self.db.conn();
         let mut stmt = conn.prepare(
-            "SELECT p.id, c.name, p.cipher_len, m.attachment_file FROM pending_files p
+            "SELECT p.id, p.group_id, p.cipher_len, m.attachment_file FROM pending_files p
              JOIN conversations c ON c.group_id = p.group_id
              JOIN messages m ON m.id = p.id
              ORDER BY p.created_at",
@@ -203,8 +202,8 @@ impl Profile {
         let rows = stmt
             .query_map([], |r| {
                 Ok((
-                    r.get::<_, Vec<u8>>(0)?,
-                    r.get::<_, String>(1)?,
+                    r.get::<_, MessageId>(0)?,
+                    r.get::<_, ConversationId>(1)?,
                     r.get::<_, i64>(2)?,
                     r.get::<_, Option<String>>(3)?,
                 ))
@@ -216,7 +215,7 @@ impl Profile {
         rows.into_iter()
             .map(|(id, conversation, len, file)| {
                 Ok(PendingFile {
-                    id: Id::from_slice(&id).map_err(|_| Error::Storage("corrupt id".into()))?,
+                    id,
                     conversation,
                     cipher_len: len.max(0) as u64,
                     file: dir.join(file.unwrap_or_default()),
@@ -227,7 +226,12 @@ impl Profile {
 
     /// A waiting file is on its relay as `blob`: send its message (queued as any text if the
     /// relay went away again meanwhile).
-    pub async fn send_pending_file(&mut self, id: &Id, relay: &str, blob: Id) -> Result<String> {
+    pub async fn send_pending_file(
+        &mut self,
+        id: &MessageId,
+        relay: &str,
+        blob: Id,
+    ) -> Result<MessageId> {
         let row: Option<(Vec<u8>, String, i64, Option<i64>, Option<String>)> = self
             .db
             .conn()
@@ -263,14 +267,14 @@ impl Profile {
 
     /// A waiting file cannot be sent (the relay refused it for good, or we left): its message
     /// says why, as a refused text does.
-    pub fn pending_file_failed(&mut self, id: &Id, why: &str) -> Result<()> {
+    pub fn pending_file_failed(&mut self, id: &MessageId, why: &str) -> Result<()> {
         self.settle_pending_file(id, "failed", why)?;
         self.state_changed()
     }
 
     /// A waiting file is no longer waiting: set its message's `column` (`attachment`: where
     /// it went; `failed`: why not) and forget the wait, in one transaction.
-    fn settle_pending_file(&self, id: &Id, column: &str, value: &str) -> Result<()> {
+    fn settle_pending_file(&self, id: &MessageId, column: &str, value: &str) -> Result<()> {
         debug_assert!(matches!(column, "attachment" | "failed"));
         self.db.transaction(|| {
             self.db.conn().execute(
@@ -286,9 +290,8 @@ impl Profile {
     }
 
     /// The attachment of `message_id`, with our copy if we have it.
-    pub fn attachment_source(&self, message_id: &str) -> Result<AttachmentSource> {
-        let raw = Bytes::decode(message_id)
-            .map_err(|_| Error::Usage(format!("{message_id:?} is not a message id")))?;
+    pub fn attachment_source(&self, message_id: &MessageId) -> Result<AttachmentSource> {
+        let raw = message_id.as_bytes();
         let row: Option<(Option<String>, Option<String>, Vec<u8>)> = self
             .db
             .conn()
@@ -385,10 +388,9 @@ impl Profile {
     /// Our verified copy of `message_id`'s attachment is at `file` (in the attachments
     /// directory): remember it. If the message is gone meanwhile (it disappeared), the copy
     /// goes too. Returns the copy's path.
-    pub fn attachment_fetched(&self, message_id: &str, file: &Path) -> Result<PathBuf> {
-        let raw = Bytes::decode(message_id)
-            .map_err(|_| Error::Usage(format!("{message_id:?} is not a message id")))?;
-        let id = Id::from_slice(&raw).map_err(|_| Error::Usage("not a message id".into()))?;
+    pub fn attachment_fetched(&self, message_id: &MessageId, file: &Path) -> Result<PathBuf> {
+        let raw = message_id.as_bytes();
+        let id = *message_id.id();
         let dir = self.attachments_dir()?;
         let name = file_name(&id);
         let dest = dir.join(&name);
@@ -409,7 +411,7 @@ impl Profile {
 
     /// Incoming attachments not on this device yet, no larger than `max` bytes: what the
     /// automatic download fetches.
-    pub fn attachments_to_fetch(&self, max: u64) -> Result<Vec<String>> {
+    pub fn attachments_to_fetch(&self, max: u64) -> Result<Vec<MessageId>> {
         let conn = self.db.conn();
         let mut stmt = conn.prepare(
             "SELECT id, attachment FROM messages
@@ -418,7 +420,7 @@ impl Profile {
         )?;
         let rows = stmt
             .query_map([], |r| {
-                Ok((r.get::<_, Vec<u8>>(0)?, r.get::<_, String>(1)?))
+                Ok((r.get::<_, MessageId>(0)?, r.get::<_, String>(1)?))
             })?
             .collect::<rusqlite::Result<Vec<_>>>()?;
         Ok(rows
@@ -426,7 +428,7 @@ impl Profile {
             .filter(|(_, json)| {
                 serde_json::from_str::<Attachment>(json).is_ok_and(|a| a.size <= max)
             })
-            .map(|(id, _)| Bytes::encode(&id))
+            .map(|(id, _)| id)
             .collect())
     }
 

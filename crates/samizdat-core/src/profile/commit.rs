@@ -50,9 +50,9 @@ impl Profile {
         let had = |list: &[mls::Member], fp: &[u8; 32]| list.iter().any(|m| &m.fingerprint == fp);
         for m in after.iter().filter(|m| !had(before, &m.fingerprint)) {
             let e = Event::MemberAdded {
-                conversation_id: conv.group_id.to_string(),
+                conversation_id: ConversationId::from_id(conv.group_id),
                 conversation: conv.name.clone(),
-                member: hex::encode(m.fingerprint),
+                member: ContactId::from_bytes(m.fingerprint),
                 who: self.label(&conv.group_id, &m.fingerprint)?,
             };
             self.emit(events, e)?;
@@ -62,9 +62,9 @@ impl Profile {
                 continue;
             }
             let e = Event::MemberRemoved {
-                conversation_id: conv.group_id.to_string(),
+                conversation_id: ConversationId::from_id(conv.group_id),
                 conversation: conv.name.clone(),
-                member: hex::encode(m.fingerprint),
+                member: ContactId::from_bytes(m.fingerprint),
                 who: self.label(&conv.group_id, &m.fingerprint)?,
             };
             self.emit(events, e)?;

@@ -3,6 +3,13 @@
 
 use super::*;
 
+/// Whom an accepted invite connected us to, and the 1:1 conversation with them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Connected {
+    pub contact: ContactId,
+    pub conversation: ConversationId,
+}
+
 impl Profile {
     /// The alias of the contact with key fingerprint `fp`, if it is a contact.
     pub(super) fn contact_alias(&self, fp: &[u8]) -> Result<Option<String>> {
@@ -81,9 +88,30 @@ impl Profile {
         Ok(())
     }
 
+    /// The contact a person calls `alias`: what a front resolves at its edge.
+    pub fn find_contact(&self, alias: &str) -> Result<ContactId> {
+        let fp: Option<Vec<u8>> = self
+            .db
+            .conn()
+            .query_row(
+                "SELECT fingerprint FROM contacts WHERE alias = ?1",
+                params![alias],
+                |r| r.get(0),
+            )
+            .optional()?;
+        let fp = fp.ok_or_else(|| Error::NotFound(format!("no contact called {alias:?}")))?;
+        ContactId::from_slice(&fp)
+    }
+
+    /// A contact's alias (what this person calls them).
+    pub(super) fn alias_of(&self, contact: &ContactId) -> Result<String> {
+        self.contact_alias(contact.as_bytes())?
+            .ok_or_else(|| Error::NotFound(format!("no contact {}", contact.short())))
+    }
+
     /// Accept an invite: claim and verify the inviter's KeyPackage, create the 1:1
     /// conversation on the inviter's relay, and introduce ourselves.
-    pub async fn accept(&mut self, link: &str, alias: &str) -> Result<String> {
+    pub async fn accept(&mut self, link: &str, alias: &str) -> Result<Connected> {
         let invite = Invite::parse(link)?;
         invite.check_not_expired(now_secs())?;
         if invite.fingerprint() == self.fingerprint {
@@ -194,7 +222,10 @@ impl Profile {
                 .unwrap_or_else(|| "the inviter's relay refused".into());
             return Err(Error::InvalidInvite(why));
         }
-        Ok(alias.to_string())
+        Ok(Connected {
+            contact: ContactId::from_bytes(fp),
+            conversation: ConversationId::from_id(group_id),
+        })
     }
 
     pub fn contacts(&self) -> Result<Vec<ContactView>> {
@@ -209,7 +240,7 @@ impl Profile {
                 Ok((
                     fp.clone(),
                     ContactView {
-                        id: hex::encode(&fp),
+                        id: r.get(2)?,
                         shown_as: alias.clone(),
                         alias,
                         display_name: r.get(1)?,
@@ -235,29 +266,22 @@ impl Profile {
     }
 
     /// Record that the safety number with a contact was compared (or take that back).
-    pub fn contact_verify(&mut self, alias: &str, verified: bool) -> Result<()> {
+    pub fn contact_verify(&mut self, contact: &ContactId, verified: bool) -> Result<()> {
         let changed = self.db.conn().execute(
-            "UPDATE contacts SET verified = ?2 WHERE alias = ?1",
-            params![alias, verified],
+            "UPDATE contacts SET verified = ?2 WHERE fingerprint = ?1",
+            params![contact, verified],
         )?;
         if changed == 0 {
-            return Err(Error::NotFound(format!("no contact called {alias:?}")));
+            return Err(Error::NotFound(format!("no contact {}", contact.short())));
         }
         self.state_changed()
     }
 
     /// A safety number both sides compute identically: 12 groups of 5 digits.
-    pub fn safety_number(&self, alias: &str) -> Result<String> {
-        let fp: Vec<u8> = self
-            .db
-            .conn()
-            .query_row(
-                "SELECT fingerprint FROM contacts WHERE alias = ?1",
-                params![alias],
-                |r| r.get(0),
-            )
-            .optional()?
-            .ok_or_else(|| Error::NotFound(format!("no contact called {alias:?}")))?;
+    pub fn safety_number(&self, contact: &ContactId) -> Result<String> {
+        // Only with a contact: a number with a stranger would vouch for nothing.
+        self.alias_of(contact)?;
+        let fp = contact.as_bytes().to_vec();
         let (a, b) = if fp.as_slice() < &self.fingerprint[..] {
             (fp.as_slice(), &self.fingerprint[..])
         } else {
@@ -344,7 +368,7 @@ impl Profile {
                 )?;
                 self.state_changed()?;
                 let e = Event::NewContact {
-                    fingerprint: hex::encode(sender),
+                    fingerprint: ContactId::from_bytes(*sender),
                     alias: alias.clone(),
                     display_name: display.clone(),
                 };

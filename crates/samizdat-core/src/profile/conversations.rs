@@ -1,5 +1,6 @@
-//! The `conversations` table and what hangs off a conversation's row: looked up by name,
-//! id or log, status, forgetting one (its secrets and tokens go with it), epoch tokens.
+//! The `conversations` table and what hangs off a conversation's row: looked up by id or
+//! log (a name only through `find_conversation`, at a front's edge), status, forgetting
+//! one (its secrets and tokens go with it), epoch tokens.
 
 use super::*;
 
@@ -33,24 +34,27 @@ pub(super) const CONV_COLUMNS: &str =
     "group_id, kind, name, relay, read_epoch, cursor, active, log_id, seq_base";
 
 impl Profile {
-    pub(super) fn conv_by_name(&self, name: &str) -> Result<Conv> {
-        let row = self
+    /// The conversation with this id (a typed not-found when there is none).
+    pub(super) fn conv(&self, id: &ConversationId) -> Result<Conv> {
+        self.conv_by_id(id.id())?
+            .ok_or_else(|| Error::NotFound(format!("no conversation with id {id}")))
+    }
+
+    /// The conversation a person calls `name` (a group's name or a contact's alias): what a
+    /// front resolves at its edge before it calls a method with the id.
+    pub fn find_conversation(&self, name: &str) -> Result<ConversationId> {
+        let id: Option<Vec<u8>> = self
             .db
             .conn()
             .query_row(
-                &format!("SELECT {CONV_COLUMNS} FROM conversations WHERE name = ?1 AND hidden = 0"),
+                "SELECT group_id FROM conversations WHERE name = ?1 AND hidden = 0",
                 params![name],
-                conv_from_row,
+                |r| r.get(0),
             )
             .optional()?;
-        row.map(Self::conv_from_tuple)
-            .transpose()?
-            .ok_or_else(|| Error::NotFound(format!("no contact or group called {name:?}")))
-    }
-
-    /// The id (base64url, as in events) of the conversation called `name`.
-    pub fn conversation_id(&self, name: &str) -> Result<String> {
-        Ok(self.conv_by_name(name)?.group_id.to_string())
+        let id =
+            id.ok_or_else(|| Error::NotFound(format!("no contact or group called {name:?}")))?;
+        ConversationId::from_slice(&id)
     }
 
     /// Delete a conversation that never came to be (an accept refused for good), with its
@@ -111,14 +115,9 @@ impl Profile {
         Ok(())
     }
 
-    /// The current name of the conversation with this id (base64url, as in events).
-    pub fn conversation_name(&self, id: &str) -> Result<String> {
-        let gid: Id = id
-            .parse()
-            .map_err(|_| Error::Usage(format!("{id:?} is not a conversation id")))?;
-        self.conv_by_id(&gid)?
-            .map(|c| c.name)
-            .ok_or_else(|| Error::NotFound(format!("no conversation with id {id}")))
+    /// The current name of the conversation with this id.
+    pub fn conversation_name(&self, id: &ConversationId) -> Result<String> {
+        Ok(self.conv(id)?.name)
     }
 
     pub(super) fn conv_by_id(&self, id: &Id) -> Result<Option<Conv>> {

@@ -18,7 +18,7 @@ pub(super) enum LinkMessage {
 #[derive(Debug, Clone, Serialize, serde::Deserialize, PartialEq, Eq, schemars::JsonSchema)]
 pub struct LinkPreview {
     /// The device's id once added (fingerprint of its key, hex).
-    pub id: String,
+    pub id: DeviceId,
     /// What the new device calls itself.
     pub name: String,
     /// The code the new device shows next to its link; they must be the same.
@@ -58,7 +58,7 @@ impl Profile {
     pub fn device_add_preview(&self, link: &str) -> Result<LinkPreview> {
         let link = self.addable_link(link)?;
         Ok(LinkPreview {
-            id: hex::encode(mls::fingerprint(&link.device_key.0)),
+            id: DeviceId::from_bytes(mls::fingerprint(&link.device_key.0)),
             name: link.name.clone(),
             code: link.code(),
             expires_at: link.expires_at,
@@ -181,7 +181,7 @@ impl Profile {
         )
         .await?;
         Ok(LinkPreview {
-            id: hex::encode(mls::fingerprint(&link.device_key.0)),
+            id: DeviceId::from_bytes(mls::fingerprint(&link.device_key.0)),
             name: link.name,
             code,
             expires_at: link.expires_at,

@@ -17,8 +17,9 @@ pub(super) fn is_self_group(conv: &Conv) -> bool {
 /// One of the person's devices (`device list`).
 #[derive(Debug, Clone, Serialize, serde::Deserialize, PartialEq, Eq, schemars::JsonSchema)]
 pub struct DeviceView {
-    /// Fingerprint of the device's MLS key (hex); `device revoke` takes it or a prefix.
-    pub id: String,
+    /// Fingerprint of the device's MLS key (hex); `device revoke` takes it (a front also
+    /// resolves a prefix of it with `find_device`).
+    pub id: DeviceId,
     /// What the device was called when it was linked; empty for the first device (fronts
     /// show "first device" in their language).
     pub name: String,
@@ -318,18 +319,20 @@ impl Profile {
         let mut out: Vec<DeviceView> = self
             .device_records()?
             .into_iter()
-            .map(|d| DeviceView {
-                this: d.id.0 == me,
-                id: hex::encode(&d.id.0),
-                name: d.name,
-                revoked: d.revoked_at.is_some(),
+            .map(|d| {
+                Ok(DeviceView {
+                    this: d.id.0 == me,
+                    id: DeviceId::from_slice(&d.id.0)?,
+                    name: d.name,
+                    revoked: d.revoked_at.is_some(),
+                })
             })
-            .collect();
+            .collect::<Result<_>>()?;
         if !out.iter().any(|d| d.this) {
             out.insert(
                 0,
                 DeviceView {
-                    id: hex::encode(me),
+                    id: DeviceId::from_bytes(me),
                     name: String::new(),
                     this: true,
                     revoked: false,
@@ -339,10 +342,10 @@ impl Profile {
         Ok(out)
     }
 
-    /// `device revoke ID`: remove that device from the self group and every conversation;
-    /// it can read nothing sent after. `ID` is a device id or a unique prefix of one.
-    pub async fn device_revoke(&mut self, id: &str) -> Result<String> {
-        let id = id.trim().to_ascii_lowercase();
+    /// The device whose id starts with `prefix` (at least 4 hex digits, as `device list`
+    /// shows them): what a front resolves at its edge.
+    pub fn find_device(&self, prefix: &str) -> Result<DeviceId> {
+        let id = prefix.trim().to_ascii_lowercase();
         if id.len() < 4 || !id.chars().all(|c| c.is_ascii_hexdigit()) {
             return Err(Error::Usage(
                 "give a device id (or at least its first 4 hex digits) from `device list`".into(),
@@ -351,17 +354,25 @@ impl Profile {
         let matches: Vec<DeviceView> = self
             .devices()?
             .into_iter()
-            .filter(|d| d.id.starts_with(&id))
+            .filter(|d| d.id.to_string().starts_with(&id))
             .collect();
-        let d = match matches.as_slice() {
-            [d] => d.clone(),
-            [] => return Err(Error::NotFound(format!("no device {id}"))),
-            _ => {
-                return Err(Error::Usage(format!(
-                    "{id} names several devices; give more digits"
-                )));
-            }
-        };
+        match matches.as_slice() {
+            [d] => Ok(d.id),
+            [] => Err(Error::NotFound(format!("no device {id}"))),
+            _ => Err(Error::Usage(format!(
+                "{id} names several devices; give more digits"
+            ))),
+        }
+    }
+
+    /// Remove that device from the self group and every conversation: it can read nothing
+    /// sent after. Returns the name it was linked under.
+    pub async fn device_revoke(&mut self, id: &DeviceId) -> Result<String> {
+        let d = self
+            .devices()?
+            .into_iter()
+            .find(|d| d.id == *id)
+            .ok_or_else(|| Error::NotFound(format!("no device {}", id.short())))?;
         if d.this {
             return Err(Error::Usage(
                 "a device cannot revoke itself; revoke it from another device (or wipe it)".into(),
@@ -373,7 +384,7 @@ impl Profile {
                 d.name
             )));
         }
-        let fp = hex::decode(&d.id).map_err(|_| Error::Storage("corrupt device id".into()))?;
+        let fp = id.as_bytes().to_vec();
         let mut convs = self.active_convs()?;
         // The self group last: the device list that says "revoked" goes out after it is out
         // of every conversation.

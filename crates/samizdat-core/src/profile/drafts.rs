@@ -8,10 +8,9 @@ use super::*;
 pub const DRAFT_MAX_BYTES: usize = 60_000;
 
 impl Profile {
-    /// Keep `text` as the draft of the conversation with id `id` (base64url); an empty text
-    /// deletes it.
-    pub fn set_draft(&self, id: &str, text: &str) -> Result<()> {
-        let conv = self.conv_by_id_str(id)?;
+    /// Keep `text` as the draft of the conversation; an empty text deletes it.
+    pub fn set_draft(&self, id: &ConversationId, text: &str) -> Result<()> {
+        let conv = self.conv(id)?;
         if text.len() > DRAFT_MAX_BYTES {
             return Err(Error::Usage(format!(
                 "a draft may hold at most {DRAFT_MAX_BYTES} bytes"
@@ -33,9 +32,9 @@ impl Profile {
         Ok(())
     }
 
-    /// The draft of the conversation with id `id` (empty when there is none).
-    pub fn draft(&self, id: &str) -> Result<String> {
-        let conv = self.conv_by_id_str(id)?;
+    /// The draft of the conversation (empty when there is none).
+    pub fn draft(&self, id: &ConversationId) -> Result<String> {
+        let conv = self.conv(id)?;
         Ok(self
             .db
             .conn()
@@ -55,13 +54,5 @@ impl Profile {
             params![gid.as_bytes()],
         )?;
         Ok(())
-    }
-
-    fn conv_by_id_str(&self, id: &str) -> Result<Conv> {
-        let gid: Id = id
-            .parse()
-            .map_err(|_| Error::Usage(format!("{id:?} is not a conversation id")))?;
-        self.conv_by_id(&gid)?
-            .ok_or_else(|| Error::NotFound(format!("no conversation with id {id}")))
     }
 }

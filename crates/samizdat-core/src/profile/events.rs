@@ -15,11 +15,11 @@ use super::*;
 pub enum Event {
     /// A message from another member, stored and shown once.
     Message {
-        conversation_id: String,
+        conversation_id: ConversationId,
         conversation: String,
-        id: String,
+        id: MessageId,
         /// Sender's key fingerprint (hex).
-        sender: String,
+        sender: ContactId,
         /// Sender's display label in this conversation.
         from: String,
         text: String,
@@ -30,74 +30,74 @@ pub enum Event {
     },
     /// Our message is stored and waits for the relay's acknowledgement.
     MessageQueued {
-        conversation_id: String,
+        conversation_id: ConversationId,
         conversation: String,
-        id: String,
+        id: MessageId,
     },
     /// The relay acknowledged our message at `position` of the conversation's log.
     MessageDelivered {
-        conversation_id: String,
+        conversation_id: ConversationId,
         conversation: String,
-        id: String,
+        id: MessageId,
         position: u64,
     },
     /// Our message was refused and will not be retried.
     MessageFailed {
-        conversation_id: String,
+        conversation_id: ConversationId,
         conversation: String,
-        id: String,
+        id: MessageId,
         error: crate::Problem,
     },
     NewContact {
         /// Key fingerprint (hex): the contact's stable id.
-        fingerprint: String,
+        fingerprint: ContactId,
         alias: String,
         display_name: String,
     },
     Joined {
-        conversation_id: String,
+        conversation_id: ConversationId,
         conversation: String,
     },
     /// A member (`who`; "me" for us) set the disappearing-messages timer (0: off).
     TimerSet {
-        conversation_id: String,
+        conversation_id: ConversationId,
         conversation: String,
         who: String,
         secs: u64,
     },
     /// A group got (or changed) its local name.
     GroupNamed {
-        conversation_id: String,
+        conversation_id: ConversationId,
         conversation: String,
     },
     MemberAdded {
-        conversation_id: String,
+        conversation_id: ConversationId,
         conversation: String,
         /// Key fingerprint (hex) of the new member.
-        member: String,
+        member: ContactId,
         who: String,
     },
     MemberRemoved {
-        conversation_id: String,
+        conversation_id: ConversationId,
         conversation: String,
-        member: String,
+        member: ContactId,
         who: String,
     },
     MemberLeft {
-        conversation_id: String,
+        conversation_id: ConversationId,
         conversation: String,
-        member: String,
+        member: ContactId,
         who: String,
     },
     /// We were removed from the group.
     Removed {
-        conversation_id: String,
+        conversation_id: ConversationId,
         conversation: String,
     },
     /// Something to tell the person, as data (`notice.kind`, `notice.params`): each front
     /// writes the sentence in its language.
     Notice {
-        conversation_id: Option<String>,
+        conversation_id: Option<ConversationId>,
         conversation: Option<String>,
         notice: crate::Notice,
     },
@@ -115,7 +115,7 @@ pub enum Event {
     /// A long catch-up on one conversation: `done` log entries processed so far (reported
     /// after each full page).
     SyncProgress {
-        conversation_id: String,
+        conversation_id: ConversationId,
         conversation: String,
         done: u64,
     },
@@ -169,7 +169,7 @@ impl Event {
 
     pub(super) fn notice(conv: Option<&Conv>, notice: crate::Notice) -> Event {
         Event::Notice {
-            conversation_id: conv.map(|c| c.group_id.to_string()),
+            conversation_id: conv.map(|c| ConversationId::from_id(c.group_id)),
             conversation: conv.map(|c| c.name.clone()),
             notice,
         }

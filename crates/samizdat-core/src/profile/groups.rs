@@ -21,13 +21,13 @@ struct PendingAdd {
 /// What `group_add` did: committed now, or waiting for the member's relay.
 #[derive(Debug, Clone, Default, Serialize, serde::Deserialize, schemars::JsonSchema)]
 pub struct GroupAdded {
-    pub added: Vec<String>,
+    pub added: Vec<ContactId>,
     /// Contacts whose relay could not be reached: added by the next syncs once it is.
-    pub waiting: Vec<String>,
+    pub waiting: Vec<ContactId>,
 }
 
 impl Profile {
-    pub async fn group_create(&mut self, name: &str) -> Result<()> {
+    pub async fn group_create(&mut self, name: &str) -> Result<ConversationId> {
         let name = name.trim();
         self.check_new_name(name, "the group name")?;
         // The `GROUP_ID` fault point takes a chosen id, as a hostile client trying to replace
@@ -67,11 +67,12 @@ impl Profile {
             )?;
             self.store_token(&group_id, group.epoch(), &token)
         })?;
-        Ok(())
+        Ok(ConversationId::from_id(group_id))
     }
 
-    pub(super) fn group_conv(&self, name: &str) -> Result<Conv> {
-        let conv = self.conv_by_name(name)?;
+    pub(super) fn group_conv(&self, id: &ConversationId) -> Result<Conv> {
+        let conv = self.conv(id)?;
+        let name = &conv.name;
         if conv.kind != ConvKind::Group {
             return Err(Error::Usage(format!(
                 "{name:?} is a 1:1 conversation, not a group"
@@ -85,42 +86,49 @@ impl Profile {
         Ok(conv)
     }
 
+    /// A contact's alias and where to reach them (their newest announced address first).
     pub(super) fn contact_route(
         &self,
-        alias: &str,
-    ) -> Result<(Vec<u8>, Option<String>, Option<Id>)> {
-        let row: Option<(Vec<u8>, Option<String>, Option<Vec<u8>>)> = self
+        contact: &ContactId,
+    ) -> Result<(String, Option<String>, Option<Id>)> {
+        let row: Option<(String, Option<String>, Option<Vec<u8>>)> = self
             .db
             .conn()
             .query_row(
-                "SELECT fingerprint, relay, mailbox_id FROM contacts WHERE alias = ?1",
-                params![alias],
+                "SELECT alias, relay, mailbox_id FROM contacts WHERE fingerprint = ?1",
+                params![contact],
                 |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
             )
             .optional()?;
-        let (fp, relay, mailbox) =
-            row.ok_or_else(|| Error::NotFound(format!("no contact called {alias:?}")))?;
+        let (alias, relay, mailbox) =
+            row.ok_or_else(|| Error::NotFound(format!("no contact {}", contact.short())))?;
+        let fp = contact.as_bytes();
         let mailbox = mailbox
             .map(|m| Id::from_slice(&m))
             .transpose()
             .map_err(|_| Error::Storage("corrupt mailbox id".into()))?;
         // What they announced most recently comes first (their relays change).
-        if let Some(first) = self.peer_addresses(&fp)?.into_iter().next() {
-            return Ok((fp, Some(first.relay), Some(first.mailbox)));
+        if let Some(first) = self.peer_addresses(fp)?.into_iter().next() {
+            return Ok((alias, Some(first.relay), Some(first.mailbox)));
         }
-        Ok((fp, relay, mailbox))
+        Ok((alias, relay, mailbox))
     }
 
     /// Add contacts to a group: claim and verify each one's KeyPackage, commit, Welcome them.
     /// A contact whose relay cannot be reached now is added later: the add is stored and
     /// resumed by the next syncs (their alias is returned in `waiting`).
-    pub async fn group_add(&mut self, name: &str, aliases: &[String]) -> Result<GroupAdded> {
-        let conv = self.group_conv(name)?;
+    pub async fn group_add(
+        &mut self,
+        id: &ConversationId,
+        contacts: &[ContactId],
+    ) -> Result<GroupAdded> {
+        let conv = self.group_conv(id)?;
         let mut adds = Vec::new();
         let mut result = GroupAdded::default();
         let mut waiting = Vec::new();
-        for alias in aliases {
-            let (fp, relay, mailbox) = self.contact_route(alias)?;
+        for contact in contacts {
+            let (alias, relay, mailbox) = self.contact_route(contact)?;
+            let fp = contact.as_bytes().to_vec();
             let (Some(relay_url), Some(mailbox)) = (relay, mailbox) else {
                 return Err(Error::Usage(format!(
                     "{alias:?} has not shared a mailbox yet; sync and try again"
@@ -129,11 +137,11 @@ impl Profile {
             match self.claim_any(&relay_url, &mailbox, &fp).await {
                 Ok((kp, relay_url, mailbox)) => {
                     adds.push((kp, relay_url, mailbox));
-                    result.added.push(alias.clone());
+                    result.added.push(*contact);
                 }
                 Err(Error::RelayUnreachable(_)) => {
-                    waiting.push((fp, alias.clone(), relay_url, mailbox));
-                    result.waiting.push(alias.clone());
+                    waiting.push((fp, alias, relay_url, mailbox));
+                    result.waiting.push(*contact);
                 }
                 Err(e) => return Err(e),
             }
@@ -351,9 +359,11 @@ impl Profile {
     /// Send a member who never joined (their Welcome was lost, expired or could not be
     /// processed) a fresh one, without a new invite: one commit removes their unused leaf and
     /// adds a fresh KeyPackage of theirs.
-    pub async fn group_readd(&mut self, name: &str, alias: &str) -> Result<()> {
-        let conv = self.group_conv(name)?;
-        let (fp, relay, mailbox) = self.contact_route(alias)?;
+    pub async fn group_readd(&mut self, id: &ConversationId, contact: &ContactId) -> Result<()> {
+        let conv = self.group_conv(id)?;
+        let name = &conv.name;
+        let (alias, relay, mailbox) = self.contact_route(contact)?;
+        let fp = contact.as_bytes().to_vec();
         let is_member = self
             .mls
             .load(conv.group_id.as_bytes())?
@@ -375,9 +385,11 @@ impl Profile {
             .await
     }
 
-    pub async fn group_remove(&mut self, name: &str, alias: &str) -> Result<()> {
-        let conv = self.group_conv(name)?;
-        let (fp, _, _) = self.contact_route(alias)?;
+    pub async fn group_remove(&mut self, id: &ConversationId, contact: &ContactId) -> Result<()> {
+        let conv = self.group_conv(id)?;
+        let name = &conv.name;
+        let (alias, _, _) = self.contact_route(contact)?;
+        let fp = contact.as_bytes().to_vec();
         let group = self.mls.load(conv.group_id.as_bytes())?;
         if !group
             .members()
@@ -394,8 +406,8 @@ impl Profile {
 
     /// Rename a group for every member: the new name is set here and sent in the group (it
     /// is queued when the relay cannot be reached). Returns the name as stored.
-    pub async fn group_rename(&mut self, name: &str, new_name: &str) -> Result<String> {
-        let conv = self.group_conv(name)?;
+    pub async fn group_rename(&mut self, id: &ConversationId, new_name: &str) -> Result<String> {
+        let conv = self.group_conv(id)?;
         let new_name = new_name.trim();
         if new_name == conv.name {
             return Ok(conv.name);
@@ -409,15 +421,19 @@ impl Profile {
             )?;
             self.state_changed()?;
             let e = Event::GroupNamed {
-                conversation_id: conv.group_id.to_string(),
+                conversation_id: ConversationId::from_id(conv.group_id),
                 conversation: new_name.to_string(),
             };
             self.emit(&mut events, e)
         })?;
         self.buffered.append(&mut events);
+        let renamed = Conv {
+            name: new_name.to_string(),
+            ..conv
+        };
         queued(
             self.send_body(
-                new_name,
+                &renamed,
                 Body::GroupMeta {
                     name: new_name.to_string(),
                 },
@@ -428,9 +444,9 @@ impl Profile {
     }
 
     /// Leave a group: announce it; the next member to sync commits our removal.
-    pub async fn group_leave(&mut self, name: &str) -> Result<()> {
-        let conv = self.group_conv(name)?;
-        queued(self.send_body(&conv.name, Body::Leave).await)?;
+    pub async fn group_leave(&mut self, id: &ConversationId) -> Result<()> {
+        let conv = self.group_conv(id)?;
+        queued(self.send_body(&conv, Body::Leave).await)?;
         self.db.conn().execute(
             "UPDATE conversations SET active = 0, status = 'left', status_reason = NULL WHERE group_id = ?1",
             params![conv.group_id.as_bytes()],

@@ -297,7 +297,7 @@ impl Profile {
     }
 
     /// Join a pending invitation: only now is the group's relay contacted and our name sent.
-    pub async fn invitation_accept(&mut self, id: i64) -> Result<String> {
+    pub async fn invitation_accept(&mut self, id: i64) -> Result<ConversationId> {
         type Row = (Vec<u8>, String, Vec<u8>, Option<String>, Option<Vec<u8>>);
         let row: Option<Row> = self
             .db
@@ -334,14 +334,14 @@ impl Profile {
             invite_mac: None,
             stored: welcome,
         };
-        let name = self.join_arrived(&arrived, &mut events).await?;
+        self.join_arrived(&arrived, &mut events).await?;
         self.db
             .conn()
             .execute("DELETE FROM invitations WHERE id = ?1", params![id])?;
         self.state_changed()?;
         self.after_join(vec![group_id], &mut events).await?;
         self.buffered.append(&mut events);
-        Ok(name)
+        Ok(ConversationId::from_id(group_id))
     }
 
     /// Decline a pending invitation: it is forgotten and nothing is ever sent.
@@ -447,7 +447,7 @@ impl Profile {
                 return Ok(());
             }
             let e = Event::Joined {
-                conversation_id: group_id.to_string(),
+                conversation_id: ConversationId::from_id(group_id),
                 conversation: name.clone(),
             };
             self.emit(events, e)

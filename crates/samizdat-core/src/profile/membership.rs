@@ -137,12 +137,13 @@ impl Profile {
                 forget(self)?;
                 continue;
             }
-            let alias = self.contact_alias(&fp)?;
-            let Some(alias) = alias else {
+            let Some(alias) = self.contact_alias(&fp)? else {
                 forget(self)?;
                 continue;
             };
-            let result = Box::pin(self.group_readd(&conv.name, &alias)).await;
+            let contact = ContactId::from_slice(&fp)?;
+            let result =
+                Box::pin(self.group_readd(&ConversationId::from_id(conv.group_id), &contact)).await;
             if let Err(e @ Error::RelayUnreachable(_)) = result {
                 return Err(e);
             }

@@ -8,6 +8,7 @@ use rusqlite::{OptionalExtension, params};
 use samizdat_proto::{Bytes, EntryKind, ErrorCode, Id, WelcomeDrop};
 use serde::Serialize;
 
+use crate::ids::{ContactId, ConversationId, DeviceId, MessageId};
 use crate::invite::Invite;
 use crate::mls::{self, Incoming, Mls};
 use crate::notice::{ConvStatus, Notice, Problem, Refusal};
@@ -44,6 +45,7 @@ mod views;
 
 pub use crate::payload::{ArchiveRef, DeviceRecord};
 use crate::welcome::WelcomePart;
+pub use contacts::Connected;
 use delivery::OwedDrop;
 pub use device_link::{Joined as DeviceJoined, LinkPreview};
 pub use devices::DeviceView;

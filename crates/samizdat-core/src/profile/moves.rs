@@ -133,8 +133,8 @@ impl Profile {
 
     /// Move a conversation to another relay now (`samizdat move TARGET --to RELAY`).
     /// Returns the relay's normalised address.
-    pub async fn move_conversation(&mut self, target: &str, to: &str) -> Result<String> {
-        let conv = self.conv_by_name(target)?;
+    pub async fn move_conversation(&mut self, id: &ConversationId, to: &str) -> Result<String> {
+        let conv = self.conv(id)?;
         if !conv.active && !self.lost_sync(&conv.group_id)? {
             return Err(Error::NotMember(format!(
                 "you are no longer a member of {:?}",

@@ -5,7 +5,7 @@ use super::*;
 
 /// An outgoing update that could not reach the relay is stored and retried by the next
 /// sync: for the caller that is success.
-pub(super) fn queued(r: Result<String>) -> Result<()> {
+pub(super) fn queued<T>(r: Result<T>) -> Result<()> {
     match r {
         Ok(_) | Err(Error::RelayUnreachable(_)) => Ok(()),
         Err(e) => Err(e),
@@ -35,7 +35,7 @@ impl Profile {
     /// Send a text message to a contact or group. The message is stored before the relay sees
     /// it: when the relay cannot be reached the error says so and the message stays queued
     /// (retried by the next sync).
-    pub async fn send(&mut self, target: &str, text: &str) -> Result<String> {
+    pub async fn send(&mut self, id: &ConversationId, text: &str) -> Result<MessageId> {
         if text.is_empty() {
             return Err(Error::Usage("the message is empty".into()));
         }
@@ -44,7 +44,7 @@ impl Profile {
                 "the message is longer than {MAX_TEXT} bytes"
             )));
         }
-        let conv = self.conv_by_name(target)?;
+        let conv = self.conv(id)?;
         let timer = self.timer(&conv.group_id)?;
         // What was typed is now a message (stored before it is sent): no draft of it stays.
         self.clear_draft(&conv.group_id)?;
@@ -72,11 +72,11 @@ impl Profile {
 
     /// Set the disappearing-messages timer for everyone in the conversation (0: off); the
     /// change is sent in the conversation (queued when the relay is unreachable).
-    pub async fn set_timer(&mut self, target: &str, secs: u64) -> Result<()> {
+    pub async fn set_timer(&mut self, id: &ConversationId, secs: u64) -> Result<()> {
         if secs > 365 * 24 * 3600 {
             return Err(Error::Usage("the timer can be at most a year".into()));
         }
-        let conv = self.conv_by_name(target)?;
+        let conv = self.conv(id)?;
         let mut events = Vec::new();
         self.db.transaction(|| {
             self.db.conn().execute(
@@ -84,7 +84,7 @@ impl Profile {
                 params![conv.group_id.as_bytes(), secs as i64],
             )?;
             let e = Event::TimerSet {
-                conversation_id: conv.group_id.to_string(),
+                conversation_id: ConversationId::from_id(conv.group_id),
                 conversation: conv.name.clone(),
                 who: "me".into(),
                 secs,
@@ -92,7 +92,7 @@ impl Profile {
             self.emit(&mut events, e)
         })?;
         self.buffered.append(&mut events);
-        queued(self.send_body(&conv.name, Body::Timer { secs }).await)
+        queued(self.send_body(&conv, Body::Timer { secs }).await)
     }
 
     /// Delete every message whose time is up (row and text; `secure_delete` overwrites them).
@@ -117,9 +117,8 @@ impl Profile {
 
     /// Send a refused message again, as a new message; the failed one is removed once its
     /// copy is stored. Returns the new message id.
-    pub async fn message_retry(&mut self, message_id: &str) -> Result<String> {
-        let raw = Bytes::decode(message_id)
-            .map_err(|_| Error::Usage(format!("{message_id:?} is not a message id")))?;
+    pub async fn message_retry(&mut self, message_id: &MessageId) -> Result<MessageId> {
+        let raw = message_id.as_bytes();
         let row: Option<(Vec<u8>, String, bool, Option<String>, Option<String>)> = self
             .db
             .conn()
@@ -139,9 +138,9 @@ impl Profile {
             ));
         }
         let gid = Id::from_slice(&gid).map_err(|_| Error::Storage("corrupt group id".into()))?;
-        let conv = self
-            .conv_by_id(&gid)?
-            .ok_or_else(|| Error::NotFound("the message's conversation is gone".into()))?;
+        let conv = ConversationId::from_id(gid);
+        // The conversation is still there (a typed not-found otherwise).
+        self.conv(&conv)?;
         let resent = match (attachment, file) {
             // The blob is still on the relay: send the same attachment again, moving our
             // copy to the new message.
@@ -149,9 +148,9 @@ impl Profile {
                 let att = serde_json::from_str(&json)
                     .map_err(|e| Error::Storage(format!("corrupt attachment record: {e}")))?;
                 let path = self.attachments_dir()?.join(file);
-                self.send_attachment(&conv.name, &text, att, &path).await
+                self.send_attachment(&conv, &text, att, &path).await
             }
-            _ => self.send(&conv.name, &text).await,
+            _ => self.send(&conv, &text).await,
         };
         let new_id = match resent {
             Ok(id) => id,
@@ -166,9 +165,8 @@ impl Profile {
     }
 
     /// The id of the conversation a message belongs to.
-    pub fn conversation_of_message(&self, message_id: &str) -> Result<String> {
-        let raw = Bytes::decode(message_id)
-            .map_err(|_| Error::Usage(format!("{message_id:?} is not a message id")))?;
+    pub fn conversation_of_message(&self, message_id: &MessageId) -> Result<ConversationId> {
+        let raw = message_id.as_bytes();
         let gid: Vec<u8> = self
             .db
             .conn()
@@ -179,34 +177,35 @@ impl Profile {
             )
             .optional()?
             .ok_or_else(|| Error::NotFound(format!("no message {message_id}")))?;
-        Ok(Id::from_slice(&gid)
-            .map_err(|_| Error::Storage("corrupt group id".into()))?
-            .to_string())
+        ConversationId::from_slice(&gid)
     }
 
-    fn newest_own_message(&self, gid: &Id) -> Result<String> {
+    fn newest_own_message(&self, gid: &Id) -> Result<MessageId> {
         let id: Vec<u8> = self.db.conn().query_row(
             "SELECT id FROM messages WHERE group_id = ?1 AND outgoing = 1 ORDER BY rowid DESC LIMIT 1",
             params![gid.as_bytes()],
             |r| r.get(0),
         )?;
-        Ok(Bytes::encode(&id))
+        MessageId::from_slice(&id)
     }
 
-    pub(super) async fn send_body(&mut self, target: &str, body: Body) -> Result<String> {
-        let conv = self.conv_by_name(target)?;
+    pub(super) async fn send_body(&mut self, conv: &Conv, body: Body) -> Result<MessageId> {
         let payload = Payload {
             id: random_id(),
             expires_in: None,
             sent_at: now_millis(),
             body,
         };
-        self.send_payload(&conv, payload).await
+        self.send_payload(conv, payload).await
     }
 
     /// Encrypt and append one payload, storing it as pending first (text in `messages`,
     /// every other body in `outbox`), so nothing is lost when the relay is unreachable.
-    pub(super) async fn send_payload(&mut self, conv: &Conv, payload: Payload) -> Result<String> {
+    pub(super) async fn send_payload(
+        &mut self,
+        conv: &Conv,
+        payload: Payload,
+    ) -> Result<MessageId> {
         if !conv.active {
             return Err(Error::NotMember(format!(
                 "you are no longer a member of {:?}",
@@ -278,7 +277,7 @@ impl Profile {
                 Ok(seq) => {
                     crash_point("send-after-append");
                     self.mark_sent(conv, &payload, seq)?;
-                    return Ok(payload.id.to_string());
+                    return Ok(MessageId::from_id(payload.id));
                 }
                 Err(Error::Relay {
                     code: ErrorCode::StaleEpoch,
@@ -342,9 +341,9 @@ impl Profile {
                 self.emit(
                     events,
                     Event::MessageQueued {
-                        conversation_id: conv.group_id.to_string(),
+                        conversation_id: ConversationId::from_id(conv.group_id),
                         conversation: conv.name.clone(),
-                        id: payload.id.to_string(),
+                        id: MessageId::from_id(payload.id),
                     },
                 )?;
             }
@@ -379,9 +378,9 @@ impl Profile {
                     self.emit(
                         &mut events,
                         Event::MessageDelivered {
-                            conversation_id: conv.group_id.to_string(),
+                            conversation_id: ConversationId::from_id(conv.group_id),
                             conversation: conv.name.clone(),
-                            id: payload.id.to_string(),
+                            id: MessageId::from_id(payload.id),
                             position: seq,
                         },
                     )?;
@@ -418,9 +417,9 @@ impl Profile {
                 self.emit(
                     &mut events,
                     Event::MessageFailed {
-                        conversation_id: conv.group_id.to_string(),
+                        conversation_id: ConversationId::from_id(conv.group_id),
                         conversation: conv.name.clone(),
-                        id: payload.id.to_string(),
+                        id: MessageId::from_id(payload.id),
                         error: Problem::from(why),
                     },
                 )

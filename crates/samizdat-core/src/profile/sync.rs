@@ -253,7 +253,9 @@ impl Profile {
                 continue;
             }
             let relay = conv.relay.clone();
-            let moved = self.move_conversation(&conv.name, &relay).await;
+            let moved = self
+                .move_conversation(&ConversationId::from_id(conv.group_id), &relay)
+                .await;
             events.append(&mut self.buffered);
             moved?;
             self.db
@@ -355,7 +357,7 @@ impl Profile {
                 .filter_map(|e| match e {
                     Event::Joined {
                         conversation_id, ..
-                    } => conversation_id.parse().ok(),
+                    } => Some(*conversation_id.id()),
                     _ => None,
                 })
                 .collect();
@@ -434,7 +436,7 @@ impl Profile {
             if last_page >= PROGRESS_PAGE {
                 // Another page: a long catch-up, worth showing.
                 let e = Event::SyncProgress {
-                    conversation_id: group_id.to_string(),
+                    conversation_id: ConversationId::from_id(*group_id),
                     conversation: conv.name.clone(),
                     done: conv.cursor - start,
                 };

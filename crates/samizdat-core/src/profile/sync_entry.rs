@@ -166,7 +166,7 @@ impl Profile {
                     params![group_id.as_bytes()],
                 )?;
                 let e = Event::Removed {
-                    conversation_id: group_id.to_string(),
+                    conversation_id: ConversationId::from_id(*group_id),
                     conversation: conv.name.clone(),
                 };
                 self.emit(events, e)?;

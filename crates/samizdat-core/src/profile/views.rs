@@ -25,7 +25,7 @@ pub struct InvitationView {
 #[derive(Debug, Clone, Serialize, serde::Deserialize, schemars::JsonSchema)]
 pub struct ContactView {
     /// The contact's stable id: their full key fingerprint (hex).
-    pub id: String,
+    pub id: ContactId,
     pub alias: String,
     pub display_name: String,
     pub fingerprint: String,
@@ -42,7 +42,7 @@ pub struct ContactView {
 #[derive(Debug, Clone, Serialize, serde::Deserialize, schemars::JsonSchema)]
 pub struct ConversationView {
     /// The conversation's stable id (its MLS group id, base64url).
-    pub id: String,
+    pub id: ConversationId,
     pub name: String,
     /// How to show the conversation: its name, or for a direct one the contact as they are
     /// shown everywhere (with a key suffix when their name looks like another's).
@@ -71,11 +71,11 @@ pub struct ConversationView {
 #[derive(Debug, Clone, Default)]
 pub struct Page {
     /// Only messages before this message id.
-    pub before: Option<String>,
+    pub before: Option<MessageId>,
     /// Only messages after this message id (then the oldest `limit` of them).
-    pub after: Option<String>,
+    pub after: Option<MessageId>,
     /// Only this message.
-    pub id: Option<String>,
+    pub id: Option<MessageId>,
     /// At most this many: the newest ones, or with `after` the oldest.
     pub limit: Option<usize>,
 }
@@ -91,7 +91,7 @@ pub struct LastMessage {
 
 #[derive(Debug, Clone, Serialize, serde::Deserialize, schemars::JsonSchema)]
 pub struct MessageView {
-    pub id: String,
+    pub id: MessageId,
     pub from: String,
     /// The sender's colour (0–11, from their key), for messages from others.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -257,7 +257,7 @@ impl Profile {
                 None => name.clone(),
             };
             out.push(ConversationView {
-                id: id.to_string(),
+                id: ConversationId::from_id(id),
                 name,
                 shown_as,
                 hue: peer.as_deref().map(crate::text::hue),
@@ -277,21 +277,20 @@ impl Profile {
     }
 
     /// Messages of a conversation in log order; marks them read.
-    pub fn history(&self, target: &str) -> Result<Vec<MessageView>> {
-        self.history_page(target, &Page::default())
+    pub fn history(&self, id: &ConversationId) -> Result<Vec<MessageView>> {
+        self.history_page(id, &Page::default())
     }
 
     /// A page of a conversation's messages in log order (messages not yet acknowledged by the
     /// relay last); marks the conversation read. Paged by message id so that a long
     /// conversation opens without reading all of it.
-    pub fn history_page(&self, target: &str, page: &Page) -> Result<Vec<MessageView>> {
-        let conv = self.conv_by_name(target)?;
+    pub fn history_page(&self, id: &ConversationId, page: &Page) -> Result<Vec<MessageView>> {
+        let conv = self.conv(id)?;
         // Disappeared messages are never shown, even between sweeps.
         self.expire_messages()?;
-        let anchor = |id: &Option<String>| -> Result<Option<(i64, i64, i64)>> {
+        let anchor = |id: &Option<MessageId>| -> Result<Option<(i64, i64, i64)>> {
             let Some(id) = id else { return Ok(None) };
-            let raw = Bytes::decode(id)
-                .map_err(|_| Error::Usage(format!("{id:?} is not a message id")))?;
+            let raw = id.as_bytes();
             let key = self
                 .db
                 .conn()
@@ -301,18 +300,12 @@ impl Profile {
                     |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
                 )
                 .optional()?
-                .ok_or_else(|| Error::NotFound(format!("no message {id} in {target:?}")))?;
+                .ok_or_else(|| Error::NotFound(format!("no message {id} in {:?}", conv.name)))?;
             Ok(Some(key))
         };
         let before = anchor(&page.before)?;
         let after = anchor(&page.after)?;
-        let only = match &page.id {
-            Some(id) => Some(
-                Bytes::decode(id)
-                    .map_err(|_| Error::Usage(format!("{id:?} is not a message id")))?,
-            ),
-            None => None,
-        };
+        let only = page.id.map(|id| id.as_bytes().to_vec());
         let limit = page.limit.unwrap_or(usize::MAX).min(i64::MAX as usize) as i64;
         // Without `after`, the page was read newest first: turned around below.
         let newest_first = after.is_none();
@@ -355,7 +348,7 @@ impl Profile {
                 }
             };
             out.push(MessageView {
-                id: Bytes::encode(&id),
+                id: MessageId::from_slice(&id)?,
                 from,
                 hue: (outgoing == 0).then(|| crate::text::hue(&fp_of_row)),
                 text,
@@ -379,11 +372,12 @@ impl Profile {
         Ok(out)
     }
 
-    pub fn group_members(&self, name: &str) -> Result<Vec<MemberView>> {
-        let conv = self.conv_by_name(name)?;
+    pub fn group_members(&self, id: &ConversationId) -> Result<Vec<MemberView>> {
+        let conv = self.conv(id)?;
         if !conv.active {
             return Err(Error::NotMember(format!(
-                "you are no longer a member of {name:?}"
+                "you are no longer a member of {:?}",
+                conv.name
             )));
         }
         let group = self.mls.load(conv.group_id.as_bytes())?;

@@ -25,7 +25,10 @@ fn a_linked_laptop_gets_history_messages_and_answers_as_the_same_person_until_re
         let mut w = World::new().await;
         let [mut alice, mut bob] = w.people(["alice", "bob"]).await;
         w.connect(&mut alice, &mut bob).await;
-        let number = bob.profile.safety_number("alice").expect("a safety number");
+        let number = bob
+            .profile
+            .safety_number(&bob.contact("alice"))
+            .expect("a safety number");
         let before = w.text("from before the laptop");
         bob.send("alice", &before).await;
         alice.sync().await;
@@ -38,10 +41,16 @@ fn a_linked_laptop_gets_history_messages_and_answers_as_the_same_person_until_re
             laptop.profile.fingerprint_hex(),
             alice.profile.fingerprint_hex()
         );
-        let on_laptop = laptop.profile.safety_number(&bob.display).expect("number");
+        let on_laptop = laptop
+            .profile
+            .safety_number(&laptop.contact(&bob.display))
+            .expect("number");
         assert_eq!(
             on_laptop,
-            alice.profile.safety_number(&bob.display).expect("n")
+            alice
+                .profile
+                .safety_number(&alice.contact(&bob.display))
+                .expect("n")
         );
         // The history came along, with the conversation and contact names.
         let h = laptop.history(&bob.display);
@@ -88,12 +97,7 @@ fn a_linked_laptop_gets_history_messages_and_answers_as_the_same_person_until_re
         assert_eq!(convs[0].members, 2, "bob still sees two people");
 
         // Revoke the laptop from the phone.
-        let id = list
-            .iter()
-            .find(|d| !d.this)
-            .expect("the laptop")
-            .id
-            .clone();
+        let id = list.iter().find(|d| !d.this).expect("the laptop").id;
         alice.profile.device_revoke(&id).await.expect("revoked");
         alice.take();
         let now = alice.profile.devices().expect("devices");
@@ -106,13 +110,16 @@ fn a_linked_laptop_gets_history_messages_and_answers_as_the_same_person_until_re
         assert!(
             laptop
                 .profile
-                .send(&bob.display, "still here?")
+                .send(&laptop.conversation(&bob.display), "still here?")
                 .await
                 .is_err()
         );
         alice.sync().await;
         assert_eq!(count(&alice.texts(&bob.display), &after), 1);
-        assert_eq!(bob.profile.safety_number("alice").expect("n"), number);
+        assert_eq!(
+            bob.profile.safety_number(&bob.contact("alice")).expect("n"),
+            number
+        );
         assert!(alice.profile.device_revoke(&id).await.is_err());
         w.assert_no_plaintext();
     });
@@ -138,7 +145,10 @@ fn a_group_of_three_people_with_one_on_two_devices() {
         }
         assert_eq!(bob.members("trio").len(), 3, "{:?}", bob.members("trio"));
         assert_eq!(laptop.members("trio").len(), 3);
-        let listed = bob.profile.group_members("trio").expect("members");
+        let listed = bob
+            .profile
+            .group_members(&bob.conversation("trio"))
+            .expect("members");
         let devices: usize = listed.iter().map(|m| m.devices).sum();
         assert_eq!(devices, 4, "{listed:?}");
         let hi = w.text("hello trio");

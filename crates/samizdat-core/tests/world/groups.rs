@@ -46,7 +46,7 @@ fn groups_add_remove_and_leave() {
         assert!(!carol.texts("circle").contains(&secret));
         let err = carol
             .profile
-            .send("circle", "still here?")
+            .send(&carol.conversation("circle"), "still here?")
             .await
             .expect_err("a removed member cannot post");
         assert!(err.to_string().contains("no longer a member"), "{err}");
@@ -61,7 +61,8 @@ fn groups_add_remove_and_leave() {
             "{events:?}"
         );
         assert_eq!(alice.members("circle").len(), 1);
-        assert!(bob.profile.send("circle", "gone").await.is_err());
+        let circle = alice.conversation("circle");
+        assert!(bob.profile.send(&circle, "gone").await.is_err());
         w.assert_no_plaintext();
     });
 }
@@ -81,10 +82,14 @@ fn concurrent_commits_both_land() {
         alice.group_add("race", &[&bob.display]).await;
         bob.sync().await;
         // Both commits are in flight together: the relay takes one for the epoch.
-        let (carol_name, dave_name) = (vec![carol.display.clone()], vec![dave.display.clone()]);
+        let (carol_id, dave_id) = (
+            vec![alice.contact(&carol.display)],
+            vec![bob.contact(&dave.display)],
+        );
+        let (race_a, race_b) = (alice.conversation("race"), bob.conversation("race"));
         let (a, b) = tokio::join!(
-            alice.profile.group_add("race", &carol_name),
-            bob.profile.group_add("race", &dave_name),
+            alice.profile.group_add(&race_a, &carol_id),
+            bob.profile.group_add(&race_b, &dave_id),
         );
         a.expect("alice's add lands");
         b.expect("bob's add lands");

@@ -53,7 +53,8 @@ fn a_conversation_moves_off_a_blocked_relay() {
 
         w.relay(0).block().await;
         let m3 = w.text("sent during the outage");
-        let queued = bob.profile.send("alice", &m3).await;
+        let to_alice = bob.conversation("alice");
+        let queued = bob.profile.send(&to_alice, &m3).await;
         assert!(
             matches!(queued, Err(samizdat_core::Error::RelayUnreachable(_))),
             "the send is queued while relay 0 is blocked: {queued:?}"
@@ -103,9 +104,10 @@ fn concurrent_moves_converge_on_one_log() {
         w.relay(0).block().await;
         let (b_url, c_url) = (w.relay(b).url.clone(), w.relay(c).url.clone());
         let bob_name = bob.display.clone();
+        let (with_bob, with_alice) = (alice.conversation(&bob.display), bob.conversation("alice"));
         let (a, z) = tokio::join!(
-            alice.profile.move_conversation(&bob_name, &b_url),
-            bob.profile.move_conversation("alice", &c_url),
+            alice.profile.move_conversation(&with_bob, &b_url),
+            bob.profile.move_conversation(&with_alice, &c_url),
         );
         a.expect("alice moves");
         z.expect("bob moves");

@@ -13,6 +13,7 @@ use axum::body::Body;
 use axum::extract::{Multipart, Path, State};
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
+use samizdat_core::{ConversationId, MessageId};
 use samizdat_rpc::{self as rpc, Api};
 
 use super::web::{Signed, fail, see};
@@ -61,7 +62,7 @@ fn io_failure(c: &super::pages::Ctx<'_>, e: std::io::Error) -> Response {
 pub async fn send_file(
     State(app): State<Arc<App>>,
     signed: Signed,
-    Path(id): Path<String>,
+    Path(id): Path<ConversationId>,
     mut form: Multipart,
 ) -> Response {
     let r = signed.open(&app);
@@ -119,7 +120,7 @@ pub async fn send_file(
     // through /proc; it is gone when `file` is dropped.
     let sent = app
         .send(rpc::SendParams {
-            conversation_id: Some(id.clone()),
+            conversation_id: Some(id),
             text: Some(caption.to_string()),
             file: Some(file.path()),
             name: Some(name.to_string()),
@@ -180,7 +181,7 @@ fn disposition(name: &str) -> String {
 pub async fn save_file(
     State(app): State<Arc<App>>,
     signed: Signed,
-    Path(mid): Path<String>,
+    Path(mid): Path<MessageId>,
 ) -> Response {
     let r = signed.open(&app);
     let scratch = match Scratch::new(&app) {
@@ -189,7 +190,7 @@ pub async fn save_file(
     };
     let done = app
         .download(rpc::DownloadParams {
-            message_id: mid.clone(),
+            message_id: mid,
             out: scratch.0.display().to_string(),
         })
         .await

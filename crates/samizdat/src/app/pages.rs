@@ -5,7 +5,8 @@
 use fluent_bundle::FluentValue;
 use maud::{DOCTYPE, Markup, PreEscaped, html};
 use samizdat_core::{
-    ContactView, ConvKind, ConversationView, InvitationView, MemberView, MessageView, RelayState,
+    ContactView, ConvKind, ConversationId, ConversationView, InvitationView, MemberView,
+    MessageView, RelayState,
 };
 
 use super::App;
@@ -283,7 +284,7 @@ pub fn chat_list(
     c: &Ctx<'_>,
     convs: &[ConversationView],
     invitations: &[InvitationView],
-    current: Option<&str>,
+    current: Option<ConversationId>,
 ) -> Markup {
     html! {
         div #chat-list {
@@ -318,7 +319,7 @@ pub fn chat_list(
             } @else {
                 ul.chats {
                     @for conv in convs {
-                        li.chat-item.active[Some(conv.id.as_str()) == current].inactive[!conv.active] {
+                        li.chat-item.active[Some(conv.id) == current].inactive[!conv.active] {
                             a href={ "/c/" (conv.id) } data-conversation=(conv.id) {
                                 span.name { (person_dot(conv.hue)) (conv.shown_as) }
                                 span.kind { (c.tr(match conv.kind { ConvKind::Direct => "kind-direct", ConvKind::Group | ConvKind::SelfGroup => "kind-group" })) }
@@ -464,7 +465,7 @@ pub fn chat(
         true,
         html! {
             div.split.in-chat {
-                aside.list { (chat_list(c, convs, invitations, Some(&conv.id))) }
+                aside.list { (chat_list(c, convs, invitations, Some(conv.id))) }
                 section.pane.chat data-conversation=(conv.id) {
                     header.chat-head {
                         a.back href="/" aria-label=(c.tr("back")) { "←" }
@@ -476,7 +477,7 @@ pub fn chat(
                     }
                     div #scroller .messages {
                         @if ms.len() >= PAGE {
-                            button #older .link type="button" data-before=(ms.first().map(|m| m.id.as_str()).unwrap_or("")) { (c.tr("chat-older")) }
+                            button #older .link type="button" data-before=(ms.first().map(|m| m.id.to_string()).unwrap_or_default()) { (c.tr("chat-older")) }
                         }
                         ol #message-list aria-live="polite" { (messages(c, ms)) }
                     }
@@ -605,7 +606,7 @@ pub fn new_group(c: &Ctx<'_>, contacts: &[ContactView], error: Option<&str>) -> 
                         legend { (c.tr("group-pick-members")) }
                         @if contacts.is_empty() { p.muted { (c.tr("group-no-contacts")) } }
                         @for k in contacts {
-                            label.check { input type="checkbox" name="member" value=(k.alias); " " (person_dot(Some(k.hue))) (k.shown_as) }
+                            label.check { input type="checkbox" name="member" value=(k.id); " " (person_dot(Some(k.hue))) (k.shown_as) }
                         }
                     }
                     button type="submit" { (c.tr("group-create")) }
@@ -654,7 +655,7 @@ pub fn info(c: &Ctx<'_>, i: &Info<'_>, error: Option<&str>) -> Markup {
                                 @if group && conv.active {
                                     form.inline method="post" action={ "/c/" (conv.id) "/remove" } {
                                         (c.csrf_field())
-                                        input type="hidden" name="contact" value=(k.alias);
+                                        input type="hidden" name="contact" value=(k.id);
                                         button.link.danger type="submit" { (c.tr("member-remove")) }
                                     }
                                 }
@@ -688,7 +689,7 @@ pub fn info(c: &Ctx<'_>, i: &Info<'_>, error: Option<&str>) -> Markup {
                         form method="post" action={ "/c/" (conv.id) "/add" } {
                             (c.csrf_field())
                             @for k in &addable {
-                                label.check { input type="checkbox" name="member" value=(k.alias); " " (person_dot(Some(k.hue))) (k.shown_as) }
+                                label.check { input type="checkbox" name="member" value=(k.id); " " (person_dot(Some(k.hue))) (k.shown_as) }
                             }
                             button type="submit" { (c.tr("group-add-submit")) }
                         }
@@ -799,7 +800,7 @@ pub fn settings(
                     @for d in devices.list {
                         li.device {
                             strong { @if d.name.is_empty() { (c.tr("settings-devices-first")) } @else { (d.name) } } " "
-                            code { (d.id.get(..16).unwrap_or(&d.id)) }
+                            code { (d.id.to_string().get(..16).unwrap_or_default()) }
                             @if d.this { " · " span.badge { (c.tr("settings-devices-this")) } }
                             @if d.revoked { " · " span.muted { (c.tr("settings-devices-revoked")) } }
                             @if !d.this && !d.revoked {

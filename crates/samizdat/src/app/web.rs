@@ -12,6 +12,7 @@ use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
 use axum::response::{Html, IntoResponse, Redirect, Response};
 use axum::routing::{get, post};
 use maud::Markup;
+use samizdat_core::{ContactId, ConversationId, MessageId};
 use samizdat_core::{ContactView, ConversationView, InvitationView, MemberView};
 use samizdat_rpc::{self as rpc, Api, NoParams};
 use serde::Deserialize;
@@ -332,7 +333,7 @@ pub(super) fn fail(c: &Ctx<'_>, e: &CallError) -> Response {
 
 async fn conversation(
     app: &App,
-    id: &str,
+    id: ConversationId,
 ) -> Result<(ConversationView, Vec<ConversationView>), CallError> {
     let convs = app.conversations(NoParams {}).await?;
     let conv = convs
@@ -500,7 +501,7 @@ async fn unlock(State(app): AppState, form: Posted) -> Response {
 
 // ---- chats ----------------------------------------------------------------------------------
 
-async fn chat(State(app): AppState, signed: Signed, Path(id): Path<String>) -> Response {
+async fn chat(State(app): AppState, signed: Signed, Path(id): Path<ConversationId>) -> Response {
     let r = signed.open(&app);
     if !ready(&app).await {
         return see("/".into());
@@ -508,17 +509,17 @@ async fn chat(State(app): AppState, signed: Signed, Path(id): Path<String>) -> R
     let result = async {
         let ms = app
             .history(rpc::HistoryParams {
-                conversation_id: Some(id.clone()),
+                conversation_id: Some(id),
                 limit: Some(pages::PAGE),
                 ..Default::default()
             })
             .await?;
         // After reading: the list shows this conversation as read.
-        let (conv, convs) = conversation(&app, &id).await?;
+        let (conv, convs) = conversation(&app, id).await?;
         let invs = app.invitations(NoParams {}).await?;
         let draft = app
             .draft(rpc::DraftParams {
-                conversation_id: id.clone(),
+                conversation_id: id,
                 text: None,
             })
             .await?;
@@ -535,8 +536,8 @@ async fn chat(State(app): AppState, signed: Signed, Path(id): Path<String>) -> R
 
 #[derive(Deserialize)]
 struct PageQuery {
-    before: Option<String>,
-    after: Option<String>,
+    before: Option<MessageId>,
+    after: Option<MessageId>,
 }
 
 /// Older messages (`before`) or newer ones (`after`) as list items. `X-More: 1` when older
@@ -544,16 +545,16 @@ struct PageQuery {
 async fn messages(
     State(app): AppState,
     signed: Signed,
-    Path(id): Path<String>,
+    Path(id): Path<ConversationId>,
     Query(q): Query<PageQuery>,
 ) -> Response {
     let r = signed.open(&app);
     let limit = if q.after.is_some() { 500 } else { pages::PAGE };
     let ms = app
         .history(rpc::HistoryParams {
-            conversation_id: Some(id.clone()),
-            before: q.before.clone(),
-            after: q.after.clone(),
+            conversation_id: Some(id),
+            before: q.before,
+            after: q.after,
             limit: Some(limit),
             ..Default::default()
         })
@@ -564,7 +565,7 @@ async fn messages(
             let more = q.before.is_some() && ms.len() >= pages::PAGE;
             let mut resp = page(pages::messages(&r.ctx, &ms));
             if let (true, Some(first)) = (more, ms.first())
-                && let Ok(v) = first.id.parse()
+                && let Ok(v) = first.id.to_string().parse()
             {
                 resp.headers_mut().insert("x-older", v);
             }
@@ -577,13 +578,13 @@ async fn messages(
 async fn one_message(
     State(app): AppState,
     signed: Signed,
-    Path((id, mid)): Path<(String, String)>,
+    Path((id, mid)): Path<(ConversationId, MessageId)>,
 ) -> Response {
     let r = signed.open(&app);
     let ms = app
         .history(rpc::HistoryParams {
-            conversation_id: Some(id.clone()),
-            message_id: Some(mid.clone()),
+            conversation_id: Some(id),
+            message_id: Some(mid),
             ..Default::default()
         })
         .await
@@ -596,18 +597,13 @@ async fn one_message(
 
 #[derive(Deserialize)]
 struct ListQuery {
-    current: Option<String>,
+    current: Option<ConversationId>,
 }
 
 async fn chat_list(State(app): AppState, signed: Signed, Query(q): Query<ListQuery>) -> Response {
     let r = signed.open(&app);
     match lists(&app).await {
-        Ok((convs, invs)) => page(pages::chat_list(
-            &r.ctx,
-            &convs,
-            &invs,
-            q.current.as_deref(),
-        )),
+        Ok((convs, invs)) => page(pages::chat_list(&r.ctx, &convs, &invs, q.current)),
         Err(e) => (StatusCode::SERVICE_UNAVAILABLE, explain(&r.ctx, &e)).into_response(),
     }
 }
@@ -615,14 +611,14 @@ async fn chat_list(State(app): AppState, signed: Signed, Query(q): Query<ListQue
 async fn send(
     State(app): AppState,
     headers: HeaderMap,
-    Path(id): Path<String>,
+    Path(id): Path<ConversationId>,
     form: Posted,
 ) -> Response {
     let (r, f) = form.open(&app);
     let text = f.text("text");
     let sent = app
         .send(rpc::SendParams {
-            conversation_id: Some(id.clone()),
+            conversation_id: Some(id),
             text: Some(text.to_string()),
             ..Default::default()
         })
@@ -647,12 +643,10 @@ async fn send(
     }
 }
 
-async fn retry(State(app): AppState, Path(mid): Path<String>, form: Posted) -> Response {
+async fn retry(State(app): AppState, Path(mid): Path<MessageId>, form: Posted) -> Response {
     let (r, _) = form.open(&app);
     let sent = app
-        .message_retry(rpc::MessageParams {
-            message_id: mid.clone(),
-        })
+        .message_retry(rpc::MessageParams { message_id: mid })
         .await
         .map_err(CallError::from);
     match sent {
@@ -666,7 +660,7 @@ async fn retry(State(app): AppState, Path(mid): Path<String>, form: Posted) -> R
 async fn info_page(
     app: &App,
     c: &Ctx<'_>,
-    id: &str,
+    id: ConversationId,
     waiting: Option<String>,
     error: Option<String>,
 ) -> Response {
@@ -674,7 +668,7 @@ async fn info_page(
         let (conv, _) = conversation(app, id).await?;
         let members: Vec<MemberView> = if conv.active {
             app.group_members(rpc::GroupParams {
-                conversation_id: Some(conv.id.clone()),
+                conversation_id: Some(conv.id),
                 ..Default::default()
             })
             .await?
@@ -704,15 +698,15 @@ async fn info_page(
     }
 }
 
-async fn info(State(app): AppState, signed: Signed, Path(id): Path<String>) -> Response {
+async fn info(State(app): AppState, signed: Signed, Path(id): Path<ConversationId>) -> Response {
     let r = signed.open(&app);
-    info_page(&app, &r.ctx, &id, None, None).await
+    info_page(&app, &r.ctx, id, None, None).await
 }
 
 /// Run a group change; show the members page again (with what went wrong, if anything).
 async fn group_change(
     app: &App,
-    id: &str,
+    id: ConversationId,
     form: Posted,
     method: &'static str,
     params: impl FnOnce(&str, &Fields) -> Value,
@@ -720,19 +714,14 @@ async fn group_change(
     let (r, f) = form.open(app);
     // By id: a rename elsewhere cannot make this land on another conversation, and no list
     // of every conversation is read to find a name.
-    let result: Result<Value, CallError> = app.call(method, params(id, &f)).await;
+    let result: Result<Value, CallError> = app.call(method, params(&id.to_string(), &f)).await;
     match result {
         Ok(v) => {
-            let waiting = v
+            let waiting: Vec<ContactId> = v
                 .get("waiting")
-                .and_then(Value::as_array)
-                .filter(|w| !w.is_empty())
-                .map(|w| {
-                    w.iter()
-                        .filter_map(Value::as_str)
-                        .collect::<Vec<_>>()
-                        .join(", ")
-                });
+                .and_then(|w| serde_json::from_value(w.clone()).ok())
+                .unwrap_or_default();
+            let waiting = shown(app, &waiting).await;
             if waiting.is_some() {
                 return info_page(app, &r.ctx, id, waiting, None).await;
             }
@@ -745,10 +734,10 @@ async fn group_change(
     }
 }
 
-async fn group_add(State(app): AppState, Path(id): Path<String>, form: Posted) -> Response {
+async fn group_add(State(app): AppState, Path(id): Path<ConversationId>, form: Posted) -> Response {
     group_change(
         &app,
-        &id,
+        id,
         form,
         "group_add",
         |g, f| json!({ "conversation_id": g, "contacts": f.all("member") }),
@@ -756,10 +745,14 @@ async fn group_add(State(app): AppState, Path(id): Path<String>, form: Posted) -
     .await
 }
 
-async fn group_remove(State(app): AppState, Path(id): Path<String>, form: Posted) -> Response {
+async fn group_remove(
+    State(app): AppState,
+    Path(id): Path<ConversationId>,
+    form: Posted,
+) -> Response {
     group_change(
         &app,
-        &id,
+        id,
         form,
         "group_remove",
         |g, f| json!({ "conversation_id": g, "contact": f.text("contact") }),
@@ -767,10 +760,14 @@ async fn group_remove(State(app): AppState, Path(id): Path<String>, form: Posted
     .await
 }
 
-async fn group_rename(State(app): AppState, Path(id): Path<String>, form: Posted) -> Response {
+async fn group_rename(
+    State(app): AppState,
+    Path(id): Path<ConversationId>,
+    form: Posted,
+) -> Response {
     group_change(
         &app,
-        &id,
+        id,
         form,
         "group_rename",
         |g, f| json!({ "conversation_id": g, "name": f.text("name") }),
@@ -778,10 +775,14 @@ async fn group_rename(State(app): AppState, Path(id): Path<String>, form: Posted
     .await
 }
 
-async fn group_leave(State(app): AppState, Path(id): Path<String>, form: Posted) -> Response {
+async fn group_leave(
+    State(app): AppState,
+    Path(id): Path<ConversationId>,
+    form: Posted,
+) -> Response {
     group_change(
         &app,
-        &id,
+        id,
         form,
         "group_leave",
         |g, _| json!({ "conversation_id": g }),
@@ -789,8 +790,8 @@ async fn group_leave(State(app): AppState, Path(id): Path<String>, form: Posted)
     .await
 }
 
-async fn set_timer(State(app): AppState, Path(id): Path<String>, form: Posted) -> Response {
-    group_change(&app, &id, form, "set_timer", |g, f| {
+async fn set_timer(State(app): AppState, Path(id): Path<ConversationId>, form: Posted) -> Response {
+    group_change(&app, id, form, "set_timer", |g, f| {
         let seconds = f
             .get("seconds")
             .and_then(|s| s.parse::<u64>().ok())
@@ -828,16 +829,14 @@ async fn create_group(State(app): AppState, form: Posted) -> Response {
                     contacts: members.clone(),
                 })
                 .await?;
-            if !added.waiting.is_empty() {
-                waiting = Some(added.waiting.join(", "));
-            }
+            waiting = shown(&app, &added.waiting).await;
         }
         Ok::<_, CallError>((created, waiting))
     }
     .await;
     match result {
         Ok((c, None)) => see(format!("/c/{}", c.conversation_id)),
-        Ok((c, Some(w))) => info_page(&app, &r.ctx, &c.conversation_id, Some(w), None).await,
+        Ok((c, Some(w))) => info_page(&app, &r.ctx, c.conversation_id, Some(w), None).await,
         Err(e) => {
             let contacts = app.contacts(NoParams {}).await.unwrap_or_default();
             page_with(
@@ -925,7 +924,23 @@ async fn invitation(
     }
 }
 
-async fn contact(app: &App, id: &str) -> Result<ContactView, CallError> {
+/// Contacts as a person reads them (their names, not their ids); `None` for none.
+async fn shown(app: &App, ids: &[ContactId]) -> Option<String> {
+    if ids.is_empty() {
+        return None;
+    }
+    let contacts = app.contacts(NoParams {}).await.unwrap_or_default();
+    let names: Vec<String> = ids
+        .iter()
+        .map(|id| match contacts.iter().find(|k| k.id == *id) {
+            Some(k) => k.shown_as.clone(),
+            None => id.short(),
+        })
+        .collect();
+    Some(names.join(", "))
+}
+
+async fn contact(app: &App, id: ContactId) -> Result<ContactView, CallError> {
     let contacts = app.contacts(NoParams {}).await?;
     contacts.into_iter().find(|k| k.id == id).ok_or(CallError {
         kind: Some("not_found".into()),
@@ -933,10 +948,10 @@ async fn contact(app: &App, id: &str) -> Result<ContactView, CallError> {
     })
 }
 
-async fn verify(State(app): AppState, signed: Signed, Path(id): Path<String>) -> Response {
+async fn verify(State(app): AppState, signed: Signed, Path(id): Path<ContactId>) -> Response {
     let r = signed.open(&app);
     let result = async {
-        let k = contact(&app, &id).await?;
+        let k = contact(&app, id).await?;
         let n = app
             .safety_number(rpc::ContactParams {
                 contact: k.alias.clone(),
@@ -951,10 +966,10 @@ async fn verify(State(app): AppState, signed: Signed, Path(id): Path<String>) ->
     }
 }
 
-async fn verify_post(State(app): AppState, Path(id): Path<String>, form: Posted) -> Response {
+async fn verify_post(State(app): AppState, Path(id): Path<ContactId>, form: Posted) -> Response {
     let (r, f) = form.open(&app);
     let result = async {
-        let k = contact(&app, &id).await?;
+        let k = contact(&app, id).await?;
         app.contact_verify(rpc::ContactVerifyParams {
             contact: k.alias.clone(),
             verified: f.get("verified") == Some("1"),
@@ -1150,12 +1165,16 @@ async fn quit(State(app): AppState, form: Posted) -> Response {
 }
 
 /// The composer's draft, kept in the profile (never in the browser).
-async fn save_draft(State(app): AppState, Path(id): Path<String>, form: Posted) -> Response {
+async fn save_draft(
+    State(app): AppState,
+    Path(id): Path<ConversationId>,
+    form: Posted,
+) -> Response {
     let (r, f) = form.open(&app);
     let text = zeroize::Zeroizing::new(f.text("text"));
     let saved = app
         .draft_set(rpc::DraftParams {
-            conversation_id: id.clone(),
+            conversation_id: id,
             text: Some(text.as_str().to_string()),
         })
         .await

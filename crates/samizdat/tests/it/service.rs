@@ -765,9 +765,18 @@ fn json_rpc_errors_are_typed_and_the_connection_survives() {
     assert_eq!(
         rpc.error_code(
             "send",
-            json!({ "target": bob.display, "conversation_id": "x", "text": "x" })
+            json!({ "target": bob.display, "conversation_id": "AAAAAAAAAAAAAAAAAAAAAA", "text": "x" })
         ),
         -32000
+    );
+    // Ids are typed: a malformed one is refused as a parameter before anything runs.
+    assert_eq!(
+        rpc.error_code("send", json!({ "conversation_id": "x", "text": "x" })),
+        -32602
+    );
+    assert_eq!(
+        rpc.error_code("download", json!({ "message_id": "ab", "out": "/tmp" })),
+        -32602
     );
     let nf = rpc.request("send", json!({ "target": "nobody", "text": "x" }));
     assert_eq!(nf["error"]["code"], -32001, "{nf}");
