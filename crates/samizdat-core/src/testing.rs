@@ -184,6 +184,7 @@ impl World {
             home,
             profile,
             seen: Vec::new(),
+            read: 0,
         }
     }
 
@@ -263,6 +264,7 @@ impl World {
             home,
             profile,
             seen: Vec::new(),
+            read: 0,
         }
     }
 
@@ -340,6 +342,8 @@ pub struct Person {
     pub profile: Profile,
     /// Every event reported so far.
     pub seen: Vec<Event>,
+    /// How far `seen` has read the profile's event log.
+    read: u64,
 }
 
 impl Person {
@@ -354,16 +358,16 @@ impl Person {
     /// Sync, with its error (a relay down, say).
     pub async fn try_sync(&mut self) -> Result<Vec<Event>> {
         let synced = self.profile.sync().await;
-        let mut events = self.take();
-        let mut got = synced?;
-        got.append(&mut events);
-        self.seen.extend(got.iter().cloned());
-        Ok(got)
+        let events = self.take();
+        synced?;
+        Ok(events)
     }
 
-    /// What operations other than sync reported (catch-ups inside a send, say).
+    /// What the profile logged since the last look (a sync, a catch-up inside a send), from
+    /// its event log: the one way events travel.
     pub fn take(&mut self) -> Vec<Event> {
-        let events = self.profile.take_events();
+        let events = self.profile.events_since(self.read).expect("the event log");
+        self.read = self.profile.last_event().expect("the event log");
         self.seen.extend(events.iter().cloned());
         events
     }

@@ -62,12 +62,14 @@ async fn sync(p: &mut Person) -> Result<()> {
 async fn send(p: &mut Person, to: &str, text: &str, sent: &mut Vec<String>) -> Result<()> {
     // The demo is a front: it resolves the names it prints to ids at its edge.
     let id = p.profile.find_conversation(to)?;
+    let since = p.profile.last_event()?;
     p.profile
         .send(&id, text)
         .await
         .with_context(|| format!("{} sending to {to}", p.name))?;
     println!("  {} -> [{to}] {text}", p.name);
-    show(&p.profile.take_events(), p.name);
+    // What the send reported (a catch-up first, say), read from the event log.
+    show(&p.profile.events_since(since)?, p.name);
     sent.push(text.to_string());
     Ok(())
 }

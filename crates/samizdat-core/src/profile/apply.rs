@@ -11,10 +11,9 @@ impl Profile {
         sender: &[u8; 32],
         p: Payload,
         seq: u64,
-        events: &mut Vec<Event>,
     ) -> Result<Option<Vec<u8>>> {
         let gid = conv.group_id;
-        if self.apply_self_body(conv, sender, &p.body, events)? {
+        if self.apply_self_body(conv, sender, &p.body)? {
             return Ok(None);
         }
         // Only the person's devices share the self group; nothing else is accepted there.
@@ -31,7 +30,7 @@ impl Profile {
                     text,
                     attachment,
                 };
-                self.apply_text(conv, sender, seq, m, events)?;
+                self.apply_text(conv, sender, seq, m)?;
             }
             // Our other devices' announcements are not news about a peer.
             Body::Profile { .. } if mine => {}
@@ -41,9 +40,9 @@ impl Profile {
                 devices,
             } => {
                 let list = devices.as_ref();
-                self.apply_profile(conv, sender, &name, &mailboxes, list, events)?;
+                self.apply_profile(conv, sender, &name, &mailboxes, list)?;
             }
-            Body::GroupMeta { name } => self.apply_group_meta(conv, &name, events)?,
+            Body::GroupMeta { name } => self.apply_group_meta(conv, &name)?,
             Body::Intro {
                 name,
                 relay,
@@ -51,9 +50,7 @@ impl Profile {
                 invite,
                 mailboxes,
             } => {
-                self.apply_intro(
-                    conv, sender, name, relay, mailbox, invite, mailboxes, events,
-                )?;
+                self.apply_intro(conv, sender, name, relay, mailbox, invite, mailboxes)?;
             }
             Body::Timer { secs } => {
                 let secs = secs.min(365 * 24 * 3600);
@@ -67,17 +64,17 @@ impl Profile {
                     who: self.label(&gid, sender)?,
                     secs,
                 };
-                self.emit(events, e)?;
+                self.emit(e)?;
             }
             Body::DeviceList { list } => {
-                self.keep_device_list(sender, &list, Some(conv), events)?;
+                self.keep_device_list(sender, &list, Some(conv))?;
             }
             Body::Devices { .. }
             | Body::History { .. }
             | Body::State { .. }
             | Body::InvitationAnswer { .. } => {}
             Body::Refused { reason } => {
-                self.apply_refused(conv, sender, &reason, events)?;
+                self.apply_refused(conv, sender, &reason)?;
             }
             Body::Leave if mine => {
                 // We left on another device: the others remove every device of ours; this
@@ -88,7 +85,7 @@ impl Profile {
                 )?;
                 conv.active = false;
                 let e = Event::notice(Some(conv), Notice::LeftOnOtherDevice);
-                self.emit(events, e)?;
+                self.emit(e)?;
             }
             Body::Leave => {
                 // Kept until a commit removes them (see `commit_pending_removals`).
@@ -102,7 +99,7 @@ impl Profile {
                     member: ContactId::from_bytes(*sender),
                     who: self.label(&gid, sender)?,
                 };
-                self.emit(events, e)?;
+                self.emit(e)?;
                 return Ok(Some(sender.to_vec()));
             }
         }
@@ -110,14 +107,7 @@ impl Profile {
     }
 
     /// A text message (with its attachment, if it passes its checks): stored once, shown.
-    fn apply_text(
-        &self,
-        conv: &Conv,
-        sender: &[u8; 32],
-        seq: u64,
-        m: TextIn,
-        events: &mut Vec<Event>,
-    ) -> Result<()> {
+    fn apply_text(&self, conv: &Conv, sender: &[u8; 32], seq: u64, m: TextIn) -> Result<()> {
         let TextIn {
             id,
             sent_at,
@@ -131,16 +121,13 @@ impl Profile {
         let attachment = match attachment.map(|a| a.check().map(|_| a)).transpose() {
             Ok(a) => a,
             Err(e) => {
-                self.emit(
-                    events,
-                    Event::Notice {
-                        conversation_id: Some(ConversationId::from_id(gid)),
-                        conversation: Some(conv.name.clone()),
-                        notice: Notice::AttachmentRefused {
-                            error: Problem::from(&e),
-                        },
+                self.emit(Event::Notice {
+                    conversation_id: Some(ConversationId::from_id(gid)),
+                    conversation: Some(conv.name.clone()),
+                    notice: Notice::AttachmentRefused {
+                        error: Problem::from(&e),
                     },
-                )?;
+                })?;
                 None
             }
         };
@@ -173,7 +160,7 @@ impl Profile {
                 sent_at,
                 attachment: attachment.as_ref().map(|a| AttachmentView::of(a, false)),
             };
-            self.emit(events, e)?;
+            self.emit(e)?;
         }
         Ok(())
     }
@@ -187,11 +174,10 @@ impl Profile {
         name: &str,
         mailboxes: &[crate::payload::MailboxAddr],
         devices: Option<&crate::device::DeviceList>,
-        events: &mut Vec<Event>,
     ) -> Result<()> {
         let gid = conv.group_id;
         if let Some(list) = devices {
-            self.keep_device_list(sender, list, Some(conv), events)?;
+            self.keep_device_list(sender, list, Some(conv))?;
         }
         self.store_peer_addresses(sender, mailboxes)?;
         let name = crate::text::clean_name(name);
@@ -209,7 +195,7 @@ impl Profile {
 
     /// A member named (or renamed) the group; our local name follows, made unique among
     /// our contacts and conversations.
-    fn apply_group_meta(&self, conv: &mut Conv, name: &str, events: &mut Vec<Event>) -> Result<()> {
+    fn apply_group_meta(&self, conv: &mut Conv, name: &str) -> Result<()> {
         // A member named (or renamed) the group; our local name follows, made unique
         // among our contacts and conversations.
         let wanted = name.trim();
@@ -224,7 +210,7 @@ impl Profile {
                 conversation_id: ConversationId::from_id(conv.group_id),
                 conversation: unique.clone(),
             };
-            self.emit(events, e)?;
+            self.emit(e)?;
             conv.name = unique;
         }
         Ok(())

@@ -263,7 +263,7 @@ impl Profile {
     }
 
     /// Carry out answers our other devices gave to invitations that arrived here.
-    pub(super) async fn answer_invitations(&mut self, events: &mut Vec<Event>) -> Result<()> {
+    pub(super) async fn answer_invitations(&mut self) -> Result<()> {
         let answers: Vec<(String, Vec<u8>)> = {
             let conn = self.db.conn();
             let mut stmt = conn
@@ -298,23 +298,19 @@ impl Profile {
             };
             match outcome {
                 Err(e @ Error::RelayUnreachable(_)) => return Err(e),
-                Err(e) => self.emit(
-                    events,
-                    Event::notice(
-                        None,
-                        Notice::InvitationElsewhereFailed {
-                            error: Problem::from(&e),
-                        },
-                    ),
-                )?,
-                Ok(Some(text)) => self.emit(events, Event::notice(None, text))?,
+                Err(e) => self.emit(Event::notice(
+                    None,
+                    Notice::InvitationElsewhereFailed {
+                        error: Problem::from(&e),
+                    },
+                ))?,
+                Ok(Some(text)) => self.emit(Event::notice(None, text))?,
                 Ok(None) => {}
             }
             self.db
                 .conn()
                 .execute("DELETE FROM settings WHERE key = ?1", params![key])?;
         }
-        events.append(&mut self.buffered);
         Ok(())
     }
 
@@ -325,7 +321,6 @@ impl Profile {
         conv: &Conv,
         sender: &[u8; 32],
         body: &Body,
-        events: &mut Vec<Event>,
     ) -> Result<bool> {
         let ours = *sender == self.fingerprint && is_self_group(conv);
         match body {
@@ -334,7 +329,7 @@ impl Profile {
                     self.db.conn().execute("DELETE FROM devices", [])?;
                     self.store_device_records(devices)?;
                     if let Some(list) = signed {
-                        self.keep_device_list(sender, list, None, events)?;
+                        self.keep_device_list(sender, list, None)?;
                     }
                 }
                 Ok(true)
@@ -361,7 +356,7 @@ impl Profile {
                     let json = serde_json::to_string(archive)
                         .map_err(|e| Error::Storage(e.to_string()))?;
                     self.db.set_setting("history_archive", json.as_bytes())?;
-                    self.emit(events, Event::notice(Some(conv), Notice::HistorySent))?;
+                    self.emit(Event::notice(Some(conv), Notice::HistorySent))?;
                 }
                 Ok(true)
             }
@@ -370,7 +365,7 @@ impl Profile {
     }
 
     /// Fetch and import a history archive the self group announced (once).
-    pub(super) async fn import_history(&mut self, events: &mut Vec<Event>) -> Result<usize> {
+    pub(super) async fn import_history(&mut self) -> Result<usize> {
         self.import_state().await?;
         let Some(json) = self.db.get_setting("history_archive")? else {
             return Ok(0);
@@ -386,16 +381,13 @@ impl Profile {
                 .execute("DELETE FROM settings WHERE key = 'history_archive'", [])?;
             self.db
                 .set_setting("history_imported", &(n as u64).to_be_bytes())?;
-            self.emit(
-                events,
-                Event::notice(
-                    None,
-                    Notice::HistoryReceived {
-                        conversations: archive.conversations.len() as u64,
-                        messages: n as u64,
-                    },
-                ),
-            )
+            self.emit(Event::notice(
+                None,
+                Notice::HistoryReceived {
+                    conversations: archive.conversations.len() as u64,
+                    messages: n as u64,
+                },
+            ))
         })?;
         Ok(n)
     }

@@ -145,7 +145,6 @@ impl Profile {
         let json = serde_json::to_string(&attachment).map_err(|e| Error::Storage(e.to_string()))?;
         let sent_at = now_millis();
         let expires_in = (timer > 0).then_some(timer);
-        let mut events = Vec::new();
         self.db.transaction(|| {
             self.db.conn().execute(
                 "INSERT INTO messages (id, group_id, sender_fp, outgoing, body, sent_at, received_at, expires_in, expires_at, attachment, attachment_file)
@@ -167,7 +166,6 @@ impl Profile {
                 params![id.as_bytes(), conv.group_id.as_bytes(), cipher_len as i64, sent_at as i64],
             )?;
             self.emit(
-                &mut events,
                 Event::MessageQueued {
                     conversation_id: ConversationId::from_id(conv.group_id),
                     conversation: conv.name.clone(),
@@ -175,7 +173,6 @@ impl Profile {
                 },
             )
         })?;
-        self.buffered.append(&mut events);
         self.state_changed()?;
         Ok(MessageId::from_id(id))
     }

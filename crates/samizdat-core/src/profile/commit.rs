@@ -45,7 +45,6 @@ impl Profile {
         conv: &Conv,
         before: &[mls::Member],
         after: &[mls::Member],
-        events: &mut Vec<Event>,
     ) -> Result<()> {
         let had = |list: &[mls::Member], fp: &[u8; 32]| list.iter().any(|m| &m.fingerprint == fp);
         for m in after.iter().filter(|m| !had(before, &m.fingerprint)) {
@@ -55,7 +54,7 @@ impl Profile {
                 member: ContactId::from_bytes(m.fingerprint),
                 who: self.label(&conv.group_id, &m.fingerprint)?,
             };
-            self.emit(events, e)?;
+            self.emit(e)?;
         }
         for m in before.iter().filter(|m| !had(after, &m.fingerprint)) {
             if m.fingerprint == self.fingerprint {
@@ -67,7 +66,7 @@ impl Profile {
                 member: ContactId::from_bytes(m.fingerprint),
                 who: self.label(&conv.group_id, &m.fingerprint)?,
             };
-            self.emit(events, e)?;
+            self.emit(e)?;
         }
         Ok(())
     }
@@ -82,10 +81,8 @@ impl Profile {
         invite: Option<Id>,
     ) -> Result<()> {
         let relay = self.conv_relay(conv)?;
-        let mut events = Vec::new();
         for _ in 0..MAX_ATTEMPTS {
-            let synced = self.sync_group(&conv.group_id, &mut events).await;
-            self.buffered.append(&mut events);
+            let synced = self.sync_group(&conv.group_id).await;
             synced?;
             // The catch-up may have named the conversation (a Welcome's first message).
             let conv = &self
@@ -191,7 +188,6 @@ impl Profile {
         mut c: Committed<'_>,
         stored: &samizdat_proto::Stored,
     ) -> Result<()> {
-        let mut events = Vec::new();
         // Welcomes the group's relay could not store go the same way as those
         // for other relays: kept and retried.
         for mailbox in &stored.undelivered_welcomes {
@@ -249,15 +245,14 @@ impl Profile {
                 let ct = c.group.encrypt(&plain)?;
                 c.group.save()?;
                 let epoch = c.group.epoch();
-                self.queue(conv, p, &plain, &random_id(), &ct, epoch, &mut events)?;
+                self.queue(conv, p, &plain, &random_id(), &ct, epoch)?;
             }
             self.db.conn().execute(
                 "DELETE FROM settings WHERE key = ?1",
                 params![pending_commit_key(&conv.group_id)],
             )?;
-            self.member_changes(conv, &c.members, &c.group.members(), &mut events)
+            self.member_changes(conv, &c.members, &c.group.members())
         })?;
-        self.buffered.append(&mut events);
         crash_point("commit-before-drops");
         // Deliver now if we can; whatever cannot be is retried by the next sync
         // (the commit stands either way).

@@ -205,11 +205,12 @@ impl Profile {
         })?;
         drop(group);
         crash_point("accept-before-commit");
+        let since = self.last_event()?;
         self.resume_add(pending).await?;
         if self.conv_by_id(&group_id)?.is_none() {
-            // Refused for good and undone; the reason is in the events.
+            // Refused for good and undone; the reason is in the event log.
             let why = self
-                .buffered
+                .events_since(since)?
                 .iter()
                 .rev()
                 .find_map(|e| match e {
@@ -313,7 +314,6 @@ impl Profile {
         mailbox: Id,
         invite: Id,
         mailboxes: Vec<crate::payload::MailboxAddr>,
-        events: &mut Vec<Event>,
     ) -> Result<()> {
         let gid = conv.group_id;
         let row: Option<(i64, i64, i64)> = self
@@ -340,10 +340,10 @@ impl Profile {
                     reason: reason.clone(),
                 },
             )?;
-            self.emit(
-                events,
-                Event::notice(Some(conv), Notice::IntroductionRefused { reason }),
-            )?;
+            self.emit(Event::notice(
+                Some(conv),
+                Notice::IntroductionRefused { reason },
+            ))?;
             return Ok(());
         }
         self.db.conn().execute(
@@ -372,7 +372,7 @@ impl Profile {
                     alias: alias.clone(),
                     display_name: display.clone(),
                 };
-                self.emit(events, e)?;
+                self.emit(e)?;
                 alias
             }
         };
@@ -436,7 +436,6 @@ impl Profile {
         conv: &mut Conv,
         sender: &[u8; 32],
         reason: &str,
-        events: &mut Vec<Event>,
     ) -> Result<()> {
         // Only the contact this conversation was made for can refuse it.
         let contact: Option<String> = self
@@ -473,6 +472,6 @@ impl Profile {
             name: alias,
             reason,
         };
-        self.emit(events, Event::notice(Some(conv), text))
+        self.emit(Event::notice(Some(conv), text))
     }
 }

@@ -115,7 +115,6 @@ impl Profile {
             )?
             .collect::<rusqlite::Result<Vec<_>>>()?
         };
-        let mut events = Vec::new();
         for (request_id, relay, mailbox, body, gid, member, attempts, created_at, kind) in due {
             let (Ok(rid), Ok(mailbox), Ok(gid)) = (
                 Id::from_slice(&request_id),
@@ -189,12 +188,11 @@ impl Profile {
                         } else {
                             Notice::WelcomeNotDelivered { who, error: why }
                         };
-                        self.emit(&mut events, Event::notice(conv.as_ref(), text))
+                        self.emit(Event::notice(conv.as_ref(), text))
                     })?;
                 }
             }
         }
-        self.buffered.append(&mut events);
         Ok(())
     }
 

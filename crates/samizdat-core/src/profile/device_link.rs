@@ -235,11 +235,8 @@ impl Profile {
     }
 
     /// Answer the open links only (the service calls this often while one is open).
-    pub async fn poll_links(&mut self) -> Result<Vec<Event>> {
-        let mut events = Vec::new();
-        self.sync_links(&mut events).await?;
-        events.append(&mut self.buffered);
-        Ok(events)
+    pub async fn poll_links(&mut self) -> Result<()> {
+        self.sync_links().await
     }
 
     pub(super) fn finish_link(&self, id: i64, outcome: &str) -> Result<()> {
@@ -251,7 +248,7 @@ impl Profile {
     }
 
     /// Answer what new devices sent to our open links (called by every sync).
-    pub(super) async fn sync_links(&mut self, events: &mut Vec<Event>) -> Result<()> {
+    pub(super) async fn sync_links(&mut self) -> Result<()> {
         let links = self.open_links()?;
         for link in links {
             if now_secs() > link.expires_at + 3600 {
@@ -268,7 +265,7 @@ impl Profile {
             let mut done = Vec::new();
             for m in msgs {
                 done.push(m.seq);
-                let outcome = self.link_message(&link, &m.body.0, events).await;
+                let outcome = self.link_message(&link, &m.body.0).await;
                 match outcome {
                     Ok(true) => break,
                     Ok(false) => {}
@@ -285,15 +282,12 @@ impl Profile {
                             };
                             let _ = self.reply(relay, mailbox, hpke, &refused).await;
                         }
-                        self.emit(
-                            events,
-                            Event::notice(
-                                None,
-                                Notice::LinkFailed {
-                                    error: Problem::from(&e),
-                                },
-                            ),
-                        )?;
+                        self.emit(Event::notice(
+                            None,
+                            Notice::LinkFailed {
+                                error: Problem::from(&e),
+                            },
+                        ))?;
                         break;
                     }
                 }
@@ -306,25 +300,20 @@ impl Profile {
     }
 
     /// One message in a link's mailbox. `Ok(true)` when the link is finished.
-    pub(super) async fn link_message(
-        &mut self,
-        link: &LinkRow,
-        sealed: &[u8],
-        events: &mut Vec<Event>,
-    ) -> Result<bool> {
+    pub(super) async fn link_message(&mut self, link: &LinkRow, sealed: &[u8]) -> Result<bool> {
         let cs = self.cipher_suite();
         let plain = match device::hpke_open(cs, &link.hpke_secret, &link.hpke_public, sealed) {
             Ok(p) => p,
             Err(_) => {
                 // Not sealed to this link (or altered on the way): nothing to answer.
-                self.emit(events, Event::notice(None, Notice::LinkMessageUnreadable))?;
+                self.emit(Event::notice(None, Notice::LinkMessageUnreadable))?;
                 return Ok(false);
             }
         };
         let msg: LinkMessage = serde_json::from_slice(&plain)
             .map_err(|_| Error::Protocol("an undecodable device link message".into()))?;
         match msg {
-            LinkMessage::Keys(keys) => self.link_keys(link, keys, events).await,
+            LinkMessage::Keys(keys) => self.link_keys(link, keys).await,
         }
     }
 
@@ -350,12 +339,7 @@ impl Profile {
         Ok(())
     }
 
-    pub(super) async fn link_keys(
-        &mut self,
-        link: &LinkRow,
-        keys: LinkKeys,
-        events: &mut Vec<Event>,
-    ) -> Result<bool> {
+    pub(super) async fn link_keys(&mut self, link: &LinkRow, keys: LinkKeys) -> Result<bool> {
         if link.done {
             return Ok(false);
         }
@@ -386,19 +370,16 @@ impl Profile {
         }
         let name = link.name.clone().unwrap_or_default();
         let added = self
-            .add_device(device_fp, &name, relay, mailbox, kps, events)
+            .add_device(device_fp, &name, relay, mailbox, kps)
             .await?;
         self.finish_link(link.id, "linked")?;
-        self.emit(
-            events,
-            Event::notice(
-                None,
-                Notice::DeviceLinked {
-                    name: name.to_string(),
-                    conversations: added as u64,
-                },
-            ),
-        )?;
+        self.emit(Event::notice(
+            None,
+            Notice::DeviceLinked {
+                name: name.to_string(),
+                conversations: added as u64,
+            },
+        ))?;
         Ok(true)
     }
 
@@ -667,7 +648,7 @@ impl Profile {
     /// not be joined, the other device refused, or `deadline`.
     async fn await_linked(&mut self, deadline: std::time::Instant) -> Result<usize> {
         loop {
-            let mut events = self.sync().await?;
+            let events = self.sync().await?;
             for e in &events {
                 if let Event::Notice {
                     notice: Notice::JoinFailed { error },
@@ -680,7 +661,6 @@ impl Profile {
                     )));
                 }
             }
-            self.buffered.append(&mut events);
             if let Some(reason) = self.db.get_setting("join_refused")? {
                 return Err(Error::Usage(format!(
                     "the other device refused: {}",

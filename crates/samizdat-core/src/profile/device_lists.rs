@@ -38,7 +38,6 @@ impl Profile {
         device: &[u8; 32],
         before: &[crate::mls::Member],
         after: &[crate::mls::Member],
-        events: &mut Vec<Event>,
     ) -> Result<()> {
         let added = after
             .iter()
@@ -57,7 +56,7 @@ impl Profile {
             who,
             added: undone.saturating_sub(1) as u64,
         };
-        self.emit(events, Event::notice(Some(conv), text))
+        self.emit(Event::notice(Some(conv), text))
     }
 
     /// Our own newest signed list (every device of ours keeps it to pass it on).
@@ -133,8 +132,7 @@ impl Profile {
             devices,
             revoked,
         )?;
-        let mut events = Vec::new();
-        self.keep_device_list(&self.fingerprint.clone(), &list, None, &mut events)?;
+        self.keep_device_list(&self.fingerprint.clone(), &list, None)?;
         for conv in self.active_convs()? {
             if is_self_group(&conv) {
                 continue;
@@ -151,11 +149,10 @@ impl Profile {
                     let text = Notice::DeviceListNotSent {
                         error: Problem::from(&e),
                     };
-                    self.emit(&mut events, Event::notice(Some(&conv), text))?;
+                    self.emit(Event::notice(Some(&conv), text))?;
                 }
             }
         }
-        self.buffered.append(&mut events);
         Ok(())
     }
 
@@ -168,14 +165,13 @@ impl Profile {
         sender: &[u8; 32],
         list: &DeviceList,
         conv: Option<&Conv>,
-        events: &mut Vec<Event>,
     ) -> Result<()> {
         let person = match list.verify() {
             Ok(p) if p == *sender => p,
             _ => {
                 if let Some(conv) = conv {
                     let text = Notice::DeviceListUnsigned;
-                    self.emit(events, Event::notice(Some(conv), text))?;
+                    self.emit(Event::notice(Some(conv), text))?;
                 }
                 return Ok(());
             }
@@ -223,11 +219,11 @@ impl Profile {
             let who = self.label(&conv.group_id, &person)?;
             if added > 0 {
                 let text = Notice::ContactDeviceAdded { who: who.clone() };
-                self.emit(events, Event::notice(Some(conv), text))?;
+                self.emit(Event::notice(Some(conv), text))?;
             }
             if removed > 0 {
                 let text = Notice::ContactDeviceRemoved { who: who.clone() };
-                self.emit(events, Event::notice(Some(conv), text))?;
+                self.emit(Event::notice(Some(conv), text))?;
             }
         }
         // Leaves of revoked devices in groups we share: removed by the next commit.

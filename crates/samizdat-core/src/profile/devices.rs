@@ -93,7 +93,6 @@ impl Profile {
         relay: &str,
         mailbox: &Id,
         mut kps: Vec<Vec<u8>>,
-        events: &mut Vec<Event>,
     ) -> Result<usize> {
         let self_conv = self.ensure_self_group().await?;
         let convs = self.active_convs()?;
@@ -130,15 +129,12 @@ impl Profile {
                 .await
             {
                 Ok(()) => added += 1,
-                Err(e) => self.emit(
-                    events,
-                    Event::notice(
-                        Some(conv),
-                        Notice::NewDeviceNotAdded {
-                            error: Problem::from(&e),
-                        },
-                    ),
-                )?,
+                Err(e) => self.emit(Event::notice(
+                    Some(conv),
+                    Notice::NewDeviceNotAdded {
+                        error: Problem::from(&e),
+                    },
+                ))?,
             }
         }
         self.send_devices().await?;
@@ -216,11 +212,7 @@ impl Profile {
 
     /// After joining a conversation someone else added us to: add our other devices too
     /// (a KeyPackage claimed from each one's mailbox, checked to be that device's).
-    pub(super) async fn add_own_devices(
-        &mut self,
-        conv: &Conv,
-        events: &mut Vec<Event>,
-    ) -> Result<()> {
+    pub(super) async fn add_own_devices(&mut self, conv: &Conv) -> Result<()> {
         if self.self_group()? == Some(conv.group_id) {
             return Ok(());
         }
@@ -254,15 +246,12 @@ impl Profile {
                 .commit_change(conv, Vec::new(), present_revoked, None)
                 .await
         {
-            self.emit(
-                events,
-                Event::notice(
-                    Some(conv),
-                    Notice::RevokedDeviceNotRemoved {
-                        error: Problem::from(&e),
-                    },
-                ),
-            )?;
+            self.emit(Event::notice(
+                Some(conv),
+                Notice::RevokedDeviceNotRemoved {
+                    error: Problem::from(&e),
+                },
+            ))?;
         }
         let others: Vec<DeviceRecord> = records
             .into_iter()
@@ -298,16 +287,13 @@ impl Profile {
                 Err(e) => Err(e),
             };
             if let Err(e) = outcome {
-                self.emit(
-                    events,
-                    Event::notice(
-                        Some(conv),
-                        Notice::OwnDeviceNotAdded {
-                            name: d.name.clone(),
-                            error: Problem::from(&e),
-                        },
-                    ),
-                )?;
+                self.emit(Event::notice(
+                    Some(conv),
+                    Notice::OwnDeviceNotAdded {
+                        name: d.name.clone(),
+                        error: Problem::from(&e),
+                    },
+                ))?;
             }
         }
         Ok(())

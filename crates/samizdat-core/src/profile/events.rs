@@ -195,23 +195,48 @@ pub struct EventPage {
 }
 
 impl Profile {
-    /// Log `e` durably (inside the caller's transaction, if one is open) and hand it to the
-    /// caller's list. Every event the core reports goes through here, once.
-    pub(super) fn emit(&self, events: &mut Vec<Event>, e: Event) -> Result<()> {
-        if e.is_durable() {
-            let body = serde_json::to_string(&e).map_err(|e| Error::Storage(e.to_string()))?;
-            let conn = self.db.conn();
-            conn.execute(
-                "INSERT INTO events (body, created_at) VALUES (?1, ?2)",
-                params![body, now_millis() as i64],
-            )?;
-            conn.execute(
-                "DELETE FROM events WHERE seq <= (SELECT MAX(seq) FROM events) - ?1",
-                params![EVENT_LOG_MAX as i64],
-            )?;
-        }
-        events.push(e);
+    /// Log `e` durably, inside the caller's transaction if one is open. Every event the
+    /// profile reports goes through here, once, and only here: nothing else collects
+    /// events; the service, `sync`'s answer and every front read them back from the log.
+    pub(super) fn emit(&self, e: Event) -> Result<()> {
+        debug_assert!(
+            e.is_durable(),
+            "live-only events are the service's, not the log's"
+        );
+        let body = serde_json::to_string(&e).map_err(|e| Error::Storage(e.to_string()))?;
+        let conn = self.db.conn();
+        conn.execute(
+            "INSERT INTO events (body, created_at) VALUES (?1, ?2)",
+            params![body, now_millis() as i64],
+        )?;
+        conn.execute(
+            "DELETE FROM events WHERE seq <= (SELECT MAX(seq) FROM events) - ?1",
+            params![EVENT_LOG_MAX as i64],
+        )?;
         Ok(())
+    }
+
+    /// The newest position in the event log (0 when it is empty).
+    pub fn last_event(&self) -> Result<u64> {
+        let last: Option<i64> =
+            self.db
+                .conn()
+                .query_row("SELECT MAX(seq) FROM events", [], |r| r.get(0))?;
+        Ok(last.unwrap_or(0).max(0) as u64)
+    }
+
+    /// Every event logged after `since`, oldest first (what one step reported).
+    pub fn events_since(&self, since: u64) -> Result<Vec<Event>> {
+        let mut out = Vec::new();
+        let mut at = since;
+        loop {
+            let page = self.events_after(at, 1000)?;
+            let Some(last) = page.events.last().map(|e| e.seq) else {
+                return Ok(out);
+            };
+            at = last;
+            out.extend(page.events.into_iter().map(|e| e.event));
+        }
     }
 
     /// Events logged after `since` (at most `limit`), oldest first. `overflow` is set when

@@ -259,7 +259,6 @@ impl Profile {
             }
         };
         let too_old = now_millis().saturating_sub(row.created_at as u64) > ADD_MAX_AGE_MS;
-        let mut events = Vec::new();
         match outcome {
             Ok(()) => {
                 done(self)?;
@@ -280,7 +279,7 @@ impl Profile {
                             name: row.alias.clone(),
                             error: Problem::from(&e),
                         };
-                        self.emit(&mut events, Event::notice(Some(&conv), text))?;
+                        self.emit(Event::notice(Some(&conv), text))?;
                     }
                     Ok(())
                 })?;
@@ -303,11 +302,10 @@ impl Profile {
                         }
                     };
                     let conv = (invite.is_none()).then_some(&conv);
-                    self.emit(&mut events, Event::notice(conv, text))
+                    self.emit(Event::notice(conv, text))
                 })?;
             }
         }
-        self.buffered.append(&mut events);
         Ok(())
     }
 
@@ -413,7 +411,6 @@ impl Profile {
             return Ok(conv.name);
         }
         self.check_new_name(new_name, "a group name")?;
-        let mut events = Vec::new();
         self.db.transaction(|| {
             self.db.conn().execute(
                 "UPDATE conversations SET name = ?2 WHERE group_id = ?1",
@@ -424,9 +421,8 @@ impl Profile {
                 conversation_id: ConversationId::from_id(conv.group_id),
                 conversation: new_name.to_string(),
             };
-            self.emit(&mut events, e)
+            self.emit(e)
         })?;
-        self.buffered.append(&mut events);
         let renamed = Conv {
             name: new_name.to_string(),
             ..conv

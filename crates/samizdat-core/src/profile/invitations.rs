@@ -204,7 +204,7 @@ impl Profile {
     /// The Welcome with the relay and log its committer signed, instead of the envelope's
     /// copies, which a hostile mailbox relay could have rewritten (security review 3, M1); a
     /// difference is reported. A Welcome without them (an older committer) is left as it is.
-    pub(super) fn signed_place(&self, mut w: Arrived, events: &mut Vec<Event>) -> Result<Arrived> {
+    pub(super) fn signed_place(&self, mut w: Arrived) -> Result<Arrived> {
         let Some(Ok(mut part)) = WelcomePart::decode(&w.stored) else {
             return Ok(w);
         };
@@ -223,7 +223,7 @@ impl Profile {
                 })?)
             };
         if relay != w.relay || log != w.log {
-            self.emit(events, Event::notice(None, Notice::InvitationRelayChanged))?;
+            self.emit(Event::notice(None, Notice::InvitationRelayChanged))?;
             part.relay = place.relay;
             part.log = place.log;
             w.relay = relay;
@@ -250,7 +250,7 @@ impl Profile {
     /// Before screening a Welcome committed by a linked device of a contact: catch up our
     /// conversation with that contact, where their newest device list travels. Failures are
     /// left for the conversation's own sync.
-    pub(super) async fn read_lists_before(&mut self, w: &Arrived, events: &mut Vec<Event>) {
+    pub(super) async fn read_lists_before(&mut self, w: &Arrived) {
         let Some(Ok(part)) = WelcomePart::decode(&w.stored) else {
             return;
         };
@@ -278,7 +278,7 @@ impl Profile {
                 .flatten()
                 .is_some_and(|c| c.active)
         {
-            let _ = Box::pin(self.sync_group(&gid, events)).await;
+            let _ = Box::pin(self.sync_group(&gid)).await;
         }
     }
 
@@ -326,7 +326,6 @@ impl Profile {
                 "this invitation claims the id of your conversation {name:?} without continuing it; it cannot be accepted (decline it)"
             )));
         }
-        let mut events = Vec::new();
         let arrived = Arrived {
             group_id,
             relay,
@@ -334,13 +333,12 @@ impl Profile {
             invite_mac: None,
             stored: welcome,
         };
-        self.join_arrived(&arrived, &mut events).await?;
+        self.join_arrived(&arrived).await?;
         self.db
             .conn()
             .execute("DELETE FROM invitations WHERE id = ?1", params![id])?;
         self.state_changed()?;
-        self.after_join(vec![group_id], &mut events).await?;
-        self.buffered.append(&mut events);
+        self.after_join(vec![group_id]).await?;
         Ok(ConversationId::from_id(group_id))
     }
 
@@ -358,11 +356,7 @@ impl Profile {
 
     /// Join the group of a Welcome that arrived (fetching its sealed tree from the group's
     /// relay if it travelled apart); the `joined` event is logged in the same transaction.
-    pub(super) async fn join_arrived(
-        &mut self,
-        w: &Arrived,
-        events: &mut Vec<Event>,
-    ) -> Result<String> {
+    pub(super) async fn join_arrived(&mut self, w: &Arrived) -> Result<String> {
         crate::check_foreign_relay_url(&w.relay)?;
         let (welcome, tree) = match WelcomePart::decode(&w.stored) {
             None => (w.stored.clone(), None),
@@ -381,14 +375,7 @@ impl Profile {
                 (part.welcome, Some(sealed))
             }
         };
-        self.join(
-            w.group_id,
-            &w.relay,
-            w.log,
-            &welcome,
-            tree.as_deref(),
-            events,
-        )
+        self.join(w.group_id, &w.relay, w.log, &welcome, tree.as_deref())
     }
 
     /// Join the group of an MLS Welcome (with its sealed tree when it travelled apart).
@@ -399,7 +386,6 @@ impl Profile {
         log: Option<Id>,
         welcome: &[u8],
         sealed_tree: Option<&[u8]>,
-        events: &mut Vec<Event>,
     ) -> Result<String> {
         let log = log.map(|l| l.as_bytes().to_vec());
         crate::check_foreign_relay_url(relay)?;
@@ -450,7 +436,7 @@ impl Profile {
                 conversation_id: ConversationId::from_id(group_id),
                 conversation: name.clone(),
             };
-            self.emit(events, e)
+            self.emit(e)
         })?;
         Ok(name)
     }

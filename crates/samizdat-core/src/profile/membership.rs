@@ -87,12 +87,10 @@ impl Profile {
                 }
                 Err(e @ Error::RelayUnreachable(_)) => return Err(e),
                 Err(e) => {
-                    let mut events = Vec::new();
                     let text = Notice::LeaverNotRemoved {
                         error: Problem::from(&e),
                     };
-                    self.emit(&mut events, Event::notice(Some(&conv), text))?;
-                    self.buffered.append(&mut events);
+                    self.emit(Event::notice(Some(&conv), text))?;
                 }
             }
         }
@@ -158,9 +156,7 @@ impl Profile {
                     error: Problem::from(&e),
                 },
             };
-            let mut events = Vec::new();
-            self.emit(&mut events, Event::notice(Some(&conv), text))?;
-            self.buffered.append(&mut events);
+            self.emit(Event::notice(Some(&conv), text))?;
         }
         Ok(())
     }

@@ -152,8 +152,6 @@ pub struct Profile {
     pub(crate) move_failed: HashMap<String, u64>,
     /// Relays (normalised addresses) that could not be reached, since when (Unix ms).
     pub(crate) down_since: HashMap<String, u64>,
-    /// Events produced by syncs that ran inside other operations (a send catches up first).
-    pub(crate) buffered: Vec<Event>,
     /// Logs the running service is subscribed to on a live WebSocket: their entries are
     /// pushed as they are appended, so a send to one of them does not read the log first (a
     /// stale epoch still makes it read). Empty without a service.
@@ -176,11 +174,6 @@ pub struct Profile {
 }
 
 impl Profile {
-    /// Events from catch-ups that ran inside other operations (send, group changes).
-    pub fn take_events(&mut self) -> Vec<Event> {
-        std::mem::take(&mut self.buffered)
-    }
-
     pub fn home(&self) -> &Path {
         &self.home
     }

@@ -142,9 +142,7 @@ impl Profile {
             )));
         }
         let to = crate::relay_client::normalize_spec(to)?;
-        let mut events = Vec::new();
-        let r = self.move_to(&conv, &to, &mut events).await;
-        self.buffered.append(&mut events);
+        let r = self.move_to(&conv, &to).await;
         r.map(|()| to)
     }
 
@@ -178,7 +176,7 @@ impl Profile {
 
     /// Called when a conversation's relay could not be reached: move it once the relay has
     /// been down for `move_after`, to the first candidate that answers.
-    pub(super) async fn auto_move(&mut self, conv: &Conv, events: &mut Vec<Event>) -> Result<()> {
+    pub(super) async fn auto_move(&mut self, conv: &Conv) -> Result<()> {
         let after = self.move_after()?;
         if after == 0 || self.down_for(&conv.relay).is_none_or(|d| d < after * 1000) {
             return Ok(());
@@ -195,7 +193,7 @@ impl Profile {
             if self.down_for(&candidate).is_some() || failed_recently {
                 continue;
             }
-            match self.move_to(conv, &candidate, events).await {
+            match self.move_to(conv, &candidate).await {
                 Ok(()) => return Ok(()),
                 Err(Error::RelayUnreachable(_)) => {
                     self.move_failed.insert(candidate, now);
@@ -205,7 +203,7 @@ impl Profile {
                         relay: candidate.to_string(),
                         error: Problem::from(&e),
                     };
-                    return self.emit(events, Event::notice(Some(conv), text));
+                    return self.emit(Event::notice(Some(conv), text));
                 }
             }
         }
@@ -261,7 +259,7 @@ impl Profile {
     }
 
     /// Open the new log on `to`, switch to it, re-send what is queued and tell the members.
-    async fn move_to(&mut self, conv: &Conv, to: &str, events: &mut Vec<Event>) -> Result<()> {
+    async fn move_to(&mut self, conv: &Conv, to: &str) -> Result<()> {
         let to = crate::relay_client::normalize_spec(to)?;
         let gid = conv.group_id;
         let group = self.mls.load(gid.as_bytes())?;
@@ -329,19 +327,17 @@ impl Profile {
                     self.owe_drop_kind(&gid, &d, &body, "move")?;
                 }
             }
-            self.emit(events, Event::notice(Some(conv), text))
+            self.emit(Event::notice(Some(conv), text))
         })?;
         self.relay_up(&to);
         crash_point("move-before-notices");
         self.flush_drops(Some(&gid)).await?;
-        events.append(&mut self.buffered);
         // What was queued during the outage goes out on the new log now.
         if let Some(moved) = self.conv_by_id(&gid)? {
             match self.flush_pending(&moved).await {
                 Ok(()) | Err(Error::RelayUnreachable(_)) => {}
                 Err(e) => return Err(e),
             }
-            events.append(&mut self.buffered);
         }
         Ok(())
     }
@@ -374,11 +370,7 @@ impl Profile {
 
     /// A move notice from a mailbox: find the conversation whose epoch token opens it, and
     /// follow the move if the rule says so.
-    pub(super) async fn receive_move(
-        &mut self,
-        sealed: &[u8],
-        events: &mut Vec<Event>,
-    ) -> Result<()> {
+    pub(super) async fn receive_move(&mut self, sealed: &[u8]) -> Result<()> {
         // Active ones, and those that lost sync with their log (a move brings them back);
         // conversations we left or were removed from hold no tokens.
         for conv in self.convs_where("active = 1 OR status = 'lost_sync'")? {
@@ -397,7 +389,7 @@ impl Profile {
                     && n.group_id == conv.group_id
                     && n.epoch == epoch as u64
                 {
-                    return self.follow_move(&conv, n, &token, events).await;
+                    return self.follow_move(&conv, n, &token).await;
                 }
             }
         }
@@ -405,13 +397,7 @@ impl Profile {
         Ok(())
     }
 
-    async fn follow_move(
-        &mut self,
-        conv: &Conv,
-        n: MoveNotice,
-        token: &[u8],
-        events: &mut Vec<Event>,
-    ) -> Result<()> {
+    async fn follow_move(&mut self, conv: &Conv, n: MoveNotice, token: &[u8]) -> Result<()> {
         crate::check_foreign_relay_url(&n.relay)?;
         let relay = crate::relay_client::normalize_spec(&n.relay)?;
         if relay != n.relay || n.log != log_id(token, n.n, &relay)? {
@@ -459,7 +445,7 @@ impl Profile {
                     params![p.id.as_bytes()],
                 )?;
             }
-            self.emit(events, Event::notice(Some(conv), text))
+            self.emit(Event::notice(Some(conv), text))
         })?;
         self.relay_up(&relay);
         let Some(moved) = self.conv_by_id(&conv.group_id)? else {
@@ -475,7 +461,6 @@ impl Profile {
             Ok(()) | Err(Error::RelayUnreachable(_)) => {}
             Err(e) => return Err(e),
         }
-        events.append(&mut self.buffered);
         Ok(())
     }
 

@@ -237,7 +237,6 @@ impl Profile {
             others: s.others,
             down_since,
             move_failed: HashMap::new(),
-            buffered: Vec::new(),
             live_logs: HashSet::new(),
             relays: Default::default(),
             ws_appends: false,

@@ -77,7 +77,6 @@ impl Profile {
             return Err(Error::Usage("the timer can be at most a year".into()));
         }
         let conv = self.conv(id)?;
-        let mut events = Vec::new();
         self.db.transaction(|| {
             self.db.conn().execute(
                 "UPDATE conversations SET timer_secs = ?2 WHERE group_id = ?1",
@@ -89,9 +88,8 @@ impl Profile {
                 who: "me".into(),
                 secs,
             };
-            self.emit(&mut events, e)
+            self.emit(e)
         })?;
-        self.buffered.append(&mut events);
         queued(self.send_body(&conv, Body::Timer { secs }).await)
     }
 
@@ -212,7 +210,6 @@ impl Profile {
                 conv.name
             )));
         }
-        let mut events = Vec::new();
         let plain = payload.encode();
         // Catch up first, unless the service follows this log live: then what we have is
         // current as far as anyone can know, and the append's compare-and-set (a stale epoch
@@ -220,9 +217,8 @@ impl Profile {
         let synced = if self.live_logs.contains(&conv.log) {
             Ok(Vec::new())
         } else {
-            self.sync_group(&conv.group_id, &mut events).await
+            self.sync_group(&conv.group_id).await
         };
-        self.buffered.append(&mut events);
         match synced {
             Ok(_) => {}
             Err(e @ Error::RelayUnreachable(_)) => {
@@ -233,17 +229,8 @@ impl Profile {
                 let ct = group.encrypt(&plain)?;
                 self.db.transaction(|| {
                     group.save()?;
-                    self.queue(
-                        conv,
-                        &payload,
-                        &plain,
-                        &random_id(),
-                        &ct,
-                        epoch,
-                        &mut events,
-                    )
+                    self.queue(conv, &payload, &plain, &random_id(), &ct, epoch)
                 })?;
-                self.buffered.append(&mut events);
                 return Err(e);
             }
             Err(e) => return Err(e),
@@ -266,9 +253,8 @@ impl Profile {
             // crash after this point retries the identical request.
             self.db.transaction(|| {
                 group.save()?;
-                self.queue(conv, &payload, &plain, &request_id, &ct, epoch, &mut events)
+                self.queue(conv, &payload, &plain, &request_id, &ct, epoch)
             })?;
-            self.buffered.append(&mut events);
             crash_point("send-before-append");
             match relay
                 .append_application(request_id, &conv.log, &token, epoch, ct)
@@ -283,8 +269,7 @@ impl Profile {
                     code: ErrorCode::StaleEpoch,
                     ..
                 }) => {
-                    let synced = self.sync_group(&conv.group_id, &mut events).await;
-                    self.buffered.append(&mut events);
+                    let synced = self.sync_group(&conv.group_id).await;
                     synced?;
                 }
                 Err(e @ Error::RelayUnreachable(_)) => {
@@ -312,7 +297,6 @@ impl Profile {
         request_id: &Id,
         ct: &[u8],
         epoch: u64,
-        events: &mut Vec<Event>,
     ) -> Result<()> {
         let conn = self.db.conn();
         if let Body::Text { text, attachment } = &payload.body {
@@ -338,14 +322,11 @@ impl Profile {
             drop(conn);
             // Reported once, on the first attempt (a re-encryption keeps the id).
             if existed == 0 {
-                self.emit(
-                    events,
-                    Event::MessageQueued {
-                        conversation_id: ConversationId::from_id(conv.group_id),
-                        conversation: conv.name.clone(),
-                        id: MessageId::from_id(payload.id),
-                    },
-                )?;
+                self.emit(Event::MessageQueued {
+                    conversation_id: ConversationId::from_id(conv.group_id),
+                    conversation: conv.name.clone(),
+                    id: MessageId::from_id(payload.id),
+                })?;
             }
         } else {
             conn.execute(
@@ -361,7 +342,6 @@ impl Profile {
     /// The relay acknowledged our message at `seq`: remember the position as our own (MLS
     /// cannot decrypt its own messages) and clear the pending request, in one transaction.
     pub(super) fn mark_sent(&self, conv: &Conv, payload: &Payload, seq: u64) -> Result<()> {
-        let mut events = Vec::new();
         self.db.transaction(|| {
             let conn = self.db.conn();
             conn.execute(
@@ -376,7 +356,6 @@ impl Profile {
                 drop(conn);
                 if changed == 1 {
                     self.emit(
-                        &mut events,
                         Event::MessageDelivered {
                             conversation_id: ConversationId::from_id(conv.group_id),
                             conversation: conv.name.clone(),
@@ -403,7 +382,6 @@ impl Profile {
         payload: &Payload,
         why: &Error,
     ) -> Result<()> {
-        let mut events = Vec::new();
         self.db.transaction(|| {
             if matches!(payload.body, Body::Text { .. }) {
                 self.db.conn().execute(
@@ -415,7 +393,6 @@ impl Profile {
                     ],
                 )?;
                 self.emit(
-                    &mut events,
                     Event::MessageFailed {
                         conversation_id: ConversationId::from_id(conv.group_id),
                         conversation: conv.name.clone(),
@@ -429,7 +406,6 @@ impl Profile {
                     params![payload.id.as_bytes()],
                 )?;
                 self.emit(
-                    &mut events,
                     Event::notice(
                         Some(conv),
                         Notice::QueuedUpdateRefused {
@@ -439,7 +415,6 @@ impl Profile {
                 )
             }
         })?;
-        self.buffered.append(&mut events);
         Ok(())
     }
 

@@ -217,17 +217,15 @@ impl Profile {
     /// Tell every conversation where we can be reached (a profile message; queued when a
     /// relay is away).
     pub(super) async fn announce_addresses(&mut self) -> Result<()> {
-        let mut events = Vec::new();
         for conv in self.active_convs()? {
-            self.announce_in(&conv, &mut events).await?;
+            self.announce_in(&conv).await?;
         }
-        self.buffered.append(&mut events);
         Ok(())
     }
 
     /// Our display name and mailboxes, sent in one conversation (queued when its relay is
     /// away; another failure is reported, not returned).
-    pub(super) async fn announce_in(&mut self, conv: &Conv, events: &mut Vec<Event>) -> Result<()> {
+    pub(super) async fn announce_in(&mut self, conv: &Conv) -> Result<()> {
         let payload = Payload {
             id: random_id(),
             expires_in: None,
@@ -244,7 +242,7 @@ impl Profile {
                 let text = Notice::AnnounceFailed {
                     error: Problem::from(&e),
                 };
-                self.emit(events, Event::notice(Some(conv), text))
+                self.emit(Event::notice(Some(conv), text))
             }
         }
     }
@@ -303,14 +301,14 @@ impl Profile {
     /// Read our other mailboxes (the primary is read by `sync_mailbox`). One that cannot be
     /// reached is noted as down; the others are still read.
     /// Returns how many answered.
-    pub(super) async fn sync_other_mailboxes(&mut self, events: &mut Vec<Event>) -> Result<usize> {
+    pub(super) async fn sync_other_mailboxes(&mut self) -> Result<usize> {
         let mut reached = 0;
         for i in 0..self.others.len() {
             let (relay, id, key) = {
                 let m = &self.others[i];
                 (m.relay.clone(), m.id, m.key.clone())
             };
-            match self.read_one_mailbox(&relay, &id, &key, events).await {
+            match self.read_one_mailbox(&relay, &id, &key).await {
                 Ok(()) => {
                     reached += 1;
                     self.relay_up(relay.base());

@@ -4,26 +4,26 @@ use super::*;
 
 impl Profile {
     /// Fetch and process the mailbox and every conversation; acknowledge what was stored.
+    /// Answers what it reported, read back from the event log (on an error, what it reported
+    /// before is in the log too).
     pub async fn sync(&mut self) -> Result<Vec<Event>> {
-        let mut events = Vec::new();
+        let since = self.last_event()?;
         self.expire_messages()?;
-        let home_down = self.sync_mailboxes(&mut events).await?;
-        self.sync_conversations(&mut events).await?;
-        self.sync_devices_and_repairs(&mut events).await?;
+        let home_down = self.sync_mailboxes().await?;
+        self.sync_conversations().await?;
+        self.sync_devices_and_repairs().await?;
         if let Some(e) = home_down {
-            // The events so far are published by the caller (`take_events`).
-            self.buffered = events;
             return Err(e);
         }
-        Ok(events)
+        self.events_since(since)
     }
 
     /// Read our mailboxes (the home relay's, then the others'), keep the KeyPackage pools full.
     /// Returns the home relay's error when it could not be reached (the rest still ran).
-    async fn sync_mailboxes(&mut self, events: &mut Vec<Event>) -> Result<Option<Error>> {
+    async fn sync_mailboxes(&mut self) -> Result<Option<Error>> {
         let mut home_down = None;
         let mut newly_down = false;
-        match self.sync_mailbox(events).await {
+        match self.sync_mailbox().await {
             Ok(()) => {
                 let home = self.relay.base().to_string();
                 self.relay_up(&home);
@@ -36,21 +36,18 @@ impl Profile {
             }
             Err(e) => return Err(e),
         }
-        let reached = self.sync_other_mailboxes(events).await?;
+        let reached = self.sync_other_mailboxes().await?;
         if reached > 0
             && let Some(e) = home_down.take()
             && newly_down
         {
             // Another of our relays answered: this sync worked; say (once) which did not.
-            self.emit(
-                events,
-                Event::notice(
-                    None,
-                    Notice::RelayUnreachable {
-                        error: Problem::from(&e),
-                    },
-                ),
-            )?;
+            self.emit(Event::notice(
+                None,
+                Notice::RelayUnreachable {
+                    error: Problem::from(&e),
+                },
+            ))?;
         }
         if !self.down_since.contains_key(self.relay.base()) {
             match self.maintain_key_packages().await {
@@ -64,18 +61,16 @@ impl Profile {
 
     /// Owed Welcomes and adds, queued sends, then every active conversation's log; a relay
     /// down for too long moves its conversations; left groups lose their keys.
-    async fn sync_conversations(&mut self, events: &mut Vec<Event>) -> Result<()> {
+    async fn sync_conversations(&mut self) -> Result<()> {
         // Welcomes owed to members on other relays, and adds waiting for one, when due.
         self.flush_drops(None).await?;
         self.resume_adds().await?;
-        events.append(&mut self.buffered);
         // Leave notices queued before we marked a conversation as left.
         for conv in self.left_with_outbox()? {
             match self.flush_pending(&conv).await {
                 Ok(()) | Err(Error::RelayUnreachable(_)) => {}
                 Err(e) => return Err(e),
             }
-            events.append(&mut self.buffered);
             self.forget_keys_if_left(&conv.group_id)?;
         }
         let convs = self.active_convs()?;
@@ -83,9 +78,8 @@ impl Profile {
             // Queued sends first: once acknowledged they are known as our own entries, so
             // the log read below skips them instead of failing to decrypt them.
             let flushed = self.flush_pending(&conv).await;
-            events.append(&mut self.buffered);
             let result = match flushed {
-                Ok(()) => self.sync_group(&conv.group_id, events).await,
+                Ok(()) => self.sync_group(&conv.group_id).await,
                 Err(e) => Err(e),
             };
             match result {
@@ -96,12 +90,11 @@ impl Profile {
                         Ok(()) | Err(Error::RelayUnreachable(_)) => {}
                         Err(e) => return Err(e),
                     }
-                    events.append(&mut self.buffered);
                 }
                 Err(Error::RelayUnreachable(_)) => {
                     self.relay_down(&conv.relay);
                     // Down for longer than the profile allows: move the conversation.
-                    self.auto_move(&conv, events).await?;
+                    self.auto_move(&conv).await?;
                 }
                 Err(Error::Relay {
                     code: ErrorCode::BadToken,
@@ -114,17 +107,14 @@ impl Profile {
                         "UPDATE conversations SET active = 0, status = 'lost_sync', status_reason = NULL WHERE group_id = ?1",
                         params![conv.group_id.as_bytes()],
                     )?;
-                    self.emit(events, Event::notice(Some(&conv), Notice::LostSyncToken))?;
+                    self.emit(Event::notice(Some(&conv), Notice::LostSyncToken))?;
                 }
-                Err(e) => self.emit(
-                    events,
-                    Event::notice(
-                        Some(&conv),
-                        Notice::SyncFailed {
-                            error: Problem::from(&e),
-                        },
-                    ),
-                )?,
+                Err(e) => self.emit(Event::notice(
+                    Some(&conv),
+                    Notice::SyncFailed {
+                        error: Problem::from(&e),
+                    },
+                ))?,
             }
         }
         // Groups left on another device of ours (read here or by a push): their keys go
@@ -139,68 +129,55 @@ impl Profile {
 
     /// Our other devices (links, history, invitations, state), then repairs: locked logs
     /// re-created, pending removals committed, Welcomes resent, refusals finished.
-    async fn sync_devices_and_repairs(&mut self, events: &mut Vec<Event>) -> Result<()> {
+    async fn sync_devices_and_repairs(&mut self) -> Result<()> {
         // Devices asking to be linked, and a history another device of ours sent.
-        match self.sync_links(events).await {
+        match self.sync_links().await {
             Ok(()) | Err(Error::RelayUnreachable(_)) => {}
-            Err(e) => self.emit(
-                events,
-                Event::notice(
-                    None,
-                    Notice::LinkFailed {
-                        error: Problem::from(&e),
-                    },
-                ),
-            )?,
+            Err(e) => self.emit(Event::notice(
+                None,
+                Notice::LinkFailed {
+                    error: Problem::from(&e),
+                },
+            ))?,
         }
-        events.append(&mut self.buffered);
-        match self.import_history(events).await {
+        match self.import_history().await {
             Ok(_) | Err(Error::RelayUnreachable(_)) => {}
             Err(e) => {
                 self.db.conn().execute(
                     "DELETE FROM settings WHERE key IN ('history_archive', 'state_archive')",
                     [],
                 )?;
-                self.emit(
-                    events,
-                    Event::notice(
-                        None,
-                        Notice::HistoryUnreadable {
-                            error: Problem::from(&e),
-                        },
-                    ),
-                )?
+                self.emit(Event::notice(
+                    None,
+                    Notice::HistoryUnreadable {
+                        error: Problem::from(&e),
+                    },
+                ))?
             }
         }
-        match self.answer_invitations(events).await {
+        match self.answer_invitations().await {
             Ok(()) | Err(Error::RelayUnreachable(_)) => {}
             Err(e) => return Err(e),
         }
         match self.send_state_if_changed().await {
             Ok(()) | Err(Error::RelayUnreachable(_)) => {}
-            Err(e) => self.emit(
-                events,
-                Event::notice(
-                    None,
-                    Notice::OtherDevicesNotTold {
-                        error: Problem::from(&e),
-                    },
-                ),
-            )?,
+            Err(e) => self.emit(Event::notice(
+                None,
+                Notice::OtherDevicesNotTold {
+                    error: Problem::from(&e),
+                },
+            ))?,
         }
         // Logs a member locked with a false token (docs/THREAT-MODEL.md, Part A, finding 6): re-created, then the culprit is
         // removed by the step below.
-        match self.recover_locked_logs(events).await {
+        match self.recover_locked_logs().await {
             Ok(()) | Err(Error::RelayUnreachable(_)) => {}
-            Err(e) => self.emit(
-                events,
-                Event::notice(
-                    None,
-                    Notice::LockedLogNotRecreated {
-                        error: Problem::from(&e),
-                    },
-                ),
-            )?,
+            Err(e) => self.emit(Event::notice(
+                None,
+                Notice::LockedLogNotRecreated {
+                    error: Problem::from(&e),
+                },
+            ))?,
         }
         // Members who asked to leave (stored when their notice was read, also by earlier
         // syncs that could not finish): remove them; one committer wins, the rest find them
@@ -216,7 +193,6 @@ impl Profile {
                 Err(e) => return Err(e),
             }
         }
-        events.append(&mut self.buffered);
         Ok(())
     }
 
@@ -224,7 +200,7 @@ impl Profile {
     /// their relay, from the epoch we are at: the members follow the move notice, and the
     /// culprit's removal is queued (`commit_pending_removals` makes it on the new log). A
     /// member who already moved it first makes us follow instead (same log id).
-    async fn recover_locked_logs(&mut self, events: &mut Vec<Event>) -> Result<()> {
+    async fn recover_locked_logs(&mut self) -> Result<()> {
         let keys: Vec<String> = {
             let conn = self.db.conn();
             let mut stmt = conn.prepare("SELECT key FROM settings WHERE key LIKE 'recover:%'")?;
@@ -256,7 +232,6 @@ impl Profile {
             let moved = self
                 .move_conversation(&ConversationId::from_id(conv.group_id), &relay)
                 .await;
-            events.append(&mut self.buffered);
             moved?;
             self.db
                 .conn()
@@ -274,8 +249,7 @@ impl Profile {
         &mut self,
         log: &Id,
         mut pushed: Vec<samizdat_proto::Entry>,
-    ) -> Result<Vec<Event>> {
-        let mut events = Vec::new();
+    ) -> Result<()> {
         let conv = match self.conv_by_log(log)? {
             Some(c) => c,
             None => match self.conv_by_id(log)? {
@@ -284,28 +258,24 @@ impl Profile {
                     pushed.clear();
                     c
                 }
-                None => return Ok(events),
+                None => return Ok(()),
             },
         };
         let group_id = &conv.group_id.clone();
         if !conv.active {
-            return Ok(events);
+            return Ok(());
         }
         self.flush_pending(&conv).await?;
-        events.append(&mut self.buffered);
-        self.sync_group_with(group_id, pushed, &mut events).await?;
+        self.sync_group_with(group_id, pushed).await?;
         self.flush_pending(&conv).await?;
-        events.append(&mut self.buffered);
-        self.commit_pending_removals(Some(group_id)).await?;
-        events.append(&mut self.buffered);
-        Ok(events)
+        self.commit_pending_removals(Some(group_id)).await
     }
 
-    pub(super) async fn sync_mailbox(&mut self, events: &mut Vec<Event>) -> Result<()> {
+    pub(super) async fn sync_mailbox(&mut self) -> Result<()> {
         let relay = self.relay.clone();
         let key = self.mailbox_key.clone();
         let id = self.mailbox;
-        self.read_one_mailbox(&relay, &id, &key, events).await
+        self.read_one_mailbox(&relay, &id, &key).await
     }
 
     /// Read one of our mailboxes: Welcomes (joins or pending invitations) and move notices;
@@ -315,31 +285,30 @@ impl Profile {
         relay: &RelayClient,
         mailbox: &Id,
         key: &MailboxKey,
-        events: &mut Vec<Event>,
     ) -> Result<()> {
         let msgs = relay.read_mailbox(key, mailbox, 0).await?;
         if msgs.is_empty() {
             return Ok(());
         }
         let mut done = Vec::new();
-        let mut joined = 0;
+        let mut joined = Vec::new();
         for m in msgs {
-            let taken = match self.open_mailbox_message(&m.body.0, events).await? {
+            let taken = match self.open_mailbox_message(&m.body.0).await? {
                 Opened::Done => Taken::Done,
                 Opened::Retry => Taken::Retry,
                 Opened::Welcome(Err(e)) => {
                     let failed = Notice::JoinFailed {
                         error: Problem::from(&e),
                     };
-                    self.emit(events, Event::notice(None, failed))?;
+                    self.emit(Event::notice(None, failed))?;
                     Taken::Done
                 }
-                Opened::Welcome(Ok(w)) => self.take_welcome(w, events).await?,
+                Opened::Welcome(Ok(w)) => self.take_welcome(w).await?,
             };
             match taken {
                 Taken::Done => done.push(m.seq),
-                Taken::Joined => {
-                    joined += 1;
+                Taken::Joined(group) => {
+                    joined.push(group);
                     done.push(m.seq);
                 }
                 // Not acknowledged: read again once the relay it needs answers.
@@ -351,24 +320,16 @@ impl Profile {
         if !done.is_empty() {
             relay.ack(key, mailbox, done).await?;
         }
-        if joined > 0 {
-            let new: Vec<Id> = events
-                .iter()
-                .filter_map(|e| match e {
-                    Event::Joined {
-                        conversation_id, ..
-                    } => Some(*conversation_id.id()),
-                    _ => None,
-                })
-                .collect();
-            self.after_join(new, events).await?;
+        if !joined.is_empty() {
+            let new = joined;
+            self.after_join(new).await?;
         }
         Ok(())
     }
 
     /// Refill the KeyPackage pool and announce our display name in conversations we just
     /// joined.
-    pub(super) async fn after_join(&mut self, new: Vec<Id>, events: &mut Vec<Event>) -> Result<()> {
+    pub(super) async fn after_join(&mut self, new: Vec<Id>) -> Result<()> {
         {
             // A join used a KeyPackage of one of our mailboxes: the other pools are checked
             // by the next sync, the primary's now.
@@ -388,14 +349,14 @@ impl Profile {
                 let Some(conv) = self.conv_by_id(&id)? else {
                     continue;
                 };
-                self.announce_in(&conv, events).await?;
-                match self.add_own_devices(&conv, events).await {
+                self.announce_in(&conv).await?;
+                match self.add_own_devices(&conv).await {
                     Ok(()) | Err(Error::RelayUnreachable(_)) => {}
                     Err(e) => {
                         let text = Notice::OwnDevicesNotAdded {
                             error: Problem::from(&e),
                         };
-                        self.emit(events, Event::notice(Some(&conv), text))?;
+                        self.emit(Event::notice(Some(&conv), text))?;
                     }
                 }
             }
@@ -404,12 +365,8 @@ impl Profile {
     }
 
     /// Read and process a conversation's log from its cursor. Returns members who asked to leave.
-    pub(super) async fn sync_group(
-        &mut self,
-        group_id: &Id,
-        events: &mut Vec<Event>,
-    ) -> Result<Vec<Vec<u8>>> {
-        self.sync_group_with(group_id, Vec::new(), events).await
+    pub(super) async fn sync_group(&mut self, group_id: &Id) -> Result<Vec<Vec<u8>>> {
+        self.sync_group_with(group_id, Vec::new()).await
     }
 
     /// [`Self::sync_group`], starting from entries the relay pushed when they can stand for
@@ -419,7 +376,6 @@ impl Profile {
         &mut self,
         group_id: &Id,
         pushed: Vec<samizdat_proto::Entry>,
-        events: &mut Vec<Event>,
     ) -> Result<Vec<Vec<u8>>> {
         let mut leavers = Vec::new();
         let Some(mut conv) = self.conv_by_id(group_id)? else {
@@ -440,7 +396,7 @@ impl Profile {
                     conversation: conv.name.clone(),
                     done: conv.cursor - start,
                 };
-                self.emit(events, e)?;
+                self.emit(e)?;
             }
             let page = match pushed.take() {
                 Some(page) => page,
@@ -456,7 +412,7 @@ impl Profile {
             let next_hash = page.next_token_hash.clone();
             if page.entries.is_empty() {
                 if page.current_epoch > conv.read_epoch {
-                    self.emit(events, Event::notice(Some(&conv), Notice::EntriesExpired))?;
+                    self.emit(Event::notice(Some(&conv), Notice::EntriesExpired))?;
                 }
                 break;
             }
@@ -479,7 +435,7 @@ impl Profile {
                         from: conv.cursor + 1,
                         to: entry.seq - 1,
                     };
-                    self.emit(events, Event::notice(Some(&conv), missing))?;
+                    self.emit(Event::notice(Some(&conv), missing))?;
                 }
                 let mut next_epoch = conv.read_epoch;
                 if own.contains(&entry.seq) {
@@ -491,7 +447,7 @@ impl Profile {
                     conv.read_epoch = next_epoch;
                     continue;
                 }
-                let left = self.apply_entry(&mut conv, &mut group, entry, &next_hash, events)?;
+                let left = self.apply_entry(&mut conv, &mut group, entry, &next_hash)?;
                 leavers.extend(left);
             }
         }
@@ -504,11 +460,7 @@ impl Profile {
 
     /// What one mailbox message is: a Welcome (whole or not), or a device-link answer or a
     /// move notice (handled here).
-    async fn open_mailbox_message(
-        &mut self,
-        body: &[u8],
-        events: &mut Vec<Event>,
-    ) -> Result<Opened> {
+    async fn open_mailbox_message(&mut self, body: &[u8]) -> Result<Opened> {
         if let Some(part) = WelcomePart::decode(body) {
             return Ok(Opened::Welcome(part.and_then(Arrived::part)));
         }
@@ -519,14 +471,14 @@ impl Profile {
                 Ok(Opened::Done)
             }
             Ok(Envelope::Move { sealed }) => {
-                if let Err(e) = self.receive_move(&sealed.0, events).await {
+                if let Err(e) = self.receive_move(&sealed.0).await {
                     if matches!(e, Error::RelayUnreachable(_)) {
                         return Ok(Opened::Retry);
                     }
                     let failed = Notice::MoveNotFollowed {
                         error: Problem::from(&e),
                     };
-                    self.emit(events, Event::notice(None, failed))?;
+                    self.emit(Event::notice(None, failed))?;
                 }
                 Ok(Opened::Done)
             }
@@ -544,10 +496,7 @@ impl Profile {
                 stored: welcome.0,
             }))),
             Err(_) => {
-                self.emit(
-                    events,
-                    Event::notice(None, Notice::MailboxMessageUnreadable),
-                )?;
+                self.emit(Event::notice(None, Notice::MailboxMessageUnreadable))?;
                 Ok(Opened::Done)
             }
         }
@@ -555,7 +504,7 @@ impl Profile {
 
     /// A whole Welcome from the mailbox: checked, screened (a stranger's waits as an
     /// invitation), joined.
-    async fn take_welcome(&mut self, w: Arrived, events: &mut Vec<Event>) -> Result<Taken> {
+    async fn take_welcome(&mut self, w: Arrived) -> Result<Taken> {
         let join_failed = |e: &Error| {
             Event::notice(
                 None,
@@ -564,10 +513,10 @@ impl Profile {
                 },
             )
         };
-        let w = match self.signed_place(w, events) {
+        let w = match self.signed_place(w) {
             Ok(w) => w,
             Err(e) => {
-                self.emit(events, join_failed(&e))?;
+                self.emit(join_failed(&e))?;
                 return Ok(Taken::Done);
             }
         };
@@ -586,7 +535,7 @@ impl Profile {
         }
         // From a linked device of a contact: read our conversation with them first,
         // so the newest device list they sent (a revocation, say) is known.
-        self.read_lists_before(&w, events).await;
+        self.read_lists_before(&w).await;
         let screened = self.screen_welcome(&w);
         // Fault injection for the tests: a Welcome that cannot be processed.
         let screened = if crate::fault::on("LOSE_WELCOMES") {
@@ -597,18 +546,18 @@ impl Profile {
             screened
         };
         let outcome = match screened {
-            Ok(Screened::Join) => self.join_arrived(&w, events).await.map(Some),
-            Ok(Screened::Pending(Some(event))) => self.emit(events, *event).map(|()| None),
+            Ok(Screened::Join) => self.join_arrived(&w).await.map(Some),
+            Ok(Screened::Pending(Some(event))) => self.emit(*event).map(|()| None),
             Ok(Screened::Pending(None)) => Ok(None),
             Err(e) => Err(e),
         };
         match outcome {
-            Ok(Some(_)) => Ok(Taken::Joined),
+            Ok(Some(_)) => Ok(Taken::Joined(w.group_id)),
             Ok(None) => Ok(Taken::Done),
             // The group's relay holds the tree: read the Welcome again once it answers.
             Err(Error::RelayUnreachable(_)) => Ok(Taken::Retry),
             Err(e) => {
-                self.emit(events, join_failed(&e))?;
+                self.emit(join_failed(&e))?;
                 Ok(Taken::Done)
             }
         }
@@ -667,6 +616,7 @@ enum Opened {
 /// What became of a Welcome.
 enum Taken {
     Done,
-    Joined,
+    /// Joined this group.
+    Joined(Id),
     Retry,
 }

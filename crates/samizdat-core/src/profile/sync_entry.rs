@@ -25,7 +25,6 @@ impl Profile {
         group: &mut Option<mls::Group>,
         entry: samizdat_proto::Entry,
         next_hash: &Option<Bytes>,
-        events: &mut Vec<Event>,
     ) -> Result<Option<Vec<u8>>> {
         if group.is_none() {
             *group = Some(self.mls.load(conv.group_id.as_bytes())?);
@@ -54,7 +53,7 @@ impl Profile {
                     before,
                     next_hash: next_hash.clone(),
                 };
-                self.apply_commit_entry(conv, g, entry.seq, seen, events)?;
+                self.apply_commit_entry(conv, g, entry.seq, seen)?;
             }
             Ok(Incoming::Application {
                 sender,
@@ -67,7 +66,6 @@ impl Profile {
                     entry.seq,
                     (sender, sender_device),
                     data,
-                    events,
                 )?;
                 return Ok(left);
             }
@@ -88,7 +86,7 @@ impl Profile {
                     error: Problem::from(&e),
                 };
                 self.db.transaction(|| {
-                    self.emit(events, Event::notice(Some(&*conv), text))?;
+                    self.emit(Event::notice(Some(&*conv), text))?;
                     self.set_cursor(&*conv, entry.seq, conv.read_epoch)
                 })?;
                 conv.cursor = entry.seq;
@@ -119,7 +117,6 @@ impl Profile {
         g: &mut mls::Group,
         seq: u64,
         c: CommitSeen,
-        events: &mut Vec<Event>,
     ) -> Result<()> {
         let CommitSeen {
             epoch,
@@ -159,7 +156,7 @@ impl Profile {
                 self.store_token(group_id, epoch, t)?;
             }
             if bogus {
-                self.lost_sync_at(conv, seq, committer, culprit.clone(), &after, events)?;
+                self.lost_sync_at(conv, seq, committer, culprit.clone(), &after)?;
             } else if removed {
                 self.db.conn().execute(
                     "UPDATE conversations SET active = 0, status = 'removed', status_reason = NULL WHERE group_id = ?1",
@@ -169,14 +166,14 @@ impl Profile {
                     conversation_id: ConversationId::from_id(*group_id),
                     conversation: conv.name.clone(),
                 };
-                self.emit(events, e)?;
+                self.emit(e)?;
                 self.drop_group_secrets(group_id)?;
             } else {
-                self.member_changes(&*conv, &before, &after, events)?;
+                self.member_changes(&*conv, &before, &after)?;
                 if let (true, Some(person), Some(device)) =
                     (revoked_committer, committer, committer_device)
                 {
-                    self.undo_revoked_commit(&*conv, &person, &device, &before, &after, events)?;
+                    self.undo_revoked_commit(&*conv, &person, &device, &before, &after)?;
                 }
                 // Our own commit, recovered after a crash: the group's name
                 // queued with it was lost; queue it again for the new members.
@@ -195,7 +192,7 @@ impl Profile {
                     let ct = g.encrypt(&plain)?;
                     g.save()?;
                     let epoch = g.epoch();
-                    self.queue(&*conv, &p, &plain, &random_id(), &ct, epoch, events)?;
+                    self.queue(&*conv, &p, &plain, &random_id(), &ct, epoch)?;
                 }
             }
             self.set_cursor(&*conv, seq, epoch)
@@ -219,7 +216,6 @@ impl Profile {
         committer: Option<[u8; 32]>,
         culprit: Option<String>,
         after: &[mls::Member],
-        events: &mut Vec<Event>,
     ) -> Result<()> {
         let group_id = &conv.group_id;
         // Two explanations fit, and the client cannot tell them apart:
@@ -258,7 +254,7 @@ impl Profile {
                 conversation: conv.name.clone(),
             }
         };
-        self.emit(events, Event::notice(Some(conv), text))
+        self.emit(Event::notice(Some(conv), text))
     }
 
     /// Apply the application message at position `seq` from `sender` (person, device):
@@ -271,10 +267,8 @@ impl Profile {
         seq: u64,
         (sender, sender_device): ([u8; 32], [u8; 32]),
         data: Vec<u8>,
-        events: &mut Vec<Event>,
     ) -> Result<Option<Vec<u8>>> {
         let group_id = &conv.group_id.clone();
-        let mut new_events = Vec::new();
         let mut left = None;
         // A device its person revoked no longer speaks for them (H2).
         let revoked = self.device_status(&sender, &sender_device)?
@@ -284,18 +278,18 @@ impl Profile {
             match Payload::decode(&data) {
                 Ok(_) if revoked => {
                     let who = self.label(&conv.group_id, &sender)?;
-                    self.emit(
-                        &mut new_events,
-                        Event::notice(Some(&*conv), Notice::IgnoredRevokedDevice { who }),
-                    )?;
+                    self.emit(Event::notice(
+                        Some(&*conv),
+                        Notice::IgnoredRevokedDevice { who },
+                    ))?;
                 }
                 Ok(p) => {
-                    left = self.apply_payload(&mut *conv, &sender, p, seq, &mut new_events)?;
+                    left = self.apply_payload(&mut *conv, &sender, p, seq)?;
                 }
-                Err(_) => self.emit(
-                    &mut new_events,
-                    Event::notice(Some(&*conv), Notice::UndecodableMessage { position: seq }),
-                )?,
+                Err(_) => self.emit(Event::notice(
+                    Some(&*conv),
+                    Notice::UndecodableMessage { position: seq },
+                ))?,
             }
             self.set_cursor(&*conv, seq, conv.read_epoch)
         })?;
@@ -305,7 +299,6 @@ impl Profile {
             conv.kind = c.kind;
         }
         conv.cursor = seq;
-        events.extend(new_events);
         Ok(left)
     }
 }

@@ -335,9 +335,10 @@ impl Link {
 }
 
 impl Service {
-    /// Broadcast what the last step logged (from the log itself, so each durable event goes
-    /// out once and in order), plus the live-only events it reported.
-    fn publish(&mut self, reported: Vec<Event>) {
+    /// Broadcast what the last step logged, read from the log itself: each event goes out
+    /// once and in order, and the log is the only way events travel (live-only ones, the
+    /// relay's state, come from the service itself: `live`).
+    fn publish(&mut self) {
         loop {
             let page = match self.profile.events_after(self.published, 512) {
                 Ok(p) => p,
@@ -369,9 +370,6 @@ impl Service {
             self.published = last;
         }
         let _ = self.last_seq.send(self.published);
-        for event in reported.into_iter().filter(|e| !e.is_durable()) {
-            let _ = self.events.send(LiveEvent { seq: None, event });
-        }
     }
 
     /// Fetch new attachments under the user's size in the background (one run at a time;
@@ -422,8 +420,7 @@ impl Service {
         // publishing starts (automatic downloads, which take their own handle) can start.
         let _alive = self.weak.upgrade();
         job(&mut self.profile).await;
-        let reported = self.profile.take_events();
-        self.publish(reported);
+        self.publish();
     }
 
     /// Serve jobs (and, in realtime mode, the relays) until every handle is gone or a job
@@ -515,7 +512,7 @@ impl Service {
                 _ = link_poll.tick() => {
                     if self.profile.links_open().unwrap_or(false) && l.retry_at.is_none() {
                         match self.profile.poll_links().await {
-                            Ok(events) => self.publish(events),
+                            Ok(()) => self.publish(),
                             Err(e) => tracing::debug!("device link: {e}"),
                         }
                     }
@@ -538,8 +535,8 @@ impl Service {
     /// Sync everything; a relay that cannot be reached drops the socket and backs off.
     async fn full_sync(&mut self, l: &mut Link) {
         match self.profile.sync().await {
-            Ok(events) => {
-                self.publish(events);
+            Ok(_) => {
+                self.publish();
                 self.start_pending_files();
             }
             Err(e @ Error::RelayUnreachable(_)) => {
@@ -547,8 +544,7 @@ impl Service {
                 l.retry_at = Some(self.unreachable(&e, &l.relay, &mut l.backoff));
             }
             Err(e) => {
-                let reported = self.profile.take_events();
-                self.publish(reported);
+                self.publish();
                 tracing::warn!("sync failed: {e}");
                 self.live(Event::Notice {
                     conversation_id: None,
@@ -566,7 +562,7 @@ impl Service {
         for g in std::mem::take(&mut l.groups) {
             let entries = l.pushed.remove(&g).unwrap_or_default();
             match self.profile.sync_conversation(&g, entries).await {
-                Ok(events) => self.publish(events),
+                Ok(()) => self.publish(),
                 Err(e @ Error::RelayUnreachable(_)) => {
                     l.ws = None;
                     l.retry_at = Some(self.unreachable(&e, &l.relay, &mut l.backoff));
@@ -574,8 +570,7 @@ impl Service {
                 }
                 // Anything else (a lost token, a fork): the full sync handles it.
                 Err(_) => {
-                    let reported = self.profile.take_events();
-                    self.publish(reported);
+                    self.publish();
                     l.dirty = true;
                 }
             }
@@ -685,8 +680,7 @@ impl Service {
         relay: &str,
         backoff: &mut backon::ExponentialBackoff,
     ) -> tokio::time::Instant {
-        let reported = self.profile.take_events();
-        self.publish(reported);
+        self.publish();
         tracing::debug!("sync: {e}");
         self.retry(relay, backoff)
     }
