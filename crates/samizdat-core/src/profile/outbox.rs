@@ -517,11 +517,6 @@ impl Profile {
         self.conv_client_for(&conv.relay, &conv.group_id)
     }
 
-    /// The identity of a conversation's connections (its WebSocket too).
-    pub(crate) fn conv_identity(&self, group: &Id) -> Option<String> {
-        super::isolation_identity(&self.net, &self.isolation_salt, group.as_bytes())
-    }
-
     /// The identity of the mailbox's connections.
     pub(crate) fn mailbox_identity(&self) -> Option<String> {
         super::isolation_identity(&self.net, &self.isolation_salt, b"mailbox")

@@ -19,6 +19,7 @@ use crate::{Error, Result, random_id};
 
 mod blobs;
 mod ws_appends;
+pub use ws_appends::SharedWs;
 use ws_appends::WsAppends;
 
 /// Largest relay answer the client reads (a page of big post-quantum commits fits).

@@ -44,17 +44,32 @@ pub(super) fn keep_pushed(
     let Ok(e) = samizdat_proto::BinaryEntry::decode(b) else {
         return group_of_binary(b);
     };
-    let waiting = pushed.entry(e.group_id).or_default();
-    if waiting.len() >= PUSHED_MAX {
-        waiting.clear();
-    }
-    waiting.push(samizdat_proto::Entry {
+    let group = e.group_id;
+    keep_entry(pushed, group, pushed_entry(e));
+    Some(group)
+}
+
+/// A pushed binary entry as the log would give it.
+pub(super) fn pushed_entry(e: samizdat_proto::BinaryEntry) -> samizdat_proto::Entry {
+    samizdat_proto::Entry {
         seq: e.seq,
         epoch: e.epoch,
         kind: e.kind,
         body: Bytes(e.body),
-    });
-    Some(e.group_id)
+    }
+}
+
+/// Keep one pushed entry of `log` (bounded: past [`PUSHED_MAX`] the log is read instead).
+pub(super) fn keep_entry(
+    pushed: &mut HashMap<Id, Vec<samizdat_proto::Entry>>,
+    log: Id,
+    entry: samizdat_proto::Entry,
+) {
+    let waiting = pushed.entry(log).or_default();
+    if waiting.len() >= PUSHED_MAX {
+        waiting.clear();
+    }
+    waiting.push(entry);
 }
 
 /// Ask a relay that offers it (its `hello` lists the feature) to push entries as binary

@@ -293,7 +293,7 @@ struct Service {
     connected: bool,
 }
 
-type Ws = crate::net::Ws;
+type Ws = crate::relay_client::SharedWs;
 
 /// A wipe asked of the service: the profile's home, and where to say how it went.
 type Wipe = (std::path::PathBuf, oneshot::Sender<Result<()>>);
@@ -468,12 +468,12 @@ impl Service {
                 self.profile.relay.rotate();
                 l.retry_at = Some(self.retry(&l.relay, &mut l.backoff));
             }
-            self.follow_live_logs(&l);
             if self.profile.net.isolate
                 && let Err(e) = conv_sockets.update(&self.profile)
             {
                 tracing::debug!("conversation sockets: {e}");
             }
+            self.follow_live_logs(&l, &conv_sockets);
             // Our mailboxes on other relays push too (a move notice while the primary is
             // blocked must not wait for the backoff).
             mailbox_sockets.update(&self.profile);
@@ -492,10 +492,14 @@ impl Service {
                     l.retry_at = None;
                     l.dirty = true;
                 }
-                Some(g) = conv_sockets.push_rx.recv() => {
-                    l.groups.insert(g);
-                    while let Ok(more) = conv_sockets.push_rx.try_recv() {
-                        l.groups.insert(more);
+                Some(first) = conv_sockets.push_rx.recv() => {
+                    let mut next = Some(first);
+                    while let Some(p) = next {
+                        l.groups.insert(p.log);
+                        if let Some(entry) = p.entry {
+                            keep_entry(&mut l.pushed, p.log, entry);
+                        }
+                        next = conv_sockets.push_rx.try_recv().ok();
                     }
                 }
                 job = self.jobs.recv() => match job {
@@ -579,15 +583,11 @@ impl Service {
 
     /// Open the home relay's socket (through the proxy, with the mailbox's identity).
     async fn connect(&mut self, l: &mut Link) {
-        let identity = self.profile.mailbox_identity();
-        let url = self.profile.relay.ws_url();
-        let tls = self.profile.relay.tls_config();
-        match self
-            .profile
-            .net
-            .connect_ws(&url, identity.as_deref(), tls)
-            .await
-        {
+        // One socket for the mailbox, the subscriptions and the appends — except when
+        // isolating: then it carries the mailbox only (under its own identity), and each
+        // conversation's socket carries that conversation's subscription and appends.
+        let appends = !self.profile.net.isolate;
+        match self.profile.relay.open_shared(appends).await {
             Ok(socket) => {
                 l.ws = Some(socket);
                 l.challenge = None;
@@ -611,13 +611,14 @@ impl Service {
 
     /// What the relay pushes to us as it is appended: sends there need not read first.
     /// (Rebuilt only when the subscriptions changed: this runs after every event.)
-    fn follow_live_logs(&mut self, l: &Link) {
-        let live = &mut self.profile.live_logs;
-        if l.ws.is_none() || l.challenge.is_none() {
-            live.clear();
-        } else if live.len() != l.subscribed.len() || !l.subscribed.keys().all(|k| live.contains(k))
-        {
-            *live = l.subscribed.keys().copied().collect();
+    fn follow_live_logs(&mut self, l: &Link, conv_sockets: &ConvSockets) {
+        // The home socket's subscriptions, and (isolating) each conversation's own socket.
+        let mut now = conv_sockets.live_logs();
+        if l.ws.is_some() && l.challenge.is_some() {
+            now.extend(l.subscribed.keys().copied());
+        }
+        if self.profile.live_logs != now {
+            self.profile.live_logs = now;
         }
     }
 

@@ -1,6 +1,9 @@
 //! The sockets beside the home relay's: one per isolated conversation (each through its own
 //! proxy identity) and one per mailbox on our other relays. Each reports pushes to the service.
 
+use std::collections::HashSet;
+use std::sync::Arc;
+
 use super::*;
 
 /// What one conversation's own WebSocket subscribes (isolation): its log's relay, the
@@ -8,8 +11,6 @@ use super::*;
 #[derive(Clone)]
 pub(super) struct ConvSub {
     ws_url: String,
-    /// Pinned TLS for this relay (compared by the address, which carries the pin).
-    tls: Option<std::sync::Arc<rustls::ClientConfig>>,
     epoch: u64,
     token: Vec<u8>,
     after: u64,
@@ -22,12 +23,22 @@ impl PartialEq for ConvSub {
     }
 }
 
+/// What an isolated conversation's socket reports: its log pushed, with the entry when the
+/// push carried one (applied as it is when it follows the cursor, as on the main socket).
+pub(super) struct ConvPush {
+    pub(super) log: Id,
+    pub(super) entry: Option<samizdat_proto::Entry>,
+}
+
 /// One WebSocket per conversation when isolating: each under the conversation's own proxy
-/// identity, carrying that conversation's token only. Pushes come back as group ids.
+/// identity, carrying that conversation's token only. Pushes come back with their entries.
 pub(super) struct ConvSockets {
     tasks: HashMap<Id, (watch::Sender<ConvSub>, tokio::task::JoinHandle<()>)>,
-    push_tx: mpsc::Sender<Id>,
-    pub(super) push_rx: mpsc::Receiver<Id>,
+    push_tx: mpsc::Sender<ConvPush>,
+    pub(super) push_rx: mpsc::Receiver<ConvPush>,
+    /// Logs whose socket is open and subscribed: their pushes keep the cursor current, so a
+    /// send to one appends at once (as on the home socket).
+    live: Arc<std::sync::Mutex<HashSet<Id>>>,
 }
 
 impl ConvSockets {
@@ -37,7 +48,13 @@ impl ConvSockets {
             tasks: HashMap::new(),
             push_tx,
             push_rx,
+            live: Arc::default(),
         }
+    }
+
+    /// The logs followed live on their own sockets now.
+    pub(super) fn live_logs(&self) -> HashSet<Id> {
+        self.live.lock().map(|l| l.clone()).unwrap_or_default()
     }
 
     /// Start, update or stop the sockets so they match the active conversations.
@@ -49,7 +66,6 @@ impl ConvSockets {
             let client = p.conv_relay(&conv)?;
             let sub = ConvSub {
                 ws_url: client.ws_url(),
-                tls: client.tls_config(),
                 epoch: conv.read_epoch,
                 token: p.token(&conv.group_id, conv.read_epoch)?,
                 after: conv.cursor,
@@ -67,11 +83,10 @@ impl ConvSockets {
                 _ => {
                     let (tx, rx) = watch::channel(sub);
                     let task = tokio::spawn(conv_socket(
-                        p.net.clone(),
-                        p.conv_identity(&conv.group_id),
+                        client,
                         conv.log,
                         rx,
-                        self.push_tx.clone(),
+                        (self.push_tx.clone(), self.live.clone()),
                     ));
                     self.tasks.insert(conv.log, (tx, task));
                 }
@@ -84,6 +99,9 @@ impl ConvSockets {
             }
             keep
         });
+        if let Ok(mut live) = self.live.lock() {
+            live.retain(|g| wanted.contains(g));
+        }
         Ok(())
     }
 }
@@ -97,21 +115,27 @@ impl Drop for ConvSockets {
 }
 
 /// Keep one conversation's WebSocket open (reconnecting with backoff), subscribed to what
-/// `sub` says; report each push for the conversation on `push`.
+/// `sub` says; report each push for the conversation on `push`. The conversation's client
+/// (its own proxy identity) appends over the same socket.
 pub(super) async fn conv_socket(
-    net: crate::net::Net,
-    identity: Option<String>,
+    client: crate::relay_client::RelayClient,
     group: Id,
     mut sub: watch::Receiver<ConvSub>,
-    push: mpsc::Sender<Id>,
+    (push, live): (mpsc::Sender<ConvPush>, Arc<std::sync::Mutex<HashSet<Id>>>),
 ) {
+    let pushed = |entry| ConvPush { log: group, entry };
+    let following = |on: bool| {
+        if let Ok(mut l) = live.lock() {
+            if on {
+                l.insert(group);
+            } else {
+                l.remove(&group);
+            }
+        }
+    };
     let mut backoff = new_backoff();
     loop {
-        let (url, tls) = {
-            let s = sub.borrow();
-            (s.ws_url.clone(), s.tls.clone())
-        };
-        if let Ok(mut ws) = net.connect_ws(&url, identity.as_deref(), tls).await {
+        if let Ok(mut ws) = client.open_shared(true).await {
             backoff = new_backoff();
             let mut ready = false;
             loop {
@@ -131,8 +155,14 @@ pub(super) async fn conv_socket(
                 let text = match frame {
                     Some(Ok(Message::Text(t))) => t,
                     Some(Ok(Message::Binary(b))) => {
-                        // A pushed entry: the service reads the log.
-                        if group_of_binary(&b).is_some() && push.send(group).await.is_err() {
+                        // A pushed entry: handed to the service, which applies it when it
+                        // follows the cursor (or reads the log when it does not).
+                        let entry = match samizdat_proto::BinaryEntry::decode(&b) {
+                            Ok(e) if e.group_id == group => Some(pushed_entry(e)),
+                            _ if group_of_binary(&b) == Some(group) => None,
+                            _ => continue,
+                        };
+                        if push.send(pushed(entry)).await.is_err() {
                             return;
                         }
                         continue;
@@ -150,18 +180,20 @@ pub(super) async fn conv_socket(
                         if subscribe_group(&mut ws, group, &current).await.is_err() {
                             break;
                         }
+                        following(true);
                         // Whatever arrived while this socket was away.
-                        let _ = push.send(group).await;
+                        let _ = push.send(pushed(None)).await;
                     }
                     // The service is gone: so is this socket.
                     Ok(ServerFrame::Entry { .. } | ServerFrame::EpochClosed { .. })
-                        if push.send(group).await.is_err() =>
+                        if push.send(pushed(None)).await.is_err() =>
                     {
                         return;
                     }
                     _ => {}
                 }
             }
+            following(false);
         }
         tokio::time::sleep(backoff.next().unwrap_or(Duration::from_secs(10))).await;
     }

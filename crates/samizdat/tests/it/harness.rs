@@ -219,6 +219,27 @@ pub fn postgres_url() -> Option<String> {
 }
 
 impl World {
+    /// A person (display name = name) whose every connection goes through the SOCKS5 proxy
+    /// on `port`, isolated: the mailbox and each conversation under their own identity.
+    pub fn isolated_person(&self, name: &str, port: u16) -> Person {
+        let p = Person {
+            name: name.into(),
+            display: name.into(),
+            home: self.dir.path().join(name),
+        };
+        p.ok(&[
+            "init",
+            "--relay",
+            &self.relay.url,
+            "--name",
+            name,
+            "--proxy",
+            &format!("socks5h://127.0.0.1:{port}"),
+            "--isolate",
+        ]);
+        p
+    }
+
     pub fn new() -> World {
         let dir = tempfile::tempdir().expect("tempdir");
         let relay = RelayProc::start(&dir.path().join("relay"), "127.0.0.1:0");
@@ -437,5 +458,43 @@ pub fn signal(child: &std::process::Child, sig: rustix::process::Signal) {
         .and_then(rustix::process::Pid::from_raw)
     {
         let _ = rustix::process::kill_process(pid, sig);
+    }
+}
+
+/// Start the SOCKS proxy that logs what each connection carried
+/// (`tests/support/socks_logger.py`): its port, and the process (stopped when dropped).
+pub fn socks_logger(log: &std::path::Path) -> (u16, ChildGuard) {
+    let port = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").expect("a free port");
+        l.local_addr().expect("its address").port()
+    };
+    let script = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../../tests/support/socks_logger.py"
+    );
+    let mut child = std::process::Command::new("python3")
+        .arg(script)
+        .arg(port.to_string())
+        .arg(log)
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("python3");
+    // It prints a line once it listens.
+    let mut line = String::new();
+    std::io::BufRead::read_line(
+        &mut std::io::BufReader::new(child.stdout.take().expect("its output")),
+        &mut line,
+    )
+    .expect("the proxy starts");
+    (port, ChildGuard(child))
+}
+
+/// A child process stopped (and reaped) when dropped.
+pub struct ChildGuard(pub std::process::Child);
+
+impl Drop for ChildGuard {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
     }
 }

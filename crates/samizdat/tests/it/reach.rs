@@ -449,44 +449,8 @@ fn isolation_keeps_the_mailbox_and_each_conversation_apart() {
     let [bob, carol] = w.people(["bob", "carol"]);
     let cfg = tempfile::tempdir().unwrap();
     let log = cfg.path().join("socks.log");
-    let port = {
-        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        l.local_addr().unwrap().port()
-    };
-    let script = concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/../../tests/support/socks_logger.py"
-    );
-    let mut child = Command::new("python3")
-        .arg(script)
-        .arg(port.to_string())
-        .arg(&log)
-        .stdout(Stdio::piped())
-        .spawn()
-        .expect("python3");
-    let mut line = String::new();
-    std::io::BufRead::read_line(
-        &mut std::io::BufReader::new(child.stdout.take().unwrap()),
-        &mut line,
-    )
-    .unwrap();
-    let _proxy = Server(child);
-    let home = w.dir.path().join("alice");
-    let alice = Person {
-        name: "alice".into(),
-        display: "alice".into(),
-        home: home.clone(),
-    };
-    alice.ok(&[
-        "init",
-        "--relay",
-        &w.relay.url,
-        "--name",
-        "alice",
-        "--proxy",
-        &format!("socks5h://127.0.0.1:{port}"),
-        "--isolate",
-    ]);
+    let (port, _proxy) = crate::harness::socks_logger(&log);
+    let alice = w.isolated_person("alice", port);
     assert!(alice.ok(&["whoami"]).contains("(isolated)"));
     w.connect(&alice, &bob);
     w.connect(&alice, &carol);

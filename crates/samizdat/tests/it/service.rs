@@ -330,20 +330,51 @@ fn serve_appends_messages_over_its_websocket() {
 /// read per log every 5 s), which does not grow with the number of messages.
 #[test]
 fn the_realtime_path_reads_no_log_per_message() {
-    const N: u64 = 20;
     let (mut w, metrics) = metered_world();
     let [alice, bob] = w.people(["alice", "bob"]);
     w.connect(&alice, &bob);
-    let _a = Serve::start(&alice);
-    let _b = Serve::start(&bob);
-    // Log reads (`GET …/entries`) and HTTP appends as the relay counts them.
-    let reads = || {
-        metric_sum(&http_get(&metrics, "/metrics"), |l| {
+    realtime_messages(&mut w, &metrics, &alice, &bob, 2);
+}
+
+/// The same with isolation (through a SOCKS proxy): alice's conversation has its own socket
+/// under its own identity, and it too hands the service the entries it pushes and carries
+/// the conversation's appends — one socket for the mailbox, one for the conversation.
+#[test]
+fn the_isolated_realtime_path_reads_no_log_per_message() {
+    if !harness::needs(
+        "service::the_isolated_realtime_path_reads_no_log_per_message",
+        &["python3"],
+        false,
+    ) {
+        return;
+    }
+    let (mut w, metrics) = metered_world();
+    let proxy = tempfile::tempdir().expect("tempdir");
+    let (port, _proxy) = harness::socks_logger(&proxy.path().join("socks.log"));
+    let alice = w.isolated_person("alice", port);
+    let bob = w.person("bob");
+    w.connect(&alice, &bob);
+    // alice: the mailbox's socket and her conversation's; bob: one.
+    realtime_messages(&mut w, &metrics, &alice, &bob, 3);
+}
+
+/// Both people under `serve`, messages both ways: no log read per message, no append over
+/// HTTP, and `sockets` WebSockets in all (subscriptions and appends share them), all counted
+/// by the relay's own metrics.
+fn realtime_messages(w: &mut World, metrics: &str, alice: &Person, bob: &Person, sockets: u64) {
+    const N: u64 = 20;
+    let _a = Serve::start(alice);
+    let _b = Serve::start(bob);
+    let count = |route: &str, method: &str| {
+        metric_sum(&http_get(metrics, "/metrics"), |l| {
             l.starts_with("samizdat_http_request_duration_seconds_count{")
-                && l.contains("route=\"/v1/groups/{id}/entries\"")
-                && l.contains("method=\"GET\"")
+                && l.contains(&format!("route=\"{route}\""))
+                && l.contains(&format!("method=\"{method}\""))
         })
     };
+    // Log reads (`GET …/entries`) and HTTP appends (`POST …/entries`) as the relay counts them.
+    let reads = || count("/v1/groups/{id}/entries", "GET");
+    let http_appends = || count("/v1/groups/{id}/entries", "POST");
     // Warm up: the first message of each side settles subscriptions.
     alice.ok(&["send", &bob.display, "warm-up"]);
     bob.ok(&["send", "alice", "warm-up back"]);
@@ -358,27 +389,38 @@ fn the_realtime_path_reads_no_log_per_message() {
             std::thread::sleep(Duration::from_millis(50));
         }
     };
-    arrived(&alice, &bob.display, 2);
-    arrived(&bob, "alice", 2);
-    let before = reads();
+    arrived(alice, &bob.display, 2);
+    arrived(bob, "alice", 2);
+    let (before, appended_before) = (reads(), http_appends());
     let start = Instant::now();
     for i in 0..N {
         alice.ok(&["send", &bob.display, &w.text(&format!("realtime {i}"))]);
+        bob.ok(&["send", "alice", &w.text(&format!("realtime back {i}"))]);
     }
-    arrived(&bob, "alice", 2 + N as usize);
-    arrived(&alice, &bob.display, 2 + N as usize);
+    arrived(bob, "alice", 2 + 2 * N as usize);
+    arrived(alice, &bob.display, 2 + 2 * N as usize);
     let read = reads() - before;
+    let appended = http_appends() - appended_before;
+    let open = metric_sum(&http_get(metrics, "/metrics"), |l| {
+        l.starts_with("samizdat_ws_connections ")
+    });
     let secs = start.elapsed().as_secs();
     // Two services, each reading its conversation and its self group at most once per 5 s
     // poll (and once more around each boundary): background work, not per message. Before
     // this path, every message cost a read on the sender (and one for its echo) and one on
-    // the receiver: at least 2N.
+    // the receiver: at least 2 per message.
     let background = 2 * 2 * (secs / 5 + 2);
-    eprintln!("{N} messages in {secs} s: {read} log reads (background allowance {background})");
+    eprintln!(
+        "{} messages in {secs} s: {read} log reads (background allowance {background}), {appended} HTTP appends, {open} sockets",
+        2 * N
+    );
     assert!(
         read <= background && read < 2 * N,
-        "{read} log reads for {N} messages in {secs} s"
+        "{read} log reads for {} messages in {secs} s",
+        2 * N
     );
+    assert_eq!(appended, 0, "every append went over the services' sockets");
+    assert_eq!(open, sockets, "one socket per relay and identity");
 }
 
 /// A world whose relay also serves its Prometheus metrics; their address.
