@@ -36,6 +36,10 @@ pub mod relay_client;
 mod relay_client;
 pub mod service;
 #[cfg(feature = "internals")]
+pub mod settings;
+#[cfg(not(feature = "internals"))]
+mod settings;
+#[cfg(feature = "internals")]
 pub mod store;
 #[cfg(not(feature = "internals"))]
 mod store;

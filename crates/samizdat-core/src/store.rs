@@ -11,7 +11,7 @@
 use std::path::Path;
 use std::sync::{Arc, Mutex, MutexGuard};
 
-use rusqlite::{Connection, OptionalExtension, params};
+use rusqlite::Connection;
 use rusqlite_migration::{M, Migrations};
 
 use crate::{Error, Result};
@@ -182,10 +182,11 @@ impl Db {
     }
 
     /// Run `f` inside one transaction. MLS storage writes made by `f` (through the same
-    /// connection) are part of it.
-    pub fn transaction<T>(&self, f: impl FnOnce() -> Result<T>) -> Result<T> {
+    /// connection) are part of it. `f` gets the transaction's [`Tx`]: what must only happen
+    /// inside one takes it, so the compiler checks that a transaction is open.
+    pub fn transaction<T>(&self, f: impl FnOnce(&Tx) -> Result<T>) -> Result<T> {
         self.conn().execute_batch("BEGIN IMMEDIATE")?;
-        match f() {
+        match f(&Tx(self)) {
             Ok(v) => {
                 self.conn().execute_batch("COMMIT")?;
                 Ok(v)
@@ -196,37 +197,16 @@ impl Db {
             }
         }
     }
+}
 
-    pub fn get_setting(&self, key: &str) -> Result<Option<Vec<u8>>> {
-        Ok(self
-            .conn()
-            .query_row(
-                "SELECT value FROM settings WHERE key = ?1",
-                params![key],
-                |r| r.get(0),
-            )
-            .optional()?)
-    }
+/// An open transaction: made only by [`Db::transaction`] and passed explicitly to what must
+/// run inside one (several writes that stand or fall together), which writes through it.
+pub struct Tx<'a>(&'a Db);
 
-    pub fn setting(&self, key: &str) -> Result<Vec<u8>> {
-        self.get_setting(key)?.ok_or_else(|| {
-            Error::Storage(format!(
-                "profile is missing its {key}; was its creation interrupted?"
-            ))
-        })
-    }
-
-    pub fn setting_string(&self, key: &str) -> Result<String> {
-        String::from_utf8(self.setting(key)?)
-            .map_err(|_| Error::Storage(format!("corrupt setting {key}")))
-    }
-
-    pub fn set_setting(&self, key: &str, value: &[u8]) -> Result<()> {
-        self.conn().execute(
-            "INSERT INTO settings (key, value) VALUES (?1, ?2) ON CONFLICT(key) DO UPDATE SET value = excluded.value",
-            params![key, value],
-        )?;
-        Ok(())
+impl Tx<'_> {
+    /// The connection, inside the transaction.
+    pub fn conn(&self) -> MutexGuard<'_, Connection> {
+        self.0.conn()
     }
 }
 
@@ -245,10 +225,15 @@ mod tests {
         let dir = tempfile::tempdir().expect("temp dir");
         let path = dir.path().join("profile.db");
         let db = Db::open(&path, "pass").expect("create");
-        db.set_setting("k", b"v").expect("write");
+        db.set_setting(crate::settings::Setting::Name, b"v")
+            .expect("write");
         drop(db);
         let db = Db::open(&path, "pass").expect("reopen");
-        assert_eq!(db.get_setting("k").expect("read"), Some(b"v".to_vec()));
+        assert_eq!(
+            db.get_setting(crate::settings::Setting::Name)
+                .expect("read"),
+            Some(b"v".to_vec())
+        );
         let version: i64 = db
             .conn()
             .pragma_query_value(None, "user_version", |r| r.get(0))
@@ -400,7 +385,7 @@ mod tests {
         let path = dir.path().join("new.db");
         Db::open(&path, "correct horse")
             .expect("create")
-            .set_setting("k", b"v")
+            .set_setting(crate::settings::Setting::Name, b"v")
             .expect("write");
         assert!(
             !legacy_opens(&path, "correct horse"),
@@ -413,7 +398,7 @@ mod tests {
         assert_eq!(
             Db::open(&path, "correct horse")
                 .expect("reopen")
-                .get_setting("k")
+                .get_setting(crate::settings::Setting::Name)
                 .expect("read"),
             Some(b"v".to_vec())
         );

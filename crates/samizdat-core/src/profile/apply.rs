@@ -7,13 +7,14 @@ impl Profile {
     /// Returns the sender's fingerprint if it asked to leave.
     pub(super) fn apply_payload(
         &self,
+        tx: &Tx,
         conv: &mut Conv,
         sender: &[u8; 32],
         p: Payload,
         seq: u64,
     ) -> Result<Option<Vec<u8>>> {
         let gid = conv.group_id;
-        if self.apply_self_body(conv, sender, &p.body)? {
+        if self.apply_self_body(tx, conv, sender, &p.body)? {
             return Ok(None);
         }
         // Only the person's devices share the self group; nothing else is accepted there.
@@ -40,7 +41,7 @@ impl Profile {
                 devices,
             } => {
                 let list = devices.as_ref();
-                self.apply_profile(conv, sender, &name, &mailboxes, list)?;
+                self.apply_profile(tx, conv, sender, &name, &mailboxes, list)?;
             }
             Body::GroupMeta { name } => self.apply_group_meta(conv, &name)?,
             Body::Intro {
@@ -54,7 +55,7 @@ impl Profile {
             }
             Body::Timer { secs } => {
                 let secs = secs.min(365 * 24 * 3600);
-                self.db.conn().execute(
+                tx.conn().execute(
                     "UPDATE conversations SET timer_secs = ?2 WHERE group_id = ?1",
                     params![gid.as_bytes(), secs as i64],
                 )?;
@@ -67,7 +68,7 @@ impl Profile {
                 self.emit(e)?;
             }
             Body::DeviceList { list } => {
-                self.keep_device_list(sender, &list, Some(conv))?;
+                self.keep_device_list(tx, sender, &list, Some(conv))?;
             }
             Body::Devices { .. }
             | Body::History { .. }
@@ -79,7 +80,7 @@ impl Profile {
             Body::Leave if mine => {
                 // We left on another device: the others remove every device of ours; this
                 // one stops here (its keys go at the end of the sync, see `sync`).
-                self.db.conn().execute(
+                tx.conn().execute(
                     "UPDATE conversations SET active = 0, status = 'left', status_reason = NULL WHERE group_id = ?1",
                     params![gid.as_bytes()],
                 )?;
@@ -89,7 +90,7 @@ impl Profile {
             }
             Body::Leave => {
                 // Kept until a commit removes them (see `commit_pending_removals`).
-                self.db.conn().execute(
+                tx.conn().execute(
                     "INSERT OR IGNORE INTO pending_removals (group_id, member, created_at) VALUES (?1, ?2, ?3)",
                     params![gid.as_bytes(), sender, now_secs() as i64],
                 )?;
@@ -169,6 +170,7 @@ impl Profile {
     /// name), their mailboxes, their device list.
     fn apply_profile(
         &self,
+        tx: &Tx,
         conv: &Conv,
         sender: &[u8; 32],
         name: &str,
@@ -177,16 +179,16 @@ impl Profile {
     ) -> Result<()> {
         let gid = conv.group_id;
         if let Some(list) = devices {
-            self.keep_device_list(sender, list, Some(conv))?;
+            self.keep_device_list(tx, sender, list, Some(conv))?;
         }
         self.store_peer_addresses(sender, mailboxes)?;
         let name = crate::text::clean_name(name);
-        self.db.conn().execute(
+        tx.conn().execute(
             "INSERT OR REPLACE INTO member_names (group_id, fingerprint, name) VALUES (?1, ?2, ?3)",
             params![gid.as_bytes(), &sender[..], name],
         )?;
         // In a 1:1 conversation the peer's own name becomes the contact's display name.
-        self.db.conn().execute(
+        tx.conn().execute(
             "UPDATE contacts SET display_name = ?2 WHERE fingerprint = ?1",
             params![&sender[..], name],
         )?;

@@ -19,14 +19,13 @@ pub(super) struct Archive {
     /// Invitations from strangers waiting on that device.
     #[serde(default)]
     invitations: Vec<ArchivedInvitation>,
-    /// The settings every device of the person shares (`SHARED_SETTINGS`).
+    /// The settings every device of the person shares (`Setting::SHARED`).
     #[serde(default)]
     settings: Vec<(String, Bytes)>,
 }
 
 /// Settings that follow the person to every device (the proxy and the relays do not: they
 /// are about where a device is).
-pub(super) const SHARED_SETTINGS: [&str; 2] = ["auto_download_bytes", "move_after"];
 
 #[derive(Debug, Serialize, serde::Deserialize)]
 pub(super) struct ArchivedInvitation {
@@ -140,9 +139,9 @@ impl Profile {
     pub(super) fn build_archive(&self) -> Result<Archive> {
         let device = Bytes(self.device_fp()?.to_vec());
         let mut settings = Vec::new();
-        for key in SHARED_SETTINGS {
+        for key in Setting::SHARED {
             if let Some(v) = self.db.get_setting(key)? {
-                settings.push((key.to_string(), Bytes(v)));
+                settings.push((key.key().into_owned(), Bytes(v)));
             }
         }
         // Held to the end: nothing below may ask `self.db` again.
@@ -264,27 +263,19 @@ impl Profile {
 
     /// Carry out answers our other devices gave to invitations that arrived here.
     pub(super) async fn answer_invitations(&mut self) -> Result<()> {
-        let answers: Vec<(String, Vec<u8>)> = {
-            let conn = self.db.conn();
-            let mut stmt = conn
-                .prepare("SELECT key, value FROM settings WHERE key LIKE 'invitation_answer:%'")?;
-            stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?
-                .collect::<rusqlite::Result<_>>()?
-        };
-        for (key, value) in answers {
-            let gid = key.trim_start_matches("invitation_answer:");
-            let id: Option<i64> = match Bytes::decode(gid) {
-                Ok(g) => self
-                    .db
-                    .conn()
-                    .query_row(
-                        "SELECT id FROM invitations WHERE group_id = ?1 AND on_device IS NULL",
-                        params![g],
-                        |r| r.get(0),
-                    )
-                    .optional()?,
-                Err(_) => None,
+        for (key, value) in self.db.settings_of(Family::InvitationAnswer)? {
+            let Setting::InvitationAnswer(group) = key else {
+                continue;
             };
+            let id: Option<i64> = self
+                .db
+                .conn()
+                .query_row(
+                    "SELECT id FROM invitations WHERE group_id = ?1 AND on_device IS NULL",
+                    params![group.as_bytes()],
+                    |r| r.get(0),
+                )
+                .optional()?;
             let outcome = match id {
                 Some(id) if value == b"1" => self
                     .invitation_accept(id)
@@ -307,9 +298,7 @@ impl Profile {
                 Ok(Some(text)) => self.emit(Event::notice(None, text))?,
                 Ok(None) => {}
             }
-            self.db
-                .conn()
-                .execute("DELETE FROM settings WHERE key = ?1", params![key])?;
+            self.db.delete_setting(key)?;
         }
         Ok(())
     }
@@ -318,6 +307,7 @@ impl Profile {
     /// Returns whether the body was one of them.
     pub(super) fn apply_self_body(
         &self,
+        tx: &Tx,
         conv: &Conv,
         sender: &[u8; 32],
         body: &Body,
@@ -326,10 +316,10 @@ impl Profile {
         match body {
             Body::Devices { devices, signed } => {
                 if ours {
-                    self.db.conn().execute("DELETE FROM devices", [])?;
-                    self.store_device_records(devices)?;
+                    tx.conn().execute("DELETE FROM devices", [])?;
+                    self.store_device_records(tx, devices)?;
                     if let Some(list) = signed {
-                        self.keep_device_list(sender, list, None)?;
+                        self.keep_device_list(tx, sender, list, None)?;
                     }
                 }
                 Ok(true)
@@ -338,14 +328,15 @@ impl Profile {
                 if ours {
                     let json = serde_json::to_string(archive)
                         .map_err(|e| Error::Storage(e.to_string()))?;
-                    self.db.set_setting("state_archive", json.as_bytes())?;
+                    self.db
+                        .set_setting(Setting::StateArchive, json.as_bytes())?;
                 }
                 Ok(true)
             }
             Body::InvitationAnswer { group_id, accept } => {
                 if ours {
                     self.db.set_setting(
-                        &format!("invitation_answer:{group_id}"),
+                        Setting::InvitationAnswer(*group_id),
                         if *accept { b"1" } else { b"0" },
                     )?;
                 }
@@ -355,7 +346,8 @@ impl Profile {
                 if ours && archive.device.0 == self.device_fp()? {
                     let json = serde_json::to_string(archive)
                         .map_err(|e| Error::Storage(e.to_string()))?;
-                    self.db.set_setting("history_archive", json.as_bytes())?;
+                    self.db
+                        .set_setting(Setting::HistoryArchive, json.as_bytes())?;
                     self.emit(Event::notice(Some(conv), Notice::HistorySent))?;
                 }
                 Ok(true)
@@ -367,20 +359,18 @@ impl Profile {
     /// Fetch and import a history archive the self group announced (once).
     pub(super) async fn import_history(&mut self) -> Result<usize> {
         self.import_state().await?;
-        let Some(json) = self.db.get_setting("history_archive")? else {
+        let Some(json) = self.db.get_setting(Setting::HistoryArchive)? else {
             return Ok(0);
         };
         let r: ArchiveRef =
             serde_json::from_slice(&json).map_err(|e| Error::Storage(e.to_string()))?;
         let archive = self.fetch_archive(&r).await?;
         let n = archive.messages.len();
-        self.db.transaction(|| {
-            self.apply_archive(&archive, true)?;
+        self.db.transaction(|tx| {
+            self.apply_archive(tx, &archive, true)?;
+            self.db.delete_setting(Setting::HistoryArchive)?;
             self.db
-                .conn()
-                .execute("DELETE FROM settings WHERE key = 'history_archive'", [])?;
-            self.db
-                .set_setting("history_imported", &(n as u64).to_be_bytes())?;
+                .set_setting(Setting::HistoryImported, &(n as u64).to_be_bytes())?;
             self.emit(Event::notice(
                 None,
                 Notice::HistoryReceived {
@@ -396,14 +386,14 @@ impl Profile {
     /// the person's other devices (inside the caller's transaction, if any).
     pub(super) fn state_changed(&self) -> Result<()> {
         if self.self_group()?.is_some() {
-            self.db.set_setting("self_state_dirty", b"1")?;
+            self.db.set_setting(Setting::SelfStateDirty, b"1")?;
         }
         Ok(())
     }
 
     /// Send contacts and conversation names to our other devices if they changed.
     pub(super) async fn send_state_if_changed(&mut self) -> Result<()> {
-        if self.db.get_setting("self_state_dirty")?.is_none() {
+        if self.db.get_setting(Setting::SelfStateDirty)?.is_none() {
             return Ok(());
         }
         let me = self.device_fp()?;
@@ -417,34 +407,29 @@ impl Profile {
             let archive = self.upload_archive(&state, &[]).await?;
             self.send_self(Body::State { archive }).await?;
         }
-        self.db
-            .conn()
-            .execute("DELETE FROM settings WHERE key = 'self_state_dirty'", [])?;
+        self.db.delete_setting(Setting::SelfStateDirty)?;
         Ok(())
     }
 
     /// Apply the latest contacts and names another device of ours sent.
     pub(super) async fn import_state(&mut self) -> Result<()> {
-        let Some(json) = self.db.get_setting("state_archive")? else {
+        let Some(json) = self.db.get_setting(Setting::StateArchive)? else {
             return Ok(());
         };
         let r: ArchiveRef =
             serde_json::from_slice(&json).map_err(|e| Error::Storage(e.to_string()))?;
         let state = self.fetch_archive(&r).await?;
-        self.db.transaction(|| {
-            self.apply_archive(&state, false)?;
-            self.db
-                .conn()
-                .execute("DELETE FROM settings WHERE key = 'state_archive'", [])?;
+        self.db.transaction(|tx| {
+            self.apply_archive(tx, &state, false)?;
+            self.db.delete_setting(Setting::StateArchive)?;
             Ok(())
         })
     }
 
     /// Take contacts, names and (with `history`) messages from another device of ours.
-    pub(super) fn apply_archive(&self, a: &Archive, history: bool) -> Result<()> {
+    pub(super) fn apply_archive(&self, tx: &Tx, a: &Archive, history: bool) -> Result<()> {
         for c in &a.conversations {
-            let current: Option<String> = self
-                .db
+            let current: Option<String> = tx
                 .conn()
                 .query_row(
                     "SELECT name FROM conversations WHERE group_id = ?1",
@@ -465,7 +450,7 @@ impl Profile {
                     } else {
                         self.unique_name(&c.name)?
                     };
-                    self.db.conn().execute(
+                    tx.conn().execute(
                         "UPDATE conversations SET name = ?2, kind = ?3, timer_secs = ?4, seq_base = ?5 WHERE group_id = ?1",
                         params![&c.group_id.0, name, kind, c.timer_secs, c.seq_base],
                     )?;
@@ -475,7 +460,7 @@ impl Profile {
                 // A conversation this person left: its history only.
                 None => {
                     let name = self.unique_name(&c.name)?;
-                    self.db.conn().execute(
+                    tx.conn().execute(
                         "INSERT INTO conversations (group_id, kind, name, relay, read_epoch, cursor, active, created_at, timer_secs, seq_base)
                          VALUES (?1, ?2, ?3, ?4, 0, 0, 0, ?5, ?6, ?7)",
                         params![&c.group_id.0, kind, name, c.relay, c.created_at, c.timer_secs, c.seq_base],
@@ -485,11 +470,13 @@ impl Profile {
         }
         let me = self.device_fp()?;
         for (key, value) in &a.settings {
-            if SHARED_SETTINGS.contains(&key.as_str()) && value.len() <= 64 {
+            if let Some(key) = Setting::shared(key)
+                && value.len() <= 64
+            {
                 self.db.set_setting(key, &value.0)?;
             }
         }
-        let conn = self.db.conn();
+        let conn = tx.conn();
         if !a.device.0.is_empty() && a.device.0 != me {
             // That device's pending invitations replace what we showed for it.
             conn.execute(

@@ -145,8 +145,8 @@ impl Profile {
         let json = serde_json::to_string(&attachment).map_err(|e| Error::Storage(e.to_string()))?;
         let sent_at = now_millis();
         let expires_in = (timer > 0).then_some(timer);
-        self.db.transaction(|| {
-            self.db.conn().execute(
+        self.db.transaction(|tx| {
+            tx.conn().execute(
                 "INSERT INTO messages (id, group_id, sender_fp, outgoing, body, sent_at, received_at, expires_in, expires_at, attachment, attachment_file)
                  VALUES (?1, ?2, ?3, 1, ?4, ?5, ?5, ?6, ?7, ?8, ?9)",
                 params![
@@ -161,7 +161,7 @@ impl Profile {
                     name,
                 ],
             )?;
-            self.db.conn().execute(
+            tx.conn().execute(
                 "INSERT INTO pending_files (id, group_id, cipher_len, created_at) VALUES (?1, ?2, ?3, ?4)",
                 params![id.as_bytes(), conv.group_id.as_bytes(), cipher_len as i64, sent_at as i64],
             )?;
@@ -273,12 +273,12 @@ impl Profile {
     /// it went; `failed`: why not) and forget the wait, in one transaction.
     fn settle_pending_file(&self, id: &MessageId, column: &str, value: &str) -> Result<()> {
         debug_assert!(matches!(column, "attachment" | "failed"));
-        self.db.transaction(|| {
-            self.db.conn().execute(
+        self.db.transaction(|tx| {
+            tx.conn().execute(
                 &format!("UPDATE messages SET {column} = ?2 WHERE id = ?1"),
                 params![id.as_bytes(), value],
             )?;
-            self.db.conn().execute(
+            tx.conn().execute(
                 "DELETE FROM pending_files WHERE id = ?1",
                 params![id.as_bytes()],
             )?;
@@ -433,7 +433,7 @@ impl Profile {
     pub fn auto_download_bytes(&self) -> Result<u64> {
         Ok(self
             .db
-            .setting_string("auto_download_bytes")
+            .setting_string(Setting::AutoDownloadBytes)
             .ok()
             .and_then(|s| s.parse().ok())
             .unwrap_or(0))
@@ -441,7 +441,7 @@ impl Profile {
 
     pub fn set_auto_download_bytes(&self, bytes: u64) -> Result<()> {
         self.db
-            .set_setting("auto_download_bytes", bytes.to_string().as_bytes())?;
+            .set_setting(Setting::AutoDownloadBytes, bytes.to_string().as_bytes())?;
         self.state_changed()
     }
 

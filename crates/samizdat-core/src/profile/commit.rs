@@ -12,29 +12,21 @@ fn next_token_hash(token: &[u8]) -> [u8; 32] {
     sha256(token)
 }
 
-/// The settings key that marks a group with a stored, not yet applied commit of ours.
-pub(super) fn pending_commit_key(group: &Id) -> String {
-    format!("pending_commit:{group}")
-}
-
 impl Profile {
     /// Drop a stored commit of ours that the relay did not take (the log, read to its end,
     /// does not contain it). No-op when none is stored.
     pub(super) fn clear_stale_commit(&mut self, group: &Id) -> Result<()> {
-        let key = pending_commit_key(group);
-        if self.db.get_setting(&key)?.is_none() {
+        let key = Setting::PendingCommit(*group);
+        if self.db.get_setting(key)?.is_none() {
             return Ok(());
         }
         let mut g = self.mls.load(group.as_bytes())?;
-        self.db.transaction(|| {
+        self.db.transaction(|_| {
             if g.has_pending_commit() {
                 g.clear_pending_commit();
                 g.save()?;
             }
-            self.db
-                .conn()
-                .execute("DELETE FROM settings WHERE key = ?1", params![key])?;
-            Ok(())
+            self.db.delete_setting(key)
         })
     }
 
@@ -123,10 +115,10 @@ impl Profile {
             // Store the commit as pending before the relay sees it: if we die after the relay
             // accepted it, the next sync finds it in the log, recognises it as ours and
             // applies it (instead of being unable to process our own commit).
-            self.db.transaction(|| {
+            self.db.transaction(|_| {
                 group.save()?;
                 self.db
-                    .set_setting(&pending_commit_key(&conv.group_id), b"1")
+                    .set_setting(Setting::PendingCommit(conv.group_id), b"1")
             })?;
             group.apply_pending_commit()?;
             let next_token = group.token()?;
@@ -209,10 +201,10 @@ impl Profile {
                 name: conv.name.clone(),
             },
         });
-        self.db.transaction(|| {
+        self.db.transaction(|tx| {
             c.group.save()?;
             self.store_token(&conv.group_id, c.group.epoch(), &c.next_token)?;
-            self.db.conn().execute(
+            tx.conn().execute(
                 "INSERT OR IGNORE INTO own_entries (group_id, seq) VALUES (?1, ?2)",
                 params![conv.group_id.as_bytes(), stored.seq as i64],
             )?;
@@ -223,7 +215,7 @@ impl Profile {
             }
             // Watched until they join (a fresh Welcome if they never do).
             for (kp, _, _) in c.adds {
-                self.db.conn().execute(
+                tx.conn().execute(
                     "INSERT INTO added_members (group_id, member, added_at) VALUES (?1, ?2, ?3)
                      ON CONFLICT (group_id, member) DO UPDATE SET added_at = excluded.added_at",
                     params![
@@ -235,7 +227,7 @@ impl Profile {
             }
             // Whoever asked to leave and is now gone needs no removal any more.
             for fp in c.removes {
-                self.db.conn().execute(
+                tx.conn().execute(
                     "DELETE FROM pending_removals WHERE group_id = ?1 AND member = ?2",
                     params![conv.group_id.as_bytes(), fp],
                 )?;
@@ -245,12 +237,10 @@ impl Profile {
                 let ct = c.group.encrypt(&plain)?;
                 c.group.save()?;
                 let epoch = c.group.epoch();
-                self.queue(conv, p, &plain, &random_id(), &ct, epoch)?;
+                self.queue(tx, conv, p, &plain, &random_id(), &ct, epoch)?;
             }
-            self.db.conn().execute(
-                "DELETE FROM settings WHERE key = ?1",
-                params![pending_commit_key(&conv.group_id)],
-            )?;
+            self.db
+                .delete_setting(Setting::PendingCommit(conv.group_id))?;
             self.member_changes(conv, &c.members, &c.group.members())
         })?;
         crash_point("commit-before-drops");

@@ -183,25 +183,25 @@ impl Profile {
             .await?;
         // The conversation, the contact and the add still to commit, in one step: from here
         // on the accept completes (now, or resumed by sync) or is undone and reported.
-        let pending: i64 = self.db.transaction(|| {
+        let pending: i64 = self.db.transaction(|tx| {
             group.save()?;
-            self.db.conn().execute(
+            tx.conn().execute(
                 "INSERT INTO conversations (group_id, kind, name, relay, read_epoch, cursor, created_at) VALUES (?1, 'direct', ?2, ?3, ?4, 0, ?5)",
                 params![group_id.as_bytes(), alias, invite.relay, group.epoch() as i64, now_secs() as i64],
             )?;
             self.store_token(&group_id, group.epoch(), &token0)?;
-            self.db.conn().execute(
+            tx.conn().execute(
                 "INSERT INTO contacts (alias, fingerprint, display_name, relay, mailbox_id, group_id, created_at) VALUES (?1, ?2, ?1, ?3, ?4, ?5, ?6)",
                 params![alias, &fp[..], invite.relay, invite.mailbox.as_bytes(), group_id.as_bytes(), now_secs() as i64],
             )?;
             self.state_changed()?;
             self.store_peer_addresses(&fp, &all_addresses)?;
-            self.db.conn().execute(
+            tx.conn().execute(
                 "INSERT INTO pending_adds (group_id, member, alias, relay, mailbox, next_at, created_at, invite, key_package)
                  VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?6, ?7, ?8)",
                 params![group_id.as_bytes(), &fp[..], alias, invite.relay, invite.mailbox.as_bytes(), now_millis() as i64, invite.id.as_bytes(), claimed.key_package.0],
             )?;
-            Ok(self.db.conn().last_insert_rowid())
+            Ok(tx.conn().last_insert_rowid())
         })?;
         drop(group);
         crash_point("accept-before-commit");
@@ -424,7 +424,7 @@ impl Profile {
             "active = 0 AND status = 'refused' AND group_id NOT IN (SELECT group_id FROM outbox)",
         )? {
             self.db
-                .transaction(|| self.forget_conversation(&conv.group_id))?;
+                .transaction(|tx| self.forget_conversation(tx, &conv.group_id))?;
         }
         Ok(())
     }

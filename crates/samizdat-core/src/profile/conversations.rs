@@ -59,8 +59,8 @@ impl Profile {
 
     /// Delete a conversation that never came to be (an accept refused for good), with its
     /// contact, MLS state and tokens (inside the caller's transaction).
-    pub(super) fn forget_conversation(&self, gid: &Id) -> Result<()> {
-        let conn = self.db.conn();
+    pub(super) fn forget_conversation(&self, tx: &Tx, gid: &Id) -> Result<()> {
+        let conn = tx.conn();
         let g = gid.as_bytes();
         conn.execute("DELETE FROM contacts WHERE group_id = ?1", params![g])?;
         for table in [
@@ -88,10 +88,10 @@ impl Profile {
     /// Forget the keys of a conversation we are no longer in (removed, or left and our
     /// leave notice delivered): MLS state and epoch tokens go; the history stays. Inside the
     /// caller's transaction.
-    pub(super) fn drop_group_secrets(&self, gid: &Id) -> Result<()> {
+    pub(super) fn drop_group_secrets(&self, tx: &Tx, gid: &Id) -> Result<()> {
         // Who was in it: only one of them may re-add us later (M6).
         if let Ok(group) = self.mls.load(gid.as_bytes()) {
-            let conn = self.db.conn();
+            let conn = tx.conn();
             for m in group.members() {
                 conn.execute(
                     "INSERT OR IGNORE INTO last_rosters (group_id, person) VALUES (?1, ?2)",
@@ -99,7 +99,7 @@ impl Profile {
                 )?;
             }
         }
-        let conn = self.db.conn();
+        let conn = tx.conn();
         for table in [
             "mls_groups",
             "mls_epochs",

@@ -45,7 +45,7 @@ fn transient(code: ErrorCode) -> bool {
 }
 
 impl Profile {
-    /// Record a drop as owed (inside the caller's transaction).
+    /// Record a drop as owed (one row: atomic by itself).
     pub(super) fn owe_drop(&self, group: &Id, d: &OwedDrop, body: &[u8]) -> Result<()> {
         self.owe_drop_kind(group, d, body, "welcome")
     }
@@ -178,8 +178,8 @@ impl Profile {
                     let why = e.err().as_ref().map(Problem::from);
                     let conv = self.conv_by_id(&gid)?;
                     let who = self.label(&gid, &member)?;
-                    self.db.transaction(|| {
-                        self.db.conn().execute(
+                    self.db.transaction(|tx| {
+                        tx.conn().execute(
                             "DELETE FROM drops WHERE request_id = ?1",
                             params![request_id],
                         )?;

@@ -126,8 +126,8 @@ impl Profile {
         let cs = self.cipher_suite();
         let cert = DeviceCert::sign(
             cs,
-            &zeroize::Zeroizing::new(self.db.setting("mls_secret")?),
-            &self.db.setting("mls_public")?,
+            &zeroize::Zeroizing::new(self.db.setting(Setting::MlsSecret)?),
+            &self.db.setting(Setting::MlsPublic)?,
             &link.device_key.0,
         )?;
         let self_conv = self.ensure_self_group().await?;
@@ -386,8 +386,8 @@ impl Profile {
     /// A link answer that arrived while `device join` syncs: a refusal ends the join.
     pub(super) fn device_envelope(&self, sealed: &[u8]) -> Result<()> {
         let (Some(secret), Some(public)) = (
-            self.db.get_setting("join_hpke_secret")?,
-            self.db.get_setting("join_hpke_public")?,
+            self.db.get_setting(Setting::JoinHpkeSecret)?,
+            self.db.get_setting(Setting::JoinHpkePublic)?,
         ) else {
             return Ok(());
         };
@@ -395,7 +395,8 @@ impl Profile {
         if let Ok(plain) = device::hpke_open(self.cipher_suite(), &secret, &public, sealed)
             && let Ok(LinkReply::Refused { reason }) = serde_json::from_slice(&plain)
         {
-            self.db.set_setting("join_refused", reason.as_bytes())?;
+            self.db
+                .set_setting(Setting::JoinRefused, reason.as_bytes())?;
         }
         Ok(())
     }
@@ -443,7 +444,7 @@ impl Profile {
     ) -> Result<Joined> {
         let deadline = std::time::Instant::now() + timeout;
         let cs = self.cipher_suite();
-        let device_key = self.db.setting("mls_public")?;
+        let device_key = self.db.setting(Setting::MlsPublic)?;
         let (hpke_secret, hpke_public) = device::hpke_keypair(cs)?;
         let hpke_secret = zeroize::Zeroizing::new(hpke_secret);
         let mut link_secret = zeroize::Zeroizing::new(vec![0u8; 32]);
@@ -478,10 +479,10 @@ impl Profile {
         }
         // Become a device of that person: the certificate in our credential, their name.
         let person_name = crate::text::clean_name(&person_name);
-        self.db.set_setting("device_cert", &cert.0)?;
-        self.db.set_setting("name", person_name.as_bytes())?;
-        self.db.set_setting("device_name", name.as_bytes())?;
-        let secret = zeroize::Zeroizing::new(self.db.setting("mls_secret")?);
+        self.db.set_setting(Setting::DeviceCert, &cert.0)?;
+        self.db.set_setting(Setting::Name, person_name.as_bytes())?;
+        self.db.set_setting(Setting::DeviceName, name.as_bytes())?;
+        let secret = zeroize::Zeroizing::new(self.db.setting(Setting::MlsSecret)?);
         self.mls = Mls::new(
             self.db.clone(),
             &secret,
@@ -512,8 +513,8 @@ impl Profile {
             kps[0] = fake.key_package(false)?;
         }
         // A refusal of what follows arrives while syncing (see `device_envelope`).
-        self.db.set_setting("join_hpke_secret", &hpke_secret)?;
-        self.db.set_setting("join_hpke_public", &hpke_public)?;
+        self.db.set_setting(Setting::JoinHpkeSecret, &hpke_secret)?;
+        self.db.set_setting(Setting::JoinHpkePublic, &hpke_public)?;
         let keys = LinkKeys::new(&link_secret, &device_key, kps);
         let (reply_relay, reply_mailbox, reply_hpke) = reply_to;
         let plain = serde_json::to_vec(&LinkMessage::Keys(keys))
@@ -530,10 +531,8 @@ impl Profile {
             .await?;
         // Wait for the Welcomes, the device list and the history (sync imports it).
         let messages = self.await_linked(deadline).await?;
-        for key in ["join_hpke_secret", "join_hpke_public"] {
-            self.db
-                .conn()
-                .execute("DELETE FROM settings WHERE key = ?1", params![key])?;
+        for key in [Setting::JoinHpkeSecret, Setting::JoinHpkePublic] {
+            self.db.delete_setting(key)?;
         }
         Ok(Joined {
             code,
@@ -627,13 +626,16 @@ impl Profile {
                     ));
                 }
                 crate::check_foreign_relay_url(&reply_relay)?;
-                self.db.set_setting("self_group", self_group.as_bytes())?;
-                self.store_device_records(&devices)?;
-                // This device, last (the list the first device sends next says the same).
-                self.db.conn().execute(
-                    "INSERT OR REPLACE INTO devices (device_fp, name, relay, mailbox_id, added_at) VALUES (?1, ?2, ?3, ?4, ?5)",
-                    params![&mls::fingerprint(device_key)[..], name, self.relay.base(), self.mailbox.as_bytes(), now_secs() as i64],
-                )?;
+                self.db.transaction(|tx| {
+                    self.db.set_setting(Setting::SelfGroup, self_group.as_bytes())?;
+                    self.store_device_records(tx, &devices)?;
+                    // This device, last (the list the first device sends next says the same).
+                    tx.conn().execute(
+                        "INSERT OR REPLACE INTO devices (device_fp, name, relay, mailbox_id, added_at) VALUES (?1, ?2, ?3, ?4, ?5)",
+                        params![&mls::fingerprint(device_key)[..], name, self.relay.base(), self.mailbox.as_bytes(), now_secs() as i64],
+                    )?;
+                    Ok(())
+                })?;
                 Ok((
                     cert,
                     person,
@@ -661,13 +663,13 @@ impl Profile {
                     )));
                 }
             }
-            if let Some(reason) = self.db.get_setting("join_refused")? {
+            if let Some(reason) = self.db.get_setting(Setting::JoinRefused)? {
                 return Err(Error::Usage(format!(
                     "the other device refused: {}",
                     String::from_utf8_lossy(&reason)
                 )));
             }
-            if let Some(n) = self.db.get_setting("history_imported")? {
+            if let Some(n) = self.db.get_setting(Setting::HistoryImported)? {
                 let messages = <[u8; 8]>::try_from(n.as_slice())
                     .map(u64::from_be_bytes)
                     .unwrap_or(0) as usize;

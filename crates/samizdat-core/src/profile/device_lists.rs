@@ -126,13 +126,15 @@ impl Profile {
         let version = self.own_device_list()?.map_or(1, |l| l.version + 1);
         let list = DeviceList::sign(
             self.cipher_suite(),
-            &zeroize::Zeroizing::new(self.db.setting("mls_secret")?),
-            &self.db.setting("mls_public")?,
+            &zeroize::Zeroizing::new(self.db.setting(Setting::MlsSecret)?),
+            &self.db.setting(Setting::MlsPublic)?,
             version,
             devices,
             revoked,
         )?;
-        self.keep_device_list(&self.fingerprint.clone(), &list, None)?;
+        let me = self.fingerprint;
+        self.db
+            .transaction(|tx| self.keep_device_list(tx, &me, &list, None))?;
         for conv in self.active_convs()? {
             if is_self_group(&conv) {
                 continue;
@@ -162,6 +164,7 @@ impl Profile {
     /// nothing. Inside the caller's transaction.
     pub(super) fn keep_device_list(
         &self,
+        tx: &Tx,
         sender: &[u8; 32],
         list: &DeviceList,
         conv: Option<&Conv>,
@@ -181,7 +184,7 @@ impl Profile {
             return Ok(());
         }
         let json = serde_json::to_vec(list).map_err(|e| Error::Storage(e.to_string()))?;
-        let conn = self.db.conn();
+        let conn = tx.conn();
         conn.execute(
             "INSERT INTO device_lists (person, version, list) VALUES (?1, ?2, ?3)
              ON CONFLICT(person) DO UPDATE SET version = excluded.version, list = excluded.list",
@@ -239,7 +242,7 @@ impl Profile {
                 .map(|m| m.device.to_vec())
                 .collect();
             for device in present {
-                self.db.conn().execute(
+                tx.conn().execute(
                     "INSERT OR IGNORE INTO pending_removals (group_id, member, created_at) VALUES (?1, ?2, ?3)",
                     params![c.group_id.as_bytes(), device, now_secs() as i64],
                 )?;

@@ -31,7 +31,7 @@ pub struct DeviceView {
 impl Profile {
     /// Whether this device holds the person's identity key (the first device).
     pub fn holds_identity(&self) -> Result<bool> {
-        Ok(self.db.get_setting("device_cert")?.is_none())
+        Ok(self.db.get_setting(Setting::DeviceCert)?.is_none())
     }
 
     pub(super) fn cipher_suite(&self) -> u16 {
@@ -40,14 +40,14 @@ impl Profile {
 
     /// This device's own key fingerprint.
     pub(super) fn device_fp(&self) -> Result<[u8; 32]> {
-        Ok(mls::fingerprint(&self.db.setting("mls_public")?))
+        Ok(mls::fingerprint(&self.db.setting(Setting::MlsPublic)?))
     }
 
     /// The self group's id, if this person has one.
     pub(super) fn self_group(&self) -> Result<Option<Id>> {
         Ok(self
             .db
-            .get_setting("self_group")?
+            .get_setting(Setting::SelfGroup)?
             .and_then(|b| Id::from_slice(&b).ok()))
     }
 
@@ -66,15 +66,15 @@ impl Profile {
             .create_group(random_id(), group_id, group.epoch(), sha256(&token))
             .await?;
         let me = self.device_fp()?;
-        self.db.transaction(|| {
+        self.db.transaction(|tx| {
             group.save()?;
-            self.db.conn().execute(
+            tx.conn().execute(
                 "INSERT INTO conversations (group_id, kind, name, relay, read_epoch, cursor, created_at, hidden) VALUES (?1, 'self', ?2, ?3, ?4, 0, ?5, 1)",
                 params![group_id.as_bytes(), SELF_GROUP_NAME, relay, group.epoch() as i64, now_secs() as i64],
             )?;
             self.store_token(&group_id, group.epoch(), &token)?;
-            self.db.set_setting("self_group", group_id.as_bytes())?;
-            self.db.conn().execute(
+            self.db.set_setting(Setting::SelfGroup, group_id.as_bytes())?;
+            tx.conn().execute(
                 "INSERT OR IGNORE INTO devices (device_fp, name, relay, mailbox_id, added_at) VALUES (?1, ?2, ?3, ?4, ?5)",
                 params![&me[..], "", relay, self.mailbox.as_bytes(), now_secs() as i64],
             )?;
@@ -147,7 +147,7 @@ impl Profile {
     }
 
     /// Keep the device list another device of ours sent (inside the caller's transaction).
-    pub(super) fn store_device_records(&self, devices: &[DeviceRecord]) -> Result<()> {
+    pub(super) fn store_device_records(&self, tx: &Tx, devices: &[DeviceRecord]) -> Result<()> {
         for d in devices.iter().take(64) {
             let name: String = d
                 .name
@@ -155,7 +155,7 @@ impl Profile {
                 .filter(|c| !c.is_control())
                 .take(64)
                 .collect();
-            self.db.conn().execute(
+            tx.conn().execute(
                 "INSERT OR REPLACE INTO devices (device_fp, name, relay, mailbox_id, added_at, revoked_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
                 params![&d.id.0, name, d.relay, d.mailbox.map(|m| m.as_bytes().to_vec()), d.added_at as i64, d.revoked_at.map(|t| t as i64)],
             )?;

@@ -16,8 +16,8 @@
 use super::*;
 use crate::wipe::{DuressKey, DuressProfile};
 
-const DURESS_KEY: &str = "duress_key";
-const DURESS_MANAGED: &str = "duress_managed";
+const DURESS_KEY: Setting = Setting::DuressKey;
+const DURESS_MANAGED: Setting = Setting::DuressManaged;
 
 impl Profile {
     /// Mark a new profile's duress file (random bytes) as managed by the profile.

@@ -59,9 +59,9 @@ impl Profile {
                 Error::RelayUnreachable("none of your relays can be reached".into())
             }));
         };
-        self.db.transaction(|| {
+        self.db.transaction(|tx| {
             group.save()?;
-            self.db.conn().execute(
+            tx.conn().execute(
                 "INSERT INTO conversations (group_id, kind, name, relay, read_epoch, cursor, created_at) VALUES (?1, 'group', ?2, ?3, ?4, 0, ?5)",
                 params![group_id.as_bytes(), name, relay, group.epoch() as i64, now_secs() as i64],
             )?;
@@ -147,9 +147,9 @@ impl Profile {
             }
         }
         if !waiting.is_empty() {
-            self.db.transaction(|| {
+            self.db.transaction(|tx| {
                 for (fp, alias, relay, mailbox) in &waiting {
-                    self.db.conn().execute(
+                    tx.conn().execute(
                         "INSERT OR IGNORE INTO pending_adds (group_id, member, alias, relay, mailbox, next_at, created_at)
                          VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?6)",
                         params![conv.group_id.as_bytes(), fp, alias, relay, mailbox.as_bytes(), now_millis() as i64],
@@ -269,8 +269,8 @@ impl Profile {
             Err(e @ (Error::RelayUnreachable(_) | Error::Busy(_))) if !too_old => {
                 let next = now_millis()
                     + super::delivery::retry_delay(row.attempts as u32).as_millis() as u64;
-                self.db.transaction(|| {
-                    self.db.conn().execute(
+                self.db.transaction(|tx| {
+                    tx.conn().execute(
                         "UPDATE pending_adds SET attempts = attempts + 1, next_at = ?2, last_error = ?3, key_package = NULL WHERE id = ?1",
                         params![id, next as i64, e.to_string()],
                     )?;
@@ -286,11 +286,11 @@ impl Profile {
             }
             Err(e) => {
                 let alias = row.alias;
-                self.db.transaction(|| {
+                self.db.transaction(|tx| {
                     done(self)?;
                     let text = if invite.is_some() {
                         // Nothing half-made: the conversation and the contact go.
-                        self.forget_conversation(&gid)?;
+                        self.forget_conversation(tx, &gid)?;
                         Notice::ConnectFailed {
                             name: alias,
                             error: Problem::from(&e),
@@ -411,8 +411,8 @@ impl Profile {
             return Ok(conv.name);
         }
         self.check_new_name(new_name, "a group name")?;
-        self.db.transaction(|| {
-            self.db.conn().execute(
+        self.db.transaction(|tx| {
+            tx.conn().execute(
                 "UPDATE conversations SET name = ?2 WHERE group_id = ?1",
                 params![conv.group_id.as_bytes(), new_name],
             )?;
@@ -465,7 +465,7 @@ impl Profile {
             |r| r.get(0),
         )?;
         if queued == 0 && left {
-            self.db.transaction(|| self.drop_group_secrets(gid))?;
+            self.db.transaction(|tx| self.drop_group_secrets(tx, gid))?;
         }
         Ok(())
     }

@@ -404,26 +404,26 @@ impl Profile {
             None if is_self => SELF_GROUP_NAME.to_string(),
             None => self.unique_name(&format!("new-{}", group_id.short()))?,
         };
-        self.db.transaction(|| {
+        self.db.transaction(|tx| {
             if previous.is_some() {
                 // Re-added after a removal (or a lost sync): fresh MLS state; the old state's
                 // epoch secrets must not linger.
-                self.db.conn().execute("DELETE FROM mls_epochs WHERE group_id = ?1", params![group_id.as_bytes()])?;
+                tx.conn().execute("DELETE FROM mls_epochs WHERE group_id = ?1", params![group_id.as_bytes()])?;
             }
             group.save()?;
             if previous.is_some() {
                 // Same conversation, reading from the new epoch.
-                self.db.conn().execute(
+                tx.conn().execute(
                     "UPDATE conversations SET active = 1, status = NULL, status_reason = NULL, relay = ?2, read_epoch = ?3, cursor = 0, log_id = ?4,
                         seq_base = (SELECT COALESCE(MAX(seq), 0) FROM messages WHERE group_id = ?1) WHERE group_id = ?1",
                     params![group_id.as_bytes(), relay, group.epoch() as i64, log],
                 )?;
-                self.db.conn().execute(
+                tx.conn().execute(
                     "DELETE FROM own_entries WHERE group_id = ?1",
                     params![group_id.as_bytes()],
                 )?;
             } else {
-                self.db.conn().execute(
+                tx.conn().execute(
                     "INSERT INTO conversations (group_id, kind, name, relay, read_epoch, cursor, created_at, log_id, hidden) VALUES (?1, ?8, ?2, ?3, ?4, 0, ?5, ?6, ?7)",
                     params![group_id.as_bytes(), name, relay, group.epoch() as i64, now_secs() as i64, log, is_self, if is_self { "self" } else { "group" }],
                 )?;

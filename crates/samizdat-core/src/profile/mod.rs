@@ -14,7 +14,8 @@ use crate::mls::{self, Incoming, Mls};
 use crate::notice::{ConvStatus, Notice, Problem, Refusal};
 use crate::payload::{Body, Envelope, MAX_TEXT, Payload};
 use crate::relay_client::{MailboxKey, RelayClient};
-use crate::store::Db;
+use crate::settings::{Family, Setting};
+use crate::store::{Db, Tx};
 use crate::{Error, Result, now_millis, now_secs, random_id, sha256};
 
 mod apply;
@@ -56,7 +57,6 @@ pub use groups::GroupAdded;
 use invitations::{Arrived, Screened, invitation_warning};
 use open::remove_db_files;
 use outbox::queued;
-use sync::recover_key;
 pub use views::{
     AttachmentView, ContactView, ConversationView, InvitationView, LastMessage, MemberView,
     MessageView, Page,
@@ -204,7 +204,7 @@ impl Profile {
             .await?;
         let rotated_at = self
             .db
-            .get_setting("last_resort_at")?
+            .get_setting(Setting::LastResortAt)?
             .and_then(|b| <[u8; 8]>::try_from(b.as_slice()).ok())
             .map(u64::from_be_bytes)
             .unwrap_or(0);
@@ -219,7 +219,8 @@ impl Profile {
             let last_resort = rotate.then(|| self.mls.key_package(true)).transpose()?;
             self.upload_key_packages(refill, last_resort).await?;
             if rotate {
-                self.db.set_setting("last_resort_at", &now.to_be_bytes())?;
+                self.db
+                    .set_setting(Setting::LastResortAt, &now.to_be_bytes())?;
             }
         }
         // Private keys of KeyPackages past their lifetime can never be used: delete them.
@@ -331,13 +332,16 @@ pub(crate) fn isolation_identity(
 fn store_net(db: &Db, net: &crate::net::Net) -> Result<()> {
     net.check()?;
     let url = net.proxy.as_ref().map(|p| p.url()).unwrap_or_default();
-    db.set_setting("proxy", url.as_bytes())?;
-    db.set_setting("isolate", if net.isolate { b"1" } else { b"0" })
+    db.set_setting(Setting::Proxy, url.as_bytes())?;
+    db.set_setting(Setting::Isolate, if net.isolate { b"1" } else { b"0" })
 }
 
 fn stored_net(db: &Db) -> Result<crate::net::Net> {
-    let url = db.setting_string("proxy").unwrap_or_default();
-    let isolate = db.setting("isolate").map(|v| v == b"1").unwrap_or(false);
+    let url = db.setting_string(Setting::Proxy).unwrap_or_default();
+    let isolate = db
+        .setting(Setting::Isolate)
+        .map(|v| v == b"1")
+        .unwrap_or(false);
     let mut net = crate::net::Net {
         proxy: if url.is_empty() {
             None

@@ -120,14 +120,15 @@ impl Profile {
     pub fn move_after(&self) -> Result<u64> {
         Ok(self
             .db
-            .get_setting("move_after")?
+            .get_setting(Setting::MoveAfter)?
             .and_then(|b| <[u8; 8]>::try_from(b.as_slice()).ok())
             .map(u64::from_be_bytes)
             .unwrap_or(DEFAULT_MOVE_AFTER))
     }
 
     pub fn set_move_after(&self, secs: u64) -> Result<()> {
-        self.db.set_setting("move_after", &secs.to_be_bytes())?;
+        self.db
+            .set_setting(Setting::MoveAfter, &secs.to_be_bytes())?;
         self.state_changed()
     }
 
@@ -314,9 +315,9 @@ impl Profile {
                 from: conv.relay.clone(),
             }
         };
-        self.db.transaction(|| {
-            self.record_move(&notice)?;
-            self.switch_log(conv, &notice)?;
+        self.db.transaction(|tx| {
+            self.record_move(tx, &notice)?;
+            self.switch_log(tx, conv, &notice)?;
             for fp in &members {
                 for a in self.peer_addresses(fp)? {
                     let d = delivery::OwedDrop {
@@ -342,8 +343,8 @@ impl Profile {
         Ok(())
     }
 
-    fn record_move(&self, n: &MoveNotice) -> Result<()> {
-        self.db.conn().execute(
+    fn record_move(&self, tx: &Tx, n: &MoveNotice) -> Result<()> {
+        tx.conn().execute(
             "INSERT OR REPLACE INTO moves (group_id, epoch, n, relay, log_id, rank, created_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
             params![n.group_id.as_bytes(), n.epoch as i64, n.n as i64, n.relay, n.log.as_bytes(), rank(&n.relay), now_millis() as i64],
         )?;
@@ -352,9 +353,9 @@ impl Profile {
 
     /// Read the conversation from the new log, at its first position (inside the caller's
     /// transaction). Positions of the old log are forgotten; message order continues.
-    fn switch_log(&self, conv: &Conv, n: &MoveNotice) -> Result<()> {
+    fn switch_log(&self, tx: &Tx, conv: &Conv, n: &MoveNotice) -> Result<()> {
         let g = conv.group_id.as_bytes();
-        self.db.conn().execute(
+        tx.conn().execute(
             "UPDATE conversations SET relay = ?2, log_id = ?3, read_epoch = ?4, cursor = 0,
                  status = CASE WHEN active = 0 THEN NULL ELSE status END,
                  status_reason = CASE WHEN active = 0 THEN NULL ELSE status_reason END, active = 1,
@@ -362,8 +363,7 @@ impl Profile {
              WHERE group_id = ?1",
             params![g, n.relay, n.log.as_bytes(), n.epoch as i64],
         )?;
-        self.db
-            .conn()
+        tx.conn()
             .execute("DELETE FROM own_entries WHERE group_id = ?1", params![g])?;
         Ok(())
     }
@@ -436,11 +436,11 @@ impl Profile {
                 from: conv.relay.clone(),
             },
         };
-        self.db.transaction(|| {
-            self.record_move(&n)?;
-            self.switch_log(conv, &n)?;
+        self.db.transaction(|tx| {
+            self.record_move(tx, &n)?;
+            self.switch_log(tx, conv, &n)?;
             for p in &resend {
-                self.db.conn().execute(
+                tx.conn().execute(
                     "UPDATE messages SET seq = NULL WHERE id = ?1",
                     params![p.id.as_bytes()],
                 )?;

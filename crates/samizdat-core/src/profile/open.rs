@@ -153,7 +153,7 @@ impl Profile {
         key_packages: bool,
     ) -> Result<Profile> {
         let db = Db::open(path, passphrase)?;
-        db.set_setting("isolation_salt", &isolation_salt)?;
+        db.set_setting(Setting::IsolationSalt, &isolation_salt)?;
         store_net(&db, &net)?;
         // Random bytes until a duress passphrase is set (then indistinguishable from them).
         crate::wipe::init_duress(home)?;
@@ -172,16 +172,16 @@ impl Profile {
         if name.is_empty() {
             return Err(Error::Usage("the display name must not be empty".into()));
         }
-        db.set_setting("name", name.as_bytes())?;
-        db.set_setting("relay", relay.base().as_bytes())?;
-        db.set_setting("mls_secret", &signer.secret)?;
-        db.set_setting("mls_public", &signer.public)?;
+        db.set_setting(Setting::Name, name.as_bytes())?;
+        db.set_setting(Setting::Relay, relay.base().as_bytes())?;
+        db.set_setting(Setting::MlsSecret, &signer.secret)?;
+        db.set_setting(Setting::MlsPublic, &signer.public)?;
         db.set_setting(
-            "ciphersuite",
+            Setting::Ciphersuite,
             &u16::from(mls::DEFAULT_CIPHERSUITE).to_be_bytes(),
         )?;
-        db.set_setting("mailbox_id", mailbox.as_bytes())?;
-        db.set_setting("mailbox_key", &pkcs8)?;
+        db.set_setting(Setting::MailboxId, mailbox.as_bytes())?;
+        db.set_setting(Setting::MailboxKey, &pkcs8)?;
         relay
             .create_mailbox(random_id(), mailbox, mailbox_key.public())
             .await?;
@@ -218,7 +218,7 @@ impl Profile {
             .await?;
         profile
             .db
-            .set_setting("last_resort_at", &now_secs().to_be_bytes())?;
+            .set_setting(Setting::LastResortAt, &now_secs().to_be_bytes())?;
         Ok(profile)
     }
 
@@ -278,15 +278,15 @@ impl Profile {
             return Err(Error::NotFound(format!("no profile in {}", home.display())));
         }
         let db = Db::open(&path, passphrase)?;
-        let secret = zeroize::Zeroizing::new(db.setting("mls_secret")?);
-        let public = db.setting("mls_public")?;
-        let cs_bytes = db.setting("ciphersuite")?;
+        let secret = zeroize::Zeroizing::new(db.setting(Setting::MlsSecret)?);
+        let public = db.setting(Setting::MlsPublic)?;
+        let cs_bytes = db.setting(Setting::Ciphersuite)?;
         let cs = u16::from_be_bytes(
             <[u8; 2]>::try_from(cs_bytes.as_slice())
                 .map_err(|_| Error::Storage("corrupt ciphersuite".into()))?,
         );
         // A linked device carries its certificate; the first device is the identity.
-        let cert = db.get_setting("device_cert")?;
+        let cert = db.get_setting(Setting::DeviceCert)?;
         let mls = Mls::new(db.clone(), &secret, &public, cs.into(), cert.as_deref())?;
         let person = match &cert {
             Some(c) => crate::device::DeviceCert::decode(c)
@@ -294,15 +294,15 @@ impl Profile {
                 .person(),
             None => mls::fingerprint(&public),
         };
-        let mailbox = Id::from_slice(&db.setting("mailbox_id")?)
+        let mailbox = Id::from_slice(&db.setting(Setting::MailboxId)?)
             .map_err(|_| Error::Storage("corrupt mailbox id".into()))?;
         let mailbox_key =
-            MailboxKey::from_pkcs8(&zeroize::Zeroizing::new(db.setting("mailbox_key")?))?;
-        let isolation_salt = match db.setting("isolation_salt") {
+            MailboxKey::from_pkcs8(&zeroize::Zeroizing::new(db.setting(Setting::MailboxKey)?))?;
+        let isolation_salt = match db.setting(Setting::IsolationSalt) {
             Ok(s) if !s.is_empty() => s,
             _ => {
                 let s = crate::random_id().as_bytes().to_vec();
-                db.set_setting("isolation_salt", &s)?;
+                db.set_setting(Setting::IsolationSalt, &s)?;
                 s
             }
         };
@@ -311,7 +311,7 @@ impl Profile {
             None => stored_net(&db)?,
         };
         let relay = RelayClient::with_net(
-            &db.setting_string("relay")?,
+            &db.setting_string(Setting::Relay)?,
             &net,
             isolation_identity(&net, &isolation_salt, b"mailbox").as_deref(),
         )?;
@@ -319,7 +319,7 @@ impl Profile {
         let profile = Profile::assemble(Stored {
             others,
             home,
-            name: db.setting_string("name")?,
+            name: db.setting_string(Setting::Name)?,
             fingerprint: person,
             db,
             mls,

@@ -77,8 +77,8 @@ impl Profile {
             return Err(Error::Usage("the timer can be at most a year".into()));
         }
         let conv = self.conv(id)?;
-        self.db.transaction(|| {
-            self.db.conn().execute(
+        self.db.transaction(|tx| {
+            tx.conn().execute(
                 "UPDATE conversations SET timer_secs = ?2 WHERE group_id = ?1",
                 params![conv.group_id.as_bytes(), secs as i64],
             )?;
@@ -227,9 +227,9 @@ impl Profile {
                 let mut group = self.mls.load(conv.group_id.as_bytes())?;
                 let epoch = group.epoch();
                 let ct = group.encrypt(&plain)?;
-                self.db.transaction(|| {
+                self.db.transaction(|tx| {
                     group.save()?;
-                    self.queue(conv, &payload, &plain, &random_id(), &ct, epoch)
+                    self.queue(tx, conv, &payload, &plain, &random_id(), &ct, epoch)
                 })?;
                 return Err(e);
             }
@@ -251,9 +251,9 @@ impl Profile {
             let request_id = random_id();
             // Store the ratchet step and the pending message before the relay sees it: a
             // crash after this point retries the identical request.
-            self.db.transaction(|| {
+            self.db.transaction(|tx| {
                 group.save()?;
-                self.queue(conv, &payload, &plain, &request_id, &ct, epoch)
+                self.queue(tx, conv, &payload, &plain, &request_id, &ct, epoch)
             })?;
             crash_point("send-before-append");
             match relay
@@ -291,6 +291,7 @@ impl Profile {
     #[allow(clippy::too_many_arguments)]
     pub(super) fn queue(
         &self,
+        tx: &Tx,
         conv: &Conv,
         payload: &Payload,
         plain: &[u8],
@@ -298,7 +299,7 @@ impl Profile {
         ct: &[u8],
         epoch: u64,
     ) -> Result<()> {
-        let conn = self.db.conn();
+        let conn = tx.conn();
         if let Body::Text { text, attachment } = &payload.body {
             let attachment = attachment
                 .as_ref()
@@ -342,8 +343,8 @@ impl Profile {
     /// The relay acknowledged our message at `seq`: remember the position as our own (MLS
     /// cannot decrypt its own messages) and clear the pending request, in one transaction.
     pub(super) fn mark_sent(&self, conv: &Conv, payload: &Payload, seq: u64) -> Result<()> {
-        self.db.transaction(|| {
-            let conn = self.db.conn();
+        self.db.transaction(|tx| {
+            let conn = tx.conn();
             conn.execute(
                 "INSERT OR IGNORE INTO own_entries (group_id, seq) VALUES (?1, ?2)",
                 params![conv.group_id.as_bytes(), seq as i64],
@@ -382,9 +383,9 @@ impl Profile {
         payload: &Payload,
         why: &Error,
     ) -> Result<()> {
-        self.db.transaction(|| {
+        self.db.transaction(|tx| {
             if matches!(payload.body, Body::Text { .. }) {
-                self.db.conn().execute(
+                tx.conn().execute(
                     "UPDATE messages SET pending_body = NULL, pending_epoch = NULL, failed = ?2 WHERE id = ?1",
                     params![
                         payload.id.as_bytes(),
@@ -401,7 +402,7 @@ impl Profile {
                     },
                 )
             } else {
-                self.db.conn().execute(
+                tx.conn().execute(
                     "DELETE FROM outbox WHERE id = ?1",
                     params![payload.id.as_bytes()],
                 )?;

@@ -43,7 +43,7 @@ impl Profile {
                 .collect::<rusqlite::Result<_>>()?
         };
         if rows.is_empty() {
-            let key = zeroize::Zeroizing::new(db.setting("mailbox_key")?);
+            let key = zeroize::Zeroizing::new(db.setting(Setting::MailboxKey)?);
             db.conn().execute(
                 "INSERT INTO mailboxes (relay, mailbox_id, mailbox_key, position, created_at) VALUES (?1, ?2, ?3, 0, ?4)",
                 params![primary, primary_id.as_bytes(), &key[..], now_secs() as i64],
@@ -187,13 +187,14 @@ impl Profile {
                 |r| r.get(0),
             )?;
             let pkcs8 = zeroize::Zeroizing::new(pkcs8);
-            self.db.transaction(|| {
-                self.db
-                    .conn()
+            self.db.transaction(|tx| {
+                tx.conn()
                     .execute("DELETE FROM mailboxes WHERE relay = ?1", params![spec])?;
-                self.db.set_setting("relay", next.relay.base().as_bytes())?;
-                self.db.set_setting("mailbox_id", next.id.as_bytes())?;
-                self.db.set_setting("mailbox_key", &pkcs8)
+                self.db
+                    .set_setting(Setting::Relay, next.relay.base().as_bytes())?;
+                self.db
+                    .set_setting(Setting::MailboxId, next.id.as_bytes())?;
+                self.db.set_setting(Setting::MailboxKey, &pkcs8)
             })?;
             // The primary keeps the primary's proxy identity.
             self.relay = RelayClient::with_net(
@@ -395,7 +396,7 @@ impl Profile {
 
     fn save_down(&self) {
         if let Ok(json) = serde_json::to_vec(&self.down_since)
-            && let Err(e) = self.db.set_setting("relays_down", &json)
+            && let Err(e) = self.db.set_setting(Setting::RelaysDown, &json)
         {
             tracing::warn!("cannot store which relays are down: {e}");
         }
@@ -403,7 +404,7 @@ impl Profile {
 
     /// Which relays were down when the profile was last used.
     pub(super) fn load_down(db: &Db) -> HashMap<String, u64> {
-        db.get_setting("relays_down")
+        db.get_setting(Setting::RelaysDown)
             .ok()
             .flatten()
             .and_then(|b| serde_json::from_slice(&b).ok())

@@ -143,10 +143,8 @@ impl Profile {
         match self.import_history().await {
             Ok(_) | Err(Error::RelayUnreachable(_)) => {}
             Err(e) => {
-                self.db.conn().execute(
-                    "DELETE FROM settings WHERE key IN ('history_archive', 'state_archive')",
-                    [],
-                )?;
+                self.db.delete_setting(Setting::HistoryArchive)?;
+                self.db.delete_setting(Setting::StateArchive)?;
                 self.emit(Event::notice(
                     None,
                     Notice::HistoryUnreadable {
@@ -201,31 +199,17 @@ impl Profile {
     /// culprit's removal is queued (`commit_pending_removals` makes it on the new log). A
     /// member who already moved it first makes us follow instead (same log id).
     async fn recover_locked_logs(&mut self) -> Result<()> {
-        let keys: Vec<String> = {
-            let conn = self.db.conn();
-            let mut stmt = conn.prepare("SELECT key FROM settings WHERE key LIKE 'recover:%'")?;
-            stmt.query_map([], |r| r.get::<_, String>(0))?
-                .collect::<rusqlite::Result<Vec<_>>>()?
-        };
-        for key in keys {
-            let gid = key
-                .strip_prefix("recover:")
-                .and_then(|g| g.parse::<Id>().ok());
-            let conv = match gid {
-                Some(g) => self.conv_by_id(&g)?,
-                None => None,
+        for (key, _) in self.db.settings_of(Family::Recover)? {
+            let Setting::Recover(group) = key else {
+                continue;
             };
-            let Some(conv) = conv else {
-                self.db
-                    .conn()
-                    .execute("DELETE FROM settings WHERE key = ?1", params![key])?;
+            let Some(conv) = self.conv_by_id(&group)? else {
+                self.db.delete_setting(key)?;
                 continue;
             };
             if conv.active {
                 // Someone else's move reached us first: nothing left to do here.
-                self.db
-                    .conn()
-                    .execute("DELETE FROM settings WHERE key = ?1", params![key])?;
+                self.db.delete_setting(key)?;
                 continue;
             }
             let relay = conv.relay.clone();
@@ -233,9 +217,7 @@ impl Profile {
                 .move_conversation(&ConversationId::from_id(conv.group_id), &relay)
                 .await;
             moved?;
-            self.db
-                .conn()
-                .execute("DELETE FROM settings WHERE key = ?1", params![key])?;
+            self.db.delete_setting(key)?;
         }
         Ok(())
     }
@@ -570,11 +552,6 @@ impl Profile {
         )?;
         Ok(())
     }
-}
-
-/// The setting that marks a conversation whose log a member locked (docs/THREAT-MODEL.md, finding 6) for recovery.
-pub(super) fn recover_key(group: &Id) -> String {
-    format!("recover:{group}")
 }
 
 /// Entries the relay pushed, as a page that can stand for a read: application entries of the

@@ -71,7 +71,7 @@ impl Profile {
             }
             Ok(Incoming::Other) => {
                 let g = &mut *g;
-                self.db.transaction(|| {
+                self.db.transaction(|_| {
                     g.save()?;
                     self.set_cursor(&*conv, entry.seq, conv.read_epoch)
                 })?;
@@ -85,7 +85,7 @@ impl Profile {
                     position: entry.seq,
                     error: Problem::from(&e),
                 };
-                self.db.transaction(|| {
+                self.db.transaction(|_| {
                     self.emit(Event::notice(Some(&*conv), text))?;
                     self.set_cursor(&*conv, entry.seq, conv.read_epoch)
                 })?;
@@ -150,15 +150,15 @@ impl Profile {
             _ => None,
         };
 
-        self.db.transaction(|| {
+        self.db.transaction(|tx| {
             g.save()?;
             if let Some(t) = &token {
                 self.store_token(group_id, epoch, t)?;
             }
             if bogus {
-                self.lost_sync_at(conv, seq, committer, culprit.clone(), &after)?;
+                self.lost_sync_at(tx, conv, seq, committer, culprit.clone(), &after)?;
             } else if removed {
-                self.db.conn().execute(
+                tx.conn().execute(
                     "UPDATE conversations SET active = 0, status = 'removed', status_reason = NULL WHERE group_id = ?1",
                     params![group_id.as_bytes()],
                 )?;
@@ -167,7 +167,7 @@ impl Profile {
                     conversation: conv.name.clone(),
                 };
                 self.emit(e)?;
-                self.drop_group_secrets(group_id)?;
+                self.drop_group_secrets(tx, group_id)?;
             } else {
                 self.member_changes(&*conv, &before, &after)?;
                 if let (true, Some(person), Some(device)) =
@@ -192,7 +192,7 @@ impl Profile {
                     let ct = g.encrypt(&plain)?;
                     g.save()?;
                     let epoch = g.epoch();
-                    self.queue(&*conv, &p, &plain, &random_id(), &ct, epoch)?;
+                    self.queue(tx, &*conv, &p, &plain, &random_id(), &ct, epoch)?;
                 }
             }
             self.set_cursor(&*conv, seq, epoch)
@@ -211,6 +211,7 @@ impl Profile {
     /// committer, and prepare the recovery (inside the caller's transaction).
     fn lost_sync_at(
         &self,
+        tx: &Tx,
         conv: &Conv,
         seq: u64,
         committer: Option<[u8; 32]>,
@@ -230,18 +231,18 @@ impl Profile {
         // Who was in it (the culprit included): any of them may
         // re-add us later, should this be a fork (M6).
         for m in after {
-            self.db.conn().execute(
+            tx.conn().execute(
                 "INSERT OR IGNORE INTO last_rosters (group_id, person) VALUES (?1, ?2)",
                 params![group_id.as_bytes(), &m.fingerprint[..]],
             )?;
         }
         let recovering = match committer {
             Some(fp) if fp != self.fingerprint => {
-                self.db.conn().execute(
+                tx.conn().execute(
                     "INSERT OR IGNORE INTO pending_removals (group_id, member, created_at) VALUES (?1, ?2, ?3)",
                     params![group_id.as_bytes(), &fp[..], now_secs() as i64],
                 )?;
-                self.db.set_setting(&recover_key(group_id), b"1")?;
+                self.db.set_setting(Setting::Recover(*group_id), b"1")?;
                 true
             }
             _ => false,
@@ -273,7 +274,7 @@ impl Profile {
         // A device its person revoked no longer speaks for them (H2).
         let revoked = self.device_status(&sender, &sender_device)?
             == super::device_lists::DeviceStatus::Revoked;
-        self.db.transaction(|| {
+        self.db.transaction(|tx| {
             g.save()?;
             match Payload::decode(&data) {
                 Ok(_) if revoked => {
@@ -284,7 +285,7 @@ impl Profile {
                     ))?;
                 }
                 Ok(p) => {
-                    left = self.apply_payload(&mut *conv, &sender, p, seq)?;
+                    left = self.apply_payload(tx, &mut *conv, &sender, p, seq)?;
                 }
                 Err(_) => self.emit(Event::notice(
                     Some(&*conv),
