@@ -37,6 +37,7 @@ pub(crate) fn migrations() -> Migrations<'static> {
         M::up(include_str!("../migrations/0015_pending_files.sql")),
         M::up(include_str!("../migrations/0016_status_codes.sql")),
         M::up(include_str!("../migrations/0017_self_kind.sql")),
+        M::up(include_str!("../migrations/0018_drop_hidden.sql")),
     ])
 }
 
@@ -238,7 +239,7 @@ mod tests {
             .conn()
             .pragma_query_value(None, "user_version", |r| r.get(0))
             .expect("version");
-        assert_eq!(version, 17);
+        assert_eq!(version, 18);
         db.conn()
             .pragma_update(None, "user_version", 99)
             .expect("set version");
@@ -253,7 +254,8 @@ mod tests {
     /// Statuses written as English sentences by earlier versions become codes that each front
     /// says in its language (migration 0016); refusals keep their reason.
     /// Migration 17: the self group of an older profile (known by its reserved name) becomes
-    /// kind `self`; every other row and column comes through unchanged.
+    /// kind `self`; every other row and column comes through unchanged. Migration 18 then
+    /// drops `hidden`, which the kind replaced.
     #[test]
     fn the_self_group_of_older_profiles_becomes_a_kind() {
         let mut conn = Connection::open_in_memory().expect("db");
@@ -265,7 +267,7 @@ mod tests {
                     (x'03', 'direct', 'bob', 'http://s', 1, 1, 7, 0, NULL, 0, 0, NULL, NULL);",
         )
         .expect("insert");
-        migrations().to_latest(&mut conn).expect("to latest");
+        migrations().to_version(&mut conn, 17).expect("up to 17");
         let rows: Vec<(
             String,
             String,
@@ -317,6 +319,20 @@ mod tests {
             )
             .is_err()
         );
+        // Migration 18: `hidden` said what the kind says; it goes, and the rows stay.
+        migrations().to_latest(&mut conn).expect("to latest");
+        assert!(
+            conn.prepare("SELECT hidden FROM conversations").is_err(),
+            "the column is gone"
+        );
+        let self_groups: i64 = conn
+            .query_row(
+                "SELECT COUNT(*) FROM conversations WHERE kind = 'self'",
+                [],
+                |r| r.get(0),
+            )
+            .expect("count");
+        assert_eq!(self_groups, 1);
     }
 
     #[test]

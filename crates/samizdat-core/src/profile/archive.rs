@@ -167,7 +167,7 @@ impl Profile {
         let mut stmt = conn.prepare(
             "SELECT group_id, kind, name, relay, active, timer_secs, seq_base, created_at,
                     (SELECT MAX(seq) FROM messages m WHERE m.group_id = c.group_id AND m.unread = 0)
-             FROM conversations c WHERE hidden = 0",
+             FROM conversations c WHERE kind != 'self'",
         )?;
         a.conversations = stmt
             .query_map([], |r| {

@@ -47,7 +47,7 @@ impl Profile {
             .db
             .conn()
             .query_row(
-                "SELECT group_id FROM conversations WHERE name = ?1 AND hidden = 0",
+                "SELECT group_id FROM conversations WHERE name = ?1 AND kind != 'self'",
                 params![name],
                 |r| r.get(0),
             )

@@ -69,7 +69,7 @@ impl Profile {
         self.db.transaction(|tx| {
             group.save()?;
             tx.conn().execute(
-                "INSERT INTO conversations (group_id, kind, name, relay, read_epoch, cursor, created_at, hidden) VALUES (?1, 'self', ?2, ?3, ?4, 0, ?5, 1)",
+                "INSERT INTO conversations (group_id, kind, name, relay, read_epoch, cursor, created_at) VALUES (?1, 'self', ?2, ?3, ?4, 0, ?5)",
                 params![group_id.as_bytes(), SELF_GROUP_NAME, relay, group.epoch() as i64, now_secs() as i64],
             )?;
             self.store_token(&group_id, group.epoch(), &token)?;

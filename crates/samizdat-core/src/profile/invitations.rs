@@ -424,8 +424,8 @@ impl Profile {
                 )?;
             } else {
                 tx.conn().execute(
-                    "INSERT INTO conversations (group_id, kind, name, relay, read_epoch, cursor, created_at, log_id, hidden) VALUES (?1, ?8, ?2, ?3, ?4, 0, ?5, ?6, ?7)",
-                    params![group_id.as_bytes(), name, relay, group.epoch() as i64, now_secs() as i64, log, is_self, if is_self { "self" } else { "group" }],
+                    "INSERT INTO conversations (group_id, kind, name, relay, read_epoch, cursor, created_at, log_id) VALUES (?1, ?7, ?2, ?3, ?4, 0, ?5, ?6)",
+                    params![group_id.as_bytes(), name, relay, group.epoch() as i64, now_secs() as i64, log, if is_self { "self" } else { "group" }],
                 )?;
             }
             self.store_token(&group_id, group.epoch(), &token)?;

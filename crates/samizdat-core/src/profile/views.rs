@@ -173,7 +173,7 @@ impl Profile {
             "SELECT c.group_id, c.name, c.kind, c.active, c.status, c.status_reason,
                     (SELECT COUNT(*) FROM messages m WHERE m.group_id = c.group_id AND m.unread = 1),
                     c.created_at, c.timer_secs, c.relay
-             FROM conversations c WHERE c.hidden = 0 ORDER BY c.created_at",
+             FROM conversations c WHERE c.kind != 'self' ORDER BY c.created_at",
         )?;
         let rows = stmt
             .query_map([], |r| {

@@ -779,7 +779,13 @@ impl Service {
             if conv.relay.trim_end_matches('/') != p.relay.base() {
                 continue;
             }
-            if subscribed.get(&conv.log) == Some(&(conv.read_epoch, conv.cursor)) {
+            // Subscribed for this epoch: the relay pushes every later entry, so a cursor that
+            // moved (by those pushes, or by a read) needs no new subscription — one per
+            // message would make the relay re-read the log for each.
+            if subscribed
+                .get(&conv.log)
+                .is_some_and(|(epoch, _)| *epoch == conv.read_epoch)
+            {
                 continue;
             }
             let token = p.token(&conv.group_id, conv.read_epoch)?;

@@ -16,10 +16,12 @@ pub(super) struct ConvSub {
     after: u64,
 }
 
+/// The same subscription: the cursor (`after`) is left out, because the relay pushes every
+/// entry after it anyway — a moved cursor needs no new subscription (one per message would
+/// make the relay re-read the log for each).
 impl PartialEq for ConvSub {
     fn eq(&self, o: &ConvSub) -> bool {
-        (&self.ws_url, self.epoch, &self.token, self.after)
-            == (&o.ws_url, o.epoch, &o.token, o.after)
+        (&self.ws_url, self.epoch, &self.token) == (&o.ws_url, o.epoch, &o.token)
     }
 }
 

@@ -71,3 +71,64 @@ fn cross_relay_group_add_survives_the_new_members_relay_being_down() {
         w.assert_no_plaintext();
     });
 }
+
+/// A leave completes: the next member to say anything first commits the leaver's removal,
+/// so nothing sent after the leave is encrypted to the leaver's keys; the leaver's client
+/// stops reading at once.
+#[test]
+fn leaving_completes_before_anything_new_is_said() {
+    run(async {
+        let mut w = World::new().await;
+        let [mut alice, mut bob, mut carol] = w.people(["alice", "bob", "carol"]).await;
+        w.connect(&mut alice, &mut bob).await;
+        w.connect(&mut alice, &mut carol).await;
+        alice.group_create("friends").await;
+        alice
+            .group_add("friends", &[&bob.display, &carol.display])
+            .await;
+        bob.sync().await;
+        carol.sync().await;
+        carol.group_leave("friends").await;
+        // alice sends without syncing first: the send catches up, sees the leave and removes
+        // carol before encrypting.
+        let t = w.text("after carol left");
+        alice.send("friends", &t).await;
+        assert_eq!(
+            alice.members("friends").len(),
+            2,
+            "carol was not removed first"
+        );
+        bob.sync().await;
+        assert_eq!(bob.texts("friends").last(), Some(&t));
+        assert_eq!(bob.members("friends").len(), 2);
+        carol.sync().await;
+        assert!(!carol.texts("friends").contains(&t));
+        w.assert_no_plaintext();
+    });
+}
+
+/// Leaving while the relay is down: the leave notice is stored and sent when it is back; the
+/// others then remove the leaver, and the leaver reads nothing said after.
+#[test]
+fn a_leave_while_the_relay_is_down_completes_later() {
+    run(async {
+        let mut w = World::new().await;
+        let [mut alice, mut carol] = w.people(["alice", "carol"]).await;
+        w.connect(&mut alice, &mut carol).await;
+        alice.group_create("friends").await;
+        alice.group_add("friends", &[&carol.display]).await;
+        carol.sync().await;
+        w.relay(0).stop().await;
+        // Stored and queued: the leave itself succeeds.
+        carol.group_leave("friends").await;
+        w.relay(0).restart().await;
+        carol.sync().await;
+        alice.sync().await;
+        assert_eq!(alice.members("friends").len(), 1, "carol was not removed");
+        let t = w.text("after carol left");
+        alice.send("friends", &t).await;
+        carol.sync().await;
+        assert!(!carol.texts("friends").contains(&t));
+        w.assert_no_plaintext();
+    });
+}

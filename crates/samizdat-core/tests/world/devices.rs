@@ -174,3 +174,49 @@ fn a_group_of_three_people_with_one_on_two_devices() {
         w.assert_no_plaintext();
     });
 }
+
+/// Leaving a group on one device leaves it on every device of the person: the phone is told
+/// and stops sending there, and the other members remove the person (both devices), who
+/// reads nothing said after.
+#[test]
+fn leaving_a_group_on_one_device_leaves_it_on_all() {
+    run(async {
+        let mut w = World::new().await;
+        let [mut alice, mut bob] = w.people(["alice", "bob"]).await;
+        w.connect(&mut bob, &mut alice).await;
+        let mut laptop = w.link_device(&mut alice, "laptop").await;
+        bob.group_create("pair").await;
+        bob.group_add("pair", &[&alice.display]).await;
+        alice.sync().await;
+        laptop.sync().await;
+        laptop.group_leave("pair").await;
+        let told = alice.sync().await;
+        assert!(
+            told.iter().any(|e| matches!(
+                e,
+                samizdat_core::Event::Notice {
+                    notice: samizdat_core::Notice::LeftOnOtherDevice,
+                    ..
+                }
+            )),
+            "{told:?}"
+        );
+        let pair = alice.conversation("pair");
+        let refused = alice.profile.send(&pair, "still here?").await;
+        assert!(
+            matches!(refused, Err(samizdat_core::Error::NotMember(_))),
+            "{refused:?}"
+        );
+        // bob removes the person: both devices.
+        bob.sync().await;
+        bob.sync().await;
+        assert_eq!(bob.members("pair").len(), 1, "{:?}", bob.members("pair"));
+        let after = w.text("after alice left the pair");
+        bob.send("pair", &after).await;
+        alice.sync().await;
+        laptop.sync().await;
+        assert_eq!(count(&alice.texts("pair"), &after), 0);
+        assert_eq!(count(&laptop.texts("pair"), &after), 0);
+        w.assert_no_plaintext();
+    });
+}

@@ -92,3 +92,87 @@ fn finding_6_a_group_locked_by_a_false_token_recovers_by_itself() {
         w.assert_no_plaintext();
     });
 }
+
+/// Finding 1: a stranger who reuses someone's used-up invite link cannot pull them into a
+/// group: the Welcome waits as a pending invitation, nothing is sent into the stranger's group
+/// until the person accepts, declining forgets it, and accepting joins.
+#[test]
+fn finding_1_groups_from_strangers_wait_for_consent() {
+    run(async {
+        let mut w = World::new().await;
+        let [mut bob, mut alice, mut mallory, mut eve] =
+            w.people(["bob", "alice", "mallory", "eve"]).await;
+        let link = bob
+            .profile
+            .invite(3600, false)
+            .expect("an invite")
+            .to_link();
+        alice.profile.accept(&link, "bob").await.expect("accepted");
+        bob.sync().await;
+        // The link is used up; a stranger reuses it and so adds bob to a group of theirs.
+        mallory.profile.accept(&link, "bob").await.expect("sent");
+        let events = bob.sync().await;
+        assert!(
+            events
+                .iter()
+                .any(|e| matches!(e, Event::InvitationPending { .. })),
+            "{events:?}"
+        );
+        assert!(
+            !events.iter().any(|e| matches!(e, Event::Joined { .. })),
+            "{events:?}"
+        );
+        let talking = |p: &samizdat_core::testing::Person| {
+            p.profile
+                .conversations()
+                .expect("conversations")
+                .into_iter()
+                .filter(|c| c.kind != ConvKind::SelfGroup)
+                .count()
+        };
+        assert_eq!(talking(&bob), 1, "only alice's conversation");
+        let pending = bob.profile.invitations().expect("invitations");
+        assert_eq!(pending.len(), 1);
+        assert_eq!(pending[0].members, 2);
+        assert!(pending[0].relay_known);
+        // Nothing was sent into the stranger's group: mallory hears nothing from bob.
+        mallory.sync().await;
+        assert!(mallory.history("bob").iter().all(|m| m.outgoing));
+        let first = pending[0].id;
+        bob.profile.invitation_decline(first).expect("declined");
+        assert!(bob.profile.invitations().expect("invitations").is_empty());
+        let again = bob.profile.invitation_accept(first).await;
+        assert!(
+            matches!(again, Err(samizdat_core::Error::NotFound(_))),
+            "{again:?}"
+        );
+
+        // Accepting joins: the conversation appears and bob announces himself only now.
+        eve.profile.accept(&link, "bob").await.expect("sent");
+        bob.sync().await;
+        let pending = bob.profile.invitations().expect("invitations");
+        assert_eq!(pending.len(), 1);
+        let joined = bob
+            .profile
+            .invitation_accept(pending[0].id)
+            .await
+            .expect("joined");
+        bob.take();
+        assert_eq!(talking(&bob), 2);
+        assert!(bob.profile.invitations().expect("invitations").is_empty());
+        eve.sync().await;
+        let with_bob = eve.conversation("bob");
+        assert_eq!(
+            eve.profile.group_members(&with_bob).expect("members").len(),
+            2
+        );
+        assert!(
+            bob.profile
+                .conversations()
+                .expect("conversations")
+                .iter()
+                .any(|c| c.id == joined)
+        );
+        w.assert_no_plaintext();
+    });
+}

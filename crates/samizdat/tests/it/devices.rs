@@ -151,36 +151,6 @@ fn safety(p: &Person, alias: &str) -> String {
 }
 
 #[test]
-fn leaving_a_group_on_one_device_leaves_it_on_all() {
-    let mut w = World::new();
-    let [alice, bob] = w.people(["alice", "bob"]);
-    w.connect(&bob, &alice);
-    let laptop = device(&w, "laptop");
-    link(&alice, &laptop);
-    bob.ok(&["group", "create", "pair"]);
-    bob.ok(&["group", "add", "pair", &alice.display]);
-    alice.ok(&["sync"]);
-    laptop.ok(&["sync"]);
-    laptop.ok(&["group", "leave", "pair"]);
-    let out = alice.ok(&["sync"]);
-    assert!(
-        out.contains("you left this group on your other device"),
-        "{out}"
-    );
-    alice.fails(&["send", "pair", "still here?"]);
-    // bob removes the person: both devices.
-    bob.ok(&["sync"]);
-    bob.ok(&["sync"]);
-    assert_eq!(bob.members("pair").len(), 1, "{:?}", bob.members("pair"));
-    let after = w.text("after alice left the pair");
-    bob.ok(&["send", "pair", &after]);
-    alice.ok(&["sync"]);
-    laptop.ok(&["sync"]);
-    assert_eq!(count(&alice.texts("pair"), &after), 0);
-    assert_eq!(count(&laptop.texts("pair"), &after), 0);
-}
-
-#[test]
 fn contacts_made_and_verified_after_linking_reach_the_other_device() {
     let mut w = World::new();
     let [alice, bob] = w.people(["alice", "bob"]);

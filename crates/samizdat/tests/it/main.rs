@@ -564,56 +564,6 @@ fn hostile_relay_tampering_is_rejected_and_recovered_from() {
     assert!(!shown.contains(&flipped) && !shown.contains(&cut));
 }
 
-/// Consent before contact (docs/THREAT-MODEL.md): a group from someone who is not a contact (here: a stranger who got
-/// hold of an already used single-use invite link) waits for consent. Until the user
-/// accepts, the client joins nothing, sends nothing and contacts no relay the Welcome names.
-#[test]
-fn finding_1_groups_from_strangers_wait_for_consent() {
-    let mut w = World::new();
-    let [bob, alice, mallory, eve] = w.people(["bob", "alice", "mallory", "eve"]);
-    let link = bob.ok(&["invite"]).lines().last().unwrap().to_string();
-    alice.ok(&["accept", &link, "--name", "bob"]);
-    bob.ok(&["sync"]);
-    // The link is used up; a stranger reuses it and so adds bob to a group of their own.
-    mallory.ok(&["accept", &link, "--name", "bob"]);
-    let out = bob.ok(&["sync"]);
-    assert!(out.contains("invitation 1"), "{out}");
-    assert!(!out.contains("joined"), "{out}");
-    let convs = bob.ok(&["list", "--json"]);
-    assert_eq!(
-        convs.lines().count(),
-        1,
-        "only alice's conversation: {convs}"
-    );
-    let pending: Vec<serde_json::Value> = bob
-        .ok(&["invitations", "--json"])
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect();
-    assert_eq!(pending.len(), 1);
-    assert_eq!(pending[0]["id"], 1);
-    assert_eq!(pending[0]["members"], 2);
-    assert_eq!(pending[0]["relay_known"], true);
-    // Nothing was sent into the stranger's group: mallory hears nothing from bob.
-    mallory.ok(&["sync"]);
-    assert!(mallory.history("bob").iter().all(|m| m["from"] == "me"));
-    bob.ok(&["invitation", "decline", "1"]);
-    assert!(bob.ok(&["invitations"]).contains("no pending invitations"));
-    assert!(
-        bob.fails(&["invitation", "accept", "1"])
-            .contains("no pending invitation")
-    );
-
-    // Accepting joins: the conversation appears and bob announces himself only now.
-    eve.ok(&["accept", &link, "--name", "bob"]);
-    assert!(bob.ok(&["sync"]).contains("invitation 2"));
-    let out = bob.ok(&["invitation", "accept", "2"]);
-    assert!(out.contains("joined"), "{out}");
-    assert_eq!(bob.ok(&["list", "--json"]).lines().count(), 2);
-    assert!(bob.ok(&["invitations"]).contains("no pending invitations"));
-    w.assert_no_plaintext();
-}
-
 /// Text from others cannot forge lines in the CLI's output.
 #[test]
 fn finding_10_control_characters_are_escaped_in_human_output() {
