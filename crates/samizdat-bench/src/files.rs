@@ -330,34 +330,36 @@ fn connections_to(port: u16) -> Result<usize> {
 }
 
 /// The cost of transport isolation: a profile with N conversations under `samizdat serve`,
-/// through a SOCKS proxy (microsocks), with and without isolation — connections to the proxy
-/// and the service's resident memory once everything is connected.
+/// through a SOCKS proxy, with and without isolation — connections to the proxy and the
+/// service's resident memory once everything is connected. The proxy is the repository's
+/// `tests/support/socks_logger.py`, which (as Tor with IsolateSOCKSAuth) takes any user name:
+/// isolation refuses a proxy with credentials of its own (security review 3, L2), and
+/// microsocks takes only one user.
 pub async fn isolation(args: IsolationArgs) -> Result<Report> {
     let tmp = tempfile::tempdir()?;
     let relay = RelayChild::start(&tmp.path().join("relay"), None)?;
     let port = std::net::TcpListener::bind("127.0.0.1:0")?
         .local_addr()?
         .port();
-    let socks = Command::new("microsocks")
-        .args([
-            "-i",
-            "127.0.0.1",
-            "-p",
-            &port.to_string(),
-            "-u",
-            "bench",
-            "-P",
-            "bench",
-        ])
-        .stdout(Stdio::null())
+    let script = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../../tests/support/socks_logger.py"
+    );
+    let mut socks = Command::new("python3")
+        .arg(script)
+        .arg(port.to_string())
+        .arg(tmp.path().join("socks.log"))
+        .stdout(Stdio::piped())
         .stderr(Stdio::null())
         .spawn()
-        .context("starting microsocks (apt-get install microsocks)")?;
+        .context("starting the SOCKS proxy (python3 tests/support/socks_logger.py)")?;
+    let mut ready = String::new();
+    std::io::BufRead::read_line(
+        &mut std::io::BufReader::new(socks.stdout.take().context("its output")?),
+        &mut ready,
+    )?;
     let _socks = Child(socks);
-    std::thread::sleep(Duration::from_millis(300));
-    // microsocks takes one user; the isolated profile still opens its separate connections
-    // (Tor would also tell them apart by the per-conversation user names).
-    let proxy = format!("socks5h://bench:bench@127.0.0.1:{port}");
+    let proxy = format!("socks5h://127.0.0.1:{port}");
     let mut rows = Vec::new();
     for isolate in [false, true] {
         let home = tmp.path().join(if isolate { "isolated" } else { "shared" });
@@ -394,7 +396,7 @@ pub async fn isolation(args: IsolationArgs) -> Result<Report> {
         rows.push((isolate, conns, rss));
     }
     let mut text = format!(
-        "{} conversations under `samizdat serve`, through microsocks (socks5h)\n{:<12} {:>14} {:>12}\n",
+        "{} conversations under `samizdat serve`, through a SOCKS5 proxy (socks5h)\n{:<12} {:>14} {:>12}\n",
         args.conversations, "", "connections", "RSS MiB"
     );
     for (isolate, conns, rss) in &rows {
