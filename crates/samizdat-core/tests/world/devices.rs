@@ -220,3 +220,51 @@ fn leaving_a_group_on_one_device_leaves_it_on_all() {
         w.assert_no_plaintext();
     });
 }
+
+/// A contact made after the laptop was linked reaches the laptop (its messages, the same
+/// safety number), and what the person does on the laptop — marking the contact verified,
+/// a shared setting — reaches the phone.
+#[test]
+fn contacts_made_and_verified_after_linking_reach_the_other_device() {
+    run(async {
+        let mut w = World::new().await;
+        let [mut alice, mut bob] = w.people(["alice", "bob"]).await;
+        w.connect(&mut alice, &mut bob).await;
+        let mut laptop = w.link_device(&mut alice, "laptop").await;
+        // carol accepts alice's invite after the laptop was linked.
+        let mut carol = w.person("carol").await;
+        w.connect(&mut alice, &mut carol).await;
+        laptop.sync().await;
+        let carol_on_laptop = laptop.contact(&carol.display);
+        let hi = w.text("carol says hi to both");
+        carol.send("alice", &hi).await;
+        laptop.sync().await;
+        assert_eq!(count(&laptop.texts(&carol.display), &hi), 1);
+        assert_eq!(
+            laptop
+                .profile
+                .safety_number(&carol_on_laptop)
+                .expect("a number"),
+            carol
+                .profile
+                .safety_number(&carol.contact("alice"))
+                .expect("a number")
+        );
+        // Marked verified on the laptop: the phone shows it too; so is a shared setting.
+        laptop
+            .profile
+            .contact_verify(&carol_on_laptop, true)
+            .expect("verified");
+        laptop.profile.set_move_after(42).expect("set");
+        laptop.sync().await;
+        alice.sync().await;
+        let on_phone = alice.profile.contacts().expect("contacts");
+        let c = on_phone
+            .iter()
+            .find(|c| c.alias == carol.display)
+            .expect("carol on the phone");
+        assert!(c.verified, "{on_phone:?}");
+        assert_eq!(alice.profile.move_after().expect("move-after"), 42);
+        w.assert_no_plaintext();
+    });
+}

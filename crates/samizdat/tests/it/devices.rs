@@ -142,50 +142,6 @@ fn count(texts: &[String], t: &str) -> usize {
     texts.iter().filter(|x| x.as_str() == t).count()
 }
 
-fn safety(p: &Person, alias: &str) -> String {
-    p.ok(&["verify", alias])
-        .lines()
-        .last()
-        .expect("number")
-        .to_string()
-}
-
-#[test]
-fn contacts_made_and_verified_after_linking_reach_the_other_device() {
-    let mut w = World::new();
-    let [alice, bob] = w.people(["alice", "bob"]);
-    w.connect(&alice, &bob);
-    let laptop = device(&w, "laptop");
-    link(&alice, &laptop);
-    // carol accepts alice's invite after the laptop was linked.
-    let carol = w.person("carol");
-    w.connect(&alice, &carol);
-    laptop.ok(&["sync"]);
-    assert!(laptop.ok(&["contacts"]).contains(&carol.display));
-    let hi = w.text("carol says hi to both");
-    carol.ok(&["send", "alice", &hi]);
-    laptop.ok(&["sync"]);
-    assert_eq!(count(&laptop.texts(&carol.display), &hi), 1);
-    assert_eq!(safety(&laptop, &carol.display), safety(&carol, "alice"));
-    // Marked verified on the laptop: the phone shows it too; so is a shared setting.
-    laptop.ok(&["verify", &carol.display, "--mark"]);
-    laptop.ok(&["config", "move-after", "42s"]);
-    laptop.ok(&["sync"]);
-    alice.ok(&["sync"]);
-    let contacts: Vec<serde_json::Value> = alice
-        .ok(&["contacts", "--json"])
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect();
-    let c = contacts
-        .iter()
-        .find(|c| c["alias"] == carol.display.as_str())
-        .unwrap();
-    assert_eq!(c["verified"], true, "{contacts:?}");
-    let shown = alice.ok(&["config", "move-after"]);
-    assert!(shown.contains("42"), "{shown}");
-}
-
 #[test]
 fn a_running_service_completes_the_link_by_itself() {
     let mut w = World::new();
