@@ -17,9 +17,8 @@ use crate::{Error, Result};
 pub enum Setting {
     /// The person's display name.
     Name,
-    /// The primary relay's address, and every relay with a mailbox of ours (JSON).
+    /// The primary relay's address.
     Relay,
-    Relays,
     /// Relays that could not be reached, and since when (JSON).
     RelaysDown,
     /// The primary mailbox: its id and its owner's signing key (PKCS#8).
@@ -100,7 +99,6 @@ impl Setting {
         let fixed = match self {
             Name => "name",
             Relay => "relay",
-            Relays => "relays",
             RelaysDown => "relays_down",
             MailboxId => "mailbox_id",
             MailboxKey => "mailbox_key",
@@ -223,7 +221,7 @@ mod tests {
         db.set_setting(Setting::Recover(b), b"1").expect("write");
         db.set_setting(Setting::PendingCommit(a), b"1")
             .expect("write");
-        db.set_setting(Setting::Relays, b"[]").expect("write");
+        db.set_setting(Setting::Name, b"someone").expect("write");
         let mut listed: Vec<Setting> = db
             .settings_of(Family::Recover)
             .expect("list")
