@@ -8,14 +8,21 @@ impl Profile {
     /// before is in the log too).
     pub async fn sync(&mut self) -> Result<Vec<Event>> {
         let since = self.last_event()?;
+        self.sync_quietly().await?;
+        self.events_since(since)
+    }
+
+    /// [`Profile::sync`] without reading back what it reported: for the service, which
+    /// publishes from the event log anyway.
+    pub async fn sync_quietly(&mut self) -> Result<()> {
         self.expire_messages()?;
         let home_down = self.sync_mailboxes().await?;
         self.sync_conversations().await?;
         self.sync_devices_and_repairs().await?;
-        if let Some(e) = home_down {
-            return Err(e);
+        match home_down {
+            Some(e) => Err(e),
+            None => Ok(()),
         }
-        self.events_since(since)
     }
 
     /// Read our mailboxes (the home relay's, then the others'), keep the KeyPackage pools full.

@@ -538,8 +538,8 @@ impl Service {
 
     /// Sync everything; a relay that cannot be reached drops the socket and backs off.
     async fn full_sync(&mut self, l: &mut Link) {
-        match self.profile.sync().await {
-            Ok(_) => {
+        match self.profile.sync_quietly().await {
+            Ok(()) => {
                 self.publish();
                 self.start_pending_files();
             }
