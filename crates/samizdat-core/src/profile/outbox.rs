@@ -343,7 +343,9 @@ impl Profile {
     /// The relay acknowledged our message at `seq`: remember the position as our own (MLS
     /// cannot decrypt its own messages) and clear the pending request, in one transaction.
     pub(super) fn mark_sent(&self, conv: &Conv, payload: &Payload, seq: u64) -> Result<()> {
-        self.db.transaction(|tx| {
+        // Lost to a power failure, the message is pending again: its retry repeats the
+        // request id and the relay answers with the same position.
+        self.db.transaction_recoverable(|tx| {
             let conn = tx.conn();
             conn.execute(
                 "INSERT OR IGNORE INTO own_entries (group_id, seq) VALUES (?1, ?2)",

@@ -431,7 +431,9 @@ impl Profile {
                     if entry.kind == EntryKind::Commit {
                         next_epoch = entry.epoch + 1;
                     }
-                    self.set_cursor(&conv, entry.seq, next_epoch)?;
+                    self.db.transaction_recoverable(|_| {
+                        self.set_cursor(&conv, entry.seq, next_epoch)
+                    })?;
                     conv.cursor = entry.seq;
                     conv.read_epoch = next_epoch;
                     continue;

@@ -274,7 +274,8 @@ impl Profile {
         // A device its person revoked no longer speaks for them (H2).
         let revoked = self.device_status(&sender, &sender_device)?
             == super::device_lists::DeviceStatus::Revoked;
-        self.db.transaction(|tx| {
+        // What it does is in the log; applying it again after a power loss is harmless.
+        self.db.transaction_recoverable(|tx| {
             g.save()?;
             match Payload::decode(&data) {
                 Ok(_) if revoked => {
