@@ -3,7 +3,8 @@
 //! command starts (what a user waits, including process start and key derivation) and from the
 //! message's own `sent_at` (stamped just before encryption) until the listener prints it.
 
-use std::io::{BufRead, BufReader};
+use std::io::{BufRead, BufReader, Write};
+use std::os::unix::net::UnixStream;
 use std::process::{Command, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -13,6 +14,9 @@ use serde_json::json;
 
 use crate::Report;
 use crate::util::{Progress, RelayChild, ms, pct};
+
+/// The service's socket in a profile directory (`samizdat serve` makes it).
+const SOCKET: &str = "samizdat.sock";
 
 #[derive(Debug, clap::Args)]
 pub struct E2eArgs {
@@ -24,6 +28,11 @@ pub struct E2eArgs {
     /// service's socket. Without it, every send is a `samizdat send` process.
     #[arg(long)]
     pub service: bool,
+    /// With `--service`: the sender and the listeners speak JSON-RPC on each service's own
+    /// socket, as a bot does (and as the app, inside `serve`, gets its events), instead of
+    /// through the `samizdat rpc` and `samizdat listen` processes (two hops fewer each way).
+    #[arg(long, requires = "service")]
+    pub socket: bool,
 }
 
 pub(super) const PASS: &str = "bench passphrase";
@@ -158,6 +167,28 @@ fn start_listeners(
     Ok(listeners)
 }
 
+/// The receivers' `event` notifications, read on their services' sockets (subscribed as a
+/// bot subscribes); each reader ends when its service closes the socket.
+fn socket_listeners(homes: &[std::path::PathBuf], tx: mpsc::Sender<Line>) -> Result<()> {
+    for (i, home) in homes[1..].iter().enumerate() {
+        let mut sock = UnixStream::connect(home.join(SOCKET)).context("a listener's socket")?;
+        sock.write_all(b"{\"jsonrpc\":\"2.0\",\"id\":0,\"method\":\"subscribe\",\"params\":{}}\n")?;
+        let tx = tx.clone();
+        std::thread::spawn(move || {
+            for line in BufReader::new(sock).lines().map_while(Result::ok) {
+                let (at, wall) = (Instant::now(), now_ms());
+                let Ok(v) = serde_json::from_str::<serde_json::Value>(&line) else {
+                    continue;
+                };
+                if v["method"] == "event" {
+                    let _ = tx.send((i, v["params"].to_string(), at, wall));
+                }
+            }
+        });
+    }
+    Ok(())
+}
+
 fn stop(children: Vec<std::process::Child>) {
     for mut c in children {
         let _ = c.kill();
@@ -214,7 +245,7 @@ fn report(
     );
     Report {
         text,
-        json: json!({"benchmark": "e2e", "mode": if args.service { "service" } else { "process" },
+        json: json!({"benchmark": "e2e", "mode": match (args.service, args.socket) { (true, true) => "socket", (true, false) => "service", _ => "process" },
             "messages": args.messages, "displays": displayed,
             "from_command_p50_ms": pct(&mut from_command.clone(), 50.0), "from_command_p99_ms": pct(&mut from_command, 99.0),
             "from_sent_at_p50_ms": pct(&mut from_sent_at.clone(), 50.0), "from_sent_at_p99_ms": pct(&mut from_sent_at, 99.0)}),
@@ -224,7 +255,6 @@ fn report(
 /// Every profile runs `serve`; the sender sends through one `samizdat rpc` connection to its
 /// service; listeners print through `samizdat listen` on theirs.
 fn run_service(args: &E2eArgs, homes: &[std::path::PathBuf]) -> Result<Report> {
-    use std::io::Write;
     let mut children = Vec::new();
     for h in homes {
         let mut child = samizdat(h)?
@@ -241,16 +271,26 @@ fn run_service(args: &E2eArgs, homes: &[std::path::PathBuf]) -> Result<Report> {
         children.push(child);
     }
     let (tx, rx) = mpsc::channel::<Line>();
-    children.extend(start_listeners(homes, args.messages, tx)?);
-    let mut rpc = samizdat(&homes[0])?
-        .arg("rpc")
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .spawn()
-        .context("starting rpc")?;
-    let mut rpc_in = rpc.stdin.take().ok_or_else(|| anyhow!("no stdin"))?;
-    let mut rpc_out = BufReader::new(rpc.stdout.take().ok_or_else(|| anyhow!("no stdout"))?);
-    children.push(rpc);
+    let (mut rpc_in, mut rpc_out): (Box<dyn Write>, Box<dyn BufRead>) = if args.socket {
+        socket_listeners(homes, tx)?;
+        let sock = UnixStream::connect(homes[0].join(SOCKET)).context("the sender's socket")?;
+        (
+            Box::new(sock.try_clone()?),
+            Box::new(BufReader::new(sock)),
+        )
+    } else {
+        children.extend(start_listeners(homes, args.messages, tx)?);
+        let mut rpc = samizdat(&homes[0])?
+            .arg("rpc")
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn()
+            .context("starting rpc")?;
+        let rpc_in = rpc.stdin.take().ok_or_else(|| anyhow!("no stdin"))?;
+        let rpc_out = BufReader::new(rpc.stdout.take().ok_or_else(|| anyhow!("no stdout"))?);
+        children.push(rpc);
+        (Box::new(rpc_in), Box::new(rpc_out))
+    };
     std::thread::sleep(Duration::from_millis(800));
     let mut started: Vec<(String, Instant)> = Vec::new();
     let mut send_ms = Vec::new();
@@ -285,7 +325,11 @@ fn run_service(args: &E2eArgs, homes: &[std::path::PathBuf]) -> Result<Report> {
     stop(children);
     let mut r = report(
         args,
-        "`send` over JSON-RPC to a running `serve` → printed by `samizdat listen` through another `serve`",
+        if args.socket {
+            "`send` over JSON-RPC on a running `serve`'s socket → its `event` notification on another `serve`'s socket"
+        } else {
+            "`send` over JSON-RPC to a running `serve` → printed by `samizdat listen` through another `serve`"
+        },
         "from the send request",
         "(no process start, no key derivation)",
         from_send,
