@@ -274,10 +274,7 @@ fn run_service(args: &E2eArgs, homes: &[std::path::PathBuf]) -> Result<Report> {
     let (mut rpc_in, mut rpc_out): (Box<dyn Write>, Box<dyn BufRead>) = if args.socket {
         socket_listeners(homes, tx)?;
         let sock = UnixStream::connect(homes[0].join(SOCKET)).context("the sender's socket")?;
-        (
-            Box::new(sock.try_clone()?),
-            Box::new(BufReader::new(sock)),
-        )
+        (Box::new(sock.try_clone()?), Box::new(BufReader::new(sock)))
     } else {
         children.extend(start_listeners(homes, args.messages, tx)?);
         let mut rpc = samizdat(&homes[0])?

@@ -215,8 +215,7 @@ impl Db {
     /// takes its ciphertext, a mailbox entry before it is deleted) uses
     /// [`Db::transaction`].
     pub fn transaction_recoverable<T>(&self, f: impl FnOnce(&Tx) -> Result<T>) -> Result<T> {
-        self.conn()
-            .execute_batch("PRAGMA synchronous = NORMAL")?;
+        self.conn().execute_batch("PRAGMA synchronous = NORMAL")?;
         let result = self.transaction(f);
         let restored = self.conn().execute_batch("PRAGMA synchronous = FULL");
         let value = result?;
