@@ -522,4 +522,40 @@ mod tests {
             .expect("row kept");
         assert_eq!(kept, "still here");
     }
+
+    /// A recoverable transaction commits without waiting for the disk, and only it: every
+    /// other commit is durable again after it, whether it succeeded or failed — a slip here
+    /// would quietly make the ratchet step before an append lazy too.
+    #[test]
+    fn only_a_recoverable_transaction_skips_the_fsync() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let db = Db::open(&dir.path().join("profile.db"), "pass").expect("create");
+        let level = |db: &Db| -> i64 {
+            db.conn()
+                .pragma_query_value(None, "synchronous", |r| r.get(0))
+                .expect("synchronous")
+        };
+        const NORMAL: i64 = 1;
+        const FULL: i64 = 2;
+        assert_eq!(level(&db), FULL);
+        let inside = db
+            .transaction_recoverable(|_| Ok(level(&db)))
+            .expect("commits");
+        assert_eq!(inside, NORMAL);
+        assert_eq!(level(&db), FULL);
+        let failed: Result<()> =
+            db.transaction_recoverable(|_| Err(Error::Usage("refused".into())));
+        assert!(matches!(failed, Err(Error::Usage(_))));
+        assert_eq!(level(&db), FULL);
+        // A statement run twice comes from the cache, and still sees what changed between.
+        db.set_setting(crate::settings::Setting::Name, b"one")
+            .expect("write");
+        db.set_setting(crate::settings::Setting::Name, b"two")
+            .expect("write again");
+        assert_eq!(
+            db.get_setting(crate::settings::Setting::Name)
+                .expect("read"),
+            Some(b"two".to_vec())
+        );
+    }
 }
