@@ -15,7 +15,7 @@ DATA="$(mktemp -d)"
 CONF="$DATA/relay.toml"
 # Rate limits off for the fuzzer: it creates thousands of objects from one address.
 printf '[limits]\nclaims_per_ip_per_minute = 1000000\ncreations_per_ip_per_minute = 1000000\ndrops_per_ip_per_minute = 1000000\ndrops_per_mailbox_per_minute = 1000000\nclaims_per_mailbox_per_minute = 1000000\n' > "$CONF"
-"$BIN" relay --listen 127.0.0.1:0 --data "$DATA/db" --config "$CONF" > "$DATA/out" 2> "$DATA/log" &
+"$BIN" relay --allow-root --listen 127.0.0.1:0 --data "$DATA/db" --config "$CONF" > "$DATA/out" 2> "$DATA/log" &
 PID=$!
 trap 'kill $PID 2>/dev/null; wait $PID 2>/dev/null; rm -rf "$DATA"' EXIT
 for _ in $(seq 1 50); do grep -q "listening on" "$DATA/out" 2>/dev/null && break; sleep 0.1; done

@@ -37,7 +37,7 @@ class Relay:
     def start(self):
         extra = ["--config", str(self.config)] if self.config else []
         self.proc = subprocess.Popen(
-            [BIN, "relay", "--listen", f"127.0.0.1:{self.port}", "--data", str(self.data), *extra],
+            [BIN, "relay", "--allow-root", "--listen", f"127.0.0.1:{self.port}", "--data", str(self.data), *extra],
             stdout=subprocess.PIPE,
             stderr=subprocess.DEVNULL,
             env={**os.environ, "SAMIZDAT_LOG": "error"},

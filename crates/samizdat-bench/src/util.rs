@@ -59,7 +59,7 @@ impl RelayChild {
         // A free port for the metrics listener (taken and let go: loopback, a benchmark).
         let metrics = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?;
         let mut cmd = Command::new(samizdat_exe()?);
-        cmd.args(["relay", "--listen", "127.0.0.1:0", "--data"])
+        cmd.args(["relay", "--allow-root", "--listen", "127.0.0.1:0", "--data"])
             .arg(data)
             .arg("--config")
             .arg(&config)

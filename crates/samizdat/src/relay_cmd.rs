@@ -57,6 +57,11 @@ pub struct RelayArgs {
     /// Flags and environment variables override it.
     #[arg(long, env = "SAMIZDAT_RELAY_CONFIG")]
     pub config: Option<PathBuf>,
+    /// Run even as root. Without it the relay refuses: a flaw in a program that reads what
+    /// strangers send would own the whole machine. Run it as a user of its own instead
+    /// (docs/DEPLOY.md).
+    #[arg(long, env = "SAMIZDAT_RELAY_ALLOW_ROOT")]
+    pub allow_root: bool,
 }
 
 pub fn load_config(args: &RelayArgs) -> Result<Config> {
@@ -108,11 +113,44 @@ pub fn load_config(args: &RelayArgs) -> Result<Config> {
     Ok(config)
 }
 
+/// The data directory, made if missing, readable by the relay's user alone (0700): an older
+/// directory with wider rights is narrowed, and one of another user is refused.
+fn private_dir(dir: &std::path::Path) -> Result<()> {
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
+    std::fs::create_dir_all(dir)
+        .with_context(|| format!("creating the data directory {}", dir.display()))?;
+    let meta = std::fs::metadata(dir)
+        .with_context(|| format!("reading the data directory {}", dir.display()))?;
+    if meta.uid() != rustix::process::geteuid().as_raw() {
+        anyhow::bail!(
+            "the data directory {} belongs to another user; the relay keeps its data in a \
+             directory of its own",
+            dir.display()
+        );
+    }
+    if meta.mode() & 0o777 != 0o700 {
+        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))
+            .with_context(|| format!("making {} private (0700)", dir.display()))?;
+        tracing::info!("the data directory is now readable by this user alone (0700)");
+    }
+    Ok(())
+}
+
 pub async fn run(args: RelayArgs) -> Result<()> {
     // Everything the relay creates (database, journal, blobs, certificate) is its own:
     // metadata is not for the other accounts of the host (security review 3, L10).
     rustix::process::umask(rustix::fs::Mode::from_raw_mode(0o077));
+    if rustix::process::geteuid().is_root() && !args.allow_root {
+        anyhow::bail!(
+            "the relay does not run as root: a flaw in it would own the machine. Run it as a \
+             user of its own (see docs/DEPLOY.md), or pass --allow-root \
+             (SAMIZDAT_RELAY_ALLOW_ROOT=1) if you must"
+        );
+    }
     let config = load_config(&args)?;
+    if config.database.is_none() {
+        private_dir(&config.data)?;
+    }
     let storage = match &config.database {
         Some(_) => "postgresql".to_string(),
         None => format!("sqlite in {}", config.data.display()),

@@ -26,7 +26,8 @@ impl RelayProc {
     /// A relay process; with `database`, on PostgreSQL.
     pub fn start_with(data: &Path, addr: &str, database: Option<&str>) -> RelayProc {
         let mut cmd = Command::new(BIN);
-        cmd.args(["relay", "--listen", addr, "--data"]).arg(data);
+        cmd.args(["relay", "--allow-root", "--listen", addr, "--data"])
+            .arg(data);
         if let Some(db) = database {
             cmd.args(["--database", db, "--pool-size", "4"]);
         }
@@ -36,7 +37,7 @@ impl RelayProc {
     /// A relay process with extra command-line arguments.
     pub fn start_with_args(data: &Path, addr: &str, args: &[&str]) -> RelayProc {
         let mut cmd = Command::new(BIN);
-        cmd.args(["relay", "--listen", addr, "--data"])
+        cmd.args(["relay", "--allow-root", "--listen", addr, "--data"])
             .arg(data)
             .args(args);
         Self::spawn(cmd, data)
@@ -45,7 +46,7 @@ impl RelayProc {
     /// A relay process with a TOML config file (limits).
     pub fn start_with_config(data: &Path, addr: &str, config: &Path) -> RelayProc {
         let mut cmd = Command::new(BIN);
-        cmd.args(["relay", "--listen", addr, "--data"])
+        cmd.args(["relay", "--allow-root", "--listen", addr, "--data"])
             .arg(data)
             .arg("--config")
             .arg(config);
@@ -56,7 +57,7 @@ impl RelayProc {
     /// certificate's pin.
     pub fn start_tls(data: &Path, addr: &str, tls: &Path) -> RelayProc {
         let mut cmd = Command::new(BIN);
-        cmd.args(["relay", "--listen", addr, "--data"])
+        cmd.args(["relay", "--allow-root", "--listen", addr, "--data"])
             .arg(data)
             .arg("--tls-self-signed")
             .arg(tls);

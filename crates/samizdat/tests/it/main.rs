@@ -10,6 +10,7 @@ mod delivery;
 mod devices;
 mod harness;
 mod mitm;
+mod operators;
 mod reach;
 mod relays;
 mod review3;

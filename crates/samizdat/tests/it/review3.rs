@@ -511,7 +511,7 @@ fn finding_l6_the_log_filter_cannot_print_query_parameters() {
     std::fs::create_dir_all(&data).expect("mkdir");
     let log = std::fs::File::create(data.join("relay.log")).expect("log");
     let mut child = std::process::Command::new(crate::harness::BIN)
-        .args(["relay", "--listen", "127.0.0.1:0", "--data"])
+        .args(["relay", "--allow-root", "--listen", "127.0.0.1:0", "--data"])
         .arg(&data)
         .args(["--database", &db])
         .env(

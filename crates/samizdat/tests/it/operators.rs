@@ -1,0 +1,65 @@
+//! What a relay operator's machine relies on (issue 32): the relay does not run as root
+//! unless told, and keeps its data in a directory only its user can read.
+
+use std::os::unix::fs::PermissionsExt;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use crate::harness::{BIN, RelayProc, needs};
+
+/// Started by root without `--allow-root`, the relay refuses before it opens a socket or
+/// writes a byte, and says why and what to do.
+#[test]
+fn the_relay_refuses_to_run_as_root_unless_told() {
+    if !needs("the_relay_refuses_to_run_as_root_unless_told", &[], true) {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("relay");
+    let mut child = Command::new(BIN)
+        .args(["relay", "--listen", "127.0.0.1:0", "--data"])
+        .arg(&data)
+        .env_remove("SAMIZDAT_RELAY_ALLOW_ROOT")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // A relay that starts anyway never exits by itself: give it a generous minute, then fail.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while child.try_wait().unwrap().is_none() {
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("the relay started as root without --allow-root");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let out = child.wait_with_output().unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("does not run as root"), "{err}");
+    assert!(err.contains("--allow-root"), "{err}");
+    assert!(!data.exists(), "the refused relay made its data directory");
+    // Told, it runs (the rest of the suite runs every relay that way here).
+    let relay = RelayProc::start(&data, "127.0.0.1:0");
+    assert!(relay.url.starts_with("http://127.0.0.1:"), "{}", relay.url);
+}
+
+/// A data directory others could read is narrowed to 0700 at start; files the relay makes
+/// in it are its user's alone.
+#[test]
+fn the_relay_keeps_its_data_directory_private() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("relay");
+    std::fs::create_dir_all(&data).unwrap();
+    std::fs::set_permissions(&data, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let _relay = RelayProc::start(&data, "127.0.0.1:0");
+    let mode = std::fs::metadata(&data).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode, 0o700, "data directory mode {mode:o}");
+    let db = std::fs::read_dir(&data)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .find(|p| p.extension().is_some_and(|e| e == "db"))
+        .expect("the relay's database file");
+    let mode = std::fs::metadata(&db).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode & 0o077, 0, "{} mode {mode:o}", db.display());
+}
