@@ -62,6 +62,10 @@ pub struct RelayArgs {
     /// (docs/DEPLOY.md).
     #[arg(long, env = "SAMIZDAT_RELAY_ALLOW_ROOT")]
     pub allow_root: bool,
+    /// Read the configuration (file, environment, flags), say whether it holds, and exit
+    /// without starting: for packages and operators before a restart.
+    #[arg(long)]
+    pub check_config: bool,
 }
 
 pub fn load_config(args: &RelayArgs) -> Result<Config> {
@@ -140,6 +144,18 @@ pub async fn run(args: RelayArgs) -> Result<()> {
     // Everything the relay creates (database, journal, blobs, certificate) is its own:
     // metadata is not for the other accounts of the host (security review 3, L10).
     rustix::process::umask(rustix::fs::Mode::from_raw_mode(0o077));
+    if args.check_config {
+        let config = load_config(&args)?;
+        println!(
+            "configuration ok: listen {}, {}",
+            config.listen,
+            match &config.database {
+                Some(_) => "PostgreSQL".to_string(),
+                None => format!("SQLite in {}", config.data.display()),
+            }
+        );
+        return Ok(());
+    }
     if rustix::process::geteuid().is_root() && !args.allow_root {
         anyhow::bail!(
             "the relay does not run as root: a flaw in it would own the machine. Run it as a \

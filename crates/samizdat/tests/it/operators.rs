@@ -63,3 +63,36 @@ fn the_relay_keeps_its_data_directory_private() {
     let mode = std::fs::metadata(&db).unwrap().permissions().mode() & 0o777;
     assert_eq!(mode & 0o077, 0, "{} mode {mode:o}", db.display());
 }
+
+/// `--check-config` reads what the package installs as `/etc/samizdat/relay.toml` and says it
+/// holds, without starting anything; a wrong value is refused with the file's line.
+#[test]
+fn the_packaged_relay_config_holds() {
+    let packaged = concat!(env!("CARGO_MANIFEST_DIR"), "/../../packaging/relay.toml");
+    let out = Command::new(BIN)
+        .args(["relay", "--check-config", "--config", packaged])
+        .output()
+        .unwrap();
+    let said = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{said} {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        said.contains("configuration ok: listen 127.0.0.1:7700"),
+        "{said}"
+    );
+    assert!(said.contains("/var/lib/samizdat"), "{said}");
+    let dir = tempfile::tempdir().unwrap();
+    let bad = dir.path().join("relay.toml");
+    std::fs::write(&bad, "listen = \"127.0.0.1:7700\"\nretention = 3\n").unwrap();
+    let out = Command::new(BIN)
+        .args(["relay", "--check-config", "--config"])
+        .arg(&bad)
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("line 2"), "{err}");
+}
