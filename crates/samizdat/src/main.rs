@@ -10,7 +10,7 @@ mod i18n;
 mod relay_cmd;
 
 use anyhow::Result;
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, Parser, Subcommand};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -39,8 +39,42 @@ enum Command {
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         args: Vec<std::ffi::OsString>,
     },
+    /// Print a completion script for a shell (`samizdat completions bash >
+    /// /usr/share/bash-completion/completions/samizdat`).
+    Completions {
+        /// bash, zsh, fish, elvish or powershell.
+        shell: clap_complete::Shell,
+    },
+    /// Write the manual pages (samizdat.1 and one per command) into a directory, for packages.
+    Man {
+        /// Where to write them (made if missing).
+        dir: std::path::PathBuf,
+    },
     #[command(flatten)]
     Client(cli::ClientCommand),
+}
+
+/// `samizdat completions SHELL`: generated from the same definitions as the parser.
+fn completions(shell: clap_complete::Shell) -> Result<()> {
+    use anyhow::Context;
+    use std::io::Write;
+    let mut cmd = Cli::command();
+    // Into memory first: the generator panics when its writer fails (a closed pipe).
+    let mut script = Vec::new();
+    clap_complete::generate(shell, &mut cmd, "samizdat", &mut script);
+    std::io::stdout()
+        .write_all(&script)
+        .context("writing the completion script")?;
+    Ok(())
+}
+
+/// `samizdat man DIR`: a page for the binary and one for every command (`samizdat-relay.1`…).
+fn man_pages(dir: &std::path::Path) -> Result<()> {
+    use anyhow::Context;
+    std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    clap_mangen::generate_to(Cli::command(), dir)
+        .with_context(|| format!("writing the manual pages into {}", dir.display()))?;
+    Ok(())
 }
 
 fn init_tracing(default: &str) {
@@ -116,6 +150,8 @@ fn main() -> std::process::ExitCode {
             Command::Relay(args) => relay_cmd::run(args).await,
             Command::Demo => demo::run().await,
             Command::Bench { args } => bench(args),
+            Command::Completions { shell } => completions(shell),
+            Command::Man { dir } => man_pages(&dir),
             Command::Client(cmd) => cli::run(cli.home, cmd).await,
         }
     });

@@ -96,3 +96,56 @@ fn the_packaged_relay_config_holds() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("line 2"), "{err}");
 }
+
+/// What a package installs beside the binary: a manual page per command and completion
+/// scripts, generated from the parser's own definitions.
+#[test]
+fn man_pages_and_completions_come_from_the_parser() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = Command::new(BIN)
+        .arg("man")
+        .arg(dir.path())
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    for page in [
+        "samizdat.1",
+        "samizdat-relay.1",
+        "samizdat-send.1",
+        "samizdat-serve.1",
+    ] {
+        let text = std::fs::read_to_string(dir.path().join(page)).unwrap();
+        assert!(
+            text.starts_with(".ie \\n(.g .ds Aq"),
+            "{page}: {}",
+            &text[..40]
+        );
+        assert!(text.contains(".TH "), "{page}");
+    }
+    let relay = std::fs::read_to_string(dir.path().join("samizdat-relay.1")).unwrap();
+    assert!(
+        relay.contains("allow\\-root"),
+        "the relay's page lists its flags"
+    );
+    for shell in ["bash", "zsh", "fish"] {
+        let out = Command::new(BIN)
+            .args(["completions", shell])
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{shell}");
+        let script = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            script.contains("relay") && script.contains("check-config"),
+            "{shell}"
+        );
+    }
+    let out = Command::new(BIN)
+        .args(["completions", "cmd"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success(), "an unknown shell is refused");
+}
