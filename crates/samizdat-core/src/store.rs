@@ -201,9 +201,7 @@ impl Db {
             }
         }
     }
-}
 
-impl Db {
     /// [`Db::transaction`] for a write the relay's log gives back: applying an entry someone
     /// else appended, taking our own entry's echo, marking a message the relay acknowledged.
     /// It commits without waiting for the disk (`synchronous = NORMAL`): a crash of the

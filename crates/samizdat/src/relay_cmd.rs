@@ -144,16 +144,13 @@ pub async fn run(args: RelayArgs) -> Result<()> {
     // Everything the relay creates (database, journal, blobs, certificate) is its own:
     // metadata is not for the other accounts of the host (security review 3, L10).
     rustix::process::umask(rustix::fs::Mode::from_raw_mode(0o077));
+    let config = load_config(&args)?;
+    let storage = match &config.database {
+        Some(_) => "PostgreSQL".to_string(),
+        None => format!("SQLite in {}", config.data.display()),
+    };
     if args.check_config {
-        let config = load_config(&args)?;
-        println!(
-            "configuration ok: listen {}, {}",
-            config.listen,
-            match &config.database {
-                Some(_) => "PostgreSQL".to_string(),
-                None => format!("SQLite in {}", config.data.display()),
-            }
-        );
+        println!("configuration ok: listen {}, {storage}", config.listen);
         return Ok(());
     }
     if rustix::process::geteuid().is_root() && !args.allow_root {
@@ -163,14 +160,9 @@ pub async fn run(args: RelayArgs) -> Result<()> {
              (SAMIZDAT_RELAY_ALLOW_ROOT=1) if you must"
         );
     }
-    let config = load_config(&args)?;
     if config.database.is_none() {
         private_dir(&config.data)?;
     }
-    let storage = match &config.database {
-        Some(_) => "postgresql".to_string(),
-        None => format!("sqlite in {}", config.data.display()),
-    };
     let mut relay = Relay::start(config).await.context("starting the relay")?;
     tracing::info!(addr = %relay.addr(), storage = %storage, "relay listening");
     println!("relay listening on {}", relay.url());
