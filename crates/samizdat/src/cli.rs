@@ -332,14 +332,47 @@ fn default_home() -> Result<PathBuf> {
         })
 }
 
-/// The passphrase, wiped from memory when dropped.
+/// The name of the systemd credential that carries a profile's passphrase to
+/// `samizdat@.service` (`LoadCredential=` / `LoadCredentialEncrypted=`, docs/DEPLOY.md).
+pub const PASSPHRASE_CREDENTIAL: &str = "samizdat-passphrase";
+
+/// The passphrase handed over by systemd, if this process was started with credentials:
+/// a file in `$CREDENTIALS_DIRECTORY` that only this service can read, so the passphrase
+/// sits in no environment (which `/proc/PID/environ` and child processes would see) and no
+/// unit file. One trailing newline (as `echo` or an editor leaves) is not part of it.
+fn credential_passphrase() -> Result<Option<Secret>> {
+    let Some(dir) = std::env::var_os("CREDENTIALS_DIRECTORY") else {
+        return Ok(None);
+    };
+    let path = Path::new(&dir).join(PASSPHRASE_CREDENTIAL);
+    let bytes = match std::fs::read(&path) {
+        Ok(b) => zeroize::Zeroizing::new(b),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(e).context("reading the passphrase credential"),
+    };
+    let mut text = std::str::from_utf8(&bytes)
+        .map_err(|_| anyhow!("the passphrase credential is not UTF-8"))?;
+    text = text.strip_suffix('\n').unwrap_or(text);
+    text = text.strip_suffix('\r').unwrap_or(text);
+    if text.is_empty() {
+        return Err(anyhow!("the passphrase credential is empty"));
+    }
+    Ok(Some(Secret::new(text.to_string())))
+}
+
+/// The passphrase, wiped from memory when dropped: from a systemd credential, then
+/// SAMIZDAT_PASSPHRASE, then a prompt on a terminal.
 fn passphrase(confirm: bool) -> Result<Secret> {
+    if let Some(p) = credential_passphrase()? {
+        return Ok(p);
+    }
     if let Ok(p) = std::env::var("SAMIZDAT_PASSPHRASE") {
         return Ok(Secret::new(p));
     }
     if !std::io::stdin().is_terminal() {
         return Err(anyhow!(
-            "no passphrase: set SAMIZDAT_PASSPHRASE or run in a terminal"
+            "no passphrase: set SAMIZDAT_PASSPHRASE, hand over the systemd credential \
+             samizdat-passphrase, or run in a terminal"
         ));
     }
     let p =

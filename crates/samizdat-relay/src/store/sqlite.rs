@@ -83,8 +83,42 @@ fn open(path: &Path) -> Result<Connection> {
     Ok(conn)
 }
 
-fn migrate(conn: &mut Connection) -> Result<()> {
-    migrations().to_latest(conn).map_err(|e| match e {
+/// Bring `relay.db` (in `dir`) to the newest schema. A database that holds data and is
+/// about to change is first copied whole to `relay.db.before-migration-vN` (N: its version),
+/// so an operator whose upgrade went wrong can go back to the previous package with the data
+/// as it was. A new database, or one already current, is not copied.
+fn migrate(conn: &mut Connection, dir: &Path) -> Result<()> {
+    let migrations = migrations();
+    let pending = migrations
+        .pending_migrations(conn)
+        .map_err(|e| StoreError::Backend(format!("cannot read the schema version: {e}")))?;
+    let version: i64 = conn.pragma_query_value(None, "user_version", |r| r.get(0))?;
+    if version > 0 && pending > 0 {
+        let backup = dir.join(format!("relay.db.before-migration-v{version}"));
+        // A copy left by an attempt that failed is of the same, unchanged database.
+        match std::fs::remove_file(&backup) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => {
+                return Err(StoreError::Backend(format!(
+                    "cannot replace {}: {e}",
+                    backup.display()
+                )));
+            }
+        }
+        let target = backup
+            .to_str()
+            .ok_or_else(|| StoreError::Backend("the data directory is not UTF-8".into()))?;
+        conn.execute("VACUUM INTO ?1", [target]).map_err(|e| {
+            StoreError::Backend(format!("cannot copy the database before migrating: {e}"))
+        })?;
+        tracing::info!(
+            from = version,
+            steps = pending,
+            "copied the database before migrating"
+        );
+    }
+    migrations.to_latest(conn).map_err(|e| match e {
         rusqlite_migration::Error::MigrationDefinition(
             rusqlite_migration::MigrationDefinitionError::DatabaseTooFarAhead,
         ) => StoreError::Backend(
@@ -108,7 +142,7 @@ impl SqliteStore {
             .map_err(|e| StoreError::Backend(format!("cannot create {}: {e}", dir.display())))?;
         let path = dir.join("relay.db");
         let mut conn = open(&path)?;
-        migrate(&mut conn)?;
+        migrate(&mut conn, dir)?;
         let (tx, rx) = mpsc::sync_channel::<Job>(writer_queue.max(1));
         let writer_alive = Arc::new(AtomicBool::new(true));
         let alive = writer_alive.clone();
@@ -1123,5 +1157,98 @@ impl Store for SqliteStore {
 
     fn healthy(&self) -> bool {
         self.writer_alive.load(Ordering::SeqCst)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn version(conn: &Connection) -> i64 {
+        conn.pragma_query_value(None, "user_version", |r| r.get(0))
+            .unwrap()
+    }
+
+    /// A relay upgraded from schema 3 (before one row per append) keeps its data: the
+    /// append's idempotency record moves onto its entry, and the database as it was is kept
+    /// beside it for going back. A database already current is not copied again.
+    #[test]
+    fn an_old_database_is_copied_then_migrated_with_its_data() {
+        let dir = tempfile::tempdir().unwrap();
+        let (group, request) = ([7u8; 16], [9u8; 16]);
+        {
+            let mut conn = Connection::open(dir.path().join("relay.db")).unwrap();
+            migrations().to_version(&mut conn, 3).unwrap();
+            conn.execute(
+                "INSERT INTO groups (group_id, current_epoch, next_seq, created_at) \
+                 VALUES (?1, 0, 2, 1)",
+                [&group[..]],
+            )
+            .unwrap();
+            conn.execute(
+                "INSERT INTO entries (group_id, seq, epoch, kind, body, stored_at) \
+                 VALUES (?1, 1, 0, 1, x'00ff', 1)",
+                [&group[..]],
+            )
+            .unwrap();
+            conn.execute(
+                "INSERT INTO requests (scope, target, request_id, result, stored_at) \
+                 VALUES ('append', ?1, ?2, '1', 1)",
+                [&group[..], &request[..]],
+            )
+            .unwrap();
+        }
+
+        let store = SqliteStore::open(dir.path()).unwrap();
+        drop(store);
+
+        let backup = dir.path().join("relay.db.before-migration-v3");
+        let old = Connection::open(&backup).unwrap();
+        assert_eq!(version(&old), 3);
+        let kept: i64 = old
+            .query_row(
+                "SELECT COUNT(*) FROM requests WHERE scope = 'append'",
+                [],
+                |r| r.get(0),
+            )
+            .unwrap();
+        assert_eq!(kept, 1, "the copy is the database before the migration");
+
+        let conn = Connection::open(dir.path().join("relay.db")).unwrap();
+        assert_eq!(version(&conn), 4);
+        let (body, moved): (Vec<u8>, Vec<u8>) = conn
+            .query_row(
+                "SELECT body, request_id FROM entries WHERE group_id = ?1 AND seq = 1",
+                [&group[..]],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )
+            .unwrap();
+        assert_eq!(body, vec![0x00, 0xff]);
+        assert_eq!(
+            moved,
+            request.to_vec(),
+            "the idempotency key moved onto its entry"
+        );
+        let left: i64 = conn
+            .query_row("SELECT COUNT(*) FROM requests", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(left, 0);
+        drop(conn);
+
+        // Opened again: nothing to migrate, no second copy.
+        std::fs::remove_file(&backup).unwrap();
+        drop(SqliteStore::open(dir.path()).unwrap());
+        assert!(!backup.exists(), "a current database was copied");
+        // A new database is not copied either.
+        let fresh = tempfile::tempdir().unwrap();
+        drop(SqliteStore::open(fresh.path()).unwrap());
+        let names: Vec<_> = std::fs::read_dir(fresh.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .collect();
+        assert!(
+            names.iter().all(|n| !n.contains("before-migration")),
+            "{names:?}"
+        );
     }
 }

@@ -149,3 +149,59 @@ fn man_pages_and_completions_come_from_the_parser() {
         .unwrap();
     assert!(!out.status.success(), "an unknown shell is refused");
 }
+
+/// `samizdat@.service` hands the profile's passphrase over as the systemd credential
+/// `samizdat-passphrase` (a file in `$CREDENTIALS_DIRECTORY`): it is read from there before
+/// the environment, a trailing newline is not part of it, and a wrong or empty one fails
+/// with one clear line instead of falling back to something else.
+#[test]
+fn a_profile_opens_with_the_passphrase_systemd_hands_over() {
+    let mut w = crate::harness::World::new();
+    let alice = w.person("alice");
+    let creds = tempfile::tempdir().unwrap();
+    let file = creds.path().join("samizdat-passphrase");
+    let with_credential = |env_pass: Option<&str>| {
+        let mut c = alice.cmd(&["contacts", "--json"]);
+        c.env("CREDENTIALS_DIRECTORY", creds.path());
+        match env_pass {
+            Some(p) => c.env("SAMIZDAT_PASSPHRASE", p),
+            None => c.env_remove("SAMIZDAT_PASSPHRASE"),
+        };
+        c.output().unwrap()
+    };
+    // The right passphrase, as `echo` writes it, with nothing in the environment.
+    std::fs::write(&file, format!("{}\n", crate::harness::PASSPHRASE)).unwrap();
+    let out = with_credential(None);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // The credential wins over a (wrong) environment variable.
+    let out = with_credential(Some("not the passphrase"));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // A wrong credential is not rescued by a right environment variable.
+    std::fs::write(&file, "not the passphrase\n").unwrap();
+    let out = with_credential(Some(crate::harness::PASSPHRASE));
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(err.trim_end().lines().count(), 1, "{err}");
+    // An empty one says so.
+    std::fs::write(&file, "\n").unwrap();
+    let out = with_credential(None);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("credential is empty"), "{err}");
+    // Without the credential file the environment is used as before.
+    std::fs::remove_file(&file).unwrap();
+    let out = with_credential(Some(crate::harness::PASSPHRASE));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
