@@ -119,6 +119,12 @@ if pgrep -f '^/usr/bin/samizdat relay' >/dev/null; then fail "the relay was star
 man -w samizdat-relay >/dev/null || fail "no man page samizdat-relay(1)"
 grep -q samizdat /usr/share/bash-completion/completions/samizdat || fail "no bash completion"
 [ -f /usr/lib/systemd/user/samizdat@.service ] || fail "no user unit"
+# The user unit as an instance, checked by systemd's own parser with the binary and man
+# page now installed (a user manager needs a runtime directory, even offline).
+mkdir -p -m 0700 "$work/xdg"
+cp /usr/lib/systemd/user/samizdat@.service "$work/samizdat@check.service"
+XDG_RUNTIME_DIR="$work/xdg" systemd-analyze --user verify "$work/samizdat@check.service" \
+  || fail "systemd-analyze verify: samizdat@.service"
 # Stripped, with its debug file found by build id.
 if file -L /usr/bin/samizdat | grep -q 'not stripped'; then fail "the installed binary is not stripped"; fi
 [ -n "$(find /usr/lib/debug -name '*.debug' -path '*build-id*' 2>/dev/null | head -n1)" ] || fail "no debug file by build id"

@@ -46,8 +46,11 @@ case "$arch" in
   amd64) tools="" ; run=() ;;
   arm64)
     tools="aarch64-linux-gnu-"
-    # The man pages and completions come from the binary itself: run it under qemu-user.
-    run=(qemu-aarch64 -L /usr/aarch64-linux-gnu) ;;
+    # The man pages and completions come from the binary itself: run it under qemu-user,
+    # with the arm64 loader and libc of Debian's multiarch libc6:arm64 (never `-L
+    # /usr/aarch64-linux-gnu`: that loader is the cross package's, and a loader and libc of
+    # two builds of glibc hang in the first pthread_create).
+    run=(qemu-aarch64) ;;
   *) echo "unsupported architecture: $arch" >&2; exit 2 ;;
 esac
 if [ "$arch" = "$(dpkg --print-architecture)" ]; then run=(); tools=""; fi
