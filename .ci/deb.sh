@@ -25,7 +25,7 @@ if [ "${CI:-}" != true ] && [ "${SAMIZDAT_DEB_TEST:-}" != 1 ]; then
   exit 2
 fi
 [ "$(id -u)" = 0 ] || { echo "deb.sh needs root (dpkg -i)" >&2; exit 2; }
-for pkg in bubblewrap adduser init-system-helpers man-db file; do
+for pkg in bubblewrap adduser init-system-helpers man-db file lintian; do
   dpkg -s "$pkg" >/dev/null 2>&1 || { apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y "$pkg"; }
 done
 
@@ -35,10 +35,18 @@ mkdir -p "$work"
 base="$(sed -n 's/^version = "\(.*\)"/\1/p' Cargo.toml | head -n1)"
 v1="$base-1~ci1"
 v2="$base-1~ci2"
-deb1="$(bash packaging/deb/build.sh --binary "$binary" --version "$v1" --out "$work/1" | tail -n1)"
-deb2="$(bash packaging/deb/build.sh --binary "$binary" --version "$v2" --out "$work/2" | tail -n1)"
+fast=()
+case "$binary" in */debug/*) fast=(--fast) ;; esac
+deb1="$(bash packaging/deb/build.sh --binary "$binary" --version "$v1" --out "$work/1" "${fast[@]}" | tail -n1)"
+deb2="$(bash packaging/deb/build.sh --binary "$binary" --version "$v2" --out "$work/2" "${fast[@]}" | tail -n1)"
 unit=/lib/systemd/system/samizdat-relay.service
 relay_pid=""
+
+echo "-- lintian (Debian's package checks; the one tag left out is for uploads to Debian's archive)"
+if ! lintian --fail-on error,warning --suppress-tags initial-upload-closes-no-bugs "$deb1" \
+    > "$work/lintian.log" 2>&1; then
+  cat "$work/lintian.log"; echo "deb.sh: lintian found errors or warnings" >&2; exit 1
+fi
 
 fail() { echo "deb.sh: $*" >&2; [ -f "$work/relay.log" ] && tail -n 20 "$work/relay.log" >&2; exit 1; }
 stop_relay() {

@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
 # Build the Debian packages `samizdat` and `samizdat-dbgsym` from a built binary.
 #
-#   packaging/deb/build.sh [--binary PATH] [--arch amd64|arm64] [--version V] [--out DIR]
+#   packaging/deb/build.sh [--binary PATH] [--arch amd64|arm64] [--version V] [--out DIR] [--fast]
 #
+# --fast compresses with gzip -1 instead of xz (CI packages a debug build twice: its debug
+# symbols are hundreds of megabytes).
 # Defaults: target/release/samizdat, this machine's architecture, the workspace version
 # with Debian revision 1, target/deb. Prints the path of the main package last.
 #
@@ -28,12 +30,14 @@ binary="$root/target/release/samizdat"
 arch="$(dpkg --print-architecture)"
 version=""
 out="$root/target/deb"
+compress=(-Zxz)
 while [ $# -gt 0 ]; do
   case "$1" in
     --binary) binary="$2"; shift 2 ;;
     --arch) arch="$2"; shift 2 ;;
     --version) version="$2"; shift 2 ;;
     --out) out="$2"; shift 2 ;;
+    --fast) compress=(-Zgzip -z1); shift ;;
     *) echo "unknown argument: $1" >&2; exit 2 ;;
   esac
 done
@@ -148,6 +152,9 @@ for script in postinst prerm postrm; do
   install -m 0755 "$here/$script" "$pkg/DEBIAN/$script"
 done
 
+# The debug package's documentation is the main package's (as debhelper's -dbgsym do).
+install -d "$dbg/usr/share/doc"
+ln -s samizdat "$dbg/usr/share/doc/samizdat-dbgsym"
 dbg_size="$(du -sk --apparent-size "$dbg" | cut -f1)"
 cat > "$dbg/DEBIAN/control" <<EOF
 Package: samizdat-dbgsym
@@ -169,6 +176,6 @@ for tree in "$pkg" "$dbg"; do
 done
 mkdir -p "$out"
 deb="$out/samizdat_${version}_${arch}.deb"
-dpkg-deb --root-owner-group -Zxz --build "$pkg" "$deb" >/dev/null
-dpkg-deb --root-owner-group -Zxz --build "$dbg" "$out/samizdat-dbgsym_${version}_${arch}.deb" >/dev/null
+dpkg-deb --root-owner-group "${compress[@]}" --build "$pkg" "$deb" >/dev/null
+dpkg-deb --root-owner-group "${compress[@]}" --build "$dbg" "$out/samizdat-dbgsym_${version}_${arch}.deb" >/dev/null
 echo "$deb"
