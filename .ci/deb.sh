@@ -25,6 +25,9 @@ if [ "${CI:-}" != true ] && [ "${SAMIZDAT_DEB_TEST:-}" != 1 ]; then
   exit 2
 fi
 [ "$(id -u)" = 0 ] || { echo "deb.sh needs root (dpkg -i)" >&2; exit 2; }
+# One at a time on a machine: two runs would install over each other's package.
+exec 9>/run/samizdat-deb-test.lock
+flock 9
 for pkg in bubblewrap adduser init-system-helpers man-db file lintian; do
   dpkg -s "$pkg" >/dev/null 2>&1 || { apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y "$pkg"; }
 done
