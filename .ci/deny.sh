@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The dependency policy (deny.toml): RustSec advisories from the offline snapshot, licences,
-# sources, duplicate versions; then unused dependencies (cargo machete). Never reaches the
-# network.
+# sources, duplicate versions; then unused dependencies (cargo machete). Only `cargo fetch`
+# reaches crates.io (to fill cargo's cache); the advisories never come from the network.
 #
 # The snapshot is the git bundle in ../shared/supply-chain/ (or SAMIZDAT_ADVISORY_BUNDLE).
 # Before the real check, a copy of the database with one made-up advisory against a crate we
@@ -11,6 +11,9 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 command -v cargo-deny >/dev/null || cargo install --locked cargo-deny@0.20.2
+# `cargo deny --offline` reads every crate of the lock file, those of other platforms too
+# (Windows, macOS), from cargo's cache: a new machine has only what its builds fetched.
+cargo fetch --locked --quiet
 
 bundle="${SAMIZDAT_ADVISORY_BUNDLE:-}"
 if [ -z "$bundle" ]; then

@@ -1,4 +1,5 @@
-//! Relay load: durable throughput and latency (with the storage floor and the NATS peer),
+//! Relay load: durable throughput and latency (with the storage floor and the peers: NATS
+//! JetStream with and without fsync, Redis Streams with fsync),
 //! fan-out, and idle connections. A lean load client speaks the real protocol: appends with
 //! epoch tokens (binary frames over a WebSocket, or JSON over HTTP with `--transport http`),
 //! WebSocket subscriptions that receive pushes.
@@ -17,7 +18,7 @@ use tokio_tungstenite::tungstenite::Message;
 use crate::util::{
     RelayChild, cpu_time, fmt_rate, ms, pct, random_bytes, relay_counts, rss_kib, with_progress,
 };
-use crate::{Report, nats};
+use crate::{Report, nats, redis_peer};
 
 /// Sizes of real MLS application messages (PQ suite): a short text and a longer one.
 pub const SIZES: [usize; 2] = [246, 1170];
@@ -331,7 +332,7 @@ pub struct RelayArgs {
     /// Relay processes (sharing --database; senders and subscribers are spread over them).
     #[arg(long, default_value_t = 1)]
     pub processes: usize,
-    /// Skip the NATS JetStream peer.
+    /// Skip the peers (NATS JetStream in both sync modes, Redis Streams with fsync always).
     #[arg(long)]
     pub no_peer: bool,
     /// Drive an already running relay at this URL instead of starting one (for profiling a
@@ -682,18 +683,29 @@ pub async fn relay(args: RelayArgs) -> Result<Report> {
             Some(url) => Some(pg_floor(url, tmp.path(), size, pg_clients, dur)?),
             None => None,
         };
-        let peer = if args.no_peer {
-            None
-        } else {
-            Some(
+        // The peers under the same closed loop: two that fsync before acknowledging (the
+        // relay's promise) and NATS as it ships, which acknowledges from memory.
+        let mut peers: Vec<nats::PeerResult> = Vec::new();
+        if !args.no_peer {
+            for sync in [nats::Sync::Always, nats::Sync::Default] {
+                peers.push(
+                    with_progress(
+                        &format!("NATS JetStream peer ({sync:?}), {size} B"),
+                        dur,
+                        nats::closed_loop(tmp.path(), sync, args.senders, args.inflight, dur, size),
+                    )
+                    .await?,
+                );
+            }
+            peers.push(
                 with_progress(
-                    &format!("NATS JetStream peer, {size} B"),
+                    &format!("Redis Streams peer (appendfsync always), {size} B"),
                     dur,
-                    nats::closed_loop(tmp.path(), args.senders, args.inflight, dur, size),
+                    redis_peer::closed_loop(tmp.path(), args.senders, args.inflight, dur, size),
                 )
                 .await?,
-            )
-        };
+            );
+        }
         let mut ladder = Vec::new();
         for frac in [0.1, 0.25, 0.5, 0.75, 0.9, 1.0, 1.2] {
             step += 1;
@@ -741,11 +753,12 @@ pub async fn relay(args: RelayArgs) -> Result<Report> {
                 sat.appended_per_s / pg
             );
         }
-        if let Some(p) = &peer {
+        for p in &peers {
             text += &format!(
-                "peer NATS JetStream {} (file storage, {}): published {}/s, delivered {}/s, p50 {} ms, p99 {} ms → relay/peer = {:.3}\n",
+                "peer {} {} ({}): published {}/s, delivered {}/s, p50 {} ms, p99 {} ms → relay/peer = {:.2}\n",
+                p.name,
                 p.version,
-                p.fsync,
+                p.promise,
                 fmt_rate(p.published_per_s),
                 fmt_rate(p.delivered_per_s),
                 ms(p.p50),
@@ -773,9 +786,9 @@ pub async fn relay(args: RelayArgs) -> Result<Report> {
             "relay_over_floor": sat.appended_per_s / floor,
             "pgbench_rows_per_s": pg,
             "relay_over_pgbench": pg.map(|pg| sat.appended_per_s / pg),
-            "peer": peer.as_ref().map(|p| json!({"name": "nats-jetstream", "version": p.version, "fsync": p.fsync,
-                "published_per_s": p.published_per_s, "delivered_per_s": p.delivered_per_s, "p50_ms": p.p50, "p99_ms": p.p99})),
-            "relay_over_peer": peer.as_ref().map(|p| sat.appended_per_s / p.published_per_s),
+            "peers": peers.iter().map(|p| json!({"name": p.name, "version": p.version, "promise": p.promise,
+                "durable": p.durable, "appends_per_s": p.published_per_s, "delivered_per_s": p.delivered_per_s,
+                "p50_ms": p.p50, "p99_ms": p.p99, "relay_over_peer": sat.appended_per_s / p.published_per_s})).collect::<Vec<_>>(),
             "open_loop": ladder.iter().map(|(f, o)| json!({"fraction_of_saturation": f, "offered_per_s": o.offered,
                 "appended_per_s": o.appended_per_s, "delivered_per_s": o.delivered_per_s, "p50_ms": o.p50, "p99_ms": o.p99, "p999_ms": o.p999})).collect::<Vec<_>>(),
         }));

@@ -15,6 +15,7 @@ mod load;
 mod mls;
 mod moves;
 mod nats;
+mod redis_peer;
 mod util;
 
 use anyhow::Result;
@@ -35,7 +36,8 @@ pub struct BenchArgs {
 
 #[derive(Debug, clap::Subcommand)]
 pub enum Which {
-    /// Durable throughput and append→push latency vs the SQLite floor and NATS JetStream.
+    /// Durable throughput and append→push latency vs the SQLite floor, NATS JetStream (fsync
+    /// always and default) and Redis Streams (appendfsync always).
     Relay(load::RelayArgs),
     /// Time until the last of N online members has each message.
     Fanout(load::FanoutArgs),
