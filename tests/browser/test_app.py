@@ -443,6 +443,8 @@ RU_WORDS = {
     "new-contact": "Новый контакт",
     "new-group": "Новая группа",
     "settings": "Язык",
+    "search": "Поиск",
+    "forward": "Переслать сообщение",
 }
 EN_ONLY = ["Settings", "New contact", "New group", "Chats", "Send", "Members"]
 
@@ -472,7 +474,7 @@ def check_lang(page, screen, lang):
         ui = page.evaluate(
             """() => {
                 const b = document.body.cloneNode(true);
-                b.querySelectorAll('.text, .preview, .name, textarea, input').forEach(e => e.remove());
+                b.querySelectorAll('.text, .preview, .name, .quote-text, .quote-from, .forwarding, textarea, input').forEach(e => e.remove());
                 return b.innerText;
             }"""
         )

@@ -24,7 +24,24 @@ pub struct Payload {
     /// (counted from sending for the sender, from arrival for the others).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub expires_in: Option<u64>,
+    /// A body this version does not know ([`Body::Unknown`]), as it came (JSON): kept, and
+    /// shown as "update Samizdat to see this".
+    #[serde(skip)]
+    pub unknown: Option<String>,
 }
+
+/// A message named by another (a reply, a reaction, an edit, a delete): its id and the
+/// SHA-256 of what it said when it was sent (`profile::reactions::content_hash`). A receiver
+/// applies it only to the message with that id *and* that hash, so a quote of something the
+/// target never said cannot be made.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MessageRef {
+    pub id: Id,
+    pub hash: Bytes,
+}
+
+/// Longest reaction (one emoji, possibly with modifiers and joiners).
+pub const MAX_REACTION: usize = 32;
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
@@ -34,7 +51,25 @@ pub enum Body {
         /// A file sent with the text (the text is then its caption, possibly empty).
         #[serde(default, skip_serializing_if = "Option::is_none")]
         attachment: Option<Attachment>,
+        /// The message this one answers.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        reply_to: Option<MessageRef>,
+        /// Passed on from another conversation (`forward`).
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        forwarded: bool,
     },
+    /// A reaction to a message (one per person and message: a new one replaces theirs), or
+    /// its removal.
+    React {
+        target: MessageRef,
+        emoji: String,
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        remove: bool,
+    },
+    /// The sender corrects one of their messages (accepted only from its sender).
+    Edit { target: MessageRef, text: String },
+    /// The sender deletes one of their messages for everyone (accepted only from its sender).
+    Delete { target: MessageRef },
     /// The invitee introduces itself after accepting an invite.
     Intro {
         name: String,
@@ -82,6 +117,9 @@ pub enum Body {
     /// The inviter refuses the introduction (a used single-use invite, an expired one):
     /// the invitee's conversation ends with this reason.
     Refused { reason: String },
+    /// A body of a kind this version does not know (a newer version sent it). Never sent.
+    #[serde(other)]
+    Unknown,
 }
 
 /// A mailbox on a relay: where a person can be sent Welcomes and move notices.
@@ -152,8 +190,19 @@ impl Payload {
     }
 
     pub fn decode(bytes: &[u8]) -> Result<Payload> {
-        serde_json::from_slice(bytes)
-            .map_err(|e| Error::Protocol(format!("undecodable message payload: {e}")))
+        let mut p: Payload = serde_json::from_slice(bytes)
+            .map_err(|e| Error::Protocol(format!("undecodable message payload: {e}")))?;
+        if p.body == Body::Unknown {
+            // Kept as it came, for a later version to show.
+            #[derive(Deserialize)]
+            struct Raw {
+                body: serde_json::Value,
+            }
+            let raw: Raw = serde_json::from_slice(bytes)
+                .map_err(|e| Error::Protocol(format!("undecodable message payload: {e}")))?;
+            p.unknown = Some(raw.body.to_string());
+        }
+        Ok(p)
     }
 }
 
@@ -229,12 +278,15 @@ mod tests {
     #[test]
     fn payload_shape_is_stable() {
         let p = Payload {
+            unknown: None,
             id: Id::from_bytes([1; 16]),
             expires_in: None,
             sent_at: 5,
             body: Body::Text {
                 text: "hi".into(),
                 attachment: None,
+                reply_to: None,
+                forwarded: false,
             },
         };
         assert_eq!(
@@ -242,6 +294,33 @@ mod tests {
             r#"{"id":"AQEBAQEBAQEBAQEBAQEBAQ","sent_at":5,"body":{"type":"text","text":"hi"}}"#
         );
         assert_eq!(Payload::decode(&p.encode()).unwrap(), p);
+    }
+
+    /// A body of a kind this version does not know decodes (kept as it came); new fields in
+    /// a known body are ignored; a reply's reference keeps its shape.
+    #[test]
+    fn unknown_bodies_and_fields_are_kept_or_ignored() {
+        let p = Payload::decode(
+            br#"{"id":"AQEBAQEBAQEBAQEBAQEBAQ","sent_at":5,"body":{"type":"poll","q":"which day"}}"#,
+        )
+        .unwrap();
+        assert_eq!(p.body, Body::Unknown);
+        assert_eq!(
+            p.unknown.as_deref(),
+            Some(r#"{"q":"which day","type":"poll"}"#)
+        );
+        let p = Payload::decode(
+            br#"{"id":"AQEBAQEBAQEBAQEBAQEBAQ","sent_at":5,"body":{"type":"text","text":"hi","mood":"happy","reply_to":{"id":"AgICAgICAgICAgICAgICAg","hash":"AwM"}}}"#,
+        )
+        .unwrap();
+        match p.body {
+            Body::Text { text, reply_to, .. } => {
+                assert_eq!(text, "hi");
+                assert_eq!(reply_to.unwrap().hash.0, vec![3, 3]);
+            }
+            other => panic!("{other:?}"),
+        }
+        assert!(p.unknown.is_none());
     }
 
     proptest! {

@@ -39,6 +39,9 @@ pub(crate) fn migrations() -> Migrations<'static> {
         M::up(include_str!("../migrations/0016_status_codes.sql")),
         M::up(include_str!("../migrations/0017_self_kind.sql")),
         M::up(include_str!("../migrations/0018_drop_hidden.sql")),
+        M::up(include_str!("../migrations/0019_everyday.sql")),
+        M::up(include_str!("../migrations/0020_search.sql")),
+        M::up(include_str!("../migrations/0021_housekeeping.sql")),
     ])
 }
 

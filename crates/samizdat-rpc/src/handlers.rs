@@ -135,9 +135,9 @@ pub(crate) async fn send(s: &Session, a: SendParams) -> RpcResult<Sent> {
     }
     on_profile!(s, |p| {
         let conversation_id = target_id(p, a.target, a.conversation_id)?;
-        let message_id = p
-            .send(&conversation_id, a.text.as_deref().unwrap_or_default())
-            .await?;
+        let text = a.text.as_deref().unwrap_or_default();
+        let reply_to = a.reply_to.as_ref();
+        let message_id = p.send_text(&conversation_id, text, reply_to, false).await?;
         Ok(Sent {
             message_id,
             conversation_id,
@@ -321,6 +321,75 @@ pub(crate) async fn message_retry(s: &Session, a: MessageParams) -> RpcResult<Se
     on_profile!(s, |p| {
         let message_id = p.message_retry(&a.message_id).await?;
         let conversation_id = p.conversation_of_message(&message_id)?;
+        Ok(Sent {
+            message_id,
+            conversation_id,
+        })
+    })
+}
+
+pub(crate) async fn pin(s: &Session, a: ArrangeParams) -> RpcResult<Done> {
+    on_profile!(s, |p| {
+        let id = target_id(p, a.target, a.conversation_id)?;
+        p.set_pinned(&id, a.on)?;
+        Ok(Done { ok: true })
+    })
+}
+
+pub(crate) async fn archive(s: &Session, a: ArrangeParams) -> RpcResult<Done> {
+    on_profile!(s, |p| {
+        let id = target_id(p, a.target, a.conversation_id)?;
+        p.set_archived(&id, a.on)?;
+        Ok(Done { ok: true })
+    })
+}
+
+pub(crate) async fn mute(s: &Session, a: ArrangeParams) -> RpcResult<Muted> {
+    on_profile!(s, |p| {
+        let id = target_id(p, a.target, a.conversation_id)?;
+        let muted_until = p.set_muted(&id, a.seconds)?;
+        Ok(Muted { muted_until })
+    })
+}
+
+pub(crate) async fn search(
+    s: &Session,
+    a: SearchParams,
+) -> RpcResult<Vec<samizdat_core::SearchHit>> {
+    on_profile!(s, |p| {
+        let within = match (a.target, a.conversation_id) {
+            (None, None) => None,
+            (t, c) => Some(target_id(p, t, c)?),
+        };
+        p.search(&a.query, within.as_ref(), a.limit.unwrap_or(100))
+    })
+}
+
+pub(crate) async fn react(s: &Session, a: ReactParams) -> RpcResult<Acted> {
+    on_profile!(s, |p| {
+        let conversation_id = p.react(&a.message_id, &a.emoji, a.remove).await?;
+        Ok(Acted { conversation_id })
+    })
+}
+
+pub(crate) async fn edit(s: &Session, a: EditParams) -> RpcResult<Acted> {
+    on_profile!(s, |p| {
+        let conversation_id = p.edit(&a.message_id, &a.text).await?;
+        Ok(Acted { conversation_id })
+    })
+}
+
+pub(crate) async fn delete(s: &Session, a: DeleteParams) -> RpcResult<Acted> {
+    on_profile!(s, |p| {
+        let conversation_id = p.delete_message(&a.message_id, a.for_everyone).await?;
+        Ok(Acted { conversation_id })
+    })
+}
+
+pub(crate) async fn forward(s: &Session, a: ForwardParams) -> RpcResult<Sent> {
+    on_profile!(s, |p| {
+        let conversation_id = target_id(p, a.target, a.conversation_id)?;
+        let message_id = p.forward(&a.message_id, &conversation_id).await?;
         Ok(Sent {
             message_id,
             conversation_id,

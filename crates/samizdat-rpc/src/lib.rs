@@ -291,6 +291,14 @@ methods! {
     "duress_set" => duress_set(DuressParams) -> Done, "Set the duress passphrase: opening the profile with it wipes it and opens an empty one with the same name, relay and network settings.";
     "backup" => backup(BackupParams) -> BackedUp, "Write an encrypted backup of the whole profile (Argon2id-derived key) to a file.";
     "set_timer" => set_timer(TimerParams) -> Done, "Set the disappearing-messages timer for everyone in a conversation (seconds; 0: off).";
+    "pin" => pin(ArrangeParams) -> Done, "Keep a conversation at the top of this device's list (`on`), or not.";
+    "archive" => archive(ArrangeParams) -> Done, "Keep a conversation out of this device's main list (`on`), or bring it back; a new message brings it back unless it is muted.";
+    "mute" => mute(ArrangeParams) -> Muted, "Mute a conversation for `seconds` (absent: until unmuted; 0: unmute): no notifications.";
+    "search" => search(SearchParams) -> Vec<samizdat_core::SearchHit>, "Find messages on this device (never asks a relay): every word of `query` as a prefix, any case, ё as е; newest first.";
+    "react" => react(ReactParams) -> Acted, "React to a message with one emoji (replacing your earlier reaction to it), or take it back (`remove`). Queued when the relay is unreachable.";
+    "edit" => edit(EditParams) -> Acted, "Correct the text of a message of yours, for every member. Queued when the relay is unreachable.";
+    "delete" => delete(DeleteParams) -> Acted, "Delete a message on this device, or (`for_everyone`, a message of yours) for every member: its text, file and reactions go.";
+    "forward" => forward(ForwardParams) -> Sent, "Send a message (its text and file) on to another conversation, marked as forwarded.";
     "message_retry" => message_retry(MessageParams) -> Sent, "Send a failed message again as a new message; the failed one is removed.";
     "group_leave" => group_leave(GroupParams) -> Done, "Leave a group.";
     "group_members" => group_members(GroupParams) -> Vec<MemberView>, "A group's members.";

@@ -75,6 +75,9 @@ pub struct SendParams {
     /// removed from JPEG, PNG and WebP files before they are encrypted.
     #[serde(default)]
     pub keep_metadata: bool,
+    /// Answer this message (of the same conversation): receivers show it quoted.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reply_to: Option<MessageId>,
 }
 
 #[derive(Debug, Serialize, Deserialize, JsonSchema)]
@@ -261,6 +264,86 @@ pub struct TimerParams {
 #[serde(deny_unknown_fields)]
 pub struct MessageParams {
     pub message_id: MessageId,
+}
+
+/// Pin, archive or mute a conversation (this device's list).
+#[derive(Debug, Default, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ArrangeParams {
+    pub target: Option<String>,
+    pub conversation_id: Option<ConversationId>,
+    /// `pin`, `archive`: on (true) or off. `mute`: ignored.
+    #[serde(default)]
+    pub on: bool,
+    /// `mute` only: seconds (absent: until unmuted; 0: unmute).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub seconds: Option<u64>,
+}
+
+#[derive(Debug, Serialize, Deserialize, JsonSchema)]
+pub struct Muted {
+    /// When the mute ends (ms since the epoch); absent: not muted.
+    pub muted_until: Option<u64>,
+}
+
+#[derive(Debug, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct SearchParams {
+    /// Words to find (each as a prefix; all of them; ё and е alike; any case).
+    pub query: String,
+    /// Only in this conversation (a contact's alias or a group's name, or `conversation_id`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub target: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub conversation_id: Option<ConversationId>,
+    /// At most this many hits (default 100, at most 500).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub limit: Option<usize>,
+}
+
+/// The conversation of the message acted on.
+#[derive(Debug, Serialize, Deserialize, JsonSchema)]
+pub struct Acted {
+    pub conversation_id: ConversationId,
+}
+
+#[derive(Debug, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ReactParams {
+    pub message_id: MessageId,
+    /// One emoji. A new reaction replaces yours on that message.
+    pub emoji: String,
+    /// Take your reaction `emoji` back instead.
+    #[serde(default)]
+    pub remove: bool,
+}
+
+#[derive(Debug, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct EditParams {
+    pub message_id: MessageId,
+    /// The corrected text.
+    pub text: String,
+}
+
+#[derive(Debug, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct DeleteParams {
+    pub message_id: MessageId,
+    /// Delete it for every member (only a message of yours); otherwise on this device only.
+    #[serde(default)]
+    pub for_everyone: bool,
+}
+
+#[derive(Debug, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ForwardParams {
+    pub message_id: MessageId,
+    /// Where to: a contact's alias or a group's name (or `conversation_id`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub target: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub conversation_id: Option<ConversationId>,
 }
 
 #[derive(Debug, Default, Serialize, Deserialize, JsonSchema)]

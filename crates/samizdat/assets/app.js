@@ -96,6 +96,17 @@
     if (li) old.replaceWith(li);
   }
 
+  // Replies show what they answer as it is now: refresh those that quote `id`.
+  function refreshQuotes(id) {
+    if (!list) return;
+    list.querySelectorAll("a.quote").forEach((q) => {
+      if (q.getAttribute("href") === "#m-" + id) {
+        const li = q.closest("li.msg");
+        if (li) refreshMessage(li.dataset.id).catch(() => {});
+      }
+    });
+  }
+
   let listTimer = null;
   function refreshList() {
     const holder = document.getElementById("chat-list");
@@ -155,6 +166,29 @@
         fetchNewer().catch(() => {});
       } else if (mine && (e.event === "message_delivered" || e.event === "message_failed")) {
         refreshMessage(e.id).catch(() => {});
+      } else if (
+        mine &&
+        ["member_added", "member_removed", "member_left", "timer_set", "removed", "notice", "group_named"].includes(e.event)
+      ) {
+        // A line about the conversation was added to its chat.
+        fetchNewer().catch(() => {});
+        if (e.event === "group_named") {
+          const h = document.querySelector(".chat-head h1");
+          if (h) h.lastChild.textContent = e.conversation;
+        }
+      } else if (mine && e.event === "reaction") {
+        refreshMessage(e.id).catch(() => {});
+      } else if (mine && e.event === "message_edited") {
+        refreshMessage(e.id).catch(() => {});
+        refreshQuotes(e.id);
+      } else if (mine && e.event === "message_deleted") {
+        if (e.for_everyone) {
+          refreshMessage(e.id).catch(() => {});
+          refreshQuotes(e.id);
+        } else {
+          const gone = document.getElementById("m-" + e.id);
+          if (gone) gone.remove();
+        }
       }
       refreshList();
     };
@@ -213,9 +247,40 @@
       text.value = text.value ? value + "\n" + text.value : value;
       saveDraft(false);
     }
-    async function post(value) {
+    // Replying: the message's menu fills the bar above the box (the link also works
+    // without the script, as a page with the bar filled in).
+    const replyBar = document.getElementById("reply-bar");
+    const replyTo = document.getElementById("reply-to");
+    function clearReply() {
+      if (replyTo) replyTo.value = "";
+      if (replyBar) replyBar.hidden = true;
+    }
+    document.addEventListener("click", (ev) => {
+      const link = ev.target.closest && ev.target.closest("a.reply-link");
+      if (link && replyBar && replyTo) {
+        ev.preventDefault();
+        const li = link.closest("li.msg");
+        replyTo.value = link.dataset.reply;
+        document.getElementById("reply-from").textContent = li.querySelector(".from").textContent;
+        const t = li.querySelector(":scope > .text");
+        document.getElementById("reply-text").textContent = t ? t.textContent.slice(0, 200) : "";
+        replyBar.hidden = false;
+        const menu = link.closest("details");
+        if (menu) menu.open = false;
+        text.focus();
+        return;
+      }
+      const cancel = ev.target.closest && ev.target.closest("#reply-cancel");
+      if (cancel) {
+        ev.preventDefault();
+        clearReply();
+        text.focus();
+      }
+    });
+    async function post(value, reply) {
       const data = new URLSearchParams();
       data.set("text", value);
+      if (reply) data.set("reply_to", reply);
       let r;
       try {
         r = await fetch(composer.action, {
@@ -250,14 +315,49 @@
       const value = text.value;
       if (!value.trim()) return;
       text.value = "";
+      const reply = replyTo ? replyTo.value : "";
+      clearReply();
       // The send clears the draft in the profile.
       clearTimeout(draftTimer);
       saved = "";
-      sending = sending.then(() => post(value));
+      sending = sending.then(() => post(value, reply));
     });
     text.focus();
   }
   toBottom();
+
+  // ---- a message's menu: Escape closes it; its forms go without leaving the page -------
+  if (list) {
+    list.addEventListener("keydown", (ev) => {
+      if (ev.key !== "Escape") return;
+      const menu = ev.target.closest && ev.target.closest("details.msg-menu");
+      if (menu && menu.open) {
+        menu.open = false;
+        menu.querySelector("summary").focus();
+      }
+    });
+    list.addEventListener("submit", async (ev) => {
+      const form = ev.target;
+      if (!form.closest("li.msg") || form.classList.contains("retry")) return;
+      ev.preventDefault();
+      const li = form.closest("li.msg");
+      const r = await fetch(form.action, {
+        method: "POST",
+        credentials: "same-origin",
+        headers: { "x-csrf-token": csrf },
+        body: new URLSearchParams(new FormData(form)),
+      }).catch(() => null);
+      if (!r || !r.ok) {
+        form.submit();
+        return;
+      }
+      if (form.action.endsWith("/delete") && !new FormData(form).get("for_everyone")) {
+        li.remove();
+      } else {
+        refreshMessage(li.dataset.id).catch(() => {});
+      }
+    });
+  }
 
   // ---- disappearing messages leave the screen when their time is up ---------------------
   if (list) {

@@ -67,6 +67,25 @@ msg-queued = Waiting to be sent
 msg-delivered = Delivered
 msg-failed = Not delivered: { $reason }
 msg-retry = Send again
+msg-forwarded = Forwarded
+msg-quote-missing = The original message is not available
+msg-deleted = This message was deleted
+msg-unsupported = This message needs a newer version of Samizdat: update Samizdat to see this
+msg-edited = edited
+msg-menu = Message actions
+msg-reply = Reply
+msg-react = React
+msg-react-with = React with { $emoji }
+msg-forward = Forward
+msg-edit = Edit the text
+msg-edit-save = Save
+msg-delete-me = Delete for me
+msg-delete-all = Delete for everyone
+chat-replying-to = Replying to
+chat-reply-cancel = Cancel reply
+forward-title = Forward a message
+forward-to = Send it to
+forward-send = Forward
 
 new-contact-title = New contact
 invite-create-title = Invite someone
@@ -304,3 +323,38 @@ notice-invitation-declined-elsewhere = an invitation was declined on your other 
 notice-invitation-elsewhere-failed = an invitation accepted on your other device failed: { $error }
 notice-claims-conversation = claims the id of your conversation “{ $name }” without continuing it: possibly a takeover attempt
 notice-unknown-relay = hosted on relay { $relay }, which you have never used: accepting connects to it
+
+arrange-title = In your list
+arrange-pin = Pin to the top
+arrange-unpin = Unpin
+arrange-archive = Archive
+arrange-unarchive = Bring back from the archive
+arrange-mute = Mute notifications
+arrange-save = Apply
+mute-1h = for an hour
+mute-8h = for 8 hours
+mute-1w = for a week
+mute-forever = until I unmute
+mute-off = unmute now
+muted-until = Muted:
+mark-pinned = Pinned
+mark-muted = Muted
+chats-archived = Archived chats ({ $count })
+search-label = Search messages on this device
+search-title = Search
+search-go = Search
+search-count = { $count ->
+    [one] One message found
+   *[other] { $count } messages found
+}
+search-words = Type at least one word to search for.
+
+line-member-added = { $who } joined the group
+line-member-removed = { $who } was removed from the group
+line-member-left = { $who } left the group
+line-renamed = The group is now called { $name }
+line-you-removed = You were removed from the group
+line-timer = { $who } set disappearing messages to { $duration }
+line-timer-you = You set disappearing messages to { $duration }
+line-timer-off = { $who } turned disappearing messages off
+line-timer-off-you = You turned disappearing messages off

@@ -69,6 +69,25 @@ msg-queued = Ожидает отправки
 msg-delivered = Доставлено
 msg-failed = Не доставлено: { $reason }
 msg-retry = Отправить ещё раз
+msg-forwarded = Переслано
+msg-quote-missing = Исходное сообщение недоступно
+msg-deleted = Сообщение удалено
+msg-unsupported = Это сообщение требует более новой версии Samizdat: обновите Samizdat, чтобы его увидеть
+msg-edited = изменено
+msg-menu = Действия с сообщением
+msg-reply = Ответить
+msg-react = Реакция
+msg-react-with = Отреагировать { $emoji }
+msg-forward = Переслать
+msg-edit = Изменить текст
+msg-edit-save = Сохранить
+msg-delete-me = Удалить у меня
+msg-delete-all = Удалить у всех
+chat-replying-to = Ответ на сообщение
+chat-reply-cancel = Отменить ответ
+forward-title = Переслать сообщение
+forward-to = Кому отправить
+forward-send = Переслать
 
 new-contact-title = Новый контакт
 invite-create-title = Пригласить собеседника
@@ -305,3 +324,39 @@ notice-invitation-declined-elsewhere = приглашение отклонено
 notice-invitation-elsewhere-failed = приглашение, принятое на другом устройстве, не сработало: { $error }
 notice-claims-conversation = выдаёт себя за ваш разговор «{ $name }», но не продолжает его: возможно, попытка захвата
 notice-unknown-relay = размещено на ретрансляторе { $relay }, которым вы никогда не пользовались: принятие подключит вас к нему
+
+arrange-title = В вашем списке
+arrange-pin = Закрепить наверху
+arrange-unpin = Открепить
+arrange-archive = В архив
+arrange-unarchive = Вернуть из архива
+arrange-mute = Без звука
+arrange-save = Применить
+mute-1h = на час
+mute-8h = на 8 часов
+mute-1w = на неделю
+mute-forever = пока не включу
+mute-off = включить сейчас
+muted-until = Без звука:
+mark-pinned = Закреплён
+mark-muted = Без звука
+chats-archived = Архив ({ $count })
+search-label = Поиск сообщений на этом устройстве
+search-title = Поиск
+search-go = Найти
+search-count = { $count ->
+    [one] Найдено { $count } сообщение
+    [few] Найдено { $count } сообщения
+   *[many] Найдено { $count } сообщений
+}
+search-words = Введите хотя бы одно слово для поиска.
+
+line-member-added = { $who } в группе
+line-member-removed = { $who } больше не в группе: участника удалили
+line-member-left = { $who } покидает группу
+line-renamed = Группа теперь называется «{ $name }»
+line-you-removed = Вас удалили из группы
+line-timer = { $who }: исчезающие сообщения через { $duration }
+line-timer-you = Вы включили исчезающие сообщения: через { $duration }
+line-timer-off = { $who } выключает исчезающие сообщения
+line-timer-off-you = Вы выключили исчезающие сообщения

@@ -112,6 +112,64 @@ pub enum ClientCommand {
         /// from JPEG, PNG and WebP files.
         #[arg(long, requires = "file")]
         keep_metadata: bool,
+        /// Answer this message (its id from `history --json`): shown quoted.
+        #[arg(long, allow_hyphen_values = true, conflicts_with = "file")]
+        reply_to: Option<String>,
+    },
+    /// Mute a conversation: for a while (30m, 8h, 1w), until unmuted (no duration), or `off`.
+    Mute {
+        target: String,
+        duration: Option<String>,
+    },
+    /// Keep a conversation at the top of the list.
+    Pin {
+        target: String,
+        #[arg(long)]
+        off: bool,
+    },
+    /// Keep a conversation out of the main list (a new message brings it back unless muted).
+    Archive {
+        target: String,
+        #[arg(long)]
+        off: bool,
+    },
+    /// Find messages on this device (each word as a prefix; newest first).
+    Search {
+        query: String,
+        /// Only in this contact's or group's conversation.
+        #[arg(long = "in")]
+        within: Option<String>,
+        #[arg(long)]
+        json: bool,
+    },
+    /// React to a message with one emoji (replacing your earlier reaction to it).
+    React {
+        /// The message's id (from `history --json`; it may start with `-`).
+        #[arg(allow_hyphen_values = true)]
+        message_id: String,
+        emoji: String,
+        /// Take this reaction back.
+        #[arg(long)]
+        remove: bool,
+    },
+    /// Correct the text of a message of yours, for everyone.
+    Edit {
+        #[arg(allow_hyphen_values = true)]
+        message_id: String,
+        text: String,
+    },
+    /// Delete a message on this device, or for everyone (a message of yours).
+    Delete {
+        #[arg(allow_hyphen_values = true)]
+        message_id: String,
+        #[arg(long)]
+        for_everyone: bool,
+    },
+    /// Send a message (its text and file) on to another contact or group.
+    Forward {
+        #[arg(allow_hyphen_values = true)]
+        message_id: String,
+        target: String,
     },
     /// Fetch a message's attachment, check it and write it decrypted.
     Download {
@@ -595,6 +653,11 @@ fn print_qr(data: &str) -> Result<()> {
     Ok(())
 }
 
+/// A message id as typed (from `history --json`).
+fn message_id(s: &str) -> Result<samizdat_core::MessageId> {
+    Ok(s.parse()?)
+}
+
 /// Text from others (messages, names, relay errors) made safe for a terminal line: control
 /// characters and line breaks are shown escaped, so nobody can forge a line or a colour.
 pub fn safe(s: &str) -> String {
@@ -685,6 +748,20 @@ fn print_event(e: &Event, json: bool) {
         Event::Removed { conversation, .. } => {
             println!("[{}] you were removed from the group", safe(conversation))
         }
+        Event::Reaction {
+            id,
+            who,
+            emoji: Some(emoji),
+            ..
+        } => println!("{} reacted {} to {id}", safe(who), safe(emoji)),
+        Event::MessageEdited { id, text, .. } => {
+            println!("message {id} was edited: {}", safe(text))
+        }
+        Event::MessageDeleted {
+            id,
+            for_everyone: true,
+            ..
+        } => println!("message {id} was deleted by its sender"),
         Event::Notice {
             conversation: Some(c),
             notice,
@@ -911,10 +988,16 @@ async fn run_in(home: &Path, cmd: ClientCommand) -> Result<()> {
             file,
             caption,
             keep_metadata,
+            reply_to,
         } => {
             let since = b.last_event().await?;
             let params = match (&text, &file) {
-                (Some(text), None) => json!({ "target": target, "text": text }),
+                (Some(text), None) => match &reply_to {
+                    Some(r) => {
+                        json!({ "target": target, "text": text, "reply_to": message_id(r)? })
+                    }
+                    None => json!({ "target": target, "text": text }),
+                },
                 (None, Some(file)) => json!({
                     "target": target,
                     "text": caption.unwrap_or_default(),
@@ -937,6 +1020,111 @@ async fn run_in(home: &Path, cmd: ClientCommand) -> Result<()> {
                     e
                 }
             })?;
+            println!("sent {}", sent.message_id);
+        }
+        ClientCommand::Mute { target, duration } => {
+            let seconds = duration.as_deref().map(parse_duration).transpose()?;
+            let muted = b
+                .mute(rpc::ArrangeParams {
+                    target: Some(target.clone()),
+                    seconds,
+                    ..Default::default()
+                })
+                .await?;
+            match (muted.muted_until, duration) {
+                (None, _) => println!("{} is not muted", safe(&target)),
+                (Some(_), None) => println!("{} is muted until you unmute it", safe(&target)),
+                (Some(_), Some(d)) => println!("{} is muted for {d}", safe(&target)),
+            }
+        }
+        ClientCommand::Pin { target, off } => {
+            b.pin(rpc::ArrangeParams {
+                target: Some(target.clone()),
+                on: !off,
+                ..Default::default()
+            })
+            .await?;
+        }
+        ClientCommand::Archive { target, off } => {
+            b.archive(rpc::ArrangeParams {
+                target: Some(target.clone()),
+                on: !off,
+                ..Default::default()
+            })
+            .await?;
+        }
+        ClientCommand::Search {
+            query,
+            within,
+            json,
+        } => {
+            let hits = b
+                .search(rpc::SearchParams {
+                    query,
+                    target: within,
+                    conversation_id: None,
+                    limit: None,
+                })
+                .await?;
+            for h in &hits {
+                if json {
+                    println!("{}", serde_json::to_string(h)?);
+                } else {
+                    println!(
+                        "[{}] {}: {}  ({})",
+                        safe(&h.conversation),
+                        safe(&h.from),
+                        safe(&h.text),
+                        h.id
+                    );
+                }
+            }
+            if hits.is_empty() && !json {
+                println!("nothing found");
+            }
+        }
+        ClientCommand::React {
+            message_id: id,
+            emoji,
+            remove,
+        } => {
+            let params = rpc::ReactParams {
+                message_id: message_id(&id)?,
+                emoji,
+                remove,
+            };
+            b.react(params).await?;
+        }
+        ClientCommand::Edit {
+            message_id: id,
+            text,
+        } => {
+            let params = rpc::EditParams {
+                message_id: message_id(&id)?,
+                text,
+            };
+            b.edit(params).await?;
+        }
+        ClientCommand::Delete {
+            message_id: id,
+            for_everyone,
+        } => {
+            let params = rpc::DeleteParams {
+                message_id: message_id(&id)?,
+                for_everyone,
+            };
+            b.delete(params).await?;
+        }
+        ClientCommand::Forward {
+            message_id: id,
+            target,
+        } => {
+            let params = rpc::ForwardParams {
+                message_id: message_id(&id)?,
+                target: Some(target),
+                conversation_id: None,
+            };
+            let sent = b.forward(params).await?;
             println!("sent {}", sent.message_id);
         }
         ClientCommand::Download { message_id, out } => {
@@ -1086,7 +1274,48 @@ async fn run_in(home: &Path, cmd: ClientCommand) -> Result<()> {
                             )
                         })
                         .unwrap_or_default();
-                    println!("{}: {}{file}{mark}", safe(&m.from), safe(&m.text));
+                    if let Some(e) = &m.system {
+                        println!("-- {} --", safe(&crate::i18n::line_en(e)));
+                        continue;
+                    }
+                    let text = if m.deleted {
+                        "(deleted)".to_string()
+                    } else if m.unsupported {
+                        "(sent by a newer version: update Samizdat to see this)".to_string()
+                    } else {
+                        safe(&m.text)
+                    };
+                    let quote = m
+                        .reply_to
+                        .as_ref()
+                        .map(|q| match (&q.from, &q.text) {
+                            (_, Some(t)) if q.found && q.mine => format!("[re me: {}] ", safe(t)),
+                            (Some(from), Some(t)) if q.found => {
+                                format!("[re {}: {}] ", safe(from), safe(t))
+                            }
+                            _ => "[re: message not available] ".into(),
+                        })
+                        .unwrap_or_default();
+                    let extra = [
+                        m.forwarded.then(|| "forwarded".to_string()),
+                        m.edited.then(|| "edited".to_string()),
+                        (!m.reactions.is_empty()).then(|| {
+                            m.reactions
+                                .iter()
+                                .map(|r| format!("{} {}", safe(&r.emoji), r.count))
+                                .collect::<Vec<_>>()
+                                .join(" ")
+                        }),
+                    ]
+                    .into_iter()
+                    .flatten()
+                    .collect::<Vec<_>>();
+                    let extra = if extra.is_empty() {
+                        String::new()
+                    } else {
+                        format!("  ({})", extra.join(", "))
+                    };
+                    println!("{}: {quote}{text}{file}{extra}{mark}", safe(&m.from));
                 }
             }
         }
@@ -1102,8 +1331,22 @@ async fn run_in(home: &Path, cmd: ClientCommand) -> Result<()> {
                         (false, Some(s)) => crate::i18n::status_en(s),
                         (false, None) => "inactive".into(),
                     };
+                    let marks = [
+                        c.pinned.then_some("pinned"),
+                        c.archived.then_some("archived"),
+                        c.muted_until.map(|_| "muted"),
+                    ]
+                    .into_iter()
+                    .flatten()
+                    .collect::<Vec<_>>()
+                    .join(", ");
+                    let marks = if marks.is_empty() {
+                        marks
+                    } else {
+                        format!("  ({marks})")
+                    };
                     println!(
-                        "{:<20} {:<6} {:>3} unread  {}",
+                        "{:<20} {:<6} {:>3} unread  {}{marks}",
                         safe(&c.shown_as),
                         c.kind.to_string(),
                         c.unread,

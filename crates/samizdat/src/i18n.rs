@@ -6,7 +6,7 @@
 
 use fluent_bundle::concurrent::FluentBundle;
 use fluent_bundle::{FluentArgs, FluentResource, FluentValue};
-use samizdat_core::{ConvStatus, Notice, Problem, Refusal};
+use samizdat_core::{ConvStatus, Event, Notice, Problem, Refusal};
 use serde_json::Value;
 
 include!(concat!(env!("OUT_DIR"), "/locales.rs"));
@@ -143,6 +143,11 @@ pub fn notice_en(notice: &Notice) -> String {
     english().notice(Lang::EN, notice, Errors::Detailed)
 }
 
+/// A line about a conversation (see [`I18n::line`]) as the CLI prints it.
+pub fn line_en(e: &Event) -> String {
+    english().line(Lang::EN, e, Errors::Detailed)
+}
+
 pub fn status_en(status: &ConvStatus) -> String {
     english().status(Lang::EN, status)
 }
@@ -164,6 +169,58 @@ impl I18n {
     /// A notice as a sentence: `notice-<kind>`, with each parameter as an argument.
     pub fn notice(&self, lang: Lang, notice: &Notice, errors: Errors) -> String {
         self.sentence(lang, "notice", notice, errors)
+    }
+
+    /// A line about a conversation in its chat — an event the core kept there (someone
+    /// added, removed or left, a rename, the timer, a contact's devices): `line-…`.
+    pub fn line(&self, lang: Lang, e: &Event, errors: Errors) -> String {
+        let who = |w: &str| -> FluentValue<'static> { FluentValue::from(w.to_string()) };
+        match e {
+            Event::MemberAdded { who: w, .. } => {
+                self.ta(lang, "line-member-added", &[("who", who(w))])
+            }
+            Event::MemberRemoved { who: w, .. } => {
+                self.ta(lang, "line-member-removed", &[("who", who(w))])
+            }
+            Event::MemberLeft { who: w, .. } => {
+                self.ta(lang, "line-member-left", &[("who", who(w))])
+            }
+            Event::GroupNamed { conversation, .. } => {
+                self.ta(lang, "line-renamed", &[("name", who(conversation))])
+            }
+            Event::Removed { .. } => self.t(lang, "line-you-removed"),
+            Event::TimerSet { who: w, secs, .. } => {
+                let me = w == "me";
+                match (*secs, me) {
+                    (0, true) => self.t(lang, "line-timer-off-you"),
+                    (0, false) => self.ta(lang, "line-timer-off", &[("who", who(w))]),
+                    (s, true) => self.ta(
+                        lang,
+                        "line-timer-you",
+                        &[("duration", self.duration(lang, s).into())],
+                    ),
+                    (s, false) => self.ta(
+                        lang,
+                        "line-timer",
+                        &[("who", who(w)), ("duration", self.duration(lang, s).into())],
+                    ),
+                }
+            }
+            Event::Notice { notice, .. } => self.notice(lang, notice, errors),
+            _ => String::new(),
+        }
+    }
+
+    /// A timer's length in words ("1 day", "5 минут").
+    pub fn duration(&self, lang: Lang, secs: u64) -> String {
+        match secs {
+            0 => self.t(lang, "timer-off"),
+            300 => self.t(lang, "timer-5m"),
+            3600 => self.t(lang, "timer-1h"),
+            86_400 => self.t(lang, "timer-1d"),
+            604_800 => self.t(lang, "timer-1w"),
+            s => self.ta(lang, "timer-secs", &[("secs", (s as i64).into())]),
+        }
     }
 
     /// Why a conversation no longer takes messages.

@@ -23,16 +23,31 @@ impl Profile {
         }
         let mine = *sender == self.fingerprint;
         match p.body {
-            Body::Text { text, attachment } => {
+            Body::Text {
+                text,
+                attachment,
+                reply_to,
+                forwarded,
+            } => {
                 let m = TextIn {
                     id: p.id,
                     sent_at: p.sent_at,
                     expires_in: p.expires_in,
                     text,
                     attachment,
+                    reply_to,
+                    forwarded,
                 };
                 self.apply_text(conv, sender, seq, m)?;
             }
+            Body::React {
+                target,
+                emoji,
+                remove,
+            } => self.apply_react(tx, conv, sender, &target, &emoji, remove)?,
+            Body::Edit { target, text } => self.apply_edit(tx, conv, sender, &target, &text)?,
+            Body::Delete { target } => self.apply_delete(tx, conv, sender, &target)?,
+            Body::Unknown => self.apply_unknown(conv, sender, &p, seq)?,
             // Our other devices' announcements are not news about a peer.
             Body::Profile { .. } if mine => {}
             Body::Profile {
@@ -115,6 +130,8 @@ impl Profile {
             expires_in,
             text,
             attachment,
+            reply_to,
+            forwarded,
         } = m;
         let gid = conv.group_id;
         let mine = *sender == self.fingerprint;
@@ -132,6 +149,8 @@ impl Profile {
                 None
             }
         };
+        let hash =
+            super::actions::content_hash(&gid, sender, &id, sent_at, &text, attachment.as_ref());
         let attachment_json = attachment
             .as_ref()
             .map(serde_json::to_string)
@@ -145,12 +164,16 @@ impl Profile {
         });
         // Sent from another device of ours: "me", and read.
         let inserted = self.db.conn().execute(
-            "INSERT OR IGNORE INTO messages (id, group_id, seq, sender_fp, outgoing, body, sent_at, received_at, unread, expires_in, expires_at, attachment)
-             VALUES (?1, ?2, ?3, ?4, ?11, ?5, ?6, ?7, ?12, ?8, ?9, ?10)",
+            "INSERT OR IGNORE INTO messages (id, group_id, seq, sender_fp, outgoing, body, sent_at, received_at, unread, expires_in, expires_at, attachment, content_hash, reply_to, reply_hash, forwarded)
+             VALUES (?1, ?2, ?3, ?4, ?11, ?5, ?6, ?7, ?12, ?8, ?9, ?10, ?13, ?14, ?15, ?16)",
             params![id.as_bytes(), gid.as_bytes(), (conv.seq_base + seq) as i64, &sender[..], text, sent_at as i64, now as i64,
-                expires_in.map(|e| e.min(i64::MAX as u64) as i64), expires_at, attachment_json, mine, !mine],
+                expires_in.map(|e| e.min(i64::MAX as u64) as i64), expires_at, attachment_json, mine, !mine,
+                &hash[..], reply_to.as_ref().map(|r| r.id.as_bytes().to_vec()), reply_to.as_ref().map(|r| r.hash.0.clone()), forwarded],
         )?;
         if inserted == 1 {
+            if !mine {
+                self.unarchive_on_message(&gid)?;
+            }
             let e = Event::Message {
                 conversation_id: ConversationId::from_id(gid),
                 conversation: conv.name.clone(),
@@ -226,6 +249,8 @@ struct TextIn {
     expires_in: Option<u64>,
     text: String,
     attachment: Option<crate::payload::Attachment>,
+    reply_to: Option<crate::payload::MessageRef>,
+    forwarded: bool,
 }
 
 /// A local name without the `-N` that `unique_name` adds: "friends-2" → "friends".

@@ -80,6 +80,19 @@ impl Profile {
         attachment: Attachment,
         file: &Path,
     ) -> Result<MessageId> {
+        self.send_attachment_as(conversation, caption, attachment, file, false)
+            .await
+    }
+
+    /// [`Profile::send_attachment`], marked as passed on from another conversation.
+    pub(super) async fn send_attachment_as(
+        &mut self,
+        conversation: &ConversationId,
+        caption: &str,
+        attachment: Attachment,
+        file: &Path,
+        forwarded: bool,
+    ) -> Result<MessageId> {
         if caption.len() > MAX_TEXT {
             return Err(Error::Usage(format!(
                 "the caption is longer than {MAX_TEXT} bytes"
@@ -93,12 +106,15 @@ impl Profile {
         std::fs::rename(file, dir.join(&name))
             .map_err(|e| Error::Storage(format!("cannot keep the encrypted attachment: {e}")))?;
         let payload = Payload {
+            unknown: None,
             id,
             expires_in: (timer > 0).then_some(timer),
             sent_at: now_millis(),
             body: Body::Text {
                 text: caption.to_string(),
                 attachment: Some(attachment),
+                reply_to: None,
+                forwarded,
             },
         };
         let sent = self.send_payload(&conv, payload).await;
@@ -257,8 +273,14 @@ impl Profile {
             .conv_by_id(&group)?
             .ok_or_else(|| Error::NotFound("the file's conversation is gone".into()))?;
         self.settle_pending_file(id, "attachment", &json)?;
-        let payload =
-            super::outbox::text_payload(id.as_bytes(), text, sent_at, expires_in, Some(json))?;
+        let payload = super::outbox::text_payload(
+            &self.db.conn(),
+            id.as_bytes(),
+            text,
+            sent_at,
+            expires_in,
+            Some(json),
+        )?;
         self.send_payload(&conv, payload).await
     }
 

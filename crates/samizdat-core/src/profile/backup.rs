@@ -222,8 +222,10 @@ impl Profile {
             return Err(e);
         }
         crate::wipe::init_duress(home)?;
-        // It opens (and runs any newer migrations) with the new passphrase.
-        Profile::open(home, passphrase).map(|_| ())
+        // It opens (and runs any newer migrations) with the new passphrase. The copy numbered
+        // the messages anew: the search index is built again from them.
+        let restored = Profile::open(home, passphrase)?;
+        restored.reindex_search()
     }
 }
 

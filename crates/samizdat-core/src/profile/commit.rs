@@ -194,6 +194,7 @@ impl Profile {
         // New members learn the group's name from the first message of their
         // epoch: queued with the commit, so a crash cannot leave them unnamed.
         let meta = (!c.adds.is_empty() && conv.kind == ConvKind::Group).then(|| Payload {
+            unknown: None,
             id: random_id(),
             expires_in: None,
             sent_at: now_millis(),

@@ -411,6 +411,7 @@ impl Profile {
                 Body::Leave,
             ] {
                 let payload = Payload {
+                    unknown: None,
                     id: random_id(),
                     expires_in: None,
                     sent_at: now_millis(),

@@ -238,3 +238,57 @@ impl Profile {
             .ok_or_else(|| Error::Storage(format!("missing epoch token for epoch {epoch}")))
     }
 }
+
+/// Chat housekeeping (issue 30): this device's own arrangement of its list.
+impl Profile {
+    /// Keep a conversation at the top of the list (or not).
+    pub fn set_pinned(&self, id: &ConversationId, pinned: bool) -> Result<()> {
+        let conv = self.conv(id)?;
+        self.db.conn().execute(
+            "UPDATE conversations SET pinned = ?2 WHERE group_id = ?1",
+            params![conv.group_id.as_bytes(), pinned],
+        )?;
+        Ok(())
+    }
+
+    /// Keep a conversation out of the main list (or bring it back). A new message brings it
+    /// back unless it is muted.
+    pub fn set_archived(&self, id: &ConversationId, archived: bool) -> Result<()> {
+        let conv = self.conv(id)?;
+        self.db.conn().execute(
+            "UPDATE conversations SET archived = ?2 WHERE group_id = ?1",
+            params![conv.group_id.as_bytes(), archived],
+        )?;
+        Ok(())
+    }
+
+    /// Mute a conversation for `secs` seconds (`None`: until unmuted), or unmute it
+    /// (`Some(0)`). Returns when the mute ends (ms), if it is muted.
+    pub fn set_muted(&self, id: &ConversationId, secs: Option<u64>) -> Result<Option<u64>> {
+        let conv = self.conv(id)?;
+        let until = match secs {
+            Some(0) => None,
+            Some(s) => Some(
+                now_millis()
+                    .saturating_add(s.saturating_mul(1000))
+                    .min(i64::MAX as u64),
+            ),
+            None => Some(i64::MAX as u64),
+        };
+        self.db.conn().execute(
+            "UPDATE conversations SET muted_until = ?2 WHERE group_id = ?1",
+            params![conv.group_id.as_bytes(), until.map(|u| u as i64)],
+        )?;
+        Ok(until)
+    }
+
+    /// A message arrived: an archived conversation that is not muted comes back to the list.
+    pub(super) fn unarchive_on_message(&self, group: &Id) -> Result<()> {
+        self.db.conn().execute(
+            "UPDATE conversations SET archived = 0
+             WHERE group_id = ?1 AND archived = 1 AND (muted_until IS NULL OR muted_until <= ?2)",
+            params![group.as_bytes(), now_millis() as i64],
+        )?;
+        Ok(())
+    }
+}

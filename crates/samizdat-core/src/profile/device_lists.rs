@@ -140,6 +140,7 @@ impl Profile {
                 continue;
             }
             let payload = Payload {
+                unknown: None,
                 id: random_id(),
                 expires_in: None,
                 sent_at: now_millis(),

@@ -172,6 +172,7 @@ impl Profile {
             return Ok(());
         };
         let payload = Payload {
+            unknown: None,
             id: random_id(),
             expires_in: None,
             sent_at: now_millis(),

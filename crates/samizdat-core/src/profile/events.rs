@@ -41,6 +41,29 @@ pub enum Event {
         id: MessageId,
         position: u64,
     },
+    /// Someone (`who`; "me" for us) reacted to a message with `emoji`, or took their reaction
+    /// back (`emoji` absent).
+    Reaction {
+        conversation_id: ConversationId,
+        /// The message reacted to.
+        id: MessageId,
+        sender: ContactId,
+        who: String,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        emoji: Option<String>,
+    },
+    /// A message's sender corrected its text.
+    MessageEdited {
+        conversation_id: ConversationId,
+        id: MessageId,
+        text: String,
+    },
+    /// A message was deleted: by its sender for everyone, or by us on this device only.
+    MessageDeleted {
+        conversation_id: ConversationId,
+        id: MessageId,
+        for_everyone: bool,
+    },
     /// Our message was refused and will not be retried.
     MessageFailed {
         conversation_id: ConversationId,
@@ -161,6 +184,39 @@ pub enum TransferDirection {
 }
 
 impl Event {
+    /// The conversation whose chat shows this event as a line, if it is one of those:
+    /// membership, a rename, the timer, our removal, a contact's devices changing.
+    pub(crate) fn chat_line(&self) -> Option<&ConversationId> {
+        match self {
+            Event::MemberAdded {
+                conversation_id, ..
+            }
+            | Event::MemberRemoved {
+                conversation_id, ..
+            }
+            | Event::MemberLeft {
+                conversation_id, ..
+            }
+            | Event::GroupNamed {
+                conversation_id, ..
+            }
+            | Event::TimerSet {
+                conversation_id, ..
+            }
+            | Event::Removed {
+                conversation_id, ..
+            } => Some(conversation_id),
+            Event::Notice {
+                conversation_id: Some(id),
+                notice:
+                    crate::Notice::ContactDeviceAdded { .. }
+                    | crate::Notice::ContactDeviceRemoved { .. },
+                ..
+            } => Some(id),
+            _ => None,
+        }
+    }
+
     /// Whether the event belongs in the durable log (all but relay connection changes and
     /// transfer progress).
     pub fn is_durable(&self) -> bool {
@@ -204,6 +260,9 @@ impl Profile {
             "live-only events are the service's, not the log's"
         );
         let body = serde_json::to_string(&e).map_err(|e| Error::Storage(e.to_string()))?;
+        if let Some(group) = e.chat_line() {
+            self.chat_line(group, &e, &body)?;
+        }
         let conn = self.db.conn();
         conn.execute(
             "INSERT INTO events (body, created_at) VALUES (?1, ?2)",
@@ -212,6 +271,37 @@ impl Profile {
         conn.execute(
             "DELETE FROM events WHERE seq <= (SELECT MAX(seq) FROM events) - ?1",
             params![EVENT_LOG_MAX as i64],
+        )?;
+        Ok(())
+    }
+
+    /// Keep an event about a conversation as a line in its chat (see migration 19): after
+    /// the last log entry applied, so it sits where it happened. Membership lines only in
+    /// groups (a 1:1 contact's new device is its own line).
+    fn chat_line(&self, group: &ConversationId, e: &Event, body: &str) -> Result<()> {
+        let conn = self.db.conn();
+        let conv: Option<(String, i64, i64)> = conn
+            .query_row(
+                "SELECT kind, cursor, seq_base FROM conversations WHERE group_id = ?1",
+                params![group.as_bytes()],
+                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+            )
+            .optional()?;
+        let Some((kind, cursor, base)) = conv else {
+            return Ok(());
+        };
+        let membership = matches!(
+            e,
+            Event::MemberAdded { .. } | Event::MemberRemoved { .. } | Event::MemberLeft { .. }
+        );
+        if kind == "self" || (membership && kind != "group") {
+            return Ok(());
+        }
+        let now = now_millis() as i64;
+        conn.execute(
+            "INSERT INTO messages (id, group_id, seq, sender_fp, outgoing, body, sent_at, received_at, unread, system)
+             VALUES (?1, ?2, ?3, x'', 0, '', ?4, ?4, 0, ?5)",
+            params![random_id().as_bytes(), group.as_bytes(), base + cursor, now, body],
         )?;
         Ok(())
     }

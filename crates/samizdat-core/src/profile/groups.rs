@@ -346,6 +346,7 @@ impl Profile {
             mailboxes: self.announced_addresses(),
         };
         let payload = Payload {
+            unknown: None,
             id: random_id(),
             expires_in: None,
             sent_at: now_millis(),

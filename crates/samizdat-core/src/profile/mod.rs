@@ -18,6 +18,7 @@ use crate::settings::{Family, Setting};
 use crate::store::{Db, Tx};
 use crate::{Error, Result, now_millis, now_secs, random_id, sha256};
 
+mod actions;
 mod apply;
 mod attachments;
 pub(crate) use attachments::PendingFile;
@@ -40,12 +41,14 @@ mod moves;
 mod open;
 mod outbox;
 mod relays;
+mod search;
 mod sync;
 mod sync_entry;
 mod views;
 
 pub use crate::payload::{ArchiveRef, DeviceRecord};
 use crate::welcome::WelcomePart;
+pub use actions::{QuoteView, ReactionView};
 pub use contacts::Connected;
 use delivery::OwedDrop;
 pub use device_link::{Joined as DeviceJoined, LinkPreview};
@@ -57,6 +60,7 @@ pub use groups::GroupAdded;
 use invitations::{Arrived, Screened, invitation_warning};
 use open::remove_db_files;
 use outbox::queued;
+pub use search::SearchHit;
 pub use views::{
     AttachmentView, ContactView, ConversationView, InvitationView, LastMessage, MemberView,
     MessageView, Page,

@@ -487,7 +487,7 @@ impl Profile {
             .collect::<rusqlite::Result<Vec<_>>>()?;
         rows.into_iter()
             .map(|(id, text, sent_at, expires_in, attachment)| {
-                outbox::text_payload(&id, text, sent_at, expires_in, attachment)
+                outbox::text_payload(&conn, &id, text, sent_at, expires_in, attachment)
             })
             .collect()
     }

@@ -12,21 +12,42 @@ pub(super) fn queued<T>(r: Result<T>) -> Result<()> {
     }
 }
 
-/// A text message of ours rebuilt from its `messages` row (to send it again).
+/// A text message of ours rebuilt from its `messages` row (to send it again), with the
+/// message it answers and whether it was forwarded (read through `conn`, which the caller
+/// holds).
 pub(super) fn text_payload(
+    conn: &crate::store::Conn<'_>,
     id: &[u8],
     text: String,
     sent_at: i64,
     expires_in: Option<i64>,
     attachment: Option<String>,
 ) -> Result<Payload> {
+    let (reply_id, reply_hash, forwarded): (Option<Vec<u8>>, Option<Vec<u8>>, bool) = conn
+        .query_row(
+            "SELECT reply_to, reply_hash, forwarded FROM messages WHERE id = ?1",
+            params![id],
+            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+        )
+        .optional()?
+        .unwrap_or((None, None, false));
+    let reply_to = match (reply_id, reply_hash) {
+        (Some(id), Some(hash)) => Some(crate::payload::MessageRef {
+            id: Id::from_slice(&id).map_err(|_| Error::Storage("corrupt reply id".into()))?,
+            hash: Bytes(hash),
+        }),
+        _ => None,
+    };
     Ok(Payload {
+        unknown: None,
         id: Id::from_slice(id).map_err(|_| Error::Storage("corrupt message id".into()))?,
         expires_in: expires_in.map(|e| e.max(0) as u64),
         sent_at: sent_at as u64,
         body: Body::Text {
             text,
             attachment: attachment.and_then(|a| serde_json::from_str(&a).ok()),
+            reply_to,
+            forwarded,
         },
     })
 }
@@ -36,6 +57,18 @@ impl Profile {
     /// it: when the relay cannot be reached the error says so and the message stays queued
     /// (retried by the next sync).
     pub async fn send(&mut self, id: &ConversationId, text: &str) -> Result<MessageId> {
+        self.send_text(id, text, None, false).await
+    }
+
+    /// [`Profile::send`], answering `reply_to` (a message of the same conversation; the
+    /// receivers show it quoted) or marked as passed on from elsewhere (`forwarded`).
+    pub async fn send_text(
+        &mut self,
+        id: &ConversationId,
+        text: &str,
+        reply_to: Option<&MessageId>,
+        forwarded: bool,
+    ) -> Result<MessageId> {
         if text.is_empty() {
             return Err(Error::Usage("the message is empty".into()));
         }
@@ -45,16 +78,23 @@ impl Profile {
             )));
         }
         let conv = self.conv(id)?;
+        let reply_to = match reply_to {
+            Some(m) => Some(self.reference_in(&conv, m)?),
+            None => None,
+        };
         let timer = self.timer(&conv.group_id)?;
         // What was typed is now a message (stored before it is sent): no draft of it stays.
         self.clear_draft(&conv.group_id)?;
         let payload = Payload {
+            unknown: None,
             id: random_id(),
             expires_in: (timer > 0).then_some(timer),
             sent_at: now_millis(),
             body: Body::Text {
                 text: text.to_string(),
                 attachment: None,
+                reply_to,
+                forwarded,
             },
         };
         self.send_payload(&conv, payload).await
@@ -109,6 +149,11 @@ impl Profile {
             "DELETE FROM messages WHERE expires_at IS NOT NULL AND expires_at <= ?1",
             params![now],
         )?;
+        if n > 0 {
+            // Their words leave the search index's pages too (the rows' reactions went with
+            // them: a trigger).
+            self.compact_search()?;
+        }
         self.wipe_attachment_files(files);
         Ok(n)
     }
@@ -189,6 +234,7 @@ impl Profile {
 
     pub(super) async fn send_body(&mut self, conv: &Conv, body: Body) -> Result<MessageId> {
         let payload = Payload {
+            unknown: None,
             id: random_id(),
             expires_in: None,
             sent_at: now_millis(),
@@ -300,7 +346,21 @@ impl Profile {
         epoch: u64,
     ) -> Result<()> {
         let conn = tx.conn();
-        if let Body::Text { text, attachment } = &payload.body {
+        if let Body::Text {
+            text,
+            attachment,
+            reply_to,
+            forwarded,
+        } = &payload.body
+        {
+            let hash = super::actions::content_hash(
+                &conv.group_id,
+                &self.fingerprint,
+                &payload.id,
+                payload.sent_at,
+                text,
+                attachment.as_ref(),
+            );
             let attachment = attachment
                 .as_ref()
                 .map(serde_json::to_string)
@@ -312,13 +372,14 @@ impl Profile {
                 |r| r.get(0),
             )?;
             conn.execute(
-                "INSERT INTO messages (id, group_id, sender_fp, outgoing, body, sent_at, received_at, request_id, pending_body, pending_epoch, expires_in, expires_at, attachment)
-                 VALUES (?1, ?2, ?3, 1, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)
+                "INSERT INTO messages (id, group_id, sender_fp, outgoing, body, sent_at, received_at, request_id, pending_body, pending_epoch, expires_in, expires_at, attachment, content_hash, reply_to, reply_hash, forwarded)
+                 VALUES (?1, ?2, ?3, 1, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16)
                  ON CONFLICT(id) DO UPDATE SET request_id = excluded.request_id, pending_body = excluded.pending_body, pending_epoch = excluded.pending_epoch",
                 params![payload.id.as_bytes(), conv.group_id.as_bytes(), &self.fingerprint[..], text, payload.sent_at as i64, now_millis() as i64, request_id.as_bytes(), ct, epoch as i64,
                     payload.expires_in.map(|e| e as i64),
                     payload.expires_in.map(|e| payload.sent_at.saturating_add(e.saturating_mul(1000)) as i64),
-                    attachment],
+                    attachment, &hash[..], reply_to.as_ref().map(|r| r.id.as_bytes().to_vec()),
+                    reply_to.as_ref().map(|r| r.hash.0.clone()), forwarded],
             )?;
             drop(conn);
             // Reported once, on the first attempt (a re-encryption keeps the id).
@@ -452,7 +513,9 @@ impl Profile {
             for (request_id, body, epoch, id, text, sent_at, plain, expires_in, attachment) in rows
             {
                 let payload = match (text, plain) {
-                    (Some(text), _) => text_payload(&id, text, sent_at, expires_in, attachment)?,
+                    (Some(text), _) => {
+                        text_payload(&conn, &id, text, sent_at, expires_in, attachment)?
+                    }
                     (None, Some(plain)) => Payload::decode(&plain)?,
                     (None, None) => continue,
                 };

@@ -228,6 +228,7 @@ impl Profile {
     /// away; another failure is reported, not returned).
     pub(super) async fn announce_in(&mut self, conv: &Conv) -> Result<()> {
         let payload = Payload {
+            unknown: None,
             id: random_id(),
             expires_in: None,
             sent_at: now_millis(),

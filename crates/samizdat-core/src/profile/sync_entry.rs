@@ -181,6 +181,7 @@ impl Profile {
                 if ours && conv.kind == ConvKind::Group && after.len() > before.len()
                 {
                     let p = Payload {
+                        unknown: None,
                         id: random_id(),
                         expires_in: None,
                         sent_at: now_millis(),

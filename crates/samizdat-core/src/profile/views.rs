@@ -65,6 +65,16 @@ pub struct ConversationView {
     pub timer_secs: u64,
     /// The relay holding the conversation's log (it changes when the conversation moves).
     pub relay: String,
+    /// Kept at the top of the list.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub pinned: bool,
+    /// Kept out of the main list (a new message brings it back unless it is muted).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub archived: bool,
+    /// Muted until then (ms since the epoch; `u64` near `i64::MAX`: until unmuted): no
+    /// notification.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub muted_until: Option<u64>,
 }
 
 /// Which messages of a conversation to read (all of them by default).
@@ -109,6 +119,51 @@ pub struct MessageView {
     /// A file sent with the message; `samizdat download ID` fetches it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub attachment: Option<AttachmentView>,
+    /// The message this one answers, as this device holds it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reply_to: Option<super::QuoteView>,
+    /// Reactions, the most chosen first.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub reactions: Vec<super::ReactionView>,
+    /// Its sender corrected the text (`text` is the newest).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub edited: bool,
+    /// Deleted for everyone by its sender: no text or file is left.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub deleted: bool,
+    /// Passed on from another conversation.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub forwarded: bool,
+    /// Sent by a newer version in a form this one cannot show: "update Samizdat to see this".
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub unsupported: bool,
+    /// Not a message but a line about the conversation (someone added, removed or left, a
+    /// rename, the timer, a contact's devices): the event, for the front to say in its
+    /// reader's language.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub system: Option<Box<Event>>,
+}
+
+/// One `messages` row as a page reads it.
+struct Row {
+    id: Vec<u8>,
+    fp: Vec<u8>,
+    text: String,
+    sent_at: i64,
+    seq: Option<i64>,
+    outgoing: i64,
+    delivered: bool,
+    failed: Option<String>,
+    expires_at: Option<i64>,
+    attachment: Option<String>,
+    file: Option<String>,
+    reply_to: Option<Vec<u8>>,
+    reply_hash: Option<Vec<u8>>,
+    edited: bool,
+    deleted: bool,
+    forwarded: bool,
+    unsupported: bool,
+    system: Option<String>,
 }
 
 /// An attachment as shown: its name made safe, its real size, and whether the encrypted
@@ -172,7 +227,7 @@ impl Profile {
         let mut stmt = conn.prepare(
             "SELECT c.group_id, c.name, c.kind, c.active, c.status, c.status_reason,
                     (SELECT COUNT(*) FROM messages m WHERE m.group_id = c.group_id AND m.unread = 1),
-                    c.created_at, c.timer_secs, c.relay
+                    c.created_at, c.timer_secs, c.relay, c.pinned, c.archived, c.muted_until
              FROM conversations c WHERE c.kind != 'self' ORDER BY c.created_at",
         )?;
         let rows = stmt
@@ -190,12 +245,17 @@ impl Profile {
                     r.get::<_, i64>(7)?,
                     r.get::<_, i64>(8)?,
                     r.get::<_, String>(9)?,
+                    (
+                        r.get::<_, bool>(10)?,
+                        r.get::<_, bool>(11)?,
+                        r.get::<_, Option<i64>>(12)?,
+                    ),
                 ))
             })?
             .collect::<rusqlite::Result<Vec<_>>>()?;
         drop(stmt);
         let mut newest = conn.prepare(
-            "SELECT sender_fp, body, sent_at, outgoing, received_at FROM messages WHERE group_id = ?1
+            "SELECT sender_fp, body, sent_at, outgoing, received_at FROM messages WHERE group_id = ?1 AND system IS NULL
              ORDER BY COALESCE(seq, 9223372036854775807) DESC, received_at DESC, rowid DESC LIMIT 1",
         )?;
         let mut lasts = Vec::with_capacity(rows.len());
@@ -217,8 +277,22 @@ impl Profile {
         drop(newest);
         drop(conn);
         let mut out = Vec::new();
-        for ((gid, name, kind, active, status, unread, created_at, timer, relay), last) in
-            rows.into_iter().zip(lasts)
+        let now = now_millis();
+        for (
+            (
+                gid,
+                name,
+                kind,
+                active,
+                status,
+                unread,
+                created_at,
+                timer,
+                relay,
+                (pinned, archived, muted),
+            ),
+            last,
+        ) in rows.into_iter().zip(lasts)
         {
             let members = if active != 0 {
                 self.mls.load(&gid).map(|g| g.people().len()).unwrap_or(0)
@@ -270,9 +344,18 @@ impl Profile {
                 last_activity,
                 timer_secs: timer.max(0) as u64,
                 relay,
+                pinned,
+                archived,
+                muted_until: muted.map(|m| m.max(0) as u64).filter(|m| *m > now),
             });
         }
-        out.sort_by_key(|c| std::cmp::Reverse(c.last_activity));
+        // Pinned first, then the most recently active.
+        out.sort_by_key(|c| {
+            (
+                std::cmp::Reverse(c.pinned),
+                std::cmp::Reverse(c.last_activity),
+            )
+        });
         Ok(out)
     }
 
@@ -314,51 +397,77 @@ impl Profile {
             let conn = self.db.conn();
             let mut stmt = conn.prepare(&sql)?;
             stmt.query_map(rusqlite::params_from_iter(args.iter()), |r| {
-                Ok((
-                    r.get::<_, Vec<u8>>(0)?,
-                    r.get::<_, Vec<u8>>(1)?,
-                    r.get::<_, String>(2)?,
-                    r.get::<_, i64>(3)?,
-                    r.get::<_, Option<i64>>(4)?,
-                    r.get::<_, i64>(5)?,
-                    r.get::<_, bool>(6)?,
-                    r.get::<_, Option<String>>(7)?,
-                    r.get::<_, Option<i64>>(8)?,
-                    r.get::<_, Option<String>>(9)?,
-                    r.get::<_, Option<String>>(10)?,
-                ))
+                Ok(Row {
+                    id: r.get(0)?,
+                    fp: r.get(1)?,
+                    text: r.get(2)?,
+                    sent_at: r.get(3)?,
+                    seq: r.get(4)?,
+                    outgoing: r.get(5)?,
+                    delivered: r.get(6)?,
+                    failed: r.get(7)?,
+                    expires_at: r.get(8)?,
+                    attachment: r.get(9)?,
+                    file: r.get(10)?,
+                    reply_to: r.get(11)?,
+                    reply_hash: r.get(12)?,
+                    edited: r.get(13)?,
+                    deleted: r.get(14)?,
+                    forwarded: r.get(15)?,
+                    unsupported: r.get(16)?,
+                    system: r.get(17)?,
+                })
             })?
             .collect::<rusqlite::Result<Vec<_>>>()?
         };
         if newest_first {
             rows.reverse();
         }
+        let ids: Vec<Vec<u8>> = rows.iter().map(|r| r.id.clone()).collect();
+        let mut reactions = self.reactions_of(&conv.group_id, &ids)?;
         // One label lookup per sender, not per message.
         let mut labels: HashMap<Vec<u8>, String> = HashMap::new();
         let mut out = Vec::with_capacity(rows.len());
-        for (id, fp, text, sent_at, seq, outgoing, delivered, failed, expires_at, att, file) in rows
-        {
-            let fp_of_row = fp.clone();
-            let from = match labels.get(&fp) {
+        for row in rows {
+            let system: Option<Box<Event>> = row
+                .system
+                .as_deref()
+                .and_then(|s| serde_json::from_str(s).ok());
+            let from = match labels.get(&row.fp) {
+                _ if row.system.is_some() => String::new(),
                 Some(l) => l.clone(),
                 None => {
-                    let l = self.label(&conv.group_id, &fp)?;
-                    labels.insert(fp, l.clone());
+                    let l = self.label(&conv.group_id, &row.fp)?;
+                    labels.insert(row.fp.clone(), l.clone());
                     l
                 }
             };
+            let reply_to = match (&row.reply_to, &row.reply_hash) {
+                (Some(id), Some(hash)) if !row.deleted => Some(self.quote_of(&conv, id, hash)?),
+                _ => None,
+            };
             out.push(MessageView {
-                id: MessageId::from_slice(&id)?,
+                id: MessageId::from_slice(&row.id)?,
                 from,
-                hue: (outgoing == 0).then(|| crate::text::hue(&fp_of_row)),
-                text,
-                sent_at: sent_at as u64,
-                seq: seq.map(|s| s as u64),
-                outgoing: outgoing != 0,
-                delivered,
-                failed: failed.as_deref().map(failure),
-                expires_at: expires_at.map(|e| e.max(0) as u64),
-                attachment: AttachmentView::from_columns(att.as_deref(), file.as_deref()),
+                hue: (row.outgoing == 0 && row.system.is_none()).then(|| crate::text::hue(&row.fp)),
+                text: row.text,
+                sent_at: row.sent_at as u64,
+                seq: row.seq.map(|s| s as u64),
+                outgoing: row.outgoing != 0,
+                delivered: row.delivered,
+                failed: row.failed.as_deref().map(failure),
+                expires_at: row.expires_at.map(|e| e.max(0) as u64),
+                attachment: AttachmentView::from_columns(
+                    row.attachment.as_deref(),
+                    row.file.as_deref(),
+                ),
+                reply_to,
+                reactions: reactions.remove(&row.id).unwrap_or_default(),
+                edited: row.edited,
+                deleted: row.deleted,
+                forwarded: row.forwarded,
+                unsupported: row.unsupported,
+                system,
             });
         }
         let read = self.db.conn().execute(
@@ -484,7 +593,9 @@ fn page_query(
                 pending_body IS NULL AND failed IS NULL
                     AND NOT EXISTS (SELECT 1 FROM pending_files p WHERE p.id = messages.id),
                 failed, expires_at,
-                attachment, attachment_file
+                attachment, attachment_file,
+                reply_to, reply_hash, edited_at IS NOT NULL, deleted, forwarded, unknown IS NOT NULL,
+                system
          FROM messages WHERE group_id = ?1",
     );
     let mut args: Vec<rusqlite::types::Value> = vec![group_id.as_bytes().to_vec().into()];

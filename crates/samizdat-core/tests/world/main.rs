@@ -6,6 +6,7 @@ mod delivery;
 mod devices;
 mod groups;
 mod hostile;
+mod messages;
 mod relays;
 mod service;
 

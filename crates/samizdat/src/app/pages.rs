@@ -36,6 +36,13 @@ impl Ctx<'_> {
             .problem(self.lang, problem, crate::i18n::Errors::Translated)
     }
 
+    /// A line about a conversation, kept in its chat.
+    pub fn line(&self, e: &samizdat_core::Event) -> String {
+        self.app
+            .i18n
+            .line(self.lang, e, crate::i18n::Errors::Translated)
+    }
+
     pub fn notice(&self, notice: &samizdat_core::Notice) -> String {
         self.app
             .i18n
@@ -313,31 +320,52 @@ pub fn chat_list(
                     }
                 }
             }
+            form.search method="get" action="/search" role="search" {
+                label.visually-hidden for="search-q" { (c.tr("search-label")) }
+                input #search-q type="search" name="q" maxlength="512" placeholder=(c.tr("search-label"));
+            }
             h2.visually-hidden { (c.tr("chats-title")) }
             @if convs.is_empty() {
                 p.empty { (c.tr("chats-empty")) }
             } @else {
                 ul.chats {
-                    @for conv in convs {
-                        li.chat-item.active[Some(conv.id) == current].inactive[!conv.active] {
-                            a href={ "/c/" (conv.id) } data-conversation=(conv.id) {
-                                span.name { (person_dot(conv.hue)) (conv.shown_as) }
-                                span.kind { (c.tr(match conv.kind { ConvKind::Direct => "kind-direct", ConvKind::Group | ConvKind::SelfGroup => "kind-group" })) }
-                                @if let Some(last) = &conv.last {
-                                    span.when { (time(last.sent_at)) }
-                                    span.preview {
-                                        @if last.outgoing { (c.tr("chat-you")) ": " } @else if conv.kind == ConvKind::Group { (last.from) ": " }
-                                        (last.text)
-                                    }
-                                } @else {
-                                    span.preview.muted { (c.tr("chat-no-messages")) }
-                                }
-                                @if conv.unread > 0 {
-                                    span.unread aria-label=(c.tra("chat-unread", &[("count", (conv.unread as i64).into())])) { (conv.unread) }
-                                }
-                            }
+                    @for conv in convs.iter().filter(|v| !v.archived) { (chat_item(c, conv, current)) }
+                }
+                @let archived: Vec<&ConversationView> = convs.iter().filter(|v| v.archived).collect();
+                @if !archived.is_empty() {
+                    details.archived open[archived.iter().any(|v| Some(v.id) == current)] {
+                        summary { (c.tra("chats-archived", &[("count", (archived.len() as i64).into())])) }
+                        ul.chats {
+                            @for conv in archived { (chat_item(c, conv, current)) }
                         }
                     }
+                }
+            }
+        }
+    }
+}
+
+fn chat_item(c: &Ctx<'_>, conv: &ConversationView, current: Option<ConversationId>) -> Markup {
+    html! {
+        li.chat-item.active[Some(conv.id) == current].inactive[!conv.active] {
+            a href={ "/c/" (conv.id) } data-conversation=(conv.id) {
+                span.name {
+                    (person_dot(conv.hue)) (conv.shown_as)
+                    @if conv.pinned { " " span.mark title=(c.tr("mark-pinned")) aria-label=(c.tr("mark-pinned")) { "📌" } }
+                    @if conv.muted_until.is_some() { " " span.mark title=(c.tr("mark-muted")) aria-label=(c.tr("mark-muted")) { "🔕" } }
+                }
+                span.kind { (c.tr(match conv.kind { ConvKind::Direct => "kind-direct", ConvKind::Group | ConvKind::SelfGroup => "kind-group" })) }
+                @if let Some(last) = &conv.last {
+                    span.when { (time(last.sent_at)) }
+                    span.preview {
+                        @if last.outgoing { (c.tr("chat-you")) ": " } @else if conv.kind == ConvKind::Group { (last.from) ": " }
+                        (last.text)
+                    }
+                } @else {
+                    span.preview.muted { (c.tr("chat-no-messages")) }
+                }
+                @if conv.unread > 0 {
+                    span.unread aria-label=(c.tra("chat-unread", &[("count", (conv.unread as i64).into())])) { (conv.unread) }
                 }
             }
         }
@@ -371,13 +399,44 @@ fn person_dot(hue: Option<u8>) -> Markup {
     }
 }
 
-pub fn message(c: &Ctx<'_>, m: &MessageView) -> Markup {
+/// The reactions offered in a message's menu (any emoji can be sent from the CLI and the API).
+const QUICK_REACTIONS: [&str; 6] = ["👍", "❤️", "😂", "😮", "😢", "🙏"];
+
+pub fn message(c: &Ctx<'_>, conv: ConversationId, m: &MessageView) -> Markup {
+    if let Some(e) = &m.system {
+        return html! {
+            li.msg.system #{ "m-" (m.id) } data-id=(m.id) data-seq=[m.seq] {
+                span.line { (c.line(e)) } " " (time(m.sent_at))
+            }
+        };
+    }
+    let gone = m.deleted || m.unsupported;
     html! {
-        li.msg.out[m.outgoing].in[!m.outgoing] #{ "m-" (m.id) } data-id=(m.id) data-seq=[m.seq] data-expires=[m.expires_at] {
+        li.msg.out[m.outgoing].in[!m.outgoing].deleted[m.deleted] #{ "m-" (m.id) } data-id=(m.id) data-seq=[m.seq] data-expires=[m.expires_at] {
             div.meta {
                 span.from { @if m.outgoing { (c.tr("chat-you")) } @else { (person_dot(m.hue)) (m.from) } }
                 " "
                 (time(m.sent_at))
+                @if m.forwarded { " " span.forwarded { (c.tr("msg-forwarded")) } }
+                @if m.edited { " " span.edited { (c.tr("msg-edited")) } }
+            }
+            @if let Some(q) = &m.reply_to {
+                @if q.found {
+                    a.quote href={ "#m-" (q.id) } {
+                        span.quote-from { @if q.mine { (c.tr("chat-you")) } @else { (q.from.as_deref().unwrap_or_default()) } }
+                        span.quote-text {
+                            @if let Some(f) = &q.file { "📎 " (f) " " }
+                            (q.text.as_deref().unwrap_or_default())
+                        }
+                    }
+                } @else {
+                    div.quote.missing { (c.tr("msg-quote-missing")) }
+                }
+            }
+            @if m.deleted {
+                div.text.muted { (c.tr("msg-deleted")) }
+            } @else if m.unsupported {
+                div.text.muted { (c.tr("msg-unsupported")) }
             }
             @if let Some(a) = &m.attachment {
                 div.file {
@@ -388,7 +447,22 @@ pub fn message(c: &Ctx<'_>, m: &MessageView) -> Markup {
                     a.file-save href={ "/m/" (m.id) "/file" } download=(a.name) { (c.tr("msg-file-save")) }
                 }
             }
-            @if !m.text.is_empty() { div.text { (m.text) } }
+            @if !gone && !m.text.is_empty() { div.text { (m.text) } }
+            @if !m.reactions.is_empty() {
+                div.reactions {
+                    @for r in &m.reactions {
+                        form.reaction method="post" action={ "/m/" (m.id) "/react" } {
+                            (c.csrf_field())
+                            input type="hidden" name="emoji" value=(r.emoji);
+                            @if r.mine { input type="hidden" name="remove" value="1"; }
+                            @let who = if r.mine { std::iter::once(c.tr("chat-you")).chain(r.who.iter().cloned()).collect::<Vec<_>>().join(", ") } else { r.who.join(", ") };
+                            button.chip.mine[r.mine] type="submit" title=(who) aria-pressed=(if r.mine { "true" } else { "false" }) {
+                                (r.emoji) " " (r.count)
+                            }
+                        }
+                    }
+                }
+            }
             @if m.outgoing {
                 div.status {
                     @if let Some(reason) = &m.failed {
@@ -404,8 +478,133 @@ pub fn message(c: &Ctx<'_>, m: &MessageView) -> Markup {
                     }
                 }
             }
+            @if !m.deleted && m.failed.is_none() {
+                (message_menu(c, conv, m))
+            }
         }
     }
+}
+
+/// A message's own menu: a native disclosure, so it opens with the mouse, Enter or Space, and
+/// every action in it is a form that works without the script.
+fn message_menu(c: &Ctx<'_>, conv: ConversationId, m: &MessageView) -> Markup {
+    html! {
+        details.msg-menu {
+            summary aria-label=(c.tr("msg-menu")) title=(c.tr("msg-menu")) { "⋯" }
+            div.menu-body role="group" aria-label=(c.tr("msg-menu")) {
+                @if !m.unsupported {
+                    a.menu-item.reply-link href={ "/c/" (conv) "?reply=" (m.id) "#composer" } data-reply=(m.id) { (c.tr("msg-reply")) }
+                    div.quick-reactions role="group" aria-label=(c.tr("msg-react")) {
+                        @for e in QUICK_REACTIONS {
+                            form method="post" action={ "/m/" (m.id) "/react" } {
+                                (c.csrf_field())
+                                input type="hidden" name="emoji" value=(e);
+                                button.emoji type="submit" aria-label=(c.tra("msg-react-with", &[("emoji", e.into())])) { (e) }
+                            }
+                        }
+                    }
+                    a.menu-item href={ "/m/" (m.id) "/forward?from=" (conv) } { (c.tr("msg-forward")) }
+                }
+                @if m.outgoing && !m.unsupported && m.attachment.is_none() {
+                    form.edit-form method="post" action={ "/m/" (m.id) "/edit" } {
+                        (c.csrf_field())
+                        label for={ "edit-" (m.id) } { (c.tr("msg-edit")) }
+                        textarea id={ "edit-" (m.id) } name="text" rows="2" required maxlength="16384" { (m.text) }
+                        button type="submit" { (c.tr("msg-edit-save")) }
+                    }
+                }
+                form method="post" action={ "/m/" (m.id) "/delete" } {
+                    (c.csrf_field())
+                    button.link.danger type="submit" { (c.tr("msg-delete-me")) }
+                }
+                @if m.outgoing {
+                    form method="post" action={ "/m/" (m.id) "/delete" } {
+                        (c.csrf_field())
+                        input type="hidden" name="for_everyone" value="1";
+                        button.link.danger type="submit" { (c.tr("msg-delete-all")) }
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Search results: every hit links to its message in its chat.
+pub fn search(
+    c: &Ctx<'_>,
+    query: &str,
+    hits: &[samizdat_core::SearchHit],
+    error: Option<&str>,
+) -> Markup {
+    layout(
+        c,
+        &c.tr("search-title"),
+        "search",
+        true,
+        html! {
+            section.card {
+                h1 { (c.tr("search-title")) }
+                form.search method="get" action="/search" role="search" {
+                    label.visually-hidden for="search-page-q" { (c.tr("search-label")) }
+                    input #search-page-q type="search" name="q" value=(query) maxlength="512" placeholder=(c.tr("search-label"));
+                    " "
+                    button type="submit" { (c.tr("search-go")) }
+                }
+                (error_box(error))
+                @if error.is_none() && !query.trim().is_empty() {
+                    p.muted { (c.tra("search-count", &[("count", (hits.len() as i64).into())])) }
+                }
+                ol.hits {
+                    @for h in hits {
+                        li.hit {
+                            a href={ "/c/" (h.conversation_id) "?around=" (h.id) "#m-" (h.id) } {
+                                span.name { (h.conversation) }
+                                " · "
+                                span.from { @if h.outgoing { (c.tr("chat-you")) } @else { (h.from) } }
+                                " "
+                                (time(h.sent_at))
+                                span.preview { (h.text) }
+                            }
+                        }
+                    }
+                }
+                a href="/" { (c.tr("back")) }
+            }
+        },
+    )
+}
+
+/// Pick where a message goes on to.
+pub fn forward(c: &Ctx<'_>, m: &MessageView, convs: &[ConversationView]) -> Markup {
+    layout(
+        c,
+        &c.tr("forward-title"),
+        "forward",
+        true,
+        html! {
+            section.card.narrow {
+                h1 { (c.tr("forward-title")) }
+                blockquote.forwarding {
+                    @if let Some(a) = &m.attachment { p { "📎 " (a.name) } }
+                    @if !m.text.is_empty() { p { (m.text) } }
+                }
+                form method="post" action={ "/m/" (m.id) "/forward" } {
+                    (c.csrf_field())
+                    fieldset {
+                        legend { (c.tr("forward-to")) }
+                        @for (i, conv) in convs.iter().filter(|v| v.active).enumerate() {
+                            label.choice {
+                                input type="radio" name="to" value=(conv.id) required checked[i == 0];
+                                " " (person_dot(conv.hue)) (conv.shown_as)
+                            }
+                        }
+                    }
+                    button type="submit" { (c.tr("forward-send")) }
+                }
+                a href="/" { (c.tr("back")) }
+            }
+        },
+    )
 }
 
 /// A file size for people ("740 KB", "5,2 МБ").
@@ -442,21 +641,33 @@ fn timer_label(c: &Ctx<'_>, secs: u64) -> String {
 /// The choices offered for the timer (seconds; 0: off).
 const TIMERS: [u64; 5] = [0, 300, 3600, 86_400, 604_800];
 
-pub fn messages(c: &Ctx<'_>, ms: &[MessageView]) -> Markup {
-    html! { @for m in ms { (message(c, m)) } }
+pub fn messages(c: &Ctx<'_>, conv: ConversationId, ms: &[MessageView]) -> Markup {
+    html! { @for m in ms { (message(c, conv, m)) } }
 }
 
 /// Messages per page when a chat opens or scrolls back.
 pub const PAGE: usize = 50;
 
-pub fn chat(
-    c: &Ctx<'_>,
-    conv: &ConversationView,
-    convs: &[ConversationView],
-    invitations: &[InvitationView],
-    ms: &[MessageView],
-    draft: &str,
-) -> Markup {
+/// What a chat page shows.
+pub struct ChatView<'a> {
+    pub conv: &'a ConversationView,
+    pub convs: &'a [ConversationView],
+    pub invitations: &'a [InvitationView],
+    pub messages: &'a [MessageView],
+    pub draft: &'a str,
+    /// The message being answered (`?reply=ID`).
+    pub reply: Option<&'a MessageView>,
+}
+
+pub fn chat(c: &Ctx<'_>, v: &ChatView<'_>) -> Markup {
+    let ChatView {
+        conv,
+        convs,
+        invitations,
+        messages: ms,
+        draft,
+        reply,
+    } = *v;
     // Page titles carry no names: browser history outlives a wipe (app review 3).
     layout(
         c,
@@ -479,11 +690,19 @@ pub fn chat(
                         @if ms.len() >= PAGE {
                             button #older .link type="button" data-before=(ms.first().map(|m| m.id.to_string()).unwrap_or_default()) { (c.tr("chat-older")) }
                         }
-                        ol #message-list aria-live="polite" { (messages(c, ms)) }
+                        ol #message-list aria-live="polite" { (messages(c, conv.id, ms)) }
                     }
                     @if conv.active {
                         form #composer method="post" action={ "/c/" (conv.id) "/send" } {
                             (c.csrf_field())
+                            div #reply-bar .reply-bar hidden[reply.is_none()] {
+                                span { (c.tr("chat-replying-to")) " " }
+                                span #reply-from .quote-from { @if let Some(m) = reply { @if m.outgoing { (c.tr("chat-you")) } @else { (m.from) } } }
+                                " "
+                                span #reply-text .quote-text { @if let Some(m) = reply { (m.text.chars().take(200).collect::<String>()) } }
+                                input #reply-to type="hidden" name="reply_to" value=[reply.map(|m| m.id)];
+                                a #reply-cancel href={ "/c/" (conv.id) } { (c.tr("chat-reply-cancel")) }
+                            }
                             label.visually-hidden for="text" { (c.tr("chat-placeholder")) }
                             textarea #text name="text" rows="2" required maxlength="60000" placeholder=(c.tr("chat-placeholder")) aria-describedby="composer-hint" data-draft={ "/c/" (conv.id) "/draft" } { (draft) }
                             button type="submit" { (c.tr("chat-send")) }
@@ -663,6 +882,39 @@ pub fn info(c: &Ctx<'_>, i: &Info<'_>, error: Option<&str>) -> Markup {
                             " " code.fp { (m.fingerprint) }
                         }
                     }
+                }
+                h2 { (c.tr("arrange-title")) }
+                div.row.arrange {
+                    form method="post" action={ "/c/" (conv.id) "/arrange" } {
+                        (c.csrf_field())
+                        input type="hidden" name="what" value="pin";
+                        @if !conv.pinned { input type="hidden" name="on" value="1"; }
+                        button.secondary type="submit" { (c.tr(if conv.pinned { "arrange-unpin" } else { "arrange-pin" })) }
+                    }
+                    form method="post" action={ "/c/" (conv.id) "/arrange" } {
+                        (c.csrf_field())
+                        input type="hidden" name="what" value="archive";
+                        @if !conv.archived { input type="hidden" name="on" value="1"; }
+                        button.secondary type="submit" { (c.tr(if conv.archived { "arrange-unarchive" } else { "arrange-archive" })) }
+                    }
+                    form method="post" action={ "/c/" (conv.id) "/arrange" } {
+                        (c.csrf_field())
+                        input type="hidden" name="what" value="mute";
+                        label for="mute-for" { (c.tr("arrange-mute")) }
+                        " "
+                        select #mute-for name="seconds" {
+                            option value="3600" { (c.tr("mute-1h")) }
+                            option value="28800" { (c.tr("mute-8h")) }
+                            option value="604800" { (c.tr("mute-1w")) }
+                            option value="forever" selected { (c.tr("mute-forever")) }
+                            @if conv.muted_until.is_some() { option value="0" { (c.tr("mute-off")) } }
+                        }
+                        " "
+                        button.secondary type="submit" { (c.tr("arrange-save")) }
+                    }
+                }
+                @if let Some(until) = conv.muted_until {
+                    p.muted { (c.tr("muted-until")) " " @if until >= i64::MAX as u64 { (c.tr("mute-forever")) } @else { (time(until)) } }
                 }
                 @if conv.active {
                     h2 { (c.tr("timer-title")) }

@@ -45,7 +45,13 @@ pub fn router(app: Arc<App>) -> Router {
         .route("/c/{id}/rename", post(group_rename))
         .route("/c/{id}/leave", post(group_leave))
         .route("/c/{id}/timer", post(set_timer))
+        .route("/c/{id}/arrange", post(arrange))
+        .route("/search", get(search))
         .route("/m/{mid}/retry", post(retry))
+        .route("/m/{mid}/react", post(act))
+        .route("/m/{mid}/edit", post(act))
+        .route("/m/{mid}/delete", post(act))
+        .route("/m/{mid}/forward", get(forward_page).post(forward))
         .route("/m/{mid}/file", get(super::files::save_file))
         .route(
             "/c/{id}/file",
@@ -321,6 +327,13 @@ fn explain(c: &Ctx<'_>, e: &CallError) -> String {
     }
 }
 
+fn not_found(c: &Ctx<'_>) -> Response {
+    page_with(
+        StatusCode::NOT_FOUND,
+        pages::error_page(c, &c.tr("err-not-found")),
+    )
+}
+
 pub(super) fn fail(c: &Ctx<'_>, e: &CallError) -> Response {
     let status = match e.kind.as_deref() {
         Some("not_found") => StatusCode::NOT_FOUND,
@@ -501,19 +514,74 @@ async fn unlock(State(app): AppState, form: Posted) -> Response {
 
 // ---- chats ----------------------------------------------------------------------------------
 
-async fn chat(State(app): AppState, signed: Signed, Path(id): Path<ConversationId>) -> Response {
+#[derive(Deserialize)]
+struct ChatQuery {
+    /// Answer this message: the composer shows it and sends the reply.
+    reply: Option<MessageId>,
+    /// Open the chat at this message (a search hit) instead of at its end.
+    around: Option<MessageId>,
+}
+
+async fn chat(
+    State(app): AppState,
+    signed: Signed,
+    Path(id): Path<ConversationId>,
+    Query(q): Query<ChatQuery>,
+) -> Response {
     let r = signed.open(&app);
     if !ready(&app).await {
         return see("/".into());
     }
     let result = async {
-        let ms = app
-            .history(rpc::HistoryParams {
-                conversation_id: Some(id),
-                limit: Some(pages::PAGE),
-                ..Default::default()
-            })
-            .await?;
+        let reply = match q.reply {
+            Some(mid) => app
+                .history(rpc::HistoryParams {
+                    conversation_id: Some(id),
+                    message_id: Some(mid),
+                    ..Default::default()
+                })
+                .await?
+                .into_iter()
+                .next(),
+            None => None,
+        };
+        let ms = match q.around {
+            None => {
+                app.history(rpc::HistoryParams {
+                    conversation_id: Some(id),
+                    limit: Some(pages::PAGE),
+                    ..Default::default()
+                })
+                .await?
+            }
+            // Half a page before it, it, and everything after it (up to a page).
+            Some(mid) => {
+                let mut ms = app
+                    .history(rpc::HistoryParams {
+                        conversation_id: Some(id),
+                        before: Some(mid),
+                        limit: Some(pages::PAGE / 2),
+                        ..Default::default()
+                    })
+                    .await?;
+                for page in [
+                    rpc::HistoryParams {
+                        conversation_id: Some(id),
+                        message_id: Some(mid),
+                        ..Default::default()
+                    },
+                    rpc::HistoryParams {
+                        conversation_id: Some(id),
+                        after: Some(mid),
+                        limit: Some(pages::PAGE),
+                        ..Default::default()
+                    },
+                ] {
+                    ms.extend(app.history(page).await?);
+                }
+                ms
+            }
+        };
         // After reading: the list shows this conversation as read.
         let (conv, convs) = conversation(&app, id).await?;
         let invs = app.invitations(NoParams {}).await?;
@@ -523,13 +591,21 @@ async fn chat(State(app): AppState, signed: Signed, Path(id): Path<ConversationI
                 text: None,
             })
             .await?;
-        Ok::<_, CallError>((conv, convs, invs, ms, draft.text))
+        Ok::<_, CallError>((conv, convs, invs, ms, draft.text, reply))
     }
     .await;
     match result {
-        Ok((conv, convs, invs, ms, draft)) => {
-            page(pages::chat(&r.ctx, &conv, &convs, &invs, &ms, &draft))
-        }
+        Ok((conv, convs, invs, ms, draft, reply)) => page(pages::chat(
+            &r.ctx,
+            &pages::ChatView {
+                conv: &conv,
+                convs: &convs,
+                invitations: &invs,
+                messages: &ms,
+                draft: &draft,
+                reply: reply.as_ref(),
+            },
+        )),
         Err(e) => fail(&r.ctx, &e),
     }
 }
@@ -563,7 +639,7 @@ async fn messages(
     match ms {
         Ok(ms) => {
             let more = q.before.is_some() && ms.len() >= pages::PAGE;
-            let mut resp = page(pages::messages(&r.ctx, &ms));
+            let mut resp = page(pages::messages(&r.ctx, id, &ms));
             if let (true, Some(first)) = (more, ms.first())
                 && let Ok(v) = first.id.to_string().parse()
             {
@@ -590,7 +666,7 @@ async fn one_message(
         .await
         .map_err(CallError::from);
     match ms {
-        Ok(ms) => page(pages::messages(&r.ctx, &ms)),
+        Ok(ms) => page(pages::messages(&r.ctx, id, &ms)),
         Err(e) => (StatusCode::NOT_FOUND, explain(&r.ctx, &e)).into_response(),
     }
 }
@@ -616,10 +692,12 @@ async fn send(
 ) -> Response {
     let (r, f) = form.open(&app);
     let text = f.text("text");
+    let reply_to = f.get("reply_to").and_then(|m| m.parse().ok());
     let sent = app
         .send(rpc::SendParams {
             conversation_id: Some(id),
             text: Some(text.to_string()),
+            reply_to,
             ..Default::default()
         })
         .await
@@ -651,6 +729,178 @@ async fn retry(State(app): AppState, Path(mid): Path<MessageId>, form: Posted) -
         .map_err(CallError::from);
     match sent {
         Ok(s) => see(format!("/c/{}", s.conversation_id)),
+        Err(e) => fail(&r.ctx, &e),
+    }
+}
+
+// ---- search and the list's arrangement --------------------------------------------------------
+
+#[derive(Deserialize)]
+struct SearchQuery {
+    #[serde(default)]
+    q: String,
+}
+
+async fn search(State(app): AppState, signed: Signed, Query(q): Query<SearchQuery>) -> Response {
+    let r = signed.open(&app);
+    if q.q.trim().is_empty() {
+        return page(pages::search(&r.ctx, "", &[], None));
+    }
+    let hits = app
+        .search(rpc::SearchParams {
+            query: q.q.clone(),
+            target: None,
+            conversation_id: None,
+            limit: Some(200),
+        })
+        .await
+        .map_err(CallError::from);
+    match hits {
+        Ok(hits) => page(pages::search(&r.ctx, &q.q, &hits, None)),
+        // Kept in the box: what was typed is not lost.
+        Err(e) if e.kind.as_deref() == Some("usage") => page_with(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            pages::search(&r.ctx, &q.q, &[], Some(&r.ctx.tr("search-words"))),
+        ),
+        Err(e) => fail(&r.ctx, &e),
+    }
+}
+
+/// Pin, archive or mute a conversation, then back to its page.
+async fn arrange(State(app): AppState, Path(id): Path<ConversationId>, form: Posted) -> Response {
+    let (r, f) = form.open(&app);
+    let on = f.get("on").is_some();
+    let params = |seconds: Option<u64>| rpc::ArrangeParams {
+        conversation_id: Some(id),
+        on,
+        seconds,
+        ..Default::default()
+    };
+    let done = match f.get("what") {
+        Some("pin") => app.pin(params(None)).await.map(|_| ()),
+        Some("archive") => app.archive(params(None)).await.map(|_| ()),
+        Some("mute") => {
+            let seconds = match f.get("seconds") {
+                Some("forever") | None => None,
+                Some(s) => Some(s.parse().unwrap_or(0)),
+            };
+            app.mute(params(seconds)).await.map(|_| ())
+        }
+        _ => return not_found(&r.ctx),
+    };
+    match done.map_err(CallError::from) {
+        Ok(()) => see(format!("/c/{id}/info")),
+        Err(e) => fail(&r.ctx, &e),
+    }
+}
+
+// ---- what people do to a message ------------------------------------------------------------
+
+fn refused(c: &Ctx<'_>, headers: &HeaderMap, e: &CallError) -> Response {
+    if scripted(headers) {
+        (StatusCode::UNPROCESSABLE_ENTITY, explain(c, e)).into_response()
+    } else {
+        fail(c, e)
+    }
+}
+
+/// React, edit or delete (the last part of the path says which). Scripts get 204 (the page
+/// refreshes the message from the event); forms go back to the message in its chat.
+async fn act(
+    State(app): AppState,
+    headers: HeaderMap,
+    uri: axum::http::Uri,
+    Path(mid): Path<MessageId>,
+    form: Posted,
+) -> Response {
+    let (r, f) = form.open(&app);
+    let action = uri.path().rsplit('/').next().unwrap_or_default();
+    let done = match action {
+        "react" => {
+            let params = rpc::ReactParams {
+                message_id: mid,
+                emoji: f.text("emoji"),
+                remove: f.get("remove").is_some(),
+            };
+            app.react(params).await
+        }
+        "edit" => {
+            let params = rpc::EditParams {
+                message_id: mid,
+                text: f.text("text"),
+            };
+            app.edit(params).await
+        }
+        "delete" => {
+            let params = rpc::DeleteParams {
+                message_id: mid,
+                for_everyone: f.get("for_everyone").is_some(),
+            };
+            app.delete(params).await
+        }
+        _ => return not_found(&r.ctx),
+    };
+    match done.map_err(CallError::from) {
+        Ok(_) if scripted(&headers) => StatusCode::NO_CONTENT.into_response(),
+        Ok(done) if action == "delete" => see(format!("/c/{}", done.conversation_id)),
+        Ok(done) => see(format!("/c/{}#m-{mid}", done.conversation_id)),
+        Err(e) => refused(&r.ctx, &headers, &e),
+    }
+}
+
+#[derive(Deserialize)]
+struct ForwardQuery {
+    /// The conversation the message is in.
+    from: ConversationId,
+}
+
+/// Where to forward a message: every conversation one can still write to.
+async fn forward_page(
+    State(app): AppState,
+    signed: Signed,
+    Path(mid): Path<MessageId>,
+    Query(q): Query<ForwardQuery>,
+) -> Response {
+    let r = signed.open(&app);
+    let result = async {
+        let conv = q.from;
+        let ms = app
+            .history(rpc::HistoryParams {
+                conversation_id: Some(conv),
+                message_id: Some(mid),
+                ..Default::default()
+            })
+            .await?;
+        let convs: Vec<ConversationView> = app.conversations(NoParams {}).await?;
+        Ok::<_, CallError>((ms, convs))
+    }
+    .await;
+    match result {
+        Ok((ms, convs)) => match ms.first() {
+            Some(m) => page(pages::forward(&r.ctx, m, &convs)),
+            None => not_found(&r.ctx),
+        },
+        Err(e) => fail(&r.ctx, &e),
+    }
+}
+
+async fn forward(State(app): AppState, Path(mid): Path<MessageId>, form: Posted) -> Response {
+    let (r, f) = form.open(&app);
+    let to: Option<ConversationId> = f.get("to").and_then(|t| t.parse().ok());
+    let Some(to) = to else {
+        return not_found(&r.ctx);
+    };
+    let sent = app
+        .forward(rpc::ForwardParams {
+            message_id: mid,
+            target: None,
+            conversation_id: Some(to),
+        })
+        .await
+        .map_err(CallError::from);
+    match sent {
+        Ok(s) => see(format!("/c/{}", s.conversation_id)),
+        Err(e) if e.kind.as_deref() == Some("relay_unreachable") => see(format!("/c/{to}")),
         Err(e) => fail(&r.ctx, &e),
     }
 }

@@ -8,6 +8,7 @@ mod bounds;
 mod crash;
 mod delivery;
 mod devices;
+mod everyday;
 mod harness;
 mod mitm;
 mod operators;

@@ -1,0 +1,230 @@
+"""The everyday messenger in a real browser (issue 30): a message's own menu (mouse and
+keyboard) to reply, react, edit, delete for me or for everyone and forward; lines in the chat
+about the conversation; search; pin, archive and mute — each seen live on the other side,
+in English and in Russian, with screenshots of every state in target/screenshots/."""
+
+from playwright.sync_api import expect
+
+from conftest import App, Relay
+from test_app import LONG, check_lang, not_reloaded, marker, onboard, open_chat, send, shoot
+
+
+def set_lang(page, base, lang):
+    page.goto(base + "/settings")
+    page.select_option("#lang", lang)
+    page.click("form[action='/settings/lang'] button")
+
+
+def menu(page, item):
+    """Open a message's menu with the keyboard (focus its button, Enter)."""
+    summary = item.locator("details.msg-menu > summary")
+    summary.focus()
+    page.keyboard.press("Enter")
+    expect(item.locator("details.msg-menu .menu-body")).to_be_visible()
+    return item.locator("details.msg-menu")
+
+
+def test_reply_react_edit_delete_forward_search_and_arrange(browser, workdir, shots):
+    relay = Relay(workdir / "relay-everyday").start()
+    apps = []
+    try:
+        alice_app = App(workdir / "alice-everyday", relay.url)
+        bob_app = App(workdir / "bob-everyday", relay.url)
+        apps += [alice_app, bob_app]
+        a_ctx = browser.new_context(locale="en-US", viewport={"width": 1200, "height": 900})
+        b_ctx = browser.new_context(locale="en-US", viewport={"width": 1200, "height": 900})
+        alice = a_ctx.new_page()
+        bob = b_ctx.new_page()
+        alice.goto(alice_app.url)
+        onboard(alice, "Alice")
+        bob.goto(bob_app.url)
+        onboard(bob, "Bob")
+        alice.goto(alice_app.base + "/new")
+        alice.click('form[action="/invite"] button[type=submit]')
+        link = alice.input_value("#invite-link")
+        bob.goto(bob_app.base + "/new")
+        bob.fill("#link", link)
+        bob.fill("#alias", "alice")
+        bob.click('form[action="/accept"] button[type=submit]')
+        expect(bob.locator("body")).to_have_attribute("data-page", "chat", timeout=LONG)
+        alice.goto(alice_app.base + "/")
+        expect(alice.locator(".chat-item")).to_have_count(1, timeout=LONG)
+        open_chat(alice, "Bob")
+
+        send(alice, "Встреча у ёлки в пятницу?")
+        expect(bob.locator("#message-list .msg.in .text")).to_have_text(
+            ["Встреча у ёлки в пятницу?"], timeout=LONG
+        )
+        marker(alice)
+        marker(bob)
+
+        # Bob reacts with the keyboard: the menu opens on Enter, Escape closes it.
+        question_b = bob.locator("#message-list .msg.in").last
+        m = menu(bob, question_b)
+        shoot(bob, shots, "message-menu", "en")
+        bob.keyboard.press("Escape")
+        expect(m.locator(".menu-body")).to_be_hidden()
+        m = menu(bob, question_b)
+        m.locator("button.emoji", has_text="👍").click()
+        expect(question_b.locator(".reactions .chip")).to_have_text(["👍 1"], timeout=LONG)
+        question_a = alice.locator("#message-list .msg.out").last
+        expect(question_a.locator(".reactions .chip")).to_have_text(["👍 1"], timeout=LONG)
+        not_reloaded(alice)
+
+        # Bob replies through the menu (with the mouse): the bar shows what he answers.
+        m = menu(bob, question_b)
+        m.locator("a.reply-link").click()
+        expect(bob.locator("#reply-bar")).to_be_visible()
+        expect(bob.locator("#reply-text")).to_have_text("Встреча у ёлки в пятницу?")
+        shoot(bob, shots, "reply-composer", "en")
+        send(bob, "Yes, at noon")
+        expect(bob.locator("#reply-bar")).to_be_hidden()
+        reply_a = alice.locator("#message-list .msg.in", has_text="Yes, at noon")
+        expect(reply_a.locator(".quote .quote-text")).to_have_text(
+            "Встреча у ёлки в пятницу?", timeout=LONG
+        )
+        not_reloaded(alice)
+        not_reloaded(bob)
+
+        # Alice corrects her question: bob's copy says "edited", and the quote follows.
+        m = menu(alice, question_a)
+        m.locator("textarea").fill("Встреча у ёлки в субботу?")
+        m.locator(".edit-form button[type=submit]").click()
+        expect(question_b.locator(".text")).to_have_text("Встреча у ёлки в субботу?", timeout=LONG)
+        expect(question_b.locator(".edited")).to_be_visible()
+        reply_b = bob.locator("#message-list .msg.out", has_text="Yes, at noon")
+        expect(reply_b.locator(".quote .quote-text")).to_have_text("Встреча у ёлки в субботу?", timeout=LONG)
+        shoot(alice, shots, "chat-reactions-reply-edit", "en")
+
+        # A line about the conversation: alice sets the timer; both chats say so.
+        alice.click("a.info")
+        alice.select_option("#timer", "300")
+        alice.click("form[action$='/timer'] button[type=submit]")
+        expect(bob.locator("#message-list .msg.system .line").last).to_contain_text(
+            "disappearing messages to 5 minutes", timeout=LONG
+        )
+        alice.goto(alice_app.base + "/")
+        open_chat(alice, "Bob")
+        expect(alice.locator("#message-list .msg.system .line").last).to_have_text(
+            "You set disappearing messages to 5 minutes"
+        )
+
+        # Forward bob's answer (to the same chat: the only one), then delete it for me.
+        reply_a = alice.locator("#message-list .msg.in", has_text="Yes, at noon").first
+        m = menu(alice, reply_a)
+        m.locator("a", has_text="Forward").click()
+        expect(alice.locator("body")).to_have_attribute("data-page", "forward")
+        shoot(alice, shots, "forward", "en")
+        alice.click("form[action$='/forward'] button[type=submit]")
+        expect(alice.locator("body")).to_have_attribute("data-page", "chat", timeout=LONG)
+        fwd = alice.locator("#message-list .msg.out", has_text="Yes, at noon")
+        expect(fwd.locator(".forwarded")).to_have_text("Forwarded")
+        expect(bob.locator("#message-list .msg.in .forwarded")).to_have_count(1, timeout=LONG)
+        reply_a = alice.locator("#message-list .msg.in", has_text="Yes, at noon").first
+        m = menu(alice, reply_a)
+        m.locator("button", has_text="Delete for me").click()
+        expect(alice.locator("#message-list .msg.in", has_text="Yes, at noon")).to_have_count(0)
+
+        # Search: Russian-aware (ё as е, prefixes), then to the message in its chat.
+        alice.goto(alice_app.base + "/")
+        alice.fill("#search-q", "елк суб")
+        alice.press("#search-q", "Enter")
+        expect(alice.locator("body")).to_have_attribute("data-page", "search")
+        expect(alice.locator("ol.hits li")).to_have_count(1)
+        shoot(alice, shots, "search", "en")
+        alice.locator("ol.hits li a").first.click()
+        expect(alice.locator("body")).to_have_attribute("data-page", "chat")
+        # What was typed stays after a refused search.
+        alice.goto(alice_app.base + "/search?q=%3F%21")
+        expect(alice.locator(".error")).to_be_visible()
+        expect(alice.locator("#search-page-q")).to_have_value("?!")
+
+        # Delete for everyone: bob's copy says it was deleted; his quote of it is gone.
+        alice.goto(alice_app.base + "/")
+        open_chat(alice, "Bob")
+        question_a = alice.locator("#message-list .msg.out", has_text="субботу").first
+        m = menu(alice, question_a)
+        m.locator("button", has_text="Delete for everyone").click()
+        expect(bob.locator("#message-list .msg.deleted .text")).to_have_text(
+            "This message was deleted", timeout=LONG
+        )
+        expect(bob.locator("#message-list .quote.missing").first).to_be_visible(timeout=LONG)
+        shoot(bob, shots, "chat-deleted", "en")
+
+        # Pin, mute and archive (alice's list).
+        alice.click("a.info")
+        alice.click("form[action$='/arrange'] button:has-text('Pin to the top')")
+        alice.select_option("#mute-for", "3600")
+        alice.click("form[action$='/arrange'] button:has-text('Apply')")
+        expect(alice.locator(".chat-item .mark")).to_have_count(0)  # the info page has no list
+        alice.goto(alice_app.base + "/")
+        expect(alice.locator(".chat-item .mark")).to_have_count(2)
+        shoot(alice, shots, "chats-pinned-muted", "en")
+        open_chat(alice, "Bob")
+        alice.click("a.info")
+        shoot(alice, shots, "info-arrange", "en")
+        alice.click("form[action$='/arrange'] button:has-text('Archive')")
+        alice.goto(alice_app.base + "/")
+        expect(alice.locator("details.archived summary")).to_have_text("Archived chats (1)")
+        alice.click("details.archived summary")
+        shoot(alice, shots, "chats-archived", "en")
+
+        # The same screens in Russian: no English sentence.
+        set_lang(alice, alice_app.base, "ru")
+        set_lang(bob, bob_app.base, "ru")
+        alice.goto(alice_app.base + "/")
+        expect(alice.locator("details.archived summary")).to_have_text("Архив (1)")
+        check_lang(alice, "chats", "ru")
+        shoot(alice, shots, "chats-archived", "ru")
+        alice.click("details.archived summary")
+        open_chat(alice, "Bob")
+        check_lang(alice, "chat", "ru")
+        expect(alice.locator("#message-list .msg.system .line").last).to_have_text(
+            "Вы включили исчезающие сообщения: через 5 минут"
+        )
+        item = alice.locator("#message-list .msg.out", has_text="Yes, at noon").last
+        m = menu(alice, item)
+        expect(m.locator("a.reply-link")).to_have_text("Ответить")
+        expect(m.locator("button", has_text="Удалить у всех")).to_be_visible()
+        expect(item.locator(".forwarded")).to_have_text("Переслано")
+        check_lang(alice, "chat", "ru")
+        shoot(alice, shots, "message-menu", "ru")
+        alice.keyboard.press("Escape")
+        alice.click("a.info")
+        check_lang(alice, "info", "ru")
+        shoot(alice, shots, "info-arrange", "ru")
+        alice.goto(alice_app.base + "/search?q=" + "NOO")
+        check_lang(alice, "search", "ru")
+        expect(alice.locator("p.muted").first).to_have_text("Найдено 1 сообщение")
+        shoot(alice, shots, "search", "ru")
+        bob.goto(bob_app.base + "/")
+        open_chat(bob, "alice")
+        expect(bob.locator("#message-list .msg.deleted .text")).to_have_text("Сообщение удалено")
+        expect(bob.locator("#message-list .quote.missing").first).to_have_text(
+            "Исходное сообщение недоступно"
+        )
+        expect(bob.locator("#message-list .msg.system .line").last).to_contain_text(
+            "исчезающие сообщения через 5 минут"
+        )
+        check_lang(bob, "chat", "ru")
+        shoot(bob, shots, "chat-deleted", "ru")
+        m = menu(bob, bob.locator("#message-list .msg.in").last)
+        m.locator("a.reply-link").click()
+        expect(bob.locator("#reply-bar")).to_be_visible()
+        expect(bob.locator("#reply-cancel")).to_have_text("Отменить ответ")
+        check_lang(bob, "chat", "ru")
+        shoot(bob, shots, "reply-composer", "ru")
+        alice.goto(alice_app.base + "/")
+        alice.click("details.archived summary")
+        open_chat(alice, "Bob")
+        fwd = alice.locator("#message-list .msg.out", has_text="Yes, at noon").last
+        m = menu(alice, fwd)
+        m.locator("a", has_text="Переслать").click()
+        check_lang(alice, "forward", "ru")
+        shoot(alice, shots, "forward", "ru")
+        a_ctx.close()
+        b_ctx.close()
+    finally:
+        for a in apps:
+            a.stop()
+        relay.kill()
