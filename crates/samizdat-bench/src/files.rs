@@ -290,8 +290,9 @@ pub async fn backup(args: BackupArgs) -> Result<Report> {
 
 /// Copy the newest real message row until the conversation holds `total` messages.
 fn fill(home: &Path, total: u64) -> Result<()> {
-    let conn = rusqlite::Connection::open(samizdat_core::Profile::db_path(home))?;
-    conn.pragma_update(None, "key", PASS)?;
+    // The profile's own store (its key is derived from the passphrase with Argon2id).
+    let db = samizdat_core::store::Db::open(&samizdat_core::Profile::db_path(home), PASS)?;
+    let conn = db.conn();
     let have: u64 = conn.query_row("SELECT COUNT(*) FROM messages", [], |r| r.get(0))?;
     let tx = conn.unchecked_transaction()?;
     {

@@ -16,6 +16,7 @@ mod mls;
 mod moves;
 mod nats;
 mod redis_peer;
+mod search;
 mod util;
 
 use anyhow::Result;
@@ -60,6 +61,8 @@ pub enum Which {
     LargeGroup(large::LargeGroupArgs),
     /// Link a new device to a person in 100 conversations: time and relay bytes.
     LinkDevice(devices::LinkDeviceArgs),
+    /// Local search over a profile of 100,000 messages: latency per query.
+    Search(search::SearchArgs),
 }
 
 fn main() -> std::process::ExitCode {
@@ -92,6 +95,7 @@ async fn run(args: BenchArgs) -> Result<()> {
         Which::Move(a) => moves::run(a).await?,
         Which::LargeGroup(a) => large::run(a).await?,
         Which::LinkDevice(a) => devices::run(a).await?,
+        Which::Search(a) => search::run(a).await?,
     };
     if args.json {
         println!("{}", serde_json::to_string_pretty(&report.json)?);

@@ -305,7 +305,7 @@ mod tests {
             .conn()
             .pragma_query_value(None, "user_version", |r| r.get(0))
             .expect("version");
-        assert_eq!(version, 18);
+        assert_eq!(version, 21);
         db.conn()
             .pragma_update(None, "user_version", 99)
             .expect("set version");

@@ -441,10 +441,11 @@ impl Person {
             .expect("history")
     }
 
-    /// The texts of the conversation, oldest first.
+    /// The texts of the conversation's messages, oldest first (not its lines about itself).
     pub fn texts(&self, conversation: &str) -> Vec<String> {
         self.history(conversation)
             .into_iter()
+            .filter(|m| m.system.is_none())
             .map(|m| m.text)
             .collect()
     }

@@ -421,10 +421,13 @@ impl Person {
         err
     }
 
+    /// The conversation's messages (`history --json`), without the lines about the
+    /// conversation itself (someone added, a rename, the timer: `system`).
     pub fn history(&self, target: &str) -> Vec<serde_json::Value> {
         self.ok(&["history", target, "--json"])
             .lines()
-            .map(|l| serde_json::from_str(l).expect("json line"))
+            .map(|l| serde_json::from_str::<serde_json::Value>(l).expect("json line"))
+            .filter(|m| m.get("system").is_none())
             .collect()
     }
 

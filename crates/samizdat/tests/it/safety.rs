@@ -335,6 +335,17 @@ fn a_restored_backup_catches_up_from_the_logs() {
         3,
         "the commit after the backup applied"
     );
+    // The search index was built again for the restored rows: what was backed up and what
+    // arrived after are both found, once each, with their own ids.
+    for text in [&before, &after] {
+        let found = alice.ok(&["search", text, "--json"]);
+        let hits: Vec<serde_json::Value> = found
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect();
+        assert_eq!(hits.len(), 1, "{text}: {found}");
+        assert_eq!(hits[0]["text"], text.as_str());
+    }
     let back = w.text("alice is back");
     alice.ok(&["send", "friends", &back]);
     bob.ok(&["sync"]);
