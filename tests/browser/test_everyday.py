@@ -3,6 +3,8 @@ keyboard) to reply, react, edit, delete for me or for everyone and forward; line
 about the conversation; search; pin, archive and mute — each seen live on the other side,
 in English and in Russian, with screenshots of every state in target/screenshots/."""
 
+import time
+
 from playwright.sync_api import expect
 
 from conftest import App, Relay
@@ -222,6 +224,122 @@ def test_reply_react_edit_delete_forward_search_and_arrange(browser, workdir, sh
         m.locator("a", has_text="Переслать").click()
         check_lang(alice, "forward", "ru")
         shoot(alice, shots, "forward", "ru")
+        a_ctx.close()
+        b_ctx.close()
+    finally:
+        for a in apps:
+            a.stop()
+        relay.kill()
+
+
+# Every Notification the page makes, recorded instead of shown.
+RECORD_NOTIFICATIONS = """
+window.__shown = [];
+window.Notification = class {
+  static get permission() { return "granted"; }
+  static requestPermission() { return Promise.resolve("granted"); }
+  constructor(title, options) { window.__shown.push({ title, body: (options || {}).body || "" }); }
+};
+"""
+
+
+def shown(page):
+    return page.evaluate("window.__shown")
+
+
+def wait_shown(page, n):
+    """Until the page has made `n` notifications (polled: the page's CSP forbids eval)."""
+    deadline = time.time() + LONG / 1000
+    while time.time() < deadline:
+        if len(shown(page)) >= n:
+            return
+        page.wait_for_timeout(100)
+    raise AssertionError(f"{len(shown(page))} notifications, not {n}: {shown(page)}")
+
+
+def test_notifications_follow_the_privacy_level_mute_and_the_tab_title(browser, workdir, shots):
+    relay = Relay(workdir / "relay-notify").start()
+    apps = []
+    try:
+        alice_app = App(workdir / "alice-notify", relay.url)
+        bob_app = App(workdir / "bob-notify", relay.url)
+        apps += [alice_app, bob_app]
+        a_ctx = browser.new_context(locale="en-US", viewport={"width": 1200, "height": 900})
+        a_ctx.add_init_script(RECORD_NOTIFICATIONS)
+        b_ctx = browser.new_context(locale="en-US", viewport={"width": 1200, "height": 900})
+        alice = a_ctx.new_page()
+        bob = b_ctx.new_page()
+        alice.goto(alice_app.url)
+        onboard(alice, "Alice")
+        bob.goto(bob_app.url)
+        onboard(bob, "Bob")
+        alice.goto(alice_app.base + "/new")
+        alice.click('form[action="/invite"] button[type=submit]')
+        link = alice.input_value("#invite-link")
+        bob.goto(bob_app.base + "/new")
+        bob.fill("#link", link)
+        bob.fill("#alias", "alice")
+        bob.click('form[action="/accept"] button[type=submit]')
+        expect(bob.locator("body")).to_have_attribute("data-page", "chat", timeout=LONG)
+
+        # The default says only that something arrived; the tab title counts unread.
+        alice.goto(alice_app.base + "/")
+        expect(alice.locator(".chat-item")).to_have_count(1, timeout=LONG)
+        send(bob, "the secret place")
+        wait_shown(alice, 1)
+        assert shown(alice) == [{"title": "Samizdat", "body": "New message"}], shown(alice)
+        expect(alice).to_have_title("(1) Chats · Samizdat", timeout=LONG)
+
+        # The open chat on screen makes none.
+        open_chat(alice, "Bob")
+        send(bob, "seen at once")
+        expect(alice.locator("#message-list .msg.in .text").last).to_have_text("seen at once", timeout=LONG)
+        alice.wait_for_timeout(300)
+        assert shown(alice) == [], shown(alice)
+
+        # Settings: who wrote and what.
+        alice.goto(alice_app.base + "/settings")
+        expect(alice.locator("#notify-level")).to_have_value("private")
+        shoot(alice, shots, "settings-notifications", "en")
+        alice.select_option("#notify-level", "sender_text")
+        alice.click("form[action='/settings/notifications'] button")
+        expect(alice.locator("#notify-level")).to_have_value("sender_text")
+        alice.goto(alice_app.base + "/")
+        send(bob, "second secret")
+        # (A page records its own notifications: each page starts from none.)
+        wait_shown(alice, 1)
+        assert shown(alice) == [{"title": "Bob", "body": "second secret"}], shown(alice)
+        expect(alice).to_have_title("(1) Chats · Samizdat", timeout=LONG)
+
+        # Muted: nothing shows, and the title does not count it.
+        open_chat(alice, "Bob")
+        alice.click("a.info")
+        alice.select_option("#mute-for", "forever")
+        alice.click("form[action$='/arrange'] button:has-text('Apply')")
+        alice.goto(alice_app.base + "/")
+        send(bob, "while muted")
+        expect(alice.locator(".chat-item .preview")).to_contain_text("while muted", timeout=LONG)
+        alice.wait_for_timeout(500)
+        assert shown(alice) == [], shown(alice)
+        expect(alice).to_have_title("Chats · Samizdat")
+
+        # In Russian: the generic text and the settings.
+        set_lang(alice, alice_app.base, "ru")
+        alice.goto(alice_app.base + "/settings")
+        alice.select_option("#notify-level", "private")
+        alice.click("form[action='/settings/notifications'] button")
+        check_lang(alice, "settings", "ru")
+        shoot(alice, shots, "settings-notifications", "ru")
+        open_chat_from = alice_app.base + "/"
+        alice.goto(open_chat_from)
+        open_chat(alice, "Bob")
+        alice.click("a.info")
+        alice.select_option("#mute-for", "0")
+        alice.click("form[action$='/arrange'] button:has-text('Применить')")
+        alice.goto(alice_app.base + "/")
+        send(bob, "после")
+        wait_shown(alice, 1)
+        assert shown(alice) == [{"title": "Samizdat", "body": "Новое сообщение"}], shown(alice)
         a_ctx.close()
         b_ctx.close()
     finally:

@@ -55,6 +55,8 @@ pub enum Setting {
     /// The duress passphrase's derived key, and whether this profile manages one.
     DuressKey,
     DuressManaged,
+    /// What the app's notifications may show ([`crate::NotifyLevel`]).
+    Notifications,
     /// A group whose log no longer takes our token: recover it by moving.
     Recover(Id),
     /// A commit of ours sent but not yet seen in the group's log.
@@ -123,6 +125,7 @@ impl Setting {
             HistoryImported => "history_imported",
             DuressKey => "duress_key",
             DuressManaged => "duress_managed",
+            Notifications => "notifications",
             Recover(g) => return format!("{}{g}", Family::Recover.prefix()).into(),
             PendingCommit(g) => return format!("{}{g}", Family::PendingCommit.prefix()).into(),
             InvitationAnswer(g) => {

@@ -255,7 +255,15 @@ pub(crate) async fn settings(s: &Session, _: NoParams) -> RpcResult<Settings> {
     on_profile!(s, |p| Ok(Settings {
         move_after_secs: p.move_after()?,
         auto_download_bytes: p.auto_download_bytes()?,
+        notifications: p.notifications()?,
     }))
+}
+
+pub(crate) async fn set_notifications(s: &Session, a: NotifyParams) -> RpcResult<Done> {
+    on_profile!(s, |p| {
+        p.set_notifications(a.level)?;
+        Ok(Done { ok: true })
+    })
 }
 
 pub(crate) async fn device_add_preview(

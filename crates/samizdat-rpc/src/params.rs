@@ -149,6 +149,15 @@ pub struct Settings {
     pub move_after_secs: u64,
     /// Incoming attachments up to this size are fetched as they arrive (0: on request).
     pub auto_download_bytes: u64,
+    /// What the app's notifications show (this device).
+    #[serde(default)]
+    pub notifications: samizdat_core::NotifyLevel,
+}
+
+#[derive(Debug, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct NotifyParams {
+    pub level: samizdat_core::NotifyLevel,
 }
 
 #[derive(Debug, Default, Serialize, Deserialize, JsonSchema)]

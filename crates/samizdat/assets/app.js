@@ -107,6 +107,60 @@
     });
   }
 
+  // ---- unread count in the tab title (muted chats not counted) ---------------------------
+  const baseTitle = document.title;
+  function updateTitle() {
+    const holder = document.getElementById("chat-list");
+    if (!holder) return;
+    const n = Number(holder.dataset.unreadTotal || 0);
+    document.title = n > 0 ? "(" + n + ") " + baseTitle : baseTitle;
+  }
+  updateTitle();
+
+  // ---- notifications while the app is open: what they show is the person's setting -------
+  // (data-notify: off, private — only that something arrived —, sender, sender_text).
+  function mutedChat(id) {
+    const a = document.querySelector('#chat-list a[data-conversation="' + CSS.escape(id) + '"]');
+    const li = a && a.closest("li");
+    return !!(li && li.dataset.muted);
+  }
+  function notify(e) {
+    const level = body.dataset.notify || "private";
+    if (level === "off" || !("Notification" in window) || Notification.permission !== "granted") return;
+    // Ours (from another of our devices: the core calls us "me"), or the chat on screen.
+    if (e.from === "me" || (e.conversation_id === conversation && !document.hidden)) return;
+    if (mutedChat(e.conversation_id)) return;
+    const generic = body.dataset.notifyText || "";
+    let title = "Samizdat";
+    let text = generic;
+    if (level === "sender" || level === "sender_text") title = e.from || title;
+    if (level === "sender_text") text = e.text || generic;
+    try {
+      const n = new Notification(title, { body: text, tag: level === "private" ? "samizdat" : e.conversation_id });
+      n.onclick = () => {
+        window.focus();
+        location.href = "/c/" + encodeURIComponent(e.conversation_id);
+      };
+    } catch (_) {}
+  }
+  const allow = document.getElementById("notify-allow");
+  if (allow && "Notification" in window) {
+    const holder = document.getElementById("notify-permission");
+    const denied = document.getElementById("notify-denied");
+    const show = () => {
+      holder.hidden = Notification.permission === "granted";
+      denied.hidden = Notification.permission !== "denied";
+      allow.hidden = Notification.permission === "denied";
+    };
+    show();
+    allow.addEventListener("click", async () => {
+      try {
+        await Notification.requestPermission();
+      } catch (_) {}
+      show();
+    });
+  }
+
   let listTimer = null;
   function refreshList() {
     const holder = document.getElementById("chat-list");
@@ -118,6 +172,7 @@
         const { html } = await fragment(url);
         const fresh = nodes(html).querySelector("#chat-list");
         if (fresh) holder.replaceWith(fresh);
+        updateTitle();
       } catch (_) {}
     }, 150);
   }
@@ -161,6 +216,7 @@
         refreshList();
         return;
       }
+      if (e.event === "message") notify(e);
       const mine = conversation && e.conversation_id === conversation;
       if (mine && (e.event === "message" || e.event === "message_queued")) {
         fetchNewer().catch(() => {});

@@ -358,3 +358,14 @@ line-timer = { $who } set disappearing messages to { $duration }
 line-timer-you = You set disappearing messages to { $duration }
 line-timer-off = { $who } turned disappearing messages off
 line-timer-off-you = You turned disappearing messages off
+
+notify-title = Notifications
+notify-help = While the app is open in this browser. What they show can be read by anyone who sees the screen, and by the browser and the system that display them.
+notify-shows = A notification shows
+notify-off = nothing: no notifications
+notify-private = only that a message arrived
+notify-sender = who wrote, not what
+notify-sender-text = who wrote and what
+notify-allow = Allow notifications in this browser
+notify-denied = This browser blocks notifications from the app; allow them in its site settings.
+notify-new-message = New message

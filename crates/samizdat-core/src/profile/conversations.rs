@@ -292,3 +292,38 @@ impl Profile {
         Ok(())
     }
 }
+
+/// What a notification may show while the app is open (issue 30): by default nothing that
+/// identifies anyone — a shoulder or a screen recorder sees only that something arrived.
+#[derive(
+    Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, serde::Deserialize, schemars::JsonSchema,
+)]
+#[serde(rename_all = "snake_case")]
+pub enum NotifyLevel {
+    /// No notifications.
+    Off,
+    /// "A new message", nothing more.
+    #[default]
+    Private,
+    /// Who wrote, not what.
+    Sender,
+    /// Who wrote and what.
+    SenderText,
+}
+
+impl Profile {
+    pub fn notifications(&self) -> Result<NotifyLevel> {
+        Ok(self
+            .db
+            .setting_string(Setting::Notifications)
+            .ok()
+            .and_then(|s| serde_json::from_value(serde_json::Value::String(s)).ok())
+            .unwrap_or_default())
+    }
+
+    pub fn set_notifications(&self, level: NotifyLevel) -> Result<()> {
+        let value = serde_json::to_value(level).map_err(|e| Error::Storage(e.to_string()))?;
+        let text = value.as_str().unwrap_or("private").to_string();
+        self.db.set_setting(Setting::Notifications, text.as_bytes())
+    }
+}

@@ -50,6 +50,7 @@ pub use crate::payload::{ArchiveRef, DeviceRecord};
 use crate::welcome::WelcomePart;
 pub use actions::{QuoteView, ReactionView};
 pub use contacts::Connected;
+pub use conversations::NotifyLevel;
 use delivery::OwedDrop;
 pub use device_link::{Joined as DeviceJoined, LinkPreview};
 pub use devices::DeviceView;

@@ -86,6 +86,8 @@ pub struct App {
     pub(crate) quit: tokio::sync::Notify,
     /// This device linking itself to an existing profile (onboarding), while it waits.
     linking: Arc<Mutex<Option<Linking>>>,
+    /// What notifications may show (the profile's setting, read once and kept in step).
+    notify: Mutex<Option<samizdat_core::NotifyLevel>>,
 }
 
 /// The onboarding link's progress: the link and code once shown, or why it failed.
@@ -134,6 +136,7 @@ pub async fn run(o: Options) -> Result<()> {
         guard: security::Guard::new(&host, addr.port()).with_idle(o.session_idle),
         quit: tokio::sync::Notify::new(),
         linking: Arc::new(Mutex::new(None)),
+        notify: Mutex::new(None),
     });
     app.start().await?;
     let token = app.guard.launch_token();
@@ -263,6 +266,31 @@ fn open_browser(home: &Path, url: &str) {
 }
 
 impl App {
+    /// What notifications may show, as last read from the profile (the private default
+    /// until then).
+    pub(crate) fn notify_level(&self) -> samizdat_core::NotifyLevel {
+        self.notify
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .unwrap_or_default()
+    }
+
+    pub(crate) fn remember_notify(&self, level: samizdat_core::NotifyLevel) {
+        *self.notify.lock().unwrap_or_else(|p| p.into_inner()) = Some(level);
+    }
+
+    /// Read the notification setting from the profile once.
+    pub(crate) async fn load_notify(&self) {
+        let known = self
+            .notify
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .is_some();
+        if !known && let Ok(s) = self.settings(samizdat_rpc::NoParams {}).await {
+            self.remember_notify(s.notifications);
+        }
+    }
+
     /// The profile directory.
     pub(crate) fn home(&self) -> &std::path::Path {
         &self.home

@@ -80,7 +80,8 @@ pub fn layout(c: &Ctx<'_>, title: &str, page: &str, nav: bool, body: Markup) -> 
                 link rel="stylesheet" href="/static/app.css";
                 script src="/static/app.js" defer {}
             }
-            body data-page=(page) data-lang=(c.lang.code()) {
+            @let notify = serde_json::to_value(c.app.notify_level()).ok().and_then(|v| v.as_str().map(String::from)).unwrap_or_default();
+            body data-page=(page) data-lang=(c.lang.code()) data-notify=(notify) data-notify-text=(c.tr("notify-new-message")) data-title=(title) {
                 a.skip href="#main" { (c.tr("skip-to-content")) }
                 div #banner-down .banner.down role="status" hidden[!down] { (c.tr("banner-down")) }
                 div #banner-retrying .banner.retrying role="status" hidden[!retrying] { (c.tr("banner-retrying")) }
@@ -294,7 +295,7 @@ pub fn chat_list(
     current: Option<ConversationId>,
 ) -> Markup {
     html! {
-        div #chat-list {
+        div #chat-list data-unread-total=(convs.iter().filter(|v| v.muted_until.is_none()).map(|v| v.unread).sum::<u64>()) {
             @if !invitations.is_empty() {
                 section.invitations aria-labelledby="inv-title" {
                     h2 #inv-title { (c.tr("invitations-title")) }
@@ -347,7 +348,7 @@ pub fn chat_list(
 
 fn chat_item(c: &Ctx<'_>, conv: &ConversationView, current: Option<ConversationId>) -> Markup {
     html! {
-        li.chat-item.active[Some(conv.id) == current].inactive[!conv.active] {
+        li.chat-item.active[Some(conv.id) == current].inactive[!conv.active] data-muted=[conv.muted_until.map(|_| "1")] {
             a href={ "/c/" (conv.id) } data-conversation=(conv.id) {
                 span.name {
                     (person_dot(conv.hue)) (conv.shown_as)
@@ -1037,6 +1038,24 @@ pub fn settings(
                         }
                     }
                     button type="submit" { (c.tr("settings-save")) }
+                }
+                h2 #notifications { (c.tr("notify-title")) }
+                p.muted { (c.tr("notify-help")) }
+                form method="post" action="/settings/notifications" {
+                    (c.csrf_field())
+                    label for="notify-level" { (c.tr("notify-shows")) }
+                    @let level = c.app.notify_level();
+                    select #notify-level name="level" {
+                        @for (v, key) in [(samizdat_core::NotifyLevel::Off, "off"), (samizdat_core::NotifyLevel::Private, "private"), (samizdat_core::NotifyLevel::Sender, "sender"), (samizdat_core::NotifyLevel::SenderText, "sender_text")] {
+                            option value=(key) selected[level == v] { (c.tr(&format!("notify-{}", key.replace('_', "-")))) }
+                        }
+                    }
+                    button type="submit" { (c.tr("settings-save")) }
+                }
+                p #notify-permission hidden {
+                    button #notify-allow type="button" { (c.tr("notify-allow")) }
+                    " "
+                    span #notify-denied .muted hidden { (c.tr("notify-denied")) }
                 }
                 h2 { (c.tr("settings-profile")) }
                 dl {

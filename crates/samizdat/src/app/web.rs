@@ -68,6 +68,7 @@ pub fn router(app: Arc<App>) -> Router {
         .route("/invitations/{id}/{action}", post(invitation))
         .route("/settings", get(settings))
         .route("/settings/lang", post(settings_lang))
+        .route("/settings/notifications", post(settings_notifications))
         .route("/settings/duress", post(settings_duress))
         .route("/settings/devices/preview", post(settings_device_preview))
         .route("/settings/devices/add", post(settings_device_add))
@@ -348,6 +349,7 @@ async fn conversation(
     app: &App,
     id: ConversationId,
 ) -> Result<(ConversationView, Vec<ConversationView>), CallError> {
+    app.load_notify().await;
     let convs = app.conversations(NoParams {}).await?;
     let conv = convs
         .iter()
@@ -414,6 +416,7 @@ async fn home(State(app): AppState, signed: Signed) -> Response {
 }
 
 async fn lists(app: &App) -> Result<(Vec<ConversationView>, Vec<InvitationView>), CallError> {
+    app.load_notify().await;
     let convs = app.conversations(NoParams {}).await?;
     let invs = app.invitations(NoParams {}).await?;
     Ok((convs, invs))
@@ -1258,6 +1261,9 @@ async fn settings_page_with(
     confirm: Option<(String, samizdat_core::LinkPreview)>,
 ) -> Response {
     let devices = app.devices(NoParams {}).await.unwrap_or_default();
+    if let Ok(s) = app.settings(NoParams {}).await {
+        app.remember_notify(s.notifications);
+    }
     match app.whoami(NoParams {}).await.map_err(CallError::from) {
         Ok(w) => {
             let status = if error.is_some() {
@@ -1443,6 +1449,25 @@ async fn settings_lang(State(app): AppState, form: Posted) -> Response {
     match f.get("back") {
         Some("/") => see("/".into()),
         _ => see("/settings".into()),
+    }
+}
+
+async fn settings_notifications(State(app): AppState, form: Posted) -> Response {
+    let (r, f) = form.open(&app);
+    let level = serde_json::from_value(serde_json::Value::String(f.text("level")));
+    let Ok(level) = level else {
+        return not_found(&r.ctx);
+    };
+    match app
+        .set_notifications(rpc::NotifyParams { level })
+        .await
+        .map_err(CallError::from)
+    {
+        Ok(_) => {
+            app.remember_notify(level);
+            see("/settings#notifications".into())
+        }
+        Err(e) => fail(&r.ctx, &e),
     }
 }
 
