@@ -26,31 +26,43 @@ def menu(page, item):
     return item.locator("details.msg-menu")
 
 
+def pair(browser, workdir, tag, apps, init_script=None):
+    """Alice and Bob, each in an app of their own on one relay, connected (bob accepted
+    alice's invite and calls her "alice"): their apps go into `apps`; returns the relay, the
+    apps' bases and the two pages (alice on her chat list)."""
+    relay = Relay(workdir / f"relay-{tag}").start()
+    alice_app = App(workdir / f"alice-{tag}", relay.url)
+    apps.append(alice_app)
+    bob_app = App(workdir / f"bob-{tag}", relay.url)
+    apps.append(bob_app)
+    a_ctx = browser.new_context(locale="en-US", viewport={"width": 1200, "height": 900})
+    if init_script:
+        a_ctx.add_init_script(init_script)
+    b_ctx = browser.new_context(locale="en-US", viewport={"width": 1200, "height": 900})
+    alice = a_ctx.new_page()
+    bob = b_ctx.new_page()
+    alice.goto(alice_app.url)
+    onboard(alice, "Alice")
+    bob.goto(bob_app.url)
+    onboard(bob, "Bob")
+    alice.goto(alice_app.base + "/new")
+    alice.click('form[action="/invite"] button[type=submit]')
+    link = alice.input_value("#invite-link")
+    bob.goto(bob_app.base + "/new")
+    bob.fill("#link", link)
+    bob.fill("#alias", "alice")
+    bob.click('form[action="/accept"] button[type=submit]')
+    expect(bob.locator("body")).to_have_attribute("data-page", "chat", timeout=LONG)
+    alice.goto(alice_app.base + "/")
+    expect(alice.locator(".chat-item")).to_have_count(1, timeout=LONG)
+    return relay, alice_app, bob_app, alice, bob
+
+
 def test_reply_react_edit_delete_forward_search_and_arrange(browser, workdir, shots):
-    relay = Relay(workdir / "relay-everyday").start()
     apps = []
+    relay = None
     try:
-        alice_app = App(workdir / "alice-everyday", relay.url)
-        bob_app = App(workdir / "bob-everyday", relay.url)
-        apps += [alice_app, bob_app]
-        a_ctx = browser.new_context(locale="en-US", viewport={"width": 1200, "height": 900})
-        b_ctx = browser.new_context(locale="en-US", viewport={"width": 1200, "height": 900})
-        alice = a_ctx.new_page()
-        bob = b_ctx.new_page()
-        alice.goto(alice_app.url)
-        onboard(alice, "Alice")
-        bob.goto(bob_app.url)
-        onboard(bob, "Bob")
-        alice.goto(alice_app.base + "/new")
-        alice.click('form[action="/invite"] button[type=submit]')
-        link = alice.input_value("#invite-link")
-        bob.goto(bob_app.base + "/new")
-        bob.fill("#link", link)
-        bob.fill("#alias", "alice")
-        bob.click('form[action="/accept"] button[type=submit]')
-        expect(bob.locator("body")).to_have_attribute("data-page", "chat", timeout=LONG)
-        alice.goto(alice_app.base + "/")
-        expect(alice.locator(".chat-item")).to_have_count(1, timeout=LONG)
+        relay, alice_app, bob_app, alice, bob = pair(browser, workdir, "everyday", apps)
         open_chat(alice, "Bob")
 
         send(alice, "Встреча у ёлки в пятницу?")
@@ -224,12 +236,11 @@ def test_reply_react_edit_delete_forward_search_and_arrange(browser, workdir, sh
         m.locator("a", has_text="Переслать").click()
         check_lang(alice, "forward", "ru")
         shoot(alice, shots, "forward", "ru")
-        a_ctx.close()
-        b_ctx.close()
     finally:
         for a in apps:
             a.stop()
-        relay.kill()
+        if relay:
+            relay.kill()
 
 
 # Every Notification the page makes, recorded instead of shown.
@@ -258,33 +269,14 @@ def wait_shown(page, n):
 
 
 def test_notifications_follow_the_privacy_level_mute_and_the_tab_title(browser, workdir, shots):
-    relay = Relay(workdir / "relay-notify").start()
     apps = []
+    relay = None
     try:
-        alice_app = App(workdir / "alice-notify", relay.url)
-        bob_app = App(workdir / "bob-notify", relay.url)
-        apps += [alice_app, bob_app]
-        a_ctx = browser.new_context(locale="en-US", viewport={"width": 1200, "height": 900})
-        a_ctx.add_init_script(RECORD_NOTIFICATIONS)
-        b_ctx = browser.new_context(locale="en-US", viewport={"width": 1200, "height": 900})
-        alice = a_ctx.new_page()
-        bob = b_ctx.new_page()
-        alice.goto(alice_app.url)
-        onboard(alice, "Alice")
-        bob.goto(bob_app.url)
-        onboard(bob, "Bob")
-        alice.goto(alice_app.base + "/new")
-        alice.click('form[action="/invite"] button[type=submit]')
-        link = alice.input_value("#invite-link")
-        bob.goto(bob_app.base + "/new")
-        bob.fill("#link", link)
-        bob.fill("#alias", "alice")
-        bob.click('form[action="/accept"] button[type=submit]')
-        expect(bob.locator("body")).to_have_attribute("data-page", "chat", timeout=LONG)
+        relay, alice_app, bob_app, alice, bob = pair(
+            browser, workdir, "notify", apps, init_script=RECORD_NOTIFICATIONS
+        )
 
         # The default says only that something arrived; the tab title counts unread.
-        alice.goto(alice_app.base + "/")
-        expect(alice.locator(".chat-item")).to_have_count(1, timeout=LONG)
         send(bob, "the secret place")
         wait_shown(alice, 1)
         assert shown(alice) == [{"title": "Samizdat", "body": "New message"}], shown(alice)
@@ -340,9 +332,8 @@ def test_notifications_follow_the_privacy_level_mute_and_the_tab_title(browser, 
         send(bob, "после")
         wait_shown(alice, 1)
         assert shown(alice) == [{"title": "Samizdat", "body": "Новое сообщение"}], shown(alice)
-        a_ctx.close()
-        b_ctx.close()
     finally:
         for a in apps:
             a.stop()
-        relay.kill()
+        if relay:
+            relay.kill()
