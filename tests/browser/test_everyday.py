@@ -72,8 +72,25 @@ def test_reply_react_edit_delete_forward_search_and_arrange(browser, workdir, sh
         marker(alice)
         marker(bob)
 
+        # Links: clickable, no referrer, no opener, with the host they really go to.
+        send(bob, "see https://пример.рф/путь and http://example.com/a.")
+        link = alice.locator("#message-list .msg.in .text a.link").first
+        expect(link).to_have_attribute("href", "https://xn--e1afmkfd.xn--p1ai/%D0%BF%D1%83%D1%82%D1%8C", timeout=LONG)
+        expect(link).to_have_attribute("rel", "noopener noreferrer nofollow")
+        expect(link).to_have_attribute("target", "_blank")
+        expect(alice.locator("#message-list .msg.in .text .host")).to_have_text(
+            ["(xn--e1afmkfd.xn--p1ai)", "(example.com)"]
+        )
+        # A 1:1 contact is never "not joined yet".
+        alice.click("a.info")
+        expect(alice.locator(".members")).not_to_contain_text("not joined")
+        alice.go_back()
+        expect(alice.locator("body")).to_have_attribute("data-page", "chat")
+        marker(alice)
+
         # Bob reacts with the keyboard: the menu opens on Enter, Escape closes it.
-        question_b = bob.locator("#message-list .msg.in").last
+        qid = bob.locator("#message-list .msg.in", has_text="пятницу").last.get_attribute("data-id")
+        question_b = bob.locator(f'#message-list li[data-id="{qid}"]')
         m = menu(bob, question_b)
         shoot(bob, shots, "message-menu", "en")
         bob.keyboard.press("Escape")

@@ -448,7 +448,7 @@ pub fn message(c: &Ctx<'_>, conv: ConversationId, m: &MessageView) -> Markup {
                     a.file-save href={ "/m/" (m.id) "/file" } download=(a.name) { (c.tr("msg-file-save")) }
                 }
             }
-            @if !gone && !m.text.is_empty() { div.text { (m.text) } }
+            @if !gone && !m.text.is_empty() { div.text { (linked_text(&m.text)) } }
             @if !m.reactions.is_empty() {
                 div.reactions {
                     @for r in &m.reactions {
@@ -481,6 +481,78 @@ pub fn message(c: &Ctx<'_>, conv: ConversationId, m: &MessageView) -> Markup {
             }
             @if !m.deleted && m.failed.is_none() {
                 (message_menu(c, conv, m))
+            }
+        }
+    }
+}
+
+/// A piece of a message's text: words, or a web link with the host it really goes to.
+#[derive(Debug, PartialEq, Eq)]
+enum Piece<'a> {
+    Text(&'a str),
+    Link {
+        url: String,
+        shown: &'a str,
+        host: String,
+    },
+}
+
+/// Split `text` at its web links (`http://` and `https://` only; a link ends at white space,
+/// and trailing punctuation is not part of it). The host is the parsed one, in ASCII: a
+/// look-alike in another script (`аpple.com` with a Cyrillic а) shows as `xn--…`.
+fn split_links(text: &str) -> Vec<Piece<'_>> {
+    let mut out = Vec::new();
+    let mut rest = text;
+    // `get`: a byte count into text is not always a character boundary.
+    let starts = |tail: &str, scheme: &str| {
+        tail.get(..scheme.len())
+            .is_some_and(|p| p.eq_ignore_ascii_case(scheme))
+    };
+    while let Some(start) = rest
+        .char_indices()
+        .map(|(i, _)| i)
+        .find(|&i| starts(&rest[i..], "https://") || starts(&rest[i..], "http://"))
+    {
+        let tail = &rest[start..];
+        let end = tail.find(char::is_whitespace).unwrap_or(tail.len());
+        let shown = tail[..end].trim_end_matches(|c: char| ".,;:!?)]}»\"'".contains(c));
+        let link = url::Url::parse(shown).ok().and_then(|u| {
+            let host = u.host_str()?.to_string();
+            matches!(u.scheme(), "http" | "https").then(|| (u.to_string(), host))
+        });
+        match link {
+            Some((url, host)) => {
+                if start > 0 {
+                    out.push(Piece::Text(&rest[..start]));
+                }
+                out.push(Piece::Link { url, shown, host });
+                rest = &tail[shown.len()..];
+            }
+            None => {
+                // Past the scheme (ASCII, so a character boundary).
+                let skip = start + if starts(tail, "https://") { 8 } else { 7 };
+                out.push(Piece::Text(&rest[..skip]));
+                rest = &rest[skip..];
+            }
+        }
+    }
+    if !rest.is_empty() {
+        out.push(Piece::Text(rest));
+    }
+    out
+}
+
+/// A message's text with its web links clickable: opened in a new tab with no referrer and
+/// no opener, each followed by the host it really goes to.
+fn linked_text(text: &str) -> Markup {
+    html! {
+        @for piece in split_links(text) {
+            @match piece {
+                Piece::Text(t) => (t),
+                Piece::Link { url, shown, host } => {
+                    a.link href=(url) target="_blank" rel="noopener noreferrer nofollow" { (shown) }
+                    " " span.host { "(" (host) ")" }
+                }
             }
         }
     }
@@ -868,7 +940,7 @@ pub fn info(c: &Ctx<'_>, i: &Info<'_>, error: Option<&str>) -> Markup {
                     @for m in i.members {
                         li {
                             span.name { @if m.me { (c.tr("chat-you")) } @else { (person_dot(Some(m.hue))) (m.name) } }
-                            @if !m.joined { " " span.muted { (c.tr("member-not-joined")) } }
+                            @if !m.joined && group { " " span.muted { (c.tr("member-not-joined")) } }
                             @if let Some(k) = contact_of(m) {
                                 @if k.verified { " " span.badge { "✓ " (c.tr("member-verified")) } }
                                 " " a href={ "/contacts/" (k.id) "/verify" } { (c.tr("member-verify")) }
@@ -1180,5 +1252,56 @@ mod tests {
         assert_eq!(super::iso(0).0, "1970-01-01T00:00:00Z");
         assert_eq!(super::iso(1_795_000_000_000).0, "2026-11-18T11:06:40Z");
         assert_eq!(super::iso(951_782_400_000).1, "2000-02-29 00:00");
+    }
+
+    use super::{Piece, split_links};
+
+    #[test]
+    fn links_are_split_out_with_their_real_host() {
+        let p = split_links(
+            "see https://пример.рф/путь, and HTTP://Example.com/a?b=1. javascript:alert(1) http://",
+        );
+        assert_eq!(p[0], Piece::Text("see "));
+        match &p[1] {
+            Piece::Link { shown, host, url } => {
+                assert_eq!(*shown, "https://пример.рф/путь");
+                assert_eq!(host, "xn--e1afmkfd.xn--p1ai");
+                assert!(url.starts_with("https://xn--e1afmkfd.xn--p1ai/"), "{url}");
+            }
+            other => panic!("{other:?}"),
+        }
+        assert_eq!(p[2], Piece::Text(", and "));
+        assert!(matches!(&p[3], Piece::Link { host, .. } if host == "example.com"));
+        // Only web links; a bare scheme is text.
+        let rest: String = p[4..]
+            .iter()
+            .map(|x| match x {
+                Piece::Text(t) => t.to_string(),
+                Piece::Link { shown, .. } => format!("<{shown}>"),
+            })
+            .collect();
+        assert_eq!(rest, ". javascript:alert(1) http://");
+        // Any text: never a slice inside a character.
+        for t in [
+            "у ёлки в пятницу?",
+            "ёёёёhttp://ё",
+            "ыhttps://",
+            "http://ы ы",
+        ] {
+            let joined: String = split_links(t)
+                .iter()
+                .map(|x| match x {
+                    Piece::Text(t) => t.to_string(),
+                    Piece::Link { shown, .. } => shown.to_string(),
+                })
+                .collect();
+            assert_eq!(joined, t);
+        }
+        // A Cyrillic look-alike shows its real host.
+        let p = split_links("https://аpple.com");
+        assert!(
+            matches!(&p[0], Piece::Link { host, .. } if host.starts_with("xn--")),
+            "{p:?}"
+        );
     }
 }
