@@ -274,6 +274,7 @@ def test_two_people_chat_group_outage_and_russian(browser, workdir, shots):
         expect(alice.locator("#message-list .msg.out .delivered")).to_have_count(1, timeout=LONG)
         bob.goto(bob_app.base + "/")
         open_chat(bob, "friends")
+        marker(bob)
         expect(bob.locator("#message-list .msg.in .text")).to_have_text(
             ["welcome to friends"], timeout=LONG
         )
@@ -294,7 +295,12 @@ def test_two_people_chat_group_outage_and_russian(browser, workdir, shots):
         alice.fill("#rename", "friends & family")
         alice.click("form[action$='/rename'] button")
         expect(alice.locator("#rename")).to_have_value("friends & family", timeout=LONG)
-        expect(bob.locator(".chat-head h1")).to_have_text("friends", timeout=LONG)
+        # Bob's open chat follows at once: its header, and a line in the chat (issue 30).
+        expect(bob.locator(".chat-head h1")).to_have_text("friends & family", timeout=LONG)
+        expect(bob.locator("#message-list .msg.system .line").last).to_have_text(
+            "The group is now called friends & family", timeout=LONG
+        )
+        not_reloaded(bob)
         expect(bob.locator(".chat-item .name", has_text="friends & family")).to_have_count(
             1, timeout=LONG
         )

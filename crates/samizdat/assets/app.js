@@ -425,20 +425,37 @@
     }, 1000);
   }
 
-  // ---- scroll-back ------------------------------------------------------------------------
+  // ---- scroll-back: older pages load as the top comes into view (the button stays, for the
+  // keyboard and for browsers without IntersectionObserver) ---------------------------------
   const older = document.getElementById("older");
   if (older && list && conversation) {
-    older.addEventListener("click", async () => {
+    let loading = false;
+    async function loadOlder() {
+      if (loading || !older.isConnected) return;
       const first = list.querySelector("li.msg");
       if (!first) return;
-      const height = scroller.scrollHeight;
-      const { html, headers } = await fragment(
-        "/c/" + conversation + "/messages?before=" + encodeURIComponent(first.dataset.id)
-      );
-      list.prepend(nodes(html));
-      scroller.scrollTop += scroller.scrollHeight - height;
-      if (!headers.get("x-older")) older.remove();
-    });
+      loading = true;
+      try {
+        const height = scroller.scrollHeight;
+        const { html, headers } = await fragment(
+          "/c/" + conversation + "/messages?before=" + encodeURIComponent(first.dataset.id)
+        );
+        list.prepend(nodes(html));
+        scroller.scrollTop += scroller.scrollHeight - height;
+        if (!headers.get("x-older")) older.remove();
+      } finally {
+        loading = false;
+      }
+    }
+    older.addEventListener("click", () => loadOlder().catch(() => {}));
+    if ("IntersectionObserver" in window) {
+      new IntersectionObserver(
+        (seen) => {
+          if (seen.some((e) => e.isIntersecting)) loadOlder().catch(() => {});
+        },
+        { root: scroller }
+      ).observe(older);
+    }
   }
 
   // ---- copy buttons -----------------------------------------------------------------------
