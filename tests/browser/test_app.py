@@ -451,6 +451,7 @@ RU_WORDS = {
     "settings": "Язык",
     "search": "Поиск",
     "forward": "Переслать сообщение",
+    "error": "Назад",
 }
 EN_ONLY = ["Settings", "New contact", "New group", "Chats", "Send", "Members"]
 

@@ -200,6 +200,15 @@ def test_reply_react_edit_delete_forward_search_and_arrange(browser, workdir, sh
         alice.click("details.archived summary")
         shoot(alice, shots, "chats-archived", "en")
 
+        # A page that does not exist is a real page, in the reader's language; the app has an
+        # icon of its own.
+        resp = alice.goto(alice_app.base + "/no/such/page")
+        assert resp.status == 404, resp.status
+        expect(alice.locator("body")).to_have_attribute("data-page", "error")
+        expect(alice.locator(".error")).to_be_visible()
+        icon = alice.goto(alice_app.base + "/static/favicon.svg")
+        assert icon.ok and icon.headers["content-type"] == "image/svg+xml", icon.headers
+
         # The same screens in Russian: no English sentence.
         set_lang(alice, alice_app.base, "ru")
         set_lang(bob, bob_app.base, "ru")
@@ -224,6 +233,10 @@ def test_reply_react_edit_delete_forward_search_and_arrange(browser, workdir, sh
         alice.click("a.info")
         check_lang(alice, "info", "ru")
         shoot(alice, shots, "info-arrange", "ru")
+        resp = alice.goto(alice_app.base + "/нет/такой")
+        assert resp.status == 404, resp.status
+        check_lang(alice, "error", "ru")
+        shoot(alice, shots, "not-found", "ru")
         alice.goto(alice_app.base + "/search?q=" + "NOO")
         check_lang(alice, "search", "ru")
         expect(alice.locator("p.muted").first).to_have_text("Найдено 1 сообщение")

@@ -78,6 +78,7 @@ pub fn layout(c: &Ctx<'_>, title: &str, page: &str, nav: bool, body: Markup) -> 
                 @if let Some(t) = &c.csrf { meta name="csrf-token" content=(t); }
                 title { (title) " · " (c.tr("app-title")) }
                 link rel="stylesheet" href="/static/app.css";
+                link rel="icon" type="image/svg+xml" href="/static/favicon.svg";
                 script src="/static/app.js" defer {}
             }
             @let notify = serde_json::to_value(c.app.notify_level()).ok().and_then(|v| v.as_str().map(String::from)).unwrap_or_default();
@@ -441,7 +442,7 @@ pub fn message(c: &Ctx<'_>, conv: ConversationId, m: &MessageView) -> Markup {
             }
             @if let Some(a) = &m.attachment {
                 div.file {
-                    span.file-name { (a.name) }
+                    span.file-name title=(a.name) { (short_name(&a.name)) }
                     " "
                     span.file-size.muted { (size_label(c, a.size)) }
                     " "
@@ -678,6 +679,20 @@ pub fn forward(c: &Ctx<'_>, m: &MessageView, convs: &[ConversationView]) -> Mark
             }
         },
     )
+}
+
+/// A long file name shortened in its middle, so its extension stays in sight
+/// ("a very long report about the … 2026.pdf"); the whole name is the title.
+fn short_name(name: &str) -> String {
+    const HEAD: usize = 28;
+    const TAIL: usize = 12;
+    let chars: Vec<char> = name.chars().collect();
+    if chars.len() <= HEAD + TAIL + 1 {
+        return name.to_string();
+    }
+    let head: String = chars[..HEAD].iter().collect();
+    let tail: String = chars[chars.len() - TAIL..].iter().collect();
+    format!("{}…{}", head.trim_end(), tail)
 }
 
 /// A file size for people ("740 KB", "5,2 МБ").
@@ -1254,7 +1269,17 @@ mod tests {
         assert_eq!(super::iso(951_782_400_000).1, "2000-02-29 00:00");
     }
 
-    use super::{Piece, split_links};
+    use super::{Piece, short_name, split_links};
+
+    #[test]
+    fn long_file_names_keep_their_extension() {
+        assert_eq!(short_name("отчёт.pdf"), "отчёт.pdf");
+        let long = format!("{}.tar.gz", "очень длинное название архива ".repeat(3));
+        let short = short_name(&long);
+        assert!(short.ends_with("хива .tar.gz"), "{short}");
+        assert!(short.chars().count() <= 41, "{short}");
+        assert!(short.contains('…'));
+    }
 
     #[test]
     fn links_are_split_out_with_their_real_host() {

@@ -80,6 +80,9 @@ pub fn router(app: Arc<App>) -> Router {
         .route("/events", get(events))
         .route("/static/app.js", get(script))
         .route("/static/app.css", get(style))
+        .route("/static/favicon.svg", get(favicon))
+        .route("/favicon.ico", get(favicon))
+        .fallback(missing)
         .layer(DefaultBodyLimit::max(MAX_BODY))
         .layer(axum::middleware::from_fn_with_state(
             app.clone(),
@@ -1508,6 +1511,23 @@ async fn script() -> Response {
         include_str!("../../assets/app.js"),
     )
         .into_response()
+}
+
+async fn favicon() -> Response {
+    (
+        [
+            (header::CONTENT_TYPE, "image/svg+xml"),
+            (header::CACHE_CONTROL, "max-age=86400"),
+        ],
+        include_str!("../../assets/favicon.svg"),
+    )
+        .into_response()
+}
+
+/// Any other address: a real page that says so, in the reader's language, with the way back.
+async fn missing(State(app): AppState, signed: Signed) -> Response {
+    let r = signed.open(&app);
+    not_found(&r.ctx)
 }
 
 async fn style() -> Response {
