@@ -194,6 +194,9 @@ def test_reply_react_edit_delete_forward_search_and_arrange(browser, workdir, sh
         open_chat(alice, "Bob")
         alice.click("a.info")
         shoot(alice, shots, "info-arrange", "en")
+        alice.fill("#rename", "Bob, Боб с работы")
+        alice.click("form[action$='/rename'] button[type=submit]")
+        expect(alice.locator("a.back")).to_have_text("← Bob, Боб с работы")
         alice.click("form[action$='/arrange'] button:has-text('Archive')")
         alice.goto(alice_app.base + "/")
         expect(alice.locator("details.archived summary")).to_have_text("Archived chats (1)")
@@ -217,7 +220,7 @@ def test_reply_react_edit_delete_forward_search_and_arrange(browser, workdir, sh
         check_lang(alice, "chats", "ru")
         shoot(alice, shots, "chats-archived", "ru")
         alice.click("details.archived summary")
-        open_chat(alice, "Bob")
+        open_chat(alice, "Bob, Боб с работы")
         check_lang(alice, "chat", "ru")
         expect(alice.locator("#message-list .msg.system .line").last).to_have_text(
             "Вы включили исчезающие сообщения: через 5 минут"

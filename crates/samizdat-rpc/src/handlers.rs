@@ -176,6 +176,14 @@ pub(crate) async fn contact_verify(s: &Session, a: ContactVerifyParams) -> RpcRe
     })
 }
 
+pub(crate) async fn contact_rename(s: &Session, a: ContactRenameParams) -> RpcResult<Done> {
+    on_profile!(s, |p| {
+        let contact = contact_id(p, &a.contact)?;
+        p.contact_rename(&contact, &a.name)?;
+        Ok(Done { ok: true })
+    })
+}
+
 pub(crate) async fn backup(s: &Session, a: BackupParams) -> RpcResult<BackedUp> {
     let pass = zeroize::Zeroizing::new(a.passphrase);
     on_profile!(s, |p| Ok(BackedUp {

@@ -239,6 +239,15 @@ pub struct ContactVerifyParams {
     pub verified: bool,
 }
 
+#[derive(Debug, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ContactRenameParams {
+    /// The contact by alias or by id.
+    pub contact: String,
+    /// What to call them from now on (unique among contacts and conversations).
+    pub name: String,
+}
+
 fn yes() -> bool {
     true
 }

@@ -369,3 +369,4 @@ notify-sender-text = who wrote and what
 notify-allow = Allow notifications in this browser
 notify-denied = This browser blocks notifications from the app; allow them in its site settings.
 notify-new-message = New message
+contact-rename-title = What you call this contact

@@ -278,6 +278,31 @@ impl Profile {
         self.state_changed()
     }
 
+    /// Call a contact something else (issue 30): the alias, and the name of their 1:1
+    /// conversation with it, on this device and (through the state) the person's others.
+    /// Nothing is sent to the contact.
+    pub fn contact_rename(&mut self, contact: &ContactId, alias: &str) -> Result<()> {
+        let alias = alias.trim();
+        if self.alias_of(contact)? == alias {
+            return Ok(());
+        }
+        self.check_new_name(alias, "the contact alias")?;
+        self.db.transaction(|tx| {
+            let conn = tx.conn();
+            conn.execute(
+                "UPDATE conversations SET name = ?2
+                 WHERE kind = 'direct' AND group_id = (SELECT group_id FROM contacts WHERE fingerprint = ?1)",
+                params![contact, alias],
+            )?;
+            conn.execute(
+                "UPDATE contacts SET alias = ?2 WHERE fingerprint = ?1",
+                params![contact, alias],
+            )?;
+            Ok(())
+        })?;
+        self.state_changed()
+    }
+
     /// A safety number both sides compute identically: 12 groups of 5 digits.
     pub fn safety_number(&self, contact: &ContactId) -> Result<String> {
         // Only with a contact: a number with a stranger would vouch for nothing.

@@ -563,3 +563,38 @@ fn a_group_keeps_lines_about_itself_in_its_chat() {
         );
     });
 }
+
+/// Renaming a contact renames their 1:1 chat (found by the new name, with its messages); a
+/// name already taken is refused; the contact is told nothing.
+#[test]
+fn a_contact_can_be_called_something_else() {
+    run(async {
+        let mut w = World::new().await;
+        let [mut alice, mut bob, mut carol] = w.people(["alice", "bob", "carol"]).await;
+        w.connect(&mut alice, &mut bob).await;
+        w.connect(&mut alice, &mut carol).await;
+        alice.send(&bob.display, "before the rename").await;
+        let bob_id = alice.contact(&bob.display);
+        let err = alice
+            .profile
+            .contact_rename(&bob_id, &carol.display)
+            .unwrap_err();
+        assert_eq!(err.kind(), samizdat_core::ErrorKind::Usage, "{err}");
+        alice
+            .profile
+            .contact_rename(&bob_id, "Боб с работы")
+            .expect("renamed");
+        assert_eq!(alice.contact("Боб с работы"), bob_id);
+        assert_eq!(
+            alice.texts("Боб с работы"),
+            vec!["before the rename".to_string()]
+        );
+        assert!(alice.profile.find_conversation(&bob.display).is_err());
+        // Nothing went to bob: his side is as it was.
+        let events = bob.sync().await;
+        assert!(
+            events.is_empty() || !events.iter().any(|e| matches!(e, Event::GroupNamed { .. })),
+            "{events:?}"
+        );
+    });
+}

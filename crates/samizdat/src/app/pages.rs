@@ -648,6 +648,19 @@ pub fn search(
     )
 }
 
+/// Rename a group (for everyone), or what you call a contact (a 1:1 chat).
+fn rename_form(c: &Ctx<'_>, conv: &ConversationView, title: &str, label: &str) -> Markup {
+    html! {
+        h2 { (c.tr(title)) }
+        form method="post" action={ "/c/" (conv.id) "/rename" } {
+            (c.csrf_field())
+            label.visually-hidden for="rename" { (c.tr(label)) }
+            input #rename name="name" required maxlength="64" value=(conv.name);
+            button type="submit" { (c.tr("group-rename-submit")) }
+        }
+    }
+}
+
 /// Pick where a message goes on to.
 pub fn forward(c: &Ctx<'_>, m: &MessageView, convs: &[ConversationView]) -> Markup {
     layout(
@@ -971,6 +984,9 @@ pub fn info(c: &Ctx<'_>, i: &Info<'_>, error: Option<&str>) -> Markup {
                         }
                     }
                 }
+                @if conv.kind == ConvKind::Direct {
+                    (rename_form(c, conv, "contact-rename-title", "contact-rename-title"))
+                }
                 h2 { (c.tr("arrange-title")) }
                 div.row.arrange {
                     form method="post" action={ "/c/" (conv.id) "/arrange" } {
@@ -1034,13 +1050,7 @@ pub fn info(c: &Ctx<'_>, i: &Info<'_>, error: Option<&str>) -> Markup {
                             button type="submit" { (c.tr("group-add-submit")) }
                         }
                     }
-                    h2 { (c.tr("group-rename-title")) }
-                    form method="post" action={ "/c/" (conv.id) "/rename" } {
-                        (c.csrf_field())
-                        label.visually-hidden for="rename" { (c.tr("field-group-name")) }
-                        input #rename name="name" required maxlength="64" value=(conv.name);
-                        button type="submit" { (c.tr("group-rename-submit")) }
-                    }
+                    (rename_form(c, conv, "group-rename-title", "field-group-name"))
                     h2 { (c.tr("group-leave-title")) }
                     p.muted { (c.tr("group-leave-help")) }
                     form method="post" action={ "/c/" (conv.id) "/leave" } {

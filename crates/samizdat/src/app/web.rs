@@ -1016,11 +1016,32 @@ async fn group_remove(
     .await
 }
 
+/// Rename a group for everyone, or call a contact something else (a 1:1 chat).
 async fn group_rename(
     State(app): AppState,
     Path(id): Path<ConversationId>,
     form: Posted,
 ) -> Response {
+    // A 1:1 conversation is called by its contact's alias.
+    let alias = conversation(&app, id)
+        .await
+        .ok()
+        .filter(|(c, _)| c.kind == samizdat_core::ConvKind::Direct)
+        .map(|(c, _)| c.name);
+    if let Some(alias) = alias {
+        let (r, f) = form.open(&app);
+        let done = app
+            .contact_rename(rpc::ContactRenameParams {
+                contact: alias,
+                name: f.text("name"),
+            })
+            .await
+            .map_err(CallError::from);
+        return match done {
+            Ok(_) => see(format!("/c/{id}/info")),
+            Err(e) => info_page(&app, &r.ctx, id, None, Some(explain(&r.ctx, &e))).await,
+        };
+    }
     group_change(
         &app,
         id,
