@@ -255,7 +255,9 @@ pub async fn backup(args: BackupArgs) -> Result<Report> {
         ok(&a, &["send", "Bob", &format!("real message {i}")])?;
     }
     eprintln!("backup: filling the profile to {} messages", args.messages);
-    fill(&a, args.messages)?;
+    crate::util::fill_profile(&a, args.messages, |i| {
+        format!("filler message number {} with some words in it", i + 1_000)
+    })?;
     let file = tmp.path().join("alice.backup");
     let profile = samizdat_core::Profile::open(&a, PASS)?;
     let t = Instant::now();
@@ -286,27 +288,6 @@ pub async fn backup(args: BackupArgs) -> Result<Report> {
         json: json!({ "messages": args.messages, "backup_seconds": backup.as_secs_f64(),
             "restore_seconds": restore.as_secs_f64(), "backup_bytes": bytes }),
     })
-}
-
-/// Copy the newest real message row until the conversation holds `total` messages.
-fn fill(home: &Path, total: u64) -> Result<()> {
-    // The profile's own store (its key is derived from the passphrase with Argon2id).
-    let db = samizdat_core::store::Db::open(&samizdat_core::Profile::db_path(home), PASS)?;
-    let conn = db.conn();
-    let have: u64 = conn.query_row("SELECT COUNT(*) FROM messages", [], |r| r.get(0))?;
-    let tx = conn.unchecked_transaction()?;
-    {
-        let mut stmt = tx.prepare(
-            "INSERT INTO messages (id, group_id, seq, sender_fp, outgoing, body, sent_at, received_at, unread)
-             SELECT randomblob(16), group_id, seq + ?1, sender_fp, outgoing, 'filler message number ' || ?1 || ' with some words in it', sent_at + ?1, received_at + ?1, 0
-             FROM messages ORDER BY rowid DESC LIMIT 1",
-        )?;
-        for i in 0..total.saturating_sub(have) {
-            stmt.execute([i as i64 + 1_000])?;
-        }
-    }
-    tx.commit()?;
-    Ok(())
 }
 
 #[derive(Debug, clap::Args)]

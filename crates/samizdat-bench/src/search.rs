@@ -65,38 +65,23 @@ const WORDS: &[&str] = &[
     "пока",
 ];
 
-/// Fill the conversation with `total` messages of 6–14 words each, drawn from [`WORDS`] (a
-/// fixed sequence: the same profile every run), one transaction, through the same triggers
-/// that index a message as it arrives.
+/// `total` messages of 6–14 words each, drawn from [`WORDS`] in a fixed sequence: the same
+/// profile every run.
 fn fill(home: &Path, total: u64) -> Result<()> {
-    // The profile's own store (its key is derived from the passphrase with Argon2id).
-    let db = samizdat_core::store::Db::open(&samizdat_core::Profile::db_path(home), PASS)?;
-    let conn = db.conn();
-    let have: u64 = conn.query_row("SELECT COUNT(*) FROM messages", [], |r| r.get(0))?;
-    let tx = conn.unchecked_transaction()?;
-    {
-        let mut stmt = tx.prepare(
-            "INSERT INTO messages (id, group_id, seq, sender_fp, outgoing, body, sent_at, received_at, unread)
-             SELECT randomblob(16), group_id, seq + ?1, sender_fp, outgoing, ?2, sent_at + ?1, received_at + ?1, 0
-             FROM messages WHERE system IS NULL ORDER BY rowid DESC LIMIT 1",
-        )?;
-        let mut x: u64 = 0x9E37_79B9_7F4A_7C15;
-        let mut next = || {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            x
-        };
-        for i in 0..total.saturating_sub(have) {
-            let n = 6 + next() % 9;
-            let text: Vec<&str> = (0..n)
-                .map(|_| WORDS[(next() % WORDS.len() as u64) as usize])
-                .collect();
-            stmt.execute(rusqlite::params![i as i64 + 1_000, text.join(" ")])?;
-        }
-    }
-    tx.commit()?;
-    Ok(())
+    let mut x: u64 = 0x9E37_79B9_7F4A_7C15;
+    let mut next = move || {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        x
+    };
+    crate::util::fill_profile(home, total, |_| {
+        let n = 6 + next() % 9;
+        (0..n)
+            .map(|_| WORDS[(next() % WORDS.len() as u64) as usize])
+            .collect::<Vec<_>>()
+            .join(" ")
+    })
 }
 
 pub async fn run(args: SearchArgs) -> Result<Report> {

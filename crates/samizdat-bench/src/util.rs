@@ -256,3 +256,27 @@ pub fn fmt_rate(v: f64) -> String {
 pub fn ms(d: f64) -> String {
     format!("{d:.2}")
 }
+
+/// Grow the profile at `home` to `total` messages by copying its newest message (not a line
+/// about the conversation) with the text `text(i)`, in one transaction through the profile's
+/// own store (its key is derived from the passphrase with Argon2id) — so the same triggers
+/// run as for a message that arrives (the search index among them).
+pub fn fill_profile(home: &Path, total: u64, mut text: impl FnMut(u64) -> String) -> Result<()> {
+    let db =
+        samizdat_core::store::Db::open(&samizdat_core::Profile::db_path(home), crate::e2e::PASS)?;
+    let conn = db.conn();
+    let have: u64 = conn.query_row("SELECT COUNT(*) FROM messages", [], |r| r.get(0))?;
+    let tx = conn.unchecked_transaction()?;
+    {
+        let mut stmt = tx.prepare(
+            "INSERT INTO messages (id, group_id, seq, sender_fp, outgoing, body, sent_at, received_at, unread)
+             SELECT randomblob(16), group_id, seq + ?1, sender_fp, outgoing, ?2, sent_at + ?1, received_at + ?1, 0
+             FROM messages WHERE system IS NULL ORDER BY rowid DESC LIMIT 1",
+        )?;
+        for i in 0..total.saturating_sub(have) {
+            stmt.execute(rusqlite::params![i as i64 + 1_000, text(i)])?;
+        }
+    }
+    tx.commit()?;
+    Ok(())
+}

@@ -339,19 +339,13 @@ impl Profile {
             }
             None => {
                 let conv = self.conv(to)?;
-                let timer = self.timer(&conv.group_id)?;
-                let payload = Payload {
-                    unknown: None,
-                    id: random_id(),
-                    expires_in: (timer > 0).then_some(timer),
-                    sent_at: now_millis(),
-                    body: Body::Text {
-                        text: t.text.clone(),
-                        attachment: Some(attachment),
-                        reply_to: None,
-                        forwarded: true,
-                    },
+                let body = Body::Text {
+                    text: t.text.clone(),
+                    attachment: Some(attachment),
+                    reply_to: None,
+                    forwarded: true,
                 };
+                let payload = self.new_message(&conv, body)?;
                 self.send_payload(&conv, payload).await
             }
         }

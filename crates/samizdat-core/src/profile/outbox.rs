@@ -82,22 +82,28 @@ impl Profile {
             Some(m) => Some(self.reference_in(&conv, m)?),
             None => None,
         };
-        let timer = self.timer(&conv.group_id)?;
         // What was typed is now a message (stored before it is sent): no draft of it stays.
         self.clear_draft(&conv.group_id)?;
-        let payload = Payload {
+        let body = Body::Text {
+            text: text.to_string(),
+            attachment: None,
+            reply_to,
+            forwarded,
+        };
+        let payload = self.new_message(&conv, body)?;
+        self.send_payload(&conv, payload).await
+    }
+
+    /// A new message of ours in `conv`: a fresh id, now, and the conversation's timer.
+    pub(super) fn new_message(&self, conv: &Conv, body: Body) -> Result<Payload> {
+        let timer = self.timer(&conv.group_id)?;
+        Ok(Payload {
             unknown: None,
             id: random_id(),
             expires_in: (timer > 0).then_some(timer),
             sent_at: now_millis(),
-            body: Body::Text {
-                text: text.to_string(),
-                attachment: None,
-                reply_to,
-                forwarded,
-            },
-        };
-        self.send_payload(&conv, payload).await
+            body,
+        })
     }
 
     /// A conversation's disappearing-messages timer in seconds (0: off).
