@@ -128,7 +128,7 @@ def test_two_people_chat_group_outage_and_russian(browser, workdir, shots):
         # Chat both ways; each message appears on the other side without a reload.
         send(bob, "Hello Alice 👋")
         expect(bob.locator("#message-list .msg.out .text")).to_have_text(["Hello Alice 👋"])
-        expect(bob.locator("#message-list .msg.out .delivered")).to_have_count(1, timeout=LONG)
+        expect(bob.locator("#message-list .msg.out .acked")).to_have_count(1, timeout=LONG)
         open_chat(alice, xss_name)
         expect(alice.locator("#message-list .msg.in .text")).to_have_text(
             ["Hello Alice 👋"], timeout=LONG
@@ -271,7 +271,7 @@ def test_two_people_chat_group_outage_and_russian(browser, workdir, shots):
         expect(alice.locator("body")).to_have_attribute("data-page", "chat", timeout=LONG)
         expect(alice.locator(".chat-head h1")).to_have_text("friends")
         send(alice, "welcome to friends")
-        expect(alice.locator("#message-list .msg.out .delivered")).to_have_count(1, timeout=LONG)
+        expect(alice.locator("#message-list .msg.out .acked")).to_have_count(1, timeout=LONG)
         bob.goto(bob_app.base + "/")
         open_chat(bob, "friends")
         marker(bob)
@@ -337,8 +337,20 @@ def test_two_people_chat_group_outage_and_russian(browser, workdir, shots):
         send(bob, "written while offline")
         offline = bob.locator("#message-list .msg.out", has_text="written while offline")
         expect(offline.locator(".queued")).to_have_count(1, timeout=LONG)
+        # A file sent while the relay is away waits like a text (issue 30, item 7).
+        bob.set_input_files(
+            "#attach-file",
+            files=[{"name": "offline-notes.txt", "mimeType": "text/plain", "buffer": b"kept until the relay is back"}],
+        )
+        bob.click("#attach button[type=submit]")
+        expect(bob.locator("body")).to_have_attribute("data-page", "chat", timeout=LONG)
+        waiting_file = bob.locator("#message-list .msg.out", has_text="offline-notes.txt")
+        expect(waiting_file.locator(".queued")).to_have_count(1, timeout=LONG)
+        shoot(bob, shots, "chat-offline-file", "en")
+        marker(bob)  # the attach form loaded the page; from here on it follows live
         relay.start()
-        expect(offline.locator(".delivered")).to_have_count(1, timeout=3 * LONG)
+        expect(offline.locator(".acked")).to_have_count(1, timeout=3 * LONG)
+        expect(waiting_file.locator(".acked")).to_have_count(1, timeout=3 * LONG)
         expect(bob.locator(".banner:not([hidden])")).to_have_count(0, timeout=LONG)
         not_reloaded(bob)
         alice.goto(alice_app.base + "/")

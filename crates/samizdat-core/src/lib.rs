@@ -59,8 +59,8 @@ pub use notice::{ConvStatus, ErrorKind, Notice, Problem, Refusal};
 pub use profile::{
     AttachmentView, Connected, ContactView, ConvKind, ConversationView, DeviceJoined, DeviceView,
     Event, EventPage, GroupAdded, InvitationView, LastMessage, LinkPreview, LoggedEvent,
-    MemberView, MessageView, NotifyLevel, Page, Profile, QuoteView, ReactionView, RelayState,
-    SearchHit, TransferDirection,
+    MemberView, MessageState, MessageView, NotifyLevel, Page, Profile, QuoteView, RECEIPT_PEOPLE,
+    ReactionView, ReceiptCounts, RelayState, SearchHit, TransferDirection,
 };
 pub use samizdat_proto::ErrorCode;
 pub use service::{ClientHandle, LiveEvent, Mode};

@@ -43,6 +43,9 @@ pub struct MessageRef {
 /// Longest reaction (one emoji, possibly with modifiers and joiners).
 pub const MAX_REACTION: usize = 32;
 
+/// Most messages one receipt names (a device owing more sends several).
+pub const MAX_RECEIPT_TARGETS: usize = 100;
+
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
 pub enum Body {
@@ -117,6 +120,13 @@ pub enum Body {
     /// The inviter refuses the introduction (a used single-use invite, an expired one):
     /// the invitee's conversation ends with this reason.
     Refused { reason: String },
+    /// A device of the sender holds (`read`: has shown its person) these messages of others
+    /// (1:1 and small groups; read receipts only when the person turned them on).
+    Receipt {
+        targets: Vec<MessageRef>,
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        read: bool,
+    },
     /// A body of a kind this version does not know (a newer version sent it). Never sent.
     #[serde(other)]
     Unknown,

@@ -57,6 +57,8 @@ pub enum Setting {
     DuressManaged,
     /// What the app's notifications may show ([`crate::NotifyLevel`]).
     Notifications,
+    /// Read receipts sent and shown (`1`) or not (absent or `0`, the default).
+    ReadReceipts,
     /// A group whose log no longer takes our token: recover it by moving.
     Recover(Id),
     /// A commit of ours sent but not yet seen in the group's log.
@@ -93,7 +95,11 @@ impl Family {
 
 impl Setting {
     /// What every device of a person shares (carried in the state archive between them).
-    pub const SHARED: [Setting; 2] = [Setting::AutoDownloadBytes, Setting::MoveAfter];
+    pub const SHARED: [Setting; 3] = [
+        Setting::AutoDownloadBytes,
+        Setting::MoveAfter,
+        Setting::ReadReceipts,
+    ];
 
     /// The key as stored.
     pub fn key(self) -> Cow<'static, str> {
@@ -126,6 +132,7 @@ impl Setting {
             DuressKey => "duress_key",
             DuressManaged => "duress_managed",
             Notifications => "notifications",
+            ReadReceipts => "read_receipts",
             Recover(g) => return format!("{}{g}", Family::Recover.prefix()).into(),
             PendingCommit(g) => return format!("{}{g}", Family::PendingCommit.prefix()).into(),
             InvitationAnswer(g) => {

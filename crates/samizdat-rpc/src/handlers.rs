@@ -264,7 +264,15 @@ pub(crate) async fn settings(s: &Session, _: NoParams) -> RpcResult<Settings> {
         move_after_secs: p.move_after()?,
         auto_download_bytes: p.auto_download_bytes()?,
         notifications: p.notifications()?,
+        read_receipts: p.read_receipts()?,
     }))
+}
+
+pub(crate) async fn set_read_receipts(s: &Session, a: ReadReceiptsParams) -> RpcResult<Done> {
+    on_profile!(s, |p| {
+        p.set_read_receipts(a.on)?;
+        Ok(Done { ok: true })
+    })
 }
 
 pub(crate) async fn set_notifications(s: &Session, a: NotifyParams) -> RpcResult<Done> {

@@ -292,6 +292,7 @@ methods! {
     "duress_set" => duress_set(DuressParams) -> Done, "Set the duress passphrase: opening the profile with it wipes it and opens an empty one with the same name, relay and network settings.";
     "backup" => backup(BackupParams) -> BackedUp, "Write an encrypted backup of the whole profile (Argon2id-derived key) to a file.";
     "set_timer" => set_timer(TimerParams) -> Done, "Set the disappearing-messages timer for everyone in a conversation (seconds; 0: off).";
+    "set_read_receipts" => set_read_receipts(ReadReceiptsParams) -> Done, "Send read receipts, and see other people's (off by default: then neither; delivery receipts are always on in 1:1 and small groups).";
     "set_notifications" => set_notifications(NotifyParams) -> Done, "What the app's notifications show on this device: `off`, `private` (the default: only that something arrived), `sender`, `sender_text`.";
     "pin" => pin(ArrangeParams) -> Done, "Keep a conversation at the top of this device's list (`on`), or not.";
     "archive" => archive(ArrangeParams) -> Done, "Keep a conversation out of this device's main list (`on`), or bring it back; a new message brings it back unless it is muted.";

@@ -152,6 +152,15 @@ pub struct Settings {
     /// What the app's notifications show (this device).
     #[serde(default)]
     pub notifications: samizdat_core::NotifyLevel,
+    /// Read receipts sent and shown (off by default; shared by the person's devices).
+    #[serde(default)]
+    pub read_receipts: bool,
+}
+
+#[derive(Debug, Default, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ReadReceiptsParams {
+    pub on: bool,
 }
 
 #[derive(Debug, Serialize, Deserialize, JsonSchema)]

@@ -190,14 +190,37 @@
     let wasClosed = false;
     const es = new EventSource("/events");
     es.onopen = () => {
+      const st = document.getElementById("banner-stopped");
+      if (st) st.hidden = true;
       if (wasClosed) {
         wasClosed = false;
         fetchNewer().catch(() => {});
         refreshList();
       }
     };
+    // The app's own process stopped (not the relay): say so, and come back by ourselves once
+    // it runs again (a restarted app keeps its address and this browser's session, so the
+    // reload asks only to unlock).
+    const stopped = document.getElementById("banner-stopped");
+    let probing = false;
+    function probe() {
+      if (probing) return;
+      probing = true;
+      fetch("/static/favicon.svg", { cache: "no-store", credentials: "same-origin" })
+        .then(() => {
+          probing = false;
+          // Back (or it refused the event stream for good: a new session is needed).
+          if ((stopped && !stopped.hidden) || es.readyState === EventSource.CLOSED) location.reload();
+        })
+        .catch(() => {
+          probing = false;
+          if (stopped) stopped.hidden = false;
+          setTimeout(probe, 1000);
+        });
+    }
     es.onerror = () => {
       wasClosed = true;
+      probe();
     };
     es.onmessage = (m) => {
       let e;
@@ -232,6 +255,8 @@
           const h = document.querySelector(".chat-head h1");
           if (h) h.lastChild.textContent = e.conversation;
         }
+      } else if (mine && e.event === "receipt") {
+        for (const id of e.ids || []) refreshMessage(id).catch(() => {});
       } else if (mine && e.event === "reaction") {
         refreshMessage(e.id).catch(() => {});
       } else if (mine && e.event === "message_edited") {

@@ -9,6 +9,7 @@ back = Back
 
 banner-down = The relay cannot be reached. What you write is kept and sent when it is back.
 banner-retrying = Reconnecting to the relay…
+banner-stopped = Samizdat has stopped on this computer, so nothing is sent or received. Start it again (samizdat app): this page reconnects by itself and asks only for your passphrase.
 
 login-title = Open Samizdat from its link
 login-body = This page opens only from the link that “samizdat app” printed in your terminal. Run it again to get a new link.
@@ -66,6 +67,13 @@ chat-inactive = You can no longer send here: { $status }
 msg-queued = Waiting to be sent
 msg-delivered = Delivered
 msg-failed = Not delivered: { $reason }
+msg-sent = Sent
+msg-read = Read
+msg-delivered-count = Delivered to { $count } of { $of }
+msg-read-count = Read by { $count } of { $of }
+receipts-title = Receipts
+receipts-help = Your messages show “Delivered” once a device of the other person has them (in 1:1 chats and groups of up to 20). Read receipts also tell people when you have seen their messages; with them off you do not see theirs either.
+receipts-read = Send and show read receipts
 msg-retry = Send again
 msg-forwarded = Forwarded
 msg-quote-missing = The original message is not available

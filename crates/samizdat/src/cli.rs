@@ -37,6 +37,9 @@ pub enum ConfigCommand {
     MoveAfter { duration: Option<String> },
     /// Fetch incoming attachments up to SIZE (e.g. 5M, 500K; 0 = only on request).
     AutoDownload { size: String },
+    /// Send read receipts and see other people's (`on`), or neither (`off`, the default).
+    /// Without an argument, show the current setting.
+    ReadReceipts { state: Option<String> },
     /// Connect through a proxy from now on: a URL (socks5h://, socks5://, http://), `tor`,
     /// or `off`. Without an argument, show the current setting.
     Proxy {
@@ -1226,6 +1229,27 @@ async fn run_in(home: &Path, cmd: ClientCommand) -> Result<()> {
                 println!("attachments up to {bytes} bytes are fetched as they arrive");
             }
         }
+        ClientCommand::Config(ConfigCommand::ReadReceipts { state }) => {
+            let on = match state.as_deref() {
+                None => {
+                    let s: samizdat_rpc::Settings = b.settings(rpc::NoParams {}).await?;
+                    s.read_receipts
+                }
+                Some("on") => true,
+                Some("off") => false,
+                Some(other) => {
+                    return Err(anyhow!(
+                        "read-receipts takes `on` or `off`, not {:?}",
+                        safe(other)
+                    ));
+                }
+            };
+            if state.is_some() {
+                let _: samizdat_rpc::Done =
+                    b.set_read_receipts(rpc::ReadReceiptsParams { on }).await?;
+            }
+            println!("read receipts: {}", if on { "on" } else { "off" });
+        }
         ClientCommand::Sync { json } => {
             let synced: samizdat_rpc::Synced = b.sync(rpc::NoParams {}).await?;
             let shown: Vec<&Event> = synced
@@ -1256,10 +1280,13 @@ async fn run_in(home: &Path, cmd: ClientCommand) -> Result<()> {
                 if json {
                     println!("{}", serde_json::to_string(&m)?);
                 } else {
-                    let mark = match (&m.failed, m.delivered) {
+                    use samizdat_core::MessageState as S;
+                    let mark = match (&m.failed, m.state) {
                         (Some(why), _) => format!("  (not delivered: {})", safe(&why.detail)),
-                        (None, false) => "  (not yet delivered)".into(),
-                        (None, true) => String::new(),
+                        (None, Some(S::Sending)) => "  (waiting to be sent)".into(),
+                        (None, Some(S::Delivered)) => "  (delivered)".into(),
+                        (None, Some(S::Read)) => "  (read)".into(),
+                        _ => String::new(),
                     };
                     let file = m
                         .attachment

@@ -174,7 +174,7 @@ impl Profile {
 
     /// The target of `r` as this conversation's members know it: same conversation, same
     /// hash. `None` for anything else (unknown here, gone, or not what was said).
-    fn target_of(&self, conv: &Conv, r: &MessageRef) -> Result<Option<Target>> {
+    pub(super) fn target_of(&self, conv: &Conv, r: &MessageRef) -> Result<Option<Target>> {
         let Some(t) = self.target_row(r.id.as_bytes())? else {
             return Ok(None);
         };
@@ -182,6 +182,17 @@ impl Profile {
             return Ok(None);
         }
         Ok(Some(t))
+    }
+
+    /// A reference to message `id` of `conv` (raw id), if it is here and not deleted.
+    pub(super) fn target_in(&self, conv: &Conv, id: &[u8]) -> Result<Option<MessageRef>> {
+        Ok(self
+            .target_row(id)?
+            .filter(|t| t.group_id == conv.group_id && !t.deleted)
+            .map(|t| MessageRef {
+                id: t.id,
+                hash: Bytes(t.hash.to_vec()),
+            }))
     }
 
     /// The conversation a target lives in, for sending about it (we must still be a member).

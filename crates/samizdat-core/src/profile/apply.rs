@@ -29,6 +29,7 @@ impl Profile {
                 reply_to,
                 forwarded,
             } => {
+                let id = p.id;
                 let m = TextIn {
                     id: p.id,
                     sent_at: p.sent_at,
@@ -39,6 +40,12 @@ impl Profile {
                     forwarded,
                 };
                 self.apply_text(conv, sender, seq, m)?;
+                if !mine {
+                    self.owe_receipt(tx, conv, &id, false)?;
+                }
+            }
+            Body::Receipt { targets, read } => {
+                self.apply_receipt(tx, conv, sender, &targets, read)?
             }
             Body::React {
                 target,

@@ -52,6 +52,13 @@ pub enum Event {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         emoji: Option<String>,
     },
+    /// Other members' devices hold (`read`: have shown) these messages of ours.
+    Receipt {
+        conversation_id: ConversationId,
+        ids: Vec<MessageId>,
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        read: bool,
+    },
     /// A message's sender corrected its text.
     MessageEdited {
         conversation_id: ConversationId,

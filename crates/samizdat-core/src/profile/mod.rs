@@ -40,6 +40,7 @@ mod membership;
 mod moves;
 mod open;
 mod outbox;
+mod receipts;
 mod relays;
 mod search;
 mod sync;
@@ -61,6 +62,7 @@ pub use groups::GroupAdded;
 use invitations::{Arrived, Screened, invitation_warning};
 use open::remove_db_files;
 use outbox::queued;
+pub use receipts::{MessageState, RECEIPT_PEOPLE, ReceiptCounts};
 pub use search::SearchHit;
 pub use views::{
     AttachmentView, ContactView, ConversationView, InvitationView, LastMessage, MemberView,
@@ -176,6 +178,9 @@ pub struct Profile {
     /// Set by [`crate::ClientHandle::wipe`]: the service stops after the current job, closes
     /// the profile and deletes its files, then answers here.
     pub(crate) wipe_on_stop: Option<tokio::sync::oneshot::Sender<Result<()>>>,
+    /// Receipts are owed (`receipts_owed` has rows this process added): the service sends
+    /// them after the call that produced them.
+    pub(crate) receipts_due: std::sync::atomic::AtomicBool,
 }
 
 impl Profile {

@@ -238,6 +238,7 @@ impl Profile {
             down_since,
             move_failed: HashMap::new(),
             live_logs: HashSet::new(),
+            receipts_due: std::sync::atomic::AtomicBool::new(true),
             relays: Default::default(),
             ws_appends: false,
             wipe_on_stop: None,

@@ -19,6 +19,7 @@ impl Profile {
         let home_down = self.sync_mailboxes().await?;
         self.sync_conversations().await?;
         self.sync_devices_and_repairs().await?;
+        self.send_receipts_quietly().await;
         match home_down {
             Some(e) => Err(e),
             None => Ok(()),
@@ -257,7 +258,9 @@ impl Profile {
         self.flush_pending(&conv).await?;
         self.sync_group_with(group_id, pushed).await?;
         self.flush_pending(&conv).await?;
-        self.commit_pending_removals(Some(group_id)).await
+        self.commit_pending_removals(Some(group_id)).await?;
+        self.send_receipts_quietly().await;
+        Ok(())
     }
 
     pub(super) async fn sync_mailbox(&mut self) -> Result<()> {

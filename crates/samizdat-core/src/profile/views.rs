@@ -110,8 +110,17 @@ pub struct MessageView {
     pub sent_at: u64,
     pub seq: Option<u64>,
     pub outgoing: bool,
-    /// False while an outgoing message waits for the relay's acknowledgement.
+    /// False while an outgoing message waits for the relay's acknowledgement (the relay has
+    /// it once true: "sent"; `state` says more).
     pub delivered: bool,
+    /// Our message's state: sending, sent (the relay has it), delivered (a device of every
+    /// other member has it), read, failed. Absent for messages of others.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub state: Option<super::MessageState>,
+    /// Our message in a group of more than two (with receipts): how many of the others hold
+    /// it and have seen it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub receipts: Option<super::ReceiptCounts>,
     /// Set when the relay refused an outgoing message for good (with the reason).
     pub failed: Option<crate::Problem>,
     /// Disappearing: when this message is deleted (ms since the epoch).
@@ -425,6 +434,29 @@ impl Profile {
         }
         let ids: Vec<Vec<u8>> = rows.iter().map(|r| r.id.clone()).collect();
         let mut reactions = self.reactions_of(&conv.group_id, &ids)?;
+        // Receipts: only where they are sent (small conversations we are still in).
+        let others = match rows.iter().any(|r| r.outgoing != 0) && conv.active {
+            true => self
+                .mls
+                .load(conv.group_id.as_bytes())
+                .map(|g| g.people().len())
+                .ok()
+                .filter(|n| *n <= super::RECEIPT_PEOPLE)
+                .map(|n| n.saturating_sub(1) as u32),
+            false => None,
+        };
+        let show_read = self.read_receipts()?;
+        let acks = match others {
+            Some(_) => {
+                let sent: Vec<Vec<u8>> = rows
+                    .iter()
+                    .filter(|r| r.outgoing != 0 && r.delivered)
+                    .map(|r| r.id.clone())
+                    .collect();
+                self.acks_of(&sent)?
+            }
+            None => HashMap::new(),
+        };
         // One label lookup per sender, not per message.
         let mut labels: HashMap<Vec<u8>, String> = HashMap::new();
         let mut out = Vec::with_capacity(rows.len());
@@ -446,6 +478,34 @@ impl Profile {
                 (Some(id), Some(hash)) if !row.deleted => Some(self.quote_of(&conv, id, hash)?),
                 _ => None,
             };
+            let failed = row.failed.as_deref().map(failure);
+            let (state, receipts) = match row.outgoing != 0 && row.system.is_none() {
+                false => (None, None),
+                true => {
+                    let a = acks.get(&row.id).copied().unwrap_or_default();
+                    let read = if show_read { a.read } else { 0 };
+                    let state = if failed.is_some() {
+                        super::MessageState::Failed
+                    } else if !row.delivered {
+                        super::MessageState::Sending
+                    } else {
+                        match others {
+                            Some(n) if n > 0 && read >= n => super::MessageState::Read,
+                            Some(n) if n > 0 && a.delivered >= n => super::MessageState::Delivered,
+                            _ => super::MessageState::Sent,
+                        }
+                    };
+                    let counts =
+                        others
+                            .filter(|n| *n > 1 && row.delivered)
+                            .map(|of| super::ReceiptCounts {
+                                delivered: a.delivered.min(of),
+                                read: read.min(of),
+                                of,
+                            });
+                    (Some(state), counts)
+                }
+            };
             out.push(MessageView {
                 id: MessageId::from_slice(&row.id)?,
                 from,
@@ -455,7 +515,9 @@ impl Profile {
                 seq: row.seq.map(|s| s as u64),
                 outgoing: row.outgoing != 0,
                 delivered: row.delivered,
-                failed: row.failed.as_deref().map(failure),
+                state,
+                receipts,
+                failed,
                 expires_at: row.expires_at.map(|e| e.max(0) as u64),
                 attachment: AttachmentView::from_columns(
                     row.attachment.as_deref(),
@@ -470,6 +532,7 @@ impl Profile {
                 system,
             });
         }
+        self.owe_read_receipts(&conv)?;
         let read = self.db.conn().execute(
             "UPDATE messages SET unread = 0 WHERE group_id = ?1 AND unread = 1",
             params![conv.group_id.as_bytes()],

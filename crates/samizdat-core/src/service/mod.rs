@@ -420,6 +420,10 @@ impl Service {
         // publishing starts (automatic downloads, which take their own handle) can start.
         let _alive = self.weak.upgrade();
         job(&mut self.profile).await;
+        // A page that showed messages of others may owe read receipts.
+        if self.profile.wipe_on_stop.is_none() {
+            self.profile.send_receipts_quietly().await;
+        }
         self.publish();
     }
 

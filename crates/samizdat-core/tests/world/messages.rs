@@ -305,9 +305,25 @@ fn a_disappearing_message_takes_its_quotes_reactions_and_edits_with_it() {
                 p.name
             );
         }
+        // Receipts name the messages too (each side holds some by now).
+        let receipts =
+            "SELECT (SELECT COUNT(*) FROM receipts) + (SELECT COUNT(*) FROM receipts_owed)";
+        for p in [&alice, &bob] {
+            assert!(
+                p.profile.rows_for_test(receipts).unwrap() > 0,
+                "{} has receipts",
+                p.name
+            );
+        }
         w.advance(Duration::from_secs(120));
         for p in [&mut alice, &mut bob] {
             p.sync().await;
+            assert_eq!(
+                p.profile.rows_for_test(receipts).unwrap(),
+                0,
+                "{} keeps receipts of what disappeared",
+                p.name
+            );
             let peer = p.history(if p.name == "alice" {
                 &to_bob
             } else {
@@ -595,6 +611,131 @@ fn a_contact_can_be_called_something_else() {
         assert!(
             events.is_empty() || !events.iter().any(|e| matches!(e, Event::GroupNamed { .. })),
             "{events:?}"
+        );
+    });
+}
+
+/// The state of `person`'s own message `text` in `conversation`.
+fn state_of(
+    person: &samizdat_core::testing::Person,
+    conversation: &str,
+    text: &str,
+) -> (
+    Option<samizdat_core::MessageState>,
+    Option<samizdat_core::ReceiptCounts>,
+) {
+    let m = person
+        .history(conversation)
+        .into_iter()
+        .find(|m| m.text == text)
+        .unwrap_or_else(|| panic!("{} has no message {text:?}", person.name));
+    assert!(m.outgoing);
+    (m.state, m.receipts)
+}
+
+/// Sent (the relay has it), then delivered once a device of bob's holds it; read only when
+/// both bob and alice turned read receipts on (off by default: bob opening the chat says
+/// nothing). A receipt is no message: nothing new shows in bob's chat or alice's.
+#[test]
+fn delivered_when_a_device_has_it_read_only_when_both_want_it() {
+    use samizdat_core::MessageState::*;
+    run(async {
+        let mut w = World::new().await;
+        let [mut alice, mut bob] = w.people(["alice", "bob"]).await;
+        w.connect(&mut alice, &mut bob).await;
+        let (to_bob, to_alice) = (bob.display.clone(), alice.name.clone());
+        let hello = w.text("are you there");
+        alice.send(&to_bob, &hello).await;
+        assert_eq!(state_of(&alice, &to_bob, &hello).0, Some(Sent));
+        assert!(!alice.profile.read_receipts().unwrap(), "off by default");
+
+        bob.sync().await;
+        assert_eq!(bob.texts(&to_alice), vec![hello.clone()]);
+        alice.sync().await;
+        assert_eq!(state_of(&alice, &to_bob, &hello).0, Some(Delivered));
+        assert!(
+            alice
+                .seen
+                .iter()
+                .any(|e| matches!(e, Event::Receipt { read: false, .. })),
+            "a receipt is an event for the fronts"
+        );
+        // Bob has read it (history marks it read) but read receipts are off.
+        bob.sync().await;
+        alice.sync().await;
+        assert_eq!(state_of(&alice, &to_bob, &hello).0, Some(Delivered));
+
+        // Bob turns them on, alice not yet: bob's next read is sent, alice does not see it.
+        bob.profile.set_read_receipts(true).unwrap();
+        let second = w.text("still there");
+        alice.send(&to_bob, &second).await;
+        bob.sync().await;
+        let _ = bob.history(&to_alice);
+        bob.sync().await;
+        alice.sync().await;
+        assert_eq!(state_of(&alice, &to_bob, &second).0, Some(Delivered));
+        alice.profile.set_read_receipts(true).unwrap();
+        assert_eq!(state_of(&alice, &to_bob, &second).0, Some(Read));
+        // The first was read while bob had them off: it stays delivered.
+        assert_eq!(state_of(&alice, &to_bob, &hello).0, Some(Delivered));
+
+        // Receipts added no message anywhere, and no unread count.
+        assert_eq!(alice.texts(&to_bob), vec![hello.clone(), second.clone()]);
+        assert_eq!(bob.texts(&to_alice), vec![hello, second]);
+        let unread: u64 = alice
+            .profile
+            .conversations()
+            .unwrap()
+            .iter()
+            .map(|c| c.unread)
+            .sum();
+        assert_eq!(unread, 0);
+        w.assert_no_plaintext();
+    });
+}
+
+/// In a small group a message is delivered when every other member holds it; until then the
+/// front shows how many do.
+#[test]
+fn a_small_group_counts_who_has_a_message() {
+    use samizdat_core::MessageState::*;
+    run(async {
+        let mut w = World::new().await;
+        let [mut alice, mut bob, mut carol] = w.people(["alice", "bob", "carol"]).await;
+        w.connect(&mut alice, &mut bob).await;
+        w.connect(&mut alice, &mut carol).await;
+        alice.group_create("trio").await;
+        alice
+            .group_add("trio", &[&bob.display, &carol.display])
+            .await;
+        bob.sync().await;
+        carol.sync().await;
+        alice.sync().await;
+        let text = w.text("meeting moved");
+        alice.send("trio", &text).await;
+        bob.sync().await;
+        alice.sync().await;
+        let (state, counts) = state_of(&alice, "trio", &text);
+        assert_eq!(state, Some(Sent));
+        let counts = counts.expect("counts in a group");
+        assert_eq!((counts.delivered, counts.read, counts.of), (1, 0, 2));
+        carol.sync().await;
+        alice.sync().await;
+        let (state, counts) = state_of(&alice, "trio", &text);
+        assert_eq!(state, Some(Delivered));
+        assert_eq!(counts.expect("counts").delivered, 2);
+        // Bob's receipt reached carol too; her copy of alice's message is not hers to count.
+        let bob_group = bob
+            .profile
+            .conversations()
+            .unwrap()
+            .into_iter()
+            .find(|c| c.kind == samizdat_core::ConvKind::Group)
+            .expect("bob's group");
+        assert!(
+            bob.history(&bob_group.name)
+                .iter()
+                .all(|m| m.state.is_none() || m.outgoing)
         );
     });
 }

@@ -133,7 +133,9 @@ pub async fn run(o: Options) -> Result<()> {
         events,
         relay: Mutex::new(None),
         i18n: crate::i18n::I18n::new(),
-        guard: security::Guard::new(&host, addr.port()).with_idle(o.session_idle),
+        guard: security::Guard::new(&host, addr.port())
+            .with_idle(o.session_idle)
+            .kept_in(o.home.join(SESSIONS_FILE)),
         quit: tokio::sync::Notify::new(),
         linking: Arc::new(Mutex::new(None)),
         notify: Mutex::new(None),
@@ -170,6 +172,10 @@ pub async fn run(o: Options) -> Result<()> {
     *app.phase.write().await = Phase::NoProfile;
     Ok(())
 }
+
+/// The file in the profile directory that keeps the app's browser sessions between runs
+/// (hashed; see `security::Guard::kept_in`).
+const SESSIONS_FILE: &str = "app-sessions";
 
 /// The file in the profile directory that keeps the app's origin (host and port) between
 /// runs.

@@ -86,6 +86,7 @@ pub fn layout(c: &Ctx<'_>, title: &str, page: &str, nav: bool, body: Markup) -> 
                 a.skip href="#main" { (c.tr("skip-to-content")) }
                 div #banner-down .banner.down role="status" hidden[!down] { (c.tr("banner-down")) }
                 div #banner-retrying .banner.retrying role="status" hidden[!retrying] { (c.tr("banner-retrying")) }
+                div #banner-stopped .banner.down role="alert" hidden { (c.tr("banner-stopped")) }
                 @if nav {
                     header.top {
                         a.brand href="/" { (c.tr("app-title")) }
@@ -474,7 +475,7 @@ pub fn message(c: &Ctx<'_>, conv: ConversationId, m: &MessageView) -> Markup {
                             button.link type="submit" { (c.tr("msg-retry")) }
                         }
                     } @else if m.delivered {
-                        span.delivered title=(c.tr("msg-delivered")) { "✓ " (c.tr("msg-delivered")) }
+                        (message_state(c, m))
                     } @else {
                         span.queued { "… " (c.tr("msg-queued")) }
                     }
@@ -484,6 +485,34 @@ pub fn message(c: &Ctx<'_>, conv: ConversationId, m: &MessageView) -> Markup {
                 (message_menu(c, conv, m))
             }
         }
+    }
+}
+
+/// Where one of our messages is, once the relay has it: sent (✓), delivered to a device of
+/// every other member (✓✓), read by them all (✓✓, in colour); in a group, how many so far.
+fn message_state(c: &Ctx<'_>, m: &MessageView) -> Markup {
+    use samizdat_core::MessageState as S;
+    let (class, marks, label) = match m.state {
+        Some(S::Read) => ("read", "✓✓", c.tr("msg-read")),
+        Some(S::Delivered) => ("delivered", "✓✓", c.tr("msg-delivered")),
+        _ => ("sent", "✓", c.tr("msg-sent")),
+    };
+    let partial = m.receipts.as_ref().and_then(|r| match m.state {
+        Some(S::Read) => None,
+        _ if r.read > 0 => Some(c.tra(
+            "msg-read-count",
+            &[("count", r.read.into()), ("of", r.of.into())],
+        )),
+        Some(S::Delivered) => None,
+        _ if r.delivered > 0 => Some(c.tra(
+            "msg-delivered-count",
+            &[("count", r.delivered.into()), ("of", r.of.into())],
+        )),
+        _ => None,
+    });
+    let label = partial.unwrap_or(label);
+    html! {
+        span.acked.(class) title=(label) { (marks) " " (label) }
     }
 }
 
@@ -1100,6 +1129,8 @@ pub struct Me {
     /// The proxy with its password hidden, and whether connections are isolated.
     pub proxy: Option<String>,
     pub isolate: bool,
+    /// Read receipts sent and shown.
+    pub read_receipts: bool,
 }
 
 /// The devices part of the settings page: the list, and a new device's link waiting for
@@ -1153,6 +1184,16 @@ pub fn settings(
                     button #notify-allow type="button" { (c.tr("notify-allow")) }
                     " "
                     span #notify-denied .muted hidden { (c.tr("notify-denied")) }
+                }
+                h2 #receipts { (c.tr("receipts-title")) }
+                p.muted { (c.tr("receipts-help")) }
+                form method="post" action="/settings/read-receipts" {
+                    (c.csrf_field())
+                    label.check {
+                        input type="checkbox" name="on" value="1" checked[me.read_receipts];
+                        " " (c.tr("receipts-read"))
+                    }
+                    button type="submit" { (c.tr("settings-save")) }
                 }
                 h2 { (c.tr("settings-profile")) }
                 dl {

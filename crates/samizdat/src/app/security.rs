@@ -37,7 +37,26 @@ pub struct Guard {
     counter: Mutex<u64>,
     /// A session unused this long ends (security review 3, L9).
     idle: std::time::Duration,
+    /// Where sessions are kept between runs (see [`Guard::kept_in`]), and when they were last
+    /// written.
+    store: Option<(std::path::PathBuf, Mutex<std::time::Instant>)>,
 }
+
+/// SHA-256 of a session id, hex: what the guard keeps (in memory and on disk) instead of the
+/// id the browser holds.
+fn hashed(id: &str) -> String {
+    hex::encode(aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, id.as_bytes()).as_ref())
+}
+
+fn unix_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}
+
+/// How often a session's last use is written down at most (its idle limit is far longer).
+const PERSIST_EVERY: std::time::Duration = std::time::Duration::from_secs(60);
 
 /// 32 random bytes, hex: unguessable tokens from the OS generator (via aws-lc).
 fn token() -> String {
@@ -65,6 +84,86 @@ impl Guard {
             sessions: Mutex::new(HashMap::new()),
             counter: Mutex::new(0),
             idle: std::time::Duration::from_secs(12 * 3600),
+            store: None,
+        }
+    }
+
+    /// Keep sessions in `file` (in the private profile directory, 0600) so that a restarted
+    /// app keeps its browser sessions: an open tab comes back and asks only to unlock. The
+    /// file holds each session's SHA-256, never the id the cookie carries, so reading it does
+    /// not give a session; sessions idle past the limit are not taken back.
+    pub fn kept_in(mut self, file: std::path::PathBuf) -> Guard {
+        if let Ok(text) = std::fs::read_to_string(&file) {
+            let now = unix_now();
+            let mut sessions = HashMap::new();
+            for line in text.lines().take(MAX_SESSIONS) {
+                let mut f = line.split(' ');
+                let (Some(hash), Some(csrf), Some(lang), Some(seen)) =
+                    (f.next(), f.next(), f.next(), f.next())
+                else {
+                    continue;
+                };
+                let Ok(seen) = seen.parse::<u64>() else {
+                    continue;
+                };
+                let ago = std::time::Duration::from_secs(now.saturating_sub(seen));
+                let Some(last_seen) = std::time::Instant::now().checked_sub(ago) else {
+                    continue;
+                };
+                if ago >= self.idle || hash.len() != 64 || csrf.len() != 64 {
+                    continue;
+                }
+                let n = sessions.len() as u64;
+                sessions.insert(
+                    hash.to_string(),
+                    Session {
+                        csrf: csrf.to_string(),
+                        lang: Lang::from_code(lang),
+                        created: n,
+                        last_seen,
+                    },
+                );
+            }
+            *self.counter.get_mut().unwrap_or_else(|p| p.into_inner()) = sessions.len() as u64;
+            *self.sessions.get_mut().unwrap_or_else(|p| p.into_inner()) = sessions;
+        }
+        self.store = Some((file, Mutex::new(std::time::Instant::now())));
+        self.persist(&self.sessions.lock().unwrap_or_else(|p| p.into_inner()));
+        self
+    }
+
+    /// Write the sessions down (atomically, 0600), if they are kept.
+    fn persist(&self, sessions: &HashMap<String, Session>) {
+        let Some((file, at)) = &self.store else {
+            return;
+        };
+        if let Ok(mut at) = at.lock() {
+            *at = std::time::Instant::now();
+        }
+        let now = unix_now();
+        let text: String = sessions
+            .iter()
+            .map(|(hash, s)| {
+                let seen = now.saturating_sub(s.last_seen.elapsed().as_secs());
+                let lang = s.lang.map(|l| l.code()).unwrap_or("-");
+                format!("{hash} {} {lang} {seen}\n", s.csrf)
+            })
+            .collect();
+        let tmp = file.with_extension("tmp");
+        let written = (|| -> std::io::Result<()> {
+            use std::io::Write;
+            use std::os::unix::fs::OpenOptionsExt;
+            let _ = std::fs::remove_file(&tmp);
+            let mut f = std::fs::OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .mode(0o600)
+                .open(&tmp)?;
+            f.write_all(text.as_bytes())?;
+            std::fs::rename(&tmp, file)
+        })();
+        if written.is_err() {
+            let _ = std::fs::remove_file(&tmp);
         }
     }
 
@@ -106,7 +205,7 @@ impl Guard {
             sessions.remove(&oldest);
         }
         sessions.insert(
-            id.clone(),
+            hashed(&id),
             Session {
                 csrf: token(),
                 lang: None,
@@ -114,35 +213,48 @@ impl Guard {
                 last_seen: std::time::Instant::now(),
             },
         );
+        self.persist(&sessions);
         Some(id)
     }
 
     pub fn session(&self, headers: &HeaderMap) -> Option<(String, Session)> {
         let id = cookie(headers, COOKIE)?;
+        let key = hashed(&id);
         let mut sessions = self.sessions.lock().ok()?;
         let idle = self.idle;
         sessions.retain(|_, s| s.last_seen.elapsed() < idle);
-        sessions
+        let found = sessions
             .iter_mut()
-            .find(|(k, _)| same(k, &id))
-            .map(|(k, s)| {
+            .find(|(k, _)| same(k, &key))
+            .map(|(_, s)| {
                 s.last_seen = std::time::Instant::now();
-                (k.clone(), s.clone())
-            })
+                (id.clone(), s.clone())
+            });
+        let due = self
+            .store
+            .as_ref()
+            .and_then(|(_, at)| at.lock().ok().map(|at| at.elapsed() >= PERSIST_EVERY))
+            .unwrap_or(false);
+        if due {
+            self.persist(&sessions);
+        }
+        found
     }
 
     /// End a session (quit): its cookie opens nothing any more.
     pub fn end(&self, id: &str) {
         if let Ok(mut s) = self.sessions.lock() {
-            s.remove(id);
+            s.remove(&hashed(id));
+            self.persist(&s);
         }
     }
 
     pub fn set_lang(&self, id: &str, lang: Option<Lang>) {
-        if let Ok(mut s) = self.sessions.lock()
-            && let Some(s) = s.get_mut(id)
-        {
-            s.lang = lang;
+        if let Ok(mut sessions) = self.sessions.lock() {
+            if let Some(s) = sessions.get_mut(&hashed(id)) {
+                s.lang = lang;
+            }
+            self.persist(&sessions);
         }
     }
 
@@ -287,6 +399,55 @@ mod tests {
             g.session(&cookie_of(&id)).is_none(),
             "an idle session opens nothing"
         );
+    }
+
+    /// Issue 30, item 7: a restarted app keeps its sessions (an open tab asks only to
+    /// unlock), from a file that holds no session id; an ended session stays ended.
+    #[test]
+    fn sessions_survive_a_restart_without_their_ids_on_disk() {
+        let cookie_of = |id: &str| {
+            let mut h = HeaderMap::new();
+            h.insert(header::COOKIE, format!("{COOKIE}={id}").parse().unwrap());
+            h
+        };
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("app-sessions");
+        let g = Guard::new(HOST, 1234).kept_in(file.clone());
+        let kept = g.redeem(&g.launch_token()).unwrap();
+        g.set_lang(&kept, Lang::from_code("ru"));
+        let csrf = g.session(&cookie_of(&kept)).unwrap().1.csrf;
+        let ended = {
+            let g = Guard::new(HOST, 1234).kept_in(file.clone());
+            g.redeem(&g.launch_token()).unwrap()
+        };
+        let on_disk = std::fs::read_to_string(&file).unwrap();
+        assert!(
+            !on_disk.contains(&kept) && !on_disk.contains(&ended),
+            "{on_disk}"
+        );
+        use std::os::unix::fs::PermissionsExt;
+        assert_eq!(
+            std::fs::metadata(&file).unwrap().permissions().mode() & 0o777,
+            0o600
+        );
+        let again = Guard::new(HOST, 1234).kept_in(file.clone());
+        let (_, s) = again
+            .session(&cookie_of(&kept))
+            .expect("kept across a restart");
+        assert_eq!(s.csrf, csrf);
+        assert_eq!(s.lang, Lang::from_code("ru"));
+        again.end(&kept);
+        let after = Guard::new(HOST, 1234).kept_in(file.clone());
+        assert!(
+            after.session(&cookie_of(&kept)).is_none(),
+            "ended stays ended"
+        );
+        assert!(after.session(&cookie_of("0".repeat(64).as_str())).is_none());
+        // An idle limit applies to what was kept too.
+        let strict = Guard::new(HOST, 1234)
+            .with_idle(std::time::Duration::ZERO)
+            .kept_in(file);
+        assert!(strict.session(&cookie_of(&ended)).is_none());
     }
 
     #[test]

@@ -69,6 +69,7 @@ pub fn router(app: Arc<App>) -> Router {
         .route("/settings", get(settings))
         .route("/settings/lang", post(settings_lang))
         .route("/settings/notifications", post(settings_notifications))
+        .route("/settings/read-receipts", post(settings_read_receipts))
         .route("/settings/duress", post(settings_duress))
         .route("/settings/devices/preview", post(settings_device_preview))
         .route("/settings/devices/add", post(settings_device_add))
@@ -1285,7 +1286,8 @@ async fn settings_page_with(
     confirm: Option<(String, samizdat_core::LinkPreview)>,
 ) -> Response {
     let devices = app.devices(NoParams {}).await.unwrap_or_default();
-    if let Ok(s) = app.settings(NoParams {}).await {
+    let settings = app.settings(NoParams {}).await.ok();
+    if let Some(s) = &settings {
         app.remember_notify(s.notifications);
     }
     match app.whoami(NoParams {}).await.map_err(CallError::from) {
@@ -1301,6 +1303,7 @@ async fn settings_page_with(
                 fingerprint: w.fingerprint,
                 proxy: w.proxy.as_deref().map(samizdat_core::net::redact),
                 isolate: w.isolate,
+                read_receipts: settings.as_ref().is_some_and(|s| s.read_receipts),
             };
             let m = pages::settings(
                 &r.ctx,
@@ -1491,6 +1494,19 @@ async fn settings_notifications(State(app): AppState, form: Posted) -> Response 
             app.remember_notify(level);
             see("/settings#notifications".into())
         }
+        Err(e) => fail(&r.ctx, &e),
+    }
+}
+
+async fn settings_read_receipts(State(app): AppState, form: Posted) -> Response {
+    let (r, f) = form.open(&app);
+    let on = f.get("on") == Some("1");
+    match app
+        .set_read_receipts(rpc::ReadReceiptsParams { on })
+        .await
+        .map_err(CallError::from)
+    {
+        Ok(_) => see("/settings#receipts".into()),
         Err(e) => fail(&r.ctx, &e),
     }
 }
