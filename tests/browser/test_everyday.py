@@ -370,3 +370,93 @@ def test_notifications_follow_the_privacy_level_mute_and_the_tab_title(browser, 
             a.stop()
         if relay:
             relay.kill()
+
+
+def test_receipts_and_an_app_that_stops_and_comes_back(browser, workdir, shots):
+    """Issue 30, item 7: "Sent", then "Delivered" once bob's device has the message; "Read"
+    only after both turned read receipts on; the app says when its own process has stopped,
+    and a restarted app is at the same address and asks only to unlock — in both languages."""
+    from conftest import PASSPHRASE
+
+    apps = []
+    relay = None
+    try:
+        relay, alice_app, bob_app, alice, bob = pair(browser, workdir, "receipts", apps)
+        open_chat(alice, "Bob")
+        marker(alice)
+
+        # Delivered: bob's app holds it (his chat is open, but read receipts are off).
+        send(alice, "did you get it")
+        first = alice.locator("#message-list .msg.out", has_text="did you get it")
+        expect(first.locator(".acked.delivered")).to_have_text("✓✓ Delivered", timeout=LONG)
+        expect(bob.locator("#message-list .msg.in .text").last).to_have_text("did you get it")
+        alice.wait_for_timeout(500)
+        expect(first.locator(".acked.read")).to_have_count(0)
+        not_reloaded(alice)
+        shoot(alice, shots, "receipts-delivered", "en")
+
+        # Both turn read receipts on: the next message bob sees says "Read".
+        for page, app in ((alice, alice_app), (bob, bob_app)):
+            page.goto(app.base + "/settings")
+            expect(page.locator("form[action='/settings/read-receipts'] input[name=on]")).not_to_be_checked()
+            page.check("form[action='/settings/read-receipts'] input[name=on]")
+            page.click("form[action='/settings/read-receipts'] button")
+            expect(page.locator("form[action='/settings/read-receipts'] input[name=on]")).to_be_checked()
+        shoot(bob, shots, "settings-receipts", "en")
+        bob.goto(bob_app.base + "/")
+        open_chat(bob, "alice")
+        alice.goto(alice_app.base + "/")
+        open_chat(alice, "Bob")
+        marker(alice)
+        send(alice, "and now")
+        second = alice.locator("#message-list .msg.out", has_text="and now")
+        expect(second.locator(".acked.read")).to_have_text("✓✓ Read", timeout=LONG)
+        not_reloaded(alice)
+        shoot(alice, shots, "receipts-read", "en")
+
+        set_lang(alice, alice_app.base, "ru")
+        alice.goto(alice_app.base + "/settings")
+        expect(alice.locator("#receipts")).to_have_text("Отчёты о доставке")
+        check_lang(alice, "settings", "ru")
+        shoot(alice, shots, "settings-receipts", "ru")
+        alice.goto(alice_app.base + "/")
+        open_chat(alice, "Bob")
+        expect(second.locator(".acked.read")).to_have_text("✓✓ Прочитано")
+        expect(first.locator(".acked.delivered")).to_have_text("✓✓ Доставлено")
+        check_lang(alice, "chat", "ru")
+        shoot(alice, shots, "receipts-read", "ru")
+
+        # Bob's app stops: his page says so; started again, it is at the same address and
+        # the page comes back by itself to ask only for the passphrase.
+        for lang in ("en", "ru"):
+            if lang == "ru":
+                set_lang(bob, bob_app.base, "ru")
+                bob.goto(bob_app.base + "/")
+                open_chat(bob, "alice")
+            expect(bob.locator("#banner-stopped")).to_be_hidden()
+            bob_app.stop()
+            expect(bob.locator("#banner-stopped")).to_be_visible(timeout=LONG)
+            if lang == "ru":
+                expect(bob.locator("#banner-stopped")).to_contain_text("остановлен")
+            else:
+                expect(bob.locator("#banner-stopped")).to_contain_text("has stopped")
+            shoot(bob, shots, "app-stopped", lang)
+            old_base = bob_app.base
+            bob_app = App(workdir / "bob-receipts", relay.url, env={"SAMIZDAT_PASSPHRASE": None})
+            apps.append(bob_app)
+            assert bob_app.base == old_base, (bob_app.base, old_base)
+            expect(bob.locator("body")).to_have_attribute("data-page", "unlock", timeout=LONG)
+            expect(bob.locator("h1")).to_have_text(
+                "Разблокировать Samizdat" if lang == "ru" else "Unlock Samizdat"
+            )
+            shoot(bob, shots, "app-restarted-unlock", lang)
+            bob.fill("#passphrase", PASSPHRASE)
+            bob.click("form[action='/unlock'] button")
+            expect(bob.locator("body")).to_have_attribute("data-page", "chats", timeout=LONG)
+            open_chat(bob, "alice")
+            expect(bob.locator("#message-list .msg.in .text").last).to_have_text("and now")
+    finally:
+        for a in apps:
+            a.stop()
+        if relay:
+            relay.kill()

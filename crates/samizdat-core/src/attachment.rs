@@ -304,6 +304,8 @@ pub fn media_type(name: &str) -> &'static str {
         "txt" => "text/plain",
         "mp4" => "video/mp4",
         "mov" => "video/quicktime",
+        "webm" => "video/webm",
+        "weba" => "audio/webm",
         "mp3" => "audio/mpeg",
         "ogg" | "opus" => "audio/ogg",
         "m4a" => "audio/mp4",

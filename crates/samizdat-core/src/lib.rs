@@ -46,6 +46,7 @@ mod store;
 #[cfg(feature = "testing")]
 pub mod testing;
 pub mod text;
+pub mod thumbnail;
 pub mod transfer;
 #[cfg(feature = "internals")]
 pub mod welcome;
@@ -56,6 +57,7 @@ pub mod wipe;
 pub use ids::{ContactId, ConversationId, DeviceId, MessageId};
 pub use invite::Invite;
 pub use notice::{ConvStatus, ErrorKind, Notice, Problem, Refusal};
+pub use payload::MAX_VOICE_MS;
 pub use profile::{
     AttachmentView, Connected, ContactView, ConvKind, ConversationView, DeviceJoined, DeviceView,
     Event, EventPage, GroupAdded, InvitationView, LastMessage, LinkPreview, LoggedEvent,
@@ -272,6 +274,7 @@ mod tests {
             size: 1,
             name: "a".into(),
             media_type: "text/plain".into(),
+            preview: None,
         };
         att.zeroize();
         assert!(att.key.0.is_empty(), "the key is gone");

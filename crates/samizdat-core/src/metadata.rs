@@ -135,7 +135,7 @@ fn jpeg(b: &[u8]) -> Option<Vec<u8>> {
 }
 
 /// The EXIF orientation (1–8) of a JPEG, if it has one.
-fn jpeg_orientation(b: &[u8]) -> Option<u16> {
+pub(crate) fn jpeg_orientation(b: &[u8]) -> Option<u16> {
     let mut i = 2;
     while i + 4 <= b.len() && b[i] == 0xFF {
         let marker = b[i + 1];
@@ -181,7 +181,7 @@ fn tiff_orientation(t: &[u8]) -> Option<u16> {
 }
 
 /// An APP1 segment holding an EXIF block with the orientation alone.
-fn orientation_segment(o: u16) -> Vec<u8> {
+pub(crate) fn orientation_segment(o: u16) -> Vec<u8> {
     let mut tiff = Vec::with_capacity(26);
     tiff.extend_from_slice(b"MM\0*");
     tiff.extend_from_slice(&8u32.to_be_bytes()); // the IFD follows the header

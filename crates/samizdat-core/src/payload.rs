@@ -157,7 +157,30 @@ pub struct Attachment {
     pub size: u64,
     pub name: String,
     pub media_type: String,
+    /// What a front needs to show the file inline (a photo's thumbnail, a voice message's
+    /// length), made on the sender's device.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub preview: Option<Preview>,
 }
+
+/// How an attachment shows inline (see [`crate::thumbnail`]).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Preview {
+    /// A photo: its thumbnail (a JPEG of at most `thumbnail::MAX_BYTES`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub thumbnail: Option<Bytes>,
+    /// The photo's size in pixels, upright (0: unknown).
+    #[serde(default)]
+    pub width: u32,
+    #[serde(default)]
+    pub height: u32,
+    /// A voice message: its length in milliseconds.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub voice_ms: Option<u64>,
+}
+
+/// Longest voice message accepted (an hour).
+pub const MAX_VOICE_MS: u64 = 3600 * 1000;
 
 /// Largest attachment a client accepts from a peer (a relay's own limit is usually lower).
 pub const MAX_ATTACHMENT: u64 = 4 << 30;
@@ -189,6 +212,17 @@ impl Attachment {
         }
         if self.name.len() > 1024 || self.media_type.len() > 255 {
             return Err(Error::Protocol("attachment name or type too long".into()));
+        }
+        if let Some(p) = &self.preview {
+            if p.thumbnail
+                .as_ref()
+                .is_some_and(|t| t.len() > crate::thumbnail::MAX_BYTES)
+            {
+                return Err(Error::Protocol("attachment thumbnail too large".into()));
+            }
+            if p.voice_ms.is_some_and(|ms| ms > MAX_VOICE_MS) {
+                return Err(Error::Protocol("voice message too long".into()));
+            }
         }
         Ok(())
     }

@@ -36,6 +36,8 @@ pub struct SendFile {
     pub name: Option<String>,
     /// Send a photo's metadata (location, camera, time) as it is, instead of removing it.
     pub keep_metadata: bool,
+    /// A voice message of this many milliseconds (recorded by the app): shown as a player.
+    pub voice_ms: Option<u64>,
 }
 
 /// Photos up to this size are cleaned of metadata in memory (larger files are sent as they
@@ -156,7 +158,16 @@ impl ClientHandle {
             size,
             name,
             cleaned,
+            image,
         } = outgoing(path, how)?;
+        if how
+            .voice_ms
+            .is_some_and(|ms| ms > crate::payload::MAX_VOICE_MS)
+        {
+            return Err(Error::Usage(
+                "a voice message can be at most an hour long".into(),
+            ));
+        }
         let t = *target;
         let plan = self
             .call(move |p| async move { p.attachment_plan(&t) }.boxed_local())
@@ -177,17 +188,44 @@ impl ClientHandle {
         let tmp = dir.join(format!("upload-{}.part", random_id()));
         let src = path.to_path_buf();
         let dst = tmp.clone();
-        let sealed = tokio::task::spawn_blocking(move || match cleaned {
-            Some(clean) => attachment::encrypt_from(
-                &mut std::io::Cursor::new(clean.as_slice()),
-                &src.display().to_string(),
-                size,
-                &dst,
-            ),
-            None => attachment::encrypt_file(&src, size, &dst),
+        let (sealed, thumbnail) = tokio::task::spawn_blocking(move || {
+            // A photo's thumbnail, from the cleaned bytes (or, sent with its metadata, from
+            // the file): a new JPEG, which carries none.
+            let thumbnail = match &cleaned {
+                Some(clean) => crate::thumbnail::make(clean),
+                None if image => std::fs::read(&src)
+                    .ok()
+                    .and_then(|b| crate::thumbnail::make(&b)),
+                None => None,
+            };
+            let sealed = match cleaned {
+                Some(clean) => attachment::encrypt_from(
+                    &mut std::io::Cursor::new(clean.as_slice()),
+                    &src.display().to_string(),
+                    size,
+                    &dst,
+                ),
+                None => attachment::encrypt_file(&src, size, &dst),
+            };
+            (sealed, thumbnail)
         })
         .await
         .map_err(|e| Error::Storage(format!("encryption task failed: {e}")))?;
+        let preview = match (thumbnail, how.voice_ms) {
+            (Some(t), _) => Some(crate::payload::Preview {
+                thumbnail: Some(Bytes(t.jpeg)),
+                width: t.width,
+                height: t.height,
+                voice_ms: None,
+            }),
+            (None, Some(ms)) => Some(crate::payload::Preview {
+                thumbnail: None,
+                width: 0,
+                height: 0,
+                voice_ms: Some(ms),
+            }),
+            (None, None) => None,
+        };
         let sealed = match sealed {
             Ok(s) => s,
             Err(e) => {
@@ -204,6 +242,7 @@ impl ClientHandle {
             size,
             media_type: attachment::media_type(&name).to_string(),
             name: name.clone(),
+            preview,
         };
         let Some(created) = created else {
             self.keep_for_later(target, caption, att, &tmp, sealed.cipher_len)
@@ -620,6 +659,8 @@ struct Outgoing {
     size: u64,
     name: String,
     cleaned: Option<zeroize::Zeroizing<Vec<u8>>>,
+    /// A picture sent as it is (with its metadata): its thumbnail is made from the file.
+    image: bool,
 }
 
 /// Check a file to send and strip a photo's location, camera and time before anything
@@ -646,7 +687,8 @@ fn outgoing(path: &Path, how: &SendFile) -> Result<Outgoing> {
     // A photo loses its location, camera and time before anything else (unless asked to
     // keep them): read into memory, cleaned there, encrypted from there.
     let mut cleaned: Option<zeroize::Zeroizing<Vec<u8>>> = None;
-    if !how.keep_metadata && size <= MAX_CLEANED && looks_like_image(path)? {
+    let image = size <= MAX_CLEANED && looks_like_image(path)?;
+    if !how.keep_metadata && image {
         let bytes = zeroize::Zeroizing::new(
             std::fs::read(path)
                 .map_err(|e| Error::Usage(format!("cannot read {}: {e}", path.display())))?,
@@ -659,6 +701,7 @@ fn outgoing(path: &Path, how: &SendFile) -> Result<Outgoing> {
     Ok(Outgoing {
         size,
         name,
+        image: image && cleaned.is_none(),
         cleaned,
     })
 }

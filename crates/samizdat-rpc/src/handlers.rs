@@ -123,6 +123,7 @@ pub(crate) async fn send(s: &Session, a: SendParams) -> RpcResult<Sent> {
         let how = samizdat_core::transfer::SendFile {
             name: a.name.clone(),
             keep_metadata: a.keep_metadata,
+            voice_ms: a.voice_ms,
         };
         let message_id = s
             .handle
@@ -197,6 +198,12 @@ pub(crate) async fn download(
 ) -> RpcResult<samizdat_core::transfer::Downloaded> {
     let out = absolute(&a.out, "out")?;
     Ok(s.handle.download(&a.message_id, &out).await?)
+}
+
+pub(crate) async fn thumbnail(s: &Session, a: MessageParams) -> RpcResult<Thumbnail> {
+    on_profile!(s, |p| Ok(Thumbnail {
+        jpeg: samizdat_proto::Bytes::encode(&p.thumbnail(&a.message_id)?),
+    }))
 }
 
 pub(crate) async fn draft(s: &Session, a: DraftParams) -> RpcResult<Draft> {

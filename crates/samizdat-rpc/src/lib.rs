@@ -265,6 +265,7 @@ methods! {
     "contacts" => contacts(NoParams) -> Vec<ContactView>, "List contacts.";
     "conversations" => conversations(NoParams) -> Vec<ConversationView>, "List conversations with unread counts.";
     "send" => send(SendParams) -> Sent, "Send a text message, or a file (`file`, with `text` as its caption). Stored before it is sent: on relay_unreachable it stays queued and is retried.";
+    "thumbnail" => thumbnail(MessageParams) -> Thumbnail, "A photo's thumbnail (a JPEG of at most 320 pixels a side, made on the sender's device and carried in the message).";
     "download" => download(DownloadParams) -> samizdat_core::transfer::Downloaded, "Fetch a message's attachment (resuming), check its digest, decrypt it to a new file.";
     "set_proxy" => set_proxy(ProxyParams) -> Done, "Connect through a proxy (or `tor`, or `off`) from the profile's next start.";
     "relays" => relays(NoParams) -> Relays, "The relays this profile has a mailbox on, the primary first.";

@@ -75,6 +75,10 @@ pub struct SendParams {
     /// removed from JPEG, PNG and WebP files before they are encrypted.
     #[serde(default)]
     pub keep_metadata: bool,
+    /// `file` is a voice message of this many milliseconds (Opus audio): receivers show a
+    /// player with its length.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub voice_ms: Option<u64>,
     /// Answer this message (of the same conversation): receivers show it quoted.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reply_to: Option<MessageId>,
@@ -285,6 +289,20 @@ pub struct TimerParams {
     pub conversation_id: Option<ConversationId>,
     /// Seconds a message lives; 0 turns disappearing messages off.
     pub seconds: u64,
+}
+
+/// A photo's thumbnail.
+#[derive(Debug, Serialize, Deserialize, JsonSchema)]
+pub struct Thumbnail {
+    /// The JPEG, unpadded base64url.
+    pub jpeg: String,
+}
+
+impl Thumbnail {
+    /// The JPEG's bytes (`None` if `jpeg` is not base64url).
+    pub fn bytes(&self) -> Option<Vec<u8>> {
+        samizdat_proto::Bytes::decode(&self.jpeg).ok()
+    }
 }
 
 #[derive(Debug, Serialize, Deserialize, JsonSchema)]

@@ -275,6 +275,92 @@
     };
   }
 
+  // ---- voice messages: recorded here (Opus), sent like a file with their length ----------
+  const voice = document.getElementById("voice");
+  if (voice && conversation && window.MediaRecorder && navigator.mediaDevices && navigator.mediaDevices.getUserMedia) {
+    voice.hidden = false;
+    const start = document.getElementById("voice-start");
+    const live = document.getElementById("voice-live");
+    const timeEl = document.getElementById("voice-time");
+    const err = document.getElementById("voice-error");
+    const MAX_MS = 10 * 60 * 1000;
+    let rec = null;
+    let stream = null;
+    let chunks = [];
+    let began = 0;
+    let tick = null;
+    let cancelled = false;
+    const fmt = (ms) => {
+      const s = Math.ceil(ms / 1000);
+      return Math.floor(s / 60) + ":" + String(s % 60).padStart(2, "0");
+    };
+    function release() {
+      clearInterval(tick);
+      tick = null;
+      if (stream) stream.getTracks().forEach((t) => t.stop());
+      stream = null;
+      live.hidden = true;
+      start.hidden = false;
+    }
+    start.addEventListener("click", async () => {
+      err.hidden = true;
+      try {
+        stream = await navigator.mediaDevices.getUserMedia({ audio: true });
+      } catch (_) {
+        err.textContent = voice.dataset.denied;
+        err.hidden = false;
+        return;
+      }
+      const type = ["audio/webm;codecs=opus", "audio/ogg;codecs=opus", "audio/webm"].find((t) =>
+        MediaRecorder.isTypeSupported(t)
+      );
+      // Opus at 24 kbit/s: clear speech, a minute in under 200 KB.
+      rec = new MediaRecorder(stream, type ? { mimeType: type, audioBitsPerSecond: 24000 } : { audioBitsPerSecond: 24000 });
+      chunks = [];
+      cancelled = false;
+      rec.ondataavailable = (e) => {
+        if (e.data && e.data.size) chunks.push(e.data);
+      };
+      rec.onstop = () => {
+        const ms = Math.min(Date.now() - began, MAX_MS);
+        release();
+        if (cancelled || !chunks.length) return;
+        const mime = rec.mimeType || "audio/webm";
+        const blob = new Blob(chunks, { type: mime });
+        const data = new FormData();
+        data.append("csrf", csrf);
+        data.append("voice_ms", String(ms));
+        data.append("file", blob, mime.includes("ogg") ? "voice-message.ogg" : "voice-message.webm");
+        voice.dataset.sent = String(blob.size);
+        fetch(voice.dataset.action, { method: "POST", credentials: "same-origin", body: data })
+          .then(() => fetchNewer())
+          .catch(() => {
+            err.textContent = voice.dataset.denied;
+            err.hidden = false;
+          });
+      };
+      began = Date.now();
+      rec.start(1000);
+      start.hidden = true;
+      live.hidden = false;
+      timeEl.textContent = "0:00";
+      tick = setInterval(() => {
+        const ms = Date.now() - began;
+        timeEl.textContent = fmt(ms);
+        if (ms >= MAX_MS && rec.state === "recording") rec.stop();
+      }, 250);
+      document.getElementById("voice-send").focus();
+    });
+    document.getElementById("voice-send").addEventListener("click", () => {
+      if (rec && rec.state === "recording") rec.stop();
+    });
+    document.getElementById("voice-cancel").addEventListener("click", () => {
+      cancelled = true;
+      if (rec && rec.state === "recording") rec.stop();
+      else release();
+    });
+  }
+
   // ---- linking this device: the page follows the wait until the other device adds it ----
   if (document.body.dataset.page === "linking" && !document.querySelector(".error")) {
     setTimeout(() => location.reload(), 1500);

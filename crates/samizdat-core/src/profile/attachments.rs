@@ -452,6 +452,27 @@ impl Profile {
     }
 
     /// The size under which incoming attachments are fetched at once (0: only on request).
+    /// A photo's thumbnail (JPEG), made by its sender and kept in the message's row.
+    pub fn thumbnail(&self, message_id: &MessageId) -> Result<Vec<u8>> {
+        let json: Option<String> = self
+            .db
+            .conn()
+            .query_row(
+                "SELECT attachment FROM messages WHERE id = ?1 AND deleted = 0",
+                params![message_id.as_bytes()],
+                |r| r.get(0),
+            )
+            .optional()?
+            .flatten();
+        let att: Option<crate::payload::Attachment> =
+            json.as_deref().and_then(|j| serde_json::from_str(j).ok());
+        att.as_ref()
+            .and_then(|a| a.preview.as_ref())
+            .and_then(|p| p.thumbnail.as_ref())
+            .map(|t| t.0.clone())
+            .ok_or_else(|| Error::NotFound(format!("message {message_id} has no thumbnail")))
+    }
+
     pub fn auto_download_bytes(&self) -> Result<u64> {
         Ok(self
             .db

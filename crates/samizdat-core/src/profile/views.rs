@@ -183,6 +183,21 @@ pub struct AttachmentView {
     pub size: u64,
     pub media_type: String,
     pub downloaded: bool,
+    /// A photo with a thumbnail (`thumbnail` gives it): shown inline.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub thumbnail: bool,
+    /// The photo's size in pixels, upright (0: not a photo, or unknown).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub width: u32,
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub height: u32,
+    /// A voice message: its length in milliseconds.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub voice_ms: Option<u64>,
+}
+
+fn is_zero(n: &u32) -> bool {
+    *n == 0
 }
 
 impl AttachmentView {
@@ -202,6 +217,18 @@ impl AttachmentView {
                 media_type
             },
             downloaded,
+            thumbnail: a.preview.as_ref().is_some_and(|p| p.thumbnail.is_some()),
+            width: a
+                .preview
+                .as_ref()
+                .map(|p| p.width.min(100_000))
+                .unwrap_or(0),
+            height: a
+                .preview
+                .as_ref()
+                .map(|p| p.height.min(100_000))
+                .unwrap_or(0),
+            voice_ms: a.preview.as_ref().and_then(|p| p.voice_ms),
         }
     }
 

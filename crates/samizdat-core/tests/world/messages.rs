@@ -739,3 +739,61 @@ fn a_small_group_counts_who_has_a_message() {
         );
     });
 }
+
+/// A photo-like JPEG (gradients and noise) of `w`×`h` pixels.
+fn photo(w: u32, h: u32) -> Vec<u8> {
+    let mut seed = 0x9e37_79b9_u32;
+    let img = image::RgbImage::from_fn(w, h, |x, y| {
+        seed ^= seed << 13;
+        seed ^= seed >> 17;
+        seed ^= seed << 5;
+        let n = (seed & 0x1f) as u8;
+        image::Rgb([
+            ((x * 255 / w) as u8).wrapping_add(n),
+            ((y * 255 / h) as u8).wrapping_add(n),
+            128u8.wrapping_add(n),
+        ])
+    });
+    let mut out = Vec::new();
+    image::codecs::jpeg::JpegEncoder::new_with_quality(&mut out, 85)
+        .encode_image(&img)
+        .expect("jpeg");
+    out
+}
+
+/// A photo arrives with the thumbnail its sender made (shown at once, no download), and a
+/// disappearing one takes its thumbnail with it from both profiles.
+#[test]
+fn a_photo_comes_with_its_thumbnail_which_disappears_with_it() {
+    run(async {
+        let mut w = World::new().await;
+        let [mut alice, mut bob] = w.people(["alice", "bob"]).await;
+        w.connect(&mut alice, &mut bob).await;
+        let (to_bob, to_alice) = (bob.display.clone(), alice.name.clone());
+        let conv = alice.conversation(&to_bob);
+        alice.profile.set_timer(&conv, 60).await.expect("timer");
+        alice.take();
+        bob.sync().await;
+        let id = alice.send_photo(&to_bob, &photo(1600, 1200)).await;
+        bob.sync().await;
+        let got = bob.history(&to_alice);
+        let m = got.iter().find(|m| m.id == id).expect("the photo");
+        let a = m.attachment.as_ref().expect("an attachment");
+        assert!(a.thumbnail && !a.downloaded, "{a:?}");
+        assert_eq!((a.width, a.height), (1600, 1200));
+        let thumb = bob.profile.thumbnail(&id).expect("the thumbnail");
+        let small = image::load_from_memory(&thumb).expect("a JPEG");
+        assert_eq!((small.width(), small.height()), (320, 240));
+        assert!(thumb.len() <= samizdat_core::thumbnail::MAX_BYTES);
+        let stored = "SELECT COUNT(*) FROM messages WHERE attachment LIKE '%\"thumbnail\"%'";
+        for p in [&alice, &bob] {
+            assert_eq!(p.profile.rows_for_test(stored).unwrap(), 1, "{}", p.name);
+        }
+        w.advance(Duration::from_secs(120));
+        for p in [&mut alice, &mut bob] {
+            p.sync().await;
+            assert!(p.profile.thumbnail(&id).is_err(), "{} still has it", p.name);
+            assert_eq!(p.profile.rows_for_test(stored).unwrap(), 0, "{}", p.name);
+        }
+    });
+}

@@ -3,14 +3,17 @@
 //! (`memfd`), never on a disk — until the service has encrypted it (security review 3,
 //! architecture review). A file being saved is decrypted into a private directory inside the
 //! profile (`tmp/`, 0700, wiped with the profile and at every start) and removed as soon as
-//! the browser has it. A file is always served as a download (`attachment`, octet-stream,
-//! nosniff): nothing a peer sends is ever rendered by the app's origin.
+//! the browser has it. A file is served as a download (`attachment`, octet-stream, nosniff),
+//! except pictures and sound opened or played in the chat (`?inline=1`): those are served as
+//! what their first bytes say (JPEG, PNG, GIF, WebP, WebM or Ogg audio — never SVG, HTML or
+//! what the sender named them) under a `sandbox` policy. A photo's thumbnail is a JPEG its
+//! sender made, carried in the message.
 
 use std::path::PathBuf;
 use std::sync::Arc;
 
 use axum::body::Body;
-use axum::extract::{Multipart, Path, State};
+use axum::extract::{Multipart, Path, Query, State};
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use samizdat_core::{ConversationId, MessageId};
@@ -79,10 +82,19 @@ pub async fn send_file(
             .into_response();
     }
     let mut caption = String::new();
+    let mut voice_ms: Option<u64> = None;
     let mut upload: Option<(InMemory, String)> = None;
     while let Ok(Some(mut field)) = form.next_field().await {
         match field.name() {
             Some("text") => caption = field.text().await.unwrap_or_default(),
+            Some("voice_ms") => {
+                voice_ms = field
+                    .text()
+                    .await
+                    .ok()
+                    .and_then(|t| t.trim().parse::<u64>().ok())
+                    .map(|ms| ms.min(samizdat_core::MAX_VOICE_MS));
+            }
             Some("file") => {
                 let name = samizdat_core::attachment::safe_name(field.file_name().unwrap_or(""));
                 let mut out = match InMemory::new() {
@@ -124,6 +136,7 @@ pub async fn send_file(
             text: Some(caption.to_string()),
             file: Some(file.path()),
             name: Some(name.to_string()),
+            voice_ms,
             ..Default::default()
         })
         .await
@@ -163,6 +176,54 @@ impl Drop for InMemory {
     }
 }
 
+/// `?inline=1` on a file: show it in the page if it is a picture or sound.
+#[derive(serde::Deserialize)]
+pub struct FileQuery {
+    inline: Option<String>,
+}
+
+/// The type a file is shown as, from its first bytes: the pictures and sound a browser shows
+/// safely (no SVG, no HTML), else `None` (it is saved instead).
+fn shown_type(head: &[u8]) -> Option<&'static str> {
+    if head.starts_with(&[0xFF, 0xD8, 0xFF]) {
+        Some("image/jpeg")
+    } else if head.starts_with(b"\x89PNG\r\n\x1a\n") {
+        Some("image/png")
+    } else if head.starts_with(b"GIF87a") || head.starts_with(b"GIF89a") {
+        Some("image/gif")
+    } else if head.len() >= 12 && &head[..4] == b"RIFF" && &head[8..12] == b"WEBP" {
+        Some("image/webp")
+    } else if head.starts_with(&[0x1A, 0x45, 0xDF, 0xA3]) {
+        Some("audio/webm")
+    } else if head.starts_with(b"OggS") {
+        Some("audio/ogg")
+    } else {
+        None
+    }
+}
+
+/// `GET /m/{mid}/thumb`: a photo's thumbnail (made by its sender, kept in the message).
+pub async fn thumbnail(
+    State(app): State<Arc<App>>,
+    signed: Signed,
+    Path(mid): Path<MessageId>,
+) -> Response {
+    let r = signed.open(&app);
+    let t = app
+        .thumbnail(rpc::MessageParams { message_id: mid })
+        .await
+        .map_err(CallError::from);
+    let jpeg = match t.map(|t| t.bytes()) {
+        Ok(Some(j)) if shown_type(&j) == Some("image/jpeg") => j,
+        Ok(_) => return StatusCode::NOT_FOUND.into_response(),
+        Err(e) => return fail(&r.ctx, &e),
+    };
+    let mut resp = Response::new(Body::from(jpeg));
+    resp.headers_mut()
+        .insert(header::CONTENT_TYPE, HeaderValue::from_static("image/jpeg"));
+    resp
+}
+
 /// RFC 5987 `filename*` value: UTF-8, percent-encoded.
 fn disposition(name: &str) -> String {
     let mut enc = String::new();
@@ -182,6 +243,7 @@ pub async fn save_file(
     State(app): State<Arc<App>>,
     signed: Signed,
     Path(mid): Path<MessageId>,
+    Query(q): Query<FileQuery>,
 ) -> Response {
     let r = signed.open(&app);
     let scratch = match Scratch::new(&app) {
@@ -199,9 +261,30 @@ pub async fn save_file(
         Ok(d) => d,
         Err(e) => return fail(&r.ctx, &e),
     };
-    let file = match tokio::fs::File::open(&done.path).await {
+    let mut file = match tokio::fs::File::open(&done.path).await {
         Ok(f) => f,
         Err(e) => return io_failure(&r.ctx, e),
+    };
+    // Shown in the page (a photo opened, a voice message played): only pictures and sound
+    // that its bytes say it is, never what the sender named it, in a sandbox.
+    let inline = match q.inline.is_some() {
+        true => {
+            use tokio::io::{AsyncReadExt, AsyncSeekExt};
+            let mut head = [0u8; 12];
+            let mut n = 0;
+            while n < head.len() {
+                match file.read(&mut head[n..]).await {
+                    Ok(0) => break,
+                    Ok(k) => n += k,
+                    Err(e) => return io_failure(&r.ctx, e),
+                }
+            }
+            if let Err(e) = file.seek(std::io::SeekFrom::Start(0)).await {
+                return io_failure(&r.ctx, e);
+            }
+            shown_type(&head[..n])
+        }
+        false => None,
     };
     // The scratch directory goes (overwritten) once the stream is done with it.
     let stream = futures_util::stream::unfold((file, scratch), |(mut f, s)| async move {
@@ -223,10 +306,21 @@ pub async fn save_file(
     let h = resp.headers_mut();
     h.insert(
         header::CONTENT_TYPE,
-        HeaderValue::from_static("application/octet-stream"),
+        HeaderValue::from_static(inline.unwrap_or("application/octet-stream")),
     );
     h.insert(header::CONTENT_LENGTH, HeaderValue::from(done.size));
-    if let Ok(v) = HeaderValue::from_str(&disposition(&done.name)) {
+    if inline.is_some() {
+        h.insert(
+            header::CONTENT_DISPOSITION,
+            HeaderValue::from_static("inline"),
+        );
+        h.insert(
+            "content-security-policy",
+            HeaderValue::from_static(
+                "default-src 'none'; img-src 'self'; media-src 'self'; sandbox",
+            ),
+        );
+    } else if let Ok(v) = HeaderValue::from_str(&disposition(&done.name)) {
         h.insert(header::CONTENT_DISPOSITION, v);
     }
     h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));

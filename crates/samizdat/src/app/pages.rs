@@ -442,6 +442,18 @@ pub fn message(c: &Ctx<'_>, conv: ConversationId, m: &MessageView) -> Markup {
                 div.text.muted { (c.tr("msg-unsupported")) }
             }
             @if let Some(a) = &m.attachment {
+                @if a.thumbnail {
+                    @let (w, h) = shown_size(a.width, a.height);
+                    a.photo href={ "/m/" (m.id) "/file?inline=1" } target="_blank" rel="noopener noreferrer" title=(c.tr("msg-photo-open")) {
+                        img src={ "/m/" (m.id) "/thumb" } width=(w) height=(h) loading="lazy" decoding="async"
+                            alt=(c.tra("msg-photo", &[("name", a.name.clone().into())]));
+                    }
+                } @else if let Some(ms) = a.voice_ms {
+                    div.voice {
+                        audio controls preload="none" src={ "/m/" (m.id) "/file?inline=1" } aria-label=(c.tra("msg-voice", &[("duration", duration_label(ms).into())])) {}
+                        span.duration.muted { (duration_label(ms)) }
+                    }
+                }
                 div.file {
                     span.file-name title=(a.name) { (short_name(&a.name)) }
                     " "
@@ -486,6 +498,29 @@ pub fn message(c: &Ctx<'_>, conv: ConversationId, m: &MessageView) -> Markup {
             }
         }
     }
+}
+
+/// The size a photo is shown at in the chat: its own proportions within 320×320 CSS pixels
+/// (set on the `img` so the chat does not jump as thumbnails load).
+fn shown_size(w: u32, h: u32) -> (u32, u32) {
+    const SIDE: u32 = 320;
+    if w == 0 || h == 0 {
+        return (SIDE, SIDE * 3 / 4);
+    }
+    let scale = f64::from(SIDE) / f64::from(w.max(h));
+    if scale >= 1.0 {
+        return (w, h);
+    }
+    (
+        ((f64::from(w) * scale).round() as u32).max(1),
+        ((f64::from(h) * scale).round() as u32).max(1),
+    )
+}
+
+/// A length as minutes and seconds (1:05).
+fn duration_label(ms: u64) -> String {
+    let s = ms.div_ceil(1000);
+    format!("{}:{:02}", s / 60, s % 60)
 }
 
 /// Where one of our messages is, once the relay has it: sent (✓), delivered to a device of
@@ -845,6 +880,20 @@ pub fn chat(c: &Ctx<'_>, v: &ChatView<'_>) -> Markup {
                             label.visually-hidden for="attach-text" { (c.tr("chat-attach-caption")) }
                             input #attach-text type="text" name="text" maxlength="4000" placeholder=(c.tr("chat-attach-caption"));
                             button type="submit" { (c.tr("chat-attach-send")) }
+                        }
+                        // Voice messages: recorded in the browser (Opus), shown only where the
+                        // page's script finds a microphone API.
+                        div #voice .voice-rec hidden data-action={ "/c/" (conv.id) "/file" } data-denied=(c.tr("voice-denied")) {
+                            button #voice-start type="button" aria-label=(c.tr("voice-record")) title=(c.tr("voice-record")) { "🎤" }
+                            span #voice-live hidden role="status" {
+                                span.rec-dot aria-hidden="true" { "●" } " " (c.tr("voice-recording")) " "
+                                span #voice-time { "0:00" }
+                                " "
+                                button #voice-send type="button" { (c.tr("voice-stop")) }
+                                " "
+                                button #voice-cancel .link type="button" { (c.tr("voice-cancel")) }
+                            }
+                            span #voice-error .error hidden role="alert" {}
                         }
                     } @else {
                         p.warning { (c.tra("chat-inactive", &[("status", c.status(conv.status.as_ref()).into())])) }

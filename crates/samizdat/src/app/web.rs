@@ -53,6 +53,7 @@ pub fn router(app: Arc<App>) -> Router {
         .route("/m/{mid}/delete", post(act))
         .route("/m/{mid}/forward", get(forward_page).post(forward))
         .route("/m/{mid}/file", get(super::files::save_file))
+        .route("/m/{mid}/thumb", get(super::files::thumbnail))
         .route(
             "/c/{id}/file",
             post(super::files::send_file)

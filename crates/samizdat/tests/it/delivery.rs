@@ -362,7 +362,7 @@ fn a_refused_message_is_marked_failed_and_can_be_sent_again() {
 }
 
 /// One JSON-RPC call through `samizdat rpc`; the whole response object.
-fn rpc_once(p: &Person, method: &str, params: serde_json::Value) -> serde_json::Value {
+pub(crate) fn rpc_once(p: &Person, method: &str, params: serde_json::Value) -> serde_json::Value {
     use std::io::Write;
     let req = serde_json::json!({ "jsonrpc": "2.0", "id": 1, "method": method, "params": params });
     let mut child = p

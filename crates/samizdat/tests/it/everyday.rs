@@ -171,3 +171,98 @@ fn search_mute_pin_and_archive_from_the_command_line() {
     alice.ok(&["pin", &carol.display, "--off"]);
     assert!(!alice.ok(&["list"]).contains("pinned"));
 }
+
+/// A photo-like JPEG (gradients and noise) of `w`×`h` pixels.
+fn photo(w: u32, h: u32) -> Vec<u8> {
+    let mut seed = 0x2545_f491_u32;
+    let img = image::RgbImage::from_fn(w, h, |x, y| {
+        seed ^= seed << 13;
+        seed ^= seed >> 17;
+        seed ^= seed << 5;
+        let n = (seed & 0x1f) as u8;
+        image::Rgb([
+            ((x * 255 / w) as u8).wrapping_add(n),
+            ((y * 255 / h) as u8).wrapping_add(n),
+            64u8.wrapping_add(n),
+        ])
+    });
+    let mut out = Vec::new();
+    image::codecs::jpeg::JpegEncoder::new_with_quality(&mut out, 85)
+        .encode_image(&img)
+        .expect("jpeg");
+    out
+}
+
+/// Photos and voice messages (issue 30, item 3): a photo sent from the command line arrives
+/// with a thumbnail its sender made (`history --json`: `attachment.thumbnail`, its size; the
+/// JPEG from JSON-RPC `thumbnail`, at most 320 pixels a side); a voice message sent through
+/// the API arrives with its length. A file that is no picture has no thumbnail.
+#[test]
+fn photos_come_with_thumbnails_and_voice_messages_with_their_length() {
+    use base64::Engine;
+    let mut w = World::new();
+    let [alice, bob] = w.people(["alice", "bob"]);
+    w.connect(&alice, &bob);
+    let files = tempfile::tempdir().expect("tempdir");
+    let pic = files.path().join("IMG_2041.jpg");
+    std::fs::write(&pic, photo(2000, 1500)).expect("write");
+    let notes = files.path().join("notes.txt");
+    std::fs::write(&notes, b"not a picture").expect("write");
+    let voice = files.path().join("voice-message.webm");
+    // A WebM file's first bytes (EBML), then sound.
+    let mut webm = vec![0x1A, 0x45, 0xDF, 0xA3];
+    webm.extend_from_slice(&[0x42; 4000]);
+    std::fs::write(&voice, &webm).expect("write");
+
+    alice.ok(&["send", &bob.display, "--file", pic.to_str().expect("utf8")]);
+    alice.ok(&[
+        "send",
+        &bob.display,
+        "--file",
+        notes.to_str().expect("utf8"),
+    ]);
+    let sent = crate::delivery::rpc_once(
+        &alice,
+        "send",
+        serde_json::json!({"target": bob.display, "file": voice.to_str().expect("utf8"), "voice_ms": 4200}),
+    );
+    assert!(sent["result"]["message_id"].is_string(), "{sent}");
+    bob.ok(&["sync"]);
+    let h = bob.history("alice");
+    let files: Vec<&Value> = h.iter().filter(|m| m["attachment"].is_object()).collect();
+    assert_eq!(files.len(), 3, "{h:?}");
+    let (p, n, v) = (
+        &files[0]["attachment"],
+        &files[1]["attachment"],
+        &files[2]["attachment"],
+    );
+    assert_eq!(p["thumbnail"], true, "{p}");
+    assert_eq!(
+        (p["width"].as_u64(), p["height"].as_u64()),
+        (Some(2000), Some(1500))
+    );
+    assert_eq!(p["downloaded"], false, "shown without downloading");
+    assert!(
+        n.get("thumbnail").is_none() && n.get("voice_ms").is_none(),
+        "{n}"
+    );
+    assert_eq!(v["voice_ms"], 4200, "{v}");
+
+    let got = crate::delivery::rpc_once(
+        &bob,
+        "thumbnail",
+        serde_json::json!({"message_id": files[0]["id"]}),
+    );
+    let jpeg = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(got["result"]["jpeg"].as_str().expect("a thumbnail"))
+        .expect("base64url");
+    let small = image::load_from_memory(&jpeg).expect("a JPEG");
+    assert_eq!((small.width(), small.height()), (320, 240));
+    let none = crate::delivery::rpc_once(
+        &bob,
+        "thumbnail",
+        serde_json::json!({"message_id": files[1]["id"]}),
+    );
+    assert!(none["error"].is_object(), "{none}");
+    w.assert_no_plaintext();
+}
