@@ -3,6 +3,7 @@ keyboard) to reply, react, edit, delete for me or for everyone and forward; line
 about the conversation; search; pin, archive and mute — each seen live on the other side,
 in English and in Russian, with screenshots of every state in target/screenshots/."""
 
+import re
 import time
 
 from playwright.sync_api import expect
@@ -455,6 +456,210 @@ def test_receipts_and_an_app_that_stops_and_comes_back(browser, workdir, shots):
             expect(bob.locator("body")).to_have_attribute("data-page", "chats", timeout=LONG)
             open_chat(bob, "alice")
             expect(bob.locator("#message-list .msg.in .text").last).to_have_text("and now")
+    finally:
+        for a in apps:
+            a.stop()
+        if relay:
+            relay.kill()
+
+
+def fetched(page, url):
+    """GET `url` from the page (its cookie, its origin): status, type, policy, body as latin-1."""
+    return page.evaluate(
+        """async (url) => {
+            const r = await fetch(url, { credentials: "same-origin" });
+            const b = new Uint8Array(await r.arrayBuffer());
+            let body = "";
+            for (let i = 0; i < b.length; i++) body += String.fromCharCode(b[i]);
+            return { status: r.status, type: r.headers.get("content-type"),
+                     csp: r.headers.get("content-security-policy") || "", body };
+        }""",
+        url,
+    )
+
+
+def photo_bytes(w, h, seed=1):
+    """A photo-like JPEG (gradients and noise) with an EXIF block that names a place."""
+    import io
+    import random
+
+    from PIL import Image
+
+    rnd = random.Random(seed)
+    img = Image.new("RGB", (w, h))
+    px = img.load()
+    for y in range(0, h):
+        for x in range(0, w):
+            n = rnd.randrange(24)
+            px[x, y] = (x * 255 // w + n, y * 255 // h + n, 96 + n)
+    out = io.BytesIO()
+    exif = Image.Exif()
+    exif[0x010F] = "GPS 55.7558N 37.6173E camera SN-12345"  # Make
+    img.save(out, "JPEG", quality=85, exif=exif.tobytes())
+    return out.getvalue()
+
+
+def test_photos_inline_and_voice_messages(browser, workdir, shots):
+    """Issue 30, item 3: a photo shows inline on both sides from the thumbnail its sender
+    made, opens full size; a voice message recorded in the page plays inline with its length
+    — in both languages."""
+    apps = []
+    relay = None
+    try:
+        relay, alice_app, bob_app, alice, bob = pair(browser, workdir, "media", apps)
+        for page in (alice, bob):
+            page.context.grant_permissions(["microphone"])
+        open_chat(alice, "Bob")
+        marker(bob)
+
+        alice.set_input_files(
+            "#attach-file",
+            files=[{"name": "IMG_2041.jpg", "mimeType": "image/jpeg", "buffer": photo_bytes(1200, 900)}],
+        )
+        alice.fill("#attach-text", "the square at noon")
+        alice.click("#attach button[type=submit]")
+        expect(alice.locator("body")).to_have_attribute("data-page", "chat", timeout=LONG)
+        for page in (alice, bob):
+            img = page.locator("#message-list .msg .photo img").last
+            expect(img).to_be_visible(timeout=LONG)
+            expect(img).to_have_attribute("width", "320")
+            expect(img).to_have_attribute("height", "240")
+            page.wait_for_function(
+                "() => { const i = [...document.querySelectorAll('#message-list .photo img')].pop();"
+                " return i && i.complete && i.naturalWidth === 320 && i.naturalHeight === 240; }",
+                timeout=LONG,
+            )
+        not_reloaded(bob)
+        expect(bob.locator("#message-list .msg.in .text").last).to_have_text("the square at noon")
+        # Opened full size: a picture, served as one (sandboxed), without its metadata.
+        href = bob.locator("#message-list .msg.in .photo").last.get_attribute("href")
+        r = fetched(bob, href)
+        assert r["status"] == 200, r
+        assert r["type"] == "image/jpeg", r
+        assert "sandbox" in r["csp"], r
+        assert "SN-12345" not in r["body"] and "55.7558N" not in r["body"], "metadata left the device"
+        shoot(bob, shots, "chat-photo", "en")
+
+        # A voice message: record, stop and send; bob gets a player with its length.
+        expect(alice.locator("#voice")).to_be_visible()
+        alice.click("#voice-start")
+        expect(alice.locator("#voice-live")).to_be_visible()
+        alice.wait_for_timeout(2300)
+        shoot(alice, shots, "voice-recording", "en")
+        alice.click("#voice-send")
+        expect(alice.locator("#voice-live")).to_be_hidden()
+        voice_b = bob.locator("#message-list .msg.in .voice").last
+        expect(voice_b.locator("audio")).to_have_count(1, timeout=LONG)
+        expect(voice_b.locator(".duration")).to_have_text(re.compile(r"0:0[2-4]"))
+        expect(voice_b.locator("audio")).to_have_attribute("aria-label", re.compile(r"^Voice message, 0:0[2-4]$"))
+        sent_bytes = int(alice.locator("#voice").get_attribute("data-sent"))
+        assert 0 < sent_bytes < 30_000, sent_bytes
+        src = voice_b.locator("audio").get_attribute("src")
+        r = fetched(bob, src)
+        assert r["status"] == 200 and r["type"] in ("audio/webm", "audio/ogg"), r
+        # It plays (the browser reads it as audio).
+        bob.evaluate(
+            "() => { const a = [...document.querySelectorAll('#message-list .voice audio')].pop(); a.muted = true; return a.play(); }"
+        )
+        bob.wait_for_function(
+            "() => { const a = [...document.querySelectorAll('#message-list .voice audio')].pop(); return a.currentTime > 0.2; }",
+            timeout=LONG,
+        )
+        not_reloaded(bob)
+        shoot(bob, shots, "chat-voice", "en")
+
+        set_lang(bob, bob_app.base, "ru")
+        bob.goto(bob_app.base + "/")
+        open_chat(bob, "alice")
+        expect(bob.locator("#message-list .msg.in .voice audio").last).to_have_attribute(
+            "aria-label", re.compile(r"^Голосовое сообщение, 0:0[2-4]$")
+        )
+        expect(bob.locator("#message-list .msg.in .photo").last).to_have_attribute("title", "Открыть фото")
+        check_lang(bob, "chat", "ru")
+        shoot(bob, shots, "chat-photo-voice", "ru")
+        bob.click("#voice-start")
+        expect(bob.locator("#voice-live")).to_contain_text("Идёт запись")
+        shoot(bob, shots, "voice-recording", "ru")
+        bob.click("#voice-cancel")
+        expect(bob.locator("#voice-live")).to_be_hidden()
+        bob.wait_for_timeout(500)
+        expect(bob.locator("#message-list .msg.out .voice")).to_have_count(0)
+    finally:
+        for a in apps:
+            a.stop()
+        if relay:
+            relay.kill()
+
+
+def test_block_and_delete_a_chat(browser, workdir, shots):
+    """Issue 30, item 6: block a contact (what they send is not kept, the composer gives way
+    to an unblock button), unblock, and delete a chat — in both languages."""
+    apps = []
+    relay = None
+    try:
+        relay, alice_app, bob_app, alice, bob = pair(browser, workdir, "block", apps)
+        # Item 8: a form keeps what was typed after an error (the name is taken); a QR code
+        # has a text alternative; an invite's expiry is a local time.
+        bob.goto(bob_app.base + "/groups/new")
+        bob.fill("#group", "alice")
+        bob.locator("input[name=member]").first.check()
+        bob.click("form[action='/groups'] button[type=submit]")
+        expect(bob.locator(".error")).to_be_visible(timeout=LONG)
+        expect(bob.locator("#group")).to_have_value("alice")
+        expect(bob.locator("input[name=member]").first).to_be_checked()
+        bob.goto(bob_app.base + "/")
+        open_chat(bob, "alice")
+        alice.goto(alice_app.base + "/new")
+        alice.click('form[action="/invite"] button[type=submit]')
+        expect(alice.locator(".qr svg[role=img]")).to_have_attribute("aria-label", "QR code of the invite link shown above")
+        expect(alice.locator("time[datetime]")).to_have_count(1)
+        assert "UTC" not in alice.locator("section.card p").first.inner_text()
+        alice.goto(alice_app.base + "/")
+        open_chat(alice, "Bob")
+        send(alice, "first words")
+        expect(bob.locator("#message-list .msg.in .text")).to_have_text(["first words"], timeout=LONG)
+
+        bob.click("a.info")
+        expect(bob.locator("#block")).to_have_text("Block")
+        bob.click("form[action$='/block'] button")
+        expect(bob.locator("body")).to_have_attribute("data-page", "chat", timeout=LONG)
+        expect(bob.locator("#composer")).to_have_count(0)
+        expect(bob.locator(".blocked-note")).to_contain_text("You blocked alice.")
+        expect(bob.locator(".pane > .warning:not(.blocked-note)")).to_have_count(0)
+        shoot(bob, shots, "chat-blocked", "en")
+        send(alice, "can you hear me")
+        expect(alice.locator("#message-list .msg.out", has_text="can you hear me").locator(".acked")).to_have_count(1, timeout=LONG)
+        bob.wait_for_timeout(1500)
+        bob.reload()
+        expect(bob.locator("#message-list .msg.in .text")).to_have_text(["first words"])
+
+        bob.click(".blocked-note form button")
+        expect(bob.locator("#composer")).to_have_count(1, timeout=LONG)
+        send(alice, "now you hear me")
+        expect(bob.locator("#message-list .msg.in .text").last).to_have_text("now you hear me", timeout=LONG)
+
+        set_lang(bob, bob_app.base, "ru")
+        bob.goto(bob_app.base + "/")
+        open_chat(bob, "alice")
+        bob.click("a.info")
+        expect(bob.locator("#delete-chat")).to_have_text("Удалить этот чат")
+        check_lang(bob, "info", "ru")
+        shoot(bob, shots, "info-block-delete", "ru")
+        # The box must be ticked: the browser says so before anything is sent.
+        bob.click("form[action$='/delete'] button")
+        expect(bob.locator("body")).to_have_attribute("data-page", "info")
+        bob.check("#delete-chat-confirm")
+        bob.click("form[action$='/delete'] button")
+        expect(bob.locator("body")).to_have_attribute("data-page", "chats", timeout=LONG)
+        # Out of the list (in the closed "Archived" fold) until alice writes again.
+        expect(bob.locator(".chat-item a", has_text="alice")).to_be_hidden()
+        set_lang(bob, bob_app.base, "en")
+        bob.goto(bob_app.base + "/")
+        shoot(bob, shots, "chat-deleted", "en")
+        send(alice, "hello again")
+        expect(bob.locator(".chat-item a", has_text="alice")).to_be_visible(timeout=LONG)
+        open_chat(bob, "alice")
+        expect(bob.locator("#message-list .msg.in .text")).to_have_text(["hello again"])
     finally:
         for a in apps:
             a.stop()

@@ -12,6 +12,7 @@ mod e2e;
 mod files;
 mod large;
 mod load;
+mod media;
 mod mls;
 mod moves;
 mod nats;
@@ -63,6 +64,8 @@ pub enum Which {
     LinkDevice(devices::LinkDeviceArgs),
     /// Local search over a profile of 100,000 messages: latency per query.
     Search(search::SearchArgs),
+    /// A 12-megapixel JPEG to the thumbnail the sender's device makes.
+    Thumbnail(media::ThumbnailArgs),
 }
 
 fn main() -> std::process::ExitCode {
@@ -96,6 +99,7 @@ async fn run(args: BenchArgs) -> Result<()> {
         Which::LargeGroup(a) => large::run(a).await?,
         Which::LinkDevice(a) => devices::run(a).await?,
         Which::Search(a) => search::run(a).await?,
+        Which::Thumbnail(a) => media::thumbnail(a).await?,
     };
     if args.json {
         println!("{}", serde_json::to_string_pretty(&report.json)?);

@@ -185,6 +185,22 @@ pub(crate) async fn contact_rename(s: &Session, a: ContactRenameParams) -> RpcRe
     })
 }
 
+pub(crate) async fn contact_block(s: &Session, a: ContactBlockParams) -> RpcResult<Done> {
+    on_profile!(s, |p| {
+        let contact = contact_id(p, &a.contact)?;
+        p.contact_block(&contact, a.blocked)?;
+        Ok(Done { ok: true })
+    })
+}
+
+pub(crate) async fn delete_chat(s: &Session, a: ChatParams) -> RpcResult<Done> {
+    on_profile!(s, |p| {
+        let id = target_id(p, a.target, a.conversation_id)?;
+        p.delete_chat(&id).await?;
+        Ok(Done { ok: true })
+    })
+}
+
 pub(crate) async fn backup(s: &Session, a: BackupParams) -> RpcResult<BackedUp> {
     let pass = zeroize::Zeroizing::new(a.passphrase);
     on_profile!(s, |p| Ok(BackedUp {

@@ -267,6 +267,23 @@ fn yes() -> bool {
 
 #[derive(Debug, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
+pub struct ContactBlockParams {
+    /// The contact by alias or by id.
+    pub contact: String,
+    /// Block (true, the default) or unblock.
+    #[serde(default = "yes")]
+    pub blocked: bool,
+}
+
+#[derive(Debug, Default, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ChatParams {
+    pub target: Option<String>,
+    pub conversation_id: Option<ConversationId>,
+}
+
+#[derive(Debug, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
 pub struct BackupParams {
     /// Where to write the backup file (a path on the service's machine).
     pub out: String,

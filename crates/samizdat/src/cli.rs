@@ -130,6 +130,18 @@ pub enum ClientCommand {
         #[arg(long)]
         off: bool,
     },
+    /// Block a contact: nothing they send is kept, you cannot write to them (`--off`: unblock).
+    Block {
+        contact: String,
+        #[arg(long)]
+        off: bool,
+    },
+    /// Delete a chat on this device (a group is left first). Needs `--yes`.
+    DeleteChat {
+        target: String,
+        #[arg(long)]
+        yes: bool,
+    },
     /// Keep a conversation out of the main list (a new message brings it back unless muted).
     Archive {
         target: String,
@@ -1047,6 +1059,34 @@ async fn run_in(home: &Path, cmd: ClientCommand) -> Result<()> {
                 ..Default::default()
             })
             .await?;
+        }
+        ClientCommand::Block { contact, off } => {
+            let _: samizdat_rpc::Done = b
+                .contact_block(rpc::ContactBlockParams {
+                    contact: contact.clone(),
+                    blocked: !off,
+                })
+                .await?;
+            if off {
+                println!("{} is unblocked", safe(&contact));
+            } else {
+                println!("{} is blocked", safe(&contact));
+            }
+        }
+        ClientCommand::DeleteChat { target, yes } => {
+            if !yes {
+                return Err(anyhow!(
+                    "deleting the chat with {} removes its messages and files from this device; add --yes to do it",
+                    safe(&target)
+                ));
+            }
+            let _: samizdat_rpc::Done = b
+                .delete_chat(rpc::ChatParams {
+                    target: Some(target.clone()),
+                    ..Default::default()
+                })
+                .await?;
+            println!("the chat with {} is deleted on this device", safe(&target));
         }
         ClientCommand::Archive { target, off } => {
             b.archive(rpc::ArrangeParams {

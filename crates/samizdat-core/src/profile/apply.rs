@@ -22,6 +22,22 @@ impl Profile {
             return Ok(None);
         }
         let mine = *sender == self.fingerprint;
+        // Nothing a blocked contact says is kept; what they do to the group still counts
+        // (a leave, their name, the timer), so the group stays one group for everyone.
+        if !mine
+            && matches!(
+                p.body,
+                Body::Text { .. }
+                    | Body::React { .. }
+                    | Body::Edit { .. }
+                    | Body::Delete { .. }
+                    | Body::Receipt { .. }
+                    | Body::Unknown
+            )
+            && self.is_blocked(sender)?
+        {
+            return Ok(None);
+        }
         match p.body {
             Body::Text {
                 text,

@@ -61,6 +61,7 @@ impl Profile {
                 conv.name
             )));
         }
+        self.check_not_blocked(&conv)?;
         let token = self.mls.load(conv.group_id.as_bytes())?.token()?;
         Ok(AttachmentPlan {
             relay: self.conv_relay(&conv)?,
@@ -99,6 +100,7 @@ impl Profile {
             )));
         }
         let conv = self.conv(conversation)?;
+        self.check_not_blocked(&conv)?;
         let timer = self.timer(&conv.group_id)?;
         let id = random_id();
         let dir = self.attachments_dir()?;

@@ -232,7 +232,7 @@ impl Profile {
     pub fn contacts(&self) -> Result<Vec<ContactView>> {
         let conn = self.db.conn();
         let mut stmt = conn.prepare(
-            "SELECT alias, display_name, fingerprint, verified FROM contacts ORDER BY alias",
+            "SELECT alias, display_name, fingerprint, verified, blocked FROM contacts ORDER BY alias",
         )?;
         let rows = stmt
             .query_map([], |r| {
@@ -248,6 +248,7 @@ impl Profile {
                         fingerprint: hex::encode(&fp[..8.min(fp.len())]),
                         verified: r.get(3)?,
                         hue: crate::text::hue(&fp),
+                        blocked: r.get(4)?,
                     },
                 ))
             })?

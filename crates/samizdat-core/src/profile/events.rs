@@ -52,6 +52,8 @@ pub enum Event {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         emoji: Option<String>,
     },
+    /// A chat was deleted on this device (`delete_chat`).
+    ChatDeleted { conversation_id: ConversationId },
     /// Other members' devices hold (`read`: have shown) these messages of ours.
     Receipt {
         conversation_id: ConversationId,

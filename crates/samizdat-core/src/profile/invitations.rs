@@ -110,6 +110,11 @@ impl Profile {
         if committer == self.fingerprint {
             return Ok(Screened::Join);
         }
+        // Someone we blocked cannot bring us into a group, not even as a pending invitation:
+        // the Welcome is dropped without a word.
+        if self.is_blocked(&committer)? {
+            return Ok(Screened::Pending(None));
+        }
         // A linked device no list of the person names yet waits for consent, as a stranger's.
         let from_contact: bool = status == super::device_lists::DeviceStatus::Speaks
             && self.db.conn().query_row(

@@ -35,6 +35,7 @@ mod drafts;
 mod duress;
 mod events;
 mod groups;
+mod housekeeping;
 mod invitations;
 mod membership;
 mod moves;

@@ -78,6 +78,7 @@ impl Profile {
             )));
         }
         let conv = self.conv(id)?;
+        self.check_not_blocked(&conv)?;
         let reply_to = match reply_to {
             Some(m) => Some(self.reference_in(&conv, m)?),
             None => None,

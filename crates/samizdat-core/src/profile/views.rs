@@ -37,6 +37,9 @@ pub struct ContactView {
     /// Their colour (0–11, from their key; see `text::hue`).
     #[serde(default)]
     pub hue: u8,
+    /// Blocked: nothing they send is kept, and we cannot write to them.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub blocked: bool,
 }
 
 #[derive(Debug, Clone, Serialize, serde::Deserialize, schemars::JsonSchema)]
@@ -75,6 +78,12 @@ pub struct ConversationView {
     /// notification.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub muted_until: Option<u64>,
+    /// A 1:1 chat with a contact we blocked.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub blocked: bool,
+    /// The contact of a 1:1 chat.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub contact: Option<ContactId>,
 }
 
 /// Which messages of a conversation to read (all of them by default).
@@ -349,19 +358,21 @@ impl Profile {
                 }
                 None => None,
             };
-            let peer: Option<Vec<u8>> = (kind == "direct")
+            let peer: Option<(Vec<u8>, bool)> = (kind == "direct")
                 .then(|| {
                     self.db
                         .conn()
                         .query_row(
-                            "SELECT fingerprint FROM contacts WHERE group_id = ?1",
+                            "SELECT fingerprint, blocked FROM contacts WHERE group_id = ?1",
                             params![gid],
-                            |r| r.get(0),
+                            |r| Ok((r.get(0)?, r.get(1)?)),
                         )
                         .optional()
                 })
                 .transpose()?
                 .flatten();
+            let blocked = peer.as_ref().is_some_and(|p| p.1);
+            let peer = peer.map(|p| p.0);
             let shown_as = match &peer {
                 Some(fp) => self.label(&id, fp)?,
                 None => name.clone(),
@@ -383,6 +394,11 @@ impl Profile {
                 pinned,
                 archived,
                 muted_until: muted.map(|m| m.max(0) as u64).filter(|m| *m > now),
+                blocked,
+                contact: peer
+                    .as_deref()
+                    .and_then(|p| <[u8; 32]>::try_from(p).ok())
+                    .map(ContactId::from_bytes),
             });
         }
         // Pinned first, then the most recently active.

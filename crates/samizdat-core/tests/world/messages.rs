@@ -797,3 +797,143 @@ fn a_photo_comes_with_its_thumbnail_which_disappears_with_it() {
         }
     });
 }
+
+/// Blocking: nothing bob sends is kept (messages, reactions, group invitations), alice cannot
+/// write to him until she unblocks him, and bob is not told; unblocked, he is heard again.
+#[test]
+fn a_blocked_contact_is_not_heard_and_cannot_be_written_to() {
+    run(async {
+        let mut w = World::new().await;
+        let [mut alice, mut bob, mut carol] = w.people(["alice", "bob", "carol"]).await;
+        w.connect(&mut alice, &mut bob).await;
+        w.connect(&mut bob, &mut carol).await;
+        let (to_bob, to_alice) = (bob.display.clone(), alice.name.clone());
+        let hello = w.text("hello before the block");
+        bob.send(&to_alice, &hello).await;
+        alice.sync().await;
+        let bob_id = alice.contact(&to_bob);
+        alice.profile.contact_block(&bob_id, true).expect("block");
+        assert!(alice.profile.contacts().unwrap().iter().any(|c| c.blocked));
+        let conv = alice.conversation(&to_bob);
+        assert!(
+            alice
+                .profile
+                .conversations()
+                .unwrap()
+                .iter()
+                .any(|c| c.id == conv && c.blocked)
+        );
+
+        let spam = w.text("you cannot hide from me");
+        bob.send(&to_alice, &spam).await;
+        let mine = id_of(&bob, &to_alice, &spam);
+        bob.profile.react(&mine, "😡", false).await.expect("react");
+        bob.take();
+        // Bob makes a group with alice and carol: alice is not brought in.
+        bob.group_create("trap").await;
+        let _ = bob
+            .profile
+            .group_add(&bob.conversation("trap"), &[bob.contact(&to_alice)])
+            .await;
+        bob.take();
+        alice.sync().await;
+        assert_eq!(
+            alice.texts(&to_bob),
+            vec![hello.clone()],
+            "nothing new kept"
+        );
+        assert!(
+            alice.profile.invitations().unwrap().is_empty(),
+            "no invitation from a blocked contact"
+        );
+        assert!(
+            alice
+                .profile
+                .conversations()
+                .unwrap()
+                .iter()
+                .all(|c| c.kind != samizdat_core::ConvKind::Group)
+        );
+        let refused = alice.profile.send(&conv, "hi").await;
+        assert!(
+            matches!(&refused, Err(samizdat_core::Error::Usage(m)) if m.contains("blocked")),
+            "{refused:?}"
+        );
+
+        alice
+            .profile
+            .contact_block(&bob_id, false)
+            .expect("unblock");
+        let again = w.text("are we fine now");
+        bob.send(&to_alice, &again).await;
+        alice.sync().await;
+        assert_eq!(alice.texts(&to_bob), vec![hello, again]);
+        alice.send(&to_bob, "yes").await;
+        w.assert_no_plaintext();
+    });
+}
+
+/// Deleting a chat: a group is left (the others see it) and goes from the list with its
+/// messages; a 1:1 chat loses its messages and leaves the list until the contact writes again.
+#[test]
+fn deleting_a_chat_leaves_a_group_and_empties_a_direct_chat() {
+    run(async {
+        let mut w = World::new().await;
+        let [mut alice, mut bob] = w.people(["alice", "bob"]).await;
+        w.connect(&mut alice, &mut bob).await;
+        let (to_bob, to_alice) = (bob.display.clone(), alice.name.clone());
+        let group = bob.group_create("book club").await;
+        bob.group_add("book club", &[&to_alice]).await;
+        alice.sync().await;
+        let secret = w.text("chapter nine is about the tunnel");
+        bob.send("book club", &secret).await;
+        let direct = w.text("see you at the club");
+        bob.send(&to_alice, &direct).await;
+        alice.sync().await;
+        assert!(alice.got(&secret) && alice.got(&direct));
+
+        let alice_group = alice
+            .profile
+            .conversations()
+            .unwrap()
+            .into_iter()
+            .find(|c| c.kind == samizdat_core::ConvKind::Group)
+            .expect("the group")
+            .id;
+        alice
+            .profile
+            .delete_chat(&alice_group)
+            .await
+            .expect("delete the group chat");
+        alice.take();
+        let convs = alice.profile.conversations().unwrap();
+        assert!(convs.iter().all(|c| c.id != alice_group), "{convs:?}");
+        let count = format!("SELECT COUNT(*) FROM messages WHERE body LIKE '%{secret}%'");
+        assert_eq!(alice.profile.rows_for_test(&count).unwrap(), 0);
+        bob.sync().await;
+        bob.sync().await;
+        assert_eq!(bob.members("book club").len(), 1, "alice left");
+        let _ = group;
+
+        let dconv = alice.conversation(&to_bob);
+        alice
+            .profile
+            .delete_chat(&dconv)
+            .await
+            .expect("delete the 1:1 chat");
+        let convs = alice.profile.conversations().unwrap();
+        let d = convs
+            .iter()
+            .find(|c| c.id == dconv)
+            .expect("the contact's chat stays");
+        assert!(d.archived && d.last.is_none(), "{d:?}");
+        assert!(alice.texts(&to_bob).is_empty());
+        let back = w.text("did you get my message");
+        bob.send(&to_alice, &back).await;
+        alice.sync().await;
+        let convs = alice.profile.conversations().unwrap();
+        let d = convs.iter().find(|c| c.id == dconv).expect("chat");
+        assert!(!d.archived, "their message brings it back");
+        assert_eq!(alice.texts(&to_bob), vec![back]);
+    });
+}

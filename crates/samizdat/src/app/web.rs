@@ -46,6 +46,8 @@ pub fn router(app: Arc<App>) -> Router {
         .route("/c/{id}/leave", post(group_leave))
         .route("/c/{id}/timer", post(set_timer))
         .route("/c/{id}/arrange", post(arrange))
+        .route("/c/{id}/block", post(block))
+        .route("/c/{id}/delete", post(delete_chat))
         .route("/search", get(search))
         .route("/m/{mid}/retry", post(retry))
         .route("/m/{mid}/react", post(act))
@@ -380,6 +382,11 @@ struct LoginQuery {
 
 async fn login(State(app): AppState, headers: HeaderMap, Query(q): Query<LoginQuery>) -> Response {
     let Some(session) = q.token.as_deref().and_then(|t| app.guard.redeem(t)) else {
+        // A browser that is signed in already (a reloaded launch link, a restarted app that
+        // kept its session) goes to its chats.
+        if app.guard.session(&headers).is_some() {
+            return see("/".into());
+        }
         // No token, a wrong one, or one already used (replayed).
         return login_page(&app, &headers, StatusCode::FORBIDDEN);
     };
@@ -802,6 +809,56 @@ async fn arrange(State(app): AppState, Path(id): Path<ConversationId>, form: Pos
     }
 }
 
+/// Block or unblock the contact of a 1:1 chat.
+async fn block(State(app): AppState, Path(id): Path<ConversationId>, form: Posted) -> Response {
+    let (r, f) = form.open(&app);
+    let on = f.get("on").is_some();
+    let contact = app
+        .conversations(NoParams {})
+        .await
+        .ok()
+        .and_then(|cs| cs.into_iter().find(|c| c.id == id))
+        .and_then(|c| c.contact);
+    let Some(contact) = contact else {
+        return not_found(&r.ctx);
+    };
+    let done = app
+        .contact_block(rpc::ContactBlockParams {
+            contact: contact.to_string(),
+            blocked: on,
+        })
+        .await
+        .map_err(CallError::from);
+    match done {
+        Ok(_) => see(format!("/c/{id}")),
+        Err(e) => fail(&r.ctx, &e),
+    }
+}
+
+/// Delete a chat on this device (the form's box must be ticked).
+async fn delete_chat(
+    State(app): AppState,
+    Path(id): Path<ConversationId>,
+    form: Posted,
+) -> Response {
+    let (r, f) = form.open(&app);
+    if f.get("confirm") != Some("1") {
+        return see(format!("/c/{id}/info#delete-chat"));
+    }
+    let done = app
+        .delete_chat(rpc::ChatParams {
+            conversation_id: Some(id),
+            ..Default::default()
+        })
+        .await
+        .map_err(CallError::from);
+    match done {
+        Ok(_) => see("/".into()),
+        Err(e) if e.kind.as_deref() == Some("relay_unreachable") => see("/".into()),
+        Err(e) => fail(&r.ctx, &e),
+    }
+}
+
 // ---- what people do to a message ------------------------------------------------------------
 
 fn refused(c: &Ctx<'_>, headers: &HeaderMap, e: &CallError) -> Response {
@@ -1083,7 +1140,12 @@ async fn set_timer(State(app): AppState, Path(id): Path<ConversationId>, form: P
 async fn new_group(State(app): AppState, signed: Signed) -> Response {
     let r = signed.open(&app);
     match app.contacts(NoParams {}).await.map_err(CallError::from) {
-        Ok(contacts) => page(pages::new_group(&r.ctx, &contacts, None)),
+        Ok(contacts) => page(pages::new_group(
+            &r.ctx,
+            &contacts,
+            None,
+            &pages::GroupDraft::default(),
+        )),
         Err(e) => fail(&r.ctx, &e),
     }
 }
@@ -1120,7 +1182,15 @@ async fn create_group(State(app): AppState, form: Posted) -> Response {
             let contacts = app.contacts(NoParams {}).await.unwrap_or_default();
             page_with(
                 StatusCode::UNPROCESSABLE_ENTITY,
-                pages::new_group(&r.ctx, &contacts, Some(&explain(&r.ctx, &e))),
+                pages::new_group(
+                    &r.ctx,
+                    &contacts,
+                    Some(&explain(&r.ctx, &e)),
+                    &pages::GroupDraft {
+                        name: &name,
+                        members: &members,
+                    },
+                ),
             )
         }
     }
