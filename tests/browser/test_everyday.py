@@ -660,6 +660,25 @@ def test_block_and_delete_a_chat(browser, workdir, shots):
         expect(bob.locator(".chat-item a", has_text="alice")).to_be_visible(timeout=LONG)
         open_chat(bob, "alice")
         expect(bob.locator("#message-list .msg.in .text")).to_have_text(["hello again"])
+
+        # Saved messages: notes to self, opened from the chat list, listed once they exist.
+        bob.goto(bob_app.base + "/")
+        bob.click("form.saved-open button")
+        expect(bob.locator("body")).to_have_attribute("data-page", "chat", timeout=LONG)
+        expect(bob.locator(".chat-head h1")).to_have_text("🔖 Saved messages")
+        expect(bob.locator(".chat-head a.info")).to_have_count(0)
+        send(bob, "the door code is 4711")
+        expect(bob.locator("#message-list .msg.out .text")).to_have_text(["the door code is 4711"], timeout=LONG)
+        expect(bob.locator(".chat-item a", has_text="Saved messages")).to_have_count(1)
+        expect(bob.locator("form.saved-open")).to_have_count(0)
+        shoot(bob, shots, "saved-messages", "en")
+        set_lang(bob, bob_app.base, "ru")
+        bob.goto(bob_app.base + "/")
+        expect(bob.locator(".chat-item a", has_text="Избранное")).to_have_count(1)
+        bob.locator(".chat-item a", has_text="Избранное").click()
+        expect(bob.locator(".chat-head h1")).to_have_text("🔖 Избранное")
+        check_lang(bob, "chat", "ru")
+        shoot(bob, shots, "saved-messages", "ru")
     finally:
         for a in apps:
             a.stop()

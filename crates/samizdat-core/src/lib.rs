@@ -62,7 +62,7 @@ pub use profile::{
     AttachmentView, Connected, ContactView, ConvKind, ConversationView, DeviceJoined, DeviceView,
     Event, EventPage, GroupAdded, InvitationView, LastMessage, LinkPreview, LoggedEvent,
     MemberView, MessageState, MessageView, NotifyLevel, Page, Profile, QuoteView, RECEIPT_PEOPLE,
-    ReactionView, ReceiptCounts, RelayState, SearchHit, TransferDirection,
+    ReactionView, ReceiptCounts, RelayState, SAVED_TARGET, SearchHit, TransferDirection,
 };
 pub use samizdat_proto::ErrorCode;
 pub use service::{ClientHandle, LiveEvent, Mode};

@@ -185,6 +185,12 @@ pub(crate) async fn contact_rename(s: &Session, a: ContactRenameParams) -> RpcRe
     })
 }
 
+pub(crate) async fn saved_messages(s: &Session, _: NoParams) -> RpcResult<Created> {
+    on_profile!(s, |p| Ok(Created {
+        conversation_id: p.saved_messages().await?,
+    }))
+}
+
 pub(crate) async fn contact_block(s: &Session, a: ContactBlockParams) -> RpcResult<Done> {
     on_profile!(s, |p| {
         let contact = contact_id(p, &a.contact)?;

@@ -286,6 +286,7 @@ methods! {
     "group_readd" => group_readd(GroupRemoveParams) -> Done, "Send a member who never joined a fresh Welcome (no new invite needed).";
     "group_rename" => group_rename(GroupRenameParams) -> Created, "Rename a group for every member (queued when the relay is unreachable).";
     "contact_rename" => contact_rename(ContactRenameParams) -> Done, "Call a contact something else (their 1:1 conversation follows); nothing is sent to them.";
+    "saved_messages" => saved_messages(NoParams) -> Created, "Saved messages: notes to yourself, shared by your devices only (made on first use). Its conversation id; `@saved` names it as a target once it exists.";
     "contact_block" => contact_block(ContactBlockParams) -> Done, "Block a contact (`blocked`: true) or unblock them: nothing they send is kept (messages, reactions, edits, receipts, group invitations) and you cannot write to them. They are not told.";
     "delete_chat" => delete_chat(ChatParams) -> Done, "Delete a chat on this device: a group is left first, then its messages, files and the conversation go; a 1:1 chat loses its messages and files and leaves the list until the contact writes again.";
     "contact_verify" => contact_verify(ContactVerifyParams) -> Done, "Mark a contact as verified after comparing safety numbers (verified=false takes it back).";

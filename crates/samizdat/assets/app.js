@@ -87,13 +87,26 @@
     return fetching;
   }
 
+  // Several events about one message can come at once (the relay's acknowledgement and a
+  // receipt, say): only the newest request's answer is shown, in place of whatever element
+  // shows the message by then (an older answer arriving late must not win).
+  const refreshing = new Map();
   async function refreshMessage(id) {
     if (!list || !conversation) return;
-    const old = document.getElementById("m-" + id);
-    if (!old) return fetchNewer();
+    if (!document.getElementById("m-" + id)) {
+      // Not shown yet (the fetch that brings it may be under way, with what the message was
+      // when it started): once it is there, ask for it again as it is now.
+      await fetchNewer();
+      if (!document.getElementById("m-" + id)) return;
+    }
+    const n = (refreshing.get(id) || 0) + 1;
+    refreshing.set(id, n);
     const { html } = await fragment("/c/" + conversation + "/m/" + encodeURIComponent(id));
+    if (refreshing.get(id) !== n) return;
+    refreshing.delete(id);
     const li = nodes(html).querySelector("li.msg");
-    if (li) old.replaceWith(li);
+    const now = document.getElementById("m-" + id);
+    if (li && now) now.replaceWith(li);
   }
 
   // Replies show what they answer as it is now: refresh those that quote `id`.

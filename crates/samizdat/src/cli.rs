@@ -100,7 +100,8 @@ pub enum ClientCommand {
         #[arg(long)]
         json: bool,
     },
-    /// Send a message to a contact or a group.
+    /// Send a message to a contact or a group (`@saved`: your saved messages, a note to
+    /// yourself that your devices share).
     Send {
         target: String,
         /// The message (or use --file).
@@ -1005,6 +1006,9 @@ async fn run_in(home: &Path, cmd: ClientCommand) -> Result<()> {
             keep_metadata,
             reply_to,
         } => {
+            if target == samizdat_core::SAVED_TARGET {
+                let _: samizdat_rpc::Created = b.saved_messages(rpc::NoParams {}).await?;
+            }
             let since = b.last_event().await?;
             let params = match (&text, &file) {
                 (Some(text), None) => match &reply_to {
@@ -1310,6 +1314,9 @@ async fn run_in(home: &Path, cmd: ClientCommand) -> Result<()> {
             }
         }
         ClientCommand::History { target, json } => {
+            if target == samizdat_core::SAVED_TARGET {
+                let _: samizdat_rpc::Created = b.saved_messages(rpc::NoParams {}).await?;
+            }
             let msgs: Vec<samizdat_core::MessageView> = b
                 .history(rpc::HistoryParams {
                     target: Some(target.clone()),
@@ -1412,9 +1419,15 @@ async fn run_in(home: &Path, cmd: ClientCommand) -> Result<()> {
                     } else {
                         format!("  ({marks})")
                     };
+                    let shown = match c.kind {
+                        samizdat_core::ConvKind::SelfGroup => {
+                            format!("{} (saved messages)", samizdat_core::SAVED_TARGET)
+                        }
+                        _ => safe(&c.shown_as),
+                    };
                     println!(
                         "{:<20} {:<6} {:>3} unread  {}{marks}",
-                        safe(&c.shown_as),
+                        shown,
                         c.kind.to_string(),
                         c.unread,
                         safe(&state)

@@ -17,25 +17,29 @@ impl Profile {
         if self.apply_self_body(tx, conv, sender, &p.body)? {
             return Ok(None);
         }
-        // Only the person's devices share the self group; nothing else is accepted there.
-        if is_self_group(conv) {
+        let mine = *sender == self.fingerprint;
+        // What people say to each other (not what keeps the group one group: leaves, names,
+        // the timer, devices).
+        let speech = matches!(
+            p.body,
+            Body::Text { .. }
+                | Body::React { .. }
+                | Body::Edit { .. }
+                | Body::Delete { .. }
+                | Body::Receipt { .. }
+                | Body::Unknown
+        );
+        // Only the person's devices share the self group; besides what they tell each other,
+        // it holds the person's saved messages (notes to self) and what they do to them. (A
+        // body this version does not know may be something the devices tell each other: not
+        // shown as a note.)
+        let note = speech && !matches!(p.body, Body::Receipt { .. } | Body::Unknown);
+        if is_self_group(conv) && !(mine && note) {
             return Ok(None);
         }
-        let mine = *sender == self.fingerprint;
         // Nothing a blocked contact says is kept; what they do to the group still counts
         // (a leave, their name, the timer), so the group stays one group for everyone.
-        if !mine
-            && matches!(
-                p.body,
-                Body::Text { .. }
-                    | Body::React { .. }
-                    | Body::Edit { .. }
-                    | Body::Delete { .. }
-                    | Body::Receipt { .. }
-                    | Body::Unknown
-            )
-            && self.is_blocked(sender)?
-        {
+        if !mine && speech && self.is_blocked(sender)? {
             return Ok(None);
         }
         match p.body {

@@ -42,7 +42,14 @@ impl Profile {
 
     /// The conversation a person calls `name` (a group's name or a contact's alias): what a
     /// front resolves at its edge before it calls a method with the id.
+    /// `@saved` names the saved messages (once they exist: `saved_messages` makes them).
     pub fn find_conversation(&self, name: &str) -> Result<ConversationId> {
+        if name == SAVED_TARGET {
+            return self
+                .self_group()?
+                .map(ConversationId::from_id)
+                .ok_or_else(|| Error::NotFound("no saved messages yet".into()));
+        }
         let id: Option<Vec<u8>> = self
             .db
             .conn()

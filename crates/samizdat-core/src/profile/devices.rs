@@ -9,6 +9,10 @@ use super::*;
 /// makes a conversation the self group is its kind, not this name.
 pub(super) const SELF_GROUP_NAME: &str = "\u{1}self";
 
+/// How a front names the saved messages as a target (no contact or group can be called this:
+/// names do not start with `@`... and if one did, this wins).
+pub const SAVED_TARGET: &str = "@saved";
+
 /// Whether `conv` is the self group (its kind, set when it is created or joined).
 pub(super) fn is_self_group(conv: &Conv) -> bool {
     conv.kind == ConvKind::SelfGroup
@@ -49,6 +53,14 @@ impl Profile {
             .db
             .get_setting(Setting::SelfGroup)?
             .and_then(|b| Id::from_slice(&b).ok()))
+    }
+
+    /// Saved messages: notes to self, kept in the self group (shared by the person's devices
+    /// only), which is made on first use. Its id.
+    pub async fn saved_messages(&mut self) -> Result<ConversationId> {
+        Ok(ConversationId::from_id(
+            self.ensure_self_group().await?.group_id,
+        ))
     }
 
     /// Create the self group (once), with this device its only member.

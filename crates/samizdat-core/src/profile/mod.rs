@@ -56,6 +56,7 @@ pub use conversations::NotifyLevel;
 use delivery::OwedDrop;
 pub use device_link::{Joined as DeviceJoined, LinkPreview};
 pub use devices::DeviceView;
+pub use devices::SAVED_TARGET;
 use devices::{SELF_GROUP_NAME, is_self_group};
 pub use events::TransferDirection;
 pub use events::{Event, EventPage, LoggedEvent, RelayState};

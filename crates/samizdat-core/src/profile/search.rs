@@ -71,12 +71,12 @@ impl Profile {
         let rows: Vec<(Vec<u8>, Vec<u8>, Vec<u8>, String, i64, bool, String)> = {
             let conn = self.db.conn();
             let mut stmt = conn.prepare_cached(
-                "SELECT m.id, m.group_id, m.sender_fp, m.body, m.sent_at, m.outgoing, c.name
+                "SELECT m.id, m.group_id, m.sender_fp, m.body, m.sent_at, m.outgoing, CASE WHEN c.kind = 'self' THEN '' ELSE c.name END
                  FROM message_search s
                  JOIN messages m ON m.rowid = s.rowid
                  JOIN conversations c ON c.group_id = m.group_id
                  WHERE message_search MATCH ?1 AND (?2 IS NULL OR m.group_id = ?2)
-                   AND m.deleted = 0 AND c.kind != 'self'
+                   AND m.deleted = 0
                  ORDER BY s.rowid DESC LIMIT ?3",
             )?;
             stmt.query_map(

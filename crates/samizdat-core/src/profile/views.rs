@@ -273,7 +273,7 @@ impl Profile {
             "SELECT c.group_id, c.name, c.kind, c.active, c.status, c.status_reason,
                     (SELECT COUNT(*) FROM messages m WHERE m.group_id = c.group_id AND m.unread = 1),
                     c.created_at, c.timer_secs, c.relay, c.pinned, c.archived, c.muted_until
-             FROM conversations c WHERE c.kind != 'self' ORDER BY c.created_at",
+             FROM conversations c ORDER BY c.created_at",
         )?;
         let rows = stmt
             .query_map([], |r| {
@@ -376,6 +376,12 @@ impl Profile {
             let shown_as = match &peer {
                 Some(fp) => self.label(&id, fp)?,
                 None => name.clone(),
+            };
+            // Saved messages have no name of their own: fronts say it in their language.
+            let (name, shown_as) = if kind == "self" {
+                (String::new(), String::new())
+            } else {
+                (name, shown_as)
             };
             out.push(ConversationView {
                 id: ConversationId::from_id(id),

@@ -937,3 +937,47 @@ fn deleting_a_chat_leaves_a_group_and_empties_a_direct_chat() {
         assert_eq!(alice.texts(&to_bob), vec![back]);
     });
 }
+
+/// Saved messages: a note to self is kept in the self group, which only the person's own
+/// devices share — the linked laptop has it, is listed as such, finds it by search; no
+/// contact ever sees it.
+#[test]
+fn saved_messages_reach_only_my_own_devices() {
+    run(async {
+        let mut w = World::new().await;
+        let [mut alice, mut bob] = w.people(["alice", "bob"]).await;
+        w.connect(&mut alice, &mut bob).await;
+        let mut laptop = w.link_device(&mut alice, "laptop").await;
+        let saved = alice
+            .profile
+            .saved_messages()
+            .await
+            .expect("saved messages");
+        assert_eq!(
+            alice
+                .profile
+                .find_conversation(samizdat_core::SAVED_TARGET)
+                .unwrap(),
+            saved
+        );
+        let note = w.text("the door code is 4711");
+        alice.profile.send(&saved, &note).await.expect("a note");
+        alice.take();
+        laptop.sync().await;
+        let convs = laptop.profile.conversations().unwrap();
+        let mine = convs
+            .iter()
+            .find(|c| c.kind == samizdat_core::ConvKind::SelfGroup)
+            .expect("saved messages listed on the laptop");
+        assert_eq!(mine.id, saved);
+        assert!(mine.name.is_empty(), "no name of its own: fronts say it");
+        let got = laptop.profile.history(&saved).unwrap();
+        assert_eq!(got.len(), 1);
+        assert!(got[0].outgoing && got[0].text == note);
+        let hits = laptop.profile.search("door code", None, 10).unwrap();
+        assert_eq!(hits.len(), 1, "{hits:?}");
+        bob.sync().await;
+        assert!(!bob.got(&note));
+        w.assert_no_plaintext();
+    });
+}

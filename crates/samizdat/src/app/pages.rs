@@ -339,6 +339,12 @@ pub fn chat_list(
                 label.visually-hidden for="search-q" { (c.tr("search-label")) }
                 input #search-q type="search" name="q" maxlength="512" placeholder=(c.tr("search-label"));
             }
+            @if !convs.iter().any(|v| v.kind == ConvKind::SelfGroup) {
+                form.saved-open method="post" action="/saved" {
+                    (c.csrf_field())
+                    button.link type="submit" { "🔖 " (c.tr("saved-messages")) }
+                }
+            }
             h2.visually-hidden { (c.tr("chats-title")) }
             @if convs.is_empty() {
                 p.empty { (c.tr("chats-empty")) }
@@ -360,16 +366,25 @@ pub fn chat_list(
     }
 }
 
+/// How a conversation is called on screen: its name, or for the saved messages their name in
+/// the reader's language.
+fn conv_title(c: &Ctx<'_>, conv: &ConversationView) -> String {
+    match conv.kind {
+        ConvKind::SelfGroup => format!("🔖 {}", c.tr("saved-messages")),
+        _ => conv.shown_as.clone(),
+    }
+}
+
 fn chat_item(c: &Ctx<'_>, conv: &ConversationView, current: Option<ConversationId>) -> Markup {
     html! {
         li.chat-item.active[Some(conv.id) == current].inactive[!conv.active] data-muted=[conv.muted_until.map(|_| "1")] {
             a href={ "/c/" (conv.id) } data-conversation=(conv.id) {
                 span.name {
-                    (person_dot(conv.hue)) (conv.shown_as)
+                    (person_dot(conv.hue)) (conv_title(c, conv))
                     @if conv.pinned { " " span.mark title=(c.tr("mark-pinned")) aria-label=(c.tr("mark-pinned")) { "📌" } }
                     @if conv.muted_until.is_some() { " " span.mark title=(c.tr("mark-muted")) aria-label=(c.tr("mark-muted")) { "🔕" } }
                 }
-                span.kind { (c.tr(match conv.kind { ConvKind::Direct => "kind-direct", ConvKind::Group | ConvKind::SelfGroup => "kind-group" })) }
+                span.kind { (c.tr(match conv.kind { ConvKind::Direct => "kind-direct", ConvKind::Group => "kind-group", ConvKind::SelfGroup => "kind-saved" })) }
                 @if let Some(last) = &conv.last {
                     span.when { (time(last.sent_at)) }
                     span.preview {
@@ -710,7 +725,7 @@ pub fn search(
                     @for h in hits {
                         li.hit {
                             a href={ "/c/" (h.conversation_id) "?around=" (h.id) "#m-" (h.id) } {
-                                span.name { (h.conversation) }
+                                span.name { @if h.conversation.is_empty() { "🔖 " (c.tr("saved-messages")) } @else { (h.conversation) } }
                                 " · "
                                 span.from { @if h.outgoing { (c.tr("chat-you")) } @else { (h.from) } }
                                 " "
@@ -859,11 +874,13 @@ pub fn chat(c: &Ctx<'_>, v: &ChatView<'_>) -> Markup {
                 section.pane.chat data-conversation=(conv.id) {
                     header.chat-head {
                         a.back href="/" aria-label=(c.tr("back")) { "←" }
-                        h1 { (person_dot(conv.hue)) (conv.shown_as) }
+                        h1 { (person_dot(conv.hue)) (conv_title(c, conv)) }
                         @if conv.timer_secs > 0 {
                             span.timer title=(c.tr("timer-title")) { (c.tra("chat-timer-on", &[("duration", timer_label(c, conv.timer_secs).into())])) }
                         }
-                        a.info href={ "/c/" (conv.id) "/info" } { (c.tr("chat-info")) }
+                        @if conv.kind != ConvKind::SelfGroup {
+                            a.info href={ "/c/" (conv.id) "/info" } { (c.tr("chat-info")) }
+                        }
                     }
                     div #scroller .messages {
                         @if ms.len() >= PAGE {

@@ -47,6 +47,7 @@ pub fn router(app: Arc<App>) -> Router {
         .route("/c/{id}/timer", post(set_timer))
         .route("/c/{id}/arrange", post(arrange))
         .route("/c/{id}/block", post(block))
+        .route("/saved", post(saved))
         .route("/c/{id}/delete", post(delete_chat))
         .route("/search", get(search))
         .route("/m/{mid}/retry", post(retry))
@@ -805,6 +806,19 @@ async fn arrange(State(app): AppState, Path(id): Path<ConversationId>, form: Pos
     };
     match done.map_err(CallError::from) {
         Ok(()) => see(format!("/c/{id}/info")),
+        Err(e) => fail(&r.ctx, &e),
+    }
+}
+
+/// Open the saved messages (made on first use).
+async fn saved(State(app): AppState, form: Posted) -> Response {
+    let (r, _) = form.open(&app);
+    match app
+        .saved_messages(NoParams {})
+        .await
+        .map_err(CallError::from)
+    {
+        Ok(c) => see(format!("/c/{}", c.conversation_id)),
         Err(e) => fail(&r.ctx, &e),
     }
 }
