@@ -684,3 +684,56 @@ def test_block_and_delete_a_chat(browser, workdir, shots):
             a.stop()
         if relay:
             relay.kill()
+
+
+def test_long_names_never_widen_a_page(browser, workdir, shots):
+    """Issue 30, item 8 (app review 3, item 10): a 64-character name without a break wraps
+    everywhere it shows — chat list, chat, new group, info, settings — at desktop and phone
+    widths, in both languages."""
+    apps = []
+    relay = None
+    long_name = "W" * 64
+    try:
+        relay, alice_app, bob_app, alice, bob = pair(browser, workdir, "long", apps)
+        # Bob calls alice by a 64-character alias and sends her a 64-character word; alice
+        # makes a group with that name.
+        bob.click("a.info")
+        bob.fill("#rename", long_name)
+        bob.click("form[action$='/rename'] button")
+        expect(bob.locator("body")).to_have_attribute("data-page", "info", timeout=LONG)
+        alice.goto(alice_app.base + "/groups/new")
+        alice.fill("#group", long_name)
+        alice.locator("input[name=member]").first.check()
+        alice.click("form[action='/groups'] button[type=submit]")
+        expect(alice.locator("body")).to_have_attribute("data-page", "chat", timeout=LONG)
+        send(alice, "M" * 64)
+        for lang in ("en", "ru"):
+            for page, app in ((alice, alice_app), (bob, bob_app)):
+                set_lang(page, app.base, lang)
+                for width in (1200, 390):
+                    page.set_viewport_size({"width": width, "height": 900})
+                    for path in ("/", "/groups/new", "/settings"):
+                        page.goto(app.base + path)
+                        wide = page.evaluate("() => document.documentElement.scrollWidth")
+                        assert wide <= width, (lang, path, width, wide)
+                    page.goto(app.base + "/")
+                    page.locator(".chat-item a").first.click()
+                    expect(page.locator("body")).to_have_attribute("data-page", "chat")
+                    wide = page.evaluate("() => document.documentElement.scrollWidth")
+                    assert wide <= width, (lang, "chat", width, wide)
+                    # Nothing inside the chat is wider than the chat either (it would be cut).
+                    cut = page.evaluate("""() => { const s = document.getElementById('scroller');
+                        return [...s.querySelectorAll('li.msg, li.msg *')].filter((e) =>
+                            e.getBoundingClientRect().right > s.getBoundingClientRect().right + 1).length; }""")
+                    assert cut == 0, (lang, "chat content", width, cut)
+                    if width == 390:
+                        shoot(page, shots, f"long-name-phone-{page is alice and 'alice' or 'bob'}", lang)
+                    page.click("a.info")
+                    wide = page.evaluate("() => document.documentElement.scrollWidth")
+                    assert wide <= width, (lang, "info", width, wide)
+                page.set_viewport_size({"width": 1200, "height": 900})
+    finally:
+        for a in apps:
+            a.stop()
+        if relay:
+            relay.kill()
