@@ -216,7 +216,8 @@ def test_two_people_chat_group_outage_and_russian(browser, workdir, shots):
 
         # Strangers reuse alice's used single-use link: each becomes a pending invitation in
         # her chat list (nothing joined, nothing sent); she declines one and joins the other,
-        # whose conversation is then refused as a reused single-use invite and removed.
+        # which becomes her 1:1 chat with that stranger, under their name, and stays; its chat
+        # says the link had already been used (issue 30, item 7).
         for stranger in ("mallory", "eve"):
             cli(workdir / stranger, "init", "--relay", relay.url, "--name", stranger)
             cli(workdir / stranger, "accept", link, "--name", "alice")
@@ -232,6 +233,36 @@ def test_two_people_chat_group_outage_and_russian(browser, workdir, shots):
         expect(alice.locator("body")).to_have_attribute("data-page", "chats", timeout=LONG)
         expect(alice.locator(".invitation")).to_have_count(0, timeout=LONG)
         expect(alice.locator(".error")).to_have_count(0)
+        stranger = alice.locator(".chat-item", has_text="mallory").or_(
+            alice.locator(".chat-item", has_text="eve")
+        )
+        expect(stranger).to_have_count(1, timeout=LONG)
+        expect(alice.locator(".chat-item", has_text="new-")).to_have_count(0)
+        joined_name = "mallory" if "mallory" in stranger.inner_text() else "eve"
+        open_chat(alice, joined_name)
+        expect(alice.locator("header.chat-head h1")).to_contain_text(joined_name)
+        line = alice.locator("#message-list .line", has_text="You let them in yourself")
+        expect(line).to_have_count(1, timeout=LONG)
+        expect(line).to_contain_text("single-use")
+        shoot(alice, shots, "chat-let-in", "en")
+        send(alice, "who gave you my link?")
+        expect(alice.locator("#message-list .msg.out").last).to_contain_text("who gave you my link?")
+        out = cli(workdir / joined_name, "sync").stdout
+        assert "who gave you my link?" in out, out
+        alice.goto(alice_app.base + "/settings")
+        alice.select_option("#lang", "ru")
+        alice.click("form[action='/settings/lang'] button")
+        alice.goto(alice_app.base + "/")
+        open_chat(alice, joined_name)
+        expect(alice.locator("#message-list .line", has_text="Вы впустили этого человека сами")).to_have_count(1)
+        check_lang(alice, "chat", "ru")
+        shoot(alice, shots, "chat-let-in", "ru")
+        alice.goto(alice_app.base + "/settings")
+        alice.select_option("#lang", "en")
+        alice.click("form[action='/settings/lang'] button")
+        alice.goto(alice_app.base + "/")
+        # Still there after the syncs that used to refuse and remove it.
+        expect(alice.locator(".chat-item", has_text=joined_name)).to_have_count(1, timeout=LONG)
 
         # Carol: a profile made with the CLI, opened in a third context through the unlock
         # page; she accepts alice's invite from the CLI.

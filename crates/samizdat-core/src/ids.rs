@@ -230,6 +230,12 @@ random_id_type!(
     "message"
 );
 
+random_id_type!(
+    /// A call: chosen by the caller, the same on both sides.
+    CallId,
+    "call"
+);
+
 key_id_type!(
     /// A person: the fingerprint of their identity key (what a safety number is made of).
     ContactId,

@@ -54,15 +54,16 @@ pub mod welcome;
 mod welcome;
 pub mod wipe;
 
-pub use ids::{ContactId, ConversationId, DeviceId, MessageId};
+pub use ids::{CallId, ContactId, ConversationId, DeviceId, MessageId};
 pub use invite::Invite;
 pub use notice::{ConvStatus, ErrorKind, Notice, Problem, Refusal};
 pub use payload::MAX_VOICE_MS;
 pub use profile::{
-    AttachmentView, Connected, ContactView, ConvKind, ConversationView, DeviceJoined, DeviceView,
-    Event, EventPage, GroupAdded, InvitationView, LastMessage, LinkPreview, LoggedEvent,
-    MemberView, MessageState, MessageView, NotifyLevel, Page, Profile, QuoteView, RECEIPT_PEOPLE,
-    ReactionView, ReceiptCounts, RelayState, SAVED_TARGET, SearchHit, TransferDirection,
+    AttachmentView, CallIce, CallOutcome, CallState, CallView, Connected, ContactView, ConvKind,
+    ConversationView, DeviceJoined, DeviceView, Event, EventPage, GroupAdded, IceServer,
+    InvitationView, LastMessage, LinkPreview, LoggedEvent, MemberView, MessageState, MessageView,
+    NotifyLevel, Page, Profile, QuoteView, RECEIPT_PEOPLE, RING_SECS, ReactionView, ReceiptCounts,
+    RelayState, SAVED_TARGET, SearchHit, TransferDirection, sdp_fingerprint,
 };
 pub use samizdat_proto::ErrorCode;
 pub use service::{ClientHandle, LiveEvent, Mode};

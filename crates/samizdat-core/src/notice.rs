@@ -335,6 +335,12 @@ pub enum Notice {
     IntroductionRefused {
         reason: Refusal,
     },
+    /// Someone came in through a link that alone would not have let them in (used up,
+    /// expired, unknown), in a conversation the person joined by hand from their pending
+    /// invitations: it became the 1:1 chat with them. A line in that chat.
+    LetInByHand {
+        reason: Refusal,
+    },
     /// `name` refused our introduction.
     InviteRefusedBy {
         name: String,

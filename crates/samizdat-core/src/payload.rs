@@ -127,6 +127,9 @@ pub enum Body {
         #[serde(default, skip_serializing_if = "std::ops::Not::not")]
         read: bool,
     },
+    /// A call's signalling (issue 31): offers and answers travel inside MLS, so the DTLS
+    /// fingerprints in them are the members' own (a relay that rewrites them breaks the call).
+    Call { call_id: Id, signal: CallSignal },
     /// A body of a kind this version does not know (a newer version sent it). Never sent.
     #[serde(other)]
     Unknown,
@@ -374,4 +377,31 @@ mod tests {
             let _ = Envelope::decode(&bytes);
         }
     }
+}
+
+/// One step of a call (`Body::Call`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum CallSignal {
+    /// The caller rings: its offer (every candidate gathered, relayed only unless the caller
+    /// allows direct connections) and the call's room token, which the caller derived from
+    /// the group's MLS exporter for this call (both sides ask the relay for TURN credentials
+    /// with it).
+    Invite {
+        video: bool,
+        sdp: String,
+        room: Bytes,
+    },
+    /// The callee answers (from one of its devices: the others stop ringing).
+    Accept { sdp: String },
+    /// The callee does not take it (`busy`: already in another call).
+    Decline {
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        busy: bool,
+    },
+    /// Either side hangs up (or the caller gives up before an answer).
+    End,
+    /// A signal of a kind this version does not know.
+    #[serde(other)]
+    Unknown,
 }

@@ -59,6 +59,9 @@ pub enum Setting {
     Notifications,
     /// Read receipts sent and shown (`1`) or not (absent or `0`, the default).
     ReadReceipts,
+    /// Calls may connect directly, showing each side the other's address (`1`), or only
+    /// through the relay (absent or `0`, the default).
+    CallsDirect,
     /// A group whose log no longer takes our token: recover it by moving.
     Recover(Id),
     /// A commit of ours sent but not yet seen in the group's log.
@@ -95,10 +98,11 @@ impl Family {
 
 impl Setting {
     /// What every device of a person shares (carried in the state archive between them).
-    pub const SHARED: [Setting; 3] = [
+    pub const SHARED: [Setting; 4] = [
         Setting::AutoDownloadBytes,
         Setting::MoveAfter,
         Setting::ReadReceipts,
+        Setting::CallsDirect,
     ];
 
     /// The key as stored.
@@ -133,6 +137,7 @@ impl Setting {
             DuressManaged => "duress_managed",
             Notifications => "notifications",
             ReadReceipts => "read_receipts",
+            CallsDirect => "calls_direct",
             Recover(g) => return format!("{}{g}", Family::Recover.prefix()).into(),
             PendingCommit(g) => return format!("{}{g}", Family::PendingCommit.prefix()).into(),
             InvitationAnswer(g) => {

@@ -44,6 +44,8 @@ pub(crate) fn migrations() -> Migrations<'static> {
         M::up(include_str!("../migrations/0021_housekeeping.sql")),
         M::up(include_str!("../migrations/0022_receipts.sql")),
         M::up(include_str!("../migrations/0023_block.sql")),
+        M::up(include_str!("../migrations/0024_consent.sql")),
+        M::up(include_str!("../migrations/0025_calls.sql")),
     ])
 }
 
@@ -307,7 +309,7 @@ mod tests {
             .conn()
             .pragma_query_value(None, "user_version", |r| r.get(0))
             .expect("version");
-        assert_eq!(version, 23);
+        assert_eq!(version, 25);
         db.conn()
             .pragma_update(None, "user_version", 99)
             .expect("set version");

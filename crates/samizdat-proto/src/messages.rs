@@ -311,3 +311,33 @@ pub struct BlobOffset {
     pub offset: u64,
     pub length: u64,
 }
+
+/// `POST /v1/groups/{id}/calls?epoch=N` — TURN credentials for one call of this group's
+/// members (issue 31). Authorised like a read of the log (the epoch's token in
+/// `x-samizdat-token`) before the body is read.
+/// `room` is a 32-byte value both sides of the call derive from the group's MLS exporter; the
+/// relay keeps only its hash, sealed inside the credential, and relays only between the
+/// allocations of one room.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct TurnRequest {
+    /// 32 bytes.
+    pub room: Bytes,
+}
+
+/// TURN credentials that carry no identity: `username` is `<expiry>:<sealed handle>`, the
+/// handle opaque to everyone but this relay (a fresh one per request), `credential` the REST
+/// password for it. The client builds the URLs from the relay's host and these ports.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct TurnCredentials {
+    pub username: String,
+    pub credential: String,
+    /// Seconds from now until the credential can no longer open an allocation.
+    pub ttl_secs: u64,
+    /// TURN over UDP on this port of the relay's host (absent: none).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub udp_port: Option<u16>,
+    /// TURN over TCP on this port of the relay's host; the relay's own port when TURN shares it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tcp_port: Option<u16>,
+}

@@ -104,6 +104,7 @@ pub(crate) fn router(state: AppState) -> Router {
         )
         .route("/v1/groups", post(create_group))
         .route("/v1/groups/{id}/entries", post(append).get(read_entries))
+        .route("/v1/groups/{id}/calls", post(turn_credentials))
         .route("/v1/blobs", post(crate::blobs::create))
         .route("/v1/blobs/{id}", get(crate::blobs::download))
         .route(
@@ -1380,6 +1381,57 @@ async fn read_entries(
         .read_entries(group, q.epoch, q.after, limit)
         .await?;
     Ok(axum::Json(entries))
+}
+
+#[derive(Deserialize)]
+struct CallsQuery {
+    epoch: u64,
+}
+
+#[utoipa::path(
+    post,
+    path = "/v1/groups/{id}/calls",
+    operation_id = "turnCredentials",
+    summary = "TURN credentials for one call of the group's members (issue 31)",
+    params(
+        ("id" = samizdat_proto::Id, Path),
+        ("x-samizdat-token" = samizdat_proto::Bytes, Header, description = "the epoch's token (1-64 bytes)"),
+        ("epoch" = u64, Query),
+    ),
+    request_body(content = samizdat_proto::TurnRequest, content_type = "application/json"),
+    responses(
+        crate::openapi::Rejected,
+        crate::openapi::TooLarge,
+        (status = 200, description = "success", body = samizdat_proto::TurnCredentials),
+        (status = 403, description = "wrong or missing epoch token", body = samizdat_proto::ErrorBody),
+        (status = 404, description = "no such group, or this relay does not relay calls", body = samizdat_proto::ErrorBody),
+    )
+)]
+async fn turn_credentials(
+    State(state): State<AppState>,
+    LogId(group): LogId,
+    headers: HeaderMap,
+    query: Result<Query<CallsQuery>, axum::extract::rejection::QueryRejection>,
+    body: Body,
+) -> ApiResult<impl IntoResponse> {
+    let Query(q) = query.map_err(|e| ApiError::new(ErrorCode::BadRequest, e.body_text()))?;
+    let token = token_from(&headers)?;
+    bounded(q.epoch, "epoch")?;
+    // Who may ask first: a member of the group at that epoch; only then what they sent.
+    check_token(&state, group, q.epoch, &token).await?;
+    let Some(turn) = state.turn.clone() else {
+        return Err(ApiError::new(
+            ErrorCode::NotFound,
+            "this relay does not relay calls",
+        ));
+    };
+    let bytes = read_body(&state, body, 1024).await?;
+    let req: proto::TurnRequest = parse(&bytes)?;
+    let room = hash_from(&req.room, "room")?;
+    let creds = turn
+        .mint(&auth::token_hash(&room))
+        .ok_or_else(|| ApiError::new(ErrorCode::Unavailable, "no randomness for a credential"))?;
+    Ok(axum::Json(creds))
 }
 
 #[cfg(test)]

@@ -22,6 +22,7 @@ mod openapi;
 mod serve;
 pub mod store;
 pub mod tls;
+pub mod turn;
 mod ws;
 
 use std::net::SocketAddr;
@@ -93,6 +94,8 @@ pub struct Config {
     /// the ordinary 404 page for everything (security review 3, M12).
     pub path_prefix: Option<String>,
     pub limits: Limits,
+    /// Relaying calls (issue 31): `[turn]`.
+    pub turn: turn::TurnConfig,
 }
 
 impl Default for Config {
@@ -111,6 +114,7 @@ impl Default for Config {
             metrics_listen: None,
             path_prefix: None,
             limits: Limits::default(),
+            turn: turn::TurnConfig::default(),
         }
     }
 }
@@ -139,6 +143,8 @@ pub(crate) struct AppState {
     pub body_shares: Arc<limits::BodyShares>,
     /// The free share of the data and blob file systems (`min_free_disk_percent`).
     pub disk: Arc<http::DiskWatch>,
+    /// The TURN server for calls, unless turned off.
+    pub turn: Option<Arc<turn::Turn>>,
 }
 
 /// Create `dir` (and its parents) if needed and make it readable by the relay's account only
@@ -230,6 +236,7 @@ pub struct Relay {
     task: tokio::task::JoinHandle<Result<()>>,
     sweeper: tokio::task::JoinHandle<()>,
     metrics_addr: Option<SocketAddr>,
+    turn: Option<Arc<turn::Turn>>,
 }
 
 impl Relay {
@@ -283,6 +290,10 @@ impl Relay {
         let pin = tls.as_ref().map(|t| t.pin.clone());
         let acceptor = tls.map(|t| t.acceptor);
         let (stop, stop_rx) = watch::channel(false);
+        let turn = turn::Turn::start(&config.turn, addr.ip(), stop_rx.clone()).await?;
+        if let Some(t) = &turn {
+            t.set_main_port(addr);
+        }
         let limits = Arc::new(config.limits.clone());
         let notifier = Notifier::new();
         store.start_wakeups(notifier.clone());
@@ -291,6 +302,7 @@ impl Relay {
             .unwrap_or(usize::MAX)
             .clamp(64 * 1024, tokio::sync::Semaphore::MAX_PERMITS);
         let state = AppState {
+            turn: turn.clone(),
             store: store.clone(),
             rates: RateLimits::new(&limits),
             trusted_proxies: trusted_proxies.into(),
@@ -378,10 +390,14 @@ impl Relay {
             state_trusted,
         );
         let header_timeout = Duration::from_secs(limits.header_timeout_secs.max(1));
+        let turn_main = turn.clone();
         let task = tokio::spawn(async move {
             serve::run(
                 listener,
-                acceptor,
+                serve::Protocols {
+                    tls: acceptor,
+                    turn: turn_main,
+                },
                 app,
                 caps,
                 header_timeout,
@@ -392,6 +408,7 @@ impl Relay {
             .map_err(Error::Serve)
         });
         Ok(Relay {
+            turn,
             addr,
             pin,
             prefix,
@@ -400,6 +417,11 @@ impl Relay {
             sweeper,
             metrics_addr,
         })
+    }
+
+    /// The TURN server, unless `turn.enabled` is off.
+    pub fn turn(&self) -> Option<&Arc<turn::Turn>> {
+        self.turn.as_ref()
     }
 
     /// Where `/metrics` is served, if `metrics_listen` was set.

@@ -92,6 +92,7 @@ pub(crate) struct OwnerSigned {
         crate::http::create_group,
         crate::http::append,
         crate::http::read_entries,
+        crate::http::turn_credentials,
         crate::ws::upgrade,
         crate::blobs::create,
         crate::blobs::offset,

@@ -149,15 +149,25 @@ impl AsyncWrite for CountedStream {
 
 /// Serve `app` on `listener` (over TLS with `tls`) until `stop` turns true, then let open
 /// requests finish.
+/// What a connection on the relay's port may speak besides plain HTTP.
+#[derive(Clone, Default)]
+pub(crate) struct Protocols {
+    /// TLS in front of HTTP (and of TURN).
+    pub tls: Option<tokio_rustls::TlsAcceptor>,
+    /// TURN over TCP or TLS, told from HTTP by the first byte (issue 31).
+    pub turn: Option<Arc<crate::turn::Turn>>,
+}
+
 pub(crate) async fn run(
     listener: TcpListener,
-    tls: Option<tokio_rustls::TlsAcceptor>,
+    protocols: Protocols,
     app: Router,
     caps: Arc<ConnectionCaps>,
     header_timeout: Duration,
     metrics: Arc<Metrics>,
     mut stop: watch::Receiver<bool>,
 ) -> io::Result<()> {
+    let Protocols { tls, turn } = protocols;
     // Every connection task holds a clone of `alive`; when all are gone, `drained` ends.
     let (alive, mut drained) = mpsc::channel::<()>(1);
     loop {
@@ -187,8 +197,29 @@ pub(crate) async fn run(
         let conn_stop = stop.clone();
         let alive = alive.clone();
         let tls = tls.clone();
+        let turn = turn.clone();
         tokio::spawn(async move {
             let _alive = alive;
+            // TURN over TCP shares the port (issue 31): a STUN message starts with 0x00 or
+            // 0x01, TLS with 0x16, HTTP with a letter.
+            let first = match &turn {
+                Some(_) => {
+                    let mut b = [0u8; 1];
+                    match tokio::time::timeout(header_timeout, stream.io.peek(&mut b)).await {
+                        Ok(Ok(1)) => Some(b[0]),
+                        _ => return,
+                    }
+                }
+                None => None,
+            };
+            let local = stream.io.local_addr().ok();
+            if let (Some(turn), Some(b), Some(local)) = (&turn, first, local)
+                && crate::turn::first_byte_is_stun(b)
+            {
+                crate::turn::serve_tcp(turn.clone(), stream, peer, local, Vec::new(), conn_stop)
+                    .await;
+                return;
+            }
             match tls {
                 None => {
                     serve_one(
@@ -203,16 +234,50 @@ pub(crate) async fn run(
                 Some(acceptor) => {
                     // The handshake shares the header deadline (a slow handshake is slowloris too).
                     let handshake = tokio::time::timeout(header_timeout, acceptor.accept(stream));
-                    if let Ok(Ok(tls_stream)) = handshake.await {
-                        serve_one(
-                            TokioIo::new(tls_stream),
-                            router,
-                            peer,
+                    let Ok(Ok(mut tls_stream)) = handshake.await else {
+                        return;
+                    };
+                    // TURN over TLS (`turns:`) on the same port: the first byte inside.
+                    let mut prefix = Vec::new();
+                    if turn.is_some() {
+                        let mut b = [0u8; 1];
+                        match tokio::time::timeout(
                             header_timeout,
-                            conn_stop,
+                            tokio::io::AsyncReadExt::read(&mut tls_stream, &mut b),
                         )
                         .await
+                        {
+                            Ok(Ok(1)) => prefix.push(b[0]),
+                            _ => return,
+                        }
                     }
+                    if let (Some(turn), Some(local)) = (&turn, local)
+                        && prefix
+                            .first()
+                            .is_some_and(|b| crate::turn::first_byte_is_stun(*b))
+                    {
+                        crate::turn::serve_tcp(
+                            turn.clone(),
+                            tls_stream,
+                            peer,
+                            local,
+                            prefix,
+                            conn_stop,
+                        )
+                        .await;
+                        return;
+                    }
+                    serve_one(
+                        TokioIo::new(Prefixed {
+                            prefix,
+                            io: tls_stream,
+                        }),
+                        router,
+                        peer,
+                        header_timeout,
+                        conn_stop,
+                    )
+                    .await
                 }
             }
         });
@@ -237,7 +302,7 @@ pub async fn serve_bounded(
     let caps = ConnectionCaps::new(max_connections, max_per_ip, Arc::from([]));
     run(
         listener,
-        None,
+        Protocols::default(),
         app,
         caps,
         header_timeout,
@@ -245,6 +310,46 @@ pub async fn serve_bounded(
         stop,
     )
     .await
+}
+
+/// A stream whose first bytes were already read (to tell TURN from HTTP): they come first.
+struct Prefixed<S> {
+    prefix: Vec<u8>,
+    io: S,
+}
+
+impl<S: AsyncRead + Unpin> AsyncRead for Prefixed<S> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        if !self.prefix.is_empty() {
+            let n = self.prefix.len().min(buf.remaining());
+            buf.put_slice(&self.prefix[..n]);
+            self.prefix.drain(..n);
+            return Poll::Ready(Ok(()));
+        }
+        Pin::new(&mut self.io).poll_read(cx, buf)
+    }
+}
+
+impl<S: AsyncWrite + Unpin> AsyncWrite for Prefixed<S> {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.io).poll_write(cx, buf)
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.io).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.io).poll_shutdown(cx)
+    }
 }
 
 /// One HTTP/1.1 connection (with upgrades), shut down gracefully when `stop` turns true.

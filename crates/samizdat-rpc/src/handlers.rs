@@ -294,6 +294,7 @@ pub(crate) async fn settings(s: &Session, _: NoParams) -> RpcResult<Settings> {
         auto_download_bytes: p.auto_download_bytes()?,
         notifications: p.notifications()?,
         read_receipts: p.read_receipts()?,
+        calls_direct: p.calls_direct()?,
     }))
 }
 
@@ -609,4 +610,73 @@ pub(crate) async fn get_events(s: &Session, a: GetEventsParams) -> RpcResult<Eve
         None => s.handle.get_events(a.since, limit, Duration::ZERO).await,
     };
     page.map_err(RpcError::from)
+}
+
+fn sdp_of(a: &CallParams) -> samizdat_core::Result<&str> {
+    a.sdp
+        .as_deref()
+        .ok_or_else(|| Error::Usage("give the session description as `sdp`".into()))
+}
+
+pub(crate) async fn call_prepare(
+    s: &Session,
+    a: CallPrepareParams,
+) -> RpcResult<samizdat_core::CallIce> {
+    on_profile!(s, |p| {
+        let id = target_id(p, a.target, a.conversation_id)?;
+        p.call_prepare(&id, a.video).await
+    })
+}
+
+pub(crate) async fn call_start(s: &Session, a: CallParams) -> RpcResult<Done> {
+    on_profile!(s, |p| {
+        p.call_start(&a.call_id, sdp_of(&a)?).await?;
+        Ok(Done { ok: true })
+    })
+}
+
+pub(crate) async fn call_accept(s: &Session, a: CallParams) -> RpcResult<Done> {
+    on_profile!(s, |p| {
+        p.call_accept(&a.call_id, sdp_of(&a)?).await?;
+        Ok(Done { ok: true })
+    })
+}
+
+pub(crate) async fn call_decline(s: &Session, a: CallParams) -> RpcResult<Done> {
+    on_profile!(s, |p| {
+        p.call_decline(&a.call_id).await?;
+        Ok(Done { ok: true })
+    })
+}
+
+pub(crate) async fn call_end(s: &Session, a: CallParams) -> RpcResult<Done> {
+    on_profile!(s, |p| {
+        p.call_end(&a.call_id).await?;
+        Ok(Done { ok: true })
+    })
+}
+
+pub(crate) async fn call_ice(s: &Session, a: CallParams) -> RpcResult<samizdat_core::CallIce> {
+    on_profile!(s, |p| p.call_ice(&a.call_id).await)
+}
+
+pub(crate) async fn call(s: &Session, a: CallParams) -> RpcResult<samizdat_core::CallView> {
+    on_profile!(s, |p| p.call(&a.call_id))
+}
+
+pub(crate) async fn calls(s: &Session, a: CallsParams) -> RpcResult<Vec<samizdat_core::CallView>> {
+    on_profile!(s, |p| {
+        let conv = match (a.target, a.conversation_id) {
+            (None, None) => None,
+            (t, c) => Some(target_id(p, t, c)?),
+        };
+        p.calls(conv.as_ref())
+    })
+}
+
+pub(crate) async fn set_calls_direct(s: &Session, a: CallsDirectParams) -> RpcResult<Done> {
+    on_profile!(s, |p| {
+        p.set_calls_direct(a.on)?;
+        Ok(Done { ok: true })
+    })
 }

@@ -297,6 +297,15 @@ methods! {
     "backup" => backup(BackupParams) -> BackedUp, "Write an encrypted backup of the whole profile (Argon2id-derived key) to a file.";
     "set_timer" => set_timer(TimerParams) -> Done, "Set the disappearing-messages timer for everyone in a conversation (seconds; 0: off).";
     "set_read_receipts" => set_read_receipts(ReadReceiptsParams) -> Done, "Send read receipts, and see other people's (off by default: then neither; delivery receipts are always on in 1:1 and small groups).";
+    "call_prepare" => call_prepare(CallPrepareParams) -> samizdat_core::CallIce, "Start a call in a 1:1 conversation: its id and the relay's TURN servers with credentials for it (no identity in them), for the browser to gather its candidates. Then `call_start` with the offer.";
+    "call_start" => call_start(CallParams) -> Done, "Ring the other side with this offer (`sdp`); it travels inside MLS, so its DTLS fingerprint is authenticated. Only relayed candidates leave unless direct calls are allowed.";
+    "call_accept" => call_accept(CallParams) -> Done, "Take a ringing call with this answer (`sdp`); the person's other devices stop ringing.";
+    "call_decline" => call_decline(CallParams) -> Done, "Do not take a ringing call (bots can decline every call); the caller sees it declined.";
+    "call_end" => call_end(CallParams) -> Done, "Hang up, or stop ringing the other side before they answer.";
+    "call_ice" => call_ice(CallParams) -> samizdat_core::CallIce, "The relay's TURN servers with fresh credentials for this call (the callee asks before answering).";
+    "call" => call(CallParams) -> samizdat_core::CallView, "One call: its state, its offer and answer, the other side's DTLS fingerprint.";
+    "calls" => calls(CallsParams) -> Vec<samizdat_core::CallView>, "Calls of one conversation (`target` or `conversation_id`) or of all, newest first; events `call_incoming`, `call_answered` and `call_ended` say when they change.";
+    "set_calls_direct" => set_calls_direct(CallsDirectParams) -> Done, "Let calls connect directly, showing each side the other's address (off by default: only through the relay).";
     "set_notifications" => set_notifications(NotifyParams) -> Done, "What the app's notifications show on this device: `off`, `private` (the default: only that something arrived), `sender`, `sender_text`.";
     "pin" => pin(ArrangeParams) -> Done, "Keep a conversation at the top of this device's list (`on`), or not.";
     "archive" => archive(ArrangeParams) -> Done, "Keep a conversation out of this device's main list (`on`), or bring it back; a new message brings it back unless it is muted.";

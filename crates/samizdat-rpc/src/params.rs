@@ -159,6 +159,10 @@ pub struct Settings {
     /// Read receipts sent and shown (off by default; shared by the person's devices).
     #[serde(default)]
     pub read_receipts: bool,
+    /// Calls may connect directly, showing each side the other's address (off by default:
+    /// only through the relay).
+    #[serde(default)]
+    pub calls_direct: bool,
 }
 
 #[derive(Debug, Default, Serialize, Deserialize, JsonSchema)]
@@ -512,3 +516,36 @@ pub struct GetEventsParams {
 /// The OpenRPC document (see <https://spec.open-rpc.org>).
 #[derive(Debug, Serialize, Deserialize, JsonSchema)]
 pub struct OpenRpcDocument(pub Value);
+
+/// Start a call in a 1:1 conversation (`video`: with the camera).
+#[derive(Debug, Default, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CallPrepareParams {
+    pub target: Option<String>,
+    pub conversation_id: Option<ConversationId>,
+    #[serde(default)]
+    pub video: bool,
+}
+
+/// One call, and for `call_start` / `call_accept` the browser's offer or answer (SDP).
+#[derive(Debug, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CallParams {
+    pub call_id: samizdat_core::CallId,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sdp: Option<String>,
+}
+
+/// Calls of one conversation, or of all (neither given).
+#[derive(Debug, Default, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CallsParams {
+    pub target: Option<String>,
+    pub conversation_id: Option<ConversationId>,
+}
+
+#[derive(Debug, Default, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CallsDirectParams {
+    pub on: bool,
+}

@@ -40,6 +40,9 @@ pub enum ConfigCommand {
     /// Send read receipts and see other people's (`on`), or neither (`off`, the default).
     /// Without an argument, show the current setting.
     ReadReceipts { state: Option<String> },
+    /// Let calls connect directly, showing each side the other's address (`on`), or only
+    /// through the relay (`off`, the default). Without an argument, show the current setting.
+    CallsDirect { state: Option<String> },
     /// Connect through a proxy from now on: a URL (socks5h://, socks5://, http://), `tor`,
     /// or `off`. Without an argument, show the current setting.
     Proxy {
@@ -131,6 +134,14 @@ pub enum ClientCommand {
         #[arg(long)]
         off: bool,
     },
+    /// List calls (of one conversation, or all), newest first.
+    Calls {
+        target: Option<String>,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Act on a call: `decline CALL_ID` (a ringing one) or `end CALL_ID`.
+    Call { action: String, call_id: String },
     /// Block a contact: nothing they send is kept, you cannot write to them (`--off`: unblock).
     Block {
         contact: String,
@@ -729,6 +740,29 @@ fn print_event(e: &Event, json: bool) {
         Event::Joined { conversation, .. } => {
             println!("joined a conversation ({})", safe(conversation))
         }
+        Event::CallIncoming {
+            conversation,
+            call_id,
+            video,
+            from,
+            ..
+        } => println!(
+            "[{}] {} is calling ({}): call {call_id}; `samizdat call decline {call_id}`, or answer in the app",
+            safe(conversation),
+            safe(from),
+            if *video { "video" } else { "voice" }
+        ),
+        Event::CallEnded {
+            outgoing,
+            video,
+            outcome,
+            duration_secs,
+            call_id,
+            ..
+        } => println!(
+            "call {call_id}: {}",
+            crate::i18n::call_line_en(*outgoing, *video, *outcome, *duration_secs)
+        ),
         Event::TimerSet {
             conversation,
             who,
@@ -1064,6 +1098,42 @@ async fn run_in(home: &Path, cmd: ClientCommand) -> Result<()> {
             })
             .await?;
         }
+        ClientCommand::Calls { target, json } => {
+            let calls: Vec<samizdat_core::CallView> = b
+                .calls(rpc::CallsParams {
+                    target: target.clone(),
+                    conversation_id: None,
+                })
+                .await?;
+            for c in &calls {
+                if json {
+                    println!("{}", serde_json::to_string(c)?);
+                    continue;
+                }
+                let line = match c.outcome {
+                    Some(o) => crate::i18n::call_line_en(c.outgoing, c.video, o, c.duration_secs()),
+                    None => format!("{:?}", c.state).to_lowercase(),
+                };
+                println!("{}  {}", c.call_id, safe(&line));
+            }
+        }
+        ClientCommand::Call { action, call_id } => {
+            let params = rpc::CallParams {
+                call_id: call_id.parse()?,
+                sdp: None,
+            };
+            let _: samizdat_rpc::Done = match action.as_str() {
+                "decline" => b.call_decline(params).await?,
+                "end" => b.call_end(params).await?,
+                other => {
+                    return Err(anyhow!(
+                        "call takes `decline` or `end`, not {:?}",
+                        safe(other)
+                    ));
+                }
+            };
+            println!("call {call_id}: {action}");
+        }
         ClientCommand::Block { contact, off } => {
             let _: samizdat_rpc::Done = b
                 .contact_block(rpc::ContactBlockParams {
@@ -1272,6 +1342,34 @@ async fn run_in(home: &Path, cmd: ClientCommand) -> Result<()> {
             } else {
                 println!("attachments up to {bytes} bytes are fetched as they arrive");
             }
+        }
+        ClientCommand::Config(ConfigCommand::CallsDirect { state }) => {
+            let on = match state.as_deref() {
+                None => {
+                    let s: samizdat_rpc::Settings = b.settings(rpc::NoParams {}).await?;
+                    s.calls_direct
+                }
+                Some("on") => true,
+                Some("off") => false,
+                Some(other) => {
+                    return Err(anyhow!(
+                        "calls-direct takes `on` or `off`, not {:?}",
+                        safe(other)
+                    ));
+                }
+            };
+            if state.is_some() {
+                let _: samizdat_rpc::Done =
+                    b.set_calls_direct(rpc::CallsDirectParams { on }).await?;
+            }
+            println!(
+                "calls: {}",
+                if on {
+                    "direct connections allowed (each side sees the other's address)"
+                } else {
+                    "only through the relay"
+                }
+            );
         }
         ClientCommand::Config(ConfigCommand::ReadReceipts { state }) => {
             let on = match state.as_deref() {

@@ -148,6 +148,15 @@ pub fn line_en(e: &Event) -> String {
     english().line(Lang::EN, e, Errors::Detailed)
 }
 
+pub fn call_line_en(
+    outgoing: bool,
+    video: bool,
+    outcome: samizdat_core::CallOutcome,
+    secs: u64,
+) -> String {
+    english().call_line(Lang::EN, outgoing, video, outcome, secs)
+}
+
 pub fn status_en(status: &ConvStatus) -> String {
     english().status(Lang::EN, status)
 }
@@ -158,6 +167,16 @@ pub fn status_en(status: &ConvStatus) -> String {
 pub enum Errors {
     Translated,
     Detailed,
+}
+
+/// A call's length as a clock shows it: `0:42`, `12:05`, `1:02:03`.
+pub fn call_duration(secs: u64) -> String {
+    let (h, m, s) = (secs / 3600, secs / 60 % 60, secs % 60);
+    if h > 0 {
+        format!("{h}:{m:02}:{s:02}")
+    } else {
+        format!("{m}:{s:02}")
+    }
 }
 
 /// A Fluent key from a snake_case code: `notice` + `move_failed` → `notice-move-failed`.
@@ -207,8 +226,44 @@ impl I18n {
                 }
             }
             Event::Notice { notice, .. } => self.notice(lang, notice, errors),
+            Event::CallEnded {
+                outgoing,
+                video,
+                outcome,
+                duration_secs,
+                ..
+            } => self.call_line(lang, *outgoing, *video, *outcome, *duration_secs),
             _ => String::new(),
         }
+    }
+
+    /// A finished call as a line in the chat: `line-call-<outcome>`, with the kind of call
+    /// (`call-kind-<out|in>-<voice|video>`) and, once answered, how long it lasted.
+    pub fn call_line(
+        &self,
+        lang: Lang,
+        outgoing: bool,
+        video: bool,
+        outcome: samizdat_core::CallOutcome,
+        secs: u64,
+    ) -> String {
+        let kind = format!(
+            "call-kind-{}-{}",
+            if outgoing { "out" } else { "in" },
+            if video { "video" } else { "voice" }
+        );
+        let code = serde_json::to_value(outcome)
+            .ok()
+            .and_then(|v| v.as_str().map(str::to_string))
+            .unwrap_or_default();
+        self.ta(
+            lang,
+            &key("line-call", &code),
+            &[
+                ("kind", self.t(lang, &kind).into()),
+                ("duration", call_duration(secs).into()),
+            ],
+        )
     }
 
     /// A timer's length in words ("1 day", "5 минут").
@@ -399,6 +454,31 @@ mod tests {
             }
         }
         out
+    }
+
+    #[test]
+    fn every_call_outcome_is_a_line_in_every_language() {
+        use samizdat_core::CallOutcome::{Answered, Declined};
+        let i18n = I18n::new();
+        for (lang, _) in LOCALES {
+            let lang = Lang::from_code(lang).expect("a language");
+            for outcome in samizdat_core::CallOutcome::ALL {
+                for (out, video) in [(true, false), (false, true)] {
+                    let line = i18n.call_line(lang, out, video, outcome, 83);
+                    assert!(!line.is_empty() && !line.contains("line-call"), "{line}");
+                    assert!(!line.contains('{'), "{line}");
+                }
+            }
+        }
+        assert_eq!(
+            i18n.call_line(Lang::EN, true, false, Answered, 83),
+            "Outgoing call, 1:23"
+        );
+        assert_eq!(
+            i18n.call_line(ru(), false, true, Declined, 0),
+            "Входящий видеозвонок: отклонён"
+        );
+        assert_eq!(call_duration(3723), "1:02:03");
     }
 
     #[test]

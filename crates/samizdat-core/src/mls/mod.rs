@@ -48,6 +48,8 @@ pub const DEFAULT_CIPHERSUITE: CipherSuite = CipherSuite::ML_KEM_768_X25519;
 
 /// Exporter label for epoch tokens (docs/PROTOCOL.md: epoch tokens).
 const TOKEN_LABEL: &[u8] = b"samizdat epoch token v1";
+/// The MLS exporter label of a call's room token (issue 31; the call id is the context).
+const CALL_LABEL: &[u8] = b"samizdat call v1";
 const TOKEN_LEN: usize = 32;
 
 type Cfg = IntoConfigOutput<
@@ -442,6 +444,17 @@ impl Group {
         Ok(zeroize::Zeroizing::new(
             self.inner
                 .export_secret(TOKEN_LABEL, self.inner.group_id(), TOKEN_LEN)?
+                .as_bytes()
+                .to_vec(),
+        ))
+    }
+
+    /// A call's room token: what both sides of the call ask the relay's TURN server with
+    /// (the caller derives it and carries it in the MLS-encrypted invite).
+    pub fn call_room(&self, call_id: &[u8]) -> Result<zeroize::Zeroizing<Vec<u8>>> {
+        Ok(zeroize::Zeroizing::new(
+            self.inner
+                .export_secret(CALL_LABEL, call_id, 32)?
                 .as_bytes()
                 .to_vec(),
         ))

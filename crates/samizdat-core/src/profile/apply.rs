@@ -27,13 +27,18 @@ impl Profile {
                 | Body::Edit { .. }
                 | Body::Delete { .. }
                 | Body::Receipt { .. }
+                | Body::Call { .. }
                 | Body::Unknown
         );
         // Only the person's devices share the self group; besides what they tell each other,
         // it holds the person's saved messages (notes to self) and what they do to them. (A
         // body this version does not know may be something the devices tell each other: not
         // shown as a note.)
-        let note = speech && !matches!(p.body, Body::Receipt { .. } | Body::Unknown);
+        let note = speech
+            && !matches!(
+                p.body,
+                Body::Receipt { .. } | Body::Call { .. } | Body::Unknown
+            );
         if is_self_group(conv) && !(mine && note) {
             return Ok(None);
         }
@@ -75,6 +80,9 @@ impl Profile {
             Body::Edit { target, text } => self.apply_edit(tx, conv, sender, &target, &text)?,
             Body::Delete { target } => self.apply_delete(tx, conv, sender, &target)?,
             Body::Unknown => self.apply_unknown(conv, sender, &p, seq)?,
+            Body::Call { call_id, signal } => {
+                self.apply_call(conv, sender, p.sent_at, call_id, signal)?
+            }
             // Our other devices' announcements are not news about a peer.
             Body::Profile { .. } if mine => {}
             Body::Profile {

@@ -357,6 +357,16 @@ impl Profile {
             Some((_, 0, uses)) if uses > 0 => Some(Refusal::ReusedInvite),
             Some(_) => None,
         };
+        let by_hand: bool = self.db.conn().query_row(
+            "SELECT joined_by_hand FROM conversations WHERE group_id = ?1",
+            params![gid.as_bytes()],
+            |r| r.get(0),
+        )?;
+        // Joined by hand from the pending invitations: the person let them in themselves, so
+        // the link's state no longer decides; the chat says what the link alone would not
+        // have allowed (a used-up single-use link has been seen by someone).
+        let let_in_by_hand = refusal.clone().filter(|_| by_hand);
+        let refusal = refusal.filter(|_| !by_hand);
         if let Some(reason) = refusal {
             // The next sync tells the invitee, leaves the group and forgets it here
             // (`finish_refusals`); recorded now, in this entry's transaction.
@@ -372,10 +382,12 @@ impl Profile {
             ))?;
             return Ok(());
         }
-        self.db.conn().execute(
-            "UPDATE invites SET uses = uses + 1 WHERE invite_id = ?1",
-            params![invite.as_bytes()],
-        )?;
+        if let_in_by_hand.is_none() {
+            self.db.conn().execute(
+                "UPDATE invites SET uses = uses + 1 WHERE invite_id = ?1",
+                params![invite.as_bytes()],
+            )?;
+        }
         let mut addresses = vec![crate::payload::MailboxAddr {
             relay: relay.clone(),
             mailbox,
@@ -420,6 +432,9 @@ impl Profile {
         )?;
         conv.kind = ConvKind::Direct;
         conv.name = new_name;
+        if let Some(reason) = let_in_by_hand {
+            self.emit(Event::notice(Some(conv), Notice::LetInByHand { reason }))?;
+        }
         Ok(())
     }
 

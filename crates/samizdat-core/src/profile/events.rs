@@ -54,6 +54,29 @@ pub enum Event {
     },
     /// A chat was deleted on this device (`delete_chat`).
     ChatDeleted { conversation_id: ConversationId },
+    /// Someone calls us (the app rings; `call` gives the offer).
+    CallIncoming {
+        conversation_id: ConversationId,
+        conversation: String,
+        call_id: CallId,
+        video: bool,
+        from: String,
+    },
+    /// The other side took our call: its answer is in `call`.
+    CallAnswered {
+        conversation_id: ConversationId,
+        call_id: CallId,
+    },
+    /// A call ended, a line in the chat: how, and how long it lasted once answered.
+    CallEnded {
+        conversation_id: ConversationId,
+        call_id: CallId,
+        outgoing: bool,
+        video: bool,
+        outcome: super::calls::CallOutcome,
+        #[serde(default)]
+        duration_secs: u64,
+    },
     /// Other members' devices hold (`read`: have shown) these messages of ours.
     Receipt {
         conversation_id: ConversationId,
@@ -214,12 +237,16 @@ impl Event {
             }
             | Event::Removed {
                 conversation_id, ..
+            }
+            | Event::CallEnded {
+                conversation_id, ..
             } => Some(conversation_id),
             Event::Notice {
                 conversation_id: Some(id),
                 notice:
                     crate::Notice::ContactDeviceAdded { .. }
-                    | crate::Notice::ContactDeviceRemoved { .. },
+                    | crate::Notice::ContactDeviceRemoved { .. }
+                    | crate::Notice::LetInByHand { .. },
                 ..
             } => Some(id),
             _ => None,

@@ -339,6 +339,11 @@ impl Profile {
             stored: welcome,
         };
         self.join_arrived(&arrived).await?;
+        // Joined by hand: an introduction through a used-up link is the person's choice now.
+        self.db.conn().execute(
+            "UPDATE conversations SET joined_by_hand = 1 WHERE group_id = ?1",
+            params![group_id.as_bytes()],
+        )?;
         self.db
             .conn()
             .execute("DELETE FROM invitations WHERE id = ?1", params![id])?;

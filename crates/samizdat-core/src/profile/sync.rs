@@ -20,6 +20,7 @@ impl Profile {
         self.sync_conversations().await?;
         self.sync_devices_and_repairs().await?;
         self.send_receipts_quietly().await;
+        self.finish_calls_quietly().await;
         match home_down {
             Some(e) => Err(e),
             None => Ok(()),
@@ -260,6 +261,7 @@ impl Profile {
         self.flush_pending(&conv).await?;
         self.commit_pending_removals(Some(group_id)).await?;
         self.send_receipts_quietly().await;
+        self.finish_calls_quietly().await;
         Ok(())
     }
 

@@ -168,6 +168,14 @@ impl RelayClient {
         &self.spec
     }
 
+    /// The host of the address in use (what TURN URLs for this relay name).
+    pub fn host(&self) -> Option<String> {
+        reqwest::Url::parse(self.current_base())
+            .ok()?
+            .host_str()
+            .map(str::to_string)
+    }
+
     fn current_base(&self) -> &str {
         &self.bases[self.current.load(Ordering::Relaxed) % self.bases.len()]
     }
@@ -565,6 +573,28 @@ impl RelayClient {
                         "{base}/v1/groups/{group}/entries?epoch={epoch}&after={after}"
                     ))
                     .header(proto::HEADER_TOKEN, Bytes::encode(token))
+            })
+            .await?;
+        self.finish(r).await
+    }
+
+    /// TURN credentials for one call's room (issue 31), as a member of `group` at `epoch`.
+    pub async fn turn_credentials(
+        &self,
+        group: &Id,
+        epoch: u64,
+        token: &[u8],
+        room: &[u8],
+    ) -> Result<proto::TurnCredentials> {
+        let req = proto::TurnRequest {
+            room: Bytes(room.to_vec()),
+        };
+        let r = self
+            .send(|base| {
+                self.http
+                    .post(format!("{base}/v1/groups/{group}/calls?epoch={epoch}"))
+                    .header(proto::HEADER_TOKEN, Bytes::encode(token))
+                    .json(&req)
             })
             .await?;
         self.finish(r).await

@@ -173,6 +173,69 @@ fn finding_1_groups_from_strangers_wait_for_consent() {
                 .iter()
                 .any(|c| c.id == joined)
         );
+        // Issue 30, item 7: what bob joined by hand keeps a sensible name — the stranger's,
+        // as a 1:1 chat — and stays, though the link alone would have been refused; its chat
+        // says so. Nothing refuses or removes it on later syncs, on either side.
+        let events = bob.sync().await;
+        assert!(
+            !events.iter().any(|e| matches!(
+                e,
+                Event::Notice {
+                    notice: samizdat_core::Notice::IntroductionRefused { .. },
+                    ..
+                }
+            )),
+            "{events:?}"
+        );
+        let chat = bob
+            .profile
+            .conversations()
+            .expect("conversations")
+            .into_iter()
+            .find(|c| c.id == joined)
+            .expect("still listed");
+        assert_eq!(chat.kind, ConvKind::Direct, "{chat:?}");
+        assert_eq!(chat.shown_as, eve.display, "{chat:?}");
+        assert_eq!(chat.name, eve.display, "{chat:?}");
+        assert!(chat.active && chat.status.is_none(), "{chat:?}");
+        assert_eq!(
+            bob.profile
+                .find_conversation(&eve.display)
+                .expect("by name"),
+            joined
+        );
+        let lines: Vec<_> = bob
+            .history(&eve.display)
+            .into_iter()
+            .filter_map(|m| m.system)
+            .collect();
+        assert!(
+            lines.iter().any(|e| matches!(
+                **e,
+                Event::Notice {
+                    notice: samizdat_core::Notice::LetInByHand {
+                        reason: samizdat_core::Refusal::ReusedInvite
+                    },
+                    ..
+                }
+            )),
+            "{lines:?}"
+        );
+        let hello = w.text("hello from bob");
+        bob.send(&eve.display.clone(), &hello).await;
+        eve.sync().await;
+        assert!(eve.got(&hello));
+        let back = w.text("and back from eve");
+        eve.send("bob", &back).await;
+        bob.sync().await;
+        assert!(bob.got(&back));
+        assert!(
+            eve.profile
+                .conversations()
+                .expect("conversations")
+                .iter()
+                .all(|c| c.status.is_none())
+        );
         w.assert_no_plaintext();
     });
 }

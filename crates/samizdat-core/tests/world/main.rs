@@ -2,6 +2,7 @@
 //! temporary directory, profiles that stay open, the profile clock moved instead of slept.
 //! Each test is the in-process form of one that used to spawn a process per command.
 
+mod calls;
 mod delivery;
 mod devices;
 mod groups;

@@ -1,0 +1,250 @@
+//! Calls (issue 31): the signalling inside MLS, the TURN credentials from the conversation's
+//! relay, and how calls end — as the core sees them (the browsers' media is
+//! tests/browser/test_calls.py).
+
+use std::time::Duration;
+
+use samizdat_core::testing::{Person, World};
+use samizdat_core::{CallId, CallOutcome, CallState, Event};
+
+use crate::run;
+
+/// An offer as a browser gathering only relayed candidates makes it, plus one host candidate
+/// the core must strip (defence in depth).
+fn sdp(fingerprint: &str) -> String {
+    format!(
+        "v=0\r\no=- 4611731400430051336 2 IN IP4 127.0.0.1\r\ns=-\r\nt=0 0\r\nm=audio 9 UDP/TLS/RTP/SAVPF 111\r\n\
+         c=IN IP4 0.0.0.0\r\na=fingerprint:sha-256 {fingerprint}\r\n\
+         a=candidate:1 1 udp 2122260223 192.168.1.5 50000 typ host\r\n\
+         a=candidate:2 1 udp 41885439 127.0.0.1 50001 typ relay raddr 0.0.0.0 rport 0\r\na=end-of-candidates\r\n"
+    )
+}
+
+fn ended(p: &Person, call: CallId) -> Option<(CallOutcome, u64)> {
+    p.seen.iter().rev().find_map(|e| match e {
+        Event::CallEnded {
+            call_id,
+            outcome,
+            duration_secs,
+            ..
+        } if *call_id == call => Some((*outcome, *duration_secs)),
+        _ => None,
+    })
+}
+
+/// The lines about calls in `p`'s chat `with`, oldest first.
+fn call_lines(p: &Person, with: &str) -> Vec<CallOutcome> {
+    p.history(with)
+        .into_iter()
+        .filter_map(|m| match m.system.as_deref() {
+            Some(Event::CallEnded { outcome, .. }) => Some(*outcome),
+            _ => None,
+        })
+        .collect()
+}
+
+/// Alice calls bob: the offer reaches him through MLS with only relayed candidates, both get
+/// TURN credentials for the same call from the conversation's relay (different, identity-free
+/// usernames), his answer reaches her, and hanging up ends it on both sides with its
+/// duration, as a line in both chats.
+#[test]
+fn a_call_rings_connects_and_ends_with_a_line_on_both_sides() {
+    run(async {
+        let mut w = World::new().await;
+        let [mut alice, mut bob] = w.people(["alice", "bob"]).await;
+        w.connect(&mut alice, &mut bob).await;
+        let (to_bob, to_alice) = (bob.display.clone(), alice.name.clone());
+        let conv = alice.conversation(&to_bob);
+        let ice = alice
+            .profile
+            .call_prepare(&conv, false)
+            .await
+            .expect("prepared");
+        assert!(ice.relay_only, "relayed only by default");
+        let server = &ice.ice_servers[0];
+        assert!(
+            server
+                .urls
+                .iter()
+                .any(|u| u.starts_with("turn:127.0.0.1:") && u.ends_with("?transport=udp")),
+            "{:?}",
+            server.urls
+        );
+        assert!(server.urls.iter().any(|u| u.ends_with("?transport=tcp")));
+        for name in [&alice.name, &alice.display, &bob.display] {
+            assert!(!server.username.contains(name.as_str()));
+        }
+        let call = ice.call_id;
+        alice
+            .profile
+            .call_start(&call, &sdp("AA:AA"))
+            .await
+            .expect("ringing");
+        bob.sync().await;
+        assert!(
+            bob.seen.iter().any(|e| matches!(e, Event::CallIncoming { call_id, video: false, .. } if *call_id == call)),
+            "{:?}",
+            bob.seen
+        );
+        let ringing = bob.profile.call(&call).expect("the call");
+        assert_eq!(ringing.state, CallState::Ringing);
+        assert!(!ringing.outgoing);
+        assert!(!ringing.offer.contains("typ host"), "{}", ringing.offer);
+        assert!(ringing.offer.contains("typ relay"));
+        assert_eq!(ringing.peer_fingerprint.as_deref(), Some("sha-256 AA:AA"));
+        let bob_ice = bob
+            .profile
+            .call_ice(&call)
+            .await
+            .expect("bob's credentials");
+        assert_ne!(bob_ice.ice_servers[0].username, server.username);
+        assert_eq!(
+            bob_ice.ice_servers[0].urls, server.urls,
+            "the same TURN server"
+        );
+
+        bob.profile
+            .call_accept(&call, &sdp("BB:BB"))
+            .await
+            .expect("answered");
+        alice.sync().await;
+        assert!(
+            alice
+                .seen
+                .iter()
+                .any(|e| matches!(e, Event::CallAnswered { call_id, .. } if *call_id == call))
+        );
+        let connected = alice.profile.call(&call).expect("the call");
+        assert_eq!(connected.state, CallState::Connected);
+        assert_eq!(connected.peer_fingerprint.as_deref(), Some("sha-256 BB:BB"));
+
+        w.advance(Duration::from_secs(95));
+        alice.profile.call_end(&call).await.expect("hung up");
+        alice.take();
+        bob.sync().await;
+        let (outcome, secs) = ended(&alice, call).expect("ended for alice");
+        assert_eq!(outcome, CallOutcome::Answered);
+        assert!((94..=100).contains(&secs), "{secs}");
+        let (outcome, secs) = ended(&bob, call).expect("ended for bob");
+        assert_eq!(outcome, CallOutcome::Answered);
+        assert!((94..=100).contains(&secs), "{secs}");
+        assert_eq!(call_lines(&alice, &to_bob), [CallOutcome::Answered]);
+        assert_eq!(call_lines(&bob, &to_alice), [CallOutcome::Answered]);
+        assert_eq!(bob.profile.calls(None).expect("calls").len(), 1);
+        w.assert_no_plaintext();
+    });
+}
+
+/// `p` rings the other side of `with` (a video call).
+async fn ring(p: &mut Person, with: &str) -> CallId {
+    let conv = p.conversation(with);
+    let call = p
+        .profile
+        .call_prepare(&conv, true)
+        .await
+        .expect("prepared")
+        .call_id;
+    p.profile
+        .call_start(&call, &sdp("CC:CC"))
+        .await
+        .expect("ringing");
+    call
+}
+
+/// Declined, missed (the caller gave up), unanswered (rang past the limit), busy (the callee
+/// was in another call), and a blocked caller who rings no one.
+#[test]
+fn declined_missed_unanswered_busy_and_blocked_calls() {
+    run(async {
+        let mut w = World::new().await;
+        let [mut alice, mut bob, mut carol] = w.people(["alice", "bob", "carol"]).await;
+        w.connect(&mut alice, &mut bob).await;
+        w.connect(&mut carol, &mut bob).await;
+        let (to_bob, to_alice) = (bob.display.clone(), alice.name.clone());
+
+        // Declined.
+        let call = ring(&mut alice, &to_bob).await;
+        bob.sync().await;
+        bob.profile.call_decline(&call).await.expect("declined");
+        alice.sync().await;
+        assert_eq!(
+            ended(&alice, call).map(|e| e.0),
+            Some(CallOutcome::Declined)
+        );
+
+        // The caller gives up: missed for bob.
+        let call = ring(&mut alice, &to_bob).await;
+        bob.sync().await;
+        alice.profile.call_end(&call).await.expect("cancelled");
+        alice.take();
+        bob.sync().await;
+        assert_eq!(
+            ended(&alice, call).map(|e| e.0),
+            Some(CallOutcome::Cancelled)
+        );
+        assert_eq!(ended(&bob, call).map(|e| e.0), Some(CallOutcome::Missed));
+
+        // Nobody answers: after the ring time the caller's next sync ends it, and bob, who
+        // reads the invite only then, counts it missed without ringing.
+        let call = ring(&mut alice, &to_bob).await;
+        w.advance(Duration::from_secs(samizdat_core::RING_SECS + 5));
+        alice.sync().await;
+        assert_eq!(
+            ended(&alice, call).map(|e| e.0),
+            Some(CallOutcome::NoAnswer)
+        );
+        bob.sync().await;
+        assert!(
+            !bob.seen
+                .iter()
+                .any(|e| matches!(e, Event::CallIncoming { call_id, .. } if *call_id == call))
+        );
+        assert_eq!(ended(&bob, call).map(|e| e.0), Some(CallOutcome::Missed));
+
+        // Busy: bob is talking to carol when alice calls.
+        let carol_call = ring(&mut carol, &bob.display.clone()).await;
+        bob.sync().await;
+        bob.profile
+            .call_accept(&carol_call, &sdp("DD:DD"))
+            .await
+            .expect("answered");
+        let call = ring(&mut alice, &to_bob).await;
+        bob.sync().await;
+        assert_eq!(ended(&bob, call).map(|e| e.0), Some(CallOutcome::Missed));
+        alice.sync().await;
+        assert_eq!(ended(&alice, call).map(|e| e.0), Some(CallOutcome::Busy));
+        bob.profile.call_end(&carol_call).await.expect("hung up");
+
+        // Blocked: alice's calls ring nothing and leave nothing.
+        let alice_id = bob.contact(&to_alice);
+        bob.profile.contact_block(&alice_id, true).expect("blocked");
+        let before = bob.profile.calls(None).expect("calls").len();
+        let call = ring(&mut alice, &to_bob).await;
+        bob.sync().await;
+        assert!(
+            !bob.seen
+                .iter()
+                .any(|e| matches!(e, Event::CallIncoming { call_id, .. } if *call_id == call))
+        );
+        assert_eq!(bob.profile.calls(None).expect("calls").len(), before);
+
+        assert_eq!(
+            call_lines(&alice, &to_bob),
+            [
+                CallOutcome::Declined,
+                CallOutcome::Cancelled,
+                CallOutcome::NoAnswer,
+                CallOutcome::Busy
+            ]
+        );
+        assert_eq!(
+            call_lines(&bob, &to_alice),
+            [
+                CallOutcome::Declined,
+                CallOutcome::Missed,
+                CallOutcome::Missed,
+                CallOutcome::Missed
+            ]
+        );
+    });
+}
