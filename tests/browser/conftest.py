@@ -39,8 +39,8 @@ class Relay:
         self.proc = subprocess.Popen(
             [BIN, "relay", "--allow-root", "--listen", f"127.0.0.1:{self.port}", "--data", str(self.data), *extra],
             stdout=subprocess.PIPE,
-            stderr=subprocess.DEVNULL,
-            env={**os.environ, "SAMIZDAT_LOG": "error"},
+            stderr=open(f"/tmp/{Path(self.data).name}.log", "ab") if os.environ.get("SAMIZDAT_RELAY_LOG") else subprocess.DEVNULL,
+            env={**os.environ, "SAMIZDAT_LOG": os.environ.get("SAMIZDAT_RELAY_LOG", "error")},
         )
         line = self.proc.stdout.readline().decode()
         assert "listening" in line, line

@@ -27,11 +27,11 @@ def menu(page, item):
     return item.locator("details.msg-menu")
 
 
-def pair(browser, workdir, tag, apps, init_script=None):
+def pair(browser, workdir, tag, apps, init_script=None, browser_b=None, relay_config=None):
     """Alice and Bob, each in an app of their own on one relay, connected (bob accepted
     alice's invite and calls her "alice"): their apps go into `apps`; returns the relay, the
     apps' bases and the two pages (alice on her chat list)."""
-    relay = Relay(workdir / f"relay-{tag}").start()
+    relay = Relay(workdir / f"relay-{tag}", relay_config).start()
     alice_app = App(workdir / f"alice-{tag}", relay.url)
     apps.append(alice_app)
     bob_app = App(workdir / f"bob-{tag}", relay.url)
@@ -39,7 +39,7 @@ def pair(browser, workdir, tag, apps, init_script=None):
     a_ctx = browser.new_context(locale="en-US", viewport={"width": 1200, "height": 900})
     if init_script:
         a_ctx.add_init_script(init_script)
-    b_ctx = browser.new_context(locale="en-US", viewport={"width": 1200, "height": 900})
+    b_ctx = (browser_b or browser).new_context(locale="en-US", viewport={"width": 1200, "height": 900})
     alice = a_ctx.new_page()
     bob = b_ctx.new_page()
     alice.goto(alice_app.url)

@@ -215,7 +215,10 @@ impl ServiceHandler for Handler {
         username: &str,
         algorithm: PasswordAlgorithm,
     ) -> Option<Password> {
-        let room = self.0.keys.open(username, now_secs())?;
+        let Some(room) = self.0.keys.open(username, now_secs()) else {
+            tracing::debug!(transport = ?id.transport, "TURN credential refused (unknown or expired)");
+            return None;
+        };
         {
             let mut rooms = self.rooms();
             match rooms.of.get(id) {
@@ -236,7 +239,12 @@ impl ServiceHandler for Handler {
         Some(generate_password(username, &password, REALM, algorithm))
     }
 
+    fn on_allocated(&self, id: &Identifier, _username: &str, port: u16) {
+        tracing::debug!(transport = ?id.transport, port, "TURN allocation");
+    }
+
     fn on_destroy(&self, id: &Identifier, _username: &str) {
+        tracing::debug!(transport = ?id.transport, "TURN session ended");
         let mut rooms = self.rooms();
         if let Some(room) = rooms.of.remove(id)
             && let Some(n) = rooms.count.get_mut(&room)
@@ -424,12 +432,26 @@ impl Turn {
         }
         self.stats.packets_in.fetch_add(1, Relaxed);
         out.clear();
-        let result = router.route(packet, out).await.ok()??;
+        let result = match router.route(packet, out).await.ok()? {
+            Some(r) => r,
+            None => {
+                // ChannelData turn-server dropped: deliver it as a Data indication.
+                let target = self.channel_fallback(id, packet, out)?;
+                if !self.handler.same_room(id, &target) {
+                    self.stats.cross_room_dropped.fetch_add(1, Relaxed);
+                    return None;
+                }
+                self.stats.relayed.fetch_add(1, Relaxed);
+                self.forward(&target, out).await;
+                return None;
+            }
+        };
         match result.relay {
             None => Some(Reply::Back),
             Some(target) => {
                 if !self.handler.same_room(id, &target) {
                     self.stats.cross_room_dropped.fetch_add(1, Relaxed);
+                    tracing::debug!("TURN packet between rooms dropped");
                     return None;
                 }
                 if target.transport == Transport::Tcp && result.method.is_none() {
@@ -444,6 +466,55 @@ impl Turn {
                 None
             }
         }
+    }
+
+    /// ChannelData whose receiving allocation has bound no channel back to the sender:
+    /// turn-server 4.1.5's `channel_data` drops it (it looks the channel up in the receiver's
+    /// table), where RFC 8656 §12.4 delivers it as a Data indication. Browsers bind channels
+    /// on their own schedule, and a TCP allocation on one side with a UDP one on the other
+    /// then passes the ICE checks (sent before the channel) but never the DTLS handshake.
+    /// Here the Data indication is built, if the receiver has a permission for the sender's
+    /// relayed port; returns the receiving session, the indication in `out`. Upstream fix:
+    /// fall back to a Data indication in `channel_data`.
+    fn channel_fallback(
+        &self,
+        id: &Identifier,
+        frame: &[u8],
+        out: &mut BytesMut,
+    ) -> Option<Identifier> {
+        use turn_server::codec::message::MessageEncoder;
+        use turn_server::codec::message::attributes::{Data, XorPeerAddress};
+        use turn_server::codec::message::methods::DATA_INDICATION;
+        use turn_server::service::session::Session;
+        if frame.len() < 4 || frame[0] >> 6 != 1 {
+            return None;
+        }
+        let number = u16::from_be_bytes([frame[0], frame[1]]);
+        let len = u16::from_be_bytes([frame[2], frame[3]]) as usize;
+        let data = frame.get(4..4 + len)?;
+        let sessions = self.service.get_session_manager();
+        let (peer, port) = match sessions.get_session(id).get_ref()? {
+            Session::Authenticated {
+                channel_relay_table,
+                allocated_port,
+                ..
+            } => (*channel_relay_table.get(&number)?, (*allocated_port)?),
+            Session::New { .. } => return None,
+        };
+        match sessions.get_session(&peer).get_ref()? {
+            Session::Authenticated {
+                port_relay_table, ..
+            } if port_relay_table.contains_key(&port) => {}
+            _ => return None,
+        }
+        let mut transaction = [0u8; 12];
+        aws_lc_rs::rand::fill(&mut transaction).ok()?;
+        out.clear();
+        let mut message = MessageEncoder::new(DATA_INDICATION, &transaction, out);
+        message.append::<XorPeerAddress>(SocketAddr::new(id.external.ip(), port));
+        message.append::<Data>(data);
+        message.flush(None).ok()?;
+        Some(peer)
     }
 
     /// Hand a relayed packet to the session `target` on whichever transport it uses.
@@ -566,6 +637,20 @@ pub(crate) fn first_byte_is_stun(b: u8) -> bool {
     b <= 0x01
 }
 
+/// A frame read from TCP without its padding. ChannelData over TCP is padded to a multiple
+/// of four (RFC 8656 §12.5); turn-server 4.1.5's `ChannelData::decode` takes everything after
+/// the header as the data, padding included, and would relay the zero bytes to the peer
+/// (which breaks DTLS: a record with trailing bytes). Upstream fix: slice the data to the
+/// length in the header (`&bytes[4..4 + size]`).
+fn unpadded(frame: &[u8]) -> &[u8] {
+    if frame.len() >= 4 && frame[0] >> 6 == 1 {
+        let len = 4 + u16::from_be_bytes([frame[2], frame[3]]) as usize;
+        &frame[..len.min(frame.len())]
+    } else {
+        frame
+    }
+}
+
 /// One TURN-over-TCP connection (RFC 8656 §3.1 framing), `prefix` the bytes already read
 /// by whoever recognised it.
 pub(crate) async fn serve_tcp<S>(
@@ -608,7 +693,8 @@ pub(crate) async fn serve_tcp<S>(
                 break;
             }
             let frame = inbuf.split_to(size);
-            if let Some(Reply::Back) = turn.handle(&mut router, &id, &frame, &mut out).await
+            let frame = unpadded(&frame);
+            if let Some(Reply::Back) = turn.handle(&mut router, &id, frame, &mut out).await
                 && stream.write_all(&out).await.is_err()
             {
                 break 'conn;
@@ -636,6 +722,7 @@ pub(crate) async fn serve_tcp<S>(
         .lock()
         .unwrap_or_else(|p| p.into_inner())
         .remove(&id);
+    tracing::debug!("TURN connection over TCP closed");
     // The connection was the session: its allocation goes with it.
     turn.service.get_session_manager().refresh(&id, 0);
     let _ = stream.shutdown().await;
@@ -665,6 +752,18 @@ mod tests {
             assert_eq!(keys.open(junk, now), None, "{junk:?}");
         }
         assert_ne!(keys.password(&a), keys.password(&b));
+    }
+
+    #[test]
+    fn channel_data_from_tcp_loses_its_padding_and_stun_is_kept_whole() {
+        // Channel 0x4000, 5 bytes of data, 3 bytes of padding.
+        let padded = [0x40, 0x00, 0x00, 0x05, 1, 2, 3, 4, 5, 0, 0, 0];
+        assert_eq!(unpadded(&padded), &padded[..9]);
+        let stun = [0x00, 0x01, 0x00, 0x00, 0x21, 0x12, 0xa4, 0x42, 1, 2, 3, 4];
+        assert_eq!(unpadded(&stun), &stun[..]);
+        // A length past the frame cannot make it read further.
+        let lying = [0x40, 0x00, 0xff, 0xff, 1, 2, 3, 4];
+        assert_eq!(unpadded(&lying), &lying[..]);
     }
 
     #[test]

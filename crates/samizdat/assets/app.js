@@ -198,6 +198,326 @@
     if (retrying) retrying.hidden = state !== "retrying";
   }
 
+
+  // ---- calls: WebRTC in this page, signalling and TURN credentials from the service -------
+  // Only relayed candidates are gathered (unless the person allowed direct calls), all of
+  // them before the offer or answer leaves: it travels inside MLS in one message.
+  const callBox = document.getElementById("call");
+  const calls = (function () {
+    if (!callBox || !window.RTCPeerConnection || !navigator.mediaDevices) return null;
+    const S = callBox.dataset;
+    const $ = (id) => document.getElementById(id);
+    const nameEl = $("call-name");
+    const statusEl = $("call-status");
+    const timerEl = $("call-timer");
+    const secureEl = $("call-secure");
+    const errorEl = $("call-error");
+    const remoteAudio = $("call-remote-audio");
+    const remoteVideo = $("call-remote-video");
+    const localVideo = $("call-local-video");
+    const buttons = {
+      accept: $("call-accept"),
+      decline: $("call-decline"),
+      mute: $("call-mute"),
+      camera: $("call-camera"),
+      hangup: $("call-hangup"),
+    };
+    let cur = null;
+    let tick = null;
+
+    async function api(url, fields) {
+      const data = new URLSearchParams(fields || {});
+      const r = await fetch(url, {
+        method: "POST",
+        credentials: "same-origin",
+        headers: { "x-csrf-token": csrf },
+        body: data,
+      });
+      const j = await r.json().catch(() => ({}));
+      if (!r.ok) throw new Error(j.error || "HTTP " + r.status);
+      return j;
+    }
+    async function read(id) {
+      const r = await fetch("/calls/" + encodeURIComponent(id), { credentials: "same-origin" });
+      const j = await r.json().catch(() => ({}));
+      if (!r.ok) throw new Error(j.error || "HTTP " + r.status);
+      return j;
+    }
+    function controls(which) {
+      for (const [k, b] of Object.entries(buttons)) b.hidden = !which.includes(k);
+    }
+    function status(text) {
+      statusEl.textContent = text || "";
+    }
+    function fail(text) {
+      errorEl.textContent = text;
+      errorEl.hidden = false;
+    }
+    function open(name) {
+      errorEl.hidden = true;
+      secureEl.hidden = true;
+      timerEl.textContent = "";
+      nameEl.textContent = name || "";
+      callBox.hidden = false;
+    }
+    function clock() {
+      const s = Math.floor((Date.now() - cur.connectedAt) / 1000);
+      const m = Math.floor(s / 60);
+      const h = Math.floor(m / 60);
+      const two = (n) => String(n).padStart(2, "0");
+      timerEl.textContent = h > 0 ? h + ":" + two(m % 60) + ":" + two(s % 60) : m + ":" + two(s % 60);
+    }
+    function teardown(text) {
+      if (tick) clearInterval(tick);
+      tick = null;
+      if (cur) {
+        if (cur.pc) cur.pc.close();
+        if (cur.local) cur.local.getTracks().forEach((t) => t.stop());
+      }
+      cur = null;
+      remoteAudio.srcObject = null;
+      remoteVideo.srcObject = null;
+      localVideo.srcObject = null;
+      remoteVideo.hidden = true;
+      localVideo.hidden = true;
+      $("call-devices").hidden = true;
+      controls([]);
+      status(text || S.ended);
+      setTimeout(() => {
+        if (!cur) callBox.hidden = true;
+      }, 2500);
+    }
+    async function media(video) {
+      const mic = $("call-mic").value;
+      const cam = $("call-cam").value;
+      const constraints = {
+        audio: mic ? { deviceId: { exact: mic } } : true,
+        video: video ? (cam ? { deviceId: { exact: cam } } : { width: 640, height: 480 }) : false,
+      };
+      return navigator.mediaDevices.getUserMedia(constraints);
+    }
+    async function listDevices(video) {
+      const devices = await navigator.mediaDevices.enumerateDevices().catch(() => []);
+      const fill = (select, kind, current) => {
+        select.replaceChildren();
+        devices
+          .filter((d) => d.kind === kind)
+          .forEach((d, i) => {
+            const o = document.createElement("option");
+            o.value = d.deviceId;
+            o.textContent = d.label || kind + " " + (i + 1);
+            if (d.deviceId === current) o.selected = true;
+            select.appendChild(o);
+          });
+      };
+      const a = cur.local.getAudioTracks()[0];
+      const v = cur.local.getVideoTracks()[0];
+      fill($("call-mic"), "audioinput", a && a.getSettings().deviceId);
+      fill($("call-cam"), "videoinput", v && v.getSettings().deviceId);
+      $("call-cam-label").hidden = !video;
+      $("call-devices").hidden = false;
+    }
+    async function switchDevice(kind) {
+      if (!cur || !cur.pc) return;
+      const id = $(kind === "audio" ? "call-mic" : "call-cam").value;
+      const s = await navigator.mediaDevices
+        .getUserMedia(kind === "audio" ? { audio: { deviceId: { exact: id } } } : { video: { deviceId: { exact: id } } })
+        .catch(() => null);
+      if (!s) return;
+      const track = kind === "audio" ? s.getAudioTracks()[0] : s.getVideoTracks()[0];
+      const sender = cur.pc.getSenders().find((x) => x.track && x.track.kind === kind);
+      if (sender) await sender.replaceTrack(track);
+      const old = kind === "audio" ? cur.local.getAudioTracks()[0] : cur.local.getVideoTracks()[0];
+      if (old) {
+        cur.local.removeTrack(old);
+        old.stop();
+      }
+      cur.local.addTrack(track);
+      if (kind === "video") localVideo.srcObject = cur.local;
+    }
+    $("call-mic").addEventListener("change", () => switchDevice("audio"));
+    $("call-cam").addEventListener("change", () => switchDevice("video"));
+    function peer(ice) {
+      const pc = new RTCPeerConnection({
+        iceServers: ice.ice_servers,
+        iceTransportPolicy: ice.relay_only ? "relay" : "all",
+        bundlePolicy: "max-bundle",
+        rtcpMuxPolicy: "require",
+      });
+      pc.ontrack = (ev) => {
+        const stream = ev.streams[0] || new MediaStream([ev.track]);
+        if (ev.track.kind === "video") {
+          remoteVideo.srcObject = stream;
+          remoteVideo.hidden = false;
+        } else {
+          remoteAudio.srcObject = stream;
+        }
+      };
+      const log = (window.samizdatCallLog = []);
+      const note = () => log.push([Date.now(), pc.connectionState, pc.iceConnectionState]);
+      pc.oniceconnectionstatechange = note;
+      pc.onconnectionstatechange = () => {
+        note();
+        if (!cur || cur.pc !== pc) return;
+        if (pc.connectionState === "connected" && !cur.connectedAt) {
+          cur.connectedAt = Date.now();
+          status(S.connected);
+          secureEl.hidden = false;
+          clock();
+          tick = setInterval(clock, 1000);
+        } else if (pc.connectionState === "failed") {
+          const id = cur.id;
+          fail(S.failed);
+          api("/calls/" + encodeURIComponent(id) + "/end").catch(() => {});
+          teardown(S.failed);
+        }
+      };
+      return pc;
+    }
+    function gathered(pc) {
+      return new Promise((resolve) => {
+        if (pc.iceGatheringState === "complete") return resolve();
+        const done = () => {
+          if (pc.iceGatheringState === "complete") resolve();
+        };
+        pc.addEventListener("icegatheringstatechange", done);
+        setTimeout(resolve, 5000);
+      });
+    }
+    function local(stream, video) {
+      cur.local = stream;
+      stream.getTracks().forEach((t) => cur.pc.addTrack(t, stream));
+      if (video) {
+        localVideo.srcObject = stream;
+        localVideo.hidden = false;
+      }
+    }
+    async function start(conversationId, video, name) {
+      if (cur) return;
+      cur = { outgoing: true, video };
+      open(name);
+      status(S.calling);
+      controls(["hangup"]);
+      try {
+        const stream = await media(video).catch(() => {
+          throw new Error(S.noMedia);
+        });
+        const ice = await api("/c/" + encodeURIComponent(conversationId) + "/call", { video: video ? "1" : "0" });
+        cur.id = ice.call_id;
+        cur.pc = peer(ice);
+        local(stream, video);
+        await cur.pc.setLocalDescription(await cur.pc.createOffer());
+        await gathered(cur.pc);
+        await api("/calls/" + encodeURIComponent(cur.id) + "/start", { sdp: cur.pc.localDescription.sdp });
+        const v = await read(cur.id);
+        nameEl.textContent = v.name;
+        if (v.verify) $("call-verify").href = v.verify;
+        controls(video ? ["mute", "camera", "hangup"] : ["mute", "hangup"]);
+        listDevices(video);
+      } catch (e) {
+        const id = cur && cur.id;
+        if (id) api("/calls/" + encodeURIComponent(id) + "/end").catch(() => {});
+        fail(e.message);
+        teardown(S.failed);
+      }
+    }
+    async function incoming(e) {
+      if (cur) return; // busy: the service answers "busy" to a second call by itself
+      cur = { id: e.call_id, outgoing: false, video: !!e.video };
+      open(e.from);
+      status(e.video ? S.incomingVideo : S.incoming);
+      controls(["accept", "decline"]);
+      buttons.accept.focus();
+      if ("Notification" in window && Notification.permission === "granted" && document.hidden) {
+        try {
+          new Notification(e.video ? S.incomingVideo : S.incoming, { tag: "samizdat-call" });
+        } catch (_) {}
+      }
+    }
+    async function accept() {
+      if (!cur || cur.outgoing || cur.pc) return;
+      controls(["hangup"]);
+      status(S.connecting);
+      try {
+        const v = await read(cur.id);
+        if (v.verify) $("call-verify").href = v.verify;
+        const stream = await media(cur.video).catch(() => {
+          throw new Error(S.noMedia);
+        });
+        const ice = await api("/calls/" + encodeURIComponent(cur.id) + "/ice");
+        cur.pc = peer(ice);
+        local(stream, cur.video);
+        await cur.pc.setRemoteDescription({ type: "offer", sdp: v.call.offer });
+        await cur.pc.setLocalDescription(await cur.pc.createAnswer());
+        await gathered(cur.pc);
+        await api("/calls/" + encodeURIComponent(cur.id) + "/accept", { sdp: cur.pc.localDescription.sdp });
+        controls(cur.video ? ["mute", "camera", "hangup"] : ["mute", "hangup"]);
+        listDevices(cur.video);
+      } catch (err) {
+        const id = cur && cur.id;
+        if (id) api("/calls/" + encodeURIComponent(id) + "/end").catch(() => {});
+        fail(err.message);
+        teardown(S.failed);
+      }
+    }
+    async function answered(id) {
+      if (!cur || cur.id !== id || !cur.pc) return;
+      status(S.connecting);
+      try {
+        const v = await read(id);
+        await cur.pc.setRemoteDescription({ type: "answer", sdp: v.call.answer });
+      } catch (err) {
+        fail(err.message);
+      }
+    }
+    buttons.accept.addEventListener("click", accept);
+    buttons.decline.addEventListener("click", () => {
+      if (!cur) return;
+      const id = cur.id;
+      api("/calls/" + encodeURIComponent(id) + "/decline").catch(() => {});
+      teardown();
+    });
+    buttons.hangup.addEventListener("click", () => {
+      if (!cur) return;
+      const id = cur.id;
+      if (id) api("/calls/" + encodeURIComponent(id) + "/end").catch(() => {});
+      teardown();
+    });
+    buttons.mute.addEventListener("click", () => {
+      if (!cur || !cur.local) return;
+      const on = buttons.mute.getAttribute("aria-pressed") !== "true";
+      cur.local.getAudioTracks().forEach((t) => (t.enabled = !on));
+      buttons.mute.setAttribute("aria-pressed", String(on));
+      buttons.mute.textContent = on ? S.unmute : S.mute;
+    });
+    buttons.camera.addEventListener("click", () => {
+      if (!cur || !cur.local) return;
+      const off = buttons.camera.getAttribute("aria-pressed") !== "true";
+      cur.local.getVideoTracks().forEach((t) => (t.enabled = !off));
+      buttons.camera.setAttribute("aria-pressed", String(off));
+      buttons.camera.textContent = off ? S.cameraOn : S.cameraOff;
+    });
+    callBox.addEventListener("keydown", (ev) => {
+      if (ev.key === "Escape" && cur && !cur.outgoing && !cur.pc) buttons.decline.click();
+    });
+    document.querySelectorAll(".call-start").forEach((b) => {
+      b.hidden = false;
+      b.addEventListener("click", () => {
+        const title = document.querySelector(".chat-head h1");
+        start(b.dataset.conversation, b.dataset.video === "1", title ? title.textContent.trim() : "");
+      });
+    });
+    // For tests and for people who want to look: the connection of the call on screen.
+    window.samizdatCall = () => (cur ? { id: cur.id, pc: cur.pc || null } : null);
+    return {
+      event(e) {
+        if (e.event === "call_incoming") incoming(e);
+        else if (e.event === "call_answered") answered(e.call_id);
+        else if (e.event === "call_ended" && cur && cur.id === e.call_id) teardown();
+      },
+    };
+  })();
+
   // ---- live events ------------------------------------------------------------------------
   if (csrf && body.dataset.page !== "onboard" && body.dataset.page !== "unlock" && body.dataset.page !== "linking") {
     let wasClosed = false;
@@ -253,6 +573,7 @@
         return;
       }
       if (e.event === "message") notify(e);
+      if (calls && e.event && e.event.startsWith("call_")) calls.event(e);
       const mine = conversation && e.conversation_id === conversation;
       if (mine && (e.event === "message" || e.event === "message_queued")) {
         fetchNewer().catch(() => {});
@@ -260,7 +581,7 @@
         refreshMessage(e.id).catch(() => {});
       } else if (
         mine &&
-        ["member_added", "member_removed", "member_left", "timer_set", "removed", "notice", "group_named"].includes(e.event)
+        ["member_added", "member_removed", "member_left", "timer_set", "removed", "notice", "group_named", "call_ended"].includes(e.event)
       ) {
         // A line about the conversation was added to its chat.
         fetchNewer().catch(() => {});

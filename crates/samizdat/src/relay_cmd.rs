@@ -53,7 +53,7 @@ pub struct RelayArgs {
     /// relay's address carries it, and a probe without it gets a plain 404 for everything.
     #[arg(long, env = "SAMIZDAT_RELAY_PATH_PREFIX")]
     pub path_prefix: Option<String>,
-    /// TOML file with `listen`, `data`, `sweep_interval_secs` and a `[limits]` table.
+    /// TOML file with `listen`, `data`, `sweep_interval_secs`, a `[limits]` and a `[turn]` table.
     /// Flags and environment variables override it.
     #[arg(long, env = "SAMIZDAT_RELAY_CONFIG")]
     pub config: Option<PathBuf>,

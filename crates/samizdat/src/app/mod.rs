@@ -4,6 +4,7 @@
 //! in this process (the app owns the profile) or in a running `samizdat serve` (the app
 //! talks to its socket) — and live updates are the service's event stream.
 
+mod calls;
 mod files;
 mod pages;
 mod security;

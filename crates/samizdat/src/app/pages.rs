@@ -99,6 +99,48 @@ pub fn layout(c: &Ctx<'_>, title: &str, page: &str, nav: bool, body: Markup) -> 
                     }
                 }
                 main #main tabindex="-1" { (body) }
+                @if nav && c.csrf.is_some() { (call_box(c)) }
+            }
+        }
+    }
+}
+
+/// The call screen, on every signed-in page so a call rings wherever the person is; the
+/// script fills it in. Its sentences are here, in the page's language.
+fn call_box(c: &Ctx<'_>) -> Markup {
+    html! {
+        div #call .call role="dialog" aria-modal="true" aria-labelledby="call-name" hidden
+            data-incoming=(c.tr("call-incoming")) data-incoming-video=(c.tr("call-incoming-video"))
+            data-calling=(c.tr("call-calling")) data-connecting=(c.tr("call-connecting"))
+            data-connected=(c.tr("call-connected")) data-ended=(c.tr("call-ended"))
+            data-failed=(c.tr("call-failed")) data-no-media=(c.tr("call-no-media"))
+            data-mute=(c.tr("call-mute")) data-unmute=(c.tr("call-unmute"))
+            data-camera-off=(c.tr("call-camera-off")) data-camera-on=(c.tr("call-camera-on")) {
+            div.call-card {
+                h2 #call-name {}
+                p #call-status aria-live="polite" {}
+                p #call-timer .call-timer {}
+                p #call-secure .call-secure hidden {
+                    "🔒 " (c.tr("call-secure")) " · "
+                    a #call-verify href="#" { (c.tr("call-safety")) }
+                }
+                div.call-media {
+                    video #call-remote-video autoplay playsinline hidden {}
+                    video #call-local-video autoplay playsinline muted hidden {}
+                }
+                audio #call-remote-audio autoplay {}
+                div #call-devices .call-devices hidden {
+                    label { (c.tr("call-mic")) " " select #call-mic {} }
+                    label #call-cam-label { (c.tr("call-cam")) " " select #call-cam {} }
+                }
+                div.call-controls {
+                    button #call-accept type="button" hidden { (c.tr("call-accept")) }
+                    button #call-decline .danger type="button" hidden { (c.tr("call-decline")) }
+                    button #call-mute type="button" aria-pressed="false" hidden { (c.tr("call-mute")) }
+                    button #call-camera type="button" aria-pressed="false" hidden { (c.tr("call-camera-off")) }
+                    button #call-hangup .danger type="button" hidden { (c.tr("call-hangup")) }
+                }
+                p #call-error .call-error role="alert" hidden {}
             }
         }
     }
@@ -877,6 +919,12 @@ pub fn chat(c: &Ctx<'_>, v: &ChatView<'_>) -> Markup {
                         h1 { (person_dot(conv.hue)) (conv_title(c, conv)) }
                         @if conv.timer_secs > 0 {
                             span.timer title=(c.tr("timer-title")) { (c.tra("chat-timer-on", &[("duration", timer_label(c, conv.timer_secs).into())])) }
+                        }
+                        @if conv.kind == ConvKind::Direct && conv.active && !conv.blocked {
+                            span.call-buttons {
+                                button.call-start type="button" hidden data-conversation=(conv.id) data-video="0" aria-label=(c.tr("call-voice")) title=(c.tr("call-voice")) { "📞" }
+                                button.call-start type="button" hidden data-conversation=(conv.id) data-video="1" aria-label=(c.tr("call-video")) title=(c.tr("call-video")) { "🎥" }
+                            }
                         }
                         @if conv.kind != ConvKind::SelfGroup {
                             a.info href={ "/c/" (conv.id) "/info" } { (c.tr("chat-info")) }

@@ -70,6 +70,9 @@ pub fn router(app: Arc<App>) -> Router {
         .route("/groups", post(create_group))
         .route("/contacts/{id}/verify", get(verify).post(verify_post))
         .route("/invitations/{id}/{action}", post(invitation))
+        .route("/c/{id}/call", post(super::calls::prepare))
+        .route("/calls/{call}", get(super::calls::get))
+        .route("/calls/{call}/{action}", post(super::calls::act))
         .route("/settings", get(settings))
         .route("/settings/lang", post(settings_lang))
         .route("/settings/notifications", post(settings_notifications))
@@ -177,7 +180,7 @@ pub(super) struct Posted {
 }
 
 impl Posted {
-    fn open(self, app: &App) -> (Req<'_>, Fields) {
+    pub(super) fn open(self, app: &App) -> (Req<'_>, Fields) {
         (self.signed.open(app), self.fields)
     }
 }
@@ -241,7 +244,7 @@ fn clearing(mut r: Response, what: Clear) -> Response {
 
 /// A form body as name/value pairs (a field may repeat: `member=a&member=b`). Its values
 /// (passphrases among them) are overwritten when it is dropped (security review 3, L5).
-struct Fields(Vec<(String, String)>);
+pub(super) struct Fields(Vec<(String, String)>);
 
 impl zeroize::Zeroize for Fields {
     fn zeroize(&mut self) {
@@ -278,7 +281,7 @@ impl Fields {
         f
     }
 
-    fn get(&self, name: &str) -> Option<&str> {
+    pub(super) fn get(&self, name: &str) -> Option<&str> {
         self.0
             .iter()
             .find(|(k, _)| k == name)
@@ -322,7 +325,7 @@ fn scripted(headers: &HeaderMap) -> bool {
     headers.contains_key("x-csrf-token")
 }
 
-fn explain(c: &Ctx<'_>, e: &CallError) -> String {
+pub(super) fn explain(c: &Ctx<'_>, e: &CallError) -> String {
     match e.kind.as_deref() {
         Some("relay_unreachable") => c.tr("err-relay-unreachable"),
         Some("not_found") => c.tr("err-not-found"),

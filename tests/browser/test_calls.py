@@ -1,0 +1,280 @@
+"""Calls in the app (issue 31): two separate chromium processes, each with a fake microphone
+playing its own tone, call each other through the relay's embedded TURN server.
+
+What is checked from the outside: the call connects with only relayed candidates (getStats),
+each side hears the *other* side's tone (an FFT of the received track), a video call shows
+moving frames, hang-up, decline and a missed call are lines in both chats, the incoming call
+screen is in the reader's language, and with the relay's UDP listener off the call still
+connects over TCP on the relay's own port."""
+
+import math
+import struct
+import time
+import wave
+
+from playwright.sync_api import expect
+
+from conftest import CHROMIUM, CHROMIUM_ARGS, cli
+from test_app import LONG, check_lang, open_chat, shoot
+from test_everyday import pair, set_lang
+
+CONNECTED = """() => { const c = window.samizdatCall && window.samizdatCall();
+  return !!(c && c.pc && c.pc.connectionState === 'connected'); }"""
+
+STATS = """async () => {
+  const pc = window.samizdatCall().pc;
+  const stats = await pc.getStats();
+  const out = { local: [], remote: [], audioBytes: 0, videoFrames: 0, pair: null };
+  let pairId = null;
+  stats.forEach((s) => {
+    if (s.type === 'local-candidate') out.local.push([s.candidateType, s.relayProtocol || '']);
+    if (s.type === 'remote-candidate') out.remote.push(s.candidateType);
+    if (s.type === 'inbound-rtp' && s.kind === 'audio') out.audioBytes = s.bytesReceived;
+    if (s.type === 'inbound-rtp' && s.kind === 'video') out.videoFrames = s.framesDecoded || 0;
+    if (s.type === 'transport' && s.selectedCandidatePairId) pairId = s.selectedCandidatePairId;
+  });
+  if (pairId) {
+    const p = stats.get(pairId);
+    const l = stats.get(p.localCandidateId), r = stats.get(p.remoteCandidateId);
+    out.pair = [l.candidateType, r.candidateType, l.relayProtocol || ''];
+  }
+  const sdp = pc.localDescription.sdp + pc.remoteDescription.sdp;
+  out.sdpCandidates = sdp.split('\\n').filter((l) => l.startsWith('a=candidate:')).map((l) => l.trim());
+  return out;
+}"""
+
+# The loudest frequency in what this side receives (the other side's microphone).
+PEAK = """async () => {
+  const audio = document.getElementById('call-remote-audio');
+  if (!audio.srcObject) return 'no stream';
+  const work = (async () => {
+    const ctx = new AudioContext();
+    if (ctx.state !== 'running') await ctx.resume();
+    const src = ctx.createMediaStreamSource(audio.srcObject);
+    const an = ctx.createAnalyser();
+    an.fftSize = 8192;
+    src.connect(an);
+    await new Promise((r) => setTimeout(r, 1500));
+    const data = new Float32Array(an.frequencyBinCount);
+    an.getFloatFrequencyData(data);
+    let best = 1;
+    for (let i = 2; i < data.length; i++) if (data[i] > data[best]) best = i;
+    const hz = best * ctx.sampleRate / an.fftSize;
+    ctx.close();
+    return hz;
+  })();
+  const late = new Promise((r) => setTimeout(() => r('timed out'), 10000));
+  return Promise.race([work, late]);
+}"""
+
+
+def tone(path, hz, secs=20, rate=48000):
+    with wave.open(str(path), "wb") as w:
+        w.setnchannels(1)
+        w.setsampwidth(2)
+        w.setframerate(rate)
+        w.writeframes(
+            b"".join(
+                struct.pack("<h", int(12000 * math.sin(2 * math.pi * hz * i / rate)))
+                for i in range(secs * rate)
+            )
+        )
+
+
+def launch(pw, wav):
+    return pw.chromium.launch(
+        executable_path=CHROMIUM,
+        headless=True,
+        args=CHROMIUM_ARGS
+        + [
+            f"--use-file-for-fake-audio-capture={wav}",
+            # Chromium drops loopback from WebRTC unless told (the relay here is on 127.0.0.1).
+            "--allow-loopback-in-peer-connection",
+            # One network interface, as on a person's computer: this machine also has eth0,
+            # and a browser gathering on both makes pairs through two source addresses.
+            "--force-webrtc-ip-handling-policy=default_public_interface_only",
+            "--autoplay-policy=no-user-gesture-required",
+        ],
+    )
+
+
+def connected(*pages):
+    for p in pages:
+        try:
+            p.wait_for_function(CONNECTED, timeout=LONG)
+        except Exception:
+            state = p.evaluate("""() => { const c = window.samizdatCall && window.samizdatCall();
+              return c && c.pc ? [c.pc.connectionState, c.pc.iceConnectionState, c.pc.iceGatheringState,
+                c.pc.signalingState, c.pc.getSenders().map((x) => x.transport && x.transport.state),
+                window.samizdatCallLog] : [String(c), window.samizdatCallLog]; }""")
+            try:
+                state.append(p.evaluate(STATS))
+            except Exception as e:  # noqa: BLE001 - diagnostics only
+                state.append(str(e))
+            raise AssertionError(f"not connected: {state}; {p.locator('#call').inner_text()}")
+
+
+def peak(page):
+    hz = page.evaluate(PEAK)
+    assert isinstance(hz, (int, float)), hz
+    return hz
+
+
+def only_relayed(page, protocol=None):
+    s = page.evaluate(STATS)
+    assert s["local"] and all(c[0] == "relay" for c in s["local"]), s
+    assert s["remote"] and all(c == "relay" for c in s["remote"]), s
+    assert s["pair"] and s["pair"][:2] == ["relay", "relay"], s
+    if protocol:
+        assert s["pair"][2] == protocol, s
+    assert s["sdpCandidates"] and all(" typ relay" in c for c in s["sdpCandidates"]), s
+    assert not any(".local" in c for c in s["sdpCandidates"]), s
+    return s
+
+
+def ring(caller, callee, video=False):
+    caller.locator(f".call-start[data-video='{1 if video else 0}']").click()
+    expect(caller.locator("#call")).to_be_visible()
+    expect(callee.locator("#call-accept")).to_be_visible(timeout=LONG)
+
+
+def hang_up(page, other):
+    page.click("#call-hangup")
+    expect(page.locator("#call")).to_be_hidden(timeout=LONG)
+    expect(other.locator("#call")).to_be_hidden(timeout=LONG)
+
+
+def stop(apps, relay, *browsers):
+    for a in apps:
+        a.stop()
+    if relay:
+        relay.kill()
+    for b in browsers:
+        b.close()
+
+
+def test_voice_and_video_calls_relayed_with_each_side_hearing_the_other(pw, workdir, shots):
+    tone(workdir / "alice-440.wav", 440)
+    tone(workdir / "bob-880.wav", 880)
+    ba = launch(pw, workdir / "alice-440.wav")
+    bb = launch(pw, workdir / "bob-880.wav")
+    apps = []
+    relay = None
+    try:
+        relay, alice_app, bob_app, alice, bob = pair(ba, workdir, "calls", apps, browser_b=bb)
+        open_chat(alice, "Bob")
+        bob.goto(bob_app.base + "/")
+        expect(alice.locator(".call-start")).to_have_count(2)
+
+        # A voice call: rings on bob's chat list, connects through the relay only.
+        ring(alice, bob)
+        expect(alice.locator("#call-status")).to_have_text("Calling…")
+        expect(bob.locator("#call-name")).to_have_text("alice")
+        expect(bob.locator("#call-status")).to_have_text("Incoming call")
+        shoot(bob, shots, "call-incoming", "en")
+        started = time.monotonic()
+        bob.click("#call-accept")
+        connected(alice, bob)
+        setup = time.monotonic() - started
+        print(f"accept -> connected: {setup:.2f} s", flush=True)
+        # Relayed only; over UDP or TCP, whichever pair ICE found first.
+        a_stats = only_relayed(alice)
+        only_relayed(bob)
+        # Each side hears the other's tone, decoded (not its own, not silence).
+        assert abs(peak(bob) - 440) < 30
+        assert abs(peak(alice) - 880) < 30
+        time.sleep(1)
+        assert alice.evaluate(STATS)["audioBytes"] > a_stats["audioBytes"]
+        expect(alice.locator("#call-secure")).to_be_visible()
+        expect(alice.locator("#call-status")).to_have_text("Connected")
+        expect(alice.locator("#call-timer")).to_have_text(__import__("re").compile(r"^0:0\d$"))
+        alice.click("#call-mute")
+        expect(alice.locator("#call-mute")).to_have_attribute("aria-pressed", "true")
+        expect(alice.locator("#call-mute")).to_have_text("Unmute")
+        expect(alice.locator("#call-mic option")).not_to_have_count(0)
+        shoot(alice, shots, "call-connected", "en")
+        hang_up(alice, bob)
+        expect(alice.locator("#message-list .msg.system .line", has_text="Outgoing call, 0:")).to_have_count(1, timeout=LONG)
+        open_chat(bob, "alice")
+        expect(bob.locator("#message-list .msg.system .line", has_text="Incoming call, 0:")).to_have_count(1, timeout=LONG)
+
+        # Declined: bob says no; both chats say so.
+        ring(alice, bob)
+        bob.click("#call-decline")
+        expect(alice.locator("#call")).to_be_hidden(timeout=LONG)
+        expect(alice.locator("#message-list .msg.system .line", has_text="Outgoing call: declined")).to_have_count(1, timeout=LONG)
+        expect(bob.locator("#message-list .msg.system .line", has_text="Incoming call: declined")).to_have_count(1, timeout=LONG)
+
+        # Missed: alice gives up before bob answers.
+        ring(alice, bob)
+        alice.click("#call-hangup")
+        expect(bob.locator("#call")).to_be_hidden(timeout=LONG)
+        expect(bob.locator("#message-list .msg.system .line", has_text="Missed call")).to_have_count(1, timeout=LONG)
+        expect(alice.locator("#message-list .msg.system .line", has_text="Outgoing call: cancelled")).to_have_count(1, timeout=LONG)
+        # The CLI sees the calls too (bots can list and decline them).
+        out = cli(bob_app.home, "calls", "--json").stdout
+        assert out.count('"outcome"') == 3, out
+        assert '"missed"' in out and '"declined"' in out and '"answered"' in out, out
+
+        # A video call: moving frames on both sides.
+        ring(alice, bob, video=True)
+        expect(bob.locator("#call-status")).to_have_text("Incoming video call")
+        bob.click("#call-accept")
+        connected(alice, bob)
+        first = [p.evaluate(STATS)["videoFrames"] for p in (alice, bob)]
+        time.sleep(2)
+        later = [p.evaluate(STATS)["videoFrames"] for p in (alice, bob)]
+        assert all(b > a for a, b in zip(first, later)), (first, later)
+        expect(alice.locator("#call-remote-video")).to_be_visible()
+        expect(alice.locator("#call-camera")).to_be_visible()
+        alice.click("#call-camera")
+        expect(alice.locator("#call-camera")).to_have_attribute("aria-pressed", "true")
+        shoot(alice, shots, "call-video", "en")
+        hang_up(bob, alice)
+        expect(alice.locator("#message-list .msg.system .line", has_text="Outgoing video call, 0:")).to_have_count(1, timeout=LONG)
+
+        # In Russian: the incoming call and the lines.
+        set_lang(bob, bob_app.base, "ru")
+        bob.goto(bob_app.base + "/")
+        open_chat(bob, "alice")
+        ring(alice, bob)
+        expect(bob.locator("#call-status")).to_have_text("Входящий звонок")
+        expect(bob.locator("#call-accept")).to_have_text("Принять")
+        shoot(bob, shots, "call-incoming", "ru")
+        bob.keyboard.press("Escape")  # declines, from the keyboard
+        expect(bob.locator("#message-list .msg.system .line", has_text="Входящий звонок: отклонён")).to_have_count(1, timeout=LONG)
+        expect(bob.locator("#message-list .msg.system .line", has_text="Пропущенный звонок")).to_have_count(1)
+        expect(bob.locator("#call")).to_be_hidden(timeout=LONG)
+        expect(alice.locator("#call")).to_be_hidden(timeout=LONG)
+        check_lang(bob, "chat", "ru")
+        shoot(bob, shots, "chat-calls", "ru")
+        shoot(alice, shots, "chat-calls", "en")
+    finally:
+        stop(apps, relay, ba, bb)
+
+
+def test_a_call_connects_over_tcp_on_the_relays_own_port_when_udp_is_off(pw, workdir, shots):
+    """No TURN over UDP at all (as where UDP is blocked): TURN over TCP on the relay's own
+    port, told from HTTP by its first byte."""
+    tone(workdir / "a-tcp.wav", 500)
+    tone(workdir / "b-tcp.wav", 1000)
+    config = workdir / "relay-tcp.toml"
+    config.write_text('[turn]\nlisten = "off"\n')
+    ba = launch(pw, workdir / "a-tcp.wav")
+    bb = launch(pw, workdir / "b-tcp.wav")
+    apps = []
+    relay = None
+    try:
+        relay, alice_app, bob_app, alice, bob = pair(ba, workdir, "calls-tcp", apps, browser_b=bb, relay_config=config)
+        open_chat(alice, "Bob")
+        bob.goto(bob_app.base + "/")
+        ring(alice, bob)
+        bob.click("#call-accept")
+        connected(alice, bob)
+        only_relayed(alice, "tcp")
+        only_relayed(bob, "tcp")
+        assert abs(peak(bob) - 500) < 30
+        assert abs(peak(alice) - 1000) < 30
+        hang_up(alice, bob)
+    finally:
+        stop(apps, relay, ba, bb)
