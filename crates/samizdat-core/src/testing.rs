@@ -91,6 +91,12 @@ impl TestRelay {
         }
     }
 
+    /// Where its SQLite database lives (`relay.db`): a test plays a relay that alters what
+    /// it stores.
+    pub fn data_dir(&self) -> &Path {
+        &self.data
+    }
+
     /// Stop the relay: nothing listens on its address until [`TestRelay::restart`].
     pub async fn stop(&mut self) {
         if let Some(r) = self.relay.take() {

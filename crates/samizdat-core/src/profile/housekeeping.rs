@@ -101,6 +101,11 @@ impl Profile {
                 "DELETE FROM drafts WHERE group_id = ?1",
                 params![gid.as_bytes()],
             )?;
+            // Its calls (their offers and answers) go with its lines.
+            conn.execute(
+                "DELETE FROM calls WHERE group_id = ?1",
+                params![gid.as_bytes()],
+            )?;
             drop(conn);
             if conv.kind == ConvKind::Group && queued == 0 {
                 self.forget_conversation(tx, &gid)?;

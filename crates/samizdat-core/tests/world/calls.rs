@@ -132,6 +132,10 @@ fn a_call_rings_connects_and_ends_with_a_line_on_both_sides() {
         assert_eq!(call_lines(&bob, &to_alice), [CallOutcome::Answered]);
         assert_eq!(bob.profile.calls(None).expect("calls").len(), 1);
         w.assert_no_plaintext();
+        // Deleting the chat takes its calls (offers, answers, room tokens) with it.
+        let with_alice = bob.conversation(&to_alice);
+        bob.profile.delete_chat(&with_alice).await.expect("deleted");
+        assert!(bob.profile.calls(None).expect("calls").is_empty());
     });
 }
 
@@ -245,6 +249,69 @@ fn declined_missed_unanswered_busy_and_blocked_calls() {
                 CallOutcome::Missed,
                 CallOutcome::Missed
             ]
+        );
+    });
+}
+
+/// A relay that alters a call message (to put its own DTLS fingerprint in the offer, say)
+/// breaks the call, not its encryption: the callee rejects the entry as damaged, nothing
+/// rings, nothing of the altered offer is kept, and the caller's call goes unanswered.
+#[test]
+fn a_relay_that_alters_the_offer_breaks_the_call_not_the_encryption() {
+    run(async {
+        let mut w = World::new().await;
+        let [mut alice, mut bob] = w.people(["alice", "bob"]).await;
+        w.connect(&mut alice, &mut bob).await;
+        let to_bob = bob.display.clone();
+        let conv = alice.conversation(&to_bob);
+        let call = ring(&mut alice, &to_bob).await;
+
+        // The relay rewrites the newest entry of the conversation's log: the invite.
+        let log: samizdat_proto::Id = conv.to_string().parse().expect("the log id");
+        let db = rusqlite::Connection::open(w.relay(0).data_dir().join("relay.db"))
+            .expect("the relay's database");
+        db.busy_timeout(Duration::from_secs(10))
+            .expect("busy timeout");
+        let (seq, mut body): (i64, Vec<u8>) = db
+            .query_row(
+                "SELECT seq, body FROM entries WHERE group_id = ?1 ORDER BY seq DESC LIMIT 1",
+                [log.as_bytes().to_vec()],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )
+            .expect("the invite's entry");
+        let middle = body.len() / 2;
+        body[middle] ^= 0x01;
+        db.execute(
+            "UPDATE entries SET body = ?1 WHERE group_id = ?2 AND seq = ?3",
+            rusqlite::params![body, log.as_bytes().to_vec(), seq],
+        )
+        .expect("altered");
+
+        bob.sync().await;
+        assert!(
+            !bob.seen
+                .iter()
+                .any(|e| matches!(e, Event::CallIncoming { .. })),
+            "{:?}",
+            bob.seen
+        );
+        assert!(
+            bob.seen.iter().any(|e| matches!(
+                e,
+                Event::Notice {
+                    notice: samizdat_core::Notice::EntryRejected { .. },
+                    ..
+                }
+            )),
+            "{:?}",
+            bob.seen
+        );
+        assert!(bob.profile.calls(None).expect("calls").is_empty());
+        w.advance(Duration::from_secs(samizdat_core::RING_SECS + 5));
+        alice.sync().await;
+        assert_eq!(
+            ended(&alice, call).map(|e| e.0),
+            Some(CallOutcome::NoAnswer)
         );
     });
 }

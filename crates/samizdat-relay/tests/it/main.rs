@@ -3,6 +3,7 @@
 #![allow(clippy::unwrap_used)]
 
 mod blobs;
+mod calls;
 mod groups;
 mod hardening;
 mod harness;
