@@ -7,6 +7,7 @@
 //! load generator. The relay and client processes they start are the `samizdat` binary beside
 //! this one (or `SAMIZDAT_BIN`), see [`util::samizdat_exe`].
 
+mod calls;
 mod devices;
 mod e2e;
 mod files;
@@ -66,6 +67,9 @@ pub enum Which {
     Search(search::SearchArgs),
     /// A 12-megapixel JPEG to the thumbnail the sender's device makes.
     Thumbnail(media::ThumbnailArgs),
+    /// Synthetic 1:1 audio calls through the relay's TURN server: relay CPU per call, calls
+    /// per core, loss, memory per allocation.
+    Calls(calls::CallsArgs),
 }
 
 fn main() -> std::process::ExitCode {
@@ -100,6 +104,7 @@ async fn run(args: BenchArgs) -> Result<()> {
         Which::LinkDevice(a) => devices::run(a).await?,
         Which::Search(a) => search::run(a).await?,
         Which::Thumbnail(a) => media::thumbnail(a).await?,
+        Which::Calls(a) => calls::run(a).await?,
     };
     if args.json {
         println!("{}", serde_json::to_string_pretty(&report.json)?);

@@ -662,8 +662,8 @@ fn every_event_kind_is_reported() {
             "alice saw no {kind}: {synced}"
         );
     }
-    // notice: bob accepts the stranger's group, whose introduction reuses a used
-    // single-use invite — refused, and said so.
+    // notice: bob accepts the stranger's group by hand, whose introduction reuses a used
+    // single-use invite — he let them in himself, and the chat says the link was used.
     let pending = seen
         .iter()
         .find(|e| e["event"] == "invitation_pending")
@@ -675,7 +675,7 @@ fn every_event_kind_is_reported() {
         .find(|e| e["event"] == "notice")
         .expect("notice");
     // A notice is data: its kind and parameters, no sentence (each front writes that).
-    assert_eq!(notice["notice"]["kind"], "introduction_refused", "{notice}");
+    assert_eq!(notice["notice"]["kind"], "let_in_by_hand", "{notice}");
     assert_eq!(
         notice["notice"]["params"]["reason"]["code"], "reused_invite",
         "{notice}"
