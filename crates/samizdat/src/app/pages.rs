@@ -718,7 +718,7 @@ fn message_menu(c: &Ctx<'_>, conv: ConversationId, m: &MessageView) -> Markup {
                     form.edit-form method="post" action={ "/m/" (m.id) "/edit" } {
                         (c.csrf_field())
                         label for={ "edit-" (m.id) } { (c.tr("msg-edit")) }
-                        textarea id={ "edit-" (m.id) } name="text" rows="2" required maxlength="16384" { (m.text) }
+                        textarea id={ "edit-" (m.id) } name="text" rows="2" required maxlength="16384" autocomplete="off" { (m.text) }
                         button type="submit" { (c.tr("msg-edit-save")) }
                     }
                 }
@@ -948,7 +948,7 @@ pub fn chat(c: &Ctx<'_>, v: &ChatView<'_>) -> Markup {
                                 a #reply-cancel href={ "/c/" (conv.id) } { (c.tr("chat-reply-cancel")) }
                             }
                             label.visually-hidden for="text" { (c.tr("chat-placeholder")) }
-                            textarea #text name="text" rows="2" required maxlength="60000" placeholder=(c.tr("chat-placeholder")) aria-describedby="composer-hint" data-draft={ "/c/" (conv.id) "/draft" } { (draft) }
+                            textarea #text name="text" rows="2" required maxlength="60000" autocomplete="off" placeholder=(c.tr("chat-placeholder")) aria-describedby="composer-hint" data-draft={ "/c/" (conv.id) "/draft" } { (draft) }
                             button type="submit" { (c.tr("chat-send")) }
                             small #composer-hint { (c.tr("chat-composer-hint")) }
                         }
@@ -1070,7 +1070,7 @@ pub fn new_contact(
                 form method="post" action="/accept" {
                     (c.csrf_field())
                     label for="link" { (c.tr("field-invite-link")) }
-                    textarea #link name="link" rows="3" required { (link) }
+                    textarea #link name="link" rows="3" required autocomplete="off" { (link) }
                     label for="alias" { (c.tr("field-contact-name")) }
                     input #alias name="name" required maxlength="64" value=(name);
                     button type="submit" { (c.tr("accept-submit")) }
