@@ -27,23 +27,31 @@ def free_port():
 
 
 class Relay:
-    def __init__(self, data, config=None):
+    """A relay on `host` (loopback unless a test's network says otherwise); with `tls`, its
+    own self-signed certificate, pinned in its address (`https://…#pin=…`)."""
+
+    def __init__(self, data, config=None, host="127.0.0.1", tls=False):
         self.data = data
         self.config = config
+        self.host = host
+        self.tls = tls
         self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
+        self.url = f"http://{host}:{self.port}"
         self.proc = None
 
     def start(self):
         extra = ["--config", str(self.config)] if self.config else []
+        if self.tls:
+            extra += ["--tls-self-signed", str(Path(self.data).with_name(Path(self.data).name + "-tls"))]
         self.proc = subprocess.Popen(
-            [BIN, "relay", "--allow-root", "--listen", f"127.0.0.1:{self.port}", "--data", str(self.data), *extra],
+            [BIN, "relay", "--allow-root", "--listen", f"{self.host}:{self.port}", "--data", str(self.data), *extra],
             stdout=subprocess.PIPE,
             stderr=open(f"/tmp/{Path(self.data).name}.log", "ab") if os.environ.get("SAMIZDAT_RELAY_LOG") else subprocess.DEVNULL,
             env={**os.environ, "SAMIZDAT_LOG": os.environ.get("SAMIZDAT_RELAY_LOG", "error")},
         )
         line = self.proc.stdout.readline().decode()
         assert "listening" in line, line
+        self.url = line.split()[-1]
         return self
 
     def kill(self):
@@ -53,15 +61,16 @@ class Relay:
 
 
 class App:
-    """`samizdat app --no-open` on its own profile and port."""
+    """`samizdat app --no-open` on its own profile and port (`prefix`: run it inside
+    something, such as `ip netns exec NS`)."""
 
-    def __init__(self, home, relay_url, env=None):
+    def __init__(self, home, relay_url, env=None, prefix=()):
         self.home = home
         env = {**os.environ, "SAMIZDAT_LOG": "error", **(env or {})}
         # The app asks for the passphrase in the page unless the environment gives it.
         env = {k: v for k, v in env.items() if v is not None}
         self.proc = subprocess.Popen(
-            [BIN, "--home", str(home), "app", "--no-open", "--listen", "127.0.0.1:0",
+            [*prefix, BIN, "--home", str(home), "app", "--no-open", "--listen", "127.0.0.1:0",
              "--relay", relay_url],
             stdout=subprocess.PIPE,
             stderr=subprocess.DEVNULL,

@@ -4,17 +4,23 @@ playing its own tone, call each other through the relay's embedded TURN server.
 What is checked from the outside: the call connects with only relayed candidates (getStats),
 each side hears the *other* side's tone (an FFT of the received track), a video call shows
 moving frames, hang-up, decline and a missed call are lines in both chats, the incoming call
-screen is in the reader's language, and with the relay's UDP listener off the call still
-connects over TCP on the relay's own port."""
+screen is in the reader's language and rings, with the relay's UDP listener off the call still
+connects over TCP on the relay's own port, with UDP dropped by a firewall (a network namespace)
+it connects over TCP, and in tunnel mode (a SOCKS proxy, a pinned relay) the browser's only
+TURN server is its app's loopback tunnel, carried through the proxy inside the relay's TLS."""
 
 import math
+import os
+import re
+import socket
 import struct
+import subprocess
 import time
 import wave
 
 from playwright.sync_api import expect
 
-from conftest import CHROMIUM, CHROMIUM_ARGS, cli
+from conftest import CHROMIUM, CHROMIUM_ARGS, Relay, cli, free_port
 from test_app import LONG, check_lang, open_chat, shoot
 from test_everyday import pair, set_lang
 
@@ -36,7 +42,7 @@ STATS = """async () => {
   if (pairId) {
     const p = stats.get(pairId);
     const l = stats.get(p.localCandidateId), r = stats.get(p.remoteCandidateId);
-    out.pair = [l.candidateType, r.candidateType, l.relayProtocol || ''];
+    out.pair = [l.candidateType, r.candidateType, l.relayProtocol || '', l.url || ''];
   }
   const sdp = pc.localDescription.sdp + pc.remoteDescription.sdp;
   out.sdpCandidates = sdp.split('\\n').filter((l) => l.startsWith('a=candidate:')).map((l) => l.trim());
@@ -81,9 +87,9 @@ def tone(path, hz, secs=20, rate=48000):
         )
 
 
-def launch(pw, wav):
+def launch(pw, wav, executable=CHROMIUM):
     return pw.chromium.launch(
-        executable_path=CHROMIUM,
+        executable_path=str(executable),
         headless=True,
         args=CHROMIUM_ARGS
         + [
@@ -138,6 +144,19 @@ def ring(caller, callee, video=False):
     expect(callee.locator("#call-accept")).to_be_visible(timeout=LONG)
 
 
+def call_up(alice, bob, bob_app):
+    """Alice calls Bob from her chat with him; Bob accepts; both connect."""
+    open_chat(alice, "Bob")
+    bob.goto(bob_app.base + "/")
+    ring(alice, bob)
+    bob.click("#call-accept")
+    connected(alice, bob)
+
+
+def ringing(page):
+    return page.evaluate("() => { const c = window.samizdatCall(); return c && c.ringing; }")
+
+
 def hang_up(page, other):
     page.click("#call-hangup")
     expect(page.locator("#call")).to_be_hidden(timeout=LONG)
@@ -171,11 +190,15 @@ def test_voice_and_video_calls_relayed_with_each_side_hearing_the_other(pw, work
         expect(alice.locator("#call-status")).to_have_text("Calling…")
         expect(bob.locator("#call-name")).to_have_text("alice")
         expect(bob.locator("#call-status")).to_have_text("Incoming call")
+        # It rings while the app is open; the caller hears a ringback.
+        assert ringing(bob) == "incoming"
+        alice.wait_for_function("() => window.samizdatCall().ringing === 'ringback'", timeout=LONG)
         shoot(bob, shots, "call-incoming", "en")
         started = time.monotonic()
         bob.click("#call-accept")
         connected(alice, bob)
         setup = time.monotonic() - started
+        assert ringing(alice) is None and ringing(bob) is None
         print(f"accept -> connected: {setup:.2f} s", flush=True)
         # Relayed only; over UDP or TCP, whichever pair ICE found first.
         a_stats = only_relayed(alice)
@@ -266,11 +289,7 @@ def test_a_call_connects_over_tcp_on_the_relays_own_port_when_udp_is_off(pw, wor
     relay = None
     try:
         relay, alice_app, bob_app, alice, bob = pair(ba, workdir, "calls-tcp", apps, browser_b=bb, relay_config=config)
-        open_chat(alice, "Bob")
-        bob.goto(bob_app.base + "/")
-        ring(alice, bob)
-        bob.click("#call-accept")
-        connected(alice, bob)
+        call_up(alice, bob, bob_app)
         only_relayed(alice, "tcp")
         only_relayed(bob, "tcp")
         assert abs(peak(bob) - 500) < 30
@@ -278,3 +297,146 @@ def test_a_call_connects_over_tcp_on_the_relays_own_port_when_udp_is_off(pw, wor
         hang_up(alice, bob)
     finally:
         stop(apps, relay, ba, bb)
+
+
+def wait_port(host, port, timeout=30):
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        with socket.socket() as s:
+            if s.connect_ex((host, port)) == 0:
+                return
+        time.sleep(0.1)
+    raise AssertionError(f"nothing listens on {host}:{port}")
+
+
+def test_tunnel_mode_a_call_through_a_socks_proxy_inside_the_relays_tls(pw, workdir, shots):
+    """Tunnel mode: both apps go through a real SOCKS proxy (microsocks) to a relay with its
+    own pinned certificate. Each browser's only TURN server is its app's loopback tunnel,
+    which the app carries through the proxy, inside the relay's TLS, to the relay's own port:
+    the call leaves the machine as the messages do, and connects relayed with each side
+    hearing the other."""
+    tone(workdir / "a-tun.wav", 600)
+    tone(workdir / "b-tun.wav", 1200)
+    socks_port = free_port()
+    socks_log = workdir / "microsocks.log"
+    socks = subprocess.Popen(
+        ["microsocks", "-i", "127.0.0.1", "-p", str(socks_port)],
+        stdout=open(socks_log, "w"),
+        stderr=subprocess.STDOUT,
+    )
+    wait_port("127.0.0.1", socks_port)
+    ba = launch(pw, workdir / "a-tun.wav")
+    bb = launch(pw, workdir / "b-tun.wav")
+    apps = []
+    relay = None
+    try:
+        relay, alice_app, bob_app, alice, bob = pair(
+            ba, workdir, "calls-tun", apps, browser_b=bb,
+            relay=Relay(workdir / "relay-calls-tun", tls=True),
+            app_env={"SAMIZDAT_PROXY": f"socks5h://127.0.0.1:{socks_port}"},
+        )
+        assert relay.url.startswith("https://") and "#pin=" in relay.url, relay.url
+        relay_port = relay.url.split("://")[1].split("#")[0].split(":")[1]
+        to_relay = re.compile(rf"connected to 127\.0\.0\.1:{relay_port}\b")
+        before = len(to_relay.findall(socks_log.read_text()))
+        assert before > 0, "the apps' messaging goes through the proxy"
+        call_up(alice, bob, bob_app)
+        for page in (alice, bob):
+            s = only_relayed(page, "tcp")
+            # The TURN server this side spoke to is its own app's tunnel on loopback, never
+            # the relay's address.
+            assert s["pair"][3].startswith("turn:127.0.0.1:"), s["pair"]
+            assert f":{relay_port}" not in s["pair"][3], s["pair"]
+            assert page.evaluate("() => window.samizdatCall().tunnel") is True
+        assert abs(peak(bob) - 600) < 30
+        assert abs(peak(alice) - 1200) < 30
+        # The tunnels' connections went through the proxy to the relay's own port.
+        after = len(to_relay.findall(socks_log.read_text()))
+        assert after >= before + 2, (before, after)
+        print(f"proxy connections to the relay: {before} before the call, {after} after; pair: {s['pair']}", flush=True)
+        hang_up(alice, bob)
+        expect(alice.locator("#message-list .msg.system .line", has_text="Outgoing call, 0:")).to_have_count(1, timeout=LONG)
+    finally:
+        stop(apps, relay, ba, bb)
+        socks.kill()
+        socks.wait(timeout=30)
+
+
+class Netns:
+    """A network namespace for the browsers and apps, joined to this one by a veth pair:
+    the relay listens on this side's address; `nft` rules inside drop what a test blocks."""
+
+    def __init__(self, tag, subnet):
+        self.name = f"szc-{tag}"
+        self.outer = f"{subnet}.1"
+        self.inner = f"{subnet}.2"
+        self.veth = f"szc{tag}o"
+        subprocess.run(["ip", "netns", "del", self.name], capture_output=True)
+        subprocess.run(["ip", "link", "del", self.veth], capture_output=True)
+        for cmd in [
+            ["ip", "netns", "add", self.name],
+            ["ip", "link", "add", self.veth, "type", "veth", "peer", "name", f"szc{tag}i"],
+            ["ip", "link", "set", f"szc{tag}i", "netns", self.name],
+            ["ip", "addr", "add", f"{self.outer}/24", "dev", self.veth],
+            ["ip", "link", "set", self.veth, "up"],
+            *[["ip", "netns", "exec", self.name, *c] for c in [
+                ["ip", "addr", "add", f"{self.inner}/24", "dev", f"szc{tag}i"],
+                ["ip", "link", "set", f"szc{tag}i", "up"],
+                ["ip", "link", "set", "lo", "up"],
+                ["ip", "route", "add", "default", "via", self.outer],
+            ]],
+        ]:
+            subprocess.run(cmd, check=True, capture_output=True)
+        self.prefix = ["ip", "netns", "exec", self.name]
+
+    def nft(self, *args):
+        return subprocess.run([*self.prefix, "nft", *args], check=True, capture_output=True, text=True).stdout
+
+    def chromium(self, workdir):
+        """A chromium that runs inside the namespace (Playwright talks to it over a pipe)."""
+        path = workdir / f"chromium-{self.name}"
+        path.write_text(f'#!/bin/sh\nexec ip netns exec {self.name} {CHROMIUM} "$@"\n')
+        path.chmod(0o755)
+        return path
+
+    def close(self):
+        subprocess.run(["ip", "netns", "del", self.name], capture_output=True)
+        subprocess.run(["ip", "link", "del", self.veth], capture_output=True)
+
+
+def test_with_udp_to_the_relay_blocked_a_call_connects_over_tcp(pw, workdir, shots):
+    """UDP blocked by a firewall, as on many office and mobile networks: the browsers and the
+    apps live in a network namespace whose nftables drop every UDP packet to the relay's
+    address. The browsers try TURN over UDP (the drop counter shows it), then connect over
+    TCP."""
+    assert os.geteuid() == 0, "network namespaces need root (CI runs as root)"
+    ns = Netns("udp", "10.231.7")
+    ns.nft("add", "table", "inet", "szc")
+    ns.nft("add", "chain", "inet", "szc", "out", "{ type filter hook output priority 0; policy accept; }")
+    ns.nft("add", "rule", "inet", "szc", "out", "ip", "daddr", ns.outer, "meta", "l4proto", "udp", "counter", "drop")
+    tone(workdir / "a-udp.wav", 700)
+    tone(workdir / "b-udp.wav", 1400)
+    chromium = ns.chromium(workdir)
+    ba = launch(pw, workdir / "a-udp.wav", chromium)
+    bb = launch(pw, workdir / "b-udp.wav", chromium)
+    apps = []
+    relay = None
+    try:
+        relay, alice_app, bob_app, alice, bob = pair(
+            ba, workdir, "calls-udp", apps, browser_b=bb,
+            relay=Relay(workdir / "relay-calls-udp", host=ns.outer),
+            app_prefix=ns.prefix,
+        )
+        call_up(alice, bob, bob_app)
+        for page in (alice, bob):
+            s = only_relayed(page, "tcp")
+            assert s["pair"][3].startswith(f"turn:{ns.outer}:"), s["pair"]
+        assert abs(peak(bob) - 700) < 30
+        assert abs(peak(alice) - 1400) < 30
+        dropped = re.search(r"counter packets (\d+)", ns.nft("list", "chain", "inet", "szc", "out"))
+        assert dropped and int(dropped.group(1)) > 0, "the browsers tried UDP and it was dropped"
+        print(f"UDP packets dropped: {dropped.group(1)}; pair: {s['pair']}", flush=True)
+        hang_up(alice, bob)
+    finally:
+        stop(apps, relay, ba, bb)
+        ns.close()

@@ -27,14 +27,16 @@ def menu(page, item):
     return item.locator("details.msg-menu")
 
 
-def pair(browser, workdir, tag, apps, init_script=None, browser_b=None, relay_config=None):
+def pair(browser, workdir, tag, apps, init_script=None, browser_b=None, relay_config=None,
+         relay=None, app_env=None, app_prefix=()):
     """Alice and Bob, each in an app of their own on one relay, connected (bob accepted
     alice's invite and calls her "alice"): their apps go into `apps`; returns the relay, the
-    apps' bases and the two pages (alice on her chat list)."""
-    relay = Relay(workdir / f"relay-{tag}", relay_config).start()
-    alice_app = App(workdir / f"alice-{tag}", relay.url)
+    apps' bases and the two pages (alice on her chat list). `relay`: a relay not yet started
+    (default: one on loopback); `app_env`, `app_prefix`: how the apps run."""
+    relay = (relay or Relay(workdir / f"relay-{tag}", relay_config)).start()
+    alice_app = App(workdir / f"alice-{tag}", relay.url, env=app_env, prefix=app_prefix)
     apps.append(alice_app)
-    bob_app = App(workdir / f"bob-{tag}", relay.url)
+    bob_app = App(workdir / f"bob-{tag}", relay.url, env=app_env, prefix=app_prefix)
     apps.append(bob_app)
     a_ctx = browser.new_context(locale="en-US", viewport={"width": 1200, "height": 900})
     if init_script:

@@ -224,6 +224,43 @@
     };
     let cur = null;
     let tick = null;
+    // The ring: made here with WebAudio (no sound file to fetch). An incoming call rings
+    // 440+480 Hz, 2 s on and 4 s off (the North American ring, as Signal's default is a tone
+    // pair); the caller hears a softer ringback. A browser that allows no sound before the
+    // first click stays silent — the screen and a notification still show the call.
+    let ringer = null;
+    function ring(kind) {
+      stopRing();
+      const Ctx = window.AudioContext || window.webkitAudioContext;
+      if (!Ctx) return;
+      const ctx = new Ctx();
+      const gain = ctx.createGain();
+      gain.gain.value = 0;
+      gain.connect(ctx.destination);
+      const oscs = [440, 480].map((hz) => {
+        const o = ctx.createOscillator();
+        o.frequency.value = hz;
+        o.connect(gain);
+        o.start();
+        return o;
+      });
+      const level = kind === "incoming" ? 0.12 : 0.04;
+      const on = () => {
+        const t = ctx.currentTime;
+        gain.gain.setValueAtTime(level, t);
+        gain.gain.setValueAtTime(0, t + 2);
+      };
+      if (ctx.state !== "running") ctx.resume().catch(() => {});
+      on();
+      ringer = { ctx, oscs, kind, timer: setInterval(on, 6000) };
+    }
+    function stopRing() {
+      if (!ringer) return;
+      clearInterval(ringer.timer);
+      ringer.oscs.forEach((o) => o.stop());
+      ringer.ctx.close().catch(() => {});
+      ringer = null;
+    }
 
     async function api(url, fields) {
       const data = new URLSearchParams(fields || {});
@@ -268,6 +305,7 @@
       timerEl.textContent = h > 0 ? h + ":" + two(m % 60) + ":" + two(s % 60) : m + ":" + two(s % 60);
     }
     function teardown(text) {
+      stopRing();
       if (tick) clearInterval(tick);
       tick = null;
       if (cur) {
@@ -360,6 +398,7 @@
         note();
         if (!cur || cur.pc !== pc) return;
         if (pc.connectionState === "connected" && !cur.connectedAt) {
+          stopRing();
           cur.connectedAt = Date.now();
           status(S.connected);
           secureEl.hidden = false;
@@ -404,11 +443,13 @@
         });
         const ice = await api("/c/" + encodeURIComponent(conversationId) + "/call", { video: video ? "1" : "0" });
         cur.id = ice.call_id;
+        cur.tunnel = !!ice.tunnel;
         cur.pc = peer(ice);
         local(stream, video);
         await cur.pc.setLocalDescription(await cur.pc.createOffer());
         await gathered(cur.pc);
         await api("/calls/" + encodeURIComponent(cur.id) + "/start", { sdp: cur.pc.localDescription.sdp });
+        if (cur && !cur.connectedAt) ring("ringback");
         const v = await read(cur.id);
         nameEl.textContent = v.name;
         if (v.verify) $("call-verify").href = v.verify;
@@ -428,6 +469,7 @@
       status(e.video ? S.incomingVideo : S.incoming);
       controls(["accept", "decline"]);
       buttons.accept.focus();
+      ring("incoming");
       if ("Notification" in window && Notification.permission === "granted" && document.hidden) {
         try {
           new Notification(e.video ? S.incomingVideo : S.incoming, { tag: "samizdat-call" });
@@ -436,6 +478,7 @@
     }
     async function accept() {
       if (!cur || cur.outgoing || cur.pc) return;
+      stopRing();
       controls(["hangup"]);
       status(S.connecting);
       try {
@@ -445,6 +488,7 @@
           throw new Error(S.noMedia);
         });
         const ice = await api("/calls/" + encodeURIComponent(cur.id) + "/ice");
+        cur.tunnel = !!ice.tunnel;
         cur.pc = peer(ice);
         local(stream, cur.video);
         await cur.pc.setRemoteDescription({ type: "offer", sdp: v.call.offer });
@@ -462,6 +506,7 @@
     }
     async function answered(id) {
       if (!cur || cur.id !== id || !cur.pc) return;
+      stopRing();
       status(S.connecting);
       try {
         const v = await read(id);
@@ -508,7 +553,8 @@
       });
     });
     // For tests and for people who want to look: the connection of the call on screen.
-    window.samizdatCall = () => (cur ? { id: cur.id, pc: cur.pc || null } : null);
+    window.samizdatCall = () =>
+      cur ? { id: cur.id, pc: cur.pc || null, tunnel: !!cur.tunnel, ringing: ringer ? ringer.kind : null } : null;
     return {
       event(e) {
         if (e.event === "call_incoming") incoming(e);

@@ -13,6 +13,12 @@
 //! - By default only relayed candidates are used (`relay_only`), so neither side learns the
 //!   other's address; the `calls_direct` setting allows direct connections.
 //!
+//! - Behind a proxy (or Tor), or when the relay's certificate is pinned (a browser would not
+//!   trust it), the browser's only TURN server is the *call tunnel*: a listener on loopback
+//!   that this process carries to the relay's own port through the proxy, under the
+//!   conversation's proxy identity and inside the relay's TLS — so a call leaves the machine
+//!   exactly as the messaging does, and never around the proxy ([`CallTunnel`]).
+//!
 //! A call rings for [`RING_SECS`]; one that is not answered by then is missed. A finished
 //! call is a line in the chat (`Event::CallEnded`), said by each front in its language.
 
@@ -24,6 +30,64 @@ use crate::payload::CallSignal;
 pub const RING_SECS: u64 = 60;
 /// The largest SDP accepted (audio, video and a handful of relayed candidates: 3–8 KB).
 pub const MAX_SDP: usize = 32 * 1024;
+
+/// The most TURN connections one call's tunnel carries at once (a browser opens one per
+/// TURN server address and network interface; two are usual).
+pub const MAX_TUNNEL_CONNECTIONS: usize = 8;
+
+/// A loopback TURN listener for one call whose connections are carried to the relay's own
+/// port by [`RelayClient::raw_stream`] (through the proxy, under the conversation's identity,
+/// inside the relay's TLS). Dropping it closes the listener and every connection.
+pub(crate) struct CallTunnel {
+    port: u16,
+    task: tokio::task::AbortHandle,
+}
+
+impl Drop for CallTunnel {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+impl CallTunnel {
+    async fn open(relay: RelayClient) -> Result<CallTunnel> {
+        let listener = tokio::net::TcpListener::bind((std::net::Ipv4Addr::LOCALHOST, 0))
+            .await
+            .map_err(|e| Error::Usage(format!("cannot open the call tunnel: {e}")))?;
+        let port = listener
+            .local_addr()
+            .map_err(|e| Error::Usage(format!("cannot open the call tunnel: {e}")))?
+            .port();
+        let task = tokio::spawn(async move {
+            // Owned by this task: aborting it (the tunnel dropped) ends every connection.
+            let mut conns = tokio::task::JoinSet::new();
+            loop {
+                let Ok((mut local, _)) = listener.accept().await else {
+                    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+                    continue;
+                };
+                while conns.try_join_next().is_some() {}
+                if conns.len() >= MAX_TUNNEL_CONNECTIONS {
+                    continue; // refused: dropped at once
+                }
+                let _ = local.set_nodelay(true);
+                let relay = relay.clone();
+                conns.spawn(async move {
+                    match relay.raw_stream().await {
+                        Ok(mut up) => {
+                            let _ = tokio::io::copy_bidirectional(&mut local, &mut up).await;
+                        }
+                        Err(e) => tracing::info!("call tunnel: {e}"),
+                    }
+                });
+            }
+        });
+        Ok(CallTunnel {
+            port,
+            task: task.abort_handle(),
+        })
+    }
+}
 
 /// How a call ended.
 #[derive(
@@ -158,6 +222,10 @@ pub struct CallIce {
     /// `iceTransportPolicy: "relay"` (the default: no one learns an address).
     pub relay_only: bool,
     pub ttl_secs: u64,
+    /// The only TURN server is this process's loopback tunnel (a proxy or Tor is configured,
+    /// or the relay's certificate is pinned): the call leaves the machine as messaging does.
+    #[serde(default)]
+    pub tunnel: bool,
 }
 
 /// The `a=fingerprint` of an SDP (its first, as browsers write one per session).
@@ -397,6 +465,10 @@ impl Profile {
         let outcome = match (v.state, v.outgoing) {
             (CallState::Ended, _) => return Ok(()),
             (CallState::Preparing, _) => {
+                self.call_tunnels
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .remove(call);
                 self.db.conn().execute(
                     "DELETE FROM calls WHERE call_id = ?1",
                     params![call.as_bytes()],
@@ -424,21 +496,42 @@ impl Profile {
             params![call.as_bytes()],
             |r| r.get(0),
         )?;
+        if v.state == CallState::Ended {
+            return Err(Error::Usage(format!("call {call} has ended")));
+        }
         let conv = self.conv(&v.conversation_id)?;
         let token = self.token(&conv.group_id, conv.read_epoch)?;
         let client = self.conv_client_for(&conv.relay, &conv.group_id)?;
         let creds = client
             .turn_credentials(&conv.log, conv.read_epoch, &token, &room)
             .await?;
-        let host = client
-            .host()
-            .ok_or_else(|| Error::Protocol("the relay's address has no host".into()))?;
+        // Behind a proxy the browser must not reach the relay around it; a pinned certificate
+        // is one the browser would refuse. Either way: the tunnel, and relayed only.
+        let tunnel = self.net.proxy.is_some() || client.pinned();
         let mut urls = Vec::new();
-        if let Some(p) = creds.udp_port {
-            urls.push(format!("turn:{host}:{p}?transport=udp"));
-        }
-        if let Some(p) = creds.tcp_port {
-            urls.push(format!("turn:{host}:{p}?transport=tcp"));
+        if tunnel {
+            let port = self.call_tunnel(call, &client).await?;
+            urls.push(format!("turn:127.0.0.1:{port}?transport=tcp"));
+        } else {
+            let host = client
+                .host()
+                .ok_or_else(|| Error::Protocol("the relay's address has no host".into()))?;
+            let host = if host.contains(':') {
+                format!("[{host}]")
+            } else {
+                host
+            };
+            if let Some(p) = creds.udp_port {
+                urls.push(format!("turn:{host}:{p}?transport=udp"));
+            }
+            if let Some(p) = creds.tcp_port {
+                urls.push(format!("turn:{host}:{p}?transport=tcp"));
+            }
+            // TURN over TLS on the relay's own port: for a relay with a certificate the
+            // browser trusts (a pinned one goes through the tunnel above).
+            if let Some(port) = client.tls_port() {
+                urls.push(format!("turns:{host}:{port}?transport=tcp"));
+            }
         }
         Ok(CallIce {
             call_id: *call,
@@ -447,9 +540,37 @@ impl Profile {
                 username: creds.username,
                 credential: creds.credential,
             }],
-            relay_only: !self.calls_direct()?,
+            relay_only: tunnel || !self.calls_direct()?,
             ttl_secs: creds.ttl_secs,
+            tunnel,
         })
+    }
+
+    /// This call's tunnel port, opened on first use (ended calls' tunnels are closed here
+    /// too, in case their end was not seen by this process).
+    async fn call_tunnel(&self, call: &CallId, client: &RelayClient) -> Result<u16> {
+        let live: HashSet<CallId> = {
+            let conn = self.db.conn();
+            let mut stmt = conn.prepare("SELECT call_id FROM calls WHERE state != 'ended'")?;
+            stmt.query_map([], |r| r.get::<_, Vec<u8>>(0))?
+                .filter_map(|r| r.ok())
+                .filter_map(|b| Id::from_slice(&b).ok().map(CallId::from_id))
+                .collect()
+        };
+        {
+            let mut tunnels = self.call_tunnels.lock().unwrap_or_else(|p| p.into_inner());
+            tunnels.retain(|id, _| live.contains(id));
+            if let Some(t) = tunnels.get(call) {
+                return Ok(t.port);
+            }
+        }
+        let t = CallTunnel::open(client.clone()).await?;
+        let port = t.port;
+        self.call_tunnels
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(*call, t);
+        Ok(port)
     }
 
     /// Whether a call other than `except` is ringing or connected here.
@@ -470,6 +591,10 @@ impl Profile {
             "UPDATE calls SET state = 'ended', outcome = ?2, ended_at = ?3, owed = ?4 WHERE call_id = ?1 AND state != 'ended'",
             params![v.call_id.as_bytes(), outcome.as_str(), now as i64, owed],
         )?;
+        self.call_tunnels
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(&v.call_id);
         if n == 0 {
             return Ok(());
         }

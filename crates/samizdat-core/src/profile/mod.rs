@@ -185,6 +185,9 @@ pub struct Profile {
     /// Receipts are owed (`receipts_owed` has rows this process added): the service sends
     /// them after the call that produced them.
     pub(crate) receipts_due: std::sync::atomic::AtomicBool,
+    /// The open call tunnels (loopback TURN listeners carried to the relay through the
+    /// proxy), one per call, closed when the call ends.
+    pub(crate) call_tunnels: std::sync::Mutex<HashMap<crate::ids::CallId, calls::CallTunnel>>,
 }
 
 impl Profile {

@@ -239,6 +239,7 @@ impl Profile {
             move_failed: HashMap::new(),
             live_logs: HashSet::new(),
             receipts_due: std::sync::atomic::AtomicBool::new(true),
+            call_tunnels: Default::default(),
             relays: Default::default(),
             ws_appends: false,
             wipe_on_stop: None,

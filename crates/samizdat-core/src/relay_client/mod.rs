@@ -600,9 +600,108 @@ impl RelayClient {
         self.finish(r).await
     }
 
+    /// A byte stream to the relay's own port, through the proxy under this client's identity
+    /// and, for `https://` relays, inside TLS (the pinned certificate, or the system's roots):
+    /// the call tunnel carries TURN over it (the relay tells TURN from HTTP by its first byte).
+    pub async fn raw_stream(&self) -> Result<RawStream> {
+        let base = self.current_base().to_string();
+        let (host, port) = crate::net::host_port(&base)?;
+        let open = async {
+            let tcp = self
+                .net
+                .connect_tcp(&host, port, self.identity.as_deref())
+                .await?;
+            let _ = tcp.set_nodelay(true);
+            if !base.starts_with("https://") {
+                return Ok(RawStream::Plain(tcp));
+            }
+            let cfg = match &self.tls {
+                Some(c) => c.clone(),
+                None => crate::pin::system_roots()?,
+            };
+            let name = rustls::pki_types::ServerName::try_from(host.clone())
+                .map_err(|e| Error::Usage(format!("{host}: {e}")))?;
+            let tls = tokio_rustls::TlsConnector::from(cfg)
+                .connect(name, tcp)
+                .await
+                .map_err(|e| Error::RelayUnreachable(format!("{host}:{port}: TLS: {e}")))?;
+            Ok(RawStream::Tls(Box::new(tls)))
+        };
+        tokio::time::timeout(Duration::from_secs(20), open)
+            .await
+            .map_err(|_| Error::RelayUnreachable(format!("{host}:{port}: timed out")))?
+    }
+
+    /// The port of an `https://` relay whose certificate a browser would trust (no pin):
+    /// where browsers may speak TURN over TLS.
+    pub fn tls_port(&self) -> Option<u16> {
+        let base = self.current_base();
+        if self.tls.is_some() || !base.starts_with("https://") {
+            return None;
+        }
+        crate::net::host_port(base).ok().map(|(_, p)| p)
+    }
+
+    /// Whether this relay's address pins its certificate (a browser would not trust it).
+    pub fn pinned(&self) -> bool {
+        self.tls.is_some()
+    }
+
     /// A network failure while reading a streamed answer.
     pub fn stream_error(&self, e: reqwest::Error) -> Error {
         self.unreachable(e)
+    }
+}
+
+/// A plain or TLS byte stream to a relay ([`RelayClient::raw_stream`]).
+pub enum RawStream {
+    Plain(tokio::net::TcpStream),
+    Tls(Box<tokio_rustls::client::TlsStream<tokio::net::TcpStream>>),
+}
+
+impl tokio::io::AsyncRead for RawStream {
+    fn poll_read(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        match self.get_mut() {
+            RawStream::Plain(s) => std::pin::Pin::new(s).poll_read(cx, buf),
+            RawStream::Tls(s) => std::pin::Pin::new(s.as_mut()).poll_read(cx, buf),
+        }
+    }
+}
+
+impl tokio::io::AsyncWrite for RawStream {
+    fn poll_write(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &[u8],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        match self.get_mut() {
+            RawStream::Plain(s) => std::pin::Pin::new(s).poll_write(cx, buf),
+            RawStream::Tls(s) => std::pin::Pin::new(s.as_mut()).poll_write(cx, buf),
+        }
+    }
+
+    fn poll_flush(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        match self.get_mut() {
+            RawStream::Plain(s) => std::pin::Pin::new(s).poll_flush(cx),
+            RawStream::Tls(s) => std::pin::Pin::new(s.as_mut()).poll_flush(cx),
+        }
+    }
+
+    fn poll_shutdown(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        match self.get_mut() {
+            RawStream::Plain(s) => std::pin::Pin::new(s).poll_shutdown(cx),
+            RawStream::Tls(s) => std::pin::Pin::new(s.as_mut()).poll_shutdown(cx),
+        }
     }
 }
 
