@@ -20,9 +20,9 @@ import wave
 
 from playwright.sync_api import expect
 
-from conftest import CHROMIUM, CHROMIUM_ARGS, Relay, cli, free_port
-from test_app import LONG, check_lang, open_chat, shoot
-from test_everyday import pair, set_lang
+from conftest import CHROMIUM, CHROMIUM_ARGS, App, Relay, cli, free_port
+from test_app import LONG, check_lang, onboard, open_chat, shoot
+from test_everyday import accept_invite, pair, set_lang
 
 CONNECTED = """() => { const c = window.samizdatCall && window.samizdatCall();
   return !!(c && c.pc && c.pc.connectionState === 'connected'); }"""
@@ -440,3 +440,182 @@ def test_with_udp_to_the_relay_blocked_a_call_connects_over_tcp(pw, workdir, sho
     finally:
         stop(apps, relay, ba, bb)
         ns.close()
+
+
+# Per remote person in a group call: the loudest frequency of what arrives from them.
+GROUP_PEAKS = """async () => {
+  const out = {};
+  const ctx = new AudioContext();
+  if (ctx.state !== 'running') await ctx.resume();
+  const ans = [];
+  document.querySelectorAll('.call-peer-audio').forEach((el) => {
+    if (!el.srcObject) { out[el.dataset.name] = 'no stream'; return; }
+    const an = ctx.createAnalyser();
+    an.fftSize = 8192;
+    ctx.createMediaStreamSource(el.srcObject).connect(an);
+    ans.push([el.dataset.name, an]);
+  });
+  await new Promise((r) => setTimeout(r, 1500));
+  for (const [name, an] of ans) {
+    const data = new Float32Array(an.frequencyBinCount);
+    an.getFloatFrequencyData(data);
+    let best = 1;
+    for (let i = 2; i < data.length; i++) if (data[i] > data[best]) best = i;
+    out[name] = best * ctx.sampleRate / an.fftSize;
+  }
+  ctx.close();
+  return out;
+}"""
+
+GROUP_STATS = """async () => {
+  const c = window.samizdatCall();
+  const out = [];
+  for (const p of c.peers) {
+    const stats = await p.pc.getStats();
+    const kinds = [];
+    stats.forEach((s) => { if (s.type === 'local-candidate' || s.type === 'remote-candidate') kinds.push(s.candidateType); });
+    out.push({ name: p.name, state: p.pc.connectionState, kinds });
+  }
+  return out;
+}"""
+
+
+def group_connected(page, n):
+    page.wait_for_function(
+        f"""() => {{ const c = window.samizdatCall && window.samizdatCall();
+          return !!(c && c.group && c.peers.length === {n} && c.peers.every((p) => p.pc.connectionState === 'connected')); }}""",
+        timeout=LONG,
+    )
+
+
+def test_a_group_call_of_three_where_everyone_hears_everyone_through_sframe(pw, workdir, shots):
+    """A 3-person group call: a mesh of relayed connections, each frame sealed with SFrame
+    (keyed from the group's MLS exporter) in the app's worker. Alice starts it, Bob joins
+    (offering to Alice), Carol joins (offering to both); every pair hears each other's tone,
+    every connection is relayed only, every received frame opened with its sender's key and
+    none dropped. Carol leaves, the others keep talking; the call ends as lines in the chat."""
+    tones = {"alice": 500, "bob": 800, "carol": 1250}
+    for who, hz in tones.items():
+        tone(workdir / f"{who}-group.wav", hz)
+    browsers = {who: launch(pw, workdir / f"{who}-group.wav") for who in tones}
+    apps = []
+    relay = None
+    try:
+        relay, alice_app, bob_app, alice, bob = pair(
+            browsers["alice"], workdir, "calls-group", apps, browser_b=browsers["bob"]
+        )
+        carol_app = App(workdir / "carol-calls-group", relay.url)
+        apps.append(carol_app)
+        carol = browsers["carol"].new_context(locale="en-US", viewport={"width": 1200, "height": 900}).new_page()
+        carol.goto(carol_app.url)
+        onboard(carol, "Carol")
+        accept_invite(alice, alice_app, carol, carol_app, "alice")
+        alice.goto(alice_app.base + "/")
+        expect(alice.locator(".chat-item", has_text="Carol")).to_have_count(1, timeout=LONG)
+        alice.goto(alice_app.base + "/groups/new")
+        alice.fill("#group", "trio")
+        alice.locator("label.check", has_text="Bob").locator("input").check()
+        alice.locator("label.check", has_text="Carol").locator("input").check()
+        alice.click("form[action='/groups'] button[type=submit]")
+        expect(alice.locator(".chat-head h1")).to_have_text("trio", timeout=LONG)
+        for page, app in ((bob, bob_app), (carol, carol_app)):
+            page.goto(app.base + "/")
+            open_chat(page, "trio")
+        alice.goto(alice.url)
+
+        # Alice starts it; both others ring.
+        alice.locator(".call-start[data-group='1']").click()
+        expect(alice.locator("#call-status")).to_have_text("Waiting for the others to join…", timeout=LONG)
+        for page in (bob, carol):
+            expect(page.locator("#call-accept")).to_be_visible(timeout=LONG)
+            expect(page.locator("#call-status")).to_have_text("Incoming group call")
+            expect(page.locator("#call-name")).to_have_text("trio")
+        shoot(carol, shots, "call-group-incoming", "en")
+        bob.click("#call-accept")
+        group_connected(alice, 1)
+        group_connected(bob, 1)
+        carol.click("#call-accept")
+        for page in (alice, bob, carol):
+            group_connected(page, 2)
+        expect(alice.locator("#call-peers li.on")).to_have_count(2)
+        shoot(alice, shots, "call-group", "en")
+
+        names = {"alice": {"Bob": "bob", "Carol": "carol"}, "bob": {"alice": "alice", "Carol": "carol"},
+                 "carol": {"alice": "alice", "Bob": "bob"}}
+        pages = {"alice": alice, "bob": bob, "carol": carol}
+        for who, page in pages.items():
+            for p in page.evaluate(GROUP_STATS):
+                assert p["state"] == "connected" and p["kinds"] and set(p["kinds"]) == {"relay"}, (who, p)
+            # Shown by what this person calls them (someone not a contact carries a key
+            # suffix: "Carol (~5c4144)").
+            peaks = {k.split(" (~")[0]: v for k, v in page.evaluate(GROUP_PEAKS).items()}
+            assert set(peaks) == set(names[who]), (who, peaks)
+            for shown, other in names[who].items():
+                assert isinstance(peaks[shown], (int, float)) and abs(peaks[shown] - tones[other]) < 30, (who, peaks)
+            print(f"{who} hears {peaks}", flush=True)
+        # SFrame: frames sealed to each peer and opened from each, none dropped.
+        time.sleep(1.5)
+        for who, page in pages.items():
+            counts = page.evaluate("() => window.samizdatSframe")
+            opened = [c for c in counts.values() if c["op"] == "decrypt"]
+            sealed = [c for c in counts.values() if c["op"] == "encrypt"]
+            assert len(opened) == 2 and len(sealed) == 2, (who, counts)
+            assert all(c["frames"] > 20 and c["dropped"] == 0 for c in opened + sealed), (who, counts)
+
+        # Carol leaves; alice and bob keep each other.
+        carol.click("#call-hangup")
+        expect(carol.locator("#call")).to_be_hidden(timeout=LONG)
+        for page in (alice, bob):
+            page.wait_for_function("() => window.samizdatCall().peers.length === 1", timeout=LONG)
+            group_connected(page, 1)
+        hz = bob.evaluate(GROUP_PEAKS)
+        assert abs(hz["alice"] - tones["alice"]) < 30, hz
+        alice.click("#call-hangup")
+        bob.wait_for_function("() => window.samizdatCall().peers.length === 0", timeout=LONG)
+        expect(bob.locator("#call-status")).to_have_text("Waiting for the others to join…", timeout=LONG)
+        bob.click("#call-hangup")
+        expect(bob.locator("#call")).to_be_hidden(timeout=LONG)
+        expect(alice.locator("#message-list .msg.system .line", has_text="Outgoing call, 0:")).to_have_count(1, timeout=LONG)
+        expect(bob.locator("#message-list .msg.system .line", has_text="Incoming call, 0:")).to_have_count(1, timeout=LONG)
+        expect(carol.locator("#message-list .msg.system .line", has_text="Incoming call, 0:")).to_have_count(1, timeout=LONG)
+    finally:
+        stop(apps, relay, *browsers.values())
+
+
+def test_sframe_matches_the_rfc_9605_test_vectors(browser, workdir):
+    """The worker's SFrame (header, key schedule, nonce, AES-GCM) against RFC 9605's test
+    vectors for AES_128_GCM_SHA256_128, and a frame altered in flight is refused."""
+    relay = Relay(workdir / "relay-sframe").start()
+    app = App(workdir / "sframe", relay.url)
+    try:
+        page = browser.new_context().new_page()
+        page.goto(app.url)
+        page.add_script_tag(url="/static/sframe.js")
+        result = page.evaluate("""async () => {
+          const hex = (b) => Array.from(b, (x) => x.toString(16).padStart(2, '0')).join('');
+          const headers = [[0, 0, '00'], [1, 255, '18ff'], [255, 256, '89ff0100'], [256, 65535, '990100ffff'],
+            [65536, 1, 'a1010000'], [4294967295, 16777216, 'bbffffffff01000000']]
+            .map(([k, c, want]) => [hex(sframeHeader(k, c)), want, JSON.stringify(sframeParse(sframeHex(want)))]);
+          const base = sframeHex('000102030405060708090a0b0c0d0e0f');
+          const keys = await sframeKeys(base, 291);
+          const meta = sframeHex('4945544620534672616d65205747');
+          const pt = sframeHex('64726166742d696574662d736672616d652d656e63');
+          const ct = await sframeEncrypt(keys, 291, 17767, pt, meta);
+          const back = await sframeDecrypt(keys, 291, ct, meta);
+          const bad = ct.slice(); bad[bad.length - 1] ^= 1;
+          let refused = false;
+          try { await sframeDecrypt(keys, 291, bad, meta); } catch (_) { refused = true; }
+          let otherKid = false;
+          try { await sframeDecrypt(keys, 292, ct, meta); } catch (_) { otherKid = true; }
+          return { headers, key: hex(keys.rawKey), salt: hex(keys.salt), ct: hex(ct), back: hex(back), refused, otherKid };
+        }""")
+        for got, want, _ in result["headers"]:
+            assert got == want, result["headers"]
+        assert result["key"] == "d34f547f4ca4f9a7447006fe7fcbf768"
+        assert result["salt"] == "75234edefe07819026751816"
+        assert result["ct"] == "9901234567b7412c2513a1b66dbb48841bbaf17f598751176ad847681a69c6d0b091c07018ce4adb34eb"
+        assert result["back"] == "64726166742d696574662d736672616d652d656e63"
+        assert result["refused"] and result["otherKid"]
+    finally:
+        app.stop()
+        relay.kill()

@@ -27,6 +27,18 @@ def menu(page, item):
     return item.locator("details.msg-menu")
 
 
+def accept_invite(inviter, inviter_app, page, app, alias):
+    """`inviter` makes a single-use invite in the app; `page` accepts it, calling them `alias`."""
+    inviter.goto(inviter_app.base + "/new")
+    inviter.click('form[action="/invite"] button[type=submit]')
+    link = inviter.input_value("#invite-link")
+    page.goto(app.base + "/new")
+    page.fill("#link", link)
+    page.fill("#alias", alias)
+    page.click('form[action="/accept"] button[type=submit]')
+    expect(page.locator("body")).to_have_attribute("data-page", "chat", timeout=LONG)
+
+
 def pair(browser, workdir, tag, apps, init_script=None, browser_b=None, relay_config=None,
          relay=None, app_env=None, app_prefix=()):
     """Alice and Bob, each in an app of their own on one relay, connected (bob accepted
@@ -48,14 +60,7 @@ def pair(browser, workdir, tag, apps, init_script=None, browser_b=None, relay_co
     onboard(alice, "Alice")
     bob.goto(bob_app.url)
     onboard(bob, "Bob")
-    alice.goto(alice_app.base + "/new")
-    alice.click('form[action="/invite"] button[type=submit]')
-    link = alice.input_value("#invite-link")
-    bob.goto(bob_app.base + "/new")
-    bob.fill("#link", link)
-    bob.fill("#alias", "alice")
-    bob.click('form[action="/accept"] button[type=submit]')
-    expect(bob.locator("body")).to_have_attribute("data-page", "chat", timeout=LONG)
+    accept_invite(alice, alice_app, bob, bob_app, "alice")
     alice.goto(alice_app.base + "/")
     expect(alice.locator(".chat-item")).to_have_count(1, timeout=LONG)
     return relay, alice_app, bob_app, alice, bob

@@ -59,11 +59,12 @@ pub use invite::Invite;
 pub use notice::{ConvStatus, ErrorKind, Notice, Problem, Refusal};
 pub use payload::MAX_VOICE_MS;
 pub use profile::{
-    AttachmentView, CallIce, CallOutcome, CallState, CallView, Connected, ContactView, ConvKind,
-    ConversationView, DeviceJoined, DeviceView, Event, EventPage, GroupAdded, IceServer,
-    InvitationView, LastMessage, LinkPreview, LoggedEvent, MemberView, MessageState, MessageView,
-    NotifyLevel, Page, Profile, QuoteView, RECEIPT_PEOPLE, RING_SECS, ReactionView, ReceiptCounts,
-    RelayState, SAVED_TARGET, SearchHit, TransferDirection, sdp_fingerprint,
+    AttachmentView, CallIce, CallLeg, CallOutcome, CallState, CallView, Connected, ContactView,
+    ConvKind, ConversationView, DeviceJoined, DeviceView, Event, EventPage, GroupAdded, IceServer,
+    InvitationView, LastMessage, LinkPreview, LoggedEvent, MAX_GROUP_CALL, MemberView,
+    MessageState, MessageView, NotifyLevel, Page, Profile, QuoteView, RECEIPT_PEOPLE, RING_SECS,
+    ReactionView, ReceiptCounts, RelayState, SAVED_TARGET, SearchHit, TransferDirection,
+    sdp_fingerprint,
 };
 pub use samizdat_proto::ErrorCode;
 pub use service::{ClientHandle, LiveEvent, Mode};

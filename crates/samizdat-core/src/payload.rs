@@ -379,6 +379,14 @@ mod tests {
     }
 }
 
+/// A joiner's offer to one person in a group call.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CallOffer {
+    /// The person (identity fingerprint) the offer is for.
+    pub to: Bytes,
+    pub sdp: String,
+}
+
 /// One step of a call (`Body::Call`).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
@@ -399,8 +407,22 @@ pub enum CallSignal {
         #[serde(default, skip_serializing_if = "std::ops::Not::not")]
         busy: bool,
     },
-    /// Either side hangs up (or the caller gives up before an answer).
+    /// Either side hangs up (or the caller gives up before an answer); in a group call, the
+    /// sender leaves it.
     End,
+    /// A group call starts (a mesh of at most [`crate::MAX_GROUP_CALL`] people): its room
+    /// token and the SFrame base key every frame is encrypted under, both from the group's
+    /// MLS exporter for this call. The sender is in the call; no SDP yet (each pair makes its
+    /// own connection).
+    GroupInvite {
+        video: bool,
+        room: Bytes,
+        key: Bytes,
+    },
+    /// The sender joins a group call, with an offer for each person already in it.
+    Join { offers: Vec<CallOffer> },
+    /// The answer to the offer a joiner made to `to` (a person's fingerprint).
+    Answer { to: Bytes, sdp: String },
     /// A signal of a kind this version does not know.
     #[serde(other)]
     Unknown,

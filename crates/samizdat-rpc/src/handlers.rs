@@ -630,7 +630,9 @@ pub(crate) async fn call_prepare(
 
 pub(crate) async fn call_start(s: &Session, a: CallParams) -> RpcResult<Done> {
     on_profile!(s, |p| {
-        p.call_start(&a.call_id, sdp_of(&a)?).await?;
+        // A group call starts with no offer (each joiner offers to those already in).
+        p.call_start(&a.call_id, a.sdp.as_deref().unwrap_or_default())
+            .await?;
         Ok(Done { ok: true })
     })
 }
@@ -638,6 +640,28 @@ pub(crate) async fn call_start(s: &Session, a: CallParams) -> RpcResult<Done> {
 pub(crate) async fn call_accept(s: &Session, a: CallParams) -> RpcResult<Done> {
     on_profile!(s, |p| {
         p.call_accept(&a.call_id, sdp_of(&a)?).await?;
+        Ok(Done { ok: true })
+    })
+}
+
+pub(crate) async fn call_join(s: &Session, a: CallParams) -> RpcResult<Done> {
+    on_profile!(s, |p| {
+        let offers: Vec<(String, String)> = a
+            .offers
+            .iter()
+            .map(|o| (o.to.clone(), o.sdp.clone()))
+            .collect();
+        p.call_join(&a.call_id, &offers).await?;
+        Ok(Done { ok: true })
+    })
+}
+
+pub(crate) async fn call_answer(s: &Session, a: CallParams) -> RpcResult<Done> {
+    on_profile!(s, |p| {
+        let to =
+            a.to.as_deref()
+                .ok_or_else(|| Error::Usage("say whose offer this answers, as `to`".into()))?;
+        p.call_answer(&a.call_id, to, sdp_of(&a)?).await?;
         Ok(Done { ok: true })
     })
 }

@@ -534,6 +534,21 @@ pub struct CallParams {
     pub call_id: samizdat_core::CallId,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub sdp: Option<String>,
+    /// `call_answer`: the person (fingerprint, hex) whose offer this answers.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub to: Option<String>,
+    /// `call_join`: an offer for each person already in the group call.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub offers: Vec<LegOffer>,
+}
+
+/// An offer for one person in a group call (`call_join`).
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct LegOffer {
+    /// Their fingerprint (hex), as `call` lists it in `legs`.
+    pub to: String,
+    pub sdp: String,
 }
 
 /// Calls of one conversation, or of all (neither given).

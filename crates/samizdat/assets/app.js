@@ -310,9 +310,16 @@
       tick = null;
       if (cur) {
         if (cur.pc) cur.pc.close();
+        if (cur.peers)
+          cur.peers.forEach((p) => {
+            p.pc.close();
+            p.audio.remove();
+          });
         if (cur.local) cur.local.getTracks().forEach((t) => t.stop());
       }
       cur = null;
+      peersEl.replaceChildren();
+      peersEl.hidden = true;
       remoteAudio.srcObject = null;
       remoteVideo.srcObject = null;
       localVideo.srcObject = null;
@@ -356,15 +363,18 @@
       $("call-devices").hidden = false;
     }
     async function switchDevice(kind) {
-      if (!cur || !cur.pc) return;
+      if (!cur || !(cur.pc || cur.peers)) return;
       const id = $(kind === "audio" ? "call-mic" : "call-cam").value;
       const s = await navigator.mediaDevices
         .getUserMedia(kind === "audio" ? { audio: { deviceId: { exact: id } } } : { video: { deviceId: { exact: id } } })
         .catch(() => null);
       if (!s) return;
       const track = kind === "audio" ? s.getAudioTracks()[0] : s.getVideoTracks()[0];
-      const sender = cur.pc.getSenders().find((x) => x.track && x.track.kind === kind);
-      if (sender) await sender.replaceTrack(track);
+      const pcs = cur.peers ? [...cur.peers.values()].map((p) => p.pc) : [cur.pc];
+      for (const pc of pcs) {
+        const sender = pc.getSenders().find((x) => x.track && x.track.kind === kind);
+        if (sender) await sender.replaceTrack(track);
+      }
       const old = kind === "audio" ? cur.local.getAudioTracks()[0] : cur.local.getVideoTracks()[0];
       if (old) {
         cur.local.removeTrack(old);
@@ -375,13 +385,25 @@
     }
     $("call-mic").addEventListener("change", () => switchDevice("audio"));
     $("call-cam").addEventListener("change", () => switchDevice("video"));
-    function peer(ice) {
-      const pc = new RTCPeerConnection({
+    // The first connection of a call is up: stop ringing, start the clock.
+    function connectedNow() {
+      stopRing();
+      cur.connectedAt = Date.now();
+      status(S.connected);
+      secureEl.hidden = false;
+      clock();
+      tick = setInterval(clock, 1000);
+    }
+    function connection(ice) {
+      return new RTCPeerConnection({
         iceServers: ice.ice_servers,
         iceTransportPolicy: ice.relay_only ? "relay" : "all",
         bundlePolicy: "max-bundle",
         rtcpMuxPolicy: "require",
       });
+    }
+    function peer(ice) {
+      const pc = connection(ice);
       pc.ontrack = (ev) => {
         const stream = ev.streams[0] || new MediaStream([ev.track]);
         if (ev.track.kind === "video") {
@@ -398,12 +420,7 @@
         note();
         if (!cur || cur.pc !== pc) return;
         if (pc.connectionState === "connected" && !cur.connectedAt) {
-          stopRing();
-          cur.connectedAt = Date.now();
-          status(S.connected);
-          secureEl.hidden = false;
-          clock();
-          tick = setInterval(clock, 1000);
+          connectedNow();
         } else if (pc.connectionState === "failed") {
           const id = cur.id;
           fail(S.failed);
@@ -429,6 +446,168 @@
       if (video) {
         localVideo.srcObject = stream;
         localVideo.hidden = false;
+      }
+    }
+    // ---- group calls: a mesh of relayed connections, every frame sealed with SFrame in the
+    // worker /static/sframe.js (keyed from the group's MLS exporter; docs/CALLS.md) ---------
+    const peersEl = $("call-peers");
+    let sframeWorker = null;
+    window.samizdatSframe = {};
+    function sframe() {
+      if (!sframeWorker) {
+        sframeWorker = new Worker("/static/sframe.js");
+        sframeWorker.onmessage = (m) => {
+          if (m.data && m.data.sframe) window.samizdatSframe = m.data.sframe;
+        };
+      }
+      return sframeWorker;
+    }
+    const kidOf = (hex) => parseInt(hex.slice(0, 8), 16) >>> 0;
+    function showPeers() {
+      peersEl.replaceChildren();
+      cur.peers.forEach((p) => {
+        const li = document.createElement("li");
+        li.textContent = p.name;
+        li.className = p.pc.connectionState === "connected" ? "on" : "";
+        peersEl.appendChild(li);
+      });
+      peersEl.hidden = cur.peers.size === 0;
+      if (cur.joined && cur.peers.size === 0) status(S.waiting);
+    }
+    function groupPeer(leg) {
+      const pc = connection(cur.ice);
+      const audio = document.createElement("audio");
+      audio.autoplay = true;
+      audio.className = "call-peer-audio";
+      audio.dataset.peer = leg.peer;
+      audio.dataset.name = leg.name;
+      callBox.appendChild(audio);
+      const p = { pc, audio, name: leg.name, peer: leg.peer };
+      // Only this person's key id opens what comes over their connection. Chromium hooks a
+      // receiver's transform only when it is set before negotiation (seen with 156: set in
+      // `ontrack` on a transceiver made by addTrack, no frame ever reaches it).
+      const opener = (receiver) => {
+        if (!receiver.transform)
+          receiver.transform = new RTCRtpScriptTransform(sframe(), {
+            op: "decrypt",
+            key: cur.key,
+            kid: kidOf(leg.peer),
+            peer: leg.peer,
+          });
+      };
+      cur.local.getTracks().forEach((t) => {
+        const sender = pc.addTrack(t, cur.local);
+        sender.transform = new RTCRtpScriptTransform(sframe(), { op: "encrypt", key: cur.key, kid: cur.kid, peer: leg.peer });
+      });
+      pc.getReceivers().forEach(opener);
+      pc.ontrack = (ev) => {
+        opener(ev.receiver);
+        audio.srcObject = ev.streams[0] || new MediaStream([ev.track]);
+      };
+      pc.onconnectionstatechange = () => {
+        if (!cur || !cur.peers || cur.peers.get(leg.peer) !== p) return;
+        if (pc.connectionState === "connected" && !cur.connectedAt) connectedNow();
+        showPeers();
+      };
+      cur.peers.set(leg.peer, p);
+      showPeers();
+      return p;
+    }
+    function groupKeys(v) {
+      cur.key = v.call.sframe_key;
+      cur.kid = kidOf(v.call.me);
+      if (v.verify) $("call-verify").href = v.verify;
+    }
+    // Bring the connections in line with the call: answer those who offered to us, take the
+    // answers to our offers, drop those who left. One at a time, in order.
+    function reconcile() {
+      if (!cur || !cur.group) return;
+      const c = cur;
+      c.chain = (c.chain || Promise.resolve())
+        .then(async () => {
+          if (cur !== c || !c.joined) return;
+          const v = await read(c.id);
+          for (const leg of v.call.legs || []) {
+            if (cur !== c) return;
+            const p = c.peers.get(leg.peer);
+            if (!leg.present) {
+              if (p) {
+                p.pc.close();
+                p.audio.remove();
+                c.peers.delete(leg.peer);
+              }
+            } else if (leg.their_offer && !leg.my_answer && !p) {
+              const q = groupPeer(leg);
+              await q.pc.setRemoteDescription({ type: "offer", sdp: leg.their_offer });
+              await q.pc.setLocalDescription(await q.pc.createAnswer());
+              await gathered(q.pc);
+              await api("/calls/" + encodeURIComponent(c.id) + "/answer", { to: leg.peer, sdp: q.pc.localDescription.sdp });
+            } else if (p && leg.their_answer && p.pc.signalingState === "have-local-offer") {
+              await p.pc.setRemoteDescription({ type: "answer", sdp: leg.their_answer });
+            }
+          }
+          showPeers();
+        })
+        .catch((e) => fail(e.message));
+    }
+    async function startGroup(conversationId, name) {
+      cur = { outgoing: true, video: false, group: true, peers: new Map() };
+      open(name);
+      status(S.calling);
+      controls(["hangup"]);
+      try {
+        if (!window.RTCRtpScriptTransform) throw new Error(S.failed);
+        cur.local = await media(false).catch(() => {
+          throw new Error(S.noMedia);
+        });
+        const ice = await api("/c/" + encodeURIComponent(conversationId) + "/call", { video: "0" });
+        cur.id = ice.call_id;
+        cur.ice = ice;
+        cur.tunnel = !!ice.tunnel;
+        await api("/calls/" + encodeURIComponent(cur.id) + "/start");
+        groupKeys(await read(cur.id));
+        cur.joined = true;
+        status(S.waiting);
+        controls(["mute", "hangup"]);
+        listDevices(false);
+        reconcile();
+      } catch (e) {
+        const id = cur && cur.id;
+        if (id) api("/calls/" + encodeURIComponent(id) + "/end").catch(() => {});
+        fail(e.message);
+        teardown(S.failed);
+      }
+    }
+    async function joinGroup() {
+      const c = cur;
+      c.joined = true;
+      stopRing();
+      controls(["hangup"]);
+      status(S.connecting);
+      try {
+        if (!window.RTCRtpScriptTransform) throw new Error(S.failed);
+        const v = await read(c.id);
+        groupKeys(v);
+        c.local = await media(false).catch(() => {
+          throw new Error(S.noMedia);
+        });
+        c.ice = await api("/calls/" + encodeURIComponent(c.id) + "/ice");
+        c.tunnel = !!c.ice.tunnel;
+        for (const leg of v.call.legs || []) {
+          if (!leg.present) continue;
+          const p = groupPeer(leg);
+          await p.pc.setLocalDescription(await p.pc.createOffer());
+        }
+        await Promise.all([...c.peers.values()].map((p) => gathered(p.pc)));
+        const offers = [...c.peers.values()].map((p) => ({ to: p.peer, sdp: p.pc.localDescription.sdp }));
+        await api("/calls/" + encodeURIComponent(c.id) + "/join", { offers: JSON.stringify(offers) });
+        controls(["mute", "hangup"]);
+        listDevices(false);
+        reconcile();
+      } catch (err) {
+        api("/calls/" + encodeURIComponent(c.id) + "/end").catch(() => {});
+        fail(err.message);
+        teardown(S.failed);
       }
     }
     async function start(conversationId, video, name) {
@@ -464,9 +643,9 @@
     }
     async function incoming(e) {
       if (cur) return; // busy: the service answers "busy" to a second call by itself
-      cur = { id: e.call_id, outgoing: false, video: !!e.video };
-      open(e.from);
-      status(e.video ? S.incomingVideo : S.incoming);
+      cur = { id: e.call_id, outgoing: false, video: !!e.video, group: !!e.group, peers: e.group ? new Map() : null };
+      open(e.group ? e.conversation : e.from);
+      status(e.group ? S.incomingGroup : e.video ? S.incomingVideo : S.incoming);
       controls(["accept", "decline"]);
       buttons.accept.focus();
       ring("incoming");
@@ -477,7 +656,8 @@
       }
     }
     async function accept() {
-      if (!cur || cur.outgoing || cur.pc) return;
+      if (!cur || cur.outgoing || cur.pc || cur.joined) return;
+      if (cur.group) return joinGroup();
       stopRing();
       controls(["hangup"]);
       status(S.connecting);
@@ -543,22 +723,35 @@
       buttons.camera.textContent = off ? S.cameraOn : S.cameraOff;
     });
     callBox.addEventListener("keydown", (ev) => {
-      if (ev.key === "Escape" && cur && !cur.outgoing && !cur.pc) buttons.decline.click();
+      if (ev.key === "Escape" && cur && !cur.outgoing && !cur.pc && !cur.joined) buttons.decline.click();
     });
     document.querySelectorAll(".call-start").forEach((b) => {
       b.hidden = false;
       b.addEventListener("click", () => {
         const title = document.querySelector(".chat-head h1");
-        start(b.dataset.conversation, b.dataset.video === "1", title ? title.textContent.trim() : "");
+        const name = title ? title.textContent.trim() : "";
+        if (cur) return;
+        if (b.dataset.group === "1") startGroup(b.dataset.conversation, name);
+        else start(b.dataset.conversation, b.dataset.video === "1", name);
       });
     });
     // For tests and for people who want to look: the connection of the call on screen.
     window.samizdatCall = () =>
-      cur ? { id: cur.id, pc: cur.pc || null, tunnel: !!cur.tunnel, ringing: ringer ? ringer.kind : null } : null;
+      cur
+        ? {
+            id: cur.id,
+            pc: cur.pc || null,
+            tunnel: !!cur.tunnel,
+            ringing: ringer ? ringer.kind : null,
+            group: !!cur.group,
+            peers: cur.peers ? [...cur.peers.values()].map((p) => ({ name: p.name, peer: p.peer, pc: p.pc })) : [],
+          }
+        : null;
     return {
       event(e) {
         if (e.event === "call_incoming") incoming(e);
         else if (e.event === "call_answered") answered(e.call_id);
+        else if (e.event === "call_changed" && cur && cur.id === e.call_id) reconcile();
         else if (e.event === "call_ended" && cur && cur.id === e.call_id) teardown();
       },
     };

@@ -745,11 +745,13 @@ fn print_event(e: &Event, json: bool) {
             call_id,
             video,
             from,
+            group,
             ..
         } => println!(
-            "[{}] {} is calling ({}): call {call_id}; `samizdat call decline {call_id}`, or answer in the app",
+            "[{}] {} is calling ({}{}): call {call_id}; `samizdat call decline {call_id}`, or answer in the app",
             safe(conversation),
             safe(from),
+            if *group { "group, " } else { "" },
             if *video { "video" } else { "voice" }
         ),
         Event::CallEnded {
@@ -1121,6 +1123,8 @@ async fn run_in(home: &Path, cmd: ClientCommand) -> Result<()> {
             let params = rpc::CallParams {
                 call_id: call_id.parse()?,
                 sdp: None,
+                to: None,
+                offers: Vec::new(),
             };
             let _: samizdat_rpc::Done = match action.as_str() {
                 "decline" => b.call_decline(params).await?,

@@ -460,6 +460,18 @@ impl Group {
         ))
     }
 
+    /// A group call's SFrame base key (RFC 9605 §5.2 with MLS: `MLS-Exporter("SFrame 1.0
+    /// Base Key", call id, 16)`), carried in the call's invite so people who join later,
+    /// at a later epoch, share it.
+    pub fn sframe_base_key(&self, call_id: &[u8]) -> Result<zeroize::Zeroizing<Vec<u8>>> {
+        Ok(zeroize::Zeroizing::new(
+            self.inner
+                .export_secret(b"SFrame 1.0 Base Key", call_id, 16)?
+                .as_bytes()
+                .to_vec(),
+        ))
+    }
+
     /// The person this device belongs to (tests and benchmarks).
     #[cfg(any(test, feature = "internals"))]
     pub fn own_fingerprint(&self) -> Result<[u8; 32]> {

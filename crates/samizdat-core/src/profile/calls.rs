@@ -26,10 +26,17 @@ use super::*;
 use crate::ids::CallId;
 use crate::payload::CallSignal;
 
+/// The most people in a group call: a mesh, where each uploads a stream to every other
+/// (docs/CALLS.md; more would need the selective forwarding unit designed there).
+pub const MAX_GROUP_CALL: usize = 4;
+
 /// How long a call rings before it counts as missed (Signal rings 60 s).
 pub const RING_SECS: u64 = 60;
 /// The largest SDP accepted (audio, video and a handful of relayed candidates: 3–8 KB).
 pub const MAX_SDP: usize = 32 * 1024;
+
+/// The length of a group call's SFrame base key (AES_128_GCM_SHA256_128: 16 bytes).
+pub const SFRAME_KEY_LEN: usize = 16;
 
 /// The most TURN connections one call's tunnel carries at once (a browser opens one per
 /// TURN server address and network interface; two are usual).
@@ -193,6 +200,41 @@ pub struct CallView {
     /// connection against).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub peer_fingerprint: Option<String>,
+    /// A group call (a mesh of at most [`MAX_GROUP_CALL`] people).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub group: bool,
+    /// A group call's other people who joined, each with its pair's offer and answer (in
+    /// [`Profile::call`] only).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub legs: Vec<CallLeg>,
+    /// A group call's SFrame base key (hex; in [`Profile::call`] only): the page's frame
+    /// encryption worker derives each sender's key from it (RFC 9605 §4.4.2).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sframe_key: Option<String>,
+    /// Our own fingerprint (hex) in a group call: what the other legs address us by.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub me: Option<String>,
+}
+
+/// One other person in a group call, and the connection between us.
+#[derive(Debug, Clone, Serialize, serde::Deserialize, schemars::JsonSchema)]
+pub struct CallLeg {
+    /// Their fingerprint (hex).
+    pub peer: String,
+    /// What we call them.
+    pub name: String,
+    /// They are still in the call.
+    pub present: bool,
+    /// The offer they made us when they joined after us (we answer it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub their_offer: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub my_answer: Option<String>,
+    /// The offer we made them when we joined after them (they answer it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub my_offer: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub their_answer: Option<String>,
 }
 
 impl CallView {
@@ -264,9 +306,10 @@ type CallRow = (
     Option<i64>,
     String,
     Option<String>,
+    bool,
 );
 
-const CALL_COLUMNS: &str = "call_id, group_id, outgoing, video, state, outcome, started_at, answered_at, ended_at, offer, answer";
+const CALL_COLUMNS: &str = "call_id, group_id, outgoing, video, state, outcome, started_at, answered_at, ended_at, offer, answer, group_call";
 
 fn call_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<CallRow> {
     Ok((
@@ -281,11 +324,13 @@ fn call_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<CallRow> {
         r.get(8)?,
         r.get(9)?,
         r.get(10)?,
+        r.get(11)?,
     ))
 }
 
 fn call_view(row: CallRow) -> Result<CallView> {
-    let (id, gid, outgoing, video, state, outcome, started, answered, ended, offer, answer) = row;
+    let (id, gid, outgoing, video, state, outcome, started, answered, ended, offer, answer, group) =
+        row;
     let peer_sdp = if outgoing {
         answer.as_deref()
     } else {
@@ -304,6 +349,10 @@ fn call_view(row: CallRow) -> Result<CallView> {
         peer_fingerprint: peer_sdp.and_then(sdp_fingerprint),
         offer,
         answer,
+        group,
+        legs: Vec::new(),
+        sframe_key: None,
+        me: None,
     })
 }
 
@@ -354,7 +403,61 @@ impl Profile {
             )
             .optional()?
             .ok_or_else(|| Error::NotFound(format!("no call {call}")))?;
-        call_view(row)
+        let mut v = call_view(row)?;
+        if v.group {
+            self.fill_legs(&mut v)?;
+        }
+        Ok(v)
+    }
+
+    /// A group call's legs, key and our own fingerprint.
+    fn fill_legs(&self, v: &mut CallView) -> Result<()> {
+        type LegRow = (
+            Vec<u8>,
+            Option<i64>,
+            Option<String>,
+            Option<String>,
+            Option<String>,
+            Option<String>,
+        );
+        let (rows, key) = {
+            let conn = self.db.conn();
+            let mut stmt = conn.prepare(
+                "SELECT peer, left_at, their_offer, my_answer, my_offer, their_answer FROM call_legs WHERE call_id = ?1 ORDER BY joined_at",
+            )?;
+            let rows = stmt
+                .query_map(params![v.call_id.as_bytes()], |r| {
+                    Ok((
+                        r.get(0)?,
+                        r.get(1)?,
+                        r.get(2)?,
+                        r.get(3)?,
+                        r.get(4)?,
+                        r.get(5)?,
+                    ))
+                })?
+                .collect::<rusqlite::Result<Vec<LegRow>>>()?;
+            let key: Option<Vec<u8>> = conn.query_row(
+                "SELECT sframe_key FROM calls WHERE call_id = ?1",
+                params![v.call_id.as_bytes()],
+                |r| r.get(0),
+            )?;
+            (rows, key)
+        };
+        for (peer, left, their_offer, my_answer, my_offer, their_answer) in rows {
+            v.legs.push(CallLeg {
+                name: self.label(v.conversation_id.id(), &peer)?,
+                peer: hex::encode(&peer),
+                present: left.is_none(),
+                their_offer,
+                my_answer,
+                my_offer,
+                their_answer,
+            });
+        }
+        v.sframe_key = key.map(hex::encode);
+        v.me = Some(hex::encode(self.fingerprint));
+        Ok(())
     }
 
     /// Start a call in a 1:1 conversation: a call id, its room token, and the relay's TURN
@@ -366,13 +469,16 @@ impl Profile {
         video: bool,
     ) -> Result<CallIce> {
         let conv = self.conv(conversation)?;
-        if conv.kind != ConvKind::Direct {
-            return Err(Error::Usage(
-                "calls are in 1:1 conversations (group calls come later)".into(),
-            ));
-        }
         if !conv.active {
             return Err(Error::Usage("this conversation has ended".into()));
+        }
+        if conv.kind == ConvKind::Group {
+            return self.group_call_prepare(&conv, video).await;
+        }
+        if conv.kind != ConvKind::Direct {
+            return Err(Error::Usage(
+                "calls are in 1:1 chats and groups of up to four people".into(),
+            ));
         }
         self.check_not_blocked(&conv)?;
         let peer: Vec<u8> = self
@@ -400,11 +506,60 @@ impl Profile {
         self.call_ice(&call).await
     }
 
+    async fn group_call_prepare(&mut self, conv: &Conv, video: bool) -> Result<CallIce> {
+        let group = self.mls.load(conv.group_id.as_bytes())?;
+        let people = group.people().len();
+        if people > MAX_GROUP_CALL {
+            return Err(Error::Usage(format!(
+                "group calls are for up to {MAX_GROUP_CALL} people; this group has {people}"
+            )));
+        }
+        if people < 2 {
+            return Err(Error::Usage("no one else is in this group yet".into()));
+        }
+        if self.busy_with(None)? {
+            return Err(Error::Usage("already in a call".into()));
+        }
+        let call = CallId::from_id(random_id());
+        let room = group.call_room(call.as_bytes())?;
+        let key = group.sframe_base_key(call.as_bytes())?;
+        self.db.conn().execute(
+            "INSERT INTO calls (call_id, group_id, outgoing, peer, video, state, offer, room, started_at, group_call, sframe_key)
+             VALUES (?1, ?2, 1, X'', ?3, 'preparing', '', ?4, ?5, 1, ?6)",
+            params![call.as_bytes(), conv.group_id.as_bytes(), video, &room[..], now_millis() as i64, &key[..]],
+        )?;
+        self.call_ice(&call).await
+    }
+
     /// Ring the other side with our offer (made with [`Profile::call_prepare`]'s servers).
+    /// A group call starts with no offer: each person who joins offers to those already in.
     pub async fn call_start(&mut self, call: &CallId, offer: &str) -> Result<()> {
         let v = self.call(call)?;
         if !v.outgoing || v.state != CallState::Preparing {
             return Err(Error::Usage(format!("call {call} has already started")));
+        }
+        if v.group {
+            let (room, key): (Vec<u8>, Vec<u8>) = self.db.conn().query_row(
+                "SELECT room, sframe_key FROM calls WHERE call_id = ?1",
+                params![call.as_bytes()],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )?;
+            let now = now_millis() as i64;
+            self.db.conn().execute(
+                "UPDATE calls SET state = 'connected', started_at = ?2, answered_at = ?2 WHERE call_id = ?1",
+                params![call.as_bytes(), now],
+            )?;
+            let conv = self.conv(&v.conversation_id)?;
+            let body = Body::Call {
+                call_id: *call.id(),
+                signal: CallSignal::GroupInvite {
+                    video: v.video,
+                    room: Bytes(room),
+                    key: Bytes(key),
+                },
+            };
+            queued(self.send_body(&conv, body).await)?;
+            return Ok(());
         }
         let offer = clean_sdp(offer, !self.calls_direct()?)?;
         let room: Vec<u8> = self.db.conn().query_row(
@@ -429,9 +584,92 @@ impl Profile {
         Ok(())
     }
 
+    /// Join a ringing group call with an offer for each person in it (`offers`: their
+    /// fingerprint in hex, our SDP for them). Those who join later offer to us.
+    pub async fn call_join(&mut self, call: &CallId, offers: &[(String, String)]) -> Result<()> {
+        let v = self.call(call)?;
+        if !v.group || v.outgoing || v.state != CallState::Ringing {
+            return Err(Error::Usage(format!(
+                "call {call} is not a group call ringing here"
+            )));
+        }
+        let relay_only = !self.calls_direct()?;
+        let mut out = Vec::new();
+        for (to, sdp) in offers {
+            let Some(leg) = v.legs.iter().find(|l| &l.peer == to && l.present) else {
+                return Err(Error::Usage(format!(
+                    "{to} is not in call {call} (or has left it)"
+                )));
+            };
+            let fp = hex::decode(&leg.peer).map_err(|_| Error::Storage("corrupt leg".into()))?;
+            out.push((fp, clean_sdp(sdp, relay_only)?));
+        }
+        let now = now_millis() as i64;
+        self.db.conn().execute(
+            "UPDATE calls SET state = 'connected', answered_at = ?2 WHERE call_id = ?1",
+            params![call.as_bytes(), now],
+        )?;
+        for (fp, sdp) in &out {
+            self.db.conn().execute(
+                "UPDATE call_legs SET my_offer = ?3, their_answer = NULL WHERE call_id = ?1 AND peer = ?2",
+                params![call.as_bytes(), fp, sdp],
+            )?;
+        }
+        let conv = self.conv(&v.conversation_id)?;
+        let body = Body::Call {
+            call_id: *call.id(),
+            signal: CallSignal::Join {
+                offers: out
+                    .into_iter()
+                    .map(|(to, sdp)| crate::payload::CallOffer { to: Bytes(to), sdp })
+                    .collect(),
+            },
+        };
+        queued(self.send_body(&conv, body).await)?;
+        Ok(())
+    }
+
+    /// In a group call: answer the offer `to` (their fingerprint, hex) made us when joining.
+    pub async fn call_answer(&mut self, call: &CallId, to: &str, answer: &str) -> Result<()> {
+        let v = self.call(call)?;
+        if !v.group || v.state != CallState::Connected {
+            return Err(Error::Usage(format!(
+                "call {call} is not a group call we are in"
+            )));
+        }
+        let Some(leg) = v
+            .legs
+            .iter()
+            .find(|l| l.peer == to && l.present && l.their_offer.is_some())
+        else {
+            return Err(Error::Usage(format!("{to} made no offer in call {call}")));
+        };
+        let fp = hex::decode(&leg.peer).map_err(|_| Error::Storage("corrupt leg".into()))?;
+        let answer = clean_sdp(answer, !self.calls_direct()?)?;
+        self.db.conn().execute(
+            "UPDATE call_legs SET my_answer = ?3 WHERE call_id = ?1 AND peer = ?2",
+            params![call.as_bytes(), &fp, &answer],
+        )?;
+        let conv = self.conv(&v.conversation_id)?;
+        let body = Body::Call {
+            call_id: *call.id(),
+            signal: CallSignal::Answer {
+                to: Bytes(fp),
+                sdp: answer,
+            },
+        };
+        queued(self.send_body(&conv, body).await)?;
+        Ok(())
+    }
+
     /// Take an incoming call with our answer.
     pub async fn call_accept(&mut self, call: &CallId, answer: &str) -> Result<()> {
         let v = self.call(call)?;
+        if v.group {
+            return Err(Error::Usage(format!(
+                "call {call} is a group call: join it with an offer for each person in it"
+            )));
+        }
         if v.outgoing || v.state != CallState::Ringing {
             return Err(Error::Usage(format!("call {call} is not ringing here")));
         }
@@ -449,13 +687,15 @@ impl Profile {
         Ok(())
     }
 
-    /// Do not take an incoming call (the caller is told it was declined).
+    /// Do not take an incoming call (the caller is told it was declined; no one is told of
+    /// a group call not joined).
     pub async fn call_decline(&mut self, call: &CallId) -> Result<()> {
         let v = self.call(call)?;
         if v.outgoing || v.state != CallState::Ringing {
             return Err(Error::Usage(format!("call {call} is not ringing here")));
         }
-        self.end_call(&v, CallOutcome::Declined, Some("decline"))?;
+        let owed = (!v.group).then_some("decline");
+        self.end_call(&v, CallOutcome::Declined, owed)?;
         self.finish_calls().await
     }
 
@@ -479,12 +719,15 @@ impl Profile {
             (CallState::Ringing, true) => CallOutcome::Cancelled,
             (CallState::Ringing, false) => CallOutcome::Declined,
         };
-        let owed = if !v.outgoing && v.state == CallState::Ringing {
-            "decline"
+        let owed = if v.group && v.state == CallState::Ringing {
+            // Not joining a group call tells no one: the others are not waiting for us.
+            None
+        } else if !v.outgoing && v.state == CallState::Ringing {
+            Some("decline")
         } else {
-            "end"
+            Some("end")
         };
-        self.end_call(&v, outcome, Some(owed))?;
+        self.end_call(&v, outcome, owed)?;
         self.finish_calls().await
     }
 
@@ -634,7 +877,50 @@ impl Profile {
         {
             return Ok(());
         }
+        if let Some(v) = &existing
+            && v.group
+        {
+            return self.apply_group_call(conv, sender, v, signal);
+        }
         match signal {
+            CallSignal::GroupInvite { video, room, key } => {
+                if mine || existing.is_some() || conv.kind != ConvKind::Group {
+                    return Ok(());
+                }
+                if room.len() != 32 || key.len() != SFRAME_KEY_LEN {
+                    return Ok(());
+                }
+                let people = self.mls.load(conv.group_id.as_bytes())?.people().len();
+                if people > MAX_GROUP_CALL {
+                    return Ok(());
+                }
+                let now = now_millis();
+                let late = now.saturating_sub(sent_at) > RING_SECS * 1000;
+                let busy = !late && self.busy_with(Some(&call))?;
+                let started = sent_at.min(now) as i64;
+                self.db.conn().execute(
+                    "INSERT INTO calls (call_id, group_id, outgoing, peer, video, state, offer, room, started_at, group_call, sframe_key)
+                     VALUES (?1, ?2, 0, ?3, ?4, 'ringing', '', ?5, ?6, 1, ?7)",
+                    params![call.as_bytes(), conv.group_id.as_bytes(), &sender[..], video, &room.0[..], started, &key.0[..]],
+                )?;
+                self.db.conn().execute(
+                    "INSERT INTO call_legs (call_id, peer, joined_at) VALUES (?1, ?2, ?3)",
+                    params![call.as_bytes(), &sender[..], started],
+                )?;
+                let v = self.call(&call_id)?;
+                if late || busy {
+                    return self.end_call(&v, CallOutcome::Missed, None);
+                }
+                self.emit(Event::CallIncoming {
+                    conversation_id: ConversationId::from_id(conv.group_id),
+                    conversation: conv.name.clone(),
+                    call_id,
+                    video,
+                    from: self.label(&conv.group_id, sender)?,
+                    group: true,
+                })
+            }
+            CallSignal::Join { .. } | CallSignal::Answer { .. } => Ok(()),
             CallSignal::Invite { video, sdp, room } => {
                 // Our own invite, read back (or our other device calling): nothing rings.
                 if mine || existing.is_some() || conv.kind != ConvKind::Direct {
@@ -667,6 +953,7 @@ impl Profile {
                     call_id,
                     video,
                     from: self.label(&conv.group_id, sender)?,
+                    group: false,
                 })
             }
             CallSignal::Accept { sdp } => {
@@ -728,6 +1015,91 @@ impl Profile {
                 self.end_call(&v, outcome, None)
             }
             CallSignal::Unknown => Ok(()),
+        }
+    }
+
+    /// A signal of a group call we know (inside the entry's transaction).
+    fn apply_group_call(
+        &self,
+        conv: &Conv,
+        sender: &[u8; 32],
+        v: &CallView,
+        signal: CallSignal,
+    ) -> Result<()> {
+        let mine = *sender == self.fingerprint;
+        let id = v.call_id.as_bytes();
+        let changed = || {
+            self.emit(Event::CallChanged {
+                conversation_id: v.conversation_id,
+                call_id: v.call_id,
+            })
+        };
+        match signal {
+            CallSignal::Join { offers } => {
+                if mine {
+                    // Another device of ours joined: this one stops ringing.
+                    if v.state == CallState::Ringing {
+                        self.end_call(v, CallOutcome::AnsweredElsewhere, None)?;
+                    }
+                    return Ok(());
+                }
+                if v.state == CallState::Ended {
+                    return Ok(());
+                }
+                let present = v.legs.iter().filter(|l| l.present).count();
+                let known = v.legs.iter().any(|l| l.peer == hex::encode(sender));
+                if !known && present + 2 > MAX_GROUP_CALL {
+                    return Ok(());
+                }
+                // Their offer to us counts only if we are in the call (else we offer to them
+                // when we join).
+                let offer = offers
+                    .into_iter()
+                    .find(|o| o.to.0 == self.fingerprint)
+                    .filter(|_| v.state == CallState::Connected)
+                    .and_then(|o| clean_sdp(&o.sdp, false).ok());
+                self.db.conn().execute(
+                    "INSERT INTO call_legs (call_id, peer, joined_at, their_offer) VALUES (?1, ?2, ?3, ?4)
+                     ON CONFLICT (call_id, peer) DO UPDATE SET joined_at = excluded.joined_at, left_at = NULL,
+                       their_offer = excluded.their_offer, my_answer = NULL, my_offer = NULL, their_answer = NULL",
+                    params![id, &sender[..], now_millis() as i64, offer],
+                )?;
+                changed()
+            }
+            CallSignal::Answer { to, sdp } => {
+                if mine || to.0 != self.fingerprint || v.state != CallState::Connected {
+                    return Ok(());
+                }
+                let Ok(sdp) = clean_sdp(&sdp, false) else {
+                    return Ok(());
+                };
+                let n = self.db.conn().execute(
+                    "UPDATE call_legs SET their_answer = ?3 WHERE call_id = ?1 AND peer = ?2 AND my_offer IS NOT NULL AND left_at IS NULL",
+                    params![id, &sender[..], sdp],
+                )?;
+                if n > 0 { changed() } else { Ok(()) }
+            }
+            CallSignal::End => {
+                if mine {
+                    return Ok(());
+                }
+                self.db.conn().execute(
+                    "UPDATE call_legs SET left_at = ?3 WHERE call_id = ?1 AND peer = ?2 AND left_at IS NULL",
+                    params![id, &sender[..], now_millis() as i64],
+                )?;
+                let left: i64 = self.db.conn().query_row(
+                    "SELECT COUNT(*) FROM call_legs WHERE call_id = ?1 AND left_at IS NULL",
+                    params![id],
+                    |r| r.get(0),
+                )?;
+                // Everyone else has gone: a call still ringing here was missed.
+                if left == 0 && v.state == CallState::Ringing {
+                    return self.end_call(v, CallOutcome::Missed, None);
+                }
+                let _ = conv;
+                changed()
+            }
+            _ => Ok(()),
         }
     }
 

@@ -61,6 +61,15 @@ pub enum Event {
         call_id: CallId,
         video: bool,
         from: String,
+        /// A group call: join it with an offer to each person in it.
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        group: bool,
+    },
+    /// Someone joined or left a group call we are in or rung for, or sent us an offer or
+    /// answer: `call` has its legs.
+    CallChanged {
+        conversation_id: ConversationId,
+        call_id: CallId,
     },
     /// The other side took our call: its answer is in `call`.
     CallAnswered {

@@ -52,7 +52,10 @@ mod views;
 pub use crate::payload::{ArchiveRef, DeviceRecord};
 use crate::welcome::WelcomePart;
 pub use actions::{QuoteView, ReactionView};
-pub use calls::{CallIce, CallOutcome, CallState, CallView, IceServer, RING_SECS, sdp_fingerprint};
+pub use calls::{
+    CallIce, CallLeg, CallOutcome, CallState, CallView, IceServer, MAX_GROUP_CALL, RING_SECS,
+    sdp_fingerprint,
+};
 pub use contacts::Connected;
 pub use conversations::NotifyLevel;
 use delivery::OwedDrop;

@@ -64,6 +64,8 @@ pub(super) async fn get(
         rpc::CallParams {
             call_id: call,
             sdp: None,
+            to: None,
+            offers: Vec::new(),
         },
     )
     .await
@@ -91,21 +93,32 @@ pub(super) async fn get(
     )
 }
 
-/// `start` (with the offer), `accept` (with the answer), `decline`, `end`, `ice` (fresh
-/// credentials).
+/// `start` (with the offer; none for a group call), `accept` (with the answer), `join` (a
+/// group call, with `offers`), `answer` (a group call: `to` and `sdp`), `decline`, `end`,
+/// `ice` (fresh credentials).
 pub(super) async fn act(
     State(app): State<Arc<App>>,
     Path((call, action)): Path<(CallId, String)>,
     form: Posted,
 ) -> Response {
     let (r, f) = form.open(&app);
+    // `join`: the offers as a JSON list of `{to, sdp}` (one per person in the group call).
+    let offers = match f.get("offers").map(serde_json::from_str) {
+        None => Vec::new(),
+        Some(Ok(o)) => o,
+        Some(Err(_)) => return StatusCode::UNPROCESSABLE_ENTITY.into_response(),
+    };
     let params = rpc::CallParams {
         call_id: call,
         sdp: f.get("sdp").map(|s| s.to_string()),
+        to: f.get("to").map(|s| s.to_string()),
+        offers,
     };
     let done: Result<serde_json::Value, CallError> = match action.as_str() {
         "start" => app.call_start(params).await.map(|d| json!(d)),
         "accept" => app.call_accept(params).await.map(|d| json!(d)),
+        "join" => app.call_join(params).await.map(|d| json!(d)),
+        "answer" => app.call_answer(params).await.map(|d| json!(d)),
         "decline" => app.call_decline(params).await.map(|d| json!(d)),
         "end" => app.call_end(params).await.map(|d| json!(d)),
         "ice" => app.call_ice(params).await.map(|d| json!(d)),

@@ -115,10 +115,12 @@ fn call_box(c: &Ctx<'_>) -> Markup {
             data-connected=(c.tr("call-connected")) data-ended=(c.tr("call-ended"))
             data-failed=(c.tr("call-failed")) data-no-media=(c.tr("call-no-media"))
             data-mute=(c.tr("call-mute")) data-unmute=(c.tr("call-unmute"))
-            data-camera-off=(c.tr("call-camera-off")) data-camera-on=(c.tr("call-camera-on")) {
+            data-camera-off=(c.tr("call-camera-off")) data-camera-on=(c.tr("call-camera-on"))
+            data-incoming-group=(c.tr("call-incoming-group")) data-waiting=(c.tr("call-group-waiting")) {
             div.call-card {
                 h2 #call-name {}
                 p #call-status aria-live="polite" {}
+                ul #call-peers .call-peers aria-label=(c.tr("call-in-the-call")) hidden {}
                 p #call-timer .call-timer {}
                 p #call-secure .call-secure hidden {
                     "🔒 " (c.tr("call-secure")) " · "
@@ -924,6 +926,12 @@ pub fn chat(c: &Ctx<'_>, v: &ChatView<'_>) -> Markup {
                             span.call-buttons {
                                 button.call-start type="button" hidden data-conversation=(conv.id) data-video="0" aria-label=(c.tr("call-voice")) title=(c.tr("call-voice")) { "📞" }
                                 button.call-start type="button" hidden data-conversation=(conv.id) data-video="1" aria-label=(c.tr("call-video")) title=(c.tr("call-video")) { "🎥" }
+                            }
+                        }
+                        // A group call: a mesh of at most four people, voice only.
+                        @if conv.kind == ConvKind::Group && conv.active && (2..=samizdat_core::MAX_GROUP_CALL).contains(&conv.members) {
+                            span.call-buttons {
+                                button.call-start type="button" hidden data-conversation=(conv.id) data-video="0" data-group="1" aria-label=(c.tr("call-group")) title=(c.tr("call-group")) { "📞" }
                             }
                         }
                         @if conv.kind != ConvKind::SelfGroup {

@@ -87,6 +87,7 @@ pub fn router(app: Arc<App>) -> Router {
         .route("/settings/proxy", post(settings_proxy))
         .route("/events", get(events))
         .route("/static/app.js", get(script))
+        .route("/static/sframe.js", get(sframe_script))
         .route("/static/app.css", get(style))
         .route("/static/favicon.svg", get(favicon))
         .route("/favicon.ico", get(favicon))
@@ -1634,6 +1635,19 @@ async fn script() -> Response {
             (header::CACHE_CONTROL, "no-cache"),
         ],
         include_str!("../../assets/app.js"),
+    )
+        .into_response()
+}
+
+/// The group calls' frame encryption (SFrame), run as an `RTCRtpScriptTransform` worker from
+/// this origin (the CSP allows no other).
+async fn sframe_script() -> Response {
+    (
+        [
+            (header::CONTENT_TYPE, "text/javascript; charset=utf-8"),
+            (header::CACHE_CONTROL, "no-cache"),
+        ],
+        include_str!("../../assets/sframe.js"),
     )
         .into_response()
 }
