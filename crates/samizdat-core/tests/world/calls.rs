@@ -315,3 +315,196 @@ fn a_relay_that_alters_the_offer_breaks_the_call_not_the_encryption() {
         );
     });
 }
+
+/// The leg of `p`'s group call `call` with the person `peer` (hex), if any.
+fn leg(p: &Person, call: CallId, peer: &str) -> samizdat_core::CallLeg {
+    p.profile
+        .call(&call)
+        .expect("the call")
+        .legs
+        .into_iter()
+        .find(|l| l.peer == peer)
+        .expect("the leg")
+}
+
+/// A group call of three, as a mesh: alice starts it with no offer and both others ring with
+/// the same SFrame key; bob joins with an offer to alice, who answers it; carol joins with an
+/// offer to each, and each offer reaches only the person it is for (host candidates stripped);
+/// carol leaves and the others see it; every finished call is a line. A group of five cannot
+/// call, and a join naming someone not in the call is refused.
+#[test]
+fn a_group_call_of_three_is_a_mesh_signalled_inside_the_group() {
+    // Many steps in one future: more than a test thread's 2 MiB of stack in a debug build.
+    std::thread::Builder::new()
+        .stack_size(32 << 20)
+        .spawn(group_call_of_three)
+        .expect("a thread")
+        .join()
+        .expect("the test");
+}
+
+fn group_call_of_three() {
+    run(async {
+        let mut w = World::new().await;
+        let [mut alice, mut bob, mut carol] = w.people(["alice", "bob", "carol"]).await;
+        w.connect(&mut alice, &mut bob).await;
+        w.connect(&mut alice, &mut carol).await;
+        alice.group_create("trio").await;
+        alice
+            .group_add("trio", &[&bob.display, &carol.display])
+            .await;
+        bob.sync().await;
+        carol.sync().await;
+        let conv = alice.conversation("trio");
+        let call = alice
+            .profile
+            .call_prepare(&conv, false)
+            .await
+            .expect("prepared")
+            .call_id;
+        alice.profile.call_start(&call, "").await.expect("started");
+        let started = alice.profile.call(&call).expect("call");
+        assert!(started.group && started.state == CallState::Connected);
+        bob.sync().await;
+        carol.sync().await;
+        for p in [&bob, &carol] {
+            assert!(
+                p.seen.iter().any(|e| matches!(
+                    e,
+                    Event::CallIncoming { call_id, group: true, .. } if *call_id == call
+                )),
+                "{:?}",
+                p.seen
+            );
+        }
+        let at_bob = bob.profile.call(&call).expect("call");
+        assert_eq!(at_bob.state, CallState::Ringing);
+        assert_eq!(at_bob.sframe_key, started.sframe_key);
+        assert_eq!(at_bob.sframe_key.as_ref().map(String::len), Some(32));
+        let alice_fp = started.me.clone().expect("alice's fingerprint");
+        let bob_fp = at_bob.me.clone().expect("bob's fingerprint");
+        let carol_fp = carol.profile.call(&call).expect("call").me.expect("carol");
+        assert_eq!(at_bob.legs.len(), 1);
+        assert!(at_bob.legs[0].peer == alice_fp && at_bob.legs[0].present);
+
+        // Naming someone who is not in the call is refused; nothing is sent.
+        assert!(
+            bob.profile
+                .call_join(&call, &[(carol_fp.clone(), sdp("B0:B0"))])
+                .await
+                .is_err()
+        );
+        // Bob joins, offering to alice; she answers.
+        bob.profile
+            .call_join(&call, &[(alice_fp.clone(), sdp("B1:B1"))])
+            .await
+            .expect("bob joins");
+        alice.sync().await;
+        let offer = leg(&alice, call, &bob_fp).their_offer.expect("bob's offer");
+        assert!(
+            offer.contains("B1:B1") && !offer.contains("typ host"),
+            "{offer}"
+        );
+        assert!(
+            alice
+                .seen
+                .iter()
+                .any(|e| matches!(e, Event::CallChanged { call_id, .. } if *call_id == call))
+        );
+        alice
+            .profile
+            .call_answer(&call, &bob_fp, &sdp("A1:A1"))
+            .await
+            .expect("answered");
+        bob.sync().await;
+        let answer = leg(&bob, call, &alice_fp)
+            .their_answer
+            .expect("alice's answer");
+        assert!(answer.contains("A1:A1"));
+
+        // Carol joins, offering to both; each offer reaches only its person.
+        carol.sync().await;
+        let at_carol = carol.profile.call(&call).expect("call");
+        assert_eq!(at_carol.legs.iter().filter(|l| l.present).count(), 2);
+        carol
+            .profile
+            .call_join(
+                &call,
+                &[
+                    (alice_fp.clone(), sdp("C1:C1")),
+                    (bob_fp.clone(), sdp("C2:C2")),
+                ],
+            )
+            .await
+            .expect("carol joins");
+        alice.sync().await;
+        bob.sync().await;
+        let to_alice = leg(&alice, call, &carol_fp).their_offer.expect("to alice");
+        let to_bob = leg(&bob, call, &carol_fp).their_offer.expect("to bob");
+        assert!(to_alice.contains("C1:C1") && !to_alice.contains("C2:C2"));
+        assert!(to_bob.contains("C2:C2") && !to_bob.contains("C1:C1"));
+        alice
+            .profile
+            .call_answer(&call, &carol_fp, &sdp("A2:A2"))
+            .await
+            .expect("alice answers carol");
+        bob.profile
+            .call_answer(&call, &carol_fp, &sdp("B2:B2"))
+            .await
+            .expect("bob answers carol");
+        carol.sync().await;
+        assert!(
+            leg(&carol, call, &alice_fp)
+                .their_answer
+                .expect("from alice")
+                .contains("A2:A2")
+        );
+        assert!(
+            leg(&carol, call, &bob_fp)
+                .their_answer
+                .expect("from bob")
+                .contains("B2:B2")
+        );
+
+        // Carol leaves; the others see it and go on; then everyone hangs up.
+        carol.profile.call_end(&call).await.expect("carol leaves");
+        alice.sync().await;
+        bob.sync().await;
+        assert!(!leg(&alice, call, &carol_fp).present);
+        assert!(!leg(&bob, call, &carol_fp).present);
+        assert_eq!(
+            alice.profile.call(&call).expect("call").state,
+            CallState::Connected
+        );
+        alice.profile.call_end(&call).await.expect("alice leaves");
+        bob.sync().await;
+        assert!(!leg(&bob, call, &alice_fp).present);
+        bob.profile.call_end(&call).await.expect("bob leaves");
+        for p in [&mut alice, &mut bob, &mut carol] {
+            p.take();
+        }
+        for (p, who) in [(&alice, "alice"), (&bob, "bob"), (&carol, "carol")] {
+            assert_eq!(
+                ended(p, call).map(|e| e.0),
+                Some(CallOutcome::Answered),
+                "{who}"
+            );
+            assert_eq!(call_lines(p, "trio"), [CallOutcome::Answered], "{who}");
+        }
+
+        // Five people are more than a mesh carries.
+        let [mut dave, mut erin] = w.people(["dave", "erin"]).await;
+        w.connect(&mut alice, &mut dave).await;
+        w.connect(&mut alice, &mut erin).await;
+        alice
+            .group_add("trio", &[&dave.display, &erin.display])
+            .await;
+        assert_eq!(alice.members("trio").len(), 5);
+        let refused = alice.profile.call_prepare(&conv, false).await;
+        assert!(
+            matches!(&refused, Err(samizdat_core::Error::Usage(m)) if m.contains("up to 4 people")),
+            "{:?}",
+            refused.map(|i| i.call_id)
+        );
+    });
+}
