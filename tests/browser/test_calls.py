@@ -518,6 +518,8 @@ def test_a_group_call_of_three_where_everyone_hears_everyone_through_sframe(pw, 
         alice.locator("label.check", has_text="Carol").locator("input").check()
         alice.click("form[action='/groups'] button[type=submit]")
         expect(alice.locator(".chat-head h1")).to_have_text("trio", timeout=LONG)
+        # Bob reads the app in Russian.
+        set_lang(bob, bob_app.base, "ru")
         for page, app in ((bob, bob_app), (carol, carol_app)):
             page.goto(app.base + "/")
             open_chat(page, "trio")
@@ -528,9 +530,12 @@ def test_a_group_call_of_three_where_everyone_hears_everyone_through_sframe(pw, 
         expect(alice.locator("#call-status")).to_have_text("Waiting for the others to join…", timeout=LONG)
         for page in (bob, carol):
             expect(page.locator("#call-accept")).to_be_visible(timeout=LONG)
-            expect(page.locator("#call-status")).to_have_text("Incoming group call")
             expect(page.locator("#call-name")).to_have_text("trio")
+        expect(carol.locator("#call-status")).to_have_text("Incoming group call")
+        expect(bob.locator("#call-status")).to_have_text("Входящий групповой звонок")
+        expect(bob.locator("#call-accept")).to_have_text("Принять")
         shoot(carol, shots, "call-group-incoming", "en")
+        shoot(bob, shots, "call-group-incoming", "ru")
         bob.click("#call-accept")
         group_connected(alice, 1)
         group_connected(bob, 1)
@@ -538,7 +543,9 @@ def test_a_group_call_of_three_where_everyone_hears_everyone_through_sframe(pw, 
         for page in (alice, bob, carol):
             group_connected(page, 2)
         expect(alice.locator("#call-peers li.on")).to_have_count(2)
+        expect(bob.locator("#call-status")).to_have_text("На связи")
         shoot(alice, shots, "call-group", "en")
+        shoot(bob, shots, "call-group", "ru")
 
         names = {"alice": {"Bob": "bob", "Carol": "carol"}, "bob": {"alice": "alice", "Carol": "carol"},
                  "carol": {"alice": "alice", "Bob": "bob"}}
@@ -572,12 +579,30 @@ def test_a_group_call_of_three_where_everyone_hears_everyone_through_sframe(pw, 
         assert abs(hz["alice"] - tones["alice"]) < 30, hz
         alice.click("#call-hangup")
         bob.wait_for_function("() => window.samizdatCall().peers.length === 0", timeout=LONG)
-        expect(bob.locator("#call-status")).to_have_text("Waiting for the others to join…", timeout=LONG)
+        expect(bob.locator("#call-status")).to_have_text("Ждём, пока присоединятся остальные…", timeout=LONG)
         bob.click("#call-hangup")
         expect(bob.locator("#call")).to_be_hidden(timeout=LONG)
         expect(alice.locator("#message-list .msg.system .line", has_text="Outgoing call, 0:")).to_have_count(1, timeout=LONG)
-        expect(bob.locator("#message-list .msg.system .line", has_text="Incoming call, 0:")).to_have_count(1, timeout=LONG)
+        expect(bob.locator("#message-list .msg.system .line", has_text="Входящий звонок, 0:")).to_have_count(1, timeout=LONG)
         expect(carol.locator("#message-list .msg.system .line", has_text="Incoming call, 0:")).to_have_count(1, timeout=LONG)
+        check_lang(bob, "chat", "ru")
+
+        # Busy: alice is on a 1:1 call with bob when carol calls her; carol hears "busy",
+        # alice finds a missed call in her chat with carol.
+        open_chat(alice, "Bob")
+        bob.goto(bob_app.base + "/")
+        ring(alice, bob)
+        bob.click("#call-accept")
+        connected(alice, bob)
+        carol.goto(carol_app.base + "/")
+        open_chat(carol, "alice")
+        carol.locator(".call-start[data-video='0']").click()
+        expect(carol.locator("#call")).to_be_hidden(timeout=LONG)
+        expect(carol.locator("#message-list .msg.system .line", has_text="Outgoing call: busy")).to_have_count(1, timeout=LONG)
+        expect(alice.locator("#call-status")).to_have_text("Connected")
+        hang_up(alice, bob)
+        open_chat(alice, "Carol")
+        expect(alice.locator("#message-list .msg.system .line", has_text="Missed call")).to_have_count(1, timeout=LONG)
     finally:
         stop(apps, relay, *browsers.values())
 

@@ -224,6 +224,7 @@
     };
     let cur = null;
     let tick = null;
+    const chosen = { mic: "", cam: "" };
     // The ring: made here with WebAudio (no sound file to fetch). An incoming call rings
     // 440+480 Hz, 2 s on and 4 s off (the North American ring, as Signal's default is a tone
     // pair); the caller hears a softer ringback. A browser that allows no sound before the
@@ -326,6 +327,12 @@
       remoteVideo.hidden = true;
       localVideo.hidden = true;
       $("call-devices").hidden = true;
+      // The device names are the browser's, not in the reader's language: gone with the
+      // call (the choice is kept for the next one).
+      chosen.mic = $("call-mic").value || chosen.mic;
+      chosen.cam = $("call-cam").value || chosen.cam;
+      $("call-mic").replaceChildren();
+      $("call-cam").replaceChildren();
       controls([]);
       status(text || S.ended);
       setTimeout(() => {
@@ -333,8 +340,8 @@
       }, 2500);
     }
     async function media(video) {
-      const mic = $("call-mic").value;
-      const cam = $("call-cam").value;
+      const mic = $("call-mic").value || chosen.mic;
+      const cam = $("call-cam").value || chosen.cam;
       const constraints = {
         audio: mic ? { deviceId: { exact: mic } } : true,
         video: video ? (cam ? { deviceId: { exact: cam } } : { width: 640, height: 480 }) : false,
