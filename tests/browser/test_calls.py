@@ -644,3 +644,49 @@ def test_sframe_matches_the_rfc_9605_test_vectors(browser, workdir):
     finally:
         app.stop()
         relay.kill()
+
+
+UFRAGS = """() => { const pc = window.samizdatCall().pc;
+  const u = (d) => (d.sdp.match(/a=ice-ufrag:(\\S+)/) || [])[1];
+  return [u(pc.localDescription), u(pc.remoteDescription)]; }"""
+
+
+def test_a_call_renegotiates_ice_restart_and_video_added_to_a_voice_call(pw, workdir, shots):
+    """Renegotiation inside MLS: an ICE restart (as after the network changed) gives both
+    sides new ICE credentials and the call goes on, relayed; then the caller turns the camera
+    on in a voice call and the other side decodes moving frames."""
+    tone(workdir / "a-re.wav", 550)
+    tone(workdir / "b-re.wav", 1100)
+    ba = launch(pw, workdir / "a-re.wav")
+    bb = launch(pw, workdir / "b-re.wav")
+    apps = []
+    relay = None
+    try:
+        relay, alice_app, bob_app, alice, bob = pair(ba, workdir, "calls-re", apps, browser_b=bb)
+        call_up(alice, bob, bob_app)
+        before = alice.evaluate(UFRAGS)
+        bob_before = bob.evaluate(UFRAGS)
+        assert before[0] == bob_before[1], (before, bob_before)
+        alice.evaluate("() => window.samizdatCall().pc.restartIce()")
+        alice.wait_for_function(
+            f"() => {{ const u = ({UFRAGS})(); return u[0] !== '{before[0]}' && u[1] !== '{before[1]}'; }}",
+            timeout=LONG,
+        )
+        connected(alice, bob)
+        after = alice.evaluate(UFRAGS)
+        assert bob.evaluate(UFRAGS) == [after[1], after[0]], (after, bob.evaluate(UFRAGS))
+        only_relayed(alice)
+        assert abs(peak(bob) - 550) < 30
+        assert abs(peak(alice) - 1100) < 30
+
+        # Video added to the voice call.
+        expect(alice.locator("#call-camera")).to_have_text("Camera on")
+        alice.click("#call-camera")
+        expect(alice.locator("#call-camera")).to_have_text("Camera off", timeout=LONG)
+        bob.wait_for_function(f"async () => ({STATS.strip()})().then((s) => s.videoFrames > 10)", timeout=LONG)
+        expect(bob.locator("#call-remote-video")).to_be_visible()
+        assert abs(peak(bob) - 550) < 30
+        hang_up(alice, bob)
+        expect(alice.locator("#message-list .msg.system .line", has_text="Outgoing call, 0:")).to_have_count(1, timeout=LONG)
+    finally:
+        stop(apps, relay, ba, bb)

@@ -1,8 +1,13 @@
--- Version 26: group calls (issue 31), a mesh of at most four people. A group call keeps its
+-- Version 26: group calls and renegotiation (issue 31), a mesh of at most four people. A group call keeps its
 -- SFrame base key (from the group's MLS exporter, carried in the invite) and one leg per other
 -- person who joined: the offer and answer of that pair's own connection.
 ALTER TABLE calls ADD COLUMN group_call INTEGER NOT NULL DEFAULT 0;
 ALTER TABLE calls ADD COLUMN sframe_key BLOB;
+-- A 1:1 call renegotiated while connected (an ICE restart, video added): the newest offer,
+-- whether it is ours, and its answer.
+ALTER TABLE calls ADD COLUMN reoffer TEXT;
+ALTER TABLE calls ADD COLUMN reoffer_mine INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE calls ADD COLUMN reanswer TEXT;
 CREATE TABLE call_legs (
     call_id      BLOB NOT NULL,
     -- the other person (identity fingerprint)

@@ -63,8 +63,8 @@ pub use profile::{
     ConvKind, ConversationView, DeviceJoined, DeviceView, Event, EventPage, GroupAdded, IceServer,
     InvitationView, LastMessage, LinkPreview, LoggedEvent, MAX_GROUP_CALL, MemberView,
     MessageState, MessageView, NotifyLevel, Page, Profile, QuoteView, RECEIPT_PEOPLE, RING_SECS,
-    ReactionView, ReceiptCounts, RelayState, SAVED_TARGET, SearchHit, TransferDirection,
-    sdp_fingerprint,
+    ReactionView, ReceiptCounts, RelayState, Renegotiation, SAVED_TARGET, SearchHit,
+    TransferDirection, sdp_fingerprint,
 };
 pub use samizdat_proto::ErrorCode;
 pub use service::{ClientHandle, LiveEvent, Mode};

@@ -423,6 +423,11 @@ pub enum CallSignal {
     Join { offers: Vec<CallOffer> },
     /// The answer to the offer a joiner made to `to` (a person's fingerprint).
     Answer { to: Bytes, sdp: String },
+    /// A new offer while connected (an ICE restart after the network changed, video added
+    /// to a voice call), from either side; when both send one at once, the caller's wins.
+    Renegotiate { sdp: String },
+    /// The answer to a [`CallSignal::Renegotiate`].
+    Reanswer { sdp: String },
     /// A signal of a kind this version does not know.
     #[serde(other)]
     Unknown,

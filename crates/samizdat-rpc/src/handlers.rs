@@ -644,6 +644,20 @@ pub(crate) async fn call_accept(s: &Session, a: CallParams) -> RpcResult<Done> {
     })
 }
 
+pub(crate) async fn call_renegotiate(s: &Session, a: CallParams) -> RpcResult<Done> {
+    on_profile!(s, |p| {
+        p.call_renegotiate(&a.call_id, sdp_of(&a)?).await?;
+        Ok(Done { ok: true })
+    })
+}
+
+pub(crate) async fn call_reanswer(s: &Session, a: CallParams) -> RpcResult<Done> {
+    on_profile!(s, |p| {
+        p.call_reanswer(&a.call_id, sdp_of(&a)?).await?;
+        Ok(Done { ok: true })
+    })
+}
+
 pub(crate) async fn call_join(s: &Session, a: CallParams) -> RpcResult<Done> {
     on_profile!(s, |p| {
         let offers: Vec<(String, String)> = a

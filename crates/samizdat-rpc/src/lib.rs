@@ -302,6 +302,8 @@ methods! {
     "call_accept" => call_accept(CallParams) -> Done, "Take a ringing call with this answer (`sdp`); the person's other devices stop ringing.";
     "call_join" => call_join(CallParams) -> Done, "Join a ringing group call with an offer (`offers: [{to, sdp}]`) for each person `call` lists as present in `legs`; people who join later offer to you (event `call_changed`).";
     "call_answer" => call_answer(CallParams) -> Done, "In a group call: answer (`sdp`) the offer the person `to` made you when joining.";
+    "call_renegotiate" => call_renegotiate(CallParams) -> Done, "In a connected 1:1 call: a new offer (`sdp`; an ICE restart, video added); the other side answers with `call_reanswer` (event `call_changed`). When both offer at once, the caller's offer wins.";
+    "call_reanswer" => call_reanswer(CallParams) -> Done, "Answer (`sdp`) the other side's renegotiation, as `call` shows it in `renegotiation`.";
     "call_decline" => call_decline(CallParams) -> Done, "Do not take a ringing call (bots can decline every call); the caller sees it declined.";
     "call_end" => call_end(CallParams) -> Done, "Hang up, or stop ringing the other side before they answer.";
     "call_ice" => call_ice(CallParams) -> samizdat_core::CallIce, "The relay's TURN servers with fresh credentials for this call (the callee asks before answering).";

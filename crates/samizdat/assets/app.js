@@ -310,6 +310,7 @@
       if (tick) clearInterval(tick);
       tick = null;
       if (cur) {
+        clearTimeout(cur.giveUp);
         if (cur.pc) cur.pc.close();
         if (cur.peers)
           cur.peers.forEach((p) => {
@@ -423,16 +424,44 @@
       const log = (window.samizdatCallLog = []);
       const note = () => log.push([Date.now(), pc.connectionState, pc.iceConnectionState]);
       pc.oniceconnectionstatechange = note;
+      // Once connected, anything that needs a new offer (video added, an ICE restart) sends
+      // one through MLS; the other side answers (`renegotiated`).
+      pc.onnegotiationneeded = () => {
+        if (!cur || cur.pc !== pc || !cur.connectedAt) return;
+        const c = cur;
+        c.chain = (c.chain || Promise.resolve())
+          .then(async () => {
+            await pc.setLocalDescription(await pc.createOffer());
+            await gathered(pc);
+            await api("/calls/" + encodeURIComponent(c.id) + "/renegotiate", { sdp: pc.localDescription.sdp });
+          })
+          .catch((e) => fail(e.message));
+      };
       pc.onconnectionstatechange = () => {
         note();
         if (!cur || cur.pc !== pc) return;
-        if (pc.connectionState === "connected" && !cur.connectedAt) {
-          connectedNow();
-        } else if (pc.connectionState === "failed") {
-          const id = cur.id;
-          fail(S.failed);
-          api("/calls/" + encodeURIComponent(id) + "/end").catch(() => {});
-          teardown(S.failed);
+        if (pc.connectionState === "connected") {
+          if (!cur.connectedAt) connectedNow();
+          else status(S.connected);
+          clearTimeout(cur.giveUp);
+        } else if (pc.connectionState === "disconnected" || pc.connectionState === "failed") {
+          // The network moved or broke: the caller restarts ICE (a new offer through MLS);
+          // if nothing connects within 20 s, the call ends.
+          status(S.connecting);
+          if (cur.outgoing && pc.connectionState === "failed" && (cur.restarts || 0) < 2) {
+            cur.restarts = (cur.restarts || 0) + 1;
+            pc.restartIce();
+          }
+          if (!cur.giveUp) {
+            const c = cur;
+            c.giveUp = setTimeout(() => {
+              c.giveUp = null;
+              if (cur !== c || pc.connectionState === "connected") return;
+              fail(S.failed);
+              api("/calls/" + encodeURIComponent(c.id) + "/end").catch(() => {});
+              teardown(S.failed);
+            }, 20000);
+          }
         }
       };
       return pc;
@@ -639,7 +668,8 @@
         const v = await read(cur.id);
         nameEl.textContent = v.name;
         if (v.verify) $("call-verify").href = v.verify;
-        controls(video ? ["mute", "camera", "hangup"] : ["mute", "hangup"]);
+        controls(["mute", "camera", "hangup"]);
+        cameraState(video);
         listDevices(video);
       } catch (e) {
         const id = cur && cur.id;
@@ -682,7 +712,8 @@
         await cur.pc.setLocalDescription(await cur.pc.createAnswer());
         await gathered(cur.pc);
         await api("/calls/" + encodeURIComponent(cur.id) + "/accept", { sdp: cur.pc.localDescription.sdp });
-        controls(cur.video ? ["mute", "camera", "hangup"] : ["mute", "hangup"]);
+        controls(["mute", "camera", "hangup"]);
+        cameraState(cur.video);
         listDevices(cur.video);
       } catch (err) {
         const id = cur && cur.id;
@@ -690,6 +721,28 @@
         fail(err.message);
         teardown(S.failed);
       }
+    }
+    // The other side renegotiated (or answered ours): bring the connection in line.
+    function renegotiated(id) {
+      if (!cur || cur.id !== id || !cur.pc || cur.group) return;
+      const c = cur;
+      c.chain = (c.chain || Promise.resolve())
+        .then(async () => {
+          const v = await read(id);
+          const r = v.call.renegotiation;
+          const pc = c.pc;
+          if (!r || cur !== c) return;
+          if (!r.mine && !r.answer) {
+            if (pc.signalingState === "have-local-offer") await pc.setLocalDescription({ type: "rollback" });
+            await pc.setRemoteDescription({ type: "offer", sdp: r.offer });
+            await pc.setLocalDescription(await pc.createAnswer());
+            await gathered(pc);
+            await api("/calls/" + encodeURIComponent(id) + "/reanswer", { sdp: pc.localDescription.sdp });
+          } else if (r.mine && r.answer && pc.signalingState === "have-local-offer") {
+            await pc.setRemoteDescription({ type: "answer", sdp: r.answer });
+          }
+        })
+        .catch((e) => fail(e.message));
     }
     async function answered(id) {
       if (!cur || cur.id !== id || !cur.pc) return;
@@ -722,8 +775,24 @@
       buttons.mute.setAttribute("aria-pressed", String(on));
       buttons.mute.textContent = on ? S.unmute : S.mute;
     });
+    // "Camera on" in a voice call adds video: the new track makes the connection renegotiate.
+    function cameraState(on) {
+      buttons.camera.setAttribute("aria-pressed", String(!on));
+      buttons.camera.textContent = on ? S.cameraOff : S.cameraOn;
+    }
+    async function addVideo() {
+      const s = await navigator.mediaDevices.getUserMedia({ video: { width: 640, height: 480 } }).catch(() => null);
+      if (!s || !cur || !cur.pc) return fail(S.noMedia);
+      const track = s.getVideoTracks()[0];
+      cur.local.addTrack(track);
+      cur.pc.addTrack(track, cur.local);
+      localVideo.srcObject = cur.local;
+      localVideo.hidden = false;
+      cameraState(true);
+    }
     buttons.camera.addEventListener("click", () => {
       if (!cur || !cur.local) return;
+      if (!cur.group && cur.pc && cur.local.getVideoTracks().length === 0) return addVideo();
       const off = buttons.camera.getAttribute("aria-pressed") !== "true";
       cur.local.getVideoTracks().forEach((t) => (t.enabled = !off));
       buttons.camera.setAttribute("aria-pressed", String(off));
@@ -758,7 +827,10 @@
       event(e) {
         if (e.event === "call_incoming") incoming(e);
         else if (e.event === "call_answered") answered(e.call_id);
-        else if (e.event === "call_changed" && cur && cur.id === e.call_id) reconcile();
+        else if (e.event === "call_changed" && cur && cur.id === e.call_id) {
+          if (cur.group) reconcile();
+          else renegotiated(e.call_id);
+        }
         else if (e.event === "call_ended" && cur && cur.id === e.call_id) teardown();
       },
     };

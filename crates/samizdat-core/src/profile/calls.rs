@@ -214,6 +214,20 @@ pub struct CallView {
     /// Our own fingerprint (hex) in a group call: what the other legs address us by.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub me: Option<String>,
+    /// A 1:1 call renegotiated while connected: the newest offer and its answer (in
+    /// [`Profile::call`] only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub renegotiation: Option<Renegotiation>,
+}
+
+/// The newest renegotiation of a connected 1:1 call.
+#[derive(Debug, Clone, Serialize, serde::Deserialize, schemars::JsonSchema)]
+pub struct Renegotiation {
+    pub offer: String,
+    /// We made the offer (the other side answers).
+    pub mine: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub answer: Option<String>,
 }
 
 /// One other person in a group call, and the connection between us.
@@ -353,6 +367,7 @@ fn call_view(row: CallRow) -> Result<CallView> {
         legs: Vec::new(),
         sframe_key: None,
         me: None,
+        renegotiation: None,
     })
 }
 
@@ -406,6 +421,18 @@ impl Profile {
         let mut v = call_view(row)?;
         if v.group {
             self.fill_legs(&mut v)?;
+        } else {
+            let (offer, mine, answer): (Option<String>, bool, Option<String>) =
+                self.db.conn().query_row(
+                    "SELECT reoffer, reoffer_mine, reanswer FROM calls WHERE call_id = ?1",
+                    params![call.as_bytes()],
+                    |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+                )?;
+            v.renegotiation = offer.map(|offer| Renegotiation {
+                offer,
+                mine,
+                answer,
+            });
         }
         Ok(v)
     }
@@ -657,6 +684,55 @@ impl Profile {
                 to: Bytes(fp),
                 sdp: answer,
             },
+        };
+        queued(self.send_body(&conv, body).await)?;
+        Ok(())
+    }
+
+    /// Offer anew in a connected 1:1 call (an ICE restart, video added): the other side
+    /// answers with [`Profile::call_reanswer`].
+    pub async fn call_renegotiate(&mut self, call: &CallId, offer: &str) -> Result<()> {
+        let v = self.call(call)?;
+        if v.group || v.state != CallState::Connected {
+            return Err(Error::Usage(format!(
+                "call {call} is not a connected 1:1 call"
+            )));
+        }
+        let offer = clean_sdp(offer, !self.calls_direct()?)?;
+        self.db.conn().execute(
+            "UPDATE calls SET reoffer = ?2, reoffer_mine = 1, reanswer = NULL WHERE call_id = ?1",
+            params![call.as_bytes(), offer],
+        )?;
+        let conv = self.conv(&v.conversation_id)?;
+        let body = Body::Call {
+            call_id: *call.id(),
+            signal: CallSignal::Renegotiate { sdp: offer },
+        };
+        queued(self.send_body(&conv, body).await)?;
+        Ok(())
+    }
+
+    /// Answer the other side's renegotiation.
+    pub async fn call_reanswer(&mut self, call: &CallId, answer: &str) -> Result<()> {
+        let v = self.call(call)?;
+        let pending = v
+            .renegotiation
+            .as_ref()
+            .is_some_and(|r| !r.mine && r.answer.is_none());
+        if v.state != CallState::Connected || !pending {
+            return Err(Error::Usage(format!(
+                "call {call} has no offer of the other side to answer"
+            )));
+        }
+        let answer = clean_sdp(answer, !self.calls_direct()?)?;
+        self.db.conn().execute(
+            "UPDATE calls SET reanswer = ?2 WHERE call_id = ?1",
+            params![call.as_bytes(), answer],
+        )?;
+        let conv = self.conv(&v.conversation_id)?;
+        let body = Body::Call {
+            call_id: *call.id(),
+            signal: CallSignal::Reanswer { sdp: answer },
         };
         queued(self.send_body(&conv, body).await)?;
         Ok(())
@@ -921,6 +997,52 @@ impl Profile {
                 })
             }
             CallSignal::Join { .. } | CallSignal::Answer { .. } => Ok(()),
+            CallSignal::Renegotiate { sdp } => {
+                let Some(v) = existing else { return Ok(()) };
+                if mine || v.state != CallState::Connected {
+                    return Ok(());
+                }
+                // Both offered at once: the caller's offer wins.
+                let ours_pending = v
+                    .renegotiation
+                    .as_ref()
+                    .is_some_and(|r| r.mine && r.answer.is_none());
+                if ours_pending && v.outgoing {
+                    return Ok(());
+                }
+                let Ok(sdp) = clean_sdp(&sdp, false) else {
+                    return Ok(());
+                };
+                self.db.conn().execute(
+                    "UPDATE calls SET reoffer = ?2, reoffer_mine = 0, reanswer = NULL WHERE call_id = ?1",
+                    params![call.as_bytes(), sdp],
+                )?;
+                self.emit(Event::CallChanged {
+                    conversation_id: v.conversation_id,
+                    call_id,
+                })
+            }
+            CallSignal::Reanswer { sdp } => {
+                let Some(v) = existing else { return Ok(()) };
+                let ours_pending = v
+                    .renegotiation
+                    .as_ref()
+                    .is_some_and(|r| r.mine && r.answer.is_none());
+                if mine || v.state != CallState::Connected || !ours_pending {
+                    return Ok(());
+                }
+                let Ok(sdp) = clean_sdp(&sdp, false) else {
+                    return Ok(());
+                };
+                self.db.conn().execute(
+                    "UPDATE calls SET reanswer = ?2 WHERE call_id = ?1",
+                    params![call.as_bytes(), sdp],
+                )?;
+                self.emit(Event::CallChanged {
+                    conversation_id: v.conversation_id,
+                    call_id,
+                })
+            }
             CallSignal::Invite { video, sdp, room } => {
                 // Our own invite, read back (or our other device calling): nothing rings.
                 if mine || existing.is_some() || conv.kind != ConvKind::Direct {

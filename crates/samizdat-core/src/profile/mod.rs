@@ -54,7 +54,7 @@ use crate::welcome::WelcomePart;
 pub use actions::{QuoteView, ReactionView};
 pub use calls::{
     CallIce, CallLeg, CallOutcome, CallState, CallView, IceServer, MAX_GROUP_CALL, RING_SECS,
-    sdp_fingerprint,
+    Renegotiation, sdp_fingerprint,
 };
 pub use contacts::Connected;
 pub use conversations::NotifyLevel;

@@ -508,3 +508,116 @@ fn group_call_of_three() {
         );
     });
 }
+
+/// A connected 1:1 call renegotiates inside MLS (an ICE restart, video added): either side
+/// offers, the other answers; when both offer at once, the caller's offer wins on both sides.
+/// A call that is not connected cannot renegotiate.
+#[test]
+fn a_connected_call_renegotiates_and_the_callers_offer_wins_a_tie() {
+    run(async {
+        let mut w = World::new().await;
+        let [mut alice, mut bob] = w.people(["alice", "bob"]).await;
+        w.connect(&mut alice, &mut bob).await;
+        let to_bob = bob.display.clone();
+        let call = ring(&mut alice, &to_bob).await;
+        assert!(
+            alice
+                .profile
+                .call_renegotiate(&call, &sdp("A0:A0"))
+                .await
+                .is_err(),
+            "not connected yet"
+        );
+        bob.sync().await;
+        bob.profile
+            .call_accept(&call, &sdp("BB:BB"))
+            .await
+            .expect("answered");
+        alice.sync().await;
+
+        // Bob (the callee) restarts: alice answers.
+        bob.profile
+            .call_renegotiate(&call, &sdp("B1:B1"))
+            .await
+            .expect("bob offers anew");
+        alice.sync().await;
+        assert!(
+            alice
+                .seen
+                .iter()
+                .any(|e| matches!(e, Event::CallChanged { call_id, .. } if *call_id == call))
+        );
+        let r = alice
+            .profile
+            .call(&call)
+            .expect("call")
+            .renegotiation
+            .expect("bob's offer");
+        assert!(!r.mine && r.answer.is_none() && r.offer.contains("B1:B1"));
+        assert!(!r.offer.contains("typ host"));
+        alice
+            .profile
+            .call_reanswer(&call, &sdp("A1:A1"))
+            .await
+            .expect("alice answers");
+        bob.sync().await;
+        let r = bob
+            .profile
+            .call(&call)
+            .expect("call")
+            .renegotiation
+            .expect("renegotiated");
+        assert!(r.mine && r.answer.expect("alice's answer").contains("A1:A1"));
+        assert!(
+            alice
+                .profile
+                .call_reanswer(&call, &sdp("A9:A9"))
+                .await
+                .is_err(),
+            "nothing left to answer"
+        );
+
+        // Both offer at once: alice called, so her offer stands on both sides.
+        alice
+            .profile
+            .call_renegotiate(&call, &sdp("A2:A2"))
+            .await
+            .expect("alice offers");
+        bob.profile
+            .call_renegotiate(&call, &sdp("B2:B2"))
+            .await
+            .expect("bob offers");
+        alice.sync().await;
+        bob.sync().await;
+        let at_alice = alice
+            .profile
+            .call(&call)
+            .expect("call")
+            .renegotiation
+            .expect("r");
+        assert!(
+            at_alice.mine && at_alice.offer.contains("A2:A2"),
+            "{at_alice:?}"
+        );
+        let at_bob = bob
+            .profile
+            .call(&call)
+            .expect("call")
+            .renegotiation
+            .expect("r");
+        assert!(!at_bob.mine && at_bob.offer.contains("A2:A2"), "{at_bob:?}");
+        bob.profile
+            .call_reanswer(&call, &sdp("B3:B3"))
+            .await
+            .expect("bob answers alice's");
+        alice.sync().await;
+        let done = alice
+            .profile
+            .call(&call)
+            .expect("call")
+            .renegotiation
+            .expect("r");
+        assert!(done.answer.expect("answered").contains("B3:B3"));
+        alice.profile.call_end(&call).await.expect("hung up");
+    });
+}

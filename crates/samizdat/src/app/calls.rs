@@ -118,6 +118,8 @@ pub(super) async fn act(
         "start" => app.call_start(params).await.map(|d| json!(d)),
         "accept" => app.call_accept(params).await.map(|d| json!(d)),
         "join" => app.call_join(params).await.map(|d| json!(d)),
+        "renegotiate" => app.call_renegotiate(params).await.map(|d| json!(d)),
+        "reanswer" => app.call_reanswer(params).await.map(|d| json!(d)),
         "answer" => app.call_answer(params).await.map(|d| json!(d)),
         "decline" => app.call_decline(params).await.map(|d| json!(d)),
         "end" => app.call_end(params).await.map(|d| json!(d)),
