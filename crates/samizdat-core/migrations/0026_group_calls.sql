@@ -8,6 +8,16 @@ ALTER TABLE calls ADD COLUMN sframe_key BLOB;
 ALTER TABLE calls ADD COLUMN reoffer TEXT;
 ALTER TABLE calls ADD COLUMN reoffer_mine INTEGER NOT NULL DEFAULT 0;
 ALTER TABLE calls ADD COLUMN reanswer TEXT;
+-- Entries of a 1:1 chat this device could not read (forged, damaged, undecryptable): the
+-- other person is told (`Body::Unreadable`) after the sync; at most 16 per conversation.
+CREATE TABLE unreadable_owed (
+    group_id  BLOB NOT NULL,
+    position  INTEGER NOT NULL,
+    PRIMARY KEY (group_id, position)
+);
+CREATE TRIGGER unreadable_owed_goes_with_its_conversation AFTER DELETE ON conversations BEGIN
+    DELETE FROM unreadable_owed WHERE group_id = OLD.group_id;
+END;
 CREATE TABLE call_legs (
     call_id      BLOB NOT NULL,
     -- the other person (identity fingerprint)

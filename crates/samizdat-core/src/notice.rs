@@ -341,6 +341,11 @@ pub enum Notice {
     LetInByHand {
         reason: Refusal,
     },
+    /// The other person could not read something we sent (entry `position` of the log): it
+    /// was changed on the way, by the relay or someone between. A line in that chat.
+    TheyCouldNotRead {
+        position: u64,
+    },
     /// `name` refused our introduction.
     InviteRefusedBy {
         name: String,

@@ -130,6 +130,11 @@ pub enum Body {
     /// A call's signalling (issue 31): offers and answers travel inside MLS, so the DTLS
     /// fingerprints in them are the members' own (a relay that rewrites them breaks the call).
     Call { call_id: Id, signal: CallSignal },
+    /// In a 1:1 chat: "I could not read entry `position` of this log" (it was forged,
+    /// damaged or could not be decrypted). Its sender learns that what they sent was changed
+    /// on the way — and a call whose invite it was fails with a clear line instead of ringing
+    /// out unanswered.
+    Unreadable { position: u64 },
     /// A body of a kind this version does not know (a newer version sent it). Never sent.
     #[serde(other)]
     Unknown,

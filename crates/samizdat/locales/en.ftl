@@ -331,6 +331,7 @@ notice-leaver-not-removed = could not remove a member who left: { $error }; will
 notice-left-on-other-device = you left this group on your other device
 notice-introduction-refused = refused: { $reason }; the other side is told and the conversation removed
 notice-invite-refused-by = { $name } refused the invite ({ $reason }); ask them for a new link
+notice-they-could-not-read = They could not read a message you sent: it was changed on the way (by the relay or someone between) and refused. A call you were making then could not connect.
 notice-let-in-by-hand = You let them in yourself, although { $reason }. If you did not give them that link, someone else has seen it.
 notice-contact-device-added = { $who } linked a new device
 notice-contact-device-removed = { $who } removed a device; it no longer speaks for them

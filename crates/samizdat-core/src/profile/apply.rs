@@ -83,6 +83,7 @@ impl Profile {
             Body::Call { call_id, signal } => {
                 self.apply_call(conv, sender, p.sent_at, call_id, signal)?
             }
+            Body::Unreadable { position } => self.apply_unreadable(conv, sender, position)?,
             // Our other devices' announcements are not news about a peer.
             Body::Profile { .. } if mine => {}
             Body::Profile {

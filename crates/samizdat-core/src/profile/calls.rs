@@ -1225,6 +1225,45 @@ impl Profile {
         }
     }
 
+    /// The other person of a 1:1 chat could not read entry `position`: if it was ours, say so
+    /// in the chat, and a call of ours still ringing there fails (its invite may have been
+    /// what was changed) instead of ringing out unanswered.
+    pub(super) fn apply_unreadable(
+        &self,
+        conv: &Conv,
+        sender: &[u8; 32],
+        position: u64,
+    ) -> Result<()> {
+        if *sender == self.fingerprint || conv.kind != ConvKind::Direct {
+            return Ok(());
+        }
+        let ours: bool = self.db.conn().query_row(
+            "SELECT EXISTS (SELECT 1 FROM own_entries WHERE group_id = ?1 AND seq = ?2)",
+            params![conv.group_id.as_bytes(), position as i64],
+            |r| r.get(0),
+        )?;
+        if !ours {
+            return Ok(());
+        }
+        self.emit(Event::notice(
+            Some(conv),
+            Notice::TheyCouldNotRead { position },
+        ))?;
+        let ringing: Vec<Vec<u8>> = {
+            let conn = self.db.conn();
+            let mut stmt = conn.prepare(
+                "SELECT call_id FROM calls WHERE group_id = ?1 AND outgoing = 1 AND state = 'ringing'",
+            )?;
+            stmt.query_map(params![conv.group_id.as_bytes()], |r| r.get(0))?
+                .collect::<rusqlite::Result<Vec<_>>>()?
+        };
+        for id in ringing {
+            let v = self.call(&CallId::from_slice(&id)?)?;
+            self.end_call(&v, CallOutcome::Failed, Some("end"))?;
+        }
+        Ok(())
+    }
+
     /// [`Profile::finish_calls`] after a sync, where a failure must not fail the sync.
     pub(super) async fn finish_calls_quietly(&mut self) {
         if let Err(e) = self.finish_calls().await {
@@ -1296,6 +1335,36 @@ impl Profile {
                 )
                 .await,
             )?;
+        }
+        self.tell_unreadable().await
+    }
+
+    /// Tell the other person of each 1:1 chat which of their entries we could not read
+    /// (owed by the sync that rejected them; each said once).
+    async fn tell_unreadable(&mut self) -> Result<()> {
+        let owed: Vec<(Vec<u8>, i64)> = {
+            let conn = self.db.conn();
+            let mut stmt = conn.prepare("SELECT group_id, position FROM unreadable_owed")?;
+            stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?
+                .collect::<rusqlite::Result<Vec<_>>>()?
+        };
+        for (gid, position) in owed {
+            self.db.conn().execute(
+                "DELETE FROM unreadable_owed WHERE group_id = ?1 AND position = ?2",
+                params![gid, position],
+            )?;
+            let group =
+                Id::from_slice(&gid).map_err(|_| Error::Storage("corrupt group id".into()))?;
+            let Some(conv) = self.conv_by_id(&group)? else {
+                continue;
+            };
+            if !conv.active {
+                continue;
+            }
+            let body = Body::Unreadable {
+                position: position.max(0) as u64,
+            };
+            queued(self.send_body(&conv, body).await)?;
         }
         Ok(())
     }

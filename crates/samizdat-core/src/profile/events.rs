@@ -255,7 +255,8 @@ impl Event {
                 notice:
                     crate::Notice::ContactDeviceAdded { .. }
                     | crate::Notice::ContactDeviceRemoved { .. }
-                    | crate::Notice::LetInByHand { .. },
+                    | crate::Notice::LetInByHand { .. }
+                    | crate::Notice::TheyCouldNotRead { .. },
                 ..
             } => Some(id),
             _ => None,

@@ -85,8 +85,17 @@ impl Profile {
                     position: entry.seq,
                     error: Problem::from(&e),
                 };
-                self.db.transaction(|_| {
+                let direct = conv.kind == ConvKind::Direct;
+                self.db.transaction(|tx| {
                     self.emit(Event::notice(Some(&*conv), text))?;
+                    // In a 1:1 chat the other person is told (`Body::Unreadable`).
+                    if direct {
+                        tx.conn().execute(
+                            "INSERT OR IGNORE INTO unreadable_owed (group_id, position)
+                             SELECT ?1, ?2 WHERE (SELECT COUNT(*) FROM unreadable_owed WHERE group_id = ?1) < 16",
+                            params![conv.group_id.as_bytes(), entry.seq as i64],
+                        )?;
+                    }
                     self.set_cursor(&*conv, entry.seq, conv.read_epoch)
                 })?;
                 conv.cursor = entry.seq;

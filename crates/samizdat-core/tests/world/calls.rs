@@ -255,7 +255,8 @@ fn declined_missed_unanswered_busy_and_blocked_calls() {
 
 /// A relay that alters a call message (to put its own DTLS fingerprint in the offer, say)
 /// breaks the call, not its encryption: the callee rejects the entry as damaged, nothing
-/// rings, nothing of the altered offer is kept, and the caller's call goes unanswered.
+/// rings, nothing of the altered offer is kept, and the callee's service tells the caller,
+/// whose call fails with a line saying their message was changed on the way.
 #[test]
 fn a_relay_that_alters_the_offer_breaks_the_call_not_the_encryption() {
     run(async {
@@ -307,12 +308,32 @@ fn a_relay_that_alters_the_offer_breaks_the_call_not_the_encryption() {
             bob.seen
         );
         assert!(bob.profile.calls(None).expect("calls").is_empty());
-        w.advance(Duration::from_secs(samizdat_core::RING_SECS + 5));
+        // Bob's service tells alice it could not read her entry: her call fails at once with
+        // a line saying why, instead of ringing out unanswered.
         alice.sync().await;
-        assert_eq!(
-            ended(&alice, call).map(|e| e.0),
-            Some(CallOutcome::NoAnswer)
+        assert_eq!(ended(&alice, call).map(|e| e.0), Some(CallOutcome::Failed));
+        assert!(
+            alice.seen.iter().any(|e| matches!(
+                e,
+                Event::Notice {
+                    notice: samizdat_core::Notice::TheyCouldNotRead { .. },
+                    ..
+                }
+            )),
+            "{:?}",
+            alice.seen
         );
+        assert_eq!(call_lines(&alice, &to_bob), [CallOutcome::Failed]);
+        // Said once: later syncs tell nothing new.
+        bob.sync().await;
+        let later = alice.sync().await;
+        assert!(!later.iter().any(|e| matches!(
+            e,
+            Event::Notice {
+                notice: samizdat_core::Notice::TheyCouldNotRead { .. },
+                ..
+            }
+        )));
     });
 }
 
