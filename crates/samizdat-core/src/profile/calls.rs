@@ -820,7 +820,11 @@ impl Profile {
         }
         let conv = self.conv(&v.conversation_id)?;
         let token = self.token(&conv.group_id, conv.read_epoch)?;
-        let client = self.conv_client_for(&conv.relay, &conv.group_id)?;
+        // With several relay processes, both sides meet on the one the room picks (not on
+        // whichever address each side's client last reached: after a failover they differ).
+        let client = self
+            .conv_client_for(&conv.relay, &conv.group_id)?
+            .for_room(&room);
         let creds = client
             .turn_credentials(&conv.log, conv.read_epoch, &token, &room)
             .await?;

@@ -180,6 +180,25 @@ impl RelayClient {
         &self.bases[self.current.load(Ordering::Relaxed) % self.bases.len()]
     }
 
+    /// This client for one call: its first address chosen by the call's room token, the same
+    /// on both sides (they share the conversation's relay spec), so that with several relay
+    /// processes both ask the same process for credentials and meet on its TURN server (TURN
+    /// relays only between one server's own allocations). Failover keeps the spec's order
+    /// from there, the same on both sides too.
+    pub fn for_room(&self, room: &[u8]) -> RelayClient {
+        let mut c = self.clone();
+        let n = self.bases.len();
+        // Order-independent of the spec's spelling: the sorted addresses.
+        let mut sorted: Vec<&String> = self.bases.iter().collect();
+        sorted.sort();
+        let digest = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, room);
+        let pick = u64::from_be_bytes(digest.as_ref()[..8].try_into().unwrap_or([0; 8]));
+        let chosen = sorted[(pick % n as u64) as usize];
+        let idx = self.bases.iter().position(|b| b == chosen).unwrap_or(0);
+        c.current = Arc::new(AtomicUsize::new(idx));
+        c
+    }
+
     /// Move to the next address (after a WebSocket failure).
     pub fn rotate(&self) {
         self.current.fetch_add(1, Ordering::Relaxed);
@@ -727,6 +746,26 @@ fn short_reqwest_error(e: &reqwest::Error) -> String {
 mod tests {
     use super::*;
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    /// Both sides of a call pick the same relay process for its room, whatever order their
+    /// spec lists the addresses in, and different rooms spread over the processes.
+    #[test]
+    fn a_call_room_picks_the_same_relay_process_on_both_sides() {
+        let a = RelayClient::new("http://10.0.0.1:7700,http://10.0.0.2:7700,http://10.0.0.3:7700")
+            .expect("client");
+        let b = RelayClient::new("http://10.0.0.3:7700,http://10.0.0.1:7700,http://10.0.0.2:7700")
+            .expect("client");
+        let mut seen = std::collections::HashSet::new();
+        for i in 0u8..32 {
+            let room = [i; 32];
+            let (x, y) = (a.for_room(&room), b.for_room(&room));
+            assert_eq!(x.host(), y.host(), "room {i}");
+            seen.insert(x.host());
+        }
+        assert_eq!(seen.len(), 3, "rooms spread over the processes: {seen:?}");
+        // The original client's own position is not moved.
+        assert_eq!(a.host().as_deref(), Some("10.0.0.1"));
+    }
 
     /// A relay that announces a huge answer is refused before the client
     /// buffers it.

@@ -1131,3 +1131,81 @@ fn a_second_command_waits_for_the_profile_lock() {
     assert!(String::from_utf8_lossy(&out.stdout).contains(&alice.display));
     drop(silent);
 }
+
+/// Three relay processes on one PostgreSQL, clients knowing all three addresses: both sides
+/// of each call get their TURN server from the process the call's room picks — the same one,
+/// since TURN relays only between one server's own allocations. (Which process a room picks,
+/// the same whatever the order of the addresses or the one a client last reached, is
+/// `relay_client::tests::a_call_room_picks_the_same_relay_process_on_both_sides`.)
+#[test]
+fn both_sides_of_a_call_meet_on_one_relay_process() {
+    let Some(db) = harness::postgres_url() else {
+        eprintln!(
+            "SKIPPED: both_sides_of_a_call_meet_on_one_relay_process: SAMIZDAT_TEST_DATABASE_URL is not set"
+        );
+        return;
+    };
+    let dir = tempfile::tempdir().expect("dir");
+    let relays: Vec<RelayProc> = (0..3)
+        .map(|i| RelayProc::start_with(&dir.path().join(format!("r{i}")), "127.0.0.1:0", Some(&db)))
+        .collect();
+    let spec = |order: &[usize]| {
+        order
+            .iter()
+            .map(|&i| relays[i].url.clone())
+            .collect::<Vec<_>>()
+            .join(",")
+    };
+    let person = |name: &str, relay: &str| {
+        let p = Person {
+            name: name.into(),
+            display: format!("{name}-{}", harness::hex_rand()),
+            home: dir.path().join(name),
+        };
+        p.ok(&["init", "--relay", relay, "--name", &p.display]);
+        p
+    };
+    // Each lists the processes in another order (their messages go to different ones).
+    let alice = person("alice", &spec(&[0, 1, 2]));
+    let bob = person("bob", &spec(&[2, 0, 1]));
+    let link = alice
+        .ok(&["invite"])
+        .lines()
+        .last()
+        .expect("link")
+        .to_string();
+    bob.ok(&["accept", &link, "--name", "alice"]);
+    alice.ok(&["sync"]);
+    let mut a = Rpc::start(&alice);
+    let mut b = Rpc::start(&bob);
+    let conversation = a
+        .call("conversations", json!({}))
+        .as_array()
+        .expect("list")
+        .iter()
+        .find(|c| c["name"] == bob.display.as_str())
+        .expect("the chat with bob")["id"]
+        .clone();
+    let sdp = "v=0\r\no=- 1 2 IN IP4 127.0.0.1\r\ns=-\r\nt=0 0\r\na=fingerprint:sha-256 AB:CD\r\n";
+    let mut servers = HashSet::new();
+    for _ in 0..6 {
+        let ice = a.call("call_prepare", json!({ "conversation_id": conversation }));
+        let call = ice["call_id"].clone();
+        a.call("call_start", json!({ "call_id": call, "sdp": sdp }));
+        b.call("sync", json!({}));
+        let theirs = b.call("call_ice", json!({ "call_id": call }));
+        let urls = |v: &Value| v["ice_servers"][0]["urls"].clone();
+        assert_eq!(urls(&ice), urls(&theirs), "one TURN server for both sides");
+        assert!(
+            urls(&ice).as_array().is_some_and(|u| !u.is_empty()),
+            "{ice}"
+        );
+        servers.insert(urls(&ice).to_string());
+        a.call("call_end", json!({ "call_id": call }));
+        b.call("sync", json!({}));
+    }
+    eprintln!(
+        "{} relay processes served these 6 calls' TURN",
+        servers.len()
+    );
+}
