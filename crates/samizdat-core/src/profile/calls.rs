@@ -1229,6 +1229,32 @@ impl Profile {
         }
     }
 
+    /// Someone left the group or was removed: out of its group calls at once (the pages close
+    /// their connections to them), so a removed member hears nothing more of a call that
+    /// goes on — the call's SFrame key is fixed at its start, the connections are not.
+    pub(super) fn drop_from_calls(&self, conv: &Conv, who: &[u8; 32]) -> Result<()> {
+        let calls: Vec<Vec<u8>> = {
+            let conn = self.db.conn();
+            let mut stmt = conn.prepare(
+                "SELECT l.call_id FROM call_legs l JOIN calls c ON c.call_id = l.call_id
+                 WHERE c.group_id = ?1 AND c.state != 'ended' AND l.peer = ?2 AND l.left_at IS NULL",
+            )?;
+            stmt.query_map(params![conv.group_id.as_bytes(), &who[..]], |r| r.get(0))?
+                .collect::<rusqlite::Result<Vec<_>>>()?
+        };
+        for id in calls {
+            self.db.conn().execute(
+                "UPDATE call_legs SET left_at = ?3 WHERE call_id = ?1 AND peer = ?2",
+                params![id, &who[..], now_millis() as i64],
+            )?;
+            self.emit(Event::CallChanged {
+                conversation_id: ConversationId::from_id(conv.group_id),
+                call_id: CallId::from_slice(&id)?,
+            })?;
+        }
+        Ok(())
+    }
+
     /// The other person of a 1:1 chat could not read entry `position`: if it was ours, say so
     /// in the chat, and a call of ours still ringing there fails (its invite may have been
     /// what was changed) instead of ringing out unanswered.

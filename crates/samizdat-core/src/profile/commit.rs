@@ -59,6 +59,7 @@ impl Profile {
                 who: self.label(&conv.group_id, &m.fingerprint)?,
             };
             self.emit(e)?;
+            self.drop_from_calls(conv, &m.fingerprint)?;
         }
         Ok(())
     }

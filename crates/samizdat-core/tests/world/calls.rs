@@ -513,6 +513,34 @@ fn group_call_of_three() {
             assert_eq!(call_lines(p, "trio"), [CallOutcome::Answered], "{who}");
         }
 
+        // A member removed during a call is out of it at once for those who stay.
+        let call2 = alice
+            .profile
+            .call_prepare(&conv, false)
+            .await
+            .expect("prepared")
+            .call_id;
+        alice.profile.call_start(&call2, "").await.expect("started");
+        carol.sync().await;
+        carol
+            .profile
+            .call_join(&call2, &[(alice_fp.clone(), sdp("C5:C5"))])
+            .await
+            .expect("carol joins");
+        alice.sync().await;
+        assert!(leg(&alice, call2, &carol_fp).present);
+        alice.group_remove("trio", &carol.display).await;
+        assert!(!leg(&alice, call2, &carol_fp).present);
+        alice.take();
+        assert!(
+            alice
+                .seen
+                .iter()
+                .any(|e| matches!(e, Event::CallChanged { call_id, .. } if *call_id == call2))
+        );
+        alice.profile.call_end(&call2).await.expect("ended");
+        alice.group_add("trio", &[&carol.display]).await;
+
         // Five people are more than a mesh carries.
         let [mut dave, mut erin] = w.people(["dave", "erin"]).await;
         w.connect(&mut alice, &mut dave).await;
