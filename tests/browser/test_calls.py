@@ -20,7 +20,7 @@ import wave
 
 from playwright.sync_api import expect
 
-from conftest import CHROMIUM, CHROMIUM_ARGS, App, Relay, cli, free_port
+from conftest import CHROMIUM, CHROMIUM_ARGS, PASSPHRASE, App, Relay, cli, free_port
 from test_app import LONG, check_lang, onboard, open_chat, shoot
 from test_everyday import accept_invite, pair, set_lang
 
@@ -688,5 +688,64 @@ def test_a_call_renegotiates_ice_restart_and_video_added_to_a_voice_call(pw, wor
         assert abs(peak(bob) - 550) < 30
         hang_up(alice, bob)
         expect(alice.locator("#message-list .msg.system .line", has_text="Outgoing call, 0:")).to_have_count(1, timeout=LONG)
+    finally:
+        stop(apps, relay, ba, bb)
+
+
+def test_a_relay_that_alters_the_offer_makes_the_call_fail_with_a_clear_message(pw, workdir, shots):
+    """The relay rewrites alice's invite (say, to put its own DTLS fingerprint in the offer)
+    while bob's app is closed. Bob's app rejects the entry and nothing rings; it tells alice
+    inside MLS that it could not read her message, so her call stops ringing at once with
+    "could not connect" and her chat says her message was changed on the way — in English
+    and, for bob's side, nothing rings at all."""
+    import base64
+    import sqlite3
+
+    tone(workdir / "a-tamper.wav", 450)
+    tone(workdir / "b-tamper.wav", 900)
+    ba = launch(pw, workdir / "a-tamper.wav")
+    bb = launch(pw, workdir / "b-tamper.wav")
+    apps = []
+    relay = None
+    try:
+        relay, alice_app, bob_app, alice, bob = pair(ba, workdir, "calls-tamper", apps, browser_b=bb)
+        open_chat(alice, "Bob")
+        conversation = alice.locator(".call-start").first.get_attribute("data-conversation")
+        bob_app.stop()
+        alice.locator(".call-start[data-video='0']").click()
+        expect(alice.locator("#call-status")).to_have_text("Calling…", timeout=LONG)
+        alice.wait_for_function("() => window.samizdatCall().ringing === 'ringback'", timeout=LONG)
+
+        # The relay alters the newest entry of the chat's log: the invite.
+        log = base64.urlsafe_b64decode(conversation + "=" * (-len(conversation) % 4))
+        db = sqlite3.connect(workdir / "relay-calls-tamper" / "relay.db", timeout=30)
+        seq, body = db.execute(
+            "SELECT seq, body FROM entries WHERE group_id = ? ORDER BY seq DESC LIMIT 1", (log,)
+        ).fetchone()
+        body = bytearray(body)
+        body[len(body) // 2] ^= 0x01
+        db.execute("UPDATE entries SET body = ? WHERE group_id = ? AND seq = ?", (bytes(body), log, seq))
+        db.commit()
+        db.close()
+
+        bob_app = App(bob_app.home, relay.url, env={"SAMIZDAT_PASSPHRASE": PASSPHRASE})
+        apps.append(bob_app)
+        bob.goto(bob_app.url)
+        expect(bob.locator("body")).to_have_attribute("data-page", "chats", timeout=LONG)
+        expect(alice.locator("#call")).to_be_hidden(timeout=LONG)
+        expect(alice.locator("#message-list .msg.system .line", has_text="Outgoing call: could not connect")).to_have_count(1, timeout=LONG)
+        expect(alice.locator("#message-list .msg.system .line", has_text="They could not read a message you sent")).to_have_count(1, timeout=LONG)
+        shoot(alice, shots, "chat-call-tampered", "en")
+        set_lang(alice, alice_app.base, "ru")
+        alice.goto(alice_app.base + "/")
+        open_chat(alice, "Bob")
+        expect(alice.locator("#message-list .msg.system .line", has_text="Собеседник не смог прочитать ваше сообщение")).to_have_count(1)
+        expect(alice.locator("#message-list .msg.system .line", has_text="Исходящий звонок: соединение не установлено")).to_have_count(1)
+        check_lang(alice, "chat", "ru")
+        shoot(alice, shots, "chat-call-tampered", "ru")
+        # Nothing rang on bob's side, and nothing of the altered offer is there.
+        expect(bob.locator("#call-accept")).to_be_hidden()
+        out = cli(bob_app.home, "calls", "--json").stdout
+        assert out.strip() == "", out
     finally:
         stop(apps, relay, ba, bb)

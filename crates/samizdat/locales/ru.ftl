@@ -431,7 +431,7 @@ line-call-declined = { $kind }: отклонён
 line-call-busy = { $kind }: занято
 line-call-cancelled = { $kind }: отменён
 line-call-answered-elsewhere = { $kind }: принят на другом устройстве
-line-call-failed = { $kind }: не удалось соединить
+line-call-failed = { $kind }: соединение не установлено
 
 notify-title = Уведомления
 notify-help = Пока приложение открыто в этом браузере. Их содержимое видит любой, кто смотрит на экран, а также браузер и система, которые их показывают.
