@@ -582,9 +582,9 @@ def test_a_group_call_of_three_where_everyone_hears_everyone_through_sframe(pw, 
         expect(bob.locator("#call-status")).to_have_text("Ждём, пока присоединятся остальные…", timeout=LONG)
         bob.click("#call-hangup")
         expect(bob.locator("#call")).to_be_hidden(timeout=LONG)
-        expect(alice.locator("#message-list .msg.system .line", has_text="Outgoing call, 0:")).to_have_count(1, timeout=LONG)
-        expect(bob.locator("#message-list .msg.system .line", has_text="Входящий звонок, 0:")).to_have_count(1, timeout=LONG)
-        expect(carol.locator("#message-list .msg.system .line", has_text="Incoming call, 0:")).to_have_count(1, timeout=LONG)
+        expect(alice.locator("#message-list .msg.system .line", has_text="Group call, 0:")).to_have_count(1, timeout=LONG)
+        expect(bob.locator("#message-list .msg.system .line", has_text="Групповой звонок, 0:")).to_have_count(1, timeout=LONG)
+        expect(carol.locator("#message-list .msg.system .line", has_text="Group call, 0:")).to_have_count(1, timeout=LONG)
         check_lang(bob, "chat", "ru")
 
         # Busy: alice is on a 1:1 call with bob when carol calls her; carol hears "busy",

@@ -418,6 +418,7 @@ call-camera-on = Camera on
 call-hangup = Hang up
 call-mic = Microphone
 call-cam = Camera
+call-kind-group = Group call
 call-kind-out-voice = Outgoing call
 call-kind-out-video = Outgoing video call
 call-kind-in-voice = Incoming call

@@ -420,6 +420,7 @@ call-camera-on = Включить камеру
 call-hangup = Завершить
 call-mic = Микрофон
 call-cam = Камера
+call-kind-group = Групповой звонок
 call-kind-out-voice = Исходящий звонок
 call-kind-out-video = Исходящий видеозвонок
 call-kind-in-voice = Входящий звонок

@@ -760,10 +760,11 @@ fn print_event(e: &Event, json: bool) {
             outcome,
             duration_secs,
             call_id,
+            group,
             ..
         } => println!(
             "call {call_id}: {}",
-            crate::i18n::call_line_en(*outgoing, *video, *outcome, *duration_secs)
+            crate::i18n::call_line_en(*outgoing, *video, *group, *outcome, *duration_secs)
         ),
         Event::TimerSet {
             conversation,
@@ -1113,7 +1114,13 @@ async fn run_in(home: &Path, cmd: ClientCommand) -> Result<()> {
                     continue;
                 }
                 let line = match c.outcome {
-                    Some(o) => crate::i18n::call_line_en(c.outgoing, c.video, o, c.duration_secs()),
+                    Some(o) => crate::i18n::call_line_en(
+                        c.outgoing,
+                        c.video,
+                        c.group,
+                        o,
+                        c.duration_secs(),
+                    ),
                     None => format!("{:?}", c.state).to_lowercase(),
                 };
                 println!("{}  {}", c.call_id, safe(&line));

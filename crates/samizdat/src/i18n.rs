@@ -151,10 +151,11 @@ pub fn line_en(e: &Event) -> String {
 pub fn call_line_en(
     outgoing: bool,
     video: bool,
+    group: bool,
     outcome: samizdat_core::CallOutcome,
     secs: u64,
 ) -> String {
-    english().call_line(Lang::EN, outgoing, video, outcome, secs)
+    english().call_line(Lang::EN, (outgoing, video, group), outcome, secs)
 }
 
 pub fn status_en(status: &ConvStatus) -> String {
@@ -231,8 +232,9 @@ impl I18n {
                 video,
                 outcome,
                 duration_secs,
+                group,
                 ..
-            } => self.call_line(lang, *outgoing, *video, *outcome, *duration_secs),
+            } => self.call_line(lang, (*outgoing, *video, *group), *outcome, *duration_secs),
             _ => String::new(),
         }
     }
@@ -242,16 +244,19 @@ impl I18n {
     pub fn call_line(
         &self,
         lang: Lang,
-        outgoing: bool,
-        video: bool,
+        (outgoing, video, group): (bool, bool, bool),
         outcome: samizdat_core::CallOutcome,
         secs: u64,
     ) -> String {
-        let kind = format!(
-            "call-kind-{}-{}",
-            if outgoing { "out" } else { "in" },
-            if video { "video" } else { "voice" }
-        );
+        let kind = if group {
+            "call-kind-group".to_string()
+        } else {
+            format!(
+                "call-kind-{}-{}",
+                if outgoing { "out" } else { "in" },
+                if video { "video" } else { "voice" }
+            )
+        };
         let code = serde_json::to_value(outcome)
             .ok()
             .and_then(|v| v.as_str().map(str::to_string))
@@ -463,19 +468,27 @@ mod tests {
         for (lang, _) in LOCALES {
             let lang = Lang::from_code(lang).expect("a language");
             for outcome in samizdat_core::CallOutcome::ALL {
-                for (out, video) in [(true, false), (false, true)] {
-                    let line = i18n.call_line(lang, out, video, outcome, 83);
+                for (out, video, group) in [
+                    (true, false, false),
+                    (false, true, false),
+                    (false, false, true),
+                ] {
+                    let line = i18n.call_line(lang, (out, video, group), outcome, 83);
                     assert!(!line.is_empty() && !line.contains("line-call"), "{line}");
                     assert!(!line.contains('{'), "{line}");
                 }
             }
         }
         assert_eq!(
-            i18n.call_line(Lang::EN, true, false, Answered, 83),
+            i18n.call_line(Lang::EN, (true, false, false), Answered, 83),
             "Outgoing call, 1:23"
         );
         assert_eq!(
-            i18n.call_line(ru(), false, true, Declined, 0),
+            i18n.call_line(Lang::EN, (true, false, true), Answered, 83),
+            "Group call, 1:23"
+        );
+        assert_eq!(
+            i18n.call_line(ru(), (false, true, false), Declined, 0),
             "Входящий видеозвонок: отклонён"
         );
         assert_eq!(call_duration(3723), "1:02:03");

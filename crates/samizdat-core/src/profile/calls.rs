@@ -932,6 +932,7 @@ impl Profile {
             video: v.video,
             outcome,
             duration_secs,
+            group: v.group,
         })
     }
 

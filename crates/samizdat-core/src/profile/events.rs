@@ -85,6 +85,9 @@ pub enum Event {
         outcome: super::calls::CallOutcome,
         #[serde(default)]
         duration_secs: u64,
+        /// A group call (the line says so).
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        group: bool,
     },
     /// Other members' devices hold (`read`: have shown) these messages of ours.
     Receipt {
