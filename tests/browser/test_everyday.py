@@ -736,6 +736,10 @@ def test_long_names_never_widen_a_page(browser, workdir, shots):
                     if width == 390:
                         shoot(page, shots, f"long-name-phone-{page is alice and 'alice' or 'bob'}", lang)
                     page.click("a.info")
+                    # Measured once the info page has loaded (a CI run measured the page
+                    # mid-navigation, before its style applied: 975 px).
+                    expect(page.locator("body")).to_have_attribute("data-page", "info", timeout=LONG)
+                    page.wait_for_load_state("load")
                     wide = page.evaluate("() => document.documentElement.scrollWidth")
                     assert wide <= width, (lang, "info", width, wide)
                 page.set_viewport_size({"width": 1200, "height": 900})
