@@ -236,6 +236,19 @@ random_id_type!(
     "call"
 );
 
+random_id_type!(
+    /// A channel: chosen by its creator, the same for every admin, follower and relay.
+    ChannelId,
+    "channel"
+);
+
+impl ChannelId {
+    /// The id as relays know it (a channel's id is public to its relays and mirrors).
+    pub fn as_proto(&self) -> &Id {
+        &self.0
+    }
+}
+
 key_id_type!(
     /// A person: the fingerprint of their identity key (what a safety number is made of).
     ContactId,

@@ -15,6 +15,7 @@
 //! credentials carry a key fingerprint, never a name.
 
 pub mod attachment;
+pub mod channel;
 pub mod device;
 mod fault;
 mod ids;
@@ -54,13 +55,14 @@ pub mod welcome;
 mod welcome;
 pub mod wipe;
 
-pub use ids::{CallId, ContactId, ConversationId, DeviceId, MessageId};
+pub use ids::{CallId, ChannelId, ContactId, ConversationId, DeviceId, MessageId};
 pub use invite::Invite;
 pub use notice::{ConvStatus, ErrorKind, Notice, Problem, Refusal};
 pub use payload::MAX_VOICE_MS;
 pub use profile::{
-    AttachmentView, CallIce, CallLeg, CallOutcome, CallState, CallView, Connected, ContactView,
-    ConvKind, ConversationView, DeviceJoined, DeviceView, Event, EventPage, GroupAdded, IceServer,
+    AttachmentView, CallIce, CallLeg, CallOutcome, CallState, CallView, ChannelFaultView,
+    ChannelPostView, ChannelSynced, ChannelView, Connected, ContactView, ConvKind,
+    ConversationView, DeviceJoined, DeviceView, Event, EventPage, GroupAdded, IceServer,
     InvitationView, LastMessage, LinkPreview, LoggedEvent, MAX_GROUP_CALL, MemberView,
     MessageState, MessageView, NotifyLevel, Page, Profile, QuoteView, RECEIPT_PEOPLE, RING_SECS,
     ReactionView, ReceiptCounts, RelayState, Renegotiation, SAVED_TARGET, SearchHit,

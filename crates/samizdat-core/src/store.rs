@@ -47,6 +47,7 @@ pub(crate) fn migrations() -> Migrations<'static> {
         M::up(include_str!("../migrations/0024_consent.sql")),
         M::up(include_str!("../migrations/0025_calls.sql")),
         M::up(include_str!("../migrations/0026_group_calls.sql")),
+        M::up(include_str!("../migrations/0027_channels.sql")),
     ])
 }
 
@@ -310,7 +311,7 @@ mod tests {
             .conn()
             .pragma_query_value(None, "user_version", |r| r.get(0))
             .expect("version");
-        assert_eq!(version, 26);
+        assert_eq!(version, 27);
         db.conn()
             .pragma_update(None, "user_version", 99)
             .expect("set version");

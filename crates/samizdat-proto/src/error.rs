@@ -47,6 +47,9 @@ pub enum ErrorCode {
     OffsetMismatch,
     /// The blob's upload has not finished; it cannot be downloaded yet.
     Incomplete,
+    /// A channel record does not follow the channel's last record (another was stored
+    /// first, or it skips one): read the head and chain onto it.
+    ChainConflict,
 }
 
 impl ErrorCode {
@@ -68,7 +71,7 @@ impl ErrorCode {
             ErrorCode::Internal => 500,
             ErrorCode::Timeout => 408,
             ErrorCode::StorageFull => 429,
-            ErrorCode::OffsetMismatch | ErrorCode::Incomplete => 409,
+            ErrorCode::OffsetMismatch | ErrorCode::Incomplete | ErrorCode::ChainConflict => 409,
         }
     }
 
@@ -94,10 +97,11 @@ impl ErrorCode {
             ErrorCode::StorageFull => "storage_full",
             ErrorCode::OffsetMismatch => "offset_mismatch",
             ErrorCode::Incomplete => "incomplete",
+            ErrorCode::ChainConflict => "chain_conflict",
         }
     }
 
-    pub const ALL: [ErrorCode; 20] = [
+    pub const ALL: [ErrorCode; 21] = [
         ErrorCode::BadRequest,
         ErrorCode::TooLarge,
         ErrorCode::NotFound,
@@ -118,6 +122,7 @@ impl ErrorCode {
         ErrorCode::StorageFull,
         ErrorCode::OffsetMismatch,
         ErrorCode::Incomplete,
+        ErrorCode::ChainConflict,
     ];
 }
 

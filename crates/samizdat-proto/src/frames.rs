@@ -28,6 +28,14 @@ pub enum ClientFrame {
         #[serde(default)]
         after: u64,
     },
+    /// Follow a channel: its records after `after` are pushed in order (`channel_record`),
+    /// then new ones as they are stored. Nothing is asked of the reader: a channel is public
+    /// to whoever knows its id, and sealed for whoever lacks its key.
+    SubscribeChannel {
+        channel_id: Id,
+        #[serde(default)]
+        after: u64,
+    },
     Unsubscribe {
         id: Id,
     },
@@ -73,6 +81,13 @@ pub enum ServerFrame {
         epoch: u64,
         kind: EntryKind,
         body: Bytes,
+    },
+    /// One record of a followed channel (its bytes as [`crate::ChannelRecord::encode`] makes
+    /// them), in order.
+    ChannelRecord {
+        channel_id: Id,
+        seq: u64,
+        record: Bytes,
     },
     /// Every entry of `epoch` has been pushed and the group moved on.
     EpochClosed {

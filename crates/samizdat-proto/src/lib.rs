@@ -9,12 +9,14 @@
 //! 16 random bytes chosen by the client ([`Id`]).
 
 mod bytes;
+pub mod channel;
 mod error;
 mod frames;
 mod limits;
 mod messages;
 
 pub use bytes::{Bytes, Id, IdError};
+pub use channel::{ChannelHead, ChannelRecord, RecordError, RecordKind};
 pub use error::{ErrorBody, ErrorCode};
 pub use frames::{BinaryAppend, BinaryEntry, BinaryFrameError, ClientFrame, ServerFrame};
 pub use limits::Limits;

@@ -111,6 +111,15 @@ pub(crate) fn router(state: AppState) -> Router {
             "/v1/blobs/{id}/upload",
             get(crate::blobs::offset).patch(crate::blobs::append),
         )
+        .route("/v1/channels/{id}", get(crate::channels::head))
+        .route(
+            "/v1/channels/{id}/records",
+            post(crate::channels::store_record),
+        )
+        .route(
+            "/v1/channels/{id}/segments/{n}",
+            get(crate::channels::segment),
+        )
         .route("/v1/ws", get(crate::ws::upgrade))
         .fallback(fallback)
         .method_not_allowed_fallback(method_not_allowed)
@@ -355,8 +364,8 @@ pub(crate) async fn openapi() -> impl IntoResponse {
 /// A request body in memory, with its share of the relay-wide byte budget: the share is
 /// returned when this is dropped (after the handler has finished with the body).
 pub(crate) struct ReadBody {
-    bytes: Vec<u8>,
-    _budget: Option<Held>,
+    pub(crate) bytes: Vec<u8>,
+    pub(crate) _budget: Option<Held>,
 }
 
 impl std::ops::Deref for ReadBody {

@@ -14,6 +14,7 @@
 
 mod auth;
 mod blobs;
+mod channels;
 pub mod http;
 pub mod limits;
 mod metrics;
@@ -145,6 +146,8 @@ pub(crate) struct AppState {
     pub disk: Arc<http::DiskWatch>,
     /// The TURN server for calls, unless turned off.
     pub turn: Option<Arc<turn::Turn>>,
+    /// Full channel segments served from memory (see `channels::SegmentCache`).
+    pub segments: Arc<channels::SegmentCache>,
 }
 
 /// Create `dir` (and its parents) if needed and make it readable by the relay's account only
@@ -315,6 +318,7 @@ impl Relay {
             notifier,
             shutdown: stop_rx.clone(),
             tokens: Arc::default(),
+            segments: Arc::default(),
             forwarded: serve::ConnectionCaps::new(
                 limits.max_connections,
                 limits.max_connections_per_ip,

@@ -14,6 +14,7 @@ use tokio::sync::broadcast;
 pub enum Topic {
     Mailbox(Id),
     Group(Id),
+    Channel(Id),
 }
 
 /// A freshly appended entry, pushed to every subscriber that is waiting for it without a store

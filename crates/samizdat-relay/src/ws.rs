@@ -124,6 +124,8 @@ struct Conn {
     challenge: Id,
     mailboxes: HashMap<Id, u64>,
     groups: HashMap<Id, GroupSub>,
+    /// Followed channels: the last record sent.
+    channels: HashMap<Id, u64>,
     /// Push group entries as binary frames (the client asked with `options`).
     binary_entries: bool,
     /// When subscriptions holding entries ahead of a gap read their log (see `GroupSub::held`).
@@ -161,6 +163,7 @@ async fn serve(state: AppState, socket: WebSocket, challenge: Id) -> Result<(), 
         state,
         mailboxes: HashMap::new(),
         groups: HashMap::new(),
+        channels: HashMap::new(),
         binary_entries: false,
         gap_deadline: None,
     };
@@ -265,6 +268,7 @@ async fn serve(state: AppState, socket: WebSocket, challenge: Id) -> Result<(), 
                 match topic {
                     Ok(Wake::Topic(Topic::Mailbox(id))) if conn.mailboxes.contains_key(&id) => conn.push(&mut sink, Some(id)).await?,
                     Ok(Wake::Topic(Topic::Group(id))) if conn.groups.contains_key(&id) => conn.push(&mut sink, Some(id)).await?,
+                    Ok(Wake::Topic(Topic::Channel(id))) if conn.channels.contains_key(&id) => conn.push(&mut sink, Some(id)).await?,
                     Ok(Wake::Entry(e)) if conn.groups.contains_key(&e.group) => conn.push_appended(&mut sink, &e).await?,
                     Ok(_) => {}
                     Err(RecvError::Lagged(_)) => conn.push(&mut sink, None).await?,
@@ -336,7 +340,7 @@ async fn binary_append(state: &crate::AppState, a: BinaryAppend) -> ServerFrame 
 
 impl Conn {
     fn subscriptions(&self) -> usize {
-        self.mailboxes.len() + self.groups.len()
+        self.mailboxes.len() + self.groups.len() + self.channels.len()
     }
 
     async fn handle(&mut self, frame: ClientFrame) -> Option<ServerFrame> {
@@ -349,6 +353,7 @@ impl Conn {
             ClientFrame::Unsubscribe { id } => {
                 self.mailboxes.remove(&id);
                 self.groups.remove(&id);
+                self.channels.remove(&id);
                 None
             }
             ClientFrame::SubscribeMailbox {
@@ -392,6 +397,34 @@ impl Conn {
                 }
                 self.mailboxes.insert(mailbox_id, after);
                 Some(ServerFrame::Subscribed { id: mailbox_id })
+            }
+            ClientFrame::SubscribeChannel { channel_id, after } => {
+                if !self.channels.contains_key(&channel_id)
+                    && self.subscriptions() >= self.state.limits.max_subscriptions
+                {
+                    return Some(error_frame(
+                        ApiError::new(
+                            ErrorCode::TooManySubscriptions,
+                            "too many subscriptions on this connection",
+                        ),
+                        Some(channel_id),
+                    ));
+                }
+                // Reading a channel asks for no proof of who reads (that is the point); the
+                // channel must exist, and the connection caps still bound what one address holds.
+                match self.state.store.channel_state(channel_id).await {
+                    Ok(Some(_)) => {}
+                    Ok(None) => {
+                        return Some(error_frame(
+                            ApiError::new(ErrorCode::NotFound, "no such channel on this relay"),
+                            Some(channel_id),
+                        ));
+                    }
+                    Err(e) => return Some(error_frame(e.into(), Some(channel_id))),
+                }
+                self.channels
+                    .insert(channel_id, after.min(crate::store::MAX_COUNTER));
+                Some(ServerFrame::Subscribed { id: channel_id })
             }
             ClientFrame::SubscribeGroup {
                 group_id,
@@ -624,6 +657,44 @@ impl Conn {
                 }
             }
             self.flush_held(sink, id).await?;
+        }
+        let channels: Vec<Id> = self
+            .channels
+            .keys()
+            .copied()
+            .filter(|id| only.is_none_or(|o| o == *id))
+            .collect();
+        for id in channels {
+            while let Some(after) = self.channels.get(&id).copied() {
+                self.state.metrics.push_reads.increment(1);
+                let from = after.saturating_add(1);
+                let to = from.saturating_add(limit as u64 - 1);
+                let records = match self.state.store.read_channel(id, from, to).await {
+                    Ok(r) => r,
+                    Err(e) => {
+                        send(sink, &error_frame(e.into(), Some(id))).await?;
+                        break;
+                    }
+                };
+                let n = records.len();
+                for (i, record) in records.into_iter().enumerate() {
+                    let seq = from + i as u64;
+                    self.channels.insert(id, seq);
+                    send(
+                        sink,
+                        &ServerFrame::ChannelRecord {
+                            channel_id: id,
+                            seq,
+                            record: proto::Bytes(record),
+                        },
+                    )
+                    .await?;
+                    self.state.metrics.pushed_frames.increment(1);
+                }
+                if n < limit {
+                    break;
+                }
+            }
         }
         Ok(())
     }

@@ -71,6 +71,20 @@ pub enum Event {
         conversation_id: ConversationId,
         call_id: CallId,
     },
+    /// New records in a channel this profile runs or follows (posts, edits, deletes).
+    ChannelPosts {
+        channel_id: crate::ChannelId,
+        channel: String,
+        records: u64,
+    },
+    /// A relay's copy of a channel did not check out (a record altered, dropped or forged):
+    /// the channel was read from its next relay.
+    ChannelFault {
+        channel_id: crate::ChannelId,
+        channel: String,
+        relay: String,
+        fault: crate::channel::ChainFault,
+    },
     /// The other side took our call: its answer is in `call`.
     CallAnswered {
         conversation_id: ConversationId,

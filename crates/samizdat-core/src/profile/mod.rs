@@ -22,6 +22,7 @@ mod actions;
 mod apply;
 mod attachments;
 mod calls;
+mod channels;
 pub(crate) use attachments::PendingFile;
 mod archive;
 mod backup;
@@ -56,6 +57,7 @@ pub use calls::{
     CallIce, CallLeg, CallOutcome, CallState, CallView, IceServer, MAX_GROUP_CALL, RING_SECS,
     Renegotiation, sdp_fingerprint,
 };
+pub use channels::{ChannelFaultView, ChannelPostView, ChannelSynced, ChannelView};
 pub use contacts::Connected;
 pub use conversations::NotifyLevel;
 use delivery::OwedDrop;

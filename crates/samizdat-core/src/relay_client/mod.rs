@@ -18,6 +18,7 @@ use serde::de::DeserializeOwned;
 use crate::{Error, Result, random_id};
 
 mod blobs;
+mod channels;
 mod ws_appends;
 pub use ws_appends::SharedWs;
 use ws_appends::WsAppends;

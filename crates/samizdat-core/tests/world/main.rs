@@ -3,6 +3,7 @@
 //! Each test is the in-process form of one that used to spawn a process per command.
 
 mod calls;
+mod channels;
 mod delivery;
 mod devices;
 mod groups;

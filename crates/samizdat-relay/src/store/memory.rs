@@ -15,8 +15,8 @@ use samizdat_proto::{
 
 use super::rules::{self, GroupRow, MailboxCounters, NewBlob, Tables, not_found, run_now};
 use super::{
-    AppendRequest, Appended, BlobQuota, BlobRecord, CLAIM_RECORD_SECS, Result, Store, StoreError,
-    Swept, now_secs, scope,
+    AppendRequest, Appended, BlobQuota, BlobRecord, CLAIM_RECORD_SECS, ChannelState, NewRecord,
+    Result, Store, StoreError, Swept, channels, now_secs, scope,
 };
 use crate::notify::Topic;
 
@@ -73,6 +73,14 @@ struct State {
     nonces: HashMap<Id, u64>,
     groups: BTreeMap<Id, Group>,
     blobs: HashMap<Id, Blob>,
+    channels: BTreeMap<Id, Channel>,
+}
+
+#[derive(Debug, Clone)]
+struct Channel {
+    admins: Vec<[u8; 32]>,
+    /// seq → (hash, record)
+    records: BTreeMap<u64, ([u8; 32], Vec<u8>)>,
 }
 
 /// The in-memory [`Store`].
@@ -596,6 +604,64 @@ impl Store for MemoryStore {
                     .find(|(_, (h, _))| *h == token_hash)
                     .map(|(e, _)| *e)
             }))
+        })
+    }
+
+    async fn channel_state(&self, channel: Id) -> Result<Option<ChannelState>> {
+        self.read(|s| {
+            Ok(s.channels.get(&channel).and_then(|c| {
+                let (seq, (hash, _)) = c.records.last_key_value()?;
+                Some(ChannelState {
+                    seq: *seq,
+                    hash: *hash,
+                    admins: c.admins.clone(),
+                })
+            }))
+        })
+    }
+
+    async fn store_channel_record(&self, r: NewRecord, _now: u64) -> Result<bool> {
+        // Channels are not part of the rules' tables: one lock, changed only on success.
+        let mut s = self.state()?;
+        let c = s.channels.get(&r.channel);
+        let head = c.and_then(|c| c.records.last_key_value().map(|(s, (h, _))| (*s, *h)));
+        let stored = c.and_then(|c| c.records.get(&r.seq).map(|(h, _)| *h));
+        match channels::step(head, stored, &r)? {
+            channels::Step::Repeat => return Ok(false),
+            channels::Step::Create => {
+                s.channels.insert(
+                    r.channel,
+                    Channel {
+                        admins: r.admins.clone().unwrap_or_default(),
+                        records: BTreeMap::new(),
+                    },
+                );
+            }
+            channels::Step::Extend => {}
+        }
+        let c = s
+            .channels
+            .get_mut(&r.channel)
+            .ok_or_else(|| not_found("channel"))?;
+        if let Some(a) = r.admins {
+            c.admins = a;
+        }
+        c.records.insert(r.seq, (r.hash, r.bytes));
+        Ok(true)
+    }
+
+    async fn read_channel(&self, channel: Id, from: u64, to: u64) -> Result<Vec<Vec<u8>>> {
+        self.read(|s| {
+            Ok(s.channels
+                .get(&channel)
+                .map(|c| {
+                    c.records
+                        .range(from..=to.max(from))
+                        .filter(|(seq, _)| **seq <= to)
+                        .map(|(_, (_, r))| r.clone())
+                        .collect()
+                })
+                .unwrap_or_default())
         })
     }
 

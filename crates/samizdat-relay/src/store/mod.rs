@@ -5,11 +5,13 @@
 //! Idempotency lives here too: every write takes the client's `request_id`; a repeat returns
 //! the first answer (stored in the same transaction as the write) and changes nothing.
 
+mod channels;
 mod memory;
 mod postgres;
 pub(crate) mod rules;
 mod sqlite;
 
+pub use channels::{ChannelState, NewRecord};
 pub use memory::MemoryStore;
 
 pub use postgres::PgStore;
@@ -233,6 +235,16 @@ pub trait Store: Send + Sync + 'static {
         after: u64,
         limit: usize,
     ) -> Result<Entries>;
+
+    /// Where a channel's chain stands, with its current admins; `None` if the relay has none.
+    async fn channel_state(&self, channel: Id) -> Result<Option<ChannelState>>;
+
+    /// Store a checked record: a genesis creates the channel, any other must follow the head
+    /// it names (compare-and-set). True when stored now, false when it already was.
+    async fn store_channel_record(&self, record: NewRecord, now: u64) -> Result<bool>;
+
+    /// A channel's records `from ..= to` that exist, in order.
+    async fn read_channel(&self, channel: Id, from: u64, to: u64) -> Result<Vec<Vec<u8>>>;
 
     /// Delete expired mailbox messages, log entries, nonces and idempotency records.
     async fn sweep(&self, now: u64, limits: &Limits) -> Result<Swept>;

@@ -22,8 +22,8 @@ use tokio_postgres::{AsyncMessage, Client, NoTls, Transaction};
 
 use super::rules::{self, GroupRow, MailboxCounters, NewBlob, Tables, append_answer, not_found};
 use super::{
-    AppendRequest, Appended, BlobQuota, BlobRecord, CLAIM_RECORD_SECS, Result, Store, StoreError,
-    Swept, hash32, now_secs, scope,
+    AppendRequest, Appended, BlobQuota, BlobRecord, CLAIM_RECORD_SECS, ChannelState, MAX_COUNTER,
+    NewRecord, Result, Store, StoreError, Swept, channels, hash32, now_secs, scope,
 };
 use crate::notify::{Notifier, Topic};
 
@@ -48,6 +48,10 @@ const MIGRATIONS: &[(&str, &str)] = &[
     (
         "V5__append_batch",
         include_str!("../../migrations/postgres/0005_append_batch.sql"),
+    ),
+    (
+        "V6__channels",
+        include_str!("../../migrations/postgres/0006_channels.sql"),
     ),
 ];
 /// refinery's history table (its default name).
@@ -444,6 +448,7 @@ fn topic_payload(topic: Topic) -> String {
     match topic {
         Topic::Mailbox(id) => format!("m:{id}"),
         Topic::Group(id) => format!("g:{id}"),
+        Topic::Channel(id) => format!("c:{id}"),
     }
 }
 
@@ -453,6 +458,7 @@ fn parse_topic(s: &str) -> Option<Topic> {
     match kind {
         "m" => Some(Topic::Mailbox(id)),
         "g" => Some(Topic::Group(id)),
+        "c" => Some(Topic::Channel(id)),
         _ => None,
     }
 }
@@ -1112,6 +1118,97 @@ impl Store for PgStore {
                 .map_err(|_| StoreError::Backend("corrupt token hash".into()))
         })
         .transpose()
+    }
+
+    async fn channel_state(&self, channel: Id) -> Result<Option<ChannelState>> {
+        let guard = self.conn().await?;
+        let client: &Client = &guard;
+        let row = client
+            .query_opt(
+                &guard
+                    .prepare_cached(
+                        "SELECT head_seq, head_hash, admins FROM channels WHERE channel_id = $1",
+                    )
+                    .await?,
+                &[&channel.as_bytes().as_slice()],
+            )
+            .await?;
+        row.map(|r| {
+            Ok(ChannelState {
+                seq: r.get::<_, i64>(0) as u64,
+                hash: hash32(r.get(1))?,
+                admins: channels::split_admins(r.get::<_, &[u8]>(2))?,
+            })
+        })
+        .transpose()
+    }
+
+    async fn store_channel_record(&self, r: NewRecord, now: u64) -> Result<bool> {
+        in_tx!(self, |tx| {
+            let id = r.channel.as_bytes().as_slice();
+            let head = tx
+                .query_opt(
+                    "SELECT head_seq, head_hash FROM channels WHERE channel_id = $1 FOR UPDATE",
+                    &[&id],
+                )
+                .await?
+                .map(|row| Ok::<_, StoreError>((row.get::<_, i64>(0) as u64, hash32(row.get(1))?)))
+                .transpose()?;
+            let stored = tx
+                .query_opt(
+                    "SELECT hash FROM channel_records WHERE channel_id = $1 AND seq = $2",
+                    &[&id, &(r.seq.min(MAX_COUNTER) as i64)],
+                )
+                .await?
+                .map(|row| hash32(row.get(0)))
+                .transpose()?;
+            let step = channels::step(head, stored, &r)?;
+            if step == channels::Step::Repeat {
+                return Ok(false);
+            }
+            if step == channels::Step::Create {
+                // Two processes creating the same channel at once: the loser's insert breaks
+                // the primary key and is re-run, finding the winner's genesis.
+                tx.execute(
+                    "INSERT INTO channels (channel_id, head_seq, head_hash, admins, created_at) VALUES ($1, 0, $2, $3, $4)",
+                    &[&id, &r.hash.as_slice(), &channels::join_admins(r.admins.as_deref().unwrap_or_default()), &(now as i64)],
+                )
+                .await?;
+            } else {
+                tx.execute(
+                    "UPDATE channels SET head_seq = $2, head_hash = $3, admins = COALESCE($4, admins) WHERE channel_id = $1",
+                    &[&id, &(r.seq as i64), &r.hash.as_slice(), &r.admins.as_deref().map(channels::join_admins)],
+                )
+                .await?;
+            }
+            tx.execute(
+                "INSERT INTO channel_records (channel_id, seq, hash, record, stored_at) VALUES ($1, $2, $3, $4, $5)",
+                &[&id, &(r.seq as i64), &r.hash.as_slice(), &r.bytes, &(now as i64)],
+            )
+            .await?;
+            notify_all(&tx, &self.origin, &[Topic::Channel(r.channel)]).await?;
+            Ok(true)
+        })
+    }
+
+    async fn read_channel(&self, channel: Id, from: u64, to: u64) -> Result<Vec<Vec<u8>>> {
+        let guard = self.conn().await?;
+        let client: &Client = &guard;
+        let rows = client
+            .query(
+                &guard
+                    .prepare_cached(
+                        "SELECT record FROM channel_records WHERE channel_id = $1 AND seq >= $2 AND seq <= $3 ORDER BY seq",
+                    )
+                    .await?,
+                &[
+                    &channel.as_bytes().as_slice(),
+                    &(from.min(MAX_COUNTER) as i64),
+                    &(to.min(MAX_COUNTER) as i64),
+                ],
+            )
+            .await?;
+        Ok(rows.into_iter().map(|r| r.get(0)).collect())
     }
 
     async fn token_epoch(&self, group: Id, token_hash: [u8; 32]) -> Result<Option<u64>> {

@@ -19,8 +19,8 @@ use tokio::sync::oneshot;
 
 use super::rules::{self, GroupRow, MailboxCounters, NewBlob, Tables, run_now};
 use super::{
-    AppendRequest, Appended, BlobQuota, BlobRecord, CLAIM_RECORD_SECS, Result, Store, StoreError,
-    Swept, hash32, now_secs, scope,
+    AppendRequest, Appended, BlobQuota, BlobRecord, CLAIM_RECORD_SECS, ChannelState, MAX_COUNTER,
+    NewRecord, Result, Store, StoreError, Swept, channels, hash32, now_secs, scope,
 };
 use crate::notify::Topic;
 
@@ -31,6 +31,7 @@ pub(crate) fn migrations() -> Migrations<'static> {
         M::up(include_str!("../../migrations/sqlite/0002_bounds.sql")),
         M::up(include_str!("../../migrations/sqlite/0003_blobs.sql")),
         M::up(include_str!("../../migrations/sqlite/0004_append_key.sql")),
+        M::up(include_str!("../../migrations/sqlite/0005_channels.sql")),
     ])
 }
 
@@ -980,6 +981,87 @@ impl Store for SqliteStore {
                 next_token_hash,
                 last_seq: (next_seq as u64).saturating_sub(1),
             })
+        })
+        .await
+    }
+
+    async fn channel_state(&self, channel: Id) -> Result<Option<ChannelState>> {
+        self.read(move |conn| {
+            let row: Option<(i64, Vec<u8>, Vec<u8>)> = query_one(
+                conn,
+                "SELECT head_seq, head_hash, admins FROM channels WHERE channel_id = ?1",
+                params![channel.as_bytes()],
+                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+            )
+            .optional()?;
+            row.map(|(seq, hash, admins)| {
+                Ok(ChannelState {
+                    seq: seq as u64,
+                    hash: hash32(hash)?,
+                    admins: channels::split_admins(&admins)?,
+                })
+            })
+            .transpose()
+        })
+        .await
+    }
+
+    async fn store_channel_record(&self, r: NewRecord, now: u64) -> Result<bool> {
+        self.write(move |conn| {
+            let id = r.channel.as_bytes().to_vec();
+            let head: Option<(i64, Vec<u8>)> = query_one(
+                conn,
+                "SELECT head_seq, head_hash FROM channels WHERE channel_id = ?1",
+                params![id],
+                |row| Ok((row.get(0)?, row.get(1)?)),
+            )
+            .optional()?;
+            let head = head.map(|(s, h)| Ok::<_, StoreError>((s as u64, hash32(h)?))).transpose()?;
+            let stored: Option<Vec<u8>> = query_one(
+                conn,
+                "SELECT hash FROM channel_records WHERE channel_id = ?1 AND seq = ?2",
+                params![id, r.seq as i64],
+                |row| row.get(0),
+            )
+            .optional()?;
+            let stored = stored.map(hash32).transpose()?;
+            let step = channels::step(head, stored, &r)?;
+            if step == channels::Step::Repeat {
+                return Ok(false);
+            }
+            if step == channels::Step::Create {
+                exec(
+                    conn,
+                    "INSERT INTO channels (channel_id, head_seq, head_hash, admins, created_at) VALUES (?1, 0, ?2, ?3, ?4)",
+                    params![id, &r.hash[..], channels::join_admins(r.admins.as_deref().unwrap_or_default()), now as i64],
+                )?;
+            } else {
+                exec(
+                    conn,
+                    "UPDATE channels SET head_seq = ?2, head_hash = ?3, admins = COALESCE(?4, admins) WHERE channel_id = ?1",
+                    params![id, r.seq as i64, &r.hash[..], r.admins.as_deref().map(channels::join_admins)],
+                )?;
+            }
+            exec(
+                conn,
+                "INSERT INTO channel_records (channel_id, seq, hash, record, stored_at) VALUES (?1, ?2, ?3, ?4, ?5)",
+                params![id, r.seq as i64, &r.hash[..], r.bytes, now as i64],
+            )?;
+            Ok(true)
+        })
+        .await
+    }
+
+    async fn read_channel(&self, channel: Id, from: u64, to: u64) -> Result<Vec<Vec<u8>>> {
+        self.read(move |conn| {
+            let mut stmt = conn.prepare_cached(
+                "SELECT record FROM channel_records WHERE channel_id = ?1 AND seq >= ?2 AND seq <= ?3 ORDER BY seq",
+            )?;
+            let rows = stmt.query_map(
+                params![channel.as_bytes(), from.min(MAX_COUNTER) as i64, to.min(MAX_COUNTER) as i64],
+                |r| r.get::<_, Vec<u8>>(0),
+            )?;
+            Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
         })
         .await
     }
