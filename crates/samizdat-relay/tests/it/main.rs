@@ -4,6 +4,7 @@
 
 mod blobs;
 mod calls;
+mod channels;
 mod groups;
 mod hardening;
 mod harness;
