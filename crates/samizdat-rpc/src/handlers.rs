@@ -718,3 +718,132 @@ pub(crate) async fn set_calls_direct(s: &Session, a: CallsDirectParams) -> RpcRe
         Ok(Done { ok: true })
     })
 }
+
+// ---- channels -------------------------------------------------------------------------------
+
+/// The channel a `channel_*` call names: by `channel_id` or by name (exactly one).
+fn channel_id(
+    p: &Profile,
+    name: Option<String>,
+    id: Option<samizdat_core::ChannelId>,
+) -> samizdat_core::Result<samizdat_core::ChannelId> {
+    match (name, id) {
+        (Some(n), None) => p.find_channel(&n),
+        (None, Some(id)) => Ok(id),
+        _ => Err(Error::Usage(
+            "name the channel with exactly one of channel and channel_id".into(),
+        )),
+    }
+}
+
+pub(crate) async fn channel_create(s: &Session, a: ChannelCreateParams) -> RpcResult<ChannelMade> {
+    on_profile!(s, |p| {
+        let channel_id = p.channel_create(&a.name, &a.about).await?;
+        let link = p.channel_link(&channel_id)?;
+        Ok(ChannelMade { channel_id, link })
+    })
+}
+
+pub(crate) async fn channel_follow(s: &Session, a: ChannelFollowParams) -> RpcResult<ChannelMade> {
+    on_profile!(s, |p| {
+        let channel_id = p.channel_follow(&a.link).await?;
+        let link = p.channel_link(&channel_id)?;
+        Ok(ChannelMade { channel_id, link })
+    })
+}
+
+pub(crate) async fn channel_post(s: &Session, a: ChannelPostParams) -> RpcResult<ChannelPosted> {
+    on_profile!(s, |p| {
+        let id = channel_id(p, a.channel, a.channel_id)?;
+        Ok(ChannelPosted {
+            seq: p.channel_post(&id, &a.text).await?,
+        })
+    })
+}
+
+pub(crate) async fn channel_edit(s: &Session, a: ChannelPostParams) -> RpcResult<ChannelPosted> {
+    on_profile!(s, |p| {
+        let id = channel_id(p, a.channel, a.channel_id)?;
+        let seq = a
+            .seq
+            .ok_or_else(|| Error::Usage("name the post to edit (seq)".into()))?;
+        Ok(ChannelPosted {
+            seq: p.channel_edit(&id, seq, &a.text).await?,
+        })
+    })
+}
+
+pub(crate) async fn channel_delete(s: &Session, a: ChannelPostParams) -> RpcResult<ChannelPosted> {
+    on_profile!(s, |p| {
+        let id = channel_id(p, a.channel, a.channel_id)?;
+        let seq = a
+            .seq
+            .ok_or_else(|| Error::Usage("name the post to delete (seq)".into()))?;
+        Ok(ChannelPosted {
+            seq: p.channel_delete(&id, seq).await?,
+        })
+    })
+}
+
+pub(crate) async fn channel_pin(s: &Session, a: ChannelPostParams) -> RpcResult<ChannelPosted> {
+    on_profile!(s, |p| {
+        let id = channel_id(p, a.channel, a.channel_id)?;
+        Ok(ChannelPosted {
+            seq: p.channel_pin(&id, a.seq).await?,
+        })
+    })
+}
+
+pub(crate) async fn channel_link(s: &Session, a: ChannelParams) -> RpcResult<ChannelMade> {
+    on_profile!(s, |p| {
+        let channel_id = channel_id(p, a.channel, a.channel_id)?;
+        let link = p.channel_link(&channel_id)?;
+        Ok(ChannelMade { channel_id, link })
+    })
+}
+
+pub(crate) async fn channel_read(
+    s: &Session,
+    a: ChannelParams,
+) -> RpcResult<Vec<samizdat_core::ChannelPostView>> {
+    on_profile!(s, |p| {
+        let id = channel_id(p, a.channel, a.channel_id)?;
+        p.channel_posts(&id, a.mark_read.unwrap_or(true))
+    })
+}
+
+pub(crate) async fn channel_sync(
+    s: &Session,
+    a: ChannelParams,
+) -> RpcResult<samizdat_core::ChannelSynced> {
+    on_profile!(s, |p| {
+        let id = channel_id(p, a.channel, a.channel_id)?;
+        p.channel_sync(&id).await
+    })
+}
+
+pub(crate) async fn channel_mirror_add(
+    s: &Session,
+    a: ChannelMirrorParams,
+) -> RpcResult<samizdat_core::ChannelView> {
+    on_profile!(s, |p| {
+        let id = channel_id(p, a.channel, a.channel_id)?;
+        p.channel_mirror_add(&id, &a.url).await?;
+        p.channel_view(&id)
+    })
+}
+
+pub(crate) async fn channels(
+    s: &Session,
+    _: NoParams,
+) -> RpcResult<Vec<samizdat_core::ChannelView>> {
+    on_profile!(s, |p| p.channels())
+}
+
+pub(crate) async fn channel_leave(s: &Session, a: ChannelParams) -> RpcResult<Done> {
+    on_profile!(s, |p| {
+        let id = channel_id(p, a.channel, a.channel_id)?;
+        p.channel_leave(&id)?;
+        Ok(Done { ok: true })
+    })
+}

@@ -564,3 +564,76 @@ pub struct CallsParams {
 pub struct CallsDirectParams {
     pub on: bool,
 }
+
+// ---- channels -------------------------------------------------------------------------------
+
+/// A channel named by `channel` (its name, as a person types it) or by `channel_id` — exactly
+/// one.
+#[derive(Debug, Default, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ChannelParams {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub channel: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub channel_id: Option<samizdat_core::ChannelId>,
+    /// `channel_read`: mark the posts read (default true).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mark_read: Option<bool>,
+}
+
+#[derive(Debug, Default, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ChannelCreateParams {
+    pub name: String,
+    #[serde(default)]
+    pub about: String,
+}
+
+#[derive(Debug, Default, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ChannelPostParams {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub channel: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub channel_id: Option<samizdat_core::ChannelId>,
+    /// The post's text (`channel_post`, `channel_edit`).
+    #[serde(default)]
+    pub text: String,
+    /// The post concerned (`channel_edit`, `channel_delete`, `channel_pin`; absent in
+    /// `channel_pin`: unpin).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub seq: Option<u64>,
+}
+
+#[derive(Debug, Default, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ChannelFollowParams {
+    /// A `samizdat://channel/v1/…#…` link.
+    pub link: String,
+}
+
+#[derive(Debug, Default, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ChannelMirrorParams {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub channel: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub channel_id: Option<samizdat_core::ChannelId>,
+    /// The relay to copy the channel to.
+    pub url: String,
+}
+
+/// A channel made or followed: its id and its link.
+#[derive(Debug, Serialize, Deserialize, JsonSchema)]
+pub struct ChannelMade {
+    pub channel_id: samizdat_core::ChannelId,
+    /// The link to share: whoever holds it can read (the key is after `#`).
+    pub link: String,
+}
+
+/// A record stored in a channel.
+#[derive(Debug, Serialize, Deserialize, JsonSchema)]
+pub struct ChannelPosted {
+    /// Its number in the channel (a post's number is how edits, deletes and pins name it).
+    pub seq: u64,
+}

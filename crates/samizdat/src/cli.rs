@@ -254,6 +254,9 @@ pub enum ClientCommand {
     /// Manage groups.
     #[command(subcommand)]
     Group(GroupCommand),
+    /// Channels: one set of admins posts, anyone with the link reads, no one can list readers.
+    #[command(subcommand)]
+    Channel(ChannelCommand),
     /// Show the safety number shared with a contact (compare it in person).
     Verify {
         alias: String,
@@ -381,6 +384,60 @@ pub enum InvitationCommand {
     Accept { id: i64 },
     /// Forget the invitation; nothing is ever sent.
     Decline { id: i64 },
+}
+
+#[derive(Debug, clap::Subcommand)]
+pub enum ChannelCommand {
+    /// Create a channel on your relay, with you as its admin. Prints its link last.
+    Create {
+        name: String,
+        /// A line that says what the channel is.
+        #[arg(long, default_value = "")]
+        about: String,
+    },
+    /// Post to a channel you are an admin of. Prints the post's number.
+    Post { channel: String, text: String },
+    /// Correct the text of post SEQ.
+    Edit {
+        channel: String,
+        seq: u64,
+        text: String,
+    },
+    /// Delete post SEQ for every reader.
+    Delete { channel: String, seq: u64 },
+    /// Pin post SEQ (or, with no SEQ, unpin).
+    Pin { channel: String, seq: Option<u64> },
+    /// Print the channel's link (the last line of stdout); whoever holds it can read.
+    Link {
+        channel: String,
+        /// Also draw it as a QR code.
+        #[arg(long)]
+        qr: bool,
+    },
+    /// Follow a channel from its link. Nothing is sent that names you.
+    Follow { link: String },
+    /// Show a channel's posts (fetching what is new first) and mark them read.
+    Read {
+        channel: String,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Manage a channel's mirrors.
+    #[command(subcommand)]
+    Mirror(ChannelMirrorCommand),
+    /// The channels you run or follow, with unread counts.
+    List {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Stop following a channel on this device (nothing is sent).
+    Leave { channel: String },
+}
+
+#[derive(Debug, clap::Subcommand)]
+pub enum ChannelMirrorCommand {
+    /// Copy the channel to the relay at URL and keep it filled; readers fall back to it.
+    Add { channel: String, url: String },
 }
 
 #[derive(Debug, clap::Subcommand)]
@@ -1544,6 +1601,7 @@ async fn run_in(home: &Path, cmd: ClientCommand) -> Result<()> {
                 }
             }
         }
+        ClientCommand::Channel(c) => channel_command(&mut b, c).await?,
         ClientCommand::Group(g) => match g {
             GroupCommand::Create { name } => {
                 let _: samizdat_rpc::Created = b
@@ -2072,4 +2130,143 @@ async fn listen(home: &Path, json: bool, timeout: Option<u64>, count: Option<usi
             },
         }
     }
+}
+
+fn by_name(channel: &str) -> rpc::ChannelParams {
+    rpc::ChannelParams {
+        channel: Some(channel.to_string()),
+        ..Default::default()
+    }
+}
+
+fn post_params(channel: &str, text: &str, seq: Option<u64>) -> rpc::ChannelPostParams {
+    rpc::ChannelPostParams {
+        channel: Some(channel.to_string()),
+        channel_id: None,
+        text: text.to_string(),
+        seq,
+    }
+}
+
+/// `samizdat channel …`.
+async fn channel_command(b: &mut Backend, cmd: ChannelCommand) -> Result<()> {
+    match cmd {
+        ChannelCommand::Create { name, about } => {
+            let made = b
+                .channel_create(rpc::ChannelCreateParams {
+                    name: name.clone(),
+                    about,
+                })
+                .await?;
+            println!("channel {} created; share its link:", safe(name.trim()));
+            println!("{}", made.link);
+        }
+        ChannelCommand::Post { channel, text } => {
+            let posted = b.channel_post(post_params(&channel, &text, None)).await?;
+            println!("posted to {} as post {}", safe(&channel), posted.seq);
+        }
+        ChannelCommand::Edit { channel, seq, text } => {
+            b.channel_edit(post_params(&channel, &text, Some(seq)))
+                .await?;
+            println!("post {seq} corrected");
+        }
+        ChannelCommand::Delete { channel, seq } => {
+            b.channel_delete(post_params(&channel, "", Some(seq)))
+                .await?;
+            println!("post {seq} deleted");
+        }
+        ChannelCommand::Pin { channel, seq } => {
+            b.channel_pin(post_params(&channel, "", seq)).await?;
+            match seq {
+                Some(seq) => println!("post {seq} pinned"),
+                None => println!("nothing pinned"),
+            }
+        }
+        ChannelCommand::Link { channel, qr } => {
+            let made = b.channel_link(by_name(&channel)).await?;
+            if qr {
+                print_qr(&made.link)?;
+            }
+            println!("{}", made.link);
+        }
+        ChannelCommand::Follow { link } => {
+            let made = b.channel_follow(rpc::ChannelFollowParams { link }).await?;
+            let list = b.channels(rpc::NoParams {}).await?;
+            match list.iter().find(|c| c.id == made.channel_id) {
+                Some(c) => println!(
+                    "following {} ({} posts, {} unread)",
+                    safe(&c.name),
+                    c.posts,
+                    c.unread
+                ),
+                None => println!("following the channel"),
+            }
+        }
+        ChannelCommand::Read { channel, json } => {
+            // What is new first; a channel whose relays are all down shows what is here.
+            if let Err(e) = b.channel_sync(by_name(&channel)).await {
+                eprintln!("could not fetch new posts: {e}");
+            }
+            let posts = b.channel_read(by_name(&channel)).await?;
+            for p in &posts {
+                if json {
+                    println!("{}", serde_json::to_string(p)?);
+                } else {
+                    println!(
+                        "[{}] {}{}{}",
+                        p.seq,
+                        if p.pinned { "(pinned) " } else { "" },
+                        safe(&p.text),
+                        if p.edited { " (edited)" } else { "" }
+                    );
+                }
+            }
+            if posts.is_empty() && !json {
+                println!("no posts yet");
+            }
+        }
+        ChannelCommand::Mirror(ChannelMirrorCommand::Add { channel, url }) => {
+            let view = b
+                .channel_mirror_add(rpc::ChannelMirrorParams {
+                    channel: Some(channel.clone()),
+                    channel_id: None,
+                    url,
+                })
+                .await?;
+            println!(
+                "{} is now read from: {}",
+                safe(&view.name),
+                view.relays.join(", ")
+            );
+        }
+        ChannelCommand::List { json } => {
+            let list = b.channels(rpc::NoParams {}).await?;
+            for c in &list {
+                if json {
+                    println!("{}", serde_json::to_string(c)?);
+                } else {
+                    println!(
+                        "{}{}  {} posts, {} unread{}",
+                        safe(&c.name),
+                        if c.admin { " (admin)" } else { "" },
+                        c.posts,
+                        c.unread,
+                        if c.fault.is_some() {
+                            "  (a relay's copy failed its check)"
+                        } else {
+                            ""
+                        }
+                    );
+                }
+            }
+            if list.is_empty() && !json {
+                println!("no channels");
+            }
+        }
+        ChannelCommand::Leave { channel } => {
+            b.channel_leave(by_name(&channel)).await?;
+            println!("no longer following {}", safe(&channel));
+        }
+    }
+    Ok(())
 }

@@ -5,6 +5,7 @@
 mod app;
 mod attachments;
 mod bounds;
+mod channels;
 mod crash;
 mod delivery;
 mod devices;
