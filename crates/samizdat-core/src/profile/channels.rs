@@ -470,6 +470,61 @@ impl Profile {
         Ok(out)
     }
 
+    /// A record the home relay pushed: taken at once when it is the next one and checks out;
+    /// otherwise (a gap, a record that does not check out) the channel is read — which
+    /// records the fault and falls back to its mirrors.
+    pub(crate) async fn channel_take_pushed(
+        &mut self,
+        id: &ChannelId,
+        seq: u64,
+        bytes: &[u8],
+    ) -> Result<()> {
+        let ch = self.channel(id.id())?;
+        if seq <= ch.chain.seq {
+            return Ok(());
+        }
+        let mut chain = ch.chain.clone();
+        match chain.accept(&ch.id, bytes) {
+            Ok(record) if seq == ch.chain.seq + 1 => {
+                self.channel_take(&ch, &chain, &[(record, bytes.to_vec())])?;
+                self.emit(Event::ChannelPosts {
+                    channel_id: *id,
+                    channel: ch.name.clone(),
+                    records: 1,
+                })?;
+                self.channel_fill_mirrors(id).await;
+                Ok(())
+            }
+            _ => self.channel_sync(id).await.map(|_| ()),
+        }
+    }
+
+    /// The channels to follow on the home relay's socket, with where each stands: those read
+    /// from the home relay first. (Isolating, channels are read over their own connections.)
+    pub(crate) fn channels_on_home(&self) -> Result<Vec<(Id, u64)>> {
+        let home = self.relay.base().to_string();
+        let conn = self.db.conn();
+        let mut stmt = conn.prepare("SELECT channel_id, relays, head_seq FROM channels")?;
+        let rows = stmt.query_map([], |r| {
+            Ok((
+                r.get::<_, Vec<u8>>(0)?,
+                r.get::<_, String>(1)?,
+                r.get::<_, i64>(2)?,
+            ))
+        })?;
+        let mut out = Vec::new();
+        for row in rows {
+            let (id, relays, seq) = row?;
+            if json_list(&relays).first() == Some(&home) {
+                out.push((
+                    Id::from_slice(&id).map_err(|_| Error::Storage("corrupt channel id".into()))?,
+                    seq as u64,
+                ));
+            }
+        }
+        Ok(out)
+    }
+
     /// Every channel, quietly: for the periodic sync (a channel whose relays are all down
     /// waits for the next one).
     pub(crate) async fn sync_channels_quietly(&mut self) {
@@ -487,6 +542,12 @@ impl Profile {
     /// Read one relay's copy from where this profile's chain stands.
     async fn channel_read_from(&mut self, id: &ChannelId, relay: &str) -> Result<FromRelay> {
         let ch = self.channel(id.id())?;
+        // Test-only: no channel is read over HTTP, so what arrives was pushed.
+        if crate::fault::on("NO_CHANNEL_READS") {
+            return Err(Error::RelayUnreachable(
+                "channel reads are off (fault point)".into(),
+            ));
+        }
         let client = self.conv_client_for(relay, &ch.id)?;
         let Some(head) = client.channel_head(&ch.id).await? else {
             return Err(Error::NotFound(format!(

@@ -8,6 +8,8 @@ pub(super) enum Frame {
     Hello(Id),
     /// New entries in one conversation's log.
     Group(Id),
+    /// A channel's record, pushed (channel, seq, the record's bytes).
+    Channel(Id, u64, Vec<u8>),
     /// Nothing to read: a subscription confirmed (the relay pushes what follows its cursor),
     /// a pong.
     Quiet,

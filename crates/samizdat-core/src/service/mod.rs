@@ -316,6 +316,9 @@ struct Link {
     /// Entries pushed on the home socket, by log, applied as they are when they follow the
     /// cursor (bounded: past `PUSHED_MAX` per log the log is read instead).
     pushed: HashMap<Id, Vec<samizdat_proto::Entry>>,
+    /// Channel records pushed on the home socket, in order (bounded: past `PUSHED_MAX` the
+    /// channels are read instead, by the full sync).
+    channel_pushed: Vec<(Id, u64, Vec<u8>)>,
 }
 
 impl Link {
@@ -330,6 +333,7 @@ impl Link {
             dirty: true,
             groups: std::collections::HashSet::new(),
             pushed: HashMap::new(),
+            channel_pushed: Vec::new(),
         }
     }
 }
@@ -454,6 +458,9 @@ impl Service {
             // pushes still run the full sync).
             if !l.dirty && l.retry_at.is_none() && !l.groups.is_empty() {
                 self.sync_pushed(&mut l).await;
+            }
+            if !l.channel_pushed.is_empty() {
+                self.take_channel_pushes(&mut l).await;
             }
             if l.dirty {
                 // A full sync reads every log anyway.
@@ -585,6 +592,17 @@ impl Service {
         }
     }
 
+    /// Take the channel records the home relay pushed, in order.
+    async fn take_channel_pushes(&mut self, l: &mut Link) {
+        for (id, seq, record) in std::mem::take(&mut l.channel_pushed) {
+            let id = crate::ChannelId::from_id(id);
+            if let Err(e) = self.profile.channel_take_pushed(&id, seq, &record).await {
+                tracing::debug!(channel = %id.short(), "a pushed channel record: {e}");
+            }
+        }
+        self.publish();
+    }
+
     /// Open the home relay's socket (through the proxy, with the mailbox's identity).
     async fn connect(&mut self, l: &mut Link) {
         // One socket for the mailbox, the subscriptions and the appends — except when
@@ -640,6 +658,13 @@ impl Service {
                     Ok(Frame::Group(g)) => {
                         l.groups.insert(g);
                     }
+                    Ok(Frame::Channel(id, seq, record)) => {
+                        if l.channel_pushed.len() < PUSHED_MAX {
+                            l.channel_pushed.push((id, seq, record));
+                        } else {
+                            l.dirty = true;
+                        }
+                    }
                     Ok(Frame::Other) => l.dirty = true,
                     Ok(Frame::Quiet) => {}
                     Err(()) => {
@@ -650,6 +675,19 @@ impl Service {
                 while let Some(Some(Ok(more))) = l.ws.as_mut().and_then(|s| s.next().now_or_never())
                 {
                     let group = match &more {
+                        Message::Text(t) if t.as_str().contains("\"channel_record\"") => {
+                            match serde_json::from_str::<ServerFrame>(t.as_str()) {
+                                Ok(ServerFrame::ChannelRecord {
+                                    channel_id,
+                                    seq,
+                                    record,
+                                }) if l.channel_pushed.len() < PUSHED_MAX => {
+                                    l.channel_pushed.push((channel_id, seq, record.0));
+                                    continue;
+                                }
+                                _ => None,
+                            }
+                        }
                         Message::Text(t) => group_of(t.as_str()),
                         Message::Binary(b) => keep_pushed(&mut l.pushed, b),
                         _ => continue,
@@ -740,6 +778,11 @@ impl Service {
             Ok(ServerFrame::Entry { group_id, .. } | ServerFrame::EpochClosed { group_id, .. }) => {
                 Ok(Frame::Group(group_id))
             }
+            Ok(ServerFrame::ChannelRecord {
+                channel_id,
+                seq,
+                record,
+            }) => Ok(Frame::Channel(channel_id, seq, record.0)),
             Ok(ServerFrame::Error { code, message, .. }) => {
                 self.live(Event::Notice {
                     conversation_id: None,
@@ -804,6 +847,21 @@ impl Service {
                 .await
                 .map_err(|e| Error::RelayUnreachable(e.to_string()))?;
             subscribed.insert(conv.log, (conv.read_epoch, conv.cursor));
+        }
+        // Channels read from this relay: pushed as they are stored (a reader proves nothing).
+        for (channel, after) in p.channels_on_home()? {
+            if subscribed.contains_key(&channel) {
+                continue;
+            }
+            let frame = ClientFrame::SubscribeChannel {
+                channel_id: channel,
+                after,
+            };
+            let text = serde_json::to_string(&frame).map_err(|e| Error::Protocol(e.to_string()))?;
+            ws.send(Message::Text(text.into()))
+                .await
+                .map_err(|e| Error::RelayUnreachable(e.to_string()))?;
+            subscribed.insert(channel, (u64::MAX, after));
         }
         Ok(())
     }

@@ -400,3 +400,60 @@ fn a_mirror_that_alters_or_drops_a_post_is_caught_and_followers_read_on_from_the
         assert_eq!(texts(&bob.profile, &ch), vec![p1, p2, p3, p4, p5]);
     });
 }
+
+/// A follower whose service runs gets a new post pushed by the home relay over the socket it
+/// already holds: with every channel read over HTTP turned off (a fault point), the post still
+/// arrives, so it came by the push.
+#[test]
+fn a_running_service_gets_posts_pushed() {
+    run(async {
+        let mut w = World::new().await;
+        let mut alice = w.person("alice").await;
+        let mut bob = w.person("bob").await;
+        let ch = alice
+            .profile
+            .channel_create("Pushed", "")
+            .await
+            .expect("a channel");
+        let link = alice.profile.channel_link(&ch).expect("a link");
+        bob.profile
+            .channel_follow(&link)
+            .await
+            .expect("bob follows");
+        w.set_fault("NO_CHANNEL_READS", "1");
+        let handle = samizdat_core::ClientHandle::start(bob.profile, samizdat_core::Mode::Realtime)
+            .expect("a service");
+        let mut events = handle.subscribe();
+        // Posted at once: the service's subscription (from the record bob holds) catches up on
+        // whatever was stored before it, so there is nothing to wait for.
+        let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(60);
+        let text = w.text("pushed to the reader");
+        let mut posted = false;
+        loop {
+            if !posted {
+                alice
+                    .profile
+                    .channel_post(&ch, &text)
+                    .await
+                    .expect("posted");
+                posted = true;
+            }
+            let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+            let e = tokio::time::timeout(left, events.recv())
+                .await
+                .expect("the post arrives within a minute")
+                .expect("events flow");
+            if matches!(e.event, Event::ChannelPosts { channel_id, .. } if channel_id == ch) {
+                break;
+            }
+        }
+        let posts = handle
+            .call(move |p| {
+                use futures_util::FutureExt;
+                async move { p.channel_posts(&ch, false) }.boxed_local()
+            })
+            .await
+            .expect("the posts");
+        assert_eq!(posts[0].text, text);
+    });
+}
