@@ -8,6 +8,7 @@
 //! this one (or `SAMIZDAT_BIN`), see [`util::samizdat_exe`].
 
 mod calls;
+mod channels;
 mod devices;
 mod e2e;
 mod files;
@@ -70,6 +71,12 @@ pub enum Which {
     /// Synthetic 1:1 audio calls through the relay's TURN server: relay CPU per call, calls
     /// per core, loss, memory per allocation.
     Calls(calls::CallsArgs),
+    /// Channels: a new follower catching up, cached segment reads per second, one post to
+    /// many online followers over several relay processes.
+    Channels(channels::ChannelArgs),
+    /// (Used by `channels`: one load-generator process of followers.)
+    #[command(hide = true)]
+    ChannelFollowers(channels::FollowersArgs),
 }
 
 fn main() -> std::process::ExitCode {
@@ -105,6 +112,11 @@ async fn run(args: BenchArgs) -> Result<()> {
         Which::Search(a) => search::run(a).await?,
         Which::Thumbnail(a) => media::thumbnail(a).await?,
         Which::Calls(a) => calls::run(a).await?,
+        Which::Channels(a) => channels::run(a).await?,
+        Which::ChannelFollowers(a) => {
+            channels::followers(a).await?;
+            return Ok(());
+        }
     };
     if args.json {
         println!("{}", serde_json::to_string_pretty(&report.json)?);
