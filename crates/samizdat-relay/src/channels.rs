@@ -30,6 +30,23 @@ pub const MAX_RECORD: usize =
     16 + 8 + 32 + 2 + 32 * MAX_CHANNEL_ADMINS + 4 + MAX_CHANNEL_BODY + 32 + 64;
 
 /// `POST /v1/channels/{id}/records`.
+#[utoipa::path(
+    post,
+    path = "/v1/channels/{id}/records",
+    operation_id = "storeChannelRecord",
+    summary = "Store one signed channel record: the genesis (creates the channel) or the record after the head, signed by an admin of the chain; a copy of a record already held is answered 200",
+    params(("id" = samizdat_proto::Id, Path)),
+    request_body(content = crate::openapi::Binary, content_type = "application/octet-stream"),
+    responses(
+        crate::openapi::Rejected,
+        crate::openapi::TooLarge,
+        (status = 201, description = "stored", body = samizdat_proto::Stored),
+        (status = 200, description = "already held", body = samizdat_proto::Stored),
+        (status = 401, description = "not signed by an admin of the channel", body = samizdat_proto::ErrorBody),
+        (status = 404, description = "no such channel", body = samizdat_proto::ErrorBody),
+        (status = 409, description = "the record does not follow the head (chain_conflict), or another channel has this id (already_exists)", body = samizdat_proto::ErrorBody),
+    )
+)]
 pub(crate) async fn store_record(
     State(state): State<AppState>,
     Client(client): Client,
@@ -125,6 +142,19 @@ fn check_signature(record: &ChannelRecord, admins: &[[u8; 32]]) -> ApiResult<()>
 }
 
 /// `GET /v1/channels/{id}`: the head. Never cached without asking (it moves).
+#[utoipa::path(
+    get,
+    path = "/v1/channels/{id}",
+    operation_id = "channelHead",
+    summary = "Where the channel's chain stands on this relay (ETag: the head's hash; Cache-Control: no-cache)",
+    params(("id" = samizdat_proto::Id, Path)),
+    responses(
+        crate::openapi::Rejected,
+        (status = 200, description = "the head", body = samizdat_proto::ChannelHead),
+        (status = 304, description = "not modified (If-None-Match)"),
+        (status = 404, description = "no such channel", body = samizdat_proto::ErrorBody),
+    )
+)]
 pub(crate) async fn head(
     State(state): State<AppState>,
     Path(id): Path<String>,
@@ -159,12 +189,28 @@ pub(crate) async fn head(
 }
 
 /// `GET /v1/channels/{id}/segments/{n}`.
+#[utoipa::path(
+    get,
+    path = "/v1/channels/{id}/segments/{n}",
+    operation_id = "channelSegment",
+    summary = "Records n*64 .. n*64+63 of the channel, each as len (u32) | record; a full segment is immutable (Cache-Control: public, max-age=31536000, immutable), the last one is revalidated (no-cache); ETag: a hash of the bytes",
+    params(("id" = samizdat_proto::Id, Path), ("n" = u64, Path)),
+    responses(
+        crate::openapi::Rejected,
+        (status = 200, description = "the segment", body = crate::openapi::Binary, content_type = "application/octet-stream"),
+        (status = 304, description = "not modified (If-None-Match)"),
+        (status = 404, description = "no such channel, or no records in this segment yet", body = samizdat_proto::ErrorBody),
+    )
+)]
 pub(crate) async fn segment(
     State(state): State<AppState>,
-    Path((id, n)): Path<(String, u64)>,
+    Path((id, n)): Path<(String, String)>,
     headers: HeaderMap,
 ) -> ApiResult<Response> {
     let channel = parse_id(&id, "channel id")?;
+    let n: u64 = n
+        .parse()
+        .map_err(|_| ApiError::new(ErrorCode::BadRequest, "a segment number is a decimal integer"))?;
     if let Some((bytes, etag)) = state.segments.get(channel, n) {
         metrics::counter!("samizdat_channel_segment_reads_total", "from" => "cache").increment(1);
         return Ok(segment_response(&headers, bytes, &etag, true));

@@ -98,6 +98,9 @@ pub(crate) struct OwnerSigned {
         crate::blobs::offset,
         crate::blobs::append,
         crate::blobs::download,
+        crate::channels::store_record,
+        crate::channels::head,
+        crate::channels::segment,
     )
 )]
 struct ApiDoc;
