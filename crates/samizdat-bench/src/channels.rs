@@ -152,7 +152,9 @@ pub async fn followers(a: FollowersArgs) -> Result<Report> {
 
 pub async fn run(a: ChannelArgs) -> Result<Report> {
     if a.processes > 1 && a.database.is_none() {
-        return Err(anyhow!("several relay processes need --database (PostgreSQL)"));
+        return Err(anyhow!(
+            "several relay processes need --database (PostgreSQL)"
+        ));
     }
     let tmp = tempfile::tempdir()?;
     let mut relays = Vec::new();
@@ -193,7 +195,10 @@ pub async fn run(a: ChannelArgs) -> Result<Report> {
         let took = t.elapsed();
         let got = f.channel_posts(&id, false)?.len() as u64;
         if got != a.posts {
-            return Err(anyhow!("a follower caught up on {got} of {} posts", a.posts));
+            return Err(anyhow!(
+                "a follower caught up on {got} of {} posts",
+                a.posts
+            ));
         }
         catch_up.push(took.as_secs_f64());
     }
@@ -245,7 +250,9 @@ pub async fn run(a: ChannelArgs) -> Result<Report> {
         .map(|r| crate::util::rss_kib(r.pid()).unwrap_or(0))
         .sum();
     let t0 = unix_ns();
-    admin.channel_post(&ch, "the one post every follower gets").await?;
+    admin
+        .channel_post(&ch, "the one post every follower gets")
+        .await?;
     let mut lat_ms = Vec::new();
     for (mut child, lines, _) in gens {
         let arrivals = tokio::task::block_in_place(|| {
@@ -283,7 +290,11 @@ pub async fn run(a: ChannelArgs) -> Result<Report> {
          relay memory with the followers subscribed: {:.1} MiB ({:.1} KiB per follower)",
         relays.len(),
         if relays.len() == 1 { "" } else { "es" },
-        if a.database.is_some() { "PostgreSQL" } else { "SQLite" },
+        if a.database.is_some() {
+            "PostgreSQL"
+        } else {
+            "SQLite"
+        },
         a.posts,
         posting.as_secs_f64(),
         post_p50,
@@ -341,7 +352,10 @@ async fn segment_reads(
     let stop = Instant::now() + Duration::from_secs(seconds);
     let mut tasks = Vec::new();
     for r in 0..readers {
-        let (http, url) = (http.clone(), format!("{url}/v1/channels/{channel}/segments"));
+        let (http, url) = (
+            http.clone(),
+            format!("{url}/v1/channels/{channel}/segments"),
+        );
         tasks.push(tokio::spawn(async move {
             let mut lat = Vec::new();
             let mut bytes = 0u64;

@@ -208,9 +208,12 @@ pub(crate) async fn segment(
     headers: HeaderMap,
 ) -> ApiResult<Response> {
     let channel = parse_id(&id, "channel id")?;
-    let n: u64 = n
-        .parse()
-        .map_err(|_| ApiError::new(ErrorCode::BadRequest, "a segment number is a decimal integer"))?;
+    let n: u64 = n.parse().map_err(|_| {
+        ApiError::new(
+            ErrorCode::BadRequest,
+            "a segment number is a decimal integer",
+        )
+    })?;
     if let Some((bytes, etag)) = state.segments.get(channel, n) {
         metrics::counter!("samizdat_channel_segment_reads_total", "from" => "cache").increment(1);
         return Ok(segment_response(&headers, bytes, &etag, true));

@@ -5,6 +5,7 @@
 //! talks to its socket) — and live updates are the service's event stream.
 
 mod calls;
+mod channels;
 mod files;
 mod pages;
 mod security;

@@ -55,7 +55,7 @@ impl Ctx<'_> {
             .unwrap_or_default()
     }
 
-    fn csrf_field(&self) -> Markup {
+    pub(super) fn csrf_field(&self) -> Markup {
         html! { input type="hidden" name="csrf" value=(self.csrf.as_deref().unwrap_or("")); }
     }
 }
@@ -94,6 +94,7 @@ pub fn layout(c: &Ctx<'_>, title: &str, page: &str, nav: bool, body: Markup) -> 
                             a href="/" { (c.tr("nav-chats")) }
                             a href="/new" { (c.tr("nav-new-contact")) }
                             a href="/groups/new" { (c.tr("nav-new-group")) }
+                            a href="/channels" { (c.tr("nav-channels")) }
                             a href="/settings" { (c.tr("nav-settings")) }
                         }
                     }
@@ -341,7 +342,7 @@ fn with_time(c: &Ctx<'_>, key: &str, arg: &str, ms: u64) -> Markup {
     }
 }
 
-fn time(ms: u64) -> Markup {
+pub(super) fn time(ms: u64) -> Markup {
     let (iso, text) = iso(ms);
     html! { time datetime=(iso) { (text) } }
 }

@@ -73,6 +73,16 @@ pub fn router(app: Arc<App>) -> Router {
         .route("/c/{id}/call", post(super::calls::prepare))
         .route("/calls/{call}", get(super::calls::get))
         .route("/calls/{call}/{action}", post(super::calls::act))
+        .route(
+            "/channels",
+            get(super::channels::list).post(super::channels::create),
+        )
+        .route("/channels/follow", post(super::channels::follow))
+        .route("/ch/{id}", get(super::channels::show))
+        .route("/ch/{id}/post", post(super::channels::post))
+        .route("/ch/{id}/mirror", post(super::channels::mirror))
+        .route("/ch/{id}/leave", post(super::channels::leave))
+        .route("/ch/{id}/p/{seq}/{action}", post(super::channels::act))
         .route("/settings", get(settings))
         .route("/settings/lang", post(settings_lang))
         .route("/settings/notifications", post(settings_notifications))
@@ -209,7 +219,7 @@ pub fn login_page(app: &App, headers: &HeaderMap, status: StatusCode) -> Respons
     (status, Html(pages::login(&c).into_string())).into_response()
 }
 
-fn page(m: Markup) -> Response {
+pub(super) fn page(m: Markup) -> Response {
     Html(m.into_string()).into_response()
 }
 
