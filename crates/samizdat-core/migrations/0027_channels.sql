@@ -22,7 +22,27 @@ CREATE TABLE channels (
     read_seq     INTEGER NOT NULL DEFAULT 0,
     -- The last fault a relay's copy showed: JSON {relay, fault, at}.
     fault        TEXT,
+    -- The group of the channel's admins (an ordinary MLS group), when it has several.
+    admin_group  BLOB,
     created_at   INTEGER NOT NULL
+);
+-- Invitations to administer a channel (`Body::ChannelAdmin`), taken after the sync that
+-- brought them: the channel is followed, an admin key made and its public half sent back.
+CREATE TABLE channel_admin_invites (
+    channel_id  BLOB PRIMARY KEY,
+    group_id    BLOB NOT NULL,
+    link        TEXT NOT NULL,
+    received_at INTEGER NOT NULL
+);
+-- Who holds which admin key of a channel (said in its admin group, `Body::ChannelAdminKey`),
+-- and whether this profile invited them and has put their key in the roster.
+CREATE TABLE channel_admins (
+    channel_id    BLOB NOT NULL,
+    contact       BLOB NOT NULL,
+    key           BLOB,
+    invited_by_me INTEGER NOT NULL DEFAULT 0,
+    in_roster     INTEGER NOT NULL DEFAULT 0,
+    PRIMARY KEY (channel_id, contact)
 );
 CREATE TABLE channel_keys (
     channel_id BLOB NOT NULL,
@@ -45,4 +65,5 @@ CREATE TABLE channel_records (
 CREATE TRIGGER channel_rows_go_with_their_channel AFTER DELETE ON channels BEGIN
     DELETE FROM channel_keys WHERE channel_id = OLD.channel_id;
     DELETE FROM channel_records WHERE channel_id = OLD.channel_id;
+    DELETE FROM channel_admins WHERE channel_id = OLD.channel_id;
 END;

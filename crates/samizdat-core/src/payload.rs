@@ -135,6 +135,13 @@ pub enum Body {
     /// on the way — and a call whose invite it was fails with a clear line instead of ringing
     /// out unanswered.
     Unreadable { position: u64 },
+    /// In a channel's admin group (issue 34): the member `to` (a fingerprint) is asked to
+    /// administer the channel this link names (its key is in the link: it travels only here,
+    /// inside MLS).
+    ChannelAdmin { to: Bytes, link: String },
+    /// In a channel's admin group: the sender's admin key for `channel` (the public half of
+    /// a key made for this channel only). The admin who invited them adds it to the roster.
+    ChannelAdminKey { channel: Id, key: Bytes },
     /// A body of a kind this version does not know (a newer version sent it). Never sent.
     #[serde(other)]
     Unknown,

@@ -94,6 +94,7 @@ pub(crate) async fn store_record(
     if record.seq == 0 || !admins.is_empty() {
         check_signature(&record, &admins)?;
     }
+    crate::http::check_relay_storage(&state)?;
     let hash = auth::token_hash(&bytes);
     let new = NewRecord {
         channel,

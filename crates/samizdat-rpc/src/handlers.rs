@@ -847,3 +847,37 @@ pub(crate) async fn channel_leave(s: &Session, a: ChannelParams) -> RpcResult<Do
         Ok(Done { ok: true })
     })
 }
+
+pub(crate) async fn channel_admin_add(s: &Session, a: ChannelAdminParams) -> RpcResult<Done> {
+    on_profile!(s, |p| {
+        let id = channel_id(p, a.channel, a.channel_id)?;
+        let contact = contact_id(p, &a.contact)?;
+        p.channel_admin_add(&id, &contact).await?;
+        Ok(Done { ok: true })
+    })
+}
+
+pub(crate) async fn channel_admin_remove(s: &Session, a: ChannelAdminParams) -> RpcResult<Done> {
+    on_profile!(s, |p| {
+        let id = channel_id(p, a.channel, a.channel_id)?;
+        let contact = contact_id(p, &a.contact)?;
+        p.channel_admin_remove(&id, &contact).await?;
+        Ok(Done { ok: true })
+    })
+}
+
+pub(crate) async fn channel_admins(s: &Session, a: ChannelParams) -> RpcResult<Vec<ContactId>> {
+    on_profile!(s, |p| {
+        let id = channel_id(p, a.channel, a.channel_id)?;
+        p.channel_admin_contacts(&id)
+    })
+}
+
+pub(crate) async fn channel_rekey(s: &Session, a: ChannelParams) -> RpcResult<ChannelPosted> {
+    on_profile!(s, |p| {
+        let id = channel_id(p, a.channel, a.channel_id)?;
+        Ok(ChannelPosted {
+            seq: p.channel_rekey(&id).await?,
+        })
+    })
+}

@@ -336,6 +336,10 @@ methods! {
     "channel_read" => channel_read(ChannelParams) -> Vec<samizdat_core::ChannelPostView>, "A channel's posts, oldest first (marks them read unless `mark_read` is false).";
     "channel_sync" => channel_sync(ChannelParams) -> samizdat_core::ChannelSynced, "Read what is new in a channel now, from the first of its relays whose copy checks out (`faults` names the ones that did not).";
     "channel_mirror_add" => channel_mirror_add(ChannelMirrorParams) -> samizdat_core::ChannelView, "Copy a channel to another relay (`url`) and keep it filled; anyone who follows a channel may mirror it. An admin's link lists it.";
+    "channel_admin_add" => channel_admin_add(ChannelAdminParams) -> Done, "Ask a contact to administer a channel you are an admin of: they join its admin group (an MLS group, made on first use), make a key of their own and are added to the roster after their next sync and yours.";
+    "channel_admin_remove" => channel_admin_remove(ChannelAdminParams) -> Done, "Take an admin out of the roster (the relay and every reader refuse their records from then on) and out of the admin group.";
+    "channel_admins" => channel_admins(ChannelParams) -> Vec<ContactId>, "The contacts who hold an admin key of a channel (as said in its admin group); you are not listed.";
+    "channel_rekey" => channel_rekey(ChannelParams) -> ChannelPosted, "Rotate the channel key: followers read on (the new key is sealed under the old one); a link made from now on opens nothing posted before.";
     "channels" => channels(NoParams) -> Vec<samizdat_core::ChannelView>, "The channels you run or follow, with unread counts; `fault` says when a relay's copy last failed its check.";
     "channel_leave" => channel_leave(ChannelParams) -> Done, "Stop following a channel on this device (nothing is sent: no one learns you read it).";
     "sync" => sync(NoParams) -> Synced, "Fetch and process what arrived now.";

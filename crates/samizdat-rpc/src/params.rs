@@ -637,3 +637,14 @@ pub struct ChannelPosted {
     /// Its number in the channel (a post's number is how edits, deletes and pins name it).
     pub seq: u64,
 }
+
+#[derive(Debug, Default, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ChannelAdminParams {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub channel: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub channel_id: Option<samizdat_core::ChannelId>,
+    /// The contact (alias or id).
+    pub contact: String,
+}

@@ -432,6 +432,21 @@ pub enum ChannelCommand {
     },
     /// Stop following a channel on this device (nothing is sent).
     Leave { channel: String },
+    /// Manage a channel's admins (through its admin group).
+    #[command(subcommand)]
+    Admin(ChannelAdminCommand),
+    /// Rotate the channel key: followers read on; a link made after opens nothing before.
+    Rekey { channel: String },
+}
+
+#[derive(Debug, clap::Subcommand)]
+pub enum ChannelAdminCommand {
+    /// Ask a contact to administer the channel (added once their device made its key).
+    Add { channel: String, alias: String },
+    /// Take an admin out: their records are refused from then on.
+    Remove { channel: String, alias: String },
+    /// The contacts who administer the channel with you.
+    List { channel: String },
 }
 
 #[derive(Debug, clap::Subcommand)]
@@ -2262,6 +2277,42 @@ async fn channel_command(b: &mut Backend, cmd: ChannelCommand) -> Result<()> {
             if list.is_empty() && !json {
                 println!("no channels");
             }
+        }
+        ChannelCommand::Admin(ChannelAdminCommand::Add { channel, alias }) => {
+            b.channel_admin_add(rpc::ChannelAdminParams {
+                channel: Some(channel.clone()),
+                channel_id: None,
+                contact: alias.clone(),
+            })
+            .await?;
+            println!(
+                "asked {} to administer {}; they are added once their device has made its key (their next sync, then yours)",
+                safe(&alias),
+                safe(&channel)
+            );
+        }
+        ChannelCommand::Admin(ChannelAdminCommand::Remove { channel, alias }) => {
+            b.channel_admin_remove(rpc::ChannelAdminParams {
+                channel: Some(channel.clone()),
+                channel_id: None,
+                contact: alias.clone(),
+            })
+            .await?;
+            println!("{} no longer administers {}", safe(&alias), safe(&channel));
+        }
+        ChannelCommand::Admin(ChannelAdminCommand::List { channel }) => {
+            let ids = b.channel_admins(by_name(&channel)).await?;
+            let contacts = b.contacts(rpc::NoParams {}).await?;
+            for id in ids {
+                match contacts.iter().find(|c| c.id == id) {
+                    Some(c) => println!("{}", safe(&c.alias)),
+                    None => println!("{}", id.short()),
+                }
+            }
+        }
+        ChannelCommand::Rekey { channel } => {
+            b.channel_rekey(by_name(&channel)).await?;
+            println!("the key of {} changed; share its new link", safe(&channel));
         }
         ChannelCommand::Leave { channel } => {
             b.channel_leave(by_name(&channel)).await?;

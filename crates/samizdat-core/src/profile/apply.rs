@@ -84,6 +84,11 @@ impl Profile {
                 self.apply_call(conv, sender, p.sent_at, call_id, signal)?
             }
             Body::Unreadable { position } => self.apply_unreadable(conv, sender, position)?,
+            Body::ChannelAdmin { .. } if mine => {}
+            Body::ChannelAdmin { to, link } => self.apply_channel_admin(tx, conv, &to, &link)?,
+            Body::ChannelAdminKey { channel, key } => {
+                self.apply_channel_admin_key(tx, sender, &channel, &key)?
+            }
             // Our other devices' announcements are not news about a peer.
             Body::Profile { .. } if mine => {}
             Body::Profile {

@@ -252,9 +252,26 @@ impl Profile {
         self.channel_publish(id, Sealed::Pin { seq }).await
     }
 
-    /// Seal `what` under the channel's newest key, sign it as the next record, store it on the
-    /// home relay (re-chaining when another admin posted first), then on the mirrors.
+    /// Seal `what` under the channel's newest key and append it (see `channel_append`).
     async fn channel_publish(&mut self, id: &ChannelId, what: Sealed) -> Result<u64> {
+        self.channel_append(id, |_, key, channel| {
+            Ok((
+                RecordKind::Post,
+                Vec::new(),
+                crate::channel::seal(key, channel, &what)?,
+            ))
+        })
+        .await
+    }
+
+    /// Sign what `make` builds (from the chain's admins, the newest key and the channel id)
+    /// as the next record, store it on the home relay — building it again on the new head
+    /// when another admin appended first — then on the mirrors. Returns its number.
+    pub(super) async fn channel_append(
+        &mut self,
+        id: &ChannelId,
+        make: impl Fn(&[[u8; 32]], &ChannelKey, &Id) -> Result<(RecordKind, Vec<[u8; 32]>, Vec<u8>)>,
+    ) -> Result<u64> {
         for _ in 0..CHAIN_RETRIES {
             let ch = self.channel(id.id())?;
             let Some(pkcs8) = &ch.admin_key else {
@@ -267,22 +284,15 @@ impl Profile {
             let me: [u8; 32] = admin.public().try_into().unwrap_or([0; 32]);
             if !ch.chain.admins.contains(&me) {
                 return Err(Error::NotMember(format!(
-                    "this profile is no longer an admin of {}",
+                    "this profile is not an admin of {} (now)",
                     ch.name
                 )));
             }
             let key = self.channel_key(&ch.id, ch.key_epoch)?;
-            let body = crate::channel::seal(&key, &ch.id, &what)?;
+            let (kind, admins, body) = make(&ch.chain.admins, &key, &ch.id)?;
             let seq = ch.chain.seq + 1;
-            let record = crate::channel::sign_record(
-                &admin,
-                ch.id,
-                seq,
-                ch.chain.hash,
-                RecordKind::Post,
-                Vec::new(),
-                body,
-            )?;
+            let record =
+                crate::channel::sign_record(&admin, ch.id, seq, ch.chain.hash, kind, admins, body)?;
             let bytes = record.encode();
             let home = &ch.relays[0];
             match self
@@ -303,7 +313,7 @@ impl Profile {
                     code: ErrorCode::ChainConflict,
                     ..
                 }) => {
-                    // Another admin posted first: read their record, then chain onto it.
+                    // Another admin appended first: read their record, then chain onto it.
                     self.channel_sync(id).await?;
                 }
                 Err(e) => return Err(e),

@@ -22,6 +22,7 @@ mod actions;
 mod apply;
 mod attachments;
 mod calls;
+mod channel_admins;
 mod channels;
 pub(crate) use attachments::PendingFile;
 mod archive;

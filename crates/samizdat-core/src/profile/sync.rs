@@ -21,6 +21,7 @@ impl Profile {
         self.sync_devices_and_repairs().await?;
         self.send_receipts_quietly().await;
         self.finish_calls_quietly().await;
+        self.channel_admin_work_quietly().await;
         self.sync_channels_quietly().await;
         match home_down {
             Some(e) => Err(e),

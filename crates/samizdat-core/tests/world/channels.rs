@@ -457,3 +457,130 @@ fn a_running_service_gets_posts_pushed() {
         assert_eq!(posts[0].text, text);
     });
 }
+
+/// Several admins through the MLS group of admins: alice asks bob to administer her channel;
+/// after his sync (he joins the admin group, makes his own key, says it) and hers (she signs
+/// the roster), bob posts and carol reads it; alice then removes him and his next post is
+/// refused.
+#[test]
+fn admins_add_and_remove_admins_through_their_mls_group() {
+    run(async {
+        let mut w = World::new().await;
+        let mut alice = w.person("alice").await;
+        let mut bob = w.person("bob").await;
+        let mut carol = w.person("carol").await;
+        w.connect(&mut alice, &mut bob).await;
+        let ch = alice
+            .profile
+            .channel_create("Two Voices", "")
+            .await
+            .expect("a channel");
+        let link = alice.profile.channel_link(&ch).expect("a link");
+        carol
+            .profile
+            .channel_follow(&link)
+            .await
+            .expect("carol follows");
+
+        let bob_id = alice.contact(&bob.display);
+        alice
+            .profile
+            .channel_admin_add(&ch, &bob_id)
+            .await
+            .expect("bob is asked");
+        bob.sync().await; // joins the admin group, takes the invitation, says his key
+        alice.sync().await; // signs the roster with bob's key in it
+        bob.sync().await; // reads the roster
+        let view = bob.profile.channel_view(&ch).expect("bob has the channel");
+        assert!(view.admin, "bob is an admin now: {view:?}");
+        assert_eq!(view.admins, 2);
+        assert_eq!(
+            alice.profile.channel_admin_contacts(&ch).expect("admins"),
+            vec![bob_id]
+        );
+
+        let from_bob = w.text("bob posts to the channel");
+        bob.profile
+            .channel_post(&ch, &from_bob)
+            .await
+            .expect("bob posts");
+        let from_alice = w.text("and alice after him");
+        alice
+            .profile
+            .channel_post(&ch, &from_alice)
+            .await
+            .expect("alice posts on top of bob's");
+        carol.profile.channel_sync(&ch).await.expect("carol reads");
+        assert_eq!(
+            texts(&carol.profile, &ch),
+            vec![from_bob.clone(), from_alice.clone()]
+        );
+
+        alice
+            .profile
+            .channel_admin_remove(&ch, &bob_id)
+            .await
+            .expect("bob is removed");
+        let refused = bob.profile.channel_post(&ch, "still here?").await;
+        assert!(matches!(refused, Err(Error::NotMember(_))), "{refused:?}");
+        assert!(!bob.profile.channel_view(&ch).expect("the channel").admin);
+        carol.profile.channel_sync(&ch).await.expect("carol reads");
+        assert_eq!(
+            carol.profile.channel_view(&ch).expect("the channel").admins,
+            1
+        );
+        assert_eq!(texts(&carol.profile, &ch), vec![from_bob, from_alice]);
+        w.assert_no_plaintext();
+    });
+}
+
+/// A key rotation: the follower who had the old link reads on; someone who gets the link
+/// made after it reads what is posted after it (and the channel's name), nothing before.
+#[test]
+fn after_a_key_rotation_old_followers_read_on_and_a_new_link_opens_only_what_follows() {
+    run(async {
+        let mut w = World::new().await;
+        let mut alice = w.person("alice").await;
+        let mut bob = w.person("bob").await;
+        let mut dave = w.person("dave").await;
+        let ch = alice
+            .profile
+            .channel_create("Rotating", "keys change")
+            .await
+            .expect("a channel");
+        let old_link = alice.profile.channel_link(&ch).expect("a link");
+        bob.profile
+            .channel_follow(&old_link)
+            .await
+            .expect("bob follows");
+        let before = w.text("before the rotation");
+        alice
+            .profile
+            .channel_post(&ch, &before)
+            .await
+            .expect("posted");
+        alice.profile.channel_rekey(&ch).await.expect("rotated");
+        let new_link = alice.profile.channel_link(&ch).expect("a link");
+        assert_ne!(new_link, old_link);
+        let after = w.text("after the rotation");
+        alice
+            .profile
+            .channel_post(&ch, &after)
+            .await
+            .expect("posted");
+        bob.profile.channel_sync(&ch).await.expect("bob reads");
+        assert_eq!(
+            texts(&bob.profile, &ch),
+            vec![before.clone(), after.clone()]
+        );
+        dave.profile
+            .channel_follow(&new_link)
+            .await
+            .expect("dave follows");
+        assert_eq!(texts(&dave.profile, &ch), vec![after]);
+        assert_eq!(
+            dave.profile.channel_view(&ch).expect("the channel").name,
+            "Rotating"
+        );
+    });
+}
