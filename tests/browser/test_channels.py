@@ -92,6 +92,36 @@ def test_create_post_follow_read_in_both_languages(browser, workdir, shots):
             time.sleep(0.3)
         expect(bob.locator("ol.posts .post.pinned .text")).to_have_text("The bridge is closed until noon.")
 
+        # Alice makes bob an admin: he joins the admin group, his device makes its key, hers
+        # signs the roster (both services do it on their own); then bob can post.
+        alice.goto(alice_app.base + "/channels")
+        alice.locator("ul.channels a").first.click()
+        expect(alice.locator(".card", has_text="You are the only admin.")).to_be_visible()
+        alice.select_option("#admin-contact", label="Bob")
+        alice.click("form[action$='/admins'] button[type=submit]")
+        expect(alice.locator("body")).to_have_attribute("data-page", "channel", timeout=LONG)
+        deadline = time.time() + LONG / 1000
+        while time.time() < deadline:
+            bob.goto(bob_app.base + "/channels")
+            bob.locator("ul.channels a").first.click()
+            if bob.locator("form.composer").count() == 1:
+                break
+            time.sleep(0.5)
+        expect(bob.locator("form.composer")).to_have_count(1)
+        shoot(bob, shots, "channel-second-admin", "en")
+        bob.fill("#post-text", "A report from the river bank.")
+        bob.click("form.composer button[type=submit]")
+        expect(bob.locator("ol.posts .post .text").nth(1)).to_have_text("A report from the river bank.", timeout=LONG)
+        alice.goto(alice_app.base + "/channels")
+        alice.locator("ul.channels a").first.click()
+        deadline = time.time() + LONG / 1000
+        while time.time() < deadline and "river bank" not in alice.locator("ol.posts").inner_text():
+            time.sleep(0.5)
+            alice.reload()
+        expect(alice.locator("ol.posts")).to_contain_text("A report from the river bank.")
+        expect(alice.locator(".card", has_text="Admins").locator(".name")).to_have_text(["Bob"])
+        shoot(alice, shots, "channel-admins", "en")
+
         # Russian: every channel screen, no English sentence of the app's own.
         set_lang(bob, bob_app.base, "ru")
         bob.goto(bob_app.base + "/channels")
@@ -109,6 +139,7 @@ def test_create_post_follow_read_in_both_languages(browser, workdir, shots):
         alice.goto(alice_app.base + "/channels")
         alice.locator("ul.channels a").first.click()
         expect(alice.locator("h1 .badge")).to_have_text("администратор")
+        assert "Администраторы" in alice.locator("body").inner_text()
         found = english_sentences(user_free_text(alice))
         assert not found, f"English on the Russian admin page: {found}"
         shoot(alice, shots, "channel-admin", "ru")

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use axum::extract::{Path, State};
 use axum::response::Response;
 use maud::{Markup, html};
-use samizdat_core::{ChannelId, ChannelPostView, ChannelView};
+use samizdat_core::{ChannelId, ChannelPostView, ChannelView, ContactId, ContactView};
 use samizdat_rpc::{self as rpc, Api, NoParams};
 
 use super::pages::{self, Ctx, error_box, layout};
@@ -131,16 +131,77 @@ async fn channel_page(app: &App, c: &Ctx<'_>, id: ChannelId, error: Option<&str>
         let list = app.channels(NoParams {}).await?;
         let posts = app.channel_read(by_id(id)).await?;
         let link = app.channel_link(by_id(id)).await?;
-        Ok::<_, rpc::RpcError>((list, posts, link.link))
+        let admins = app.channel_admins(by_id(id)).await?;
+        let contacts = app.contacts(NoParams {}).await?;
+        Ok::<_, rpc::RpcError>((list, posts, link.link, admins, contacts))
     }
     .await
     .map_err(CallError::from);
     match got {
-        Ok((list, posts, link)) => match list.into_iter().find(|ch| ch.id == id) {
-            Some(ch) => page(channel_markup(c, &ch, &posts, &link, error)),
-            None => fail(c, &not_found()),
-        },
+        Ok((list, posts, link, admins, contacts)) => {
+            match list.into_iter().find(|ch| ch.id == id) {
+                Some(ch) => {
+                    let people = Admins {
+                        admins: &admins,
+                        contacts: &contacts,
+                    };
+                    page(channel_markup(c, &ch, &posts, &link, &people, error))
+                }
+                None => fail(c, &not_found()),
+            }
+        }
         Err(e) => fail(c, &e),
+    }
+}
+
+/// Who administers the channel with this profile, and the contacts who could.
+struct Admins<'a> {
+    admins: &'a [ContactId],
+    contacts: &'a [ContactView],
+}
+
+fn admins_markup(c: &Ctx<'_>, base: &str, people: &Admins<'_>) -> Markup {
+    let name = |id: &ContactId| {
+        people
+            .contacts
+            .iter()
+            .find(|k| k.id == *id)
+            .map(|k| k.shown_as.clone())
+            .unwrap_or_else(|| id.short())
+    };
+    let others: Vec<&ContactView> = people
+        .contacts
+        .iter()
+        .filter(|k| !people.admins.contains(&k.id))
+        .collect();
+    html! {
+        section.card {
+            h2 { (c.tr("channel-admins-title")) }
+            p.muted { (c.tr("channel-admins-help")) }
+            @if people.admins.is_empty() { p.muted { (c.tr("channel-admins-only-you")) } }
+            ul.channels {
+                @for a in people.admins {
+                    li {
+                        span.name { (name(a)) }
+                        form.inline method="post" action=(format!("{base}/admins/remove")) {
+                            (c.csrf_field())
+                            input type="hidden" name="contact" value=(a);
+                            button.link type="submit" { (c.tr("channel-admin-remove")) }
+                        }
+                    }
+                }
+            }
+            @if !others.is_empty() {
+                form method="post" action=(format!("{base}/admins")) {
+                    (c.csrf_field())
+                    label for="admin-contact" { (c.tr("field-admin-contact")) }
+                    select #admin-contact name="contact" {
+                        @for k in &others { option value=(k.id) { (k.shown_as) } }
+                    }
+                    button type="submit" { (c.tr("channel-admin-add")) }
+                }
+            }
+        }
     }
 }
 
@@ -149,6 +210,7 @@ fn channel_markup(
     ch: &ChannelView,
     posts: &[ChannelPostView],
     link: &str,
+    people: &Admins<'_>,
     error: Option<&str>,
 ) -> Markup {
     let base = format!("/ch/{}", ch.id);
@@ -202,6 +264,7 @@ fn channel_markup(
                     }
                 }
             }
+            @if ch.admin { (admins_markup(c, &base, people)) }
             section.card {
                 h2 { (c.tr("channel-link-title")) }
                 p.muted { (c.tr("channel-link-help")) }
@@ -309,4 +372,36 @@ fn not_found() -> CallError {
         kind: Some("not_found".into()),
         message: "no such channel".into(),
     }
+}
+
+/// `POST /ch/{id}/admins` (add) and `/ch/{id}/admins/remove`.
+pub(super) async fn admins(
+    State(app): State<Arc<App>>,
+    Path(id): Path<ChannelId>,
+    form: Posted,
+) -> Response {
+    change_admins(app, id, form, true).await
+}
+
+pub(super) async fn admins_remove(
+    State(app): State<Arc<App>>,
+    Path(id): Path<ChannelId>,
+    form: Posted,
+) -> Response {
+    change_admins(app, id, form, false).await
+}
+
+async fn change_admins(app: Arc<App>, id: ChannelId, form: Posted, add: bool) -> Response {
+    let (r, f) = form.open(&app);
+    let params = rpc::ChannelAdminParams {
+        channel: None,
+        channel_id: Some(id),
+        contact: f.get("contact").unwrap_or("").to_string(),
+    };
+    let done = if add {
+        app.channel_admin_add(params).await
+    } else {
+        app.channel_admin_remove(params).await
+    };
+    after(&app, &r.ctx, id, done.map(|_| ()).map_err(CallError::from)).await
 }

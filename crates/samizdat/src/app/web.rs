@@ -82,6 +82,11 @@ pub fn router(app: Arc<App>) -> Router {
         .route("/ch/{id}/post", post(super::channels::post))
         .route("/ch/{id}/mirror", post(super::channels::mirror))
         .route("/ch/{id}/leave", post(super::channels::leave))
+        .route("/ch/{id}/admins", post(super::channels::admins))
+        .route(
+            "/ch/{id}/admins/remove",
+            post(super::channels::admins_remove),
+        )
         .route("/ch/{id}/p/{seq}/{action}", post(super::channels::act))
         .route("/settings", get(settings))
         .route("/settings/lang", post(settings_lang))
