@@ -9,7 +9,9 @@
 //! are sealed for whoever lacks the link's key.
 
 use std::collections::HashMap;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
+
+use axum::extract::ws::Utf8Bytes;
 
 use axum::body::Body;
 use axum::extract::{Path, State};
@@ -324,5 +326,55 @@ impl SegmentCache {
 
     fn lock(&self) -> std::sync::MutexGuard<'_, CacheInner> {
         self.inner.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+/// The `channel_record` frames of fresh records, encoded once per relay process: when a
+/// record lands, every follower's connection wakes and needs the same frame. The first to ask
+/// reads the record (one store read per process, not one per follower) and encodes it; the
+/// others wait for that and share it. Bounded: it starts over past `CAPACITY` records.
+#[derive(Default)]
+pub struct PushFrames {
+    frames: Mutex<HashMap<(Id, u64), Arc<tokio::sync::OnceCell<Option<Utf8Bytes>>>>>,
+}
+
+impl PushFrames {
+    pub const CAPACITY: usize = 4096;
+
+    /// Record `seq` of `channel` as a text frame; `None` if the relay does not hold it (yet).
+    pub(crate) async fn frame(
+        &self,
+        state: &AppState,
+        channel: Id,
+        seq: u64,
+    ) -> Result<Option<Utf8Bytes>, crate::store::StoreError> {
+        let cell = {
+            let mut frames = self.frames.lock().unwrap_or_else(|p| p.into_inner());
+            if frames.len() >= Self::CAPACITY {
+                frames.clear();
+            }
+            frames.entry((channel, seq)).or_default().clone()
+        };
+        let frame = cell
+            .get_or_try_init(|| async {
+                state.metrics.push_reads.increment(1);
+                let mut records = state.store.read_channel(channel, seq, seq).await?;
+                Ok::<_, crate::store::StoreError>(records.pop().map(|record| {
+                    let frame = samizdat_proto::ServerFrame::ChannelRecord {
+                        channel_id: channel,
+                        seq,
+                        record: samizdat_proto::Bytes(record),
+                    };
+                    Utf8Bytes::from(serde_json::to_string(&frame).unwrap_or_default())
+                }))
+            })
+            .await?
+            .clone();
+        if frame.is_none() {
+            // Not stored yet: ask the store again next time.
+            let mut frames = self.frames.lock().unwrap_or_else(|p| p.into_inner());
+            frames.remove(&(channel, seq));
+        }
+        Ok(frame)
     }
 }

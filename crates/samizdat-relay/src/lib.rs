@@ -148,6 +148,8 @@ pub(crate) struct AppState {
     pub turn: Option<Arc<turn::Turn>>,
     /// Full channel segments served from memory (see `channels::SegmentCache`).
     pub segments: Arc<channels::SegmentCache>,
+    /// Fresh channel records as pushed frames, read and encoded once per process.
+    pub push_frames: Arc<channels::PushFrames>,
 }
 
 /// Create `dir` (and its parents) if needed and make it readable by the relay's account only
@@ -319,6 +321,7 @@ impl Relay {
             shutdown: stop_rx.clone(),
             tokens: Arc::default(),
             segments: Arc::default(),
+            push_frames: Arc::default(),
             forwarded: serve::ConnectionCaps::new(
                 limits.max_connections,
                 limits.max_connections_per_ip,

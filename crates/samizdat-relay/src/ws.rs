@@ -665,34 +665,28 @@ impl Conn {
             .filter(|id| only.is_none_or(|o| o == *id))
             .collect();
         for id in channels {
+            // Record by record through the process's shared frames: a fresh record is read
+            // and encoded once for all its followers here (a follower catching up from far
+            // behind makes one read per record; followers read segments to catch up).
+            let mut sent = 0;
             while let Some(after) = self.channels.get(&id).copied() {
-                self.state.metrics.push_reads.increment(1);
-                let from = after.saturating_add(1);
-                let to = from.saturating_add(limit as u64 - 1);
-                let records = match self.state.store.read_channel(id, from, to).await {
-                    Ok(r) => r,
+                if sent >= limit {
+                    break;
+                }
+                let seq = after.saturating_add(1);
+                let push_frames = self.state.push_frames.clone();
+                match push_frames.frame(&self.state, id, seq).await {
+                    Ok(Some(frame)) => {
+                        self.channels.insert(id, seq);
+                        send_message(sink, Message::Text(frame)).await?;
+                        self.state.metrics.pushed_frames.increment(1);
+                        sent += 1;
+                    }
+                    Ok(None) => break,
                     Err(e) => {
                         send(sink, &error_frame(e.into(), Some(id))).await?;
                         break;
                     }
-                };
-                let n = records.len();
-                for (i, record) in records.into_iter().enumerate() {
-                    let seq = from + i as u64;
-                    self.channels.insert(id, seq);
-                    send(
-                        sink,
-                        &ServerFrame::ChannelRecord {
-                            channel_id: id,
-                            seq,
-                            record: proto::Bytes(record),
-                        },
-                    )
-                    .await?;
-                    self.state.metrics.pushed_frames.increment(1);
-                }
-                if n < limit {
-                    break;
                 }
             }
         }
