@@ -16,7 +16,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use anyhow::{Context, Result, anyhow};
 use futures_util::{SinkExt, StreamExt};
 use samizdat_core::Profile;
-use samizdat_proto::{ClientFrame, ServerFrame};
+use samizdat_proto::ClientFrame;
 use serde_json::json;
 use tokio_tungstenite::tungstenite::Message;
 
@@ -104,20 +104,19 @@ pub async fn followers(a: FollowersArgs) -> Result<Report> {
             if ws.send(Message::Text(text.into())).await.is_err() {
                 return;
             }
+            // The first text frame after subscribing is `subscribed`; the next `channel_record`
+            // is the post (the follower subscribed at the head). Recognised without a JSON parse:
+            // the generators share the machine with the relays they measure.
             let mut subscribed = false;
             while let Some(Ok(m)) = ws.next().await {
                 let Message::Text(t) = m else { continue };
-                match serde_json::from_str::<ServerFrame>(t.as_str()) {
-                    Ok(ServerFrame::Subscribed { .. }) if !subscribed => {
-                        subscribed = true;
-                        drop(held.take());
-                        let _ = ready.send(()).await;
-                    }
-                    Ok(ServerFrame::ChannelRecord { seq, .. }) if seq > a.after => {
-                        let _ = got.send(unix_ns()).await;
-                        break;
-                    }
-                    _ => {}
+                if !subscribed && t.as_str().contains("\"subscribed\"") {
+                    subscribed = true;
+                    drop(held.take());
+                    let _ = ready.send(()).await;
+                } else if subscribed && t.as_str().starts_with("{\"type\":\"channel_record\"") {
+                    let _ = got.send(unix_ns()).await;
+                    break;
                 }
             }
             // Hold the socket until the parent is done (closing it is not the benchmark).
@@ -249,12 +248,22 @@ pub async fn run(a: ChannelArgs) -> Result<Report> {
         .iter()
         .map(|r| crate::util::rss_kib(r.pid()).unwrap_or(0))
         .sum();
+    let cpu_before: Vec<Duration> = relays
+        .iter()
+        .map(|r| crate::util::cpu_time(r.pid()).unwrap_or_default())
+        .collect();
+    let gen_pids: Vec<u32> = gens.iter().map(|(c, _, _)| c.id()).collect();
+    let gen_cpu_before: Vec<Duration> = gen_pids
+        .iter()
+        .map(|p| crate::util::cpu_time(*p).unwrap_or_default())
+        .collect();
     let t0 = unix_ns();
     admin
         .channel_post(&ch, "the one post every follower gets")
         .await?;
     let mut lat_ms = Vec::new();
-    for (mut child, lines, _) in gens {
+    let mut waits = Vec::new();
+    for (child, lines, _) in gens {
         let arrivals = tokio::task::block_in_place(|| {
             let mut v = Vec::new();
             for line in lines {
@@ -271,6 +280,30 @@ pub async fn run(a: ChannelArgs) -> Result<Report> {
                 .into_iter()
                 .map(|ns| ns.saturating_sub(t0) as f64 / 1e6),
         );
+        waits.push(child);
+    }
+    // CPU the push cost: the relays' and the load generators' (they share these cores).
+    let relay_cpu: f64 = relays
+        .iter()
+        .zip(&cpu_before)
+        .map(|(r, b)| {
+            crate::util::cpu_time(r.pid())
+                .unwrap_or_default()
+                .saturating_sub(*b)
+                .as_secs_f64()
+        })
+        .sum();
+    let gen_cpu: f64 = gen_pids
+        .iter()
+        .zip(&gen_cpu_before)
+        .map(|(p, b)| {
+            crate::util::cpu_time(*p)
+                .unwrap_or_default()
+                .saturating_sub(*b)
+                .as_secs_f64()
+        })
+        .sum();
+    for mut child in waits {
         let _ = child.wait();
     }
     let delivered = lat_ms.len();
@@ -287,6 +320,7 @@ pub async fn run(a: ChannelArgs) -> Result<Report> {
          new follower catching up on {} posts: {:.2} s p50 of {} (goal < 2 s)\n\
          cached segment reads: {:.0}/s, {:.1} MB/s, p50 {:.2} ms, p99 {:.2} ms ({} readers, {} s; goal ≥ 10,000/s)\n\
          one post to {} online followers: delivered to {}, p50 {:.0} ms, p99 {:.0} ms, max {:.0} ms (goal p99 < 2 s)\n\
+         CPU of that push: relays {:.2} s, load generators {:.2} s (on {} cores)\n\
          relay memory with the followers subscribed: {:.1} MiB ({:.1} KiB per follower)",
         relays.len(),
         if relays.len() == 1 { "" } else { "es" },
@@ -312,6 +346,9 @@ pub async fn run(a: ChannelArgs) -> Result<Report> {
         p50,
         p99,
         max,
+        relay_cpu,
+        gen_cpu,
+        std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1),
         rss_before as f64 / 1024.0,
         rss_before as f64 / a.followers.max(1) as f64,
     );
@@ -331,6 +368,8 @@ pub async fn run(a: ChannelArgs) -> Result<Report> {
             "push_ms_p50": p50,
             "push_ms_p99": p99,
             "push_ms_max": max,
+            "push_relay_cpu_s": relay_cpu,
+            "push_generator_cpu_s": gen_cpu,
             "relay_rss_kib": rss_before,
         }),
     })
