@@ -348,7 +348,9 @@ pub async fn run(a: ChannelArgs) -> Result<Report> {
         max,
         relay_cpu,
         gen_cpu,
-        std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1),
+        std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(1),
         rss_before as f64 / 1024.0,
         rss_before as f64 / a.followers.max(1) as f64,
     );

@@ -1297,7 +1297,7 @@ mod tests {
         assert_eq!(kept, 1, "the copy is the database before the migration");
 
         let conn = Connection::open(dir.path().join("relay.db")).unwrap();
-        assert_eq!(version(&conn), 4);
+        assert_eq!(version(&conn), 5);
         let (body, moved): (Vec<u8>, Vec<u8>) = conn
             .query_row(
                 "SELECT body, request_id FROM entries WHERE group_id = ?1 AND seq = 1",
