@@ -538,9 +538,9 @@ impl Profile {
     /// Every channel, quietly: for the periodic sync (a channel whose relays are all down
     /// waits for the next one).
     pub(crate) async fn sync_channels_quietly(&mut self) {
-        let ids: Vec<ChannelId> = match self.channels() {
-            Ok(list) => list.into_iter().map(|c| c.id).collect(),
-            Err(_) => return,
+        // Only the ids: building each channel's view (counts) every sync is work for no one.
+        let Ok(ids) = self.channel_ids() else {
+            return;
         };
         for id in ids {
             if let Err(e) = self.channel_sync(&id).await {
@@ -799,6 +799,14 @@ impl Profile {
 
     /// The channels this profile runs or follows, by name.
     pub fn channels(&self) -> Result<Vec<ChannelView>> {
+        self.channel_ids()?
+            .iter()
+            .map(|id| self.channel_view(id))
+            .collect()
+    }
+
+    /// Every channel's id, by name.
+    fn channel_ids(&self) -> Result<Vec<ChannelId>> {
         let ids: Vec<Vec<u8>> = {
             let conn = self.db.conn();
             let mut stmt =
@@ -806,9 +814,7 @@ impl Profile {
             let rows = stmt.query_map([], |r| r.get(0))?;
             rows.collect::<rusqlite::Result<_>>()?
         };
-        ids.iter()
-            .map(|id| self.channel_view(&ChannelId::from_slice(id)?))
-            .collect()
+        ids.iter().map(|id| ChannelId::from_slice(id)).collect()
     }
 
     /// One channel in the list.

@@ -651,13 +651,15 @@ impl Store for MemoryStore {
     }
 
     async fn read_channel(&self, channel: Id, from: u64, to: u64) -> Result<Vec<Vec<u8>>> {
+        if to < from {
+            return Ok(Vec::new());
+        }
         self.read(|s| {
             Ok(s.channels
                 .get(&channel)
                 .map(|c| {
                     c.records
-                        .range(from..=to.max(from))
-                        .filter(|(seq, _)| **seq <= to)
+                        .range(from..=to)
                         .map(|(_, (_, r))| r.clone())
                         .collect()
                 })
