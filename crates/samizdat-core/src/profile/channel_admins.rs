@@ -53,6 +53,20 @@ impl Profile {
         )?;
         let link = self.channel_link(id)?;
         let conv = self.conv(&group)?;
+        // Our own key first, at every invitation: a member who joins the group now cannot read
+        // what was said before, so this is how the newcomer learns who holds the inviter's key
+        // (the keys of admins added before it, it learns only if they say theirs again).
+        if let Some(pkcs8) = self.channel_admin_pkcs8(id)? {
+            let own = MailboxKey::from_pkcs8(&pkcs8)?.public();
+            self.send_body(
+                &conv,
+                Body::ChannelAdminKey {
+                    channel: *id.as_proto(),
+                    key: Bytes(own),
+                },
+            )
+            .await?;
+        }
         self.send_body(
             &conv,
             Body::ChannelAdmin {
@@ -149,6 +163,15 @@ impl Profile {
         .collect()
     }
 
+    fn channel_admin_pkcs8(&self, id: &ChannelId) -> Result<Option<zeroize::Zeroizing<Vec<u8>>>> {
+        let k: Option<Vec<u8>> = self.db.conn().query_row(
+            "SELECT admin_key FROM channels WHERE channel_id = ?1",
+            params![id.as_bytes()],
+            |r| r.get(0),
+        )?;
+        Ok(k.map(zeroize::Zeroizing::new))
+    }
+
     fn channel_admin_group(&self, id: &ChannelId) -> Result<Option<ConversationId>> {
         let g: Option<Vec<u8>> = self.db.conn().query_row(
             "SELECT admin_group FROM channels WHERE channel_id = ?1",
@@ -187,7 +210,8 @@ impl Profile {
         channel: &Id,
         key: &Bytes,
     ) -> Result<()> {
-        if key.0.len() != 32 {
+        // Our own key is not news (and we are not listed among the others).
+        if key.0.len() != 32 || *sender == self.fingerprint {
             return Ok(());
         }
         let known: i64 = tx.conn().query_row(

@@ -160,7 +160,7 @@ struct Admins<'a> {
     contacts: &'a [ContactView],
 }
 
-fn admins_markup(c: &Ctx<'_>, base: &str, people: &Admins<'_>) -> Markup {
+fn admins_markup(c: &Ctx<'_>, base: &str, admins: usize, people: &Admins<'_>) -> Markup {
     let name = |id: &ContactId| {
         people
             .contacts
@@ -178,7 +178,7 @@ fn admins_markup(c: &Ctx<'_>, base: &str, people: &Admins<'_>) -> Markup {
         section.card {
             h2 { (c.tr("channel-admins-title")) }
             p.muted { (c.tr("channel-admins-help")) }
-            @if people.admins.is_empty() { p.muted { (c.tr("channel-admins-only-you")) } }
+            @if admins <= 1 { p.muted { (c.tr("channel-admins-only-you")) } }
             ul.channels {
                 @for a in people.admins {
                     li {
@@ -264,7 +264,7 @@ fn channel_markup(
                     }
                 }
             }
-            @if ch.admin { (admins_markup(c, &base, people)) }
+            @if ch.admin { (admins_markup(c, &base, ch.admins, people)) }
             section.card {
                 h2 { (c.tr("channel-link-title")) }
                 p.muted { (c.tr("channel-link-help")) }
