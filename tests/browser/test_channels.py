@@ -1,6 +1,7 @@
 """Channels in the app (issue 34): alice creates a channel and posts; bob follows it from the
 link she shares and reads, with unread counts; a new post reaches bob's service by the relay's
-push; bob cannot post; alice pins and deletes; every screen in English and in Russian, with
+push; bob cannot post; alice pins and deletes; alice posts a photo, bob sees it inline and
+saves it; every screen in English and in Russian, with
 screenshots in target/screenshots/."""
 
 import time
@@ -8,7 +9,7 @@ import time
 from playwright.sync_api import expect
 
 from test_app import LONG, english_sentences, shoot
-from test_everyday import pair, set_lang
+from test_everyday import pair, photo_bytes, set_lang
 
 
 def user_free_text(page):
@@ -121,6 +122,33 @@ def test_create_post_follow_read_in_both_languages(browser, workdir, shots):
         expect(alice.locator("ol.posts")).to_contain_text("A report from the river bank.")
         expect(alice.locator(".card", has_text="Admins").locator(".name")).to_have_text(["Bob"])
         shoot(alice, shots, "channel-admins", "en")
+
+        # A photo with a caption: encrypted, uploaded for the channel, its thumbnail carried in
+        # the post; bob sees it inline and saves the photo itself (a JPEG, cleaned of metadata).
+        alice.set_input_files(
+            "#channel-file",
+            files=[{"name": "bridge.jpg", "mimeType": "image/jpeg", "buffer": photo_bytes(640, 480)}],
+        )
+        alice.fill("#channel-caption", "The bridge at noon.")
+        alice.click("#channel-attach button[type=submit]")
+        expect(alice.locator("ol.posts .post img")).to_have_count(1, timeout=LONG)
+        deadline = time.time() + LONG / 1000
+        while time.time() < deadline:
+            bob.goto(bob_app.base + "/channels")
+            bob.locator("ul.channels a").first.click()
+            if bob.locator("ol.posts .post img").count() == 1:
+                break
+            time.sleep(0.5)
+        photo = bob.locator("ol.posts .post", has_text="The bridge at noon.")
+        expect(photo.locator("img")).to_be_visible()
+        assert bob.evaluate("() => document.querySelector('ol.posts .post img').naturalWidth") > 0
+        expect(photo.locator(".file-name")).to_have_text("bridge.jpg")
+        with bob.expect_download(timeout=LONG) as dl:
+            photo.locator(".file-save").click()
+        assert dl.value.suggested_filename == "bridge.jpg", dl.value.suggested_filename
+        with open(dl.value.path(), "rb") as f:
+            assert f.read(3) == b"\xff\xd8\xff"
+        shoot(bob, shots, "channel-photo", "en")
 
         # Russian: every channel screen, no English sentence of the app's own.
         set_lang(bob, bob_app.base, "ru")

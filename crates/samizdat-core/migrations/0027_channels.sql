@@ -57,6 +57,8 @@ CREATE TABLE channel_records (
     -- post, info, edit, delete, pin, rekey, roster, unreadable
     kind       TEXT NOT NULL,
     text       TEXT,
+    -- A post's file: JSON {file, copies} (its key, digest, thumbnail and where its copies are).
+    file       TEXT,
     posted_at  INTEGER,
     edited     INTEGER NOT NULL DEFAULT 0,
     deleted    INTEGER NOT NULL DEFAULT 0,

@@ -124,11 +124,19 @@ impl ChannelLink {
 pub enum Sealed {
     /// The genesis: the channel's name and description.
     Info { name: String, about: String },
-    /// A post.
+    /// A post, with a photo or file if it has one.
     Text {
         text: String,
         /// When the admin posted it (Unix seconds, the admin's clock).
         at: u64,
+        /// The file: its key, digest and thumbnail, and the home relay's copy (`relay`,
+        /// `blob`), a blob an admin vouched for (`x-samizdat-channel`).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        file: Option<crate::payload::Attachment>,
+        /// The same encrypted bytes on the channel's mirrors, tried in order after the home
+        /// relay's copy.
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        copies: Vec<FileCopy>,
     },
     /// The text of post `seq` is now `text`.
     Edit { seq: u64, text: String },
@@ -140,6 +148,16 @@ pub enum Sealed {
     /// before, so whoever could read goes on reading; a link made after carries only it).
     Rekey { epoch: u32, key: Bytes },
 }
+
+/// Where a copy of a post's file is: a relay of the channel and the blob there.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FileCopy {
+    pub relay: String,
+    pub blob: Id,
+}
+
+/// Most copies of one file a post names.
+pub const MAX_FILE_COPIES: usize = 8;
 
 fn aad(channel: &Id, epoch: u32) -> Vec<u8> {
     let mut a = b"samizdat-channel-post\n".to_vec();
@@ -353,6 +371,8 @@ mod tests {
         let post = Sealed::Text {
             text: "hello readers".into(),
             at: 5,
+            file: None,
+            copies: Vec::new(),
         };
         let sealed = seal(&key, &ch, &post).unwrap();
         assert!(!sealed.windows(5).any(|w| w == b"hello"));

@@ -78,6 +78,11 @@ impl TestRelay {
         let relay = Relay::start(Config {
             listen: listen.into(),
             data: data.to_path_buf(),
+            // The free-disk floor would watch the test machine's shared disk.
+            limits: samizdat_proto::Limits {
+                min_free_disk_percent: 0,
+                ..Default::default()
+            },
             ..Config::default()
         })
         .await

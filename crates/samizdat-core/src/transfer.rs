@@ -154,12 +154,8 @@ impl ClientHandle {
         caption: &str,
         how: &SendFile,
     ) -> Result<MessageId> {
-        let Outgoing {
-            size,
-            name,
-            cleaned,
-            image,
-        } = outgoing(path, how)?;
+        let out = outgoing(path, how)?;
+        let size = out.size;
         if how
             .voice_ms
             .is_some_and(|ms| ms > crate::payload::MAX_VOICE_MS)
@@ -185,67 +181,11 @@ impl ClientHandle {
             Err(Error::RelayUnreachable(_)) => None,
             Err(e) => return Err(e),
         };
-        let tmp = dir.join(format!("upload-{}.part", random_id()));
-        let src = path.to_path_buf();
-        let dst = tmp.clone();
-        let (sealed, thumbnail) = tokio::task::spawn_blocking(move || {
-            // A photo's thumbnail, from the cleaned bytes (or, sent with its metadata, from
-            // the file): a new JPEG, which carries none.
-            let thumbnail = match &cleaned {
-                Some(clean) => crate::thumbnail::make(clean),
-                None if image => std::fs::read(&src)
-                    .ok()
-                    .and_then(|b| crate::thumbnail::make(&b)),
-                None => None,
-            };
-            let sealed = match cleaned {
-                Some(clean) => attachment::encrypt_from(
-                    &mut std::io::Cursor::new(clean.as_slice()),
-                    &src.display().to_string(),
-                    size,
-                    &dst,
-                ),
-                None => attachment::encrypt_file(&src, size, &dst),
-            };
-            (sealed, thumbnail)
-        })
-        .await
-        .map_err(|e| Error::Storage(format!("encryption task failed: {e}")))?;
-        let preview = match (thumbnail, how.voice_ms) {
-            (Some(t), _) => Some(crate::payload::Preview {
-                thumbnail: Some(Bytes(t.jpeg)),
-                width: t.width,
-                height: t.height,
-                voice_ms: None,
-            }),
-            (None, Some(ms)) => Some(crate::payload::Preview {
-                thumbnail: None,
-                width: 0,
-                height: 0,
-                voice_ms: Some(ms),
-            }),
-            (None, None) => None,
-        };
-        let sealed = match sealed {
-            Ok(s) => s,
-            Err(e) => {
-                let _ = std::fs::remove_file(&tmp);
-                return Err(e);
-            }
-        };
-        let mut att = Attachment {
-            relay: relay.base().to_string(),
-            // Where the blob will be is known once it is created.
-            blob: samizdat_proto::Id::from_bytes([0; 16]),
-            key: Bytes(sealed.key.to_vec()),
-            digest: Bytes(sealed.digest.to_vec()),
-            size,
-            media_type: attachment::media_type(&name).to_string(),
-            name: name.clone(),
-            preview,
-        };
+        let (mut att, tmp, cipher_len) = encrypt_outgoing(out, path, how, &dir).await?;
+        att.relay = relay.base().to_string();
+        let name = att.name.clone();
         let Some(created) = created else {
-            self.keep_for_later(target, caption, att, &tmp, sealed.cipher_len)
+            self.keep_for_later(target, caption, att, &tmp, cipher_len)
                 .await?;
             return Err(Error::RelayUnreachable(relay.base().to_string()));
         };
@@ -253,14 +193,14 @@ impl ClientHandle {
             handle: self,
             id: name.clone(),
             direction: TransferDirection::Upload,
-            total: sealed.cipher_len,
+            total: cipher_len,
             reported: None,
         };
         let token = created.upload_token.0.clone();
         match upload(&relay, &created.blob_id, &token, &tmp, &mut progress).await {
             Ok(()) => {}
             Err(e @ Error::RelayUnreachable(_)) => {
-                self.keep_for_later(target, caption, att, &tmp, sealed.cipher_len)
+                self.keep_for_later(target, caption, att, &tmp, cipher_len)
                     .await?;
                 return Err(e);
             }
@@ -384,7 +324,7 @@ impl ClientHandle {
             total: attachment::cipher_len(att.size),
             reported: None,
         };
-        let digest = download(&relay, &att, &part, &mut progress).await?;
+        let digest = download(&relay, &att, &part, &mut progress, GIVE_UP).await?;
         if digest.as_slice() != att.digest.0.as_slice() {
             // Never kept, never shown: a fresh download may fetch an intact copy.
             let _ = crate::wipe::wipe_file(&part);
@@ -405,41 +345,190 @@ impl ClientHandle {
     /// existing file is never overwritten.
     pub async fn download(&self, message_id: &MessageId, out: &Path) -> Result<Downloaded> {
         let (copy, att) = self.fetch_attachment(message_id).await?;
-        let name = attachment::safe_name(&att.name);
-        let dest = if out.is_dir() {
-            out.join(&name)
-        } else {
-            out.to_path_buf()
-        };
-        if dest.exists() {
-            return Err(Error::Usage(format!(
-                "{} exists; choose another --out",
-                dest.display()
-            )));
-        }
-        let parent = dest
-            .parent()
-            .filter(|p| !p.as_os_str().is_empty())
-            .unwrap_or(Path::new("."))
-            .to_path_buf();
-        let tmp = parent.join(format!(".samizdat-{}.part", random_id()));
-        let (key, size) = (zeroize::Zeroizing::new(att.key.0.clone()), att.size);
-        let (c, t) = (copy.clone(), tmp.clone());
-        tokio::task::spawn_blocking(move || attachment::decrypt_file(&c, &key, size, &t))
-            .await
-            .map_err(|e| Error::Storage(format!("decryption task failed: {e}")))??;
-        // A hard link refuses to replace a file that appeared meanwhile; rename would not.
-        let placed = std::fs::hard_link(&tmp, &dest);
-        let _ = std::fs::remove_file(&tmp);
-        placed.map_err(|e| Error::Usage(format!("cannot write {}: {e}", dest.display())))?;
-        Ok(Downloaded {
-            path: dest.display().to_string(),
-            size: att.size,
-            name,
-            media_type: crate::AttachmentView::of(&att, true).media_type,
-        })
+        decrypt_to(&copy, &att, out).await
     }
 
+    /// Post a photo or file to a channel this profile is an admin of, with `caption`: cleaned
+    /// of metadata like any photo sent, encrypted under a fresh key, uploaded to the home relay
+    /// (vouched for with the admin key) and to every mirror that answers, then posted (the key
+    /// and digest travel sealed in the post). Returns the post's number.
+    pub async fn channel_post_file(
+        &self,
+        channel: &crate::ChannelId,
+        caption: &str,
+        path: &Path,
+        how: &SendFile,
+    ) -> Result<u64> {
+        let out = outgoing(path, how)?;
+        let c = *channel;
+        let plan = self
+            .call(move |p| async move { p.channel_file_plan(&c) }.boxed_local())
+            .await?;
+        let key = crate::relay_client::MailboxKey::from_pkcs8(&plan.admin_key)?;
+        let owner = || crate::relay_client::BlobOwner::Channel {
+            channel: plan.channel,
+            key: &key,
+        };
+        let Some((home_url, home)) = plan.relays.first() else {
+            return Err(Error::Storage("a channel without relays".into()));
+        };
+        // The home relay says no to a file over its limit before anything is encrypted.
+        let cipher_len = attachment::cipher_len(out.size);
+        let created = home.create_blob(cipher_len, owner()).await?;
+        let (mut att, tmp, cipher_len) = encrypt_outgoing(out, path, how, &plan.dir).await?;
+        let mut progress = Progress {
+            handle: self,
+            id: att.name.clone(),
+            direction: TransferDirection::Upload,
+            total: cipher_len,
+            reported: None,
+        };
+        let uploaded = upload(
+            home,
+            &created.blob_id,
+            &created.upload_token.0,
+            &tmp,
+            &mut progress,
+        )
+        .await;
+        if let Err(e) = uploaded {
+            let _ = crate::wipe::wipe_file(&tmp);
+            return Err(e);
+        }
+        att.relay = home_url.clone();
+        att.blob = created.blob_id;
+        // Mirrors: best effort (a reader falls back to the home relay's copy).
+        let mut copies = Vec::new();
+        for (url, client) in plan.relays.iter().skip(1) {
+            let copied = async {
+                let created = client.create_blob(cipher_len, owner()).await?;
+                upload(
+                    client,
+                    &created.blob_id,
+                    &created.upload_token.0,
+                    &tmp,
+                    &mut progress,
+                )
+                .await?;
+                Ok::<_, Error>(created.blob_id)
+            }
+            .await;
+            match copied {
+                Ok(blob) => copies.push(crate::channel::FileCopy {
+                    relay: url.clone(),
+                    blob,
+                }),
+                Err(e) => tracing::debug!("a channel file's mirror copy: {e}"),
+            }
+        }
+        let _ = crate::wipe::wipe_file(&tmp);
+        let caption = caption.to_string();
+        self.call(move |p| {
+            async move { p.channel_post_with(&c, &caption, Some(att), copies).await }.boxed_local()
+        })
+        .await
+    }
+
+    /// Fetch post `seq`'s file from the first of the channel's relays that has an intact copy
+    /// (the digest is checked), and decrypt it to `out` as `download` does.
+    pub async fn channel_download(
+        &self,
+        channel: &crate::ChannelId,
+        seq: u64,
+        out: &Path,
+    ) -> Result<Downloaded> {
+        let c = *channel;
+        let source = self
+            .call(move |p| async move { p.channel_file_source(&c, seq) }.boxed_local())
+            .await?;
+        let part = source.dir.join(format!(
+            "channel-{}.part",
+            hex::encode(crate::sha256(format!("{} {seq}", channel.id()).as_bytes()))
+        ));
+        let mut progress = Progress {
+            handle: self,
+            id: format!("{channel}/{seq}"),
+            direction: TransferDirection::Download,
+            total: attachment::cipher_len(source.file.size),
+            reported: None,
+        };
+        let mut last = None;
+        let n = source.copies.len();
+        for (i, (blob, client)) in source.copies.iter().enumerate() {
+            let mut att = source.file.clone();
+            att.blob = *blob;
+            // A copy that does not come within a short while gives way to the next one.
+            let give_up = if i + 1 < n {
+                CHANNEL_COPY_GIVE_UP
+            } else {
+                GIVE_UP
+            };
+            match download(client, &att, &part, &mut progress, give_up).await {
+                Ok(digest) if digest.as_slice() == att.digest.0.as_slice() => {
+                    let placed = decrypt_to(&part, &att, out).await;
+                    let _ = crate::wipe::wipe_file(&part);
+                    return placed;
+                }
+                Ok(_) => {
+                    let _ = crate::wipe::wipe_file(&part);
+                    last = Some(Error::Integrity(
+                        "a copy of the file does not match its digest (damaged or altered by a relay); refused"
+                            .into(),
+                    ));
+                }
+                Err(e) => {
+                    // Partial bytes of one relay's copy are not continued from another's.
+                    let _ = std::fs::remove_file(&part);
+                    last = Some(e);
+                }
+            }
+        }
+        Err(last.unwrap_or_else(|| Error::NotFound("no copy of this file".into())))
+    }
+}
+
+/// How long a channel file's copy may make no progress before the next relay's is tried.
+const CHANNEL_COPY_GIVE_UP: Duration = Duration::from_secs(15);
+
+/// Decrypt a verified encrypted copy of `att` to `out`: a new file, or a file named after the
+/// attachment inside `out` when it is a directory. An existing file is never overwritten.
+async fn decrypt_to(copy: &Path, att: &Attachment, out: &Path) -> Result<Downloaded> {
+    let name = attachment::safe_name(&att.name);
+    let dest = if out.is_dir() {
+        out.join(&name)
+    } else {
+        out.to_path_buf()
+    };
+    if dest.exists() {
+        return Err(Error::Usage(format!(
+            "{} exists; choose another --out",
+            dest.display()
+        )));
+    }
+    let parent = dest
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."))
+        .to_path_buf();
+    let tmp = parent.join(format!(".samizdat-{}.part", random_id()));
+    let (key, size) = (zeroize::Zeroizing::new(att.key.0.clone()), att.size);
+    let (c, t) = (copy.to_path_buf(), tmp.clone());
+    tokio::task::spawn_blocking(move || attachment::decrypt_file(&c, &key, size, &t))
+        .await
+        .map_err(|e| Error::Storage(format!("decryption task failed: {e}")))??;
+    // A hard link refuses to replace a file that appeared meanwhile; rename would not.
+    let placed = std::fs::hard_link(&tmp, &dest);
+    let _ = std::fs::remove_file(&tmp);
+    placed.map_err(|e| Error::Usage(format!("cannot write {}: {e}", dest.display())))?;
+    Ok(Downloaded {
+        path: dest.display().to_string(),
+        size: att.size,
+        name,
+        media_type: crate::AttachmentView::of(att, true).media_type,
+    })
+}
+
+impl ClientHandle {
     /// Fetch the incoming attachments under the profile's automatic-download size. Errors
     /// are left for the user's own `download` to report.
     pub async fn auto_download(&self) {
@@ -552,6 +641,7 @@ async fn download(
     att: &Attachment,
     part: &Path,
     progress: &mut Progress<'_>,
+    give_up: Duration,
 ) -> Result<[u8; 32]> {
     use tokio::io::AsyncWriteExt;
     let total = progress.total;
@@ -645,7 +735,7 @@ async fn download(
             return Err(failure);
         }
         let since = *stalled_since.get_or_insert_with(tokio::time::Instant::now);
-        if since.elapsed() > GIVE_UP {
+        if since.elapsed() > give_up {
             return Err(failure);
         }
         tokio::time::sleep(waits.next().unwrap_or(Duration::from_secs(5))).await;
@@ -704,4 +794,81 @@ fn outgoing(path: &Path, how: &SendFile) -> Result<Outgoing> {
         image: image && cleaned.is_none(),
         cleaned,
     })
+}
+
+/// Encrypt a checked file into a new file under `dir` (on a blocking thread), with a photo's
+/// thumbnail made from the cleaned bytes or a voice message's length. Returns the attachment
+/// (its `relay` empty and `blob` zero until it is uploaded), the encrypted file and its length.
+async fn encrypt_outgoing(
+    out: Outgoing,
+    path: &Path,
+    how: &SendFile,
+    dir: &Path,
+) -> Result<(Attachment, PathBuf, u64)> {
+    let Outgoing {
+        size,
+        name,
+        cleaned,
+        image,
+    } = out;
+    let tmp = dir.join(format!("upload-{}.part", random_id()));
+    let src = path.to_path_buf();
+    let dst = tmp.clone();
+    let (sealed, thumbnail) = tokio::task::spawn_blocking(move || {
+        // A photo's thumbnail, from the cleaned bytes (or, sent with its metadata, from
+        // the file): a new JPEG, which carries none.
+        let thumbnail = match &cleaned {
+            Some(clean) => crate::thumbnail::make(clean),
+            None if image => std::fs::read(&src)
+                .ok()
+                .and_then(|b| crate::thumbnail::make(&b)),
+            None => None,
+        };
+        let sealed = match cleaned {
+            Some(clean) => attachment::encrypt_from(
+                &mut std::io::Cursor::new(clean.as_slice()),
+                &src.display().to_string(),
+                size,
+                &dst,
+            ),
+            None => attachment::encrypt_file(&src, size, &dst),
+        };
+        (sealed, thumbnail)
+    })
+    .await
+    .map_err(|e| Error::Storage(format!("encryption task failed: {e}")))?;
+    let preview = match (thumbnail, how.voice_ms) {
+        (Some(t), _) => Some(crate::payload::Preview {
+            thumbnail: Some(Bytes(t.jpeg)),
+            width: t.width,
+            height: t.height,
+            voice_ms: None,
+        }),
+        (None, Some(ms)) => Some(crate::payload::Preview {
+            thumbnail: None,
+            width: 0,
+            height: 0,
+            voice_ms: Some(ms),
+        }),
+        (None, None) => None,
+    };
+    let sealed = match sealed {
+        Ok(s) => s,
+        Err(e) => {
+            let _ = std::fs::remove_file(&tmp);
+            return Err(e);
+        }
+    };
+    let att = Attachment {
+        relay: String::new(),
+        // Where the blob will be is known once it is created.
+        blob: samizdat_proto::Id::from_bytes([0; 16]),
+        key: Bytes(sealed.key.to_vec()),
+        digest: Bytes(sealed.digest.to_vec()),
+        size,
+        media_type: attachment::media_type(&name).to_string(),
+        name,
+        preview,
+    };
+    Ok((att, tmp, sealed.cipher_len))
 }

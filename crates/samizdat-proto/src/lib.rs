@@ -41,6 +41,9 @@ pub const HEADER_UPLOAD_TOKEN: &str = "x-samizdat-upload-token";
 pub const HEADER_GROUP: &str = "x-samizdat-group";
 /// Creating a blob: the mailbox whose owner signed the request (the signature headers).
 pub const HEADER_MAILBOX: &str = "x-samizdat-mailbox";
+/// Creating a blob: the channel one of whose current admins signed the request (the signature
+/// headers); the blob lives `channel_blob_ttl_secs`, as long as a channel's posts are read.
+pub const HEADER_CHANNEL: &str = "x-samizdat-channel";
 /// HTTP header: a blob's total length (creating it) or where a piece starts (appending).
 pub const HEADER_UPLOAD_LENGTH: &str = "upload-length";
 pub const HEADER_UPLOAD_OFFSET: &str = "upload-offset";

@@ -90,8 +90,11 @@ pub struct Limits {
     pub max_blob_chunk: usize,
     /// Bytes of unexpired blobs one source (an IPv4 address or IPv6 /64) may hold.
     pub blob_quota_bytes: u64,
-    /// Blobs are deleted this long after their upload began.
+    /// Blobs are deleted this long after their upload finished.
     pub blob_ttl_secs: u64,
+    /// A channel's files (blobs an admin of the channel vouched for) are deleted this long
+    /// after their upload finished: a channel is an archive read long after a post.
+    pub channel_blob_ttl_secs: u64,
 }
 
 impl Default for Limits {
@@ -135,6 +138,7 @@ impl Default for Limits {
             max_blob_chunk: 8 * 1024 * 1024,
             blob_quota_bytes: 1024 * 1024 * 1024,
             blob_ttl_secs: 30 * 24 * 3600,
+            channel_blob_ttl_secs: 5 * 365 * 24 * 3600,
         }
     }
 }

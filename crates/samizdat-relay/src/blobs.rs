@@ -61,19 +61,20 @@ fn storage_failed(what: &str, e: std::io::Error) -> ApiError {
     post,
     path = "/v1/blobs",
     operation_id = "createBlob",
-    summary = "Create an empty blob (an encrypted attachment) of Upload-Length bytes, for a group (its epoch token) or a mailbox (signed by its owner); the answer holds its id and upload token",
+    summary = "Create an empty blob (an encrypted attachment) of Upload-Length bytes, for a group (its epoch token), a mailbox (signed by its owner) or a channel (signed by an admin); the answer holds its id and upload token",
     params(
         ("upload-length" = u64, Header, description = "the blob's total length in bytes (at most the relay's max_blob_bytes)"),
         ("x-samizdat-group" = Option<String>, Header, description = "the group whose epoch token is in x-samizdat-token"),
         ("x-samizdat-token" = Option<String>, Header, description = "an epoch token of that group (base64url)"),
         ("x-samizdat-mailbox" = Option<String>, Header, description = "or: the mailbox whose owner signed this request (x-samizdat-timestamp, -nonce, -signature)"),
+        ("x-samizdat-channel" = Option<String>, Header, description = "or: the channel one of whose admins signed this request (the same signature headers); kept channel_blob_ttl_secs once finished"),
     ),
     responses(
         crate::openapi::Rejected,
         (status = 201, description = "created", body = samizdat_proto::BlobCreated),
         (status = 401, description = "the mailbox owner's signature is missing, wrong, stale or replayed", body = samizdat_proto::ErrorBody),
         (status = 403, description = "neither a group with its epoch token nor a mailbox named, or a token that is not this group's", body = samizdat_proto::ErrorBody),
-        (status = 404, description = "no such mailbox", body = samizdat_proto::ErrorBody),
+        (status = 404, description = "no such mailbox or channel", body = samizdat_proto::ErrorBody),
         (status = 413, description = "larger than the relay's blob limit", body = samizdat_proto::ErrorBody),
     )
 )]
@@ -90,8 +91,13 @@ pub(crate) async fn create(
     }
     // Who vouches for the blob, checked before anything else; its quota is theirs.
     let header = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
-    let owner = match (header(proto::HEADER_GROUP), header(proto::HEADER_MAILBOX)) {
-        (Some(group), None) => {
+    let mut for_channel = false;
+    let owner = match (
+        header(proto::HEADER_GROUP),
+        header(proto::HEADER_MAILBOX),
+        header(proto::HEADER_CHANNEL),
+    ) {
+        (Some(group), None, None) => {
             let group = parse_id(group, "group")?;
             let token = header(proto::HEADER_TOKEN)
                 .and_then(|t| proto::Bytes::decode(t).ok())
@@ -105,15 +111,21 @@ pub(crate) async fn create(
             crate::http::authorize_append(&state, group, &token).await?;
             format!("group {group}")
         }
-        (None, Some(mailbox)) => {
+        (None, Some(mailbox), None) => {
             let mailbox = parse_id(mailbox, "mailbox")?;
             crate::http::check_owner(&state, mailbox, &method, &uri, &headers, &[]).await?;
             format!("mailbox {mailbox}")
         }
+        (None, None, Some(channel)) => {
+            let channel = parse_id(channel, "channel")?;
+            crate::channels::check_admin_request(&state, channel, &method, &uri, &headers).await?;
+            for_channel = true;
+            format!("channel {channel}")
+        }
         _ => {
             return Err(ApiError::new(
                 ErrorCode::BadToken,
-                "a blob is created for a group (x-samizdat-group with its epoch token) or a mailbox (x-samizdat-mailbox, signed by its owner)",
+                "a blob is created for a group (x-samizdat-group with its epoch token), a mailbox (x-samizdat-mailbox, signed by its owner) or a channel (x-samizdat-channel, signed by an admin)",
             ));
         }
     };
@@ -164,6 +176,7 @@ pub(crate) async fn create(
             crate::auth::token_hash(&token),
             length,
             source,
+            for_channel,
             now_secs(),
             &state.limits,
         )
@@ -334,7 +347,8 @@ pub(crate) async fn append(
                 storage_failed("write", e)
             }
         })?;
-        let finished = crate::store::rules::finished_blob_expiry(now_secs(), &state.limits);
+        let finished =
+            crate::store::rules::finished_blob_expiry(now_secs(), r.for_channel, &state.limits);
         let quota = crate::store::BlobQuota {
             now: now_secs(),
             bytes: state.limits.blob_quota_bytes,

@@ -144,6 +144,38 @@ fn check_signature(record: &ChannelRecord, admins: &[[u8; 32]]) -> ApiResult<()>
     Ok(())
 }
 
+/// A request (no body) signed by one of the channel's current admins, as a mailbox owner signs
+/// hers (`x-samizdat-timestamp`, `-nonce`, `-signature` over `http_signing_payload`): how an
+/// admin vouches for a channel's file. The nonce is used up under the channel's id.
+pub(crate) async fn check_admin_request(
+    state: &AppState,
+    channel: Id,
+    method: &axum::http::Method,
+    uri: &axum::http::Uri,
+    headers: &HeaderMap,
+) -> ApiResult<()> {
+    let (ts, nonce, sig) = crate::http::signature_headers(headers)?;
+    let admins = state
+        .store
+        .channel_state(channel)
+        .await?
+        .ok_or_else(|| ApiError::new(ErrorCode::NotFound, "no such channel on this relay"))?
+        .admins;
+    let path = uri
+        .path_and_query()
+        .map(|p| p.as_str())
+        .unwrap_or(uri.path());
+    let payload = samizdat_proto::http_signing_payload(method.as_str(), path, ts, &nonce, &[]);
+    // At most MAX_CHANNEL_ADMINS keys to try.
+    if !admins.iter().any(|k| auth::verify(k, &payload, &sig)) {
+        return Err(ApiError::new(
+            ErrorCode::BadSignature,
+            "not signed by an admin of the channel",
+        ));
+    }
+    crate::http::use_nonce(state, nonce, ts, channel).await
+}
+
 /// `GET /v1/channels/{id}`: the head. Never cached without asking (it moves).
 #[utoipa::path(
     get,
@@ -333,13 +365,28 @@ impl SegmentCache {
 /// record lands, every follower's connection wakes and needs the same frame. The first to ask
 /// reads the record (one store read per process, not one per follower) and encodes it; the
 /// others wait for that and share it. Bounded: it starts over past `CAPACITY` records.
-#[derive(Default)]
+///
+/// That the next record is not there yet is shared the same way (each follower, having sent
+/// the newest record, asks for the one after it): the answer is kept until the process hears
+/// of any channel's new record (`wakes`, counted by the [`crate::notify::Notifier`] before it
+/// wakes the connections), so a post costs each process one read, not one per follower.
 pub struct PushFrames {
-    frames: Mutex<HashMap<(Id, u64), Arc<tokio::sync::OnceCell<Option<Utf8Bytes>>>>>,
+    frames: Mutex<HashMap<(Id, u64), (u64, FrameCell)>>,
+    wakes: Arc<std::sync::atomic::AtomicU64>,
 }
+
+type FrameCell = Arc<tokio::sync::OnceCell<Option<Utf8Bytes>>>;
 
 impl PushFrames {
     pub const CAPACITY: usize = 4096;
+
+    /// Frames for a process whose notifier counts channel wake-ups in `wakes`.
+    pub fn new(wakes: Arc<std::sync::atomic::AtomicU64>) -> Self {
+        PushFrames {
+            frames: Mutex::new(HashMap::new()),
+            wakes,
+        }
+    }
 
     /// Record `seq` of `channel` as a text frame; `None` if the relay does not hold it (yet).
     pub(crate) async fn frame(
@@ -348,12 +395,24 @@ impl PushFrames {
         channel: Id,
         seq: u64,
     ) -> Result<Option<Utf8Bytes>, crate::store::StoreError> {
+        let wakes = self.wakes.load(std::sync::atomic::Ordering::Acquire);
         let cell = {
             let mut frames = self.frames.lock().unwrap_or_else(|p| p.into_inner());
             if frames.len() >= Self::CAPACITY {
                 frames.clear();
             }
-            frames.entry((channel, seq)).or_default().clone()
+            match frames.get(&(channel, seq)) {
+                // A frame never changes; "not there yet" holds until the next wake-up (a
+                // read begun before it may have missed the record it announces).
+                Some((at, cell)) if *at == wakes || cell.get().is_some_and(|f| f.is_some()) => {
+                    cell.clone()
+                }
+                _ => {
+                    let cell = FrameCell::default();
+                    frames.insert((channel, seq), (wakes, cell.clone()));
+                    cell
+                }
+            }
         };
         let frame = cell
             .get_or_try_init(|| async {
@@ -370,11 +429,6 @@ impl PushFrames {
             })
             .await?
             .clone();
-        if frame.is_none() {
-            // Not stored yet: ask the store again next time.
-            let mut frames = self.frames.lock().unwrap_or_else(|p| p.into_inner());
-            frames.remove(&(channel, seq));
-        }
         Ok(frame)
     }
 }

@@ -591,11 +591,28 @@ struct Signed {
 /// a mailbox that does not exist (or with a stale clock) holds none of the relay-wide body
 /// budget (security review 3, M3).
 async fn owner_precheck(state: &AppState, mailbox: Id, headers: &HeaderMap) -> ApiResult<Signed> {
+    let (ts, nonce, sig) = signature_headers(headers)?;
+    let owner = state
+        .store
+        .mailbox_owner(mailbox)
+        .await?
+        .ok_or_else(|| ApiError::new(ErrorCode::NotFound, "no such mailbox"))?;
+    Ok(Signed {
+        owner,
+        ts,
+        nonce,
+        sig,
+    })
+}
+
+/// The signature headers of a signed request (timestamp, nonce, signature), the timestamp
+/// within the window of the relay's clock.
+pub(crate) fn signature_headers(headers: &HeaderMap) -> ApiResult<(u64, Id, Vec<u8>)> {
     let header = |name: &str| -> ApiResult<&str> {
         headers.get(name).and_then(|v| v.to_str().ok()).ok_or_else(|| {
             ApiError::new(
                 ErrorCode::BadSignature,
-                format!("missing or unreadable {name} header; this request must be signed by the mailbox owner"),
+                format!("missing or unreadable {name} header; this request must be signed (by the mailbox owner or a channel admin)"),
             )
         })
     };
@@ -616,17 +633,7 @@ async fn owner_precheck(state: &AppState, mailbox: Id, headers: &HeaderMap) -> A
             "signature timestamp is too far from the relay's clock; check the device's clock",
         ));
     }
-    let owner = state
-        .store
-        .mailbox_owner(mailbox)
-        .await?
-        .ok_or_else(|| ApiError::new(ErrorCode::NotFound, "no such mailbox"))?;
-    Ok(Signed {
-        owner,
-        ts,
-        nonce,
-        sig,
-    })
+    Ok((ts, nonce, sig))
 }
 
 /// The signature over the request (body included) and the nonce's freshness.
@@ -655,12 +662,18 @@ async fn owner_verify(
             "the owner signature does not verify",
         ));
     }
+    use_nonce(state, nonce, ts, mailbox).await
+}
+
+/// Spend a signed request's nonce (under `scope`: its mailbox or channel); a nonce seen before
+/// is a replay.
+pub(crate) async fn use_nonce(state: &AppState, nonce: Id, ts: u64, scope: Id) -> ApiResult<()> {
     let fresh = state
         .store
         .use_nonce(
             nonce,
             ts.saturating_add(proto::SIGNATURE_WINDOW_SECS + 1),
-            mailbox,
+            scope,
             now_secs(),
         )
         .await?;

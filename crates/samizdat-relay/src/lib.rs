@@ -302,6 +302,7 @@ impl Relay {
         let limits = Arc::new(config.limits.clone());
         let notifier = Notifier::new();
         store.start_wakeups(notifier.clone());
+        let push_frames = Arc::new(channels::PushFrames::new(notifier.channel_wakes()));
         let metrics = Arc::new(Metrics::default());
         let budget = usize::try_from(limits.max_inflight_body_bytes)
             .unwrap_or(usize::MAX)
@@ -321,7 +322,7 @@ impl Relay {
             shutdown: stop_rx.clone(),
             tokens: Arc::default(),
             segments: Arc::default(),
-            push_frames: Arc::default(),
+            push_frames,
             forwarded: serve::ConnectionCaps::new(
                 limits.max_connections,
                 limits.max_connections_per_ip,

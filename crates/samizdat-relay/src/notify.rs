@@ -83,16 +83,31 @@ pub enum Wake {
 #[derive(Clone)]
 pub struct Notifier {
     tx: broadcast::Sender<Wake>,
+    /// Channel wake-ups so far (`channels::PushFrames` forgets "no record yet" at each).
+    channel_wakes: Arc<std::sync::atomic::AtomicU64>,
 }
 
 impl Notifier {
     pub fn new() -> Self {
         let (tx, _) = broadcast::channel(4096);
-        Notifier { tx }
+        Notifier {
+            tx,
+            channel_wakes: Arc::default(),
+        }
     }
 
     pub fn notify(&self, topic: Topic) {
+        if matches!(topic, Topic::Channel(_)) {
+            // Counted before anyone is woken: whoever wakes sees the new count.
+            self.channel_wakes
+                .fetch_add(1, std::sync::atomic::Ordering::Release);
+        }
         let _ = self.tx.send(Wake::Topic(topic));
+    }
+
+    /// The count of channel wake-ups, shared.
+    pub fn channel_wakes(&self) -> Arc<std::sync::atomic::AtomicU64> {
+        self.channel_wakes.clone()
     }
 
     pub fn entry(&self, appended: Appended) {

@@ -753,6 +753,21 @@ pub(crate) async fn channel_follow(s: &Session, a: ChannelFollowParams) -> RpcRe
 }
 
 pub(crate) async fn channel_post(s: &Session, a: ChannelPostParams) -> RpcResult<ChannelPosted> {
+    if let Some(file) = &a.file {
+        let path = absolute(file, "file")?;
+        let (c, i) = (a.channel.clone(), a.channel_id);
+        let id = on_profile!(s, |p| channel_id(p, c, i))?;
+        let how = samizdat_core::transfer::SendFile {
+            name: a.name.clone(),
+            ..Default::default()
+        };
+        return Ok(ChannelPosted {
+            seq: s
+                .handle
+                .channel_post_file(&id, &a.text, &path, &how)
+                .await?,
+        });
+    }
     on_profile!(s, |p| {
         let id = channel_id(p, a.channel, a.channel_id)?;
         Ok(ChannelPosted {
@@ -878,6 +893,24 @@ pub(crate) async fn channel_rekey(s: &Session, a: ChannelParams) -> RpcResult<Ch
         let id = channel_id(p, a.channel, a.channel_id)?;
         Ok(ChannelPosted {
             seq: p.channel_rekey(&id).await?,
+        })
+    })
+}
+
+pub(crate) async fn channel_download(
+    s: &Session,
+    a: ChannelFileParams,
+) -> RpcResult<samizdat_core::transfer::Downloaded> {
+    let out = absolute(&a.out, "out")?;
+    let id = on_profile!(s, |p| channel_id(p, a.channel, a.channel_id))?;
+    Ok(s.handle.channel_download(&id, a.seq, &out).await?)
+}
+
+pub(crate) async fn channel_thumbnail(s: &Session, a: ChannelFileParams) -> RpcResult<Thumbnail> {
+    on_profile!(s, |p| {
+        let id = channel_id(p, a.channel, a.channel_id)?;
+        Ok(Thumbnail {
+            jpeg: samizdat_proto::Bytes::encode(&p.channel_thumbnail(&id, a.seq)?),
         })
     })
 }

@@ -327,7 +327,9 @@ methods! {
     "invitation_accept" => invitation_accept(InvitationParams) -> Joined, "Join a pending invitation's group.";
     "invitation_decline" => invitation_decline(InvitationParams) -> Done, "Forget a pending invitation; nothing is sent.";
     "channel_create" => channel_create(ChannelCreateParams) -> ChannelMade, "Create a channel on your relay, with you as its admin: a log only its admins can write and anyone with its link can read. Its link (the key after `#`) is in the answer.";
-    "channel_post" => channel_post(ChannelPostParams) -> ChannelPosted, "Post `text` to a channel you are an admin of (signed with your key for this channel, sealed under the channel key); stored on its relay, then its mirrors.";
+    "channel_post" => channel_post(ChannelPostParams) -> ChannelPosted, "Post `text` to a channel you are an admin of (signed with your key for this channel, sealed under the channel key); stored on its relay, then its mirrors. With `file`, a photo or file (encrypted under its own key, uploaded to the channel's relays) with `text` as its caption.";
+    "channel_download" => channel_download(ChannelFileParams) -> samizdat_core::transfer::Downloaded, "Fetch post `seq`'s file from the first of the channel's relays whose copy matches its digest, and decrypt it to a new file (`out`).";
+    "channel_thumbnail" => channel_thumbnail(ChannelFileParams) -> Thumbnail, "Post `seq`'s photo thumbnail (a JPEG made on the admin's device and carried in the post).";
     "channel_edit" => channel_edit(ChannelPostParams) -> ChannelPosted, "Correct the text of post `seq`, for every reader.";
     "channel_delete" => channel_delete(ChannelPostParams) -> ChannelPosted, "Delete post `seq` for every reader.";
     "channel_pin" => channel_pin(ChannelPostParams) -> ChannelPosted, "Pin post `seq` (absent: unpin).";

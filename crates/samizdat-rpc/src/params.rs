@@ -603,6 +603,29 @@ pub struct ChannelPostParams {
     /// `channel_pin`: unpin).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub seq: Option<u64>,
+    /// `channel_post`: an absolute path of a photo or file to post (read by the service's
+    /// process), with `text` as its caption (may be empty). A photo's location, camera and
+    /// time are removed first.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub file: Option<String>,
+    /// The name `file` is posted under (default: its own name).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+}
+
+#[derive(Debug, Default, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ChannelFileParams {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub channel: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub channel_id: Option<samizdat_core::ChannelId>,
+    /// The post whose file it is.
+    pub seq: u64,
+    /// `channel_download`: absolute path of a new file, or of a directory to put the file in
+    /// (under its own name). An existing file is never overwritten.
+    #[serde(default)]
+    pub out: String,
 }
 
 #[derive(Debug, Default, Serialize, Deserialize, JsonSchema)]

@@ -459,6 +459,7 @@ field-channel-about = What it is about
 channel-create = Create channel
 channel-post-placeholder = Write a post
 channel-post = Publish
+channel-attach = Photo or file
 channel-no-posts = No posts yet.
 channel-pinned = Pinned
 channel-edited = edited

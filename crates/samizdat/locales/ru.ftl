@@ -461,6 +461,7 @@ field-channel-about = О чём канал
 channel-create = Создать канал
 channel-post-placeholder = Напишите публикацию
 channel-post = Опубликовать
+channel-attach = Фото или файл
 channel-no-posts = Публикаций пока нет.
 channel-pinned = Закреплено
 channel-edited = изменено

@@ -396,7 +396,24 @@ pub enum ChannelCommand {
         about: String,
     },
     /// Post to a channel you are an admin of. Prints the post's number.
-    Post { channel: String, text: String },
+    Post {
+        channel: String,
+        /// The post, or the caption of --file (may be empty then).
+        #[arg(default_value = "")]
+        text: String,
+        /// A photo or file to post (a photo's location, camera and time are removed first).
+        #[arg(long)]
+        file: Option<std::path::PathBuf>,
+    },
+    /// Save post SEQ's photo or file (fetched from the first of the channel's relays whose
+    /// copy checks out).
+    Download {
+        channel: String,
+        seq: u64,
+        /// A new file, or a directory to put it in [default: the current directory]
+        #[arg(long)]
+        out: Option<std::path::PathBuf>,
+    },
     /// Correct the text of post SEQ.
     Edit {
         channel: String,
@@ -2160,6 +2177,8 @@ fn post_params(channel: &str, text: &str, seq: Option<u64>) -> rpc::ChannelPostP
         channel_id: None,
         text: text.to_string(),
         seq,
+        file: None,
+        name: None,
     }
 }
 
@@ -2176,9 +2195,32 @@ async fn channel_command(b: &mut Backend, cmd: ChannelCommand) -> Result<()> {
             println!("channel {} created; share its link:", safe(name.trim()));
             println!("{}", made.link);
         }
-        ChannelCommand::Post { channel, text } => {
-            let posted = b.channel_post(post_params(&channel, &text, None)).await?;
+        ChannelCommand::Post {
+            channel,
+            text,
+            file,
+        } => {
+            let mut params = post_params(&channel, &text, None);
+            if let Some(file) = &file {
+                params.file = Some(std::path::absolute(file)?.display().to_string());
+            }
+            let posted = b.channel_post(params).await?;
             println!("posted to {} as post {}", safe(&channel), posted.seq);
+        }
+        ChannelCommand::Download { channel, seq, out } => {
+            let out = match out {
+                Some(o) => std::path::absolute(&o)?,
+                None => std::env::current_dir().context("the current directory")?,
+            };
+            let done = b
+                .channel_download(rpc::ChannelFileParams {
+                    channel: Some(channel),
+                    channel_id: None,
+                    seq,
+                    out: out.display().to_string(),
+                })
+                .await?;
+            println!("saved {} ({} bytes)", safe(&done.path), done.size);
         }
         ChannelCommand::Edit { channel, seq, text } => {
             b.channel_edit(post_params(&channel, &text, Some(seq)))
@@ -2228,11 +2270,15 @@ async fn channel_command(b: &mut Backend, cmd: ChannelCommand) -> Result<()> {
                     println!("{}", serde_json::to_string(p)?);
                 } else {
                     println!(
-                        "[{}] {}{}{}",
+                        "[{}] {}{}{}{}",
                         p.seq,
                         if p.pinned { "(pinned) " } else { "" },
                         safe(&p.text),
-                        if p.edited { " (edited)" } else { "" }
+                        if p.edited { " (edited)" } else { "" },
+                        match &p.file {
+                            Some(f) => format!(" [file: {}, {} bytes]", safe(&f.name), f.size),
+                            None => String::new(),
+                        }
                     );
                 }
             }

@@ -20,6 +20,10 @@ pub struct RelayArgs {
     /// Largest blob (encrypted attachment) accepted, in bytes [default: 100 MiB]
     #[arg(long, env = "SAMIZDAT_RELAY_MAX_BLOB_BYTES")]
     pub max_blob_bytes: Option<u64>,
+    /// Refuse writes (`storage_full`) while the data or blob file system has less than this
+    /// share free, in percent; 0 turns the floor off [default: 5]
+    #[arg(long, env = "SAMIZDAT_RELAY_MIN_FREE_DISK_PERCENT", value_parser = clap::value_parser!(u64).range(0..=100))]
+    pub min_free_disk_percent: Option<u64>,
     /// Serve TLS with this PEM certificate (or chain); needs --tls-key.
     #[arg(long, env = "SAMIZDAT_RELAY_TLS_CERT", requires = "tls_key")]
     pub tls_cert: Option<PathBuf>,
@@ -98,6 +102,9 @@ pub fn load_config(args: &RelayArgs) -> Result<Config> {
     }
     if let Some(n) = args.max_blob_bytes {
         config.limits.max_blob_bytes = n;
+    }
+    if let Some(p) = args.min_free_disk_percent {
+        config.limits.min_free_disk_percent = p;
     }
     if let Some(db) = &args.database {
         config.database = Some(db.clone());

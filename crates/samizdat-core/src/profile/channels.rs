@@ -12,8 +12,11 @@ use samizdat_proto::channel::{self as wire, RecordKind};
 use zeroize::Zeroizing;
 
 use super::*;
-use crate::channel::{Chain, ChainFault, ChannelKey, ChannelLink, Sealed, record_hash};
+use crate::channel::{
+    Chain, ChainFault, ChannelKey, ChannelLink, FileCopy, MAX_FILE_COPIES, Sealed, record_hash,
+};
 use crate::ids::ChannelId;
+use crate::payload::Attachment;
 
 /// Most channels one profile creates or follows.
 pub const MAX_CHANNELS: usize = 1000;
@@ -62,6 +65,48 @@ pub struct ChannelPostView {
     pub posted_at: u64,
     pub edited: bool,
     pub pinned: bool,
+    /// Its photo or file (`channel_download` fetches it; a photo's thumbnail is here already).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub file: Option<AttachmentView>,
+}
+
+/// A post's file as this profile keeps it: what opens it and where its copies are.
+#[derive(Debug, Clone, Serialize, serde::Deserialize)]
+struct StoredFile {
+    file: Attachment,
+    copies: Vec<FileCopy>,
+}
+
+impl StoredFile {
+    /// A file as a post says it, if it is well formed (else the post keeps only its text).
+    fn checked(file: &Attachment, copies: &[FileCopy]) -> Option<StoredFile> {
+        (file.key.0.len() == 32
+            && file.digest.0.len() == 32
+            && file.size <= crate::payload::MAX_ATTACHMENT
+            && file.name.len() <= 1000
+            && file.media_type.len() <= 200
+            && copies.len() <= MAX_FILE_COPIES)
+            .then(|| StoredFile {
+                file: file.clone(),
+                copies: copies.to_vec(),
+            })
+    }
+}
+
+/// What an admin's device needs to upload a post's file: the channel's relays (home first)
+/// with a client for each, its admin key, and where the encrypted file is made.
+pub struct ChannelFilePlan {
+    pub channel: Id,
+    pub admin_key: Zeroizing<Vec<u8>>,
+    pub relays: Vec<(String, RelayClient)>,
+    pub dir: PathBuf,
+}
+
+/// Where a post's file can be fetched: the copies on the channel's own relays, in order.
+pub struct ChannelFileSource {
+    pub file: Attachment,
+    pub copies: Vec<(Id, RelayClient)>,
+    pub dir: PathBuf,
 }
 
 /// What a channel sync did.
@@ -199,8 +244,20 @@ impl Profile {
 
     /// Post a text to a channel this profile is an admin of. Returns the post's number.
     pub async fn channel_post(&mut self, id: &ChannelId, text: &str) -> Result<u64> {
+        self.channel_post_with(id, text, None, Vec::new()).await
+    }
+
+    /// Post an uploaded file (`file` names the home relay's copy, `copies` the mirrors') with
+    /// `text` as its caption (may be empty).
+    pub(crate) async fn channel_post_with(
+        &mut self,
+        id: &ChannelId,
+        text: &str,
+        file: Option<Attachment>,
+        copies: Vec<FileCopy>,
+    ) -> Result<u64> {
         let text = text.trim();
-        if text.is_empty() {
+        if text.is_empty() && file.is_none() {
             return Err(Error::Usage("an empty post cannot be sent".into()));
         }
         if text.len() > crate::channel::MAX_POST_TEXT {
@@ -214,9 +271,98 @@ impl Profile {
             Sealed::Text {
                 text: text.to_string(),
                 at: now_secs(),
+                file,
+                copies,
             },
         )
         .await
+    }
+
+    /// What uploading a post's file to `id` needs (only its admins can).
+    pub fn channel_file_plan(&self, id: &ChannelId) -> Result<ChannelFilePlan> {
+        let ch = self.channel(id.id())?;
+        let Some(admin_key) = ch.admin_key.clone() else {
+            return Err(Error::NotMember(format!(
+                "only the admins of {} can post to it",
+                ch.name
+            )));
+        };
+        let me: [u8; 32] = MailboxKey::from_pkcs8(&admin_key)?
+            .public()
+            .try_into()
+            .unwrap_or([0; 32]);
+        if !ch.chain.admins.contains(&me) {
+            return Err(Error::NotMember(format!(
+                "this profile is not an admin of {} (now)",
+                ch.name
+            )));
+        }
+        let relays = ch
+            .relays
+            .iter()
+            .map(|r| Ok((r.clone(), self.conv_client_for(r, &ch.id)?)))
+            .collect::<Result<_>>()?;
+        Ok(ChannelFilePlan {
+            channel: ch.id,
+            admin_key,
+            relays,
+            dir: self.attachments_dir()?,
+        })
+    }
+
+    /// Where post `seq`'s file can be fetched: only from the channel's own relays (a post
+    /// naming another relay makes no reader connect there; cf. security review 3, M7).
+    pub fn channel_file_source(&self, id: &ChannelId, seq: u64) -> Result<ChannelFileSource> {
+        let ch = self.channel(id.id())?;
+        let stored = self.channel_file(id, seq)?;
+        let ours = |relay: &str| ch.relays.iter().chain(&ch.mirrors_mine).any(|r| r == relay);
+        let mut copies = Vec::new();
+        let all = std::iter::once(FileCopy {
+            relay: stored.file.relay.clone(),
+            blob: stored.file.blob,
+        })
+        .chain(stored.copies);
+        for copy in all {
+            if ours(&copy.relay) {
+                copies.push((copy.blob, self.conv_client_for(&copy.relay, &ch.id)?));
+            }
+        }
+        if copies.is_empty() {
+            return Err(Error::Integrity(
+                "this post's file is on no relay of the channel; refused".into(),
+            ));
+        }
+        Ok(ChannelFileSource {
+            file: stored.file,
+            copies,
+            dir: self.attachments_dir()?,
+        })
+    }
+
+    /// Post `seq`'s photo thumbnail (a JPEG made by the admin's device).
+    pub fn channel_thumbnail(&self, id: &ChannelId, seq: u64) -> Result<Vec<u8>> {
+        self.channel_file(id, seq)?
+            .file
+            .preview
+            .as_ref()
+            .and_then(|p| p.thumbnail.as_ref())
+            .map(|t| t.0.clone())
+            .ok_or_else(|| Error::NotFound("this post has no thumbnail".into()))
+    }
+
+    fn channel_file(&self, id: &ChannelId, seq: u64) -> Result<StoredFile> {
+        let file: Option<String> = self
+            .db
+            .conn()
+            .query_row(
+                "SELECT file FROM channel_records WHERE channel_id = ?1 AND seq = ?2 AND kind = 'post' AND deleted = 0",
+                params![id.as_bytes(), seq as i64],
+                |r| r.get(0),
+            )
+            .optional()?
+            .flatten();
+        file.and_then(|f| serde_json::from_str(&f).ok())
+            .ok_or_else(|| Error::NotFound(format!("post {seq} has no file")))
     }
 
     /// Correct the text of post `seq`, for every reader.
@@ -656,11 +802,16 @@ impl Profile {
                 };
                 let seq = record.seq as i64;
                 let id = ch.id.as_bytes();
+                let mut file = None;
                 let (kind, text, at): (&str, Option<String>, Option<i64>) = match (&record.kind, &opened) {
                     (RecordKind::Roster, _) => ("roster", None, None),
                     (RecordKind::Genesis, _) => ("info", None, None),
                     (RecordKind::Post, None) => ("unreadable", None, None),
-                    (RecordKind::Post, Some(Sealed::Text { text, at })) => {
+                    (RecordKind::Post, Some(Sealed::Text { text, at, file: f, copies })) => {
+                        file = f
+                            .as_ref()
+                            .and_then(|f| StoredFile::checked(f, copies))
+                            .and_then(|s| serde_json::to_string(&s).ok());
                         ("post", Some(crate::text::escape_bounded(text, crate::channel::MAX_POST_TEXT)), Some(*at as i64))
                     }
                     (RecordKind::Post, Some(Sealed::Edit { seq: target, text })) => {
@@ -672,7 +823,7 @@ impl Profile {
                     }
                     (RecordKind::Post, Some(Sealed::Delete { seq: target })) => {
                         c.execute(
-                            "UPDATE channel_records SET text = NULL, deleted = 1 WHERE channel_id = ?1 AND seq = ?2 AND kind = 'post'",
+                            "UPDATE channel_records SET text = NULL, file = NULL, deleted = 1 WHERE channel_id = ?1 AND seq = ?2 AND kind = 'post'",
                             params![id, *target as i64],
                         )?;
                         c.execute(
@@ -707,8 +858,8 @@ impl Profile {
                     }
                 };
                 c.execute(
-                    "INSERT OR IGNORE INTO channel_records (channel_id, seq, record, kind, text, posted_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
-                    params![id, seq, bytes, kind, text, at],
+                    "INSERT OR IGNORE INTO channel_records (channel_id, seq, record, kind, text, posted_at, file) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+                    params![id, seq, bytes, kind, text, at, file],
                 )?;
             }
             c.execute(
@@ -865,17 +1016,22 @@ impl Profile {
             |r| r.get(0),
         )?;
         let mut stmt = conn.prepare(
-            "SELECT seq, text, posted_at, edited FROM channel_records
+            "SELECT seq, text, posted_at, edited, file FROM channel_records
              WHERE channel_id = ?1 AND kind = 'post' AND deleted = 0 ORDER BY seq",
         )?;
         let rows = stmt.query_map(params![id.as_bytes()], |r| {
             let seq: i64 = r.get(0)?;
+            let file = r
+                .get::<_, Option<String>>(4)?
+                .and_then(|f| serde_json::from_str::<StoredFile>(&f).ok())
+                .map(|f| AttachmentView::of(&f.file, false));
             Ok(ChannelPostView {
                 seq: seq as u64,
                 text: r.get::<_, Option<String>>(1)?.unwrap_or_default(),
                 posted_at: r.get::<_, Option<i64>>(2)?.unwrap_or(0) as u64,
                 edited: r.get::<_, i64>(3)? != 0,
                 pinned: pinned == Some(seq),
+                file,
             })
         })?;
         let posts: Vec<ChannelPostView> = rows.collect::<rusqlite::Result<_>>()?;

@@ -21,14 +21,10 @@ impl RelayClient {
                         .header(proto::HEADER_GROUP, log.to_string())
                         .header(proto::HEADER_TOKEN, Bytes::encode(token)),
                     BlobOwner::Mailbox { mailbox, key } => {
-                        let ts = now_secs();
-                        let nonce = random_id();
-                        let payload =
-                            proto::http_signing_payload("POST", "/v1/blobs", ts, &nonce, &[]);
-                        req.header(proto::HEADER_MAILBOX, mailbox.to_string())
-                            .header(proto::HEADER_TIMESTAMP, ts.to_string())
-                            .header(proto::HEADER_NONCE, nonce.to_string())
-                            .header(proto::HEADER_SIGNATURE, Bytes::encode(&key.sign(&payload)))
+                        signed_creation(req, key).header(proto::HEADER_MAILBOX, mailbox.to_string())
+                    }
+                    BlobOwner::Channel { channel, key } => {
+                        signed_creation(req, key).header(proto::HEADER_CHANNEL, channel.to_string())
                     }
                 }
             })
@@ -139,4 +135,15 @@ impl RelayClient {
             "the relay answered a download oddly".into(),
         ))
     }
+}
+
+/// A blob creation signed with `key` (a mailbox owner's or a channel admin's), with a fresh
+/// timestamp and nonce.
+fn signed_creation(req: reqwest::RequestBuilder, key: &MailboxKey) -> reqwest::RequestBuilder {
+    let ts = now_secs();
+    let nonce = random_id();
+    let payload = proto::http_signing_payload("POST", "/v1/blobs", ts, &nonce, &[]);
+    req.header(proto::HEADER_TIMESTAMP, ts.to_string())
+        .header(proto::HEADER_NONCE, nonce.to_string())
+        .header(proto::HEADER_SIGNATURE, Bytes::encode(&key.sign(&payload)))
 }

@@ -62,10 +62,12 @@ impl MailboxKey {
 }
 
 /// Who vouches for a new blob (the relay counts its quota against them): a member of a group
-/// on that relay, with an epoch token of it, or a mailbox's owner (security review 3, M8).
+/// on that relay, with an epoch token of it, a mailbox's owner (security review 3, M8), or an
+/// admin of a channel, with its admin key (a channel's file, kept as long as channels are).
 pub enum BlobOwner<'a> {
     Group { log: Id, token: &'a [u8] },
     Mailbox { mailbox: Id, key: &'a MailboxKey },
+    Channel { channel: Id, key: &'a MailboxKey },
 }
 
 /// A client for one relay *service*: one address, or several addresses of relay processes

@@ -584,3 +584,132 @@ fn after_a_key_rotation_old_followers_read_on_and_a_new_link_opens_only_what_fol
         );
     });
 }
+
+/// Photos and files in posts: alice posts a photo (with a caption) and a document through her
+/// running service; each is encrypted once and uploaded to the home relay and to the mirror,
+/// vouched for by her admin key. Carol, on the mirror's relay, sees the photo's thumbnail and
+/// the document's name and size without downloading anything, then downloads the document —
+/// and, with the home relay blocked, downloads it again from the mirror's copy, byte for byte.
+/// A key that is not an admin's cannot make a channel's blob, and no byte of either file is in
+/// any relay's files.
+#[test]
+fn photos_and_files_reach_followers_and_come_from_the_mirror_too() {
+    run(async {
+        let mut w = World::new().await;
+        let r1 = w.add_relay().await;
+        let mut alice = w.person("alice").await;
+        let mut carol = w.person_on("carol", r1).await;
+        let ch = alice
+            .profile
+            .channel_create("Pictures", "")
+            .await
+            .expect("a channel");
+        let mirror = w.relay(r1).url.clone();
+        alice
+            .profile
+            .channel_mirror_add(&ch, &mirror)
+            .await
+            .expect("the mirror is added");
+        let link = alice.profile.channel_link(&ch).expect("a link");
+        carol
+            .profile
+            .channel_follow(&link)
+            .await
+            .expect("carol follows");
+        let dir = tempfile::tempdir().expect("a directory");
+        let secret = w.text("the budget they did not publish, page one");
+        let document = secret.repeat(200).into_bytes();
+        let doc = dir.path().join("budget.txt");
+        std::fs::write(&doc, &document).expect("write");
+        let pic = dir.path().join("bridge.jpg");
+        std::fs::write(&pic, crate::messages::photo(800, 600)).expect("write");
+
+        let handle =
+            samizdat_core::ClientHandle::start(alice.profile, samizdat_core::Mode::Realtime)
+                .expect("alice's service");
+        let how = samizdat_core::transfer::SendFile::default();
+        let caption = w.text("the bridge tonight");
+        let s_photo = handle
+            .channel_post_file(&ch, &caption, &pic, &how)
+            .await
+            .expect("the photo is posted");
+        let s_doc = handle
+            .channel_post_file(&ch, "", &doc, &how)
+            .await
+            .expect("the document is posted");
+
+        carol.sync().await;
+        let posts = carol.profile.channel_posts(&ch, false).expect("the posts");
+        let photo_post = posts.iter().find(|p| p.seq == s_photo).expect("the photo");
+        assert_eq!(photo_post.text, caption);
+        let f = photo_post.file.as_ref().expect("the photo's file");
+        assert!(f.thumbnail && f.width == 800 && f.height == 600, "{f:?}");
+        let thumb = carol
+            .profile
+            .channel_thumbnail(&ch, s_photo)
+            .expect("the thumbnail came with the post");
+        assert!(thumb.starts_with(&[0xFF, 0xD8, 0xFF]), "a JPEG");
+        let doc_post = posts.iter().find(|p| p.seq == s_doc).expect("the document");
+        let f = doc_post.file.as_ref().expect("the document's file");
+        assert_eq!(
+            (f.name.as_str(), f.size),
+            ("budget.txt", document.len() as u64)
+        );
+        assert!(!f.thumbnail);
+
+        // A key that is not one of the channel's admins cannot make a blob for it.
+        let (stranger, _) = MailboxKey::generate().expect("a key");
+        let refused = RelayClient::new(&w.relay(0).url)
+            .expect("this step works")
+            .create_blob(
+                100,
+                samizdat_core::relay_client::BlobOwner::Channel {
+                    channel: *ch.as_proto(),
+                    key: &stranger,
+                },
+            )
+            .await;
+        assert!(
+            matches!(
+                refused,
+                Err(Error::Relay {
+                    code: ErrorCode::BadSignature,
+                    ..
+                })
+            ),
+            "{refused:?}"
+        );
+
+        let reader =
+            samizdat_core::ClientHandle::start(carol.profile, samizdat_core::Mode::Realtime)
+                .expect("carol's service");
+        let first = dir.path().join("first.txt");
+        let got = reader
+            .channel_download(&ch, s_doc, &first)
+            .await
+            .expect("the document downloads");
+        assert_eq!(got.size, document.len() as u64);
+        assert_eq!(std::fs::read(&first).expect("read"), document);
+
+        let photo_out = dir.path().join("photo.jpg");
+        reader
+            .channel_download(&ch, s_photo, &photo_out)
+            .await
+            .expect("the photo downloads");
+        assert!(
+            std::fs::read(&photo_out)
+                .expect("read")
+                .starts_with(&[0xFF, 0xD8, 0xFF])
+        );
+
+        w.relay(0).block().await;
+        let again = dir.path().join("again.txt");
+        reader
+            .channel_download(&ch, s_doc, &again)
+            .await
+            .expect("the document downloads from the mirror");
+        assert_eq!(std::fs::read(&again).expect("read"), document);
+        w.assert_no_plaintext();
+        drop(handle);
+    });
+}

@@ -741,7 +741,7 @@ fn a_small_group_counts_who_has_a_message() {
 }
 
 /// A photo-like JPEG (gradients and noise) of `w`×`h` pixels.
-fn photo(w: u32, h: u32) -> Vec<u8> {
+pub(crate) fn photo(w: u32, h: u32) -> Vec<u8> {
     let mut seed = 0x9e37_79b9_u32;
     let img = image::RgbImage::from_fn(w, h, |x, y| {
         seed ^= seed << 13;

@@ -17,3 +17,6 @@ CREATE TABLE channel_records (
     stored_at  BIGINT NOT NULL,
     PRIMARY KEY (channel_id, seq)
 );
+-- A channel's files: blobs an admin of a channel vouched for live `channel_blob_ttl_secs`
+-- after their upload finished instead of `blob_ttl_secs`.
+ALTER TABLE blobs ADD COLUMN for_channel BOOLEAN NOT NULL DEFAULT FALSE;

@@ -446,6 +446,7 @@ impl Tables for MemTables {
                     length: blob.length,
                     offset: 0,
                     expires_at: blob.expires_at,
+                    for_channel: blob.for_channel,
                 },
                 source: blob.source,
             },
@@ -780,10 +781,11 @@ impl Store for MemoryStore {
         token_hash: [u8; 32],
         length: u64,
         source: [u8; 32],
+        for_channel: bool,
         now: u64,
         limits: &Limits,
     ) -> Result<()> {
-        let new = NewBlob::new(blob, token_hash, length, source, now, limits);
+        let new = NewBlob::new(blob, token_hash, length, source, for_channel, now, limits);
         in_copy!(self, |t| rules::create_blob(
             t,
             &new,

@@ -141,6 +141,8 @@ pub struct BlobRecord {
     /// Bytes stored durably so far (`length` when the upload is complete).
     pub offset: u64,
     pub expires_at: u64,
+    /// A channel's file: kept `channel_blob_ttl_secs` once finished.
+    pub for_channel: bool,
 }
 
 /// How long a claim's idempotency record (which holds the claimed KeyPackage) is kept: long
@@ -250,13 +252,16 @@ pub trait Store: Send + Sync + 'static {
     async fn sweep(&self, now: u64, limits: &Limits) -> Result<Swept>;
 
     /// Record a new blob of `length` bytes for `source` (a hash of the uploader's address
-    /// bucket), within the per-source quota of unexpired blobs.
+    /// bucket), within the per-source quota of unexpired blobs; `for_channel`: a channel's
+    /// file, kept `channel_blob_ttl_secs` once finished.
+    #[allow(clippy::too_many_arguments)]
     async fn create_blob(
         &self,
         blob: Id,
         token_hash: [u8; 32],
         length: u64,
         source: [u8; 32],
+        for_channel: bool,
         now: u64,
         limits: &Limits,
     ) -> Result<()>;

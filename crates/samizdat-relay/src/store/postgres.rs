@@ -860,8 +860,8 @@ impl Tables for PgTables<'_, '_> {
     async fn insert_blob(&mut self, blob: &NewBlob) -> Result<()> {
         self.0
             .execute(
-                "INSERT INTO blobs (blob_id, token_hash, length, source, created_at, expires_at)
-                 VALUES ($1, $2, $3, $4, $5, $6)",
+                "INSERT INTO blobs (blob_id, token_hash, length, source, created_at, expires_at, for_channel)
+                 VALUES ($1, $2, $3, $4, $5, $6, $7)",
                 &[
                     &blob.blob.as_bytes().as_slice(),
                     &blob.token_hash.as_slice(),
@@ -869,6 +869,7 @@ impl Tables for PgTables<'_, '_> {
                     &blob.source.as_slice(),
                     &(blob.now as i64),
                     &(blob.expires_at as i64),
+                    &blob.for_channel,
                 ],
             )
             .await?;
@@ -1301,10 +1302,11 @@ impl Store for PgStore {
         token_hash: [u8; 32],
         length: u64,
         source: [u8; 32],
+        for_channel: bool,
         now: u64,
         limits: &Limits,
     ) -> Result<()> {
-        let new = NewBlob::new(blob, token_hash, length, source, now, limits);
+        let new = NewBlob::new(blob, token_hash, length, source, for_channel, now, limits);
         in_tx!(self, |tx| {
             rules::create_blob(
                 &mut PgTables(&tx, &self.origin),
@@ -1320,7 +1322,7 @@ impl Store for PgStore {
         let client: &Client = &guard;
         let row = client
             .query_opt(
-                "SELECT token_hash, length, offset_bytes, expires_at FROM blobs
+                "SELECT token_hash, length, offset_bytes, expires_at, for_channel FROM blobs
                  WHERE blob_id = $1 AND expires_at > $2",
                 &[&blob.as_bytes().as_slice(), &(now as i64)],
             )
@@ -1331,6 +1333,7 @@ impl Store for PgStore {
                 length: r.get::<_, i64>(1) as u64,
                 offset: r.get::<_, i64>(2) as u64,
                 expires_at: r.get::<_, i64>(3) as u64,
+                for_channel: r.get::<_, bool>(4),
             })
         })
         .transpose()

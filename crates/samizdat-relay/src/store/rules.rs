@@ -136,6 +136,7 @@ pub(crate) struct NewBlob {
     pub token_hash: [u8; 32],
     pub length: u64,
     pub source: [u8; 32],
+    pub for_channel: bool,
     pub now: u64,
     pub expires_at: u64,
 }
@@ -150,6 +151,7 @@ impl NewBlob {
         token_hash: [u8; 32],
         length: u64,
         source: [u8; 32],
+        for_channel: bool,
         now: u64,
         limits: &Limits,
     ) -> Self {
@@ -158,6 +160,7 @@ impl NewBlob {
             token_hash,
             length,
             source,
+            for_channel,
             now,
             expires_at: now
                 .saturating_add(limits.blob_ttl_secs.min(UNFINISHED_BLOB_SECS))
@@ -169,9 +172,14 @@ impl NewBlob {
 /// How long a blob whose upload is not finished is kept.
 pub(crate) const UNFINISHED_BLOB_SECS: u64 = 3600;
 
-/// When a blob finished at `now` expires.
-pub(crate) fn finished_blob_expiry(now: u64, limits: &Limits) -> u64 {
-    now.saturating_add(limits.blob_ttl_secs).min(MAX_COUNTER)
+/// When a blob finished at `now` expires (a channel's file lives longer).
+pub(crate) fn finished_blob_expiry(now: u64, for_channel: bool, limits: &Limits) -> u64 {
+    let ttl = if for_channel {
+        limits.channel_blob_ttl_secs
+    } else {
+        limits.blob_ttl_secs
+    };
+    now.saturating_add(ttl).min(MAX_COUNTER)
 }
 
 /// Run a rule whose [`Tables`] never wait (SQLite's connection, the in-memory maps) to

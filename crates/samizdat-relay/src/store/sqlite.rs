@@ -664,15 +664,16 @@ impl Tables for SqliteTables<'_> {
     async fn insert_blob(&mut self, blob: &NewBlob) -> Result<()> {
         exec(
             self.0,
-            "INSERT INTO blobs (blob_id, token_hash, length, source, created_at, expires_at)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+            "INSERT INTO blobs (blob_id, token_hash, length, source, created_at, expires_at, for_channel)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
             params![
                 blob.blob.as_bytes().as_slice(),
                 blob.token_hash.as_slice(),
                 blob.length as i64,
                 blob.source.as_slice(),
                 blob.now as i64,
-                blob.expires_at as i64
+                blob.expires_at as i64,
+                blob.for_channel
             ],
         )?;
         Ok(())
@@ -1155,11 +1156,12 @@ impl Store for SqliteStore {
         token_hash: [u8; 32],
         length: u64,
         source: [u8; 32],
+        for_channel: bool,
         now: u64,
         limits: &Limits,
     ) -> Result<()> {
         let quota = limits.blob_quota_bytes;
-        let new = NewBlob::new(blob, token_hash, length, source, now, limits);
+        let new = NewBlob::new(blob, token_hash, length, source, for_channel, now, limits);
         self.write(move |conn| run_now(rules::create_blob(&mut SqliteTables(conn), &new, quota)))
             .await
     }
@@ -1168,7 +1170,7 @@ impl Store for SqliteStore {
         self.read(move |conn| {
             let row = conn
                 .query_row(
-                    "SELECT token_hash, length, offset_bytes, expires_at FROM blobs
+                    "SELECT token_hash, length, offset_bytes, expires_at, for_channel FROM blobs
                      WHERE blob_id = ?1 AND expires_at > ?2",
                     params![blob.as_bytes().as_slice(), now as i64],
                     |r| {
@@ -1177,16 +1179,18 @@ impl Store for SqliteStore {
                             r.get::<_, i64>(1)?,
                             r.get::<_, i64>(2)?,
                             r.get::<_, i64>(3)?,
+                            r.get::<_, bool>(4)?,
                         ))
                     },
                 )
                 .optional()?;
-            row.map(|(h, length, offset, expires)| {
+            row.map(|(h, length, offset, expires, for_channel)| {
                 Ok(BlobRecord {
                     token_hash: hash32(h)?,
                     length: length as u64,
                     offset: offset as u64,
                     expires_at: expires as u64,
+                    for_channel,
                 })
             })
             .transpose()

@@ -216,4 +216,124 @@ async fn a_follower_gets_records_pushed_without_saying_who_it_is(b: Backend) {
     }
     relay.stop().await;
 }
+
+/// A channel's file: a blob is made for a channel only with a request signed by one of its
+/// current admins (a stranger's signature, a replayed nonce or an unknown channel are
+/// refused), and once its upload is finished it lives `channel_blob_ttl_secs`, not the
+/// shorter `blob_ttl_secs` of a conversation's attachment.
+async fn a_channels_file_is_vouched_for_by_an_admin_and_lives_long(b: Backend) {
+    let limits = samizdat_proto::Limits {
+        blob_ttl_secs: 60,
+        channel_blob_ttl_secs: 10 * 365 * 86_400,
+        ..Default::default()
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let relay = TestRelay::start_in(&b, dir.path(), limits).await;
+    let (admin, stranger) = (key(), key());
+    let (ch, _) = channel_of(&relay, &admin, 1).await;
+    let create = |k: &Ed25519KeyPair, channel: Id, nonce: Id| {
+        let ts = crate::harness::now();
+        let payload = samizdat_proto::http_signing_payload("POST", "/v1/blobs", ts, &nonce, &[]);
+        relay
+            .http
+            .post(relay.url("/v1/blobs"))
+            .header("upload-length", "5")
+            .header(samizdat_proto::HEADER_CHANNEL, channel.to_string())
+            .header(samizdat_proto::HEADER_TIMESTAMP, ts.to_string())
+            .header(samizdat_proto::HEADER_NONCE, nonce.to_string())
+            .header(samizdat_proto::HEADER_SIGNATURE, samizdat_proto::Bytes::encode(k.sign(&payload).as_ref()))
+            .send()
+    };
+    let code = |r: reqwest::Response| async move {
+        let status = r.status().as_u16();
+        let body: serde_json::Value = r.json().await.unwrap();
+        (status, body["code"].as_str().unwrap_or_default().to_string())
+    };
+    assert_eq!(code(create(&stranger, ch, rand_id()).await.unwrap()).await, (401, "bad_signature".into()));
+    assert_eq!(code(create(&admin, rand_id(), rand_id()).await.unwrap()).await, (404, "not_found".into()));
+    let nonce = rand_id();
+    let made = create(&admin, ch, nonce).await.unwrap();
+    assert_eq!(made.status().as_u16(), 201);
+    let made: samizdat_proto::BlobCreated = made.json().await.unwrap();
+    assert_eq!(code(create(&admin, ch, nonce).await.unwrap()).await, (401, "replayed_signature".into()));
+    let put = relay
+        .http
+        .patch(relay.url(&format!("/v1/blobs/{}/upload", made.blob_id)))
+        .header(samizdat_proto::HEADER_UPLOAD_TOKEN, samizdat_proto::Bytes::encode(&made.upload_token.0))
+        .header(samizdat_proto::HEADER_UPLOAD_OFFSET, "0")
+        .header("content-type", "application/octet-stream")
+        .body(b"hello".to_vec())
+        .send()
+        .await
+        .unwrap();
+    assert!(put.status().is_success(), "{}", put.status());
+    let got = relay.http.get(relay.url(&format!("/v1/blobs/{}", made.blob_id))).send().await.unwrap();
+    assert_eq!(got.bytes().await.unwrap().as_ref(), b"hello");
+    relay.stop().await;
+    // What the relay keeps of the blob: made for a channel, kept ten years.
+    use samizdat_relay::store::Store;
+    let store: std::sync::Arc<dyn Store> = match &b {
+        crate::harness::Backend::Sqlite => std::sync::Arc::new(samizdat_relay::store::SqliteStore::open(dir.path()).unwrap()),
+        crate::harness::Backend::Postgres(url) => std::sync::Arc::new(samizdat_relay::store::PgStore::open(url, 2).await.unwrap()),
+    };
+    let record = store
+        .blob(made.blob_id, crate::harness::now())
+        .await
+        .unwrap()
+        .expect("the blob's record");
+    assert!(record.for_channel);
+    assert!(
+        record.expires_at > crate::harness::now() + 9 * 365 * 86_400,
+        "a channel's file lives channel_blob_ttl_secs: {}",
+        record.expires_at
+    );
+}
+
+/// A post to many followers of one relay process costs that process a store read or two, not
+/// one per follower: the record is read once and shared, and so is "there is no record after
+/// it yet" (each follower asks, having sent the newest), until the next record is announced.
+async fn a_post_to_many_followers_costs_the_relay_one_read(b: Backend) {
+    const FOLLOWERS: usize = 40;
+    let relay = TestRelay::start(&b).await;
+    let admin = key();
+    let (ch, hashes) = channel_of(&relay, &admin, 1).await;
+    let mut followers = Vec::new();
+    for _ in 0..FOLLOWERS {
+        let (mut ws, _) = tokio_tungstenite::connect_async(relay.ws_url()).await.unwrap();
+        let _hello = tokio::time::timeout(Duration::from_secs(20), ws.next()).await.unwrap();
+        let sub = ClientFrame::SubscribeChannel { channel_id: ch, after: 1 };
+        ws.send(Message::Text(serde_json::to_string(&sub).unwrap().into())).await.unwrap();
+        loop {
+            let m = tokio::time::timeout(Duration::from_secs(20), ws.next()).await.unwrap().unwrap().unwrap();
+            let Message::Text(t) = m else { continue };
+            if matches!(serde_json::from_str::<ServerFrame>(t.as_str()).unwrap(), ServerFrame::Subscribed { .. }) {
+                break;
+            }
+        }
+        followers.push(ws);
+    }
+    let reads = || async {
+        let text = relay.http.get(relay.metrics_url()).send().await.unwrap().text().await.unwrap();
+        text.lines()
+            .find_map(|l| l.strip_prefix("samizdat_push_reads_total "))
+            .map(|v| v.trim().parse::<f64>().unwrap() as u64)
+            .unwrap_or(0)
+    };
+    let before = reads().await;
+    let r = record(&admin, ch, 2, hashes[1], RecordKind::Post, vec![]);
+    assert_eq!(store(&relay, &ch, &r).await, Ok(201));
+    for ws in &mut followers {
+        loop {
+            let m = tokio::time::timeout(Duration::from_secs(30), ws.next()).await.unwrap().unwrap().unwrap();
+            let Message::Text(t) = m else { continue };
+            if let ServerFrame::ChannelRecord { seq, record, .. } = serde_json::from_str::<ServerFrame>(t.as_str()).unwrap() {
+                assert_eq!((seq, record.0.as_slice()), (2, r.as_slice()));
+                break;
+            }
+        }
+    }
+    let spent = reads().await - before;
+    assert!(spent <= 3, "{spent} store reads to push one record to {FOLLOWERS} followers");
+    relay.stop().await;
+}
 }

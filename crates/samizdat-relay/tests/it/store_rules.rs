@@ -296,18 +296,18 @@ store_cases! {
         let (src, other) = ([1; 32], [2; 32]);
         let t = now();
         let a = rand_id();
-        s.create_blob(a, [0; 32], 60, src, t, &limits).await.unwrap();
+        s.create_blob(a, [0; 32], 60, src, false, t, &limits).await.unwrap();
         assert!(s.advance_blob(a, 0, 30, t + 60, quota(t)).await.unwrap());
         assert!(!s.advance_blob(a, 0, 60, t + 60, quota(t)).await.unwrap(), "moved by someone else");
         assert!(!s.advance_blob(a, 30, 61, t + 60, quota(t)).await.unwrap(), "past the end");
         assert!(s.advance_blob(a, 30, 60, t + 60, quota(t)).await.unwrap());
         assert_eq!(s.blob(a, t).await.unwrap().unwrap().offset, 60);
-        let over = s.create_blob(rand_id(), [0; 32], 41, src, t, &limits).await.unwrap_err();
+        let over = s.create_blob(rand_id(), [0; 32], 41, src, false, t, &limits).await.unwrap_err();
         assert_eq!(code(over).0, ErrorCode::QuotaExceeded);
-        s.create_blob(rand_id(), [0; 32], 41, other, t, &limits).await.unwrap();
+        s.create_blob(rand_id(), [0; 32], 41, other, false, t, &limits).await.unwrap();
         // Sixty seconds on, the blobs have expired and the quota is free again.
         assert_eq!(s.expire_blobs(t + 60).await.unwrap().len(), 2);
-        s.create_blob(rand_id(), [0; 32], 100, src, t + 60, &limits).await.unwrap();
+        s.create_blob(rand_id(), [0; 32], 100, src, false, t + 60, &limits).await.unwrap();
     }
 
     /// Security review 3, M8: the quota counts bytes actually uploaded — a declared length
@@ -321,16 +321,16 @@ store_cases! {
         let t = now();
         let (idle, done, third) = (rand_id(), rand_id(), rand_id());
         // Declared lengths alone (1,900 bytes) hold nothing.
-        s.create_blob(idle, [0; 32], 900, src, t, &limits).await.unwrap();
-        s.create_blob(done, [0; 32], 100, src, t, &limits).await.unwrap();
-        s.create_blob(third, [0; 32], 900, src, t, &limits).await.unwrap();
+        s.create_blob(idle, [0; 32], 900, src, false, t, &limits).await.unwrap();
+        s.create_blob(done, [0; 32], 100, src, false, t, &limits).await.unwrap();
+        s.create_blob(third, [0; 32], 900, src, false, t, &limits).await.unwrap();
         assert!(s.advance_blob(done, 0, 100, t + 30 * 86_400, quota(t)).await.unwrap());
         assert!(s.advance_blob(idle, 0, 500, t + 30 * 86_400, quota(t)).await.unwrap());
         // 600 uploaded: another 401 do not fit, 400 do.
         assert!(!s.advance_blob(third, 0, 401, t + 30 * 86_400, quota(t)).await.unwrap());
         assert_eq!(s.blob(third, t).await.unwrap().unwrap().offset, 0);
         assert!(s.advance_blob(third, 0, 400, t + 30 * 86_400, quota(t)).await.unwrap());
-        let over = s.create_blob(rand_id(), [0; 32], 1, src, t, &limits).await.unwrap_err();
+        let over = s.create_blob(rand_id(), [0; 32], 1, src, false, t, &limits).await.unwrap_err();
         assert_eq!(code(over).0, ErrorCode::QuotaExceeded);
         // An hour on, the unfinished ones are gone and their bytes free; the finished one stays.
         let mut gone = s.expire_blobs(t + 3600).await.unwrap();
@@ -339,7 +339,7 @@ store_cases! {
         expected.sort();
         assert_eq!(gone, expected);
         assert!(s.blob(done, t + 3600).await.unwrap().is_some());
-        s.create_blob(rand_id(), [0; 32], 900, src, t + 3600, &limits).await.unwrap();
+        s.create_blob(rand_id(), [0; 32], 900, src, false, t + 3600, &limits).await.unwrap();
     }
 
     /// The sweep deletes expired messages and entries and keeps the counters right: the freed

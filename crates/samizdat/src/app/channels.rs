@@ -234,6 +234,14 @@ fn channel_markup(
                         textarea #post-text name="text" required maxlength="32768" placeholder=(c.tr("channel-post-placeholder")) {}
                         button type="submit" { (c.tr("channel-post")) }
                     }
+                    form #channel-attach .attach method="post" action=(format!("{base}/file")) enctype="multipart/form-data" {
+                        (c.csrf_field())
+                        label for="channel-file" { (c.tr("channel-attach")) }
+                        input #channel-file type="file" name="file" required;
+                        label.visually-hidden for="channel-caption" { (c.tr("chat-attach-caption")) }
+                        input #channel-caption type="text" name="text" maxlength="4000" placeholder=(c.tr("chat-attach-caption"));
+                        button type="submit" { (c.tr("channel-post")) }
+                    }
                 }
                 @if posts.is_empty() { p.muted { (c.tr("channel-no-posts")) } }
                 ol.posts {
@@ -241,7 +249,8 @@ fn channel_markup(
                     @for p in posts.iter().filter(|p| p.pinned).chain(posts.iter().rev().filter(|p| !p.pinned)) {
                         li.post.pinned[p.pinned] {
                             @if p.pinned { span.badge { (c.tr("channel-pinned")) } " " }
-                            p.text { (p.text) }
+                            @if let Some(f) = &p.file { (pages::file_markup(c, f, &format!("{base}/p/{}", p.seq))) }
+                            @if !p.text.is_empty() { p.text { (p.text) } }
                             div.meta {
                                 span.muted {
                                     (pages::time(p.posted_at * 1000))

@@ -16,7 +16,7 @@ use axum::body::Body;
 use axum::extract::{Multipart, Path, Query, State};
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use samizdat_core::{ConversationId, MessageId};
+use samizdat_core::{ChannelId, ConversationId, MessageId};
 use samizdat_rpc::{self as rpc, Api};
 
 use super::web::{Signed, fail, see};
@@ -60,6 +60,76 @@ fn io_failure(c: &super::pages::Ctx<'_>, e: std::io::Error) -> Response {
     )
 }
 
+/// What a file form carried: the caption, a voice message's length, and the file (in memory).
+struct Upload {
+    caption: String,
+    voice_ms: Option<u64>,
+    file: Option<(InMemory, String)>,
+}
+
+/// Read a multipart file form: `csrf` first (checked before the file is read), then an
+/// optional `text` (the caption), `voice_ms` and `file`.
+async fn read_upload(r: &super::web::Req<'_>, form: &mut Multipart) -> Result<Upload, Response> {
+    let bad = |why: &'static str| (StatusCode::BAD_REQUEST, why).into_response();
+    let first = match form.next_field().await {
+        Ok(Some(f)) if f.name() == Some("csrf") => f.text().await.unwrap_or_default(),
+        _ => String::new(),
+    };
+    if !security::csrf_ok(&r.session, &first) {
+        return Err((
+            StatusCode::FORBIDDEN,
+            "forbidden: missing or wrong CSRF token",
+        )
+            .into_response());
+    }
+    let mut up = Upload {
+        caption: String::new(),
+        voice_ms: None,
+        file: None,
+    };
+    while let Ok(Some(mut field)) = form.next_field().await {
+        match field.name() {
+            Some("text") => up.caption = field.text().await.unwrap_or_default(),
+            Some("voice_ms") => {
+                up.voice_ms = field
+                    .text()
+                    .await
+                    .ok()
+                    .and_then(|t| t.trim().parse::<u64>().ok())
+                    .map(|ms| ms.min(samizdat_core::MAX_VOICE_MS));
+            }
+            Some("file") => {
+                let name = samizdat_core::attachment::safe_name(field.file_name().unwrap_or(""));
+                let mut out = InMemory::new().map_err(|e| io_failure(&r.ctx, e))?;
+                let mut size = 0usize;
+                loop {
+                    match field.chunk().await {
+                        Ok(Some(chunk)) => {
+                            size += chunk.len();
+                            if size > MAX_UPLOAD {
+                                return Err((
+                                    StatusCode::PAYLOAD_TOO_LARGE,
+                                    r.ctx.tr("file-too-large"),
+                                )
+                                    .into_response());
+                            }
+                            std::io::Write::write_all(&mut out.file, &chunk)
+                                .map_err(|e| io_failure(&r.ctx, e))?;
+                        }
+                        Ok(None) => break,
+                        Err(_) => return Err(bad("the upload broke off")),
+                    }
+                }
+                if size > 0 {
+                    up.file = Some((out, name));
+                }
+            }
+            _ => {}
+        }
+    }
+    Ok(up)
+}
+
 /// `POST /c/{id}/file`: a multipart form with `csrf` first, then an optional `text` (the
 /// caption) and `file`. The CSRF token is checked before the file is read.
 pub async fn send_file(
@@ -69,63 +139,11 @@ pub async fn send_file(
     mut form: Multipart,
 ) -> Response {
     let r = signed.open(&app);
-    let bad = |why: &'static str| (StatusCode::BAD_REQUEST, why).into_response();
-    let first = match form.next_field().await {
-        Ok(Some(f)) if f.name() == Some("csrf") => f.text().await.unwrap_or_default(),
-        _ => String::new(),
+    let up = match read_upload(&r, &mut form).await {
+        Ok(up) => up,
+        Err(resp) => return resp,
     };
-    if !security::csrf_ok(&r.session, &first) {
-        return (
-            StatusCode::FORBIDDEN,
-            "forbidden: missing or wrong CSRF token",
-        )
-            .into_response();
-    }
-    let mut caption = String::new();
-    let mut voice_ms: Option<u64> = None;
-    let mut upload: Option<(InMemory, String)> = None;
-    while let Ok(Some(mut field)) = form.next_field().await {
-        match field.name() {
-            Some("text") => caption = field.text().await.unwrap_or_default(),
-            Some("voice_ms") => {
-                voice_ms = field
-                    .text()
-                    .await
-                    .ok()
-                    .and_then(|t| t.trim().parse::<u64>().ok())
-                    .map(|ms| ms.min(samizdat_core::MAX_VOICE_MS));
-            }
-            Some("file") => {
-                let name = samizdat_core::attachment::safe_name(field.file_name().unwrap_or(""));
-                let mut out = match InMemory::new() {
-                    Ok(f) => f,
-                    Err(e) => return io_failure(&r.ctx, e),
-                };
-                let mut size = 0usize;
-                loop {
-                    match field.chunk().await {
-                        Ok(Some(chunk)) => {
-                            size += chunk.len();
-                            if size > MAX_UPLOAD {
-                                return (StatusCode::PAYLOAD_TOO_LARGE, r.ctx.tr("file-too-large"))
-                                    .into_response();
-                            }
-                            if let Err(e) = std::io::Write::write_all(&mut out.file, &chunk) {
-                                return io_failure(&r.ctx, e);
-                            }
-                        }
-                        Ok(None) => break,
-                        Err(_) => return bad("the upload broke off"),
-                    }
-                }
-                if size > 0 {
-                    upload = Some((out, name));
-                }
-            }
-            _ => {}
-        }
-    }
-    let Some((file, name)) = upload else {
+    let Some((file, name)) = up.file else {
         return see(format!("/c/{id}"));
     };
     // The service (in this process, or a `samizdat serve` of the same account) reads it
@@ -133,10 +151,10 @@ pub async fn send_file(
     let sent = app
         .send(rpc::SendParams {
             conversation_id: Some(id),
-            text: Some(caption.to_string()),
+            text: Some(up.caption),
             file: Some(file.path()),
-            name: Some(name.to_string()),
-            voice_ms,
+            name: Some(name),
+            voice_ms: up.voice_ms,
             ..Default::default()
         })
         .await
@@ -145,6 +163,36 @@ pub async fn send_file(
     match sent {
         Ok(_) => see(format!("/c/{id}")),
         Err(e) if e.kind.as_deref() == Some("relay_unreachable") => see(format!("/c/{id}")),
+        Err(e) => fail(&r.ctx, &e),
+    }
+}
+
+/// `POST /ch/{id}/file`: a post with a photo or file (the same form as a chat's), by an admin.
+pub async fn channel_post_file(
+    State(app): State<Arc<App>>,
+    signed: Signed,
+    Path(id): Path<ChannelId>,
+    mut form: Multipart,
+) -> Response {
+    let r = signed.open(&app);
+    let up = match read_upload(&r, &mut form).await {
+        Ok(up) => up,
+        Err(resp) => return resp,
+    };
+    // Without a file the form posts its caption as a text.
+    let (file, name) = up.file.map_or((None, None), |(f, n)| (Some(f), Some(n)));
+    let posted = app
+        .channel_post(rpc::ChannelPostParams {
+            channel_id: Some(id),
+            text: up.caption,
+            file: file.as_ref().map(InMemory::path),
+            name,
+            ..Default::default()
+        })
+        .await;
+    drop(file);
+    match posted.map_err(CallError::from) {
+        Ok(_) => see(format!("/ch/{id}")),
         Err(e) => fail(&r.ctx, &e),
     }
 }
@@ -213,10 +261,34 @@ pub async fn thumbnail(
         .thumbnail(rpc::MessageParams { message_id: mid })
         .await
         .map_err(CallError::from);
+    jpeg_response(&r.ctx, t)
+}
+
+/// `GET /ch/{id}/p/{seq}/thumb`: a channel post's photo thumbnail (made by the admin's device,
+/// carried in the post).
+pub async fn channel_thumbnail(
+    State(app): State<Arc<App>>,
+    signed: Signed,
+    Path((id, seq)): Path<(ChannelId, u64)>,
+) -> Response {
+    let r = signed.open(&app);
+    let t = app
+        .channel_thumbnail(rpc::ChannelFileParams {
+            channel_id: Some(id),
+            seq,
+            ..Default::default()
+        })
+        .await
+        .map_err(CallError::from);
+    jpeg_response(&r.ctx, t)
+}
+
+/// A thumbnail as the browser gets it: only if its bytes are a JPEG.
+fn jpeg_response(c: &super::pages::Ctx<'_>, t: Result<rpc::Thumbnail, CallError>) -> Response {
     let jpeg = match t.map(|t| t.bytes()) {
         Ok(Some(j)) if shown_type(&j) == Some("image/jpeg") => j,
         Ok(_) => return StatusCode::NOT_FOUND.into_response(),
-        Err(e) => return fail(&r.ctx, &e),
+        Err(e) => return fail(c, &e),
     };
     let mut resp = Response::new(Body::from(jpeg));
     resp.headers_mut()
@@ -257,17 +329,54 @@ pub async fn save_file(
         })
         .await
         .map_err(CallError::from);
+    serve_saved(&r.ctx, scratch, done, q.inline.is_some()).await
+}
+
+/// `GET /ch/{id}/p/{seq}/file`: a channel post's photo or file, fetched, checked and
+/// decrypted, handed to the browser as `save_file` does.
+pub async fn channel_save_file(
+    State(app): State<Arc<App>>,
+    signed: Signed,
+    Path((id, seq)): Path<(ChannelId, u64)>,
+    Query(q): Query<FileQuery>,
+) -> Response {
+    let r = signed.open(&app);
+    let scratch = match Scratch::new(&app) {
+        Ok(s) => s,
+        Err(e) => return io_failure(&r.ctx, e),
+    };
+    let done = app
+        .channel_download(rpc::ChannelFileParams {
+            channel: None,
+            channel_id: Some(id),
+            seq,
+            out: scratch.0.display().to_string(),
+        })
+        .await
+        .map_err(CallError::from);
+    serve_saved(&r.ctx, scratch, done, q.inline.is_some()).await
+}
+
+/// Stream a file decrypted into `scratch` to the browser (a download; a picture or sound
+/// `inline` when its bytes say it is one); the scratch directory goes when the stream ends.
+async fn serve_saved(
+    c: &super::pages::Ctx<'_>,
+    scratch: Scratch,
+    done: Result<samizdat_core::transfer::Downloaded, CallError>,
+    inline: bool,
+) -> Response {
+    let r = c;
     let done = match done {
         Ok(d) => d,
-        Err(e) => return fail(&r.ctx, &e),
+        Err(e) => return fail(r, &e),
     };
     let mut file = match tokio::fs::File::open(&done.path).await {
         Ok(f) => f,
-        Err(e) => return io_failure(&r.ctx, e),
+        Err(e) => return io_failure(r, e),
     };
     // Shown in the page (a photo opened, a voice message played): only pictures and sound
     // that its bytes say it is, never what the sender named it, in a sandbox.
-    let inline = match q.inline.is_some() {
+    let inline = match inline {
         true => {
             use tokio::io::{AsyncReadExt, AsyncSeekExt};
             let mut head = [0u8; 12];
@@ -276,11 +385,11 @@ pub async fn save_file(
                 match file.read(&mut head[n..]).await {
                     Ok(0) => break,
                     Ok(k) => n += k,
-                    Err(e) => return io_failure(&r.ctx, e),
+                    Err(e) => return io_failure(r, e),
                 }
             }
             if let Err(e) = file.seek(std::io::SeekFrom::Start(0)).await {
-                return io_failure(&r.ctx, e);
+                return io_failure(r, e);
             }
             shown_type(&head[..n])
         }

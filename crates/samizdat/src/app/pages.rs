@@ -513,29 +513,7 @@ pub fn message(c: &Ctx<'_>, conv: ConversationId, m: &MessageView) -> Markup {
             } @else if m.unsupported {
                 div.text.muted { (c.tr("msg-unsupported")) }
             }
-            @if let Some(a) = &m.attachment {
-                @if a.thumbnail {
-                    @let (w, h) = shown_size(a.width, a.height);
-                    a.photo href={ "/m/" (m.id) "/file?inline=1" } target="_blank" rel="noopener noreferrer" title=(c.tr("msg-photo-open")) {
-                        img src={ "/m/" (m.id) "/thumb" } width=(w) height=(h) loading="lazy" decoding="async"
-                            alt=(c.tra("msg-photo", &[("name", a.name.clone().into())]));
-                    }
-                } @else if let Some(ms) = a.voice_ms {
-                    div.voice {
-                        audio controls preload="none" src={ "/m/" (m.id) "/file?inline=1" } aria-label=(c.tra("msg-voice", &[("duration", duration_label(ms).into())])) {}
-                        span.duration.muted { (duration_label(ms)) }
-                    }
-                }
-                div.file {
-                    @if a.voice_ms.is_none() {
-                        span.file-name title=(a.name) { (short_name(&a.name)) }
-                        " "
-                    }
-                    span.file-size.muted { (size_label(c, a.size)) }
-                    " "
-                    a.file-save href={ "/m/" (m.id) "/file" } download=(a.name) { (c.tr("msg-file-save")) }
-                }
-            }
+            @if let Some(a) = &m.attachment { (file_markup(c, a, &format!("/m/{}", m.id))) }
             @if !gone && !m.text.is_empty() { div.text { (linked_text(&m.text)) } }
             @if !m.reactions.is_empty() {
                 div.reactions {
@@ -1495,6 +1473,35 @@ pub fn error_page(c: &Ctx<'_>, message: &str) -> Markup {
             }
         },
     )
+}
+
+/// A message's or channel post's file: a photo's thumbnail (opened full size), a voice
+/// message's player, then its name, size and a link to save it; `base` is where its `/file`
+/// and `/thumb` are (`/m/{id}` or `/ch/{id}/p/{seq}`).
+pub(super) fn file_markup(c: &Ctx<'_>, a: &samizdat_core::AttachmentView, base: &str) -> Markup {
+    html! {
+        @if a.thumbnail {
+            @let (w, h) = shown_size(a.width, a.height);
+            a.photo href={ (base) "/file?inline=1" } target="_blank" rel="noopener noreferrer" title=(c.tr("msg-photo-open")) {
+                img src={ (base) "/thumb" } width=(w) height=(h) loading="lazy" decoding="async"
+                    alt=(c.tra("msg-photo", &[("name", a.name.clone().into())]));
+            }
+        } @else if let Some(ms) = a.voice_ms {
+            div.voice {
+                audio controls preload="none" src={ (base) "/file?inline=1" } aria-label=(c.tra("msg-voice", &[("duration", duration_label(ms).into())])) {}
+                span.duration.muted { (duration_label(ms)) }
+            }
+        }
+        div.file {
+            @if a.voice_ms.is_none() {
+                span.file-name title=(a.name) { (short_name(&a.name)) }
+                " "
+            }
+            span.file-size.muted { (size_label(c, a.size)) }
+            " "
+            a.file-save href={ (base) "/file" } download=(a.name) { (c.tr("msg-file-save")) }
+        }
+    }
 }
 
 #[cfg(test)]

@@ -88,6 +88,19 @@ pub fn router(app: Arc<App>) -> Router {
             post(super::channels::admins_remove),
         )
         .route("/ch/{id}/p/{seq}/{action}", post(super::channels::act))
+        .route(
+            "/ch/{id}/p/{seq}/file",
+            get(super::files::channel_save_file),
+        )
+        .route(
+            "/ch/{id}/p/{seq}/thumb",
+            get(super::files::channel_thumbnail),
+        )
+        .route(
+            "/ch/{id}/file",
+            post(super::files::channel_post_file)
+                .layer(DefaultBodyLimit::max(super::files::MAX_UPLOAD + 64 * 1024)),
+        )
         .route("/settings", get(settings))
         .route("/settings/lang", post(settings_lang))
         .route("/settings/notifications", post(settings_notifications))

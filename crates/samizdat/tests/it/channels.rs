@@ -1,6 +1,6 @@
 //! Channels from the command line (issue 34): `channel create`, `post`, `link` (last stdout
-//! line), `follow`, `read [--json]`, `mirror add`, `list [--json]`, with the home relay killed
-//! half way: the follower reads on from the mirror.
+//! line), `follow`, `read [--json]`, `mirror add`, `list [--json]`, `post --file`, `download`,
+//! with the home relay killed half way: the follower reads on, and downloads, from the mirror.
 
 use serde_json::Value;
 
@@ -50,12 +50,47 @@ fn a_channel_from_the_command_line_read_on_from_its_mirror() {
     let err = bob.fails(&["channel", "post", &name, "not mine to say"]);
     assert!(err.contains("admin"), "{err}");
 
-    // The home relay dies after a second post: bob reads it from the mirror.
+    // A file with a caption: uploaded to the home relay and the mirror.
+    let leaflet = w.text("the leaflet the council did not print");
+    let file = w.dir.path().join("leaflet.txt");
+    std::fs::write(&file, leaflet.repeat(50)).expect("write");
+    let caption = w.text("read and pass it on");
+    let posted = alice.ok(&[
+        "channel",
+        "post",
+        &name,
+        &caption,
+        "--file",
+        file.to_str().expect("utf-8"),
+    ]);
+    assert!(posted.contains("post 2"), "{posted}");
+
+    // The home relay dies after a third post: bob reads it, and the file, from the mirror.
     let second = w.text("the market closes early today");
     alice.ok(&["channel", "post", &name, &second]);
     w.relay.kill();
     let shown = bob.ok(&["channel", "read", &name]);
     assert!(shown.contains(&second), "{shown}");
+    assert!(shown.contains("[file: leaflet.txt"), "{shown}");
+    let posts = json_lines(&bob.ok(&["channel", "read", &name, "--json"]));
+    let with_file = posts.iter().find(|p| p["seq"] == 2).expect("post 2");
+    assert_eq!(with_file["text"], caption.as_str());
+    assert_eq!(with_file["file"]["name"], "leaflet.txt");
+    let out = w.dir.path().join("saved");
+    std::fs::create_dir_all(&out).expect("mkdir");
+    let saved = bob.ok(&[
+        "channel",
+        "download",
+        &name,
+        "2",
+        "--out",
+        out.to_str().expect("utf-8"),
+    ]);
+    assert!(saved.contains("saved"), "{saved}");
+    assert_eq!(
+        std::fs::read_to_string(out.join("leaflet.txt")).expect("the file"),
+        leaflet.repeat(50)
+    );
     w.assert_no_plaintext();
     for f in walk(&mirror.data) {
         let bytes = std::fs::read(&f).unwrap_or_default();

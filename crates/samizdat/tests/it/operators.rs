@@ -205,3 +205,57 @@ fn a_profile_opens_with_the_passphrase_systemd_hands_over() {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+/// `--min-free-disk-percent` sets the relay's free-disk floor (M8): at 100 every write is
+/// refused with `storage_full`; at 0 (what the test harness sets through the environment, so
+/// a host's disk running low cannot fail unrelated tests) the same drop goes on to the next
+/// check, a mailbox that does not exist.
+#[tokio::test]
+async fn the_free_disk_floor_is_set_by_flag_and_environment() {
+    let dir = tempfile::tempdir().unwrap();
+    let http = reqwest::Client::new();
+    let drop_to_nobody = |url: String| {
+        let http = http.clone();
+        async move {
+            let id = samizdat_proto::Id::from_bytes([7; 16]);
+            let r = http
+                .post(format!("{url}/v1/mailboxes/{id}/messages"))
+                .body(b"hello".to_vec())
+                .send()
+                .await
+                .unwrap();
+            let status = r.status().as_u16();
+            let body: serde_json::Value = r.json().await.unwrap();
+            (
+                status,
+                body["code"].as_str().unwrap_or_default().to_string(),
+            )
+        }
+    };
+    let full = RelayProc::start_with_args(
+        &dir.path().join("full"),
+        "127.0.0.1:0",
+        &["--min-free-disk-percent", "100"],
+    );
+    assert_eq!(
+        drop_to_nobody(full.url.clone()).await,
+        (429, "storage_full".into())
+    );
+    let open = RelayProc::start(&dir.path().join("open"), "127.0.0.1:0");
+    assert_eq!(
+        drop_to_nobody(open.url.clone()).await,
+        (404, "not_found".into())
+    );
+    // Out of range is refused before the relay starts.
+    let out = Command::new(BIN)
+        .args([
+            "relay",
+            "--allow-root",
+            "--check-config",
+            "--min-free-disk-percent",
+            "101",
+        ])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+}
