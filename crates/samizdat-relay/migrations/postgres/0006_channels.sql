@@ -7,6 +7,8 @@ CREATE TABLE channels (
     head_hash  BYTEA NOT NULL,
     -- The current admin keys, 32 bytes each, concatenated.
     admins     BYTEA NOT NULL,
+    -- The bytes of its records (counted in the relay's stored bytes, `max_relay_bytes`).
+    bytes      BIGINT NOT NULL DEFAULT 0,
     created_at BIGINT NOT NULL
 );
 CREATE TABLE channel_records (

@@ -7,6 +7,8 @@ CREATE TABLE channels (
     head_hash  BLOB NOT NULL,
     -- The current admin keys, 32 bytes each, concatenated.
     admins     BLOB NOT NULL,
+    -- The bytes of its records (counted in the relay's stored bytes, `max_relay_bytes`).
+    bytes      INTEGER NOT NULL DEFAULT 0,
     created_at INTEGER NOT NULL
 );
 CREATE TABLE channel_records (

@@ -771,7 +771,12 @@ impl Store for MemoryStore {
         });
         swept.stored_bytes = s.groups.values().map(|g| g.bytes).sum::<u64>()
             + s.mailboxes.values().map(|m| m.bytes).sum::<u64>()
-            + s.blobs.values().map(|b| b.record.length).sum::<u64>();
+            + s.blobs.values().map(|b| b.record.length).sum::<u64>()
+            + s.channels
+                .values()
+                .flat_map(|c| c.records.values())
+                .map(|(_, r)| r.len() as u64)
+                .sum::<u64>();
         Ok(swept)
     }
 

@@ -1171,14 +1171,14 @@ impl Store for PgStore {
                 // Two processes creating the same channel at once: the loser's insert breaks
                 // the primary key and is re-run, finding the winner's genesis.
                 tx.execute(
-                    "INSERT INTO channels (channel_id, head_seq, head_hash, admins, created_at) VALUES ($1, 0, $2, $3, $4)",
-                    &[&id, &r.hash.as_slice(), &channels::join_admins(r.admins.as_deref().unwrap_or_default()), &(now as i64)],
+                    "INSERT INTO channels (channel_id, head_seq, head_hash, admins, created_at, bytes) VALUES ($1, 0, $2, $3, $4, $5)",
+                    &[&id, &r.hash.as_slice(), &channels::join_admins(r.admins.as_deref().unwrap_or_default()), &(now as i64), &(r.bytes.len() as i64)],
                 )
                 .await?;
             } else {
                 tx.execute(
-                    "UPDATE channels SET head_seq = $2, head_hash = $3, admins = COALESCE($4, admins) WHERE channel_id = $1",
-                    &[&id, &(r.seq as i64), &r.hash.as_slice(), &r.admins.as_deref().map(channels::join_admins)],
+                    "UPDATE channels SET head_seq = $2, head_hash = $3, admins = COALESCE($4, admins), bytes = bytes + $5 WHERE channel_id = $1",
+                    &[&id, &(r.seq as i64), &r.hash.as_slice(), &r.admins.as_deref().map(channels::join_admins), &(r.bytes.len() as i64)],
                 )
                 .await?;
             }
@@ -1474,7 +1474,7 @@ impl Store for PgStore {
             let stored: i64 = tx
                 .query_one(
                     "SELECT ((SELECT COALESCE(SUM(bytes), 0) FROM groups) + (SELECT COALESCE(SUM(msg_bytes), 0) FROM mailboxes)
-                              + (SELECT COALESCE(SUM(length), 0) FROM blobs))::BIGINT",
+                              + (SELECT COALESCE(SUM(length), 0) FROM blobs) + (SELECT COALESCE(SUM(bytes), 0) FROM channels))::BIGINT",
                     &[],
                 )
                 .await?

@@ -1033,14 +1033,14 @@ impl Store for SqliteStore {
             if step == channels::Step::Create {
                 exec(
                     conn,
-                    "INSERT INTO channels (channel_id, head_seq, head_hash, admins, created_at) VALUES (?1, 0, ?2, ?3, ?4)",
-                    params![id, &r.hash[..], channels::join_admins(r.admins.as_deref().unwrap_or_default()), now as i64],
+                    "INSERT INTO channels (channel_id, head_seq, head_hash, admins, created_at, bytes) VALUES (?1, 0, ?2, ?3, ?4, ?5)",
+                    params![id, &r.hash[..], channels::join_admins(r.admins.as_deref().unwrap_or_default()), now as i64, r.bytes.len() as i64],
                 )?;
             } else {
                 exec(
                     conn,
-                    "UPDATE channels SET head_seq = ?2, head_hash = ?3, admins = COALESCE(?4, admins) WHERE channel_id = ?1",
-                    params![id, r.seq as i64, &r.hash[..], r.admins.as_deref().map(channels::join_admins)],
+                    "UPDATE channels SET head_seq = ?2, head_hash = ?3, admins = COALESCE(?4, admins), bytes = bytes + ?5 WHERE channel_id = ?1",
+                    params![id, r.seq as i64, &r.hash[..], r.admins.as_deref().map(channels::join_admins), r.bytes.len() as i64],
                 )?;
             }
             exec(
@@ -1134,7 +1134,7 @@ impl Store for SqliteStore {
             let stored: i64 = query_one(
                 conn,
                 "SELECT (SELECT COALESCE(SUM(bytes), 0) FROM groups) + (SELECT COALESCE(SUM(msg_bytes), 0) FROM mailboxes)
-                      + (SELECT COALESCE(SUM(length), 0) FROM blobs)",
+                      + (SELECT COALESCE(SUM(length), 0) FROM blobs) + (SELECT COALESCE(SUM(bytes), 0) FROM channels)",
                 [],
                 |r| r.get(0),
             )?;

@@ -358,6 +358,35 @@ store_cases! {
         assert!(s.use_nonce(n, t + 100, mb, t).await.unwrap());
         assert!(!s.use_nonce(n, t + 100, mb, t).await.unwrap(), "a nonce is used once");
     }
+
+    /// A channel's records count in the relay's stored bytes (`max_relay_bytes` refuses writes
+    /// past it), as groups, mailboxes and blobs do; a copy stored again counts once.
+    async fn channel_records_count_in_the_stored_bytes(s) {
+        let t = now();
+        let before = s.sweep(t, &Limits::default()).await.unwrap().stored_bytes;
+        let ch = rand_id();
+        let genesis = samizdat_relay::store::NewRecord {
+            channel: ch,
+            seq: 0,
+            prev: [0; 32],
+            hash: [1; 32],
+            admins: Some(vec![[9; 32]]),
+            bytes: vec![0; 300],
+        };
+        assert!(s.store_channel_record(genesis.clone(), t).await.unwrap());
+        let post = samizdat_relay::store::NewRecord {
+            channel: ch,
+            seq: 1,
+            prev: [1; 32],
+            hash: [2; 32],
+            admins: None,
+            bytes: vec![0; 700],
+        };
+        assert!(s.store_channel_record(post.clone(), t).await.unwrap());
+        assert!(!s.store_channel_record(post, t).await.unwrap(), "a copy is stored once");
+        let after = s.sweep(t, &Limits::default()).await.unwrap().stored_bytes;
+        assert_eq!(after - before, 1000);
+    }
 }
 
 /// Migrations (rusqlite_migration for SQLite, refinery for PostgreSQL): a PostgreSQL database
