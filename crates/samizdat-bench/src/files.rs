@@ -398,3 +398,102 @@ pub async fn isolation(args: IsolationArgs) -> Result<Report> {
         ),
     })
 }
+
+#[derive(Debug, clap::Args)]
+pub struct IdleArgs {
+    /// Conversations in the profile (groups on the relay, each subscribed on the service's
+    /// socket).
+    #[arg(long, default_value_t = 100)]
+    pub conversations: usize,
+    /// How long to watch, once the service has settled.
+    #[arg(long, default_value_t = 60)]
+    pub seconds: u64,
+}
+
+/// How many times the threads of `pid` were scheduled so far (`/proc/PID/task/*/schedstat`,
+/// third field): every wake-up of the process counts.
+fn wakeups(pid: u32) -> Result<u64> {
+    let mut n = 0;
+    for t in std::fs::read_dir(format!("/proc/{pid}/task"))? {
+        let stat = std::fs::read_to_string(t?.path().join("schedstat")).unwrap_or_default();
+        n += stat
+            .split_whitespace()
+            .nth(2)
+            .and_then(|v| v.parse::<u64>().ok())
+            .unwrap_or(0);
+    }
+    Ok(n)
+}
+
+/// Issue 33, idle clients: `samizdat serve` with `conversations` conversations and nothing
+/// happening, watched for `seconds` after it settled: wake-ups per second (timers, socket
+/// reads, requests), resident memory; the relay's wake-ups and store reads for pushes in the
+/// same window.
+pub async fn idle(args: IdleArgs) -> Result<Report> {
+    let tmp = tempfile::tempdir()?;
+    let relay = RelayChild::start(&tmp.path().join("relay"), None)?;
+    let home = tmp.path().join("idle");
+    ok(&home, &["init", "--relay", &relay.url, "--name", "Bench"])?;
+    {
+        let mut p = samizdat_core::Profile::open(&home, PASS)?;
+        for i in 0..args.conversations {
+            p.group_create(&format!("conversation {i}")).await?;
+        }
+    }
+    // Killed when dropped: a benchmark that fails half way leaves no service behind.
+    let serve = Child(
+        super::e2e::samizdat(&home)?
+            .arg("serve")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()?,
+    );
+    let pid = serve.0.id();
+    // Settle: the socket connects and subscribes, the first syncs run.
+    tokio::time::sleep(Duration::from_secs(15)).await;
+    let metrics = [relay.metrics.clone()];
+    let (client0, relay0, reads0) = (
+        wakeups(pid)?,
+        wakeups(relay.pid())?,
+        crate::util::relay_counts(&metrics).await?.push_reads,
+    );
+    let (cpu0, relay_cpu0) = (
+        crate::util::cpu_time(pid)?,
+        crate::util::cpu_time(relay.pid())?,
+    );
+    tokio::time::sleep(Duration::from_secs(args.seconds)).await;
+    let secs = args.seconds as f64;
+    let client = (wakeups(pid)? - client0) as f64 / secs;
+    let relay_wakeups = (wakeups(relay.pid())? - relay0) as f64 / secs;
+    let reads = crate::util::relay_counts(&metrics).await?.push_reads - reads0;
+    let cpu = crate::util::cpu_time(pid)? - cpu0;
+    let relay_cpu = crate::util::cpu_time(relay.pid())? - relay_cpu0;
+    let rss = super::util::rss_kib(pid)?;
+    drop(serve);
+    let text = format!(
+        "{} conversations under `samizdat serve`, idle for {} s after settling\n\
+         service: {:.2} wake-ups/s (goal ≤ 1), RSS {:.1} MiB (goal < 40), CPU {:.0} ms\n\
+         relay:   {:.2} wake-ups/s, {} store reads for pushes, CPU {:.0} ms\n",
+        args.conversations,
+        args.seconds,
+        client,
+        rss as f64 / 1024.0,
+        cpu.as_secs_f64() * 1000.0,
+        relay_wakeups,
+        reads,
+        relay_cpu.as_secs_f64() * 1000.0,
+    );
+    Ok(Report {
+        text,
+        json: json!({
+            "conversations": args.conversations,
+            "seconds": args.seconds,
+            "service_wakeups_per_s": client,
+            "service_rss_kib": rss,
+            "service_cpu_ms": cpu.as_millis() as u64,
+            "relay_wakeups_per_s": relay_wakeups,
+            "relay_push_reads": reads,
+            "relay_cpu_ms": relay_cpu.as_millis() as u64,
+        }),
+    })
+}

@@ -57,6 +57,9 @@ pub enum Which {
     Backup(files::BackupArgs),
     /// Connections and memory of transport isolation with 100 conversations.
     Isolation(files::IsolationArgs),
+    /// An idle `samizdat serve` with 100 conversations: wake-ups per second and memory, the
+    /// relay's beside it.
+    Idle(files::IdleArgs),
     /// Blocked relay → first message delivered on the new relay (a conversation moving).
     Move(moves::MoveArgs),
     /// A 10,000-member group end to end: create, Welcomes stored once, sampled joins, one
@@ -106,6 +109,7 @@ async fn run(args: BenchArgs) -> Result<()> {
         Which::Attachments(a) => files::attachments(a).await?,
         Which::Backup(a) => files::backup(a).await?,
         Which::Isolation(a) => files::isolation(a).await?,
+        Which::Idle(a) => files::idle(a).await?,
         Which::Move(a) => moves::run(a).await?,
         Which::LargeGroup(a) => large::run(a).await?,
         Which::LinkDevice(a) => devices::run(a).await?,

@@ -77,6 +77,9 @@ impl Appended {
 pub enum Wake {
     Topic(Topic),
     Entry(Arc<Appended>),
+    /// Anything may have changed (wake-ups from other processes may have been lost): every
+    /// connection reads all it follows.
+    All,
 }
 
 /// Fan-out of wake-ups to every WebSocket connection of this process.
@@ -103,6 +106,13 @@ impl Notifier {
                 .fetch_add(1, std::sync::atomic::Ordering::Release);
         }
         let _ = self.tx.send(Wake::Topic(topic));
+    }
+
+    /// Wake every connection for everything it follows.
+    pub fn all(&self) {
+        self.channel_wakes
+            .fetch_add(1, std::sync::atomic::Ordering::Release);
+        let _ = self.tx.send(Wake::All);
     }
 
     /// The count of channel wake-ups, shared.

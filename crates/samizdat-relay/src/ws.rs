@@ -1,8 +1,10 @@
 //! `GET /v1/ws`: one WebSocket per client, multiplexing its mailbox and group logs.
 //!
-//! Each connection keeps only cursors. On a wake-up (or a periodic poll, which covers wake-ups
-//! lost between processes) it reads the store after its cursors and pushes what is new, in
-//! log order.
+//! Each connection keeps only cursors. On a wake-up it reads the store after its cursors and
+//! pushes what is new, in log order. Nothing is read on a timer: a wake-up cannot be lost
+//! (within a process a connection that fell behind the wake-ups re-reads everything; between
+//! processes, a PostgreSQL listener that reconnects wakes every connection), so an idle
+//! subscription costs the relay nothing.
 //!
 //! A client may also append application entries over its socket: binary frames
 //! ([`proto::BinaryAppend`]), pipelined (up to [`MAX_APPENDS_IN_FLIGHT`] per connection; the
@@ -42,13 +44,9 @@ const MAX_BAD_FRAMES: u32 = 16;
 pub const MAX_APPENDS_IN_FLIGHT: usize = 32;
 /// Room for a binary append's header (type, ids, epoch, token) around the entry.
 const BINARY_APPEND_OVERHEAD: usize = 1 + 16 + 16 + 8 + 1 + 64;
-/// How often every subscription is re-read even without a wake-up (wake-ups lost between
-/// processes): every 2 s, backing off with the number of subscriptions so one connection
-/// cannot make the relay re-read hundreds of logs every 2 s.
-fn poll_interval(subscriptions: usize) -> Duration {
-    let per_sub = Duration::from_millis(20).saturating_mul(subscriptions as u32);
-    per_sub.clamp(Duration::from_secs(2), Duration::from_secs(30))
-}
+/// A channel follower further behind than one push sends (`max_read_entries` records) gets
+/// the rest this long after, a push at a time.
+const BACKLOG_PAUSE: Duration = Duration::from_millis(100);
 
 #[utoipa::path(
     get,
@@ -130,6 +128,8 @@ struct Conn {
     binary_entries: bool,
     /// When subscriptions holding entries ahead of a gap read their log (see `GroupSub::held`).
     gap_deadline: Option<tokio::time::Instant>,
+    /// When a channel follower that a push left behind gets the next push.
+    backlog_at: Option<tokio::time::Instant>,
 }
 
 type Sink = futures_util::stream::SplitSink<WebSocket, Message>;
@@ -166,6 +166,7 @@ async fn serve(state: AppState, socket: WebSocket, challenge: Id) -> Result<(), 
         channels: HashMap::new(),
         binary_entries: false,
         gap_deadline: None,
+        backlog_at: None,
     };
     send(
         &mut sink,
@@ -182,8 +183,6 @@ async fn serve(state: AppState, socket: WebSocket, challenge: Id) -> Result<(), 
     // idle anonymous sockets cannot hold the connection caps (security review 3, M4).
     let proof_deadline = std::time::Duration::from_secs(conn.state.limits.ws_proof_secs.max(1));
     let mut unproven = Some(tokio::time::Instant::now() + proof_deadline);
-    let poll = tokio::time::sleep(poll_interval(0));
-    tokio::pin!(poll);
     // Answers of pending binary appends. Unbounded, but never holds more than
     // MAX_APPENDS_IN_FLIGHT: each answer holds one permit until it is sent.
     let (acks_tx, mut acks) = mpsc::unbounded_channel::<ServerFrame>();
@@ -270,8 +269,9 @@ async fn serve(state: AppState, socket: WebSocket, challenge: Id) -> Result<(), 
                     Ok(Wake::Topic(Topic::Group(id))) if conn.groups.contains_key(&id) => conn.push(&mut sink, Some(id)).await?,
                     Ok(Wake::Topic(Topic::Channel(id))) if conn.channels.contains_key(&id) => conn.push(&mut sink, Some(id)).await?,
                     Ok(Wake::Entry(e)) if conn.groups.contains_key(&e.group) => conn.push_appended(&mut sink, &e).await?,
+                    // Fell behind the wake-ups, or told that any may have been lost.
+                    Ok(Wake::All) | Err(RecvError::Lagged(_)) => conn.push(&mut sink, None).await?,
                     Ok(_) => {}
-                    Err(RecvError::Lagged(_)) => conn.push(&mut sink, None).await?,
                     Err(RecvError::Closed) => return Ok(()),
                 }
             }
@@ -286,9 +286,9 @@ async fn serve(state: AppState, socket: WebSocket, challenge: Id) -> Result<(), 
                 let _ = sink.send(Message::Close(None)).await;
                 return Ok(());
             }
-            _ = &mut poll => {
+            _ = tokio::time::sleep_until(conn.backlog_at.unwrap_or_else(tokio::time::Instant::now)), if conn.backlog_at.is_some() => {
+                conn.backlog_at = None;
                 conn.push(&mut sink, None).await?;
-                poll.as_mut().reset(tokio::time::Instant::now() + poll_interval(conn.subscriptions()));
             }
             _ = shutdown.changed() => {
                 let _ = sink.send(Message::Close(None)).await;
@@ -671,6 +671,7 @@ impl Conn {
             let mut sent = 0;
             while let Some(after) = self.channels.get(&id).copied() {
                 if sent >= limit {
+                    self.backlog_at = Some(tokio::time::Instant::now() + BACKLOG_PAUSE);
                     break;
                 }
                 let seq = after.saturating_add(1);

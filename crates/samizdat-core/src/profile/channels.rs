@@ -689,6 +689,10 @@ impl Profile {
             return;
         };
         for id in ids {
+            if self.poll_only && self.live_logs.contains(id.id()) {
+                // Pushed on the home socket as its records are stored.
+                continue;
+            }
             if let Err(e) = self.channel_sync(&id).await {
                 tracing::debug!(channel = %id.short(), "channel sync: {e}");
             }

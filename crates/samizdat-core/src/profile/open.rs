@@ -238,6 +238,7 @@ impl Profile {
             down_since,
             move_failed: HashMap::new(),
             live_logs: HashSet::new(),
+            poll_only: false,
             receipts_due: std::sync::atomic::AtomicBool::new(true),
             call_tunnels: Default::default(),
             relays: Default::default(),

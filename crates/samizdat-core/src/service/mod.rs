@@ -39,6 +39,10 @@ const EVENT_BUFFER: usize = 4096;
 const POLL: Duration = Duration::from_secs(5);
 /// How often a running service reads the mailbox of an open device link.
 const LINK_POLL: Duration = Duration::from_millis(500);
+/// Every this many polls, the poll reads every log, the ones the sockets push included (a
+/// safety net: a subscription the relay refused, a push lost on the way); the other polls
+/// leave those logs to their pushes, so an idle service makes no request for them.
+const FULL_POLL_EVERY: u64 = 60;
 
 type Job = Box<dyn for<'a> FnOnce(&'a mut Profile) -> LocalBoxFuture<'a, ()> + Send>;
 
@@ -319,6 +323,8 @@ struct Link {
     /// Channel records pushed on the home socket, in order (bounded: past `PUSHED_MAX` the
     /// channels are read instead, by the full sync).
     channel_pushed: Vec<(Id, u64, Vec<u8>)>,
+    /// The full sync due was asked for by the poll alone.
+    poll_tick: bool,
 }
 
 impl Link {
@@ -334,6 +340,7 @@ impl Link {
             groups: std::collections::HashSet::new(),
             pushed: HashMap::new(),
             channel_pushed: Vec::new(),
+            poll_tick: false,
         }
     }
 }
@@ -449,10 +456,15 @@ impl Service {
         let mut link_poll = tokio::time::interval(LINK_POLL);
         let mut conv_sockets = ConvSockets::new();
         let mut mailbox_sockets = MailboxSockets::new();
+        let mut polls = 0u64;
         loop {
             if l.dirty && l.retry_at.is_none() {
                 l.dirty = false;
+                // Due only to the poll: the logs the sockets push are not read again.
+                self.profile.poll_only =
+                    std::mem::take(&mut l.poll_tick) && !polls.is_multiple_of(FULL_POLL_EVERY);
                 self.full_sync(&mut l).await;
+                self.profile.poll_only = false;
             }
             // A push for one conversation: read just that log (the 5 s poll and mailbox
             // pushes still run the full sync).
@@ -493,11 +505,14 @@ impl Service {
                 tokio::time::Instant::now()
                     + Duration::from_millis(ms.saturating_sub(crate::now_millis()))
             });
+            // A device link waiting for its new device is polled; none open, no timer runs.
+            let links_open = self.profile.links_open().unwrap_or(false);
             tokio::select! {
                 Some(()) = mailbox_sockets.push_rx.recv() => {
                     while mailbox_sockets.push_rx.try_recv().is_ok() {}
                     l.retry_at = None;
                     l.dirty = true;
+                    l.poll_tick = false;
                 }
                 _ = sleep_until(move_at) => {
                     l.retry_at = None;
@@ -522,10 +537,16 @@ impl Service {
                     }
                     None => return None,
                 },
-                _ = poll.tick() => l.dirty = true,
+                _ = poll.tick() => {
+                    polls += 1;
+                    if !l.dirty {
+                        l.poll_tick = true;
+                    }
+                    l.dirty = true;
+                }
                 // A device link waiting for its new device: answered within half a second.
-                _ = link_poll.tick() => {
-                    if self.profile.links_open().unwrap_or(false) && l.retry_at.is_none() {
+                _ = link_poll.tick(), if links_open => {
+                    if l.retry_at.is_none() {
                         match self.profile.poll_links().await {
                             Ok(()) => self.publish(),
                             Err(e) => tracing::debug!("device link: {e}"),

@@ -423,7 +423,13 @@ async fn listen_once(url: &str, origin: &str, notifier: &Notifier) -> Result<()>
     let mut listening = false;
     loop {
         tokio::select! {
-            r = &mut listen, if !listening => { r?; listening = true; }
+            r = &mut listen, if !listening => {
+                r?;
+                listening = true;
+                // What other processes stored while no one listened (a lost connection, or
+                // before the first LISTEN) was announced to no one here: everyone reads.
+                notifier.all();
+            }
             msg = stream.next() => match msg {
                 Some(Ok(AsyncMessage::Notification(n))) => {
                     // One payload may carry several topics, separated by spaces, after the

@@ -10,8 +10,8 @@ use std::process::{Child, Command, Output, Stdio};
 
 use crate::harness::{BIN, PASSPHRASE, Person, World, hex_rand, needs};
 
-/// A network namespace with one veth link to the host: host side `10.77.N.1/30`, namespace
-/// side `10.77.N.2/30`, no other route. Removed on drop.
+/// A network namespace with one veth link to the host: host side `10.77.A.B+1/30`, namespace
+/// side `10.77.A.B+2/30` (a /30 picked at random), no other route. Removed on drop.
 struct NetNs {
     name: String,
     host_if: String,
@@ -30,12 +30,15 @@ fn ip(args: &[&str]) {
 impl NetNs {
     fn new() -> NetNs {
         let tag = &hex_rand()[..6];
-        let n = u8::from_str_radix(&tag[..2], 16).unwrap_or(1) as u32 * 4 % 252;
+        // A /30 of its own among 16,384 (two namespaces of tests running at once on one
+        // subnet broke each other's routes: one in 63 before).
+        let r = u16::from_str_radix(&tag[..4], 16).unwrap_or(1);
+        let (a, b) = (r >> 6 & 0xff, (r & 0x3f) * 4);
         let name = format!("sz{tag}");
         let host_if = format!("vh{tag}");
         let ns_if = format!("vn{tag}");
-        let host_ip = format!("10.77.{n}.1");
-        let ns_ip = format!("10.77.{n}.2");
+        let host_ip = format!("10.77.{a}.{}", b + 1);
+        let ns_ip = format!("10.77.{a}.{}", b + 2);
         ip(&["netns", "add", &name]);
         ip(&[
             "link", "add", &host_if, "type", "veth", "peer", "name", &ns_if,
