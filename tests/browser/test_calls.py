@@ -128,6 +128,12 @@ def peak(page):
 
 def only_relayed(page, protocol=None):
     s = page.evaluate(STATS)
+    # Right after a renegotiation the new descriptions may not list the gathered candidates
+    # yet (they are added as gathering reports them): wait for them, bounded.
+    deadline = time.time() + LONG / 1000
+    while not s["sdpCandidates"] and time.time() < deadline:
+        time.sleep(0.2)
+        s = page.evaluate(STATS)
     assert s["local"] and all(c[0] == "relay" for c in s["local"]), s
     assert s["remote"] and all(c == "relay" for c in s["remote"]), s
     assert s["pair"] and s["pair"][:2] == ["relay", "relay"], s
