@@ -34,8 +34,8 @@ const JOB_QUEUE: usize = 256;
 /// Live events buffered per subscriber; a subscriber that falls further behind is told it
 /// lagged and reads the rest from the durable log.
 const EVENT_BUFFER: usize = 4096;
-/// Conversations are polled this often even when the WebSocket is quiet (other relays,
-/// missed notifications).
+/// The poll: what no socket pushes (logs on other relays, the mailbox, channels read from
+/// elsewhere) is read this often; the rest every `FULL_POLL_EVERY` polls.
 const POLL: Duration = Duration::from_secs(5);
 /// How often a running service reads the mailbox of an open device link.
 const LINK_POLL: Duration = Duration::from_millis(500);
