@@ -220,6 +220,8 @@ pub struct RelayCounts {
     pub batches: u64,
     pub writes: u64,
     pub push_reads: u64,
+    /// WebSockets open now (a gauge).
+    pub websockets: u64,
 }
 
 pub async fn relay_counts(urls: &[String]) -> Result<RelayCounts> {
@@ -232,6 +234,7 @@ pub async fn relay_counts(urls: &[String]) -> Result<RelayCounts> {
                 (Some("samizdat_write_batches_total"), Some(v)) => total.batches += v,
                 (Some("samizdat_batched_writes_total"), Some(v)) => total.writes += v,
                 (Some("samizdat_push_reads_total"), Some(v)) => total.push_reads += v,
+                (Some("samizdat_ws_connections"), Some(v)) => total.websockets += v,
                 _ => {}
             }
         }

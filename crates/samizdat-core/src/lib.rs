@@ -262,6 +262,7 @@ mod tests {
         let mut sealed = crate::attachment::Sealed {
             key: [7; 32],
             digest: [1; 32],
+            digest_kind: Default::default(),
             cipher_len: 10,
         };
         assert!(
@@ -275,6 +276,7 @@ mod tests {
             blob: samizdat_proto::Id::from_bytes([2; 16]),
             key: samizdat_proto::Bytes(vec![9; 32]),
             digest: samizdat_proto::Bytes(vec![3; 32]),
+            digest_kind: Default::default(),
             size: 1,
             name: "a".into(),
             media_type: "text/plain".into(),

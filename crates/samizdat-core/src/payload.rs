@@ -166,8 +166,12 @@ pub struct Attachment {
     pub blob: Id,
     /// The file's fresh ChaCha20-Poly1305 key (32 bytes).
     pub key: Bytes,
-    /// SHA-256 of the ciphertext.
+    /// The digest of the ciphertext, by [`Self::digest_kind`].
     pub digest: Bytes,
+    /// How `digest` was computed: BLAKE3 for files sent now; absent, SHA-256 (files sent
+    /// before, still read).
+    #[serde(default, skip_serializing_if = "DigestKind::is_sha256")]
+    pub digest_kind: DigestKind,
     /// The file's real size in bytes.
     pub size: u64,
     pub name: String,
@@ -176,6 +180,22 @@ pub struct Attachment {
     /// length), made on the sender's device.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub preview: Option<Preview>,
+}
+
+/// The hash an attachment's digest is made with. Both give 32 bytes; BLAKE3 is two to three
+/// times faster here (one core), which is what a 100 MB download waits for.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DigestKind {
+    #[default]
+    Sha256,
+    Blake3,
+}
+
+impl DigestKind {
+    pub fn is_sha256(&self) -> bool {
+        *self == DigestKind::Sha256
+    }
 }
 
 /// How an attachment shows inline (see [`crate::thumbnail`]).

@@ -114,12 +114,37 @@ pub fn client_config(pins: Vec<[u8; 32]>) -> Result<Arc<rustls::ClientConfig>> {
 }
 
 /// A TLS client configuration trusting the system's certificate authorities (an `https://`
-/// relay without a pin), for the raw streams the call tunnel opens.
+/// relay without a pin): every HTTP client, WebSocket and call tunnel of the process shares
+/// the one loaded first.
 pub fn system_roots() -> Result<Arc<rustls::ClientConfig>> {
+    static SYSTEM: std::sync::OnceLock<Arc<rustls::ClientConfig>> = std::sync::OnceLock::new();
+    if let Some(cfg) = SYSTEM.get() {
+        return Ok(cfg.clone());
+    }
+    let cfg = load_system_roots()?;
+    Ok(SYSTEM.get_or_init(|| cfg).clone())
+}
+
+/// A TLS client configuration that trusts no certificate, shared by the clients of relays
+/// reached over plain HTTP (which never use it).
+pub fn no_roots() -> Result<Arc<rustls::ClientConfig>> {
+    static NONE: std::sync::OnceLock<Arc<rustls::ClientConfig>> = std::sync::OnceLock::new();
+    if let Some(cfg) = NONE.get() {
+        return Ok(cfg.clone());
+    }
+    let cfg = with_roots(rustls::RootCertStore::empty())?;
+    Ok(NONE.get_or_init(|| cfg).clone())
+}
+
+fn load_system_roots() -> Result<Arc<rustls::ClientConfig>> {
     let mut roots = rustls::RootCertStore::empty();
     for cert in rustls_native_certs::load_native_certs().certs {
         let _ = roots.add(cert);
     }
+    with_roots(roots)
+}
+
+fn with_roots(roots: rustls::RootCertStore) -> Result<Arc<rustls::ClientConfig>> {
     let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
     let mut cfg = rustls::ClientConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()

@@ -419,6 +419,7 @@ impl Person {
             blob: samizdat_proto::Id::from_bytes([9; 16]),
             key: Bytes(vec![7; 32]),
             digest: Bytes(vec![1; 32]),
+            digest_kind: Default::default(),
             size: picture.len() as u64,
             name: "photo.jpg".into(),
             media_type: "image/jpeg".into(),

@@ -304,10 +304,27 @@ impl ClientHandle {
     /// Our verified encrypted copy of `message_id`'s attachment, fetched from its relay if
     /// we do not hold it yet (the digest is checked before it is kept).
     pub async fn fetch_attachment(&self, message_id: &MessageId) -> Result<(PathBuf, Attachment)> {
+        let source = self.attachment_source(message_id).await?;
+        self.fetch_from(message_id, source, None).await
+    }
+
+    async fn attachment_source(
+        &self,
+        message_id: &MessageId,
+    ) -> Result<crate::profile::AttachmentSource> {
         let m = *message_id;
-        let source = self
-            .call(move |p| async move { p.attachment_source(&m) }.boxed_local())
-            .await?;
+        self.call(move |p| async move { p.attachment_source(&m) }.boxed_local())
+            .await
+    }
+
+    /// Fetch `source`'s copy if we do not hold it (as [`Self::fetch_attachment`]), handing
+    /// the bytes to `tap` as they arrive when it is given.
+    async fn fetch_from(
+        &self,
+        message_id: &MessageId,
+        source: crate::profile::AttachmentSource,
+        tap: Option<Tap>,
+    ) -> Result<(PathBuf, Attachment)> {
         let att = source.attachment;
         if let Some(local) = source.local {
             return Ok((local, att));
@@ -324,7 +341,7 @@ impl ClientHandle {
             total: attachment::cipher_len(att.size),
             reported: None,
         };
-        let digest = download(&relay, &att, &part, &mut progress, GIVE_UP).await?;
+        let digest = download(&relay, &att, &part, &mut progress, GIVE_UP, tap).await?;
         if digest.as_slice() != att.digest.0.as_slice() {
             // Never kept, never shown: a fresh download may fetch an intact copy.
             let _ = crate::wipe::wipe_file(&part);
@@ -343,9 +360,39 @@ impl ClientHandle {
     /// Fetch (if needed), verify and decrypt `message_id`'s attachment to `out`: a new file,
     /// or a file named after the attachment inside `out` when it is a directory. An
     /// existing file is never overwritten.
+    ///
+    /// A copy not held yet is decrypted as it arrives (on every core, beside the download);
+    /// the result stays a hidden temporary file until the whole copy matched its digest, and
+    /// is decrypted again from the copy if the download had to resume.
     pub async fn download(&self, message_id: &MessageId, out: &Path) -> Result<Downloaded> {
-        let (copy, att) = self.fetch_attachment(message_id).await?;
-        decrypt_to(&copy, &att, out).await
+        let source = self.attachment_source(message_id).await?;
+        if source.local.is_some() {
+            let (copy, att) = self.fetch_from(message_id, source, None).await?;
+            return decrypt_to(&copy, &att, out).await;
+        }
+        let att = source.attachment.clone();
+        let (dest, tmp) = destination(&att, out)?;
+        let (tx, rx) = tokio::sync::mpsc::channel(TAP_CHUNKS);
+        let (key, size) = (zeroize::Zeroizing::new(att.key.0.clone()), att.size);
+        let t = tmp.clone();
+        let streamed = tokio::task::spawn_blocking(move || {
+            attachment::decrypt_from(&mut TapReader::new(rx), "the download", &key, size, &t)
+        });
+        let fetched = self.fetch_from(message_id, source, Some(tx)).await;
+        let streamed = streamed.await;
+        let (copy, att) = match fetched {
+            Ok(f) => f,
+            Err(e) => {
+                let _ = std::fs::remove_file(&tmp);
+                return Err(e);
+            }
+        };
+        if !matches!(streamed, Ok(Ok(()))) {
+            // Resumed, or the stream was cut: the verified copy is decrypted instead.
+            let _ = std::fs::remove_file(&tmp);
+            decrypt_copy(&copy, &att, &tmp).await?;
+        }
+        place(&tmp, &dest, &att)
     }
 
     /// Post a photo or file to a channel this profile is an admin of, with `caption`: cleaned
@@ -463,7 +510,7 @@ impl ClientHandle {
             } else {
                 GIVE_UP
             };
-            match download(client, &att, &part, &mut progress, give_up).await {
+            match download(client, &att, &part, &mut progress, give_up, None).await {
                 Ok(digest) if digest.as_slice() == att.digest.0.as_slice() => {
                     let placed = decrypt_to(&part, &att, out).await;
                     let _ = crate::wipe::wipe_file(&part);
@@ -493,6 +540,14 @@ const CHANNEL_COPY_GIVE_UP: Duration = Duration::from_secs(15);
 /// Decrypt a verified encrypted copy of `att` to `out`: a new file, or a file named after the
 /// attachment inside `out` when it is a directory. An existing file is never overwritten.
 async fn decrypt_to(copy: &Path, att: &Attachment, out: &Path) -> Result<Downloaded> {
+    let (dest, tmp) = destination(att, out)?;
+    decrypt_copy(copy, att, &tmp).await?;
+    place(&tmp, &dest, att)
+}
+
+/// Where `att` saved to `out` goes, and the hidden temporary file beside it that is written
+/// first. An existing file is refused.
+fn destination(att: &Attachment, out: &Path) -> Result<(PathBuf, PathBuf)> {
     let name = attachment::safe_name(&att.name);
     let dest = if out.is_dir() {
         out.join(&name)
@@ -511,21 +566,63 @@ async fn decrypt_to(copy: &Path, att: &Attachment, out: &Path) -> Result<Downloa
         .unwrap_or(Path::new("."))
         .to_path_buf();
     let tmp = parent.join(format!(".samizdat-{}.part", random_id()));
+    Ok((dest, tmp))
+}
+
+async fn decrypt_copy(copy: &Path, att: &Attachment, tmp: &Path) -> Result<()> {
     let (key, size) = (zeroize::Zeroizing::new(att.key.0.clone()), att.size);
-    let (c, t) = (copy.to_path_buf(), tmp.clone());
+    let (c, t) = (copy.to_path_buf(), tmp.to_path_buf());
     tokio::task::spawn_blocking(move || attachment::decrypt_file(&c, &key, size, &t))
         .await
-        .map_err(|e| Error::Storage(format!("decryption task failed: {e}")))??;
+        .map_err(|e| Error::Storage(format!("decryption task failed: {e}")))?
+}
+
+/// Put the decrypted `tmp` at `dest`.
+fn place(tmp: &Path, dest: &Path, att: &Attachment) -> Result<Downloaded> {
     // A hard link refuses to replace a file that appeared meanwhile; rename would not.
-    let placed = std::fs::hard_link(&tmp, &dest);
-    let _ = std::fs::remove_file(&tmp);
+    let placed = std::fs::hard_link(tmp, dest);
+    let _ = std::fs::remove_file(tmp);
     placed.map_err(|e| Error::Usage(format!("cannot write {}: {e}", dest.display())))?;
     Ok(Downloaded {
         path: dest.display().to_string(),
         size: att.size,
-        name,
+        name: attachment::safe_name(&att.name),
         media_type: crate::AttachmentView::of(att, true).media_type,
     })
+}
+
+/// Chunks of a download handed to its decryption as they arrive (bounded: a slow decryption
+/// slows the download, and memory stays at most this many chunks).
+const TAP_CHUNKS: usize = 64;
+type Tap = tokio::sync::mpsc::Sender<bytes::Bytes>;
+
+/// The bytes a [`Tap`] carries, read on a blocking thread. The sender gone is the end.
+struct TapReader {
+    rx: tokio::sync::mpsc::Receiver<bytes::Bytes>,
+    current: bytes::Bytes,
+}
+
+impl TapReader {
+    fn new(rx: tokio::sync::mpsc::Receiver<bytes::Bytes>) -> TapReader {
+        TapReader {
+            rx,
+            current: bytes::Bytes::new(),
+        }
+    }
+}
+
+impl std::io::Read for TapReader {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        while self.current.is_empty() {
+            match self.rx.blocking_recv() {
+                Some(b) => self.current = b,
+                None => return Ok(0),
+            }
+        }
+        let n = buf.len().min(self.current.len());
+        buf[..n].copy_from_slice(&self.current.split_to(n));
+        Ok(n)
+    }
 }
 
 impl ClientHandle {
@@ -612,9 +709,9 @@ async fn upload(
 
 /// Download the blob into `part`, continuing from the bytes already there.
 /// SHA-256 over the first `len` bytes of `path`.
-fn hash_prefix(path: &Path, len: u64) -> Result<aws_lc_rs::digest::Context> {
+fn hash_prefix(path: &Path, len: u64, kind: attachment::DigestKind) -> Result<attachment::Hasher> {
     use std::io::Read;
-    let mut ctx = aws_lc_rs::digest::Context::new(&aws_lc_rs::digest::SHA256);
+    let mut ctx = attachment::Hasher::new(kind);
     if len == 0 {
         return Ok(ctx);
     }
@@ -642,6 +739,7 @@ async fn download(
     part: &Path,
     progress: &mut Progress<'_>,
     give_up: Duration,
+    mut tap: Option<Tap>,
 ) -> Result<[u8; 32]> {
     use tokio::io::AsyncWriteExt;
     let total = progress.total;
@@ -649,7 +747,7 @@ async fn download(
     let mut stalled_since: Option<tokio::time::Instant> = None;
     let mut resumed = None;
     // The digest so far and how many bytes of `part` it covers.
-    let mut hashed: Option<(aws_lc_rs::digest::Context, u64)> = None;
+    let mut hashed: Option<(attachment::Hasher, u64)> = None;
     loop {
         let have = std::fs::metadata(part).map(|m| m.len()).unwrap_or(0);
         if have > total {
@@ -658,18 +756,20 @@ async fn download(
             continue;
         }
         if hashed.as_ref().map(|h| h.1) != Some(have) {
-            hashed = Some((hash_prefix(part, have)?, have));
+            hashed = Some((hash_prefix(part, have, att.digest_kind)?, have));
         }
         if have == total {
             progress.at(total, resumed.take());
             let (ctx, _) = hashed
                 .take()
                 .ok_or_else(|| Error::Storage("no digest".into()))?;
-            let mut d = [0u8; 32];
-            d.copy_from_slice(ctx.finish().as_ref());
-            return Ok(d);
+            return Ok(ctx.finish());
         }
         progress.at(have, resumed.take());
+        if have > 0 {
+            // The tap sees a download from its first byte, or nothing (it ends short).
+            tap = None;
+        }
         let attempt = async {
             let mut r = relay.get_blob(&att.blob, have).await?;
             let file = tokio::fs::OpenOptions::new()
@@ -684,10 +784,12 @@ async fn download(
                 file.set_len(0)
                     .await
                     .map_err(|e| Error::Storage(format!("cannot write the download: {e}")))?;
-                hashed = Some((hash_prefix(part, 0)?, 0));
+                hashed = Some((hash_prefix(part, 0, att.digest_kind)?, 0));
             }
             let mut file = tokio::io::BufWriter::with_capacity(1 << 20, file);
             let mut done = if have > 0 && partial { have } else { 0 };
+            // Write-back started as the bytes come (the buffer's last MiB not yet written).
+            let mut kicked = done;
             while let Some(chunk) = r.chunk().await.map_err(|e| relay.stream_error(e))? {
                 if done + chunk.len() as u64 > total {
                     return Err(Error::Integrity(
@@ -701,7 +803,18 @@ async fn download(
                     ctx.update(&chunk);
                     *n += chunk.len() as u64;
                 }
+                if let Some(t) = &tap
+                    && t.send(chunk.clone()).await.is_err()
+                {
+                    // The decryption stopped (damaged bytes): the copy decides later.
+                    tap = None;
+                }
                 done += chunk.len() as u64;
+                let settled = done.saturating_sub(1 << 20);
+                if settled >= kicked + (8 << 20) {
+                    attachment::start_writeback(file.get_ref(), kicked, settled);
+                    kicked = settled;
+                }
                 progress.at(done, None);
                 if let Some(p) = test_pause() {
                     file.flush().await.ok();
@@ -865,6 +978,7 @@ async fn encrypt_outgoing(
         blob: samizdat_proto::Id::from_bytes([0; 16]),
         key: Bytes(sealed.key.to_vec()),
         digest: Bytes(sealed.digest.to_vec()),
+        digest_kind: sealed.digest_kind,
         size,
         media_type: attachment::media_type(&name).to_string(),
         name,

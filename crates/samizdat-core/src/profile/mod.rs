@@ -24,7 +24,7 @@ mod attachments;
 mod calls;
 mod channel_admins;
 mod channels;
-pub(crate) use attachments::PendingFile;
+pub(crate) use attachments::{AttachmentSource, PendingFile};
 mod archive;
 mod backup;
 mod commit;
@@ -173,9 +173,12 @@ pub struct Profile {
     /// pushed as they are appended, so a send to one of them does not read the log first (a
     /// stale epoch still makes it read). Empty without a service.
     pub(crate) live_logs: HashSet<Id>,
-    /// The sync under way is the running service's poll: logs (and channels) in `live_logs`
-    /// are left to their pushes.
+    /// The sync under way is the running service's poll: logs (and channels) in `live_logs`,
+    /// and the home mailbox when `mailbox_live`, are left to their pushes.
     pub(crate) poll_only: bool,
+    /// The running service's home socket is subscribed to our mailbox: what arrives there
+    /// is pushed (and makes the service read it).
+    pub(crate) mailbox_live: bool,
     /// One client (connection pool) per other relay, kept for the life of the profile.
     pub(crate) relays: std::sync::Mutex<HashMap<String, RelayClient>>,
     /// When this process last checked the KeyPackage pool (Unix seconds; 0: never).

@@ -239,6 +239,7 @@ impl Profile {
             move_failed: HashMap::new(),
             live_logs: HashSet::new(),
             poll_only: false,
+            mailbox_live: false,
             receipts_due: std::sync::atomic::AtomicBool::new(true),
             call_tunnels: Default::default(),
             relays: Default::default(),

@@ -606,13 +606,22 @@ impl Profile {
     }
 
     fn client(&self, url: &str, purpose: &[u8]) -> Result<RelayClient> {
+        // Isolating, a conversation's own client speaks over its WebSocket, and the other
+        // identities (drops to someone's mailbox, KeyPackage claims) are used now and then:
+        // their HTTP requests (a full read every few minutes, files) open a connection each
+        // rather than hold one beside the sockets (issue 33: ≤ 1 socket per conversation).
+        let keep_idle = !self.net.isolating();
         let identity = super::isolation_identity(&self.net, &self.isolation_salt, purpose);
         let cache = format!("{url}|{}", identity.as_deref().unwrap_or(""));
         let mut relays = self.relays.lock().unwrap_or_else(|p| p.into_inner());
         if let Some(r) = relays.get(&cache) {
             return Ok(r.clone());
         }
-        let mut r = RelayClient::with_net(url, &self.net, identity.as_deref())?;
+        let mut r = if keep_idle {
+            RelayClient::with_net(url, &self.net, identity.as_deref())?
+        } else {
+            RelayClient::with_net_unpooled(url, &self.net, identity.as_deref())?
+        };
         if self.ws_appends {
             r = r.with_ws_appends();
         }

@@ -272,6 +272,11 @@ impl Profile {
     }
 
     pub(super) async fn sync_mailbox(&mut self) -> Result<()> {
+        if self.poll_only && self.mailbox_live {
+            // Its socket pushes what arrives: nothing to read (and no HTTP connection held
+            // open for a read every few seconds).
+            return Ok(());
+        }
         let relay = self.relay.clone();
         let key = self.mailbox_key.clone();
         let id = self.mailbox;

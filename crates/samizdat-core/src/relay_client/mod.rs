@@ -91,6 +91,9 @@ pub struct RelayClient {
     ws: Option<Arc<WsAppends>>,
 }
 
+/// How long an isolating client's idle HTTP connection is kept.
+const ISOLATED_IDLE: Duration = Duration::from_secs(10);
+
 fn now_secs() -> u64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
@@ -131,6 +134,26 @@ impl RelayClient {
         net: &crate::net::Net,
         identity: Option<&str>,
     ) -> Result<RelayClient> {
+        Self::build(spec, net, identity, true)
+    }
+
+    /// As [`Self::with_net`], keeping no idle connection between requests: for a client
+    /// whose traffic rides a WebSocket and whose HTTP requests are rare (an isolated
+    /// conversation's), so that it holds one socket, not two.
+    pub fn with_net_unpooled(
+        spec: &str,
+        net: &crate::net::Net,
+        identity: Option<&str>,
+    ) -> Result<RelayClient> {
+        Self::build(spec, net, identity, false)
+    }
+
+    fn build(
+        spec: &str,
+        net: &crate::net::Net,
+        identity: Option<&str>,
+        keep_idle: bool,
+    ) -> Result<RelayClient> {
         let spec = normalize_spec(spec)?;
         let mut bases = Vec::new();
         let mut pins = Vec::new();
@@ -145,8 +168,21 @@ impl RelayClient {
             Some(crate::pin::client_config(pins)?)
         };
         let mut builder = net.http_builder(identity)?;
-        if let Some(cfg) = &tls {
-            builder = builder.tls_backend_preconfigured((**cfg).clone());
+        // Pinned, or the system's authorities loaded once for the whole process (not once
+        // per client: with isolation there is a client per conversation).
+        let shared = match &tls {
+            Some(cfg) => cfg.clone(),
+            None if bases.iter().any(|b| b.starts_with("https://")) => crate::pin::system_roots()?,
+            // Plain HTTP only: a configuration that trusts nothing, shared too.
+            None => crate::pin::no_roots()?,
+        };
+        builder = builder.tls_backend_preconfigured((*shared).clone());
+        if !keep_idle {
+            builder = builder.pool_max_idle_per_host(0);
+        } else if identity.is_some() {
+            // Isolating, the mailbox's client: a burst (read, then acknowledge) shares a
+            // connection, which then closes instead of lingering beside the mailbox's socket.
+            builder = builder.pool_idle_timeout(ISOLATED_IDLE);
         }
         let http = builder
             .connect_timeout(Duration::from_secs(10))

@@ -657,9 +657,12 @@ impl Service {
     fn follow_live_logs(&mut self, l: &Link, conv_sockets: &ConvSockets) {
         // The home socket's subscriptions, and (isolating) each conversation's own socket.
         let mut now = conv_sockets.live_logs();
-        if l.ws.is_some() && l.challenge.is_some() {
+        let home_live = l.ws.is_some() && l.challenge.is_some();
+        if home_live {
             now.extend(l.subscribed.keys().copied());
         }
+        // The mailbox is subscribed on the home socket with the same challenge.
+        self.profile.mailbox_live = home_live;
         if self.profile.live_logs != now {
             self.profile.live_logs = now;
         }
