@@ -40,16 +40,24 @@ pub struct BackupArgs {
 /// Two connected profiles on a fresh relay: (alice, bob).
 fn pair(dir: &Path, relay: &str) -> Result<(PathBuf, PathBuf)> {
     let (a, b) = (dir.join("alice"), dir.join("bob"));
-    ok(&a, &["init", "--relay", relay, "--name", "Alice"])?;
-    ok(&b, &["init", "--relay", relay, "--name", "Bob"])?;
-    let link = ok(&a, &["invite"])?
+    introduce(&a, &b, relay, &[])?;
+    Ok((a, b))
+}
+
+/// Alice (with `alice_init` added to her `init`) and Bob on `relay`, contacts of each other.
+fn introduce(a: &Path, b: &Path, relay: &str, alice_init: &[&str]) -> Result<()> {
+    let mut init = vec!["init", "--relay", relay, "--name", "Alice"];
+    init.extend_from_slice(alice_init);
+    ok(a, &init)?;
+    ok(b, &["init", "--relay", relay, "--name", "Bob"])?;
+    let link = ok(a, &["invite"])?
         .lines()
         .last()
         .ok_or_else(|| anyhow!("no invite link"))?
         .to_string();
-    ok(&b, &["accept", &link, "--name", "alice"])?;
-    ok(&a, &["sync"])?;
-    Ok((a, b))
+    ok(b, &["accept", &link, "--name", "alice"])?;
+    ok(a, &["sync"])?;
+    Ok(())
 }
 
 async fn handle(home: &Path) -> Result<samizdat_core::ClientHandle> {
@@ -489,27 +497,7 @@ async fn usable(
     use futures_util::FutureExt;
     use samizdat_core::{ClientHandle, Event, Mode, Profile};
     let (a, b) = (dir.join("usable-alice"), dir.join("usable-bob"));
-    ok(
-        &a,
-        &[
-            "init",
-            "--relay",
-            relay,
-            "--name",
-            "Alice",
-            "--proxy",
-            proxy,
-            "--isolate",
-        ],
-    )?;
-    ok(&b, &["init", "--relay", relay, "--name", "Bob"])?;
-    let link = ok(&a, &["invite"])?
-        .lines()
-        .last()
-        .ok_or_else(|| anyhow!("no invite link"))?
-        .to_string();
-    ok(&b, &["accept", &link, "--name", "alice"])?;
-    ok(&a, &["sync"])?;
+    introduce(&a, &b, relay, &["--proxy", proxy, "--isolate"])?;
     eprintln!("isolation: {n} groups shared with a second person");
     {
         let mut p = Profile::open(&a, PASS)?;
